@@ -1,0 +1,88 @@
+# cowbd — one plain Makefile.  See README.md.
+#   make                build everything into build/
+#   make run            deps + build + start cowbd on var/pool.img with vol0
+#   make check          deps + build + every test; ends "N passed, N failed"
+#   make check SANITIZE=address,undefined
+#   make deps           apt-get what the build and tests need (root), else print the command
+
+CC       ?= cc
+BUILD    ?= build
+SANITIZE ?=
+PKGS     := libev-dev liburcu-dev libcmocka-dev libjansson-dev
+TESTPKGS := nbd-client nbd-server libnbd-bin python3-libnbd nbdkit qemu-utils \
+            qemu-system-x86 fio gnutls-bin busybox-static cpio e2fsprogs util-linux \
+            valgrind procps psmisc curl ca-certificates
+
+WARN     := -Wall -Wextra -Wshadow -Wvla -Wstrict-prototypes -Wmissing-prototypes \
+            -Wno-unused-parameter
+ifeq ($(CI),true)
+WARN     += -Werror
+endif
+URCU_CFLAGS := $(shell pkg-config --cflags liburcu-memb 2>/dev/null)
+URCU_LIBS   := $(shell pkg-config --libs liburcu-memb liburcu-cds 2>/dev/null || echo -lurcu-memb -lurcu-cds -lurcu-common)
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 $(WARN) -Iinclude $(URCU_CFLAGS) -D_GNU_SOURCE -pthread -msse4.2
+LDLIBS   := -lev -ljansson $(URCU_LIBS) -pthread
+ifneq ($(SANITIZE),)
+CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS  += -fsanitize=$(SANITIZE)
+BUILD    := build-san
+endif
+
+# Library objects: every src/*.c except the daemon's main.
+LIB_SRC  := $(filter-out src/main.c,$(wildcard src/*.c))
+LIB_OBJ  := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRC))
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+TOOL_SRC := $(wildcard tools/*.c)
+TOOL_BIN := $(patsubst tools/%.c,$(BUILD)/%,$(TOOL_SRC))
+
+.PHONY: all run check check-unit check-integration check-vm bench fuzz lint deps install clean
+all: $(BUILD)/cowbd $(TOOL_BIN) $(UNIT_BIN)
+
+$(BUILD)/obj/%.o: src/%.c $(wildcard include/*.h src/*.h) | $(BUILD)/obj
+	$(CC) $(CFLAGS) -c -o $@ $<
+$(BUILD)/libcowbd.a: $(LIB_OBJ)
+	rm -f $@; ar rcs $@ $^
+$(BUILD)/cowbd: $(BUILD)/obj/main.o $(BUILD)/libcowbd.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/%: tools/%.c $(BUILD)/libcowbd.a $(wildcard include/*.h)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libcowbd.a $(LDLIBS)
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcowbd.a $(wildcard include/*.h tests/unit/*.h)
+	@mkdir -p $(BUILD)/tests
+	$(CC) $(CFLAGS) -UNDEBUG $(LDFLAGS) -o $@ $< $(BUILD)/libcowbd.a $(LDLIBS) -lcmocka
+$(BUILD)/obj:
+	mkdir -p $@
+
+deps:
+	@sh tools/deps.sh $(PKGS) -- $(TESTPKGS)
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@sh tools/run.sh $(BUILD)
+
+check: deps
+	@$(MAKE) --no-print-directory all
+	@sh tests/run.sh $(BUILD) all
+
+check-unit: all
+	@sh tests/run.sh $(BUILD) unit
+check-integration: all
+	@sh tests/run.sh $(BUILD) integration
+check-vm: all
+	@sh tests/run.sh $(BUILD) vm
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@bash bench/bench.sh $(BUILD)
+
+lint:
+	clang-format --dry-run --Werror src/*.c include/*.h tools/*.c tests/unit/*.c
+
+install: all
+	install -D -m 0755 $(BUILD)/cowbd $(DESTDIR)/usr/local/sbin/cowbd
+	install -D -m 0755 $(BUILD)/cowctl $(DESTDIR)/usr/local/bin/cowctl
+	install -D -m 0755 $(BUILD)/cowbd-check $(DESTDIR)/usr/local/sbin/cowbd-check
+
+clean:
+	rm -rf build build-san

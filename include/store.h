@@ -1,0 +1,152 @@
+/* store.h — the copy-on-write block store: volumes, snapshots, clones,
+ * reads, writes, trims and flushes over one pool (see docs/FORMAT.md).
+ *
+ * Threads: store_open() starts one log thread (the only writer of trees,
+ * allocator and log) and a few reader threads.  Data-path requests go in
+ * with store_submit() from any thread and complete through req->done,
+ * called on a store thread.  Control operations (store_vol_create, ...) are
+ * synchronous: they return once the change is durable.
+ *
+ * Errors: 0 or negative errno.  -EINVAL bad range/argument, -ENOSPC pool
+ * full or write past the end, -EPERM write to a snapshot, -ENOENT no such
+ * volume, -EEXIST name taken, -EBUSY volume attached / has dependents,
+ * -EIO device failure (sticky: every later write and flush fails too),
+ * -EILSEQ damaged metadata, -EROFS pool opened read-only.
+ */
+#ifndef COWBD_STORE_H
+#define COWBD_STORE_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "blkdev.h"
+
+#define STORE_BLOCK_SIZE 4096u
+#define STORE_NAME_MAX 64 /* volume or snapshot name, without "@" part */
+#define STORE_MAX_REQ (32u << 20) /* largest read/write payload */
+
+struct store;
+struct vol; /* an open handle on a volume or snapshot (an export) */
+
+struct store_opts {
+	unsigned readers;	    /* reader threads; 0 = default (4) */
+	uint64_t checkpoint_bytes;  /* log bytes between checkpoints; 0 = default */
+	unsigned checkpoint_secs;   /* seconds between checkpoints; 0 = default */
+	bool read_only;		    /* open for cowbd-check: no threads, no writes */
+};
+
+/* Make a new, empty pool on dev (which must be at least 64 MiB).  Writes
+ * both superblock slots and an initial checkpoint; dev is left open. */
+int store_format(struct blkdev *dev);
+
+/* Is there a cowbd pool on dev?  1 yes, 0 no (dev holds no pool magic),
+ * negative errno when it cannot tell. */
+int store_probe(struct blkdev *dev);
+
+/* Open the pool on dev: pick the newest valid superblock, load the
+ * checkpoint, replay the log after it (discarding a torn tail) and start
+ * the threads.  The store owns dev afterwards.  Returns NULL + errno
+ * (-EILSEQ damaged, -EPROTONOSUPPORT newer format); *why, if non-NULL,
+ * receives a static one-line reason. */
+struct store *store_open(struct blkdev *dev, const struct store_opts *opts, const char **why);
+
+/* Checkpoint (unless read-only), stop threads, close the device. */
+void store_close(struct store *st);
+
+/* Valid volume or snapshot name part: 1-64 of [A-Za-z0-9._-], not starting
+ * with '.' or '-'. */
+bool store_name_valid(const char *name);
+
+/* ---- data path ---------------------------------------------------- */
+
+/* Open the export "VOL" or "VOL@SNAP".  Snapshots open read-only.  A volume
+ * with open handles cannot be deleted or rolled back. */
+int store_vol_open(struct store *st, const char *export_name, struct vol **out);
+void store_vol_close(struct vol *v);
+uint64_t store_vol_size(const struct vol *v);
+bool store_vol_readonly(const struct vol *v);
+const char *store_vol_name(const struct vol *v);
+
+enum store_op {
+	STORE_READ,
+	STORE_WRITE,
+	STORE_TRIM,  /* unmap: reads zeroes afterwards */
+	STORE_ZERO,  /* write zeroes (a hole unless STORE_NO_HOLE) */
+	STORE_FLUSH, /* every write completed before it is durable */
+	STORE_CACHE, /* read-ahead hint */
+};
+#define STORE_FUA 1u	 /* write/trim/zero durable before completion */
+#define STORE_NO_HOLE 2u /* zero: allocate rather than unmap */
+
+struct store_req {
+	/* set by the caller */
+	enum store_op op;
+	uint32_t flags;
+	uint64_t off; /* bytes; any alignment */
+	uint32_t len; /* bytes; <= STORE_MAX_REQ */
+	void *buf;    /* READ: filled; WRITE: read until done is called */
+	struct vol *vol;
+	void (*done)(struct store_req *req); /* called once, on a store thread */
+	void *priv;			     /* caller's */
+	/* set by the store before done() */
+	int err;
+	/* store-private */
+	struct store_req *next;
+	uint64_t seq;
+};
+
+/* Queue a request.  Never blocks on I/O; done() may run before this returns. */
+void store_submit(struct store_req *req);
+
+/* Synchronous helpers (block the calling thread).  Return 0 or -errno. */
+int store_read(struct vol *v, void *buf, uint64_t off, uint32_t len);
+int store_write(struct vol *v, const void *buf, uint64_t off, uint32_t len, uint32_t flags);
+int store_trim(struct vol *v, uint64_t off, uint32_t len, uint32_t flags);
+int store_zero(struct vol *v, uint64_t off, uint32_t len, uint32_t flags);
+int store_flush(struct vol *v);
+
+/* ---- control plane (synchronous, durable on return) --------------- */
+
+int store_vol_create(struct store *st, const char *name, uint64_t size);
+int store_vol_delete(struct store *st, const char *name);
+int store_snap_create(struct store *st, const char *vol_at_snap);
+int store_snap_delete(struct store *st, const char *vol_at_snap);
+int store_clone(struct store *st, const char *vol_at_snap, const char *new_vol);
+int store_rollback(struct store *st, const char *vol_at_snap);
+/* Write a checkpoint now. */
+int store_checkpoint(struct store *st);
+
+struct store_vol_info {
+	char name[2 * STORE_NAME_MAX + 2]; /* "vol" or "vol@snap" */
+	uint64_t id;
+	uint64_t size;		/* bytes */
+	uint64_t mapped_blocks; /* blocks mapped in its tree */
+	uint64_t unique_blocks; /* blocks only it references (freed if deleted) */
+	bool snapshot;
+	char origin[2 * STORE_NAME_MAX + 2]; /* clone: the snapshot it came from, else "" */
+	uint64_t created;		     /* unix seconds */
+	unsigned attached;		     /* open handles */
+};
+
+/* List volumes (and snapshots) into a malloc'd array; *n gets the count.
+ * Returns 0 or -errno; free(*out) afterwards. */
+int store_list(struct store *st, struct store_vol_info **out, size_t *n);
+int store_info(struct store *st, const char *name, struct store_vol_info *out);
+
+struct store_stats {
+	uint64_t pool_bytes, segment_bytes;
+	uint64_t segments, segments_free, segments_pending;
+	uint64_t blocks_live; /* data + metadata blocks referenced */
+	uint64_t log_lsn, checkpoint_lsn;
+	uint64_t batches, batch_blocks, syncs, checkpoints;
+	bool failed; /* sticky I/O failure */
+};
+void store_get_stats(struct store *st, struct store_stats *out);
+
+/* Offline consistency check of an opened (read-only) store: checksums were
+ * verified on load; this compares block reference counts and the free
+ * bitmap with what the trees reference.  Prints problems with say_error();
+ * returns the number found. */
+int store_check(struct store *st);
+
+#endif
