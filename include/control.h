@@ -1,0 +1,33 @@
+/* control.h — the daemon's control socket (see docs/CONTROL.md).
+ *
+ * The daemon serves one unix stream socket on which cowctl (or any client
+ * speaking newline-delimited JSON) creates, lists and deletes volumes,
+ * snapshots and clones.  Every request runs a synchronous store_* control
+ * call, so a success reply means the change is durable.
+ *
+ * Threads: control_start() starts one accept thread; each client is served
+ * on its own short-lived thread.  Store control calls are serialised by a
+ * control mutex (they are rare; this keeps their order obvious).
+ */
+#ifndef COWBD_CONTROL_H
+#define COWBD_CONTROL_H
+#include <stddef.h>
+
+struct store;
+struct control;
+
+/* Create the control socket at path (mode 0600; missing parent
+ * directories are created mode 0750) and start serving it for st.  A stale
+ * socket left by a dead daemon is replaced; a path on which a live daemon
+ * answers, or which is not a socket, is refused.  Returns NULL on failure
+ * with a one-line reason in err (errlen bytes, always NUL-terminated) and
+ * errno set.  Blocks only briefly (probing an existing socket). */
+struct control *control_start(struct store *st, const char *path, char *err, size_t errlen);
+
+/* Stop accepting, disconnect clients, wait for requests in progress to
+ * finish (a store call is never interrupted), remove the socket file and
+ * free c.  After it returns no control thread touches the store, so the
+ * caller may store_close().  NULL is a no-op. */
+void control_stop(struct control *c);
+
+#endif

@@ -1,0 +1,1013 @@
+/* control.c — the daemon's control socket: newline-delimited JSON requests
+ * (volume.create, snapshot.create, clone, ...) turned into synchronous
+ * store_* control calls, and their results or errors turned back into JSON.
+ * docs/CONTROL.md is the protocol's reference; keep the two in step.
+ *
+ * Layer: beside conn, above store.  It never touches the data path.
+ *
+ * Threads and locks: one accept thread polls the listening socket and a
+ * stop pipe.  Each accepted client gets a detached thread that reads
+ * requests (at most CONTROL_MAX_REQ bytes each, CONTROL_IDLE_SECS idle
+ * timeout) and answers them in order.  c->lock guards the client list and
+ * count; control_stop() shuts every client socket down and waits on
+ * c->idle until the count reaches zero.  c->op_lock serialises the store
+ * calls themselves: control operations are rare, and running them one at a
+ * time keeps their outcome and the order of their log lines obvious.
+ * Every control thread blocks all signals, so the daemon's signal
+ * handling stays on its own threads.
+ *
+ * The socket is bound under a temporary name, chmod'ed to 0600 before it
+ * listens, then renamed over the final path: nobody else can ever connect
+ * to a socket with a wider mode, and a stale socket from a dead daemon is
+ * replaced atomically.  A socket on which someone still answers is never
+ * replaced.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "control.h"
+#include "say.h"
+#include "store.h"
+
+#define CONTROL_MAX_REQ (64u << 10) /* longest request line, bytes */
+#define CONTROL_MAX_CLIENTS 16	    /* more are answered EBUSY and closed */
+#define CONTROL_IDLE_SECS 30	    /* a silent or non-reading client is dropped */
+#define CONTROL_MSG_MAX 768	    /* error message buffer */
+
+struct control_client {
+	struct control *c;
+	int fd;
+	struct control_client *prev, *next; /* c->clients, under c->lock */
+};
+
+struct control {
+	struct store *st;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	dev_t sock_dev; /* identity of the socket file we created, so that */
+	ino_t sock_ino; /* stop never unlinks a successor's socket */
+	int lfd;
+	int stop_pipe[2];
+	pthread_t accept_thread;
+
+	pthread_mutex_t lock; /* guards clients, nclients */
+	pthread_cond_t idle;  /* signalled when nclients drops */
+	struct control_client *clients;
+	unsigned nclients;
+
+	pthread_mutex_t op_lock; /* held across each request's store calls */
+};
+
+/* One request being answered: the op's handler reads req and fills res;
+ * on failure it returns -errno and may write a message into msg. */
+struct control_ctx {
+	struct control *c;
+	json_t *req;
+	json_t *res;
+	char msg[CONTROL_MSG_MAX];
+};
+
+/* ---- helpers -------------------------------------------------------- */
+
+static const char *control_errno_name(int err)
+{
+	const char *n = strerrorname_np(err);
+
+	return n ? n : "EUNKNOWN";
+}
+
+static void control_set_msg(struct control_ctx *x, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void control_set_msg(struct control_ctx *x, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(x->msg, sizeof(x->msg), fmt, ap);
+	va_end(ap);
+}
+
+/* Is name a valid "VOL" (want_snap false) or "VOL@SNAP" (true)? */
+static bool control_name_ok(const char *name, bool want_snap)
+{
+	char vol[STORE_NAME_MAX + 1];
+	const char *at = strchr(name, '@');
+	size_t n;
+
+	if (!want_snap)
+		return !at && store_name_valid(name);
+	if (!at || strchr(at + 1, '@'))
+		return false;
+	n = (size_t)(at - name);
+	if (n == 0 || n > STORE_NAME_MAX)
+		return false;
+	memcpy(vol, name, n);
+	vol[n] = '\0';
+	return store_name_valid(vol) && store_name_valid(at + 1);
+}
+
+/* Fetch the string field key of the request as a volume name (kind 'v'),
+ * a snapshot name "VOL@SNAP" ('s') or either ('e').  Returns 0 or -EINVAL
+ * with the message set. */
+static int control_get_name(struct control_ctx *x, const char *key, char kind, const char **out)
+{
+	json_t *j = json_object_get(x->req, key);
+	const char *s, *what;
+	bool ok;
+
+	what = kind == 'v' ? "a volume name" : kind == 's' ? "a VOL@SNAP snapshot name" : "a name";
+	if (!json_is_string(j)) {
+		control_set_msg(x, "%s needs \"%s\" (%s)",
+				json_string_value(json_object_get(x->req, "op")), key, what);
+		return -EINVAL;
+	}
+	s = json_string_value(j);
+	ok = kind == 'e' ? control_name_ok(s, strchr(s, '@') != NULL) : control_name_ok(s, kind == 's');
+	if (!ok) {
+		control_set_msg(x,
+				"invalid %s \"%.*s\" (each name: 1-%d of A-Za-z0-9._-, not starting with . or -)",
+				kind == 's' ? "snapshot name" : kind == 'v' ? "volume name" : "name", 140, s,
+				STORE_NAME_MAX);
+		return -EINVAL;
+	}
+	*out = s;
+	return 0;
+}
+
+/* The volume part of "VOL@SNAP" (or all of "VOL") into buf. */
+static const char *control_vol_part(const char *name, char *buf, size_t len)
+{
+	const char *at = strchr(name, '@');
+	size_t n = at ? (size_t)(at - name) : strlen(name);
+
+	if (n >= len)
+		n = len - 1;
+	memcpy(buf, name, n);
+	buf[n] = '\0';
+	return buf;
+}
+
+static json_t *control_info_json(const struct store_vol_info *vi)
+{
+	json_t *o = json_object();
+	char vol[STORE_NAME_MAX + 1];
+
+	json_object_set_new(o, "name", json_string(vi->name));
+	json_object_set_new(o, "id", json_integer((json_int_t)vi->id));
+	json_object_set_new(o, "snapshot", json_boolean(vi->snapshot));
+	if (vi->snapshot)
+		json_object_set_new(o, "volume",
+				    json_string(control_vol_part(vi->name, vol, sizeof(vol))));
+	json_object_set_new(o, "size", json_integer((json_int_t)vi->size));
+	json_object_set_new(o, "used", json_integer((json_int_t)(vi->mapped_blocks * STORE_BLOCK_SIZE)));
+	json_object_set_new(o, "unique",
+			    json_integer((json_int_t)(vi->unique_blocks * STORE_BLOCK_SIZE)));
+	json_object_set_new(o, "origin", vi->origin[0] ? json_string(vi->origin) : json_null());
+	json_object_set_new(o, "created", json_integer((json_int_t)vi->created));
+	json_object_set_new(o, "attached", json_integer(vi->attached));
+	return o;
+}
+
+/* Does list entry e belong to volume vol as one of its snapshots? */
+static bool control_is_snap_of(const struct store_vol_info *e, const char *vol)
+{
+	size_t n = strlen(vol);
+
+	return e->snapshot && strncmp(e->name, vol, n) == 0 && e->name[n] == '@';
+}
+
+/* Explain a store error for the op on name (and, for clone, new_vol) in
+ * words an operator can act on.  Looks at the store's list to tell
+ * "attached" from "has snapshots" from "has clones". */
+static void control_explain(struct control_ctx *x, const char *op, const char *name,
+			    const char *new_vol, int err)
+{
+	struct store *st = x->c->st;
+	bool is_snap = strchr(name, '@') != NULL;
+	const char *kind = is_snap ? "snapshot" : "volume";
+	struct store_vol_info *all = NULL, vi;
+	char vol[STORE_NAME_MAX + 1];
+	size_t n = 0, i, nsnap = 0, nclone = 0;
+	char clones[512] = "";
+
+	switch (err) {
+	case -EEXIST:
+		if (new_vol)
+			control_set_msg(x, "volume \"%s\" exists", new_vol);
+		else
+			control_set_msg(x, "%s \"%s\" exists", kind, name);
+		return;
+	case -ENOENT:
+		control_vol_part(name, vol, sizeof(vol));
+		if (is_snap && store_info(st, vol, &vi) == 0)
+			control_set_msg(x, "no snapshot \"%s\"", name);
+		else
+			control_set_msg(x, "no volume \"%s\"", vol);
+		return;
+	case -ENOSPC:
+		control_set_msg(x, "%s %s: pool is full", op, name);
+		return;
+	case -EIO:
+		control_set_msg(x, "%s %s: I/O error on the pool (writes fail until cowbd restarts)",
+				op, name);
+		return;
+	case -EROFS:
+		control_set_msg(x, "%s %s: pool is open read-only", op, name);
+		return;
+	case -EBUSY:
+		break;
+	default:
+		control_set_msg(x, "%s %s: %s", op, name, strerror(-err));
+		return;
+	}
+
+	/* EBUSY: find out why. */
+	control_vol_part(name, vol, sizeof(vol));
+	if (!strcmp(op, "rollback") && store_info(st, vol, &vi) == 0 && vi.attached) {
+		control_set_msg(x, "volume \"%s\" is attached (%u open handle%s)", vol, vi.attached,
+				vi.attached == 1 ? "" : "s");
+		return;
+	}
+	if (store_info(st, name, &vi) == 0 && vi.attached) {
+		control_set_msg(x, "%s \"%s\" is attached (%u open handle%s)", kind, name, vi.attached,
+				vi.attached == 1 ? "" : "s");
+		return;
+	}
+	if (store_list(st, &all, &n) == 0) {
+		for (i = 0; i < n; i++) {
+			if (!is_snap && control_is_snap_of(&all[i], name))
+				nsnap++;
+			if (is_snap && !all[i].snapshot && !strcmp(all[i].origin, name)) {
+				size_t used = strlen(clones);
+
+				if (nclone < 3)
+					snprintf(clones + used, sizeof(clones) - used, "%s%s",
+						 nclone ? ", " : "", all[i].name);
+				else if (nclone == 3)
+					snprintf(clones + used, sizeof(clones) - used, ", ...");
+				nclone++;
+			}
+		}
+		free(all);
+	}
+	if (nsnap)
+		control_set_msg(x, "volume \"%s\" has %zu snapshot%s; delete them first", name, nsnap,
+				nsnap == 1 ? "" : "s");
+	else if (nclone)
+		control_set_msg(x, "snapshot \"%s\" has clone%s (%s); delete them first", name,
+				nclone == 1 ? "" : "s", clones);
+	else
+		control_set_msg(x, "%s %s: %s is busy", op, name, kind);
+}
+
+/* Put the store's record of name into res[key]. */
+static int control_put_info(struct control_ctx *x, const char *key, const char *name)
+{
+	struct store_vol_info vi;
+	int r = store_info(x->c->st, name, &vi);
+
+	if (r < 0)
+		return r;
+	json_object_set_new(x->res, key, control_info_json(&vi));
+	return 0;
+}
+
+/* ---- ops -------------------------------------------------------------- */
+
+static int control_op_volume_create(struct control_ctx *x)
+{
+	json_t *js = json_object_get(x->req, "size");
+	const char *name;
+	json_int_t size;
+	int r;
+
+	if ((r = control_get_name(x, "name", 'v', &name)) < 0)
+		return r;
+	if (!json_is_integer(js)) {
+		control_set_msg(x, "volume.create needs \"size\" (bytes, an integer)");
+		return -EINVAL;
+	}
+	size = json_integer_value(js);
+	if (size <= 0 || size % 512) {
+		control_set_msg(x, "invalid size %lld for volume \"%s\" (a positive multiple of 512 bytes)",
+				(long long)size, name);
+		return -EINVAL;
+	}
+	r = store_vol_create(x->c->st, name, (uint64_t)size);
+	if (r == -EINVAL) {
+		control_set_msg(x, "volume.create %s: the store refused size %lld", name,
+				(long long)size);
+		return r;
+	}
+	if (r < 0) {
+		control_explain(x, "volume.create", name, NULL, r);
+		return r;
+	}
+	say_info("control: created volume %s (%lld bytes)", name, (long long)size);
+	control_put_info(x, "volume", name);
+	return 0;
+}
+
+/* The list as JSON: volumes (snapshots false) or snapshots (true, only of
+ * volume vol unless NULL).  Each volume carries its snapshots' names. */
+static int control_list(struct control_ctx *x, bool snapshots, const char *vol, const char *key)
+{
+	struct store_vol_info *all;
+	size_t n, i, k;
+	json_t *arr, *o, *names;
+	int r = store_list(x->c->st, &all, &n);
+
+	if (r < 0) {
+		control_set_msg(x, "cannot list volumes: %s", strerror(-r));
+		return r;
+	}
+	arr = json_array();
+	for (i = 0; i < n; i++) {
+		if (all[i].snapshot != snapshots)
+			continue;
+		if (vol && !control_is_snap_of(&all[i], vol))
+			continue;
+		o = control_info_json(&all[i]);
+		if (!snapshots) {
+			names = json_array();
+			for (k = 0; k < n; k++)
+				if (control_is_snap_of(&all[k], all[i].name))
+					json_array_append_new(names, json_string(all[k].name));
+			json_object_set_new(o, "snapshots", names);
+		}
+		json_array_append_new(arr, o);
+	}
+	free(all);
+	json_object_set_new(x->res, key, arr);
+	return 0;
+}
+
+static int control_op_volume_list(struct control_ctx *x)
+{
+	return control_list(x, false, NULL, "volumes");
+}
+
+static int control_op_volume_delete(struct control_ctx *x)
+{
+	const char *name;
+	int r;
+
+	if ((r = control_get_name(x, "name", 'v', &name)) < 0)
+		return r;
+	r = store_vol_delete(x->c->st, name);
+	if (r < 0) {
+		control_explain(x, "volume.delete", name, NULL, r);
+		return r;
+	}
+	say_info("control: deleted volume %s", name);
+	return 0;
+}
+
+static int control_op_volume_info(struct control_ctx *x)
+{
+	struct store_vol_info *all, vi;
+	json_t *o, *snaps, *clones;
+	const char *name;
+	size_t n, i;
+	int r;
+
+	if ((r = control_get_name(x, "name", 'e', &name)) < 0)
+		return r;
+	r = store_info(x->c->st, name, &vi);
+	if (r < 0) {
+		control_explain(x, "volume.info", name, NULL, r);
+		return r;
+	}
+	o = control_info_json(&vi);
+	snaps = json_array();
+	clones = json_array();
+	if (store_list(x->c->st, &all, &n) == 0) {
+		for (i = 0; i < n; i++) {
+			if (!vi.snapshot && control_is_snap_of(&all[i], vi.name))
+				json_array_append_new(snaps, json_string(all[i].name));
+			if (vi.snapshot && !all[i].snapshot && !strcmp(all[i].origin, vi.name))
+				json_array_append_new(clones, json_string(all[i].name));
+		}
+		free(all);
+	}
+	if (vi.snapshot) {
+		json_decref(snaps);
+		json_object_set_new(o, "clones", clones);
+	} else {
+		json_decref(clones);
+		json_object_set_new(o, "snapshots", snaps);
+	}
+	json_object_set_new(x->res, "volume", o);
+	return 0;
+}
+
+static int control_op_snapshot_create(struct control_ctx *x)
+{
+	const char *name;
+	int r;
+
+	if ((r = control_get_name(x, "name", 's', &name)) < 0)
+		return r;
+	r = store_snap_create(x->c->st, name);
+	if (r < 0) {
+		control_explain(x, "snapshot.create", name, NULL, r);
+		return r;
+	}
+	say_info("control: created snapshot %s", name);
+	control_put_info(x, "snapshot", name);
+	return 0;
+}
+
+static int control_op_snapshot_list(struct control_ctx *x)
+{
+	struct store_vol_info vi;
+	const char *vol = NULL;
+	int r;
+
+	if (json_object_get(x->req, "volume") && !json_is_null(json_object_get(x->req, "volume"))) {
+		if ((r = control_get_name(x, "volume", 'v', &vol)) < 0)
+			return r;
+		r = store_info(x->c->st, vol, &vi);
+		if (r < 0) {
+			control_explain(x, "snapshot.list", vol, NULL, r);
+			return r;
+		}
+	}
+	return control_list(x, true, vol, "snapshots");
+}
+
+static int control_op_snapshot_delete(struct control_ctx *x)
+{
+	const char *name;
+	int r;
+
+	if ((r = control_get_name(x, "name", 's', &name)) < 0)
+		return r;
+	r = store_snap_delete(x->c->st, name);
+	if (r < 0) {
+		control_explain(x, "snapshot.delete", name, NULL, r);
+		return r;
+	}
+	say_info("control: deleted snapshot %s", name);
+	return 0;
+}
+
+static int control_op_clone(struct control_ctx *x)
+{
+	const char *snap, *name;
+	int r;
+
+	if ((r = control_get_name(x, "snapshot", 's', &snap)) < 0 ||
+	    (r = control_get_name(x, "name", 'v', &name)) < 0)
+		return r;
+	r = store_clone(x->c->st, snap, name);
+	if (r < 0) {
+		control_explain(x, "clone", snap, name, r);
+		return r;
+	}
+	say_info("control: cloned %s from %s", name, snap);
+	control_put_info(x, "volume", name);
+	return 0;
+}
+
+static int control_op_rollback(struct control_ctx *x)
+{
+	const char *name;
+	int r;
+
+	if ((r = control_get_name(x, "name", 's', &name)) < 0)
+		return r;
+	r = store_rollback(x->c->st, name);
+	if (r < 0) {
+		control_explain(x, "rollback", name, NULL, r);
+		return r;
+	}
+	say_info("control: rolled back to %s", name);
+	return 0;
+}
+
+static int control_op_stats(struct control_ctx *x)
+{
+	struct store_stats s;
+	json_t *o = json_object();
+
+	store_get_stats(x->c->st, &s);
+#define STAT(f) json_object_set_new(o, #f, json_integer((json_int_t)s.f))
+	STAT(pool_bytes);
+	STAT(segment_bytes);
+	STAT(segments);
+	STAT(segments_free);
+	STAT(segments_pending);
+	STAT(blocks_live);
+	STAT(log_lsn);
+	STAT(checkpoint_lsn);
+	STAT(batches);
+	STAT(batch_blocks);
+	STAT(syncs);
+	STAT(checkpoints);
+#undef STAT
+	json_object_set_new(o, "block_size", json_integer(STORE_BLOCK_SIZE));
+	json_object_set_new(o, "failed", json_boolean(s.failed));
+	json_object_set_new(x->res, "stats", o);
+	return 0;
+}
+
+static int control_op_checkpoint(struct control_ctx *x)
+{
+	int r = store_checkpoint(x->c->st);
+
+	if (r < 0) {
+		control_explain(x, "checkpoint", "pool", NULL, r);
+		return r;
+	}
+	return 0;
+}
+
+static int control_op_ping(struct control_ctx *x)
+{
+	json_object_set_new(x->res, "protocol", json_integer(1));
+	return 0;
+}
+
+static const struct {
+	const char *name;
+	int (*fn)(struct control_ctx *x);
+} control_ops[] = {
+	{"volume.create", control_op_volume_create},
+	{"volume.list", control_op_volume_list},
+	{"volume.delete", control_op_volume_delete},
+	{"volume.info", control_op_volume_info},
+	{"snapshot.create", control_op_snapshot_create},
+	{"snapshot.list", control_op_snapshot_list},
+	{"snapshot.delete", control_op_snapshot_delete},
+	{"clone", control_op_clone},
+	{"rollback", control_op_rollback},
+	{"stats", control_op_stats},
+	{"checkpoint", control_op_checkpoint},
+	{"ping", control_op_ping},
+};
+
+static json_t *control_error_json(int err, const char *msg)
+{
+	json_t *res = json_object();
+
+	json_object_set_new(res, "ok", json_false());
+	json_object_set_new(res, "error", json_string(msg));
+	json_object_set_new(res, "errno", json_string(control_errno_name(-err)));
+	return res;
+}
+
+/* Answer one request line (len bytes, no newline).  Returns the reply as a
+ * malloc'd string without newline, or NULL when out of memory. */
+static char *control_answer(struct control *c, const char *line, size_t len)
+{
+	struct control_ctx x = {.c = c};
+	json_error_t jerr;
+	json_t *res = NULL, *jop, *id = NULL;
+	const char *op;
+	char *out;
+	size_t i;
+	int r;
+
+	x.req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!x.req) {
+		control_set_msg(&x, "request is not valid JSON: %s", jerr.text);
+		res = control_error_json(-EINVAL, x.msg);
+		goto out;
+	}
+	if (!json_is_object(x.req)) {
+		res = control_error_json(-EINVAL, "request is not a JSON object");
+		goto out;
+	}
+	id = json_object_get(x.req, "id");
+	jop = json_object_get(x.req, "op");
+	if (!json_is_string(jop)) {
+		res = control_error_json(-EINVAL, "request has no \"op\" string");
+		goto out;
+	}
+	op = json_string_value(jop);
+	for (i = 0; i < sizeof(control_ops) / sizeof(control_ops[0]); i++)
+		if (!strcmp(op, control_ops[i].name))
+			break;
+	if (i == sizeof(control_ops) / sizeof(control_ops[0])) {
+		control_set_msg(&x, "unknown op \"%.64s\"", op);
+		res = control_error_json(-EOPNOTSUPP, x.msg);
+		goto out;
+	}
+	x.res = json_object();
+	json_object_set_new(x.res, "ok", json_true());
+	pthread_mutex_lock(&c->op_lock);
+	r = control_ops[i].fn(&x);
+	pthread_mutex_unlock(&c->op_lock);
+	if (r < 0) {
+		json_decref(x.res);
+		if (!x.msg[0])
+			control_set_msg(&x, "%s: %s", op, strerror(-r));
+		say_info("control: %s refused: %s", op, x.msg);
+		res = control_error_json(r, x.msg);
+	} else {
+		res = x.res;
+	}
+out:
+	if (id)
+		json_object_set(res, "id", id);
+	out = json_dumps(res, JSON_COMPACT);
+	json_decref(res);
+	json_decref(x.req);
+	return out;
+}
+
+/* ---- sockets and threads ---------------------------------------------- */
+
+/* Send all of buf; false when the client is gone or not reading. */
+static bool control_send(int fd, const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return false;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return true;
+}
+
+static bool control_reply(int fd, char *reply)
+{
+	bool ok;
+	size_t n;
+
+	if (!reply)
+		return false;
+	n = strlen(reply);
+	reply[n] = '\n'; /* json_dumps left room: we overwrite the NUL */
+	ok = control_send(fd, reply, n + 1);
+	free(reply);
+	return ok;
+}
+
+static void control_client_done(struct control_client *cl)
+{
+	struct control *c = cl->c;
+
+	pthread_mutex_lock(&c->lock);
+	if (cl->prev)
+		cl->prev->next = cl->next;
+	else
+		c->clients = cl->next;
+	if (cl->next)
+		cl->next->prev = cl->prev;
+	close(cl->fd);
+	c->nclients--;
+	pthread_cond_broadcast(&c->idle);
+	pthread_mutex_unlock(&c->lock);
+	free(cl);
+}
+
+/* Serve one client: read lines, answer each in order, until EOF, error,
+ * an over-long line, idle timeout, or control_stop() shutting us down. */
+static void *control_client_main(void *arg)
+{
+	struct control_client *cl = arg;
+	char *buf = malloc(CONTROL_MAX_REQ + 1);
+	size_t have = 0, start, i;
+	bool eof = false;
+	ssize_t n;
+
+	while (buf && !eof) {
+		n = recv(cl->fd, buf + have, CONTROL_MAX_REQ + 1 - have, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			/* EOF: answer a last unterminated request, then go. */
+			eof = true;
+			if (n < 0 || have == 0)
+				break;
+			buf[have++] = '\n';
+		} else {
+			have += (size_t)n;
+		}
+		start = 0;
+		for (i = 0; i < have; i++) {
+			if (buf[i] != '\n')
+				continue;
+			size_t len = i - start;
+
+			if (len && buf[start + len - 1] == '\r')
+				len--;
+			if (len && !control_reply(cl->fd, control_answer(cl->c, buf + start, len)))
+				goto out;
+			start = i + 1;
+		}
+		memmove(buf, buf + start, have - start);
+		have -= start;
+		if (have > CONTROL_MAX_REQ) {
+			char msg[80];
+
+			snprintf(msg, sizeof(msg), "request longer than %u bytes", CONTROL_MAX_REQ);
+			json_t *res = control_error_json(-EMSGSIZE, msg);
+			control_reply(cl->fd, json_dumps(res, JSON_COMPACT));
+			json_decref(res);
+			break;
+		}
+	}
+out:
+	free(buf);
+	control_client_done(cl);
+	return NULL;
+}
+
+static void control_accept_one(struct control *c)
+{
+	struct timeval tv = {.tv_sec = CONTROL_IDLE_SECS};
+	struct control_client *cl;
+	pthread_attr_t attr;
+	pthread_t t;
+	int fd, r;
+
+	fd = accept4(c->lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
+			say_warn("control: accept: %s", strerror(errno));
+		if (errno == EMFILE || errno == ENFILE)
+			usleep(100 * 1000);
+		return;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+
+	pthread_mutex_lock(&c->lock);
+	if (c->nclients >= CONTROL_MAX_CLIENTS) {
+		pthread_mutex_unlock(&c->lock);
+		static const char busy[] =
+			"{\"ok\":false,\"error\":\"too many control clients\",\"errno\":\"EBUSY\"}\n";
+		(void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+		close(fd);
+		return;
+	}
+	cl = calloc(1, sizeof(*cl));
+	if (!cl)
+		goto fail_locked;
+	cl->c = c;
+	cl->fd = fd;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	r = pthread_create(&t, &attr, control_client_main, cl);
+	pthread_attr_destroy(&attr);
+	if (r) {
+		say_warn("control: cannot start client thread: %s", strerror(r));
+		free(cl);
+		goto fail_locked;
+	}
+	cl->next = c->clients;
+	if (c->clients)
+		c->clients->prev = cl;
+	c->clients = cl;
+	c->nclients++;
+	pthread_mutex_unlock(&c->lock);
+	return;
+
+fail_locked:
+	pthread_mutex_unlock(&c->lock);
+	close(fd);
+}
+
+static void *control_accept_main(void *arg)
+{
+	struct control *c = arg;
+	struct pollfd p[2] = {
+		{.fd = c->lfd, .events = POLLIN},
+		{.fd = c->stop_pipe[0], .events = POLLIN},
+	};
+
+	for (;;) {
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			say_error("control: poll: %s", strerror(errno));
+			break;
+		}
+		if (p[1].revents)
+			break;
+		if (p[0].revents)
+			control_accept_one(c);
+	}
+	return NULL;
+}
+
+/* mkdir -p the directory part of path (mode 0750 for what it creates). */
+static int control_mkdir_parent(const char *path)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char *p;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	p = strrchr(dir, '/');
+	if (!p || p == dir)
+		return 0;
+	*p = '\0';
+	for (p = dir + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(dir, 0750) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(dir, 0750) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* Is anyone answering on the unix socket at path?  1 yes, 0 no (stale or
+ * absent), -errno when we cannot tell. */
+static int control_probe(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd, r;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	if (r == 0 || errno == EAGAIN || errno == EINPROGRESS)
+		r = 1;
+	else if (errno == ECONNREFUSED || errno == ENOENT)
+		r = 0;
+	else
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+/* Create, chmod, listen and rename the socket into place.  Fills c->lfd,
+ * c->sock_dev/ino.  Returns 0 or -errno with err set. */
+static int control_listen(struct control *c, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct stat sb;
+	int r, fd;
+
+	if (strlen(c->path) + 16 >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "control socket path too long (max %zu bytes): %s",
+			 sizeof(sa.sun_path) - 17, c->path);
+		return -ENAMETOOLONG;
+	}
+	if ((r = control_mkdir_parent(c->path)) < 0) {
+		snprintf(err, errlen, "cannot create the directory of %s: %s", c->path, strerror(-r));
+		return r;
+	}
+	if (lstat(c->path, &sb) == 0) {
+		if (!S_ISSOCK(sb.st_mode)) {
+			snprintf(err, errlen, "%s exists and is not a socket", c->path);
+			return -EEXIST;
+		}
+		r = control_probe(c->path);
+		if (r > 0) {
+			snprintf(err, errlen, "%s is in use by a running daemon", c->path);
+			return -EADDRINUSE;
+		}
+		if (r < 0) {
+			snprintf(err, errlen, "cannot probe %s: %s", c->path, strerror(-r));
+			return r;
+		}
+		say_info("control: replacing stale socket %s", c->path);
+	}
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s.%ld.tmp", c->path, (long)getpid());
+
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		r = -errno;
+		snprintf(err, errlen, "control socket: %s", strerror(errno));
+		return r;
+	}
+	unlink(sa.sun_path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot bind %s: %s", sa.sun_path, strerror(errno));
+		goto fail_close;
+	}
+	/* Nobody can connect before listen(), so the umask-derived mode of
+	 * the fresh socket file never matters. */
+	if (chmod(sa.sun_path, 0600) < 0 || listen(fd, 16) < 0 || rename(sa.sun_path, c->path) < 0 ||
+	    stat(c->path, &sb) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot set up %s: %s", c->path, strerror(errno));
+		goto fail_unlink;
+	}
+	c->sock_dev = sb.st_dev;
+	c->sock_ino = sb.st_ino;
+	c->lfd = fd;
+	return 0;
+
+fail_unlink:
+	unlink(sa.sun_path);
+fail_close:
+	close(fd);
+	return r;
+}
+
+struct control *control_start(struct store *st, const char *path, char *err, size_t errlen)
+{
+	struct control *c;
+	sigset_t all, old;
+	int r;
+
+	if (errlen)
+		err[0] = '\0';
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		snprintf(err, errlen, "out of memory");
+		errno = ENOMEM;
+		return NULL;
+	}
+	c->st = st;
+	c->lfd = -1;
+	c->stop_pipe[0] = c->stop_pipe[1] = -1;
+	if (!path || !path[0] || strlen(path) >= sizeof(c->path)) {
+		snprintf(err, errlen, "bad control socket path");
+		r = -EINVAL;
+		goto fail_free;
+	}
+	snprintf(c->path, sizeof(c->path), "%s", path);
+	if (pipe2(c->stop_pipe, O_CLOEXEC) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "pipe: %s", strerror(errno));
+		goto fail_free;
+	}
+	if ((r = control_listen(c, err, errlen)) < 0)
+		goto fail_pipe;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->op_lock, NULL);
+	pthread_cond_init(&c->idle, NULL);
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = -pthread_create(&c->accept_thread, NULL, control_accept_main, c);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot start control thread: %s", strerror(-r));
+		goto fail_sock;
+	}
+	say_info("control: listening on %s", c->path);
+	return c;
+
+fail_sock:
+	pthread_cond_destroy(&c->idle);
+	pthread_mutex_destroy(&c->op_lock);
+	pthread_mutex_destroy(&c->lock);
+	unlink(c->path);
+	close(c->lfd);
+fail_pipe:
+	close(c->stop_pipe[0]);
+	close(c->stop_pipe[1]);
+fail_free:
+	free(c);
+	errno = -r;
+	return NULL;
+}
+
+void control_stop(struct control *c)
+{
+	struct control_client *cl;
+	struct stat sb;
+
+	if (!c)
+		return;
+	(void)!write(c->stop_pipe[1], "x", 1);
+	pthread_join(c->accept_thread, NULL);
+
+	pthread_mutex_lock(&c->lock);
+	for (cl = c->clients; cl; cl = cl->next)
+		shutdown(cl->fd, SHUT_RDWR);
+	while (c->nclients)
+		pthread_cond_wait(&c->idle, &c->lock);
+	pthread_mutex_unlock(&c->lock);
+
+	if (stat(c->path, &sb) == 0 && sb.st_dev == c->sock_dev && sb.st_ino == c->sock_ino)
+		unlink(c->path);
+	close(c->lfd);
+	close(c->stop_pipe[0]);
+	close(c->stop_pipe[1]);
+	pthread_cond_destroy(&c->idle);
+	pthread_mutex_destroy(&c->op_lock);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
