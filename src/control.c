@@ -264,11 +264,11 @@ static void control_explain(struct control_ctx *x, const char *op, const char *n
 		free(all);
 	}
 	if (nsnap)
-		control_set_msg(x, "volume \"%s\" has %zu snapshot%s; delete them first", name, nsnap,
-				nsnap == 1 ? "" : "s");
+		control_set_msg(x, "volume \"%s\" has %zu snapshot%s; delete %s first", name, nsnap,
+				nsnap == 1 ? "" : "s", nsnap == 1 ? "it" : "them");
 	else if (nclone)
-		control_set_msg(x, "snapshot \"%s\" has clone%s (%s); delete them first", name,
-				nclone == 1 ? "" : "s", clones);
+		control_set_msg(x, "snapshot \"%s\" is the origin of clone%s %s; delete %s first", name,
+				nclone == 1 ? "" : "s", clones, nclone == 1 ? "it" : "them");
 	else
 		control_set_msg(x, "%s %s: %s is busy", op, name, kind);
 }
@@ -890,7 +890,11 @@ static int control_listen(struct control *c, char *err, size_t errlen)
 		}
 		say_info("control: replacing stale socket %s", c->path);
 	}
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s.%ld.tmp", c->path, (long)getpid());
+	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s.%ld.tmp", c->path, (long)getpid()) >=
+	    (int)sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "control socket path too long: %s", c->path);
+		return -ENAMETOOLONG;
+	}
 
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {

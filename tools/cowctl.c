@@ -1,0 +1,598 @@
+/* cowctl.c — the operator's command-line client for a running cowbd.
+ *
+ * A thin client: it checks its arguments (names, sizes) so typos fail
+ * fast with a precise message, turns the command into one JSON request,
+ * sends it over the daemon's control socket (docs/CONTROL.md), waits for
+ * the one-line JSON reply and prints it as a table or text, or as JSON
+ * with --json.  It never opens the pool itself.
+ *
+ * Exit status: 0 success; 1 the daemon refused the request (the reason is
+ * the one line on stderr); 2 bad usage (unknown command, bad name or size);
+ * 3 cannot talk to the daemon (not running, no permission, bad reply).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store.h"
+
+#define COWCTL_DEFAULT_CONTROL "/run/cowbd/control.sock"
+#define COWCTL_MAX_REPLY (64u << 20)
+
+enum { COWCTL_OK = 0, COWCTL_REFUSED = 1, COWCTL_USAGE = 2, COWCTL_UNREACHABLE = 3 };
+
+static const char *cowctl_control_path;
+static bool cowctl_json;
+
+static void cowctl_usage(FILE *f)
+{
+	fputs("usage: cowctl [--control PATH] [--json] COMMAND\n"
+	      "\n"
+	      "commands:\n"
+	      "  volume create NAME SIZE     new thin volume; SIZE in bytes or with K/M/G/T\n"
+	      "                              (powers of 1024), a multiple of 512\n"
+	      "  volume list                 volumes with size, space used, origin\n"
+	      "  volume info NAME            one volume (or VOL@SNAP) in detail\n"
+	      "  volume delete NAME          delete a volume (not attached, no snapshots)\n"
+	      "  snapshot create VOL@SNAP    read-only point-in-time copy of VOL\n"
+	      "  snapshot list [VOL]         snapshots (of VOL only, if given)\n"
+	      "  snapshot delete VOL@SNAP    delete a snapshot (no clones depend on it)\n"
+	      "  clone VOL@SNAP NEWVOL       new writable volume starting as the snapshot\n"
+	      "  rollback VOL@SNAP           make VOL read what the snapshot reads (VOL detached)\n"
+	      "  stats                       pool and log statistics\n"
+	      "  checkpoint                  write a checkpoint now\n"
+	      "  help                        this text\n"
+	      "\n"
+	      "options:\n"
+	      "  -c, --control PATH   control socket (default $COWBD_CONTROL, else " COWCTL_DEFAULT_CONTROL
+	      ")\n"
+	      "  -j, --json           print the daemon's JSON reply instead of text\n"
+	      "  -h, --help           this text\n"
+	      "\n"
+	      "names: 1-64 of A-Za-z0-9._-, not starting with . or -\n"
+	      "exit status: 0 ok, 1 refused by the daemon, 2 bad usage, 3 daemon unreachable\n",
+	      f);
+}
+
+static void cowctl_die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+static void cowctl_die(int status, const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fputs("cowctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(status);
+}
+
+/* ---- argument checks ------------------------------------------------ */
+
+static void cowctl_check_vol(const char *name)
+{
+	if (strchr(name, '@'))
+		cowctl_die(COWCTL_USAGE, "\"%s\" is a snapshot name; a volume name has no '@'", name);
+	if (!store_name_valid(name))
+		cowctl_die(COWCTL_USAGE,
+			   "invalid volume name \"%s\" (1-64 of A-Za-z0-9._-, not starting with . or -)",
+			   name);
+}
+
+static void cowctl_check_snap(const char *name)
+{
+	const char *at = strchr(name, '@');
+	char vol[STORE_NAME_MAX + 1];
+	size_t n;
+
+	if (!at)
+		cowctl_die(COWCTL_USAGE, "\"%s\" is not a snapshot name (want VOL@SNAP)", name);
+	n = (size_t)(at - name);
+	if (n == 0 || n > STORE_NAME_MAX || strchr(at + 1, '@'))
+		cowctl_die(COWCTL_USAGE, "invalid snapshot name \"%s\" (want VOL@SNAP)", name);
+	memcpy(vol, name, n);
+	vol[n] = '\0';
+	if (!store_name_valid(vol) || !store_name_valid(at + 1))
+		cowctl_die(COWCTL_USAGE,
+			   "invalid snapshot name \"%s\" (each part: 1-64 of A-Za-z0-9._-, not starting with . or -)",
+			   name);
+}
+
+/* Parse SIZE: decimal digits with an optional K/M/G/T suffix (powers of
+ * 1024, either case, optionally followed by "iB" or "B").  The result must
+ * be positive, a multiple of 512 and fit a signed 64-bit integer. */
+static uint64_t cowctl_parse_size(const char *s)
+{
+	const uint64_t limit = INT64_MAX;
+	uint64_t v = 0, mul = 1;
+	const char *p = s;
+
+	if (*p < '0' || *p > '9')
+		goto bad;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (v > (limit - (uint64_t)(*p - '0')) / 10)
+			cowctl_die(COWCTL_USAGE, "size \"%s\" is too large", s);
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	switch (*p) {
+	case '\0':
+		break;
+	case 'k': case 'K': mul = 1ull << 10; p++; break;
+	case 'm': case 'M': mul = 1ull << 20; p++; break;
+	case 'g': case 'G': mul = 1ull << 30; p++; break;
+	case 't': case 'T': mul = 1ull << 40; p++; break;
+	default:
+		goto bad;
+	}
+	if (mul > 1 && (!strcmp(p, "iB") || !strcmp(p, "B")))
+		p += strlen(p);
+	if (*p)
+		goto bad;
+	if (v > limit / mul)
+		cowctl_die(COWCTL_USAGE, "size \"%s\" is too large", s);
+	v *= mul;
+	if (v == 0)
+		cowctl_die(COWCTL_USAGE, "size must be greater than zero");
+	if (v % 512)
+		cowctl_die(COWCTL_USAGE, "size %s (%" PRIu64 " bytes) is not a multiple of 512 bytes", s, v);
+	return v;
+bad:
+	cowctl_die(COWCTL_USAGE, "invalid size \"%s\" (bytes, or a number with K, M, G or T)", s);
+}
+
+/* ---- talking to the daemon ------------------------------------------ */
+
+/* Send req (consumed) and return the parsed reply.  Exits 3 on any
+ * transport or protocol problem. */
+static json_t *cowctl_call(json_t *req)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	const char *path = cowctl_control_path;
+	size_t have = 0, cap = 4096, len;
+	char *out, *buf, *nl = NULL;
+	json_error_t jerr;
+	json_t *res;
+	ssize_t n;
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		cowctl_die(COWCTL_USAGE, "control socket path too long: %s", path);
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		cowctl_die(COWCTL_UNREACHABLE, "socket: %s", strerror(errno));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		cowctl_die(COWCTL_UNREACHABLE, "cannot connect to %s: %s", path, strerror(errno));
+
+	out = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+	if (!out)
+		cowctl_die(COWCTL_UNREACHABLE, "out of memory");
+	len = strlen(out);
+	out[len++] = '\n'; /* replaces the NUL; we send len bytes */
+	for (size_t off = 0; off < len;) {
+		n = send(fd, out + off, len - off, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			cowctl_die(COWCTL_UNREACHABLE, "sending to %s: %s", path, strerror(errno));
+		off += (size_t)n;
+	}
+	free(out);
+
+	buf = malloc(cap);
+	while (buf && !nl) {
+		if (have == cap) {
+			if (cap >= COWCTL_MAX_REPLY)
+				cowctl_die(COWCTL_UNREACHABLE, "reply from %s is too long", path);
+			cap *= 2;
+			buf = realloc(buf, cap);
+			if (!buf)
+				break;
+		}
+		n = recv(fd, buf + have, cap - have, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			cowctl_die(COWCTL_UNREACHABLE, "reading from %s: %s", path, strerror(errno));
+		if (n == 0)
+			cowctl_die(COWCTL_UNREACHABLE, "%s closed the connection without a reply", path);
+		nl = memchr(buf + have, '\n', (size_t)n);
+		have += (size_t)n;
+	}
+	if (!buf)
+		cowctl_die(COWCTL_UNREACHABLE, "out of memory");
+	close(fd);
+	res = json_loadb(buf, (size_t)(nl - buf), 0, &jerr);
+	free(buf);
+	if (!json_is_object(res) || !json_is_boolean(json_object_get(res, "ok")))
+		cowctl_die(COWCTL_UNREACHABLE, "bad reply from %s: %s", path,
+			   res ? "not a reply object" : jerr.text);
+	return res;
+}
+
+/* ---- output ------------------------------------------------------------ */
+
+static uint64_t cowctl_u64(json_t *o, const char *key)
+{
+	json_t *j = json_object_get(o, key);
+
+	return json_is_integer(j) && json_integer_value(j) > 0 ? (uint64_t)json_integer_value(j) : 0;
+}
+
+static const char *cowctl_str(json_t *o, const char *key, const char *dflt)
+{
+	json_t *j = json_object_get(o, key);
+
+	return json_is_string(j) ? json_string_value(j) : dflt;
+}
+
+/* Human size: "0", "512B", "4.0K", "8.0G", "12G" (powers of 1024). */
+static const char *cowctl_human(uint64_t v, char *buf, size_t len)
+{
+	static const char units[] = "BKMGTPE";
+	double d = (double)v;
+	int u = 0;
+
+	if (v == 0)
+		return snprintf(buf, len, "0"), buf;
+	if (v < 1024)
+		return snprintf(buf, len, "%" PRIu64 "B", v), buf;
+	while (d >= 1024 && u < 6) {
+		d /= 1024;
+		u++;
+	}
+	if (d < 9.95)
+		snprintf(buf, len, "%.1f%c", d, units[u]);
+	else
+		snprintf(buf, len, "%.0f%c", d, units[u]);
+	return buf;
+}
+
+static const char *cowctl_time(uint64_t t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (!t || !localtime_r(&tt, &tm) || !strftime(buf, len, "%Y-%m-%d %H:%M", &tm))
+		snprintf(buf, len, "-");
+	return buf;
+}
+
+#define COWCTL_COLS 8
+#define COWCTL_CELL 160
+
+/* A list as an aligned table, columns separated by two spaces.  With
+ * snapshots true the ORIGIN column is left out (a snapshot has none). */
+static void cowctl_print_table(json_t *arr, bool snapshots)
+{
+	static const char *const head[] = {"NAME", "SIZE", "USED", "UNIQUE", "ORIGIN", "CREATED", "ATTACHED"};
+	size_t rows = json_array_size(arr), i, k, ncol = 7;
+	size_t w[COWCTL_COLS] = {0};
+	char(*cell)[COWCTL_COLS][COWCTL_CELL];
+	json_t *o;
+
+	cell = calloc(rows + 1, sizeof(*cell));
+	if (!cell)
+		cowctl_die(COWCTL_UNREACHABLE, "out of memory");
+	for (k = 0; k < ncol; k++)
+		snprintf(cell[0][k], COWCTL_CELL, "%s", head[k]);
+	json_array_foreach(arr, i, o)
+	{
+		char(*c)[COWCTL_CELL] = cell[i + 1];
+
+		snprintf(c[0], COWCTL_CELL, "%s", cowctl_str(o, "name", "?"));
+		cowctl_human(cowctl_u64(o, "size"), c[1], COWCTL_CELL);
+		cowctl_human(cowctl_u64(o, "used"), c[2], COWCTL_CELL);
+		cowctl_human(cowctl_u64(o, "unique"), c[3], COWCTL_CELL);
+		snprintf(c[4], COWCTL_CELL, "%s", cowctl_str(o, "origin", "-"));
+		cowctl_time(cowctl_u64(o, "created"), c[5], COWCTL_CELL);
+		snprintf(c[6], COWCTL_CELL, "%" PRIu64, cowctl_u64(o, "attached"));
+	}
+	for (i = 0; i <= rows; i++)
+		for (k = 0; k < ncol; k++)
+			if (strlen(cell[i][k]) > w[k])
+				w[k] = strlen(cell[i][k]);
+	for (i = 0; i <= rows; i++) {
+		bool first = true;
+
+		for (k = 0; k < ncol; k++) {
+			if (snapshots && k == 4)
+				continue;
+			if (k == ncol - 1)
+				printf("%s%s\n", first ? "" : "  ", cell[i][k]);
+			else
+				printf("%s%-*s", first ? "" : "  ", (int)w[k], cell[i][k]);
+			first = false;
+		}
+	}
+	free(cell);
+}
+
+static void cowctl_print_names(const char *label, json_t *arr)
+{
+	size_t i;
+	json_t *s;
+
+	printf("%-11s", label);
+	if (!json_array_size(arr))
+		printf("-");
+	json_array_foreach(arr, i, s) printf("%s%s", i ? ", " : "", json_string_value(s));
+	printf("\n");
+}
+
+static void cowctl_print_info(json_t *o)
+{
+	char b1[32], b2[32];
+	uint64_t size = cowctl_u64(o, "size");
+
+	printf("%-11s%s\n", "name:", cowctl_str(o, "name", "?"));
+	printf("%-11s%s\n", "type:", json_is_true(json_object_get(o, "snapshot")) ? "snapshot" : "volume");
+	printf("%-11s%" PRIu64 "\n", "id:", cowctl_u64(o, "id"));
+	printf("%-11s%s (%" PRIu64 " bytes)\n", "size:", cowctl_human(size, b1, sizeof(b1)), size);
+	printf("%-11s%s\n", "used:", cowctl_human(cowctl_u64(o, "used"), b1, sizeof(b1)));
+	printf("%-11s%s\n", "unique:", cowctl_human(cowctl_u64(o, "unique"), b2, sizeof(b2)));
+	printf("%-11s%s\n", "origin:", cowctl_str(o, "origin", "-"));
+	printf("%-11s%s\n", "created:", cowctl_time(cowctl_u64(o, "created"), b1, sizeof(b1)));
+	printf("%-11s%" PRIu64 "\n", "attached:", cowctl_u64(o, "attached"));
+	if (json_object_get(o, "snapshots"))
+		cowctl_print_names("snapshots:", json_object_get(o, "snapshots"));
+	if (json_object_get(o, "clones"))
+		cowctl_print_names("clones:", json_object_get(o, "clones"));
+}
+
+static void cowctl_print_stats(json_t *s)
+{
+	char b[32];
+	uint64_t bs = cowctl_u64(s, "block_size");
+
+	printf("%-18s%s\n", "pool size:", cowctl_human(cowctl_u64(s, "pool_bytes"), b, sizeof(b)));
+	printf("%-18s%s\n", "segment size:", cowctl_human(cowctl_u64(s, "segment_bytes"), b, sizeof(b)));
+	printf("%-18s%" PRIu64 " (%" PRIu64 " free, %" PRIu64 " pending)\n", "segments:",
+	       cowctl_u64(s, "segments"), cowctl_u64(s, "segments_free"),
+	       cowctl_u64(s, "segments_pending"));
+	printf("%-18s%" PRIu64 " (%s)\n", "live blocks:", cowctl_u64(s, "blocks_live"),
+	       cowctl_human(cowctl_u64(s, "blocks_live") * (bs ? bs : STORE_BLOCK_SIZE), b, sizeof(b)));
+	printf("%-18s%" PRIu64 "\n", "log lsn:", cowctl_u64(s, "log_lsn"));
+	printf("%-18s%" PRIu64 "\n", "checkpoint lsn:", cowctl_u64(s, "checkpoint_lsn"));
+	printf("%-18s%" PRIu64 " (%" PRIu64 " blocks)\n", "batches:", cowctl_u64(s, "batches"),
+	       cowctl_u64(s, "batch_blocks"));
+	printf("%-18s%" PRIu64 "\n", "syncs:", cowctl_u64(s, "syncs"));
+	printf("%-18s%" PRIu64 "\n", "checkpoints:", cowctl_u64(s, "checkpoints"));
+	printf("%-18s%s\n", "failed:",
+	       json_is_true(json_object_get(s, "failed")) ? "YES (I/O error; restart cowbd)" : "no");
+}
+
+/* ---- commands ------------------------------------------------------------ */
+
+static json_t *cowctl_req(const char *op)
+{
+	json_t *r = json_object();
+
+	json_object_set_new(r, "op", json_string(op));
+	return r;
+}
+
+/* Run req; on refusal print the one-line reason (and the reply with
+ * --json) and exit 1; on success return the reply, already printed as
+ * JSON when --json is on. */
+static json_t *cowctl_run(json_t *req)
+{
+	json_t *res = cowctl_call(req);
+
+	if (cowctl_json) {
+		char *s = json_dumps(res, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+
+		if (s)
+			puts(s);
+		free(s);
+	}
+	if (!json_is_true(json_object_get(res, "ok")))
+		cowctl_die(COWCTL_REFUSED, "%s", cowctl_str(res, "error", "request refused"));
+	return res;
+}
+
+static void cowctl_need(int argc, int want_min, int want_max, const char *cmd, const char *args)
+{
+	if (argc < want_min)
+		cowctl_die(COWCTL_USAGE, "%s needs %s (see cowctl --help)", cmd, args);
+	if (argc > want_max)
+		cowctl_die(COWCTL_USAGE, "too many arguments for %s (see cowctl --help)", cmd);
+}
+
+static int cowctl_volume(int argc, char **argv)
+{
+	const char *sub = argc ? argv[0] : "";
+	char b[32];
+	json_t *req, *res;
+
+	argc--;
+	argv++;
+	if (!strcmp(sub, "create")) {
+		uint64_t size;
+
+		cowctl_need(argc, 2, 2, "volume create", "NAME SIZE");
+		cowctl_check_vol(argv[0]);
+		size = cowctl_parse_size(argv[1]);
+		req = cowctl_req("volume.create");
+		json_object_set_new(req, "name", json_string(argv[0]));
+		json_object_set_new(req, "size", json_integer((json_int_t)size));
+		res = cowctl_run(req);
+		if (!cowctl_json)
+			printf("created volume \"%s\" (%s)\n", argv[0], cowctl_human(size, b, sizeof(b)));
+	} else if (!strcmp(sub, "list")) {
+		cowctl_need(argc, 0, 0, "volume list", "no arguments");
+		res = cowctl_run(cowctl_req("volume.list"));
+		if (!cowctl_json)
+			cowctl_print_table(json_object_get(res, "volumes"), false);
+	} else if (!strcmp(sub, "delete")) {
+		cowctl_need(argc, 1, 1, "volume delete", "NAME");
+		cowctl_check_vol(argv[0]);
+		req = cowctl_req("volume.delete");
+		json_object_set_new(req, "name", json_string(argv[0]));
+		res = cowctl_run(req);
+		if (!cowctl_json)
+			printf("deleted volume \"%s\"\n", argv[0]);
+	} else if (!strcmp(sub, "info")) {
+		cowctl_need(argc, 1, 1, "volume info", "NAME");
+		if (strchr(argv[0], '@'))
+			cowctl_check_snap(argv[0]);
+		else
+			cowctl_check_vol(argv[0]);
+		req = cowctl_req("volume.info");
+		json_object_set_new(req, "name", json_string(argv[0]));
+		res = cowctl_run(req);
+		if (!cowctl_json)
+			cowctl_print_info(json_object_get(res, "volume"));
+	} else {
+		if (!*sub)
+			cowctl_die(COWCTL_USAGE, "volume needs create, list, info or delete");
+		cowctl_die(COWCTL_USAGE, "unknown command \"volume %s\" (see cowctl --help)", sub);
+	}
+	json_decref(res);
+	return COWCTL_OK;
+}
+
+static int cowctl_snapshot(int argc, char **argv)
+{
+	const char *sub = argc ? argv[0] : "";
+	json_t *req, *res;
+
+	argc--;
+	argv++;
+	if (!strcmp(sub, "create")) {
+		cowctl_need(argc, 1, 1, "snapshot create", "VOL@SNAP");
+		cowctl_check_snap(argv[0]);
+		req = cowctl_req("snapshot.create");
+		json_object_set_new(req, "name", json_string(argv[0]));
+		res = cowctl_run(req);
+		if (!cowctl_json)
+			printf("created snapshot \"%s\"\n", argv[0]);
+	} else if (!strcmp(sub, "list")) {
+		cowctl_need(argc, 0, 1, "snapshot list", "[VOL]");
+		req = cowctl_req("snapshot.list");
+		if (argc) {
+			cowctl_check_vol(argv[0]);
+			json_object_set_new(req, "volume", json_string(argv[0]));
+		}
+		res = cowctl_run(req);
+		if (!cowctl_json)
+			cowctl_print_table(json_object_get(res, "snapshots"), true);
+	} else if (!strcmp(sub, "delete")) {
+		cowctl_need(argc, 1, 1, "snapshot delete", "VOL@SNAP");
+		cowctl_check_snap(argv[0]);
+		req = cowctl_req("snapshot.delete");
+		json_object_set_new(req, "name", json_string(argv[0]));
+		res = cowctl_run(req);
+		if (!cowctl_json)
+			printf("deleted snapshot \"%s\"\n", argv[0]);
+	} else {
+		if (!*sub)
+			cowctl_die(COWCTL_USAGE, "snapshot needs create, list or delete");
+		cowctl_die(COWCTL_USAGE, "unknown command \"snapshot %s\" (see cowctl --help)", sub);
+	}
+	json_decref(res);
+	return COWCTL_OK;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"control", required_argument, NULL, 'c'},
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *cmd;
+	json_t *req, *res;
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":c:jh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			cowctl_control_path = optarg;
+			break;
+		case 'j':
+			cowctl_json = true;
+			break;
+		case 'h':
+			cowctl_usage(stdout);
+			return COWCTL_OK;
+		case ':':
+			cowctl_die(COWCTL_USAGE, "option %s needs an argument", argv[optind - 1]);
+		default:
+			if (optopt)
+				cowctl_die(COWCTL_USAGE, "unknown option -%c (see cowctl --help)", optopt);
+			cowctl_die(COWCTL_USAGE, "unknown option %s (see cowctl --help)", argv[optind - 1]);
+		}
+	}
+	if (!cowctl_control_path || !*cowctl_control_path)
+		cowctl_control_path = getenv("COWBD_CONTROL");
+	if (!cowctl_control_path || !*cowctl_control_path)
+		cowctl_control_path = COWCTL_DEFAULT_CONTROL;
+	argc -= optind;
+	argv += optind;
+	if (argc == 0) {
+		cowctl_usage(stderr);
+		return COWCTL_USAGE;
+	}
+	cmd = argv[0];
+	argc--;
+	argv++;
+	if (!strcmp(cmd, "help")) {
+		cowctl_usage(stdout);
+		return COWCTL_OK;
+	}
+	if (!strcmp(cmd, "volume"))
+		return cowctl_volume(argc, argv);
+	if (!strcmp(cmd, "snapshot"))
+		return cowctl_snapshot(argc, argv);
+	if (!strcmp(cmd, "clone")) {
+		cowctl_need(argc, 2, 2, "clone", "VOL@SNAP NEWVOL");
+		cowctl_check_snap(argv[0]);
+		cowctl_check_vol(argv[1]);
+		req = cowctl_req("clone");
+		json_object_set_new(req, "snapshot", json_string(argv[0]));
+		json_object_set_new(req, "name", json_string(argv[1]));
+		res = cowctl_run(req);
+		if (!cowctl_json)
+			printf("created volume \"%s\" from \"%s\"\n", argv[1], argv[0]);
+	} else if (!strcmp(cmd, "rollback")) {
+		char vol[STORE_NAME_MAX + 1];
+
+		cowctl_need(argc, 1, 1, "rollback", "VOL@SNAP");
+		cowctl_check_snap(argv[0]);
+		req = cowctl_req("rollback");
+		json_object_set_new(req, "name", json_string(argv[0]));
+		res = cowctl_run(req);
+		snprintf(vol, sizeof(vol), "%.*s", (int)(strchr(argv[0], '@') - argv[0]), argv[0]);
+		if (!cowctl_json)
+			printf("rolled back \"%s\" to \"%s\"\n", vol, argv[0]);
+	} else if (!strcmp(cmd, "stats")) {
+		cowctl_need(argc, 0, 0, "stats", "no arguments");
+		res = cowctl_run(cowctl_req("stats"));
+		if (!cowctl_json)
+			cowctl_print_stats(json_object_get(res, "stats"));
+	} else if (!strcmp(cmd, "checkpoint")) {
+		cowctl_need(argc, 0, 0, "checkpoint", "no arguments");
+		res = cowctl_run(cowctl_req("checkpoint"));
+		if (!cowctl_json)
+			printf("checkpoint written\n");
+	} else {
+		cowctl_die(COWCTL_USAGE, "unknown command \"%s\" (see cowctl --help)", cmd);
+	}
+	json_decref(res);
+	return COWCTL_OK;
+}
