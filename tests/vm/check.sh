@@ -1,0 +1,161 @@
+#!/bin/bash
+# tests/vm/check.sh — VM test tier: the Linux kernel NBD client against cowbd.
+#
+# Boots a small qemu guest (Debian's cloud kernel, which has nbd.ko; a
+# busybox initramfs with nbd-client, e2fsprogs, util-linux, cowbd and
+# cowctl), runs the scenarios of tests/vm/guest-scenarios.sh in one boot,
+# and prints "PASS: vm/NAME" / "FAIL: vm/NAME" per scenario for
+# tests/run.sh.  See docs/TESTING.md.
+#
+# Environment:
+#   BUILD          build directory (default: <repo>/build); the kernel .deb
+#                  and its extraction are cached in $BUILD/vm-cache
+#   VM_SCENARIOS   space-separated subset to run (default: all five)
+#   VM_SERVER      cowbd (default) | nbdkit (harness self-test, no cowbd)
+#   VM_TIMEOUT     seconds for the whole boot (default 270); a guest still
+#                  running then is killed and its console tail printed
+#   VM_MEM         guest memory in MiB (default 1024)
+#   VM_ACCEL       qemu accelerator (default tcg; kvm hangs on these hosts)
+#   CI=true        a missing prerequisite is a FAIL instead of a SKIP
+# Exit: 0 all passed, 1 something failed, 77 skipped (prerequisite missing).
+set -u
+export PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
+HERE=$(cd "$(dirname "$0")" && pwd)
+TOP=$(cd "$HERE/../.." && pwd)
+: "${BUILD:=$TOP/build}"
+CACHE="$BUILD/vm-cache"
+ALL_SCENARIOS="ext4-roundtrip snapshot-clone kill9-recovery blocksize-discard multiconn"
+SCENARIOS=${VM_SCENARIOS:-$ALL_SCENARIOS}
+VM_SERVER=${VM_SERVER:-cowbd}
+VM_TIMEOUT=${VM_TIMEOUT:-270}
+VM_MEM=${VM_MEM:-1024}
+VM_ACCEL=${VM_ACCEL:-tcg}
+CONSOLE="$CACHE/console.log"
+T0=$(date +%s)
+
+# A prerequisite is missing: one line, then SKIP (exit 77), or FAIL under CI.
+unavailable() {
+	if [ "${CI:-}" = true ]; then
+		echo "FAIL: vm/prerequisites ($*)"
+		exit 1
+	fi
+	echo "SKIP: vm ($*)"
+	echo "vm tests skipped: $*"
+	exit 77
+}
+
+need_cmd() {
+	for c in "$@"; do
+		command -v "$c" >/dev/null 2>&1 ||
+			unavailable "$c not found; install the packages in the Makefile's TESTPKGS (make deps)"
+	done
+}
+
+need_cmd qemu-system-x86_64 busybox cpio gzip ldd dpkg-deb apt-get timeout \
+	nbd-client mkfs.ext4 fsck.ext4 blkdiscard fsfreeze truncate
+ldd "$(command -v busybox)" >/dev/null 2>&1 &&
+	unavailable "busybox is dynamically linked; install busybox-static"
+case "$VM_SERVER" in
+cowbd)
+	for b in cowbd cowctl; do
+		[ -x "$BUILD/$b" ] || unavailable "$BUILD/$b not built (run make)"
+	done
+	SERVER_BINS="$BUILD/cowbd $BUILD/cowctl" ;;
+nbdkit)
+	need_cmd nbdkit cp
+	plugindir=$(nbdkit --dump-config | sed -n 's/^plugindir=//p')
+	SERVER_BINS="$(command -v nbdkit) $plugindir/nbdkit-file-plugin.so $(command -v cp)" ;;
+*) echo "FAIL: vm/config (VM_SERVER=$VM_SERVER: want cowbd or nbdkit)"; exit 1 ;;
+esac
+mkdir -p "$CACHE" || unavailable "cannot create $CACHE"
+
+# ---- kernel: Debian's cloud kernel, fetched once and cached ---------------
+# The extracted kernel stays in $CACHE/kernel; the network is only needed
+# the first time (or after `make clean`).
+fetch_kernel() {
+	local pkg deb tmp
+	pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+		sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n 1)
+	if [ -z "$pkg" ] && [ "$(id -u)" = 0 ]; then
+		echo "vm: no package lists; running apt-get update"
+		apt-get update -qq >/dev/null 2>&1
+		pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+			sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n 1)
+	fi
+	[ -n "$pkg" ] || unavailable "apt-cache knows no linux-image-cloud-amd64 (apt-get update?)"
+	deb=$(ls "$CACHE/$pkg"_*.deb 2>/dev/null | head -n 1)
+	if [ -z "$deb" ]; then
+		echo "vm: downloading $pkg"
+		(cd "$CACHE" && apt-get download -q "$pkg" >"$CACHE/download.log" 2>&1) ||
+			unavailable "apt-get download $pkg failed: $(grep -E '^(E|W):' "$CACHE/download.log" | head -n 1)"
+		deb=$(ls "$CACHE/$pkg"_*.deb 2>/dev/null | head -n 1)
+		[ -n "$deb" ] || unavailable "apt-get download $pkg produced no .deb"
+	fi
+	tmp="$CACHE/kernel.tmp"
+	rm -rf "$tmp"; mkdir -p "$tmp/x"
+	dpkg-deb -x "$deb" "$tmp/x" || unavailable "cannot unpack $deb"
+	cp "$tmp"/x/boot/vmlinuz-* "$tmp/vmlinuz" 2>/dev/null ||
+		unavailable "$deb has no /boot/vmlinuz"
+	local kmod
+	kmod=$(ls -d "$tmp"/x/lib/modules/* 2>/dev/null | head -n 1)
+	local ko
+	ko=$(find "$kmod" -path '*/drivers/block/nbd.ko*' 2>/dev/null | head -n 1)
+	[ -n "$ko" ] || unavailable "$pkg has no nbd.ko"
+	mkdir -p "$tmp/modules/kernel/drivers/block"
+	case "$ko" in
+	*.ko) cp "$ko" "$tmp/modules/kernel/drivers/block/nbd.ko" ;;
+	*.ko.xz) xz -dc "$ko" >"$tmp/modules/kernel/drivers/block/nbd.ko" ;;
+	*.ko.zst) zstd -qdc "$ko" >"$tmp/modules/kernel/drivers/block/nbd.ko" ;;
+	*.ko.gz) gzip -dc "$ko" >"$tmp/modules/kernel/drivers/block/nbd.ko" ;;
+	esac || unavailable "cannot decompress $ko"
+	echo "$pkg" >"$tmp/package"
+	rm -rf "$tmp/x" "$CACHE/kernel"
+	mv "$tmp" "$CACHE/kernel"
+}
+[ -s "$CACHE/kernel/vmlinuz" ] && [ -s "$CACHE/kernel/package" ] || fetch_kernel
+echo "vm: kernel $(cat "$CACHE/kernel/package"), server $VM_SERVER"
+
+# ---- initramfs ----------------------------------------------------------
+BINS=""
+for c in nbd-client mkfs.ext4 fsck.ext4 blkdiscard fsfreeze; do
+	BINS="$BINS $(command -v "$c")"
+done
+bash "$HERE/build-initrd.sh" "$CACHE/initrd.gz" "$CACHE/kernel/modules" \
+	$BINS $SERVER_BINS || unavailable "building the initramfs failed"
+
+# ---- boot ---------------------------------------------------------------
+append="console=ttyS0 quiet panic=-1 vmtest.server=$VM_SERVER"
+append="$append vmtest.scenarios=$(echo $SCENARIOS | tr ' ' ',')"
+echo "vm: booting ($VM_ACCEL, ${VM_MEM}M, time bound ${VM_TIMEOUT}s); console: $CONSOLE"
+timeout -k 5 "$VM_TIMEOUT" qemu-system-x86_64 -accel "$VM_ACCEL" -m "$VM_MEM" -smp 2 \
+	-nographic -no-reboot -nic none -monitor none -serial stdio \
+	-kernel "$CACHE/kernel/vmlinuz" -initrd "$CACHE/initrd.gz" \
+	-append "$append" </dev/null 2>&1 | tr -d '\r' >"$CONSOLE"
+qrc=${PIPESTATUS[0]}
+secs=$(( $(date +%s) - T0 ))
+
+# ---- verdicts -----------------------------------------------------------
+grep -E '^(VMTEST |vm\[)' "$CONSOLE" | grep -vE '^VMTEST (PASS|FAIL|SKIP) ' | sed 's/^/  /'
+failed=0
+for s in $SCENARIOS; do
+	v=$(grep -E "^VMTEST (PASS|FAIL|SKIP) $s(:|\$)" "$CONSOLE" | head -n 1)
+	case "$v" in
+	"VMTEST PASS $s") echo "PASS: vm/$s" ;;
+	"VMTEST SKIP $s"*) echo "SKIP: vm/$s (${v#*: })" ;;
+	"VMTEST FAIL $s"*)
+		echo "FAIL: vm/$s (${v#*: })"; failed=1
+		# The scenario's part of the console, diagnostics included.
+		sed -n "/^VMTEST BEGIN $s\$/,/^VMTEST TIME $s /p" "$CONSOLE" | tail -n 60 | sed 's/^/    /' ;;
+	*)
+		echo "FAIL: vm/$s (no verdict: guest hung, panicked or timed out; qemu exit $qrc)"
+		failed=2 ;;
+	esac
+done
+if [ $failed = 2 ] || ! grep -q '^VMTEST DONE' "$CONSOLE"; then
+	[ "$qrc" = 124 ] && echo "vm: guest killed after ${VM_TIMEOUT}s"
+	echo "vm: console tail ($CONSOLE):"
+	tail -n 40 "$CONSOLE" | sed 's/^/    /'
+	failed=1
+fi
+echo "vm: finished in ${secs}s"
+exit $failed

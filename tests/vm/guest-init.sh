@@ -1,0 +1,60 @@
+#!/bin/sh
+# tests/vm/guest-init.sh — /init of the VM test guest (busybox sh, PID 1).
+#
+# Sets up the guest (devtmpfs, proc, sys, tmpfs, loopback, nbd.ko), runs
+# the scenarios named on the kernel command line (vmtest.scenarios=a,b,...;
+# vmtest.server=cowbd|nbdkit) one by one from /vmtest/guest-scenarios.sh,
+# and prints one verdict line per scenario on the serial console:
+#   VMTEST PASS name | VMTEST FAIL name: reason | VMTEST SKIP name: reason
+# then "VMTEST DONE" and powers off.  The host (tests/vm/check.sh) turns
+# these into PASS:/FAIL:/SKIP: lines; a missing verdict means the guest hung
+# or died.  Nothing here talks to any network but the guest's own lo.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+/bin/busybox mkdir -p /proc /sys /dev /tmp /run
+/bin/busybox mount -t proc proc /proc
+/bin/busybox --install -s /bin 2>/dev/null
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+ip link set lo up
+hostname vmtest
+echo 1 >/proc/sys/kernel/panic_on_oops
+# Kernel messages about nbd errors are expected in the crash scenario; keep
+# the console readable but visible (warnings and up).
+echo 4 >/proc/sys/kernel/printk
+
+arg() { # value of vmtest.NAME= on the kernel command line
+	tr ' ' '\n' </proc/cmdline | sed -n "s/^vmtest\.$1=//p" | tail -n 1
+}
+SCENARIOS=$(arg scenarios | tr ',' ' ')
+export VM_SERVER=$(arg server)
+export VM_SCEN_TIMEOUT=$(arg timeout)
+: "${VM_SERVER:=cowbd}" "${VM_SCEN_TIMEOUT:=120}"
+
+echo "VMTEST BOOTED $(uname -r) cpus=$(nproc) mem=$(free -m | awk '/Mem:/{print $2}')M server=$VM_SERVER"
+if insmod /lib/modules/nbd.ko nbds_max=8 max_part=0; then
+	for s in $SCENARIOS; do
+		t0=$(date +%s)
+		echo "VMTEST BEGIN $s"
+		# Each scenario runs in its own shell so its traps clean up; the
+		# KILL timeout bounds it (a process stuck in D state stays, but the
+		# next verdict or the host's timeout reports that).
+		timeout -s KILL "$VM_SCEN_TIMEOUT" sh -c ". /vmtest/guest-lib.sh; . /vmtest/guest-scenarios.sh; run_scenario $s"
+		rc=$?
+		[ $rc -eq 137 ] && echo "VMTEST FAIL $s: timed out after ${VM_SCEN_TIMEOUT}s in the guest"
+		[ $rc -ne 0 ] && [ $rc -ne 137 ] && ! grep -q . /tmp/verdict.$s 2>/dev/null &&
+			echo "VMTEST FAIL $s: scenario shell exited $rc without a verdict"
+		echo "VMTEST TIME $s $(( $(date +%s) - t0 ))s"
+		sh -c ". /vmtest/guest-lib.sh; cleanup_all" >/dev/null 2>&1
+	done
+else
+	for s in $SCENARIOS; do echo "VMTEST FAIL $s: insmod nbd.ko failed"; done
+fi
+echo "VMTEST DONE"
+sync
+# With -no-reboot, qemu exits on a guest reboot; poweroff needs ACPI.
+reboot -f
+sleep 10

@@ -1,0 +1,211 @@
+# tests/vm/guest-lib.sh — helpers for the guest scenarios (busybox sh).
+#
+# The NBD server runs inside the guest on 127.0.0.1:$PORT with its pool on
+# the guest's tmpfs /pool.  VM_SERVER picks it:
+#   cowbd   the real thing: cowbd + cowctl (default)
+#   nbdkit  `nbdkit file dir=` over plain files; proves the harness without
+#           cowbd (a "snapshot" is a copy taken while the fs is frozen).
+# Server:  srv_start_fresh, srv_restart, srv_kill9, srv_alive
+# Volumes: vol_create NAME SIZE, snap_create VOL@SNAP, vol_clone VOL@SNAP NEW
+# Devices: attach DEV EXPORT [nbd-client options], detach DEV, dev_size DEV
+# Files:   make_tree DIR N TAG, sums DIR >LIST, check_sums DIR LIST
+# Verdict: die MSG (FAIL line + diagnostics, exit 1); run_scenario NAME
+PORT=10809
+CTL=/run/cowbd.ctl
+POOL=/pool/pool.img
+SRVLOG=/tmp/server.log
+POOL_SIZE=${POOL_SIZE:-2G}
+SCEN=${SCEN:-?}
+
+# This busybox prefers its applets to $PATH, so host tools that share an
+# applet's name (blkdiscard, fsfreeze, cp...) are reached through functions.
+for _f in /usr/sbin/* /usr/bin/*; do
+	_n=${_f##*/}
+	busybox --list | grep -qx "$_n" && eval "$_n() { $_f \"\$@\"; }"
+done
+unset _f _n
+
+say() { echo "vm[$SCEN]: $*"; }
+
+diag() {
+	echo "--- $SCEN diagnostics: server log tail"
+	tail -n 20 "$SRVLOG" 2>/dev/null
+	echo "--- dmesg tail"
+	dmesg | tail -n 20
+	echo "--- mounts / nbd devices"
+	grep -E 'nbd|/mnt' /proc/mounts
+	for d in /sys/block/nbd*; do
+		s=$(cat "$d/size"); [ "$s" != 0 ] && echo "${d##*/} size=$s"
+	done
+	echo "---"
+}
+
+die() {
+	echo "VMTEST FAIL $SCEN: $*"
+	echo FAIL >"/tmp/verdict.$SCEN"
+	diag
+	exit 1
+}
+
+run() { # run a command, die with its output on failure
+	out=$("$@" 2>&1) || { echo "$out" | tail -n 15; die "'$*' failed"; }
+	[ -n "${VERBOSE:-}" ] && [ -n "$out" ] && echo "$out"
+	return 0
+}
+
+# ---- server -------------------------------------------------------------
+srv_pid() { cat /run/server.pid 2>/dev/null; }
+srv_alive() { p=$(srv_pid); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+
+_srv_launch() { # extra cowbd args...
+	rm -f "$CTL" /run/nbdkit.pid
+	case "$VM_SERVER" in
+	cowbd)
+		cowbd --pool "$POOL" "$@" --listen "127.0.0.1:$PORT" \
+			--control "$CTL" --foreground >>"$SRVLOG" 2>&1 &
+		echo $! >/run/server.pid
+		ready="[ -S $CTL ]" ;;
+	nbdkit)
+		mkdir -p /pool/vols
+		nbdkit -f -i 127.0.0.1 -p "$PORT" -P /run/nbdkit.pid \
+			file dir=/pool/vols >>"$SRVLOG" 2>&1 &
+		echo $! >/run/server.pid
+		ready="[ -s /run/nbdkit.pid ]" ;;
+	*) die "unknown VM_SERVER=$VM_SERVER" ;;
+	esac
+	i=0
+	while ! eval "$ready"; do
+		srv_alive || die "$VM_SERVER exited during startup"
+		i=$((i + 1)); [ $i -gt 300 ] && die "$VM_SERVER not ready within 30 s"
+		sleep 0.1
+	done
+}
+
+srv_stop() {
+	p=$(srv_pid)
+	[ -n "$p" ] || return 0
+	kill -9 "$p" 2>/dev/null
+	while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+	rm -f /run/server.pid
+}
+
+srv_start_fresh() {
+	srv_stop
+	rm -rf /pool/* "$SRVLOG"
+	say "starting $VM_SERVER on a fresh pool"
+	case "$VM_SERVER" in
+	cowbd) _srv_launch --create "$POOL_SIZE" ;;
+	*) _srv_launch ;;
+	esac
+}
+
+srv_restart() { say "restarting $VM_SERVER on the same pool"; _srv_launch; }
+
+srv_kill9() {
+	p=$(srv_pid)
+	say "kill -9 $VM_SERVER (pid $p)"
+	kill -9 "$p"
+	while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+	rm -f /run/server.pid
+}
+
+# ---- volumes -------------------------------------------------------------
+cowctl_() { cowctl --control "$CTL" "$@"; }
+
+vol_create() { # NAME SIZE (K/M/G suffix)
+	case "$VM_SERVER" in
+	cowbd) run cowctl_ volume create "$1" "$2" ;;
+	nbdkit) run truncate -s "$2" "/pool/vols/$1" ;;
+	esac
+}
+
+snap_create() { # VOL@SNAP
+	case "$VM_SERVER" in
+	cowbd) run cowctl_ snapshot create "$1" ;;
+	nbdkit) run cp --sparse=always "/pool/vols/${1%@*}" "/pool/vols/$1" ;;
+	esac
+}
+
+vol_clone() { # VOL@SNAP NEW
+	case "$VM_SERVER" in
+	cowbd) run cowctl_ clone "$1" "$2" ;;
+	nbdkit) run cp --sparse=always "/pool/vols/$1" "/pool/vols/$2" ;;
+	esac
+}
+
+# ---- devices -------------------------------------------------------------
+dev_size() { cat "/sys/block/${1#/dev/}/size"; } # in 512-byte sectors
+
+attach() { # DEV EXPORT [nbd-client options...]
+	dev=$1 exp=$2; shift 2
+	run nbd-client 127.0.0.1 "$PORT" "$dev" -N "$exp" "$@"
+	i=0
+	while [ "$(dev_size "$dev")" = 0 ]; do
+		i=$((i + 1)); [ $i -gt 100 ] && die "$dev has size 0 after attach"
+		sleep 0.1
+	done
+}
+
+detach() { # DEV
+	nbd-client -d "$1" >/dev/null 2>&1
+	i=0
+	while [ "$(dev_size "$1")" != 0 ]; do
+		i=$((i + 1)); [ $i -gt 100 ] && die "$1 still attached 10 s after nbd-client -d"
+		sleep 0.1
+	done
+}
+
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+cleanup_all() {
+	for m in $(grep -o ' /mnt/[^ ]*' /proc/mounts); do umount -l "$m"; done
+	for d in /sys/block/nbd*; do
+		[ "$(cat "$d/size")" != 0 ] && nbd-client -d "/dev/${d##*/}"
+	done
+	srv_stop
+}
+
+# ---- file trees ------------------------------------------------------------
+make_tree() { # DIR N TAG: N files of 1..512 KiB random data in 4 subdirs
+	mkdir -p "$1"
+	i=0
+	while [ $i -lt "$2" ]; do
+		d="$1/$3-d$((i % 4))"; mkdir -p "$d"
+		kb=$(( ($(od -An -N2 -tu2 /dev/urandom) % 512) + 1 ))
+		dd if=/dev/urandom of="$d/f$i" bs=1024 count=$kb status=none ||
+			return 1
+		i=$((i + 1))
+	done
+}
+
+sums() { # DIR: "sha256  ./path" for every file, sorted (lost+found skipped)
+	(cd "$1" && find . -type f ! -path './lost+found/*' | sort | xargs -r sha256sum)
+}
+
+check_sums() { # DIR LIST: every file in LIST present with its checksum
+	(cd "$1" && sha256sum -c -s "$2") || {
+		(cd "$1" && sha256sum -c "$2" 2>&1 | grep -v ': OK$' | head -n 10)
+		return 1
+	}
+}
+
+mnt() { # [mount options...] DEV DIR: mount -t ext4, creating DIR
+	eval "_dir=\${$#}"
+	mkdir -p "$_dir"
+	run mount -t ext4 "$@"
+}
+
+mkfs_mount() { # DEV DIR
+	run mkfs.ext4 -q -F "$1"
+	mnt "$1" "$2"
+}
+
+run_scenario() { # NAME
+	SCEN=$1
+	fn=scen_$(echo "$1" | tr '-' '_')
+	type "$fn" >/dev/null 2>&1 || die "no such scenario"
+	trap cleanup_all EXIT
+	"$fn" || die "scenario ended with status $?"
+	echo "VMTEST PASS $SCEN"
+	echo PASS >"/tmp/verdict.$SCEN"
+}

@@ -1,0 +1,198 @@
+# tests/vm/guest-scenarios.sh — the VM scenarios (busybox sh, in the guest).
+#
+# Each scen_NAME starts the server on a fresh pool, drives the Linux kernel
+# NBD client (/dev/nbdX via nbd-client) against it and dies with a reason
+# on the first wrong result.  Names and what they prove: docs/TESTING.md.
+
+# 1. A filesystem written through the kernel client comes back intact after
+#    detach and reattach: fsck clean, every checksum matches.
+scen_ext4_roundtrip() {
+	srv_start_fresh
+	vol_create vol0 256M
+	attach /dev/nbd0 vol0
+	mkfs_mount /dev/nbd0 /mnt/a
+	make_tree /mnt/a 60 t || die "writing the file tree failed"
+	sums /mnt/a >/tmp/a.sums
+	sync
+	run umount /mnt/a
+	detach /dev/nbd0
+	drop_caches
+	attach /dev/nbd0 vol0
+	run fsck.ext4 -fn /dev/nbd0
+	mnt -o ro /dev/nbd0 /mnt/a
+	check_sums /mnt/a /tmp/a.sums || die "checksums differ after reattach"
+	sums /mnt/a | cmp -s - /tmp/a.sums || die "file list differs after reattach"
+	say "$(wc -l </tmp/a.sums) files, $(du -sk /mnt/a | cut -f1) KiB verified"
+	run umount /mnt/a
+	detach /dev/nbd0
+}
+
+# 2. A snapshot taken while the fs is mounted (frozen) and a clone of it see
+#    exactly the files of snapshot time; the origin keeps its later writes;
+#    the snapshot export is read-only.
+scen_snapshot_clone() {
+	srv_start_fresh
+	vol_create vol1 256M
+	attach /dev/nbd0 vol1
+	mkfs_mount /dev/nbd0 /mnt/o
+	make_tree /mnt/o 30 before || die "writing the file tree failed"
+	sums /mnt/o >/tmp/before.sums
+	sync
+	run fsfreeze -f /mnt/o
+	snap_create vol1@s1 || { fsfreeze -u /mnt/o; die "snapshot failed"; }
+	run fsfreeze -u /mnt/o
+	# Keep writing: new files, and overwrite + delete files of snapshot time.
+	make_tree /mnt/o 20 after || die "writing after the snapshot failed"
+	first=$(sed -n '1s/.*  //p' /tmp/before.sums)
+	second=$(sed -n '2s/.*  //p' /tmp/before.sums)
+	dd if=/dev/urandom of="/mnt/o/$first" bs=4096 count=16 conv=notrunc status=none
+	rm "/mnt/o/$second"
+	sync
+	sums /mnt/o >/tmp/origin.sums
+	vol_clone vol1@s1 vol1c
+	attach /dev/nbd1 vol1c
+	mnt /dev/nbd1 /mnt/c
+	sums /mnt/c | cmp -s - /tmp/before.sums ||
+		die "clone does not hold exactly the files of snapshot time"
+	# The clone is writable and independent of the origin.
+	make_tree /mnt/c 5 clonew || die "writing to the clone failed"
+	sync
+	run umount /mnt/c
+	detach /dev/nbd1
+	# The snapshot itself: read-only export, fsck-clean, same files.
+	attach /dev/nbd2 vol1@s1
+	if [ "$VM_SERVER" = cowbd ] &&
+		dd if=/dev/zero of=/dev/nbd2 bs=4096 count=1 oflag=direct status=none 2>/dev/null; then
+		die "a write to the snapshot export vol1@s1 succeeded"
+	fi
+	run fsck.ext4 -fn /dev/nbd2
+	mnt -o ro,noload /dev/nbd2 /mnt/s
+	sums /mnt/s | cmp -s - /tmp/before.sums || die "snapshot does not hold the files of snapshot time"
+	run umount /mnt/s
+	detach /dev/nbd2
+	# The origin has its new files, intact after a reattach.
+	run umount /mnt/o
+	detach /dev/nbd0
+	drop_caches
+	attach /dev/nbd0 vol1
+	run fsck.ext4 -fn /dev/nbd0
+	mnt -o ro /dev/nbd0 /mnt/o
+	sums /mnt/o | cmp -s - /tmp/origin.sums || die "origin lost writes made after the snapshot"
+	grep -q '/after-' /tmp/origin.sums || die "origin has no post-snapshot files"
+	run umount /mnt/o
+	detach /dev/nbd0
+}
+
+# 3. kill -9 of the server under a write load from the kernel client: after
+#    a restart the fs mounts (journal replay), fsck is clean, and every file
+#    synced before the kill is there with its checksum.
+scen_kill9_recovery() {
+	srv_start_fresh
+	vol_create vol2 256M
+	attach /dev/nbd0 vol2
+	mkfs_mount /dev/nbd0 /mnt/k
+	make_tree /mnt/k 40 synced || die "writing the file tree failed"
+	sums /mnt/k >/tmp/synced.sums
+	sync
+	# Write load: two writers creating files and syncing now and then.
+	for w in 1 2; do
+		( i=0; while :; do
+			dd if=/dev/urandom of=/mnt/k/load$w.$i bs=64k count=4 status=none 2>/dev/null || exit 0
+			[ $((i % 4)) = 0 ] && sync
+			i=$((i + 1))
+		done ) &
+		eval "w$w=$!"
+	done
+	sleep 3
+	srv_kill9
+	kill -9 "$w1" "$w2" 2>/dev/null
+	wait "$w1" "$w2" 2>/dev/null
+	# The device is dead now; drop the mount and the attachment.
+	umount -l /mnt/k
+	detach /dev/nbd0
+	srv_restart
+	attach /dev/nbd1 vol2
+	mnt /dev/nbd1 /mnt/k
+	check_sums /mnt/k /tmp/synced.sums || die "files synced before the kill are damaged"
+	say "$(ls /mnt/k | grep -c '^load') load files present after the crash"
+	run umount /mnt/k
+	run fsck.ext4 -fn /dev/nbd1
+	detach /dev/nbd1
+}
+
+# 4. 512- and 4096-byte block sizes; TRIM (blkdiscard) and zeroing
+#    (blkdiscard -z) of a range read back as zeroes, the rest unchanged.
+scen_blocksize_discard() {
+	srv_start_fresh
+	vol_create vol3 64M
+	for bs in 512 4096; do
+		attach /dev/nbd0 vol3 -b $bs
+		lbs=$(cat /sys/block/nbd0/queue/logical_block_size)
+		[ "$lbs" = $bs ] || die "-b $bs gave logical block size $lbs"
+		# 16 MiB of random data, then single sectors at odd offsets.
+		run dd if=/dev/urandom of=/tmp/img bs=1M count=16 status=none
+		run dd if=/tmp/img of=/dev/nbd0 bs=1M oflag=direct status=none
+		for off in 1 7 2049; do # in units of bs
+			run dd if=/dev/urandom of=/tmp/sec bs=$bs count=1 status=none
+			run dd if=/tmp/sec of=/dev/nbd0 bs=$bs seek=$off count=1 oflag=direct status=none
+			run dd if=/tmp/sec of=/tmp/img bs=$bs seek=$off count=1 conv=notrunc status=none
+		done
+		drop_caches
+		run dd if=/dev/nbd0 of=/tmp/back bs=1M count=16 iflag=direct status=none
+		cmp -s /tmp/img /tmp/back || die "-b $bs: read back differs from what was written"
+		# TRIM 1 MiB..3 MiB, zero 5 MiB..6 MiB (+ one sector at 8 MiB with bs 512).
+		run blkdiscard -o $((1 << 20)) -l $((2 << 20)) /dev/nbd0
+		run blkdiscard -z -o $((5 << 20)) -l $((1 << 20)) /dev/nbd0
+		run dd if=/dev/zero of=/tmp/img bs=1M seek=1 count=2 conv=notrunc status=none
+		run dd if=/dev/zero of=/tmp/img bs=1M seek=5 count=1 conv=notrunc status=none
+		if [ $bs = 512 ]; then
+			run blkdiscard -z -o $((8 << 20)) -l 512 /dev/nbd0
+			run dd if=/dev/zero of=/tmp/img bs=512 seek=$((8 << 11)) count=1 conv=notrunc status=none
+		fi
+		drop_caches
+		run dd if=/dev/nbd0 of=/tmp/back bs=1M count=16 iflag=direct status=none
+		cmp /tmp/img /tmp/back >/tmp/cmp.out 2>&1 ||
+			die "-b $bs: after discard/zero: $(head -c 200 /tmp/cmp.out)"
+		detach /dev/nbd0
+		say "-b $bs: sector writes, TRIM and zeroing read back right"
+	done
+}
+
+# 5. Multi-connection attach (-C 2): parallel writers through both
+#    connections, then a verify pass after reattach.
+scen_multiconn() {
+	srv_start_fresh
+	vol_create vol4 256M
+	attach /dev/nbd0 vol4 -C 2
+	conns=$(netstat -tn 2>/dev/null | grep -c "127.0.0.1:$PORT .*ESTABLISHED")
+	[ "$conns" -ge 2 ] || die "expected 2 connections to the server, found $conns"
+	# Raw: two direct-I/O writers on disjoint 8 MiB regions at once.
+	run dd if=/dev/urandom of=/tmp/r1 bs=1M count=8 status=none
+	run dd if=/dev/urandom of=/tmp/r2 bs=1M count=8 status=none
+	dd if=/tmp/r1 of=/dev/nbd0 bs=64k oflag=direct status=none & p1=$!
+	dd if=/tmp/r2 of=/dev/nbd0 bs=64k seek=128 oflag=direct status=none & p2=$!
+	wait $p1 || die "raw writer 1 failed"
+	wait $p2 || die "raw writer 2 failed"
+	drop_caches
+	dd if=/dev/nbd0 bs=1M count=8 iflag=direct status=none | cmp -s - /tmp/r1 || die "raw region 1 differs"
+	dd if=/dev/nbd0 bs=1M skip=8 count=8 iflag=direct status=none | cmp -s - /tmp/r2 || die "raw region 2 differs"
+	# Filesystem: four writers in parallel.
+	mkfs_mount /dev/nbd0 /mnt/m
+	for w in 1 2 3 4; do
+		make_tree /mnt/m/w$w 15 w$w &
+		eval "p$w=$!"
+	done
+	for w in 1 2 3 4; do eval "wait \$p$w" || die "writer $w failed"; done
+	sums /mnt/m >/tmp/m.sums
+	sync
+	run umount /mnt/m
+	detach /dev/nbd0
+	drop_caches
+	attach /dev/nbd0 vol4 -C 2
+	run fsck.ext4 -fn /dev/nbd0
+	mnt -o ro /dev/nbd0 /mnt/m
+	sums /mnt/m | cmp -s - /tmp/m.sums || die "files differ after reattach"
+	say "$(wc -l </tmp/m.sums) files from 4 parallel writers verified over 2 connections"
+	run umount /mnt/m
+	detach /dev/nbd0
+}
