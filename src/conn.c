@@ -1,0 +1,1007 @@
+/* conn.c — NBD listeners and client connections on one libev loop (layer:
+ * above proto and store; below the daemon's main).
+ *
+ * Threads and locks: everything runs on the loop thread except done_cb(),
+ * which the store calls on its own threads.  It pushes the finished request
+ * onto a lock-free stack (one atomic exchange pops it whole) and pokes the
+ * loop with ev_async; no mutex anywhere.  A request struct is owned by the
+ * store between store_submit() and done_cb(), and by the loop otherwise.
+ *
+ * Per connection:
+ *
+ *      accept ──► HANDSHAKE ──(GO / EXPORT_NAME)──► TRANSMISSION
+ *                 │   │ greeting, option replies     │ read many requests per recv,
+ *                 │   │ (proto_handshake)            │ submit each to the store,
+ *                 │   └─(ABORT)─► DRAINING           │ replies queue as they complete
+ *                 │                  ▲               │
+ *                 │                  └─(DISC, EOF, shutdown)
+ *                 │                                  │
+ *           framing error / reset / write error      │  DRAINING: no more reading;
+ *                 │                                  │  in-flight requests finish and
+ *                 ▼                                  ▼  their replies go out, then
+ *               DEAD: socket closed, replies dropped ◄──── close
+ *                 │
+ *                 └─ freed when the store has returned every submitted request
+ *                    (never free memory a store thread may still write)
+ *
+ * Reading: bytes land in a per-connection buffer (rbuf) and are parsed
+ * there, many requests per recv().  A small WRITE waits in rbuf until its
+ * whole payload is there; a large one gets its own buffer and the rest of
+ * the payload is received straight into it (rx).  A rejected WRITE's
+ * payload is read and discarded (drain).  Reading stops while more than
+ * CONN_MAX_REQS requests or CONN_MAX_BYTES payload bytes are held
+ * (backpressure) and resumes as replies go out.
+ *
+ * Writing: replies (16-byte header, plus data for a READ) queue per
+ * connection; one sendmsg() gathers many of them.  A direct write is tried
+ * first; the write watcher runs only while data is left over.
+ *
+ * Memory: request structs, and their buffers up to CONN_POOL_BUF, are kept
+ * on a per-connection free list; larger buffers (up to 32 MiB) are
+ * allocated on demand and freed when their reply has been sent.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "proto.h"
+#include "say.h"
+#include "store.h"
+
+#define CONN_RBUF_SIZE (256u << 10)   /* >= one option header + PROTO_OPT_MAX */
+#define CONN_SMALL_WRITE (64u << 10)  /* payloads up to this wait in rbuf */
+#define CONN_POOL_BUF (128u << 10)    /* buffers up to this may stay pooled */
+#define CONN_POOL_BYTES (4u << 20)    /* ... up to this much per connection */
+#define CONN_IOV 128		      /* iovecs per sendmsg */
+#define CONN_STOP_GRACE 30.0	      /* seconds before stop cuts clients off */
+#define CONN_MAX_LISTENERS 16
+
+static_assert(CONN_RBUF_SIZE >= sizeof(struct nbd_option) + PROTO_OPT_MAX, "rbuf too small");
+static_assert(CONN_RBUF_SIZE >= sizeof(struct nbd_request) + CONN_SMALL_WRITE, "rbuf too small");
+
+struct conn;
+
+struct conn_req {
+	struct store_req sr;
+	struct conn *c;
+	struct conn_req *next;	    /* free list or reply queue (loop thread) */
+	struct conn_req *done_next; /* completion stack */
+	uint64_t handle;	    /* client's, echoed in the reply */
+	uint64_t end;		    /* TRIM/ZERO split into parts: end offset */
+	uint8_t *buf;
+	size_t bufcap;
+	uint32_t held;	   /* payload bytes counted in c->bytes */
+	uint32_t data_len; /* reply data after the header */
+	uint32_t sent;	   /* bytes of header + data already sent */
+	uint8_t hdr[sizeof(struct nbd_simple_reply)];
+};
+
+struct conn {
+	struct conn_server *srv;
+	struct conn *prev, *next; /* srv->conns */
+	int fd;
+	ev_io rio, wio;
+	struct proto proto;
+	struct proto_buf hout; /* handshake replies */
+	size_t hout_sent;
+	uint8_t *rbuf;
+	size_t rstart, rend;
+	struct conn_req *rx; /* large WRITE whose payload is arriving */
+	uint32_t rx_got;
+	uint64_t drain;	     /* payload bytes of a rejected WRITE to discard */
+	struct conn_req *rq_head, *rq_tail; /* replies to send, in order */
+	struct conn_req *free;
+	size_t pool_bytes; /* buffer bytes kept on the free list */
+	unsigned reqs;	    /* accepted, reply not yet sent (or dropped) */
+	unsigned submitted; /* owned by the store right now */
+	size_t bytes;	    /* payload bytes held */
+	bool draining;	    /* reading is over (DISC, EOF, ABORT, shutdown) */
+	bool dead;	    /* socket closed */
+	bool dirty;	    /* on the wake handler's flush list */
+	struct conn *dirty_next;
+	char peer[64];
+};
+
+struct listener {
+	ev_io w;
+	int fd;
+	char *unix_path;
+};
+
+struct conn_server {
+	struct ev_loop *loop;
+	struct store *st;
+	ev_async wake;
+	ev_timer grace;
+	_Atomic(struct conn_req *) done; /* completed requests, pushed by store threads */
+	struct listener lst[CONN_MAX_LISTENERS];
+	unsigned nlst;
+	struct conn *conns;
+	unsigned nconns;
+	bool stopping;
+};
+
+static void conn_settle(struct conn *c);
+static void conn_parse(struct conn *c);
+static void on_grace(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* ---- exports: proto's window on the store ------------------------- */
+
+static int export_open(void *ctx, const char *name, struct proto_export *out)
+{
+	struct conn *c = ctx;
+	struct vol *v;
+	int err;
+
+	err = store_vol_open(c->srv->st, name, &v);
+	if (err)
+		return err == -EINVAL ? -ENOENT : err;
+	out->size = store_vol_size(v);
+	out->read_only = store_vol_readonly(v);
+	out->handle = v;
+	return 0;
+}
+
+static void export_close(void *ctx, void *handle)
+{
+	store_vol_close(handle);
+}
+
+static int export_list(void *ctx, int (*emit)(void *, const char *, const char *), void *arg)
+{
+	struct conn *c = ctx;
+	struct store_vol_info *v;
+	size_t n;
+	int err = store_list(c->srv->st, &v, &n);
+
+	if (err)
+		return err;
+	for (size_t i = 0; i < n && !err; i++) {
+		char desc[96];
+
+		snprintf(desc, sizeof(desc), "%s, %llu bytes",
+			 v[i].snapshot ? "snapshot (read-only)" : "volume",
+			 (unsigned long long)v[i].size);
+		err = emit(arg, v[i].name, desc);
+	}
+	free(v);
+	return err;
+}
+
+static const struct proto_ops export_ops = {
+	.open = export_open,
+	.close = export_close,
+	.list = export_list,
+};
+
+/* ---- request structs ---------------------------------------------- */
+
+/* A request with a buffer of at least size bytes; NULL when out of memory. */
+static struct conn_req *req_get(struct conn *c, uint32_t size)
+{
+	struct conn_req *q = c->free;
+
+	if (q) {
+		c->free = q->next;
+		c->pool_bytes -= q->bufcap;
+	} else {
+		q = calloc(1, sizeof(*q));
+		if (!q)
+			return NULL;
+	}
+	q->c = c;
+	q->next = NULL;
+	q->held = q->data_len = q->sent = 0;
+	if (size > q->bufcap) {
+		size_t cap = 4096;
+		uint8_t *b;
+
+		while (cap < size)
+			cap *= 2;
+		free(q->buf);
+		q->buf = NULL;
+		q->bufcap = 0;
+		b = malloc(cap);
+		if (!b) {
+			q->next = c->free;
+			c->free = q;
+			return NULL;
+		}
+		q->buf = b;
+		q->bufcap = cap;
+	}
+	return q;
+}
+
+/* Return q to the free list (it is no longer counted anywhere). */
+static void req_put(struct conn *c, struct conn_req *q)
+{
+	c->bytes -= q->held;
+	q->held = 0;
+	if (q->bufcap > CONN_POOL_BUF || c->pool_bytes + q->bufcap > CONN_POOL_BYTES) {
+		free(q->buf);
+		q->buf = NULL;
+		q->bufcap = 0;
+	}
+	/* Structs are small: keep up to one per request slot. */
+	q->next = c->free;
+	c->free = q;
+	c->pool_bytes += q->bufcap;
+}
+
+/* Queue q's reply for sending. */
+static void reply_queue(struct conn *c, struct conn_req *q, uint32_t nbd_err, uint32_t data_len)
+{
+	proto_reply(q->hdr, q->handle, nbd_err);
+	q->data_len = data_len;
+	q->sent = 0;
+	q->next = NULL;
+	if (c->rq_tail)
+		c->rq_tail->next = q;
+	else
+		c->rq_head = q;
+	c->rq_tail = q;
+}
+
+/* A reply for a request that never reaches the store. */
+static void reply_now(struct conn *c, uint64_t handle, uint32_t nbd_err)
+{
+	struct conn_req *q = req_get(c, 0);
+
+	if (!q) {
+		/* Cannot even answer: better to hang up than to lose a reply. */
+		say_warn("%s: out of memory, disconnecting", c->peer);
+		c->draining = true;
+		c->dead = true;
+		return;
+	}
+	c->reqs++;
+	q->handle = handle;
+	reply_queue(c, q, nbd_err, 0);
+}
+
+/* ---- store submission and completion ------------------------------ */
+
+static void done_cb(struct store_req *sr)
+{
+	struct conn_req *q = sr->priv;
+	struct conn_server *s = q->c->srv;
+	struct conn_req *head = atomic_load_explicit(&s->done, memory_order_relaxed);
+
+	do
+		q->done_next = head;
+	while (!atomic_compare_exchange_weak_explicit(&s->done, &head, q, memory_order_release,
+						      memory_order_relaxed));
+	ev_async_send(s->loop, &s->wake);
+}
+
+static void req_submit(struct conn *c, struct conn_req *q)
+{
+	c->submitted++;
+	q->sr.err = 0;
+	q->sr.next = NULL;
+	q->sr.done = done_cb;
+	q->sr.priv = q;
+	q->sr.vol = c->proto.exp.handle;
+	store_submit(&q->sr);
+}
+
+/* Store result for q is in; queue its reply or submit the next part. */
+static void req_complete(struct conn *c, struct conn_req *q)
+{
+	c->submitted--;
+	if (c->dead) {
+		c->reqs--;
+		req_put(c, q);
+		return;
+	}
+	if (!q->sr.err && q->sr.off + q->sr.len < q->end) {
+		uint64_t left = q->end - q->sr.off - q->sr.len;
+
+		q->sr.off += q->sr.len;
+		q->sr.len = left < STORE_MAX_REQ ? (uint32_t)left : STORE_MAX_REQ;
+		req_submit(c, q);
+		return;
+	}
+	if (q->sr.err && q->sr.err != -ENOSPC && q->sr.err != -EPERM)
+		say_debug("%s: request failed: %s", c->peer, strerror(-q->sr.err));
+	if (q->sr.op == STORE_WRITE) {
+		/* The payload is on its way to disk; release it now. */
+		c->bytes -= q->held;
+		q->held = 0;
+	}
+	reply_queue(c, q, proto_nbd_error(q->sr.err),
+		    q->sr.op == STORE_READ && !q->sr.err ? q->sr.len : 0);
+}
+
+static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
+{
+	struct conn_server *s = w->data;
+	struct conn_req *list = atomic_exchange_explicit(&s->done, NULL, memory_order_acquire);
+	struct conn_req *fifo = NULL, *q;
+	struct conn *dirty = NULL, *c;
+
+	while (list) { /* the stack pops newest first; restore arrival order */
+		q = list;
+		list = q->done_next;
+		q->done_next = fifo;
+		fifo = q;
+	}
+	while ((q = fifo)) {
+		fifo = q->done_next;
+		c = q->c;
+		req_complete(c, q);
+		if (!c->dirty) {
+			c->dirty = true;
+			c->dirty_next = dirty;
+			dirty = c;
+		}
+	}
+	while ((c = dirty)) {
+		dirty = c->dirty_next;
+		c->dirty = false;
+		conn_settle(c);
+	}
+}
+
+/* ---- parsing ------------------------------------------------------ */
+
+static bool conn_can_accept(const struct conn *c)
+{
+	return c->reqs < CONN_MAX_REQS && c->bytes < CONN_MAX_BYTES;
+}
+
+/* Act on one validated request whose header has been consumed.  Returns
+ * false when parsing must pause (payload still arriving). */
+static bool conn_request(struct conn *c, const struct proto_req *r)
+{
+	size_t avail = c->rend - c->rstart;
+	uint32_t need = r->op == STORE_READ || r->op == STORE_WRITE ? r->length : 0;
+	struct conn_req *q;
+
+	if (r->error || r->noop) {
+		reply_now(c, r->handle, r->error);
+		c->drain = r->payload;
+		return true;
+	}
+	q = req_get(c, need);
+	if (!q) {
+		say_warn("%s: out of memory for a %u-byte request", c->peer, need);
+		reply_now(c, r->handle, NBD_ENOMEM);
+		c->drain = r->payload;
+		return true;
+	}
+	c->reqs++;
+	q->held = need;
+	c->bytes += need;
+	q->handle = r->handle;
+	memset(&q->sr, 0, sizeof(q->sr));
+	q->sr.op = r->op;
+	q->sr.flags = r->store_flags;
+	q->sr.off = r->offset;
+	q->sr.buf = q->buf;
+	q->end = r->offset + r->length;
+	q->sr.len = r->length < STORE_MAX_REQ ? r->length : STORE_MAX_REQ;
+	if (r->op == STORE_WRITE) {
+		uint32_t have = avail < r->length ? (uint32_t)avail : r->length;
+
+		memcpy(q->buf, c->rbuf + c->rstart, have);
+		c->rstart += have;
+		if (have < r->length) {
+			c->rx = q;
+			c->rx_got = have;
+			return false;
+		}
+	}
+	req_submit(c, q);
+	return true;
+}
+
+/* Consume what rbuf holds, as far as backpressure allows. */
+static void conn_parse(struct conn *c)
+{
+	while (!c->dead && !c->draining && !c->rx) {
+		size_t avail = c->rend - c->rstart;
+		const uint8_t *p = c->rbuf + c->rstart;
+
+		if (c->drain) {
+			size_t k = avail < c->drain ? avail : (size_t)c->drain;
+
+			c->rstart += k;
+			c->drain -= k;
+			if (c->drain)
+				break;
+			continue;
+		}
+		if (c->proto.phase != PROTO_TRANSMISSION) {
+			ssize_t n = proto_handshake(&c->proto, p, avail, &c->hout);
+
+			if (n < 0) {
+				say_info("%s: handshake failed: %s", c->peer,
+					 n == -ENOENT ? "unknown export" : strerror((int)-n));
+				c->dead = true;
+				break;
+			}
+			c->rstart += (size_t)n;
+			if (c->proto.phase == PROTO_CLOSE) {
+				c->draining = true;
+				break;
+			}
+			if (c->proto.phase == PROTO_TRANSMISSION) {
+				say_debug("%s: serving %s", c->peer,
+					  store_vol_name(c->proto.exp.handle));
+				continue;
+			}
+			break; /* need more */
+		}
+		if (!conn_can_accept(c))
+			break;
+
+		struct proto_req r;
+		int n = proto_request(&c->proto, p, avail, &r);
+
+		if (n == 0)
+			break;
+		if (n < 0) {
+			say_info("%s: bad request magic, disconnecting", c->peer);
+			c->dead = true;
+			break;
+		}
+		/* A small WRITE is parsed only once all of it is in rbuf. */
+		if (r.payload && r.payload <= CONN_SMALL_WRITE && avail < (size_t)n + r.payload &&
+		    !r.error)
+			break;
+		c->rstart += (size_t)n;
+		if (r.disc) {
+			c->draining = true;
+			break;
+		}
+		if (!conn_request(c, &r))
+			break;
+	}
+	if (c->rstart == c->rend)
+		c->rstart = c->rend = 0;
+}
+
+/* ---- socket I/O ----------------------------------------------------- */
+
+static void conn_read(struct conn *c)
+{
+	for (int rounds = 0; rounds < 8 && !c->dead && !c->draining; rounds++) {
+		ssize_t n;
+
+		if (c->rx) {
+			struct conn_req *q = c->rx;
+			uint32_t want = q->sr.len - c->rx_got;
+
+			n = recv(c->fd, q->buf + c->rx_got, want, 0);
+			if (n > 0) {
+				c->rx_got += (uint32_t)n;
+				if (c->rx_got == q->sr.len) {
+					c->rx = NULL;
+					req_submit(c, q);
+					conn_parse(c);
+				}
+				continue;
+			}
+		} else {
+			if (!conn_can_accept(c))
+				break;
+			if (c->rstart) {
+				memmove(c->rbuf, c->rbuf + c->rstart, c->rend - c->rstart);
+				c->rend -= c->rstart;
+				c->rstart = 0;
+			}
+			if (c->rend == CONN_RBUF_SIZE)
+				break; /* cannot happen: parse always frees room */
+			n = recv(c->fd, c->rbuf + c->rend, CONN_RBUF_SIZE - c->rend, 0);
+			if (n > 0) {
+				c->rend += (size_t)n;
+				conn_parse(c);
+				if ((size_t)n < (CONN_RBUF_SIZE - c->rend) / 2)
+					break; /* the socket is probably empty */
+				continue;
+			}
+		}
+		if (n == 0) {
+			/* Client closed its side: finish what it asked for. */
+			if (c->rx || c->drain || c->proto.phase != PROTO_TRANSMISSION)
+				c->dead = true; /* vanished mid-message */
+			c->draining = true;
+			break;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK) {
+			say_debug("%s: recv: %s", c->peer, strerror(errno));
+			c->dead = true;
+		}
+		break;
+	}
+}
+
+/* Send handshake output and queued replies until done or EAGAIN. */
+static void conn_write(struct conn *c)
+{
+	while (!c->dead) {
+		struct iovec iov[CONN_IOV];
+		struct msghdr m = {.msg_iov = iov};
+		int n = 0;
+		ssize_t w;
+
+		if (c->hout_sent < c->hout.len) {
+			iov[n].iov_base = c->hout.data + c->hout_sent;
+			iov[n++].iov_len = c->hout.len - c->hout_sent;
+		}
+		for (struct conn_req *q = c->rq_head; q && n + 2 <= CONN_IOV; q = q->next) {
+			uint32_t off = q->sent;
+
+			if (off < sizeof(q->hdr)) {
+				iov[n].iov_base = q->hdr + off;
+				iov[n++].iov_len = sizeof(q->hdr) - off;
+				off = 0;
+			} else {
+				off -= sizeof(q->hdr);
+			}
+			if (q->data_len > off) {
+				iov[n].iov_base = q->buf + off;
+				iov[n++].iov_len = q->data_len - off;
+			}
+		}
+		if (n == 0)
+			break;
+		m.msg_iovlen = (size_t)n;
+		w = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK) {
+				say_debug("%s: send: %s", c->peer, strerror(errno));
+				c->dead = true;
+			}
+			break;
+		}
+		size_t left = (size_t)w;
+
+		if (c->hout_sent < c->hout.len) {
+			size_t k = c->hout.len - c->hout_sent;
+
+			k = k < left ? k : left;
+			c->hout_sent += k;
+			left -= k;
+			if (c->hout_sent == c->hout.len)
+				c->hout.len = c->hout_sent = 0;
+		}
+		while (left && c->rq_head) {
+			struct conn_req *q = c->rq_head;
+			size_t k = sizeof(q->hdr) + q->data_len - q->sent;
+
+			if (left < k) {
+				q->sent += (uint32_t)left;
+				break;
+			}
+			left -= k;
+			c->rq_head = q->next;
+			if (!c->rq_head)
+				c->rq_tail = NULL;
+			c->reqs--;
+			req_put(c, q);
+		}
+	}
+}
+
+static bool conn_output_pending(const struct conn *c)
+{
+	return c->rq_head || c->hout_sent < c->hout.len;
+}
+
+static void conn_free(struct conn *c)
+{
+	struct conn_server *s = c->srv;
+	struct conn_req *q;
+
+	while ((q = c->free)) {
+		c->free = q->next;
+		free(q->buf);
+		free(q);
+	}
+	proto_fini(&c->proto);
+	proto_buf_free(&c->hout);
+	free(c->rbuf);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	s->nconns--;
+	say_debug("%s: closed", c->peer);
+	free(c);
+	if (s->stopping && s->nconns == 0)
+		ev_break(s->loop, EVBREAK_ALL);
+}
+
+/* Close the socket and drop everything not owned by the store. */
+static void conn_kill(struct conn *c)
+{
+	struct conn_req *q;
+
+	c->dead = true;
+	c->draining = true;
+	if (c->fd >= 0) {
+		ev_io_stop(c->srv->loop, &c->rio);
+		ev_io_stop(c->srv->loop, &c->wio);
+		close(c->fd);
+		c->fd = -1;
+	}
+	while ((q = c->rq_head)) {
+		c->rq_head = q->next;
+		c->reqs--;
+		req_put(c, q);
+	}
+	c->rq_tail = NULL;
+	if (c->rx) {
+		c->reqs--;
+		req_put(c, c->rx);
+		c->rx = NULL;
+	}
+}
+
+/* After any event: flush output, decide which watchers run, close or free
+ * the connection when its time has come.  c may be freed on return. */
+static void conn_settle(struct conn *c)
+{
+	struct ev_loop *loop = c->srv->loop;
+
+	if (!c->dead) {
+		conn_write(c);
+		/* Replies went out: requests waiting in rbuf may go on now
+		 * (the socket may have nothing new to wake us for them). */
+		if (c->rend > c->rstart && !c->rx && !c->draining && !c->dead &&
+		    c->proto.phase == PROTO_TRANSMISSION && conn_can_accept(c)) {
+			conn_parse(c);
+			conn_write(c);
+		}
+	}
+	if (!c->dead && c->draining && !conn_output_pending(c) &&
+	    (c->reqs == 0 || c->proto.phase != PROTO_TRANSMISSION))
+		c->dead = true; /* all answered: close */
+	if (c->dead) {
+		conn_kill(c);
+		if (c->submitted == 0)
+			conn_free(c);
+		return;
+	}
+	if (conn_output_pending(c))
+		ev_io_start(loop, &c->wio);
+	else
+		ev_io_stop(loop, &c->wio);
+	if (!c->draining && (c->rx || conn_can_accept(c)))
+		ev_io_start(loop, &c->rio);
+	else
+		ev_io_stop(loop, &c->rio);
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct conn *c = w->data;
+
+	conn_read(c);
+	conn_settle(c);
+}
+
+static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct conn *c = w->data;
+
+	conn_settle(c);
+}
+
+/* ---- accepting ------------------------------------------------------ */
+
+static void peer_name(int fd, char *out, size_t n)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
+		if (ss.ss_family == AF_INET) {
+			struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+
+			inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+			port = ntohs(a->sin_port);
+		} else if (ss.ss_family == AF_INET6) {
+			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+
+			inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+			port = ntohs(a->sin6_port);
+		} else {
+			snprintf(out, n, "unix:%d", fd);
+			return;
+		}
+	}
+	snprintf(out, n, "%s:%u", host, port);
+}
+
+static void conn_new(struct conn_server *s, int fd)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	int one = 1;
+
+	if (!c || !(c->rbuf = malloc(CONN_RBUF_SIZE))) {
+		say_warn("out of memory for a new connection");
+		free(c);
+		close(fd);
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails on unix: fine */
+	c->srv = s;
+	c->fd = fd;
+	peer_name(fd, c->peer, sizeof(c->peer));
+	proto_init(&c->proto, &export_ops, c);
+	ev_io_init(&c->rio, on_readable, fd, EV_READ);
+	ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
+	c->rio.data = c->wio.data = c;
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	s->nconns++;
+	say_debug("%s: connected", c->peer);
+	if (proto_greet(&c->proto, &c->hout))
+		c->dead = true;
+	conn_settle(c);
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct conn_server *s = w->data;
+
+	for (int i = 0; i < 64 && !s->stopping; i++) {
+		int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				say_warn("accept: %s", strerror(errno));
+			return;
+		}
+		conn_new(s, fd);
+	}
+}
+
+/* ---- server --------------------------------------------------------- */
+
+struct conn_server *conn_server_new(struct ev_loop *loop, struct store *st)
+{
+	struct conn_server *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->loop = loop;
+	s->st = st;
+	atomic_init(&s->done, NULL);
+	ev_timer_init(&s->grace, on_grace, CONN_STOP_GRACE, 0.);
+	s->grace.data = s;
+	ev_async_init(&s->wake, on_wake);
+	s->wake.data = s;
+	ev_async_start(loop, &s->wake);
+	return s;
+}
+
+static int add_listener(struct conn_server *s, int fd, const char *unix_path, char *err,
+			size_t errlen)
+{
+	struct listener *l;
+
+	if (s->nlst == CONN_MAX_LISTENERS) {
+		snprintf(err, errlen, "too many listen addresses (max %d)", CONN_MAX_LISTENERS);
+		close(fd);
+		return -EMFILE;
+	}
+	l = &s->lst[s->nlst++];
+	l->fd = fd;
+	l->unix_path = unix_path ? strdup(unix_path) : NULL;
+	ev_io_init(&l->w, on_accept, fd, EV_READ);
+	l->w.data = s;
+	ev_io_start(s->loop, &l->w);
+	return 0;
+}
+
+int conn_listen_tcp(struct conn_server *s, const char *hostport, char *err, size_t errlen)
+{
+	char host[256];
+	const char *port, *h = hostport;
+	size_t hl;
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo *res, *ai;
+	int rc, bound = 0;
+
+	if (h[0] == '[') {
+		const char *e = strchr(h, ']');
+
+		if (!e || e[1] != ':') {
+			snprintf(err, errlen, "bad listen address %s (want [IPV6]:PORT)", hostport);
+			return -EINVAL;
+		}
+		h++;
+		hl = (size_t)(e - h);
+		port = e + 2;
+	} else {
+		const char *colon = strrchr(h, ':');
+
+		if (!colon) {
+			snprintf(err, errlen, "bad listen address %s (want HOST:PORT)", hostport);
+			return -EINVAL;
+		}
+		hl = (size_t)(colon - h);
+		port = colon + 1;
+	}
+	if (hl >= sizeof(host) || !*port) {
+		snprintf(err, errlen, "bad listen address %s (want HOST:PORT)", hostport);
+		return -EINVAL;
+	}
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	rc = getaddrinfo(hl ? host : NULL, port, &hints, &res);
+	if (rc) {
+		snprintf(err, errlen, "listen %s: %s", hostport, gai_strerror(rc));
+		return -EINVAL;
+	}
+	for (ai = res; ai; ai = ai->ai_next) {
+		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+				ai->ai_protocol);
+		int one = 1;
+
+		if (fd < 0) {
+			rc = -errno;
+			snprintf(err, errlen, "listen %s: %s", hostport, strerror(errno));
+			goto fail;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (ai->ai_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
+			rc = -errno;
+			snprintf(err, errlen, "listen %s: %s", hostport, strerror(errno));
+			close(fd);
+			goto fail;
+		}
+		rc = add_listener(s, fd, NULL, err, errlen);
+		if (rc)
+			goto fail;
+		bound++;
+	}
+	freeaddrinfo(res);
+	if (!bound) {
+		snprintf(err, errlen, "listen %s: no address", hostport);
+		return -EADDRNOTAVAIL;
+	}
+	return 0;
+fail:
+	freeaddrinfo(res);
+	return rc;
+}
+
+int conn_listen_unix(struct conn_server *s, const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	struct stat sb;
+	int fd, rc;
+
+	if (strlen(path) >= sizeof(a.sun_path)) {
+		snprintf(err, errlen, "unix socket path too long: %s", path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(a.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "unix socket %s: %s", path, strerror(errno));
+		return rc;
+	}
+	if (lstat(path, &sb) == 0 && S_ISSOCK(sb.st_mode)) {
+		/* Replace a stale socket, but never one a live server answers on. */
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		if (probe >= 0 && connect(probe, (struct sockaddr *)&a, sizeof(a)) < 0 &&
+		    errno == ECONNREFUSED)
+			unlink(path);
+		if (probe >= 0)
+			close(probe);
+	}
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, SOMAXCONN) < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "unix socket %s: %s", path, strerror(errno));
+		close(fd);
+		return rc;
+	}
+	return add_listener(s, fd, path, err, errlen);
+}
+
+static void on_grace(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn_server *s = w->data;
+	struct conn *c, *next;
+
+	say_warn("shutdown: cutting off %u connection(s) still busy", s->nconns);
+	for (c = s->conns; c; c = next) {
+		next = c->next;
+		if (!c->dead) {
+			c->dead = true;
+			conn_settle(c);
+		}
+	}
+}
+
+void conn_server_stop(struct conn_server *s)
+{
+	struct conn *c, *next;
+
+	if (s->stopping)
+		return;
+	s->stopping = true;
+	for (unsigned i = 0; i < s->nlst; i++) {
+		ev_io_stop(s->loop, &s->lst[i].w);
+		close(s->lst[i].fd);
+		s->lst[i].fd = -1;
+	}
+	for (c = s->conns; c; c = next) {
+		next = c->next;
+		c->draining = true;
+		if (c->proto.phase != PROTO_TRANSMISSION)
+			c->dead = true;
+		if (c->rx) { /* half-received WRITE: never acknowledged, drop it */
+			c->reqs--;
+			req_put(c, c->rx);
+			c->rx = NULL;
+		}
+		conn_settle(c);
+	}
+	if (s->nconns == 0) {
+		ev_break(s->loop, EVBREAK_ALL);
+		return;
+	}
+	ev_timer_start(s->loop, &s->grace);
+}
+
+unsigned conn_server_count(const struct conn_server *s)
+{
+	return s->nconns;
+}
+
+void conn_server_free(struct conn_server *s)
+{
+	if (!s)
+		return;
+	ev_async_stop(s->loop, &s->wake);
+	ev_timer_stop(s->loop, &s->grace);
+	for (unsigned i = 0; i < s->nlst; i++) {
+		if (s->lst[i].fd >= 0) {
+			ev_io_stop(s->loop, &s->lst[i].w);
+			close(s->lst[i].fd);
+		}
+		if (s->lst[i].unix_path)
+			unlink(s->lst[i].unix_path);
+		free(s->lst[i].unix_path);
+	}
+	free(s);
+}

@@ -1,0 +1,279 @@
+/* main.c — the cowbd daemon: parse the command line, open (or create) the
+ * pool, bind the NBD listeners, start the control socket, run the event
+ * loop until SIGTERM/SIGINT, then shut down in order.
+ *
+ * Startup order matters to tests and to systemd: listeners are bound
+ * before the control socket appears, so "control socket exists" means
+ * "ready to serve".  Shutdown order: stop accepting and let in-flight NBD
+ * requests finish (conn_server_stop), stop the control socket, then
+ * store_close() (flush + checkpoint), and only then free the connection
+ * server, whose wake-up watcher store threads may touch until joined.
+ *
+ * cowbd stays in the foreground whether or not --foreground is given
+ * (systemd style: Type=simple, logs on stderr).
+ */
+#include <errno.h>
+#include <ev.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "blkdev.h"
+#include "conn.h"
+#include "control.h"
+#include "say.h"
+#include "store.h"
+
+#define DEFAULT_LISTEN "127.0.0.1:10809"
+#define DEFAULT_CONTROL "/run/cowbd/control.sock"
+#define MAX_LISTEN 8
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: cowbd --pool PATH [--create SIZE] [--listen HOST:PORT]... "
+		   "[--unix PATH]\n"
+		   "             [--control PATH] [--foreground] [--verbose]\n"
+		   "  --pool PATH         pool file or block device\n"
+		   "  --create SIZE       create the pool if PATH is missing or empty "
+		   "(K/M/G/T suffixes)\n"
+		   "  --listen HOST:PORT  NBD TCP address, repeatable; [::1]:10809 for IPv6\n"
+		   "                      (default " DEFAULT_LISTEN " unless --unix is given)\n"
+		   "  --unix PATH         NBD unix socket\n"
+		   "  --control PATH      control socket (default " DEFAULT_CONTROL ")\n"
+		   "  --foreground        accepted; cowbd never forks\n"
+		   "  --verbose           debug logging\n");
+}
+
+/* "16G" → bytes.  Suffixes K, M, G, T (powers of 1024), case-insensitive.
+ * Returns 0 or -EINVAL (syntax, zero, overflow). */
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	if (!*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	default: break;
+	}
+	if (*end == 'i' || *end == 'I') /* accept "GiB"-style spelling */
+		end++;
+	if (*end == 'b' || *end == 'B')
+		end++;
+	if (*end || v == 0 || (shift && v > (UINT64_MAX >> shift)))
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+/* Open the pool at path, creating it when asked and allowed.  Returns the
+ * open store or NULL after printing one line that names the problem. */
+static struct store *pool_open(const char *path, uint64_t create_size)
+{
+	struct store_opts opts = {0};
+	struct blkdev *dev;
+	struct store *st;
+	const char *why = NULL;
+	struct stat sb;
+	bool fresh = false, made = false;
+	int err;
+
+	if (create_size) {
+		if (stat(path, &sb) < 0) {
+			if (errno != ENOENT) {
+				say_error("cannot open pool %s: %s", path, strerror(errno));
+				return NULL;
+			}
+			fresh = made = true;
+		} else if (S_ISREG(sb.st_mode) && sb.st_size == 0) {
+			fresh = true;
+		}
+	}
+	dev = blkdev_open_file(path, fresh ? create_size : 0);
+	if (!dev) {
+		say_error("cannot open pool %s: %s", path, strerror(errno));
+		if (made)
+			unlink(path);
+		return NULL;
+	}
+	if (fresh) {
+		err = store_format(dev);
+		if (err) {
+			say_error("cannot create pool %s: %s", path,
+				  err == -EINVAL ? "too small (the minimum is 64 MiB)"
+						 : strerror(-err));
+			blkdev_close(dev);
+			if (made)
+				unlink(path);
+			else if (truncate(path, 0) < 0) /* leave it as empty as we found it */
+				say_warn("cannot truncate %s back: %s", path, strerror(errno));
+			return NULL;
+		}
+		say_info("created pool %s (%llu bytes)", path, (unsigned long long)create_size);
+	} else if (create_size) {
+		err = store_probe(dev);
+		if (err != 1) {
+			if (err == 0)
+				say_error("refusing to create a pool on %s: it holds data that is "
+					  "not a cowbd pool", path);
+			else
+				say_error("cannot read %s: %s", path, strerror(-err));
+			blkdev_close(dev);
+			return NULL;
+		}
+		say_info("pool %s exists; opening it", path);
+	}
+	st = store_open(dev, &opts, &why);
+	if (!st) {
+		err = errno;
+		say_error("cannot open pool %s: %s", path, why ? why : strerror(err));
+		return NULL;
+	}
+	return st;
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct conn_server *srv = w->data;
+
+	say_info("signal %d: finishing in-flight requests and shutting down", w->signum);
+	conn_server_stop(srv);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"pool", required_argument, NULL, 'p'},
+		{"create", required_argument, NULL, 'c'},
+		{"listen", required_argument, NULL, 'l'},
+		{"unix", required_argument, NULL, 'u'},
+		{"control", required_argument, NULL, 'C'},
+		{"foreground", no_argument, NULL, 'f'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *pool = NULL, *unix_path = NULL, *control_path = DEFAULT_CONTROL;
+	const char *listen[MAX_LISTEN];
+	unsigned nlisten = 0;
+	uint64_t create_size = 0;
+	struct ev_loop *loop;
+	struct conn_server *srv;
+	struct control *ctl;
+	struct store *st;
+	ev_signal sigterm, sigint;
+	char err[256];
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "p:c:l:u:C:fvh", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'p':
+			pool = optarg;
+			break;
+		case 'c':
+			if (parse_size(optarg, &create_size)) {
+				say_error("bad size for --create: %s (want e.g. 16G)", optarg);
+				return 1;
+			}
+			break;
+		case 'l':
+			if (nlisten == MAX_LISTEN) {
+				say_error("too many --listen addresses (max %d)", MAX_LISTEN);
+				return 1;
+			}
+			listen[nlisten++] = optarg;
+			break;
+		case 'u':
+			unix_path = optarg;
+			break;
+		case 'C':
+			control_path = optarg;
+			break;
+		case 'f':
+			break;
+		case 'v':
+			say_max_level = SAY_DEBUG;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 1;
+		}
+	}
+	if (optind < argc) {
+		say_error("unexpected argument: %s", argv[optind]);
+		return 1;
+	}
+	if (!pool) {
+		say_error("--pool PATH is required");
+		usage(stderr);
+		return 1;
+	}
+	if (nlisten == 0 && !unix_path)
+		listen[nlisten++] = DEFAULT_LISTEN;
+
+	signal(SIGPIPE, SIG_IGN);
+	st = pool_open(pool, create_size);
+	if (!st)
+		return 1;
+
+	loop = ev_default_loop(EVFLAG_AUTO);
+	srv = loop ? conn_server_new(loop, st) : NULL;
+	if (!srv) {
+		say_error("cannot start the event loop");
+		store_close(st);
+		return 1;
+	}
+	for (unsigned i = 0; i < nlisten; i++) {
+		if (conn_listen_tcp(srv, listen[i], err, sizeof(err)))
+			goto fail;
+		say_info("listening on %s", listen[i]);
+	}
+	if (unix_path) {
+		if (conn_listen_unix(srv, unix_path, err, sizeof(err)))
+			goto fail;
+		say_info("listening on unix:%s", unix_path);
+	}
+	ctl = control_start(st, control_path, err, sizeof(err));
+	if (!ctl)
+		goto fail;
+	say_info("control socket %s", control_path);
+
+	ev_signal_init(&sigterm, on_signal, SIGTERM);
+	ev_signal_init(&sigint, on_signal, SIGINT);
+	sigterm.data = sigint.data = srv;
+	ev_signal_start(loop, &sigterm);
+	ev_signal_start(loop, &sigint);
+	ev_run(loop, 0); /* returns once conn_server_stop() has drained everything */
+
+	ev_signal_stop(loop, &sigterm);
+	ev_signal_stop(loop, &sigint);
+	control_stop(ctl);
+	store_close(st);
+	conn_server_free(srv);
+	ev_loop_destroy(loop);
+	say_info("stopped");
+	return 0;
+
+fail:
+	say_error("%s", err);
+	conn_server_free(srv);
+	store_close(st);
+	ev_loop_destroy(loop);
+	return 1;
+}
