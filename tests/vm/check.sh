@@ -14,6 +14,7 @@
 #   VM_SERVER      cowbd (default) | nbdkit (harness self-test, no cowbd)
 #   VM_TIMEOUT     seconds for the whole boot (default 270); a guest still
 #                  running then is killed and its console tail printed
+#   VM_SCEN_TIMEOUT  seconds for one scenario inside the guest (default 120)
 #   VM_MEM         guest memory in MiB (default 1024)
 #   VM_ACCEL       qemu accelerator (default tcg; kvm hangs on these hosts)
 #   CI=true        a missing prerequisite is a FAIL instead of a SKIP
@@ -28,6 +29,7 @@ ALL_SCENARIOS="ext4-roundtrip snapshot-clone kill9-recovery blocksize-discard mu
 SCENARIOS=${VM_SCENARIOS:-$ALL_SCENARIOS}
 VM_SERVER=${VM_SERVER:-cowbd}
 VM_TIMEOUT=${VM_TIMEOUT:-270}
+VM_SCEN_TIMEOUT=${VM_SCEN_TIMEOUT:-120}
 VM_MEM=${VM_MEM:-1024}
 VM_ACCEL=${VM_ACCEL:-tcg}
 CONSOLE="$CACHE/console.log"
@@ -124,13 +126,14 @@ bash "$HERE/build-initrd.sh" "$CACHE/initrd.gz" "$CACHE/kernel/modules" \
 	$BINS $SERVER_BINS || unavailable "building the initramfs failed"
 
 # ---- boot ---------------------------------------------------------------
-append="console=ttyS0 quiet panic=-1 vmtest.server=$VM_SERVER"
+append="console=ttyS0 quiet panic=-1 vmtest.server=$VM_SERVER vmtest.timeout=$VM_SCEN_TIMEOUT"
 append="$append vmtest.scenarios=$(echo $SCENARIOS | tr ' ' ',')"
 echo "vm: booting ($VM_ACCEL, ${VM_MEM}M, time bound ${VM_TIMEOUT}s); console: $CONSOLE"
 timeout -k 5 "$VM_TIMEOUT" qemu-system-x86_64 -accel "$VM_ACCEL" -m "$VM_MEM" -smp 2 \
 	-nographic -no-reboot -nic none -monitor none -serial stdio \
 	-kernel "$CACHE/kernel/vmlinuz" -initrd "$CACHE/initrd.gz" \
-	-append "$append" </dev/null 2>&1 | tr -d '\r' >"$CONSOLE"
+	-append "$append" </dev/null 2>&1 |
+	sed -e 's/\r//g' -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' -e 's/\x1bc//g' >"$CONSOLE"
 qrc=${PIPESTATUS[0]}
 secs=$(( $(date +%s) - T0 ))
 

@@ -85,7 +85,7 @@ scen_snapshot_clone() {
 
 # 3. kill -9 of the server under a write load from the kernel client: after
 #    a restart the fs mounts (journal replay), fsck is clean, and every file
-#    synced before the kill is there with its checksum.
+#    synced or fsync'ed before the kill is there with its checksum.
 scen_kill9_recovery() {
 	srv_start_fresh
 	vol_create vol2 256M
@@ -94,19 +94,26 @@ scen_kill9_recovery() {
 	make_tree /mnt/k 40 synced || die "writing the file tree failed"
 	sums /mnt/k >/tmp/synced.sums
 	sync
-	# Write load: two writers creating files and syncing now and then.
+	# Write load: two writers creating 256 KiB files, each fsync'ed
+	# (dd conv=fsync); a file goes on the writer's "durable" list only
+	# after its fsync succeeded, so the kill must not lose any listed file.
 	for w in 1 2; do
-		( i=0; while :; do
-			dd if=/dev/urandom of=/mnt/k/load$w.$i bs=64k count=4 status=none 2>/dev/null || exit 0
-			[ $((i % 4)) = 0 ] && sync
+		( i=0; : >/tmp/durable$w
+		while :; do
+			dd if=/dev/urandom of=/tmp/src$w bs=64k count=4 status=none
+			sum=$(sha256sum </tmp/src$w | cut -d' ' -f1)
+			dd if=/tmp/src$w of=/mnt/k/load$w.$i bs=64k conv=fsync status=none 2>/dev/null || exit 0
+			echo "$sum  ./load$w.$i" >>/tmp/durable$w
 			i=$((i + 1))
 		done ) &
 		eval "w$w=$!"
 	done
-	sleep 3
+	sleep 4
 	srv_kill9
+	sleep 1 # writers stop on their first failed fsync; do not wait forever
 	kill -9 "$w1" "$w2" 2>/dev/null
 	wait "$w1" "$w2" 2>/dev/null
+	cat /tmp/durable1 /tmp/durable2 >/tmp/durable.sums
 	# The device is dead now; drop the mount and the attachment.
 	umount -l /mnt/k
 	detach /dev/nbd0
@@ -114,7 +121,8 @@ scen_kill9_recovery() {
 	attach /dev/nbd1 vol2
 	mnt /dev/nbd1 /mnt/k
 	check_sums /mnt/k /tmp/synced.sums || die "files synced before the kill are damaged"
-	say "$(ls /mnt/k | grep -c '^load') load files present after the crash"
+	check_sums /mnt/k /tmp/durable.sums || die "files fsync'ed before the kill are lost or damaged"
+	say "$(wc -l </tmp/durable.sums) fsync'ed files intact, $(ls /mnt/k | grep -c '^load') load files present after the crash"
 	run umount /mnt/k
 	run fsck.ext4 -fn /dev/nbd1
 	detach /dev/nbd1
