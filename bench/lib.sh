@@ -1,0 +1,211 @@
+# bench/lib.sh — helpers sourced by bench/bench.sh: free ports, starting and
+# stopping the servers under test, CPU accounting, one fio run.
+#
+# Every server started here is recorded in SRV_PID[id] (or, for daemons that
+# fork away, in a pid file) and stopped by bench_stop_all, which bench.sh runs
+# from its EXIT trap: nothing outlives the bench, also on Ctrl-C or failure.
+#
+# Conventions: functions return 0 / non-zero; a server that cannot start is
+# marked SRV_SKIP[id]="reason" and the bench goes on without it.
+
+declare -A SRV_PID=() SRV_URI=() SRV_SKIP=() SRV_PIDFILE=()
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+
+# A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it).
+free_port() {
+	"$PY" -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+now_ns() { date +%s%N; }
+
+# Server CPU time so far, in clock ticks: utime+stime of the process (all its
+# threads, live and exited), cutime+cstime of its reaped children, and
+# utime+stime of its live children (nbd-server forks one per connection).
+cpu_ticks() { # pid
+	local pid=$1 c sum=0 t
+	for c in $(ps -o pid= --ppid "$pid" 2>/dev/null); do
+		t=$(sed 's/^.*) //' "/proc/$c/stat" 2>/dev/null | awk '{print $12 + $13}')
+		sum=$((sum + ${t:-0}))
+	done
+	t=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13 + $14 + $15}')
+	echo $((sum + ${t:-0}))
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+
+# Wait until URI answers an NBD handshake (nbdinfo), while PID lives.
+wait_nbd() { # uri pid [timeout-s]
+	local uri=$1 pid=$2 deadline=$(( $(date +%s) + ${3:-15} ))
+	while [ "$(date +%s)" -lt "$deadline" ]; do
+		kill -0 "$pid" 2>/dev/null || return 1
+		timeout 5 nbdinfo --size "$uri" >/dev/null 2>&1 && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# Stop one process we started: SIGTERM, wait up to $2 s, then SIGKILL.
+stop_pid() { # pid [grace-s]
+	local pid=$1 i
+	[ -n "$pid" ] || return 0
+	kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+	kill -TERM "$pid" 2>/dev/null
+	for i in $(seq 1 $(( ${2:-5} * 20 ))); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		say "pid $pid ignored SIGTERM; SIGKILL"
+		kill -KILL "$pid" 2>/dev/null
+	fi
+	wait "$pid" 2>/dev/null
+	return 0
+}
+
+server_stop() { # id
+	local id=$1 pid=${SRV_PID[$1]:-}
+	if [ -z "$pid" ] && [ -n "${SRV_PIDFILE[$id]:-}" ] && [ -f "${SRV_PIDFILE[$id]}" ]; then
+		pid=$(cat "${SRV_PIDFILE[$id]}")
+	fi
+	[ -n "$pid" ] && stop_pid "$pid" 10
+	SRV_PID[$id]=""
+}
+
+bench_stop_all() {
+	local id
+	for id in "${!SRV_PID[@]}"; do server_stop "$id"; done
+	for id in "${!SRV_PIDFILE[@]}"; do
+		[ -f "${SRV_PIDFILE[$id]}" ] && stop_pid "$(cat "${SRV_PIDFILE[$id]}")" 10
+	done
+	return 0
+}
+
+# ---- the servers ---------------------------------------------------------
+# start_<id> PORT: start it in the background on 127.0.0.1:PORT serving one
+# export "bench" of $SIZE_MIB MiB; set SRV_PID[id].  bench_start checks that it
+# answers.  needs_<id>: the binaries it needs.
+
+needs_nbdkit_file() { echo nbdkit; }
+start_nbdkit_file() {
+	local f="$WORK/nbdkit-file.img"
+	[ -f "$f" ] || fallocate -l "${SIZE_MIB}M" "$f" || return 1
+	nbdkit --foreground --exit-with-parent -i 127.0.0.1 -p "$1" \
+		file file="$f" >>"$LOGS/nbdkit-file.log" 2>&1 &
+	SRV_PID[nbdkit-file]=$!
+}
+
+needs_nbdkit_memory() { echo nbdkit; }
+start_nbdkit_memory() {
+	nbdkit --foreground --exit-with-parent -i 127.0.0.1 -p "$1" \
+		memory size="${SIZE_MIB}M" >>"$LOGS/nbdkit-memory.log" 2>&1 &
+	SRV_PID[nbdkit-memory]=$!
+}
+
+needs_nbdkit_null() { echo nbdkit; }
+start_nbdkit_null() {
+	nbdkit --foreground --exit-with-parent -i 127.0.0.1 -p "$1" \
+		null size="${SIZE_MIB}M" >>"$LOGS/nbdkit-null.log" 2>&1 &
+	SRV_PID[nbdkit-null]=$!
+}
+
+# nbd-server forks itself away (its -d mode serves a single connection and
+# exits), so it is tracked through its pid file.
+needs_nbd_server() { echo nbd-server; }
+start_nbd_server() {
+	local f="$WORK/nbd-server.img" cfg="$WORK/nbd-server.conf" pf="$WORK/nbd-server.pid" i
+	[ -f "$f" ] || fallocate -l "${SIZE_MIB}M" "$f" || return 1
+	cat >"$cfg" <<-EOF
+	[generic]
+	port = $1
+	listenaddr = 127.0.0.1
+	allowlist = true
+	[bench]
+	exportname = $f
+	flush = true
+	fua = true
+	EOF
+	rm -f "$pf"
+	SRV_PIDFILE[nbd-server]=$pf
+	nbd-server -C "$cfg" -p "$pf" >>"$LOGS/nbd-server.log" 2>&1 || return 1
+	for i in $(seq 1 100); do [ -s "$pf" ] && break; sleep 0.05; done
+	[ -s "$pf" ] || return 1
+	SRV_PID[nbd-server]=$(cat "$pf")
+}
+
+# qemu-nbd on qcow2, O_DIRECT (--cache=none) with Linux AIO, as a VM host
+# would run it; -e 2 allows the 2-connection job; -t keeps it up.
+needs_qemu_nbd() { echo qemu-nbd qemu-img; }
+start_qemu_nbd() {
+	local f="$WORK/qemu.qcow2"
+	[ -f "$f" ] || qemu-img create -q -f qcow2 "$f" "${SIZE_MIB}M" || return 1
+	qemu-nbd -f qcow2 --cache="$QEMU_CACHE" --aio="$QEMU_AIO" -t -e 4 -x bench \
+		-b 127.0.0.1 -p "$1" "$f" >>"$LOGS/qemu-nbd.log" 2>&1 &
+	SRV_PID[qemu-nbd]=$!
+}
+
+# cowbd on a fresh pool with one volume "bench".  COW_POOL / COW_CTL name the
+# pool and control socket; cowbd_launch is also used by the cowbd-only jobs.
+needs_cowbd() { echo "$BUILD/cowbd" "$BUILD/cowctl"; }
+cowctl() { "$BUILD/cowctl" --control "$COW_CTL" "$@"; }
+
+cowbd_launch() { # port pool ctl [extra args...]; sets COW_PID
+	local port=$1 pool=$2 ctl=$3 i
+	shift 3
+	rm -f "$ctl"
+	"$BUILD/cowbd" --pool "$pool" "$@" --listen "127.0.0.1:$port" --control "$ctl" \
+		--foreground >>"$LOGS/cowbd.log" 2>&1 &
+	COW_PID=$!
+	for i in $(seq 1 400); do
+		kill -0 "$COW_PID" 2>/dev/null || return 1
+		[ -S "$ctl" ] && return 0
+		sleep 0.025
+	done
+	return 1
+}
+
+start_cowbd() {
+	COW_POOL="$WORK/cowbd.pool" COW_CTL="$WORK/cowbd.sock"
+	rm -f "$COW_POOL"
+	cowbd_launch "$1" "$COW_POOL" "$COW_CTL" --create "$COW_POOL_SIZE" "${COWBD_EXTRA[@]}" || return 1
+	SRV_PID[cowbd]=$COW_PID
+	cowctl volume create bench "${SIZE_MIB}M" >>"$LOGS/cowbd.log" 2>&1 || return 1
+}
+
+# Start server ID (up to 3 ports); on failure mark it skipped.
+bench_start() { # id
+	local id=$1 fn=${1//-/_} b port try why=""
+	for b in $("needs_$fn"); do
+		command -v "$b" >/dev/null 2>&1 && continue
+		case $b in
+		*/*) SRV_SKIP[$id]="$b not built (run make)" ;;
+		*) SRV_SKIP[$id]="$b not installed (make deps)" ;;
+		esac
+		return 1
+	done
+	for try in 1 2 3; do
+		port=$(free_port)
+		SRV_URI[$id]="nbd://127.0.0.1:$port/bench"
+		if "start_$fn" "$port" && wait_nbd "${SRV_URI[$id]}" "${SRV_PID[$id]}"; then
+			return 0
+		fi
+		why="did not start (see $LOGS/$id.log)"
+		server_stop "$id"
+	done
+	SRV_SKIP[$id]=$why
+	return 1
+}
+
+# ---- fio -----------------------------------------------------------------
+
+# Run fio against URI; print "ops iops bytes_per_s error" (sums over jobs;
+# ops = reads + writes, flushes not counted).  Output JSON kept in $2.
+fio_run() { # uri json-file fio-args...
+	local uri=$1 out=$2 tmo
+	shift 2
+	tmo=$((RUNTIME * 4 + 120))
+	timeout -k 5 "$tmo" fio --output-format=json --output="$out" --ioengine=nbd \
+		--uri="$uri" --thread --group_reporting "$@" >>"$LOGS/fio.log" 2>&1
+	"$PY" "$BENCH_SRC/fio_json.py" "$out" 2>>"$LOGS/fio.log" || echo "0 0 0 fio-failed"
+}
