@@ -116,11 +116,13 @@ workload main sr1m MB/s "1 MiB seq read qd8" ">= 1.0x nbdkit file" \
 	"--name=sr1m --rw=read --bs=1M --iodepth=8 $S $TB"
 workload cowbd snap0 IOPS "4k randwrite qd32, no new snapshot" "" "${WL_ARGS[rw4k1]}"
 workload cowbd snap1 IOPS "4k randwrite qd32, right after a snapshot" ">= 0.9x without" "${WL_ARGS[rw4k1]}"
-workload cowbd ctl_noop ms "cowctl volume info (process + socket overhead)" "" ""
-workload cowbd snap_empty ms "snapshot create, empty 100 GiB volume (cowctl wall time)" "< 1 ms" ""
-workload cowbd snap_full ms "snapshot create, $MAP_BLOCKS mapped blocks (cowctl wall time)" "< 1 ms, = empty" ""
-workload cowbd clone_empty ms "clone, empty volume (cowctl wall time)" "< 1 ms" ""
-workload cowbd clone_full ms "clone, $MAP_BLOCKS mapped blocks (cowctl wall time)" "< 1 ms, = empty" ""
+workload cowbd ctl_ping ms "control socket round trip: ping (connect to reply)" "" ""
+workload cowbd snap_empty ms "snapshot create, empty 100 GiB volume (socket round trip)" "< 1 ms" ""
+workload cowbd snap_full ms "snapshot create, 100 GiB volume with $MAP_BLOCKS mapped blocks (socket round trip)" "< 1 ms, = empty" ""
+workload cowbd clone_empty ms "clone of the empty volume's snapshot (socket round trip)" "< 1 ms" ""
+workload cowbd clone_full ms "clone of the mapped volume's snapshot (socket round trip)" "< 1 ms, = empty" ""
+workload cowbd cowctl_noop ms "cowctl volume info, wall time (process start + socket)" "" ""
+workload cowbd cowctl_snap ms "cowctl snapshot create of the mapped volume, wall time" "" ""
 workload cowbd map_iops IOPS "4k writes mapping $MAP_BLOCKS scattered blocks (every other block)" "" ""
 workload cowbd rss_before KiB "VmRSS before mapping" "" ""
 workload cowbd rss_after KiB "VmRSS after mapping $MAP_BLOCKS blocks" "bounded, reported" ""
@@ -218,26 +220,26 @@ cowbd_only() {
 	sleep 0.5
 	after=$(rss_kib "$pid")
 	mapped=$(cowctl --json volume info full 2>/dev/null |
-		"$PY" -c 'import json,sys; print(json.load(sys.stdin).get("mapped_blocks", ""))' 2>/dev/null)
+		"$PY" -c 'import json,sys; print(json.load(sys.stdin)["volume"]["used"] // 4096)' 2>/dev/null)
 	say "mapped $ops blocks ($iops IOPS, $err); cowbd reports mapped_blocks=${mapped:-?}; RSS $before -> $after KiB"
 	record 1 map_iops cowbd "$iops" IOPS "$ops" $((t1 - t0)) "$err"
 	record 1 rss_before cowbd "$before" KiB 0 0 ok
 	record 1 rss_after cowbd "$after" KiB 0 0 ok
 	record 1 rss_per_extent cowbd "$(awk -v a="$after" -v b="$before" -v n="${ops:-0}" \
 		'BEGIN{ if (n > 0) printf "%.1f", (a - b) * 1024 / n; else print 0 }')" B "$ops" 0 "$err"
+	# snapshot/clone latency at the socket (no process start), then with cowctl
+	"$PY" "$BENCH_SRC/ctl_time.py" "$COW_CTL" "$REPS" 2>>"$LOGS/cowctl.log" |
+		while read -r w i ms st; do record "$i" "$w" cowbd "$ms" ms 1 0 "$st"; done
 	for i in $(seq 1 "$REPS"); do
-		for w in noop snap_empty snap_full clone_empty clone_full; do
+		for w in cowctl_noop cowctl_snap; do
 			t0=$(now_ns)
-			case $w in
-			noop) cowctl volume info empty ;;
-			snap_empty) cowctl snapshot create "empty@s$i" ;;
-			snap_full) cowctl snapshot create "full@s$i" ;;
-			clone_empty) cowctl clone "empty@s$i" "ce$i" ;;
-			clone_full) cowctl clone "full@s$i" "cf$i" ;;
-			esac >>"$LOGS/cowctl.log" 2>&1
+			if [ "$w" = cowctl_noop ]; then
+				cowctl volume info empty
+			else
+				cowctl snapshot create "full@c$i"
+			fi >>"$LOGS/cowctl.log" 2>&1
 			rc=$?
 			t1=$(now_ns)
-			[ "$w" = noop ] && w=ctl_noop
 			record "$i" "$w" cowbd "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", (b - a) / 1e6}')" \
 				ms 1 0 "$([ $rc = 0 ] && echo ok || echo "cowctl-exit-$rc")"
 		done
@@ -257,8 +259,14 @@ cowbd_only() {
 	SRV_PID[cowbd-rec]=$COW_PID
 	cowctl volume create rec "$((RECOVERY_MIB + 64))M" >>"$LOGS/cowbd.log" 2>&1
 	for r in $(seq 1 "$ROUNDS"); do
+		cowctl checkpoint >>"$LOGS/cowbd.log" 2>&1
 		read -r _ _ _ err < <(fio_run "nbd://127.0.0.1:$port/rec" "$WORK/rec.json" \
 			--name=rec --rw=write --bs=1M --iodepth=8 --size="${RECOVERY_MIB}M")
+		# what the daemon says is in the log past its last checkpoint
+		cowctl --json stats 2>/dev/null | "$PY" -c 'import json, sys
+s = json.load(sys.stdin)["stats"]
+print("bench: before kill -9: log_lsn %s checkpoint_lsn %s checkpoints %s batches %s" % (
+    s.get("log_lsn"), s.get("checkpoint_lsn"), s.get("checkpoints"), s.get("batches")))' >&2
 		kill -9 "$COW_PID"
 		wait "$COW_PID" 2>/dev/null
 		t0=$(now_ns)
