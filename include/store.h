@@ -45,7 +45,8 @@ int store_probe(struct blkdev *dev);
 
 /* Open the pool on dev: pick the newest valid superblock, load the
  * checkpoint, replay the log after it (discarding a torn tail) and start
- * the threads.  The store owns dev afterwards.  Returns NULL + errno
+ * the threads.  On success the store owns dev (store_close closes it); on
+ * failure the caller still does.  Returns NULL + errno
  * (-EILSEQ damaged, -EPROTONOSUPPORT newer format); *why, if non-NULL,
  * receives a static one-line reason. */
 struct store *store_open(struct blkdev *dev, const struct store_opts *opts, const char **why);

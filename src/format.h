@@ -1,0 +1,163 @@
+/* format.h — the on-disk format of a cowbd pool (docs/FORMAT.md says the
+ * same in prose; change both together).
+ *
+ * All integers little-endian, fixed width; every metadata block is 4 KiB and
+ * carries a magic, a CRC32C over the whole block (crc field zeroed) and its
+ * own block address, and is validated on every read.
+ *
+ *   block 0, 1          superblock slots A and B (the newer valid one wins)
+ *   segment 0           reserved (holds the superblocks)
+ *   segments 1..n-1     the log: batches written strictly append-only
+ *
+ * A batch = one summary block + the blocks its entries carry, contiguous in
+ * one segment.  Summaries chain: each holds the LSN (previous + 1) and the
+ * CRC of the previous summary, so recovery stops at the first batch that
+ * does not continue the chain (torn or stale).  Every summary of a segment
+ * names the segment the log continues in (next_seg), chosen when the log
+ * enters the segment.
+ */
+#ifndef COWBD_FORMAT_H
+#define COWBD_FORMAT_H
+#include <assert.h>
+#include <stdint.h>
+
+#define FMT_BLOCK 4096u
+#define FMT_SEG_BLOCKS 1024u /* 4 MiB segments */
+#define FMT_SEG_BYTES (FMT_BLOCK * FMT_SEG_BLOCKS)
+#define FMT_VERSION 1u
+#define FMT_MIN_SEGS 16u
+
+#define FMT_SB_MAGIC "COWBDSB1"
+#define FMT_SUM_MAGIC 0x4d535743u  /* "CWSM" */
+#define FMT_NODE_MAGIC 0x444e5743u /* "CWND" */
+#define FMT_CKPT_MAGIC 0x4b435743u /* "CWCK" */
+#define FMT_OP_MAGIC 0x504f5743u   /* "CWOP" */
+
+struct fmt_super {
+	char magic[8];
+	uint32_t crc;
+	uint32_t version;
+	uint64_t self;	     /* 0 or 1 */
+	uint64_t generation; /* +1 each write; slot = generation % 2 */
+	uint32_t block_size;
+	uint32_t seg_blocks;
+	uint64_t nsegs;
+	uint8_t uuid[16];
+	uint64_t created;   /* unix seconds */
+	uint64_t ckpt_addr; /* block of the checkpoint batch's summary */
+	uint64_t ckpt_lsn;
+	uint32_t ckpt_crc; /* that summary's crc */
+	uint32_t pad;
+	uint8_t zero[FMT_BLOCK - 96];
+};
+static_assert(sizeof(struct fmt_super) == FMT_BLOCK, "superblock is one block");
+
+enum fmt_entry_type {
+	FMT_E_DATA = 1, /* a data block of (vol, lba) follows */
+	FMT_E_TRIM = 2, /* unmap (vol, lba .. lba+count-1); no block */
+	FMT_E_NODE = 3, /* a tree node block follows (written at checkpoints) */
+	FMT_E_OP = 4,	/* a control operation block follows (struct fmt_op) */
+	FMT_E_CKPT = 5, /* a checkpoint record block follows */
+};
+
+struct fmt_entry {
+	uint32_t vol;
+	uint16_t type;
+	uint16_t pad;
+	uint64_t lba; /* block number within the volume */
+	uint32_t crc; /* CRC32C of the block carried, 0 if none */
+	uint32_t count; /* TRIM: number of blocks; else 1 */
+};
+static_assert(sizeof(struct fmt_entry) == 24, "entry size");
+
+#define FMT_SUM_HDR 64u
+#define FMT_SUM_ENTRIES ((FMT_BLOCK - FMT_SUM_HDR) / sizeof(struct fmt_entry))
+
+struct fmt_summary {
+	uint32_t magic;
+	uint32_t crc;
+	uint64_t self;
+	uint64_t lsn;
+	uint64_t next_seg;
+	uint64_t boot_id; /* random per daemon start: makes every summary's crc unique */
+	uint32_t prev_crc;
+	uint16_t nentries;
+	uint16_t nblocks; /* blocks carried after this summary */
+	uint64_t time;	  /* unix seconds */
+	uint64_t pad;
+	struct fmt_entry e[FMT_SUM_ENTRIES];
+	uint8_t tail[FMT_BLOCK - FMT_SUM_HDR - FMT_SUM_ENTRIES * sizeof(struct fmt_entry)];
+};
+static_assert(sizeof(struct fmt_summary) == FMT_BLOCK, "summary is one block");
+
+/* Tree node: a radix node of FMT_FANOUT 8-byte slots.  Leaf slots hold the
+ * physical block of a data block (0 = hole); interior slots the block of a
+ * child node (0 = none).  Level 0 is a leaf. */
+#define FMT_NODE_HDR 64u
+#define FMT_FANOUT ((FMT_BLOCK - FMT_NODE_HDR) / 8u) /* 504 */
+struct fmt_node {
+	uint32_t magic;
+	uint32_t crc;
+	uint64_t self;
+	uint8_t level;
+	uint8_t pad[7];
+	uint64_t nmapped; /* non-zero slots */
+	uint8_t pad2[32];
+	uint64_t slot[FMT_FANOUT];
+};
+static_assert(sizeof(struct fmt_node) == FMT_BLOCK, "node is one block");
+
+#define FMT_VOL_SNAPSHOT 1u
+
+struct fmt_vol {
+	uint64_t id;
+	uint64_t size; /* bytes */
+	uint64_t root; /* block of root node, 0 = empty */
+	uint64_t parent;  /* snapshot: id of its volume */
+	uint64_t origin;  /* clone: id of the snapshot it came from */
+	uint64_t created; /* unix seconds */
+	uint8_t levels;
+	uint8_t flags;
+	uint8_t pad[6];
+	char name[72]; /* NUL-terminated; snapshots hold the SNAP part only */
+};
+static_assert(sizeof(struct fmt_vol) == 128, "vol record size");
+
+/* Checkpoint record: one or more blocks carried by FMT_E_CKPT entries
+ * (entry.lba = index of the block in the record).  Block 0 starts with this
+ * header; then nvols struct fmt_vol, then the segment bitmap (bit set =
+ * segment in use), packed across blocks. */
+struct fmt_ckpt {
+	uint32_t magic;
+	uint32_t version;
+	uint64_t lsn;
+	uint64_t next_vol_id;
+	uint64_t nvols;
+	uint64_t nsegs;
+	uint64_t head_seg; /* segment the log was in */
+	uint64_t pad[2];
+};
+static_assert(sizeof(struct fmt_ckpt) == 64, "ckpt header size");
+
+enum fmt_op_kind {
+	FMT_OP_VOL_CREATE = 1,
+	FMT_OP_VOL_DELETE = 2,
+	FMT_OP_SNAP_CREATE = 3,
+	FMT_OP_CLONE = 4,
+	FMT_OP_ROLLBACK = 5,
+};
+
+/* Control operation record, replayed by recovery in log order. */
+struct fmt_op {
+	uint32_t magic;
+	uint32_t kind;
+	uint64_t id;	  /* volume the op creates or acts on */
+	uint64_t src;	  /* snapshot/clone/rollback: the source id */
+	uint64_t size;	  /* create: bytes */
+	uint64_t created; /* unix seconds */
+	char name[72];
+	uint8_t zero[FMT_BLOCK - 112];
+};
+static_assert(sizeof(struct fmt_op) == FMT_BLOCK, "op is one block");
+
+#endif

@@ -1,0 +1,579 @@
+/* tree.c — per-volume copy-on-write radix block tree, shared between a
+ * volume, its snapshots and clones by node reference counts.  Layer: under
+ * store, beside alloc (whose block references it maintains) and log (which
+ * stores its nodes at checkpoints).  Locks: none; one writer thread, RCU
+ * readers (see tree.h for the rules). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "say.h"
+#include "tree.h"
+
+static const uint64_t span[5] = {1, FMT_FANOUT, (uint64_t)FMT_FANOUT * FMT_FANOUT,
+				 (uint64_t)FMT_FANOUT * FMT_FANOUT * FMT_FANOUT,
+				 (uint64_t)FMT_FANOUT * FMT_FANOUT * FMT_FANOUT * FMT_FANOUT};
+
+static inline unsigned idx(uint64_t lba, unsigned level)
+{
+	return (unsigned)((lba / span[level]) % FMT_FANOUT);
+}
+
+unsigned tree_levels_for(uint64_t nblocks)
+{
+	for (unsigned l = 1; l <= 4; l++)
+		if (nblocks <= span[l])
+			return l;
+	return 0;
+}
+
+uint64_t tree_lookup(const struct tree *t, uint64_t lba)
+{
+	const struct tree_node *n = rcu_dereference(t->root);
+	for (unsigned k = t->levels - 1; n && k > 0; k--)
+		n = rcu_dereference(n->child[idx(lba, k)]);
+	if (!n)
+		return 0;
+	return CMM_LOAD_SHARED(n->phys[lba % FMT_FANOUT]);
+}
+
+/* ---- node lifetime -------------------------------------------------- */
+
+static struct tree_node *node_new(unsigned level)
+{
+	struct tree_node *n = calloc(1, sizeof(*n));
+	if (!n)
+		return NULL;
+	n->level = (uint8_t)level;
+	n->ref = 1;
+	n->dirty = 1;
+	return n;
+}
+
+static void node_free_rcu(struct rcu_head *h)
+{
+	free(caa_container_of(h, struct tree_node, rcu));
+}
+
+static void node_put(struct tree_node *n, struct alloc *a)
+{
+	if (--n->ref > 0)
+		return;
+	for (unsigned i = 0; i < FMT_FANOUT; i++) {
+		if (n->level == 0) {
+			if (n->phys[i])
+				alloc_unref(a, n->phys[i]);
+		} else if (n->child[i]) {
+			node_put(n->child[i], a);
+		}
+	}
+	if (n->disk)
+		alloc_unref(a, n->disk);
+	urcu_memb_call_rcu(&n->rcu, node_free_rcu);
+}
+
+/* A private copy of a shared node: references every child/block again. */
+static struct tree_node *node_copy(const struct tree_node *n, struct alloc *a)
+{
+	struct tree_node *c = node_new(n->level);
+	if (!c)
+		return NULL;
+	memcpy(c->phys, n->phys, sizeof(c->phys));
+	c->nmapped = n->nmapped;
+	for (unsigned i = 0; i < FMT_FANOUT; i++) {
+		if (n->level == 0) {
+			if (n->phys[i])
+				alloc_ref(a, n->phys[i]);
+		} else if (n->child[i]) {
+			n->child[i]->ref++;
+		}
+	}
+	return c;
+}
+
+/* The root, made private (copied if shared, created if absent). */
+static struct tree_node *mut_root(struct tree *t, struct alloc *a)
+{
+	struct tree_node *n = t->root;
+	if (!n) {
+		n = node_new(t->levels - 1);
+		if (!n)
+			return NULL;
+		rcu_assign_pointer(t->root, n);
+	} else if (n->ref > 1) {
+		struct tree_node *c = node_copy(n, a);
+		if (!c)
+			return NULL;
+		n->ref--;
+		rcu_assign_pointer(t->root, c);
+		n = c;
+	}
+	n->dirty = 1;
+	return n;
+}
+
+/* Child i of the private node p, made private.  *err is -ENOMEM on
+ * failure; a missing child with !create gives NULL with *err == 0. */
+static struct tree_node *mut_child(struct tree_node *p, unsigned i, struct alloc *a, bool create,
+				   int *err)
+{
+	struct tree_node *c = p->child[i];
+	*err = 0;
+	if (!c) {
+		if (!create)
+			return NULL;
+		c = node_new(p->level - 1u);
+		if (!c) {
+			*err = -ENOMEM;
+			return NULL;
+		}
+		rcu_assign_pointer(p->child[i], c);
+		p->nmapped++;
+	} else if (c->ref > 1) {
+		struct tree_node *copy = node_copy(c, a);
+		if (!copy) {
+			*err = -ENOMEM;
+			return NULL;
+		}
+		c->ref--;
+		rcu_assign_pointer(p->child[i], copy);
+		c = copy;
+	}
+	c->dirty = 1;
+	return c;
+}
+
+int tree_set(struct tree *t, struct alloc *a, uint64_t lba, uint64_t phys)
+{
+	struct tree_node *n;
+	int err;
+
+	if (!phys && !tree_lookup(t, lba))
+		return 0;
+	n = mut_root(t, a);
+	if (!n)
+		return -ENOMEM;
+	for (unsigned k = t->levels - 1; k > 0; k--) {
+		n = mut_child(n, idx(lba, k), a, true, &err);
+		if (!n)
+			return err;
+	}
+	unsigned i = (unsigned)(lba % FMT_FANOUT);
+	uint64_t old = n->phys[i];
+	if (phys)
+		alloc_ref(a, phys);
+	CMM_STORE_SHARED(n->phys[i], phys);
+	n->nmapped = (uint16_t)(n->nmapped + (phys != 0) - (old != 0));
+	if (old)
+		alloc_unref(a, old);
+	return 0;
+}
+
+static int trim_node(struct tree_node *n, struct alloc *a, uint64_t base, uint64_t lo, uint64_t hi)
+{
+	uint64_t from = lo > base ? lo : base;
+	uint64_t cspan = span[n->level];
+	uint64_t end = base + cspan * FMT_FANOUT;
+	uint64_t to = hi < end ? hi : end;
+	int err;
+
+	if (from >= to)
+		return 0;
+	if (n->level == 0) {
+		for (uint64_t lba = from; lba < to; lba++) {
+			unsigned i = (unsigned)(lba - base);
+			uint64_t p = n->phys[i];
+			if (p) {
+				CMM_STORE_SHARED(n->phys[i], 0);
+				n->nmapped--;
+				alloc_unref(a, p);
+			}
+		}
+		return 0;
+	}
+	for (uint64_t i = (from - base) / cspan; i <= (to - 1 - base) / cspan; i++) {
+		struct tree_node *c = n->child[i];
+		uint64_t cbase = base + i * cspan;
+		if (!c)
+			continue;
+		if (lo <= cbase && cbase + cspan <= hi) {
+			rcu_assign_pointer(n->child[i], NULL);
+			n->nmapped--;
+			node_put(c, a);
+			continue;
+		}
+		c = mut_child(n, (unsigned)i, a, false, &err);
+		if (!c)
+			return err;
+		err = trim_node(c, a, cbase, lo, hi);
+		if (err)
+			return err;
+		if (c->nmapped == 0) {
+			rcu_assign_pointer(n->child[i], NULL);
+			n->nmapped--;
+			node_put(c, a);
+		}
+	}
+	return 0;
+}
+
+int tree_trim(struct tree *t, struct alloc *a, uint64_t lo, uint64_t hi)
+{
+	struct tree_node *r;
+	int err;
+
+	if (hi > span[t->levels])
+		hi = span[t->levels];
+	if (!t->root || lo >= hi)
+		return 0;
+	if (lo == 0 && hi == span[t->levels]) {
+		tree_drop(t, a);
+		return 0;
+	}
+	r = mut_root(t, a);
+	if (!r)
+		return -ENOMEM;
+	err = trim_node(r, a, 0, lo, hi);
+	if (r->nmapped == 0)
+		tree_drop(t, a);
+	return err;
+}
+
+void tree_share(struct tree *dst, const struct tree *src)
+{
+	dst->levels = src->levels;
+	if (src->root)
+		src->root->ref++;
+	rcu_assign_pointer(dst->root, src->root);
+}
+
+void tree_drop(struct tree *t, struct alloc *a)
+{
+	struct tree_node *r = t->root;
+	if (!r)
+		return;
+	rcu_assign_pointer(t->root, NULL);
+	node_put(r, a);
+}
+
+static void count_node(const struct tree_node *n, const struct alloc *a, bool excl, uint64_t *mapped,
+		       uint64_t *unique)
+{
+	excl = excl && n->ref == 1;
+	for (unsigned i = 0; i < FMT_FANOUT; i++) {
+		if (n->level == 0) {
+			if (n->phys[i]) {
+				(*mapped)++;
+				*unique += excl && a->ref[n->phys[i]] == 1;
+			}
+		} else if (n->child[i]) {
+			count_node(n->child[i], a, excl, mapped, unique);
+		}
+	}
+}
+
+void tree_count(const struct tree *t, const struct alloc *a, uint64_t *mapped, uint64_t *unique)
+{
+	*mapped = *unique = 0;
+	if (t->root)
+		count_node(t->root, a, true, mapped, unique);
+}
+
+/* ---- checkpoint write-back ------------------------------------------ */
+
+static int write_node(struct tree_node *n, struct alloc *a, tree_emit_fn emit, void *arg,
+		      struct fmt_node *img)
+{
+	if (!n->dirty)
+		return 0;
+	if (n->level > 0)
+		for (unsigned i = 0; i < FMT_FANOUT; i++)
+			if (n->child[i] && n->child[i]->dirty) {
+				int err = write_node(n->child[i], a, emit, arg, img);
+				if (err)
+					return err;
+			}
+	memset(img, 0, sizeof(*img));
+	img->magic = FMT_NODE_MAGIC;
+	img->level = n->level;
+	img->nmapped = n->nmapped;
+	for (unsigned i = 0; i < FMT_FANOUT; i++)
+		img->slot[i] = n->level == 0 ? n->phys[i] : (n->child[i] ? n->child[i]->disk : 0);
+	uint64_t addr = emit(arg, img);
+	if (!addr)
+		return -EIO;
+	alloc_ref(a, addr);
+	if (n->disk)
+		alloc_unref(a, n->disk);
+	n->disk = addr;
+	n->dirty = 0;
+	return 0;
+}
+
+int tree_write_dirty(struct tree *t, struct alloc *a, tree_emit_fn emit, void *arg,
+		     struct fmt_node *scratch)
+{
+	return t->root ? write_node(t->root, a, emit, arg, scratch) : 0;
+}
+
+/* ---- a small u64 -> pointer map (loader, checker) -------------------- */
+
+struct u64map {
+	uint64_t *keys; /* 0 = empty */
+	void **vals;
+	size_t cap, n;
+};
+
+static size_t map_slot(const struct u64map *m, uint64_t k)
+{
+	size_t h = (size_t)(k * 0x9E3779B97F4A7C15ull) & (m->cap - 1);
+	while (m->keys[h] && m->keys[h] != k)
+		h = (h + 1) & (m->cap - 1);
+	return h;
+}
+
+static void *map_get(const struct u64map *m, uint64_t k)
+{
+	if (!m->cap)
+		return NULL;
+	size_t h = map_slot(m, k);
+	return m->keys[h] ? m->vals[h] : NULL;
+}
+
+static int map_put(struct u64map *m, uint64_t k, void *v)
+{
+	if ((m->n + 1) * 2 > m->cap) {
+		struct u64map g = {0};
+		g.cap = m->cap ? m->cap * 2 : 1024;
+		g.keys = calloc(g.cap, sizeof(*g.keys));
+		g.vals = calloc(g.cap, sizeof(*g.vals));
+		if (!g.keys || !g.vals) {
+			free(g.keys);
+			free(g.vals);
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < m->cap; i++)
+			if (m->keys[i]) {
+				size_t h = map_slot(&g, m->keys[i]);
+				g.keys[h] = m->keys[i];
+				g.vals[h] = m->vals[i];
+				g.n++;
+			}
+		free(m->keys);
+		free(m->vals);
+		*m = g;
+	}
+	size_t h = map_slot(m, k);
+	if (!m->keys[h])
+		m->n++;
+	m->keys[h] = k;
+	m->vals[h] = v;
+	return 0;
+}
+
+static void map_clear(struct u64map *m)
+{
+	free(m->keys);
+	free(m->vals);
+	memset(m, 0, sizeof(*m));
+}
+
+/* ---- loading -------------------------------------------------------- */
+
+struct tree_loader {
+	struct alloc *a;
+	tree_read_fn read;
+	void *arg;
+	struct u64map map; /* disk block -> node */
+	struct fmt_node img[4];
+};
+
+struct tree_loader *tree_loader_new(struct alloc *a, tree_read_fn read, void *arg)
+{
+	struct tree_loader *l = calloc(1, sizeof(*l));
+	if (!l)
+		return NULL;
+	l->a = a;
+	l->read = read;
+	l->arg = arg;
+	return l;
+}
+
+void tree_loader_free(struct tree_loader *l)
+{
+	if (!l)
+		return;
+	map_clear(&l->map);
+	free(l);
+}
+
+static bool addr_ok(const struct alloc *a, uint64_t addr)
+{
+	return addr < a->nblocks && alloc_seg_of(addr) != 0;
+}
+
+static int load_node(struct tree_loader *l, uint64_t addr, unsigned level, struct tree_node **out)
+{
+	struct fmt_node *img = &l->img[level];
+	struct tree_node *n;
+	unsigned cnt = 0;
+	int err;
+
+	if (!addr_ok(l->a, addr))
+		return -EILSEQ;
+	n = map_get(&l->map, addr);
+	if (n) {
+		if (n->level != level)
+			return -EILSEQ;
+		n->ref++;
+		*out = n;
+		return 0;
+	}
+	err = l->read(l->arg, addr, img);
+	if (err)
+		return err;
+	if (img->level != level)
+		return -EILSEQ;
+	n = node_new(level);
+	if (!n)
+		return -ENOMEM;
+	n->dirty = 0;
+	for (unsigned i = 0; i < FMT_FANOUT; i++) {
+		uint64_t s = img->slot[i];
+		if (!s)
+			continue;
+		if (level == 0) {
+			if (!addr_ok(l->a, s)) {
+				err = -EILSEQ;
+				goto fail_node;
+			}
+			n->phys[i] = s;
+			alloc_ref(l->a, s);
+		} else {
+			err = load_node(l, s, level - 1, &n->child[i]);
+			if (err)
+				goto fail_node;
+		}
+		cnt++;
+	}
+	if (cnt != img->nmapped) {
+		err = -EILSEQ;
+		goto fail_node;
+	}
+	n->nmapped = (uint16_t)cnt;
+	n->disk = addr;
+	alloc_ref(l->a, addr);
+	err = map_put(&l->map, addr, n);
+	if (err)
+		goto fail_node;
+	*out = n;
+	return 0;
+
+fail_node:
+	node_put(n, l->a);
+	return err;
+}
+
+int tree_load(struct tree_loader *l, struct tree *t, uint64_t root_addr, unsigned levels)
+{
+	struct tree_node *r = NULL;
+	t->levels = levels;
+	t->root = NULL;
+	if (!root_addr)
+		return 0;
+	int err = load_node(l, root_addr, levels - 1, &r);
+	if (err)
+		return err;
+	rcu_assign_pointer(t->root, r);
+	return 0;
+}
+
+/* ---- checker -------------------------------------------------------- */
+
+static int check_node(const struct tree_node *n, unsigned level, struct u64map *seen, uint32_t *bref,
+		      const struct alloc *a)
+{
+	uintptr_t c = (uintptr_t)map_get(seen, (uint64_t)(uintptr_t)n);
+	int bad = 0;
+
+	if (map_put(seen, (uint64_t)(uintptr_t)n, (void *)(c + 1)) < 0)
+		return 1;
+	if (c)
+		return 0; /* children counted on the first visit */
+	if (n->level != level) {
+		say_error("check: node at level %u claims level %u", level, n->level);
+		bad++;
+	}
+	unsigned cnt = 0;
+	for (unsigned i = 0; i < FMT_FANOUT; i++) {
+		if (level == 0) {
+			if (n->phys[i]) {
+				cnt++;
+				if (n->phys[i] >= a->nblocks) {
+					say_error("check: block %llu out of range",
+						  (unsigned long long)n->phys[i]);
+					bad++;
+				} else {
+					bref[n->phys[i]]++;
+				}
+			}
+		} else if (n->child[i]) {
+			cnt++;
+			bad += check_node(n->child[i], level - 1, seen, bref, a);
+		}
+	}
+	if (cnt != n->nmapped) {
+		say_error("check: node has %u mapped slots, counts %u", cnt, n->nmapped);
+		bad++;
+	}
+	if (n->disk)
+		bref[n->disk]++;
+	return bad;
+}
+
+int tree_check_all(struct tree *const *trees, unsigned n, const struct alloc *a,
+		   const uint64_t *extra_blocks, unsigned nextra)
+{
+	struct u64map seen = {0};
+	uint32_t *bref = calloc(a->nblocks, sizeof(*bref));
+	int bad = 0;
+
+	if (!bref)
+		return 1;
+	for (unsigned i = 0; i < n; i++)
+		if (trees[i]->root)
+			bad += check_node(trees[i]->root, trees[i]->levels - 1, &seen, bref, a);
+	for (size_t i = 0; i < seen.cap; i++) {
+		if (!seen.keys[i])
+			continue;
+		const struct tree_node *tn = (const void *)(uintptr_t)seen.keys[i];
+		if (tn->ref != (uintptr_t)seen.vals[i]) {
+			say_error("check: node has ref %u but %lu references", tn->ref,
+				  (unsigned long)(uintptr_t)seen.vals[i]);
+			bad++;
+		}
+	}
+	for (unsigned i = 0; i < nextra; i++)
+		bref[extra_blocks[i]]++;
+	uint64_t shown = 0;
+	for (uint64_t b = 0; b < a->nblocks; b++)
+		if (bref[b] != a->ref[b]) {
+			if (shown++ < 10)
+				say_error("check: block %llu referenced %u times, accounted %u",
+					  (unsigned long long)b, bref[b], a->ref[b]);
+			bad++;
+		}
+	for (uint64_t s = 0; s < a->nsegs; s++)
+		if (a->seg_live[s] && a->seg_state[s] != ALLOC_USED) {
+			say_error("check: segment %llu holds live blocks but is free",
+				  (unsigned long long)s);
+			bad++;
+		}
+	if (!alloc_check(a)) {
+		say_error("check: allocator counts disagree with its arrays");
+		bad++;
+	}
+	map_clear(&seen);
+	free(bref);
+	return bad;
+}

@@ -1,0 +1,98 @@
+/* tree.h — the per-volume copy-on-write block tree (private to the store).
+ *
+ * A radix tree of FMT_FANOUT-slot nodes mapping a volume's block number
+ * (LBA) to a physical block (0 = hole).  Nodes are shared between a volume,
+ * its snapshots and clones by reference count (dm-thin/btrfs style): a node
+ * with ref > 1 is immutable and copied before a change ("shadowing"); the
+ * copy takes a reference on every child (or data block) it points at.  A
+ * snapshot or clone is O(1): one more reference on the root.
+ *
+ * Invariants (tree_check): every node is reachable from some root; its ref
+ * equals the number of parents' slots and roots pointing at it; nmapped
+ * equals its non-empty slots; a node's level is its parent's minus one.
+ *
+ * Concurrency: one writer (the store's log thread) calls every function but
+ * tree_lookup.  Readers call tree_lookup inside rcu_read_lock() with no
+ * other lock: slots change by single 8-byte stores and child/root pointers
+ * by rcu_assign_pointer, and nodes are freed only after a grace period
+ * (call_rcu), so a reader sees the old or the new mapping, never a mix.
+ */
+#ifndef COWBD_TREE_H
+#define COWBD_TREE_H
+#include <stdbool.h>
+#include <stdint.h>
+#include <urcu/urcu-memb.h>
+
+#include "alloc.h"
+#include "format.h"
+
+struct tree_node {
+	union {
+		uint64_t phys[FMT_FANOUT];		/* level 0: RCU-read */
+		struct tree_node *child[FMT_FANOUT]; /* level > 0: RCU-read */
+	};
+	/* writer-only fields below */
+	uint64_t disk;	  /* block of the last written copy, 0 = none */
+	uint32_t ref;	  /* parents + roots referencing this node */
+	uint16_t nmapped; /* non-empty slots */
+	uint8_t level;
+	uint8_t dirty; /* changed since written */
+	struct rcu_head rcu;
+};
+
+struct tree {
+	struct tree_node *root; /* RCU-published; NULL = all holes */
+	unsigned levels;	/* 1..4 */
+};
+
+/* Levels needed for nblocks blocks; 0 if more than FMT_FANOUT^4. */
+unsigned tree_levels_for(uint64_t nblocks);
+
+/* Physical block of lba (0 = hole).  Caller holds rcu_read_lock(); never
+ * blocks; O(levels). */
+uint64_t tree_lookup(const struct tree *t, uint64_t lba);
+
+/* Map lba to phys (0 = unmap), taking a reference on phys and dropping the
+ * one on the block it replaces.  Copies shared nodes on the path.  Returns
+ * 0 or -ENOMEM (the tree is unchanged then). */
+int tree_set(struct tree *t, struct alloc *a, uint64_t lba, uint64_t phys);
+
+/* Unmap [lo, hi).  Whole shared subtrees are dropped, not walked.  Returns 0
+ * or -ENOMEM (part of the range may be unmapped then). */
+int tree_trim(struct tree *t, struct alloc *a, uint64_t lo, uint64_t hi);
+
+/* One more reference on t's root for a snapshot/clone/rollback: dst (empty)
+ * becomes a copy of src. */
+void tree_share(struct tree *dst, const struct tree *src);
+
+/* Drop t's reference on its root (freeing every node and block that only
+ * it held) and leave t empty. */
+void tree_drop(struct tree *t, struct alloc *a);
+
+/* Count mapped blocks and blocks only this tree references. */
+void tree_count(const struct tree *t, const struct alloc *a, uint64_t *mapped, uint64_t *unique);
+
+/* Checkpoint support: call emit(arg, node, image) for every dirty node,
+ * children first; emit fills image->self/crc via the log and returns the
+ * block it went to (0 = error, abort).  Updates node->disk (taking a
+ * reference on the new block, dropping the old one).  Returns 0 or -EIO. */
+typedef uint64_t (*tree_emit_fn)(void *arg, struct fmt_node *image);
+int tree_write_dirty(struct tree *t, struct alloc *a, tree_emit_fn emit, void *arg,
+		     struct fmt_node *scratch);
+
+/* Load a tree from disk.  read(arg, addr, out) reads and validates one node
+ * block (0 or -errno).  Nodes reached twice (shared) are loaded once: the
+ * loader keeps a map from disk block to node across calls. */
+struct tree_loader;
+typedef int (*tree_read_fn)(void *arg, uint64_t addr, struct fmt_node *out);
+struct tree_loader *tree_loader_new(struct alloc *a, tree_read_fn read, void *arg);
+int tree_load(struct tree_loader *l, struct tree *t, uint64_t root_addr, unsigned levels);
+void tree_loader_free(struct tree_loader *l);
+
+/* Offline checker: recomputes node and block references from the roots
+ * given and compares with node->ref and a->ref.  Returns problems found
+ * (each reported with say_error). */
+int tree_check_all(struct tree *const *trees, unsigned n, const struct alloc *a,
+		   const uint64_t *extra_blocks, unsigned nextra);
+
+#endif
