@@ -1,0 +1,97 @@
+#!/bin/bash
+# nbd_badinput.sh — every malformed request gets the error the NBD spec
+# names or a disconnect; afterwards the server still serves other clients
+# and its open file descriptors return to the baseline (no leak).
+#   1. libnbd with strict mode off: out-of-range read/write/trim/zero,
+#      offset+length overflow, unknown flags, writes to a snapshot.
+#   2. nbd_raw.py: bad magics and flags, oversized options and payloads,
+#      truncated messages, clients vanishing mid-request and mid-reply, a
+#      client that pipelines reads and never reads the replies.
+. "$(dirname "$0")/lib.sh"
+requires nbdsh nbdinfo
+[ -x "$BUILD/cowctl" ] || { echo "requires $BUILD/cowctl (not built yet)"; exit 77; }
+RAW="$(dirname "$0")/nbd_raw.py"
+
+cowbd_start
+cowctl volume create vol0 256M >/dev/null || fail "volume create"
+cowctl snapshot create vol0@snap >/dev/null || fail "snapshot create"
+
+nfds() { ls "/proc/$COWBD_PID/fd" | wc -l; }
+# Wait until the fd count is back to $BASE (teardown may trail the client).
+fds_settle() {
+	for _ in $(seq 1 100); do
+		[ "$(nfds)" -le "$BASE" ] && return 0
+		sleep 0.05
+	done
+	fail "$1: fds $(nfds), baseline $BASE (leak?)"
+}
+serves() {
+	kill -0 "$COWBD_PID" 2>/dev/null || fail "$1: cowbd died"
+	[ "$(nbdinfo --size "$(uri vol0)")" = 268435456 ] || fail "$1: cannot serve another client"
+}
+
+serves warmup
+BASE=$(nfds)
+
+/usr/bin/python3 - "$(uri vol0)" "$(uri vol0@snap)" <<'PY' || fail "libnbd bad-input checks"
+import errno, sys, nbd
+def expect(err, what, fn, *a, **kw):
+    try:
+        fn(*a, **kw)
+    except nbd.Error as e:
+        if e.errnum != err:
+            sys.exit("%s: got errno %s (%s), want %d" % (what, e.errnum, e.string, err))
+        print("ok", what)
+        return
+    sys.exit("%s: succeeded, want errno %d" % (what, err))
+
+h = nbd.NBD()
+h.set_strict_mode(0)
+h.connect_uri(sys.argv[1])
+size = h.get_size()
+expect(errno.EINVAL, "read past end", h.pread, 1024, size - 512)
+expect(errno.EINVAL, "read offset past end", h.pread, 512, size + 4096)
+expect(errno.EINVAL, "read offset+length overflow", h.pread, 4096, 2**64 - 2048)
+expect(errno.ENOSPC, "write past end", h.pwrite, b"x" * 1024, size - 512)
+expect(errno.EINVAL, "trim past end", h.trim, 1024, size - 512)
+expect(errno.EINVAL, "zero past end", h.zero, 1024, size - 512)
+expect(errno.EINVAL, "zero offset+length overflow", h.zero, 4096, 2**64 - 2048)
+expect(errno.EINVAL, "read with NO_HOLE flag", h.pread, 512, 0, nbd.CMD_FLAG_NO_HOLE)
+expect(errno.EINVAL, "write with NO_HOLE flag", h.pwrite, b"y" * 512, 0, nbd.CMD_FLAG_NO_HOLE)
+expect(errno.EINVAL, "trim with REQ_ONE flag", h.trim, 512, 0, nbd.CMD_FLAG_REQ_ONE)
+expect(errno.EINVAL, "read with DF flag (no structured replies)", h.pread, 512, 0, nbd.CMD_FLAG_DF)
+expect(errno.EINVAL, "zero with FAST_ZERO (not advertised)", h.zero, 512, 0, nbd.CMD_FLAG_FAST_ZERO)
+# zero-length requests in range succeed without doing anything
+assert h.pread(0, 4096) == b""
+h.pwrite(b"", 4096)
+h.trim(0, 4096)
+# the connection is still good after all that
+h.pwrite(b"z" * 4096, 8192)
+assert h.pread(4096, 8192) == b"z" * 4096
+h.shutdown()
+
+s = nbd.NBD()
+s.set_strict_mode(0)
+s.connect_uri(sys.argv[2])
+assert s.is_read_only()
+expect(errno.EPERM, "write to snapshot", s.pwrite, b"w" * 4096, 0)
+expect(errno.EPERM, "trim on snapshot", s.trim, 4096, 0)
+expect(errno.EPERM, "zero on snapshot", s.zero, 4096, 0)
+expect(errno.EPERM, "write past end of snapshot", s.pwrite, b"w" * 512, size)
+s.pread(4096, 0)
+s.shutdown()
+PY
+serves "libnbd checks"
+fds_settle "libnbd checks"
+
+for sc in bad_client_flags bad_option_magic option_huge option_unknown export_name_unknown \
+	export_name_ok truncated_option bad_request_magic truncated_header vanish_mid_payload \
+	vanish_mid_reply flush_args unknown_commands big_write_einval write_then_disc \
+	snapshot_eperm never_read; do
+	COWBD_PID=$COWBD_PID /usr/bin/python3 "$RAW" "$PORT" "$sc" || fail "raw scenario $sc"
+	serves "$sc"
+	fds_settle "$sc"
+done
+
+cowbd_stop
+echo "all bad input handled"

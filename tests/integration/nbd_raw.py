@@ -1,0 +1,315 @@
+#!/usr/bin/python3
+"""nbd_raw.py — a raw-socket NBD client for hostile-input tests.
+
+Usage: nbd_raw.py PORT SCENARIO...   (env COWBD_PID for the memory check)
+
+Each scenario speaks the NBD wire protocol by hand, breaks it in one way,
+and checks the server's answer: the NBD error the spec names, or a hard
+disconnect.  Prints "ok SCENARIO" per scenario; exits 1 on the first
+unexpected answer.  Used by nbd_badinput.sh; the shell then checks that the
+server still serves others and that its fd count went back to the baseline.
+"""
+import os
+import socket
+import struct
+import sys
+import time
+
+NBD_MAGIC = 0x4E42444D41474943
+OPT_MAGIC = 0x49484156454F5054
+REP_MAGIC = 0x3E889045565A9
+REQ_MAGIC = 0x25609513
+SIMPLE_MAGIC = 0x67446698
+OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_GO = 1, 2, 3, 7
+REP_ACK, REP_INFO = 1, 3
+REP_ERR_UNSUP = 0x80000001
+CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM, CMD_CACHE = 0, 1, 2, 3, 4, 5
+CMD_BLOCK_STATUS = 7
+EPERM, EINVAL, ENOSPC = 1, 22, 28
+
+PORT = 0
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Fail(what)
+
+
+def recvn(s, n):
+    buf = b""
+    while len(buf) < n:
+        d = s.recv(n - len(buf))
+        if not d:
+            raise EOFError("server closed after %d of %d bytes" % (len(buf), n))
+        buf += d
+    return buf
+
+
+def expect_eof(s, what, timeout=5):
+    """The server must hang up (possibly after sending some bytes)."""
+    s.settimeout(timeout)
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                return
+    except ConnectionResetError:
+        return
+    except socket.timeout:
+        raise Fail("%s: server did not disconnect" % what)
+
+
+def hello(flags=3):
+    s = socket.create_connection(("127.0.0.1", PORT))
+    s.settimeout(10)
+    magic, opt, hflags = struct.unpack(">QQH", recvn(s, 18))
+    check(magic == NBD_MAGIC and opt == OPT_MAGIC, "greeting magic")
+    check(hflags & 1, "FIXED_NEWSTYLE advertised")
+    s.sendall(struct.pack(">I", flags))
+    return s
+
+
+def send_opt(s, opt, data=b""):
+    s.sendall(struct.pack(">QII", OPT_MAGIC, opt, len(data)) + data)
+
+
+def read_rep(s):
+    magic, opt, rtype, length = struct.unpack(">QIII", recvn(s, 20))
+    check(magic == REP_MAGIC, "option reply magic")
+    return opt, rtype, recvn(s, length)
+
+
+def go(name="vol0"):
+    s = hello()
+    n = name.encode()
+    send_opt(s, OPT_GO, struct.pack(">I", len(n)) + n + struct.pack(">H", 0))
+    size = None
+    while True:
+        opt, rtype, data = read_rep(s)
+        check(opt == OPT_GO, "reply to GO")
+        if rtype == REP_INFO and struct.unpack(">H", data[:2])[0] == 0:
+            size, flags = struct.unpack(">QH", data[2:12])
+        elif rtype == REP_ACK:
+            break
+        else:
+            check(rtype == REP_INFO, "GO failed: reply type %#x" % rtype)
+    check(size is not None, "NBD_INFO_EXPORT sent")
+    return s, size
+
+
+def send_req(s, cmd, off, length, flags=0, handle=0x1122334455667788, payload=b""):
+    s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, flags, cmd, handle, off, length) + payload)
+
+
+def read_reply(s, datalen=0):
+    magic, err, handle = struct.unpack(">IIQ", recvn(s, 16))
+    check(magic == SIMPLE_MAGIC, "simple reply magic")
+    data = recvn(s, datalen) if err == 0 and datalen else b""
+    return err, handle, data
+
+
+def roundtrip(s, cmd, off, length, flags=0, payload=b"", datalen=0):
+    send_req(s, cmd, off, length, flags, 0xABCD, payload)
+    err, handle, data = read_reply(s, datalen)
+    check(handle == 0xABCD, "handle echoed")
+    return err, data
+
+
+# ---- scenarios ---------------------------------------------------------
+
+def bad_client_flags():
+    s = hello(flags=0x80)
+    expect_eof(s, "unknown client flag")
+
+
+def bad_option_magic():
+    s = hello()
+    s.sendall(struct.pack(">QII", OPT_MAGIC ^ 1, OPT_LIST, 0))
+    expect_eof(s, "bad option magic")
+
+
+def option_huge():
+    s = hello()
+    s.sendall(struct.pack(">QII", OPT_MAGIC, OPT_GO, 1 << 20) + b"x" * 1000)
+    expect_eof(s, "option longer than the cap")
+
+
+def option_unknown():
+    s = hello()
+    send_opt(s, 0x1234, b"abc")
+    opt, rtype, _ = read_rep(s)
+    check(opt == 0x1234 and rtype == REP_ERR_UNSUP, "unknown option -> ERR_UNSUP")
+    send_opt(s, OPT_ABORT)
+    opt, rtype, _ = read_rep(s)
+    check(opt == OPT_ABORT and rtype == REP_ACK, "ABORT acked")
+    expect_eof(s, "after ABORT")
+
+
+def export_name_unknown():
+    s = hello()
+    send_opt(s, OPT_EXPORT_NAME, b"no-such-volume")
+    expect_eof(s, "EXPORT_NAME of an unknown export")
+
+
+def export_name_ok():
+    for flags, pad in ((1, 124), (3, 0)):
+        s = hello(flags)
+        send_opt(s, OPT_EXPORT_NAME, b"vol0")
+        size, tflags = struct.unpack(">QH", recvn(s, 10))
+        check(tflags & 1 and size > 0, "EXPORT_NAME reply")
+        check(recvn(s, pad) == b"\0" * pad if pad else True, "zero padding")
+        err, data = roundtrip(s, CMD_READ, 0, 512, datalen=512)
+        check(err == 0 and len(data) == 512, "read after EXPORT_NAME")
+        send_req(s, CMD_DISC, 0, 0)
+        expect_eof(s, "after DISC")
+
+
+def truncated_option():
+    s = hello()
+    s.sendall(struct.pack(">QII", OPT_MAGIC, OPT_GO, 100) + b"\0\0\0\x04vol")
+    s.close()
+
+
+def bad_request_magic():
+    s, _ = go()
+    s.sendall(struct.pack(">IHHQQI", 0xDEADBEEF, 0, CMD_READ, 1, 0, 512))
+    expect_eof(s, "bad request magic")
+
+
+def truncated_header():
+    s, _ = go()
+    s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, 1, 0, 512)[:11])
+    s.close()
+
+
+def vanish_mid_payload():
+    s, _ = go()
+    send_req(s, CMD_WRITE, 0, 1 << 20, payload=b"x" * 1000)
+    s.close()
+
+
+def vanish_mid_reply():
+    s, _ = go()
+    for i in range(16):
+        send_req(s, CMD_READ, 0, 32 << 20, handle=i)
+    recvn(s, 100)  # the first reply has started
+    s.close()
+
+
+def flush_args():
+    s, _ = go()
+    check(roundtrip(s, CMD_FLUSH, 1, 0)[0] == EINVAL, "FLUSH with offset -> EINVAL")
+    check(roundtrip(s, CMD_FLUSH, 0, 1)[0] == EINVAL, "FLUSH with length -> EINVAL")
+    check(roundtrip(s, CMD_FLUSH, 0, 0)[0] == 0, "FLUSH")
+    send_req(s, CMD_DISC, 0, 0)
+    expect_eof(s, "after DISC")
+
+
+def unknown_commands():
+    s, size = go()
+    for cmd in (CMD_CACHE, CMD_BLOCK_STATUS, 0x55):
+        check(roundtrip(s, cmd, 0, 512)[0] == EINVAL, "command %#x -> EINVAL" % cmd)
+    # A rejected WRITE's payload must be drained, not parsed as requests:
+    # make the payload look like a request header.
+    fake = struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, 7, 0, 512) * 100
+    check(roundtrip(s, CMD_WRITE, 0, len(fake), flags=0x8000, payload=fake)[0] == EINVAL,
+          "WRITE with an unknown flag -> EINVAL")
+    check(roundtrip(s, CMD_WRITE, size, len(fake), payload=fake)[0] == ENOSPC,
+          "WRITE past the end -> ENOSPC")
+    check(roundtrip(s, CMD_READ, size - 1, 2)[0] == EINVAL, "READ past the end -> EINVAL")
+    check(roundtrip(s, CMD_TRIM, 2**64 - 512, 1024)[0] == EINVAL, "offset+length overflow")
+    err, data = roundtrip(s, CMD_READ, 0, 512, datalen=512)
+    check(err == 0 and len(data) == 512, "READ after rejected requests")
+
+
+def big_write_einval():
+    s, _ = go()
+    n = (32 << 20) + 4096
+    send_req(s, CMD_WRITE, 0, n, handle=0xABCD)
+    chunk = b"\x25\x60\x95\x13" * 16384
+    left = n
+    while left:
+        k = min(left, len(chunk))
+        s.sendall(chunk[:k])
+        left -= k
+    err, handle, _ = read_reply(s)
+    check(err == EINVAL and handle == 0xABCD, "33 MiB WRITE -> EINVAL")
+    err, data = roundtrip(s, CMD_READ, 0, 4096, datalen=4096)
+    check(err == 0, "READ after a drained oversized payload")
+
+
+def write_then_disc():
+    s, _ = go()
+    send_req(s, CMD_WRITE, 4096, 4096, handle=5, payload=b"d" * 4096)
+    send_req(s, CMD_DISC, 0, 0)
+    err, handle, _ = read_reply(s)
+    check(err == 0 and handle == 5, "in-flight WRITE answered before DISC closes")
+    expect_eof(s, "after DISC")
+
+
+def snapshot_eperm():
+    s, _ = go("vol0@snap")
+    check(roundtrip(s, CMD_WRITE, 0, 512, payload=b"s" * 512)[0] == EPERM, "WRITE -> EPERM")
+    check(roundtrip(s, CMD_TRIM, 0, 512)[0] == EPERM, "TRIM -> EPERM")
+    err, _ = roundtrip(s, CMD_READ, 0, 512, datalen=512)
+    check(err == 0, "snapshot READ")
+
+
+def rss_kib(pid):
+    with open("/proc/%s/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def never_read():
+    """Pipeline far more READ data than the per-connection cap and never read
+    a reply: the server must stop reading, so its memory stays bounded."""
+    pid = os.environ.get("COWBD_PID")
+    before = rss_kib(pid) if pid else 0
+    s, _ = go()
+    s.setblocking(False)
+    # 1M requests (28 MB of headers, 1 TiB of replies): more than socket
+    # buffers can hold, so the sender blocks unless the server keeps reading.
+    hdrs = struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, 1, 0, 1 << 20) * (1 << 20)
+    sent = 0
+    deadline = time.time() + 3
+    while sent < len(hdrs) and time.time() < deadline:
+        try:
+            sent += s.send(hdrs[sent:])
+        except BlockingIOError:
+            time.sleep(0.05)
+    time.sleep(1)
+    after = rss_kib(pid) if pid else 0
+    s.close()
+    check(sent < len(hdrs), "server kept reading 1 TiB of READs without replies")
+    if pid:
+        check(after - before < 200 * 1024, "RSS grew by %d KiB" % (after - before))
+
+
+SCENARIOS = {f.__name__: f for f in (
+    bad_client_flags, bad_option_magic, option_huge, option_unknown, export_name_unknown,
+    export_name_ok, truncated_option, bad_request_magic, truncated_header,
+    vanish_mid_payload, vanish_mid_reply, flush_args, unknown_commands, big_write_einval,
+    write_then_disc, snapshot_eperm, never_read)}
+
+
+def main():
+    global PORT
+    PORT = int(sys.argv[1])
+    for name in sys.argv[2:]:
+        try:
+            SCENARIOS[name]()
+        except (Fail, EOFError, OSError) as e:
+            print("FAILED %s: %s" % (name, e))
+            sys.exit(1)
+        print("ok %s" % name)
+
+
+if __name__ == "__main__":
+    main()
