@@ -1,0 +1,392 @@
+/* test_store.c — the store on an in-memory device: data path, snapshots,
+ * clones, rollback, recovery after simulated power cuts (with and without a
+ * torn tail), sticky I/O failure, ENOSPC, damaged superblocks. */
+#undef NDEBUG
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "blkdev.h"
+#include "store.h"
+
+/* A device wrapper the test keeps across store_close(), and that can "lose
+ * power": from then on every write and flush fails, as if the machine were
+ * gone, and blkdev_mem_crash() drops what was not synced. */
+struct pdev {
+	struct blkdev dev;
+	struct blkdev *mem;
+	int dead;
+};
+
+static int p_pread(struct blkdev *d, void *b, size_t n, uint64_t o)
+{
+	return blkdev_pread(((struct pdev *)d)->mem, b, n, o);
+}
+static int p_pwritev(struct blkdev *d, const struct iovec *iov, int n, uint64_t o)
+{
+	struct pdev *p = (struct pdev *)d;
+	return p->dead ? -EIO : blkdev_pwritev(p->mem, iov, n, o);
+}
+static int p_flush(struct blkdev *d)
+{
+	struct pdev *p = (struct pdev *)d;
+	return p->dead ? -EIO : blkdev_flush(p->mem);
+}
+static int p_discard(struct blkdev *d, uint64_t o, uint64_t n)
+{
+	return 0;
+}
+static void p_close(struct blkdev *d)
+{
+}
+static const struct blkdev_ops pops = {p_pread, p_pwritev, p_flush, p_discard, p_close};
+
+static struct pdev *pdev_new(uint64_t size)
+{
+	struct pdev *p = calloc(1, sizeof(*p));
+	p->mem = blkdev_mem_new(size);
+	assert_non_null(p->mem);
+	p->dev.ops = &pops;
+	p->dev.size = p->mem->size;
+	p->dev.fd = -1;
+	return p;
+}
+
+static void pdev_free(struct pdev *p)
+{
+	blkdev_close(p->mem);
+	free(p);
+}
+
+static struct store *open_ok(struct pdev *p)
+{
+	const char *why = NULL;
+	struct store *st = store_open(&p->dev, NULL, &why);
+	if (!st)
+		fail_msg("store_open: %s", why);
+	return st;
+}
+
+/* Power cut: nothing more reaches the device, unsynced writes are lost. */
+static void power_cut(struct pdev *p, struct store *st, bool torn)
+{
+	p->dead = 1;
+	store_close(st); /* its final checkpoint fails: device is dead */
+	blkdev_mem_crash(p->mem, torn);
+	p->dead = 0;
+}
+
+static void fill(char *b, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		b[i] = (char)(seed * 131 + i * 7 + (i >> 12));
+}
+
+static void expect(struct vol *v, uint64_t off, size_t n, unsigned seed)
+{
+	char *want = malloc(n), *got = malloc(n);
+	fill(want, n, seed);
+	assert_int_equal(store_read(v, got, off, (uint32_t)n), 0);
+	assert_memory_equal(want, got, n);
+	free(want);
+	free(got);
+}
+
+static void expect_zero(struct vol *v, uint64_t off, size_t n)
+{
+	char *got = malloc(n), *z = calloc(1, n);
+	assert_int_equal(store_read(v, got, off, (uint32_t)n), 0);
+	assert_memory_equal(z, got, n);
+	free(got);
+	free(z);
+}
+
+static void put(struct vol *v, uint64_t off, size_t n, unsigned seed, uint32_t flags)
+{
+	char *b = malloc(n);
+	fill(b, n, seed);
+	assert_int_equal(store_write(v, b, off, (uint32_t)n, flags), 0);
+	free(b);
+}
+
+static void test_basic_rw(void **state)
+{
+	struct pdev *p = pdev_new(128u << 20);
+	struct store *st;
+	struct vol *v;
+
+	assert_int_equal(store_format(&p->dev), 0);
+	assert_int_equal(store_probe(&p->dev), 1);
+	st = open_ok(p);
+	assert_int_equal(store_vol_create(st, "vol0", 64u << 20), 0);
+	assert_int_equal(store_vol_create(st, "vol0", 64u << 20), -EEXIST);
+	assert_int_equal(store_vol_create(st, "-bad", 1 << 20), -EINVAL);
+	assert_int_equal(store_vol_open(st, "nope", &v), -ENOENT);
+	assert_int_equal(store_vol_open(st, "vol0", &v), 0);
+	assert_int_equal(store_vol_size(v), 64u << 20);
+	expect_zero(v, 0, 1 << 20);
+	put(v, 0, 1 << 20, 1, 0);
+	expect(v, 0, 1 << 20, 1);
+	/* unaligned write over the middle of blocks */
+	put(v, 4096 * 3 + 100, 5000, 2, 0);
+	expect(v, 4096 * 3 + 100, 5000, 2);
+	expect(v, 0, 4096 * 3 + 100 - 0, 1);
+	/* out of range */
+	char b[512];
+	assert_int_equal(store_read(v, b, (64u << 20) - 100, 512), -EINVAL);
+	assert_int_equal(store_write(v, b, (64u << 20) - 100, 512, 0), -ENOSPC);
+	/* trim with partial ends */
+	assert_int_equal(store_trim(v, 1000, 3 * 4096, 0), 0);
+	expect_zero(v, 1000, 3 * 4096);
+	assert_int_equal(store_flush(v), 0);
+	assert_int_equal(store_vol_delete(st, "vol0"), -EBUSY);
+	store_vol_close(v);
+	store_close(st);
+
+	/* Clean reopen sees everything. */
+	st = open_ok(p);
+	assert_int_equal(store_vol_open(st, "vol0", &v), 0);
+	{
+		/* The whole first MiB against a model of every write above. */
+		char *model = malloc(1 << 20), *got = malloc(1 << 20);
+		fill(model, 1 << 20, 1);
+		fill(model + 4096 * 3 + 100, 5000, 2);
+		memset(model + 1000, 0, 3 * 4096);
+		assert_int_equal(store_read(v, got, 0, 1 << 20), 0);
+		assert_memory_equal(model, got, 1 << 20);
+		free(model);
+		free(got);
+	}
+	store_vol_close(v);
+	store_close(st);
+	pdev_free(p);
+}
+
+static void test_snapshot_clone(void **state)
+{
+	struct pdev *p = pdev_new(128u << 20);
+	struct store *st;
+	struct vol *v, *s, *c;
+	struct store_vol_info *infos;
+	size_t n;
+
+	assert_int_equal(store_format(&p->dev), 0);
+	st = open_ok(p);
+	assert_int_equal(store_vol_create(st, "vol0", 32u << 20), 0);
+	assert_int_equal(store_vol_open(st, "vol0", &v), 0);
+	put(v, 0, 8 << 20, 10, 0);
+	assert_int_equal(store_snap_create(st, "vol0@base"), 0);
+	assert_int_equal(store_snap_create(st, "vol0@base"), -EEXIST);
+	put(v, 4096, 4 << 20, 11, 0);
+	assert_int_equal(store_trim(v, 6 << 20, 1 << 20, 0), 0);
+	assert_int_equal(store_vol_open(st, "vol0@base", &s), 0);
+	assert_true(store_vol_readonly(s));
+	char b[4096];
+	assert_int_equal(store_write(s, b, 0, 4096, 0), -EPERM);
+	expect(s, 0, 8 << 20, 10);
+	assert_int_equal(store_clone(st, "vol0@base", "vm1"), 0);
+	assert_int_equal(store_vol_open(st, "vm1", &c), 0);
+	expect(c, 0, 8 << 20, 10);
+	put(c, 0, 2 << 20, 12, 0);
+	expect(c, 0, 2 << 20, 12);
+	expect(s, 0, 8 << 20, 10);
+	expect(v, 4096, 4 << 20, 11);
+	expect_zero(v, 6 << 20, 1 << 20);
+	assert_int_equal(store_list(st, &infos, &n), 0);
+	assert_int_equal(n, 3);
+	free(infos);
+	/* Deleting the snapshot a clone came from is allowed (the clone keeps
+	 * its own references); deleting a volume with snapshots is not. */
+	assert_int_equal(store_vol_delete(st, "vol0"), -ENOTEMPTY);
+	store_vol_close(s);
+	store_vol_close(c);
+	assert_int_equal(store_snap_delete(st, "vol0@base"), 0);
+	assert_int_equal(store_vol_open(st, "vm1", &c), 0);
+	expect(c, 2 << 20, 6 << 20, 10);
+	store_vol_close(c);
+	store_vol_close(v);
+	assert_int_equal(store_checkpoint(st), 0);
+	assert_int_equal(store_check(st), 0);
+	store_close(st);
+	st = open_ok(p);
+	assert_int_equal(store_check(st), 0);
+	assert_int_equal(store_vol_open(st, "vm1", &c), 0);
+	expect(c, 0, 2 << 20, 12);
+	expect(c, 2 << 20, 6 << 20, 10);
+	store_vol_close(c);
+	store_close(st);
+	pdev_free(p);
+}
+
+static void test_rollback(void **state)
+{
+	struct pdev *p = pdev_new(96u << 20);
+	struct store *st;
+	struct vol *v;
+
+	assert_int_equal(store_format(&p->dev), 0);
+	st = open_ok(p);
+	assert_int_equal(store_vol_create(st, "v", 8u << 20), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	put(v, 0, 1 << 20, 20, 0);
+	assert_int_equal(store_snap_create(st, "v@s"), 0);
+	put(v, 0, 1 << 20, 21, 0);
+	assert_int_equal(store_rollback(st, "v@s"), -EBUSY);
+	store_vol_close(v);
+	assert_int_equal(store_rollback(st, "v@s"), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	expect(v, 0, 1 << 20, 20);
+	store_vol_close(v);
+	store_close(st);
+	pdev_free(p);
+}
+
+/* Flushed data survives a power cut; unflushed data may vanish but the
+ * pool opens and checks clean; a torn tail is discarded. */
+static void test_crash_recovery(void **state)
+{
+	for (int torn = 0; torn < 2; torn++) {
+		struct pdev *p = pdev_new(128u << 20);
+		struct store *st;
+		struct vol *v;
+
+		assert_int_equal(store_format(&p->dev), 0);
+		st = open_ok(p);
+		assert_int_equal(store_vol_create(st, "vol0", 64u << 20), 0);
+		assert_int_equal(store_vol_open(st, "vol0", &v), 0);
+		put(v, 0, 2 << 20, 30, 0);
+		assert_int_equal(store_snap_create(st, "vol0@s1"), 0);
+		put(v, 1 << 20, 2 << 20, 31, 0);
+		put(v, 5 << 20, 12345, 32, STORE_FUA); /* FUA: durable on reply */
+		assert_int_equal(store_flush(v), 0);
+		put(v, 8 << 20, 1 << 20, 33, 0); /* never flushed */
+		store_vol_close(v);
+		power_cut(p, st, torn);
+
+		st = open_ok(p);
+		assert_int_equal(store_check(st), 0);
+		assert_int_equal(store_vol_open(st, "vol0", &v), 0);
+		expect(v, 0, 1 << 20, 30);
+		expect(v, 1 << 20, 2 << 20, 31);
+		expect(v, 5 << 20, 12345, 32);
+		store_vol_close(v);
+		assert_int_equal(store_vol_open(st, "vol0@s1", &v), 0);
+		expect(v, 0, 2 << 20, 30);
+		store_vol_close(v);
+		/* The log continues after recovery and a second crash is fine. */
+		assert_int_equal(store_vol_open(st, "vol0", &v), 0);
+		put(v, 9 << 20, 1 << 20, 34, 0);
+		assert_int_equal(store_flush(v), 0);
+		store_vol_close(v);
+		power_cut(p, st, torn);
+		st = open_ok(p);
+		assert_int_equal(store_check(st), 0);
+		assert_int_equal(store_vol_open(st, "vol0", &v), 0);
+		expect(v, 9 << 20, 1 << 20, 34);
+		expect(v, 1 << 20, 2 << 20, 31);
+		store_vol_close(v);
+		store_close(st);
+		pdev_free(p);
+	}
+}
+
+/* A failed write or flush fails the pool (sticky), never pretends. */
+static void test_sticky_failure(void **state)
+{
+	struct pdev *p = pdev_new(96u << 20);
+	struct store *st;
+	struct vol *v;
+
+	assert_int_equal(store_format(&p->dev), 0);
+	st = open_ok(p);
+	assert_int_equal(store_vol_create(st, "v", 8u << 20), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	put(v, 0, 4096, 40, 0);
+	blkdev_mem_fail_flush(p->mem, 1);
+	assert_int_equal(store_flush(v), -EIO);
+	char b[4096] = {0};
+	assert_int_equal(store_write(v, b, 0, 4096, 0), -EIO);
+	assert_int_equal(store_flush(v), -EIO);
+	/* reads still work */
+	expect(v, 0, 4096, 40);
+	store_vol_close(v);
+	store_close(st);
+	pdev_free(p);
+}
+
+/* A full pool answers ENOSPC, stays consistent, and deleting brings
+ * writes back. */
+static void test_enospc(void **state)
+{
+	struct pdev *p = pdev_new(80u << 20); /* 20 segments */
+	struct store *st;
+	struct vol *v;
+	char *buf = malloc(1 << 20);
+	int err = 0, i;
+
+	assert_int_equal(store_format(&p->dev), 0);
+	st = open_ok(p);
+	assert_int_equal(store_vol_create(st, "big", 1u << 30), 0);
+	assert_int_equal(store_vol_open(st, "big", &v), 0);
+	for (i = 0; i < 200; i++) {
+		fill(buf, 1 << 20, (unsigned)i);
+		err = store_write(v, buf, (uint64_t)i << 20, 1 << 20, 0);
+		if (err)
+			break;
+	}
+	assert_int_equal(err, -ENOSPC);
+	assert_true(i > 10);
+	expect(v, 0, 1 << 20, 0);
+	store_vol_close(v);
+	assert_int_equal(store_check(st), 0);
+	assert_int_equal(store_vol_delete(st, "big"), 0);
+	assert_int_equal(store_vol_create(st, "b2", 1u << 30), 0);
+	assert_int_equal(store_vol_open(st, "b2", &v), 0);
+	fill(buf, 1 << 20, 99);
+	assert_int_equal(store_write(v, buf, 0, 1 << 20, 0), 0);
+	store_vol_close(v);
+	store_close(st);
+	free(buf);
+	pdev_free(p);
+}
+
+static void test_bad_pool(void **state)
+{
+	struct pdev *p = pdev_new(96u << 20);
+	const char *why = NULL;
+	char junk[4096];
+
+	assert_int_equal(store_probe(&p->dev), 0);
+	assert_null(store_open(&p->dev, NULL, &why));
+	assert_non_null(strstr(why, "not a cowbd pool"));
+	assert_int_equal(store_format(&p->dev), 0);
+	/* Damage both superblocks' checksums. */
+	for (int i = 0; i < 2; i++) {
+		struct iovec iov;
+		assert_int_equal(blkdev_pread(&p->dev, junk, 4096, (uint64_t)i * 4096), 0);
+		junk[100] ^= 0x55;
+		iov.iov_base = junk;
+		iov.iov_len = 4096;
+		assert_int_equal(blkdev_pwritev(&p->dev, &iov, 1, (uint64_t)i * 4096), 0);
+	}
+	assert_null(store_open(&p->dev, NULL, &why));
+	assert_non_null(strstr(why, "damaged"));
+	pdev_free(p);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_basic_rw),       cmocka_unit_test(test_snapshot_clone),
+		cmocka_unit_test(test_rollback),       cmocka_unit_test(test_crash_recovery),
+		cmocka_unit_test(test_sticky_failure), cmocka_unit_test(test_enospc),
+		cmocka_unit_test(test_bad_pool),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
