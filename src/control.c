@@ -228,21 +228,17 @@ static void control_explain(struct control_ctx *x, const char *op, const char *n
 		control_set_msg(x, "%s %s: pool is open read-only", op, name);
 		return;
 	case -EBUSY:
+	case -ENOTEMPTY: /* the store's "volume has snapshots" */
 		break;
 	default:
 		control_set_msg(x, "%s %s: %s", op, name, strerror(-err));
 		return;
 	}
 
-	/* EBUSY: find out why. */
+	/* EBUSY or ENOTEMPTY: find out why. */
 	control_vol_part(name, vol, sizeof(vol));
 	if (!strcmp(op, "rollback") && store_info(st, vol, &vi) == 0 && vi.attached) {
 		control_set_msg(x, "volume \"%s\" is attached (%u open handle%s)", vol, vi.attached,
-				vi.attached == 1 ? "" : "s");
-		return;
-	}
-	if (store_info(st, name, &vi) == 0 && vi.attached) {
-		control_set_msg(x, "%s \"%s\" is attached (%u open handle%s)", kind, name, vi.attached,
 				vi.attached == 1 ? "" : "s");
 		return;
 	}
@@ -250,7 +246,8 @@ static void control_explain(struct control_ctx *x, const char *op, const char *n
 		for (i = 0; i < n; i++) {
 			if (!is_snap && control_is_snap_of(&all[i], name))
 				nsnap++;
-			if (is_snap && !all[i].snapshot && !strcmp(all[i].origin, name)) {
+			if (is_snap && !strcmp(op, "snapshot.delete") && !all[i].snapshot &&
+			    !strcmp(all[i].origin, name)) {
 				size_t used = strlen(clones);
 
 				if (nclone < 3)
@@ -263,12 +260,18 @@ static void control_explain(struct control_ctx *x, const char *op, const char *n
 		}
 		free(all);
 	}
-	if (nsnap)
-		control_set_msg(x, "volume \"%s\" has %zu snapshot%s; delete %s first", name, nsnap,
-				nsnap == 1 ? "" : "s", nsnap == 1 ? "it" : "them");
-	else if (nclone)
+	if (nclone)
 		control_set_msg(x, "snapshot \"%s\" is the origin of clone%s %s; delete %s first", name,
 				nclone == 1 ? "" : "s", clones, nclone == 1 ? "it" : "them");
+	else if (err == -ENOTEMPTY && nsnap)
+		control_set_msg(x, "volume \"%s\" has %zu snapshot%s; delete %s first", name, nsnap,
+				nsnap == 1 ? "" : "s", nsnap == 1 ? "it" : "them");
+	else if (store_info(st, name, &vi) == 0 && vi.attached)
+		control_set_msg(x, "%s \"%s\" is attached (%u open handle%s)", kind, name, vi.attached,
+				vi.attached == 1 ? "" : "s");
+	else if (nsnap)
+		control_set_msg(x, "volume \"%s\" has %zu snapshot%s; delete %s first", name, nsnap,
+				nsnap == 1 ? "" : "s", nsnap == 1 ? "it" : "them");
 	else
 		control_set_msg(x, "%s %s: %s is busy", op, name, kind);
 }
@@ -449,6 +452,26 @@ static int control_op_snapshot_list(struct control_ctx *x)
 	return control_list(x, true, vol, "snapshots");
 }
 
+/* Policy kept here rather than in the store: a snapshot that is the origin
+ * of a clone is not deleted (the store could, and would leave the clone's
+ * origin "(deleted)"), so an operator never loses track of where a clone
+ * came from by accident.  Control ops are serialised by op_lock, so no
+ * clone can appear between this check and the delete. */
+static bool control_snap_has_clones(struct control_ctx *x, const char *name)
+{
+	struct store_vol_info *all;
+	size_t n, i;
+	bool found = false;
+
+	if (store_list(x->c->st, &all, &n) < 0)
+		return false;
+	for (i = 0; i < n; i++)
+		if (!all[i].snapshot && !strcmp(all[i].origin, name))
+			found = true;
+	free(all);
+	return found;
+}
+
 static int control_op_snapshot_delete(struct control_ctx *x)
 {
 	const char *name;
@@ -456,7 +479,10 @@ static int control_op_snapshot_delete(struct control_ctx *x)
 
 	if ((r = control_get_name(x, "name", 's', &name)) < 0)
 		return r;
-	r = store_snap_delete(x->c->st, name);
+	if (control_snap_has_clones(x, name))
+		r = -EBUSY;
+	else
+		r = store_snap_delete(x->c->st, name);
 	if (r < 0) {
 		control_explain(x, "snapshot.delete", name, NULL, r);
 		return r;
@@ -946,7 +972,7 @@ struct control *control_start(struct store *st, const char *path, char *err, siz
 	c->lfd = -1;
 	c->stop_pipe[0] = c->stop_pipe[1] = -1;
 	if (!path || !path[0] || strlen(path) >= sizeof(c->path)) {
-		snprintf(err, errlen, "bad control socket path");
+		snprintf(err, errlen, "control socket path %s", path && path[0] ? "too long" : "missing");
 		r = -EINVAL;
 		goto fail_free;
 	}

@@ -1,0 +1,462 @@
+/* test_control.c — the control socket against a real store on an
+ * in-memory device: socket setup (mode, parent directory, live and stale
+ * sockets), every op's reply shape, the refusals and their messages, and
+ * the protocol's edges (bad JSON, unknown op, over-long line, pipelining,
+ * client limit, stop with clients connected).  The daemon and cowctl are
+ * covered end to end by tests/integration/cowctl_*.sh.
+ */
+#undef NDEBUG
+#include <errno.h>
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "blkdev.h"
+#include "control.h"
+#include "say.h"
+#include "store.h"
+
+struct fixture {
+	char dir[64];
+	char path[128];
+	struct store *st;
+	struct control *c;
+};
+
+static int test_connect(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+static void test_send(int fd, const char *s, size_t len)
+{
+	while (len) {
+		ssize_t n = send(fd, s, len, MSG_NOSIGNAL);
+
+		if (n < 0)
+			return; /* the server may close first (over-long line) */
+		s += n;
+		len -= (size_t)n;
+	}
+}
+
+static void test_sends(int fd, const char *s)
+{
+	test_send(fd, s, strlen(s));
+}
+
+/* Read one reply line from fd and parse it. */
+static json_t *test_recv(int fd)
+{
+	char buf[1 << 16];
+	size_t have = 0;
+	json_error_t jerr;
+	json_t *j;
+
+	for (;;) {
+		ssize_t n = recv(fd, buf + have, 1, 0);
+
+		assert_true(n == 1);
+		if (buf[have] == '\n')
+			break;
+		have++;
+		assert_true(have < sizeof(buf));
+	}
+	j = json_loadb(buf, have, 0, &jerr);
+	if (!j)
+		fail_msg("bad reply %.*s: %s", (int)have, buf, jerr.text);
+	return j;
+}
+
+/* One request on a fresh connection; the reply. */
+static json_t *ask(struct fixture *f, const char *fmt, ...)
+{
+	char req[4096];
+	va_list ap;
+	int n, fd;
+	json_t *r;
+
+	va_start(ap, fmt);
+	n = vsnprintf(req, sizeof(req) - 1, fmt, ap);
+	va_end(ap);
+	req[n++] = '\n';
+	fd = test_connect(f->path);
+	test_send(fd, req, (size_t)n);
+	r = test_recv(fd);
+	close(fd);
+	return r;
+}
+
+static void expect_ok(json_t *r)
+{
+	if (!json_is_true(json_object_get(r, "ok"))) {
+		char *s = json_dumps(r, 0);
+
+		fail_msg("want ok, got %s", s);
+	}
+}
+
+/* r is an error with errno name en whose message contains sub; frees r. */
+static void expect_err(json_t *r, const char *en, const char *sub)
+{
+	const char *e = json_string_value(json_object_get(r, "errno"));
+	const char *m = json_string_value(json_object_get(r, "error"));
+
+	assert_true(json_is_false(json_object_get(r, "ok")));
+	assert_non_null(e);
+	assert_non_null(m);
+	if (strcmp(e, en) || !strstr(m, sub))
+		fail_msg("want %s \"%s\", got %s \"%s\"", en, sub, e, m);
+	json_decref(r);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct blkdev *dev = blkdev_mem_new(256u << 20);
+	const char *why = NULL;
+	char err[256];
+
+	say_max_level = SAY_WARN;
+	assert_non_null(f);
+	assert_non_null(dev);
+	assert_int_equal(store_format(dev), 0);
+	f->st = store_open(dev, NULL, &why);
+	if (!f->st)
+		fail_msg("store_open: %s", why ? why : "?");
+	snprintf(f->dir, sizeof(f->dir), "/tmp/cowbd-ctl.XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	/* a parent directory that does not exist yet */
+	snprintf(f->path, sizeof(f->path), "%s/run/cowbd/control.sock", f->dir);
+	f->c = control_start(f->st, f->path, err, sizeof(err));
+	if (!f->c)
+		fail_msg("control_start: %s", err);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[200];
+
+	control_stop(f->c);
+	store_close(f->st);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	assert_int_equal(system(cmd), 0);
+	free(f);
+	return 0;
+}
+
+static void test_socket_setup(void **state)
+{
+	struct fixture *f = *state;
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	char dir[160], err[256], other[160];
+	struct control *c2;
+	struct stat sb;
+	int fd;
+
+	assert_int_equal(lstat(f->path, &sb), 0);
+	assert_true(S_ISSOCK(sb.st_mode));
+	assert_int_equal(sb.st_mode & 07777, 0600);
+	snprintf(dir, sizeof(dir), "%s/run/cowbd", f->dir);
+	assert_int_equal(stat(dir, &sb), 0);
+	assert_int_equal(sb.st_mode & 07777, 0750);
+
+	/* a live daemon's socket is never taken over */
+	c2 = control_start(f->st, f->path, err, sizeof(err));
+	assert_null(c2);
+	assert_non_null(strstr(err, "in use"));
+	json_decref(ask(f, "{\"op\":\"ping\"}"));
+
+	/* a path holding something else is refused */
+	snprintf(other, sizeof(other), "%s/file", f->dir);
+	fclose(fopen(other, "w"));
+	assert_null(control_start(f->st, other, err, sizeof(err)));
+	assert_non_null(strstr(err, "not a socket"));
+
+	/* a stale socket (bound, nobody listening) is replaced */
+	snprintf(other, sizeof(other), "%s/stale.sock", f->dir);
+	assert_true(strlen(other) < sizeof(sa.sun_path));
+	memcpy(sa.sun_path, other, strlen(other) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	close(fd);
+	c2 = control_start(f->st, other, err, sizeof(err));
+	if (!c2)
+		fail_msg("stale socket not replaced: %s", err);
+	fd = test_connect(other);
+	close(fd);
+	control_stop(c2);
+	assert_int_equal(lstat(other, &sb), -1);
+	assert_int_equal(errno, ENOENT);
+
+	/* too long for sockaddr_un */
+	memset(other, 'x', sizeof(other) - 1);
+	other[0] = '/';
+	other[sizeof(other) - 1] = '\0';
+	assert_null(control_start(f->st, other, err, sizeof(err)));
+	assert_non_null(strstr(err, "too long"));
+}
+
+static void test_volume_ops(void **state)
+{
+	struct fixture *f = *state;
+	json_t *r, *v, *arr;
+	size_t i;
+
+	r = ask(f, "{\"op\":\"volume.create\",\"name\":\"vm1\",\"size\":%d}", 64 << 20);
+	expect_ok(r);
+	v = json_object_get(r, "volume");
+	assert_string_equal(json_string_value(json_object_get(v, "name")), "vm1");
+	assert_int_equal(json_integer_value(json_object_get(v, "size")), 64 << 20);
+	assert_true(json_is_null(json_object_get(v, "origin")));
+	assert_true(json_is_false(json_object_get(v, "snapshot")));
+	assert_true(json_integer_value(json_object_get(v, "created")) > 1600000000);
+	json_decref(r);
+
+	expect_err(ask(f, "{\"op\":\"volume.create\",\"name\":\"vm1\",\"size\":4096}"), "EEXIST",
+		   "volume \"vm1\" exists");
+	expect_err(ask(f, "{\"op\":\"volume.create\",\"name\":\".x\",\"size\":4096}"), "EINVAL",
+		   "invalid volume name");
+	expect_err(ask(f, "{\"op\":\"volume.create\",\"name\":\"a@b\",\"size\":4096}"), "EINVAL",
+		   "invalid volume name");
+	expect_err(ask(f, "{\"op\":\"volume.create\",\"name\":\"x\",\"size\":0}"), "EINVAL",
+		   "invalid size");
+	expect_err(ask(f, "{\"op\":\"volume.create\",\"name\":\"x\",\"size\":1000}"), "EINVAL",
+		   "invalid size");
+	expect_err(ask(f, "{\"op\":\"volume.create\",\"name\":\"x\",\"size\":\"1G\"}"), "EINVAL",
+		   "needs \"size\"");
+	expect_err(ask(f, "{\"op\":\"volume.create\",\"size\":4096}"), "EINVAL", "needs \"name\"");
+	expect_err(ask(f, "{\"op\":\"volume.info\",\"name\":\"nope\"}"), "ENOENT",
+		   "no volume \"nope\"");
+	expect_err(ask(f, "{\"op\":\"volume.delete\",\"name\":\"nope\"}"), "ENOENT",
+		   "no volume \"nope\"");
+
+	expect_ok(r = ask(f, "{\"op\":\"volume.create\",\"name\":\"vm2\",\"size\":1048576}"));
+	json_decref(r);
+	r = ask(f, "{\"op\":\"volume.list\"}");
+	expect_ok(r);
+	arr = json_object_get(r, "volumes");
+	assert_int_equal(json_array_size(arr), 2);
+	json_array_foreach(arr, i, v)
+	{
+		const char *n = json_string_value(json_object_get(v, "name"));
+
+		assert_true(!strcmp(n, "vm1") || !strcmp(n, "vm2"));
+		assert_true(json_is_array(json_object_get(v, "snapshots")));
+	}
+	json_decref(r);
+
+	expect_ok(r = ask(f, "{\"op\":\"volume.delete\",\"name\":\"vm2\"}"));
+	json_decref(r);
+	expect_err(ask(f, "{\"op\":\"volume.info\",\"name\":\"vm2\"}"), "ENOENT", "no volume");
+
+	r = ask(f, "{\"op\":\"stats\"}");
+	expect_ok(r);
+	v = json_object_get(r, "stats");
+	assert_int_equal(json_integer_value(json_object_get(v, "pool_bytes")), 256 << 20);
+	assert_true(json_is_false(json_object_get(v, "failed")));
+	json_decref(r);
+	expect_ok(r = ask(f, "{\"op\":\"checkpoint\"}"));
+	json_decref(r);
+}
+
+static void test_snapshot_ops(void **state)
+{
+	struct fixture *f = *state;
+	char buf[STORE_BLOCK_SIZE];
+	struct vol *h;
+	json_t *r, *v;
+
+	expect_ok(r = ask(f, "{\"op\":\"volume.create\",\"name\":\"g\",\"size\":%d}", 16 << 20));
+	json_decref(r);
+	assert_int_equal(store_vol_open(f->st, "g", &h), 0);
+	memset(buf, 'A', sizeof(buf));
+	assert_int_equal(store_write(h, buf, 0, sizeof(buf), STORE_FUA), 0);
+
+	/* an attached volume: snapshots fine; delete and rollback refused */
+	expect_err(ask(f, "{\"op\":\"volume.delete\",\"name\":\"g\"}"), "EBUSY",
+		   "volume \"g\" is attached (1 open handle)");
+	r = ask(f, "{\"op\":\"snapshot.create\",\"name\":\"g@s1\"}");
+	expect_ok(r);
+	v = json_object_get(r, "snapshot");
+	assert_string_equal(json_string_value(json_object_get(v, "name")), "g@s1");
+	assert_string_equal(json_string_value(json_object_get(v, "volume")), "g");
+	assert_true(json_is_true(json_object_get(v, "snapshot")));
+	json_decref(r);
+	expect_err(ask(f, "{\"op\":\"snapshot.create\",\"name\":\"g@s1\"}"), "EEXIST",
+		   "snapshot \"g@s1\" exists");
+	expect_err(ask(f, "{\"op\":\"snapshot.create\",\"name\":\"nope@s1\"}"), "ENOENT",
+		   "no volume \"nope\"");
+	expect_err(ask(f, "{\"op\":\"snapshot.create\",\"name\":\"g\"}"), "EINVAL",
+		   "invalid snapshot name");
+	expect_err(ask(f, "{\"op\":\"rollback\",\"name\":\"g@s1\"}"), "EBUSY",
+		   "volume \"g\" is attached");
+	memset(buf, 'B', sizeof(buf));
+	assert_int_equal(store_write(h, buf, 0, sizeof(buf), STORE_FUA), 0);
+	store_vol_close(h);
+
+	expect_err(ask(f, "{\"op\":\"volume.delete\",\"name\":\"g\"}"), "ENOTEMPTY",
+		   "volume \"g\" has 1 snapshot; delete it first");
+
+	r = ask(f, "{\"op\":\"clone\",\"snapshot\":\"g@s1\",\"name\":\"c1\"}");
+	expect_ok(r);
+	v = json_object_get(r, "volume");
+	assert_string_equal(json_string_value(json_object_get(v, "origin")), "g@s1");
+	json_decref(r);
+	expect_err(ask(f, "{\"op\":\"clone\",\"snapshot\":\"g@s1\",\"name\":\"c1\"}"), "EEXIST",
+		   "volume \"c1\" exists");
+	expect_err(ask(f, "{\"op\":\"clone\",\"snapshot\":\"g@nope\",\"name\":\"c2\"}"), "ENOENT",
+		   "no snapshot \"g@nope\"");
+	expect_err(ask(f, "{\"op\":\"snapshot.delete\",\"name\":\"g@s1\"}"), "EBUSY",
+		   "snapshot \"g@s1\" is the origin of clone c1; delete it first");
+
+	r = ask(f, "{\"op\":\"volume.info\",\"name\":\"g@s1\"}");
+	expect_ok(r);
+	v = json_object_get(json_object_get(r, "volume"), "clones");
+	assert_int_equal(json_array_size(v), 1);
+	assert_string_equal(json_string_value(json_array_get(v, 0)), "c1");
+	json_decref(r);
+
+	r = ask(f, "{\"op\":\"snapshot.list\",\"volume\":\"g\"}");
+	expect_ok(r);
+	assert_int_equal(json_array_size(json_object_get(r, "snapshots")), 1);
+	json_decref(r);
+	r = ask(f, "{\"op\":\"snapshot.list\",\"volume\":\"c1\"}");
+	expect_ok(r);
+	assert_int_equal(json_array_size(json_object_get(r, "snapshots")), 0);
+	json_decref(r);
+	expect_err(ask(f, "{\"op\":\"snapshot.list\",\"volume\":\"nope\"}"), "ENOENT", "no volume");
+
+	/* rollback: g reads A again */
+	expect_ok(r = ask(f, "{\"op\":\"rollback\",\"name\":\"g@s1\"}"));
+	json_decref(r);
+	assert_int_equal(store_vol_open(f->st, "g", &h), 0);
+	assert_int_equal(store_read(h, buf, 0, sizeof(buf)), 0);
+	assert_int_equal(buf[0], 'A');
+	assert_int_equal(buf[sizeof(buf) - 1], 'A');
+	store_vol_close(h);
+
+	expect_ok(r = ask(f, "{\"op\":\"volume.delete\",\"name\":\"c1\"}"));
+	json_decref(r);
+	expect_ok(r = ask(f, "{\"op\":\"snapshot.delete\",\"name\":\"g@s1\"}"));
+	json_decref(r);
+	expect_err(ask(f, "{\"op\":\"snapshot.delete\",\"name\":\"g@s1\"}"), "ENOENT",
+		   "no snapshot \"g@s1\"");
+	expect_ok(r = ask(f, "{\"op\":\"volume.delete\",\"name\":\"g\"}"));
+	json_decref(r);
+}
+
+static void test_protocol_edges(void **state)
+{
+	struct fixture *f = *state;
+	int fd, fds[20];
+	char *big;
+	json_t *r;
+	size_t i;
+
+	expect_err(ask(f, "not json"), "EINVAL", "not valid JSON");
+	expect_err(ask(f, "[1]"), "EINVAL", "not a JSON object");
+	expect_err(ask(f, "{\"op\":3}"), "EINVAL", "no \"op\"");
+	expect_err(ask(f, "{\"op\":\"ping\",\"op\":\"ping\"}"), "EINVAL", "duplicate");
+	r = ask(f, "{\"op\":\"frob\",\"id\":[1,2]}");
+	assert_int_equal(json_array_size(json_object_get(r, "id")), 2);
+	expect_err(r, "EOPNOTSUPP", "unknown op \"frob\"");
+
+	/* several requests in one write, answered in order; CRLF and blank
+	 * lines tolerated */
+	fd = test_connect(f->path);
+	test_sends(fd, "{\"op\":\"ping\",\"id\":1}\r\n\n{\"op\":\"ping\",\"id\":2}\n");
+	r = test_recv(fd);
+	assert_int_equal(json_integer_value(json_object_get(r, "id")), 1);
+	json_decref(r);
+	r = test_recv(fd);
+	assert_int_equal(json_integer_value(json_object_get(r, "id")), 2);
+	json_decref(r);
+	/* a last request without newline is answered at EOF */
+	test_sends(fd, "{\"op\":\"ping\",\"id\":3}");
+	shutdown(fd, SHUT_WR);
+	r = test_recv(fd);
+	assert_int_equal(json_integer_value(json_object_get(r, "id")), 3);
+	json_decref(r);
+	close(fd);
+
+	/* an over-long line: EMSGSIZE, then the connection closes */
+	big = malloc(100000);
+	memset(big, ' ', 100000);
+	fd = test_connect(f->path);
+	test_send(fd, big, 100000);
+	expect_err(test_recv(fd), "EMSGSIZE", "longer than");
+	close(fd);
+	free(big);
+
+	/* more than the client limit: the extra one is told EBUSY */
+	for (i = 0; i < 20; i++)
+		fds[i] = test_connect(f->path);
+	usleep(200 * 1000);
+	expect_err(test_recv(fds[19]), "EBUSY", "too many control clients");
+	for (i = 0; i < 20; i++)
+		close(fds[i]);
+	usleep(200 * 1000);
+	expect_ok(r = ask(f, "{\"op\":\"ping\"}"));
+	json_decref(r);
+
+	/* the teardown's control_stop must not wait for idle clients */
+	fd = test_connect(f->path);
+	(void)fd; /* left open on purpose; closed by exit */
+}
+
+static void test_stop_with_client(void **state)
+{
+	struct fixture *f = *state;
+	struct timespec a, b;
+	int fd = test_connect(f->path);
+	char c;
+	json_t *r;
+
+	/* served (not just queued in the backlog), then idle */
+	test_sends(fd, "{\"op\":\"ping\"}\n");
+	expect_ok(r = test_recv(fd));
+	json_decref(r);
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	control_stop(f->c);
+	f->c = NULL;
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	assert_true(b.tv_sec - a.tv_sec < 2);
+	assert_int_equal(recv(fd, &c, 1, 0), 0); /* disconnected */
+	close(fd);
+	assert_int_equal(access(f->path, F_OK), -1); /* socket removed */
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_socket_setup, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_volume_ops, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_ops, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_protocol_edges, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stop_with_client, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
