@@ -996,7 +996,6 @@ struct control *control_start(struct store *st, const char *path, char *err, siz
 		snprintf(err, errlen, "cannot start control thread: %s", strerror(-r));
 		goto fail_sock;
 	}
-	say_info("control: listening on %s", c->path);
 	return c;
 
 fail_sock:
