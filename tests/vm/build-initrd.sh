@@ -5,7 +5,8 @@
 #   OUT.cpio.gz  initramfs written here (newc cpio, gzip -1)
 #   KMOD-DIR     the extracted kernel's lib/modules/VERSION directory
 #   BIN...       host executables (or shared objects) to copy in, each with every library `ldd`
-#                lists for it (paths kept, so the guest's loader finds them)
+#                lists for it (paths kept, so the guest's loader finds
+#                them); HOST=GUEST copies HOST to GUEST instead
 # The guest userland is busybox-static; host binaries land at their host
 # paths (/usr/sbin/...) so they take precedence over busybox applets of the
 # same name.  tests/vm/guest-init.sh becomes /init and tests/vm/guest-*.sh go
@@ -19,17 +20,17 @@ trap 'rm -rf "$ROOT"' EXIT
 
 die() { echo "build-initrd: $*" >&2; exit 1; }
 
-copy_file() { # host path -> same path under $ROOT (follows symlinks)
-	local src=$1
-	[ -e "$ROOT$src" ] && return 0
-	mkdir -p "$ROOT$(dirname "$src")"
-	cp -L "$src" "$ROOT$src"
+copy_file() { # host path [guest path] -> under $ROOT (follows symlinks)
+	local src=$1 dst=${2:-$1}
+	[ -e "$ROOT$dst" ] && return 0
+	mkdir -p "$ROOT$(dirname "$dst")"
+	cp -L "$src" "$ROOT$dst"
 }
 
-copy_bin() {
-	local bin=$1 lib
+copy_bin() { # HOSTPATH or HOSTPATH=GUESTPATH
+	local bin=${1%%=*} dst=${1#*=} lib
 	[ -e "$bin" ] || die "missing $bin"
-	copy_file "$bin"
+	copy_file "$bin" "$dst"
 	# ldd prints "name => /path (addr)" or "/path (addr)" for the loader.
 	for lib in $(ldd "$bin" 2>/dev/null | grep -o '/[^ ]*' || true); do
 		[ -e "$lib" ] && copy_file "$lib"

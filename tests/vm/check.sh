@@ -17,6 +17,7 @@
 #   VM_SCEN_TIMEOUT  seconds for one scenario inside the guest (default 120)
 #   VM_MEM         guest memory in MiB (default 1024)
 #   VM_ACCEL       qemu accelerator (default tcg; kvm hangs on these hosts)
+#   VM_CPU         qemu CPU model (default max: cowbd needs SSE4.2)
 #   CI=true        a missing prerequisite is a FAIL instead of a SKIP
 # Exit: 0 all passed, 1 something failed, 77 skipped (prerequisite missing).
 set -u
@@ -32,6 +33,9 @@ VM_TIMEOUT=${VM_TIMEOUT:-270}
 VM_SCEN_TIMEOUT=${VM_SCEN_TIMEOUT:-120}
 VM_MEM=${VM_MEM:-1024}
 VM_ACCEL=${VM_ACCEL:-tcg}
+# qemu's default TCG model (qemu64) lacks SSE4.2, which cowbd's CRC32C
+# (built with -msse4.2) needs; "max" gives every feature TCG emulates.
+VM_CPU=${VM_CPU:-max}
 CONSOLE="$CACHE/console.log"
 T0=$(date +%s)
 
@@ -62,7 +66,7 @@ cowbd)
 	for b in cowbd cowctl; do
 		[ -x "$BUILD/$b" ] || unavailable "$BUILD/$b not built (run make)"
 	done
-	SERVER_BINS="$BUILD/cowbd $BUILD/cowctl" ;;
+	SERVER_BINS="$BUILD/cowbd=/usr/sbin/cowbd $BUILD/cowctl=/usr/sbin/cowctl" ;;
 nbdkit)
 	need_cmd nbdkit cp
 	plugindir=$(nbdkit --dump-config | sed -n 's/^plugindir=//p')
@@ -129,7 +133,7 @@ bash "$HERE/build-initrd.sh" "$CACHE/initrd.gz" "$CACHE/kernel/modules" \
 append="console=ttyS0 quiet panic=-1 vmtest.server=$VM_SERVER vmtest.timeout=$VM_SCEN_TIMEOUT"
 append="$append vmtest.scenarios=$(echo $SCENARIOS | tr ' ' ',')"
 echo "vm: booting ($VM_ACCEL, ${VM_MEM}M, time bound ${VM_TIMEOUT}s); console: $CONSOLE"
-timeout -k 5 "$VM_TIMEOUT" qemu-system-x86_64 -accel "$VM_ACCEL" -m "$VM_MEM" -smp 2 \
+timeout -k 5 "$VM_TIMEOUT" qemu-system-x86_64 -accel "$VM_ACCEL" -cpu "$VM_CPU" -m "$VM_MEM" -smp 2 \
 	-nographic -no-reboot -nic none -monitor none -serial stdio \
 	-kernel "$CACHE/kernel/vmlinuz" -initrd "$CACHE/initrd.gz" \
 	-append "$append" </dev/null 2>&1 |

@@ -30,8 +30,8 @@ say() { echo "vm[$SCEN]: $*"; }
 diag() {
 	echo "--- $SCEN diagnostics: server log tail"
 	tail -n 20 "$SRVLOG" 2>/dev/null
-	echo "--- dmesg tail"
-	dmesg | tail -n 20
+	echo "--- dmesg since the scenario began (tail)"
+	dmesg | tail -n +$(( $(cat /tmp/dmesg.start 2>/dev/null || echo 0) + 1 )) | tail -n 25
 	echo "--- mounts / nbd devices"
 	grep -E 'nbd|/mnt' /proc/mounts
 	for d in /sys/block/nbd*; do
@@ -204,6 +204,7 @@ run_scenario() { # NAME
 	SCEN=$1
 	fn=scen_$(echo "$1" | tr '-' '_')
 	type "$fn" >/dev/null 2>&1 || die "no such scenario"
+	dmesg | wc -l >/tmp/dmesg.start
 	trap cleanup_all EXIT
 	"$fn" || die "scenario ended with status $?"
 	echo "VMTEST PASS $SCEN"
