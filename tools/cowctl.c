@@ -398,8 +398,13 @@ static json_t *cowctl_run(json_t *req)
 			puts(s);
 		free(s);
 	}
-	if (!json_is_true(json_object_get(res, "ok")))
-		cowctl_die(COWCTL_REFUSED, "%s", cowctl_str(res, "error", "request refused"));
+	if (!json_is_true(json_object_get(res, "ok"))) {
+		char msg[1024];
+
+		snprintf(msg, sizeof(msg), "%s", cowctl_str(res, "error", "request refused"));
+		json_decref(res);
+		cowctl_die(COWCTL_REFUSED, "%s", msg);
+	}
 	return res;
 }
 
