@@ -8,9 +8,10 @@
  * Threads and locks: one accept thread polls the listening socket and a
  * stop pipe.  Each accepted client gets a detached thread that reads
  * requests (at most CONTROL_MAX_REQ bytes each, CONTROL_IDLE_SECS idle
- * timeout) and answers them in order.  c->lock guards the client list and
- * count; control_stop() shuts every client socket down and waits on
- * c->idle until the count reaches zero.  c->op_lock serialises the store
+ * timeout) and answers them in order; at CONTROL_MAX_CLIENTS the accept
+ * thread stops accepting until one finishes.  c->lock guards the client
+ * list and count; control_stop() shuts every client socket down and waits
+ * on c->idle until the count reaches zero.  c->op_lock serialises the store
  * calls themselves: control operations are rare, and running them one at a
  * time keeps their outcome and the order of their log lines obvious.
  * Every control thread blocks all signals, so the daemon's signal
@@ -44,7 +45,7 @@
 #include "store.h"
 
 #define CONTROL_MAX_REQ (64u << 10) /* longest request line, bytes */
-#define CONTROL_MAX_CLIENTS 16	    /* more are answered EBUSY and closed */
+#define CONTROL_MAX_CLIENTS 16	    /* more wait in the listen backlog */
 #define CONTROL_IDLE_SECS 30	    /* a silent or non-reading client is dropped */
 #define CONTROL_MSG_MAX 768	    /* error message buffer */
 
@@ -63,10 +64,11 @@ struct control {
 	int stop_pipe[2];
 	pthread_t accept_thread;
 
-	pthread_mutex_t lock; /* guards clients, nclients */
-	pthread_cond_t idle;  /* signalled when nclients drops */
+	pthread_mutex_t lock; /* guards clients, nclients, stopping */
+	pthread_cond_t idle;  /* signalled when nclients drops or stopping is set */
 	struct control_client *clients;
 	unsigned nclients;
+	bool stopping;
 
 	pthread_mutex_t op_lock; /* held across each request's store calls */
 };
@@ -779,14 +781,6 @@ static void control_accept_one(struct control *c)
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 
 	pthread_mutex_lock(&c->lock);
-	if (c->nclients >= CONTROL_MAX_CLIENTS) {
-		pthread_mutex_unlock(&c->lock);
-		static const char busy[] =
-			"{\"ok\":false,\"error\":\"too many control clients\",\"errno\":\"EBUSY\"}\n";
-		(void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-		close(fd);
-		return;
-	}
 	cl = calloc(1, sizeof(*cl));
 	if (!cl)
 		goto fail_locked;
@@ -823,6 +817,18 @@ static void *control_accept_main(void *arg)
 	};
 
 	for (;;) {
+		bool stopping;
+
+		/* At the client limit, leave further connections queued in the
+		 * backlog (their connect() succeeds or blocks) until a client
+		 * finishes: a burst of scripted cowctl calls waits, never fails. */
+		pthread_mutex_lock(&c->lock);
+		while (c->nclients >= CONTROL_MAX_CLIENTS && !c->stopping)
+			pthread_cond_wait(&c->idle, &c->lock);
+		stopping = c->stopping;
+		pthread_mutex_unlock(&c->lock);
+		if (stopping)
+			break;
 		if (poll(p, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -936,7 +942,7 @@ static int control_listen(struct control *c, char *err, size_t errlen)
 	}
 	/* Nobody can connect before listen(), so the umask-derived mode of
 	 * the fresh socket file never matters. */
-	if (chmod(sa.sun_path, 0600) < 0 || listen(fd, 16) < 0 || rename(sa.sun_path, c->path) < 0 ||
+	if (chmod(sa.sun_path, 0600) < 0 || listen(fd, 128) < 0 || rename(sa.sun_path, c->path) < 0 ||
 	    stat(c->path, &sb) < 0) {
 		r = -errno;
 		snprintf(err, errlen, "cannot set up %s: %s", c->path, strerror(errno));
@@ -1020,6 +1026,10 @@ void control_stop(struct control *c)
 
 	if (!c)
 		return;
+	pthread_mutex_lock(&c->lock);
+	c->stopping = true;
+	pthread_cond_broadcast(&c->idle);
+	pthread_mutex_unlock(&c->lock);
 	(void)!write(c->stop_pipe[1], "x", 1);
 	pthread_join(c->accept_thread, NULL);
 
