@@ -74,6 +74,7 @@ enum ctl_kind {
 	CTL_CHECKPOINT,
 	CTL_LIST,
 	CTL_INFO,
+	CTL_STATS,
 };
 #define STORE_CTL 100 /* req.op of a control request */
 
@@ -85,6 +86,7 @@ struct ctl {
 	uint64_t size;
 	struct store_vol_info *infos;
 	size_t ninfos;
+	struct store_stats *stats;
 };
 
 /* One change staged in a round, applied once the round is written. */
@@ -864,8 +866,11 @@ static void run_round(struct store *st, struct store_req *list)
 		}
 	}
 	err = log_commit(&st->log);
-	if (err) {
+	if (err)
 		set_failed(st, err, "write");
+	if (st->failed) {
+		/* Some staged block may not have reached the device (a commit
+		 * inside staging can fail too): map nothing of this round. */
 		for (r = list; r; r = r->next)
 			if (is_write(r) && !r->err)
 				r->err = -EIO;
@@ -1254,6 +1259,21 @@ static void fill_info(struct store *st, struct volume *v, struct store_vol_info 
 	pthread_mutex_unlock(&st->vol_lock);
 }
 
+static void fill_stats(struct store *st, struct store_stats *out)
+{
+	*out = st->stats;
+	out->pool_bytes = st->nsegs * FMT_SEG_BYTES;
+	out->segment_bytes = FMT_SEG_BYTES;
+	out->segments = st->nsegs;
+	out->segments_free = st->a->nfree;
+	out->segments_pending = alloc_dead_segs(st->a);
+	out->blocks_live = st->a->live_blocks;
+	out->log_lsn = st->log.lsn;
+	out->checkpoint_lsn = st->ckpt_lsn;
+	out->batch_blocks = st->log.blocks_written;
+	out->failed = st->failed;
+}
+
 /* Refuse new attaches while a delete/rollback is logged; -EBUSY if attached. */
 static int lock_volume(struct store *st, struct volume *v)
 {
@@ -1385,6 +1405,9 @@ static int run_ctl(struct store *st, struct ctl *c)
 			return err;
 		fill_info(st, v, c->infos);
 		return 0;
+	case CTL_STATS:
+		fill_stats(st, c->stats);
+		return 0;
 	}
 	return -EINVAL;
 }
@@ -1461,19 +1484,11 @@ int store_info(struct store *st, const char *name, struct store_vol_info *out)
 	return ctl_call(st, &c);
 }
 
+/* Runs on the log thread (the counters' only writer) for a consistent view. */
 void store_get_stats(struct store *st, struct store_stats *out)
 {
-	*out = st->stats;
-	out->pool_bytes = st->nsegs * FMT_SEG_BYTES;
-	out->segment_bytes = FMT_SEG_BYTES;
-	out->segments = st->nsegs;
-	out->segments_free = st->a->nfree;
-	out->segments_pending = 0;
-	out->blocks_live = st->a->live_blocks;
-	out->log_lsn = st->log.lsn;
-	out->checkpoint_lsn = st->ckpt_lsn;
-	out->batch_blocks = st->log.blocks_written;
-	out->failed = st->failed;
+	struct ctl c = {.kind = CTL_STATS, .stats = out};
+	ctl_call(st, &c);
 }
 
 /* ---- open, recovery, format ----------------------------------------- */
