@@ -30,8 +30,24 @@ want="gold:268435456:None gold@v1:268435456:None scratch:1073741824:None vm1:268
 got=$(names)
 [ "$got" = "$want" ] || fail "before crash: got '$got'"
 
+# a second daemon must not take over a live daemon's control socket
+timeout 20 "$BUILD/cowbd" --pool "$T/other.img" --create 64M --listen 127.0.0.1:0 \
+	--control "$CTL" --foreground >"$T/second.log" 2>&1
+rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "second daemon on the same control socket: exit $rc"
+grep -q "in use" "$T/second.log" || fail "second daemon: $(cat "$T/second.log")"
+cowctl volume info gold >/dev/null || fail "first daemon's control socket broken by the second"
+echo "ok: second daemon refused: $(grep 'in use' "$T/second.log")"
+
 cowbd_kill9
-cowbd_restart
+# restart with the dead daemon's socket file still in place: it is stale
+# (nobody answers) and gets replaced
+[ -S "$CTL" ] || fail "no stale socket after kill -9"
+_cowbd_launch || fail "restart over a stale control socket"
+for _ in $(seq 1 100); do
+	cowctl volume list >/dev/null 2>&1 && break
+	sleep 0.1
+done
 got=$(names)
 [ "$got" = "$want" ] || fail "after kill -9: got '$got', want '$want'"
 echo "ok: all six survive kill -9"
