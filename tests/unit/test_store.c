@@ -22,7 +22,17 @@ struct pdev {
 	struct blkdev dev;
 	struct blkdev *mem;
 	int dead;
+	long budget; /* writes+flushes left before the power goes; <0 = no limit */
+	long calls;  /* writes+flushes seen */
 };
+
+static int pdev_alive(struct pdev *p)
+{
+	p->calls++;
+	if (p->budget >= 0 && p->budget-- == 0)
+		p->dead = 1;
+	return !p->dead;
+}
 
 static int p_pread(struct blkdev *d, void *b, size_t n, uint64_t o)
 {
@@ -31,12 +41,12 @@ static int p_pread(struct blkdev *d, void *b, size_t n, uint64_t o)
 static int p_pwritev(struct blkdev *d, const struct iovec *iov, int n, uint64_t o)
 {
 	struct pdev *p = (struct pdev *)d;
-	return p->dead ? -EIO : blkdev_pwritev(p->mem, iov, n, o);
+	return pdev_alive(p) ? blkdev_pwritev(p->mem, iov, n, o) : -EIO;
 }
 static int p_flush(struct blkdev *d)
 {
 	struct pdev *p = (struct pdev *)d;
-	return p->dead ? -EIO : blkdev_flush(p->mem);
+	return pdev_alive(p) ? blkdev_flush(p->mem) : -EIO;
 }
 static int p_discard(struct blkdev *d, uint64_t o, uint64_t n)
 {
@@ -55,6 +65,7 @@ static struct pdev *pdev_new(uint64_t size)
 	p->dev.ops = &pops;
 	p->dev.size = p->mem->size;
 	p->dev.fd = -1;
+	p->budget = -1;
 	return p;
 }
 
@@ -80,6 +91,7 @@ static void power_cut(struct pdev *p, struct store *st, bool torn)
 	store_close(st); /* its final checkpoint fails: device is dead */
 	blkdev_mem_crash(p->mem, torn);
 	p->dead = 0;
+	p->budget = -1;
 }
 
 static void fill(char *b, size_t n, unsigned seed)
@@ -380,13 +392,105 @@ static void test_bad_pool(void **state)
 	pdev_free(p);
 }
 
+/* Crash-point enumeration: lose power after the Nth device write or
+ * flush, for every N a workload reaches; after each, the pool opens, checks
+ * clean, and holds every write that a successful FLUSH/FUA covered and
+ * every snapshot whose creation was acknowledged. */
+#define CP_REGIONS 14
+static long crash_workload(struct pdev *p, bool verify_only, const bool *durable_in,
+			   bool *durable, bool *snap_ok)
+{
+	struct store_opts o = {.checkpoint_bytes = 256 << 10};
+	const char *why = NULL;
+	struct store *st = store_open(&p->dev, &o, &why);
+	struct vol *v;
+	bool written[CP_REGIONS] = {0};
+
+	if (!st && !verify_only && p->dead)
+		return p->calls; /* the power went during open itself */
+	if (!st)
+		fail_msg("open: %s", why);
+	if (verify_only) {
+		assert_int_equal(store_check(st), 0);
+		if (store_vol_open(st, "v", &v) == 0) {
+			for (int i = 0; i < CP_REGIONS; i++)
+				if (durable_in[i])
+					expect(v, (uint64_t)i << 20, 65536 + 777, (unsigned)i);
+			store_vol_close(v);
+		} else {
+			assert_false(durable_in[CP_REGIONS]); /* create was acknowledged */
+		}
+		if (*snap_ok) {
+			assert_int_equal(store_vol_open(st, "v@s", &v), 0);
+			for (int i = 0; i <= 5; i++)
+				expect(v, (uint64_t)i << 20, 65536 + 777, (unsigned)i);
+			store_vol_close(v);
+		}
+		store_close(st);
+		return 0;
+	}
+	if (store_vol_create(st, "v", 32u << 20) == 0)
+		durable[CP_REGIONS] = true;
+	if (store_vol_open(st, "v", &v) == 0) {
+		for (int i = 0; i < CP_REGIONS; i++) {
+			char *b = malloc(65536 + 777);
+			fill(b, 65536 + 777, (unsigned)i);
+			uint32_t fl = i % 4 == 3 ? STORE_FUA : 0;
+			if (store_write(v, b, (uint64_t)i << 20, 65536 + 777, fl) == 0) {
+				written[i] = true;
+				if (fl)
+					durable[i] = true;
+			}
+			free(b);
+			if (i % 3 == 2 && store_flush(v) == 0)
+				for (int k = 0; k <= i; k++)
+					durable[k] = durable[k] || written[k];
+			if (i == 5 && store_snap_create(st, "v@s") == 0) {
+				*snap_ok = true;
+				for (int k = 0; k <= i; k++)
+					assert_true(written[k]);
+			}
+		}
+		store_vol_close(v);
+	}
+	store_close(st);
+	return p->calls;
+}
+
+static void test_crash_points(void **state)
+{
+	long total;
+	{
+		struct pdev *p = pdev_new(96u << 20);
+		bool d[CP_REGIONS + 1] = {0}, s = false;
+		assert_int_equal(store_format(&p->dev), 0);
+		p->calls = 0;
+		total = crash_workload(p, false, NULL, d, &s);
+		pdev_free(p);
+	}
+	assert_true(total > 20);
+	for (long n = 0; n <= total; n++) {
+		struct pdev *p = pdev_new(96u << 20);
+		bool d[CP_REGIONS + 1] = {0}, s = false;
+		assert_int_equal(store_format(&p->dev), 0);
+		p->calls = 0;
+		p->budget = n;
+		crash_workload(p, false, NULL, d, &s);
+		blkdev_mem_crash(p->mem, n % 2);
+		p->dead = 0;
+		p->budget = -1;
+		crash_workload(p, true, d, NULL, &s);
+		pdev_free(p);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_basic_rw),       cmocka_unit_test(test_snapshot_clone),
 		cmocka_unit_test(test_rollback),       cmocka_unit_test(test_crash_recovery),
 		cmocka_unit_test(test_sticky_failure), cmocka_unit_test(test_enospc),
-		cmocka_unit_test(test_bad_pool),
+		cmocka_unit_test(test_bad_pool),       cmocka_unit_test(test_crash_points),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
