@@ -177,6 +177,8 @@ for id in "${SERVER_LIST[@]}"; do
 	fi
 done
 
+say "servers up and filled after $(( $(date +%s) - START_S )) s"
+
 # ---- the job matrix: A B C ... per workload, ROUNDS times ------------------
 for r in $(seq 1 "$ROUNDS"); do
 	for wl in "${WORKLOADS[@]}"; do
@@ -185,6 +187,8 @@ for r in $(seq 1 "$ROUNDS"); do
 		done
 	done
 done
+
+say "job matrix done after $(( $(date +%s) - START_S )) s"
 
 # ---- cowbd only ------------------------------------------------------------
 cowbd_only() {
@@ -293,6 +297,7 @@ case " ${ACTIVE[*]} " in
 *" cowbd "*) cowbd_only ;;
 esac
 bench_stop_all
+say "cowbd-only jobs done after $(( $(date +%s) - START_S )) s"
 
 for id in "${SERVER_LIST[@]}"; do
 	printf '%s\t%s\n' "$id" "${SRV_SKIP[$id]:-}" >>"$SRVTSV"
