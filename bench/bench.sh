@@ -11,9 +11,10 @@
 # that does not start is reported as skipped.
 #
 # Per round, for each workload, every server runs the job in turn (A B C ...,
-# A B C ...); the report gives medians over rounds, the min..max spread, and
-# the server's CPU time per operation (utime+stime from /proc/PID/stat before
-# and after the job, over the operations fio counted).  Then cowbd-only jobs:
+# then B C A ... in the next round); the report gives medians over rounds,
+# the min..max spread, and the server's CPU time per operation (utime+stime
+# from /proc/PID/stat before and after the job, over the operations fio
+# counted; for 1 MiB jobs, per 1 MiB operation).  Then cowbd-only jobs:
 # 4k random write right after a snapshot vs without, snapshot/clone latency on
 # an empty volume vs one with MAP_BLOCKS mapped blocks, RSS per mapped extent,
 # recovery time after kill -9 with RECOVERY_MIB written since the checkpoint.
@@ -180,10 +181,13 @@ done
 say "servers up and filled after $(( $(date +%s) - START_S )) s"
 
 # ---- the job matrix: A B C ... per workload, ROUNDS times ------------------
+# Round r starts at server r-1 (A B C, B C A, C A B, ...) so that no server
+# always runs first after a workload switch.
+n=${#ACTIVE[@]}
 for r in $(seq 1 "$ROUNDS"); do
 	for wl in "${WORKLOADS[@]}"; do
-		for id in "${ACTIVE[@]}"; do
-			run_job "$r" "$wl" "$id"
+		for k in $(seq 0 $((n - 1))); do
+			run_job "$r" "$wl" "${ACTIVE[$(( (k + r - 1) % n ))]}"
 		done
 	done
 done
