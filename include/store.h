@@ -9,7 +9,8 @@
  *
  * Errors: 0 or negative errno.  -EINVAL bad range/argument, -ENOSPC pool
  * full or write past the end, -EPERM write to a snapshot, -ENOENT no such
- * volume, -EEXIST name taken, -EBUSY volume attached / has dependents,
+ * volume, -EEXIST name taken, -EBUSY volume attached (or being deleted or
+ * rolled back), -ENOTEMPTY volume still has snapshots,
  * -EIO device failure (sticky: every later write and flush fails too),
  * -EILSEQ damaged metadata, -EROFS pool opened read-only.
  */
@@ -106,7 +107,11 @@ int store_trim(struct vol *v, uint64_t off, uint32_t len, uint32_t flags);
 int store_zero(struct vol *v, uint64_t off, uint32_t len, uint32_t flags);
 int store_flush(struct vol *v);
 
-/* ---- control plane (synchronous, durable on return) --------------- */
+/* ---- control plane (synchronous, durable on return) ---------------
+ * Safe to call from any thread, concurrently: each runs on the log thread,
+ * in order with the data path.  A clone whose origin snapshot was deleted
+ * lists its origin as "(deleted)" (the control socket refuses that delete
+ * while clones exist, so only an older pool can show it). */
 
 int store_vol_create(struct store *st, const char *name, uint64_t size);
 int store_vol_delete(struct store *st, const char *name);
