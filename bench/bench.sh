@@ -235,7 +235,10 @@ cowbd_only() {
 	record 1 rss_after cowbd "$after" KiB 0 0 ok
 	record 1 rss_per_extent cowbd "$(awk -v a="$after" -v b="$before" -v n="${ops:-0}" \
 		'BEGIN{ if (n > 0) printf "%.1f", (a - b) * 1024 / n; else print 0 }')" B "$ops" 0 "$err"
-	# snapshot/clone latency at the socket (no process start), then with cowctl
+	# snapshot/clone latency at the socket (no process start), then with cowctl.
+	# Each is durable on reply (one fdatasync of the pool), so first write back
+	# what the mapping left dirty: the sync then covers the operation alone.
+	sync
 	"$PY" "$BENCH_SRC/ctl_time.py" "$COW_CTL" "$REPS" 2>>"$LOGS/cowctl.log" |
 		while read -r w i ms st; do record "$i" "$w" cowbd "$ms" ms 1 0 "$st"; done
 	for i in $(seq 1 "$REPS"); do
