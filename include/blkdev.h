@@ -9,6 +9,7 @@
  */
 #ifndef COWBD_BLKDEV_H
 #define COWBD_BLKDEV_H
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -19,6 +20,9 @@ struct blkdev;
 struct blkdev_ops {
 	/* Read exactly len bytes at off (short reads are retried inside). */
 	int (*pread)(struct blkdev *d, void *buf, size_t len, uint64_t off);
+	/* The same, but only if it need not wait for the disk (page-cache
+	 * hit): -EAGAIN otherwise.  NULL = not supported. */
+	int (*pread_nowait)(struct blkdev *d, void *buf, size_t len, uint64_t off);
 	/* Write the whole vector at off. */
 	int (*pwritev)(struct blkdev *d, const struct iovec *iov, int iovcnt, uint64_t off);
 	/* Make every completed write durable (fdatasync). */
@@ -37,6 +41,10 @@ struct blkdev {
 static inline int blkdev_pread(struct blkdev *d, void *buf, size_t len, uint64_t off)
 {
 	return d->ops->pread(d, buf, len, off);
+}
+static inline int blkdev_pread_nowait(struct blkdev *d, void *buf, size_t len, uint64_t off)
+{
+	return d->ops->pread_nowait ? d->ops->pread_nowait(d, buf, len, off) : -EAGAIN;
 }
 static inline int blkdev_pwritev(struct blkdev *d, const struct iovec *iov, int n, uint64_t off)
 {

@@ -100,6 +100,17 @@ struct store_req {
 /* Queue a request.  Never blocks on I/O; done() may run before this returns. */
 void store_submit(struct store_req *req);
 
+/* Serve a READ at once on the calling thread if that needs no disk wait
+ * (every block a hole or in the page cache).  Returns true when done:
+ * req->err is set and done() is NOT called.  False: nothing happened;
+ * store_submit() it.  The thread must be registered (below).  Cost: a tree
+ * walk and one preadv2(RWF_NOWAIT) per physically contiguous run. */
+bool store_read_try(struct store_req *req);
+
+/* Threads that call store_read_try register once (liburcu reader). */
+void store_thread_register(void);
+void store_thread_unregister(void);
+
 /* Synchronous helpers (block the calling thread).  Return 0 or -errno. */
 int store_read(struct vol *v, void *buf, uint64_t off, uint32_t len);
 int store_write(struct vol *v, const void *buf, uint64_t off, uint32_t len, uint32_t flags);

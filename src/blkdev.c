@@ -42,6 +42,21 @@ static int file_pread(struct blkdev *d, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+static int file_pread_nowait(struct blkdev *d, void *buf, size_t len, uint64_t off)
+{
+	struct iovec iov = {.iov_base = buf, .iov_len = len};
+	ssize_t n;
+
+	do
+		n = preadv2(d->fd, &iov, 1, (off_t)off, RWF_NOWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n == (ssize_t)len)
+		return 0;
+	if (n < 0 && errno != EAGAIN && errno != EOPNOTSUPP)
+		return -errno;
+	return -EAGAIN; /* not (all) cached, unsupported, or past EOF: take the slow path */
+}
+
 static int file_pwritev(struct blkdev *d, const struct iovec *iov, int iovcnt, uint64_t off)
 {
 	struct iovec part; /* the partly written head of a short write */
@@ -99,6 +114,7 @@ static void file_close(struct blkdev *d)
 
 static const struct blkdev_ops file_ops = {
 	.pread = file_pread,
+	.pread_nowait = file_pread_nowait,
 	.pwritev = file_pwritev,
 	.flush = file_flush,
 	.discard = file_discard,
@@ -250,6 +266,7 @@ static void mem_close(struct blkdev *d)
 
 static const struct blkdev_ops mem_ops = {
 	.pread = mem_pread,
+	.pread_nowait = mem_pread,
 	.pwritev = mem_pwritev,
 	.flush = mem_flush,
 	.discard = mem_discard,

@@ -966,8 +966,13 @@ static void *log_thread_main(void *arg)
 
 /* ---- readers -------------------------------------------------------- */
 
-static int do_read(struct store *st, struct volume *v, char *buf, uint64_t off, uint64_t len)
+/* Read [off, off+len) of v into buf.  With nowait, fail with -EAGAIN
+ * rather than wait for the disk.  Caller is an RCU-registered thread. */
+static int do_read(struct store *st, struct volume *v, char *buf, uint64_t off, uint64_t len,
+		   bool nowait)
 {
+	int (*rd)(struct blkdev *, void *, size_t, uint64_t) =
+		nowait ? blkdev_pread_nowait : blkdev_pread;
 	uint64_t end = off + len;
 	uint64_t run_phys = 0, run_len = 0; /* bytes */
 	char *run_buf = NULL;
@@ -986,7 +991,7 @@ static int do_read(struct store *st, struct volume *v, char *buf, uint64_t off, 
 			continue;
 		}
 		if (run_len) {
-			err = blkdev_pread(st->dev, run_buf, run_len, run_phys);
+			err = rd(st->dev, run_buf, run_len, run_phys);
 			if (err)
 				break;
 			run_len = 0;
@@ -1000,7 +1005,7 @@ static int do_read(struct store *st, struct volume *v, char *buf, uint64_t off, 
 		}
 	}
 	if (!err && run_len)
-		err = blkdev_pread(st->dev, run_buf, run_len, run_phys);
+		err = rd(st->dev, run_buf, run_len, run_phys);
 	urcu_memb_read_unlock();
 	return err;
 }
@@ -1022,7 +1027,7 @@ static void *reader_main(void *arg)
 		pthread_mutex_unlock(&st->rlock);
 		if (!r)
 			break;
-		complete(r, do_read(st, r->vol->v, r->buf, r->off, r->len));
+		complete(r, do_read(st, r->vol->v, r->buf, r->off, r->len, false));
 	}
 	urcu_memb_unregister_thread();
 	return NULL;
@@ -1094,6 +1099,29 @@ void store_submit(struct store_req *r)
 		return;
 	}
 	complete(r, -EINVAL);
+}
+
+bool store_read_try(struct store_req *r)
+{
+	struct volume *v = r->vol->v;
+	if (r->op != STORE_READ || r->len > STORE_MAX_REQ || r->off > v->size ||
+	    r->len > v->size - r->off)
+		return false; /* store_submit answers it */
+	int err = do_read(r->vol->st, v, r->buf, r->off, r->len, true);
+	if (err == -EAGAIN)
+		return false;
+	r->err = err;
+	return true;
+}
+
+void store_thread_register(void)
+{
+	urcu_memb_register_thread();
+}
+
+void store_thread_unregister(void)
+{
+	urcu_memb_unregister_thread();
 }
 
 /* Synchronous wrappers: submit and wait on a condition variable. */

@@ -55,7 +55,14 @@ static int p_discard(struct blkdev *d, uint64_t o, uint64_t n)
 static void p_close(struct blkdev *d)
 {
 }
-static const struct blkdev_ops pops = {p_pread, p_pwritev, p_flush, p_discard, p_close};
+static const struct blkdev_ops pops = {
+	.pread = p_pread,
+	.pread_nowait = p_pread,
+	.pwritev = p_pwritev,
+	.flush = p_flush,
+	.discard = p_discard,
+	.close = p_close,
+};
 
 static struct pdev *pdev_new(uint64_t size)
 {
@@ -233,6 +240,37 @@ static void test_snapshot_clone(void **state)
 	expect(c, 2 << 20, 6 << 20, 10);
 	store_vol_close(c);
 	store_close(st);
+	pdev_free(p);
+}
+
+/* The non-blocking read path answers from the tree like the normal one. */
+static void test_read_try(void **state)
+{
+	struct pdev *p = pdev_new(96u << 20);
+	struct store *st;
+	struct vol *v;
+	char *got = malloc(1 << 20), *want = malloc(1 << 20);
+
+	assert_int_equal(store_format(&p->dev), 0);
+	st = open_ok(p);
+	store_thread_register();
+	assert_int_equal(store_vol_create(st, "v", 8u << 20), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	put(v, 4096, 300000, 50, 0);
+	struct store_req r = {.op = STORE_READ, .off = 0, .len = 1 << 20, .buf = got, .vol = v};
+	assert_true(store_read_try(&r));
+	assert_int_equal(r.err, 0);
+	memset(want, 0, 1 << 20);
+	fill(want + 4096, 300000, 50);
+	assert_memory_equal(want, got, 1 << 20);
+	r.off = (8u << 20) - 10; /* out of range: left to store_submit */
+	r.len = 20;
+	assert_false(store_read_try(&r));
+	store_thread_unregister();
+	store_vol_close(v);
+	store_close(st);
+	free(got);
+	free(want);
 	pdev_free(p);
 }
 
@@ -488,7 +526,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_basic_rw),       cmocka_unit_test(test_snapshot_clone),
-		cmocka_unit_test(test_rollback),       cmocka_unit_test(test_crash_recovery),
+		cmocka_unit_test(test_rollback),       cmocka_unit_test(test_read_try),       cmocka_unit_test(test_crash_recovery),
 		cmocka_unit_test(test_sticky_failure), cmocka_unit_test(test_enospc),
 		cmocka_unit_test(test_bad_pool),       cmocka_unit_test(test_crash_points),
 	};
