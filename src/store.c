@@ -2007,6 +2007,71 @@ void store_close(struct store *st)
 	blkdev_close(dev);
 }
 
+/* Walk the batches of every segment holding live blocks (they lie
+ * contiguous from the segment's first block) and verify the CRC of each
+ * live data block; every live block must be described by some summary.
+ * A stale batch from a segment's earlier life can only follow the current
+ * ones, so it only describes blocks that are not live. */
+static int check_segments(struct store *st)
+{
+	struct fmt_summary *s = malloc(sizeof(*s));
+	char *blk = malloc(FMT_BLOCK);
+	uint8_t *seen = malloc(FMT_SEG_BLOCKS);
+	int bad = 0;
+	uint64_t verified = 0;
+
+	if (!s || !blk || !seen) {
+		bad = 1;
+		goto out;
+	}
+	for (uint64_t seg = 1; seg < st->nsegs; seg++) {
+		if (!st->a->seg_live[seg])
+			continue;
+		uint64_t base = seg * FMT_SEG_BLOCKS, pos = base;
+		memset(seen, 0, FMT_SEG_BLOCKS);
+		while (pos < base + FMT_SEG_BLOCKS) {
+			if (blkdev_pread(st->dev, s, FMT_BLOCK, pos * FMT_BLOCK) ||
+			    log_summary_valid(s, pos))
+				break;
+			seen[pos - base] = 1;
+			unsigned k = 0;
+			for (unsigned i = 0; i < s->nentries; i++) {
+				if (s->e[i].type == FMT_E_TRIM)
+					continue;
+				uint64_t b = pos + 1 + (k++);
+				seen[b - base] = 1;
+				if (s->e[i].type != FMT_E_DATA || !st->a->ref[b])
+					continue;
+				if (blkdev_pread(st->dev, blk, FMT_BLOCK, b * FMT_BLOCK) ||
+				    crc32c(0, blk, FMT_BLOCK) != s->e[i].crc) {
+					if (bad < 10)
+						say_error("check: data block %llu (volume %u block %llu) "
+							  "fails its checksum",
+							  (unsigned long long)b, s->e[i].vol,
+							  (unsigned long long)s->e[i].lba);
+					bad++;
+				} else {
+					verified++;
+				}
+			}
+			pos += 1 + s->nblocks;
+		}
+		for (uint64_t b = base; b < base + FMT_SEG_BLOCKS; b++)
+			if (st->a->ref[b] && !seen[b - base]) {
+				if (bad < 10)
+					say_error("check: live block %llu is described by no summary",
+						  (unsigned long long)b);
+				bad++;
+			}
+	}
+	say_info("check: verified %llu live data blocks", (unsigned long long)verified);
+out:
+	free(s);
+	free(blk);
+	free(seen);
+	return bad;
+}
+
 int store_check(struct store *st)
 {
 	unsigned n = 0, i = 0;
@@ -2019,6 +2084,7 @@ int store_check(struct store *st)
 		trees[i++] = &v->tree;
 	int bad = tree_check_all(trees, n, st->a, st->ckpt_blocks, st->nckpt_blocks);
 	free(trees);
+	bad += check_segments(st);
 	if (st->bitmap_mismatch) {
 		say_error("check: %u segments hold live blocks but the checkpoint bitmap marks them free",
 			  st->bitmap_mismatch);

@@ -406,6 +406,44 @@ static void test_enospc(void **state)
 	pdev_free(p);
 }
 
+/* Flip one byte of a live data block: the offline check must notice. */
+static void test_check_finds_damage(void **state)
+{
+	struct pdev *p = pdev_new(96u << 20);
+	struct store_opts ro = {.read_only = true};
+	struct store *st;
+	struct vol *v;
+	char blk[4096], want[4096];
+	uint64_t at;
+
+	assert_int_equal(store_format(&p->dev), 0);
+	st = open_ok(p);
+	assert_int_equal(store_vol_create(st, "v", 8u << 20), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	memset(want, 0xab, sizeof(want));
+	assert_int_equal(store_write(v, want, 4096 * 7, 4096, 0), 0);
+	store_vol_close(v);
+	store_close(st);
+	for (at = 4096; at < p->dev.size; at += 4096) {
+		assert_int_equal(blkdev_pread(&p->dev, blk, 4096, at), 0);
+		if (!memcmp(blk, want, 4096))
+			break;
+	}
+	assert_true(at < p->dev.size);
+	st = store_open(&p->dev, &ro, NULL);
+	assert_non_null(st);
+	assert_int_equal(store_check(st), 0);
+	store_close(st);
+	blk[100] ^= 1;
+	struct iovec iov = {.iov_base = blk, .iov_len = 4096};
+	assert_int_equal(blkdev_pwritev(&p->dev, &iov, 1, at), 0);
+	st = store_open(&p->dev, &ro, NULL);
+	assert_non_null(st);
+	assert_true(store_check(st) > 0);
+	store_close(st);
+	pdev_free(p);
+}
+
 static void test_bad_pool(void **state)
 {
 	struct pdev *p = pdev_new(96u << 20);
@@ -528,7 +566,7 @@ int main(void)
 		cmocka_unit_test(test_basic_rw),       cmocka_unit_test(test_snapshot_clone),
 		cmocka_unit_test(test_rollback),       cmocka_unit_test(test_read_try),       cmocka_unit_test(test_crash_recovery),
 		cmocka_unit_test(test_sticky_failure), cmocka_unit_test(test_enospc),
-		cmocka_unit_test(test_bad_pool),       cmocka_unit_test(test_crash_points),
+		cmocka_unit_test(test_bad_pool),       cmocka_unit_test(test_check_finds_damage),       cmocka_unit_test(test_crash_points),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
