@@ -16,7 +16,7 @@ struct conn_server;
 /* Per-connection limits.  Above either, the server stops reading from that
  * socket until replies have gone out (backpressure), so a client that
  * pipelines requests and never reads replies holds bounded memory. */
-#define CONN_MAX_REQS 256u	   /* requests accepted, reply not yet sent */
+#define CONN_MAX_REQS  256u        /* requests accepted, reply not yet sent */
 #define CONN_MAX_BYTES (64u << 20) /* payload bytes held in buffers */
 
 /* New server for loop, serving exports of st.  NULL + errno on failure. */

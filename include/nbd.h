@@ -13,109 +13,109 @@
 #include <stdint.h>
 
 /* ---- magics ------------------------------------------------------- */
-#define NBD_MAGIC 0x4e42444d41474943ull	       /* "NBDMAGIC" */
-#define NBD_OPT_MAGIC 0x49484156454f5054ull    /* "IHAVEOPT" */
-#define NBD_REP_MAGIC 0x0003e889045565a9ull    /* option reply */
-#define NBD_REQUEST_MAGIC 0x25609513u	       /* transmission request */
-#define NBD_SIMPLE_REPLY_MAGIC 0x67446698u     /* simple reply */
-#define NBD_STRUCTURED_REPLY_MAGIC 0x668e33efu /* structured reply chunk */
+#define NBD_MAGIC                  0x4e42444d41474943ull /* "NBDMAGIC" */
+#define NBD_OPT_MAGIC              0x49484156454f5054ull /* "IHAVEOPT" */
+#define NBD_REP_MAGIC              0x0003e889045565a9ull /* option reply */
+#define NBD_REQUEST_MAGIC          0x25609513u           /* transmission request */
+#define NBD_SIMPLE_REPLY_MAGIC     0x67446698u           /* simple reply */
+#define NBD_STRUCTURED_REPLY_MAGIC 0x668e33efu           /* structured reply chunk */
 
 /* ---- handshake flags (server, 16 bits) ---------------------------- */
 #define NBD_FLAG_FIXED_NEWSTYLE (1u << 0)
-#define NBD_FLAG_NO_ZEROES (1u << 1)
+#define NBD_FLAG_NO_ZEROES      (1u << 1)
 
 /* ---- client flags (32 bits) --------------------------------------- */
 #define NBD_FLAG_C_FIXED_NEWSTYLE (1u << 0)
-#define NBD_FLAG_C_NO_ZEROES (1u << 1)
+#define NBD_FLAG_C_NO_ZEROES      (1u << 1)
 
 /* ---- transmission flags (16 bits) --------------------------------- */
-#define NBD_FLAG_HAS_FLAGS (1u << 0)
-#define NBD_FLAG_READ_ONLY (1u << 1)
-#define NBD_FLAG_SEND_FLUSH (1u << 2)
-#define NBD_FLAG_SEND_FUA (1u << 3)
-#define NBD_FLAG_ROTATIONAL (1u << 4)
-#define NBD_FLAG_SEND_TRIM (1u << 5)
+#define NBD_FLAG_HAS_FLAGS         (1u << 0)
+#define NBD_FLAG_READ_ONLY         (1u << 1)
+#define NBD_FLAG_SEND_FLUSH        (1u << 2)
+#define NBD_FLAG_SEND_FUA          (1u << 3)
+#define NBD_FLAG_ROTATIONAL        (1u << 4)
+#define NBD_FLAG_SEND_TRIM         (1u << 5)
 #define NBD_FLAG_SEND_WRITE_ZEROES (1u << 6)
-#define NBD_FLAG_SEND_DF (1u << 7)
-#define NBD_FLAG_CAN_MULTI_CONN (1u << 8)
-#define NBD_FLAG_SEND_RESIZE (1u << 9)
-#define NBD_FLAG_SEND_CACHE (1u << 10)
-#define NBD_FLAG_SEND_FAST_ZERO (1u << 11)
+#define NBD_FLAG_SEND_DF           (1u << 7)
+#define NBD_FLAG_CAN_MULTI_CONN    (1u << 8)
+#define NBD_FLAG_SEND_RESIZE       (1u << 9)
+#define NBD_FLAG_SEND_CACHE        (1u << 10)
+#define NBD_FLAG_SEND_FAST_ZERO    (1u << 11)
 
 /* ---- options ------------------------------------------------------ */
-#define NBD_OPT_EXPORT_NAME 1u
-#define NBD_OPT_ABORT 2u
-#define NBD_OPT_LIST 3u
-#define NBD_OPT_PEEK_EXPORT 4u /* withdrawn */
-#define NBD_OPT_STARTTLS 5u
-#define NBD_OPT_INFO 6u
-#define NBD_OPT_GO 7u
-#define NBD_OPT_STRUCTURED_REPLY 8u
+#define NBD_OPT_EXPORT_NAME       1u
+#define NBD_OPT_ABORT             2u
+#define NBD_OPT_LIST              3u
+#define NBD_OPT_PEEK_EXPORT       4u /* withdrawn */
+#define NBD_OPT_STARTTLS          5u
+#define NBD_OPT_INFO              6u
+#define NBD_OPT_GO                7u
+#define NBD_OPT_STRUCTURED_REPLY  8u
 #define NBD_OPT_LIST_META_CONTEXT 9u
-#define NBD_OPT_SET_META_CONTEXT 10u
-#define NBD_OPT_EXTENDED_HEADERS 11u
+#define NBD_OPT_SET_META_CONTEXT  10u
+#define NBD_OPT_EXTENDED_HEADERS  11u
 
 /* ---- option reply types ------------------------------------------- */
-#define NBD_REP_ACK 1u
-#define NBD_REP_SERVER 2u
-#define NBD_REP_INFO 3u
-#define NBD_REP_META_CONTEXT 4u
-#define NBD_REP_ERR(n) (0x80000000u | (n))
-#define NBD_REP_ERR_UNSUP NBD_REP_ERR(1)
-#define NBD_REP_ERR_POLICY NBD_REP_ERR(2)
-#define NBD_REP_ERR_INVALID NBD_REP_ERR(3)
-#define NBD_REP_ERR_PLATFORM NBD_REP_ERR(4)
-#define NBD_REP_ERR_TLS_REQD NBD_REP_ERR(5)
-#define NBD_REP_ERR_UNKNOWN NBD_REP_ERR(6)
-#define NBD_REP_ERR_SHUTDOWN NBD_REP_ERR(7)
+#define NBD_REP_ACK                 1u
+#define NBD_REP_SERVER              2u
+#define NBD_REP_INFO                3u
+#define NBD_REP_META_CONTEXT        4u
+#define NBD_REP_ERR(n)              (0x80000000u | (n))
+#define NBD_REP_ERR_UNSUP           NBD_REP_ERR(1)
+#define NBD_REP_ERR_POLICY          NBD_REP_ERR(2)
+#define NBD_REP_ERR_INVALID         NBD_REP_ERR(3)
+#define NBD_REP_ERR_PLATFORM        NBD_REP_ERR(4)
+#define NBD_REP_ERR_TLS_REQD        NBD_REP_ERR(5)
+#define NBD_REP_ERR_UNKNOWN         NBD_REP_ERR(6)
+#define NBD_REP_ERR_SHUTDOWN        NBD_REP_ERR(7)
 #define NBD_REP_ERR_BLOCK_SIZE_REQD NBD_REP_ERR(8)
-#define NBD_REP_ERR_TOO_BIG NBD_REP_ERR(9)
+#define NBD_REP_ERR_TOO_BIG         NBD_REP_ERR(9)
 
 /* ---- NBD_REP_INFO types (NBD_OPT_INFO / NBD_OPT_GO) ---------------- */
-#define NBD_INFO_EXPORT 0u
-#define NBD_INFO_NAME 1u
+#define NBD_INFO_EXPORT      0u
+#define NBD_INFO_NAME        1u
 #define NBD_INFO_DESCRIPTION 2u
-#define NBD_INFO_BLOCK_SIZE 3u
+#define NBD_INFO_BLOCK_SIZE  3u
 
 /* ---- commands ----------------------------------------------------- */
-#define NBD_CMD_READ 0u
-#define NBD_CMD_WRITE 1u
-#define NBD_CMD_DISC 2u
-#define NBD_CMD_FLUSH 3u
-#define NBD_CMD_TRIM 4u
-#define NBD_CMD_CACHE 5u
+#define NBD_CMD_READ         0u
+#define NBD_CMD_WRITE        1u
+#define NBD_CMD_DISC         2u
+#define NBD_CMD_FLUSH        3u
+#define NBD_CMD_TRIM         4u
+#define NBD_CMD_CACHE        5u
 #define NBD_CMD_WRITE_ZEROES 6u
 #define NBD_CMD_BLOCK_STATUS 7u
-#define NBD_CMD_RESIZE 8u
+#define NBD_CMD_RESIZE       8u
 
 /* ---- command flags (16 bits) -------------------------------------- */
-#define NBD_CMD_FLAG_FUA (1u << 0)
-#define NBD_CMD_FLAG_NO_HOLE (1u << 1)
-#define NBD_CMD_FLAG_DF (1u << 2)
-#define NBD_CMD_FLAG_REQ_ONE (1u << 3)
+#define NBD_CMD_FLAG_FUA       (1u << 0)
+#define NBD_CMD_FLAG_NO_HOLE   (1u << 1)
+#define NBD_CMD_FLAG_DF        (1u << 2)
+#define NBD_CMD_FLAG_REQ_ONE   (1u << 3)
 #define NBD_CMD_FLAG_FAST_ZERO (1u << 4)
 
 /* ---- error values in replies -------------------------------------- */
-#define NBD_EPERM 1u
-#define NBD_EIO 5u
-#define NBD_ENOMEM 12u
-#define NBD_EINVAL 22u
-#define NBD_ENOSPC 28u
+#define NBD_EPERM     1u
+#define NBD_EIO       5u
+#define NBD_ENOMEM    12u
+#define NBD_EINVAL    22u
+#define NBD_ENOSPC    28u
 #define NBD_EOVERFLOW 75u
-#define NBD_ENOTSUP 95u
+#define NBD_ENOTSUP   95u
 #define NBD_ESHUTDOWN 108u
 
 /* ---- limits ------------------------------------------------------- */
-#define NBD_STRING_MAX 4096u /* the spec's cap on names and messages */
+#define NBD_STRING_MAX   4096u /* the spec's cap on names and messages */
 #define NBD_DEFAULT_PORT 10809
 
 /* ---- message layouts ---------------------------------------------- */
 
 /* S: first message of the newstyle handshake. */
 struct nbd_greeting {
-	uint64_t magic;	    /* NBD_MAGIC */
+	uint64_t magic;     /* NBD_MAGIC */
 	uint64_t opt_magic; /* NBD_OPT_MAGIC */
-	uint16_t flags;	    /* handshake flags */
+	uint16_t flags;     /* handshake flags */
 } __attribute__((packed));
 static_assert(sizeof(struct nbd_greeting) == 18, "nbd_greeting size");
 
@@ -165,7 +165,7 @@ static_assert(sizeof(struct nbd_info_block_size) == 14, "nbd_info_block_size siz
 struct nbd_request {
 	uint32_t magic; /* NBD_REQUEST_MAGIC */
 	uint16_t flags; /* command flags */
-	uint16_t type;	/* NBD_CMD_* */
+	uint16_t type;  /* NBD_CMD_* */
 	uint64_t handle;
 	uint64_t offset;
 	uint32_t length;

@@ -28,7 +28,7 @@
 /* Largest READ/WRITE payload (advertised as the maximum block size). */
 #define PROTO_MAX_PAYLOAD STORE_MAX_REQ
 /* Advertised minimum and preferred block sizes. */
-#define PROTO_MIN_BLOCK 1u
+#define PROTO_MIN_BLOCK  1u
 #define PROTO_PREF_BLOCK STORE_BLOCK_SIZE
 
 /* What an export lookup yields. */
@@ -47,7 +47,7 @@ struct proto_ops {
 	/* Call emit once per export; stop and return emit's error if it fails.
 	 * desc may be NULL.  Returns 0 or -errno. */
 	int (*list)(void *ctx, int (*emit)(void *arg, const char *name, const char *desc),
-		    void *arg);
+	            void *arg);
 };
 
 /* Growable output buffer for handshake replies.  Starts zeroed. */
@@ -59,19 +59,19 @@ void proto_buf_free(struct proto_buf *b);
 
 enum proto_phase {
 	PROTO_CLIENT_FLAGS, /* greeting sent, waiting for the 4 client flag bytes */
-	PROTO_OPTIONS,	    /* option haggling */
+	PROTO_OPTIONS,      /* option haggling */
 	PROTO_TRANSMISSION, /* export chosen: requests follow */
-	PROTO_CLOSE,	    /* send what is buffered, then close (NBD_OPT_ABORT) */
+	PROTO_CLOSE,        /* send what is buffered, then close (NBD_OPT_ABORT) */
 };
 
 struct proto {
 	enum proto_phase phase;
 	const struct proto_ops *ops;
 	void *ctx;
-	bool no_zeroes;	  /* client set NBD_FLAG_C_NO_ZEROES */
-	bool shutting_down; /* answer options with NBD_REP_ERR_SHUTDOWN */
+	bool no_zeroes;          /* client set NBD_FLAG_C_NO_ZEROES */
+	bool shutting_down;      /* answer options with NBD_REP_ERR_SHUTDOWN */
 	struct proto_export exp; /* valid in PROTO_TRANSMISSION */
-	uint16_t tflags;	 /* transmission flags sent for exp */
+	uint16_t tflags;         /* transmission flags sent for exp */
 };
 
 /* A decoded and validated transmission request. */
@@ -86,8 +86,8 @@ struct proto_req {
 	uint32_t payload;
 	/* 0: execute op; else the NBD error to reply with, without executing. */
 	uint32_t error;
-	bool disc;   /* NBD_CMD_DISC: finish in-flight requests, then close */
-	bool noop;   /* valid but nothing to do (length 0): reply success */
+	bool disc; /* NBD_CMD_DISC: finish in-flight requests, then close */
+	bool noop; /* valid but nothing to do (length 0): reply success */
 	enum store_op op;
 	uint32_t store_flags; /* STORE_FUA, STORE_NO_HOLE */
 };

@@ -62,12 +62,12 @@
 #include "say.h"
 #include "store.h"
 
-#define CONN_RBUF_SIZE (256u << 10)   /* >= one option header + PROTO_OPT_MAX */
-#define CONN_SMALL_WRITE (64u << 10)  /* payloads up to this wait in rbuf */
-#define CONN_POOL_BUF (128u << 10)    /* buffers up to this may stay pooled */
-#define CONN_POOL_BYTES (4u << 20)    /* ... up to this much per connection */
-#define CONN_IOV 128		      /* iovecs per sendmsg */
-#define CONN_STOP_GRACE 30.0	      /* seconds before stop cuts clients off */
+#define CONN_RBUF_SIZE     (256u << 10) /* >= one option header + PROTO_OPT_MAX */
+#define CONN_SMALL_WRITE   (64u << 10)  /* payloads up to this wait in rbuf */
+#define CONN_POOL_BUF      (128u << 10) /* buffers up to this may stay pooled */
+#define CONN_POOL_BYTES    (4u << 20)   /* ... up to this much per connection */
+#define CONN_IOV           128          /* iovecs per sendmsg */
+#define CONN_STOP_GRACE    30.0         /* seconds before stop cuts clients off */
 #define CONN_MAX_LISTENERS 16
 
 static_assert(CONN_RBUF_SIZE >= sizeof(struct nbd_option) + PROTO_OPT_MAX, "rbuf too small");
@@ -78,15 +78,15 @@ struct conn;
 struct conn_req {
 	struct store_req sr;
 	struct conn *c;
-	struct conn_req *next;	    /* free list or reply queue (loop thread) */
+	struct conn_req *next;      /* free list or reply queue (loop thread) */
 	struct conn_req *done_next; /* completion stack */
-	uint64_t handle;	    /* client's, echoed in the reply */
-	uint64_t end;		    /* TRIM/ZERO split into parts: end offset */
+	uint64_t handle;            /* client's, echoed in the reply */
+	uint64_t end;               /* TRIM/ZERO split into parts: end offset */
 	uint8_t *buf;
 	size_t bufcap;
-	uint32_t held;	   /* payload bytes counted in c->bytes */
+	uint32_t held;     /* payload bytes counted in c->bytes */
 	uint32_t data_len; /* reply data after the header */
-	uint32_t sent;	   /* bytes of header + data already sent */
+	uint32_t sent;     /* bytes of header + data already sent */
 	uint8_t hdr[sizeof(struct nbd_simple_reply)];
 };
 
@@ -102,16 +102,16 @@ struct conn {
 	size_t rstart, rend;
 	struct conn_req *rx; /* large WRITE whose payload is arriving */
 	uint32_t rx_got;
-	uint64_t drain;	     /* payload bytes of a rejected WRITE to discard */
+	uint64_t drain;                     /* payload bytes of a rejected WRITE to discard */
 	struct conn_req *rq_head, *rq_tail; /* replies to send, in order */
 	struct conn_req *free;
-	size_t pool_bytes; /* buffer bytes kept on the free list */
-	unsigned reqs;	    /* accepted, reply not yet sent (or dropped) */
+	size_t pool_bytes;  /* buffer bytes kept on the free list */
+	unsigned reqs;      /* accepted, reply not yet sent (or dropped) */
 	unsigned submitted; /* owned by the store right now */
-	size_t bytes;	    /* payload bytes held */
-	bool draining;	    /* reading is over (DISC, EOF, ABORT, shutdown) */
-	bool dead;	    /* socket closed */
-	bool dirty;	    /* on the wake handler's flush list */
+	size_t bytes;       /* payload bytes held */
+	bool draining;      /* reading is over (DISC, EOF, ABORT, shutdown) */
+	bool dead;          /* socket closed */
+	bool dirty;         /* on the wake handler's flush list */
 	struct conn *dirty_next;
 	char peer[64];
 };
@@ -174,8 +174,8 @@ static int export_list(void *ctx, int (*emit)(void *, const char *, const char *
 		char desc[96];
 
 		snprintf(desc, sizeof(desc), "%s, %llu bytes",
-			 v[i].snapshot ? "snapshot (read-only)" : "volume",
-			 (unsigned long long)v[i].size);
+		         v[i].snapshot ? "snapshot (read-only)" : "volume",
+		         (unsigned long long)v[i].size);
 		err = emit(arg, v[i].name, desc);
 	}
 	free(v);
@@ -183,9 +183,9 @@ static int export_list(void *ctx, int (*emit)(void *, const char *, const char *
 }
 
 static const struct proto_ops export_ops = {
-	.open = export_open,
-	.close = export_close,
-	.list = export_list,
+    .open = export_open,
+    .close = export_close,
+    .list = export_list,
 };
 
 /* ---- request structs ---------------------------------------------- */
@@ -285,7 +285,7 @@ static void done_cb(struct store_req *sr)
 	do
 		q->done_next = head;
 	while (!atomic_compare_exchange_weak_explicit(&s->done, &head, q, memory_order_release,
-						      memory_order_relaxed));
+	                                              memory_order_relaxed));
 	ev_async_send(s->loop, &s->wake);
 }
 
@@ -325,7 +325,7 @@ static void req_complete(struct conn *c, struct conn_req *q)
 		q->held = 0;
 	}
 	reply_queue(c, q, proto_nbd_error(q->sr.err),
-		    q->sr.op == STORE_READ && !q->sr.err ? q->sr.len : 0);
+	            q->sr.op == STORE_READ && !q->sr.err ? q->sr.len : 0);
 }
 
 static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
@@ -432,7 +432,7 @@ static void conn_parse(struct conn *c)
 
 			if (n < 0) {
 				say_info("%s: handshake failed: %s", c->peer,
-					 n == -ENOENT ? "unknown export" : strerror((int)-n));
+				         n == -ENOENT ? "unknown export" : strerror((int)-n));
 				c->dead = true;
 				break;
 			}
@@ -443,7 +443,7 @@ static void conn_parse(struct conn *c)
 			}
 			if (c->proto.phase == PROTO_TRANSMISSION) {
 				say_debug("%s: serving %s", c->peer,
-					  store_vol_name(c->proto.exp.handle));
+				          store_vol_name(c->proto.exp.handle));
 				continue;
 			}
 			break; /* need more */
@@ -807,7 +807,7 @@ struct conn_server *conn_server_new(struct ev_loop *loop, struct store *st)
 }
 
 static int add_listener(struct conn_server *s, int fd, const char *unix_path, char *err,
-			size_t errlen)
+                        size_t errlen)
 {
 	struct listener *l;
 
@@ -830,8 +830,9 @@ int conn_listen_tcp(struct conn_server *s, const char *hostport, char *err, size
 	char host[256];
 	const char *port, *h = hostport;
 	size_t hl;
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+	                         .ai_socktype = SOCK_STREAM,
+	                         .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
 	struct addrinfo *res, *ai;
 	int rc, bound = 0;
 
@@ -868,7 +869,7 @@ int conn_listen_tcp(struct conn_server *s, const char *hostport, char *err, size
 	}
 	for (ai = res; ai; ai = ai->ai_next) {
 		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-				ai->ai_protocol);
+		                ai->ai_protocol);
 		int one = 1;
 
 		if (fd < 0) {

@@ -28,24 +28,24 @@
 #include "say.h"
 #include "store.h"
 
-#define DEFAULT_LISTEN "127.0.0.1:10809"
+#define DEFAULT_LISTEN  "127.0.0.1:10809"
 #define DEFAULT_CONTROL "/run/cowbd/control.sock"
-#define MAX_LISTEN 8
+#define MAX_LISTEN      8
 
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: cowbd --pool PATH [--create SIZE] [--listen HOST:PORT]... "
-		   "[--unix PATH]\n"
-		   "             [--control PATH] [--foreground] [--verbose]\n"
-		   "  --pool PATH         pool file or block device\n"
-		   "  --create SIZE       create the pool if PATH is missing or empty "
-		   "(K/M/G/T suffixes)\n"
-		   "  --listen HOST:PORT  NBD TCP address, repeatable; [::1]:10809 for IPv6\n"
-		   "                      (default " DEFAULT_LISTEN " unless --unix is given)\n"
-		   "  --unix PATH         NBD unix socket\n"
-		   "  --control PATH      control socket (default " DEFAULT_CONTROL ")\n"
-		   "  --foreground        accepted; cowbd never forks\n"
-		   "  --verbose           debug logging\n");
+	           "[--unix PATH]\n"
+	           "             [--control PATH] [--foreground] [--verbose]\n"
+	           "  --pool PATH         pool file or block device\n"
+	           "  --create SIZE       create the pool if PATH is missing or empty "
+	           "(K/M/G/T suffixes)\n"
+	           "  --listen HOST:PORT  NBD TCP address, repeatable; [::1]:10809 for IPv6\n"
+	           "                      (default " DEFAULT_LISTEN " unless --unix is given)\n"
+	           "  --unix PATH         NBD unix socket\n"
+	           "  --control PATH      control socket (default " DEFAULT_CONTROL ")\n"
+	           "  --foreground        accepted; cowbd never forks\n"
+	           "  --verbose           debug logging\n");
 }
 
 /* "16G" → bytes.  Suffixes K, M, G, T (powers of 1024), case-insensitive.
@@ -63,11 +63,28 @@ static int parse_size(const char *s, uint64_t *out)
 	if (errno || end == s)
 		return -EINVAL;
 	switch (*end) {
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	case 't': case 'T': shift = 40; end++; break;
-	default: break;
+	case 'k':
+	case 'K':
+		shift = 10;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		end++;
+		break;
+	case 't':
+	case 'T':
+		shift = 40;
+		end++;
+		break;
+	default:
+		break;
 	}
 	if (*end == 'i' || *end == 'I') /* accept "GiB"-style spelling */
 		end++;
@@ -113,8 +130,8 @@ static struct store *pool_open(const char *path, uint64_t create_size)
 		err = store_format(dev);
 		if (err) {
 			say_error("cannot create pool %s: %s", path,
-				  err == -EINVAL ? "too small (the minimum is 64 MiB)"
-						 : strerror(-err));
+			          err == -EINVAL ? "too small (the minimum is 64 MiB)"
+			                         : strerror(-err));
 			blkdev_close(dev);
 			if (made)
 				unlink(path);
@@ -128,7 +145,8 @@ static struct store *pool_open(const char *path, uint64_t create_size)
 		if (err != 1) {
 			if (err == 0)
 				say_error("refusing to create a pool on %s: it holds data that is "
-					  "not a cowbd pool", path);
+				          "not a cowbd pool",
+				          path);
 			else
 				say_error("cannot read %s: %s", path, strerror(-err));
 			blkdev_close(dev);
@@ -156,15 +174,15 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"pool", required_argument, NULL, 'p'},
-		{"create", required_argument, NULL, 'c'},
-		{"listen", required_argument, NULL, 'l'},
-		{"unix", required_argument, NULL, 'u'},
-		{"control", required_argument, NULL, 'C'},
-		{"foreground", no_argument, NULL, 'f'},
-		{"verbose", no_argument, NULL, 'v'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"pool", required_argument, NULL, 'p'},
+	    {"create", required_argument, NULL, 'c'},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"unix", required_argument, NULL, 'u'},
+	    {"control", required_argument, NULL, 'C'},
+	    {"foreground", no_argument, NULL, 'f'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *pool = NULL, *unix_path = NULL, *control_path = DEFAULT_CONTROL;
 	const char *listen[MAX_LISTEN];

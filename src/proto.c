@@ -54,13 +54,13 @@ static int buf_put(struct proto_buf *b, const void *p, size_t n)
 
 /* One option reply: header plus up to two pieces of payload. */
 static int put_rep(struct proto_buf *b, uint32_t opt, uint32_t type, const void *d1, size_t n1,
-		   const void *d2, size_t n2)
+                   const void *d2, size_t n2)
 {
 	struct nbd_option_reply r = {
-		.magic = htobe64(NBD_REP_MAGIC),
-		.option = htobe32(opt),
-		.reply = htobe32(type),
-		.length = htobe32((uint32_t)(n1 + n2)),
+	    .magic = htobe64(NBD_REP_MAGIC),
+	    .option = htobe32(opt),
+	    .reply = htobe32(type),
+	    .length = htobe32((uint32_t)(n1 + n2)),
 	};
 	int err = buf_put(b, &r, sizeof(r));
 
@@ -118,9 +118,9 @@ void proto_fini(struct proto *p)
 int proto_greet(struct proto *p, struct proto_buf *out)
 {
 	struct nbd_greeting g = {
-		.magic = htobe64(NBD_MAGIC),
-		.opt_magic = htobe64(NBD_OPT_MAGIC),
-		.flags = htobe16(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES),
+	    .magic = htobe64(NBD_MAGIC),
+	    .opt_magic = htobe64(NBD_OPT_MAGIC),
+	    .flags = htobe16(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES),
 	};
 
 	return buf_put(out, &g, sizeof(g));
@@ -128,8 +128,8 @@ int proto_greet(struct proto *p, struct proto_buf *out)
 
 static uint16_t export_flags(const struct proto_export *e)
 {
-	uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
-		     NBD_FLAG_CAN_MULTI_CONN;
+	uint16_t f =
+	    NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_CAN_MULTI_CONN;
 
 	if (e->read_only)
 		f |= NBD_FLAG_READ_ONLY;
@@ -197,7 +197,7 @@ static int opt_list(struct proto *p, uint32_t n, struct proto_buf *out)
 
 	if (n != 0)
 		return put_err(out, NBD_OPT_LIST, NBD_REP_ERR_INVALID,
-			       "NBD_OPT_LIST takes no data");
+		               "NBD_OPT_LIST takes no data");
 	err = p->ops->list(p->ctx, list_emit, out);
 	if (err == -ENOMEM)
 		return err;
@@ -211,7 +211,7 @@ static int opt_list(struct proto *p, uint32_t n, struct proto_buf *out)
 /* NBD_OPT_INFO and NBD_OPT_GO share a layout:
  *   32 bits name length, name, 16 bits request count, 16 bits per request. */
 static int opt_info_go(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t n,
-		       struct proto_buf *out)
+                       struct proto_buf *out)
 {
 	char name[NBD_STRING_MAX + 1];
 	struct proto_export e;
@@ -241,20 +241,20 @@ static int opt_info_go(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t
 		char msg[NBD_STRING_MAX + 64];
 
 		snprintf(msg, sizeof(msg), "%s: %s", name,
-			 err == -ENOENT ? "no such export" : strerror(-err));
+		         err == -ENOENT ? "no such export" : strerror(-err));
 		return put_err(out, opt, NBD_REP_ERR_UNKNOWN, msg);
 	}
 
 	struct nbd_info_export ie = {
-		.info = htobe16(NBD_INFO_EXPORT),
-		.size = htobe64(e.size),
-		.flags = htobe16(export_flags(&e)),
+	    .info = htobe16(NBD_INFO_EXPORT),
+	    .size = htobe64(e.size),
+	    .flags = htobe16(export_flags(&e)),
 	};
 	struct nbd_info_block_size bs = {
-		.info = htobe16(NBD_INFO_BLOCK_SIZE),
-		.minimum = htobe32(PROTO_MIN_BLOCK),
-		.preferred = htobe32(PROTO_PREF_BLOCK),
-		.maximum = htobe32(PROTO_MAX_PAYLOAD),
+	    .info = htobe16(NBD_INFO_BLOCK_SIZE),
+	    .minimum = htobe32(PROTO_MIN_BLOCK),
+	    .preferred = htobe32(PROTO_PREF_BLOCK),
+	    .maximum = htobe32(PROTO_MAX_PAYLOAD),
 	};
 	uint16_t nameinfo = htobe16(NBD_INFO_NAME);
 
@@ -276,7 +276,7 @@ static int opt_info_go(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t
 }
 
 static int option(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t n,
-		  struct proto_buf *out)
+                  struct proto_buf *out)
 {
 	if (opt == NBD_OPT_ABORT) {
 		p->phase = PROTO_CLOSE;
@@ -430,9 +430,9 @@ int proto_request(struct proto *p, const uint8_t *in, size_t len, struct proto_r
 void proto_reply(uint8_t out[sizeof(struct nbd_simple_reply)], uint64_t handle, uint32_t error)
 {
 	struct nbd_simple_reply r = {
-		.magic = htobe32(NBD_SIMPLE_REPLY_MAGIC),
-		.error = htobe32(error),
-		.handle = handle,
+	    .magic = htobe32(NBD_SIMPLE_REPLY_MAGIC),
+	    .error = htobe32(error),
+	    .handle = handle,
 	};
 
 	memcpy(out, &r, sizeof(r));

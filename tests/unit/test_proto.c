@@ -155,7 +155,7 @@ static uint64_t rd64(const uint8_t *p)
 
 /* Walk option replies in out starting at *pos; check one and advance. */
 static const uint8_t *expect_rep(struct fixture *f, size_t *pos, uint32_t opt, uint32_t type,
-				 uint32_t *len)
+                                 uint32_t *len)
 {
 	const uint8_t *r = f->out.data + *pos;
 
@@ -355,8 +355,8 @@ static void option_info(void **state)
 	assert_int_equal(rd16(d), NBD_INFO_EXPORT);
 	assert_true(rd64(d + 2) == VOL_SIZE);
 	assert_int_equal(rd16(d + 10), NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY |
-					       NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
-					       NBD_FLAG_CAN_MULTI_CONN);
+	                                   NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
+	                                   NBD_FLAG_CAN_MULTI_CONN);
 	d = expect_rep(f, &pos, NBD_OPT_INFO, NBD_REP_INFO, &len);
 	assert_int_equal(len, 14);
 	assert_int_equal(rd16(d), NBD_INFO_BLOCK_SIZE);
@@ -448,8 +448,8 @@ static void option_go(void **state)
 	assert_int_equal(feed(f, &b), (ssize_t)b.n - 4);
 	d = expect_rep(f, &pos, NBD_OPT_GO, NBD_REP_INFO, &len);
 	assert_int_equal(rd16(d + 10), NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
-					       NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM |
-					       NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_CAN_MULTI_CONN);
+	                                   NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM |
+	                                   NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_CAN_MULTI_CONN);
 	expect_rep(f, &pos, NBD_OPT_GO, NBD_REP_INFO, &len);
 	expect_rep(f, &pos, NBD_OPT_GO, NBD_REP_ACK, &len);
 	assert_int_equal(f->p.phase, PROTO_TRANSMISSION);
@@ -555,7 +555,7 @@ static void req_bytes(struct bytes *b, uint16_t flags, uint16_t type, uint64_t o
 }
 
 static struct proto_req decode(struct fixture *f, uint16_t flags, uint16_t type, uint64_t off,
-			       uint32_t len)
+                               uint32_t len)
 {
 	struct bytes b;
 	struct proto_req r;
@@ -626,7 +626,7 @@ static void request_bad_command_and_flags(void **state)
 	assert_int_equal(decode(f, NBD_CMD_FLAG_DF, NBD_CMD_READ, 0, 512).error, NBD_EINVAL);
 	assert_int_equal(decode(f, NBD_CMD_FLAG_NO_HOLE, NBD_CMD_WRITE, 0, 512).error, NBD_EINVAL);
 	assert_int_equal(decode(f, NBD_CMD_FLAG_FAST_ZERO, NBD_CMD_WRITE_ZEROES, 0, 512).error,
-			 NBD_EINVAL);
+	                 NBD_EINVAL);
 	assert_int_equal(decode(f, NBD_CMD_FLAG_REQ_ONE, NBD_CMD_TRIM, 0, 512).error, NBD_EINVAL);
 	/* a rejected WRITE still has its payload on the wire */
 	struct proto_req r = decode(f, 0x8000, NBD_CMD_WRITE, 0, 777);
@@ -786,7 +786,7 @@ static void random_bytes(void **state)
 				    r.op != STORE_FLUSH) {
 					assert_true(r.offset + r.length <= f->p.exp.size);
 					assert_true(r.length <= PROTO_MAX_PAYLOAD ||
-						    r.op == STORE_TRIM || r.op == STORE_ZERO);
+					            r.op == STORE_TRIM || r.op == STORE_ZERO);
 				}
 			}
 		}
@@ -802,33 +802,33 @@ static void random_bytes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		T(greeting),
-		T(client_flags_unknown_bit),
-		T(client_flags_truncated),
-		T(option_bad_magic),
-		T(option_too_long),
-		T(option_truncated_then_whole),
-		T(option_unknown_unsup),
-		T(option_list),
-		T(option_list_error),
-		T(option_abort),
-		T(option_info),
-		T(option_info_unknown_export),
-		T(option_go_malformed),
-		T(option_go),
-		T(option_export_name),
-		T(option_export_name_no_zeroes),
-		T(option_export_name_unknown),
-		T(option_export_name_too_long),
-		T(option_shutdown),
-		T(request_bad_magic_and_truncated),
-		T(request_valid),
-		T(request_bad_command_and_flags),
-		T(request_ranges),
-		T(request_read_only),
-		T(reply_encoding),
-		T(errno_mapping),
-		T(random_bytes),
+	    T(greeting),
+	    T(client_flags_unknown_bit),
+	    T(client_flags_truncated),
+	    T(option_bad_magic),
+	    T(option_too_long),
+	    T(option_truncated_then_whole),
+	    T(option_unknown_unsup),
+	    T(option_list),
+	    T(option_list_error),
+	    T(option_abort),
+	    T(option_info),
+	    T(option_info_unknown_export),
+	    T(option_go_malformed),
+	    T(option_go),
+	    T(option_export_name),
+	    T(option_export_name_no_zeroes),
+	    T(option_export_name_unknown),
+	    T(option_export_name_too_long),
+	    T(option_shutdown),
+	    T(request_bad_magic_and_truncated),
+	    T(request_valid),
+	    T(request_bad_command_and_flags),
+	    T(request_ranges),
+	    T(request_read_only),
+	    T(reply_encoding),
+	    T(errno_mapping),
+	    T(random_bytes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
