@@ -107,7 +107,21 @@ void store_submit(struct store_req *req);
  * walk and one preadv2(RWF_NOWAIT) per physically contiguous run. */
 bool store_read_try(struct store_req *req);
 
-/* Threads that call store_read_try register once (liburcu reader). */
+/* Allocation map for NBD_CMD_BLOCK_STATUS: describe [off, off+len) as up
+ * to max runs, each all data (hole = false) or all unmapped (hole = true:
+ * reads as zeroes).  Runs are block-aligned inside; the first starts at
+ * off, the last may end past off+len only if it ends at the volume's end
+ * (never: runs are clipped to off+len).  *n receives the count.  Returns 0
+ * or -EINVAL (range).  Caller is a registered thread; never blocks; cost
+ * one tree walk per leaf or empty subtree crossed. */
+struct store_extent {
+	uint64_t len;
+	bool hole;
+};
+int store_map(struct vol *v, uint64_t off, uint64_t len, struct store_extent *ext, unsigned max,
+	      unsigned *n);
+
+/* Threads that call store_read_try or store_map register once (liburcu). */
 void store_thread_register(void);
 void store_thread_unregister(void);
 

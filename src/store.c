@@ -1114,6 +1114,39 @@ bool store_read_try(struct store_req *r)
 	return true;
 }
 
+int store_map(struct vol *h, uint64_t off, uint64_t len, struct store_extent *ext, unsigned max,
+	      unsigned *n)
+{
+	struct volume *v = h->v;
+	uint64_t end = off + len;
+	unsigned k = 0;
+
+	*n = 0;
+	if (off > v->size || len > v->size - off || !max)
+		return -EINVAL;
+	urcu_memb_read_lock();
+	while (off < end && k < max) {
+		uint64_t lba = off / FMT_BLOCK;
+		uint64_t last = (end - 1) / FMT_BLOCK;
+		bool mapped;
+		uint64_t blocks = tree_run(&v->tree, lba, last - lba + 1, &mapped);
+		uint64_t run_end = (lba + blocks) * FMT_BLOCK;
+		if (run_end > end)
+			run_end = end;
+		if (k && ext[k - 1].hole == !mapped) {
+			ext[k - 1].len += run_end - off; /* tree_run stopped at a leaf edge */
+		} else {
+			ext[k].len = run_end - off;
+			ext[k].hole = !mapped;
+			k++;
+		}
+		off = run_end;
+	}
+	urcu_memb_read_unlock();
+	*n = k;
+	return 0;
+}
+
 void store_thread_register(void)
 {
 	urcu_memb_register_thread();

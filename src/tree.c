@@ -37,6 +37,48 @@ uint64_t tree_lookup(const struct tree *t, uint64_t lba)
 	return CMM_LOAD_SHARED(n->phys[lba % FMT_FANOUT]);
 }
 
+uint64_t tree_run(const struct tree *t, uint64_t lba, uint64_t max, bool *mapped)
+{
+	uint64_t done = 0;
+	int state = -1; /* unknown, 0 hole, 1 mapped */
+
+	while (done < max) {
+		uint64_t at = lba + done, n;
+		int st;
+		const struct tree_node *nd = rcu_dereference(t->root);
+		unsigned k = t->levels - 1;
+		while (nd && k > 0) {
+			nd = rcu_dereference(nd->child[idx(at, k)]);
+			if (nd)
+				k--;
+		}
+		if (!nd) {
+			/* a hole as large as the missing subtree (level k+1's child span) */
+			uint64_t sp = t->root ? span[k] : span[t->levels];
+			st = 0;
+			n = sp - at % sp;
+		} else {
+			unsigned i = (unsigned)(at % FMT_FANOUT);
+			st = CMM_LOAD_SHARED(nd->phys[i]) != 0;
+			n = 1;
+			while (i + n < FMT_FANOUT && (CMM_LOAD_SHARED(nd->phys[i + n]) != 0) == st)
+				n++;
+		}
+		if (state >= 0 && st != state)
+			break;
+		state = st;
+		done += n;
+		if (n < 1)
+			break;
+		if (st == 1 && at % FMT_FANOUT + n < FMT_FANOUT)
+			break; /* the leaf changed state before its end */
+		if (st == 0 && nd && at % FMT_FANOUT + n < FMT_FANOUT)
+			break;
+	}
+	*mapped = state == 1;
+	return done < max ? done : max;
+}
+
 /* ---- node lifetime -------------------------------------------------- */
 
 static struct tree_node *node_new(unsigned level)

@@ -52,6 +52,11 @@ unsigned tree_levels_for(uint64_t nblocks);
  * blocks; O(levels). */
 uint64_t tree_lookup(const struct tree *t, uint64_t lba);
 
+/* Length in blocks (1..max) of the run starting at lba whose blocks are
+ * all mapped (*mapped = true) or all holes.  Empty subtrees are skipped
+ * whole.  Caller holds rcu_read_lock(); never blocks. */
+uint64_t tree_run(const struct tree *t, uint64_t lba, uint64_t max, bool *mapped);
+
 /* Map lba to phys (0 = unmap), taking a reference on phys and dropping the
  * one on the block it replaces.  Copies shared nodes on the path.  Returns
  * 0 or -ENOMEM (the tree is unchanged then). */

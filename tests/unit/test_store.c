@@ -263,6 +263,21 @@ static void test_read_try(void **state)
 	memset(want, 0, 1 << 20);
 	fill(want + 4096, 300000, 50);
 	assert_memory_equal(want, got, 1 << 20);
+	/* The map: hole [0,4096), data [4096, 4096+300000 rounded up), hole after. */
+	struct store_extent ext[8];
+	unsigned n;
+	assert_int_equal(store_map(v, 0, 8u << 20, ext, 8, &n), 0);
+	assert_int_equal(n, 3);
+	assert_true(ext[0].hole && ext[0].len == 4096);
+	assert_true(!ext[1].hole && ext[1].len == 74 * 4096);
+	assert_true(ext[2].hole && ext[2].len == (8u << 20) - 75 * 4096);
+	assert_int_equal(store_map(v, 100, 5000, ext, 8, &n), 0);
+	assert_int_equal(n, 2);
+	assert_true(ext[0].hole && ext[0].len == 3996);
+	assert_true(!ext[1].hole && ext[1].len == 1004);
+	assert_int_equal(store_map(v, 0, 8u << 20, ext, 1, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(store_map(v, 0, (8u << 20) + 1, ext, 8, &n), -EINVAL);
 	r.off = (8u << 20) - 10; /* out of range: left to store_submit */
 	r.len = 20;
 	assert_false(store_read_try(&r));
