@@ -289,6 +289,65 @@ static void test_read_try(void **state)
 	pdev_free(p);
 }
 
+/* store_map against a model, on a 2-level tree with scattered writes and
+ * trims, over random ranges. */
+static void test_map_model(void **state)
+{
+	struct pdev *p = pdev_new(128u << 20);
+	struct store *st;
+	struct vol *v;
+	enum { NB = 16384 };
+	static bool model[NB];
+	char blk[4096];
+	struct store_extent ext[64];
+	unsigned n;
+
+	memset(model, 0, sizeof(model));
+	memset(blk, 1, sizeof(blk));
+	assert_int_equal(store_format(&p->dev), 0);
+	st = open_ok(p);
+	store_thread_register();
+	assert_int_equal(store_vol_create(st, "v", (uint64_t)NB * 4096), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	srand(7);
+	for (int i = 0; i < 600; i++) {
+		unsigned b = (unsigned)rand() % NB, c = 1 + (unsigned)rand() % 40;
+		if (b + c > NB)
+			c = NB - b;
+		if (i % 5 == 4) {
+			assert_int_equal(store_trim(v, (uint64_t)b * 4096, c * 4096, 0), 0);
+			for (unsigned k = 0; k < c; k++)
+				model[b + k] = false;
+		} else {
+			for (unsigned k = 0; k < c; k++) {
+				assert_int_equal(store_write(v, blk, (uint64_t)(b + k) * 4096, 4096, 0), 0);
+				model[b + k] = true;
+			}
+		}
+	}
+	for (int i = 0; i < 300; i++) {
+		uint64_t off = (uint64_t)rand() % ((uint64_t)NB * 4096);
+		uint64_t len = 1 + (uint64_t)rand() % ((uint64_t)NB * 4096 - off);
+		assert_int_equal(store_map(v, off, len, ext, 64, &n), 0);
+		uint64_t at = off;
+		for (unsigned e = 0; e < n; e++) {
+			assert_true(ext[e].len > 0);
+			if (e)
+				assert_true(ext[e].hole != ext[e - 1].hole);
+			for (uint64_t x = at; x < at + ext[e].len; x += 512)
+				assert_int_equal(model[x / 4096], !ext[e].hole);
+			at += ext[e].len;
+		}
+		assert_true(at <= off + len);
+		if (n < 64)
+			assert_int_equal(at, off + len);
+	}
+	store_thread_unregister();
+	store_vol_close(v);
+	store_close(st);
+	pdev_free(p);
+}
+
 static void test_rollback(void **state)
 {
 	struct pdev *p = pdev_new(96u << 20);
@@ -579,7 +638,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_basic_rw),       cmocka_unit_test(test_snapshot_clone),
-		cmocka_unit_test(test_rollback),       cmocka_unit_test(test_read_try),       cmocka_unit_test(test_crash_recovery),
+		cmocka_unit_test(test_rollback),       cmocka_unit_test(test_read_try),
+		cmocka_unit_test(test_map_model),       cmocka_unit_test(test_crash_recovery),
 		cmocka_unit_test(test_sticky_failure), cmocka_unit_test(test_enospc),
 		cmocka_unit_test(test_bad_pool),       cmocka_unit_test(test_check_finds_damage),       cmocka_unit_test(test_crash_points),
 	};
