@@ -661,6 +661,22 @@ static void conn_kill(struct conn *c)
 	}
 }
 
+/* A graceful close: the replies just sent may still sit in the kernel's
+ * send queue, and close() on a socket with unread input sends a RST that
+ * throws them away.  So send FIN first and discard what the client sent
+ * after the point where we stopped reading (bounded: a client streaming
+ * data forever still gets its RST). */
+static void conn_close_gently(struct conn *c)
+{
+	shutdown(c->fd, SHUT_WR);
+	for (int i = 0; i < 16; i++) {
+		ssize_t n = recv(c->fd, c->rbuf, CONN_RBUF_SIZE, MSG_DONTWAIT);
+
+		if (n <= 0 && !(n < 0 && errno == EINTR))
+			break;
+	}
+}
+
 /* After any event: flush output, decide which watchers run, close or free
  * the connection when its time has come.  c may be freed on return. */
 static void conn_settle(struct conn *c)
@@ -678,8 +694,10 @@ static void conn_settle(struct conn *c)
 		}
 	}
 	if (!c->dead && c->draining && !conn_output_pending(c) &&
-	    (c->reqs == 0 || c->proto.phase != PROTO_TRANSMISSION))
-		c->dead = true; /* all answered: close */
+	    (c->reqs == 0 || c->proto.phase != PROTO_TRANSMISSION)) {
+		conn_close_gently(c); /* all answered */
+		c->dead = true;
+	}
 	if (c->dead) {
 		conn_kill(c);
 		if (c->submitted == 0)
