@@ -8,7 +8,7 @@
 CC       ?= cc
 BUILD    ?= build
 SANITIZE ?=
-PKGS     := libev-dev liburcu-dev libcmocka-dev libjansson-dev
+PKGS     := libev-dev liburcu-dev libcmocka-dev libjansson-dev libgnutls28-dev
 TESTPKGS := nbd-client nbd-server libnbd-bin python3-libnbd nbdkit qemu-utils \
             qemu-system-x86 fio gnutls-bin busybox-static cpio e2fsprogs util-linux \
             valgrind procps psmisc curl ca-certificates
@@ -21,8 +21,9 @@ endif
 URCU_CFLAGS := $(shell pkg-config --cflags liburcu-memb 2>/dev/null)
 URCU_LIBS   := $(shell pkg-config --libs liburcu-memb liburcu-cds 2>/dev/null || echo -lurcu-memb -lurcu-cds -lurcu-common)
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=gnu11 $(WARN) -Iinclude $(URCU_CFLAGS) -D_GNU_SOURCE -pthread -msse4.2
-LDLIBS   := -lev -ljansson $(URCU_LIBS) -pthread
+GNUTLS_CFLAGS := $(shell pkg-config --cflags gnutls 2>/dev/null)
+CFLAGS   += -std=gnu11 $(WARN) -Iinclude $(URCU_CFLAGS) $(GNUTLS_CFLAGS) -D_GNU_SOURCE -pthread -msse4.2
+LDLIBS   := -lev -ljansson $(URCU_LIBS) -lgnutls -pthread
 ifneq ($(SANITIZE),)
 CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS  += -fsanitize=$(SANITIZE)
