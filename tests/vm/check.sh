@@ -12,9 +12,9 @@
 #                  and its extraction are cached in $BUILD/vm-cache
 #   VM_SCENARIOS   space-separated subset to run (default: all five)
 #   VM_SERVER      cowbd (default) | nbdkit (harness self-test, no cowbd)
-#   VM_TIMEOUT     seconds for the whole boot (default 270); a guest still
+#   VM_TIMEOUT     seconds for the whole boot (default 450); a guest still
 #                  running then is killed and its console tail printed
-#   VM_SCEN_TIMEOUT  seconds for one scenario inside the guest (default 120)
+#   VM_SCEN_TIMEOUT  seconds for one scenario inside the guest (default 150)
 #   VM_MEM         guest memory in MiB (default 1024)
 #   VM_ACCEL       qemu accelerator (default tcg; kvm hangs on these hosts)
 #   VM_CPU         qemu CPU model (default max: cowbd needs SSE4.2)
@@ -29,8 +29,8 @@ CACHE="$BUILD/vm-cache"
 ALL_SCENARIOS="ext4-roundtrip snapshot-clone kill9-recovery blocksize-discard multiconn"
 SCENARIOS=${VM_SCENARIOS:-$ALL_SCENARIOS}
 VM_SERVER=${VM_SERVER:-cowbd}
-VM_TIMEOUT=${VM_TIMEOUT:-270}
-VM_SCEN_TIMEOUT=${VM_SCEN_TIMEOUT:-120}
+VM_TIMEOUT=${VM_TIMEOUT:-450}
+VM_SCEN_TIMEOUT=${VM_SCEN_TIMEOUT:-150}
 VM_MEM=${VM_MEM:-1024}
 VM_ACCEL=${VM_ACCEL:-tcg}
 # qemu's default TCG model (qemu64) lacks SSE4.2, which cowbd's CRC32C

@@ -32,7 +32,21 @@ arg() { # value of vmtest.NAME= on the kernel command line
 SCENARIOS=$(arg scenarios | tr ',' ' ')
 export VM_SERVER=$(arg server)
 export VM_SCEN_TIMEOUT=$(arg timeout)
-: "${VM_SERVER:=cowbd}" "${VM_SCEN_TIMEOUT:=120}"
+: "${VM_SERVER:=cowbd}" "${VM_SCEN_TIMEOUT:=150}"
+
+# After a scenario timed out: what is still running, and where blocked
+# tasks sit in the kernel.
+hung_report() {
+	echo "--- processes left (user space, and any in D state):"
+	ps -o pid,stat,args | awk '$2 ~ /^D/ || ($3 !~ /^\[/ && $3 !~ /^\{ps\}/)'
+	n=$(dmesg | wc -l)
+	echo 1 >/proc/sys/kernel/sysrq
+	echo w >/proc/sysrq-trigger
+	sleep 1
+	echo "--- blocked tasks (sysrq-w):"
+	dmesg | tail -n +$((n + 1)) | head -n 80
+	echo "---"
+}
 
 echo "VMTEST BOOTED $(uname -r) cpus=$(nproc) mem=$(free -m | awk '/Mem:/{print $2}')M server=$VM_SERVER"
 if insmod /lib/modules/nbd.ko nbds_max=8 max_part=0; then
@@ -44,7 +58,10 @@ if insmod /lib/modules/nbd.ko nbds_max=8 max_part=0; then
 		# next verdict or the host's timeout reports that).
 		timeout -s KILL "$VM_SCEN_TIMEOUT" sh -c ". /vmtest/guest-lib.sh; . /vmtest/guest-scenarios.sh; run_scenario $s"
 		rc=$?
-		[ $rc -eq 137 ] && echo "VMTEST FAIL $s: timed out after ${VM_SCEN_TIMEOUT}s in the guest"
+		if [ $rc -eq 137 ]; then
+			echo "VMTEST FAIL $s: timed out after ${VM_SCEN_TIMEOUT}s in the guest"
+			hung_report
+		fi
 		[ $rc -ne 0 ] && [ $rc -ne 137 ] && ! grep -q . /tmp/verdict.$s 2>/dev/null &&
 			echo "VMTEST FAIL $s: scenario shell exited $rc without a verdict"
 		echo "VMTEST TIME $s $(( $(date +%s) - t0 ))s"

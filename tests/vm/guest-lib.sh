@@ -25,7 +25,7 @@ for _f in /usr/sbin/* /usr/bin/*; do
 done
 unset _f _n
 
-say() { echo "vm[$SCEN]: $*"; }
+say() { echo "vm[$SCEN] $(cut -d' ' -f1 /proc/uptime): $*"; }
 
 diag() {
 	echo "--- $SCEN diagnostics: server log tail"
@@ -99,6 +99,19 @@ srv_start_fresh() {
 	esac
 }
 
+srv_term() { # SIGTERM; the server must exit 0 within 20 s
+	p=$(srv_pid)
+	kill -TERM "$p" 2>/dev/null || die "$VM_SERVER (pid $p) is not running"
+	i=0
+	while kill -0 "$p" 2>/dev/null; do
+		i=$((i + 1)); [ $i -gt 200 ] && die "$VM_SERVER still running 20 s after SIGTERM"
+		sleep 0.1
+	done
+	wait "$p"; rc=$?
+	rm -f /run/server.pid
+	[ $rc -eq 0 ] || die "$VM_SERVER exited $rc after SIGTERM"
+}
+
 srv_restart() { say "restarting $VM_SERVER on the same pool"; _srv_launch; }
 
 srv_kill9() {
@@ -157,7 +170,10 @@ detach() { # DEV
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
-cleanup_all() {
+cleanup_all() { # disconnect first: an unmount may wait on a dead device
+	for d in /sys/block/nbd*; do
+		[ "$(cat "$d/size")" != 0 ] && nbd-client -d "/dev/${d##*/}"
+	done
 	for m in $(grep -o ' /mnt/[^ ]*' /proc/mounts); do umount -l "$m"; done
 	for d in /sys/block/nbd*; do
 		[ "$(cat "$d/size")" != 0 ] && nbd-client -d "/dev/${d##*/}"
@@ -207,6 +223,9 @@ run_scenario() { # NAME
 	dmesg | wc -l >/tmp/dmesg.start
 	trap cleanup_all EXIT
 	"$fn" || die "scenario ended with status $?"
+	# The server must have survived everything and stop cleanly.
+	srv_alive || die "$VM_SERVER died during the scenario"
+	srv_term
 	echo "VMTEST PASS $SCEN"
 	echo PASS >"/tmp/verdict.$SCEN"
 }

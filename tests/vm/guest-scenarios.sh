@@ -61,6 +61,9 @@ scen_snapshot_clone() {
 	detach /dev/nbd1
 	# The snapshot itself: read-only export, fsck-clean, same files.
 	attach /dev/nbd2 vol1@s1
+	if [ "$VM_SERVER" = cowbd ]; then
+		[ "$(cat /sys/block/nbd2/ro)" = 1 ] || die "vol1@s1 is not exported read-only"
+	fi
 	if [ "$VM_SERVER" = cowbd ] &&
 		dd if=/dev/zero of=/dev/nbd2 bs=4096 count=1 oflag=direct status=none 2>/dev/null; then
 		die "a write to the snapshot export vol1@s1 succeeded"
@@ -79,31 +82,26 @@ scen_snapshot_clone() {
 	mnt -o ro /dev/nbd0 /mnt/o
 	sums /mnt/o | cmp -s - /tmp/origin.sums || die "origin lost writes made after the snapshot"
 	grep -q '/after-' /tmp/origin.sums || die "origin has no post-snapshot files"
+	say "clone and snapshot: $(wc -l </tmp/before.sums) files as at snapshot time; origin: $(wc -l </tmp/origin.sums) files"
 	run umount /mnt/o
 	detach /dev/nbd0
 }
 
-# 3. kill -9 of the server under a write load from the kernel client: after
-#    a restart the fs mounts (journal replay), fsck is clean, and every file
-#    synced or fsync'ed before the kill is there with its checksum.
-scen_kill9_recovery() {
-	srv_start_fresh
-	vol_create vol2 256M
-	attach /dev/nbd0 vol2
-	mkfs_mount /dev/nbd0 /mnt/k
-	make_tree /mnt/k 40 synced || die "writing the file tree failed"
-	sums /mnt/k >/tmp/synced.sums
-	sync
-	# Write load: two writers creating 256 KiB files, each fsync'ed
-	# (dd conv=fsync); a file goes on the writer's "durable" list only
-	# after its fsync succeeded, so the kill must not lose any listed file.
+# 3. kill -9 of the server under a write load from the kernel client, three
+#    times over (recovery of a recovered pool): after each restart the fs
+#    mounts (journal replay) and every file synced or fsync'ed before any
+#    kill is there with its checksum; at the end fsck is clean.
+load_and_kill() { # ROUND: fsync'ing writers on /mnt/k, then kill -9 cowbd
+	# Each writer creates 256 KiB files with dd conv=fsync; a file goes on
+	# the durable list only after its fsync succeeded, so no listed file
+	# may be lost.
 	for w in 1 2; do
 		( i=0; : >/tmp/durable$w
 		while :; do
 			dd if=/dev/urandom of=/tmp/src$w bs=64k count=4 status=none
 			sum=$(sha256sum </tmp/src$w | cut -d' ' -f1)
-			dd if=/tmp/src$w of=/mnt/k/load$w.$i bs=64k conv=fsync status=none 2>/dev/null || exit 0
-			echo "$sum  ./load$w.$i" >>/tmp/durable$w
+			dd if=/tmp/src$w of=/mnt/k/load$1.$w.$i bs=64k conv=fsync status=none 2>/dev/null || exit 0
+			echo "$sum  ./load$1.$w.$i" >>/tmp/durable$w
 			i=$((i + 1))
 		done ) &
 		eval "w$w=$!"
@@ -113,19 +111,40 @@ scen_kill9_recovery() {
 	sleep 1 # writers stop on their first failed fsync; do not wait forever
 	kill -9 "$w1" "$w2" 2>/dev/null
 	wait "$w1" "$w2" 2>/dev/null
-	cat /tmp/durable1 /tmp/durable2 >/tmp/durable.sums
-	# The device is dead now; drop the mount and the attachment.
-	umount -l /mnt/k
-	detach /dev/nbd0
-	srv_restart
-	attach /dev/nbd1 vol2
-	mnt /dev/nbd1 /mnt/k
-	check_sums /mnt/k /tmp/synced.sums || die "files synced before the kill are damaged"
-	check_sums /mnt/k /tmp/durable.sums || die "files fsync'ed before the kill are lost or damaged"
-	say "$(wc -l </tmp/durable.sums) fsync'ed files intact, $(ls /mnt/k | grep -c '^load') load files present after the crash"
+	cat /tmp/durable1 /tmp/durable2 >>/tmp/durable.sums
+	say "round $1: $(cat /tmp/durable1 /tmp/durable2 | wc -l) files fsync'ed before the kill"
+}
+
+scen_kill9_recovery() {
+	srv_start_fresh
+	vol_create vol2 256M
+	attach /dev/nbd0 vol2
+	mkfs_mount /dev/nbd0 /mnt/k
+	make_tree /mnt/k 40 synced || die "writing the file tree failed"
+	sums /mnt/k >/tmp/durable.sums
+	sync
+	n=0
+	for round in 1 2 3; do
+		load_and_kill $round
+		# The device is dead now; drop the attachment and the mount and
+		# come back on a fresh device.  Disconnect first: requests that
+		# were in flight when the server died are never timed out by the
+		# kernel (no -t given), only failed by the disconnect, and ext4's
+		# unmount would wait for them forever.
+		nbd-client -d /dev/nbd$n >/dev/null 2>&1
+		umount -l /mnt/k
+		detach /dev/nbd$n
+		n=$((n + 1))
+		srv_restart
+		attach /dev/nbd$n vol2
+		mnt /dev/nbd$n /mnt/k
+		check_sums /mnt/k /tmp/durable.sums ||
+			die "round $round: files synced or fsync'ed before a kill are lost or damaged"
+	done
+	say "$(wc -l </tmp/durable.sums) synced files intact after 3 kills, $(ls /mnt/k | grep -c '^load') load files present"
 	run umount /mnt/k
-	run fsck.ext4 -fn /dev/nbd1
-	detach /dev/nbd1
+	run fsck.ext4 -fn /dev/nbd$n
+	detach /dev/nbd$n
 }
 
 # 4. 512- and 4096-byte block sizes; TRIM (blkdiscard) and zeroing
