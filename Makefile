@@ -37,9 +37,20 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 TOOL_SRC := $(wildcard tools/*.c)
 TOOL_BIN := $(patsubst tools/%.c,$(BUILD)/%,$(TOOL_SRC))
+# libFuzzer targets: see the fuzz rules below.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := build-fuzz
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_NAMES   := $(patsubst tests/fuzz/%.c,%,$(FUZZ_SRC))
+FUZZ_REPLAY  := $(patsubst %,$(BUILD)/tests/test_%,$(FUZZ_NAMES))
+FUZZ_CFLAGS  := -O1 -g -std=gnu11 -Iinclude -Isrc $(URCU_CFLAGS) $(GNUTLS_CFLAGS) -D_GNU_SOURCE \
+                -pthread -msse4.2 -fsanitize=address,undefined -fno-sanitize-recover=all \
+                -fno-omit-frame-pointer
+FUZZ_OBJ     := $(patsubst src/%.c,$(FUZZ_BUILD)/obj/%.o,$(LIB_SRC))
 
 .PHONY: all run check check-unit check-integration check-vm bench fuzz lint deps install clean
-all: $(BUILD)/cowbd $(TOOL_BIN) $(UNIT_BIN)
+all: $(BUILD)/cowbd $(TOOL_BIN) $(UNIT_BIN) $(FUZZ_REPLAY)
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/*.h src/*.h) | $(BUILD)/obj
 	$(CC) $(CFLAGS) -c -o $@ $<
@@ -54,6 +65,23 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcowbd.a $(wildcard include/*.h test
 	$(CC) $(CFLAGS) -UNDEBUG $(LDFLAGS) -o $@ $< $(BUILD)/libcowbd.a $(LDLIBS) -lcmocka
 $(BUILD)/obj:
 	mkdir -p $@
+
+# libFuzzer targets (tests/fuzz/fuzz_*.c).  `make fuzz` builds them with
+# clang, ASan and UBSan into build-fuzz/ and runs each for FUZZ_SECONDS;
+# `make check` replays their corpus and saved crashes through
+# build/tests/test_fuzz_* (gcc, tests/fuzz/replay.c).
+$(FUZZ_REPLAY): $(BUILD)/tests/test_%: tests/fuzz/%.c tests/fuzz/replay.c $(BUILD)/libcowbd.a \
+                $(wildcard include/*.h src/*.h)
+	@mkdir -p $(BUILD)/tests
+	$(CC) $(CFLAGS) -Isrc -UNDEBUG -DFUZZ_TARGET='"$*"' -DFUZZ_TOP='"$(CURDIR)"' $(LDFLAGS) \
+	    -o $@ $< tests/fuzz/replay.c $(BUILD)/libcowbd.a $(LDLIBS)
+$(FUZZ_BUILD)/obj/%.o: src/%.c $(wildcard include/*.h src/*.h)
+	@mkdir -p $(FUZZ_BUILD)/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(LDLIBS)
+fuzz: $(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES))
+	@sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
 
 deps:
 	@sh tools/deps.sh $(PKGS) -- $(TESTPKGS)
@@ -86,4 +114,4 @@ install: all
 	install -D -m 0755 $(BUILD)/cowbd-check $(DESTDIR)/usr/local/sbin/cowbd-check
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz

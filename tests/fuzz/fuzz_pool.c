@@ -1,0 +1,546 @@
+/* fuzz_pool.c — libFuzzer target for opening a damaged pool: superblock,
+ * checkpoint, summary, node and control-record validation and recovery
+ * (store_open read-only, store_check, reads), as cowbd-check uses them.
+ *
+ * A small valid pool is built once (64 MiB, the minimum): volumes, data, a
+ * snapshot, a clone, trims, a checkpoint, then more data, trims and control
+ * operations in the log after it, as a daemon killed at that moment leaves
+ * it.  Its image is kept as the seed; its metadata blocks (both superblocks,
+ * every summary, every block a summary carries) are listed in scan order.
+ * Each input is a list of patches onto those blocks, applied to a
+ * copy-on-write view of the seed (a blkdev that reads the seed and keeps
+ * only the patched blocks), so an execution costs one open, not a format.
+ *
+ * Input: byte 0 holds flags (bit 0: reseal — after patching, recompute
+ * every checksum the patches broke, in dependency order: carried block →
+ * its summary entry → summary → next summary's prev_crc and superblock
+ * ckpt_crc → superblock; nodes carry their own CRC — so the fuzzer gets
+ * past the checksums to the semantic checks behind them).  Then records:
+ *   op (1 byte): bits 0-2 n-1 (n = 1..8 bytes), bits 3-4 how:
+ *                0 write, 1 xor, 2 add (n-byte little-endian), 3 write a
+ *                boundary value (table below; index in the first byte)
+ *   idx (2 bytes LE): metadata block, modulo their number
+ *   off (2 bytes LE): byte in the block, modulo 4096 - n
+ *   n bytes of operand
+ *
+ * Checked: the open either succeeds or returns NULL with errno EILSEQ or
+ * EPROTONOSUPPORT and a reason in why; a read-only open never writes; an
+ * opened store survives store_check, store_list, reads and store_map of
+ * every volume, and store_close; no leak, no hang, no sanitizer report.
+ */
+#undef NDEBUG
+#include <assert.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crc32c.h"
+#include "format.h"
+#include "say.h"
+#include "store.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+
+#define POOL_SEGS FMT_MIN_SEGS
+#define POOL_BYTES ((uint64_t)POOL_SEGS * FMT_SEG_BYTES)
+#define NBLOCKS (POOL_BYTES / FMT_BLOCK)
+#define MAX_PATCHED 64
+#define MAX_META 4096
+
+/* ---- the seed and its map ------------------------------------------- */
+
+enum meta_kind { M_SUPER, M_SUMMARY, M_NODE, M_CARRIED };
+
+struct meta {
+	uint64_t addr;
+	enum meta_kind kind;
+	int sum;	/* M_CARRIED: index of the summary in sums[] */
+	unsigned entry; /* M_CARRIED: entry index in that summary */
+};
+
+struct sum_info {
+	uint64_t addr, lsn;
+};
+
+static uint8_t *seed;
+static struct meta meta[MAX_META];
+static unsigned nmeta;
+static struct sum_info sums[MAX_META];
+static unsigned nsums;
+static int meta_of[NBLOCKS]; /* block -> index in meta[] + 1, 0 = none */
+
+/* ---- copy-on-write device over the seed ------------------------------ */
+
+struct cowdev {
+	struct blkdev dev;
+	unsigned n;
+	uint64_t addr[MAX_PATCHED];
+	uint8_t *blk[MAX_PATCHED];
+};
+
+static uint8_t *cow_find(struct cowdev *c, uint64_t addr)
+{
+	for (unsigned i = 0; i < c->n; i++)
+		if (c->addr[i] == addr)
+			return c->blk[i];
+	return NULL;
+}
+
+/* The writable copy of block addr; NULL when MAX_PATCHED are in use. */
+static uint8_t *cow_get(struct cowdev *c, uint64_t addr)
+{
+	uint8_t *b = cow_find(c, addr);
+
+	if (b || c->n == MAX_PATCHED)
+		return b;
+	b = malloc(FMT_BLOCK);
+	assert(b);
+	memcpy(b, seed + addr * FMT_BLOCK, FMT_BLOCK);
+	c->addr[c->n] = addr;
+	c->blk[c->n++] = b;
+	return b;
+}
+
+static int cow_pread(struct blkdev *d, void *buf, size_t len, uint64_t off)
+{
+	struct cowdev *c = (struct cowdev *)d;
+
+	if (off > d->size || len > d->size - off)
+		return -EIO;
+	memcpy(buf, seed + off, len);
+	for (unsigned i = 0; i < c->n; i++) {
+		uint64_t bo = c->addr[i] * FMT_BLOCK;
+
+		if (bo + FMT_BLOCK <= off || bo >= off + len)
+			continue;
+		uint64_t from = bo > off ? bo : off;
+		uint64_t to = bo + FMT_BLOCK < off + len ? bo + FMT_BLOCK : off + len;
+
+		memcpy((uint8_t *)buf + (from - off), c->blk[i] + (from - bo), to - from);
+	}
+	return 0;
+}
+
+static int cow_pwritev(struct blkdev *d, const struct iovec *iov, int n, uint64_t off)
+{
+	fprintf(stderr, "fuzz_pool: a read-only store wrote to its device\n");
+	abort();
+}
+
+static int cow_flush(struct blkdev *d)
+{
+	return 0;
+}
+
+static int cow_discard(struct blkdev *d, uint64_t off, uint64_t len)
+{
+	fprintf(stderr, "fuzz_pool: a read-only store discarded on its device\n");
+	abort();
+}
+
+static void cow_close(struct blkdev *d)
+{
+	struct cowdev *c = (struct cowdev *)d;
+
+	for (unsigned i = 0; i < c->n; i++)
+		free(c->blk[i]);
+	free(c);
+}
+
+static const struct blkdev_ops cow_ops = {
+    .pread = cow_pread,
+    .pwritev = cow_pwritev,
+    .flush = cow_flush,
+    .discard = cow_discard,
+    .close = cow_close,
+};
+
+/* ---- building the seed ------------------------------------------------ */
+
+static void die(const char *what, int err)
+{
+	fprintf(stderr, "fuzz_pool: %s: %s\n", what, strerror(err < 0 ? -err : err));
+	abort();
+}
+
+static void put(struct store *st, const char *name, uint64_t lba, unsigned nblk, uint8_t fill)
+{
+	static uint8_t buf[16 * FMT_BLOCK];
+	struct vol *v;
+	int err;
+
+	assert(nblk <= 16);
+	memset(buf, fill, sizeof(buf));
+	for (unsigned i = 0; i < nblk; i++)
+		memcpy(buf + i * FMT_BLOCK, &lba, sizeof(lba)); /* every block differs */
+	if ((err = store_vol_open(st, name, &v)))
+		die(name, err);
+	if ((err = store_write(v, buf, lba * FMT_BLOCK, nblk * FMT_BLOCK, 0)))
+		die("store_write", err);
+	store_vol_close(v);
+}
+
+static void trim(struct store *st, const char *name, uint64_t lba, unsigned nblk)
+{
+	struct vol *v;
+	int err;
+
+	if ((err = store_vol_open(st, name, &v)))
+		die(name, err);
+	if ((err = store_trim(v, lba * FMT_BLOCK, nblk * FMT_BLOCK, 0)) || (err = store_flush(v)))
+		die("store_trim", err);
+	store_vol_close(v);
+}
+
+static void build_seed(void)
+{
+	struct store_opts opts = {.readers = 1, .checkpoint_secs = 3600};
+	struct blkdev *dev = blkdev_mem_new(POOL_BYTES);
+	const char *why = NULL;
+	struct store *st;
+	int err;
+
+	if (!dev)
+		die("blkdev_mem_new", errno);
+	if ((err = store_format(dev)))
+		die("store_format", err);
+	if (!(st = store_open(dev, &opts, &why)))
+		die(why, errno);
+	/* "a" needs a two-level tree (more than 504 blocks). */
+	if ((err = store_vol_create(st, "a", 8u << 20)) ||
+	    (err = store_vol_create(st, "b", (1u << 20) + 512)))
+		die("store_vol_create", err);
+	put(st, "a", 0, 16, 1);
+	put(st, "a", 700, 4, 2);
+	put(st, "a", 2047, 1, 3);
+	put(st, "b", 255, 1, 4);
+	if ((err = store_snap_create(st, "a@s1")))
+		die("store_snap_create", err);
+	put(st, "a", 8, 4, 5);
+	trim(st, "a", 700, 2);
+	if ((err = store_clone(st, "a@s1", "c")))
+		die("store_clone", err);
+	put(st, "c", 1000, 3, 6);
+	if ((err = store_checkpoint(st)))
+		die("store_checkpoint", err);
+	/* The log after the checkpoint: data, a trim, control operations. */
+	put(st, "a", 1, 2, 7);
+	trim(st, "c", 0, 4);
+	if ((err = store_vol_create(st, "d", 64u << 10)) || (err = store_snap_create(st, "c@s2")))
+		die("store control", err);
+	put(st, "d", 3, 1, 8);
+	put(st, "c", 1001, 1, 9);
+	trim(st, "b", 255, 1); /* flushes */
+	/* Copy what a kill -9 now would leave; store_close would checkpoint. */
+	seed = malloc(POOL_BYTES);
+	if (!seed || (err = blkdev_pread(dev, seed, POOL_BYTES, 0)))
+		die("copy the seed", err ? err : ENOMEM);
+	store_close(st);
+}
+
+static void add_meta(uint64_t addr, enum meta_kind kind, int sum, unsigned entry)
+{
+	if (nmeta == MAX_META || meta_of[addr])
+		return;
+	meta[nmeta] = (struct meta){addr, kind, sum, entry};
+	meta_of[addr] = (int)++nmeta;
+}
+
+static bool summary_ok(const struct fmt_summary *s, uint64_t addr)
+{
+	struct fmt_summary c;
+
+	if (s->magic != FMT_SUM_MAGIC || s->self != addr || s->nentries > FMT_SUM_ENTRIES)
+		return false;
+	memcpy(&c, s, sizeof(c));
+	c.crc = 0;
+	return crc32c(0, &c, sizeof(c)) == s->crc;
+}
+
+/* List the metadata blocks of the seed: the batches lie contiguous from
+ * the start of each segment. */
+static void map_seed(void)
+{
+	add_meta(0, M_SUPER, -1, 0);
+	add_meta(1, M_SUPER, -1, 0);
+	for (uint64_t seg = 1; seg < POOL_SEGS; seg++) {
+		uint64_t pos = seg * FMT_SEG_BLOCKS;
+
+		while (pos < (seg + 1) * FMT_SEG_BLOCKS) {
+			const struct fmt_summary *s = (const void *)(seed + pos * FMT_BLOCK);
+			unsigned k = 0;
+
+			if (!summary_ok(s, pos) || nsums == MAX_META)
+				break;
+			sums[nsums] = (struct sum_info){pos, s->lsn};
+			add_meta(pos, M_SUMMARY, (int)nsums, 0);
+			for (unsigned i = 0; i < s->nentries; i++) {
+				if (s->e[i].type == FMT_E_TRIM)
+					continue;
+				k++;
+				add_meta(pos + k, s->e[i].type == FMT_E_NODE ? M_NODE : M_CARRIED,
+				         (int)nsums, i);
+			}
+			nsums++;
+			pos += 1 + s->nblocks;
+		}
+	}
+}
+
+/* ---- patching ----------------------------------------------------------- */
+
+static const uint64_t boundary[] = {
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    0x7f,
+    0x80,
+    0xff,
+    0x7fff,
+    0xffff,
+    0x7fffffff,
+    0x80000000,
+    0xffffffff,
+    0x100000000ull,
+    0x7fffffffffffffffull,
+    0x8000000000000000ull,
+    0xffffffffffffffffull,
+    POOL_SEGS - 1,
+    POOL_SEGS,
+    POOL_SEGS + 1,
+    FMT_SEG_BLOCKS - 1,
+    FMT_SEG_BLOCKS,
+    NBLOCKS - 1,
+    NBLOCKS,
+    FMT_SUM_ENTRIES,
+    FMT_SUM_ENTRIES + 1,
+    FMT_FANOUT - 1,
+    FMT_FANOUT,
+    FMT_BLOCK,
+    0x0200000000000000ull, /* times sizeof(struct fmt_vol) wraps */
+    0x0100000000000000ull,
+};
+
+static void patch(uint8_t *b, unsigned how, const uint8_t *arg, unsigned n)
+{
+	uint64_t v = 0, a = 0;
+
+	switch (how) {
+	case 0:
+		memcpy(b, arg, n);
+		break;
+	case 1:
+		for (unsigned i = 0; i < n; i++)
+			b[i] ^= arg[i];
+		break;
+	case 2:
+		memcpy(&v, b, n);
+		memcpy(&a, arg, n);
+		v += a;
+		memcpy(b, &v, n);
+		break;
+	default:
+		v = boundary[arg[0] % (sizeof(boundary) / sizeof(boundary[0]))];
+		memcpy(b, &v, n);
+		break;
+	}
+}
+
+static void set_crc(uint8_t *b, size_t at)
+{
+	uint32_t z = 0, crc;
+
+	memcpy(b + at, &z, 4);
+	crc = crc32c(0, b, FMT_BLOCK);
+	memcpy(b + at, &crc, 4);
+}
+
+/* Recompute the checksums the patches broke, leaves first. */
+static void reseal(struct cowdev *c)
+{
+	bool sum_dirty[MAX_META] = {0};
+	uint8_t *b;
+
+	for (unsigned i = 0; i < c->n; i++) {
+		int m = meta_of[c->addr[i]];
+
+		if (!m)
+			continue;
+		const struct meta *mm = &meta[m - 1];
+
+		if (mm->kind == M_NODE) {
+			set_crc(c->blk[i], offsetof(struct fmt_node, crc));
+		} else if (mm->kind == M_CARRIED) {
+			uint32_t crc = crc32c(0, c->blk[i], FMT_BLOCK);
+
+			if ((b = cow_get(c, sums[mm->sum].addr))) {
+				memcpy(b + offsetof(struct fmt_summary, e) +
+				           mm->entry * sizeof(struct fmt_entry) +
+				           offsetof(struct fmt_entry, crc),
+				       &crc, 4);
+				sum_dirty[mm->sum] = true;
+			}
+		} else if (mm->kind == M_SUMMARY) {
+			sum_dirty[mm->sum] = true;
+		}
+	}
+	/* Summaries in LSN order: each change moves on down the chain. */
+	for (;;) {
+		int pick = -1;
+
+		for (unsigned s = 0; s < nsums; s++)
+			if (sum_dirty[s] && (pick < 0 || sums[s].lsn < sums[pick].lsn))
+				pick = (int)s;
+		if (pick < 0)
+			break;
+		sum_dirty[pick] = false;
+		if (!(b = cow_get(c, sums[pick].addr)))
+			continue;
+		set_crc(b, offsetof(struct fmt_summary, crc));
+		uint32_t crc;
+
+		memcpy(&crc, b + offsetof(struct fmt_summary, crc), 4);
+		for (unsigned s = 0; s < nsums; s++) {
+			uint8_t *nb;
+
+			if (sums[s].lsn != sums[pick].lsn + 1 || !(nb = cow_get(c, sums[s].addr)))
+				continue;
+			memcpy(nb + offsetof(struct fmt_summary, prev_crc), &crc, 4);
+			sum_dirty[s] = true;
+		}
+		for (uint64_t slot = 0; slot < 2; slot++) {
+			struct fmt_super *sb = (void *)(seed + slot * FMT_BLOCK);
+			uint8_t *sbb = cow_find(c, slot);
+			uint64_t addr;
+
+			memcpy(&addr, (sbb ? sbb : (uint8_t *)sb) + offsetof(struct fmt_super, ckpt_addr),
+			       8);
+			if (addr == sums[pick].addr && (sbb = cow_get(c, slot)))
+				memcpy(sbb + offsetof(struct fmt_super, ckpt_crc), &crc, 4);
+		}
+	}
+	for (uint64_t slot = 0; slot < 2; slot++)
+		if ((b = cow_find(c, slot)))
+			set_crc(b, offsetof(struct fmt_super, crc));
+}
+
+/* ---- one execution -------------------------------------------------------- */
+
+static void exercise(struct store *st)
+{
+	struct store_vol_info *vi;
+	struct store_extent ext[16];
+	uint8_t *buf = malloc(2 * FMT_BLOCK);
+	size_t n;
+
+	assert(buf);
+	(void)store_check(st);
+	if (store_list(st, &vi, &n)) {
+		free(buf);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct vol *v;
+		uint64_t size, at[3];
+		unsigned next;
+
+		if (store_vol_open(st, vi[i].name, &v))
+			continue;
+		size = store_vol_size(v);
+		at[0] = 0;
+		at[1] = size / 2;
+		at[2] = size >= 2 * FMT_BLOCK ? size - 2 * FMT_BLOCK : 0;
+		for (unsigned k = 0; k < 3; k++) {
+			uint32_t len = size - at[k] < 2 * FMT_BLOCK ? (uint32_t)(size - at[k]) : 2 * FMT_BLOCK;
+			int err = store_read(v, buf, at[k], len);
+
+			assert(err == 0 || err == -EIO || err == -EILSEQ);
+		}
+		(void)store_map(v, 0, size, ext, 16, &next);
+		store_vol_close(v);
+	}
+	free(vi);
+	free(buf);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	struct blkdev *dev;
+	struct store_opts opts = {.read_only = true};
+	struct store *st;
+	const char *why = NULL;
+
+	say_max_level = getenv("FUZZ_VERBOSE") ? SAY_DEBUG : SAY_ERROR;
+	build_seed();
+	map_seed();
+	if (!getenv("FUZZ_VERBOSE"))
+		say_max_level = (enum say_level)-1; /* damage is expected: quiet */
+	/* The seed itself must open clean. */
+	dev = calloc(1, sizeof(struct cowdev));
+	assert(dev);
+	dev->ops = &cow_ops;
+	dev->size = POOL_BYTES;
+	dev->fd = -1;
+	st = store_open(dev, &opts, &why);
+	if (!st)
+		die(why, errno);
+	if (store_check(st))
+		die("the seed pool fails store_check", EILSEQ);
+	store_close(st);
+	store_thread_register();
+	if (getenv("FUZZ_VERBOSE"))
+		fprintf(stderr, "fuzz_pool: seed has %u metadata blocks, %u summaries\n", nmeta,
+		        nsums);
+	return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct store_opts opts = {.read_only = true};
+	struct cowdev *c;
+	struct store *st;
+	const char *why = NULL;
+	size_t at = 1;
+
+	if (size < 1)
+		return 0;
+	c = calloc(1, sizeof(*c));
+	assert(c);
+	c->dev.ops = &cow_ops;
+	c->dev.size = POOL_BYTES;
+	c->dev.fd = -1;
+	while (size - at >= 5) {
+		unsigned op = data[at], n = (op & 7) + 1, how = (op >> 3) & 3;
+		unsigned idx = data[at + 1] | data[at + 2] << 8;
+		unsigned off = (data[at + 3] | data[at + 4] << 8) % (FMT_BLOCK - n + 1);
+		uint8_t *b;
+
+		at += 5;
+		if (size - at < n)
+			break;
+		if ((b = cow_get(c, meta[idx % nmeta].addr)))
+			patch(b + off, how, data + at, n);
+		at += n;
+	}
+	if (data[0] & 1)
+		reseal(c);
+
+	errno = 0;
+	st = store_open(&c->dev, &opts, &why);
+	if (!st) {
+		/* A clear refusal: damage, or a newer format. */
+		assert(errno == EILSEQ || errno == EPROTONOSUPPORT);
+		assert(why && *why);
+		cow_close(&c->dev);
+		return 0;
+	}
+	exercise(st);
+	store_close(st);
+	return 0;
+}
