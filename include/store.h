@@ -170,6 +170,7 @@ struct store_stats {
 	uint64_t blocks_live; /* data + metadata blocks referenced */
 	uint64_t log_lsn, checkpoint_lsn;
 	uint64_t batches, batch_blocks, syncs, checkpoints;
+	uint64_t compactions, compacted_blocks, segments_freed;
 	bool failed; /* sticky I/O failure */
 };
 void store_get_stats(struct store *st, struct store_stats *out);

@@ -16,7 +16,8 @@ struct alloc *alloc_new(uint64_t nsegs)
 	a->ref = calloc(a->nblocks, sizeof(*a->ref));
 	a->seg_live = calloc(nsegs, sizeof(*a->seg_live));
 	a->seg_state = calloc(nsegs, 1);
-	if (!a->ref || !a->seg_live || !a->seg_state) {
+	a->seg_stamp = calloc(nsegs, sizeof(*a->seg_stamp));
+	if (!a->ref || !a->seg_live || !a->seg_state || !a->seg_stamp) {
 		alloc_free(a);
 		return NULL;
 	}
@@ -33,6 +34,7 @@ void alloc_free(struct alloc *a)
 	free(a->ref);
 	free(a->seg_live);
 	free(a->seg_state);
+	free(a->seg_stamp);
 	free(a);
 }
 
@@ -82,7 +84,8 @@ uint64_t alloc_take_seg(struct alloc *a)
 	return 0;
 }
 
-uint64_t alloc_release_dead(struct alloc *a, uint64_t keep1, uint64_t keep2)
+uint64_t alloc_release_dead(struct alloc *a, uint64_t keep1, uint64_t keep2,
+			    void (*freed)(void *arg, uint64_t seg), void *arg)
 {
 	uint64_t n = 0;
 	for (uint64_t s = 1; s < a->nsegs; s++) {
@@ -90,6 +93,8 @@ uint64_t alloc_release_dead(struct alloc *a, uint64_t keep1, uint64_t keep2)
 			a->seg_state[s] = ALLOC_FREE;
 			a->nfree++;
 			n++;
+			if (freed)
+				freed(arg, s);
 		}
 	}
 	return n;

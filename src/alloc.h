@@ -30,6 +30,7 @@ struct alloc {
 	uint64_t nfree;	    /* FREE segments */
 	uint64_t hint;	    /* where the next search starts */
 	uint64_t live_blocks;
+	uint64_t *seg_stamp; /* LSN when the log entered the segment (age for the compactor) */
 };
 
 /* Returns NULL on ENOMEM.  Segment 0 (superblocks) is USED forever; every
@@ -55,8 +56,10 @@ uint64_t alloc_take_seg(struct alloc *a);
 void alloc_mark_used(struct alloc *a, uint64_t seg);
 
 /* Every USED segment with no live block, except keep1/keep2 (the log head
- * and the segment it continues in), becomes FREE.  Returns how many. */
-uint64_t alloc_release_dead(struct alloc *a, uint64_t keep1, uint64_t keep2);
+ * and the segment it continues in), becomes FREE; freed(arg, seg) is called
+ * for each (may be NULL).  Returns how many. */
+uint64_t alloc_release_dead(struct alloc *a, uint64_t keep1, uint64_t keep2,
+			    void (*freed)(void *arg, uint64_t seg), void *arg);
 
 /* USED segments with no live block (waiting for the next checkpoint). */
 uint64_t alloc_dead_segs(const struct alloc *a);

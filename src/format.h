@@ -58,6 +58,8 @@ enum fmt_entry_type {
 	FMT_E_NODE = 3, /* a tree node block follows (written at checkpoints) */
 	FMT_E_OP = 4,	/* a control operation block follows (struct fmt_op) */
 	FMT_E_CKPT = 5, /* a checkpoint record block follows */
+	FMT_E_MOVE = 6, /* a block the compactor copied from address lba follows;
+			 * the trees learn the new address at the next checkpoint */
 };
 
 struct fmt_entry {

@@ -120,6 +120,7 @@ static int open_summary(struct log *l, unsigned need)
 			return -ENOSPC;
 		l->head_seg = l->next_seg;
 		l->head_off = 0;
+		l->a->seg_stamp[l->head_seg] = l->lsn;
 		l->next_seg = alloc_take_seg(l->a); /* may be 0: taken later */
 		l->pend_start = l->head_seg * FMT_SEG_BLOCKS;
 	} else if (!l->next_seg) {

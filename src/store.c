@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "compact.h"
 #include "crc32c.h"
 #include "format.h"
 #include "log.h"
@@ -159,6 +160,7 @@ struct store {
 	struct scratch scr;
 	struct fmt_node node_img;
 
+	struct compact *compact;
 	struct store_stats stats;
 };
 
@@ -365,6 +367,15 @@ static unsigned max_vols(uint64_t nsegs)
 	return (unsigned)(room / sizeof(struct fmt_vol));
 }
 
+/* A segment became free: give its space back to the file system (a pool
+ * file shrinks on disk) — nothing in it will be read again. */
+static void segment_freed(void *arg, uint64_t seg)
+{
+	struct store *st = arg;
+	blkdev_discard(st->dev, seg * FMT_SEG_BYTES, FMT_SEG_BYTES);
+	st->stats.segments_freed++;
+}
+
 /* Write every dirty node, a checkpoint record and the superblock; then
  * segments that died before it become free.  Log thread (or single-threaded
  * open/format).  Returns 0 or -errno (the pool is failed then). */
@@ -462,7 +473,7 @@ static int checkpoint(struct store *st)
 	st->nckpt_blocks = 1 + nblk;
 	if (st->threads)
 		urcu_memb_synchronize_rcu();
-	alloc_release_dead(st->a, l->head_seg, l->next_seg);
+	alloc_release_dead(st->a, l->head_seg, l->next_seg, segment_freed, st);
 	st->log_blocks_at_ckpt = l->blocks_written;
 	st->last_ckpt = time(NULL);
 	st->dirty = false;
@@ -475,6 +486,60 @@ fail:
 	free(rec);
 	set_failed(st, err, "checkpoint");
 	return err;
+}
+
+/* ---- compaction ---------------------------------------------------- */
+
+/* One compaction pass over victims at most max_util live, and the
+ * checkpoint that makes it durable and frees them.  Returns blocks moved,
+ * 0 if nothing was worth moving, or -errno (pool failed). */
+static int64_t compact_now(struct store *st, double max_util)
+{
+	struct tree **trees;
+	uint64_t keep[2 + 1 + CKPT_MAX_BLOCKS];
+	unsigned n = 0, nkeep = 0, victims = 0;
+	int64_t moved;
+
+	if (st->failed || st->read_only)
+		return 0;
+	trees = calloc(st->nvols ? st->nvols : 1, sizeof(*trees));
+	if (!trees)
+		return 0;
+	for (struct volume *v = st->vols; v; v = v->next)
+		trees[n++] = &v->tree;
+	keep[nkeep++] = st->log.head_seg;
+	keep[nkeep++] = st->log.next_seg;
+	for (unsigned i = 0; i < st->nckpt_blocks; i++)
+		keep[nkeep++] = alloc_seg_of(st->ckpt_blocks[i]);
+	moved = compact_pass(st->compact, st->a, &st->log, st->dev, trees, n, keep, nkeep,
+			     max_util, 4096, &victims);
+	free(trees);
+	if (moved < 0) {
+		set_failed(st, (int)moved, "compaction");
+		return moved;
+	}
+	if (!victims)
+		return 0;
+	st->stats.compactions++;
+	st->stats.compacted_blocks += (uint64_t)moved;
+	st->dirty = true;
+	int err = checkpoint(st);
+	return err ? err : moved;
+}
+
+/* Free segments below which the compactor runs between rounds. */
+static uint64_t low_water(const struct store *st)
+{
+	uint64_t extra = st->nsegs / 32 > 2 ? st->nsegs / 32 : 2;
+	return st->reserve_segs + extra;
+}
+
+/* Idle cleaning is worth it when the pool holds much more than live data. */
+static bool idle_clean_due(const struct store *st)
+{
+	uint64_t used = st->nsegs - 1 - st->a->nfree;
+	return used * FMT_SEG_BLOCKS > st->a->live_blocks + st->a->live_blocks / 5 +
+					       8 * FMT_SEG_BLOCKS;
 }
 
 /* ---- applying logged changes (live and at replay) -------------------- */
@@ -767,12 +832,30 @@ static int check_space(struct store *st, uint64_t blocks)
 			room += (st->a->nfree - st->reserve_segs) * FMT_SEG_BLOCKS;
 		if (room >= need)
 			return 0;
-		if (attempt || !alloc_dead_segs(st->a))
+		if (attempt)
 			break;
-		/* Write what is staged first: the checkpoint commits the log. */
+		/* Write what is staged first; then a checkpoint frees dead
+		 * segments and the compactor makes more. */
 		return -EAGAIN;
 	}
 	return -ENOSPC;
+}
+
+/* The pool is short of space for a write: checkpoint (dead segments
+ * become free), then compact until there is room or nothing more helps. */
+static void make_room(struct store *st, uint64_t blocks)
+{
+	checkpoint(st);
+	for (int i = 0; i < 64 && !st->failed; i++) {
+		uint64_t room = log_room(&st->log);
+		if (st->a->nfree > st->reserve_segs)
+			room += (st->a->nfree - st->reserve_segs) * FMT_SEG_BLOCKS;
+		if (room >= blocks + blocks / (FMT_SUM_ENTRIES - 1) + 2)
+			return;
+		/* Writes are blocked: move even mostly-live segments. */
+		if (compact_now(st, 0.95) <= 0)
+			return;
+	}
 }
 
 static bool is_write(const struct store_req *r)
@@ -841,7 +924,7 @@ static void run_round(struct store *st, struct store_req *list)
 							tree_set(&ap->v->tree, st->a, ap->lba, ap->val);
 					}
 					st->nap = nap0 = 0;
-					checkpoint(st);
+					make_room(st, (uint64_t)r->len / FMT_BLOCK + 2);
 					/* Staged blocks are applied and scratch reused:
 					 * later merges read the trees again. */
 					st->pend_gen++;
@@ -936,6 +1019,14 @@ static void *log_thread_main(void *arg)
 		pthread_mutex_unlock(&st->qlock);
 		if (stop)
 			break;
+		if (!list) {
+			/* Idle: clean the pool down towards its live data. */
+			if (!st->failed && idle_clean_due(st))
+				compact_now(st, 0.8);
+			else if (ckpt_due(st))
+				checkpoint(st);
+			continue;
+		}
 		/* Data requests run in rounds; a control request runs alone,
 		 * in its place in the order. */
 		while (list) {
@@ -955,7 +1046,10 @@ static void *log_thread_main(void *arg)
 			list = r;
 			run_round(st, round);
 		}
-		if (ckpt_due(st))
+		/* Short of free segments: clean ahead of need, but only
+		 * segments where a copy buys real space. */
+		bool cleaned = !st->failed && st->a->nfree < low_water(st) && compact_now(st, 0.75) > 0;
+		if (!cleaned && ckpt_due(st))
 			checkpoint(st);
 	}
 	if (!st->failed && !st->read_only)
@@ -1562,7 +1656,10 @@ static struct store *store_alloc(struct blkdev *dev, uint64_t nsegs, const struc
 	st->dev = dev;
 	st->nsegs = nsegs;
 	st->a = alloc_new(nsegs);
-	if (!st->a) {
+	st->compact = compact_new();
+	if (!st->a || !st->compact) {
+		alloc_free(st->a);
+		compact_free(st->compact);
 		free(st);
 		return NULL;
 	}
@@ -1590,6 +1687,7 @@ static void store_dealloc(struct store *st)
 	urcu_memb_barrier();
 	log_destroy(&st->log);
 	alloc_free(st->a);
+	compact_free(st->compact);
 	scratch_free(&st->scr);
 	free(st->ap);
 	free(st->pend);
@@ -1902,7 +2000,10 @@ static int replay(struct store *st, const struct fmt_summary *ck, const char **w
 				break;
 			case FMT_E_NODE:
 			case FMT_E_CKPT:
-				break; /* nodes of an unfinished checkpoint: unused */
+			case FMT_E_MOVE:
+				/* nodes of an unfinished checkpoint, copies the
+				 * compactor made after the last one: unused */
+				break;
 			default:
 				*why = "unknown log entry type";
 				err = -EILSEQ;
@@ -2073,7 +2174,8 @@ static int check_segments(struct store *st)
 					continue;
 				uint64_t b = pos + 1 + (k++);
 				seen[b - base] = 1;
-				if (s->e[i].type != FMT_E_DATA || !st->a->ref[b])
+				if ((s->e[i].type != FMT_E_DATA && s->e[i].type != FMT_E_MOVE) ||
+				    !st->a->ref[b])
 					continue;
 				if (blkdev_pread(st->dev, blk, FMT_BLOCK, b * FMT_BLOCK) ||
 				    crc32c(0, blk, FMT_BLOCK) != s->e[i].crc) {

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "map.h"
 #include "say.h"
 #include "tree.h"
 
@@ -358,66 +359,64 @@ int tree_write_dirty(struct tree *t, struct alloc *a, tree_emit_fn emit, void *a
 	return t->root ? write_node(t->root, a, emit, arg, scratch) : 0;
 }
 
-/* ---- a small u64 -> pointer map (loader, checker) -------------------- */
+/* ---- compactor relocation ------------------------------------------- */
 
-struct u64map {
-	uint64_t *keys; /* 0 = empty */
-	void **vals;
-	size_t cap, n;
+struct reloc {
+	struct alloc *a;
+	const uint8_t *victim;
+	tree_move_fn move;
+	void *arg;
+	uint32_t stamp;
+	int64_t moved;
+	int err;
 };
 
-static size_t map_slot(const struct u64map *m, uint64_t k)
+static bool in_victim(const struct reloc *r, uint64_t blk)
 {
-	size_t h = (size_t)(k * 0x9E3779B97F4A7C15ull) & (m->cap - 1);
-	while (m->keys[h] && m->keys[h] != k)
-		h = (h + 1) & (m->cap - 1);
-	return h;
+	return r->victim[alloc_seg_of(blk)] != 0;
 }
 
-static void *map_get(const struct u64map *m, uint64_t k)
+/* Returns whether n must be rewritten (is dirty) after the walk. */
+static bool reloc_node(struct tree_node *n, struct reloc *r)
 {
-	if (!m->cap)
-		return NULL;
-	size_t h = map_slot(m, k);
-	return m->keys[h] ? m->vals[h] : NULL;
-}
-
-static int map_put(struct u64map *m, uint64_t k, void *v)
-{
-	if ((m->n + 1) * 2 > m->cap) {
-		struct u64map g = {0};
-		g.cap = m->cap ? m->cap * 2 : 1024;
-		g.keys = calloc(g.cap, sizeof(*g.keys));
-		g.vals = calloc(g.cap, sizeof(*g.vals));
-		if (!g.keys || !g.vals) {
-			free(g.keys);
-			free(g.vals);
-			return -ENOMEM;
-		}
-		for (size_t i = 0; i < m->cap; i++)
-			if (m->keys[i]) {
-				size_t h = map_slot(&g, m->keys[i]);
-				g.keys[h] = m->keys[i];
-				g.vals[h] = m->vals[i];
-				g.n++;
+	if (n->stamp == r->stamp || r->err)
+		return n->dirty;
+	n->stamp = r->stamp;
+	if (n->disk && in_victim(r, n->disk))
+		n->dirty = 1;
+	for (unsigned i = 0; i < FMT_FANOUT && !r->err; i++) {
+		if (n->level == 0) {
+			uint64_t old = n->phys[i];
+			if (!old || !in_victim(r, old))
+				continue;
+			uint64_t nw = r->move(r->arg, old);
+			if (!nw) {
+				r->err = -EIO;
+				break;
 			}
-		free(m->keys);
-		free(m->vals);
-		*m = g;
+			alloc_ref(r->a, nw);
+			CMM_STORE_SHARED(n->phys[i], nw);
+			alloc_unref(r->a, old);
+			n->dirty = 1;
+			r->moved++;
+		} else if (n->child[i] && reloc_node(n->child[i], r)) {
+			n->dirty = 1;
+		}
 	}
-	size_t h = map_slot(m, k);
-	if (!m->keys[h])
-		m->n++;
-	m->keys[h] = k;
-	m->vals[h] = v;
-	return 0;
+	return n->dirty;
 }
 
-static void map_clear(struct u64map *m)
+int64_t tree_relocate(struct tree *const *trees, unsigned n, struct alloc *a,
+		      const uint8_t *victim, tree_move_fn move, void *arg)
 {
-	free(m->keys);
-	free(m->vals);
-	memset(m, 0, sizeof(*m));
+	static uint32_t stamp; /* writer-only */
+	struct reloc r = {.a = a, .victim = victim, .move = move, .arg = arg, .stamp = ++stamp};
+	if (!r.stamp)
+		r.stamp = ++stamp;
+	for (unsigned i = 0; i < n && !r.err; i++)
+		if (trees[i]->root)
+			reloc_node(trees[i]->root, &r);
+	return r.err ? r.err : r.moved;
 }
 
 /* ---- loading -------------------------------------------------------- */
@@ -426,7 +425,7 @@ struct tree_loader {
 	struct alloc *a;
 	tree_read_fn read;
 	void *arg;
-	struct u64map map; /* disk block -> node */
+	struct map map; /* disk block -> node */
 	struct fmt_node img[4];
 };
 
@@ -532,7 +531,7 @@ int tree_load(struct tree_loader *l, struct tree *t, uint64_t root_addr, unsigne
 
 /* ---- checker -------------------------------------------------------- */
 
-static int check_node(const struct tree_node *n, unsigned level, struct u64map *seen, uint32_t *bref,
+static int check_node(const struct tree_node *n, unsigned level, struct map *seen, uint32_t *bref,
 		      const struct alloc *a)
 {
 	uintptr_t c = (uintptr_t)map_get(seen, (uint64_t)(uintptr_t)n);
@@ -576,7 +575,7 @@ static int check_node(const struct tree_node *n, unsigned level, struct u64map *
 int tree_check_all(struct tree *const *trees, unsigned n, const struct alloc *a,
 		   const uint64_t *extra_blocks, unsigned nextra)
 {
-	struct u64map seen = {0};
+	struct map seen = {0};
 	uint32_t *bref = calloc(a->nblocks, sizeof(*bref));
 	int bad = 0;
 

@@ -36,7 +36,8 @@ struct tree_node {
 	uint32_t ref;	  /* parents + roots referencing this node */
 	uint16_t nmapped; /* non-empty slots */
 	uint8_t level;
-	uint8_t dirty; /* changed since written */
+	uint8_t dirty;	/* changed since written; then every parent is dirty too */
+	uint32_t stamp; /* last relocation walk that visited it */
 	struct rcu_head rcu;
 };
 
@@ -84,6 +85,19 @@ void tree_count(const struct tree *t, const struct alloc *a, uint64_t *mapped, u
 typedef uint64_t (*tree_emit_fn)(void *arg, struct fmt_node *image);
 int tree_write_dirty(struct tree *t, struct alloc *a, tree_emit_fn emit, void *arg,
 		     struct fmt_node *scratch);
+
+/* Compactor: walk every distinct node reachable from trees[0..n).  A leaf
+ * slot whose block lies in a victim segment (victim[seg] != 0) is pointed
+ * at move(arg, old), a copy with the same bytes; this is done in place even
+ * in shared leaves, since every tree sharing the leaf wants the same
+ * answer, and readers see the old or the new copy, both right.  A node whose
+ * own on-disk copy lies in a victim is marked dirty; every ancestor of a
+ * dirty node is marked dirty, so the next checkpoint rewrites each path.
+ * move returns 0 on failure (the walk stops).  Returns blocks re-pointed
+ * or -errno.  Writer only; cost O(distinct nodes). */
+typedef uint64_t (*tree_move_fn)(void *arg, uint64_t old);
+int64_t tree_relocate(struct tree *const *trees, unsigned n, struct alloc *a,
+		      const uint8_t *victim, tree_move_fn move, void *arg);
 
 /* Load a tree from disk.  read(arg, addr, out) reads and validates one node
  * block (0 or -errno).  Nodes reached twice (shared) are loaded once: the

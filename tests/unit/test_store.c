@@ -518,6 +518,138 @@ static void test_check_finds_damage(void **state)
 	pdev_free(p);
 }
 
+/* Overwrite a volume many times the pool's size: the compactor keeps
+ * writes going, a snapshot and a clone keep their bytes, the pool checks
+ * clean and reopens with the same contents. */
+static void test_compaction(void **state)
+{
+	enum { NB = 6144 }; /* 24 MiB volume on a 96 MiB pool */
+	struct pdev *p = pdev_new(96u << 20);
+	struct store *st;
+	struct vol *v, *s;
+	static unsigned char model[NB], snapm[NB];
+	char blk[4096], got[4096];
+	struct store_stats stats;
+
+	assert_int_equal(store_format(&p->dev), 0);
+	st = open_ok(p);
+	assert_int_equal(store_vol_create(st, "v", (uint64_t)NB * 4096), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	srand(11);
+	for (unsigned b = 0; b < NB; b++) {
+		model[b] = (unsigned char)(1 + rand() % 250);
+		memset(blk, model[b], sizeof(blk));
+		assert_int_equal(store_write(v, blk, (uint64_t)b * 4096, 4096, 0), 0);
+	}
+	for (int i = 0; i < 40000; i++) {
+		if (i == 12000) {
+			assert_int_equal(store_snap_create(st, "v@s"), 0);
+			memcpy(snapm, model, sizeof(model));
+		}
+		if (i == 20000)
+			assert_int_equal(store_clone(st, "v@s", "c"), 0);
+		unsigned b = (unsigned)rand() % NB;
+		model[b] = (unsigned char)(1 + rand() % 250);
+		memset(blk, model[b], sizeof(blk));
+		int err = store_write(v, blk, (uint64_t)b * 4096, 4096, 0);
+		if (err)
+			fail_msg("write %d failed: %d", i, err);
+	}
+	store_get_stats(st, &stats);
+	print_message("compactions %llu, blocks moved %llu, segments freed %llu\n",
+		      (unsigned long long)stats.compactions,
+		      (unsigned long long)stats.compacted_blocks,
+		      (unsigned long long)stats.segments_freed);
+	assert_true(stats.compactions > 0);
+	assert_int_equal(store_check(st), 0);
+	store_vol_close(v);
+	store_close(st);
+	st = open_ok(p);
+	assert_int_equal(store_check(st), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	assert_int_equal(store_vol_open(st, "v@s", &s), 0);
+	for (unsigned b = 0; b < NB; b++) {
+		assert_int_equal(store_read(v, got, (uint64_t)b * 4096, 4096), 0);
+		memset(blk, model[b], sizeof(blk));
+		assert_memory_equal(blk, got, 4096);
+		assert_int_equal(store_read(s, got, (uint64_t)b * 4096, 4096), 0);
+		memset(blk, snapm[b], sizeof(blk));
+		assert_memory_equal(blk, got, 4096);
+	}
+	store_vol_close(v);
+	store_vol_close(s);
+	assert_int_equal(store_vol_open(st, "c", &s), 0);
+	for (unsigned b = 0; b < NB; b += 7) {
+		assert_int_equal(store_read(s, got, (uint64_t)b * 4096, 4096), 0);
+		memset(blk, snapm[b], sizeof(blk));
+		assert_memory_equal(blk, got, 4096);
+	}
+	store_vol_close(s);
+	store_close(st);
+	pdev_free(p);
+}
+
+/* Power cuts at random points of an overwrite load that keeps the
+ * compactor busy: after each, every block holds its value as of the last
+ * successful flush or a value written after it, and the pool checks clean. */
+static void test_crash_compaction(void **state)
+{
+	enum { NB = 6144 };
+	static unsigned char durable[NB], latest[NB], pending[NB][32];
+	char blk[4096];
+
+	for (int run = 0; run < 4; run++) {
+		struct pdev *p = pdev_new(96u << 20);
+		struct store *st;
+		struct vol *v;
+		long budget = 4000 + run * 9000;
+
+		memset(durable, 0, sizeof(durable));
+		memset(latest, 0, sizeof(latest));
+		memset(pending, 0, sizeof(pending));
+		assert_int_equal(store_format(&p->dev), 0);
+		st = open_ok(p);
+		assert_int_equal(store_vol_create(st, "v", (uint64_t)NB * 4096), 0);
+		assert_int_equal(store_vol_open(st, "v", &v), 0);
+		p->calls = 0;
+		p->budget = budget;
+		srand(100 + run);
+		for (int i = 0; i < 40000 && !p->dead; i++) {
+			unsigned b = (unsigned)rand() % NB;
+			unsigned char x = (unsigned char)(1 + rand() % 250);
+			memset(blk, x, sizeof(blk));
+			pending[b][x / 8] |= (unsigned char)(1u << (x % 8));
+			if (store_write(v, blk, (uint64_t)b * 4096, 4096, 0))
+				break;
+			latest[b] = x;
+			if (i % 64 == 63 && store_flush(v) == 0) {
+				/* Everything written so far is durable: the
+				 * model becomes what the volume reads now. */
+				memset(pending, 0, sizeof(pending));
+				memcpy(durable, latest, sizeof(durable));
+			}
+		}
+		assert_true(p->dead);
+		store_vol_close(v);
+		power_cut(p, st, run % 2);
+		st = open_ok(p);
+		assert_int_equal(store_check(st), 0);
+		assert_int_equal(store_vol_open(st, "v", &v), 0);
+		for (unsigned b = 0; b < NB; b++) {
+			unsigned char got[4096];
+			assert_int_equal(store_read(v, got, (uint64_t)b * 4096, 4096), 0);
+			unsigned char x = got[0];
+			if (x != durable[b] && !(pending[b][x / 8] & (1u << (x % 8))))
+				fail_msg("block %u reads %u, durable %u (run %d)", b, x, durable[b], run);
+			for (int k = 1; k < 4096; k++)
+				assert_int_equal(got[k], x);
+		}
+		store_vol_close(v);
+		store_close(st);
+		pdev_free(p);
+	}
+}
+
 static void test_bad_pool(void **state)
 {
 	struct pdev *p = pdev_new(96u << 20);
@@ -641,7 +773,8 @@ int main(void)
 		cmocka_unit_test(test_rollback),       cmocka_unit_test(test_read_try),
 		cmocka_unit_test(test_map_model),       cmocka_unit_test(test_crash_recovery),
 		cmocka_unit_test(test_sticky_failure), cmocka_unit_test(test_enospc),
-		cmocka_unit_test(test_bad_pool),       cmocka_unit_test(test_check_finds_damage),       cmocka_unit_test(test_crash_points),
+		cmocka_unit_test(test_bad_pool),       cmocka_unit_test(test_check_finds_damage),
+		cmocka_unit_test(test_compaction),     cmocka_unit_test(test_crash_compaction),       cmocka_unit_test(test_crash_points),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
