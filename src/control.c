@@ -546,6 +546,9 @@ static int control_op_stats(struct control_ctx *x)
 	STAT(batch_blocks);
 	STAT(syncs);
 	STAT(checkpoints);
+	STAT(compactions);
+	STAT(compacted_blocks);
+	STAT(segments_freed);
 #undef STAT
 	json_object_set_new(o, "block_size", json_integer(STORE_BLOCK_SIZE));
 	json_object_set_new(o, "failed", json_boolean(s.failed));

@@ -370,6 +370,9 @@ static void cowctl_print_stats(json_t *s)
 	       cowctl_u64(s, "batch_blocks"));
 	printf("%-18s%" PRIu64 "\n", "syncs:", cowctl_u64(s, "syncs"));
 	printf("%-18s%" PRIu64 "\n", "checkpoints:", cowctl_u64(s, "checkpoints"));
+	printf("%-18s%" PRIu64 " (%" PRIu64 " blocks moved, %" PRIu64 " segments freed)\n",
+	       "compactions:", cowctl_u64(s, "compactions"), cowctl_u64(s, "compacted_blocks"),
+	       cowctl_u64(s, "segments_freed"));
 	printf("%-18s%s\n", "failed:",
 	       json_is_true(json_object_get(s, "failed")) ? "YES (I/O error; restart cowbd)" : "no");
 }
