@@ -43,11 +43,11 @@ PY=/usr/bin/python3
 
 if [ -n "${QUICK:-}" ] && [ "${QUICK:-0}" != 0 ]; then
 	QUICK=1
-	: "${ROUNDS:=1}" "${RUNTIME:=1}" "${SIZE_MIB:=512}" "${SEQW_MIB:=256}"
+	: "${ROUNDS:=1}" "${RUNTIME:=1}" "${SIZE_MIB:=512}"
 	: "${MAP_BLOCKS:=16384}" "${RECOVERY_MIB:=64}" "${REPS:=3}" "${COW_POOL_SIZE:=8G}"
 else
 	QUICK=0
-	: "${ROUNDS:=3}" "${RUNTIME:=4}" "${SIZE_MIB:=2048}" "${SEQW_MIB:=$SIZE_MIB}"
+	: "${ROUNDS:=3}" "${RUNTIME:=3}" "${SIZE_MIB:=1024}"
 	: "${MAP_BLOCKS:=1000000}" "${RECOVERY_MIB:=1024}" "${REPS:=7}" "${COW_POOL_SIZE:=40G}"
 fi
 : "${SERVERS:=cowbd nbdkit-file nbdkit-memory nbd-server qemu-nbd nbdkit-null}"
@@ -111,8 +111,8 @@ workload main rw4kf IOPS "4k randwrite qd32, FLUSH every 16" ">= 0.5x cowbd with
 	"--name=rw4kf --rw=randwrite --bs=4k --iodepth=32 --fsync=16 $S $TB"
 workload main rr4k IOPS "4k randread qd32" ">= 1.0x nbdkit file" \
 	"--name=rr4k --rw=randread --bs=4k --iodepth=32 $S $TB"
-workload main sw1m MB/s "1 MiB seq write qd8 (${SEQW_MIB} MiB, one pass)" ">= 1.0x nbdkit file" \
-	"--name=sw1m --rw=write --bs=1M --iodepth=8 --size=${SEQW_MIB}M --runtime=120"
+workload main sw1m MB/s "1 MiB seq write qd8" ">= 1.0x nbdkit file" \
+	"--name=sw1m --rw=write --bs=1M --iodepth=8 $S $TB"
 workload main sr1m MB/s "1 MiB seq read qd8" ">= 1.0x nbdkit file" \
 	"--name=sr1m --rw=read --bs=1M --iodepth=8 $S $TB"
 workload cowbd snap0 IOPS "4k randwrite qd32, no new snapshot" "" "${WL_ARGS[rw4k1]}"
