@@ -69,6 +69,14 @@ static inline void blkdev_close(struct blkdev *d)
  * Returns NULL with errno set. */
 struct blkdev *blkdev_open_file(const char *path, uint64_t create_size);
 
+/* Does the device hold nothing?  1 yes, 0 no, negative errno when it
+ * cannot tell.  A regular file is blank when every byte of it reads as
+ * zero (holes are skipped with SEEK_DATA, so a sparse file costs nothing);
+ * a block device when its first and last 4 MiB are zero — where partition
+ * tables, file system, LVM and RAID signatures live — since reading a
+ * whole device would take too long.  Used before formatting over it. */
+int blkdev_is_blank(struct blkdev *d);
+
 /* In-memory device of size bytes for tests.  It keeps a durable image and
  * the writes since the last flush separately. */
 struct blkdev *blkdev_mem_new(uint64_t size);

@@ -36,8 +36,9 @@ struct store_opts {
 	bool read_only;		    /* open for cowbd-check: no threads, no writes */
 };
 
-/* Make a new, empty pool on dev (which must be at least 64 MiB).  Writes
- * both superblock slots and an initial checkpoint; dev is left open. */
+/* Make a new, empty pool on dev.  Writes both superblock slots and an
+ * initial checkpoint; dev is left open.  -EINVAL if dev is smaller than
+ * 64 MiB, else 0 or the device's -errno. */
 int store_format(struct blkdev *dev);
 
 /* Is there a cowbd pool on dev?  1 yes, 0 no (dev holds no pool magic),

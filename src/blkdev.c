@@ -168,6 +168,61 @@ fail_fd:
 	return NULL;
 }
 
+static int range_is_zero(struct blkdev *d, uint64_t off, uint64_t len, char *buf, size_t bufsz)
+{
+	while (len) {
+		size_t n = len < bufsz ? (size_t)len : bufsz;
+		int err = blkdev_pread(d, buf, n, off);
+		if (err)
+			return err;
+		for (size_t i = 0; i < n; i++)
+			if (buf[i])
+				return 0;
+		off += n;
+		len -= n;
+	}
+	return 1;
+}
+
+int blkdev_is_blank(struct blkdev *d)
+{
+	const uint64_t edge = 4u << 20;
+	size_t bufsz = 1u << 20;
+	char *buf = malloc(bufsz);
+	struct stat sb;
+	int ret = 1;
+
+	if (!buf)
+		return -ENOMEM;
+	if (d->fd >= 0 && fstat(d->fd, &sb) == 0 && S_ISREG(sb.st_mode)) {
+		off_t at = 0;
+		while (ret == 1 && (uint64_t)at < d->size) {
+			off_t data = lseek(d->fd, at, SEEK_DATA);
+			if (data < 0) {
+				if (errno != ENXIO)
+					ret = -errno;
+				break; /* ENXIO: no data after at */
+			}
+			off_t hole = lseek(d->fd, data, SEEK_HOLE);
+			if (hole < 0) {
+				ret = -errno;
+				break;
+			}
+			ret = range_is_zero(d, (uint64_t)data, (uint64_t)(hole - data), buf, bufsz);
+			at = hole;
+		}
+	} else {
+		uint64_t head = d->size < edge ? d->size : edge;
+		ret = range_is_zero(d, 0, head, buf, bufsz);
+		if (ret == 1 && d->size > head) {
+			uint64_t tail = d->size - head < edge ? d->size - head : edge;
+			ret = range_is_zero(d, d->size - tail, tail, buf, bufsz);
+		}
+	}
+	free(buf);
+	return ret;
+}
+
 /* ---- in-memory device for tests --------------------------------------- */
 
 struct memdev {

@@ -1722,7 +1722,7 @@ int store_format(struct blkdev *dev)
 	int err;
 
 	if (nsegs < FMT_MIN_SEGS)
-		return -ENOSPC;
+		return -EINVAL; /* too small */
 	st = store_alloc(dev, nsegs, NULL);
 	if (!st)
 		return -ENOMEM;
