@@ -142,6 +142,23 @@ static struct store *pool_open(const char *path, uint64_t create_size)
 		say_info("created pool %s (%llu bytes)", path, (unsigned long long)create_size);
 	} else if (create_size) {
 		err = store_probe(dev);
+		if (err == 0 && blkdev_is_blank(dev) == 1) {
+			/* All zeroes (a sparse file from truncate, a wiped
+			 * device): nothing to lose, make the pool there. */
+			err = store_format(dev);
+			if (err) {
+				say_error("cannot create pool %s: %s", path,
+				          err == -EINVAL ? "too small (the minimum is 64 MiB)"
+				                         : strerror(-err));
+				blkdev_close(dev);
+				return NULL;
+			}
+			say_info("created pool %s on a blank %s", path,
+			         S_ISBLK(sb.st_mode) ? "device" : "file");
+			err = 1;
+		} else if (err == 1) {
+			say_info("pool %s exists; opening it", path);
+		}
 		if (err != 1) {
 			if (err == 0)
 				say_error("refusing to create a pool on %s: it holds data that is "
@@ -152,7 +169,6 @@ static struct store *pool_open(const char *path, uint64_t create_size)
 			blkdev_close(dev);
 			return NULL;
 		}
-		say_info("pool %s exists; opening it", path);
 	}
 	st = store_open(dev, &opts, &why);
 	if (!st) {
