@@ -7,20 +7,49 @@
  */
 #ifndef COWBD_CONN_H
 #define COWBD_CONN_H
+#include <stdbool.h>
 #include <stddef.h>
 
 struct ev_loop;
 struct store;
 struct conn_server;
+struct tls_creds;
 
-/* Per-connection limits.  Above either, the server stops reading from that
- * socket until replies have gone out (backpressure), so a client that
- * pipelines requests and never reads replies holds bounded memory. */
+/* Per-connection defaults.  Above either, the server stops reading from
+ * that socket until replies have gone out (backpressure), so a client that
+ * pipelines requests and never reads replies holds bounded memory (the
+ * request that crosses the line is still taken, so at most max_bytes plus
+ * one 32 MiB payload). */
 #define CONN_MAX_REQS  256u        /* requests accepted, reply not yet sent */
 #define CONN_MAX_BYTES (64u << 20) /* payload bytes held in buffers */
+#define CONN_DEFAULT_MAX_CONNS         1024u
+#define CONN_DEFAULT_HANDSHAKE_TIMEOUT 30.0 /* seconds */
 
-/* New server for loop, serving exports of st.  NULL + errno on failure. */
+struct conn_limits {
+	/* Open connections (counting ones still waiting for the store);
+	 * a connection over it is accepted and closed at once. */
+	unsigned max_conns;
+	double handshake_timeout; /* seconds from accept to transmission; 0 = none */
+	double idle_timeout;      /* seconds without traffic or requests; 0 = off */
+	unsigned max_reqs;        /* per connection, see CONN_MAX_REQS */
+	size_t max_bytes;         /* per connection, see CONN_MAX_BYTES */
+};
+
+/* New server for loop, serving exports of st, with the default limits.
+ * Call on the loop's thread: it registers that thread with the store
+ * (store_thread_register) since READs and BLOCK_STATUS are served there
+ * when they need no disk wait.  NULL + errno on failure. */
 struct conn_server *conn_server_new(struct ev_loop *loop, struct store *st);
+
+/* Replace the limits (NULL: defaults; a zero max_* field: its default).
+ * Before the loop runs. */
+void conn_server_set_limits(struct conn_server *s, const struct conn_limits *l);
+
+/* TLS for every connection accepted from now on: creds NULL = off
+ * (NBD_OPT_STARTTLS → NBD_REP_ERR_POLICY); else STARTTLS is offered, and
+ * with require every option before it gets NBD_REP_ERR_TLS_REQD.  creds
+ * stays the caller's and must outlive the server. */
+void conn_server_set_tls(struct conn_server *s, struct tls_creds *creds, bool require);
 
 /* Bind and listen on "HOST:PORT" or "[IPV6]:PORT" (every address HOST
  * resolves to).  Returns 0 or -errno with a one-line reason in err
@@ -42,7 +71,7 @@ void conn_server_stop(struct conn_server *s);
 /* Number of open connections (including ones waiting for the store). */
 unsigned conn_server_count(const struct conn_server *s);
 
-/* Free the server once its loop has returned after conn_server_stop()
+/* Free the server (on the loop's thread) once its loop has returned after conn_server_stop()
  * (no connection left) and the store has been closed: a store thread may
  * still be inside ev_async_send() on the server's watcher until
  * store_close() has joined it.  NULL is a no-op. */

@@ -95,6 +95,20 @@
 #define NBD_CMD_FLAG_REQ_ONE   (1u << 3)
 #define NBD_CMD_FLAG_FAST_ZERO (1u << 4)
 
+/* ---- structured reply chunks (after NBD_OPT_STRUCTURED_REPLY) ------ */
+#define NBD_REPLY_FLAG_DONE         (1u << 0)
+#define NBD_REPLY_TYPE_NONE         0u
+#define NBD_REPLY_TYPE_OFFSET_DATA  1u
+#define NBD_REPLY_TYPE_OFFSET_HOLE  2u
+#define NBD_REPLY_TYPE_BLOCK_STATUS 5u
+#define NBD_REPLY_TYPE_ERROR        ((1u << 15) + 1)
+#define NBD_REPLY_TYPE_ERROR_OFFSET ((1u << 15) + 2)
+
+/* ---- metadata contexts -------------------------------------------- */
+#define NBD_META_BASE_ALLOCATION "base:allocation"
+#define NBD_STATE_HOLE           (1u << 0) /* base:allocation: unallocated */
+#define NBD_STATE_ZERO           (1u << 1) /* base:allocation: reads as zeroes */
+
 /* ---- error values in replies -------------------------------------- */
 #define NBD_EPERM     1u
 #define NBD_EIO       5u
@@ -179,5 +193,23 @@ struct nbd_simple_reply {
 	uint64_t handle;
 } __attribute__((packed));
 static_assert(sizeof(struct nbd_simple_reply) == 16, "nbd_simple_reply size");
+
+/* S: structured reply chunk header; length bytes of payload follow. */
+struct nbd_structured_reply {
+	uint32_t magic; /* NBD_STRUCTURED_REPLY_MAGIC */
+	uint16_t flags; /* NBD_REPLY_FLAG_* */
+	uint16_t type;  /* NBD_REPLY_TYPE_* */
+	uint64_t handle;
+	uint32_t length;
+} __attribute__((packed));
+static_assert(sizeof(struct nbd_structured_reply) == 20, "nbd_structured_reply size");
+
+/* S: one extent of an NBD_REPLY_TYPE_BLOCK_STATUS chunk (after the 32-bit
+ * context id). */
+struct nbd_block_descriptor {
+	uint32_t length;
+	uint32_t status;
+} __attribute__((packed));
+static_assert(sizeof(struct nbd_block_descriptor) == 8, "nbd_block_descriptor size");
 
 #endif

@@ -31,11 +31,16 @@
 #define PROTO_MIN_BLOCK  1u
 #define PROTO_PREF_BLOCK STORE_BLOCK_SIZE
 
-/* What an export lookup yields. */
+/* Context id cowbd gives base:allocation in NBD_OPT_SET_META_CONTEXT. */
+#define PROTO_META_ALLOC_ID 1u
+
+/* What an export lookup yields.  proto zeroes it before ops->open. */
 struct proto_export {
 	uint64_t size;
 	bool read_only;
 	void *handle; /* the caller's; passed back to ops->close */
+	/* Optional NBD_INFO_DESCRIPTION text ("" = none). */
+	char desc[128];
 };
 
 struct proto_ops {
@@ -62,6 +67,21 @@ enum proto_phase {
 	PROTO_OPTIONS,      /* option haggling */
 	PROTO_TRANSMISSION, /* export chosen: requests follow */
 	PROTO_CLOSE,        /* send what is buffered, then close (NBD_OPT_ABORT) */
+	/* NBD_OPT_STARTTLS acknowledged: the caller sends what is buffered
+	 * (the ACK must go out in plaintext), runs the TLS handshake, then
+	 * calls proto_tls_started().  Bytes the client sent after the option,
+	 * before the handshake, are a protocol violation (plaintext injected
+	 * ahead of TLS): the caller must hang up rather than read them. */
+	PROTO_STARTTLS,
+};
+
+/* TLS policy for option haggling (the spec's NOTLS / FORCEDTLS modes, and
+ * SELECTIVETLS with no TLS-only export). */
+enum proto_tls {
+	PROTO_TLS_OFF,     /* STARTTLS → NBD_REP_ERR_POLICY */
+	PROTO_TLS_ALLOW,   /* STARTTLS accepted; plaintext options served too */
+	PROTO_TLS_REQUIRE, /* before TLS: every option but STARTTLS/ABORT →
+	                    * NBD_REP_ERR_TLS_REQD, EXPORT_NAME → disconnect */
 };
 
 struct proto {
@@ -72,6 +92,15 @@ struct proto {
 	bool shutting_down;      /* answer options with NBD_REP_ERR_SHUTDOWN */
 	struct proto_export exp; /* valid in PROTO_TRANSMISSION */
 	uint16_t tflags;         /* transmission flags sent for exp */
+	bool structured;         /* NBD_OPT_STRUCTURED_REPLY acknowledged */
+	/* NBD_OPT_SET_META_CONTEXT selected base:allocation for meta_name;
+	 * it is active in transmission only if the export chosen has that
+	 * name (a later SET replaces the selection). */
+	bool meta_alloc;
+	bool meta_active; /* PROTO_TRANSMISSION: BLOCK_STATUS allowed */
+	char meta_name[NBD_STRING_MAX + 1];
+	enum proto_tls tls_mode; /* set by the caller after proto_init */
+	bool tls;                /* TLS is established (proto_tls_started) */
 };
 
 /* A decoded and validated transmission request. */
@@ -87,7 +116,13 @@ struct proto_req {
 	/* 0: execute op; else the NBD error to reply with, without executing. */
 	uint32_t error;
 	bool disc; /* NBD_CMD_DISC: finish in-flight requests, then close */
-	bool noop; /* valid but nothing to do (length 0): reply success */
+	bool noop; /* valid but nothing to do (length 0, CACHE): reply success */
+	/* Reply with structured chunks (a READ after NBD_OPT_STRUCTURED_REPLY,
+	 * or BLOCK_STATUS); errors then go out as NBD_REPLY_TYPE_ERROR. */
+	bool structured;
+	bool block_status; /* valid NBD_CMD_BLOCK_STATUS: answer from store_map */
+	bool df;           /* READ with NBD_CMD_FLAG_DF: one data chunk */
+	bool req_one;      /* BLOCK_STATUS with NBD_CMD_FLAG_REQ_ONE: one extent */
 	enum store_op op;
 	uint32_t store_flags; /* STORE_FUA, STORE_NO_HOLE */
 };
@@ -96,6 +131,12 @@ void proto_init(struct proto *p, const struct proto_ops *ops, void *ctx);
 /* Close the export handle, if any.  Only once nothing uses it any more. */
 void proto_fini(struct proto *p);
 
+/* The TLS handshake that PROTO_STARTTLS asked for has completed: option
+ * haggling resumes (inside TLS).  Anything negotiated in plaintext before
+ * (structured replies, meta contexts) is forgotten, as the spec requires,
+ * so a man in the middle cannot have chosen it. */
+void proto_tls_started(struct proto *p);
+
 /* Append the server greeting to out.  0 or -ENOMEM. */
 int proto_greet(struct proto *p, struct proto_buf *out);
 
@@ -103,9 +144,10 @@ int proto_greet(struct proto *p, struct proto_buf *out);
  * to out.  Returns the number of bytes consumed (0: need more data), or a
  * negative errno meaning "hard disconnect now" (-EPROTO for a framing or
  * flag violation, -ENOENT for an unknown NBD_OPT_EXPORT_NAME, -E2BIG for
- * option data over PROTO_OPT_MAX, -ENOMEM).  Stops consuming as soon as
- * the phase becomes PROTO_TRANSMISSION or PROTO_CLOSE; bytes after that
- * are left for the caller. */
+ * option data over PROTO_OPT_MAX, -ENOMEM, -EACCES for NBD_OPT_EXPORT_NAME
+ * before TLS when TLS is required).  Stops consuming as soon as the phase
+ * becomes PROTO_TRANSMISSION, PROTO_CLOSE or PROTO_STARTTLS; bytes after
+ * that are left for the caller. */
 ssize_t proto_handshake(struct proto *p, const uint8_t *in, size_t len, struct proto_buf *out);
 
 /* Decode and validate one request header from in.  Returns the header
@@ -116,6 +158,51 @@ int proto_request(struct proto *p, const uint8_t *in, size_t len, struct proto_r
 
 /* Encode a simple reply header (16 bytes). */
 void proto_reply(uint8_t out[sizeof(struct nbd_simple_reply)], uint64_t handle, uint32_t error);
+
+/* ---- structured replies ------------------------------------------
+ * Each encoder writes one chunk header (plus its fixed fields) and returns
+ * the bytes written; payload data, where there is any, follows on the
+ * wire.  flags is NBD_REPLY_FLAG_DONE on the last chunk of a reply. */
+#define PROTO_CHUNK_HDR   sizeof(struct nbd_structured_reply) /* 20 */
+#define PROTO_CHUNK_DATA  (PROTO_CHUNK_HDR + 8)               /* + offset */
+#define PROTO_CHUNK_HOLE  (PROTO_CHUNK_HDR + 12)              /* + offset, length */
+#define PROTO_CHUNK_ERROR (PROTO_CHUNK_HDR + 6 + 8)           /* max: error, msglen, offset */
+#define PROTO_CHUNK_BS    (PROTO_CHUNK_HDR + 4)               /* + context id */
+
+/* NBD_REPLY_TYPE_NONE with DONE: a structured reply without data. */
+size_t proto_chunk_none(uint8_t *out, uint64_t handle);
+/* NBD_REPLY_TYPE_OFFSET_DATA header for len data bytes at offset. */
+size_t proto_chunk_data(uint8_t *out, uint64_t handle, uint16_t flags, uint64_t offset,
+                        uint32_t len);
+/* NBD_REPLY_TYPE_OFFSET_HOLE: len bytes of zeroes at offset. */
+size_t proto_chunk_hole(uint8_t *out, uint64_t handle, uint16_t flags, uint64_t offset,
+                        uint32_t len);
+/* NBD_REPLY_TYPE_ERROR (with_offset false) or ERROR_OFFSET, with DONE and
+ * an empty message.  nbd_err is an NBD error value (nonzero). */
+size_t proto_chunk_error(uint8_t *out, uint64_t handle, uint32_t nbd_err, bool with_offset,
+                         uint64_t offset);
+/* NBD_REPLY_TYPE_BLOCK_STATUS header with DONE for n descriptors of the
+ * base:allocation context; encode each with proto_block_desc(). */
+size_t proto_chunk_block_status(uint8_t *out, uint64_t handle, uint32_t n);
+void proto_block_desc(uint8_t out[8], uint32_t len, bool hole);
+
+/* How a successful structured READ goes out: runs of data and of zeroes. */
+struct proto_run {
+	uint32_t off, len; /* relative to the request */
+	bool hole;         /* all zero bytes: sent as NBD_REPLY_TYPE_OFFSET_HOLE */
+};
+/* Split the len bytes read at offset (buf) into at most max runs (max >=
+ * 1): maximal runs of 4 KiB blocks (aligned to the export, the partial
+ * blocks at either end included) that are all zero bytes become holes, the
+ * rest data; once max-1 runs are used, the remainder is one data run.
+ * df (NBD_CMD_FLAG_DF) gives exactly one data run.  len must be > 0.
+ * Any all-zero block may be sent as a hole, allocated or not: a hole chunk
+ * only promises that the range reads as zeroes, and checking the bytes
+ * actually read (instead of the allocation map) stays right when a write
+ * races with the read.  Returns the number of runs.  Cost: scans the zero blocks in full, stops
+ * at the first nonzero word of every other block. */
+unsigned proto_read_runs(const uint8_t *buf, uint64_t offset, uint32_t len, bool df,
+                         struct proto_run *runs, unsigned max);
 
 /* Translate a store result (0 or -errno) into an NBD error value.  The
  * only errno→NBD mapping in cowbd. */

@@ -61,6 +61,7 @@
 #include "proto.h"
 #include "say.h"
 #include "store.h"
+#include "tls.h"
 
 #define CONN_RBUF_SIZE     (256u << 10) /* >= one option header + PROTO_OPT_MAX */
 #define CONN_SMALL_WRITE   (64u << 10)  /* payloads up to this wait in rbuf */
@@ -69,6 +70,11 @@
 #define CONN_IOV           128          /* iovecs per sendmsg */
 #define CONN_STOP_GRACE    30.0         /* seconds before stop cuts clients off */
 #define CONN_MAX_LISTENERS 16
+#define CONN_READ_RUNS     16           /* chunks per structured READ reply */
+#define CONN_REQ_IOV       (2 * CONN_READ_RUNS)
+#define CONN_META          (CONN_READ_RUNS * PROTO_CHUNK_HOLE)
+#define CONN_MAP_EXTENTS   4096         /* extents per BLOCK_STATUS reply */
+#define CONN_TRY_MAX       (1u << 20)   /* READs up to this try the loop thread first */
 
 static_assert(CONN_RBUF_SIZE >= sizeof(struct nbd_option) + PROTO_OPT_MAX, "rbuf too small");
 static_assert(CONN_RBUF_SIZE >= sizeof(struct nbd_request) + CONN_SMALL_WRITE, "rbuf too small");
@@ -84,10 +90,16 @@ struct conn_req {
 	uint64_t end;               /* TRIM/ZERO split into parts: end offset */
 	uint8_t *buf;
 	size_t bufcap;
-	uint32_t held;     /* payload bytes counted in c->bytes */
-	uint32_t data_len; /* reply data after the header */
-	uint32_t sent;     /* bytes of header + data already sent */
-	uint8_t hdr[sizeof(struct nbd_simple_reply)];
+	uint32_t held;    /* payload bytes counted in c->bytes */
+	bool structured;  /* READ after NBD_OPT_STRUCTURED_REPLY: reply in chunks */
+	bool df;          /* ... as one data chunk (NBD_CMD_FLAG_DF) */
+	/* The reply on the wire: niov pieces pointing into meta (headers)
+	 * and buf (data), out_len bytes in all, sent of them gone. */
+	uint32_t out_len;
+	uint32_t sent;
+	unsigned niov;
+	struct iovec iov[CONN_REQ_IOV];
+	uint8_t meta[CONN_META];
 };
 
 struct conn {
@@ -105,6 +117,8 @@ struct conn {
 	uint64_t drain;                     /* payload bytes of a rejected WRITE to discard */
 	struct conn_req *rq_head, *rq_tail; /* replies to send, in order */
 	struct conn_req *free;
+	ev_timer tmo;       /* handshake deadline, then idle timeout */
+	ev_tstamp last_active; /* last byte received or sent */
 	size_t pool_bytes;  /* buffer bytes kept on the free list */
 	unsigned reqs;      /* accepted, reply not yet sent (or dropped) */
 	unsigned submitted; /* owned by the store right now */
@@ -114,6 +128,7 @@ struct conn {
 	bool dirty;         /* on the wake handler's flush list */
 	struct conn *dirty_next;
 	char peer[64];
+	struct tls_session *tls; /* after NBD_OPT_STARTTLS; NULL: plaintext */
 };
 
 struct listener {
@@ -133,11 +148,36 @@ struct conn_server {
 	struct conn *conns;
 	unsigned nconns;
 	bool stopping;
+	struct conn_limits lim;
+	unsigned long refused; /* connections closed at once: over max_conns */
+	struct store_extent map[CONN_MAP_EXTENTS]; /* BLOCK_STATUS scratch */
+	struct tls_creds *tls_creds; /* NULL: TLS off */
+	enum proto_tls tls_mode;
 };
 
 static void conn_settle(struct conn *c);
 static void conn_parse(struct conn *c);
+static void conn_arm_idle(struct conn *c);
 static void on_grace(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* ---- the socket ------------------------------------------------------
+ * Every byte to or from a client goes through these two functions (a TLS
+ * layer hooks in here).  Both behave like recv()/sendmsg() on a
+ * non-blocking socket: -1 with errno EAGAIN when nothing can move. */
+
+static ssize_t conn_sock_recv(struct conn *c, void *buf, size_t len)
+{
+	if (c->tls)
+		return tls_recv(c->tls, buf, len);
+	return recv(c->fd, buf, len, MSG_DONTWAIT);
+}
+
+static ssize_t conn_sock_send(struct conn *c, const struct msghdr *m)
+{
+	if (c->tls)
+		return tls_sendmsg(c->tls, m);
+	return sendmsg(c->fd, m, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
 
 /* ---- exports: proto's window on the store ------------------------- */
 
@@ -153,6 +193,8 @@ static int export_open(void *ctx, const char *name, struct proto_export *out)
 	out->size = store_vol_size(v);
 	out->read_only = store_vol_readonly(v);
 	out->handle = v;
+	snprintf(out->desc, sizeof(out->desc), "%s, %llu bytes",
+	         out->read_only ? "snapshot (read-only)" : "volume", (unsigned long long)out->size);
 	return 0;
 }
 
@@ -205,7 +247,9 @@ static struct conn_req *req_get(struct conn *c, uint32_t size)
 	}
 	q->c = c;
 	q->next = NULL;
-	q->held = q->data_len = q->sent = 0;
+	q->held = q->out_len = q->sent = 0;
+	q->niov = 0;
+	q->structured = q->df = false;
 	if (size > q->bufcap) {
 		size_t cap = 4096;
 		uint8_t *b;
@@ -243,11 +287,20 @@ static void req_put(struct conn *c, struct conn_req *q)
 	c->pool_bytes += q->bufcap;
 }
 
-/* Queue q's reply for sending. */
-static void reply_queue(struct conn *c, struct conn_req *q, uint32_t nbd_err, uint32_t data_len)
+/* ---- replies -------------------------------------------------------
+ * A reply is a list of iovecs over q->meta (simple reply header, chunk
+ * headers) and q->buf (READ data, BLOCK_STATUS descriptors). */
+
+static void out_add(struct conn_req *q, void *base, size_t len)
 {
-	proto_reply(q->hdr, q->handle, nbd_err);
-	q->data_len = data_len;
+	q->iov[q->niov].iov_base = base;
+	q->iov[q->niov++].iov_len = len;
+	q->out_len += (uint32_t)len;
+}
+
+/* Queue q's reply (its iovecs are set) for sending. */
+static void reply_queue(struct conn *c, struct conn_req *q)
+{
 	q->sent = 0;
 	q->next = NULL;
 	if (c->rq_tail)
@@ -257,8 +310,73 @@ static void reply_queue(struct conn *c, struct conn_req *q, uint32_t nbd_err, ui
 	c->rq_tail = q;
 }
 
-/* A reply for a request that never reaches the store. */
-static void reply_now(struct conn *c, uint64_t handle, uint32_t nbd_err)
+static void reply_reset(struct conn_req *q)
+{
+	q->niov = 0;
+	q->out_len = 0;
+}
+
+/* Simple reply, with data_len bytes of q->buf after it. */
+static void reply_simple(struct conn *c, struct conn_req *q, uint32_t nbd_err, uint32_t data_len)
+{
+	reply_reset(q);
+	proto_reply(q->meta, q->handle, nbd_err);
+	out_add(q, q->meta, sizeof(struct nbd_simple_reply));
+	if (data_len)
+		out_add(q, q->buf, data_len);
+	reply_queue(c, q);
+}
+
+/* An error, in the shape the request's reply takes: a structured error
+ * chunk (with the request's offset when the store failed on a READ: the
+ * store does not say which byte failed, so the whole range is suspect) or
+ * a simple reply. */
+static void reply_error(struct conn *c, struct conn_req *q, uint32_t nbd_err, bool with_offset,
+                        uint64_t offset)
+{
+	if (!q->structured) {
+		reply_simple(c, q, nbd_err, 0);
+		return;
+	}
+	reply_reset(q);
+	out_add(q, q->meta, proto_chunk_error(q->meta, q->handle, nbd_err, with_offset, offset));
+	reply_queue(c, q);
+}
+
+/* A successful READ of q->sr.len bytes at q->sr.off, now in q->buf. */
+static void reply_read(struct conn *c, struct conn_req *q)
+{
+	struct proto_run runs[CONN_READ_RUNS];
+	unsigned n;
+	uint8_t *m = q->meta;
+
+	if (!q->structured) {
+		reply_simple(c, q, 0, q->sr.len);
+		return;
+	}
+	reply_reset(q);
+	n = proto_read_runs(q->buf, q->sr.off, q->sr.len, q->df, runs, CONN_READ_RUNS);
+	for (unsigned i = 0; i < n; i++) {
+		uint16_t fl = i == n - 1 ? NBD_REPLY_FLAG_DONE : 0;
+		uint64_t off = q->sr.off + runs[i].off;
+		size_t k;
+
+		if (runs[i].hole) {
+			k = proto_chunk_hole(m, q->handle, fl, off, runs[i].len);
+			out_add(q, m, k);
+		} else {
+			k = proto_chunk_data(m, q->handle, fl, off, runs[i].len);
+			out_add(q, m, k);
+			out_add(q, q->buf + runs[i].off, runs[i].len);
+		}
+		m += k;
+	}
+	reply_queue(c, q);
+}
+
+/* A reply for a request that never reaches the store (rejected, or
+ * nothing to do). */
+static void reply_now(struct conn *c, const struct proto_req *r)
 {
 	struct conn_req *q = req_get(c, 0);
 
@@ -270,8 +388,17 @@ static void reply_now(struct conn *c, uint64_t handle, uint32_t nbd_err)
 		return;
 	}
 	c->reqs++;
-	q->handle = handle;
-	reply_queue(c, q, nbd_err, 0);
+	q->handle = r->handle;
+	q->structured = r->structured;
+	if (r->error) {
+		reply_error(c, q, r->error, false, 0);
+	} else if (r->structured) { /* zero-length READ */
+		reply_reset(q);
+		out_add(q, q->meta, proto_chunk_none(q->meta, q->handle));
+		reply_queue(c, q);
+	} else {
+		reply_simple(c, q, 0, 0);
+	}
 }
 
 /* ---- store submission and completion ------------------------------ */
@@ -300,6 +427,26 @@ static void req_submit(struct conn *c, struct conn_req *q)
 	store_submit(&q->sr);
 }
 
+/* The store is done with q (all parts): queue its reply. */
+static void req_finish(struct conn *c, struct conn_req *q)
+{
+	int err = q->sr.err;
+
+	if (err && err != -ENOSPC && err != -EPERM)
+		say_debug("%s: request failed: %s", c->peer, strerror(-err));
+	if (q->sr.op == STORE_WRITE) {
+		/* The payload is on its way to disk; release it now. */
+		c->bytes -= q->held;
+		q->held = 0;
+	}
+	if (err)
+		reply_error(c, q, proto_nbd_error(err), q->sr.op == STORE_READ, q->sr.off);
+	else if (q->sr.op == STORE_READ)
+		reply_read(c, q);
+	else
+		reply_simple(c, q, 0, 0);
+}
+
 /* Store result for q is in; queue its reply or submit the next part. */
 static void req_complete(struct conn *c, struct conn_req *q)
 {
@@ -317,15 +464,7 @@ static void req_complete(struct conn *c, struct conn_req *q)
 		req_submit(c, q);
 		return;
 	}
-	if (q->sr.err && q->sr.err != -ENOSPC && q->sr.err != -EPERM)
-		say_debug("%s: request failed: %s", c->peer, strerror(-q->sr.err));
-	if (q->sr.op == STORE_WRITE) {
-		/* The payload is on its way to disk; release it now. */
-		c->bytes -= q->held;
-		q->held = 0;
-	}
-	reply_queue(c, q, proto_nbd_error(q->sr.err),
-	            q->sr.op == STORE_READ && !q->sr.err ? q->sr.len : 0);
+	req_finish(c, q);
 }
 
 static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
@@ -362,7 +501,39 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
 
 static bool conn_can_accept(const struct conn *c)
 {
-	return c->reqs < CONN_MAX_REQS && c->bytes < CONN_MAX_BYTES;
+	return c->reqs < c->srv->lim.max_reqs && c->bytes < c->srv->lim.max_bytes;
+}
+
+/* NBD_CMD_BLOCK_STATUS: answered here from the tree (store_map never
+ * blocks), one base:allocation chunk of up to CONN_MAP_EXTENTS extents
+ * (one with REQ_ONE) covering a prefix of the range. */
+static void conn_block_status(struct conn *c, const struct proto_req *r)
+{
+	unsigned max = r->req_one ? 1 : CONN_MAP_EXTENTS, n = 0;
+	struct conn_req *q = req_get(c, max * sizeof(struct nbd_block_descriptor));
+	struct store_extent *map = c->srv->map;
+	int err;
+
+	if (!q) {
+		say_warn("%s: out of memory for BLOCK_STATUS", c->peer);
+		reply_now(c, &(struct proto_req){.handle = r->handle, .error = NBD_ENOMEM,
+		                                  .structured = true});
+		return;
+	}
+	c->reqs++;
+	q->handle = r->handle;
+	q->structured = true;
+	err = store_map(c->proto.exp.handle, r->offset, r->length, map, max, &n);
+	if (err || n == 0) {
+		reply_error(c, q, proto_nbd_error(err ? err : -EIO), false, 0);
+		return;
+	}
+	reply_reset(q);
+	for (unsigned i = 0; i < n; i++)
+		proto_block_desc(q->buf + 8 * i, (uint32_t)map[i].len, map[i].hole);
+	out_add(q, q->meta, proto_chunk_block_status(q->meta, q->handle, n));
+	out_add(q, q->buf, 8 * n);
+	reply_queue(c, q);
 }
 
 /* Act on one validated request whose header has been consumed.  Returns
@@ -374,14 +545,21 @@ static bool conn_request(struct conn *c, const struct proto_req *r)
 	struct conn_req *q;
 
 	if (r->error || r->noop) {
-		reply_now(c, r->handle, r->error);
+		reply_now(c, r);
 		c->drain = r->payload;
+		return true;
+	}
+	if (r->block_status) {
+		conn_block_status(c, r);
 		return true;
 	}
 	q = req_get(c, need);
 	if (!q) {
+		struct proto_req e = *r;
+
 		say_warn("%s: out of memory for a %u-byte request", c->peer, need);
-		reply_now(c, r->handle, NBD_ENOMEM);
+		e.error = NBD_ENOMEM;
+		reply_now(c, &e);
 		c->drain = r->payload;
 		return true;
 	}
@@ -389,6 +567,8 @@ static bool conn_request(struct conn *c, const struct proto_req *r)
 	q->held = need;
 	c->bytes += need;
 	q->handle = r->handle;
+	q->structured = r->structured;
+	q->df = r->df;
 	memset(&q->sr, 0, sizeof(q->sr));
 	q->sr.op = r->op;
 	q->sr.flags = r->store_flags;
@@ -405,6 +585,15 @@ static bool conn_request(struct conn *c, const struct proto_req *r)
 			c->rx = q;
 			c->rx_got = have;
 			return false;
+		}
+	}
+	if (r->op == STORE_READ && r->length <= CONN_TRY_MAX) {
+		/* Page-cache hits and holes are served right here: no thread
+		 * hand-off, no wake-up, the reply goes out with this batch. */
+		q->sr.vol = c->proto.exp.handle;
+		if (store_read_try(&q->sr)) {
+			req_finish(c, q);
+			return true;
 		}
 	}
 	req_submit(c, q);
@@ -432,11 +621,24 @@ static void conn_parse(struct conn *c)
 
 			if (n < 0) {
 				say_info("%s: handshake failed: %s", c->peer,
-				         n == -ENOENT ? "unknown export" : strerror((int)-n));
+				         n == -ENOENT   ? "unknown export"
+				         : n == -EACCES ? "TLS is required"
+				                        : strerror((int)-n));
 				c->dead = true;
 				break;
 			}
 			c->rstart += (size_t)n;
+			if (c->proto.phase == PROTO_STARTTLS) {
+				/* Plaintext behind STARTTLS would be taken as if
+				 * it came through TLS (injection): refuse it. */
+				if (c->rend > c->rstart) {
+					say_info("%s: data after NBD_OPT_STARTTLS, "
+					         "disconnecting",
+					         c->peer);
+					c->dead = true;
+				}
+				break; /* conn_settle runs the handshake */
+			}
 			if (c->proto.phase == PROTO_CLOSE) {
 				c->draining = true;
 				break;
@@ -444,6 +646,7 @@ static void conn_parse(struct conn *c)
 			if (c->proto.phase == PROTO_TRANSMISSION) {
 				say_debug("%s: serving %s", c->peer,
 				          store_vol_name(c->proto.exp.handle));
+				conn_arm_idle(c);
 				continue;
 			}
 			break; /* need more */
@@ -481,15 +684,19 @@ static void conn_parse(struct conn *c)
 
 static void conn_read(struct conn *c)
 {
-	for (int rounds = 0; rounds < 8 && !c->dead && !c->draining; rounds++) {
+	/* During STARTTLS the socket belongs to the TLS handshake (conn_settle). */
+	for (int rounds = 0; rounds < 8 && !c->dead && !c->draining &&
+	                     c->proto.phase != PROTO_STARTTLS;
+	     rounds++) {
 		ssize_t n;
 
 		if (c->rx) {
 			struct conn_req *q = c->rx;
 			uint32_t want = q->sr.len - c->rx_got;
 
-			n = recv(c->fd, q->buf + c->rx_got, want, 0);
+			n = conn_sock_recv(c, q->buf + c->rx_got, want);
 			if (n > 0) {
+				c->last_active = ev_now(c->srv->loop);
 				c->rx_got += (uint32_t)n;
 				if (c->rx_got == q->sr.len) {
 					c->rx = NULL;
@@ -508,8 +715,9 @@ static void conn_read(struct conn *c)
 			}
 			if (c->rend == CONN_RBUF_SIZE)
 				break; /* cannot happen: parse always frees room */
-			n = recv(c->fd, c->rbuf + c->rend, CONN_RBUF_SIZE - c->rend, 0);
+			n = conn_sock_recv(c, c->rbuf + c->rend, CONN_RBUF_SIZE - c->rend);
 			if (n > 0) {
+				c->last_active = ev_now(c->srv->loop);
 				c->rend += (size_t)n;
 				conn_parse(c);
 				if ((size_t)n < (CONN_RBUF_SIZE - c->rend) / 2)
@@ -547,25 +755,23 @@ static void conn_write(struct conn *c)
 			iov[n].iov_base = c->hout.data + c->hout_sent;
 			iov[n++].iov_len = c->hout.len - c->hout_sent;
 		}
-		for (struct conn_req *q = c->rq_head; q && n + 2 <= CONN_IOV; q = q->next) {
-			uint32_t off = q->sent;
+		for (struct conn_req *q = c->rq_head; q && n < CONN_IOV; q = q->next) {
+			size_t skip = q->sent;
 
-			if (off < sizeof(q->hdr)) {
-				iov[n].iov_base = q->hdr + off;
-				iov[n++].iov_len = sizeof(q->hdr) - off;
-				off = 0;
-			} else {
-				off -= sizeof(q->hdr);
-			}
-			if (q->data_len > off) {
-				iov[n].iov_base = q->buf + off;
-				iov[n++].iov_len = q->data_len - off;
+			for (unsigned i = 0; i < q->niov && n < CONN_IOV; i++) {
+				if (skip >= q->iov[i].iov_len) {
+					skip -= q->iov[i].iov_len;
+					continue;
+				}
+				iov[n].iov_base = (uint8_t *)q->iov[i].iov_base + skip;
+				iov[n++].iov_len = q->iov[i].iov_len - skip;
+				skip = 0;
 			}
 		}
 		if (n == 0)
 			break;
 		m.msg_iovlen = (size_t)n;
-		w = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+		w = conn_sock_send(c, &m);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -576,6 +782,8 @@ static void conn_write(struct conn *c)
 			break;
 		}
 		size_t left = (size_t)w;
+
+		c->last_active = ev_now(c->srv->loop);
 
 		if (c->hout_sent < c->hout.len) {
 			size_t k = c->hout.len - c->hout_sent;
@@ -588,7 +796,7 @@ static void conn_write(struct conn *c)
 		}
 		while (left && c->rq_head) {
 			struct conn_req *q = c->rq_head;
-			size_t k = sizeof(q->hdr) + q->data_len - q->sent;
+			size_t k = q->out_len - q->sent;
 
 			if (left < k) {
 				q->sent += (uint32_t)left;
@@ -645,6 +853,9 @@ static void conn_kill(struct conn *c)
 	if (c->fd >= 0) {
 		ev_io_stop(c->srv->loop, &c->rio);
 		ev_io_stop(c->srv->loop, &c->wio);
+		ev_timer_stop(c->srv->loop, &c->tmo);
+		tls_session_free(c->tls);
+		c->tls = NULL;
 		close(c->fd);
 		c->fd = -1;
 	}
@@ -668,13 +879,56 @@ static void conn_kill(struct conn *c)
  * data forever still gets its RST). */
 static void conn_close_gently(struct conn *c)
 {
+	if (c->tls)
+		tls_bye(c->tls); /* close_notify, best effort */
 	shutdown(c->fd, SHUT_WR);
 	for (int i = 0; i < 16; i++) {
-		ssize_t n = recv(c->fd, c->rbuf, CONN_RBUF_SIZE, MSG_DONTWAIT);
+		ssize_t n = conn_sock_recv(c, c->rbuf, CONN_RBUF_SIZE);
 
 		if (n <= 0 && !(n < 0 && errno == EINTR))
 			break;
 	}
+}
+
+/* NBD_OPT_STARTTLS was acknowledged: once the ACK is out (in plaintext),
+ * start a TLS session and advance its handshake.  Returns true while the
+ * handshake waits for the socket (the watchers are set for the direction
+ * it needs; nothing is read as plaintext meanwhile); false when it is over:
+ * failed (c->dead) or done, with option haggling resumed inside TLS. */
+static bool conn_tls_step(struct conn *c)
+{
+	struct ev_loop *loop = c->srv->loop;
+	char desc[128];
+	int r;
+
+	if (conn_output_pending(c)) {
+		ev_io_stop(loop, &c->rio);
+		ev_io_start(loop, &c->wio);
+		return true;
+	}
+	if (!c->tls && !(c->tls = tls_session_new(c->srv->tls_creds, c->fd))) {
+		say_warn("%s: cannot start TLS: %s", c->peer, strerror(errno));
+		c->dead = true;
+		return false;
+	}
+	r = tls_handshake(c->tls);
+	if (r == -EAGAIN) {
+		bool w = tls_want_write(c->tls);
+
+		ev_io_stop(loop, w ? &c->rio : &c->wio);
+		ev_io_start(loop, w ? &c->wio : &c->rio);
+		return true;
+	}
+	if (r < 0) {
+		say_info("%s: TLS handshake failed: %s", c->peer, tls_strerror(c->tls));
+		c->dead = true;
+		return false;
+	}
+	proto_tls_started(&c->proto);
+	say_debug("%s: %s", c->peer, tls_describe(c->tls, desc, sizeof(desc)));
+	conn_read(c); /* the first options may already be decrypted */
+	conn_write(c);
+	return false;
 }
 
 /* After any event: flush output, decide which watchers run, close or free
@@ -693,6 +947,8 @@ static void conn_settle(struct conn *c)
 			conn_write(c);
 		}
 	}
+	if (!c->dead && c->proto.phase == PROTO_STARTTLS && conn_tls_step(c))
+		return;
 	if (!c->dead && c->draining && !conn_output_pending(c) &&
 	    (c->reqs == 0 || c->proto.phase != PROTO_TRANSMISSION)) {
 		conn_close_gently(c); /* all answered */
@@ -712,6 +968,52 @@ static void conn_settle(struct conn *c)
 		ev_io_start(loop, &c->rio);
 	else
 		ev_io_stop(loop, &c->rio);
+	/* Bytes GnuTLS has already decrypted never make the socket readable. */
+	if (c->tls && ev_is_active(&c->rio) && tls_pending(c->tls))
+		ev_feed_event(loop, &c->rio, EV_READ);
+}
+
+/* Handshake deadline, then (when configured) the idle timeout: a
+ * connection in transmission with nothing in flight and no byte moved for
+ * idle_timeout seconds is closed like a DISC.  One timer does both, re-armed
+ * lazily (activity only updates last_active). */
+static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = w->data;
+	struct conn_server *s = c->srv;
+	ev_tstamp idle;
+
+	if (c->dead || c->draining)
+		return;
+	if (c->proto.phase != PROTO_TRANSMISSION) {
+		say_info("%s: handshake not finished within %.0f s, disconnecting", c->peer,
+		         s->lim.handshake_timeout);
+		c->dead = true;
+		conn_settle(c);
+		return;
+	}
+	idle = ev_now(loop) - c->last_active;
+	if (c->reqs || c->rx || idle < s->lim.idle_timeout) {
+		w->repeat = c->reqs || c->rx ? s->lim.idle_timeout : s->lim.idle_timeout - idle;
+		ev_timer_again(loop, w);
+		return;
+	}
+	say_info("%s: idle for %.0f s, disconnecting", c->peer, idle);
+	c->draining = true;
+	conn_settle(c);
+}
+
+/* Leaving the handshake: stop its deadline, start the idle timeout. */
+static void conn_arm_idle(struct conn *c)
+{
+	struct conn_server *s = c->srv;
+
+	ev_timer_stop(s->loop, &c->tmo);
+	if (s->lim.idle_timeout > 0) {
+		c->last_active = ev_now(s->loop);
+		c->tmo.repeat = s->lim.idle_timeout;
+		ev_timer_again(s->loop, &c->tmo);
+	}
 }
 
 static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
@@ -773,9 +1075,16 @@ static void conn_new(struct conn_server *s, int fd)
 	c->fd = fd;
 	peer_name(fd, c->peer, sizeof(c->peer));
 	proto_init(&c->proto, &export_ops, c);
+	c->proto.tls_mode = s->tls_mode;
 	ev_io_init(&c->rio, on_readable, fd, EV_READ);
 	ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
-	c->rio.data = c->wio.data = c;
+	ev_init(&c->tmo, on_timeout);
+	c->rio.data = c->wio.data = c->tmo.data = c;
+	c->last_active = ev_now(s->loop);
+	if (s->lim.handshake_timeout > 0) {
+		c->tmo.repeat = s->lim.handshake_timeout;
+		ev_timer_again(s->loop, &c->tmo);
+	}
 	c->next = s->conns;
 	if (s->conns)
 		s->conns->prev = c;
@@ -801,6 +1110,16 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 				say_warn("accept: %s", strerror(errno));
 			return;
 		}
+		if (s->nconns >= s->lim.max_conns) {
+			/* Over the limit: hang up at once (an EOF the client sees
+			 * now, rather than a connect that hangs in the backlog). */
+			if (s->refused++ % 1000 == 0)
+				say_warn("%u connections: refusing more (--max-connections; "
+				         "%lu refused so far)",
+				         s->nconns, s->refused);
+			close(fd);
+			continue;
+		}
 		conn_new(s, fd);
 	}
 }
@@ -815,6 +1134,8 @@ struct conn_server *conn_server_new(struct ev_loop *loop, struct store *st)
 		return NULL;
 	s->loop = loop;
 	s->st = st;
+	conn_server_set_limits(s, NULL);
+	store_thread_register(); /* this thread calls store_read_try/store_map */
 	atomic_init(&s->done, NULL);
 	ev_timer_init(&s->grace, on_grace, CONN_STOP_GRACE, 0.);
 	s->grace.data = s;
@@ -1002,6 +1323,31 @@ void conn_server_stop(struct conn_server *s)
 	ev_timer_start(s->loop, &s->grace);
 }
 
+void conn_server_set_tls(struct conn_server *s, struct tls_creds *creds, bool require)
+{
+	s->tls_creds = creds;
+	s->tls_mode = !creds ? PROTO_TLS_OFF : require ? PROTO_TLS_REQUIRE : PROTO_TLS_ALLOW;
+}
+
+void conn_server_set_limits(struct conn_server *s, const struct conn_limits *l)
+{
+	static const struct conn_limits defaults = {
+	    .max_conns = CONN_DEFAULT_MAX_CONNS,
+	    .handshake_timeout = CONN_DEFAULT_HANDSHAKE_TIMEOUT,
+	    .idle_timeout = 0,
+	    .max_reqs = CONN_MAX_REQS,
+	    .max_bytes = CONN_MAX_BYTES,
+	};
+
+	s->lim = l ? *l : defaults;
+	if (!s->lim.max_conns)
+		s->lim.max_conns = defaults.max_conns;
+	if (!s->lim.max_reqs)
+		s->lim.max_reqs = defaults.max_reqs;
+	if (!s->lim.max_bytes)
+		s->lim.max_bytes = defaults.max_bytes;
+}
+
 unsigned conn_server_count(const struct conn_server *s)
 {
 	return s->nconns;
@@ -1022,5 +1368,6 @@ void conn_server_free(struct conn_server *s)
 			unlink(s->lst[i].unix_path);
 		free(s->lst[i].unix_path);
 	}
+	store_thread_unregister();
 	free(s);
 }

@@ -126,16 +126,27 @@ int proto_greet(struct proto *p, struct proto_buf *out)
 	return buf_put(out, &g, sizeof(g));
 }
 
-static uint16_t export_flags(const struct proto_export *e)
+static uint16_t export_flags(const struct proto *p, const struct proto_export *e)
 {
-	uint16_t f =
-	    NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_CAN_MULTI_CONN;
+	uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
+	             NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE;
 
 	if (e->read_only)
 		f |= NBD_FLAG_READ_ONLY;
 	else
-		f |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES;
+		f |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
+	if (p->structured)
+		f |= NBD_FLAG_SEND_DF;
 	return f;
+}
+
+/* Enter transmission with export e (opened under name). */
+static void enter_transmission(struct proto *p, const struct proto_export *e, const char *name)
+{
+	p->exp = *e;
+	p->tflags = export_flags(p, e);
+	p->meta_active = p->structured && p->meta_alloc && strcmp(name, p->meta_name) == 0;
+	p->phase = PROTO_TRANSMISSION;
 }
 
 /* Copy a validated name into a NUL-terminated buffer. */
@@ -159,19 +170,20 @@ static int opt_export_name(struct proto *p, const uint8_t *d, uint32_t n, struct
 	if (!string_ok(d, n) || p->shutting_down)
 		return -EPROTO;
 	name_copy(name, d, n);
+	memset(&e, 0, sizeof(e));
 	err = p->ops->open(p->ctx, name, &e);
 	if (err)
 		return -ENOENT;
-	p->exp = e;
-	p->tflags = export_flags(&e);
 	r.size = htobe64(e.size);
-	r.flags = htobe16(p->tflags);
+	r.flags = htobe16(export_flags(p, &e));
 	err = buf_put(out, &r, sizeof(r));
 	if (!err && !p->no_zeroes)
 		err = buf_put(out, zeroes, sizeof(zeroes));
-	if (err)
+	if (err) {
+		p->ops->close(p->ctx, e.handle);
 		return err;
-	p->phase = PROTO_TRANSMISSION;
+	}
+	enter_transmission(p, &e, name);
 	return 0;
 }
 
@@ -215,7 +227,7 @@ static int opt_info_go(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t
 {
 	char name[NBD_STRING_MAX + 1];
 	struct proto_export e;
-	bool want_name = false;
+	bool want_name = false, want_desc = false;
 	uint32_t namelen;
 	uint16_t nreq;
 	int err;
@@ -230,10 +242,14 @@ static int opt_info_go(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t
 		return put_err(out, opt, NBD_REP_ERR_INVALID, "option length does not match");
 	if (!string_ok(d + 4, namelen))
 		return put_err(out, opt, NBD_REP_ERR_INVALID, "bad export name");
-	for (uint16_t i = 0; i < nreq; i++)
-		if (get_be16(d + 4 + namelen + 2 + 2u * i) == NBD_INFO_NAME)
-			want_name = true;
+	for (uint16_t i = 0; i < nreq; i++) {
+		uint16_t info = get_be16(d + 4 + namelen + 2 + 2u * i);
+
+		want_name |= info == NBD_INFO_NAME;
+		want_desc |= info == NBD_INFO_DESCRIPTION;
+	}
 	name_copy(name, d + 4, namelen);
+	memset(&e, 0, sizeof(e));
 	err = p->ops->open(p->ctx, name, &e);
 	if (err == -ENOMEM)
 		return err;
@@ -248,7 +264,7 @@ static int opt_info_go(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t
 	struct nbd_info_export ie = {
 	    .info = htobe16(NBD_INFO_EXPORT),
 	    .size = htobe64(e.size),
-	    .flags = htobe16(export_flags(&e)),
+	    .flags = htobe16(export_flags(p, &e)),
 	};
 	struct nbd_info_block_size bs = {
 	    .info = htobe16(NBD_INFO_BLOCK_SIZE),
@@ -257,22 +273,139 @@ static int opt_info_go(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t
 	    .maximum = htobe32(PROTO_MAX_PAYLOAD),
 	};
 	uint16_t nameinfo = htobe16(NBD_INFO_NAME);
+	uint16_t descinfo = htobe16(NBD_INFO_DESCRIPTION);
+	size_t desclen = strnlen(e.desc, sizeof(e.desc) - 1);
 
 	err = put_rep(out, opt, NBD_REP_INFO, &ie, sizeof(ie), NULL, 0);
 	if (!err)
 		err = put_rep(out, opt, NBD_REP_INFO, &bs, sizeof(bs), NULL, 0);
 	if (!err && want_name)
 		err = put_rep(out, opt, NBD_REP_INFO, &nameinfo, 2, name, namelen);
+	if (!err && want_desc && desclen)
+		err = put_rep(out, opt, NBD_REP_INFO, &descinfo, 2, e.desc, desclen);
 	if (!err)
 		err = put_rep(out, opt, NBD_REP_ACK, NULL, 0, NULL, 0);
 	if (err || opt == NBD_OPT_INFO) {
 		p->ops->close(p->ctx, e.handle);
 		return err;
 	}
-	p->exp = e;
-	p->tflags = export_flags(&e);
-	p->phase = PROTO_TRANSMISSION;
+	enter_transmission(p, &e, name);
 	return 0;
+}
+
+static int opt_structured_reply(struct proto *p, uint32_t n, struct proto_buf *out)
+{
+	if (n != 0)
+		return put_err(out, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_INVALID,
+		               "NBD_OPT_STRUCTURED_REPLY takes no data");
+	p->structured = true;
+	return put_rep(out, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL, 0, NULL, 0);
+}
+
+/* Does query q (n bytes) select base:allocation?  LIST also takes the
+ * namespace alone ("base:"); SET needs the full name.  A query in any
+ * other namespace selects nothing (not an error). */
+static bool meta_match(uint32_t opt, const uint8_t *q, uint32_t n)
+{
+	static const char full[] = NBD_META_BASE_ALLOCATION;
+
+	if (n == sizeof(full) - 1 && memcmp(q, full, n) == 0)
+		return true;
+	return opt == NBD_OPT_LIST_META_CONTEXT && n == 5 && memcmp(q, "base:", 5) == 0;
+}
+
+/* NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT share a layout:
+ *   32 bits name length, name, 32 bits query count, then per query
+ *   32 bits length and the query string.
+ * LIST with no query lists every context; SET with none selects none. */
+static int opt_meta_context(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t n,
+                            struct proto_buf *out)
+{
+	static const char ctxname[] = NBD_META_BASE_ALLOCATION;
+	char name[NBD_STRING_MAX + 1];
+	struct proto_export e;
+	uint32_t namelen, nq, pos, id;
+	bool match;
+	int err;
+
+	if (!p->structured)
+		return put_err(out, opt, NBD_REP_ERR_INVALID,
+		               "negotiate NBD_OPT_STRUCTURED_REPLY first");
+	if (n < 8)
+		return put_err(out, opt, NBD_REP_ERR_INVALID, "option data too short");
+	namelen = get_be32(d);
+	if (namelen > n - 8)
+		return put_err(out, opt, NBD_REP_ERR_INVALID, "export name length too long");
+	if (!string_ok(d + 4, namelen))
+		return put_err(out, opt, NBD_REP_ERR_INVALID, "bad export name");
+	nq = get_be32(d + 4 + namelen);
+	pos = 8 + namelen;
+	match = nq == 0 && opt == NBD_OPT_LIST_META_CONTEXT;
+	for (uint32_t i = 0; i < nq; i++) {
+		uint32_t ql;
+
+		if (n - pos < 4)
+			return put_err(out, opt, NBD_REP_ERR_INVALID, "query count too large");
+		ql = get_be32(d + pos);
+		pos += 4;
+		if (ql > n - pos)
+			return put_err(out, opt, NBD_REP_ERR_INVALID, "query length too long");
+		if (!string_ok(d + pos, ql))
+			return put_err(out, opt, NBD_REP_ERR_INVALID, "bad query string");
+		match |= meta_match(opt, d + pos, ql);
+		pos += ql;
+	}
+	if (pos != n)
+		return put_err(out, opt, NBD_REP_ERR_INVALID, "option length does not match");
+	name_copy(name, d + 4, namelen);
+	memset(&e, 0, sizeof(e));
+	err = p->ops->open(p->ctx, name, &e);
+	if (err == -ENOMEM)
+		return err;
+	if (err) {
+		char msg[NBD_STRING_MAX + 64];
+
+		snprintf(msg, sizeof(msg), "%s: %s", name,
+		         err == -ENOENT ? "no such export" : strerror(-err));
+		return put_err(out, opt, NBD_REP_ERR_UNKNOWN, msg);
+	}
+	p->ops->close(p->ctx, e.handle);
+	if (opt == NBD_OPT_SET_META_CONTEXT) {
+		p->meta_alloc = match;
+		memcpy(p->meta_name, name, namelen + 1);
+	}
+	if (match) {
+		id = htobe32(opt == NBD_OPT_SET_META_CONTEXT ? PROTO_META_ALLOC_ID : 0);
+		err = put_rep(out, opt, NBD_REP_META_CONTEXT, &id, 4, ctxname, sizeof(ctxname) - 1);
+		if (err)
+			return err;
+	}
+	return put_rep(out, opt, NBD_REP_ACK, NULL, 0, NULL, 0);
+}
+
+/* NBD_OPT_STARTTLS: ACK, then the caller runs the TLS handshake (phase
+ * PROTO_STARTTLS stops proto_handshake until proto_tls_started). */
+static int opt_starttls(struct proto *p, uint32_t n, struct proto_buf *out)
+{
+	if (p->tls_mode == PROTO_TLS_OFF)
+		return put_err(out, NBD_OPT_STARTTLS, NBD_REP_ERR_POLICY,
+		               "TLS is not enabled on this server");
+	if (p->tls)
+		return put_err(out, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "TLS is already active");
+	if (n != 0)
+		return put_err(out, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID,
+		               "NBD_OPT_STARTTLS takes no data");
+	p->phase = PROTO_STARTTLS;
+	return put_rep(out, NBD_OPT_STARTTLS, NBD_REP_ACK, NULL, 0, NULL, 0);
+}
+
+void proto_tls_started(struct proto *p)
+{
+	p->tls = true;
+	p->phase = PROTO_OPTIONS;
+	p->structured = false;
+	p->meta_alloc = false;
+	p->meta_name[0] = '\0';
 }
 
 static int option(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t n,
@@ -282,16 +415,30 @@ static int option(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t n,
 		p->phase = PROTO_CLOSE;
 		return put_rep(out, opt, NBD_REP_ACK, NULL, 0, NULL, 0);
 	}
-	if (opt == NBD_OPT_EXPORT_NAME)
+	if (opt == NBD_OPT_EXPORT_NAME) {
+		/* FORCEDTLS: this option cannot carry TLS_REQD; hang up. */
+		if (p->tls_mode == PROTO_TLS_REQUIRE && !p->tls)
+			return -EACCES;
 		return opt_export_name(p, d, n, out);
+	}
 	if (p->shutting_down)
 		return put_err(out, opt, NBD_REP_ERR_SHUTDOWN, "server is shutting down");
+	if (opt == NBD_OPT_STARTTLS)
+		return opt_starttls(p, n, out);
+	if (p->tls_mode == PROTO_TLS_REQUIRE && !p->tls)
+		return put_err(out, opt, NBD_REP_ERR_TLS_REQD,
+		               "TLS is required: send NBD_OPT_STARTTLS first");
 	switch (opt) {
 	case NBD_OPT_LIST:
 		return opt_list(p, n, out);
 	case NBD_OPT_INFO:
 	case NBD_OPT_GO:
 		return opt_info_go(p, opt, d, n, out);
+	case NBD_OPT_STRUCTURED_REPLY:
+		return opt_structured_reply(p, n, out);
+	case NBD_OPT_LIST_META_CONTEXT:
+	case NBD_OPT_SET_META_CONTEXT:
+		return opt_meta_context(p, opt, d, n, out);
 	default:
 		return put_err(out, opt, NBD_REP_ERR_UNSUP, "option not supported");
 	}
@@ -316,6 +463,13 @@ ssize_t proto_handshake(struct proto *p, const uint8_t *in, size_t len, struct p
 			if (f & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES))
 				return -EPROTO;
 			p->no_zeroes = f & NBD_FLAG_C_NO_ZEROES;
+			/* TLS needs fixed newstyle on both sides; without it the
+			 * connection is NOTLS, which TLS-required cannot serve. */
+			if (!(f & NBD_FLAG_C_FIXED_NEWSTYLE)) {
+				if (p->tls_mode == PROTO_TLS_REQUIRE)
+					return -EACCES;
+				p->tls_mode = PROTO_TLS_OFF;
+			}
 			p->phase = PROTO_OPTIONS;
 			used += 4;
 			continue;
@@ -367,7 +521,8 @@ int proto_request(struct proto *p, const uint8_t *in, size_t len, struct proto_r
 	switch (req->type) {
 	case NBD_CMD_READ:
 		req->op = STORE_READ;
-		allowed = NBD_CMD_FLAG_FUA;
+		req->structured = p->structured;
+		allowed = NBD_CMD_FLAG_FUA | (p->structured ? NBD_CMD_FLAG_DF : 0);
 		break;
 	case NBD_CMD_WRITE:
 		req->op = STORE_WRITE;
@@ -386,9 +541,24 @@ int proto_request(struct proto *p, const uint8_t *in, size_t len, struct proto_r
 		break;
 	case NBD_CMD_WRITE_ZEROES:
 		req->op = STORE_ZERO;
-		allowed = NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE;
+		/* FAST_ZERO: zeroing always unmaps, which is always fast. */
+		allowed = NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
 		break;
-	default: /* CACHE, BLOCK_STATUS, ...: not advertised */
+	case NBD_CMD_CACHE:
+		req->op = STORE_CACHE;
+		allowed = NBD_CMD_FLAG_FUA;
+		break;
+	case NBD_CMD_BLOCK_STATUS:
+		if (!p->meta_active) { /* no context negotiated: the spec's EINVAL */
+			req->error = NBD_EINVAL;
+			return sizeof(r);
+		}
+		req->op = STORE_READ; /* never submitted; read-only in effect */
+		req->structured = true;
+		req->block_status = true;
+		allowed = NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_REQ_ONE;
+		break;
+	default: /* RESIZE, ...: not advertised */
 		req->error = NBD_EINVAL;
 		return sizeof(r);
 	}
@@ -408,7 +578,8 @@ int proto_request(struct proto *p, const uint8_t *in, size_t len, struct proto_r
 			req->noop = true; /* nothing can be dirty */
 		return sizeof(r);
 	}
-	if ((req->op == STORE_READ || req->op == STORE_WRITE) && req->length > PROTO_MAX_PAYLOAD) {
+	if ((req->type == NBD_CMD_READ || req->op == STORE_WRITE) &&
+	    req->length > PROTO_MAX_PAYLOAD) {
 		req->error = NBD_EINVAL;
 		return sizeof(r);
 	}
@@ -416,10 +587,19 @@ int proto_request(struct proto *p, const uint8_t *in, size_t len, struct proto_r
 		req->error = req->op == STORE_WRITE ? NBD_ENOSPC : NBD_EINVAL;
 		return sizeof(r);
 	}
-	if (req->length == 0) {
+	if (req->block_status) {
+		if (req->length == 0) /* the spec: a nonzero length */
+			req->error = NBD_EINVAL;
+		req->req_one = req->flags & NBD_CMD_FLAG_REQ_ONE;
+		return sizeof(r);
+	}
+	if (req->length == 0 || req->op == STORE_CACHE) {
+		/* CACHE: nothing to warm; reads from the page cache or the
+		 * tree are as fast as they get. */
 		req->noop = true;
 		return sizeof(r);
 	}
+	req->df = req->flags & NBD_CMD_FLAG_DF;
 	if (req->flags & NBD_CMD_FLAG_FUA && writes)
 		req->store_flags |= STORE_FUA;
 	if (req->flags & NBD_CMD_FLAG_NO_HOLE)
@@ -436,6 +616,152 @@ void proto_reply(uint8_t out[sizeof(struct nbd_simple_reply)], uint64_t handle, 
 	};
 
 	memcpy(out, &r, sizeof(r));
+}
+
+/* ---- structured replies ------------------------------------------- */
+
+static size_t chunk_hdr(uint8_t *out, uint64_t handle, uint16_t flags, uint16_t type,
+                        uint32_t len)
+{
+	struct nbd_structured_reply r = {
+	    .magic = htobe32(NBD_STRUCTURED_REPLY_MAGIC),
+	    .flags = htobe16(flags),
+	    .type = htobe16(type),
+	    .handle = handle,
+	    .length = htobe32(len),
+	};
+
+	memcpy(out, &r, sizeof(r));
+	return sizeof(r);
+}
+
+static void put_be64(uint8_t *out, uint64_t v)
+{
+	v = htobe64(v);
+	memcpy(out, &v, 8);
+}
+
+static void put_be32(uint8_t *out, uint32_t v)
+{
+	v = htobe32(v);
+	memcpy(out, &v, 4);
+}
+
+size_t proto_chunk_none(uint8_t *out, uint64_t handle)
+{
+	return chunk_hdr(out, handle, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, 0);
+}
+
+size_t proto_chunk_data(uint8_t *out, uint64_t handle, uint16_t flags, uint64_t offset,
+                        uint32_t len)
+{
+	size_t n = chunk_hdr(out, handle, flags, NBD_REPLY_TYPE_OFFSET_DATA, 8 + len);
+
+	put_be64(out + n, offset);
+	return n + 8;
+}
+
+size_t proto_chunk_hole(uint8_t *out, uint64_t handle, uint16_t flags, uint64_t offset,
+                        uint32_t len)
+{
+	size_t n = chunk_hdr(out, handle, flags, NBD_REPLY_TYPE_OFFSET_HOLE, 12);
+
+	put_be64(out + n, offset);
+	put_be32(out + n + 8, len);
+	return n + 12;
+}
+
+size_t proto_chunk_error(uint8_t *out, uint64_t handle, uint32_t nbd_err, bool with_offset,
+                         uint64_t offset)
+{
+	size_t n = chunk_hdr(out, handle, NBD_REPLY_FLAG_DONE,
+	                     with_offset ? NBD_REPLY_TYPE_ERROR_OFFSET : NBD_REPLY_TYPE_ERROR,
+	                     with_offset ? 14 : 6);
+
+	put_be32(out + n, nbd_err);
+	out[n + 4] = out[n + 5] = 0; /* no message */
+	n += 6;
+	if (with_offset) {
+		put_be64(out + n, offset);
+		n += 8;
+	}
+	return n;
+}
+
+size_t proto_chunk_block_status(uint8_t *out, uint64_t handle, uint32_t nd)
+{
+	size_t n = chunk_hdr(out, handle, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS,
+	                     4 + 8 * nd);
+
+	put_be32(out + n, PROTO_META_ALLOC_ID);
+	return n + 4;
+}
+
+void proto_block_desc(uint8_t out[8], uint32_t len, bool hole)
+{
+	put_be32(out, len);
+	put_be32(out + 4, hole ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0);
+}
+
+/* Are n bytes at p all zero?  Stops at the first nonzero word. */
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	uint64_t w;
+
+	while (n >= 64) {
+		uint64_t a[8];
+
+		memcpy(a, p, 64);
+		if (a[0] | a[1] | a[2] | a[3] | a[4] | a[5] | a[6] | a[7])
+			return false;
+		p += 64;
+		n -= 64;
+	}
+	for (; n >= 8; p += 8, n -= 8) {
+		memcpy(&w, p, 8);
+		if (w)
+			return false;
+	}
+	for (; n; p++, n--)
+		if (*p)
+			return false;
+	return true;
+}
+
+unsigned proto_read_runs(const uint8_t *buf, uint64_t offset, uint32_t len, bool df,
+                         struct proto_run *runs, unsigned max)
+{
+	unsigned k = 0;
+	uint32_t pos = 0;
+
+	if (df || max < 2) {
+		runs[0] = (struct proto_run){.off = 0, .len = len, .hole = false};
+		return 1;
+	}
+	while (pos < len) {
+		/* Block boundaries are those of the export, not of the request. */
+		uint64_t next = ((offset + pos) / STORE_BLOCK_SIZE + 1) * STORE_BLOCK_SIZE;
+		uint32_t blk = next - offset - pos < len - pos ? (uint32_t)(next - offset - pos)
+		                                               : len - pos;
+		bool hole;
+
+		if (k == max - 1 && !runs[k - 1].hole) {
+			runs[k - 1].len = len - runs[k - 1].off; /* out of runs: the rest is data */
+			return k;
+		}
+		hole = all_zero(buf + pos, blk);
+		if (k && runs[k - 1].hole == hole) {
+			runs[k - 1].len += blk;
+		} else if (k == max - 1) {
+			/* Last slot after a hole: the rest goes out as data. */
+			runs[k++] = (struct proto_run){.off = pos, .len = len - pos, .hole = false};
+			return k;
+		} else {
+			runs[k++] = (struct proto_run){.off = pos, .len = blk, .hole = hole};
+		}
+		pos += blk;
+	}
+	return k;
 }
 
 uint32_t proto_nbd_error(int err)

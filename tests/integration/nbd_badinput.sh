@@ -45,8 +45,18 @@ def expect(err, what, fn, *a, **kw):
         return
     sys.exit("%s: succeeded, want errno %d" % (what, err))
 
+# Flags that were not negotiated: DF without structured replies.
+n = nbd.NBD()
+n.set_strict_mode(0)
+n.set_request_structured_replies(False)
+n.connect_uri(sys.argv[1])
+assert not n.can_df()
+expect(errno.EINVAL, "read with DF flag (no structured replies)", n.pread, 512, 0, nbd.CMD_FLAG_DF)
+n.shutdown()
+
 h = nbd.NBD()
 h.set_strict_mode(0)
+h.add_meta_context("base:allocation")
 h.connect_uri(sys.argv[1])
 size = h.get_size()
 expect(errno.EINVAL, "read past end", h.pread, 1024, size - 512)
@@ -59,8 +69,13 @@ expect(errno.EINVAL, "zero offset+length overflow", h.zero, 4096, 2**64 - 2048)
 expect(errno.EINVAL, "read with NO_HOLE flag", h.pread, 512, 0, nbd.CMD_FLAG_NO_HOLE)
 expect(errno.EINVAL, "write with NO_HOLE flag", h.pwrite, b"y" * 512, 0, nbd.CMD_FLAG_NO_HOLE)
 expect(errno.EINVAL, "trim with REQ_ONE flag", h.trim, 512, 0, nbd.CMD_FLAG_REQ_ONE)
-expect(errno.EINVAL, "read with DF flag (no structured replies)", h.pread, 512, 0, nbd.CMD_FLAG_DF)
-expect(errno.EINVAL, "zero with FAST_ZERO (not advertised)", h.zero, 512, 0, nbd.CMD_FLAG_FAST_ZERO)
+expect(errno.EINVAL, "write with FAST_ZERO flag", h.pwrite, b"y" * 512, 0, nbd.CMD_FLAG_FAST_ZERO)
+expect(errno.EINVAL, "read with REQ_ONE flag", h.pread, 512, 0, nbd.CMD_FLAG_REQ_ONE)
+expect(errno.EINVAL, "cache past end", h.cache, 1024, size - 512)
+expect(errno.EINVAL, "block status past end", h.block_status, 1024, size - 512,
+       lambda *a: 0)
+expect(errno.EINVAL, "read longer than the maximum", h.pread, (32 << 20) + 1, 0)
+h.zero(512, 0, nbd.CMD_FLAG_FAST_ZERO)   # advertised: zeroing always unmaps
 # zero-length requests in range succeed without doing anything
 assert h.pread(0, 4096) == b""
 h.pwrite(b"", 4096)

@@ -211,8 +211,12 @@ def flush_args():
 
 def unknown_commands():
     s, size = go()
-    for cmd in (CMD_CACHE, CMD_BLOCK_STATUS, 0x55):
+    # BLOCK_STATUS without a negotiated meta context, RESIZE (not
+    # advertised), an unknown command
+    for cmd in (CMD_BLOCK_STATUS, 8, 0x55):
         check(roundtrip(s, cmd, 0, 512)[0] == EINVAL, "command %#x -> EINVAL" % cmd)
+    check(roundtrip(s, CMD_CACHE, 0, 512)[0] == 0, "CACHE")
+    check(roundtrip(s, CMD_CACHE, size - 1, 2)[0] == EINVAL, "CACHE past the end -> EINVAL")
     # A rejected WRITE's payload must be drained, not parsed as requests:
     # make the payload look like a request header.
     fake = struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, 7, 0, 512) * 100

@@ -271,12 +271,10 @@ static void option_unknown_unsup(void **state)
 	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
 	opt_hdr(&b, 0x4242, 3);
 	put(&b, "abc", 3);
-	opt_hdr(&b, NBD_OPT_STARTTLS, 0);
-	opt_hdr(&b, NBD_OPT_STRUCTURED_REPLY, 0);
+	opt_hdr(&b, NBD_OPT_EXTENDED_HEADERS, 0);
 	assert_int_equal(feed(f, &b), (ssize_t)b.n);
 	expect_rep(f, &pos, 0x4242, NBD_REP_ERR_UNSUP, &len);
-	expect_rep(f, &pos, NBD_OPT_STARTTLS, NBD_REP_ERR_UNSUP, &len);
-	expect_rep(f, &pos, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_UNSUP, &len);
+	expect_rep(f, &pos, NBD_OPT_EXTENDED_HEADERS, NBD_REP_ERR_UNSUP, &len);
 	assert_int_equal(pos, f->out.len);
 	assert_int_equal(f->p.phase, PROTO_OPTIONS);
 }
@@ -356,7 +354,7 @@ static void option_info(void **state)
 	assert_true(rd64(d + 2) == VOL_SIZE);
 	assert_int_equal(rd16(d + 10), NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY |
 	                                   NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
-	                                   NBD_FLAG_CAN_MULTI_CONN);
+	                                   NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE);
 	d = expect_rep(f, &pos, NBD_OPT_INFO, NBD_REP_INFO, &len);
 	assert_int_equal(len, 14);
 	assert_int_equal(rd16(d), NBD_INFO_BLOCK_SIZE);
@@ -449,7 +447,8 @@ static void option_go(void **state)
 	d = expect_rep(f, &pos, NBD_OPT_GO, NBD_REP_INFO, &len);
 	assert_int_equal(rd16(d + 10), NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
 	                                   NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM |
-	                                   NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_CAN_MULTI_CONN);
+	                                   NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_CAN_MULTI_CONN |
+	                                   NBD_FLAG_SEND_CACHE | NBD_FLAG_SEND_FAST_ZERO);
 	expect_rep(f, &pos, NBD_OPT_GO, NBD_REP_INFO, &len);
 	expect_rep(f, &pos, NBD_OPT_GO, NBD_REP_ACK, &len);
 	assert_int_equal(f->p.phase, PROTO_TRANSMISSION);
@@ -619,14 +618,17 @@ static void request_bad_command_and_flags(void **state)
 	struct fixture *f = *state;
 
 	go(f, "vol0");
-	assert_int_equal(decode(f, 0, NBD_CMD_CACHE, 0, 512).error, NBD_EINVAL);
 	assert_int_equal(decode(f, 0, NBD_CMD_BLOCK_STATUS, 0, 512).error, NBD_EINVAL);
+	assert_int_equal(decode(f, 0, NBD_CMD_RESIZE, 0, 512).error, NBD_EINVAL);
 	assert_int_equal(decode(f, 0, 0x55, 0, 512).error, NBD_EINVAL);
+	assert_int_equal(decode(f, NBD_CMD_FLAG_NO_HOLE, NBD_CMD_CACHE, 0, 512).error, NBD_EINVAL);
+	assert_int_equal(decode(f, 0, NBD_CMD_CACHE, VOL_SIZE, 1).error, NBD_EINVAL);
+	assert_true(decode(f, 0, NBD_CMD_CACHE, 0, VOL_SIZE).noop);
+	assert_int_equal(decode(f, NBD_CMD_FLAG_FAST_ZERO, NBD_CMD_WRITE, 0, 512).error, NBD_EINVAL);
 	assert_int_equal(decode(f, 0x100, NBD_CMD_READ, 0, 512).error, NBD_EINVAL);
 	assert_int_equal(decode(f, NBD_CMD_FLAG_DF, NBD_CMD_READ, 0, 512).error, NBD_EINVAL);
 	assert_int_equal(decode(f, NBD_CMD_FLAG_NO_HOLE, NBD_CMD_WRITE, 0, 512).error, NBD_EINVAL);
-	assert_int_equal(decode(f, NBD_CMD_FLAG_FAST_ZERO, NBD_CMD_WRITE_ZEROES, 0, 512).error,
-	                 NBD_EINVAL);
+	assert_int_equal(decode(f, NBD_CMD_FLAG_FAST_ZERO, NBD_CMD_WRITE_ZEROES, 0, 512).error, 0);
 	assert_int_equal(decode(f, NBD_CMD_FLAG_REQ_ONE, NBD_CMD_TRIM, 0, 512).error, NBD_EINVAL);
 	/* a rejected WRITE still has its payload on the wire */
 	struct proto_req r = decode(f, 0x8000, NBD_CMD_WRITE, 0, 777);
@@ -786,7 +788,8 @@ static void random_bytes(void **state)
 				    r.op != STORE_FLUSH) {
 					assert_true(r.offset + r.length <= f->p.exp.size);
 					assert_true(r.length <= PROTO_MAX_PAYLOAD ||
-					            r.op == STORE_TRIM || r.op == STORE_ZERO);
+					            r.op == STORE_TRIM || r.op == STORE_ZERO ||
+					            r.block_status);
 				}
 			}
 		}
@@ -794,6 +797,254 @@ static void random_bytes(void **state)
 		assert_int_equal(f->opens, 0);
 		proto_buf_free(&f->out);
 		free(f);
+	}
+}
+
+/* ---- structured replies, meta contexts, block status --------------- */
+
+static void meta_opt(struct bytes *b, uint32_t opt, const char *name, int nq, const char **q)
+{
+	uint32_t nl = (uint32_t)strlen(name), len = 8 + nl;
+
+	for (int i = 0; i < nq; i++)
+		len += 4 + (uint32_t)strlen(q[i]);
+	opt_hdr(b, opt, len);
+	put32(b, nl);
+	put(b, name, nl);
+	put32(b, (uint32_t)nq);
+	for (int i = 0; i < nq; i++) {
+		put32(b, (uint32_t)strlen(q[i]));
+		put(b, q[i], strlen(q[i]));
+	}
+}
+
+static void expect_ctx(struct fixture *f, size_t *pos, uint32_t opt, uint32_t id)
+{
+	uint32_t len;
+	const uint8_t *d = expect_rep(f, pos, opt, NBD_REP_META_CONTEXT, &len);
+
+	assert_int_equal(len, 4 + 15);
+	assert_int_equal(rd32(d), id);
+	assert_memory_equal(d + 4, "base:allocation", 15);
+}
+
+static void structured_and_meta(void **state)
+{
+	struct fixture *f = *state;
+	struct bytes b = {.n = 0};
+	const char *all[] = {"base:"}, *alloc[] = {"base:allocation"};
+	const char *other[] = {"qemu:dirty-bitmap:x", "base:allocation"}, *none[] = {"nbd-server:x"};
+	size_t pos = 0;
+	uint32_t len;
+	const uint8_t *d;
+
+	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
+	meta_opt(&b, NBD_OPT_SET_META_CONTEXT, "vol0", 1, alloc); /* before STRUCTURED_REPLY */
+	opt_hdr(&b, NBD_OPT_STRUCTURED_REPLY, 1);
+	put(&b, "x", 1);
+	opt_hdr(&b, NBD_OPT_STRUCTURED_REPLY, 0);
+	meta_opt(&b, NBD_OPT_LIST_META_CONTEXT, "vol0", 0, NULL);
+	meta_opt(&b, NBD_OPT_LIST_META_CONTEXT, "vol0", 1, all);
+	meta_opt(&b, NBD_OPT_LIST_META_CONTEXT, "vol0", 1, none);
+	meta_opt(&b, NBD_OPT_SET_META_CONTEXT, "vol0", 1, all); /* SET needs the full name */
+	meta_opt(&b, NBD_OPT_SET_META_CONTEXT, "nosuch", 1, alloc);
+	meta_opt(&b, NBD_OPT_SET_META_CONTEXT, "vol0", 2, other);
+	assert_int_equal(feed(f, &b), (ssize_t)b.n);
+	expect_rep(f, &pos, NBD_OPT_SET_META_CONTEXT, NBD_REP_ERR_INVALID, &len);
+	expect_rep(f, &pos, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_INVALID, &len);
+	expect_rep(f, &pos, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, &len);
+	expect_ctx(f, &pos, NBD_OPT_LIST_META_CONTEXT, 0);
+	expect_rep(f, &pos, NBD_OPT_LIST_META_CONTEXT, NBD_REP_ACK, &len);
+	expect_ctx(f, &pos, NBD_OPT_LIST_META_CONTEXT, 0);
+	expect_rep(f, &pos, NBD_OPT_LIST_META_CONTEXT, NBD_REP_ACK, &len);
+	expect_rep(f, &pos, NBD_OPT_LIST_META_CONTEXT, NBD_REP_ACK, &len);
+	expect_rep(f, &pos, NBD_OPT_SET_META_CONTEXT, NBD_REP_ACK, &len);
+	expect_rep(f, &pos, NBD_OPT_SET_META_CONTEXT, NBD_REP_ERR_UNKNOWN, &len);
+	expect_ctx(f, &pos, NBD_OPT_SET_META_CONTEXT, PROTO_META_ALLOC_ID);
+	expect_rep(f, &pos, NBD_OPT_SET_META_CONTEXT, NBD_REP_ACK, &len);
+	assert_int_equal(pos, f->out.len);
+	assert_int_equal(f->opens, 0);
+
+	/* malformed: query length past the end, trailing bytes, NUL in query */
+	b.n = 0;
+	opt_hdr(&b, NBD_OPT_LIST_META_CONTEXT, 4 + 4 + 4 + 4);
+	put32(&b, 4);
+	put(&b, "vol0", 4);
+	put32(&b, 1);
+	put32(&b, 100);
+	opt_hdr(&b, NBD_OPT_LIST_META_CONTEXT, 4 + 4 + 4 + 5);
+	put32(&b, 4);
+	put(&b, "vol0", 4);
+	put32(&b, 0);
+	put(&b, "zzzzz", 5);
+	opt_hdr(&b, NBD_OPT_SET_META_CONTEXT, 4 + 4 + 4 + 4 + 3);
+	put32(&b, 4);
+	put(&b, "vol0", 4);
+	put32(&b, 1);
+	put32(&b, 3);
+	put(&b, "a\0b", 3);
+	opt_hdr(&b, NBD_OPT_SET_META_CONTEXT, 7);
+	put(&b, "1234567", 7);
+	f->out.len = pos = 0;
+	assert_int_equal(feed(f, &b), (ssize_t)b.n);
+	for (int i = 0; i < 2; i++)
+		expect_rep(f, &pos, NBD_OPT_LIST_META_CONTEXT, NBD_REP_ERR_INVALID, &len);
+	for (int i = 0; i < 2; i++)
+		expect_rep(f, &pos, NBD_OPT_SET_META_CONTEXT, NBD_REP_ERR_INVALID, &len);
+	assert_true(f->p.meta_alloc); /* a refused SET changes nothing */
+
+	/* GO: DF advertised, BLOCK_STATUS allowed on the export SET named */
+	b.n = 0;
+	opt_go(&b, NBD_OPT_GO, "vol0", 0, NULL);
+	f->out.len = pos = 0;
+	assert_int_equal(feed(f, &b), (ssize_t)b.n);
+	d = expect_rep(f, &pos, NBD_OPT_GO, NBD_REP_INFO, &len);
+	assert_true(rd16(d + 10) & NBD_FLAG_SEND_DF);
+	assert_true(f->p.meta_active);
+}
+
+static void request_structured(void **state)
+{
+	struct fixture *f = *state;
+	struct bytes b = {.n = 0};
+	const char *alloc[] = {"base:allocation"};
+	struct proto_req r;
+
+	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
+	opt_hdr(&b, NBD_OPT_STRUCTURED_REPLY, 0);
+	meta_opt(&b, NBD_OPT_SET_META_CONTEXT, "vol0@snap", 1, alloc);
+	opt_go(&b, NBD_OPT_GO, "vol0@snap", 0, NULL);
+	assert_int_equal(feed(f, &b), (ssize_t)b.n);
+	assert_int_equal(f->p.phase, PROTO_TRANSMISSION);
+	r = decode(f, NBD_CMD_FLAG_DF, NBD_CMD_READ, 0, 512);
+	assert_int_equal(r.error, 0);
+	assert_true(r.structured && r.df);
+	r = decode(f, 0, NBD_CMD_READ, VOL_SIZE, 1);
+	assert_int_equal(r.error, NBD_EINVAL);
+	assert_true(r.structured); /* the error goes out as a chunk */
+	r = decode(f, NBD_CMD_FLAG_REQ_ONE, NBD_CMD_BLOCK_STATUS, 0, VOL_SIZE);
+	assert_int_equal(r.error, 0);
+	assert_true(r.block_status && r.req_one && r.structured);
+	assert_int_equal(decode(f, 0, NBD_CMD_BLOCK_STATUS, 0, 0).error, NBD_EINVAL);
+	assert_int_equal(decode(f, 0, NBD_CMD_BLOCK_STATUS, 1, VOL_SIZE).error, NBD_EINVAL);
+	assert_int_equal(decode(f, NBD_CMD_FLAG_DF, NBD_CMD_BLOCK_STATUS, 0, 1).error, NBD_EINVAL);
+	assert_int_equal(decode(f, NBD_CMD_FLAG_REQ_ONE, NBD_CMD_READ, 0, 1).error, NBD_EINVAL);
+}
+
+static void block_status_other_export(void **state)
+{
+	struct fixture *f = *state;
+	struct bytes b = {.n = 0};
+	const char *alloc[] = {"base:allocation"};
+
+	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
+	opt_hdr(&b, NBD_OPT_STRUCTURED_REPLY, 0);
+	meta_opt(&b, NBD_OPT_SET_META_CONTEXT, "vol0@snap", 1, alloc);
+	opt_go(&b, NBD_OPT_GO, "vol0", 0, NULL);
+	assert_int_equal(feed(f, &b), (ssize_t)b.n);
+	assert_false(f->p.meta_active);
+	assert_int_equal(decode(f, 0, NBD_CMD_BLOCK_STATUS, 0, 512).error, NBD_EINVAL);
+}
+
+static void info_description(void **state)
+{
+	struct fixture *f = *state;
+	struct bytes b = {.n = 0};
+	uint16_t reqs[] = {NBD_INFO_DESCRIPTION};
+	size_t pos = 0;
+	uint32_t len;
+
+	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
+	opt_go(&b, NBD_OPT_INFO, "vol0", 1, reqs);
+	assert_int_equal(feed(f, &b), (ssize_t)b.n);
+	expect_rep(f, &pos, NBD_OPT_INFO, NBD_REP_INFO, &len);
+	expect_rep(f, &pos, NBD_OPT_INFO, NBD_REP_INFO, &len);
+	/* the fixture's exports have no description: none is sent */
+	expect_rep(f, &pos, NBD_OPT_INFO, NBD_REP_ACK, &len);
+}
+
+static void chunk_encoding(void **state)
+{
+	uint8_t o[64];
+
+	assert_int_equal(proto_chunk_none(o, 0x1122), 20);
+	assert_int_equal(rd32(o), NBD_STRUCTURED_REPLY_MAGIC);
+	assert_int_equal(rd16(o + 4), NBD_REPLY_FLAG_DONE);
+	assert_int_equal(rd16(o + 6), NBD_REPLY_TYPE_NONE);
+	assert_int_equal(rd32(o + 16), 0);
+	assert_int_equal(proto_chunk_data(o, 1, 0, 4096, 512), PROTO_CHUNK_DATA);
+	assert_int_equal(rd16(o + 6), NBD_REPLY_TYPE_OFFSET_DATA);
+	assert_int_equal(rd32(o + 16), 520);
+	assert_true(rd64(o + 20) == 4096);
+	assert_int_equal(proto_chunk_hole(o, 1, NBD_REPLY_FLAG_DONE, 8192, 4096),
+	                 PROTO_CHUNK_HOLE);
+	assert_int_equal(rd16(o + 6), NBD_REPLY_TYPE_OFFSET_HOLE);
+	assert_int_equal(rd32(o + 16), 12);
+	assert_true(rd64(o + 20) == 8192);
+	assert_int_equal(rd32(o + 28), 4096);
+	assert_int_equal(proto_chunk_error(o, 1, NBD_EIO, true, 77), PROTO_CHUNK_ERROR);
+	assert_int_equal(rd16(o + 6), NBD_REPLY_TYPE_ERROR_OFFSET);
+	assert_int_equal(rd32(o + 16), 14);
+	assert_int_equal(rd32(o + 20), NBD_EIO);
+	assert_int_equal(rd16(o + 24), 0);
+	assert_true(rd64(o + 26) == 77);
+	assert_int_equal(proto_chunk_error(o, 1, NBD_EINVAL, false, 0), 26);
+	assert_int_equal(rd16(o + 6), NBD_REPLY_TYPE_ERROR);
+	assert_int_equal(proto_chunk_block_status(o, 1, 3), PROTO_CHUNK_BS);
+	assert_int_equal(rd16(o + 6), NBD_REPLY_TYPE_BLOCK_STATUS);
+	assert_int_equal(rd32(o + 16), 4 + 24);
+	assert_int_equal(rd32(o + 20), PROTO_META_ALLOC_ID);
+	proto_block_desc(o, 4096, true);
+	assert_int_equal(rd32(o), 4096);
+	assert_int_equal(rd32(o + 4), NBD_STATE_HOLE | NBD_STATE_ZERO);
+}
+
+static void read_runs(void **state)
+{
+	static uint8_t buf[10 * 4096];
+	struct proto_run r[8];
+	unsigned n;
+
+	memset(buf, 0, sizeof(buf));
+	/* all zero, unaligned start: one hole */
+	n = proto_read_runs(buf, 100, 20000, false, r, 8);
+	assert_int_equal(n, 1);
+	assert_true(r[0].hole && r[0].off == 0 && r[0].len == 20000);
+	/* DF: one data run whatever the content */
+	n = proto_read_runs(buf, 0, 20000, true, r, 8);
+	assert_int_equal(n, 1);
+	assert_false(r[0].hole);
+	/* data in the export's second block (request starts at 1000) */
+	buf[4096 - 1000 + 5] = 1;
+	n = proto_read_runs(buf, 1000, 5 * 4096, false, r, 8);
+	assert_int_equal(n, 3);
+	assert_true(r[0].hole && r[0].len == 3096);
+	assert_true(!r[1].hole && r[1].off == 3096 && r[1].len == 4096);
+	assert_true(r[2].hole && r[2].off == 7192 && r[2].len == 5 * 4096 - 7192);
+	/* alternating blocks with few runs: the remainder is data */
+	memset(buf, 0, sizeof(buf));
+	for (int i = 1; i < 10; i += 2)
+		buf[i * 4096] = 1;
+	n = proto_read_runs(buf, 0, sizeof(buf), false, r, 4);
+	assert_int_equal(n, 4);
+	assert_true(r[0].hole && !r[1].hole && r[2].hole && !r[3].hole);
+	assert_int_equal(r[3].off, 3 * 4096);
+	assert_int_equal(r[3].off + r[3].len, sizeof(buf));
+	n = proto_read_runs(buf, 0, sizeof(buf), false, r, 1);
+	assert_int_equal(n, 1);
+	assert_true(!r[0].hole && r[0].len == sizeof(buf));
+	/* runs always tile the request exactly */
+	for (unsigned max = 2; max <= 8; max++) {
+		uint32_t end = 0;
+
+		n = proto_read_runs(buf, 123, sizeof(buf) - 200, false, r, max);
+		assert_true(n >= 1 && n <= max);
+		for (unsigned i = 0; i < n; i++) {
+			assert_int_equal(r[i].off, end);
+			assert_true(r[i].len > 0);
+			end += r[i].len;
+		}
+		assert_int_equal(end, sizeof(buf) - 200);
 	}
 }
 
@@ -829,6 +1080,12 @@ int main(void)
 	    T(reply_encoding),
 	    T(errno_mapping),
 	    T(random_bytes),
+	    T(structured_and_meta),
+	    T(request_structured),
+	    T(block_status_other_export),
+	    T(info_description),
+	    T(chunk_encoding),
+	    T(read_runs),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
