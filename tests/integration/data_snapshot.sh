@@ -1,6 +1,6 @@
 #!/bin/bash
 # data_snapshot.sh — invariant 3: a snapshot reads the same bytes forever.
-# vol0 (32 MiB) is filled and snapshotted as s1; s1's SHA-256 is recorded
+# vol0 (16 MiB) is filled and snapshotted as s1; s1's SHA-256 is recorded
 # and rechecked after every step: rewrites, trims and zeroes of vol0 (also
 # unaligned), a clone c1 of s1 that is rewritten, a snapshot of the clone,
 # a second snapshot s2 taken between two overwrites of the same range and
@@ -39,7 +39,7 @@ cat >"$T/s.py" <<'PY'
 #   readonly EXPORT        writes to the export are refused
 import hashlib, os, random, shutil, sys, nbd
 port, sd, cmd, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-SIZE, BS, CH = 32 << 20, 4096, 8 << 20
+SIZE, BS, CH = 16 << 20, 4096, 8 << 20
 mp = lambda name: os.path.join(sd, "m.%s.bin" % name)
 
 def conn(name):
@@ -142,8 +142,8 @@ elif cmd == "readonly":
 PY
 s() { /usr/bin/python3 "$T/s.py" "$PORT" "$T" "$@" || fail "s.py $*"; }
 
-POOL_SIZE=192M cowbd_start
-ok volume create vol0 32M
+POOL_SIZE=128M cowbd_start
+ok volume create vol0 16M
 s fill vol0 1
 ok snapshot create vol0@s1
 s copy vol0 vol0@s1
@@ -151,33 +151,33 @@ s check vol0@s1 vol0
 s readonly vol0@s1
 
 # rewrite, trim, zero parts of vol0 (unaligned too)
-s mutate vol0 2 120
+s mutate vol0 2 80
 s check vol0@s1 vol0
 
 # clone s1 into c1; c1 starts as s1, then diverges
 ok clone vol0@s1 c1
 s copy vol0@s1 c1
 s check c1 vol0@s1
-s mutate c1 3 120
+s mutate c1 3 80
 s check vol0@s1 c1 vol0
 # a snapshot of the clone, then more writes to the clone
 ok snapshot create c1@cs1
 s copy c1 c1@cs1
-s mutate c1 4 100
+s mutate c1 4 60
 s check c1@cs1 c1 vol0@s1
 
-# s2 between two overwrites of the same range [4,12) MiB of vol0: deleting
+# s2 between two overwrites of the same range [2,6) MiB of vol0: deleting
 # s2 must free its own blocks but not s1's, which s2 shares
-s rewrite vol0 5 4 12
+s rewrite vol0 5 2 6
 ok snapshot create vol0@s2
 s copy vol0 vol0@s2
-s rewrite vol0 6 4 12
-s mutate vol0 7 100
+s rewrite vol0 6 2 6
+s mutate vol0 7 60
 s check vol0@s2 vol0@s1 vol0
-# s2's own blocks are the first overwrite of [4,12): 8 MiB unique
+# s2's own blocks are the first overwrite of [2,6): 4 MiB unique
 ok --json volume info vol0@s2
 uniq=$(jq_ .volume.unique)
-[ "$uniq" -ge $((8 << 20)) ] || fail "vol0@s2 unique $uniq, want >= 8 MiB"
+[ "$uniq" -ge $((4 << 20)) ] || fail "vol0@s2 unique $uniq, want >= 4 MiB"
 ok --json stats
 live0=$(jq_ .stats.blocks_live)
 ok snapshot delete vol0@s2
@@ -197,14 +197,14 @@ cowbd_restart
 s check vol0@s1 vol0 c1 c1@cs1
 
 # full rewrites of vol0 with checkpoints between them until more than the
-# 192 MiB pool has been written in all, so freed segments get reused; s1 (a
-# sixth of the pool) must not lose a block to that
-for i in 1 2 3 4 5; do
-	s rewrite vol0 $((10 + i)) 0 32
+# 128 MiB pool has been written in all, so freed segments get reused; s1 (a
+# eighth of the pool) must not lose a block to that
+for i in 1 2 3 4 5 6 7; do
+	s rewrite vol0 $((10 + i)) 0 16
 	ok checkpoint
 done
 s mutate c1 20 50
-[ "$(cat "$T/written")" -gt $((192 << 20)) ] ||
+[ "$(cat "$T/written")" -gt $((128 << 20)) ] ||
 	fail "only $(cat "$T/written") bytes written: segments were not reused"
 s check vol0@s1 vol0 c1 c1@cs1
 ok --json stats
@@ -218,7 +218,7 @@ s check vol0@s1 vol0 c1 c1@cs1
 ok rollback vol0@s1
 s copy vol0@s1 vol0
 s check vol0 vol0@s1 c1
-s mutate vol0 30 100
+s mutate vol0 30 60
 s check vol0@s1 vol0
 cowbd_kill9
 check_pool "after rollback and kill -9"
