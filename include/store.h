@@ -49,8 +49,8 @@ int store_probe(struct blkdev *dev);
  * checkpoint, replay the log after it (discarding a torn tail) and start
  * the threads.  On success the store owns dev (store_close closes it); on
  * failure the caller still does.  Returns NULL + errno
- * (-EILSEQ damaged, -EPROTONOSUPPORT newer format); *why, if non-NULL,
- * receives a static one-line reason. */
+ * (EILSEQ damaged, EPROTONOSUPPORT newer format, ENODATA not a pool); *why, if non-NULL,
+ * receives a static one-line reason.  -ENODATA: no pool on dev at all. */
 struct store *store_open(struct blkdev *dev, const struct store_opts *opts, const char **why);
 
 /* Checkpoint (unless read-only), stop threads, close the device. */

@@ -1776,7 +1776,7 @@ static int read_super(struct store *st, const char **why)
 	}
 	if (e[0] == -ENOENT && e[1] == -ENOENT) {
 		*why = "not a cowbd pool (no superblock magic)";
-		return -EILSEQ;
+		return -ENODATA;
 	}
 	if (e[0] == -EPROTONOSUPPORT || e[1] == -EPROTONOSUPPORT) {
 		*why = "pool format version is newer than this cowbd supports";
