@@ -32,7 +32,7 @@ arg() { # value of vmtest.NAME= on the kernel command line
 SCENARIOS=$(arg scenarios | tr ',' ' ')
 export VM_SERVER=$(arg server)
 export VM_SCEN_TIMEOUT=$(arg timeout)
-: "${VM_SERVER:=cowbd}" "${VM_SCEN_TIMEOUT:=150}"
+: "${VM_SERVER:=cowbd}" "${VM_SCEN_TIMEOUT:=240}"
 
 # After a scenario timed out: what is still running, and where blocked
 # tasks sit in the kernel.

@@ -182,12 +182,12 @@ cleanup_all() { # disconnect first: an unmount may wait on a dead device
 }
 
 # ---- file trees ------------------------------------------------------------
-make_tree() { # DIR N TAG: N files of 1..512 KiB random data in 4 subdirs
+make_tree() { # DIR N TAG: N files of 1..256 KiB random data in 4 subdirs
 	mkdir -p "$1"
 	i=0
 	while [ $i -lt "$2" ]; do
 		d="$1/$3-d$((i % 4))"; mkdir -p "$d"
-		kb=$(( ($(od -An -N2 -tu2 /dev/urandom) % 512) + 1 ))
+		kb=$(( ($(od -An -N2 -tu2 /dev/urandom) % 256) + 1 ))
 		dd if=/dev/urandom of="$d/f$i" bs=1024 count=$kb status=none ||
 			return 1
 		i=$((i + 1))

@@ -9,6 +9,11 @@
 scen_ext4_roundtrip() {
 	srv_start_fresh
 	vol_create vol0 256M
+	# An unknown export is refused at the handshake (and the server lives).
+	if nbd-client 127.0.0.1 "$PORT" /dev/nbd0 -N nosuch >/dev/null 2>&1; then
+		die "nbd-client attached the unknown export 'nosuch'"
+	fi
+	[ "$(dev_size /dev/nbd0)" = 0 ] || die "/dev/nbd0 has a size after a refused attach"
 	attach /dev/nbd0 vol0
 	mkfs_mount /dev/nbd0 /mnt/a
 	make_tree /mnt/a 60 t || die "writing the file tree failed"
