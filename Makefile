@@ -78,7 +78,7 @@ $(FUZZ_REPLAY): $(BUILD)/tests/test_%: tests/fuzz/%.c tests/fuzz/replay.c $(BUIL
 $(FUZZ_BUILD)/obj/%.o: src/%.c $(wildcard include/*.h src/*.h)
 	@mkdir -p $(FUZZ_BUILD)/obj
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
-$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJ)
+$(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES)): $(FUZZ_BUILD)/%: tests/fuzz/%.c $(FUZZ_OBJ)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(LDLIBS)
 fuzz: $(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES))
 	@sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)

@@ -20,8 +20,14 @@
  *                0 write, 1 xor, 2 add (n-byte little-endian), 3 write a
  *                boundary value (table below; index in the first byte)
  *   idx (2 bytes LE): metadata block, modulo their number
- *   off (2 bytes LE): byte in the block, modulo 4096 - n
+ *   off (2 bytes LE): with bit 15 clear, the byte in the block (modulo
+ *                4096 - n); with bit 15 set, a field of the block's kind
+ *                (superblock, summary header or entry, node header or
+ *                slot, checkpoint header or volume record, control op),
+ *                numbered by the low bits; n is then the field's width
  *   n bytes of operand
+ * Fields make the interesting hits likely: a random byte offset lands on
+ * nvols or a node's level about once in 4096 tries.
  *
  * Checked: the open either succeeds or returns NULL with errno EILSEQ or
  * EPROTONOSUPPORT and a reason in why; a read-only open never writes; an
@@ -66,6 +72,8 @@ struct sum_info {
 };
 
 static uint8_t *seed;
+static bool verbose; /* FUZZ_VERBOSE set: log the seed, the patches, the store */
+static const char *const kind_name[] = {"superblock", "summary", "node", "carried block"};
 static struct meta meta[MAX_META];
 static unsigned nmeta;
 static struct sum_info sums[MAX_META];
@@ -327,6 +335,109 @@ static const uint64_t boundary[] = {
     0x0100000000000000ull,
 };
 
+/* A field of a metadata block: offset and width. */
+struct field {
+	uint16_t off, n;
+};
+#define F(type, member) {offsetof(type, member), sizeof(((type *)0)->member)}
+#define FN(type, member, n) {offsetof(type, member), n}
+
+static const struct field super_fields[] = {
+    F(struct fmt_super, crc),	      F(struct fmt_super, version),
+    F(struct fmt_super, self),	      F(struct fmt_super, generation),
+    F(struct fmt_super, block_size),  F(struct fmt_super, seg_blocks),
+    F(struct fmt_super, nsegs),	      F(struct fmt_super, ckpt_addr),
+    F(struct fmt_super, ckpt_lsn),    F(struct fmt_super, ckpt_crc),
+    FN(struct fmt_super, magic, 8),
+};
+static const struct field sum_fields[] = {
+    F(struct fmt_summary, magic),    F(struct fmt_summary, crc),
+    F(struct fmt_summary, self),     F(struct fmt_summary, lsn),
+    F(struct fmt_summary, next_seg), F(struct fmt_summary, prev_crc),
+    F(struct fmt_summary, nentries), F(struct fmt_summary, nblocks),
+};
+static const struct field entry_fields[] = {
+    F(struct fmt_entry, vol), F(struct fmt_entry, type),  F(struct fmt_entry, lba),
+    F(struct fmt_entry, crc), F(struct fmt_entry, count),
+};
+static const struct field node_fields[] = {
+    F(struct fmt_node, magic), F(struct fmt_node, crc), F(struct fmt_node, self),
+    F(struct fmt_node, level), F(struct fmt_node, nmapped),
+};
+static const struct field ckpt_fields[] = {
+    F(struct fmt_ckpt, magic),	     F(struct fmt_ckpt, version), F(struct fmt_ckpt, lsn),
+    F(struct fmt_ckpt, next_vol_id), F(struct fmt_ckpt, nvols),	  F(struct fmt_ckpt, nsegs),
+    F(struct fmt_ckpt, head_seg),
+};
+static const struct field vol_fields[] = {
+    F(struct fmt_vol, id),	F(struct fmt_vol, size),   F(struct fmt_vol, root),
+    F(struct fmt_vol, parent),	F(struct fmt_vol, origin), F(struct fmt_vol, created),
+    F(struct fmt_vol, levels),	F(struct fmt_vol, flags),  FN(struct fmt_vol, name, 8),
+};
+static const struct field op_fields[] = {
+    F(struct fmt_op, magic), F(struct fmt_op, kind),	F(struct fmt_op, id), F(struct fmt_op, src),
+    F(struct fmt_op, size),  F(struct fmt_op, created), FN(struct fmt_op, name, 8),
+};
+#define NF(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Field number f of metadata block m (header fields first, then those of
+ * the first few entries, slots or volume records).  False when the block
+ * has no fields (data). */
+static bool pick_field(const struct meta *m, unsigned f, struct field *out)
+{
+	const struct fmt_summary *s;
+	unsigned j;
+
+	switch (m->kind) {
+	case M_SUPER:
+		*out = super_fields[f % NF(super_fields)];
+		return true;
+	case M_SUMMARY:
+		if (f % 4 == 0) {
+			*out = sum_fields[(f / 4) % NF(sum_fields)];
+			return true;
+		}
+		s = (const void *)(seed + m->addr * FMT_BLOCK);
+		j = (f / NF(entry_fields)) % (s->nentries ? s->nentries : 1);
+		*out = entry_fields[f % NF(entry_fields)];
+		out->off += offsetof(struct fmt_summary, e) + j * sizeof(struct fmt_entry);
+		return true;
+	case M_NODE:
+		if (f % 4 == 0) {
+			*out = node_fields[(f / 4) % NF(node_fields)];
+			return true;
+		}
+		*out = (struct field){offsetof(struct fmt_node, slot) + 8 * ((f / 4) % 16), 8};
+		if (f & 2) /* some slot the seed uses: most are 0 */
+			for (j = 0; j < FMT_FANOUT; j++) {
+				const struct fmt_node *nd = (const void *)(seed + m->addr * FMT_BLOCK);
+
+				if (nd->slot[(j + f) % FMT_FANOUT]) {
+					out->off = offsetof(struct fmt_node, slot) + 8 * ((j + f) % FMT_FANOUT);
+					break;
+				}
+			}
+		return true;
+	case M_CARRIED:
+		s = (const void *)(seed + sums[m->sum].addr * FMT_BLOCK);
+		if (s->e[m->entry].type == FMT_E_OP) {
+			*out = op_fields[f % NF(op_fields)];
+			return true;
+		}
+		if (s->e[m->entry].type != FMT_E_CKPT || s->e[m->entry].lba != 0)
+			return false;
+		if (f % 4 == 0) {
+			*out = ckpt_fields[(f / 4) % NF(ckpt_fields)];
+			return true;
+		}
+		j = (f / NF(vol_fields)) % 8;
+		*out = vol_fields[f % NF(vol_fields)];
+		out->off += sizeof(struct fmt_ckpt) + j * sizeof(struct fmt_vol);
+		return true;
+	}
+	return false;
+}
+
 static void patch(uint8_t *b, unsigned how, const uint8_t *arg, unsigned n)
 {
 	uint64_t v = 0, a = 0;
@@ -476,10 +587,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	struct store *st;
 	const char *why = NULL;
 
-	say_max_level = getenv("FUZZ_VERBOSE") ? SAY_DEBUG : SAY_ERROR;
+	verbose = getenv("FUZZ_VERBOSE") != NULL;
+	say_max_level = verbose ? SAY_DEBUG : SAY_ERROR;
 	build_seed();
 	map_seed();
-	if (!getenv("FUZZ_VERBOSE"))
+	if (!verbose)
 		say_max_level = (enum say_level)-1; /* damage is expected: quiet */
 	/* The seed itself must open clean. */
 	dev = calloc(1, sizeof(struct cowdev));
@@ -494,7 +606,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		die("the seed pool fails store_check", EILSEQ);
 	store_close(st);
 	store_thread_register();
-	if (getenv("FUZZ_VERBOSE"))
+	if (verbose)
 		fprintf(stderr, "fuzz_pool: seed has %u metadata blocks, %u summaries\n", nmeta,
 		        nsums);
 	return 0;
@@ -518,21 +630,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while (size - at >= 5) {
 		unsigned op = data[at], n = (op & 7) + 1, how = (op >> 3) & 3;
 		unsigned idx = data[at + 1] | data[at + 2] << 8;
-		unsigned off = (data[at + 3] | data[at + 4] << 8) % (FMT_BLOCK - n + 1);
+		unsigned off = data[at + 3] | data[at + 4] << 8;
+		const struct meta *m = &meta[idx % nmeta];
+		struct field fl;
 		uint8_t *b;
 
 		at += 5;
 		if (size - at < n)
 			break;
-		if ((b = cow_get(c, meta[idx % nmeta].addr)))
+		if ((off & 0x8000) && pick_field(m, off & 0x7fff, &fl)) {
+			off = fl.off;
+			if (fl.n < n)
+				n = fl.n;
+		} else {
+			off = (off & 0x7fff) % (FMT_BLOCK - n + 1);
+		}
+		if ((b = cow_get(c, m->addr)))
 			patch(b + off, how, data + at, n);
-		at += n;
+		if (verbose)
+			fprintf(stderr, "fuzz_pool: patch block %llu (%s) at byte %u, %u bytes, how %u\n",
+			        (unsigned long long)m->addr, kind_name[m->kind], off, n, how);
+		at += (op & 7) + 1;
 	}
 	if (data[0] & 1)
 		reseal(c);
 
 	errno = 0;
 	st = store_open(&c->dev, &opts, &why);
+	if (verbose)
+		fprintf(stderr, "fuzz_pool: store_open: %s\n", st ? "opened" : why);
 	if (!st) {
 		/* A clear refusal: damage, or a newer format. */
 		assert(errno == EILSEQ || errno == EPROTONOSUPPORT);

@@ -4,7 +4,10 @@
  * The input is what a client would send after the server greeting: client
  * flags, options, then transmission requests and WRITE payloads.  Byte 0
  * is not sent; it seeds how the rest is cut into reads, so resumable
- * parsing (proto never consumes half a message) is exercised.  Exports are
+ * parsing (proto never consumes half a message) is exercised, and its bits
+ * 1-2 pick the TLS mode (off, allowed, required).  The TLS layer itself is
+ * modelled as transparent: after STARTTLS is acknowledged the harness
+ * calls proto_tls_started() and what follows is taken as sent inside TLS.  Exports are
  * looked up through the same store calls conn.c makes (store_vol_open on a
  * small in-memory pool built once: "vol0" 1 MiB, its snapshot "vol0@snap",
  * "odd" of a size that is not a multiple of the block and a thin 1 TiB "big"), so client-chosen
@@ -17,8 +20,11 @@
  * option gets a well-formed reply ending in ACK or an error (only
  * EXPORT_NAME answers otherwise), no reply is longer than the spec allows;
  * a request proto lets through is in range, within the payload limit, not
- * a write to a read-only export, and the store accepts it; every export
- * handle opened is closed.
+ * a write to a read-only export, and the store accepts it; a structured
+ * READ splits into runs that tile it (holes only where the bytes are zero,
+ * one data run with DF); BLOCK_STATUS comes only with base:allocation
+ * active and store_map answers it; chunk headers say what follows them;
+ * every export handle opened is closed.
  *
  * Built by `make fuzz` with clang -fsanitize=fuzzer, and by `make check`
  * with gcc into tests/fuzz/replay.c, which replays the corpus.
@@ -207,11 +213,86 @@ static void check_replies(struct run *r, const uint8_t *in, size_t used, bool ha
 				assert(len <= NBD_STRING_MAX);
 				break;
 			}
-			assert(type == NBD_REP_SERVER || type == NBD_REP_INFO);
+			assert(type == NBD_REP_SERVER || type == NBD_REP_INFO ||
+			       type == NBD_REP_META_CONTEXT);
 		}
 		assert(at - start <= OPT_REPLY_MAX);
 	}
 	assert(at == olen);
+}
+
+/* ---- structured replies and BLOCK_STATUS -------------------------------- */
+
+static void check_chunk(const uint8_t *c, size_t n, uint64_t handle, uint16_t type,
+                        uint32_t payload)
+{
+	struct nbd_structured_reply h;
+
+	assert(n >= sizeof(h));
+	memcpy(&h, c, sizeof(h));
+	assert(be32toh(h.magic) == NBD_STRUCTURED_REPLY_MAGIC);
+	assert(be16toh(h.type) == type);
+	assert(h.handle == handle);
+	assert(be32toh(h.length) == payload);
+}
+
+/* A structured READ of readbuf: the runs tile the request, holes hold
+ * only zero bytes, DF gives one data run, and each chunk header says
+ * what follows it. */
+static void check_read_runs(const struct proto_req *q)
+{
+	struct proto_run runs[8];
+	unsigned max = 1 + (unsigned)(q->handle % 8), n;
+	uint32_t at = 0;
+	uint8_t chunk[PROTO_CHUNK_HOLE > PROTO_CHUNK_DATA ? PROTO_CHUNK_HOLE : PROTO_CHUNK_DATA];
+
+	n = proto_read_runs(readbuf, q->offset, q->length, q->df, runs, max);
+	assert(n >= 1 && n <= max);
+	if (q->df)
+		assert(n == 1 && !runs[0].hole);
+	for (unsigned i = 0; i < n; i++) {
+		assert(runs[i].off == at && runs[i].len > 0);
+		at += runs[i].len;
+		if (runs[i].hole) {
+			for (uint32_t k = 0; k < runs[i].len; k++)
+				assert(readbuf[runs[i].off + k] == 0);
+			assert(proto_chunk_hole(chunk, q->handle, 0, q->offset + runs[i].off,
+			                        runs[i].len) == PROTO_CHUNK_HOLE);
+			check_chunk(chunk, PROTO_CHUNK_HOLE, q->handle, NBD_REPLY_TYPE_OFFSET_HOLE,
+			            12);
+		} else {
+			assert(proto_chunk_data(chunk, q->handle, 0, q->offset + runs[i].off,
+			                        runs[i].len) == PROTO_CHUNK_DATA);
+			check_chunk(chunk, PROTO_CHUNK_DATA, q->handle, NBD_REPLY_TYPE_OFFSET_DATA,
+			            8 + runs[i].len);
+		}
+	}
+	assert(at == q->length);
+}
+
+/* BLOCK_STATUS as conn.c answers it: only with base:allocation active,
+ * in range, answered by store_map with at most max extents that cover a
+ * prefix of the range. */
+static void check_block_status(struct run *r, const struct proto_req *q)
+{
+	const struct proto_export *e = &r->p.exp;
+	struct store_extent ext[16];
+	unsigned max = q->req_one ? 1 : 16, n = 0;
+	uint64_t sum = 0;
+	uint8_t chunk[PROTO_CHUNK_BS], desc[8];
+
+	assert(r->p.meta_active && q->structured);
+	assert(q->length > 0 && q->offset <= e->size && q->length <= e->size - q->offset);
+	assert(store_map(e->handle, q->offset, q->length, ext, max, &n) == 0);
+	assert(n >= 1 && n <= max);
+	for (unsigned i = 0; i < n; i++) {
+		assert(ext[i].len > 0 && ext[i].len <= UINT32_MAX);
+		sum += ext[i].len;
+		proto_block_desc(desc, (uint32_t)ext[i].len, ext[i].hole);
+	}
+	assert(sum <= q->length);
+	assert(proto_chunk_block_status(chunk, q->handle, n) == PROTO_CHUNK_BS);
+	check_chunk(chunk, PROTO_CHUNK_HDR, q->handle, NBD_REPLY_TYPE_BLOCK_STATUS, 4 + 8 * n);
 }
 
 /* A request proto lets through must be one the store can run. */
@@ -220,6 +301,15 @@ static void check_request(struct run *r, const struct proto_req *q)
 	const struct proto_export *e = &r->p.exp;
 
 	assert(q->payload == (q->type == NBD_CMD_WRITE ? q->length : 0));
+	if (q->error && q->structured) {
+		uint8_t chunk[PROTO_CHUNK_ERROR];
+
+		assert(proto_chunk_error(chunk, q->handle, q->error, false, 0) <= sizeof(chunk));
+	}
+	if (!q->error && q->block_status) {
+		check_block_status(r, q);
+		return;
+	}
 	if (q->error || q->disc)
 		return;
 	if (q->op == STORE_FLUSH) {
@@ -239,6 +329,8 @@ static void check_request(struct run *r, const struct proto_req *q)
 		int err = store_read(e->handle, readbuf, q->offset, q->length);
 
 		assert(err == 0);
+		if (q->structured)
+			check_read_runs(q);
 	}
 }
 
@@ -295,6 +387,15 @@ static bool parse(struct run *r, const uint8_t *in, size_t len, size_t *used, ui
 				r->end = 1;
 				return false;
 			}
+			if (r->p.phase == PROTO_STARTTLS) {
+				/* The TLS layer is modelled as transparent: what
+				 * follows is what the client sent inside it. */
+				assert(r->p.tls_mode != PROTO_TLS_OFF && !r->p.tls);
+				proto_tls_started(&r->p);
+				assert(r->p.phase == PROTO_OPTIONS && r->p.tls);
+				log_put(r, "TLS", 3);
+				continue;
+			}
 			if (r->p.phase == PROTO_TRANSMISSION) {
 				assert(r->opens == 1 && r->p.exp.handle);
 				continue;
@@ -329,13 +430,14 @@ static bool parse(struct run *r, const uint8_t *in, size_t len, size_t *used, ui
 
 /* Run the whole stream; cut it into reads of sizes drawn from seed (0:
  * one read).  The run's replies and requests end up in r->out / r->log. */
-static void run(struct run *r, const uint8_t *in, size_t len, uint32_t seed)
+static void run(struct run *r, const uint8_t *in, size_t len, uint32_t seed, unsigned tls_mode)
 {
 	size_t have = 0, start = 0;
 	uint64_t drain = 0;
 
 	memset(r, 0, sizeof(*r));
 	proto_init(&r->p, &fx_ops, r);
+	r->p.tls_mode = tls_mode;
 	assert(proto_greet(&r->p, &r->out) == 0);
 	assert(r->out.len == sizeof(struct nbd_greeting));
 	r->out.len = 0; /* the replies start after the greeting */
@@ -373,8 +475,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 1)
 		return 0;
-	run(&whole, data + 1, size - 1, 0);
-	run(&cut, data + 1, size - 1, data[0] | 1u);
+	/* Byte 0, bits 1-2: TLS off, allowed or required (3: allowed). */
+	unsigned tls = (data[0] >> 1) & 3;
+
+	tls = tls == 3 ? 1 : tls;
+	run(&whole, data + 1, size - 1, 0, tls);
+	run(&cut, data + 1, size - 1, data[0] | 1u, tls);
 	assert(whole.end == cut.end);
 	assert(whole.out.len == cut.out.len);
 	assert(!whole.out.len || !memcmp(whole.out.data, cut.out.data, whole.out.len));

@@ -3,6 +3,7 @@
 # whole client streams (byte 0 = chunking seed, then client flags, options,
 # requests) covering each option and command once, so the fuzzer starts in
 # transmission rather than having to discover IHAVEOPT by itself.
+# Byte 0 also picks the TLS mode (bits 1-2); seed 0x59 keeps TLS off.
 # Usage: tests/fuzz/proto_seeds.py DIR
 import os, struct, sys
 
@@ -16,6 +17,11 @@ def go(name, infos=(), o=7):
     n = name.encode()
     return opt(o, struct.pack(">I", len(n)) + n + struct.pack(">H", len(infos)) +
                b"".join(struct.pack(">H", i) for i in infos))
+
+def meta(export, *queries):
+    e = export.encode()
+    return (struct.pack(">I", len(e)) + e + struct.pack(">I", len(queries)) +
+            b"".join(struct.pack(">I", len(q)) + q.encode() for q in queries))
 
 def req(cmd, off=0, length=0, flags=0, handle=1, payload=b""):
     return struct.pack(">IHHQQI", REQ_MAGIC, flags, cmd, handle, off, length) + payload
@@ -36,9 +42,27 @@ seeds = {
     "bad_magic": FLAGS + go("vol0") + struct.pack(">I", 0) + b"\0" * 24,
     "too_long": FLAGS + struct.pack(">QII", OPT_MAGIC, 7, 1 << 20),
     "bad_flags": struct.pack(">I", 4),
+    # Structured replies and base:allocation (NBD_OPT_STRUCTURED_REPLY,
+    # LIST/SET_META_CONTEXT), then DF reads, BLOCK_STATUS with REQ_ONE, CACHE.
+    "structured": FLAGS + opt(8) + opt(9, meta("vol0", "base:")) +
+                  opt(10, meta("vol0", "base:allocation")) + go("vol0", (3,)) +
+                  req(0, 0, 65536, 4) + req(0, 8192, 4096) + req(7, 0, 1 << 20) +
+                  req(7, 4096, 8192, 8) + req(5, 0, 4096) + req(0, 1 << 20, 1) + req(2),
+    "meta_snap": FLAGS + opt(10, meta("vol0@snap", "base:allocation", "qemu:dirty")) + opt(8) +
+                 go("vol0@snap") + req(7, 0, 4096) + req(2),
+}
+# Byte 0 bits 1-2 pick the TLS mode: 0 off, 1 allowed, 2 required.
+tls_seeds = {
+    "starttls_allow": (0x02, FLAGS + opt(5) + opt(3) + go("vol0") + req(0, 0, 512) + req(2)),
+    "starttls_require": (0x04, FLAGS + opt(3) + go("vol0") + opt(5) + opt(8) + go("vol0") + req(2)),
+    "require_export_name": (0x04, FLAGS + opt(1, b"vol0")),
+    "starttls_off": (0x00, FLAGS + opt(5) + opt(2)),
 }
 os.makedirs(sys.argv[1], exist_ok=True)
-for i, (name, body) in enumerate(seeds.items()):
-    for seed in (0, 0x5b):
+for name, body in seeds.items():
+    for seed in (0, 0x59):
         with open(os.path.join(sys.argv[1], "seed-%s-%d" % (name, seed)), "wb") as f:
             f.write(bytes([seed]) + body)
+for name, (seed, body) in tls_seeds.items():
+    with open(os.path.join(sys.argv[1], "seed-%s" % name), "wb") as f:
+        f.write(bytes([seed]) + body)
