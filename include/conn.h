@@ -20,8 +20,8 @@ struct tls_creds;
  * pipelines requests and never reads replies holds bounded memory (the
  * request that crosses the line is still taken, so at most max_bytes plus
  * one 32 MiB payload). */
-#define CONN_MAX_REQS  256u        /* requests accepted, reply not yet sent */
-#define CONN_MAX_BYTES (64u << 20) /* payload bytes held in buffers */
+#define CONN_MAX_REQS                  256u        /* requests accepted, reply not yet sent */
+#define CONN_MAX_BYTES                 (64u << 20) /* payload bytes held in buffers */
 #define CONN_DEFAULT_MAX_CONNS         1024u
 #define CONN_DEFAULT_HANDSHAKE_TIMEOUT 30.0 /* seconds */
 

@@ -70,11 +70,11 @@
 #define CONN_IOV           128          /* iovecs per sendmsg */
 #define CONN_STOP_GRACE    30.0         /* seconds before stop cuts clients off */
 #define CONN_MAX_LISTENERS 16
-#define CONN_READ_RUNS     16           /* chunks per structured READ reply */
+#define CONN_READ_RUNS     16 /* chunks per structured READ reply */
 #define CONN_REQ_IOV       (2 * CONN_READ_RUNS)
 #define CONN_META          (CONN_READ_RUNS * PROTO_CHUNK_HOLE)
-#define CONN_MAP_EXTENTS   4096         /* extents per BLOCK_STATUS reply */
-#define CONN_TRY_MAX       (1u << 20)   /* READs up to this try the loop thread first */
+#define CONN_MAP_EXTENTS   4096       /* extents per BLOCK_STATUS reply */
+#define CONN_TRY_MAX       (1u << 20) /* READs up to this try the loop thread first */
 
 static_assert(CONN_RBUF_SIZE >= sizeof(struct nbd_option) + PROTO_OPT_MAX, "rbuf too small");
 static_assert(CONN_RBUF_SIZE >= sizeof(struct nbd_request) + CONN_SMALL_WRITE, "rbuf too small");
@@ -90,9 +90,9 @@ struct conn_req {
 	uint64_t end;               /* TRIM/ZERO split into parts: end offset */
 	uint8_t *buf;
 	size_t bufcap;
-	uint32_t held;    /* payload bytes counted in c->bytes */
-	bool structured;  /* READ after NBD_OPT_STRUCTURED_REPLY: reply in chunks */
-	bool df;          /* ... as one data chunk (NBD_CMD_FLAG_DF) */
+	uint32_t held;   /* payload bytes counted in c->bytes */
+	bool structured; /* READ after NBD_OPT_STRUCTURED_REPLY: reply in chunks */
+	bool df;         /* ... as one data chunk (NBD_CMD_FLAG_DF) */
 	/* The reply on the wire: niov pieces pointing into meta (headers)
 	 * and buf (data), out_len bytes in all, sent of them gone. */
 	uint32_t out_len;
@@ -117,15 +117,15 @@ struct conn {
 	uint64_t drain;                     /* payload bytes of a rejected WRITE to discard */
 	struct conn_req *rq_head, *rq_tail; /* replies to send, in order */
 	struct conn_req *free;
-	ev_timer tmo;       /* handshake deadline, then idle timeout */
+	ev_timer tmo;          /* handshake deadline, then idle timeout */
 	ev_tstamp last_active; /* last byte received or sent */
-	size_t pool_bytes;  /* buffer bytes kept on the free list */
-	unsigned reqs;      /* accepted, reply not yet sent (or dropped) */
-	unsigned submitted; /* owned by the store right now */
-	size_t bytes;       /* payload bytes held */
-	bool draining;      /* reading is over (DISC, EOF, ABORT, shutdown) */
-	bool dead;          /* socket closed */
-	bool dirty;         /* on the wake handler's flush list */
+	size_t pool_bytes;     /* buffer bytes kept on the free list */
+	unsigned reqs;         /* accepted, reply not yet sent (or dropped) */
+	unsigned submitted;    /* owned by the store right now */
+	size_t bytes;          /* payload bytes held */
+	bool draining;         /* reading is over (DISC, EOF, ABORT, shutdown) */
+	bool dead;             /* socket closed */
+	bool dirty;            /* on the wake handler's flush list */
 	struct conn *dirty_next;
 	char peer[64];
 	struct tls_session *tls; /* after NBD_OPT_STARTTLS; NULL: plaintext */
@@ -149,9 +149,9 @@ struct conn_server {
 	unsigned nconns;
 	bool stopping;
 	struct conn_limits lim;
-	unsigned long refused; /* connections closed at once: over max_conns */
+	unsigned long refused;                     /* connections closed at once: over max_conns */
 	struct store_extent map[CONN_MAP_EXTENTS]; /* BLOCK_STATUS scratch */
-	struct tls_creds *tls_creds; /* NULL: TLS off */
+	struct tls_creds *tls_creds;               /* NULL: TLS off */
 	enum proto_tls tls_mode;
 };
 
@@ -516,8 +516,8 @@ static void conn_block_status(struct conn *c, const struct proto_req *r)
 
 	if (!q) {
 		say_warn("%s: out of memory for BLOCK_STATUS", c->peer);
-		reply_now(c, &(struct proto_req){.handle = r->handle, .error = NBD_ENOMEM,
-		                                  .structured = true});
+		reply_now(c, &(struct proto_req){
+		                 .handle = r->handle, .error = NBD_ENOMEM, .structured = true});
 		return;
 	}
 	c->reqs++;
@@ -685,9 +685,8 @@ static void conn_parse(struct conn *c)
 static void conn_read(struct conn *c)
 {
 	/* During STARTTLS the socket belongs to the TLS handshake (conn_settle). */
-	for (int rounds = 0; rounds < 8 && !c->dead && !c->draining &&
-	                     c->proto.phase != PROTO_STARTTLS;
-	     rounds++) {
+	for (int rounds = 0;
+	     rounds < 8 && !c->dead && !c->draining && c->proto.phase != PROTO_STARTTLS; rounds++) {
 		ssize_t n;
 
 		if (c->rx) {
@@ -940,11 +939,17 @@ static void conn_settle(struct conn *c)
 	if (!c->dead) {
 		conn_write(c);
 		/* Replies went out: requests waiting in rbuf may go on now
-		 * (the socket may have nothing new to wake us for them). */
-		if (c->rend > c->rstart && !c->rx && !c->draining && !c->dead &&
-		    c->proto.phase == PROTO_TRANSMISSION && conn_can_accept(c)) {
+		 * (the socket may have nothing new to wake us for them).  READs
+		 * served on this thread answer at once, so keep going while
+		 * that frees room; stop when a pass consumes nothing. */
+		while (c->rend > c->rstart && !c->rx && !c->draining && !c->dead &&
+		       c->proto.phase == PROTO_TRANSMISSION && conn_can_accept(c)) {
+			size_t before = c->rstart;
+
 			conn_parse(c);
 			conn_write(c);
+			if (c->rstart == before)
+				break;
 		}
 	}
 	if (!c->dead && c->proto.phase == PROTO_STARTTLS && conn_tls_step(c))

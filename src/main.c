@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <ev.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@
 #include "control.h"
 #include "say.h"
 #include "store.h"
+#include "tls.h"
 
 #define DEFAULT_LISTEN  "127.0.0.1:10809"
 #define DEFAULT_CONTROL "/run/cowbd/control.sock"
@@ -34,18 +36,61 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: cowbd --pool PATH [--create SIZE] [--listen HOST:PORT]... "
-	           "[--unix PATH]\n"
-	           "             [--control PATH] [--foreground] [--verbose]\n"
-	           "  --pool PATH         pool file or block device\n"
-	           "  --create SIZE       create the pool if PATH is missing or empty "
-	           "(K/M/G/T suffixes)\n"
-	           "  --listen HOST:PORT  NBD TCP address, repeatable; [::1]:10809 for IPv6\n"
-	           "                      (default " DEFAULT_LISTEN " unless --unix is given)\n"
-	           "  --unix PATH         NBD unix socket\n"
-	           "  --control PATH      control socket (default " DEFAULT_CONTROL ")\n"
-	           "  --foreground        accepted; cowbd never forks\n"
-	           "  --verbose           debug logging\n");
+	fprintf(f,
+	        "usage: cowbd --pool PATH [--create SIZE] [--listen HOST:PORT]... "
+	        "[--unix PATH]\n"
+	        "             [--tls off|allow|require] [--tls-certs DIR] [--tls-psk FILE]\n"
+	        "             [--control PATH] [--foreground] [--verbose]\n"
+	        "  --pool PATH         pool file or block device\n"
+	        "  --create SIZE       create the pool if PATH is missing or empty "
+	        "(K/M/G/T suffixes)\n"
+	        "  --listen HOST:PORT  NBD TCP address, repeatable; [::1]:10809 for IPv6\n"
+	        "                      (default " DEFAULT_LISTEN " unless --unix is given)\n"
+	        "  --unix PATH         NBD unix socket\n"
+	        "  --control PATH      control socket (default " DEFAULT_CONTROL ")\n"
+	        "  --foreground        accepted; cowbd never forks\n"
+	        "  --tls MODE          off (default), allow (plaintext or TLS) or require\n"
+	        "  --tls-certs DIR     X.509: DIR/ca-cert.pem (signs client certificates),\n"
+	        "                      DIR/server-cert.pem, DIR/server-key.pem\n"
+	        "  --tls-psk FILE      PSK: psktool file of username:hexkey lines\n"
+	        "  --verbose           debug logging\n"
+	        "limits:\n"
+	        "  --max-connections N       open NBD connections (default 1024); more\n"
+	        "                            are accepted and closed at once\n"
+	        "  --handshake-timeout SECS  accept to transmission (default 30; 0 = none)\n"
+	        "  --idle-timeout SECS       close connections idle this long (default 0 = off)\n"
+	        "  --max-inflight-requests N per connection (default 256)\n"
+	        "  --max-inflight-bytes SIZE payload held per connection (default 64M)\n");
+}
+
+/* A count for a limit: 1 .. UINT_MAX.  0 or -EINVAL. */
+static int parse_count(const char *s, unsigned *out)
+{
+	char *end;
+	unsigned long v;
+
+	if (!*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || v == 0 || v > UINT_MAX)
+		return -EINVAL;
+	*out = (unsigned)v;
+	return 0;
+}
+
+/* Seconds, fractions allowed, 0 .. one year.  0 or -EINVAL. */
+static int parse_secs(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !(v >= 0 && v <= 366 * 86400.0))
+		return -EINVAL;
+	*out = v;
+	return 0;
 }
 
 /* "16G" → bytes.  Suffixes K, M, G, T (powers of 1024), case-insensitive.
@@ -198,8 +243,22 @@ int main(int argc, char **argv)
 	    {"foreground", no_argument, NULL, 'f'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
+	    {"max-connections", required_argument, NULL, 'M'},
+	    {"handshake-timeout", required_argument, NULL, 'H'},
+	    {"idle-timeout", required_argument, NULL, 'I'},
+	    {"max-inflight-requests", required_argument, NULL, 'R'},
+	    {"max-inflight-bytes", required_argument, NULL, 'B'},
+	    {"tls", required_argument, NULL, 'T'},
+	    {"tls-certs", required_argument, NULL, 'X'},
+	    {"tls-psk", required_argument, NULL, 'K'},
 	    {NULL, 0, NULL, 0},
 	};
+	struct conn_limits lim = {
+	    .handshake_timeout = CONN_DEFAULT_HANDSHAKE_TIMEOUT,
+	};
+	uint64_t inflight_bytes;
+	const char *tls_mode = "off", *tls_certs = NULL, *tls_psk = NULL;
+	struct tls_creds *creds = NULL;
 	const char *pool = NULL, *unix_path = NULL, *control_path = DEFAULT_CONTROL;
 	const char *listen[MAX_LISTEN];
 	unsigned nlisten = 0;
@@ -241,6 +300,47 @@ int main(int argc, char **argv)
 		case 'v':
 			say_max_level = SAY_DEBUG;
 			break;
+		case 'M':
+			if (parse_count(optarg, &lim.max_conns)) {
+				say_error("bad --max-connections %s (want a count >= 1)", optarg);
+				return 1;
+			}
+			break;
+		case 'H':
+			if (parse_secs(optarg, &lim.handshake_timeout)) {
+				say_error("bad --handshake-timeout %s (want seconds)", optarg);
+				return 1;
+			}
+			break;
+		case 'I':
+			if (parse_secs(optarg, &lim.idle_timeout)) {
+				say_error("bad --idle-timeout %s (want seconds)", optarg);
+				return 1;
+			}
+			break;
+		case 'R':
+			if (parse_count(optarg, &lim.max_reqs)) {
+				say_error("bad --max-inflight-requests %s (want a count >= 1)",
+				          optarg);
+				return 1;
+			}
+			break;
+		case 'B':
+			if (parse_size(optarg, &inflight_bytes) || inflight_bytes > SIZE_MAX) {
+				say_error("bad --max-inflight-bytes %s (want e.g. 64M)", optarg);
+				return 1;
+			}
+			lim.max_bytes = (size_t)inflight_bytes;
+			break;
+		case 'T':
+			tls_mode = optarg;
+			break;
+		case 'X':
+			tls_certs = optarg;
+			break;
+		case 'K':
+			tls_psk = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -260,18 +360,47 @@ int main(int argc, char **argv)
 	}
 	if (nlisten == 0 && !unix_path)
 		listen[nlisten++] = DEFAULT_LISTEN;
+	if (strcmp(tls_mode, "off") && strcmp(tls_mode, "allow") && strcmp(tls_mode, "require")) {
+		say_error("bad --tls mode %s (want off, allow or require)", tls_mode);
+		return 1;
+	}
+	if (strcmp(tls_mode, "off") == 0 && (tls_certs || tls_psk)) {
+		say_error("--tls-certs/--tls-psk given but --tls is off (add --tls allow or "
+		          "--tls require)");
+		return 1;
+	}
+	if (strcmp(tls_mode, "off") && !tls_certs && !tls_psk) {
+		say_error("--tls %s needs --tls-certs DIR or --tls-psk FILE", tls_mode);
+		return 1;
+	}
+	if (strcmp(tls_mode, "off")) { /* before the pool: a bad file changes nothing */
+		creds = tls_creds_load(tls_certs, tls_psk, err, sizeof(err));
+		if (!creds) {
+			say_error("%s", err);
+			return 1;
+		}
+	}
 
 	signal(SIGPIPE, SIG_IGN);
 	st = pool_open(pool, create_size);
-	if (!st)
+	if (!st) {
+		tls_creds_free(creds);
 		return 1;
+	}
 
 	loop = ev_default_loop(EVFLAG_AUTO);
 	srv = loop ? conn_server_new(loop, st) : NULL;
 	if (!srv) {
 		say_error("cannot start the event loop");
 		store_close(st);
+		tls_creds_free(creds);
 		return 1;
+	}
+	conn_server_set_limits(srv, &lim);
+	if (creds) {
+		conn_server_set_tls(srv, creds, strcmp(tls_mode, "require") == 0);
+		say_info("TLS %s: %s", strcmp(tls_mode, "require") == 0 ? "required" : "allowed",
+		         tls_creds_describe(creds));
 	}
 	for (unsigned i = 0; i < nlisten; i++) {
 		if (conn_listen_tcp(srv, listen[i], err, sizeof(err)))
@@ -300,6 +429,7 @@ int main(int argc, char **argv)
 	control_stop(ctl);
 	store_close(st);
 	conn_server_free(srv);
+	tls_creds_free(creds);
 	ev_loop_destroy(loop);
 	say_info("stopped");
 	return 0;
@@ -308,6 +438,7 @@ fail:
 	say_error("%s", err);
 	conn_server_free(srv);
 	store_close(st);
+	tls_creds_free(creds);
 	ev_loop_destroy(loop);
 	return 1;
 }

@@ -620,8 +620,7 @@ void proto_reply(uint8_t out[sizeof(struct nbd_simple_reply)], uint64_t handle, 
 
 /* ---- structured replies ------------------------------------------- */
 
-static size_t chunk_hdr(uint8_t *out, uint64_t handle, uint16_t flags, uint16_t type,
-                        uint32_t len)
+static size_t chunk_hdr(uint8_t *out, uint64_t handle, uint16_t flags, uint16_t type, uint32_t len)
 {
 	struct nbd_structured_reply r = {
 	    .magic = htobe32(NBD_STRUCTURED_REPLY_MAGIC),
@@ -690,8 +689,8 @@ size_t proto_chunk_error(uint8_t *out, uint64_t handle, uint32_t nbd_err, bool w
 
 size_t proto_chunk_block_status(uint8_t *out, uint64_t handle, uint32_t nd)
 {
-	size_t n = chunk_hdr(out, handle, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS,
-	                     4 + 8 * nd);
+	size_t n =
+	    chunk_hdr(out, handle, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS, 4 + 8 * nd);
 
 	put_be32(out + n, PROTO_META_ALLOC_ID);
 	return n + 4;
@@ -741,8 +740,8 @@ unsigned proto_read_runs(const uint8_t *buf, uint64_t offset, uint32_t len, bool
 	while (pos < len) {
 		/* Block boundaries are those of the export, not of the request. */
 		uint64_t next = ((offset + pos) / STORE_BLOCK_SIZE + 1) * STORE_BLOCK_SIZE;
-		uint32_t blk = next - offset - pos < len - pos ? (uint32_t)(next - offset - pos)
-		                                               : len - pos;
+		uint32_t blk =
+		    next - offset - pos < len - pos ? (uint32_t)(next - offset - pos) : len - pos;
 		bool hole;
 
 		if (k == max - 1 && !runs[k - 1].hole) {

@@ -296,11 +296,156 @@ def never_read():
         check(after - before < 200 * 1024, "RSS grew by %d KiB" % (after - before))
 
 
+# ---- structured replies and meta contexts ------------------------------
+
+STRUCT_MAGIC = 0x668E33EF
+OPT_STRUCTURED_REPLY, OPT_LIST_META, OPT_SET_META = 8, 9, 10
+REP_META_CONTEXT = 4
+REP_ERR_INVALID, REP_ERR_UNKNOWN = 0x80000003, 0x80000006
+T_NONE, T_DATA, T_HOLE, T_BS, T_ERROR, T_ERROR_OFFSET = 0, 1, 2, 5, 32769, 32770
+FLAG_DONE = 1
+FLAG_SEND_DF = 1 << 7
+CMD_FLAG_DF, CMD_FLAG_REQ_ONE = 4, 8
+
+
+def read_any_reply(s):
+    """One simple reply header, or one structured chunk: returns
+    ("simple", err, handle, b"") or ("chunk", flags, type, handle, payload)."""
+    magic = struct.unpack(">I", recvn(s, 4))[0]
+    if magic == SIMPLE_MAGIC:
+        err, handle = struct.unpack(">IQ", recvn(s, 12))
+        return ("simple", err, handle, b"")
+    check(magic == STRUCT_MAGIC, "reply magic %#x" % magic)
+    flags, rtype, handle, length = struct.unpack(">HHQI", recvn(s, 16))
+    return ("chunk", flags, rtype, handle, recvn(s, length))
+
+
+def go_flags(s, name=b"vol0"):
+    send_opt(s, OPT_GO, struct.pack(">I", len(name)) + name + struct.pack(">H", 0))
+    tflags = size = None
+    while True:
+        opt, rtype, data = read_rep(s)
+        if rtype == REP_INFO and struct.unpack(">H", data[:2])[0] == 0:
+            size, tflags = struct.unpack(">QH", data[2:12])
+        elif rtype == REP_ACK:
+            return tflags, size
+        else:
+            check(rtype == REP_INFO, "GO failed: %#x" % rtype)
+
+
+def meta_opt(opt, name, queries):
+    d = struct.pack(">I", len(name)) + name + struct.pack(">I", len(queries))
+    for q in queries:
+        d += struct.pack(">I", len(q)) + q
+    return opt, d
+
+
+def structured_raw():
+    s = hello()
+    send_opt(s, OPT_STRUCTURED_REPLY, b"x")
+    check(read_rep(s)[1] == REP_ERR_INVALID, "STRUCTURED_REPLY with data -> ERR_INVALID")
+    send_opt(s, OPT_STRUCTURED_REPLY)
+    check(read_rep(s)[1] == REP_ACK, "STRUCTURED_REPLY acked")
+    tflags, size = go_flags(s)
+    check(tflags & FLAG_SEND_DF, "SEND_DF advertised after structured replies")
+    send_req(s, CMD_READ, size - 1, 2, handle=1)
+    r = read_any_reply(s)
+    check(r[0] == "chunk" and r[1] == FLAG_DONE and r[2] == T_ERROR and r[3] == 1,
+          "READ past end -> ERROR chunk with DONE: %r" % (r[:4],))
+    check(struct.unpack(">IH", r[4][:6]) == (EINVAL, 0), "EINVAL, empty message")
+    send_req(s, CMD_READ, 0, 512, flags=CMD_FLAG_REQ_ONE, handle=2)
+    r = read_any_reply(s)
+    check(r[0] == "chunk" and r[2] == T_ERROR and struct.unpack(">I", r[4][:4])[0] == EINVAL,
+          "READ with REQ_ONE -> EINVAL chunk")
+    send_req(s, CMD_READ, 0, 0, handle=3)
+    r = read_any_reply(s)
+    check(r[0] == "chunk" and r[1] == FLAG_DONE and r[2] == T_NONE and r[4] == b"",
+          "zero-length READ -> NONE chunk")
+    send_req(s, CMD_WRITE, 8192, 4096, handle=4, payload=b"q" * 4096)
+    check(read_any_reply(s)[:3] == ("simple", 0, 4), "WRITE -> simple reply")
+    send_req(s, CMD_READ, 4096, 3 * 4096, handle=5)
+    got = []
+    while True:
+        r = read_any_reply(s)
+        check(r[0] == "chunk" and r[3] == 5, "READ chunks")
+        off = struct.unpack(">Q", r[4][:8])[0]
+        if r[2] == T_HOLE:
+            got.append(("hole", off, struct.unpack(">I", r[4][8:12])[0]))
+        else:
+            check(r[2] == T_DATA, "data chunk")
+            got.append(("data", off, r[4][8:]))
+        if r[1] & FLAG_DONE:
+            break
+    check(got == [("hole", 4096, 4096), ("data", 8192, b"q" * 4096), ("hole", 12288, 4096)],
+          "hole/data/hole: %r" % [(g[0], g[1]) for g in got])
+    send_req(s, CMD_READ, 4096, 3 * 4096, flags=CMD_FLAG_DF, handle=6)
+    r = read_any_reply(s)
+    check(r[0] == "chunk" and r[1] == FLAG_DONE and r[2] == T_DATA and len(r[4]) == 8 + 3 * 4096,
+          "DF READ -> one data chunk")
+    send_req(s, CMD_BLOCK_STATUS, 0, 4096, handle=7)
+    r = read_any_reply(s)
+    err = r[1] if r[0] == "simple" else struct.unpack(">I", r[4][:4])[0]
+    check(err == EINVAL, "BLOCK_STATUS without a meta context -> EINVAL")
+    send_req(s, CMD_DISC, 0, 0)
+    expect_eof(s, "after DISC")
+
+
+def meta_raw():
+    s = hello()
+    send_opt(s, *meta_opt(OPT_LIST_META, b"vol0", []))
+    check(read_rep(s)[1] == REP_ERR_INVALID, "LIST_META_CONTEXT before STRUCTURED_REPLY")
+    send_opt(s, OPT_STRUCTURED_REPLY)
+    check(read_rep(s)[1] == REP_ACK, "STRUCTURED_REPLY")
+
+    def contexts(opt, name, queries):
+        send_opt(s, *meta_opt(opt, name, queries))
+        out = []
+        while True:
+            o, rtype, data = read_rep(s)
+            check(o == opt, "reply to the option")
+            if rtype == REP_ACK:
+                return out
+            if rtype != REP_META_CONTEXT:
+                return rtype
+            out.append((struct.unpack(">I", data[:4])[0], data[4:]))
+
+    check(contexts(OPT_LIST_META, b"vol0", []) == [(0, b"base:allocation")], "LIST all")
+    check(contexts(OPT_LIST_META, b"vol0", [b"base:"]) == [(0, b"base:allocation")], "LIST base:")
+    check(contexts(OPT_LIST_META, b"vol0", [b"qemu:dirty-bitmap:a"]) == [], "LIST other namespace")
+    check(contexts(OPT_LIST_META, b"nosuch", []) == REP_ERR_UNKNOWN, "LIST unknown export")
+    check(contexts(OPT_SET_META, b"vol0", []) == [], "SET nothing")
+    # option data that lies about its query length
+    send_opt(s, OPT_SET_META, struct.pack(">I", 4) + b"vol0" + struct.pack(">II", 1, 999) + b"ab")
+    check(read_rep(s)[1] == REP_ERR_INVALID, "SET with a bad query length")
+    got = contexts(OPT_SET_META, b"vol0", [b"base:allocation", b"x-foo:bar"])
+    check(len(got) == 1 and got[0][1] == b"base:allocation" and got[0][0] != 0, "SET: %r" % got)
+    ctx = got[0][0]
+    _, size = go_flags(s)
+    send_req(s, CMD_BLOCK_STATUS, 0, size, handle=9)
+    r = read_any_reply(s)
+    check(r[0] == "chunk" and r[1] == FLAG_DONE and r[2] == T_BS and r[3] == 9, "BLOCK_STATUS chunk")
+    check(struct.unpack(">I", r[4][:4])[0] == ctx, "context id")
+    descs = [struct.unpack(">II", r[4][i:i + 8]) for i in range(4, len(r[4]), 8)]
+    check(descs and sum(n for n, _ in descs) <= size and all(n for n, _ in descs), "extents")
+    send_req(s, CMD_BLOCK_STATUS, 0, 0, handle=10)
+    r = read_any_reply(s)
+    check(r[0] == "chunk" and r[2] == T_ERROR and struct.unpack(">I", r[4][:4])[0] == EINVAL,
+          "BLOCK_STATUS length 0 -> EINVAL")
+    send_req(s, CMD_BLOCK_STATUS, size - 4096, 8192, flags=CMD_FLAG_REQ_ONE, handle=11)
+    r = read_any_reply(s)
+    check(r[0] == "chunk" and r[2] == T_ERROR, "BLOCK_STATUS past end -> error")
+    send_req(s, CMD_BLOCK_STATUS, 0, size, flags=CMD_FLAG_REQ_ONE, handle=12)
+    r = read_any_reply(s)
+    check(r[2] == T_BS and len(r[4]) == 12, "REQ_ONE -> one extent")
+    send_req(s, CMD_DISC, 0, 0)
+    expect_eof(s, "after DISC")
+
+
 SCENARIOS = {f.__name__: f for f in (
     bad_client_flags, bad_option_magic, option_huge, option_unknown, export_name_unknown,
     export_name_ok, truncated_option, bad_request_magic, truncated_header,
     vanish_mid_payload, vanish_mid_reply, flush_args, unknown_commands, big_write_einval,
-    write_then_disc, snapshot_eperm, never_read)}
+    write_then_disc, snapshot_eperm, never_read, structured_raw, meta_raw)}
 
 
 def main():

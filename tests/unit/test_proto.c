@@ -624,7 +624,8 @@ static void request_bad_command_and_flags(void **state)
 	assert_int_equal(decode(f, NBD_CMD_FLAG_NO_HOLE, NBD_CMD_CACHE, 0, 512).error, NBD_EINVAL);
 	assert_int_equal(decode(f, 0, NBD_CMD_CACHE, VOL_SIZE, 1).error, NBD_EINVAL);
 	assert_true(decode(f, 0, NBD_CMD_CACHE, 0, VOL_SIZE).noop);
-	assert_int_equal(decode(f, NBD_CMD_FLAG_FAST_ZERO, NBD_CMD_WRITE, 0, 512).error, NBD_EINVAL);
+	assert_int_equal(decode(f, NBD_CMD_FLAG_FAST_ZERO, NBD_CMD_WRITE, 0, 512).error,
+	                 NBD_EINVAL);
 	assert_int_equal(decode(f, 0x100, NBD_CMD_READ, 0, 512).error, NBD_EINVAL);
 	assert_int_equal(decode(f, NBD_CMD_FLAG_DF, NBD_CMD_READ, 0, 512).error, NBD_EINVAL);
 	assert_int_equal(decode(f, NBD_CMD_FLAG_NO_HOLE, NBD_CMD_WRITE, 0, 512).error, NBD_EINVAL);
@@ -833,7 +834,8 @@ static void structured_and_meta(void **state)
 	struct fixture *f = *state;
 	struct bytes b = {.n = 0};
 	const char *all[] = {"base:"}, *alloc[] = {"base:allocation"};
-	const char *other[] = {"qemu:dirty-bitmap:x", "base:allocation"}, *none[] = {"nbd-server:x"};
+	const char *other[] = {"qemu:dirty-bitmap:x", "base:allocation"},
+	           *none[] = {"nbd-server:x"};
 	size_t pos = 0;
 	uint32_t len;
 	const uint8_t *d;
@@ -976,8 +978,7 @@ static void chunk_encoding(void **state)
 	assert_int_equal(rd16(o + 6), NBD_REPLY_TYPE_OFFSET_DATA);
 	assert_int_equal(rd32(o + 16), 520);
 	assert_true(rd64(o + 20) == 4096);
-	assert_int_equal(proto_chunk_hole(o, 1, NBD_REPLY_FLAG_DONE, 8192, 4096),
-	                 PROTO_CHUNK_HOLE);
+	assert_int_equal(proto_chunk_hole(o, 1, NBD_REPLY_FLAG_DONE, 8192, 4096), PROTO_CHUNK_HOLE);
 	assert_int_equal(rd16(o + 6), NBD_REPLY_TYPE_OFFSET_HOLE);
 	assert_int_equal(rd32(o + 16), 12);
 	assert_true(rd64(o + 20) == 8192);
