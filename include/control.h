@@ -30,4 +30,12 @@ struct control *control_start(struct store *st, const char *path, char *err, siz
  * caller may store_close().  NULL is a no-op. */
 void control_stop(struct control *c);
 
+/* Answer one request line (len bytes, no newline) for st as a client
+ * thread would, without a socket: for tests and the fuzzer
+ * (tests/fuzz/fuzz_control.c).  Returns the reply JSON, malloc'd, without
+ * the newline (free() it), or NULL when out of memory.  Not serialised with
+ * the requests of a control_start() instance on the same store.  Blocks
+ * like the store call the request makes. */
+char *control_answer_line(struct store *st, const char *line, size_t len);
+
 #endif

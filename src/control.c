@@ -661,6 +661,17 @@ out:
 	return out;
 }
 
+char *control_answer_line(struct store *st, const char *line, size_t len)
+{
+	struct control c = {.st = st};
+	char *out;
+
+	pthread_mutex_init(&c.op_lock, NULL);
+	out = control_answer(&c, line, len);
+	pthread_mutex_destroy(&c.op_lock);
+	return out;
+}
+
 /* ---- sockets and threads ---------------------------------------------- */
 
 /* Send all of buf; false when the client is gone or not reading. */
