@@ -591,8 +591,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	say_max_level = verbose ? SAY_DEBUG : SAY_ERROR;
 	build_seed();
 	map_seed();
-	if (!verbose)
-		say_max_level = (enum say_level)-1; /* damage is expected: quiet */
+
 	/* The seed itself must open clean. */
 	dev = calloc(1, sizeof(struct cowdev));
 	assert(dev);
@@ -606,9 +605,21 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		die("the seed pool fails store_check", EILSEQ);
 	store_close(st);
 	store_thread_register();
-	if (verbose)
+	if (verbose) {
 		fprintf(stderr, "fuzz_pool: seed has %u metadata blocks, %u summaries\n", nmeta,
 		        nsums);
+		for (unsigned i = 0; i < nmeta; i++) {
+			const struct fmt_summary *s =
+			    (const void *)(seed + (meta[i].sum >= 0 ? sums[meta[i].sum].addr : 0) * FMT_BLOCK);
+
+			fprintf(stderr, "fuzz_pool: idx %u: block %llu, %s", i,
+			        (unsigned long long)meta[i].addr, kind_name[meta[i].kind]);
+			if (meta[i].kind == M_CARRIED)
+				fprintf(stderr, " (entry type %u, lba %llu)", s->e[meta[i].entry].type,
+				        (unsigned long long)s->e[meta[i].entry].lba);
+			fprintf(stderr, "\n");
+		}
+	}
 	return 0;
 }
 

@@ -26,6 +26,8 @@ for t in "$@"; do
 		# (liburcu's call_rcu thread batches for 10 ms), so parallel
 		# jobs cost little CPU.
 		maxlen=512 jobs=4 extra="-len_control=0" ;;
+	fuzz_control)
+		maxlen=4096 extra="-dict=$TOP/tests/fuzz/fuzz_control.dict" ;;
 	*) maxlen=4096 ;;
 	esac
 	JOBS=${FUZZ_JOBS:-$jobs}
