@@ -7,10 +7,9 @@
  * snapshot "vol0@s" and a clone "cl" of it.  Afterwards every volume and
  * snapshot the requests created is deleted again and the baseline ones they
  * deleted are recreated, so each input starts from the same names (a
- * rollback is harmless: no volume holds data).  Checked: every reply is a JSON object with a boolean "ok"; a
- * refusal carries an "error" string and an "errno" string; an "id" in a
- * request that parses comes back unchanged; the pool is back at its
- * baseline after the cleanup.
+ * rollback is harmless: no volume holds data).  Checked: every reply is a JSON object with a
+ * boolean "ok"; a refusal carries an "error" string and an "errno" string; an "id" in a request
+ * that parses comes back unchanged; the pool is back at its baseline after the cleanup.
  */
 #undef NDEBUG
 #include <assert.h>
@@ -53,8 +52,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		die("store_format", err);
 	if (!(st = store_open(dev, &opts, &why)))
 		die(why, errno);
-	if ((err = store_vol_create(st, "vol0", 1u << 20)) || (err = store_snap_create(st, "vol0@s")) ||
-	    (err = store_clone(st, "vol0@s", "cl")))
+	if ((err = store_vol_create(st, "vol0", 1u << 20)) ||
+	    (err = store_snap_create(st, "vol0@s")) || (err = store_clone(st, "vol0@s", "cl")))
 		die("baseline", err);
 	return 0;
 }

@@ -50,11 +50,11 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-#define POOL_SEGS FMT_MIN_SEGS
-#define POOL_BYTES ((uint64_t)POOL_SEGS * FMT_SEG_BYTES)
-#define NBLOCKS (POOL_BYTES / FMT_BLOCK)
+#define POOL_SEGS   FMT_MIN_SEGS
+#define POOL_BYTES  ((uint64_t)POOL_SEGS * FMT_SEG_BYTES)
+#define NBLOCKS     (POOL_BYTES / FMT_BLOCK)
 #define MAX_PATCHED 64
-#define MAX_META 4096
+#define MAX_META    4096
 
 /* ---- the seed and its map ------------------------------------------- */
 
@@ -63,7 +63,7 @@ enum meta_kind { M_SUPER, M_SUMMARY, M_NODE, M_CARRIED };
 struct meta {
 	uint64_t addr;
 	enum meta_kind kind;
-	int sum;	/* M_CARRIED: index of the summary in sums[] */
+	int sum;        /* M_CARRIED: index of the summary in sums[] */
 	unsigned entry; /* M_CARRIED: entry index in that summary */
 };
 
@@ -339,15 +339,21 @@ static const uint64_t boundary[] = {
 struct field {
 	uint16_t off, n;
 };
-#define F(type, member) {offsetof(type, member), sizeof(((type *)0)->member)}
-#define FN(type, member, n) {offsetof(type, member), n}
+#define F(type, member)                                                                            \
+	{                                                                                          \
+		offsetof(type, member), sizeof(((type *)0)->member)                                \
+	}
+#define FN(type, member, n)                                                                        \
+	{                                                                                          \
+		offsetof(type, member), n                                                          \
+	}
 
 static const struct field super_fields[] = {
-    F(struct fmt_super, crc),	      F(struct fmt_super, version),
-    F(struct fmt_super, self),	      F(struct fmt_super, generation),
-    F(struct fmt_super, block_size),  F(struct fmt_super, seg_blocks),
-    F(struct fmt_super, nsegs),	      F(struct fmt_super, ckpt_addr),
-    F(struct fmt_super, ckpt_lsn),    F(struct fmt_super, ckpt_crc),
+    F(struct fmt_super, crc),        F(struct fmt_super, version),
+    F(struct fmt_super, self),       F(struct fmt_super, generation),
+    F(struct fmt_super, block_size), F(struct fmt_super, seg_blocks),
+    F(struct fmt_super, nsegs),      F(struct fmt_super, ckpt_addr),
+    F(struct fmt_super, ckpt_lsn),   F(struct fmt_super, ckpt_crc),
     FN(struct fmt_super, magic, 8),
 };
 static const struct field sum_fields[] = {
@@ -361,22 +367,23 @@ static const struct field entry_fields[] = {
     F(struct fmt_entry, crc), F(struct fmt_entry, count),
 };
 static const struct field node_fields[] = {
-    F(struct fmt_node, magic), F(struct fmt_node, crc), F(struct fmt_node, self),
+    F(struct fmt_node, magic), F(struct fmt_node, crc),     F(struct fmt_node, self),
     F(struct fmt_node, level), F(struct fmt_node, nmapped),
 };
 static const struct field ckpt_fields[] = {
-    F(struct fmt_ckpt, magic),	     F(struct fmt_ckpt, version), F(struct fmt_ckpt, lsn),
-    F(struct fmt_ckpt, next_vol_id), F(struct fmt_ckpt, nvols),	  F(struct fmt_ckpt, nsegs),
+    F(struct fmt_ckpt, magic),       F(struct fmt_ckpt, version), F(struct fmt_ckpt, lsn),
+    F(struct fmt_ckpt, next_vol_id), F(struct fmt_ckpt, nvols),   F(struct fmt_ckpt, nsegs),
     F(struct fmt_ckpt, head_seg),
 };
 static const struct field vol_fields[] = {
-    F(struct fmt_vol, id),	F(struct fmt_vol, size),   F(struct fmt_vol, root),
-    F(struct fmt_vol, parent),	F(struct fmt_vol, origin), F(struct fmt_vol, created),
-    F(struct fmt_vol, levels),	F(struct fmt_vol, flags),  FN(struct fmt_vol, name, 8),
+    F(struct fmt_vol, id),     F(struct fmt_vol, size),   F(struct fmt_vol, root),
+    F(struct fmt_vol, parent), F(struct fmt_vol, origin), F(struct fmt_vol, created),
+    F(struct fmt_vol, levels), F(struct fmt_vol, flags),  FN(struct fmt_vol, name, 8),
 };
 static const struct field op_fields[] = {
-    F(struct fmt_op, magic), F(struct fmt_op, kind),	F(struct fmt_op, id), F(struct fmt_op, src),
-    F(struct fmt_op, size),  F(struct fmt_op, created), FN(struct fmt_op, name, 8),
+    F(struct fmt_op, magic),    F(struct fmt_op, kind), F(struct fmt_op, id),
+    F(struct fmt_op, src),      F(struct fmt_op, size), F(struct fmt_op, created),
+    FN(struct fmt_op, name, 8),
 };
 #define NF(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -410,10 +417,12 @@ static bool pick_field(const struct meta *m, unsigned f, struct field *out)
 		*out = (struct field){offsetof(struct fmt_node, slot) + 8 * ((f / 4) % 16), 8};
 		if (f & 2) /* some slot the seed uses: most are 0 */
 			for (j = 0; j < FMT_FANOUT; j++) {
-				const struct fmt_node *nd = (const void *)(seed + m->addr * FMT_BLOCK);
+				const struct fmt_node *nd =
+				    (const void *)(seed + m->addr * FMT_BLOCK);
 
 				if (nd->slot[(j + f) % FMT_FANOUT]) {
-					out->off = offsetof(struct fmt_node, slot) + 8 * ((j + f) % FMT_FANOUT);
+					out->off = offsetof(struct fmt_node, slot) +
+					           8 * ((j + f) % FMT_FANOUT);
 					break;
 				}
 			}
@@ -530,7 +539,8 @@ static void reseal(struct cowdev *c)
 			uint8_t *sbb = cow_find(c, slot);
 			uint64_t addr;
 
-			memcpy(&addr, (sbb ? sbb : (uint8_t *)sb) + offsetof(struct fmt_super, ckpt_addr),
+			memcpy(&addr,
+			       (sbb ? sbb : (uint8_t *)sb) + offsetof(struct fmt_super, ckpt_addr),
 			       8);
 			if (addr == sums[pick].addr && (sbb = cow_get(c, slot)))
 				memcpy(sbb + offsetof(struct fmt_super, ckpt_crc), &crc, 4);
@@ -568,7 +578,8 @@ static void exercise(struct store *st)
 		at[1] = size / 2;
 		at[2] = size >= 2 * FMT_BLOCK ? size - 2 * FMT_BLOCK : 0;
 		for (unsigned k = 0; k < 3; k++) {
-			uint32_t len = size - at[k] < 2 * FMT_BLOCK ? (uint32_t)(size - at[k]) : 2 * FMT_BLOCK;
+			uint32_t len =
+			    size - at[k] < 2 * FMT_BLOCK ? (uint32_t)(size - at[k]) : 2 * FMT_BLOCK;
 			int err = store_read(v, buf, at[k], len);
 
 			assert(err == 0 || err == -EIO || err == -EILSEQ);
@@ -610,12 +621,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		        nsums);
 		for (unsigned i = 0; i < nmeta; i++) {
 			const struct fmt_summary *s =
-			    (const void *)(seed + (meta[i].sum >= 0 ? sums[meta[i].sum].addr : 0) * FMT_BLOCK);
+			    (const void *)(seed + (meta[i].sum >= 0 ? sums[meta[i].sum].addr : 0) *
+			                              FMT_BLOCK);
 
 			fprintf(stderr, "fuzz_pool: idx %u: block %llu, %s", i,
 			        (unsigned long long)meta[i].addr, kind_name[meta[i].kind]);
 			if (meta[i].kind == M_CARRIED)
-				fprintf(stderr, " (entry type %u, lba %llu)", s->e[meta[i].entry].type,
+				fprintf(stderr, " (entry type %u, lba %llu)",
+				        s->e[meta[i].entry].type,
 				        (unsigned long long)s->e[meta[i].entry].lba);
 			fprintf(stderr, "\n");
 		}
@@ -659,7 +672,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if ((b = cow_get(c, m->addr)))
 			patch(b + off, how, data + at, n);
 		if (verbose)
-			fprintf(stderr, "fuzz_pool: patch block %llu (%s) at byte %u, %u bytes, how %u\n",
+			fprintf(stderr,
+			        "fuzz_pool: patch block %llu (%s) at byte %u, %u bytes, how %u\n",
 			        (unsigned long long)m->addr, kind_name[m->kind], off, n, how);
 		at += (op & 7) + 1;
 	}

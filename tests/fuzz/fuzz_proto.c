@@ -45,10 +45,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 #define POOL_BYTES (64ull << 20)
-#define READ_CAP (64u << 10)
+#define READ_CAP   (64u << 10)
 /* A reply to one option: at most one per export (LIST) plus the ACK, each
  * a header, a name and a description (NBD_STRING_MAX each). */
-#define EXPORTS 4
+#define EXPORTS       4
 #define OPT_REPLY_MAX ((EXPORTS + 4) * (sizeof(struct nbd_option_reply) + 8 + 2 * NBD_STRING_MAX))
 
 static struct store *st;
