@@ -36,7 +36,8 @@ VM_ACCEL=${VM_ACCEL:-tcg}
 # qemu's default TCG model (qemu64) lacks SSE4.2, which cowbd's CRC32C
 # (built with -msse4.2) needs; "max" gives every feature TCG emulates.
 VM_CPU=${VM_CPU:-max}
-CONSOLE="$CACHE/console.log"
+CONSOLE="$CACHE/console.log"   # ttyS0: kernel and scenario output
+RESULTS="$CACHE/results.log"   # ttyS1: only the guest's VMTEST lines
 T0=$(date +%s)
 
 # A prerequisite is missing: one line, then SKIP (exit 77), or FAIL under CI.
@@ -66,7 +67,11 @@ cowbd)
 	for b in cowbd cowctl; do
 		[ -x "$BUILD/$b" ] || unavailable "$BUILD/$b not built (run make)"
 	done
-	SERVER_BINS="$BUILD/cowbd=/usr/sbin/cowbd $BUILD/cowctl=/usr/sbin/cowctl" ;;
+	SERVER_BINS="$BUILD/cowbd=/usr/sbin/cowbd $BUILD/cowctl=/usr/sbin/cowctl"
+	# The offline checker, when built, runs on each pool after a crash and
+	# after each scenario.
+	[ -x "$BUILD/cowbd-check" ] &&
+		SERVER_BINS="$SERVER_BINS $BUILD/cowbd-check=/usr/sbin/cowbd-check" ;;
 nbdkit)
 	need_cmd nbdkit cp
 	plugindir=$(nbdkit --dump-config | sed -n 's/^plugindir=//p')
@@ -132,9 +137,11 @@ bash "$HERE/build-initrd.sh" "$CACHE/initrd.gz" "$CACHE/kernel/modules" \
 # ---- boot ---------------------------------------------------------------
 append="console=ttyS0 quiet panic=-1 vmtest.server=$VM_SERVER vmtest.timeout=$VM_SCEN_TIMEOUT"
 append="$append vmtest.scenarios=$(echo $SCENARIOS | tr ' ' ',')"
+rm -f "$RESULTS"
 echo "vm: booting ($VM_ACCEL, ${VM_MEM}M, time bound ${VM_TIMEOUT}s); console: $CONSOLE"
 timeout -k 5 "$VM_TIMEOUT" qemu-system-x86_64 -accel "$VM_ACCEL" -cpu "$VM_CPU" -m "$VM_MEM" -smp 2 \
-	-nographic -no-reboot -nic none -monitor none -serial stdio \
+	-nographic -no-reboot -nic none -monitor none \
+	-serial stdio -serial "file:$RESULTS" \
 	-kernel "$CACHE/kernel/vmlinuz" -initrd "$CACHE/initrd.gz" \
 	-append "$append" </dev/null 2>&1 |
 	sed -u -e 's/\r//g' -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' -e 's/\x1bc//g' >"$CONSOLE"
@@ -145,9 +152,9 @@ secs=$(( $(date +%s) - T0 ))
 grep -E '^(VMTEST |vm\[)' "$CONSOLE" | grep -vE '^VMTEST (PASS|FAIL|SKIP) ' | sed 's/^/  /'
 failed=0
 for s in $SCENARIOS; do
-	v=$(grep -E "^VMTEST (PASS|FAIL|SKIP) $s(:|\$)" "$CONSOLE" | head -n 1)
+	v=$(tr -d '\r' <"$RESULTS" | grep -E "^VMTEST (PASS|FAIL|SKIP) $s(:|\$)" | head -n 1)
 	case "$v" in
-	"VMTEST PASS $s") echo "PASS: vm/$s ($(sed -n "s/^VMTEST TIME $s //p" "$CONSOLE"))" ;;
+	"VMTEST PASS $s") echo "PASS: vm/$s ($(tr -d '\r' <"$RESULTS" | sed -n "s/^VMTEST TIME $s //p"))" ;;
 	"VMTEST SKIP $s"*) echo "SKIP: vm/$s (${v#*: })" ;;
 	"VMTEST FAIL $s"*)
 		echo "FAIL: vm/$s (${v#*: })"; failed=1
@@ -158,7 +165,8 @@ for s in $SCENARIOS; do
 		failed=2 ;;
 	esac
 done
-if [ $failed = 2 ] || ! grep -q '^VMTEST DONE' "$CONSOLE"; then
+touch "$RESULTS"
+if [ $failed = 2 ] || ! grep -q '^VMTEST DONE' "$RESULTS"; then
 	[ "$qrc" = 124 ] && echo "vm: guest killed after ${VM_TIMEOUT}s"
 	echo "vm: console tail ($CONSOLE):"
 	tail -n 40 "$CONSOLE" | sed 's/^/    /'

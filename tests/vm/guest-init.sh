@@ -26,6 +26,9 @@ echo 1 >/proc/sys/kernel/panic_on_oops
 # the console readable but visible (warnings and up).
 echo 4 >/proc/sys/kernel/printk
 
+. /vmtest/guest-lib.sh # for vmtest()
+stty -F /dev/ttyS1 raw -echo 2>/dev/null
+
 arg() { # value of vmtest.NAME= on the kernel command line
 	tr ' ' '\n' </proc/cmdline | sed -n "s/^vmtest\.$1=//p" | tail -n 1
 }
@@ -48,29 +51,30 @@ hung_report() {
 	echo "---"
 }
 
-echo "VMTEST BOOTED $(uname -r) cpus=$(nproc) mem=$(free -m | awk '/Mem:/{print $2}')M server=$VM_SERVER"
+echo
+vmtest "BOOTED $(uname -r) cpus=$(nproc) mem=$(free -m | awk '/Mem:/{print $2}')M server=$VM_SERVER"
 if insmod /lib/modules/nbd.ko nbds_max=8 max_part=0; then
 	for s in $SCENARIOS; do
 		t0=$(date +%s)
-		echo "VMTEST BEGIN $s"
+		vmtest "BEGIN $s"
 		# Each scenario runs in its own shell so its traps clean up; the
 		# KILL timeout bounds it (a process stuck in D state stays, but the
 		# next verdict or the host's timeout reports that).
 		timeout -s KILL "$VM_SCEN_TIMEOUT" sh -c ". /vmtest/guest-lib.sh; . /vmtest/guest-scenarios.sh; run_scenario $s"
 		rc=$?
 		if [ $rc -eq 137 ]; then
-			echo "VMTEST FAIL $s: timed out after ${VM_SCEN_TIMEOUT}s in the guest"
+			vmtest "FAIL $s: timed out after ${VM_SCEN_TIMEOUT}s in the guest"
 			hung_report
 		fi
 		[ $rc -ne 0 ] && [ $rc -ne 137 ] && ! grep -q . /tmp/verdict.$s 2>/dev/null &&
-			echo "VMTEST FAIL $s: scenario shell exited $rc without a verdict"
-		echo "VMTEST TIME $s $(( $(date +%s) - t0 ))s"
+			vmtest "FAIL $s: scenario shell exited $rc without a verdict"
+		vmtest "TIME $s $(( $(date +%s) - t0 ))s"
 		sh -c ". /vmtest/guest-lib.sh; cleanup_all" >/dev/null 2>&1
 	done
 else
-	for s in $SCENARIOS; do echo "VMTEST FAIL $s: insmod nbd.ko failed"; done
+	for s in $SCENARIOS; do vmtest "FAIL $s: insmod nbd.ko failed"; done
 fi
-echo "VMTEST DONE"
+vmtest "DONE"
 sync
 # With -no-reboot, qemu exits on a guest reboot; poweroff needs ACPI.
 reboot -f

@@ -5,7 +5,8 @@
 #   cowbd   the real thing: cowbd + cowctl (default)
 #   nbdkit  `nbdkit file dir=` over plain files; proves the harness without
 #           cowbd (a "snapshot" is a copy taken while the fs is frozen).
-# Server:  srv_start_fresh, srv_restart, srv_kill9, srv_alive
+# Server:  srv_start_fresh, srv_restart, srv_kill9, srv_term, srv_alive,
+#          pool_check (cowbd-check on the stopped server's pool)
 # Volumes: vol_create NAME SIZE, snap_create VOL@SNAP, vol_clone VOL@SNAP NEW
 # Devices: attach DEV EXPORT [nbd-client options], detach DEV, dev_size DEV
 # Files:   make_tree DIR N TAG, sums DIR >LIST, check_sums DIR LIST
@@ -25,6 +26,13 @@ for _f in /usr/sbin/* /usr/bin/*; do
 done
 unset _f _n
 
+# Verdicts go to the console and to a second serial port (ttyS1) that
+# carries nothing else, so kernel messages can never split them.
+vmtest() {
+	echo "VMTEST $*"
+	echo "VMTEST $*" >/dev/ttyS1 2>/dev/null
+}
+
 say() { echo "vm[$SCEN] $(cut -d' ' -f1 /proc/uptime): $*"; }
 
 diag() {
@@ -41,7 +49,7 @@ diag() {
 }
 
 die() {
-	echo "VMTEST FAIL $SCEN: $*"
+	vmtest "FAIL $SCEN: $*"
 	echo FAIL >"/tmp/verdict.$SCEN"
 	diag
 	exit 1
@@ -110,6 +118,14 @@ srv_term() { # SIGTERM; the server must exit 0 within 20 s
 	wait "$p"; rc=$?
 	rm -f /run/server.pid
 	[ $rc -eq 0 ] || die "$VM_SERVER exited $rc after SIGTERM"
+}
+
+pool_check() { # WHEN: cowbd-check on the (stopped) server's pool must pass
+	[ "$VM_SERVER" = cowbd ] && command -v cowbd-check >/dev/null || return 0
+	out=$(cowbd-check "$POOL" 2>&1) && return 0
+	rc=$?
+	echo "$out" | tail -n 15
+	die "cowbd-check fails on the pool $1 (exit $rc)"
 }
 
 srv_restart() { say "restarting $VM_SERVER on the same pool"; _srv_launch; }
@@ -226,6 +242,7 @@ run_scenario() { # NAME
 	# The server must have survived everything and stop cleanly.
 	srv_alive || die "$VM_SERVER died during the scenario"
 	srv_term
-	echo "VMTEST PASS $SCEN"
+	pool_check "after a clean shutdown"
+	vmtest "PASS $SCEN"
 	echo PASS >"/tmp/verdict.$SCEN"
 }

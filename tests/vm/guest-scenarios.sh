@@ -140,6 +140,7 @@ scen_kill9_recovery() {
 		umount -l /mnt/k
 		detach /dev/nbd$n
 		n=$((n + 1))
+		pool_check "after kill -9 (round $round)"
 		srv_restart
 		attach /dev/nbd$n vol2
 		mnt /dev/nbd$n /mnt/k
