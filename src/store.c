@@ -823,22 +823,33 @@ static int stage_trim(struct store *st, struct volume *v, uint64_t off, uint64_t
 
 /* Enough room for a write of `blocks` data blocks?  May checkpoint to
  * turn dead segments into free ones. */
+/* Blocks data writes may still use: none once free segments are down to
+ * the reserve, which is kept for checkpoints and control operations so that
+ * a full pool can always checkpoint and delete (checkpoints move the log to
+ * fresh segments too: counting the head's rest regardless would let data
+ * creep into the reserve one checkpoint at a time).  Above it, the rest of
+ * the head segment plus a segment for every free one above the reserve
+ * (each move of the log takes one free segment as the new next). */
+static uint64_t data_room(const struct store *st)
+{
+	uint64_t spare = st->a->nfree > st->reserve_segs ? st->a->nfree - st->reserve_segs : 0;
+	if (!st->log.next_seg && spare)
+		spare--; /* the first move takes two */
+	if (!spare)
+		return 0;
+	return FMT_SEG_BLOCKS - st->log.head_off + (spare - 1) * FMT_SEG_BLOCKS;
+}
+
+static uint64_t blocks_needed(uint64_t blocks)
+{
+	return blocks + blocks / (FMT_SUM_ENTRIES - 1) + 2;
+}
+
+/* Enough room for a write of `blocks` data blocks?  -EAGAIN: not now, but
+ * a checkpoint and the compactor may make some (see make_room). */
 static int check_space(struct store *st, uint64_t blocks)
 {
-	uint64_t need = blocks + blocks / (FMT_SUM_ENTRIES - 1) + 2;
-	for (int attempt = 0; attempt < 2; attempt++) {
-		uint64_t room = log_room(&st->log);
-		if (st->a->nfree > st->reserve_segs)
-			room += (st->a->nfree - st->reserve_segs) * FMT_SEG_BLOCKS;
-		if (room >= need)
-			return 0;
-		if (attempt)
-			break;
-		/* Write what is staged first; then a checkpoint frees dead
-		 * segments and the compactor makes more. */
-		return -EAGAIN;
-	}
-	return -ENOSPC;
+	return data_room(st) >= blocks_needed(blocks) ? 0 : -EAGAIN;
 }
 
 /* The pool is short of space for a write: checkpoint (dead segments
@@ -847,10 +858,7 @@ static void make_room(struct store *st, uint64_t blocks)
 {
 	checkpoint(st);
 	for (int i = 0; i < 64 && !st->failed; i++) {
-		uint64_t room = log_room(&st->log);
-		if (st->a->nfree > st->reserve_segs)
-			room += (st->a->nfree - st->reserve_segs) * FMT_SEG_BLOCKS;
-		if (room >= blocks + blocks / (FMT_SUM_ENTRIES - 1) + 2)
+		if (data_room(st) >= blocks_needed(blocks))
 			return;
 		/* Writes are blocked: move even mostly-live segments. */
 		if (compact_now(st, 0.95) <= 0)
@@ -878,10 +886,10 @@ static int stage_req(struct store *st, struct store_req *r)
 	}
 	/* TRIM and ZERO both unmap: in a copy-on-write store every later
 	 * write allocates anew, so a "preallocated" zero block (NO_HOLE)
-	 * would buy nothing; both read back as zeroes. */
-	int err = check_space(st, 4);
-	if (err)
-		return err;
+	 * would buy nothing; both read back as zeroes.  They free space, so
+	 * they may use the reserve (a summary and at most two partial blocks). */
+	if (log_room(&st->log) + st->a->nfree * FMT_SEG_BLOCKS < 8)
+		return -ENOSPC;
 	return stage_trim(st, v, r->off, r->len);
 }
 

@@ -182,7 +182,7 @@ cowbd_restart
 e verify
 e tofull vol0 800
 not_failed "after ENOSPC following a restart"
-e trim vol0 80 120
+e trim vol0 500 540
 ok checkpoint
 e write vol0 900 904
 
