@@ -6,7 +6,9 @@
 #      offset+length overflow, unknown flags, writes to a snapshot.
 #   2. nbd_raw.py: bad magics and flags, oversized options and payloads,
 #      truncated messages, clients vanishing mid-request and mid-reply, a
-#      client that pipelines reads and never reads the replies.
+#      client that pipelines reads and never reads the replies, structured
+#      replies and meta contexts.  All of it twice: fds back to the baseline
+#      after each, and no RSS growth over the second pass.
 . "$(dirname "$0")/lib.sh"
 requires nbdsh nbdinfo
 [ -x "$BUILD/cowctl" ] || { echo "requires $BUILD/cowctl (not built yet)"; exit 77; }
@@ -99,14 +101,25 @@ PY
 serves "libnbd checks"
 fds_settle "libnbd checks"
 
-for sc in bad_client_flags bad_option_magic option_huge option_unknown export_name_unknown \
-	export_name_ok truncated_option bad_request_magic truncated_header vanish_mid_payload \
-	vanish_mid_reply flush_args unknown_commands big_write_einval write_then_disc \
-	snapshot_eperm never_read; do
-	COWBD_PID=$COWBD_PID /usr/bin/python3 "$RAW" "$PORT" "$sc" || fail "raw scenario $sc"
-	serves "$sc"
-	fds_settle "$sc"
+rss() { awk '/^VmRSS:/ {print $2}' "/proc/$COWBD_PID/status"; }
+# Every scenario twice: the second pass must not grow the server's memory
+# (what a connection allocates goes back when it closes; glibc may keep
+# freed pages, so the first pass sets the baseline).
+for pass in 1 2; do
+	for sc in bad_client_flags bad_option_magic option_huge option_unknown export_name_unknown \
+		export_name_ok truncated_option bad_request_magic truncated_header vanish_mid_payload \
+		vanish_mid_reply flush_args unknown_commands big_write_einval write_then_disc \
+		snapshot_eperm never_read structured_raw meta_raw; do
+		COWBD_PID=$COWBD_PID /usr/bin/python3 "$RAW" "$PORT" "$sc" >"$T/raw.out" || { cat "$T/raw.out"; false; } ||
+			fail "raw scenario $sc (pass $pass)"
+		serves "$sc"
+		fds_settle "$sc"
+	done
+	RSS[$pass]=$(rss)
+	echo "pass $pass: every raw scenario handled; RSS ${RSS[$pass]} KiB"
 done
+[ $((RSS[2] - RSS[1])) -lt $((32 * 1024)) ] ||
+	fail "RSS grew from ${RSS[1]} to ${RSS[2]} KiB over a second pass (leak?)"
 
 cowbd_stop
 echo "all bad input handled"

@@ -361,9 +361,12 @@ def structured_raw():
     r = read_any_reply(s)
     check(r[0] == "chunk" and r[1] == FLAG_DONE and r[2] == T_NONE and r[4] == b"",
           "zero-length READ -> NONE chunk")
-    send_req(s, CMD_WRITE, 8192, 4096, handle=4, payload=b"q" * 4096)
+    base = 1 << 20
+    send_req(s, 6, base, 3 * 4096, handle=4)  # WRITE_ZEROES: a known layout
+    check(read_any_reply(s)[:3] == ("simple", 0, 4), "WRITE_ZEROES -> simple reply")
+    send_req(s, CMD_WRITE, base + 4096, 4096, handle=4, payload=b"q" * 4096)
     check(read_any_reply(s)[:3] == ("simple", 0, 4), "WRITE -> simple reply")
-    send_req(s, CMD_READ, 4096, 3 * 4096, handle=5)
+    send_req(s, CMD_READ, base, 3 * 4096, handle=5)
     got = []
     while True:
         r = read_any_reply(s)
@@ -376,9 +379,10 @@ def structured_raw():
             got.append(("data", off, r[4][8:]))
         if r[1] & FLAG_DONE:
             break
-    check(got == [("hole", 4096, 4096), ("data", 8192, b"q" * 4096), ("hole", 12288, 4096)],
+    check(got == [("hole", base, 4096), ("data", base + 4096, b"q" * 4096),
+                  ("hole", base + 8192, 4096)],
           "hole/data/hole: %r" % [(g[0], g[1]) for g in got])
-    send_req(s, CMD_READ, 4096, 3 * 4096, flags=CMD_FLAG_DF, handle=6)
+    send_req(s, CMD_READ, base, 3 * 4096, flags=CMD_FLAG_DF, handle=6)
     r = read_any_reply(s)
     check(r[0] == "chunk" and r[1] == FLAG_DONE and r[2] == T_DATA and len(r[4]) == 8 + 3 * 4096,
           "DF READ -> one data chunk")
