@@ -83,25 +83,40 @@ mkdir -p "$CACHE" || unavailable "cannot create $CACHE"
 # ---- kernel: Debian's cloud kernel, fetched once and cached ---------------
 # The extracted kernel stays in $CACHE/kernel; the network is only needed
 # the first time (or after `make clean`).
+kernel_pkg() { # the versioned package linux-image-cloud-amd64 depends on
+	apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+		sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n 1
+}
+
+download_kernel() { # PKG: the .deb into $CACHE; prints its path
+	local deb
+	deb=$(ls "$CACHE/$1"_*.deb 2>/dev/null | head -n 1)
+	if [ -z "$deb" ]; then
+		echo "vm: downloading $1" >&2
+		(cd "$CACHE" && apt-get download -q "$1" >"$CACHE/download.log" 2>&1) || return 1
+		deb=$(ls "$CACHE/$1"_*.deb 2>/dev/null | head -n 1)
+	fi
+	[ -n "$deb" ] && echo "$deb"
+}
+
 fetch_kernel() {
-	local pkg deb tmp
-	pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-		sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n 1)
+	local pkg deb updated=
+	pkg=$(kernel_pkg)
 	if [ -z "$pkg" ] && [ "$(id -u)" = 0 ]; then
 		echo "vm: no package lists; running apt-get update"
-		apt-get update -qq >/dev/null 2>&1
-		pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-			sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n 1)
+		apt-get update -qq >/dev/null 2>&1; updated=1
+		pkg=$(kernel_pkg)
 	fi
 	[ -n "$pkg" ] || unavailable "apt-cache knows no linux-image-cloud-amd64 (apt-get update?)"
-	deb=$(ls "$CACHE/$pkg"_*.deb 2>/dev/null | head -n 1)
-	if [ -z "$deb" ]; then
-		echo "vm: downloading $pkg"
-		(cd "$CACHE" && apt-get download -q "$pkg" >"$CACHE/download.log" 2>&1) ||
-			unavailable "apt-get download $pkg failed: $(grep -E '^(E|W):' "$CACHE/download.log" | head -n 1)"
-		deb=$(ls "$CACHE/$pkg"_*.deb 2>/dev/null | head -n 1)
-		[ -n "$deb" ] || unavailable "apt-get download $pkg produced no .deb"
+	if ! deb=$(download_kernel "$pkg") && [ -z "$updated" ] && [ "$(id -u)" = 0 ]; then
+		# Stale lists name a version the mirror no longer has.
+		echo "vm: download failed; running apt-get update and retrying"
+		apt-get update -qq >/dev/null 2>&1
+		pkg=$(kernel_pkg)
+		[ -n "$pkg" ] && deb=$(download_kernel "$pkg")
 	fi
+	[ -n "$deb" ] ||
+		unavailable "apt-get download $pkg failed: $(grep -E '^(E|W|Err):' "$CACHE/download.log" 2>/dev/null | head -n 1)"
 	tmp="$CACHE/kernel.tmp"
 	rm -rf "$tmp"; mkdir -p "$tmp/x"
 	dpkg-deb -x "$deb" "$tmp/x" || unavailable "cannot unpack $deb"
