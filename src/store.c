@@ -1798,7 +1798,7 @@ static int read_super(struct store *st, const char **why)
 		*why = "both superblocks are damaged (checksum or fields)";
 		return -EILSEQ;
 	}
-	if ((uint64_t)sb[pick].nsegs * FMT_SEG_BYTES > st->dev->size) {
+	if (sb[pick].nsegs > st->dev->size / FMT_SEG_BYTES) {
 		*why = "pool is larger than the device it is on (truncated?)";
 		return -EILSEQ;
 	}
@@ -1844,8 +1844,9 @@ static int load_checkpoint(struct store *st, const char **why, struct fmt_summar
 			goto damaged;
 	}
 	struct fmt_ckpt *h = (struct fmt_ckpt *)rec;
-	if (h->magic != FMT_CKPT_MAGIC || h->nsegs != st->nsegs ||
-	    ckpt_record_bytes(h->nvols, h->nsegs) > (size_t)n * FMT_BLOCK)
+	if (h->magic != FMT_CKPT_MAGIC || h->nsegs != st->nsegs || h->nvols > max_vols(st->nsegs) ||
+	    ckpt_record_bytes(h->nvols, h->nsegs) > (size_t)n * FMT_BLOCK || !h->head_seg ||
+	    h->head_seg >= st->nsegs || sum->next_seg >= st->nsegs)
 		goto damaged;
 	st->next_vol_id = h->next_vol_id;
 	struct tree_loader *ld = tree_loader_new(st->a, read_node, st);
