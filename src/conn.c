@@ -2,7 +2,10 @@
  * above proto and store; below the daemon's main).
  *
  * Threads and locks: everything runs on the loop thread except done_cb(),
- * which the store calls on its own threads.  It pushes the finished request
+ * which the store calls on its own threads.  The loop thread is registered
+ * with the store: READs that need no disk wait are served on it
+ * (store_read_try), and BLOCK_STATUS is answered from store_map(); neither
+ * blocks.  It pushes the finished request
  * onto a lock-free stack (one atomic exchange pops it whole) and pokes the
  * loop with ev_async; no mutex anywhere.  A request struct is owned by the
  * store between store_submit() and done_cb(), and by the loop otherwise.
@@ -10,30 +13,35 @@
  * Per connection:
  *
  *      accept ──► HANDSHAKE ──(GO / EXPORT_NAME)──► TRANSMISSION
- *                 │   │ greeting, option replies     │ read many requests per recv,
- *                 │   │ (proto_handshake)            │ submit each to the store,
- *                 │   └─(ABORT)─► DRAINING           │ replies queue as they complete
- *                 │                  ▲               │
- *                 │                  └─(DISC, EOF, shutdown)
- *                 │                                  │
- *           framing error / reset / write error      │  DRAINING: no more reading;
- *                 │                                  │  in-flight requests finish and
- *                 ▼                                  ▼  their replies go out, then
- *               DEAD: socket closed, replies dropped ◄──── close
- *                 │
- *                 └─ freed when the store has returned every submitted request
- *                    (never free memory a store thread may still write)
+ *        │        │   │ greeting, option replies     │ read many requests per recv,
+ *        │        │   │ (proto_handshake, STARTTLS)  │ serve or submit each,
+ *        │        │   └─(ABORT)─► DRAINING           │ replies queue as they complete
+ *        │        │                  ▲               │
+ *        │        │                  └─(DISC, EOF, shutdown, idle timeout)
+ *        │        │                                  │
+ *        │  framing error / reset / write error /    │  DRAINING: no more reading;
+ *        │  handshake timeout                        │  in-flight requests finish and
+ *        │        ▼                                  ▼  their replies go out, then
+ *        │      DEAD: socket closed, replies dropped ◄──── close
+ *        │        │
+ *        │        └─ freed when the store has returned every submitted request
+ *        │           (never free memory a store thread may still write)
+ *        └─ over --max-connections: closed at once, never a conn
  *
  * Reading: bytes land in a per-connection buffer (rbuf) and are parsed
  * there, many requests per recv().  A small WRITE waits in rbuf until its
  * whole payload is there; a large one gets its own buffer and the rest of
  * the payload is received straight into it (rx).  A rejected WRITE's
  * payload is read and discarded (drain).  Reading stops while more than
- * CONN_MAX_REQS requests or CONN_MAX_BYTES payload bytes are held
- * (backpressure) and resumes as replies go out.
+ * lim.max_reqs requests or lim.max_bytes payload bytes are held
+ * (backpressure; --max-inflight-requests/-bytes) and resumes as replies go
+ * out.
  *
- * Writing: replies (16-byte header, plus data for a READ) queue per
- * connection; one sendmsg() gathers many of them.  A direct write is tried
+ * Writing: each reply is a short list of iovecs over the request's meta
+ * area (simple reply header, or structured chunk headers) and its buffer
+ * (READ data, BLOCK_STATUS extents); replies queue per connection and one
+ * sendmsg() gathers many of them.  All socket I/O goes through
+ * conn_sock_recv()/conn_sock_send() (plain or TLS).  A direct write is tried
  * first; the write watcher runs only while data is left over.
  *
  * Memory: request structs, and their buffers up to CONN_POOL_BUF, are kept
