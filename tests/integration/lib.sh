@@ -45,6 +45,9 @@ requires() {
 
 uri() { echo "nbd://127.0.0.1:$PORT/$1"; }
 
+# fio writes verify-state files into its working directory: keep them in $T.
+fio() { (cd "$T" && exec fio "$@"); }
+
 cowctl() { "$BUILD/cowctl" --control "$CTL" "$@"; }
 
 _cowbd_launch() { # create-flag args...
