@@ -996,8 +996,10 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	struct conn_server *s = c->srv;
 	ev_tstamp idle;
 
-	if (c->dead || c->draining)
+	if (c->dead || c->draining) {
+		ev_timer_stop(loop, w); /* closing anyway */
 		return;
+	}
 	if (c->proto.phase != PROTO_TRANSMISSION) {
 		say_info("%s: handshake not finished within %.0f s, disconnecting", c->peer,
 		         s->lim.handshake_timeout);
