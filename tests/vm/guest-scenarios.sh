@@ -96,7 +96,7 @@ scen_snapshot_clone() {
 #    times over (recovery of a recovered pool): after each restart the fs
 #    mounts (journal replay) and every file synced or fsync'ed before any
 #    kill is there with its checksum; at the end fsck is clean.
-load_and_kill() { # ROUND: fsync'ing writers on /mnt/k, then kill -9 cowbd
+load_and_kill() { # ROUND [DIR]: fsync'ing writers on DIR (/mnt/k), then kill -9 cowbd
 	# Each writer creates 256 KiB files with dd conv=fsync; a file goes on
 	# the durable list only after its fsync succeeded, so no listed file
 	# may be lost.
@@ -105,7 +105,7 @@ load_and_kill() { # ROUND: fsync'ing writers on /mnt/k, then kill -9 cowbd
 		while :; do
 			dd if=/dev/urandom of=/tmp/src$w bs=64k count=4 status=none
 			sum=$(sha256sum </tmp/src$w | cut -d' ' -f1)
-			dd if=/tmp/src$w of=/mnt/k/load$1.$w.$i bs=64k conv=fsync status=none 2>/dev/null || exit 0
+			dd if=/tmp/src$w of=${2:-/mnt/k}/load$1.$w.$i bs=64k conv=fsync status=none 2>/dev/null || exit 0
 			echo "$sum  ./load$1.$w.$i" >>/tmp/durable$w
 			i=$((i + 1))
 		done ) &
@@ -192,7 +192,8 @@ scen_blocksize_discard() {
 }
 
 # 5. Multi-connection attach (-C 2): parallel writers through both
-#    connections, then a verify pass after reattach.
+#    connections, a verify pass after reattach, then kill -9 under fsync'ing
+#    writers and a verify of every fsync'ed file after restart.
 scen_multiconn() {
 	srv_start_fresh
 	vol_create vol4 256M
@@ -223,9 +224,23 @@ scen_multiconn() {
 	drop_caches
 	attach /dev/nbd0 vol4 -C 2
 	run fsck.ext4 -fn /dev/nbd0
-	mnt -o ro /dev/nbd0 /mnt/m
+	mnt /dev/nbd0 /mnt/m
 	sums /mnt/m | cmp -s - /tmp/m.sums || die "files differ after reattach"
 	say "$(wc -l </tmp/m.sums) files from 4 parallel writers verified over 2 connections"
-	run umount /mnt/m
+	# kill -9 under fsync'ing writers: the kernel sends each FLUSH on one
+	# connection, so a FLUSH reply must cover writes completed on both.
+	cp /tmp/m.sums /tmp/durable.sums
+	load_and_kill 1 /mnt/m
+	nbd-client -d /dev/nbd0 >/dev/null 2>&1 # see kill9-recovery
+	umount -l /mnt/m
 	detach /dev/nbd0
+	pool_check "after kill -9"
+	srv_restart
+	attach /dev/nbd1 vol4 -C 2
+	mnt /dev/nbd1 /mnt/m
+	check_sums /mnt/m /tmp/durable.sums ||
+		die "files fsync'ed over 2 connections before the kill are lost or damaged"
+	run umount /mnt/m
+	run fsck.ext4 -fn /dev/nbd1
+	detach /dev/nbd1
 }
