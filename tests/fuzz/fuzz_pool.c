@@ -29,8 +29,8 @@
  * Fields make the interesting hits likely: a random byte offset lands on
  * nvols or a node's level about once in 4096 tries.
  *
- * Checked: the open either succeeds or returns NULL with errno EILSEQ or
- * EPROTONOSUPPORT and a reason in why; a read-only open never writes; an
+ * Checked: the open either succeeds or returns NULL with errno EILSEQ,
+ * EPROTONOSUPPORT or ENODATA and a reason in why; a read-only open never writes; an
  * opened store survives store_check, store_list, reads and store_map of
  * every volume, and store_close; no leak, no hang, no sanitizer report.
  */
@@ -685,8 +685,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (verbose)
 		fprintf(stderr, "fuzz_pool: store_open: %s\n", st ? "opened" : why);
 	if (!st) {
-		/* A clear refusal: damage, or a newer format. */
-		assert(errno == EILSEQ || errno == EPROTONOSUPPORT);
+		/* A clear refusal: damage, a newer format, or no pool. */
+		assert(errno == EILSEQ || errno == EPROTONOSUPPORT || errno == ENODATA);
 		assert(why && *why);
 		cow_close(&c->dev);
 		return 0;
