@@ -295,17 +295,39 @@ static void check_block_status(struct run *r, const struct proto_req *q)
 	check_chunk(chunk, PROTO_CHUNK_HDR, q->handle, NBD_REPLY_TYPE_BLOCK_STATUS, 4 + 8 * n);
 }
 
+/* The reply conn.c sends at once for a rejected or empty request: a simple
+ * reply, an error chunk, or NONE for a structured empty READ.  Also the
+ * errno mapping, over every errno the store might return. */
+static void check_immediate_reply(const struct proto_req *q)
+{
+	uint8_t buf[PROTO_CHUNK_ERROR > sizeof(struct nbd_simple_reply)
+	                ? PROTO_CHUNK_ERROR
+	                : sizeof(struct nbd_simple_reply)];
+	int err = -(int)(q->handle % 134);
+	uint32_t nerr = proto_nbd_error(err);
+
+	assert((nerr == 0) == (err == 0));
+	if (q->structured && (q->error || q->noop)) {
+		size_t n = q->error ? proto_chunk_error(buf, q->handle, q->error, true, q->offset)
+		                    : proto_chunk_none(buf, q->handle);
+
+		assert(n >= PROTO_CHUNK_HDR && n <= sizeof(buf));
+		assert(be32_at(buf) == NBD_STRUCTURED_REPLY_MAGIC);
+		assert(be32_at(buf + 16) == n - PROTO_CHUNK_HDR);
+	} else if (q->error || q->noop) {
+		proto_reply(buf, q->handle, q->error);
+		assert(be32_at(buf) == NBD_SIMPLE_REPLY_MAGIC && be32_at(buf + 4) == q->error);
+		assert(!memcmp(buf + 8, &q->handle, 8));
+	}
+}
+
 /* A request proto lets through must be one the store can run. */
 static void check_request(struct run *r, const struct proto_req *q)
 {
 	const struct proto_export *e = &r->p.exp;
 
 	assert(q->payload == (q->type == NBD_CMD_WRITE ? q->length : 0));
-	if (q->error && q->structured) {
-		uint8_t chunk[PROTO_CHUNK_ERROR];
-
-		assert(proto_chunk_error(chunk, q->handle, q->error, false, 0) <= sizeof(chunk));
-	}
+	check_immediate_reply(q);
 	if (!q->error && q->block_status) {
 		check_block_status(r, q);
 		return;
