@@ -29,6 +29,9 @@ struct blkdev_ops {
 	int (*flush)(struct blkdev *d);
 	/* Tell the device a range holds nothing (hole punch); may be a no-op. */
 	int (*discard)(struct blkdev *d, uint64_t off, uint64_t len);
+	/* Start writing a range back now, without waiting (a hint, so that a
+	 * later flush has little left to do); may be NULL. */
+	void (*writeback)(struct blkdev *d, uint64_t off, uint64_t len);
 	void (*close)(struct blkdev *d);
 };
 
@@ -57,6 +60,11 @@ static inline int blkdev_flush(struct blkdev *d)
 static inline int blkdev_discard(struct blkdev *d, uint64_t off, uint64_t len)
 {
 	return d->ops->discard(d, off, len);
+}
+static inline void blkdev_writeback(struct blkdev *d, uint64_t off, uint64_t len)
+{
+	if (d->ops->writeback)
+		d->ops->writeback(d, off, len);
 }
 static inline void blkdev_close(struct blkdev *d)
 {

@@ -17,7 +17,8 @@ struct alloc *alloc_new(uint64_t nsegs)
 	a->seg_live = calloc(nsegs, sizeof(*a->seg_live));
 	a->seg_state = calloc(nsegs, 1);
 	a->seg_stamp = calloc(nsegs, sizeof(*a->seg_stamp));
-	if (!a->ref || !a->seg_live || !a->seg_state || !a->seg_stamp) {
+	a->seg_discarded = calloc(nsegs, 1);
+	if (!a->ref || !a->seg_live || !a->seg_state || !a->seg_stamp || !a->seg_discarded) {
 		alloc_free(a);
 		return NULL;
 	}
@@ -35,6 +36,7 @@ void alloc_free(struct alloc *a)
 	free(a->seg_live);
 	free(a->seg_state);
 	free(a->seg_stamp);
+	free(a->seg_discarded);
 	free(a);
 }
 
@@ -43,6 +45,7 @@ void alloc_mark_used(struct alloc *a, uint64_t seg)
 	assert(seg < a->nsegs);
 	if (a->seg_state[seg] == ALLOC_FREE) {
 		a->seg_state[seg] = ALLOC_USED;
+		a->seg_discarded[seg] = 0;
 		a->nfree--;
 	}
 }
@@ -76,6 +79,7 @@ uint64_t alloc_take_seg(struct alloc *a)
 		uint64_t s = (a->hint + i) % a->nsegs;
 		if (s && a->seg_state[s] == ALLOC_FREE) {
 			a->seg_state[s] = ALLOC_USED;
+			a->seg_discarded[s] = 0;
 			a->nfree--;
 			a->hint = s + 1;
 			return s;
@@ -87,9 +91,11 @@ uint64_t alloc_take_seg(struct alloc *a)
 uint64_t alloc_release_dead(struct alloc *a, uint64_t keep1, uint64_t keep2,
 			    void (*freed)(void *arg, uint64_t seg), void *arg)
 {
-	uint64_t n = 0;
+	uint64_t n = 0, first = 0;
 	for (uint64_t s = 1; s < a->nsegs; s++) {
 		if (a->seg_state[s] == ALLOC_USED && a->seg_live[s] == 0 && s != keep1 && s != keep2) {
+			if (!first)
+				first = s;
 			a->seg_state[s] = ALLOC_FREE;
 			a->nfree++;
 			n++;
@@ -97,6 +103,23 @@ uint64_t alloc_release_dead(struct alloc *a, uint64_t keep1, uint64_t keep2,
 				freed(arg, s);
 		}
 	}
+	/* Reuse what was just freed first: its pages are likely still in
+	 * the page cache, where a fresh segment would cost new pages. */
+	if (first)
+		a->hint = first;
+	return n;
+}
+
+unsigned alloc_discard_free(struct alloc *a, unsigned max, void (*discard)(void *arg, uint64_t seg),
+			    void *arg)
+{
+	unsigned n = 0;
+	for (uint64_t s = 1; s < a->nsegs && n < max; s++)
+		if (a->seg_state[s] == ALLOC_FREE && !a->seg_discarded[s]) {
+			discard(arg, s);
+			a->seg_discarded[s] = 1;
+			n++;
+		}
 	return n;
 }
 

@@ -31,6 +31,7 @@ struct alloc {
 	uint64_t hint;	    /* where the next search starts */
 	uint64_t live_blocks;
 	uint64_t *seg_stamp; /* LSN when the log entered the segment (age for the compactor) */
+	uint8_t *seg_discarded; /* FREE and already handed back to the device */
 };
 
 /* Returns NULL on ENOMEM.  Segment 0 (superblocks) is USED forever; every
@@ -60,6 +61,11 @@ void alloc_mark_used(struct alloc *a, uint64_t seg);
  * for each (may be NULL).  Returns how many. */
 uint64_t alloc_release_dead(struct alloc *a, uint64_t keep1, uint64_t keep2,
 			    void (*freed)(void *arg, uint64_t seg), void *arg);
+
+/* Up to max FREE segments not yet discarded: discard(arg, seg) each and
+ * remember it.  Returns how many. */
+unsigned alloc_discard_free(struct alloc *a, unsigned max, void (*discard)(void *arg, uint64_t seg),
+			    void *arg);
 
 /* USED segments with no live block (waiting for the next checkpoint). */
 uint64_t alloc_dead_segs(const struct alloc *a);

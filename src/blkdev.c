@@ -106,6 +106,11 @@ static int file_discard(struct blkdev *d, uint64_t off, uint64_t len)
 	return 0;
 }
 
+static void file_writeback(struct blkdev *d, uint64_t off, uint64_t len)
+{
+	(void)sync_file_range(d->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
+}
+
 static void file_close(struct blkdev *d)
 {
 	close(d->fd);
@@ -118,6 +123,7 @@ static const struct blkdev_ops file_ops = {
 	.pwritev = file_pwritev,
 	.flush = file_flush,
 	.discard = file_discard,
+	.writeback = file_writeback,
 	.close = file_close,
 };
 

@@ -114,6 +114,9 @@ static int open_summary(struct log *l, unsigned need)
 		err = log_commit(l);
 		if (err)
 			return err;
+		/* The segment is sealed: start writing it back now, so that
+		 * dirty data never piles up for the next sync to wait on. */
+		blkdev_writeback(l->dev, l->head_seg * FMT_SEG_BYTES, FMT_SEG_BYTES);
 		if (!l->next_seg)
 			l->next_seg = alloc_take_seg(l->a);
 		if (!l->next_seg)

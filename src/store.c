@@ -367,13 +367,20 @@ static unsigned max_vols(uint64_t nsegs)
 	return (unsigned)(room / sizeof(struct fmt_vol));
 }
 
-/* A segment became free: give its space back to the file system (a pool
- * file shrinks on disk) — nothing in it will be read again. */
 static void segment_freed(void *arg, uint64_t seg)
 {
 	struct store *st = arg;
-	blkdev_discard(st->dev, seg * FMT_SEG_BYTES, FMT_SEG_BYTES);
 	st->stats.segments_freed++;
+}
+
+/* Give a free segment's space back to the device (a pool file shrinks on
+ * disk; an SSD learns the blocks are unused).  Done only while idle: a
+ * segment reused soon after being freed is cheaper with its pages still
+ * cached. */
+static void segment_discard(void *arg, uint64_t seg)
+{
+	struct store *st = arg;
+	blkdev_discard(st->dev, seg * FMT_SEG_BYTES, FMT_SEG_BYTES);
 }
 
 /* Write every dirty node, a checkpoint record and the superblock; then
@@ -1033,6 +1040,8 @@ static void *log_thread_main(void *arg)
 				compact_now(st, 0.8);
 			else if (ckpt_due(st))
 				checkpoint(st);
+			else if (!st->failed)
+				alloc_discard_free(st->a, 256, segment_discard, st);
 			continue;
 		}
 		/* Data requests run in rounds; a control request runs alone,
