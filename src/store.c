@@ -73,8 +73,6 @@ enum ctl_kind {
 	CTL_CLONE,
 	CTL_ROLLBACK,
 	CTL_CHECKPOINT,
-	CTL_LIST,
-	CTL_INFO,
 	CTL_STATS,
 };
 #define STORE_CTL 100 /* req.op of a control request */
@@ -165,6 +163,11 @@ struct store {
 };
 
 /* ---- small helpers -------------------------------------------------- */
+
+/* Threads that are not RCU readers yet become one for the duration of a
+ * call (control threads come and go; a registered thread must not exit). */
+static __thread bool rcu_registered;
+
 
 bool store_name_valid(const char *name)
 {
@@ -1261,11 +1264,13 @@ int store_map(struct vol *h, uint64_t off, uint64_t len, struct store_extent *ex
 void store_thread_register(void)
 {
 	urcu_memb_register_thread();
+	rcu_registered = true;
 }
 
 void store_thread_unregister(void)
 {
 	urcu_memb_unregister_thread();
+	rcu_registered = false;
 }
 
 /* Synchronous wrappers: submit and wait on a condition variable. */
@@ -1410,7 +1415,9 @@ static int log_op(struct store *st, struct fmt_op *op)
 	return apply_op(st, op);
 }
 
-static void fill_info(struct store *st, struct volume *v, struct store_vol_info *i)
+/* Describe v.  Caller holds vol_lock (the list cannot change) and
+ * rcu_read_lock (the tree's nodes cannot go away); any thread. */
+static void fill_info_locked(struct store *st, struct volume *v, struct store_vol_info *i)
 {
 	memset(i, 0, sizeof(*i));
 	full_name(st, v, i->name, sizeof(i->name));
@@ -1426,9 +1433,7 @@ static void fill_info(struct store *st, struct volume *v, struct store_vol_info 
 		else
 			snprintf(i->origin, sizeof(i->origin), "(deleted)");
 	}
-	pthread_mutex_lock(&st->vol_lock);
 	i->attached = v->attached;
-	pthread_mutex_unlock(&st->vol_lock);
 }
 
 static void fill_stats(struct store *st, struct store_stats *out)
@@ -1561,22 +1566,6 @@ static int run_ctl(struct store *st, struct ctl *c)
 		if (st->read_only)
 			return -EROFS;
 		return checkpoint(st);
-	case CTL_LIST: {
-		size_t n = 0;
-		c->infos = calloc(st->nvols ? st->nvols : 1, sizeof(*c->infos));
-		if (!c->infos)
-			return -ENOMEM;
-		for (v = st->vols; v; v = v->next)
-			fill_info(st, v, &c->infos[n++]);
-		c->ninfos = n;
-		return 0;
-	}
-	case CTL_INFO:
-		v = find_export(st, c->a, &err);
-		if (!v)
-			return err;
-		fill_info(st, v, c->infos);
-		return 0;
 	case CTL_STATS:
 		fill_stats(st, c->stats);
 		return 0;
@@ -1638,22 +1627,64 @@ int store_checkpoint(struct store *st)
 	struct ctl c = {.kind = CTL_CHECKPOINT};
 	return ctl_call(st, &c);
 }
+
+static bool rcu_enter(void)
+{
+	if (rcu_registered)
+		return false;
+	urcu_memb_register_thread();
+	rcu_registered = true;
+	return true;
+}
+
+static void rcu_leave(bool entered)
+{
+	if (entered) {
+		urcu_memb_unregister_thread();
+		rcu_registered = false;
+	}
+}
+
+/* List and info run on the calling thread, not the log thread: the walk
+ * for "unique" must never hold up writes.  vol_lock keeps the list still;
+ * RCU keeps the nodes. */
 int store_list(struct store *st, struct store_vol_info **out, size_t *n)
 {
-	struct ctl c = {.kind = CTL_LIST};
-	int err = ctl_call(st, &c);
-	if (err) {
-		free(c.infos);
-		return err;
+	bool entered = rcu_enter();
+	size_t k = 0;
+
+	pthread_mutex_lock(&st->vol_lock);
+	struct store_vol_info *infos = calloc(st->nvols ? st->nvols : 1, sizeof(*infos));
+	if (infos) {
+		urcu_memb_read_lock();
+		for (struct volume *v = st->vols; v; v = v->next)
+			fill_info_locked(st, v, &infos[k++]);
+		urcu_memb_read_unlock();
 	}
-	*out = c.infos;
-	*n = c.ninfos;
+	pthread_mutex_unlock(&st->vol_lock);
+	rcu_leave(entered);
+	if (!infos)
+		return -ENOMEM;
+	*out = infos;
+	*n = k;
 	return 0;
 }
+
 int store_info(struct store *st, const char *name, struct store_vol_info *out)
 {
-	struct ctl c = {.kind = CTL_INFO, .a = name, .infos = out};
-	return ctl_call(st, &c);
+	bool entered = rcu_enter();
+	int err;
+
+	pthread_mutex_lock(&st->vol_lock);
+	struct volume *v = find_export(st, name, &err);
+	if (v) {
+		urcu_memb_read_lock();
+		fill_info_locked(st, v, out);
+		urcu_memb_read_unlock();
+	}
+	pthread_mutex_unlock(&st->vol_lock);
+	rcu_leave(entered);
+	return v ? 0 : err;
 }
 
 /* Runs on the log thread (the counters' only writer) for a consistent view. */

@@ -123,6 +123,7 @@ static struct tree_node *node_copy(const struct tree_node *n, struct alloc *a)
 		return NULL;
 	memcpy(c->phys, n->phys, sizeof(c->phys));
 	c->nmapped = n->nmapped;
+	c->total = n->total;
 	for (unsigned i = 0; i < FMT_FANOUT; i++) {
 		if (n->level == 0) {
 			if (n->phys[i])
@@ -188,7 +189,8 @@ static struct tree_node *mut_child(struct tree_node *p, unsigned i, struct alloc
 
 int tree_set(struct tree *t, struct alloc *a, uint64_t lba, uint64_t phys)
 {
-	struct tree_node *n;
+	struct tree_node *n, *path[4];
+	unsigned depth = 0;
 	int err;
 
 	if (!phys && !tree_lookup(t, lba))
@@ -197,22 +199,30 @@ int tree_set(struct tree *t, struct alloc *a, uint64_t lba, uint64_t phys)
 	if (!n)
 		return -ENOMEM;
 	for (unsigned k = t->levels - 1; k > 0; k--) {
+		path[depth++] = n;
 		n = mut_child(n, idx(lba, k), a, true, &err);
 		if (!n)
 			return err;
 	}
 	unsigned i = (unsigned)(lba % FMT_FANOUT);
 	uint64_t old = n->phys[i];
+	int delta = (phys != 0) - (old != 0);
 	if (phys)
 		alloc_ref(a, phys);
 	CMM_STORE_SHARED(n->phys[i], phys);
-	n->nmapped = (uint16_t)(n->nmapped + (phys != 0) - (old != 0));
+	n->nmapped = (uint16_t)(n->nmapped + delta);
+	n->total = (uint64_t)((int64_t)n->total + delta);
+	for (unsigned d = 0; d < depth; d++)
+		path[d]->total = (uint64_t)((int64_t)path[d]->total + delta);
 	if (old)
 		alloc_unref(a, old);
 	return 0;
 }
 
-static int trim_node(struct tree_node *n, struct alloc *a, uint64_t base, uint64_t lo, uint64_t hi)
+/* Unmap [lo, hi) below the private node n covering [base, ...); n->total
+ * drops by, and *removed grows by, the mapped blocks that went. */
+static int trim_node(struct tree_node *n, struct alloc *a, uint64_t base, uint64_t lo, uint64_t hi,
+		     uint64_t *removed)
 {
 	uint64_t from = lo > base ? lo : base;
 	uint64_t cspan = span[n->level];
@@ -229,6 +239,8 @@ static int trim_node(struct tree_node *n, struct alloc *a, uint64_t base, uint64
 			if (p) {
 				CMM_STORE_SHARED(n->phys[i], 0);
 				n->nmapped--;
+				n->total--;
+				(*removed)++;
 				alloc_unref(a, p);
 			}
 		}
@@ -242,13 +254,18 @@ static int trim_node(struct tree_node *n, struct alloc *a, uint64_t base, uint64
 		if (lo <= cbase && cbase + cspan <= hi) {
 			rcu_assign_pointer(n->child[i], NULL);
 			n->nmapped--;
+			*removed += c->total;
+			n->total -= c->total;
 			node_put(c, a);
 			continue;
 		}
 		c = mut_child(n, (unsigned)i, a, false, &err);
 		if (!c)
 			return err;
-		err = trim_node(c, a, cbase, lo, hi);
+		uint64_t gone = 0;
+		err = trim_node(c, a, cbase, lo, hi, &gone);
+		n->total -= gone;
+		*removed += gone;
 		if (err)
 			return err;
 		if (c->nmapped == 0) {
@@ -276,7 +293,8 @@ int tree_trim(struct tree *t, struct alloc *a, uint64_t lo, uint64_t hi)
 	r = mut_root(t, a);
 	if (!r)
 		return -ENOMEM;
-	err = trim_node(r, a, 0, lo, hi);
+	uint64_t gone = 0;
+	err = trim_node(r, a, 0, lo, hi, &gone);
 	if (r->nmapped == 0)
 		tree_drop(t, a);
 	return err;
@@ -299,27 +317,29 @@ void tree_drop(struct tree *t, struct alloc *a)
 	node_put(r, a);
 }
 
-static void count_node(const struct tree_node *n, const struct alloc *a, bool excl, uint64_t *mapped,
-		       uint64_t *unique)
+static uint64_t count_unique(const struct tree_node *n, const struct alloc *a)
 {
-	excl = excl && n->ref == 1;
+	uint64_t u = 0;
+	if (__atomic_load_n(&n->ref, __ATOMIC_RELAXED) != 1)
+		return 0; /* shared: everything below stays when this tree goes */
 	for (unsigned i = 0; i < FMT_FANOUT; i++) {
 		if (n->level == 0) {
-			if (n->phys[i]) {
-				(*mapped)++;
-				*unique += excl && a->ref[n->phys[i]] == 1;
-			}
-		} else if (n->child[i]) {
-			count_node(n->child[i], a, excl, mapped, unique);
+			uint64_t p = CMM_LOAD_SHARED(n->phys[i]);
+			u += p && __atomic_load_n(&a->ref[p], __ATOMIC_RELAXED) == 1;
+		} else {
+			const struct tree_node *c = rcu_dereference(n->child[i]);
+			if (c)
+				u += count_unique(c, a);
 		}
 	}
+	return u;
 }
 
 void tree_count(const struct tree *t, const struct alloc *a, uint64_t *mapped, uint64_t *unique)
 {
-	*mapped = *unique = 0;
-	if (t->root)
-		count_node(t->root, a, true, mapped, unique);
+	const struct tree_node *r = rcu_dereference(t->root);
+	*mapped = r ? __atomic_load_n(&r->total, __ATOMIC_RELAXED) : 0;
+	*unique = r ? count_unique(r, a) : 0;
 }
 
 /* ---- checkpoint write-back ------------------------------------------ */
@@ -490,10 +510,12 @@ static int load_node(struct tree_loader *l, uint64_t addr, unsigned level, struc
 			}
 			n->phys[i] = s;
 			alloc_ref(l->a, s);
+			n->total++;
 		} else {
 			err = load_node(l, s, level - 1, &n->child[i]);
 			if (err)
 				goto fail_node;
+			n->total += n->child[i]->total;
 		}
 		cnt++;
 	}
@@ -565,6 +587,14 @@ static int check_node(const struct tree_node *n, unsigned level, struct map *see
 	}
 	if (cnt != n->nmapped) {
 		say_error("check: node has %u mapped slots, counts %u", cnt, n->nmapped);
+		bad++;
+	}
+	uint64_t total = 0;
+	for (unsigned i = 0; i < FMT_FANOUT; i++)
+		total += level == 0 ? n->phys[i] != 0 : (n->child[i] ? n->child[i]->total : 0);
+	if (total != n->total) {
+		say_error("check: node claims %llu mapped blocks below it, holds %llu",
+			  (unsigned long long)n->total, (unsigned long long)total);
 		bad++;
 	}
 	if (n->disk)

@@ -33,6 +33,7 @@ struct tree_node {
 	};
 	/* writer-only fields below */
 	uint64_t disk;	  /* block of the last written copy, 0 = none */
+	uint64_t total;	  /* mapped blocks in this subtree (read racily by tree_count) */
 	uint32_t ref;	  /* parents + roots referencing this node */
 	uint16_t nmapped; /* non-empty slots */
 	uint8_t level;
@@ -75,7 +76,11 @@ void tree_share(struct tree *dst, const struct tree *src);
  * it held) and leave t empty. */
 void tree_drop(struct tree *t, struct alloc *a);
 
-/* Count mapped blocks and blocks only this tree references. */
+/* Count mapped blocks (O(1)) and blocks only this tree references (a walk
+ * of the nodes only this tree holds: nothing below a shared node is
+ * unique).  May run on any thread inside rcu_read_lock(): it reads
+ * reference counts the writer may be changing, so while writes are in
+ * flight the answer is a moment's approximation. */
 void tree_count(const struct tree *t, const struct alloc *a, uint64_t *mapped, uint64_t *unique);
 
 /* Checkpoint support: call emit(arg, node, image) for every dirty node,
