@@ -109,7 +109,7 @@ for pass in 1 2; do
 	for sc in bad_client_flags bad_option_magic option_huge option_unknown export_name_unknown \
 		export_name_ok truncated_option bad_request_magic truncated_header vanish_mid_payload \
 		vanish_mid_reply flush_args unknown_commands big_write_einval write_then_disc \
-		snapshot_eperm never_read structured_raw meta_raw; do
+		snapshot_eperm never_read structured_raw meta_raw vanish_mid_chunks; do
 		COWBD_PID=$COWBD_PID /usr/bin/python3 "$RAW" "$PORT" "$sc" >"$T/raw.out" || { cat "$T/raw.out"; false; } ||
 			fail "raw scenario $sc (pass $pass)"
 		serves "$sc"

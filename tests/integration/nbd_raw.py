@@ -445,11 +445,25 @@ def meta_raw():
     expect_eof(s, "after DISC")
 
 
+def vanish_mid_chunks():
+    """Structured replies: the client hangs up in the middle of a chunked
+    reply (DF forces 32 MiB data chunks; without DF, hole chunks)."""
+    s = hello()
+    send_opt(s, OPT_STRUCTURED_REPLY)
+    check(read_rep(s)[1] == REP_ACK, "STRUCTURED_REPLY")
+    go_flags(s)
+    for i in range(8):
+        send_req(s, CMD_READ, 0, 32 << 20, flags=CMD_FLAG_DF if i % 2 else 0, handle=i)
+    recvn(s, 100)
+    s.close()
+
+
 SCENARIOS = {f.__name__: f for f in (
     bad_client_flags, bad_option_magic, option_huge, option_unknown, export_name_unknown,
     export_name_ok, truncated_option, bad_request_magic, truncated_header,
     vanish_mid_payload, vanish_mid_reply, flush_args, unknown_commands, big_write_einval,
-    write_then_disc, snapshot_eperm, never_read, structured_raw, meta_raw)}
+    write_then_disc, snapshot_eperm, never_read, structured_raw, meta_raw,
+    vanish_mid_chunks)}
 
 
 def main():
