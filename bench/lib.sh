@@ -23,14 +23,27 @@ now_ns() { date +%s%N; }
 # Server CPU time so far, in clock ticks: utime+stime of the process (all its
 # threads, live and exited), cutime+cstime of its reaped children, and
 # utime+stime of its live children (nbd-server forks one per connection).
+# Pure bash (no ps/awk): it runs twice per job on a machine that may be busy.
+stat_ticks() { # pid with-children-fields -> ticks
+	local line f
+	read -r line 2>/dev/null <"/proc/$1/stat" || { echo 0; return; }
+	read -r -a f <<<"${line##*) }" # fields from 3 (state) on: utime is f[11]
+	if [ "$2" = 1 ]; then
+		echo $((f[11] + f[12] + f[13] + f[14]))
+	else
+		echo $((f[11] + f[12]))
+	fi
+}
 cpu_ticks() { # pid
-	local pid=$1 c sum=0 t
-	for c in $(ps -o pid= --ppid "$pid" 2>/dev/null); do
-		t=$(sed 's/^.*) //' "/proc/$c/stat" 2>/dev/null | awk '{print $12 + $13}')
-		sum=$((sum + ${t:-0}))
+	local pid=$1 c sum=0 t kids=""
+	for t in /proc/"$pid"/task/*/children; do
+		[ -r "$t" ] && read -r -a kids 2>/dev/null <"$t"
+		for c in ${kids[@]+"${kids[@]}"}; do
+			sum=$((sum + $(stat_ticks "$c" 0)))
+		done
+		kids=()
 	done
-	t=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13 + $14 + $15}')
-	echo $((sum + ${t:-0}))
+	echo $((sum + $(stat_ticks "$pid" 1)))
 }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
