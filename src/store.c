@@ -911,6 +911,19 @@ static void complete(struct store_req *r, int err)
 
 static int run_ctl(struct store *st, struct ctl *c);
 
+/* Map what the round staged (its blocks are written). */
+static void apply_staged(struct store *st)
+{
+	for (size_t i = 0; i < st->nap; i++) {
+		struct apply *ap = &st->ap[i];
+		int err = ap->trim ? tree_trim(&ap->v->tree, st->a, ap->lba, ap->val)
+				   : tree_set(&ap->v->tree, st->a, ap->lba, ap->val);
+		if (err)
+			set_failed(st, err, "tree update");
+	}
+	st->nap = 0;
+}
+
 /* One round: stage every data request of the list, write them with one
  * pwritev per segment, apply, sync once if anyone asked, complete. */
 static void run_round(struct store *st, struct store_req *list)
@@ -925,7 +938,6 @@ static void run_round(struct store *st, struct store_req *list)
 	for (r = list; r; r = r->next) {
 		r->err = 0;
 		if (is_write(r)) {
-			size_t nap0 = st->nap;
 			err = stage_req(st, r);
 			if (err == -EAGAIN) {
 				/* Free dead segments: commit what is staged (it
@@ -934,14 +946,7 @@ static void run_round(struct store *st, struct store_req *list)
 				if (err) {
 					set_failed(st, err, "write");
 				} else {
-					for (size_t i = 0; i < st->nap; i++) {
-						struct apply *ap = &st->ap[i];
-						if (ap->trim)
-							tree_trim(&ap->v->tree, st->a, ap->lba, ap->val);
-						else
-							tree_set(&ap->v->tree, st->a, ap->lba, ap->val);
-					}
-					st->nap = nap0 = 0;
+					apply_staged(st);
 					make_room(st, (uint64_t)r->len / FMT_BLOCK + 2);
 					/* Staged blocks are applied and scratch reused:
 					 * later merges read the trees again. */
@@ -958,7 +963,6 @@ static void run_round(struct store *st, struct store_req *list)
 					set_failed(st, err, "staging");
 				continue;
 			}
-			(void)nap0;
 			st->dirty = true;
 			if (r->flags & STORE_FUA)
 				need_sync = true;
@@ -976,15 +980,7 @@ static void run_round(struct store *st, struct store_req *list)
 			if (is_write(r) && !r->err)
 				r->err = -EIO;
 	} else {
-		for (size_t i = 0; i < st->nap; i++) {
-			struct apply *ap = &st->ap[i];
-			if (ap->trim)
-				err = tree_trim(&ap->v->tree, st->a, ap->lba, ap->val);
-			else
-				err = tree_set(&ap->v->tree, st->a, ap->lba, ap->val);
-			if (err)
-				set_failed(st, err, "tree update");
-		}
+		apply_staged(st);
 	}
 	if (need_sync) {
 		if (st->failed) {
