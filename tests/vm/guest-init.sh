@@ -6,7 +6,8 @@
 # vmtest.server=cowbd|nbdkit) one by one from /vmtest/guest-scenarios.sh,
 # and prints one verdict line per scenario on the serial console:
 #   VMTEST PASS name | VMTEST FAIL name: reason | VMTEST SKIP name: reason
-# then "VMTEST DONE" and powers off.  The host (tests/vm/check.sh) turns
+# then "VMTEST DONE", and reboots (qemu -no-reboot exits).  Verdicts also go
+# to ttyS1, which carries nothing else.  The host (tests/vm/check.sh) turns
 # these into PASS:/FAIL:/SKIP: lines; a missing verdict means the guest hung
 # or died.  Nothing here talks to any network but the guest's own lo.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
