@@ -74,6 +74,7 @@ trap cleanup EXIT
 trap 'say interrupted; exit 130' INT TERM
 
 rm -rf "$WORK" "$LOGS"
+rm -f "$OUT/results.csv" "$OUT/report.md" # never leave an older run's results beside this one's raw data
 mkdir -p "$WORK" "$LOGS" || exit 1
 RAW="$OUT/raw.csv"
 META="$OUT/workloads.tsv"
