@@ -71,6 +71,12 @@ static uint64_t move_block(void *arg, uint64_t old)
 	return addr;
 }
 
+static int commit_copies(void *arg)
+{
+	struct compact *c = arg;
+	return log_commit(c->l);
+}
+
 int64_t compact_pass(struct compact *c, struct alloc *a, struct log *l, struct blkdev *dev,
 		     struct tree *const *trees, unsigned ntrees, const uint64_t *keep, unsigned nkeep,
 		     double max_util, unsigned max_blocks, unsigned *victims)
@@ -135,12 +141,9 @@ int64_t compact_pass(struct compact *c, struct alloc *a, struct log *l, struct b
 	c->dev = dev;
 	c->err = 0;
 	map_clear(&c->moved);
-	int64_t moved = tree_relocate(trees, ntrees, a, c->victim, move_block, c);
-	int err = log_commit(l);
+	int64_t moved = tree_relocate(trees, ntrees, a, c->victim, move_block, commit_copies, c);
 	map_clear(&c->moved);
 	if (moved < 0)
 		return c->err ? c->err : moved;
-	if (err)
-		return err;
 	return (int64_t)c->used;
 }

@@ -381,13 +381,20 @@ int tree_write_dirty(struct tree *t, struct alloc *a, tree_emit_fn emit, void *a
 
 /* ---- compactor relocation ------------------------------------------- */
 
+struct reloc_rec { /* a leaf slot to re-point once the copies are written */
+	struct tree_node *leaf;
+	unsigned slot;
+	uint64_t old, nw;
+};
+
 struct reloc {
 	struct alloc *a;
 	const uint8_t *victim;
 	tree_move_fn move;
 	void *arg;
 	uint32_t stamp;
-	int64_t moved;
+	struct reloc_rec *rec;
+	size_t nrec, cap;
 	int err;
 };
 
@@ -414,11 +421,18 @@ static bool reloc_node(struct tree_node *n, struct reloc *r)
 				r->err = -EIO;
 				break;
 			}
-			alloc_ref(r->a, nw);
-			CMM_STORE_SHARED(n->phys[i], nw);
-			alloc_unref(r->a, old);
+			if (r->nrec == r->cap) {
+				size_t cap = r->cap ? r->cap * 2 : 1024;
+				struct reloc_rec *nr = realloc(r->rec, cap * sizeof(*nr));
+				if (!nr) {
+					r->err = -ENOMEM;
+					break;
+				}
+				r->rec = nr;
+				r->cap = cap;
+			}
+			r->rec[r->nrec++] = (struct reloc_rec){.leaf = n, .slot = i, .old = old, .nw = nw};
 			n->dirty = 1;
-			r->moved++;
 		} else if (n->child[i] && reloc_node(n->child[i], r)) {
 			n->dirty = 1;
 		}
@@ -427,7 +441,7 @@ static bool reloc_node(struct tree_node *n, struct reloc *r)
 }
 
 int64_t tree_relocate(struct tree *const *trees, unsigned n, struct alloc *a,
-		      const uint8_t *victim, tree_move_fn move, void *arg)
+		      const uint8_t *victim, tree_move_fn move, tree_commit_fn commit, void *arg)
 {
 	static uint32_t stamp; /* writer-only */
 	struct reloc r = {.a = a, .victim = victim, .move = move, .arg = arg, .stamp = ++stamp};
@@ -436,7 +450,20 @@ int64_t tree_relocate(struct tree *const *trees, unsigned n, struct alloc *a,
 	for (unsigned i = 0; i < n && !r.err; i++)
 		if (trees[i]->root)
 			reloc_node(trees[i]->root, &r);
-	return r.err ? r.err : r.moved;
+	/* Readers may follow a slot the moment it changes: re-point only once
+	 * every copy is on the device (before, they would read the hole or
+	 * stale bytes where the copy is going). */
+	if (!r.err)
+		r.err = commit(arg);
+	if (!r.err)
+		for (size_t k = 0; k < r.nrec; k++) {
+			struct reloc_rec *x = &r.rec[k];
+			alloc_ref(a, x->nw);
+			CMM_STORE_SHARED(x->leaf->phys[x->slot], x->nw);
+			alloc_unref(a, x->old);
+		}
+	free(r.rec);
+	return r.err ? r.err : (int64_t)r.nrec;
 }
 
 /* ---- loading -------------------------------------------------------- */

@@ -98,11 +98,15 @@ int tree_write_dirty(struct tree *t, struct alloc *a, tree_emit_fn emit, void *a
  * answer, and readers see the old or the new copy, both right.  A node whose
  * own on-disk copy lies in a victim is marked dirty; every ancestor of a
  * dirty node is marked dirty, so the next checkpoint rewrites each path.
- * move returns 0 on failure (the walk stops).  Returns blocks re-pointed
- * or -errno.  Writer only; cost O(distinct nodes). */
+ * The slots change only after commit(arg) has written every copy (a
+ * reader that follows a new slot must find the bytes there).  move returns
+ * 0 on failure (the walk stops); commit returns 0 or -errno.  Returns slots
+ * re-pointed or -errno (then no slot changed).  Writer only; cost
+ * O(distinct nodes). */
 typedef uint64_t (*tree_move_fn)(void *arg, uint64_t old);
+typedef int (*tree_commit_fn)(void *arg);
 int64_t tree_relocate(struct tree *const *trees, unsigned n, struct alloc *a,
-		      const uint8_t *victim, tree_move_fn move, void *arg);
+		      const uint8_t *victim, tree_move_fn move, tree_commit_fn commit, void *arg);
 
 /* Load a tree from disk.  read(arg, addr, out) reads and validates one node
  * block (0 or -errno).  Nodes reached twice (shared) are loaded once: the
