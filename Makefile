@@ -22,7 +22,7 @@ URCU_CFLAGS := $(shell pkg-config --cflags liburcu-memb 2>/dev/null)
 URCU_LIBS   := $(shell pkg-config --libs liburcu-memb liburcu-cds 2>/dev/null || echo -lurcu-memb -lurcu-cds -lurcu-common)
 CFLAGS   ?= -O2 -g
 GNUTLS_CFLAGS := $(shell pkg-config --cflags gnutls 2>/dev/null)
-CFLAGS   += -std=gnu11 $(WARN) -Iinclude $(URCU_CFLAGS) $(GNUTLS_CFLAGS) -D_GNU_SOURCE -pthread -msse4.2
+CFLAGS   += -std=gnu11 $(WARN) -Iinclude $(URCU_CFLAGS) $(GNUTLS_CFLAGS) -D_GNU_SOURCE -pthread
 LDLIBS   := -lev -ljansson $(URCU_LIBS) -lgnutls -pthread
 ifneq ($(SANITIZE),)
 CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -45,7 +45,7 @@ FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_NAMES   := $(patsubst tests/fuzz/%.c,%,$(FUZZ_SRC))
 FUZZ_REPLAY  := $(patsubst %,$(BUILD)/tests/test_%,$(FUZZ_NAMES))
 FUZZ_CFLAGS  := -O1 -g -std=gnu11 -Iinclude -Isrc $(URCU_CFLAGS) $(GNUTLS_CFLAGS) -D_GNU_SOURCE \
-                -pthread -msse4.2 -fsanitize=address,undefined -fno-sanitize-recover=all \
+                -pthread -fsanitize=address,undefined -fno-sanitize-recover=all \
                 -fno-omit-frame-pointer
 FUZZ_OBJ     := $(patsubst src/%.c,$(FUZZ_BUILD)/obj/%.o,$(LIB_SRC))
 

@@ -54,6 +54,8 @@ static void usage(FILE *f)
 	        "                      DIR/server-cert.pem, DIR/server-key.pem\n"
 	        "  --tls-psk FILE      PSK: psktool file of username:hexkey lines\n"
 	        "  --verbose           debug logging\n"
+	        "  --checkpoint-interval SIZE  log written between checkpoints (default 256M;\n"
+	        "                      longer: fewer checkpoints, longer recovery)\n"
 	        "limits:\n"
 	        "  --max-connections N       open NBD connections (default 1024); more\n"
 	        "                            are accepted and closed at once\n"
@@ -143,9 +145,11 @@ static int parse_size(const char *s, uint64_t *out)
 
 /* Open the pool at path, creating it when asked and allowed.  Returns the
  * open store or NULL after printing one line that names the problem. */
+static uint64_t checkpoint_bytes; /* --checkpoint-interval; 0 = the store's default */
+
 static struct store *pool_open(const char *path, uint64_t create_size)
 {
-	struct store_opts opts = {0};
+	struct store_opts opts = {.checkpoint_bytes = checkpoint_bytes};
 	struct blkdev *dev;
 	struct store *st;
 	const char *why = NULL;
@@ -251,6 +255,7 @@ int main(int argc, char **argv)
 	    {"tls", required_argument, NULL, 'T'},
 	    {"tls-certs", required_argument, NULL, 'X'},
 	    {"tls-psk", required_argument, NULL, 'K'},
+	    {"checkpoint-interval", required_argument, NULL, 'P'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct conn_limits lim = {
@@ -340,6 +345,13 @@ int main(int argc, char **argv)
 			break;
 		case 'K':
 			tls_psk = optarg;
+			break;
+		case 'P':
+			if (parse_size(optarg, &checkpoint_bytes) || checkpoint_bytes < (4u << 20)) {
+				say_error("bad --checkpoint-interval %s (want a size >= 4M, e.g. 1G)",
+				          optarg);
+				return 1;
+			}
 			break;
 		case 'h':
 			usage(stdout);
