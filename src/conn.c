@@ -123,6 +123,8 @@ struct conn {
 	struct conn_req *rx; /* large WRITE whose payload is arriving */
 	uint32_t rx_got;
 	uint64_t drain;                     /* payload bytes of a rejected WRITE to discard */
+	struct proto_req drain_reply;       /* its error reply, sent once drained */
+	bool drain_reply_due;
 	struct conn_req *rq_head, *rq_tail; /* replies to send, in order */
 	struct conn_req *free;
 	ev_timer tmo;          /* handshake deadline, then idle timeout */
@@ -553,8 +555,17 @@ static bool conn_request(struct conn *c, const struct proto_req *r)
 	struct conn_req *q;
 
 	if (r->error || r->noop) {
-		reply_now(c, r);
-		c->drain = r->payload;
+		if (r->payload) {
+			/* Answer a rejected WRITE only once its payload is read:
+			 * a client still sending it would get a reply for a
+			 * request it has not finished (libnbd drops the
+			 * connection then). */
+			c->drain = r->payload;
+			c->drain_reply = *r;
+			c->drain_reply_due = true;
+		} else {
+			reply_now(c, r);
+		}
 		return true;
 	}
 	if (r->block_status) {
@@ -563,12 +574,15 @@ static bool conn_request(struct conn *c, const struct proto_req *r)
 	}
 	q = req_get(c, need);
 	if (!q) {
-		struct proto_req e = *r;
-
 		say_warn("%s: out of memory for a %u-byte request", c->peer, need);
-		e.error = NBD_ENOMEM;
-		reply_now(c, &e);
-		c->drain = r->payload;
+		c->drain_reply = *r;
+		c->drain_reply.error = NBD_ENOMEM;
+		if (r->payload) {
+			c->drain = r->payload;
+			c->drain_reply_due = true;
+		} else {
+			reply_now(c, &c->drain_reply);
+		}
 		return true;
 	}
 	c->reqs++;
@@ -622,6 +636,10 @@ static void conn_parse(struct conn *c)
 			c->drain -= k;
 			if (c->drain)
 				break;
+			if (c->drain_reply_due) {
+				c->drain_reply_due = false;
+				reply_now(c, &c->drain_reply);
+			}
 			continue;
 		}
 		if (c->proto.phase != PROTO_TRANSMISSION) {

@@ -12,7 +12,7 @@ POOL_SIZE=2G cowbd_start
 cowctl volume create vol0 512M >/dev/null || fail "volume create"
 
 /usr/bin/python3 - "$(uri vol0)" <<'PY' || fail "big requests"
-import os, sys, nbd
+import errno, os, sys, nbd
 M = 1 << 20
 h = nbd.NBD()
 h.connect_uri(sys.argv[1])
@@ -50,6 +50,20 @@ for b in bufs:
 while h.aio_in_flight() > 0:
     h.poll(-1)
 assert all(b.to_bytearray() == b"q" * 4096 for b in bufs)
+# A WRITE over the 32 MiB maximum: EINVAL, answered only after its payload
+# is read, so the client (still sending) keeps its connection (bug: the
+# early reply made libnbd drop it with "no matching cookie").
+h2 = nbd.NBD()
+h2.set_strict_mode(0)
+h2.connect_uri(sys.argv[1])
+try:
+    h2.pwrite(bytes(33 * M), 0)
+    raise SystemExit("a 33 MiB write succeeded")
+except nbd.Error as e:
+    assert e.errnum == errno.EINVAL, e
+h2.pwrite(b"after" * 100, 0)
+assert h2.pread(500, 0) == b"after" * 100
+h2.shutdown()
 h.shutdown()
 print("big requests ok")
 PY
