@@ -51,7 +51,9 @@ else
 	: "${MAP_BLOCKS:=1000000}" "${RECOVERY_MIB:=1024}" "${REPS:=7}" "${COW_POOL_SIZE:=40G}"
 fi
 : "${SERVERS:=cowbd nbdkit-file nbdkit-memory nbd-server qemu-nbd nbdkit-null}"
-: "${COWBD_ARGS:=}" "${COWBD_RECOVERY_ARGS:=}"
+# The recovery pool checkpoints only every 2x RECOVERY_MIB of log, so that
+# all of RECOVERY_MIB is past the last checkpoint when cowbd is killed.
+: "${COWBD_ARGS:=}" "${COWBD_RECOVERY_ARGS:=--checkpoint-interval $((RECOVERY_MIB * 2 > 4 ? RECOVERY_MIB * 2 : 4))M}"
 read -r -a SERVER_LIST <<<"$SERVERS"
 COWBD_EXTRA=()
 [ -n "$COWBD_ARGS" ] && read -r -a COWBD_EXTRA <<<"$COWBD_ARGS"
