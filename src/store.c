@@ -183,6 +183,17 @@ bool store_name_valid(const char *name)
 	return true;
 }
 
+/* Levels of the tree for a volume of size bytes; 0 if the size is 0 or
+ * too large for a 4-level tree (FMT_FANOUT^4 blocks, ~264 TB) — checked
+ * before rounding up, which would wrap for sizes near 2^64. */
+static unsigned levels_for_size(uint64_t size)
+{
+	const uint64_t max = (uint64_t)FMT_FANOUT * FMT_FANOUT * FMT_FANOUT * FMT_FANOUT * FMT_BLOCK;
+	if (!size || size > max)
+		return 0;
+	return tree_levels_for((size + FMT_BLOCK - 1) / FMT_BLOCK);
+}
+
 /* Split "vol@snap" into its parts; snap is "" for a plain volume name.
  * Returns 0 or -EINVAL for an invalid name. */
 static int split_name(const char *full, char *vol, char *snap)
@@ -596,7 +607,7 @@ static struct volume *volume_new(struct store *st, uint64_t id, const char *name
 	v->created = created;
 	v->st = st;
 	snprintf(v->name, sizeof(v->name), "%.*s", STORE_NAME_MAX, name);
-	v->tree.levels = tree_levels_for((size + FMT_BLOCK - 1) / FMT_BLOCK);
+	v->tree.levels = levels_for_size(size);
 	return v;
 }
 
@@ -613,7 +624,7 @@ static int apply_op(struct store *st, const struct fmt_op *op)
 	memcpy(name, op->name, sizeof(name));
 	switch (op->kind) {
 	case FMT_OP_VOL_CREATE:
-		if (find_id(st, op->id) || !tree_levels_for((op->size + FMT_BLOCK - 1) / FMT_BLOCK))
+		if (find_id(st, op->id) || !levels_for_size(op->size))
 			return -EILSEQ;
 		v = volume_new(st, op->id, name, op->size, op->created);
 		if (!v)
@@ -1478,7 +1489,7 @@ static int run_ctl(struct store *st, struct ctl *c)
 	case CTL_VOL_CREATE:
 		if (!store_name_valid(c->a))
 			return -EINVAL;
-		if (!c->size || c->size % 512 || !tree_levels_for((c->size + FMT_BLOCK - 1) / FMT_BLOCK))
+		if (c->size % 512 || !levels_for_size(c->size))
 			return -EINVAL;
 		if (find_base(st, c->a))
 			return -EEXIST;
@@ -1893,7 +1904,7 @@ static int load_checkpoint(struct store *st, const char **why, struct fmt_summar
 	const struct fmt_vol *fv = (const struct fmt_vol *)(rec + sizeof(*h));
 	for (uint64_t i = 0; i < h->nvols; i++, fv++) {
 		if (!memchr(fv->name, 0, sizeof(fv->name)) || find_id(st, fv->id) ||
-		    fv->levels != tree_levels_for((fv->size + FMT_BLOCK - 1) / FMT_BLOCK) ||
+		    fv->levels != levels_for_size(fv->size) ||
 		    !fv->levels) {
 			tree_loader_free(ld);
 			goto damaged;

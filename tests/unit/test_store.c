@@ -152,6 +152,11 @@ static void test_basic_rw(void **state)
 	assert_int_equal(store_vol_create(st, "vol0", 64u << 20), 0);
 	assert_int_equal(store_vol_create(st, "vol0", 64u << 20), -EEXIST);
 	assert_int_equal(store_vol_create(st, "-bad", 1 << 20), -EINVAL);
+	/* Sizes whose block count would wrap (bug: 2^64-512 made a 1-level
+	 * tree whose blocks aliased), or beyond a 4-level tree, are refused. */
+	assert_int_equal(store_vol_create(st, "huge", UINT64_MAX - 511), -EINVAL);
+	assert_int_equal(store_vol_create(st, "huge", 1ull << 60), -EINVAL);
+	assert_int_equal(store_vol_create(st, "zero", 0), -EINVAL);
 	assert_int_equal(store_vol_open(st, "nope", &v), -ENOENT);
 	assert_int_equal(store_vol_open(st, "vol0", &v), 0);
 	assert_int_equal(store_vol_size(v), 64u << 20);
