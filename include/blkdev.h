@@ -38,7 +38,7 @@ struct blkdev_ops {
 struct blkdev {
 	const struct blkdev_ops *ops;
 	uint64_t size; /* bytes */
-	int fd;	       /* file devices only, else -1 */
+	int fd;        /* file devices only, else -1 */
 };
 
 static inline int blkdev_pread(struct blkdev *d, void *buf, size_t len, uint64_t off)

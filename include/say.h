@@ -11,8 +11,8 @@ extern enum say_level say_max_level;
 void say(enum say_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define say_error(...) say(SAY_ERROR, __VA_ARGS__)
-#define say_warn(...) say(SAY_WARN, __VA_ARGS__)
-#define say_info(...) say(SAY_INFO, __VA_ARGS__)
+#define say_warn(...)  say(SAY_WARN, __VA_ARGS__)
+#define say_info(...)  say(SAY_INFO, __VA_ARGS__)
 #define say_debug(...) say(SAY_DEBUG, __VA_ARGS__)
 
 #endif

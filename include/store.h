@@ -23,17 +23,17 @@
 #include "blkdev.h"
 
 #define STORE_BLOCK_SIZE 4096u
-#define STORE_NAME_MAX 64 /* volume or snapshot name, without "@" part */
-#define STORE_MAX_REQ (32u << 20) /* largest read/write payload */
+#define STORE_NAME_MAX   64          /* volume or snapshot name, without "@" part */
+#define STORE_MAX_REQ    (32u << 20) /* largest read/write payload */
 
 struct store;
 struct vol; /* an open handle on a volume or snapshot (an export) */
 
 struct store_opts {
-	unsigned readers;	    /* reader threads; 0 = default (4) */
-	uint64_t checkpoint_bytes;  /* log bytes between checkpoints; 0 = default */
-	unsigned checkpoint_secs;   /* seconds between checkpoints; 0 = default */
-	bool read_only;		    /* open for cowbd-check: no threads, no writes */
+	unsigned readers;          /* reader threads; 0 = default (4) */
+	uint64_t checkpoint_bytes; /* log bytes between checkpoints; 0 = default */
+	unsigned checkpoint_secs;  /* seconds between checkpoints; 0 = default */
+	bool read_only;            /* open for cowbd-check: no threads, no writes */
 };
 
 /* Make a new, empty pool on dev.  Writes both superblock slots and an
@@ -78,7 +78,7 @@ enum store_op {
 	STORE_FLUSH, /* every write completed before it is durable */
 	STORE_CACHE, /* read-ahead hint */
 };
-#define STORE_FUA 1u	 /* write/trim/zero durable before completion */
+#define STORE_FUA     1u /* write/trim/zero durable before completion */
 #define STORE_NO_HOLE 2u /* zero: allocate rather than unmap */
 
 struct store_req {
@@ -90,7 +90,7 @@ struct store_req {
 	void *buf;    /* READ: filled; WRITE: read until done is called */
 	struct vol *vol;
 	void (*done)(struct store_req *req); /* called once, on a store thread */
-	void *priv;			     /* caller's */
+	void *priv;                          /* caller's */
 	/* set by the store before done() */
 	int err;
 	/* store-private */
@@ -120,7 +120,7 @@ struct store_extent {
 	bool hole;
 };
 int store_map(struct vol *v, uint64_t off, uint64_t len, struct store_extent *ext, unsigned max,
-	      unsigned *n);
+              unsigned *n);
 
 /* Threads that call store_read_try or store_map register once (liburcu). */
 void store_thread_register(void);
@@ -151,13 +151,13 @@ int store_checkpoint(struct store *st);
 struct store_vol_info {
 	char name[2 * STORE_NAME_MAX + 2]; /* "vol" or "vol@snap" */
 	uint64_t id;
-	uint64_t size;		/* bytes */
+	uint64_t size;          /* bytes */
 	uint64_t mapped_blocks; /* blocks mapped in its tree */
 	uint64_t unique_blocks; /* blocks only it references (freed if deleted) */
 	bool snapshot;
 	char origin[2 * STORE_NAME_MAX + 2]; /* clone: the snapshot it came from, else "" */
-	uint64_t created;		     /* unix seconds */
-	unsigned attached;		     /* open handles */
+	uint64_t created;                    /* unix seconds */
+	unsigned attached;                   /* open handles */
 };
 
 /* List volumes (and snapshots) into a malloc'd array; *n gets the count.

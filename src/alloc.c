@@ -89,11 +89,12 @@ uint64_t alloc_take_seg(struct alloc *a)
 }
 
 uint64_t alloc_release_dead(struct alloc *a, uint64_t keep1, uint64_t keep2,
-			    void (*freed)(void *arg, uint64_t seg), void *arg)
+                            void (*freed)(void *arg, uint64_t seg), void *arg)
 {
 	uint64_t n = 0, first = 0;
 	for (uint64_t s = 1; s < a->nsegs; s++) {
-		if (a->seg_state[s] == ALLOC_USED && a->seg_live[s] == 0 && s != keep1 && s != keep2) {
+		if (a->seg_state[s] == ALLOC_USED && a->seg_live[s] == 0 && s != keep1 &&
+		    s != keep2) {
 			if (!first)
 				first = s;
 			a->seg_state[s] = ALLOC_FREE;
@@ -111,7 +112,7 @@ uint64_t alloc_release_dead(struct alloc *a, uint64_t keep1, uint64_t keep2,
 }
 
 unsigned alloc_discard_free(struct alloc *a, unsigned max, void (*discard)(void *arg, uint64_t seg),
-			    void *arg)
+                            void *arg)
 {
 	unsigned n = 0;
 	for (uint64_t s = 1; s < a->nsegs && n < max; s++)

@@ -24,13 +24,13 @@ enum alloc_seg_state { ALLOC_FREE = 0, ALLOC_USED = 1 };
 struct alloc {
 	uint64_t nsegs;
 	uint64_t nblocks;
-	uint32_t *ref;	    /* per block */
+	uint32_t *ref;      /* per block */
 	uint32_t *seg_live; /* per segment: blocks with ref > 0 */
 	uint8_t *seg_state; /* enum alloc_seg_state */
-	uint64_t nfree;	    /* FREE segments */
-	uint64_t hint;	    /* where the next search starts */
+	uint64_t nfree;     /* FREE segments */
+	uint64_t hint;      /* where the next search starts */
 	uint64_t live_blocks;
-	uint64_t *seg_stamp; /* LSN when the log entered the segment (age for the compactor) */
+	uint64_t *seg_stamp;    /* LSN when the log entered the segment (age for the compactor) */
 	uint8_t *seg_discarded; /* FREE and already handed back to the device */
 };
 
@@ -60,12 +60,12 @@ void alloc_mark_used(struct alloc *a, uint64_t seg);
  * and the segment it continues in), becomes FREE; freed(arg, seg) is called
  * for each (may be NULL).  Returns how many. */
 uint64_t alloc_release_dead(struct alloc *a, uint64_t keep1, uint64_t keep2,
-			    void (*freed)(void *arg, uint64_t seg), void *arg);
+                            void (*freed)(void *arg, uint64_t seg), void *arg);
 
 /* Up to max FREE segments not yet discarded: discard(arg, seg) each and
  * remember it.  Returns how many. */
 unsigned alloc_discard_free(struct alloc *a, unsigned max, void (*discard)(void *arg, uint64_t seg),
-			    void *arg);
+                            void *arg);
 
 /* USED segments with no live block (waiting for the next checkpoint). */
 uint64_t alloc_dead_segs(const struct alloc *a);

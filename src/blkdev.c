@@ -102,7 +102,8 @@ static int file_discard(struct blkdev *d, uint64_t off, uint64_t len)
 {
 	struct stat sb;
 	if (fstat(d->fd, &sb) == 0 && S_ISREG(sb.st_mode))
-		(void)fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+		(void)fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+		                (off_t)len);
 	return 0;
 }
 
@@ -118,13 +119,13 @@ static void file_close(struct blkdev *d)
 }
 
 static const struct blkdev_ops file_ops = {
-	.pread = file_pread,
-	.pread_nowait = file_pread_nowait,
-	.pwritev = file_pwritev,
-	.flush = file_flush,
-	.discard = file_discard,
-	.writeback = file_writeback,
-	.close = file_close,
+    .pread = file_pread,
+    .pread_nowait = file_pread_nowait,
+    .pwritev = file_pwritev,
+    .flush = file_flush,
+    .discard = file_discard,
+    .writeback = file_writeback,
+    .close = file_close,
 };
 
 struct blkdev *blkdev_open_file(const char *path, uint64_t create_size)
@@ -165,12 +166,11 @@ struct blkdev *blkdev_open_file(const char *path, uint64_t create_size)
 
 fail_d:
 	free(d);
-fail_fd:
-	{
-		int e = errno;
-		close(fd);
-		errno = e;
-	}
+fail_fd : {
+	int e = errno;
+	close(fd);
+	errno = e;
+}
 	return NULL;
 }
 
@@ -234,9 +234,9 @@ int blkdev_is_blank(struct blkdev *d)
 struct memdev {
 	struct blkdev dev;
 	pthread_mutex_t lock;
-	unsigned char *cur;	/* what reads see */
-	unsigned char *durable; /* what survives a crash */
-	unsigned char *dirty;	/* 1 byte per 4 KiB page written since last flush */
+	unsigned char *cur;          /* what reads see */
+	unsigned char *durable;      /* what survives a crash */
+	unsigned char *dirty;        /* 1 byte per 4 KiB page written since last flush */
 	uint64_t last_off, last_len; /* the most recent write, for torn crashes */
 	unsigned fail_write, fail_flush, nwrites, nflushes;
 };
@@ -326,12 +326,12 @@ static void mem_close(struct blkdev *d)
 }
 
 static const struct blkdev_ops mem_ops = {
-	.pread = mem_pread,
-	.pread_nowait = mem_pread,
-	.pwritev = mem_pwritev,
-	.flush = mem_flush,
-	.discard = mem_discard,
-	.close = mem_close,
+    .pread = mem_pread,
+    .pread_nowait = mem_pread,
+    .pwritev = mem_pwritev,
+    .flush = mem_flush,
+    .discard = mem_discard,
+    .close = mem_close,
 };
 
 struct blkdev *blkdev_mem_new(uint64_t size)

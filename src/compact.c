@@ -11,7 +11,7 @@
 struct compact {
 	uint8_t *victim; /* per segment */
 	uint64_t nsegs;
-	char *buf;	 /* max_blocks copy buffers */
+	char *buf; /* max_blocks copy buffers */
 	unsigned nbuf, used;
 	struct map moved; /* old address -> new address (as a pointer value) */
 	struct log *l;
@@ -78,8 +78,8 @@ static int commit_copies(void *arg)
 }
 
 int64_t compact_pass(struct compact *c, struct alloc *a, struct log *l, struct blkdev *dev,
-		     struct tree *const *trees, unsigned ntrees, const uint64_t *keep, unsigned nkeep,
-		     double max_util, unsigned max_blocks, unsigned *victims)
+                     struct tree *const *trees, unsigned ntrees, const uint64_t *keep,
+                     unsigned nkeep, double max_util, unsigned max_blocks, unsigned *victims)
 {
 	struct cand *cand;
 	unsigned ncand = 0;

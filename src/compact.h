@@ -31,7 +31,7 @@ void compact_free(struct compact *c);
  * of the copies then; the caller fails the pool).  *victims gets the number
  * of segments chosen. */
 int64_t compact_pass(struct compact *c, struct alloc *a, struct log *l, struct blkdev *dev,
-		     struct tree *const *trees, unsigned ntrees, const uint64_t *keep, unsigned nkeep,
-		     double max_util, unsigned max_blocks, unsigned *victims);
+                     struct tree *const *trees, unsigned ntrees, const uint64_t *keep,
+                     unsigned nkeep, double max_util, unsigned max_blocks, unsigned *victims);
 
 #endif

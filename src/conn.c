@@ -122,8 +122,8 @@ struct conn {
 	size_t rstart, rend;
 	struct conn_req *rx; /* large WRITE whose payload is arriving */
 	uint32_t rx_got;
-	uint64_t drain;                     /* payload bytes of a rejected WRITE to discard */
-	struct proto_req drain_reply;       /* its error reply, sent once drained */
+	uint64_t drain;               /* payload bytes of a rejected WRITE to discard */
+	struct proto_req drain_reply; /* its error reply, sent once drained */
 	bool drain_reply_due;
 	struct conn_req *rq_head, *rq_tail; /* replies to send, in order */
 	struct conn_req *free;

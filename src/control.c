@@ -44,10 +44,10 @@
 #include "say.h"
 #include "store.h"
 
-#define CONTROL_MAX_REQ (64u << 10) /* longest request line, bytes */
-#define CONTROL_MAX_CLIENTS 16	    /* more wait in the listen backlog */
-#define CONTROL_IDLE_SECS 30	    /* a silent or non-reading client is dropped */
-#define CONTROL_MSG_MAX 768	    /* error message buffer */
+#define CONTROL_MAX_REQ     (64u << 10) /* longest request line, bytes */
+#define CONTROL_MAX_CLIENTS 16          /* more wait in the listen backlog */
+#define CONTROL_IDLE_SECS   30          /* a silent or non-reading client is dropped */
+#define CONTROL_MSG_MAX     768         /* error message buffer */
 
 struct control_client {
 	struct control *c;
@@ -92,7 +92,7 @@ static const char *control_errno_name(int err)
 }
 
 static void control_set_msg(struct control_ctx *x, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 static void control_set_msg(struct control_ctx *x, const char *fmt, ...)
 {
 	va_list ap;
@@ -133,16 +133,20 @@ static int control_get_name(struct control_ctx *x, const char *key, char kind, c
 	what = kind == 'v' ? "a volume name" : kind == 's' ? "a VOL@SNAP snapshot name" : "a name";
 	if (!json_is_string(j)) {
 		control_set_msg(x, "%s needs \"%s\" (%s)",
-				json_string_value(json_object_get(x->req, "op")), key, what);
+		                json_string_value(json_object_get(x->req, "op")), key, what);
 		return -EINVAL;
 	}
 	s = json_string_value(j);
-	ok = kind == 'e' ? control_name_ok(s, strchr(s, '@') != NULL) : control_name_ok(s, kind == 's');
+	ok = kind == 'e' ? control_name_ok(s, strchr(s, '@') != NULL)
+	                 : control_name_ok(s, kind == 's');
 	if (!ok) {
 		control_set_msg(x,
-				"invalid %s \"%.*s\" (each name: 1-%d of A-Za-z0-9._-, not starting with . or -)",
-				kind == 's' ? "snapshot name" : kind == 'v' ? "volume name" : "name", 140, s,
-				STORE_NAME_MAX);
+		                "invalid %s \"%.*s\" (each name: 1-%d of A-Za-z0-9._-, not "
+		                "starting with . or -)",
+		                kind == 's'   ? "snapshot name"
+		                : kind == 'v' ? "volume name"
+		                              : "name",
+		                140, s, STORE_NAME_MAX);
 		return -EINVAL;
 	}
 	*out = s;
@@ -172,11 +176,12 @@ static json_t *control_info_json(const struct store_vol_info *vi)
 	json_object_set_new(o, "snapshot", json_boolean(vi->snapshot));
 	if (vi->snapshot)
 		json_object_set_new(o, "volume",
-				    json_string(control_vol_part(vi->name, vol, sizeof(vol))));
+		                    json_string(control_vol_part(vi->name, vol, sizeof(vol))));
 	json_object_set_new(o, "size", json_integer((json_int_t)vi->size));
-	json_object_set_new(o, "used", json_integer((json_int_t)(vi->mapped_blocks * STORE_BLOCK_SIZE)));
+	json_object_set_new(o, "used",
+	                    json_integer((json_int_t)(vi->mapped_blocks * STORE_BLOCK_SIZE)));
 	json_object_set_new(o, "unique",
-			    json_integer((json_int_t)(vi->unique_blocks * STORE_BLOCK_SIZE)));
+	                    json_integer((json_int_t)(vi->unique_blocks * STORE_BLOCK_SIZE)));
 	json_object_set_new(o, "origin", vi->origin[0] ? json_string(vi->origin) : json_null());
 	json_object_set_new(o, "created", json_integer((json_int_t)vi->created));
 	json_object_set_new(o, "attached", json_integer(vi->attached));
@@ -195,7 +200,7 @@ static bool control_is_snap_of(const struct store_vol_info *e, const char *vol)
  * words an operator can act on.  Looks at the store's list to tell
  * "attached" from "has snapshots" from "has clones". */
 static void control_explain(struct control_ctx *x, const char *op, const char *name,
-			    const char *new_vol, int err)
+                            const char *new_vol, int err)
 {
 	struct store *st = x->c->st;
 	bool is_snap = strchr(name, '@') != NULL;
@@ -223,8 +228,8 @@ static void control_explain(struct control_ctx *x, const char *op, const char *n
 		control_set_msg(x, "%s %s: pool is full", op, name);
 		return;
 	case -EIO:
-		control_set_msg(x, "%s %s: I/O error on the pool (writes fail until cowbd restarts)",
-				op, name);
+		control_set_msg(
+		    x, "%s %s: I/O error on the pool (writes fail until cowbd restarts)", op, name);
 		return;
 	case -EROFS:
 		control_set_msg(x, "%s %s: pool is open read-only", op, name);
@@ -241,7 +246,7 @@ static void control_explain(struct control_ctx *x, const char *op, const char *n
 	control_vol_part(name, vol, sizeof(vol));
 	if (!strcmp(op, "rollback") && store_info(st, vol, &vi) == 0 && vi.attached) {
 		control_set_msg(x, "volume \"%s\" is attached (%u open handle%s)", vol, vi.attached,
-				vi.attached == 1 ? "" : "s");
+		                vi.attached == 1 ? "" : "s");
 		return;
 	}
 	if (store_list(st, &all, &n) == 0) {
@@ -254,7 +259,7 @@ static void control_explain(struct control_ctx *x, const char *op, const char *n
 
 				if (nclone < 3)
 					snprintf(clones + used, sizeof(clones) - used, "%s%s",
-						 nclone ? ", " : "", all[i].name);
+					         nclone ? ", " : "", all[i].name);
 				else if (nclone == 3)
 					snprintf(clones + used, sizeof(clones) - used, ", ...");
 				nclone++;
@@ -263,17 +268,17 @@ static void control_explain(struct control_ctx *x, const char *op, const char *n
 		free(all);
 	}
 	if (nclone)
-		control_set_msg(x, "snapshot \"%s\" is the origin of clone%s %s; delete %s first", name,
-				nclone == 1 ? "" : "s", clones, nclone == 1 ? "it" : "them");
+		control_set_msg(x, "snapshot \"%s\" is the origin of clone%s %s; delete %s first",
+		                name, nclone == 1 ? "" : "s", clones, nclone == 1 ? "it" : "them");
 	else if (err == -ENOTEMPTY && nsnap)
 		control_set_msg(x, "volume \"%s\" has %zu snapshot%s; delete %s first", name, nsnap,
-				nsnap == 1 ? "" : "s", nsnap == 1 ? "it" : "them");
+		                nsnap == 1 ? "" : "s", nsnap == 1 ? "it" : "them");
 	else if (store_info(st, name, &vi) == 0 && vi.attached)
-		control_set_msg(x, "%s \"%s\" is attached (%u open handle%s)", kind, name, vi.attached,
-				vi.attached == 1 ? "" : "s");
+		control_set_msg(x, "%s \"%s\" is attached (%u open handle%s)", kind, name,
+		                vi.attached, vi.attached == 1 ? "" : "s");
 	else if (nsnap)
 		control_set_msg(x, "volume \"%s\" has %zu snapshot%s; delete %s first", name, nsnap,
-				nsnap == 1 ? "" : "s", nsnap == 1 ? "it" : "them");
+		                nsnap == 1 ? "" : "s", nsnap == 1 ? "it" : "them");
 	else
 		control_set_msg(x, "%s %s: %s is busy", op, name, kind);
 }
@@ -307,14 +312,15 @@ static int control_op_volume_create(struct control_ctx *x)
 	}
 	size = json_integer_value(js);
 	if (size <= 0 || size % 512) {
-		control_set_msg(x, "invalid size %lld for volume \"%s\" (a positive multiple of 512 bytes)",
-				(long long)size, name);
+		control_set_msg(
+		    x, "invalid size %lld for volume \"%s\" (a positive multiple of 512 bytes)",
+		    (long long)size, name);
 		return -EINVAL;
 	}
 	r = store_vol_create(x->c->st, name, (uint64_t)size);
 	if (r == -EINVAL) {
 		control_set_msg(x, "volume.create %s: the store refused size %lld", name,
-				(long long)size);
+		                (long long)size);
 		return r;
 	}
 	if (r < 0) {
@@ -577,18 +583,18 @@ static const struct {
 	const char *name;
 	int (*fn)(struct control_ctx *x);
 } control_ops[] = {
-	{"volume.create", control_op_volume_create},
-	{"volume.list", control_op_volume_list},
-	{"volume.delete", control_op_volume_delete},
-	{"volume.info", control_op_volume_info},
-	{"snapshot.create", control_op_snapshot_create},
-	{"snapshot.list", control_op_snapshot_list},
-	{"snapshot.delete", control_op_snapshot_delete},
-	{"clone", control_op_clone},
-	{"rollback", control_op_rollback},
-	{"stats", control_op_stats},
-	{"checkpoint", control_op_checkpoint},
-	{"ping", control_op_ping},
+    {"volume.create", control_op_volume_create},
+    {"volume.list", control_op_volume_list},
+    {"volume.delete", control_op_volume_delete},
+    {"volume.info", control_op_volume_info},
+    {"snapshot.create", control_op_snapshot_create},
+    {"snapshot.list", control_op_snapshot_list},
+    {"snapshot.delete", control_op_snapshot_delete},
+    {"clone", control_op_clone},
+    {"rollback", control_op_rollback},
+    {"stats", control_op_stats},
+    {"checkpoint", control_op_checkpoint},
+    {"ping", control_op_ping},
 };
 
 static json_t *control_error_json(int err, const char *msg)
@@ -826,8 +832,8 @@ static void *control_accept_main(void *arg)
 {
 	struct control *c = arg;
 	struct pollfd p[2] = {
-		{.fd = c->lfd, .events = POLLIN},
-		{.fd = c->stop_pipe[0], .events = POLLIN},
+	    {.fd = c->lfd, .events = POLLIN},
+	    {.fd = c->stop_pipe[0], .events = POLLIN},
 	};
 
 	for (;;) {
@@ -913,11 +919,12 @@ static int control_listen(struct control *c, char *err, size_t errlen)
 
 	if (strlen(c->path) + 16 >= sizeof(sa.sun_path)) {
 		snprintf(err, errlen, "control socket path too long (max %zu bytes): %s",
-			 sizeof(sa.sun_path) - 17, c->path);
+		         sizeof(sa.sun_path) - 17, c->path);
 		return -ENAMETOOLONG;
 	}
 	if ((r = control_mkdir_parent(c->path)) < 0) {
-		snprintf(err, errlen, "cannot create the directory of %s: %s", c->path, strerror(-r));
+		snprintf(err, errlen, "cannot create the directory of %s: %s", c->path,
+		         strerror(-r));
 		return r;
 	}
 	if (lstat(c->path, &sb) == 0) {
@@ -956,8 +963,8 @@ static int control_listen(struct control *c, char *err, size_t errlen)
 	}
 	/* Nobody can connect before listen(), so the umask-derived mode of
 	 * the fresh socket file never matters. */
-	if (chmod(sa.sun_path, 0600) < 0 || listen(fd, 128) < 0 || rename(sa.sun_path, c->path) < 0 ||
-	    stat(c->path, &sb) < 0) {
+	if (chmod(sa.sun_path, 0600) < 0 || listen(fd, 128) < 0 ||
+	    rename(sa.sun_path, c->path) < 0 || stat(c->path, &sb) < 0) {
 		r = -errno;
 		snprintf(err, errlen, "cannot set up %s: %s", c->path, strerror(errno));
 		goto fail_unlink;
@@ -992,7 +999,8 @@ struct control *control_start(struct store *st, const char *path, char *err, siz
 	c->lfd = -1;
 	c->stop_pipe[0] = c->stop_pipe[1] = -1;
 	if (!path || !path[0] || strlen(path) >= sizeof(c->path)) {
-		snprintf(err, errlen, "control socket path %s", path && path[0] ? "too long" : "missing");
+		snprintf(err, errlen, "control socket path %s",
+		         path && path[0] ? "too long" : "missing");
 		r = -EINVAL;
 		goto fail_free;
 	}

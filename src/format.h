@@ -21,23 +21,23 @@
 #include <assert.h>
 #include <stdint.h>
 
-#define FMT_BLOCK 4096u
+#define FMT_BLOCK      4096u
 #define FMT_SEG_BLOCKS 1024u /* 4 MiB segments */
-#define FMT_SEG_BYTES (FMT_BLOCK * FMT_SEG_BLOCKS)
-#define FMT_VERSION 1u
-#define FMT_MIN_SEGS 16u
+#define FMT_SEG_BYTES  (FMT_BLOCK * FMT_SEG_BLOCKS)
+#define FMT_VERSION    1u
+#define FMT_MIN_SEGS   16u
 
-#define FMT_SB_MAGIC "COWBDSB1"
-#define FMT_SUM_MAGIC 0x4d535743u  /* "CWSM" */
+#define FMT_SB_MAGIC   "COWBDSB1"
+#define FMT_SUM_MAGIC  0x4d535743u /* "CWSM" */
 #define FMT_NODE_MAGIC 0x444e5743u /* "CWND" */
 #define FMT_CKPT_MAGIC 0x4b435743u /* "CWCK" */
-#define FMT_OP_MAGIC 0x504f5743u   /* "CWOP" */
+#define FMT_OP_MAGIC   0x504f5743u /* "CWOP" */
 
 struct fmt_super {
 	char magic[8];
 	uint32_t crc;
 	uint32_t version;
-	uint64_t self;	     /* 0 or 1 */
+	uint64_t self;       /* 0 or 1 */
 	uint64_t generation; /* +1 each write; slot = generation % 2 */
 	uint32_t block_size;
 	uint32_t seg_blocks;
@@ -56,23 +56,23 @@ enum fmt_entry_type {
 	FMT_E_DATA = 1, /* a data block of (vol, lba) follows */
 	FMT_E_TRIM = 2, /* unmap (vol, lba .. lba+count-1); no block */
 	FMT_E_NODE = 3, /* a tree node block follows (written at checkpoints) */
-	FMT_E_OP = 4,	/* a control operation block follows (struct fmt_op) */
+	FMT_E_OP = 4,   /* a control operation block follows (struct fmt_op) */
 	FMT_E_CKPT = 5, /* a checkpoint record block follows */
 	FMT_E_MOVE = 6, /* a block the compactor copied from address lba follows;
-			 * the trees learn the new address at the next checkpoint */
+	                 * the trees learn the new address at the next checkpoint */
 };
 
 struct fmt_entry {
 	uint32_t vol;
 	uint16_t type;
 	uint16_t pad;
-	uint64_t lba; /* block number within the volume */
-	uint32_t crc; /* CRC32C of the block carried, 0 if none */
+	uint64_t lba;   /* block number within the volume */
+	uint32_t crc;   /* CRC32C of the block carried, 0 if none */
 	uint32_t count; /* TRIM: number of blocks; else 1 */
 };
 static_assert(sizeof(struct fmt_entry) == 24, "entry size");
 
-#define FMT_SUM_HDR 64u
+#define FMT_SUM_HDR     64u
 #define FMT_SUM_ENTRIES ((FMT_BLOCK - FMT_SUM_HDR) / sizeof(struct fmt_entry))
 
 struct fmt_summary {
@@ -85,7 +85,7 @@ struct fmt_summary {
 	uint32_t prev_crc;
 	uint16_t nentries;
 	uint16_t nblocks; /* blocks carried after this summary */
-	uint64_t time;	  /* unix seconds */
+	uint64_t time;    /* unix seconds */
 	uint64_t pad;
 	struct fmt_entry e[FMT_SUM_ENTRIES];
 	uint8_t tail[FMT_BLOCK - FMT_SUM_HDR - FMT_SUM_ENTRIES * sizeof(struct fmt_entry)];
@@ -96,7 +96,7 @@ static_assert(sizeof(struct fmt_summary) == FMT_BLOCK, "summary is one block");
  * physical block of a data block (0 = hole); interior slots the block of a
  * child node (0 = none).  Level 0 is a leaf. */
 #define FMT_NODE_HDR 64u
-#define FMT_FANOUT ((FMT_BLOCK - FMT_NODE_HDR) / 8u) /* 504 */
+#define FMT_FANOUT   ((FMT_BLOCK - FMT_NODE_HDR) / 8u) /* 504 */
 struct fmt_node {
 	uint32_t magic;
 	uint32_t crc;
@@ -113,8 +113,8 @@ static_assert(sizeof(struct fmt_node) == FMT_BLOCK, "node is one block");
 
 struct fmt_vol {
 	uint64_t id;
-	uint64_t size; /* bytes */
-	uint64_t root; /* block of root node, 0 = empty */
+	uint64_t size;    /* bytes */
+	uint64_t root;    /* block of root node, 0 = empty */
 	uint64_t parent;  /* snapshot: id of its volume */
 	uint64_t origin;  /* clone: id of the snapshot it came from */
 	uint64_t created; /* unix seconds */
@@ -153,9 +153,9 @@ enum fmt_op_kind {
 struct fmt_op {
 	uint32_t magic;
 	uint32_t kind;
-	uint64_t id;	  /* volume the op creates or acts on */
-	uint64_t src;	  /* snapshot/clone/rollback: the source id */
-	uint64_t size;	  /* create: bytes */
+	uint64_t id;      /* volume the op creates or acts on */
+	uint64_t src;     /* snapshot/clone/rollback: the source id */
+	uint64_t size;    /* create: bytes */
 	uint64_t created; /* unix seconds */
 	char name[72];
 	uint8_t zero[FMT_BLOCK - 112];

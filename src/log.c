@@ -11,7 +11,7 @@
 #include "log.h"
 
 int log_init(struct log *l, struct blkdev *dev, struct alloc *a, uint64_t head_seg,
-	     uint64_t head_off, uint64_t next_seg, uint64_t lsn, uint32_t prev_crc)
+             uint64_t head_off, uint64_t next_seg, uint64_t lsn, uint32_t prev_crc)
 {
 	memset(l, 0, sizeof(*l));
 	l->dev = dev;

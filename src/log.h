@@ -25,9 +25,9 @@ struct log {
 	struct blkdev *dev;
 	struct alloc *a;
 	uint64_t head_seg, head_off; /* next block to assign: head_seg * SEG + head_off */
-	uint64_t next_seg;	     /* 0 = none could be taken yet */
-	uint64_t lsn;		     /* LSN the next sealed summary gets */
-	uint32_t prev_crc;	     /* CRC of the last sealed summary */
+	uint64_t next_seg;           /* 0 = none could be taken yet */
+	uint64_t lsn;                /* LSN the next sealed summary gets */
+	uint32_t prev_crc;           /* CRC of the last sealed summary */
 	uint64_t boot_id;
 	/* the open summary, if any */
 	struct fmt_summary *sum;
@@ -45,7 +45,7 @@ struct log {
 
 /* Start the log at (head_seg, head_off); next_seg may be 0. */
 int log_init(struct log *l, struct blkdev *dev, struct alloc *a, uint64_t head_seg,
-	     uint64_t head_off, uint64_t next_seg, uint64_t lsn, uint32_t prev_crc);
+             uint64_t head_off, uint64_t next_seg, uint64_t lsn, uint32_t prev_crc);
 void log_destroy(struct log *l);
 
 /* Add an entry; block (4 KiB) or NULL.  For blocks, *addr receives the

@@ -347,9 +347,11 @@ int main(int argc, char **argv)
 			tls_psk = optarg;
 			break;
 		case 'P':
-			if (parse_size(optarg, &checkpoint_bytes) || checkpoint_bytes < (4u << 20)) {
-				say_error("bad --checkpoint-interval %s (want a size >= 4M, e.g. 1G)",
-				          optarg);
+			if (parse_size(optarg, &checkpoint_bytes) ||
+			    checkpoint_bytes < (4u << 20)) {
+				say_error(
+				    "bad --checkpoint-interval %s (want a size >= 4M, e.g. 1G)",
+				    optarg);
 				return 1;
 			}
 			break;

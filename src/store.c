@@ -35,11 +35,11 @@
 #include "store.h"
 #include "tree.h"
 
-#define DEFAULT_READERS 4
+#define DEFAULT_READERS    4
 #define DEFAULT_CKPT_BYTES (256ull << 20)
-#define DEFAULT_CKPT_SECS 30
-#define CKPT_MAX_BLOCKS ((unsigned)FMT_SUM_ENTRIES)
-#define SCRATCH_COMMIT 2048 /* node blocks buffered before a checkpoint writes them */
+#define DEFAULT_CKPT_SECS  30
+#define CKPT_MAX_BLOCKS    ((unsigned)FMT_SUM_ENTRIES)
+#define SCRATCH_COMMIT     2048 /* node blocks buffered before a checkpoint writes them */
 
 /* A volume or snapshot.  name/size/flags are immutable after creation;
  * tree.root is RCU-published (readers); everything else belongs to the
@@ -55,7 +55,7 @@ struct volume {
 	char name[STORE_NAME_MAX + 1]; /* own part: "vol" or "snap" */
 	struct tree tree;
 	unsigned attached; /* under vol_lock */
-	bool locked;	   /* under vol_lock: being deleted or rolled back */
+	bool locked;       /* under vol_lock: being deleted or rolled back */
 	struct store *st;
 };
 
@@ -168,7 +168,6 @@ struct store {
  * call (control threads come and go; a registered thread must not exit). */
 static __thread bool rcu_registered;
 
-
 bool store_name_valid(const char *name)
 {
 	size_t n = strlen(name);
@@ -188,7 +187,8 @@ bool store_name_valid(const char *name)
  * before rounding up, which would wrap for sizes near 2^64. */
 static unsigned levels_for_size(uint64_t size)
 {
-	const uint64_t max = (uint64_t)FMT_FANOUT * FMT_FANOUT * FMT_FANOUT * FMT_FANOUT * FMT_BLOCK;
+	const uint64_t max =
+	    (uint64_t)FMT_FANOUT * FMT_FANOUT * FMT_FANOUT * FMT_FANOUT * FMT_BLOCK;
 	if (!size || size > max)
 		return 0;
 	return tree_levels_for((size + FMT_BLOCK - 1) / FMT_BLOCK);
@@ -311,7 +311,8 @@ static int sb_valid(const struct fmt_super *sb, uint64_t slot)
 		return -EILSEQ;
 	if (sb->version > FMT_VERSION)
 		return -EPROTONOSUPPORT;
-	if (sb->block_size != FMT_BLOCK || sb->seg_blocks != FMT_SEG_BLOCKS || sb->nsegs < FMT_MIN_SEGS)
+	if (sb->block_size != FMT_BLOCK || sb->seg_blocks != FMT_SEG_BLOCKS ||
+	    sb->nsegs < FMT_MIN_SEGS)
 		return -EILSEQ;
 	return 0;
 }
@@ -340,7 +341,7 @@ static void set_failed(struct store *st, int err, const char *what)
 {
 	if (!st->failed)
 		say_error("pool I/O failed (%s: %s); refusing writes until restart", what,
-			  strerror(-err));
+		          strerror(-err));
 	st->failed = true;
 }
 
@@ -377,7 +378,8 @@ static size_t ckpt_record_bytes(uint64_t nvols, uint64_t nsegs)
 
 static unsigned max_vols(uint64_t nsegs)
 {
-	size_t room = (size_t)CKPT_MAX_BLOCKS * FMT_BLOCK - sizeof(struct fmt_ckpt) - (nsegs + 7) / 8;
+	size_t room =
+	    (size_t)CKPT_MAX_BLOCKS * FMT_BLOCK - sizeof(struct fmt_ckpt) - (nsegs + 7) / 8;
 	return (unsigned)(room / sizeof(struct fmt_vol));
 }
 
@@ -532,8 +534,8 @@ static int64_t compact_now(struct store *st, double max_util)
 	keep[nkeep++] = st->log.next_seg;
 	for (unsigned i = 0; i < st->nckpt_blocks; i++)
 		keep[nkeep++] = alloc_seg_of(st->ckpt_blocks[i]);
-	moved = compact_pass(st->compact, st->a, &st->log, st->dev, trees, n, keep, nkeep,
-			     max_util, 4096, &victims);
+	moved = compact_pass(st->compact, st->a, &st->log, st->dev, trees, n, keep, nkeep, max_util,
+	                     4096, &victims);
 	free(trees);
 	if (moved < 0) {
 		set_failed(st, (int)moved, "compaction");
@@ -559,8 +561,8 @@ static uint64_t low_water(const struct store *st)
 static bool idle_clean_due(const struct store *st)
 {
 	uint64_t used = st->nsegs - 1 - st->a->nfree;
-	return used * FMT_SEG_BLOCKS > st->a->live_blocks + st->a->live_blocks / 5 +
-					       8 * FMT_SEG_BLOCKS;
+	return used * FMT_SEG_BLOCKS >
+	       st->a->live_blocks + st->a->live_blocks / 5 + 8 * FMT_SEG_BLOCKS;
 }
 
 /* ---- applying logged changes (live and at replay) -------------------- */
@@ -597,7 +599,7 @@ static void volume_unlink(struct store *st, struct volume *v)
 }
 
 static struct volume *volume_new(struct store *st, uint64_t id, const char *name, uint64_t size,
-				 uint64_t created)
+                                 uint64_t created)
 {
 	struct volume *v = calloc(1, sizeof(*v));
 	if (!v)
@@ -739,8 +741,8 @@ static int pend_put(struct store *st, struct volume *v, uint64_t lba, const void
 static void pend_forget_range(struct store *st, struct volume *v, uint64_t lo, uint64_t hi)
 {
 	for (size_t i = 0; i < st->pend_cap; i++)
-		if (st->pend[i].gen == st->pend_gen && st->pend[i].v == v && st->pend[i].lba >= lo &&
-		    st->pend[i].lba < hi)
+		if (st->pend[i].gen == st->pend_gen && st->pend[i].v == v &&
+		    st->pend[i].lba >= lo && st->pend[i].lba < hi)
 			st->pend[i].data = NULL; /* stays as a tombstone: reads as a hole */
 }
 
@@ -780,7 +782,7 @@ static int stage_block(struct store *st, struct volume *v, uint64_t lba, const v
 /* Stage bytes [off, off+len) of v: full blocks straight from buf (no
  * copy), partial ones merged with the current content.  buf NULL = zeroes. */
 static int stage_bytes(struct store *st, struct volume *v, const char *buf, uint64_t off,
-		       uint64_t len)
+                       uint64_t len)
 {
 	uint64_t end = off + len;
 	for (uint64_t lba = off / FMT_BLOCK; lba * FMT_BLOCK < end; lba++) {
@@ -826,8 +828,8 @@ static int stage_trim(struct store *st, struct volume *v, uint64_t off, uint64_t
 	}
 	for (uint64_t at = lo; at < hi;) {
 		uint64_t n = hi - at > UINT32_MAX ? UINT32_MAX : hi - at;
-		struct fmt_entry e = {.vol = (uint32_t)v->id, .type = FMT_E_TRIM, .lba = at,
-				      .count = (uint32_t)n};
+		struct fmt_entry e = {
+		    .vol = (uint32_t)v->id, .type = FMT_E_TRIM, .lba = at, .count = (uint32_t)n};
 		err = log_add(&st->log, &e, NULL, NULL);
 		if (!err)
 			err = add_apply(st, v, at, at + n, true);
@@ -928,7 +930,7 @@ static void apply_staged(struct store *st)
 	for (size_t i = 0; i < st->nap; i++) {
 		struct apply *ap = &st->ap[i];
 		int err = ap->trim ? tree_trim(&ap->v->tree, st->a, ap->lba, ap->val)
-				   : tree_set(&ap->v->tree, st->a, ap->lba, ap->val);
+		                   : tree_set(&ap->v->tree, st->a, ap->lba, ap->val);
 		if (err)
 			set_failed(st, err, "tree update");
 	}
@@ -1075,7 +1077,8 @@ static void *log_thread_main(void *arg)
 		}
 		/* Short of free segments: clean ahead of need, but only
 		 * segments where a copy buys real space. */
-		bool cleaned = !st->failed && st->a->nfree < low_water(st) && compact_now(st, 0.75) > 0;
+		bool cleaned =
+		    !st->failed && st->a->nfree < low_water(st) && compact_now(st, 0.75) > 0;
 		if (!cleaned && ckpt_due(st))
 			checkpoint(st);
 	}
@@ -1090,10 +1093,10 @@ static void *log_thread_main(void *arg)
 /* Read [off, off+len) of v into buf.  With nowait, fail with -EAGAIN
  * rather than wait for the disk.  Caller is an RCU-registered thread. */
 static int do_read(struct store *st, struct volume *v, char *buf, uint64_t off, uint64_t len,
-		   bool nowait)
+                   bool nowait)
 {
 	int (*rd)(struct blkdev *, void *, size_t, uint64_t) =
-		nowait ? blkdev_pread_nowait : blkdev_pread;
+	    nowait ? blkdev_pread_nowait : blkdev_pread;
 	uint64_t end = off + len;
 	uint64_t run_phys = 0, run_len = 0; /* bytes */
 	char *run_buf = NULL;
@@ -1236,7 +1239,7 @@ bool store_read_try(struct store_req *r)
 }
 
 int store_map(struct vol *h, uint64_t off, uint64_t len, struct store_extent *ext, unsigned max,
-	      unsigned *n)
+              unsigned *n)
 {
 	struct volume *v = h->v;
 	uint64_t end = off + len;
@@ -1314,9 +1317,10 @@ static int submit_wait(struct store_req *r, void (*submit)(struct store_req *))
 }
 
 static int sync_req(struct vol *v, enum store_op op, void *buf, uint64_t off, uint32_t len,
-		    uint32_t flags)
+                    uint32_t flags)
 {
-	struct store_req r = {.op = op, .flags = flags, .off = off, .len = len, .buf = buf, .vol = v};
+	struct store_req r = {
+	    .op = op, .flags = flags, .off = off, .len = len, .buf = buf, .vol = v};
 	return submit_wait(&r, store_submit);
 }
 
@@ -1884,7 +1888,7 @@ static int load_checkpoint(struct store *st, const char **why, struct fmt_summar
 		if (sum->e[i].type != FMT_E_CKPT || sum->e[i].lba != i)
 			goto damaged;
 		err = blkdev_pread(st->dev, rec + (size_t)i * FMT_BLOCK, FMT_BLOCK,
-				   (addr + 1 + i) * FMT_BLOCK);
+		                   (addr + 1 + i) * FMT_BLOCK);
 		if (err)
 			goto out;
 		if (crc32c(0, rec + (size_t)i * FMT_BLOCK, FMT_BLOCK) != sum->e[i].crc)
@@ -1904,8 +1908,7 @@ static int load_checkpoint(struct store *st, const char **why, struct fmt_summar
 	const struct fmt_vol *fv = (const struct fmt_vol *)(rec + sizeof(*h));
 	for (uint64_t i = 0; i < h->nvols; i++, fv++) {
 		if (!memchr(fv->name, 0, sizeof(fv->name)) || find_id(st, fv->id) ||
-		    fv->levels != levels_for_size(fv->size) ||
-		    !fv->levels) {
+		    fv->levels != levels_for_size(fv->size) || !fv->levels) {
 			tree_loader_free(ld);
 			goto damaged;
 		}
@@ -2074,11 +2077,11 @@ static int replay(struct store *st, const struct fmt_summary *ck, const char **w
 	}
 	if (nbatches)
 		say_info("recovery: replayed %llu batches (%llu data blocks) after the checkpoint",
-			 (unsigned long long)nbatches, (unsigned long long)nblocks);
+		         (unsigned long long)nbatches, (unsigned long long)nblocks);
 	/* The head stays in the last batch's segment (possibly full: then the
 	 * first write moves on to next). */
 	log_init(&st->log, st->dev, st->a, seg, pos - seg * FMT_SEG_BLOCKS, next == seg ? 0 : next,
-		 lsn, prev);
+	         lsn, prev);
 	st->dirty = nbatches > 0;
 out:
 	free(s);
@@ -2236,10 +2239,11 @@ static int check_segments(struct store *st)
 				if (blkdev_pread(st->dev, blk, FMT_BLOCK, b * FMT_BLOCK) ||
 				    crc32c(0, blk, FMT_BLOCK) != s->e[i].crc) {
 					if (bad < 10)
-						say_error("check: data block %llu (volume %u block %llu) "
-							  "fails its checksum",
-							  (unsigned long long)b, s->e[i].vol,
-							  (unsigned long long)s->e[i].lba);
+						say_error(
+						    "check: data block %llu (volume %u block %llu) "
+						    "fails its checksum",
+						    (unsigned long long)b, s->e[i].vol,
+						    (unsigned long long)s->e[i].lba);
 					bad++;
 				} else {
 					verified++;
@@ -2250,8 +2254,9 @@ static int check_segments(struct store *st)
 		for (uint64_t b = base; b < base + FMT_SEG_BLOCKS; b++)
 			if (st->a->ref[b] && !seen[b - base]) {
 				if (bad < 10)
-					say_error("check: live block %llu is described by no summary",
-						  (unsigned long long)b);
+					say_error(
+					    "check: live block %llu is described by no summary",
+					    (unsigned long long)b);
 				bad++;
 			}
 	}
@@ -2277,14 +2282,15 @@ int store_check(struct store *st)
 	free(trees);
 	bad += check_segments(st);
 	if (st->bitmap_mismatch) {
-		say_error("check: %u segments hold live blocks but the checkpoint bitmap marks them free",
-			  st->bitmap_mismatch);
+		say_error(
+		    "check: %u segments hold live blocks but the checkpoint bitmap marks them free",
+		    st->bitmap_mismatch);
 		bad += (int)st->bitmap_mismatch;
 	}
 	for (struct volume *v = st->vols; v; v = v->next) {
 		if (v->snapshot && !find_id(st, v->parent_id)) {
 			say_error("check: snapshot %llu belongs to missing volume %llu",
-				  (unsigned long long)v->id, (unsigned long long)v->parent_id);
+			          (unsigned long long)v->id, (unsigned long long)v->parent_id);
 			bad++;
 		}
 	}

@@ -33,10 +33,10 @@
 
 #include "tls.h"
 
-#define TLS_RECORD   16384u      /* largest plaintext per TLS record */
+#define TLS_RECORD   16384u       /* largest plaintext per TLS record */
 #define TLS_SEND_MAX (512u << 10) /* plaintext encrypted per tls_sendmsg call */
-#define TLS_PSK_LINE 4096        /* longest line accepted in a PSK file */
-#define TLS_PSK_KEY  512u        /* longest key in bytes */
+#define TLS_PSK_LINE 4096         /* longest line accepted in a PSK file */
+#define TLS_PSK_KEY  512u         /* longest key in bytes */
 #define TLS_PRIORITY "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 #define TLS_PRIO_PSK ":+ECDHE-PSK:+DHE-PSK:+PSK"
 
@@ -170,7 +170,8 @@ static int psk_load(struct tls_creds *cr, const char *path, char *err, size_t er
 
 		lineno++;
 		if (n > TLS_PSK_LINE) {
-			snprintf(err, errlen, "TLS PSK file %s line %u: line too long", path, lineno);
+			snprintf(err, errlen, "TLS PSK file %s line %u: line too long", path,
+			         lineno);
 			rc = -EINVAL;
 			break;
 		}
@@ -538,7 +539,8 @@ ssize_t tls_sendmsg(struct tls_session *s, const struct msghdr *m)
 
 				if (k > TLS_RECORD - n)
 					k = TLS_RECORD - n;
-				memcpy(s->stage + n, (const uint8_t *)m->msg_iov[i].iov_base + o, k);
+				memcpy(s->stage + n, (const uint8_t *)m->msg_iov[i].iov_base + o,
+				       k);
 				n += k;
 			}
 			p = s->stage;

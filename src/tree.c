@@ -11,9 +11,9 @@
 #include "say.h"
 #include "tree.h"
 
-static const uint64_t span[5] = {1, FMT_FANOUT, (uint64_t)FMT_FANOUT * FMT_FANOUT,
-				 (uint64_t)FMT_FANOUT * FMT_FANOUT * FMT_FANOUT,
-				 (uint64_t)FMT_FANOUT * FMT_FANOUT * FMT_FANOUT * FMT_FANOUT};
+static const uint64_t span[5] = {1, FMT_FANOUT, (uint64_t)FMT_FANOUT *FMT_FANOUT,
+                                 (uint64_t)FMT_FANOUT *FMT_FANOUT *FMT_FANOUT,
+                                 (uint64_t)FMT_FANOUT *FMT_FANOUT *FMT_FANOUT *FMT_FANOUT};
 
 static inline unsigned idx(uint64_t lba, unsigned level)
 {
@@ -159,7 +159,7 @@ static struct tree_node *mut_root(struct tree *t, struct alloc *a)
 /* Child i of the private node p, made private.  *err is -ENOMEM on
  * failure; a missing child with !create gives NULL with *err == 0. */
 static struct tree_node *mut_child(struct tree_node *p, unsigned i, struct alloc *a, bool create,
-				   int *err)
+                                   int *err)
 {
 	struct tree_node *c = p->child[i];
 	*err = 0;
@@ -222,7 +222,7 @@ int tree_set(struct tree *t, struct alloc *a, uint64_t lba, uint64_t phys)
 /* Unmap [lo, hi) below the private node n covering [base, ...); n->total
  * drops by, and *removed grows by, the mapped blocks that went. */
 static int trim_node(struct tree_node *n, struct alloc *a, uint64_t base, uint64_t lo, uint64_t hi,
-		     uint64_t *removed)
+                     uint64_t *removed)
 {
 	uint64_t from = lo > base ? lo : base;
 	uint64_t cspan = span[n->level];
@@ -345,7 +345,7 @@ void tree_count(const struct tree *t, const struct alloc *a, uint64_t *mapped, u
 /* ---- checkpoint write-back ------------------------------------------ */
 
 static int write_node(struct tree_node *n, struct alloc *a, tree_emit_fn emit, void *arg,
-		      struct fmt_node *img)
+                      struct fmt_node *img)
 {
 	if (!n->dirty)
 		return 0;
@@ -374,7 +374,7 @@ static int write_node(struct tree_node *n, struct alloc *a, tree_emit_fn emit, v
 }
 
 int tree_write_dirty(struct tree *t, struct alloc *a, tree_emit_fn emit, void *arg,
-		     struct fmt_node *scratch)
+                     struct fmt_node *scratch)
 {
 	return t->root ? write_node(t->root, a, emit, arg, scratch) : 0;
 }
@@ -431,7 +431,8 @@ static bool reloc_node(struct tree_node *n, struct reloc *r)
 				r->rec = nr;
 				r->cap = cap;
 			}
-			r->rec[r->nrec++] = (struct reloc_rec){.leaf = n, .slot = i, .old = old, .nw = nw};
+			r->rec[r->nrec++] =
+			    (struct reloc_rec){.leaf = n, .slot = i, .old = old, .nw = nw};
 			n->dirty = 1;
 		} else if (n->child[i] && reloc_node(n->child[i], r)) {
 			n->dirty = 1;
@@ -440,8 +441,8 @@ static bool reloc_node(struct tree_node *n, struct reloc *r)
 	return n->dirty;
 }
 
-int64_t tree_relocate(struct tree *const *trees, unsigned n, struct alloc *a,
-		      const uint8_t *victim, tree_move_fn move, tree_commit_fn commit, void *arg)
+int64_t tree_relocate(struct tree *const *trees, unsigned n, struct alloc *a, const uint8_t *victim,
+                      tree_move_fn move, tree_commit_fn commit, void *arg)
 {
 	static uint32_t stamp; /* writer-only */
 	struct reloc r = {.a = a, .victim = victim, .move = move, .arg = arg, .stamp = ++stamp};
@@ -581,7 +582,7 @@ int tree_load(struct tree_loader *l, struct tree *t, uint64_t root_addr, unsigne
 /* ---- checker -------------------------------------------------------- */
 
 static int check_node(const struct tree_node *n, unsigned level, struct map *seen, uint32_t *bref,
-		      const struct alloc *a)
+                      const struct alloc *a)
 {
 	uintptr_t c = (uintptr_t)map_get(seen, (uint64_t)(uintptr_t)n);
 	int bad = 0;
@@ -601,7 +602,7 @@ static int check_node(const struct tree_node *n, unsigned level, struct map *see
 				cnt++;
 				if (n->phys[i] >= a->nblocks) {
 					say_error("check: block %llu out of range",
-						  (unsigned long long)n->phys[i]);
+					          (unsigned long long)n->phys[i]);
 					bad++;
 				} else {
 					bref[n->phys[i]]++;
@@ -621,7 +622,7 @@ static int check_node(const struct tree_node *n, unsigned level, struct map *see
 		total += level == 0 ? n->phys[i] != 0 : (n->child[i] ? n->child[i]->total : 0);
 	if (total != n->total) {
 		say_error("check: node claims %llu mapped blocks below it, holds %llu",
-			  (unsigned long long)n->total, (unsigned long long)total);
+		          (unsigned long long)n->total, (unsigned long long)total);
 		bad++;
 	}
 	if (n->disk)
@@ -630,7 +631,7 @@ static int check_node(const struct tree_node *n, unsigned level, struct map *see
 }
 
 int tree_check_all(struct tree *const *trees, unsigned n, const struct alloc *a,
-		   const uint64_t *extra_blocks, unsigned nextra)
+                   const uint64_t *extra_blocks, unsigned nextra)
 {
 	struct map seen = {0};
 	uint32_t *bref = calloc(a->nblocks, sizeof(*bref));
@@ -647,7 +648,7 @@ int tree_check_all(struct tree *const *trees, unsigned n, const struct alloc *a,
 		const struct tree_node *tn = (const void *)(uintptr_t)seen.keys[i];
 		if (tn->ref != (uintptr_t)seen.vals[i]) {
 			say_error("check: node has ref %u but %lu references", tn->ref,
-				  (unsigned long)(uintptr_t)seen.vals[i]);
+			          (unsigned long)(uintptr_t)seen.vals[i]);
 			bad++;
 		}
 	}
@@ -658,13 +659,13 @@ int tree_check_all(struct tree *const *trees, unsigned n, const struct alloc *a,
 		if (bref[b] != a->ref[b]) {
 			if (shown++ < 10)
 				say_error("check: block %llu referenced %u times, accounted %u",
-					  (unsigned long long)b, bref[b], a->ref[b]);
+				          (unsigned long long)b, bref[b], a->ref[b]);
 			bad++;
 		}
 	for (uint64_t s = 0; s < a->nsegs; s++)
 		if (a->seg_live[s] && a->seg_state[s] != ALLOC_USED) {
 			say_error("check: segment %llu holds live blocks but is free",
-				  (unsigned long long)s);
+			          (unsigned long long)s);
 			bad++;
 		}
 	if (!alloc_check(a)) {

@@ -28,23 +28,23 @@
 
 struct tree_node {
 	union {
-		uint64_t phys[FMT_FANOUT];		/* level 0: RCU-read */
+		uint64_t phys[FMT_FANOUT];           /* level 0: RCU-read */
 		struct tree_node *child[FMT_FANOUT]; /* level > 0: RCU-read */
 	};
 	/* writer-only fields below */
-	uint64_t disk;	  /* block of the last written copy, 0 = none */
-	uint64_t total;	  /* mapped blocks in this subtree (read racily by tree_count) */
-	uint32_t ref;	  /* parents + roots referencing this node */
+	uint64_t disk;    /* block of the last written copy, 0 = none */
+	uint64_t total;   /* mapped blocks in this subtree (read racily by tree_count) */
+	uint32_t ref;     /* parents + roots referencing this node */
 	uint16_t nmapped; /* non-empty slots */
 	uint8_t level;
-	uint8_t dirty;	/* changed since written; then every parent is dirty too */
+	uint8_t dirty;  /* changed since written; then every parent is dirty too */
 	uint32_t stamp; /* last relocation walk that visited it */
 	struct rcu_head rcu;
 };
 
 struct tree {
 	struct tree_node *root; /* RCU-published; NULL = all holes */
-	unsigned levels;	/* 1..4 */
+	unsigned levels;        /* 1..4 */
 };
 
 /* Levels needed for nblocks blocks; 0 if more than FMT_FANOUT^4. */
@@ -89,7 +89,7 @@ void tree_count(const struct tree *t, const struct alloc *a, uint64_t *mapped, u
  * reference on the new block, dropping the old one).  Returns 0 or -EIO. */
 typedef uint64_t (*tree_emit_fn)(void *arg, struct fmt_node *image);
 int tree_write_dirty(struct tree *t, struct alloc *a, tree_emit_fn emit, void *arg,
-		     struct fmt_node *scratch);
+                     struct fmt_node *scratch);
 
 /* Compactor: walk every distinct node reachable from trees[0..n).  A leaf
  * slot whose block lies in a victim segment (victim[seg] != 0) is pointed
@@ -105,8 +105,8 @@ int tree_write_dirty(struct tree *t, struct alloc *a, tree_emit_fn emit, void *a
  * O(distinct nodes). */
 typedef uint64_t (*tree_move_fn)(void *arg, uint64_t old);
 typedef int (*tree_commit_fn)(void *arg);
-int64_t tree_relocate(struct tree *const *trees, unsigned n, struct alloc *a,
-		      const uint8_t *victim, tree_move_fn move, tree_commit_fn commit, void *arg);
+int64_t tree_relocate(struct tree *const *trees, unsigned n, struct alloc *a, const uint8_t *victim,
+                      tree_move_fn move, tree_commit_fn commit, void *arg);
 
 /* Load a tree from disk.  read(arg, addr, out) reads and validates one node
  * block (0 or -errno).  Nodes reached twice (shared) are loaded once: the
@@ -121,6 +121,6 @@ void tree_loader_free(struct tree_loader *l);
  * given and compares with node->ref and a->ref.  Returns problems found
  * (each reported with say_error). */
 int tree_check_all(struct tree *const *trees, unsigned n, const struct alloc *a,
-		   const uint64_t *extra_blocks, unsigned nextra);
+                   const uint64_t *extra_blocks, unsigned nextra);
 
 #endif

@@ -27,7 +27,7 @@
 #include "store.h"
 
 #define COWCTL_DEFAULT_CONTROL "/run/cowbd/control.sock"
-#define COWCTL_MAX_REPLY (64u << 20)
+#define COWCTL_MAX_REPLY       (64u << 20)
 
 enum { COWCTL_OK = 0, COWCTL_REFUSED = 1, COWCTL_USAGE = 2, COWCTL_UNREACHABLE = 3 };
 
@@ -54,8 +54,8 @@ static void cowctl_usage(FILE *f)
 	      "  help                        this text\n"
 	      "\n"
 	      "options:\n"
-	      "  -c, --control PATH   control socket (default $COWBD_CONTROL, else " COWCTL_DEFAULT_CONTROL
-	      ")\n"
+	      "  -c, --control PATH   control socket (default $COWBD_CONTROL, "
+	      "else " COWCTL_DEFAULT_CONTROL ")\n"
 	      "  -j, --json           print the daemon's JSON reply instead of text\n"
 	      "  -h, --help           this text\n"
 	      "\n"
@@ -64,7 +64,8 @@ static void cowctl_usage(FILE *f)
 	      f);
 }
 
-static void cowctl_die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+static void cowctl_die(int status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
 static void cowctl_die(int status, const char *fmt, ...)
 {
 	va_list ap;
@@ -83,11 +84,13 @@ static void cowctl_die(int status, const char *fmt, ...)
 static void cowctl_check_vol(const char *name)
 {
 	if (strchr(name, '@'))
-		cowctl_die(COWCTL_USAGE, "\"%s\" is a snapshot name; a volume name has no '@'", name);
+		cowctl_die(COWCTL_USAGE, "\"%s\" is a snapshot name; a volume name has no '@'",
+		           name);
 	if (!store_name_valid(name))
-		cowctl_die(COWCTL_USAGE,
-			   "invalid volume name \"%s\" (1-64 of A-Za-z0-9._-, not starting with . or -)",
-			   name);
+		cowctl_die(
+		    COWCTL_USAGE,
+		    "invalid volume name \"%s\" (1-64 of A-Za-z0-9._-, not starting with . or -)",
+		    name);
 }
 
 static void cowctl_check_snap(const char *name)
@@ -105,8 +108,9 @@ static void cowctl_check_snap(const char *name)
 	vol[n] = '\0';
 	if (!store_name_valid(vol) || !store_name_valid(at + 1))
 		cowctl_die(COWCTL_USAGE,
-			   "invalid snapshot name \"%s\" (each part: 1-64 of A-Za-z0-9._-, not starting with . or -)",
-			   name);
+		           "invalid snapshot name \"%s\" (each part: 1-64 of A-Za-z0-9._-, not "
+		           "starting with . or -)",
+		           name);
 }
 
 /* Parse SIZE: decimal digits with an optional K/M/G/T suffix (powers of
@@ -128,10 +132,26 @@ static uint64_t cowctl_parse_size(const char *s)
 	switch (*p) {
 	case '\0':
 		break;
-	case 'k': case 'K': mul = 1ull << 10; p++; break;
-	case 'm': case 'M': mul = 1ull << 20; p++; break;
-	case 'g': case 'G': mul = 1ull << 30; p++; break;
-	case 't': case 'T': mul = 1ull << 40; p++; break;
+	case 'k':
+	case 'K':
+		mul = 1ull << 10;
+		p++;
+		break;
+	case 'm':
+	case 'M':
+		mul = 1ull << 20;
+		p++;
+		break;
+	case 'g':
+	case 'G':
+		mul = 1ull << 30;
+		p++;
+		break;
+	case 't':
+	case 'T':
+		mul = 1ull << 40;
+		p++;
+		break;
 	default:
 		goto bad;
 	}
@@ -145,7 +165,8 @@ static uint64_t cowctl_parse_size(const char *s)
 	if (v == 0)
 		cowctl_die(COWCTL_USAGE, "size must be greater than zero");
 	if (v % 512)
-		cowctl_die(COWCTL_USAGE, "size %s (%" PRIu64 " bytes) is not a multiple of 512 bytes", s, v);
+		cowctl_die(COWCTL_USAGE,
+		           "size %s (%" PRIu64 " bytes) is not a multiple of 512 bytes", s, v);
 	return v;
 bad:
 	cowctl_die(COWCTL_USAGE, "invalid size \"%s\" (bytes, or a number with K, M, G or T)", s);
@@ -205,9 +226,11 @@ static json_t *cowctl_call(json_t *req)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			cowctl_die(COWCTL_UNREACHABLE, "reading from %s: %s", path, strerror(errno));
+			cowctl_die(COWCTL_UNREACHABLE, "reading from %s: %s", path,
+			           strerror(errno));
 		if (n == 0)
-			cowctl_die(COWCTL_UNREACHABLE, "%s closed the connection without a reply", path);
+			cowctl_die(COWCTL_UNREACHABLE, "%s closed the connection without a reply",
+			           path);
 		nl = memchr(buf + have, '\n', (size_t)n);
 		have += (size_t)n;
 	}
@@ -218,7 +241,7 @@ static json_t *cowctl_call(json_t *req)
 	free(buf);
 	if (!json_is_object(res) || !json_is_boolean(json_object_get(res, "ok")))
 		cowctl_die(COWCTL_UNREACHABLE, "bad reply from %s: %s", path,
-			   res ? "not a reply object" : jerr.text);
+		           res ? "not a reply object" : jerr.text);
 	return res;
 }
 
@@ -228,7 +251,8 @@ static uint64_t cowctl_u64(json_t *o, const char *key)
 {
 	json_t *j = json_object_get(o, key);
 
-	return json_is_integer(j) && json_integer_value(j) > 0 ? (uint64_t)json_integer_value(j) : 0;
+	return json_is_integer(j) && json_integer_value(j) > 0 ? (uint64_t)json_integer_value(j)
+	                                                       : 0;
 }
 
 static const char *cowctl_str(json_t *o, const char *key, const char *dflt)
@@ -277,7 +301,8 @@ static const char *cowctl_time(uint64_t t, char *buf, size_t len)
  * snapshots true the ORIGIN column is left out (a snapshot has none). */
 static void cowctl_print_table(json_t *arr, bool snapshots)
 {
-	static const char *const head[] = {"NAME", "SIZE", "USED", "UNIQUE", "ORIGIN", "CREATED", "ATTACHED"};
+	static const char *const head[] = {"NAME",   "SIZE",    "USED",    "UNIQUE",
+	                                   "ORIGIN", "CREATED", "ATTACHED"};
 	size_t rows = json_array_size(arr), i, k, ncol = 7;
 	size_t w[COWCTL_COLS] = {0};
 	char(*cell)[COWCTL_COLS][COWCTL_CELL];
@@ -338,7 +363,8 @@ static void cowctl_print_info(json_t *o)
 	uint64_t size = cowctl_u64(o, "size");
 
 	printf("%-11s%s\n", "name:", cowctl_str(o, "name", "?"));
-	printf("%-11s%s\n", "type:", json_is_true(json_object_get(o, "snapshot")) ? "snapshot" : "volume");
+	printf("%-11s%s\n",
+	       "type:", json_is_true(json_object_get(o, "snapshot")) ? "snapshot" : "volume");
 	printf("%-11s%" PRIu64 "\n", "id:", cowctl_u64(o, "id"));
 	printf("%-11s%s (%" PRIu64 " bytes)\n", "size:", cowctl_human(size, b1, sizeof(b1)), size);
 	printf("%-11s%s\n", "used:", cowctl_human(cowctl_u64(o, "used"), b1, sizeof(b1)));
@@ -358,12 +384,14 @@ static void cowctl_print_stats(json_t *s)
 	uint64_t bs = cowctl_u64(s, "block_size");
 
 	printf("%-18s%s\n", "pool size:", cowctl_human(cowctl_u64(s, "pool_bytes"), b, sizeof(b)));
-	printf("%-18s%s\n", "segment size:", cowctl_human(cowctl_u64(s, "segment_bytes"), b, sizeof(b)));
-	printf("%-18s%" PRIu64 " (%" PRIu64 " free, %" PRIu64 " pending)\n", "segments:",
-	       cowctl_u64(s, "segments"), cowctl_u64(s, "segments_free"),
+	printf("%-18s%s\n",
+	       "segment size:", cowctl_human(cowctl_u64(s, "segment_bytes"), b, sizeof(b)));
+	printf("%-18s%" PRIu64 " (%" PRIu64 " free, %" PRIu64 " pending)\n",
+	       "segments:", cowctl_u64(s, "segments"), cowctl_u64(s, "segments_free"),
 	       cowctl_u64(s, "segments_pending"));
 	printf("%-18s%" PRIu64 " (%s)\n", "live blocks:", cowctl_u64(s, "blocks_live"),
-	       cowctl_human(cowctl_u64(s, "blocks_live") * (bs ? bs : STORE_BLOCK_SIZE), b, sizeof(b)));
+	       cowctl_human(cowctl_u64(s, "blocks_live") * (bs ? bs : STORE_BLOCK_SIZE), b,
+	                    sizeof(b)));
 	printf("%-18s%" PRIu64 "\n", "log lsn:", cowctl_u64(s, "log_lsn"));
 	printf("%-18s%" PRIu64 "\n", "checkpoint lsn:", cowctl_u64(s, "checkpoint_lsn"));
 	printf("%-18s%" PRIu64 " (%" PRIu64 " blocks)\n", "batches:", cowctl_u64(s, "batches"),
@@ -374,7 +402,8 @@ static void cowctl_print_stats(json_t *s)
 	       "compactions:", cowctl_u64(s, "compactions"), cowctl_u64(s, "compacted_blocks"),
 	       cowctl_u64(s, "segments_freed"));
 	printf("%-18s%s\n", "failed:",
-	       json_is_true(json_object_get(s, "failed")) ? "YES (I/O error; restart cowbd)" : "no");
+	       json_is_true(json_object_get(s, "failed")) ? "YES (I/O error; restart cowbd)"
+	                                                  : "no");
 }
 
 /* ---- commands ------------------------------------------------------------ */
@@ -438,7 +467,8 @@ static int cowctl_volume(int argc, char **argv)
 		json_object_set_new(req, "size", json_integer((json_int_t)size));
 		res = cowctl_run(req);
 		if (!cowctl_json)
-			printf("created volume \"%s\" (%s)\n", argv[0], cowctl_human(size, b, sizeof(b)));
+			printf("created volume \"%s\" (%s)\n", argv[0],
+			       cowctl_human(size, b, sizeof(b)));
 	} else if (!strcmp(sub, "list")) {
 		cowctl_need(argc, 0, 0, "volume list", "no arguments");
 		res = cowctl_run(cowctl_req("volume.list"));
@@ -508,7 +538,8 @@ static int cowctl_snapshot(int argc, char **argv)
 	} else {
 		if (!*sub)
 			cowctl_die(COWCTL_USAGE, "snapshot needs create, list or delete");
-		cowctl_die(COWCTL_USAGE, "unknown command \"snapshot %s\" (see cowctl --help)", sub);
+		cowctl_die(COWCTL_USAGE, "unknown command \"snapshot %s\" (see cowctl --help)",
+		           sub);
 	}
 	json_decref(res);
 	return COWCTL_OK;
@@ -517,10 +548,10 @@ static int cowctl_snapshot(int argc, char **argv)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"control", required_argument, NULL, 'c'},
-		{"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"control", required_argument, NULL, 'c'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *cmd;
 	json_t *req, *res;
@@ -542,8 +573,10 @@ int main(int argc, char **argv)
 			cowctl_die(COWCTL_USAGE, "option %s needs an argument", argv[optind - 1]);
 		default:
 			if (optopt)
-				cowctl_die(COWCTL_USAGE, "unknown option -%c (see cowctl --help)", optopt);
-			cowctl_die(COWCTL_USAGE, "unknown option %s (see cowctl --help)", argv[optind - 1]);
+				cowctl_die(COWCTL_USAGE, "unknown option -%c (see cowctl --help)",
+				           optopt);
+			cowctl_die(COWCTL_USAGE, "unknown option %s (see cowctl --help)",
+			           argv[optind - 1]);
 		}
 	}
 	if (!cowctl_control_path || !*cowctl_control_path)

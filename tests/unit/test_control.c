@@ -235,22 +235,22 @@ static void test_volume_ops(void **state)
 	json_decref(r);
 
 	expect_err(ask(f, "{\"op\":\"volume.create\",\"name\":\"vm1\",\"size\":4096}"), "EEXIST",
-		   "volume \"vm1\" exists");
+	           "volume \"vm1\" exists");
 	expect_err(ask(f, "{\"op\":\"volume.create\",\"name\":\".x\",\"size\":4096}"), "EINVAL",
-		   "invalid volume name");
+	           "invalid volume name");
 	expect_err(ask(f, "{\"op\":\"volume.create\",\"name\":\"a@b\",\"size\":4096}"), "EINVAL",
-		   "invalid volume name");
+	           "invalid volume name");
 	expect_err(ask(f, "{\"op\":\"volume.create\",\"name\":\"x\",\"size\":0}"), "EINVAL",
-		   "invalid size");
+	           "invalid size");
 	expect_err(ask(f, "{\"op\":\"volume.create\",\"name\":\"x\",\"size\":1000}"), "EINVAL",
-		   "invalid size");
+	           "invalid size");
 	expect_err(ask(f, "{\"op\":\"volume.create\",\"name\":\"x\",\"size\":\"1G\"}"), "EINVAL",
-		   "needs \"size\"");
+	           "needs \"size\"");
 	expect_err(ask(f, "{\"op\":\"volume.create\",\"size\":4096}"), "EINVAL", "needs \"name\"");
 	expect_err(ask(f, "{\"op\":\"volume.info\",\"name\":\"nope\"}"), "ENOENT",
-		   "no volume \"nope\"");
+	           "no volume \"nope\"");
 	expect_err(ask(f, "{\"op\":\"volume.delete\",\"name\":\"nope\"}"), "ENOENT",
-		   "no volume \"nope\"");
+	           "no volume \"nope\"");
 
 	expect_ok(r = ask(f, "{\"op\":\"volume.create\",\"name\":\"vm2\",\"size\":1048576}"));
 	json_decref(r);
@@ -296,7 +296,7 @@ static void test_snapshot_ops(void **state)
 
 	/* an attached volume: snapshots fine; delete and rollback refused */
 	expect_err(ask(f, "{\"op\":\"volume.delete\",\"name\":\"g\"}"), "EBUSY",
-		   "volume \"g\" is attached (1 open handle)");
+	           "volume \"g\" is attached (1 open handle)");
 	r = ask(f, "{\"op\":\"snapshot.create\",\"name\":\"g@s1\"}");
 	expect_ok(r);
 	v = json_object_get(r, "snapshot");
@@ -305,19 +305,19 @@ static void test_snapshot_ops(void **state)
 	assert_true(json_is_true(json_object_get(v, "snapshot")));
 	json_decref(r);
 	expect_err(ask(f, "{\"op\":\"snapshot.create\",\"name\":\"g@s1\"}"), "EEXIST",
-		   "snapshot \"g@s1\" exists");
+	           "snapshot \"g@s1\" exists");
 	expect_err(ask(f, "{\"op\":\"snapshot.create\",\"name\":\"nope@s1\"}"), "ENOENT",
-		   "no volume \"nope\"");
+	           "no volume \"nope\"");
 	expect_err(ask(f, "{\"op\":\"snapshot.create\",\"name\":\"g\"}"), "EINVAL",
-		   "invalid snapshot name");
+	           "invalid snapshot name");
 	expect_err(ask(f, "{\"op\":\"rollback\",\"name\":\"g@s1\"}"), "EBUSY",
-		   "volume \"g\" is attached");
+	           "volume \"g\" is attached");
 	memset(buf, 'B', sizeof(buf));
 	assert_int_equal(store_write(h, buf, 0, sizeof(buf), STORE_FUA), 0);
 	store_vol_close(h);
 
 	expect_err(ask(f, "{\"op\":\"volume.delete\",\"name\":\"g\"}"), "ENOTEMPTY",
-		   "volume \"g\" has 1 snapshot; delete it first");
+	           "volume \"g\" has 1 snapshot; delete it first");
 
 	r = ask(f, "{\"op\":\"clone\",\"snapshot\":\"g@s1\",\"name\":\"c1\"}");
 	expect_ok(r);
@@ -325,11 +325,11 @@ static void test_snapshot_ops(void **state)
 	assert_string_equal(json_string_value(json_object_get(v, "origin")), "g@s1");
 	json_decref(r);
 	expect_err(ask(f, "{\"op\":\"clone\",\"snapshot\":\"g@s1\",\"name\":\"c1\"}"), "EEXIST",
-		   "volume \"c1\" exists");
+	           "volume \"c1\" exists");
 	expect_err(ask(f, "{\"op\":\"clone\",\"snapshot\":\"g@nope\",\"name\":\"c2\"}"), "ENOENT",
-		   "no snapshot \"g@nope\"");
+	           "no snapshot \"g@nope\"");
 	expect_err(ask(f, "{\"op\":\"snapshot.delete\",\"name\":\"g@s1\"}"), "EBUSY",
-		   "snapshot \"g@s1\" is the origin of clone c1; delete it first");
+	           "snapshot \"g@s1\" is the origin of clone c1; delete it first");
 
 	r = ask(f, "{\"op\":\"volume.info\",\"name\":\"g@s1\"}");
 	expect_ok(r);
@@ -362,7 +362,7 @@ static void test_snapshot_ops(void **state)
 	expect_ok(r = ask(f, "{\"op\":\"snapshot.delete\",\"name\":\"g@s1\"}"));
 	json_decref(r);
 	expect_err(ask(f, "{\"op\":\"snapshot.delete\",\"name\":\"g@s1\"}"), "ENOENT",
-		   "no snapshot \"g@s1\"");
+	           "no snapshot \"g@s1\"");
 	expect_ok(r = ask(f, "{\"op\":\"volume.delete\",\"name\":\"g\"}"));
 	json_decref(r);
 }
@@ -460,11 +460,11 @@ static void test_stop_with_client(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_socket_setup, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_volume_ops, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_snapshot_ops, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_protocol_edges, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_stop_with_client, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_socket_setup, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_volume_ops, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snapshot_ops, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_protocol_edges, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stop_with_client, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -25,8 +25,8 @@ struct pdev {
 	struct blkdev dev;
 	struct blkdev *mem;
 	int dead;
-	long budget; /* writes+flushes left before the power goes; <0 = no limit */
-	long calls;  /* writes+flushes seen */
+	long budget;             /* writes+flushes left before the power goes; <0 = no limit */
+	long calls;              /* writes+flushes seen */
 	unsigned write_delay_us; /* a slow disk widens race windows */
 };
 
@@ -62,12 +62,12 @@ static void p_close(struct blkdev *d)
 {
 }
 static const struct blkdev_ops pops = {
-	.pread = p_pread,
-	.pread_nowait = p_pread,
-	.pwritev = p_pwritev,
-	.flush = p_flush,
-	.discard = p_discard,
-	.close = p_close,
+    .pread = p_pread,
+    .pread_nowait = p_pread,
+    .pwritev = p_pwritev,
+    .flush = p_flush,
+    .discard = p_discard,
+    .close = p_close,
 };
 
 static struct pdev *pdev_new(uint64_t size)
@@ -331,7 +331,8 @@ static void test_map_model(void **state)
 				model[b + k] = false;
 		} else {
 			for (unsigned k = 0; k < c; k++) {
-				assert_int_equal(store_write(v, blk, (uint64_t)(b + k) * 4096, 4096, 0), 0);
+				assert_int_equal(
+				    store_write(v, blk, (uint64_t)(b + k) * 4096, 4096, 0), 0);
 				model[b + k] = true;
 			}
 		}
@@ -486,7 +487,8 @@ static void test_enospc(void **state)
 		if ((err = store_write(v, buf, off, 4096, 0)))
 			break;
 	}
-	print_message("small writes stopped with %d at offset %llu\n", err, (unsigned long long)off);
+	print_message("small writes stopped with %d at offset %llu\n", err,
+	              (unsigned long long)off);
 	assert_int_equal(err, -ENOSPC);
 	assert_int_equal(store_flush(v), 0);
 	assert_int_equal(store_checkpoint(st), 0);
@@ -583,9 +585,9 @@ static void test_compaction(void **state)
 	}
 	store_get_stats(st, &stats);
 	print_message("compactions %llu, blocks moved %llu, segments freed %llu\n",
-		      (unsigned long long)stats.compactions,
-		      (unsigned long long)stats.compacted_blocks,
-		      (unsigned long long)stats.segments_freed);
+	              (unsigned long long)stats.compactions,
+	              (unsigned long long)stats.compacted_blocks,
+	              (unsigned long long)stats.segments_freed);
 	assert_true(stats.compactions > 0);
 	assert_int_equal(store_check(st), 0);
 	store_vol_close(v);
@@ -666,7 +668,8 @@ static void test_crash_compaction(void **state)
 			assert_int_equal(store_read(v, got, (uint64_t)b * 4096, 4096), 0);
 			unsigned char x = got[0];
 			if (x != durable[b] && !(pending[b][x / 8] & (1u << (x % 8))))
-				fail_msg("block %u reads %u, durable %u (run %d)", b, x, durable[b], run);
+				fail_msg("block %u reads %u, durable %u (run %d)", b, x, durable[b],
+				         run);
 			for (int k = 1; k < 4096; k++)
 				assert_int_equal(got[k], x);
 		}
@@ -697,8 +700,11 @@ static void *stable_reader(void *p)
 	while (!atomic_load(&ra->stop)) {
 		unsigned b = 2 * ((unsigned)rand_r(&seed) % 2048);
 		memset(want, (int)(b % 251) + 1, sizeof(want));
-		struct store_req r = {.op = STORE_READ, .off = (uint64_t)b * 4096, .len = 4096, .buf = got,
-				      .vol = ra->v};
+		struct store_req r = {.op = STORE_READ,
+		                      .off = (uint64_t)b * 4096,
+		                      .len = 4096,
+		                      .buf = got,
+		                      .vol = ra->v};
 		if (ra->checked % 2 == 0 && store_read_try(&r))
 			assert_int_equal(r.err, 0);
 		else
@@ -739,7 +745,7 @@ static void test_compaction_readers(void **state)
 	pthread_join(th, NULL);
 	store_get_stats(st, &stats);
 	print_message("compactions %llu, reads checked %ld, bad %ld\n",
-		      (unsigned long long)stats.compactions, ra.checked, ra.bad);
+	              (unsigned long long)stats.compactions, ra.checked, ra.bad);
 	assert_true(stats.compactions > 0);
 	assert_true(ra.checked > 100);
 	assert_int_equal(ra.bad, 0);
@@ -778,8 +784,8 @@ static void test_bad_pool(void **state)
  * clean, and holds every write that a successful FLUSH/FUA covered and
  * every snapshot whose creation was acknowledged. */
 #define CP_REGIONS 14
-static long crash_workload(struct pdev *p, bool verify_only, const bool *durable_in,
-			   bool *durable, bool *snap_ok)
+static long crash_workload(struct pdev *p, bool verify_only, const bool *durable_in, bool *durable,
+                           bool *snap_ok)
 {
 	struct store_opts o = {.checkpoint_bytes = 256 << 10};
 	const char *why = NULL;
@@ -868,13 +874,13 @@ static void test_crash_points(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_basic_rw),       cmocka_unit_test(test_snapshot_clone),
-		cmocka_unit_test(test_rollback),       cmocka_unit_test(test_read_try),
-		cmocka_unit_test(test_map_model),       cmocka_unit_test(test_crash_recovery),
-		cmocka_unit_test(test_sticky_failure), cmocka_unit_test(test_enospc),
-		cmocka_unit_test(test_bad_pool),       cmocka_unit_test(test_check_finds_damage),
-		cmocka_unit_test(test_compaction),     cmocka_unit_test(test_crash_compaction),
-		cmocka_unit_test(test_compaction_readers),       cmocka_unit_test(test_crash_points),
+	    cmocka_unit_test(test_basic_rw),           cmocka_unit_test(test_snapshot_clone),
+	    cmocka_unit_test(test_rollback),           cmocka_unit_test(test_read_try),
+	    cmocka_unit_test(test_map_model),          cmocka_unit_test(test_crash_recovery),
+	    cmocka_unit_test(test_sticky_failure),     cmocka_unit_test(test_enospc),
+	    cmocka_unit_test(test_bad_pool),           cmocka_unit_test(test_check_finds_damage),
+	    cmocka_unit_test(test_compaction),         cmocka_unit_test(test_crash_compaction),
+	    cmocka_unit_test(test_compaction_readers), cmocka_unit_test(test_crash_points),
 	};
 	if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER=test_enospc */
 		cmocka_set_test_filter(getenv("TEST_FILTER"));

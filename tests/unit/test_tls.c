@@ -159,8 +159,8 @@ static void pair_open(struct pair *p, const char *client_key_hex)
 	for (size_t i = 0; i < sizeof(key); i++)
 		sscanf(client_key_hex + 2 * i, "%2hhx", &key[i]);
 	assert_int_equal(gnutls_psk_allocate_client_credentials(&p->ccred), 0);
-	assert_int_equal(gnutls_psk_set_client_credentials(p->ccred, "alice", &k, GNUTLS_PSK_KEY_RAW),
-	                 0);
+	assert_int_equal(
+	    gnutls_psk_set_client_credentials(p->ccred, "alice", &k, GNUTLS_PSK_KEY_RAW), 0);
 	assert_int_equal(gnutls_init(&p->cli, GNUTLS_CLIENT | GNUTLS_NONBLOCK), 0);
 	assert_int_equal(
 	    gnutls_priority_set_direct(p->cli, "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK", NULL), 0);
@@ -231,7 +231,10 @@ static void psk_handshake_and_data(void **state)
 		big[i] = (uint8_t)(i * 13 + 1);
 	memset(hdr, 0xab, sizeof(hdr));
 	struct iovec iov[4] = {
-	    {hdr, 16}, {big, 5}, {hdr, 3}, {big + 5, sizeof(big) - 5},
+	    {hdr, 16},
+	    {big, 5},
+	    {hdr, 3},
+	    {big + 5, sizeof(big) - 5},
 	};
 	size_t total = 16 + 5 + 3 + sizeof(big) - 5, sent = 0, recvd = 0;
 	static uint8_t want[16 + 5 + 3 + sizeof(big) - 5];
@@ -269,7 +272,8 @@ static void psk_handshake_and_data(void **state)
 			}
 		}
 		/* Read only a little each round so the socket fills up. */
-		ssize_t c = gnutls_record_recv(p.cli, rcv + recvd, n++ % 3 ? 1000 : sizeof(rcv) - recvd);
+		ssize_t c =
+		    gnutls_record_recv(p.cli, rcv + recvd, n++ % 3 ? 1000 : sizeof(rcv) - recvd);
 
 		if (c > 0)
 			recvd += (size_t)c;
@@ -319,7 +323,7 @@ static void peer_vanishes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    T(psk_file_errors),        T(psk_file_ok),  T(x509_dir_errors),
+	    T(psk_file_errors),        T(psk_file_ok),   T(x509_dir_errors),
 	    T(psk_handshake_and_data), T(psk_wrong_key), T(peer_vanishes),
 	};
 
