@@ -11,7 +11,7 @@ SANITIZE ?=
 PKGS     := libev-dev liburcu-dev libcmocka-dev libjansson-dev libgnutls28-dev
 TESTPKGS := nbd-client nbd-server libnbd-bin python3-libnbd nbdkit qemu-utils \
             qemu-system-x86 fio gnutls-bin busybox-static cpio e2fsprogs util-linux \
-            valgrind procps psmisc curl ca-certificates
+            valgrind procps psmisc curl ca-certificates clang-format python3
 
 WARN     := -Wall -Wextra -Wshadow -Wvla -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-unused-parameter
