@@ -97,6 +97,18 @@ static struct store *open_ok(struct pdev *p)
 	return st;
 }
 
+/* Format p, open it and create and open one volume. */
+static struct store *fresh_volume(struct pdev *p, const char *name, uint64_t size, struct vol **v)
+{
+	struct store *st;
+
+	assert_int_equal(store_format(&p->dev), 0);
+	st = open_ok(p);
+	assert_int_equal(store_vol_create(st, name, size), 0);
+	assert_int_equal(store_vol_open(st, name, v), 0);
+	return st;
+}
+
 /* Power cut: nothing more reaches the device, unsynced writes are lost. */
 static void power_cut(struct pdev *p, struct store *st, bool torn)
 {
@@ -206,10 +218,7 @@ static void test_snapshot_clone(void **state)
 	struct store_vol_info *infos;
 	size_t n;
 
-	assert_int_equal(store_format(&p->dev), 0);
-	st = open_ok(p);
-	assert_int_equal(store_vol_create(st, "vol0", 32u << 20), 0);
-	assert_int_equal(store_vol_open(st, "vol0", &v), 0);
+	st = fresh_volume(p, "vol0", 32u << 20, &v);
 	put(v, 0, 8 << 20, 10, 0);
 	assert_int_equal(store_snap_create(st, "vol0@base"), 0);
 	assert_int_equal(store_snap_create(st, "vol0@base"), -EEXIST);
@@ -366,10 +375,7 @@ static void test_rollback(void **state)
 	struct store *st;
 	struct vol *v;
 
-	assert_int_equal(store_format(&p->dev), 0);
-	st = open_ok(p);
-	assert_int_equal(store_vol_create(st, "v", 8u << 20), 0);
-	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	st = fresh_volume(p, "v", 8u << 20, &v);
 	put(v, 0, 1 << 20, 20, 0);
 	assert_int_equal(store_snap_create(st, "v@s"), 0);
 	put(v, 0, 1 << 20, 21, 0);
@@ -439,10 +445,7 @@ static void test_sticky_failure(void **state)
 	struct store *st;
 	struct vol *v;
 
-	assert_int_equal(store_format(&p->dev), 0);
-	st = open_ok(p);
-	assert_int_equal(store_vol_create(st, "v", 8u << 20), 0);
-	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	st = fresh_volume(p, "v", 8u << 20, &v);
 	put(v, 0, 4096, 40, 0);
 	blkdev_mem_fail_flush(p->mem, 1);
 	assert_int_equal(store_flush(v), -EIO);
@@ -466,10 +469,7 @@ static void test_enospc(void **state)
 	char *buf = malloc(1 << 20);
 	int err = 0, i;
 
-	assert_int_equal(store_format(&p->dev), 0);
-	st = open_ok(p);
-	assert_int_equal(store_vol_create(st, "big", 1u << 30), 0);
-	assert_int_equal(store_vol_open(st, "big", &v), 0);
+	st = fresh_volume(p, "big", 1u << 30, &v);
 	for (i = 0; i < 200; i++) {
 		fill(buf, 1 << 20, (unsigned)i);
 		err = store_write(v, buf, (uint64_t)i << 20, 1 << 20, 0);
@@ -518,10 +518,7 @@ static void test_check_finds_damage(void **state)
 	char blk[4096], want[4096];
 	uint64_t at;
 
-	assert_int_equal(store_format(&p->dev), 0);
-	st = open_ok(p);
-	assert_int_equal(store_vol_create(st, "v", 8u << 20), 0);
-	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	st = fresh_volume(p, "v", 8u << 20, &v);
 	memset(want, 0xab, sizeof(want));
 	assert_int_equal(store_write(v, want, 4096 * 7, 4096, 0), 0);
 	store_vol_close(v);
@@ -725,10 +722,7 @@ static void test_compaction_readers(void **state)
 	pthread_t th;
 	char blk[4096];
 
-	assert_int_equal(store_format(&p->dev), 0);
-	st = open_ok(p);
-	assert_int_equal(store_vol_create(st, "v", 16u << 20), 0);
-	assert_int_equal(store_vol_open(st, "v", &ra.v), 0);
+	st = fresh_volume(p, "v", 16u << 20, &ra.v);
 	for (unsigned b = 0; b < 4096; b++) {
 		memset(blk, (int)(b % 251) + 1, sizeof(blk));
 		assert_int_equal(store_write(ra.v, blk, (uint64_t)b * 4096, 4096, 0), 0);
