@@ -83,8 +83,6 @@ struct ctl {
 	enum ctl_kind kind;
 	const char *a, *b;
 	uint64_t size;
-	struct store_vol_info *infos;
-	size_t ninfos;
 	struct store_stats *stats;
 };
 
