@@ -49,7 +49,7 @@ FUZZ_CFLAGS  := -O1 -g -std=gnu11 -Iinclude -Isrc $(URCU_CFLAGS) $(GNUTLS_CFLAGS
                 -fno-omit-frame-pointer
 FUZZ_OBJ     := $(patsubst src/%.c,$(FUZZ_BUILD)/obj/%.o,$(LIB_SRC))
 
-.PHONY: all run check check-unit check-integration check-vm bench fuzz lint deps install clean
+.PHONY: all run check check-unit check-integration check-vm bench fuzz deps-fuzz lint deps install clean
 all: $(BUILD)/cowbd $(TOOL_BIN) $(UNIT_BIN) $(FUZZ_REPLAY)
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/*.h src/*.h) | $(BUILD)/obj
@@ -80,7 +80,10 @@ $(FUZZ_BUILD)/obj/%.o: src/%.c $(wildcard include/*.h src/*.h)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 $(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES)): $(FUZZ_BUILD)/%: tests/fuzz/%.c $(FUZZ_OBJ)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(LDLIBS)
-fuzz: $(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES))
+FUZZPKGS := clang libclang-rt-14-dev
+deps-fuzz:
+	@sh tools/deps.sh $(FUZZPKGS)
+fuzz: deps-fuzz $(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES))
 	@sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
 
 deps:
