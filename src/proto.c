@@ -158,6 +158,26 @@ static void name_copy(char dst[NBD_STRING_MAX + 1], const uint8_t *s, uint32_t n
 
 /* ---- options ------------------------------------------------------ */
 
+/* Open the export named by the n bytes at s (copied to name) into *e.
+ * Returns 0 when open, 1 when it was refused and NBD_REP_ERR_UNKNOWN is
+ * queued on out, or -ENOMEM (or the error of queueing the reply). */
+static int open_named(struct proto *p, uint32_t opt, const uint8_t *s, uint32_t n, char *name,
+                      struct proto_export *e, struct proto_buf *out)
+{
+	char msg[NBD_STRING_MAX + 64];
+	int err;
+
+	name_copy(name, s, n);
+	memset(e, 0, sizeof(*e));
+	err = p->ops->open(p->ctx, name, e);
+	if (!err || err == -ENOMEM)
+		return err;
+	snprintf(msg, sizeof(msg), "%s: %s", name,
+	         err == -ENOENT ? "no such export" : strerror(-err));
+	err = put_err(out, opt, NBD_REP_ERR_UNKNOWN, msg);
+	return err ? err : 1;
+}
+
 static int opt_export_name(struct proto *p, const uint8_t *d, uint32_t n, struct proto_buf *out)
 {
 	char name[NBD_STRING_MAX + 1];
@@ -248,18 +268,9 @@ static int opt_info_go(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t
 		want_name |= info == NBD_INFO_NAME;
 		want_desc |= info == NBD_INFO_DESCRIPTION;
 	}
-	name_copy(name, d + 4, namelen);
-	memset(&e, 0, sizeof(e));
-	err = p->ops->open(p->ctx, name, &e);
-	if (err == -ENOMEM)
-		return err;
-	if (err) {
-		char msg[NBD_STRING_MAX + 64];
-
-		snprintf(msg, sizeof(msg), "%s: %s", name,
-		         err == -ENOENT ? "no such export" : strerror(-err));
-		return put_err(out, opt, NBD_REP_ERR_UNKNOWN, msg);
-	}
+	err = open_named(p, opt, d + 4, namelen, name, &e, out);
+	if (err)
+		return err < 0 ? err : 0;
 
 	struct nbd_info_export ie = {
 	    .info = htobe16(NBD_INFO_EXPORT),
@@ -357,18 +368,9 @@ static int opt_meta_context(struct proto *p, uint32_t opt, const uint8_t *d, uin
 	}
 	if (pos != n)
 		return put_err(out, opt, NBD_REP_ERR_INVALID, "option length does not match");
-	name_copy(name, d + 4, namelen);
-	memset(&e, 0, sizeof(e));
-	err = p->ops->open(p->ctx, name, &e);
-	if (err == -ENOMEM)
-		return err;
-	if (err) {
-		char msg[NBD_STRING_MAX + 64];
-
-		snprintf(msg, sizeof(msg), "%s: %s", name,
-		         err == -ENOENT ? "no such export" : strerror(-err));
-		return put_err(out, opt, NBD_REP_ERR_UNKNOWN, msg);
-	}
+	err = open_named(p, opt, d + 4, namelen, name, &e, out);
+	if (err)
+		return err < 0 ? err : 0;
 	p->ops->close(p->ctx, e.handle);
 	if (opt == NBD_OPT_SET_META_CONTEXT) {
 		p->meta_alloc = match;
