@@ -157,6 +157,7 @@ struct store {
 	struct fmt_node node_img;
 
 	struct compact *compact;
+	uint64_t compact_futile_at; /* log.blocks_written when a low-water pass found nothing */
 	struct store_stats stats;
 };
 
@@ -1074,9 +1075,16 @@ static void *log_thread_main(void *arg)
 			run_round(st, round);
 		}
 		/* Short of free segments: clean ahead of need, but only
-		 * segments where a copy buys real space. */
-		bool cleaned =
-		    !st->failed && st->a->nfree < low_water(st) && compact_now(st, 0.75) > 0;
+		 * segments where a copy buys real space, and after a pass
+		 * that found nothing, not again before another segment of log
+		 * (the victim scan is O(segments): not for every round). */
+		bool cleaned = false;
+		if (!st->failed && st->a->nfree < low_water(st) &&
+		    st->log.blocks_written >= st->compact_futile_at + FMT_SEG_BLOCKS) {
+			cleaned = compact_now(st, 0.75) > 0;
+			if (!cleaned)
+				st->compact_futile_at = st->log.blocks_written;
+		}
 		if (!cleaned && ckpt_due(st))
 			checkpoint(st);
 	}
