@@ -1,42 +1,79 @@
-# cowbd — one plain Makefile.  See README.md.
+# cowbd — one plain Makefile (GNU make).  See README.md.
 #   make                build everything into build/
 #   make run            deps + build + start cowbd on var/pool.img with vol0
 #   make check          deps + build + every test; ends "N passed, N failed"
 #   make check SANITIZE=address,undefined
 #   make deps           apt-get what the build and tests need (root), else print the command
+#   make install        cowbd, cowctl, cowbd-check into $(DESTDIR)$(PREFIX)
+#
+# CFLAGS, CPPFLAGS, LDFLAGS and LDLIBS are the user's (default CFLAGS -O2 -g);
+# what the build needs is kept in COWBD_* and added after them, so
+# `make CFLAGS='-O0 -g3'` still builds.  A change of flags rebuilds the
+# objects ($(BUILD)/flags); header dependencies come from -MMD (*.d).
+
+# No built-in rules: the .d files must not look like something to link.
+MAKEFLAGS += --no-builtin-rules
+.SUFFIXES:
+.DELETE_ON_ERROR:
 
 CC       ?= cc
 BUILD    ?= build
 SANITIZE ?=
+PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+SBINDIR  ?= $(PREFIX)/sbin
+MANDIR   ?= $(PREFIX)/share/man
+INSTALL  ?= install
 PKGS     := libev-dev liburcu-dev libcmocka-dev libjansson-dev libgnutls28-dev
 TESTPKGS := nbd-client nbd-server libnbd-bin python3-libnbd nbdkit qemu-utils \
             qemu-system-x86 fio gnutls-bin busybox-static cpio e2fsprogs util-linux \
             valgrind procps psmisc curl ca-certificates clang-format python3
 
+CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Wshadow -Wvla -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-unused-parameter
 ifeq ($(CI),true)
 WARN     += -Werror
 endif
-URCU_CFLAGS := $(shell pkg-config --cflags liburcu-memb 2>/dev/null)
-URCU_LIBS   := $(shell pkg-config --libs liburcu-memb liburcu-cds 2>/dev/null || echo -lurcu-memb -lurcu-cds -lurcu-common)
-CFLAGS   ?= -O2 -g
+URCU_CFLAGS   := $(shell pkg-config --cflags liburcu-memb 2>/dev/null)
+URCU_LIBS     := $(shell pkg-config --libs liburcu-memb liburcu-cds 2>/dev/null || echo -lurcu-memb -lurcu-cds -lurcu-common)
 GNUTLS_CFLAGS := $(shell pkg-config --cflags gnutls 2>/dev/null)
-CFLAGS   += -std=gnu11 $(WARN) -Iinclude $(URCU_CFLAGS) $(GNUTLS_CFLAGS) -D_GNU_SOURCE -pthread
-LDLIBS   := -lev -ljansson $(URCU_LIBS) -lgnutls -pthread
+DEPFLAGS      := -MMD -MP
+# Required flags, appended after the user's.
+COWBD_CFLAGS  := -std=gnu11 $(WARN) -Iinclude $(URCU_CFLAGS) $(GNUTLS_CFLAGS) -D_GNU_SOURCE -pthread
+COWBD_LDFLAGS := -pthread
+COWBD_LIBS    := -lev -ljansson $(URCU_LIBS) -lgnutls
 ifneq ($(SANITIZE),)
-CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
-LDFLAGS  += -fsanitize=$(SANITIZE)
+COWBD_CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+COWBD_LDFLAGS += -fsanitize=$(SANITIZE)
 BUILD    := build-san
 endif
+# Tests and fuzz targets also see the private headers and tests/lib/, and keep assert.
+TEST_CFLAGS   := -Itests/lib -Isrc -UNDEBUG
+
+COMPILE  = $(CC) $(CPPFLAGS) $(CFLAGS) $(COWBD_CFLAGS) $(DEPFLAGS)
+LINK     = $(CC) $(CFLAGS) $(LDFLAGS) $(COWBD_LDFLAGS)
 
 # Library objects: every src/*.c except the daemon's main.
 LIB_SRC  := $(filter-out src/main.c,$(wildcard src/*.c))
 LIB_OBJ  := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRC))
-UNIT_SRC := $(wildcard tests/unit/test_*.c)
-UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+LIB      := $(BUILD)/libcowbd.a
+# What each tool links besides its own object (a narrower list than the
+# whole library keeps the store out of a tool that does not need it).
+COWCTL_OBJ  ?= $(LIB)
+COWCTL_LIBS ?= $(COWBD_LIBS)
+CHECK_OBJ   ?= $(LIB)
+CHECK_LIBS  ?= $(COWBD_LIBS)
 TOOL_SRC := $(wildcard tools/*.c)
 TOOL_BIN := $(patsubst tools/%.c,$(BUILD)/%,$(TOOL_SRC))
+TOOL_OBJ := $(patsubst tools/%.c,$(BUILD)/obj/tools/%.o,$(TOOL_SRC))
+# Shared test helpers (tests/lib/*.c), linked into unit tests and fuzz binaries.
+TESTLIB_SRC := $(wildcard tests/lib/*.c)
+TESTLIB_OBJ := $(patsubst tests/lib/%.c,$(BUILD)/obj/testlib/%.o,$(TESTLIB_SRC))
+TESTLIB     := $(if $(TESTLIB_OBJ),$(BUILD)/libcowtest.a)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+UNIT_OBJ := $(patsubst tests/unit/%.c,$(BUILD)/obj/unit/%.o,$(UNIT_SRC))
 # libFuzzer targets: see the fuzz rules below.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
@@ -44,47 +81,94 @@ FUZZ_BUILD   := build-fuzz
 FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_NAMES   := $(patsubst tests/fuzz/%.c,%,$(FUZZ_SRC))
 FUZZ_REPLAY  := $(patsubst %,$(BUILD)/tests/test_%,$(FUZZ_NAMES))
-FUZZ_CFLAGS  := -O1 -g -std=gnu11 -Iinclude -Isrc $(URCU_CFLAGS) $(GNUTLS_CFLAGS) -D_GNU_SOURCE \
-                -pthread -fsanitize=address,undefined -fno-sanitize-recover=all \
+FUZZ_REPLAY_OBJ := $(patsubst %,$(BUILD)/obj/fuzz/%.o,$(FUZZ_NAMES)) \
+                   $(patsubst %,$(BUILD)/obj/fuzz/replay-%.o,$(FUZZ_NAMES))
+FUZZ_CFLAGS  := -O1 -g -std=gnu11 -Iinclude $(TEST_CFLAGS) $(URCU_CFLAGS) $(GNUTLS_CFLAGS) \
+                -D_GNU_SOURCE -pthread -fsanitize=address,undefined -fno-sanitize-recover=all \
                 -fno-omit-frame-pointer
 FUZZ_OBJ     := $(patsubst src/%.c,$(FUZZ_BUILD)/obj/%.o,$(LIB_SRC))
+FUZZ_TESTLIB_OBJ := $(patsubst tests/lib/%.c,$(FUZZ_BUILD)/obj/testlib/%.o,$(TESTLIB_SRC))
+FUZZ_TESTLIB := $(if $(FUZZ_TESTLIB_OBJ),$(FUZZ_BUILD)/libcowtest.a)
+FUZZ_MAIN_OBJ := $(patsubst %,$(FUZZ_BUILD)/obj/fuzz/%.o,$(FUZZ_NAMES))
+FUZZ_BIN     := $(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES))
 
-.PHONY: all run check check-unit check-integration check-vm bench fuzz deps-fuzz lint deps install clean
+ALL_OBJ  := $(LIB_OBJ) $(BUILD)/obj/main.o $(TOOL_OBJ) $(TESTLIB_OBJ) $(UNIT_OBJ) $(FUZZ_REPLAY_OBJ)
+
+.PHONY: all run check check-unit check-integration check-vm bench fuzz deps-fuzz lint deps \
+        install uninstall clean FORCE
 all: $(BUILD)/cowbd $(TOOL_BIN) $(UNIT_BIN) $(FUZZ_REPLAY)
 
-$(BUILD)/obj/%.o: src/%.c $(wildcard include/*.h src/*.h) | $(BUILD)/obj
-	$(CC) $(CFLAGS) -c -o $@ $<
-$(BUILD)/libcowbd.a: $(LIB_OBJ)
+# $(BUILD)/flags holds the compile command; it changes (and every object
+# rebuilds) only when the flags do.  Binaries relink when the Makefile changes.
+FLAGS_NOW := $(CC) $(CPPFLAGS) $(CFLAGS) $(COWBD_CFLAGS)
+$(BUILD)/flags: FORCE
+	@mkdir -p $(@D)
+	@echo '$(FLAGS_NOW)' | cmp -s - $@ || echo '$(FLAGS_NOW)' >$@
+
+$(BUILD)/obj/%.o: src/%.c $(BUILD)/flags
+	@mkdir -p $(@D)
+	$(COMPILE) -c -o $@ $<
+$(BUILD)/obj/tools/%.o: tools/%.c $(BUILD)/flags
+	@mkdir -p $(@D)
+	$(COMPILE) -c -o $@ $<
+$(BUILD)/obj/testlib/%.o: tests/lib/%.c $(BUILD)/flags
+	@mkdir -p $(@D)
+	$(COMPILE) $(TEST_CFLAGS) -c -o $@ $<
+$(BUILD)/obj/unit/%.o: tests/unit/%.c $(BUILD)/flags
+	@mkdir -p $(@D)
+	$(COMPILE) $(TEST_CFLAGS) -c -o $@ $<
+$(LIB): $(LIB_OBJ)
 	rm -f $@; ar rcs $@ $^
-$(BUILD)/cowbd: $(BUILD)/obj/main.o $(BUILD)/libcowbd.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-$(BUILD)/%: tools/%.c $(BUILD)/libcowbd.a $(wildcard include/*.h)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libcowbd.a $(LDLIBS)
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcowbd.a $(wildcard include/*.h tests/unit/*.h)
-	@mkdir -p $(BUILD)/tests
-	$(CC) $(CFLAGS) -UNDEBUG $(LDFLAGS) -o $@ $< $(BUILD)/libcowbd.a $(LDLIBS) -lcmocka
-$(BUILD)/obj:
-	mkdir -p $@
+$(BUILD)/libcowtest.a: $(TESTLIB_OBJ)
+	rm -f $@; ar rcs $@ $^
+
+$(BUILD)/cowbd: $(BUILD)/obj/main.o $(LIB) Makefile
+	$(LINK) -o $@ $(filter %.o %.a,$^) $(LDLIBS) $(COWBD_LIBS)
+$(BUILD)/cowctl: $(BUILD)/obj/tools/cowctl.o $(COWCTL_OBJ) Makefile
+	$(LINK) -o $@ $(filter %.o %.a,$^) $(LDLIBS) $(COWCTL_LIBS)
+$(BUILD)/cowbd-check: $(BUILD)/obj/tools/cowbd-check.o $(CHECK_OBJ) Makefile
+	$(LINK) -o $@ $(filter %.o %.a,$^) $(LDLIBS) $(CHECK_LIBS)
+$(filter-out $(BUILD)/cowctl $(BUILD)/cowbd-check,$(TOOL_BIN)): $(BUILD)/%: \
+                $(BUILD)/obj/tools/%.o $(LIB) Makefile
+	$(LINK) -o $@ $(filter %.o %.a,$^) $(LDLIBS) $(COWBD_LIBS)
+$(UNIT_BIN): $(BUILD)/tests/%: $(BUILD)/obj/unit/%.o $(TESTLIB) $(LIB) Makefile
+	@mkdir -p $(@D)
+	$(LINK) -o $@ $(filter %.o %.a,$^) $(LDLIBS) $(COWBD_LIBS) -lcmocka
 
 # libFuzzer targets (tests/fuzz/fuzz_*.c).  `make fuzz` builds them with
 # clang, ASan and UBSan into build-fuzz/ and runs each for FUZZ_SECONDS;
 # `make check` replays their corpus and saved crashes through
 # build/tests/test_fuzz_* (gcc, tests/fuzz/replay.c).
-$(FUZZ_REPLAY): $(BUILD)/tests/test_%: tests/fuzz/%.c tests/fuzz/replay.c $(BUILD)/libcowbd.a \
-                $(wildcard include/*.h src/*.h)
-	@mkdir -p $(BUILD)/tests
-	$(CC) $(CFLAGS) -Isrc -UNDEBUG -DFUZZ_TARGET='"$*"' -DFUZZ_TOP='"$(CURDIR)"' $(LDFLAGS) \
-	    -o $@ $< tests/fuzz/replay.c $(BUILD)/libcowbd.a $(LDLIBS)
-$(FUZZ_BUILD)/obj/%.o: src/%.c $(wildcard include/*.h src/*.h)
-	@mkdir -p $(FUZZ_BUILD)/obj
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
-$(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES)): $(FUZZ_BUILD)/%: tests/fuzz/%.c $(FUZZ_OBJ)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(LDLIBS)
+$(BUILD)/obj/fuzz/%.o: tests/fuzz/%.c $(BUILD)/flags
+	@mkdir -p $(@D)
+	$(COMPILE) $(TEST_CFLAGS) -c -o $@ $<
+$(BUILD)/obj/fuzz/replay-%.o: tests/fuzz/replay.c $(BUILD)/flags
+	@mkdir -p $(@D)
+	$(COMPILE) $(TEST_CFLAGS) -DFUZZ_TARGET='"$*"' -DFUZZ_TOP='"$(CURDIR)"' -c -o $@ $<
+$(FUZZ_REPLAY): $(BUILD)/tests/test_%: $(BUILD)/obj/fuzz/%.o $(BUILD)/obj/fuzz/replay-%.o \
+                $(TESTLIB) $(LIB) Makefile
+	@mkdir -p $(@D)
+	$(LINK) -o $@ $(filter %.o %.a,$^) $(LDLIBS) $(COWBD_LIBS)
+$(FUZZ_BUILD)/obj/%.o: src/%.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(DEPFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+$(FUZZ_BUILD)/obj/testlib/%.o: tests/lib/%.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(DEPFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+$(FUZZ_BUILD)/obj/fuzz/%.o: tests/fuzz/%.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(DEPFLAGS) -fsanitize=fuzzer -c -o $@ $<
+$(FUZZ_BUILD)/libcowtest.a: $(FUZZ_TESTLIB_OBJ)
+	rm -f $@; ar rcs $@ $^
+$(FUZZ_BIN): $(FUZZ_BUILD)/%: $(FUZZ_BUILD)/obj/fuzz/%.o $(FUZZ_TESTLIB) $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(COWBD_LIBS)
 FUZZPKGS := clang libclang-rt-14-dev
 deps-fuzz:
 	@sh tools/deps.sh $(FUZZPKGS)
-fuzz: deps-fuzz $(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES))
+fuzz: deps-fuzz $(FUZZ_BIN)
 	@sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
+
+-include $(patsubst %.o,%.d,$(ALL_OBJ) $(FUZZ_OBJ) $(FUZZ_TESTLIB_OBJ) $(FUZZ_MAIN_OBJ))
 
 deps:
 	@sh tools/deps.sh $(PKGS) -- $(TESTPKGS)
@@ -108,13 +192,28 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@bash bench/bench.sh $(BUILD)
 
+LINT_SRC := $(wildcard src/*.c src/*.h include/*.h tools/*.c tools/*.h \
+              tests/unit/*.c tests/unit/*.h tests/fuzz/*.c tests/fuzz/*.h tests/lib/*.c tests/lib/*.h)
 lint:
-	clang-format --dry-run --Werror src/*.c include/*.h tools/*.c tests/unit/*.c
+	clang-format --dry-run --Werror $(LINT_SRC)
 
-install: all
-	install -D -m 0755 $(BUILD)/cowbd $(DESTDIR)/usr/local/sbin/cowbd
-	install -D -m 0755 $(BUILD)/cowctl $(DESTDIR)/usr/local/bin/cowctl
-	install -D -m 0755 $(BUILD)/cowbd-check $(DESTDIR)/usr/local/sbin/cowbd-check
+# Builds only what it installs (no unit tests, so no cmocka).  Man pages:
+# man/*.[1-8], when there are any.
+INSTALL_MAN := $(wildcard man/*.[1-8])
+install: $(BUILD)/cowbd $(BUILD)/cowctl $(BUILD)/cowbd-check
+	$(INSTALL) -D -m 0755 $(BUILD)/cowbd $(DESTDIR)$(SBINDIR)/cowbd
+	$(INSTALL) -D -m 0755 $(BUILD)/cowctl $(DESTDIR)$(BINDIR)/cowctl
+	$(INSTALL) -D -m 0755 $(BUILD)/cowbd-check $(DESTDIR)$(SBINDIR)/cowbd-check
+	@for m in $(INSTALL_MAN); do \
+		d=$(DESTDIR)$(MANDIR)/man$${m##*.}; \
+		echo "$(INSTALL) -D -m 0644 $$m $$d/$${m##*/}"; \
+		$(INSTALL) -D -m 0644 $$m $$d/$${m##*/} || exit 1; \
+	done
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/cowbd $(DESTDIR)$(BINDIR)/cowctl $(DESTDIR)$(SBINDIR)/cowbd-check
+	@for m in $(INSTALL_MAN); do \
+		f=$(DESTDIR)$(MANDIR)/man$${m##*.}/$${m##*/}; echo "rm -f $$f"; rm -f $$f; \
+	done
 
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf $(BUILD) build-san $(FUZZ_BUILD)
