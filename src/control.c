@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "names.h"
 #include "say.h"
 #include "store.h"
 
@@ -102,81 +103,38 @@ static void control_set_msg(struct control_ctx *x, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Is name a valid "VOL" (want_snap false) or "VOL@SNAP" (true)? */
-static bool control_name_ok(const char *name, bool want_snap)
-{
-	char vol[STORE_NAME_MAX + 1];
-	const char *at = strchr(name, '@');
-	size_t n;
-
-	if (!want_snap)
-		return !at && store_name_valid(name);
-	if (!at || strchr(at + 1, '@'))
-		return false;
-	n = (size_t)(at - name);
-	if (n == 0 || n > STORE_NAME_MAX)
-		return false;
-	memcpy(vol, name, n);
-	vol[n] = '\0';
-	return store_name_valid(vol) && store_name_valid(at + 1);
-}
-
-/* Fetch the string field key of the request as a volume name (kind 'v'),
- * a snapshot name "VOL@SNAP" ('s') or either ('e').  Returns 0 or -EINVAL
- * with the message set. */
-static int control_get_name(struct control_ctx *x, const char *key, char kind, const char **out)
+/* Fetch the string field key of the request as a name of the given kind
+ * (names.h).  Returns 0 or -EINVAL with the message set. */
+static int control_get_name(struct control_ctx *x, const char *key, enum names_kind kind,
+                            const char **out)
 {
 	json_t *j = json_object_get(x->req, key);
-	const char *s, *what;
-	bool ok;
+	const char *what;
 
-	what = kind == 'v' ? "a volume name" : kind == 's' ? "a VOL@SNAP snapshot name" : "a name";
 	if (!json_is_string(j)) {
+		what = kind == NAMES_VOLUME     ? "a volume name"
+		       : kind == NAMES_SNAPSHOT ? "a VOL@SNAP snapshot name"
+		                                : "a name";
 		control_set_msg(x, "%s needs \"%s\" (%s)",
 		                json_string_value(json_object_get(x->req, "op")), key, what);
 		return -EINVAL;
 	}
-	s = json_string_value(j);
-	ok = kind == 'e' ? control_name_ok(s, strchr(s, '@') != NULL)
-	                 : control_name_ok(s, kind == 's');
-	if (!ok) {
-		control_set_msg(x,
-		                "invalid %s \"%.*s\" (each name: 1-%d of A-Za-z0-9._-, not "
-		                "starting with . or -)",
-		                kind == 's'   ? "snapshot name"
-		                : kind == 'v' ? "volume name"
-		                              : "name",
-		                140, s, STORE_NAME_MAX);
+	if (names_check(json_string_value(j), kind, x->msg, sizeof(x->msg)) < 0)
 		return -EINVAL;
-	}
-	*out = s;
+	*out = json_string_value(j);
 	return 0;
-}
-
-/* The volume part of "VOL@SNAP" (or all of "VOL") into buf. */
-static const char *control_vol_part(const char *name, char *buf, size_t len)
-{
-	const char *at = strchr(name, '@');
-	size_t n = at ? (size_t)(at - name) : strlen(name);
-
-	if (n >= len)
-		n = len - 1;
-	memcpy(buf, name, n);
-	buf[n] = '\0';
-	return buf;
 }
 
 static json_t *control_info_json(const struct store_vol_info *vi)
 {
 	json_t *o = json_object();
-	char vol[STORE_NAME_MAX + 1];
+	char vol[NAMES_PART_MAX + 1];
 
 	json_object_set_new(o, "name", json_string(vi->name));
 	json_object_set_new(o, "id", json_integer((json_int_t)vi->id));
 	json_object_set_new(o, "snapshot", json_boolean(vi->snapshot));
-	if (vi->snapshot)
-		json_object_set_new(o, "volume",
-		                    json_string(control_vol_part(vi->name, vol, sizeof(vol))));
+	if (vi->snapshot && names_split(vi->name, vol, NULL) == 0)
+		json_object_set_new(o, "volume", json_string(vol));
 	json_object_set_new(o, "size", json_integer((json_int_t)vi->size));
 	json_object_set_new(o, "used",
 	                    json_integer((json_int_t)(vi->mapped_blocks * STORE_BLOCK_SIZE)));
@@ -206,7 +164,7 @@ static void control_explain(struct control_ctx *x, const char *op, const char *n
 	bool is_snap = strchr(name, '@') != NULL;
 	const char *kind = is_snap ? "snapshot" : "volume";
 	struct store_vol_info *all = NULL, vi;
-	char vol[STORE_NAME_MAX + 1];
+	char vol[NAMES_PART_MAX + 1];
 	size_t n = 0, i, nsnap = 0, nclone = 0;
 	char clones[512] = "";
 
@@ -218,7 +176,7 @@ static void control_explain(struct control_ctx *x, const char *op, const char *n
 			control_set_msg(x, "%s \"%s\" exists", kind, name);
 		return;
 	case -ENOENT:
-		control_vol_part(name, vol, sizeof(vol));
+		names_split(name, vol, NULL); /* name passed control_get_name */
 		if (is_snap && store_info(st, vol, &vi) == 0)
 			control_set_msg(x, "no snapshot \"%s\"", name);
 		else
@@ -243,7 +201,7 @@ static void control_explain(struct control_ctx *x, const char *op, const char *n
 	}
 
 	/* EBUSY or ENOTEMPTY: find out why. */
-	control_vol_part(name, vol, sizeof(vol));
+	names_split(name, vol, NULL); /* name passed control_get_name */
 	if (!strcmp(op, "rollback") && store_info(st, vol, &vi) == 0 && vi.attached) {
 		control_set_msg(x, "volume \"%s\" is attached (%u open handle%s)", vol, vi.attached,
 		                vi.attached == 1 ? "" : "s");
@@ -304,7 +262,7 @@ static int control_op_volume_create(struct control_ctx *x)
 	json_int_t size;
 	int r;
 
-	if ((r = control_get_name(x, "name", 'v', &name)) < 0)
+	if ((r = control_get_name(x, "name", NAMES_VOLUME, &name)) < 0)
 		return r;
 	if (!json_is_integer(js)) {
 		control_set_msg(x, "volume.create needs \"size\" (bytes, an integer)");
@@ -376,7 +334,7 @@ static int control_op_volume_delete(struct control_ctx *x)
 	const char *name;
 	int r;
 
-	if ((r = control_get_name(x, "name", 'v', &name)) < 0)
+	if ((r = control_get_name(x, "name", NAMES_VOLUME, &name)) < 0)
 		return r;
 	r = store_vol_delete(x->c->st, name);
 	if (r < 0) {
@@ -395,7 +353,7 @@ static int control_op_volume_info(struct control_ctx *x)
 	size_t n, i;
 	int r;
 
-	if ((r = control_get_name(x, "name", 'e', &name)) < 0)
+	if ((r = control_get_name(x, "name", NAMES_ANY, &name)) < 0)
 		return r;
 	r = store_info(x->c->st, name, &vi);
 	if (r < 0) {
@@ -430,7 +388,7 @@ static int control_op_snapshot_create(struct control_ctx *x)
 	const char *name;
 	int r;
 
-	if ((r = control_get_name(x, "name", 's', &name)) < 0)
+	if ((r = control_get_name(x, "name", NAMES_SNAPSHOT, &name)) < 0)
 		return r;
 	r = store_snap_create(x->c->st, name);
 	if (r < 0) {
@@ -449,7 +407,7 @@ static int control_op_snapshot_list(struct control_ctx *x)
 	int r;
 
 	if (json_object_get(x->req, "volume") && !json_is_null(json_object_get(x->req, "volume"))) {
-		if ((r = control_get_name(x, "volume", 'v', &vol)) < 0)
+		if ((r = control_get_name(x, "volume", NAMES_VOLUME, &vol)) < 0)
 			return r;
 		r = store_info(x->c->st, vol, &vi);
 		if (r < 0) {
@@ -485,7 +443,7 @@ static int control_op_snapshot_delete(struct control_ctx *x)
 	const char *name;
 	int r;
 
-	if ((r = control_get_name(x, "name", 's', &name)) < 0)
+	if ((r = control_get_name(x, "name", NAMES_SNAPSHOT, &name)) < 0)
 		return r;
 	if (control_snap_has_clones(x, name))
 		r = -EBUSY;
@@ -504,8 +462,8 @@ static int control_op_clone(struct control_ctx *x)
 	const char *snap, *name;
 	int r;
 
-	if ((r = control_get_name(x, "snapshot", 's', &snap)) < 0 ||
-	    (r = control_get_name(x, "name", 'v', &name)) < 0)
+	if ((r = control_get_name(x, "snapshot", NAMES_SNAPSHOT, &snap)) < 0 ||
+	    (r = control_get_name(x, "name", NAMES_VOLUME, &name)) < 0)
 		return r;
 	r = store_clone(x->c->st, snap, name);
 	if (r < 0) {
@@ -522,7 +480,7 @@ static int control_op_rollback(struct control_ctx *x)
 	const char *name;
 	int r;
 
-	if ((r = control_get_name(x, "name", 's', &name)) < 0)
+	if ((r = control_get_name(x, "name", NAMES_SNAPSHOT, &name)) < 0)
 		return r;
 	r = store_rollback(x->c->st, name);
 	if (r < 0) {

@@ -24,10 +24,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "store.h"
+#include "names.h"
 
 #define COWCTL_DEFAULT_CONTROL "/run/cowbd/control.sock"
 #define COWCTL_MAX_REPLY       (64u << 20)
+/* The store's block size, for a stats reply without "block_size"; a
+ * constant here rather than store.h, which would tie the client to the
+ * store's headers for one number. */
+#define COWCTL_BLOCK_SIZE 4096
 
 enum { COWCTL_OK = 0, COWCTL_REFUSED = 1, COWCTL_USAGE = 2, COWCTL_UNREACHABLE = 3 };
 
@@ -81,95 +85,29 @@ static void cowctl_die(int status, const char *fmt, ...)
 
 /* ---- argument checks ------------------------------------------------ */
 
-static void cowctl_check_vol(const char *name)
+/* Exit 2 with names.c's message unless name is of the given kind. */
+static void cowctl_check_name(const char *name, enum names_kind kind)
 {
-	if (strchr(name, '@'))
-		cowctl_die(COWCTL_USAGE, "\"%s\" is a snapshot name; a volume name has no '@'",
-		           name);
-	if (!store_name_valid(name))
-		cowctl_die(
-		    COWCTL_USAGE,
-		    "invalid volume name \"%s\" (1-64 of A-Za-z0-9._-, not starting with . or -)",
-		    name);
+	char msg[NAMES_MSG_MAX];
+
+	if (names_check(name, kind, msg, sizeof(msg)) < 0)
+		cowctl_die(COWCTL_USAGE, "%s", msg);
 }
 
-static void cowctl_check_snap(const char *name)
-{
-	const char *at = strchr(name, '@');
-	char vol[STORE_NAME_MAX + 1];
-	size_t n;
-
-	if (!at)
-		cowctl_die(COWCTL_USAGE, "\"%s\" is not a snapshot name (want VOL@SNAP)", name);
-	n = (size_t)(at - name);
-	if (n == 0 || n > STORE_NAME_MAX || strchr(at + 1, '@'))
-		cowctl_die(COWCTL_USAGE, "invalid snapshot name \"%s\" (want VOL@SNAP)", name);
-	memcpy(vol, name, n);
-	vol[n] = '\0';
-	if (!store_name_valid(vol) || !store_name_valid(at + 1))
-		cowctl_die(COWCTL_USAGE,
-		           "invalid snapshot name \"%s\" (each part: 1-64 of A-Za-z0-9._-, not "
-		           "starting with . or -)",
-		           name);
-}
-
-/* Parse SIZE: decimal digits with an optional K/M/G/T suffix (powers of
- * 1024, either case, optionally followed by "iB" or "B").  The result must
- * be positive, a multiple of 512 and fit a signed 64-bit integer. */
+/* Parse SIZE (names_parse_size: digits with an optional K/M/G/T suffix).
+ * The daemon takes a positive JSON integer (so at most 2^63-1) that is a
+ * multiple of 512; anything else exits 2 here, before connecting. */
 static uint64_t cowctl_parse_size(const char *s)
 {
-	const uint64_t limit = INT64_MAX;
-	uint64_t v = 0, mul = 1;
-	const char *p = s;
+	char msg[NAMES_MSG_MAX];
+	uint64_t v;
 
-	if (*p < '0' || *p > '9')
-		goto bad;
-	for (; *p >= '0' && *p <= '9'; p++) {
-		if (v > (limit - (uint64_t)(*p - '0')) / 10)
-			cowctl_die(COWCTL_USAGE, "size \"%s\" is too large", s);
-		v = v * 10 + (uint64_t)(*p - '0');
-	}
-	switch (*p) {
-	case '\0':
-		break;
-	case 'k':
-	case 'K':
-		mul = 1ull << 10;
-		p++;
-		break;
-	case 'm':
-	case 'M':
-		mul = 1ull << 20;
-		p++;
-		break;
-	case 'g':
-	case 'G':
-		mul = 1ull << 30;
-		p++;
-		break;
-	case 't':
-	case 'T':
-		mul = 1ull << 40;
-		p++;
-		break;
-	default:
-		goto bad;
-	}
-	if (mul > 1 && (!strcmp(p, "iB") || !strcmp(p, "B")))
-		p += strlen(p);
-	if (*p)
-		goto bad;
-	if (v > limit / mul)
-		cowctl_die(COWCTL_USAGE, "size \"%s\" is too large", s);
-	v *= mul;
-	if (v == 0)
-		cowctl_die(COWCTL_USAGE, "size must be greater than zero");
+	if (names_parse_size(s, 1, INT64_MAX, &v, msg, sizeof(msg)) < 0)
+		cowctl_die(COWCTL_USAGE, "%s", msg);
 	if (v % 512)
 		cowctl_die(COWCTL_USAGE,
 		           "size %s (%" PRIu64 " bytes) is not a multiple of 512 bytes", s, v);
 	return v;
-bad:
-	cowctl_die(COWCTL_USAGE, "invalid size \"%s\" (bytes, or a number with K, M, G or T)", s);
 }
 
 /* ---- talking to the daemon ------------------------------------------ */
@@ -390,7 +328,7 @@ static void cowctl_print_stats(json_t *s)
 	       "segments:", cowctl_u64(s, "segments"), cowctl_u64(s, "segments_free"),
 	       cowctl_u64(s, "segments_pending"));
 	printf("%-18s%" PRIu64 " (%s)\n", "live blocks:", cowctl_u64(s, "blocks_live"),
-	       cowctl_human(cowctl_u64(s, "blocks_live") * (bs ? bs : STORE_BLOCK_SIZE), b,
+	       cowctl_human(cowctl_u64(s, "blocks_live") * (bs ? bs : COWCTL_BLOCK_SIZE), b,
 	                    sizeof(b)));
 	printf("%-18s%" PRIu64 "\n", "log lsn:", cowctl_u64(s, "log_lsn"));
 	printf("%-18s%" PRIu64 "\n", "checkpoint lsn:", cowctl_u64(s, "checkpoint_lsn"));
@@ -460,7 +398,7 @@ static int cowctl_volume(int argc, char **argv)
 		uint64_t size;
 
 		cowctl_need(argc, 2, 2, "volume create", "NAME SIZE");
-		cowctl_check_vol(argv[0]);
+		cowctl_check_name(argv[0], NAMES_VOLUME);
 		size = cowctl_parse_size(argv[1]);
 		req = cowctl_req("volume.create");
 		json_object_set_new(req, "name", json_string(argv[0]));
@@ -476,7 +414,7 @@ static int cowctl_volume(int argc, char **argv)
 			cowctl_print_table(json_object_get(res, "volumes"), false);
 	} else if (!strcmp(sub, "delete")) {
 		cowctl_need(argc, 1, 1, "volume delete", "NAME");
-		cowctl_check_vol(argv[0]);
+		cowctl_check_name(argv[0], NAMES_VOLUME);
 		req = cowctl_req("volume.delete");
 		json_object_set_new(req, "name", json_string(argv[0]));
 		res = cowctl_run(req);
@@ -484,10 +422,7 @@ static int cowctl_volume(int argc, char **argv)
 			printf("deleted volume \"%s\"\n", argv[0]);
 	} else if (!strcmp(sub, "info")) {
 		cowctl_need(argc, 1, 1, "volume info", "NAME");
-		if (strchr(argv[0], '@'))
-			cowctl_check_snap(argv[0]);
-		else
-			cowctl_check_vol(argv[0]);
+		cowctl_check_name(argv[0], NAMES_ANY);
 		req = cowctl_req("volume.info");
 		json_object_set_new(req, "name", json_string(argv[0]));
 		res = cowctl_run(req);
@@ -511,7 +446,7 @@ static int cowctl_snapshot(int argc, char **argv)
 	argv++;
 	if (!strcmp(sub, "create")) {
 		cowctl_need(argc, 1, 1, "snapshot create", "VOL@SNAP");
-		cowctl_check_snap(argv[0]);
+		cowctl_check_name(argv[0], NAMES_SNAPSHOT);
 		req = cowctl_req("snapshot.create");
 		json_object_set_new(req, "name", json_string(argv[0]));
 		res = cowctl_run(req);
@@ -521,7 +456,7 @@ static int cowctl_snapshot(int argc, char **argv)
 		cowctl_need(argc, 0, 1, "snapshot list", "[VOL]");
 		req = cowctl_req("snapshot.list");
 		if (argc) {
-			cowctl_check_vol(argv[0]);
+			cowctl_check_name(argv[0], NAMES_VOLUME);
 			json_object_set_new(req, "volume", json_string(argv[0]));
 		}
 		res = cowctl_run(req);
@@ -529,7 +464,7 @@ static int cowctl_snapshot(int argc, char **argv)
 			cowctl_print_table(json_object_get(res, "snapshots"), true);
 	} else if (!strcmp(sub, "delete")) {
 		cowctl_need(argc, 1, 1, "snapshot delete", "VOL@SNAP");
-		cowctl_check_snap(argv[0]);
+		cowctl_check_name(argv[0], NAMES_SNAPSHOT);
 		req = cowctl_req("snapshot.delete");
 		json_object_set_new(req, "name", json_string(argv[0]));
 		res = cowctl_run(req);
@@ -602,8 +537,8 @@ int main(int argc, char **argv)
 		return cowctl_snapshot(argc, argv);
 	if (!strcmp(cmd, "clone")) {
 		cowctl_need(argc, 2, 2, "clone", "VOL@SNAP NEWVOL");
-		cowctl_check_snap(argv[0]);
-		cowctl_check_vol(argv[1]);
+		cowctl_check_name(argv[0], NAMES_SNAPSHOT);
+		cowctl_check_name(argv[1], NAMES_VOLUME);
 		req = cowctl_req("clone");
 		json_object_set_new(req, "snapshot", json_string(argv[0]));
 		json_object_set_new(req, "name", json_string(argv[1]));
@@ -611,14 +546,14 @@ int main(int argc, char **argv)
 		if (!cowctl_json)
 			printf("created volume \"%s\" from \"%s\"\n", argv[1], argv[0]);
 	} else if (!strcmp(cmd, "rollback")) {
-		char vol[STORE_NAME_MAX + 1];
+		char vol[NAMES_PART_MAX + 1];
 
 		cowctl_need(argc, 1, 1, "rollback", "VOL@SNAP");
-		cowctl_check_snap(argv[0]);
+		cowctl_check_name(argv[0], NAMES_SNAPSHOT);
 		req = cowctl_req("rollback");
 		json_object_set_new(req, "name", json_string(argv[0]));
 		res = cowctl_run(req);
-		snprintf(vol, sizeof(vol), "%.*s", (int)(strchr(argv[0], '@') - argv[0]), argv[0]);
+		names_split(argv[0], vol, NULL); /* checked above */
 		if (!cowctl_json)
 			printf("rolled back \"%s\" to \"%s\"\n", vol, argv[0]);
 	} else if (!strcmp(cmd, "stats")) {
