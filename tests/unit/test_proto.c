@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "../lib/bytes.h"
 #include "proto.h"
 
 #define VOL_SIZE (1u << 20)
@@ -131,28 +132,6 @@ static void opt_go(struct bytes *b, uint32_t opt, const char *name, int nreq, co
 		put16(b, reqs[i]);
 }
 
-static uint32_t rd32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, 4);
-	return be32toh(v);
-}
-static uint16_t rd16(const uint8_t *p)
-{
-	uint16_t v;
-
-	memcpy(&v, p, 2);
-	return be16toh(v);
-}
-static uint64_t rd64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, 8);
-	return be64toh(v);
-}
-
 /* Walk option replies in out starting at *pos; check one and advance. */
 static const uint8_t *expect_rep(struct fixture *f, size_t *pos, uint32_t opt, uint32_t type,
                                  uint32_t *len)
@@ -160,10 +139,10 @@ static const uint8_t *expect_rep(struct fixture *f, size_t *pos, uint32_t opt, u
 	const uint8_t *r = f->out.data + *pos;
 
 	assert_true(*pos + 20 <= f->out.len);
-	assert_true(rd64(r) == NBD_REP_MAGIC);
-	assert_int_equal(rd32(r + 8), opt);
-	assert_int_equal(rd32(r + 12), type);
-	*len = rd32(r + 16);
+	assert_true(bytes_be64(r) == NBD_REP_MAGIC);
+	assert_int_equal(bytes_be32(r + 8), opt);
+	assert_int_equal(bytes_be32(r + 12), type);
+	*len = bytes_be32(r + 16);
 	assert_true(*pos + 20 + *len <= f->out.len);
 	*pos += 20 + *len;
 	return r + 20;
@@ -194,9 +173,10 @@ static void greeting(void **state)
 
 	assert_int_equal(proto_greet(&f->p, &f->out), 0);
 	assert_int_equal(f->out.len, 18);
-	assert_true(rd64(f->out.data) == NBD_MAGIC);
-	assert_true(rd64(f->out.data + 8) == NBD_OPT_MAGIC);
-	assert_int_equal(rd16(f->out.data + 16), NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+	assert_true(bytes_be64(f->out.data) == NBD_MAGIC);
+	assert_true(bytes_be64(f->out.data + 8) == NBD_OPT_MAGIC);
+	assert_int_equal(bytes_be16(f->out.data + 16),
+	                 NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
 	assert_int_equal(f->p.phase, PROTO_CLIENT_FLAGS);
 }
 
@@ -294,11 +274,11 @@ static void option_list(void **state)
 	assert_int_equal(feed(f, &b), (ssize_t)b.n);
 	expect_rep(f, &pos, NBD_OPT_LIST, NBD_REP_ERR_INVALID, &len);
 	d = expect_rep(f, &pos, NBD_OPT_LIST, NBD_REP_SERVER, &len);
-	assert_int_equal(rd32(d), 4);
+	assert_int_equal(bytes_be32(d), 4);
 	assert_memory_equal(d + 4, "vol0", 4);
 	assert_int_equal(len, 4 + 4 + strlen("volume"));
 	d = expect_rep(f, &pos, NBD_OPT_LIST, NBD_REP_SERVER, &len);
-	assert_int_equal(rd32(d), 9);
+	assert_int_equal(bytes_be32(d), 9);
 	assert_int_equal(len, 4 + 9);
 	expect_rep(f, &pos, NBD_OPT_LIST, NBD_REP_ACK, &len);
 	assert_int_equal(len, 0);
@@ -350,19 +330,19 @@ static void option_info(void **state)
 	assert_int_equal(feed(f, &b), (ssize_t)b.n);
 	d = expect_rep(f, &pos, NBD_OPT_INFO, NBD_REP_INFO, &len);
 	assert_int_equal(len, 12);
-	assert_int_equal(rd16(d), NBD_INFO_EXPORT);
-	assert_true(rd64(d + 2) == VOL_SIZE);
-	assert_int_equal(rd16(d + 10), NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY |
-	                                   NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
-	                                   NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE);
+	assert_int_equal(bytes_be16(d), NBD_INFO_EXPORT);
+	assert_true(bytes_be64(d + 2) == VOL_SIZE);
+	assert_int_equal(bytes_be16(d + 10), NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY |
+	                                         NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
+	                                         NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE);
 	d = expect_rep(f, &pos, NBD_OPT_INFO, NBD_REP_INFO, &len);
 	assert_int_equal(len, 14);
-	assert_int_equal(rd16(d), NBD_INFO_BLOCK_SIZE);
-	assert_int_equal(rd32(d + 2), 1);
-	assert_int_equal(rd32(d + 6), 4096);
-	assert_int_equal(rd32(d + 10), 32u << 20);
+	assert_int_equal(bytes_be16(d), NBD_INFO_BLOCK_SIZE);
+	assert_int_equal(bytes_be32(d + 2), 1);
+	assert_int_equal(bytes_be32(d + 6), 4096);
+	assert_int_equal(bytes_be32(d + 10), 32u << 20);
 	d = expect_rep(f, &pos, NBD_OPT_INFO, NBD_REP_INFO, &len);
-	assert_int_equal(rd16(d), NBD_INFO_NAME);
+	assert_int_equal(bytes_be16(d), NBD_INFO_NAME);
 	assert_int_equal(len, 2 + 9);
 	assert_memory_equal(d + 2, "vol0@snap", 9);
 	expect_rep(f, &pos, NBD_OPT_INFO, NBD_REP_ACK, &len);
@@ -445,10 +425,11 @@ static void option_go(void **state)
 	put(&b, "tail", 4); /* first request bytes: not the handshake's */
 	assert_int_equal(feed(f, &b), (ssize_t)b.n - 4);
 	d = expect_rep(f, &pos, NBD_OPT_GO, NBD_REP_INFO, &len);
-	assert_int_equal(rd16(d + 10), NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
-	                                   NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM |
-	                                   NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_CAN_MULTI_CONN |
-	                                   NBD_FLAG_SEND_CACHE | NBD_FLAG_SEND_FAST_ZERO);
+	assert_int_equal(bytes_be16(d + 10), NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
+	                                         NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM |
+	                                         NBD_FLAG_SEND_WRITE_ZEROES |
+	                                         NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE |
+	                                         NBD_FLAG_SEND_FAST_ZERO);
 	expect_rep(f, &pos, NBD_OPT_GO, NBD_REP_INFO, &len);
 	expect_rep(f, &pos, NBD_OPT_GO, NBD_REP_ACK, &len);
 	assert_int_equal(f->p.phase, PROTO_TRANSMISSION);
@@ -466,8 +447,8 @@ static void option_export_name(void **state)
 	put(&b, "vol0", 4);
 	assert_int_equal(feed(f, &b), (ssize_t)b.n);
 	assert_int_equal(f->out.len, 10 + 124);
-	assert_true(rd64(f->out.data) == VOL_SIZE);
-	assert_int_equal(rd16(f->out.data + 8) & NBD_FLAG_HAS_FLAGS, NBD_FLAG_HAS_FLAGS);
+	assert_true(bytes_be64(f->out.data) == VOL_SIZE);
+	assert_int_equal(bytes_be16(f->out.data + 8) & NBD_FLAG_HAS_FLAGS, NBD_FLAG_HAS_FLAGS);
 	for (int i = 10; i < 134; i++)
 		assert_int_equal(f->out.data[i], 0);
 	assert_int_equal(f->p.phase, PROTO_TRANSMISSION);
@@ -483,7 +464,7 @@ static void option_export_name_no_zeroes(void **state)
 	put(&b, "vol0@snap", 9);
 	assert_int_equal(feed(f, &b), (ssize_t)b.n);
 	assert_int_equal(f->out.len, 10);
-	assert_true(rd16(f->out.data + 8) & NBD_FLAG_READ_ONLY);
+	assert_true(bytes_be16(f->out.data + 8) & NBD_FLAG_READ_ONLY);
 	assert_true(f->p.exp.read_only);
 }
 
@@ -698,8 +679,8 @@ static void reply_encoding(void **state)
 
 	memcpy(&h, "ABCDEFGH", 8);
 	proto_reply(out, h, NBD_ENOSPC);
-	assert_int_equal(rd32(out), NBD_SIMPLE_REPLY_MAGIC);
-	assert_int_equal(rd32(out + 4), NBD_ENOSPC);
+	assert_int_equal(bytes_be32(out), NBD_SIMPLE_REPLY_MAGIC);
+	assert_int_equal(bytes_be32(out + 4), NBD_ENOSPC);
 	assert_memory_equal(out + 8, "ABCDEFGH", 8);
 }
 
@@ -825,7 +806,7 @@ static void expect_ctx(struct fixture *f, size_t *pos, uint32_t opt, uint32_t id
 	const uint8_t *d = expect_rep(f, pos, opt, NBD_REP_META_CONTEXT, &len);
 
 	assert_int_equal(len, 4 + 15);
-	assert_int_equal(rd32(d), id);
+	assert_int_equal(bytes_be32(d), id);
 	assert_memory_equal(d + 4, "base:allocation", 15);
 }
 
@@ -901,7 +882,7 @@ static void structured_and_meta(void **state)
 	f->out.len = pos = 0;
 	assert_int_equal(feed(f, &b), (ssize_t)b.n);
 	d = expect_rep(f, &pos, NBD_OPT_GO, NBD_REP_INFO, &len);
-	assert_true(rd16(d + 10) & NBD_FLAG_SEND_DF);
+	assert_true(bytes_be16(d + 10) & NBD_FLAG_SEND_DF);
 	assert_true(f->p.meta_active);
 }
 
@@ -970,34 +951,34 @@ static void chunk_encoding(void **state)
 	uint8_t o[64];
 
 	assert_int_equal(proto_chunk_none(o, 0x1122), 20);
-	assert_int_equal(rd32(o), NBD_STRUCTURED_REPLY_MAGIC);
-	assert_int_equal(rd16(o + 4), NBD_REPLY_FLAG_DONE);
-	assert_int_equal(rd16(o + 6), NBD_REPLY_TYPE_NONE);
-	assert_int_equal(rd32(o + 16), 0);
+	assert_int_equal(bytes_be32(o), NBD_STRUCTURED_REPLY_MAGIC);
+	assert_int_equal(bytes_be16(o + 4), NBD_REPLY_FLAG_DONE);
+	assert_int_equal(bytes_be16(o + 6), NBD_REPLY_TYPE_NONE);
+	assert_int_equal(bytes_be32(o + 16), 0);
 	assert_int_equal(proto_chunk_data(o, 1, 0, 4096, 512), PROTO_CHUNK_DATA);
-	assert_int_equal(rd16(o + 6), NBD_REPLY_TYPE_OFFSET_DATA);
-	assert_int_equal(rd32(o + 16), 520);
-	assert_true(rd64(o + 20) == 4096);
+	assert_int_equal(bytes_be16(o + 6), NBD_REPLY_TYPE_OFFSET_DATA);
+	assert_int_equal(bytes_be32(o + 16), 520);
+	assert_true(bytes_be64(o + 20) == 4096);
 	assert_int_equal(proto_chunk_hole(o, 1, NBD_REPLY_FLAG_DONE, 8192, 4096), PROTO_CHUNK_HOLE);
-	assert_int_equal(rd16(o + 6), NBD_REPLY_TYPE_OFFSET_HOLE);
-	assert_int_equal(rd32(o + 16), 12);
-	assert_true(rd64(o + 20) == 8192);
-	assert_int_equal(rd32(o + 28), 4096);
+	assert_int_equal(bytes_be16(o + 6), NBD_REPLY_TYPE_OFFSET_HOLE);
+	assert_int_equal(bytes_be32(o + 16), 12);
+	assert_true(bytes_be64(o + 20) == 8192);
+	assert_int_equal(bytes_be32(o + 28), 4096);
 	assert_int_equal(proto_chunk_error(o, 1, NBD_EIO, true, 77), PROTO_CHUNK_ERROR);
-	assert_int_equal(rd16(o + 6), NBD_REPLY_TYPE_ERROR_OFFSET);
-	assert_int_equal(rd32(o + 16), 14);
-	assert_int_equal(rd32(o + 20), NBD_EIO);
-	assert_int_equal(rd16(o + 24), 0);
-	assert_true(rd64(o + 26) == 77);
+	assert_int_equal(bytes_be16(o + 6), NBD_REPLY_TYPE_ERROR_OFFSET);
+	assert_int_equal(bytes_be32(o + 16), 14);
+	assert_int_equal(bytes_be32(o + 20), NBD_EIO);
+	assert_int_equal(bytes_be16(o + 24), 0);
+	assert_true(bytes_be64(o + 26) == 77);
 	assert_int_equal(proto_chunk_error(o, 1, NBD_EINVAL, false, 0), 26);
-	assert_int_equal(rd16(o + 6), NBD_REPLY_TYPE_ERROR);
+	assert_int_equal(bytes_be16(o + 6), NBD_REPLY_TYPE_ERROR);
 	assert_int_equal(proto_chunk_block_status(o, 1, 3), PROTO_CHUNK_BS);
-	assert_int_equal(rd16(o + 6), NBD_REPLY_TYPE_BLOCK_STATUS);
-	assert_int_equal(rd32(o + 16), 4 + 24);
-	assert_int_equal(rd32(o + 20), PROTO_META_ALLOC_ID);
+	assert_int_equal(bytes_be16(o + 6), NBD_REPLY_TYPE_BLOCK_STATUS);
+	assert_int_equal(bytes_be32(o + 16), 4 + 24);
+	assert_int_equal(bytes_be32(o + 20), PROTO_META_ALLOC_ID);
 	proto_block_desc(o, 4096, true);
-	assert_int_equal(rd32(o), 4096);
-	assert_int_equal(rd32(o + 4), NBD_STATE_HOLE | NBD_STATE_ZERO);
+	assert_int_equal(bytes_be32(o), 4096);
+	assert_int_equal(bytes_be32(o + 4), NBD_STATE_HOLE | NBD_STATE_ZERO);
 }
 
 static void read_runs(void **state)
