@@ -57,8 +57,10 @@ void conn_server_set_tls(struct conn_server *s, struct tls_creds *creds, bool re
  * loop runs. */
 int conn_listen_tcp(struct conn_server *s, const char *hostport, char *err, size_t errlen);
 
-/* Same for a unix stream socket at path (a stale socket file is replaced;
- * the file is removed again by conn_server_free). */
+/* Same for a unix stream socket at path, under the stale-socket policy of
+ * sockets.h: a stale socket file is replaced, a live one ("in use") or a
+ * non-socket is refused; conn_server_free removes the file if it is still
+ * the one created here. */
 int conn_listen_unix(struct conn_server *s, const char *path, char *err, size_t errlen);
 
 /* Begin a graceful stop: close the listeners, stop reading from every

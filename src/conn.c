@@ -48,12 +48,8 @@
  * on a per-connection free list; larger buffers (up to 32 MiB) are
  * allocated on demand and freed when their reply has been sent.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
@@ -61,13 +57,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "conn.h"
 #include "proto.h"
 #include "say.h"
+#include "sockets.h"
 #include "store.h"
 #include "tls.h"
 
@@ -141,10 +136,11 @@ struct conn {
 	struct tls_session *tls; /* after NBD_OPT_STARTTLS; NULL: plaintext */
 };
 
+/* A listening socket (TCP ones too: their sock.path is empty, so closing
+ * unlinks nothing). */
 struct listener {
 	ev_io w;
-	int fd;
-	char *unix_path;
+	struct sockets_unix sock;
 };
 
 struct conn_server {
@@ -1066,32 +1062,6 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ---- accepting ------------------------------------------------------ */
 
-static void peer_name(int fd, char *out, size_t n)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	char host[INET6_ADDRSTRLEN] = "?";
-	unsigned port = 0;
-
-	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
-		if (ss.ss_family == AF_INET) {
-			struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-
-			inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-			port = ntohs(a->sin_port);
-		} else if (ss.ss_family == AF_INET6) {
-			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-
-			inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-			port = ntohs(a->sin6_port);
-		} else {
-			snprintf(out, n, "unix:%d", fd);
-			return;
-		}
-	}
-	snprintf(out, n, "%s:%u", host, port);
-}
-
 static void conn_new(struct conn_server *s, int fd)
 {
 	struct conn *c = calloc(1, sizeof(*c));
@@ -1106,7 +1076,7 @@ static void conn_new(struct conn_server *s, int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails on unix: fine */
 	c->srv = s;
 	c->fd = fd;
-	peer_name(fd, c->peer, sizeof(c->peer));
+	sockets_peer_name(fd, c->peer, sizeof(c->peer));
 	proto_init(&c->proto, &export_ops, c);
 	c->proto.tls_mode = s->tls_mode;
 	ev_io_init(&c->rio, on_readable, fd, EV_READ);
@@ -1178,136 +1148,43 @@ struct conn_server *conn_server_new(struct ev_loop *loop, struct store *st)
 	return s;
 }
 
-static int add_listener(struct conn_server *s, int fd, const char *unix_path, char *err,
-                        size_t errlen)
+/* Start accepting on sock (a listening socket, now the server's). */
+static void add_listener(struct conn_server *s, const struct sockets_unix *sock)
 {
-	struct listener *l;
+	struct listener *l = &s->lst[s->nlst++];
 
-	if (s->nlst == CONN_MAX_LISTENERS) {
-		snprintf(err, errlen, "too many listen addresses (max %d)", CONN_MAX_LISTENERS);
-		close(fd);
-		return -EMFILE;
-	}
-	l = &s->lst[s->nlst++];
-	l->fd = fd;
-	l->unix_path = unix_path ? strdup(unix_path) : NULL;
-	ev_io_init(&l->w, on_accept, fd, EV_READ);
+	l->sock = *sock;
+	ev_io_init(&l->w, on_accept, sock->fd, EV_READ);
 	l->w.data = s;
 	ev_io_start(s->loop, &l->w);
-	return 0;
 }
 
 int conn_listen_tcp(struct conn_server *s, const char *hostport, char *err, size_t errlen)
 {
-	char host[256];
-	const char *port, *h = hostport;
-	size_t hl;
-	struct addrinfo hints = {.ai_family = AF_UNSPEC,
-	                         .ai_socktype = SOCK_STREAM,
-	                         .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-	struct addrinfo *res, *ai;
-	int rc, bound = 0;
+	int fds[CONN_MAX_LISTENERS];
+	unsigned n;
+	int rc = sockets_listen_tcp(hostport, fds, CONN_MAX_LISTENERS - s->nlst, &n, err, errlen);
 
-	if (h[0] == '[') {
-		const char *e = strchr(h, ']');
-
-		if (!e || e[1] != ':') {
-			snprintf(err, errlen, "bad listen address %s (want [IPV6]:PORT)", hostport);
-			return -EINVAL;
-		}
-		h++;
-		hl = (size_t)(e - h);
-		port = e + 2;
-	} else {
-		const char *colon = strrchr(h, ':');
-
-		if (!colon) {
-			snprintf(err, errlen, "bad listen address %s (want HOST:PORT)", hostport);
-			return -EINVAL;
-		}
-		hl = (size_t)(colon - h);
-		port = colon + 1;
-	}
-	if (hl >= sizeof(host) || !*port) {
-		snprintf(err, errlen, "bad listen address %s (want HOST:PORT)", hostport);
-		return -EINVAL;
-	}
-	memcpy(host, h, hl);
-	host[hl] = '\0';
-	rc = getaddrinfo(hl ? host : NULL, port, &hints, &res);
-	if (rc) {
-		snprintf(err, errlen, "listen %s: %s", hostport, gai_strerror(rc));
-		return -EINVAL;
-	}
-	for (ai = res; ai; ai = ai->ai_next) {
-		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-		                ai->ai_protocol);
-		int one = 1;
-
-		if (fd < 0) {
-			rc = -errno;
-			snprintf(err, errlen, "listen %s: %s", hostport, strerror(errno));
-			goto fail;
-		}
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (ai->ai_family == AF_INET6)
-			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
-			rc = -errno;
-			snprintf(err, errlen, "listen %s: %s", hostport, strerror(errno));
-			close(fd);
-			goto fail;
-		}
-		rc = add_listener(s, fd, NULL, err, errlen);
-		if (rc)
-			goto fail;
-		bound++;
-	}
-	freeaddrinfo(res);
-	if (!bound) {
-		snprintf(err, errlen, "listen %s: no address", hostport);
-		return -EADDRNOTAVAIL;
-	}
+	if (rc)
+		return rc;
+	for (unsigned i = 0; i < n; i++)
+		add_listener(s, &(struct sockets_unix){.fd = fds[i]});
 	return 0;
-fail:
-	freeaddrinfo(res);
-	return rc;
 }
 
 int conn_listen_unix(struct conn_server *s, const char *path, char *err, size_t errlen)
 {
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	struct stat sb;
-	int fd, rc;
+	struct sockets_unix sock;
+	int rc;
 
-	if (strlen(path) >= sizeof(a.sun_path)) {
-		snprintf(err, errlen, "unix socket path too long: %s", path);
-		return -ENAMETOOLONG;
+	if (s->nlst == CONN_MAX_LISTENERS) {
+		snprintf(err, errlen, "too many listen addresses (max %d)", CONN_MAX_LISTENERS);
+		return -EMFILE;
 	}
-	strcpy(a.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		rc = -errno;
-		snprintf(err, errlen, "unix socket %s: %s", path, strerror(errno));
-		return rc;
-	}
-	if (lstat(path, &sb) == 0 && S_ISSOCK(sb.st_mode)) {
-		/* Replace a stale socket, but never one a live server answers on. */
-		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-		if (probe >= 0 && connect(probe, (struct sockaddr *)&a, sizeof(a)) < 0 &&
-		    errno == ECONNREFUSED)
-			unlink(path);
-		if (probe >= 0)
-			close(probe);
-	}
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, SOMAXCONN) < 0) {
-		rc = -errno;
-		snprintf(err, errlen, "unix socket %s: %s", path, strerror(errno));
-		close(fd);
-		return rc;
-	}
-	return add_listener(s, fd, path, err, errlen);
+	rc = sockets_listen_unix(&sock, path, 0, SOCKETS_NONBLOCK, err, errlen);
+	if (!rc)
+		add_listener(s, &sock);
+	return rc;
 }
 
 static void on_grace(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1334,8 +1211,8 @@ void conn_server_stop(struct conn_server *s)
 	s->stopping = true;
 	for (unsigned i = 0; i < s->nlst; i++) {
 		ev_io_stop(s->loop, &s->lst[i].w);
-		close(s->lst[i].fd);
-		s->lst[i].fd = -1;
+		close(s->lst[i].sock.fd);
+		s->lst[i].sock.fd = -1; /* the file goes in conn_server_free */
 	}
 	for (c = s->conns; c; c = next) {
 		next = c->next;
@@ -1393,13 +1270,8 @@ void conn_server_free(struct conn_server *s)
 	ev_async_stop(s->loop, &s->wake);
 	ev_timer_stop(s->loop, &s->grace);
 	for (unsigned i = 0; i < s->nlst; i++) {
-		if (s->lst[i].fd >= 0) {
-			ev_io_stop(s->loop, &s->lst[i].w);
-			close(s->lst[i].fd);
-		}
-		if (s->lst[i].unix_path)
-			unlink(s->lst[i].unix_path);
-		free(s->lst[i].unix_path);
+		ev_io_stop(s->loop, &s->lst[i].w);
+		sockets_close_unix(&s->lst[i].sock);
 	}
 	store_thread_unregister();
 	free(s);
