@@ -8,6 +8,11 @@
  * source tree the binary was built from); with arguments, those files or
  * directories.  A failing input aborts (assert or sanitizer), after the
  * line "replay: FILE" that names it.  Exit 0 when all ran.
+ *
+ * A replay that ran nothing proves nothing, so it fails: a missing corpus
+ * directory (a wrong $TOP, a renamed target), a path given that does not
+ * exist, or zero inputs replayed in all.  Only the crashes directory may be
+ * missing: most targets have never crashed.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -59,7 +64,7 @@ static int compare_names(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Every regular file of dir, in name order; a missing dir is empty. */
+/* Every regular file of dir, in name order. */
 static int run_dir(const char *dir)
 {
 	DIR *d = opendir(dir);
@@ -68,8 +73,10 @@ static int run_dir(const char *dir)
 	size_t n = 0, cap = 0;
 	int err = 0;
 
-	if (!d)
-		return errno == ENOENT ? 0 : -1;
+	if (!d) {
+		fprintf(stderr, "replay: %s: %s\n", dir, strerror(errno));
+		return -1;
+	}
 	while ((e = readdir(d))) {
 		if (e->d_name[0] == '.')
 			continue;
@@ -101,12 +108,18 @@ static int run_dir(const char *dir)
 	return err;
 }
 
-static int run_path(const char *path)
+/* A file or a directory of inputs; may_be_missing lets an absent path
+ * count as empty. */
+static int run_path(const char *path, int may_be_missing)
 {
 	struct stat sb;
 
-	if (stat(path, &sb))
-		return errno == ENOENT ? 0 : -1;
+	if (stat(path, &sb)) {
+		if (errno == ENOENT && may_be_missing)
+			return 0;
+		fprintf(stderr, "replay: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
 	return S_ISDIR(sb.st_mode) ? run_dir(path) : run_file(path);
 }
 
@@ -119,14 +132,18 @@ int main(int argc, char **argv)
 	LLVMFuzzerInitialize(&argc, &argv);
 	if (argc > 1) {
 		for (int i = 1; i < argc && !err; i++)
-			err = run_path(argv[i]);
+			err = run_path(argv[i], 0);
 	} else {
 		snprintf(path, sizeof(path), "%s/tests/fuzz/corpus/%s", top, FUZZ_TARGET);
-		err = run_path(path);
+		err = run_path(path, 0);
 		snprintf(path, sizeof(path), "%s/tests/fuzz/crashes/%s", top, FUZZ_TARGET);
 		if (!err)
-			err = run_path(path);
+			err = run_path(path, 1);
 	}
 	printf("%s: replayed %u inputs\n", FUZZ_TARGET, ran);
+	if (!err && !ran) {
+		fprintf(stderr, "replay: %s: no inputs found: nothing was tested\n", FUZZ_TARGET);
+		err = -1;
+	}
 	return err ? 1 : 0;
 }
