@@ -20,8 +20,6 @@ expect_err() {
 	echo "ok (exit $rc): cowctl $* -> $(cat "$T/err")"
 }
 
-ok() { cowctl "$@" >"$T/out" 2>"$T/err" || fail "cowctl $* failed: $(cat "$T/err")"; }
-
 py() { /usr/bin/python3 -c "$1" <"$T/out" || fail "check failed: $1 on $(cat "$T/out")"; }
 
 # --- daemon not running -----------------------------------------------

@@ -5,7 +5,6 @@
 . "$(dirname "$0")/lib.sh"
 requires /usr/bin/python3
 [ -x "$BUILD/cowbd" ] && [ -x "$BUILD/cowctl" ] || fail "build/cowbd or build/cowctl missing"
-ok() { cowctl "$@" >"$T/out" 2>"$T/err" || fail "cowctl $* failed: $(cat "$T/err")"; }
 
 # names of everything (volumes and snapshots), sorted, one line
 names() {

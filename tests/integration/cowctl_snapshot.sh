@@ -7,7 +7,6 @@
 . "$(dirname "$0")/lib.sh"
 requires nbdsh /usr/bin/python3
 [ -x "$BUILD/cowbd" ] && [ -x "$BUILD/cowctl" ] || fail "build/cowbd or build/cowctl missing"
-ok() { cowctl "$@" >"$T/out" 2>"$T/err" || fail "cowctl $* failed: $(cat "$T/err")"; }
 
 # nbd EXPORT PYTHON: run python with h connected to EXPORT (names with '@'
 # are passed as an export name, not through a URI).

@@ -13,12 +13,6 @@
 requires nbdsh /usr/bin/python3
 [ -x "$BUILD/cowbd" ] && [ -x "$BUILD/cowctl" ] && [ -x "$BUILD/cowbd-check" ] ||
 	fail "build/cowbd, cowctl or cowbd-check missing"
-ok() { cowctl "$@" >"$T/out" 2>"$T/err" || fail "cowctl $* failed: $(cat "$T/err")"; }
-check_pool() {
-	"$BUILD/cowbd-check" "$POOL" >"$T/check.out" 2>&1 ||
-		fail "cowbd-check $1 (exit $?): $(tail -n 5 "$T/check.out")"
-	echo "ok: cowbd-check clean $1"
-}
 not_failed() {
 	ok --json stats
 	/usr/bin/python3 -c 'import json, sys; s = json.load(open(sys.argv[1]))["stats"]

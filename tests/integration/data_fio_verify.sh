@@ -17,10 +17,6 @@ M=$((1 << 20))
 stat_of() { # FIELD: one integer from `cowctl --json stats`
 	cowctl --json stats | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)['stats']['$1'])"
 }
-check_pool() { # WHEN
-	"$BUILD/cowbd-check" "$POOL" >"$T/check.out" 2>&1 ||
-		fail "cowbd-check $1 (exit $?): $(tail -n 5 "$T/check.out")"
-}
 # jobfile NAME BASE: randwrite jobs at several block sizes from BASE (MiB);
 # each job covers its region completely (random map), flushes at the end.
 jobfile() {

@@ -13,11 +13,6 @@
 requires nbdsh fio /usr/bin/python3
 [ -x "$BUILD/cowbd" ] && [ -x "$BUILD/cowctl" ] && [ -x "$BUILD/cowbd-check" ] ||
 	fail "build/cowbd, cowctl or cowbd-check missing"
-check_pool() {
-	"$BUILD/cowbd-check" "$POOL" >"$T/check.out" 2>&1 ||
-		fail "cowbd-check $1 (exit $?): $(tail -n 5 "$T/check.out")"
-	echo "ok: cowbd-check clean $1"
-}
 
 cat >"$T/m.py" <<'PY'
 # m.py URI COMMAND ARGS

@@ -9,6 +9,13 @@
 #   cowctl ARGS...           build/cowctl --control $CTL ARGS...
 #   uri NAME                 nbd://127.0.0.1:$PORT/NAME
 #   fail MSG                 print "FAIL: MSG"-free message and exit 1
+#   ok ARGS...               cowctl ARGS, reply in $T/out; fail with its stderr
+#   check_pool WHEN          cowbd-check on $POOL (daemon stopped) must pass
+#   cowbd_fds                open file descriptors of the running cowbd
+#   fds_settle WHAT          wait (10 s at most) until cowbd_fds is back to $BASE:
+#                            a connection's teardown may trail its client
+#   serves WHAT              cowbd is alive and a new client is told vol0's size,
+#                            which must be $VOL0_SIZE (bytes)
 # Everything started is stopped and $T removed on exit.
 set -u
 export PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
@@ -88,4 +95,27 @@ cowbd_kill9() {
 	kill -9 "$COWBD_PID"
 	wait "$COWBD_PID" 2>/dev/null
 	COWBD_PID=""
+}
+
+ok() { cowctl "$@" >"$T/out" 2>"$T/err" || fail "cowctl $* failed: $(cat "$T/err")"; }
+
+check_pool() {
+	"$BUILD/cowbd-check" "$POOL" >"$T/check.out" 2>&1 ||
+		fail "cowbd-check $1 (exit $?): $(tail -n 5 "$T/check.out")"
+	echo "ok: cowbd-check clean $1"
+}
+
+cowbd_fds() { ls "/proc/$COWBD_PID/fd" | wc -l; }
+
+fds_settle() {
+	for _ in $(seq 1 200); do
+		[ "$(cowbd_fds)" -le "$BASE" ] && return 0
+		sleep 0.05
+	done
+	fail "$1: fds $(cowbd_fds), baseline $BASE (leak?)"
+}
+
+serves() {
+	kill -0 "$COWBD_PID" 2>/dev/null || fail "$1: cowbd died"
+	[ "$(nbdinfo --size "$(uri vol0)")" = "$VOL0_SIZE" ] || fail "$1: cannot serve another client"
 }

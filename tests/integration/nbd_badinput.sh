@@ -15,25 +15,12 @@ requires nbdsh nbdinfo
 RAW="$(dirname "$0")/nbd_raw.py"
 
 cowbd_start
+VOL0_SIZE=$((256 << 20))
 cowctl volume create vol0 256M >/dev/null || fail "volume create"
 cowctl snapshot create vol0@snap >/dev/null || fail "snapshot create"
 
-nfds() { ls "/proc/$COWBD_PID/fd" | wc -l; }
-# Wait until the fd count is back to $BASE (teardown may trail the client).
-fds_settle() {
-	for _ in $(seq 1 100); do
-		[ "$(nfds)" -le "$BASE" ] && return 0
-		sleep 0.05
-	done
-	fail "$1: fds $(nfds), baseline $BASE (leak?)"
-}
-serves() {
-	kill -0 "$COWBD_PID" 2>/dev/null || fail "$1: cowbd died"
-	[ "$(nbdinfo --size "$(uri vol0)")" = 268435456 ] || fail "$1: cannot serve another client"
-}
-
 serves warmup
-BASE=$(nfds)
+BASE=$(cowbd_fds)
 
 /usr/bin/python3 - "$(uri vol0)" "$(uri vol0@snap)" <<'PY' || fail "libnbd bad-input checks"
 import errno, sys, nbd

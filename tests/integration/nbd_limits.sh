@@ -16,30 +16,19 @@ requires nbdinfo
 [ -x "$BUILD/cowctl" ] || { echo "requires $BUILD/cowctl (not built yet)"; exit 77; }
 export RAWDIR="$(cd "$(dirname "$0")" && pwd)"
 
-nfds() { ls "/proc/$COWBD_PID/fd" | wc -l; }
-fds_settle() {
-	for _ in $(seq 1 100); do
-		[ "$(nfds)" -le "$BASE" ] && return 0
-		sleep 0.05
-	done
-	fail "$1: fds $(nfds), baseline $BASE (leak?)"
-}
-serves() {
-	kill -0 "$COWBD_PID" 2>/dev/null || fail "$1: cowbd died"
-	[ "$(nbdinfo --size "$(uri vol0)")" = 67108864 ] || fail "$1: cannot serve another client"
-}
 restart() {
 	cowbd_stop
 	cowbd_restart "$@"
 	serves "restart $*"
-	BASE=$(nfds)
+	BASE=$(cowbd_fds)
 }
 py() { COWBD_PID=$COWBD_PID /usr/bin/python3 - "$PORT" "$@"; }
 
 cowbd_start --max-connections 3 --handshake-timeout 1
+VOL0_SIZE=$((64 << 20))
 cowctl volume create vol0 64M >/dev/null || fail "volume create"
 serves warmup
-BASE=$(nfds)
+BASE=$(cowbd_fds)
 
 # ---- max connections (and the handshake timeout does not hit clients in
 # transmission)
@@ -136,16 +125,9 @@ r.PORT = int(sys.argv[1])
 pid = os.environ["COWBD_PID"]
 before = r.rss_kib(pid)
 s, _ = r.go()
-s.setblocking(False)
 N = 2000
 hdrs = b"".join(struct.pack(">IHHQQI", r.REQ_MAGIC, 0, r.CMD_READ, i, 0, 65536) for i in range(N))
-sent = 0
-deadline = time.time() + 2
-while sent < len(hdrs) and time.time() < deadline:
-    try:
-        sent += s.send(hdrs[sent:])
-    except BlockingIOError:
-        time.sleep(0.02)
+sent = r.send_while_taken(s, hdrs, 2)
 time.sleep(0.5)
 grown = r.rss_kib(pid) - before
 r.check(grown < 32 * 1024, "RSS grew by %d KiB with 8 requests / 1 MiB allowed" % grown)

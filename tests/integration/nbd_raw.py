@@ -263,6 +263,21 @@ def snapshot_eperm():
     check(err == 0, "snapshot READ")
 
 
+def send_while_taken(s, data, seconds):
+    """Send DATA on S without blocking for SECONDS at most, as far as the
+    server takes it; returns the number of bytes sent (less than all when
+    the server stopped reading)."""
+    s.setblocking(False)
+    sent = 0
+    deadline = time.time() + seconds
+    while sent < len(data) and time.time() < deadline:
+        try:
+            sent += s.send(data[sent:])
+        except BlockingIOError:
+            time.sleep(0.02)
+    return sent
+
+
 def rss_kib(pid):
     with open("/proc/%s/status" % pid) as f:
         for line in f:
@@ -277,17 +292,10 @@ def never_read():
     pid = os.environ.get("COWBD_PID")
     before = rss_kib(pid) if pid else 0
     s, _ = go()
-    s.setblocking(False)
     # 1M requests (28 MB of headers, 1 TiB of replies): more than socket
     # buffers can hold, so the sender blocks unless the server keeps reading.
     hdrs = struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, 1, 0, 1 << 20) * (1 << 20)
-    sent = 0
-    deadline = time.time() + 3
-    while sent < len(hdrs) and time.time() < deadline:
-        try:
-            sent += s.send(hdrs[sent:])
-        except BlockingIOError:
-            time.sleep(0.05)
+    sent = send_while_taken(s, hdrs, 3)
     time.sleep(1)
     after = rss_kib(pid) if pid else 0
     s.close()

@@ -75,6 +75,3 @@ tls_make_psk() {
 }
 
 s_uri() { echo "nbds://127.0.0.1:$PORT/$1${2:+?$2}"; }
-
-# Number of open fds of the server.
-cowbd_fds() { ls "/proc/$COWBD_PID/fd" | wc -l; }

@@ -18,21 +18,14 @@ tls_make_pki
 RAW="$T/tls_raw.py"
 cat >"$RAW" <<'PY'
 import os, socket, ssl, struct, sys
+sys.path.insert(0, os.environ["RAWDIR"])
+from nbd_raw import recvn
 port, pki, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 OPT_MAGIC, REP_MAGIC = 0x49484156454F5054, 0x3E889045565A9
 EXPORT_NAME, ABORT, LIST, STARTTLS, INFO, GO, SR = 1, 2, 3, 5, 6, 7, 8
 ACK, SERVER, REP_INFO = 1, 2, 3
 E = lambda n: 0x80000000 | n
 UNSUP, POLICY, INVALID, TLS_REQD = E(1), E(2), E(3), E(5)
-
-def recvn(s, n):
-    b = b""
-    while len(b) < n:
-        d = s.recv(n - len(b))
-        if not d:
-            raise EOFError("EOF after %d of %d bytes" % (len(b), n))
-        b += d
-    return b
 
 def hello():
     s = socket.create_connection(("127.0.0.1", port))
@@ -167,7 +160,8 @@ PY
 for mode in off require allow; do
 	if [ $mode = off ]; then cowbd_start; else cowbd_start --tls $mode --tls-certs "$PKI/server"; fi
 	cowctl volume create vol0 64M >/dev/null || fail "volume create"
-	python3 "$RAW" "$PORT" "$PKI" $mode || fail "policy $mode"
+	RAWDIR=$(cd "$(dirname "$0")" && pwd) python3 "$RAW" "$PORT" "$PKI" $mode ||
+		fail "policy $mode"
 	cowbd_stop
 	rm -f "$POOL"
 done

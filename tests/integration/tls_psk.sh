@@ -32,7 +32,7 @@ if nbdinfo --size "$(pu alice "$PSK/wrong/keys.psk")" >/dev/null 2>&1; then fail
 if nbdinfo --size "$(pu carol "$PSK/keys.psk")" >/dev/null 2>&1; then fail "unknown user served"; fi
 if nbdinfo --size "$(uri vol0)" >/dev/null 2>&1; then fail "plaintext served in require mode"; fi
 
-base_fds=$(cowbd_fds)
+BASE=$(cowbd_fds)
 python3 - "$(pu alice "$PSK/keys.psk")" "$(pu alice "$PSK/wrong/keys.psk")" \
 	"$(pu carol "$PSK/keys.psk")" <<'PY' || fail "libnbd over PSK"
 import os, sys, nbd
@@ -57,8 +57,7 @@ h.flush()
 h.shutdown()
 print("libnbd PSK ok")
 PY
-for _ in $(seq 1 50); do [ "$(cowbd_fds)" -le "$base_fds" ] && break; sleep 0.1; done
-[ "$(cowbd_fds)" -le "$base_fds" ] || fail "fd count $(cowbd_fds) > baseline $base_fds"
+fds_settle "after the PSK clients"
 
 # qemu-img: tls-creds-psk reads DIR/keys.psk
 QOBJ="tls-creds-psk,id=tls0,dir=$PSK,username=alice,endpoint=client"

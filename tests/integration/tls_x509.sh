@@ -46,7 +46,7 @@ if nbdinfo --size "$(uri vol0)" >"$T/plain.out" 2>&1; then fail "plaintext clien
 grep -qi "tls" "$T/plain.out" || echo "note: plaintext refusal said: $(cat "$T/plain.out")"
 
 # ---- data through TLS, and failing clients beside a live connection -------
-base_fds=$(cowbd_fds)
+BASE=$(cowbd_fds)
 python3 - "$PORT" "$PKI" "$COWBD_PID" <<'PY' || fail "libnbd over TLS"
 import os, sys, time, nbd
 port, pki, pid = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -133,8 +133,7 @@ for payload in (b"GET / HTTP/1.0\r\n\r\n" * 100, b"\x16\x03\x01\x00\x00", b""):
 print("garbage handshakes dropped")
 PY
 
-for _ in $(seq 1 50); do [ "$(cowbd_fds)" -le "$base_fds" ] && break; sleep 0.1; done
-[ "$(cowbd_fds)" -le "$base_fds" ] || fail "fd count $(cowbd_fds) > baseline $base_fds after failed clients"
+fds_settle "after the failed clients"
 
 # ---- nbdcopy (several connections at once) and qemu-img -----------------
 head -c $((40 << 20)) /dev/urandom >"$T/src.img"
