@@ -17,7 +17,6 @@ expect_err() { # EXIT PATTERN ARGS...
 	grep -Eq "^cowctl: .*$pat" "$T/err" || fail "cowctl $*: stderr '$(cat "$T/err")' does not match '$pat'"
 	echo "ok (exit $rc): cowctl $* -> $(cat "$T/err")"
 }
-ok() { cowctl "$@" >"$T/out" 2>"$T/err" || fail "cowctl $* failed: $(cat "$T/err")"; }
 
 attached() { # NAME -> open handles
 	cowctl --json volume info "$1" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["volume"]["attached"])'
@@ -33,7 +32,7 @@ wait_attached() { # NAME N
 HOLDERS=""
 hold() { # EXPORT: keep an NBD connection open in the background
 	nbdsh -c "h.set_export_name('$1')" -c "h.connect_tcp('127.0.0.1', '$PORT')" \
-		-c 'import time; time.sleep(60)' &
+		-c 'import time; time.sleep(3600)' & # until release: a slow run must not outlive it
 	HOLDERS="$HOLDERS $!"
 	LAST_HOLDER=$!
 }

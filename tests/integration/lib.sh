@@ -16,6 +16,7 @@
 #                            a connection's teardown may trail its client
 #   serves WHAT              cowbd is alive and a new client is told vol0's size,
 #                            which must be $VOL0_SIZE (bytes)
+#   random_port              a loopback port below the kernel's ephemeral range
 # Everything started is stopped and $T removed on exit.
 set -u
 export PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
@@ -61,17 +62,28 @@ _cowbd_launch() { # create-flag args...
 	"$BUILD/cowbd" --pool "$POOL" "$@" --listen "127.0.0.1:$PORT" \
 		--control "$CTL" --foreground >>"$LOG" 2>&1 &
 	COWBD_PID=$!
-	for _ in $(seq 1 200); do
+	# Recovery of a big log under sanitizers on a loaded machine takes
+	# seconds: the bound is there for a hang, not for speed.
+	for _ in $(seq 1 1200); do
 		kill -0 "$COWBD_PID" 2>/dev/null || { wait "$COWBD_PID"; return 1; }
 		[ -S "$CTL" ] && return 0
 		sleep 0.05
 	done
-	fail "cowbd did not come up within 10 s"
+	fail "cowbd did not come up within 60 s"
+}
+
+# Ports from the ephemeral range can be taken by any client's connect() while
+# the daemon is down between cowbd_kill9 and cowbd_restart: stay below it.
+random_port() {
+	local lo
+	lo=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null) || lo=32768
+	[ "${lo:-0}" -gt 11024 ] || lo=32768
+	echo $((10000 + $(od -An -N2 -tu2 /dev/urandom) % (lo - 10000)))
 }
 
 cowbd_start() {
 	for _ in 1 2 3 4 5; do
-		PORT=$((20000 + $(od -An -N2 -tu2 /dev/urandom) % 30000))
+		PORT=$(random_port)
 		_cowbd_launch --create "${POOL_SIZE:-1G}" "$@" && return 0
 		grep -q "in use" "$LOG" || fail "cowbd failed to start"
 		rm -f "$POOL"

@@ -62,11 +62,15 @@ PY
 # IPv6 loopback, when the host has it
 if [ -e /proc/net/if_inet6 ] && python3 -c 'import socket; s=socket.socket(socket.AF_INET6); s.bind(("::1",0))' 2>/dev/null; then
 	cowbd_stop
-	P6=$((PORT + 1))
-	"$BUILD/cowbd" --pool "$POOL" --listen "[::1]:$P6" --listen "127.0.0.1:$PORT" \
-		--control "$CTL" >>"$LOG" 2>&1 &
-	COWBD_PID=$!
-	for _ in $(seq 1 100); do [ -S "$CTL" ] && break; sleep 0.05; done
+	# a random port for the second listener, retried like cowbd_start's
+	# (PORT + 1 may belong to anyone)
+	for try in 1 2 3 4 5; do
+		P6=$(random_port)
+		rm -f "$CTL"
+		_cowbd_launch --listen "[::1]:$P6" && break
+		tail -n 3 "$LOG" | grep -q "in use" || fail "cowbd with an IPv6 listener did not start"
+		[ $try = 5 ] && fail "no free port for the IPv6 listener"
+	done
 	[ "$(nbdinfo --size "nbd://[::1]:$P6/vol0")" = 67108864 ] || fail "IPv6 listener"
 	[ "$(nbdinfo --size "$(uri vol0)")" = 67108864 ] || fail "second listener"
 else

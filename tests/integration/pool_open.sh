@@ -9,9 +9,11 @@ requires python3 sha256sum truncate
 
 try() { # expect-status file args... ; prints stderr
 	local want=$1 f=$2; shift 2
-	"$BUILD/cowbd" --pool "$f" "$@" --listen 127.0.0.1:1 --control "$T/c.sock" >"$T/out" 2>&1 &
+	# port 0: any free port, so no other listener can make the start fail
+	"$BUILD/cowbd" --pool "$f" "$@" --listen 127.0.0.1:0 --control "$T/c.sock" >"$T/out" 2>&1 &
 	local pid=$!
-	for _ in $(seq 1 100); do
+	# up to 60 s for creation: a slow machine must not see SIGTERM mid-create
+	for _ in $(seq 1 1200); do
 		kill -0 $pid 2>/dev/null || break
 		[ -S "$T/c.sock" ] && break
 		sleep 0.05
