@@ -8,7 +8,8 @@
 # rewrites of vol0 with checkpoints until more than the pool's size has been
 # written (so freed segments are reused: s1's blocks must not be among
 # them), `cowctl checkpoint`, kill -9 + restart, rollback vol0@s1.  Every
-# volume, clone and snapshot is compared with a model the test keeps.
+# volume, clone and snapshot is compared with a model the test keeps.  The
+# data and the mutations come from SEED (random unless given; printed).
 . "$(dirname "$0")/lib.sh"
 requires nbdsh /usr/bin/python3
 [ -x "$BUILD/cowbd" ] && [ -x "$BUILD/cowctl" ] && [ -x "$BUILD/cowbd-check" ] ||
@@ -20,12 +21,6 @@ v = json.load(open(sys.argv[1]))
 for k in sys.argv[2].strip(".").split("."):
     v = v[k]
 print(v)' "$T/out" "$1"
-}
-ok() { cowctl "$@" >"$T/out" 2>"$T/err" || fail "cowctl $* failed: $(cat "$T/err")"; }
-check_pool() {
-	"$BUILD/cowbd-check" "$POOL" >"$T/check.out" 2>&1 ||
-		fail "cowbd-check $1 (exit $?): $(tail -n 5 "$T/check.out")"
-	echo "ok: cowbd-check clean $1"
 }
 
 cat >"$T/s.py" <<'PY'
@@ -56,6 +51,9 @@ def save(name, m):
     open(mp(name) + ".tmp", "wb").write(m)
     os.replace(mp(name) + ".tmp", mp(name))
 
+def run_rng(seed):                     # the step's seed within the run's SEED
+    return random.Random("%s/%d" % (os.environ["SEED"], seed))
+
 def wrote(n):                          # bytes written so far, all commands
     p = os.path.join(sd, "written")
     t = int(open(p).read()) if os.path.exists(p) else 0
@@ -66,7 +64,7 @@ def readall(h):
 
 if cmd == "fill":
     vol, seed = args[0], int(args[1])
-    m = bytearray(random.Random(seed).randbytes(SIZE))
+    m = bytearray(run_rng(seed).randbytes(SIZE))
     h = conn(vol)
     for o in range(0, SIZE, CH):
         h.pwrite(m[o:o + CH], o)
@@ -77,7 +75,7 @@ elif cmd == "copy":
     shutil.copyfile(mp(args[0]), mp(args[1]))
 elif cmd == "mutate":
     vol, seed, n = args[0], int(args[1]), int(args[2])
-    rng = random.Random(seed)
+    rng = run_rng(seed)
     m = load(vol)
     h = conn(vol)
     for i in range(n):
@@ -102,7 +100,7 @@ elif cmd == "mutate":
 elif cmd == "rewrite":
     vol, seed, a, b = args[0], int(args[1]), int(args[2]) << 20, int(args[3]) << 20
     m = load(vol)
-    d = random.Random(seed).randbytes(b - a)
+    d = run_rng(seed).randbytes(b - a)
     h = conn(vol)
     for o in range(0, b - a, CH):
         h.pwrite(d[o:o + CH], a + o)
@@ -142,6 +140,7 @@ elif cmd == "readonly":
 PY
 s() { /usr/bin/python3 "$T/s.py" "$PORT" "$T" "$@" || fail "s.py $*"; }
 
+seed_init
 POOL_SIZE=128M cowbd_start
 ok volume create vol0 16M
 s fill vol0 1

@@ -17,6 +17,8 @@
 #   serves WHAT              cowbd is alive and a new client is told vol0's size,
 #                            which must be $VOL0_SIZE (bytes)
 #   random_port              a loopback port below the kernel's ephemeral range
+#   seed_init                SEED (from the environment, else random), exported
+#                            and printed, so a failing run can be replayed
 # Everything started is stopped and $T removed on exit.
 set -u
 export PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
@@ -41,6 +43,7 @@ trap 'exit 130' INT TERM
 
 fail() {
 	echo "error: $*" >&2
+	[ -z "${SEED:-}" ] || echo "(workload seed $SEED: rerun with SEED=$SEED)" >&2
 	if [ -f "$LOG" ]; then echo "--- cowbd log tail:" >&2; tail -n 20 "$LOG" >&2; fi
 	exit 1
 }
@@ -130,4 +133,10 @@ fds_settle() {
 serves() {
 	kill -0 "$COWBD_PID" 2>/dev/null || fail "$1: cowbd died"
 	[ "$(nbdinfo --size "$(uri vol0)")" = "$VOL0_SIZE" ] || fail "$1: cannot serve another client"
+}
+
+seed_init() {
+	: "${SEED:=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}"
+	export SEED
+	echo "seed $SEED (rerun with SEED=$SEED)"
 }

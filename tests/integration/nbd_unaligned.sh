@@ -2,17 +2,19 @@
 # nbd_unaligned.sh — byte-granular I/O: random unaligned writes, trims and
 # zeroes checked against an in-memory model, then two connections writing
 # disjoint unaligned ranges of the same 4 KiB block concurrently (many
-# rounds, pipelined with libnbd's aio calls): no write may be lost.
+# rounds, pipelined with libnbd's aio calls): no write may be lost.  The
+# operations come from SEED (random unless given; printed).
 . "$(dirname "$0")/lib.sh"
 requires nbdsh
 [ -x "$BUILD/cowctl" ] || { echo "requires $BUILD/cowctl (not built yet)"; exit 77; }
 
+seed_init
 cowbd_start
 cowctl volume create vol0 8M >/dev/null || fail "volume create"
 
 /usr/bin/python3 - "$(uri vol0)" <<'PY' || fail "unaligned I/O"
-import random, sys, nbd
-rng = random.Random(7)
+import os, random, sys, nbd
+rng = random.Random(os.environ["SEED"])
 SIZE = 8 << 20
 SPAN = 256 << 10   # keep the model small: work in the first 256 KiB + the tail
 h = nbd.NBD()
