@@ -8,13 +8,20 @@
 # an unflushed write (its part inside one 4 KiB block) reads either all old
 # or all new, never a mix (a torn tail is discarded, never half-applied).
 # The last cycle kills the daemon *during* a running load: fio randwrite at
-# iodepth 16 plus a writer doing FUA writes and logging each acknowledged
-# one; after restart every logged FUA write and all data flushed before the
-# load is there.
+# iodepth 16 plus a writer doing FUA writes that logs each write's intent
+# before sending it and its acknowledgement after the reply; after restart
+# every block the writer touched holds its last acknowledged version or one
+# issued after it (fua_oracle.py, which tests itself first), and all data
+# flushed before the load is there.  The cycles' workload comes from SEED
+# (random unless given; printed).
 . "$(dirname "$0")/lib.sh"
 requires nbdsh fio /usr/bin/python3
 [ -x "$BUILD/cowbd" ] && [ -x "$BUILD/cowctl" ] && [ -x "$BUILD/cowbd-check" ] ||
 	fail "build/cowbd, cowctl or cowbd-check missing"
+TESTDIR=$(cd "$(dirname "$0")" && pwd)
+export TESTDIR
+/usr/bin/python3 "$TESTDIR/fua_oracle.py" || fail "the FUA oracle fails its self-test"
+seed_init
 
 VOLSIZE=$((64 << 20))
 cat >"$T/k.py" <<'PY'
@@ -23,9 +30,15 @@ cat >"$T/k.py" <<'PY'
 #                 per 4 KiB piece; everything else must equal the model
 #   cycle N       flushed writes/trims/zeroes, FUA writes, unflushed writes
 #   settle A B    write seeded data to [A,B), flush, model it exactly
-#   fuaload A B   FUA-write 4 KiB blocks in [A,B) until killed, log each ack
-#   checkload A B every logged FUA write in [A,B) reads back
+#   fuaload A B   FUA-write 4 KiB blocks in [A,B) until killed; log each
+#                 write's intent before it, its ack after (fua_oracle.py)
+#   checkload A B every block in [A,B) holds what fua_oracle allows; the
+#                 model takes what was read
+# STATEDIR/masked holds "A B": a range no model can predict (fio's load),
+# taken as read by the next check.
 import json, os, random, sys, nbd
+sys.path.insert(0, os.environ["TESTDIR"])
+import fua_oracle
 uri, sd, cmd = sys.argv[1], sys.argv[2], sys.argv[3]
 BS = 4096
 SIZE = 64 << 20
@@ -33,7 +46,8 @@ LOAD = (48 << 20, 64 << 20)           # region the load cycle scribbles on
 mpath, ppath = os.path.join(sd, "model.bin"), os.path.join(sd, "pending.json")
 model = bytearray(open(mpath, "rb").read()) if os.path.exists(mpath) else bytearray(SIZE)
 pending = json.load(open(ppath)) if os.path.exists(ppath) else []
-masked = os.path.exists(os.path.join(sd, "masked"))
+maskpath = os.path.join(sd, "masked")
+masked = tuple(map(int, open(maskpath).read().split())) if os.path.exists(maskpath) else None
 
 def save():
     with open(mpath + ".tmp", "wb") as f:
@@ -72,7 +86,7 @@ if cmd == "check":
                 mixed += 1
                 print("unflushed write piece [%d,%d) is neither old nor new" % (a, b))
     if masked:
-        lo, hi = LOAD
+        lo, hi = masked
         model[lo:hi] = got[lo:hi]
     bad = [i for i in range(0, SIZE, BS) if got[i:i + BS] != model[i:i + BS]]
     for i in bad[:10]:
@@ -87,7 +101,7 @@ if cmd == "check":
 
 elif cmd == "cycle":
     n = int(sys.argv[4])
-    rng = random.Random(1000 + n)
+    rng = random.Random("%s/%d" % (os.environ["SEED"], n))
     hi = LOAD[0]                       # stay below the load region
     def rnd_range(maxlen):
         ln = rng.randrange(1, maxlen + 1)
@@ -142,44 +156,49 @@ elif cmd == "settle":
         h.pwrite(data[o:o + (8 << 20)], a + o)
     h.flush()
     model[a:b] = data
-    if masked:
-        os.unlink(os.path.join(sd, "masked"))
+    if masked and a <= masked[0] and masked[1] <= b:
+        os.unlink(maskpath)
     save()
 
 elif cmd == "fuaload":
     a, b = int(sys.argv[4]), int(sys.argv[5])
+    # line-buffered: each line reaches the kernel at its newline, so the
+    # intent is on record before the request leaves
     log = open(os.path.join(sd, "fua.log"), "a", buffering=1)
     i = 0
     while True:
         off = a + (i * 7 % ((b - a) // BS)) * BS
-        seed = i
-        h.pwrite(random.Random(seed).randbytes(BS), off, nbd.CMD_FLAG_FUA)
-        log.write("%d %d\n" % (off, seed))   # only after the reply
+        log.write("issue %d %d\n" % (off, i))
+        h.pwrite(fua_oracle.version_data(i), off, nbd.CMD_FLAG_FUA)
+        log.write("ack %d %d\n" % (off, i))
         i += 1
 
 elif cmd == "checkload":
-    last = {}
-    for line in open(os.path.join(sd, "fua.log")):
-        if line.endswith("\n"):
-            off, seed = map(int, line.split())
-            last[off] = seed
-    bad = 0
-    for off, seed in sorted(last.items()):
-        if h.pread(BS, off) != random.Random(seed).randbytes(BS):
-            bad += 1
-            print("acknowledged FUA write at %d (seed %d) lost" % (off, seed))
-    if bad or not last:
-        sys.exit("checkload: %d of %d acknowledged FUA blocks lost" % (bad, len(last)))
-    print("checkload: %d acknowledged FUA blocks all present" % len(last))
+    a, b = int(sys.argv[4]), int(sys.argv[5])
+    got = bytearray()
+    for off in range(a, b, 8 << 20):
+        got += h.pread(min(8 << 20, b - off), off)
+    with open(os.path.join(sd, "fua.log")) as f:
+        lines = f.readlines()
+    problems, counts = fua_oracle.judge(
+        lines, range(a, b, BS), lambda o: bytes(got[o - a:o - a + BS]),
+        lambda o: bytes(model[o:o + BS]))
+    for p in problems[:10]:
+        print(p)
+    if problems:
+        sys.exit("checkload: %d of %d blocks hold what no acknowledged or later write "
+                 "put there" % (len(problems), (b - a) // BS))
+    if not counts["acked"] + counts["later"]:
+        sys.exit("checkload: no acknowledged FUA write to check")
+    print("checkload: %(acked)d blocks hold their last acknowledged FUA write, %(later)d a "
+          "write issued after it, %(unacked)d an unacknowledged one, %(baseline)d their "
+          "data from before the load" % counts)
+    model[a:b] = got
+    save()
 h.shutdown()
 PY
 
 k() { /usr/bin/python3 "$T/k.py" "$(uri vol0)" "$T" "$@"; }
-check_pool() {
-	"$BUILD/cowbd-check" "$POOL" >"$T/check.out" 2>&1 ||
-		fail "cowbd-check $1 (exit $?): $(tail -n 5 "$T/check.out")"
-	echo "ok: cowbd-check clean $1"
-}
 
 POOL_SIZE=512M cowbd_start
 cowctl volume create vol0 64M >/dev/null || fail "volume create"
@@ -200,7 +219,7 @@ done
 # load region's top half, a FUA writer logging acks on its bottom half.
 LO=$((48 << 20)) MID=$((56 << 20)) HI=$((64 << 20))
 k settle 0 $LO || fail "settle before load"
-touch "$T/masked"
+echo "$MID $HI" >"$T/masked"
 cat >"$T/load.fio" <<JOB
 [load]
 ioengine=nbd
@@ -211,19 +230,27 @@ bsrange=512-64k
 offset=$MID
 size=$((HI - MID))
 time_based=1
-runtime=60
+runtime=600
 fsync=32
 JOB
 fio "$T/load.fio" >"$T/load.out" 2>&1 &
 FIO_PID=$!
 k fuaload $LO $MID >"$T/fuaload.out" 2>&1 &
 FUA_PID=$!
-sleep 2
+# Kill once the FUA writer has gone round its 2048 blocks and more, so the
+# write in flight hits a block with an acknowledged version (the case the
+# oracle must get right); a bound in time, not a nap, however slow the machine.
+acks() { cat "$T/fua.log" 2>/dev/null | grep -c '^ack '; }
+for _ in $(seq 1 1200); do
+	kill -0 $FUA_PID 2>/dev/null || { cat "$T/fuaload.out"; fail "FUA writer died before the kill"; }
+	[ "$(acks)" -gt 2500 ] && break
+	sleep 0.1
+done
+[ "$(acks)" -gt 2500 ] || fail "only $(acks) FUA writes acknowledged in 120 s"
 kill -0 $FIO_PID 2>/dev/null || { cat "$T/load.out"; fail "fio load died before the kill"; }
-kill -0 $FUA_PID 2>/dev/null || { cat "$T/fuaload.out"; fail "FUA writer died before the kill"; }
 cowbd_kill9
 wait $FIO_PID $FUA_PID 2>/dev/null
-echo "ok: killed under load after $(wc -l <"$T/fua.log") acknowledged FUA writes"
+echo "ok: killed under load after $(acks) acknowledged FUA writes"
 check_pool "after kill -9 under load"
 cowbd_restart
 k checkload $LO $MID || fail "acknowledged FUA writes lost in the kill under load"
