@@ -8,7 +8,8 @@
 # Server:  srv_start_fresh, srv_restart, srv_kill9, srv_term, srv_alive,
 #          pool_check (cowbd-check on the stopped server's pool)
 # Volumes: vol_create NAME SIZE, snap_create VOL@SNAP, vol_clone VOL@SNAP NEW
-# Devices: attach DEV EXPORT [nbd-client options], detach DEV, dev_size DEV
+# Devices: attach DEV EXPORT [nbd-client options], detach DEV, dev_size DEV,
+#          reattach_ro DEV EXPORT DIR (umount, detach, attach, fsck, mount ro)
 # Files:   make_tree DIR N TAG, sums DIR >LIST, check_sums DIR LIST, same F1 F2
 # Verdict: die MSG (FAIL line + diagnostics, exit 1); run_scenario NAME
 PORT=10809
@@ -185,6 +186,17 @@ detach() { # DEV
 }
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+reattach_ro() { # DEV EXPORT DIR: unmount DIR and detach DEV, then attach
+	# EXPORT again with the caches dropped, so what comes back is what the
+	# server stored: fsck must be clean, and DIR is mounted read-only
+	run umount "$3"
+	detach "$1"
+	drop_caches
+	attach "$1" "$2"
+	run fsck.ext4 -fn "$1"
+	mnt -o ro "$1" "$3"
+}
 
 cleanup_all() { # disconnect first: an unmount may wait on a dead device
 	for d in /sys/block/nbd*; do

@@ -19,12 +19,7 @@ scen_ext4_roundtrip() {
 	make_tree /mnt/a 40 t || die "writing the file tree failed"
 	sums /mnt/a >/tmp/a.sums
 	sync
-	run umount /mnt/a
-	detach /dev/nbd0
-	drop_caches
-	attach /dev/nbd0 vol0
-	run fsck.ext4 -fn /dev/nbd0
-	mnt -o ro /dev/nbd0 /mnt/a
+	reattach_ro /dev/nbd0 vol0 /mnt/a
 	check_sums /mnt/a /tmp/a.sums || die "checksums differ after reattach"
 	sums /mnt/a | cmp -s - /tmp/a.sums || die "file list differs after reattach"
 	say "$(wc -l </tmp/a.sums) files, $(du -sk /mnt/a | cut -f1) KiB verified"
@@ -79,12 +74,7 @@ scen_snapshot_clone() {
 	run umount /mnt/s
 	detach /dev/nbd2
 	# The origin has its new files, intact after a reattach.
-	run umount /mnt/o
-	detach /dev/nbd0
-	drop_caches
-	attach /dev/nbd0 vol1
-	run fsck.ext4 -fn /dev/nbd0
-	mnt -o ro /dev/nbd0 /mnt/o
+	reattach_ro /dev/nbd0 vol1 /mnt/o
 	sums /mnt/o | cmp -s - /tmp/origin.sums || die "origin lost writes made after the snapshot"
 	grep -q '/after-' /tmp/origin.sums || die "origin has no post-snapshot files"
 	say "clone and snapshot: $(wc -l </tmp/before.sums) files as at snapshot time; origin: $(wc -l </tmp/origin.sums) files"
