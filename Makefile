@@ -60,8 +60,8 @@ LIB_OBJ  := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 LIB      := $(BUILD)/libcowbd.a
 # What each tool links besides its own object (a narrower list than the
 # whole library keeps the store out of a tool that does not need it).
-COWCTL_OBJ  ?= $(LIB)
-COWCTL_LIBS ?= $(COWBD_LIBS)
+COWCTL_OBJ  ?= $(BUILD)/obj/names.o
+COWCTL_LIBS ?= -ljansson
 CHECK_OBJ   ?= $(LIB)
 CHECK_LIBS  ?= $(COWBD_LIBS)
 TOOL_SRC := $(wildcard tools/*.c)

@@ -21,9 +21,9 @@
 #include <stdint.h>
 
 #include "blkdev.h"
+#include "names.h"
 
 #define STORE_BLOCK_SIZE 4096u
-#define STORE_NAME_MAX   64          /* volume or snapshot name, without "@" part */
 #define STORE_MAX_REQ    (32u << 20) /* largest read/write payload */
 
 struct store;
@@ -55,10 +55,6 @@ struct store *store_open(struct blkdev *dev, const struct store_opts *opts, cons
 
 /* Checkpoint (unless read-only), stop threads, close the device. */
 void store_close(struct store *st);
-
-/* Valid volume or snapshot name part: 1-64 of [A-Za-z0-9._-], not starting
- * with '.' or '-'. */
-bool store_name_valid(const char *name);
 
 /* ---- data path ---------------------------------------------------- */
 
@@ -95,7 +91,7 @@ struct store_req {
 	int err;
 	/* store-private */
 	struct store_req *next;
-	uint64_t seq;
+	int (*job)(struct store_req *req); /* non-NULL: a job for the log thread, not I/O */
 };
 
 /* Queue a request.  Never blocks on I/O; done() may run before this returns. */
@@ -149,15 +145,15 @@ int store_rollback(struct store *st, const char *vol_at_snap);
 int store_checkpoint(struct store *st);
 
 struct store_vol_info {
-	char name[2 * STORE_NAME_MAX + 2]; /* "vol" or "vol@snap" */
+	char name[NAMES_FULL_MAX + 1]; /* "vol" or "vol@snap" */
 	uint64_t id;
 	uint64_t size;          /* bytes */
 	uint64_t mapped_blocks; /* blocks mapped in its tree */
 	uint64_t unique_blocks; /* blocks only it references (freed if deleted) */
 	bool snapshot;
-	char origin[2 * STORE_NAME_MAX + 2]; /* clone: the snapshot it came from, else "" */
-	uint64_t created;                    /* unix seconds */
-	unsigned attached;                   /* open handles */
+	char origin[NAMES_FULL_MAX + 1]; /* clone: the snapshot it came from, else "" */
+	uint64_t created;                /* unix seconds */
+	unsigned attached;               /* open handles */
 };
 
 /* List volumes (and snapshots) into a malloc'd array; *n gets the count.

@@ -5,6 +5,25 @@
 #include <stdlib.h>
 
 #include "alloc.h"
+#include "say.h"
+
+enum alloc_seg_state { ALLOC_FREE = 0, ALLOC_USED = 1 };
+
+/* Invariants (alloc_check): seg_live[s] counts the blocks of s with ref > 0;
+ * a segment with a live block is USED; nfree counts FREE segments and
+ * live_blocks all blocks with ref > 0.  Segment 0 is USED forever. */
+struct alloc {
+	uint64_t nsegs;
+	uint64_t nblocks;
+	uint32_t *ref;      /* per block */
+	uint32_t *seg_live; /* per segment: blocks with ref > 0 */
+	uint8_t *seg_state; /* enum alloc_seg_state */
+	uint64_t nfree;     /* FREE segments */
+	uint64_t hint;      /* where the next search starts */
+	uint64_t live_blocks;
+	uint64_t *seg_stamp;    /* LSN when the log entered the segment (age for the compactor) */
+	uint8_t *seg_discarded; /* FREE and already handed back to the device */
+};
 
 struct alloc *alloc_new(uint64_t nsegs)
 {
@@ -38,6 +57,56 @@ void alloc_free(struct alloc *a)
 	free(a->seg_stamp);
 	free(a->seg_discarded);
 	free(a);
+}
+
+uint64_t alloc_nsegs(const struct alloc *a)
+{
+	return a->nsegs;
+}
+
+uint64_t alloc_nblocks(const struct alloc *a)
+{
+	return a->nblocks;
+}
+
+uint64_t alloc_nfree(const struct alloc *a)
+{
+	return a->nfree;
+}
+
+uint64_t alloc_live_blocks(const struct alloc *a)
+{
+	return a->live_blocks;
+}
+
+uint32_t alloc_seg_live(const struct alloc *a, uint64_t seg)
+{
+	assert(seg < a->nsegs);
+	return a->seg_live[seg];
+}
+
+bool alloc_seg_used(const struct alloc *a, uint64_t seg)
+{
+	assert(seg < a->nsegs);
+	return a->seg_state[seg] == ALLOC_USED;
+}
+
+uint64_t alloc_seg_stamp(const struct alloc *a, uint64_t seg)
+{
+	assert(seg < a->nsegs);
+	return a->seg_stamp[seg];
+}
+
+void alloc_seg_set_stamp(struct alloc *a, uint64_t seg, uint64_t lsn)
+{
+	assert(seg < a->nsegs);
+	a->seg_stamp[seg] = lsn;
+}
+
+uint32_t alloc_block_refs(const struct alloc *a, uint64_t blk)
+{
+	assert(blk < a->nblocks);
+	return __atomic_load_n(&a->ref[blk], __ATOMIC_RELAXED);
 }
 
 void alloc_mark_used(struct alloc *a, uint64_t seg)
@@ -148,4 +217,29 @@ bool alloc_check(const struct alloc *a)
 		live += l;
 	}
 	return nfree == a->nfree && live == a->live_blocks;
+}
+
+int alloc_verify(const struct alloc *a, const uint32_t *want)
+{
+	uint64_t shown = 0;
+	int bad = 0;
+
+	for (uint64_t b = 0; b < a->nblocks; b++)
+		if (want[b] != a->ref[b]) {
+			if (shown++ < 10)
+				say_error("check: block %llu referenced %u times, accounted %u",
+				          (unsigned long long)b, want[b], a->ref[b]);
+			bad++;
+		}
+	for (uint64_t s = 0; s < a->nsegs; s++)
+		if (a->seg_live[s] && a->seg_state[s] != ALLOC_USED) {
+			say_error("check: segment %llu holds live blocks but is free",
+			          (unsigned long long)s);
+			bad++;
+		}
+	if (!alloc_check(a)) {
+		say_error("check: allocator counts disagree with its arrays");
+		bad++;
+	}
+	return bad;
 }

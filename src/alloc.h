@@ -19,20 +19,8 @@
 
 #include "format.h"
 
-enum alloc_seg_state { ALLOC_FREE = 0, ALLOC_USED = 1 };
-
-struct alloc {
-	uint64_t nsegs;
-	uint64_t nblocks;
-	uint32_t *ref;      /* per block */
-	uint32_t *seg_live; /* per segment: blocks with ref > 0 */
-	uint8_t *seg_state; /* enum alloc_seg_state */
-	uint64_t nfree;     /* FREE segments */
-	uint64_t hint;      /* where the next search starts */
-	uint64_t live_blocks;
-	uint64_t *seg_stamp;    /* LSN when the log entered the segment (age for the compactor) */
-	uint8_t *seg_discarded; /* FREE and already handed back to the device */
-};
+/* Opaque: used only through the functions below (alloc.c owns the fields). */
+struct alloc;
 
 /* Returns NULL on ENOMEM.  Segment 0 (superblocks) is USED forever; every
  * other segment starts FREE. */
@@ -43,6 +31,25 @@ static inline uint64_t alloc_seg_of(uint64_t blk)
 {
 	return blk / FMT_SEG_BLOCKS;
 }
+
+/* Sizes fixed at alloc_new; O(1). */
+uint64_t alloc_nsegs(const struct alloc *a);
+uint64_t alloc_nblocks(const struct alloc *a);
+/* FREE segments now; blocks with a reference (data + metadata); O(1). */
+uint64_t alloc_nfree(const struct alloc *a);
+uint64_t alloc_live_blocks(const struct alloc *a);
+
+/* Per segment: live blocks (ref > 0), whether it is USED, and its stamp
+ * (the LSN at which the log entered it: its age, for the compactor's
+ * cost-benefit choice).  O(1). */
+uint32_t alloc_seg_live(const struct alloc *a, uint64_t seg);
+bool alloc_seg_used(const struct alloc *a, uint64_t seg);
+uint64_t alloc_seg_stamp(const struct alloc *a, uint64_t seg);
+void alloc_seg_set_stamp(struct alloc *a, uint64_t seg, uint64_t lsn);
+
+/* References held on blk.  Any thread: a reader off the log thread sees a
+ * moment's value (relaxed atomic load), good for estimates only.  O(1). */
+uint32_t alloc_block_refs(const struct alloc *a, uint64_t blk);
 
 /* Reference / unreference a block; O(1).  The segment of a referenced
  * block is always USED. */
@@ -72,5 +79,11 @@ uint64_t alloc_dead_segs(const struct alloc *a);
 
 /* Whole-object checker for assert(): counts agree with the arrays. */
 bool alloc_check(const struct alloc *a);
+
+/* Offline checker: compare every block's count with want[] (the references
+ * recomputed from the trees and checkpoint, alloc_nblocks entries) and
+ * every segment's state with its live blocks; report each problem with
+ * say_error (the first few per kind).  Returns the number found. */
+int alloc_verify(const struct alloc *a, const uint32_t *want);
 
 #endif

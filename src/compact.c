@@ -1,5 +1,5 @@
 /* compact.c — victim choice and block copying for the compactor (see
- * compact.h).  Layer: under store; uses tree, alloc, log, blkdev.  Locks:
+ * compact.h).  Layer: under store; uses tree, alloc, log, segio.  Locks:
  * none (log thread). */
 #include <errno.h>
 #include <stdlib.h>
@@ -14,8 +14,9 @@ struct compact {
 	char *buf; /* max_blocks copy buffers */
 	unsigned nbuf, used;
 	struct map moved; /* old address -> new address (as a pointer value) */
+	unsigned nvictims;
 	struct log *l;
-	struct blkdev *dev;
+	struct segio *io;
 	int err;
 };
 
@@ -60,7 +61,7 @@ static uint64_t move_block(void *arg, uint64_t old)
 	}
 	char *b = c->buf + (size_t)c->used * FMT_BLOCK;
 	struct fmt_entry e = {.type = FMT_E_MOVE, .lba = old, .count = 1};
-	c->err = blkdev_pread(c->dev, b, FMT_BLOCK, old * FMT_BLOCK);
+	c->err = segio_read_block(c->io, b, old);
 	if (!c->err)
 		c->err = log_add(c->l, &e, b, &addr);
 	if (!c->err)
@@ -77,72 +78,75 @@ static int commit_copies(void *arg)
 	return log_commit(c->l);
 }
 
-int64_t compact_pass(struct compact *c, struct alloc *a, struct log *l, struct blkdev *dev,
-                     struct tree *const *trees, unsigned ntrees, const uint64_t *keep,
-                     unsigned nkeep, double max_util, unsigned max_blocks, unsigned *victims)
+uint64_t compact_pick(struct compact *c, const struct alloc *a, uint64_t now_lsn,
+                      const uint64_t *keep, unsigned nkeep, double max_util, unsigned max_blocks,
+                      unsigned *victims)
 {
+	uint64_t nsegs = alloc_nsegs(a);
 	struct cand *cand;
 	unsigned ncand = 0;
 	uint64_t total = 0;
 
 	*victims = 0;
-	if (c->nsegs != a->nsegs) {
+	c->nvictims = 0;
+	if (c->nsegs != nsegs) {
 		free(c->victim);
-		c->victim = calloc(a->nsegs, 1);
+		c->victim = calloc(nsegs, 1);
+		c->nsegs = c->victim ? nsegs : 0;
 		if (!c->victim)
-			return -ENOMEM;
-		c->nsegs = a->nsegs;
+			return 0;
 	}
 	if (c->nbuf < max_blocks) {
 		free(c->buf);
 		c->buf = malloc((size_t)max_blocks * FMT_BLOCK);
 		c->nbuf = c->buf ? max_blocks : 0;
 		if (!c->buf)
-			return -ENOMEM;
+			return 0;
 	}
-	cand = malloc(sizeof(*cand) * a->nsegs);
+	cand = malloc(sizeof(*cand) * nsegs);
 	if (!cand)
-		return -ENOMEM;
-	for (uint64_t s = 1; s < a->nsegs; s++) {
-		double u = (double)a->seg_live[s] / FMT_SEG_BLOCKS;
+		return 0;
+	for (uint64_t s = 1; s < nsegs; s++) {
+		uint32_t live = alloc_seg_live(a, s);
+		double u = (double)live / FMT_SEG_BLOCKS;
 		bool kept = false;
 		for (unsigned k = 0; k < nkeep; k++)
 			kept = kept || keep[k] == s;
-		if (a->seg_state[s] != ALLOC_USED || !a->seg_live[s] || u > max_util || kept)
+		if (!alloc_seg_used(a, s) || !live || u > max_util || kept)
 			continue;
-		double age = (double)(l->lsn - a->seg_stamp[s]) + 1.0;
+		double age = (double)(now_lsn - alloc_seg_stamp(a, s)) + 1.0;
 		cand[ncand].seg = s;
 		cand[ncand].score = (1.0 - u) * age / (1.0 + u);
 		ncand++;
 	}
 	qsort(cand, ncand, sizeof(*cand), by_score);
-	memset(c->victim, 0, a->nsegs);
+	memset(c->victim, 0, nsegs);
 	for (unsigned i = 0; i < ncand; i++) {
-		uint64_t live = a->seg_live[cand[i].seg];
+		uint64_t live = alloc_seg_live(a, cand[i].seg);
 		if (total + live > max_blocks)
 			break;
 		c->victim[cand[i].seg] = 1;
 		total += live;
-		(*victims)++;
+		c->nvictims++;
 	}
 	free(cand);
-	if (!*victims)
+	*victims = c->nvictims;
+	return total;
+}
+
+int64_t compact_move(struct compact *c, struct alloc *a, struct log *l, struct segio *io,
+                     struct tree *const *trees, unsigned ntrees)
+{
+	if (!c->nvictims)
 		return 0;
-	/* Room for the copies and, as much again, for the tree nodes the next
-	 * checkpoint rewrites, plus two spare segments: never compact into
-	 * ENOSPC. */
-	if (log_room(l) + (a->nfree > 2 ? a->nfree - 2 : 0) * FMT_SEG_BLOCKS <
-	    2 * (total + total / (FMT_SUM_ENTRIES - 1) + 2)) {
-		*victims = 0;
-		return 0;
-	}
 	c->used = 0;
 	c->l = l;
-	c->dev = dev;
+	c->io = io;
 	c->err = 0;
 	map_clear(&c->moved);
 	int64_t moved = tree_relocate(trees, ntrees, a, c->victim, move_block, commit_copies, c);
 	map_clear(&c->moved);
+	c->nvictims = 0;
 	if (moved < 0)
 		return c->err ? c->err : moved;
 	return (int64_t)c->used;

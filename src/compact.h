@@ -8,6 +8,9 @@
  * then frees the victims (after an RCU grace period).  A crash before that
  * checkpoint leaves the old one in force, whose blocks are all intact.
  *
+ * Whether a pass is worth its room in the log is policy: the store's space
+ * rules decide between compact_pick and compact_move.
+ *
  * Runs on the store's log thread, between rounds.  Readers are never
  * blocked: they see a block's old or new copy, with the same bytes.
  */
@@ -16,8 +19,8 @@
 #include <stdint.h>
 
 #include "alloc.h"
-#include "blkdev.h"
 #include "log.h"
+#include "segio.h"
 #include "tree.h"
 
 struct compact;
@@ -25,13 +28,20 @@ struct compact;
 struct compact *compact_new(void);
 void compact_free(struct compact *c);
 
-/* One pass: victims of live fraction <= max_util, never a segment listed in
- * keep[] (segment numbers), at most max_blocks live blocks moved.  Returns the number of
- * blocks moved (0: nothing worth moving) or -errno (the log may hold part
- * of the copies then; the caller fails the pool).  *victims gets the number
- * of segments chosen. */
-int64_t compact_pass(struct compact *c, struct alloc *a, struct log *l, struct blkdev *dev,
-                     struct tree *const *trees, unsigned ntrees, const uint64_t *keep,
-                     unsigned nkeep, double max_util, unsigned max_blocks, unsigned *victims);
+/* Choose victims: segments of live fraction <= max_util, never one listed
+ * in keep[] (segment numbers), best cost-benefit first, holding at most
+ * max_blocks live blocks in all; now_lsn dates the segments.  Returns the
+ * live blocks the chosen victims hold (0: none worth moving); *victims
+ * gets their number.  Nothing is written. */
+uint64_t compact_pick(struct compact *c, const struct alloc *a, uint64_t now_lsn,
+                      const uint64_t *keep, unsigned nkeep, double max_util, unsigned max_blocks,
+                      unsigned *victims);
+
+/* Copy the live blocks of the victims compact_pick chose to the log head
+ * (MOVE entries, read through io) and re-point every tree of trees[] at
+ * the copies.  Returns the number of blocks moved or -errno (the log may
+ * hold part of the copies then; the caller fails the pool). */
+int64_t compact_move(struct compact *c, struct alloc *a, struct log *l, struct segio *io,
+                     struct tree *const *trees, unsigned ntrees);
 
 #endif

@@ -1,6 +1,9 @@
-/* log.c — batches at the head of the append-only segment log: summary
- * building, sealing (LSN + CRC chain) and the pwritev that writes a round.
- * Layer: under store, over blkdev and alloc.  Locks: none (log thread). */
+/* log.c — the append-only log: batches at the head (summary building,
+ * sealing with the LSN + CRC chain, one append per segment per commit) and
+ * the one description of how batches are walked back (entries, the chain
+ * after a checkpoint, the batches of a segment).
+ * Layer: under the store, over segio and alloc.  Locks: none (the writing
+ * half belongs to the log thread; the reading half is stateless). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,11 +13,37 @@
 #include "crc32c.h"
 #include "log.h"
 
-int log_init(struct log *l, struct blkdev *dev, struct alloc *a, uint64_t head_seg,
-             uint64_t head_off, uint64_t next_seg, uint64_t lsn, uint32_t prev_crc)
+struct log {
+	struct segio *io;
+	struct alloc *a;
+	uint64_t head_seg, head_off; /* next block to assign: head_seg * SEG + head_off */
+	uint64_t next_seg;           /* 0 = none could be taken yet */
+	uint64_t lsn;                /* LSN the next sealed summary gets */
+	uint32_t prev_crc;           /* CRC of the last sealed summary */
+	uint64_t boot_id;
+	/* the open summary, if any */
+	struct fmt_summary *sum;
+	uint64_t sum_addr;
+	/* pending, unwritten: contiguous blocks from pend_start, in one segment */
+	uint64_t pend_start;
+	struct iovec *iov;
+	int niov, iov_cap;
+	struct fmt_summary **pool; /* summary buffers */
+	int npool, pool_used;
+	/* last sealed summary */
+	uint64_t last_lsn;
+	uint64_t blocks_written;
+};
+
+struct log *log_new(struct segio *io, struct alloc *a, uint64_t head_seg, uint64_t head_off,
+                    uint64_t next_seg, uint64_t lsn, uint32_t prev_crc)
 {
-	memset(l, 0, sizeof(*l));
-	l->dev = dev;
+	struct log *l = calloc(1, sizeof(*l));
+	int err;
+
+	if (!l)
+		return NULL;
+	l->io = io;
 	l->a = a;
 	l->head_seg = head_seg;
 	l->head_off = head_off;
@@ -24,16 +53,55 @@ int log_init(struct log *l, struct blkdev *dev, struct alloc *a, uint64_t head_s
 	l->pend_start = head_seg * FMT_SEG_BLOCKS + head_off;
 	if (getrandom(&l->boot_id, sizeof(l->boot_id), 0) != sizeof(l->boot_id))
 		l->boot_id = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
-	return 0;
+	err = segio_open(io, head_seg, head_off * FMT_BLOCK);
+	if (err) {
+		free(l);
+		errno = -err;
+		return NULL;
+	}
+	return l;
 }
 
-void log_destroy(struct log *l)
+void log_free(struct log *l)
 {
+	if (!l)
+		return;
 	for (int i = 0; i < l->npool; i++)
 		free(l->pool[i]);
 	free(l->pool);
 	free(l->iov);
-	memset(l, 0, sizeof(*l));
+	free(l);
+}
+
+uint64_t log_head_seg(const struct log *l)
+{
+	return l->head_seg;
+}
+
+uint64_t log_head_off(const struct log *l)
+{
+	return l->head_off;
+}
+
+uint64_t log_next_seg(const struct log *l)
+{
+	return l->next_seg;
+}
+
+uint64_t log_lsn(const struct log *l)
+{
+	return l->lsn;
+}
+
+uint64_t log_blocks_written(const struct log *l)
+{
+	return l->blocks_written;
+}
+
+void log_last(const struct log *l, uint64_t *lsn, uint32_t *crc)
+{
+	*lsn = l->last_lsn;
+	*crc = l->prev_crc;
 }
 
 static int push_iov(struct log *l, const void *p)
@@ -83,11 +151,9 @@ uint64_t log_seal(struct log *l)
 	s->crc = 0;
 	s->crc = crc32c(0, s, FMT_BLOCK);
 	l->prev_crc = s->crc;
-	l->last_addr = l->sum_addr;
 	l->last_lsn = s->lsn;
 	l->sum = NULL;
-	l->batches++;
-	return l->last_addr;
+	return l->sum_addr;
 }
 
 int log_commit(struct log *l)
@@ -95,7 +161,9 @@ int log_commit(struct log *l)
 	int err = 0;
 	log_seal(l);
 	if (l->niov) {
-		err = blkdev_pwritev(l->dev, l->iov, l->niov, l->pend_start * FMT_BLOCK);
+		uint64_t seg = l->pend_start / FMT_SEG_BLOCKS;
+		uint64_t off = (l->pend_start % FMT_SEG_BLOCKS) * FMT_BLOCK;
+		err = segio_append(l->io, seg, off, l->iov, l->niov);
 		l->blocks_written += (uint64_t)l->niov;
 	}
 	l->niov = 0;
@@ -114,16 +182,17 @@ static int open_summary(struct log *l, unsigned need)
 		err = log_commit(l);
 		if (err)
 			return err;
-		/* The segment is sealed: start writing it back now, so that
-		 * dirty data never piles up for the next sync to wait on. */
-		blkdev_writeback(l->dev, l->head_seg * FMT_SEG_BYTES, FMT_SEG_BYTES);
+		segio_seal(l->io, l->head_seg);
 		if (!l->next_seg)
 			l->next_seg = alloc_take_seg(l->a);
 		if (!l->next_seg)
 			return -ENOSPC;
+		err = segio_open(l->io, l->next_seg, 0);
+		if (err)
+			return err;
 		l->head_seg = l->next_seg;
 		l->head_off = 0;
-		l->a->seg_stamp[l->head_seg] = l->lsn;
+		alloc_seg_set_stamp(l->a, l->head_seg, l->lsn);
 		l->next_seg = alloc_take_seg(l->a); /* may be 0: taken later */
 		l->pend_start = l->head_seg * FMT_SEG_BLOCKS;
 	} else if (!l->next_seg) {
@@ -176,6 +245,14 @@ uint64_t log_room(const struct log *l)
 	return (FMT_SEG_BLOCKS - l->head_off) + (l->next_seg ? FMT_SEG_BLOCKS : 0);
 }
 
+/* ---- reading batches back ---------------------------------------------- */
+
+/* The one place that knows which entries carry a block: all but TRIM. */
+static bool entry_carries(const struct fmt_entry *e)
+{
+	return e->type != FMT_E_TRIM;
+}
+
 int log_summary_valid(const struct fmt_summary *s, uint64_t addr)
 {
 	struct fmt_summary copy;
@@ -187,8 +264,79 @@ int log_summary_valid(const struct fmt_summary *s, uint64_t addr)
 		return -EILSEQ;
 	unsigned carried = 0;
 	for (unsigned i = 0; i < s->nentries; i++)
-		carried += s->e[i].type != FMT_E_TRIM;
+		carried += entry_carries(&s->e[i]);
 	if (carried != s->nblocks || (addr % FMT_SEG_BLOCKS) + 1 + carried > FMT_SEG_BLOCKS)
 		return -EILSEQ;
 	return 0;
+}
+
+const struct fmt_entry *log_entry_next(const struct fmt_summary *s, uint64_t addr,
+                                       struct log_walk *w, uint64_t *blk)
+{
+	if (w->i >= s->nentries)
+		return NULL;
+	const struct fmt_entry *e = &s->e[w->i++];
+	*blk = entry_carries(e) ? addr + 1 + w->k++ : 0;
+	return e;
+}
+
+void log_chain_start(struct log_chain *c, const struct fmt_summary *ck, uint64_t nsegs)
+{
+	c->pos = ck->self + 1 + ck->nblocks;
+	c->seg = ck->self / FMT_SEG_BLOCKS;
+	c->next = ck->next_seg;
+	c->lsn = ck->lsn + 1;
+	c->prev = ck->crc;
+	c->nsegs = nsegs;
+}
+
+/* Is the batch at `at` the one that continues c: a valid summary with the
+ * right LSN and previous CRC, every carried data block intact? */
+static bool chain_fits(struct segio *io, const struct log_chain *c, uint64_t at,
+                       struct fmt_summary *s, void *scratch)
+{
+	struct log_walk w = {0};
+	const struct fmt_entry *e;
+	uint64_t blk;
+
+	if (segio_read_block(io, s, at) || log_summary_valid(s, at) || s->lsn != c->lsn ||
+	    s->prev_crc != c->prev)
+		return false;
+	/* Nodes carry their own CRC (checked when a checkpoint loads them);
+	 * every other carried block must match its entry (torn write?). */
+	while ((e = log_entry_next(s, at, &w, &blk)))
+		if (blk && e->type != FMT_E_NODE &&
+		    (segio_read_block(io, scratch, blk) || crc32c(0, scratch, FMT_BLOCK) != e->crc))
+			return false;
+	return true;
+}
+
+int log_chain_next(struct segio *io, struct log_chain *c, struct fmt_summary *s, void *scratch,
+                   uint64_t *addr)
+{
+	uint64_t at;
+
+	/* The block after the last batch, then the next segment's start. */
+	if (c->pos / FMT_SEG_BLOCKS == c->seg && chain_fits(io, c, c->pos, s, scratch))
+		at = c->pos;
+	else if (c->next && c->next < c->nsegs &&
+	         chain_fits(io, c, c->next * FMT_SEG_BLOCKS, s, scratch))
+		at = c->next * FMT_SEG_BLOCKS;
+	else
+		return 0;
+	c->seg = at / FMT_SEG_BLOCKS;
+	if (s->next_seg && s->next_seg < c->nsegs)
+		c->next = s->next_seg;
+	c->pos = at + 1 + s->nblocks;
+	c->prev = s->crc;
+	c->lsn++;
+	*addr = at;
+	return 1;
+}
+
+int log_seg_next(struct segio *io, uint64_t seg, uint64_t pos, struct fmt_summary *s)
+{
+	if (pos / FMT_SEG_BLOCKS != seg)
+		return 0;
+	return !segio_read_block(io, s, pos) && !log_summary_valid(s, pos);
 }

@@ -325,7 +325,7 @@ static uint64_t count_unique(const struct tree_node *n, const struct alloc *a)
 	for (unsigned i = 0; i < FMT_FANOUT; i++) {
 		if (n->level == 0) {
 			uint64_t p = CMM_LOAD_SHARED(n->phys[i]);
-			u += p && __atomic_load_n(&a->ref[p], __ATOMIC_RELAXED) == 1;
+			u += p && alloc_block_refs(a, p) == 1;
 		} else {
 			const struct tree_node *c = rcu_dereference(n->child[i]);
 			if (c)
@@ -498,7 +498,7 @@ void tree_loader_free(struct tree_loader *l)
 
 static bool addr_ok(const struct alloc *a, uint64_t addr)
 {
-	return addr < a->nblocks && alloc_seg_of(addr) != 0;
+	return addr < alloc_nblocks(a) && alloc_seg_of(addr) != 0;
 }
 
 static int load_node(struct tree_loader *l, uint64_t addr, unsigned level, struct tree_node **out)
@@ -582,7 +582,7 @@ int tree_load(struct tree_loader *l, struct tree *t, uint64_t root_addr, unsigne
 /* ---- checker -------------------------------------------------------- */
 
 static int check_node(const struct tree_node *n, unsigned level, struct map *seen, uint32_t *bref,
-                      const struct alloc *a)
+                      uint64_t nblocks)
 {
 	uintptr_t c = (uintptr_t)map_get(seen, (uint64_t)(uintptr_t)n);
 	int bad = 0;
@@ -600,7 +600,7 @@ static int check_node(const struct tree_node *n, unsigned level, struct map *see
 		if (level == 0) {
 			if (n->phys[i]) {
 				cnt++;
-				if (n->phys[i] >= a->nblocks) {
+				if (n->phys[i] >= nblocks) {
 					say_error("check: block %llu out of range",
 					          (unsigned long long)n->phys[i]);
 					bad++;
@@ -610,7 +610,7 @@ static int check_node(const struct tree_node *n, unsigned level, struct map *see
 			}
 		} else if (n->child[i]) {
 			cnt++;
-			bad += check_node(n->child[i], level - 1, seen, bref, a);
+			bad += check_node(n->child[i], level - 1, seen, bref, nblocks);
 		}
 	}
 	if (cnt != n->nmapped) {
@@ -630,18 +630,15 @@ static int check_node(const struct tree_node *n, unsigned level, struct map *see
 	return bad;
 }
 
-int tree_check_all(struct tree *const *trees, unsigned n, const struct alloc *a,
-                   const uint64_t *extra_blocks, unsigned nextra)
+int tree_check_all(struct tree *const *trees, unsigned n, uint64_t nblocks, uint32_t *bref)
 {
 	struct map seen = {0};
-	uint32_t *bref = calloc(a->nblocks, sizeof(*bref));
 	int bad = 0;
 
-	if (!bref)
-		return 1;
 	for (unsigned i = 0; i < n; i++)
 		if (trees[i]->root)
-			bad += check_node(trees[i]->root, trees[i]->levels - 1, &seen, bref, a);
+			bad +=
+			    check_node(trees[i]->root, trees[i]->levels - 1, &seen, bref, nblocks);
 	for (size_t i = 0; i < seen.cap; i++) {
 		if (!seen.keys[i])
 			continue;
@@ -652,27 +649,6 @@ int tree_check_all(struct tree *const *trees, unsigned n, const struct alloc *a,
 			bad++;
 		}
 	}
-	for (unsigned i = 0; i < nextra; i++)
-		bref[extra_blocks[i]]++;
-	uint64_t shown = 0;
-	for (uint64_t b = 0; b < a->nblocks; b++)
-		if (bref[b] != a->ref[b]) {
-			if (shown++ < 10)
-				say_error("check: block %llu referenced %u times, accounted %u",
-				          (unsigned long long)b, bref[b], a->ref[b]);
-			bad++;
-		}
-	for (uint64_t s = 0; s < a->nsegs; s++)
-		if (a->seg_live[s] && a->seg_state[s] != ALLOC_USED) {
-			say_error("check: segment %llu holds live blocks but is free",
-			          (unsigned long long)s);
-			bad++;
-		}
-	if (!alloc_check(a)) {
-		say_error("check: allocator counts disagree with its arrays");
-		bad++;
-	}
 	map_clear(&seen);
-	free(bref);
 	return bad;
 }

@@ -117,10 +117,11 @@ struct tree_loader *tree_loader_new(struct alloc *a, tree_read_fn read, void *ar
 int tree_load(struct tree_loader *l, struct tree *t, uint64_t root_addr, unsigned levels);
 void tree_loader_free(struct tree_loader *l);
 
-/* Offline checker: recomputes node and block references from the roots
- * given and compares with node->ref and a->ref.  Returns problems found
- * (each reported with say_error). */
-int tree_check_all(struct tree *const *trees, unsigned n, const struct alloc *a,
-                   const uint64_t *extra_blocks, unsigned nextra);
+/* Offline checker: walks every distinct node reachable from trees[0..n),
+ * checks each node's level, slot counts and reference count, and adds one
+ * to bref[b] (nblocks entries) for every reference to block b (leaf slots
+ * and nodes' on-disk copies), for the caller to compare with the
+ * allocator.  Returns problems found (each reported with say_error). */
+int tree_check_all(struct tree *const *trees, unsigned n, uint64_t nblocks, uint32_t *bref);
 
 #endif

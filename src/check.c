@@ -1,0 +1,124 @@
+/* check.c — the offline consistency check behind cowbd-check, over a store
+ * opened read-only: checksums were verified while loading; this recounts
+ * every block reference from the trees and the checkpoint and compares
+ * them with the allocator, verifies the CRC of every live data block
+ * against the summary that describes it, and checks the volume table.
+ *
+ * Layer: the top of the store beside store.c; over vtab, tree, log,
+ * alloc.  Locks: none (no threads write a read-only store). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crc32c.h"
+#include "say.h"
+#include "store_int.h"
+
+/* Report the first few problems of a kind; count them all. */
+#define SHOW_MAX 10
+
+/* Walk the batches of every segment holding live blocks (they lie
+ * contiguous from the segment's first block) and verify the CRC of each
+ * live data block; every live block must be described by some summary.
+ * A stale batch from a segment's earlier life can only follow the current
+ * ones, so it only describes blocks that are not live. */
+static int check_segments(struct store *st)
+{
+	struct fmt_summary *s = malloc(sizeof(*s));
+	char *blk = malloc(FMT_BLOCK);
+	uint8_t *seen = malloc(FMT_SEG_BLOCKS);
+	uint64_t verified = 0;
+	int bad = 0;
+
+	if (!s || !blk || !seen) {
+		bad = 1;
+		goto out;
+	}
+	for (uint64_t seg = 1; seg < st->nsegs; seg++) {
+		if (!alloc_seg_live(st->a, seg))
+			continue;
+		uint64_t base = seg * FMT_SEG_BLOCKS;
+		memset(seen, 0, FMT_SEG_BLOCKS);
+		for (uint64_t pos = base; log_seg_next(st->io, seg, pos, s);
+		     pos += 1 + s->nblocks) {
+			struct log_walk w = {0};
+			const struct fmt_entry *e;
+			uint64_t b;
+			seen[pos - base] = 1;
+			while ((e = log_entry_next(s, pos, &w, &b))) {
+				if (!b)
+					continue;
+				seen[b - base] = 1;
+				if ((e->type != FMT_E_DATA && e->type != FMT_E_MOVE) ||
+				    !alloc_block_refs(st->a, b))
+					continue;
+				if (segio_read_block(st->io, blk, b) ||
+				    crc32c(0, blk, FMT_BLOCK) != e->crc) {
+					if (bad < SHOW_MAX)
+						say_error(
+						    "check: data block %llu (volume %u block %llu) "
+						    "fails its checksum",
+						    (unsigned long long)b, e->vol,
+						    (unsigned long long)e->lba);
+					bad++;
+				} else {
+					verified++;
+				}
+			}
+		}
+		for (uint64_t b = base; b < base + FMT_SEG_BLOCKS; b++)
+			if (alloc_block_refs(st->a, b) && !seen[b - base]) {
+				if (bad < SHOW_MAX)
+					say_error(
+					    "check: live block %llu is described by no summary",
+					    (unsigned long long)b);
+				bad++;
+			}
+	}
+	say_info("check: verified %llu live data blocks", (unsigned long long)verified);
+out:
+	free(s);
+	free(blk);
+	free(seen);
+	return bad;
+}
+
+/* Recount every reference from the trees and the checkpoint; compare. */
+static int check_refs(struct store *st)
+{
+	uint64_t nblocks = alloc_nblocks(st->a);
+	uint32_t *want = calloc(nblocks, sizeof(*want));
+	unsigned n;
+	struct tree **trees = vtab_trees(st, &n);
+	int bad = 1;
+
+	if (want && trees) {
+		bad = tree_check_all(trees, n, nblocks, want);
+		for (unsigned i = 0; i < st->ck.nblocks; i++)
+			want[st->ck.blocks[i]]++;
+		bad += alloc_verify(st->a, want);
+	}
+	free(trees);
+	free(want);
+	return bad;
+}
+
+int store_check(struct store *st)
+{
+	int bad = check_refs(st);
+	bad += check_segments(st);
+	if (st->ck.bitmap_mismatch) {
+		say_error(
+		    "check: %u segments hold live blocks but the checkpoint bitmap marks them free",
+		    st->ck.bitmap_mismatch);
+		bad += (int)st->ck.bitmap_mismatch;
+	}
+	for (struct volume *v = st->vt.list; v; v = v->next) {
+		if (v->snapshot && !vtab_find_id(st, v->parent_id)) {
+			say_error("check: snapshot %llu belongs to missing volume %llu",
+			          (unsigned long long)v->id, (unsigned long long)v->parent_id);
+			bad++;
+		}
+	}
+	return bad;
+}

@@ -1,0 +1,345 @@
+/* ckpt.c — checkpoints: the record (volume table + segment bitmap) encoded
+ * and decoded, writing one (dirty tree nodes children first, the record,
+ * a sync, then the superblock flip) and loading one at open.
+ *
+ * Writing is two steps, so that a later version can run the first in the
+ * background: ckpt_pre_commit makes nodes and record durable in the log;
+ * ckpt_commit flips the superblock to them and only then lets the old
+ * checkpoint's blocks and the segments that died before it go.
+ *
+ * Layer: under space, writer, store_ctl, recover and store; over vtab,
+ * super, core, tree, log and alloc.  Locks: none (the log thread, or the
+ * single-threaded opener). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <urcu/urcu-memb.h>
+
+#include "crc32c.h"
+#include "store_int.h"
+
+/* Node blocks buffered before a checkpoint writes them out. */
+#define SCRATCH_COMMIT 2048
+
+static size_t record_bytes(uint64_t nvols, uint64_t nsegs)
+{
+	return sizeof(struct fmt_ckpt) + nvols * sizeof(struct fmt_vol) + (nsegs + 7) / 8;
+}
+
+unsigned ckpt_max_vols(uint64_t nsegs)
+{
+	size_t room =
+	    (size_t)CKPT_MAX_BLOCKS * FMT_BLOCK - sizeof(struct fmt_ckpt) - (nsegs + 7) / 8;
+	return (unsigned)(room / sizeof(struct fmt_vol));
+}
+
+bool ckpt_due(const struct store *st)
+{
+	if (st->failed || !st->ck.dirty)
+		return false;
+	if ((log_blocks_written(st->log) - st->ck.log_blocks_at) * FMT_BLOCK >=
+	    st->ck.interval_bytes)
+		return true;
+	return time(NULL) - st->ck.last >= (time_t)st->ck.interval_secs;
+}
+
+unsigned ckpt_segments(const struct store *st, uint64_t *out)
+{
+	for (unsigned i = 0; i < st->ck.nblocks; i++)
+		out[i] = alloc_seg_of(st->ck.blocks[i]);
+	return st->ck.nblocks;
+}
+
+/* tree_write_dirty's emitter: one node image into the log. */
+static uint64_t emit_node(void *arg, struct fmt_node *img)
+{
+	struct store *st = arg;
+	struct fmt_entry e = {.type = FMT_E_NODE, .count = 1};
+	struct fmt_node *blk;
+	uint64_t addr;
+
+	if (core_scratch_used(st) >= SCRATCH_COMMIT) {
+		if (log_commit(st->log))
+			return 0;
+		core_scratch_reset(st);
+	}
+	blk = core_scratch_get(st);
+	if (!blk)
+		return 0;
+	memcpy(blk, img, sizeof(*blk));
+	if (log_add(st->log, &e, blk, &addr))
+		return 0;
+	blk->self = addr;
+	blk->crc = 0;
+	blk->crc = crc32c(0, blk, FMT_BLOCK);
+	return addr;
+}
+
+/* The record: header, one fmt_vol per volume, the segment bitmap. */
+static void encode_record(struct store *st, uint8_t *rec)
+{
+	struct fmt_ckpt *h = (struct fmt_ckpt *)rec;
+	h->magic = FMT_CKPT_MAGIC;
+	h->version = FMT_VERSION;
+	h->lsn = log_lsn(st->log);
+	h->next_vol_id = st->vt.next_id;
+	h->nvols = st->vt.n;
+	h->nsegs = st->nsegs;
+	h->head_seg = log_head_seg(st->log);
+	struct fmt_vol *fv = (struct fmt_vol *)(rec + sizeof(*h));
+	for (struct volume *v = st->vt.list; v; v = v->next, fv++) {
+		fv->id = v->id;
+		fv->size = v->size;
+		fv->root = v->tree.root ? v->tree.root->disk : 0;
+		fv->parent = v->parent_id;
+		fv->origin = v->origin_id;
+		fv->created = v->created;
+		fv->levels = (uint8_t)v->tree.levels;
+		fv->flags = v->snapshot ? FMT_VOL_SNAPSHOT : 0;
+		snprintf(fv->name, sizeof(fv->name), "%s", v->name);
+	}
+	uint8_t *bm = (uint8_t *)fv;
+	uint64_t head = log_head_seg(st->log), next = log_next_seg(st->log);
+	for (uint64_t s = 0; s < st->nsegs; s++)
+		if (alloc_seg_live(st->a, s) || s == 0 || s == head || s == next)
+			bm[s / 8] |= (uint8_t)(1u << (s % 8));
+}
+
+/* A checkpoint made durable in the log but not yet named by the
+ * superblock. */
+struct pending_ckpt {
+	uint64_t sum_addr, lsn;
+	uint32_t crc;
+	uint64_t addrs[CKPT_MAX_BLOCKS];
+	unsigned nblk;
+};
+
+/* Write every dirty node, then the record, and sync. */
+static int ckpt_pre_commit(struct store *st, struct pending_ckpt *p)
+{
+	struct log *l = st->log;
+	uint8_t *rec;
+	int err;
+
+	err = log_commit(l);
+	for (struct volume *v = st->vt.list; v && !err; v = v->next)
+		err = tree_write_dirty(&v->tree, st->a, emit_node, st, &st->ck.img);
+	if (!err)
+		err = log_commit(l);
+	core_scratch_reset(st);
+	if (err)
+		return err;
+
+	size_t bytes = record_bytes(st->vt.n, st->nsegs);
+	p->nblk = (unsigned)((bytes + FMT_BLOCK - 1) / FMT_BLOCK);
+	if (p->nblk > CKPT_MAX_BLOCKS)
+		return -ENOSPC;
+	err = log_reserve(l, p->nblk);
+	if (err)
+		return err;
+	rec = calloc(p->nblk, FMT_BLOCK);
+	if (!rec)
+		return -ENOMEM;
+	encode_record(st, rec);
+	for (unsigned i = 0; i < p->nblk && !err; i++) {
+		struct fmt_entry e = {.type = FMT_E_CKPT, .lba = i, .count = 1};
+		err = log_add(l, &e, rec + (size_t)i * FMT_BLOCK, &p->addrs[i]);
+	}
+	if (!err) {
+		p->sum_addr = log_seal(l);
+		log_last(l, &p->lsn, &p->crc);
+		err = log_commit(l);
+	}
+	if (!err)
+		err = segio_sync(st->io);
+	free(rec);
+	return err;
+}
+
+static void segment_freed(void *arg, uint64_t seg)
+{
+	struct store *st = arg;
+	st->stats.segments_freed++;
+}
+
+/* Point the superblock at p; then the old checkpoint's blocks, and the
+ * segments that died before p, may go. */
+static int ckpt_commit(struct store *st, const struct pending_ckpt *p)
+{
+	st->sb.ckpt_addr = p->sum_addr;
+	st->sb.ckpt_lsn = p->lsn;
+	st->sb.ckpt_crc = p->crc;
+	int err = super_write(st);
+	if (err)
+		return err;
+	for (unsigned i = 0; i < st->ck.nblocks; i++)
+		alloc_unref(st->a, st->ck.blocks[i]);
+	st->ck.blocks[0] = p->sum_addr;
+	alloc_ref(st->a, p->sum_addr);
+	for (unsigned i = 0; i < p->nblk; i++) {
+		st->ck.blocks[1 + i] = p->addrs[i];
+		alloc_ref(st->a, p->addrs[i]);
+	}
+	st->ck.nblocks = 1 + p->nblk;
+	/* No reader may still hold an address in a segment about to be free. */
+	if (st->wr.running)
+		urcu_memb_synchronize_rcu();
+	alloc_release_dead(st->a, log_head_seg(st->log), log_next_seg(st->log), segment_freed, st);
+	st->ck.log_blocks_at = log_blocks_written(st->log);
+	st->ck.last = time(NULL);
+	st->ck.dirty = false;
+	st->ck.lsn = p->lsn;
+	st->stats.checkpoints++;
+	return 0;
+}
+
+int ckpt_write(struct store *st)
+{
+	struct pending_ckpt p;
+	int err;
+
+	if (st->failed)
+		return -EIO;
+	err = ckpt_pre_commit(st, &p);
+	if (!err)
+		err = ckpt_commit(st, &p);
+	if (err)
+		core_set_failed(st, err, "checkpoint");
+	return err;
+}
+
+/* ---- loading ----------------------------------------------------------- */
+
+/* tree_load's reader: one node block, validated. */
+static int read_node(void *arg, uint64_t addr, struct fmt_node *out)
+{
+	struct store *st = arg;
+	int err = segio_read_block(st->io, out, addr);
+	if (err)
+		return err;
+	uint32_t crc = out->crc;
+	out->crc = 0;
+	if (out->magic != FMT_NODE_MAGIC || out->self != addr || crc32c(0, out, FMT_BLOCK) != crc ||
+	    out->level > 3)
+		return -EILSEQ;
+	out->crc = crc;
+	return 0;
+}
+
+/* Read the record's n blocks carried by the checkpoint summary at addr and
+ * check them against their entries.  0, -EILSEQ or -errno. */
+static int read_record(struct store *st, const struct fmt_summary *sum, uint64_t addr, uint8_t *rec)
+{
+	struct log_walk w = {0};
+	const struct fmt_entry *e;
+	uint64_t blk;
+	unsigned i = 0;
+
+	while ((e = log_entry_next(sum, addr, &w, &blk))) {
+		if (e->type != FMT_E_CKPT || e->lba != i || !blk)
+			return -EILSEQ;
+		uint8_t *b = rec + (size_t)i * FMT_BLOCK;
+		int err = segio_read_block(st->io, b, blk);
+		if (err)
+			return err;
+		if (crc32c(0, b, FMT_BLOCK) != e->crc)
+			return -EILSEQ;
+		i++;
+	}
+	return 0;
+}
+
+/* Make the record's volumes and load their trees. */
+static int load_volumes(struct store *st, const struct fmt_ckpt *h, const struct fmt_vol *fv,
+                        const char **why)
+{
+	struct tree_loader *ld = tree_loader_new(st->a, read_node, st);
+	int err = 0;
+
+	if (!ld)
+		return -ENOMEM;
+	for (uint64_t i = 0; i < h->nvols && !err; i++, fv++) {
+		if (!memchr(fv->name, 0, sizeof(fv->name)) || vtab_find_id(st, fv->id) ||
+		    fv->levels != vtab_levels_for_size(fv->size) || !fv->levels) {
+			err = -EILSEQ;
+			break;
+		}
+		struct volume *v = vtab_volume_new(fv->id, fv->name, fv->size, fv->created);
+		if (!v) {
+			err = -ENOMEM;
+			break;
+		}
+		v->snapshot = fv->flags & FMT_VOL_SNAPSHOT;
+		v->parent_id = fv->parent;
+		v->origin_id = fv->origin;
+		vtab_link(st, v);
+		err = tree_load(ld, &v->tree, fv->root, fv->levels);
+		if (err == -EILSEQ)
+			*why = "damaged block tree node (checksum, address or level)";
+	}
+	tree_loader_free(ld);
+	return err;
+}
+
+int ckpt_load(struct store *st, struct fmt_summary *sum, const char **why)
+{
+	uint64_t addr = st->sb.ckpt_addr;
+	const char *reason = NULL;
+	uint8_t *rec = NULL;
+	int err = -EILSEQ;
+
+	if (addr >= alloc_nblocks(st->a) || alloc_seg_of(addr) == 0)
+		goto out;
+	err = segio_read_block(st->io, sum, addr);
+	if (err)
+		goto out;
+	err = -EILSEQ;
+	if (log_summary_valid(sum, addr) || sum->crc != st->sb.ckpt_crc ||
+	    sum->lsn != st->sb.ckpt_lsn || sum->nblocks == 0)
+		goto out;
+	unsigned n = sum->nblocks;
+	rec = malloc((size_t)n * FMT_BLOCK);
+	err = rec ? read_record(st, sum, addr, rec) : -ENOMEM;
+	if (err)
+		goto out;
+	const struct fmt_ckpt *h = (const struct fmt_ckpt *)rec;
+	if (h->magic != FMT_CKPT_MAGIC || h->nsegs != st->nsegs ||
+	    h->nvols > ckpt_max_vols(st->nsegs) ||
+	    record_bytes(h->nvols, h->nsegs) > (size_t)n * FMT_BLOCK || !h->head_seg ||
+	    h->head_seg >= st->nsegs || sum->next_seg >= st->nsegs) {
+		err = -EILSEQ;
+		goto out;
+	}
+	st->vt.next_id = h->next_vol_id;
+	const struct fmt_vol *fv = (const struct fmt_vol *)(rec + sizeof(*h));
+	err = load_volumes(st, h, fv, &reason);
+	if (err)
+		goto out;
+	/* The bitmap must cover every segment the trees use. */
+	const uint8_t *bm = (const uint8_t *)(fv + h->nvols);
+	for (uint64_t s = 1; s < st->nsegs; s++) {
+		bool used = bm[s / 8] & (1u << (s % 8));
+		if (alloc_seg_live(st->a, s) && !used)
+			st->ck.bitmap_mismatch++;
+		if (used)
+			alloc_mark_used(st->a, s);
+	}
+	alloc_mark_used(st->a, h->head_seg);
+	st->ck.blocks[0] = addr;
+	alloc_ref(st->a, addr);
+	for (unsigned i = 0; i < n; i++) {
+		st->ck.blocks[1 + i] = addr + 1 + i;
+		alloc_ref(st->a, addr + 1 + i);
+	}
+	st->ck.nblocks = 1 + n;
+	st->ck.lsn = sum->lsn;
+out:
+	if (err)
+		*why = reason           ? reason
+		       : err == -EILSEQ ? "damaged checkpoint record"
+		       : err == -ENOMEM ? "out of memory"
+		                        : "cannot read the checkpoint";
+	free(rec);
+	return err;
+}

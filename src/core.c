@@ -1,0 +1,130 @@
+/* core.c — pool-wide state every part of the store shares: the sticky
+ * failure flag, the scratch block buffers of a round or checkpoint, and
+ * the request queues of
+ * its threads, and waiting for a submitted request.  Layer: the bottom of the store's own
+ * files (store_int.h); calls nothing above it.  Locks: none of its own —
+ * failure and scratch belong to the log thread; core_submit_wait blocks
+ * the calling thread on its own condition variable. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "say.h"
+#include "store_int.h"
+
+/* Keep at most this many scratch blocks (16 MiB) between rounds. */
+#define SCRATCH_KEEP 4096
+
+void core_set_failed(struct store *st, int err, const char *what)
+{
+	if (!st->failed)
+		say_error("pool I/O failed (%s: %s); refusing writes until restart", what,
+		          strerror(-err));
+	st->failed = true;
+}
+
+void *core_scratch_get(struct store *st)
+{
+	struct scratch *s = &st->scr;
+	if (s->used == s->n) {
+		void **nb = realloc(s->blk, sizeof(*nb) * (s->n + 64));
+		if (!nb)
+			return NULL;
+		s->blk = nb;
+		for (size_t i = 0; i < 64; i++)
+			if (posix_memalign(&s->blk[s->n + i], 4096, FMT_BLOCK)) {
+				s->n += i;
+				return s->used < s->n ? s->blk[s->used++] : NULL;
+			}
+		s->n += 64;
+	}
+	return s->blk[s->used++];
+}
+
+size_t core_scratch_used(const struct store *st)
+{
+	return st->scr.used;
+}
+
+void core_scratch_reset(struct store *st)
+{
+	struct scratch *s = &st->scr;
+	while (s->n > SCRATCH_KEEP && s->n > s->used)
+		free(s->blk[--s->n]);
+	s->used = 0;
+}
+
+void core_scratch_free(struct store *st)
+{
+	struct scratch *s = &st->scr;
+	for (size_t i = 0; i < s->n; i++)
+		free(s->blk[i]);
+	free(s->blk);
+	memset(s, 0, sizeof(*s));
+}
+
+void core_queue_init(struct req_queue *q)
+{
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_cond_init(&q->cond, NULL);
+}
+
+void core_queue_destroy(struct req_queue *q)
+{
+	pthread_mutex_destroy(&q->lock);
+	pthread_cond_destroy(&q->cond);
+}
+
+void core_queue_push(struct req_queue *q, struct store_req *r)
+{
+	r->next = NULL;
+	pthread_mutex_lock(&q->lock);
+	if (q->tail)
+		q->tail->next = r;
+	else
+		q->head = r;
+	q->tail = r;
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
+void core_queue_stop(struct req_queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	q->stop = true;
+	pthread_cond_broadcast(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
+struct waiter {
+	pthread_mutex_t m;
+	pthread_cond_t c;
+	bool done;
+};
+
+static void waiter_done(struct store_req *r)
+{
+	struct waiter *w = r->priv;
+	pthread_mutex_lock(&w->m);
+	w->done = true;
+	pthread_cond_signal(&w->c);
+	pthread_mutex_unlock(&w->m);
+}
+
+int core_submit_wait(struct store_req *r, void (*submit)(struct store_req *))
+{
+	struct waiter w = {.done = false};
+	pthread_mutex_init(&w.m, NULL);
+	pthread_cond_init(&w.c, NULL);
+	r->priv = &w;
+	r->done = waiter_done;
+	submit(r);
+	pthread_mutex_lock(&w.m);
+	while (!w.done)
+		pthread_cond_wait(&w.c, &w.m);
+	pthread_mutex_unlock(&w.m);
+	pthread_mutex_destroy(&w.m);
+	pthread_cond_destroy(&w.c);
+	return r->err;
+}

@@ -1,0 +1,120 @@
+/* segio.h — the segment I/O interface: everything the store below the
+ * volume layer reads or writes, in the units the log thinks in (private to
+ * the store).
+ *
+ * A pool is an array of nsegs segments of FMT_SEG_BYTES plus two
+ * superblock slots.  The log only ever appends to the segment it is in
+ * (segio_append at the segment's current end), seals it when it moves on,
+ * and reuses a segment only after discarding it; readers read byte ranges
+ * of the pool's address space (segment * FMT_SEG_BYTES + offset).  That
+ * contract is what lets a second backend keep each segment as one object
+ * (issue "segments in Ceph RADOS"): a sealed segment never changes again,
+ * and holds its own summaries.  Segment 0 is never appended to: on a pool
+ * device it holds the superblock slots.
+ *
+ * Implementations: segio_dev.c (a file or block device through struct
+ * blkdev, which tests swap for a fault-injecting memory device).
+ *
+ * Threads: append/open/seal/discard/super_write come from one thread at a
+ * time (the log thread, or the opener before threads start); read and
+ * read_nowait from any thread; sync from any thread.  Errors: 0 or
+ * negative errno.
+ */
+#ifndef COWBD_SEGIO_H
+#define COWBD_SEGIO_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "blkdev.h"
+#include "format.h"
+
+struct segio;
+
+struct segio_ops {
+	/* Read exactly len bytes at pool byte address off (may cross
+	 * segments). */
+	int (*read)(struct segio *io, void *buf, size_t len, uint64_t off);
+	/* The same, but -EAGAIN if it would wait for the backend. */
+	int (*read_nowait)(struct segio *io, void *buf, size_t len, uint64_t off);
+	/* The log entered seg (empty, or continued after recovery at off). */
+	int (*open)(struct segio *io, uint64_t seg, uint64_t off);
+	/* Write the vector at byte off of seg: the segment's current end. */
+	int (*append)(struct segio *io, uint64_t seg, uint64_t off, const struct iovec *iov,
+	              int iovcnt);
+	/* The log left seg: nothing more is appended until it is discarded.
+	 * A hint to start writing it out; never fails the caller. */
+	void (*seal)(struct segio *io, uint64_t seg);
+	/* Every append completed before the call is durable on return. */
+	int (*sync)(struct segio *io);
+	/* seg holds nothing live: its space may go back to the backend. */
+	int (*discard)(struct segio *io, uint64_t seg);
+	/* Superblock slot 0 or 1: one FMT_BLOCK; super_write is durable on
+	 * return. */
+	int (*super_read)(struct segio *io, unsigned slot, void *buf);
+	int (*super_write)(struct segio *io, unsigned slot, const void *buf);
+	/* Release the backend (closes the device). */
+	void (*close)(struct segio *io);
+};
+
+struct segio {
+	const struct segio_ops *ops;
+	uint64_t nsegs; /* segments the backend has room for */
+};
+
+static inline int segio_read(struct segio *io, void *buf, size_t len, uint64_t off)
+{
+	return io->ops->read(io, buf, len, off);
+}
+static inline int segio_read_nowait(struct segio *io, void *buf, size_t len, uint64_t off)
+{
+	return io->ops->read_nowait(io, buf, len, off);
+}
+static inline int segio_open(struct segio *io, uint64_t seg, uint64_t off)
+{
+	return io->ops->open(io, seg, off);
+}
+static inline int segio_append(struct segio *io, uint64_t seg, uint64_t off,
+                               const struct iovec *iov, int iovcnt)
+{
+	return io->ops->append(io, seg, off, iov, iovcnt);
+}
+static inline void segio_seal(struct segio *io, uint64_t seg)
+{
+	io->ops->seal(io, seg);
+}
+static inline int segio_sync(struct segio *io)
+{
+	return io->ops->sync(io);
+}
+static inline int segio_discard(struct segio *io, uint64_t seg)
+{
+	return io->ops->discard(io, seg);
+}
+static inline int segio_super_read(struct segio *io, unsigned slot, void *buf)
+{
+	return io->ops->super_read(io, slot, buf);
+}
+static inline int segio_super_write(struct segio *io, unsigned slot, const void *buf)
+{
+	return io->ops->super_write(io, slot, buf);
+}
+static inline void segio_close(struct segio *io)
+{
+	if (io)
+		io->ops->close(io);
+}
+
+/* One block (FMT_BLOCK) at block address blk. */
+static inline int segio_read_block(struct segio *io, void *buf, uint64_t blk)
+{
+	return segio_read(io, buf, FMT_BLOCK, blk * FMT_BLOCK);
+}
+
+/* The pool device implementation: segments laid out back to back on dev
+ * (segment 0's first two blocks are the superblock slots).  Takes dev over
+ * only if own (segio_close then closes it).  NULL + errno ENOMEM. */
+struct segio *segio_dev_new(struct blkdev *dev, bool own);
+
+#endif

@@ -1,0 +1,343 @@
+/* store_ctl.c — control operations: one function per operation, each run
+ * as a job on the log thread (so it is ordered with the data path), made
+ * durable before it returns; and the listings (list, info, stats).
+ *
+ * A change is validated against the volume table, logged as one op block,
+ * synced, and only then applied to the table (vtab_apply_op, which replay
+ * uses too), so what a caller was told succeeded survives any crash.
+ *
+ * Layer: the top of the store beside store.c (control.c calls it); over
+ * writer (job queue), space, ckpt, vtab and core.  Locks: jobs run on the
+ * log thread; list and info run on the caller's thread under vt.lock and
+ * RCU, so the walk for "unique" never holds up writes.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <urcu/urcu-memb.h>
+
+#include "store_int.h"
+
+struct ctl {
+	struct store_req req; /* first: the job */
+	struct store *st;
+	const char *a, *b;
+	uint64_t size;
+	struct store_stats *stats;
+};
+
+/* Log op, sync, then apply it to the table.  Log thread. */
+static int ctl_log_op(struct store *st, struct fmt_op *op)
+{
+	struct fmt_entry e = {.vol = (uint32_t)op->id, .type = FMT_E_OP, .count = 1};
+	uint64_t addr;
+	int err;
+
+	if (st->failed)
+		return -EIO;
+	if (st->read_only)
+		return -EROFS;
+	err = space_check_ctl(st);
+	if (err)
+		return err;
+	op->magic = FMT_OP_MAGIC;
+	op->created = (uint64_t)time(NULL);
+	err = log_add(st->log, &e, op, &addr);
+	if (!err)
+		err = log_commit(st->log);
+	if (!err)
+		err = segio_sync(st->io);
+	if (err) {
+		if (err != -ENOSPC)
+			core_set_failed(st, err, "control operation");
+		return err == -ENOSPC ? err : -EIO;
+	}
+	st->ck.dirty = true;
+	return vtab_apply_op(st, op);
+}
+
+/* Room in the checkpoint record for one more volume? */
+static int ctl_room_for_volume(struct store *st)
+{
+	return st->vt.n + 1 > ckpt_max_vols(st->nsegs) ? -ENOSPC : 0;
+}
+
+static int ctl_vol_create(struct store_req *r)
+{
+	struct ctl *c = (struct ctl *)r;
+	struct store *st = c->st;
+	struct fmt_op op = {.kind = FMT_OP_VOL_CREATE};
+
+	if (!names_part_valid(c->a) || c->size % 512 || !vtab_levels_for_size(c->size))
+		return -EINVAL;
+	if (vtab_find_base(st, c->a))
+		return -EEXIST;
+	if (ctl_room_for_volume(st))
+		return -ENOSPC;
+	op.id = st->vt.next_id;
+	op.size = c->size;
+	snprintf(op.name, sizeof(op.name), "%s", c->a);
+	return ctl_log_op(st, &op);
+}
+
+/* Delete a volume (no snapshots left) or a snapshot. */
+static int ctl_vol_delete(struct store_req *r)
+{
+	struct ctl *c = (struct ctl *)r;
+	struct store *st = c->st;
+	struct fmt_op op = {.kind = FMT_OP_VOL_DELETE};
+	int err;
+
+	struct volume *v = vtab_find_export(st, c->a, &err);
+	if (!v)
+		return err;
+	if (!v->snapshot && vtab_has_snapshots(st, v))
+		return -ENOTEMPTY;
+	err = vtab_lock_volume(st, v);
+	if (err)
+		return err;
+	op.id = v->id;
+	err = ctl_log_op(st, &op);
+	if (err)
+		vtab_unlock_volume(st, v);
+	return err;
+}
+
+/* c->a as "vol@snap": the volume (must exist) and the snapshot part. */
+static int ctl_snap_target(struct store *st, const char *name, struct volume **vol, char *snap)
+{
+	char vn[NAMES_PART_MAX + 1];
+	int err = names_split(name, vn, snap);
+	if (err || !snap[0])
+		return -EINVAL;
+	*vol = vtab_find_base(st, vn);
+	return *vol ? 0 : -ENOENT;
+}
+
+static int ctl_snap_create(struct store_req *r)
+{
+	struct ctl *c = (struct ctl *)r;
+	struct store *st = c->st;
+	struct fmt_op op = {.kind = FMT_OP_SNAP_CREATE};
+	char sn[NAMES_PART_MAX + 1];
+	struct volume *v;
+
+	int err = ctl_snap_target(st, c->a, &v, sn);
+	if (err)
+		return err;
+	if (ctl_room_for_volume(st))
+		return -ENOSPC;
+	if (vtab_find_snap(st, v->id, sn))
+		return -EEXIST;
+	op.id = st->vt.next_id;
+	op.src = v->id;
+	snprintf(op.name, sizeof(op.name), "%s", sn);
+	return ctl_log_op(st, &op);
+}
+
+static int ctl_clone(struct store_req *r)
+{
+	struct ctl *c = (struct ctl *)r;
+	struct store *st = c->st;
+	struct fmt_op op = {.kind = FMT_OP_CLONE};
+	char sn[NAMES_PART_MAX + 1];
+	struct volume *v, *src;
+
+	int err = ctl_snap_target(st, c->a, &v, sn);
+	if (err)
+		return err;
+	if (ctl_room_for_volume(st))
+		return -ENOSPC;
+	src = vtab_find_snap(st, v->id, sn);
+	if (!src)
+		return -ENOENT;
+	if (!names_part_valid(c->b))
+		return -EINVAL;
+	if (vtab_find_base(st, c->b))
+		return -EEXIST;
+	op.id = st->vt.next_id;
+	op.src = src->id;
+	snprintf(op.name, sizeof(op.name), "%s", c->b);
+	return ctl_log_op(st, &op);
+}
+
+static int ctl_rollback(struct store_req *r)
+{
+	struct ctl *c = (struct ctl *)r;
+	struct store *st = c->st;
+	struct fmt_op op = {.kind = FMT_OP_ROLLBACK};
+	char sn[NAMES_PART_MAX + 1];
+	struct volume *v, *src;
+
+	int err = ctl_snap_target(st, c->a, &v, sn);
+	if (err)
+		return err;
+	src = vtab_find_snap(st, v->id, sn);
+	if (!src)
+		return -ENOENT;
+	err = vtab_lock_volume(st, v);
+	if (err)
+		return err;
+	op.id = v->id;
+	op.src = src->id;
+	err = ctl_log_op(st, &op);
+	vtab_unlock_volume(st, v);
+	return err;
+}
+
+static int ctl_checkpoint(struct store_req *r)
+{
+	struct ctl *c = (struct ctl *)r;
+	return c->st->read_only ? -EROFS : ckpt_write(c->st);
+}
+
+static int ctl_stats(struct store_req *r)
+{
+	struct ctl *c = (struct ctl *)r;
+	struct store *st = c->st;
+	struct store_stats *out = c->stats;
+
+	*out = st->stats;
+	out->pool_bytes = st->nsegs * FMT_SEG_BYTES;
+	out->segment_bytes = FMT_SEG_BYTES;
+	out->segments = st->nsegs;
+	out->segments_free = alloc_nfree(st->a);
+	out->segments_pending = alloc_dead_segs(st->a);
+	out->blocks_live = alloc_live_blocks(st->a);
+	out->log_lsn = st->log ? log_lsn(st->log) : 0;
+	out->checkpoint_lsn = st->ck.lsn;
+	out->batch_blocks = st->log ? log_blocks_written(st->log) : 0;
+	out->failed = st->failed;
+	return 0;
+}
+
+/* Run the job on the log thread, or right here when there is none (a
+ * read-only store, or before threads start). */
+static void ctl_submit(struct store_req *r)
+{
+	struct ctl *c = (struct ctl *)r;
+	if (c->st->wr.running)
+		writer_enqueue(c->st, r);
+	else
+		core_complete(r, r->job(r));
+}
+
+static int ctl_call(struct store *st, struct ctl *c, int (*job)(struct store_req *))
+{
+	c->st = st;
+	c->req.job = job;
+	return core_submit_wait(&c->req, ctl_submit);
+}
+
+int store_vol_create(struct store *st, const char *name, uint64_t size)
+{
+	struct ctl c = {.a = name, .size = size};
+	return ctl_call(st, &c, ctl_vol_create);
+}
+
+int store_vol_delete(struct store *st, const char *name)
+{
+	struct ctl c = {.a = name};
+	return ctl_call(st, &c, ctl_vol_delete);
+}
+
+int store_snap_create(struct store *st, const char *vol_at_snap)
+{
+	struct ctl c = {.a = vol_at_snap};
+	return ctl_call(st, &c, ctl_snap_create);
+}
+
+int store_snap_delete(struct store *st, const char *vol_at_snap)
+{
+	if (!strchr(vol_at_snap, '@'))
+		return -EINVAL;
+	return store_vol_delete(st, vol_at_snap);
+}
+
+int store_clone(struct store *st, const char *vol_at_snap, const char *new_vol)
+{
+	struct ctl c = {.a = vol_at_snap, .b = new_vol};
+	return ctl_call(st, &c, ctl_clone);
+}
+
+int store_rollback(struct store *st, const char *vol_at_snap)
+{
+	struct ctl c = {.a = vol_at_snap};
+	return ctl_call(st, &c, ctl_rollback);
+}
+
+int store_checkpoint(struct store *st)
+{
+	struct ctl c = {0};
+	return ctl_call(st, &c, ctl_checkpoint);
+}
+
+/* Runs on the log thread (the counters' only writer) for a consistent view. */
+void store_get_stats(struct store *st, struct store_stats *out)
+{
+	struct ctl c = {.stats = out};
+	ctl_call(st, &c, ctl_stats);
+}
+
+/* ---- listings (caller's thread) ---------------------------------------- */
+
+/* Describe v.  Caller holds vt.lock (the list cannot change) and
+ * rcu_read_lock (the tree's nodes cannot go away). */
+static void fill_info_locked(struct store *st, struct volume *v, struct store_vol_info *i)
+{
+	memset(i, 0, sizeof(*i));
+	vtab_full_name(st, v, i->name, sizeof(i->name));
+	i->id = v->id;
+	i->size = v->size;
+	i->snapshot = v->snapshot;
+	i->created = v->created;
+	tree_count(&v->tree, st->a, &i->mapped_blocks, &i->unique_blocks);
+	if (v->origin_id) {
+		struct volume *o = vtab_find_id(st, v->origin_id);
+		if (o)
+			vtab_full_name(st, o, i->origin, sizeof(i->origin));
+		else
+			snprintf(i->origin, sizeof(i->origin), "(deleted)");
+	}
+	i->attached = v->attached;
+}
+
+int store_list(struct store *st, struct store_vol_info **out, size_t *n)
+{
+	bool entered = reader_rcu_enter();
+	size_t k = 0;
+
+	pthread_mutex_lock(&st->vt.lock);
+	struct store_vol_info *infos = calloc(st->vt.n ? st->vt.n : 1, sizeof(*infos));
+	if (infos) {
+		urcu_memb_read_lock();
+		for (struct volume *v = st->vt.list; v; v = v->next)
+			fill_info_locked(st, v, &infos[k++]);
+		urcu_memb_read_unlock();
+	}
+	pthread_mutex_unlock(&st->vt.lock);
+	reader_rcu_leave(entered);
+	if (!infos)
+		return -ENOMEM;
+	*out = infos;
+	*n = k;
+	return 0;
+}
+
+int store_info(struct store *st, const char *name, struct store_vol_info *out)
+{
+	bool entered = reader_rcu_enter();
+	int err;
+
+	pthread_mutex_lock(&st->vt.lock);
+	struct volume *v = vtab_find_export(st, name, &err);
+	if (v) {
+		urcu_memb_read_lock();
+		fill_info_locked(st, v, out);
+		urcu_memb_read_unlock();
+	}
+	pthread_mutex_unlock(&st->vt.lock);
+	reader_rcu_leave(entered);
+	return v ? 0 : err;
+}

@@ -1,0 +1,280 @@
+/* store_int.h — what the store's own files share (private: nothing outside
+ * src/store*.c, vtab.c, writer.c, reader.c, space.c, super.c, ckpt.c,
+ * recover.c, check.c and core.c includes it; everyone else uses store.h).
+ *
+ * The store is split by concern, one file each (docs/ARCHITECTURE.md draws
+ * the map); struct store gathers their state, one sub-struct per owning
+ * file, and each field says who writes it and under which lock:
+ *
+ *   store.c      public entry points: open/close order, format, probe, submit
+ *   store_ctl.c  control operations (one function each), list/info/stats
+ *   check.c      the offline check
+ *   recover.c    replay of the log after the checkpoint
+ *   reader.c     reader threads, the lock-free read path, block status
+ *   writer.c     the log thread: rounds, staging, group commit
+ *   space.c      every reserve / room / low-water rule; drives the compactor
+ *   ckpt.c       checkpoint record encode/decode, writing a checkpoint
+ *   super.c      the two superblock slots
+ *   vtab.c       the volume table, export handles, applying logged ops
+ *   core.c       pool-wide state: the sticky failure, scratch blocks, waiting
+ *
+ * Calls go down this list, never up (a file calls only files below it).
+ */
+#ifndef COWBD_STORE_INT_H
+#define COWBD_STORE_INT_H
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "compact.h"
+#include "format.h"
+#include "log.h"
+#include "segio.h"
+#include "store.h"
+#include "tree.h"
+
+#define CKPT_MAX_BLOCKS ((unsigned)FMT_SUM_ENTRIES)
+
+/* A volume or snapshot record.  name/size/flags are immutable after
+ * creation (size changes only by rollback, on the log thread with the
+ * volume locked against attaches); tree.root is RCU-published for readers;
+ * everything else belongs to the log thread; next/attached/locked are
+ * under vt.lock. */
+struct volume {
+	struct volume *next; /* st->vt.list, under vt.lock */
+	uint64_t id;
+	uint64_t parent_id; /* snapshot: its volume */
+	uint64_t origin_id; /* clone: the snapshot it came from */
+	uint64_t size;
+	uint64_t created;
+	bool snapshot;
+	char name[NAMES_PART_MAX + 1]; /* own part: "vol" or "snap" */
+	struct tree tree;
+	unsigned attached; /* under vt.lock */
+	bool locked;       /* under vt.lock: being deleted or rolled back */
+};
+
+/* An open handle on a volume record (an export). */
+struct vol {
+	struct store *st;
+	struct volume *rec;
+	char export_name[NAMES_FULL_MAX + 1];
+};
+
+/* Block-sized buffers for one round or one checkpoint (log thread). */
+struct scratch {
+	void **blk;
+	size_t n, used;
+};
+
+/* One change staged in a round, applied once the round is written. */
+struct apply {
+	struct volume *v;
+	uint64_t lba;
+	uint64_t val; /* SET: physical block; TRIM: end lba */
+	bool trim;
+};
+
+struct pend { /* (volume, lba) -> latest staged data of this round */
+	uint64_t gen;
+	struct volume *v;
+	uint64_t lba;
+	const void *data;
+};
+
+/* A queue of requests handed to store threads. */
+struct req_queue {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct store_req *head, *tail; /* under lock */
+	bool stop;                     /* under lock: threads leave when it drains */
+};
+
+struct store {
+	/* Set at open, then fixed. */
+	struct segio *io;
+	struct blkdev *dev; /* what io runs on; closed by store_close */
+	uint64_t nsegs;
+	bool read_only;
+	/* Log thread (or the single-threaded opener) only. */
+	struct alloc *a;
+	struct log *log;
+	struct fmt_super sb; /* super.c */
+	/* core.c: sticky, set once by core_set_failed (log thread); read
+	 * racily elsewhere, where a stale false costs only a later -EIO. */
+	bool failed;
+	struct scratch scr;       /* core.c, log thread */
+	struct store_stats stats; /* counters: log thread */
+
+	struct {                      /* vtab.c */
+		pthread_mutex_t lock; /* list, n, attached, locked */
+		struct volume *list;  /* written by the log thread, under lock */
+		unsigned n;
+		uint64_t next_id; /* log thread */
+	} vt;
+
+	struct { /* writer.c */
+		struct req_queue q;
+		bool running; /* the log thread exists */
+		pthread_t thread;
+		/* round state (log thread) */
+		struct apply *ap;
+		size_t nap, ap_cap;
+		struct pend *pend;
+		size_t pend_cap, npend;
+		uint64_t pend_gen;
+	} wr;
+
+	struct { /* reader.c */
+		struct req_queue q;
+		pthread_t *threads;
+		unsigned n;
+	} rd;
+
+	struct {                                      /* ckpt.c (log thread) */
+		uint64_t blocks[1 + CKPT_MAX_BLOCKS]; /* the durable checkpoint batch */
+		unsigned nblocks;
+		uint64_t interval_bytes, interval_secs;
+		uint64_t log_blocks_at; /* log_blocks_written() at the last one */
+		time_t last;
+		bool dirty; /* anything logged since the last checkpoint */
+		uint64_t lsn;
+		unsigned bitmap_mismatch; /* found at load (for store_check) */
+		struct fmt_node img;
+	} ck;
+
+	struct { /* space.c (log thread) */
+		uint64_t reserve_segs;
+		struct compact *compact;
+		uint64_t futile_at; /* log_blocks_written() when a low-water pass found nothing */
+	} sp;
+};
+
+/* ---- core.c: pool-wide state ------------------------------------------ */
+
+/* Mark the pool failed (sticky: writes, flushes and control changes get
+ * -EIO until restart) and log why, once. */
+void core_set_failed(struct store *st, int err, const char *what);
+/* A FMT_BLOCK scratch buffer valid until core_scratch_reset; NULL on ENOMEM. */
+void *core_scratch_get(struct store *st);
+size_t core_scratch_used(const struct store *st);
+void core_scratch_reset(struct store *st);
+void core_scratch_free(struct store *st);
+/* Complete a request. */
+static inline void core_complete(struct store_req *r, int err)
+{
+	r->err = err;
+	r->done(r);
+}
+/* Queues: init/destroy; push r at the tail and wake one waiter; ask the
+ * threads to stop (each leaves once the queue is empty). */
+void core_queue_init(struct req_queue *q);
+void core_queue_destroy(struct req_queue *q);
+void core_queue_push(struct req_queue *q, struct store_req *r);
+void core_queue_stop(struct req_queue *q);
+/* Submit r with submit() and block until it completes; returns r->err. */
+int core_submit_wait(struct store_req *r, void (*submit)(struct store_req *));
+
+/* ---- vtab.c: volume records and handles -------------------------------- */
+
+/* Tree levels for a volume of size bytes; 0 if 0 or too large. */
+unsigned vtab_levels_for_size(uint64_t size);
+/* Lookups: caller holds vt.lock or is the log thread. */
+struct volume *vtab_find_id(struct store *st, uint64_t id);
+struct volume *vtab_find_base(struct store *st, const char *name);
+struct volume *vtab_find_snap(struct store *st, uint64_t parent, const char *snap);
+struct volume *vtab_find_export(struct store *st, const char *full, int *err);
+bool vtab_has_snapshots(struct store *st, const struct volume *v);
+void vtab_full_name(struct store *st, const struct volume *v, char *out, size_t len);
+/* New record (not linked); NULL on ENOMEM. */
+struct volume *vtab_volume_new(uint64_t id, const char *name, uint64_t size, uint64_t created);
+void vtab_link(struct store *st, struct volume *v);
+/* Drop every record (close). */
+void vtab_free_all(struct store *st);
+/* Apply a logged control operation (live or at replay); -EILSEQ if it does
+ * not fit the table, -ENOMEM. */
+int vtab_apply_op(struct store *st, const struct fmt_op *op);
+/* Refuse new attaches while a delete/rollback is logged; -EBUSY if attached. */
+int vtab_lock_volume(struct store *st, struct volume *v);
+void vtab_unlock_volume(struct store *st, struct volume *v);
+/* Every volume's tree, malloc'd (log thread or single-threaded); *n the
+ * count.  NULL on ENOMEM. */
+struct tree **vtab_trees(struct store *st, unsigned *n);
+
+/* ---- super.c: superblock slots ---------------------------------------- */
+
+/* A fresh superblock for a pool of nsegs segments. */
+void super_init(struct fmt_super *sb, uint64_t nsegs);
+/* Read both slots and keep the newest valid one in st->sb; *why on error
+ * (-ENODATA no pool, -EPROTONOSUPPORT newer, -EILSEQ damaged). */
+int super_read(struct store *st, const char **why);
+/* Write st->sb with the next generation into its slot, durably. */
+int super_write(struct store *st);
+/* Pool magic in either slot?  1, 0, or -errno. */
+int super_probe(struct segio *io);
+
+/* ---- ckpt.c: checkpoints ----------------------------------------------- */
+
+/* Volumes a checkpoint record of a pool of nsegs segments can hold. */
+unsigned ckpt_max_vols(uint64_t nsegs);
+/* Write every dirty node, a checkpoint record and the superblock; then the
+ * segments that died before it become free.  Log thread (or the opener).
+ * 0 or -errno (the pool is failed then). */
+int ckpt_write(struct store *st);
+/* Is a checkpoint due (log bytes or seconds since the last)? */
+bool ckpt_due(const struct store *st);
+/* Load the checkpoint st->sb names: volumes, trees, segment bitmap.  sum
+ * receives its summary (replay starts after it). */
+int ckpt_load(struct store *st, struct fmt_summary *sum, const char **why);
+/* Segments holding the durable checkpoint: out[] gets up to
+ * 1 + CKPT_MAX_BLOCKS; returns how many. */
+unsigned ckpt_segments(const struct store *st, uint64_t *out);
+
+/* ---- space.c: the space policy ----------------------------------------- */
+
+/* Free segments kept back for checkpoints and control operations. */
+uint64_t space_reserve_segs(uint64_t nsegs);
+/* May a write of `blocks` data blocks be staged now?  0, or -EAGAIN: not
+ * now, but space_make_room may help. */
+int space_check_write(const struct store *st, uint64_t blocks);
+/* Checkpoint, then compact until a write of `blocks` fits or nothing helps. */
+void space_make_room(struct store *st, uint64_t blocks);
+/* May a trim/zero (which frees space) be staged now?  0 or -ENOSPC. */
+int space_check_trim(const struct store *st);
+/* May a control operation be logged now?  0 or -ENOSPC. */
+int space_check_ctl(const struct store *st);
+/* Between rounds: clean ahead of need if free segments run low.  Returns
+ * true if a pass moved something (and checkpointed). */
+bool space_clean_low(struct store *st);
+/* While idle: clean down towards the live data, else checkpoint if due,
+ * else give some free segments back to the backend. */
+void space_idle(struct store *st);
+
+/* ---- writer.c: the log thread ----------------------------------------- */
+
+int writer_start(struct store *st);
+/* Stop after the queue drains (a final checkpoint is written). */
+void writer_stop(struct store *st);
+/* Queue a write/trim/zero/flush or a job (r->job) for the log thread. */
+void writer_enqueue(struct store *st, struct store_req *r);
+
+/* ---- reader.c: reads ------------------------------------------------- */
+
+int reader_start(struct store *st, unsigned n);
+void reader_stop(struct store *st);
+void reader_enqueue(struct store *st, struct store_req *r);
+/* A thread that is not an RCU reader becomes one for a call; returns
+ * whether it did (pass that to reader_rcu_leave). */
+bool reader_rcu_enter(void);
+void reader_rcu_leave(bool entered);
+
+/* ---- recover.c: replay ------------------------------------------------- */
+
+/* Follow the log from the checkpoint whose summary is ck, applying every
+ * batch that continues the chain; leaves st->log at the end. */
+int recover_replay(struct store *st, const struct fmt_summary *ck, const char **why);
+
+#endif

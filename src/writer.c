@@ -1,0 +1,424 @@
+/* writer.c — the log thread: the only writer of trees, allocator, log and
+ * volume table.  It takes every queued request at once and runs them in
+ * rounds: stages every write/trim/zero of a round into batches (full
+ * blocks straight from the client's buffer, partial ones merged with the
+ * block's current content as this round sees it), writes them with one
+ * append per segment, maps the new blocks in the trees, runs at most one
+ * sync for every FLUSH/FUA of the round (group commit), then completes
+ * them.  Jobs (control operations) run alone, in their place in the order.
+ * Between rounds and while idle it lets the space policy clean and
+ * checkpoint.
+ *
+ * Layer: under store and store_ctl; over space, ckpt, vtab, core, tree,
+ * log.  Locks: wr.q.lock guards the queue; everything else is the log
+ * thread's alone.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <urcu/urcu-memb.h>
+
+#include "store_int.h"
+
+/* ---- the round's pending blocks: (volume, lba) -> latest staged data ---- */
+
+static size_t pend_slot(const struct store *st, const struct volume *v, uint64_t lba)
+{
+	size_t mask = st->wr.pend_cap - 1;
+	size_t h = (size_t)((lba * 0x9E3779B97F4A7C15ull) ^ (uintptr_t)v) & mask;
+	while (st->wr.pend[h].gen == st->wr.pend_gen &&
+	       (st->wr.pend[h].v != v || st->wr.pend[h].lba != lba))
+		h = (h + 1) & mask;
+	return h;
+}
+
+/* Start a fresh table of twice the size, keeping this round's entries. */
+static int pend_grow(struct store *st)
+{
+	struct pend *old = st->wr.pend;
+	size_t ocap = st->wr.pend_cap;
+	uint64_t ogen = st->wr.pend_gen;
+	size_t ncap = ocap ? ocap * 2 : 4096;
+	struct pend *n = calloc(ncap, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	st->wr.pend = n;
+	st->wr.pend_cap = ncap;
+	st->wr.pend_gen = 1;
+	st->wr.npend = 0;
+	for (size_t i = 0; i < ocap; i++)
+		if (old[i].gen == ogen) {
+			size_t h = pend_slot(st, old[i].v, old[i].lba);
+			st->wr.pend[h] = old[i];
+			st->wr.pend[h].gen = 1;
+			st->wr.npend++;
+		}
+	free(old);
+	return 0;
+}
+
+static int pend_put(struct store *st, struct volume *v, uint64_t lba, const void *data)
+{
+	if ((st->wr.npend + 1) * 2 > st->wr.pend_cap && pend_grow(st))
+		return -ENOMEM;
+	size_t h = pend_slot(st, v, lba);
+	if (st->wr.pend[h].gen != st->wr.pend_gen)
+		st->wr.npend++;
+	st->wr.pend[h] = (struct pend){.gen = st->wr.pend_gen, .v = v, .lba = lba, .data = data};
+	return 0;
+}
+
+static void pend_forget_range(struct store *st, struct volume *v, uint64_t lo, uint64_t hi)
+{
+	for (size_t i = 0; i < st->wr.pend_cap; i++) {
+		struct pend *p = &st->wr.pend[i];
+		if (p->gen == st->wr.pend_gen && p->v == v && p->lba >= lo && p->lba < hi)
+			p->data = NULL; /* stays as a tombstone: reads as a hole */
+	}
+}
+
+/* Forget everything staged: a new round, or staged blocks were applied. */
+static void pend_reset(struct store *st)
+{
+	st->wr.pend_gen++;
+	st->wr.npend = 0;
+}
+
+/* Current content of (v, lba) as seen by this round. */
+static int current_block(struct store *st, struct volume *v, uint64_t lba, void *out)
+{
+	if (st->wr.pend_cap) {
+		size_t h = pend_slot(st, v, lba);
+		if (st->wr.pend[h].gen == st->wr.pend_gen) {
+			if (st->wr.pend[h].data)
+				memcpy(out, st->wr.pend[h].data, FMT_BLOCK);
+			else
+				memset(out, 0, FMT_BLOCK);
+			return 0;
+		}
+	}
+	uint64_t phys = tree_lookup(&v->tree, lba);
+	if (!phys) {
+		memset(out, 0, FMT_BLOCK);
+		return 0;
+	}
+	return segio_read_block(st->io, out, phys);
+}
+
+/* ---- staging ------------------------------------------------------------- */
+
+static int add_apply(struct store *st, struct volume *v, uint64_t lba, uint64_t val, bool trim)
+{
+	if (st->wr.nap == st->wr.ap_cap) {
+		size_t n = st->wr.ap_cap ? st->wr.ap_cap * 2 : 256;
+		struct apply *p = realloc(st->wr.ap, n * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		st->wr.ap = p;
+		st->wr.ap_cap = n;
+	}
+	st->wr.ap[st->wr.nap++] = (struct apply){.v = v, .lba = lba, .val = val, .trim = trim};
+	return 0;
+}
+
+static int stage_block(struct store *st, struct volume *v, uint64_t lba, const void *data)
+{
+	struct fmt_entry e = {.vol = (uint32_t)v->id, .type = FMT_E_DATA, .lba = lba, .count = 1};
+	uint64_t addr;
+	int err = log_add(st->log, &e, data, &addr);
+	if (!err)
+		err = pend_put(st, v, lba, data);
+	if (!err)
+		err = add_apply(st, v, lba, addr, false);
+	return err;
+}
+
+/* Stage bytes [off, off+len) of v: full blocks straight from buf (no
+ * copy), partial ones merged with the current content.  buf NULL = zeroes. */
+static int stage_bytes(struct store *st, struct volume *v, const char *buf, uint64_t off,
+                       uint64_t len)
+{
+	uint64_t end = off + len;
+	for (uint64_t lba = off / FMT_BLOCK; lba * FMT_BLOCK < end; lba++) {
+		uint64_t bs = lba * FMT_BLOCK;
+		uint64_t from = off > bs ? off - bs : 0;
+		uint64_t to = end < bs + FMT_BLOCK ? end - bs : FMT_BLOCK;
+		const void *data;
+		int err;
+		if (from == 0 && to == FMT_BLOCK && buf) {
+			data = buf + (bs - off);
+		} else {
+			char *blk = core_scratch_get(st);
+			if (!blk)
+				return -ENOMEM;
+			err = current_block(st, v, lba, blk);
+			if (err)
+				return err;
+			if (buf)
+				memcpy(blk + from, buf + (bs + from - off), to - from);
+			else
+				memset(blk + from, 0, to - from);
+			data = blk;
+		}
+		err = stage_block(st, v, lba, data);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static int stage_trim(struct store *st, struct volume *v, uint64_t off, uint64_t len)
+{
+	uint64_t end = off + len;
+	uint64_t lo = (off + FMT_BLOCK - 1) / FMT_BLOCK, hi = end / FMT_BLOCK;
+	int err;
+
+	if (lo >= hi) /* inside one block */
+		return stage_bytes(st, v, NULL, off, len);
+	if (off % FMT_BLOCK) {
+		err = stage_bytes(st, v, NULL, off, lo * FMT_BLOCK - off);
+		if (err)
+			return err;
+	}
+	for (uint64_t at = lo; at < hi;) {
+		uint64_t n = hi - at > UINT32_MAX ? UINT32_MAX : hi - at;
+		struct fmt_entry e = {
+		    .vol = (uint32_t)v->id, .type = FMT_E_TRIM, .lba = at, .count = (uint32_t)n};
+		err = log_add(st->log, &e, NULL, NULL);
+		if (!err)
+			err = add_apply(st, v, at, at + n, true);
+		if (err)
+			return err;
+		/* Later partial writes of this round must see the hole. */
+		pend_forget_range(st, v, at, at + n);
+		at += n;
+	}
+	if (end % FMT_BLOCK)
+		err = stage_bytes(st, v, NULL, hi * FMT_BLOCK, end - hi * FMT_BLOCK);
+	return err;
+}
+
+static bool is_write(const struct store_req *r)
+{
+	return r->op == STORE_WRITE || r->op == STORE_TRIM || r->op == STORE_ZERO;
+}
+
+/* Data blocks a write may need: its blocks plus a partial one at each end. */
+static uint64_t write_blocks(const struct store_req *r)
+{
+	return (uint64_t)r->len / FMT_BLOCK + 2;
+}
+
+static int stage_req(struct store *st, struct store_req *r)
+{
+	struct volume *v = r->vol->rec;
+	int err;
+
+	if (st->failed)
+		return -EIO;
+	if (v->snapshot)
+		return -EPERM;
+	if (r->op == STORE_WRITE) {
+		err = space_check_write(st, write_blocks(r));
+		return err ? err : stage_bytes(st, v, r->buf, r->off, r->len);
+	}
+	/* TRIM and ZERO both unmap: in a copy-on-write store every later
+	 * write allocates anew, so a "preallocated" zero block (NO_HOLE)
+	 * would buy nothing; both read back as zeroes. */
+	err = space_check_trim(st);
+	return err ? err : stage_trim(st, v, r->off, r->len);
+}
+
+/* Map what the round staged (its blocks are written). */
+static void apply_staged(struct store *st)
+{
+	for (size_t i = 0; i < st->wr.nap; i++) {
+		struct apply *ap = &st->wr.ap[i];
+		int err = ap->trim ? tree_trim(&ap->v->tree, st->a, ap->lba, ap->val)
+		                   : tree_set(&ap->v->tree, st->a, ap->lba, ap->val);
+		if (err)
+			core_set_failed(st, err, "tree update");
+	}
+	st->wr.nap = 0;
+}
+
+/* Stage r; when short of room, write and map what is staged so far, let
+ * the space policy make room, and try once more. */
+static int stage_or_make_room(struct store *st, struct store_req *r)
+{
+	int err = stage_req(st, r);
+	if (err != -EAGAIN)
+		return err;
+	err = log_commit(st->log);
+	if (err) {
+		core_set_failed(st, err, "write");
+		return -EIO;
+	}
+	apply_staged(st);
+	space_make_room(st, write_blocks(r));
+	/* Staged blocks are applied and scratch may be reused: later merges
+	 * read the trees again. */
+	pend_reset(st);
+	err = stage_req(st, r);
+	return err == -EAGAIN ? -ENOSPC : err;
+}
+
+/* Stage every data request of the round; true if one needs a sync. */
+static bool stage_round(struct store *st, struct store_req *list)
+{
+	bool need_sync = false;
+	for (struct store_req *r = list; r; r = r->next) {
+		r->err = 0;
+		if (r->op == STORE_FLUSH) {
+			need_sync = true;
+			continue;
+		}
+		if (!is_write(r))
+			continue;
+		int err = stage_or_make_room(st, r);
+		if (err) {
+			r->err = err;
+			if (err != -ENOSPC && err != -EPERM && err != -EINVAL && !st->failed)
+				core_set_failed(st, err, "staging");
+			continue;
+		}
+		st->ck.dirty = true;
+		if (r->flags & STORE_FUA)
+			need_sync = true;
+	}
+	return need_sync;
+}
+
+/* One round: stage every data request of the list, write them with one
+ * append per segment, apply, sync once if anyone asked, complete. */
+static void run_round(struct store *st, struct store_req *list)
+{
+	struct store_req *r;
+	int err;
+
+	st->wr.nap = 0;
+	pend_reset(st);
+	bool need_sync = stage_round(st, list);
+	err = log_commit(st->log);
+	if (err)
+		core_set_failed(st, err, "write");
+	if (st->failed) {
+		/* Some staged block may not have reached the device (a commit
+		 * inside staging can fail too): map nothing of this round. */
+		for (r = list; r; r = r->next)
+			if (is_write(r) && !r->err)
+				r->err = -EIO;
+	} else {
+		apply_staged(st);
+	}
+	if (need_sync) {
+		err = -EIO;
+		if (!st->failed) {
+			err = segio_sync(st->io);
+			st->stats.syncs++;
+			if (err)
+				core_set_failed(st, err, "fdatasync");
+		}
+		for (r = list; r; r = r->next)
+			if ((r->op == STORE_FLUSH || (r->flags & STORE_FUA)) && !r->err)
+				r->err = err ? -EIO : 0;
+	}
+	core_scratch_reset(st);
+	st->stats.batches++;
+	for (r = list; r;) {
+		struct store_req *next = r->next;
+		core_complete(r, r->err);
+		r = next;
+	}
+}
+
+/* Run a taken queue: data requests in rounds, each job alone in its place. */
+static void run_list(struct store *st, struct store_req *list)
+{
+	while (list) {
+		struct store_req *r = list, *tail = NULL;
+		if (r->job) {
+			list = r->next;
+			r->next = NULL;
+			core_complete(r, r->job(r));
+			continue;
+		}
+		while (r && !r->job) {
+			tail = r;
+			r = r->next;
+		}
+		tail->next = NULL;
+		struct store_req *round = list;
+		list = r;
+		run_round(st, round);
+	}
+}
+
+/* Take the whole queue, waiting up to a second for work.  *stop when asked
+ * to stop and the queue is empty. */
+static struct store_req *take_queue(struct store *st, bool *stop)
+{
+	struct store_req *list;
+	struct req_queue *q = &st->wr.q;
+	pthread_mutex_lock(&q->lock);
+	while (!q->head && !q->stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		if (pthread_cond_timedwait(&q->cond, &q->lock, &ts) == ETIMEDOUT)
+			break;
+	}
+	list = q->head;
+	q->head = q->tail = NULL;
+	*stop = q->stop && !list;
+	pthread_mutex_unlock(&q->lock);
+	return list;
+}
+
+static void *writer_main(void *arg)
+{
+	struct store *st = arg;
+	urcu_memb_register_thread();
+	for (;;) {
+		bool stop;
+		struct store_req *list = take_queue(st, &stop);
+		if (stop)
+			break;
+		if (!list) {
+			space_idle(st);
+			continue;
+		}
+		run_list(st, list);
+		if (!space_clean_low(st) && ckpt_due(st))
+			ckpt_write(st);
+	}
+	if (!st->failed && !st->read_only)
+		ckpt_write(st);
+	urcu_memb_unregister_thread();
+	return NULL;
+}
+
+void writer_enqueue(struct store *st, struct store_req *r)
+{
+	core_queue_push(&st->wr.q, r);
+}
+
+int writer_start(struct store *st)
+{
+	st->wr.running = true;
+	if (pthread_create(&st->wr.thread, NULL, writer_main, st)) {
+		st->wr.running = false;
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+void writer_stop(struct store *st)
+{
+	if (!st->wr.running)
+		return;
+	core_queue_stop(&st->wr.q);
+	pthread_join(st->wr.thread, NULL);
+	/* running stays true: ckpt_write after this point still needs the
+	 * grace period (readers may be live until the store is freed). */
+}
