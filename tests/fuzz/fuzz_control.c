@@ -22,6 +22,7 @@
 #include "control.h"
 #include "say.h"
 #include "store.h"
+#include "testpool.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -32,29 +33,18 @@ static struct store *st;
 static const char *const baseline[] = {"cl", "vol0", "vol0@s"};
 #define NBASE (sizeof(baseline) / sizeof(baseline[0]))
 
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "fuzz_control: %s: %s\n", what, strerror(err < 0 ? -err : err));
-	abort();
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	struct store_opts opts = {.readers = 1, .checkpoint_bytes = 4u << 20};
 	struct blkdev *dev = blkdev_mem_new(64ull << 20);
-	const char *why = NULL;
 	int err;
 
 	say_max_level = getenv("FUZZ_VERBOSE") ? SAY_DEBUG : SAY_ERROR;
 	if (!dev)
-		die("blkdev_mem_new", errno);
-	if ((err = store_format(dev)))
-		die("store_format", err);
-	if (!(st = store_open(dev, &opts, &why)))
-		die(why, errno);
-	if ((err = store_vol_create(st, "vol0", 1u << 20)) ||
-	    (err = store_snap_create(st, "vol0@s")) || (err = store_clone(st, "vol0@s", "cl")))
-		die("baseline", err);
+		testpool_die("blkdev_mem_new", errno);
+	st = testpool_volume(dev, &opts, "vol0", 1u << 20, NULL);
+	if ((err = store_snap_create(st, "vol0@s")) || (err = store_clone(st, "vol0@s", "cl")))
+		testpool_die("baseline", err);
 	return 0;
 }
 

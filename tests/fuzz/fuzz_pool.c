@@ -8,8 +8,9 @@
  * it.  Its image is kept as the seed; its metadata blocks (both superblocks,
  * every summary, every block a summary carries) are listed in scan order.
  * Each input is a list of patches onto those blocks, applied to a
- * copy-on-write view of the seed (a blkdev that reads the seed and keeps
- * only the patched blocks), so an execution costs one open, not a format.
+ * copy-on-write view of the seed (tests/lib/faultdev: a device that reads
+ * the seed, shows only the patched blocks over it and aborts on a write),
+ * so an execution costs one open, not a format.
  *
  * Input: byte 0 holds flags (bit 0: reseal — after patching, recompute
  * every checksum the patches broke, in dependency order: carried block →
@@ -43,18 +44,19 @@
 #include <string.h>
 
 #include "crc32c.h"
+#include "faultdev.h"
 #include "format.h"
 #include "say.h"
 #include "store.h"
+#include "testpool.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-#define POOL_SEGS   FMT_MIN_SEGS
-#define POOL_BYTES  ((uint64_t)POOL_SEGS * FMT_SEG_BYTES)
-#define NBLOCKS     (POOL_BYTES / FMT_BLOCK)
-#define MAX_PATCHED 64
-#define MAX_META    4096
+#define POOL_SEGS  FMT_MIN_SEGS
+#define POOL_BYTES ((uint64_t)POOL_SEGS * FMT_SEG_BYTES)
+#define NBLOCKS    (POOL_BYTES / FMT_BLOCK)
+#define MAX_META   4096
 
 /* ---- the seed and its map ------------------------------------------- */
 
@@ -72,7 +74,8 @@ struct sum_info {
 };
 
 static uint8_t *seed;
-static bool verbose; /* FUZZ_VERBOSE set: log the seed, the patches, the store */
+static struct blkdev *seed_dev; /* holds the seed image */
+static bool verbose;            /* FUZZ_VERBOSE set: log the seed, the patches, the store */
 static const char *const kind_name[] = {"superblock", "summary", "node", "carried block"};
 static struct meta meta[MAX_META];
 static unsigned nmeta;
@@ -80,99 +83,7 @@ static struct sum_info sums[MAX_META];
 static unsigned nsums;
 static int meta_of[NBLOCKS]; /* block -> index in meta[] + 1, 0 = none */
 
-/* ---- copy-on-write device over the seed ------------------------------ */
-
-struct cowdev {
-	struct blkdev dev;
-	unsigned n;
-	uint64_t addr[MAX_PATCHED];
-	uint8_t *blk[MAX_PATCHED];
-};
-
-static uint8_t *cow_find(struct cowdev *c, uint64_t addr)
-{
-	for (unsigned i = 0; i < c->n; i++)
-		if (c->addr[i] == addr)
-			return c->blk[i];
-	return NULL;
-}
-
-/* The writable copy of block addr; NULL when MAX_PATCHED are in use. */
-static uint8_t *cow_get(struct cowdev *c, uint64_t addr)
-{
-	uint8_t *b = cow_find(c, addr);
-
-	if (b || c->n == MAX_PATCHED)
-		return b;
-	b = malloc(FMT_BLOCK);
-	assert(b);
-	memcpy(b, seed + addr * FMT_BLOCK, FMT_BLOCK);
-	c->addr[c->n] = addr;
-	c->blk[c->n++] = b;
-	return b;
-}
-
-static int cow_pread(struct blkdev *d, void *buf, size_t len, uint64_t off)
-{
-	struct cowdev *c = (struct cowdev *)d;
-
-	if (off > d->size || len > d->size - off)
-		return -EIO;
-	memcpy(buf, seed + off, len);
-	for (unsigned i = 0; i < c->n; i++) {
-		uint64_t bo = c->addr[i] * FMT_BLOCK;
-
-		if (bo + FMT_BLOCK <= off || bo >= off + len)
-			continue;
-		uint64_t from = bo > off ? bo : off;
-		uint64_t to = bo + FMT_BLOCK < off + len ? bo + FMT_BLOCK : off + len;
-
-		memcpy((uint8_t *)buf + (from - off), c->blk[i] + (from - bo), to - from);
-	}
-	return 0;
-}
-
-static int cow_pwritev(struct blkdev *d, const struct iovec *iov, int n, uint64_t off)
-{
-	fprintf(stderr, "fuzz_pool: a read-only store wrote to its device\n");
-	abort();
-}
-
-static int cow_flush(struct blkdev *d)
-{
-	return 0;
-}
-
-static int cow_discard(struct blkdev *d, uint64_t off, uint64_t len)
-{
-	fprintf(stderr, "fuzz_pool: a read-only store discarded on its device\n");
-	abort();
-}
-
-static void cow_close(struct blkdev *d)
-{
-	struct cowdev *c = (struct cowdev *)d;
-
-	for (unsigned i = 0; i < c->n; i++)
-		free(c->blk[i]);
-	free(c);
-}
-
-static const struct blkdev_ops cow_ops = {
-    .pread = cow_pread,
-    .pwritev = cow_pwritev,
-    .flush = cow_flush,
-    .discard = cow_discard,
-    .close = cow_close,
-};
-
 /* ---- building the seed ------------------------------------------------ */
-
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "fuzz_pool: %s: %s\n", what, strerror(err < 0 ? -err : err));
-	abort();
-}
 
 static void put(struct store *st, const char *name, uint64_t lba, unsigned nblk, uint8_t fill)
 {
@@ -185,9 +96,9 @@ static void put(struct store *st, const char *name, uint64_t lba, unsigned nblk,
 	for (unsigned i = 0; i < nblk; i++)
 		memcpy(buf + i * FMT_BLOCK, &lba, sizeof(lba)); /* every block differs */
 	if ((err = store_vol_open(st, name, &v)))
-		die(name, err);
+		testpool_die(name, err);
 	if ((err = store_write(v, buf, lba * FMT_BLOCK, nblk * FMT_BLOCK, 0)))
-		die("store_write", err);
+		testpool_die("store_write", err);
 	store_vol_close(v);
 }
 
@@ -197,9 +108,9 @@ static void trim(struct store *st, const char *name, uint64_t lba, unsigned nblk
 	int err;
 
 	if ((err = store_vol_open(st, name, &v)))
-		die(name, err);
+		testpool_die(name, err);
 	if ((err = store_trim(v, lba * FMT_BLOCK, nblk * FMT_BLOCK, 0)) || (err = store_flush(v)))
-		die("store_trim", err);
+		testpool_die("store_trim", err);
 	store_vol_close(v);
 }
 
@@ -207,46 +118,48 @@ static void build_seed(void)
 {
 	struct store_opts opts = {.readers = 1, .checkpoint_secs = 3600};
 	struct blkdev *dev = blkdev_mem_new(POOL_BYTES);
-	const char *why = NULL;
 	struct store *st;
 	int err;
 
 	if (!dev)
-		die("blkdev_mem_new", errno);
-	if ((err = store_format(dev)))
-		die("store_format", err);
-	if (!(st = store_open(dev, &opts, &why)))
-		die(why, errno);
+		testpool_die("blkdev_mem_new", errno);
+	st = testpool_new(dev, &opts);
 	/* "a" needs a two-level tree (more than 504 blocks). */
 	if ((err = store_vol_create(st, "a", 8u << 20)) ||
 	    (err = store_vol_create(st, "b", (1u << 20) + 512)))
-		die("store_vol_create", err);
+		testpool_die("store_vol_create", err);
 	put(st, "a", 0, 16, 1);
 	put(st, "a", 700, 4, 2);
 	put(st, "a", 2047, 1, 3);
 	put(st, "b", 255, 1, 4);
 	if ((err = store_snap_create(st, "a@s1")))
-		die("store_snap_create", err);
+		testpool_die("store_snap_create", err);
 	put(st, "a", 8, 4, 5);
 	trim(st, "a", 700, 2);
 	if ((err = store_clone(st, "a@s1", "c")))
-		die("store_clone", err);
+		testpool_die("store_clone", err);
 	put(st, "c", 1000, 3, 6);
 	if ((err = store_checkpoint(st)))
-		die("store_checkpoint", err);
+		testpool_die("store_checkpoint", err);
 	/* The log after the checkpoint: data, a trim, control operations. */
 	put(st, "a", 1, 2, 7);
 	trim(st, "c", 0, 4);
 	if ((err = store_vol_create(st, "d", 64u << 10)) || (err = store_snap_create(st, "c@s2")))
-		die("store control", err);
+		testpool_die("store control", err);
 	put(st, "d", 3, 1, 8);
 	put(st, "c", 1001, 1, 9);
 	trim(st, "b", 255, 1); /* flushes */
 	/* Copy what a kill -9 now would leave; store_close would checkpoint. */
 	seed = malloc(POOL_BYTES);
 	if (!seed || (err = blkdev_pread(dev, seed, POOL_BYTES, 0)))
-		die("copy the seed", err ? err : ENOMEM);
+		testpool_die("copy the seed", err ? err : ENOMEM);
 	store_close(st);
+	/* What every run reads, through its patches (never flushed: only
+	 * what reads see matters). */
+	struct iovec iov = {.iov_base = seed, .iov_len = POOL_BYTES};
+	seed_dev = blkdev_mem_new(POOL_BYTES);
+	if (!seed_dev || (err = blkdev_pwritev(seed_dev, &iov, 1, 0)))
+		testpool_die("the seed device", err ? err : ENOMEM);
 }
 
 static void add_meta(uint64_t addr, enum meta_kind kind, int sum, unsigned entry)
@@ -482,24 +395,24 @@ static void set_crc(uint8_t *b, size_t at)
 }
 
 /* Recompute the checksums the patches broke, leaves first. */
-static void reseal(struct cowdev *c)
+static void reseal(struct faultdev *c)
 {
 	bool sum_dirty[MAX_META] = {0};
 	uint8_t *b;
 
-	for (unsigned i = 0; i < c->n; i++) {
-		int m = meta_of[c->addr[i]];
+	for (unsigned i = 0; i < c->npatch; i++) {
+		int m = meta_of[c->patch_addr[i]];
 
 		if (!m)
 			continue;
 		const struct meta *mm = &meta[m - 1];
 
 		if (mm->kind == M_NODE) {
-			set_crc(c->blk[i], offsetof(struct fmt_node, crc));
+			set_crc(c->patch_blk[i], offsetof(struct fmt_node, crc));
 		} else if (mm->kind == M_CARRIED) {
-			uint32_t crc = crc32c(0, c->blk[i], FMT_BLOCK);
+			uint32_t crc = crc32c(0, c->patch_blk[i], FMT_BLOCK);
 
-			if ((b = cow_get(c, sums[mm->sum].addr))) {
+			if ((b = faultdev_patch(c, sums[mm->sum].addr))) {
 				memcpy(b + offsetof(struct fmt_summary, e) +
 				           mm->entry * sizeof(struct fmt_entry) +
 				           offsetof(struct fmt_entry, crc),
@@ -520,7 +433,7 @@ static void reseal(struct cowdev *c)
 		if (pick < 0)
 			break;
 		sum_dirty[pick] = false;
-		if (!(b = cow_get(c, sums[pick].addr)))
+		if (!(b = faultdev_patch(c, sums[pick].addr)))
 			continue;
 		set_crc(b, offsetof(struct fmt_summary, crc));
 		uint32_t crc;
@@ -529,25 +442,26 @@ static void reseal(struct cowdev *c)
 		for (unsigned s = 0; s < nsums; s++) {
 			uint8_t *nb;
 
-			if (sums[s].lsn != sums[pick].lsn + 1 || !(nb = cow_get(c, sums[s].addr)))
+			if (sums[s].lsn != sums[pick].lsn + 1 ||
+			    !(nb = faultdev_patch(c, sums[s].addr)))
 				continue;
 			memcpy(nb + offsetof(struct fmt_summary, prev_crc), &crc, 4);
 			sum_dirty[s] = true;
 		}
 		for (uint64_t slot = 0; slot < 2; slot++) {
 			struct fmt_super *sb = (void *)(seed + slot * FMT_BLOCK);
-			uint8_t *sbb = cow_find(c, slot);
+			uint8_t *sbb = faultdev_patched(c, slot);
 			uint64_t addr;
 
 			memcpy(&addr,
 			       (sbb ? sbb : (uint8_t *)sb) + offsetof(struct fmt_super, ckpt_addr),
 			       8);
-			if (addr == sums[pick].addr && (sbb = cow_get(c, slot)))
+			if (addr == sums[pick].addr && (sbb = faultdev_patch(c, slot)))
 				memcpy(sbb + offsetof(struct fmt_super, ckpt_crc), &crc, 4);
 		}
 	}
 	for (uint64_t slot = 0; slot < 2; slot++)
-		if ((b = cow_find(c, slot)))
+		if ((b = faultdev_patched(c, slot)))
 			set_crc(b, offsetof(struct fmt_super, crc));
 }
 
@@ -593,10 +507,9 @@ static void exercise(struct store *st)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	struct blkdev *dev;
+	struct faultdev *dev;
 	struct store_opts opts = {.read_only = true};
 	struct store *st;
-	const char *why = NULL;
 
 	verbose = getenv("FUZZ_VERBOSE") != NULL;
 	say_max_level = verbose ? SAY_DEBUG : SAY_ERROR;
@@ -604,17 +517,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	map_seed();
 
 	/* The seed itself must open clean. */
-	dev = calloc(1, sizeof(struct cowdev));
-	assert(dev);
-	dev->ops = &cow_ops;
-	dev->size = POOL_BYTES;
-	dev->fd = -1;
-	st = store_open(dev, &opts, &why);
-	if (!st)
-		die(why, errno);
+	dev = faultdev_over(seed_dev);
+	dev->no_writes = true;
+	st = testpool_open(&dev->dev, &opts);
 	if (store_check(st))
-		die("the seed pool fails store_check", EILSEQ);
+		testpool_die("the seed pool fails store_check", EILSEQ);
 	store_close(st);
+	faultdev_free(dev);
 	store_thread_register();
 	if (verbose) {
 		fprintf(stderr, "fuzz_pool: seed has %u metadata blocks, %u summaries\n", nmeta,
@@ -639,18 +548,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct store_opts opts = {.read_only = true};
-	struct cowdev *c;
+	struct faultdev *c;
 	struct store *st;
 	const char *why = NULL;
 	size_t at = 1;
 
 	if (size < 1)
 		return 0;
-	c = calloc(1, sizeof(*c));
-	assert(c);
-	c->dev.ops = &cow_ops;
-	c->dev.size = POOL_BYTES;
-	c->dev.fd = -1;
+	c = faultdev_over(seed_dev);
+	c->no_writes = true; /* a read-only open never writes */
 	while (size - at >= 5) {
 		unsigned op = data[at], n = (op & 7) + 1, how = (op >> 3) & 3;
 		unsigned idx = data[at + 1] | data[at + 2] << 8;
@@ -669,7 +575,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		} else {
 			off = (off & 0x7fff) % (FMT_BLOCK - n + 1);
 		}
-		if ((b = cow_get(c, m->addr)))
+		if ((b = faultdev_patch(c, m->addr)))
 			patch(b + off, how, data + at, n);
 		if (verbose)
 			fprintf(stderr,
@@ -688,10 +594,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* A clear refusal: damage, a newer format, or no pool. */
 		assert(errno == EILSEQ || errno == EPROTONOSUPPORT || errno == ENODATA);
 		assert(why && *why);
-		cow_close(&c->dev);
+		faultdev_free(c);
 		return 0;
 	}
 	exercise(st);
 	store_close(st);
+	faultdev_free(c);
 	return 0;
 }

@@ -27,6 +27,7 @@
 #include "control.h"
 #include "say.h"
 #include "store.h"
+#include "testpool.h"
 
 struct fixture {
 	char dir[64];
@@ -132,16 +133,12 @@ static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 	struct blkdev *dev = blkdev_mem_new(256u << 20);
-	const char *why = NULL;
 	char err[256];
 
 	say_max_level = SAY_WARN;
 	assert_non_null(f);
 	assert_non_null(dev);
-	assert_int_equal(store_format(dev), 0);
-	f->st = store_open(dev, NULL, &why);
-	if (!f->st)
-		fail_msg("store_open: %s", why ? why : "?");
+	f->st = testpool_new(dev, NULL);
 	snprintf(f->dir, sizeof(f->dir), "/tmp/cowbd-ctl.XXXXXX");
 	assert_non_null(mkdtemp(f->dir));
 	/* a parent directory that does not exist yet */

@@ -16,107 +16,16 @@
 #include <cmocka.h>
 
 #include "blkdev.h"
+#include "faultdev.h"
 #include "store.h"
-
-/* A device wrapper the test keeps across store_close(), and that can "lose
- * power": from then on every write and flush fails, as if the machine were
- * gone, and blkdev_mem_crash() drops what was not synced. */
-struct pdev {
-	struct blkdev dev;
-	struct blkdev *mem;
-	int dead;
-	long budget;             /* writes+flushes left before the power goes; <0 = no limit */
-	long calls;              /* writes+flushes seen */
-	unsigned write_delay_us; /* a slow disk widens race windows */
-};
-
-static int pdev_alive(struct pdev *p)
-{
-	p->calls++;
-	if (p->budget >= 0 && p->budget-- == 0)
-		p->dead = 1;
-	return !p->dead;
-}
-
-static int p_pread(struct blkdev *d, void *b, size_t n, uint64_t o)
-{
-	return blkdev_pread(((struct pdev *)d)->mem, b, n, o);
-}
-static int p_pwritev(struct blkdev *d, const struct iovec *iov, int n, uint64_t o)
-{
-	struct pdev *p = (struct pdev *)d;
-	if (p->write_delay_us)
-		usleep(p->write_delay_us);
-	return pdev_alive(p) ? blkdev_pwritev(p->mem, iov, n, o) : -EIO;
-}
-static int p_flush(struct blkdev *d)
-{
-	struct pdev *p = (struct pdev *)d;
-	return pdev_alive(p) ? blkdev_flush(p->mem) : -EIO;
-}
-static int p_discard(struct blkdev *d, uint64_t o, uint64_t n)
-{
-	return 0;
-}
-static void p_close(struct blkdev *d)
-{
-}
-static const struct blkdev_ops pops = {
-    .pread = p_pread,
-    .pread_nowait = p_pread,
-    .pwritev = p_pwritev,
-    .flush = p_flush,
-    .discard = p_discard,
-    .close = p_close,
-};
-
-static struct pdev *pdev_new(uint64_t size)
-{
-	struct pdev *p = calloc(1, sizeof(*p));
-	p->mem = blkdev_mem_new(size);
-	assert_non_null(p->mem);
-	p->dev.ops = &pops;
-	p->dev.size = p->mem->size;
-	p->dev.fd = -1;
-	p->budget = -1;
-	return p;
-}
-
-static void pdev_free(struct pdev *p)
-{
-	blkdev_close(p->mem);
-	free(p);
-}
-
-static struct store *open_ok(struct pdev *p)
-{
-	const char *why = NULL;
-	struct store *st = store_open(&p->dev, NULL, &why);
-	if (!st)
-		fail_msg("store_open: %s", why);
-	return st;
-}
-
-/* Format p, open it and create and open one volume. */
-static struct store *fresh_volume(struct pdev *p, const char *name, uint64_t size, struct vol **v)
-{
-	struct store *st;
-
-	assert_int_equal(store_format(&p->dev), 0);
-	st = open_ok(p);
-	assert_int_equal(store_vol_create(st, name, size), 0);
-	assert_int_equal(store_vol_open(st, name, v), 0);
-	return st;
-}
+#include "testpool.h"
 
 /* Power cut: nothing more reaches the device, unsynced writes are lost. */
-static void power_cut(struct pdev *p, struct store *st, bool torn)
+static void power_cut(struct faultdev *p, struct store *st, bool torn)
 {
-	p->dead = 1;
+	faultdev_power_off(p);
 	store_close(st); /* its final checkpoint fails: device is dead */
-	blkdev_mem_crash(p->mem, torn);
-	p->dead = 0;
-	p->budget = -1;
+	faultdev_power_on(p, torn);
 }
 
 static void fill(char *b, size_t n, unsigned seed)
@@ -154,13 +63,13 @@ static void put(struct vol *v, uint64_t off, size_t n, unsigned seed, uint32_t f
 
 static void test_basic_rw(void **state)
 {
-	struct pdev *p = pdev_new(128u << 20);
+	struct faultdev *p = faultdev_new(128u << 20);
 	struct store *st;
 	struct vol *v;
 
 	assert_int_equal(store_format(&p->dev), 0);
 	assert_int_equal(store_probe(&p->dev), 1);
-	st = open_ok(p);
+	st = testpool_open(&p->dev, NULL);
 	assert_int_equal(store_vol_create(st, "vol0", 64u << 20), 0);
 	assert_int_equal(store_vol_create(st, "vol0", 64u << 20), -EEXIST);
 	assert_int_equal(store_vol_create(st, "-bad", 1 << 20), -EINVAL);
@@ -192,7 +101,7 @@ static void test_basic_rw(void **state)
 	store_close(st);
 
 	/* Clean reopen sees everything. */
-	st = open_ok(p);
+	st = testpool_open(&p->dev, NULL);
 	assert_int_equal(store_vol_open(st, "vol0", &v), 0);
 	{
 		/* The whole first MiB against a model of every write above. */
@@ -207,18 +116,18 @@ static void test_basic_rw(void **state)
 	}
 	store_vol_close(v);
 	store_close(st);
-	pdev_free(p);
+	faultdev_free(p);
 }
 
 static void test_snapshot_clone(void **state)
 {
-	struct pdev *p = pdev_new(128u << 20);
+	struct faultdev *p = faultdev_new(128u << 20);
 	struct store *st;
 	struct vol *v, *s, *c;
 	struct store_vol_info *infos;
 	size_t n;
 
-	st = fresh_volume(p, "vol0", 32u << 20, &v);
+	st = testpool_volume(&p->dev, NULL, "vol0", 32u << 20, &v);
 	put(v, 0, 8 << 20, 10, 0);
 	assert_int_equal(store_snap_create(st, "vol0@base"), 0);
 	assert_int_equal(store_snap_create(st, "vol0@base"), -EEXIST);
@@ -253,26 +162,25 @@ static void test_snapshot_clone(void **state)
 	assert_int_equal(store_checkpoint(st), 0);
 	assert_int_equal(store_check(st), 0);
 	store_close(st);
-	st = open_ok(p);
+	st = testpool_open(&p->dev, NULL);
 	assert_int_equal(store_check(st), 0);
 	assert_int_equal(store_vol_open(st, "vm1", &c), 0);
 	expect(c, 0, 2 << 20, 12);
 	expect(c, 2 << 20, 6 << 20, 10);
 	store_vol_close(c);
 	store_close(st);
-	pdev_free(p);
+	faultdev_free(p);
 }
 
 /* The non-blocking read path answers from the tree like the normal one. */
 static void test_read_try(void **state)
 {
-	struct pdev *p = pdev_new(96u << 20);
+	struct faultdev *p = faultdev_new(96u << 20);
 	struct store *st;
 	struct vol *v;
 	char *got = malloc(1 << 20), *want = malloc(1 << 20);
 
-	assert_int_equal(store_format(&p->dev), 0);
-	st = open_ok(p);
+	st = testpool_new(&p->dev, NULL);
 	store_thread_register();
 	assert_int_equal(store_vol_create(st, "v", 8u << 20), 0);
 	assert_int_equal(store_vol_open(st, "v", &v), 0);
@@ -306,14 +214,14 @@ static void test_read_try(void **state)
 	store_close(st);
 	free(got);
 	free(want);
-	pdev_free(p);
+	faultdev_free(p);
 }
 
 /* store_map against a model, on a 2-level tree with scattered writes and
  * trims, over random ranges. */
 static void test_map_model(void **state)
 {
-	struct pdev *p = pdev_new(128u << 20);
+	struct faultdev *p = faultdev_new(128u << 20);
 	struct store *st;
 	struct vol *v;
 	enum { NB = 16384 };
@@ -324,8 +232,7 @@ static void test_map_model(void **state)
 
 	memset(model, 0, sizeof(model));
 	memset(blk, 1, sizeof(blk));
-	assert_int_equal(store_format(&p->dev), 0);
-	st = open_ok(p);
+	st = testpool_new(&p->dev, NULL);
 	store_thread_register();
 	assert_int_equal(store_vol_create(st, "v", (uint64_t)NB * 4096), 0);
 	assert_int_equal(store_vol_open(st, "v", &v), 0);
@@ -366,16 +273,16 @@ static void test_map_model(void **state)
 	store_thread_unregister();
 	store_vol_close(v);
 	store_close(st);
-	pdev_free(p);
+	faultdev_free(p);
 }
 
 static void test_rollback(void **state)
 {
-	struct pdev *p = pdev_new(96u << 20);
+	struct faultdev *p = faultdev_new(96u << 20);
 	struct store *st;
 	struct vol *v;
 
-	st = fresh_volume(p, "v", 8u << 20, &v);
+	st = testpool_volume(&p->dev, NULL, "v", 8u << 20, &v);
 	put(v, 0, 1 << 20, 20, 0);
 	assert_int_equal(store_snap_create(st, "v@s"), 0);
 	put(v, 0, 1 << 20, 21, 0);
@@ -386,7 +293,7 @@ static void test_rollback(void **state)
 	expect(v, 0, 1 << 20, 20);
 	store_vol_close(v);
 	store_close(st);
-	pdev_free(p);
+	faultdev_free(p);
 }
 
 /* Flushed data survives a power cut; unflushed data may vanish but the
@@ -394,14 +301,11 @@ static void test_rollback(void **state)
 static void test_crash_recovery(void **state)
 {
 	for (int torn = 0; torn < 2; torn++) {
-		struct pdev *p = pdev_new(128u << 20);
+		struct faultdev *p = faultdev_new(128u << 20);
 		struct store *st;
 		struct vol *v;
 
-		assert_int_equal(store_format(&p->dev), 0);
-		st = open_ok(p);
-		assert_int_equal(store_vol_create(st, "vol0", 64u << 20), 0);
-		assert_int_equal(store_vol_open(st, "vol0", &v), 0);
+		st = testpool_volume(&p->dev, NULL, "vol0", 64u << 20, &v);
 		put(v, 0, 2 << 20, 30, 0);
 		assert_int_equal(store_snap_create(st, "vol0@s1"), 0);
 		put(v, 1 << 20, 2 << 20, 31, 0);
@@ -411,7 +315,7 @@ static void test_crash_recovery(void **state)
 		store_vol_close(v);
 		power_cut(p, st, torn);
 
-		st = open_ok(p);
+		st = testpool_open(&p->dev, NULL);
 		assert_int_equal(store_check(st), 0);
 		assert_int_equal(store_vol_open(st, "vol0", &v), 0);
 		expect(v, 0, 1 << 20, 30);
@@ -427,25 +331,25 @@ static void test_crash_recovery(void **state)
 		assert_int_equal(store_flush(v), 0);
 		store_vol_close(v);
 		power_cut(p, st, torn);
-		st = open_ok(p);
+		st = testpool_open(&p->dev, NULL);
 		assert_int_equal(store_check(st), 0);
 		assert_int_equal(store_vol_open(st, "vol0", &v), 0);
 		expect(v, 9 << 20, 1 << 20, 34);
 		expect(v, 1 << 20, 2 << 20, 31);
 		store_vol_close(v);
 		store_close(st);
-		pdev_free(p);
+		faultdev_free(p);
 	}
 }
 
 /* A failed write or flush fails the pool (sticky), never pretends. */
 static void test_sticky_failure(void **state)
 {
-	struct pdev *p = pdev_new(96u << 20);
+	struct faultdev *p = faultdev_new(96u << 20);
 	struct store *st;
 	struct vol *v;
 
-	st = fresh_volume(p, "v", 8u << 20, &v);
+	st = testpool_volume(&p->dev, NULL, "v", 8u << 20, &v);
 	put(v, 0, 4096, 40, 0);
 	blkdev_mem_fail_flush(p->mem, 1);
 	assert_int_equal(store_flush(v), -EIO);
@@ -456,20 +360,20 @@ static void test_sticky_failure(void **state)
 	expect(v, 0, 4096, 40);
 	store_vol_close(v);
 	store_close(st);
-	pdev_free(p);
+	faultdev_free(p);
 }
 
 /* A full pool answers ENOSPC, stays consistent, and deleting brings
  * writes back. */
 static void test_enospc(void **state)
 {
-	struct pdev *p = pdev_new(80u << 20); /* 20 segments */
+	struct faultdev *p = faultdev_new(80u << 20); /* 20 segments */
 	struct store *st;
 	struct vol *v;
 	char *buf = malloc(1 << 20);
 	int err = 0, i;
 
-	st = fresh_volume(p, "big", 1u << 30, &v);
+	st = testpool_volume(&p->dev, NULL, "big", 1u << 30, &v);
 	for (i = 0; i < 200; i++) {
 		fill(buf, 1 << 20, (unsigned)i);
 		err = store_write(v, buf, (uint64_t)i << 20, 1 << 20, 0);
@@ -496,7 +400,7 @@ static void test_enospc(void **state)
 	store_vol_close(v);
 	assert_int_equal(store_check(st), 0);
 	store_close(st);
-	st = open_ok(p);
+	st = testpool_open(&p->dev, NULL);
 	assert_int_equal(store_vol_delete(st, "big"), 0);
 	assert_int_equal(store_vol_create(st, "b2", 1u << 30), 0);
 	assert_int_equal(store_vol_open(st, "b2", &v), 0);
@@ -505,20 +409,20 @@ static void test_enospc(void **state)
 	store_vol_close(v);
 	store_close(st);
 	free(buf);
-	pdev_free(p);
+	faultdev_free(p);
 }
 
 /* Flip one byte of a live data block: the offline check must notice. */
 static void test_check_finds_damage(void **state)
 {
-	struct pdev *p = pdev_new(96u << 20);
+	struct faultdev *p = faultdev_new(96u << 20);
 	struct store_opts ro = {.read_only = true};
 	struct store *st;
 	struct vol *v;
 	char blk[4096], want[4096];
 	uint64_t at;
 
-	st = fresh_volume(p, "v", 8u << 20, &v);
+	st = testpool_volume(&p->dev, NULL, "v", 8u << 20, &v);
 	memset(want, 0xab, sizeof(want));
 	assert_int_equal(store_write(v, want, 4096 * 7, 4096, 0), 0);
 	store_vol_close(v);
@@ -540,7 +444,7 @@ static void test_check_finds_damage(void **state)
 	assert_non_null(st);
 	assert_true(store_check(st) > 0);
 	store_close(st);
-	pdev_free(p);
+	faultdev_free(p);
 }
 
 /* Overwrite a volume many times the pool's size: the compactor keeps
@@ -549,15 +453,14 @@ static void test_check_finds_damage(void **state)
 static void test_compaction(void **state)
 {
 	enum { NB = 6144 }; /* 24 MiB volume on a 128 MiB pool */
-	struct pdev *p = pdev_new(128u << 20);
+	struct faultdev *p = faultdev_new(128u << 20);
 	struct store *st;
 	struct vol *v, *s;
 	static unsigned char model[NB], snapm[NB];
 	char blk[4096], got[4096];
 	struct store_stats stats;
 
-	assert_int_equal(store_format(&p->dev), 0);
-	st = open_ok(p);
+	st = testpool_new(&p->dev, NULL);
 	assert_int_equal(store_vol_create(st, "v", (uint64_t)NB * 4096), 0);
 	assert_int_equal(store_vol_open(st, "v", &v), 0);
 	srand(11);
@@ -589,7 +492,7 @@ static void test_compaction(void **state)
 	assert_int_equal(store_check(st), 0);
 	store_vol_close(v);
 	store_close(st);
-	st = open_ok(p);
+	st = testpool_open(&p->dev, NULL);
 	assert_int_equal(store_check(st), 0);
 	assert_int_equal(store_vol_open(st, "v", &v), 0);
 	assert_int_equal(store_vol_open(st, "v@s", &s), 0);
@@ -611,7 +514,7 @@ static void test_compaction(void **state)
 	}
 	store_vol_close(s);
 	store_close(st);
-	pdev_free(p);
+	faultdev_free(p);
 }
 
 /* Power cuts at random points of an overwrite load that keeps the
@@ -624,7 +527,7 @@ static void test_crash_compaction(void **state)
 	char blk[4096];
 
 	for (int run = 0; run < 4; run++) {
-		struct pdev *p = pdev_new(96u << 20);
+		struct faultdev *p = faultdev_new(96u << 20);
 		struct store *st;
 		struct vol *v;
 		long budget = 4000 + run * 9000;
@@ -632,8 +535,7 @@ static void test_crash_compaction(void **state)
 		memset(durable, 0, sizeof(durable));
 		memset(latest, 0, sizeof(latest));
 		memset(pending, 0, sizeof(pending));
-		assert_int_equal(store_format(&p->dev), 0);
-		st = open_ok(p);
+		st = testpool_new(&p->dev, NULL);
 		assert_int_equal(store_vol_create(st, "v", (uint64_t)NB * 4096), 0);
 		assert_int_equal(store_vol_open(st, "v", &v), 0);
 		p->calls = 0;
@@ -657,7 +559,7 @@ static void test_crash_compaction(void **state)
 		assert_true(p->dead);
 		store_vol_close(v);
 		power_cut(p, st, run % 2);
-		st = open_ok(p);
+		st = testpool_open(&p->dev, NULL);
 		assert_int_equal(store_check(st), 0);
 		assert_int_equal(store_vol_open(st, "v", &v), 0);
 		for (unsigned b = 0; b < NB; b++) {
@@ -672,7 +574,7 @@ static void test_crash_compaction(void **state)
 		}
 		store_vol_close(v);
 		store_close(st);
-		pdev_free(p);
+		faultdev_free(p);
 	}
 }
 
@@ -715,14 +617,14 @@ static void *stable_reader(void *p)
 
 static void test_compaction_readers(void **state)
 {
-	struct pdev *p = pdev_new(128u << 20);
+	struct faultdev *p = faultdev_new(128u << 20);
 	struct reader_arg ra = {0};
 	struct store_stats stats;
 	struct store *st;
 	pthread_t th;
 	char blk[4096];
 
-	st = fresh_volume(p, "v", 16u << 20, &ra.v);
+	st = testpool_volume(&p->dev, NULL, "v", 16u << 20, &ra.v);
 	for (unsigned b = 0; b < 4096; b++) {
 		memset(blk, (int)(b % 251) + 1, sizeof(blk));
 		assert_int_equal(store_write(ra.v, blk, (uint64_t)b * 4096, 4096, 0), 0);
@@ -746,12 +648,12 @@ static void test_compaction_readers(void **state)
 	assert_int_equal(store_check(st), 0);
 	store_vol_close(ra.v);
 	store_close(st);
-	pdev_free(p);
+	faultdev_free(p);
 }
 
 static void test_bad_pool(void **state)
 {
-	struct pdev *p = pdev_new(96u << 20);
+	struct faultdev *p = faultdev_new(96u << 20);
 	const char *why = NULL;
 	char junk[4096];
 
@@ -770,7 +672,7 @@ static void test_bad_pool(void **state)
 	}
 	assert_null(store_open(&p->dev, NULL, &why));
 	assert_non_null(strstr(why, "damaged"));
-	pdev_free(p);
+	faultdev_free(p);
 }
 
 /* Crash-point enumeration: lose power after the Nth device write or
@@ -778,8 +680,8 @@ static void test_bad_pool(void **state)
  * clean, and holds every write that a successful FLUSH/FUA covered and
  * every snapshot whose creation was acknowledged. */
 #define CP_REGIONS 14
-static long crash_workload(struct pdev *p, bool verify_only, const bool *durable_in, bool *durable,
-                           bool *snap_ok)
+static long crash_workload(struct faultdev *p, bool verify_only, const bool *durable_in,
+                           bool *durable, bool *snap_ok)
 {
 	struct store_opts o = {.checkpoint_bytes = 256 << 10};
 	const char *why = NULL;
@@ -842,26 +744,24 @@ static void test_crash_points(void **state)
 {
 	long total;
 	{
-		struct pdev *p = pdev_new(96u << 20);
+		struct faultdev *p = faultdev_new(96u << 20);
 		bool d[CP_REGIONS + 1] = {0}, s = false;
 		assert_int_equal(store_format(&p->dev), 0);
 		p->calls = 0;
 		total = crash_workload(p, false, NULL, d, &s);
-		pdev_free(p);
+		faultdev_free(p);
 	}
 	assert_true(total > 20);
 	for (long n = 0; n <= total; n++) {
-		struct pdev *p = pdev_new(96u << 20);
+		struct faultdev *p = faultdev_new(96u << 20);
 		bool d[CP_REGIONS + 1] = {0}, s = false;
 		assert_int_equal(store_format(&p->dev), 0);
 		p->calls = 0;
 		p->budget = n;
 		crash_workload(p, false, NULL, d, &s);
-		blkdev_mem_crash(p->mem, n % 2);
-		p->dead = 0;
-		p->budget = -1;
+		faultdev_power_on(p, n % 2);
 		crash_workload(p, true, d, NULL, &s);
-		pdev_free(p);
+		faultdev_free(p);
 	}
 }
 
