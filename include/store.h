@@ -131,9 +131,11 @@ int store_flush(struct vol *v);
 
 /* ---- control plane (synchronous, durable on return) ---------------
  * Safe to call from any thread, concurrently: each runs on the log thread,
- * in order with the data path.  A clone whose origin snapshot was deleted
- * lists its origin as "(deleted)" (the control socket refuses that delete
- * while clones exist, so only an older pool can show it). */
+ * in order with the data path.  Deleting a volume that has snapshots is
+ * -ENOTEMPTY; deleting a snapshot that is the origin of a clone is -EBUSY
+ * (the clone's history — what `diff` compares — goes through it).  A clone
+ * whose origin snapshot is gone (pools from before that rule) lists its
+ * origin as "(deleted)". */
 
 int store_vol_create(struct store *st, const char *name, uint64_t size);
 int store_vol_delete(struct store *st, const char *name);
@@ -143,6 +145,44 @@ int store_clone(struct store *st, const char *vol_at_snap, const char *new_vol);
 int store_rollback(struct store *st, const char *vol_at_snap);
 /* Write a checkpoint now. */
 int store_checkpoint(struct store *st);
+
+/* Why the store refused a control operation, from the volume table as it
+ * stands (store_explain): the policy's reasons live with the policy, and
+ * callers turn them into words. */
+enum store_why_code {
+	STORE_WHY_OTHER = 0,     /* nothing more to say than the errno */
+	STORE_WHY_EXISTS,        /* subject: the name that is taken */
+	STORE_WHY_NO_VOLUME,     /* subject: the volume part of the name */
+	STORE_WHY_NO_SNAPSHOT,   /* subject: "vol@snap" (the volume exists) */
+	STORE_WHY_ATTACHED,      /* subject is attached; count: open handles */
+	STORE_WHY_HAS_SNAPSHOTS, /* subject (a volume) has count snapshots */
+	STORE_WHY_HAS_CLONES,    /* subject (a snapshot) is the origin of count
+	                          * clones; names[]: the first few */
+	STORE_WHY_BUSY,          /* another delete/rollback holds it */
+	STORE_WHY_POOL_FULL,
+	STORE_WHY_POOL_FAILED, /* sticky I/O failure: writes fail until restart */
+	STORE_WHY_READ_ONLY,
+};
+#define STORE_WHY_NAMES 3
+struct store_why {
+	enum store_why_code code;
+	unsigned count;
+	char subject[NAMES_FULL_MAX + 1];
+	char names[STORE_WHY_NAMES][NAMES_FULL_MAX + 1];
+};
+enum store_ctl_op {
+	STORE_OP_VOL_CREATE,
+	STORE_OP_VOL_DELETE,
+	STORE_OP_SNAP_CREATE,
+	STORE_OP_SNAP_DELETE,
+	STORE_OP_CLONE,
+	STORE_OP_ROLLBACK,
+	STORE_OP_LOOKUP, /* info, list, checkpoint: no change refused */
+};
+/* Explain err, which op on name (and new_name, for a clone) returned.
+ * Any thread; takes the volume table's lock; never blocks on I/O. */
+void store_explain(struct store *st, enum store_ctl_op op, const char *name, const char *new_name,
+                   int err, struct store_why *why);
 
 struct store_vol_info {
 	char name[NAMES_FULL_MAX + 1]; /* "vol" or "vol@snap" */

@@ -147,98 +147,88 @@ static json_t *control_info_json(const struct store_vol_info *vi)
 }
 
 /* Does list entry e belong to volume vol as one of its snapshots? */
-static bool control_is_snap_of(const struct store_vol_info *e, const char *vol)
+/* The store operation behind a control op's name (for store_explain). */
+static enum store_ctl_op control_store_op(const char *op)
 {
-	size_t n = strlen(vol);
+	static const struct {
+		const char *name;
+		enum store_ctl_op op;
+	} map[] = {
+	    {"volume.create", STORE_OP_VOL_CREATE},
+	    {"volume.delete", STORE_OP_VOL_DELETE},
+	    {"snapshot.create", STORE_OP_SNAP_CREATE},
+	    {"snapshot.delete", STORE_OP_SNAP_DELETE},
+	    {"clone", STORE_OP_CLONE},
+	    {"rollback", STORE_OP_ROLLBACK},
+	};
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+		if (!strcmp(map[i].name, op))
+			return map[i].op;
+	return STORE_OP_LOOKUP;
+}
 
-	return e->snapshot && strncmp(e->name, vol, n) == 0 && e->name[n] == '@';
+static const char *control_kind(const char *name)
+{
+	return strchr(name, '@') ? "snapshot" : "volume";
 }
 
 /* Explain a store error for the op on name (and, for clone, new_vol) in
- * words an operator can act on.  Looks at the store's list to tell
- * "attached" from "has snapshots" from "has clones". */
+ * words an operator can act on: the store says why (store_explain), this
+ * says it in English. */
 static void control_explain(struct control_ctx *x, const char *op, const char *name,
                             const char *new_vol, int err)
 {
-	struct store *st = x->c->st;
-	bool is_snap = strchr(name, '@') != NULL;
-	const char *kind = is_snap ? "snapshot" : "volume";
-	struct store_vol_info *all = NULL, vi;
-	char vol[NAMES_PART_MAX + 1];
-	size_t n = 0, i, nsnap = 0, nclone = 0;
-	char clones[512] = "";
+	struct store_why w;
+	const char *subj = w.subject;
+	char list[4 * (NAMES_FULL_MAX + 2)] = "";
 
-	switch (err) {
-	case -EEXIST:
-		if (new_vol)
-			control_set_msg(x, "volume \"%s\" exists", new_vol);
-		else
-			control_set_msg(x, "%s \"%s\" exists", kind, name);
+	store_explain(x->c->st, control_store_op(op), name, new_vol, err, &w);
+	switch (w.code) {
+	case STORE_WHY_EXISTS:
+		control_set_msg(x, "%s \"%s\" exists", control_kind(subj), subj);
 		return;
-	case -ENOENT:
-		names_split(name, vol, NULL); /* name passed control_get_name */
-		if (is_snap && store_info(st, vol, &vi) == 0)
-			control_set_msg(x, "no snapshot \"%s\"", name);
-		else
-			control_set_msg(x, "no volume \"%s\"", vol);
+	case STORE_WHY_NO_VOLUME:
+		control_set_msg(x, "no volume \"%s\"", subj);
 		return;
-	case -ENOSPC:
+	case STORE_WHY_NO_SNAPSHOT:
+		control_set_msg(x, "no snapshot \"%s\"", subj);
+		return;
+	case STORE_WHY_POOL_FULL:
 		control_set_msg(x, "%s %s: pool is full", op, name);
 		return;
-	case -EIO:
+	case STORE_WHY_POOL_FAILED:
 		control_set_msg(
 		    x, "%s %s: I/O error on the pool (writes fail until cowbd restarts)", op, name);
 		return;
-	case -EROFS:
+	case STORE_WHY_READ_ONLY:
 		control_set_msg(x, "%s %s: pool is open read-only", op, name);
 		return;
-	case -EBUSY:
-	case -ENOTEMPTY: /* the store's "volume has snapshots" */
-		break;
-	default:
-		control_set_msg(x, "%s %s: %s", op, name, strerror(-err));
+	case STORE_WHY_ATTACHED:
+		control_set_msg(x, "%s \"%s\" is attached (%u open handle%s)", control_kind(subj),
+		                subj, w.count, w.count == 1 ? "" : "s");
 		return;
-	}
-
-	/* EBUSY or ENOTEMPTY: find out why. */
-	names_split(name, vol, NULL); /* name passed control_get_name */
-	if (!strcmp(op, "rollback") && store_info(st, vol, &vi) == 0 && vi.attached) {
-		control_set_msg(x, "volume \"%s\" is attached (%u open handle%s)", vol, vi.attached,
-		                vi.attached == 1 ? "" : "s");
+	case STORE_WHY_HAS_SNAPSHOTS:
+		control_set_msg(x, "volume \"%s\" has %u snapshot%s; delete %s first", subj,
+		                w.count, w.count == 1 ? "" : "s", w.count == 1 ? "it" : "them");
 		return;
-	}
-	if (store_list(st, &all, &n) == 0) {
-		for (i = 0; i < n; i++) {
-			if (!is_snap && control_is_snap_of(&all[i], name))
-				nsnap++;
-			if (is_snap && !strcmp(op, "snapshot.delete") && !all[i].snapshot &&
-			    !strcmp(all[i].origin, name)) {
-				size_t used = strlen(clones);
-
-				if (nclone < 3)
-					snprintf(clones + used, sizeof(clones) - used, "%s%s",
-					         nclone ? ", " : "", all[i].name);
-				else if (nclone == 3)
-					snprintf(clones + used, sizeof(clones) - used, ", ...");
-				nclone++;
-			}
+	case STORE_WHY_HAS_CLONES:
+		for (unsigned i = 0; i < w.count && i < STORE_WHY_NAMES; i++) {
+			size_t used = strlen(list);
+			snprintf(list + used, sizeof(list) - used, "%s%s", i ? ", " : "",
+			         w.names[i]);
 		}
-		free(all);
-	}
-	if (nclone)
+		if (w.count > STORE_WHY_NAMES)
+			strcat(list, ", ...");
 		control_set_msg(x, "snapshot \"%s\" is the origin of clone%s %s; delete %s first",
-		                name, nclone == 1 ? "" : "s", clones, nclone == 1 ? "it" : "them");
-	else if (err == -ENOTEMPTY && nsnap)
-		control_set_msg(x, "volume \"%s\" has %zu snapshot%s; delete %s first", name, nsnap,
-		                nsnap == 1 ? "" : "s", nsnap == 1 ? "it" : "them");
-	else if (store_info(st, name, &vi) == 0 && vi.attached)
-		control_set_msg(x, "%s \"%s\" is attached (%u open handle%s)", kind, name,
-		                vi.attached, vi.attached == 1 ? "" : "s");
-	else if (nsnap)
-		control_set_msg(x, "volume \"%s\" has %zu snapshot%s; delete %s first", name, nsnap,
-		                nsnap == 1 ? "" : "s", nsnap == 1 ? "it" : "them");
-	else
-		control_set_msg(x, "%s %s: %s is busy", op, name, kind);
+		                subj, w.count == 1 ? "" : "s", list, w.count == 1 ? "it" : "them");
+		return;
+	case STORE_WHY_BUSY:
+		control_set_msg(x, "%s %s: %s is busy", op, name, control_kind(name));
+		return;
+	case STORE_WHY_OTHER:
+		break;
+	}
+	control_set_msg(x, "%s %s: %s", op, name, strerror(-err));
 }
 
 /* Put the store's record of name into res[key]. */
@@ -292,6 +282,14 @@ static int control_op_volume_create(struct control_ctx *x)
 
 /* The list as JSON: volumes (snapshots false) or snapshots (true, only of
  * volume vol unless NULL).  Each volume carries its snapshots' names. */
+/* Is e a snapshot of volume vol? */
+static bool control_is_snap_of(const struct store_vol_info *e, const char *vol)
+{
+	size_t n = strlen(vol);
+
+	return e->snapshot && strncmp(e->name, vol, n) == 0 && e->name[n] == '@';
+}
+
 static int control_list(struct control_ctx *x, bool snapshots, const char *vol, const char *key)
 {
 	struct store_vol_info *all;
@@ -423,21 +421,6 @@ static int control_op_snapshot_list(struct control_ctx *x)
  * origin "(deleted)"), so an operator never loses track of where a clone
  * came from by accident.  Control ops are serialised by op_lock, so no
  * clone can appear between this check and the delete. */
-static bool control_snap_has_clones(struct control_ctx *x, const char *name)
-{
-	struct store_vol_info *all;
-	size_t n, i;
-	bool found = false;
-
-	if (store_list(x->c->st, &all, &n) < 0)
-		return false;
-	for (i = 0; i < n; i++)
-		if (!all[i].snapshot && !strcmp(all[i].origin, name))
-			found = true;
-	free(all);
-	return found;
-}
-
 static int control_op_snapshot_delete(struct control_ctx *x)
 {
 	const char *name;
@@ -445,10 +428,7 @@ static int control_op_snapshot_delete(struct control_ctx *x)
 
 	if ((r = control_get_name(x, "name", NAMES_SNAPSHOT, &name)) < 0)
 		return r;
-	if (control_snap_has_clones(x, name))
-		r = -EBUSY;
-	else
-		r = store_snap_delete(x->c->st, name);
+	r = store_snap_delete(x->c->st, name);
 	if (r < 0) {
 		control_explain(x, "snapshot.delete", name, NULL, r);
 		return r;

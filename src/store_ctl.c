@@ -81,7 +81,7 @@ static int ctl_vol_create(struct store_req *r)
 	return ctl_log_op(st, &op);
 }
 
-/* Delete a volume (no snapshots left) or a snapshot. */
+/* Delete a volume (no snapshots left) or a snapshot (no clones left). */
 static int ctl_vol_delete(struct store_req *r)
 {
 	struct ctl *c = (struct ctl *)r;
@@ -92,8 +92,11 @@ static int ctl_vol_delete(struct store_req *r)
 	struct volume *v = vtab_find_export(st, c->a, &err);
 	if (!v)
 		return err;
-	if (!v->snapshot && vtab_has_snapshots(st, v))
+	if (!v->snapshot && vtab_snapshots(st, v))
 		return -ENOTEMPTY;
+	/* A clone's history runs through its origin snapshot. */
+	if (v->snapshot && vtab_clones(st, v, NULL, 0))
+		return -EBUSY;
 	err = vtab_lock_volume(st, v);
 	if (err)
 		return err;
@@ -340,4 +343,81 @@ int store_info(struct store *st, const char *name, struct store_vol_info *out)
 	pthread_mutex_unlock(&st->vt.lock);
 	reader_rcu_leave(entered);
 	return v ? 0 : err;
+}
+
+/* ---- explaining refusals (caller's thread) -------------------------------- */
+
+static void why_subject(struct store_why *why, enum store_why_code code, const char *subject)
+{
+	why->code = code;
+	snprintf(why->subject, sizeof(why->subject), "%s", subject);
+}
+
+/* EBUSY or ENOTEMPTY: attached, snapshots left, clones left, or another
+ * request holds it.  Caller holds vt.lock. */
+static void explain_busy_locked(struct store *st, enum store_ctl_op op, const char *name,
+                                const char *vol, int err, struct store_why *why)
+{
+	int e;
+	struct volume *v = vtab_find_export(st, name, &e);
+	struct volume *base = vtab_find_base(st, vol);
+	unsigned nsnap = v && !v->snapshot ? vtab_snapshots(st, v) : 0;
+
+	if (op == STORE_OP_ROLLBACK && base && base->attached) {
+		why_subject(why, STORE_WHY_ATTACHED, vol);
+		why->count = base->attached;
+		return;
+	}
+	if (v && v->snapshot && op == STORE_OP_SNAP_DELETE &&
+	    (why->count = vtab_clones(st, v, why->names, STORE_WHY_NAMES))) {
+		why_subject(why, STORE_WHY_HAS_CLONES, name);
+		return;
+	}
+	if (v && (err != -ENOTEMPTY || !nsnap) && v->attached) {
+		why_subject(why, STORE_WHY_ATTACHED, name);
+		why->count = v->attached;
+	} else if (nsnap) {
+		why_subject(why, STORE_WHY_HAS_SNAPSHOTS, name);
+		why->count = nsnap;
+	} else {
+		why_subject(why, STORE_WHY_BUSY, name);
+	}
+}
+
+void store_explain(struct store *st, enum store_ctl_op op, const char *name, const char *new_name,
+                   int err, struct store_why *why)
+{
+	char vol[NAMES_PART_MAX + 1] = "", snap[NAMES_PART_MAX + 1] = "";
+
+	memset(why, 0, sizeof(*why));
+	names_split(name, vol, snap);
+	switch (err) {
+	case -EEXIST:
+		why_subject(why, STORE_WHY_EXISTS, new_name ? new_name : name);
+		return;
+	case -ENOSPC:
+		why_subject(why, STORE_WHY_POOL_FULL, name);
+		return;
+	case -EIO:
+		why_subject(why, STORE_WHY_POOL_FAILED, name);
+		return;
+	case -EROFS:
+		why_subject(why, STORE_WHY_READ_ONLY, name);
+		return;
+	case -ENOENT:
+	case -EBUSY:
+	case -ENOTEMPTY:
+		break;
+	default:
+		why_subject(why, STORE_WHY_OTHER, name);
+		return;
+	}
+	pthread_mutex_lock(&st->vt.lock);
+	if (err != -ENOENT)
+		explain_busy_locked(st, op, name, vol, err, why);
+	else if (snap[0] && vtab_find_base(st, vol))
+		why_subject(why, STORE_WHY_NO_SNAPSHOT, name);
+	else
+		why_subject(why, STORE_WHY_NO_VOLUME, vol);
+	pthread_mutex_unlock(&st->vt.lock);
 }

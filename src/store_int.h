@@ -187,7 +187,11 @@ struct volume *vtab_find_id(struct store *st, uint64_t id);
 struct volume *vtab_find_base(struct store *st, const char *name);
 struct volume *vtab_find_snap(struct store *st, uint64_t parent, const char *snap);
 struct volume *vtab_find_export(struct store *st, const char *full, int *err);
-bool vtab_has_snapshots(struct store *st, const struct volume *v);
+/* Snapshots of volume v; clones made from snapshot snap (the first max
+ * full names into names[]).  O(volumes). */
+unsigned vtab_snapshots(struct store *st, const struct volume *v);
+unsigned vtab_clones(struct store *st, const struct volume *snap, char (*names)[NAMES_FULL_MAX + 1],
+                     unsigned max);
 void vtab_full_name(struct store *st, const struct volume *v, char *out, size_t len);
 /* New record (not linked); NULL on ENOMEM. */
 struct volume *vtab_volume_new(uint64_t id, const char *name, uint64_t size, uint64_t created);

@@ -62,12 +62,25 @@ struct volume *vtab_find_export(struct store *st, const char *full, int *err)
 	return v;
 }
 
-bool vtab_has_snapshots(struct store *st, const struct volume *v)
+unsigned vtab_clones(struct store *st, const struct volume *snap, char (*names)[NAMES_FULL_MAX + 1],
+                     unsigned max)
 {
+	unsigned n = 0;
+	for (struct volume *c = st->vt.list; c; c = c->next)
+		if (!c->snapshot && c->origin_id == snap->id) {
+			if (n < max)
+				vtab_full_name(st, c, names[n], sizeof(names[n]));
+			n++;
+		}
+	return n;
+}
+
+unsigned vtab_snapshots(struct store *st, const struct volume *v)
+{
+	unsigned n = 0;
 	for (struct volume *s = st->vt.list; s; s = s->next)
-		if (s->snapshot && s->parent_id == v->id)
-			return true;
-	return false;
+		n += s->snapshot && s->parent_id == v->id;
+	return n;
 }
 
 void vtab_full_name(struct store *st, const struct volume *v, char *out, size_t len)

@@ -149,12 +149,22 @@ static void test_snapshot_clone(void **state)
 	assert_int_equal(store_list(st, &infos, &n), 0);
 	assert_int_equal(n, 3);
 	free(infos);
-	/* Deleting the snapshot a clone came from is allowed (the clone keeps
-	 * its own references); deleting a volume with snapshots is not. */
+	/* Deleting a volume with snapshots is refused, and so is deleting the
+	 * snapshot a clone came from (the clone's history runs through it);
+	 * the store says why. */
+	struct store_why w;
 	assert_int_equal(store_vol_delete(st, "vol0"), -ENOTEMPTY);
+	store_explain(st, STORE_OP_VOL_DELETE, "vol0", NULL, -ENOTEMPTY, &w);
+	assert_int_equal(w.code, STORE_WHY_HAS_SNAPSHOTS);
+	assert_int_equal(w.count, 1);
 	store_vol_close(s);
 	store_vol_close(c);
-	assert_int_equal(store_snap_delete(st, "vol0@base"), 0);
+	assert_int_equal(store_snap_delete(st, "vol0@base"), -EBUSY);
+	store_explain(st, STORE_OP_SNAP_DELETE, "vol0@base", NULL, -EBUSY, &w);
+	assert_int_equal(w.code, STORE_WHY_HAS_CLONES);
+	assert_int_equal(w.count, 1);
+	assert_string_equal(w.names[0], "vm1");
+	assert_string_equal(w.subject, "vol0@base");
 	assert_int_equal(store_vol_open(st, "vm1", &c), 0);
 	expect(c, 2 << 20, 6 << 20, 10);
 	store_vol_close(c);
@@ -168,6 +178,10 @@ static void test_snapshot_clone(void **state)
 	expect(c, 0, 2 << 20, 12);
 	expect(c, 2 << 20, 6 << 20, 10);
 	store_vol_close(c);
+	/* With the clone gone, its origin may go, and the pool stays exact. */
+	assert_int_equal(store_vol_delete(st, "vm1"), 0);
+	assert_int_equal(store_snap_delete(st, "vol0@base"), 0);
+	assert_int_equal(store_check(st), 0);
 	store_close(st);
 	faultdev_free(p);
 }
