@@ -63,6 +63,14 @@ int conn_listen_tcp(struct conn_server *s, const char *hostport, char *err, size
  * the one created here. */
 int conn_listen_unix(struct conn_server *s, const char *path, char *err, size_t errlen);
 
+/* Serve a connected stream socket fd (TCP or unix; blocking or not) as if
+ * it had just been accepted: greeting, handshake, transmission, counted
+ * against max_conns.  The server owns fd from now on, whatever the result:
+ * 0, or -EMFILE (over max_conns), -ESHUTDOWN (stopping), -ENOMEM, a
+ * fcntl() -errno, with fd closed.  On the loop's thread.  For sockets not
+ * accepted here: socket activation, a handover, the fuzzer's socketpair. */
+int conn_server_adopt(struct conn_server *s, int fd);
+
 /* Begin a graceful stop: close the listeners, stop reading from every
  * client, drop connections still in the handshake, let requests already
  * accepted finish and their replies go out, then close each connection.

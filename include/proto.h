@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "nbd.h"
 #include "store.h"
@@ -113,8 +114,9 @@ struct proto_req {
 	 * even when the request is rejected: the caller must then read and
 	 * discard them). */
 	uint32_t payload;
-	/* 0: execute op; else the NBD error to reply with, without executing. */
-	uint32_t error;
+	/* 0: execute op; else -errno to reply with, without executing (the
+	 * reply builders translate it: proto_nbd_error). */
+	int error;
 	bool disc; /* NBD_CMD_DISC: finish in-flight requests, then close */
 	bool noop; /* valid but nothing to do (length 0, CACHE): reply success */
 	/* Reply with structured chunks (a READ after NBD_OPT_STRUCTURED_REPLY,
@@ -156,35 +158,52 @@ ssize_t proto_handshake(struct proto *p, const uint8_t *in, size_t len, struct p
  * set req->error.  Cost: a few compares. */
 int proto_request(struct proto *p, const uint8_t *in, size_t len, struct proto_req *req);
 
-/* Encode a simple reply header (16 bytes). */
-void proto_reply(uint8_t out[sizeof(struct nbd_simple_reply)], uint64_t handle, uint32_t error);
-
-/* ---- structured replies ------------------------------------------
- * Each encoder writes one chunk header (plus its fixed fields) and returns
- * the bytes written; payload data, where there is any, follows on the
- * wire.  flags is NBD_REPLY_FLAG_DONE on the last chunk of a reply. */
+/* ---- replies --------------------------------------------------------
+ * Every reply is assembled here, as iovecs over the reply's own header
+ * area (a simple reply header, or structured chunk headers) and the
+ * caller's data buffer (READ data, BLOCK_STATUS descriptors), which must
+ * stay alive until the iovecs are sent, in order.  Results come in as 0 or
+ * -errno and leave as NBD error values (proto_nbd_error): the caller never
+ * names an NBD error.  Pure functions: no allocation, no I/O. */
+#define PROTO_READ_CHUNKS 16 /* chunks per structured READ reply */
+#define PROTO_REPLY_IOV   (2 * PROTO_READ_CHUNKS)
+#define PROTO_BS_DESC     8u /* caller's buffer bytes per BLOCK_STATUS extent */
 #define PROTO_CHUNK_HDR   sizeof(struct nbd_structured_reply) /* 20 */
-#define PROTO_CHUNK_DATA  (PROTO_CHUNK_HDR + 8)               /* + offset */
-#define PROTO_CHUNK_HOLE  (PROTO_CHUNK_HDR + 12)              /* + offset, length */
-#define PROTO_CHUNK_ERROR (PROTO_CHUNK_HDR + 6 + 8)           /* max: error, msglen, offset */
-#define PROTO_CHUNK_BS    (PROTO_CHUNK_HDR + 4)               /* + context id */
+#define PROTO_CHUNK_HOLE  (PROTO_CHUNK_HDR + 12)              /* a READ chunk's header, at most */
 
-/* NBD_REPLY_TYPE_NONE with DONE: a structured reply without data. */
-size_t proto_chunk_none(uint8_t *out, uint64_t handle);
-/* NBD_REPLY_TYPE_OFFSET_DATA header for len data bytes at offset. */
-size_t proto_chunk_data(uint8_t *out, uint64_t handle, uint16_t flags, uint64_t offset,
-                        uint32_t len);
-/* NBD_REPLY_TYPE_OFFSET_HOLE: len bytes of zeroes at offset. */
-size_t proto_chunk_hole(uint8_t *out, uint64_t handle, uint16_t flags, uint64_t offset,
-                        uint32_t len);
-/* NBD_REPLY_TYPE_ERROR (with_offset false) or ERROR_OFFSET, with DONE and
- * an empty message.  nbd_err is an NBD error value (nonzero). */
-size_t proto_chunk_error(uint8_t *out, uint64_t handle, uint32_t nbd_err, bool with_offset,
-                         uint64_t offset);
-/* NBD_REPLY_TYPE_BLOCK_STATUS header with DONE for n descriptors of the
- * base:allocation context; encode each with proto_block_desc(). */
-size_t proto_chunk_block_status(uint8_t *out, uint64_t handle, uint32_t n);
-void proto_block_desc(uint8_t out[8], uint32_t len, bool hole);
+struct proto_reply {
+	uint64_t handle; /* the client's, echoed byte for byte */
+	bool structured; /* reply in chunks (proto_req.structured) */
+	bool df;         /* READ: exactly one data chunk */
+	unsigned niov;
+	uint32_t len; /* bytes in iov[0, niov) */
+	struct iovec iov[PROTO_REPLY_IOV];
+	uint8_t hdr[PROTO_READ_CHUNKS * PROTO_CHUNK_HOLE];
+};
+
+/* Take from a decoded request what its reply needs; no iovecs yet. */
+void proto_reply_init(struct proto_reply *r, const struct proto_req *req);
+
+/* A reply that carries no data back, for err 0 or -errno: a simple reply,
+ * or for a structured request an NBD_REPLY_TYPE_ERROR chunk (err) or a
+ * NONE chunk (success: a structured READ of length 0).  For rejected
+ * requests (proto_req.error), no-ops, and store results of every command
+ * but READ. */
+void proto_reply_status(struct proto_reply *r, int err);
+
+/* A READ of len bytes at offset finished with err (0 or -errno); on
+ * success buf holds the data.  Simple: header + data.  Structured: data
+ * and hole chunks tiling the range, as proto_read_runs() splits it, the
+ * last with DONE; a failure is one ERROR_OFFSET chunk at offset (the store
+ * does not say which byte failed, so the whole range is reported bad). */
+void proto_reply_read(struct proto_reply *r, int err, uint64_t offset, uint8_t *buf, uint32_t len);
+
+/* BLOCK_STATUS for base:allocation: store_map() gave err, or n extents
+ * ext[0, n) (n == 0 is answered EIO: a reply needs one).  desc, n *
+ * PROTO_BS_DESC bytes, receives the wire descriptors.  One chunk with
+ * DONE, or an NBD_REPLY_TYPE_ERROR chunk. */
+void proto_reply_block_status(struct proto_reply *r, int err, const struct store_extent *ext,
+                              unsigned n, uint8_t *desc);
 
 /* How a successful structured READ goes out: runs of data and of zeroes. */
 struct proto_run {

@@ -37,10 +37,10 @@
  * (backpressure; --max-inflight-requests/-bytes) and resumes as replies go
  * out.
  *
- * Writing: each reply is a short list of iovecs over the request's meta
- * area (simple reply header, or structured chunk headers) and its buffer
- * (READ data, BLOCK_STATUS extents); replies queue per connection and one
- * sendmsg() gathers many of them.  All socket I/O goes through
+ * Writing: proto assembles each reply (proto_reply_*: a short list of
+ * iovecs over its own headers and the request's buffer, READ data or
+ * BLOCK_STATUS extents); conn never encodes a reply or names an NBD error.
+ * Replies queue per connection and one sendmsg() gathers many of them.  All socket I/O goes through
  * conn_sock_recv()/conn_sock_send() (plain or TLS).  A direct write is tried
  * first; the write watcher runs only while data is left over.
  *
@@ -50,6 +50,7 @@
  */
 #include <errno.h>
 #include <ev.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
@@ -73,9 +74,6 @@
 #define CONN_IOV           128          /* iovecs per sendmsg */
 #define CONN_STOP_GRACE    30.0         /* seconds before stop cuts clients off */
 #define CONN_MAX_LISTENERS 16
-#define CONN_READ_RUNS     16 /* chunks per structured READ reply */
-#define CONN_REQ_IOV       (2 * CONN_READ_RUNS)
-#define CONN_META          (CONN_READ_RUNS * PROTO_CHUNK_HOLE)
 #define CONN_MAP_EXTENTS   4096       /* extents per BLOCK_STATUS reply */
 #define CONN_TRY_MAX       (1u << 20) /* READs up to this try the loop thread first */
 
@@ -89,20 +87,14 @@ struct conn_req {
 	struct conn *c;
 	struct conn_req *next;      /* free list or reply queue (loop thread) */
 	struct conn_req *done_next; /* completion stack */
-	uint64_t handle;            /* client's, echoed in the reply */
 	uint64_t end;               /* TRIM/ZERO split into parts: end offset */
 	uint8_t *buf;
 	size_t bufcap;
-	uint32_t held;   /* payload bytes counted in c->bytes */
-	bool structured; /* READ after NBD_OPT_STRUCTURED_REPLY: reply in chunks */
-	bool df;         /* ... as one data chunk (NBD_CMD_FLAG_DF) */
-	/* The reply on the wire: niov pieces pointing into meta (headers)
-	 * and buf (data), out_len bytes in all, sent of them gone. */
-	uint32_t out_len;
+	uint32_t held; /* payload bytes counted in c->bytes */
+	/* The reply on the wire (proto assembles it over its own headers
+	 * and buf); sent: bytes of it gone. */
+	struct proto_reply out;
 	uint32_t sent;
-	unsigned niov;
-	struct iovec iov[CONN_REQ_IOV];
-	uint8_t meta[CONN_META];
 };
 
 struct conn {
@@ -253,9 +245,7 @@ static struct conn_req *req_get(struct conn *c, uint32_t size)
 	}
 	q->c = c;
 	q->next = NULL;
-	q->held = q->out_len = q->sent = 0;
-	q->niov = 0;
-	q->structured = q->df = false;
+	q->held = q->sent = 0;
 	if (size > q->bufcap) {
 		size_t cap = 4096;
 		uint8_t *b;
@@ -294,17 +284,10 @@ static void req_put(struct conn *c, struct conn_req *q)
 }
 
 /* ---- replies -------------------------------------------------------
- * A reply is a list of iovecs over q->meta (simple reply header, chunk
- * headers) and q->buf (READ data, BLOCK_STATUS descriptors). */
+ * proto assembles each reply (q->out: iovecs over its headers and q->buf);
+ * conn only queues and sends it. */
 
-static void out_add(struct conn_req *q, void *base, size_t len)
-{
-	q->iov[q->niov].iov_base = base;
-	q->iov[q->niov++].iov_len = len;
-	q->out_len += (uint32_t)len;
-}
-
-/* Queue q's reply (its iovecs are set) for sending. */
+/* Queue q's reply (assembled in q->out) for sending. */
 static void reply_queue(struct conn *c, struct conn_req *q)
 {
 	q->sent = 0;
@@ -316,73 +299,9 @@ static void reply_queue(struct conn *c, struct conn_req *q)
 	c->rq_tail = q;
 }
 
-static void reply_reset(struct conn_req *q)
-{
-	q->niov = 0;
-	q->out_len = 0;
-}
-
-/* Simple reply, with data_len bytes of q->buf after it. */
-static void reply_simple(struct conn *c, struct conn_req *q, uint32_t nbd_err, uint32_t data_len)
-{
-	reply_reset(q);
-	proto_reply(q->meta, q->handle, nbd_err);
-	out_add(q, q->meta, sizeof(struct nbd_simple_reply));
-	if (data_len)
-		out_add(q, q->buf, data_len);
-	reply_queue(c, q);
-}
-
-/* An error, in the shape the request's reply takes: a structured error
- * chunk (with the request's offset when the store failed on a READ: the
- * store does not say which byte failed, so the whole range is suspect) or
- * a simple reply. */
-static void reply_error(struct conn *c, struct conn_req *q, uint32_t nbd_err, bool with_offset,
-                        uint64_t offset)
-{
-	if (!q->structured) {
-		reply_simple(c, q, nbd_err, 0);
-		return;
-	}
-	reply_reset(q);
-	out_add(q, q->meta, proto_chunk_error(q->meta, q->handle, nbd_err, with_offset, offset));
-	reply_queue(c, q);
-}
-
-/* A successful READ of q->sr.len bytes at q->sr.off, now in q->buf. */
-static void reply_read(struct conn *c, struct conn_req *q)
-{
-	struct proto_run runs[CONN_READ_RUNS];
-	unsigned n;
-	uint8_t *m = q->meta;
-
-	if (!q->structured) {
-		reply_simple(c, q, 0, q->sr.len);
-		return;
-	}
-	reply_reset(q);
-	n = proto_read_runs(q->buf, q->sr.off, q->sr.len, q->df, runs, CONN_READ_RUNS);
-	for (unsigned i = 0; i < n; i++) {
-		uint16_t fl = i == n - 1 ? NBD_REPLY_FLAG_DONE : 0;
-		uint64_t off = q->sr.off + runs[i].off;
-		size_t k;
-
-		if (runs[i].hole) {
-			k = proto_chunk_hole(m, q->handle, fl, off, runs[i].len);
-			out_add(q, m, k);
-		} else {
-			k = proto_chunk_data(m, q->handle, fl, off, runs[i].len);
-			out_add(q, m, k);
-			out_add(q, q->buf + runs[i].off, runs[i].len);
-		}
-		m += k;
-	}
-	reply_queue(c, q);
-}
-
-/* A reply for a request that never reaches the store (rejected, or
- * nothing to do). */
-static void reply_now(struct conn *c, const struct proto_req *r)
+/* The reply for a request that never reaches the store (rejected, or
+ * nothing to do), or err when the request cannot be served. */
+static void reply_now(struct conn *c, const struct proto_req *r, int err)
 {
 	struct conn_req *q = req_get(c, 0);
 
@@ -394,17 +313,9 @@ static void reply_now(struct conn *c, const struct proto_req *r)
 		return;
 	}
 	c->reqs++;
-	q->handle = r->handle;
-	q->structured = r->structured;
-	if (r->error) {
-		reply_error(c, q, r->error, false, 0);
-	} else if (r->structured) { /* zero-length READ */
-		reply_reset(q);
-		out_add(q, q->meta, proto_chunk_none(q->meta, q->handle));
-		reply_queue(c, q);
-	} else {
-		reply_simple(c, q, 0, 0);
-	}
+	proto_reply_init(&q->out, r);
+	proto_reply_status(&q->out, err ? err : r->error);
+	reply_queue(c, q);
 }
 
 /* ---- store submission and completion ------------------------------ */
@@ -445,12 +356,11 @@ static void req_finish(struct conn *c, struct conn_req *q)
 		c->bytes -= q->held;
 		q->held = 0;
 	}
-	if (err)
-		reply_error(c, q, proto_nbd_error(err), q->sr.op == STORE_READ, q->sr.off);
-	else if (q->sr.op == STORE_READ)
-		reply_read(c, q);
+	if (q->sr.op == STORE_READ)
+		proto_reply_read(&q->out, err, q->sr.off, q->buf, q->sr.len);
 	else
-		reply_simple(c, q, 0, 0);
+		proto_reply_status(&q->out, err);
+	reply_queue(c, q);
 }
 
 /* Store result for q is in; queue its reply or submit the next part. */
@@ -516,29 +426,19 @@ static bool conn_can_accept(const struct conn *c)
 static void conn_block_status(struct conn *c, const struct proto_req *r)
 {
 	unsigned max = r->req_one ? 1 : CONN_MAP_EXTENTS, n = 0;
-	struct conn_req *q = req_get(c, max * sizeof(struct nbd_block_descriptor));
+	struct conn_req *q = req_get(c, max * PROTO_BS_DESC);
 	struct store_extent *map = c->srv->map;
 	int err;
 
 	if (!q) {
 		say_warn("%s: out of memory for BLOCK_STATUS", c->peer);
-		reply_now(c, &(struct proto_req){
-		                 .handle = r->handle, .error = NBD_ENOMEM, .structured = true});
+		reply_now(c, r, -ENOMEM);
 		return;
 	}
 	c->reqs++;
-	q->handle = r->handle;
-	q->structured = true;
 	err = store_map(c->proto.exp.handle, r->offset, r->length, map, max, &n);
-	if (err || n == 0) {
-		reply_error(c, q, proto_nbd_error(err ? err : -EIO), false, 0);
-		return;
-	}
-	reply_reset(q);
-	for (unsigned i = 0; i < n; i++)
-		proto_block_desc(q->buf + 8 * i, (uint32_t)map[i].len, map[i].hole);
-	out_add(q, q->meta, proto_chunk_block_status(q->meta, q->handle, n));
-	out_add(q, q->buf, 8 * n);
+	proto_reply_init(&q->out, r);
+	proto_reply_block_status(&q->out, err, map, n, q->buf);
 	reply_queue(c, q);
 }
 
@@ -560,7 +460,7 @@ static bool conn_request(struct conn *c, const struct proto_req *r)
 			c->drain_reply = *r;
 			c->drain_reply_due = true;
 		} else {
-			reply_now(c, r);
+			reply_now(c, r, 0);
 		}
 		return true;
 	}
@@ -572,21 +472,19 @@ static bool conn_request(struct conn *c, const struct proto_req *r)
 	if (!q) {
 		say_warn("%s: out of memory for a %u-byte request", c->peer, need);
 		c->drain_reply = *r;
-		c->drain_reply.error = NBD_ENOMEM;
+		c->drain_reply.error = -ENOMEM;
 		if (r->payload) {
 			c->drain = r->payload;
 			c->drain_reply_due = true;
 		} else {
-			reply_now(c, &c->drain_reply);
+			reply_now(c, &c->drain_reply, 0);
 		}
 		return true;
 	}
 	c->reqs++;
 	q->held = need;
 	c->bytes += need;
-	q->handle = r->handle;
-	q->structured = r->structured;
-	q->df = r->df;
+	proto_reply_init(&q->out, r);
 	memset(&q->sr, 0, sizeof(q->sr));
 	q->sr.op = r->op;
 	q->sr.flags = r->store_flags;
@@ -634,7 +532,7 @@ static void conn_parse(struct conn *c)
 				break;
 			if (c->drain_reply_due) {
 				c->drain_reply_due = false;
-				reply_now(c, &c->drain_reply);
+				reply_now(c, &c->drain_reply, 0);
 			}
 			continue;
 		}
@@ -779,13 +677,15 @@ static void conn_write(struct conn *c)
 		for (struct conn_req *q = c->rq_head; q && n < CONN_IOV; q = q->next) {
 			size_t skip = q->sent;
 
-			for (unsigned i = 0; i < q->niov && n < CONN_IOV; i++) {
-				if (skip >= q->iov[i].iov_len) {
-					skip -= q->iov[i].iov_len;
+			const struct iovec *qi = q->out.iov;
+
+			for (unsigned i = 0; i < q->out.niov && n < CONN_IOV; i++) {
+				if (skip >= qi[i].iov_len) {
+					skip -= qi[i].iov_len;
 					continue;
 				}
-				iov[n].iov_base = (uint8_t *)q->iov[i].iov_base + skip;
-				iov[n++].iov_len = q->iov[i].iov_len - skip;
+				iov[n].iov_base = (uint8_t *)qi[i].iov_base + skip;
+				iov[n++].iov_len = qi[i].iov_len - skip;
 				skip = 0;
 			}
 		}
@@ -817,7 +717,7 @@ static void conn_write(struct conn *c)
 		}
 		while (left && c->rq_head) {
 			struct conn_req *q = c->rq_head;
-			size_t k = q->out_len - q->sent;
+			size_t k = q->out.len - q->sent;
 
 			if (left < k) {
 				q->sent += (uint32_t)left;
@@ -1062,7 +962,7 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ---- accepting ------------------------------------------------------ */
 
-static void conn_new(struct conn_server *s, int fd)
+static int conn_new(struct conn_server *s, int fd)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 	int one = 1;
@@ -1071,7 +971,7 @@ static void conn_new(struct conn_server *s, int fd)
 		say_warn("out of memory for a new connection");
 		free(c);
 		close(fd);
-		return;
+		return -ENOMEM;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails on unix: fine */
 	c->srv = s;
@@ -1097,6 +997,7 @@ static void conn_new(struct conn_server *s, int fd)
 	if (proto_greet(&c->proto, &c->hout))
 		c->dead = true;
 	conn_settle(c);
+	return 0;
 }
 
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
@@ -1113,18 +1014,37 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 				say_warn("accept: %s", strerror(errno));
 			return;
 		}
-		if (s->nconns >= s->lim.max_conns) {
-			/* Over the limit: hang up at once (an EOF the client sees
-			 * now, rather than a connect that hangs in the backlog). */
-			if (s->refused++ % 1000 == 0)
-				say_warn("%u connections: refusing more (--max-connections; "
-				         "%lu refused so far)",
-				         s->nconns, s->refused);
-			close(fd);
-			continue;
-		}
-		conn_new(s, fd);
+		conn_server_adopt(s, fd);
 	}
+}
+
+int conn_server_adopt(struct conn_server *s, int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (s->stopping) {
+		close(fd);
+		return -ESHUTDOWN;
+	}
+	if (s->nconns >= s->lim.max_conns) {
+		/* Over the limit: hang up at once (an EOF the client sees now,
+		 * rather than a connect that hangs in the backlog). */
+		if (s->refused++ % 1000 == 0)
+			say_warn("%u connections: refusing more (--max-connections; "
+			         "%lu refused so far)",
+			         s->nconns, s->refused);
+		close(fd);
+		return -EMFILE;
+	}
+	/* A handed-over socket may be blocking; the loop must never block. */
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	return conn_new(s, fd);
 }
 
 /* ---- server --------------------------------------------------------- */

@@ -14,6 +14,12 @@
  * (EINVAL), range past the end (ENOSPC for writes, EINVAL otherwise).  A
  * valid request leaves as a store operation; the store then runs with plain
  * errno and proto_nbd_error() is the single errno→NBD translation.
+ *
+ * Replies: every transmission reply is assembled here (proto_reply_*), as
+ * iovecs over its own headers and the caller's data: simple replies,
+ * structured chunks and their order (data/hole runs of a READ, DONE on the
+ * last), BLOCK_STATUS descriptors, error chunks.  The caller (conn) only
+ * queues and sends the iovecs, so it never names an NBD error.
  */
 #include <endian.h>
 #include <errno.h>
@@ -164,7 +170,7 @@ static void name_copy(char dst[NBD_STRING_MAX + 1], const uint8_t *s, uint32_t n
 static int open_named(struct proto *p, uint32_t opt, const uint8_t *s, uint32_t n, char *name,
                       struct proto_export *e, struct proto_buf *out)
 {
-	char msg[NBD_STRING_MAX + 64];
+	char msg[NBD_STRING_MAX + 1]; /* the spec caps every string */
 	int err;
 
 	name_copy(name, s, n);
@@ -552,7 +558,7 @@ int proto_request(struct proto *p, const uint8_t *in, size_t len, struct proto_r
 		break;
 	case NBD_CMD_BLOCK_STATUS:
 		if (!p->meta_active) { /* no context negotiated: the spec's EINVAL */
-			req->error = NBD_EINVAL;
+			req->error = -EINVAL;
 			return sizeof(r);
 		}
 		req->op = STORE_READ; /* never submitted; read-only in effect */
@@ -561,37 +567,37 @@ int proto_request(struct proto *p, const uint8_t *in, size_t len, struct proto_r
 		allowed = NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_REQ_ONE;
 		break;
 	default: /* RESIZE, ...: not advertised */
-		req->error = NBD_EINVAL;
+		req->error = -EINVAL;
 		return sizeof(r);
 	}
 	if (req->flags & ~allowed) {
-		req->error = NBD_EINVAL;
+		req->error = -EINVAL;
 		return sizeof(r);
 	}
 	writes = req->op == STORE_WRITE || req->op == STORE_TRIM || req->op == STORE_ZERO;
 	if (writes && p->exp.read_only) {
-		req->error = NBD_EPERM;
+		req->error = -EPERM;
 		return sizeof(r);
 	}
 	if (req->op == STORE_FLUSH) {
 		if (req->offset || req->length)
-			req->error = NBD_EINVAL;
+			req->error = -EINVAL;
 		else if (p->exp.read_only)
 			req->noop = true; /* nothing can be dirty */
 		return sizeof(r);
 	}
 	if ((req->type == NBD_CMD_READ || req->op == STORE_WRITE) &&
 	    req->length > PROTO_MAX_PAYLOAD) {
-		req->error = NBD_EINVAL;
+		req->error = -EINVAL;
 		return sizeof(r);
 	}
 	if (req->offset > p->exp.size || req->length > p->exp.size - req->offset) {
-		req->error = req->op == STORE_WRITE ? NBD_ENOSPC : NBD_EINVAL;
+		req->error = req->op == STORE_WRITE ? -ENOSPC : -EINVAL;
 		return sizeof(r);
 	}
 	if (req->block_status) {
 		if (req->length == 0) /* the spec: a nonzero length */
-			req->error = NBD_EINVAL;
+			req->error = -EINVAL;
 		req->req_one = req->flags & NBD_CMD_FLAG_REQ_ONE;
 		return sizeof(r);
 	}
@@ -609,19 +615,34 @@ int proto_request(struct proto *p, const uint8_t *in, size_t len, struct proto_r
 	return sizeof(r);
 }
 
-void proto_reply(uint8_t out[sizeof(struct nbd_simple_reply)], uint64_t handle, uint32_t error)
+/* ---- reply encoding ------------------------------------------------- */
+
+static void put_be64(uint8_t *out, uint64_t v)
+{
+	v = htobe64(v);
+	memcpy(out, &v, 8);
+}
+
+static void put_be32(uint8_t *out, uint32_t v)
+{
+	v = htobe32(v);
+	memcpy(out, &v, 4);
+}
+
+/* A simple reply header. */
+static size_t simple_hdr(uint8_t *out, uint64_t handle, uint32_t nbd_err)
 {
 	struct nbd_simple_reply r = {
 	    .magic = htobe32(NBD_SIMPLE_REPLY_MAGIC),
-	    .error = htobe32(error),
+	    .error = htobe32(nbd_err),
 	    .handle = handle,
 	};
 
 	memcpy(out, &r, sizeof(r));
+	return sizeof(r);
 }
 
-/* ---- structured replies ------------------------------------------- */
-
+/* A structured chunk header; len bytes of payload follow it. */
 static size_t chunk_hdr(uint8_t *out, uint64_t handle, uint16_t flags, uint16_t type, uint32_t len)
 {
 	struct nbd_structured_reply r = {
@@ -636,25 +657,9 @@ static size_t chunk_hdr(uint8_t *out, uint64_t handle, uint16_t flags, uint16_t 
 	return sizeof(r);
 }
 
-static void put_be64(uint8_t *out, uint64_t v)
-{
-	v = htobe64(v);
-	memcpy(out, &v, 8);
-}
-
-static void put_be32(uint8_t *out, uint32_t v)
-{
-	v = htobe32(v);
-	memcpy(out, &v, 4);
-}
-
-size_t proto_chunk_none(uint8_t *out, uint64_t handle)
-{
-	return chunk_hdr(out, handle, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, 0);
-}
-
-size_t proto_chunk_data(uint8_t *out, uint64_t handle, uint16_t flags, uint64_t offset,
-                        uint32_t len)
+/* NBD_REPLY_TYPE_OFFSET_DATA header for len data bytes at offset. */
+static size_t chunk_data(uint8_t *out, uint64_t handle, uint16_t flags, uint64_t offset,
+                         uint32_t len)
 {
 	size_t n = chunk_hdr(out, handle, flags, NBD_REPLY_TYPE_OFFSET_DATA, 8 + len);
 
@@ -662,8 +667,9 @@ size_t proto_chunk_data(uint8_t *out, uint64_t handle, uint16_t flags, uint64_t 
 	return n + 8;
 }
 
-size_t proto_chunk_hole(uint8_t *out, uint64_t handle, uint16_t flags, uint64_t offset,
-                        uint32_t len)
+/* NBD_REPLY_TYPE_OFFSET_HOLE: len bytes of zeroes at offset. */
+static size_t chunk_hole(uint8_t *out, uint64_t handle, uint16_t flags, uint64_t offset,
+                         uint32_t len)
 {
 	size_t n = chunk_hdr(out, handle, flags, NBD_REPLY_TYPE_OFFSET_HOLE, 12);
 
@@ -672,8 +678,10 @@ size_t proto_chunk_hole(uint8_t *out, uint64_t handle, uint16_t flags, uint64_t 
 	return n + 12;
 }
 
-size_t proto_chunk_error(uint8_t *out, uint64_t handle, uint32_t nbd_err, bool with_offset,
-                         uint64_t offset)
+/* NBD_REPLY_TYPE_ERROR (no offset) or ERROR_OFFSET, with DONE and an
+ * empty message. */
+static size_t chunk_error(uint8_t *out, uint64_t handle, uint32_t nbd_err, bool with_offset,
+                          uint64_t offset)
 {
 	size_t n = chunk_hdr(out, handle, NBD_REPLY_FLAG_DONE,
 	                     with_offset ? NBD_REPLY_TYPE_ERROR_OFFSET : NBD_REPLY_TYPE_ERROR,
@@ -687,21 +695,6 @@ size_t proto_chunk_error(uint8_t *out, uint64_t handle, uint32_t nbd_err, bool w
 		n += 8;
 	}
 	return n;
-}
-
-size_t proto_chunk_block_status(uint8_t *out, uint64_t handle, uint32_t nd)
-{
-	size_t n =
-	    chunk_hdr(out, handle, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS, 4 + 8 * nd);
-
-	put_be32(out + n, PROTO_META_ALLOC_ID);
-	return n + 4;
-}
-
-void proto_block_desc(uint8_t out[8], uint32_t len, bool hole)
-{
-	put_be32(out, len);
-	put_be32(out + 4, hole ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0);
 }
 
 /* Are n bytes at p all zero?  Stops at the first nonzero word. */
@@ -763,6 +756,116 @@ unsigned proto_read_runs(const uint8_t *buf, uint64_t offset, uint32_t len, bool
 		pos += blk;
 	}
 	return k;
+}
+
+/* ---- reply assembly ------------------------------------------------ */
+
+static_assert(PROTO_CHUNK_HDR + 14 <= sizeof(((struct proto_reply *)0)->hdr),
+              "an error chunk fits a reply's header area");
+static_assert(PROTO_CHUNK_HDR + 8 <= PROTO_CHUNK_HOLE, "a data chunk header fits its slot");
+
+static void reply_add(struct proto_reply *r, void *base, size_t len)
+{
+	r->iov[r->niov].iov_base = base;
+	r->iov[r->niov++].iov_len = len;
+	r->len += (uint32_t)len;
+}
+
+void proto_reply_init(struct proto_reply *r, const struct proto_req *req)
+{
+	r->handle = req->handle;
+	r->structured = req->structured;
+	r->df = req->df;
+	r->niov = 0;
+	r->len = 0;
+}
+
+/* An error chunk (with the request's offset when with_offset) or a
+ * simple error reply. */
+static void reply_error(struct proto_reply *r, int err, bool with_offset, uint64_t offset)
+{
+	uint32_t nbd_err = proto_nbd_error(err);
+
+	r->niov = 0;
+	r->len = 0;
+	if (r->structured)
+		reply_add(r, r->hdr, chunk_error(r->hdr, r->handle, nbd_err, with_offset, offset));
+	else
+		reply_add(r, r->hdr, simple_hdr(r->hdr, r->handle, nbd_err));
+}
+
+void proto_reply_status(struct proto_reply *r, int err)
+{
+	if (err) {
+		reply_error(r, err, false, 0);
+		return;
+	}
+	r->niov = 0;
+	r->len = 0;
+	if (r->structured)
+		reply_add(
+		    r, r->hdr,
+		    chunk_hdr(r->hdr, r->handle, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, 0));
+	else
+		reply_add(r, r->hdr, simple_hdr(r->hdr, r->handle, 0));
+}
+
+void proto_reply_read(struct proto_reply *r, int err, uint64_t offset, uint8_t *buf, uint32_t len)
+{
+	struct proto_run runs[PROTO_READ_CHUNKS];
+	uint8_t *h = r->hdr;
+	unsigned n;
+
+	if (err) {
+		reply_error(r, err, true, offset);
+		return;
+	}
+	r->niov = 0;
+	r->len = 0;
+	if (!r->structured) {
+		reply_add(r, h, simple_hdr(h, r->handle, 0));
+		reply_add(r, buf, len);
+		return;
+	}
+	n = proto_read_runs(buf, offset, len, r->df, runs, PROTO_READ_CHUNKS);
+	for (unsigned i = 0; i < n; i++) {
+		uint16_t fl = i == n - 1 ? NBD_REPLY_FLAG_DONE : 0;
+		uint64_t off = offset + runs[i].off;
+		size_t k;
+
+		if (runs[i].hole) {
+			k = chunk_hole(h, r->handle, fl, off, runs[i].len);
+			reply_add(r, h, k);
+		} else {
+			k = chunk_data(h, r->handle, fl, off, runs[i].len);
+			reply_add(r, h, k);
+			reply_add(r, buf + runs[i].off, runs[i].len);
+		}
+		h += k;
+	}
+}
+
+void proto_reply_block_status(struct proto_reply *r, int err, const struct store_extent *ext,
+                              unsigned n, uint8_t *desc)
+{
+	size_t k;
+
+	if (err || n == 0) {
+		reply_error(r, err ? err : -EIO, false, 0);
+		return;
+	}
+	r->niov = 0;
+	r->len = 0;
+	for (unsigned i = 0; i < n; i++) {
+		put_be32(desc + PROTO_BS_DESC * i, (uint32_t)ext[i].len);
+		put_be32(desc + PROTO_BS_DESC * i + 4,
+		         ext[i].hole ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0);
+	}
+	k = chunk_hdr(r->hdr, r->handle, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS,
+	              4 + PROTO_BS_DESC * n);
+	put_be32(r->hdr + k, PROTO_META_ALLOC_ID);
+	reply_add(r, r->hdr, k + 4);
+	reply_add(r, desc, PROTO_BS_DESC * n);
 }
 
 uint32_t proto_nbd_error(int err)
