@@ -4,6 +4,9 @@
 # requests) covering each option and command once, so the fuzzer starts in
 # transmission rather than having to discover IHAVEOPT by itself.
 # Byte 0 also picks the TLS mode (bits 1-2); seed 0x59 keeps TLS off.
+# fuzz_proto runs the real server on these bytes: after an acknowledged
+# NBD_OPT_STARTTLS they go to GnuTLS (the handshake fails), and requests get
+# handles 1, 2, 3, ... so the harness can match every reply to its request.
 # Usage: tests/fuzz/proto_seeds.py DIR
 import os, struct, sys
 
@@ -23,8 +26,11 @@ def meta(export, *queries):
     return (struct.pack(">I", len(e)) + e + struct.pack(">I", len(queries)) +
             b"".join(struct.pack(">I", len(q)) + q.encode() for q in queries))
 
-def req(cmd, off=0, length=0, flags=0, handle=1, payload=b""):
-    return struct.pack(">IHHQQI", REQ_MAGIC, flags, cmd, handle, off, length) + payload
+_handles = iter(range(1, 1 << 32))
+
+def req(cmd, off=0, length=0, flags=0, handle=None, payload=b""):
+    h = next(_handles) if handle is None else handle
+    return struct.pack(">IHHQQI", REQ_MAGIC, flags, cmd, h, off, length) + payload
 
 FLAGS = struct.pack(">I", 3)
 seeds = {
