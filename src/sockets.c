@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "say.h"
 #include "sockets.h"
 
 /* ---- unix sockets --------------------------------------------------- */
@@ -98,6 +99,8 @@ static int sockets_check_path(const char *path, char *err, size_t errlen)
 	}
 	if (r < 0)
 		snprintf(err, errlen, "cannot probe %s: %s", path, strerror(-r));
+	else
+		say_info("replacing stale socket %s", path);
 	return r;
 }
 
