@@ -57,7 +57,6 @@ static void store_dealloc(struct store *st)
 	compact_free(st->sp.compact);
 	core_scratch_free(st);
 	free(st->wr.ap);
-	free(st->wr.pend);
 	free(st->rd.threads);
 	pthread_mutex_destroy(&st->vt.lock);
 	core_queue_destroy(&st->wr.q);

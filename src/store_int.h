@@ -32,6 +32,7 @@
 #include "compact.h"
 #include "format.h"
 #include "log.h"
+#include "map.h"
 #include "segio.h"
 #include "store.h"
 #include "tree.h"
@@ -55,6 +56,10 @@ struct volume {
 	struct tree tree;
 	unsigned attached; /* under vt.lock */
 	bool locked;       /* under vt.lock: being deleted or rolled back */
+	/* writer.c: lba -> this round's latest staged block; valid only while
+	 * pend_round == wr.round (reset lazily) */
+	struct map pend;
+	uint64_t pend_round;
 };
 
 /* An open handle on a volume record (an export). */
@@ -76,13 +81,6 @@ struct apply {
 	uint64_t lba;
 	uint64_t val; /* SET: physical block; TRIM: end lba */
 	bool trim;
-};
-
-struct pend { /* (volume, lba) -> latest staged data of this round */
-	uint64_t gen;
-	struct volume *v;
-	uint64_t lba;
-	const void *data;
 };
 
 /* A queue of requests handed to store threads. */
@@ -123,9 +121,7 @@ struct store {
 		/* round state (log thread) */
 		struct apply *ap;
 		size_t nap, ap_cap;
-		struct pend *pend;
-		size_t pend_cap, npend;
-		uint64_t pend_gen;
+		uint64_t round; /* rounds begun: dates each volume's pend map */
 	} wr;
 
 	struct { /* reader.c */

@@ -639,13 +639,14 @@ int tree_check_all(struct tree *const *trees, unsigned n, uint64_t nblocks, uint
 		if (trees[i]->root)
 			bad +=
 			    check_node(trees[i]->root, trees[i]->levels - 1, &seen, bref, nblocks);
-	for (size_t i = 0; i < seen.cap; i++) {
-		if (!seen.keys[i])
-			continue;
-		const struct tree_node *tn = (const void *)(uintptr_t)seen.keys[i];
-		if (tn->ref != (uintptr_t)seen.vals[i]) {
+	size_t pos = 0;
+	uint64_t key;
+	void **val;
+	while ((val = map_next(&seen, &pos, &key))) {
+		const struct tree_node *tn = (const void *)(uintptr_t)key;
+		if (tn->ref != (uintptr_t)*val) {
 			say_error("check: node has ref %u but %lu references", tn->ref,
-			          (unsigned long)(uintptr_t)seen.vals[i]);
+			          (unsigned long)(uintptr_t)*val);
 			bad++;
 		}
 	}

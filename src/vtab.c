@@ -109,6 +109,7 @@ struct volume *vtab_volume_new(uint64_t id, const char *name, uint64_t size, uin
 static void volume_free(struct store *st, struct volume *v)
 {
 	tree_drop(&v->tree, st->a);
+	map_clear(&v->pend);
 	free(v);
 }
 

@@ -20,82 +20,54 @@
 
 #include "store_int.h"
 
-/* ---- the round's pending blocks: (volume, lba) -> latest staged data ---- */
+/* ---- the round's staged blocks: per volume, lba -> latest data ----------- */
 
-static size_t pend_slot(const struct store *st, const struct volume *v, uint64_t lba)
-{
-	size_t mask = st->wr.pend_cap - 1;
-	size_t h = (size_t)((lba * 0x9E3779B97F4A7C15ull) ^ (uintptr_t)v) & mask;
-	while (st->wr.pend[h].gen == st->wr.pend_gen &&
-	       (st->wr.pend[h].v != v || st->wr.pend[h].lba != lba))
-		h = (h + 1) & mask;
-	return h;
-}
+/* A staged trim: the block reads as a hole for the rest of the round. */
+static const char pend_hole[1];
 
-/* Start a fresh table of twice the size, keeping this round's entries. */
-static int pend_grow(struct store *st)
+/* v's map of this round, emptied first if it is from an earlier round. */
+static struct map *pend_map(struct store *st, struct volume *v)
 {
-	struct pend *old = st->wr.pend;
-	size_t ocap = st->wr.pend_cap;
-	uint64_t ogen = st->wr.pend_gen;
-	size_t ncap = ocap ? ocap * 2 : 4096;
-	struct pend *n = calloc(ncap, sizeof(*n));
-	if (!n)
-		return -ENOMEM;
-	st->wr.pend = n;
-	st->wr.pend_cap = ncap;
-	st->wr.pend_gen = 1;
-	st->wr.npend = 0;
-	for (size_t i = 0; i < ocap; i++)
-		if (old[i].gen == ogen) {
-			size_t h = pend_slot(st, old[i].v, old[i].lba);
-			st->wr.pend[h] = old[i];
-			st->wr.pend[h].gen = 1;
-			st->wr.npend++;
-		}
-	free(old);
-	return 0;
+	if (v->pend_round != st->wr.round) {
+		map_reset(&v->pend);
+		v->pend_round = st->wr.round;
+	}
+	return &v->pend;
 }
 
 static int pend_put(struct store *st, struct volume *v, uint64_t lba, const void *data)
 {
-	if ((st->wr.npend + 1) * 2 > st->wr.pend_cap && pend_grow(st))
-		return -ENOMEM;
-	size_t h = pend_slot(st, v, lba);
-	if (st->wr.pend[h].gen != st->wr.pend_gen)
-		st->wr.npend++;
-	st->wr.pend[h] = (struct pend){.gen = st->wr.pend_gen, .v = v, .lba = lba, .data = data};
-	return 0;
+	return map_put(pend_map(st, v), lba, (void *)data);
 }
 
 static void pend_forget_range(struct store *st, struct volume *v, uint64_t lo, uint64_t hi)
 {
-	for (size_t i = 0; i < st->wr.pend_cap; i++) {
-		struct pend *p = &st->wr.pend[i];
-		if (p->gen == st->wr.pend_gen && p->v == v && p->lba >= lo && p->lba < hi)
-			p->data = NULL; /* stays as a tombstone: reads as a hole */
-	}
+	struct map *m = pend_map(st, v);
+	size_t pos = 0;
+	uint64_t lba;
+	void **val;
+	while ((val = map_next(m, &pos, &lba)))
+		if (lba >= lo && lba < hi)
+			*val = (void *)pend_hole;
 }
 
 /* Forget everything staged: a new round, or staged blocks were applied. */
 static void pend_reset(struct store *st)
 {
-	st->wr.pend_gen++;
-	st->wr.npend = 0;
+	st->wr.round++;
 }
 
 /* Current content of (v, lba) as seen by this round. */
 static int current_block(struct store *st, struct volume *v, uint64_t lba, void *out)
 {
-	if (st->wr.pend_cap) {
-		size_t h = pend_slot(st, v, lba);
-		if (st->wr.pend[h].gen == st->wr.pend_gen) {
-			if (st->wr.pend[h].data)
-				memcpy(out, st->wr.pend[h].data, FMT_BLOCK);
-			else
-				memset(out, 0, FMT_BLOCK);
-			return 0;
-		}
+	const void *staged = map_get(pend_map(st, v), lba);
+	if (staged == pend_hole) {
+		memset(out, 0, FMT_BLOCK);
+		return 0;
+	}
+	if (staged) {
+		memcpy(out, staged, FMT_BLOCK);
+		return 0;
 	}
 	uint64_t phys = tree_lookup(&v->tree, lba);
 	if (!phys) {
