@@ -15,7 +15,7 @@
  * Implementations: segio_dev.c (a file or block device through struct
  * blkdev, which tests swap for a fault-injecting memory device).
  *
- * Threads: append/open/seal/discard/super_write come from one thread at a
+ * Threads: append/open/seal/discard/sb_write come from one thread at a
  * time (the log thread, or the opener before threads start); read and
  * read_nowait from any thread; sync from any thread.  Errors: 0 or
  * negative errno.
@@ -50,10 +50,10 @@ struct segio_ops {
 	int (*sync)(struct segio *io);
 	/* seg holds nothing live: its space may go back to the backend. */
 	int (*discard)(struct segio *io, uint64_t seg);
-	/* Superblock slot 0 or 1: one FMT_BLOCK; super_write is durable on
+	/* Superblock slot 0 or 1: one FMT_BLOCK; sb_write is durable on
 	 * return. */
-	int (*super_read)(struct segio *io, unsigned slot, void *buf);
-	int (*super_write)(struct segio *io, unsigned slot, const void *buf);
+	int (*sb_read)(struct segio *io, unsigned slot, void *buf);
+	int (*sb_write)(struct segio *io, unsigned slot, const void *buf);
 	/* Release the backend (closes the device). */
 	void (*close)(struct segio *io);
 };
@@ -92,13 +92,13 @@ static inline int segio_discard(struct segio *io, uint64_t seg)
 {
 	return io->ops->discard(io, seg);
 }
-static inline int segio_super_read(struct segio *io, unsigned slot, void *buf)
+static inline int segio_sb_read(struct segio *io, unsigned slot, void *buf)
 {
-	return io->ops->super_read(io, slot, buf);
+	return io->ops->sb_read(io, slot, buf);
 }
-static inline int segio_super_write(struct segio *io, unsigned slot, const void *buf)
+static inline int segio_sb_write(struct segio *io, unsigned slot, const void *buf)
 {
-	return io->ops->super_write(io, slot, buf);
+	return io->ops->sb_write(io, slot, buf);
 }
 static inline void segio_close(struct segio *io)
 {

@@ -58,12 +58,12 @@ static int dev_discard(struct segio *io, uint64_t seg)
 	return blkdev_discard(dev_of(io), seg * FMT_SEG_BYTES, FMT_SEG_BYTES);
 }
 
-static int dev_super_read(struct segio *io, unsigned slot, void *buf)
+static int dev_sb_read(struct segio *io, unsigned slot, void *buf)
 {
 	return blkdev_pread(dev_of(io), buf, FMT_BLOCK, (uint64_t)slot * FMT_BLOCK);
 }
 
-static int dev_super_write(struct segio *io, unsigned slot, const void *buf)
+static int dev_sb_write(struct segio *io, unsigned slot, const void *buf)
 {
 	struct iovec iov = {.iov_base = (void *)buf, .iov_len = FMT_BLOCK};
 	int err = blkdev_pwritev(dev_of(io), &iov, 1, (uint64_t)slot * FMT_BLOCK);
@@ -86,8 +86,8 @@ static const struct segio_ops dev_ops = {
     .seal = dev_seal,
     .sync = dev_sync,
     .discard = dev_discard,
-    .super_read = dev_super_read,
-    .super_write = dev_super_write,
+    .sb_read = dev_sb_read,
+    .sb_write = dev_sb_write,
     .close = dev_close,
 };
 

@@ -50,7 +50,7 @@ int super_write(struct store *st)
 	sb->self = sb->generation % 2;
 	sb->crc = 0;
 	sb->crc = crc32c(0, sb, sizeof(*sb));
-	return segio_super_write(st->io, (unsigned)sb->self, sb);
+	return segio_sb_write(st->io, (unsigned)sb->self, sb);
 }
 
 int super_read(struct store *st, const char **why)
@@ -58,7 +58,7 @@ int super_read(struct store *st, const char **why)
 	struct fmt_super sb[2];
 	int e[2];
 	for (unsigned i = 0; i < 2; i++) {
-		int err = segio_super_read(st->io, i, &sb[i]);
+		int err = segio_sb_read(st->io, i, &sb[i]);
 		if (err) {
 			*why = "cannot read the superblocks";
 			return err;
@@ -93,7 +93,7 @@ int super_probe(struct segio *io)
 {
 	char buf[FMT_BLOCK];
 	for (unsigned slot = 0; slot < 2; slot++) {
-		int err = segio_super_read(io, slot, buf);
+		int err = segio_sb_read(io, slot, buf);
 		if (err)
 			return err;
 		if (!memcmp(buf, FMT_SB_MAGIC, 8))
