@@ -1,0 +1,671 @@
+/* test_tree.c — the copy-on-write block tree on its own (an allocator, no
+ * store, no device, no threads but liburcu's).  Every tree is checked
+ * against a model (lba -> block) after each step, and every reference count
+ * — nodes' parents and roots, blocks' leaves and on-disk copies — against
+ * two oracles (tests/lib/treeref: tree_check_all + alloc_verify, and an
+ * independent recount).  Covered: tree_levels_for; set, lookup, run and trim
+ * over 1 to 4 levels, at node edges; snapshot -> clone -> snapshot chains
+ * where each snapshot keeps its mappings through later sets, trims and
+ * drops of its source; tree_count's mapped and unique blocks;
+ * tree_write_dirty emitting only what changed, and tree_loader reading it
+ * back into the same mappings, the same sharing and the same counts;
+ * tree_relocate re-pointing slots in shared leaves only after the commit,
+ * dirtying nodes whose copy moved, or changing nothing when the commit
+ * fails.
+ */
+#undef NDEBUG
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "alloc.h"
+#include "map.h"
+#include "tree.h"
+#include "treeref.h"
+
+#define NSEGS     64
+#define DATA_SEG  1  /* data blocks are numbered from here on */
+#define NODE_SEG  40 /* node images from here on */
+#define NODE_SEG2 50 /* a second place for node images */
+
+static const uint64_t span[5] = {1, FMT_FANOUT, (uint64_t)FMT_FANOUT *FMT_FANOUT,
+                                 (uint64_t)FMT_FANOUT *FMT_FANOUT *FMT_FANOUT,
+                                 (uint64_t)FMT_FANOUT *FMT_FANOUT *FMT_FANOUT *FMT_FANOUT};
+
+/* A tree and its model: lba[i] -> blk[i] (0 = hole), found by lba + 1 ->
+ * i + 1 in idx. */
+struct vt {
+	struct tree t;
+	struct map idx;
+	uint64_t *lba, *blk;
+	size_t n, cap;
+};
+
+static struct alloc *A;
+static uint64_t next_blk;
+static uint64_t rng = 88172645463325252ull;
+
+static uint64_t rnd(uint64_t n)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng % n;
+}
+
+static uint64_t new_block(void)
+{
+	assert_true(next_blk < (uint64_t)NODE_SEG * FMT_SEG_BLOCKS);
+	return next_blk++;
+}
+
+static int setup(void **state)
+{
+	urcu_memb_register_thread();
+	A = alloc_new(NSEGS);
+	next_blk = (uint64_t)DATA_SEG * FMT_SEG_BLOCKS;
+	return A ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	urcu_memb_barrier(); /* nodes go through call_rcu */
+	assert_int_equal(alloc_live_blocks(A), 0);
+	alloc_free(A);
+	urcu_memb_unregister_thread();
+	return 0;
+}
+
+static uint64_t model_get(const struct vt *v, uint64_t lba)
+{
+	uintptr_t i = (uintptr_t)map_get(&v->idx, lba + 1);
+	return i ? v->blk[i - 1] : 0;
+}
+
+static void model_put(struct vt *v, uint64_t lba, uint64_t blk)
+{
+	uintptr_t i = (uintptr_t)map_get(&v->idx, lba + 1);
+
+	if (i) {
+		v->blk[i - 1] = blk;
+		return;
+	}
+	if (v->n == v->cap) {
+		v->cap = v->cap ? 2 * v->cap : 256;
+		v->lba = realloc(v->lba, v->cap * sizeof(*v->lba));
+		v->blk = realloc(v->blk, v->cap * sizeof(*v->blk));
+		assert_non_null(v->lba);
+		assert_non_null(v->blk);
+	}
+	v->lba[v->n] = lba;
+	v->blk[v->n++] = blk;
+	assert_int_equal(map_put(&v->idx, lba + 1, (void *)(uintptr_t)v->n), 0);
+}
+
+static void vt_init(struct vt *v, unsigned levels)
+{
+	memset(v, 0, sizeof(*v));
+	v->t.levels = levels;
+}
+
+static void vt_set(struct vt *v, uint64_t lba, uint64_t blk)
+{
+	assert_int_equal(tree_set(&v->t, A, lba, blk), 0);
+	model_put(v, lba, blk);
+}
+
+static void vt_trim(struct vt *v, uint64_t lo, uint64_t hi)
+{
+	assert_int_equal(tree_trim(&v->t, A, lo, hi), 0);
+	for (size_t i = 0; i < v->n; i++)
+		if (v->lba[i] >= lo && v->lba[i] < hi)
+			v->blk[i] = 0;
+}
+
+/* dst (empty) becomes a snapshot or clone of src. */
+static void vt_share(struct vt *dst, struct vt *src)
+{
+	memset(dst, 0, sizeof(*dst));
+	tree_share(&dst->t, &src->t);
+	for (size_t i = 0; i < src->n; i++)
+		model_put(dst, src->lba[i], src->blk[i]);
+}
+
+static void vt_drop(struct vt *v)
+{
+	tree_drop(&v->t, A);
+	assert_null(v->t.root);
+	map_clear(&v->idx);
+	free(v->lba);
+	free(v->blk);
+	memset(v, 0, sizeof(*v));
+}
+
+static uint64_t model_count(const struct vt *v)
+{
+	uint64_t n = 0;
+	for (size_t i = 0; i < v->n; i++)
+		n += v->blk[i] != 0;
+	return n;
+}
+
+/* The tree maps exactly what the model says. */
+static void vt_expect(const struct vt *v)
+{
+	uint64_t mapped, unique;
+
+	urcu_memb_read_lock();
+	for (size_t i = 0; i < v->n; i++)
+		if (tree_lookup(&v->t, v->lba[i]) != v->blk[i])
+			fail_msg("lba %llu maps %llu, model %llu", (unsigned long long)v->lba[i],
+			         (unsigned long long)tree_lookup(&v->t, v->lba[i]),
+			         (unsigned long long)v->blk[i]);
+	tree_count(&v->t, A, &mapped, &unique);
+	urcu_memb_read_unlock();
+	assert_int_equal(mapped, model_count(v)); /* and nothing else */
+}
+
+/* Every tree against its model, every count against both oracles. */
+static void expect_all(struct vt *const *vs, unsigned n)
+{
+	struct tree *trees[16];
+
+	assert_true(n <= 16);
+	for (unsigned i = 0; i < n; i++) {
+		vt_expect(vs[i]);
+		trees[i] = &vs[i]->t;
+	}
+	assert_int_equal(treeref_check(trees, n, A, NULL), 0);
+}
+
+/* The run tree_run must report at lba: maximal, at most max. */
+static uint64_t model_run(const struct vt *v, uint64_t lba, uint64_t max, bool *mapped)
+{
+	uint64_t n = 1;
+
+	*mapped = model_get(v, lba) != 0;
+	if (*mapped) {
+		while (n < max && model_get(v, lba + n))
+			n++;
+		return n;
+	}
+	n = max;
+	for (size_t i = 0; i < v->n; i++)
+		if (v->blk[i] && v->lba[i] > lba && v->lba[i] - lba < n)
+			n = v->lba[i] - lba;
+	return n;
+}
+
+static void expect_run(const struct vt *v, uint64_t lba, uint64_t max)
+{
+	bool want_m, got_m;
+	uint64_t want = model_run(v, lba, max, &want_m), got;
+
+	urcu_memb_read_lock();
+	got = tree_run(&v->t, lba, max, &got_m);
+	urcu_memb_read_unlock();
+	if (got != want || got_m != want_m)
+		fail_msg("run at %llu (max %llu): %llu %s, model %llu %s", (unsigned long long)lba,
+		         (unsigned long long)max, (unsigned long long)got,
+		         got_m ? "mapped" : "holes", (unsigned long long)want,
+		         want_m ? "mapped" : "holes");
+}
+
+static void test_levels_for(void **state)
+{
+	assert_int_equal(tree_levels_for(0), 1);
+	assert_int_equal(tree_levels_for(1), 1);
+	for (unsigned l = 1; l <= 4; l++) {
+		assert_int_equal(tree_levels_for(span[l]), l);
+		if (l < 4)
+			assert_int_equal(tree_levels_for(span[l] + 1), l + 1);
+	}
+	assert_int_equal(tree_levels_for(span[4] + 1), 0);
+	assert_int_equal(tree_levels_for(UINT64_MAX), 0);
+}
+
+/* Set, look up, run and trim at every level's edges and at random. */
+static void test_ops_all_levels(void **state)
+{
+	for (unsigned l = 1; l <= 4; l++) {
+		uint64_t size = span[l], lbas[300];
+		unsigned n = 0;
+		struct vt v, *vs[1] = {&v};
+
+		vt_init(&v, l);
+		vt_expect(&v);
+		expect_run(&v, 0, size < 5000 ? size : 5000);
+		/* node edges, and a run that crosses a leaf boundary */
+		const uint64_t edges[] = {0, 1, 502, 503, 504, 505, size - 1, size / 2};
+		for (unsigned i = 0; i < sizeof(edges) / sizeof(edges[0]); i++)
+			if (edges[i] < size)
+				lbas[n++] = edges[i];
+		while (n < 250)
+			lbas[n++] = rnd(size);
+		for (unsigned i = 0; i < n; i++)
+			vt_set(&v, lbas[i], new_block());
+		for (uint64_t lba = 1000; lba < 1020 && lba < size; lba++)
+			vt_set(&v, lba, new_block());
+		expect_all(vs, 1);
+		/* overwrite some, unmap some with tree_set(0) */
+		for (unsigned i = 0; i < n; i += 3)
+			vt_set(&v, lbas[i], i % 2 ? new_block() : 0);
+		expect_all(vs, 1);
+		for (unsigned i = 0; i < n; i++) {
+			uint64_t max = 1 + rnd(3000);
+			expect_run(&v, lbas[i], max < size - lbas[i] ? max : size - lbas[i]);
+			if (lbas[i] + 1 < size)
+				expect_run(&v, lbas[i] + 1,
+				           size - lbas[i] - 1 < 700 ? size - lbas[i] - 1 : 700);
+		}
+		/* trims: inside a leaf, a whole leaf's range, across leaves, past the end */
+		vt_trim(&v, 1005, 1010);
+		if (size > 1030)
+			expect_run(&v, 1000, 30);
+		vt_trim(&v, 0, 504);
+		vt_trim(&v, size / 3, size / 3 + 2000);
+		expect_all(vs, 1);
+		vt_trim(&v, size - 10, size + 1000);
+		expect_all(vs, 1);
+		vt_trim(&v, 0, size);
+		assert_null(v.t.root);
+		expect_all(vs, 1);
+		assert_int_equal(alloc_live_blocks(A), 0);
+		vt_drop(&v);
+	}
+}
+
+/* Random sets and trims on one tree of a chain. */
+static void churn(struct vt *v, uint64_t size, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t lba = rnd(size);
+		if (i % 17 == 16)
+			vt_trim(v, lba, lba + rnd(700));
+		else
+			vt_set(v, lba, i % 11 == 10 ? 0 : new_block());
+	}
+}
+
+/* snapshot -> clone -> snapshot chains: every member keeps its own
+ * mappings whatever the others do, and drops in any order leave exact
+ * counts (and, at the end, nothing). */
+static void test_snapshot_chain(void **state)
+{
+	const uint64_t size = 3 * span[2] / 2; /* three levels */
+	struct vt vol, s1, c1, s2, s3, c2;
+	struct vt *all[] = {&vol, &s1, &c1, &s2, &s3, &c2};
+
+	vt_init(&vol, tree_levels_for(size));
+	churn(&vol, size, 3000);
+	vt_share(&s1, &vol); /* snapshot */
+	expect_all(all, 2);
+	churn(&vol, size, 2000);
+	expect_all(all, 2);
+	vt_share(&c1, &s1); /* clone of the snapshot */
+	churn(&c1, size, 1500);
+	vt_share(&s2, &c1); /* snapshot of the clone */
+	churn(&c1, size, 1500);
+	churn(&vol, size, 500);
+	vt_share(&s3, &vol);
+	vt_share(&c2, &s2); /* clone of the clone's snapshot */
+	churn(&c2, size, 800);
+	expect_all(all, 6);
+	/* Whole-range trims of a sharer drop shared subtrees, not walk them. */
+	vt_trim(&c2, 0, size / 2);
+	expect_all(all, 6);
+	/* Drops, origin first: the chain below keeps its bytes. */
+	struct vt *rest1[] = {&s1, &c1, &s2, &s3, &c2};
+	vt_drop(&vol);
+	expect_all(rest1, 5);
+	struct vt *rest2[] = {&c1, &s2, &s3, &c2};
+	vt_drop(&s1);
+	churn(&c1, size, 300);
+	expect_all(rest2, 4);
+	struct vt *rest3[] = {&c1, &s3, &c2};
+	vt_drop(&s2);
+	expect_all(rest3, 3);
+	vt_drop(&c1);
+	vt_drop(&s3);
+	vt_drop(&c2);
+	assert_int_equal(alloc_live_blocks(A), 0);
+	assert_true(alloc_check(A));
+}
+
+/* tree_count: mapped always; unique = blocks no other tree can reach. */
+static void test_count(void **state)
+{
+	struct vt vol, snap;
+	uint64_t mapped, unique;
+
+	vt_init(&vol, 2);
+	for (uint64_t lba = 0; lba < 2000; lba += 3)
+		vt_set(&vol, lba, new_block());
+	urcu_memb_read_lock();
+	tree_count(&vol.t, A, &mapped, &unique);
+	urcu_memb_read_unlock();
+	assert_int_equal(mapped, 667);
+	assert_int_equal(unique, 667);
+	vt_share(&snap, &vol);
+	urcu_memb_read_lock();
+	tree_count(&vol.t, A, &mapped, &unique);
+	urcu_memb_read_unlock();
+	assert_int_equal(mapped, 667);
+	assert_int_equal(unique, 0);
+	/* 10 new blocks in vol (in four leaves), 5 overwrites of shared ones */
+	for (uint64_t lba = 1; lba < 2000; lba += 201)
+		vt_set(&vol, lba, new_block());
+	for (uint64_t lba = 0; lba < 15; lba += 3)
+		vt_set(&vol, lba, new_block());
+	urcu_memb_read_lock();
+	tree_count(&vol.t, A, &mapped, &unique);
+	assert_int_equal(mapped, 677);
+	assert_int_equal(unique, 15);
+	tree_count(&snap.t, A, &mapped, &unique);
+	assert_int_equal(mapped, 667);
+	/* Only the blocks vol overwrote: the leaves vol copied are the
+	 * snapshot's alone now, the others are still shared. */
+	assert_int_equal(unique, 5);
+	urcu_memb_read_unlock();
+	vt_drop(&vol);
+	urcu_memb_read_lock();
+	tree_count(&snap.t, A, &mapped, &unique);
+	urcu_memb_read_unlock();
+	assert_int_equal(mapped, 667);
+	assert_int_equal(unique, 667);
+	vt_drop(&snap);
+}
+
+/* ---- write-back and loading ------------------------------------------- */
+
+struct disk {
+	struct fmt_node *img[NSEGS * FMT_SEG_BLOCKS]; /* by address */
+	uint64_t next;                                /* where the next emitted node goes */
+	unsigned emitted;
+	int fail_at; /* emit number that fails (1-based), 0 = never */
+};
+
+static uint64_t emit(void *arg, struct fmt_node *image)
+{
+	struct disk *d = arg;
+	struct fmt_node *copy = malloc(sizeof(*copy));
+
+	if (d->fail_at && ++d->emitted == (unsigned)d->fail_at) {
+		free(copy);
+		return 0;
+	}
+	if (!d->fail_at)
+		d->emitted++;
+	assert_non_null(copy);
+	image->self = d->next;
+	memcpy(copy, image, sizeof(*copy));
+	assert_true(d->next < NSEGS * FMT_SEG_BLOCKS);
+	free(d->img[d->next]);
+	d->img[d->next] = copy;
+	return d->next++;
+}
+
+static int read_node(void *arg, uint64_t addr, struct fmt_node *out)
+{
+	struct disk *d = arg;
+	const struct fmt_node *img = addr < NSEGS * FMT_SEG_BLOCKS ? d->img[addr] : NULL;
+
+	if (!img)
+		return -EIO;
+	assert_int_equal(img->self, addr);
+	memcpy(out, img, sizeof(*out));
+	return 0;
+}
+
+static void disk_free(struct disk *d)
+{
+	for (size_t i = 0; i < NSEGS * FMT_SEG_BLOCKS; i++)
+		free(d->img[i]);
+	free(d);
+}
+
+static struct disk *disk_new(uint64_t seg)
+{
+	struct disk *d = calloc(1, sizeof(*d));
+	assert_non_null(d);
+	d->next = seg * FMT_SEG_BLOCKS;
+	return d;
+}
+
+static unsigned write_all(struct vt *const *vs, unsigned n, struct disk *d)
+{
+	struct fmt_node *scratch = malloc(sizeof(*scratch));
+	unsigned before = d->emitted;
+
+	for (unsigned i = 0; i < n; i++)
+		assert_int_equal(tree_write_dirty(&vs[i]->t, A, emit, d, scratch), 0);
+	free(scratch);
+	return d->emitted - before;
+}
+
+/* Write every tree out, load the images into a second allocator: the same
+ * mappings, the same node sharing, the same count on every block. */
+static void test_write_load(void **state)
+{
+	const uint64_t size = 2 * span[2]; /* three levels */
+	struct vt vol, snap, clone;
+	struct vt *all[] = {&vol, &snap, &clone};
+	struct disk *d = disk_new(NODE_SEG);
+
+	vt_init(&vol, tree_levels_for(size));
+	churn(&vol, size, 2000);
+	unsigned first = write_all(all, 1, d);
+	assert_int_equal(first, treeref_nodes((struct tree *[]){&vol.t}, 1));
+	assert_int_equal(write_all(all, 1, d), 0); /* nothing dirty */
+	vt_share(&snap, &vol);
+	vt_share(&clone, &snap);
+	assert_int_equal(write_all(all, 3, d), 0); /* sharing dirties nothing */
+	/* One block changed in a private tree: its path, nothing else. */
+	vt_set(&clone, 7, new_block());
+	assert_int_equal(write_all(all, 3, d), 3);
+	vt_set(&clone, 8, new_block());
+	assert_int_equal(write_all(all, 3, d), 3);
+	churn(&vol, size, 300);
+	churn(&clone, size, 300);
+	write_all(all, 3, d);
+	expect_all(all, 3); /* old copies released, new ones referenced */
+
+	/* A failed emit fails the write-back. */
+	struct fmt_node *scratch = malloc(sizeof(*scratch));
+	vt_set(&vol, 3, new_block());
+	d->fail_at = (int)d->emitted + 2;
+	assert_int_equal(tree_write_dirty(&vol.t, A, emit, d, scratch), -EIO);
+	d->fail_at = 0;
+	assert_int_equal(tree_write_dirty(&vol.t, A, emit, d, scratch), 0);
+	free(scratch);
+	expect_all(all, 3);
+
+	/* Load into a second allocator. */
+	struct alloc *a2 = alloc_new(NSEGS), *a1 = A;
+	struct tree_loader *ld = tree_loader_new(a2, read_node, d);
+	struct vt lv[3];
+	struct vt *lall[] = {&lv[0], &lv[1], &lv[2]};
+	assert_non_null(ld);
+	for (unsigned i = 0; i < 3; i++) {
+		memset(&lv[i], 0, sizeof(lv[i]));
+		assert_int_equal(tree_load(ld, &lv[i].t, all[i]->t.root->disk, all[i]->t.levels),
+		                 0);
+		lv[i].lba = all[i]->lba; /* the same model (borrowed) */
+		lv[i].blk = all[i]->blk;
+		lv[i].n = all[i]->n;
+		lv[i].idx = all[i]->idx;
+	}
+	tree_loader_free(ld);
+	A = a2;
+	expect_all(lall, 3);
+	assert_int_equal(treeref_nodes((struct tree *[]){&lv[0].t, &lv[1].t, &lv[2].t}, 3),
+	                 treeref_nodes((struct tree *[]){&vol.t, &snap.t, &clone.t}, 3));
+	for (uint64_t b = 0; b < alloc_nblocks(a1); b++)
+		if (alloc_block_refs(a1, b) != alloc_block_refs(a2, b))
+			fail_msg("block %llu: %u references, %u after loading",
+			         (unsigned long long)b, alloc_block_refs(a1, b),
+			         alloc_block_refs(a2, b));
+	/* A missing node: the load fails and leaks nothing. */
+	struct tree bad = {0};
+	ld = tree_loader_new(a2, read_node, d);
+	assert_int_equal(tree_load(ld, &bad, d->next + 5, 3), -EIO);
+	tree_loader_free(ld);
+	for (unsigned i = 0; i < 3; i++)
+		tree_drop(&lv[i].t, A);
+	urcu_memb_barrier();
+	assert_int_equal(alloc_live_blocks(a2), 0);
+	alloc_free(a2);
+	A = a1;
+	for (unsigned i = 0; i < 3; i++)
+		vt_drop(all[i]);
+	disk_free(d);
+}
+
+/* ---- relocation ------------------------------------------------------- */
+
+struct mover {
+	struct vt *const *vs;
+	unsigned n;
+	struct map moved; /* old -> new */
+	uint64_t next;
+	bool committed;
+	int commit_err;
+	unsigned moves;
+};
+
+static uint64_t move(void *arg, uint64_t old)
+{
+	struct mover *mv = arg;
+	uint64_t nw = (uint64_t)(uintptr_t)map_get(&mv->moved, old);
+
+	assert_false(mv->committed);
+	mv->moves++;
+	if (!nw) {
+		nw = mv->next++;
+		assert_int_equal(map_put(&mv->moved, old, (void *)(uintptr_t)nw), 0);
+	}
+	return nw;
+}
+
+/* Before the commit, every tree still reads the old copies. */
+static int commit(void *arg)
+{
+	struct mover *mv = arg;
+
+	for (unsigned i = 0; i < mv->n; i++)
+		vt_expect(mv->vs[i]);
+	mv->committed = true;
+	return mv->commit_err;
+}
+
+/* Leaf slots in victims, counted once per distinct leaf. */
+static uint64_t victim_slots(struct vt *const *vs, unsigned n, uint64_t victim)
+{
+	struct map seen = {0};
+	uint64_t count = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		for (size_t k = 0; k < vs[i]->n; k++) {
+			uint64_t lba = vs[i]->lba[k], b = vs[i]->blk[k];
+			const struct tree_node *nd = vs[i]->t.root;
+			if (!b || alloc_seg_of(b) != victim)
+				continue;
+			for (unsigned l = vs[i]->t.levels - 1; l > 0; l--)
+				nd = nd->child[(lba / span[l]) % FMT_FANOUT];
+			uint64_t key = (uint64_t)(uintptr_t)nd * FMT_FANOUT + lba % FMT_FANOUT;
+			if (!map_get(&seen, key)) {
+				assert_int_equal(map_put(&seen, key, (void *)1), 0);
+				count++;
+			}
+		}
+	map_clear(&seen);
+	return count;
+}
+
+static void test_relocate(void **state)
+{
+	const uint64_t size = 2 * span[2];
+	struct vt vol, snap, clone, snap2;
+	struct vt *all[] = {&vol, &snap, &clone, &snap2};
+	struct tree *trees[] = {&vol.t, &snap.t, &clone.t, &snap2.t};
+	struct disk *d = disk_new(NODE_SEG);
+	uint8_t victim[NSEGS] = {0};
+	const uint64_t vseg = DATA_SEG + 1;
+
+	/* Blocks of segments DATA_SEG.. spread over leaves shared by all. */
+	vt_init(&vol, tree_levels_for(size));
+	churn(&vol, size, 2500);
+	vt_share(&snap, &vol);
+	vt_share(&clone, &snap);
+	churn(&vol, size, 300);
+	churn(&clone, size, 300);
+	vt_share(&snap2, &clone);
+	churn(&clone, size, 200);
+	write_all(all, 4, d);
+	expect_all(all, 4);
+	assert_true(alloc_seg_live(A, vseg) > 100);
+
+	/* A failed commit: nothing changes. */
+	victim[vseg] = 1;
+	struct mover mv = {.vs = all,
+	                   .n = 4,
+	                   .next = (uint64_t)(NODE_SEG2 + 5) * FMT_SEG_BLOCKS,
+	                   .commit_err = -EIO};
+	assert_int_equal(tree_relocate(trees, 4, A, victim, move, commit, &mv), -EIO);
+	map_clear(&mv.moved);
+	expect_all(all, 4);
+
+	/* The real move. */
+	uint64_t want = victim_slots(all, 4, vseg);
+	mv = (struct mover){.vs = all, .n = 4, .next = (uint64_t)(NODE_SEG2 + 5) * FMT_SEG_BLOCKS};
+	assert_int_equal(tree_relocate(trees, 4, A, victim, move, commit, &mv), (int64_t)want);
+	assert_true(mv.committed);
+	assert_int_equal(mv.moves, want); /* each distinct slot asked once */
+	for (unsigned i = 0; i < 4; i++)
+		for (size_t k = 0; k < all[i]->n; k++)
+			if (all[i]->blk[k] && alloc_seg_of(all[i]->blk[k]) == vseg)
+				all[i]->blk[k] =
+				    (uint64_t)(uintptr_t)map_get(&mv.moved, all[i]->blk[k]);
+	expect_all(all, 4);
+	assert_int_equal(alloc_seg_live(A, vseg), 0);
+	map_clear(&mv.moved);
+	/* Leaves that changed (and their ancestors) are written again. */
+	assert_true(write_all(all, 4, d) > 0);
+	expect_all(all, 4);
+
+	/* Nodes whose on-disk copy is in a victim are dirtied, with every
+	 * ancestor: the next write-back rewrites every node. */
+	memset(victim, 0, sizeof(victim));
+	victim[NODE_SEG] = 1;
+	mv = (struct mover){.vs = all, .n = 4};
+	assert_int_equal(tree_relocate(trees, 4, A, victim, move, commit, &mv), 0);
+	assert_int_equal(mv.moves, 0);
+	d->next = (uint64_t)NODE_SEG2 * FMT_SEG_BLOCKS;
+	uint64_t in_victim = alloc_seg_live(A, NODE_SEG);
+	assert_true(in_victim > 0);
+	assert_true(write_all(all, 4, d) >= in_victim);
+	assert_int_equal(alloc_seg_live(A, NODE_SEG), 0);
+	expect_all(all, 4);
+	for (unsigned i = 0; i < 4; i++)
+		vt_drop(all[i]);
+	disk_free(d);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_levels_for),
+	    cmocka_unit_test_setup_teardown(test_ops_all_levels, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snapshot_chain, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_count, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_write_load, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_relocate, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
