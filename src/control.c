@@ -43,6 +43,7 @@
 #include "control.h"
 #include "names.h"
 #include "say.h"
+#include "sockets.h"
 #include "store.h"
 
 #define CONTROL_MAX_REQ     (64u << 10) /* longest request line, bytes */
@@ -59,9 +60,7 @@ struct control_client {
 struct control {
 	struct store *st;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	dev_t sock_dev; /* identity of the socket file we created, so that */
-	ino_t sock_ino; /* stop never unlinks a successor's socket */
-	int lfd;
+	struct sockets_unix sock; /* listening; stop unlinks only our own file */
 	int stop_pipe[2];
 	pthread_t accept_thread;
 
@@ -727,7 +726,7 @@ static void control_accept_one(struct control *c)
 	pthread_t t;
 	int fd, r;
 
-	fd = accept4(c->lfd, NULL, NULL, SOCK_CLOEXEC);
+	fd = accept4(c->sock.fd, NULL, NULL, SOCK_CLOEXEC);
 	if (fd < 0) {
 		if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
 			say_warn("control: accept: %s", strerror(errno));
@@ -770,7 +769,7 @@ static void *control_accept_main(void *arg)
 {
 	struct control *c = arg;
 	struct pollfd p[2] = {
-	    {.fd = c->lfd, .events = POLLIN},
+	    {.fd = c->sock.fd, .events = POLLIN},
 	    {.fd = c->stop_pipe[0], .events = POLLIN},
 	};
 
@@ -801,124 +800,6 @@ static void *control_accept_main(void *arg)
 	return NULL;
 }
 
-/* mkdir -p the directory part of path (mode 0750 for what it creates). */
-static int control_mkdir_parent(const char *path)
-{
-	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	char *p;
-
-	snprintf(dir, sizeof(dir), "%s", path);
-	p = strrchr(dir, '/');
-	if (!p || p == dir)
-		return 0;
-	*p = '\0';
-	for (p = dir + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(dir, 0750) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(dir, 0750) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
-/* Is anyone answering on the unix socket at path?  1 yes, 0 no (stale or
- * absent), -errno when we cannot tell. */
-static int control_probe(const char *path)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	int fd, r;
-
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -errno;
-	r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-	if (r == 0 || errno == EAGAIN || errno == EINPROGRESS)
-		r = 1;
-	else if (errno == ECONNREFUSED || errno == ENOENT)
-		r = 0;
-	else
-		r = -errno;
-	close(fd);
-	return r;
-}
-
-/* Create, chmod, listen and rename the socket into place.  Fills c->lfd,
- * c->sock_dev/ino.  Returns 0 or -errno with err set. */
-static int control_listen(struct control *c, char *err, size_t errlen)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct stat sb;
-	int r, fd;
-
-	if (strlen(c->path) + 16 >= sizeof(sa.sun_path)) {
-		snprintf(err, errlen, "control socket path too long (max %zu bytes): %s",
-		         sizeof(sa.sun_path) - 17, c->path);
-		return -ENAMETOOLONG;
-	}
-	if ((r = control_mkdir_parent(c->path)) < 0) {
-		snprintf(err, errlen, "cannot create the directory of %s: %s", c->path,
-		         strerror(-r));
-		return r;
-	}
-	if (lstat(c->path, &sb) == 0) {
-		if (!S_ISSOCK(sb.st_mode)) {
-			snprintf(err, errlen, "%s exists and is not a socket", c->path);
-			return -EEXIST;
-		}
-		r = control_probe(c->path);
-		if (r > 0) {
-			snprintf(err, errlen, "%s is in use by a running daemon", c->path);
-			return -EADDRINUSE;
-		}
-		if (r < 0) {
-			snprintf(err, errlen, "cannot probe %s: %s", c->path, strerror(-r));
-			return r;
-		}
-		say_info("control: replacing stale socket %s", c->path);
-	}
-	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s.%ld.tmp", c->path, (long)getpid()) >=
-	    (int)sizeof(sa.sun_path)) {
-		snprintf(err, errlen, "control socket path too long: %s", c->path);
-		return -ENAMETOOLONG;
-	}
-
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		r = -errno;
-		snprintf(err, errlen, "control socket: %s", strerror(errno));
-		return r;
-	}
-	unlink(sa.sun_path);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		r = -errno;
-		snprintf(err, errlen, "cannot bind %s: %s", sa.sun_path, strerror(errno));
-		goto fail_close;
-	}
-	/* Nobody can connect before listen(), so the umask-derived mode of
-	 * the fresh socket file never matters. */
-	if (chmod(sa.sun_path, 0600) < 0 || listen(fd, 128) < 0 ||
-	    rename(sa.sun_path, c->path) < 0 || stat(c->path, &sb) < 0) {
-		r = -errno;
-		snprintf(err, errlen, "cannot set up %s: %s", c->path, strerror(errno));
-		goto fail_unlink;
-	}
-	c->sock_dev = sb.st_dev;
-	c->sock_ino = sb.st_ino;
-	c->lfd = fd;
-	return 0;
-
-fail_unlink:
-	unlink(sa.sun_path);
-fail_close:
-	close(fd);
-	return r;
-}
-
 struct control *control_start(struct store *st, const char *path, char *err, size_t errlen)
 {
 	struct control *c;
@@ -934,7 +815,7 @@ struct control *control_start(struct store *st, const char *path, char *err, siz
 		return NULL;
 	}
 	c->st = st;
-	c->lfd = -1;
+	c->sock.fd = -1;
 	c->stop_pipe[0] = c->stop_pipe[1] = -1;
 	if (!path || !path[0] || strlen(path) >= sizeof(c->path)) {
 		snprintf(err, errlen, "control socket path %s",
@@ -948,7 +829,7 @@ struct control *control_start(struct store *st, const char *path, char *err, siz
 		snprintf(err, errlen, "pipe: %s", strerror(errno));
 		goto fail_free;
 	}
-	if ((r = control_listen(c, err, errlen)) < 0)
+	if ((r = sockets_listen_unix(&c->sock, c->path, 0600, SOCKETS_MKDIR, err, errlen)) < 0)
 		goto fail_pipe;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->op_lock, NULL);
@@ -968,8 +849,7 @@ fail_sock:
 	pthread_cond_destroy(&c->idle);
 	pthread_mutex_destroy(&c->op_lock);
 	pthread_mutex_destroy(&c->lock);
-	unlink(c->path);
-	close(c->lfd);
+	sockets_close_unix(&c->sock);
 fail_pipe:
 	close(c->stop_pipe[0]);
 	close(c->stop_pipe[1]);
@@ -982,7 +862,6 @@ fail_free:
 void control_stop(struct control *c)
 {
 	struct control_client *cl;
-	struct stat sb;
 
 	if (!c)
 		return;
@@ -1000,9 +879,7 @@ void control_stop(struct control *c)
 		pthread_cond_wait(&c->idle, &c->lock);
 	pthread_mutex_unlock(&c->lock);
 
-	if (stat(c->path, &sb) == 0 && sb.st_dev == c->sock_dev && sb.st_ino == c->sock_ino)
-		unlink(c->path);
-	close(c->lfd);
+	sockets_close_unix(&c->sock);
 	close(c->stop_pipe[0]);
 	close(c->stop_pipe[1]);
 	pthread_cond_destroy(&c->idle);
