@@ -55,13 +55,13 @@ void conn_server_set_tls(struct conn_server *s, struct tls_creds *creds, bool re
  * resolves to).  Returns 0 or -errno with a one-line reason in err
  * (EADDRINUSE reads "Address already in use").  Accepting starts when the
  * loop runs. */
-int conn_listen_tcp(struct conn_server *s, const char *hostport, char *err, size_t errlen);
+int conn_server_listen_tcp(struct conn_server *s, const char *hostport, char *err, size_t errlen);
 
 /* Same for a unix stream socket at path, under the stale-socket policy of
  * sockets.h: a stale socket file is replaced, a live one ("in use") or a
  * non-socket is refused; conn_server_free removes the file if it is still
  * the one created here. */
-int conn_listen_unix(struct conn_server *s, const char *path, char *err, size_t errlen);
+int conn_server_listen_unix(struct conn_server *s, const char *path, char *err, size_t errlen);
 
 /* Serve a connected stream socket fd (TCP or unix; blocking or not) as if
  * it had just been accepted: greeting, handshake, transmission, counted

@@ -1,5 +1,7 @@
-/* conn.c — NBD listeners and client connections on one libev loop (layer:
- * above proto and store; below the daemon's main).
+/* conn.c — one NBD client connection on the libev loop: its state machine
+ * (below), buffers, backpressure, submitting to the store and sending
+ * replies (layer: above proto and store; below conn_server.c, which owns
+ * the listeners and the server object).
  *
  * Threads and locks: everything runs on the loop thread except done_cb(),
  * which the store calls on its own threads.  The loop thread is registered
@@ -60,103 +62,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "conn.h"
-#include "proto.h"
+#include "conn_int.h"
 #include "say.h"
-#include "sockets.h"
-#include "store.h"
-#include "tls.h"
 
-#define CONN_RBUF_SIZE     (256u << 10) /* >= one option header + PROTO_OPT_MAX */
-#define CONN_SMALL_WRITE   (64u << 10)  /* payloads up to this wait in rbuf */
-#define CONN_POOL_BUF      (128u << 10) /* buffers up to this may stay pooled */
-#define CONN_POOL_BYTES    (4u << 20)   /* ... up to this much per connection */
-#define CONN_IOV           128          /* iovecs per sendmsg */
-#define CONN_STOP_GRACE    30.0         /* seconds before stop cuts clients off */
-#define CONN_MAX_LISTENERS 16
-#define CONN_MAP_EXTENTS   4096       /* extents per BLOCK_STATUS reply */
-#define CONN_TRY_MAX       (1u << 20) /* READs up to this try the loop thread first */
-
-static_assert(CONN_RBUF_SIZE >= sizeof(struct nbd_option) + PROTO_OPT_MAX, "rbuf too small");
-static_assert(CONN_RBUF_SIZE >= sizeof(struct nbd_request) + CONN_SMALL_WRITE, "rbuf too small");
-
-struct conn;
-
-struct conn_req {
-	struct store_req sr;
-	struct conn *c;
-	struct conn_req *next;      /* free list or reply queue (loop thread) */
-	struct conn_req *done_next; /* completion stack */
-	uint64_t end;               /* TRIM/ZERO split into parts: end offset */
-	uint8_t *buf;
-	size_t bufcap;
-	uint32_t held; /* payload bytes counted in c->bytes */
-	/* The reply on the wire (proto assembles it over its own headers
-	 * and buf); sent: bytes of it gone. */
-	struct proto_reply out;
-	uint32_t sent;
-};
-
-struct conn {
-	struct conn_server *srv;
-	struct conn *prev, *next; /* srv->conns */
-	int fd;
-	ev_io rio, wio;
-	struct proto proto;
-	struct proto_buf hout; /* handshake replies */
-	size_t hout_sent;
-	uint8_t *rbuf;
-	size_t rstart, rend;
-	struct conn_req *rx; /* large WRITE whose payload is arriving */
-	uint32_t rx_got;
-	uint64_t drain;               /* payload bytes of a rejected WRITE to discard */
-	struct proto_req drain_reply; /* its error reply, sent once drained */
-	bool drain_reply_due;
-	struct conn_req *rq_head, *rq_tail; /* replies to send, in order */
-	struct conn_req *free;
-	ev_timer tmo;          /* handshake deadline, then idle timeout */
-	ev_tstamp last_active; /* last byte received or sent */
-	size_t pool_bytes;     /* buffer bytes kept on the free list */
-	unsigned reqs;         /* accepted, reply not yet sent (or dropped) */
-	unsigned submitted;    /* owned by the store right now */
-	size_t bytes;          /* payload bytes held */
-	bool draining;         /* reading is over (DISC, EOF, ABORT, shutdown) */
-	bool dead;             /* socket closed */
-	bool dirty;            /* on the wake handler's flush list */
-	struct conn *dirty_next;
-	char peer[64];
-	struct tls_session *tls; /* after NBD_OPT_STARTTLS; NULL: plaintext */
-};
-
-/* A listening socket (TCP ones too: their sock.path is empty, so closing
- * unlinks nothing). */
-struct listener {
-	ev_io w;
-	struct sockets_unix sock;
-};
-
-struct conn_server {
-	struct ev_loop *loop;
-	struct store *st;
-	ev_async wake;
-	ev_timer grace;
-	_Atomic(struct conn_req *) done; /* completed requests, pushed by store threads */
-	struct listener lst[CONN_MAX_LISTENERS];
-	unsigned nlst;
-	struct conn *conns;
-	unsigned nconns;
-	bool stopping;
-	struct conn_limits lim;
-	unsigned long refused;                     /* connections closed at once: over max_conns */
-	struct store_extent map[CONN_MAP_EXTENTS]; /* BLOCK_STATUS scratch */
-	struct tls_creds *tls_creds;               /* NULL: TLS off */
-	enum proto_tls tls_mode;
-};
-
-static void conn_settle(struct conn *c);
 static void conn_parse(struct conn *c);
 static void conn_arm_idle(struct conn *c);
-static void on_grace(struct ev_loop *loop, ev_timer *w, int revents);
 
 /* ---- the socket ------------------------------------------------------
  * Every byte to or from a client goes through these two functions (a TLS
@@ -176,57 +86,6 @@ static ssize_t conn_sock_send(struct conn *c, const struct msghdr *m)
 		return tls_sendmsg(c->tls, m);
 	return sendmsg(c->fd, m, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
-
-/* ---- exports: proto's window on the store ------------------------- */
-
-static int export_open(void *ctx, const char *name, struct proto_export *out)
-{
-	struct conn *c = ctx;
-	struct vol *v;
-	int err;
-
-	err = store_vol_open(c->srv->st, name, &v);
-	if (err)
-		return err == -EINVAL ? -ENOENT : err;
-	out->size = store_vol_size(v);
-	out->read_only = store_vol_readonly(v);
-	out->handle = v;
-	snprintf(out->desc, sizeof(out->desc), "%s, %llu bytes",
-	         out->read_only ? "snapshot (read-only)" : "volume", (unsigned long long)out->size);
-	return 0;
-}
-
-static void export_close(void *ctx, void *handle)
-{
-	store_vol_close(handle);
-}
-
-static int export_list(void *ctx, int (*emit)(void *, const char *, const char *), void *arg)
-{
-	struct conn *c = ctx;
-	struct store_vol_info *v;
-	size_t n;
-	int err = store_list(c->srv->st, &v, &n);
-
-	if (err)
-		return err;
-	for (size_t i = 0; i < n && !err; i++) {
-		char desc[96];
-
-		snprintf(desc, sizeof(desc), "%s, %llu bytes",
-		         v[i].snapshot ? "snapshot (read-only)" : "volume",
-		         (unsigned long long)v[i].size);
-		err = emit(arg, v[i].name, desc);
-	}
-	free(v);
-	return err;
-}
-
-static const struct proto_ops export_ops = {
-    .open = export_open,
-    .close = export_close,
-    .list = export_list,
-};
 
 /* ---- request structs ---------------------------------------------- */
 
@@ -383,7 +242,7 @@ static void req_complete(struct conn *c, struct conn_req *q)
 	req_finish(c, q);
 }
 
-static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
+void conn_on_wake(struct ev_loop *loop, ev_async *w, int revents)
 {
 	struct conn_server *s = w->data;
 	struct conn_req *list = atomic_exchange_explicit(&s->done, NULL, memory_order_acquire);
@@ -854,7 +713,7 @@ static bool conn_tls_step(struct conn *c)
 
 /* After any event: flush output, decide which watchers run, close or free
  * the connection when its time has come.  c may be freed on return. */
-static void conn_settle(struct conn *c)
+void conn_settle(struct conn *c)
 {
 	struct ev_loop *loop = c->srv->loop;
 
@@ -960,9 +819,9 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
 	conn_settle(c);
 }
 
-/* ---- accepting ------------------------------------------------------ */
+/* ---- a new connection ---------------------------------------------- */
 
-static int conn_new(struct conn_server *s, int fd)
+int conn_new(struct conn_server *s, int fd)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 	int one = 1;
@@ -977,7 +836,7 @@ static int conn_new(struct conn_server *s, int fd)
 	c->srv = s;
 	c->fd = fd;
 	sockets_peer_name(fd, c->peer, sizeof(c->peer));
-	proto_init(&c->proto, &export_ops, c);
+	proto_init(&c->proto, &conn_server_export_ops, c);
 	c->proto.tls_mode = s->tls_mode;
 	ev_io_init(&c->rio, on_readable, fd, EV_READ);
 	ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
@@ -1000,199 +859,25 @@ static int conn_new(struct conn_server *s, int fd)
 	return 0;
 }
 
-static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+/* ---- the server stopping ------------------------------------------------ */
+
+void conn_stop(struct conn *c)
 {
-	struct conn_server *s = w->data;
-
-	for (int i = 0; i < 64 && !s->stopping; i++) {
-		int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-
-		if (fd < 0) {
-			if (errno == EINTR || errno == ECONNABORTED)
-				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				say_warn("accept: %s", strerror(errno));
-			return;
-		}
-		conn_server_adopt(s, fd);
+	c->draining = true;
+	if (c->proto.phase != PROTO_TRANSMISSION)
+		c->dead = true;
+	if (c->rx) { /* half-received WRITE: never acknowledged, drop it */
+		c->reqs--;
+		req_put(c, c->rx);
+		c->rx = NULL;
 	}
+	conn_settle(c);
 }
 
-int conn_server_adopt(struct conn_server *s, int fd)
+void conn_cut(struct conn *c)
 {
-	int fl = fcntl(fd, F_GETFL);
-
-	if (s->stopping) {
-		close(fd);
-		return -ESHUTDOWN;
-	}
-	if (s->nconns >= s->lim.max_conns) {
-		/* Over the limit: hang up at once (an EOF the client sees now,
-		 * rather than a connect that hangs in the backlog). */
-		if (s->refused++ % 1000 == 0)
-			say_warn("%u connections: refusing more (--max-connections; "
-			         "%lu refused so far)",
-			         s->nconns, s->refused);
-		close(fd);
-		return -EMFILE;
-	}
-	/* A handed-over socket may be blocking; the loop must never block. */
-	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
-	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
-		int err = -errno;
-
-		close(fd);
-		return err;
-	}
-	return conn_new(s, fd);
-}
-
-/* ---- server --------------------------------------------------------- */
-
-struct conn_server *conn_server_new(struct ev_loop *loop, struct store *st)
-{
-	struct conn_server *s = calloc(1, sizeof(*s));
-
-	if (!s)
-		return NULL;
-	s->loop = loop;
-	s->st = st;
-	conn_server_set_limits(s, NULL);
-	store_thread_register(); /* this thread calls store_read_try/store_map */
-	atomic_init(&s->done, NULL);
-	ev_timer_init(&s->grace, on_grace, CONN_STOP_GRACE, 0.);
-	s->grace.data = s;
-	ev_async_init(&s->wake, on_wake);
-	s->wake.data = s;
-	ev_async_start(loop, &s->wake);
-	return s;
-}
-
-/* Start accepting on sock (a listening socket, now the server's). */
-static void add_listener(struct conn_server *s, const struct sockets_unix *sock)
-{
-	struct listener *l = &s->lst[s->nlst++];
-
-	l->sock = *sock;
-	ev_io_init(&l->w, on_accept, sock->fd, EV_READ);
-	l->w.data = s;
-	ev_io_start(s->loop, &l->w);
-}
-
-int conn_listen_tcp(struct conn_server *s, const char *hostport, char *err, size_t errlen)
-{
-	int fds[CONN_MAX_LISTENERS];
-	unsigned n;
-	int rc = sockets_listen_tcp(hostport, fds, CONN_MAX_LISTENERS - s->nlst, &n, err, errlen);
-
-	if (rc)
-		return rc;
-	for (unsigned i = 0; i < n; i++)
-		add_listener(s, &(struct sockets_unix){.fd = fds[i]});
-	return 0;
-}
-
-int conn_listen_unix(struct conn_server *s, const char *path, char *err, size_t errlen)
-{
-	struct sockets_unix sock;
-	int rc;
-
-	if (s->nlst == CONN_MAX_LISTENERS) {
-		snprintf(err, errlen, "too many listen addresses (max %d)", CONN_MAX_LISTENERS);
-		return -EMFILE;
-	}
-	rc = sockets_listen_unix(&sock, path, 0, SOCKETS_NONBLOCK, err, errlen);
-	if (!rc)
-		add_listener(s, &sock);
-	return rc;
-}
-
-static void on_grace(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	struct conn_server *s = w->data;
-	struct conn *c, *next;
-
-	say_warn("shutdown: cutting off %u connection(s) still busy", s->nconns);
-	for (c = s->conns; c; c = next) {
-		next = c->next;
-		if (!c->dead) {
-			c->dead = true;
-			conn_settle(c);
-		}
-	}
-}
-
-void conn_server_stop(struct conn_server *s)
-{
-	struct conn *c, *next;
-
-	if (s->stopping)
-		return;
-	s->stopping = true;
-	for (unsigned i = 0; i < s->nlst; i++) {
-		ev_io_stop(s->loop, &s->lst[i].w);
-		close(s->lst[i].sock.fd);
-		s->lst[i].sock.fd = -1; /* the file goes in conn_server_free */
-	}
-	for (c = s->conns; c; c = next) {
-		next = c->next;
-		c->draining = true;
-		if (c->proto.phase != PROTO_TRANSMISSION)
-			c->dead = true;
-		if (c->rx) { /* half-received WRITE: never acknowledged, drop it */
-			c->reqs--;
-			req_put(c, c->rx);
-			c->rx = NULL;
-		}
+	if (!c->dead) {
+		c->dead = true;
 		conn_settle(c);
 	}
-	if (s->nconns == 0) {
-		ev_break(s->loop, EVBREAK_ALL);
-		return;
-	}
-	ev_timer_start(s->loop, &s->grace);
-}
-
-void conn_server_set_tls(struct conn_server *s, struct tls_creds *creds, bool require)
-{
-	s->tls_creds = creds;
-	s->tls_mode = !creds ? PROTO_TLS_OFF : require ? PROTO_TLS_REQUIRE : PROTO_TLS_ALLOW;
-}
-
-void conn_server_set_limits(struct conn_server *s, const struct conn_limits *l)
-{
-	static const struct conn_limits defaults = {
-	    .max_conns = CONN_DEFAULT_MAX_CONNS,
-	    .handshake_timeout = CONN_DEFAULT_HANDSHAKE_TIMEOUT,
-	    .idle_timeout = 0,
-	    .max_reqs = CONN_MAX_REQS,
-	    .max_bytes = CONN_MAX_BYTES,
-	};
-
-	s->lim = l ? *l : defaults;
-	if (!s->lim.max_conns)
-		s->lim.max_conns = defaults.max_conns;
-	if (!s->lim.max_reqs)
-		s->lim.max_reqs = defaults.max_reqs;
-	if (!s->lim.max_bytes)
-		s->lim.max_bytes = defaults.max_bytes;
-}
-
-unsigned conn_server_count(const struct conn_server *s)
-{
-	return s->nconns;
-}
-
-void conn_server_free(struct conn_server *s)
-{
-	if (!s)
-		return;
-	ev_async_stop(s->loop, &s->wake);
-	ev_timer_stop(s->loop, &s->grace);
-	for (unsigned i = 0; i < s->nlst; i++) {
-		ev_io_stop(s->loop, &s->lst[i].w);
-		sockets_close_unix(&s->lst[i].sock);
-	}
-	store_thread_unregister();
-	free(s);
 }

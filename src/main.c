@@ -452,12 +452,12 @@ static int main_start(struct main_daemon *d, const struct main_opts *o)
 		         tls_creds_describe(d->creds));
 	}
 	for (unsigned i = 0; i < o->nlisten; i++) {
-		if (conn_listen_tcp(d->srv, o->listen[i], err, sizeof(err)))
+		if (conn_server_listen_tcp(d->srv, o->listen[i], err, sizeof(err)))
 			goto fail;
 		say_info("listening on %s", o->listen[i]);
 	}
 	if (o->unix_path) {
-		if (conn_listen_unix(d->srv, o->unix_path, err, sizeof(err)))
+		if (conn_server_listen_unix(d->srv, o->unix_path, err, sizeof(err)))
 			goto fail;
 		say_info("listening on unix:%s", o->unix_path);
 	}

@@ -1,0 +1,127 @@
+/* conn_int.h — what conn.c (one connection's state machine) and
+ * conn_server.c (listeners, accepting, limits, stopping, the exports table)
+ * share: the connection and server structs and their private calls.
+ * Private to those two files; everyone else uses conn.h. */
+#ifndef COWBD_CONN_INT_H
+#define COWBD_CONN_INT_H
+#include <ev.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conn.h"
+#include "nbd.h"
+#include "proto.h"
+#include "sockets.h"
+#include "store.h"
+#include "tls.h"
+
+#define CONN_RBUF_SIZE     (256u << 10) /* >= one option header + PROTO_OPT_MAX */
+#define CONN_SMALL_WRITE   (64u << 10)  /* payloads up to this wait in rbuf */
+#define CONN_POOL_BUF      (128u << 10) /* buffers up to this may stay pooled */
+#define CONN_POOL_BYTES    (4u << 20)   /* ... up to this much per connection */
+#define CONN_IOV           128          /* iovecs per sendmsg */
+#define CONN_STOP_GRACE    30.0         /* seconds before stop cuts clients off */
+#define CONN_MAX_LISTENERS 16
+#define CONN_MAP_EXTENTS   4096       /* extents per BLOCK_STATUS reply */
+#define CONN_TRY_MAX       (1u << 20) /* READs up to this try the loop thread first */
+
+static_assert(CONN_RBUF_SIZE >= sizeof(struct nbd_option) + PROTO_OPT_MAX, "rbuf too small");
+static_assert(CONN_RBUF_SIZE >= sizeof(struct nbd_request) + CONN_SMALL_WRITE, "rbuf too small");
+
+struct conn;
+
+struct conn_req {
+	struct store_req sr;
+	struct conn *c;
+	struct conn_req *next;      /* free list or reply queue (loop thread) */
+	struct conn_req *done_next; /* completion stack */
+	uint64_t end;               /* TRIM/ZERO split into parts: end offset */
+	uint8_t *buf;
+	size_t bufcap;
+	uint32_t held; /* payload bytes counted in c->bytes */
+	/* The reply on the wire (proto assembles it over its own headers
+	 * and buf); sent: bytes of it gone. */
+	struct proto_reply out;
+	uint32_t sent;
+};
+
+struct conn {
+	struct conn_server *srv;
+	struct conn *prev, *next; /* srv->conns */
+	int fd;
+	ev_io rio, wio;
+	struct proto proto;
+	struct proto_buf hout; /* handshake replies */
+	size_t hout_sent;
+	uint8_t *rbuf;
+	size_t rstart, rend;
+	struct conn_req *rx; /* large WRITE whose payload is arriving */
+	uint32_t rx_got;
+	uint64_t drain;               /* payload bytes of a rejected WRITE to discard */
+	struct proto_req drain_reply; /* its error reply, sent once drained */
+	bool drain_reply_due;
+	struct conn_req *rq_head, *rq_tail; /* replies to send, in order */
+	struct conn_req *free;
+	ev_timer tmo;          /* handshake deadline, then idle timeout */
+	ev_tstamp last_active; /* last byte received or sent */
+	size_t pool_bytes;     /* buffer bytes kept on the free list */
+	unsigned reqs;         /* accepted, reply not yet sent (or dropped) */
+	unsigned submitted;    /* owned by the store right now */
+	size_t bytes;          /* payload bytes held */
+	bool draining;         /* reading is over (DISC, EOF, ABORT, shutdown) */
+	bool dead;             /* socket closed */
+	bool dirty;            /* on the wake handler's flush list */
+	struct conn *dirty_next;
+	char peer[64];
+	struct tls_session *tls; /* after NBD_OPT_STARTTLS; NULL: plaintext */
+};
+
+/* A listening socket (TCP ones too: their sock.path is empty, so closing
+ * unlinks nothing). */
+struct listener {
+	ev_io w;
+	struct sockets_unix sock;
+};
+
+struct conn_server {
+	struct ev_loop *loop;
+	struct store *st;
+	ev_async wake;
+	ev_timer grace;
+	_Atomic(struct conn_req *) done; /* completed requests, pushed by store threads */
+	struct listener lst[CONN_MAX_LISTENERS];
+	unsigned nlst;
+	struct conn *conns;
+	unsigned nconns;
+	bool stopping;
+	struct conn_limits lim;
+	unsigned long refused;                     /* connections closed at once: over max_conns */
+	struct store_extent map[CONN_MAP_EXTENTS]; /* BLOCK_STATUS scratch */
+	struct tls_creds *tls_creds;               /* NULL: TLS off */
+	enum proto_tls tls_mode;
+};
+
+/* ---- conn.c: one connection ---------------------------------------- */
+
+/* Start serving fd (connected, non-blocking): greeting, handshake
+ * deadline.  0, or -ENOMEM (fd closed). */
+int conn_new(struct conn_server *s, int fd);
+/* Bring c's watchers and timers in line with its state; frees it when it
+ * is dead and the store holds none of its requests. */
+void conn_settle(struct conn *c);
+/* The server is stopping: read no more, finish in-flight requests (a
+ * connection still in the handshake is closed). */
+void conn_stop(struct conn *c);
+/* The grace period is over: close now. */
+void conn_cut(struct conn *c);
+/* The server's ev_async: store threads finished requests. */
+void conn_on_wake(struct ev_loop *loop, ev_async *w, int revents);
+
+/* ---- conn_server.c ------------------------------------------------- */
+
+/* proto's window on the store: open, close and list exports. */
+extern const struct proto_ops conn_server_export_ops;
+
+#endif

@@ -1,0 +1,257 @@
+/* conn_server.c — the NBD server object: its listeners (from sockets.c),
+ * accepting and adopting connections under --max-connections, the limits
+ * and TLS mode every connection inherits, proto's window on the store (the
+ * exports table), and stopping in order (stop accepting, let connections
+ * drain, cut them off after a grace period).
+ *
+ * Layer: above conn.c (one connection) and below the daemon's main.
+ * Threads: the loop thread only. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn_int.h"
+#include "say.h"
+
+/* ---- exports: proto's window on the store ------------------------- */
+
+static int export_open(void *ctx, const char *name, struct proto_export *out)
+{
+	struct conn *c = ctx;
+	struct vol *v;
+	int err;
+
+	err = store_vol_open(c->srv->st, name, &v);
+	if (err)
+		return err == -EINVAL ? -ENOENT : err;
+	out->size = store_vol_size(v);
+	out->read_only = store_vol_readonly(v);
+	out->handle = v;
+	snprintf(out->desc, sizeof(out->desc), "%s, %llu bytes",
+	         out->read_only ? "snapshot (read-only)" : "volume", (unsigned long long)out->size);
+	return 0;
+}
+
+static void export_close(void *ctx, void *handle)
+{
+	store_vol_close(handle);
+}
+
+static int export_list(void *ctx, int (*emit)(void *, const char *, const char *), void *arg)
+{
+	struct conn *c = ctx;
+	struct store_vol_info *v;
+	size_t n;
+	int err = store_list(c->srv->st, &v, &n);
+
+	if (err)
+		return err;
+	for (size_t i = 0; i < n && !err; i++) {
+		char desc[96];
+
+		snprintf(desc, sizeof(desc), "%s, %llu bytes",
+		         v[i].snapshot ? "snapshot (read-only)" : "volume",
+		         (unsigned long long)v[i].size);
+		err = emit(arg, v[i].name, desc);
+	}
+	free(v);
+	return err;
+}
+
+const struct proto_ops conn_server_export_ops = {
+    .open = export_open,
+    .close = export_close,
+    .list = export_list,
+};
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct conn_server *s = w->data;
+
+	for (int i = 0; i < 64 && !s->stopping; i++) {
+		int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				say_warn("accept: %s", strerror(errno));
+			return;
+		}
+		conn_server_adopt(s, fd);
+	}
+}
+
+int conn_server_adopt(struct conn_server *s, int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (s->stopping) {
+		close(fd);
+		return -ESHUTDOWN;
+	}
+	if (s->nconns >= s->lim.max_conns) {
+		/* Over the limit: hang up at once (an EOF the client sees now,
+		 * rather than a connect that hangs in the backlog). */
+		if (s->refused++ % 1000 == 0)
+			say_warn("%u connections: refusing more (--max-connections; "
+			         "%lu refused so far)",
+			         s->nconns, s->refused);
+		close(fd);
+		return -EMFILE;
+	}
+	/* A handed-over socket may be blocking; the loop must never block. */
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	return conn_new(s, fd);
+}
+
+/* ---- server --------------------------------------------------------- */
+
+static void on_grace(struct ev_loop *loop, ev_timer *w, int revents);
+
+struct conn_server *conn_server_new(struct ev_loop *loop, struct store *st)
+{
+	struct conn_server *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->loop = loop;
+	s->st = st;
+	conn_server_set_limits(s, NULL);
+	store_thread_register(); /* this thread calls store_read_try/store_map */
+	atomic_init(&s->done, NULL);
+	ev_timer_init(&s->grace, on_grace, CONN_STOP_GRACE, 0.);
+	s->grace.data = s;
+	ev_async_init(&s->wake, conn_on_wake);
+	s->wake.data = s;
+	ev_async_start(loop, &s->wake);
+	return s;
+}
+
+/* Start accepting on sock (a listening socket, now the server's). */
+static void add_listener(struct conn_server *s, const struct sockets_unix *sock)
+{
+	struct listener *l = &s->lst[s->nlst++];
+
+	l->sock = *sock;
+	ev_io_init(&l->w, on_accept, sock->fd, EV_READ);
+	l->w.data = s;
+	ev_io_start(s->loop, &l->w);
+}
+
+int conn_server_listen_tcp(struct conn_server *s, const char *hostport, char *err, size_t errlen)
+{
+	int fds[CONN_MAX_LISTENERS];
+	unsigned n;
+	int rc = sockets_listen_tcp(hostport, fds, CONN_MAX_LISTENERS - s->nlst, &n, err, errlen);
+
+	if (rc)
+		return rc;
+	for (unsigned i = 0; i < n; i++)
+		add_listener(s, &(struct sockets_unix){.fd = fds[i]});
+	return 0;
+}
+
+int conn_server_listen_unix(struct conn_server *s, const char *path, char *err, size_t errlen)
+{
+	struct sockets_unix sock;
+	int rc;
+
+	if (s->nlst == CONN_MAX_LISTENERS) {
+		snprintf(err, errlen, "too many listen addresses (max %d)", CONN_MAX_LISTENERS);
+		return -EMFILE;
+	}
+	rc = sockets_listen_unix(&sock, path, 0, SOCKETS_NONBLOCK, err, errlen);
+	if (!rc)
+		add_listener(s, &sock);
+	return rc;
+}
+
+static void on_grace(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn_server *s = w->data;
+	struct conn *c, *next;
+
+	say_warn("shutdown: cutting off %u connection(s) still busy", s->nconns);
+	for (c = s->conns; c; c = next) {
+		next = c->next;
+		conn_cut(c);
+	}
+}
+
+void conn_server_stop(struct conn_server *s)
+{
+	struct conn *c, *next;
+
+	if (s->stopping)
+		return;
+	s->stopping = true;
+	for (unsigned i = 0; i < s->nlst; i++) {
+		ev_io_stop(s->loop, &s->lst[i].w);
+		close(s->lst[i].sock.fd);
+		s->lst[i].sock.fd = -1; /* the file goes in conn_server_free */
+	}
+	for (c = s->conns; c; c = next) {
+		next = c->next;
+		conn_stop(c);
+	}
+	if (s->nconns == 0) {
+		ev_break(s->loop, EVBREAK_ALL);
+		return;
+	}
+	ev_timer_start(s->loop, &s->grace);
+}
+
+void conn_server_set_tls(struct conn_server *s, struct tls_creds *creds, bool require)
+{
+	s->tls_creds = creds;
+	s->tls_mode = !creds ? PROTO_TLS_OFF : require ? PROTO_TLS_REQUIRE : PROTO_TLS_ALLOW;
+}
+
+void conn_server_set_limits(struct conn_server *s, const struct conn_limits *l)
+{
+	static const struct conn_limits defaults = {
+	    .max_conns = CONN_DEFAULT_MAX_CONNS,
+	    .handshake_timeout = CONN_DEFAULT_HANDSHAKE_TIMEOUT,
+	    .idle_timeout = 0,
+	    .max_reqs = CONN_MAX_REQS,
+	    .max_bytes = CONN_MAX_BYTES,
+	};
+
+	s->lim = l ? *l : defaults;
+	if (!s->lim.max_conns)
+		s->lim.max_conns = defaults.max_conns;
+	if (!s->lim.max_reqs)
+		s->lim.max_reqs = defaults.max_reqs;
+	if (!s->lim.max_bytes)
+		s->lim.max_bytes = defaults.max_bytes;
+}
+
+unsigned conn_server_count(const struct conn_server *s)
+{
+	return s->nconns;
+}
+
+void conn_server_free(struct conn_server *s)
+{
+	if (!s)
+		return;
+	ev_async_stop(s->loop, &s->wake);
+	ev_timer_stop(s->loop, &s->grace);
+	for (unsigned i = 0; i < s->nlst; i++) {
+		ev_io_stop(s->loop, &s->lst[i].w);
+		sockets_close_unix(&s->lst[i].sock);
+	}
+	store_thread_unregister();
+	free(s);
+}
