@@ -1,0 +1,295 @@
+/* test_compact.c — the compactor on its own (allocator, log and trees over
+ * a memory segio from tests/lib/testlog; no store, no threads but
+ * liburcu's).  Victim policy: compact_pick takes only USED, live segments
+ * at most max_util full and not in keep[], best (1-u)·age/(1+u) first, up
+ * to max_blocks live blocks, so an old segment beats a young one and a
+ * sparse one a fuller one.  Relocation: compact_move over a volume, its
+ * snapshot, a clone of that and the clone's snapshot (trees sharing nodes
+ * and leaves): every tree reads the same bytes before and after (read back
+ * through the segio), each moved block was copied once as a MOVE entry
+ * naming its old address with the right CRC, the victims end with no live
+ * block (alloc_release_dead frees them), and every reference
+ * count is exact (tests/lib/treeref).
+ */
+#undef NDEBUG
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "compact.h"
+#include "crc32c.h"
+#include "testlog.h"
+#include "treeref.h"
+
+#define B(seg, i) ((uint64_t)(seg)*FMT_SEG_BLOCKS + (i))
+
+static void fill_seg(struct alloc *a, uint64_t seg, unsigned live, uint64_t stamp)
+{
+	alloc_mark_used(a, seg);
+	for (unsigned i = 0; i < live; i++)
+		alloc_ref(a, B(seg, i));
+	alloc_seg_set_stamp(a, seg, stamp);
+}
+
+static void test_pick(void **state)
+{
+	struct alloc *a = alloc_new(16);
+	struct compact *c = compact_new();
+	const uint64_t keep[] = {6};
+	unsigned v;
+
+	fill_seg(a, 1, 100, 0);   /* sparse, old: the best */
+	fill_seg(a, 2, 101, 900); /* as sparse, young */
+	fill_seg(a, 3, 500, 0);   /* half full, old */
+	fill_seg(a, 4, 950, 0);   /* too full for 0.75 */
+	fill_seg(a, 5, 0, 0);     /* dead: nothing to move */
+	fill_seg(a, 6, 50, 0);    /* kept (the log head, say) */
+	/* 7..15 FREE */
+
+	assert_int_equal(compact_pick(c, a, 1000, keep, 1, 0.75, 100000, &v), 701);
+	assert_int_equal(v, 3);
+	/* best first: 1 (822) then 3 (344) fill 600; 2 (83) would not fit */
+	assert_int_equal(compact_pick(c, a, 1000, keep, 1, 0.75, 600, &v), 600);
+	assert_int_equal(v, 2);
+	assert_int_equal(compact_pick(c, a, 1000, keep, 1, 0.75, 601, &v), 600);
+	assert_int_equal(compact_pick(c, a, 1000, keep, 1, 0.75, 100, &v), 100);
+	assert_int_equal(v, 1);
+	assert_int_equal(compact_pick(c, a, 1000, keep, 1, 0.75, 99, &v), 0);
+	assert_int_equal(v, 0);
+	/* max_util excludes everything but the kept one ... */
+	assert_int_equal(compact_pick(c, a, 1000, keep, 1, 0.09, 100000, &v), 0);
+	/* ... which is taken when not kept, as is the full one at 0.95 */
+	assert_int_equal(compact_pick(c, a, 1000, NULL, 0, 0.09, 100000, &v), 50);
+	assert_int_equal(compact_pick(c, a, 1000, NULL, 0, 0.95, 100000, &v), 1701);
+	assert_int_equal(v, 5);
+	/* Age counts: segment 1 made young, 3 (344) and 2 (83) beat it (9). */
+	alloc_seg_set_stamp(a, 1, 990);
+	assert_int_equal(compact_pick(c, a, 1000, keep, 1, 0.75, 601, &v), 601);
+	/* Utilisation counts: 8, as old as 3 but sparser, goes before it. */
+	alloc_seg_set_stamp(a, 1, 0);
+	fill_seg(a, 8, 300, 0);
+	assert_int_equal(compact_pick(c, a, 1000, keep, 1, 0.75, 500, &v), 400);
+	assert_int_equal(v, 2);
+	compact_free(c);
+	alloc_free(a);
+}
+
+/* ---- relocation over shared trees ------------------------------------- */
+
+#define NLBA  3000
+#define CHUNK 100
+
+struct vt {
+	struct tree t;
+	uint64_t seed[NLBA]; /* what each block holds (0 = hole) */
+};
+
+static uint8_t bufs[CHUNK][FMT_BLOCK] __attribute__((aligned(4096)));
+static uint64_t next_seed = 1;
+
+/* Write n blocks at lbas (fresh contents) through the log, then map them. */
+static void put(struct testlog *t, struct vt *v, const uint64_t *lbas, unsigned n)
+{
+	uint64_t addr[CHUNK];
+
+	for (unsigned at = 0; at < n; at += CHUNK) {
+		unsigned m = n - at < CHUNK ? n - at : CHUNK;
+		for (unsigned i = 0; i < m; i++) {
+			struct fmt_entry e = {.vol = 1, .type = FMT_E_DATA, .lba = lbas[at + i]};
+			v->seed[lbas[at + i]] = next_seed;
+			testlog_fill(bufs[i], next_seed++);
+			assert_int_equal(log_add(t->l, &e, bufs[i], &addr[i]), 0);
+		}
+		assert_int_equal(log_commit(t->l), 0);
+		for (unsigned i = 0; i < m; i++)
+			assert_int_equal(tree_set(&v->t, t->a, lbas[at + i], addr[i]), 0);
+	}
+}
+
+static void put_random(struct testlog *t, struct vt *v, unsigned n, unsigned salt)
+{
+	uint64_t *lbas = malloc(n * sizeof(*lbas));
+	for (unsigned i = 0; i < n; i++)
+		lbas[i] = (i * 7919u + salt * 104729u) % NLBA;
+	put(t, v, lbas, n);
+	free(lbas);
+}
+
+static void share(struct vt *dst, const struct vt *src)
+{
+	tree_share(&dst->t, &src->t);
+	memcpy(dst->seed, src->seed, sizeof(dst->seed));
+}
+
+/* Every block of v reads what the model says, through the segio. */
+static void expect_reads(struct testlog *t, const struct vt *v)
+{
+	uint8_t *got = malloc(FMT_BLOCK), *want = malloc(FMT_BLOCK);
+
+	for (uint64_t lba = 0; lba < NLBA; lba++) {
+		urcu_memb_read_lock();
+		uint64_t b = tree_lookup(&v->t, lba);
+		urcu_memb_read_unlock();
+		if (!v->seed[lba]) {
+			assert_int_equal(b, 0);
+			continue;
+		}
+		assert_true(b != 0);
+		assert_int_equal(segio_read_block(t->io, got, b), 0);
+		testlog_fill(want, v->seed[lba]);
+		if (memcmp(got, want, FMT_BLOCK))
+			fail_msg("lba %llu at block %llu reads other bytes",
+			         (unsigned long long)lba, (unsigned long long)b);
+	}
+	free(got);
+	free(want);
+}
+
+static void test_move_chain(void **state)
+{
+	struct testlog t;
+	struct vt *vol = calloc(1, sizeof(*vol)), *s1 = calloc(1, sizeof(*s1)),
+	          *c1 = calloc(1, sizeof(*c1)), *s2 = calloc(1, sizeof(*s2));
+	struct vt *all[] = {vol, s1, c1, s2};
+	struct tree *trees[] = {&vol->t, &s1->t, &c1->t, &s2->t};
+	struct compact *c = compact_new();
+	unsigned victims;
+
+	urcu_memb_register_thread();
+	testlog_init(&t, 32);
+	vol->t.levels = s1->t.levels = c1->t.levels = s2->t.levels = tree_levels_for(NLBA);
+	put_random(&t, vol, 2500, 1);
+	share(s1, vol); /* snapshot */
+	put_random(&t, vol, 1200, 2);
+	put_random(&t, vol, 1000, 2); /* most of the last 1200 die */
+	share(c1, s1);                /* clone of the snapshot */
+	put_random(&t, c1, 700, 3);
+	share(s2, c1); /* snapshot of the clone */
+	put_random(&t, c1, 900, 4);
+	put_random(&t, c1, 800, 4);
+	put_random(&t, vol, 600, 5);
+	assert_int_equal(treeref_check(trees, 4, t.a, NULL), 0);
+
+	/* The addresses every tree maps now. */
+	uint64_t nb = alloc_nblocks(t.a);
+	uint64_t(*before)[NLBA] = malloc(sizeof(uint64_t[4][NLBA]));
+	uint32_t *was_live = calloc(alloc_nsegs(t.a), sizeof(*was_live));
+	for (unsigned i = 0; i < 4; i++)
+		for (uint64_t lba = 0; lba < NLBA; lba++)
+			before[i][lba] = tree_lookup(trees[i], lba);
+	for (uint64_t s = 0; s < alloc_nsegs(t.a); s++)
+		was_live[s] = alloc_seg_live(t.a, s);
+	uint64_t dead_before = alloc_dead_segs(t.a);
+
+	const uint64_t keep[] = {log_head_seg(t.l), log_next_seg(t.l)};
+	uint64_t want = compact_pick(c, t.a, log_lsn(t.l), keep, 2, 0.95, 4096, &victims);
+	assert_true(want > 0);
+	assert_true(victims >= 2);
+	int64_t moved = compact_move(c, t.a, t.l, t.io, trees, 4);
+	assert_int_equal(moved, (int64_t)want);
+
+	/* Same bytes everywhere; exact counts. */
+	for (unsigned i = 0; i < 4; i++)
+		expect_reads(&t, all[i]);
+	assert_int_equal(treeref_check(trees, 4, t.a, NULL), 0);
+
+	/* The victims: segments that had live blocks and have none now;
+	 * they held exactly what was moved, and none was kept. */
+	uint64_t freed_live = 0;
+	unsigned nvict = 0;
+	uint8_t *victim = calloc(alloc_nsegs(t.a), 1);
+	for (uint64_t s = 1; s < alloc_nsegs(t.a); s++)
+		if (was_live[s] && !alloc_seg_live(t.a, s)) {
+			victim[s] = 1;
+			freed_live += was_live[s];
+			nvict++;
+			assert_true(s != keep[0] && s != keep[1]);
+		}
+	assert_int_equal(nvict, victims);
+	assert_int_equal(freed_live, want);
+
+	/* Each re-pointed slot left a victim for a MOVE copy of the same
+	 * block; a block shared by several trees was copied once. */
+	uint8_t *etype = calloc(nb, 1);
+	uint64_t *elba = calloc(nb, sizeof(*elba));
+	uint32_t *ecrc = calloc(nb, sizeof(*ecrc));
+	struct fmt_summary *s = malloc(sizeof(*s));
+	for (uint64_t seg = 1; seg < alloc_nsegs(t.a); seg++) {
+		uint64_t pos = seg * FMT_SEG_BLOCKS, blk;
+		while (log_seg_next(t.io, seg, pos, s)) {
+			struct log_walk w = {0};
+			const struct fmt_entry *e;
+			while ((e = log_entry_next(s, pos, &w, &blk)))
+				if (blk) {
+					etype[blk] = (uint8_t)e->type;
+					elba[blk] = e->lba;
+					ecrc[blk] = e->crc;
+				}
+			pos += 1 + s->nblocks;
+		}
+	}
+	uint64_t changed = 0;
+	uint8_t *buf = malloc(FMT_BLOCK), *counted = calloc(nb, 1);
+	for (unsigned i = 0; i < 4; i++)
+		for (uint64_t lba = 0; lba < NLBA; lba++) {
+			uint64_t old = before[i][lba], now = tree_lookup(trees[i], lba);
+			if (old == now) {
+				assert_true(!old || !victim[alloc_seg_of(old)]);
+				continue;
+			}
+			assert_true(victim[alloc_seg_of(old)]);
+			assert_int_equal(etype[now], FMT_E_MOVE);
+			assert_int_equal(elba[now], old);
+			assert_int_equal(segio_read_block(t.io, buf, now), 0);
+			assert_int_equal(ecrc[now], crc32c(0, buf, FMT_BLOCK));
+			if (!counted[now]) {
+				changed++;
+				counted[now] = 1;
+			}
+		}
+	assert_int_equal(changed, (uint64_t)moved);
+
+	/* Only the victims are dead, and release frees exactly them. */
+	assert_int_equal(alloc_dead_segs(t.a), dead_before + victims);
+	assert_int_equal(alloc_release_dead(t.a, keep[0], keep[1], NULL, NULL),
+	                 dead_before + victims);
+	for (uint64_t seg = 1; seg < alloc_nsegs(t.a); seg++)
+		if (victim[seg])
+			assert_false(alloc_seg_used(t.a, seg));
+	/* Nothing left to pick from a fresh pass with nothing chosen. */
+	assert_int_equal(compact_move(c, t.a, t.l, t.io, trees, 4), 0);
+
+	for (unsigned i = 0; i < 4; i++)
+		tree_drop(trees[i], t.a);
+	urcu_memb_barrier();
+	assert_int_equal(alloc_live_blocks(t.a), 0);
+	free(buf);
+	free(counted);
+	free(s);
+	free(etype);
+	free(elba);
+	free(ecrc);
+	free(victim);
+	free(was_live);
+	free(before);
+	for (unsigned i = 0; i < 4; i++)
+		free(all[i]);
+	compact_free(c);
+	testlog_fini(&t);
+	urcu_memb_unregister_thread();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_pick),
+	    cmocka_unit_test(test_move_chain),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
