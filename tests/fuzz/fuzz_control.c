@@ -56,22 +56,29 @@ static bool is_baseline(const char *name)
 	return false;
 }
 
-/* Delete what the requests made (snapshots first: a volume with snapshots
- * cannot go) and recreate what they deleted of the baseline.  Returns the
- * number of entries then. */
+/* Delete what the requests made and recreate what they deleted of the
+ * baseline.  Order matters (a volume with snapshots, or a snapshot with
+ * clones, cannot go first), so delete whatever can go until nothing more
+ * does; then nothing but the baseline may be left.  Returns the number of
+ * entries then. */
 static size_t cleanup(void)
 {
 	struct store_vol_info *vi;
-	size_t n;
+	size_t n, deleted;
 	int err;
 
-	for (int pass = 0; pass < 2; pass++) {
+	do {
+		deleted = 0;
 		assert(store_list(st, &vi, &n) == 0);
-		for (size_t i = 0; i < n; i++)
-			if (!is_baseline(vi[i].name) && vi[i].snapshot == (pass == 0))
-				assert(store_vol_delete(st, vi[i].name) == 0);
+		for (size_t i = 0; i < n; i++) {
+			if (is_baseline(vi[i].name))
+				continue;
+			err = store_vol_delete(st, vi[i].name);
+			assert(err == 0 || err == -EBUSY || err == -ENOTEMPTY);
+			deleted += err == 0;
+		}
 		free(vi);
-	}
+	} while (deleted);
 	err = store_vol_create(st, "vol0", 1u << 20);
 	assert(err == 0 || err == -EEXIST);
 	err = store_snap_create(st, "vol0@s");
