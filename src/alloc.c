@@ -23,6 +23,7 @@ struct alloc {
 	uint64_t live_blocks;
 	uint64_t *seg_stamp;    /* LSN when the log entered the segment (age for the compactor) */
 	uint8_t *seg_discarded; /* FREE and already handed back to the device */
+	uint64_t meta_pending;  /* dirty tree nodes: blocks the next checkpoint writes */
 };
 
 struct alloc *alloc_new(uint64_t nsegs)
@@ -77,6 +78,17 @@ uint64_t alloc_nfree(const struct alloc *a)
 uint64_t alloc_live_blocks(const struct alloc *a)
 {
 	return a->live_blocks;
+}
+
+void alloc_meta_charge(struct alloc *a, int64_t delta)
+{
+	assert(delta >= 0 || a->meta_pending >= (uint64_t)-delta);
+	a->meta_pending += (uint64_t)delta;
+}
+
+uint64_t alloc_meta_pending(const struct alloc *a)
+{
+	return a->meta_pending;
 }
 
 uint32_t alloc_seg_live(const struct alloc *a, uint64_t seg)

@@ -39,6 +39,13 @@ uint64_t alloc_nblocks(const struct alloc *a);
 uint64_t alloc_nfree(const struct alloc *a);
 uint64_t alloc_live_blocks(const struct alloc *a);
 
+/* Metadata promised but not yet written: tree nodes dirtied since the
+ * last checkpoint, each of which the next checkpoint writes as one block.
+ * The tree charges +1 when a node becomes dirty and -1 when it is written
+ * or freed; the space policy keeps room for them.  O(1). */
+void alloc_meta_charge(struct alloc *a, int64_t delta);
+uint64_t alloc_meta_pending(const struct alloc *a);
+
 /* Per segment: live blocks (ref > 0), whether it is USED, and its stamp
  * (the LSN at which the log entered it: its age, for the compactor's
  * cost-benefit choice).  O(1). */

@@ -172,42 +172,75 @@ int log_commit(struct log *l)
 	return err;
 }
 
-/* Open a new summary with room for at least `need` carried blocks. */
-static int open_summary(struct log *l, unsigned need)
+/* Blocks of the head segment the log may fill.  While no sealed summary
+ * names a successor (none was free when the log entered the segment), the
+ * last block is kept for one that will: recovery follows the log only into
+ * a segment some summary names, so the log never moves into any other. */
+static uint64_t seg_capacity(const struct log *l)
 {
-	int err;
-	log_seal(l);
-	if (l->head_off + 1 + need > FMT_SEG_BLOCKS) {
-		/* Not contiguous any more: write what is pending, then move. */
-		err = log_commit(l);
-		if (err)
-			return err;
-		segio_seal(l->io, l->head_seg);
-		if (!l->next_seg)
-			l->next_seg = alloc_take_seg(l->a);
-		if (!l->next_seg)
-			return -ENOSPC;
-		err = segio_open(l->io, l->next_seg, 0);
-		if (err)
-			return err;
-		l->head_seg = l->next_seg;
-		l->head_off = 0;
-		alloc_seg_set_stamp(l->a, l->head_seg, l->lsn);
-		l->next_seg = alloc_take_seg(l->a); /* may be 0: taken later */
-		l->pend_start = l->head_seg * FMT_SEG_BLOCKS;
-	} else if (!l->next_seg) {
-		l->next_seg = alloc_take_seg(l->a);
-	}
+	return l->next_seg ? FMT_SEG_BLOCKS : FMT_SEG_BLOCKS - 1;
+}
+
+/* Start a summary at the head (the caller made sure it fits). */
+static int start_summary(struct log *l)
+{
 	struct fmt_summary *s = get_summary(l);
 	if (!s)
 		return -ENOMEM;
-	err = push_iov(l, s);
+	int err = push_iov(l, s);
 	if (err)
 		return err;
 	l->sum = s;
 	l->sum_addr = l->head_seg * FMT_SEG_BLOCKS + l->head_off;
 	l->head_off++;
 	return 0;
+}
+
+/* Write what is pending and move the head to next_seg (which some sealed
+ * summary of the head segment names), taking a new next if one is free. */
+static int move_head(struct log *l)
+{
+	int err = log_commit(l);
+	if (err)
+		return err;
+	segio_seal(l->io, l->head_seg);
+	err = segio_open(l->io, l->next_seg, 0);
+	if (err)
+		return err;
+	l->head_seg = l->next_seg;
+	l->head_off = 0;
+	alloc_seg_set_stamp(l->a, l->head_seg, l->lsn);
+	l->next_seg = alloc_take_seg(l->a); /* may be 0: taken later */
+	l->pend_start = l->head_seg * FMT_SEG_BLOCKS;
+	return 0;
+}
+
+/* Open a new summary with room for at least `need` carried blocks. */
+static int open_summary(struct log *l, unsigned need)
+{
+	int err;
+	uint64_t cap = seg_capacity(l); /* before a successor is taken below */
+
+	log_seal(l);
+	if (!l->next_seg) /* every summary sealed from now on names it */
+		l->next_seg = alloc_take_seg(l->a);
+	if (l->head_off + 1 + need > cap) {
+		/* Not contiguous any more: move to the successor. */
+		if (!l->next_seg)
+			return -ENOSPC;
+		if (cap < FMT_SEG_BLOCKS) {
+			/* Just taken: no sealed summary names it yet.  An
+			 * empty one in the kept block does. */
+			err = start_summary(l);
+			if (err)
+				return err;
+			log_seal(l);
+		}
+		err = move_head(l);
+		if (err)
+			return err;
+	}
+	return start_summary(l);
 }
 
 int log_reserve(struct log *l, unsigned nblocks)
@@ -219,7 +252,7 @@ int log_add(struct log *l, const struct fmt_entry *e, const void *block, uint64_
 {
 	int err;
 	if (!l->sum || l->sum->nentries == FMT_SUM_ENTRIES ||
-	    (block && l->head_off + 1 > FMT_SEG_BLOCKS)) {
+	    (block && l->head_off + 1 > seg_capacity(l))) {
 		err = open_summary(l, block ? 1 : 0);
 		if (err)
 			return err;
@@ -242,7 +275,9 @@ int log_add(struct log *l, const struct fmt_entry *e, const void *block, uint64_
 
 uint64_t log_room(const struct log *l)
 {
-	return (FMT_SEG_BLOCKS - l->head_off) + (l->next_seg ? FMT_SEG_BLOCKS : 0);
+	uint64_t cap = seg_capacity(l);
+	uint64_t here = cap > l->head_off ? cap - l->head_off : 0;
+	return here + (l->next_seg ? FMT_SEG_BLOCKS : 0);
 }
 
 /* ---- reading batches back ---------------------------------------------- */

@@ -110,8 +110,20 @@ int recover_replay(struct store *st, const struct fmt_summary *ck, const char **
 		         (unsigned long long)nbatches, (unsigned long long)rp.nblocks);
 	/* The head stays in the last batch's segment (possibly full: then the
 	 * first write moves on to next). */
-	st->log = log_new(st->io, st->a, c.seg, c.pos - c.seg * FMT_SEG_BLOCKS,
-	                  c.next == c.seg ? 0 : c.next, c.lsn, c.prev);
+	uint64_t head = c.seg, off = c.pos - c.seg * FMT_SEG_BLOCKS;
+	uint64_t next = c.next == c.seg ? 0 : c.next;
+	if (!next && off >= FMT_SEG_BLOCKS) {
+		/* Full, and no summary names a successor (a pool written
+		 * before the log kept a block for naming one): go on in a free
+		 * segment.  Nothing is acknowledged from it before the
+		 * checkpoint that open writes first names it. */
+		uint64_t fresh = alloc_take_seg(st->a);
+		if (fresh) {
+			head = fresh;
+			off = 0;
+		}
+	}
+	st->log = log_new(st->io, st->a, head, off, next, c.lsn, c.prev);
 	if (!st->log) {
 		err = -errno;
 		goto out;

@@ -82,6 +82,7 @@ uint64_t tree_run(const struct tree *t, uint64_t lba, uint64_t max, bool *mapped
 
 /* ---- node lifetime -------------------------------------------------- */
 
+/* A new, clean node (callers that change it mark it dirty). */
 static struct tree_node *node_new(unsigned level)
 {
 	struct tree_node *n = calloc(1, sizeof(*n));
@@ -89,8 +90,26 @@ static struct tree_node *node_new(unsigned level)
 		return NULL;
 	n->level = (uint8_t)level;
 	n->ref = 1;
-	n->dirty = 1;
 	return n;
+}
+
+/* n must be written at the next checkpoint: the allocator counts it as
+ * metadata the checkpoint will need room for (the space policy charges it
+ * against free space now, not when the checkpoint meets a full pool). */
+static void mark_dirty(struct tree_node *n, struct alloc *a)
+{
+	if (!n->dirty) {
+		n->dirty = 1;
+		alloc_meta_charge(a, 1);
+	}
+}
+
+static void mark_clean(struct tree_node *n, struct alloc *a)
+{
+	if (n->dirty) {
+		n->dirty = 0;
+		alloc_meta_charge(a, -1);
+	}
 }
 
 static void node_free_rcu(struct rcu_head *h)
@@ -112,6 +131,7 @@ static void node_put(struct tree_node *n, struct alloc *a)
 	}
 	if (n->disk)
 		alloc_unref(a, n->disk);
+	mark_clean(n, a); /* never written now */
 	urcu_memb_call_rcu(&n->rcu, node_free_rcu);
 }
 
@@ -152,7 +172,7 @@ static struct tree_node *mut_root(struct tree *t, struct alloc *a)
 		rcu_assign_pointer(t->root, c);
 		n = c;
 	}
-	n->dirty = 1;
+	mark_dirty(n, a);
 	return n;
 }
 
@@ -183,7 +203,7 @@ static struct tree_node *mut_child(struct tree_node *p, unsigned i, struct alloc
 		rcu_assign_pointer(p->child[i], copy);
 		c = copy;
 	}
-	c->dirty = 1;
+	mark_dirty(c, a);
 	return c;
 }
 
@@ -369,7 +389,7 @@ static int write_node(struct tree_node *n, struct alloc *a, tree_emit_fn emit, v
 	if (n->disk)
 		alloc_unref(a, n->disk);
 	n->disk = addr;
-	n->dirty = 0;
+	mark_clean(n, a);
 	return 0;
 }
 
@@ -410,7 +430,7 @@ static bool reloc_node(struct tree_node *n, struct reloc *r)
 		return n->dirty;
 	n->stamp = r->stamp;
 	if (n->disk && in_victim(r, n->disk))
-		n->dirty = 1;
+		mark_dirty(n, r->a);
 	for (unsigned i = 0; i < FMT_FANOUT && !r->err; i++) {
 		if (n->level == 0) {
 			uint64_t old = n->phys[i];
@@ -433,9 +453,9 @@ static bool reloc_node(struct tree_node *n, struct reloc *r)
 			}
 			r->rec[r->nrec++] =
 			    (struct reloc_rec){.leaf = n, .slot = i, .old = old, .nw = nw};
-			n->dirty = 1;
+			mark_dirty(n, r->a);
 		} else if (n->child[i] && reloc_node(n->child[i], r)) {
-			n->dirty = 1;
+			mark_dirty(n, r->a);
 		}
 	}
 	return n->dirty;
@@ -526,7 +546,6 @@ static int load_node(struct tree_loader *l, uint64_t addr, unsigned level, struc
 	n = node_new(level);
 	if (!n)
 		return -ENOMEM;
-	n->dirty = 0;
 	for (unsigned i = 0; i < FMT_FANOUT; i++) {
 		uint64_t s = img->slot[i];
 		if (!s)
@@ -652,4 +671,29 @@ int tree_check_all(struct tree *const *trees, unsigned n, uint64_t nblocks, uint
 	}
 	map_clear(&seen);
 	return bad;
+}
+
+static uint64_t count_dirty(const struct tree_node *n, struct map *seen)
+{
+	uint64_t d;
+	if (map_get(seen, (uint64_t)(uintptr_t)n) ||
+	    map_put(seen, (uint64_t)(uintptr_t)n, (void *)1))
+		return 0; /* counted already (or out of memory: undercount) */
+	d = n->dirty;
+	if (n->level > 0)
+		for (unsigned i = 0; i < FMT_FANOUT; i++)
+			if (n->child[i])
+				d += count_dirty(n->child[i], seen);
+	return d;
+}
+
+uint64_t tree_dirty_nodes(struct tree *const *trees, unsigned n)
+{
+	struct map seen = {0};
+	uint64_t d = 0;
+	for (unsigned i = 0; i < n; i++)
+		if (trees[i]->root)
+			d += count_dirty(trees[i]->root, &seen);
+	map_clear(&seen);
+	return d;
 }

@@ -124,4 +124,8 @@ void tree_loader_free(struct tree_loader *l);
  * allocator.  Returns problems found (each reported with say_error). */
 int tree_check_all(struct tree *const *trees, unsigned n, uint64_t nblocks, uint32_t *bref);
 
+/* Distinct dirty nodes reachable from trees[0..n): what
+ * alloc_meta_pending() must equal (a checker; O(distinct nodes)). */
+uint64_t tree_dirty_nodes(struct tree *const *trees, unsigned n);
+
 #endif

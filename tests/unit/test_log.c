@@ -7,7 +7,8 @@
  * carried block, a broken summary CRC, a wrong LSN, and a valid batch left
  * from an earlier life of the segment; log_seg_next over one segment;
  * log_room, log_reserve's move to the next segment, the stamp a segment
- * gets when the log enters it, and ENOSPC when no segment is left.
+ * gets when the log enters it, ENOSPC when no segment is left, and a
+ * successor always named by a summary before the log moves into it.
  */
 #undef NDEBUG
 #include <errno.h>
@@ -344,13 +345,65 @@ static void test_room_enospc(void **state)
 	testlog_fini(&t);
 }
 
+/* Bug D of issue 9: the log entered a segment while no segment was free
+ * (no successor named), filled it, and when a checkpoint then freed
+ * segments it moved into one that no sealed summary named: recovery
+ * stopped at the old segment's end and lost every batch after it (64 of
+ * 64 FUA writes in the reproduction).  The log now keeps the last block of
+ * such a segment for a summary that names the successor; recovery must
+ * follow the chain into the new segment. */
+static void test_successor_named(void **state)
+{
+	struct testlog t;
+	struct batch b[FMT_SEG_BLOCKS];
+	unsigned n = 0;
+	uint64_t addr;
+
+	testlog_init(&t, 4); /* head, its successor, one free segment */
+	write_batch(&t, 100, 1, NULL);
+	assert_int_equal(log_reserve(t.l, 1000), 0); /* moves: the free one is next */
+	assert_int_equal(alloc_nfree(t.a), 0);
+	/* Fill on into the last segment, entered with no successor free. */
+	while (log_next_seg(t.l))
+		write_batch(&t, 100, 7, NULL);
+	uint64_t last = log_head_seg(t.l);
+	/* The first batch in it starts the chain (a checkpoint's place). */
+	uint64_t ck = write_batch(&t, 1, 1, NULL);
+	assert_int_equal(ck / FMT_SEG_BLOCKS, last);
+	/* One-block batches until the segment takes no more. */
+	for (;;) {
+		struct fmt_entry e = {.vol = 1, .type = FMT_E_DATA, .lba = n, .count = 1};
+		testlog_fill(bufs[0], n);
+		if (log_reserve(t.l, 1) || log_add(t.l, &e, bufs[0], &addr))
+			break;
+		b[n].addr = log_seal(t.l);
+		assert_int_equal(log_commit(t.l), 0);
+		log_last(t.l, &b[n].lsn, &(uint32_t){0});
+		n++;
+	}
+	assert_int_equal(log_head_seg(t.l), last);
+	/* Segments free up (a checkpoint's release) while the head is full. */
+	assert_true(alloc_release_dead(t.a, last, 0, NULL, NULL) >= 1);
+	/* Writing goes on in a new segment ... */
+	write_batch(&t, 3, 5000, &b[n]);
+	assert_true(b[n].addr / FMT_SEG_BLOCKS != last);
+	n++;
+	/* ... the empty naming summary is a batch of the chain too ... */
+	struct batch want[FMT_SEG_BLOCKS + 2];
+	memcpy(want, b, sizeof(b[0]) * (n - 1));
+	want[n - 1] = (struct batch){0, b[n - 1].lsn - 1, 0};
+	want[n] = b[n - 1];
+	/* ... and recovery follows the chain all the way into it. */
+	assert_int_equal(chain_len(&t, ck, want, n + 1), n + 1);
+	testlog_fini(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_batch_walk),
-	    cmocka_unit_test(test_chain),
-	    cmocka_unit_test(test_stale_batch),
-	    cmocka_unit_test(test_room_enospc),
+	    cmocka_unit_test(test_batch_walk),      cmocka_unit_test(test_chain),
+	    cmocka_unit_test(test_stale_batch),     cmocka_unit_test(test_room_enospc),
+	    cmocka_unit_test(test_successor_named),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

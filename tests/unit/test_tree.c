@@ -182,6 +182,9 @@ static void expect_all(struct vt *const *vs, unsigned n)
 		trees[i] = &vs[i]->t;
 	}
 	assert_int_equal(treeref_check(trees, n, A, NULL), 0);
+	/* Every dirty node is charged once as metadata the next checkpoint
+	 * writes (the space policy reserves room for it), none twice. */
+	assert_int_equal(tree_dirty_nodes(trees, n), alloc_meta_pending(A));
 }
 
 /* The run tree_run must report at lba: maximal, at most max. */
