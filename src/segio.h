@@ -12,10 +12,16 @@
  * and holds its own summaries.  Segment 0 is never appended to: on a pool
  * device it holds the superblock slots.
  *
+ * A backend may run out of space before the pool does (a sparse pool
+ * file on a filesystem that fills): open and reserve secure a segment's
+ * space before anything is appended to it, so that a full backend shows
+ * as -ENOSPC where the log can refuse to move on (a full pool), never as
+ * a failed append.
+ *
  * Implementations: segio_dev.c (a file or block device through struct
  * blkdev, which tests swap for a fault-injecting memory device).
  *
- * Threads: append/open/seal/discard/sb_write come from one thread at a
+ * Threads: append/open/reserve/seal/discard/sb_write come from one thread at a
  * time (the log thread, or the opener before threads start); read and
  * read_nowait from any thread; sync from any thread.  Errors: 0 or
  * negative errno.
@@ -38,9 +44,20 @@ struct segio_ops {
 	int (*read)(struct segio *io, void *buf, size_t len, uint64_t off);
 	/* The same, but -EAGAIN if it would wait for the backend. */
 	int (*read_nowait)(struct segio *io, void *buf, size_t len, uint64_t off);
-	/* The log entered seg (empty, or continued after recovery at off). */
+	/* The log entered seg (empty, or continued after recovery at off).
+	 * Appends into seg need no more backend space after this: -ENOSPC
+	 * (entering an empty segment only) when the backend cannot give it,
+	 * and the log must not move. */
 	int (*open)(struct segio *io, uint64_t seg, uint64_t off);
-	/* Write the vector at byte off of seg: the segment's current end. */
+	/* The log chose seg as the segment it enters next: secure its space
+	 * now, while the head segment still has room, so that the move later
+	 * cannot fail.  -ENOSPC when the backend cannot give it (the rest of
+	 * the head segment is then all the log can count on).  Idempotent;
+	 * never needed for correctness, only to learn of a full backend a
+	 * segment early. */
+	int (*reserve)(struct segio *io, uint64_t seg);
+	/* Write the vector at byte off of seg: the segment's current end.
+	 * -ENOSPC (not -EIO) when the backend is full: the pool is full. */
 	int (*append)(struct segio *io, uint64_t seg, uint64_t off, const struct iovec *iov,
 	              int iovcnt);
 	/* The log left seg: nothing more is appended until it is discarded.
@@ -74,6 +91,10 @@ static inline int segio_read_nowait(struct segio *io, void *buf, size_t len, uin
 static inline int segio_open(struct segio *io, uint64_t seg, uint64_t off)
 {
 	return io->ops->open(io, seg, off);
+}
+static inline int segio_reserve(struct segio *io, uint64_t seg)
+{
+	return io->ops->reserve(io, seg);
 }
 static inline int segio_append(struct segio *io, uint64_t seg, uint64_t off,
                                const struct iovec *iov, int iovcnt)
