@@ -72,10 +72,42 @@ static inline void blkdev_close(struct blkdev *d)
 		d->ops->close(d);
 }
 
-/* Open a regular file or block device.  With create_size != 0 and a missing
- * or empty file, the file is created/extended sparse to create_size.
- * Returns NULL with errno set. */
+/* How a pool device is opened, and who may hold it meanwhile.  The lock is
+ * an OFD lock (fcntl F_OFD_SETLK) on the file or device node, owned by the
+ * open file description: it goes with our fd and with nothing else, and it
+ * is the one thing that decides ownership among cowbd programs.  A block
+ * device opened as owner is also opened O_EXCL (the kernel's exclusive
+ * open), which keeps out mounts, mkfs and other exclusive openers. */
+enum blkdev_mode {
+	BLKDEV_OWNER,  /* read-write, exclusive lock: EBUSY while anyone holds one */
+	BLKDEV_READER, /* read-only, shared lock: EBUSY while an owner holds it */
+	BLKDEV_PEEK,   /* read-only, no lock: look at a pool someone else holds */
+};
+
+/* Open a regular file or block device in mode; the lock is taken before
+ * anything is read.  Returns NULL with errno set: ENOENT (missing), EBUSY
+ * (held: blkdev_holder says by whom), EINVAL (neither a file nor a block
+ * device), or open's own errno. */
+struct blkdev *blkdev_open(const char *path, enum blkdev_mode mode);
+
+/* blkdev_open as owner; with create_size != 0, a missing file is made
+ * (blkdev_create_file) and an empty one extended sparse to create_size.
+ * For tests and tools that want a device of a size; the daemon decides
+ * about sizes itself (main.c).  NULL with errno set. */
 struct blkdev *blkdev_open_file(const char *path, uint64_t create_size);
+
+/* Create a new sparse pool file of size bytes at path (O_EXCL: EEXIST if
+ * something is there), opened as BLKDEV_OWNER, and fsync the directory it
+ * lives in so that the file's existence is durable.  NULL with errno set. */
+struct blkdev *blkdev_create_file(const char *path, uint64_t size);
+
+/* Set a regular file's size (ftruncate: growing is sparse, shrinking
+ * drops the tail); d->size follows.  0, -EINVAL for a block device or
+ * memory, or -errno. */
+int blkdev_set_size(struct blkdev *d, uint64_t size);
+
+/* Is d a block device (as opposed to a regular file or memory)? */
+bool blkdev_is_device(struct blkdev *d);
 
 /* Does the device hold nothing?  1 yes, 0 no, negative errno when it
  * cannot tell.  A regular file is blank when every byte of it reads as
@@ -84,6 +116,36 @@ struct blkdev *blkdev_open_file(const char *path, uint64_t create_size);
  * tables, file system, LVM and RAID signatures live — since reading a
  * whole device would take too long.  Used before formatting over it. */
 int blkdev_is_blank(struct blkdev *d);
+
+/* The owner record: who opened the pool as owner, kept in block 2 of the
+ * pool (segment 0, beside the superblock slots; docs/FORMAT.md).  It is
+ * advisory — ownership is the lock — and only names the holder in the
+ * message a second opener prints. */
+#define BLKDEV_OWNER_ADDR (2u * 4096u)
+#define BLKDEV_HOST_MAX   64
+struct blkdev_owner {
+	char prog[16];              /* "cowbd" */
+	char host[BLKDEV_HOST_MAX]; /* gethostname */
+	uint32_t pid;
+	uint64_t started;    /* unix seconds */
+	uint8_t boot_id[16]; /* the host's kernel boot id: makes pid meaningful */
+};
+
+/* Write (and sync) the record for this process, as prog, started at
+ * `started`.  Call only on a device known to hold a pool, opened as owner.
+ * 0 or -errno. */
+int blkdev_owner_write(struct blkdev *d, const char *prog, uint64_t started);
+
+/* Read the record: 0, -ENOENT when block 2 holds no valid record (never
+ * written, damaged, or not a pool), or -errno. */
+int blkdev_owner_read(struct blkdev *d, struct blkdev_owner *o);
+
+/* One line for a refusal or a warning: "pool PATH is in use by cowbd pid
+ * 1234 on host h since 2026-12-01 04:50:00" — or by a read-only check, or
+ * by another program (a block device's exclusive open refused with no
+ * cowbd lock on it).  Opens path read-only without a lock; never fails
+ * (what it cannot find out, it says). */
+void blkdev_holder(const char *path, char *buf, size_t len);
 
 /* In-memory device of size bytes for tests.  It keeps a durable image and
  * the writes since the last flush separately. */

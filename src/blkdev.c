@@ -1,22 +1,31 @@
 /* blkdev.c — the two I/O tables under the store: a file or block device
  * (pread/pwritev/fdatasync), and an in-memory device for tests that can
  * fail the Nth write or flush and forget unsynced writes at a simulated
- * power cut.  Lowest layer: includes nothing of cowbd's but say.h.
+ * power cut.  It also owns who may open a pool: the OFD lock taken at
+ * open (plus O_EXCL on a block device) and the advisory owner record in
+ * block 2 that names the holder to a refused opener.  Lowest layer:
+ * includes nothing of cowbd's but crc32c.h.
  * Thread-safety: the file device is stateless; the memory device takes its
  * own mutex on every call. */
+#include <assert.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <limits.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "blkdev.h"
+#include "crc32c.h"
 
 /* ---- file / block device ---------------------------------------------- */
 
@@ -128,17 +137,32 @@ static const struct blkdev_ops file_ops = {
     .close = file_close,
 };
 
-struct blkdev *blkdev_open_file(const char *path, uint64_t create_size)
+/* Take the OFD lock on fd: exclusive for an owner, shared for a reader.
+ * 0, -EBUSY when someone holds a conflicting one, or -errno. */
+static int file_lock(int fd, enum blkdev_mode mode)
 {
-	struct blkdev *d;
-	struct stat sb;
-	int fd, flags = O_RDWR | O_CLOEXEC;
+	struct flock fl = {.l_type = mode == BLKDEV_OWNER ? F_WRLCK : F_RDLCK,
+	                   .l_whence = SEEK_SET};
 
-	if (create_size)
-		flags |= O_CREAT;
-	fd = open(path, flags, 0600);
-	if (fd < 0)
-		return NULL;
+	if (mode == BLKDEV_PEEK)
+		return 0;
+	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+		return 0;
+	return errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
+}
+
+/* Wrap an open fd (locked as mode wants) in a device.  NULL + errno; the
+ * fd is closed on failure. */
+static struct blkdev *file_wrap(int fd, enum blkdev_mode mode)
+{
+	struct blkdev *d = NULL;
+	struct stat sb;
+	int err = file_lock(fd, mode);
+
+	if (err) {
+		errno = -err;
+		goto fail_fd;
+	}
 	if (fstat(fd, &sb) < 0)
 		goto fail_fd;
 	d = calloc(1, sizeof(*d));
@@ -149,29 +173,262 @@ struct blkdev *blkdev_open_file(const char *path, uint64_t create_size)
 	if (S_ISBLK(sb.st_mode)) {
 		uint64_t sz;
 		if (ioctl(fd, BLKGETSIZE64, &sz) < 0)
-			goto fail_d;
+			goto fail_fd;
 		d->size = sz;
 	} else if (S_ISREG(sb.st_mode)) {
-		if (sb.st_size == 0 && create_size) {
-			if (ftruncate(fd, (off_t)create_size) < 0)
-				goto fail_d;
-			sb.st_size = (off_t)create_size;
-		}
 		d->size = (uint64_t)sb.st_size;
 	} else {
 		errno = EINVAL;
-		goto fail_d;
+		goto fail_fd;
 	}
 	return d;
 
-fail_d:
+fail_fd:
+	err = errno;
 	free(d);
-fail_fd : {
-	int e = errno;
 	close(fd);
-	errno = e;
-}
+	errno = err;
 	return NULL;
+}
+
+struct blkdev *blkdev_open(const char *path, enum blkdev_mode mode)
+{
+	int flags = (mode == BLKDEV_OWNER ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+	struct stat sb;
+	int fd;
+
+	/* O_EXCL without O_CREAT means "exclusive open" for a block device
+	 * only; on a regular file it is undefined, so ask first. */
+	if (mode == BLKDEV_OWNER && stat(path, &sb) == 0 && S_ISBLK(sb.st_mode))
+		flags |= O_EXCL;
+	fd = open(path, flags);
+	if (fd < 0)
+		return NULL;
+	return file_wrap(fd, mode);
+}
+
+/* fsync the directory holding path, so that a file just made there stays. */
+static int dir_sync(const char *path)
+{
+	char *copy = strdup(path);
+	int fd, err = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(copy);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+struct blkdev *blkdev_create_file(const char *path, uint64_t size)
+{
+	struct blkdev *d;
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	int err;
+
+	if (fd < 0)
+		return NULL;
+	d = file_wrap(fd, BLKDEV_OWNER);
+	if (!d)
+		goto fail_unlink;
+	if ((err = blkdev_set_size(d, size)) || (err = dir_sync(path))) {
+		blkdev_close(d);
+		errno = -err;
+		goto fail_unlink;
+	}
+	return d;
+
+fail_unlink:
+	err = errno;
+	unlink(path); /* ours: O_EXCL made it */
+	errno = err;
+	return NULL;
+}
+
+struct blkdev *blkdev_open_file(const char *path, uint64_t create_size)
+{
+	struct blkdev *d = blkdev_open(path, BLKDEV_OWNER);
+	int err;
+
+	if (!d && errno == ENOENT && create_size)
+		return blkdev_create_file(path, create_size);
+	if (d && d->size == 0 && create_size && (err = blkdev_set_size(d, create_size))) {
+		blkdev_close(d);
+		errno = -err;
+		return NULL;
+	}
+	return d;
+}
+
+int blkdev_set_size(struct blkdev *d, uint64_t size)
+{
+	if (d->fd < 0 || blkdev_is_device(d) || size > INT64_MAX)
+		return -EINVAL;
+	if (ftruncate(d->fd, (off_t)size) < 0)
+		return -errno;
+	d->size = size;
+	return 0;
+}
+
+bool blkdev_is_device(struct blkdev *d)
+{
+	struct stat sb;
+
+	return d->fd >= 0 && fstat(d->fd, &sb) == 0 && S_ISBLK(sb.st_mode);
+}
+
+/* ---- the owner record (block 2) --------------------------------------- */
+
+#define OWNER_MAGIC "COWBDOWN"
+
+/* Block 2 on disk (docs/FORMAT.md); little-endian like the rest. */
+struct owner_rec {
+	char magic[8];
+	uint32_t crc; /* CRC32C of the block with this field zero */
+	uint32_t version;
+	uint64_t self; /* 2 */
+	uint32_t pid;
+	uint32_t pad;
+	uint64_t started;
+	uint8_t boot_id[16];
+	char prog[16];
+	char host[BLKDEV_HOST_MAX];
+	uint8_t zero[4096 - 136];
+};
+static_assert(sizeof(struct owner_rec) == 4096, "owner record is one block");
+
+static uint32_t owner_crc(struct owner_rec *r)
+{
+	uint32_t saved = r->crc, c;
+
+	r->crc = 0;
+	c = crc32c(0, r, sizeof(*r));
+	r->crc = saved;
+	return c;
+}
+
+/* The kernel's boot id (a random UUID per boot), or zeroes. */
+static void boot_id_read(uint8_t id[16])
+{
+	char txt[64] = "";
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+	unsigned n = 0;
+
+	memset(id, 0, 16);
+	if (!f)
+		return;
+	if (fgets(txt, sizeof(txt), f))
+		for (const char *p = txt; *p && n < 32; p++) {
+			unsigned v;
+			if (sscanf(p, "%1x", &v) != 1)
+				continue;
+			id[n / 2] = (uint8_t)(id[n / 2] << 4 | v);
+			n++;
+		}
+	fclose(f);
+}
+
+int blkdev_owner_write(struct blkdev *d, const char *prog, uint64_t started)
+{
+	struct owner_rec *r = calloc(1, sizeof(*r));
+	struct iovec iov = {.iov_base = r, .iov_len = sizeof(*r)};
+	int err;
+
+	if (!r)
+		return -ENOMEM;
+	memcpy(r->magic, OWNER_MAGIC, 8);
+	r->version = htole32(1);
+	r->self = htole64(BLKDEV_OWNER_ADDR / 4096);
+	r->pid = htole32((uint32_t)getpid());
+	r->started = htole64(started);
+	boot_id_read(r->boot_id);
+	snprintf(r->prog, sizeof(r->prog), "%s", prog);
+	if (gethostname(r->host, sizeof(r->host) - 1) < 0)
+		snprintf(r->host, sizeof(r->host), "?");
+	r->crc = htole32(owner_crc(r));
+	err = blkdev_pwritev(d, &iov, 1, BLKDEV_OWNER_ADDR);
+	if (!err)
+		err = blkdev_flush(d);
+	free(r);
+	return err;
+}
+
+int blkdev_owner_read(struct blkdev *d, struct blkdev_owner *o)
+{
+	struct owner_rec *r = malloc(sizeof(*r));
+	int err;
+
+	if (!r)
+		return -ENOMEM;
+	err = BLKDEV_OWNER_ADDR + sizeof(*r) > d->size
+	          ? -ENOENT
+	          : blkdev_pread(d, r, sizeof(*r), BLKDEV_OWNER_ADDR);
+	if (!err && (memcmp(r->magic, OWNER_MAGIC, 8) || le32toh(r->crc) != owner_crc(r) ||
+	             le64toh(r->self) != BLKDEV_OWNER_ADDR / 4096))
+		err = -ENOENT;
+	if (!err) {
+		*o = (struct blkdev_owner){.pid = le32toh(r->pid), .started = le64toh(r->started)};
+		memcpy(o->boot_id, r->boot_id, sizeof(o->boot_id));
+		/* Bytes from disk: bounded copies, always terminated. */
+		snprintf(o->prog, sizeof(o->prog), "%.*s", (int)sizeof(r->prog), r->prog);
+		snprintf(o->host, sizeof(o->host), "%.*s", (int)sizeof(r->host), r->host);
+	}
+	free(r);
+	return err;
+}
+
+/* Who holds the lock on fd that an owner would need: F_UNLCK (nobody),
+ * F_RDLCK (readers), F_WRLCK (an owner), or -1 when it cannot be asked. */
+static int lock_holder(int fd)
+{
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+
+	return fcntl(fd, F_OFD_GETLK, &fl) < 0 ? -1 : fl.l_type;
+}
+
+void blkdev_holder(const char *path, char *buf, size_t len)
+{
+	struct blkdev *d = blkdev_open(path, BLKDEV_PEEK);
+	struct blkdev_owner o;
+	char when[32] = "?";
+	int held;
+
+	if (!d) {
+		snprintf(buf, len, "pool %s is in use (cannot look at it: %s)", path,
+		         strerror(errno));
+		return;
+	}
+	held = lock_holder(d->fd);
+	if (held == F_RDLCK) {
+		snprintf(buf, len, "pool %s is in use by a read-only check (cowbd-check)", path);
+	} else if (held == F_WRLCK && blkdev_owner_read(d, &o) == 0) {
+		time_t t = (time_t)o.started;
+		struct tm tm;
+		if (localtime_r(&t, &tm))
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+		snprintf(buf, len, "pool %s is in use by %s pid %u on host %s since %s", path,
+		         o.prog, o.pid, o.host, when);
+	} else if (held == F_WRLCK) {
+		snprintf(buf, len,
+		         "pool %s is in use by another cowbd (still starting: no owner record yet)",
+		         path);
+	} else if (blkdev_is_device(d)) {
+		snprintf(buf, len,
+		         "pool %s is in use by another program (the kernel refuses an exclusive "
+		         "open: mounted, or held by another tool)",
+		         path);
+	} else {
+		snprintf(buf, len,
+		         "pool %s is in use by another process (which has just let go: "
+		         "try again)",
+		         path);
+	}
+	blkdev_close(d);
 }
 
 static int range_is_zero(struct blkdev *d, uint64_t off, uint64_t len, char *buf, size_t bufsz)

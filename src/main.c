@@ -9,6 +9,13 @@
  * store_close() (flush + checkpoint), and only then free the connection
  * server, whose wake-up watcher store threads may touch until joined.
  *
+ * One owner per pool: the pool is opened with an exclusive lock before
+ * anything is read (blkdev), so a second daemon is refused with one line
+ * naming the holder from the owner record this daemon writes once the pool
+ * is open.  Signals: SIGTERM/SIGINT stop cleanly; SIGHUP reloads the TLS
+ * credentials on the loop thread; SIGUSR1/SIGUSR2 are logged and ignored;
+ * SIGPIPE is ignored (and HUP/USR1/USR2 too while no watcher runs).
+ *
  * cowbd stays in the foreground whether or not --foreground is given
  * (systemd style: Type=simple, logs on stderr).
  */
@@ -22,7 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "blkdev.h"
@@ -45,8 +52,10 @@ static void usage(FILE *f)
 	        "             [--tls off|allow|require] [--tls-certs DIR] [--tls-psk FILE]\n"
 	        "             [--control PATH] [--foreground] [--verbose]\n"
 	        "  --pool PATH         pool file or block device\n"
-	        "  --create SIZE       create the pool if PATH is missing or empty "
-	        "(K/M/G/T suffixes)\n"
+	        "  --create SIZE       create the pool if PATH is missing or blank (all\n"
+	        "                      zeroes; K/M/G/T suffixes); a blank file smaller than\n"
+	        "                      SIZE is grown, any other size is refused; an existing\n"
+	        "                      pool is opened as it is\n"
 	        "  --listen HOST:PORT  NBD TCP address, repeatable; [::1]:10809 for IPv6\n"
 	        "                      (default " DEFAULT_LISTEN " unless --unix is given)\n"
 	        "  --unix PATH         NBD unix socket\n"
@@ -65,7 +74,10 @@ static void usage(FILE *f)
 	        "  --handshake-timeout SECS  accept to transmission (default 30; 0 = none)\n"
 	        "  --idle-timeout SECS       close connections idle this long (default 0 = off)\n"
 	        "  --max-inflight-requests N per connection (default 256)\n"
-	        "  --max-inflight-bytes SIZE payload held per connection (default 64M)\n");
+	        "  --max-inflight-bytes SIZE payload held per connection (default 64M)\n"
+	        "one daemon per pool: a pool held by another cowbd is refused, naming it\n"
+	        "signals: SIGTERM/SIGINT stop cleanly; SIGHUP reloads the TLS credentials;\n"
+	        "         SIGUSR1/SIGUSR2 are logged and ignored\n");
 }
 
 /* A count for a limit: 1 .. UINT_MAX.  0 or -EINVAL. */
@@ -284,134 +296,160 @@ static int main_parse_args(int argc, char **argv, struct main_opts *o)
 	return main_check_opts(o);
 }
 
-/* Make a pool on dev; on failure print why.  0 or -1. */
-static int pool_format(struct blkdev *dev, const char *path)
+/* The one line a refused opener prints: who holds path. */
+static void pool_say_holder(const char *path)
 {
-	int err = store_format(dev);
+	char line[512];
 
-	if (err)
-		say_error("cannot create pool %s: %s", path,
-		          err == -EINVAL ? "too small (the minimum is 64 MiB)" : strerror(-err));
-	return err ? -1 : 0;
+	blkdev_holder(path, line, sizeof(line));
+	say_error("%s", line);
 }
 
-/* With --create: should path get a new pool file?  *fresh when path is
- * missing (then *made too: a failure removes what we made) or an empty
- * regular file.  sb receives what stat found.  0, or -1 after a message. */
-static int pool_stat(const char *path, struct stat *sb, bool *fresh, bool *made)
+/* Open path as its only owner (the lock comes before any read), or with
+ * --create make a new pool file there when nothing is there (*made: the
+ * file is ours to remove if the pool cannot be made).  Returns the device
+ * or NULL after one line: a pool someone holds names its holder. */
+static struct blkdev *pool_take(const char *path, uint64_t create_size, bool *made)
 {
-	*fresh = *made = false;
-	if (stat(path, sb) < 0) {
-		if (errno != ENOENT) {
-			say_error("cannot open pool %s: %s", path, strerror(errno));
-			return -1;
-		}
-		*fresh = *made = true;
-	} else if (S_ISREG(sb->st_mode) && sb->st_size == 0) {
-		*fresh = true;
+	struct blkdev *dev = blkdev_open(path, BLKDEV_OWNER);
+
+	*made = false;
+	if (!dev && errno == ENOENT && create_size) {
+		dev = blkdev_create_file(path, create_size);
+		*made = dev != NULL;
+		if (!dev && errno == EEXIST) /* another opener made it meanwhile */
+			dev = blkdev_open(path, BLKDEV_OWNER);
 	}
+	if (!dev && errno == EBUSY)
+		pool_say_holder(path);
+	else if (!dev)
+		say_error("cannot open pool %s: %s", path, strerror(errno));
+	return dev;
+}
+
+/* A blank dev whose size is not create_size: grow a regular file that is
+ * smaller (a sparse file costs nothing and nothing is lost), refuse a
+ * larger file or any device — the pool must be the size asked for or the
+ * size the operator sees, never silently another.  0, or -1 after one
+ * line that gives both sizes. */
+static int pool_fit(struct blkdev *dev, const char *path, uint64_t create_size)
+{
+	unsigned long long have = dev->size, want = create_size;
+	int err;
+
+	if (have == want)
+		return 0;
+	if (blkdev_is_device(dev) || have > want) {
+		say_error("refusing to create a pool of %llu bytes on %s: it is a blank %s of %llu "
+		          "bytes (pass --create %llu to use all of it)",
+		          want, path, blkdev_is_device(dev) ? "device" : "file", have, have);
+		return -1;
+	}
+	if ((err = blkdev_set_size(dev, want)) < 0) {
+		say_error("cannot grow %s from %llu to %llu bytes: %s", path, have, want,
+		          strerror(-err));
+		return -1;
+	}
+	say_info("grew blank file %s from %llu to %llu bytes", path, have, want);
 	return 0;
 }
 
-/* Create a pool file of size bytes at path (missing, or empty).  On
- * failure leave path as found: removed if made, else empty again.
- * Returns the open device or NULL after a message. */
-static struct blkdev *pool_create(const char *path, uint64_t size, bool made)
+/* --create: open a pool that is there (warning when its size is not the
+ * one asked for), make one on a missing file or an all-zero file or device
+ * (nothing to lose), and refuse anything else.  On failure leave path as
+ * found: removed if made, else its old size.  0 when dev now holds a pool,
+ * or -1 after one line. */
+static int pool_adopt(struct blkdev *dev, const char *path, uint64_t create_size, bool made)
 {
-	struct blkdev *dev = blkdev_open_file(path, size);
-
-	if (!dev) {
-		say_error("cannot open pool %s: %s", path, strerror(errno));
-		goto undo_file;
-	}
-	if (pool_format(dev, path) < 0)
-		goto close_dev;
-	say_info("created pool %s (%llu bytes)", path, (unsigned long long)size);
-	return dev;
-
-close_dev:
-	blkdev_close(dev);
-	if (!made && truncate(path, 0) < 0)
-		say_warn("cannot truncate %s back: %s", path, strerror(errno));
-undo_file:
-	if (made)
-		unlink(path);
-	return NULL;
-}
-
-/* --create on a path that already holds something: open a pool that is
- * there, make one on an all-zero file or device (nothing to lose), and
- * refuse anything else.  0 when dev now holds a pool, or -1 after a
- * message. */
-static int pool_adopt(struct blkdev *dev, const char *path, const struct stat *sb)
-{
+	uint64_t old_size = dev->size;
 	int err = store_probe(dev);
 
 	if (err == 1) {
-		say_info("pool %s exists; opening it", path);
-		return 0;
-	}
-	if (err == 0 && blkdev_is_blank(dev) == 1) {
-		/* A sparse file from truncate, a wiped device. */
-		if (pool_format(dev, path) < 0)
-			return -1;
-		say_info("created pool %s on a blank %s", path,
-		         S_ISBLK(sb->st_mode) ? "device" : "file");
+		if (dev->size != create_size)
+			say_warn(
+			    "pool %s exists with %llu bytes (--create asked for %llu); opening "
+			    "it as it is",
+			    path, (unsigned long long)dev->size, (unsigned long long)create_size);
+		else
+			say_info("pool %s exists; opening it", path);
 		return 0;
 	}
 	if (err == 0)
+		err = blkdev_is_blank(dev);
+	if (err < 0) {
+		say_error("cannot read %s: %s", path, strerror(-err));
+		return -1;
+	}
+	if (err == 0) {
 		say_error("refusing to create a pool on %s: it holds data that is not a cowbd pool",
 		          path);
-	else
-		say_error("cannot read %s: %s", path, strerror(-err));
-	return -1;
+		return -1;
+	}
+	if (pool_fit(dev, path, create_size) < 0)
+		return -1;
+	err = store_format(dev);
+	if (err) {
+		say_error("cannot create pool %s: %s", path,
+		          err == -EINVAL ? "too small (the minimum is 64 MiB)" : strerror(-err));
+		if (!made && dev->size != old_size && (err = blkdev_set_size(dev, old_size)) < 0)
+			say_warn("cannot truncate %s back: %s", path, strerror(-err));
+		return -1;
+	}
+	say_info("created pool %s (%llu bytes)%s", path, (unsigned long long)dev->size,
+	         made                    ? ""
+	         : blkdev_is_device(dev) ? " on a blank device"
+	                                 : " on a blank file");
+	return 0;
 }
 
-/* Open the pool at path, creating it when create_size is set and the path
- * is missing, empty or blank.  Returns the open store or NULL after one
- * line that names the problem. */
-static struct store *pool_open(const char *path, uint64_t create_size, uint64_t checkpoint_bytes)
+/* Open the pool at path as its one owner, creating it when create_size is
+ * set and the path is missing or blank, and write the owner record that
+ * names this daemon to a refused opener.  Returns the open store or NULL
+ * after one line that names the problem. */
+static struct store *pool_open(const char *path, uint64_t create_size, uint64_t checkpoint_bytes,
+                               uint64_t started)
 {
 	struct store_opts opts = {.checkpoint_bytes = checkpoint_bytes};
+	const char *why = NULL;
 	struct blkdev *dev;
 	struct store *st;
-	const char *why = NULL;
-	struct stat sb;
-	bool fresh = false, made = false;
+	bool made;
+	int err;
 
-	if (create_size && pool_stat(path, &sb, &fresh, &made) < 0)
+	dev = pool_take(path, create_size, &made);
+	if (!dev)
 		return NULL;
-	if (fresh) {
-		dev = pool_create(path, create_size, made);
-		if (!dev)
-			return NULL;
-	} else {
-		dev = blkdev_open_file(path, 0);
-		if (!dev) {
-			say_error("cannot open pool %s: %s", path, strerror(errno));
-			return NULL;
-		}
-		if (create_size && pool_adopt(dev, path, &sb) < 0) {
-			blkdev_close(dev);
-			return NULL;
-		}
-	}
+	if (create_size && pool_adopt(dev, path, create_size, made) < 0)
+		goto close_dev;
 	st = store_open(dev, &opts, &why);
 	if (!st) {
 		say_error("cannot open pool %s: %s", path, why ? why : strerror(errno));
-		return NULL;
+		goto close_dev;
 	}
+	/* Advisory (the lock decides): a failure costs only a vaguer message
+	 * to the next opener.  Left in place at exit, see docs/FORMAT.md. */
+	if ((err = blkdev_owner_write(dev, "cowbd", started)) < 0)
+		say_warn("cannot write the owner record of %s: %s", path, strerror(-err));
 	return st;
+
+close_dev:
+	if (made)
+		unlink(path); /* ours (O_EXCL), and still locked: no one else has it */
+	blkdev_close(dev);
+	return NULL;
 }
 
 /* The running daemon: what main_start makes and main_stop takes down. */
 struct main_daemon {
-	struct tls_creds *creds; /* NULL with --tls off */
+	const struct main_opts *o;
+	struct tls_creds *creds;    /* NULL with --tls off; the ones new connections get */
+	struct tls_creds **retired; /* replaced by SIGHUP; sessions may still use them */
+	size_t nretired;
 	struct store *st;
 	struct ev_loop *loop;
 	struct conn_server *srv;
 	struct control *ctl;
-	ev_signal sigterm, sigint;
+	ev_signal sigterm, sigint, sighup, sigusr1, sigusr2;
 };
 
 /* Load the TLS credentials --tls asks for, before the pool is touched, so
@@ -483,25 +521,93 @@ static void main_abort(struct main_daemon *d)
 		ev_loop_destroy(d->loop);
 }
 
-static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
-	struct conn_server *srv = w->data;
+	struct main_daemon *d = w->data;
 
 	say_info("signal %d: finishing in-flight requests and shutting down", w->signum);
-	conn_server_stop(srv);
+	conn_server_stop(d->srv);
 }
 
-/* Serve until SIGTERM or SIGINT has drained every connection. */
+/* SIGHUP: load the TLS credentials again from the same files (a renewed
+ * certificate, a new PSK user) for connections accepted from now on.  On
+ * the loop thread, so conn never sees the switch half done.  The old
+ * credentials stay alive until exit: a session still using them has no
+ * count to tell us when it is gone, and reloads are rare.  On any error
+ * the old credentials stay in use. */
+static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct main_daemon *d = w->data;
+	struct tls_creds *fresh, **r;
+	char err[256];
+
+	if (!d->creds) {
+		say_info("SIGHUP: reloaded nothing (TLS is off; no other setting changes live)");
+		return;
+	}
+	fresh = tls_creds_load(d->o->tls_certs, d->o->tls_psk, err, sizeof(err));
+	if (!fresh) {
+		say_error("SIGHUP: reload failed, keeping the old TLS credentials: %s", err);
+		return;
+	}
+	r = realloc(d->retired, (d->nretired + 1) * sizeof(*r));
+	if (!r) {
+		tls_creds_free(fresh);
+		say_error("SIGHUP: reload failed, keeping the old TLS credentials: out of memory");
+		return;
+	}
+	d->retired = r;
+	d->retired[d->nretired++] = d->creds;
+	d->creds = fresh;
+	conn_server_set_tls(d->srv, fresh, !strcmp(d->o->tls_mode, "require"));
+	say_info("SIGHUP: reloaded TLS credentials: %s", tls_creds_describe(fresh));
+}
+
+static void on_ignored_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	say_info("signal SIG%s ignored: it has no use in cowbd", sigabbrev_np(w->signum));
+}
+
+/* Signals that must never end the daemon by their default action: ignored
+ * while no watcher is running (opening the pool, stopping), handled by
+ * the loop's watchers in between (libev restores SIG_DFL when a watcher
+ * stops, hence the second call after the loop). */
+static void main_ignore_signals(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGUSR1, SIG_IGN);
+	signal(SIGUSR2, SIG_IGN);
+}
+
+/* Serve until SIGTERM or SIGINT has drained every connection; SIGHUP
+ * reloads, SIGUSR1/SIGUSR2 are logged and ignored. */
 static void main_run(struct main_daemon *d)
 {
-	ev_signal_init(&d->sigterm, on_signal, SIGTERM);
-	ev_signal_init(&d->sigint, on_signal, SIGINT);
-	d->sigterm.data = d->sigint.data = d->srv;
-	ev_signal_start(d->loop, &d->sigterm);
-	ev_signal_start(d->loop, &d->sigint);
+	ev_signal *const all[] = {&d->sigterm, &d->sigint, &d->sighup, &d->sigusr1, &d->sigusr2};
+
+	ev_signal_init(&d->sigterm, on_stop_signal, SIGTERM);
+	ev_signal_init(&d->sigint, on_stop_signal, SIGINT);
+	ev_signal_init(&d->sighup, on_reload_signal, SIGHUP);
+	ev_signal_init(&d->sigusr1, on_ignored_signal, SIGUSR1);
+	ev_signal_init(&d->sigusr2, on_ignored_signal, SIGUSR2);
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		all[i]->data = d;
+		ev_signal_start(d->loop, all[i]);
+	}
 	ev_run(d->loop, 0); /* returns once conn_server_stop() has drained everything */
-	ev_signal_stop(d->loop, &d->sigterm);
-	ev_signal_stop(d->loop, &d->sigint);
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		ev_signal_stop(d->loop, all[i]);
+	main_ignore_signals();
+}
+
+/* TLS credentials: the current ones and every one a SIGHUP replaced. */
+static void main_free_creds(struct main_daemon *d)
+{
+	for (size_t i = 0; i < d->nretired; i++)
+		tls_creds_free(d->retired[i]);
+	free(d->retired);
+	tls_creds_free(d->creds);
 }
 
 /* Stop in the order the top of this file explains: control socket, store
@@ -512,7 +618,7 @@ static void main_stop(struct main_daemon *d)
 	control_stop(d->ctl);
 	store_close(d->st);
 	conn_server_free(d->srv);
-	tls_creds_free(d->creds);
+	main_free_creds(d);
 	ev_loop_destroy(d->loop);
 	say_info("stopped");
 }
@@ -520,15 +626,16 @@ static void main_stop(struct main_daemon *d)
 int main(int argc, char **argv)
 {
 	struct main_opts o;
-	struct main_daemon d = {0};
+	struct main_daemon d = {.o = &o};
+	uint64_t started = (uint64_t)time(NULL);
 	int r;
 
 	if ((r = main_parse_args(argc, argv, &o)) != MAIN_RUN)
 		return r;
 	if (main_load_tls(&o, &d.creds) < 0)
 		return 1;
-	signal(SIGPIPE, SIG_IGN);
-	d.st = pool_open(o.pool, o.create_size, o.checkpoint_bytes);
+	main_ignore_signals();
+	d.st = pool_open(o.pool, o.create_size, o.checkpoint_bytes, started);
 	if (!d.st) {
 		tls_creds_free(d.creds);
 		return 1;
