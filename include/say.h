@@ -2,6 +2,7 @@
  * stderr in the journal).  Thread-safe: one fprintf per message. */
 #ifndef COWBD_SAY_H
 #define COWBD_SAY_H
+#include <stdbool.h>
 
 enum say_level { SAY_ERROR, SAY_WARN, SAY_INFO, SAY_DEBUG };
 
@@ -14,5 +15,24 @@ void say(enum say_level lvl, const char *fmt, ...) __attribute__((format(printf,
 #define say_warn(...)  say(SAY_WARN, __VA_ARGS__)
 #define say_info(...)  say(SAY_INFO, __VA_ARGS__)
 #define say_debug(...) say(SAY_DEBUG, __VA_ARGS__)
+
+/* Problems a checker finds, tallied by kind (a plural noun phrase, a
+ * string literal: "bad data checksums").  Each call counts n problems of
+ * the kind and prints its line as an error while fewer than
+ * say_problem_show lines of that kind have been printed (0: every one),
+ * so a badly damaged pool gives a readable report and a true count.
+ * Thread-safe; at most 32 kinds (more are tallied under "other
+ * problems"). */
+extern unsigned long say_problem_show; /* default 10 */
+void say_problem(const char *kind, unsigned long n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Forget the tally (a checker calls it first). */
+void say_problems_reset(void);
+
+/* The i-th kind tallied since the reset, in first-seen order: its name,
+ * its problem count and how many of them no printed line named.  false
+ * past the last. */
+bool say_problem_kind(unsigned i, const char **kind, unsigned long *count, unsigned long *hidden);
 
 #endif

@@ -233,24 +233,25 @@ bool alloc_check(const struct alloc *a)
 
 int alloc_verify(const struct alloc *a, const uint32_t *want)
 {
-	uint64_t shown = 0;
 	int bad = 0;
 
 	for (uint64_t b = 0; b < a->nblocks; b++)
 		if (want[b] != a->ref[b]) {
-			if (shown++ < 10)
-				say_error("check: block %llu referenced %u times, accounted %u",
-				          (unsigned long long)b, want[b], a->ref[b]);
+			say_problem("reference counts that differ", 1,
+			            "check: block %llu referenced %u times, accounted %u",
+			            (unsigned long long)b, want[b], a->ref[b]);
 			bad++;
 		}
 	for (uint64_t s = 0; s < a->nsegs; s++)
 		if (a->seg_live[s] && a->seg_state[s] != ALLOC_USED) {
-			say_error("check: segment %llu holds live blocks but is free",
-			          (unsigned long long)s);
+			say_problem("free segments holding live blocks", 1,
+			            "check: segment %llu holds live blocks but is free",
+			            (unsigned long long)s);
 			bad++;
 		}
 	if (!alloc_check(a)) {
-		say_error("check: allocator counts disagree with its arrays");
+		say_problem("allocator count errors", 1,
+		            "check: allocator counts disagree with its arrays");
 		bad++;
 	}
 	return bad;

@@ -4,6 +4,10 @@
  * them with the allocator, verifies the CRC of every live data block
  * against the summary that describes it, and checks the volume table.
  *
+ * Every problem is counted by kind through say_problem (say.h), which
+ * prints the first few of each kind; cowbd-check prints the rest as
+ * "... and M more" and the summary.
+ *
  * Layer: the top of the store beside store.c; over vtab, tree, log,
  * alloc.  Locks: none (no threads write a read-only store). */
 #include <errno.h>
@@ -13,9 +17,6 @@
 #include "crc32c.h"
 #include "say.h"
 #include "store_int.h"
-
-/* Report the first few problems of a kind; count them all. */
-#define SHOW_MAX 10
 
 /* Walk the batches of every segment holding live blocks (they lie
  * contiguous from the segment's first block) and verify the CRC of each
@@ -31,6 +32,8 @@ static int check_segments(struct store *st)
 	int bad = 0;
 
 	if (!s || !blk || !seen) {
+		say_problem("checks that could not run", 1,
+		            "check: out of memory: data blocks not verified");
 		bad = 1;
 		goto out;
 	}
@@ -54,12 +57,11 @@ static int check_segments(struct store *st)
 					continue;
 				if (segio_read_block(st->io, blk, b) ||
 				    crc32c(0, blk, FMT_BLOCK) != e->crc) {
-					if (bad < SHOW_MAX)
-						say_error(
-						    "check: data block %llu (volume %u block %llu) "
-						    "fails its checksum",
-						    (unsigned long long)b, e->vol,
-						    (unsigned long long)e->lba);
+					say_problem("bad data checksums", 1,
+					            "check: data block %llu (volume %u block %llu) "
+					            "fails its checksum",
+					            (unsigned long long)b, e->vol,
+					            (unsigned long long)e->lba);
 					bad++;
 				} else {
 					verified++;
@@ -68,10 +70,9 @@ static int check_segments(struct store *st)
 		}
 		for (uint64_t b = base; b < base + FMT_SEG_BLOCKS; b++)
 			if (alloc_block_refs(st->a, b) && !seen[b - base]) {
-				if (bad < SHOW_MAX)
-					say_error(
-					    "check: live block %llu is described by no summary",
-					    (unsigned long long)b);
+				say_problem("live blocks no summary describes", 1,
+				            "check: live block %llu is described by no summary",
+				            (unsigned long long)b);
 				bad++;
 			}
 	}
@@ -92,7 +93,10 @@ static int check_refs(struct store *st)
 	struct tree **trees = vtab_trees(st, &n);
 	int bad = 1;
 
-	if (want && trees) {
+	if (!want || !trees)
+		say_problem("checks that could not run", 1,
+		            "check: out of memory: references not recounted");
+	else {
 		bad = tree_check_all(trees, n, nblocks, want);
 		for (unsigned i = 0; i < st->ck.nblocks; i++)
 			want[st->ck.blocks[i]]++;
@@ -105,18 +109,23 @@ static int check_refs(struct store *st)
 
 int store_check(struct store *st)
 {
-	int bad = check_refs(st);
+	int bad;
+
+	say_problems_reset(); /* the caller's summary counts this check only */
+	bad = check_refs(st);
 	bad += check_segments(st);
 	if (st->ck.bitmap_mismatch) {
-		say_error(
+		say_problem(
+		    "segments the checkpoint bitmap marks free", st->ck.bitmap_mismatch,
 		    "check: %u segments hold live blocks but the checkpoint bitmap marks them free",
 		    st->ck.bitmap_mismatch);
 		bad += (int)st->ck.bitmap_mismatch;
 	}
 	for (struct volume *v = st->vt.list; v; v = v->next) {
 		if (v->snapshot && !vtab_find_id(st, v->parent_id)) {
-			say_error("check: snapshot %llu belongs to missing volume %llu",
-			          (unsigned long long)v->id, (unsigned long long)v->parent_id);
+			say_problem("snapshots of missing volumes", 1,
+			            "check: snapshot %llu belongs to missing volume %llu",
+			            (unsigned long long)v->id, (unsigned long long)v->parent_id);
 			bad++;
 		}
 	}

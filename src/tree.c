@@ -606,12 +606,15 @@ static int check_node(const struct tree_node *n, unsigned level, struct map *see
 	uintptr_t c = (uintptr_t)map_get(seen, (uint64_t)(uintptr_t)n);
 	int bad = 0;
 
-	if (map_put(seen, (uint64_t)(uintptr_t)n, (void *)(c + 1)) < 0)
+	if (map_put(seen, (uint64_t)(uintptr_t)n, (void *)(c + 1)) < 0) {
+		say_problem("checks that could not run", 1, "check: out of memory walking a tree");
 		return 1;
+	}
 	if (c)
 		return 0; /* children counted on the first visit */
 	if (n->level != level) {
-		say_error("check: node at level %u claims level %u", level, n->level);
+		say_problem("tree node errors", 1, "check: node at level %u claims level %u", level,
+		            n->level);
 		bad++;
 	}
 	unsigned cnt = 0;
@@ -620,8 +623,9 @@ static int check_node(const struct tree_node *n, unsigned level, struct map *see
 			if (n->phys[i]) {
 				cnt++;
 				if (n->phys[i] >= nblocks) {
-					say_error("check: block %llu out of range",
-					          (unsigned long long)n->phys[i]);
+					say_problem("block addresses out of range", 1,
+					            "check: block %llu out of range",
+					            (unsigned long long)n->phys[i]);
 					bad++;
 				} else {
 					bref[n->phys[i]]++;
@@ -633,15 +637,17 @@ static int check_node(const struct tree_node *n, unsigned level, struct map *see
 		}
 	}
 	if (cnt != n->nmapped) {
-		say_error("check: node has %u mapped slots, counts %u", cnt, n->nmapped);
+		say_problem("tree node errors", 1, "check: node has %u mapped slots, counts %u",
+		            cnt, n->nmapped);
 		bad++;
 	}
 	uint64_t total = 0;
 	for (unsigned i = 0; i < FMT_FANOUT; i++)
 		total += level == 0 ? n->phys[i] != 0 : (n->child[i] ? n->child[i]->total : 0);
 	if (total != n->total) {
-		say_error("check: node claims %llu mapped blocks below it, holds %llu",
-		          (unsigned long long)n->total, (unsigned long long)total);
+		say_problem("tree node errors", 1,
+		            "check: node claims %llu mapped blocks below it, holds %llu",
+		            (unsigned long long)n->total, (unsigned long long)total);
 		bad++;
 	}
 	if (n->disk)
@@ -664,8 +670,9 @@ int tree_check_all(struct tree *const *trees, unsigned n, uint64_t nblocks, uint
 	while ((val = map_next(&seen, &pos, &key))) {
 		const struct tree_node *tn = (const void *)(uintptr_t)key;
 		if (tn->ref != (uintptr_t)*val) {
-			say_error("check: node has ref %u but %lu references", tn->ref,
-			          (unsigned long)(uintptr_t)*val);
+			say_problem("tree node reference counts that differ", 1,
+			            "check: node has ref %u but %lu references", tn->ref,
+			            (unsigned long)(uintptr_t)*val);
 			bad++;
 		}
 	}
