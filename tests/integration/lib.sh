@@ -19,6 +19,13 @@
 #   random_port              a loopback port below the kernel's ephemeral range
 #   seed_init                SEED (from the environment, else random), exported
 #                            and printed, so a failing run can be replayed
+#   not_failed WHEN          `cowctl stats` must not report the failed state
+#   known_py                 write $T/known.py, the data oracle a test's python
+#                            driver imports: known.json of flushed ranges, conn,
+#                            data, verify, write_mib
+#   small_fs DIR SIZE        mount a tmpfs of SIZE on DIR (created), unmounted
+#                            on exit after cowbd is stopped; skip (exit 77)
+#                            when mounting is impossible (not root, no tmpfs)
 # Everything started is stopped and $T removed on exit.
 set -u
 export PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
@@ -30,12 +37,14 @@ CTL="$T/control.sock"
 COWBD_PID=""
 PORT=""
 LOG="$T/cowbd.log"
+MOUNTS=""
 
 cleanup() {
 	if [ -n "$COWBD_PID" ] && kill -0 "$COWBD_PID" 2>/dev/null; then
 		kill -9 "$COWBD_PID" 2>/dev/null
 		wait "$COWBD_PID" 2>/dev/null
 	fi
+	for m in $MOUNTS; do umount "$m" || umount -l "$m"; done
 	if [ -n "${KEEP_TEST_DIR:-}" ]; then echo "kept $T"; else rm -rf "$T"; fi
 }
 trap cleanup EXIT
@@ -139,4 +148,57 @@ seed_init() {
 	: "${SEED:=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}"
 	export SEED
 	echo "seed $SEED (rerun with SEED=$SEED)"
+}
+
+small_fs() {
+	mkdir -p "$1"
+	mount -t tmpfs -o "size=$2,mode=0700" tmpfs "$1" 2>"$T/mount.err" ||
+		{ echo "cannot mount a tmpfs: $(cat "$T/mount.err")"; exit 77; }
+	MOUNTS="$MOUNTS $1"
+}
+
+not_failed() {
+	ok --json stats
+	/usr/bin/python3 -c 'import json, sys; s = json.load(open(sys.argv[1]))["stats"]
+assert not s["failed"], s' "$T/out" || fail "store is in the failed state $1"
+	echo "ok: not failed $1"
+}
+
+known_py() {
+	cat >"$T/known.py" <<'PY'
+# known.py — the data oracle of a test driver run as DRIVER PORT STATEDIR ...:
+# STATEDIR/known.json is {vol: [[off, len, seed]]}, the ranges written and
+# flushed, whose bytes are data(seed, len).
+import json, os, random, sys, nbd
+M = 1 << 20
+port, sd = sys.argv[1], sys.argv[2]
+kp = os.path.join(sd, "known.json")
+known = json.load(open(kp)) if os.path.exists(kp) else {}
+
+def save():
+    json.dump(known, open(kp, "w"))
+
+def conn(name):
+    h = nbd.NBD()
+    h.set_export_name(name)
+    h.connect_tcp("127.0.0.1", port)
+    return h
+
+def data(seed, n):
+    return random.Random(seed).randbytes(n)
+
+def verify(h, vol):
+    for off, n, seed in known.get(vol, []):
+        if h.pread(n, off) != data(seed, n):
+            sys.exit("%s: flushed data at %d (+%d) differs" % (vol, off, n))
+
+def write_mib(h, vol, a, b):
+    """Write [a, b) MiB of vol (seed = offset), flush, remember; all must succeed."""
+    for off in range(a * M, b * M, M):
+        h.pwrite(data(off, M), off)
+    h.flush()
+    known.setdefault(vol, []).extend([off, M, off] for off in range(a * M, b * M, M))
+    save()
+    print("%s: wrote [%d, %d) MiB" % (vol, a, b))
+PY
 }
