@@ -36,9 +36,15 @@ struct store_opts {
 	bool read_only;            /* open for cowbd-check: no threads, no writes */
 };
 
+/* Volumes (with snapshots and clones) every pool can hold at least; the
+ * largest pool that guarantees it (store_format refuses larger ones with
+ * -EFBIG). */
+#define STORE_MIN_VOLS 1024
+uint64_t store_max_pool_bytes(void);
+
 /* Make a new, empty pool on dev.  Writes both superblock slots and an
- * initial checkpoint; dev is left open.  -EINVAL if dev is smaller than
- * 64 MiB, else 0 or the device's -errno. */
+ * initial checkpoint; dev is left open.  -EFBIG if larger than store_max_pool_bytes(), -EINVAL if
+ * smaller than 64 MiB, else 0 or the device's -errno. */
 int store_format(struct blkdev *dev);
 
 /* Is there a cowbd pool on dev?  1 yes, 0 no (dev holds no pool magic),
@@ -48,7 +54,9 @@ int store_probe(struct blkdev *dev);
 /* Open the pool on dev: pick the newest valid superblock, load the
  * checkpoint, replay the log after it (discarding a torn tail) and start
  * the threads.  On success the store owns dev (store_close closes it); on
- * failure the caller still does.  Returns NULL + errno
+ * failure the caller still does.  A pool whose recovery cannot write its
+ * checkpoint (full, or the device refuses writes) opens read-only with a
+ * warning (store_get_stats says so) rather than not at all.  Returns NULL + errno
  * (EILSEQ damaged, EPROTONOSUPPORT newer format, ENODATA not a pool); *why, if non-NULL,
  * receives a static one-line reason.  -ENODATA: no pool on dev at all. */
 struct store *store_open(struct blkdev *dev, const struct store_opts *opts, const char **why);
@@ -208,7 +216,13 @@ struct store_stats {
 	uint64_t log_lsn, checkpoint_lsn;
 	uint64_t batches, batch_blocks, syncs, checkpoints;
 	uint64_t compactions, compacted_blocks, segments_freed;
-	bool failed; /* sticky I/O failure */
+	/* verified reads: data blocks found failing their checksum (each
+	 * counted once), and reads answered EIO for one (reader threads add
+	 * to these with atomic increments) */
+	uint64_t bad_blocks, bad_reads;
+	bool failed;             /* sticky I/O failure */
+	bool read_only;          /* opened read-only (asked for, or below) */
+	bool read_only_fallback; /* read-only because open could not write a checkpoint */
 };
 void store_get_stats(struct store *st, struct store_stats *out);
 

@@ -17,6 +17,7 @@
 #include <urcu/urcu-memb.h>
 
 #include "crc32c.h"
+#include "say.h"
 #include "store_int.h"
 
 /* Node blocks buffered before a checkpoint writes them out. */
@@ -29,9 +30,14 @@ static size_t record_bytes(uint64_t nvols, uint64_t nsegs)
 
 unsigned ckpt_max_vols(uint64_t nsegs)
 {
-	size_t room =
-	    (size_t)CKPT_MAX_BLOCKS * FMT_BLOCK - sizeof(struct fmt_ckpt) - (nsegs + 7) / 8;
-	return (unsigned)(room / sizeof(struct fmt_vol));
+	size_t fixed = sizeof(struct fmt_ckpt) + (nsegs + 7) / 8;
+	size_t room = (size_t)CKPT_MAX_BLOCKS * FMT_BLOCK;
+	return fixed < room ? (unsigned)((room - fixed) / sizeof(struct fmt_vol)) : 0;
+}
+
+unsigned ckpt_record_blocks(uint64_t nvols, uint64_t nsegs)
+{
+	return (unsigned)((record_bytes(nvols, nsegs) + FMT_BLOCK - 1) / FMT_BLOCK);
 }
 
 bool ckpt_due(const struct store *st)
@@ -60,15 +66,17 @@ static uint64_t emit_node(void *arg, struct fmt_node *img)
 	uint64_t addr;
 
 	if (core_scratch_used(st) >= SCRATCH_COMMIT) {
-		if (log_commit(st->log))
+		if ((st->ck.emit_err = log_commit(st->log)))
 			return 0;
 		core_scratch_reset(st);
 	}
 	blk = core_scratch_get(st);
-	if (!blk)
+	if (!blk) {
+		st->ck.emit_err = -ENOMEM;
 		return 0;
+	}
 	memcpy(blk, img, sizeof(*blk));
-	if (log_add(st->log, &e, blk, &addr))
+	if ((st->ck.emit_err = log_add(st->log, &e, blk, &addr)))
 		return 0;
 	blk->self = addr;
 	blk->crc = 0;
@@ -115,26 +123,38 @@ struct pending_ckpt {
 	unsigned nblk;
 };
 
-/* Write every dirty node, then the record, and sync. */
-static int ckpt_pre_commit(struct store *st, struct pending_ckpt *p)
+/* Write every dirty node, children first. */
+static int write_nodes(struct store *st)
+{
+	struct log *l = st->log;
+	int err = log_commit(l);
+
+	st->ck.emit_err = 0;
+	for (struct volume *v = st->vt.list; v && !err; v = v->next)
+		err = tree_write_dirty(&v->tree, st->a, emit_node, st, &st->ck.img);
+	if (err && st->ck.emit_err)
+		err = st->ck.emit_err; /* the tree says -EIO for any emit failure */
+	/* Whatever was emitted lives in scratch blocks: it reaches the device
+	 * before they are reused, even when the log ran out of room (those
+	 * nodes are clean now, their new copies referenced: the next
+	 * checkpoint names them). */
+	int cerr = log_commit(l);
+	if (!err || (cerr && cerr != -ENOSPC))
+		err = cerr;
+	core_scratch_reset(st);
+	return err;
+}
+
+/* Write the record as one batch; p learns where. */
+static int write_record(struct store *st, struct pending_ckpt *p)
 {
 	struct log *l = st->log;
 	uint8_t *rec;
 	int err;
 
-	err = log_commit(l);
-	for (struct volume *v = st->vt.list; v && !err; v = v->next)
-		err = tree_write_dirty(&v->tree, st->a, emit_node, st, &st->ck.img);
-	if (!err)
-		err = log_commit(l);
-	core_scratch_reset(st);
-	if (err)
-		return err;
-
-	size_t bytes = record_bytes(st->vt.n, st->nsegs);
-	p->nblk = (unsigned)((bytes + FMT_BLOCK - 1) / FMT_BLOCK);
+	p->nblk = ckpt_record_blocks(st->vt.n, st->nsegs);
 	if (p->nblk > CKPT_MAX_BLOCKS)
-		return -ENOSPC;
+		return -ENOSPC; /* store_ctl never lets the table grow this far */
 	err = log_reserve(l, p->nblk);
 	if (err)
 		return err;
@@ -149,11 +169,22 @@ static int ckpt_pre_commit(struct store *st, struct pending_ckpt *p)
 	if (!err) {
 		p->sum_addr = log_seal(l);
 		log_last(l, &p->lsn, &p->crc);
-		err = log_commit(l);
 	}
+	/* Written before rec goes, even after a failed add (the pending
+	 * vector points into it). */
+	int cerr = log_commit(l);
+	free(rec);
+	return err ? err : cerr;
+}
+
+/* Make nodes and record durable in the log (not yet named). */
+static int ckpt_pre_commit(struct store *st, struct pending_ckpt *p)
+{
+	int err = write_nodes(st);
+	if (!err)
+		err = write_record(st, p);
 	if (!err)
 		err = segio_sync(st->io);
-	free(rec);
 	return err;
 }
 
@@ -194,6 +225,10 @@ static int ckpt_commit(struct store *st, const struct pending_ckpt *p)
 	return 0;
 }
 
+/* A checkpoint that meets ENOSPC (the space policy keeps room for it, so
+ * only a full host filesystem under a pool file gets here) leaves a full
+ * pool, not a failed one: the last durable checkpoint and the log after
+ * it are intact, and what this one wrote is named by the next. */
 int ckpt_write(struct store *st)
 {
 	struct pending_ckpt p;
@@ -204,8 +239,15 @@ int ckpt_write(struct store *st)
 	err = ckpt_pre_commit(st, &p);
 	if (!err)
 		err = ckpt_commit(st, &p);
-	if (err)
+	if (err == -ENOSPC) {
+		if (!st->ck.full_logged)
+			say_warn("checkpoint postponed: no room left in the pool");
+		st->ck.full_logged = true;
+	} else if (err) {
 		core_set_failed(st, err, "checkpoint");
+	} else {
+		st->ck.full_logged = false;
+	}
 	return err;
 }
 

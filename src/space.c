@@ -1,24 +1,32 @@
 /* space.c — the space policy: every rule that decides whether something
  * may take room in the pool, and the compactor's driver.
  *
- * THE INVARIANT (DESIGN.md 5 and 9): a full pool is a working pool.  Data
- * writes stop (ENOSPC) while the free segments are still above zero: the
- * last space_reserve_segs() free segments are kept for what makes room
- * again or must never fail for want of it — checkpoints (which move the
- * log to fresh segments), control operations (delete a volume), trims and
- * zeroes (which free blocks), and the compactor's copies.  Reads go on
- * regardless.  Every rule below is written in terms of that reserve;
- * nothing else in the store decides about room.
+ * THE INVARIANT (DESIGN.md 5 and 9): a full pool is a working pool.
+ * Whatever the clients do, the pool keeps room for
+ *  1. the next checkpoint: every tree node dirtied since the last one
+ *     (the tree charges each in the allocator when it becomes dirty:
+ *     alloc_meta_pending), the checkpoint record, their summaries, and the
+ *     end of a segment the record may skip to stay contiguous; and
+ *  2. the reserve: space_reserve_segs() segments for what makes room again
+ *     or must not fail for want of it — deletes and rollbacks, trims of
+ *     whole blocks, the compactor's copies.
+ * Data writes (and the partial blocks of unaligned trims and zeroes, which
+ * are data) stop with ENOSPC before they would eat into either, counting
+ * the data blocks, their summaries and the tree nodes they may dirty;
+ * creating volumes, snapshots and clones counts as a write.  Reads,
+ * flushes, whole-block trims, deletes and compaction go on, and bring
+ * writes back.  A checkpoint that still meets ENOSPC (the host filesystem
+ * under a pool file is full) leaves a full pool, not a failed one.
  *
  * Rules, in one place:
- *  - data writes: space_check_write (room above the reserve), and when
- *    short, space_make_room (checkpoint so that dead segments become free,
- *    then compact even mostly-live segments);
- *  - trims/zeroes: space_check_trim (may dip into the reserve: a summary
- *    and at most two partial blocks);
- *  - control operations: space_check_ctl (one summary and one op block);
- *  - compaction: a pass runs only if its copies and the tree nodes the
- *    next checkpoint rewrites fit with two segments to spare;
+ *  - data writes: space_check_write, and when short, space_make_room
+ *    (checkpoint so that dead segments become free, then compact even
+ *    mostly-live segments);
+ *  - trims/zeroes of whole blocks, deletes, rollback: space_check_trim and
+ *    space_check_ctl(shrinks) may use the reserve, never the checkpoint's
+ *    room;
+ *  - compaction: a pass runs only if its copies and the tree nodes it
+ *    dirties fit beside the checkpoint's room with two segments to spare;
  *  - cleaning ahead of need below a low-water mark, and while idle when the
  *    pool holds much more than its live data.
  *
@@ -28,13 +36,13 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "say.h"
 #include "store_int.h"
 
-/* A trim or zero stages at most a summary and two partial blocks (the
- * unaligned head and tail). */
-#define TRIM_ROOM_BLOCKS 8
-/* A control operation logs one summary and one op block. */
-#define CTL_ROOM_BLOCKS 4
+/* A trim or a control operation logs a summary and at most one block of
+ * its own; a trim dirties at most the two paths at its ends. */
+#define SMALL_OP_BLOCKS 2
+#define PATH_NODES      4 /* levels of the deepest tree */
 /* The compactor moves at most this many blocks per pass, so a round waits
  * at most ~16 MiB of copying. */
 #define COMPACT_MAX_BLOCKS 4096
@@ -53,49 +61,75 @@ uint64_t space_reserve_segs(uint64_t nsegs)
 	return nsegs / 64 > 8 ? nsegs / 64 : 8;
 }
 
-/* Blocks data writes may still use: none once free segments are down to
- * the reserve (checkpoints move the log to fresh segments too: counting
- * the head's rest regardless would let data creep into the reserve one
- * checkpoint at a time).  Above it, the rest of the head segment plus a
- * segment for every free one above the reserve (each move of the log
- * takes one free segment as the new next). */
-static uint64_t data_room(const struct store *st)
-{
-	uint64_t nfree = alloc_nfree(st->a);
-	uint64_t spare = nfree > st->sp.reserve_segs ? nfree - st->sp.reserve_segs : 0;
-	if (!log_next_seg(st->log) && spare)
-		spare--; /* the first move takes two */
-	if (!spare)
-		return 0;
-	return FMT_SEG_BLOCKS - log_head_off(st->log) + (spare - 1) * FMT_SEG_BLOCKS;
-}
-
 /* Log blocks that `blocks` carried blocks take, summaries included. */
 static uint64_t blocks_needed(uint64_t blocks)
 {
 	return blocks + blocks / (FMT_SUM_ENTRIES - 1) + 2;
 }
 
-/* Log blocks available without touching the last free segments at all. */
-static uint64_t raw_room(const struct store *st, uint64_t keep_free)
+/* Log blocks the next checkpoint needs (rule 1 above), with room in the
+ * record for one more volume. */
+static uint64_t ckpt_need(const struct store *st)
 {
-	uint64_t nfree = alloc_nfree(st->a);
-	return log_room(st->log) + (nfree > keep_free ? nfree - keep_free : 0) * FMT_SEG_BLOCKS;
+	uint64_t rec = ckpt_record_blocks(st->vt.n + 1, st->nsegs);
+	return blocks_needed(alloc_meta_pending(st->a)) + 2 * rec + 1;
 }
 
-int space_check_write(const struct store *st, uint64_t blocks)
+/* Log blocks that can still be written at all: the rest of the head
+ * segment, its named successor, and every free segment. */
+static uint64_t free_blocks(const struct store *st)
 {
-	return data_room(st) >= blocks_needed(blocks) ? 0 : -EAGAIN;
+	return log_room(st->log) + alloc_nfree(st->a) * FMT_SEG_BLOCKS;
+}
+
+/* Free blocks beyond the checkpoint's room and `keep_segs` segments. */
+static uint64_t room_beyond(const struct store *st, uint64_t keep_segs)
+{
+	uint64_t kept = ckpt_need(st) + keep_segs * FMT_SEG_BLOCKS;
+	uint64_t free = free_blocks(st);
+	return free > kept ? free - kept : 0;
+}
+
+/* Tree nodes a write of [lba, lba + n) blocks may dirty in a tree of
+ * `levels` levels: at each level, the nodes the range spans. */
+static uint64_t nodes_touched(uint64_t lba, uint64_t n, unsigned levels)
+{
+	uint64_t span = FMT_FANOUT, nodes = 0, last = lba + (n ? n : 1) - 1;
+	for (unsigned l = 0; l < levels; l++, span *= FMT_FANOUT)
+		nodes += last / span - lba / span + 1;
+	return nodes;
+}
+
+uint64_t space_write_cost(const struct store *st, uint64_t off, uint64_t len, unsigned levels)
+{
+	uint64_t lba = off / FMT_BLOCK, n = (off + len + FMT_BLOCK - 1) / FMT_BLOCK - lba;
+	return blocks_needed(n) + nodes_touched(lba, n, levels);
+}
+
+int space_check_write(const struct store *st, uint64_t cost)
+{
+	return room_beyond(st, st->sp.reserve_segs) >= st->wr.staged_cost + cost ? 0 : -EAGAIN;
 }
 
 int space_check_trim(const struct store *st)
 {
-	return raw_room(st, 0) < TRIM_ROOM_BLOCKS ? -ENOSPC : 0;
+	uint64_t need = SMALL_OP_BLOCKS + 2 * PATH_NODES + st->wr.staged_cost;
+	return room_beyond(st, 0) >= need ? 0 : -ENOSPC;
 }
 
-int space_check_ctl(const struct store *st)
+int space_check_ctl(struct store *st, bool grows)
 {
-	return alloc_nfree(st->a) == 0 && log_room(st->log) < CTL_ROOM_BLOCKS ? -ENOSPC : 0;
+	/* A new volume's record, and the nodes its first writes copy, are
+	 * written later; they are charged then.  Creating is a write (and may
+	 * first make room, as writes do: a delete just before leaves dead
+	 * segments that only a checkpoint frees); deleting or rolling back
+	 * frees space and may use the reserve. */
+	if (!grows)
+		return room_beyond(st, 0) >= SMALL_OP_BLOCKS ? 0 : -ENOSPC;
+	if (!space_check_write(st, SMALL_OP_BLOCKS))
+		return 0;
+	space_make_room(st, SMALL_OP_BLOCKS);
+	return space_check_write(st, SMALL_OP_BLOCKS) ? -ENOSPC : 0;
 }
 
 /* One compaction pass over victims at most max_util live, and the
@@ -115,10 +149,10 @@ static int64_t compact_now(struct store *st, double max_util)
 	nkeep += ckpt_segments(st, keep + nkeep);
 	uint64_t live = compact_pick(st->sp.compact, st->a, log_lsn(st->log), keep, nkeep, max_util,
 	                             COMPACT_MAX_BLOCKS, &victims);
-	/* Room for the copies and, as much again, for the tree nodes the next
-	 * checkpoint rewrites, plus two spare segments: never compact into
-	 * ENOSPC. */
-	if (!victims || raw_room(st, 2) < 2 * blocks_needed(live))
+	/* Room for the copies and, as much again, for the tree nodes they
+	 * dirty, beside the checkpoint's room and two spare segments: never
+	 * compact into ENOSPC. */
+	if (!victims || room_beyond(st, 2) < 2 * blocks_needed(live))
 		return 0;
 	trees = vtab_trees(st, &ntrees);
 	if (!trees)
@@ -136,11 +170,11 @@ static int64_t compact_now(struct store *st, double max_util)
 	return err ? err : moved;
 }
 
-void space_make_room(struct store *st, uint64_t blocks)
+void space_make_room(struct store *st, uint64_t cost)
 {
 	ckpt_write(st);
 	for (int i = 0; i < MAKE_ROOM_PASSES && !st->failed; i++) {
-		if (data_room(st) >= blocks_needed(blocks))
+		if (!space_check_write(st, cost))
 			return;
 		/* Writes are blocked: move even mostly-live segments. */
 		if (compact_now(st, UTIL_BLOCKED) <= 0)

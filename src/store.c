@@ -8,15 +8,28 @@
  * one log thread (writer.c) and a few reader threads (reader.c).
  * Layer: the top of the storage stack (conn and control call it). */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <urcu/urcu-memb.h>
 
+#include "say.h"
 #include "store_int.h"
 
 #define DEFAULT_READERS    4
 #define DEFAULT_CKPT_BYTES (256ull << 20)
 #define DEFAULT_CKPT_SECS  30
+
+/* The largest pool whose checkpoint record still holds STORE_MIN_VOLS
+ * volumes beside its segment bitmap (17 TiB). */
+uint64_t store_max_pool_bytes(void)
+{
+	uint64_t nsegs = FMT_MIN_SEGS;
+	for (uint64_t step = 1ull << 40; step; step /= 2)
+		if (ckpt_max_vols(nsegs + step) >= STORE_MIN_VOLS)
+			nsegs += step;
+	return nsegs * FMT_SEG_BYTES;
+}
 
 /* A store over io for a pool of nsegs segments; no log yet.  NULL on
  * ENOMEM. */
@@ -85,6 +98,14 @@ int store_format(struct blkdev *dev)
 
 	if (nsegs < FMT_MIN_SEGS)
 		return -EINVAL; /* too small */
+	if (ckpt_max_vols(nsegs) < STORE_MIN_VOLS) {
+		/* The checkpoint record (one batch) holds the segment bitmap
+		 * and the volume table: refuse up front what it cannot hold. */
+		say_error("a pool of %llu bytes is too large: at most %llu bytes are supported",
+		          (unsigned long long)dev->size,
+		          (unsigned long long)store_max_pool_bytes());
+		return -EFBIG;
+	}
 	io = segio_dev_new(dev, false);
 	st = io ? store_alloc(io, nsegs, NULL) : NULL;
 	if (!st)
@@ -129,19 +150,28 @@ static int store_start(struct store *st, const struct store_opts *opts, const ch
 {
 	int err;
 
+	unsigned readers = opts && opts->readers ? opts->readers : DEFAULT_READERS;
+
 	if (st->read_only) /* reads still need a reader thread */
 		return reader_start(st, 1);
 	err = ckpt_write(st);
 	if (err) {
-		*why = "cannot write a checkpoint after recovery";
-		return err;
+		/* A pool that cannot be written (full, or its device refuses
+		 * writes) still opens, so that its data can be read out: the
+		 * recovered state is in memory; nothing is written. */
+		say_warn("pool opened READ-ONLY: cannot write a checkpoint after recovery (%s); "
+		         "free space or fix the device, then restart",
+		         strerror(-err));
+		st->read_only = true;
+		st->stats.read_only_fallback = true;
+		return reader_start(st, readers);
 	}
 	err = writer_start(st);
 	if (err) {
 		*why = "cannot start the log thread";
 		return err;
 	}
-	err = reader_start(st, opts && opts->readers ? opts->readers : DEFAULT_READERS);
+	err = reader_start(st, readers);
 	if (err)
 		*why = "cannot start the reader threads";
 	return err;

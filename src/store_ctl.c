@@ -30,6 +30,8 @@ struct ctl {
 /* Log op, sync, then apply it to the table.  Log thread. */
 static int ctl_log_op(struct store *st, struct fmt_op *op)
 {
+	bool grows = op->kind == FMT_OP_VOL_CREATE || op->kind == FMT_OP_SNAP_CREATE ||
+	             op->kind == FMT_OP_CLONE;
 	struct fmt_entry e = {.vol = (uint32_t)op->id, .type = FMT_E_OP, .count = 1};
 	uint64_t addr;
 	int err;
@@ -38,7 +40,7 @@ static int ctl_log_op(struct store *st, struct fmt_op *op)
 		return -EIO;
 	if (st->read_only)
 		return -EROFS;
-	err = space_check_ctl(st);
+	err = space_check_ctl(st, grows);
 	if (err)
 		return err;
 	op->magic = FMT_OP_MAGIC;
@@ -57,9 +59,14 @@ static int ctl_log_op(struct store *st, struct fmt_op *op)
 	return vtab_apply_op(st, op);
 }
 
-/* Room in the checkpoint record for one more volume? */
+/* Room in the checkpoint record for one more volume, and an id for it?
+ * Log entries carry a volume id in 32 bits (format.h): ids are never
+ * reused, so a pool makes at most 2^32 - 1 volumes, snapshots and clones
+ * in its life. */
 static int ctl_room_for_volume(struct store *st)
 {
+	if (st->vt.next_id > UINT32_MAX)
+		return -EOVERFLOW;
 	return st->vt.n + 1 > ckpt_max_vols(st->nsegs) ? -ENOSPC : 0;
 }
 
@@ -68,13 +75,14 @@ static int ctl_vol_create(struct store_req *r)
 	struct ctl *c = (struct ctl *)r;
 	struct store *st = c->st;
 	struct fmt_op op = {.kind = FMT_OP_VOL_CREATE};
+	int err;
 
 	if (!names_part_valid(c->a) || c->size % 512 || !vtab_levels_for_size(c->size))
 		return -EINVAL;
 	if (vtab_find_base(st, c->a))
 		return -EEXIST;
-	if (ctl_room_for_volume(st))
-		return -ENOSPC;
+	if ((err = ctl_room_for_volume(st)))
+		return err;
 	op.id = st->vt.next_id;
 	op.size = c->size;
 	snprintf(op.name, sizeof(op.name), "%s", c->a);
@@ -129,8 +137,8 @@ static int ctl_snap_create(struct store_req *r)
 	int err = ctl_snap_target(st, c->a, &v, sn);
 	if (err)
 		return err;
-	if (ctl_room_for_volume(st))
-		return -ENOSPC;
+	if ((err = ctl_room_for_volume(st)))
+		return err;
 	if (vtab_find_snap(st, v->id, sn))
 		return -EEXIST;
 	op.id = st->vt.next_id;
@@ -150,8 +158,8 @@ static int ctl_clone(struct store_req *r)
 	int err = ctl_snap_target(st, c->a, &v, sn);
 	if (err)
 		return err;
-	if (ctl_room_for_volume(st))
-		return -ENOSPC;
+	if ((err = ctl_room_for_volume(st)))
+		return err;
 	src = vtab_find_snap(st, v->id, sn);
 	if (!src)
 		return -ENOENT;
@@ -212,6 +220,7 @@ static int ctl_stats(struct store_req *r)
 	out->checkpoint_lsn = st->ck.lsn;
 	out->batch_blocks = st->log ? log_blocks_written(st->log) : 0;
 	out->failed = st->failed;
+	out->read_only = st->read_only;
 	return 0;
 }
 

@@ -121,13 +121,21 @@ struct store {
 		/* round state (log thread) */
 		struct apply *ap;
 		size_t nap, ap_cap;
-		uint64_t round; /* rounds begun: dates each volume's pend map */
+		uint64_t round;       /* rounds begun: dates each volume's pend map */
+		uint64_t staged_cost; /* space.c's cost of what is staged, not yet applied */
 	} wr;
 
 	struct { /* reader.c */
 		struct req_queue q;
 		pthread_t *threads;
 		unsigned n;
+		/* verified reads (vr): the expected CRC of each data block
+		 * (bcrc.h; made by reader_start, freed by reader_stop), and
+		 * the bad blocks found, each logged once (under bad_lock) */
+		struct bcrc *bcrc;
+		pthread_mutex_t bad_lock;
+		struct reader_bad *bad;
+		unsigned nbad;
 	} rd;
 
 	struct {                                      /* ckpt.c (log thread) */
@@ -139,6 +147,8 @@ struct store {
 		bool dirty; /* anything logged since the last checkpoint */
 		uint64_t lsn;
 		unsigned bitmap_mismatch; /* found at load (for store_check) */
+		int emit_err;             /* why the last node emit failed */
+		bool full_logged;         /* "postponed: no room" said once */
 		struct fmt_node img;
 	} ck;
 
@@ -218,8 +228,10 @@ int super_probe(struct segio *io);
 
 /* ---- ckpt.c: checkpoints ----------------------------------------------- */
 
-/* Volumes a checkpoint record of a pool of nsegs segments can hold. */
+/* Volumes a checkpoint record of a pool of nsegs segments can hold (0 if
+ * its bitmap alone does not fit), and the blocks a record of nvols takes. */
 unsigned ckpt_max_vols(uint64_t nsegs);
+unsigned ckpt_record_blocks(uint64_t nvols, uint64_t nsegs);
 /* Write every dirty node, a checkpoint record and the superblock; then the
  * segments that died before it become free.  Log thread (or the opener).
  * 0 or -errno (the pool is failed then). */
@@ -237,15 +249,25 @@ unsigned ckpt_segments(const struct store *st, uint64_t *out);
 
 /* Free segments kept back for checkpoints and control operations. */
 uint64_t space_reserve_segs(uint64_t nsegs);
-/* May a write of `blocks` data blocks be staged now?  0, or -EAGAIN: not
- * now, but space_make_room may help. */
-int space_check_write(const struct store *st, uint64_t blocks);
-/* Checkpoint, then compact until a write of `blocks` fits or nothing helps. */
-void space_make_room(struct store *st, uint64_t blocks);
-/* May a trim/zero (which frees space) be staged now?  0 or -ENOSPC. */
+/* Log blocks a data write of [off, off + len) bytes may take in a tree of
+ * `levels` levels: its blocks, their summaries and the tree nodes it may
+ * dirty (each written at the next checkpoint). */
+uint64_t space_write_cost(const struct store *st, uint64_t off, uint64_t len, unsigned levels);
+/* May data of that cost be staged now, beside what the round staged
+ * (wr.staged_cost)?  0, or -EAGAIN: not now, but space_make_room may
+ * help. */
+int space_check_write(const struct store *st, uint64_t cost);
+/* Checkpoint, then compact until a write of that cost fits or nothing
+ * helps. */
+void space_make_room(struct store *st, uint64_t cost);
+/* May a trim/zero's whole blocks (which free space) be staged now?  0 or
+ * -ENOSPC. */
 int space_check_trim(const struct store *st);
-/* May a control operation be logged now?  0 or -ENOSPC. */
-int space_check_ctl(const struct store *st);
+/* May a control operation be logged now?  grows: it creates a volume,
+ * snapshot or clone (a write: may checkpoint and compact first, as
+ * space_make_room); else it deletes or rolls back (may use the reserve).
+ * 0 or -ENOSPC. */
+int space_check_ctl(struct store *st, bool grows);
 /* Between rounds: clean ahead of need if free segments run low.  Returns
  * true if a pass moved something (and checkpointed). */
 bool space_clean_low(struct store *st);
@@ -266,6 +288,12 @@ void writer_enqueue(struct store *st, struct store_req *r);
 int reader_start(struct store *st, unsigned n);
 void reader_stop(struct store *st);
 void reader_enqueue(struct store *st, struct store_req *r);
+/* Verified reads (vr).  Read data block phys, which (v, lba) maps, into
+ * out (FMT_BLOCK) and check it against its CRC: 0, -EIO (damaged: logged
+ * once, counted, remembered for scrub) or -errno.  For the log thread's
+ * read-modify-write of a partial block, which must never launder a bad
+ * block into a fresh CRC.  Any RCU-registered thread; blocks on I/O. */
+int reader_read_block(struct store *st, struct volume *v, uint64_t lba, uint64_t phys, void *out);
 /* A thread that is not an RCU reader becomes one for a call; returns
  * whether it did (pass that to reader_rcu_leave). */
 bool reader_rcu_enter(void);

@@ -175,30 +175,57 @@ static bool is_write(const struct store_req *r)
 	return r->op == STORE_WRITE || r->op == STORE_TRIM || r->op == STORE_ZERO;
 }
 
-/* Data blocks a write may need: its blocks plus a partial one at each end. */
-static uint64_t write_blocks(const struct store_req *r)
+/* The partial blocks a trim or zero stages as data: the unaligned head
+ * and tail, or the whole range when no full block lies inside it. */
+static void trim_edges(const struct store_req *r, uint64_t *off, uint64_t *len)
 {
-	return (uint64_t)r->len / FMT_BLOCK + 2;
+	uint64_t end = r->off + r->len;
+	uint64_t lo = (r->off + FMT_BLOCK - 1) / FMT_BLOCK, hi = end / FMT_BLOCK;
+	if (lo >= hi) {
+		*off = r->off;
+		*len = r->len;
+	} else {
+		/* cost is counted per block: head and tail at most two */
+		*off = r->off % FMT_BLOCK ? r->off : end;
+		*len = (r->off % FMT_BLOCK ? FMT_BLOCK : 0) + (end % FMT_BLOCK ? FMT_BLOCK : 0);
+	}
+}
+
+/* Log blocks a request's data may take (space.c's write cost): all of a
+ * write; of a trim or zero, the partial blocks it merges (whole blocks
+ * become TRIM entries, which may use the reserve). */
+static uint64_t data_cost(const struct store *st, const struct store_req *r)
+{
+	unsigned levels = r->vol->rec->tree.levels;
+	uint64_t off, len;
+	if (r->op == STORE_WRITE)
+		return space_write_cost(st, r->off, r->len, levels);
+	trim_edges(r, &off, &len);
+	return len ? space_write_cost(st, off, len, levels) : 0;
 }
 
 static int stage_req(struct store *st, struct store_req *r)
 {
 	struct volume *v = r->vol->rec;
+	uint64_t cost = data_cost(st, r);
 	int err;
 
 	if (st->failed)
 		return -EIO;
 	if (v->snapshot)
 		return -EPERM;
-	if (r->op == STORE_WRITE) {
-		err = space_check_write(st, write_blocks(r));
-		return err ? err : stage_bytes(st, v, r->buf, r->off, r->len);
-	}
+	err = cost ? space_check_write(st, cost) : 0;
+	if (!err && r->op != STORE_WRITE)
+		err = space_check_trim(st);
+	if (err)
+		return err;
+	st->wr.staged_cost += cost;
+	if (r->op == STORE_WRITE)
+		return stage_bytes(st, v, r->buf, r->off, r->len);
 	/* TRIM and ZERO both unmap: in a copy-on-write store every later
 	 * write allocates anew, so a "preallocated" zero block (NO_HOLE)
 	 * would buy nothing; both read back as zeroes. */
-	err = space_check_trim(st);
-	return err ? err : stage_trim(st, v, r->off, r->len);
+	return stage_trim(st, v, r->off, r->len);
 }
 
 /* Map what the round staged (its blocks are written). */
@@ -212,6 +239,7 @@ static void apply_staged(struct store *st)
 			core_set_failed(st, err, "tree update");
 	}
 	st->wr.nap = 0;
+	st->wr.staged_cost = 0; /* the trees' dirty nodes are charged now */
 }
 
 /* Stage r; when short of room, write and map what is staged so far, let
@@ -227,7 +255,7 @@ static int stage_or_make_room(struct store *st, struct store_req *r)
 		return -EIO;
 	}
 	apply_staged(st);
-	space_make_room(st, write_blocks(r));
+	space_make_room(st, data_cost(st, r));
 	/* Staged blocks are applied and scratch may be reused: later merges
 	 * read the trees again. */
 	pend_reset(st);
@@ -269,6 +297,7 @@ static void run_round(struct store *st, struct store_req *list)
 	int err;
 
 	st->wr.nap = 0;
+	st->wr.staged_cost = 0;
 	pend_reset(st);
 	bool need_sync = stage_round(st, list);
 	err = log_commit(st->log);

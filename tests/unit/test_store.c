@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -779,16 +780,205 @@ static void test_crash_points(void **state)
 	}
 }
 
+/* ---- a full pool is a working pool (issue 9 A, B, C) ---------------------- */
+
+/* After a flood at ENOSPC: not failed, a flush and a checkpoint work, the
+ * check is clean, and a restart opens read-write (not the read-only
+ * fallback).  Returns the reopened store. */
+static struct store *expect_working_after_full(struct faultdev *p, struct store *st)
+{
+	struct store_stats ss;
+	store_get_stats(st, &ss);
+	assert_false(ss.failed);
+	assert_int_equal(store_checkpoint(st), 0);
+	assert_int_equal(store_check(st), 0);
+	store_close(st);
+	st = testpool_open(&p->dev, NULL);
+	store_get_stats(st, &ss);
+	assert_false(ss.failed);
+	assert_false(ss.read_only);
+	assert_int_equal(store_check(st), 0);
+	return st;
+}
+
+/* Fill [0, ...) of v with 1 MiB writes until ENOSPC; model what went in. */
+static uint64_t fill_to_enospc(struct vol *v, char *model, uint64_t max)
+{
+	uint64_t off = 0;
+	int err = 0;
+	for (unsigned i = 0; off + (1u << 20) <= max; i++, off += 1u << 20) {
+		fill(model + off, 1u << 20, i + 1);
+		if ((err = store_write(v, model + off, off, 1u << 20, 0)))
+			break;
+	}
+	assert_int_equal(err, -ENOSPC);
+	memset(model + off, 0, max - off);
+	assert_int_equal(store_flush(v), 0);
+	return off;
+}
+
+static void expect_model(struct vol *v, const char *model, uint64_t len)
+{
+	char *got = malloc(1u << 20);
+	for (uint64_t off = 0; off < len; off += 1u << 20) {
+		uint32_t n = len - off < (1u << 20) ? (uint32_t)(len - off) : 1u << 20;
+		assert_int_equal(store_read(v, got, off, n), 0);
+		assert_memory_equal(model + off, got, n);
+	}
+	free(got);
+}
+
+/* Writes come back once a volume is deleted. */
+static void expect_writes_after_delete(struct store *st, const char *name)
+{
+	struct vol *v;
+	assert_int_equal(store_vol_delete(st, name), 0);
+	assert_int_equal(store_vol_create(st, "again", 64u << 20), 0);
+	assert_int_equal(store_vol_open(st, "again", &v), 0);
+	put(v, 0, 1u << 20, 77, STORE_FUA);
+	expect(v, 0, 1u << 20, 77);
+	store_vol_close(v);
+}
+
+/* A: sub-block WRITE_ZEROES and TRIM on a full pool used to turn into
+ * read-modify-write data blocks no rule checked: ~6,700 of them emptied
+ * the reserve, the next checkpoint failed, the pool turned failed and
+ * would not reopen.  Now their partial blocks are data writes (ENOSPC);
+ * whole-block trims still go. */
+static void test_full_subblock_trims(void **state)
+{
+	const uint64_t max = 128u << 20;
+	struct faultdev *p = faultdev_new(128u << 20);
+	char *model = malloc(max);
+	struct vol *v;
+	struct store *st = testpool_volume(&p->dev, NULL, "v", 512u << 20, &v);
+	uint64_t len = fill_to_enospc(v, model, max);
+	unsigned ok = 0, full = 0;
+
+	assert_true(len > (32u << 20));
+	for (unsigned k = 0; k < 8000; k++) {
+		uint64_t off = ((uint64_t)k * 7919 * STORE_BLOCK_SIZE + (k % 7) * 512) % (len - 512);
+		int err = k % 2 ? store_zero(v, off, 512, 0) : store_trim(v, off, 512, 0);
+		assert_true(err == 0 || err == -ENOSPC);
+		if (!err)
+			memset(model + off, 0, 512);
+		ok += !err;
+		full += err == -ENOSPC;
+	}
+	print_message("sub-block trims/zeroes on a full pool: %u done, %u ENOSPC\n", ok, full);
+	assert_true(full > 0);
+	/* A whole-block trim frees space even now. */
+	assert_int_equal(store_trim(v, 0, 1u << 20, 0), 0);
+	memset(model, 0, 1u << 20);
+	assert_int_equal(store_flush(v), 0);
+	expect_model(v, model, len);
+	store_vol_close(v);
+	st = expect_working_after_full(p, st);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	expect_model(v, model, len);
+	store_vol_close(v);
+	expect_writes_after_delete(st, "v");
+	store_close(st);
+	free(model);
+	faultdev_free(p);
+}
+
+/* B: scattered 4 KiB writes over a large thin volume dirty one tree leaf
+ * each, which the next checkpoint must write; they were not counted
+ * against free space, and plain writes failed the pool (a 512 MiB pool
+ * with a 64 GiB volume after 47,858 writes). */
+static void test_full_scattered_writes(void **state)
+{
+	const uint64_t vsize = 64ull << 30, nblocks = vsize / STORE_BLOCK_SIZE;
+	struct faultdev *p = faultdev_new(512u << 20);
+	uint8_t *seed = calloc(nblocks, 1);
+	char buf[STORE_BLOCK_SIZE];
+	struct vol *v;
+	struct store *st = testpool_volume(&p->dev, NULL, "thin", vsize, &v);
+	uint64_t x = 88172645463325252ull, n = 0;
+	int err = 0;
+
+	for (; n < 400000; n++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		uint64_t lba = x % nblocks;
+		uint8_t sd = (uint8_t)(n % 255 + 1);
+		fill(buf, STORE_BLOCK_SIZE, sd);
+		if ((err = store_write(v, buf, lba * STORE_BLOCK_SIZE, STORE_BLOCK_SIZE, 0)))
+			break;
+		seed[lba] = sd;
+	}
+	print_message("scattered 4 KiB writes: %llu before ENOSPC\n", (unsigned long long)n);
+	assert_int_equal(err, -ENOSPC);
+	assert_int_equal(store_flush(v), 0);
+	store_vol_close(v);
+	st = expect_working_after_full(p, st);
+	assert_int_equal(store_vol_open(st, "thin", &v), 0);
+	for (uint64_t lba = 0; lba < nblocks; lba++)
+		if (seed[lba])
+			expect(v, lba * STORE_BLOCK_SIZE, STORE_BLOCK_SIZE, seed[lba]);
+	store_vol_close(v);
+	expect_writes_after_delete(st, "thin");
+	store_close(st);
+	free(seed);
+	faultdev_free(p);
+}
+
+/* C: snapshot creation ignored the reserve: 5,132 snapshots of a full
+ * 64 MiB pool were accepted, then the checkpoint met ENOSPC, the pool
+ * failed and would not reopen.  Creating is a write now. */
+static void test_full_snapshots(void **state)
+{
+	const uint64_t max = 64u << 20;
+	struct faultdev *p = faultdev_new(64u << 20);
+	char *model = malloc(max), name[32];
+	struct vol *v;
+	struct store *st = testpool_volume(&p->dev, NULL, "v", max, &v);
+	uint64_t len = fill_to_enospc(v, model, max);
+	unsigned made = 0;
+	int err = 0;
+
+	for (; made < 6000; made++) {
+		snprintf(name, sizeof(name), "v@s%u", made);
+		if ((err = store_snap_create(st, name)))
+			break;
+	}
+	print_message("snapshots of a full pool: %u before %d\n", made, err);
+	assert_int_equal(err, -ENOSPC);
+	store_vol_close(v);
+	st = expect_working_after_full(p, st);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	expect_model(v, model, len);
+	store_vol_close(v);
+	for (unsigned i = 0; i < made; i++) {
+		snprintf(name, sizeof(name), "v@s%u", i);
+		assert_int_equal(store_snap_delete(st, name), 0);
+	}
+	expect_writes_after_delete(st, "v");
+	store_close(st);
+	free(model);
+	faultdev_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_basic_rw),           cmocka_unit_test(test_snapshot_clone),
-	    cmocka_unit_test(test_rollback),           cmocka_unit_test(test_read_try),
-	    cmocka_unit_test(test_map_model),          cmocka_unit_test(test_crash_recovery),
-	    cmocka_unit_test(test_sticky_failure),     cmocka_unit_test(test_enospc),
-	    cmocka_unit_test(test_bad_pool),           cmocka_unit_test(test_check_finds_damage),
-	    cmocka_unit_test(test_compaction),         cmocka_unit_test(test_crash_compaction),
-	    cmocka_unit_test(test_compaction_readers), cmocka_unit_test(test_crash_points),
+	    cmocka_unit_test(test_basic_rw),
+	    cmocka_unit_test(test_snapshot_clone),
+	    cmocka_unit_test(test_rollback),
+	    cmocka_unit_test(test_read_try),
+	    cmocka_unit_test(test_map_model),
+	    cmocka_unit_test(test_crash_recovery),
+	    cmocka_unit_test(test_sticky_failure),
+	    cmocka_unit_test(test_enospc),
+	    cmocka_unit_test(test_bad_pool),
+	    cmocka_unit_test(test_check_finds_damage),
+	    cmocka_unit_test(test_compaction),
+	    cmocka_unit_test(test_crash_compaction),
+	    cmocka_unit_test(test_compaction_readers),
+	    cmocka_unit_test(test_crash_points),
+	    cmocka_unit_test(test_full_subblock_trims),
+	    cmocka_unit_test(test_full_scattered_writes),
+	    cmocka_unit_test(test_full_snapshots),
 	};
 	if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER=test_enospc */
 		cmocka_set_test_filter(getenv("TEST_FILTER"));
