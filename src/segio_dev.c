@@ -86,13 +86,6 @@ static bool file_space(const struct segio_dev *d, uint64_t *need, uint64_t *avai
 	return true;
 }
 
-/* Is the pool file promised more than its filesystem has left? */
-static bool file_overcommitted(const struct segio_dev *d)
-{
-	uint64_t need, avail;
-	return file_space(d, &need, &avail) && need > avail;
-}
-
 /* One line when the store starts writing a sparse pool file that the
  * filesystem could not hold at its full size: the operator learns it now,
  * not when writes get ENOSPC.  Once per file per process (a --create
@@ -203,17 +196,13 @@ static int dev_sync(struct segio *io)
 	return blkdev_flush(dev_of(io));
 }
 
-/* A free segment's space goes back to the filesystem — unless the pool
- * file is already promised more than the filesystem has: then the space
- * given back is the space the log will miss when it reuses the segment
- * (another file may take it meanwhile), so the pool keeps what it has. */
+/* A free segment's space goes back to the filesystem, even when the pool
+ * file is promised more than the filesystem has: keeping it would help
+ * only if the log reused exactly this segment, while the successor the
+ * log already named (reserve) may be waiting for just this space. */
 static int dev_discard(struct segio *io, uint64_t seg)
 {
-	struct segio_dev *d = to_dev(io);
-
-	if (d->file && file_overcommitted(d))
-		return 0;
-	return blkdev_discard(d->dev, seg * FMT_SEG_BYTES, FMT_SEG_BYTES);
+	return blkdev_discard(dev_of(io), seg * FMT_SEG_BYTES, FMT_SEG_BYTES);
 }
 
 static int dev_sb_read(struct segio *io, unsigned slot, void *buf)
