@@ -11,8 +11,23 @@
  * Whether a pass is worth its room in the log is policy: the store's space
  * rules decide between compact_pick and compact_move.
  *
- * Runs on the store's log thread, between rounds.  Readers are never
- * blocked: they see a block's old or new copy, with the same bytes.
+ * Damaged blocks are never laundered (DESIGN.md invariant 8).  Every
+ * block is read and checked against the CRC32C its segment's summaries
+ * hold (bcrc.h) before it is copied; a MOVE entry then carries that same
+ * CRC.  A block that fails the check (or cannot be read) is not copied: it
+ * stays where it is, still described by the summary that wrote it, so
+ * reads of it keep getting EIO and cowbd-check keeps reporting it; it is
+ * logged and counted (compact_bad_blocks), and while it is live its
+ * segment is never chosen as a victim again (moving the rest would free
+ * nothing).  Once it is overwritten or trimmed, the segment is a
+ * candidate like any other.  The alternatives were worse: a copy with a
+ * fresh CRC hides the damage; a copy carrying the old CRC needs the log
+ * to write a CRC it did not compute, and moves the damage away from the
+ * summary that names its volume and block.
+ *
+ * Runs on the store's log thread (RCU-registered), between rounds.
+ * Readers are never blocked: they see a block's old or new copy, with the
+ * same bytes.
  */
 #ifndef COWBD_COMPACT_H
 #define COWBD_COMPACT_H
@@ -39,9 +54,13 @@ uint64_t compact_pick(struct compact *c, const struct alloc *a, uint64_t now_lsn
 
 /* Copy the live blocks of the victims compact_pick chose to the log head
  * (MOVE entries, read through io) and re-point every tree of trees[] at
- * the copies.  Returns the number of blocks moved or -errno (the log may
- * hold part of the copies then; the caller fails the pool). */
+ * the copies; a damaged block is left in place (above).  Returns the
+ * number of blocks copied or -errno (the log may hold part of the copies
+ * then; the caller fails the pool). */
 int64_t compact_move(struct compact *c, struct alloc *a, struct log *l, struct segio *io,
                      struct tree *const *trees, unsigned ntrees);
+
+/* Damaged blocks compact_move has found and left in place, ever. */
+uint64_t compact_bad_blocks(const struct compact *c);
 
 #endif

@@ -8,61 +8,159 @@
  * is reused only after a checkpoint and an RCU grace period, so a read of
  * a block looked up here never returns another volume's data.
  *
- * Layer: under store; over vtab (records), tree and segio.  Locks:
- * rd.q.lock guards the reader queue.
+ * Every data block is verified before its bytes are returned (DESIGN.md
+ * invariant 8): the whole 4 KiB block, even for a read of part of it,
+ * against the CRC32C its segment's summaries hold (bcrc.h, a lock-free
+ * cache of per-segment tables).  A mismatch answers the request -EIO,
+ * never the bytes; the block is logged once (volume, offset, pool block),
+ * counted in the stats and remembered for scrub.
+ *
+ * Layer: under store; over vtab (records), tree, bcrc and segio.  Locks:
+ * rd.q.lock guards the reader queue; rd.bad_lock the bad-block list (only
+ * when a block fails).
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <urcu/urcu-memb.h>
 
+#include "bcrc.h"
+#include "say.h"
 #include "store_int.h"
+
+/* Segment tables the read cache keeps at most (each about 5 KiB): pools
+ * up to 16 GiB keep every segment's. */
+#define BCRC_SLOTS 4096u
+/* Bad blocks remembered (logged once each, reported by scrub). */
+#define BAD_MAX 1024u
+
+/* A data block found failing its checksum.  phys + stamp name the block in
+ * one life of its segment (a block reused later is another block). */
+struct reader_bad {
+	uint64_t phys, stamp;
+	uint64_t vol_id, lba;
+};
 
 /* Threads that are not RCU readers yet become one for the duration of a
  * call (control threads come and go; a registered thread must not exit). */
 static __thread bool rcu_registered;
 
-/* Read [off, off+len) of v into buf.  With nowait, fail with -EAGAIN
- * rather than wait for the backend.  Caller is an RCU-registered thread. */
-static int read_range(struct store *st, struct volume *v, char *buf, uint64_t off, uint64_t len,
-                      bool nowait)
+/* Block phys of (v, lba) failed its checksum: count it, and log it the
+ * first time. */
+static void note_bad(struct store *st, struct volume *v, uint64_t lba, uint64_t phys,
+                     uint64_t stamp)
+{
+	bool known = false;
+
+	__atomic_fetch_add(&st->stats.bad_reads, 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&st->rd.bad_lock);
+	for (unsigned i = 0; i < st->rd.nbad && !known; i++)
+		known = st->rd.bad[i].phys == phys && st->rd.bad[i].stamp == stamp;
+	if (!known && !st->rd.bad)
+		st->rd.bad = calloc(BAD_MAX, sizeof(*st->rd.bad));
+	if (!known && st->rd.bad && st->rd.nbad < BAD_MAX)
+		st->rd.bad[st->rd.nbad++] =
+		    (struct reader_bad){.phys = phys, .stamp = stamp, .vol_id = v->id, .lba = lba};
+	pthread_mutex_unlock(&st->rd.bad_lock);
+	if (known)
+		return;
+	__atomic_fetch_add(&st->stats.bad_blocks, 1, __ATOMIC_RELAXED);
+	char name[NAMES_FULL_MAX + 1];
+	pthread_mutex_lock(&st->vt.lock);
+	vtab_full_name(st, v, name, sizeof(name));
+	pthread_mutex_unlock(&st->vt.lock);
+	say_error("read: volume %s (id %llu) block %llu (offset %llu) at pool block %llu fails "
+	          "its checksum: reads of it get EIO",
+	          name, (unsigned long long)v->id, (unsigned long long)lba,
+	          (unsigned long long)lba * FMT_BLOCK, (unsigned long long)phys);
+}
+
+/* Check the data block at buf, read from phys for (v, lba).  0, -EIO
+ * (damaged), -EAGAIN (nowait: its checksum is not in memory) or -errno. */
+static int check_block(struct store *st, struct volume *v, uint64_t lba, uint64_t phys,
+                       const void *buf, bool nowait)
+{
+	uint64_t stamp = alloc_seg_stamp(st->a, alloc_seg_of(phys));
+	int err = bcrc_verify(st->rd.bcrc, phys, stamp, buf, nowait, NULL);
+	if (err == -EIO)
+		note_bad(st, v, lba, phys, stamp);
+	return err;
+}
+
+/* A run of physically contiguous whole blocks read with one call. */
+struct run {
+	uint64_t phys, lba; /* first block */
+	uint64_t n;         /* blocks */
+	char *dst;
+};
+
+static int run_read(struct store *st, struct volume *v, struct run *r, bool nowait)
 {
 	int (*rd)(struct segio *, void *, size_t, uint64_t) =
 	    nowait ? segio_read_nowait : segio_read;
+	int err = 0;
+
+	if (!r->n)
+		return 0;
+	err = rd(st->io, r->dst, r->n * FMT_BLOCK, r->phys * FMT_BLOCK);
+	for (uint64_t i = 0; i < r->n && !err; i++)
+		err = check_block(st, v, r->lba + i, r->phys + i, r->dst + i * FMT_BLOCK, nowait);
+	r->n = 0;
+	return err;
+}
+
+/* Read [off, off+len) of v into buf, every data block verified.  With
+ * nowait, fail with -EAGAIN rather than wait for the backend.  Caller is
+ * an RCU-registered thread. */
+static int read_range(struct store *st, struct volume *v, char *buf, uint64_t off, uint64_t len,
+                      bool nowait)
+{
 	uint64_t end = off + len;
-	uint64_t run_phys = 0, run_len = 0; /* bytes */
-	char *run_buf = NULL;
+	struct run run = {0};
 	int err = 0;
 
 	urcu_memb_read_lock();
-	for (uint64_t lba = off / FMT_BLOCK; lba * FMT_BLOCK < end; lba++) {
+	for (uint64_t lba = off / FMT_BLOCK; lba * FMT_BLOCK < end && !err; lba++) {
 		uint64_t bs = lba * FMT_BLOCK;
 		uint64_t from = off > bs ? off - bs : 0;
 		uint64_t to = end < bs + FMT_BLOCK ? end - bs : FMT_BLOCK;
 		char *dst = buf + (bs + from - off);
 		uint64_t phys = tree_lookup(&v->tree, lba);
-		uint64_t pbyte = phys * FMT_BLOCK + from;
-		if (run_len && phys && pbyte == run_phys + run_len) {
-			run_len += to - from;
+		bool whole = from == 0 && to == FMT_BLOCK;
+		if (phys && whole && run.n && phys == run.phys + run.n) {
+			run.n++;
 			continue;
 		}
-		if (run_len) {
-			err = rd(st->io, run_buf, run_len, run_phys);
-			if (err)
-				break;
-			run_len = 0;
-		}
+		err = run_read(st, v, &run, nowait);
+		if (err)
+			break;
 		if (!phys) {
 			memset(dst, 0, to - from);
+		} else if (whole) {
+			run = (struct run){.phys = phys, .lba = lba, .n = 1, .dst = dst};
 		} else {
-			run_phys = pbyte;
-			run_len = to - from;
-			run_buf = dst;
+			/* Part of a block: the whole block is read and verified. */
+			char blk[FMT_BLOCK];
+			struct run one = {.phys = phys, .lba = lba, .n = 1, .dst = blk};
+			err = run_read(st, v, &one, nowait);
+			if (!err)
+				memcpy(dst, blk + from, to - from);
 		}
 	}
-	if (!err && run_len)
-		err = rd(st->io, run_buf, run_len, run_phys);
+	if (!err)
+		err = run_read(st, v, &run, nowait);
 	urcu_memb_read_unlock();
+	return err;
+}
+
+int reader_read_block(struct store *st, struct volume *v, uint64_t lba, uint64_t phys, void *out)
+{
+	struct run one = {.phys = phys, .lba = lba, .n = 1, .dst = out};
+	bool entered = reader_rcu_enter();
+	urcu_memb_read_lock();
+	int err = run_read(st, v, &one, false);
+	urcu_memb_read_unlock();
+	reader_rcu_leave(entered);
 	return err;
 }
 
@@ -92,6 +190,11 @@ static void *reader_main(void *arg)
 
 int reader_start(struct store *st, unsigned n)
 {
+	st->rd.bcrc =
+	    bcrc_new(st->io, st->nsegs, st->nsegs < BCRC_SLOTS ? (unsigned)st->nsegs : BCRC_SLOTS);
+	if (!st->rd.bcrc)
+		return -ENOMEM;
+	pthread_mutex_init(&st->rd.bad_lock, NULL);
 	st->rd.threads = calloc(n, sizeof(*st->rd.threads));
 	if (!st->rd.threads)
 		return -ENOMEM;
@@ -109,6 +212,16 @@ void reader_stop(struct store *st)
 	for (unsigned i = 0; i < st->rd.n; i++)
 		pthread_join(st->rd.threads[i], NULL);
 	st->rd.n = 0;
+	if (st->rd.bcrc) {
+		/* Nobody reads any more: the conn threads stopped before the
+		 * store closes, and the log thread stopped first. */
+		bcrc_free(st->rd.bcrc);
+		st->rd.bcrc = NULL;
+		pthread_mutex_destroy(&st->rd.bad_lock);
+		free(st->rd.bad);
+		st->rd.bad = NULL;
+		st->rd.nbad = 0;
+	}
 }
 
 void reader_enqueue(struct store *st, struct store_req *r)

@@ -9,7 +9,10 @@
  * through the segio), each moved block was copied once as a MOVE entry
  * naming its old address with the right CRC, the victims end with no live
  * block (alloc_release_dead frees them), and every reference
- * count is exact (tests/lib/treeref).
+ * count is exact (tests/lib/treeref).  Damage: a byte flipped in a
+ * victim's live block is not laundered — the block stays where it was,
+ * still failing its check (bcrc), no MOVE entry copies it, it is counted,
+ * and its segment is no victim of a later pass while the block is live.
  */
 #undef NDEBUG
 #include <errno.h>
@@ -22,6 +25,7 @@
 
 #include <cmocka.h>
 
+#include "bcrc.h"
 #include "compact.h"
 #include "crc32c.h"
 #include "testlog.h"
@@ -149,6 +153,108 @@ static void expect_reads(struct testlog *t, const struct vt *v)
 	}
 	free(got);
 	free(want);
+}
+
+/* Every lba of v but skip reads what the model says. */
+static void expect_reads_but(struct testlog *t, const struct vt *v, uint64_t skip)
+{
+	uint8_t *got = malloc(FMT_BLOCK), *want = malloc(FMT_BLOCK);
+
+	for (uint64_t lba = 0; lba < NLBA; lba++) {
+		urcu_memb_read_lock();
+		uint64_t b = tree_lookup(&v->t, lba);
+		urcu_memb_read_unlock();
+		if (lba == skip || !v->seed[lba])
+			continue;
+		assert_int_equal(segio_read_block(t->io, got, b), 0);
+		testlog_fill(want, v->seed[lba]);
+		assert_memory_equal(got, want, FMT_BLOCK);
+	}
+	free(got);
+	free(want);
+}
+
+static void test_move_bad(void **state)
+{
+	struct testlog t;
+	struct vt *vol = calloc(1, sizeof(*vol));
+	struct tree *trees[] = {&vol->t};
+	struct compact *c = compact_new();
+	uint64_t lbas[NLBA];
+	unsigned victims;
+
+	urcu_memb_register_thread();
+	testlog_init(&t, 32);
+	vol->t.levels = tree_levels_for(NLBA);
+	for (unsigned i = 0; i < NLBA; i++)
+		lbas[i] = i;
+	put(&t, vol, lbas, NLBA);
+	/* All but every 50th block of the first 1000 die: the oldest
+	 * segment is sparse, the best victim. */
+	unsigned n = 0;
+	for (unsigned i = 0; i < 1000; i++)
+		if (i % 50)
+			lbas[n++] = i;
+	put(&t, vol, lbas, n);
+
+	/* Flip a byte of live lba 100, in the oldest segment. */
+	uint64_t bad_lba = 100, bad = tree_lookup(&vol->t, bad_lba);
+	uint64_t bad_seg = alloc_seg_of(bad);
+	uint8_t *b = malloc(FMT_BLOCK);
+	assert_int_equal(segio_read_block(t.io, b, bad), 0);
+	b[1234] ^= 0x40;
+	struct iovec iov = {b, FMT_BLOCK};
+	assert_int_equal(blkdev_pwritev(t.mem, &iov, 1, bad * FMT_BLOCK), 0);
+
+	const uint64_t keep[] = {log_head_seg(t.l), log_next_seg(t.l)};
+	uint64_t want = compact_pick(c, t.a, log_lsn(t.l), keep, 2, 0.95, 4096, &victims);
+	assert_true(want > 1 && victims >= 1);
+	uint32_t live_before = alloc_seg_live(t.a, bad_seg);
+	assert_true(live_before > 1);
+	int64_t moved = compact_move(c, t.a, t.l, t.io, trees, 1);
+	assert_int_equal(moved, (int64_t)want - 1); /* all but the bad one */
+	assert_int_equal(compact_bad_blocks(c), 1);
+
+	/* Left in place, alone in its segment, still failing its check. */
+	assert_int_equal(tree_lookup(&vol->t, bad_lba), bad);
+	assert_true(alloc_seg_used(t.a, bad_seg));
+	assert_int_equal(alloc_seg_live(t.a, bad_seg), 1);
+	struct bcrc *v = bcrc_new(t.io, alloc_nsegs(t.a), 8);
+	assert_int_equal(segio_read_block(t.io, b, bad), 0);
+	urcu_memb_read_lock();
+	assert_int_equal(bcrc_verify(v, bad, alloc_seg_stamp(t.a, bad_seg), b, false, NULL), -EIO);
+	urcu_memb_read_unlock();
+	/* No MOVE entry copied it; every other block reads right. */
+	struct fmt_summary *s = malloc(sizeof(*s));
+	for (uint64_t seg = 1; seg < alloc_nsegs(t.a); seg++) {
+		uint64_t blk;
+		for (uint64_t pos = seg * FMT_SEG_BLOCKS; log_seg_next(t.io, seg, pos, s);
+		     pos += 1 + s->nblocks) {
+			struct log_walk w = {0};
+			const struct fmt_entry *e;
+			while ((e = log_entry_next(s, pos, &w, &blk)))
+				assert_false(e->type == FMT_E_MOVE && e->lba == bad);
+		}
+	}
+	expect_reads_but(&t, vol, bad_lba);
+	assert_int_equal(treeref_check(trees, 1, t.a, NULL), 0);
+
+	/* A later pass never takes its segment while the block is live. */
+	uint64_t keep2[] = {log_head_seg(t.l), log_next_seg(t.l)};
+	compact_pick(c, t.a, log_lsn(t.l), keep2, 2, 1.0, 4096, &victims);
+	assert_true(compact_move(c, t.a, t.l, t.io, trees, 1) >= 0);
+	assert_int_equal(compact_bad_blocks(c), 1);
+	assert_int_equal(tree_lookup(&vol->t, bad_lba), bad);
+
+	tree_drop(trees[0], t.a);
+	urcu_memb_barrier();
+	bcrc_free(v);
+	free(s);
+	free(b);
+	free(vol);
+	compact_free(c);
+	testlog_fini(&t);
+	urcu_memb_unregister_thread();
 }
 
 static void test_move_chain(void **state)
@@ -290,6 +396,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_pick),
 	    cmocka_unit_test(test_move_chain),
+	    cmocka_unit_test(test_move_bad),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
