@@ -492,6 +492,8 @@ static int control_op_stats(struct control_ctx *x)
 	STAT(compactions);
 	STAT(compacted_blocks);
 	STAT(segments_freed);
+	STAT(bad_blocks);
+	STAT(bad_reads);
 #undef STAT
 	json_object_set_new(o, "block_size", json_integer(STORE_BLOCK_SIZE));
 	json_object_set_new(o, "failed", json_boolean(s.failed));

@@ -339,6 +339,8 @@ static void cowctl_print_stats(json_t *s)
 	printf("%-18s%" PRIu64 " (%" PRIu64 " blocks moved, %" PRIu64 " segments freed)\n",
 	       "compactions:", cowctl_u64(s, "compactions"), cowctl_u64(s, "compacted_blocks"),
 	       cowctl_u64(s, "segments_freed"));
+	printf("%-18s%" PRIu64 " (%" PRIu64 " reads refused)\n",
+	       "bad blocks:", cowctl_u64(s, "bad_blocks"), cowctl_u64(s, "bad_reads"));
 	printf("%-18s%s\n", "failed:",
 	       json_is_true(json_object_get(s, "failed")) ? "YES (I/O error; restart cowbd)"
 	                                                  : "no");
