@@ -19,8 +19,9 @@
 #include "crc32c.h"
 #include "log.h"
 
-/* Blocks read at once while walking a segment's summaries: small batches
- * put several summaries in one read. */
+/* Blocks read at once while walking a segment's summaries after a small
+ * batch (small batches put several summaries in one read); after a large
+ * one, only the next summary is read. */
 #define WALK_WINDOW 16u
 
 enum bcrc_kind {
@@ -109,7 +110,8 @@ static int table_extend(struct bcrc *c, struct bcrc_table *t, bool nowait)
 	    nowait ? segio_read_nowait : segio_read;
 	uint64_t base = t->seg * FMT_SEG_BLOCKS;
 	uint32_t at = t->covered, win_at = 0, win_n = 0;
-	unsigned window = WALK_WINDOW;
+	unsigned window = 1;
+	bool nocache = false; /* nowait, and a window was not all cached */
 	char *win = NULL;
 	int err = 0;
 
@@ -122,6 +124,7 @@ static int table_extend(struct bcrc *c, struct bcrc_table *t, bool nowait)
 			if (err == -EAGAIN && win_n > 1) {
 				/* Past the log head nothing is cached: the
 				 * summary alone may be. */
+				nocache = true;
 				window = 1;
 				win_n = 0;
 				continue;
@@ -151,6 +154,7 @@ static int table_extend(struct bcrc *c, struct bcrc_table *t, bool nowait)
 		t->kind[at] = KIND_OTHER;
 		t->next_lsn = s->lsn + 1;
 		t->prev_crc = s->crc;
+		window = !nocache && 2u * (1u + s->nblocks) <= WALK_WINDOW ? WALK_WINDOW : 1;
 		at += 1 + s->nblocks;
 		__atomic_store_n(&t->covered, at, __ATOMIC_RELEASE);
 	}

@@ -156,11 +156,9 @@ static int read_range(struct store *st, struct volume *v, char *buf, uint64_t of
 int reader_read_block(struct store *st, struct volume *v, uint64_t lba, uint64_t phys, void *out)
 {
 	struct run one = {.phys = phys, .lba = lba, .n = 1, .dst = out};
-	bool entered = reader_rcu_enter();
-	urcu_memb_read_lock();
+	urcu_memb_read_lock(); /* the caller is registered (the log thread is) */
 	int err = run_read(st, v, &one, false);
 	urcu_memb_read_unlock();
-	reader_rcu_leave(entered);
 	return err;
 }
 
