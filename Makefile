@@ -92,7 +92,10 @@ FUZZ_TESTLIB := $(if $(FUZZ_TESTLIB_OBJ),$(FUZZ_BUILD)/libcowtest.a)
 FUZZ_MAIN_OBJ := $(patsubst %,$(FUZZ_BUILD)/obj/fuzz/%.o,$(FUZZ_NAMES))
 FUZZ_BIN     := $(addprefix $(FUZZ_BUILD)/,$(FUZZ_NAMES))
 
-ALL_OBJ  := $(LIB_OBJ) $(BUILD)/obj/main.o $(TOOL_OBJ) $(TESTLIB_OBJ) $(UNIT_OBJ) $(FUZZ_REPLAY_OBJ)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
+ALL_OBJ  := $(LIB_OBJ) $(BUILD)/obj/main.o $(TOOL_OBJ) $(TESTLIB_OBJ) $(UNIT_OBJ) $(FUZZ_REPLAY_OBJ) \
+            $(patsubst bench/%.c,$(BUILD)/obj/bench/%.o,$(BENCH_SRC))
 
 .PHONY: all run check check-unit check-integration check-vm bench fuzz deps-fuzz lint deps \
         install uninstall clean FORCE
@@ -131,6 +134,13 @@ $(BUILD)/cowbd-check: $(BUILD)/obj/tools/cowbd-check.o $(CHECK_OBJ) Makefile
 $(filter-out $(BUILD)/cowctl $(BUILD)/cowbd-check,$(TOOL_BIN)): $(BUILD)/%: \
                 $(BUILD)/obj/tools/%.o $(LIB) Makefile
 	$(LINK) -o $@ $(filter %.o %.a,$^) $(LDLIBS) $(COWBD_LIBS)
+# Benchmarks that drive the store directly (bench/*.c): built by `make bench`.
+$(BUILD)/obj/bench/%.o: bench/%.c $(BUILD)/flags
+	@mkdir -p $(@D)
+	$(COMPILE) -c -o $@ $<
+$(BUILD)/bench-%: $(BUILD)/obj/bench/%.o $(LIB) Makefile
+	$(LINK) -o $@ $(filter %.o %.a,$^) $(LDLIBS) $(COWBD_LIBS)
+
 $(UNIT_BIN): $(BUILD)/tests/%: $(BUILD)/obj/unit/%.o $(TESTLIB) $(LIB) Makefile
 	@mkdir -p $(@D)
 	$(LINK) -o $@ $(filter %.o %.a,$^) $(LDLIBS) $(COWBD_LIBS) -lcmocka
@@ -189,7 +199,7 @@ check-vm: all
 	@sh tests/run.sh $(BUILD) vm
 
 bench: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@bash bench/bench.sh $(BUILD)
 
 LINT_SRC := $(wildcard src/*.c src/*.h include/*.h tools/*.c tools/*.h \

@@ -46,11 +46,16 @@
 /* The compactor moves at most this many blocks per pass, so a round waits
  * at most ~16 MiB of copying. */
 #define COMPACT_MAX_BLOCKS 4096
+/* A pass smaller than this is not worth its checkpoint. */
+#define COMPACT_MIN_BLOCKS 64
 /* Live fraction up to which a segment is worth cleaning: ahead of need,
  * while idle, and when writes are blocked. */
 #define UTIL_LOW_WATER 0.75
-#define UTIL_IDLE      0.8
+#define UTIL_IDLE      0.9
 #define UTIL_BLOCKED   0.95
+/* Idle cleaning stops at live + live / 6 besides the log's own two
+ * segments (DESIGN.md: the pool within 1.2 times its live data). */
+#define IDLE_TARGET_PARTS 6
 /* Passes make_room tries before answering ENOSPC. */
 #define MAKE_ROOM_PASSES 64
 /* Free segments given back to the backend per idle tick. */
@@ -144,15 +149,20 @@ static int64_t compact_now(struct store *st, double max_util)
 
 	if (st->failed || st->read_only)
 		return 0;
+	/* The copies and, as much again, the tree nodes they dirty must fit
+	 * beside the checkpoint's room and two spare segments (never compact
+	 * into ENOSPC): when room is short, a smaller pass. */
+	uint64_t room = room_beyond(st, 2), fit = room / 2;
+	fit = fit > 2 + fit / (FMT_SUM_ENTRIES - 1) ? fit - 2 - fit / (FMT_SUM_ENTRIES - 1) : 0;
+	unsigned max_blocks = fit < COMPACT_MAX_BLOCKS ? (unsigned)fit : COMPACT_MAX_BLOCKS;
+	if (max_blocks < COMPACT_MIN_BLOCKS)
+		return 0;
 	keep[nkeep++] = log_head_seg(st->log);
 	keep[nkeep++] = log_next_seg(st->log);
 	nkeep += ckpt_segments(st, keep + nkeep);
 	uint64_t live = compact_pick(st->sp.compact, st->a, log_lsn(st->log), keep, nkeep, max_util,
-	                             COMPACT_MAX_BLOCKS, &victims);
-	/* Room for the copies and, as much again, for the tree nodes they
-	 * dirty, beside the checkpoint's room and two spare segments: never
-	 * compact into ENOSPC. */
-	if (!victims || room_beyond(st, 2) < 2 * blocks_needed(live))
+	                             max_blocks, &victims);
+	if (!victims || room < 2 * blocks_needed(live))
 		return 0;
 	trees = vtab_trees(st, &ntrees);
 	if (!trees)
@@ -172,13 +182,31 @@ static int64_t compact_now(struct store *st, double max_util)
 
 void space_make_room(struct store *st, uint64_t cost)
 {
-	ckpt_write(st);
+	uint64_t live = alloc_live_blocks(st->a), nfree = alloc_nfree(st->a);
+
+	/* Nothing was freed or trimmed since the last attempt found no room:
+	 * answer at once (a client retrying on a full pool must not turn
+	 * every refused write into a checkpoint). */
+	if (st->sp.futile_live == live && st->sp.futile_free == nfree)
+		return;
+	/* A checkpoint frees the segments that died since the last one and
+	 * the room kept for dirty nodes; with neither it only costs syncs. */
+	if (alloc_meta_pending(st->a) || alloc_dead_segs(st->a))
+		ckpt_write(st);
+	/* Make a segment of headroom, so the next writes do not come back
+	 * here one by one; writes are blocked: move even mostly-live
+	 * segments. */
 	for (int i = 0; i < MAKE_ROOM_PASSES && !st->failed; i++) {
-		if (!space_check_write(st, cost))
-			return;
-		/* Writes are blocked: move even mostly-live segments. */
+		if (!space_check_write(st, cost + FMT_SEG_BLOCKS))
+			break;
 		if (compact_now(st, UTIL_BLOCKED) <= 0)
-			return;
+			break;
+	}
+	if (space_check_write(st, cost)) {
+		st->sp.futile_live = alloc_live_blocks(st->a);
+		st->sp.futile_free = alloc_nfree(st->a);
+	} else {
+		st->sp.futile_live = st->sp.futile_free = UINT64_MAX;
 	}
 }
 
@@ -204,12 +232,13 @@ bool space_clean_low(struct store *st)
 	return false;
 }
 
-/* Idle cleaning is worth it when the pool holds much more than live data. */
+/* Idle cleaning brings the pool down towards its live data
+ * (the log's head and next segment, always in use, aside). */
 static bool idle_clean_due(const struct store *st)
 {
 	uint64_t used = st->nsegs - 1 - alloc_nfree(st->a);
 	uint64_t live = alloc_live_blocks(st->a);
-	return used * FMT_SEG_BLOCKS > live + live / 5 + 8 * FMT_SEG_BLOCKS;
+	return used > 2 && (used - 2) * FMT_SEG_BLOCKS > live + live / IDLE_TARGET_PARTS;
 }
 
 /* Give a free segment's space back to the backend (a pool file shrinks on

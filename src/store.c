@@ -50,6 +50,7 @@ static struct store *store_alloc(struct segio *io, uint64_t nsegs, const struct 
 	}
 	st->vt.next_id = 1;
 	st->sp.reserve_segs = space_reserve_segs(nsegs);
+	st->sp.futile_live = st->sp.futile_free = UINT64_MAX;
 	st->ck.interval_bytes = o && o->checkpoint_bytes ? o->checkpoint_bytes : DEFAULT_CKPT_BYTES;
 	st->ck.interval_secs = o && o->checkpoint_secs ? o->checkpoint_secs : DEFAULT_CKPT_SECS;
 	st->read_only = o && o->read_only;

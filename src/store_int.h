@@ -156,6 +156,9 @@ struct store {
 		uint64_t reserve_segs;
 		struct compact *compact;
 		uint64_t futile_at; /* log_blocks_written() when a low-water pass found nothing */
+		/* live blocks and free segments when make_room last found no
+		 * room (UINT64_MAX: it found some) */
+		uint64_t futile_live, futile_free;
 	} sp;
 };
 
