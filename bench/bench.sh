@@ -332,5 +332,20 @@ done
 } >"$OUT/report.md"
 "$PY" "$BENCH_SRC/report.py" "$RAW" "$META" "$SRVTSV" "$OUT/results.csv" "$(getconf CLK_TCK)" \
 	>>"$OUT/report.md" || { say "report failed"; exit 1; }
+# The compactor near full: the store itself over an in-memory pool (bench/wa.c).
+if [ -x "$BUILD/bench-wa" ]; then
+	if [ "$QUICK" = 1 ]; then
+		WA_ARGS=(256 10000 70) WA_IDLE=3
+	else
+		WA_ARGS=(1024 100000 70 80 90) WA_IDLE=30
+	fi
+	{
+		echo
+		echo "Compaction near full (\`bench-wa ${WA_ARGS[*]}\`: a ${WA_ARGS[0]} MiB in-memory pool, a volume" \
+			"of the given fill written once, then ${WA_ARGS[1]} random 4 KiB overwrites):"
+		echo
+		WA_IDLE_SECS=$WA_IDLE "$BUILD/bench-wa" "${WA_ARGS[@]}" || echo "(bench-wa failed)"
+	} >>"$OUT/report.md"
+fi
 cat "$OUT/report.md"
 say "results: $OUT/results.csv, raw runs: $RAW, logs: $LOGS"
