@@ -18,6 +18,7 @@ struct log {
 	struct alloc *a;
 	uint64_t head_seg, head_off; /* next block to assign: head_seg * SEG + head_off */
 	uint64_t next_seg;           /* 0 = none could be taken yet */
+	bool next_unbacked;          /* the backend could not reserve next_seg's space */
 	uint64_t lsn;                /* LSN the next sealed summary gets */
 	uint32_t prev_crc;           /* CRC of the last sealed summary */
 	uint64_t boot_id;
@@ -34,6 +35,14 @@ struct log {
 	uint64_t last_lsn;
 	uint64_t blocks_written;
 };
+
+/* Ask the backend for next_seg's space now, a whole segment ahead: a full
+ * host filesystem then shows while the head still has room for what
+ * makes space again (a checkpoint, a delete). */
+static void reserve_next(struct log *l)
+{
+	l->next_unbacked = l->next_seg && segio_reserve(l->io, l->next_seg) == -ENOSPC;
+}
 
 struct log *log_new(struct segio *io, struct alloc *a, uint64_t head_seg, uint64_t head_off,
                     uint64_t next_seg, uint64_t lsn, uint32_t prev_crc)
@@ -59,6 +68,7 @@ struct log *log_new(struct segio *io, struct alloc *a, uint64_t head_seg, uint64
 		errno = -err;
 		return NULL;
 	}
+	reserve_next(l);
 	return l;
 }
 
@@ -211,6 +221,7 @@ static int move_head(struct log *l)
 	l->head_off = 0;
 	alloc_seg_set_stamp(l->a, l->head_seg, l->lsn);
 	l->next_seg = alloc_take_seg(l->a); /* may be 0: taken later */
+	reserve_next(l);
 	l->pend_start = l->head_seg * FMT_SEG_BLOCKS;
 	return 0;
 }
@@ -222,8 +233,12 @@ static int open_summary(struct log *l, unsigned need)
 	uint64_t cap = seg_capacity(l); /* before a successor is taken below */
 
 	log_seal(l);
-	if (!l->next_seg) /* every summary sealed from now on names it */
+	if (!l->next_seg) { /* every summary sealed from now on names it */
 		l->next_seg = alloc_take_seg(l->a);
+		reserve_next(l);
+	} else if (l->next_unbacked) {
+		reserve_next(l);
+	}
 	if (l->head_off + 1 + need > cap) {
 		/* Not contiguous any more: move to the successor. */
 		if (!l->next_seg)
@@ -277,7 +292,18 @@ uint64_t log_room(const struct log *l)
 {
 	uint64_t cap = seg_capacity(l);
 	uint64_t here = cap > l->head_off ? cap - l->head_off : 0;
-	return here + (l->next_seg ? FMT_SEG_BLOCKS : 0);
+	return here + (l->next_seg && !l->next_unbacked ? FMT_SEG_BLOCKS : 0);
+}
+
+bool log_backend_full(const struct log *l)
+{
+	return l->next_unbacked;
+}
+
+void log_retry_reserve(struct log *l)
+{
+	if (l->next_unbacked)
+		reserve_next(l);
 }
 
 /* ---- reading batches back ---------------------------------------------- */

@@ -59,8 +59,15 @@ uint64_t log_seal(struct log *l);
 /* Write everything pending (one append per segment).  Returns 0 or -errno. */
 int log_commit(struct log *l);
 
-/* Blocks that can still be written without taking another free segment. */
+/* Blocks that can still be written without taking another free segment
+ * (the successor counts only once the backend has reserved its space). */
 uint64_t log_room(const struct log *l);
+
+/* The backend could not reserve the successor's space (a full host
+ * filesystem under a pool file): only log_room() is left until
+ * log_retry_reserve() succeeds, e.g. after free segments were discarded. */
+bool log_backend_full(const struct log *l);
+void log_retry_reserve(struct log *l);
 
 /* Where the log stands: the head segment and the next free block in it,
  * the segment it continues in (0 = none taken yet), the LSN the next

@@ -124,6 +124,12 @@ int recover_replay(struct store *st, const struct fmt_summary *ck, const char **
 		}
 	}
 	st->log = log_new(st->io, st->a, head, off, next, c.lsn, c.prev);
+	if (!st->log && errno == ENOSPC && head != c.seg) {
+		/* No room for the fresh segment (a full host filesystem): stay
+		 * in the full one; the pool opens, read-only if it must. */
+		st->log =
+		    log_new(st->io, st->a, c.seg, c.pos - c.seg * FMT_SEG_BLOCKS, 0, c.lsn, c.prev);
+	}
 	if (!st->log) {
 		err = -errno;
 		goto out;

@@ -84,6 +84,8 @@ static uint64_t ckpt_need(const struct store *st)
  * segment, its named successor, and every free segment. */
 static uint64_t free_blocks(const struct store *st)
 {
+	if (log_backend_full(st->log)) /* the host filesystem has no more */
+		return log_room(st->log);
 	return log_room(st->log) + alloc_nfree(st->a) * FMT_SEG_BLOCKS;
 }
 
@@ -180,9 +182,22 @@ static int64_t compact_now(struct store *st, double max_util)
 	return err ? err : moved;
 }
 
+static void segment_discard(void *arg, uint64_t seg);
+
 void space_make_room(struct store *st, uint64_t cost)
 {
-	uint64_t live = alloc_live_blocks(st->a), nfree = alloc_nfree(st->a);
+	uint64_t live, nfree;
+
+	if (log_backend_full(st->log)) {
+		/* The host filesystem under the pool file is full: give it back
+		 * every free segment's space, then ask again for the log's
+		 * successor (space freed elsewhere on the filesystem counts
+		 * too, so this is tried whatever changed). */
+		alloc_discard_free(st->a, UINT32_MAX, segment_discard, st);
+		log_retry_reserve(st->log);
+	}
+	live = alloc_live_blocks(st->a);
+	nfree = alloc_nfree(st->a);
 
 	/* Nothing was freed or trimmed since the last attempt found no room:
 	 * answer at once (a client retrying on a full pool must not turn
@@ -191,8 +206,13 @@ void space_make_room(struct store *st, uint64_t cost)
 		return;
 	/* A checkpoint frees the segments that died since the last one and
 	 * the room kept for dirty nodes; with neither it only costs syncs. */
-	if (alloc_meta_pending(st->a) || alloc_dead_segs(st->a))
+	if (alloc_meta_pending(st->a) || alloc_dead_segs(st->a)) {
 		ckpt_write(st);
+		if (log_backend_full(st->log)) { /* what it freed goes back too */
+			alloc_discard_free(st->a, UINT32_MAX, segment_discard, st);
+			log_retry_reserve(st->log);
+		}
+	}
 	/* Make a segment of headroom, so the next writes do not come back
 	 * here one by one; writes are blocked: move even mostly-live
 	 * segments. */
