@@ -857,7 +857,8 @@ static void test_full_subblock_trims(void **state)
 
 	assert_true(len > (32u << 20));
 	for (unsigned k = 0; k < 8000; k++) {
-		uint64_t off = ((uint64_t)k * 7919 * STORE_BLOCK_SIZE + (k % 7) * 512) % (len - 512);
+		uint64_t off =
+		    ((uint64_t)k * 7919 * STORE_BLOCK_SIZE + (k % 7) * 512) % (len - 512);
 		int err = k % 2 ? store_zero(v, off, 512, 0) : store_trim(v, off, 512, 0);
 		assert_true(err == 0 || err == -ENOSPC);
 		if (!err)
