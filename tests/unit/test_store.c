@@ -960,6 +960,167 @@ static void test_full_snapshots(void **state)
 	faultdev_free(p);
 }
 
+/* Crash points on a full pool: a pool filled to ENOSPC, then a workload of
+ * 4 KiB overwrites (every one a write that needs room: checkpoints and
+ * compaction at 95% live run inside it), FUA and FLUSH, a whole-range trim
+ * and a snapshot attempt; the power goes after every Nth device write or
+ * flush (a spread of N over the whole run).  After each cut the pool must
+ * open read-write, check clean, and every block read back as the spec
+ * allows: its last durable version, or one issued after it. */
+#define FULL_POOL   (64u << 20)
+#define FULL_WRITES 240
+#define FULL_POINTS 70
+
+struct full_run {
+	uint64_t len;              /* bytes filled before the workload */
+	char *image;               /* the pool at that point */
+	uint64_t lba[FULL_WRITES]; /* each written once, in this order */
+	bool acked[FULL_WRITES], durable[FULL_WRITES];
+	bool trim_issued, trim_durable;
+	uint64_t trim_off;
+};
+
+/* Block lba as fill_to_enospc wrote it: a slice of its MiB's fill(). */
+static void full_base_block(const struct full_run *r, uint64_t lba, char *out)
+{
+	uint64_t off = lba * STORE_BLOCK_SIZE, at = off % (1u << 20);
+	unsigned seed = (unsigned)(off >> 20) + 1;
+	for (size_t i = 0; i < STORE_BLOCK_SIZE; i++)
+		out[i] = (char)(seed * 131 + (at + i) * 7 + ((at + i) >> 12));
+}
+
+static long full_workload(struct faultdev *p, struct full_run *r)
+{
+	struct store_opts o = {.checkpoint_bytes = 1u << 20};
+	struct store *st = store_open(&p->dev, &o, NULL);
+	char buf[STORE_BLOCK_SIZE];
+	struct vol *v;
+
+	if (!st)
+		return p->calls; /* the power went during open */
+	if (store_vol_open(st, "v", &v) == 0) {
+		for (unsigned k = 0; k < FULL_WRITES; k++) {
+			uint32_t fl = k % 4 == 3 ? STORE_FUA : 0;
+			fill(buf, STORE_BLOCK_SIZE, 1000 + k);
+			if (store_write(v, buf, r->lba[k] * STORE_BLOCK_SIZE, STORE_BLOCK_SIZE,
+			                fl) == 0) {
+				r->acked[k] = true;
+				r->durable[k] = fl != 0;
+			}
+			if (k % 8 == 7 && store_flush(v) == 0) {
+				for (unsigned j = 0; j <= k; j++)
+					r->durable[j] = r->durable[j] || r->acked[j];
+				r->trim_durable = r->trim_durable || r->trim_issued;
+			}
+			if (k == FULL_WRITES / 2) {
+				r->trim_issued = true;
+				if (store_trim(v, r->trim_off, 1u << 20, 0))
+					r->trim_issued = false; /* refused: nothing changed */
+			}
+			if (k == FULL_WRITES / 3) {
+				int err = store_snap_create(st, "v@s");
+				assert_true(err == 0 || err == -ENOSPC || p->dead);
+			}
+		}
+		store_vol_close(v);
+	}
+	store_close(st);
+	return p->calls;
+}
+
+static void full_verify(struct faultdev *p, const struct full_run *r)
+{
+	struct store *st = testpool_open(&p->dev, NULL);
+	struct store_stats ss;
+	char got[STORE_BLOCK_SIZE], want[STORE_BLOCK_SIZE], base[STORE_BLOCK_SIZE];
+	char zero[STORE_BLOCK_SIZE] = {0};
+	struct vol *v;
+
+	store_get_stats(st, &ss);
+	assert_false(ss.read_only);
+	assert_false(ss.failed);
+	assert_int_equal(store_check(st), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	for (unsigned k = 0; k < FULL_WRITES; k++) {
+		assert_int_equal(store_read(v, got, r->lba[k] * STORE_BLOCK_SIZE, STORE_BLOCK_SIZE),
+		                 0);
+		fill(want, STORE_BLOCK_SIZE, 1000 + k);
+		full_base_block(r, r->lba[k], base);
+		if (r->durable[k])
+			assert_memory_equal(got, want, STORE_BLOCK_SIZE);
+		else
+			assert_true(!memcmp(got, want, STORE_BLOCK_SIZE) ||
+			            !memcmp(got, base, STORE_BLOCK_SIZE));
+	}
+	for (uint64_t off = r->trim_off; off < r->trim_off + (1u << 20); off += STORE_BLOCK_SIZE) {
+		assert_int_equal(store_read(v, got, off, STORE_BLOCK_SIZE), 0);
+		full_base_block(r, off / STORE_BLOCK_SIZE, base);
+		if (r->trim_durable)
+			assert_memory_equal(got, zero, STORE_BLOCK_SIZE);
+		else
+			assert_true(!memcmp(got, zero, STORE_BLOCK_SIZE) ||
+			            !memcmp(got, base, STORE_BLOCK_SIZE));
+	}
+	store_vol_close(v);
+	store_close(st);
+}
+
+static struct faultdev *full_image_dev(const struct full_run *r)
+{
+	struct faultdev *p = faultdev_new(FULL_POOL);
+	struct iovec iov = {.iov_base = r->image, .iov_len = FULL_POOL};
+	assert_int_equal(blkdev_pwritev(p->mem, &iov, 1, 0), 0);
+	assert_int_equal(blkdev_flush(p->mem), 0);
+	p->calls = 0;
+	return p;
+}
+
+static void test_crash_points_full(void **state)
+{
+	struct full_run r = {0}, run;
+	struct faultdev *p = faultdev_new(FULL_POOL);
+	char *model = malloc(FULL_POOL);
+	struct vol *v;
+	struct store *st = testpool_volume(&p->dev, NULL, "v", FULL_POOL, &v);
+
+	r.len = fill_to_enospc(v, model, FULL_POOL);
+	free(model);
+	store_vol_close(v);
+	store_close(st);
+	r.image = malloc(FULL_POOL);
+	assert_int_equal(blkdev_pread(p->mem, r.image, FULL_POOL, 0), 0);
+	faultdev_free(p);
+	/* Distinct blocks in the first part of the filled range; the trim in
+	 * the last MiB, which no write touches. */
+	uint64_t nblk = (r.len - (1u << 20)) / STORE_BLOCK_SIZE;
+	for (unsigned k = 0; k < FULL_WRITES; k++)
+		r.lba[k] = (uint64_t)k * 7919 % nblk;
+	r.trim_off = r.len - (1u << 20);
+
+	run = r;
+	p = full_image_dev(&r);
+	long total = full_workload(p, &run);
+	faultdev_free(p);
+	unsigned acked = 0;
+	for (unsigned k = 0; k < FULL_WRITES; k++)
+		acked += run.acked[k];
+	print_message("full-pool workload: %ld device writes/flushes, %u of %u writes acked\n",
+	              total, acked, FULL_WRITES);
+	assert_true(acked > 0);
+	full_verify(p = full_image_dev(&r), &r); /* the image itself is sane */
+	faultdev_free(p);
+	for (long i = 0; i < FULL_POINTS; i++) {
+		run = r;
+		p = full_image_dev(&r);
+		p->budget = i * (total + 1) / FULL_POINTS + i % 3;
+		full_workload(p, &run);
+		faultdev_power_on(p, i % 2);
+		full_verify(p, &run);
+		faultdev_free(p);
+	}
+	free(r.image);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -980,6 +1141,7 @@ int main(void)
 	    cmocka_unit_test(test_full_subblock_trims),
 	    cmocka_unit_test(test_full_scattered_writes),
 	    cmocka_unit_test(test_full_snapshots),
+	    cmocka_unit_test(test_crash_points_full),
 	};
 	if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER=test_enospc */
 		cmocka_set_test_filter(getenv("TEST_FILTER"));
