@@ -220,9 +220,10 @@ struct store_stats {
 	 * counted once), and reads answered EIO for one (reader threads add
 	 * to these with atomic increments) */
 	uint64_t bad_blocks, bad_reads;
-	bool failed;             /* sticky I/O failure */
-	bool read_only;          /* opened read-only (asked for, or below) */
-	bool read_only_fallback; /* read-only because open could not write a checkpoint */
+	uint64_t compact_skipped_bad; /* damaged blocks the compactor left in place */
+	bool failed;                  /* sticky I/O failure */
+	bool read_only;               /* opened read-only (asked for, or below) */
+	bool read_only_fallback;      /* read-only because open could not write a checkpoint */
 };
 void store_get_stats(struct store *st, struct store_stats *out);
 

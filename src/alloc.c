@@ -103,16 +103,19 @@ bool alloc_seg_used(const struct alloc *a, uint64_t seg)
 	return a->seg_state[seg] == ALLOC_USED;
 }
 
+/* Reader threads read stamps (bcrc.c keys its tables by them) while the
+ * log thread sets them: relaxed atomics, so a reader sees the old or the
+ * new stamp, never a torn one. */
 uint64_t alloc_seg_stamp(const struct alloc *a, uint64_t seg)
 {
 	assert(seg < a->nsegs);
-	return a->seg_stamp[seg];
+	return __atomic_load_n(&a->seg_stamp[seg], __ATOMIC_RELAXED);
 }
 
 void alloc_seg_set_stamp(struct alloc *a, uint64_t seg, uint64_t lsn)
 {
 	assert(seg < a->nsegs);
-	a->seg_stamp[seg] = lsn;
+	__atomic_store_n(&a->seg_stamp[seg], lsn, __ATOMIC_RELAXED);
 }
 
 uint32_t alloc_block_refs(const struct alloc *a, uint64_t blk)

@@ -494,9 +494,12 @@ static int control_op_stats(struct control_ctx *x)
 	STAT(segments_freed);
 	STAT(bad_blocks);
 	STAT(bad_reads);
+	STAT(compact_skipped_bad);
 #undef STAT
 	json_object_set_new(o, "block_size", json_integer(STORE_BLOCK_SIZE));
 	json_object_set_new(o, "failed", json_boolean(s.failed));
+	json_object_set_new(o, "read_only", json_boolean(s.read_only));
+	json_object_set_new(o, "read_only_fallback", json_boolean(s.read_only_fallback));
 	json_object_set_new(x->res, "stats", o);
 	return 0;
 }

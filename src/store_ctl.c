@@ -221,6 +221,7 @@ static int ctl_stats(struct store_req *r)
 	out->batch_blocks = st->log ? log_blocks_written(st->log) : 0;
 	out->failed = st->failed;
 	out->read_only = st->read_only;
+	out->compact_skipped_bad = compact_bad_blocks(st->sp.compact);
 	return 0;
 }
 

@@ -10,8 +10,9 @@
  *   store_ctl.c  control operations (one function each), list/info/stats
  *   check.c      the offline check
  *   recover.c    replay of the log after the checkpoint
- *   reader.c     reader threads, the lock-free read path, block status
  *   writer.c     the log thread: rounds, staging, group commit
+ *   reader.c     reader threads, the lock-free read path, block status,
+ *                every data block verified against its CRC (bcrc.c)
  *   space.c      every reserve / room / low-water rule; drives the compactor
  *   ckpt.c       checkpoint record encode/decode, writing a checkpoint
  *   super.c      the two superblock slots
@@ -123,6 +124,7 @@ struct store {
 		size_t nap, ap_cap;
 		uint64_t round;       /* rounds begun: dates each volume's pend map */
 		uint64_t staged_cost; /* space.c's cost of what is staged, not yet applied */
+		bool read_failed;     /* the request being staged failed a read, not the log */
 	} wr;
 
 	struct { /* reader.c */

@@ -74,7 +74,8 @@ static int current_block(struct store *st, struct volume *v, uint64_t lba, void 
 		memset(out, 0, FMT_BLOCK);
 		return 0;
 	}
-	return segio_read_block(st->io, out, phys);
+	return reader_read_block(st, v, lba, phys,
+	                         out); /* verified: never merge into a bad block */
 }
 
 /* ---- staging ------------------------------------------------------------- */
@@ -124,8 +125,13 @@ static int stage_bytes(struct store *st, struct volume *v, const char *buf, uint
 			if (!blk)
 				return -ENOMEM;
 			err = current_block(st, v, lba, blk);
-			if (err)
+			if (err) {
+				/* A block that cannot be read (or fails its
+				 * checksum) fails this request; the log is
+				 * intact, so the pool goes on. */
+				st->wr.read_failed = true;
 				return err;
+			}
 			if (buf)
 				memcpy(blk + from, buf + (bs + from - off), to - from);
 			else
@@ -275,10 +281,12 @@ static bool stage_round(struct store *st, struct store_req *list)
 		}
 		if (!is_write(r))
 			continue;
+		st->wr.read_failed = false;
 		int err = stage_or_make_room(st, r);
 		if (err) {
 			r->err = err;
-			if (err != -ENOSPC && err != -EPERM && err != -EINVAL && !st->failed)
+			if (err != -ENOSPC && err != -EPERM && err != -EINVAL &&
+			    !st->wr.read_failed && !st->failed)
 				core_set_failed(st, err, "staging");
 			continue;
 		}

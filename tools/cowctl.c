@@ -339,11 +339,18 @@ static void cowctl_print_stats(json_t *s)
 	printf("%-18s%" PRIu64 " (%" PRIu64 " blocks moved, %" PRIu64 " segments freed)\n",
 	       "compactions:", cowctl_u64(s, "compactions"), cowctl_u64(s, "compacted_blocks"),
 	       cowctl_u64(s, "segments_freed"));
-	printf("%-18s%" PRIu64 " (%" PRIu64 " reads refused)\n",
-	       "bad blocks:", cowctl_u64(s, "bad_blocks"), cowctl_u64(s, "bad_reads"));
+	printf("%-18s%" PRIu64 " (%" PRIu64 " reads refused, %" PRIu64
+	       " left in place by the compactor)\n",
+	       "bad blocks:", cowctl_u64(s, "bad_blocks"), cowctl_u64(s, "bad_reads"),
+	       cowctl_u64(s, "compact_skipped_bad"));
 	printf("%-18s%s\n", "failed:",
 	       json_is_true(json_object_get(s, "failed")) ? "YES (I/O error; restart cowbd)"
 	                                                  : "no");
+	printf("%-18s%s\n", "read-only:",
+	       json_is_true(json_object_get(s, "read_only_fallback"))
+	           ? "YES (open could not write a checkpoint: free space, then restart)"
+	       : json_is_true(json_object_get(s, "read_only")) ? "yes"
+	                                                       : "no");
 }
 
 /* ---- commands ------------------------------------------------------------ */

@@ -21,6 +21,7 @@ cat >"$T/v.py" <<'PY'
 #   fill                unique data in every block, flush
 #   find POOL LBA       print the byte offset of LBA's block in the pool file
 #   reads BAD           BAD's reads get EIO, every other block reads right
+#   partial BAD         a 512-byte write into BAD gets EIO (no fresh checksum)
 #   heal BAD            overwrite BAD, flush; then everything reads right
 import hashlib, sys, nbd
 
@@ -92,6 +93,19 @@ elif cmd == "snapreads":
     h = conn()
     eio(h, BS, bad * BS, "the snapshot's block")
     all_but(h, bad)
+elif cmd == "partial":
+    # A write of part of the bad block merges with its current bytes: it
+    # must fail rather than give the damage a fresh checksum.
+    bad = int(sys.argv[3])
+    h = conn()
+    try:
+        h.pwrite(b"\x11" * 512, bad * BS + 1024)
+    except nbd.Error as e:
+        if e.errno != "EIO":
+            sys.exit("partial write: errno %s, not EIO" % e.errno)
+    else:
+        sys.exit("a partial write into the bad block succeeded (laundered?)")
+    eio(h, BS, bad * BS, "the bad block after a refused partial write")
 elif cmd == "heal":
     bad = int(sys.argv[3])
     h = conn()
@@ -144,6 +158,8 @@ r=$(stat_ bad_reads)
 [ "$r" -ge 9 ] || fail "stats: bad_reads $r, fewer than the 9 refused reads"
 echo "ok: logged once, counted (bad_blocks 1, bad_reads $r)"
 
+v "$(uri vol0)" partial $BAD || fail "partial write into the bad block"
+echo "ok: a partial write into the bad block gets EIO and leaves it unreadable"
 ok snapshot delete vol0@s1
 v "$(uri vol0)" heal $BAD || fail "heal"
 cowbd_stop
