@@ -1,0 +1,71 @@
+/* test_crc32c.c — CRC32C (src/crc32c.c) against a bitwise reference: the
+ * standard check value, every length up to 1,000 and longer ones through
+ * both stream sizes of the three-stream path (up to 3 x 8 KiB and beyond),
+ * at several alignments, and continuation (crc of a buffer in pieces equals
+ * the crc of the whole). */
+#undef NDEBUG
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "crc32c.h"
+
+static uint32_t reference(uint32_t crc, const uint8_t *p, size_t n)
+{
+	crc = ~crc;
+	while (n--) {
+		crc ^= *p++;
+		for (int k = 0; k < 8; k++)
+			crc = crc & 1 ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
+	}
+	return ~crc;
+}
+
+static void test_check_value(void **state)
+{
+	assert_int_equal(crc32c(0, "123456789", 9), 0xE3069283u);
+}
+
+static void test_lengths_and_alignments(void **state)
+{
+	const size_t max = 3 * 8192 * 2 + 4096 + 37;
+	uint8_t *buf = malloc(max + 8);
+	uint64_t x = 0x243F6A8885A308D3ull;
+	for (size_t i = 0; i < max + 8; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		buf[i] = (uint8_t)x;
+	}
+	for (unsigned align = 0; align < 8; align += 3)
+		for (size_t n = 0; n <= max; n = n < 1000 ? n + 1 : n + 997)
+			assert_int_equal(crc32c(0, buf + align, n), reference(0, buf + align, n));
+	/* exactly the stream sizes and one either side */
+	size_t edges[] = {767, 768, 769, 4095, 4096, 4097, 24575, 24576, 24577};
+	for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++)
+		assert_int_equal(crc32c(0, buf, edges[i]), reference(0, buf, edges[i]));
+	free(buf);
+}
+
+static void test_continuation(void **state)
+{
+	uint8_t buf[30000];
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i * 131 + (i >> 9));
+	uint32_t whole = crc32c(0, buf, sizeof(buf));
+	for (size_t cut = 0; cut <= sizeof(buf); cut += 4999)
+		assert_int_equal(crc32c(crc32c(0, buf, cut), buf + cut, sizeof(buf) - cut), whole);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_check_value),
+	    cmocka_unit_test(test_lengths_and_alignments),
+	    cmocka_unit_test(test_continuation),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
