@@ -414,8 +414,7 @@ void blkdev_holder(const char *path, char *buf, size_t len)
 		snprintf(buf, len, "pool %s is in use by %s pid %u on host %s since %s", path,
 		         o.prog, o.pid, o.host, when);
 	} else if (held == F_WRLCK) {
-		snprintf(buf, len,
-		         "pool %s is in use by another cowbd (still starting: no owner record yet)",
+		snprintf(buf, len, "pool %s is in use by another cowbd (no owner record names it)",
 		         path);
 	} else if (blkdev_is_device(d)) {
 		snprintf(buf, len,

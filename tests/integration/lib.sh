@@ -23,6 +23,9 @@
 #   known_py                 write $T/known.py, the data oracle a test's python
 #                            driver imports: known.json of flushed ranges, conn,
 #                            data, verify, write_mib
+#   cowbd_try WANT POOL ARGS...  one more cowbd on POOL (port 0, control
+#                            $T/try.sock), stopped by SIGTERM once it serves;
+#                            its exit status must be WANT; output in $T/out
 #   small_fs DIR SIZE        mount a tmpfs of SIZE on DIR (created), unmounted
 #                            on exit after cowbd is stopped; skip (exit 77)
 #                            when mounting is impossible (not root, no tmpfs)
@@ -201,4 +204,22 @@ def write_mib(h, vol, a, b):
     save()
     print("%s: wrote [%d, %d) MiB" % (vol, a, b))
 PY
+}
+
+cowbd_try() {
+	local want=$1 pool=$2 rc pid; shift 2
+	# port 0: any free port, so no other listener can make the start fail
+	"$BUILD/cowbd" --pool "$pool" "$@" --listen 127.0.0.1:0 --control "$T/try.sock" \
+		>"$T/out" 2>&1 &
+	pid=$!
+	# up to 60 s for creation: a slow machine must not see SIGTERM mid-create
+	for _ in $(seq 1 1200); do
+		kill -0 $pid 2>/dev/null || break
+		[ -S "$T/try.sock" ] && break
+		sleep 0.05
+	done
+	if kill -0 $pid 2>/dev/null; then kill -TERM $pid; fi
+	wait $pid; rc=$?
+	[ ! -e "$T/try.sock" ] || { rm -f "$T/try.sock"; fail "cowbd on $pool $*: control socket left"; }
+	[ "$rc" = "$want" ] || { cat "$T/out"; fail "cowbd on $pool $*: exit $rc, wanted $want"; }
 }
