@@ -86,9 +86,7 @@ int main(int argc, char **argv)
 
 	if (argc == 3 && !strcmp(argv[1], "--all"))
 		say_problem_show = 0;
-	else if (argc != 2)
-		argv[1] = "-";
-	path = argv[argc - 1];
+	path = argc == 2 || say_problem_show == 0 ? argv[argc - 1] : "-";
 	if (path[0] == '-') {
 		fprintf(stderr, "usage: cowbd-check [--all] POOL\n");
 		return 2;

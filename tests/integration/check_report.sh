@@ -4,7 +4,7 @@
 # the kind, then "... and 40 more bad data checksums", and ends with the
 # summary "POOL: DAMAGED: 50 problems (50 bad data checksums)", exit 1;
 # with --all it prints all 50 and no "more" line.  A clean pool ends with
-# "POOL: clean", exit 0.
+# "POOL: clean", exit 0.  Wrong arguments: the usage line, exit 2.
 . "$(dirname "$0")/lib.sh"
 requires python3
 python3 -c 'import nbd' 2>/dev/null || { echo "requires python3-libnbd"; exit 77; }
@@ -67,4 +67,13 @@ if grep -q "more bad data checksums" "$T/check.err"; then fail "--all: a 'more' 
 [ "$(tail -n 1 "$T/check.out")" = "$POOL: DAMAGED: $N problems ($N bad data checksums)" ] ||
 	fail "--all: summary $(tail -n 1 "$T/check.out")"
 echo "ok: --all prints all $N"
+# Usage errors: exit 2 and the usage line, never a check of something else.
+for args in "" "--all" "-x" "$POOL $POOL" "--all --all"; do
+	# shellcheck disable=SC2086
+	"$BUILD/cowbd-check" $args >"$T/check.out" 2>&1
+	rc=$?
+	[ $rc = 2 ] && grep -q "^usage: cowbd-check \[--all\] POOL" "$T/check.out" ||
+		fail "cowbd-check $args: exit $rc: $(cat "$T/check.out")"
+done
+echo "ok: usage errors exit 2"
 echo "check_report: all checks passed"
