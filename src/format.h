@@ -6,7 +6,8 @@
  * own block address, and is validated on every read.
  *
  *   block 0, 1          superblock slots A and B (the newer valid one wins)
- *   segment 0           reserved (holds the superblocks)
+ *   segment 0           reserved (holds the superblocks, and in block 2 the
+ *                       advisory owner record blkdev.c writes)
  *   segments 1..n-1     the log: batches written strictly append-only
  *
  * A batch = one summary block + the blocks its entries carry, contiguous in

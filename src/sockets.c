@@ -206,6 +206,15 @@ static int sockets_split_hostport(const char *hostport, char *host, size_t hostl
 		snprintf(err, errlen, "bad listen address %s (want HOST:PORT)", hostport);
 		return -EINVAL;
 	}
+	/* getaddrinfo takes any number and keeps its low 16 bits: 99999 would
+	 * quietly listen on 34463. */
+	unsigned long pv = 0;
+	for (const char *c = *port; *c; c++) {
+		if (*c < '0' || *c > '9' || (pv = pv * 10 + (unsigned long)(*c - '0')) > 65535) {
+			snprintf(err, errlen, "bad listen port in %s (want 0-65535)", hostport);
+			return -EINVAL;
+		}
+	}
 	memcpy(host, h, hl);
 	host[hl] = '\0';
 	return 0;

@@ -85,5 +85,14 @@ fi
 grep -q "Address already in use" "$T/other.log" || fail "no EADDRINUSE message: $(cat "$T/other.log")"
 [ ! -e "$T/other.sock" ] || fail "control socket created although listen failed"
 
+# A port out of range is refused, not wrapped (99999 once listened on 34463).
+for bad in 127.0.0.1:99999 127.0.0.1:65536 127.0.0.1:12ab; do
+	if "$BUILD/cowbd" --pool "$T/other.img" --create 64M --listen "$bad" \
+		--control "$T/other.sock" >"$T/other.log" 2>&1; then
+		fail "cowbd started with --listen $bad"
+	fi
+	grep -q "bad listen port" "$T/other.log" || fail "no port message for $bad: $(cat "$T/other.log")"
+done
+
 cowbd_stop
 echo "handshake ok"

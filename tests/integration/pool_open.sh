@@ -7,51 +7,34 @@
 . "$(dirname "$0")/lib.sh"
 requires python3 sha256sum truncate
 
-try() { # expect-status file args... ; prints stderr
-	local want=$1 f=$2; shift 2
-	# port 0: any free port, so no other listener can make the start fail
-	"$BUILD/cowbd" --pool "$f" "$@" --listen 127.0.0.1:0 --control "$T/c.sock" >"$T/out" 2>&1 &
-	local pid=$!
-	# up to 60 s for creation: a slow machine must not see SIGTERM mid-create
-	for _ in $(seq 1 1200); do
-		kill -0 $pid 2>/dev/null || break
-		[ -S "$T/c.sock" ] && break
-		sleep 0.05
-	done
-	if kill -0 $pid 2>/dev/null; then kill -TERM $pid; fi
-	wait $pid; local rc=$?
-	rm -f "$T/c.sock"
-	[ "$rc" = "$want" ] || { cat "$T/out"; fail "cowbd on $f: exit $rc, wanted $want"; }
-}
-
 # A sparse all-zero file is blank: the pool is made there.
 truncate -s 256M "$T/blank.img"
-try 0 "$T/blank.img" --create 256M
+cowbd_try 0 "$T/blank.img" --create 256M
 grep -q "created pool" "$T/out" || fail "no pool created on a blank file"
 "$BUILD/cowbd-check" "$T/blank.img" >/dev/null || fail "fresh pool does not check clean"
 # Opening it again with --create keeps it.
-try 0 "$T/blank.img" --create 256M
+cowbd_try 0 "$T/blank.img" --create 256M
 grep -q "exists" "$T/out" || fail "existing pool not recognised"
 
 # A file with data: refused, unchanged.
 head -c 128M /dev/urandom > "$T/data.img"
 sum=$(sha256sum < "$T/data.img")
-try 1 "$T/data.img" --create 128M
+cowbd_try 1 "$T/data.img" --create 128M
 grep -q "holds data that is not a cowbd pool" "$T/out" || fail "wrong refusal: $(cat "$T/out")"
 [ "$(wc -l < "$T/out")" -eq 1 ] || fail "refusal is not one line"
 [ "$sum" = "$(sha256sum < "$T/data.img")" ] || fail "refused file was changed"
-try 1 "$T/data.img"
+cowbd_try 1 "$T/data.img"
 grep -q "not a cowbd pool" "$T/out" || fail "wrong message for a non-pool"
 "$BUILD/cowbd-check" "$T/data.img" >/dev/null 2>&1; [ $? = 2 ] || fail "cowbd-check on junk: want 2"
 
 # One byte of data far into a zero file is still data.
 truncate -s 128M "$T/late.img"
 printf 'x' | dd of="$T/late.img" bs=1 seek=$((100 << 20)) conv=notrunc status=none
-try 1 "$T/late.img" --create 128M
+cowbd_try 1 "$T/late.img" --create 128M
 
 # Too small.
 truncate -s 16M "$T/small.img"
-try 1 "$T/small.img" --create 16M
+cowbd_try 1 "$T/small.img" --create 16M
 grep -q "too small" "$T/out" || fail "wrong message for a small file: $(cat "$T/out")"
 
 # Newer format version: refused, unchanged.
@@ -65,7 +48,7 @@ with open(sys.argv[1], "r+b") as f:
         f.seek(slot * 4096); f.write(b)
 PY
 sum=$(sha256sum < "$T/newer.img")
-try 1 "$T/newer.img"
+cowbd_try 1 "$T/newer.img"
 grep -q "newer" "$T/out" || fail "wrong message for a newer pool: $(cat "$T/out")"
 [ "$sum" = "$(sha256sum < "$T/newer.img")" ] || fail "newer pool was changed"
 
@@ -76,7 +59,7 @@ import sys
 with open(sys.argv[1], "r+b") as f:
     f.seek(int(sys.argv[2]) * 4096 + 200); f.write(b"\xff")
 PY
-try 0 "$T/bad.img"
+cowbd_try 0 "$T/bad.img"
 "$BUILD/cowbd-check" "$T/bad.img" >/dev/null || fail "one bad superblock: check should pass"
 /usr/bin/python3 - "$T/bad.img" 1 <<'PY'
 import sys
@@ -85,12 +68,12 @@ with open(sys.argv[1], "r+b") as f:
         f.seek(slot * 4096 + 200); f.write(b"\xff")
 PY
 sum=$(sha256sum < "$T/bad.img")
-try 1 "$T/bad.img"
+cowbd_try 1 "$T/bad.img"
 grep -q "damaged" "$T/out" || fail "wrong message for damaged superblocks: $(cat "$T/out")"
 [ "$sum" = "$(sha256sum < "$T/bad.img")" ] || fail "damaged pool was changed"
 "$BUILD/cowbd-check" "$T/bad.img" >/dev/null 2>&1; [ $? = 1 ] || fail "cowbd-check on damage: want 1"
 
 # Missing file without --create.
-try 1 "$T/none.img"
+cowbd_try 1 "$T/none.img"
 grep -q "No such file" "$T/out" || fail "wrong message for a missing pool"
 echo "pool open/refusal cases all behaved"
