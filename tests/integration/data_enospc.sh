@@ -19,6 +19,7 @@ not_failed() {
 assert not s["failed"], s' "$T/out" || fail "store is in the failed state $1"
 }
 
+known_py
 cat >"$T/e.py" <<'PY'
 # e.py PORT STATEDIR COMMAND ARGS; STATEDIR/known.json: {vol: [[off, len, seed]]}
 #   write VOL A B         write [A,B) MiB in 1 MiB chunks, flush; all must succeed
@@ -26,23 +27,9 @@ cat >"$T/e.py" <<'PY'
 #                         writes of every shape get ENOSPC, reads/flush work
 #   trim VOL A B          trim [A,B) MiB, flush (the known data there goes)
 #   verify                every known range reads back
-import json, os, random, sys, nbd
-port, sd, cmd, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-M = 1 << 20
-kp = os.path.join(sd, "known.json")
-known = json.load(open(kp)) if os.path.exists(kp) else {}
-
-def save():
-    json.dump(known, open(kp, "w"))
-
-def conn(name):
-    h = nbd.NBD()
-    h.set_export_name(name)
-    h.connect_tcp("127.0.0.1", port)
-    return h
-
-def data(seed, n):
-    return random.Random(seed).randbytes(n)
+import sys, nbd
+from known import M, known, save, conn, data, verify, write_mib
+cmd, args = sys.argv[3], sys.argv[4:]
 
 def enospc(what, f):
     try:
@@ -53,21 +40,9 @@ def enospc(what, f):
         return
     sys.exit("%s on a full pool succeeded" % what)
 
-def verify(h, vol):
-    for off, n, seed in known.get(vol, []):
-        if h.pread(n, off) != data(seed, n):
-            sys.exit("%s: acknowledged data at %d (+%d) differs" % (vol, off, n))
-
 vol = args[0] if args else None
 if cmd == "write":
-    h = conn(vol)
-    a, b = int(args[1]), int(args[2])
-    for off in range(a * M, b * M, M):
-        h.pwrite(data(off, M), off)
-        known.setdefault(vol, []).append([off, M, off])
-    h.flush()
-    save()
-    print("%s: wrote [%d, %d) MiB" % (vol, a, b))
+    write_mib(conn(vol), vol, int(args[1]), int(args[2]))
 elif cmd == "tofull":
     h = conn(vol)
     off = int(args[1]) * M
