@@ -35,6 +35,13 @@ unsigned ckpt_max_vols(uint64_t nsegs)
 	return fixed < room ? (unsigned)((room - fixed) / sizeof(struct fmt_vol)) : 0;
 }
 
+uint64_t ckpt_max_segs(unsigned min_vols)
+{
+	size_t room = (size_t)CKPT_MAX_BLOCKS * FMT_BLOCK - sizeof(struct fmt_ckpt) -
+	              (size_t)min_vols * sizeof(struct fmt_vol);
+	return (uint64_t)room * 8; /* one bitmap bit per segment */
+}
+
 unsigned ckpt_record_blocks(uint64_t nvols, uint64_t nsegs)
 {
 	return (unsigned)((record_bytes(nvols, nsegs) + FMT_BLOCK - 1) / FMT_BLOCK);

@@ -24,11 +24,7 @@
  * volumes beside its segment bitmap (17 TiB). */
 uint64_t store_max_pool_bytes(void)
 {
-	uint64_t nsegs = FMT_MIN_SEGS;
-	for (uint64_t step = 1ull << 40; step; step /= 2)
-		if (ckpt_max_vols(nsegs + step) >= STORE_MIN_VOLS)
-			nsegs += step;
-	return nsegs * FMT_SEG_BYTES;
+	return ckpt_max_segs(STORE_MIN_VOLS) * FMT_SEG_BYTES;
 }
 
 /* A store over io for a pool of nsegs segments; no log yet.  NULL on
@@ -99,7 +95,7 @@ int store_format(struct blkdev *dev)
 
 	if (nsegs < FMT_MIN_SEGS)
 		return -EINVAL; /* too small */
-	if (ckpt_max_vols(nsegs) < STORE_MIN_VOLS) {
+	if (nsegs > ckpt_max_segs(STORE_MIN_VOLS)) {
 		/* The checkpoint record (one batch) holds the segment bitmap
 		 * and the volume table: refuse up front what it cannot hold. */
 		say_error("a pool of %llu bytes is too large: at most %llu bytes are supported",

@@ -124,7 +124,6 @@ struct store {
 		size_t nap, ap_cap;
 		uint64_t round;       /* rounds begun: dates each volume's pend map */
 		uint64_t staged_cost; /* space.c's cost of what is staged, not yet applied */
-		bool read_failed;     /* the request being staged failed a read, not the log */
 	} wr;
 
 	struct { /* reader.c */
@@ -236,6 +235,8 @@ int super_probe(struct segio *io);
 /* Volumes a checkpoint record of a pool of nsegs segments can hold (0 if
  * its bitmap alone does not fit), and the blocks a record of nvols takes. */
 unsigned ckpt_max_vols(uint64_t nsegs);
+/* The most segments a pool may have for its record to hold min_vols. */
+uint64_t ckpt_max_segs(unsigned min_vols);
 unsigned ckpt_record_blocks(uint64_t nvols, uint64_t nsegs);
 /* Write every dirty node, a checkpoint record and the superblock; then the
  * segments that died before it become free.  Log thread (or the opener).

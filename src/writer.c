@@ -94,6 +94,17 @@ static int add_apply(struct store *st, struct volume *v, uint64_t lba, uint64_t 
 	return 0;
 }
 
+/* The log or the round's tables refused an entry: unless the log was only
+ * full, what the round staged can no longer be trusted, so the pool fails
+ * here (a read that fails while merging a partial block does not: the log
+ * is intact). */
+static int stage_failed(struct store *st, int err)
+{
+	if (err != -ENOSPC)
+		core_set_failed(st, err, "staging");
+	return err;
+}
+
 static int stage_block(struct store *st, struct volume *v, uint64_t lba, const void *data)
 {
 	struct fmt_entry e = {.vol = (uint32_t)v->id, .type = FMT_E_DATA, .lba = lba, .count = 1};
@@ -103,7 +114,7 @@ static int stage_block(struct store *st, struct volume *v, uint64_t lba, const v
 		err = pend_put(st, v, lba, data);
 	if (!err)
 		err = add_apply(st, v, lba, addr, false);
-	return err;
+	return err ? stage_failed(st, err) : 0;
 }
 
 /* Stage bytes [off, off+len) of v: full blocks straight from buf (no
@@ -123,15 +134,10 @@ static int stage_bytes(struct store *st, struct volume *v, const char *buf, uint
 		} else {
 			char *blk = core_scratch_get(st);
 			if (!blk)
-				return -ENOMEM;
+				return stage_failed(st, -ENOMEM);
 			err = current_block(st, v, lba, blk);
-			if (err) {
-				/* A block that cannot be read (or fails its
-				 * checksum) fails this request; the log is
-				 * intact, so the pool goes on. */
-				st->wr.read_failed = true;
+			if (err) /* unreadable or failing its checksum: this request fails */
 				return err;
-			}
 			if (buf)
 				memcpy(blk + from, buf + (bs + from - off), to - from);
 			else
@@ -166,7 +172,7 @@ static int stage_trim(struct store *st, struct volume *v, uint64_t off, uint64_t
 		if (!err)
 			err = add_apply(st, v, at, at + n, true);
 		if (err)
-			return err;
+			return stage_failed(st, err);
 		/* Later partial writes of this round must see the hole. */
 		pend_forget_range(st, v, at, at + n);
 		at += n;
@@ -281,13 +287,9 @@ static bool stage_round(struct store *st, struct store_req *list)
 		}
 		if (!is_write(r))
 			continue;
-		st->wr.read_failed = false;
 		int err = stage_or_make_room(st, r);
 		if (err) {
-			r->err = err;
-			if (err != -ENOSPC && err != -EPERM && err != -EINVAL &&
-			    !st->wr.read_failed && !st->failed)
-				core_set_failed(st, err, "staging");
+			r->err = err; /* staging failed the pool itself if it must */
 			continue;
 		}
 		st->ck.dirty = true;
