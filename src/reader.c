@@ -153,6 +153,17 @@ static int read_range(struct store *st, struct volume *v, char *buf, uint64_t of
 	return err;
 }
 
+unsigned reader_bad_blocks(struct store *st, struct reader_bad_block *out, unsigned max)
+{
+	pthread_mutex_lock(&st->rd.bad_lock);
+	unsigned n = st->rd.nbad;
+	for (unsigned i = 0; i < n && i < max; i++)
+		out[i] = (struct reader_bad_block){
+		    .vol_id = st->rd.bad[i].vol_id, .lba = st->rd.bad[i].lba, .phys = st->rd.bad[i].phys};
+	pthread_mutex_unlock(&st->rd.bad_lock);
+	return n;
+}
+
 int reader_read_block(struct store *st, struct volume *v, uint64_t lba, uint64_t phys, void *out)
 {
 	struct run one = {.phys = phys, .lba = lba, .n = 1, .dst = out};

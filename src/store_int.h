@@ -300,6 +300,13 @@ void reader_enqueue(struct store *st, struct store_req *r);
  * read-modify-write of a partial block, which must never launder a bad
  * block into a fresh CRC.  Any RCU-registered thread; blocks on I/O. */
 int reader_read_block(struct store *st, struct volume *v, uint64_t lba, uint64_t phys, void *out);
+/* A damaged block as remembered: the volume that read it (id) and where. */
+struct reader_bad_block {
+	uint64_t vol_id, lba, phys;
+};
+/* Copy up to max remembered damaged blocks, oldest first; returns how many
+ * there are in all (may exceed max).  Any thread. */
+unsigned reader_bad_blocks(struct store *st, struct reader_bad_block *out, unsigned max);
 /* A thread that is not an RCU reader becomes one for a call; returns
  * whether it did (pass that to reader_rcu_leave). */
 bool reader_rcu_enter(void);
