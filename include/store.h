@@ -153,6 +153,13 @@ int store_clone(struct store *st, const char *vol_at_snap, const char *new_vol);
 int store_rollback(struct store *st, const char *vol_at_snap);
 /* Write a checkpoint now. */
 int store_checkpoint(struct store *st);
+/* Run a no-op on the log thread and wait for it: returns 0 once the log
+ * thread has taken and finished everything queued before it (a liveness
+ * probe for a watchdog).  Blocks; not on the loop thread. */
+int store_ping(struct store *st);
+/* Test fault: hold the log thread for secs seconds (nothing is written
+ * meanwhile).  Blocks the caller as long. */
+int store_stall_log(struct store *st, unsigned secs);
 
 /* Why the store refused a control operation, from the volume table as it
  * stands (store_explain): the policy's reasons live with the policy, and

@@ -158,8 +158,9 @@ unsigned reader_bad_blocks(struct store *st, struct reader_bad_block *out, unsig
 	pthread_mutex_lock(&st->rd.bad_lock);
 	unsigned n = st->rd.nbad;
 	for (unsigned i = 0; i < n && i < max; i++)
-		out[i] = (struct reader_bad_block){
-		    .vol_id = st->rd.bad[i].vol_id, .lba = st->rd.bad[i].lba, .phys = st->rd.bad[i].phys};
+		out[i] = (struct reader_bad_block){.vol_id = st->rd.bad[i].vol_id,
+		                                   .lba = st->rd.bad[i].lba,
+		                                   .phys = st->rd.bad[i].phys};
 	pthread_mutex_unlock(&st->rd.bad_lock);
 	return n;
 }

@@ -15,8 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <urcu/urcu-memb.h>
 
+#include "say.h"
 #include "store_int.h"
 
 struct ctl {
@@ -284,6 +286,33 @@ int store_checkpoint(struct store *st)
 {
 	struct ctl c = {0};
 	return ctl_call(st, &c, ctl_checkpoint);
+}
+
+static int ctl_ping(struct store_req *r)
+{
+	(void)r;
+	return 0;
+}
+
+int store_ping(struct store *st)
+{
+	struct ctl c = {0};
+	return ctl_call(st, &c, ctl_ping);
+}
+
+static int ctl_stall(struct store_req *r)
+{
+	struct ctl *c = (struct ctl *)r;
+	say_warn("log thread: stalled for %llu s on request (a test fault)",
+	         (unsigned long long)c->size);
+	sleep((unsigned)c->size);
+	return 0;
+}
+
+int store_stall_log(struct store *st, unsigned secs)
+{
+	struct ctl c = {.size = secs};
+	return ctl_call(st, &c, ctl_stall);
 }
 
 /* Runs on the log thread (the counters' only writer) for a consistent view. */
