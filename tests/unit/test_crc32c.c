@@ -1,9 +1,12 @@
-/* test_crc32c.c — CRC32C (src/crc32c.c) against a bitwise reference: the
- * standard check value, every length up to 1,000 and longer ones through
- * both stream sizes of the three-stream path (up to 3 x 8 KiB and beyond),
+/* test_crc32c.c — CRC32C (src/crc32c.c) against a bitwise reference, for
+ * every implementation this CPU has (table, sse4.2, fold): the standard
+ * check value, every length up to 1,000 and longer ones through both stream
+ * sizes of the three-stream path (up to 3 x 8 KiB and beyond) and the edges
+ * of the folding path (one round of 256 bytes, 64-byte blocks, the tail),
  * at several alignments, and continuation (crc of a buffer in pieces equals
  * the crc of the whole). */
 #undef NDEBUG
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,12 +29,33 @@ static uint32_t reference(uint32_t crc, const uint8_t *p, size_t n)
 	return ~crc;
 }
 
+static const char *const impls[] = {"table", "sse4.2", "fold"};
+
 static void test_check_value(void **state)
 {
 	assert_int_equal(crc32c(0, "123456789", 9), 0xE3069283u);
 }
 
-static void test_lengths_and_alignments(void **state)
+/* Each implementation the CPU has must be in use when asked for; the one
+ * chosen at start-up is the best (fold on a CPU with VPCLMULQDQ). */
+static void test_impls(void **state)
+{
+	const char *best = crc32c_impl();
+	unsigned have = 0;
+	for (unsigned i = 0; i < sizeof(impls) / sizeof(impls[0]); i++) {
+		int err = crc32c_use(impls[i]);
+		assert_true(err == 0 || err == -ENOTSUP);
+		if (err)
+			continue;
+		have = i;
+		assert_string_equal(crc32c_impl(), impls[i]);
+	}
+	assert_string_equal(best, impls[have]);
+	assert_int_equal(crc32c_use("nonsense"), -EINVAL);
+	assert_int_equal(crc32c_use(best), 0);
+}
+
+static void lengths_and_alignments(void)
 {
 	const size_t max = 3 * 8192 * 2 + 4096 + 37;
 	uint8_t *buf = malloc(max + 8);
@@ -44,13 +68,14 @@ static void test_lengths_and_alignments(void **state)
 		for (size_t n = 0; n <= max; n = n < 1000 ? n + 1 : n + 997)
 			assert_int_equal(crc32c(0, buf + align, n), reference(0, buf + align, n));
 	/* exactly the stream sizes and one either side */
-	size_t edges[] = {767, 768, 769, 4095, 4096, 4097, 24575, 24576, 24577};
+	size_t edges[] = {255, 256, 257,  319,  320,  321,  511,  512,   513,   767,
+	                  768, 769, 4095, 4096, 4097, 4159, 4160, 24575, 24576, 24577};
 	for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++)
 		assert_int_equal(crc32c(0, buf, edges[i]), reference(0, buf, edges[i]));
 	free(buf);
 }
 
-static void test_continuation(void **state)
+static void continuation(void)
 {
 	uint8_t buf[30000];
 	for (size_t i = 0; i < sizeof(buf); i++)
@@ -60,10 +85,34 @@ static void test_continuation(void **state)
 		assert_int_equal(crc32c(crc32c(0, buf, cut), buf + cut, sizeof(buf) - cut), whole);
 }
 
+/* Run body under every implementation the CPU has. */
+static void each_impl(void (*body)(void))
+{
+	const char *best = crc32c_impl();
+	for (unsigned i = 0; i < sizeof(impls) / sizeof(impls[0]); i++) {
+		if (crc32c_use(impls[i]) == -ENOTSUP)
+			continue;
+		print_message("  %s\n", impls[i]);
+		body();
+	}
+	assert_int_equal(crc32c_use(best), 0);
+}
+
+static void test_lengths_and_alignments(void **state)
+{
+	each_impl(lengths_and_alignments);
+}
+
+static void test_continuation(void **state)
+{
+	each_impl(continuation);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_check_value),
+	    cmocka_unit_test(test_impls),
 	    cmocka_unit_test(test_lengths_and_alignments),
 	    cmocka_unit_test(test_continuation),
 	};
