@@ -461,6 +461,15 @@ static bool reloc_node(struct tree_node *n, struct reloc *r)
 	return n->dirty;
 }
 
+/* Enter (odd) or leave (even) a re-pointing, for every tree. */
+static void seq_bump(struct tree *const *trees, unsigned n)
+{
+	cmm_smp_wmb(); /* leaving: the slots before the count */
+	for (unsigned i = 0; i < n; i++)
+		CMM_STORE_SHARED(trees[i]->seq, trees[i]->seq + 1);
+	cmm_smp_wmb(); /* entering: the count before the slots */
+}
+
 int64_t tree_relocate(struct tree *const *trees, unsigned n, struct alloc *a, const uint8_t *victim,
                       tree_move_fn move, tree_commit_fn commit, void *arg)
 {
@@ -476,15 +485,216 @@ int64_t tree_relocate(struct tree *const *trees, unsigned n, struct alloc *a, co
 	 * stale bytes where the copy is going). */
 	if (!r.err)
 		r.err = commit(arg);
-	if (!r.err)
+	if (!r.err && r.nrec) {
+		/* Readers comparing two trees must not see one re-pointed and
+		 * the other not yet: the seq brackets the stores (tree.h). */
+		seq_bump(trees, n);
 		for (size_t k = 0; k < r.nrec; k++) {
 			struct reloc_rec *x = &r.rec[k];
 			alloc_ref(a, x->nw);
 			CMM_STORE_SHARED(x->leaf->phys[x->slot], x->nw);
 			alloc_unref(a, x->old);
 		}
+		seq_bump(trees, n);
+	}
 	free(r.rec);
 	return r.err ? r.err : (int64_t)r.nrec;
+}
+
+/* ---- comparing trees -------------------------------------------------- */
+
+uint32_t tree_read_begin(const struct tree *t)
+{
+	uint32_t s;
+	while ((s = CMM_LOAD_SHARED(t->seq)) & 1)
+		caa_cpu_relax(); /* a relocation re-points at most a pass's slots */
+	cmm_smp_rmb();
+	return s;
+}
+
+bool tree_read_retry(const struct tree *t, uint32_t seq)
+{
+	cmm_smp_rmb();
+	return CMM_LOAD_SHARED(t->seq) != seq;
+}
+
+struct diff_walk {
+	uint64_t lo, hi;
+	tree_diff_fn fn;
+	void *arg;
+	uint64_t visits;
+};
+
+/* The child range [first, last] of a node at level covering [base, ...)
+ * that meets [lo, hi); false if none does. */
+static bool child_range(unsigned level, uint64_t base, uint64_t lo, uint64_t hi, unsigned *first,
+                        unsigned *last)
+{
+	uint64_t end = base + span[level + 1];
+	uint64_t from = lo > base ? lo : base, to = hi < end ? hi : end;
+	if (from >= to)
+		return false;
+	*first = (unsigned)((from - base) / span[level]);
+	*last = (unsigned)((to - 1 - base) / span[level]);
+	return true;
+}
+
+/* Slots [first, last] of leaves a and b (either may be NULL), at base. */
+static int diff_leaf(const struct tree_node *a, const struct tree_node *b, uint64_t base,
+                     unsigned first, unsigned last, struct diff_walk *w)
+{
+	unsigned run = 0; /* slots in the pending run, which ends before i */
+	bool zero = false;
+	int err;
+
+	for (unsigned i = first; i <= last + 1; i++) {
+		bool differs = false, z = false;
+		if (i <= last) {
+			uint64_t pa = a ? CMM_LOAD_SHARED(a->phys[i]) : 0;
+			uint64_t pb = b ? CMM_LOAD_SHARED(b->phys[i]) : 0;
+			differs = pa != pb;
+			z = pb == 0;
+		}
+		if (run && (!differs || z != zero)) {
+			err = w->fn(w->arg, base + i - run, run, zero);
+			if (err)
+				return err;
+			run = 0;
+		}
+		if (differs) {
+			zero = z;
+			run++;
+		}
+	}
+	return 0;
+}
+
+/* a != b (either may be NULL): nodes at level covering [base, ...). */
+static int diff_node(const struct tree_node *a, const struct tree_node *b, unsigned level,
+                     uint64_t base, struct diff_walk *w)
+{
+	unsigned first, last;
+	int err;
+
+	w->visits++;
+	if (!child_range(level, base, w->lo, w->hi, &first, &last))
+		return 0;
+	if (level == 0)
+		return diff_leaf(a, b, base, first, last, w);
+	for (unsigned i = first; i <= last; i++) {
+		const struct tree_node *ca = a ? rcu_dereference(a->child[i]) : NULL;
+		const struct tree_node *cb = b ? rcu_dereference(b->child[i]) : NULL;
+		if (ca == cb)
+			continue; /* the same subtree, or nothing in either */
+		err = diff_node(ca, cb, level - 1, base + i * span[level], w);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+int tree_diff(const struct tree *a, const struct tree *b, uint64_t lo, uint64_t hi, tree_diff_fn fn,
+              void *arg, uint64_t *visits)
+{
+	struct diff_walk w = {.lo = lo, .hi = hi, .fn = fn, .arg = arg};
+	const struct tree_node *ra = rcu_dereference(a->root), *rb = rcu_dereference(b->root);
+	int err = 0;
+
+	if (a->levels != b->levels)
+		return -EINVAL;
+	if (ra != rb && lo < hi)
+		err = diff_node(ra, rb, a->levels - 1, 0, &w);
+	if (visits)
+		*visits += w.visits;
+	return err;
+}
+
+struct depth_walk {
+	unsigned n; /* trees in the chain */
+	uint64_t lo, hi;
+	tree_depth_fn fn;
+	void *arg;
+	const struct tree_node **nodes; /* n per level, top level first */
+	uint64_t run_lba, run_n;        /* the pending run */
+	uint32_t run_depth;
+};
+
+static int depth_emit(struct depth_walk *w, uint64_t lba, uint64_t n, uint32_t depth)
+{
+	int err = 0;
+	if (w->run_n && w->run_depth == depth && w->run_lba + w->run_n == lba) {
+		w->run_n += n;
+		return 0;
+	}
+	if (w->run_n)
+		err = w->fn(w->arg, w->run_lba, w->run_n, w->run_depth);
+	w->run_lba = lba;
+	w->run_n = n;
+	w->run_depth = depth;
+	return err;
+}
+
+/* nd[0..n) at level covering [base, ...); nd[0] != NULL. */
+static int depth_node(struct depth_walk *w, const struct tree_node *const *nd, unsigned level,
+                      uint64_t base)
+{
+	const struct tree_node **c = w->nodes + (size_t)w->n * level;
+	unsigned first, last;
+	int err;
+
+	if (!child_range(level, base, w->lo, w->hi, &first, &last))
+		return 0;
+	for (unsigned i = first; i <= last; i++) {
+		uint64_t at = base + i * span[level];
+		if (level == 0) {
+			uint64_t p = CMM_LOAD_SHARED(nd[0]->phys[i]);
+			uint32_t d = p != 0;
+			while (p && d < w->n && nd[d] && CMM_LOAD_SHARED(nd[d]->phys[i]) == p)
+				d++;
+			err = depth_emit(w, at, 1, d);
+		} else {
+			for (unsigned k = 0; k < w->n; k++)
+				c[k] = nd[k] ? rcu_dereference(nd[k]->child[i]) : NULL;
+			if (c[0]) {
+				err = depth_node(w, c, level - 1, at);
+			} else {
+				uint64_t from = at > w->lo ? at : w->lo, end = at + span[level];
+				err = depth_emit(w, from, (end < w->hi ? end : w->hi) - from, 0);
+			}
+		}
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+int tree_depth(const struct tree *const *chain, unsigned n, uint64_t lo, uint64_t hi,
+               tree_depth_fn fn, void *arg)
+{
+	unsigned levels = chain[0]->levels;
+	struct depth_walk w = {.n = n, .lo = lo, .hi = hi, .fn = fn, .arg = arg};
+	const struct tree_node **top;
+	int err = 0;
+
+	if (lo >= hi)
+		return 0;
+	for (unsigned k = 1; k < n; k++)
+		if (chain[k]->levels != levels)
+			return -EINVAL;
+	w.nodes = calloc((size_t)n * (levels + 1), sizeof(*w.nodes));
+	if (!w.nodes)
+		return -ENOMEM;
+	top = w.nodes + (size_t)n * levels;
+	for (unsigned k = 0; k < n; k++)
+		top[k] = rcu_dereference(chain[k]->root);
+	if (top[0])
+		err = depth_node(&w, top, levels - 1, 0);
+	else
+		err = depth_emit(&w, lo, hi - lo, 0);
+	if (!err && w.run_n)
+		err = fn(arg, w.run_lba, w.run_n, w.run_depth);
+	free(w.nodes);
+	return err;
 }
 
 /* ---- loading -------------------------------------------------------- */

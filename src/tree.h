@@ -45,6 +45,11 @@ struct tree_node {
 struct tree {
 	struct tree_node *root; /* RCU-published; NULL = all holes */
 	unsigned levels;        /* 1..4 */
+	/* A sequence count for readers that compare two trees (tree_diff,
+	 * tree_depth): odd while tree_relocate re-points leaf slots, which
+	 * it does slot by slot, so that a reader may see one tree's slot
+	 * moved and another's not yet.  Writer: tree_relocate only. */
+	uint32_t seq;
 };
 
 /* Levels needed for nblocks blocks; 0 if more than FMT_FANOUT^4. */
@@ -107,6 +112,64 @@ typedef uint64_t (*tree_move_fn)(void *arg, uint64_t old);
 typedef int (*tree_commit_fn)(void *arg);
 int64_t tree_relocate(struct tree *const *trees, unsigned n, struct alloc *a, const uint8_t *victim,
                       tree_move_fn move, tree_commit_fn commit, void *arg);
+
+/* Comparing trees.
+ *
+ * The rule that makes a comparison of mappings a comparison of data: two
+ * trees hold the same bytes at an LBA exactly when their leaves hold the
+ * same physical block there (or both a hole), provided no write happened
+ * to it in between.  A write never rewrites a block in place: it maps a
+ * freshly allocated block (a partial write merges into a fresh one too),
+ * so a block written after two trees split is a number the other tree
+ * cannot hold.  A physical block is never reused while any tree references
+ * it (nor within an RCU grace period after), so equal numbers read in one
+ * read-side section are the same bytes.  Sharing (snapshot, clone,
+ * rollback, copying a node before a change) passes numbers on unchanged.
+ * The one thing besides a write that changes a slot is compaction, and it
+ * changes every slot holding a moved block, in every tree, to the same
+ * copy in one pass (a damaged block stays where it is in all of them); the
+ * trees' seq brackets the re-pointing, and readers retry a comparison
+ * that overlapped it (tree_read_begin / tree_read_retry).  Hence: a block
+ * never written between the two trees' split and now is never reported
+ * (no false positives), and a block whose bytes differ always is; a block
+ * overwritten with the same bytes is reported (it was written).  Subtrees
+ * both trees point to are the same node, so they are skipped whole: the
+ * cost is the nodes on paths to what changed, not the volume's size. */
+
+/* A run of n blocks from lba whose mappings differ; zero: the second tree
+ * maps none of them (trimmed, zeroed, or never written there while the
+ * first tree has data).  Return nonzero to stop the walk. */
+typedef int (*tree_diff_fn)(void *arg, uint64_t lba, uint64_t n, bool zero);
+
+/* Walk a and b (of equal levels) together over [lo, hi) and call fn for
+ * each run of blocks whose slots differ, in LBA order (runs may touch:
+ * the caller merges).  Subtrees that are the same node in both, or absent
+ * from both, are skipped without being read.  *visits, if not NULL, grows
+ * by the node pairs visited (the cost).  Returns 0, fn's nonzero value,
+ * or -EINVAL if the levels differ.  Caller holds rcu_read_lock(); never
+ * blocks. */
+int tree_diff(const struct tree *a, const struct tree *b, uint64_t lo, uint64_t hi, tree_diff_fn fn,
+              void *arg, uint64_t *visits);
+
+/* A run of n blocks from lba of equal depth (see tree_depth). */
+typedef int (*tree_depth_fn)(void *arg, uint64_t lba, uint64_t n, uint32_t depth);
+
+/* Allocation depth along a chain of trees (chain[0] the volume, chain[k]
+ * the snapshot its k-th ancestor was cloned from; all of equal levels):
+ * 0 for a hole in chain[0], else 1 + the number of trees after chain[0]
+ * that hold the same block, counted while they do (so 1 = written in
+ * chain[0], 2 = inherited from chain[1], ...).  Calls fn for runs over
+ * [lo, hi) in LBA order (runs may touch).  Returns 0, fn's nonzero value,
+ * -EINVAL (levels differ) or -ENOMEM.  Caller holds rcu_read_lock(); cost
+ * the nodes of chain[0] in the range, times n. */
+int tree_depth(const struct tree *const *chain, unsigned n, uint64_t lo, uint64_t hi,
+               tree_depth_fn fn, void *arg);
+
+/* Seqcount read side for the comparisons above: tree_read_begin waits
+ * out a relocation in progress and returns the count; tree_read_retry is
+ * true if one ran since (discard what was read and walk again). */
+uint32_t tree_read_begin(const struct tree *t);
+bool tree_read_retry(const struct tree *t, uint32_t seq);
 
 /* Load a tree from disk.  read(arg, addr, out) reads and validates one node
  * block (0 or -errno).  Nodes reached twice (shared) are loaded once: the

@@ -284,16 +284,21 @@ static void test_ops_all_levels(void **state)
 	}
 }
 
-/* Random sets and trims on one tree of a chain. */
-static void churn(struct vt *v, uint64_t size, unsigned n)
+/* Random sets and trims on one tree of a chain; blocks from blk(). */
+static void churn_by(struct vt *v, uint64_t size, unsigned n, uint64_t (*blk)(void))
 {
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t lba = rnd(size);
 		if (i % 17 == 16)
 			vt_trim(v, lba, lba + rnd(700));
 		else
-			vt_set(v, lba, i % 11 == 10 ? 0 : new_block());
+			vt_set(v, lba, i % 11 == 10 ? 0 : blk());
 	}
+}
+
+static void churn(struct vt *v, uint64_t size, unsigned n)
+{
+	churn_by(v, size, n, new_block);
 }
 
 /* snapshot -> clone -> snapshot chains: every member keeps its own
@@ -660,6 +665,324 @@ static void test_relocate(void **state)
 	disk_free(d);
 }
 
+/* ---- comparing trees ---------------------------------------------------- */
+
+/* What each block holds, by physical block: a write gives a new value,
+ * relocation copies it to the new address.  Two trees hold the same bytes
+ * at lba exactly when content[] of their blocks agree. */
+static uint32_t content[NSEGS * FMT_SEG_BLOCKS];
+static uint32_t next_content;
+
+static uint64_t new_data(void)
+{
+	uint64_t b = new_block();
+	content[b] = ++next_content;
+	return b;
+}
+
+static uint32_t model_content(const struct vt *v, uint64_t lba)
+{
+	uint64_t b = model_get(v, lba);
+	return b ? content[b] : 0;
+}
+
+/* Random writes, unmaps and trims of fresh data. */
+static void churn_data(struct vt *v, uint64_t size, unsigned n)
+{
+	churn_by(v, size, n, new_data);
+}
+
+struct diff_seen {
+	uint64_t lo, hi; /* the range asked */
+	uint64_t next;   /* runs come in order: the next may start here or later */
+	uint8_t *mark;   /* per lba - lo: 1 changed, 2 changed to a hole */
+	unsigned runs;
+	int stop_after; /* return 1 after this many runs (0: never) */
+};
+
+static int diff_cb(void *arg, uint64_t lba, uint64_t n, bool zero)
+{
+	struct diff_seen *d = arg;
+
+	assert_true(n > 0);
+	assert_true(lba >= d->next);
+	assert_true(lba + n <= d->hi);
+	for (uint64_t i = lba; i < lba + n; i++)
+		d->mark[i - d->lo] = zero ? 2 : 1;
+	d->next = lba + n;
+	d->runs++;
+	return d->stop_after && (int)d->runs == d->stop_after;
+}
+
+/* tree_diff(a, b) over [lo, hi) reports exactly the blocks whose contents
+ * differ (no unchanged block, however the trees got there), each flagged
+ * zero exactly when b has a hole there. */
+static void expect_diff(const struct vt *a, const struct vt *b, uint64_t lo, uint64_t hi)
+{
+	struct diff_seen d = {.lo = lo, .hi = hi, .next = lo, .mark = calloc(hi - lo, 1)};
+	uint64_t visits = 0, missed = 0, extra = 0;
+
+	assert_non_null(d.mark);
+	urcu_memb_read_lock();
+	assert_int_equal(tree_diff(&a->t, &b->t, lo, hi, diff_cb, &d, &visits), 0);
+	urcu_memb_read_unlock();
+	for (uint64_t lba = lo; lba < hi; lba++) {
+		uint32_t ca = model_content(a, lba), cb = model_content(b, lba);
+		uint8_t want = ca == cb ? 0 : cb ? 1 : 2;
+		if (d.mark[lba - lo] != want) {
+			missed += want && !d.mark[lba - lo];
+			extra += !want && d.mark[lba - lo];
+			if (missed + extra < 5)
+				print_error("lba %llu: content %u vs %u, diff says %u\n",
+				            (unsigned long long)lba, ca, cb, d.mark[lba - lo]);
+		}
+	}
+	free(d.mark);
+	if (missed || extra)
+		fail_msg("diff [%llu, %llu): %llu changed blocks missed, %llu unchanged reported",
+		         (unsigned long long)lo, (unsigned long long)hi, (unsigned long long)missed,
+		         (unsigned long long)extra);
+}
+
+/* Move every live block of data segment seg (tree_relocate, as the
+ * compactor does), updating models and contents. */
+static uint64_t relocate_seg(struct vt *const *vs, unsigned n, uint64_t seg, uint64_t *dest)
+{
+	struct tree *trees[16];
+	uint8_t victim[NSEGS] = {0};
+	struct mover mv = {.vs = vs, .n = n, .next = *dest};
+
+	assert_true(n <= 16);
+	for (unsigned i = 0; i < n; i++)
+		trees[i] = &vs[i]->t;
+	victim[seg] = 1;
+	uint32_t seq0 = vs[0]->t.seq;
+	int64_t moved = tree_relocate(trees, n, A, victim, move, commit, &mv);
+	assert_true(moved >= 0);
+	/* the readers' sequence count moved by two (in and out) or not at all */
+	assert_int_equal(vs[0]->t.seq, seq0 + (moved ? 2 : 0));
+	assert_int_equal(vs[0]->t.seq % 2, 0);
+	for (unsigned i = 0; i < n; i++)
+		for (size_t k = 0; k < vs[i]->n; k++) {
+			uint64_t b = vs[i]->blk[k];
+			uint64_t nw = b ? (uint64_t)(uintptr_t)map_get(&mv.moved, b) : 0;
+			if (nw) {
+				content[nw] = content[b];
+				vs[i]->blk[k] = nw;
+			}
+		}
+	*dest = mv.next;
+	map_clear(&mv.moved);
+	return (uint64_t)moved;
+}
+
+/* Property: over random histories — writes, unmaps, trims, snapshots,
+ * clones, rollbacks (a volume's tree replaced by a snapshot's) and
+ * compaction between the two points compared — tree_diff equals a full
+ * comparison of the two trees' contents, for every pair and random
+ * sub-ranges: no changed block missed, no unchanged block reported. */
+static void test_diff_property(void **state)
+{
+	const uint64_t size = span[2] + 3 * FMT_FANOUT + 7; /* three levels, partial top */
+	struct vt t[8];
+	unsigned n = 0;
+	uint64_t dest = (uint64_t)NODE_SEG2 * FMT_SEG_BLOCKS; /* where copies go */
+	uint64_t seg = DATA_SEG, moved = 0;
+	unsigned rollbacks = 0;
+
+	next_content = 0;
+	vt_init(&t[n++], tree_levels_for(size)); /* 0: the volume */
+	churn_data(&t[0], size, 2000);
+	for (unsigned step = 0; step < 30; step++) {
+		struct vt *all[8];
+		for (unsigned i = 0; i < n; i++)
+			all[i] = &t[i];
+		unsigned pick = (unsigned)rnd(n);
+		switch (rnd(7)) {
+		case 0: /* snapshot or clone of any tree */
+		case 1:
+			if (n < 7)
+				vt_share(&t[n++], &t[pick]);
+			break;
+		case 2: /* rollback: a tree becomes a copy of another */
+			if (pick != 0) {
+				vt_drop(&t[0]);
+				vt_share(&t[0], &t[pick]);
+				rollbacks++;
+			}
+			break;
+		case 3: /* compaction of an old data segment */
+			if (seg < (next_blk - 1) / FMT_SEG_BLOCKS)
+				moved += relocate_seg(all, n, seg++, &dest);
+			break;
+		default:
+			churn_data(&t[pick], size, 400);
+		}
+		for (unsigned i = 0; i < n; i++)
+			for (unsigned j = 0; j < n; j++)
+				expect_diff(&t[i], &t[j], 0, size);
+		for (unsigned k = 0; k < 4; k++) {
+			uint64_t lo = rnd(size), hi = lo + 1 + rnd(size - lo);
+			expect_diff(&t[rnd(n)], &t[rnd(n)], lo, hi);
+		}
+	}
+	print_message("%u trees, %u rollbacks, %llu blocks moved by compaction\n", n, rollbacks,
+	              (unsigned long long)moved);
+	assert_true(moved > 0 && rollbacks > 0 && n >= 4);
+	struct vt *all[8];
+	for (unsigned i = 0; i < n; i++)
+		all[i] = &t[i];
+	expect_all(all, n);
+	/* fn's nonzero stops the walk and comes back */
+	struct diff_seen d = {.hi = size, .mark = calloc(size, 1), .stop_after = 1};
+	vt_set(&t[0], 5, new_data());
+	vt_set(&t[0], size - 1, new_data());
+	vt_share(&t[n], &t[0]);
+	vt_set(&t[n], 6, new_data());
+	vt_set(&t[n], size - 2, new_data());
+	urcu_memb_read_lock();
+	assert_int_equal(tree_diff(&t[0].t, &t[n].t, 0, size, diff_cb, &d, NULL), 1);
+	urcu_memb_read_unlock();
+	assert_int_equal(d.runs, 1);
+	free(d.mark);
+	vt_drop(&t[n]);
+	for (unsigned i = 0; i < n; i++)
+		vt_drop(&t[i]);
+}
+
+/* The cost: a walk visits nodes on paths to what changed, not the tree.
+ * 10^6 blocks mapped in a 3-level tree (a 100 GiB volume); a snapshot;
+ * then 10, 100 and 1,000 blocks changed: node pairs visited stay within
+ * levels x changed + 1, and a clustered change of 1,000 blocks visits a
+ * handful. */
+static void test_diff_cost(void **state)
+{
+	const uint64_t nblocks = 26214400, mapped = 1000000; /* 100 GiB, 4 KiB blocks */
+	struct alloc *a1 = A, *big = alloc_new(1100);
+	struct tree vol = {.levels = tree_levels_for(nblocks)}, snap = {0};
+	uint64_t blk = FMT_SEG_BLOCKS, nodes;
+
+	assert_non_null(big);
+	assert_int_equal(vol.levels, 3);
+	A = big;
+	for (uint64_t lba = 0; lba < mapped; lba++)
+		assert_int_equal(tree_set(&vol, A, lba * 13 % nblocks, blk++), 0);
+	tree_share(&snap, &vol);
+	nodes = treeref_nodes((struct tree *[]){&vol}, 1);
+	const unsigned counts[] = {0, 10, 100, 1000};
+	unsigned changed = 0;
+	for (unsigned c = 0; c < 4; c++) {
+		while (changed < counts[c]) {
+			uint64_t lba = rnd(mapped) * 13 % nblocks;
+			if (tree_lookup(&vol, lba) == tree_lookup(&snap, lba))
+				changed++;
+			assert_int_equal(tree_set(&vol, A, lba, blk++), 0);
+		}
+		struct diff_seen d = {.hi = nblocks, .mark = calloc(nblocks, 1)};
+		uint64_t visits = 0, seen = 0;
+		assert_non_null(d.mark);
+		urcu_memb_read_lock();
+		assert_int_equal(tree_diff(&snap, &vol, 0, nblocks, diff_cb, &d, &visits), 0);
+		urcu_memb_read_unlock();
+		for (uint64_t i = 0; i < nblocks; i++)
+			seen += d.mark[i] != 0;
+		free(d.mark);
+		print_message("%u changed of %llu mapped (%llu nodes): %llu node pairs visited\n",
+		              changed, (unsigned long long)mapped, (unsigned long long)nodes,
+		              (unsigned long long)visits);
+		assert_int_equal(seen, changed);
+		assert_true(visits <= 3ull * changed + (changed ? 1 : 0));
+	}
+	/* 1,000 changes in two leaves: the two paths, nothing else */
+	tree_drop(&snap, A);
+	tree_share(&snap, &vol);
+	for (uint64_t lba = 0; lba < 1000; lba++)
+		assert_int_equal(tree_set(&vol, A, 4096 + lba, blk++), 0);
+	uint64_t visits = 0;
+	struct diff_seen d = {.hi = nblocks, .mark = calloc(nblocks, 1)};
+	urcu_memb_read_lock();
+	assert_int_equal(tree_diff(&snap, &vol, 0, nblocks, diff_cb, &d, &visits), 0);
+	urcu_memb_read_unlock();
+	free(d.mark);
+	print_message("1000 clustered changes: %llu node pairs visited\n",
+	              (unsigned long long)visits);
+	assert_true(visits <= 5);
+	tree_drop(&vol, A);
+	tree_drop(&snap, A);
+	urcu_memb_barrier();
+	assert_int_equal(alloc_live_blocks(A), 0);
+	alloc_free(big);
+	A = a1;
+}
+
+struct depth_seen {
+	uint64_t lo, hi, next;
+	uint32_t *depth; /* per lba - lo */
+};
+
+static int depth_cb(void *arg, uint64_t lba, uint64_t n, uint32_t depth)
+{
+	struct depth_seen *d = arg;
+
+	assert_int_equal(lba, d->next); /* contiguous, in order, from lo */
+	assert_true(n > 0 && lba + n <= d->hi);
+	for (uint64_t i = lba; i < lba + n; i++)
+		d->depth[i - d->lo] = depth;
+	d->next = lba + n;
+	return 0;
+}
+
+/* Allocation depth along vol -> snapshot -> clone -> its snapshot ->
+ * clone: 0 hole, 1 written in the clone, k+1 the same block as the k-th
+ * tree up the chain (and every one between), through compaction too. */
+static void test_depth(void **state)
+{
+	const uint64_t size = 2 * span[1] * 7 + 11;
+	struct vt vol, s1, c1, s2, c2;
+	struct vt *all[] = {&vol, &s1, &c1, &s2, &c2};
+	uint64_t dest = (uint64_t)NODE_SEG2 * FMT_SEG_BLOCKS;
+
+	vt_init(&vol, tree_levels_for(size));
+	churn_data(&vol, size, 3000);
+	vt_share(&s1, &vol);
+	churn_data(&vol, size, 500);
+	vt_share(&c1, &s1);
+	churn_data(&c1, size, 800);
+	vt_share(&s2, &c1);
+	churn_data(&c1, size, 300);
+	vt_share(&c2, &s2);
+	churn_data(&c2, size, 400);
+	relocate_seg(all, 5, DATA_SEG, &dest);
+	churn_data(&c2, size, 100);
+	const struct vt *chain[] = {&c2, &s2, &s1};
+	const struct tree *trees[] = {&c2.t, &s2.t, &s1.t};
+	unsigned seen[4] = {0};
+	for (unsigned r = 0; r < 3; r++) {
+		uint64_t lo = r ? rnd(size) : 0, hi = r ? lo + 1 + rnd(size - lo) : size;
+		struct depth_seen d = {
+		    .lo = lo, .hi = hi, .next = lo, .depth = calloc(hi - lo, sizeof(uint32_t))};
+		urcu_memb_read_lock();
+		assert_int_equal(tree_depth(trees, 3, lo, hi, depth_cb, &d), 0);
+		urcu_memb_read_unlock();
+		assert_int_equal(d.next, hi);
+		for (uint64_t lba = lo; lba < hi; lba++) {
+			uint64_t b = model_get(&c2, lba);
+			uint32_t want = b != 0;
+			while (b && want < 3 && model_get(chain[want], lba) == b)
+				want++;
+			if (d.depth[lba - lo] != want)
+				fail_msg("lba %llu: depth %u, want %u", (unsigned long long)lba,
+				         d.depth[lba - lo], want);
+			seen[want]++;
+		}
+		free(d.depth);
+	}
+	for (unsigned k = 0; k < 4; k++)
+		assert_true(seen[k] > 0); /* every depth occurs */
+	for (unsigned i = 0; i < 5; i++)
+		vt_drop(all[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -669,6 +992,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_count, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_load, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_relocate, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_diff_property, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_diff_cost, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_depth, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
