@@ -24,10 +24,10 @@ BINDIR   ?= $(PREFIX)/bin
 SBINDIR  ?= $(PREFIX)/sbin
 MANDIR   ?= $(PREFIX)/share/man
 INSTALL  ?= install
-PKGS     := libev-dev liburcu-dev libcmocka-dev libjansson-dev libgnutls28-dev
+PKGS     := libev-dev liburcu-dev libcmocka-dev libjansson-dev libgnutls28-dev libsystemd-dev
 TESTPKGS := nbd-client nbd-server libnbd-bin python3-libnbd nbdkit qemu-utils \
             qemu-system-x86 fio gnutls-bin busybox-static cpio e2fsprogs util-linux \
-            valgrind procps psmisc curl ca-certificates clang-format python3
+            valgrind procps psmisc curl ca-certificates clang-format python3 systemd
 
 CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Wshadow -Wvla -Wstrict-prototypes -Wmissing-prototypes \
@@ -38,11 +38,14 @@ endif
 URCU_CFLAGS   := $(shell pkg-config --cflags liburcu-memb 2>/dev/null)
 URCU_LIBS     := $(shell pkg-config --libs liburcu-memb liburcu-cds 2>/dev/null || echo -lurcu-memb -lurcu-cds -lurcu-common)
 GNUTLS_CFLAGS := $(shell pkg-config --cflags gnutls 2>/dev/null)
+SYSTEMD_CFLAGS := $(shell pkg-config --cflags libsystemd 2>/dev/null)
+SYSTEMD_LIBS  := $(shell pkg-config --libs libsystemd 2>/dev/null || echo -lsystemd)
 DEPFLAGS      := -MMD -MP
 # Required flags, appended after the user's.
-COWBD_CFLAGS  := -std=gnu11 $(WARN) -Iinclude $(URCU_CFLAGS) $(GNUTLS_CFLAGS) -D_GNU_SOURCE -pthread
+COWBD_CFLAGS  := -std=gnu11 $(WARN) -Iinclude $(URCU_CFLAGS) $(GNUTLS_CFLAGS) $(SYSTEMD_CFLAGS) \
+                 -D_GNU_SOURCE -pthread
 COWBD_LDFLAGS := -pthread
-COWBD_LIBS    := -lev -ljansson $(URCU_LIBS) -lgnutls
+COWBD_LIBS    := -lev -ljansson $(URCU_LIBS) -lgnutls $(SYSTEMD_LIBS)
 ifneq ($(SANITIZE),)
 COWBD_CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 COWBD_LDFLAGS += -fsanitize=$(SANITIZE)

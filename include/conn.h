@@ -63,6 +63,15 @@ int conn_server_listen_tcp(struct conn_server *s, const char *hostport, char *er
  * the one created here. */
 int conn_server_listen_unix(struct conn_server *s, const char *path, char *err, size_t errlen);
 
+/* Accept on fd, a listening stream socket made by someone else (socket
+ * activation: the service manager bound it), TCP or unix.  The server
+ * owns fd from now on, whatever the result: it is made non-blocking and
+ * close-on-exec, and closed at stop; a unix socket's file is never
+ * removed (its maker owns it).  The caller has checked that fd is a
+ * listening stream socket.  Returns 0, or -EMFILE (too many listeners) or
+ * a fcntl() -errno with a one-line reason in err and fd closed. */
+int conn_server_listen_fd(struct conn_server *s, int fd, char *err, size_t errlen);
+
 /* Serve a connected stream socket fd (TCP or unix; blocking or not) as if
  * it had just been accepted: greeting, handshake, transmission, counted
  * against max_conns.  The server owns fd from now on, whatever the result:

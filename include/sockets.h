@@ -70,4 +70,9 @@ int sockets_listen_tcp(const char *hostport, int *fds, unsigned max, unsigned *n
  * getpeername fails. */
 void sockets_peer_name(int fd, char *out, size_t n);
 
+/* The address a socket is bound to, for a log line: "ADDR:PORT",
+ * "[IPV6]:PORT", "unix:PATH", "unix:(unnamed)", or "?" when getsockname
+ * fails. */
+void sockets_local_name(int fd, char *out, size_t n);
+
 #endif

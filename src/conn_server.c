@@ -1,8 +1,9 @@
-/* conn_server.c — the NBD server object: its listeners (from sockets.c),
- * accepting and adopting connections under --max-connections, the limits
- * and TLS mode every connection inherits, proto's window on the store (the
- * exports table), and stopping in order (stop accepting, let connections
- * drain, cut them off after a grace period).
+/* conn_server.c — the NBD server object: its listeners (bound by sockets.c
+ * or passed in by the service manager), accepting and adopting connections
+ * under --max-connections, the limits and TLS mode every connection
+ * inherits, proto's window on the store (the exports table), and stopping
+ * in order (stop accepting, let connections drain, cut them off after a
+ * grace period).
  *
  * Layer: above conn.c (one connection) and below the daemon's main.
  * Threads: the loop thread only. */
@@ -175,6 +176,29 @@ int conn_server_listen_unix(struct conn_server *s, const char *path, char *err, 
 	if (!rc)
 		add_listener(s, &sock);
 	return rc;
+}
+
+int conn_server_listen_fd(struct conn_server *s, int fd, char *err, size_t errlen)
+{
+	int fl = fcntl(fd, F_GETFL), r;
+
+	if (s->nlst == CONN_MAX_LISTENERS) {
+		snprintf(err, errlen, "too many listen sockets (max %d)", CONN_MAX_LISTENERS);
+		close(fd);
+		return -EMFILE;
+	}
+	/* A passed socket is usually blocking, and on_accept accepts until
+	 * EAGAIN: the loop must never block in accept(). */
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "listen socket fd %d: %s", fd, strerror(errno));
+		close(fd);
+		return r;
+	}
+	/* No path: the file of a passed unix socket is its maker's to remove. */
+	add_listener(s, &(struct sockets_unix){.fd = fd});
+	return 0;
 }
 
 static void on_grace(struct ev_loop *loop, ev_timer *w, int revents)

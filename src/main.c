@@ -17,7 +17,11 @@
  * SIGPIPE is ignored (and HUP/USR1/USR2 too while no watcher runs).
  *
  * cowbd stays in the foreground whether or not --foreground is given
- * (systemd style: Type=simple, logs on stderr).
+ * (systemd style: Type=notify, logs on stderr).  Under a service manager
+ * (service.c) it takes the listening sockets socket activation passed
+ * instead of binding its own, says READY=1 once the control socket is up,
+ * RELOADING=1/READY=1 around SIGHUP and STOPPING=1 at SIGTERM/SIGINT, and
+ * feeds the watchdog while the loop and the log thread make progress.
  */
 #include <errno.h>
 #include <ev.h>
@@ -37,6 +41,8 @@
 #include "control.h"
 #include "names.h"
 #include "say.h"
+#include "service.h"
+#include "sockets.h"
 #include "store.h"
 #include "tls.h"
 
@@ -129,6 +135,7 @@ struct main_opts {
 	uint64_t create_size; /* --create; 0 = open an existing pool only */
 	const char *listen[MAX_LISTEN];
 	unsigned nlisten;
+	bool listen_default; /* no --listen or --unix: listen[0] is DEFAULT_LISTEN */
 	const char *unix_path;
 	const char *control_path;
 	const char *tls_mode, *tls_certs, *tls_psk;
@@ -237,8 +244,10 @@ static int main_check_opts(struct main_opts *o)
 		usage(stderr);
 		return MAIN_EXIT_FAIL;
 	}
-	if (o->nlisten == 0 && !o->unix_path)
+	if (o->nlisten == 0 && !o->unix_path) {
 		o->listen[o->nlisten++] = DEFAULT_LISTEN;
+		o->listen_default = true;
+	}
 	if (tls_on && strcmp(o->tls_mode, "allow") && strcmp(o->tls_mode, "require")) {
 		say_error("bad --tls mode %s (want off, allow or require)", o->tls_mode);
 		return MAIN_EXIT_FAIL;
@@ -449,6 +458,8 @@ struct main_daemon {
 	struct ev_loop *loop;
 	struct conn_server *srv;
 	struct control *ctl;
+	struct service *sv;
+	struct service_fds fds; /* passed by the service manager; -1 once handed on */
 	ev_signal sigterm, sigint, sighup, sigusr1, sigusr2;
 };
 
@@ -465,6 +476,38 @@ static int main_load_tls(const struct main_opts *o, struct tls_creds **creds)
 	if (!*creds) {
 		say_error("%s", err);
 		return -1;
+	}
+	return 0;
+}
+
+/* The NBD listeners: the sockets the service manager passed (socket
+ * activation), else those --listen and --unix name.  0, or -1 with a
+ * one-line reason in err. */
+static int main_listen(struct main_daemon *d, const struct main_opts *o, char *err, size_t errlen)
+{
+	char name[128];
+
+	if (d->fds.nnbd && (!o->listen_default || o->unix_path))
+		say_warn("--listen/--unix ignored: the service manager passed %u NBD socket(s)",
+		         d->fds.nnbd);
+	for (unsigned i = 0; i < d->fds.nnbd; i++) {
+		int fd = d->fds.nbd[i];
+
+		d->fds.nbd[i] = -1;
+		sockets_local_name(fd, name, sizeof(name));
+		if (conn_server_listen_fd(d->srv, fd, err, errlen))
+			return -1;
+		say_info("listening on %s (passed by the service manager)", name);
+	}
+	for (unsigned i = 0; i < o->nlisten && !d->fds.nnbd; i++) {
+		if (conn_server_listen_tcp(d->srv, o->listen[i], err, errlen))
+			return -1;
+		say_info("listening on %s", o->listen[i]);
+	}
+	if (o->unix_path && !d->fds.nnbd) {
+		if (conn_server_listen_unix(d->srv, o->unix_path, err, errlen))
+			return -1;
+		say_info("listening on unix:%s", o->unix_path);
 	}
 	return 0;
 }
@@ -489,15 +532,14 @@ static int main_start(struct main_daemon *d, const struct main_opts *o)
 		say_info("TLS %s: %s", require ? "required" : "allowed",
 		         tls_creds_describe(d->creds));
 	}
-	for (unsigned i = 0; i < o->nlisten; i++) {
-		if (conn_server_listen_tcp(d->srv, o->listen[i], err, sizeof(err)))
-			goto fail;
-		say_info("listening on %s", o->listen[i]);
-	}
-	if (o->unix_path) {
-		if (conn_server_listen_unix(d->srv, o->unix_path, err, sizeof(err)))
-			goto fail;
-		say_info("listening on unix:%s", o->unix_path);
+	if (main_listen(d, o, err, sizeof(err)) < 0)
+		goto fail;
+	if (d->fds.control >= 0) {
+		snprintf(err, sizeof(err),
+		         "a passed control socket (fd %d) is not supported yet: pass only NBD "
+		         "sockets; cowbd binds --control itself",
+		         d->fds.control);
+		goto fail;
 	}
 	d->ctl = control_start(d->st, o->control_path, err, sizeof(err));
 	if (!d->ctl)
@@ -510,10 +552,13 @@ fail:
 	return -1;
 }
 
-/* Undo a main_start that failed (the control socket never started).  No
- * request reached the store, so the server may go before the store. */
+/* Undo a start that failed (the loop never ran).  No NBD request reached
+ * the store, so the server may go before the store. */
 static void main_abort(struct main_daemon *d)
 {
+	service_free(d->sv);
+	service_fds_close(&d->fds);
+	control_stop(d->ctl);
 	conn_server_free(d->srv);
 	store_close(d->st);
 	tls_creds_free(d->creds);
@@ -526,6 +571,7 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	struct main_daemon *d = w->data;
 
 	say_info("signal %d: finishing in-flight requests and shutting down", w->signum);
+	service_stopping(d->sv);
 	conn_server_stop(d->srv);
 }
 
@@ -535,9 +581,8 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
  * credentials stay alive until exit: a session still using them has no
  * count to tell us when it is gone, and reloads are rare.  On any error
  * the old credentials stay in use. */
-static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
+static void main_reload_tls(struct main_daemon *d)
 {
-	struct main_daemon *d = w->data;
 	struct tls_creds *fresh, **r;
 	char err[256];
 
@@ -561,6 +606,16 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	d->creds = fresh;
 	conn_server_set_tls(d->srv, fresh, !strcmp(d->o->tls_mode, "require"));
 	say_info("SIGHUP: reloaded TLS credentials: %s", tls_creds_describe(fresh));
+}
+
+/* SIGHUP, between RELOADING=1 and READY=1 for the service manager. */
+static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct main_daemon *d = w->data;
+
+	service_reloading(d->sv, "reloading (SIGHUP)");
+	main_reload_tls(d);
+	service_reloaded(d->sv);
 }
 
 static void on_ignored_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -615,12 +670,49 @@ static void main_free_creds(struct main_daemon *d)
  * server, whose wake-up watcher store threads may touch until joined. */
 static void main_stop(struct main_daemon *d)
 {
+	service_free(d->sv);
 	control_stop(d->ctl);
 	store_close(d->st);
 	conn_server_free(d->srv);
 	main_free_creds(d);
 	ev_loop_destroy(d->loop);
 	say_info("stopped");
+}
+
+/* The daemon's test faults, named by environment variables only tests
+ * set (docs/TESTING.md).  COWBD_TEST_STALL_LOG=AFTER:DURATION holds the
+ * log thread DURATION seconds, AFTER seconds from now, so the watchdog
+ * test sees WATCHDOG=1 stop.  0, or -1 after one line. */
+static int main_test_faults(struct main_daemon *d)
+{
+	const char *stall = getenv("COWBD_TEST_STALL_LOG");
+	char err[256];
+
+	if (stall && service_stall_log(d->sv, stall, err, sizeof(err)) < 0) {
+		say_error("%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+/* What main needs before the pool opens: the service manager's state and
+ * the sockets it passed (a bad one refused before the pool is touched).
+ * 0, or -1 after one line. */
+static int main_service(struct main_daemon *d)
+{
+	char err[256];
+
+	d->fds = (struct service_fds){.control = -1};
+	d->sv = service_new();
+	if (!d->sv) {
+		say_error("out of memory");
+		return -1;
+	}
+	if (service_listen_fds(&d->fds, err, sizeof(err)) < 0) {
+		say_error("%s", err);
+		return -1;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -634,13 +726,24 @@ int main(int argc, char **argv)
 		return r;
 	if (main_load_tls(&o, &d.creds) < 0)
 		return 1;
-	main_ignore_signals();
-	d.st = pool_open(o.pool, o.create_size, o.checkpoint_bytes, started);
-	if (!d.st) {
+	if (main_service(&d) < 0) {
+		service_free(d.sv);
 		tls_creds_free(d.creds);
 		return 1;
 	}
-	if (main_start(&d, &o) < 0) {
+	main_ignore_signals();
+	service_status(d.sv, "opening pool %s (recovering its log if it was not closed cleanly)",
+	               o.pool);
+	d.st = pool_open(o.pool, o.create_size, o.checkpoint_bytes, started);
+	if (!d.st) {
+		service_status(d.sv, "failed to open pool %s", o.pool);
+		service_fds_close(&d.fds);
+		service_free(d.sv);
+		tls_creds_free(d.creds);
+		return 1;
+	}
+	if (main_start(&d, &o) < 0 || service_start(d.sv, d.loop, d.st, d.srv) < 0 ||
+	    main_test_faults(&d) < 0) {
 		main_abort(&d);
 		return 1;
 	}

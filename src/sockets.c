@@ -17,6 +17,8 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -289,28 +291,53 @@ fail:
 	return rc;
 }
 
+/* "ADDR:PORT" ("[ADDR]:PORT" for IPv6 when bracket) of an IPv4 or IPv6
+ * address into out; false for another family. */
+static bool sockets_inet_name(const struct sockaddr_storage *ss, bool bracket, char *out, size_t n)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+
+		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+		snprintf(out, n, "%s:%u", host, ntohs(a->sin_port));
+		return true;
+	}
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+
+		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+		snprintf(out, n, bracket ? "[%s]:%u" : "%s:%u", host, ntohs(a->sin6_port));
+		return true;
+	}
+	return false;
+}
+
 void sockets_peer_name(int fd, char *out, size_t n)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
-	char host[INET6_ADDRSTRLEN] = "?";
-	unsigned port = 0;
 
-	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
-		if (ss.ss_family == AF_INET) {
-			struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+		snprintf(out, n, "?:0");
+	else if (!sockets_inet_name(&ss, false, out, n))
+		snprintf(out, n, "unix:%d", fd);
+}
 
-			inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-			port = ntohs(a->sin_port);
-		} else if (ss.ss_family == AF_INET6) {
-			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+void sockets_local_name(int fd, char *out, size_t n)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
 
-			inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-			port = ntohs(a->sin6_port);
-		} else {
-			snprintf(out, n, "unix:%d", fd);
-			return;
-		}
-	}
-	snprintf(out, n, "%s:%u", host, port);
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+		snprintf(out, n, "?");
+	else if (sockets_inet_name(&ss, true, out, n))
+		return;
+	else if (ss.ss_family == AF_UNIX && len > offsetof(struct sockaddr_un, sun_path) &&
+	         ((struct sockaddr_un *)&ss)->sun_path[0])
+		snprintf(out, n, "unix:%.*s", (int)(len - offsetof(struct sockaddr_un, sun_path)),
+		         ((struct sockaddr_un *)&ss)->sun_path);
+	else
+		snprintf(out, n, "unix:(unnamed)");
 }
