@@ -234,6 +234,66 @@ struct store_stats {
 };
 void store_get_stats(struct store *st, struct store_stats *out);
 
+/* ---- scrub (scrub.c) ------------------------------------------------
+ * A background pass that reads every data block mapped by the volumes and
+ * snapshots that exist when it starts, each pool block once however many
+ * trees share it, verifies it like any read, and reports the damaged ones
+ * by every name and byte offset that maps them.  At most one pass at a
+ * time; it runs at a bounded rate, sleeps between chunks of at most 64
+ * blocks and never holds a lock a client waits on for longer than a chunk's
+ * tree lookups.  Works on a read-only pool too.  Volumes deleted during a
+ * pass are skipped from then on; blocks written after it started may be
+ * left out. */
+#define STORE_SCRUB_RATE_DEFAULT (64ull << 20) /* bytes per second */
+#define STORE_SCRUB_RATE_MIN     4096u         /* one block per second */
+#define STORE_SCRUB_REPORT_MAX   1000u         /* damaged (name, offset) pairs kept */
+
+enum store_scrub_state {
+	STORE_SCRUB_IDLE,    /* no pass since open */
+	STORE_SCRUB_RUNNING, /* a pass is reading */
+	STORE_SCRUB_DONE,    /* the last pass read everything */
+	STORE_SCRUB_STOPPED, /* the last pass was stopped (store_scrub_stop or close) */
+	STORE_SCRUB_FAILED,  /* the last pass ended on an error (err), not on damage */
+};
+
+struct store_scrub_status {
+	enum store_scrub_state state;
+	unsigned pass;              /* passes started since open (this one's number) */
+	uint64_t started, finished; /* unix seconds; 0 = not yet */
+	uint64_t rate;              /* bytes per second */
+	unsigned volumes_done, volumes_total;
+	uint64_t blocks_checked; /* distinct pool blocks read and verified */
+	uint64_t blocks_walked;  /* mapped blocks visited, shared ones once per tree */
+	uint64_t blocks_total;   /* mapped blocks at the start: blocks_walked's goal (an estimate:
+	                          * volumes change while the pass runs) */
+	uint64_t damaged_blocks; /* distinct pool blocks found damaged */
+	uint64_t damaged_names;  /* (name, offset) pairs that map them; the first
+	                          * STORE_SCRUB_REPORT_MAX are kept */
+	int err;                 /* STORE_SCRUB_FAILED: why (-errno) */
+};
+
+struct store_scrub_damage {
+	char name[NAMES_FULL_MAX + 1]; /* "vol" or "vol@snap", when the pass met it */
+	uint64_t offset;               /* bytes into the volume */
+	uint64_t pool_block;           /* the block's address in the pool (FMT_BLOCK units) */
+};
+
+/* Start a pass at rate bytes per second (0: STORE_SCRUB_RATE_DEFAULT).
+ * Returns 0, -EALREADY (a pass is running), -EINVAL (rate below
+ * STORE_SCRUB_RATE_MIN), -ESHUTDOWN (the store is closing), -ENOMEM or
+ * -EAGAIN (no thread).  Any thread; never blocks on I/O. */
+int store_scrub_start(struct store *st, uint64_t rate);
+/* Stop the running pass, if any, and wait for it (at most one chunk's
+ * reads).  Any thread but a pass's own. */
+void store_scrub_stop(struct store *st);
+/* The running or last pass into *out, and its first max damaged pairs
+ * into dmg (may be NULL when max is 0), in the order found.  Returns how
+ * many were copied.  Any thread; never blocks on I/O. */
+unsigned store_scrub_status(struct store *st, struct store_scrub_status *out,
+                            struct store_scrub_damage *dmg, unsigned max);
+/* "idle", "running", "done", "stopped" or "failed". */
+const char *store_scrub_state_name(enum store_scrub_state s);
+
 /* Offline consistency check of an opened (read-only) store: checksums were
  * verified on load; this compares block reference counts and the free
  * bitmap with what the trees reference.  Prints problems with say_error();

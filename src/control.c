@@ -515,6 +515,93 @@ static int control_op_checkpoint(struct control_ctx *x)
 	return 0;
 }
 
+/* The running or last scrub pass, with the damaged blocks it found. */
+static int control_put_scrub(struct control_ctx *x)
+{
+	struct store_scrub_damage *d = calloc(STORE_SCRUB_REPORT_MAX, sizeof(*d));
+	struct store_scrub_status s;
+	json_t *o = json_object(), *arr = json_array();
+
+	if (!d) {
+		json_decref(o);
+		json_decref(arr);
+		control_set_msg(x, "scrub: out of memory");
+		return -ENOMEM;
+	}
+	unsigned n = store_scrub_status(x->c->st, &s, d, STORE_SCRUB_REPORT_MAX);
+	json_object_set_new(o, "state", json_string(store_scrub_state_name(s.state)));
+#define SCRUB(f) json_object_set_new(o, #f, json_integer((json_int_t)s.f))
+	SCRUB(pass);
+	SCRUB(started);
+	SCRUB(finished);
+	SCRUB(rate);
+	SCRUB(volumes_done);
+	SCRUB(volumes_total);
+	SCRUB(blocks_checked);
+	SCRUB(blocks_walked);
+	SCRUB(blocks_total);
+	SCRUB(damaged_blocks);
+#undef SCRUB
+	json_object_set_new(o, "error",
+	                    s.state == STORE_SCRUB_FAILED ? json_string(strerror(-s.err))
+	                                                  : json_null());
+	for (unsigned i = 0; i < n; i++) {
+		json_t *e = json_object();
+		json_object_set_new(e, "name", json_string(d[i].name));
+		json_object_set_new(e, "offset", json_integer((json_int_t)d[i].offset));
+		json_object_set_new(e, "pool_block", json_integer((json_int_t)d[i].pool_block));
+		json_array_append_new(arr, e);
+	}
+	free(d);
+	json_object_set_new(o, "damaged", arr);
+	json_object_set_new(o, "damaged_more", json_integer((json_int_t)(s.damaged_names - n)));
+	json_object_set_new(x->res, "scrub", o);
+	return 0;
+}
+
+/* scrub.start: an optional "rate" in bytes per second. */
+static int control_op_scrub_start(struct control_ctx *x)
+{
+	json_t *jr = json_object_get(x->req, "rate");
+	json_int_t rate = 0;
+	int r;
+
+	if (jr && !json_is_null(jr)) {
+		if (!json_is_integer(jr) || json_integer_value(jr) < STORE_SCRUB_RATE_MIN) {
+			control_set_msg(x,
+			                "scrub.start: \"rate\" is bytes per second, an integer of "
+			                "at least %u",
+			                STORE_SCRUB_RATE_MIN);
+			return -EINVAL;
+		}
+		rate = json_integer_value(jr);
+	}
+	r = store_scrub_start(x->c->st, (uint64_t)rate);
+	if (r == -EALREADY) {
+		struct store_scrub_status s;
+		store_scrub_status(x->c->st, &s, NULL, 0);
+		control_set_msg(x, "scrub pass %u is already running", s.pass);
+	} else if (r < 0) {
+		control_set_msg(x, "scrub.start: %s", strerror(-r));
+	}
+	if (r < 0)
+		return r;
+	return control_put_scrub(x);
+}
+
+static int control_op_scrub_status(struct control_ctx *x)
+{
+	return control_put_scrub(x);
+}
+
+/* Stops the running pass and waits for it (one chunk); no pass: nothing
+ * to do.  The reply is the pass as it ended. */
+static int control_op_scrub_stop(struct control_ctx *x)
+{
+	store_scrub_stop(x->c->st);
+	return control_put_scrub(x);
+}
+
 static int control_op_ping(struct control_ctx *x)
 {
 	json_object_set_new(x->res, "protocol", json_integer(1));
@@ -536,6 +623,9 @@ static const struct {
     {"rollback", control_op_rollback},
     {"stats", control_op_stats},
     {"checkpoint", control_op_checkpoint},
+    {"scrub.start", control_op_scrub_start},
+    {"scrub.status", control_op_scrub_status},
+    {"scrub.stop", control_op_scrub_stop},
     {"ping", control_op_ping},
 };
 

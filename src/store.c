@@ -52,6 +52,7 @@ static struct store *store_alloc(struct segio *io, uint64_t nsegs, const struct 
 	st->read_only = o && o->read_only;
 	st->ck.last = time(NULL);
 	pthread_mutex_init(&st->vt.lock, NULL);
+	scrub_init(st);
 	core_queue_init(&st->wr.q);
 	core_queue_init(&st->rd.q);
 	return st;
@@ -69,6 +70,7 @@ static void store_dealloc(struct store *st)
 	free(st->wr.ap);
 	free(st->rd.threads);
 	pthread_mutex_destroy(&st->vt.lock);
+	scrub_free(st);
 	core_queue_destroy(&st->wr.q);
 	core_queue_destroy(&st->rd.q);
 	free(st);
@@ -177,6 +179,7 @@ static int store_start(struct store *st, const struct store_opts *opts, const ch
 /* Stop every thread this store started. */
 static void store_stop(struct store *st)
 {
+	scrub_shutdown(st); /* a pass reads through the readers' checksum cache */
 	writer_stop(st);
 	reader_stop(st);
 }

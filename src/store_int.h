@@ -161,6 +161,17 @@ struct store {
 		 * room (UINT64_MAX: it found some) */
 		uint64_t futile_live, futile_free;
 	} sp;
+
+	struct {                      /* scrub.c */
+		pthread_mutex_t lock; /* everything below */
+		pthread_cond_t wake;  /* stop asked: a pass sleeping between chunks wakes */
+		pthread_t thread;     /* the pass, while joinable */
+		bool joinable;
+		bool stop;   /* the pass leaves at its next chunk */
+		bool closed; /* the store is closing: no new pass */
+		struct store_scrub_status status;
+		struct store_scrub_damage *found; /* up to STORE_SCRUB_REPORT_MAX */
+	} sc;
 };
 
 /* ---- core.c: pool-wide state ------------------------------------------ */
@@ -311,6 +322,15 @@ unsigned reader_bad_blocks(struct store *st, struct reader_bad_block *out, unsig
  * whether it did (pass that to reader_rcu_leave). */
 bool reader_rcu_enter(void);
 void reader_rcu_leave(bool entered);
+
+/* ---- scrub.c: the background scrub (public API in store.h) ------------- */
+
+/* Set up st->sc (store_alloc) / free it (store_dealloc, after
+ * scrub_shutdown).  scrub_shutdown refuses new passes and stops the
+ * running one; it runs before the reader threads stop (store_stop). */
+void scrub_init(struct store *st);
+void scrub_shutdown(struct store *st);
+void scrub_free(struct store *st);
 
 /* ---- recover.c: replay ------------------------------------------------- */
 

@@ -7,8 +7,9 @@
  * with --json.  It never opens the pool itself.
  *
  * Exit status: 0 success; 1 the daemon refused the request (the reason is
- * the one line on stderr); 2 bad usage (unknown command, bad name or size);
- * 3 cannot talk to the daemon (not running, no permission, bad reply).
+ * the one line on stderr), or a scrub found damaged blocks (or failed);
+ * 2 bad usage (unknown command, bad name or size); 3 cannot talk to the
+ * daemon (not running, no permission, bad reply).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -37,6 +38,11 @@ enum { COWCTL_OK = 0, COWCTL_REFUSED = 1, COWCTL_USAGE = 2, COWCTL_UNREACHABLE =
 
 static const char *cowctl_control_path;
 static bool cowctl_json;
+/* scrub's options (refused with any other command) */
+static struct {
+	bool wait, status, stop, any;
+	uint64_t rate; /* bytes per second; 0: the daemon's default */
+} cowctl_scrub_opt;
 
 static void cowctl_usage(FILE *f)
 {
@@ -55,6 +61,13 @@ static void cowctl_usage(FILE *f)
 	      "  rollback VOL@SNAP           make VOL read what the snapshot reads (VOL detached)\n"
 	      "  stats                       pool and log statistics\n"
 	      "  checkpoint                  write a checkpoint now\n"
+	      "  scrub [--rate MIB]          start reading every live block in the background\n"
+	      "                              at MIB MiB/s (default 64); damaged blocks are\n"
+	      "                              reported by volume and offset\n"
+	      "  scrub --wait [--rate MIB]   start a pass (or join the running one), wait for\n"
+	      "                              it with a progress line, print its report\n"
+	      "  scrub --status              the running or last pass and what it found\n"
+	      "  scrub --stop                stop the running pass\n"
 	      "  help                        this text\n"
 	      "\n"
 	      "options:\n"
@@ -64,7 +77,8 @@ static void cowctl_usage(FILE *f)
 	      "  -h, --help           this text\n"
 	      "\n"
 	      "names: 1-64 of A-Za-z0-9._-, not starting with . or -\n"
-	      "exit status: 0 ok, 1 refused by the daemon, 2 bad usage, 3 daemon unreachable\n",
+	      "exit status: 0 ok, 1 refused by the daemon (scrub: or damaged blocks found),\n"
+	      "             2 bad usage, 3 daemon unreachable\n",
 	      f);
 }
 
@@ -363,27 +377,48 @@ static json_t *cowctl_req(const char *op)
 	return r;
 }
 
-/* Run req; on refusal print the one-line reason (and the reply with
- * --json) and exit 1; on success return the reply, already printed as
- * JSON when --json is on. */
-static json_t *cowctl_run(json_t *req)
+static void cowctl_print_json(json_t *res)
+{
+	char *s = json_dumps(res, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+
+	if (s)
+		puts(s);
+	free(s);
+}
+
+/* A refused reply: print it with --json, then its one-line reason, and
+ * exit 1. */
+static void cowctl_refused(json_t *res) __attribute__((noreturn));
+static void cowctl_refused(json_t *res)
+{
+	char msg[1024];
+
+	if (cowctl_json)
+		cowctl_print_json(res);
+	snprintf(msg, sizeof(msg), "%s", cowctl_str(res, "error", "request refused"));
+	json_decref(res);
+	cowctl_die(COWCTL_REFUSED, "%s", msg);
+}
+
+/* Run req; on refusal exit as cowctl_refused; on success return the
+ * reply (not printed). */
+static json_t *cowctl_ask(json_t *req)
 {
 	json_t *res = cowctl_call(req);
 
-	if (cowctl_json) {
-		char *s = json_dumps(res, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	if (!json_is_true(json_object_get(res, "ok")))
+		cowctl_refused(res);
+	return res;
+}
 
-		if (s)
-			puts(s);
-		free(s);
-	}
-	if (!json_is_true(json_object_get(res, "ok"))) {
-		char msg[1024];
+/* Run req as cowctl_ask; the reply returned is already printed as JSON
+ * when --json is on. */
+static json_t *cowctl_run(json_t *req)
+{
+	json_t *res = cowctl_ask(req);
 
-		snprintf(msg, sizeof(msg), "%s", cowctl_str(res, "error", "request refused"));
-		json_decref(res);
-		cowctl_die(COWCTL_REFUSED, "%s", msg);
-	}
+	if (cowctl_json)
+		cowctl_print_json(res);
 	return res;
 }
 
@@ -489,12 +524,169 @@ static int cowctl_snapshot(int argc, char **argv)
 	return COWCTL_OK;
 }
 
+/* ---- scrub ------------------------------------------------------------ */
+
+/* One line for a pass (scrub object sc), then its damaged blocks. */
+static void cowctl_scrub_report(json_t *sc)
+{
+	const char *state = cowctl_str(sc, "state", "?");
+	bool running = !strcmp(state, "running");
+	uint64_t started = cowctl_u64(sc, "started");
+	uint64_t end = running ? (uint64_t)time(NULL) : cowctl_u64(sc, "finished");
+	uint64_t checked = cowctl_u64(sc, "blocks_checked"),
+	         nbad = cowctl_u64(sc, "damaged_blocks");
+	char b[32], how[160];
+	size_t i;
+	json_t *d;
+
+	if (!strcmp(state, "idle")) {
+		printf("no scrub pass since cowbd started\n");
+		return;
+	}
+	if (!strcmp(state, "failed"))
+		snprintf(how, sizeof(how), "failed (%s) after", cowctl_str(sc, "error", "?"));
+	else
+		snprintf(how, sizeof(how), "%s %s", state, running ? "for" : "in");
+	printf("scrub pass %" PRIu64 " %s %" PRIu64 " s: %" PRIu64 " of %" PRIu64
+	       " volumes, %" PRIu64 " blocks checked (%s), %" PRIu64 " damaged\n",
+	       cowctl_u64(sc, "pass"), how, end > started ? end - started : 0,
+	       cowctl_u64(sc, "volumes_done"), cowctl_u64(sc, "volumes_total"), checked,
+	       cowctl_human(checked * COWCTL_BLOCK_SIZE, b, sizeof(b)), nbad);
+	json_array_foreach(json_object_get(sc, "damaged"), i, d)
+	{
+		printf("damaged: %s offset %" PRIu64 " (pool block %" PRIu64 ")\n",
+		       cowctl_str(d, "name", "?"), cowctl_u64(d, "offset"),
+		       cowctl_u64(d, "pool_block"));
+	}
+	if (cowctl_u64(sc, "damaged_more"))
+		printf("... and %" PRIu64 " more\n", cowctl_u64(sc, "damaged_more"));
+}
+
+/* scrub's exit status for a finished or running pass. */
+static int cowctl_scrub_status(json_t *sc)
+{
+	return cowctl_u64(sc, "damaged_blocks") || !strcmp(cowctl_str(sc, "state", ""), "failed")
+	           ? COWCTL_REFUSED
+	           : COWCTL_OK;
+}
+
+static void cowctl_scrub_progress(json_t *sc)
+{
+	uint64_t walked = cowctl_u64(sc, "blocks_walked"), total = cowctl_u64(sc, "blocks_total");
+	uint64_t pct = total ? walked * 100 / total : 0;
+
+	fprintf(stderr,
+	        "\rscrub: %3" PRIu64 "%%  %" PRIu64 " blocks checked, volume %" PRIu64
+	        " of %" PRIu64 ", %" PRIu64 " damaged\033[K",
+	        pct > 99 ? 99 : pct, cowctl_u64(sc, "blocks_checked"),
+	        cowctl_u64(sc, "volumes_done"), cowctl_u64(sc, "volumes_total"),
+	        cowctl_u64(sc, "damaged_blocks"));
+}
+
+/* Poll until pass is no longer running; returns the last status reply.
+ * A progress line on stderr when it is a terminal (and not --json). */
+static json_t *cowctl_scrub_wait(uint64_t pass)
+{
+	bool progress = !cowctl_json && isatty(STDERR_FILENO);
+	struct timespec tick = {.tv_nsec = 200 * 1000 * 1000};
+
+	for (;;) {
+		json_t *res = cowctl_ask(cowctl_req("scrub.status"));
+		json_t *sc = json_object_get(res, "scrub");
+
+		if (cowctl_u64(sc, "pass") != pass ||
+		    strcmp(cowctl_str(sc, "state", ""), "running")) {
+			if (progress)
+				fputs("\r\033[K", stderr);
+			return res;
+		}
+		if (progress)
+			cowctl_scrub_progress(sc);
+		json_decref(res);
+		nanosleep(&tick, NULL);
+	}
+}
+
+static int cowctl_scrub(int argc, char **argv)
+{
+	json_t *req, *res, *sc;
+	const char *op = cowctl_scrub_opt.status ? "scrub.status"
+	                 : cowctl_scrub_opt.stop ? "scrub.stop"
+	                                         : NULL;
+	int rc;
+
+	cowctl_need(argc, 0, 0, "scrub",
+	            "no arguments (options: --rate, --wait, --status, --stop)");
+	if (cowctl_scrub_opt.status + cowctl_scrub_opt.stop + cowctl_scrub_opt.wait > 1)
+		cowctl_die(COWCTL_USAGE, "scrub takes one of --wait, --status and --stop");
+	if (op && cowctl_scrub_opt.rate)
+		cowctl_die(COWCTL_USAGE, "--rate is for starting a scrub, not with %s",
+		           cowctl_scrub_opt.status ? "--status" : "--stop");
+	if (op) {
+		res = cowctl_run(cowctl_req(op));
+		sc = json_object_get(res, "scrub");
+		if (!cowctl_json)
+			cowctl_scrub_report(sc);
+		rc = cowctl_scrub_opt.status ? cowctl_scrub_status(sc) : COWCTL_OK;
+		json_decref(res);
+		return rc;
+	}
+	req = cowctl_req("scrub.start");
+	if (cowctl_scrub_opt.rate)
+		json_object_set_new(req, "rate", json_integer((json_int_t)cowctl_scrub_opt.rate));
+	res = cowctl_call(req);
+	if (!json_is_true(json_object_get(res, "ok"))) {
+		/* --wait joins a pass that is running already. */
+		if (!cowctl_scrub_opt.wait || strcmp(cowctl_str(res, "errno", ""), "EALREADY"))
+			cowctl_refused(res);
+		json_decref(res);
+		res = cowctl_ask(cowctl_req("scrub.status"));
+	}
+	uint64_t pass = cowctl_u64(json_object_get(res, "scrub"), "pass");
+	if (!cowctl_scrub_opt.wait) {
+		if (cowctl_json)
+			cowctl_print_json(res);
+		else
+			printf("scrub pass %" PRIu64 " started; see cowctl scrub --status\n", pass);
+		json_decref(res);
+		return COWCTL_OK;
+	}
+	json_decref(res);
+	res = cowctl_scrub_wait(pass);
+	sc = json_object_get(res, "scrub");
+	if (cowctl_json)
+		cowctl_print_json(res);
+	else
+		cowctl_scrub_report(sc);
+	rc = cowctl_scrub_status(sc);
+	json_decref(res);
+	return rc;
+}
+
+/* --rate MIB: whole MiB per second, 1 to 1048576. */
+static uint64_t cowctl_parse_rate(const char *s)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (!*s || *s < '0' || *s > '9' || *end || errno || v < 1 || v > (1u << 20))
+		cowctl_die(COWCTL_USAGE, "invalid rate \"%s\" (MiB per second, 1 to 1048576)", s);
+	return (uint64_t)v << 20;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 	    {"control", required_argument, NULL, 'c'},
 	    {"json", no_argument, NULL, 'j'},
 	    {"help", no_argument, NULL, 'h'},
+	    /* scrub's own (cowctl_scrub_opt) */
+	    {"wait", no_argument, NULL, 'W'},
+	    {"status", no_argument, NULL, 'S'},
+	    {"stop", no_argument, NULL, 'X'},
+	    {"rate", required_argument, NULL, 'R'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *cmd;
@@ -513,6 +705,19 @@ int main(int argc, char **argv)
 		case 'h':
 			cowctl_usage(stdout);
 			return COWCTL_OK;
+		case 'W':
+			cowctl_scrub_opt.wait = cowctl_scrub_opt.any = true;
+			break;
+		case 'S':
+			cowctl_scrub_opt.status = cowctl_scrub_opt.any = true;
+			break;
+		case 'X':
+			cowctl_scrub_opt.stop = cowctl_scrub_opt.any = true;
+			break;
+		case 'R':
+			cowctl_scrub_opt.rate = cowctl_parse_rate(optarg);
+			cowctl_scrub_opt.any = true;
+			break;
 		case ':':
 			cowctl_die(COWCTL_USAGE, "option %s needs an argument", argv[optind - 1]);
 		default:
@@ -540,6 +745,11 @@ int main(int argc, char **argv)
 		cowctl_usage(stdout);
 		return COWCTL_OK;
 	}
+	if (!strcmp(cmd, "scrub"))
+		return cowctl_scrub(argc, argv);
+	if (cowctl_scrub_opt.any)
+		cowctl_die(COWCTL_USAGE,
+		           "--wait, --status, --stop and --rate are options of scrub");
 	if (!strcmp(cmd, "volume"))
 		return cowctl_volume(argc, argv);
 	if (!strcmp(cmd, "snapshot"))

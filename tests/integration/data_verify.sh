@@ -9,7 +9,10 @@
 # block and offset once however often it is read, and `cowctl stats` counts
 # one bad block and each refused read.  Overwriting the block heals the
 # volume: it reads back, and `cowbd-check` is clean again (the damaged copy
-# is no longer live).
+# is no longer live).  `cowctl scrub --wait` on the clean pool exits 0; on the
+# damaged one it names the block by both names that map it (vol0 and
+# vol0@s1, offset 77*4096, its pool block) and exits 1, `--json` says the
+# same, `--status` repeats it; after the heal a new pass is clean again.
 . "$(dirname "$0")/lib.sh"
 requires nbdsh /usr/bin/python3
 [ -x "$BUILD/cowbd" ] && [ -x "$BUILD/cowctl" ] && [ -x "$BUILD/cowbd-check" ] ||
@@ -116,6 +119,22 @@ elif cmd == "heal":
     all_but(h, -1, lambda lba: 1 if lba == bad else 0)
 PY
 v() { /usr/bin/python3 "$T/v.py" "$@"; }
+# scrub_json FILE: check the --json report of a pass that met the damage:
+# "done", one damaged block named by vol0 and vol0@s1 at lba BAD's offset.
+scrub_json() {
+	/usr/bin/python3 - "$1" $((BAD * 4096)) "$PHYS" <<'PY'
+import json, sys
+sc = json.load(open(sys.argv[1]))["scrub"]
+off, phys = int(sys.argv[2]), int(sys.argv[3])
+assert sc["state"] == "done", sc
+assert sc["damaged_blocks"] == 1 and sc["damaged_more"] == 0, sc
+got = [(d["name"], d["offset"], d["pool_block"]) for d in sc["damaged"]]
+assert got == [("vol0", off, phys), ("vol0@s1", off, phys)], got
+assert sc["volumes_done"] == sc["volumes_total"] == 2, sc
+assert sc["blocks_walked"] == sc["blocks_total"] == 2048, sc
+assert sc["blocks_checked"] == 1024, sc  # vol0@s1 shares every block
+PY
+}
 stat_() { # FIELD: a field of `cowctl --json stats`
 	cowctl --json stats | /usr/bin/python3 -c 'import json, sys
 print(json.load(sys.stdin)["stats"][sys.argv[1]])' "$1"
@@ -125,6 +144,11 @@ POOL_SIZE=128M cowbd_start
 ok volume create vol0 4M
 v "$(uri vol0)" fill || fail "fill"
 ok snapshot create vol0@s1
+ok scrub --wait
+grep -q "scrub pass 1 done in .*2 of 2 volumes, 1024 blocks checked .* 0 damaged" "$T/out" ||
+	fail "clean scrub: $(cat "$T/out")"
+ok scrub --status
+echo "ok: scrub of the clean pool exits 0: $(head -n 1 "$T/out")"
 cowbd_stop
 check_pool "before the damage"
 
@@ -147,6 +171,21 @@ grep -q "data block $PHYS .*fails its checksum" "$T/check.out" ||
 echo "ok: cowbd-check reports pool block $PHYS"
 
 cowbd_restart
+cowctl scrub --wait >"$T/scrub.out" 2>&1
+rc=$?
+[ $rc -eq 1 ] || fail "scrub of the damaged pool exits $rc, not 1: $(cat "$T/scrub.out")"
+for name in vol0 vol0@s1; do
+	grep -qx "damaged: $name offset $((BAD * 4096)) (pool block $PHYS)" "$T/scrub.out" ||
+		fail "scrub does not name $name at lba $BAD: $(cat "$T/scrub.out")"
+done
+[ "$(grep -c '^damaged:' "$T/scrub.out")" = 2 ] || fail "scrub names more: $(cat "$T/scrub.out")"
+cowctl --json scrub --status >"$T/scrub.json"
+[ $? -eq 1 ] || fail "scrub --status after damage does not exit 1"
+scrub_json "$T/scrub.json" || fail "scrub --json --status"
+cowctl scrub --wait --json >"$T/scrub.json"
+[ $? -eq 1 ] || fail "scrub --wait --json of the damaged pool does not exit 1"
+scrub_json "$T/scrub.json" || fail "scrub --wait --json"
+echo "ok: cowctl scrub names pool block $PHYS as vol0 and vol0@s1 offset $((BAD * 4096)), exit 1"
 v "$(uri vol0)" reads $BAD || fail "reads of vol0"
 v "$(uri vol0@s1)" snapreads $BAD || fail "reads of the snapshot"
 v "$(uri vol0)" reads $BAD || fail "reads of vol0, again"
@@ -162,5 +201,9 @@ v "$(uri vol0)" partial $BAD || fail "partial write into the bad block"
 echo "ok: a partial write into the bad block gets EIO and leaves it unreadable"
 ok snapshot delete vol0@s1
 v "$(uri vol0)" heal $BAD || fail "heal"
+ok scrub --wait
+grep -q "scrub pass 3 done in .*1 of 1 volumes, 1024 blocks checked .* 0 damaged" "$T/out" ||
+	fail "scrub after the heal: $(cat "$T/out")"
+echo "ok: after the heal a scrub is clean"
 cowbd_stop
 check_pool "after the damaged block was overwritten"
