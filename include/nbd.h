@@ -108,6 +108,12 @@
 #define NBD_META_BASE_ALLOCATION "base:allocation"
 #define NBD_STATE_HOLE           (1u << 0) /* base:allocation: unallocated */
 #define NBD_STATE_ZERO           (1u << 1) /* base:allocation: reads as zeroes */
+/* qemu's namespace (qemu docs/interop/nbd.rst): a dirty bitmap per name,
+ * and the allocation depth (the whole 32-bit status is the depth). */
+#define NBD_META_QEMU_PREFIX "qemu:"
+#define NBD_META_QEMU_DIRTY  "qemu:dirty-bitmap:" /* + bitmap name */
+#define NBD_META_QEMU_DEPTH  "qemu:allocation-depth"
+#define NBD_STATE_DIRTY      (1u << 0) /* qemu:dirty-bitmap: changed */
 
 /* ---- error values in replies -------------------------------------- */
 #define NBD_EPERM     1u

@@ -18,6 +18,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include "diff.h"
 #include "nbd.h"
 #include "store.h"
 
@@ -32,8 +33,10 @@
 #define PROTO_MIN_BLOCK  1u
 #define PROTO_PREF_BLOCK STORE_BLOCK_SIZE
 
-/* Context id cowbd gives base:allocation in NBD_OPT_SET_META_CONTEXT. */
-#define PROTO_META_ALLOC_ID 1u
+/* Context ids cowbd gives in NBD_OPT_SET_META_CONTEXT. */
+#define PROTO_META_ALLOC_ID 1u /* base:allocation */
+#define PROTO_META_DIRTY_ID 2u /* qemu:dirty-bitmap:SNAP */
+#define PROTO_META_DEPTH_ID 3u /* qemu:allocation-depth */
 
 /* What an export lookup yields.  proto zeroes it before ops->open. */
 struct proto_export {
@@ -54,6 +57,23 @@ struct proto_ops {
 	 * desc may be NULL.  Returns 0 or -errno. */
 	int (*list)(void *ctx, int (*emit)(void *arg, const char *name, const char *desc),
 	            void *arg);
+};
+
+/* The qemu: metadata contexts (docs/PROTOCOL.md).  Optional: with no
+ * table (proto.meta_ops NULL) only base:allocation exists.  Sources are
+ * opened at NBD_OPT_SET_META_CONTEXT on the export handle ops->open gave
+ * and kept (they hold what they read) until a later SET, STARTTLS or
+ * proto_fini; the caller answers BLOCK_STATUS from them. */
+struct proto_meta_ops {
+	/* Call emit once per snapshot a qemu:dirty-bitmap:NAME can name on
+	 * export handle; stop and return emit's error.  0 or -errno. */
+	int (*snapshots)(void *ctx, void *handle, int (*emit)(void *arg, const char *snap),
+	                 void *arg);
+	/* Open the source of qemu:dirty-bitmap:snap (or, snap NULL, of
+	 * qemu:allocation-depth) for export handle: 0 and *src, -ENOENT (no
+	 * such snapshot), or another -errno. */
+	int (*open)(void *ctx, void *handle, const char *snap, void **src);
+	void (*close)(void *ctx, void *src);
 };
 
 /* Growable output buffer for handshake replies.  Starts zeroed. */
@@ -94,12 +114,16 @@ struct proto {
 	struct proto_export exp; /* valid in PROTO_TRANSMISSION */
 	uint16_t tflags;         /* transmission flags sent for exp */
 	bool structured;         /* NBD_OPT_STRUCTURED_REPLY acknowledged */
-	/* NBD_OPT_SET_META_CONTEXT selected base:allocation for meta_name;
-	 * it is active in transmission only if the export chosen has that
-	 * name (a later SET replaces the selection). */
-	bool meta_alloc;
-	bool meta_active; /* PROTO_TRANSMISSION: BLOCK_STATUS allowed */
+	/* NBD_OPT_SET_META_CONTEXT selected these contexts for meta_name;
+	 * they are active in transmission only if the export chosen has that
+	 * name (a later SET replaces the selection, even a failed one). */
+	bool meta_alloc;                       /* base:allocation */
+	void *meta_dirty;                      /* qemu:dirty-bitmap:meta_dirty_name's source */
+	void *meta_depth;                      /* qemu:allocation-depth's source */
+	const struct proto_meta_ops *meta_ops; /* set by the caller after proto_init */
+	bool meta_active;                      /* PROTO_TRANSMISSION: BLOCK_STATUS allowed */
 	char meta_name[NBD_STRING_MAX + 1];
+	char meta_dirty_name[NAMES_PART_MAX + 1];
 	enum proto_tls tls_mode; /* set by the caller after proto_init */
 	bool tls;                /* TLS is established (proto_tls_started) */
 };
@@ -198,12 +222,24 @@ void proto_reply_status(struct proto_reply *r, int err);
  * does not say which byte failed, so the whole range is reported bad). */
 void proto_reply_read(struct proto_reply *r, int err, uint64_t offset, uint8_t *buf, uint32_t len);
 
-/* BLOCK_STATUS for base:allocation: store_map() gave err, or n extents
- * ext[0, n) (n == 0 is answered EIO: a reply needs one).  desc, n *
- * PROTO_BS_DESC bytes, receives the wire descriptors.  One chunk with
- * DONE, or an NBD_REPLY_TYPE_ERROR chunk. */
-void proto_reply_block_status(struct proto_reply *r, int err, const struct store_extent *ext,
-                              unsigned n, uint8_t *desc);
+/* The answers to one BLOCK_STATUS, one per active context: a context not
+ * selected has a NULL array. */
+struct proto_bs {
+	int err; /* 0, or the first -errno a source gave: the reply is an error */
+	const struct store_extent *alloc; /* base:allocation, from store_map */
+	unsigned nalloc;
+	const struct store_run *dirty; /* qemu:dirty-bitmap: value 1 = dirty */
+	unsigned ndirty;
+	const struct store_run *depth; /* qemu:allocation-depth: the depth */
+	unsigned ndepth;
+};
+
+/* BLOCK_STATUS: one chunk per context present in bs (base:allocation,
+ * then the dirty bitmap, then the depth; DONE on the last), or one
+ * NBD_REPLY_TYPE_ERROR chunk (bs->err, or EIO when a context has no run:
+ * a chunk needs one).  desc, (nalloc + ndirty + ndepth) * PROTO_BS_DESC
+ * bytes, receives the wire descriptors. */
+void proto_reply_block_status(struct proto_reply *r, const struct proto_bs *bs, uint8_t *desc);
 
 /* How a successful structured READ goes out: runs of data and of zeroes. */
 struct proto_run {

@@ -279,15 +279,19 @@ static bool conn_can_accept(const struct conn *c)
 	return c->reqs < c->srv->lim.max_reqs && c->bytes < c->srv->lim.max_bytes;
 }
 
-/* NBD_CMD_BLOCK_STATUS: answered here from the tree (store_map never
- * blocks), one base:allocation chunk of up to CONN_MAP_EXTENTS extents
- * (one with REQ_ONE) covering a prefix of the range. */
+/* NBD_CMD_BLOCK_STATUS: answered here from the trees (store_map and
+ * store_status_map never block), one chunk per active context —
+ * base:allocation, qemu:dirty-bitmap:SNAP, qemu:allocation-depth — of up
+ * to CONN_MAP_EXTENTS extents (one with REQ_ONE), each covering a prefix
+ * of the range.  Contexts not selected cost nothing. */
 static void conn_block_status(struct conn *c, const struct proto_req *r)
 {
-	unsigned max = r->req_one ? 1 : CONN_MAP_EXTENTS, n = 0;
-	struct conn_req *q = req_get(c, max * PROTO_BS_DESC);
-	struct store_extent *map = c->srv->map;
-	int err;
+	struct proto *p = &c->proto;
+	unsigned max = r->req_one ? 1 : CONN_MAP_EXTENTS;
+	unsigned nctx = p->meta_alloc + !!p->meta_dirty + !!p->meta_depth;
+	struct conn_req *q = req_get(c, nctx * max * PROTO_BS_DESC);
+	struct proto_bs bs = {0};
+	int err = 0;
 
 	if (!q) {
 		say_warn("%s: out of memory for BLOCK_STATUS", c->peer);
@@ -295,9 +299,23 @@ static void conn_block_status(struct conn *c, const struct proto_req *r)
 		return;
 	}
 	c->reqs++;
-	err = store_map(c->proto.exp.handle, r->offset, r->length, map, max, &n);
+	if (p->meta_alloc) {
+		bs.alloc = c->srv->map;
+		err = store_map(p->exp.handle, r->offset, r->length, c->srv->map, max, &bs.nalloc);
+	}
+	if (p->meta_dirty && !err) {
+		bs.dirty = c->srv->dirty;
+		err = store_status_map(p->meta_dirty, r->offset, r->length, c->srv->dirty, max,
+		                       &bs.ndirty);
+	}
+	if (p->meta_depth && !err) {
+		bs.depth = c->srv->depth;
+		err = store_status_map(p->meta_depth, r->offset, r->length, c->srv->depth, max,
+		                       &bs.ndepth);
+	}
+	bs.err = err;
 	proto_reply_init(&q->out, r);
-	proto_reply_block_status(&q->out, err, map, n, q->buf);
+	proto_reply_block_status(&q->out, &bs, q->buf);
 	reply_queue(c, q);
 }
 
@@ -821,6 +839,34 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ---- a new connection ---------------------------------------------- */
 
+/* ---- metadata contexts: proto's window on the store's status sources ---- */
+
+static int meta_snapshots(void *ctx, void *handle, int (*emit)(void *, const char *), void *arg)
+{
+	return store_status_snapshots(handle, emit, arg);
+}
+
+static int meta_open(void *ctx, void *handle, const char *snap, void **src)
+{
+	struct store_status *s;
+	int err = snap ? store_status_dirty(handle, snap, &s) : store_status_depth(handle, &s);
+
+	if (!err)
+		*src = s;
+	return err;
+}
+
+static void meta_close(void *ctx, void *src)
+{
+	store_status_close(src);
+}
+
+static const struct proto_meta_ops conn_meta_ops = {
+    .snapshots = meta_snapshots,
+    .open = meta_open,
+    .close = meta_close,
+};
+
 int conn_new(struct conn_server *s, int fd)
 {
 	struct conn *c = calloc(1, sizeof(*c));
@@ -838,6 +884,7 @@ int conn_new(struct conn_server *s, int fd)
 	sockets_peer_name(fd, c->peer, sizeof(c->peer));
 	proto_init(&c->proto, &conn_server_export_ops, c);
 	c->proto.tls_mode = s->tls_mode;
+	c->proto.meta_ops = &conn_meta_ops;
 	ev_io_init(&c->rio, on_readable, fd, EV_READ);
 	ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
 	ev_init(&c->tmo, on_timeout);

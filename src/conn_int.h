@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "conn.h"
+#include "diff.h"
 #include "nbd.h"
 #include "proto.h"
 #include "sockets.h"
@@ -98,7 +99,9 @@ struct conn_server {
 	bool stopping;
 	struct conn_limits lim;
 	unsigned long refused;                     /* connections closed at once: over max_conns */
-	struct store_extent map[CONN_MAP_EXTENTS]; /* BLOCK_STATUS scratch */
+	struct store_extent map[CONN_MAP_EXTENTS]; /* BLOCK_STATUS scratch: base:allocation */
+	struct store_run dirty[CONN_MAP_EXTENTS];  /* ... qemu:dirty-bitmap */
+	struct store_run depth[CONN_MAP_EXTENTS];  /* ... qemu:allocation-depth */
 	struct tls_creds *tls_creds;               /* NULL: TLS off */
 	enum proto_tls tls_mode;
 };

@@ -114,8 +114,21 @@ void proto_init(struct proto *p, const struct proto_ops *ops, void *ctx)
 	p->ctx = ctx;
 }
 
+/* Forget the selected metadata contexts, closing their sources. */
+static void meta_clear(struct proto *p)
+{
+	if (p->meta_dirty)
+		p->meta_ops->close(p->ctx, p->meta_dirty);
+	if (p->meta_depth)
+		p->meta_ops->close(p->ctx, p->meta_depth);
+	p->meta_dirty = p->meta_depth = NULL;
+	p->meta_alloc = false;
+	p->meta_name[0] = p->meta_dirty_name[0] = '\0';
+}
+
 void proto_fini(struct proto *p)
 {
+	meta_clear(p);
 	if (p->exp.handle)
 		p->ops->close(p->ctx, p->exp.handle);
 	p->exp.handle = NULL;
@@ -151,7 +164,10 @@ static void enter_transmission(struct proto *p, const struct proto_export *e, co
 {
 	p->exp = *e;
 	p->tflags = export_flags(p, e);
-	p->meta_active = p->structured && p->meta_alloc && strcmp(name, p->meta_name) == 0;
+	p->meta_active = p->structured && (p->meta_alloc || p->meta_dirty || p->meta_depth) &&
+	                 strcmp(name, p->meta_name) == 0;
+	if (!p->meta_active)
+		meta_clear(p); /* selected for another export: let go of it */
 	p->phase = PROTO_TRANSMISSION;
 }
 
@@ -319,32 +335,218 @@ static int opt_structured_reply(struct proto *p, uint32_t n, struct proto_buf *o
 	return put_rep(out, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL, 0, NULL, 0);
 }
 
-/* Does query q (n bytes) select base:allocation?  LIST also takes the
- * namespace alone ("base:"); SET needs the full name.  A query in any
- * other namespace selects nothing (not an error). */
-static bool meta_match(uint32_t opt, const uint8_t *q, uint32_t n)
-{
-	static const char full[] = NBD_META_BASE_ALLOCATION;
+/* What one metadata query asks for (docs/PROTOCOL.md).  The wildcards
+ * (the namespace alone, "qemu:dirty-bitmap:") only list; anything in a
+ * namespace cowbd does not serve is ignored, as the spec requires. */
+enum meta_q {
+	Q_NONE,
+	Q_ALLOC,     /* base:allocation */
+	Q_BASE_ALL,  /* base: */
+	Q_DEPTH,     /* qemu:allocation-depth */
+	Q_QEMU_ALL,  /* qemu: */
+	Q_DIRTY_ALL, /* qemu:dirty-bitmap: */
+	Q_DIRTY,     /* qemu:dirty-bitmap:NAME (NAME in *leaf) */
+};
 
-	if (n == sizeof(full) - 1 && memcmp(q, full, n) == 0)
-		return true;
-	return opt == NBD_OPT_LIST_META_CONTEXT && n == 5 && memcmp(q, "base:", 5) == 0;
+static bool is(const uint8_t *q, uint32_t n, const char *s)
+{
+	return n == strlen(s) && memcmp(q, s, n) == 0;
+}
+
+static enum meta_q meta_query(const struct proto *p, const uint8_t *q, uint32_t n, char *leaf)
+{
+	const size_t dl = sizeof(NBD_META_QEMU_DIRTY) - 1;
+
+	if (is(q, n, NBD_META_BASE_ALLOCATION))
+		return Q_ALLOC;
+	if (is(q, n, "base:"))
+		return Q_BASE_ALL;
+	if (!p->meta_ops)
+		return Q_NONE;
+	if (is(q, n, NBD_META_QEMU_DEPTH))
+		return Q_DEPTH;
+	if (is(q, n, NBD_META_QEMU_PREFIX))
+		return Q_QEMU_ALL;
+	if (is(q, n, NBD_META_QEMU_DIRTY))
+		return Q_DIRTY_ALL;
+	if (n > dl && n - dl <= NAMES_PART_MAX && memcmp(q, NBD_META_QEMU_DIRTY, dl) == 0) {
+		memcpy(leaf, q + dl, n - dl);
+		leaf[n - dl] = '\0';
+		return Q_DIRTY;
+	}
+	return Q_NONE;
+}
+
+/* One NBD_REP_META_CONTEXT: id, then prefix and name (name may be ""). */
+static int put_ctx(struct proto_buf *out, uint32_t opt, uint32_t id, const char *prefix,
+                   const char *name)
+{
+	uint32_t be = htobe32(id);
+	size_t pl = strlen(prefix);
+	uint8_t d[4 + sizeof(NBD_META_QEMU_DIRTY) + NAMES_PART_MAX];
+
+	memcpy(d, &be, 4);
+	memcpy(d + 4, prefix, pl);
+	return put_rep(out, opt, NBD_REP_META_CONTEXT, d, 4 + pl, name, strlen(name));
+}
+
+struct meta_list {
+	struct proto_buf *out;
+	const char *want; /* only this snapshot (NULL: every one) */
+	bool found;
+};
+
+static int list_dirty(void *arg, const char *snap)
+{
+	struct meta_list *l = arg;
+
+	if (l->want && strcmp(l->want, snap))
+		return 0;
+	l->found = true;
+	return put_ctx(l->out, NBD_OPT_LIST_META_CONTEXT, 0, NBD_META_QEMU_DIRTY, snap);
+}
+
+/* The queries of a valid LIST/SET option: nq of them from d + pos. */
+struct meta_queries {
+	const uint8_t *d;
+	uint32_t pos, nq;
+};
+
+/* Next query (n bytes at *q); false after the last. */
+static bool query_next(struct meta_queries *m, const uint8_t **q, uint32_t *n)
+{
+	if (!m->nq)
+		return false;
+	*n = get_be32(m->d + m->pos);
+	*q = m->d + m->pos + 4;
+	m->pos += 4 + *n;
+	m->nq--;
+	return true;
+}
+
+/* Was query q (n bytes), the k-th of m, asked before it? */
+static bool query_seen(struct meta_queries m, uint32_t k, const uint8_t *q, uint32_t n)
+{
+	const uint8_t *q2;
+	uint32_t n2;
+
+	for (uint32_t i = 0; i < k && query_next(&m, &q2, &n2); i++)
+		if (n2 == n && memcmp(q2, q, n) == 0)
+			return true;
+	return false;
+}
+
+/* NBD_OPT_LIST_META_CONTEXT on the open export handle: every context the
+ * queries match, each once (no query: all of them), ids 0. */
+static int meta_list(struct proto *p, void *handle, struct meta_queries m, struct proto_buf *out)
+{
+	bool alloc = m.nq == 0, depth = m.nq == 0 && p->meta_ops, dirty = depth;
+	const struct meta_queries all = m;
+	char leaf[NAMES_PART_MAX + 1];
+	struct meta_list l = {.out = out};
+	const uint8_t *q;
+	uint32_t n;
+	int err = 0;
+
+	while (query_next(&m, &q, &n))
+		switch (meta_query(p, q, n, leaf)) {
+		case Q_ALLOC:
+		case Q_BASE_ALL:
+			alloc = true;
+			break;
+		case Q_QEMU_ALL:
+			depth = dirty = true;
+			break;
+		case Q_DEPTH:
+			depth = true;
+			break;
+		case Q_DIRTY_ALL:
+			dirty = true;
+			break;
+		default:
+			break;
+		}
+	if (alloc)
+		err = put_ctx(out, NBD_OPT_LIST_META_CONTEXT, 0, NBD_META_BASE_ALLOCATION, "");
+	if (!err && depth)
+		err = put_ctx(out, NBD_OPT_LIST_META_CONTEXT, 0, NBD_META_QEMU_DEPTH, "");
+	if (!err && dirty)
+		return p->meta_ops->snapshots(p->ctx, handle, list_dirty, &l);
+	/* No wildcard listed the bitmaps: those named that exist, each once. */
+	m = all;
+	for (uint32_t k = 0; !err && query_next(&m, &q, &n); k++)
+		if (meta_query(p, q, n, leaf) == Q_DIRTY && !query_seen(all, k, q, n)) {
+			l.want = leaf;
+			err = p->meta_ops->snapshots(p->ctx, handle, list_dirty, &l);
+		}
+	return err;
+}
+
+/* NBD_OPT_SET_META_CONTEXT on the open export handle (the previous
+ * selection is gone already): base:allocation, the depth and the first
+ * dirty bitmap that exists, if asked for; wildcards select nothing. */
+static int meta_set(struct proto *p, void *handle, const char *name, struct meta_queries m,
+                    struct proto_buf *out)
+{
+	const uint32_t opt = NBD_OPT_SET_META_CONTEXT;
+	char leaf[NAMES_PART_MAX + 1];
+	const uint8_t *q;
+	uint32_t n;
+	int err = 0;
+
+	while (err != -ENOMEM && query_next(&m, &q, &n)) {
+		err = 0;
+		switch (meta_query(p, q, n, leaf)) {
+		case Q_ALLOC:
+			p->meta_alloc = true;
+			break;
+		case Q_DEPTH:
+			if (!p->meta_depth)
+				err = p->meta_ops->open(p->ctx, handle, NULL, &p->meta_depth);
+			break;
+		case Q_DIRTY:
+			/* One bitmap per connection: later ones are ignored.  An
+			 * unknown (or busy) snapshot selects nothing: not an error. */
+			if (p->meta_dirty)
+				break;
+			err = p->meta_ops->open(p->ctx, handle, leaf, &p->meta_dirty);
+			if (!err)
+				memcpy(p->meta_dirty_name, leaf, sizeof(leaf));
+			break;
+		default:
+			break;
+		}
+	}
+	if (err == -ENOMEM)
+		return err;
+	err = 0;
+	memcpy(p->meta_name, name, strlen(name) + 1);
+	if (p->meta_alloc)
+		err = put_ctx(out, opt, PROTO_META_ALLOC_ID, NBD_META_BASE_ALLOCATION, "");
+	if (!err && p->meta_dirty)
+		err =
+		    put_ctx(out, opt, PROTO_META_DIRTY_ID, NBD_META_QEMU_DIRTY, p->meta_dirty_name);
+	if (!err && p->meta_depth)
+		err = put_ctx(out, opt, PROTO_META_DEPTH_ID, NBD_META_QEMU_DEPTH, "");
+	return err;
 }
 
 /* NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT share a layout:
  *   32 bits name length, name, 32 bits query count, then per query
  *   32 bits length and the query string.
- * LIST with no query lists every context; SET with none selects none. */
+ * LIST with no query lists every context; SET with none selects none.  A
+ * SET replaces the selection even when it fails (the spec). */
 static int opt_meta_context(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t n,
                             struct proto_buf *out)
 {
-	static const char ctxname[] = NBD_META_BASE_ALLOCATION;
 	char name[NBD_STRING_MAX + 1];
 	struct proto_export e;
-	uint32_t namelen, nq, pos, id;
-	bool match;
+	struct meta_queries m = {.d = d};
+	uint32_t namelen, nq, pos;
 	int err;
 
+	if (opt == NBD_OPT_SET_META_CONTEXT)
+		meta_clear(p);
 	if (!p->structured)
 		return put_err(out, opt, NBD_REP_ERR_INVALID,
 		               "negotiate NBD_OPT_STRUCTURED_REPLY first");
@@ -357,7 +559,8 @@ static int opt_meta_context(struct proto *p, uint32_t opt, const uint8_t *d, uin
 		return put_err(out, opt, NBD_REP_ERR_INVALID, "bad export name");
 	nq = get_be32(d + 4 + namelen);
 	pos = 8 + namelen;
-	match = nq == 0 && opt == NBD_OPT_LIST_META_CONTEXT;
+	m.pos = pos;
+	m.nq = nq;
 	for (uint32_t i = 0; i < nq; i++) {
 		uint32_t ql;
 
@@ -369,7 +572,6 @@ static int opt_meta_context(struct proto *p, uint32_t opt, const uint8_t *d, uin
 			return put_err(out, opt, NBD_REP_ERR_INVALID, "query length too long");
 		if (!string_ok(d + pos, ql))
 			return put_err(out, opt, NBD_REP_ERR_INVALID, "bad query string");
-		match |= meta_match(opt, d + pos, ql);
 		pos += ql;
 	}
 	if (pos != n)
@@ -377,16 +579,19 @@ static int opt_meta_context(struct proto *p, uint32_t opt, const uint8_t *d, uin
 	err = open_named(p, opt, d + 4, namelen, name, &e, out);
 	if (err)
 		return err < 0 ? err : 0;
+	size_t mark = out->len;
+	if (opt == NBD_OPT_SET_META_CONTEXT)
+		err = meta_set(p, e.handle, name, m, out);
+	else
+		err = meta_list(p, e.handle, m, out);
 	p->ops->close(p->ctx, e.handle);
-	if (opt == NBD_OPT_SET_META_CONTEXT) {
-		p->meta_alloc = match;
-		memcpy(p->meta_name, name, namelen + 1);
-	}
-	if (match) {
-		id = htobe32(opt == NBD_OPT_SET_META_CONTEXT ? PROTO_META_ALLOC_ID : 0);
-		err = put_rep(out, opt, NBD_REP_META_CONTEXT, &id, 4, ctxname, sizeof(ctxname) - 1);
-		if (err)
-			return err;
+	if (err == -ENOMEM)
+		return err;
+	if (err) {
+		if (opt == NBD_OPT_SET_META_CONTEXT)
+			meta_clear(p);
+		out->len = mark; /* drop the partial list; say why instead */
+		return put_err(out, opt, NBD_REP_ERR_PLATFORM, strerror(-err));
 	}
 	return put_rep(out, opt, NBD_REP_ACK, NULL, 0, NULL, 0);
 }
@@ -412,8 +617,7 @@ void proto_tls_started(struct proto *p)
 	p->tls = true;
 	p->phase = PROTO_OPTIONS;
 	p->structured = false;
-	p->meta_alloc = false;
-	p->meta_name[0] = '\0';
+	meta_clear(p);
 }
 
 static int option(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t n,
@@ -845,27 +1049,61 @@ void proto_reply_read(struct proto_reply *r, int err, uint64_t offset, uint8_t *
 	}
 }
 
-void proto_reply_block_status(struct proto_reply *r, int err, const struct store_extent *ext,
-                              unsigned n, uint8_t *desc)
+/* One BLOCK_STATUS chunk header (with the context id) at h for n
+ * descriptors; returns its size. */
+static size_t bs_chunk(uint8_t *h, uint64_t handle, bool last, uint32_t id, unsigned n)
 {
-	size_t k;
+	size_t k = chunk_hdr(h, handle, last ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_BLOCK_STATUS,
+	                     4 + PROTO_BS_DESC * n);
+	put_be32(h + k, id);
+	return k + 4;
+}
 
-	if (err || n == 0) {
+void proto_reply_block_status(struct proto_reply *r, const struct proto_bs *bs, uint8_t *desc)
+{
+	struct {
+		uint32_t id;
+		unsigned n;
+	} ctx[3];
+	unsigned nctx = 0;
+	uint8_t *h = r->hdr, *dd = desc;
+
+	if (bs->alloc)
+		ctx[nctx++] = (typeof(ctx[0])){PROTO_META_ALLOC_ID, bs->nalloc};
+	if (bs->dirty)
+		ctx[nctx++] = (typeof(ctx[0])){PROTO_META_DIRTY_ID, bs->ndirty};
+	if (bs->depth)
+		ctx[nctx++] = (typeof(ctx[0])){PROTO_META_DEPTH_ID, bs->ndepth};
+	int err = bs->err;
+	for (unsigned c = 0; c < nctx && !err; c++)
+		if (!ctx[c].n)
+			err = -EIO; /* a chunk needs one descriptor */
+	if (err || !nctx) {
 		reply_error(r, err ? err : -EIO, false, 0);
 		return;
 	}
 	r->niov = 0;
 	r->len = 0;
-	for (unsigned i = 0; i < n; i++) {
-		put_be32(desc + PROTO_BS_DESC * i, (uint32_t)ext[i].len);
-		put_be32(desc + PROTO_BS_DESC * i + 4,
-		         ext[i].hole ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0);
+	for (unsigned i = 0; i < bs->nalloc && bs->alloc; i++, dd += PROTO_BS_DESC) {
+		put_be32(dd, (uint32_t)bs->alloc[i].len);
+		put_be32(dd + 4, bs->alloc[i].hole ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0);
 	}
-	k = chunk_hdr(r->hdr, r->handle, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS,
-	              4 + PROTO_BS_DESC * n);
-	put_be32(r->hdr + k, PROTO_META_ALLOC_ID);
-	reply_add(r, r->hdr, k + 4);
-	reply_add(r, desc, PROTO_BS_DESC * n);
+	for (unsigned i = 0; i < bs->ndirty && bs->dirty; i++, dd += PROTO_BS_DESC) {
+		put_be32(dd, (uint32_t)bs->dirty[i].len);
+		put_be32(dd + 4, bs->dirty[i].value ? NBD_STATE_DIRTY : 0);
+	}
+	for (unsigned i = 0; i < bs->ndepth && bs->depth; i++, dd += PROTO_BS_DESC) {
+		put_be32(dd, (uint32_t)bs->depth[i].len);
+		put_be32(dd + 4, bs->depth[i].value);
+	}
+	dd = desc;
+	for (unsigned c = 0; c < nctx; c++) {
+		size_t k = bs_chunk(h, r->handle, c == nctx - 1, ctx[c].id, ctx[c].n);
+		reply_add(r, h, k);
+		reply_add(r, dd, PROTO_BS_DESC * ctx[c].n);
+		h += k;
+		dd += PROTO_BS_DESC * ctx[c].n;
+	}
 }
 
 uint32_t proto_nbd_error(int err)

@@ -348,6 +348,31 @@ def meta_opt(opt, name, queries):
     return opt, d
 
 
+def meta_contexts(s, opt, name, queries):
+    """Send a LIST/SET_META_CONTEXT; [(id, name)] on ACK, else the error type."""
+    send_opt(s, *meta_opt(opt, name, queries))
+    out = []
+    while True:
+        o, rtype, data = read_rep(s)
+        check(o == opt, "reply to the option")
+        if rtype == REP_ACK:
+            return out
+        if rtype != REP_META_CONTEXT:
+            return rtype
+        out.append((struct.unpack(">I", data[:4])[0], data[4:]))
+
+
+def status_einval_then_disc(s, handle, what):
+    """BLOCK_STATUS with no context selected is EINVAL (a simple reply or an
+    error chunk); then DISC."""
+    send_req(s, CMD_BLOCK_STATUS, 0, 4096, handle=handle)
+    r = read_any_reply(s)
+    err = r[1] if r[0] == "simple" else struct.unpack(">I", r[4][:4])[0]
+    check(err == EINVAL, what)
+    send_req(s, CMD_DISC, 0, 0)
+    expect_eof(s, "after DISC")
+
+
 def structured_raw():
     s = hello()
     send_opt(s, OPT_STRUCTURED_REPLY, b"x")
@@ -394,12 +419,7 @@ def structured_raw():
     r = read_any_reply(s)
     check(r[0] == "chunk" and r[1] == FLAG_DONE and r[2] == T_DATA and len(r[4]) == 8 + 3 * 4096,
           "DF READ -> one data chunk")
-    send_req(s, CMD_BLOCK_STATUS, 0, 4096, handle=7)
-    r = read_any_reply(s)
-    err = r[1] if r[0] == "simple" else struct.unpack(">I", r[4][:4])[0]
-    check(err == EINVAL, "BLOCK_STATUS without a meta context -> EINVAL")
-    send_req(s, CMD_DISC, 0, 0)
-    expect_eof(s, "after DISC")
+    status_einval_then_disc(s, 7, "BLOCK_STATUS without a meta context -> EINVAL")
 
 
 def meta_raw():
@@ -410,18 +430,12 @@ def meta_raw():
     check(read_rep(s)[1] == REP_ACK, "STRUCTURED_REPLY")
 
     def contexts(opt, name, queries):
-        send_opt(s, *meta_opt(opt, name, queries))
-        out = []
-        while True:
-            o, rtype, data = read_rep(s)
-            check(o == opt, "reply to the option")
-            if rtype == REP_ACK:
-                return out
-            if rtype != REP_META_CONTEXT:
-                return rtype
-            out.append((struct.unpack(">I", data[:4])[0], data[4:]))
+        return meta_contexts(s, opt, name, queries)
 
-    check(contexts(OPT_LIST_META, b"vol0", []) == [(0, b"base:allocation")], "LIST all")
+    got = contexts(OPT_LIST_META, b"vol0", [])
+    check(got[:2] == [(0, b"base:allocation"), (0, b"qemu:allocation-depth")] and
+          all(i == 0 and n.startswith(b"qemu:dirty-bitmap:") for i, n in got[2:]),
+          "LIST all: %r" % got)
     check(contexts(OPT_LIST_META, b"vol0", [b"base:"]) == [(0, b"base:allocation")], "LIST base:")
     check(contexts(OPT_LIST_META, b"vol0", [b"qemu:dirty-bitmap:a"]) == [], "LIST other namespace")
     check(contexts(OPT_LIST_META, b"nosuch", []) == REP_ERR_UNKNOWN, "LIST unknown export")
@@ -453,6 +467,68 @@ def meta_raw():
     expect_eof(s, "after DISC")
 
 
+def qemu_meta_raw():
+    """qemu:dirty-bitmap:SNAP and qemu:allocation-depth by hand.  Needs vol0
+    with snapshots s1 and s2 (in that order) and vol1 with snapshot x."""
+    s = hello()
+    send_opt(s, OPT_STRUCTURED_REPLY)
+    check(read_rep(s)[1] == REP_ACK, "STRUCTURED_REPLY")
+    L, S = OPT_LIST_META, OPT_SET_META
+    dirty = [b"qemu:dirty-bitmap:s1", b"qemu:dirty-bitmap:s2"]
+    got = meta_contexts(s, L, b"vol0", [])
+    check(got == [(0, c) for c in [b"base:allocation", b"qemu:allocation-depth"] + dirty],
+          "LIST all: %r" % got)
+    got = meta_contexts(s, L, b"vol0@s2", [b"qemu:"])
+    check(got == [(0, c) for c in [b"qemu:allocation-depth"] + dirty], "LIST qemu:: %r" % got)
+    got = meta_contexts(s, L, b"vol0@s1", [b"qemu:dirty-bitmap:", b"qemu:dirty-bitmap:s1"])
+    check(got == [(0, c) for c in dirty], "LIST qemu:dirty-bitmap:: %r" % got)
+    got = meta_contexts(s, L, b"vol0", [b"qemu:dirty-bitmap:s2", b"qemu:dirty-bitmap:s2"])
+    check(got == [(0, dirty[1])], "LIST by name, once: %r" % got)
+    # names that are not vol0's snapshots are ignored, not errors
+    for bad in (b"qemu:dirty-bitmap:x", b"qemu:dirty-bitmap:vol1@x", b"qemu:dirty-bitmap:nope",
+                b"qemu:dirty-bitmap:" + b"y" * 200, b"qemu:nonsense", b"qemu:dirty-bitmap:s1x"):
+        check(meta_contexts(s, L, b"vol0", [bad]) == [], "LIST %r ignored" % bad)
+        check(meta_contexts(s, S, b"vol0", [bad]) == [], "SET %r ignored" % bad)
+    check(meta_contexts(s, S, b"vol0", [b"qemu:", b"qemu:dirty-bitmap:"]) == [],
+          "SET wildcards select nothing")
+    check(meta_contexts(s, L, b"vol9", [b"qemu:"]) == REP_ERR_UNKNOWN, "LIST unknown export")
+    got = meta_contexts(s, S, b"vol0@s2", [b"qemu:dirty-bitmap:vol1@x", b"qemu:dirty-bitmap:s1",
+                                           b"qemu:dirty-bitmap:s2", b"qemu:allocation-depth",
+                                           b"base:allocation"])
+    names = [n for _, n in got]
+    check(sorted(names) == [b"base:allocation", b"qemu:allocation-depth", dirty[0]],
+          "SET: one bitmap, the depth, base: %r" % got)
+    ids = {n: i for i, n in got}
+    check(len(set(ids.values())) == 3 and 0 not in ids.values(), "distinct ids: %r" % got)
+    _, size = go_flags(s, b"vol0@s2")
+    for flags, handle in ((0, 21), (CMD_FLAG_REQ_ONE, 22)):
+        send_req(s, CMD_BLOCK_STATUS, 0, size, flags=flags, handle=handle)
+        seen = {}
+        while True:
+            r = read_any_reply(s)
+            check(r[0] == "chunk" and r[2] == T_BS and r[3] == handle, "BLOCK_STATUS chunk: %r" % (r[:4],))
+            cid = struct.unpack(">I", r[4][:4])[0]
+            descs = [struct.unpack(">II", r[4][i:i + 8]) for i in range(4, len(r[4]), 8)]
+            check(descs and all(n for n, _ in descs) and sum(n for n, _ in descs) <= size,
+                  "extents of context %d" % cid)
+            check(not flags or len(descs) == 1, "REQ_ONE: one extent per context")
+            check(cid not in seen, "one chunk per context")
+            seen[cid] = descs
+            if r[1] & FLAG_DONE:
+                break
+        check(sorted(seen) == sorted(ids.values()), "a chunk for every context: %r" % seen)
+        check(all(st in (0, 1) for _, st in seen[ids[dirty[0]]]), "dirty flags are bit 0")
+    send_req(s, CMD_DISC, 0, 0)
+    expect_eof(s, "after DISC")
+    # a SET whose every query is unknown leaves nothing: BLOCK_STATUS is EINVAL
+    s = hello()
+    send_opt(s, OPT_STRUCTURED_REPLY)
+    check(read_rep(s)[1] == REP_ACK, "STRUCTURED_REPLY")
+    check(meta_contexts(s, S, b"vol0", [b"qemu:dirty-bitmap:x"]) == [], "SET of vol1's snapshot")
+    go_flags(s)
+    status_einval_then_disc(s, 23, "no context selected -> EINVAL")
+
+
 def vanish_mid_chunks():
     """Structured replies: the client hangs up in the middle of a chunked
     reply (DF forces 32 MiB data chunks; without DF, hole chunks)."""
@@ -471,7 +547,7 @@ SCENARIOS = {f.__name__: f for f in (
     export_name_ok, truncated_option, bad_request_magic, truncated_header,
     vanish_mid_payload, vanish_mid_reply, flush_args, unknown_commands, big_write_einval,
     write_then_disc, snapshot_eperm, never_read, structured_raw, meta_raw,
-    vanish_mid_chunks)}
+    qemu_meta_raw, vanish_mid_chunks)}
 
 
 def main():

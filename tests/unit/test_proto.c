@@ -5,7 +5,9 @@
  *
  * proto looks exports up through its ops table; the table here serves two
  * fixed exports, "vol0" (1 MiB, writable) and "vol0@snap" (read-only), and
- * counts opens and closes so leaks of export handles show up.
+ * counts opens and closes so leaks of export handles show up.  The qemu:
+ * metadata contexts go through a second table (meta_ops) whose volume has
+ * the snapshots "snap" and "old"; its sources are counted the same way.
  */
 #undef NDEBUG
 #include <endian.h>
@@ -14,6 +16,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +32,8 @@ struct fixture {
 	struct proto_buf out;
 	int opens;
 	int list_err;
+	int srcs; /* meta sources open */
+	char src[2][16];
 };
 
 static int fx_open(void *ctx, const char *name, struct proto_export *out)
@@ -67,6 +72,42 @@ static int fx_list(void *ctx, int (*emit)(void *, const char *, const char *), v
 
 static const struct proto_ops fx_ops = {fx_open, fx_close, fx_list};
 
+static int fx_snapshots(void *ctx, void *handle, int (*emit)(void *, const char *), void *arg)
+{
+	struct fixture *f = ctx;
+	int err;
+
+	assert_ptr_equal(handle, f); /* an open export handle */
+	assert_true(f->opens > 0);
+	err = emit(arg, "snap");
+	return err ? err : emit(arg, "old");
+}
+
+/* Sources: a string naming what was opened ("dirty:snap", "depth"). */
+static int fx_meta_open(void *ctx, void *handle, const char *snap, void **src)
+{
+	struct fixture *f = ctx;
+	char *s = f->src[snap ? 0 : 1];
+
+	assert_true(f->opens > 0);
+	if (snap && strcmp(snap, "snap") && strcmp(snap, "old"))
+		return -ENOENT;
+	snprintf(s, sizeof(f->src[0]), snap ? "dirty:%s" : "depth", snap ? snap : "");
+	f->srcs++;
+	*src = s;
+	return 0;
+}
+
+static void fx_meta_close(void *ctx, void *src)
+{
+	struct fixture *f = ctx;
+
+	assert_true(src == f->src[0] || src == f->src[1]);
+	f->srcs--;
+}
+
+static const struct proto_meta_ops fx_meta_ops = {fx_snapshots, fx_meta_open, fx_meta_close};
+
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
@@ -82,6 +123,7 @@ static int teardown(void **state)
 
 	proto_fini(&f->p);
 	assert_int_equal(f->opens, 0); /* every export handle was closed */
+	assert_int_equal(f->srcs, 0);  /* and every meta source */
 	proto_buf_free(&f->out);
 	free(f);
 	return 0;
@@ -786,11 +828,13 @@ static void reply_block_status(void **state)
 {
 	struct proto_req q = {.handle = 9, .structured = true};
 	struct store_extent ext[2] = {{.len = 4096, .hole = true}, {.len = 8192, .hole = false}};
+	struct store_run dirty[3] = {{4096, 0}, {512, 1}, {7680, 0}}, depth[1] = {{12288, 3}};
+	struct proto_bs bs = {.alloc = ext, .nalloc = 2};
 	struct proto_reply r;
-	uint8_t desc[2 * PROTO_BS_DESC], o[64];
+	uint8_t desc[6 * PROTO_BS_DESC], o[160];
 
 	proto_reply_init(&r, &q);
-	proto_reply_block_status(&r, 0, ext, 2, desc);
+	proto_reply_block_status(&r, &bs, desc);
 	assert_int_equal(flatten(&r, o, sizeof(o)), 24 + 16);
 	assert_int_equal(bytes_be16(o + 4), NBD_REPLY_FLAG_DONE);
 	assert_int_equal(bytes_be16(o + 6), NBD_REPLY_TYPE_BLOCK_STATUS);
@@ -800,12 +844,37 @@ static void reply_block_status(void **state)
 	assert_int_equal(bytes_be32(o + 28), NBD_STATE_HOLE | NBD_STATE_ZERO);
 	assert_int_equal(bytes_be32(o + 32), 8192);
 	assert_int_equal(bytes_be32(o + 36), 0);
-	/* no extent: an error, never an empty chunk */
-	proto_reply_block_status(&r, 0, ext, 0, desc);
+	/* three contexts: three chunks in order, DONE on the last only */
+	bs.dirty = dirty;
+	bs.ndirty = 3;
+	bs.depth = depth;
+	bs.ndepth = 1;
+	proto_reply_block_status(&r, &bs, desc);
+	assert_int_equal(flatten(&r, o, sizeof(o)), (24 + 16) + (24 + 24) + (24 + 8));
+	assert_int_equal(bytes_be16(o + 4), 0);
+	uint8_t *c2 = o + 40, *c3 = o + 40 + 48;
+	assert_int_equal(bytes_be16(c2 + 4), 0);
+	assert_int_equal(bytes_be16(c2 + 6), NBD_REPLY_TYPE_BLOCK_STATUS);
+	assert_int_equal(bytes_be32(c2 + 16), 4 + 24);
+	assert_int_equal(bytes_be32(c2 + 20), PROTO_META_DIRTY_ID);
+	assert_int_equal(bytes_be32(c2 + 24), 4096);
+	assert_int_equal(bytes_be32(c2 + 28), 0);
+	assert_int_equal(bytes_be32(c2 + 32), 512);
+	assert_int_equal(bytes_be32(c2 + 36), NBD_STATE_DIRTY);
+	assert_int_equal(bytes_be32(c2 + 40), 7680);
+	assert_int_equal(bytes_be16(c3 + 4), NBD_REPLY_FLAG_DONE);
+	assert_int_equal(bytes_be32(c3 + 20), PROTO_META_DEPTH_ID);
+	assert_int_equal(bytes_be32(c3 + 24), 12288);
+	assert_int_equal(bytes_be32(c3 + 28), 3);
+	/* no extent in any context: an error, never an empty chunk */
+	bs.ndirty = 0;
+	proto_reply_block_status(&r, &bs, desc);
 	assert_int_equal(flatten(&r, o, sizeof(o)), 26);
 	assert_int_equal(bytes_be16(o + 6), NBD_REPLY_TYPE_ERROR);
 	assert_int_equal(bytes_be32(o + 20), NBD_EIO);
-	proto_reply_block_status(&r, -ENOMEM, ext, 2, desc);
+	bs.ndirty = 3;
+	bs.err = -ENOMEM;
+	proto_reply_block_status(&r, &bs, desc);
 	assert_int_equal(flatten(&r, o, sizeof(o)), 26);
 	assert_int_equal(bytes_be32(o + 20), NBD_ENOMEM);
 }
@@ -1000,7 +1069,13 @@ static void structured_and_meta(void **state)
 		expect_rep(f, &pos, NBD_OPT_LIST_META_CONTEXT, NBD_REP_ERR_INVALID, &len);
 	for (int i = 0; i < 2; i++)
 		expect_rep(f, &pos, NBD_OPT_SET_META_CONTEXT, NBD_REP_ERR_INVALID, &len);
-	assert_true(f->p.meta_alloc); /* a refused SET changes nothing */
+	assert_false(f->p.meta_alloc); /* a SET replaces the selection, even a refused one */
+
+	b.n = 0;
+	meta_opt(&b, NBD_OPT_SET_META_CONTEXT, "vol0", 1, alloc);
+	f->out.len = pos = 0;
+	assert_int_equal(feed(f, &b), (ssize_t)b.n);
+	assert_true(f->p.meta_alloc);
 
 	/* GO: DF advertised, BLOCK_STATUS allowed on the export SET named */
 	b.n = 0;
@@ -1010,6 +1085,125 @@ static void structured_and_meta(void **state)
 	d = expect_rep(f, &pos, NBD_OPT_GO, NBD_REP_INFO, &len);
 	assert_true(bytes_be16(d + 10) & NBD_FLAG_SEND_DF);
 	assert_true(f->p.meta_active);
+}
+
+static void expect_named(struct fixture *f, size_t *pos, uint32_t opt, uint32_t id,
+                         const char *name)
+{
+	uint32_t len;
+	const uint8_t *d = expect_rep(f, pos, opt, NBD_REP_META_CONTEXT, &len);
+
+	assert_int_equal(len, 4 + strlen(name));
+	assert_int_equal(bytes_be32(d), id);
+	assert_memory_equal(d + 4, name, strlen(name));
+}
+
+/* qemu:dirty-bitmap:SNAP and qemu:allocation-depth: listed by the
+ * wildcards and by name (once each, unknown names ignored), selected by
+ * SET with their own ids (one bitmap, unknown ones ignored), their sources
+ * kept only while selected for the export that is chosen; without a
+ * meta_ops table the qemu: namespace is ignored like any other. */
+static void qemu_contexts(void **state)
+{
+	struct fixture *f = *state;
+	struct bytes b = {.n = 0};
+	const char *qemu[] = {"qemu:"}, *bitmaps[] = {"qemu:dirty-bitmap:"};
+	const char *named[] = {"qemu:dirty-bitmap:old", "qemu:dirty-bitmap:old",
+	                       "qemu:dirty-bitmap:nosuch", "qemu:dirty-bitmap:vol1@s",
+	                       "qemu:allocation-depth"};
+	const char *set[] = {"qemu:dirty-bitmap:nosuch", "qemu:dirty-bitmap:old",
+	                     "qemu:dirty-bitmap:snap",   "qemu:allocation-depth",
+	                     "base:allocation",          "qemu:"};
+	const char *alloc[] = {"base:allocation"};
+	const uint32_t L = NBD_OPT_LIST_META_CONTEXT, S = NBD_OPT_SET_META_CONTEXT;
+	size_t pos = 0;
+	uint32_t len;
+
+	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
+	opt_hdr(&b, NBD_OPT_STRUCTURED_REPLY, 0);
+	meta_opt(&b, L, "vol0", 1, qemu); /* no table: ignored */
+	assert_int_equal(feed(f, &b), (ssize_t)b.n);
+	expect_rep(f, &pos, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, &len);
+	expect_rep(f, &pos, L, NBD_REP_ACK, &len);
+
+	f->p.meta_ops = &fx_meta_ops;
+	b.n = 0;
+	meta_opt(&b, L, "vol0", 0, NULL);
+	meta_opt(&b, L, "vol0@snap", 1, qemu);
+	meta_opt(&b, L, "vol0", 1, bitmaps);
+	meta_opt(&b, L, "vol0", 5, named);
+	f->out.len = pos = 0;
+	assert_int_equal(feed(f, &b), (ssize_t)b.n);
+	expect_named(f, &pos, L, 0, "base:allocation");
+	expect_named(f, &pos, L, 0, "qemu:allocation-depth");
+	expect_named(f, &pos, L, 0, "qemu:dirty-bitmap:snap");
+	expect_named(f, &pos, L, 0, "qemu:dirty-bitmap:old");
+	expect_rep(f, &pos, L, NBD_REP_ACK, &len);
+	expect_named(f, &pos, L, 0, "qemu:allocation-depth");
+	expect_named(f, &pos, L, 0, "qemu:dirty-bitmap:snap");
+	expect_named(f, &pos, L, 0, "qemu:dirty-bitmap:old");
+	expect_rep(f, &pos, L, NBD_REP_ACK, &len);
+	expect_named(f, &pos, L, 0, "qemu:dirty-bitmap:snap");
+	expect_named(f, &pos, L, 0, "qemu:dirty-bitmap:old");
+	expect_rep(f, &pos, L, NBD_REP_ACK, &len);
+	expect_named(f, &pos, L, 0, "qemu:allocation-depth");
+	expect_named(f, &pos, L, 0, "qemu:dirty-bitmap:old");
+	expect_rep(f, &pos, L, NBD_REP_ACK, &len);
+	assert_int_equal(pos, f->out.len);
+	assert_int_equal(f->srcs, 0);
+
+	b.n = 0;
+	meta_opt(&b, S, "vol0", 6, set);
+	f->out.len = pos = 0;
+	assert_int_equal(feed(f, &b), (ssize_t)b.n);
+	expect_named(f, &pos, S, PROTO_META_ALLOC_ID, "base:allocation");
+	expect_named(f, &pos, S, PROTO_META_DIRTY_ID, "qemu:dirty-bitmap:old");
+	expect_named(f, &pos, S, PROTO_META_DEPTH_ID, "qemu:allocation-depth");
+	expect_rep(f, &pos, S, NBD_REP_ACK, &len);
+	assert_int_equal(f->srcs, 2);
+	assert_int_equal(f->opens, 0); /* the sources hold what they need */
+	/* a later SET replaces it all */
+	b.n = 0;
+	meta_opt(&b, S, "vol0", 1, alloc);
+	meta_opt(&b, S, "vol0", 2, named + 1);
+	f->out.len = pos = 0;
+	assert_int_equal(feed(f, &b), (ssize_t)b.n);
+	expect_named(f, &pos, S, PROTO_META_ALLOC_ID, "base:allocation");
+	expect_rep(f, &pos, S, NBD_REP_ACK, &len);
+	expect_named(f, &pos, S, PROTO_META_DIRTY_ID, "qemu:dirty-bitmap:old");
+	expect_rep(f, &pos, S, NBD_REP_ACK, &len);
+	assert_false(f->p.meta_alloc);
+	assert_int_equal(f->srcs, 1);
+	/* GO on that export: BLOCK_STATUS answers the bitmap alone */
+	b.n = 0;
+	opt_go(&b, NBD_OPT_GO, "vol0", 0, NULL);
+	f->out.len = pos = 0;
+	assert_int_equal(feed(f, &b), (ssize_t)b.n);
+	assert_true(f->p.meta_active);
+	assert_string_equal(f->p.meta_dirty, "dirty:old");
+	assert_int_equal(decode(f, 0, NBD_CMD_BLOCK_STATUS, 0, 512).error, 0);
+}
+
+/* Selected for one export, GO on another: nothing is active and the
+ * sources are let go at once. */
+static void qemu_contexts_other_export(void **state)
+{
+	struct fixture *f = *state;
+	struct bytes b = {.n = 0};
+	const char *q[] = {"qemu:dirty-bitmap:snap", "qemu:allocation-depth"};
+
+	f->p.meta_ops = &fx_meta_ops;
+	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
+	opt_hdr(&b, NBD_OPT_STRUCTURED_REPLY, 0);
+	meta_opt(&b, NBD_OPT_SET_META_CONTEXT, "vol0", 2, q);
+	assert_int_equal(feed(f, &b), (ssize_t)b.n);
+	assert_int_equal(f->srcs, 2);
+	b.n = 0;
+	opt_go(&b, NBD_OPT_GO, "vol0@snap", 0, NULL);
+	assert_int_equal(feed(f, &b), (ssize_t)b.n);
+	assert_false(f->p.meta_active);
+	assert_int_equal(f->srcs, 0);
+	assert_int_equal(decode(f, 0, NBD_CMD_BLOCK_STATUS, 0, 512).error, -EINVAL);
 }
 
 static void request_structured(void **state)
@@ -1159,6 +1353,8 @@ int main(void)
 	    T(structured_and_meta),
 	    T(request_structured),
 	    T(block_status_other_export),
+	    T(qemu_contexts),
+	    T(qemu_contexts_other_export),
 	    T(info_description),
 	    T(read_runs),
 	};
