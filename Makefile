@@ -4,7 +4,8 @@
 #   make check          deps + build + every test; ends "N passed, N failed"
 #   make check SANITIZE=address,undefined
 #   make deps           apt-get what the build and tests need (root), else print the command
-#   make install        cowbd, cowctl, cowbd-check into $(DESTDIR)$(PREFIX)
+#   make install        cowbd, cowctl, cowbd-check, the systemd units, sysusers.d
+#                       and tmpfiles.d entries into $(DESTDIR)$(PREFIX)
 #
 # CFLAGS, CPPFLAGS, LDFLAGS and LDLIBS are the user's (default CFLAGS -O2 -g);
 # what the build needs is kept in COWBD_* and added after them, so
@@ -23,11 +24,14 @@ PREFIX   ?= /usr/local
 BINDIR   ?= $(PREFIX)/bin
 SBINDIR  ?= $(PREFIX)/sbin
 MANDIR   ?= $(PREFIX)/share/man
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR    ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR    ?= $(PREFIX)/lib/tmpfiles.d
 INSTALL  ?= install
 PKGS     := libev-dev liburcu-dev libcmocka-dev libjansson-dev libgnutls28-dev libsystemd-dev
 TESTPKGS := nbd-client nbd-server libnbd-bin python3-libnbd nbdkit qemu-utils \
             qemu-system-x86 fio gnutls-bin busybox-static cpio e2fsprogs util-linux \
-            valgrind procps psmisc curl ca-certificates clang-format python3 systemd
+            valgrind procps psmisc curl ca-certificates clang-format python3 systemd strace
 
 CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Wshadow -Wvla -Wstrict-prototypes -Wmissing-prototypes \
@@ -101,7 +105,7 @@ ALL_OBJ  := $(LIB_OBJ) $(BUILD)/obj/main.o $(TOOL_OBJ) $(TESTLIB_OBJ) $(UNIT_OBJ
             $(patsubst bench/%.c,$(BUILD)/obj/bench/%.o,$(BENCH_SRC))
 
 .PHONY: all run check check-unit check-integration check-vm bench fuzz deps-fuzz lint deps \
-        install uninstall clean FORCE
+        install install-systemd uninstall clean FORCE
 all: $(BUILD)/cowbd $(TOOL_BIN) $(UNIT_BIN) $(FUZZ_REPLAY)
 
 # $(BUILD)/flags holds the compile command; it changes (and every object
@@ -211,9 +215,11 @@ lint:
 	clang-format --dry-run --Werror $(LINT_SRC)
 
 # Builds only what it installs (no unit tests, so no cmocka).  Man pages:
-# man/*.[1-8], when there are any.
-INSTALL_MAN := $(wildcard man/*.[1-8])
-install: $(BUILD)/cowbd $(BUILD)/cowctl $(BUILD)/cowbd-check
+# man/*.[1-8], when there are any.  The units (dist/systemd/) name
+# /usr/sbin/cowbd; installed, they name $(SBINDIR)/cowbd.
+INSTALL_MAN   := $(wildcard man/*.[1-8])
+INSTALL_UNITS := cowbd.service cowbd.socket cowbd-control.socket
+install: $(BUILD)/cowbd $(BUILD)/cowctl $(BUILD)/cowbd-check install-systemd
 	$(INSTALL) -D -m 0755 $(BUILD)/cowbd $(DESTDIR)$(SBINDIR)/cowbd
 	$(INSTALL) -D -m 0755 $(BUILD)/cowctl $(DESTDIR)$(BINDIR)/cowctl
 	$(INSTALL) -D -m 0755 $(BUILD)/cowbd-check $(DESTDIR)$(SBINDIR)/cowbd-check
@@ -222,8 +228,22 @@ install: $(BUILD)/cowbd $(BUILD)/cowctl $(BUILD)/cowbd-check
 		echo "$(INSTALL) -D -m 0644 $$m $$d/$${m##*/}"; \
 		$(INSTALL) -D -m 0644 $$m $$d/$${m##*/} || exit 1; \
 	done
+# The systemd units, sysusers.d and tmpfiles.d entries alone (no build):
+# tests/integration/systemd_units.sh installs them into a scratch root.
+install-systemd:
+	$(INSTALL) -d -m 0755 $(DESTDIR)$(SYSTEMDUNITDIR)
+	@for u in $(INSTALL_UNITS); do \
+		echo "install dist/systemd/$$u $(DESTDIR)$(SYSTEMDUNITDIR)/$$u"; \
+		sed 's|/usr/sbin/cowbd|$(SBINDIR)/cowbd|g' dist/systemd/$$u \
+			>$(DESTDIR)$(SYSTEMDUNITDIR)/$$u && \
+		chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u || exit 1; \
+	done
+	$(INSTALL) -D -m 0644 dist/systemd/cowbd.sysusers $(DESTDIR)$(SYSUSERSDIR)/cowbd.conf
+	$(INSTALL) -D -m 0644 dist/systemd/cowbd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/cowbd.conf
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/cowbd $(DESTDIR)$(BINDIR)/cowctl $(DESTDIR)$(SBINDIR)/cowbd-check
+	rm -f $(addprefix $(DESTDIR)$(SYSTEMDUNITDIR)/,$(INSTALL_UNITS)) \
+		$(DESTDIR)$(SYSUSERSDIR)/cowbd.conf $(DESTDIR)$(TMPFILESDIR)/cowbd.conf
 	@for m in $(INSTALL_MAN); do \
 		f=$(DESTDIR)$(MANDIR)/man$${m##*.}/$${m##*/}; echo "rm -f $$f"; rm -f $$f; \
 	done

@@ -24,6 +24,15 @@ struct control;
  * errno set.  Blocks only briefly (probing an existing socket). */
 struct control *control_start(struct store *st, const char *path, char *err, size_t errlen);
 
+/* Serve the control socket on fd, a listening unix stream socket made by
+ * someone else (socket activation: the service manager passed it), as
+ * control_start does on its own.  c owns fd from now on, whatever the
+ * result (made non-blocking and close-on-exec); control_stop closes it
+ * and never removes the socket file (its maker owns it).  The caller has
+ * checked that fd is a listening unix stream socket.  Returns NULL on
+ * failure with a one-line reason in err, errno set and fd closed. */
+struct control *control_start_fd(struct store *st, int fd, char *err, size_t errlen);
+
 /* Stop accepting, disconnect clients, wait for requests in progress to
  * finish (a store call is never interrupted), remove the socket file and
  * free c.  After it returns no control thread touches the store, so the

@@ -21,7 +21,8 @@
  * listens, then renamed over the final path: nobody else can ever connect
  * to a socket with a wider mode, and a stale socket from a dead daemon is
  * replaced atomically.  A socket on which someone still answers is never
- * replaced.
+ * replaced.  Under socket activation the service manager made the socket
+ * (control_start_fd): it is served as passed and its file left alone.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -895,15 +896,12 @@ static void *control_accept_main(void *arg)
 	return NULL;
 }
 
-struct control *control_start(struct store *st, const char *path, char *err, size_t errlen)
+/* A control object for st with its stop pipe, not serving yet (sock.fd
+ * -1).  NULL after one line in err, errno set. */
+static struct control *control_new(struct store *st, char *err, size_t errlen)
 {
-	struct control *c;
-	sigset_t all, old;
-	int r;
+	struct control *c = calloc(1, sizeof(*c));
 
-	if (errlen)
-		err[0] = '\0';
-	c = calloc(1, sizeof(*c));
 	if (!c) {
 		snprintf(err, errlen, "out of memory");
 		errno = ENOMEM;
@@ -911,21 +909,25 @@ struct control *control_start(struct store *st, const char *path, char *err, siz
 	}
 	c->st = st;
 	c->sock.fd = -1;
-	c->stop_pipe[0] = c->stop_pipe[1] = -1;
-	if (!path || !path[0] || strlen(path) >= sizeof(c->path)) {
-		snprintf(err, errlen, "control socket path %s",
-		         path && path[0] ? "too long" : "missing");
-		r = -EINVAL;
-		goto fail_free;
-	}
-	snprintf(c->path, sizeof(c->path), "%s", path);
 	if (pipe2(c->stop_pipe, O_CLOEXEC) < 0) {
-		r = -errno;
-		snprintf(err, errlen, "pipe: %s", strerror(errno));
-		goto fail_free;
+		int e = errno;
+
+		snprintf(err, errlen, "pipe: %s", strerror(e));
+		free(c);
+		errno = e;
+		return NULL;
 	}
-	if ((r = sockets_listen_unix(&c->sock, c->path, 0600, SOCKETS_MKDIR, err, errlen)) < 0)
-		goto fail_pipe;
+	return c;
+}
+
+/* Serve c->sock, a listening socket now c's: start the accept thread.
+ * Returns c, or NULL after one line in err with errno set and c freed
+ * (its socket closed, and unlinked if sockets_listen_unix made it). */
+static struct control *control_run(struct control *c, char *err, size_t errlen)
+{
+	sigset_t all, old;
+	int r;
+
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->op_lock, NULL);
 	pthread_cond_init(&c->idle, NULL);
@@ -934,24 +936,70 @@ struct control *control_start(struct store *st, const char *path, char *err, siz
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	r = -pthread_create(&c->accept_thread, NULL, control_accept_main, c);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot start control thread: %s", strerror(-r));
-		goto fail_sock;
-	}
-	return c;
-
-fail_sock:
+	if (r == 0)
+		return c;
+	snprintf(err, errlen, "cannot start control thread: %s", strerror(-r));
 	pthread_cond_destroy(&c->idle);
 	pthread_mutex_destroy(&c->op_lock);
 	pthread_mutex_destroy(&c->lock);
 	sockets_close_unix(&c->sock);
-fail_pipe:
 	close(c->stop_pipe[0]);
 	close(c->stop_pipe[1]);
-fail_free:
 	free(c);
 	errno = -r;
 	return NULL;
+}
+
+struct control *control_start(struct store *st, const char *path, char *err, size_t errlen)
+{
+	struct control *c;
+	int r;
+
+	if (errlen)
+		err[0] = '\0';
+	if (!path || !path[0] || strlen(path) >= sizeof(c->path)) {
+		snprintf(err, errlen, "control socket path %s",
+		         path && path[0] ? "too long" : "missing");
+		errno = EINVAL;
+		return NULL;
+	}
+	if (!(c = control_new(st, err, errlen)))
+		return NULL;
+	snprintf(c->path, sizeof(c->path), "%s", path);
+	if ((r = sockets_listen_unix(&c->sock, c->path, 0600, SOCKETS_MKDIR, err, errlen)) < 0) {
+		close(c->stop_pipe[0]);
+		close(c->stop_pipe[1]);
+		free(c);
+		errno = -r;
+		return NULL;
+	}
+	return control_run(c, err, errlen);
+}
+
+struct control *control_start_fd(struct store *st, int fd, char *err, size_t errlen)
+{
+	int fl = fcntl(fd, F_GETFL);
+	struct control *c;
+
+	if (errlen)
+		err[0] = '\0';
+	/* Non-blocking: a connection reset between poll and accept must not
+	 * leave the accept thread blocked where control_stop cannot wake it. */
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+		int e = errno;
+
+		snprintf(err, errlen, "control socket fd %d: %s", fd, strerror(e));
+		close(fd);
+		errno = e;
+		return NULL;
+	}
+	if (!(c = control_new(st, err, errlen))) {
+		close(fd);
+		return NULL;
+	}
+	c->sock.fd = fd; /* no path: the socket file is its maker's */
+	return control_run(c, err, errlen);
 }
 
 void control_stop(struct control *c)

@@ -512,6 +512,27 @@ static int main_listen(struct main_daemon *d, const struct main_opts *o, char *e
 	return 0;
 }
 
+/* The control socket: the one the service manager passed, else one made
+ * at --control.  0, or -1 with a one-line reason in err. */
+static int main_control(struct main_daemon *d, const struct main_opts *o, char *err, size_t errlen)
+{
+	char name[128];
+	int fd = d->fds.control;
+
+	if (fd < 0) {
+		d->ctl = control_start(d->st, o->control_path, err, errlen);
+		if (d->ctl)
+			say_info("control socket %s", o->control_path);
+		return d->ctl ? 0 : -1;
+	}
+	d->fds.control = -1;
+	sockets_local_name(fd, name, sizeof(name));
+	d->ctl = control_start_fd(d->st, fd, err, errlen);
+	if (d->ctl)
+		say_info("control socket %s (passed by the service manager)", name);
+	return d->ctl ? 0 : -1;
+}
+
 /* Event loop, connection server, NBD listeners, then the control socket
  * last: its appearance means "ready to serve".  On failure print one line
  * and return -1; what was made stays in d for main_abort. */
@@ -534,17 +555,8 @@ static int main_start(struct main_daemon *d, const struct main_opts *o)
 	}
 	if (main_listen(d, o, err, sizeof(err)) < 0)
 		goto fail;
-	if (d->fds.control >= 0) {
-		snprintf(err, sizeof(err),
-		         "a passed control socket (fd %d) is not supported yet: pass only NBD "
-		         "sockets; cowbd binds --control itself",
-		         d->fds.control);
+	if (main_control(d, o, err, sizeof(err)) < 0)
 		goto fail;
-	}
-	d->ctl = control_start(d->st, o->control_path, err, sizeof(err));
-	if (!d->ctl)
-		goto fail;
-	say_info("control socket %s", o->control_path);
 	return 0;
 
 fail:

@@ -6,9 +6,11 @@
 #    starts cowbd and is served; both sockets serve data; cowbd binds no
 #    socket of its own (a --listen given anyway is ignored with a warning);
 #  - an unnamed socket (no --fdname) serves NBD;
+#  - a unix socket named "control" is the control socket: cowctl on it
+#    starts cowbd and is served; cowbd leaves its file alone at exit;
 #  - refused before the pool is touched, with one line naming the fd: a
-#    file, a connected (not listening) socket, a datagram socket, an
-#    unknown name.
+#    file, a connected (not listening) socket, a datagram socket, a TCP
+#    socket named control, an unknown name.
 . "$(dirname "$0")/lib.sh"
 requires systemd-socket-activate nbdsh nbdinfo /usr/bin/python3
 
@@ -76,6 +78,22 @@ grep -q "listening on 127.0.0.1:$PORT (passed by the service manager)" "$LOG" ||
 cowbd_stop
 echo "ok: an unnamed passed socket serves NBD"
 
+# ---- the control socket passed too, named "control" ---------------------
+rm -f "$CTL"
+PCTL="$T/passed-control.sock"
+activate -l "127.0.0.1:$PORT" -l "$PCTL" --fdname=nbd:control --
+# cowctl's connection starts cowbd, like an NBD client's.
+timeout 60 "$BUILD/cowctl" --control "$PCTL" volume list >"$T/out" 2>&1 || fail "cowctl through the passed socket: $(cat "$T/out")"
+grep -q vol0 "$T/out" || fail "cowctl volume list lacks vol0: $(cat "$T/out")"
+grep -q "control socket unix:$PCTL (passed by the service manager)" "$LOG" ||
+	fail "the control socket was not taken as passed"
+timeout 60 "$BUILD/cowctl" --control "$PCTL" snapshot create vol0@passed >/dev/null || fail "snapshot through the passed socket"
+[ "$(nbdinfo --size "nbd://127.0.0.1:$PORT/vol0@passed")" = 67108864 ] || fail "snapshot not served"
+[ ! -e "$CTL" ] || fail "cowbd made its own control socket at --control as well"
+cowbd_stop
+[ -S "$PCTL" ] || fail "cowbd removed the passed control socket's file (its maker's)"
+echo "ok: a passed control socket serves cowctl (and starts cowbd); its file is left alone"
+
 # ---- refused: not a listening stream socket, or an unknown name --------
 : >"$LOG"
 # refused WHAT PATTERN: cowbd (already started, pid COWBD_PID) exits 1 with
@@ -117,6 +135,10 @@ refused "a connected socket" 'passed fd 3 \("unknown"\) is not listening'
 activate -d -l "127.0.0.1:$PORT" -- --pool "$T/fresh.img"
 /usr/bin/python3 -c 'import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("127.0.0.1", int(sys.argv[1])))' "$PORT"
 refused "a datagram socket" 'passed fd 3 \("unknown"\) is not a stream socket'
+
+activate -l "127.0.0.1:$PORT" --fdname=control -- --pool "$T/fresh.img"
+nbdinfo --list "nbd://127.0.0.1:$PORT/" >/dev/null 2>&1
+refused "a TCP control socket" 'passed fd 3 \("control"\) is not a unix socket: want a listening unix stream socket'
 
 activate -l "127.0.0.1:$PORT" --fdname=bogus -- --pool "$T/fresh.img"
 nbdinfo --list "nbd://127.0.0.1:$PORT/" >/dev/null 2>&1
