@@ -3,6 +3,7 @@
  * No locks: the store's log thread is the only caller (see alloc.h). */
 #include <assert.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "alloc.h"
 #include "say.h"
@@ -24,6 +25,7 @@ struct alloc {
 	uint64_t *seg_stamp;    /* LSN when the log entered the segment (age for the compactor) */
 	uint8_t *seg_discarded; /* FREE and already handed back to the device */
 	uint64_t meta_pending;  /* dirty tree nodes: blocks the next checkpoint writes */
+	uint8_t *seg_marked;    /* dead when a checkpoint in flight began (alloc_mark_dead) */
 };
 
 struct alloc *alloc_new(uint64_t nsegs)
@@ -38,7 +40,9 @@ struct alloc *alloc_new(uint64_t nsegs)
 	a->seg_state = calloc(nsegs, 1);
 	a->seg_stamp = calloc(nsegs, sizeof(*a->seg_stamp));
 	a->seg_discarded = calloc(nsegs, 1);
-	if (!a->ref || !a->seg_live || !a->seg_state || !a->seg_stamp || !a->seg_discarded) {
+	a->seg_marked = calloc(nsegs, 1);
+	if (!a->ref || !a->seg_live || !a->seg_state || !a->seg_stamp || !a->seg_discarded ||
+	    !a->seg_marked) {
 		alloc_free(a);
 		return NULL;
 	}
@@ -57,6 +61,7 @@ void alloc_free(struct alloc *a)
 	free(a->seg_state);
 	free(a->seg_stamp);
 	free(a->seg_discarded);
+	free(a->seg_marked);
 	free(a);
 }
 
@@ -172,27 +177,79 @@ uint64_t alloc_take_seg(struct alloc *a)
 	return 0;
 }
 
+static bool seg_dead(const struct alloc *a, uint64_t s, uint64_t keep1, uint64_t keep2)
+{
+	return a->seg_state[s] == ALLOC_USED && a->seg_live[s] == 0 && s != keep1 && s != keep2;
+}
+
+/* Segment s (dead) becomes FREE. */
+static void seg_release(struct alloc *a, uint64_t s, uint64_t *first,
+                        void (*freed)(void *arg, uint64_t seg), void *arg)
+{
+	if (!*first)
+		*first = s;
+	a->seg_state[s] = ALLOC_FREE;
+	a->seg_marked[s] = 0;
+	a->nfree++;
+	if (freed)
+		freed(arg, s);
+}
+
+/* Reuse what was just freed first: its pages are likely still in the page
+ * cache, where a fresh segment would cost new pages. */
+static uint64_t released(struct alloc *a, uint64_t n, uint64_t first)
+{
+	if (first)
+		a->hint = first;
+	return n;
+}
+
 uint64_t alloc_release_dead(struct alloc *a, uint64_t keep1, uint64_t keep2,
                             void (*freed)(void *arg, uint64_t seg), void *arg)
 {
 	uint64_t n = 0, first = 0;
-	for (uint64_t s = 1; s < a->nsegs; s++) {
-		if (a->seg_state[s] == ALLOC_USED && a->seg_live[s] == 0 && s != keep1 &&
-		    s != keep2) {
-			if (!first)
-				first = s;
-			a->seg_state[s] = ALLOC_FREE;
-			a->nfree++;
+	for (uint64_t s = 1; s < a->nsegs; s++)
+		if (seg_dead(a, s, keep1, keep2)) {
+			seg_release(a, s, &first, freed, arg);
 			n++;
-			if (freed)
-				freed(arg, s);
+		}
+	return released(a, n, first);
+}
+
+uint64_t alloc_mark_dead(struct alloc *a, uint64_t keep1, uint64_t keep2)
+{
+	uint64_t n = 0;
+	for (uint64_t s = 1; s < a->nsegs; s++) {
+		a->seg_marked[s] = seg_dead(a, s, keep1, keep2);
+		n += a->seg_marked[s];
+	}
+	return n;
+}
+
+uint64_t alloc_release_marked(struct alloc *a, void (*freed)(void *arg, uint64_t seg), void *arg)
+{
+	uint64_t n = 0, first = 0;
+	for (uint64_t s = 1; s < a->nsegs; s++) {
+		if (!a->seg_marked[s])
+			continue;
+		/* Marked segments cannot come back to life (alloc.h); one
+		 * that did is kept, and says so. */
+		if (seg_dead(a, s, 0, 0)) {
+			seg_release(a, s, &first, freed, arg);
+			n++;
+		} else {
+			say_error(
+			    "alloc: segment %llu was dead at a checkpoint and is live now: kept",
+			    (unsigned long long)s);
+			a->seg_marked[s] = 0;
 		}
 	}
-	/* Reuse what was just freed first: its pages are likely still in
-	 * the page cache, where a fresh segment would cost new pages. */
-	if (first)
-		a->hint = first;
-	return n;
+	return released(a, n, first);
+}
+
+void alloc_unmark_dead(struct alloc *a)
+{
+	memset(a->seg_marked, 0, a->nsegs);
 }
 
 unsigned alloc_discard_free(struct alloc *a, unsigned max, void (*discard)(void *arg, uint64_t seg),

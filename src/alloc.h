@@ -76,6 +76,16 @@ void alloc_mark_used(struct alloc *a, uint64_t seg);
 uint64_t alloc_release_dead(struct alloc *a, uint64_t keep1, uint64_t keep2,
                             void (*freed)(void *arg, uint64_t seg), void *arg);
 
+/* For a checkpoint in flight: mark every segment alloc_release_dead would
+ * free now (a dead segment stays dead: only the log's head, kept, gains
+ * blocks).  Returns how many. */
+uint64_t alloc_mark_dead(struct alloc *a, uint64_t keep1, uint64_t keep2);
+/* Free the marked segments (that checkpoint is durable and a grace period
+ * passed) and unmark them; freed(arg, seg) for each.  Returns how many. */
+uint64_t alloc_release_marked(struct alloc *a, void (*freed)(void *arg, uint64_t seg), void *arg);
+/* Forget the marks (that checkpoint failed: its successor decides). */
+void alloc_unmark_dead(struct alloc *a);
+
 /* Up to max FREE segments not yet discarded: discard(arg, seg) each and
  * remember it.  Returns how many. */
 unsigned alloc_discard_free(struct alloc *a, unsigned max, void (*discard)(void *arg, uint64_t seg),

@@ -107,7 +107,7 @@ static int check_refs(struct store *st)
 	return bad;
 }
 
-int store_check(struct store *st)
+static int check_all(struct store *st)
 {
 	int bad;
 
@@ -130,4 +130,33 @@ int store_check(struct store *st)
 		}
 	}
 	return bad;
+}
+
+/* On a running store the check is a job on the log thread: nothing moves
+ * under it (no round, checkpoint or compaction runs meanwhile). */
+struct check_job {
+	struct store_req req; /* first: the job gets it back */
+	struct store *st;
+};
+
+static int check_run(struct store_req *r)
+{
+	struct check_job *j = (struct check_job *)r;
+	ckpt_wait(j->st); /* a checkpoint in flight holds references of its own */
+	return check_all(j->st);
+}
+
+static void check_submit(struct store_req *r)
+{
+	struct check_job *j = (struct check_job *)r;
+	writer_enqueue(j->st, r);
+}
+
+int store_check(struct store *st)
+{
+	if (!st->wr.running)
+		return check_all(st);
+	struct check_job j = {.req = {.job = check_run}, .st = st};
+	int n = core_submit_wait(&j.req, check_submit);
+	return n;
 }

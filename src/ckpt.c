@@ -2,15 +2,29 @@
  * and decoded, writing one (dirty tree nodes children first, the record,
  * a sync, then the superblock flip) and loading one at open.
  *
- * Writing is two steps, so that a later version can run the first in the
- * background: ckpt_pre_commit makes nodes and record durable in the log;
- * ckpt_commit flips the superblock to them and only then lets the old
- * checkpoint's blocks and the segments that died before it go.
+ * Writing is two steps: ckpt_pre_commit makes nodes and record durable in
+ * the log; ckpt_commit flips the superblock to them and only then lets the
+ * old checkpoint's blocks and the segments that died before it go.
+ *
+ * The periodic checkpoint keeps the sync off the write path (ckpt_begin):
+ * the log thread writes nodes and record into the log, takes references on
+ * the record's blocks and marks the segments dead at that moment; a
+ * committer thread syncs, writes the superblock naming it (a copy: the log
+ * thread never waits for it) and waits for an RCU grace period; the log
+ * thread, between rounds, then drops the old checkpoint's blocks and frees
+ * the marked segments (ckpt_poll).  Writes and flushes go on meanwhile:
+ * they follow the record in the log, so a crash before the flip replays
+ * them after the old checkpoint, and after it after the new one.  Blocks
+ * that die meanwhile wait for the next checkpoint.  One checkpoint is in
+ * flight at a time; ckpt_write (space policy, control, close) and the
+ * compactor first wait for it.
  *
  * Layer: under space, writer, store_ctl, recover and store; over vtab,
- * super, core, tree, log and alloc.  Locks: none (the log thread, or the
- * single-threaded opener). */
+ * super, core, tree, log and alloc.  Locks: the log thread (or the
+ * single-threaded opener) owns everything but struct ckpt_bg's hand-over
+ * fields, which its lock guards. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,9 +61,13 @@ unsigned ckpt_record_blocks(uint64_t nvols, uint64_t nsegs)
 	return (unsigned)((record_bytes(nvols, nsegs) + FMT_BLOCK - 1) / FMT_BLOCK);
 }
 
+/* A checkpoint handed to the committer, not finished by the log thread
+ * (ckpt_bg.busy, which only the log thread changes). */
+static bool in_flight(const struct store *st);
+
 bool ckpt_due(const struct store *st)
 {
-	if (st->failed || !st->ck.dirty)
+	if (st->failed || !st->ck.dirty || in_flight(st))
 		return false;
 	if ((log_blocks_written(st->log) - st->ck.log_blocks_at) * FMT_BLOCK >=
 	    st->ck.interval_bytes)
@@ -201,34 +219,60 @@ static void segment_freed(void *arg, uint64_t seg)
 	st->stats.segments_freed++;
 }
 
+static void name_in_super(struct fmt_super *sb, const struct pending_ckpt *p)
+{
+	sb->ckpt_addr = p->sum_addr;
+	sb->ckpt_lsn = p->lsn;
+	sb->ckpt_crc = p->crc;
+}
+
+/* p's blocks: referenced (held in the log) while p is the checkpoint or
+ * on its way to becoming it. */
+static void pending_refs(struct store *st, const struct pending_ckpt *p, bool take)
+{
+	void (*fn)(struct alloc *, uint64_t) = take ? alloc_ref : alloc_unref;
+	fn(st->a, p->sum_addr);
+	for (unsigned i = 0; i < p->nblk; i++)
+		fn(st->a, p->addrs[i]);
+}
+
+/* p is named by the superblock (whose references p's blocks already
+ * hold): the old checkpoint's blocks go. */
+static void adopt(struct store *st, const struct pending_ckpt *p)
+{
+	for (unsigned i = 0; i < st->ck.nblocks; i++)
+		alloc_unref(st->a, st->ck.blocks[i]);
+	st->ck.blocks[0] = p->sum_addr;
+	for (unsigned i = 0; i < p->nblk; i++)
+		st->ck.blocks[1 + i] = p->addrs[i];
+	st->ck.nblocks = 1 + p->nblk;
+	st->ck.lsn = p->lsn;
+	st->stats.checkpoints++;
+}
+
+/* What the last checkpoint covers: everything logged before now. */
+static void covered_now(struct store *st)
+{
+	st->ck.log_blocks_at = log_blocks_written(st->log);
+	st->ck.last = time(NULL);
+	st->ck.dirty = false;
+}
+
 /* Point the superblock at p; then the old checkpoint's blocks, and the
  * segments that died before p, may go. */
 static int ckpt_commit(struct store *st, const struct pending_ckpt *p)
 {
-	st->sb.ckpt_addr = p->sum_addr;
-	st->sb.ckpt_lsn = p->lsn;
-	st->sb.ckpt_crc = p->crc;
+	name_in_super(&st->sb, p);
 	int err = super_write(st);
 	if (err)
 		return err;
-	for (unsigned i = 0; i < st->ck.nblocks; i++)
-		alloc_unref(st->a, st->ck.blocks[i]);
-	st->ck.blocks[0] = p->sum_addr;
-	alloc_ref(st->a, p->sum_addr);
-	for (unsigned i = 0; i < p->nblk; i++) {
-		st->ck.blocks[1 + i] = p->addrs[i];
-		alloc_ref(st->a, p->addrs[i]);
-	}
-	st->ck.nblocks = 1 + p->nblk;
+	pending_refs(st, p, true);
+	adopt(st, p);
 	/* No reader may still hold an address in a segment about to be free. */
 	if (st->wr.running)
 		urcu_memb_synchronize_rcu();
 	alloc_release_dead(st->a, log_head_seg(st->log), log_next_seg(st->log), segment_freed, st);
-	st->ck.log_blocks_at = log_blocks_written(st->log);
-	st->ck.last = time(NULL);
-	st->ck.dirty = false;
-	st->ck.lsn = p->lsn;
-	st->stats.checkpoints++;
+	covered_now(st);
 	return 0;
 }
 
@@ -236,16 +280,8 @@ static int ckpt_commit(struct store *st, const struct pending_ckpt *p)
  * only a full host filesystem under a pool file gets here) leaves a full
  * pool, not a failed one: the last durable checkpoint and the log after
  * it are intact, and what this one wrote is named by the next. */
-int ckpt_write(struct store *st)
+static int outcome(struct store *st, int err)
 {
-	struct pending_ckpt p;
-	int err;
-
-	if (st->failed)
-		return -EIO;
-	err = ckpt_pre_commit(st, &p);
-	if (!err)
-		err = ckpt_commit(st, &p);
 	if (err == -ENOSPC) {
 		if (!st->ck.full_logged)
 			say_warn("checkpoint postponed: no room left in the pool");
@@ -256,6 +292,198 @@ int ckpt_write(struct store *st)
 		st->ck.full_logged = false;
 	}
 	return err;
+}
+
+int ckpt_write(struct store *st)
+{
+	struct pending_ckpt p;
+	int err;
+
+	ckpt_wait(st);
+	if (st->failed)
+		return -EIO;
+	err = ckpt_pre_commit(st, &p);
+	if (!err)
+		err = ckpt_commit(st, &p);
+	return outcome(st, err);
+}
+
+/* ---- the background commit --------------------------------------------- */
+
+/* What the log thread hands the committer and gets back.  The committer
+ * touches only the device (a sync and a superblock slot) and RCU. */
+struct ckpt_bg {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* work for the committer, or its result */
+	bool stop;           /* under lock */
+	bool busy;           /* in flight: set and cleared by the log thread */
+	bool handed, done;   /* under lock: given to the committer; its part is over */
+	int err;             /* under lock: its result */
+	struct pending_ckpt p;
+	struct fmt_super sb; /* a copy of st->sb naming p */
+};
+
+static bool in_flight(const struct store *st)
+{
+	return st->ck.bg && st->ck.bg->busy;
+}
+
+static void *committer_main(void *arg)
+{
+	struct store *st = arg;
+	struct ckpt_bg *bg = st->ck.bg;
+
+	pthread_mutex_lock(&bg->lock);
+	for (;;) {
+		while (!bg->handed && !bg->stop)
+			pthread_cond_wait(&bg->cond, &bg->lock);
+		if (!bg->handed)
+			break;
+		bg->handed = false;
+		pthread_mutex_unlock(&bg->lock);
+		int err = segio_sync(st->io);
+		if (!err)
+			err = segio_sb_write(st->io, (unsigned)bg->sb.self, &bg->sb);
+		/* No reader may still hold an address in a segment about to
+		 * be free (the marked ones died before this started). */
+		if (!err)
+			urcu_memb_synchronize_rcu();
+		pthread_mutex_lock(&bg->lock);
+		bg->err = err;
+		bg->done = true;
+		pthread_cond_broadcast(&bg->cond);
+		pthread_mutex_unlock(&bg->lock);
+		core_queue_wake(&st->wr.q); /* the log thread finishes it */
+		pthread_mutex_lock(&bg->lock);
+	}
+	pthread_mutex_unlock(&bg->lock);
+	return NULL;
+}
+
+int ckpt_bg_start(struct store *st)
+{
+	struct ckpt_bg *bg = calloc(1, sizeof(*bg));
+	if (!bg)
+		return -ENOMEM;
+	pthread_mutex_init(&bg->lock, NULL);
+	pthread_cond_init(&bg->cond, NULL);
+	st->ck.bg = bg;
+	if (pthread_create(&bg->thread, NULL, committer_main, st)) {
+		st->ck.bg = NULL;
+		pthread_cond_destroy(&bg->cond);
+		pthread_mutex_destroy(&bg->lock);
+		free(bg);
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+void ckpt_bg_stop(struct store *st)
+{
+	struct ckpt_bg *bg = st->ck.bg;
+	if (!bg)
+		return;
+	ckpt_wait(st); /* the log thread has stopped: its part is ours */
+	pthread_mutex_lock(&bg->lock);
+	bg->stop = true;
+	pthread_cond_broadcast(&bg->cond);
+	pthread_mutex_unlock(&bg->lock);
+	pthread_join(bg->thread, NULL);
+	st->ck.bg = NULL;
+	pthread_cond_destroy(&bg->cond);
+	pthread_mutex_destroy(&bg->lock);
+	free(bg);
+}
+
+void ckpt_begin(struct store *st)
+{
+	struct ckpt_bg *bg = st->ck.bg;
+	int err;
+
+	if (!bg) {
+		ckpt_write(st);
+		return;
+	}
+	if (bg->busy || st->failed)
+		return;
+	err = write_nodes(st);
+	if (!err)
+		err = write_record(st, &bg->p);
+	if (err) {
+		outcome(st, err);
+		return;
+	}
+	/* Held from now: the record's segment must not look dead to the
+	 * marking below, nor to anyone before the flip. */
+	pending_refs(st, &bg->p, true);
+	alloc_mark_dead(st->a, log_head_seg(st->log), log_next_seg(st->log));
+	bg->sb = st->sb;
+	name_in_super(&bg->sb, &bg->p);
+	super_seal(&bg->sb);
+	covered_now(st);
+	bg->busy = true;
+	pthread_mutex_lock(&bg->lock);
+	bg->handed = true;
+	bg->done = false;
+	pthread_cond_broadcast(&bg->cond);
+	pthread_mutex_unlock(&bg->lock);
+}
+
+bool ckpt_ready(struct store *st)
+{
+	struct ckpt_bg *bg = st->ck.bg;
+	if (!bg)
+		return false;
+	pthread_mutex_lock(&bg->lock);
+	bool done = bg->done;
+	pthread_mutex_unlock(&bg->lock);
+	return done;
+}
+
+/* The committer is done with bg->p (caller saw bg->done). */
+static void finish(struct store *st)
+{
+	struct ckpt_bg *bg = st->ck.bg;
+	int err;
+
+	pthread_mutex_lock(&bg->lock);
+	err = bg->err;
+	bg->done = false;
+	pthread_mutex_unlock(&bg->lock);
+	bg->busy = false;
+	if (err) {
+		/* Not named: the last durable checkpoint stays, and the next
+		 * one covers what this one did (its nodes are referenced by
+		 * the trees; its record goes). */
+		pending_refs(st, &bg->p, false);
+		alloc_unmark_dead(st->a);
+		st->ck.dirty = true;
+		outcome(st, err);
+		return;
+	}
+	st->sb = bg->sb;
+	adopt(st, &bg->p);
+	alloc_release_marked(st->a, segment_freed, st);
+	st->ck.full_logged = false;
+}
+
+void ckpt_poll(struct store *st)
+{
+	if (in_flight(st) && ckpt_ready(st))
+		finish(st);
+}
+
+void ckpt_wait(struct store *st)
+{
+	struct ckpt_bg *bg = st->ck.bg;
+	if (!in_flight(st))
+		return;
+	pthread_mutex_lock(&bg->lock);
+	while (!bg->done)
+		pthread_cond_wait(&bg->cond, &bg->lock);
+	pthread_mutex_unlock(&bg->lock);
+	finish(st);
 }
 
 /* ---- loading ----------------------------------------------------------- */

@@ -89,6 +89,13 @@ void core_queue_push(struct req_queue *q, struct store_req *r)
 	pthread_mutex_unlock(&q->lock);
 }
 
+void core_queue_wake(struct req_queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	pthread_cond_broadcast(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
 void core_queue_stop(struct req_queue *q)
 {
 	pthread_mutex_lock(&q->lock);

@@ -151,6 +151,9 @@ static int64_t compact_now(struct store *st, double max_util)
 
 	if (st->failed || st->read_only)
 		return 0;
+	/* Never beside a checkpoint in flight (its blocks are not yet the
+	 * checkpoint's: the victims must not include them). */
+	ckpt_wait(st);
 	/* The copies and, as much again, the tree nodes they dirty must fit
 	 * beside the checkpoint's room and two spare segments (never compact
 	 * into ENOSPC): when room is short, a smaller pass. */
@@ -278,7 +281,7 @@ void space_idle(struct store *st)
 	if (idle_clean_due(st))
 		compact_now(st, UTIL_IDLE);
 	else if (ckpt_due(st))
-		ckpt_write(st);
+		ckpt_begin(st);
 	else
 		alloc_discard_free(st->a, DISCARD_PER_TICK, segment_discard, st);
 }

@@ -151,6 +151,7 @@ struct store {
 		int emit_err;             /* why the last node emit failed */
 		bool full_logged;         /* "postponed: no room" said once */
 		struct fmt_node img;
+		struct ckpt_bg *bg; /* the background commit (ckpt_bg_start) */
 	} ck;
 
 	struct { /* space.c (log thread) */
@@ -196,6 +197,9 @@ void core_queue_init(struct req_queue *q);
 void core_queue_destroy(struct req_queue *q);
 void core_queue_push(struct req_queue *q, struct store_req *r);
 void core_queue_stop(struct req_queue *q);
+/* Wake the queue's waiter without giving it a request (it re-checks
+ * whatever else it waits for). */
+void core_queue_wake(struct req_queue *q);
 /* Submit r with submit() and block until it completes; returns r->err. */
 int core_submit_wait(struct store_req *r, void (*submit)(struct store_req *));
 
@@ -238,6 +242,9 @@ void super_init(struct fmt_super *sb, uint64_t nsegs);
 int super_read(struct store *st, const char **why);
 /* Write st->sb with the next generation into its slot, durably. */
 int super_write(struct store *st);
+/* Give sb the next generation, its slot and its CRC (super_write's first
+ * step, for a superblock written off the log thread). */
+void super_seal(struct fmt_super *sb);
 /* Pool magic in either slot?  1, 0, or -errno. */
 int super_probe(struct segio *io);
 
@@ -253,8 +260,27 @@ unsigned ckpt_record_blocks(uint64_t nvols, uint64_t nsegs);
  * segments that died before it become free.  Log thread (or the opener).
  * 0 or -errno (the pool is failed then). */
 int ckpt_write(struct store *st);
-/* Is a checkpoint due (log bytes or seconds since the last)? */
+/* Is a checkpoint due (log bytes or seconds since the last), and none in
+ * flight? */
 bool ckpt_due(const struct store *st);
+/* The periodic checkpoint, off the write path: write the dirty nodes and
+ * the record into the log now, and leave the sync, the superblock flip
+ * and the grace period to the background thread; ckpt_poll finishes it.
+ * Without the thread (the opener), the same as ckpt_write.  Log thread. */
+void ckpt_begin(struct store *st);
+/* Finish a checkpoint whose background part is done: its old blocks and
+ * the segments that died before it go.  Cheap when there is none; the log
+ * thread calls it between rounds. */
+void ckpt_poll(struct store *st);
+/* Wait for the checkpoint in flight, if any, and finish it.  Log thread. */
+void ckpt_wait(struct store *st);
+/* Has the background part of a checkpoint finished (ckpt_poll has work)?
+ * Any thread (the writer's queue wait). */
+bool ckpt_ready(struct store *st);
+/* The background committer: started with the log thread, stopped after
+ * it (nothing in flight by then: the log thread's last checkpoint waits). */
+int ckpt_bg_start(struct store *st);
+void ckpt_bg_stop(struct store *st);
 /* Load the checkpoint st->sb names: volumes, trees, segment bitmap.  sum
  * receives its summary (replay starts after it). */
 int ckpt_load(struct store *st, struct fmt_summary *sum, const char **why);

@@ -42,15 +42,18 @@ static int super_valid(const struct fmt_super *sb, uint64_t slot)
 	return 0;
 }
 
-int super_write(struct store *st)
+void super_seal(struct fmt_super *sb)
 {
-	struct fmt_super *sb = &st->sb;
-
 	sb->generation++;
 	sb->self = sb->generation % 2;
 	sb->crc = 0;
 	sb->crc = crc32c(0, sb, sizeof(*sb));
-	return segio_sb_write(st->io, (unsigned)sb->self, sb);
+}
+
+int super_write(struct store *st)
+{
+	super_seal(&st->sb);
+	return segio_sb_write(st->io, (unsigned)st->sb.self, &st->sb);
 }
 
 int super_read(struct store *st, const char **why)

@@ -365,19 +365,23 @@ static void run_list(struct store *st, struct store_req *list)
 	}
 }
 
-/* Take the whole queue, waiting up to a second for work.  *stop when asked
- * to stop and the queue is empty. */
-static struct store_req *take_queue(struct store *st, bool *stop)
+/* Take the whole queue, waiting up to a second for work or for a
+ * checkpoint's background part to end.  *stop when asked to stop and the
+ * queue is empty; *idle when the second passed with nothing to do. */
+static struct store_req *take_queue(struct store *st, bool *stop, bool *idle)
 {
 	struct store_req *list;
 	struct req_queue *q = &st->wr.q;
+	*idle = false;
 	pthread_mutex_lock(&q->lock);
-	while (!q->head && !q->stop) {
+	while (!q->head && !q->stop && !ckpt_ready(st)) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_sec += 1;
-		if (pthread_cond_timedwait(&q->cond, &q->lock, &ts) == ETIMEDOUT)
+		if (pthread_cond_timedwait(&q->cond, &q->lock, &ts) == ETIMEDOUT) {
+			*idle = true;
 			break;
+		}
 	}
 	list = q->head;
 	q->head = q->tail = NULL;
@@ -391,17 +395,20 @@ static void *writer_main(void *arg)
 	struct store *st = arg;
 	urcu_memb_register_thread();
 	for (;;) {
-		bool stop;
-		struct store_req *list = take_queue(st, &stop);
+		bool stop, idle;
+		struct store_req *list = take_queue(st, &stop, &idle);
 		if (stop)
 			break;
+		ckpt_poll(st);
 		if (!list) {
-			space_idle(st);
+			if (idle)
+				space_idle(st);
 			continue;
 		}
 		run_list(st, list);
+		ckpt_poll(st);
 		if (!space_clean_low(st) && ckpt_due(st))
-			ckpt_write(st);
+			ckpt_begin(st);
 	}
 	if (!st->failed && !st->read_only)
 		ckpt_write(st);
@@ -416,9 +423,13 @@ void writer_enqueue(struct store *st, struct store_req *r)
 
 int writer_start(struct store *st)
 {
+	int err = ckpt_bg_start(st);
+	if (err)
+		return err;
 	st->wr.running = true;
 	if (pthread_create(&st->wr.thread, NULL, writer_main, st)) {
 		st->wr.running = false;
+		ckpt_bg_stop(st);
 		return -EAGAIN;
 	}
 	return 0;
@@ -430,6 +441,7 @@ void writer_stop(struct store *st)
 		return;
 	core_queue_stop(&st->wr.q);
 	pthread_join(st->wr.thread, NULL);
+	ckpt_bg_stop(st);
 	/* running stays true: ckpt_write after this point still needs the
 	 * grace period (readers may be live until the store is freed). */
 }

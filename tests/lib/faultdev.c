@@ -1,6 +1,6 @@
 /* faultdev.c — the fault-injecting test device (see faultdev.h): power
- * cuts after a budget of writes + flushes, call counting, slow writes, a
- * write-forbidden mode and patched blocks over a lower device. */
+ * cuts after a budget of writes + flushes, call counting, slow writes, held
+ * flushes, a write-forbidden mode and patched blocks over a lower device. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +61,12 @@ static int f_flush(struct blkdev *d)
 {
 	struct faultdev *f = to_fault(d);
 
+	if (f->hold_flush) {
+		f->flushes_held++;
+		while (f->hold_flush)
+			usleep(200);
+		f->flushes_held--;
+	}
 	return alive(f) ? blkdev_flush(f->mem) : -EIO;
 }
 

@@ -8,6 +8,8 @@
  *     faultdev_power_on() drops what was not synced (blkdev_mem_crash);
  *   - count the writes + flushes it saw (crash-point enumeration);
  *   - delay every write (a slow disk widens race windows);
+ *   - hold every flush until released (a sync that takes as long as the
+ *     test wants: what may go on meanwhile);
  *   - refuse to be written at all (abort: a read-only open must not write);
  *   - show patched copies of some blocks over the lower device (damaged
  *     metadata, without copying the whole image per run).
@@ -35,7 +37,9 @@ struct faultdev {
 	_Atomic long budget; /* writes+flushes left before the power goes; <0 = no limit */
 	_Atomic long calls;  /* writes+flushes seen */
 	unsigned write_delay_us;
-	bool no_writes; /* a write or discard aborts the process */
+	_Atomic int hold_flush;    /* flushes wait while set */
+	_Atomic long flushes_held; /* flushes waiting now */
+	bool no_writes;            /* a write or discard aborts the process */
 	unsigned npatch;
 	uint64_t patch_addr[FAULTDEV_MAX_PATCH]; /* block numbers */
 	uint8_t *patch_blk[FAULTDEV_MAX_PATCH];  /* FMT_BLOCK bytes each */
