@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <ev.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -79,6 +80,20 @@ static bool service_sleep_locked(struct service *sv, uint64_t until_us)
 	while (!sv->stop && service_now_us() < until_us)
 		pthread_cond_timedwait(&sv->wake, &sv->lock, &ts);
 	return sv->stop;
+}
+
+/* Start fn(sv) on a thread that blocks every signal (signals stay with the
+ * loop thread's watchers, as for the control threads).  0 or -errno. */
+static int service_thread_start(struct service *sv, pthread_t *t, void *(*fn)(void *))
+{
+	sigset_t all, old;
+	int r;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = -pthread_create(t, NULL, fn, sv);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return r;
 }
 
 /* ---- passed sockets ------------------------------------------------- */
@@ -391,7 +406,7 @@ int service_start(struct service *sv, struct ev_loop *loop, struct store *st,
 		say_info("watchdog: notifying every %.1f s while the loop and the log thread "
 		         "make progress",
 		         sv->watchdog_us / 2e6);
-	r = -pthread_create(&sv->thread, NULL, service_main, sv);
+	r = service_thread_start(sv, &sv->thread, service_main);
 	if (r) {
 		say_error("cannot start the service thread: %s", strerror(-r));
 		return r;
@@ -430,7 +445,7 @@ int service_stall_log(struct service *sv, const char *spec, char *err, size_t er
 	}
 	sv->fault_after = after;
 	sv->fault_secs = secs;
-	r = -pthread_create(&sv->fault, NULL, service_fault_main, sv);
+	r = service_thread_start(sv, &sv->fault, service_fault_main);
 	if (r) {
 		snprintf(err, errlen, "cannot start the stall fault: %s", strerror(-r));
 		return r;
