@@ -5,7 +5,8 @@
 #   make check SANITIZE=address,undefined
 #   make deps           apt-get what the build and tests need (root), else print the command
 #   make install        cowbd, cowctl, cowbd-check, the systemd units, sysusers.d
-#                       and tmpfiles.d entries into $(DESTDIR)$(PREFIX)
+#                       and tmpfiles.d entries into $(DESTDIR)$(PREFIX), the sample
+#                       cowbd.conf into $(DESTDIR)$(SYSCONFDIR)/cowbd (/etc for PREFIX=/usr)
 #
 # CFLAGS, CPPFLAGS, LDFLAGS and LDLIBS are the user's (default CFLAGS -O2 -g);
 # what the build needs is kept in COWBD_* and added after them, so
@@ -27,8 +28,10 @@ MANDIR   ?= $(PREFIX)/share/man
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR    ?= $(PREFIX)/lib/sysusers.d
 TMPFILESDIR    ?= $(PREFIX)/lib/tmpfiles.d
+SYSCONFDIR     ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 INSTALL  ?= install
-PKGS     := libev-dev liburcu-dev libcmocka-dev libjansson-dev libgnutls28-dev libsystemd-dev
+PKGS     := libev-dev liburcu-dev libcmocka-dev libjansson-dev libgnutls28-dev libsystemd-dev \
+            libinih-dev
 TESTPKGS := nbd-client nbd-server libnbd-bin python3-libnbd nbdkit qemu-utils \
             qemu-system-x86 fio gnutls-bin busybox-static cpio e2fsprogs util-linux \
             valgrind procps psmisc curl ca-certificates clang-format python3 systemd strace
@@ -44,12 +47,14 @@ URCU_LIBS     := $(shell pkg-config --libs liburcu-memb liburcu-cds 2>/dev/null 
 GNUTLS_CFLAGS := $(shell pkg-config --cflags gnutls 2>/dev/null)
 SYSTEMD_CFLAGS := $(shell pkg-config --cflags libsystemd 2>/dev/null)
 SYSTEMD_LIBS  := $(shell pkg-config --libs libsystemd 2>/dev/null || echo -lsystemd)
+INIH_CFLAGS   := $(shell pkg-config --cflags inih 2>/dev/null)
+INIH_LIBS     := $(shell pkg-config --libs inih 2>/dev/null || echo -linih)
 DEPFLAGS      := -MMD -MP
 # Required flags, appended after the user's.
 COWBD_CFLAGS  := -std=gnu11 $(WARN) -Iinclude $(URCU_CFLAGS) $(GNUTLS_CFLAGS) $(SYSTEMD_CFLAGS) \
-                 -D_GNU_SOURCE -pthread
+                 $(INIH_CFLAGS) -D_GNU_SOURCE -pthread
 COWBD_LDFLAGS := -pthread
-COWBD_LIBS    := -lev -ljansson $(URCU_LIBS) -lgnutls $(SYSTEMD_LIBS)
+COWBD_LIBS    := -lev -ljansson $(URCU_LIBS) -lgnutls $(SYSTEMD_LIBS) $(INIH_LIBS)
 ifneq ($(SANITIZE),)
 COWBD_CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 COWBD_LDFLAGS += -fsanitize=$(SANITIZE)
@@ -105,7 +110,7 @@ ALL_OBJ  := $(LIB_OBJ) $(BUILD)/obj/main.o $(TOOL_OBJ) $(TESTLIB_OBJ) $(UNIT_OBJ
             $(patsubst bench/%.c,$(BUILD)/obj/bench/%.o,$(BENCH_SRC))
 
 .PHONY: all run check check-unit check-integration check-vm bench fuzz deps-fuzz lint deps \
-        install install-systemd uninstall clean FORCE
+        install install-systemd install-config uninstall clean FORCE
 all: $(BUILD)/cowbd $(TOOL_BIN) $(UNIT_BIN) $(FUZZ_REPLAY)
 
 # $(BUILD)/flags holds the compile command; it changes (and every object
@@ -219,7 +224,7 @@ lint:
 # /usr/sbin/cowbd; installed, they name $(SBINDIR)/cowbd.
 INSTALL_MAN   := $(wildcard man/*.[1-8])
 INSTALL_UNITS := cowbd.service cowbd.socket cowbd-control.socket
-install: $(BUILD)/cowbd $(BUILD)/cowctl $(BUILD)/cowbd-check install-systemd
+install: $(BUILD)/cowbd $(BUILD)/cowctl $(BUILD)/cowbd-check install-systemd install-config
 	$(INSTALL) -D -m 0755 $(BUILD)/cowbd $(DESTDIR)$(SBINDIR)/cowbd
 	$(INSTALL) -D -m 0755 $(BUILD)/cowctl $(DESTDIR)$(BINDIR)/cowctl
 	$(INSTALL) -D -m 0755 $(BUILD)/cowbd-check $(DESTDIR)$(SBINDIR)/cowbd-check
@@ -234,13 +239,31 @@ install-systemd:
 	$(INSTALL) -d -m 0755 $(DESTDIR)$(SYSTEMDUNITDIR)
 	@for u in $(INSTALL_UNITS); do \
 		echo "install dist/systemd/$$u $(DESTDIR)$(SYSTEMDUNITDIR)/$$u"; \
-		sed 's|/usr/sbin/cowbd|$(SBINDIR)/cowbd|g' dist/systemd/$$u \
+		sed -e 's|/usr/sbin/cowbd|$(SBINDIR)/cowbd|g' \
+			-e 's|/etc/cowbd/cowbd.conf|$(SYSCONFDIR)/cowbd/cowbd.conf|g' dist/systemd/$$u \
 			>$(DESTDIR)$(SYSTEMDUNITDIR)/$$u && \
 		chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u || exit 1; \
 	done
 	$(INSTALL) -D -m 0644 dist/systemd/cowbd.sysusers $(DESTDIR)$(SYSUSERSDIR)/cowbd.conf
 	$(INSTALL) -D -m 0644 dist/systemd/cowbd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/cowbd.conf
+# The sample configuration (dist/cowbd.conf), installed only where there is
+# none: an operator's file is never overwritten, and uninstall removes it
+# only while it is the sample unchanged.
+CONFIG_FILE := $(DESTDIR)$(SYSCONFDIR)/cowbd/cowbd.conf
+install-config:
+	@if [ -e $(CONFIG_FILE) ]; then \
+		echo "keeping $(CONFIG_FILE) (the new sample is dist/cowbd.conf)"; \
+	else \
+		echo "$(INSTALL) -D -m 0644 dist/cowbd.conf $(CONFIG_FILE)"; \
+		$(INSTALL) -D -m 0644 dist/cowbd.conf $(CONFIG_FILE); \
+	fi
 uninstall:
+	@if cmp -s dist/cowbd.conf $(CONFIG_FILE); then \
+		echo "rm -f $(CONFIG_FILE)"; rm -f $(CONFIG_FILE); \
+		rmdir $(DESTDIR)$(SYSCONFDIR)/cowbd 2>/dev/null || true; \
+	elif [ -e $(CONFIG_FILE) ]; then \
+		echo "keeping $(CONFIG_FILE): it is not the sample"; \
+	fi
 	rm -f $(DESTDIR)$(SBINDIR)/cowbd $(DESTDIR)$(BINDIR)/cowctl $(DESTDIR)$(SBINDIR)/cowbd-check
 	rm -f $(addprefix $(DESTDIR)$(SYSTEMDUNITDIR)/,$(INSTALL_UNITS)) \
 		$(DESTDIR)$(SYSUSERSDIR)/cowbd.conf $(DESTDIR)$(TMPFILESDIR)/cowbd.conf

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct config;
 struct ev_loop;
 struct store;
 struct conn_server;
@@ -42,7 +43,11 @@ struct conn_limits {
 struct conn_server *conn_server_new(struct ev_loop *loop, struct store *st);
 
 /* Replace the limits (NULL: defaults; a zero max_* field: its default).
- * Before the loop runs. */
+ * Before the loop runs, or live on the loop's thread (SIGHUP): max_conns
+ * counts from the next accept, the handshake timeout applies to
+ * connections accepted from then on, max_reqs/max_bytes and a non-zero
+ * idle timeout to every connection at its next check (turning the idle
+ * timeout off stops the running idle timers). */
 void conn_server_set_limits(struct conn_server *s, const struct conn_limits *l);
 
 /* TLS for every connection accepted from now on: creds NULL = off
@@ -50,6 +55,15 @@ void conn_server_set_limits(struct conn_server *s, const struct conn_limits *l);
  * with require every option before it gets NBD_REP_ERR_TLS_REQD.  creds
  * stays the caller's and must outlive the server. */
 void conn_server_set_tls(struct conn_server *s, struct tls_creds *creds, bool require);
+
+/* Per-export access rules (config.h) for exports opened or listed from now
+ * on; NULL: none (every client may use every export).  A client the
+ * rules refuse gets the answer of an unknown export at NBD_OPT_GO, INFO
+ * and EXPORT_NAME, and NBD_OPT_LIST leaves the export out; connections
+ * already in transmission are not touched.  rules stays the caller's; on
+ * the loop's thread, so the caller may free the previous rules once this
+ * returns. */
+void conn_server_set_access(struct conn_server *s, const struct config *rules);
 
 /* Bind and listen on "HOST:PORT" or "[IPV6]:PORT" (every address HOST
  * resolves to).  Returns 0 or -errno with a one-line reason in err

@@ -6,8 +6,16 @@
 
 enum say_level { SAY_ERROR, SAY_WARN, SAY_INFO, SAY_DEBUG };
 
-/* Messages above this level are dropped.  Default SAY_INFO. */
-extern enum say_level say_max_level;
+/* Messages above this level are dropped.  Default SAY_INFO.  Atomic: the
+ * daemon changes it at SIGHUP while other threads log. */
+extern _Atomic enum say_level say_max_level;
+
+/* "error", "warn", "info" or "debug" (also "warning"): 0 with *out set,
+ * or -EINVAL. */
+int say_parse_level(const char *s, enum say_level *out);
+
+/* The name of a level, as say_parse_level takes it. */
+const char *say_level_name(enum say_level lvl);
 
 void say(enum say_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -66,6 +66,11 @@ void sockets_close_unix(struct sockets_unix *u);
 int sockets_listen_tcp(const char *hostport, int *fds, unsigned max, unsigned *n, char *err,
                        size_t errlen);
 
+/* Is hostport well formed for sockets_listen_tcp ("HOST:PORT" or
+ * "[IPV6]:PORT", port 0-65535)?  0, or -EINVAL with the reason in err.
+ * Resolves nothing. */
+int sockets_check_hostport(const char *hostport, char *err, size_t errlen);
+
 /* "ADDR:PORT" of a TCP peer, "unix:FD" for a unix one, "?:0" when
  * getpeername fails. */
 void sockets_peer_name(int fd, char *out, size_t n);

@@ -98,4 +98,11 @@ const char *tls_strerror(const struct tls_session *s);
  * ("TLS1.3 X.509 CN=client" / "TLS1.3 PSK alice"), into buf. */
 const char *tls_describe(const struct tls_session *s, char *buf, size_t len);
 
+/* The identity an established session proved, for access rules: the PSK
+ * username, or the client certificate's subject DN in RFC 4514 form
+ * ("CN=client,O=Example": most specific first, as `certtool -i` prints
+ * it), into buf.  NULL when there is none (an anonymous session) or it
+ * does not fit in len. */
+const char *tls_peer_identity(const struct tls_session *s, char *buf, size_t len);
+
 #endif

@@ -1,39 +1,110 @@
 /* conn_server.c — the NBD server object: its listeners (bound by sockets.c
  * or passed in by the service manager), accepting and adopting connections
  * under --max-connections, the limits and TLS mode every connection
- * inherits, proto's window on the store (the exports table), and stopping
- * in order (stop accepting, let connections drain, cut them off after a
- * grace period).
+ * inherits, proto's window on the store (the exports table, under the
+ * per-export access rules of config.h), and stopping in order (stop
+ * accepting, let connections drain, cut them off after a grace period).
+ *
+ * Access rules are checked when an export is opened (NBD_OPT_GO, INFO,
+ * EXPORT_NAME) or listed, never per request: a connection already in
+ * transmission keeps its export when the rules change at SIGHUP, and a
+ * refused client gets exactly the answer an unknown name gets.
  *
  * Layer: above conn.c (one connection) and below the daemon's main.
  * Threads: the loop thread only. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "conn_int.h"
 #include "say.h"
 
+/* What only this file keeps for a server, beside the struct conn_int.h
+ * shares with conn.c: conn_server_new allocates this, the shared struct
+ * first, and server_priv() finds it again. */
+struct server_priv {
+	struct conn_server s;
+	/* Access rules (config.h), NULL: none.  Read at each export open or
+	 * list and replaced by conn_server_set_access, all on the loop
+	 * thread: a swap can never be seen half done, and the caller may
+	 * free the old rules as soon as the call returns. */
+	const struct config *access;
+};
+
+static struct server_priv *server_priv(struct conn_server *s)
+{
+	return (struct server_priv *)((char *)s - offsetof(struct server_priv, s));
+}
+
 /* ---- exports: proto's window on the store ------------------------- */
 
+/* A client's export name made safe for a log line: printable ASCII, cut
+ * at 80 bytes. */
+static const char *log_name(const char *name, char *buf, size_t len)
+{
+	size_t i;
+
+	for (i = 0; name[i] && i < 80 && i + 4 < len; i++)
+		buf[i] = name[i] >= 0x20 && name[i] < 0x7f ? name[i] : '?';
+	strcpy(buf + i, name[i] ? "..." : "");
+	return buf;
+}
+
+/* The client's address (AF_UNSPEC when it cannot be had: no network rule
+ * then matches) and TLS identity (NULL: none), for the access rules. */
+static const char *conn_who(const struct conn *c, struct sockaddr_storage *peer, char *id,
+                            size_t idlen)
+{
+	socklen_t len = sizeof(*peer);
+
+	memset(peer, 0, sizeof(*peer));
+	if (getpeername(c->fd, (struct sockaddr *)peer, &len) < 0)
+		peer->ss_family = AF_UNSPEC;
+	return c->tls ? tls_peer_identity(c->tls, id, idlen) : NULL;
+}
+
+/* Open export name for c, or refuse it with -ENOENT, the same answer an
+ * unknown name gets, so a client outside the rules learns nothing; each
+ * refusal is logged once with its reason. */
 static int export_open(void *ctx, const char *name, struct proto_export *out)
 {
 	struct conn *c = ctx;
+	const struct config_export *rule = config_export_find(server_priv(c->srv)->access, name);
+	struct sockaddr_storage peer;
+	char id[512], shown[96];
+	const char *who, *why;
 	struct vol *v;
 	int err;
 
 	err = store_vol_open(c->srv->st, name, &v);
+	if (err == -EINVAL || err == -ENOENT) {
+		say_info("%s: export %s refused: unknown export", c->peer,
+		         log_name(name, shown, sizeof(shown)));
+		return -ENOENT;
+	}
 	if (err)
-		return err == -EINVAL ? -ENOENT : err;
+		return err;
+	who = conn_who(c, &peer, id, sizeof(id));
+	why = config_export_denies(rule, (struct sockaddr *)&peer, who);
+	if (why) {
+		say_info("%s: export %s refused: access denied (%s)", c->peer, name, why);
+		store_vol_close(v);
+		return -ENOENT;
+	}
 	out->size = store_vol_size(v);
-	out->read_only = store_vol_readonly(v);
+	out->read_only = store_vol_readonly(v) || (rule && rule->read_only);
 	out->handle = v;
 	snprintf(out->desc, sizeof(out->desc), "%s, %llu bytes",
-	         out->read_only ? "snapshot (read-only)" : "volume", (unsigned long long)out->size);
+	         store_vol_readonly(v) ? "snapshot (read-only)"
+	         : out->read_only      ? "volume (read-only)"
+	                               : "volume",
+	         (unsigned long long)out->size);
 	return 0;
 }
 
@@ -42,20 +113,30 @@ static void export_close(void *ctx, void *handle)
 	store_vol_close(handle);
 }
 
+/* The exports c may use (others are left out, as if they did not exist). */
 static int export_list(void *ctx, int (*emit)(void *, const char *, const char *), void *arg)
 {
 	struct conn *c = ctx;
+	const struct config *access = server_priv(c->srv)->access;
+	struct sockaddr_storage peer;
 	struct store_vol_info *v;
+	char id[512];
+	const char *who = conn_who(c, &peer, id, sizeof(id));
 	size_t n;
 	int err = store_list(c->srv->st, &v, &n);
 
 	if (err)
 		return err;
 	for (size_t i = 0; i < n && !err; i++) {
+		const struct config_export *rule = config_export_find(access, v[i].name);
 		char desc[96];
 
+		if (config_export_denies(rule, (struct sockaddr *)&peer, who))
+			continue;
 		snprintf(desc, sizeof(desc), "%s, %llu bytes",
-		         v[i].snapshot ? "snapshot (read-only)" : "volume",
+		         v[i].snapshot             ? "snapshot (read-only)"
+		         : rule && rule->read_only ? "volume (read-only)"
+		                                   : "volume",
 		         (unsigned long long)v[i].size);
 		err = emit(arg, v[i].name, desc);
 	}
@@ -122,7 +203,8 @@ static void on_grace(struct ev_loop *loop, ev_timer *w, int revents);
 
 struct conn_server *conn_server_new(struct ev_loop *loop, struct store *st)
 {
-	struct conn_server *s = calloc(1, sizeof(*s));
+	struct server_priv *sp = calloc(1, sizeof(*sp));
+	struct conn_server *s = sp ? &sp->s : NULL;
 
 	if (!s)
 		return NULL;
@@ -242,8 +324,14 @@ void conn_server_set_tls(struct conn_server *s, struct tls_creds *creds, bool re
 	s->tls_mode = !creds ? PROTO_TLS_OFF : require ? PROTO_TLS_REQUIRE : PROTO_TLS_ALLOW;
 }
 
+void conn_server_set_access(struct conn_server *s, const struct config *rules)
+{
+	server_priv(s)->access = rules;
+}
+
 void conn_server_set_limits(struct conn_server *s, const struct conn_limits *l)
 {
+	double idle_was = s->lim.idle_timeout;
 	static const struct conn_limits defaults = {
 	    .max_conns = CONN_DEFAULT_MAX_CONNS,
 	    .handshake_timeout = CONN_DEFAULT_HANDSHAKE_TIMEOUT,
@@ -259,6 +347,12 @@ void conn_server_set_limits(struct conn_server *s, const struct conn_limits *l)
 		s->lim.max_reqs = defaults.max_reqs;
 	if (!s->lim.max_bytes)
 		s->lim.max_bytes = defaults.max_bytes;
+	/* Live (SIGHUP), idle timeout turned off: a running idle timer would
+	 * take 0 for "idle too long" and close its connection. */
+	if (idle_was > 0 && s->lim.idle_timeout == 0)
+		for (struct conn *c = s->conns; c; c = c->next)
+			if (c->proto.phase == PROTO_TRANSMISSION)
+				ev_timer_stop(s->loop, &c->tmo);
 }
 
 unsigned conn_server_count(const struct conn_server *s)
@@ -277,5 +371,5 @@ void conn_server_free(struct conn_server *s)
 		sockets_close_unix(&s->lst[i].sock);
 	}
 	store_thread_unregister();
-	free(s);
+	free(server_priv(s));
 }

@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <ev.h>
 #include <getopt.h>
+#include <grp.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -33,10 +34,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "blkdev.h"
+#include "config.h"
 #include "conn.h"
 #include "control.h"
 #include "names.h"
@@ -53,10 +56,16 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-	        "usage: cowbd --pool PATH [--create SIZE] [--listen HOST:PORT]... "
-	        "[--unix PATH]\n"
-	        "             [--tls off|allow|require] [--tls-certs DIR] [--tls-psk FILE]\n"
-	        "             [--control PATH] [--foreground] [--verbose]\n"
+	        "usage: cowbd [--config FILE] [--pool PATH] [--create SIZE]\n"
+	        "             [--listen HOST:PORT]... [--unix PATH] [--tls off|allow|require]\n"
+	        "             [--tls-certs DIR] [--tls-psk FILE] [--control PATH]\n"
+	        "             [--log-level LEVEL] [--verbose]\n"
+	        "       cowbd --check-config [FILE]\n"
+	        "  --config FILE       configuration file (default " CONFIG_DEFAULT_PATH "\n"
+	        "                      when it exists); its [cowbd] keys are the long\n"
+	        "                      options below, and options given here override them\n"
+	        "  --check-config [FILE]  check the configuration (FILE, or the --config one)\n"
+	        "                      and exit: 0 good, 2 bad (naming FILE:LINE)\n"
 	        "  --pool PATH         pool file or block device\n"
 	        "  --create SIZE       create the pool if PATH is missing or blank (all\n"
 	        "                      zeroes; K/M/G/T suffixes); a blank file smaller than\n"
@@ -66,12 +75,14 @@ static void usage(FILE *f)
 	        "                      (default " DEFAULT_LISTEN " unless --unix is given)\n"
 	        "  --unix PATH         NBD unix socket\n"
 	        "  --control PATH      control socket (default " DEFAULT_CONTROL ")\n"
+	        "  --control-group GROUP  give the control socket to GROUP, mode 0660\n"
 	        "  --foreground        accepted; cowbd never forks\n"
 	        "  --tls MODE          off (default), allow (plaintext or TLS) or require\n"
 	        "  --tls-certs DIR     X.509: DIR/ca-cert.pem (signs client certificates),\n"
 	        "                      DIR/server-cert.pem, DIR/server-key.pem\n"
 	        "  --tls-psk FILE      PSK: psktool file of username:hexkey lines\n"
-	        "  --verbose           debug logging\n"
+	        "  --log-level LEVEL   error, warn, info (default) or debug\n"
+	        "  --verbose           debug logging (--log-level debug)\n"
 	        "  --checkpoint-interval SIZE  log written between checkpoints (default 256M;\n"
 	        "                      longer: fewer checkpoints, longer recovery)\n"
 	        "limits:\n"
@@ -81,228 +92,353 @@ static void usage(FILE *f)
 	        "  --idle-timeout SECS       close connections idle this long (default 0 = off)\n"
 	        "  --max-inflight-requests N per connection (default 256)\n"
 	        "  --max-inflight-bytes SIZE payload held per connection (default 64M)\n"
+	        "per-export access rules ([export NAME] sections): see cowbd.conf(5)\n"
 	        "one daemon per pool: a pool held by another cowbd is refused, naming it\n"
-	        "signals: SIGTERM/SIGINT stop cleanly; SIGHUP reloads the TLS credentials;\n"
+	        "signals: SIGTERM/SIGINT stop cleanly; SIGHUP reads the configuration again\n"
+	        "         (access rules, limits, log level and TLS change live);\n"
 	        "         SIGUSR1/SIGUSR2 are logged and ignored\n");
 }
 
-/* A count for a limit: 1 .. UINT_MAX.  0 or -EINVAL. */
-static int parse_count(const char *s, unsigned *out)
+/* A count for a limit: 1 .. UINT_MAX.  0 or -EINVAL with why. */
+static int parse_count(const char *s, unsigned *out, char *why, size_t len)
 {
 	char *end;
 	unsigned long v;
 
-	if (!*s || *s == '-')
-		return -EINVAL;
 	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || v == 0 || v > UINT_MAX)
+	v = *s && *s != '-' ? strtoul(s, &end, 10) : 0;
+	if (!*s || *s == '-' || errno || *end || v == 0 || v > UINT_MAX) {
+		snprintf(why, len, "%s (want a count >= 1)", s);
 		return -EINVAL;
+	}
 	*out = (unsigned)v;
 	return 0;
 }
 
-/* Seconds, fractions allowed, 0 .. one year.  0 or -EINVAL. */
-static int parse_secs(const char *s, double *out)
+/* Seconds, fractions allowed, 0 .. one year.  0 or -EINVAL with why. */
+static int parse_secs(const char *s, double *out, char *why, size_t len)
 {
 	char *end;
 	double v;
 
 	errno = 0;
 	v = strtod(s, &end);
-	if (errno || end == s || *end || !(v >= 0 && v <= 366 * 86400.0))
+	if (errno || end == s || *end || !(v >= 0 && v <= 366 * 86400.0)) {
+		snprintf(why, len, "%s (want seconds, 0 to a year)", s);
 		return -EINVAL;
+	}
 	*out = v;
 	return 0;
 }
 
-/* The size argument of option opt (names_parse_size, limits [min, max]).
- * Returns 0, or -EINVAL after one line "bad --opt: reason". */
-static int parse_size_opt(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *out)
+/* A size (names_parse_size, limits [min, max]).  0 or -EINVAL with why. */
+static int parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out, char *why,
+                      size_t len)
 {
-	char msg[NAMES_MSG_MAX];
-
-	if (names_parse_size(s, min, max, out, msg, sizeof(msg)) < 0) {
-		say_error("bad --%s: %s", opt, msg);
-		return -EINVAL;
-	}
-	return 0;
+	return names_parse_size(s, min, max, out, why, len) ? -EINVAL : 0;
 }
 
-/* Everything the command line says; main_parse_args fills it. */
+/* Everything the configuration file and the command line say (flags over
+ * keys); main_load fills it.  String fields point into argv or into cfg,
+ * which the struct owns. */
 struct main_opts {
 	const char *pool;
 	uint64_t create_size; /* --create; 0 = open an existing pool only */
 	const char *listen[MAX_LISTEN];
 	unsigned nlisten;
-	bool listen_default; /* no --listen or --unix: listen[0] is DEFAULT_LISTEN */
+	bool listen_default;   /* no --listen or --unix: listen[0] is DEFAULT_LISTEN */
+	bool listen_from_file; /* listen[] are the file's: a --listen replaces them */
 	const char *unix_path;
 	const char *control_path;
+	const char *control_group; /* NULL: the socket keeps its group, mode 0600 */
+	gid_t control_gid;
 	const char *tls_mode, *tls_certs, *tls_psk;
 	struct conn_limits lim;
 	uint64_t checkpoint_bytes; /* 0 = the store's default */
+	enum say_level log_level;
+	/* The command line's own. */
+	const char *config_path; /* --config, or --check-config's FILE */
+	bool check_config;
+	struct config *cfg; /* the file read, NULL: none */
 };
 
 /* What main does after parsing: run, or exit with this status. */
-enum { MAIN_RUN = -1, MAIN_EXIT_OK = 0, MAIN_EXIT_FAIL = 1 };
+enum { MAIN_RUN = -1, MAIN_EXIT_OK = 0, MAIN_EXIT_FAIL = 1, MAIN_EXIT_CONFIG = 2 };
 
-/* Apply one getopt result to o.  Returns MAIN_RUN to go on, else the exit
- * status (after one message, or the usage text). */
-static int main_parse_option(int opt, const char *arg, struct main_opts *o)
+/* Long options without a short letter. */
+enum {
+	OPT_CONFIG = 0x100,
+	OPT_CHECK_CONFIG,
+	OPT_LOG_LEVEL,
+	OPT_CONTROL_GROUP,
+};
+
+/* Every option; the [cowbd] keys of the file are these names too, except
+ * main_cli_only's. */
+static const struct option main_longopts[] = {
+    {"pool", required_argument, NULL, 'p'},
+    {"create", required_argument, NULL, 'c'},
+    {"listen", required_argument, NULL, 'l'},
+    {"unix", required_argument, NULL, 'u'},
+    {"control", required_argument, NULL, 'C'},
+    {"control-group", required_argument, NULL, OPT_CONTROL_GROUP},
+    {"foreground", no_argument, NULL, 'f'},
+    {"verbose", no_argument, NULL, 'v'},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"help", no_argument, NULL, 'h'},
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
+    {"max-connections", required_argument, NULL, 'M'},
+    {"handshake-timeout", required_argument, NULL, 'H'},
+    {"idle-timeout", required_argument, NULL, 'I'},
+    {"max-inflight-requests", required_argument, NULL, 'R'},
+    {"max-inflight-bytes", required_argument, NULL, 'B'},
+    {"tls", required_argument, NULL, 'T'},
+    {"tls-certs", required_argument, NULL, 'X'},
+    {"tls-psk", required_argument, NULL, 'K'},
+    {"checkpoint-interval", required_argument, NULL, 'P'},
+    {NULL, 0, NULL, 0},
+};
+#define MAIN_SHORTOPTS ":p:c:l:u:C:fvh" /* ':': a missing value is told apart */
+
+/* Options that say what to do rather than how to serve: not file keys
+ * (--verbose has its key: log-level). */
+static bool main_cli_only(int opt)
 {
+	return opt == 'h' || opt == 'f' || opt == 'v' || opt == OPT_CONFIG ||
+	       opt == OPT_CHECK_CONFIG;
+}
+
+/* Keys the file may give more than once. */
+static const char *const main_repeatable[] = {"listen", NULL};
+
+static const char *opt_name(int opt)
+{
+	for (const struct option *lo = main_longopts; lo->name; lo++)
+		if (lo->val == opt)
+			return lo->name;
+	return "?";
+}
+
+/* Set option opt to arg in o, from the file (from_file) or the command
+ * line.  0, or -EINVAL with the reason in why. */
+static int main_set(int opt, const char *arg, struct main_opts *o, bool from_file, char *why,
+                    size_t len)
+{
+	struct group *gr;
 	uint64_t v;
 
 	switch (opt) {
 	case 'p':
 		o->pool = arg;
-		break;
+		return 0;
 	case 'c':
 		/* A file size is an off_t, so the pool file is at most 2^63-1. */
-		if (parse_size_opt("create", arg, 1, INT64_MAX, &o->create_size))
-			return MAIN_EXIT_FAIL;
-		break;
+		return parse_size(arg, 1, INT64_MAX, &o->create_size, why, len);
 	case 'l':
+		if (!from_file && o->listen_from_file)
+			o->nlisten = 0; /* the command line's replace the file's */
+		o->listen_from_file = from_file;
 		if (o->nlisten == MAX_LISTEN) {
-			say_error("too many --listen addresses (max %d)", MAX_LISTEN);
-			return MAIN_EXIT_FAIL;
+			snprintf(why, len, "more than %d addresses", MAX_LISTEN);
+			return -EINVAL;
 		}
+		if (sockets_check_hostport(arg, why, len))
+			return -EINVAL;
 		o->listen[o->nlisten++] = arg;
-		break;
+		return 0;
 	case 'u':
 		o->unix_path = arg;
-		break;
+		return 0;
 	case 'C':
 		o->control_path = arg;
-		break;
-	case 'f':
-		break;
+		return 0;
+	case OPT_CONTROL_GROUP:
+		errno = 0;
+		gr = getgrnam(arg);
+		if (!gr) {
+			snprintf(why, len, "no group %s%s%s", arg, errno ? ": " : "",
+			         errno ? strerror(errno) : "");
+			return -EINVAL;
+		}
+		o->control_group = arg;
+		o->control_gid = gr->gr_gid;
+		return 0;
+	case OPT_LOG_LEVEL:
+		if (say_parse_level(arg, &o->log_level)) {
+			snprintf(why, len, "%s (want error, warn, info or debug)", arg);
+			return -EINVAL;
+		}
+		return 0;
 	case 'v':
-		say_max_level = SAY_DEBUG;
-		break;
+		o->log_level = SAY_DEBUG;
+		return 0;
 	case 'M':
-		if (parse_count(arg, &o->lim.max_conns)) {
-			say_error("bad --max-connections %s (want a count >= 1)", arg);
-			return MAIN_EXIT_FAIL;
-		}
-		break;
+		return parse_count(arg, &o->lim.max_conns, why, len);
 	case 'H':
-		if (parse_secs(arg, &o->lim.handshake_timeout)) {
-			say_error("bad --handshake-timeout %s (want seconds)", arg);
-			return MAIN_EXIT_FAIL;
-		}
-		break;
+		return parse_secs(arg, &o->lim.handshake_timeout, why, len);
 	case 'I':
-		if (parse_secs(arg, &o->lim.idle_timeout)) {
-			say_error("bad --idle-timeout %s (want seconds)", arg);
-			return MAIN_EXIT_FAIL;
-		}
-		break;
+		return parse_secs(arg, &o->lim.idle_timeout, why, len);
 	case 'R':
-		if (parse_count(arg, &o->lim.max_reqs)) {
-			say_error("bad --max-inflight-requests %s (want a count >= 1)", arg);
-			return MAIN_EXIT_FAIL;
-		}
-		break;
+		return parse_count(arg, &o->lim.max_reqs, why, len);
 	case 'B':
-		if (parse_size_opt("max-inflight-bytes", arg, 1, SIZE_MAX, &v))
-			return MAIN_EXIT_FAIL;
+		if (parse_size(arg, 1, SIZE_MAX, &v, why, len))
+			return -EINVAL;
 		o->lim.max_bytes = (size_t)v;
-		break;
+		return 0;
 	case 'T':
+		if (strcmp(arg, "off") && strcmp(arg, "allow") && strcmp(arg, "require")) {
+			snprintf(why, len, "mode %s (want off, allow or require)", arg);
+			return -EINVAL;
+		}
 		o->tls_mode = arg;
-		break;
+		return 0;
 	case 'X':
 		o->tls_certs = arg;
-		break;
+		return 0;
 	case 'K':
 		o->tls_psk = arg;
-		break;
+		return 0;
 	case 'P':
 		/* Below 4 MiB the pool would checkpoint every few rounds. */
-		if (parse_size_opt("checkpoint-interval", arg, 4u << 20, UINT64_MAX,
-		                   &o->checkpoint_bytes))
-			return MAIN_EXIT_FAIL;
-		break;
-	case 'h':
-		usage(stdout);
-		return MAIN_EXIT_OK;
-	default:
-		usage(stderr);
-		return MAIN_EXIT_FAIL;
+		return parse_size(arg, 4u << 20, UINT64_MAX, &o->checkpoint_bytes, why, len);
+	default: /* what only the command line says: taken by main_scan_args */
+		return 0;
 	}
-	return MAIN_RUN;
+}
+
+/* config.c's schema callback: a [cowbd] key is a long option's name. */
+static int main_set_key(void *arg, const char *key, const char *value, char *why, size_t len)
+{
+	for (const struct option *lo = main_longopts; lo->name; lo++)
+		if (!strcmp(lo->name, key) && !main_cli_only(lo->val))
+			return main_set(lo->val, value, arg, true, why, len);
+	return -ENOENT;
 }
 
 /* The rules that tie options together, checked once all are read.
- * Returns MAIN_RUN or MAIN_EXIT_FAIL after one message. */
-static int main_check_opts(struct main_opts *o)
+ * MAIN_RUN, or MAIN_EXIT_FAIL with one line in err. */
+static int main_check_opts(struct main_opts *o, char *err, size_t errlen)
 {
 	bool tls_on = strcmp(o->tls_mode, "off") != 0;
 
 	if (!o->pool) {
-		say_error("--pool PATH is required");
-		usage(stderr);
+		snprintf(err, errlen,
+		         "no pool: give --pool PATH, or pool = PATH in the [cowbd] section of %s",
+		         o->cfg ? config_path(o->cfg) : CONFIG_DEFAULT_PATH);
 		return MAIN_EXIT_FAIL;
 	}
 	if (o->nlisten == 0 && !o->unix_path) {
 		o->listen[o->nlisten++] = DEFAULT_LISTEN;
 		o->listen_default = true;
 	}
-	if (tls_on && strcmp(o->tls_mode, "allow") && strcmp(o->tls_mode, "require")) {
-		say_error("bad --tls mode %s (want off, allow or require)", o->tls_mode);
-		return MAIN_EXIT_FAIL;
-	}
 	if (!tls_on && (o->tls_certs || o->tls_psk)) {
-		say_error("--tls-certs/--tls-psk given but --tls is off (add --tls allow or "
-		          "--tls require)");
+		snprintf(err, errlen,
+		         "--tls-certs/--tls-psk given but --tls is off (add --tls allow or "
+		         "--tls require)");
 		return MAIN_EXIT_FAIL;
 	}
 	if (tls_on && !o->tls_certs && !o->tls_psk) {
-		say_error("--tls %s needs --tls-certs DIR or --tls-psk FILE", o->tls_mode);
+		snprintf(err, errlen, "--tls %s needs --tls-certs DIR or --tls-psk FILE",
+		         o->tls_mode);
 		return MAIN_EXIT_FAIL;
 	}
 	return MAIN_RUN;
 }
 
-/* Fill o from the command line.  Returns MAIN_RUN, or the exit status
- * after one message (MAIN_EXIT_OK for --help). */
-static int main_parse_args(int argc, char **argv, struct main_opts *o)
+/* The first pass over the command line: what it asks for (--help,
+ * --check-config [FILE]) and which file to read; every unknown option or
+ * missing value is refused here.  MAIN_RUN, or the exit status with one
+ * line in err ("" after --help's text). */
+static int main_scan_args(int argc, char **argv, struct main_opts *o, char *err, size_t errlen)
 {
-	static const struct option longopts[] = {
-	    {"pool", required_argument, NULL, 'p'},
-	    {"create", required_argument, NULL, 'c'},
-	    {"listen", required_argument, NULL, 'l'},
-	    {"unix", required_argument, NULL, 'u'},
-	    {"control", required_argument, NULL, 'C'},
-	    {"foreground", no_argument, NULL, 'f'},
-	    {"verbose", no_argument, NULL, 'v'},
-	    {"help", no_argument, NULL, 'h'},
-	    {"max-connections", required_argument, NULL, 'M'},
-	    {"handshake-timeout", required_argument, NULL, 'H'},
-	    {"idle-timeout", required_argument, NULL, 'I'},
-	    {"max-inflight-requests", required_argument, NULL, 'R'},
-	    {"max-inflight-bytes", required_argument, NULL, 'B'},
-	    {"tls", required_argument, NULL, 'T'},
-	    {"tls-certs", required_argument, NULL, 'X'},
-	    {"tls-psk", required_argument, NULL, 'K'},
-	    {"checkpoint-interval", required_argument, NULL, 'P'},
-	    {NULL, 0, NULL, 0},
+	int opt;
+
+	optind = 0; /* glibc: start over (main_load runs again at SIGHUP) */
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, MAIN_SHORTOPTS, main_longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'h':
+			usage(stdout);
+			err[0] = '\0';
+			return MAIN_EXIT_OK;
+		case OPT_CONFIG:
+			o->config_path = optarg;
+			break;
+		case OPT_CHECK_CONFIG:
+			o->check_config = true;
+			break;
+		case ':':
+			snprintf(err, errlen, "%s needs a value (cowbd --help)", argv[optind - 1]);
+			return MAIN_EXIT_FAIL;
+		case '?':
+			snprintf(err, errlen, "unknown option %s (cowbd --help lists them)",
+			         argv[optind - 1]);
+			return MAIN_EXIT_FAIL;
+		}
+	}
+	if (o->check_config && optind + 1 == argc)
+		o->config_path = argv[optind++]; /* --check-config FILE */
+	if (optind < argc) {
+		snprintf(err, errlen, "unexpected argument: %s", argv[optind]);
+		return MAIN_EXIT_FAIL;
+	}
+	return MAIN_RUN;
+}
+
+/* Read the configuration file into o: --config's, else the default one
+ * when it exists (--check-config insists on one).  0, or -1 with one
+ * line in err. */
+static int main_read_config(struct main_opts *o, char *err, size_t errlen)
+{
+	const struct config_schema schema = {
+	    .set = main_set_key,
+	    .arg = o,
+	    .repeatable = main_repeatable,
 	};
+	const char *path = o->config_path;
+
+	if (!path && !o->check_config && access(CONFIG_DEFAULT_PATH, F_OK) < 0)
+		return 0;
+	o->cfg = config_load(path ? path : CONFIG_DEFAULT_PATH, &schema, err, errlen);
+	return o->cfg ? 0 : -1;
+}
+
+/* Fill o from the configuration file and then the command line over it,
+ * at start and again at SIGHUP.  MAIN_RUN, or the exit status with one
+ * line in err ("" when --help printed its text): MAIN_EXIT_CONFIG for a
+ * bad file (or anything wrong under --check-config). */
+static int main_load(int argc, char **argv, struct main_opts *o, char *err, size_t errlen)
+{
+	char why[CONFIG_ERR_MAX / 2];
 	int opt, r;
 
 	*o = (struct main_opts){
 	    .control_path = DEFAULT_CONTROL,
 	    .tls_mode = "off",
 	    .lim = {.handshake_timeout = CONN_DEFAULT_HANDSHAKE_TIMEOUT},
+	    .log_level = SAY_INFO,
 	};
-	while ((opt = getopt_long(argc, argv, "p:c:l:u:C:fvh", longopts, NULL)) != -1)
-		if ((r = main_parse_option(opt, optarg, o)) != MAIN_RUN)
-			return r;
-	if (optind < argc) {
-		say_error("unexpected argument: %s", argv[optind]);
-		return MAIN_EXIT_FAIL;
+	if ((r = main_scan_args(argc, argv, o, err, errlen)) != MAIN_RUN)
+		return o->check_config && r != MAIN_EXIT_OK ? MAIN_EXIT_CONFIG : r;
+	if (main_read_config(o, err, errlen) < 0)
+		return MAIN_EXIT_CONFIG;
+	optind = 0;
+	while ((opt = getopt_long(argc, argv, MAIN_SHORTOPTS, main_longopts, NULL)) != -1) {
+		if (main_set(opt, optarg, o, false, why, sizeof(why))) {
+			snprintf(err, errlen, "bad --%s: %s", opt_name(opt), why);
+			return o->check_config ? MAIN_EXIT_CONFIG : MAIN_EXIT_FAIL;
+		}
 	}
-	return main_check_opts(o);
+	r = main_check_opts(o, err, errlen);
+	return o->check_config && r != MAIN_RUN ? MAIN_EXIT_CONFIG : r;
+}
+
+/* Free what main_load made (o itself is the caller's). */
+static void main_opts_free(struct main_opts *o)
+{
+	config_free(o->cfg);
+	o->cfg = NULL;
 }
 
 /* The one line a refused opener prints: who holds path. */
@@ -331,6 +467,10 @@ static struct blkdev *pool_take(const char *path, uint64_t create_size, bool *ma
 	}
 	if (!dev && errno == EBUSY)
 		pool_say_holder(path);
+	else if (!dev && errno == ENOENT)
+		say_error("cannot open pool %s: No such file or directory (to make one, set "
+		          "create = SIZE in the configuration or pass --create SIZE)",
+		          path);
 	else if (!dev)
 		say_error("cannot open pool %s: %s", path, strerror(errno));
 	return dev;
@@ -450,7 +590,11 @@ close_dev:
 
 /* The running daemon: what main_start makes and main_stop takes down. */
 struct main_daemon {
-	const struct main_opts *o;
+	int argc; /* the command line, read again at SIGHUP */
+	char **argv;
+	struct main_opts *o;        /* in force */
+	struct main_opts **oldopts; /* replaced by SIGHUP; o's strings may point into them */
+	size_t noldopts;
 	struct tls_creds *creds;    /* NULL with --tls off; the ones new connections get */
 	struct tls_creds **retired; /* replaced by SIGHUP; sessions may still use them */
 	size_t nretired;
@@ -462,6 +606,19 @@ struct main_daemon {
 	struct service_fds fds; /* passed by the service manager; -1 once handed on */
 	ev_signal sigterm, sigint, sighup, sigusr1, sigusr2;
 };
+
+/* The options in force and every one a SIGHUP replaced. */
+static void main_free_opts(struct main_daemon *d)
+{
+	for (size_t i = 0; i < d->noldopts; i++) {
+		main_opts_free(d->oldopts[i]);
+		free(d->oldopts[i]);
+	}
+	free(d->oldopts);
+	if (d->o)
+		main_opts_free(d->o);
+	free(d->o);
+}
 
 /* Load the TLS credentials --tls asks for, before the pool is touched, so
  * a bad file changes nothing.  0, or -1 after a message. */
@@ -512,6 +669,23 @@ static int main_listen(struct main_daemon *d, const struct main_opts *o, char *e
 	return 0;
 }
 
+/* --control-group: the control socket's file goes to that group, mode
+ * 0660, so its members may use cowctl.  The socket was made 0600 and is
+ * only widened here.  0, or -1 with a one-line reason in err. */
+static int main_control_group(const struct main_opts *o, char *err, size_t errlen)
+{
+	if (!o->control_group)
+		return 0;
+	if (chown(o->control_path, (uid_t)-1, o->control_gid) < 0 ||
+	    chmod(o->control_path, 0660) < 0) {
+		snprintf(err, errlen, "cannot give the control socket %s to group %s: %s",
+		         o->control_path, o->control_group, strerror(errno));
+		return -1;
+	}
+	say_info("control socket %s: group %s, mode 0660", o->control_path, o->control_group);
+	return 0;
+}
+
 /* The control socket: the one the service manager passed, else one made
  * at --control.  0, or -1 with a one-line reason in err. */
 static int main_control(struct main_daemon *d, const struct main_opts *o, char *err, size_t errlen)
@@ -521,16 +695,31 @@ static int main_control(struct main_daemon *d, const struct main_opts *o, char *
 
 	if (fd < 0) {
 		d->ctl = control_start(d->st, o->control_path, err, errlen);
-		if (d->ctl)
-			say_info("control socket %s", o->control_path);
-		return d->ctl ? 0 : -1;
+		if (!d->ctl)
+			return -1;
+		say_info("control socket %s", o->control_path);
+		return main_control_group(o, err, errlen);
 	}
+	if (o->control_group)
+		say_warn("control-group %s ignored: the service manager passed the control socket "
+		         "(set SocketGroup= and SocketMode=0660 in its socket unit)",
+		         o->control_group);
 	d->fds.control = -1;
 	sockets_local_name(fd, name, sizeof(name));
 	d->ctl = control_start_fd(d->st, fd, err, errlen);
 	if (d->ctl)
 		say_info("control socket %s (passed by the service manager)", name);
 	return d->ctl ? 0 : -1;
+}
+
+/* The [export NAME] sections of cfg. */
+static size_t main_count_rules(const struct config *cfg)
+{
+	size_t n = 0;
+
+	while (config_export_at(cfg, n))
+		n++;
+	return n;
 }
 
 /* Event loop, connection server, NBD listeners, then the control socket
@@ -548,6 +737,10 @@ static int main_start(struct main_daemon *d, const struct main_opts *o)
 		return -1;
 	}
 	conn_server_set_limits(d->srv, &o->lim);
+	conn_server_set_access(d->srv, o->cfg);
+	if (o->cfg)
+		say_info("configuration %s: access rules for %zu export(s)", config_path(o->cfg),
+		         main_count_rules(o->cfg));
 	if (d->creds) {
 		conn_server_set_tls(d->srv, d->creds, require);
 		say_info("TLS %s: %s", require ? "required" : "allowed",
@@ -576,6 +769,7 @@ static void main_abort(struct main_daemon *d)
 	tls_creds_free(d->creds);
 	if (d->loop)
 		ev_loop_destroy(d->loop);
+	main_free_opts(d);
 }
 
 static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -587,37 +781,142 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	conn_server_stop(d->srv);
 }
 
-/* SIGHUP: load the TLS credentials again from the same files (a renewed
- * certificate, a new PSK user) for connections accepted from now on.  On
- * the loop thread, so conn never sees the switch half done.  The old
- * credentials stay alive until exit: a session still using them has no
- * count to tell us when it is gone, and reloads are rare.  On any error
- * the old credentials stay in use. */
-static void main_reload_tls(struct main_daemon *d)
+/* SIGHUP, TLS: load the credentials n names (again from the same files:
+ * a renewed certificate, a new PSK user; or the new files, or none) for
+ * connections accepted from now on.  On the loop thread, so conn never
+ * sees the switch half done.  Old credentials stay alive until exit: a
+ * session still using them has no count to tell us when it is gone, and
+ * reloads are rare.  On any error the credentials and the TLS settings in
+ * use stay (copied into n). */
+static void main_reload_tls(struct main_daemon *d, struct main_opts *n)
 {
-	struct tls_creds *fresh, **r;
+	bool off = !strcmp(n->tls_mode, "off");
+	struct tls_creds *fresh = NULL, **r;
 	char err[256];
 
-	if (!d->creds) {
-		say_info("SIGHUP: reloaded nothing (TLS is off; no other setting changes live)");
+	if (off && !d->creds)
 		return;
-	}
-	fresh = tls_creds_load(d->o->tls_certs, d->o->tls_psk, err, sizeof(err));
-	if (!fresh) {
+	if (!off && !(fresh = tls_creds_load(n->tls_certs, n->tls_psk, err, sizeof(err)))) {
 		say_error("SIGHUP: reload failed, keeping the old TLS credentials: %s", err);
-		return;
+		goto keep;
 	}
-	r = realloc(d->retired, (d->nretired + 1) * sizeof(*r));
-	if (!r) {
+	r = d->creds ? realloc(d->retired, (d->nretired + 1) * sizeof(*r)) : d->retired;
+	if (d->creds && !r) {
 		tls_creds_free(fresh);
 		say_error("SIGHUP: reload failed, keeping the old TLS credentials: out of memory");
-		return;
+		goto keep;
 	}
 	d->retired = r;
-	d->retired[d->nretired++] = d->creds;
+	if (d->creds)
+		d->retired[d->nretired++] = d->creds;
 	d->creds = fresh;
-	conn_server_set_tls(d->srv, fresh, !strcmp(d->o->tls_mode, "require"));
-	say_info("SIGHUP: reloaded TLS credentials: %s", tls_creds_describe(fresh));
+	conn_server_set_tls(d->srv, fresh, !strcmp(n->tls_mode, "require"));
+	if (fresh)
+		say_info("SIGHUP: reloaded TLS credentials: %s (TLS %s)", tls_creds_describe(fresh),
+		         strcmp(n->tls_mode, "require") ? "allowed" : "required");
+	else
+		say_info("SIGHUP: TLS is off for new connections");
+	return;
+keep:
+	n->tls_mode = d->o->tls_mode;
+	n->tls_certs = d->o->tls_certs;
+	n->tls_psk = d->o->tls_psk;
+}
+
+static bool str_differ(const char *a, const char *b)
+{
+	return (a || b) && (!a || !b || strcmp(a, b));
+}
+
+/* One line for a key that changed in the file but takes a restart. */
+static void restart_note(const char *key, bool changed)
+{
+	if (changed)
+		say_warn("SIGHUP: %s changed; it takes effect when cowbd is restarted", key);
+}
+
+/* SIGHUP: name each changed setting that needs a restart, then keep the
+ * running value of each in n (so n says what is in force, and the next
+ * reload compares against that). */
+static void main_reload_fixed(const struct main_opts *o, struct main_opts *n)
+{
+	bool listen = o->nlisten != n->nlisten || o->listen_default != n->listen_default;
+
+	for (unsigned i = 0; !listen && i < o->nlisten; i++)
+		listen = strcmp(o->listen[i], n->listen[i]) != 0;
+	restart_note("pool", str_differ(o->pool, n->pool));
+	restart_note("create", o->create_size != n->create_size);
+	restart_note("listen", listen);
+	restart_note("unix", str_differ(o->unix_path, n->unix_path));
+	restart_note("control", str_differ(o->control_path, n->control_path));
+	restart_note("control-group", str_differ(o->control_group, n->control_group));
+	restart_note("checkpoint-interval", o->checkpoint_bytes != n->checkpoint_bytes);
+	n->pool = o->pool;
+	n->create_size = o->create_size;
+	memcpy(n->listen, o->listen, sizeof(n->listen));
+	n->nlisten = o->nlisten;
+	n->listen_default = o->listen_default;
+	n->listen_from_file = o->listen_from_file;
+	n->unix_path = o->unix_path;
+	n->control_path = o->control_path;
+	n->control_group = o->control_group;
+	n->control_gid = o->control_gid;
+	n->checkpoint_bytes = o->checkpoint_bytes;
+}
+
+/* SIGHUP: what changes live — the log level, the limits, the access
+ * rules — one line each when it changed. */
+static void main_reload_live(struct main_daemon *d, const struct main_opts *n)
+{
+	const struct conn_limits *a = &d->o->lim, *b = &n->lim;
+
+	if (n->log_level != say_max_level)
+		say_warn("SIGHUP: log-level %s", say_level_name(n->log_level));
+	say_max_level = n->log_level;
+	if (a->max_conns != b->max_conns || a->handshake_timeout != b->handshake_timeout ||
+	    a->idle_timeout != b->idle_timeout || a->max_reqs != b->max_reqs ||
+	    a->max_bytes != b->max_bytes) {
+		conn_server_set_limits(d->srv, b);
+		say_info(
+		    "SIGHUP: limits: max-connections %u, handshake-timeout %g, idle-timeout %g, "
+		    "max-inflight-requests %u, max-inflight-bytes %zu",
+		    b->max_conns, b->handshake_timeout, b->idle_timeout, b->max_reqs, b->max_bytes);
+	}
+	conn_server_set_access(d->srv, n->cfg);
+	say_info("SIGHUP: access rules for %zu export(s)%s%s", main_count_rules(n->cfg),
+	         n->cfg ? " from " : "", n->cfg ? config_path(n->cfg) : "");
+}
+
+/* SIGHUP: read the configuration file and the command line again and put
+ * the result in force.  A file that cannot be read or has a bad line
+ * changes nothing (one line names FILE:LINE).  The replaced options are
+ * kept until exit: the settings that need a restart still point into
+ * them. */
+static void main_reload(struct main_daemon *d)
+{
+	struct main_opts *n = malloc(sizeof(*n)), **old;
+	char err[CONFIG_ERR_MAX];
+
+	old = realloc(d->oldopts, (d->noldopts + 1) * sizeof(*old));
+	if (!n || !old) {
+		free(n);
+		if (old)
+			d->oldopts = old;
+		say_error("SIGHUP: out of memory; keeping the running configuration");
+		return;
+	}
+	d->oldopts = old;
+	if (main_load(d->argc, d->argv, n, err, sizeof(err)) != MAIN_RUN) {
+		say_error("SIGHUP: %s; keeping the running configuration", err);
+		main_opts_free(n);
+		free(n);
+		return;
+	}
+	main_reload_fixed(d->o, n);
+	main_reload_live(d, n);
+	main_reload_tls(d, n);
+	d->oldopts[d->noldopts++] = d->o;
+	d->o = n;
 }
 
 /* SIGHUP, between RELOADING=1 and READY=1 for the service manager. */
@@ -626,7 +925,7 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	struct main_daemon *d = w->data;
 
 	service_reloading(d->sv, "reloading (SIGHUP)");
-	main_reload_tls(d);
+	main_reload(d);
 	service_reloaded(d->sv);
 }
 
@@ -687,6 +986,7 @@ static void main_stop(struct main_daemon *d)
 	store_close(d->st);
 	conn_server_free(d->srv);
 	main_free_creds(d);
+	main_free_opts(d);
 	ev_loop_destroy(d->loop);
 	say_info("stopped");
 }
@@ -727,34 +1027,61 @@ static int main_service(struct main_daemon *d)
 	return 0;
 }
 
+/* Read the configuration; --check-config ends here.  MAIN_RUN, or the exit
+ * status after one line. */
+static int main_configure(struct main_daemon *d)
+{
+	char err[CONFIG_ERR_MAX];
+	int r;
+
+	d->o = calloc(1, sizeof(*d->o));
+	if (!d->o) {
+		say_error("out of memory");
+		return MAIN_EXIT_FAIL;
+	}
+	r = main_load(d->argc, d->argv, d->o, err, sizeof(err));
+	if (r != MAIN_RUN) {
+		if (err[0])
+			say_error("%s", err);
+		return r;
+	}
+	say_max_level = d->o->log_level;
+	if (d->o->check_config) {
+		printf("%s: OK\n", config_path(d->o->cfg));
+		return MAIN_EXIT_OK;
+	}
+	return MAIN_RUN;
+}
+
 int main(int argc, char **argv)
 {
-	struct main_opts o;
-	struct main_daemon d = {.o = &o};
+	struct main_daemon d = {.argc = argc, .argv = argv};
 	uint64_t started = (uint64_t)time(NULL);
 	int r;
 
-	if ((r = main_parse_args(argc, argv, &o)) != MAIN_RUN)
-		return r;
-	if (main_load_tls(&o, &d.creds) < 0)
-		return 1;
+	if ((r = main_configure(&d)) != MAIN_RUN || main_load_tls(d.o, &d.creds) < 0) {
+		main_free_opts(&d);
+		return r != MAIN_RUN ? r : 1;
+	}
 	if (main_service(&d) < 0) {
 		service_free(d.sv);
 		tls_creds_free(d.creds);
+		main_free_opts(&d);
 		return 1;
 	}
 	main_ignore_signals();
 	service_status(d.sv, "opening pool %s (recovering its log if it was not closed cleanly)",
-	               o.pool);
-	d.st = pool_open(o.pool, o.create_size, o.checkpoint_bytes, started);
+	               d.o->pool);
+	d.st = pool_open(d.o->pool, d.o->create_size, d.o->checkpoint_bytes, started);
 	if (!d.st) {
-		service_status(d.sv, "failed to open pool %s", o.pool);
+		service_status(d.sv, "failed to open pool %s", d.o->pool);
 		service_fds_close(&d.fds);
 		service_free(d.sv);
 		tls_creds_free(d.creds);
+		main_free_opts(&d);
 		return 1;
 	}
-	if (main_start(&d, &o) < 0 || service_start(d.sv, d.loop, d.st, d.srv) < 0 ||
+	if (main_start(&d, d.o) < 0 || service_start(d.sv, d.loop, d.st, d.srv) < 0 ||
 	    main_test_faults(&d) < 0) {
 		main_abort(&d);
 		return 1;

@@ -1,7 +1,9 @@
 /* say.c — leveled diagnostics on stderr, and the tally of problems a
  * checker reports.  Messages take no lock: each is built in a local buffer
  * and written with a single write(2), so lines from different threads
- * never interleave.  The tally has its own mutex. */
+ * never interleave.  The level is atomic (changed at SIGHUP); the tally
+ * has its own mutex. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -11,7 +13,25 @@
 
 #include "say.h"
 
-enum say_level say_max_level = SAY_INFO;
+_Atomic enum say_level say_max_level = SAY_INFO;
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+int say_parse_level(const char *s, enum say_level *out)
+{
+	for (unsigned i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
+		if (!strcmp(s, level_names[i]) || (i == SAY_WARN && !strcmp(s, "warning"))) {
+			*out = (enum say_level)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+const char *say_level_name(enum say_level lvl)
+{
+	return level_names[lvl];
+}
 
 static void say_v(enum say_level lvl, const char *fmt, va_list ap)
 {

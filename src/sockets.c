@@ -222,6 +222,14 @@ static int sockets_split_hostport(const char *hostport, char *host, size_t hostl
 	return 0;
 }
 
+int sockets_check_hostport(const char *hostport, char *err, size_t errlen)
+{
+	char host[256];
+	const char *port;
+
+	return sockets_split_hostport(hostport, host, sizeof(host), &port, err, errlen);
+}
+
 /* One listening socket for ai; the fd or -errno with err set. */
 static int sockets_bind_one(const struct addrinfo *ai, const char *hostport, char *err,
                             size_t errlen)

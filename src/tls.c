@@ -593,6 +593,53 @@ const char *tls_strerror(const struct tls_session *s)
 	return s->err ? gnutls_strerror(s->err) : "no error";
 }
 
+/* The peer certificate's subject: its DN (RFC 4514: "CN=client,O=Example")
+ * or, with cn_only, its common name, into buf.  false when there is none
+ * or it cannot be read. */
+static bool peer_subject(const struct tls_session *s, bool cn_only, char *buf, size_t len)
+{
+	unsigned n = 0;
+	const gnutls_datum_t *certs = gnutls_certificate_get_peers(s->gs, &n);
+	gnutls_x509_crt_t crt;
+	gnutls_datum_t dn = {NULL, 0};
+	size_t cnlen = len;
+	bool ok = false;
+
+	if (!certs || !n || gnutls_x509_crt_init(&crt) < 0)
+		return false;
+	if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) < 0)
+		goto out;
+	if (cn_only) {
+		ok = gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, buf,
+		                                   &cnlen) >= 0;
+	} else if (gnutls_x509_crt_get_dn3(crt, &dn, 0) >= 0) {
+		ok = dn.size < len;
+		if (ok)
+			snprintf(buf, len, "%.*s", (int)dn.size, (const char *)dn.data);
+		gnutls_free(dn.data);
+	}
+out:
+	gnutls_x509_crt_deinit(crt);
+	return ok;
+}
+
+const char *tls_peer_identity(const struct tls_session *s, char *buf, size_t len)
+{
+	const char *u;
+
+	switch (gnutls_auth_get_type(s->gs)) {
+	case GNUTLS_CRD_PSK:
+		u = gnutls_psk_server_get_username(s->gs);
+		if (!u || strlen(u) >= len)
+			return NULL;
+		return strcpy(buf, u);
+	case GNUTLS_CRD_CERTIFICATE:
+		return peer_subject(s, false, buf, len) ? buf : NULL;
+	default:
+		return NULL;
+	}
+}
+
 const char *tls_describe(const struct tls_session *s, char *buf, size_t len)
 {
 	const char *ver = gnutls_protocol_get_name(gnutls_protocol_get_version(s->gs));
@@ -606,20 +653,11 @@ const char *tls_describe(const struct tls_session *s, char *buf, size_t len)
 		return buf;
 	}
 	if (gnutls_auth_get_type(s->gs) == GNUTLS_CRD_CERTIFICATE) {
-		unsigned n = 0;
-		const gnutls_datum_t *certs = gnutls_certificate_get_peers(s->gs, &n);
-		char dn[256] = "?";
-		size_t dnlen = sizeof(dn);
-		gnutls_x509_crt_t crt;
+		char cn[256];
 
-		if (certs && n && gnutls_x509_crt_init(&crt) >= 0) {
-			if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) < 0 ||
-			    gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0,
-			                                  dn, &dnlen) < 0)
-				snprintf(dn, sizeof(dn), "?");
-			gnutls_x509_crt_deinit(crt);
-		}
-		snprintf(buf, len, "%s X.509 client CN=%s", ver, dn);
+		if (!peer_subject(s, true, cn, sizeof(cn)))
+			snprintf(cn, sizeof(cn), "?");
+		snprintf(buf, len, "%s X.509 client CN=%s", ver, cn);
 		return buf;
 	}
 	snprintf(buf, len, "%s", ver);

@@ -1,10 +1,14 @@
 #!/bin/bash
 # daemon_signals.sh — signals never kill cowbd except SIGTERM/SIGINT, which
 # stop it cleanly.  Under a write/read/verify load (libnbd, plaintext in
-# --tls allow mode):
+# tls = allow mode, set in the configuration file):
 #  - SIGHUP reloads the PSK file: a user added to it is served after the
 #    SIGHUP and not before; a broken file is refused with one line and the
 #    credentials in use stay ("reload failed, keeping the old ...");
+#  - SIGHUP reads the configuration file again: log-level and a limit
+#    change live (debug lines appear), an access rule applies to the next
+#    client, keys that need a restart get one line each; a file with a bad
+#    line (or no file) keeps the running configuration, naming FILE:LINE;
 #  - SIGUSR1, SIGUSR2 and SIGPIPE are ignored (USR1/USR2 with a log line);
 #  - the daemon stays alive and the load sees no error;
 # then SIGTERM exits 0, the control socket is removed and the pool checks
@@ -16,7 +20,12 @@ python3 -c 'import nbd' 2>/dev/null || { echo "requires python3-libnbd"; exit 77
 
 tls_make_psk
 cp "$PSK/keys.psk" "$T/live.psk"
-cowbd_start --tls allow --tls-psk "$T/live.psk"
+cat >"$T/live.conf" <<EOF
+[cowbd]
+tls = allow
+tls-psk = $T/live.psk
+EOF
+cowbd_start --config "$T/live.conf"
 ok volume create vol0 64M
 pu() { echo "nbds://$1@127.0.0.1:$PORT/vol0?tls-psk-file=$2"; }
 alive() { kill -0 "$COWBD_PID" 2>/dev/null || fail "$1: cowbd died"; }
@@ -82,6 +91,52 @@ alive "SIGHUP with a broken file"
 	fail "the credentials in use were dropped by a failed reload"
 for i in 1 2 3; do kill -HUP "$COWBD_PID"; sleep 0.1; alive "SIGHUP round $i"; done
 echo "ok: a failed reload keeps the credentials in use"
+
+# ---- the configuration file --------------------------------------------------
+cp "$PSK/keys.psk" "$T/live.psk"
+cat >>"$T/live.conf" <<EOF
+log-level = debug
+max-connections = 50
+checkpoint-interval = 64M
+unix = $T/nbd.sock
+[export vol1]
+allow = 127.0.0.2/32
+EOF
+ok volume create vol1 64M
+nbdinfo --size "$(uri vol1)" >/dev/null || fail "vol1 not served before the reload"
+kill -HUP "$COWBD_PID"
+logged "SIGHUP of the file" "SIGHUP: access rules for 1 export(s) from $T/live.conf"
+alive "SIGHUP of the file"
+for l in "SIGHUP: log-level debug" "SIGHUP: limits: max-connections 50," \
+	"SIGHUP: checkpoint-interval changed; it takes effect when cowbd is restarted" \
+	"SIGHUP: unix changed; it takes effect when cowbd is restarted"; do
+	grep -qF "$l" "$LOG" || fail "no log line '$l'"
+done
+grep -q "SIGHUP: \(pool\|listen\|control\|create\).*restart" "$LOG" &&
+	fail "a key that did not change was said to need a restart"
+if nbdinfo --size "$(uri vol1)" >/dev/null 2>&1; then fail "vol1 served after allow = 127.0.0.2/32"; fi
+logged "the access rule" "export vol1 refused: access denied (address not allowed)"
+[ "$(nbdinfo --size "$(uri vol0)")" = 67108864 ] || fail "vol0 not served after the reload"
+logged "log-level debug" "cowbd: debug: "
+[ ! -e "$T/nbd.sock" ] || fail "a unix listener appeared without a restart"
+echo "ok: SIGHUP applied log-level, limits and access rules live, named unix and checkpoint-interval"
+
+lines=$(wc -l <"$LOG")
+printf '[cowbd]\ntls = allow\ntls-psk = %s\nlog-level = error\nbogus = 1\n' "$T/live.psk" >"$T/live.conf"
+kill -HUP "$COWBD_PID"
+logged "SIGHUP of a bad file" \
+	"cowbd: error: SIGHUP: $T/live.conf:5: unknown key 'bogus' in [cowbd]; keeping the running configuration"
+alive "SIGHUP of a bad file"
+if nbdinfo --size "$(uri vol1)" >/dev/null 2>&1; then fail "a bad file dropped the access rules"; fi
+[ "$(nbdinfo --size "$(uri vol0)")" = 67108864 ] || fail "vol0 not served after a bad file"
+tail -n +"$lines" "$LOG" | grep -q "cowbd: debug: " || fail "a bad file changed the log level"
+tail -n +"$lines" "$LOG" | grep -q "SIGHUP: log-level\|SIGHUP: access rules" &&
+	fail "a bad file was partly applied"
+rm "$T/live.conf"
+kill -HUP "$COWBD_PID"
+logged "SIGHUP of a missing file" "SIGHUP: cannot read $T/live.conf: No such file or directory; keeping"
+alive "SIGHUP of a missing file"
+echo "ok: a bad or missing file at SIGHUP keeps the running configuration, naming FILE:LINE"
 
 touch "$T/stop"
 wait "$LOAD" || fail "the load saw an error: $(cat "$T/load.out")"

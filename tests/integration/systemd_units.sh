@@ -42,7 +42,7 @@ for f in usr/lib/systemd/system/cowbd.service usr/lib/systemd/system/cowbd.socke
 	usr/lib/tmpfiles.d/cowbd.conf; do
 	[ -f "$D/$f" ] || fail "make install-systemd PREFIX=/usr: $f missing"
 done
-grep -q '^ExecStart=/usr/sbin/cowbd --pool /var/lib/cowbd/pool.img ' \
+grep -q '^ExecStart=/usr/sbin/cowbd --config /etc/cowbd/cowbd.conf$' \
 	"$D/usr/lib/systemd/system/cowbd.service" || fail "ExecStart does not name /usr/sbin/cowbd"
 
 systemd-analyze security --offline=yes "$D/usr/lib/systemd/system/cowbd.service" \
