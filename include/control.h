@@ -11,7 +11,9 @@
  */
 #ifndef COWBD_CONTROL_H
 #define COWBD_CONTROL_H
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct store;
 struct control;
@@ -38,6 +40,27 @@ struct control *control_start_fd(struct store *st, int fd, char *err, size_t err
  * free c.  After it returns no control thread touches the store, so the
  * caller may store_close().  NULL is a no-op. */
 void control_stop(struct control *c);
+
+/* One NBD connection, as the `clients` op lists it. */
+struct control_conn {
+	char peer[64];    /* "ADDR:PORT", "[ADDR6]:PORT" or "unix" */
+	char export[144]; /* the export name in use; "" before the client chose one */
+	uint64_t since;   /* accepted, unix seconds */
+	bool tls;         /* TLS in use */
+	uint64_t bytes_read, bytes_written; /* payload bytes read from / written to the export */
+};
+
+/* Fill *out with a malloc'd array of the open connections (*n of them; the
+ * caller frees it) and return 0, or -errno.  Called on a control thread,
+ * with no control lock held; must not block for long (the NBD server
+ * takes a consistent copy of its list, e.g. under its own lock or through
+ * its loop thread). */
+typedef int (*control_clients_fn)(void *arg, struct control_conn **out, size_t *n);
+
+/* Answer the `clients` op with fn(arg) from now on (NULL: the op answers
+ * EOPNOTSUPP, "this cowbd does not list its connections").  Before or
+ * after control_start; arg must outlive c or the next call. */
+void control_set_clients_fn(struct control *c, control_clients_fn fn, void *arg);
 
 /* Answer one request line (len bytes, no newline) for st as a client
  * thread would, without a socket: for tests and the fuzzer

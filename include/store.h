@@ -151,6 +151,36 @@ int store_snap_create(struct store *st, const char *vol_at_snap);
 int store_snap_delete(struct store *st, const char *vol_at_snap);
 int store_clone(struct store *st, const char *vol_at_snap, const char *new_vol);
 int store_rollback(struct store *st, const char *vol_at_snap);
+
+/* Resize volume name to size bytes (a multiple of 512).  Growing works
+ * while the volume is attached: connections opened from now on see the
+ * new size, open ones keep the size they were given until they reconnect.
+ * Shrinking needs STORE_RESIZE_SHRINK (else -EPERM), a detached volume
+ * (-EBUSY) and a size that is a multiple of STORE_BLOCK_SIZE (-EINVAL);
+ * the blocks past the new end are unmapped by the same logged operation.
+ * The volume's block tree keeps its depth: sizes outside
+ * store_resize_range() of the current size are -ERANGE.  Snapshots and
+ * clones keep their own sizes.  The same size is a no-op (0).  Also
+ * -ENOENT, -EINVAL (name, size, a snapshot), -ENOSPC, -EIO, -EROFS. */
+#define STORE_RESIZE_SHRINK 1u
+int store_vol_resize(struct store *st, const char *name, uint64_t size, unsigned flags);
+/* The sizes a volume of size bytes can be resized to in place: those
+ * whose block tree has as many levels ([*lo, *hi], bytes). */
+void store_resize_range(uint64_t size, uint64_t *lo, uint64_t *hi);
+/* Rename volume old_name to new_name; its snapshots follow (VOL@SNAP
+ * becomes NEW@SNAP), clones keep pointing at their origin.  Refused while
+ * the volume or one of its snapshots is attached (-EBUSY: an export name
+ * in use must not change under its client), when new_name is taken
+ * (-EEXIST, also for new_name == old_name), for a snapshot or an invalid
+ * name (-EINVAL), -ENOENT, -ENOSPC, -EIO, -EROFS. */
+int store_vol_rename(struct store *st, const char *old_name, const char *new_name);
+/* One compaction pass now, as the space policy runs while idle (segments
+ * up to 90% live, a bounded batch of blocks), and the checkpoint that
+ * frees its victims; segments already dead are freed by that checkpoint
+ * too.  Returns blocks moved (0: nothing worth moving) or -errno (-EROFS,
+ * -EIO).  Runs on the log thread between rounds: clients wait at most one
+ * pass.  Blocks. */
+int64_t store_compact(struct store *st);
 /* Write a checkpoint now. */
 int store_checkpoint(struct store *st);
 /* Run a no-op on the log thread and wait for it: returns 0 once the log
@@ -177,6 +207,9 @@ enum store_why_code {
 	STORE_WHY_POOL_FULL,
 	STORE_WHY_POOL_FAILED, /* sticky I/O failure: writes fail until restart */
 	STORE_WHY_READ_ONLY,
+	STORE_WHY_SHRINK,    /* resize smaller without STORE_RESIZE_SHRINK */
+	STORE_WHY_RANGE,     /* resize outside [lo, hi] (store_resize_range) */
+	STORE_WHY_UNALIGNED, /* shrink to a size not a multiple of the block size */
 };
 #define STORE_WHY_NAMES 3
 struct store_why {
@@ -184,6 +217,7 @@ struct store_why {
 	unsigned count;
 	char subject[NAMES_FULL_MAX + 1];
 	char names[STORE_WHY_NAMES][NAMES_FULL_MAX + 1];
+	uint64_t size, lo, hi; /* resize: the current size and the range allowed */
 };
 enum store_ctl_op {
 	STORE_OP_VOL_CREATE,
@@ -193,11 +227,17 @@ enum store_ctl_op {
 	STORE_OP_CLONE,
 	STORE_OP_ROLLBACK,
 	STORE_OP_LOOKUP, /* info, list, checkpoint: no change refused */
+	STORE_OP_VOL_RESIZE,
+	STORE_OP_VOL_RENAME,
 };
-/* Explain err, which op on name (and new_name, for a clone) returned.
+/* Explain err, which op on name (and new_name, for a clone or rename;
+ * resize: new_size) returned.
  * Any thread; takes the volume table's lock; never blocks on I/O. */
 void store_explain(struct store *st, enum store_ctl_op op, const char *name, const char *new_name,
                    int err, struct store_why *why);
+/* store_explain for a resize of name to new_size. */
+void store_explain_resize(struct store *st, const char *name, uint64_t new_size, int err,
+                          struct store_why *why);
 
 struct store_vol_info {
 	char name[NAMES_FULL_MAX + 1]; /* "vol" or "vol@snap" */
@@ -231,6 +271,7 @@ struct store_stats {
 	bool failed;                  /* sticky I/O failure */
 	bool read_only;               /* opened read-only (asked for, or below) */
 	bool read_only_fallback;      /* read-only because open could not write a checkpoint */
+	uint32_t format_version;      /* the pool's (FORMAT.md: 1, or 2 once resized/renamed) */
 };
 void store_get_stats(struct store *st, struct store_stats *out);
 

@@ -46,6 +46,7 @@
 #include "say.h"
 #include "sockets.h"
 #include "store.h"
+#include "version.h"
 
 #define CONTROL_MAX_REQ     (64u << 10) /* longest request line, bytes */
 #define CONTROL_MAX_CLIENTS 16          /* more wait in the listen backlog */
@@ -72,6 +73,9 @@ struct control {
 	bool stopping;
 
 	pthread_mutex_t op_lock; /* held across each request's store calls */
+
+	control_clients_fn clients_fn; /* under lock: the `clients` op's source */
+	void *clients_arg;
 };
 
 /* One request being answered: the op's handler reads req and fills res;
@@ -160,6 +164,8 @@ static enum store_ctl_op control_store_op(const char *op)
 	    {"snapshot.delete", STORE_OP_SNAP_DELETE},
 	    {"clone", STORE_OP_CLONE},
 	    {"rollback", STORE_OP_ROLLBACK},
+	    {"volume.resize", STORE_OP_VOL_RESIZE},
+	    {"volume.rename", STORE_OP_VOL_RENAME},
 	};
 	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
 		if (!strcmp(map[i].name, op))
@@ -225,10 +231,70 @@ static void control_explain(struct control_ctx *x, const char *op, const char *n
 	case STORE_WHY_BUSY:
 		control_set_msg(x, "%s %s: %s is busy", op, name, control_kind(name));
 		return;
+	case STORE_WHY_SHRINK:
+	case STORE_WHY_RANGE:
+	case STORE_WHY_UNALIGNED: /* control_explain_resize's */
+		break;
 	case STORE_WHY_OTHER:
 		break;
 	}
 	control_set_msg(x, "%s %s: %s", op, name, strerror(-err));
+}
+
+/* Human size for messages: "512 B", "64 MiB", "1.5 GiB" (exact bytes are
+ * in the JSON). */
+static const char *control_human(uint64_t v, char *buf, size_t len)
+{
+	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+	double d = (double)v;
+	int u = 0;
+
+	while (d >= 1024 && u < 6) {
+		d /= 1024;
+		u++;
+	}
+	if (u == 0 || d == (double)(uint64_t)d)
+		snprintf(buf, len, "%.0f %s", d, units[u]);
+	else
+		snprintf(buf, len, "%.1f %s", d, units[u]);
+	return buf;
+}
+
+/* A refused resize of name to size, in words: the resize rules first,
+ * then whatever control_explain says. */
+static void control_explain_resize(struct control_ctx *x, const char *name, uint64_t size, int err)
+{
+	struct store_why w;
+	char a[32], b[32], lo[32], hi[32];
+
+	store_explain_resize(x->c->st, name, size, err, &w);
+	control_human(size, a, sizeof(a));
+	control_human(w.size, b, sizeof(b));
+	control_human(w.lo, lo, sizeof(lo));
+	control_human(w.hi, hi, sizeof(hi));
+	switch (w.code) {
+	case STORE_WHY_SHRINK:
+		control_set_msg(x,
+		                "volume.resize %s: %s is smaller than its size %s; shrinking "
+		                "discards the data past the new end: ask with \"shrink\": true "
+		                "(cowctl volume resize --shrink)",
+		                name, a, b);
+		return;
+	case STORE_WHY_RANGE:
+		control_set_msg(x,
+		                "volume.resize %s: %s is outside %s..%s, the sizes a %s volume can "
+		                "take in place (its block tree's depth is fixed)",
+		                name, a, lo, hi, b);
+		return;
+	case STORE_WHY_UNALIGNED:
+		control_set_msg(x,
+		                "volume.resize %s: a shrink must be to a multiple of %u bytes, not "
+		                "%llu",
+		                name, STORE_BLOCK_SIZE, (unsigned long long)size);
+		return;
+	default:
+		control_explain(x, "volume.resize", name, NULL, err);
+	}
 }
 
 /* Put the store's record of name into res[key]. */
@@ -471,6 +537,66 @@ static int control_op_rollback(struct control_ctx *x)
 	return 0;
 }
 
+/* volume.resize: "size" in bytes; "shrink": true to allow a smaller one. */
+static int control_op_volume_resize(struct control_ctx *x)
+{
+	json_t *js = json_object_get(x->req, "size"), *jshrink = json_object_get(x->req, "shrink");
+	struct store_vol_info vi;
+	const char *name;
+	json_int_t size;
+	int r;
+
+	if ((r = control_get_name(x, "name", NAMES_VOLUME, &name)) < 0)
+		return r;
+	if (!json_is_integer(js)) {
+		control_set_msg(x, "volume.resize needs \"size\" (bytes, an integer)");
+		return -EINVAL;
+	}
+	if (jshrink && !json_is_boolean(jshrink)) {
+		control_set_msg(x, "volume.resize: \"shrink\" is true or false");
+		return -EINVAL;
+	}
+	size = json_integer_value(js);
+	if (size <= 0 || size % 512) {
+		control_set_msg(
+		    x, "invalid size %lld for volume \"%s\" (a positive multiple of 512 bytes)",
+		    (long long)size, name);
+		return -EINVAL;
+	}
+	r = store_info(x->c->st, name, &vi);
+	if (!r)
+		r = store_vol_resize(x->c->st, name, (uint64_t)size,
+		                     json_is_true(jshrink) ? STORE_RESIZE_SHRINK : 0);
+	if (r < 0) {
+		control_explain_resize(x, name, (uint64_t)size, r);
+		return r;
+	}
+	if (vi.size != (uint64_t)size)
+		say_info("control: resized volume %s from %llu to %lld bytes", name,
+		         (unsigned long long)vi.size, (long long)size);
+	json_object_set_new(x->res, "previous_size", json_integer((json_int_t)vi.size));
+	control_put_info(x, "volume", name);
+	return 0;
+}
+
+static int control_op_volume_rename(struct control_ctx *x)
+{
+	const char *name, *new_name;
+	int r;
+
+	if ((r = control_get_name(x, "name", NAMES_VOLUME, &name)) < 0 ||
+	    (r = control_get_name(x, "new_name", NAMES_VOLUME, &new_name)) < 0)
+		return r;
+	r = store_vol_rename(x->c->st, name, new_name);
+	if (r < 0) {
+		control_explain(x, "volume.rename", name, new_name, r);
+		return r;
+	}
+	say_info("control: renamed volume %s to %s", name, new_name);
+	control_put_info(x, "volume", new_name);
+	return 0;
+}
+
 static int control_op_stats(struct control_ctx *x)
 {
 	struct store_stats s;
@@ -503,6 +629,200 @@ static int control_op_stats(struct control_ctx *x)
 	json_object_set_new(o, "read_only_fallback", json_boolean(s.read_only_fallback));
 	json_object_set_new(x->res, "stats", o);
 	return 0;
+}
+
+/* Bytes in segments in use (segment 0, the superblocks', aside) that hold
+ * no live block: what compaction and the next checkpoint can give back
+ * (the unwritten end of the log's head segment counts too). */
+static uint64_t control_reclaimable(const struct store_stats *s)
+{
+	uint64_t used = s->segments - 1 - s->segments_free;
+	uint64_t live = s->blocks_live * STORE_BLOCK_SIZE, inuse = used * s->segment_bytes;
+
+	return inuse > live ? inuse - live : 0;
+}
+
+/* pool.status: the pool at a glance, from the store's counters and its
+ * volume table. */
+static int control_op_pool_status(struct control_ctx *x)
+{
+	struct store_vol_info *all;
+	struct store_stats s;
+	uint64_t provisioned = 0;
+	size_t n, i, nvol = 0;
+	json_t *o = json_object(), *cp = json_object();
+	int r = store_list(x->c->st, &all, &n);
+
+	if (r < 0) {
+		json_decref(o);
+		json_decref(cp);
+		control_set_msg(x, "cannot list volumes: %s", strerror(-r));
+		return r;
+	}
+	for (i = 0; i < n; i++)
+		if (!all[i].snapshot) {
+			provisioned += all[i].size;
+			nvol++;
+		}
+	free(all);
+	store_get_stats(x->c->st, &s);
+#define PUT(k, v) json_object_set_new(o, k, json_integer((json_int_t)(v)))
+	PUT("size", s.pool_bytes);
+	PUT("provisioned", provisioned);
+	json_object_set_new(
+	    o, "overcommit",
+	    json_real(s.pool_bytes ? (double)provisioned / (double)s.pool_bytes : 0));
+	PUT("allocated", (s.segments - s.segments_free) * s.segment_bytes);
+	PUT("live", s.blocks_live * STORE_BLOCK_SIZE);
+	PUT("reclaimable", control_reclaimable(&s));
+	PUT("free", s.segments_free * s.segment_bytes);
+	PUT("segment_size", s.segment_bytes);
+	PUT("segments", s.segments);
+	PUT("segments_free", s.segments_free);
+	PUT("segments_pending", s.segments_pending);
+	PUT("volumes", nvol);
+	PUT("snapshots", n - nvol);
+	PUT("format_version", s.format_version);
+#undef PUT
+	json_object_set_new(cp, "passes", json_integer((json_int_t)s.compactions));
+	json_object_set_new(cp, "blocks_moved", json_integer((json_int_t)s.compacted_blocks));
+	json_object_set_new(cp, "segments_freed", json_integer((json_int_t)s.segments_freed));
+	json_object_set_new(cp, "damaged_left", json_integer((json_int_t)s.compact_skipped_bad));
+	json_object_set_new(o, "compactor", cp);
+	json_object_set_new(o, "failed", json_boolean(s.failed));
+	json_object_set_new(o, "read_only", json_boolean(s.read_only));
+	json_object_set_new(o, "read_only_fallback", json_boolean(s.read_only_fallback));
+	json_object_set_new(x->res, "pool", o);
+	return 0;
+}
+
+/* volume.stats: per volume and snapshot (of "name" only, if given: a
+ * volume brings its snapshots). */
+static int control_op_volume_stats(struct control_ctx *x)
+{
+	struct store_vol_info *all;
+	const char *name = NULL;
+	json_t *arr, *o, *jn = json_object_get(x->req, "name");
+	size_t n, i;
+	int r;
+
+	if (jn && !json_is_null(jn)) {
+		struct store_vol_info vi;
+
+		if ((r = control_get_name(x, "name", NAMES_ANY, &name)) < 0)
+			return r;
+		if ((r = store_info(x->c->st, name, &vi)) < 0) {
+			control_explain(x, "volume.stats", name, NULL, r);
+			return r;
+		}
+	}
+	if ((r = store_list(x->c->st, &all, &n)) < 0) {
+		control_set_msg(x, "cannot list volumes: %s", strerror(-r));
+		return r;
+	}
+	arr = json_array();
+	for (i = 0; i < n; i++) {
+		if (name && strcmp(all[i].name, name) && !control_is_snap_of(&all[i], name))
+			continue;
+		o = json_object();
+		json_object_set_new(o, "name", json_string(all[i].name));
+		json_object_set_new(o, "snapshot", json_boolean(all[i].snapshot));
+		json_object_set_new(o, "size", json_integer((json_int_t)all[i].size));
+		json_object_set_new(o, "mapped_blocks",
+		                    json_integer((json_int_t)all[i].mapped_blocks));
+		json_object_set_new(o, "unique_blocks",
+		                    json_integer((json_int_t)all[i].unique_blocks));
+		json_object_set_new(
+		    o, "used", json_integer((json_int_t)(all[i].mapped_blocks * STORE_BLOCK_SIZE)));
+		json_object_set_new(
+		    o, "unique",
+		    json_integer((json_int_t)(all[i].unique_blocks * STORE_BLOCK_SIZE)));
+		json_object_set_new(o, "attached", json_integer(all[i].attached));
+		json_array_append_new(arr, o);
+	}
+	free(all);
+	json_object_set_new(x->res, "block_size", json_integer(STORE_BLOCK_SIZE));
+	json_object_set_new(x->res, "volumes", arr);
+	return 0;
+}
+
+/* compact: one pass (store_compact); the reply says what it did and what
+ * is left, so a client can repeat it while "blocks_moved" is not 0. */
+static int control_op_compact(struct control_ctx *x)
+{
+	struct store_stats before, after;
+	json_t *o;
+	int64_t moved;
+
+	store_get_stats(x->c->st, &before);
+	moved = store_compact(x->c->st);
+	if (moved < 0) {
+		control_explain(x, "compact", "pool", NULL, (int)moved);
+		return (int)moved;
+	}
+	store_get_stats(x->c->st, &after);
+	o = json_object();
+	json_object_set_new(o, "blocks_moved", json_integer((json_int_t)moved));
+	json_object_set_new(
+	    o, "segments_freed",
+	    json_integer((json_int_t)(after.segments_freed - before.segments_freed)));
+	json_object_set_new(o, "segments_free", json_integer((json_int_t)after.segments_free));
+	json_object_set_new(o, "free",
+	                    json_integer((json_int_t)(after.segments_free * after.segment_bytes)));
+	json_object_set_new(o, "reclaimable",
+	                    json_integer((json_int_t)control_reclaimable(&after)));
+	json_object_set_new(x->res, "compact", o);
+	return 0;
+}
+
+/* clients: the NBD server's connections, through the callback main.c
+ * gives (control_set_clients_fn). */
+static int control_op_clients(struct control_ctx *x)
+{
+	control_clients_fn fn;
+	struct control_conn *cc;
+	void *arg;
+	size_t n, i;
+	json_t *arr;
+	int r;
+
+	pthread_mutex_lock(&x->c->lock);
+	fn = x->c->clients_fn;
+	arg = x->c->clients_arg;
+	pthread_mutex_unlock(&x->c->lock);
+	if (!fn) {
+		control_set_msg(x, "clients: this cowbd does not list its connections");
+		return -EOPNOTSUPP;
+	}
+	if ((r = fn(arg, &cc, &n)) < 0) {
+		control_set_msg(x, "clients: %s", strerror(-r));
+		return r;
+	}
+	arr = json_array();
+	for (i = 0; i < n; i++) {
+		json_t *o = json_object();
+
+		json_object_set_new(o, "peer", json_string(cc[i].peer));
+		json_object_set_new(o, "export",
+		                    cc[i].export[0] ? json_string(cc[i].export) : json_null());
+		json_object_set_new(o, "since", json_integer((json_int_t)cc[i].since));
+		json_object_set_new(o, "tls", json_boolean(cc[i].tls));
+		json_object_set_new(o, "bytes_read", json_integer((json_int_t)cc[i].bytes_read));
+		json_object_set_new(o, "bytes_written",
+		                    json_integer((json_int_t)cc[i].bytes_written));
+		json_array_append_new(arr, o);
+	}
+	free(cc);
+	json_object_set_new(x->res, "clients", arr);
+	return 0;
+}
+
+void control_set_clients_fn(struct control *c, control_clients_fn fn, void *arg)
+{
+	pthread_mutex_lock(&c->lock);
+	c->clients_fn = fn;
+	c->clients_arg = arg;
+	pthread_mutex_unlock(&c->lock);
 }
 
 static int control_op_checkpoint(struct control_ctx *x)
@@ -606,6 +926,7 @@ static int control_op_scrub_stop(struct control_ctx *x)
 static int control_op_ping(struct control_ctx *x)
 {
 	json_object_set_new(x->res, "protocol", json_integer(1));
+	json_object_set_new(x->res, "version", json_string(COWBD_VERSION));
 	return 0;
 }
 
@@ -617,6 +938,9 @@ static const struct {
     {"volume.list", control_op_volume_list},
     {"volume.delete", control_op_volume_delete},
     {"volume.info", control_op_volume_info},
+    {"volume.resize", control_op_volume_resize},
+    {"volume.rename", control_op_volume_rename},
+    {"volume.stats", control_op_volume_stats},
     {"snapshot.create", control_op_snapshot_create},
     {"snapshot.list", control_op_snapshot_list},
     {"snapshot.delete", control_op_snapshot_delete},
@@ -624,6 +948,9 @@ static const struct {
     {"rollback", control_op_rollback},
     {"stats", control_op_stats},
     {"checkpoint", control_op_checkpoint},
+    {"pool.status", control_op_pool_status},
+    {"compact", control_op_compact},
+    {"clients", control_op_clients},
     {"scrub.start", control_op_scrub_start},
     {"scrub.status", control_op_scrub_status},
     {"scrub.stop", control_op_scrub_stop},
@@ -705,9 +1032,11 @@ char *control_answer_line(struct store *st, const char *line, size_t len)
 	struct control c = {.st = st};
 	char *out;
 
+	pthread_mutex_init(&c.lock, NULL);
 	pthread_mutex_init(&c.op_lock, NULL);
 	out = control_answer(&c, line, len);
 	pthread_mutex_destroy(&c.op_lock);
+	pthread_mutex_destroy(&c.lock);
 	return out;
 }
 

@@ -25,7 +25,14 @@
 #define FMT_BLOCK      4096u
 #define FMT_SEG_BLOCKS 1024u /* 4 MiB segments */
 #define FMT_SEG_BYTES  (FMT_BLOCK * FMT_SEG_BLOCKS)
-#define FMT_VERSION    1u
+/* Version 2 added FMT_OP_VOL_RESIZE and FMT_OP_VOL_RENAME.  New pools are
+ * made at version 2; a version 1 pool stays at 1 (an older cowbd can still
+ * open it) until it first logs one of them: store_ctl.c raises the
+ * superblock's version, durably, before logging it.  A cowbd that knows
+ * only version 1 refuses a version 2 pool ("newer format") instead of
+ * meeting an op kind it cannot replay.  This cowbd opens both. */
+#define FMT_VERSION    2u
+#define FMT_VERSION_V1 1u /* a pool without resize or rename ops */
 #define FMT_MIN_SEGS   16u
 
 #define FMT_SB_MAGIC   "COWBDSB1"
@@ -148,6 +155,11 @@ enum fmt_op_kind {
 	FMT_OP_SNAP_CREATE = 3,
 	FMT_OP_CLONE = 4,
 	FMT_OP_ROLLBACK = 5,
+	/* version 2 */
+	FMT_OP_VOL_RESIZE = 6, /* id: the volume; size: its new size (blocks past a
+	                        * smaller size are unmapped by the same op) */
+	FMT_OP_VOL_RENAME = 7, /* id: the volume; name: its new name (its snapshots
+	                        * keep their own part: VOL@SNAP becomes NEW@SNAP) */
 };
 
 /* Control operation record, replayed by recovery in log order. */
@@ -156,7 +168,7 @@ struct fmt_op {
 	uint32_t kind;
 	uint64_t id;      /* volume the op creates or acts on */
 	uint64_t src;     /* snapshot/clone/rollback: the source id */
-	uint64_t size;    /* create: bytes */
+	uint64_t size;    /* create, resize: bytes */
 	uint64_t created; /* unix seconds */
 	char name[72];
 	uint8_t zero[FMT_BLOCK - 112];

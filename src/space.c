@@ -185,6 +185,11 @@ static int64_t compact_now(struct store *st, double max_util)
 	return err ? err : moved;
 }
 
+int64_t space_compact(struct store *st)
+{
+	return compact_now(st, UTIL_IDLE);
+}
+
 static void segment_discard(void *arg, uint64_t seg);
 
 void space_make_room(struct store *st, uint64_t cost)

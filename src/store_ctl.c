@@ -26,14 +26,58 @@ struct ctl {
 	struct store *st;
 	const char *a, *b;
 	uint64_t size;
+	unsigned flags;
 	struct store_stats *stats;
+	int64_t moved;
 };
+
+/* Before the first op of a kind format version 1 does not know: raise the
+ * superblock's version, durably, so that an older cowbd refuses the pool
+ * ("newer format") rather than meet an op it cannot replay.  The
+ * superblock still names the same checkpoint; none is in flight (a
+ * background one holds a copy of the superblock).  Log thread. */
+static int ctl_need_version(struct store *st, uint32_t version)
+{
+	uint32_t was = st->sb.version;
+	int err;
+
+	if (was >= version)
+		return 0;
+	ckpt_wait(st);
+	if (st->failed)
+		return -EIO;
+	st->sb.version = version;
+	err = super_write(st);
+	if (err) {
+		st->sb.version = was;
+		core_set_failed(st, err, "format upgrade");
+		return -EIO;
+	}
+	say_info("pool format upgraded from version %u to %u (volume resize or rename)", was,
+	         version);
+	return 0;
+}
+
+/* Does op make room for more data (a write, for the space policy)? */
+static bool ctl_op_grows(struct store *st, const struct fmt_op *op)
+{
+	const struct volume *v;
+
+	switch (op->kind) {
+	case FMT_OP_VOL_CREATE:
+	case FMT_OP_SNAP_CREATE:
+	case FMT_OP_CLONE:
+		return true;
+	case FMT_OP_VOL_RESIZE:
+		v = vtab_find_id(st, op->id);
+		return v && op->size > v->size;
+	}
+	return false;
+}
 
 /* Log op, sync, then apply it to the table.  Log thread. */
 static int ctl_log_op(struct store *st, struct fmt_op *op)
 {
-	bool grows = op->kind == FMT_OP_VOL_CREATE || op->kind == FMT_OP_SNAP_CREATE ||
-	             op->kind == FMT_OP_CLONE;
 	struct fmt_entry e = {.vol = (uint32_t)op->id, .type = FMT_E_OP, .count = 1};
 	uint64_t addr;
 	int err;
@@ -42,8 +86,10 @@ static int ctl_log_op(struct store *st, struct fmt_op *op)
 		return -EIO;
 	if (st->read_only)
 		return -EROFS;
-	err = space_check_ctl(st, grows);
+	err = space_check_ctl(st, ctl_op_grows(st, op));
 	if (err)
+		return err;
+	if (op->kind >= FMT_OP_VOL_RESIZE && (err = ctl_need_version(st, FMT_VERSION)))
 		return err;
 	op->magic = FMT_OP_MAGIC;
 	op->created = (uint64_t)time(NULL);
@@ -199,6 +245,93 @@ static int ctl_rollback(struct store_req *r)
 	return err;
 }
 
+void store_resize_range(uint64_t size, uint64_t *lo, uint64_t *hi)
+{
+	unsigned levels = vtab_levels_for_size(size);
+	uint64_t span = FMT_BLOCK;
+
+	for (unsigned l = 1; l < levels; l++)
+		span *= FMT_FANOUT;
+	*lo = levels > 1 ? span + 512 : 512;
+	*hi = levels ? span * FMT_FANOUT : 0;
+}
+
+static int ctl_vol_resize(struct store_req *r)
+{
+	struct ctl *c = (struct ctl *)r;
+	struct store *st = c->st;
+	struct fmt_op op = {.kind = FMT_OP_VOL_RESIZE};
+	struct volume *v;
+	bool shrink;
+	int err;
+
+	if (!names_part_valid(c->a) || c->size % 512 || !vtab_levels_for_size(c->size))
+		return -EINVAL;
+	v = vtab_find_base(st, c->a);
+	if (!v)
+		return -ENOENT;
+	if (c->size == v->size)
+		return 0;
+	if (vtab_levels_for_size(c->size) != v->tree.levels)
+		return -ERANGE;
+	shrink = c->size < v->size;
+	if (shrink && !(c->flags & STORE_RESIZE_SHRINK))
+		return -EPERM;
+	if (shrink && c->size % FMT_BLOCK)
+		return -EINVAL;
+	if (shrink && (err = vtab_lock_volume(st, v)))
+		return err;
+	op.id = v->id;
+	op.size = c->size;
+	snprintf(op.name, sizeof(op.name), "%s", v->name);
+	err = ctl_log_op(st, &op);
+	if (shrink)
+		vtab_unlock_volume(st, v);
+	return err;
+}
+
+static int ctl_vol_rename(struct store_req *r)
+{
+	struct ctl *c = (struct ctl *)r;
+	struct store *st = c->st;
+	struct fmt_op op = {.kind = FMT_OP_VOL_RENAME};
+	struct volume *v;
+	int err;
+
+	if (!names_part_valid(c->a) || !names_part_valid(c->b))
+		return -EINVAL;
+	v = vtab_find_base(st, c->a);
+	if (!v)
+		return -ENOENT;
+	if (vtab_find_base(st, c->b))
+		return -EEXIST;
+	err = vtab_lock_family(st, v);
+	if (err)
+		return err;
+	op.id = v->id;
+	snprintf(op.name, sizeof(op.name), "%s", c->b);
+	err = ctl_log_op(st, &op);
+	vtab_unlock_family(st, v);
+	return err;
+}
+
+/* Dead segments go with the pass's checkpoint, or with one of their own
+ * when nothing is worth moving. */
+static int ctl_compact(struct store_req *r)
+{
+	struct ctl *c = (struct ctl *)r;
+	struct store *st = c->st;
+
+	if (st->failed)
+		return -EIO;
+	if (st->read_only)
+		return -EROFS;
+	c->moved = space_compact(st);
+	if (c->moved == 0 && alloc_dead_segs(st->a))
+		return ckpt_write(st);
+	return c->moved < 0 ? (int)c->moved : 0;
+}
+
 static int ctl_checkpoint(struct store_req *r)
 {
 	struct ctl *c = (struct ctl *)r;
@@ -224,6 +357,7 @@ static int ctl_stats(struct store_req *r)
 	out->failed = st->failed;
 	out->read_only = st->read_only;
 	out->compact_skipped_bad = compact_bad_blocks(st->sp.compact);
+	out->format_version = st->sb.version;
 	return 0;
 }
 
@@ -280,6 +414,25 @@ int store_rollback(struct store *st, const char *vol_at_snap)
 {
 	struct ctl c = {.a = vol_at_snap};
 	return ctl_call(st, &c, ctl_rollback);
+}
+
+int store_vol_resize(struct store *st, const char *name, uint64_t size, unsigned flags)
+{
+	struct ctl c = {.a = name, .size = size, .flags = flags};
+	return ctl_call(st, &c, ctl_vol_resize);
+}
+
+int store_vol_rename(struct store *st, const char *old_name, const char *new_name)
+{
+	struct ctl c = {.a = old_name, .b = new_name};
+	return ctl_call(st, &c, ctl_vol_rename);
+}
+
+int64_t store_compact(struct store *st)
+{
+	struct ctl c = {0};
+	int err = ctl_call(st, &c, ctl_compact);
+	return err ? err : c.moved;
 }
 
 int store_checkpoint(struct store *st)
@@ -407,6 +560,15 @@ static void explain_busy_locked(struct store *st, enum store_ctl_op op, const ch
 		why->count = base->attached;
 		return;
 	}
+	if (v && !v->snapshot && op == STORE_OP_VOL_RENAME) {
+		for (struct volume *s = st->vt.list; s; s = s->next)
+			if ((s == v || (s->snapshot && s->parent_id == v->id)) && s->attached) {
+				vtab_full_name(st, s, why->subject, sizeof(why->subject));
+				why->code = STORE_WHY_ATTACHED;
+				why->count = s->attached;
+				return;
+			}
+	}
 	if (v && v->snapshot && op == STORE_OP_SNAP_DELETE &&
 	    (why->count = vtab_clones(st, v, why->names, STORE_WHY_NAMES))) {
 		why_subject(why, STORE_WHY_HAS_CLONES, name);
@@ -459,4 +621,22 @@ void store_explain(struct store *st, enum store_ctl_op op, const char *name, con
 	else
 		why_subject(why, STORE_WHY_NO_VOLUME, vol);
 	pthread_mutex_unlock(&st->vt.lock);
+}
+
+void store_explain_resize(struct store *st, const char *name, uint64_t new_size, int err,
+                          struct store_why *why)
+{
+	struct store_vol_info vi;
+
+	store_explain(st, STORE_OP_VOL_RESIZE, name, NULL, err, why);
+	if (store_info(st, name, &vi))
+		return;
+	why->size = vi.size;
+	store_resize_range(vi.size, &why->lo, &why->hi);
+	if (err == -EPERM)
+		why_subject(why, STORE_WHY_SHRINK, name);
+	else if (err == -ERANGE)
+		why_subject(why, STORE_WHY_RANGE, name);
+	else if (err == -EINVAL && new_size < vi.size && new_size % STORE_BLOCK_SIZE)
+		why_subject(why, STORE_WHY_UNALIGNED, name);
 }

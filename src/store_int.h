@@ -40,11 +40,14 @@
 
 #define CKPT_MAX_BLOCKS ((unsigned)FMT_SUM_ENTRIES)
 
-/* A volume or snapshot record.  name/size/flags are immutable after
- * creation (size changes only by rollback, on the log thread with the
- * volume locked against attaches); tree.root is RCU-published for readers;
- * everything else belongs to the log thread; next/attached/locked are
- * under vt.lock. */
+/* A volume or snapshot record.  flags are immutable after creation; name
+ * and size change only on the log thread: the name by a rename (written
+ * under vt.lock, with the volume and its snapshots locked against
+ * attaches), the size by a rollback (volume locked) or a resize (written
+ * under vt.lock with CMM_STORE_SHARED: a grow happens while attached, and
+ * the data path reads it unlocked); tree.root is RCU-published for
+ * readers; everything else belongs to the log thread; next/attached/locked
+ * are under vt.lock. */
 struct volume {
 	struct volume *next; /* st->vt.list, under vt.lock */
 	uint64_t id;
@@ -229,6 +232,10 @@ int vtab_apply_op(struct store *st, const struct fmt_op *op);
 /* Refuse new attaches while a delete/rollback is logged; -EBUSY if attached. */
 int vtab_lock_volume(struct store *st, struct volume *v);
 void vtab_unlock_volume(struct store *st, struct volume *v);
+/* The same for v and every snapshot of v (a rename changes all their
+ * export names); -EBUSY if any is attached. */
+int vtab_lock_family(struct store *st, struct volume *v);
+void vtab_unlock_family(struct store *st, struct volume *v);
 /* Every volume's tree, malloc'd (log thread or single-threaded); *n the
  * count.  NULL on ENOMEM. */
 struct tree **vtab_trees(struct store *st, unsigned *n);
@@ -317,6 +324,10 @@ bool space_clean_low(struct store *st);
 /* While idle: clean down towards the live data, else checkpoint if due,
  * else give some free segments back to the backend. */
 void space_idle(struct store *st);
+/* A pass asked for by an operator (store_compact): segments up to the
+ * idle-cleaning live fraction, whatever the pool's fill.  Blocks moved, 0
+ * if nothing was worth moving, or -errno (pool failed). */
+int64_t space_compact(struct store *st);
 
 /* ---- writer.c: the log thread ----------------------------------------- */
 

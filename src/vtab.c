@@ -148,6 +148,40 @@ void vtab_free_all(struct store *st)
 	st->vt.n = 0;
 }
 
+/* Resize v (a volume) to size, of the same tree depth: set the size first,
+ * so that no request reaches past the new end, then unmap the blocks past
+ * it when it shrinks (the volume is detached then; readers still inside an
+ * earlier lookup see the old or no block, both freed only after a grace
+ * period).  A shrink is block-aligned (store_ctl.c), so no partial last
+ * block keeps bytes past the end that a later grow would show: what lies
+ * past the end of a volume's last block is always zeroes. */
+static int apply_resize(struct store *st, struct volume *v, uint64_t size)
+{
+	uint64_t old_nb = (v->size + FMT_BLOCK - 1) / FMT_BLOCK;
+	uint64_t new_nb = (size + FMT_BLOCK - 1) / FMT_BLOCK;
+
+	if (v->snapshot || vtab_levels_for_size(size) != v->tree.levels)
+		return -EILSEQ;
+	pthread_mutex_lock(&st->vt.lock);
+	CMM_STORE_SHARED(v->size, size);
+	pthread_mutex_unlock(&st->vt.lock);
+	return new_nb < old_nb ? tree_trim(&v->tree, st->a, new_nb, old_nb) : 0;
+}
+
+/* Rename v (a volume) to name, which no other volume has.  Its snapshots
+ * hold only their own part, so their full names follow. */
+static int apply_rename(struct store *st, struct volume *v, const char *name)
+{
+	struct volume *other = vtab_find_base(st, name);
+
+	if (v->snapshot || !names_part_valid(name) || (other && other != v))
+		return -EILSEQ;
+	pthread_mutex_lock(&st->vt.lock);
+	snprintf(v->name, sizeof(v->name), "%s", name);
+	pthread_mutex_unlock(&st->vt.lock);
+	return 0;
+}
+
 /* The op was validated before it was logged (live) or comes from a valid
  * summary (replay): a record that does not fit the table is damage. */
 int vtab_apply_op(struct store *st, const struct fmt_op *op)
@@ -204,6 +238,12 @@ int vtab_apply_op(struct store *st, const struct fmt_op *op)
 		v->size = src->size;
 		return 0;
 	}
+	case FMT_OP_VOL_RESIZE:
+		v = vtab_find_id(st, op->id);
+		return v ? apply_resize(st, v, op->size) : -EILSEQ;
+	case FMT_OP_VOL_RENAME:
+		v = vtab_find_id(st, op->id);
+		return v ? apply_rename(st, v, name) : -EILSEQ;
 	}
 	return -EILSEQ;
 }
@@ -224,6 +264,34 @@ void vtab_unlock_volume(struct store *st, struct volume *v)
 {
 	pthread_mutex_lock(&st->vt.lock);
 	v->locked = false;
+	pthread_mutex_unlock(&st->vt.lock);
+}
+
+/* Set or clear locked on v and its snapshots.  Caller holds vt.lock. */
+static void lock_family_locked(struct store *st, struct volume *v, bool on)
+{
+	for (struct volume *s = st->vt.list; s; s = s->next)
+		if (s == v || (s->snapshot && s->parent_id == v->id))
+			s->locked = on;
+}
+
+int vtab_lock_family(struct store *st, struct volume *v)
+{
+	int err = 0;
+	pthread_mutex_lock(&st->vt.lock);
+	for (struct volume *s = st->vt.list; s; s = s->next)
+		if ((s == v || (s->snapshot && s->parent_id == v->id)) && s->attached)
+			err = -EBUSY;
+	if (!err)
+		lock_family_locked(st, v, true);
+	pthread_mutex_unlock(&st->vt.lock);
+	return err;
+}
+
+void vtab_unlock_family(struct store *st, struct volume *v)
+{
+	pthread_mutex_lock(&st->vt.lock);
+	lock_family_locked(st, v, false);
 	pthread_mutex_unlock(&st->vt.lock);
 }
 
@@ -277,9 +345,10 @@ void store_vol_close(struct vol *h)
 	free(h);
 }
 
+/* A resize may grow the size while the handle is open. */
 uint64_t store_vol_size(const struct vol *h)
 {
-	return h->rec->size;
+	return CMM_LOAD_SHARED(h->rec->size);
 }
 
 bool store_vol_readonly(const struct vol *h)

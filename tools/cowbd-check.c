@@ -1,6 +1,7 @@
 /* cowbd-check — offline consistency check of a cowbd pool.
  *
  *   cowbd-check [--all] POOL
+ *   cowbd-check --version
  *
  * Opens the pool read-only (nothing is written: no checkpoint, no log
  * repair, no owner record), which validates the superblocks, the
@@ -29,6 +30,7 @@
 #include "blkdev.h"
 #include "say.h"
 #include "store.h"
+#include "version.h"
 
 /* Open path for a check: shared lock, or, when a daemon holds the pool,
  * no lock after the one line that says so (*live).  NULL after a message. */
@@ -84,11 +86,15 @@ int main(int argc, char **argv)
 	size_t n = 0;
 	bool live;
 
+	if (argc == 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))) {
+		printf("cowbd-check %s\n", COWBD_VERSION);
+		return 0;
+	}
 	if (argc == 3 && !strcmp(argv[1], "--all"))
 		say_problem_show = 0;
 	path = argc == 2 || say_problem_show == 0 ? argv[argc - 1] : "-";
 	if (path[0] == '-') {
-		fprintf(stderr, "usage: cowbd-check [--all] POOL\n");
+		fprintf(stderr, "usage: cowbd-check [--all] POOL | --version\n");
 		return 2;
 	}
 	struct blkdev *dev = check_open(path, &live);

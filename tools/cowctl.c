@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "names.h"
+#include "version.h"
 
 #define COWCTL_DEFAULT_CONTROL "/run/cowbd/control.sock"
 #define COWCTL_MAX_REPLY       (64u << 20)
@@ -38,11 +39,12 @@ enum { COWCTL_OK = 0, COWCTL_REFUSED = 1, COWCTL_USAGE = 2, COWCTL_UNREACHABLE =
 
 static const char *cowctl_control_path;
 static bool cowctl_json;
-/* scrub's options (refused with any other command) */
+/* scrub's options (refused with any other command; --wait also compact's) */
 static struct {
 	bool wait, status, stop, any;
 	uint64_t rate; /* bytes per second; 0: the daemon's default */
 } cowctl_scrub_opt;
+static bool cowctl_shrink; /* volume resize --shrink */
 
 static void cowctl_usage(FILE *f)
 {
@@ -54,12 +56,24 @@ static void cowctl_usage(FILE *f)
 	      "  volume list                 volumes with size, space used, origin\n"
 	      "  volume info NAME            one volume (or VOL@SNAP) in detail\n"
 	      "  volume delete NAME          delete a volume (not attached, no snapshots)\n"
+	      "  volume resize NAME SIZE     grow a volume (attached or not: connections made\n"
+	      "                              from now on see the new size)\n"
+	      "  volume resize --shrink NAME SIZE\n"
+	      "                              shrink a detached volume, discarding the data\n"
+	      "                              past the new end (SIZE a multiple of 4096)\n"
+	      "  volume rename NAME NEWNAME  rename a volume; its snapshots follow\n"
+	      "                              (not attached, nor any of its snapshots)\n"
 	      "  snapshot create VOL@SNAP    read-only point-in-time copy of VOL\n"
 	      "  snapshot list [VOL]         snapshots (of VOL only, if given)\n"
 	      "  snapshot delete VOL@SNAP    delete a snapshot (no clones depend on it)\n"
 	      "  clone VOL@SNAP NEWVOL       new writable volume starting as the snapshot\n"
 	      "  rollback VOL@SNAP           make VOL read what the snapshot reads (VOL detached)\n"
-	      "  stats                       pool and log statistics\n"
+	      "  pool status                 pool size, provisioning, space, compactor, state\n"
+	      "  stats [VOL]                 pool counters and per-volume space (VOL: that\n"
+	      "                              volume or snapshot, and a volume's snapshots)\n"
+	      "  clients                     NBD connections: peer, export, since, TLS, bytes\n"
+	      "  compact [--wait]            one compaction pass now (--wait: passes until\n"
+	      "                              nothing is worth moving, with a progress line)\n"
 	      "  checkpoint                  write a checkpoint now\n"
 	      "  scrub [--rate MIB]          start reading every live block in the background\n"
 	      "                              at MIB MiB/s (default 64); damaged blocks are\n"
@@ -75,6 +89,7 @@ static void cowctl_usage(FILE *f)
 	      "else " COWCTL_DEFAULT_CONTROL ")\n"
 	      "  -j, --json           print the daemon's JSON reply instead of text\n"
 	      "  -h, --help           this text\n"
+	      "  -V, --version        print the version and exit\n"
 	      "\n"
 	      "names: 1-64 of A-Za-z0-9._-, not starting with . or -\n"
 	      "exit status: 0 ok, 1 refused by the daemon (scrub: or damaged blocks found),\n"
@@ -472,9 +487,44 @@ static int cowctl_volume(int argc, char **argv)
 		res = cowctl_run(req);
 		if (!cowctl_json)
 			cowctl_print_info(json_object_get(res, "volume"));
+	} else if (!strcmp(sub, "resize")) {
+		uint64_t size;
+
+		cowctl_need(argc, 2, 2, "volume resize", "NAME SIZE");
+		cowctl_check_name(argv[0], NAMES_VOLUME);
+		size = cowctl_parse_size(argv[1]);
+		req = cowctl_req("volume.resize");
+		json_object_set_new(req, "name", json_string(argv[0]));
+		json_object_set_new(req, "size", json_integer((json_int_t)size));
+		if (cowctl_shrink)
+			json_object_set_new(req, "shrink", json_true());
+		res = cowctl_run(req);
+		if (!cowctl_json) {
+			char was[32];
+			uint64_t prev = cowctl_u64(res, "previous_size");
+
+			if (prev == size)
+				printf("volume \"%s\" is %s already\n", argv[0],
+				       cowctl_human(size, b, sizeof(b)));
+			else
+				printf("resized volume \"%s\" from %s to %s\n", argv[0],
+				       cowctl_human(prev, was, sizeof(was)),
+				       cowctl_human(size, b, sizeof(b)));
+		}
+	} else if (!strcmp(sub, "rename")) {
+		cowctl_need(argc, 2, 2, "volume rename", "NAME NEWNAME");
+		cowctl_check_name(argv[0], NAMES_VOLUME);
+		cowctl_check_name(argv[1], NAMES_VOLUME);
+		req = cowctl_req("volume.rename");
+		json_object_set_new(req, "name", json_string(argv[0]));
+		json_object_set_new(req, "new_name", json_string(argv[1]));
+		res = cowctl_run(req);
+		if (!cowctl_json)
+			printf("renamed volume \"%s\" to \"%s\"\n", argv[0], argv[1]);
 	} else {
 		if (!*sub)
-			cowctl_die(COWCTL_USAGE, "volume needs create, list, info or delete");
+			cowctl_die(COWCTL_USAGE,
+			           "volume needs create, list, info, delete, resize or rename");
 		cowctl_die(COWCTL_USAGE, "unknown command \"volume %s\" (see cowctl --help)", sub);
 	}
 	json_decref(res);
@@ -520,6 +570,212 @@ static int cowctl_snapshot(int argc, char **argv)
 		cowctl_die(COWCTL_USAGE, "unknown command \"snapshot %s\" (see cowctl --help)",
 		           sub);
 	}
+	json_decref(res);
+	return COWCTL_OK;
+}
+
+/* ---- pool, stats, clients, compact ------------------------------------------ */
+
+static void cowctl_print_pool(json_t *p)
+{
+	json_t *cp = json_object_get(p, "compactor");
+	json_t *oc = json_object_get(p, "overcommit");
+	char b[32];
+
+#define HUMAN(k) cowctl_human(cowctl_u64(p, k), b, sizeof(b))
+	printf("%-16s%s\n", "size:", HUMAN("size"));
+	printf("%-16s%s (overcommit %.2fx)\n", "provisioned:", HUMAN("provisioned"),
+	       json_is_number(oc) ? json_number_value(oc) : 0.0);
+	printf("%-16s%s\n", "allocated:", HUMAN("allocated"));
+	printf("%-16s%s\n", "live:", HUMAN("live"));
+	printf("%-16s%s\n", "reclaimable:", HUMAN("reclaimable"));
+	printf("%-16s%s (%" PRIu64 " of %" PRIu64 " segments, %" PRIu64 " pending)\n",
+	       "free:", HUMAN("free"), cowctl_u64(p, "segments_free"), cowctl_u64(p, "segments"),
+	       cowctl_u64(p, "segments_pending"));
+#undef HUMAN
+	printf("%-16s%" PRIu64 " (and %" PRIu64 " snapshots)\n",
+	       "volumes:", cowctl_u64(p, "volumes"), cowctl_u64(p, "snapshots"));
+	printf("%-16s%" PRIu64 " passes, %" PRIu64 " blocks moved, %" PRIu64
+	       " segments freed, %" PRIu64 " damaged blocks left in place\n",
+	       "compactor:", cowctl_u64(cp, "passes"), cowctl_u64(cp, "blocks_moved"),
+	       cowctl_u64(cp, "segments_freed"), cowctl_u64(cp, "damaged_left"));
+	printf("%-16s%" PRIu64 "\n", "format version:", cowctl_u64(p, "format_version"));
+	printf("%-16s%s\n", "state:",
+	       json_is_true(json_object_get(p, "failed"))
+	           ? "FAILED (I/O error: writes fail until cowbd restarts)"
+	       : json_is_true(json_object_get(p, "read_only_fallback"))
+	           ? "READ-ONLY (open could not write a checkpoint: free space, then restart)"
+	       : json_is_true(json_object_get(p, "read_only")) ? "read-only"
+	                                                       : "ok");
+}
+
+/* Rows of cells as an aligned table, columns two spaces apart, the first
+ * row the header; numeric columns (bit k of right) right-aligned. */
+static void cowctl_table(char (*cell)[COWCTL_COLS][COWCTL_CELL], size_t rows, size_t ncol,
+                         unsigned right)
+{
+	size_t w[COWCTL_COLS] = {0}, i, k;
+
+	for (i = 0; i < rows; i++)
+		for (k = 0; k < ncol; k++)
+			if (strlen(cell[i][k]) > w[k])
+				w[k] = strlen(cell[i][k]);
+	for (i = 0; i < rows; i++)
+		for (k = 0; k < ncol; k++) {
+			const char *sep = k ? "  " : "", *end = k == ncol - 1 ? "\n" : "";
+			int width = k == ncol - 1 && !(right >> k & 1) ? 0 : (int)w[k];
+
+			if (right >> k & 1)
+				printf("%s%*s%s", sep, width, cell[i][k], end);
+			else
+				printf("%s%-*s%s", sep, width, cell[i][k], end);
+		}
+}
+
+static void cowctl_print_vstats(json_t *arr)
+{
+	static const char *const head[] = {"NAME", "SIZE", "USED", "UNIQUE", "MAPPED", "ATTACHED"};
+	size_t rows = json_array_size(arr), i, k;
+	char(*cell)[COWCTL_COLS][COWCTL_CELL] = calloc(rows + 1, sizeof(*cell));
+	json_t *o;
+
+	if (!cell)
+		cowctl_die(COWCTL_UNREACHABLE, "out of memory");
+	for (k = 0; k < 6; k++)
+		snprintf(cell[0][k], COWCTL_CELL, "%s", head[k]);
+	json_array_foreach(arr, i, o)
+	{
+		char(*c)[COWCTL_CELL] = cell[i + 1];
+
+		snprintf(c[0], COWCTL_CELL, "%s", cowctl_str(o, "name", "?"));
+		cowctl_human(cowctl_u64(o, "size"), c[1], COWCTL_CELL);
+		cowctl_human(cowctl_u64(o, "used"), c[2], COWCTL_CELL);
+		cowctl_human(cowctl_u64(o, "unique"), c[3], COWCTL_CELL);
+		snprintf(c[4], COWCTL_CELL, "%" PRIu64, cowctl_u64(o, "mapped_blocks"));
+		snprintf(c[5], COWCTL_CELL, "%" PRIu64, cowctl_u64(o, "attached"));
+	}
+	cowctl_table(cell, rows + 1, 6, 0x3e);
+	free(cell);
+}
+
+static void cowctl_print_clients(json_t *arr)
+{
+	static const char *const head[] = {"PEER", "EXPORT", "SINCE", "TLS", "READ", "WRITTEN"};
+	size_t rows = json_array_size(arr), i, k;
+	char(*cell)[COWCTL_COLS][COWCTL_CELL] = calloc(rows + 1, sizeof(*cell));
+	json_t *o;
+
+	if (!cell)
+		cowctl_die(COWCTL_UNREACHABLE, "out of memory");
+	if (!rows) {
+		free(cell);
+		printf("no clients\n");
+		return;
+	}
+	for (k = 0; k < 6; k++)
+		snprintf(cell[0][k], COWCTL_CELL, "%s", head[k]);
+	json_array_foreach(arr, i, o)
+	{
+		char(*c)[COWCTL_CELL] = cell[i + 1];
+
+		snprintf(c[0], COWCTL_CELL, "%s", cowctl_str(o, "peer", "?"));
+		snprintf(c[1], COWCTL_CELL, "%s", cowctl_str(o, "export", "-"));
+		cowctl_time(cowctl_u64(o, "since"), c[2], COWCTL_CELL);
+		snprintf(c[3], COWCTL_CELL, "%s",
+		         json_is_true(json_object_get(o, "tls")) ? "yes" : "no");
+		cowctl_human(cowctl_u64(o, "bytes_read"), c[4], COWCTL_CELL);
+		cowctl_human(cowctl_u64(o, "bytes_written"), c[5], COWCTL_CELL);
+	}
+	cowctl_table(cell, rows + 1, 6, 0x30);
+	free(cell);
+}
+
+/* stats [VOL]: without VOL the pool counters (the "stats" op) and every
+ * volume's space; with VOL that volume (or snapshot) and its snapshots.
+ * --json prints one object: {"ok", "stats" (without VOL), "block_size",
+ * "volumes"}. */
+static int cowctl_stats(int argc, char **argv)
+{
+	json_t *req = cowctl_req("volume.stats"), *res, *pool = NULL;
+
+	cowctl_need(argc, 0, 1, "stats", "[VOL]");
+	if (argc) {
+		cowctl_check_name(argv[0], NAMES_ANY);
+		json_object_set_new(req, "name", json_string(argv[0]));
+	} else {
+		pool = cowctl_ask(cowctl_req("stats"));
+	}
+	res = cowctl_ask(req);
+	if (pool)
+		json_object_set(res, "stats", json_object_get(pool, "stats"));
+	if (cowctl_json) {
+		cowctl_print_json(res);
+	} else {
+		if (pool) {
+			cowctl_print_stats(json_object_get(pool, "stats"));
+			printf("\n");
+		}
+		cowctl_print_vstats(json_object_get(res, "volumes"));
+	}
+	json_decref(pool);
+	json_decref(res);
+	return COWCTL_OK;
+}
+
+static void cowctl_compact_progress(uint64_t passes, uint64_t moved, uint64_t freed,
+                                    uint64_t free_bytes)
+{
+	char b[32];
+
+	fprintf(stderr,
+	        "\rcompact: pass %" PRIu64 ", %" PRIu64 " blocks moved, %" PRIu64
+	        " segments freed, %s free\033[K",
+	        passes, moved, freed, cowctl_human(free_bytes, b, sizeof(b)));
+}
+
+/* compact: one pass; --wait: passes until one moves nothing (at most one
+ * per segment of the pool, which bounds a pool that keeps changing). */
+static int cowctl_compact(int argc)
+{
+	bool progress = !cowctl_json && isatty(STDERR_FILENO);
+	uint64_t passes = 0, moved = 0, freed = 0, limit = 1;
+	json_t *res = NULL, *cp = NULL;
+	char b[32], r[32];
+
+	cowctl_need(argc, 0, 0, "compact", "no arguments (option: --wait)");
+	if (cowctl_scrub_opt.status || cowctl_scrub_opt.stop || cowctl_scrub_opt.rate)
+		cowctl_die(COWCTL_USAGE, "compact takes --wait only");
+	if (cowctl_scrub_opt.wait) {
+		json_t *p = cowctl_ask(cowctl_req("pool.status"));
+
+		limit = cowctl_u64(json_object_get(p, "pool"), "segments") + 1;
+		json_decref(p);
+	}
+	while (passes < limit) {
+		json_decref(res);
+		res = cowctl_ask(cowctl_req("compact"));
+		cp = json_object_get(res, "compact");
+		passes++;
+		moved += cowctl_u64(cp, "blocks_moved");
+		freed += cowctl_u64(cp, "segments_freed");
+		if (!cowctl_u64(cp, "blocks_moved"))
+			break;
+		if (progress && cowctl_scrub_opt.wait)
+			cowctl_compact_progress(passes, moved, freed, cowctl_u64(cp, "free"));
+	}
+	if (progress && cowctl_scrub_opt.wait)
+		fputs("\r\033[K", stderr);
+	json_object_set_new(cp, "passes", json_integer((json_int_t)passes));
+	json_object_set_new(cp, "blocks_moved", json_integer((json_int_t)moved));
+	json_object_set_new(cp, "segments_freed", json_integer((json_int_t)freed));
+	if (cowctl_json)
+		cowctl_print_json(res);
+	else
+		printf("compacted: %" PRIu64 " pass%s, %" PRIu64 " blocks moved, %" PRIu64
+		       " segments freed; %s free, %s reclaimable\n",
+		       passes, passes == 1 ? "" : "es", moved, freed,
+		       cowctl_human(cowctl_u64(cp, "free"), b, sizeof(b)),
+		       cowctl_human(cowctl_u64(cp, "reclaimable"), r, sizeof(r)));
 	json_decref(res);
 	return COWCTL_OK;
 }
@@ -676,12 +932,43 @@ static uint64_t cowctl_parse_rate(const char *s)
 	return (uint64_t)v << 20;
 }
 
+/* getopt would take "-1" (a size, say) for an option: before it runs,
+ * arguments that look like negative numbers get a mark in place of their
+ * '-' (positional arguments are moved but never read), and lose it after,
+ * so `volume create x -1` reaches the size check. */
+#define COWCTL_NEG_MARK '\x01'
+static void cowctl_hide_negatives(int argc, char **argv, bool hide)
+{
+	for (int i = 1; i < argc; i++) {
+		if (hide && argv[i][0] == '-' && argv[i][1] >= '0' && argv[i][1] <= '9')
+			argv[i][0] = COWCTL_NEG_MARK;
+		else if (!hide && argv[i][0] == COWCTL_NEG_MARK)
+			argv[i][0] = '-';
+	}
+}
+
+static int cowctl_version(void)
+{
+	if (cowctl_json) {
+		json_t *v = json_object();
+
+		json_object_set_new(v, "version", json_string(COWBD_VERSION));
+		cowctl_print_json(v);
+		json_decref(v);
+	} else {
+		printf("cowctl %s\n", COWBD_VERSION);
+	}
+	return COWCTL_OK;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 	    {"control", required_argument, NULL, 'c'},
 	    {"json", no_argument, NULL, 'j'},
 	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"shrink", no_argument, NULL, 'K'},
 	    /* scrub's own (cowctl_scrub_opt) */
 	    {"wait", no_argument, NULL, 'W'},
 	    {"status", no_argument, NULL, 'S'},
@@ -691,10 +978,12 @@ int main(int argc, char **argv)
 	};
 	const char *cmd;
 	json_t *req, *res;
+	bool version = false;
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":c:jh", longopts, NULL)) != -1) {
+	cowctl_hide_negatives(argc, argv, true);
+	while ((c = getopt_long(argc, argv, ":c:jhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			cowctl_control_path = optarg;
@@ -705,6 +994,12 @@ int main(int argc, char **argv)
 		case 'h':
 			cowctl_usage(stdout);
 			return COWCTL_OK;
+		case 'V':
+			version = true;
+			break;
+		case 'K':
+			cowctl_shrink = true;
+			break;
 		case 'W':
 			cowctl_scrub_opt.wait = cowctl_scrub_opt.any = true;
 			break;
@@ -728,6 +1023,9 @@ int main(int argc, char **argv)
 			           argv[optind - 1]);
 		}
 	}
+	cowctl_hide_negatives(argc, argv, false);
+	if (version)
+		return cowctl_version();
 	if (!cowctl_control_path || !*cowctl_control_path)
 		cowctl_control_path = getenv("COWBD_CONTROL");
 	if (!cowctl_control_path || !*cowctl_control_path)
@@ -745,13 +1043,19 @@ int main(int argc, char **argv)
 		cowctl_usage(stdout);
 		return COWCTL_OK;
 	}
+	if (cowctl_shrink && (strcmp(cmd, "volume") || !argc || strcmp(argv[0], "resize")))
+		cowctl_die(COWCTL_USAGE, "--shrink is an option of volume resize");
 	if (!strcmp(cmd, "scrub"))
 		return cowctl_scrub(argc, argv);
+	if (!strcmp(cmd, "compact"))
+		return cowctl_compact(argc);
 	if (cowctl_scrub_opt.any)
-		cowctl_die(COWCTL_USAGE,
-		           "--wait, --status, --stop and --rate are options of scrub");
+		cowctl_die(COWCTL_USAGE, "--wait, --status, --stop and --rate are options of scrub "
+		                         "(and --wait of compact)");
 	if (!strcmp(cmd, "volume"))
 		return cowctl_volume(argc, argv);
+	if (!strcmp(cmd, "stats"))
+		return cowctl_stats(argc, argv);
 	if (!strcmp(cmd, "snapshot"))
 		return cowctl_snapshot(argc, argv);
 	if (!strcmp(cmd, "clone")) {
@@ -775,11 +1079,21 @@ int main(int argc, char **argv)
 		names_split(argv[0], vol, NULL); /* checked above */
 		if (!cowctl_json)
 			printf("rolled back \"%s\" to \"%s\"\n", vol, argv[0]);
-	} else if (!strcmp(cmd, "stats")) {
-		cowctl_need(argc, 0, 0, "stats", "no arguments");
-		res = cowctl_run(cowctl_req("stats"));
+	} else if (!strcmp(cmd, "pool")) {
+		if (!argc || strcmp(argv[0], "status"))
+			cowctl_die(COWCTL_USAGE,
+			           argc ? "unknown command \"pool %s\" (see cowctl --help)"
+			                : "pool needs status%s",
+			           argc ? argv[0] : "");
+		cowctl_need(argc - 1, 0, 0, "pool status", "no arguments");
+		res = cowctl_run(cowctl_req("pool.status"));
 		if (!cowctl_json)
-			cowctl_print_stats(json_object_get(res, "stats"));
+			cowctl_print_pool(json_object_get(res, "pool"));
+	} else if (!strcmp(cmd, "clients")) {
+		cowctl_need(argc, 0, 0, "clients", "no arguments");
+		res = cowctl_run(cowctl_req("clients"));
+		if (!cowctl_json)
+			cowctl_print_clients(json_object_get(res, "clients"));
 	} else if (!strcmp(cmd, "checkpoint")) {
 		cowctl_need(argc, 0, 0, "checkpoint", "no arguments");
 		res = cowctl_run(cowctl_req("checkpoint"));
