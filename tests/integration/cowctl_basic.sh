@@ -151,7 +151,8 @@ ok checkpoint
 grep -q 'checkpoint written' "$T/out" || fail "checkpoint output"
 
 # --- raw protocol errors ----------------------------------------------------
-/usr/bin/python3 - "$CTL" <<'PY' || fail "raw protocol checks"
+VERSION=$("$BUILD/cowctl" --version | sed 's/^cowctl //')
+/usr/bin/python3 - "$CTL" "$VERSION" <<'PY' || fail "raw protocol checks"
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
@@ -165,7 +166,8 @@ assert ask(b'{"op":"nope","id":7}') == {"ok": False, "error": 'unknown op "nope"
 assert ask(b'{"op":"volume.create","name":"q"}')["errno"] == "EINVAL"
 assert ask(b'{"op":"volume.create","name":"q","size":4097}')["errno"] == "EINVAL"
 assert ask(b'{"op":"volume.create","name":"../q","size":4096}')["errno"] == "EINVAL"
-assert ask(b'{"op":"ping"}') == {"ok": True, "protocol": 1}
+r = ask(b'{"op":"ping"}')
+assert r["ok"] is True and r["protocol"] == 1 and r["version"] == sys.argv[2], r
 # over-long line: one EMSGSIZE reply, then the connection closes
 t = socket.socket(socket.AF_UNIX)
 t.connect(sys.argv[1])
