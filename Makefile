@@ -52,9 +52,12 @@ INIH_LIBS     := $(shell pkg-config --libs inih 2>/dev/null || echo -linih)
 DEPFLAGS      := -MMD -MP
 # Required flags, appended after the user's.
 COWBD_CFLAGS  := -std=gnu11 $(WARN) -Iinclude $(URCU_CFLAGS) $(GNUTLS_CFLAGS) $(SYSTEMD_CFLAGS) \
-                 $(INIH_CFLAGS) -D_GNU_SOURCE -pthread
+                 $(INIH_CFLAGS) $(MHD_CFLAGS) -D_GNU_SOURCE -pthread
+# --version (include/version.h): `git describe`, or version.h's release number outside git.
+COWBD_VERSION ?= $(shell git describe --always --dirty 2>/dev/null)
+COWBD_CFLAGS  += $(if $(COWBD_VERSION),-DCOWBD_VERSION='"$(COWBD_VERSION)"')
 COWBD_LDFLAGS := -pthread
-COWBD_LIBS    := -lev -ljansson $(URCU_LIBS) -lgnutls $(SYSTEMD_LIBS) $(INIH_LIBS)
+COWBD_LIBS    := -lev -ljansson $(URCU_LIBS) -lgnutls $(SYSTEMD_LIBS) $(INIH_LIBS) $(MHD_LIBS)
 ifneq ($(SANITIZE),)
 COWBD_CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 COWBD_LDFLAGS += -fsanitize=$(SANITIZE)
