@@ -7,17 +7,26 @@
 # Servers (columns): cowbd (fresh pool, volume "bench"), nbdkit file on a
 # preallocated file, nbdkit memory, nbd-server on a preallocated file,
 # qemu-nbd on qcow2 (--cache=none, Linux AIO), nbdkit null (the ceiling of
-# what fio + libnbd + loopback carry).  A server whose binary is missing or
-# that does not start is reported as skipped.
+# what fio + libnbd + loopback carry); and on block devices (loop devices
+# with direct I/O over preallocated files, detached at the end): cowbd-blk
+# (the pool on the device) and nbdkit-file-blk.  A server whose binary is
+# missing or that does not start is reported as skipped.
 #
 # Per round, for each workload, every server runs the job in turn (A B C ...,
 # then B C A ... in the next round); the report gives medians over rounds,
 # the min..max spread, and the server's CPU time per operation (utime+stime
 # from /proc/PID/stat before and after the job, over the operations fio
-# counted; for 1 MiB jobs, per 1 MiB operation).  Then cowbd-only jobs:
-# 4k random write right after a snapshot vs without, snapshot/clone latency on
-# an empty volume vs one with MAP_BLOCKS mapped blocks, RSS per mapped extent,
-# recovery time after kill -9 with RECOVERY_MIB written since the checkpoint.
+# counted; for 1 MiB jobs, per 1 MiB operation), and fio's p50/p99/p99.9
+# completion latency; for cowbd, its `cowctl stats` counters over the job.
+# Then cowbd-only jobs: 4k random write right after a snapshot vs without;
+# 4k random write with checkpoints running (--checkpoint-interval CKPT_ON)
+# vs without (CKPT_OFF, more than a job writes); compaction under load (a
+# small pool overwritten with snapshots taken and deleted until the
+# compactor runs, then 4k random writes while it runs vs after idle
+# cleaning; write amplification; allocated over live space); snapshot/clone
+# latency on an empty volume vs one with MAP_BLOCKS mapped blocks, RSS per
+# mapped extent, recovery time after kill -9 with RECOVERY_MIB written since
+# the checkpoint.
 #
 # Output: Markdown on stdout; build/bench/results.csv (medians, ratios),
 # build/bench/raw.csv (every run), build/bench/logs/.  Large files live in
@@ -27,7 +36,12 @@
 # (seconds per timed job), SIZE_MIB (export size), SERVERS (space-separated
 # subset of the ids below), MAP_BLOCKS, RECOVERY_MIB, COWBD_ARGS (extra cowbd
 # options for every start), COWBD_RECOVERY_ARGS (extra options for the
-# recovery pool, e.g. to push the checkpoint interval above RECOVERY_MIB).
+# recovery pool, e.g. to push the checkpoint interval above RECOVERY_MIB),
+# COW_BLK_MIB (cowbd-blk's device), CKPT_ON / CKPT_OFF (checkpoint intervals
+# of the two checkpoint-job pools), CK_RUNTIME (seconds per checkpoint job),
+# CMP_POOL_MIB / CMP_VOL_MIB (compaction job's pool and volume),
+# CMP_CHURN_MAX (overwrite passes at most before measuring), CMP_IDLE_SECS
+# (longest wait for idle cleaning).
 set -u
 export PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
 export LC_ALL=C
@@ -43,14 +57,23 @@ PY=/usr/bin/python3
 
 if [ -n "${QUICK:-}" ] && [ "${QUICK:-0}" != 0 ]; then
 	QUICK=1
-	: "${ROUNDS:=1}" "${RUNTIME:=1}" "${SIZE_MIB:=512}"
+	: "${ROUNDS:=1}" "${RUNTIME:=1}" "${SIZE_MIB:=256}"
 	: "${MAP_BLOCKS:=16384}" "${RECOVERY_MIB:=64}" "${REPS:=3}" "${COW_POOL_SIZE:=8G}"
+	: "${COW_BLK_MIB:=1024}" "${CMP_POOL_MIB:=512}" "${CMP_CHURN_MAX:=12}" "${CMP_IDLE_SECS:=20}"
 else
 	QUICK=0
 	: "${ROUNDS:=3}" "${RUNTIME:=3}" "${SIZE_MIB:=1024}"
 	: "${MAP_BLOCKS:=1000000}" "${RECOVERY_MIB:=1024}" "${REPS:=7}" "${COW_POOL_SIZE:=40G}"
+	: "${COW_BLK_MIB:=16384}" "${CMP_POOL_MIB:=4096}" "${CMP_CHURN_MAX:=20}" "${CMP_IDLE_SECS:=60}"
 fi
-: "${SERVERS:=cowbd nbdkit-file nbdkit-memory nbd-server qemu-nbd nbdkit-null}"
+# Checkpoint jobs: CKPT_ON makes several checkpoints per job, CKPT_OFF none
+# (more log than a job writes; before each job the bench checkpoints, which
+# also restarts the daemon's 30 s timer).
+: "${CKPT_ON:=32M}" "${CKPT_OFF:=1T}" "${CK_RUNTIME:=$RUNTIME}"
+# Compaction job: a volume of 3/8 of its pool.
+: "${CMP_VOL_MIB:=$((CMP_POOL_MIB * 3 / 8))}"
+KNOWN_SERVERS="cowbd nbdkit-file nbdkit-memory nbd-server qemu-nbd nbdkit-null cowbd-blk nbdkit-file-blk"
+: "${SERVERS:=$KNOWN_SERVERS}"
 # The recovery pool checkpoints only every 2x RECOVERY_MIB of log, so that
 # all of RECOVERY_MIB is past the last checkpoint when cowbd is killed.
 : "${COWBD_ARGS:=}" "${COWBD_RECOVERY_ARGS:=--checkpoint-interval $((RECOVERY_MIB * 2 > 4 ? RECOVERY_MIB * 2 : 4))M}"
@@ -70,6 +93,7 @@ done
 cleanup() {
 	bench_stop_all
 	[ -n "${COW_PID:-}" ] && stop_pid "$COW_PID" 10
+	loop_detach_all
 	if [ -z "${KEEP:-}" ]; then rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -81,7 +105,12 @@ mkdir -p "$WORK" "$LOGS" || exit 1
 RAW="$OUT/raw.csv"
 META="$OUT/workloads.tsv"
 SRVTSV="$OUT/servers.tsv"
-echo "round,workload,server,value,unit,ops,cpu_ticks,status" >"$RAW"
+# cowbd's counters recorded per job (as differences over the job).
+STATS_FIELDS=(syncs batches batch_blocks checkpoints compactions compacted_blocks)
+echo "round,workload,server,value,unit,ops,cpu_ticks,status,p50_us,p99_us,p999_us,max_us,flushes,secs,wbytes,host_wbytes,$(
+	IFS=,
+	echo "${STATS_FIELDS[*]}"
+)" >"$RAW"
 : >"$META"
 : >"$SRVTSV"
 START_S=$(date +%s)
@@ -118,6 +147,20 @@ workload main sw1m MB/s "1 MiB seq write qd8" ">= 1.0x nbdkit file" \
 	"--name=sw1m --rw=write --bs=1M --iodepth=8 $S $TB"
 workload main sr1m MB/s "1 MiB seq read qd8" ">= 1.0x nbdkit file" \
 	"--name=sr1m --rw=read --bs=1M --iodepth=8 $S $TB"
+workload ckpt ck4k IOPS "4k randwrite qd32, ${CK_RUNTIME} s" "p99.9 with checkpoints <= 2x without" \
+	"--name=ck4k --rw=randwrite --bs=4k --iodepth=32 $S --time_based --runtime=$CK_RUNTIME"
+CMP_S="--size=${CMP_VOL_MIB}M"
+workload cmp cmp_fill MB/s "compaction pool: fill" "" "--name=cmp_fill --rw=write --bs=1M --iodepth=8 $CMP_S"
+workload cmp cmp_churn IOPS "compaction pool: overwrite half, a snapshot held" "" \
+	"--name=cmp_churn --rw=randwrite --bs=4k --iodepth=32 $CMP_S --number_ios=$((CMP_VOL_MIB * 128))"
+workload cmp cmp_load IOPS "4k randwrite qd32 while the compactor runs" ">= 0.7x idle" \
+	"--name=cmp_load --rw=randwrite --bs=4k --iodepth=32 $CMP_S $TB"
+workload cmp cmp_idle IOPS "4k randwrite qd32 after idle cleaning" "" \
+	"--name=cmp_idle --rw=randwrite --bs=4k --iodepth=32 $CMP_S $TB"
+workload cmp cmp_clean s "idle cleaning: seconds until used/live <= 1.2 or no progress" "" ""
+workload cmp cmp_ratio_load x "allocated / live right after the loaded job" "" ""
+workload cmp cmp_ratio_idle x "allocated / live after idle cleaning" "<= 1.2" ""
+workload cmp cmp_total - "the whole compaction job after the fill" "" ""
 workload cowbd snap0 IOPS "4k randwrite qd32, no new snapshot" "" "${WL_ARGS[rw4k1]}"
 workload cowbd snap1 IOPS "4k randwrite qd32, right after a snapshot" ">= 0.9x without" "${WL_ARGS[rw4k1]}"
 workload cowbd ctl_ping ms "control socket round trip: ping (connect to reply)" "" ""
@@ -134,13 +177,35 @@ workload cowbd rss_per_extent B "RSS growth per mapped extent" "<= 32 B" ""
 workload cowbd rec_ctl ms "restart after kill -9 following a ${RECOVERY_MIB} MiB write: control socket up" "<= 2000 ms (1 GiB since checkpoint)" ""
 workload cowbd rec_nbd ms "restart after kill -9 following a ${RECOVERY_MIB} MiB write: export answers" "<= 2000 ms (1 GiB since checkpoint)" ""
 
-record() { # round workload server value unit ops ticks status
-	echo "$1,$2,$3,$4,$5,$6,$7,$8" >>"$RAW"
+# One row of raw.csv: round workload server value unit ops ticks status,
+# then optionally p50 p99 p99.9 max flushes secs wbytes host_wbytes and the
+# STATS_FIELDS differences (fields left out are empty).
+record() {
+	local IFS=,
+	echo "$*" >>"$RAW"
 }
 
-# One fio job against one server; records value, ops and server CPU ticks.
+# Differences of two cow_stats lines, comma-separated; empty fields when
+# either is missing.
+stats_delta() { # before after
+	local -a a b out=()
+	local i
+	read -r -a a <<<"$1"
+	read -r -a b <<<"$2"
+	for ((i = 0; i < ${#STATS_FIELDS[@]}; i++)); do
+		if [ -n "${a[i]:-}" ] && [ -n "${b[i]:-}" ]; then out+=($((b[i] - a[i]))); else out+=(""); fi
+	done
+	local IFS=,
+	echo "${out[*]}"
+}
+
+# One fio job against one server; records value, ops, server CPU ticks,
+# latency, flushes and, for cowbd, its counters and host write bytes over the
+# job.  Leaves the bytes the job wrote in LAST_WBYTES.
 run_job() { # round workload server
-	local r=$1 wl=$2 id=$3 pid=${SRV_PID[$3]:-} t0 t1 ops iops bw err val
+	local r=$1 wl=$2 id=$3 pid=${SRV_PID[$3]:-} ctl=${SRV_CTL[$3]:-} t0 t1 val
+	local ops iops bw err p50 p99 p999 max fl secs wb s0="" s1="" w0="" w1="" hw=""
+	LAST_WBYTES=0
 	if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
 		[ -n "${SRV_SKIP[$id]:-}" ] || SRV_SKIP[$id]="server died (see $LOGS/$id.log)"
 		return 1
@@ -149,15 +214,35 @@ run_job() { # round workload server
 	# that a FLUSH pays for its own writes only and writeback does not steal
 	# CPU from the next server's job.
 	sync
+	if [ -n "$ctl" ]; then
+		s0=$(cow_stats "$ctl" "${STATS_FIELDS[@]}")
+		w0=$(io_wbytes "$pid")
+	fi
 	t0=$(cpu_ticks "$pid")
 	# shellcheck disable=SC2086
-	read -r ops iops bw err < <(fio_run "${SRV_URI[$id]}" "$WORK/fio-$wl-$id-$r.json" ${WL_ARGS[$wl]})
+	read -r ops iops bw err p50 p99 p999 max fl secs wb < <(fio_run "${SRV_URI[$id]}" \
+		"$WORK/fio-$wl-$id-$r.json" ${WL_ARGS[$wl]})
 	t1=$(cpu_ticks "$pid")
+	if [ -n "$ctl" ]; then
+		w1=$(io_wbytes "$pid")
+		s1=$(cow_stats "$ctl" "${STATS_FIELDS[@]}")
+		[ -n "$w0" ] && [ -n "$w1" ] && hw=$((w1 - w0))
+	fi
+	LAST_WBYTES=${wb:-0}
 	cp "$WORK/fio-$wl-$id-$r.json" "$LOGS/" 2>/dev/null
 	if [ "${WL_UNIT[$wl]}" = IOPS ]; then val=$iops; else val=$(awk -v b="$bw" 'BEGIN{printf "%.1f", b / 1e6}'); fi
-	record "$r" "$wl" "$id" "$val" "${WL_UNIT[$wl]}" "$ops" $((t1 - t0)) "$err"
-	printf 'bench: round %s %-6s %-14s %10s %s  (%s ops, %s ticks) %s\n' \
-		"$r" "$wl" "$id" "$val" "${WL_UNIT[$wl]}" "$ops" $((t1 - t0)) "$err" >&2
+	record "$r" "$wl" "$id" "$val" "${WL_UNIT[$wl]}" "$ops" $((t1 - t0)) "$err" \
+		"$p50" "$p99" "$p999" "$max" "$fl" "$secs" "$wb" "$hw" "$(stats_delta "$s0" "$s1")"
+	printf 'bench: round %s %-9s %-15s %10s %-4s p99.9 %8s µs (%s ops, %s ticks) %s\n' \
+		"$r" "$wl" "$id" "$val" "${WL_UNIT[$wl]}" "$p999" "$ops" $((t1 - t0)) "$err" >&2
+}
+
+# Fill server ID's export once with 1 MiB writes, so that reads read data.
+fill_export() { # id mib
+	local err
+	read -r _ _ _ err _ < <(fio_run "${SRV_URI[$1]}" "$WORK/fill-$1.json" \
+		--name=fill --rw=write --bs=1M --iodepth=8 "--size=$2M")
+	[ "$err" = ok ] || say "$1: filling the export failed ($err)"
 }
 
 say "build $BUILD; rounds $ROUNDS; ${RUNTIME}s jobs; export ${SIZE_MIB} MiB; quick=$QUICK;" \
@@ -167,14 +252,12 @@ say "build $BUILD; rounds $ROUNDS; ${RUNTIME}s jobs; export ${SIZE_MIB} MiB; qui
 ACTIVE=()
 for id in "${SERVER_LIST[@]}"; do
 	if ! declare -F "start_${id//-/_}" >/dev/null; then
-		SRV_SKIP[$id]="unknown server id (known: cowbd nbdkit-file nbdkit-memory nbd-server qemu-nbd nbdkit-null)"
+		SRV_SKIP[$id]="unknown server id (known: $KNOWN_SERVERS)"
 		say "$id skipped: ${SRV_SKIP[$id]}"; continue
 	fi
 	if bench_start "$id"; then
-		say "$id up at ${SRV_URI[$id]} (pid ${SRV_PID[$id]})"
-		read -r _ _ _ err < <(fio_run "${SRV_URI[$id]}" "$WORK/fill-$id.json" \
-			--name=fill --rw=write --bs=1M --iodepth=8 "--size=${SIZE_MIB}M")
-		[ "$err" = ok ] || say "$id: filling the export failed ($err)"
+		say "$id up at ${SRV_URI[$id]} (pid ${SRV_PID[$id]}${SRV_LOOP[$id]:+, on ${SRV_LOOP[$id]}})"
+		fill_export "$id" "$SIZE_MIB"
 		ACTIVE+=("$id")
 	else
 		say "$id skipped: ${SRV_SKIP[$id]}"
@@ -198,6 +281,99 @@ done
 say "job matrix done after $(( $(date +%s) - START_S )) s"
 
 # ---- cowbd only ------------------------------------------------------------
+
+# 4k random writes with checkpoints running vs without: two daemons on
+# like pools, one checkpointing every CKPT_ON of log, one every CKPT_OFF;
+# per round both run the job (order rotated), each after a checkpoint of its
+# own so that both start clean.  The counters recorded over each job show
+# how many checkpoints ran in it.
+cowbd_checkpoints() {
+	local r k id ids=(cowbd-nockpt cowbd-ckpt)
+	if ! cowbd_server cowbd-nockpt "$COW_POOL_SIZE" "${SIZE_MIB}M" --checkpoint-interval "$CKPT_OFF" ||
+		! cowbd_server cowbd-ckpt "$COW_POOL_SIZE" "${SIZE_MIB}M" --checkpoint-interval "$CKPT_ON"; then
+		say "checkpoint jobs skipped: ${SRV_SKIP[cowbd-nockpt]:-${SRV_SKIP[cowbd-ckpt]:-}}"
+	else
+		for id in "${ids[@]}"; do fill_export "$id" "$SIZE_MIB"; done
+		for r in $(seq 1 "$ROUNDS"); do
+			for k in 0 1; do
+				id=${ids[$(( (k + r - 1) % 2 ))]}
+				cowctl_at "${SRV_CTL[$id]}" checkpoint >>"$LOGS/cowbd.log" 2>&1 ||
+					say "$id: cowctl checkpoint failed"
+				run_job "$r" ck4k "$id"
+			done
+		done
+	fi
+	for id in "${ids[@]}"; do server_stop "$id"; rm -f "$WORK/$id.pool"; done
+}
+
+# Wait while the idle daemon cleans: until used/live <= 1.2, or a poll
+# finds no compactor pass since the last, or CMP_IDLE_SECS; prints the
+# seconds waited.  The daemon cleans after 1 s without a request, one pass
+# per idle second, and a stats request is a request: poll every 4 s.
+cmp_wait_idle() { # ctl
+	local t0 now ratio c last_c=""
+	t0=$(now_ns)
+	while :; do
+		read -r ratio c < <(cow_stats "$1" used_over_live compactions)
+		now=$(now_ns)
+		if [ -z "${c:-}" ] || [ "$c" = "$last_c" ] || awk -v x="$ratio" 'BEGIN{exit !(x <= 1.2)}' ||
+			[ $(( (now - t0) / 1000000000 )) -ge "$CMP_IDLE_SECS" ]; then
+			break
+		fi
+		last_c=$c
+		sleep 4
+	done
+	awk -v a="$t0" -v b="$now" 'BEGIN{printf "%.1f", (b - a) / 1e9}'
+}
+
+# Compaction under load: a pool of CMP_POOL_MIB with a volume of CMP_VOL_MIB,
+# filled once.  Per round: overwrite half the volume at random with a
+# snapshot held, delete the snapshot (its old blocks die scattered over the
+# log), again until the compactor has run; then 4k random writes while it
+# runs (cmp_load); then the idle daemon cleans (cmp_clean, its used/live
+# before and after); then the same job on the cleaned pool (cmp_idle).
+# cmp_total holds the counters and client bytes from after the fill to the end.
+cowbd_compaction() {
+	local id=cowbd-cmp ctl r i c0 c1 s0 s_start s_end w0 w1 wsum=0 secs
+	cowbd_server "$id" "${CMP_POOL_MIB}M" "${CMP_VOL_MIB}M" ||
+		{ say "compaction job skipped: ${SRV_SKIP[$id]}"; server_stop "$id"; return 1; }
+	ctl=${SRV_CTL[$id]}
+	run_job 1 cmp_fill "$id"
+	s_start=$(cow_stats "$ctl" "${STATS_FIELDS[@]}")
+	w0=$(io_wbytes "${SRV_PID[$id]}")
+	for r in $(seq 1 "$ROUNDS"); do
+		c0=$(cow_stats "$ctl" compactions)
+		c1=$c0
+		for i in $(seq 1 "$CMP_CHURN_MAX"); do
+			cowctl_at "$ctl" snapshot create "bench@churn$r-$i" >>"$LOGS/cowbd.log" 2>&1 ||
+				say "$id: snapshot create failed"
+			run_job "$r" cmp_churn "$id" || break
+			wsum=$((wsum + LAST_WBYTES))
+			cowctl_at "$ctl" snapshot delete "bench@churn$r-$i" >>"$LOGS/cowbd.log" 2>&1 ||
+				say "$id: snapshot delete failed"
+			c1=$(cow_stats "$ctl" compactions)
+			[ "${c1:-0}" -gt "${c0:-0}" ] && break
+		done
+		say "round $r: $((${c1:-0} - ${c0:-0})) compactor passes after $i overwrite passes"
+		run_job "$r" cmp_load "$id"
+		wsum=$((wsum + LAST_WBYTES))
+		record "$r" cmp_ratio_load "$id" "$(cow_stats "$ctl" used_over_live)" x 0 0 ok
+		s0=$(cow_stats "$ctl" "${STATS_FIELDS[@]}")
+		secs=$(cmp_wait_idle "$ctl")
+		record "$r" cmp_clean "$id" "$secs" s 0 0 ok "" "" "" "" "" "" 0 "" \
+			"$(stats_delta "$s0" "$(cow_stats "$ctl" "${STATS_FIELDS[@]}")")"
+		record "$r" cmp_ratio_idle "$id" "$(cow_stats "$ctl" used_over_live)" x 0 0 ok
+		run_job "$r" cmp_idle "$id"
+		wsum=$((wsum + LAST_WBYTES))
+	done
+	s_end=$(cow_stats "$ctl" "${STATS_FIELDS[@]}")
+	w1=$(io_wbytes "${SRV_PID[$id]}")
+	record 1 cmp_total "$id" "" - 0 0 ok "" "" "" "" "" "" "$wsum" \
+		"$([ -n "$w0" ] && [ -n "$w1" ] && echo $((w1 - w0)))" "$(stats_delta "$s_start" "$s_end")"
+	server_stop "$id"
+	rm -f "$WORK/$id.pool"
+}
+
 cowbd_only() {
 	local r i t0 t1 port pid before after mapped ops iops err rc v w
 	# (1) random writes right after a snapshot vs without, back to back.
@@ -209,6 +385,8 @@ cowbd_only() {
 	done
 	server_stop cowbd
 	rm -f "$WORK/cowbd.pool"
+	cowbd_checkpoints
+	cowbd_compaction
 
 	# (2) a pool with an empty volume and one with MAP_BLOCKS mapped blocks.
 	COW_POOL="$WORK/meta.pool" COW_CTL="$WORK/meta.sock"
@@ -225,7 +403,7 @@ cowbd_only() {
 	sleep 0.5
 	before=$(rss_kib "$pid")
 	t0=$(cpu_ticks "$pid")
-	read -r ops iops _ err < <(fio_run "nbd://127.0.0.1:$port/full" "$WORK/map.json" \
+	read -r ops iops _ err _ < <(fio_run "nbd://127.0.0.1:$port/full" "$WORK/map.json" \
 		--name=map --rw=write:4k --bs=4k --iodepth=32 --size=100G --number_ios="$MAP_BLOCKS")
 	t1=$(cpu_ticks "$pid")
 	sleep 0.5
@@ -274,7 +452,7 @@ cowbd_only() {
 	cowctl volume create rec "$((RECOVERY_MIB + 64))M" >>"$LOGS/cowbd.log" 2>&1
 	for r in $(seq 1 "$ROUNDS"); do
 		cowctl checkpoint >>"$LOGS/cowbd.log" 2>&1
-		read -r _ _ _ err < <(fio_run "nbd://127.0.0.1:$port/rec" "$WORK/rec.json" \
+		read -r _ _ _ err _ < <(fio_run "nbd://127.0.0.1:$port/rec" "$WORK/rec.json" \
 			--name=rec --rw=write --bs=1M --iodepth=8 --size="${RECOVERY_MIB}M")
 		# What the daemon says is in the log past its last checkpoint (cowbd
 		# checkpoints on its own every 256 MiB of log unless told otherwise,

@@ -2,13 +2,16 @@
 # stopping the servers under test, CPU accounting, one fio run.
 #
 # Every server started here is recorded in SRV_PID[id] (or, for daemons that
-# fork away, in a pid file) and stopped by bench_stop_all, which bench.sh runs
+# fork away, in a pid file) and stopped by bench_stop_all, and every loop
+# device attached here is detached by loop_detach_all; bench.sh runs both
 # from its EXIT trap: nothing outlives the bench, also on Ctrl-C or failure.
+# A cowbd server also has its control socket in SRV_CTL[id].
 #
 # Conventions: functions return 0 / non-zero; a server that cannot start is
 # marked SRV_SKIP[id]="reason" and the bench goes on without it.
 
-declare -A SRV_PID=() SRV_URI=() SRV_SKIP=() SRV_PIDFILE=()
+declare -A SRV_PID=() SRV_URI=() SRV_SKIP=() SRV_PIDFILE=() SRV_CTL=() SRV_LOOP=()
+LOOP_DEVS=()
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 
@@ -48,6 +51,41 @@ cpu_ticks() { # pid
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
 
+# Bytes the process caused to be written to storage (/proc/PID/io
+# write_bytes: counted when it dirties a page-cache page or writes directly).
+io_wbytes() { awk '/^write_bytes:/ {print $2}' "/proc/$1/io" 2>/dev/null; }
+
+# ---- loop devices ------------------------------------------------------------
+# loop_attach FILE MIB: preallocate FILE (fallocate: real blocks, reading as
+# zeroes) and put a loop device over it with direct I/O (no second page cache
+# under the device's own); sets LOOP_DEV.  Needs root and /dev/loop-control.
+loop_attach() { # file mib
+	LOOP_DEV=""
+	rm -f "$1"
+	fallocate -l "$2M" "$1" || return 1
+	LOOP_DEV=$(losetup -f --show --direct-io=on "$1" 2>>"$LOGS/losetup.log") || {
+		LOOP_DEV=""
+		rm -f "$1"
+		return 1
+	}
+	LOOP_DEVS+=("$LOOP_DEV")
+}
+
+# Detach one device we attached (by its name), or all of them.
+loop_detach() { # dev
+	local i
+	for i in "${!LOOP_DEVS[@]}"; do
+		[ "${LOOP_DEVS[$i]}" = "$1" ] || continue
+		losetup -d "$1" 2>>"$LOGS/losetup.log" || say "losetup -d $1 failed"
+		unset "LOOP_DEVS[$i]"
+	done
+}
+loop_detach_all() {
+	local d
+	for d in ${LOOP_DEVS[@]+"${LOOP_DEVS[@]}"}; do loop_detach "$d"; done
+	return 0
+}
+
 # Wait until URI answers an NBD handshake (nbdinfo), while PID lives.
 wait_nbd() { # uri pid [timeout-s]
 	local uri=$1 pid=$2 deadline=$(( $(date +%s) + ${3:-15} ))
@@ -84,6 +122,8 @@ server_stop() { # id
 	fi
 	[ -n "$pid" ] && stop_pid "$pid" 10
 	SRV_PID[$id]=""
+	[ -z "${SRV_LOOP[$id]:-}" ] || loop_detach "${SRV_LOOP[$id]}"
+	SRV_LOOP[$id]=""
 }
 
 bench_stop_all() {
@@ -107,6 +147,17 @@ start_nbdkit_file() {
 	nbdkit --foreground --exit-with-parent -i 127.0.0.1 -p "$1" \
 		file file="$f" >>"$LOGS/nbdkit-file.log" 2>&1 &
 	SRV_PID[nbdkit-file]=$!
+}
+
+# nbdkit file on a loop device over a preallocated file (the block-device
+# column beside cowbd-blk).
+needs_nbdkit_file_blk() { echo nbdkit losetup; }
+start_nbdkit_file_blk() {
+	loop_attach "$WORK/nbdkit-file-blk.img" "$SIZE_MIB" || return 1
+	SRV_LOOP[nbdkit-file-blk]=$LOOP_DEV
+	nbdkit --foreground --exit-with-parent -i 127.0.0.1 -p "$1" \
+		file file="$LOOP_DEV" >>"$LOGS/nbdkit-file-blk.log" 2>&1 &
+	SRV_PID[nbdkit-file-blk]=$!
 }
 
 needs_nbdkit_memory() { echo nbdkit; }
@@ -162,6 +213,19 @@ start_qemu_nbd() {
 # pool and control socket; cowbd_launch is also used by the cowbd-only jobs.
 needs_cowbd() { echo "$BUILD/cowbd" "$BUILD/cowctl"; }
 cowctl() { "$BUILD/cowctl" --control "$COW_CTL" "$@"; }
+cowctl_at() { # ctl args...
+	local ctl=$1
+	shift
+	"$BUILD/cowctl" --control "$ctl" "$@"
+}
+
+# The named fields of `cowctl --json stats` (bench/cow_stats.py), one line;
+# nothing when the daemon does not answer.
+cow_stats() { # ctl field...
+	local ctl=$1
+	shift
+	cowctl_at "$ctl" --json stats 2>/dev/null | "$PY" "$BENCH_SRC/cow_stats.py" "$@" 2>/dev/null
+}
 
 cowbd_launch() { # port pool ctl [extra args...]; sets COW_PID
 	local port=$1 pool=$2 ctl=$3 i
@@ -182,8 +246,39 @@ start_cowbd() {
 	COW_POOL="$WORK/cowbd.pool" COW_CTL="$WORK/cowbd.sock"
 	rm -f "$COW_POOL"
 	cowbd_launch "$1" "$COW_POOL" "$COW_CTL" --create "$COW_POOL_SIZE" "${COWBD_EXTRA[@]}" || return 1
-	SRV_PID[cowbd]=$COW_PID
+	SRV_PID[cowbd]=$COW_PID SRV_CTL[cowbd]=$COW_CTL
 	cowctl volume create bench "${SIZE_MIB}M" >>"$LOGS/cowbd.log" 2>&1 || return 1
+}
+
+# cowbd with its pool on a loop device over a preallocated file of
+# COW_BLK_MIB (a fresh device each start: the pool is created on it blank).
+needs_cowbd_blk() { echo "$BUILD/cowbd" "$BUILD/cowctl" losetup; }
+start_cowbd_blk() {
+	local ctl="$WORK/cowbd-blk.sock"
+	loop_attach "$WORK/cowbd-blk.img" "$COW_BLK_MIB" || return 1
+	SRV_LOOP[cowbd-blk]=$LOOP_DEV
+	cowbd_launch "$1" "$LOOP_DEV" "$ctl" --create "$((COW_BLK_MIB << 20))" "${COWBD_EXTRA[@]}" ||
+		return 1
+	SRV_PID[cowbd-blk]=$COW_PID SRV_CTL[cowbd-blk]=$ctl
+	cowctl_at "$ctl" volume create bench "${SIZE_MIB}M" >>"$LOGS/cowbd.log" 2>&1 || return 1
+}
+
+# One more cowbd for a cowbd-only job: server ID on a fresh sparse pool file
+# of POOL_SIZE with one volume "bench" of VOL_SIZE, extra daemon arguments
+# after; registered like the matrix's servers (SRV_PID/URI/CTL).
+cowbd_server() { # id pool-size vol-size [args...]
+	local id=$1 psize=$2 vsize=$3 port pool="$WORK/$1.pool" ctl="$WORK/$1.sock"
+	shift 3
+	rm -f "$pool"
+	port=$(free_port)
+	cowbd_launch "$port" "$pool" "$ctl" --create "$psize" "${COWBD_EXTRA[@]}" "$@" ||
+		{ SRV_SKIP[$id]="did not start (see $LOGS/cowbd.log)"; return 1; }
+	SRV_PID[$id]=$COW_PID SRV_CTL[$id]=$ctl SRV_URI[$id]="nbd://127.0.0.1:$port/bench"
+	if ! cowctl_at "$ctl" volume create bench "$vsize" >>"$LOGS/cowbd.log" 2>&1 ||
+		! wait_nbd "${SRV_URI[$id]}" "$COW_PID"; then
+		SRV_SKIP[$id]="volume create or first connect failed (see $LOGS/cowbd.log)"
+		return 1
+	fi
 }
 
 # Start server ID (up to 3 ports); on failure mark it skipped.
@@ -212,13 +307,16 @@ bench_start() { # id
 
 # ---- fio -----------------------------------------------------------------
 
-# Run fio against URI; print "ops iops bytes_per_s error" (sums over jobs;
-# ops = reads + writes, flushes not counted).  Output JSON kept in $2.
+# Run fio against URI; print "ops iops bytes_per_s error p50 p99 p99.9 max
+# flushes secs wbytes" (bench/fio_json.py: sums over jobs; ops = reads +
+# writes, flushes not counted; completion latency in µs).  JSON kept in $2.
 fio_run() { # uri json-file fio-args...
 	local uri=$1 out=$2 tmo
 	shift 2
 	tmo=$((RUNTIME * 4 + 120))
 	timeout -k 5 "$tmo" fio --output-format=json --output="$out" --ioengine=nbd \
-		--uri="$uri" --thread --group_reporting "$@" >>"$LOGS/fio.log" 2>&1
-	"$PY" "$BENCH_SRC/fio_json.py" "$out" 2>>"$LOGS/fio.log" || echo "0 0 0 fio-failed"
+		--uri="$uri" --thread --group_reporting --percentile_list=50:99:99.9 "$@" \
+		>>"$LOGS/fio.log" 2>&1
+	"$PY" "$BENCH_SRC/fio_json.py" "$out" 2>>"$LOGS/fio.log" ||
+		echo "0 0 0 fio-failed - - - - 0 0 0"
 }

@@ -29,7 +29,7 @@ WORK="$OUT/work"
 LOGS="$OUT"
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
-: "${SIZE_MIB:=2048}" "${RUNTIME:=8}" "${CALLGRAPH:=dwarf}" "${COW_POOL_SIZE:=40G}"
+: "${SIZE_MIB:=2048}" "${RUNTIME:=8}" "${CALLGRAPH:=dwarf}" "${COW_POOL_SIZE:=40G}" "${COW_BLK_MIB:=16384}"
 COWBD_EXTRA=()
 [ -n "${COWBD_ARGS:-}" ] && read -r -a COWBD_EXTRA <<<"$COWBD_ARGS"
 QEMU_CACHE=none QEMU_AIO=native
@@ -37,7 +37,7 @@ QEMU_CACHE=none QEMU_AIO=native
 . "$BENCH_SRC/lib.sh"
 command -v perf >/dev/null || { say "perf is not installed (apt-get install linux-perf)"; exit 1; }
 
-cleanup() { bench_stop_all; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
+cleanup() { bench_stop_all; loop_detach_all; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 rm -rf "$WORK"
@@ -77,7 +77,7 @@ for wl in "${WLS[@]}"; do
 		>/dev/null 2>&1
 	wait "$STAT"
 	wait "$FIO"
-	read -r ops iops _ err <"$WORK/$wl.res"
+	read -r ops iops _ err _ <"$WORK/$wl.res"
 	# ops over the whole fio run; perf saw RUNTIME s of it: scale by IOPS instead.
 	{
 		echo "== $SERVER $wl: $iops IOPS ($err); per operation, over ${RUNTIME} s of sampling:"

@@ -2,20 +2,29 @@
 
 Usage: report.py RAW.csv WORKLOADS.tsv SERVERS.tsv RESULTS.csv CLK_TCK
 
-RAW.csv       round,workload,server,value,unit,ops,cpu_ticks,status (one row per run)
+RAW.csv       one row per run: round, workload, server, value, unit, ops,
+              cpu_ticks, status, p50_us, p99_us, p999_us, max_us (fio
+              completion latency), flushes, secs, wbytes (client bytes
+              written), host_wbytes (/proc/PID/io write_bytes over the job),
+              then cowbd's counter differences over the job: syncs, batches,
+              batch_blocks, checkpoints, compactions, compacted_blocks
+              (empty for other servers)
 WORKLOADS.tsv section, id, unit, label, target (in report order)
 SERVERS.tsv   id, skip reason ("" when it ran)
 
-For each (workload, server): the median over rounds of the result and of the
-server CPU per operation (cpu_ticks / CLK_TCK / ops, in microseconds), the
-min..max spread, and the median's ratio to nbdkit-file's and qemu-nbd's.
-Markdown goes to stdout; RESULTS.csv gets one row per (workload, server).
+For each (workload, server): the median over rounds of the result, of the
+server CPU per operation (cpu_ticks / CLK_TCK / ops, in microseconds) and of
+each latency percentile, the min..max spread, and the median's ratio to
+nbdkit file's on the same kind of storage (a file for file servers, a loop
+device for the -blk ones) and to qemu-nbd's.  Then the flush-heavy job's
+flush and sync figures, the checkpoint and compaction jobs, and the other
+cowbd-only measurements.  Markdown goes to stdout; RESULTS.csv gets one row
+per (workload, server) and one per derived figure.
 """
 import csv
 import statistics
 import sys
 
-REFS = ("nbdkit-file", "qemu-nbd")
 NAMES = {
     "cowbd": "cowbd",
     "nbdkit-file": "nbdkit file",
@@ -23,7 +32,25 @@ NAMES = {
     "nbd-server": "nbd-server",
     "qemu-nbd": "qemu-nbd qcow2",
     "nbdkit-null": "nbdkit null (ceiling)",
+    "cowbd-blk": "cowbd, loop device",
+    "nbdkit-file-blk": "nbdkit file, loop device",
 }
+COWBD_SERVERS = ("cowbd", "cowbd-blk")
+BLOCK = 4096
+LAT = ("p50_us", "p99_us", "p999_us", "max_us")
+STATS = ("syncs", "batches", "batch_blocks", "checkpoints", "compactions", "compacted_blocks")
+
+
+def num(s):
+    try:
+        return float(s)
+    except (TypeError, ValueError):
+        return None
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
 
 
 def fmt_value(v, unit):
@@ -37,7 +64,23 @@ def fmt_value(v, unit):
         return "%.2f ms" % v if v < 100 else "%.0f ms" % v
     if unit == "KiB":
         return "%.1f MiB" % (v / 1024.0)
+    if unit == "x":
+        return "%.2f×" % v
     return "%.1f %s" % (v, unit)
+
+
+def fmt_ms(us):
+    """Latency given in µs, shown in ms with 2-3 significant digits."""
+    if us is None:
+        return "–"
+    ms = us / 1000.0
+    if ms >= 100:
+        return "%.0f" % ms
+    if ms >= 10:
+        return "%.1f" % ms
+    if ms >= 1:
+        return "%.2f" % ms
+    return "%.3f" % ms
 
 
 def fmt_ratio(a, b):
@@ -46,58 +89,71 @@ def fmt_ratio(a, b):
     return "%.2f×" % (a / b)
 
 
-def main():
-    raw_path, wl_path, srv_path, out_path, clk = sys.argv[1:6]
-    clk = float(clk)
-    workloads = [line.rstrip("\n").split("\t") for line in open(wl_path) if line.strip()]
-    servers = []
-    skipped = {}
-    for line in open(srv_path):
-        if not line.strip():
-            continue
-        sid, _, why = line.rstrip("\n").partition("\t")
-        servers.append(sid)
-        if why:
-            skipped[sid] = why
+def fmt_num(v, digits=1):
+    return "–" if v is None else "%.*f" % (digits, v)
 
-    runs = {}  # (workload, server) -> list of (value, cpu_us_per_op or None, status)
-    for row in csv.DictReader(open(raw_path)):
-        key = (row["workload"], row["server"])
-        ok = row["status"] == "ok" and row["value"] not in ("", None)
-        value = float(row["value"]) if ok else None
-        ops, ticks = int(row["ops"] or 0), int(row["cpu_ticks"] or 0)
-        cpu = ticks * 1e6 / clk / ops if ok and ops > 0 and row["unit"] in ("IOPS", "MB/s") else None
-        runs.setdefault(key, []).append((value, cpu, row["status"]))
 
-    def summary(wid, sid):
-        rs = runs.get((wid, sid), [])
-        vals = [v for v, _, _ in rs if v is not None]
-        cpus = [c for v, c, _ in rs if c is not None]
-        bad = sorted({s for v, _, s in rs if v is None})
-        if not vals:
+def ref_for(sid):
+    """The nbdkit file column on the same kind of storage."""
+    return "nbdkit-file-blk" if sid.endswith("-blk") else "nbdkit-file"
+
+
+class Runs:
+    def __init__(self, raw_path, clk):
+        self.rows = {}  # (workload, server) -> list of parsed rows
+        for row in csv.DictReader(open(raw_path)):
+            ok = row["status"] == "ok" and num(row["value"]) is not None
+            r = {"round": row["round"], "status": row["status"], "ok": ok,
+                 "value": num(row["value"]) if ok else None, "unit": row["unit"]}
+            ops, ticks = int(row["ops"] or 0), int(row["cpu_ticks"] or 0)
+            r["cpu"] = ticks * 1e6 / clk / ops \
+                if ok and ops > 0 and row["unit"] in ("IOPS", "MB/s") else None
+            for k in LAT + ("flushes", "secs", "wbytes", "host_wbytes") + STATS:
+                r[k] = num(row.get(k))
+            self.rows.setdefault((row["workload"], row["server"]), []).append(r)
+
+    def get(self, wid, sid):
+        return self.rows.get((wid, sid), [])
+
+    def ok(self, wid, sid):
+        return [r for r in self.get(wid, sid) if r["ok"]]
+
+    def summary(self, wid, sid):
+        rs = self.get(wid, sid)
+        good = [r for r in rs if r["ok"]]
+        if not good:
             return None
-        return {
-            "median": statistics.median(vals),
-            "min": min(vals),
-            "max": max(vals),
-            "runs": len(vals),
-            "failed": len(rs) - len(vals),
-            "bad": bad,
-            "cpu": statistics.median(cpus) if cpus else None,
-        }
+        vals = [r["value"] for r in good]
+        s = {"median": statistics.median(vals), "min": min(vals), "max": max(vals),
+             "runs": len(vals), "failed": len(rs) - len(good),
+             "bad": sorted({r["status"] for r in rs if not r["ok"]}),
+             "cpu": median(r["cpu"] for r in good)}
+        for k in LAT:
+            s[k] = median(r[k] for r in good)
+        return s
 
-    out = csv.writer(open(out_path, "w", newline=""))
-    out.writerow(["section", "workload", "label", "server", "unit", "median", "min", "max",
-                  "runs", "failed_runs", "cpu_us_per_op", "ratio_nbdkit_file", "ratio_qemu_nbd",
-                  "status"])
+    def med(self, wid, sid, fn):
+        """Median over the good runs of fn(row) (None where fn gives None)."""
+        return median(fn(r) for r in self.ok(wid, sid))
 
-    print("| workload | server | result (median) | spread | server CPU µs/op | × nbdkit file | × qemu-nbd qcow2 |")
-    print("|---|---|---|---|---|---|---|")
+
+def per(a, b):
+    return a / b if a is not None and b else None
+
+
+def mul(a, k):
+    return a * k if a is not None else None
+
+
+def main_table(runs, workloads, servers, skipped, out):
+    print("| workload | server | result (median) | spread | server CPU µs/op | p50 ms | p99 ms "
+          "| p99.9 ms | × nbdkit file (same storage) | × qemu-nbd qcow2 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for section, wid, unit, label, target in workloads:
         if section != "main":
             continue
-        sums = {sid: summary(wid, sid) for sid in servers}
-        refs = {r: (sums.get(r) or {}).get("median") for r in REFS}
+        sums = {sid: runs.summary(wid, sid) for sid in servers}
+        medians = {sid: (s or {}).get("median") for sid, s in sums.items()}
         first = True
         for sid in servers:
             s = sums[sid]
@@ -105,42 +161,204 @@ def main():
             wl = label if first else ""
             first = False
             if sid in skipped and s is None:
-                print("| %s | %s | skipped: %s | | | | |" % (wl, name, skipped[sid]))
-                out.writerow(["main", wid, label, sid, unit, "", "", "", 0, 0, "", "", "",
-                              "skipped: " + skipped[sid]])
+                print("| %s | %s | skipped: %s | | | | | | | |" % (wl, name, skipped[sid]))
+                out.writerow(["main", wid, label, sid, unit] + [""] * 3 + [0, 0] + [""] * 6 +
+                             ["skipped: " + skipped[sid]])
                 continue
             if s is None:
-                bad = sorted({st for _, _, st in runs.get((wid, sid), [])})
-                print("| %s | %s | failed (%s) | | | | |" % (wl, name, ", ".join(bad) or "no run"))
-                out.writerow(["main", wid, label, sid, unit, "", "", "", 0,
-                              len(runs.get((wid, sid), [])), "", "", "", "failed"])
+                bad = sorted({r["status"] for r in runs.get(wid, sid)})
+                print("| %s | %s | failed (%s) | | | | | | | |" % (wl, name, ", ".join(bad) or "no run"))
+                out.writerow(["main", wid, label, sid, unit] + [""] * 3 +
+                             [0, len(runs.get(wid, sid))] + [""] * 6 + ["failed"])
                 continue
             m = s["median"]
-            spread = "%s..%s" % (fmt_value(s["min"], unit).split()[0], fmt_value(s["max"], unit).split()[0]) \
-                if s["runs"] > 1 else "1 run"
+            ref, qemu = medians.get(ref_for(sid)), medians.get("qemu-nbd")
+            spread = "%s..%s" % (fmt_value(s["min"], unit).split()[0],
+                                 fmt_value(s["max"], unit).split()[0]) if s["runs"] > 1 else "1 run"
             if s["failed"]:
                 spread += " (%d failed: %s)" % (s["failed"], ", ".join(s["bad"]))
-            cpu = "%.1f" % s["cpu"] if s["cpu"] is not None else "–"
-            print("| %s | %s | %s | %s | %s | %s | %s |" % (
-                wl, "**%s**" % name if sid == "cowbd" else name, fmt_value(m, unit), spread, cpu,
-                fmt_ratio(m, refs["nbdkit-file"]), fmt_ratio(m, refs["qemu-nbd"])))
+            print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                wl, "**%s**" % name if sid in COWBD_SERVERS else name, fmt_value(m, unit), spread,
+                fmt_num(s["cpu"]), fmt_ms(s["p50_us"]), fmt_ms(s["p99_us"]), fmt_ms(s["p999_us"]),
+                fmt_ratio(m, ref), fmt_ratio(m, qemu)))
             out.writerow(["main", wid, label, sid, unit, "%.3f" % m, "%.3f" % s["min"],
                           "%.3f" % s["max"], s["runs"], s["failed"],
                           "%.2f" % s["cpu"] if s["cpu"] is not None else "",
-                          "%.3f" % (m / refs["nbdkit-file"]) if refs["nbdkit-file"] else "",
-                          "%.3f" % (m / refs["qemu-nbd"]) if refs["qemu-nbd"] else "",
-                          "ok" if not s["failed"] else "some runs failed"])
+                          "%.3f" % (m / ref) if ref else "", "%.3f" % (m / qemu) if qemu else "",
+                          ] + ["%.1f" % s[k] if s[k] is not None else "" for k in LAT[:3]] +
+                         ["ok" if not s["failed"] else "some runs failed"])
+    print()
+    print("Latency: fio's completion latency (submission to completion) of the job's writes, or "
+          "reads for read jobs; each percentile is the median over rounds. The -blk columns "
+          "are compared with nbdkit file on a loop device.")
 
-    # cowbd-only measurements, with derived ratios against the targets.
-    cow = [w for w in workloads if w[0] == "cowbd"]
+
+def flush_table(runs, servers, out):
+    wid = "rw4kf"
+    have = [sid for sid in servers if runs.ok(wid, sid)]
+    if not have:
+        return
+    print()
+    print("FLUSH-heavy (4k randwrite qd32, FLUSH every 16; medians over rounds; "
+          "syncs from cowbd's counters over the job):")
+    print()
+    print("| server | IOPS | × nbdkit file (same storage) | FLUSHes/s | FLUSHes per write | syncs/s "
+          "| writes per sync | FLUSHes per sync | log appends per sync |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for sid in have:
+        s = runs.summary(wid, sid)
+        ref = (runs.summary(wid, ref_for(sid)) or {}).get("median")
+        fps = runs.med(wid, sid, lambda r: per(r["flushes"], r["secs"]))
+        fpw = runs.med(wid, sid, lambda r: per(r["flushes"], mul(r["wbytes"], 1.0 / BLOCK)))
+        sps = runs.med(wid, sid, lambda r: per(r["syncs"], r["secs"]))
+        wps = runs.med(wid, sid, lambda r: per(mul(r["wbytes"], 1.0 / BLOCK), r["syncs"]))
+        fpsync = runs.med(wid, sid, lambda r: per(r["flushes"], r["syncs"]))
+        bps = runs.med(wid, sid, lambda r: per(r["batches"], r["syncs"]))
+        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            "**%s**" % NAMES.get(sid, sid) if sid in COWBD_SERVERS else NAMES.get(sid, sid),
+            fmt_value(s["median"], "IOPS"), fmt_ratio(s["median"], ref), fmt_num(fps, 0),
+            fmt_num(fpw, 2), fmt_num(sps, 0), fmt_num(wps), fmt_num(fpsync, 2), fmt_num(bps, 2)))
+        out.writerow(["flush", wid, "FLUSH every 16", sid, "IOPS", "%.3f" % s["median"], "", "",
+                      s["runs"], s["failed"], "", "%.3f" % (s["median"] / ref) if ref else "", "",
+                      "", "", "", "flushes/s=%s flushes/write=%s syncs/s=%s writes/sync=%s flushes/sync=%s "
+                      "appends/sync=%s" % tuple(fmt_num(x, 2) for x in (fps, fpw, sps, wps, fpsync, bps))])
+    print()
+    print("FLUSHes/s: fio's completed FLUSH requests over the job's run time; FLUSHes per write: "
+          "fio (3.33) makes every request slot it fills a FLUSH while its count of issued "
+          "writes is a multiple of 16, so how many FLUSHes come per write depends on how the "
+          "server completes requests (same client, same rule for all). writes per sync: "
+          "4 KiB writes completed ÷ cowbd's `syncs` (fdatasyncs of the pool by the log thread) "
+          "over the job; FLUSHes per sync above 1 means group commit merged flushes; log appends "
+          "per sync: `batches` ÷ `syncs`.")
+
+
+def ckpt_table(runs, out):
+    on, off = runs.summary("ck4k", "cowbd-ckpt"), runs.summary("ck4k", "cowbd-nockpt")
+    if not on and not off:
+        return
+    print()
+    print("Checkpoints and write latency (4k randwrite qd32; medians over rounds, order rotated):")
+    print()
+    print("| pool | IOPS | p50 ms | p99 ms | p99.9 ms | worst ms | checkpoints in each job |")
+    print("|---|---|---|---|---|---|---|")
+    for sid, s, what in (("cowbd-ckpt", on, "checkpoints running"),
+                         ("cowbd-nockpt", off, "no checkpoint")):
+        counts = ", ".join("%d" % r["checkpoints"] if r["checkpoints"] is not None else "?"
+                           for r in runs.get("ck4k", sid))
+        if not s:
+            print("| %s | failed | | | | | %s |" % (what, counts))
+            continue
+        print("| %s | %s | %s | %s | %s | %s | %s |" % (
+            what, fmt_value(s["median"], "IOPS"), fmt_ms(s["p50_us"]), fmt_ms(s["p99_us"]),
+            fmt_ms(s["p999_us"]), fmt_ms(s["max_us"]), counts))
+        out.writerow(["ckpt", "ck4k", what, sid, "IOPS", "%.3f" % s["median"], "%.3f" % s["min"],
+                      "%.3f" % s["max"], s["runs"], s["failed"], "", "", ""] +
+                     ["%.1f" % s[k] if s[k] is not None else "" for k in LAT[:3]] +
+                     ["checkpoints per job: " + counts])
+    if on and off and on["p999_us"] and off["p999_us"]:
+        ratio = on["p999_us"] / off["p999_us"]
+        print()
+        print("p99.9 with checkpoints ÷ without: **%.2f×** (target ≤ 2×); p99: %s; IOPS: %s." % (
+            ratio, fmt_ratio(on["p99_us"], off["p99_us"]), fmt_ratio(on["median"], off["median"])))
+        out.writerow(["ckpt", "ck4k_p999_ratio", "p99.9 with checkpoints / without", "cowbd", "x",
+                      "%.3f" % ratio, "", "", "", "", "", "", "", "", "", "", "target <= 2"])
+
+
+def print_rows(title, result, rows):
+    """A titled measurement | result | target table."""
+    print()
+    print(title)
+    print()
+    print("| measurement | %s | target |" % result)
+    print("|---|---|---|")
+    for label, res, target in rows:
+        print("| %s | %s | %s |" % (label, res, target))
+
+
+def cmp_table(runs, out):
+    sid = "cowbd-cmp"
+    load, idle = runs.summary("cmp_load", sid), runs.summary("cmp_idle", sid)
+    if not load and not idle:
+        return
     rows = []
-    for section, wid, unit, label, target in cow:
-        s = summary(wid, "cowbd")
-        rs = runs.get((wid, "cowbd"), [])
+
+    def row(label, res, target="", wid="", val=None):
+        rows.append((label, res, target))
+        out.writerow(["cmp", wid, label, sid, "", "%.3f" % val if val is not None else "",
+                      "", "", "", "", "", "", "", "", "", "", res])
+
+    churn = {}
+    for r in runs.get("cmp_churn", sid):
+        churn[r["round"]] = churn.get(r["round"], 0) + 1
+    row("overwrite passes (half the volume, a snapshot held) until the compactor ran, per round",
+        ", ".join(str(churn[k]) for k in sorted(churn, key=int)) or "–")
+    for wid, s, what in (("cmp_load", load, "while the compactor runs"),
+                         ("cmp_idle", idle, "after idle cleaning")):
+        if not s:
+            row("4k randwrite qd32 " + what, "failed", wid=wid)
+            continue
+        passes = ", ".join("%d passes / %d blocks" % (r["compactions"] or 0, r["compacted_blocks"] or 0)
+                           for r in runs.get(wid, sid))
+        row("4k randwrite qd32 " + what, "%s; p99.9 %s ms, worst %s ms; compactor in each job: %s" % (
+            fmt_value(s["median"], "IOPS"), fmt_ms(s["p999_us"]), fmt_ms(s["max_us"]), passes),
+            wid=wid, val=s["median"])
+    if load and idle:
+        row("IOPS while compacting ÷ after cleaning", "**%.2f×**" % (load["median"] / idle["median"]),
+            "≥ 0.7×", "cmp_ratio", load["median"] / idle["median"])
+    if load:
+        worst = max([r["max_us"] for r in runs.ok("cmp_load", sid) if r["max_us"] is not None],
+                    default=None)
+        row("worst request latency while compacting (any round)", "%s ms" % fmt_ms(worst),
+            wid="cmp_worst", val=mul(worst, 0.001))
+        wa = runs.med("cmp_load", sid, lambda r: per(mul(r["batch_blocks"], BLOCK), r["wbytes"]))
+        cw = runs.med("cmp_load", sid, lambda r: per(mul(r["compacted_blocks"], BLOCK), r["wbytes"]))
+        hw = runs.med("cmp_load", sid, lambda r: per(r["host_wbytes"], r["wbytes"]))
+        row("write amplification during the loaded job", "%s× (compactor copies %s×; host view %s×)" % (
+            fmt_num(wa, 2), fmt_num(cw, 2), fmt_num(hw, 2)), wid="cmp_wa_load", val=wa)
+    tot = runs.get("cmp_total", sid)
+    if tot and tot[0]["wbytes"]:
+        t = tot[0]
+        wa = per(mul(t["batch_blocks"], BLOCK), t["wbytes"])
+        cw = per(mul(t["compacted_blocks"], BLOCK), t["wbytes"])
+        hw = per(t["host_wbytes"], t["wbytes"])
+        row("write amplification, whole job after the fill (overwrites, loaded jobs, idle cleaning)",
+            "%s× (compactor copies %s×; host view %s×; %d passes, %d checkpoints)" % (
+                fmt_num(wa, 2), fmt_num(cw, 2), fmt_num(hw, 2), t["compactions"] or 0,
+                t["checkpoints"] or 0), wid="cmp_wa_total", val=wa)
+    rl = runs.summary("cmp_ratio_load", sid)
+    ri = runs.ok("cmp_ratio_idle", sid)
+    cl = runs.ok("cmp_clean", sid)
+    if rl:
+        row("allocated ÷ live right after the loaded job", fmt_value(rl["median"], "x"),
+            wid="cmp_ratio_load", val=rl["median"])
+    if ri:
+        row("allocated ÷ live at the end (after idle cleaning, last round)",
+            "**%s** (each round: %s; cleaning took %s s)" % (
+                fmt_value(ri[-1]["value"], "x"), ", ".join(fmt_value(r["value"], "x") for r in ri),
+                ", ".join("%.1f" % r["value"] for r in cl)), "≤ 1.2×", "cmp_ratio_idle",
+            ri[-1]["value"])
+    print_rows("Compaction under load (cowbd only; medians over rounds):", "result", rows)
+    print()
+    print("Write amplification = Δ`batch_blocks` × 4096 ÷ bytes the clients wrote (fio): "
+          "`batch_blocks` counts every 4 KiB block the log appends — client data, summaries, "
+          "the compactor's copies and checkpoint nodes and records (superblock copies, 2 blocks "
+          "per checkpoint, excluded). \"Compactor copies\" is Δ`compacted_blocks` × 4096 over the "
+          "same bytes (a part of the total); \"host view\" is Δ`write_bytes` of /proc/PID/io "
+          "(page-cache pages cowbd dirtied) over the same bytes. Allocated ÷ live = segments in "
+          "use (all but `segments_free` and one) × blocks per segment ÷ `blocks_live`.")
+
+
+def cowbd_only_table(runs, workloads, skipped, out):
+    rows = []
+    for section, wid, unit, label, target in workloads:
+        if section != "cowbd":
+            continue
+        s = runs.summary(wid, "cowbd")
+        rs = runs.get(wid, "cowbd")
         if s is None and not rs:
             continue
         if s is None:
-            res = "failed (%s)" % ", ".join(sorted({st for _, _, st in rs}))
+            res = "failed (%s)" % ", ".join(sorted({r["status"] for r in rs}))
         else:
             res = fmt_value(s["median"], unit)
             if s["runs"] > 1:
@@ -148,32 +366,52 @@ def main():
                                                fmt_value(s["max"], unit).split()[0], s["runs"])
             if s["cpu"] is not None:
                 res += ", %.1f µs CPU/op" % s["cpu"]
+            if unit == "IOPS" and s["p999_us"] is not None:
+                res += ", p99.9 %s ms" % fmt_ms(s["p999_us"])
         rows.append((label, res, target))
         out.writerow(["cowbd", wid, label, "cowbd", unit,
                       "%.3f" % s["median"] if s else "", "%.3f" % s["min"] if s else "",
                       "%.3f" % s["max"] if s else "", s["runs"] if s else 0,
                       s["failed"] if s else len(rs),
-                      "%.2f" % s["cpu"] if s and s["cpu"] is not None else "", "", "",
-                      "ok" if s and not s["failed"] else "failed"])
-    s0, s1 = summary("snap0", "cowbd"), summary("snap1", "cowbd")
+                      "%.2f" % s["cpu"] if s and s["cpu"] is not None else "", "", ""] +
+                     ["%.1f" % s[k] if s and s[k] is not None else "" for k in LAT[:3]] +
+                     ["ok" if s and not s["failed"] else "failed"])
+    s0, s1 = runs.summary("snap0", "cowbd"), runs.summary("snap1", "cowbd")
     if s0 and s1:
         rows.insert(2, ("4k randwrite after snapshot ÷ without", "%.2f×" % (s1["median"] / s0["median"]),
                         ">= 0.9×"))
-    main_rw, main_f = summary("rw4k1", "cowbd"), summary("rw4kf", "cowbd")
+    main_rw, main_f = runs.summary("rw4k1", "cowbd"), runs.summary("rw4kf", "cowbd")
     if main_rw and main_f:
         rows.insert(0, ("4k randwrite with FLUSH every 16 ÷ without (main table)",
                         "%.2f×" % (main_f["median"] / main_rw["median"]), ">= 0.5×"))
     if rows:
-        print()
-        print("cowbd only:")
-        print()
-        print("| measurement | result (median) | target |")
-        print("|---|---|---|")
-        for label, res, target in rows:
-            print("| %s | %s | %s |" % (label, res, target))
+        print_rows("cowbd only:", "result (median)", rows)
     elif "cowbd" in skipped:
         print()
         print("cowbd only: skipped (%s)" % skipped["cowbd"])
+
+
+def main():
+    raw_path, wl_path, srv_path, out_path, clk = sys.argv[1:6]
+    workloads = [line.rstrip("\n").split("\t") for line in open(wl_path) if line.strip()]
+    servers, skipped = [], {}
+    for line in open(srv_path):
+        if not line.strip():
+            continue
+        sid, _, why = line.rstrip("\n").partition("\t")
+        servers.append(sid)
+        if why:
+            skipped[sid] = why
+    runs = Runs(raw_path, float(clk))
+    out = csv.writer(open(out_path, "w", newline=""))
+    out.writerow(["section", "workload", "label", "server", "unit", "median", "min", "max",
+                  "runs", "failed_runs", "cpu_us_per_op", "ratio_nbdkit_file", "ratio_qemu_nbd",
+                  "p50_us", "p99_us", "p999_us", "status"])
+    main_table(runs, workloads, servers, skipped, out)
+    flush_table(runs, servers, out)
+    ckpt_table(runs, out)
+    cmp_table(runs, out)
+    cowbd_only_table(runs, workloads, skipped, out)
 
 
 if __name__ == "__main__":

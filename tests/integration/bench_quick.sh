@@ -1,15 +1,58 @@
 #!/bin/bash
 # Smoke test of `make bench QUICK=1`: the benchmark runs end to end (cowbd
-# beside nbdkit file, 1 s jobs) and produces its table and CSV.  It checks
-# that the bench works, not how fast anything is.
+# beside nbdkit file, 1 s jobs, and on loop devices when this host can attach
+# them) and produces every table and the CSV: latency beside each result,
+# the flush figures, checkpoints seen in the job that should have them and
+# none in the one that should not, the compactor running during the loaded
+# job, and no loop device left behind.  It checks that the bench works, not
+# how fast anything is.
 . "$(dirname "$0")/lib.sh"
 requires fio nbdkit
 case "$BUILD" in *san*) echo "skipped under sanitizers (timings only)"; exit 77 ;; esac
 out="$T/bench.out"
-QUICK=1 SERVERS="cowbd nbdkit-file" bash "$TOP/bench/bench.sh" "$BUILD" >"$out" 2>&1 ||
+servers="cowbd nbdkit-file"
+if [ "$(id -u)" = 0 ] && command -v losetup >/dev/null && [ -e /dev/loop-control ]; then
+	servers="$servers cowbd-blk nbdkit-file-blk"
+else
+	echo "no loop devices here (not root or no losetup): file columns only"
+fi
+QUICK=1 SERVERS="$servers" bash "$TOP/bench/bench.sh" "$BUILD" >"$out" 2>&1 ||
 	{ tail -n 30 "$out"; fail "bench failed"; }
-grep -q '^| 4k randwrite qd32, 1 conn | \*\*cowbd\*\*' "$out" || { tail -n 30 "$out"; fail "no cowbd row in the table"; }
-grep -q 'nbdkit file' "$out" || fail "no nbdkit file row"
+show() { grep -F "$1" "$out" | head -n 3; }
+if grep -q 'skipped' "$out"; then grep 'skipped' "$out"; fail "a server or job was skipped"; fi
 [ -s "$BUILD/bench/results.csv" ] || fail "no results.csv"
-if grep -q 'skipped' "$out"; then grep 'skipped' "$out"; fail "a server was skipped"; fi
-echo "bench smoke run ok"
+num='[0-9][0-9.]*'
+# Every row of the main table: a result, CPU and three latency percentiles.
+grep -Eq "^\| 4k randwrite qd32, 1 conn \| \*\*cowbd\*\* \| ${num}k? IOPS \| [^|]* \| $num \| $num \| $num \| $num \| $num×" "$out" ||
+	{ show '4k randwrite qd32, 1 conn'; fail "no cowbd row with latency in the table"; }
+rows=$(grep -Ec "^\|[^|]*\| [^|]+ \| ${num}k? (IOPS|MB/s) \| [^|]* \| $num \| $num \| $num \| $num \|" "$out")
+want=$(( $(wc -w <<<"$servers") * 6 ))
+[ "$rows" = "$want" ] || fail "$rows table rows with latency, want $want"
+case " $servers " in *" cowbd-blk "*)
+	grep -Eq "^\|  \| \*\*cowbd, loop device\*\* \| ${num}k? IOPS" "$out" ||
+		fail "no cowbd block-device row"
+	grep -q '^|  | nbdkit file, loop device | ' "$out" || fail "no nbdkit file block-device row"
+	;;
+esac
+# Flushes: cowbd's syncs counted over the job.
+grep -Eq "^\| \*\*cowbd\*\* \| ${num}k? IOPS \| $num× \| $num \| $num \| $num \| $num \| $num \| $num \|" "$out" ||
+	{ show '| **cowbd** |'; fail "no flush figures for cowbd"; }
+# Checkpoints: several in the job with a small interval, none without.
+on=$(awk -F'|' '$2 ~ /^ checkpoints running / {print $8}' "$out" | tr -d ' ')
+off=$(awk -F'|' '$2 ~ /^ no checkpoint / {print $8}' "$out" | tr -d ' ')
+if ! [ "${on:-0}" -ge 2 ] 2>/dev/null; then
+	show checkpoints
+	fail "checkpoint job saw '$on' checkpoints, want >= 2"
+fi
+[ "$off" = 0 ] || { show checkpoint; fail "job without checkpoints saw '$off'"; }
+grep -Eq "^p99.9 with checkpoints ÷ without: \*\*$num×\*\*" "$out" || fail "no checkpoint latency ratio"
+# Compaction: the compactor ran during the loaded job; the figures are there.
+grep -Eq "^\| 4k randwrite qd32 while the compactor runs \| ${num}k? IOPS; .*compactor in each job: [1-9][0-9]* passes" "$out" ||
+	{ show 'compactor runs'; fail "the compactor did not run during the loaded job"; }
+for what in 'IOPS while compacting ÷ after cleaning' 'write amplification during the loaded job' \
+	'allocated ÷ live at the end'; do
+	grep -Eq "^\| ${what}[^|]* \| \**$num×" "$out" || { show "$what"; fail "no figure for: $what"; }
+done
+leftover=$(losetup -a 2>/dev/null | grep -F "$BUILD/bench/work")
+[ -z "$leftover" ] || fail "loop devices left attached: $leftover"
+echo "bench smoke run ok ($servers)"
