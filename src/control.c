@@ -276,8 +276,8 @@ static void control_explain_resize(struct control_ctx *x, const char *name, uint
 	case STORE_WHY_SHRINK:
 		control_set_msg(x,
 		                "volume.resize %s: %s is smaller than its size %s; shrinking "
-		                "discards the data past the new end: ask with \"shrink\": true "
-		                "(cowctl volume resize --shrink)",
+		                "discards the data past the new end and must be asked for "
+		                "(cowctl volume resize --shrink, the volume detached)",
 		                name, a, b);
 		return;
 	case STORE_WHY_RANGE:

@@ -28,6 +28,7 @@
 #include "say.h"
 #include "store.h"
 #include "testpool.h"
+#include "version.h"
 
 struct fixture {
 	char dir[64];
@@ -454,6 +455,173 @@ static void test_stop_with_client(void **state)
 	assert_int_equal(access(f->path, F_OK), -1); /* socket removed */
 }
 
+/* volume.resize and volume.rename: replies, the refusals in words, and a
+ * refusal leaving the volume as it was. */
+static void test_resize_rename(void **state)
+{
+	struct fixture *f = *state;
+	struct vol *h;
+	json_t *r, *v;
+
+	expect_ok(r = ask(f, "{\"op\":\"volume.create\",\"name\":\"a\",\"size\":%d}", 8 << 20));
+	json_decref(r);
+	r = ask(f, "{\"op\":\"volume.resize\",\"name\":\"a\",\"size\":%d}", 16 << 20);
+	expect_ok(r);
+	assert_int_equal(json_integer_value(json_object_get(r, "previous_size")), 8 << 20);
+	v = json_object_get(r, "volume");
+	assert_int_equal(json_integer_value(json_object_get(v, "size")), 16 << 20);
+	json_decref(r);
+	expect_err(ask(f, "{\"op\":\"volume.resize\",\"name\":\"a\",\"size\":%d}", 4 << 20),
+	           "EPERM", "volume.resize a: 4 MiB is smaller than its size 16 MiB");
+	expect_err(ask(f, "{\"op\":\"volume.resize\",\"name\":\"a\",\"size\":%d,\"shrink\":true}",
+	               (4 << 20) + 512),
+	           "EINVAL", "a shrink must be to a multiple of 4096 bytes");
+	expect_err(ask(f, "{\"op\":\"volume.resize\",\"name\":\"a\",\"size\":%lld}", 2ll << 30),
+	           "ERANGE", "2 GiB is outside 2.0 MiB..992.2 MiB");
+	expect_err(ask(f, "{\"op\":\"volume.resize\",\"name\":\"a\",\"size\":1000}"), "EINVAL",
+	           "invalid size 1000");
+	expect_err(ask(f, "{\"op\":\"volume.resize\",\"name\":\"a\",\"size\":4096,\"shrink\":1}"),
+	           "EINVAL", "\"shrink\" is true or false");
+	expect_err(ask(f, "{\"op\":\"volume.resize\",\"name\":\"no\",\"size\":4096}"), "ENOENT",
+	           "no volume \"no\"");
+	assert_int_equal(store_vol_open(f->st, "a", &h), 0);
+	expect_err(ask(f, "{\"op\":\"volume.resize\",\"name\":\"a\",\"size\":%d,\"shrink\":true}",
+	               4 << 20),
+	           "EBUSY", "volume \"a\" is attached (1 open handle)");
+	store_vol_close(h);
+	expect_ok(r = ask(f, "{\"op\":\"volume.info\",\"name\":\"a\"}"));
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(r, "volume"), "size")),
+	                 16 << 20);
+	json_decref(r);
+	expect_ok(r = ask(f,
+	                  "{\"op\":\"volume.resize\",\"name\":\"a\",\"size\":%d,"
+	                  "\"shrink\":true}",
+	                  4 << 20));
+	json_decref(r);
+
+	expect_ok(r = ask(f, "{\"op\":\"snapshot.create\",\"name\":\"a@s\"}"));
+	json_decref(r);
+	expect_ok(r = ask(f, "{\"op\":\"volume.create\",\"name\":\"b\",\"size\":4096}"));
+	json_decref(r);
+	expect_err(ask(f, "{\"op\":\"volume.rename\",\"name\":\"a\",\"new_name\":\"b\"}"), "EEXIST",
+	           "volume \"b\" exists");
+	expect_err(ask(f, "{\"op\":\"volume.rename\",\"name\":\"a\"}"), "EINVAL",
+	           "needs \"new_name\"");
+	assert_int_equal(store_vol_open(f->st, "a@s", &h), 0);
+	expect_err(ask(f, "{\"op\":\"volume.rename\",\"name\":\"a\",\"new_name\":\"c\"}"), "EBUSY",
+	           "snapshot \"a@s\" is attached");
+	store_vol_close(h);
+	r = ask(f, "{\"op\":\"volume.rename\",\"name\":\"a\",\"new_name\":\"c\"}");
+	expect_ok(r);
+	v = json_object_get(r, "volume");
+	assert_string_equal(json_string_value(json_object_get(v, "name")), "c");
+	json_decref(r);
+	expect_ok(r = ask(f, "{\"op\":\"volume.info\",\"name\":\"c@s\"}"));
+	json_decref(r);
+}
+
+/* pool.status, volume.stats, compact and the version in ping: shapes and
+ * values the store gives. */
+static void test_pool_ops(void **state)
+{
+	struct fixture *f = *state;
+	json_t *r, *p, *arr;
+
+	expect_ok(r = ask(f, "{\"op\":\"volume.create\",\"name\":\"a\",\"size\":%d}", 512 << 20));
+	json_decref(r);
+	expect_ok(r = ask(f, "{\"op\":\"snapshot.create\",\"name\":\"a@s\"}"));
+	json_decref(r);
+	r = ask(f, "{\"op\":\"pool.status\"}");
+	expect_ok(r);
+	p = json_object_get(r, "pool");
+	assert_int_equal(json_integer_value(json_object_get(p, "size")), 256 << 20);
+	assert_int_equal(json_integer_value(json_object_get(p, "provisioned")), 512 << 20);
+	assert_true(json_real_value(json_object_get(p, "overcommit")) == 2.0);
+	assert_int_equal(json_integer_value(json_object_get(p, "volumes")), 1);
+	assert_int_equal(json_integer_value(json_object_get(p, "snapshots")), 1);
+	assert_int_equal(json_integer_value(json_object_get(p, "format_version")), 2);
+	assert_true(json_integer_value(json_object_get(p, "free")) > 0);
+	assert_true(json_is_false(json_object_get(p, "failed")));
+	assert_true(json_is_object(json_object_get(p, "compactor")));
+	json_decref(r);
+
+	r = ask(f, "{\"op\":\"volume.stats\",\"name\":\"a\"}");
+	expect_ok(r);
+	arr = json_object_get(r, "volumes");
+	assert_int_equal(json_array_size(arr), 2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(arr, 1), "name")),
+	                    "a@s");
+	json_decref(r);
+	expect_err(ask(f, "{\"op\":\"volume.stats\",\"name\":\"zz\"}"), "ENOENT",
+	           "no volume \"zz\"");
+
+	r = ask(f, "{\"op\":\"compact\"}");
+	expect_ok(r);
+	p = json_object_get(r, "compact");
+	assert_int_equal(json_integer_value(json_object_get(p, "blocks_moved")), 0);
+	assert_true(json_is_integer(json_object_get(p, "reclaimable")));
+	json_decref(r);
+
+	r = ask(f, "{\"op\":\"ping\"}");
+	expect_ok(r);
+	assert_string_equal(json_string_value(json_object_get(r, "version")), COWBD_VERSION);
+	json_decref(r);
+}
+
+static int test_clients_fn(void *arg, struct control_conn **out, size_t *n)
+{
+	int *calls = arg;
+	struct control_conn *c = calloc(2, sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	(*calls)++;
+	snprintf(c[0].peer, sizeof(c[0].peer), "127.0.0.1:4000");
+	snprintf(c[0].export, sizeof(c[0].export), "vm1");
+	c[0].since = 1700000000;
+	c[0].tls = true;
+	c[0].bytes_read = 4096;
+	c[0].bytes_written = 8192;
+	snprintf(c[1].peer, sizeof(c[1].peer), "unix");
+	*out = c;
+	*n = 2;
+	return 0;
+}
+
+static int test_clients_fail(void *arg, struct control_conn **out, size_t *n)
+{
+	return -EAGAIN;
+}
+
+/* clients: EOPNOTSUPP until the daemon gives a source; then its entries,
+ * one object each (an export not chosen yet: null); its error. */
+static void test_clients(void **state)
+{
+	struct fixture *f = *state;
+	int calls = 0;
+	json_t *r, *c;
+
+	expect_err(ask(f, "{\"op\":\"clients\"}"), "EOPNOTSUPP", "does not list its connections");
+	control_set_clients_fn(f->c, test_clients_fn, &calls);
+	r = ask(f, "{\"op\":\"clients\"}");
+	expect_ok(r);
+	assert_int_equal(calls, 1);
+	assert_int_equal(json_array_size(json_object_get(r, "clients")), 2);
+	c = json_array_get(json_object_get(r, "clients"), 0);
+	assert_string_equal(json_string_value(json_object_get(c, "peer")), "127.0.0.1:4000");
+	assert_string_equal(json_string_value(json_object_get(c, "export")), "vm1");
+	assert_int_equal(json_integer_value(json_object_get(c, "since")), 1700000000);
+	assert_true(json_is_true(json_object_get(c, "tls")));
+	assert_int_equal(json_integer_value(json_object_get(c, "bytes_read")), 4096);
+	assert_int_equal(json_integer_value(json_object_get(c, "bytes_written")), 8192);
+	c = json_array_get(json_object_get(r, "clients"), 1);
+	assert_true(json_is_null(json_object_get(c, "export")));
+	assert_true(json_is_false(json_object_get(c, "tls")));
+	json_decref(r);
+	control_set_clients_fn(f->c, test_clients_fail, NULL);
+	expect_err(ask(f, "{\"op\":\"clients\"}"), "EAGAIN", "clients: ");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -462,6 +630,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_snapshot_ops, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_protocol_edges, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stop_with_client, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_resize_rename, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pool_ops, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_clients, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
