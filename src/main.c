@@ -48,6 +48,7 @@
 #include "sockets.h"
 #include "store.h"
 #include "tls.h"
+#include "version.h"
 
 #define DEFAULT_LISTEN  "127.0.0.1:10809"
 #define DEFAULT_CONTROL "/run/cowbd/control.sock"
@@ -60,7 +61,7 @@ static void usage(FILE *f)
 	        "             [--listen HOST:PORT]... [--unix PATH] [--tls off|allow|require]\n"
 	        "             [--tls-certs DIR] [--tls-psk FILE] [--control PATH]\n"
 	        "             [--log-level LEVEL] [--verbose]\n"
-	        "       cowbd --check-config [FILE]\n"
+	        "       cowbd --check-config [FILE] | --help | --version\n"
 	        "  --config FILE       configuration file (default " CONFIG_DEFAULT_PATH "\n"
 	        "                      when it exists); its [cowbd] keys are the long\n"
 	        "                      options below, and options given here override them\n"
@@ -171,6 +172,7 @@ enum {
 	OPT_CHECK_CONFIG,
 	OPT_LOG_LEVEL,
 	OPT_CONTROL_GROUP,
+	OPT_VERSION,
 };
 
 /* Every option; the [cowbd] keys of the file are these names too, except
@@ -186,6 +188,7 @@ static const struct option main_longopts[] = {
     {"verbose", no_argument, NULL, 'v'},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, OPT_VERSION},
     {"config", required_argument, NULL, OPT_CONFIG},
     {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
     {"max-connections", required_argument, NULL, 'M'},
@@ -206,7 +209,7 @@ static const struct option main_longopts[] = {
 static bool main_cli_only(int opt)
 {
 	return opt == 'h' || opt == 'f' || opt == 'v' || opt == OPT_CONFIG ||
-	       opt == OPT_CHECK_CONFIG;
+	       opt == OPT_CHECK_CONFIG || opt == OPT_VERSION;
 }
 
 /* Keys the file may give more than once. */
@@ -347,9 +350,9 @@ static int main_check_opts(struct main_opts *o, char *err, size_t errlen)
 }
 
 /* The first pass over the command line: what it asks for (--help,
- * --check-config [FILE]) and which file to read; every unknown option or
- * missing value is refused here.  MAIN_RUN, or the exit status with one
- * line in err ("" after --help's text). */
+ * --version, --check-config [FILE]) and which file to read; every unknown
+ * option or missing value is refused here.  MAIN_RUN, or the exit status
+ * with one line in err ("" after --help's or --version's text). */
 static int main_scan_args(int argc, char **argv, struct main_opts *o, char *err, size_t errlen)
 {
 	int opt;
@@ -360,6 +363,10 @@ static int main_scan_args(int argc, char **argv, struct main_opts *o, char *err,
 		switch (opt) {
 		case 'h':
 			usage(stdout);
+			err[0] = '\0';
+			return MAIN_EXIT_OK;
+		case OPT_VERSION:
+			printf("cowbd %s\n", COWBD_VERSION);
 			err[0] = '\0';
 			return MAIN_EXIT_OK;
 		case OPT_CONFIG:

@@ -12,9 +12,11 @@
 #  - each refusal is logged once at info with its reason;
 #  - SIGHUP with the rule changed to 127.0.0.1/32: new connections follow
 #    it at once, while a write/read/verify load that was connected from
-#    127.0.0.2 before the reload goes on without an error.
+#    127.0.0.2 before the reload goes on without an error;
+#  - tls-identity (restarted with --tls allow and a PSK file): alice is
+#    served, bob and a plaintext client are refused, each with its reason.
 . "$(dirname "$0")/lib.sh"
-requires /usr/bin/python3
+requires /usr/bin/python3 nbdinfo
 /usr/bin/python3 -c 'import nbd' 2>/dev/null || { echo "requires python3-libnbd"; exit 77; }
 
 cat >"$T/cowbd.conf" <<'EOF'
@@ -238,6 +240,22 @@ sleep 0.5
 touch "$T/stop"
 wait "$LOAD" || fail "the load saw an error: $(cat "$T/load.out")"
 echo "ok: $(cat "$T/load.out") across the reload"
+
+# ---- tls-identity -----------------------------------------------------------------
+. "$(dirname "$0")/tls_lib.bash"
+tls_make_psk
+cowbd_stop
+printf '[export vol1]\ntls-identity = alice\n' >>"$T/cowbd.conf"
+cowbd_restart --config "$T/cowbd.conf" --tls allow --tls-psk "$PSK/keys.psk"
+pu() { echo "nbds://$1@127.0.0.1:$PORT/vol1?tls-psk-file=$PSK/keys.psk"; }
+[ "$(nbdinfo --size "$(pu alice)")" = 67108864 ] || fail "alice refused vol1"
+if nbdinfo --size "$(pu bob)" >/dev/null 2>&1; then fail "bob served vol1"; fi
+grep -q "export vol1 refused: access denied (TLS identity not allowed)" "$LOG" || fail "no line for bob"
+if nbdinfo --size "$(uri vol1)" >/dev/null 2>&1; then fail "vol1 served in plaintext"; fi
+grep -q "export vol1 refused: access denied (a TLS identity is required)" "$LOG" ||
+	fail "no line for the plaintext client"
+[ "$(nbdinfo --size "$(pu bob | sed s/vol1/ro/)")" = 67108864 ] || fail "bob refused ro (no identity rule)"
+echo "ok: tls-identity: alice served, bob and plaintext refused"
 
 cowbd_stop
 check_pool "after the access tests"

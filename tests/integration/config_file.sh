@@ -11,7 +11,8 @@
 #    override its keys (--listen over listen, --log-level over log-level);
 #  - a file that names a missing pool without create is refused at start
 #    with one line, and nothing is created;
-#  - log-level is applied (warn: no info lines; debug: debug lines).
+#  - log-level is applied (warn: no info lines; debug: debug lines);
+#  - --version prints "cowbd VERSION" and exits 0.
 . "$(dirname "$0")/lib.sh"
 requires nbdinfo
 
@@ -88,6 +89,10 @@ rc=$?
 [ $rc != 0 ] && [ "$(cat "$T/out")" = "cowbd: error: unknown option --bogus (cowbd --help lists them)" ] ||
 	fail "unknown option: exit $rc: $(cat "$T/out")"
 echo "ok: a missing file and an unknown option are one line each"
+
+"$BUILD/cowbd" --version >"$T/out" 2>&1 || fail "--version: exit $?"
+grep -qx "cowbd [0-9a-zA-Z][-.0-9a-zA-Z+~]*" "$T/out" || fail "--version said: $(cat "$T/out")"
+echo "ok: --version: $(cat "$T/out")"
 
 # ---- a daemon on a file; flags override keys ----------------------------------
 PORT=$(random_port)
