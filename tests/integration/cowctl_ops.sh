@@ -233,6 +233,26 @@ assert any(x["export"] == "vm2" and x["tls"] is False and x["peer"].startswith("
 	echo "ok: clients lists the open connection"
 fi
 
+# --- bash completion (dist/bash-completion/cowctl) -------------------------------
+. "$TOP/dist/bash-completion/cowctl"
+complete_words() { # WORDS...: what completing the last one offers, sorted
+	COMP_WORDS=("$@")
+	COMP_CWORD=$(($# - 1))
+	COMPREPLY=()
+	_cowctl
+	printf '%s\n' "${COMPREPLY[@]}" | sort | tr '\n' ' '
+}
+[ "$(complete_words cowctl vol)" = "volume " ] || fail "completion: commands: $(complete_words cowctl vol)"
+[ "$(complete_words cowctl volume re)" = "rename resize " ] || fail "completion: volume re"
+[ "$(complete_words cowctl volume resize "")" = "churn other vm2 " ] ||
+	fail "completion: volume names from the daemon: $(complete_words cowctl volume resize "")"
+[ "$(complete_words cowctl --control "$CTL" snapshot delete "")" = "vm2@s1 " ] ||
+	fail "completion: snapshot names: $(complete_words cowctl --control "$CTL" snapshot delete "")"
+[ "$(complete_words cowctl snapshot create v)" = "vm2@ " ] || fail "completion: snapshot create"
+[ "$(complete_words cowctl volume resize --sh)" = "--shrink " ] || fail "completion: --shrink"
+[ "$(complete_words cowctl compact --w)" = "--wait " ] || fail "completion: compact --wait"
+echo "ok: bash completion (commands, options, names from the daemon)"
+
 cowbd_stop
 check_pool "after resizes, renames and compaction"
 echo "cowctl_ops: all checks passed"
