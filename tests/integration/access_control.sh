@@ -204,15 +204,16 @@ echo "ok: each refusal logged at info with its reason"
 # ---- SIGHUP: the rule changes live ------------------------------------------
 # The load: connected from 127.0.0.2 before the reload; write, read back,
 # compare, flush now and then, until $T/stop appears.
-/usr/bin/python3 - "$PORT" "$T/stop" >"$T/load.out" 2>&1 <<'PY' &
+/usr/bin/python3 - "$PORT" "$T/stop" "$T/connected" >"$T/load.out" 2>&1 <<'PY' &
 import os, random, socket, sys, nbd
-port, stop = int(sys.argv[1]), sys.argv[2]
+port, stop, connected = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 s = socket.socket()
 s.bind(("127.0.0.2", 0))
 s.connect(("127.0.0.1", port))
 h = nbd.NBD()
 h.set_export_name("vol0")
 h.connect_socket(s.detach())
+open(connected, "w").close()  # in transmission: the reload may come
 rnd = random.Random(1)
 n = 0
 while not os.path.exists(stop):
@@ -228,8 +229,13 @@ h.shutdown()
 print("load: %d write/read pairs from 127.0.0.2, no error" % n)
 PY
 LOAD=$!
+for _ in $(seq 1 600); do
+	[ -e "$T/connected" ] && break
+	kill -0 "$LOAD" 2>/dev/null || fail "the load ended at once: $(cat "$T/load.out")"
+	sleep 0.05
+done
+[ -e "$T/connected" ] || fail "the load did not connect within 30 s"
 sleep 0.5
-kill -0 "$LOAD" 2>/dev/null || fail "the load ended at once: $(cat "$T/load.out")"
 
 sed -i 's|^allow = 127.0.0.2/32$|allow = 127.0.0.1/32|' "$T/cowbd.conf"
 kill -HUP "$COWBD_PID"
