@@ -20,7 +20,10 @@ struct tls_creds;
  * that socket until replies have gone out (backpressure), so a client that
  * pipelines requests and never reads replies holds bounded memory (the
  * request that crosses the line is still taken, so at most max_bytes plus
- * one 32 MiB payload). */
+ * one 64 MiB payload, PROTO_MAX_PAYLOAD: under 128 MiB by default).  A
+ * request is taken whenever less than max_bytes is held, so one of the
+ * largest always fits, and a connection pipelines two 32 MiB requests or
+ * one 64 MiB request at a time. */
 #define CONN_MAX_REQS                  256u        /* requests accepted, reply not yet sent */
 #define CONN_MAX_BYTES                 (64u << 20) /* payload bytes held in buffers */
 #define CONN_DEFAULT_MAX_CONNS         1024u

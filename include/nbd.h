@@ -5,7 +5,9 @@
  * the exact layouts (their sizes are checked with static_assert) and are
  * filled or read with memcpy plus htobe / betoh conversions, never through
  * an unaligned pointer into a receive buffer.  Only proto.c interprets
- * these; see docs/PROTOCOL.md for which ones cowbd supports.
+ * these; see docs/PROTOCOL.md for which ones cowbd supports.  The
+ * extended headers (NBD_OPT_EXTENDED_HEADERS and what depends on it) follow
+ * the extension-ext-header branch of that document.
  */
 #ifndef COWBD_NBD_H
 #define COWBD_NBD_H
@@ -19,6 +21,8 @@
 #define NBD_REQUEST_MAGIC          0x25609513u           /* transmission request */
 #define NBD_SIMPLE_REPLY_MAGIC     0x67446698u           /* simple reply */
 #define NBD_STRUCTURED_REPLY_MAGIC 0x668e33efu           /* structured reply chunk */
+#define NBD_EXTENDED_REQUEST_MAGIC 0x21e41c71u           /* request, extended headers */
+#define NBD_EXTENDED_REPLY_MAGIC   0x6e8a278cu           /* reply chunk, extended headers */
 
 /* ---- handshake flags (server, 16 bits) ---------------------------- */
 #define NBD_FLAG_FIXED_NEWSTYLE (1u << 0)
@@ -29,18 +33,19 @@
 #define NBD_FLAG_C_NO_ZEROES      (1u << 1)
 
 /* ---- transmission flags (16 bits) --------------------------------- */
-#define NBD_FLAG_HAS_FLAGS         (1u << 0)
-#define NBD_FLAG_READ_ONLY         (1u << 1)
-#define NBD_FLAG_SEND_FLUSH        (1u << 2)
-#define NBD_FLAG_SEND_FUA          (1u << 3)
-#define NBD_FLAG_ROTATIONAL        (1u << 4)
-#define NBD_FLAG_SEND_TRIM         (1u << 5)
-#define NBD_FLAG_SEND_WRITE_ZEROES (1u << 6)
-#define NBD_FLAG_SEND_DF           (1u << 7)
-#define NBD_FLAG_CAN_MULTI_CONN    (1u << 8)
-#define NBD_FLAG_SEND_RESIZE       (1u << 9)
-#define NBD_FLAG_SEND_CACHE        (1u << 10)
-#define NBD_FLAG_SEND_FAST_ZERO    (1u << 11)
+#define NBD_FLAG_HAS_FLAGS            (1u << 0)
+#define NBD_FLAG_READ_ONLY            (1u << 1)
+#define NBD_FLAG_SEND_FLUSH           (1u << 2)
+#define NBD_FLAG_SEND_FUA             (1u << 3)
+#define NBD_FLAG_ROTATIONAL           (1u << 4)
+#define NBD_FLAG_SEND_TRIM            (1u << 5)
+#define NBD_FLAG_SEND_WRITE_ZEROES    (1u << 6)
+#define NBD_FLAG_SEND_DF              (1u << 7)
+#define NBD_FLAG_CAN_MULTI_CONN       (1u << 8)
+#define NBD_FLAG_SEND_RESIZE          (1u << 9)
+#define NBD_FLAG_SEND_CACHE           (1u << 10)
+#define NBD_FLAG_SEND_FAST_ZERO       (1u << 11)
+#define NBD_FLAG_BLOCK_STATUS_PAYLOAD (1u << 12) /* extended headers only */
 
 /* ---- options ------------------------------------------------------ */
 #define NBD_OPT_EXPORT_NAME       1u
@@ -70,6 +75,7 @@
 #define NBD_REP_ERR_SHUTDOWN        NBD_REP_ERR(7)
 #define NBD_REP_ERR_BLOCK_SIZE_REQD NBD_REP_ERR(8)
 #define NBD_REP_ERR_TOO_BIG         NBD_REP_ERR(9)
+#define NBD_REP_ERR_EXT_HEADER_REQD NBD_REP_ERR(10)
 
 /* ---- NBD_REP_INFO types (NBD_OPT_INFO / NBD_OPT_GO) ---------------- */
 #define NBD_INFO_EXPORT      0u
@@ -94,15 +100,19 @@
 #define NBD_CMD_FLAG_DF        (1u << 2)
 #define NBD_CMD_FLAG_REQ_ONE   (1u << 3)
 #define NBD_CMD_FLAG_FAST_ZERO (1u << 4)
+/* Extended headers only: the length field is a payload length (that many
+ * bytes follow the header), not an effect length. */
+#define NBD_CMD_FLAG_PAYLOAD_LEN (1u << 5)
 
 /* ---- structured reply chunks (after NBD_OPT_STRUCTURED_REPLY) ------ */
-#define NBD_REPLY_FLAG_DONE         (1u << 0)
-#define NBD_REPLY_TYPE_NONE         0u
-#define NBD_REPLY_TYPE_OFFSET_DATA  1u
-#define NBD_REPLY_TYPE_OFFSET_HOLE  2u
-#define NBD_REPLY_TYPE_BLOCK_STATUS 5u
-#define NBD_REPLY_TYPE_ERROR        ((1u << 15) + 1)
-#define NBD_REPLY_TYPE_ERROR_OFFSET ((1u << 15) + 2)
+#define NBD_REPLY_FLAG_DONE             (1u << 0)
+#define NBD_REPLY_TYPE_NONE             0u
+#define NBD_REPLY_TYPE_OFFSET_DATA      1u
+#define NBD_REPLY_TYPE_OFFSET_HOLE      2u
+#define NBD_REPLY_TYPE_BLOCK_STATUS     5u
+#define NBD_REPLY_TYPE_BLOCK_STATUS_EXT 6u /* extended headers only */
+#define NBD_REPLY_TYPE_ERROR            ((1u << 15) + 1)
+#define NBD_REPLY_TYPE_ERROR_OFFSET     ((1u << 15) + 2)
 
 /* ---- metadata contexts -------------------------------------------- */
 #define NBD_META_BASE_ALLOCATION "base:allocation"
@@ -192,6 +202,22 @@ struct nbd_request {
 } __attribute__((packed));
 static_assert(sizeof(struct nbd_request) == 28, "nbd_request size");
 
+/* C: transmission request (magic NBD_EXTENDED_REQUEST_MAGIC) and S: reply
+ * chunk header (NBD_EXTENDED_REPLY_MAGIC; every reply, even one without
+ * payload) after NBD_OPT_EXTENDED_HEADERS: one layout.  A request's length
+ * is its payload's (that many bytes follow) with NBD_CMD_FLAG_PAYLOAD_LEN,
+ * else the command's effect length; a reply's offset echoes the request's
+ * and its length is the payload's. */
+struct nbd_extended_header {
+	uint32_t magic;
+	uint16_t flags; /* NBD_CMD_FLAG_* / NBD_REPLY_FLAG_* */
+	uint16_t type;  /* NBD_CMD_* / NBD_REPLY_TYPE_* */
+	uint64_t handle;
+	uint64_t offset;
+	uint64_t length;
+} __attribute__((packed));
+static_assert(sizeof(struct nbd_extended_header) == 32, "nbd_extended_header size");
+
 /* S: simple reply; a successful READ is followed by length bytes. */
 struct nbd_simple_reply {
 	uint32_t magic; /* NBD_SIMPLE_REPLY_MAGIC */
@@ -217,5 +243,13 @@ struct nbd_block_descriptor {
 	uint32_t status;
 } __attribute__((packed));
 static_assert(sizeof(struct nbd_block_descriptor) == 8, "nbd_block_descriptor size");
+
+/* S: one extent of an NBD_REPLY_TYPE_BLOCK_STATUS_EXT chunk (after the
+ * 32-bit context id and the 32-bit descriptor count). */
+struct nbd_block_descriptor_ext {
+	uint64_t length;
+	uint64_t status;
+} __attribute__((packed));
+static_assert(sizeof(struct nbd_block_descriptor_ext) == 16, "nbd_block_descriptor_ext size");
 
 #endif

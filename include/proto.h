@@ -27,8 +27,13 @@
  * and gets a hard disconnect.  Callers must be able to buffer this much
  * plus one option header. */
 #define PROTO_OPT_MAX (64u << 10)
-/* Largest READ/WRITE payload (advertised as the maximum block size). */
+/* Largest READ/WRITE payload (advertised as the maximum block size), and
+ * with extended headers the largest payload of any request: a longer
+ * NBD_CMD_FLAG_PAYLOAD_LEN gets a hard disconnect (the spec's SHOULD). */
 #define PROTO_MAX_PAYLOAD STORE_MAX_REQ
+/* Request headers: compact (28 bytes) or extended (32); callers must be
+ * able to buffer the larger. */
+#define PROTO_REQ_HDR_MAX sizeof(struct nbd_extended_header)
 /* Advertised minimum and preferred block sizes. */
 #define PROTO_MIN_BLOCK  1u
 #define PROTO_PREF_BLOCK STORE_BLOCK_SIZE
@@ -37,6 +42,12 @@
 #define PROTO_META_ALLOC_ID 1u /* base:allocation */
 #define PROTO_META_DIRTY_ID 2u /* qemu:dirty-bitmap:SNAP */
 #define PROTO_META_DEPTH_ID 3u /* qemu:allocation-depth */
+#define PROTO_META_NCTX     3u /* ids are 1 .. PROTO_META_NCTX */
+#define PROTO_META_BIT(id)  (1u << (id))
+/* Largest BLOCK_STATUS payload (NBD_FLAG_BLOCK_STATUS_PAYLOAD) that can be
+ * valid: the effect length and each context id once.  A longer one names
+ * an id twice or one not selected: EINVAL, its payload discarded unread. */
+#define PROTO_BS_PAYLOAD_MAX (8u + 4u * PROTO_META_NCTX)
 
 /* What an export lookup yields.  proto zeroes it before ops->open. */
 struct proto_export {
@@ -113,7 +124,9 @@ struct proto {
 	bool shutting_down;      /* answer options with NBD_REP_ERR_SHUTDOWN */
 	struct proto_export exp; /* valid in PROTO_TRANSMISSION */
 	uint16_t tflags;         /* transmission flags sent for exp */
-	bool structured;         /* NBD_OPT_STRUCTURED_REPLY acknowledged */
+	bool structured;         /* replies in chunks: STRUCTURED_REPLY or EXTENDED_HEADERS */
+	bool extended;           /* NBD_OPT_EXTENDED_HEADERS acknowledged: 32-byte
+	                          * headers both ways (docs/PROTOCOL.md) */
 	/* NBD_OPT_SET_META_CONTEXT selected these contexts for meta_name;
 	 * they are active in transmission only if the export chosen has that
 	 * name (a later SET replaces the selection, even a failed one). */
@@ -133,11 +146,16 @@ struct proto_req {
 	uint16_t type, flags; /* NBD_CMD_*, NBD_CMD_FLAG_* as received */
 	uint64_t handle;
 	uint64_t offset;
-	uint32_t length;
-	/* Bytes of payload that follow the header on the wire (WRITE: length,
-	 * even when the request is rejected: the caller must then read and
-	 * discard them). */
+	uint64_t length; /* effect length (64 bits with extended headers) */
+	/* Bytes of payload that follow the header on the wire (a compact
+	 * WRITE: length; extended: length with NBD_CMD_FLAG_PAYLOAD_LEN), even
+	 * when the request is rejected: the caller must then read and discard
+	 * them.  At most PROTO_MAX_PAYLOAD with extended headers. */
 	uint32_t payload;
+	/* BLOCK_STATUS with a payload (NBD_FLAG_BLOCK_STATUS_PAYLOAD): the
+	 * caller reads its payload bytes and passes them to
+	 * proto_request_payload() before acting on the request. */
+	bool bs_payload;
 	/* 0: execute op; else -errno to reply with, without executing (the
 	 * reply builders translate it: proto_nbd_error). */
 	int error;
@@ -149,6 +167,10 @@ struct proto_req {
 	bool block_status; /* valid NBD_CMD_BLOCK_STATUS: answer from store_map */
 	bool df;           /* READ with NBD_CMD_FLAG_DF: one data chunk */
 	bool req_one;      /* BLOCK_STATUS with NBD_CMD_FLAG_REQ_ONE: one extent */
+	bool extended;     /* reply with extended headers */
+	/* BLOCK_STATUS: answer these contexts (PROTO_META_BIT of their ids):
+	 * every selected one, or those a payload names. */
+	unsigned contexts;
 	enum store_op op;
 	uint32_t store_flags; /* STORE_FUA, STORE_NO_HOLE */
 };
@@ -176,11 +198,21 @@ int proto_greet(struct proto *p, struct proto_buf *out);
  * that are left for the caller. */
 ssize_t proto_handshake(struct proto *p, const uint8_t *in, size_t len, struct proto_buf *out);
 
-/* Decode and validate one request header from in.  Returns the header
- * size (28) with *req filled, 0 when len is too short, or -EPROTO (bad
- * magic: hard disconnect).  Validation failures do not fail the call: they
- * set req->error.  Cost: a few compares. */
+/* Decode and validate one request header from in: the compact one, or
+ * after NBD_OPT_EXTENDED_HEADERS the extended one.  Returns the header
+ * size (28 or 32) with *req filled, 0 when len is too short, or a hard
+ * disconnect: -EPROTO (bad magic, or the header style not negotiated),
+ * -E2BIG (an extended payload length over PROTO_MAX_PAYLOAD).  Validation
+ * failures do not fail the call: they set req->error.  Cost: a few
+ * compares. */
 int proto_request(struct proto *p, const uint8_t *in, size_t len, struct proto_req *req);
+
+/* req->bs_payload: in holds its req->payload bytes (at most
+ * PROTO_BS_PAYLOAD_MAX): the effect length and the context ids to answer.
+ * Sets req->length and req->contexts, or req->error (-EINVAL: malformed,
+ * an id twice or not selected; a bad range as for any BLOCK_STATUS).
+ * Clears req->payload and req->bs_payload (the bytes are consumed). */
+void proto_request_payload(const struct proto *p, struct proto_req *req, const uint8_t *in);
 
 /* ---- replies --------------------------------------------------------
  * Every reply is assembled here, as iovecs over the reply's own header
@@ -191,13 +223,17 @@ int proto_request(struct proto *p, const uint8_t *in, size_t len, struct proto_r
  * names an NBD error.  Pure functions: no allocation, no I/O. */
 #define PROTO_READ_CHUNKS 16 /* chunks per structured READ reply */
 #define PROTO_REPLY_IOV   (2 * PROTO_READ_CHUNKS)
-#define PROTO_BS_DESC     8u /* caller's buffer bytes per BLOCK_STATUS extent */
-#define PROTO_CHUNK_HDR   sizeof(struct nbd_structured_reply) /* 20 */
-#define PROTO_CHUNK_HOLE  (PROTO_CHUNK_HDR + 12)              /* a READ chunk's header, at most */
+/* Caller's buffer bytes per BLOCK_STATUS extent: 8 (compact) or 16
+ * (NBD_REPLY_TYPE_BLOCK_STATUS_EXT); size buffers for the larger. */
+#define PROTO_BS_DESC    sizeof(struct nbd_block_descriptor_ext)
+#define PROTO_CHUNK_HDR  sizeof(struct nbd_extended_header) /* a chunk header, at most */
+#define PROTO_CHUNK_HOLE (PROTO_CHUNK_HDR + 12)             /* a READ chunk's header, at most */
 
 struct proto_reply {
 	uint64_t handle; /* the client's, echoed byte for byte */
+	uint64_t offset; /* the request's: extended headers echo it */
 	bool structured; /* reply in chunks (proto_req.structured) */
+	bool extended;   /* ... with extended headers (proto_req.extended) */
 	bool df;         /* READ: exactly one data chunk */
 	unsigned niov;
 	uint32_t len; /* bytes in iov[0, niov) */
@@ -237,7 +273,10 @@ struct proto_bs {
 /* BLOCK_STATUS: one chunk per context present in bs (base:allocation,
  * then the dirty bitmap, then the depth; DONE on the last), or one
  * NBD_REPLY_TYPE_ERROR chunk (bs->err, or EIO when a context has no run:
- * a chunk needs one).  desc, (nalloc + ndirty + ndepth) * PROTO_BS_DESC
+ * a chunk needs one).  Compact: NBD_REPLY_TYPE_BLOCK_STATUS, extent
+ * lengths of 32 bits (the request's length is, so they fit); extended:
+ * NBD_REPLY_TYPE_BLOCK_STATUS_EXT, 64-bit lengths (one extent may cover
+ * a whole volume).  desc, (nalloc + ndirty + ndepth) * PROTO_BS_DESC
  * bytes, receives the wire descriptors. */
 void proto_reply_block_status(struct proto_reply *r, const struct proto_bs *bs, uint8_t *desc);
 

@@ -24,7 +24,7 @@
 #include "names.h"
 
 #define STORE_BLOCK_SIZE 4096u
-#define STORE_MAX_REQ    (32u << 20) /* largest read/write payload */
+#define STORE_MAX_REQ    (64u << 20) /* largest read/write payload (as nbdkit) */
 
 struct store;
 struct vol; /* an open handle on a volume or snapshot (an export) */

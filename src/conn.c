@@ -47,8 +47,8 @@
  * first; the write watcher runs only while data is left over.
  *
  * Memory: request structs, and their buffers up to CONN_POOL_BUF, are kept
- * on a per-connection free list; larger buffers (up to 32 MiB) are
- * allocated on demand and freed when their reply has been sent.
+ * on a per-connection free list; larger buffers (up to PROTO_MAX_PAYLOAD,
+ * 64 MiB) are allocated on demand and freed when their reply has been sent.
  */
 #include <errno.h>
 #include <ev.h>
@@ -280,15 +280,20 @@ static bool conn_can_accept(const struct conn *c)
 }
 
 /* NBD_CMD_BLOCK_STATUS: answered here from the trees (store_map and
- * store_status_map never block), one chunk per active context —
+ * store_status_map never block), one chunk per context asked for
+ * (r->contexts: every active one, or those its payload names) —
  * base:allocation, qemu:dirty-bitmap:SNAP, qemu:allocation-depth — of up
  * to CONN_MAP_EXTENTS extents (one with REQ_ONE), each covering a prefix
- * of the range.  Contexts not selected cost nothing. */
+ * of the range (with extended headers a range may be the whole volume).
+ * Contexts not asked for cost nothing. */
 static void conn_block_status(struct conn *c, const struct proto_req *r)
 {
 	struct proto *p = &c->proto;
 	unsigned max = r->req_one ? 1 : CONN_MAP_EXTENTS;
-	unsigned nctx = p->meta_alloc + !!p->meta_dirty + !!p->meta_depth;
+	bool alloc = r->contexts & PROTO_META_BIT(PROTO_META_ALLOC_ID);
+	bool dirty = r->contexts & PROTO_META_BIT(PROTO_META_DIRTY_ID);
+	bool depth = r->contexts & PROTO_META_BIT(PROTO_META_DEPTH_ID);
+	unsigned nctx = alloc + dirty + depth;
 	struct conn_req *q = req_get(c, nctx * max * PROTO_BS_DESC);
 	struct proto_bs bs = {0};
 	int err = 0;
@@ -299,16 +304,16 @@ static void conn_block_status(struct conn *c, const struct proto_req *r)
 		return;
 	}
 	c->reqs++;
-	if (p->meta_alloc) {
+	if (alloc) {
 		bs.alloc = c->srv->map;
 		err = store_map(p->exp.handle, r->offset, r->length, c->srv->map, max, &bs.nalloc);
 	}
-	if (p->meta_dirty && !err) {
+	if (dirty && !err) {
 		bs.dirty = c->srv->dirty;
 		err = store_status_map(p->meta_dirty, r->offset, r->length, c->srv->dirty, max,
 		                       &bs.ndirty);
 	}
-	if (p->meta_depth && !err) {
+	if (depth && !err) {
 		bs.depth = c->srv->depth;
 		err = store_status_map(p->meta_depth, r->offset, r->length, c->srv->depth, max,
 		                       &bs.ndepth);
@@ -321,11 +326,21 @@ static void conn_block_status(struct conn *c, const struct proto_req *r)
 
 /* Act on one validated request whose header has been consumed.  Returns
  * false when parsing must pause (payload still arriving). */
-static bool conn_request(struct conn *c, const struct proto_req *r)
+static bool conn_request(struct conn *c, struct proto_req *r)
 {
-	size_t avail = c->rend - c->rstart;
-	uint32_t need = r->op == STORE_READ || r->op == STORE_WRITE ? r->length : 0;
+	size_t avail;
+	uint32_t need;
 	struct conn_req *q;
+
+	if (r->bs_payload) {
+		/* A BLOCK_STATUS's context list: small, and in rbuf already. */
+		size_t n = r->payload;
+
+		proto_request_payload(&c->proto, r, c->rbuf + c->rstart);
+		c->rstart += n;
+	}
+	avail = c->rend - c->rstart;
+	need = r->op == STORE_READ || r->op == STORE_WRITE ? (uint32_t)r->length : 0;
 
 	if (r->error || r->noop) {
 		if (r->payload) {
@@ -368,13 +383,13 @@ static bool conn_request(struct conn *c, const struct proto_req *r)
 	q->sr.off = r->offset;
 	q->sr.buf = q->buf;
 	q->end = r->offset + r->length;
-	q->sr.len = r->length < STORE_MAX_REQ ? r->length : STORE_MAX_REQ;
+	q->sr.len = r->length < STORE_MAX_REQ ? (uint32_t)r->length : STORE_MAX_REQ;
 	if (r->op == STORE_WRITE) {
-		uint32_t have = avail < r->length ? (uint32_t)avail : r->length;
+		uint32_t have = avail < need ? (uint32_t)avail : need;
 
 		memcpy(q->buf, c->rbuf + c->rstart, have);
 		c->rstart += have;
-		if (have < r->length) {
+		if (have < need) {
 			c->rx = q;
 			c->rx_got = have;
 			return false;
@@ -441,8 +456,11 @@ static void conn_parse(struct conn *c)
 				break;
 			}
 			if (c->proto.phase == PROTO_TRANSMISSION) {
-				say_debug("%s: serving %s", c->peer,
-				          store_vol_name(c->proto.exp.handle));
+				say_debug("%s: serving %s with %s", c->peer,
+				          store_vol_name(c->proto.exp.handle),
+				          c->proto.extended     ? "extended headers"
+				          : c->proto.structured ? "structured replies"
+				                                : "simple replies");
 				conn_arm_idle(c);
 				continue;
 			}
@@ -457,11 +475,14 @@ static void conn_parse(struct conn *c)
 		if (n == 0)
 			break;
 		if (n < 0) {
-			say_info("%s: bad request magic, disconnecting", c->peer);
+			say_info("%s: %s, disconnecting", c->peer,
+			         n == -E2BIG ? "request payload over the maximum"
+			                     : "bad request magic (or header style)");
 			c->dead = true;
 			break;
 		}
-		/* A small WRITE is parsed only once all of it is in rbuf. */
+		/* A small payload (a WRITE, a BLOCK_STATUS's context list) is
+		 * parsed only once all of it is in rbuf. */
 		if (r.payload && r.payload <= CONN_SMALL_WRITE && avail < (size_t)n + r.payload &&
 		    !r.error)
 			break;

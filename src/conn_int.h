@@ -29,7 +29,8 @@
 #define CONN_TRY_MAX       (1u << 20) /* READs up to this try the loop thread first */
 
 static_assert(CONN_RBUF_SIZE >= sizeof(struct nbd_option) + PROTO_OPT_MAX, "rbuf too small");
-static_assert(CONN_RBUF_SIZE >= sizeof(struct nbd_request) + CONN_SMALL_WRITE, "rbuf too small");
+static_assert(CONN_RBUF_SIZE >= PROTO_REQ_HDR_MAX + CONN_SMALL_WRITE, "rbuf too small");
+static_assert(CONN_SMALL_WRITE >= PROTO_BS_PAYLOAD_MAX, "a BLOCK_STATUS payload waits in rbuf");
 
 struct conn;
 

@@ -8,18 +8,28 @@
  * NBD_OPT_GO) or aborts.  It never consumes half a message, so the caller
  * simply calls again with more bytes.
  *
- * Transmission: proto_request() decodes one 28-byte header and validates it
- * once, here at the edge, in the order the spec implies: unknown command or
- * flag (EINVAL), write to a read-only export (EPERM), payload too large
- * (EINVAL), range past the end (ENOSPC for writes, EINVAL otherwise).  A
- * valid request leaves as a store operation; the store then runs with plain
- * errno and proto_nbd_error() is the single errno→NBD translation.
+ * Transmission: proto_request() decodes one header — the 28-byte compact
+ * one, or the 32-byte extended one once NBD_OPT_EXTENDED_HEADERS was
+ * acknowledged (never a mix: the other style is a framing error) — and
+ * validates it once, here at the edge, in the order the spec implies:
+ * unknown command or flag (EINVAL), write to a read-only export (EPERM),
+ * payload too large (EINVAL), range past the end (ENOSPC for writes, EINVAL
+ * otherwise).  A valid request leaves as a store operation; the store then
+ * runs with plain errno and proto_nbd_error() is the single errno→NBD
+ * translation.  With extended headers a payload is announced by
+ * NBD_CMD_FLAG_PAYLOAD_LEN: a WRITE's data (whose length is its payload
+ * with or without the flag, as qemu does), or a BLOCK_STATUS's list of
+ * context ids (proto_request_payload); any other command with a payload is
+ * EINVAL once the payload is consumed.
  *
  * Replies: every transmission reply is assembled here (proto_reply_*), as
  * iovecs over its own headers and the caller's data: simple replies,
- * structured chunks and their order (data/hole runs of a READ, DONE on the
- * last), BLOCK_STATUS descriptors, error chunks.  The caller (conn) only
- * queues and sends the iovecs, so it never names an NBD error.
+ * structured or extended chunks and their order (data/hole runs of a READ,
+ * DONE on the last), BLOCK_STATUS descriptors (32-bit, or 64-bit in
+ * NBD_REPLY_TYPE_BLOCK_STATUS_EXT), error chunks.  With extended headers
+ * every reply is a chunk (never a simple reply) carrying the request's
+ * offset.  The caller (conn) only queues and sends the iovecs, so it never
+ * names an NBD error.
  */
 #include <endian.h>
 #include <errno.h>
@@ -90,6 +100,14 @@ static uint32_t get_be32(const uint8_t *p)
 	return be32toh(v);
 }
 
+static uint64_t get_be64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return be64toh(v);
+}
+
 static uint16_t get_be16(const uint8_t *p)
 {
 	uint16_t v;
@@ -145,7 +163,14 @@ int proto_greet(struct proto *p, struct proto_buf *out)
 	return buf_put(out, &g, sizeof(g));
 }
 
-static uint16_t export_flags(const struct proto *p, const struct proto_export *e)
+/* Are metadata contexts selected for the export called name? */
+static bool meta_selected(const struct proto *p, const char *name)
+{
+	return (p->meta_alloc || p->meta_dirty || p->meta_depth) && strcmp(name, p->meta_name) == 0;
+}
+
+/* The transmission flags for export e, opened under name. */
+static uint16_t export_flags(const struct proto *p, const struct proto_export *e, const char *name)
 {
 	uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
 	             NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE;
@@ -156,6 +181,9 @@ static uint16_t export_flags(const struct proto *p, const struct proto_export *e
 		f |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
 	if (p->structured)
 		f |= NBD_FLAG_SEND_DF;
+	/* The spec: only with extended headers, and not without contexts. */
+	if (p->extended && meta_selected(p, name))
+		f |= NBD_FLAG_BLOCK_STATUS_PAYLOAD;
 	return f;
 }
 
@@ -163,9 +191,8 @@ static uint16_t export_flags(const struct proto *p, const struct proto_export *e
 static void enter_transmission(struct proto *p, const struct proto_export *e, const char *name)
 {
 	p->exp = *e;
-	p->tflags = export_flags(p, e);
-	p->meta_active = p->structured && (p->meta_alloc || p->meta_dirty || p->meta_depth) &&
-	                 strcmp(name, p->meta_name) == 0;
+	p->tflags = export_flags(p, e, name);
+	p->meta_active = p->structured && meta_selected(p, name);
 	if (!p->meta_active)
 		meta_clear(p); /* selected for another export: let go of it */
 	p->phase = PROTO_TRANSMISSION;
@@ -217,7 +244,7 @@ static int opt_export_name(struct proto *p, const uint8_t *d, uint32_t n, struct
 	if (err)
 		return -ENOENT;
 	r.size = htobe64(e.size);
-	r.flags = htobe16(export_flags(p, &e));
+	r.flags = htobe16(export_flags(p, &e, name));
 	err = buf_put(out, &r, sizeof(r));
 	if (!err && !p->no_zeroes)
 		err = buf_put(out, zeroes, sizeof(zeroes));
@@ -297,7 +324,7 @@ static int opt_info_go(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t
 	struct nbd_info_export ie = {
 	    .info = htobe16(NBD_INFO_EXPORT),
 	    .size = htobe64(e.size),
-	    .flags = htobe16(export_flags(p, &e)),
+	    .flags = htobe16(export_flags(p, &e, name)),
 	};
 	struct nbd_info_block_size bs = {
 	    .info = htobe16(NBD_INFO_BLOCK_SIZE),
@@ -331,8 +358,25 @@ static int opt_structured_reply(struct proto *p, uint32_t n, struct proto_buf *o
 	if (n != 0)
 		return put_err(out, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_INVALID,
 		               "NBD_OPT_STRUCTURED_REPLY takes no data");
+	/* The spec: extended headers take precedence; no downgrade. */
+	if (p->extended)
+		return put_err(out, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_EXT_HEADER_REQD,
+		               "extended headers are already negotiated");
 	p->structured = true;
 	return put_rep(out, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL, 0, NULL, 0);
+}
+
+/* NBD_OPT_EXTENDED_HEADERS: allowed before or after STRUCTURED_REPLY (it
+ * takes precedence), and again (still on).  Replies are chunks from now
+ * on, so everything structured replies enable is enabled too. */
+static int opt_extended_headers(struct proto *p, uint32_t n, struct proto_buf *out)
+{
+	if (n != 0)
+		return put_err(out, NBD_OPT_EXTENDED_HEADERS, NBD_REP_ERR_INVALID,
+		               "NBD_OPT_EXTENDED_HEADERS takes no data");
+	p->extended = true;
+	p->structured = true;
+	return put_rep(out, NBD_OPT_EXTENDED_HEADERS, NBD_REP_ACK, NULL, 0, NULL, 0);
 }
 
 /* What one metadata query asks for (docs/PROTOCOL.md).  The wildcards
@@ -548,8 +592,9 @@ static int opt_meta_context(struct proto *p, uint32_t opt, const uint8_t *d, uin
 	if (opt == NBD_OPT_SET_META_CONTEXT)
 		meta_clear(p);
 	if (!p->structured)
-		return put_err(out, opt, NBD_REP_ERR_INVALID,
-		               "negotiate NBD_OPT_STRUCTURED_REPLY first");
+		return put_err(
+		    out, opt, NBD_REP_ERR_INVALID,
+		    "negotiate NBD_OPT_STRUCTURED_REPLY or NBD_OPT_EXTENDED_HEADERS first");
 	if (n < 8)
 		return put_err(out, opt, NBD_REP_ERR_INVALID, "option data too short");
 	namelen = get_be32(d);
@@ -617,6 +662,7 @@ void proto_tls_started(struct proto *p)
 	p->tls = true;
 	p->phase = PROTO_OPTIONS;
 	p->structured = false;
+	p->extended = false;
 	meta_clear(p);
 }
 
@@ -631,6 +677,10 @@ static int option(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t n,
 		/* FORCEDTLS: this option cannot carry TLS_REQD; hang up. */
 		if (p->tls_mode == PROTO_TLS_REQUIRE && !p->tls)
 			return -EACCES;
+		/* The spec forbids it after extended headers, and its reply
+		 * cannot say no: hang up. */
+		if (p->extended)
+			return -EPROTO;
 		return opt_export_name(p, d, n, out);
 	}
 	if (p->shutting_down)
@@ -648,6 +698,8 @@ static int option(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t n,
 		return opt_info_go(p, opt, d, n, out);
 	case NBD_OPT_STRUCTURED_REPLY:
 		return opt_structured_reply(p, n, out);
+	case NBD_OPT_EXTENDED_HEADERS:
+		return opt_extended_headers(p, n, out);
 	case NBD_OPT_LIST_META_CONTEXT:
 	case NBD_OPT_SET_META_CONTEXT:
 		return opt_meta_context(p, opt, d, n, out);
@@ -711,24 +763,136 @@ ssize_t proto_handshake(struct proto *p, const uint8_t *in, size_t len, struct p
 
 /* ---- transmission ------------------------------------------------- */
 
-int proto_request(struct proto *p, const uint8_t *in, size_t len, struct proto_req *req)
+/* Decode the header the negotiation chose into *req (zeroed first): its
+ * size, 0 when len is short, -EPROTO for a bad magic (the other header
+ * style included: the spec makes each side use only the negotiated one).
+ * A compact magic after extended headers is refused as soon as it is in:
+ * that header is 4 bytes short of an extended one, and its sender would
+ * wait for a reply forever. */
+static int request_header(const struct proto *p, const uint8_t *in, size_t len,
+                          struct proto_req *req)
 {
+	struct nbd_extended_header x;
 	struct nbd_request r;
-	uint16_t allowed;
-	bool writes;
 
-	if (len < sizeof(r))
+	if (p->extended && len >= 4 && get_be32(in) == NBD_REQUEST_MAGIC)
+		return -EPROTO;
+	if (len < (p->extended ? sizeof(x) : sizeof(r)))
 		return 0;
+	memset(req, 0, sizeof(*req));
+	if (p->extended) {
+		memcpy(&x, in, sizeof(x));
+		if (be32toh(x.magic) != NBD_EXTENDED_REQUEST_MAGIC)
+			return -EPROTO;
+		req->type = be16toh(x.type);
+		req->flags = be16toh(x.flags);
+		req->handle = x.handle; /* opaque: echoed back byte for byte */
+		req->offset = be64toh(x.offset);
+		req->length = be64toh(x.length);
+		/* Replies are chunks with extended headers, whatever the command. */
+		req->extended = req->structured = true;
+		return sizeof(x);
+	}
 	memcpy(&r, in, sizeof(r));
 	if (be32toh(r.magic) != NBD_REQUEST_MAGIC)
 		return -EPROTO;
-	memset(req, 0, sizeof(*req));
 	req->type = be16toh(r.type);
 	req->flags = be16toh(r.flags);
-	req->handle = r.handle; /* opaque: echoed back byte for byte */
+	req->handle = r.handle;
 	req->offset = be64toh(r.offset);
 	req->length = be32toh(r.length);
-	req->payload = req->type == NBD_CMD_WRITE ? req->length : 0;
+	return sizeof(r);
+}
+
+/* Bytes that follow the header: a WRITE's length; with extended headers
+ * also the length of any command flagged NBD_CMD_FLAG_PAYLOAD_LEN.  The
+ * spec says an extended WRITE MUST carry that flag, but qemu's client
+ * (10.0) sends its data without it, and qemu's server reads a WRITE's
+ * length as its payload either way: so does cowbd (the flag changes
+ * nothing for a WRITE).  -E2BIG for an extended payload over the maximum
+ * (the spec: hard disconnect), else 0. */
+static int request_payload(struct proto_req *req)
+{
+	if (!req->extended) {
+		req->payload = req->type == NBD_CMD_WRITE ? (uint32_t)req->length : 0;
+		return 0;
+	}
+	if (!(req->flags & NBD_CMD_FLAG_PAYLOAD_LEN) && req->type != NBD_CMD_WRITE)
+		return 0;
+	if (req->length > PROTO_MAX_PAYLOAD)
+		return -E2BIG;
+	req->payload = (uint32_t)req->length;
+	return 0;
+}
+
+/* The contexts a BLOCK_STATUS answers unless its payload picks some. */
+static unsigned meta_contexts(const struct proto *p)
+{
+	return (p->meta_alloc ? PROTO_META_BIT(PROTO_META_ALLOC_ID) : 0) |
+	       (p->meta_dirty ? PROTO_META_BIT(PROTO_META_DIRTY_ID) : 0) |
+	       (p->meta_depth ? PROTO_META_BIT(PROTO_META_DEPTH_ID) : 0);
+}
+
+/* A BLOCK_STATUS range: nonzero (the spec) and inside the export. */
+static void bs_range(const struct proto *p, struct proto_req *req)
+{
+	if (req->length == 0 || req->offset > p->exp.size ||
+	    req->length > p->exp.size - req->offset)
+		req->error = -EINVAL;
+}
+
+/* A valid BLOCK_STATUS header.  With NBD_CMD_FLAG_PAYLOAD_LEN the range
+ * comes in the payload (proto_request_payload); a payload that cannot be
+ * valid is EINVAL at once (the caller discards it). */
+static void bs_request(const struct proto *p, struct proto_req *req)
+{
+	uint32_t n = req->payload;
+
+	req->req_one = req->flags & NBD_CMD_FLAG_REQ_ONE;
+	req->contexts = meta_contexts(p);
+	if (!(req->flags & NBD_CMD_FLAG_PAYLOAD_LEN)) {
+		bs_range(p, req);
+		return;
+	}
+	if (n < 12 || n > PROTO_BS_PAYLOAD_MAX || (n - 8) % 4)
+		req->error = -EINVAL;
+	else
+		req->bs_payload = true;
+}
+
+void proto_request_payload(const struct proto *p, struct proto_req *req, const uint8_t *in)
+{
+	unsigned want = 0;
+
+	req->length = get_be64(in);
+	for (uint32_t at = 8; at < req->payload; at += 4) {
+		uint32_t id = get_be32(in + at);
+		unsigned bit = id >= 1 && id <= PROTO_META_NCTX ? PROTO_META_BIT(id) : 0;
+
+		/* The spec: an unknown or repeated id is EINVAL. */
+		if (!(bit & req->contexts) || (bit & want))
+			req->error = -EINVAL;
+		want |= bit;
+	}
+	req->payload = 0;
+	req->bs_payload = false;
+	if (req->error)
+		return;
+	req->contexts = want;
+	bs_range(p, req);
+}
+
+int proto_request(struct proto *p, const uint8_t *in, size_t len, struct proto_req *req)
+{
+	int hdr = request_header(p, in, len, req);
+	uint16_t allowed, payload_len;
+	bool writes;
+
+	if (hdr <= 0)
+		return hdr;
+	if (request_payload(req))
+		return -E2BIG;
+	payload_len = req->extended ? NBD_CMD_FLAG_PAYLOAD_LEN : 0;
 
 	switch (req->type) {
 	case NBD_CMD_READ:
@@ -738,11 +902,11 @@ int proto_request(struct proto *p, const uint8_t *in, size_t len, struct proto_r
 		break;
 	case NBD_CMD_WRITE:
 		req->op = STORE_WRITE;
-		allowed = NBD_CMD_FLAG_FUA;
+		allowed = NBD_CMD_FLAG_FUA | payload_len;
 		break;
 	case NBD_CMD_DISC:
 		req->disc = true;
-		return sizeof(r);
+		return hdr;
 	case NBD_CMD_FLUSH:
 		req->op = STORE_FLUSH;
 		allowed = NBD_CMD_FLAG_FUA;
@@ -763,60 +927,59 @@ int proto_request(struct proto *p, const uint8_t *in, size_t len, struct proto_r
 	case NBD_CMD_BLOCK_STATUS:
 		if (!p->meta_active) { /* no context negotiated: the spec's EINVAL */
 			req->error = -EINVAL;
-			return sizeof(r);
+			return hdr;
 		}
 		req->op = STORE_READ; /* never submitted; read-only in effect */
 		req->structured = true;
 		req->block_status = true;
-		allowed = NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_REQ_ONE;
+		/* NBD_FLAG_BLOCK_STATUS_PAYLOAD is sent exactly when both hold. */
+		allowed = NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_REQ_ONE | payload_len;
 		break;
 	default: /* RESIZE, ...: not advertised */
 		req->error = -EINVAL;
-		return sizeof(r);
+		return hdr;
 	}
 	if (req->flags & ~allowed) {
 		req->error = -EINVAL;
-		return sizeof(r);
+		return hdr;
+	}
+	if (req->block_status) {
+		bs_request(p, req);
+		return hdr;
 	}
 	writes = req->op == STORE_WRITE || req->op == STORE_TRIM || req->op == STORE_ZERO;
 	if (writes && p->exp.read_only) {
 		req->error = -EPERM;
-		return sizeof(r);
+		return hdr;
 	}
 	if (req->op == STORE_FLUSH) {
 		if (req->offset || req->length)
 			req->error = -EINVAL;
 		else if (p->exp.read_only)
 			req->noop = true; /* nothing can be dirty */
-		return sizeof(r);
+		return hdr;
 	}
 	if ((req->type == NBD_CMD_READ || req->op == STORE_WRITE) &&
 	    req->length > PROTO_MAX_PAYLOAD) {
 		req->error = -EINVAL;
-		return sizeof(r);
+		return hdr;
 	}
 	if (req->offset > p->exp.size || req->length > p->exp.size - req->offset) {
 		req->error = req->op == STORE_WRITE ? -ENOSPC : -EINVAL;
-		return sizeof(r);
-	}
-	if (req->block_status) {
-		if (req->length == 0) /* the spec: a nonzero length */
-			req->error = -EINVAL;
-		req->req_one = req->flags & NBD_CMD_FLAG_REQ_ONE;
-		return sizeof(r);
+		return hdr;
 	}
 	if (req->length == 0 || req->op == STORE_CACHE) {
 		/* CACHE: nothing to warm; reads from the page cache or the
 		 * tree are as fast as they get. */
 		req->noop = true;
-		return sizeof(r);
+		return hdr;
 	}
 	req->df = req->flags & NBD_CMD_FLAG_DF;
 	if (req->flags & NBD_CMD_FLAG_FUA && writes)
 		req->store_flags |= STORE_FUA;
 	if (req->flags & NBD_CMD_FLAG_NO_HOLE)
 		req->store_flags |= STORE_NO_HOLE;
-	return sizeof(r);
+	return hdr;
 }
 
 /* ---- reply encoding ------------------------------------------------- */
@@ -846,36 +1009,50 @@ static size_t simple_hdr(uint8_t *out, uint64_t handle, uint32_t nbd_err)
 	return sizeof(r);
 }
 
-/* A structured chunk header; len bytes of payload follow it. */
-static size_t chunk_hdr(uint8_t *out, uint64_t handle, uint16_t flags, uint16_t type, uint32_t len)
+/* A chunk header for reply r, structured or extended (with the request's
+ * offset); len bytes of payload follow it. */
+static size_t chunk_hdr(uint8_t *out, const struct proto_reply *r, uint16_t flags, uint16_t type,
+                        uint32_t len)
 {
-	struct nbd_structured_reply r = {
+	struct nbd_structured_reply s = {
 	    .magic = htobe32(NBD_STRUCTURED_REPLY_MAGIC),
 	    .flags = htobe16(flags),
 	    .type = htobe16(type),
-	    .handle = handle,
+	    .handle = r->handle,
 	    .length = htobe32(len),
 	};
+	struct nbd_extended_header x = {
+	    .magic = htobe32(NBD_EXTENDED_REPLY_MAGIC),
+	    .flags = htobe16(flags),
+	    .type = htobe16(type),
+	    .handle = r->handle,
+	    .offset = htobe64(r->offset),
+	    .length = htobe64(len),
+	};
 
-	memcpy(out, &r, sizeof(r));
-	return sizeof(r);
+	if (r->extended) {
+		memcpy(out, &x, sizeof(x));
+		return sizeof(x);
+	}
+	memcpy(out, &s, sizeof(s));
+	return sizeof(s);
 }
 
 /* NBD_REPLY_TYPE_OFFSET_DATA header for len data bytes at offset. */
-static size_t chunk_data(uint8_t *out, uint64_t handle, uint16_t flags, uint64_t offset,
+static size_t chunk_data(uint8_t *out, const struct proto_reply *r, uint16_t flags, uint64_t offset,
                          uint32_t len)
 {
-	size_t n = chunk_hdr(out, handle, flags, NBD_REPLY_TYPE_OFFSET_DATA, 8 + len);
+	size_t n = chunk_hdr(out, r, flags, NBD_REPLY_TYPE_OFFSET_DATA, 8 + len);
 
 	put_be64(out + n, offset);
 	return n + 8;
 }
 
 /* NBD_REPLY_TYPE_OFFSET_HOLE: len bytes of zeroes at offset. */
-static size_t chunk_hole(uint8_t *out, uint64_t handle, uint16_t flags, uint64_t offset,
+static size_t chunk_hole(uint8_t *out, const struct proto_reply *r, uint16_t flags, uint64_t offset,
                          uint32_t len)
 {
-	size_t n = chunk_hdr(out, handle, flags, NBD_REPLY_TYPE_OFFSET_HOLE, 12);
+	size_t n = chunk_hdr(out, r, flags, NBD_REPLY_TYPE_OFFSET_HOLE, 12);
 
 	put_be64(out + n, offset);
 	put_be32(out + n + 8, len);
@@ -884,10 +1061,10 @@ static size_t chunk_hole(uint8_t *out, uint64_t handle, uint16_t flags, uint64_t
 
 /* NBD_REPLY_TYPE_ERROR (no offset) or ERROR_OFFSET, with DONE and an
  * empty message. */
-static size_t chunk_error(uint8_t *out, uint64_t handle, uint32_t nbd_err, bool with_offset,
-                          uint64_t offset)
+static size_t chunk_error(uint8_t *out, const struct proto_reply *r, uint32_t nbd_err,
+                          bool with_offset, uint64_t offset)
 {
-	size_t n = chunk_hdr(out, handle, NBD_REPLY_FLAG_DONE,
+	size_t n = chunk_hdr(out, r, NBD_REPLY_FLAG_DONE,
 	                     with_offset ? NBD_REPLY_TYPE_ERROR_OFFSET : NBD_REPLY_TYPE_ERROR,
 	                     with_offset ? 14 : 6);
 
@@ -967,6 +1144,8 @@ unsigned proto_read_runs(const uint8_t *buf, uint64_t offset, uint32_t len, bool
 static_assert(PROTO_CHUNK_HDR + 14 <= sizeof(((struct proto_reply *)0)->hdr),
               "an error chunk fits a reply's header area");
 static_assert(PROTO_CHUNK_HDR + 8 <= PROTO_CHUNK_HOLE, "a data chunk header fits its slot");
+static_assert(PROTO_META_NCTX * (PROTO_CHUNK_HDR + 8) <= sizeof(((struct proto_reply *)0)->hdr),
+              "a BLOCK_STATUS chunk header per context fits a reply's header area");
 
 static void reply_add(struct proto_reply *r, void *base, size_t len)
 {
@@ -978,7 +1157,9 @@ static void reply_add(struct proto_reply *r, void *base, size_t len)
 void proto_reply_init(struct proto_reply *r, const struct proto_req *req)
 {
 	r->handle = req->handle;
+	r->offset = req->offset;
 	r->structured = req->structured;
+	r->extended = req->extended;
 	r->df = req->df;
 	r->niov = 0;
 	r->len = 0;
@@ -993,7 +1174,7 @@ static void reply_error(struct proto_reply *r, int err, bool with_offset, uint64
 	r->niov = 0;
 	r->len = 0;
 	if (r->structured)
-		reply_add(r, r->hdr, chunk_error(r->hdr, r->handle, nbd_err, with_offset, offset));
+		reply_add(r, r->hdr, chunk_error(r->hdr, r, nbd_err, with_offset, offset));
 	else
 		reply_add(r, r->hdr, simple_hdr(r->hdr, r->handle, nbd_err));
 }
@@ -1007,9 +1188,8 @@ void proto_reply_status(struct proto_reply *r, int err)
 	r->niov = 0;
 	r->len = 0;
 	if (r->structured)
-		reply_add(
-		    r, r->hdr,
-		    chunk_hdr(r->hdr, r->handle, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, 0));
+		reply_add(r, r->hdr,
+		          chunk_hdr(r->hdr, r, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, 0));
 	else
 		reply_add(r, r->hdr, simple_hdr(r->hdr, r->handle, 0));
 }
@@ -1038,10 +1218,10 @@ void proto_reply_read(struct proto_reply *r, int err, uint64_t offset, uint8_t *
 		size_t k;
 
 		if (runs[i].hole) {
-			k = chunk_hole(h, r->handle, fl, off, runs[i].len);
+			k = chunk_hole(h, r, fl, off, runs[i].len);
 			reply_add(r, h, k);
 		} else {
-			k = chunk_data(h, r->handle, fl, off, runs[i].len);
+			k = chunk_data(h, r, fl, off, runs[i].len);
 			reply_add(r, h, k);
 			reply_add(r, buf + runs[i].off, runs[i].len);
 		}
@@ -1049,14 +1229,41 @@ void proto_reply_read(struct proto_reply *r, int err, uint64_t offset, uint8_t *
 	}
 }
 
-/* One BLOCK_STATUS chunk header (with the context id) at h for n
- * descriptors; returns its size. */
-static size_t bs_chunk(uint8_t *h, uint64_t handle, bool last, uint32_t id, unsigned n)
+/* Bytes of one block descriptor on the wire. */
+static size_t bs_desc_size(const struct proto_reply *r)
 {
-	size_t k = chunk_hdr(h, handle, last ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_BLOCK_STATUS,
-	                     4 + PROTO_BS_DESC * n);
+	return r->extended ? sizeof(struct nbd_block_descriptor_ext)
+	                   : sizeof(struct nbd_block_descriptor);
+}
+
+/* One BLOCK_STATUS chunk header (with the context id, and with extended
+ * headers the descriptor count) at h for n descriptors; returns its size. */
+static size_t bs_chunk(uint8_t *h, const struct proto_reply *r, bool last, uint32_t id, unsigned n)
+{
+	size_t pre = r->extended ? 8 : 4;
+	size_t k =
+	    chunk_hdr(h, r, last ? NBD_REPLY_FLAG_DONE : 0,
+	              r->extended ? NBD_REPLY_TYPE_BLOCK_STATUS_EXT : NBD_REPLY_TYPE_BLOCK_STATUS,
+	              (uint32_t)(pre + bs_desc_size(r) * n));
+
 	put_be32(h + k, id);
-	return k + 4;
+	if (r->extended)
+		put_be32(h + k + 4, n);
+	return k + pre;
+}
+
+/* One descriptor at d; returns the next.  Compact lengths fit 32 bits:
+ * extents never reach past the request's 32-bit length. */
+static uint8_t *bs_desc(const struct proto_reply *r, uint8_t *d, uint64_t len, uint32_t status)
+{
+	if (r->extended) {
+		put_be64(d, len);
+		put_be64(d + 8, status);
+		return d + 16;
+	}
+	put_be32(d, (uint32_t)len);
+	put_be32(d + 4, status);
+	return d + 8;
 }
 
 void proto_reply_block_status(struct proto_reply *r, const struct proto_bs *bs, uint8_t *desc)
@@ -1084,25 +1291,20 @@ void proto_reply_block_status(struct proto_reply *r, const struct proto_bs *bs, 
 	}
 	r->niov = 0;
 	r->len = 0;
-	for (unsigned i = 0; i < bs->nalloc && bs->alloc; i++, dd += PROTO_BS_DESC) {
-		put_be32(dd, (uint32_t)bs->alloc[i].len);
-		put_be32(dd + 4, bs->alloc[i].hole ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0);
-	}
-	for (unsigned i = 0; i < bs->ndirty && bs->dirty; i++, dd += PROTO_BS_DESC) {
-		put_be32(dd, (uint32_t)bs->dirty[i].len);
-		put_be32(dd + 4, bs->dirty[i].value ? NBD_STATE_DIRTY : 0);
-	}
-	for (unsigned i = 0; i < bs->ndepth && bs->depth; i++, dd += PROTO_BS_DESC) {
-		put_be32(dd, (uint32_t)bs->depth[i].len);
-		put_be32(dd + 4, bs->depth[i].value);
-	}
+	for (unsigned i = 0; i < bs->nalloc && bs->alloc; i++)
+		dd = bs_desc(r, dd, bs->alloc[i].len,
+		             bs->alloc[i].hole ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0);
+	for (unsigned i = 0; i < bs->ndirty && bs->dirty; i++)
+		dd = bs_desc(r, dd, bs->dirty[i].len, bs->dirty[i].value ? NBD_STATE_DIRTY : 0);
+	for (unsigned i = 0; i < bs->ndepth && bs->depth; i++)
+		dd = bs_desc(r, dd, bs->depth[i].len, bs->depth[i].value);
 	dd = desc;
 	for (unsigned c = 0; c < nctx; c++) {
-		size_t k = bs_chunk(h, r->handle, c == nctx - 1, ctx[c].id, ctx[c].n);
+		size_t k = bs_chunk(h, r, c == nctx - 1, ctx[c].id, ctx[c].n);
 		reply_add(r, h, k);
-		reply_add(r, dd, PROTO_BS_DESC * ctx[c].n);
+		reply_add(r, dd, bs_desc_size(r) * ctx[c].n);
 		h += k;
-		dd += PROTO_BS_DESC * ctx[c].n;
+		dd += bs_desc_size(r) * ctx[c].n;
 	}
 }
 

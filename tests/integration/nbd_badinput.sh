@@ -63,7 +63,8 @@ expect(errno.EINVAL, "read with REQ_ONE flag", h.pread, 512, 0, nbd.CMD_FLAG_REQ
 expect(errno.EINVAL, "cache past end", h.cache, 1024, size - 512)
 expect(errno.EINVAL, "block status past end", h.block_status, 1024, size - 512,
        lambda *a: 0)
-expect(errno.EINVAL, "read longer than the maximum", h.pread, (32 << 20) + 1, 0)
+# (a READ over the 64 MiB maximum: libnbd refuses to send it; nbd_raw.py's
+# big_write_einval and ext_big_io send it by hand)
 h.zero(512, 0, nbd.CMD_FLAG_FAST_ZERO)   # advertised: zeroing always unmaps
 # zero-length requests in range succeed without doing anything
 assert h.pread(0, 4096) == b""

@@ -17,7 +17,7 @@ cowctl snapshot create vol0@snap >/dev/null || fail "snapshot create"
 out=$(nbdinfo "$(uri vol0)") || fail "nbdinfo vol0"
 for want in "can_flush: true" "can_fua: true" "can_trim: true" "can_zero: true" \
 	"can_multi_conn: true" "is_read_only: false" "block_size_minimum: 1" \
-	"block_size_maximum: 33554432"; do
+	"block_size_maximum: 67108864"; do
 	grep -q "$want" <<<"$out" || fail "nbdinfo vol0 lacks '$want': $out"
 done
 out=$(nbdinfo "$(uri vol0@snap)") || fail "nbdinfo vol0@snap"

@@ -232,7 +232,7 @@ def unknown_commands():
 
 def big_write_einval():
     s, _ = go()
-    n = (32 << 20) + 4096
+    n = (64 << 20) + 4096
     send_req(s, CMD_WRITE, 0, n, handle=0xABCD)
     chunk = b"\x25\x60\x95\x13" * 16384
     left = n
@@ -241,7 +241,7 @@ def big_write_einval():
         s.sendall(chunk[:k])
         left -= k
     err, handle, _ = read_reply(s)
-    check(err == EINVAL and handle == 0xABCD, "33 MiB WRITE -> EINVAL")
+    check(err == EINVAL and handle == 0xABCD, "64 MiB + 4 KiB WRITE -> EINVAL")
     err, data = roundtrip(s, CMD_READ, 0, 4096, datalen=4096)
     check(err == 0, "READ after a drained oversized payload")
 
@@ -542,12 +542,241 @@ def vanish_mid_chunks():
     s.close()
 
 
+# ---- extended headers (NBD_OPT_EXTENDED_HEADERS) -------------------------
+
+XREQ_MAGIC, XREP_MAGIC = 0x21E41C71, 0x6E8A278C
+OPT_EXTENDED_HEADERS = 11
+REP_ERR_EXT_HEADER_REQD = 0x8000000A
+T_BS_EXT = 6
+FLAG_BLOCK_STATUS_PAYLOAD = 1 << 12
+CMD_FLAG_PAYLOAD_LEN = 1 << 5
+CMD_WRITE_ZEROES = 6
+INFO_BLOCK_SIZE = 3
+MAX_PAYLOAD = 64 << 20
+TIB = 1 << 40
+
+
+def send_xreq(s, cmd, off, length, flags=0, handle=0x1122334455667788, payload=b""):
+    s.sendall(struct.pack(">IHHQQQ", XREQ_MAGIC, flags, cmd, handle, off, length) + payload)
+
+
+def read_xchunk(s):
+    """One extended reply chunk: (flags, type, handle, offset, payload)."""
+    magic, flags, rtype, handle, off, length = struct.unpack(">IHHQQQ", recvn(s, 32))
+    check(magic == XREP_MAGIC, "extended reply magic %#x" % magic)
+    check(length <= MAX_PAYLOAD + 8, "reply length %d" % length)
+    return flags, rtype, handle, off, recvn(s, length)
+
+
+def xerr(payload):
+    return struct.unpack(">I", payload[:4])[0]
+
+
+def xroundtrip(s, cmd, off, length, flags=0, payload=b"", handle=0xABCD):
+    """A request whose reply is one chunk: (type, payload); checks DONE, the
+    handle and the echoed offset."""
+    send_xreq(s, cmd, off, length, flags, handle, payload)
+    fl, rtype, h, o, data = read_xchunk(s)
+    check(h == handle and o == off and fl & FLAG_DONE, "one chunk, DONE, handle and offset echoed")
+    return rtype, data
+
+
+def xhello(name=b"vol0", meta=()):
+    """Extended headers (STRUCTURED_REPLY first: the spec allows it and the
+    later option takes precedence), contexts meta selected on name, GO with
+    NBD_INFO_BLOCK_SIZE.  Returns (socket, size, tflags, max payload, ids)."""
+    s = hello()
+    send_opt(s, OPT_EXTENDED_HEADERS, b"x")
+    check(read_rep(s)[1] == REP_ERR_INVALID, "EXTENDED_HEADERS with data -> ERR_INVALID")
+    send_opt(s, OPT_STRUCTURED_REPLY)
+    check(read_rep(s)[1] == REP_ACK, "STRUCTURED_REPLY")
+    send_opt(s, OPT_EXTENDED_HEADERS)
+    check(read_rep(s)[1] == REP_ACK, "EXTENDED_HEADERS acked")
+    send_opt(s, OPT_STRUCTURED_REPLY)
+    check(read_rep(s)[1] == REP_ERR_EXT_HEADER_REQD, "STRUCTURED_REPLY after -> EXT_HEADER_REQD")
+    ids = {}
+    if meta:
+        got = meta_contexts(s, OPT_SET_META, name, list(meta))
+        check(isinstance(got, list) and len(got) == len(meta), "SET: %r" % (got,))
+        ids = {n: i for i, n in got}
+    send_opt(s, OPT_GO, struct.pack(">I", len(name)) + name + struct.pack(">HH", 1, INFO_BLOCK_SIZE))
+    size = tflags = maxp = None
+    while True:
+        opt, rtype, data = read_rep(s)
+        if rtype == REP_ACK:
+            break
+        check(rtype == REP_INFO, "GO failed: %#x" % rtype)
+        info = struct.unpack(">H", data[:2])[0]
+        if info == 0:
+            size, tflags = struct.unpack(">QH", data[2:12])
+        elif info == INFO_BLOCK_SIZE:
+            maxp = struct.unpack(">III", data[2:14])[2]
+    return s, size, tflags, maxp, ids
+
+
+def ext_requests():
+    """Every command and reply form with extended headers on vol0."""
+    s, size, tflags, maxp, _ = xhello()
+    check(maxp == MAX_PAYLOAD, "NBD_INFO_BLOCK_SIZE maximum %r" % maxp)
+    check(tflags & FLAG_SEND_DF, "SEND_DF")
+    check(not tflags & FLAG_BLOCK_STATUS_PAYLOAD, "no BLOCK_STATUS_PAYLOAD without contexts")
+    base, PL = 2 << 20, CMD_FLAG_PAYLOAD_LEN
+    check(xroundtrip(s, CMD_WRITE_ZEROES, base, 3 * 4096) == (T_NONE, b""), "WRITE_ZEROES -> NONE")
+    check(xroundtrip(s, CMD_WRITE, base + 4096, 4096, PL, b"x" * 4096) == (T_NONE, b""),
+          "WRITE (PAYLOAD_LEN) -> NONE chunk, never a simple reply")
+    # READ: hole, data, hole chunks; the header offset is the request's
+    send_xreq(s, CMD_READ, base, 3 * 4096, handle=5)
+    got = []
+    while True:
+        fl, rtype, h, o, data = read_xchunk(s)
+        check(h == 5 and o == base, "READ chunk header")
+        off = struct.unpack(">Q", data[:8])[0]
+        got.append((rtype, off, struct.unpack(">I", data[8:12])[0] if rtype == T_HOLE else data[8:]))
+        if fl & FLAG_DONE:
+            break
+    check(got == [(T_HOLE, base, 4096), (T_DATA, base + 4096, b"x" * 4096),
+                  (T_HOLE, base + 8192, 4096)], "hole/data/hole: %r" % [g[:2] for g in got])
+    rtype, data = xroundtrip(s, CMD_READ, base, 3 * 4096, CMD_FLAG_DF)
+    check(rtype == T_DATA and data[8:] == bytes(4096) + b"x" * 4096 + bytes(4096), "DF READ")
+    rtype, data = xroundtrip(s, CMD_READ, size - 1, 2)
+    check(rtype == T_ERROR and xerr(data) == EINVAL, "READ past the end -> ERROR chunk")
+    rtype, data = xroundtrip(s, CMD_READ, 0, MAX_PAYLOAD + 1)
+    check(rtype == T_ERROR and xerr(data) == EINVAL, "READ of 64 MiB + 1 -> EINVAL")
+    check(xroundtrip(s, CMD_FLUSH, 0, 0) == (T_NONE, b""), "FLUSH -> NONE")
+    check(xroundtrip(s, CMD_TRIM, base + 4096, 4096) == (T_NONE, b""), "TRIM -> NONE")
+    check(xroundtrip(s, CMD_CACHE, 0, size) == (T_NONE, b""), "CACHE of the whole export")
+    # the spec says a WRITE MUST set PAYLOAD_LEN; qemu's client does not:
+    # its length is the payload all the same (as qemu's server reads it)
+    check(xroundtrip(s, CMD_WRITE, base + 8192, 4096, 0, b"y" * 4096) == (T_NONE, b""),
+          "WRITE without PAYLOAD_LEN (qemu) -> its payload is taken")
+    rtype, data = xroundtrip(s, CMD_READ, base + 8192, 4096)
+    check(rtype == T_DATA and data[8:] == b"y" * 4096, "... and written")
+    # a payload where none belongs: consumed (it looks like requests), EINVAL
+    fake = struct.pack(">IHHQQQ", XREQ_MAGIC, 0, CMD_READ, 7, 0, 512) * 100
+    for cmd in (CMD_READ, CMD_TRIM, CMD_FLUSH, 0x55):
+        rtype, data = xroundtrip(s, cmd, 0, len(fake), PL, fake)
+        check(rtype == T_ERROR and xerr(data) == EINVAL, "cmd %d with a payload -> EINVAL" % cmd)
+    rtype, data = xroundtrip(s, CMD_WRITE, size, len(fake), PL, fake)
+    check(rtype == T_ERROR and xerr(data) == ENOSPC, "WRITE past the end -> ENOSPC, drained")
+    rtype, data = xroundtrip(s, CMD_READ, base + 4096, 4, CMD_FLAG_DF)
+    check(rtype == T_DATA and data[8:] == bytes(4), "READ after drained payloads (trimmed)")
+    send_xreq(s, CMD_DISC, 0, 0)
+    expect_eof(s, "after DISC")
+
+
+def ext_refusals():
+    """What the spec forbids after extended headers: NBD_OPT_EXPORT_NAME (a
+    hard disconnect: it cannot carry an error), a compact request header (a
+    framing error), a payload over the maximum (hard disconnect); and an
+    extended header without the negotiation."""
+    s = hello()
+    send_opt(s, OPT_EXTENDED_HEADERS)
+    check(read_rep(s)[1] == REP_ACK, "EXTENDED_HEADERS")
+    send_opt(s, OPT_EXPORT_NAME, b"vol0")
+    expect_eof(s, "EXPORT_NAME after EXTENDED_HEADERS")
+    s = xhello()[0]
+    send_req(s, CMD_READ, 0, 512)
+    expect_eof(s, "a compact header after EXTENDED_HEADERS")
+    s = xhello()[0]
+    send_xreq(s, CMD_WRITE, 0, MAX_PAYLOAD + 1, CMD_FLAG_PAYLOAD_LEN, payload=b"z" * 4096)
+    expect_eof(s, "a WRITE payload of 64 MiB + 1")
+    s, _ = go()
+    send_xreq(s, CMD_READ, 0, 512)
+    expect_eof(s, "an extended header without EXTENDED_HEADERS")
+
+
+def bs_chunks(s, handle):
+    """The BLOCK_STATUS_EXT chunks of one reply: {id: [(len, status)]}, or the
+    NBD error of an error chunk."""
+    seen = {}
+    while True:
+        fl, rtype, h, o, data = read_xchunk(s)
+        check(h == handle, "BLOCK_STATUS handle")
+        if rtype == T_ERROR:
+            check(fl & FLAG_DONE, "error chunk with DONE")
+            return xerr(data)
+        check(rtype == T_BS_EXT, "BLOCK_STATUS_EXT, never 32-bit BLOCK_STATUS: %d" % rtype)
+        cid, n = struct.unpack(">II", data[:8])
+        check(len(data) == 8 + 16 * n and n > 0, "descriptor count %d" % n)
+        descs = [struct.unpack(">QQ", data[8 + 16 * i:24 + 16 * i]) for i in range(n)]
+        check(all(ln for ln, _ in descs) and cid not in seen, "extents of context %d" % cid)
+        seen[cid] = descs
+        if fl & FLAG_DONE:
+            return seen
+
+
+def ext_block_status():
+    """base:allocation, qemu:allocation-depth and qemu:dirty-bitmap:s1 on
+    big, a 1 TiB thin volume (nbd_exthdr.sh: 4 KiB written at 0 and at
+    512 GiB before snapshot s1, 4 KiB at 768 GiB after): the whole volume in
+    one reply, 64-bit extents, the payload filter."""
+    A, D, B = b"base:allocation", b"qemu:allocation-depth", b"qemu:dirty-bitmap:s1"
+    s, size, tflags, _, ids = xhello(b"big", (A, D, B))
+    check(size == TIB, "big is 1 TiB")
+    check(tflags & FLAG_BLOCK_STATUS_PAYLOAD, "BLOCK_STATUS_PAYLOAD advertised")
+    G = 1 << 30
+    send_xreq(s, CMD_BLOCK_STATUS, 0, TIB, handle=1)
+    seen = bs_chunks(s, 1)
+    check(isinstance(seen, dict) and sorted(seen) == sorted(ids.values()), "one chunk per context")
+    for name, want in ((A, [(4096, 0), (512 * G - 4096, 3), (4096, 0), (256 * G - 4096, 3),
+                            (4096, 0), (256 * G - 4096, 3)]),
+                       (D, [(4096, 1), (512 * G - 4096, 0), (4096, 1), (256 * G - 4096, 0),
+                            (4096, 1), (256 * G - 4096, 0)]),
+                       (B, [(768 * G, 0), (4096, 1), (256 * G - 4096, 0)])):
+        check(seen[ids[name]] == want, "%s over 1 TiB in one reply: %r" % (name, seen[ids[name]]))
+    send_xreq(s, CMD_BLOCK_STATUS, 4096, TIB - 4096, CMD_FLAG_REQ_ONE, handle=2)
+    seen = bs_chunks(s, 2)
+    check(all(len(d) == 1 for d in seen.values()), "REQ_ONE: one extent each")
+    check(seen[ids[A]] == [(512 * G - 4096, 3)], "a 512 GiB hole in one extent: %r" % seen[ids[A]])
+    PL = CMD_FLAG_PAYLOAD_LEN
+
+    def filtered(off, length, want, handle):
+        p = struct.pack(">Q", length) + b"".join(struct.pack(">I", ids[n]) for n in want)
+        send_xreq(s, CMD_BLOCK_STATUS, off, len(p), PL, handle, p)
+        return bs_chunks(s, handle)
+
+    seen = filtered(0, TIB, [D], 3)
+    check(list(seen) == [ids[D]] and len(seen[ids[D]]) == 6, "payload: the depth only: %r" % seen)
+    seen = filtered(700 * G, 324 * G, [B, A], 4)
+    check(sorted(seen) == sorted([ids[A], ids[B]]) and seen[ids[B]][1] == (4096, 1),
+          "payload: the bitmap and the allocation: %r" % seen)
+    for bad, what in ((struct.pack(">QII", 4096, ids[A], ids[A]), "an id twice"),
+                      (struct.pack(">QI", 4096, 99), "an unknown id"),
+                      (struct.pack(">Q", 4096), "no id"),
+                      (struct.pack(">QI", TIB + 1, ids[A]), "a range past the end"),
+                      (b"\xff" * 4096, "4 KiB of payload")):
+        send_xreq(s, CMD_BLOCK_STATUS, 0, len(bad), PL, 9, bad)
+        check(bs_chunks(s, 9) == EINVAL, "payload with %s -> EINVAL" % what)
+    send_xreq(s, CMD_BLOCK_STATUS, 0, TIB, handle=10)  # still in step
+    check(isinstance(bs_chunks(s, 10), dict), "BLOCK_STATUS after refused payloads")
+    send_xreq(s, CMD_DISC, 0, 0)
+    expect_eof(s, "after DISC")
+
+
+def ext_big_io():
+    """64 MiB WRITE and READ round trips in both header styles; 64 MiB + 1
+    refused (compact: EINVAL once the payload is drained)."""
+    blob = os.urandom(MAX_PAYLOAD)
+    s = xhello()[0]
+    check(xroundtrip(s, CMD_WRITE, 4096, MAX_PAYLOAD, CMD_FLAG_PAYLOAD_LEN, blob) == (T_NONE, b""),
+          "64 MiB extended WRITE")
+    rtype, data = xroundtrip(s, CMD_READ, 4096, MAX_PAYLOAD, CMD_FLAG_DF)
+    check(rtype == T_DATA and data[8:] == blob, "64 MiB extended READ (DF: one chunk)")
+    send_xreq(s, CMD_DISC, 0, 0)
+    expect_eof(s, "after DISC")
+    s, _ = go()
+    check(roundtrip(s, CMD_WRITE, 0, MAX_PAYLOAD, payload=blob[::-1])[0] == 0, "64 MiB WRITE")
+    err, data = roundtrip(s, CMD_READ, 0, MAX_PAYLOAD, datalen=MAX_PAYLOAD)
+    check(err == 0 and data == blob[::-1], "64 MiB READ")
+    check(roundtrip(s, CMD_READ, 0, MAX_PAYLOAD + 1)[0] == EINVAL, "READ of 64 MiB + 1 -> EINVAL")
+
 SCENARIOS = {f.__name__: f for f in (
     bad_client_flags, bad_option_magic, option_huge, option_unknown, export_name_unknown,
     export_name_ok, truncated_option, bad_request_magic, truncated_header,
     vanish_mid_payload, vanish_mid_reply, flush_args, unknown_commands, big_write_einval,
     write_then_disc, snapshot_eperm, never_read, structured_raw, meta_raw,
-    qemu_meta_raw, vanish_mid_chunks)}
+    qemu_meta_raw, vanish_mid_chunks, ext_requests, ext_refusals, ext_block_status,
+    ext_big_io)}
 
 
 def main():

@@ -3,8 +3,9 @@
  * socket would deliver them (whole, truncated, malformed, random), and the
  * reply builders, checked on the bytes their iovecs put on the wire.
  *
- * proto looks exports up through its ops table; the table here serves two
- * fixed exports, "vol0" (1 MiB, writable) and "vol0@snap" (read-only), and
+ * proto looks exports up through its ops table; the table here serves three
+ * fixed exports, "vol0" (1 MiB, writable), "vol0@snap" (read-only) and
+ * "big" (1 TiB, writable: 64-bit lengths with extended headers), and
  * counts opens and closes so leaks of export handles show up.  The qemu:
  * metadata contexts go through a second table (meta_ops) whose volume has
  * the snapshots "snap" and "old"; its sources are counted the same way.
@@ -26,6 +27,7 @@
 #include "proto.h"
 
 #define VOL_SIZE (1u << 20)
+#define BIG_SIZE (1ull << 40)
 
 struct fixture {
 	struct proto p;
@@ -40,9 +42,9 @@ static int fx_open(void *ctx, const char *name, struct proto_export *out)
 {
 	struct fixture *f = ctx;
 
-	if (strcmp(name, "vol0") && strcmp(name, "vol0@snap"))
+	if (strcmp(name, "vol0") && strcmp(name, "vol0@snap") && strcmp(name, "big"))
 		return -ENOENT;
-	out->size = VOL_SIZE;
+	out->size = strcmp(name, "big") ? VOL_SIZE : BIG_SIZE;
 	out->read_only = strchr(name, '@') != NULL;
 	out->handle = f;
 	f->opens++;
@@ -294,10 +296,10 @@ static void option_unknown_unsup(void **state)
 	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
 	opt_hdr(&b, 0x4242, 3);
 	put(&b, "abc", 3);
-	opt_hdr(&b, NBD_OPT_EXTENDED_HEADERS, 0);
+	opt_hdr(&b, NBD_OPT_PEEK_EXPORT, 0); /* withdrawn */
 	assert_int_equal(feed(f, &b), (ssize_t)b.n);
 	expect_rep(f, &pos, 0x4242, NBD_REP_ERR_UNSUP, &len);
-	expect_rep(f, &pos, NBD_OPT_EXTENDED_HEADERS, NBD_REP_ERR_UNSUP, &len);
+	expect_rep(f, &pos, NBD_OPT_PEEK_EXPORT, NBD_REP_ERR_UNSUP, &len);
 	assert_int_equal(pos, f->out.len);
 	assert_int_equal(f->p.phase, PROTO_OPTIONS);
 }
@@ -383,7 +385,7 @@ static void option_info(void **state)
 	assert_int_equal(bytes_be16(d), NBD_INFO_BLOCK_SIZE);
 	assert_int_equal(bytes_be32(d + 2), 1);
 	assert_int_equal(bytes_be32(d + 6), 4096);
-	assert_int_equal(bytes_be32(d + 10), 32u << 20);
+	assert_int_equal(bytes_be32(d + 10), 64u << 20); /* as nbdkit */
 	d = expect_rep(f, &pos, NBD_OPT_INFO, NBD_REP_INFO, &len);
 	assert_int_equal(bytes_be16(d), NBD_INFO_NAME);
 	assert_int_equal(len, 2 + 9);
@@ -566,27 +568,45 @@ static void go(struct fixture *f, const char *name)
 	assert_int_equal(f->p.phase, PROTO_TRANSMISSION);
 }
 
-static void req_bytes(struct bytes *b, uint16_t flags, uint16_t type, uint64_t off, uint32_t len)
+/* A request header, compact or (ext) extended. */
+static void hdr_bytes(struct bytes *b, bool ext, uint16_t flags, uint16_t type, uint64_t off,
+                      uint64_t len)
 {
 	b->n = 0;
-	put32(b, NBD_REQUEST_MAGIC);
+	put32(b, ext ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC);
 	put16(b, flags);
 	put16(b, type);
 	put(b, "HANDLE!!", 8);
 	put64(b, off);
-	put32(b, len);
+	if (ext)
+		put64(b, len);
+	else
+		put32(b, (uint32_t)len);
+}
+
+static void req_bytes(struct bytes *b, uint16_t flags, uint16_t type, uint64_t off, uint32_t len)
+{
+	hdr_bytes(b, false, flags, type, off, len);
+}
+
+/* Decode one header of the style negotiated (28 or 32 bytes). */
+static struct proto_req decode_hdr(struct fixture *f, bool ext, uint16_t flags, uint16_t type,
+                                   uint64_t off, uint64_t len)
+{
+	struct bytes b;
+	struct proto_req r;
+
+	hdr_bytes(&b, ext, flags, type, off, len);
+	assert_int_equal(proto_request(&f->p, b.d, b.n, &r), ext ? 32 : 28);
+	assert_memory_equal(&r.handle, "HANDLE!!", 8);
+	assert_true(r.extended == ext && (r.structured || !ext));
+	return r;
 }
 
 static struct proto_req decode(struct fixture *f, uint16_t flags, uint16_t type, uint64_t off,
                                uint32_t len)
 {
-	struct bytes b;
-	struct proto_req r;
-
-	req_bytes(&b, flags, type, off, len);
-	assert_int_equal(proto_request(&f->p, b.d, b.n, &r), 28);
-	assert_memory_equal(&r.handle, "HANDLE!!", 8);
-	return r;
+	return decode_hdr(f, false, flags, type, off, len);
 }
 
 static void request_bad_magic_and_truncated(void **state)
@@ -677,10 +697,12 @@ static void request_ranges(void **state)
 	assert_int_equal(r.payload, 2);
 	assert_int_equal(decode(f, 0, NBD_CMD_WRITE, UINT64_MAX, 1).error, -ENOSPC);
 	/* payload over the advertised maximum */
-	r = decode(f, 0, NBD_CMD_WRITE, 0, (32u << 20) + 1);
+	r = decode(f, 0, NBD_CMD_WRITE, 0, PROTO_MAX_PAYLOAD + 1);
 	assert_int_equal(r.error, -EINVAL);
-	assert_int_equal(r.payload, (32u << 20) + 1);
-	assert_int_equal(decode(f, 0, NBD_CMD_READ, 0, (32u << 20) + 1).error, -EINVAL);
+	assert_int_equal(r.payload, PROTO_MAX_PAYLOAD + 1);
+	assert_int_equal(decode(f, 0, NBD_CMD_READ, 0, PROTO_MAX_PAYLOAD + 1).error, -EINVAL);
+	/* NBD_CMD_FLAG_PAYLOAD_LEN belongs to extended headers */
+	assert_int_equal(decode(f, NBD_CMD_FLAG_PAYLOAD_LEN, NBD_CMD_WRITE, 0, 1).error, -EINVAL);
 	/* FLUSH fields are reserved */
 	assert_int_equal(decode(f, 0, NBD_CMD_FLUSH, 1, 0).error, -EINVAL);
 	assert_int_equal(decode(f, 0, NBD_CMD_FLUSH, 0, 1).error, -EINVAL);
@@ -944,23 +966,34 @@ static void random_bytes(void **state)
 			n += (size_t)k;
 		}
 		if (f->p.phase == PROTO_TRANSMISSION) {
+			/* option 11 may have turned extended headers on */
+			int hdr = f->p.extended ? 32 : 28;
+
 			for (int i = 0; i < 200; i++) {
 				struct proto_req r;
-				uint8_t raw[28];
+				uint8_t raw[32];
 
-				for (int j = 0; j < 28; j++)
+				for (int j = 0; j < 32; j++)
 					raw[j] = (uint8_t)rand_r(&seed);
 				if (i % 2) {
-					uint32_t m = htobe32(NBD_REQUEST_MAGIC);
+					uint32_t m =
+					    htobe32(f->p.extended ? NBD_EXTENDED_REQUEST_MAGIC
+					                          : NBD_REQUEST_MAGIC);
 
 					memcpy(raw, &m, 4);
-					raw[4] = raw[5] = 0;
+					raw[4] = 0;
+					raw[5] &= NBD_CMD_FLAG_PAYLOAD_LEN | NBD_CMD_FLAG_REQ_ONE;
 					raw[6] = 0;
 					raw[7] %= 8;
+					raw[24] = raw[25] =
+					    0; /* an extended length: often a payload */
 				}
-				int k = proto_request(&f->p, raw, 28, &r);
+				int k = proto_request(&f->p, raw, (size_t)hdr, &r);
 
-				assert_true(k == 28 || k == -EPROTO);
+				assert_true(k == hdr || k == -EPROTO || k == -E2BIG);
+				assert_true(k != -E2BIG || f->p.extended);
+				assert_true(k != hdr || r.payload <= PROTO_MAX_PAYLOAD ||
+				            !f->p.extended);
 				if (k == 28 && !r.error && !r.disc && !r.noop &&
 				    r.op != STORE_FLUSH) {
 					assert_true(r.offset + r.length <= f->p.exp.size);
@@ -1315,6 +1348,344 @@ static void read_runs(void **state)
 	}
 }
 
+/* ---- extended headers ----------------------------------------------- */
+
+static void xreq_bytes(struct bytes *b, uint16_t flags, uint16_t type, uint64_t off, uint64_t len)
+{
+	hdr_bytes(b, true, flags, type, off, len);
+}
+
+static struct proto_req xdecode(struct fixture *f, uint16_t flags, uint16_t type, uint64_t off,
+                                uint64_t len)
+{
+	return decode_hdr(f, true, flags, type, off, len);
+}
+
+/* Extended headers negotiated, base:allocation and the depth selected on
+ * name (with meta), then GO on name: the transmission flags sent. */
+static uint16_t xgo(struct fixture *f, const char *name, bool meta)
+{
+	struct bytes b = {.n = 0};
+	const char *q[] = {"base:allocation", "qemu:allocation-depth"};
+	size_t pos = 0;
+	uint32_t len;
+	const uint8_t *d;
+
+	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
+	f->p.meta_ops = &fx_meta_ops;
+	opt_hdr(&b, NBD_OPT_EXTENDED_HEADERS, 0);
+	if (meta)
+		meta_opt(&b, NBD_OPT_SET_META_CONTEXT, name, 2, q);
+	opt_go(&b, NBD_OPT_GO, name, 0, NULL);
+	assert_int_equal(feed(f, &b), (ssize_t)b.n);
+	expect_rep(f, &pos, NBD_OPT_EXTENDED_HEADERS, NBD_REP_ACK, &len);
+	if (meta) {
+		expect_rep(f, &pos, NBD_OPT_SET_META_CONTEXT, NBD_REP_META_CONTEXT, &len);
+		expect_rep(f, &pos, NBD_OPT_SET_META_CONTEXT, NBD_REP_META_CONTEXT, &len);
+		expect_rep(f, &pos, NBD_OPT_SET_META_CONTEXT, NBD_REP_ACK, &len);
+	}
+	d = expect_rep(f, &pos, NBD_OPT_GO, NBD_REP_INFO, &len);
+	assert_int_equal(f->p.phase, PROTO_TRANSMISSION);
+	return bytes_be16(d + 10);
+}
+
+static void ext_negotiation(void **state)
+{
+	struct fixture *f = *state;
+	struct bytes b = {.n = 0};
+	const char *alloc[] = {"base:allocation"};
+	size_t pos = 0;
+	uint32_t len;
+	const uint8_t *d;
+
+	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
+	opt_hdr(&b, NBD_OPT_EXTENDED_HEADERS, 2);
+	put(&b, "xy", 2);
+	opt_hdr(&b, NBD_OPT_STRUCTURED_REPLY, 0); /* first is allowed */
+	opt_hdr(&b, NBD_OPT_EXTENDED_HEADERS, 0); /* and takes precedence */
+	opt_hdr(&b, NBD_OPT_EXTENDED_HEADERS, 0); /* again: still on */
+	opt_hdr(&b, NBD_OPT_STRUCTURED_REPLY, 0); /* no downgrade */
+	meta_opt(&b, NBD_OPT_SET_META_CONTEXT, "vol0", 1, alloc);
+	opt_go(&b, NBD_OPT_INFO, "vol0", 0, NULL);
+	opt_go(&b, NBD_OPT_INFO, "vol0@snap", 0, NULL); /* no context selected there */
+	assert_int_equal(feed(f, &b), (ssize_t)b.n);
+	expect_rep(f, &pos, NBD_OPT_EXTENDED_HEADERS, NBD_REP_ERR_INVALID, &len);
+	expect_rep(f, &pos, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, &len);
+	expect_rep(f, &pos, NBD_OPT_EXTENDED_HEADERS, NBD_REP_ACK, &len);
+	expect_rep(f, &pos, NBD_OPT_EXTENDED_HEADERS, NBD_REP_ACK, &len);
+	expect_rep(f, &pos, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_EXT_HEADER_REQD, &len);
+	assert_true(f->p.extended && f->p.structured);
+	expect_ctx(f, &pos, NBD_OPT_SET_META_CONTEXT, PROTO_META_ALLOC_ID);
+	expect_rep(f, &pos, NBD_OPT_SET_META_CONTEXT, NBD_REP_ACK, &len);
+	/* BLOCK_STATUS_PAYLOAD: extended headers and contexts on that export */
+	d = expect_rep(f, &pos, NBD_OPT_INFO, NBD_REP_INFO, &len);
+	assert_true(bytes_be16(d + 10) & NBD_FLAG_BLOCK_STATUS_PAYLOAD);
+	assert_true(bytes_be16(d + 10) & NBD_FLAG_SEND_DF);
+	expect_rep(f, &pos, NBD_OPT_INFO, NBD_REP_INFO, &len);
+	expect_rep(f, &pos, NBD_OPT_INFO, NBD_REP_ACK, &len);
+	d = expect_rep(f, &pos, NBD_OPT_INFO, NBD_REP_INFO, &len);
+	assert_false(bytes_be16(d + 10) & NBD_FLAG_BLOCK_STATUS_PAYLOAD);
+	expect_rep(f, &pos, NBD_OPT_INFO, NBD_REP_INFO, &len);
+	expect_rep(f, &pos, NBD_OPT_INFO, NBD_REP_ACK, &len);
+	assert_int_equal(pos, f->out.len);
+	/* EXPORT_NAME is forbidden after extended headers: a hard disconnect */
+	b.n = 0;
+	opt_hdr(&b, NBD_OPT_EXPORT_NAME, 4);
+	put(&b, "vol0", 4);
+	assert_int_equal(feed(f, &b), -EPROTO);
+	assert_int_equal(f->opens, 0);
+	/* STARTTLS forgets them, as it forgets structured replies */
+	proto_tls_started(&f->p);
+	assert_false(f->p.extended || f->p.structured);
+}
+
+static void ext_flags(void **state)
+{
+	struct fixture *f = *state;
+	uint16_t fl = xgo(f, "vol0", true);
+
+	assert_true(fl & NBD_FLAG_BLOCK_STATUS_PAYLOAD);
+	assert_true(fl & NBD_FLAG_SEND_DF);
+	assert_true(f->p.meta_active);
+}
+
+static void ext_flags_no_meta(void **state)
+{
+	struct fixture *f = *state;
+	uint16_t fl = xgo(f, "vol0", false);
+
+	assert_false(fl & NBD_FLAG_BLOCK_STATUS_PAYLOAD); /* the spec's SHOULD NOT */
+	assert_true(fl & NBD_FLAG_SEND_DF);
+	assert_int_equal(xdecode(f, 0, NBD_CMD_BLOCK_STATUS, 0, 512).error, -EINVAL);
+}
+
+static void ext_requests(void **state)
+{
+	struct fixture *f = *state;
+	struct bytes b;
+	struct proto_req r;
+	const uint16_t PL = NBD_CMD_FLAG_PAYLOAD_LEN;
+
+	xgo(f, "big", false);
+	/* the compact header is a framing error now, as is a bad magic, known
+	 * as soon as the magic is in (a compact header is 4 bytes shorter) */
+	req_bytes(&b, 0, NBD_CMD_READ, 0, 512);
+	assert_int_equal(proto_request(&f->p, b.d, b.n, &r), -EPROTO);
+	assert_int_equal(proto_request(&f->p, b.d, 4, &r), -EPROTO);
+	xreq_bytes(&b, 0, NBD_CMD_READ, 0, 512);
+	for (size_t i = 0; i < 32; i++)
+		assert_int_equal(proto_request(&f->p, b.d, i, &r), 0);
+	b.d[1] ^= 1;
+	assert_int_equal(proto_request(&f->p, b.d, 32, &r), -EPROTO);
+	/* WRITE: its data is a payload, announced by PAYLOAD_LEN */
+	r = xdecode(f, PL | NBD_CMD_FLAG_FUA, NBD_CMD_WRITE, 4096, PROTO_MAX_PAYLOAD);
+	assert_int_equal(r.error, 0);
+	assert_int_equal(r.payload, PROTO_MAX_PAYLOAD);
+	assert_true(r.length == PROTO_MAX_PAYLOAD);
+	assert_int_equal(r.store_flags, STORE_FUA);
+	/* without the flag (the spec's MUST, which qemu's client skips): the
+	 * same, as qemu's server does */
+	r = xdecode(f, 0, NBD_CMD_WRITE, 0, 512);
+	assert_int_equal(r.error, 0);
+	assert_int_equal(r.payload, 512);
+	xreq_bytes(&b, 0, NBD_CMD_WRITE, 0, PROTO_MAX_PAYLOAD + 1ull);
+	assert_int_equal(proto_request(&f->p, b.d, b.n, &r), -E2BIG);
+	/* a payload over the maximum: hard disconnect (the spec's SHOULD) */
+	xreq_bytes(&b, PL, NBD_CMD_WRITE, 0, PROTO_MAX_PAYLOAD + 1ull);
+	assert_int_equal(proto_request(&f->p, b.d, b.n, &r), -E2BIG);
+	xreq_bytes(&b, PL, NBD_CMD_READ, 0, 1ull << 40);
+	assert_int_equal(proto_request(&f->p, b.d, b.n, &r), -E2BIG);
+	/* a payload where the command takes none: consumed, then EINVAL */
+	for (uint16_t t = NBD_CMD_READ; t <= NBD_CMD_WRITE_ZEROES; t++) {
+		if (t == NBD_CMD_WRITE || t == NBD_CMD_DISC)
+			continue;
+		r = xdecode(f, PL, t, 0, 100);
+		assert_int_equal(r.error, -EINVAL);
+		assert_int_equal(r.payload, 100);
+	}
+	r = xdecode(f, PL, 0x55, 0, 7); /* unknown command */
+	assert_int_equal(r.error, -EINVAL);
+	assert_int_equal(r.payload, 7);
+	/* 64-bit effect lengths: trims and zeroes of the whole 1 TiB export */
+	r = xdecode(f, 0, NBD_CMD_TRIM, 0, BIG_SIZE);
+	assert_int_equal(r.error, 0);
+	assert_true(r.length == BIG_SIZE && r.payload == 0);
+	r = xdecode(f, 0, NBD_CMD_WRITE_ZEROES, 4096, BIG_SIZE - 4096);
+	assert_int_equal(r.error, 0);
+	assert_true(r.length == BIG_SIZE - 4096);
+	assert_int_equal(xdecode(f, 0, NBD_CMD_TRIM, 1, BIG_SIZE).error, -EINVAL);
+	assert_true(xdecode(f, 0, NBD_CMD_CACHE, 0, BIG_SIZE).noop);
+	/* READ: an effect length, at most the maximum payload */
+	r = xdecode(f, NBD_CMD_FLAG_DF, NBD_CMD_READ, 0, PROTO_MAX_PAYLOAD);
+	assert_int_equal(r.error, 0);
+	assert_true(r.df && r.payload == 0);
+	assert_int_equal(xdecode(f, 0, NBD_CMD_READ, 0, PROTO_MAX_PAYLOAD + 1ull).error, -EINVAL);
+	assert_int_equal(xdecode(f, 0, NBD_CMD_READ, 0, 1ull << 33).error, -EINVAL);
+	/* every error is a chunk: the reply is extended */
+	r = xdecode(f, 0, NBD_CMD_RESIZE, 0, 1);
+	assert_true(r.error == -EINVAL && r.structured && r.extended);
+	assert_true(xdecode(f, 0, NBD_CMD_DISC, 0, 0).disc);
+	assert_int_equal(xdecode(f, 0, NBD_CMD_FLUSH, 0, 0).error, 0);
+}
+
+/* A BLOCK_STATUS payload: effect length and n ids. */
+static void bs_payload(struct bytes *b, uint64_t len, unsigned n, const uint32_t *ids)
+{
+	b->n = 0;
+	put64(b, len);
+	for (unsigned i = 0; i < n; i++)
+		put32(b, ids[i]);
+}
+
+static void ext_block_status(void **state)
+{
+	struct fixture *f = *state;
+	struct bytes b;
+	struct proto_req r;
+	const uint16_t PL = NBD_CMD_FLAG_PAYLOAD_LEN;
+	const unsigned A = PROTO_META_BIT(PROTO_META_ALLOC_ID),
+	               D = PROTO_META_BIT(PROTO_META_DEPTH_ID);
+	const uint32_t depth[] = {PROTO_META_DEPTH_ID}, both[] = {PROTO_META_DEPTH_ID, 1},
+	               dup[] = {1, 1}, dirty[] = {PROTO_META_DIRTY_ID}, zero[] = {0};
+
+	xgo(f, "big", true);
+	/* no payload: every selected context, and the whole 1 TiB at once */
+	r = xdecode(f, 0, NBD_CMD_BLOCK_STATUS, 0, BIG_SIZE);
+	assert_int_equal(r.error, 0);
+	assert_true(r.block_status && !r.bs_payload && r.length == BIG_SIZE);
+	assert_int_equal(r.contexts, A | D);
+	assert_int_equal(xdecode(f, 0, NBD_CMD_BLOCK_STATUS, 1, BIG_SIZE).error, -EINVAL);
+	assert_int_equal(xdecode(f, 0, NBD_CMD_BLOCK_STATUS, 0, 0).error, -EINVAL);
+	/* a payload naming the depth only */
+	r = xdecode(f, PL | NBD_CMD_FLAG_REQ_ONE, NBD_CMD_BLOCK_STATUS, 4096, 12);
+	assert_true(r.error == 0 && r.bs_payload && r.payload == 12 && r.req_one);
+	bs_payload(&b, BIG_SIZE - 4096, 1, depth);
+	proto_request_payload(&f->p, &r, b.d);
+	assert_int_equal(r.error, 0);
+	assert_true(r.length == BIG_SIZE - 4096 && r.offset == 4096);
+	assert_int_equal(r.contexts, D);
+	assert_true(r.payload == 0 && !r.bs_payload);
+	/* both, in any order */
+	r = xdecode(f, PL, NBD_CMD_BLOCK_STATUS, 0, 16);
+	bs_payload(&b, 4096, 2, both);
+	proto_request_payload(&f->p, &r, b.d);
+	assert_int_equal(r.error, 0);
+	assert_int_equal(r.contexts, A | D);
+	/* a repeated id, an id not selected, an id never given: EINVAL */
+	const uint32_t *bad[] = {dup, dirty, zero};
+	const unsigned nbad[] = {2, 1, 1};
+	for (unsigned i = 0; i < 3; i++) {
+		r = xdecode(f, PL, NBD_CMD_BLOCK_STATUS, 0, 8 + 4 * nbad[i]);
+		bs_payload(&b, 4096, nbad[i], bad[i]);
+		proto_request_payload(&f->p, &r, b.d);
+		assert_int_equal(r.error, -EINVAL);
+		assert_int_equal(r.payload, 0); /* consumed all the same */
+	}
+	/* the range in the payload is checked like any other */
+	r = xdecode(f, PL, NBD_CMD_BLOCK_STATUS, 4096, 12);
+	bs_payload(&b, BIG_SIZE, 1, depth);
+	proto_request_payload(&f->p, &r, b.d);
+	assert_int_equal(r.error, -EINVAL);
+	r = xdecode(f, PL, NBD_CMD_BLOCK_STATUS, 0, 12);
+	bs_payload(&b, 0, 1, depth);
+	proto_request_payload(&f->p, &r, b.d);
+	assert_int_equal(r.error, -EINVAL);
+	/* payload sizes that cannot be valid: EINVAL at once, left to discard */
+	const uint64_t sizes[] = {8, 13, PROTO_BS_PAYLOAD_MAX + 4, 4096};
+	for (unsigned i = 0; i < 4; i++) {
+		r = xdecode(f, PL, NBD_CMD_BLOCK_STATUS, 0, sizes[i]);
+		assert_int_equal(r.error, -EINVAL);
+		assert_false(r.bs_payload);
+		assert_int_equal(r.payload, sizes[i]);
+	}
+}
+
+static void reply_extended(void **state)
+{
+	static uint8_t buf[3 * 4096], out[4 * 4096];
+	struct proto_req q = {.handle = 0x77, .offset = 8192, .structured = true, .extended = true};
+	struct proto_reply r;
+	size_t n;
+
+	/* no payload: still a chunk (NONE, DONE), the request's offset echoed */
+	proto_reply_init(&r, &q);
+	proto_reply_status(&r, 0);
+	assert_int_equal(flatten(&r, out, sizeof(out)), 32);
+	assert_int_equal(bytes_be32(out), NBD_EXTENDED_REPLY_MAGIC);
+	assert_int_equal(bytes_be16(out + 4), NBD_REPLY_FLAG_DONE);
+	assert_int_equal(bytes_be16(out + 6), NBD_REPLY_TYPE_NONE);
+	assert_memory_equal(out + 8, &q.handle, 8);
+	assert_true(bytes_be64(out + 16) == 8192);
+	assert_true(bytes_be64(out + 24) == 0);
+	proto_reply_status(&r, -ENOSPC);
+	assert_int_equal(flatten(&r, out, sizeof(out)), 32 + 6);
+	assert_int_equal(bytes_be16(out + 6), NBD_REPLY_TYPE_ERROR);
+	assert_true(bytes_be64(out + 24) == 6);
+	assert_int_equal(bytes_be32(out + 32), NBD_ENOSPC);
+	proto_reply_read(&r, -EIO, 8192, NULL, 512);
+	assert_int_equal(flatten(&r, out, sizeof(out)), 32 + 14);
+	assert_int_equal(bytes_be16(out + 6), NBD_REPLY_TYPE_ERROR_OFFSET);
+	assert_true(bytes_be64(out + 24) == 14);
+	assert_true(bytes_be64(out + 38) == 8192);
+	/* READ: hole, data, hole; each header carries the request's offset,
+	 * the payloads their own */
+	memset(buf, 0, sizeof(buf));
+	buf[4096 + 10] = 0x5a;
+	proto_reply_read(&r, 0, 8192, buf, sizeof(buf));
+	n = flatten(&r, out, sizeof(out));
+	assert_int_equal(n, 44 + 40 + 4096 + 44);
+	assert_int_equal(bytes_be16(out + 6), NBD_REPLY_TYPE_OFFSET_HOLE);
+	assert_true(bytes_be64(out + 16) == 8192 && bytes_be64(out + 24) == 12);
+	assert_true(bytes_be64(out + 32) == 8192);
+	assert_int_equal(bytes_be32(out + 40), 4096);
+	uint8_t *c2 = out + 44, *c3 = out + 44 + 40 + 4096;
+	assert_int_equal(bytes_be16(c2 + 6), NBD_REPLY_TYPE_OFFSET_DATA);
+	assert_true(bytes_be64(c2 + 16) == 8192 && bytes_be64(c2 + 24) == 8 + 4096);
+	assert_true(bytes_be64(c2 + 32) == 8192 + 4096);
+	assert_memory_equal(c2 + 40, buf + 4096, 4096);
+	assert_int_equal(bytes_be16(c3 + 4), NBD_REPLY_FLAG_DONE);
+	assert_int_equal(bytes_be16(c3 + 6), NBD_REPLY_TYPE_OFFSET_HOLE);
+	assert_true(bytes_be64(c3 + 32) == 8192 + 8192);
+}
+
+static void reply_block_status_ext(void **state)
+{
+	struct proto_req q = {.handle = 5, .offset = 4096, .structured = true, .extended = true};
+	/* extents over 4 GiB: only BLOCK_STATUS_EXT can say them */
+	struct store_extent ext[2] = {{.len = 4096, .hole = false},
+	                              {.len = BIG_SIZE - 8192, .hole = true}};
+	struct store_run depth[1] = {{BIG_SIZE - 4096, 2}};
+	struct proto_bs bs = {.alloc = ext, .nalloc = 2, .depth = depth, .ndepth = 1};
+	struct proto_reply r;
+	uint8_t desc[3 * PROTO_BS_DESC], o[160];
+
+	proto_reply_init(&r, &q);
+	proto_reply_block_status(&r, &bs, desc);
+	assert_int_equal(flatten(&r, o, sizeof(o)), (40 + 32) + (40 + 16));
+	assert_int_equal(bytes_be32(o), NBD_EXTENDED_REPLY_MAGIC);
+	assert_int_equal(bytes_be16(o + 4), 0);
+	assert_int_equal(bytes_be16(o + 6), NBD_REPLY_TYPE_BLOCK_STATUS_EXT);
+	assert_true(bytes_be64(o + 16) == 4096);       /* the request's offset */
+	assert_true(bytes_be64(o + 24) == 8 + 2 * 16); /* id, count, descriptors */
+	assert_int_equal(bytes_be32(o + 32), PROTO_META_ALLOC_ID);
+	assert_int_equal(bytes_be32(o + 36), 2);
+	assert_true(bytes_be64(o + 40) == 4096 && bytes_be64(o + 48) == 0);
+	assert_true(bytes_be64(o + 56) == BIG_SIZE - 8192);
+	assert_true(bytes_be64(o + 64) == (NBD_STATE_HOLE | NBD_STATE_ZERO));
+	uint8_t *c2 = o + 72;
+	assert_int_equal(bytes_be16(c2 + 4), NBD_REPLY_FLAG_DONE);
+	assert_int_equal(bytes_be16(c2 + 6), NBD_REPLY_TYPE_BLOCK_STATUS_EXT);
+	assert_true(bytes_be64(c2 + 24) == 8 + 16);
+	assert_int_equal(bytes_be32(c2 + 32), PROTO_META_DEPTH_ID);
+	assert_int_equal(bytes_be32(c2 + 36), 1);
+	assert_true(bytes_be64(c2 + 40) == BIG_SIZE - 4096 && bytes_be64(c2 + 48) == 2);
+	/* an error is an extended error chunk */
+	bs.err = -EIO;
+	proto_reply_block_status(&r, &bs, desc);
+	assert_int_equal(flatten(&r, o, sizeof(o)), 32 + 6);
+	assert_int_equal(bytes_be16(o + 6), NBD_REPLY_TYPE_ERROR);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -1357,6 +1728,13 @@ int main(void)
 	    T(qemu_contexts_other_export),
 	    T(info_description),
 	    T(read_runs),
+	    T(ext_negotiation),
+	    T(ext_flags),
+	    T(ext_flags_no_meta),
+	    T(ext_requests),
+	    T(ext_block_status),
+	    T(reply_extended),
+	    T(reply_block_status_ext),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
