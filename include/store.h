@@ -98,6 +98,7 @@ struct store_req {
 	/* set by the store before done() */
 	int err;
 	/* store-private */
+	uint64_t t_submit; /* CLOCK_MONOTONIC ns at submission (timed commands) */
 	struct store_req *next;
 	int (*job)(struct store_req *req); /* non-NULL: a job for the log thread, not I/O */
 };
@@ -268,12 +269,67 @@ struct store_stats {
 	 * to these with atomic increments) */
 	uint64_t bad_blocks, bad_reads;
 	uint64_t compact_skipped_bad; /* damaged blocks the compactor left in place */
+	uint64_t checkpoint_ns;       /* time checkpoints took, each from begin to finish */
+	uint64_t client_write_bytes;  /* WRITE payload bytes completed without error (the
+	                               * denominator of write amplification: batch_blocks
+	                               * blocks were written to the pool for them) */
 	bool failed;                  /* sticky I/O failure */
 	bool read_only;               /* opened read-only (asked for, or below) */
 	bool read_only_fallback;      /* read-only because open could not write a checkpoint */
 	uint32_t format_version;      /* the pool's (FORMAT.md: 1, or 2 once resized/renamed) */
 };
 void store_get_stats(struct store *st, struct store_stats *out);
+
+/* ---- I/O counters per volume and snapshot (iostats.c) -----------------
+ * Every request that completes counts once in its volume's record: ops,
+ * bytes and errors per command, and the latency of READ, WRITE and FLUSH
+ * (submission to completion; a READ served at once by store_read_try is
+ * timed there).  Store requests are counted, so a TRIM, ZERO or CACHE that
+ * the caller splits into STORE_MAX_REQ parts counts once per part; BLOCK_STATUS
+ * counts each store_map call.  The counters live in the volume record
+ * (gone with it) and are updated with relaxed atomics, the read side and
+ * the write side on separate cache lines: no lock on the data path. */
+enum store_io_cmd {
+	STORE_IO_READ,
+	STORE_IO_WRITE,
+	STORE_IO_TRIM,
+	STORE_IO_ZERO,
+	STORE_IO_FLUSH,
+	STORE_IO_CACHE,
+	STORE_IO_BLOCK_STATUS,
+	STORE_IO_CMDS,
+};
+/* Latency histograms: READ, WRITE and FLUSH (STORE_IO_TIMED of them, in
+ * that order), each STORE_IO_BUCKETS buckets, bucket i counting latencies
+ * <= store_io_bucket_ns[i] (and above the previous bound); the last has no
+ * upper bound. */
+#define STORE_IO_TIMED   3
+#define STORE_IO_BUCKETS 15
+extern const uint64_t store_io_bucket_ns[STORE_IO_BUCKETS - 1];
+
+struct store_vol_io {
+	char name[NAMES_FULL_MAX + 1]; /* "vol" or "vol@snap" */
+	uint64_t size;
+	bool snapshot;
+	struct {
+		uint64_t ops;    /* requests completed, failed ones included */
+		uint64_t bytes;  /* their lengths, failed ones excluded (FLUSH: 0) */
+		uint64_t errors; /* completed with an error */
+	} cmd[STORE_IO_CMDS];
+	struct {
+		uint64_t sum_ns;                  /* latencies added up */
+		uint64_t count[STORE_IO_BUCKETS]; /* per bucket, not cumulative */
+	} lat[STORE_IO_TIMED];
+};
+/* "read", "write", "trim", "zero", "flush", "cache", "block_status". */
+const char *store_io_cmd_name(enum store_io_cmd c);
+/* The histogram index of c (0 .. STORE_IO_TIMED-1), or -1 if not timed. */
+int store_io_timed(enum store_io_cmd c);
+/* Every volume's and snapshot's counters, in volume-table order, into a
+ * malloc'd array (*n the count; free(*out) afterwards).  0 or -ENOMEM.
+ * Any thread; takes the volume table's lock for a copy (O(volumes)); a
+ * copy taken while I/O runs may be a few requests apart between fields. */
+int store_vol_io(struct store *st, struct store_vol_io **out, size_t *n);
 
 /* ---- scrub (scrub.c) ------------------------------------------------
  * A background pass that reads every data block mapped by the volumes and

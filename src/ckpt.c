@@ -248,6 +248,7 @@ static void adopt(struct store *st, const struct pending_ckpt *p)
 	st->ck.nblocks = 1 + p->nblk;
 	st->ck.lsn = p->lsn;
 	st->stats.checkpoints++;
+	st->stats.checkpoint_ns += iostats_now() - st->ck.began_ns;
 }
 
 /* What the last checkpoint covers: everything logged before now. */
@@ -302,6 +303,7 @@ int ckpt_write(struct store *st)
 	ckpt_wait(st);
 	if (st->failed)
 		return -EIO;
+	st->ck.began_ns = iostats_now();
 	err = ckpt_pre_commit(st, &p);
 	if (!err)
 		err = ckpt_commit(st, &p);
@@ -407,6 +409,7 @@ void ckpt_begin(struct store *st)
 	}
 	if (bg->busy || st->failed)
 		return;
+	st->ck.began_ns = iostats_now();
 	err = write_nodes(st);
 	if (!err)
 		err = write_record(st, &bg->p);

@@ -245,10 +245,12 @@ bool store_read_try(struct store_req *r)
 	if (r->op != STORE_READ || r->len > STORE_MAX_REQ || r->off > v->size ||
 	    r->len > v->size - r->off)
 		return false; /* store_submit answers it */
+	uint64_t t0 = iostats_now();
 	int err = read_range(r->vol->st, v, r->buf, r->off, r->len, true);
 	if (err == -EAGAIN)
 		return false;
 	r->err = err;
+	iostats_count(v, STORE_IO_READ, r->len, err, t0);
 	return true;
 }
 
@@ -260,8 +262,10 @@ int store_map(struct vol *h, uint64_t off, uint64_t len, struct store_extent *ex
 	unsigned k = 0;
 
 	*n = 0;
-	if (off > v->size || len > v->size - off || !max)
+	if (off > v->size || len > v->size - off || !max) {
+		iostats_count(v, STORE_IO_BLOCK_STATUS, len, -EINVAL, 0);
 		return -EINVAL;
+	}
 	urcu_memb_read_lock();
 	while (off < end && k < max) {
 		uint64_t lba = off / FMT_BLOCK;
@@ -282,6 +286,7 @@ int store_map(struct vol *h, uint64_t off, uint64_t len, struct store_extent *ex
 	}
 	urcu_memb_read_unlock();
 	*n = k;
+	iostats_count(v, STORE_IO_BLOCK_STATUS, len, 0, 0);
 	return 0;
 }
 

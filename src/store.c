@@ -257,6 +257,8 @@ void store_submit(struct store_req *r)
 	r->err = 0;
 	r->next = NULL;
 	r->job = NULL;
+	if (iostats_timed((enum store_io_cmd)r->op))
+		r->t_submit = iostats_now();
 	if (r->op != STORE_FLUSH) {
 		if (r->len > STORE_MAX_REQ || r->off > v->size || r->len > v->size - r->off) {
 			core_complete(r, r->op == STORE_WRITE ? -ENOSPC : -EINVAL);

@@ -18,6 +18,7 @@
  *   super.c      the two superblock slots
  *   vtab.c       the volume table, export handles, applying logged ops
  *   core.c       pool-wide state: the sticky failure, scratch blocks, waiting
+ *   iostats.c    per-volume I/O counters, bumped at completion (core_complete)
  *
  * Calls go down this list, never up (a file calls only files below it).
  */
@@ -32,6 +33,7 @@
 #include "alloc.h"
 #include "compact.h"
 #include "format.h"
+#include "iostats.h"
 #include "log.h"
 #include "map.h"
 #include "segio.h"
@@ -64,6 +66,7 @@ struct volume {
 	 * pend_round == wr.round (reset lazily) */
 	struct map pend;
 	uint64_t pend_round;
+	struct iostats io; /* iostats.c: relaxed atomics, any thread */
 };
 
 /* An open handle on a volume record (an export). */
@@ -155,6 +158,7 @@ struct store {
 		bool full_logged;         /* "postponed: no room" said once */
 		struct fmt_node img;
 		struct ckpt_bg *bg; /* the background commit (ckpt_bg_start) */
+		uint64_t began_ns;  /* iostats_now() when the last one began */
 	} ck;
 
 	struct { /* space.c (log thread) */
@@ -188,10 +192,13 @@ void *core_scratch_get(struct store *st);
 size_t core_scratch_used(const struct store *st);
 void core_scratch_reset(struct store *st);
 void core_scratch_free(struct store *st);
-/* Complete a request. */
+/* Complete a request: a data-path one counts in its volume (iostats.c),
+ * before done() hands it back. */
 static inline void core_complete(struct store_req *r, int err)
 {
 	r->err = err;
+	if (!r->job)
+		iostats_done(r);
 	r->done(r);
 }
 /* Queues: init/destroy; push r at the tail and wake one waiter; ask the
