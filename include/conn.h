@@ -107,6 +107,14 @@ void conn_server_stop(struct conn_server *s);
 /* Number of open connections (including ones waiting for the store). */
 unsigned conn_server_count(const struct conn_server *s);
 
+/* Connection counters for metrics.  Any thread (they are atomics). */
+struct conn_server_stats {
+	unsigned clients;       /* open now, as conn_server_count */
+	unsigned long accepted; /* taken into service since start (accepted or adopted) */
+	unsigned long refused;  /* closed at once: over --max-connections */
+};
+void conn_server_get_stats(const struct conn_server *s, struct conn_server_stats *out);
+
 /* Free the server (on the loop's thread) once its loop has returned after conn_server_stop()
  * (no connection left) and the store has been closed: a store thread may
  * still be inside ev_async_send() on the server's watcher until

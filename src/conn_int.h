@@ -96,10 +96,11 @@ struct conn_server {
 	struct listener lst[CONN_MAX_LISTENERS];
 	unsigned nlst;
 	struct conn *conns;
-	unsigned nconns;
+	_Atomic unsigned nconns; /* atomic: conn_server_get_stats reads it on any thread */
 	bool stopping;
 	struct conn_limits lim;
-	unsigned long refused;                     /* connections closed at once: over max_conns */
+	_Atomic unsigned long refused;             /* connections closed at once: over max_conns */
+	_Atomic unsigned long accepted;            /* connections taken into service */
 	struct store_extent map[CONN_MAP_EXTENTS]; /* BLOCK_STATUS scratch: base:allocation */
 	struct store_run dirty[CONN_MAP_EXTENTS];  /* ... qemu:dirty-bitmap */
 	struct store_run depth[CONN_MAP_EXTENTS];  /* ... qemu:allocation-depth */

@@ -194,7 +194,10 @@ int conn_server_adopt(struct conn_server *s, int fd)
 		close(fd);
 		return err;
 	}
-	return conn_new(s, fd);
+	int r = conn_new(s, fd);
+	if (!r)
+		s->accepted++;
+	return r;
 }
 
 /* ---- server --------------------------------------------------------- */
@@ -358,6 +361,13 @@ void conn_server_set_limits(struct conn_server *s, const struct conn_limits *l)
 unsigned conn_server_count(const struct conn_server *s)
 {
 	return s->nconns;
+}
+
+void conn_server_get_stats(const struct conn_server *s, struct conn_server_stats *out)
+{
+	out->clients = s->nconns;
+	out->accepted = s->accepted;
+	out->refused = s->refused;
 }
 
 void conn_server_free(struct conn_server *s)
