@@ -59,6 +59,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -89,6 +90,28 @@ static ssize_t conn_sock_send(struct conn *c, const struct msghdr *m)
 
 /* ---- request structs ---------------------------------------------- */
 
+/* Payload buffers.  Large ones are mapped straight from the kernel and
+ * pooled per connection (conn_int.h: CONN_POOL_*), so a stream of 1 MiB
+ * requests reuses pages already faulted in, and what a connection held
+ * goes back to the system when it closes (glibc would keep a freed
+ * multi-MiB chunk in a thread's arena, or map and fault it anew for every
+ * request, depending on its history). */
+static void *buf_alloc(size_t cap)
+{
+	if (cap < CONN_MMAP_MIN)
+		return malloc(cap);
+	void *b = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return b == MAP_FAILED ? NULL : b;
+}
+
+static void buf_free(void *b, size_t cap)
+{
+	if (cap < CONN_MMAP_MIN)
+		free(b);
+	else if (b)
+		munmap(b, cap);
+}
+
 /* A request with a buffer of at least size bytes; NULL when out of memory. */
 static struct conn_req *req_get(struct conn *c, uint32_t size)
 {
@@ -111,10 +134,10 @@ static struct conn_req *req_get(struct conn *c, uint32_t size)
 
 		while (cap < size)
 			cap *= 2;
-		free(q->buf);
+		buf_free(q->buf, q->bufcap);
 		q->buf = NULL;
 		q->bufcap = 0;
-		b = malloc(cap);
+		b = buf_alloc(cap);
 		if (!b) {
 			q->next = c->free;
 			c->free = q;
@@ -132,7 +155,7 @@ static void req_put(struct conn *c, struct conn_req *q)
 	c->bytes -= q->held;
 	q->held = 0;
 	if (q->bufcap > CONN_POOL_BUF || c->pool_bytes + q->bufcap > CONN_POOL_BYTES) {
-		free(q->buf);
+		buf_free(q->buf, q->bufcap);
 		q->buf = NULL;
 		q->bufcap = 0;
 	}
@@ -643,7 +666,7 @@ static void conn_free(struct conn *c)
 
 	while ((q = c->free)) {
 		c->free = q->next;
-		free(q->buf);
+		buf_free(q->buf, q->bufcap);
 		free(q);
 	}
 	proto_fini(&c->proto);

@@ -20,8 +20,9 @@
 
 #define CONN_RBUF_SIZE     (256u << 10) /* >= one option header + PROTO_OPT_MAX */
 #define CONN_SMALL_WRITE   (64u << 10)  /* payloads up to this wait in rbuf */
-#define CONN_POOL_BUF      (128u << 10) /* buffers up to this may stay pooled */
-#define CONN_POOL_BYTES    (4u << 20)   /* ... up to this much per connection */
+#define CONN_POOL_BUF      (4u << 20)   /* buffers up to this may stay pooled */
+#define CONN_POOL_BYTES    (8u << 20)   /* ... up to this much per connection */
+#define CONN_MMAP_MIN      (128u << 10) /* buffers this large are mmap'd (conn.c) */
 #define CONN_IOV           128          /* iovecs per sendmsg */
 #define CONN_STOP_GRACE    30.0         /* seconds before stop cuts clients off */
 #define CONN_MAX_LISTENERS 16
