@@ -31,10 +31,11 @@ TMPFILESDIR    ?= $(PREFIX)/lib/tmpfiles.d
 SYSCONFDIR     ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 INSTALL  ?= install
 PKGS     := libev-dev liburcu-dev libcmocka-dev libjansson-dev libgnutls28-dev libsystemd-dev \
-            libinih-dev
+            libinih-dev libmicrohttpd-dev
 TESTPKGS := nbd-client nbd-server libnbd-bin python3-libnbd nbdkit qemu-utils \
             qemu-system-x86 fio gnutls-bin busybox-static cpio e2fsprogs util-linux \
-            valgrind procps psmisc curl ca-certificates clang-format python3 systemd strace
+            valgrind procps psmisc curl ca-certificates clang-format python3 systemd strace \
+            prometheus
 
 CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Wshadow -Wvla -Wstrict-prototypes -Wmissing-prototypes \
@@ -49,6 +50,8 @@ SYSTEMD_CFLAGS := $(shell pkg-config --cflags libsystemd 2>/dev/null)
 SYSTEMD_LIBS  := $(shell pkg-config --libs libsystemd 2>/dev/null || echo -lsystemd)
 INIH_CFLAGS   := $(shell pkg-config --cflags inih 2>/dev/null)
 INIH_LIBS     := $(shell pkg-config --libs inih 2>/dev/null || echo -linih)
+MHD_CFLAGS    := $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
+MHD_LIBS      := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
 DEPFLAGS      := -MMD -MP
 # Required flags, appended after the user's.
 COWBD_CFLAGS  := -std=gnu11 $(WARN) -Iinclude $(URCU_CFLAGS) $(GNUTLS_CFLAGS) $(SYSTEMD_CFLAGS) \

@@ -42,6 +42,7 @@
 #include "config.h"
 #include "conn.h"
 #include "control.h"
+#include "metrics.h"
 #include "names.h"
 #include "say.h"
 #include "service.h"
@@ -86,6 +87,8 @@ static void usage(FILE *f)
 	        "  --verbose           debug logging (--log-level debug)\n"
 	        "  --checkpoint-interval SIZE  log written between checkpoints (default 256M;\n"
 	        "                      longer: fewer checkpoints, longer recovery)\n"
+	        "  --metrics HOST:PORT Prometheus metrics at http://HOST:PORT/metrics\n"
+	        "                      ([IPV6]:PORT for IPv6; off unless given)\n"
 	        "limits:\n"
 	        "  --max-connections N       open NBD connections (default 1024); more\n"
 	        "                            are accepted and closed at once\n"
@@ -156,6 +159,7 @@ struct main_opts {
 	const char *tls_mode, *tls_certs, *tls_psk;
 	struct conn_limits lim;
 	uint64_t checkpoint_bytes; /* 0 = the store's default */
+	const char *metrics;       /* --metrics HOST:PORT; NULL: none */
 	enum say_level log_level;
 	/* The command line's own. */
 	const char *config_path; /* --config, or --check-config's FILE */
@@ -200,6 +204,7 @@ static const struct option main_longopts[] = {
     {"tls-certs", required_argument, NULL, 'X'},
     {"tls-psk", required_argument, NULL, 'K'},
     {"checkpoint-interval", required_argument, NULL, 'P'},
+    {"metrics", required_argument, NULL, 'm'}, /* long only: 'm' is not in MAIN_SHORTOPTS */
     {NULL, 0, NULL, 0},
 };
 #define MAIN_SHORTOPTS ":p:c:l:u:C:fvh" /* ':': a missing value is told apart */
@@ -305,6 +310,9 @@ static int main_set(int opt, const char *arg, struct main_opts *o, bool from_fil
 	case 'P':
 		/* Below 4 MiB the pool would checkpoint every few rounds. */
 		return parse_size(arg, 4u << 20, UINT64_MAX, &o->checkpoint_bytes, why, len);
+	case 'm':
+		o->metrics = arg;
+		return metrics_check_addr(arg, why, len);
 	default: /* what only the command line says: taken by main_scan_args */
 		return 0;
 	}
@@ -609,6 +617,7 @@ struct main_daemon {
 	struct ev_loop *loop;
 	struct conn_server *srv;
 	struct control *ctl;
+	struct metrics *metrics; /* --metrics: NULL when not asked for */
 	struct service *sv;
 	struct service_fds fds; /* passed by the service manager; -1 once handed on */
 	ev_signal sigterm, sigint, sighup, sigusr1, sigusr2;
@@ -755,6 +764,11 @@ static int main_start(struct main_daemon *d, const struct main_opts *o)
 	}
 	if (main_listen(d, o, err, sizeof(err)) < 0)
 		goto fail;
+	if (o->metrics &&
+	    !(d->metrics = metrics_start(o->metrics, d->st, d->srv, err, sizeof(err))))
+		goto fail;
+	if (o->metrics)
+		say_info("metrics at http://%s/metrics", o->metrics);
 	if (main_control(d, o, err, sizeof(err)) < 0)
 		goto fail;
 	return 0;
@@ -770,6 +784,7 @@ static void main_abort(struct main_daemon *d)
 {
 	service_free(d->sv);
 	service_fds_close(&d->fds);
+	metrics_stop(d->metrics);
 	control_stop(d->ctl);
 	conn_server_free(d->srv);
 	store_close(d->st);
@@ -858,6 +873,7 @@ static void main_reload_fixed(const struct main_opts *o, struct main_opts *n)
 	restart_note("control", str_differ(o->control_path, n->control_path));
 	restart_note("control-group", str_differ(o->control_group, n->control_group));
 	restart_note("checkpoint-interval", o->checkpoint_bytes != n->checkpoint_bytes);
+	restart_note("metrics", str_differ(o->metrics, n->metrics));
 	n->pool = o->pool;
 	n->create_size = o->create_size;
 	memcpy(n->listen, o->listen, sizeof(n->listen));
@@ -869,6 +885,7 @@ static void main_reload_fixed(const struct main_opts *o, struct main_opts *n)
 	n->control_group = o->control_group;
 	n->control_gid = o->control_gid;
 	n->checkpoint_bytes = o->checkpoint_bytes;
+	n->metrics = o->metrics;
 }
 
 /* SIGHUP: what changes live — the log level, the limits, the access
@@ -989,6 +1006,7 @@ static void main_free_creds(struct main_daemon *d)
 static void main_stop(struct main_daemon *d)
 {
 	service_free(d->sv);
+	metrics_stop(d->metrics); /* scrapes read the store and the server */
 	control_stop(d->ctl);
 	store_close(d->st);
 	conn_server_free(d->srv);
