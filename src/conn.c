@@ -455,10 +455,14 @@ static void conn_parse(struct conn *c)
 			ssize_t n = proto_handshake(&c->proto, p, avail, &c->hout);
 
 			if (n < 0) {
-				say_info("%s: handshake failed: %s", c->peer,
-				         n == -ENOENT   ? "unknown export"
-				         : n == -EACCES ? "TLS is required"
-				                        : strerror((int)-n));
+				/* A refused export (NBD_OPT_EXPORT_NAME) was logged
+				 * with its reason by the export table already. */
+				if (n == -ENOENT)
+					say_debug("%s: closing after a refused export", c->peer);
+				else
+					say_info("%s: handshake failed: %s", c->peer,
+					         n == -EACCES ? "TLS is required"
+					                      : strerror((int)-n));
 				c->dead = true;
 				break;
 			}

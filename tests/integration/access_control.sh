@@ -199,7 +199,10 @@ grep -q "export vol0@s1 refused: access denied (address not allowed)" "$LOG" ||
 	fail "no info line for the refusal of vol0@s1"
 grep -q "export xxxx refused: unknown export" "$LOG" || fail "no info line for an unknown export"
 grep -q "127\.0\.0\.2:.*refused" "$LOG" && fail "a client from 127.0.0.2 was refused"
-echo "ok: each refusal logged at info with its reason"
+# One line per refusal: the EXPORT_NAME hang-up adds no second info line.
+grep -E "^cowbd: info: .*handshake failed: unknown export" "$LOG" &&
+	fail "a refused EXPORT_NAME was logged twice"
+echo "ok: each refusal logged at info with its reason, once"
 
 # ---- SIGHUP: the rule changes live ------------------------------------------
 # The load: connected from 127.0.0.2 before the reload; write, read back,
