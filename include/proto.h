@@ -138,7 +138,10 @@ struct proto {
 	char meta_name[NBD_STRING_MAX + 1];
 	char meta_dirty_name[NAMES_PART_MAX + 1];
 	enum proto_tls tls_mode; /* set by the caller after proto_init */
-	bool tls;                /* TLS is established (proto_tls_started) */
+	/* An option refused by policy (TLS required, STARTTLS with TLS off),
+	 * in words, for the caller to log and clear ("" = none). */
+	char refused[96];
+	bool tls; /* TLS is established (proto_tls_started) */
 };
 
 /* A decoded and validated transmission request. */

@@ -88,6 +88,13 @@ static ssize_t conn_sock_send(struct conn *c, const struct msghdr *m)
 	return sendmsg(c->fd, m, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
+/* Why c closes, for its close line: the first reason given wins. */
+static void conn_why(struct conn *c, const char *why)
+{
+	if (!c->why)
+		c->why = why;
+}
+
 /* ---- request structs ---------------------------------------------- */
 
 /* Payload buffers.  Large ones are mapped straight from the kernel and
@@ -190,6 +197,7 @@ static void reply_now(struct conn *c, const struct proto_req *r, int err)
 	if (!q) {
 		/* Cannot even answer: better to hang up than to lose a reply. */
 		say_warn("%s: out of memory, disconnecting", c->peer);
+		conn_why(c, "out of memory");
 		c->draining = true;
 		c->dead = true;
 		return;
@@ -355,6 +363,7 @@ static bool conn_request(struct conn *c, struct proto_req *r)
 	uint32_t need;
 	struct conn_req *q;
 
+	c->nreq++;
 	if (r->bs_payload) {
 		/* A BLOCK_STATUS's context list: small, and in rbuf already. */
 		size_t n = r->payload;
@@ -457,16 +466,19 @@ static void conn_parse(struct conn *c)
 			if (n < 0) {
 				/* A refused export (NBD_OPT_EXPORT_NAME) was logged
 				 * with its reason by the export table already. */
-				if (n == -ENOENT)
-					say_debug("%s: closing after a refused export", c->peer);
-				else
+				if (n != -ENOENT)
 					say_info("%s: handshake failed: %s", c->peer,
 					         n == -EACCES ? "TLS is required"
 					                      : strerror((int)-n));
+				conn_why(c, n == -ENOENT ? "export refused" : "handshake failed");
 				c->dead = true;
 				break;
 			}
 			c->rstart += (size_t)n;
+			if (c->proto.refused[0]) {
+				say_info("%s: %s", c->peer, c->proto.refused);
+				c->proto.refused[0] = '\0';
+			}
 			if (c->proto.phase == PROTO_STARTTLS) {
 				/* Plaintext behind STARTTLS would be taken as if
 				 * it came through TLS (injection): refuse it. */
@@ -479,15 +491,19 @@ static void conn_parse(struct conn *c)
 				break; /* conn_settle runs the handshake */
 			}
 			if (c->proto.phase == PROTO_CLOSE) {
+				conn_why(c, "client ended the handshake");
 				c->draining = true;
 				break;
 			}
 			if (c->proto.phase == PROTO_TRANSMISSION) {
-				say_debug("%s: serving %s with %s", c->peer,
-				          store_vol_name(c->proto.exp.handle),
-				          c->proto.extended     ? "extended headers"
-				          : c->proto.structured ? "structured replies"
-				                                : "simple replies");
+				snprintf(c->export, sizeof(c->export), "%s",
+				         store_vol_name(c->proto.exp.handle));
+				say_info("%s: serving %s (%s, %s) with %s", c->peer, c->export,
+				         c->proto.exp.read_only ? "read-only" : "read-write",
+				         c->tls ? "TLS" : "plaintext",
+				         c->proto.extended     ? "extended headers"
+				         : c->proto.structured ? "structured replies"
+				                               : "simple replies");
 				conn_arm_idle(c);
 				continue;
 			}
@@ -505,6 +521,7 @@ static void conn_parse(struct conn *c)
 			say_info("%s: %s, disconnecting", c->peer,
 			         n == -E2BIG ? "request payload over the maximum"
 			                     : "bad request magic (or header style)");
+			conn_why(c, "bad request");
 			c->dead = true;
 			break;
 		}
@@ -515,6 +532,7 @@ static void conn_parse(struct conn *c)
 			break;
 		c->rstart += (size_t)n;
 		if (r.disc) {
+			conn_why(c, "client sent NBD_CMD_DISC");
 			c->draining = true;
 			break;
 		}
@@ -571,8 +589,11 @@ static void conn_read(struct conn *c)
 		}
 		if (n == 0) {
 			/* Client closed its side: finish what it asked for. */
-			if (c->rx || c->drain || c->proto.phase != PROTO_TRANSMISSION)
-				c->dead = true; /* vanished mid-message */
+			if (c->rx || c->drain || c->proto.phase != PROTO_TRANSMISSION) {
+				conn_why(c, "client vanished mid-message");
+				c->dead = true;
+			}
+			conn_why(c, "client closed the connection");
 			c->draining = true;
 			break;
 		}
@@ -580,6 +601,7 @@ static void conn_read(struct conn *c)
 			continue;
 		if (errno != EAGAIN && errno != EWOULDBLOCK) {
 			say_debug("%s: recv: %s", c->peer, strerror(errno));
+			conn_why(c, "receive error");
 			c->dead = true;
 		}
 		break;
@@ -683,7 +705,8 @@ static void conn_free(struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	s->nconns--;
-	say_debug("%s: closed", c->peer);
+	say_info("%s: closed (%s%s%llu requests; %s)", c->peer, c->export, c->export[0] ? ", " : "",
+	         (unsigned long long)c->nreq, c->why ? c->why : "connection lost");
 	free(c);
 	if (s->stopping && s->nconns == 0)
 		ev_break(s->loop, EVBREAK_ALL);
@@ -767,11 +790,12 @@ static bool conn_tls_step(struct conn *c)
 	}
 	if (r < 0) {
 		say_info("%s: TLS handshake failed: %s", c->peer, tls_strerror(c->tls));
+		conn_why(c, "TLS handshake failed");
 		c->dead = true;
 		return false;
 	}
 	proto_tls_started(&c->proto);
-	say_debug("%s: %s", c->peer, tls_describe(c->tls, desc, sizeof(desc)));
+	say_info("%s: %s", c->peer, tls_describe(c->tls, desc, sizeof(desc)));
 	conn_read(c); /* the first options may already be decrypted */
 	conn_write(c);
 	return false;
@@ -842,6 +866,7 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	if (c->proto.phase != PROTO_TRANSMISSION) {
 		say_info("%s: handshake not finished within %.0f s, disconnecting", c->peer,
 		         s->lim.handshake_timeout);
+		conn_why(c, "handshake timeout");
 		c->dead = true;
 		conn_settle(c);
 		return;
@@ -853,6 +878,7 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	say_info("%s: idle for %.0f s, disconnecting", c->peer, idle);
+	conn_why(c, "idle timeout");
 	c->draining = true;
 	conn_settle(c);
 }
@@ -947,7 +973,7 @@ int conn_new(struct conn_server *s, int fd)
 		s->conns->prev = c;
 	s->conns = c;
 	s->nconns++;
-	say_debug("%s: connected", c->peer);
+	say_info("%s: connected", c->peer);
 	if (proto_greet(&c->proto, &c->hout))
 		c->dead = true;
 	conn_settle(c);
@@ -958,6 +984,7 @@ int conn_new(struct conn_server *s, int fd)
 
 void conn_stop(struct conn *c)
 {
+	conn_why(c, "server stopping");
 	c->draining = true;
 	if (c->proto.phase != PROTO_TRANSMISSION)
 		c->dead = true;
@@ -971,6 +998,7 @@ void conn_stop(struct conn *c)
 
 void conn_cut(struct conn *c)
 {
+	conn_why(c, "cut off after the stop grace period");
 	if (!c->dead) {
 		c->dead = true;
 		conn_settle(c);

@@ -12,6 +12,7 @@
 
 #include "conn.h"
 #include "diff.h"
+#include "names.h"
 #include "nbd.h"
 #include "proto.h"
 #include "sockets.h"
@@ -79,6 +80,11 @@ struct conn {
 	struct conn *dirty_next;
 	char peer[64];
 	struct tls_session *tls; /* after NBD_OPT_STARTTLS; NULL: plaintext */
+	/* for the close line: the export served ("" if none), the requests
+	 * taken, and why it closed (the first reason set wins; conn_why) */
+	char export[NAMES_FULL_MAX + 1];
+	uint64_t nreq;
+	const char *why;
 };
 
 /* A listening socket (TCP ones too: their sock.path is empty, so closing

@@ -645,9 +645,11 @@ static int opt_meta_context(struct proto *p, uint32_t opt, const uint8_t *d, uin
  * PROTO_STARTTLS stops proto_handshake until proto_tls_started). */
 static int opt_starttls(struct proto *p, uint32_t n, struct proto_buf *out)
 {
-	if (p->tls_mode == PROTO_TLS_OFF)
+	if (p->tls_mode == PROTO_TLS_OFF) {
+		snprintf(p->refused, sizeof(p->refused), "NBD_OPT_STARTTLS refused: TLS is off");
 		return put_err(out, NBD_OPT_STARTTLS, NBD_REP_ERR_POLICY,
 		               "TLS is not enabled on this server");
+	}
 	if (p->tls)
 		return put_err(out, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID, "TLS is already active");
 	if (n != 0)
@@ -687,9 +689,12 @@ static int option(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t n,
 		return put_err(out, opt, NBD_REP_ERR_SHUTDOWN, "server is shutting down");
 	if (opt == NBD_OPT_STARTTLS)
 		return opt_starttls(p, n, out);
-	if (p->tls_mode == PROTO_TLS_REQUIRE && !p->tls)
+	if (p->tls_mode == PROTO_TLS_REQUIRE && !p->tls) {
+		snprintf(p->refused, sizeof(p->refused), "option %u refused: TLS is required",
+		         (unsigned)opt);
 		return put_err(out, opt, NBD_REP_ERR_TLS_REQD,
 		               "TLS is required: send NBD_OPT_STARTTLS first");
+	}
 	switch (opt) {
 	case NBD_OPT_LIST:
 		return opt_list(p, n, out);

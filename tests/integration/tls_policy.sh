@@ -10,6 +10,8 @@
 #                  STARTTLS → ERR_INVALID, unknown option → ERR_UNSUP (never
 #                  TLS_REQD), GO, WRITE/READ/FLUSH, DISC
 #   --tls allow    plaintext options and TLS both work
+# and the log has, at info, each connection's start and end (export, TLS,
+# requests, why it closed) and each refusal with its reason.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/tls_lib.bash"
 requires python3
@@ -163,6 +165,21 @@ for mode in off require allow; do
 	RAWDIR=$(cd "$(dirname "$0")" && pwd) python3 "$RAW" "$PORT" "$PKI" $mode ||
 		fail "policy $mode"
 	cowbd_stop
+	# Every refusal is logged at info with its reason, and every
+	# connection's start and end with its export and TLS state.
+	case $mode in
+	off) want="NBD_OPT_STARTTLS refused: TLS is off" ;;
+	require) want="option 3 refused: TLS is required" ;;
+	allow) want="serving vol0 (read-write, TLS) with" ;;
+	esac
+	grep -q "^cowbd: info: 127\.0\.0\.1:[0-9]*: $want" "$LOG" || fail "policy $mode: no log line '$want'"
+	closed="vol0, [1-9][0-9]* requests; client sent NBD_CMD_DISC"
+	[ $mode = off ] && closed="0 requests; client ended the handshake" # options only
+	grep -qE "^cowbd: info: 127\.0\.0\.1:[0-9]+: closed \($closed\)$" "$LOG" ||
+		fail "policy $mode: no close line '($closed)'"
+	grep -qE "^cowbd: info: 127\.0\.0\.1:[0-9]+: connected$" "$LOG" ||
+		fail "policy $mode: no connection line"
+	: >"$LOG"
 	rm -f "$POOL"
 done
 echo "tls policy ok"
