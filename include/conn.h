@@ -115,6 +115,18 @@ struct conn_server_stats {
 };
 void conn_server_get_stats(const struct conn_server *s, struct conn_server_stats *out);
 
+/* One open connection, as `cowctl clients` lists it. */
+struct conn_client {
+	char peer[64];    /* "ADDR:PORT", "[ADDR6]:PORT" or a unix socket's peer */
+	char export[144]; /* the export served; "" before transmission */
+	uint64_t since;   /* accepted, unix seconds */
+	bool tls;         /* in transmission over TLS */
+	uint64_t bytes_read, bytes_written; /* payload of READs / WRITEs taken */
+};
+/* A malloc'd copy of the open connections (*n of them; the caller frees
+ * it): 0 or -ENOMEM.  Any thread; holds the list's lock only to copy. */
+int conn_server_clients(struct conn_server *s, struct conn_client **out, size_t *n);
+
 /* Free the server (on the loop's thread) once its loop has returned after conn_server_stop()
  * (no connection left) and the store has been closed: a store thread may
  * still be inside ev_async_send() on the server's watcher until

@@ -61,6 +61,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "conn_int.h"
@@ -416,6 +417,9 @@ static bool conn_request(struct conn *c, struct proto_req *r)
 	q->sr.buf = q->buf;
 	q->end = r->offset + r->length;
 	q->sr.len = r->length < STORE_MAX_REQ ? (uint32_t)r->length : STORE_MAX_REQ;
+	if (r->op == STORE_READ || r->op == STORE_WRITE)
+		atomic_fetch_add_explicit(r->op == STORE_READ ? &c->bytes_read : &c->bytes_written,
+		                          r->length, memory_order_relaxed);
 	if (r->op == STORE_WRITE) {
 		uint32_t have = avail < need ? (uint32_t)avail : need;
 
@@ -496,8 +500,11 @@ static void conn_parse(struct conn *c)
 				break;
 			}
 			if (c->proto.phase == PROTO_TRANSMISSION) {
+				pthread_mutex_lock(&c->srv->list_lock);
 				snprintf(c->export, sizeof(c->export), "%s",
 				         store_vol_name(c->proto.exp.handle));
+				c->tls_on = c->tls != NULL;
+				pthread_mutex_unlock(&c->srv->list_lock);
 				say_info("%s: serving %s (%s, %s) with %s", c->peer, c->export,
 				         c->proto.exp.read_only ? "read-only" : "read-write",
 				         c->tls ? "TLS" : "plaintext",
@@ -698,12 +705,14 @@ static void conn_free(struct conn *c)
 	proto_fini(&c->proto);
 	proto_buf_free(&c->hout);
 	free(c->rbuf);
+	pthread_mutex_lock(&s->list_lock);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
 		s->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	pthread_mutex_unlock(&s->list_lock);
 	s->nconns--;
 	say_info("%s: closed (%s%s%llu requests; %s)", c->peer, c->export, c->export[0] ? ", " : "",
 	         (unsigned long long)c->nreq, c->why ? c->why : "connection lost");
@@ -968,10 +977,13 @@ int conn_new(struct conn_server *s, int fd)
 		c->tmo.repeat = s->lim.handshake_timeout;
 		ev_timer_again(s->loop, &c->tmo);
 	}
+	c->since = (uint64_t)time(NULL);
+	pthread_mutex_lock(&s->list_lock);
 	c->next = s->conns;
 	if (s->conns)
 		s->conns->prev = c;
 	s->conns = c;
+	pthread_mutex_unlock(&s->list_lock);
 	s->nconns++;
 	say_info("%s: connected", c->peer);
 	if (proto_greet(&c->proto, &c->hout))

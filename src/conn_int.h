@@ -5,6 +5,7 @@
 #ifndef COWBD_CONN_INT_H
 #define COWBD_CONN_INT_H
 #include <ev.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -85,6 +86,12 @@ struct conn {
 	char export[NAMES_FULL_MAX + 1];
 	uint64_t nreq;
 	const char *why;
+	/* for conn_server_clients (control threads): since and tls_on are
+	 * set under srv->list_lock, like export; the byte counts are
+	 * atomics (payload of READs and WRITEs taken) */
+	uint64_t since; /* accepted, unix seconds */
+	bool tls_on;    /* in transmission over TLS */
+	_Atomic uint64_t bytes_read, bytes_written;
 };
 
 /* A listening socket (TCP ones too: their sock.path is empty, so closing
@@ -103,6 +110,10 @@ struct conn_server {
 	struct listener lst[CONN_MAX_LISTENERS];
 	unsigned nlst;
 	struct conn *conns;
+	/* conns membership and each connection's export/tls_on, for the
+	 * control threads' client list; the loop thread takes it only to
+	 * change them */
+	pthread_mutex_t list_lock;
 	_Atomic unsigned nconns; /* atomic: conn_server_get_stats reads it on any thread */
 	bool stopping;
 	struct conn_limits lim;

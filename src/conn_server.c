@@ -213,6 +213,7 @@ struct conn_server *conn_server_new(struct ev_loop *loop, struct store *st)
 		return NULL;
 	s->loop = loop;
 	s->st = st;
+	pthread_mutex_init(&s->list_lock, NULL);
 	conn_server_set_limits(s, NULL);
 	store_thread_register(); /* this thread calls store_read_try/store_map */
 	atomic_init(&s->done, NULL);
@@ -381,5 +382,32 @@ void conn_server_free(struct conn_server *s)
 		sockets_close_unix(&s->lst[i].sock);
 	}
 	store_thread_unregister();
+	pthread_mutex_destroy(&s->list_lock);
 	free(server_priv(s));
+}
+
+int conn_server_clients(struct conn_server *s, struct conn_client **out, size_t *n)
+{
+	struct conn_client *v = NULL;
+	size_t k = 0, cap = 0;
+
+	pthread_mutex_lock(&s->list_lock);
+	for (struct conn *c = s->conns; c; c = c->next)
+		cap++;
+	if (cap && !(v = calloc(cap, sizeof(*v)))) {
+		pthread_mutex_unlock(&s->list_lock);
+		return -ENOMEM;
+	}
+	for (struct conn *c = s->conns; c; c = c->next, k++) {
+		snprintf(v[k].peer, sizeof(v[k].peer), "%s", c->peer);
+		snprintf(v[k].export, sizeof(v[k].export), "%s", c->export);
+		v[k].since = c->since;
+		v[k].tls = c->tls_on;
+		v[k].bytes_read = atomic_load_explicit(&c->bytes_read, memory_order_relaxed);
+		v[k].bytes_written = atomic_load_explicit(&c->bytes_written, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&s->list_lock);
+	*out = v;
+	*n = k;
+	return 0;
 }

@@ -702,6 +702,31 @@ static int main_control_group(const struct main_opts *o, char *err, size_t errle
 	return 0;
 }
 
+/* The `clients` op's view of the NBD server (control threads). */
+static int main_clients(void *arg, struct control_conn **out, size_t *n)
+{
+	struct conn_client *v;
+	int err = conn_server_clients(arg, &v, n);
+	if (err)
+		return err;
+	*out = calloc(*n ? *n : 1, sizeof(**out));
+	if (!*out) {
+		free(v);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < *n; i++) {
+		struct control_conn *c = &(*out)[i];
+		snprintf(c->peer, sizeof(c->peer), "%s", v[i].peer);
+		snprintf(c->export, sizeof(c->export), "%s", v[i].export);
+		c->since = v[i].since;
+		c->tls = v[i].tls;
+		c->bytes_read = v[i].bytes_read;
+		c->bytes_written = v[i].bytes_written;
+	}
+	free(v);
+	return 0;
+}
+
 /* The control socket: the one the service manager passed, else one made
  * at --control.  0, or -1 with a one-line reason in err. */
 static int main_control(struct main_daemon *d, const struct main_opts *o, char *err, size_t errlen)
@@ -771,6 +796,7 @@ static int main_start(struct main_daemon *d, const struct main_opts *o)
 		say_info("metrics at http://%s/metrics", o->metrics);
 	if (main_control(d, o, err, sizeof(err)) < 0)
 		goto fail;
+	control_set_clients_fn(d->ctl, main_clients, d->srv);
 	return 0;
 
 fail:

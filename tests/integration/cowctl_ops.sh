@@ -219,19 +219,20 @@ PY
 echo "ok: compact --wait moved blocks and freed segments"
 
 # --- clients --------------------------------------------------------------------
-cowctl --json clients >"$T/out" 2>"$T/err"
-if grep -q EOPNOTSUPP "$T/out"; then
-	echo "note: this cowbd does not list its connections yet (control_set_clients_fn not wired)"
-else
-	client vm2 "cowctl =0 --json clients"
-	/usr/bin/python3 -c '
-import json, sys
+ok --json clients
+py "import json, sys; assert json.load(sys.stdin)['clients'] == [], 'no client is connected'"
+client vm2 "put 0 65536 1" "get 0 65536 1" "cowctl =0 --json clients"
+/usr/bin/python3 -c '
+import json, sys, time
 t = open(sys.argv[1]).read()
 c = json.loads(t[t.index("{"):])["clients"]
-assert any(x["export"] == "vm2" and x["tls"] is False and x["peer"].startswith("127.0.0.1:") for x in c), c
+assert len(c) == 1, c
+x = c[0]
+assert x["export"] == "vm2" and x["tls"] is False and x["peer"].startswith("127.0.0.1:"), x
+assert x["bytes_written"] == 65536 and x["bytes_read"] == 65536, x
+assert abs(x["since"] - time.time()) < 600, x
 ' "$T/nbd.out" || fail "clients: $(cat "$T/nbd.out")"
-	echo "ok: clients lists the open connection"
-fi
+echo "ok: clients lists the open connection with its export, peer and bytes"
 
 # --- bash completion (dist/bash-completion/cowctl) -------------------------------
 . "$TOP/dist/bash-completion/cowctl"
