@@ -293,9 +293,15 @@ static void *scrub_main(void *arg)
 	struct store *st = s->st;
 	uint64_t t0 = scrub_now_ns();
 
+	/* No idle compaction moves a block under the walk: once the pause
+	 * is set, a no-op through the log thread outlasts any pass of it
+	 * already running. */
+	space_pause_idle(st, true);
+	store_ping(st);
 	store_thread_register();
 	int err = scrub_run(s);
 	store_thread_unregister();
+	space_pause_idle(st, false);
 
 	pthread_mutex_lock(&st->sc.lock);
 	struct store_scrub_status *ss = &st->sc.status;

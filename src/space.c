@@ -279,11 +279,16 @@ static void segment_discard(void *arg, uint64_t seg)
 	segio_discard(st->io, seg);
 }
 
+void space_pause_idle(struct store *st, bool pause)
+{
+	__atomic_add_fetch(&st->sp.idle_paused, pause ? 1 : -1, __ATOMIC_RELEASE);
+}
+
 void space_idle(struct store *st)
 {
 	if (st->failed)
 		return;
-	if (idle_clean_due(st))
+	if (idle_clean_due(st) && !__atomic_load_n(&st->sp.idle_paused, __ATOMIC_ACQUIRE))
 		compact_now(st, UTIL_IDLE);
 	else if (ckpt_due(st))
 		ckpt_begin(st);

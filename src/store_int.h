@@ -168,6 +168,9 @@ struct store {
 		/* live blocks and free segments when make_room last found no
 		 * room (UINT64_MAX: it found some) */
 		uint64_t futile_live, futile_free;
+		/* idle cleaning waits while this is nonzero (any thread:
+		 * space_pause_idle) */
+		int idle_paused;
 	} sp;
 
 	struct {                      /* scrub.c */
@@ -331,6 +334,11 @@ bool space_clean_low(struct store *st);
 /* While idle: clean down towards the live data, else checkpoint if due,
  * else give some free segments back to the backend. */
 void space_idle(struct store *st);
+/* Hold idle cleaning off (pause) or let it go again; nests.  A pass of the
+ * scrub holds it, so that no block it walks moves under it (it reads each
+ * physical block once per pass).  Compaction to make room for writes is
+ * never held.  Any thread; the next idle tick sees it. */
+void space_pause_idle(struct store *st, bool pause);
 /* A pass asked for by an operator (store_compact): segments up to the
  * idle-cleaning live fraction, whatever the pool's fill.  Blocks moved, 0
  * if nothing was worth moving, or -errno (pool failed). */

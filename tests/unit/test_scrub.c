@@ -322,13 +322,53 @@ static void test_start_stop(void **state)
 	faultdev_free(p);
 }
 
+/* Idle compaction would move blocks under a pass (and the pass would read
+ * their new copies again): a pass holds it off.  The pool is made so that
+ * idle cleaning is due (4,096 blocks written, 3 in 4 overwritten: four
+ * segments a quarter live), the pass is slow enough to span several idle
+ * ticks, and it must read exactly the 4,096 live blocks; afterwards the
+ * compactor does run (so it was due). */
+static void test_idle_compaction_held(void **state)
+{
+	struct faultdev *p = faultdev_new(128u << 20);
+	struct store_scrub_status s;
+	struct store_stats ss;
+	struct vol *v;
+	struct store *st = testpool_volume(&p->dev, NULL, "v", 16u << 20, &v);
+
+	put_blocks(v, 0, 4096, 0);
+	for (unsigned lba = 0; lba < 4096; lba++)
+		if (lba % 4)
+			put_blocks(v, lba, lba + 1, 1);
+	assert_int_equal(store_flush(v), 0);
+	store_get_stats(st, &ss);
+	uint64_t before = ss.compactions;
+	assert_int_equal(store_scrub_start(st, 4u << 20), 0); /* 16 MiB at 4 MiB/s */
+	assert_int_equal(wait_pass(st, &s, NULL, 0), 0);
+	assert_int_equal(s.state, STORE_SCRUB_DONE);
+	assert_int_equal(s.blocks_checked, 4096);
+	store_get_stats(st, &ss);
+	assert_int_equal(ss.compactions, before);
+	/* Idle means a second with no request at all (a stats call is
+	 * one): ask seldom. */
+	double t0 = now_s();
+	while (ss.compactions == before && now_s() - t0 < SLOWS) {
+		sleep(2);
+		store_get_stats(st, &ss);
+	}
+	assert_true(ss.compactions > before); /* it was due, and held */
+	store_vol_close(v);
+	store_close(st);
+	faultdev_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    /* each on its own store */
 	    cmocka_unit_test(test_shared_once),     cmocka_unit_test(test_damage_every_name),
 	    cmocka_unit_test(test_deleted_skipped), cmocka_unit_test(test_rate),
-	    cmocka_unit_test(test_start_stop),
+	    cmocka_unit_test(test_start_stop),      cmocka_unit_test(test_idle_compaction_held),
 	};
 	if (getenv("TEST_FILTER"))
 		cmocka_set_test_filter(getenv("TEST_FILTER"));
