@@ -279,8 +279,10 @@ static int scrub_run(struct scrub *s)
 	return err;
 }
 
+/* The pass is over (or never started): idle compaction may run again. */
 static void scrub_free_pass(struct scrub *s)
 {
+	space_pause_idle(s->st, false);
 	map_clear(&s->bad);
 	free(s->seen);
 	free(s->ids);
@@ -293,15 +295,9 @@ static void *scrub_main(void *arg)
 	struct store *st = s->st;
 	uint64_t t0 = scrub_now_ns();
 
-	/* No idle compaction moves a block under the walk: once the pause
-	 * is set, a no-op through the log thread outlasts any pass of it
-	 * already running. */
-	space_pause_idle(st, true);
-	store_ping(st);
 	store_thread_register();
 	int err = scrub_run(s);
 	store_thread_unregister();
-	space_pause_idle(st, false);
 
 	pthread_mutex_lock(&st->sc.lock);
 	struct store_scrub_status *ss = &st->sc.status;
@@ -354,6 +350,11 @@ int store_scrub_start(struct store *st, uint64_t rate)
 	if (!s)
 		return -ENOMEM;
 	s->st = st;
+	/* No idle compaction moves a block under the walk (scrub_free_pass
+	 * lets it go again): once the pause is set, a no-op through the log
+	 * thread outlasts any compaction pass already under way. */
+	space_pause_idle(st, true);
+	store_ping(st);
 	s->rate = rate;
 	s->nblocks = st->nsegs * FMT_SEG_BLOCKS;
 	s->seen = calloc((s->nblocks + 63) / 64, sizeof(*s->seen));
