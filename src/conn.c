@@ -716,6 +716,9 @@ static void conn_free(struct conn *c)
 	s->nconns--;
 	say_info("%s: closed (%s%s%llu requests; %s)", c->peer, c->export, c->export[0] ? ", " : "",
 	         (unsigned long long)c->nreq, c->why ? c->why : "connection lost");
+	say_debug("%s: %llu bytes read, %llu written", c->peer,
+	          (unsigned long long)atomic_load(&c->bytes_read),
+	          (unsigned long long)atomic_load(&c->bytes_written));
 	free(c);
 	if (s->stopping && s->nconns == 0)
 		ev_break(s->loop, EVBREAK_ALL);
