@@ -41,7 +41,7 @@
 # of the two checkpoint-job pools), CK_RUNTIME (seconds per checkpoint job),
 # CMP_POOL_MIB / CMP_VOL_MIB (compaction job's pool and volume),
 # CMP_CHURN_MAX (overwrite passes at most before measuring), CMP_IDLE_SECS
-# (longest wait for idle cleaning).
+# (longest wait for idle cleaning in a round), CMP_END_SECS (at the end).
 set -u
 export PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
 export LC_ALL=C
@@ -60,11 +60,13 @@ if [ -n "${QUICK:-}" ] && [ "${QUICK:-0}" != 0 ]; then
 	: "${ROUNDS:=1}" "${RUNTIME:=1}" "${SIZE_MIB:=256}"
 	: "${MAP_BLOCKS:=16384}" "${RECOVERY_MIB:=64}" "${REPS:=3}" "${COW_POOL_SIZE:=8G}"
 	: "${COW_BLK_MIB:=1024}" "${CMP_POOL_MIB:=512}" "${CMP_CHURN_MAX:=12}" "${CMP_IDLE_SECS:=20}"
+	: "${CMP_END_SECS:=20}"
 else
 	QUICK=0
 	: "${ROUNDS:=3}" "${RUNTIME:=3}" "${SIZE_MIB:=1024}"
 	: "${MAP_BLOCKS:=1000000}" "${RECOVERY_MIB:=1024}" "${REPS:=7}" "${COW_POOL_SIZE:=40G}"
 	: "${COW_BLK_MIB:=16384}" "${CMP_POOL_MIB:=4096}" "${CMP_CHURN_MAX:=20}" "${CMP_IDLE_SECS:=60}"
+	: "${CMP_END_SECS:=240}"
 fi
 # Checkpoint jobs: CKPT_ON makes several checkpoints per job, CKPT_OFF none
 # (more log than a job writes; before each job the bench checkpoints, which
@@ -149,7 +151,10 @@ workload main sr1m MB/s "1 MiB seq read qd8" ">= 1.0x nbdkit file" \
 	"--name=sr1m --rw=read --bs=1M --iodepth=8 $S $TB"
 workload ckpt ck4k IOPS "4k randwrite qd32, ${CK_RUNTIME} s" "p99.9 with checkpoints <= 2x without" \
 	"--name=ck4k --rw=randwrite --bs=4k --iodepth=32 $S --time_based --runtime=$CK_RUNTIME"
-CMP_S="--size=${CMP_VOL_MIB}M"
+# Each pass picks other blocks (--randrepeat=0): with fio's fixed seed every
+# pass would overwrite the blocks the last one wrote, whose segments then die
+# whole and are freed without the compactor.
+CMP_S="--size=${CMP_VOL_MIB}M --randrepeat=0"
 workload cmp cmp_fill MB/s "compaction pool: fill" "" "--name=cmp_fill --rw=write --bs=1M --iodepth=8 $CMP_S"
 workload cmp cmp_churn IOPS "compaction pool: overwrite half, a snapshot held" "" \
 	"--name=cmp_churn --rw=randwrite --bs=4k --iodepth=32 $CMP_S --number_ios=$((CMP_VOL_MIB * 128))"
@@ -159,7 +164,9 @@ workload cmp cmp_idle IOPS "4k randwrite qd32 after idle cleaning" "" \
 	"--name=cmp_idle --rw=randwrite --bs=4k --iodepth=32 $CMP_S $TB"
 workload cmp cmp_clean s "idle cleaning: seconds until used/live <= 1.2 or no progress" "" ""
 workload cmp cmp_ratio_load x "allocated / live right after the loaded job" "" ""
-workload cmp cmp_ratio_idle x "allocated / live after idle cleaning" "<= 1.2" ""
+workload cmp cmp_ratio_idle x "allocated / live after idle cleaning" "" ""
+workload cmp cmp_clean_end s "idle cleaning at the end" "" ""
+workload cmp cmp_ratio_end x "allocated / live at the end" "<= 1.2" ""
 workload cmp cmp_total - "the whole compaction job after the fill" "" ""
 workload cowbd snap0 IOPS "4k randwrite qd32, no new snapshot" "" "${WL_ARGS[rw4k1]}"
 workload cowbd snap1 IOPS "4k randwrite qd32, right after a snapshot" ">= 0.9x without" "${WL_ARGS[rw4k1]}"
@@ -307,17 +314,17 @@ cowbd_checkpoints() {
 }
 
 # Wait while the idle daemon cleans: until used/live <= 1.2, or a poll
-# finds no compactor pass since the last, or CMP_IDLE_SECS; prints the
+# finds no compactor pass since the last, or MAX seconds; prints the
 # seconds waited.  The daemon cleans after 1 s without a request, one pass
 # per idle second, and a stats request is a request: poll every 4 s.
-cmp_wait_idle() { # ctl
+cmp_wait_idle() { # ctl max-secs
 	local t0 now ratio c last_c=""
 	t0=$(now_ns)
 	while :; do
 		read -r ratio c < <(cow_stats "$1" used_over_live compactions)
 		now=$(now_ns)
 		if [ -z "${c:-}" ] || [ "$c" = "$last_c" ] || awk -v x="$ratio" 'BEGIN{exit !(x <= 1.2)}' ||
-			[ $(( (now - t0) / 1000000000 )) -ge "$CMP_IDLE_SECS" ]; then
+			[ $(( (now - t0) / 1000000000 )) -ge "$2" ]; then
 			break
 		fi
 		last_c=$c
@@ -332,7 +339,9 @@ cmp_wait_idle() { # ctl
 # log), again until the compactor has run; then 4k random writes while it
 # runs (cmp_load); then the idle daemon cleans (cmp_clean, its used/live
 # before and after); then the same job on the cleaned pool (cmp_idle).
-# cmp_total holds the counters and client bytes from after the fill to the end.
+# cmp_total holds the counters and client bytes from after the fill to the end;
+# at the end the idle daemon cleans for up to CMP_END_SECS more
+# (cmp_clean_end, cmp_ratio_end).
 cowbd_compaction() {
 	local id=cowbd-cmp ctl r i c0 c1 s0 s_start s_end w0 w1 wsum=0 secs
 	cowbd_server "$id" "${CMP_POOL_MIB}M" "${CMP_VOL_MIB}M" ||
@@ -359,14 +368,18 @@ cowbd_compaction() {
 		wsum=$((wsum + LAST_WBYTES))
 		record "$r" cmp_ratio_load "$id" "$(cow_stats "$ctl" used_over_live)" x 0 0 ok
 		s0=$(cow_stats "$ctl" "${STATS_FIELDS[@]}")
-		secs=$(cmp_wait_idle "$ctl")
+		secs=$(cmp_wait_idle "$ctl" "$CMP_IDLE_SECS")
 		record "$r" cmp_clean "$id" "$secs" s 0 0 ok "" "" "" "" "" "" 0 "" \
 			"$(stats_delta "$s0" "$(cow_stats "$ctl" "${STATS_FIELDS[@]}")")"
 		record "$r" cmp_ratio_idle "$id" "$(cow_stats "$ctl" used_over_live)" x 0 0 ok
 		run_job "$r" cmp_idle "$id"
 		wsum=$((wsum + LAST_WBYTES))
 	done
+	s0=$(cow_stats "$ctl" "${STATS_FIELDS[@]}")
+	secs=$(cmp_wait_idle "$ctl" "$CMP_END_SECS")
 	s_end=$(cow_stats "$ctl" "${STATS_FIELDS[@]}")
+	record 1 cmp_clean_end "$id" "$secs" s 0 0 ok "" "" "" "" "" "" 0 "" "$(stats_delta "$s0" "$s_end")"
+	record 1 cmp_ratio_end "$id" "$(cow_stats "$ctl" used_over_live)" x 0 0 ok
 	w1=$(io_wbytes "${SRV_PID[$id]}")
 	record 1 cmp_total "$id" "" - 0 0 ok "" "" "" "" "" "" "$wsum" \
 		"$([ -n "$w0" ] && [ -n "$w1" ] && echo $((w1 - w0)))" "$(stats_delta "$s_start" "$s_end")"
