@@ -288,7 +288,7 @@ static void run(const uint8_t *in, size_t len, uint32_t seed, unsigned tls, stru
 struct sent_req {
 	uint64_t handle;
 	uint16_t type;
-	uint32_t len;
+	uint64_t len;
 	bool answered;
 };
 
@@ -318,7 +318,7 @@ static uint32_t check_option_replies(const uint8_t *o, size_t olen, size_t *at, 
 			return type;
 		}
 		if (type & 0x80000000u) {
-			assert(type >= NBD_REP_ERR_UNSUP && type <= NBD_REP_ERR_TOO_BIG);
+			assert(type >= NBD_REP_ERR_UNSUP && type <= NBD_REP_ERR_EXT_HEADER_REQD);
 			assert(rl <= NBD_STRING_MAX);
 			return type;
 		}
@@ -328,45 +328,58 @@ static uint32_t check_option_replies(const uint8_t *o, size_t olen, size_t *at, 
 			assert((opt == NBD_OPT_INFO || opt == NBD_OPT_GO) &&
 			       rl <= 2 + NBD_STRING_MAX);
 		else
+			/* base:allocation, qemu:allocation-depth or
+			 * qemu:dirty-bitmap:SNAP */
 			assert(
-			    type == NBD_REP_META_CONTEXT && rl == 4 + 15 &&
+			    type == NBD_REP_META_CONTEXT && rl > 4 && rl <= 4 + NBD_STRING_MAX &&
 			    (opt == NBD_OPT_LIST_META_CONTEXT || opt == NBD_OPT_SET_META_CONTEXT));
 	}
 }
 
-/* The requests in in[pos, len): into *reqs (malloc'ed), their count in
- * *n.  Returns whether the client ended cleanly (DISC, or EOF between
- * requests or inside a header), when the server must answer them all. */
-static bool parse_requests(const uint8_t *in, size_t len, size_t pos, struct sent_req **reqs,
-                           size_t *n)
+/* The requests in in[pos, len), compact or (extended) 32-byte headers:
+ * into *reqs (malloc'ed), their count in *n.  Returns whether the client
+ * ended cleanly (DISC, or EOF between requests or inside a header), when
+ * the server must answer them all. */
+static bool parse_requests(const uint8_t *in, size_t len, size_t pos, bool extended,
+                           struct sent_req **reqs, size_t *n)
 {
+	size_t hlen = extended ? sizeof(struct nbd_extended_header) : sizeof(struct nbd_request);
+
 	*reqs = calloc(len / sizeof(struct nbd_request) + 1, sizeof(**reqs));
 	*n = 0;
 	assert(*reqs);
-	while (len - pos >= sizeof(struct nbd_request)) {
+	while (len - pos >= hlen) {
 		struct sent_req *r = &(*reqs)[*n];
+		uint64_t payload;
 
-		if (bytes_be32(in + pos) != NBD_REQUEST_MAGIC)
-			return false;
+		if (bytes_be32(in + pos) !=
+		    (extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC))
+			return false; /* the server hangs up */
 		r->type = bytes_be16(in + pos + 6);
 		memcpy(&r->handle, in + pos + 8, 8);
-		r->len = bytes_be32(in + pos + 24);
-		pos += sizeof(struct nbd_request);
+		r->len = extended ? bytes_be64(in + pos + 24) : bytes_be32(in + pos + 24);
+		/* A WRITE carries its length; with extended headers any command
+		 * flagged PAYLOAD_LEN carries its length field's worth. */
+		payload = r->type == NBD_CMD_WRITE ||
+		                  (extended && (bytes_be16(in + pos + 4) & NBD_CMD_FLAG_PAYLOAD_LEN))
+		              ? r->len
+		              : 0;
+		pos += hlen;
 		if (r->type == NBD_CMD_DISC)
 			return true;
 		(*n)++;
-		if (r->type == NBD_CMD_WRITE) {
-			if (len - pos < r->len)
-				return false; /* EOF inside a payload */
-			pos += r->len;
-		}
+		if (payload > PROTO_MAX_PAYLOAD)
+			return false; /* refused by hanging up (extended) or drained */
+		if (len - pos < payload)
+			return false; /* EOF inside a payload */
+		pos += payload;
 	}
 	return true;
 }
 
 /* Transmission replies in o[at, olen) to the requests sent. */
 static void check_transmission(const uint8_t *o, size_t olen, size_t at, struct sent_req *reqs,
-                               size_t n, bool structured, bool clean)
+                               size_t n, bool structured, bool extended, bool clean)
 {
 	while (at < olen) {
 		uint32_t magic;
@@ -375,6 +388,8 @@ static void check_transmission(const uint8_t *o, size_t olen, size_t at, struct 
 
 		assert(olen - at >= 4);
 		magic = bytes_be32(o + at);
+		/* Extended headers: every reply is an extended chunk. */
+		assert(extended == (magic == NBD_EXTENDED_REPLY_MAGIC));
 		if (magic == NBD_SIMPLE_REPLY_MAGIC) {
 			uint32_t err, dlen = 0;
 			bool ambiguous = false;
@@ -407,17 +422,19 @@ static void check_transmission(const uint8_t *o, size_t olen, size_t at, struct 
 			reqs[pick].answered = true;
 			continue;
 		}
-		assert(magic == NBD_STRUCTURED_REPLY_MAGIC);
-		assert(olen - at >= sizeof(struct nbd_structured_reply));
+		assert(magic == NBD_STRUCTURED_REPLY_MAGIC || magic == NBD_EXTENDED_REPLY_MAGIC);
+		size_t hlen =
+		    extended ? sizeof(struct nbd_extended_header) : sizeof(struct nbd_structured_reply);
+		assert(olen - at >= hlen);
 
 		uint16_t flags = bytes_be16(o + at + 4), type = bytes_be16(o + at + 6);
-		uint32_t plen = bytes_be32(o + at + 16);
-		const uint8_t *p = o + at + sizeof(struct nbd_structured_reply);
+		uint64_t plen = extended ? bytes_be64(o + at + 24) : bytes_be32(o + at + 16);
+		const uint8_t *p = o + at + hlen;
 		bool done = flags & NBD_REPLY_FLAG_DONE;
 
 		memcpy(&h, o + at + 8, 8);
 		assert(!(flags & ~NBD_REPLY_FLAG_DONE));
-		at += sizeof(struct nbd_structured_reply);
+		at += hlen;
 		assert(olen - at >= plen);
 		at += plen;
 		switch (type) {
@@ -430,9 +447,14 @@ static void check_transmission(const uint8_t *o, size_t olen, size_t at, struct 
 		case NBD_REPLY_TYPE_OFFSET_HOLE:
 			assert(plen == 12 && bytes_be32(p + 8) > 0);
 			break;
-		case NBD_REPLY_TYPE_BLOCK_STATUS:
-			assert(plen >= 12 && (plen - 4) % 8 == 0 && done);
-			assert(bytes_be32(p) == PROTO_META_ALLOC_ID);
+		case NBD_REPLY_TYPE_BLOCK_STATUS: /* one chunk per context; DONE on the last */
+			assert(!extended && plen >= 12 && (plen - 4) % 8 == 0);
+			assert(bytes_be32(p) >= 1 && bytes_be32(p) <= PROTO_META_NCTX);
+			break;
+		case NBD_REPLY_TYPE_BLOCK_STATUS_EXT:
+			assert(extended && plen >= 24 && (plen - 8) % 16 == 0);
+			assert(bytes_be32(p) >= 1 && bytes_be32(p) <= PROTO_META_NCTX);
+			assert(bytes_be32(p + 4) == (plen - 8) / 16);
 			break;
 		case NBD_REPLY_TYPE_ERROR:
 		case NBD_REPLY_TYPE_ERROR_OFFSET:
@@ -447,7 +469,7 @@ static void check_transmission(const uint8_t *o, size_t olen, size_t at, struct 
 		for (size_t i = 0; i < n && pick == n; i++)
 			if (!reqs[i].answered && reqs[i].handle == h &&
 			    ((structured && reqs[i].type == NBD_CMD_READ) ||
-			     reqs[i].type == NBD_CMD_BLOCK_STATUS))
+			     reqs[i].type == NBD_CMD_BLOCK_STATUS || extended))
 				pick = i;
 		assert(pick < n);
 		if (done)
@@ -463,7 +485,7 @@ static void check_stream(const uint8_t *in, size_t len, const struct out *o, uns
 {
 	const uint8_t *p = o->d;
 	size_t olen = o->len, at = sizeof(struct nbd_greeting), pos = 4;
-	bool structured = false, no_zeroes;
+	bool structured = false, extended = false, no_zeroes;
 	struct sent_req *reqs;
 	size_t n;
 	bool clean;
@@ -510,12 +532,13 @@ static void check_stream(const uint8_t *in, size_t len, const struct out *o, uns
 			assert(tls != 0);
 			return; /* TLS records follow */
 		}
-		structured |= opt == NBD_OPT_STRUCTURED_REPLY;
+		structured |= opt == NBD_OPT_STRUCTURED_REPLY || opt == NBD_OPT_EXTENDED_HEADERS;
+		extended |= opt == NBD_OPT_EXTENDED_HEADERS;
 		if (opt == NBD_OPT_GO)
 			break;
 	}
-	clean = parse_requests(in, len, pos, &reqs, &n);
-	check_transmission(p, olen, at, reqs, n, structured, clean);
+	clean = parse_requests(in, len, pos, extended, &reqs, &n);
+	check_transmission(p, olen, at, reqs, n, structured, extended, clean);
 	free(reqs);
 }
 

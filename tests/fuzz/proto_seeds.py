@@ -32,6 +32,13 @@ def req(cmd, off=0, length=0, flags=0, handle=None, payload=b""):
     h = next(_handles) if handle is None else handle
     return struct.pack(">IHHQQI", REQ_MAGIC, flags, cmd, h, off, length) + payload
 
+EXT_MAGIC = 0x21e41c71
+PAYLOAD_LEN = 1 << 5
+
+def ereq(cmd, off=0, length=0, flags=0, payload=b""):
+    """An extended (32-byte) request, after NBD_OPT_EXTENDED_HEADERS."""
+    return struct.pack(">IHHQQQ", EXT_MAGIC, flags, cmd, next(_handles), off, length) + payload
+
 FLAGS = struct.pack(">I", 3)
 seeds = {
     "list_abort": FLAGS + opt(3) + opt(2),
@@ -56,6 +63,20 @@ seeds = {
                   req(7, 4096, 8192, 8) + req(5, 0, 4096) + req(0, 1 << 20, 1) + req(2),
     "meta_snap": FLAGS + opt(10, meta("vol0@snap", "base:allocation", "qemu:dirty")) + opt(8) +
                  go("vol0@snap") + req(7, 0, 4096) + req(2),
+    # The qemu contexts: each BLOCK_STATUS answered with one chunk per context.
+    "qemu_ctx": FLAGS + opt(8) + opt(9, meta("vol0", "qemu:")) +
+                opt(10, meta("vol0", "base:allocation", "qemu:allocation-depth",
+                             "qemu:dirty-bitmap:snap")) + go("vol0") +
+                req(1, 0, 8, payload=b"abcdefgh") + req(7, 0, 1 << 20) + req(2),
+    # Extended headers: 32-byte requests, extended reply chunks, 64-bit
+    # lengths, BLOCK_STATUS_EXT, a PAYLOAD_LEN write and a context filter.
+    "extended": FLAGS + opt(11) + opt(8) +
+                opt(10, meta("vol0", "base:allocation", "qemu:allocation-depth")) + go("vol0") +
+                ereq(1, 4096, 8, PAYLOAD_LEN, b"12345678") + ereq(0, 0, 8192) +
+                ereq(7, 0, 1 << 40) +
+                ereq(7, 0, 12, PAYLOAD_LEN, struct.pack(">QI", 1 << 20, 3)) +
+                ereq(4, 0, 1 << 36) + ereq(3) + ereq(2),
+    "extended_compact": FLAGS + opt(11) + go("vol0") + req(0, 0, 512) + ereq(2),
 }
 # Byte 0 bits 1-2 pick the TLS mode: 0 off, 1 allowed, 2 required.
 tls_seeds = {
