@@ -360,10 +360,11 @@ static bool parse_requests(const uint8_t *in, size_t len, size_t pos, bool exten
 		r->len = extended ? bytes_be64(in + pos + 24) : bytes_be32(in + pos + 24);
 		/* A WRITE carries its length; with extended headers any command
 		 * flagged PAYLOAD_LEN carries its length field's worth. */
-		payload = r->type == NBD_CMD_WRITE ||
-		                  (extended && (bytes_be16(in + pos + 4) & NBD_CMD_FLAG_PAYLOAD_LEN))
-		              ? r->len
-		              : 0;
+		payload =
+		    r->type == NBD_CMD_WRITE ||
+		            (extended && (bytes_be16(in + pos + 4) & NBD_CMD_FLAG_PAYLOAD_LEN))
+		        ? r->len
+		        : 0;
 		pos += hlen;
 		if (r->type == NBD_CMD_DISC)
 			return true;
@@ -423,8 +424,8 @@ static void check_transmission(const uint8_t *o, size_t olen, size_t at, struct 
 			continue;
 		}
 		assert(magic == NBD_STRUCTURED_REPLY_MAGIC || magic == NBD_EXTENDED_REPLY_MAGIC);
-		size_t hlen =
-		    extended ? sizeof(struct nbd_extended_header) : sizeof(struct nbd_structured_reply);
+		size_t hlen = extended ? sizeof(struct nbd_extended_header)
+		                       : sizeof(struct nbd_structured_reply);
 		assert(olen - at >= hlen);
 
 		uint16_t flags = bytes_be16(o + at + 4), type = bytes_be16(o + at + 6);
