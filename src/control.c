@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "diff.h"
 #include "names.h"
 #include "say.h"
 #include "sockets.h"
@@ -748,6 +749,75 @@ static int control_op_volume_stats(struct control_ctx *x)
 
 /* compact: one pass (store_compact); the reply says what it did and what
  * is left, so a client can repeat it while "blocks_moved" is not 0. */
+/* diff: the extents store_diff reports, collected as JSON. */
+struct control_diff {
+	json_t *arr;
+	uint64_t changed, zeroed;
+};
+
+static int control_diff_one(void *arg, const struct store_diff_extent *e)
+{
+	struct control_diff *d = arg;
+	json_t *o = json_object();
+
+	if (!o)
+		return -ENOMEM;
+	json_object_set_new(o, "offset", json_integer((json_int_t)e->off));
+	json_object_set_new(o, "length", json_integer((json_int_t)e->len));
+	json_object_set_new(o, "zero", json_boolean(e->zero));
+	d->changed += e->len;
+	d->zeroed += e->zero ? e->len : 0;
+	return json_array_append_new(d->arr, o) ? -ENOMEM : 0;
+}
+
+/* Why store_diff refused (from, to), in words. */
+static void control_diff_refused(struct control_ctx *x, const char *from, const char *to, int r)
+{
+	struct store_vol_info vi;
+	const char *later = to ? to : from;
+
+	if (r == -ENOENT)
+		control_set_msg(x, "diff refused: no volume or snapshot \"%s\"",
+		                store_info(x->c->st, from, &vi) < 0 ? from : later);
+	else if (r == -EXDEV)
+		control_set_msg(x,
+		                "diff refused: \"%s\" and \"%s\" share no history (a volume, its "
+		                "snapshots and the clones made from them, up their origins)",
+		                from, later);
+	else if (r == -EBUSY)
+		control_set_msg(x, "diff refused: \"%s\" or \"%s\" is being deleted or rolled back",
+		                from, later);
+	else
+		control_set_msg(x, "diff refused: %s", strerror(-r));
+}
+
+/* diff {from, to?}: what changed from `from` to `to` (default: from's
+ * volume now), as merged, sorted extents {offset, length, zero}. */
+static int control_op_diff(struct control_ctx *x)
+{
+	struct control_diff d = {.arr = json_array()};
+	const char *from, *to = NULL;
+	json_t *jt = json_object_get(x->req, "to");
+	int r;
+
+	if ((r = control_get_name(x, "from", NAMES_ANY, &from)) < 0)
+		return r;
+	if (jt && !json_is_null(jt) && (r = control_get_name(x, "to", NAMES_ANY, &to)) < 0)
+		return r;
+	if (!d.arr)
+		return -ENOMEM;
+	r = store_diff(x->c->st, from, to, control_diff_one, &d);
+	if (r < 0) {
+		json_decref(d.arr);
+		control_diff_refused(x, from, to, r);
+		return r;
+	}
+	json_object_set_new(x->res, "extents", d.arr);
+	json_object_set_new(x->res, "changed_bytes", json_integer((json_int_t)d.changed));
+	json_object_set_new(x->res, "zeroed_bytes", json_integer((json_int_t)d.zeroed));
+	return 0;
+}
+
 static int control_op_compact(struct control_ctx *x)
 {
 	struct store_stats before, after;
@@ -951,6 +1021,7 @@ static const struct {
     {"pool.status", control_op_pool_status},
     {"compact", control_op_compact},
     {"clients", control_op_clients},
+    {"diff", control_op_diff},
     {"scrub.start", control_op_scrub_start},
     {"scrub.status", control_op_scrub_status},
     {"scrub.stop", control_op_scrub_stop},

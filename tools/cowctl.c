@@ -72,6 +72,8 @@ static void cowctl_usage(FILE *f)
 	      "  stats [VOL]                 pool counters and per-volume space (VOL: that\n"
 	      "                              volume or snapshot, and a volume's snapshots)\n"
 	      "  clients                     NBD connections: peer, export, since, TLS, bytes\n"
+	      "  diff FROM [TO]              byte ranges that changed from FROM to TO (VOL or\n"
+	      "                              VOL@SNAP sharing history; TO: FROM's volume now)\n"
 	      "  compact [--wait]            one compaction pass now (--wait: passes until\n"
 	      "                              nothing is worth moving, with a progress line)\n"
 	      "  checkpoint                  write a checkpoint now\n"
@@ -658,6 +660,27 @@ static void cowctl_print_vstats(json_t *arr)
 	free(cell);
 }
 
+/* diff: one line per changed range (bytes), then a summary. */
+static void cowctl_print_diff(json_t *res)
+{
+	json_t *arr = json_object_get(res, "extents"), *o;
+	char changed[32], zeroed[32];
+	size_t i;
+
+	if (json_array_size(arr))
+		printf("%-20s %-20s %s\n", "OFFSET", "LENGTH", "TYPE");
+	json_array_foreach(arr, i, o)
+	{
+		printf("%-20" PRIu64 " %-20" PRIu64 " %s\n", cowctl_u64(o, "offset"),
+		       cowctl_u64(o, "length"),
+		       json_is_true(json_object_get(o, "zero")) ? "zero" : "data");
+	}
+	cowctl_human(cowctl_u64(res, "changed_bytes"), changed, sizeof(changed));
+	cowctl_human(cowctl_u64(res, "zeroed_bytes"), zeroed, sizeof(zeroed));
+	printf("%zu extent%s, %s changed (%s of it zeroed)\n", json_array_size(arr),
+	       json_array_size(arr) == 1 ? "" : "s", changed, zeroed);
+}
+
 static void cowctl_print_clients(json_t *arr)
 {
 	static const char *const head[] = {"PEER", "EXPORT", "SINCE", "TLS", "READ", "WRITTEN"};
@@ -1094,6 +1117,20 @@ int main(int argc, char **argv)
 		res = cowctl_run(cowctl_req("clients"));
 		if (!cowctl_json)
 			cowctl_print_clients(json_object_get(res, "clients"));
+	} else if (!strcmp(cmd, "diff")) {
+		cowctl_need(argc, 1, 2, "diff", "FROM [TO] (VOL or VOL@SNAP)");
+		for (int i = 0; i < argc; i++)
+			cowctl_check_name(argv[i], NAMES_ANY);
+		req = cowctl_req("diff");
+		json_object_set_new(req, "from", json_string(argv[0]));
+		if (argc > 1)
+			json_object_set_new(req, "to", json_string(argv[1]));
+		res = cowctl_ask(req);
+		/* --json: the extents alone, [{"offset", "length", "zero"}...] */
+		if (cowctl_json)
+			cowctl_print_json(json_object_get(res, "extents"));
+		else
+			cowctl_print_diff(res);
 	} else if (!strcmp(cmd, "checkpoint")) {
 		cowctl_need(argc, 0, 0, "checkpoint", "no arguments");
 		res = cowctl_run(cowctl_req("checkpoint"));
