@@ -7,6 +7,7 @@
 #   make install        cowbd, cowctl, cowbd-check, the systemd units, sysusers.d
 #                       and tmpfiles.d entries into $(DESTDIR)$(PREFIX), the sample
 #                       cowbd.conf into $(DESTDIR)$(SYSCONFDIR)/cowbd (/etc for PREFIX=/usr)
+#   make deb            the Debian package (debian/) into $(BUILD)/deb/, lintian-checked
 #
 # CFLAGS, CPPFLAGS, LDFLAGS and LDLIBS are the user's (default CFLAGS -O2 -g);
 # what the build needs is kept in COWBD_* and added after them, so
@@ -116,7 +117,7 @@ ALL_OBJ  := $(LIB_OBJ) $(BUILD)/obj/main.o $(TOOL_OBJ) $(TESTLIB_OBJ) $(UNIT_OBJ
             $(patsubst bench/%.c,$(BUILD)/obj/bench/%.o,$(BENCH_SRC))
 
 .PHONY: all run check check-unit check-integration check-vm bench fuzz deps-fuzz lint deps \
-        install install-systemd install-config uninstall clean FORCE
+        install install-systemd install-config uninstall deb clean FORCE
 all: $(BUILD)/cowbd $(TOOL_BIN) $(UNIT_BIN) $(FUZZ_REPLAY)
 
 # $(BUILD)/flags holds the compile command; it changes (and every object
@@ -198,8 +199,11 @@ fuzz: deps-fuzz $(FUZZ_BIN)
 
 -include $(patsubst %.o,%.d,$(ALL_OBJ) $(FUZZ_OBJ) $(FUZZ_TESTLIB_OBJ) $(FUZZ_MAIN_OBJ))
 
+# `make deb`, and debootstrap for the VM tier's systemd guest (which installs the .deb).
+DEBPKGS  := build-essential dpkg-dev debhelper lintian pkg-config
+TESTPKGS += debootstrap
 deps:
-	@sh tools/deps.sh $(PKGS) -- $(TESTPKGS)
+	@sh tools/deps.sh $(PKGS) -- $(TESTPKGS) $(DEBPKGS)
 
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -276,6 +280,34 @@ uninstall:
 	@for m in $(INSTALL_MAN); do \
 		f=$(DESTDIR)$(MANDIR)/man$${m##*.}/$${m##*/}; echo "rm -f $$f"; rm -f $$f; \
 	done
+
+# The Debian package (debian/): dpkg-buildpackage -us -uc -b on a copy of
+# the tree's files (git's list: tracked and untracked, not ignored) in
+# $(BUILD)/deb/, so the .deb and its by-products land there and the tree
+# is left as it was; then lintian, which must report no error.  Up to date
+# (nothing rebuilt) while the copy is the same as the last one built.
+# DEB_BUILD_OPTIONS=nocheck skips the package's unit-test run.
+deb:
+	@sh tools/deps.sh $(PKGS) -- $(DEBPKGS)
+	@for p in $(PKGS); do \
+		sed -n '/^Build-Depends:/,/^$$/p' debian/control | grep -qw -- "$$p" || \
+			{ echo "make deb: $$p (PKGS) is not in debian/control's Build-Depends" >&2; exit 1; }; \
+	done
+	@mkdir -p $(BUILD)/deb
+	@git ls-files -co --exclude-standard | while read -r f; do [ -f "$$f" ] && echo "$$f"; done \
+		>$(BUILD)/deb/files && tr '\n' '\0' <$(BUILD)/deb/files | xargs -0 sha256sum >$(BUILD)/deb/sums.new
+	@if cmp -s $(BUILD)/deb/sums.new $(BUILD)/deb/sums && ls $(BUILD)/deb/cowbd_*.deb >/dev/null 2>&1; then \
+		rm $(BUILD)/deb/sums.new; echo "make deb: up to date: $$(ls $(BUILD)/deb/cowbd_*.deb)"; \
+	else \
+		rm -rf $(BUILD)/deb/cowbd $(BUILD)/deb/sums $(BUILD)/deb/cowbd_* $(BUILD)/deb/cowbd-dbgsym_* && \
+		mkdir $(BUILD)/deb/cowbd && tar -cf - -T $(BUILD)/deb/files | tar -C $(BUILD)/deb/cowbd -xf - && \
+		echo "make deb: dpkg-buildpackage in $(BUILD)/deb/cowbd (log: $(BUILD)/deb/build.log)" && \
+		(cd $(BUILD)/deb/cowbd && dpkg-buildpackage -us -uc -b -Jauto) >$(BUILD)/deb/build.log 2>&1 || \
+			{ tail -n 30 $(BUILD)/deb/build.log; exit 1; }; \
+		lintian --allow-root --fail-on error $(BUILD)/deb/cowbd_*.deb || exit 1; \
+		mv $(BUILD)/deb/sums.new $(BUILD)/deb/sums; \
+		ls $(BUILD)/deb/cowbd_*.deb; \
+	fi
 
 clean:
 	rm -rf $(BUILD) build-san $(FUZZ_BUILD)
