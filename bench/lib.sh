@@ -59,7 +59,14 @@ io_wbytes() { awk '/^write_bytes:/ {print $2}' "/proc/$1/io" 2>/dev/null; }
 # loop_attach FILE MIB: preallocate FILE (fallocate: real blocks, reading as
 # zeroes) and put a loop device over it with direct I/O (no second page cache
 # under the device's own); sets LOOP_DEV.  Needs root and /dev/loop-control.
+# A holder process (tail --pid, which ends when the bench does) keeps the
+# device open and the device is detached at once: the kernel then only marks
+# it to go away at its last close (autoclear), so it disappears once the
+# holder and the server using it are gone, even if the bench is killed with
+# SIGKILL.  loop_detach ends the holder.
+declare -A LOOP_HOLD=()
 loop_attach() { # file mib
+	local i pid
 	LOOP_DEV=""
 	rm -f "$1"
 	fallocate -l "$2M" "$1" || return 1
@@ -68,16 +75,24 @@ loop_attach() { # file mib
 		rm -f "$1"
 		return 1
 	}
+	tail --pid=$$ -f /dev/null <"$LOOP_DEV" >/dev/null 2>&1 &
+	pid=$!
+	LOOP_HOLD[$LOOP_DEV]=$pid
 	LOOP_DEVS+=("$LOOP_DEV")
+	for i in $(seq 1 100); do
+		[ "$(readlink "/proc/$pid/fd/0")" = "$LOOP_DEV" ] && break
+		sleep 0.02
+	done
+	losetup -d "$LOOP_DEV" 2>>"$LOGS/losetup.log" || say "losetup -d $LOOP_DEV failed"
 }
 
-# Detach one device we attached (by its name), or all of them.
+# Let go of one device we attached (by its name), or of all of them.
 loop_detach() { # dev
 	local i
 	for i in "${!LOOP_DEVS[@]}"; do
 		[ "${LOOP_DEVS[$i]}" = "$1" ] || continue
-		losetup -d "$1" 2>>"$LOGS/losetup.log" || say "losetup -d $1 failed"
-		unset "LOOP_DEVS[$i]"
+		stop_pid "${LOOP_HOLD[$1]:-}" 1
+		unset "LOOP_HOLD[$1]" "LOOP_DEVS[$i]"
 	done
 }
 loop_detach_all() {
