@@ -26,6 +26,7 @@ PREFIX   ?= /usr/local
 BINDIR   ?= $(PREFIX)/bin
 SBINDIR  ?= $(PREFIX)/sbin
 MANDIR   ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR    ?= $(PREFIX)/lib/sysusers.d
 TMPFILESDIR    ?= $(PREFIX)/lib/tmpfiles.d
@@ -238,6 +239,7 @@ install: $(BUILD)/cowbd $(BUILD)/cowctl $(BUILD)/cowbd-check install-systemd ins
 	$(INSTALL) -D -m 0755 $(BUILD)/cowbd $(DESTDIR)$(SBINDIR)/cowbd
 	$(INSTALL) -D -m 0755 $(BUILD)/cowctl $(DESTDIR)$(BINDIR)/cowctl
 	$(INSTALL) -D -m 0755 $(BUILD)/cowbd-check $(DESTDIR)$(SBINDIR)/cowbd-check
+	$(INSTALL) -D -m 0644 dist/bash-completion/cowctl $(DESTDIR)$(BASHCOMPDIR)/cowctl
 	@for m in $(INSTALL_MAN); do \
 		d=$(DESTDIR)$(MANDIR)/man$${m##*.}; \
 		echo "$(INSTALL) -D -m 0644 $$m $$d/$${m##*/}"; \
@@ -275,6 +277,7 @@ uninstall:
 		echo "keeping $(CONFIG_FILE): it is not the sample"; \
 	fi
 	rm -f $(DESTDIR)$(SBINDIR)/cowbd $(DESTDIR)$(BINDIR)/cowctl $(DESTDIR)$(SBINDIR)/cowbd-check
+	rm -f $(DESTDIR)$(BASHCOMPDIR)/cowctl
 	rm -f $(addprefix $(DESTDIR)$(SYSTEMDUNITDIR)/,$(INSTALL_UNITS)) \
 		$(DESTDIR)$(SYSUSERSDIR)/cowbd.conf $(DESTDIR)$(TMPFILESDIR)/cowbd.conf
 	@for m in $(INSTALL_MAN); do \
