@@ -11,6 +11,10 @@
 # paths (/usr/sbin/...) so they take precedence over busybox applets of the
 # same name.  tests/vm/guest-init.sh becomes /init and tests/vm/guest-*.sh go
 # to /vmtest/.  Fails with a one-line reason when something is missing.
+# For the systemd guest's stage one (tests/vm/systemd-host.sh):
+#   INITRD_INIT   the script to be /init instead of guest-init.sh
+#   INITRD_FILES  space-separated HOST=GUEST files or directories copied
+#                 as they are (no libraries)
 set -eu
 OUT=$1 KMOD=$2
 shift 2
@@ -45,11 +49,15 @@ ldd "$BUSYBOX" >/dev/null 2>&1 &&
 ln -s busybox "$ROOT/bin/sh"
 
 for b in "$@"; do copy_bin "$b"; done
+for f in ${INITRD_FILES:-}; do
+	mkdir -p "$ROOT$(dirname "${f#*=}")"
+	cp -a "${f%%=*}" "$ROOT${f#*=}" || die "cannot copy ${f%%=*}"
+done
 
 [ -f "$KMOD/kernel/drivers/block/nbd.ko" ] || die "no nbd.ko in $KMOD"
 cp "$KMOD/kernel/drivers/block/nbd.ko" "$ROOT/lib/modules/nbd.ko"
 
-cp "$HERE/guest-init.sh" "$ROOT/init"
+cp "${INITRD_INIT:-$HERE/guest-init.sh}" "$ROOT/init"
 chmod 755 "$ROOT/init"
 cp "$HERE"/guest-lib.sh "$HERE"/guest-scenarios.sh "$ROOT/vmtest/"
 ln -s /proc/mounts "$ROOT/etc/mtab"

@@ -5,14 +5,20 @@
 # busybox initramfs with nbd-client, e2fsprogs, util-linux, cowbd and
 # cowctl), runs the scenarios of tests/vm/guest-scenarios.sh in one boot,
 # and prints "PASS: vm/NAME" / "FAIL: vm/NAME" per scenario for
-# tests/run.sh.  See docs/TESTING.md.
+# tests/run.sh.  Then a second guest, a Debian root with systemd as PID 1,
+# installs the .deb and runs tests/vm/sd-scenarios.sh (systemd-*; set up by
+# tests/vm/systemd-host.sh).  See docs/TESTING.md.
 #
 # Environment:
 #   BUILD          build directory (default: <repo>/build); the kernel .deb
 #                  and its extraction are cached in $BUILD/vm-cache
-#   VM_SCENARIOS   space-separated subset to run (default: all five)
+#   VM_GUESTS      busybox, systemd or both (default "busybox systemd": this
+#                  script runs once per guest, all within VM_TOTAL seconds,
+#                  default 580; the busybox guest leaves VM_SD_RESERVE, 300)
+#   VM_SCENARIOS   space-separated subset to run (default: all of each guest;
+#                  names systemd-* are the systemd guest's)
 #   VM_SERVER      cowbd (default) | nbdkit (harness self-test, no cowbd)
-#   VM_TIMEOUT     seconds for the whole boot (default 540; tests/run.sh allows 600); a guest still
+#   VM_TIMEOUT     seconds for one guest's boot (default 540; tests/run.sh allows 600); a guest still
 #                  running then is killed and its console tail printed
 #   VM_SCEN_TIMEOUT  seconds for one scenario inside the guest (default 240)
 #   VM_MEM         guest memory in MiB (default 1024)
@@ -27,8 +33,13 @@ TOP=$(cd "$HERE/../.." && pwd)
 : "${BUILD:=$TOP/build}"
 CACHE="$BUILD/vm-cache"
 ALL_SCENARIOS="ext4-roundtrip snapshot-clone kill9-recovery blocksize-discard multiconn"
-SCENARIOS=${VM_SCENARIOS:-$ALL_SCENARIOS}
+SD_SCENARIOS="systemd-install systemd-activation systemd-ext4 systemd-reload systemd-stop
+	systemd-kill systemd-watchdog"
 VM_SERVER=${VM_SERVER:-cowbd}
+VM_GUESTS=${VM_GUESTS:-busybox systemd}
+[ "$VM_SERVER" = nbdkit ] && VM_GUESTS=busybox # the systemd guest installs cowbd
+[ "$VM_GUESTS" = systemd ] && ALL_SCENARIOS=$SD_SCENARIOS
+SCENARIOS=${VM_SCENARIOS:-$ALL_SCENARIOS}
 VM_TIMEOUT=${VM_TIMEOUT:-540}
 VM_SCEN_TIMEOUT=${VM_SCEN_TIMEOUT:-240}
 VM_MEM=${VM_MEM:-1024}
@@ -57,6 +68,34 @@ need_cmd() {
 			unavailable "$c not found; install the packages in the Makefile's TESTPKGS (make deps)"
 	done
 }
+
+# ---- several guests: this script once per guest --------------------------
+# Each prints its own verdicts; the exit status is 1 if one failed, 77 if
+# all skipped, else 0.  The guests share one deadline (VM_DEADLINE) inside
+# tests/run.sh's 600 s; a guest leaves VM_RESERVE seconds of it to those after it.
+if [ "$VM_GUESTS" != busybox ] && [ "$VM_GUESTS" != systemd ]; then
+	export VM_DEADLINE=$((T0 + ${VM_TOTAL:-580}))
+	overall=77 rest=" $VM_GUESTS "
+	for g in $VM_GUESTS; do
+		rest=${rest/ $g / }
+		case "$g" in
+		busybox) sel=$(for s in ${VM_SCENARIOS:-$ALL_SCENARIOS}; do echo "$s"; done | grep -v '^systemd-') ;;
+		systemd) sel=$(for s in ${VM_SCENARIOS:-$SD_SCENARIOS}; do echo "$s"; done | grep '^systemd-') ;;
+		*) echo "FAIL: vm/config (VM_GUESTS: no guest '$g'; want busybox, systemd)"; exit 1 ;;
+		esac
+		[ -n "$sel" ] || continue
+		reserve=0
+		case "$rest" in *systemd*) reserve=${VM_SD_RESERVE:-300} ;; esac
+		VM_GUESTS=$g VM_SCENARIOS=$(echo $sel) VM_RESERVE=$reserve bash "$0"
+		case $? in
+		0) [ $overall = 77 ] && overall=0 ;;
+		77) ;;
+		*) overall=1 ;;
+		esac
+	done
+	echo "vm: all guests finished in $(( $(date +%s) - T0 ))s"
+	exit $overall
+fi
 
 need_cmd qemu-system-x86_64 busybox cpio gzip ldd dpkg-deb apt-get timeout \
 	nbd-client mkfs.ext4 fsck.ext4 blkdiscard fsfreeze truncate
@@ -142,22 +181,36 @@ fetch_kernel() {
 echo "vm: kernel $(cat "$CACHE/kernel/package"), server $VM_SERVER"
 
 # ---- initramfs ----------------------------------------------------------
-BINS=""
-for c in nbd-client mkfs.ext4 fsck.ext4 blkdiscard fsfreeze; do
-	BINS="$BINS $(command -v "$c")"
-done
-bash "$HERE/build-initrd.sh" "$CACHE/initrd.gz" "$CACHE/kernel/modules" \
-	$BINS $SERVER_BINS || unavailable "building the initramfs failed"
+INITRD="$CACHE/initrd.gz" QEMU_EXTRA=()
+if [ "$VM_GUESTS" = systemd ]; then
+	# The .deb, the Debian root image and a stage-one initramfs; sets
+	# INITRD, QEMU_EXTRA (the root disk), VM_CPU, CONSOLE, RESULTS.
+	. "$HERE/systemd-host.sh"
+else
+	BINS=""
+	for c in nbd-client mkfs.ext4 fsck.ext4 blkdiscard fsfreeze; do
+		BINS="$BINS $(command -v "$c")"
+	done
+	bash "$HERE/build-initrd.sh" "$CACHE/initrd.gz" "$CACHE/kernel/modules" \
+		$BINS $SERVER_BINS || unavailable "building the initramfs failed"
+fi
 
 # ---- boot ---------------------------------------------------------------
 append="console=ttyS0 quiet panic=-1 vmtest.server=$VM_SERVER vmtest.timeout=$VM_SCEN_TIMEOUT"
 append="$append vmtest.scenarios=$(echo $SCENARIOS | tr ' ' ',')"
+# Within the shared deadline, when there is one, less what later guests need.
+bound=$VM_TIMEOUT
+if [ -n "${VM_DEADLINE:-}" ]; then
+	left=$(( VM_DEADLINE - ${VM_RESERVE:-0} - $(date +%s) ))
+	[ "$left" -lt "$bound" ] && bound=$left
+	[ "$bound" -ge 30 ] || bound=30
+fi
 rm -f "$RESULTS"
-echo "vm: booting ($VM_ACCEL, ${VM_MEM}M, time bound ${VM_TIMEOUT}s); console: $CONSOLE"
-timeout -k 5 "$VM_TIMEOUT" qemu-system-x86_64 -accel "$VM_ACCEL" -cpu "$VM_CPU" -m "$VM_MEM" -smp 2 \
+echo "vm: booting ($VM_ACCEL, ${VM_MEM}M, time bound ${bound}s); console: $CONSOLE"
+timeout -k 5 "$bound" qemu-system-x86_64 -accel "$VM_ACCEL" -cpu "$VM_CPU" -m "$VM_MEM" -smp 2 \
 	-nographic -no-reboot -nic none -monitor none \
 	-serial stdio -serial "file:$RESULTS" \
-	-kernel "$CACHE/kernel/vmlinuz" -initrd "$CACHE/initrd.gz" \
+	-kernel "$CACHE/kernel/vmlinuz" -initrd "$INITRD" "${QEMU_EXTRA[@]}" \
 	-append "$append" </dev/null 2>&1 |
 	sed -u -e 's/\r//g' -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' -e 's/\x1bc//g' >"$CONSOLE"
 qrc=${PIPESTATUS[0]}
@@ -182,7 +235,7 @@ for s in $SCENARIOS; do
 done
 touch "$RESULTS"
 if [ $failed = 2 ] || ! grep -q '^VMTEST DONE' "$RESULTS"; then
-	[ "$qrc" = 124 ] && echo "vm: guest killed after ${VM_TIMEOUT}s"
+	[ "$qrc" = 124 ] && echo "vm: guest killed after ${bound}s"
 	echo "vm: console tail ($CONSOLE):"
 	tail -n 40 "$CONSOLE" | sed 's/^/    /'
 	failed=1

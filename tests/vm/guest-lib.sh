@@ -21,11 +21,14 @@ SCEN=${SCEN:-?}
 
 # This busybox prefers its applets to $PATH, so host tools that share an
 # applet's name (blkdiscard, fsfreeze, cp...) are reached through functions.
-for _f in /usr/sbin/* /usr/bin/*; do
-	_n=${_f##*/}
-	busybox --list | grep -qx "$_n" && eval "$_n() { $_f \"\$@\"; }"
-done
-unset _f _n
+# (The systemd guest, sd-scenarios.sh, has no busybox and needs none.)
+if [ -x /bin/busybox ]; then
+	for _f in /usr/sbin/* /usr/bin/*; do
+		_n=${_f##*/}
+		busybox --list | grep -qx "$_n" && eval "$_n() { $_f \"\$@\"; }"
+	done
+	unset _f _n
+fi
 
 # Verdicts go to the console and to a second serial port (ttyS1) that
 # carries nothing else, so kernel messages can never split them.
