@@ -34,7 +34,7 @@ TOP=$(cd "$HERE/../.." && pwd)
 CACHE="$BUILD/vm-cache"
 ALL_SCENARIOS="ext4-roundtrip snapshot-clone kill9-recovery blocksize-discard multiconn"
 SD_SCENARIOS="systemd-install systemd-activation systemd-ext4 systemd-reload systemd-stop
-	systemd-kill systemd-watchdog"
+	systemd-kill systemd-watchdog systemd-remove"
 VM_SERVER=${VM_SERVER:-cowbd}
 VM_GUESTS=${VM_GUESTS:-busybox systemd}
 [ "$VM_SERVER" = nbdkit ] && VM_GUESTS=busybox # the systemd guest installs cowbd

@@ -5,7 +5,7 @@
 # could not build one, from make install's tree), its units as shipped,
 # systemd as PID 1, the kernel NBD client.  The scenarios run in this order
 # and build on one another (state in /tmp/sd/): install, socket activation,
-# a filesystem, reload, stop, kill, watchdog.  Each dies with a reason on
+# a filesystem, reload, stop, kill, watchdog, upgrade and removal.  Each dies with a reason on
 # the first wrong result; after a failed install the rest are skipped.
 # What each proves: docs/TESTING.md.
 . /vmtest/guest-lib.sh # vmtest, say, die, run, attach, detach, dev_size, make_tree, sums...
@@ -275,4 +275,40 @@ scen_systemd_watchdog() {
 	run systemctl stop cowbd.service
 	stopped_clean "the last stop"
 	pool_clean "after the watchdog's restart and a stop"
+}
+
+# 8. The package's life after install: installed again over itself (an
+#    upgrade, as dpkg sees it) while cowbd serves, it leaves the daemon
+#    alone (same pid); `apt-get remove` stops the service (cleanly: its
+#    "stopped" line) and its sockets and keeps the pool, the user and the
+#    configuration; `purge` deletes the configuration, not the pool.
+scen_systemd_remove() {
+	deb=$(ls /vmtest/pkg/cowbd_*.deb 2>/dev/null | head -n 1)
+	if [ -z "$deb" ]; then
+		vmtest "SKIP $SCEN: no package (see vm/systemd-package)"
+		echo SKIP >"/tmp/verdict.$SCEN"
+		exit 0
+	fi
+	run systemctl start cowbd.service
+	pid=$(main_pid)
+	out=$(DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall "$deb" 2>&1) ||
+		{ echo "$out" | tail -n 15; die "apt-get install --reinstall ${deb##*/} failed"; }
+	is_active cowbd.service && [ "$(main_pid)" = "$pid" ] ||
+		die "the upgrade touched the running cowbd (pid $pid, now $(main_pid), $(systemctl is-active cowbd.service))"
+	n=$(journal | wc -l)
+	out=$(DEBIAN_FRONTEND=noninteractive apt-get remove -y -q cowbd 2>&1) ||
+		{ echo "$out" | tail -n 15; die "apt-get remove cowbd failed"; }
+	for u in cowbd.service cowbd.socket cowbd-control.socket; do
+		is_active $u && die "$u still active after apt-get remove"
+	done
+	[ ! -e /usr/sbin/cowbd ] || die "/usr/sbin/cowbd is still there after apt-get remove"
+	[ -s $POOL ] || die "apt-get remove deleted the pool"
+	id cowbd >/dev/null 2>&1 || die "apt-get remove deleted the user cowbd"
+	[ -f /etc/cowbd/cowbd.conf ] || die "apt-get remove deleted /etc/cowbd/cowbd.conf"
+	journal_has "$n" 'info: stopped$' || die "no 'stopped' line from cowbd: apt-get remove did not stop it cleanly"
+	out=$(DEBIAN_FRONTEND=noninteractive apt-get purge -y -q cowbd 2>&1) ||
+		{ echo "$out" | tail -n 15; die "apt-get purge cowbd failed"; }
+	[ ! -e /etc/cowbd/cowbd.conf ] || die "/etc/cowbd/cowbd.conf is still there after purge"
+	[ -s $POOL ] || die "apt-get purge deleted the pool"
+	say "reinstalled under a running cowbd (pid $pid kept); removed: stopped, pool and user kept; purged: configuration gone"
 }
