@@ -177,6 +177,8 @@ workload cowbd clone_empty ms "clone of the empty volume's snapshot (socket roun
 workload cowbd clone_full ms "clone of the mapped volume's snapshot (socket round trip)" "< 1 ms, = empty" ""
 workload cowbd cowctl_noop ms "cowctl volume info, wall time (process start + socket)" "" ""
 workload cowbd cowctl_snap ms "cowctl snapshot create of the mapped volume, wall time" "" ""
+workload cowbd diff_0 ms "diff between two snapshots with nothing written between, 100 GiB volume with $MAP_BLOCKS mapped blocks (socket round trip)" "milliseconds" ""
+workload cowbd diff_1000 ms "diff of a snapshot against the volume after 1,000 scattered 4k writes, same volume (socket round trip)" "milliseconds, not seconds" ""
 workload cowbd map_iops IOPS "4k writes mapping $MAP_BLOCKS scattered blocks (every other block)" "" ""
 workload cowbd rss_before KiB "VmRSS before mapping" "" ""
 workload cowbd rss_after KiB "VmRSS after mapping $MAP_BLOCKS blocks" "bounded, reported" ""
@@ -448,6 +450,16 @@ cowbd_only() {
 			record "$i" "$w" cowbd "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", (b - a) / 1e6}')" \
 				ms 1 0 "$([ $rc = 0 ] && echo ok || echo "cowctl-exit-$rc")"
 		done
+	done
+	# diff cost (issue 11): follows what changed, not the volume's size
+	"$PY" "$BENCH_SRC/ctl_time.py" "$COW_CTL" "$REPS" --diff diff_0 full@t1 full@t2 \
+		2>>"$LOGS/cowctl.log" | while read -r w i ms st; do record "$i" "$w" cowbd "$ms" ms 1 0 "${st%%:*}"; done
+	fio_run "nbd://127.0.0.1:$port/full" "$WORK/diff.json" --name=diff --rw=randwrite \
+		--bs=4k --iodepth=32 --size=100G --number_ios=1000 >/dev/null
+	"$PY" "$BENCH_SRC/ctl_time.py" "$COW_CTL" "$REPS" --diff diff_1000 "full@c$REPS" \
+		2>>"$LOGS/cowctl.log" | while read -r w i ms st; do
+		[ "$i" = 1 ] && say "diff after 1,000 writes: ${st#ok:} bytes changed"
+		record "$i" "$w" cowbd "$ms" ms 1 0 "${st%%:*}"
 	done
 	stop_pid "$pid" 20
 	SRV_PID[cowbd-meta]=""
