@@ -59,8 +59,10 @@ DEPFLAGS      := -MMD -MP
 COWBD_CFLAGS  := -std=gnu11 $(WARN) -Iinclude $(URCU_CFLAGS) $(GNUTLS_CFLAGS) $(SYSTEMD_CFLAGS) \
                  $(INIH_CFLAGS) $(MHD_CFLAGS) -D_GNU_SOURCE -pthread
 # --version (include/version.h): `git describe`, or version.h's release number outside git.
+# It goes into a generated header ($(BUILD)/gen/cowbd-version.h), not into the flags, so that a
+# new commit rebuilds only the few objects that print it, not every object.
 COWBD_VERSION ?= $(shell git describe --always --dirty 2>/dev/null)
-COWBD_CFLAGS  += $(if $(COWBD_VERSION),-DCOWBD_VERSION='"$(COWBD_VERSION)"')
+COWBD_CFLAGS  += -I$(BUILD)/gen
 COWBD_LDFLAGS := -pthread
 COWBD_LIBS    := -lev -ljansson $(URCU_LIBS) -lgnutls $(SYSTEMD_LIBS) $(INIH_LIBS) $(MHD_LIBS)
 ifneq ($(SANITIZE),)
@@ -128,16 +130,24 @@ $(BUILD)/flags: FORCE
 	@mkdir -p $(@D)
 	@echo '$(FLAGS_NOW)' | cmp -s - $@ || echo '$(FLAGS_NOW)' >$@
 
-$(BUILD)/obj/%.o: src/%.c $(BUILD)/flags
+# Rewritten only when the version changes; objects that include version.h
+# depend on it through their .d files, every object waits for it to exist.
+VERSION_H := $(BUILD)/gen/cowbd-version.h
+$(VERSION_H): FORCE
+	@mkdir -p $(@D)
+	@{ [ -z '$(COWBD_VERSION)' ] || printf '#define COWBD_VERSION "%s"\n' '$(COWBD_VERSION)'; } >$@.tmp
+	@cmp -s $@.tmp $@ && rm $@.tmp || mv $@.tmp $@
+
+$(BUILD)/obj/%.o: src/%.c $(BUILD)/flags | $(VERSION_H)
 	@mkdir -p $(@D)
 	$(COMPILE) -c -o $@ $<
-$(BUILD)/obj/tools/%.o: tools/%.c $(BUILD)/flags
+$(BUILD)/obj/tools/%.o: tools/%.c $(BUILD)/flags | $(VERSION_H)
 	@mkdir -p $(@D)
 	$(COMPILE) -c -o $@ $<
 $(BUILD)/obj/testlib/%.o: tests/lib/%.c $(BUILD)/flags
 	@mkdir -p $(@D)
 	$(COMPILE) $(TEST_CFLAGS) -c -o $@ $<
-$(BUILD)/obj/unit/%.o: tests/unit/%.c $(BUILD)/flags
+$(BUILD)/obj/unit/%.o: tests/unit/%.c $(BUILD)/flags | $(VERSION_H)
 	@mkdir -p $(@D)
 	$(COMPILE) $(TEST_CFLAGS) -c -o $@ $<
 $(LIB): $(LIB_OBJ)
