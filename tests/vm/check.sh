@@ -5,9 +5,12 @@
 # busybox initramfs with nbd-client, e2fsprogs, util-linux, cowbd and
 # cowctl), runs the scenarios of tests/vm/guest-scenarios.sh in one boot,
 # and prints "PASS: vm/NAME" / "FAIL: vm/NAME" per scenario for
-# tests/run.sh.  Then a second guest, a Debian root with systemd as PID 1,
-# installs the .deb and runs tests/vm/sd-scenarios.sh (systemd-*; set up by
-# tests/vm/systemd-host.sh).  See docs/TESTING.md.
+# tests/run.sh (a scenario with a host side, tests/vm/host-NAME.sh, passes
+# when that passes too after the boot: incremental-backup, whose pool and
+# records are virtio disks the host reads).  Then a second guest, a Debian
+# root with systemd as PID 1, installs the .deb and runs
+# tests/vm/sd-scenarios.sh (systemd-*; set up by tests/vm/systemd-host.sh).
+# See docs/TESTING.md.
 #
 # Environment:
 #   BUILD          build directory (default: <repo>/build); the kernel .deb
@@ -32,14 +35,15 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 TOP=$(cd "$HERE/../.." && pwd)
 : "${BUILD:=$TOP/build}"
 CACHE="$BUILD/vm-cache"
-ALL_SCENARIOS="ext4-roundtrip snapshot-clone kill9-recovery blocksize-discard multiconn"
+ALL_SCENARIOS="ext4-roundtrip snapshot-clone kill9-recovery blocksize-discard multiconn
+	incremental-backup"
 SD_SCENARIOS="systemd-install systemd-activation systemd-ext4 systemd-reload systemd-stop
 	systemd-kill systemd-watchdog systemd-remove"
 VM_SERVER=${VM_SERVER:-cowbd}
 VM_GUESTS=${VM_GUESTS:-busybox systemd}
 [ "$VM_SERVER" = nbdkit ] && VM_GUESTS=busybox # the systemd guest installs cowbd
 [ "$VM_GUESTS" = systemd ] && ALL_SCENARIOS=$SD_SCENARIOS
-SCENARIOS=${VM_SCENARIOS:-$ALL_SCENARIOS}
+SCENARIOS=$(echo ${VM_SCENARIOS:-$ALL_SCENARIOS})
 VM_TIMEOUT=${VM_TIMEOUT:-540}
 VM_SCEN_TIMEOUT=${VM_SCEN_TIMEOUT:-240}
 VM_MEM=${VM_MEM:-1024}
@@ -180,6 +184,39 @@ fetch_kernel() {
 [ -s "$CACHE/kernel/vmlinuz" ] && [ -s "$CACHE/kernel/package" ] || fetch_kernel
 echo "vm: kernel $(cat "$CACHE/kernel/package"), server $VM_SERVER"
 
+# The modules a guest with virtio disks loads (the cloud kernel has virtio
+# as modules), and nbd.ko, into KMODS=$CACHE/modules-PKG, extracted once:
+# *.ko, "order" (the virtio ones in load order, each after what it depends
+# on) and "kver".
+kernel_modules() {
+	local kpkg kdeb kmod m ko order
+	kpkg=$(cat "$CACHE/kernel/package")
+	KMODS="$CACHE/modules-$kpkg"
+	[ -s "$KMODS/order" ] && return 0
+	kdeb=$(download_kernel "$kpkg") || unavailable "the kernel package $kpkg is gone from $CACHE"
+	rm -rf "$CACHE"/modules-* "$CACHE"/sd-modules-* "$KMODS.tmp"
+	mkdir -p "$KMODS.tmp/x"
+	dpkg-deb --fsys-tarfile "$kdeb" | tar -C "$KMODS.tmp/x" -x --wildcards \
+		'./lib/modules/*/kernel/drivers/virtio/*' './lib/modules/*/kernel/drivers/block/*' ||
+		unavailable "cannot unpack the modules of $kdeb"
+	kmod=$(ls -d "$KMODS.tmp"/x/lib/modules/*)
+	order="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk nbd"
+	for m in $order; do
+		ko=$(find "$kmod" -name "$m.ko*" | head -n 1)
+		[ -n "$ko" ] || unavailable "$kpkg has no $m.ko"
+		case "$ko" in
+		*.ko) cp "$ko" "$KMODS.tmp/$m.ko" ;;
+		*.ko.xz) xz -dc "$ko" >"$KMODS.tmp/$m.ko" ;;
+		*.ko.zst) zstd -qdc "$ko" >"$KMODS.tmp/$m.ko" ;;
+		*.ko.gz) gzip -dc "$ko" >"$KMODS.tmp/$m.ko" ;;
+		esac || unavailable "cannot decompress $ko"
+	done
+	echo "${order% nbd}" >"$KMODS.tmp/order"
+	basename "$kmod" >"$KMODS.tmp/kver"
+	rm -rf "$KMODS.tmp/x"
+	mv "$KMODS.tmp" "$KMODS"
+}
+
 # ---- initramfs ----------------------------------------------------------
 INITRD="$CACHE/initrd.gz" QEMU_EXTRA=()
 if [ "$VM_GUESTS" = systemd ]; then
@@ -191,8 +228,25 @@ else
 	for c in nbd-client mkfs.ext4 fsck.ext4 blkdiscard fsfreeze; do
 		BINS="$BINS $(command -v "$c")"
 	done
-	bash "$HERE/build-initrd.sh" "$CACHE/initrd.gz" "$CACHE/kernel/modules" \
-		$BINS $SERVER_BINS || unavailable "building the initramfs failed"
+	# incremental-backup writes its pool and its records on two virtio
+	# disks (serials pool, records), files that host-incremental-backup.sh
+	# reads after the boot.
+	INITRD_FILES=
+	case " $SCENARIOS " in
+	*" incremental-backup "*)
+		kernel_modules
+		INITRD_FILES="$KMODS=/lib/modules/virtio"
+		rm -rf "$CACHE/incremental-backup"
+		mkdir -p "$CACHE/incremental-backup"
+		for d in pool:512M records:4M; do
+			f="$CACHE/incremental-backup/${d%:*}.img"
+			truncate -s "${d#*:}" "$f" || unavailable "cannot create $f"
+			QEMU_EXTRA+=(-drive "file=$f,if=none,id=${d%:*},format=raw,cache=unsafe"
+				-device "virtio-blk-pci,drive=${d%:*},serial=${d%:*}")
+		done ;;
+	esac
+	INITRD_FILES=$INITRD_FILES bash "$HERE/build-initrd.sh" "$CACHE/initrd.gz" \
+		"$CACHE/kernel/modules" $BINS $SERVER_BINS || unavailable "building the initramfs failed"
 fi
 
 # ---- boot ---------------------------------------------------------------
@@ -217,12 +271,37 @@ qrc=${PIPESTATUS[0]}
 secs=$(( $(date +%s) - T0 ))
 
 # ---- verdicts -----------------------------------------------------------
+# A scenario with a host side, tests/vm/host-NAME.sh (given $CACHE/NAME),
+# passes when the guest's part and then that script pass; its output is
+# printed indented, exit 77 there is a SKIP (a FAIL under CI=true).
+host_part() { # NAME GUEST-TIME
+	local t rc log="$CACHE/host-$1.log"
+	t=$(date +%s)
+	bash "$HERE/host-$1.sh" "$CACHE/$1" >"$log" 2>&1
+	rc=$?
+	t=$(($(date +%s) - t))
+	sed 's/^/  /' "$log"
+	case $rc in
+	0) echo "PASS: vm/$1 (guest $2, host ${t}s)" ;;
+	77)
+		[ "${CI:-}" = true ] && { echo "FAIL: vm/$1 (host side: $(tail -n 1 "$log"))"; return 1; }
+		echo "SKIP: vm/$1 (host side: $(tail -n 1 "$log"))" ;;
+	*) echo "FAIL: vm/$1 (host side, exit $rc: $(grep -m 1 '^error: ' "$log"))"; return 1 ;;
+	esac
+}
+
 grep -E '^(VMTEST |vm\[)' "$CONSOLE" | grep -vE '^VMTEST (PASS|FAIL|SKIP) ' | sed 's/^/  /'
 failed=0
 for s in $SCENARIOS; do
 	v=$(tr -d '\r' <"$RESULTS" | grep -E "^VMTEST (PASS|FAIL|SKIP) $s(:|\$)" | head -n 1)
 	case "$v" in
-	"VMTEST PASS $s") echo "PASS: vm/$s ($(tr -d '\r' <"$RESULTS" | sed -n "s/^VMTEST TIME $s //p"))" ;;
+	"VMTEST PASS $s")
+		t=$(tr -d '\r' <"$RESULTS" | sed -n "s/^VMTEST TIME $s //p")
+		if [ -f "$HERE/host-$s.sh" ]; then
+			host_part "$s" "$t" || failed=1
+		else
+			echo "PASS: vm/$s ($t)"
+		fi ;;
 	"VMTEST SKIP $s"*) echo "SKIP: vm/$s (${v#*: })" ;;
 	"VMTEST FAIL $s"*)
 		echo "FAIL: vm/$s (${v#*: })"; failed=1

@@ -54,6 +54,11 @@ hung_report() {
 
 echo
 vmtest "BOOTED $(uname -r) cpus=$(nproc) mem=$(free -m | awk '/Mem:/{print $2}')M server=$VM_SERVER"
+# Virtio disks, when the host gave some (incremental-backup): the cloud
+# kernel has virtio as modules, in /lib/modules/virtio with their order.
+for m in $(cat /lib/modules/virtio/order 2>/dev/null); do
+	insmod "/lib/modules/virtio/$m.ko" || vmtest "insmod $m.ko failed"
+done
 if insmod /lib/modules/nbd.ko nbds_max=8 max_part=0; then
 	for s in $SCENARIOS; do
 		t0=$(date +%s)

@@ -9,9 +9,10 @@
 #          pool_check (cowbd-check on the stopped server's pool)
 # Volumes: vol_create NAME SIZE, snap_create VOL@SNAP, vol_clone VOL@SNAP NEW
 # Devices: attach DEV EXPORT [nbd-client options], detach DEV, dev_size DEV,
-#          reattach_ro DEV EXPORT DIR (umount, detach, attach, fsck, mount ro)
+#          reattach_ro DEV EXPORT DIR (umount, detach, attach, fsck, mount ro),
+#          vdisk SERIAL (a virtio disk from the host)
 # Files:   make_tree DIR N TAG, sums DIR >LIST, check_sums DIR LIST, same F1 F2
-# Verdict: die MSG (FAIL line + diagnostics, exit 1); run_scenario NAME
+# Verdict: die MSG (FAIL line + diagnostics, exit 1), skip MSG; run_scenario NAME
 PORT=10809
 CTL=/run/cowbd.ctl
 POOL=/pool/pool.img
@@ -57,6 +58,12 @@ die() {
 	echo FAIL >"/tmp/verdict.$SCEN"
 	diag
 	exit 1
+}
+
+skip() { # MSG: the scenario cannot run here (SKIP line, exit 0)
+	vmtest "SKIP $SCEN: $*"
+	echo SKIP >"/tmp/verdict.$SCEN"
+	exit 0
 }
 
 run() { # run a command, die with its output on failure
@@ -184,6 +191,17 @@ detach() { # DEV
 	i=0
 	while [ "$(dev_size "$1")" != 0 ]; do
 		i=$((i + 1)); [ $i -gt 100 ] && die "$1 still attached 10 s after nbd-client -d"
+		sleep 0.1
+	done
+}
+
+vdisk() { # SERIAL: the virtio disk the host gave that serial (/dev/vdX)
+	i=0
+	while :; do
+		for d in /sys/block/vd*; do
+			[ "$(cat "$d/serial" 2>/dev/null)" = "$1" ] && echo "/dev/${d##*/}" && return 0
+		done
+		i=$((i + 1)); [ $i -gt 50 ] && return 1
 		sleep 0.1
 	done
 }

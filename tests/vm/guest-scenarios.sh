@@ -236,3 +236,63 @@ scen_multiconn() {
 	run fsck.ext4 -fn /dev/nbd1
 	detach /dev/nbd1
 }
+
+# 6. Incremental backup of a volume the kernel client wrote, the guest's
+#    half: ext4 on vol0, snapshots b0, b1, b2 (each taken frozen) between
+#    rounds of overwrites, appends, truncates, deletes, renames, new files
+#    and fstrim.  The pool is the host's virtio disk "pool"; each point's
+#    file checksums and the md5 of its snapshot as the kernel client reads
+#    it go as a tar onto the disk "records".  After the boot the host makes
+#    the backups from that pool (tests/vm/host-incremental-backup.sh).
+backup_point() { # SNAP: sync, record the files, snapshot vol0@SNAP frozen, its md5
+	sync
+	sums /mnt/b >"/tmp/rec/$1.sums"
+	run fsfreeze -f /mnt/b
+	snap_create "vol0@$1" || { fsfreeze -u /mnt/b; die "snapshot vol0@$1 failed"; }
+	run fsfreeze -u /mnt/b
+	attach /dev/nbd1 "vol0@$1"
+	md5sum </dev/nbd1 | cut -d' ' -f1 >"/tmp/rec/$1.md5"
+	detach /dev/nbd1
+	say "vol0@$1: $(wc -l <"/tmp/rec/$1.sums") files, $(du -sk /mnt/b | cut -f1) KiB"
+}
+
+scen_incremental_backup() {
+	[ "$VM_SERVER" = cowbd ] || skip "needs cowbd's snapshots"
+	POOL=$(vdisk pool) && records=$(vdisk records) ||
+		die "no virtio disks with serials pool and records (check.sh gives them)"
+	POOL_SIZE=$(($(cat "/sys/block/${POOL#/dev/}/size") * 512))
+	srv_start_fresh
+	vol_create vol0 128M
+	attach /dev/nbd0 vol0
+	mkfs_mount /dev/nbd0 /mnt/b
+	mkdir -p /tmp/rec /mnt/b/big
+	make_tree /mnt/b 30 t || die "writing the file tree failed"
+	run dd if=/dev/urandom of=/mnt/b/big/one bs=1M count=6 status=none
+	run dd if=/dev/urandom of=/mnt/b/big/two bs=1M count=6 status=none
+	backup_point b0
+	# b1: an overwrite inside a big file, an append, a delete, new files, fstrim
+	run dd if=/dev/urandom of=/mnt/b/big/one bs=64k seek=16 count=8 conv=notrunc status=none
+	dd if=/dev/urandom bs=1k count=300 status=none >>/mnt/b/t-d1/f1 || die "append failed"
+	run rm /mnt/b/big/two
+	make_tree /mnt/b 10 n1 || die "writing new files failed"
+	sync
+	run fstrim /mnt/b
+	backup_point b1
+	# b2: scattered 4 KiB overwrites, a truncate, deletes, a rename, a new big file, fstrim
+	for f in t-d2/f2 t-d0/f4 t-d1/f5; do
+		run dd if=/dev/urandom of="/mnt/b/$f" bs=4k seek=${f#*/f} count=1 conv=notrunc status=none
+	done
+	run truncate -s 10000 /mnt/b/t-d2/f6
+	run rm /mnt/b/t-d0/f8 /mnt/b/t-d1/f9
+	run mv /mnt/b/t-d3 /mnt/b/renamed-d3
+	run dd if=/dev/urandom of=/mnt/b/big/three bs=1M count=3 status=none
+	sync
+	run fstrim /mnt/b
+	backup_point b2
+	say "cowctl diff b0 b1: $(cowctl_ diff vol0@b0 vol0@b1 | tail -n 1)"
+	say "cowctl diff b1 b2: $(cowctl_ diff vol0@b1 vol0@b2 | tail -n 1)"
+	run umount /mnt/b
+	detach /dev/nbd0
+	(cd /tmp/rec && tar -cf "$records" .) || die "writing the records to $records failed"
+	sync
+}

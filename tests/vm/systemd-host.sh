@@ -89,33 +89,8 @@ else
 fi
 
 # ---- 3. kernel modules ------------------------------------------------------
-kpkg=$(cat "$CACHE/kernel/package")
-SD_MODS="$CACHE/sd-modules-$kpkg"
-if [ ! -s "$SD_MODS/order" ]; then
-	kdeb=$(download_kernel "$kpkg") || unavailable "the kernel package $kpkg is gone from $CACHE"
-	rm -rf "$CACHE"/sd-modules-* "$SD_MODS.tmp"
-	mkdir -p "$SD_MODS.tmp/x"
-	dpkg-deb --fsys-tarfile "$kdeb" | tar -C "$SD_MODS.tmp/x" -x --wildcards \
-		'./lib/modules/*/kernel/drivers/virtio/*' './lib/modules/*/kernel/drivers/block/*' ||
-		unavailable "cannot unpack the modules of $kdeb"
-	kmod=$(ls -d "$SD_MODS.tmp"/x/lib/modules/*)
-	# Stage one loads these in this order (each after what it depends on).
-	order="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk nbd"
-	for m in $order; do
-		ko=$(find "$kmod" -name "$m.ko*" | head -n 1)
-		[ -n "$ko" ] || unavailable "$kpkg has no $m.ko"
-		case "$ko" in
-		*.ko) cp "$ko" "$SD_MODS.tmp/$m.ko" ;;
-		*.ko.xz) xz -dc "$ko" >"$SD_MODS.tmp/$m.ko" ;;
-		*.ko.zst) zstd -qdc "$ko" >"$SD_MODS.tmp/$m.ko" ;;
-		*.ko.gz) gzip -dc "$ko" >"$SD_MODS.tmp/$m.ko" ;;
-		esac || unavailable "cannot decompress $ko"
-	done
-	echo "${order% nbd}" >"$SD_MODS.tmp/order"
-	basename "$kmod" >"$SD_MODS.tmp/kver"
-	rm -rf "$SD_MODS.tmp/x"
-	mv "$SD_MODS.tmp" "$SD_MODS"
-fi
+kernel_modules # check.sh: sets KMODS
+SD_MODS=$KMODS
 
 # ---- 4. payload and the stage-one initramfs ---------------------------------
 kver=$(cat "$SD_MODS/kver")
