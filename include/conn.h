@@ -9,6 +9,11 @@
 #define COWBD_CONN_H
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "names.h"
+#include "proto.h"
+#include "sockets.h"
 
 struct config;
 struct ev_loop;
@@ -126,6 +131,56 @@ struct conn_client {
 /* A malloc'd copy of the open connections (*n of them; the caller frees
  * it): 0 or -ENOMEM.  Any thread; holds the list's lock only to copy. */
 int conn_server_clients(struct conn_server *s, struct conn_client **out, size_t *n);
+
+/* ---- handover (docs/ARCHITECTURE.md, "Upgrades without downtime") ----
+ * A connection in a phase that can be carried on (waiting for the client's
+ * flags, between options, or in transmission between requests) is a
+ * socket plus this description; a new cowbd process restores it. */
+#define CONN_HANDOFF_BUF_MAX (256u << 10) /* received, not yet parsed: rbuf at most */
+#define CONN_HANDOFF_LST     16           /* listeners: CONN_MAX_LISTENERS */
+
+struct conn_state {
+	struct proto_state proto;
+	char export[NAMES_FULL_MAX + 1]; /* in transmission: the volume's name */
+	uint64_t since, nreq, bytes_read, bytes_written;
+	uint32_t nbuf; /* bytes received and not parsed yet ... */
+	uint8_t *buf;  /* ... malloc'd (NULL when nbuf is 0) */
+};
+
+/* Everything one server hands to the next process. */
+struct conn_handoff {
+	struct sockets_unix lst[CONN_HANDOFF_LST]; /* listeners (path: a file to own) */
+	unsigned nlst;
+	int *fds; /* connections: fds[i] with conns[i] */
+	struct conn_state *conns;
+	size_t nconns;
+	unsigned long accepted, refused; /* the server's counters */
+	unsigned closed;                 /* connections not handed over (TLS) */
+};
+
+/* Stop accepting and stop every connection at its next request boundary;
+ * once all are quiet (conn_quiet), or after timeout seconds, ev_break()
+ * the loop.  On the loop thread; idempotent. */
+void conn_server_pause(struct conn_server *s, double timeout);
+/* Has the pause reached quiet? */
+bool conn_server_quiet(const struct conn_server *s);
+/* Accept and serve again: after a pause that is given up, and on the new
+ * side after conn_server_attach.  On the loop thread. */
+void conn_server_resume(struct conn_server *s);
+/* After a quiet pause, take every listener and connection out of s into
+ * h (sockets open, none closed; TLS connections closed and counted in
+ * h->closed): s serves nothing afterwards and is freed as usual.  0, or
+ * -ENOMEM with s as it was. */
+int conn_server_detach(struct conn_server *s, struct conn_handoff *h);
+/* Serve what h holds: listeners (and their files, to remove at the end)
+ * and connections, paused until conn_server_resume.  The fds become the
+ * server's; a connection whose state does not fit the store any more is
+ * closed and counted in *closed.  h's counters continue.  Before the loop
+ * runs.  0, or -EMFILE (too many listeners, their fds closed). */
+int conn_server_attach(struct conn_server *s, const struct conn_handoff *h, unsigned *closed);
+/* Free what h holds; close_fds: close its sockets too (never unlinking a
+ * file: the other process has them). */
+void conn_handoff_free(struct conn_handoff *h, bool close_fds);
 
 /* Free the server (on the loop's thread) once its loop has returned after conn_server_stop()
  * (no connection left) and the store has been closed: a store thread may

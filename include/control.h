@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sockets.h"
+
 struct store;
 struct control;
 
@@ -35,9 +37,9 @@ struct control *control_start(struct store *st, const char *path, char *err, siz
  * failure with a one-line reason in err, errno set and fd closed. */
 struct control *control_start_fd(struct store *st, int fd, char *err, size_t errlen);
 
-/* Stop accepting, disconnect clients, wait for requests in progress to
- * finish (a store call is never interrupted), remove the socket file and
- * free c.  After it returns no control thread touches the store, so the
+/* Stop accepting, let requests in progress finish and send their replies
+ * (a store call is never interrupted), disconnect clients, remove the
+ * socket file and free c.  After it returns no control thread touches the store, so the
  * caller may store_close().  NULL is a no-op. */
 void control_stop(struct control *c);
 
@@ -61,6 +63,46 @@ typedef int (*control_clients_fn)(void *arg, struct control_conn **out, size_t *
  * EOPNOTSUPP, "this cowbd does not list its connections").  Before or
  * after control_start; arg must outlive c or the next call. */
 void control_set_clients_fn(struct control *c, control_clients_fn fn, void *arg);
+
+/* `cowctl upgrade`: hand the daemon over to a new process (main.c does
+ * it; docs/ARCHITECTURE.md "Upgrades without downtime"). */
+struct control_upgrade {
+	char binary[4096]; /* in: the new binary; "" for the one running */
+	/* out */
+	int old_pid, new_pid;
+	char version[64];         /* the new process's cowbd version */
+	unsigned carried, closed; /* connections carried on / closed (TLS) */
+	/* how long clients waited: from the pause to the new process's
+	 * READY, and its parts (draining in-flight requests, closing the
+	 * store, the new process opening it and taking the sockets) */
+	double pause_ms, drain_ms, close_ms, takeover_ms;
+	char msg[512]; /* on failure: why (the old process serves on) */
+};
+/* Run one upgrade, blocking until it is over: 0 (the caller's reply is
+ * the last thing this process sends) or -errno with u->msg.  Called on a
+ * control thread with the control op lock held: no other request runs
+ * meanwhile. */
+typedef int (*control_upgrade_fn)(void *arg, struct control_upgrade *u);
+void control_set_upgrade_fn(struct control *c, control_upgrade_fn fn, void *arg);
+
+/* Handover, old side: stop accepting and give the listening socket to the
+ * caller (*out: its fd and the file this object would have removed; the
+ * object removes nothing any more).  Clients already connected stay.
+ * 0, or -EBUSY when it was handed off already. */
+int control_hand_off(struct control *c, struct sockets_unix *out);
+/* Take back what control_hand_off gave and accept again (the new process
+ * failed). */
+void control_take_back(struct control *c, const struct sockets_unix *s);
+/* The store requests run on from now on; NULL: the daemon handed over,
+ * every request is answered "ESHUTDOWN: ask again" (the next connection
+ * reaches the new process).  Called while the upgrade op holds the op
+ * lock (no request runs). */
+void control_set_store(struct control *c, struct store *st);
+/* Handover, new side: serve s, a listening socket received from the old
+ * process, owning its file (removed at control_stop if it is still the
+ * same file).  As control_start_fd otherwise. */
+struct control *control_start_sock(struct store *st, const struct sockets_unix *s, char *err,
+                                   size_t errlen);
 
 /* Answer one request line (len bytes, no newline) for st as a client
  * thread would, without a socket: for tests and the fuzzer

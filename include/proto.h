@@ -188,6 +188,34 @@ void proto_fini(struct proto *p);
  * so a man in the middle cannot have chosen it. */
 void proto_tls_started(struct proto *p);
 
+/* ---- handover (docs/ARCHITECTURE.md, "Upgrades without downtime") ----
+ * What a connection has negotiated, so that another process can carry on
+ * with the same socket: conn.c saves it, the new daemon restores it. */
+struct proto_state {
+	enum proto_phase phase; /* PROTO_CLIENT_FLAGS, PROTO_OPTIONS or PROTO_TRANSMISSION */
+	bool no_zeroes, structured, extended;
+	/* PROTO_TRANSMISSION: the export as the client was told it */
+	uint64_t size;
+	uint16_t tflags;
+	bool read_only;
+	/* the metadata contexts selected for meta_name (none: all false, "") */
+	bool meta_alloc, meta_depth;
+	char meta_dirty[NAMES_PART_MAX + 1]; /* qemu:dirty-bitmap:SNAP's SNAP, "" none */
+	char meta_name[NBD_STRING_MAX + 1];
+};
+
+/* Fill out from p, which is in one of the three phases above, outside TLS. */
+void proto_save(const struct proto *p, struct proto_state *out);
+
+/* Carry on in p (fresh from proto_init, with meta_ops set) from s.  In
+ * transmission, export name is opened through ops->open and must give the
+ * size, read-only flag and transmission flags the client was told; the
+ * selected contexts are opened again.  Never trusts s: returns 0, or
+ * -ESTALE (the export or a context is not what the client was told),
+ * -EPROTO (a phase or a field that cannot be), or an open's -errno; on
+ * failure p holds nothing (proto_fini is still fine). */
+int proto_restore(struct proto *p, const char *name, const struct proto_state *s);
+
 /* Append the server greeting to out.  0 or -ENOMEM. */
 int proto_greet(struct proto *p, struct proto_buf *out);
 

@@ -71,6 +71,11 @@ int service_start(struct service *sv, struct ev_loop *loop, struct store *st,
 void service_reloading(struct service *sv, const char *what);
 void service_reloaded(struct service *sv);
 
+/* MAINPID=pid: a handover (`cowctl upgrade`) made pid the daemon; this
+ * process exits next.  Sent whether or not a service object exists (the
+ * old one is gone by then); a no-op without a service manager. */
+void service_main_pid(int pid);
+
 /* STOPPING=1: the daemon is shutting down; the status stays "stopping". */
 void service_stopping(struct service *sv);
 

@@ -464,6 +464,8 @@ static void conn_parse(struct conn *c)
 			}
 			continue;
 		}
+		if (c->paused)
+			break; /* handover: what is left stays in rbuf */
 		if (c->proto.phase != PROTO_TRANSMISSION) {
 			ssize_t n = proto_handshake(&c->proto, p, avail, &c->hout);
 
@@ -556,7 +558,9 @@ static void conn_read(struct conn *c)
 {
 	/* During STARTTLS the socket belongs to the TLS handshake (conn_settle). */
 	for (int rounds = 0;
-	     rounds < 8 && !c->dead && !c->draining && c->proto.phase != PROTO_STARTTLS; rounds++) {
+	     rounds < 8 && !c->dead && !c->draining && c->proto.phase != PROTO_STARTTLS &&
+	     !(c->paused && !c->rx && !c->drain);
+	     rounds++) {
 		ssize_t n;
 
 		if (c->rx) {
@@ -825,7 +829,7 @@ void conn_settle(struct conn *c)
 		 * (the socket may have nothing new to wake us for them).  READs
 		 * served on this thread answer at once, so keep going while
 		 * that frees room; stop when a pass consumes nothing. */
-		while (c->rend > c->rstart && !c->rx && !c->draining && !c->dead &&
+		while (c->rend > c->rstart && !c->rx && !c->draining && !c->dead && !c->paused &&
 		       c->proto.phase == PROTO_TRANSMISSION && conn_can_accept(c)) {
 			size_t before = c->rstart;
 
@@ -852,7 +856,7 @@ void conn_settle(struct conn *c)
 		ev_io_start(loop, &c->wio);
 	else
 		ev_io_stop(loop, &c->wio);
-	if (!c->draining && (c->rx || conn_can_accept(c)))
+	if (!c->draining && (c->rx || (c->paused ? c->drain != 0 : conn_can_accept(c))))
 		ev_io_start(loop, &c->rio);
 	else
 		ev_io_stop(loop, &c->rio);
@@ -953,6 +957,29 @@ static const struct proto_meta_ops conn_meta_ops = {
     .close = meta_close,
 };
 
+/* A new c on s for fd: its protocol state, its peer's name. */
+static void conn_init(struct conn_server *s, struct conn *c, int fd)
+{
+	c->srv = s;
+	c->fd = fd;
+	sockets_peer_name(fd, c->peer, sizeof(c->peer));
+	proto_init(&c->proto, &conn_server_export_ops, c);
+	c->proto.tls_mode = s->tls_mode;
+	c->proto.meta_ops = &conn_meta_ops;
+}
+
+/* Put c on s's list of connections. */
+static void conn_link(struct conn_server *s, struct conn *c)
+{
+	pthread_mutex_lock(&s->list_lock);
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	pthread_mutex_unlock(&s->list_lock);
+	s->nconns++;
+}
+
 int conn_new(struct conn_server *s, int fd)
 {
 	struct conn *c = calloc(1, sizeof(*c));
@@ -965,12 +992,7 @@ int conn_new(struct conn_server *s, int fd)
 		return -ENOMEM;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails on unix: fine */
-	c->srv = s;
-	c->fd = fd;
-	sockets_peer_name(fd, c->peer, sizeof(c->peer));
-	proto_init(&c->proto, &conn_server_export_ops, c);
-	c->proto.tls_mode = s->tls_mode;
-	c->proto.meta_ops = &conn_meta_ops;
+	conn_init(s, c, fd);
 	ev_io_init(&c->rio, on_readable, fd, EV_READ);
 	ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
 	ev_init(&c->tmo, on_timeout);
@@ -981,13 +1003,7 @@ int conn_new(struct conn_server *s, int fd)
 		ev_timer_again(s->loop, &c->tmo);
 	}
 	c->since = (uint64_t)time(NULL);
-	pthread_mutex_lock(&s->list_lock);
-	c->next = s->conns;
-	if (s->conns)
-		s->conns->prev = c;
-	s->conns = c;
-	pthread_mutex_unlock(&s->list_lock);
-	s->nconns++;
+	conn_link(s, c);
 	say_info("%s: connected", c->peer);
 	if (proto_greet(&c->proto, &c->hout))
 		c->dead = true;
@@ -1018,4 +1034,115 @@ void conn_cut(struct conn *c)
 		c->dead = true;
 		conn_settle(c);
 	}
+}
+
+/* ---- handover ------------------------------------------------------------ */
+
+void conn_pause(struct conn *c, bool on)
+{
+	c->paused = on;
+	if (!on)
+		conn_parse(c); /* what came in meanwhile; the socket may stay silent */
+	conn_settle(c);
+}
+
+bool conn_quiet(const struct conn *c)
+{
+	enum proto_phase ph = c->proto.phase;
+
+	return c->paused && !c->dead && !c->draining && !c->rx && !c->drain &&
+	       !c->drain_reply_due && c->reqs == 0 && c->submitted == 0 &&
+	       !conn_output_pending(c) &&
+	       (ph == PROTO_CLIENT_FLAGS || ph == PROTO_OPTIONS || ph == PROTO_TRANSMISSION);
+}
+
+int conn_detach(struct conn *c, struct conn_state *out, int *fd)
+{
+	size_t n = c->rend - c->rstart;
+
+	if (c->tls) {
+		/* GnuTLS cannot hand a live session's record state to another
+		 * process: end it cleanly, the client reconnects. */
+		say_warn("%s: a TLS session cannot be handed over: closing it", c->peer);
+		conn_why(c, "TLS session closed for the handover");
+		conn_close_gently(c);
+		c->dead = true;
+		conn_settle(c);
+		return -EPROTONOSUPPORT;
+	}
+	memset(out, 0, sizeof(*out));
+	if (n && !(out->buf = malloc(n)))
+		return -ENOMEM;
+	if (n)
+		memcpy(out->buf, c->rbuf + c->rstart, n);
+	out->nbuf = (uint32_t)n;
+	proto_save(&c->proto, &out->proto);
+	memcpy(out->export, c->export, sizeof(out->export));
+	out->since = c->since;
+	out->nreq = c->nreq;
+	out->bytes_read = atomic_load(&c->bytes_read);
+	out->bytes_written = atomic_load(&c->bytes_written);
+	ev_io_stop(c->srv->loop, &c->rio);
+	ev_io_stop(c->srv->loop, &c->wio);
+	ev_timer_stop(c->srv->loop, &c->tmo);
+	*fd = c->fd;
+	c->fd = -1;
+	c->dead = c->draining = true;
+	conn_why(c, "handed over to the new process");
+	conn_free(c);
+	return 0;
+}
+
+int conn_restore(struct conn_server *s, int fd, const struct conn_state *st)
+{
+	const struct proto_state *ps = &st->proto;
+	bool meta = ps->meta_alloc || ps->meta_depth || ps->meta_dirty[0];
+	struct conn *c = calloc(1, sizeof(*c));
+	int err = -ENOMEM;
+
+	if (st->nbuf > CONN_RBUF_SIZE)
+		err = -EPROTO;
+	if (!c || err == -EPROTO || !(c->rbuf = malloc(CONN_RBUF_SIZE)))
+		goto fail;
+	conn_init(s, c, fd);
+	err = proto_restore(&c->proto, meta ? ps->meta_name : st->export, ps);
+	if (err) {
+		say_warn("%s: cannot carry on with %s: %s", c->peer,
+		         ps->phase == PROTO_TRANSMISSION ? st->export : "the handshake",
+		         err == -ESTALE ? "the export is not what the client was told"
+		                        : strerror(-err));
+		goto fail;
+	}
+	if (st->nbuf)
+		memcpy(c->rbuf, st->buf, st->nbuf);
+	c->rend = st->nbuf;
+	ev_io_init(&c->rio, on_readable, fd, EV_READ);
+	ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
+	ev_init(&c->tmo, on_timeout);
+	c->rio.data = c->wio.data = c->tmo.data = c;
+	c->since = st->since;
+	c->nreq = st->nreq;
+	atomic_store(&c->bytes_read, st->bytes_read);
+	atomic_store(&c->bytes_written, st->bytes_written);
+	c->paused = true;
+	c->last_active = ev_now(s->loop);
+	if (c->proto.phase == PROTO_TRANSMISSION) {
+		snprintf(c->export, sizeof(c->export), "%s", store_vol_name(c->proto.exp.handle));
+		conn_arm_idle(c);
+	} else if (s->lim.handshake_timeout > 0) {
+		c->tmo.repeat = s->lim.handshake_timeout;
+		ev_timer_again(s->loop, &c->tmo);
+	}
+	conn_link(s, c);
+	say_debug("%s: carried on (%s)", c->peer, c->export[0] ? c->export : "handshake");
+	return 0;
+
+fail:
+	if (c) {
+		proto_fini(&c->proto);
+		free(c->rbuf);
+	}
+	free(c);
+	close(fd);
+	return err;
 }

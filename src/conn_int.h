@@ -78,6 +78,7 @@ struct conn {
 	bool draining;         /* reading is over (DISC, EOF, ABORT, shutdown) */
 	bool dead;             /* socket closed */
 	bool dirty;            /* on the wake handler's flush list */
+	bool paused;           /* handover: no new request or option is taken */
 	struct conn *dirty_next;
 	char peer[64];
 	struct tls_session *tls; /* after NBD_OPT_STARTTLS; NULL: plaintext */
@@ -124,6 +125,12 @@ struct conn_server {
 	struct store_run depth[CONN_MAP_EXTENTS];  /* ... qemu:allocation-depth */
 	struct tls_creds *tls_creds;               /* NULL: TLS off */
 	enum proto_tls tls_mode;
+	/* handover (conn_server_pause): not accepting, connections pausing;
+	 * quiet_w breaks the loop once all are quiet, pause_tmo if they are
+	 * not within the time given */
+	bool pausing;
+	ev_prepare quiet_w;
+	ev_timer pause_tmo;
 };
 
 /* ---- conn.c: one connection ---------------------------------------- */
@@ -141,6 +148,21 @@ void conn_stop(struct conn *c);
 void conn_cut(struct conn *c);
 /* The server's ev_async: store threads finished requests. */
 void conn_on_wake(struct ev_loop *loop, ev_async *w, int revents);
+/* Handover: stop taking requests (on) at the next request boundary, a
+ * payload being received or discarded still coming in; or carry on (off),
+ * parsing what was received meanwhile.  c may be freed on return. */
+void conn_pause(struct conn *c, bool on);
+/* Paused, with nothing in flight, nothing to send, no payload half read,
+ * in a phase a handover carries (conn.h: struct conn_state). */
+bool conn_quiet(const struct conn *c);
+/* Take a quiet c out of service, its socket open in *fd and its state in
+ * *out (out->buf malloc'd), and free it: 0.  A TLS connection is closed
+ * instead (close_notify, FIN): -EPROTONOSUPPORT. */
+int conn_detach(struct conn *c, struct conn_state *out, int *fd);
+/* Serve fd again from a handed-over state, paused (conn_pause off starts
+ * it); not counted as accepted.  0, or -ESTALE/-EPROTO (the state does
+ * not fit: proto_restore) or -ENOMEM, with fd closed. */
+int conn_restore(struct conn_server *s, int fd, const struct conn_state *st);
 
 /* ---- conn_server.c ------------------------------------------------- */
 

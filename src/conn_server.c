@@ -203,6 +203,8 @@ int conn_server_adopt(struct conn_server *s, int fd)
 /* ---- server --------------------------------------------------------- */
 
 static void on_grace(struct ev_loop *loop, ev_timer *w, int revents);
+static void on_quiet_check(struct ev_loop *loop, ev_prepare *w, int revents);
+static void on_pause_timeout(struct ev_loop *loop, ev_timer *w, int revents);
 
 struct conn_server *conn_server_new(struct ev_loop *loop, struct store *st)
 {
@@ -222,6 +224,10 @@ struct conn_server *conn_server_new(struct ev_loop *loop, struct store *st)
 	ev_async_init(&s->wake, conn_on_wake);
 	s->wake.data = s;
 	ev_async_start(loop, &s->wake);
+	ev_prepare_init(&s->quiet_w, on_quiet_check);
+	s->quiet_w.data = s;
+	ev_init(&s->pause_tmo, on_pause_timeout);
+	s->pause_tmo.data = s;
 	return s;
 }
 
@@ -377,6 +383,8 @@ void conn_server_free(struct conn_server *s)
 		return;
 	ev_async_stop(s->loop, &s->wake);
 	ev_timer_stop(s->loop, &s->grace);
+	ev_prepare_stop(s->loop, &s->quiet_w);
+	ev_timer_stop(s->loop, &s->pause_tmo);
 	for (unsigned i = 0; i < s->nlst; i++) {
 		ev_io_stop(s->loop, &s->lst[i].w);
 		sockets_close_unix(&s->lst[i].sock);
@@ -410,4 +418,142 @@ int conn_server_clients(struct conn_server *s, struct conn_client **out, size_t 
 	*out = v;
 	*n = k;
 	return 0;
+}
+
+/* ---- handover --------------------------------------------------------------
+ * The old process pauses (conn_server_pause) until every connection is
+ * quiet, detaches listeners and connections into a conn_handoff, and the
+ * new one (or the old one again, when the new one fails) attaches them and
+ * resumes.  Between pause and resume nothing is read from a socket but
+ * the rest of a payload already begun: requests that arrive wait in the
+ * kernel's socket buffers. */
+
+static_assert(CONN_HANDOFF_BUF_MAX == CONN_RBUF_SIZE, "a handoff carries a whole rbuf");
+static_assert(CONN_HANDOFF_LST == CONN_MAX_LISTENERS, "a handoff carries every listener");
+
+bool conn_server_quiet(const struct conn_server *s)
+{
+	for (const struct conn *c = s->conns; c; c = c->next)
+		if (!conn_quiet(c))
+			return false;
+	return true;
+}
+
+/* Before each loop iteration while pausing: quiet yet? */
+static void on_quiet_check(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	struct conn_server *s = w->data;
+
+	if (conn_server_quiet(s)) {
+		ev_prepare_stop(loop, w);
+		ev_timer_stop(loop, &s->pause_tmo);
+		ev_break(loop, EVBREAK_ALL);
+	}
+}
+
+static void on_pause_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn_server *s = w->data;
+
+	ev_prepare_stop(loop, &s->quiet_w);
+	ev_break(loop, EVBREAK_ALL); /* conn_server_quiet() says false */
+}
+
+void conn_server_pause(struct conn_server *s, double timeout)
+{
+	struct conn *c, *next;
+
+	if (s->pausing || s->stopping)
+		return;
+	s->pausing = true;
+	for (unsigned i = 0; i < s->nlst; i++)
+		ev_io_stop(s->loop, &s->lst[i].w);
+	for (c = s->conns; c; c = next) {
+		next = c->next;
+		conn_pause(c, true);
+	}
+	ev_prepare_start(s->loop, &s->quiet_w);
+	ev_timer_set(&s->pause_tmo, timeout, 0.);
+	ev_timer_start(s->loop, &s->pause_tmo);
+}
+
+void conn_server_resume(struct conn_server *s)
+{
+	struct conn *c, *next;
+
+	s->pausing = false;
+	ev_prepare_stop(s->loop, &s->quiet_w);
+	ev_timer_stop(s->loop, &s->pause_tmo);
+	for (unsigned i = 0; i < s->nlst; i++)
+		ev_io_start(s->loop, &s->lst[i].w);
+	for (c = s->conns; c; c = next) {
+		next = c->next;
+		conn_pause(c, false);
+	}
+}
+
+int conn_server_detach(struct conn_server *s, struct conn_handoff *h)
+{
+	size_t cap = s->nconns;
+	struct conn *c, *next;
+
+	memset(h, 0, sizeof(*h));
+	h->fds = calloc(cap ? cap : 1, sizeof(*h->fds));
+	h->conns = calloc(cap ? cap : 1, sizeof(*h->conns));
+	if (!h->fds || !h->conns) {
+		conn_handoff_free(h, false);
+		return -ENOMEM;
+	}
+	for (c = s->conns; c; c = next) {
+		int r;
+
+		next = c->next;
+		r = conn_detach(c, &h->conns[h->nconns], &h->fds[h->nconns]);
+		if (r == 0)
+			h->nconns++;
+		else if (r == -EPROTONOSUPPORT)
+			h->closed++;
+	}
+	for (unsigned i = 0; i < s->nlst; i++) {
+		ev_io_stop(s->loop, &s->lst[i].w);
+		h->lst[h->nlst++] = s->lst[i].sock;
+	}
+	s->nlst = 0; /* nothing left to close or unlink at conn_server_free */
+	h->accepted = s->accepted;
+	h->refused = s->refused;
+	return 0;
+}
+
+int conn_server_attach(struct conn_server *s, const struct conn_handoff *h, unsigned *closed)
+{
+	*closed = 0;
+	if (s->nlst + h->nlst > CONN_MAX_LISTENERS) {
+		for (unsigned i = 0; i < h->nlst; i++)
+			close(h->lst[i].fd);
+		for (size_t i = 0; i < h->nconns; i++)
+			close(h->fds[i]);
+		return -EMFILE;
+	}
+	for (unsigned i = 0; i < h->nlst; i++)
+		add_listener(s, &h->lst[i]);
+	for (size_t i = 0; i < h->nconns; i++)
+		if (conn_restore(s, h->fds[i], &h->conns[i]))
+			(*closed)++;
+	s->accepted = h->accepted;
+	s->refused = h->refused;
+	return 0;
+}
+
+void conn_handoff_free(struct conn_handoff *h, bool close_fds)
+{
+	for (unsigned i = 0; close_fds && i < h->nlst; i++)
+		close(h->lst[i].fd);
+	for (size_t i = 0; i < h->nconns; i++) {
+		if (close_fds)
+			close(h->fds[i]);
+		free(h->conns[i].buf);
+	}
+	free(h->fds);
+	free(h->conns);
+	memset(h, 0, sizeof(*h));
 }

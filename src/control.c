@@ -57,6 +57,7 @@
 struct control_client {
 	struct control *c;
 	int fd;
+	bool busy;                          /* answering a request (under c->lock) */
 	struct control_client *prev, *next; /* c->clients, under c->lock */
 };
 
@@ -77,6 +78,10 @@ struct control {
 
 	control_clients_fn clients_fn; /* under lock: the `clients` op's source */
 	void *clients_arg;
+	control_upgrade_fn upgrade_fn; /* under lock: the `upgrade` op's worker */
+	void *upgrade_arg;
+	bool handed_off;  /* the listening socket is someone else's (under lock) */
+	bool accept_stop; /* the accept thread ends (under lock) */
 };
 
 /* One request being answered: the op's handler reads req and fills res;
@@ -993,6 +998,67 @@ static int control_op_scrub_stop(struct control_ctx *x)
 	return control_put_scrub(x);
 }
 
+/* upgrade: hand the daemon to a new process (main.c), {"binary": PATH}
+ * optional. */
+static int control_op_upgrade(struct control_ctx *x)
+{
+	struct control_upgrade *u = calloc(1, sizeof(*u));
+	json_t *b = json_object_get(x->req, "binary");
+	control_upgrade_fn fn;
+	void *arg;
+	int r;
+
+	pthread_mutex_lock(&x->c->lock);
+	fn = x->c->upgrade_fn;
+	arg = x->c->upgrade_arg;
+	pthread_mutex_unlock(&x->c->lock);
+	if (!u)
+		return -ENOMEM;
+	if (!fn) {
+		control_set_msg(x, "upgrade: this cowbd cannot hand over");
+		r = -EOPNOTSUPP;
+	} else if (b && (!json_is_string(b) || !json_string_length(b) ||
+	                 json_string_length(b) >= sizeof(u->binary))) {
+		control_set_msg(x, "upgrade: \"binary\" must be a path");
+		r = -EINVAL;
+	} else {
+		if (b)
+			snprintf(u->binary, sizeof(u->binary), "%s", json_string_value(b));
+		r = fn(arg, u);
+		if (r < 0)
+			control_set_msg(x, "upgrade: %s", u->msg);
+	}
+	if (r == 0) {
+		json_t *o = json_object();
+
+		json_object_set_new(o, "old_pid", json_integer(u->old_pid));
+		json_object_set_new(o, "pid", json_integer(u->new_pid));
+		json_object_set_new(o, "version", json_string(u->version));
+		json_object_set_new(o, "carried", json_integer(u->carried));
+		json_object_set_new(o, "closed", json_integer(u->closed));
+		json_object_set_new(o, "pause_ms", json_real(u->pause_ms));
+		json_object_set_new(o, "drain_ms", json_real(u->drain_ms));
+		json_object_set_new(o, "close_ms", json_real(u->close_ms));
+		json_object_set_new(o, "takeover_ms", json_real(u->takeover_ms));
+		json_object_set_new(x->res, "upgrade", o);
+	}
+	free(u);
+	return r;
+}
+
+void control_set_upgrade_fn(struct control *c, control_upgrade_fn fn, void *arg)
+{
+	pthread_mutex_lock(&c->lock);
+	c->upgrade_fn = fn;
+	c->upgrade_arg = arg;
+	pthread_mutex_unlock(&c->lock);
+}
+
+void control_set_store(struct control *c, struct store *st)
+{
+	c->st = st;
+}
+
 static int control_op_ping(struct control_ctx *x)
 {
 	json_object_set_new(x->res, "protocol", json_integer(1));
@@ -1026,6 +1092,7 @@ static const struct {
     {"scrub.status", control_op_scrub_status},
     {"scrub.stop", control_op_scrub_stop},
     {"ping", control_op_ping},
+    {"upgrade", control_op_upgrade},
 };
 
 static json_t *control_error_json(int err, const char *msg)
@@ -1078,7 +1145,12 @@ static char *control_answer(struct control *c, const char *line, size_t len)
 	x.res = json_object();
 	json_object_set_new(x.res, "ok", json_true());
 	pthread_mutex_lock(&c->op_lock);
-	r = control_ops[i].fn(&x);
+	if (c->st) {
+		r = control_ops[i].fn(&x);
+	} else { /* handed over: the next connection reaches the new process */
+		control_set_msg(&x, "cowbd has just handed over to a new process: ask again");
+		r = -ESHUTDOWN;
+	}
 	pthread_mutex_unlock(&c->op_lock);
 	if (r < 0) {
 		json_decref(x.res);
@@ -1161,6 +1233,27 @@ static void control_client_done(struct control_client *cl)
 	free(cl);
 }
 
+/* Answer one request unless control_stop has begun (then false, like a
+ * client gone): busy meanwhile, so control_stop waits for the reply. */
+static bool control_serve(struct control_client *cl, const char *line, size_t len)
+{
+	struct control *c = cl->c;
+	bool ok;
+
+	pthread_mutex_lock(&c->lock);
+	ok = !c->stopping;
+	cl->busy = ok;
+	pthread_mutex_unlock(&c->lock);
+	if (!ok)
+		return false;
+	ok = control_reply(cl->fd, control_answer(c, line, len));
+	pthread_mutex_lock(&c->lock);
+	cl->busy = false;
+	pthread_cond_broadcast(&c->idle);
+	pthread_mutex_unlock(&c->lock);
+	return ok;
+}
+
 /* Serve one client: read lines, answer each in order, until EOF, error,
  * an over-long line, idle timeout, or control_stop() shutting us down. */
 static void *control_client_main(void *arg)
@@ -1192,7 +1285,7 @@ static void *control_client_main(void *arg)
 
 			if (len && buf[start + len - 1] == '\r')
 				len--;
-			if (len && !control_reply(cl->fd, control_answer(cl->c, buf + start, len)))
+			if (len && !control_serve(cl, buf + start, len))
 				goto out;
 			start = i + 1;
 		}
@@ -1276,9 +1369,9 @@ static void *control_accept_main(void *arg)
 		 * backlog (their connect() succeeds or blocks) until a client
 		 * finishes: a burst of scripted cowctl calls waits, never fails. */
 		pthread_mutex_lock(&c->lock);
-		while (c->nclients >= CONTROL_MAX_CLIENTS && !c->stopping)
+		while (c->nclients >= CONTROL_MAX_CLIENTS && !c->accept_stop)
 			pthread_cond_wait(&c->idle, &c->lock);
-		stopping = c->stopping;
+		stopping = c->accept_stop;
 		pthread_mutex_unlock(&c->lock);
 		if (stopping)
 			break;
@@ -1376,6 +1469,19 @@ struct control *control_start(struct store *st, const char *path, char *err, siz
 	return control_run(c, err, errlen);
 }
 
+struct control *control_start_sock(struct store *st, const struct sockets_unix *s, char *err,
+                                   size_t errlen)
+{
+	struct control *c = control_start_fd(st, s->fd, err, errlen);
+
+	if (c) { /* the file is ours to remove now, as if we had made it */
+		memcpy(c->sock.path, s->path, sizeof(c->sock.path));
+		c->sock.dev = s->dev;
+		c->sock.ino = s->ino;
+	}
+	return c;
+}
+
 struct control *control_start_fd(struct store *st, int fd, char *err, size_t errlen)
 {
 	int fl = fcntl(fd, F_GETFL);
@@ -1402,20 +1508,79 @@ struct control *control_start_fd(struct store *st, int fd, char *err, size_t err
 	return control_run(c, err, errlen);
 }
 
+/* Stop the accept thread (stopping, or handing the socket off). */
+static void control_stop_accepting(struct control *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->accept_stop = true;
+	pthread_cond_broadcast(&c->idle);
+	pthread_mutex_unlock(&c->lock);
+	(void)!write(c->stop_pipe[1], "x", 1);
+	pthread_join(c->accept_thread, NULL);
+}
+
+static int control_start_accepting(struct control *c)
+{
+	sigset_t all, old;
+	char b;
+	int r;
+
+	while (read(c->stop_pipe[0], &b, 1) < 0 && errno == EINTR)
+		;
+	pthread_mutex_lock(&c->lock);
+	c->accept_stop = false;
+	pthread_mutex_unlock(&c->lock);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = -pthread_create(&c->accept_thread, NULL, control_accept_main, c);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return r;
+}
+
+int control_hand_off(struct control *c, struct sockets_unix *out)
+{
+	if (c->handed_off)
+		return -EBUSY;
+	control_stop_accepting(c);
+	pthread_mutex_lock(&c->lock);
+	c->handed_off = true;
+	pthread_mutex_unlock(&c->lock);
+	*out = c->sock;
+	c->sock = (struct sockets_unix){.fd = -1};
+	return 0;
+}
+
+void control_take_back(struct control *c, const struct sockets_unix *s)
+{
+	int r;
+
+	c->sock = *s;
+	c->handed_off = false;
+	r = control_start_accepting(c);
+	if (r)
+		say_error("control: cannot accept again: %s", strerror(-r));
+}
+
 void control_stop(struct control *c)
 {
 	struct control_client *cl;
 
 	if (!c)
 		return;
+	if (!c->handed_off) /* else no accept thread runs */
+		control_stop_accepting(c);
 	pthread_mutex_lock(&c->lock);
 	c->stopping = true;
-	pthread_cond_broadcast(&c->idle);
 	pthread_mutex_unlock(&c->lock);
-	(void)!write(c->stop_pipe[1], "x", 1);
-	pthread_join(c->accept_thread, NULL);
 
 	pthread_mutex_lock(&c->lock);
+	for (;;) { /* requests being answered send their replies first */
+		for (cl = c->clients; cl && !cl->busy; cl = cl->next)
+			;
+		if (!cl)
+			break;
+		pthread_cond_wait(&c->idle, &c->lock);
+	}
 	for (cl = c->clients; cl; cl = cl->next)
 		shutdown(cl->fd, SHUT_RDWR);
 	while (c->nclients)

@@ -25,9 +25,11 @@
  */
 #include <errno.h>
 #include <ev.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -42,6 +44,8 @@
 #include "config.h"
 #include "conn.h"
 #include "control.h"
+#include "format.h"
+#include "handover.h"
 #include "metrics.h"
 #include "names.h"
 #include "say.h"
@@ -62,7 +66,7 @@ static void usage(FILE *f)
 	        "             [--listen HOST:PORT]... [--unix PATH] [--tls off|allow|require]\n"
 	        "             [--tls-certs DIR] [--tls-psk FILE] [--control PATH]\n"
 	        "             [--log-level LEVEL] [--verbose]\n"
-	        "       cowbd --check-config [FILE] | --help | --version\n"
+	        "       cowbd --check-config [FILE] | --handover-check | --help | --version\n"
 	        "  --config FILE       configuration file (default " CONFIG_DEFAULT_PATH "\n"
 	        "                      when it exists); its [cowbd] keys are the long\n"
 	        "                      options below, and options given here override them\n"
@@ -98,6 +102,8 @@ static void usage(FILE *f)
 	        "  --max-inflight-bytes SIZE payload held per connection (default 64M)\n"
 	        "per-export access rules ([export NAME] sections): see cowbd.conf(5)\n"
 	        "one daemon per pool: a pool held by another cowbd is refused, naming it\n"
+	        "upgrades: `cowctl upgrade` hands live connections to a new cowbd process;\n"
+	        "  --handover-check    print the handover and pool format versions and exit\n"
 	        "signals: SIGTERM/SIGINT stop cleanly; SIGHUP reads the configuration again\n"
 	        "         (access rules, limits, log level and TLS change live);\n"
 	        "         SIGUSR1/SIGUSR2 are logged and ignored\n");
@@ -164,6 +170,7 @@ struct main_opts {
 	/* The command line's own. */
 	const char *config_path; /* --config, or --check-config's FILE */
 	bool check_config;
+	int handover_fd;    /* --handover-fd: taking over from an old process; -1 none */
 	struct config *cfg; /* the file read, NULL: none */
 };
 
@@ -177,6 +184,8 @@ enum {
 	OPT_LOG_LEVEL,
 	OPT_CONTROL_GROUP,
 	OPT_VERSION,
+	OPT_HANDOVER_FD,
+	OPT_HANDOVER_CHECK,
 };
 
 /* Every option; the [cowbd] keys of the file are these names too, except
@@ -205,6 +214,8 @@ static const struct option main_longopts[] = {
     {"tls-psk", required_argument, NULL, 'K'},
     {"checkpoint-interval", required_argument, NULL, 'P'},
     {"metrics", required_argument, NULL, 'm'}, /* long only: 'm' is not in MAIN_SHORTOPTS */
+    {"handover-fd", required_argument, NULL, OPT_HANDOVER_FD},
+    {"handover-check", no_argument, NULL, OPT_HANDOVER_CHECK},
     {NULL, 0, NULL, 0},
 };
 #define MAIN_SHORTOPTS ":p:c:l:u:C:fvh" /* ':': a missing value is told apart */
@@ -214,7 +225,8 @@ static const struct option main_longopts[] = {
 static bool main_cli_only(int opt)
 {
 	return opt == 'h' || opt == 'f' || opt == 'v' || opt == OPT_CONFIG ||
-	       opt == OPT_CHECK_CONFIG || opt == OPT_VERSION;
+	       opt == OPT_CHECK_CONFIG || opt == OPT_VERSION || opt == OPT_HANDOVER_FD ||
+	       opt == OPT_HANDOVER_CHECK;
 }
 
 /* Keys the file may give more than once. */
@@ -363,6 +375,7 @@ static int main_check_opts(struct main_opts *o, char *err, size_t errlen)
  * with one line in err ("" after --help's or --version's text). */
 static int main_scan_args(int argc, char **argv, struct main_opts *o, char *err, size_t errlen)
 {
+	unsigned fdnum;
 	int opt;
 
 	optind = 0; /* glibc: start over (main_load runs again at SIGHUP) */
@@ -377,6 +390,19 @@ static int main_scan_args(int argc, char **argv, struct main_opts *o, char *err,
 			printf("cowbd %s\n", COWBD_VERSION);
 			err[0] = '\0';
 			return MAIN_EXIT_OK;
+		case OPT_HANDOVER_CHECK:
+			/* What `cowctl upgrade` checks before anything stops. */
+			printf("cowbd %s handover %u pool-format %u\n", COWBD_VERSION,
+			       HANDOVER_VERSION, FMT_VERSION);
+			err[0] = '\0';
+			return MAIN_EXIT_OK;
+		case OPT_HANDOVER_FD:
+			if (parse_count(optarg, &fdnum, err, errlen) || fdnum > INT_MAX) {
+				snprintf(err, errlen, "bad --handover-fd %s", optarg);
+				return MAIN_EXIT_FAIL;
+			}
+			o->handover_fd = (int)fdnum;
+			break;
 		case OPT_CONFIG:
 			o->config_path = optarg;
 			break;
@@ -433,6 +459,7 @@ static int main_load(int argc, char **argv, struct main_opts *o, char *err, size
 	    .tls_mode = "off",
 	    .lim = {.handshake_timeout = CONN_DEFAULT_HANDSHAKE_TIMEOUT},
 	    .log_level = SAY_INFO,
+	    .handover_fd = -1,
 	};
 	if ((r = main_scan_args(argc, argv, o, err, errlen)) != MAIN_RUN)
 		return o->check_config && r != MAIN_EXIT_OK ? MAIN_EXIT_CONFIG : r;
@@ -603,6 +630,22 @@ close_dev:
 	return NULL;
 }
 
+/* `cowctl upgrade` in progress: the control thread that asked waits on
+ * cond; the loop thread pauses the server; main_handover runs between two
+ * loop runs and says how it went.  lock guards u, h, done, result. */
+struct main_upgrade {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	ev_async ask;              /* control thread → loop: pause now */
+	struct control_upgrade *u; /* the request, NULL: none */
+	struct handover *h;        /* the new process, offered and accepted */
+	bool done;                 /* the control thread may return */
+	int result;                /* 0 or -errno (u->msg) */
+	double t_pause;            /* monotonic ms when the pause began */
+	bool handed_over;          /* this process serves no more */
+	bool lost;                 /* rolled back, but the pool would not open again */
+};
+
 /* The running daemon: what main_start makes and main_stop takes down. */
 struct main_daemon {
 	int argc; /* the command line, read again at SIGHUP */
@@ -621,6 +664,10 @@ struct main_daemon {
 	struct service *sv;
 	struct service_fds fds; /* passed by the service manager; -1 once handed on */
 	ev_signal sigterm, sigint, sighup, sigusr1, sigusr2;
+	uint64_t started;    /* unix seconds, for the pool's owner record */
+	bool stopping;       /* SIGTERM/SIGINT: no upgrade starts any more */
+	char self[PATH_MAX]; /* the binary running, `cowctl upgrade`'s default */
+	struct main_upgrade up;
 };
 
 /* The options in force and every one a SIGHUP replaced. */
@@ -763,19 +810,28 @@ static size_t main_count_rules(const struct config *cfg)
 	return n;
 }
 
-/* Event loop, connection server, NBD listeners, then the control socket
- * last: its appearance means "ready to serve".  On failure print one line
- * and return -1; what was made stays in d for main_abort. */
-static int main_start(struct main_daemon *d, const struct main_opts *o)
+static int main_upgrade(void *arg, struct control_upgrade *u);
+static void on_upgrade_ask(struct ev_loop *loop, ev_async *w, int revents);
+
+/* The event loop and an NBD server on it with the settings o gives (no
+ * listener yet).  0, or -1 after one line. */
+static int main_new_server(struct main_daemon *d, const struct main_opts *o)
 {
 	bool require = !strcmp(o->tls_mode, "require");
-	char err[256];
 
-	d->loop = ev_default_loop(EVFLAG_AUTO);
+	/* Not libev's default loop: that one reaps every child on SIGCHLD,
+	 * and an upgrade waits for its own child to say how it ended. */
+	if (!d->loop)
+		d->loop = ev_loop_new(EVFLAG_AUTO);
 	d->srv = d->loop ? conn_server_new(d->loop, d->st) : NULL;
 	if (!d->srv) {
 		say_error("cannot start the event loop");
 		return -1;
+	}
+	if (!ev_is_active(&d->up.ask)) {
+		ev_async_init(&d->up.ask, on_upgrade_ask);
+		d->up.ask.data = d;
+		ev_async_start(d->loop, &d->up.ask);
 	}
 	conn_server_set_limits(d->srv, &o->lim);
 	conn_server_set_access(d->srv, o->cfg);
@@ -787,6 +843,18 @@ static int main_start(struct main_daemon *d, const struct main_opts *o)
 		say_info("TLS %s: %s", require ? "required" : "allowed",
 		         tls_creds_describe(d->creds));
 	}
+	return 0;
+}
+
+/* Event loop, connection server, NBD listeners, then the control socket
+ * last: its appearance means "ready to serve".  On failure print one line
+ * and return -1; what was made stays in d for main_abort. */
+static int main_start(struct main_daemon *d, const struct main_opts *o)
+{
+	char err[256];
+
+	if (main_new_server(d, o) < 0)
+		return -1;
 	if (main_listen(d, o, err, sizeof(err)) < 0)
 		goto fail;
 	if (o->metrics &&
@@ -797,6 +865,7 @@ static int main_start(struct main_daemon *d, const struct main_opts *o)
 	if (main_control(d, o, err, sizeof(err)) < 0)
 		goto fail;
 	control_set_clients_fn(d->ctl, main_clients, d->srv);
+	control_set_upgrade_fn(d->ctl, main_upgrade, d);
 	return 0;
 
 fail:
@@ -825,6 +894,7 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	struct main_daemon *d = w->data;
 
 	say_info("signal %d: finishing in-flight requests and shutting down", w->signum);
+	d->stopping = true;
 	service_stopping(d->sv);
 	conn_server_stop(d->srv);
 }
@@ -1058,6 +1128,370 @@ static int main_test_faults(struct main_daemon *d)
 	return 0;
 }
 
+/* ---- upgrades: handing over to a new process -------------------------------
+ * (docs/ARCHITECTURE.md, "Upgrades without downtime").  The control thread
+ * that runs `upgrade` starts the new binary and waits for its offer while
+ * this process serves on (main_upgrade); the loop thread then pauses the
+ * NBD server (on_upgrade_ask); once every connection is quiet the loop
+ * returns and main_handover, on the main thread, takes everything apart,
+ * closes the store and hands over, or, when the new process fails, opens
+ * the store again and carries on with the same sockets (main_resume). */
+
+#define MAIN_PAUSE_SECS 10.0 /* in-flight requests must finish within this */
+
+static double main_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* TEST ONLY (docs/TESTING.md): COWBD_TEST_HANDOVER=STAGE kills this
+ * process at STAGE of a handover, as kill -9 would. */
+static void main_handover_fault(const char *stage)
+{
+	const char *f = getenv("COWBD_TEST_HANDOVER");
+
+	if (f && !strcmp(f, stage)) {
+		say_warn("TEST FAULT: killed at handover stage %s", stage);
+		raise(SIGKILL);
+	}
+}
+
+/* The binary this daemon runs, as a path that names the file there now (a
+ * package upgrade replaces it: /proc/self/exe then reads "... (deleted)"). */
+static void main_find_self(struct main_daemon *d)
+{
+	ssize_t n = readlink("/proc/self/exe", d->self, sizeof(d->self) - 1);
+	size_t k;
+
+	d->self[n > 0 ? n : 0] = '\0';
+	k = strlen(d->self);
+	if (k > 10 && !strcmp(d->self + k - 10, " (deleted)"))
+		d->self[k - 10] = '\0';
+}
+
+/* The identity of the pool file or device at path.  0 or -1 (errno). */
+static int main_pool_id(const char *path, struct handover_pool *out)
+{
+	struct stat sb;
+
+	if (stat(path, &sb) < 0)
+		return -1;
+	out->dev = sb.st_rdev ? (uint64_t)sb.st_rdev : (uint64_t)sb.st_dev;
+	out->ino = sb.st_rdev ? 0 : (uint64_t)sb.st_ino;
+	return 0;
+}
+
+/* The upgrade is over: wake the control thread with result r. */
+static void main_upgrade_done(struct main_daemon *d, int r)
+{
+	pthread_mutex_lock(&d->up.lock);
+	d->up.result = r;
+	d->up.done = true;
+	d->up.h = NULL;
+	pthread_cond_broadcast(&d->up.cond);
+	pthread_mutex_unlock(&d->up.lock);
+}
+
+/* control_upgrade_fn, on a control thread. */
+static int main_upgrade(void *arg, struct control_upgrade *u)
+{
+	struct main_daemon *d = arg;
+	const char *bin = u->binary[0] ? u->binary : d->self;
+	struct store_stats ss;
+	struct handover *h;
+	int r;
+
+	u->old_pid = (int)getpid();
+	store_get_stats(d->st, &ss);
+	say_info("upgrade: starting %s", bin);
+	h = handover_spawn(bin, d->argv, ss.format_version, u->msg, sizeof(u->msg));
+	if (!h) {
+		say_error("upgrade refused, nothing stopped: %s", u->msg);
+		return -ECANCELED;
+	}
+	pthread_mutex_lock(&d->up.lock);
+	d->up.u = u;
+	d->up.h = h;
+	d->up.done = false;
+	pthread_mutex_unlock(&d->up.lock);
+	ev_async_send(d->loop, &d->up.ask);
+	pthread_mutex_lock(&d->up.lock);
+	while (!d->up.done)
+		pthread_cond_wait(&d->up.cond, &d->up.lock);
+	r = d->up.result;
+	d->up.u = NULL;
+	pthread_mutex_unlock(&d->up.lock);
+	return r;
+}
+
+/* The loop: a control thread asks for a pause. */
+static void on_upgrade_ask(struct ev_loop *loop, ev_async *w, int revents)
+{
+	struct main_daemon *d = w->data;
+
+	say_info("upgrade: pausing %u connection(s): no new request is read",
+	         conn_server_count(d->srv));
+	d->up.t_pause = main_now_ms();
+	conn_server_pause(d->srv, MAIN_PAUSE_SECS);
+}
+
+/* A server on the loop for the store, serving what ho holds (paused):
+ * the old process rolling back, or the new one taking over.  ho is
+ * emptied.  0, or -1 after one line in err. */
+static int main_adopt(struct main_daemon *d, struct conn_handoff *ho, unsigned *closed, char *err,
+                      size_t errlen)
+{
+	int r;
+
+	if (main_new_server(d, d->o) < 0) {
+		snprintf(err, errlen, "cannot start the event loop");
+		conn_handoff_free(ho, true);
+		return -1;
+	}
+	r = conn_server_attach(d->srv, ho, closed);
+	conn_handoff_free(ho, false); /* the fds are the server's now */
+	if (r) {
+		snprintf(err, errlen, "too many listeners handed over");
+		return -1;
+	}
+	if (d->o->metrics &&
+	    !(d->metrics = metrics_start(d->o->metrics, d->st, d->srv, err, errlen)))
+		return -1;
+	return 0;
+}
+
+/* The new process failed: serve on with the same sockets.  0, or -1 when
+ * the pool cannot be opened again (then nothing is served: exit). */
+static int main_resume(struct main_daemon *d, struct conn_handoff *ho, struct sockets_unix *ctl)
+{
+	char err[256];
+	unsigned closed;
+
+	d->st = pool_open(d->o->pool, 0, d->o->checkpoint_bytes, d->started);
+	if (!d->st) {
+		conn_handoff_free(ho, true);
+		close(ctl->fd);
+		return -1;
+	}
+	if (main_adopt(d, ho, &closed, err, sizeof(err)) < 0)
+		say_error("upgrade: rolling back: %s", err);
+	control_set_store(d->ctl, d->st);
+	control_set_clients_fn(d->ctl, main_clients, d->srv);
+	control_take_back(d->ctl, ctl);
+	d->sv = service_new();
+	if (d->sv)
+		service_start(d->sv, d->loop, d->st, d->srv);
+	conn_server_resume(d->srv);
+	if (closed)
+		say_warn("upgrade: %u connection(s) could not be carried on", closed);
+	return 0;
+}
+
+/* Everything quiet: take the daemon apart and hand it to up.h.  Returns 1
+ * when handed over (exit now), 0 to serve on (the new process failed and
+ * everything is back), -1 when nothing can be served any more. */
+static int main_hand_off(struct main_daemon *d, struct control_upgrade *u)
+{
+	struct sockets_unix ctl = {.fd = -1};
+	struct handover_pool pool;
+	struct conn_handoff ho;
+	double t1 = main_now_ms(), t2, t3;
+	int r;
+
+	u->drain_ms = t1 - d->up.t_pause;
+	errno = 0;
+	if (main_pool_id(d->o->pool, &pool) < 0 || conn_server_detach(d->srv, &ho)) {
+		snprintf(u->msg, sizeof(u->msg), "pool %s: %s", d->o->pool,
+		         errno ? strerror(errno) : "out of memory");
+		conn_server_resume(d->srv);
+		return 0;
+	}
+	main_handover_fault("paused");
+	control_hand_off(d->ctl, &ctl);
+	service_free(d->sv);
+	d->sv = NULL;
+	metrics_stop(d->metrics);
+	d->metrics = NULL;
+	store_close(d->st); /* flush, checkpoint, the pool's lock released */
+	d->st = NULL;
+	conn_server_free(d->srv);
+	d->srv = NULL;
+	t2 = main_now_ms();
+	r = handover_send(d->up.h, &pool, &ho, &ctl, &u->carried, &u->closed, u->msg,
+	                  sizeof(u->msg));
+	main_handover_fault("sent");
+	t3 = main_now_ms();
+	if (r == 0) {
+		const struct handover_offer *of = handover_offered(d->up.h);
+
+		u->new_pid = (int)of->pid;
+		snprintf(u->version, sizeof(u->version), "%s", of->cowbd);
+		u->close_ms = t2 - t1;
+		u->takeover_ms = t3 - t2;
+		u->pause_ms = t3 - d->up.t_pause;
+		u->closed += ho.closed;
+		service_main_pid(of->pid);
+		handover_commit(d->up.h);
+		say_info(
+		    "upgrade: handed over to pid %d (cowbd %s): %u connection(s) carried on, "
+		    "%u closed; clients paused %.1f ms (drain %.1f, close %.1f, takeover %.1f)",
+		    u->new_pid, u->version, u->carried, u->closed, u->pause_ms, u->drain_ms,
+		    u->close_ms, u->takeover_ms);
+		control_set_store(d->ctl, NULL);
+		control_set_clients_fn(d->ctl, NULL, NULL);
+		conn_handoff_free(&ho, true); /* our copies; the sockets live on there */
+		close(ctl.fd);
+		return 1;
+	}
+	say_error("upgrade failed, serving on: %s", u->msg);
+	handover_abort(d->up.h);
+	if (main_resume(d, &ho, &ctl) < 0) {
+		snprintf(u->msg + strlen(u->msg), sizeof(u->msg) - strlen(u->msg),
+		         "; and the pool cannot be opened again: stopping");
+		d->up.lost = true;
+		return -1;
+	}
+	return 0;
+}
+
+/* Between two runs of the loop: an upgrade's pause is over (or it could
+ * not happen).  1: handed over; 0: serve on; -1: stop. */
+static int main_handover(struct main_daemon *d)
+{
+	struct control_upgrade *u;
+	int r = 0;
+
+	pthread_mutex_lock(&d->up.lock);
+	u = d->up.u;
+	pthread_mutex_unlock(&d->up.lock);
+	if (!u || d->up.done)
+		return -1; /* the loop ended because the daemon stops */
+	if (d->stopping) {
+		snprintf(u->msg, sizeof(u->msg), "cowbd is stopping");
+		conn_server_resume(d->srv); /* the stop drains the connections */
+		handover_abort(d->up.h);
+		main_upgrade_done(d, -ESHUTDOWN);
+		return conn_server_count(d->srv) ? 0 : -1;
+	}
+	if (!conn_server_quiet(d->srv)) {
+		snprintf(
+		    u->msg, sizeof(u->msg),
+		    "in-flight requests did not finish within %.0f s (a client not reading its "
+		    "replies?); nothing stopped",
+		    MAIN_PAUSE_SECS);
+		say_error("upgrade: %s", u->msg);
+		conn_server_resume(d->srv);
+		handover_abort(d->up.h);
+		main_upgrade_done(d, -ETIMEDOUT);
+		return 0;
+	}
+	r = main_hand_off(d, u);
+	if (r == 1)
+		d->up.handed_over = true;
+	main_upgrade_done(d, r == 1 ? 0 : -ECANCELED);
+	return r;
+}
+
+/* Serve until stopped or handed over: 1 handed over, -1 stopped. */
+static int main_serve(struct main_daemon *d)
+{
+	int r;
+
+	do {
+		main_run(d);
+		r = main_handover(d);
+	} while (r == 0);
+	return r;
+}
+
+/* The new process gives up before COMMIT: let go of everything without
+ * touching a socket (no shutdown, no byte sent: the old process serves
+ * them on) and close the store. */
+static void main_let_go(struct main_daemon *d)
+{
+	struct conn_handoff ho;
+
+	if (d->srv && !conn_server_detach(d->srv, &ho))
+		conn_handoff_free(&ho, true);
+	metrics_stop(d->metrics);
+	store_close(d->st);
+	conn_server_free(d->srv);
+	if (d->loop)
+		ev_loop_destroy(d->loop);
+}
+
+/* The new process's side: take over from the old one on fd, after the
+ * configuration and TLS are loaded.  MAIN_RUN: serving (paused until the
+ * loop runs); else the exit status, with the store and server gone. */
+static int main_take_over(struct main_daemon *d)
+{
+	int fd = d->o->handover_fd;
+	struct handover_pool pool, ours;
+	struct sockets_unix ctl;
+	struct conn_handoff ho;
+	unsigned closed = 0;
+	char err[256];
+	const char *fault = getenv("COWBD_TEST_HANDOVER");
+
+	fcntl(fd, F_SETFD, FD_CLOEXEC); /* never passed on to a later upgrade */
+	if (handover_offer(fd, FMT_VERSION) < 0 ||
+	    handover_receive(fd, &pool, &ho, &ctl, err, sizeof(err)) < 0) {
+		say_error("cannot take over: %s", err);
+		return MAIN_EXIT_FAIL;
+	}
+	say_info("taking over %zu connection(s) and %u listener(s)", ho.nconns, ho.nlst);
+	if (main_pool_id(d->o->pool, &ours) < 0 || ours.dev != pool.dev || ours.ino != pool.ino) {
+		snprintf(err, sizeof(err),
+		         "the configuration names another pool (%s) than the one served",
+		         d->o->pool);
+		conn_handoff_free(&ho, true);
+		close(ctl.fd);
+		goto fail;
+	}
+	if (fault && !strcmp(fault, "refuse-pool")) {
+		say_warn("TEST FAULT: refusing the pool");
+		errno = EPROTO;
+	} else {
+		d->st = pool_open(d->o->pool, 0, d->o->checkpoint_bytes, d->started);
+	}
+	if (!d->st) {
+		snprintf(err, sizeof(err), "cannot open pool %s (the log says why)", d->o->pool);
+		conn_handoff_free(&ho, true);
+		close(ctl.fd);
+		goto fail;
+	}
+	if (main_adopt(d, &ho, &closed, err, sizeof(err)) < 0)
+		goto fail;
+	if (handover_ready(fd, conn_server_count(d->srv), closed) < 0) {
+		close(ctl.fd);
+		main_let_go(d);
+		say_info("handover aborted by the old process: exiting");
+		return MAIN_EXIT_OK;
+	}
+	close(fd);
+	d->ctl = ctl.fd >= 0 ? control_start_sock(d->st, &ctl, err, sizeof(err)) : NULL;
+	if (ctl.fd >= 0 && !d->ctl)
+		say_error("control socket: %s", err); /* serve the clients anyway */
+	if (d->ctl) {
+		control_set_clients_fn(d->ctl, main_clients, d->srv);
+		control_set_upgrade_fn(d->ctl, main_upgrade, d);
+	}
+	service_start(d->sv, d->loop, d->st, d->srv);
+	conn_server_resume(d->srv);
+	say_info("took over: serving %u connection(s) (%u could not be carried on)",
+	         conn_server_count(d->srv), closed);
+	return MAIN_RUN;
+
+fail:
+	say_error("cannot take over: %s", err);
+	handover_fail(fd, err);
+	main_let_go(d);
+	return MAIN_EXIT_FAIL;
+}
+
 /* What main needs before the pool opens: the service manager's state and
  * the sockets it passed (a bad one refused before the pool is touched).
  * 0, or -1 after one line. */
@@ -1106,10 +1540,12 @@ static int main_configure(struct main_daemon *d)
 
 int main(int argc, char **argv)
 {
-	struct main_daemon d = {.argc = argc, .argv = argv};
-	uint64_t started = (uint64_t)time(NULL);
+	struct main_daemon d = {.argc = argc, .argv = argv, .started = (uint64_t)time(NULL)};
 	int r;
 
+	main_find_self(&d);
+	pthread_mutex_init(&d.up.lock, NULL);
+	pthread_cond_init(&d.up.cond, NULL);
 	if ((r = main_configure(&d)) != MAIN_RUN || main_load_tls(d.o, &d.creds) < 0) {
 		main_free_opts(&d);
 		return r != MAIN_RUN ? r : 1;
@@ -1121,9 +1557,19 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	main_ignore_signals();
+	if (d.o->handover_fd >= 0) {
+		r = main_take_over(&d);
+		if (r != MAIN_RUN) {
+			service_free(d.sv);
+			tls_creds_free(d.creds);
+			main_free_opts(&d);
+			return r;
+		}
+		goto serve;
+	}
 	service_status(d.sv, "opening pool %s (recovering its log if it was not closed cleanly)",
 	               d.o->pool);
-	d.st = pool_open(d.o->pool, d.o->create_size, d.o->checkpoint_bytes, started);
+	d.st = pool_open(d.o->pool, d.o->create_size, d.o->checkpoint_bytes, d.started);
 	if (!d.st) {
 		service_status(d.sv, "failed to open pool %s", d.o->pool);
 		service_fds_close(&d.fds);
@@ -1137,7 +1583,10 @@ int main(int argc, char **argv)
 		main_abort(&d);
 		return 1;
 	}
-	main_run(&d);
+serve:
+	r = main_serve(&d);
 	main_stop(&d);
-	return 0;
+	if (r == 1)
+		say_info("handed over: exiting");
+	return d.up.lost ? 1 : 0;
 }

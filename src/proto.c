@@ -668,6 +668,109 @@ void proto_tls_started(struct proto *p)
 	meta_clear(p);
 }
 
+/* ---- handover: saving and restoring what was negotiated ------------- */
+
+void proto_save(const struct proto *p, struct proto_state *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->phase = p->phase;
+	out->no_zeroes = p->no_zeroes;
+	out->structured = p->structured;
+	out->extended = p->extended;
+	out->size = p->exp.size;
+	out->tflags = p->tflags;
+	out->read_only = p->exp.read_only;
+	out->meta_alloc = p->meta_alloc;
+	out->meta_depth = p->meta_depth != NULL;
+	if (p->meta_dirty)
+		memcpy(out->meta_dirty, p->meta_dirty_name, sizeof(out->meta_dirty));
+	memcpy(out->meta_name, p->meta_name, sizeof(out->meta_name));
+}
+
+/* Open again, on export handle, the contexts s selected.  0 or -ESTALE. */
+static int meta_restore(struct proto *p, void *handle, const struct proto_state *s)
+{
+	p->meta_alloc = s->meta_alloc;
+	if (s->meta_depth && p->meta_ops->open(p->ctx, handle, NULL, &p->meta_depth))
+		return -ESTALE;
+	if (s->meta_dirty[0]) {
+		if (p->meta_ops->open(p->ctx, handle, s->meta_dirty, &p->meta_dirty))
+			return -ESTALE;
+		memcpy(p->meta_dirty_name, s->meta_dirty, sizeof(p->meta_dirty_name));
+	}
+	memcpy(p->meta_name, s->meta_name, sizeof(p->meta_name));
+	return 0;
+}
+
+/* The selection s made in the option phase, for export s->meta_name. */
+static int meta_restore_named(struct proto *p, const struct proto_state *s)
+{
+	struct proto_export e = {0};
+	int err;
+
+	if (!s->meta_alloc && !s->meta_depth && !s->meta_dirty[0])
+		return 0;
+	if (!p->meta_ops || !p->structured || p->ops->open(p->ctx, s->meta_name, &e))
+		return -ESTALE;
+	err = meta_restore(p, e.handle, s);
+	p->ops->close(p->ctx, e.handle);
+	return err;
+}
+
+/* Transmission: export name again, told exactly as before. */
+static int restore_transmission(struct proto *p, const char *name, const struct proto_state *s)
+{
+	bool any = s->meta_alloc || s->meta_depth || s->meta_dirty[0];
+	struct proto_export e = {0};
+	int err = p->ops->open(p->ctx, name, &e);
+
+	if (err)
+		return err == -ENOENT ? -ESTALE : err;
+	if (e.size != s->size || e.read_only != s->read_only)
+		goto stale;
+	if (any) {
+		/* In transmission contexts are only ever this export's
+		 * (enter_transmission dropped any others). */
+		if (!p->structured || !p->meta_ops || strcmp(name, s->meta_name) ||
+		    meta_restore(p, e.handle, s))
+			goto stale;
+	}
+	enter_transmission(p, &e, name);
+	if (p->tflags != s->tflags) {
+		proto_fini(p);
+		return -ESTALE;
+	}
+	return 0;
+stale:
+	meta_clear(p);
+	p->ops->close(p->ctx, e.handle);
+	return -ESTALE;
+}
+
+int proto_restore(struct proto *p, const char *name, const struct proto_state *s)
+{
+	int err;
+
+	if (s->phase != PROTO_CLIENT_FLAGS && s->phase != PROTO_OPTIONS &&
+	    s->phase != PROTO_TRANSMISSION)
+		return -EPROTO;
+	if (s->extended && !s->structured)
+		return -EPROTO;
+	if (memchr(s->meta_dirty, 0, sizeof(s->meta_dirty)) == NULL ||
+	    memchr(s->meta_name, 0, sizeof(s->meta_name)) == NULL)
+		return -EPROTO;
+	p->no_zeroes = s->no_zeroes;
+	p->structured = s->structured;
+	p->extended = s->extended;
+	if (s->phase == PROTO_TRANSMISSION)
+		return restore_transmission(p, name, s);
+	p->phase = s->phase;
+	err = meta_restore_named(p, s);
+	if (err)
+		meta_clear(p);
+	return err;
+}
+
 static int option(struct proto *p, uint32_t opt, const uint8_t *d, uint32_t n,
                   struct proto_buf *out)
 {

@@ -305,6 +305,12 @@ void service_reloaded(struct service *sv)
 		service_send_status(sv, "READY=1\n");
 }
 
+void service_main_pid(int pid)
+{
+	if (getenv("NOTIFY_SOCKET"))
+		sd_notifyf(0, "MAINPID=%d\nSTATUS=handed over to pid %d", pid, pid);
+}
+
 void service_stopping(struct service *sv)
 {
 	if (!sv->notify)

@@ -44,7 +44,8 @@ static struct {
 	bool wait, status, stop, any;
 	uint64_t rate; /* bytes per second; 0: the daemon's default */
 } cowctl_scrub_opt;
-static bool cowctl_shrink; /* volume resize --shrink */
+static bool cowctl_shrink;        /* volume resize --shrink */
+static const char *cowctl_binary; /* upgrade --binary */
 
 static void cowctl_usage(FILE *f)
 {
@@ -84,6 +85,11 @@ static void cowctl_usage(FILE *f)
 	      "                              it with a progress line, print its report\n"
 	      "  scrub --status              the running or last pass and what it found\n"
 	      "  scrub --stop                stop the running pass\n"
+	      "  upgrade [--binary PATH]     hand the daemon, its listeners and every live\n"
+	      "                              NBD connection to a new cowbd process (PATH,\n"
+	      "                              default: the binary the daemon was started\n"
+	      "                              from, as it is on disk now); clients pause,\n"
+	      "                              nothing drops; on failure the old one serves on\n"
 	      "  help                        this text\n"
 	      "\n"
 	      "options:\n"
@@ -970,6 +976,24 @@ static void cowctl_hide_negatives(int argc, char **argv, bool hide)
 	}
 }
 
+/* The upgrade's outcome: who serves now and how long clients waited. */
+static void cowctl_print_upgrade(json_t *u)
+{
+	double pause = json_number_value(json_object_get(u, "pause_ms"));
+
+	printf("upgraded: pid %" PRIu64 " handed over to pid %" PRIu64 " (cowbd %s)\n",
+	       cowctl_u64(u, "old_pid"), cowctl_u64(u, "pid"),
+	       json_string_value(json_object_get(u, "version"))
+	           ? json_string_value(json_object_get(u, "version"))
+	           : "?");
+	printf("connections: %" PRIu64 " carried on, %" PRIu64 " closed (TLS)\n",
+	       cowctl_u64(u, "carried"), cowctl_u64(u, "closed"));
+	printf("clients paused %.1f ms (drain %.1f, close %.1f, takeover %.1f)\n", pause,
+	       json_number_value(json_object_get(u, "drain_ms")),
+	       json_number_value(json_object_get(u, "close_ms")),
+	       json_number_value(json_object_get(u, "takeover_ms")));
+}
+
 static int cowctl_version(void)
 {
 	if (cowctl_json) {
@@ -997,6 +1021,7 @@ int main(int argc, char **argv)
 	    {"status", no_argument, NULL, 'S'},
 	    {"stop", no_argument, NULL, 'X'},
 	    {"rate", required_argument, NULL, 'R'},
+	    {"binary", required_argument, NULL, 'B'}, /* upgrade's */
 	    {NULL, 0, NULL, 0},
 	};
 	const char *cmd;
@@ -1036,6 +1061,9 @@ int main(int argc, char **argv)
 			cowctl_scrub_opt.rate = cowctl_parse_rate(optarg);
 			cowctl_scrub_opt.any = true;
 			break;
+		case 'B':
+			cowctl_binary = optarg;
+			break;
 		case ':':
 			cowctl_die(COWCTL_USAGE, "option %s needs an argument", argv[optind - 1]);
 		default:
@@ -1068,6 +1096,8 @@ int main(int argc, char **argv)
 	}
 	if (cowctl_shrink && (strcmp(cmd, "volume") || !argc || strcmp(argv[0], "resize")))
 		cowctl_die(COWCTL_USAGE, "--shrink is an option of volume resize");
+	if (cowctl_binary && strcmp(cmd, "upgrade"))
+		cowctl_die(COWCTL_USAGE, "--binary is an option of upgrade");
 	if (!strcmp(cmd, "scrub"))
 		return cowctl_scrub(argc, argv);
 	if (!strcmp(cmd, "compact"))
@@ -1131,6 +1161,14 @@ int main(int argc, char **argv)
 			cowctl_print_json(json_object_get(res, "extents"));
 		else
 			cowctl_print_diff(res);
+	} else if (!strcmp(cmd, "upgrade")) {
+		cowctl_need(argc, 0, 0, "upgrade", "no arguments but --binary PATH");
+		req = cowctl_req("upgrade");
+		if (cowctl_binary)
+			json_object_set_new(req, "binary", json_string(cowctl_binary));
+		res = cowctl_run(req);
+		if (!cowctl_json)
+			cowctl_print_upgrade(json_object_get(res, "upgrade"));
 	} else if (!strcmp(cmd, "checkpoint")) {
 		cowctl_need(argc, 0, 0, "checkpoint", "no arguments");
 		res = cowctl_run(cowctl_req("checkpoint"));
