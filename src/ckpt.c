@@ -491,7 +491,8 @@ void ckpt_wait(struct store *st)
 
 /* ---- loading ----------------------------------------------------------- */
 
-/* tree_load's reader: one node block, validated. */
+/* The node cache's reader: one node block, validated.  Any thread (a
+ * reader thread meeting a node not in memory, or the opener). */
 static int read_node(void *arg, uint64_t addr, struct fmt_node *out)
 {
 	struct store *st = arg;
@@ -530,14 +531,16 @@ static int read_record(struct store *st, const struct fmt_summary *sum, uint64_t
 	return 0;
 }
 
-/* Make the record's volumes and load their trees. */
+/* Make the record's volumes and load their trees (into the pool's node
+ * cache, made here: every open loads a checkpoint). */
 static int load_volumes(struct store *st, const struct fmt_ckpt *h, const struct fmt_vol *fv,
                         const char **why)
 {
-	struct tree_loader *ld = tree_loader_new(st->a, read_node, st);
 	int err = 0;
 
-	if (!ld)
+	if (!st->nc)
+		st->nc = tree_cache_new(st->a, read_node, st);
+	if (!st->nc)
 		return -ENOMEM;
 	for (uint64_t i = 0; i < h->nvols && !err; i++, fv++) {
 		if (!memchr(fv->name, 0, sizeof(fv->name)) || vtab_find_id(st, fv->id) ||
@@ -554,11 +557,10 @@ static int load_volumes(struct store *st, const struct fmt_ckpt *h, const struct
 		v->parent_id = fv->parent;
 		v->origin_id = fv->origin;
 		vtab_link(st, v);
-		err = tree_load(ld, &v->tree, fv->root, fv->levels);
+		err = tree_load(st->nc, &v->tree, fv->root, fv->levels);
 		if (err == -EILSEQ)
 			*why = "damaged block tree node (checksum, address or level)";
 	}
-	tree_loader_free(ld);
 	return err;
 }
 

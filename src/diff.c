@@ -10,10 +10,11 @@
  * names, never during a walk.  Walks run in RCU read-side sections of
  * bounded work (DIFF_SPAN blocks, DIFF_BATCH extents, or one BLOCK_STATUS
  * request); a section that overlapped a compactor's re-pointing is walked
- * again (tree_read_retry).  The records compared are kept alive by
- * handles (attaches), not by locks: an origin chain above an attached
- * clone needs none, since a snapshot with clones and a volume with
- * snapshots cannot be deleted.
+ * again (tree_read_retry), and so is one that met a node the writer
+ * replaced while it was read from disk (-ESTALE).  The records compared
+ * are kept alive by handles (attaches), not by locks: an origin chain
+ * above an attached clone needs none, since a snapshot with clones and a
+ * volume with snapshots cannot be deleted.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -107,9 +108,9 @@ static uint64_t diff_section(const struct tree *a, const struct tree *b, uint64_
 		bt->stop = hi;
 		urcu_memb_read_lock();
 		*err = tree_diff(a, b, lo, hi, batch_add, bt, visits);
-		again = tree_read_retry(a, sa) || tree_read_retry(b, sb);
+		again = tree_read_retry(a, sa) || tree_read_retry(b, sb) || *err == -ESTALE;
 		urcu_memb_read_unlock();
-	} while (again && *err >= 0);
+	} while (again && (*err >= 0 || *err == -ESTALE));
 	if (*err < 0)
 		return 0;
 	*err = 0;
@@ -384,9 +385,10 @@ int store_status_map(struct store_status *s, uint64_t off, uint64_t len, struct 
 			err = tree_diff(other, &v->tree, lo, hi, dirty_run, &x, NULL);
 		else
 			err = tree_depth(s->chain, s->n, lo, hi, depth_run, &x);
-		again = tree_read_retry(&v->tree, sa) || tree_read_retry(other, sb);
+		again =
+		    tree_read_retry(&v->tree, sa) || tree_read_retry(other, sb) || err == -ESTALE;
 		urcu_memb_read_unlock();
-	} while (again && err >= 0);
+	} while (again && (err >= 0 || err == -ESTALE));
 	if (err < 0)
 		return err;
 	if (!err && s->since)

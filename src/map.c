@@ -2,6 +2,7 @@
  * at half full, reset in O(1) by generation (see map.h).  Used by
  * single-threaded store code only. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,9 +13,14 @@ static int used(const struct map *m, size_t i)
 	return m->gens[i] == m->gen;
 }
 
+static size_t home(const struct map *m, uint64_t k)
+{
+	return (size_t)(k * 0x9E3779B97F4A7C15ull) & (m->cap - 1);
+}
+
 static size_t map_slot(const struct map *m, uint64_t k)
 {
-	size_t h = (size_t)(k * 0x9E3779B97F4A7C15ull) & (m->cap - 1);
+	size_t h = home(m, k);
 	while (used(m, h) && m->keys[h] != k)
 		h = (h + 1) & (m->cap - 1);
 	return h;
@@ -63,6 +69,31 @@ int map_put(struct map *m, uint64_t k, void *v)
 	m->vals[h] = v;
 	m->gens[h] = m->gen;
 	return 0;
+}
+
+bool map_del(struct map *m, uint64_t k)
+{
+	size_t hole, j;
+
+	if (!m->cap)
+		return false;
+	hole = map_slot(m, k);
+	if (!used(m, hole))
+		return false;
+	/* Backward shift: an entry after the hole whose home is not in
+	 * (hole, j] would be cut off from it, so it moves into the hole. */
+	for (j = (hole + 1) & (m->cap - 1); used(m, j); j = (j + 1) & (m->cap - 1)) {
+		size_t h = home(m, m->keys[j]);
+		bool stays = hole <= j ? hole < h && h <= j : hole < h || h <= j;
+		if (stays)
+			continue;
+		m->keys[hole] = m->keys[j];
+		m->vals[hole] = m->vals[j];
+		hole = j;
+	}
+	m->gens[hole] = 0; /* gen is never 0 */
+	m->n--;
+	return true;
 }
 
 void map_reset(struct map *m)

@@ -6,6 +6,7 @@
  * Not thread-safe; O(1) expected per operation. */
 #ifndef COWBD_MAP_H
 #define COWBD_MAP_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,6 +22,8 @@ struct map {
 void *map_get(const struct map *m, uint64_t k);
 /* Insert or replace; 0 or -ENOMEM. */
 int map_put(struct map *m, uint64_t k, void *v);
+/* Remove k; whether it was there. */
+bool map_del(struct map *m, uint64_t k);
 /* Forget every entry in O(1), keeping the memory. */
 void map_reset(struct map *m);
 /* Forget everything, keep nothing allocated. */

@@ -152,8 +152,9 @@ static struct volume scrub_ident(const struct volume *v)
 
 /* Look up the next blocks of volume id from *lba on: the ones not yet
  * read go to s->blk, damaged ones already read are reported under this
- * volume's name too.  Caller holds rcu_read_lock.  Returns 0, or -ENOENT
- * when the volume is gone. */
+ * volume's name too.  Caller holds rcu_read_lock.  Returns 0, -ENOENT
+ * when the volume is gone, or -EIO/-EILSEQ/-ENOMEM when a tree node not in
+ * memory cannot be read (the cache logs which; the pass ends). */
 static int scrub_lookup(struct scrub *s, uint64_t id, uint64_t *lba)
 {
 	struct store *st = s->st;
@@ -168,16 +169,23 @@ static int scrub_lookup(struct scrub *s, uint64_t id, uint64_t *lba)
 	vtab_full_name(st, v, s->name, sizeof(s->name));
 	uint64_t end = (v->size + FMT_BLOCK - 1) / FMT_BLOCK;
 	unsigned looked = 0;
-	while (*lba < end && s->n < SCRUB_CHUNK && looked < SCRUB_WALK) {
+	int err = 0;
+	while (*lba < end && s->n < SCRUB_CHUNK && looked < SCRUB_WALK && !err) {
 		bool mapped;
-		uint64_t run = tree_run(&v->tree, *lba, end - *lba, &mapped);
+		uint64_t run;
+		err = tree_run(&v->tree, *lba, end - *lba, &run, &mapped);
+		if (err)
+			break;
 		looked++;
 		if (!mapped) {
 			*lba += run;
 			continue;
 		}
 		for (uint64_t k = 0; k < run && s->n < SCRUB_CHUNK && looked < SCRUB_WALK; k++) {
-			uint64_t phys = tree_lookup(&v->tree, *lba);
+			uint64_t phys;
+			err = tree_lookup(&v->tree, *lba, false, &phys);
+			if (err)
+				break;
 			looked++;
 			if (phys) {
 				assert(phys < s->nblocks);
@@ -193,10 +201,10 @@ static int scrub_lookup(struct scrub *s, uint64_t id, uint64_t *lba)
 			(*lba)++;
 		}
 	}
-	if (*lba >= end)
+	if (*lba >= end && !err)
 		*lba = UINT64_MAX; /* done */
 	pthread_mutex_unlock(&st->vt.lock);
-	return 0;
+	return err;
 }
 
 /* Scrub one chunk of volume id from *lba (UINT64_MAX afterwards when the

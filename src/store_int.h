@@ -104,6 +104,9 @@ struct store {
 	struct blkdev *dev; /* what io runs on; closed by store_close */
 	uint64_t nsegs;
 	bool read_only;
+	/* The trees' node cache (tree.h): made by ckpt_load, freed by
+	 * store_dealloc; tree.c guards what is inside. */
+	struct tree_cache *nc;
 	/* Log thread (or the single-threaded opener) only. */
 	struct alloc *a;
 	struct log *log;

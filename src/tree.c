@@ -1,9 +1,14 @@
 /* tree.c — per-volume copy-on-write radix block tree, shared between a
- * volume, its snapshots and clones by node reference counts.  Layer: under
- * store, beside alloc (whose block references it maintains) and log (which
- * stores its nodes at checkpoints).  Locks: none; one writer thread, RCU
- * readers (see tree.h for the rules). */
+ * volume, its snapshots and clones by node reference counts, and the node
+ * cache that finds a node by its on-disk address and reads the ones not in
+ * memory.  Layer: under store, beside alloc (whose block references it
+ * maintains) and log (which stores its nodes at checkpoints).  Locks: one
+ * writer thread and RCU readers (see tree.h for the rules); the cache's
+ * mutex guards its two maps and every store to a child slot of a node
+ * readers can reach, so that a reader publishing a child it loaded never
+ * undoes the writer's change to that slot. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,56 +33,373 @@ unsigned tree_levels_for(uint64_t nblocks)
 	return 0;
 }
 
-uint64_t tree_lookup(const struct tree *t, uint64_t lba)
+/* ---- the node cache ---------------------------------------------------- */
+
+/* A node not in memory: what its object held that its image does not
+ * (until step 2 keeps counts on disk). */
+struct away {
+	uint64_t total;
+	uint32_t ref;
+};
+
+struct tree_cache {
+	pthread_mutex_t lock; /* nodes, away, last_bad, and child-slot stores */
+	struct map nodes;     /* disk address -> node in memory (written or loaded) */
+	struct map away;      /* disk address -> struct away: a node not in memory */
+	struct alloc *a;
+	tree_read_fn read;
+	void *arg;
+	uint64_t last_bad;      /* the last damaged node logged */
+	uint64_t loads, errors; /* relaxed atomics */
+};
+
+struct tree_cache *tree_cache_new(struct alloc *a, tree_read_fn read, void *arg)
 {
-	const struct tree_node *n = rcu_dereference(t->root);
-	for (unsigned k = t->levels - 1; n && k > 0; k--)
-		n = rcu_dereference(n->child[idx(lba, k)]);
-	if (!n)
-		return 0;
-	return CMM_LOAD_SHARED(n->phys[lba % FMT_FANOUT]);
+	struct tree_cache *nc = calloc(1, sizeof(*nc));
+	if (!nc)
+		return NULL;
+	pthread_mutex_init(&nc->lock, NULL);
+	nc->a = a;
+	nc->read = read;
+	nc->arg = arg;
+	return nc;
 }
 
-uint64_t tree_run(const struct tree *t, uint64_t lba, uint64_t max, bool *mapped)
+void tree_cache_free(struct tree_cache *nc)
+{
+	size_t pos = 0;
+	uint64_t k;
+	void **v;
+
+	if (!nc)
+		return;
+	while ((v = map_next(&nc->away, &pos, &k)))
+		free(*v);
+	map_clear(&nc->away);
+	map_clear(&nc->nodes);
+	pthread_mutex_destroy(&nc->lock);
+	free(nc);
+}
+
+void tree_cache_stats(struct tree_cache *nc, struct tree_cache_stats *out)
+{
+	pthread_mutex_lock(&nc->lock);
+	out->resident = nc->nodes.n;
+	out->away = nc->away.n;
+	pthread_mutex_unlock(&nc->lock);
+	out->loads = __atomic_load_n(&nc->loads, __ATOMIC_RELAXED);
+	out->errors = __atomic_load_n(&nc->errors, __ATOMIC_RELAXED);
+}
+
+static bool addr_ok(const struct alloc *a, uint64_t addr)
+{
+	return addr < alloc_nblocks(a) && alloc_seg_of(addr) != 0;
+}
+
+static struct tree_node *node_new(unsigned level);
+
+/* Log a node that could not be read (once while it keeps failing). */
+static void load_failed(struct tree_cache *nc, uint64_t addr, int err)
+{
+	bool again;
+
+	__atomic_fetch_add(&nc->errors, 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&nc->lock);
+	again = nc->last_bad == addr;
+	nc->last_bad = addr;
+	pthread_mutex_unlock(&nc->lock);
+	if (!again)
+		say_error("tree: node at pool block %llu %s: reads through it fail",
+		          (unsigned long long)addr,
+		          err == -EILSEQ ? "is damaged (checksum, address, level or slots)"
+		                         : "cannot be read");
+}
+
+/* Read the node at addr, expected at level, into a new object that is
+ * nowhere yet: slots checked, ref 1, disk = addr; leaves' totals counted,
+ * interior nodes' children all away (caddr only).  No block references
+ * are taken.  0, -EIO, -EILSEQ or -ENOMEM. */
+static int node_read(struct tree_cache *nc, uint64_t addr, unsigned level, struct tree_node **out)
+{
+	struct fmt_node *img = malloc(sizeof(*img));
+	struct tree_node *n = NULL;
+	unsigned cnt = 0;
+	int err = -ENOMEM;
+
+	if (!img)
+		return -ENOMEM;
+	err = addr_ok(nc->a, addr) ? nc->read(nc->arg, addr, img) : -EILSEQ;
+	if (!err && img->level != level)
+		err = -EILSEQ;
+	if (!err && !(n = node_new(level)))
+		err = -ENOMEM;
+	for (unsigned i = 0; i < FMT_FANOUT && !err; i++) {
+		uint64_t s = img->slot[i];
+		if (!s)
+			continue;
+		if (!addr_ok(nc->a, s))
+			err = -EILSEQ;
+		else if (level == 0)
+			n->phys[i] = s;
+		else
+			n->caddr[i] = s;
+		cnt++;
+	}
+	if (!err && cnt != img->nmapped)
+		err = -EILSEQ;
+	free(img);
+	if (err) {
+		free(n);
+		if (err != -ENOMEM)
+			load_failed(nc, addr, err);
+		return err;
+	}
+	n->nmapped = (uint16_t)cnt;
+	n->total = level == 0 ? cnt : 0;
+	n->disk = addr;
+	*out = n;
+	return 0;
+}
+
+/* The object for the node at addr now: the one in memory, else fresh (a
+ * copy of it the caller read) taking over its count if it is away; NULL
+ * if neither (*err: -ENOMEM, or 0: away with no fresh copy, or no live
+ * node there).  Caller holds the cache lock. */
+static struct tree_node *adopt_locked(struct tree_cache *nc, uint64_t addr,
+                                      struct tree_node **fresh, int *err)
+{
+	struct tree_node *c = map_get(&nc->nodes, addr);
+	struct away *aw;
+
+	*err = 0;
+	if (c || !*fresh || !(aw = map_get(&nc->away, addr)))
+		return c;
+	*err = map_put(&nc->nodes, addr, *fresh);
+	if (*err)
+		return NULL;
+	c = *fresh;
+	*fresh = NULL;
+	c->ref = aw->ref;
+	if (c->level)
+		c->total = aw->total;
+	map_del(&nc->away, addr);
+	free(aw);
+	return c;
+}
+
+/* Read the away node at addr into *fresh (the cache lock not held). */
+static int cache_read(struct tree_cache *nc, uint64_t addr, unsigned level,
+                      struct tree_node **fresh)
+{
+	int err = node_read(nc, addr, level, fresh);
+	if (!err)
+		__atomic_fetch_add(&nc->loads, 1, __ATOMIC_RELAXED);
+	return err;
+}
+
+/* Child i of p is away at addr: read it and publish it in p, unless the
+ * writer changed the slot meanwhile (then take what it holds now).
+ * Finding or inserting the object and publishing it are one critical
+ * section, so a node tree_unload drops is never published again.
+ * -ESTALE: no live node is at addr (p is a node the writer freed). */
+static struct tree_node *child_fault(struct tree_cache *nc, const struct tree_node *cp, unsigned i,
+                                     uint64_t addr, int *err)
+{
+	/* Publishing a loaded child is the one store a reader makes. */
+	struct tree_node *p = (struct tree_node *)cp, *fresh = NULL, *c;
+	unsigned level = p->level - 1u;
+
+	for (;;) {
+		pthread_mutex_lock(&nc->lock);
+		struct tree_node *now = p->child[i];
+		uint64_t now_addr = p->caddr[i];
+		bool here = !now && now_addr == addr, away = false;
+		c = here ? adopt_locked(nc, addr, &fresh, err) : NULL;
+		if (c && c->level == level)
+			rcu_assign_pointer(p->child[i], c);
+		else if (here && !c && !*err)
+			away = map_get(&nc->away, addr) != NULL;
+		pthread_mutex_unlock(&nc->lock);
+		free(fresh); /* never published (NULL if adopted) */
+		fresh = NULL;
+		if (!here && (now || !now_addr)) {
+			*err = 0;
+			return now; /* changed under us: the new state */
+		}
+		if (!here) {
+			addr = now_addr; /* re-pointed to another node that is away */
+			continue;
+		}
+		if (c) {
+			*err = c->level == level ? 0 : -EILSEQ;
+			return *err ? NULL : c;
+		}
+		if (*err)
+			return NULL;
+		if (!away) {
+			*err = -ESTALE;
+			return NULL;
+		}
+		*err = cache_read(nc, addr, level, &fresh);
+		if (*err)
+			return NULL;
+	}
+}
+
+/* The object for the live node at addr, read and inserted if away (the
+ * writer, which needs no pointer published).  -ESTALE: no live node. */
+static int cache_get(struct tree_cache *nc, uint64_t addr, unsigned level, struct tree_node **out)
+{
+	struct tree_node *c, *fresh = NULL;
+	bool away;
+	int err;
+
+	pthread_mutex_lock(&nc->lock);
+	c = adopt_locked(nc, addr, &fresh, &err);
+	away = !c && map_get(&nc->away, addr);
+	pthread_mutex_unlock(&nc->lock);
+	if (away) {
+		err = cache_read(nc, addr, level, &fresh);
+		if (err)
+			return err;
+		pthread_mutex_lock(&nc->lock);
+		c = adopt_locked(nc, addr, &fresh, &err);
+		pthread_mutex_unlock(&nc->lock);
+		free(fresh);
+	}
+	if (!c)
+		return err ? err : -ESTALE;
+	if (c->level != level)
+		return -EILSEQ;
+	*out = c;
+	return 0;
+}
+
+/* Child i of n (level > 0), loading it if it is away: NULL with *err 0 is
+ * a hole.  With nowait an away child is -EAGAIN.  Readers inside
+ * rcu_read_lock, or the writer. */
+static inline struct tree_node *child_of(struct tree_cache *nc, const struct tree_node *n,
+                                         unsigned i, bool nowait, int *err)
+{
+	struct tree_node *c = rcu_dereference(n->child[i]);
+	*err = 0;
+	if (caa_likely(c != NULL))
+		return c;
+	uint64_t addr = CMM_LOAD_SHARED(n->caddr[i]);
+	if (!addr)
+		return NULL;
+	if (nowait || !nc) {
+		*err = nc ? -EAGAIN : -EIO;
+		return NULL;
+	}
+	return child_fault(nc, n, i, addr, err);
+}
+
+/* Store child i of p (the writer; p may be visible to readers). */
+static void set_child(struct tree_cache *nc, struct tree_node *p, unsigned i, struct tree_node *c,
+                      uint64_t addr)
+{
+	if (nc)
+		pthread_mutex_lock(&nc->lock);
+	rcu_assign_pointer(p->child[i], c);
+	CMM_STORE_SHARED(p->caddr[i], addr);
+	if (nc)
+		pthread_mutex_unlock(&nc->lock);
+}
+
+/* ---- readers ------------------------------------------------------------ */
+
+/* A walk met a node the writer freed or replaced: walk again from the
+ * root, which shows the new state.  Each retry needs the writer to change
+ * that path again during one node read, so a walk that keeps failing
+ * meets a cache that lost a node: *err becomes -EIO. */
+static bool stale_again(int *err, unsigned *tries)
+{
+	if (*err != -ESTALE)
+		return false;
+	if (++*tries < 64)
+		return true;
+	*err = -EIO;
+	return false;
+}
+
+int tree_lookup(const struct tree *t, uint64_t lba, bool nowait, uint64_t *phys)
+{
+	unsigned tries = 0;
+	int err;
+
+	do {
+		const struct tree_node *n = rcu_dereference(t->root);
+		err = 0;
+		for (unsigned k = t->levels - 1; n && k > 0 && !err; k--)
+			n = child_of(t->nc, n, idx(lba, k), nowait, &err);
+		*phys = n && !err ? CMM_LOAD_SHARED(n->phys[lba % FMT_FANOUT]) : 0;
+	} while (stale_again(&err, &tries));
+	return err;
+}
+
+/* The run at `at`, within one leaf or one missing subtree: its length and
+ * state (0 hole, 1 mapped); *whole if it reaches the leaf's end. */
+static int run_at(const struct tree *t, uint64_t at, uint64_t *n, int *st, bool *whole)
+{
+	unsigned tries = 0;
+	int err;
+
+	do {
+		const struct tree_node *nd = rcu_dereference(t->root), *c;
+		unsigned k = t->levels - 1;
+		err = 0;
+		while (nd && k > 0) {
+			c = child_of(t->nc, nd, idx(at, k), false, &err);
+			if (err)
+				break;
+			nd = c;
+			if (nd)
+				k--;
+		}
+		if (err)
+			continue;
+		if (!nd) {
+			/* a hole as large as the missing subtree (level k+1's child span) */
+			uint64_t sp = t->root ? span[k] : span[t->levels];
+			*st = 0;
+			*n = sp - at % sp;
+			*whole = true;
+		} else {
+			unsigned i = (unsigned)(at % FMT_FANOUT);
+			*st = CMM_LOAD_SHARED(nd->phys[i]) != 0;
+			*n = 1;
+			while (i + *n < FMT_FANOUT &&
+			       (CMM_LOAD_SHARED(nd->phys[i + *n]) != 0) == *st)
+				(*n)++;
+			*whole = i + *n == FMT_FANOUT;
+		}
+	} while (stale_again(&err, &tries));
+	return err;
+}
+
+int tree_run(const struct tree *t, uint64_t lba, uint64_t max, uint64_t *len, bool *mapped)
 {
 	uint64_t done = 0;
 	int state = -1; /* unknown, 0 hole, 1 mapped */
 
 	while (done < max) {
-		uint64_t at = lba + done, n;
+		uint64_t n;
 		int st;
-		const struct tree_node *nd = rcu_dereference(t->root);
-		unsigned k = t->levels - 1;
-		while (nd && k > 0) {
-			nd = rcu_dereference(nd->child[idx(at, k)]);
-			if (nd)
-				k--;
-		}
-		if (!nd) {
-			/* a hole as large as the missing subtree (level k+1's child span) */
-			uint64_t sp = t->root ? span[k] : span[t->levels];
-			st = 0;
-			n = sp - at % sp;
-		} else {
-			unsigned i = (unsigned)(at % FMT_FANOUT);
-			st = CMM_LOAD_SHARED(nd->phys[i]) != 0;
-			n = 1;
-			while (i + n < FMT_FANOUT && (CMM_LOAD_SHARED(nd->phys[i + n]) != 0) == st)
-				n++;
-		}
+		bool whole;
+		int err = run_at(t, lba + done, &n, &st, &whole);
+		if (err)
+			return err;
 		if (state >= 0 && st != state)
 			break;
 		state = st;
 		done += n;
-		if (n < 1)
-			break;
-		if (st == 1 && at % FMT_FANOUT + n < FMT_FANOUT)
+		if (!whole)
 			break; /* the leaf changed state before its end */
-		if (st == 0 && nd && at % FMT_FANOUT + n < FMT_FANOUT)
-			break;
 	}
 	*mapped = state == 1;
-	return done < max ? done : max;
+	*len = done < max ? done : max;
+	return 0;
 }
 
 /* ---- node lifetime -------------------------------------------------- */
@@ -85,7 +407,8 @@ uint64_t tree_run(const struct tree *t, uint64_t lba, uint64_t max, bool *mapped
 /* A new, clean node (callers that change it mark it dirty). */
 static struct tree_node *node_new(unsigned level)
 {
-	struct tree_node *n = calloc(1, sizeof(*n));
+	size_t sz = sizeof(struct tree_node) + (level ? FMT_FANOUT * sizeof(uint64_t) : 0);
+	struct tree_node *n = calloc(1, sz);
 	if (!n)
 		return NULL;
 	n->level = (uint8_t)level;
@@ -117,17 +440,65 @@ static void node_free_rcu(struct rcu_head *h)
 	free(caa_container_of(h, struct tree_node, rcu));
 }
 
-static void node_put(struct tree_node *n, struct alloc *a)
+/* n is no longer findable by the address its image had. */
+static void cache_forget(struct tree_cache *nc, struct tree_node *n)
+{
+	if (!nc || !n->disk)
+		return;
+	pthread_mutex_lock(&nc->lock);
+	if (map_get(&nc->nodes, n->disk) == n)
+		map_del(&nc->nodes, n->disk);
+	pthread_mutex_unlock(&nc->lock);
+}
+
+static void node_put(struct tree_cache *nc, struct tree_node *n, struct alloc *a);
+
+/* Drop a parent's reference on the away node at addr: only its count
+ * changes, unless it was the last (then the node is read, to free what it
+ * holds). */
+static void put_away(struct tree_cache *nc, uint64_t addr, unsigned level, struct alloc *a)
+{
+	struct tree_node *c;
+	struct away *aw;
+	bool others = false; /* other parents still reference it */
+
+	pthread_mutex_lock(&nc->lock);
+	c = map_get(&nc->nodes, addr);
+	if (!c) {
+		aw = map_get(&nc->away, addr);
+		others = aw && aw->ref > 1;
+		if (others)
+			aw->ref--;
+	}
+	pthread_mutex_unlock(&nc->lock);
+	if (others)
+		return;
+	int err = c ? 0 : cache_get(nc, addr, level, &c);
+	if (err) {
+		say_error("tree: cannot free the node at pool block %llu (%s): what it holds "
+		          "stays allocated",
+		          (unsigned long long)addr, err == -EILSEQ ? "damaged" : strerror(-err));
+		return;
+	}
+	node_put(nc, c, a);
+}
+
+static void node_put(struct tree_cache *nc, struct tree_node *n, struct alloc *a)
 {
 	if (--n->ref > 0)
 		return;
+	cache_forget(nc, n);
 	for (unsigned i = 0; i < FMT_FANOUT; i++) {
 		if (n->level == 0) {
 			if (n->phys[i])
 				alloc_unref(a, n->phys[i]);
-		} else if (n->child[i]) {
-			node_put(n->child[i], a);
+			continue;
 		}
+		struct tree_node *c = rcu_dereference(n->child[i]);
+		if (c)
+			node_put(nc, c, a);
+		else if (n->caddr[i])
+			put_away(nc, n->caddr[i], n->level - 1u, a);
 	}
 	if (n->disk)
 		alloc_unref(a, n->disk);
@@ -135,23 +506,49 @@ static void node_put(struct tree_node *n, struct alloc *a)
 	urcu_memb_call_rcu(&n->rcu, node_free_rcu);
 }
 
+/* One more reference on child i of n, in memory or away; the copy's slot
+ * gets the object if there is one.  Caller holds the cache lock (if any). */
+static void ref_child_locked(struct tree_cache *nc, const struct tree_node *n, unsigned i,
+                             struct tree_node *copy)
+{
+	struct tree_node *c = n->child[i];
+	copy->caddr[i] = n->caddr[i];
+	if (!c && n->caddr[i] && nc) {
+		c = map_get(&nc->nodes, n->caddr[i]);
+		if (!c) {
+			struct away *aw = map_get(&nc->away, n->caddr[i]);
+			if (aw)
+				aw->ref++;
+			return;
+		}
+	}
+	if (c)
+		c->ref++;
+	copy->child[i] = c;
+}
+
 /* A private copy of a shared node: references every child/block again. */
-static struct tree_node *node_copy(const struct tree_node *n, struct alloc *a)
+static struct tree_node *node_copy(struct tree_cache *nc, const struct tree_node *n,
+                                   struct alloc *a)
 {
 	struct tree_node *c = node_new(n->level);
 	if (!c)
 		return NULL;
-	memcpy(c->phys, n->phys, sizeof(c->phys));
 	c->nmapped = n->nmapped;
 	c->total = n->total;
-	for (unsigned i = 0; i < FMT_FANOUT; i++) {
-		if (n->level == 0) {
+	if (n->level == 0) {
+		memcpy(c->phys, n->phys, sizeof(c->phys));
+		for (unsigned i = 0; i < FMT_FANOUT; i++)
 			if (n->phys[i])
 				alloc_ref(a, n->phys[i]);
-		} else if (n->child[i]) {
-			n->child[i]->ref++;
-		}
+		return c;
 	}
+	if (nc) /* readers may publish children in n meanwhile */
+		pthread_mutex_lock(&nc->lock);
+	for (unsigned i = 0; i < FMT_FANOUT; i++)
+		ref_child_locked(nc, n, i, c);
+	if (nc)
+		pthread_mutex_unlock(&nc->lock);
 	return c;
 }
 
@@ -165,7 +562,7 @@ static struct tree_node *mut_root(struct tree *t, struct alloc *a)
 			return NULL;
 		rcu_assign_pointer(t->root, n);
 	} else if (n->ref > 1) {
-		struct tree_node *c = node_copy(n, a);
+		struct tree_node *c = node_copy(t->nc, n, a);
 		if (!c)
 			return NULL;
 		n->ref--;
@@ -176,13 +573,15 @@ static struct tree_node *mut_root(struct tree *t, struct alloc *a)
 	return n;
 }
 
-/* Child i of the private node p, made private.  *err is -ENOMEM on
- * failure; a missing child with !create gives NULL with *err == 0. */
-static struct tree_node *mut_child(struct tree_node *p, unsigned i, struct alloc *a, bool create,
-                                   int *err)
+/* Child i of the private node p, made private (read first if away).
+ * *err is -ENOMEM, -EIO or -EILSEQ on failure; a missing child with
+ * !create gives NULL with *err == 0. */
+static struct tree_node *mut_child(struct tree_cache *nc, struct tree_node *p, unsigned i,
+                                   struct alloc *a, bool create, int *err)
 {
-	struct tree_node *c = p->child[i];
-	*err = 0;
+	struct tree_node *c = child_of(nc, p, i, false, err);
+	if (*err)
+		return NULL;
 	if (!c) {
 		if (!create)
 			return NULL;
@@ -191,16 +590,16 @@ static struct tree_node *mut_child(struct tree_node *p, unsigned i, struct alloc
 			*err = -ENOMEM;
 			return NULL;
 		}
-		rcu_assign_pointer(p->child[i], c);
+		set_child(nc, p, i, c, 0);
 		p->nmapped++;
 	} else if (c->ref > 1) {
-		struct tree_node *copy = node_copy(c, a);
+		struct tree_node *copy = node_copy(nc, c, a);
 		if (!copy) {
 			*err = -ENOMEM;
 			return NULL;
 		}
 		c->ref--;
-		rcu_assign_pointer(p->child[i], copy);
+		set_child(nc, p, i, copy, 0);
 		c = copy;
 	}
 	mark_dirty(c, a);
@@ -213,14 +612,18 @@ int tree_set(struct tree *t, struct alloc *a, uint64_t lba, uint64_t phys)
 	unsigned depth = 0;
 	int err;
 
-	if (!phys && !tree_lookup(t, lba))
-		return 0;
+	if (!phys) {
+		uint64_t cur;
+		err = tree_lookup(t, lba, false, &cur);
+		if (err || !cur)
+			return err;
+	}
 	n = mut_root(t, a);
 	if (!n)
 		return -ENOMEM;
 	for (unsigned k = t->levels - 1; k > 0; k--) {
 		path[depth++] = n;
-		n = mut_child(n, idx(lba, k), a, true, &err);
+		n = mut_child(t->nc, n, idx(lba, k), a, true, &err);
 		if (!n)
 			return err;
 	}
@@ -241,8 +644,8 @@ int tree_set(struct tree *t, struct alloc *a, uint64_t lba, uint64_t phys)
 
 /* Unmap [lo, hi) below the private node n covering [base, ...); n->total
  * drops by, and *removed grows by, the mapped blocks that went. */
-static int trim_node(struct tree_node *n, struct alloc *a, uint64_t base, uint64_t lo, uint64_t hi,
-                     uint64_t *removed)
+static int trim_node(struct tree_cache *nc, struct tree_node *n, struct alloc *a, uint64_t base,
+                     uint64_t lo, uint64_t hi, uint64_t *removed)
 {
 	uint64_t from = lo > base ? lo : base;
 	uint64_t cspan = span[n->level];
@@ -267,31 +670,33 @@ static int trim_node(struct tree_node *n, struct alloc *a, uint64_t base, uint64
 		return 0;
 	}
 	for (uint64_t i = (from - base) / cspan; i <= (to - 1 - base) / cspan; i++) {
-		struct tree_node *c = n->child[i];
+		struct tree_node *c = child_of(nc, n, (unsigned)i, false, &err);
 		uint64_t cbase = base + i * cspan;
+		if (err)
+			return err;
 		if (!c)
 			continue;
 		if (lo <= cbase && cbase + cspan <= hi) {
-			rcu_assign_pointer(n->child[i], NULL);
+			set_child(nc, n, (unsigned)i, NULL, 0);
 			n->nmapped--;
 			*removed += c->total;
 			n->total -= c->total;
-			node_put(c, a);
+			node_put(nc, c, a);
 			continue;
 		}
-		c = mut_child(n, (unsigned)i, a, false, &err);
+		c = mut_child(nc, n, (unsigned)i, a, false, &err);
 		if (!c)
 			return err;
 		uint64_t gone = 0;
-		err = trim_node(c, a, cbase, lo, hi, &gone);
+		err = trim_node(nc, c, a, cbase, lo, hi, &gone);
 		n->total -= gone;
 		*removed += gone;
 		if (err)
 			return err;
 		if (c->nmapped == 0) {
-			rcu_assign_pointer(n->child[i], NULL);
+			set_child(nc, n, (unsigned)i, NULL, 0);
 			n->nmapped--;
-			node_put(c, a);
+			node_put(nc, c, a);
 		}
 	}
 	return 0;
@@ -314,7 +719,7 @@ int tree_trim(struct tree *t, struct alloc *a, uint64_t lo, uint64_t hi)
 	if (!r)
 		return -ENOMEM;
 	uint64_t gone = 0;
-	err = trim_node(r, a, 0, lo, hi, &gone);
+	err = trim_node(t->nc, r, a, 0, lo, hi, &gone);
 	if (r->nmapped == 0)
 		tree_drop(t, a);
 	return err;
@@ -323,6 +728,7 @@ int tree_trim(struct tree *t, struct alloc *a, uint64_t lo, uint64_t hi)
 void tree_share(struct tree *dst, const struct tree *src)
 {
 	dst->levels = src->levels;
+	dst->nc = src->nc;
 	if (src->root)
 		src->root->ref++;
 	rcu_assign_pointer(dst->root, src->root);
@@ -334,12 +740,15 @@ void tree_drop(struct tree *t, struct alloc *a)
 	if (!r)
 		return;
 	rcu_assign_pointer(t->root, NULL);
-	node_put(r, a);
+	node_put(t->nc, r, a);
 }
 
-static uint64_t count_unique(const struct tree_node *n, const struct alloc *a)
+static uint64_t count_unique(struct tree_cache *nc, const struct tree_node *n,
+                             const struct alloc *a)
 {
 	uint64_t u = 0;
+	int err;
+
 	if (__atomic_load_n(&n->ref, __ATOMIC_RELAXED) != 1)
 		return 0; /* shared: everything below stays when this tree goes */
 	for (unsigned i = 0; i < FMT_FANOUT; i++) {
@@ -347,9 +756,9 @@ static uint64_t count_unique(const struct tree_node *n, const struct alloc *a)
 			uint64_t p = CMM_LOAD_SHARED(n->phys[i]);
 			u += p && alloc_block_refs(a, p) == 1;
 		} else {
-			const struct tree_node *c = rcu_dereference(n->child[i]);
+			const struct tree_node *c = child_of(nc, n, i, false, &err);
 			if (c)
-				u += count_unique(c, a);
+				u += count_unique(nc, c, a);
 		}
 	}
 	return u;
@@ -359,32 +768,63 @@ void tree_count(const struct tree *t, const struct alloc *a, uint64_t *mapped, u
 {
 	const struct tree_node *r = rcu_dereference(t->root);
 	*mapped = r ? __atomic_load_n(&r->total, __ATOMIC_RELAXED) : 0;
-	*unique = r ? count_unique(r, a) : 0;
+	*unique = r ? count_unique(t->nc, r, a) : 0;
 }
 
 /* ---- checkpoint write-back ------------------------------------------ */
 
-static int write_node(struct tree_node *n, struct alloc *a, tree_emit_fn emit, void *arg,
-                      struct fmt_node *img)
+/* n was written at addr: the cache finds it there from now on. */
+static int cache_moved(struct tree_cache *nc, struct tree_node *n, uint64_t addr,
+                       const struct fmt_node *img)
+{
+	int err = 0;
+
+	if (nc)
+		pthread_mutex_lock(&nc->lock);
+	if (n->level > 0)
+		for (unsigned i = 0; i < FMT_FANOUT; i++)
+			CMM_STORE_SHARED(n->caddr[i], img->slot[i]);
+	if (nc) {
+		if (n->disk && map_get(&nc->nodes, n->disk) == n)
+			map_del(&nc->nodes, n->disk);
+		err = map_put(&nc->nodes, addr, n);
+		pthread_mutex_unlock(&nc->lock);
+	}
+	return err;
+}
+
+static int write_node(struct tree_cache *nc, struct tree_node *n, struct alloc *a,
+                      tree_emit_fn emit, void *arg, struct fmt_node *img)
 {
 	if (!n->dirty)
 		return 0;
 	if (n->level > 0)
-		for (unsigned i = 0; i < FMT_FANOUT; i++)
-			if (n->child[i] && n->child[i]->dirty) {
-				int err = write_node(n->child[i], a, emit, arg, img);
+		for (unsigned i = 0; i < FMT_FANOUT; i++) {
+			struct tree_node *c = rcu_dereference(n->child[i]);
+			if (c && c->dirty) {
+				int err = write_node(nc, c, a, emit, arg, img);
 				if (err)
 					return err;
 			}
+		}
 	memset(img, 0, sizeof(*img));
 	img->magic = FMT_NODE_MAGIC;
 	img->level = n->level;
 	img->nmapped = n->nmapped;
-	for (unsigned i = 0; i < FMT_FANOUT; i++)
-		img->slot[i] = n->level == 0 ? n->phys[i] : (n->child[i] ? n->child[i]->disk : 0);
+	for (unsigned i = 0; i < FMT_FANOUT; i++) {
+		if (n->level == 0) {
+			img->slot[i] = n->phys[i];
+		} else {
+			struct tree_node *c = rcu_dereference(n->child[i]);
+			img->slot[i] = c ? c->disk : n->caddr[i];
+		}
+	}
 	uint64_t addr = emit(arg, img);
 	if (!addr)
 		return -EIO;
+	int err = cache_moved(nc, n, addr, img);
+	if (err)
+		return err;
 	alloc_ref(a, addr);
 	if (n->disk)
 		alloc_unref(a, n->disk);
@@ -396,7 +836,7 @@ static int write_node(struct tree_node *n, struct alloc *a, tree_emit_fn emit, v
 int tree_write_dirty(struct tree *t, struct alloc *a, tree_emit_fn emit, void *arg,
                      struct fmt_node *scratch)
 {
-	return t->root ? write_node(t->root, a, emit, arg, scratch) : 0;
+	return t->root ? write_node(t->nc, t->root, a, emit, arg, scratch) : 0;
 }
 
 /* ---- compactor relocation ------------------------------------------- */
@@ -408,6 +848,7 @@ struct reloc_rec { /* a leaf slot to re-point once the copies are written */
 };
 
 struct reloc {
+	struct tree_cache *nc;
 	struct alloc *a;
 	const uint8_t *victim;
 	tree_move_fn move;
@@ -454,8 +895,13 @@ static bool reloc_node(struct tree_node *n, struct reloc *r)
 			r->rec[r->nrec++] =
 			    (struct reloc_rec){.leaf = n, .slot = i, .old = old, .nw = nw};
 			mark_dirty(n, r->a);
-		} else if (n->child[i] && reloc_node(n->child[i], r)) {
-			mark_dirty(n, r->a);
+		} else {
+			int err;
+			struct tree_node *c = child_of(r->nc, n, i, false, &err);
+			if (err)
+				r->err = err;
+			else if (c && reloc_node(c, r))
+				mark_dirty(n, r->a);
 		}
 	}
 	return n->dirty;
@@ -474,7 +920,12 @@ int64_t tree_relocate(struct tree *const *trees, unsigned n, struct alloc *a, co
                       tree_move_fn move, tree_commit_fn commit, void *arg)
 {
 	static uint32_t stamp; /* writer-only */
-	struct reloc r = {.a = a, .victim = victim, .move = move, .arg = arg, .stamp = ++stamp};
+	struct reloc r = {.nc = n ? trees[0]->nc : NULL,
+	                  .a = a,
+	                  .victim = victim,
+	                  .move = move,
+	                  .arg = arg,
+	                  .stamp = ++stamp};
 	if (!r.stamp)
 		r.stamp = ++stamp;
 	for (unsigned i = 0; i < n && !r.err; i++)
@@ -519,6 +970,7 @@ bool tree_read_retry(const struct tree *t, uint32_t seq)
 }
 
 struct diff_walk {
+	struct tree_cache *nc;
 	uint64_t lo, hi;
 	tree_diff_fn fn;
 	void *arg;
@@ -569,6 +1021,31 @@ static int diff_leaf(const struct tree_node *a, const struct tree_node *b, uint6
 	return 0;
 }
 
+/* Children i of a and b (either may be NULL), read if away, except when
+ * both are away at one address: then both are the same node, given as
+ * the same (dummy) pointer without reading it. */
+static int diff_children(struct tree_cache *nc, const struct tree_node *a,
+                         const struct tree_node *b, unsigned i, const struct tree_node **ca,
+                         const struct tree_node **cb)
+{
+	int err = 0;
+
+	*ca = a ? rcu_dereference(a->child[i]) : NULL;
+	*cb = b ? rcu_dereference(b->child[i]) : NULL;
+	if (!*ca && !*cb && a && b) {
+		uint64_t xa = CMM_LOAD_SHARED(a->caddr[i]);
+		if (xa && xa == CMM_LOAD_SHARED(b->caddr[i])) {
+			*cb = *ca = a; /* never followed: equal, so skipped */
+			return 0;
+		}
+	}
+	if (!*ca && a)
+		*ca = child_of(nc, a, i, false, &err);
+	if (!err && !*cb && b)
+		*cb = child_of(nc, b, i, false, &err);
+	return err;
+}
+
 /* a != b (either may be NULL): nodes at level covering [base, ...). */
 static int diff_node(const struct tree_node *a, const struct tree_node *b, unsigned level,
                      uint64_t base, struct diff_walk *w)
@@ -582,8 +1059,10 @@ static int diff_node(const struct tree_node *a, const struct tree_node *b, unsig
 	if (level == 0)
 		return diff_leaf(a, b, base, first, last, w);
 	for (unsigned i = first; i <= last; i++) {
-		const struct tree_node *ca = a ? rcu_dereference(a->child[i]) : NULL;
-		const struct tree_node *cb = b ? rcu_dereference(b->child[i]) : NULL;
+		const struct tree_node *ca, *cb;
+		err = diff_children(w->nc, a, b, i, &ca, &cb);
+		if (err)
+			return err;
 		if (ca == cb)
 			continue; /* the same subtree, or nothing in either */
 		err = diff_node(ca, cb, level - 1, base + i * span[level], w);
@@ -596,7 +1075,8 @@ static int diff_node(const struct tree_node *a, const struct tree_node *b, unsig
 int tree_diff(const struct tree *a, const struct tree *b, uint64_t lo, uint64_t hi, tree_diff_fn fn,
               void *arg, uint64_t *visits)
 {
-	struct diff_walk w = {.lo = lo, .hi = hi, .fn = fn, .arg = arg};
+	struct diff_walk w = {
+	    .nc = a->nc ? a->nc : b->nc, .lo = lo, .hi = hi, .fn = fn, .arg = arg};
 	const struct tree_node *ra = rcu_dereference(a->root), *rb = rcu_dereference(b->root);
 	int err = 0;
 
@@ -610,6 +1090,7 @@ int tree_diff(const struct tree *a, const struct tree *b, uint64_t lo, uint64_t 
 }
 
 struct depth_walk {
+	struct tree_cache *nc;
 	unsigned n; /* trees in the chain */
 	uint64_t lo, hi;
 	tree_depth_fn fn;
@@ -653,8 +1134,11 @@ static int depth_node(struct depth_walk *w, const struct tree_node *const *nd, u
 				d++;
 			err = depth_emit(w, at, 1, d);
 		} else {
-			for (unsigned k = 0; k < w->n; k++)
-				c[k] = nd[k] ? rcu_dereference(nd[k]->child[i]) : NULL;
+			err = 0;
+			for (unsigned k = 0; k < w->n && !err; k++)
+				c[k] = nd[k] ? child_of(w->nc, nd[k], i, false, &err) : NULL;
+			if (err)
+				return err;
 			if (c[0]) {
 				err = depth_node(w, c, level - 1, at);
 			} else {
@@ -672,7 +1156,8 @@ int tree_depth(const struct tree *const *chain, unsigned n, uint64_t lo, uint64_
                tree_depth_fn fn, void *arg)
 {
 	unsigned levels = chain[0]->levels;
-	struct depth_walk w = {.n = n, .lo = lo, .hi = hi, .fn = fn, .arg = arg};
+	struct depth_walk w = {
+	    .nc = chain[0]->nc, .n = n, .lo = lo, .hi = hi, .fn = fn, .arg = arg};
 	const struct tree_node **top;
 	int err = 0;
 
@@ -697,124 +1182,142 @@ int tree_depth(const struct tree *const *chain, unsigned n, uint64_t lo, uint64_
 	return err;
 }
 
-/* ---- loading -------------------------------------------------------- */
+/* ---- loading at open ------------------------------------------------ */
 
-struct tree_loader {
-	struct alloc *a;
-	tree_read_fn read;
-	void *arg;
-	struct map map; /* disk block -> node */
-	struct fmt_node img[4];
-};
-
-struct tree_loader *tree_loader_new(struct alloc *a, tree_read_fn read, void *arg)
+/* Undo a half-built node of load_node: what it holds so far goes. */
+static void load_undo(struct tree_cache *nc, struct tree_node *n)
 {
-	struct tree_loader *l = calloc(1, sizeof(*l));
-	if (!l)
-		return NULL;
-	l->a = a;
-	l->read = read;
-	l->arg = arg;
-	return l;
+	if (n->level > 0)
+		for (unsigned i = 0; i < FMT_FANOUT; i++)
+			if (!n->child[i])
+				n->caddr[i] = 0; /* not loaded: no reference taken */
+	n->disk = 0;                             /* its own block was not referenced yet */
+	node_put(nc, n, nc->a);
 }
 
-void tree_loader_free(struct tree_loader *l)
+static int load_node(struct tree_cache *nc, uint64_t addr, unsigned level, struct tree_node **out)
 {
-	if (!l)
-		return;
-	map_clear(&l->map);
-	free(l);
-}
-
-static bool addr_ok(const struct alloc *a, uint64_t addr)
-{
-	return addr < alloc_nblocks(a) && alloc_seg_of(addr) != 0;
-}
-
-static int load_node(struct tree_loader *l, uint64_t addr, unsigned level, struct tree_node **out)
-{
-	struct fmt_node *img = &l->img[level];
-	struct tree_node *n;
-	unsigned cnt = 0;
+	struct tree_node *n = map_get(&nc->nodes, addr);
 	int err;
 
-	if (!addr_ok(l->a, addr))
-		return -EILSEQ;
-	n = map_get(&l->map, addr);
-	if (n) {
+	if (n) { /* shared: one more parent */
 		if (n->level != level)
 			return -EILSEQ;
 		n->ref++;
 		*out = n;
 		return 0;
 	}
-	err = l->read(l->arg, addr, img);
+	err = node_read(nc, addr, level, &n);
 	if (err)
 		return err;
-	if (img->level != level)
-		return -EILSEQ;
-	n = node_new(level);
-	if (!n)
-		return -ENOMEM;
 	for (unsigned i = 0; i < FMT_FANOUT; i++) {
-		uint64_t s = img->slot[i];
-		if (!s)
-			continue;
 		if (level == 0) {
-			if (!addr_ok(l->a, s)) {
-				err = -EILSEQ;
-				goto fail_node;
+			if (n->phys[i])
+				alloc_ref(nc->a, n->phys[i]);
+		} else if (n->caddr[i]) {
+			err = load_node(nc, n->caddr[i], level - 1, &n->child[i]);
+			if (err) {
+				load_undo(nc, n);
+				return err;
 			}
-			n->phys[i] = s;
-			alloc_ref(l->a, s);
-			n->total++;
-		} else {
-			err = load_node(l, s, level - 1, &n->child[i]);
-			if (err)
-				goto fail_node;
 			n->total += n->child[i]->total;
 		}
-		cnt++;
 	}
-	if (cnt != img->nmapped) {
-		err = -EILSEQ;
-		goto fail_node;
+	err = map_put(&nc->nodes, addr, n);
+	if (err) {
+		load_undo(nc, n);
+		return err;
 	}
-	n->nmapped = (uint16_t)cnt;
-	n->disk = addr;
-	alloc_ref(l->a, addr);
-	err = map_put(&l->map, addr, n);
-	if (err)
-		goto fail_node;
+	alloc_ref(nc->a, addr);
 	*out = n;
 	return 0;
+}
 
-fail_node:
-	node_put(n, l->a);
+int tree_load(struct tree_cache *nc, struct tree *t, uint64_t root_addr, unsigned levels)
+{
+	struct tree_node *r = NULL;
+	int err = 0;
+
+	t->levels = levels;
+	t->nc = nc;
+	t->root = NULL;
+	if (root_addr)
+		err = load_node(nc, root_addr, levels - 1, &r);
+	if (!err)
+		rcu_assign_pointer(t->root, r);
 	return err;
 }
 
-int tree_load(struct tree_loader *l, struct tree *t, uint64_t root_addr, unsigned levels)
+/* ---- dropping nodes from memory --------------------------------------- */
+
+/* Unpublish every clean child of n (and, first, below it) whose image is
+ * the one n names; cand collects them (value 2 if some parent kept its
+ * pointer), seen the nodes walked.  Caller holds the cache lock. */
+static void unload_walk_locked(struct tree_node *n, struct map *seen, struct map *cand)
 {
-	struct tree_node *r = NULL;
-	t->levels = levels;
-	t->root = NULL;
-	if (!root_addr)
+	if (n->level == 0 || map_get(seen, (uint64_t)(uintptr_t)n) ||
+	    map_put(seen, (uint64_t)(uintptr_t)n, (void *)1))
+		return; /* walked already (or out of memory: keep it) */
+	for (unsigned i = 0; i < FMT_FANOUT; i++) {
+		struct tree_node *c = n->child[i];
+		if (!c)
+			continue;
+		unload_walk_locked(c, seen, cand);
+		uint64_t key = (uint64_t)(uintptr_t)c;
+		uintptr_t was = (uintptr_t)map_get(cand, key);
+		bool drop = !c->dirty && c->disk && n->caddr[i] == c->disk;
+		if (drop)
+			rcu_assign_pointer(n->child[i], NULL);
+		if (map_put(cand, key, (void *)(drop && was != 2 ? 1 : (uintptr_t)2)))
+			rcu_assign_pointer(n->child[i], c); /* out of memory: keep it */
+	}
+}
+
+uint64_t tree_unload(struct tree *const *trees, unsigned n)
+{
+	struct tree_cache *nc = n ? trees[0]->nc : NULL;
+	struct map seen = {0}, cand = {0};
+	uint64_t dropped = 0, key;
+	size_t pos = 0;
+	void **val;
+
+	if (!nc)
 		return 0;
-	int err = load_node(l, root_addr, levels - 1, &r);
-	if (err)
-		return err;
-	rcu_assign_pointer(t->root, r);
-	return 0;
+	pthread_mutex_lock(&nc->lock);
+	for (unsigned i = 0; i < n; i++)
+		if (trees[i]->root)
+			unload_walk_locked(trees[i]->root, &seen, &cand);
+	for (unsigned i = 0; i < n; i++) /* roots stay */
+		if (trees[i]->root)
+			map_put(&cand, (uint64_t)(uintptr_t)trees[i]->root, (void *)2);
+	while ((val = map_next(&cand, &pos, &key))) {
+		struct tree_node *c = (struct tree_node *)(uintptr_t)key;
+		struct away *aw = (uintptr_t)*val == 1 ? malloc(sizeof(*aw)) : NULL;
+		if (!aw)
+			continue; /* still pointed at, or out of memory: stays */
+		*aw = (struct away){.total = c->total, .ref = c->ref};
+		if (map_put(&nc->away, c->disk, aw)) {
+			free(aw);
+			continue;
+		}
+		map_del(&nc->nodes, c->disk);
+		urcu_memb_call_rcu(&c->rcu, node_free_rcu);
+		dropped++;
+	}
+	pthread_mutex_unlock(&nc->lock);
+	map_clear(&seen);
+	map_clear(&cand);
+	return dropped;
 }
 
 /* ---- checker -------------------------------------------------------- */
 
-static int check_node(const struct tree_node *n, unsigned level, struct map *seen, uint32_t *bref,
-                      uint64_t nblocks)
+static int check_node(struct tree_cache *nc, struct tree_node *n, unsigned level, struct map *seen,
+                      uint32_t *bref, uint64_t nblocks)
 {
 	uintptr_t c = (uintptr_t)map_get(seen, (uint64_t)(uintptr_t)n);
-	int bad = 0;
+	int bad = 0, err;
+	bool unreadable = false;
 
 	if (map_put(seen, (uint64_t)(uintptr_t)n, (void *)(c + 1)) < 0) {
 		say_problem("checks that could not run", 1, "check: out of memory walking a tree");
@@ -828,10 +1331,12 @@ static int check_node(const struct tree_node *n, unsigned level, struct map *see
 		bad++;
 	}
 	unsigned cnt = 0;
+	uint64_t total = 0;
 	for (unsigned i = 0; i < FMT_FANOUT; i++) {
 		if (level == 0) {
 			if (n->phys[i]) {
 				cnt++;
+				total++;
 				if (n->phys[i] >= nblocks) {
 					say_problem("block addresses out of range", 1,
 					            "check: block %llu out of range",
@@ -841,9 +1346,20 @@ static int check_node(const struct tree_node *n, unsigned level, struct map *see
 					bref[n->phys[i]]++;
 				}
 			}
-		} else if (n->child[i]) {
+			continue;
+		}
+		struct tree_node *ch = child_of(nc, n, i, false, &err);
+		if (err) {
+			say_problem("tree nodes that cannot be read", 1,
+			            "check: node at pool block %llu: %s",
+			            (unsigned long long)n->caddr[i], strerror(-err));
+			bad++;
 			cnt++;
-			bad += check_node(n->child[i], level - 1, seen, bref, nblocks);
+			unreadable = true;
+		} else if (ch) {
+			cnt++;
+			total += ch->total;
+			bad += check_node(nc, ch, level - 1, seen, bref, nblocks);
 		}
 	}
 	if (cnt != n->nmapped) {
@@ -851,10 +1367,7 @@ static int check_node(const struct tree_node *n, unsigned level, struct map *see
 		            cnt, n->nmapped);
 		bad++;
 	}
-	uint64_t total = 0;
-	for (unsigned i = 0; i < FMT_FANOUT; i++)
-		total += level == 0 ? n->phys[i] != 0 : (n->child[i] ? n->child[i]->total : 0);
-	if (total != n->total) {
+	if (!unreadable && total != n->total) {
 		say_problem("tree node errors", 1,
 		            "check: node claims %llu mapped blocks below it, holds %llu",
 		            (unsigned long long)n->total, (unsigned long long)total);
@@ -872,8 +1385,8 @@ int tree_check_all(struct tree *const *trees, unsigned n, uint64_t nblocks, uint
 
 	for (unsigned i = 0; i < n; i++)
 		if (trees[i]->root)
-			bad +=
-			    check_node(trees[i]->root, trees[i]->levels - 1, &seen, bref, nblocks);
+			bad += check_node(trees[i]->nc, trees[i]->root, trees[i]->levels - 1, &seen,
+			                  bref, nblocks);
 	size_t pos = 0;
 	uint64_t key;
 	void **val;
@@ -898,9 +1411,11 @@ static uint64_t count_dirty(const struct tree_node *n, struct map *seen)
 		return 0; /* counted already (or out of memory: undercount) */
 	d = n->dirty;
 	if (n->level > 0)
-		for (unsigned i = 0; i < FMT_FANOUT; i++)
-			if (n->child[i])
-				d += count_dirty(n->child[i], seen);
+		for (unsigned i = 0; i < FMT_FANOUT; i++) {
+			const struct tree_node *c = rcu_dereference(n->child[i]);
+			if (c) /* a node away is clean, and so is all below it */
+				d += count_dirty(c, seen);
+		}
 	return d;
 }
 

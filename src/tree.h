@@ -7,15 +7,34 @@
  * copy takes a reference on every child (or data block) it points at.  A
  * snapshot or clone is O(1): one more reference on the root.
  *
- * Invariants (tree_check): every node is reachable from some root; its ref
- * equals the number of parents' slots and roots pointing at it; nmapped
- * equals its non-empty slots; a node's level is its parent's minus one.
+ * Node objects (docs/METADATA.md, step 1).  A node in memory is an object
+ * found by its on-disk address in its tree cache (struct tree_cache: one
+ * per pool).  An interior node keeps each child's on-disk address as its
+ * image holds it (caddr) beside the RCU-published child pointer: a NULL
+ * pointer with an address set means "not in memory", and whoever walks
+ * there reads the child, inserts it in the cache if no one else did (so
+ * two threads loading one shared node agree on one object), publishes the
+ * pointer and goes on.  Roots, dirty nodes and nodes whose image is not
+ * written yet are always in memory.  Today every node is loaded at open
+ * (reference counts are rebuilt from all trees until step 2) and only
+ * tree_unload, which tests call, drops nodes; step 3 adds eviction.
  *
- * Concurrency: one writer (the store's log thread) calls every function but
- * tree_lookup.  Readers call tree_lookup inside rcu_read_lock() with no
- * other lock: slots change by single 8-byte stores and child/root pointers
- * by rcu_assign_pointer, and nodes are freed only after a grace period
- * (call_rcu), so a reader sees the old or the new mapping, never a mix.
+ * Invariants (tree_check): every node is reachable from some root; its ref
+ * equals the number of parents' slots and roots pointing at it (for a node
+ * not in memory, the count the cache keeps for it); nmapped equals its
+ * non-empty slots; a node's level is its parent's minus one.
+ *
+ * Concurrency: one writer (the store's log thread) calls every function
+ * but the readers': tree_lookup, tree_run, tree_count, tree_diff,
+ * tree_depth.  Readers run inside rcu_read_lock() with no other lock on
+ * nodes in memory: slots change by single 8-byte stores and child/root
+ * pointers by rcu_assign_pointer, and nodes are freed only after a grace
+ * period (call_rcu), so a reader sees the old or the new mapping, never a
+ * mix.  A reader that meets a node not in memory reads it (blocking) or,
+ * asked not to block, answers -EAGAIN; the cache's lock serialises
+ * publishing a loaded child with the writer's changes to child slots.
+ * A node that cannot be read or fails its checks gives -EIO or -EILSEQ,
+ * logged once per node.
  */
 #ifndef COWBD_TREE_H
 #define COWBD_TREE_H
@@ -26,10 +45,15 @@
 #include "alloc.h"
 #include "format.h"
 
+struct tree_cache;
+
 struct tree_node {
 	union {
-		uint64_t phys[FMT_FANOUT];           /* level 0: RCU-read */
-		struct tree_node *child[FMT_FANOUT]; /* level > 0: RCU-read */
+		uint64_t phys[FMT_FANOUT]; /* level 0: RCU-read */
+		/* level > 0: RCU-read; NULL = a hole, or not in memory when
+		 * caddr[i] is set.  Stored by the writer, and by a reader
+		 * publishing a child it loaded, under the cache lock. */
+		struct tree_node *child[FMT_FANOUT];
 	};
 	/* writer-only fields below */
 	uint64_t disk;    /* block of the last written copy, 0 = none */
@@ -40,6 +64,11 @@ struct tree_node {
 	uint8_t dirty;  /* changed since written; then every parent is dirty too */
 	uint32_t stamp; /* last relocation walk that visited it */
 	struct rcu_head rcu;
+	/* level > 0 only: child i's on-disk address as this node's image
+	 * holds it (0: a hole, or a child not written yet).  Exact whenever
+	 * child[i] is NULL; caught up with child[i]->disk when this node is
+	 * written.  Written under the cache lock, read with CMM_LOAD_SHARED. */
+	uint64_t caddr[];
 };
 
 struct tree {
@@ -50,27 +79,34 @@ struct tree {
 	 * it does slot by slot, so that a reader may see one tree's slot
 	 * moved and another's not yet.  Writer: tree_relocate only. */
 	uint32_t seq;
+	/* Where nodes not in memory are found (set with the tree; trees that
+	 * share nodes share it).  NULL: every node stays in memory. */
+	struct tree_cache *nc;
 };
 
 /* Levels needed for nblocks blocks; 0 if more than FMT_FANOUT^4. */
 unsigned tree_levels_for(uint64_t nblocks);
 
-/* Physical block of lba (0 = hole).  Caller holds rcu_read_lock(); never
- * blocks; O(levels). */
-uint64_t tree_lookup(const struct tree *t, uint64_t lba);
+/* Physical block of lba into *phys (0 = hole).  Caller holds
+ * rcu_read_lock().  A node on the path that is not in memory is read
+ * (blocking) or, with nowait, not: -EAGAIN.  0, -EAGAIN, -EIO, -EILSEQ
+ * or -ENOMEM.  O(levels) when in memory. */
+int tree_lookup(const struct tree *t, uint64_t lba, bool nowait, uint64_t *phys);
 
-/* Length in blocks (1..max) of the run starting at lba whose blocks are
- * all mapped (*mapped = true) or all holes.  Empty subtrees are skipped
- * whole.  Caller holds rcu_read_lock(); never blocks. */
-uint64_t tree_run(const struct tree *t, uint64_t lba, uint64_t max, bool *mapped);
+/* The run starting at lba whose blocks are all mapped (*mapped = true) or
+ * all holes: its length (1..max) into *len.  Empty subtrees are skipped
+ * whole.  Caller holds rcu_read_lock(); reads nodes not in memory
+ * (blocking).  0, -EIO, -EILSEQ or -ENOMEM. */
+int tree_run(const struct tree *t, uint64_t lba, uint64_t max, uint64_t *len, bool *mapped);
 
 /* Map lba to phys (0 = unmap), taking a reference on phys and dropping the
- * one on the block it replaces.  Copies shared nodes on the path.  Returns
- * 0 or -ENOMEM (the tree is unchanged then). */
+ * one on the block it replaces.  Copies shared nodes on the path, reading
+ * those not in memory.  Returns 0, or -ENOMEM, -EIO, -EILSEQ (the tree is
+ * unchanged then). */
 int tree_set(struct tree *t, struct alloc *a, uint64_t lba, uint64_t phys);
 
 /* Unmap [lo, hi).  Whole shared subtrees are dropped, not walked.  Returns 0
- * or -ENOMEM (part of the range may be unmapped then). */
+ * or -ENOMEM, -EIO, -EILSEQ (part of the range may be unmapped then). */
 int tree_trim(struct tree *t, struct alloc *a, uint64_t lo, uint64_t hi);
 
 /* One more reference on t's root for a snapshot/clone/rollback: dst (empty)
@@ -78,14 +114,17 @@ int tree_trim(struct tree *t, struct alloc *a, uint64_t lo, uint64_t hi);
 void tree_share(struct tree *dst, const struct tree *src);
 
 /* Drop t's reference on its root (freeing every node and block that only
- * it held) and leave t empty. */
+ * it held, reading those not in memory to find their children) and leave
+ * t empty.  A node that cannot be read is logged: what only it held stays
+ * allocated (cowbd-check reports it). */
 void tree_drop(struct tree *t, struct alloc *a);
 
 /* Count mapped blocks (O(1)) and blocks only this tree references (a walk
  * of the nodes only this tree holds: nothing below a shared node is
  * unique).  May run on any thread inside rcu_read_lock(): it reads
  * reference counts the writer may be changing, so while writes are in
- * flight the answer is a moment's approximation. */
+ * flight the answer is a moment's approximation.  Reads nodes not in
+ * memory (blocking); one that cannot be read counts nothing unique. */
 void tree_count(const struct tree *t, const struct alloc *a, uint64_t *mapped, uint64_t *unique);
 
 /* Checkpoint support: call emit(arg, node, image) for every dirty node,
@@ -106,8 +145,8 @@ int tree_write_dirty(struct tree *t, struct alloc *a, tree_emit_fn emit, void *a
  * The slots change only after commit(arg) has written every copy (a
  * reader that follows a new slot must find the bytes there).  move returns
  * 0 on failure (the walk stops); commit returns 0 or -errno.  Returns slots
- * re-pointed or -errno (then no slot changed).  Writer only; cost
- * O(distinct nodes). */
+ * re-pointed or -errno (then no slot changed).  Writer only; reads every
+ * node not in memory; cost O(distinct nodes). */
 typedef uint64_t (*tree_move_fn)(void *arg, uint64_t old);
 typedef int (*tree_commit_fn)(void *arg);
 int64_t tree_relocate(struct tree *const *trees, unsigned n, struct alloc *a, const uint8_t *victim,
@@ -144,10 +183,12 @@ typedef int (*tree_diff_fn)(void *arg, uint64_t lba, uint64_t n, bool zero);
 /* Walk a and b (of equal levels) together over [lo, hi) and call fn for
  * each run of blocks whose slots differ, in LBA order (runs may touch:
  * the caller merges).  Subtrees that are the same node in both, or absent
- * from both, are skipped without being read.  *visits, if not NULL, grows
- * by the node pairs visited (the cost).  Returns 0, fn's nonzero value,
- * or -EINVAL if the levels differ.  Caller holds rcu_read_lock(); never
- * blocks. */
+ * from both, are skipped without being read (also when neither is in
+ * memory: equal addresses).  *visits, if not NULL, grows by the node pairs
+ * visited (the cost).  Returns 0, fn's nonzero value, -EINVAL if the
+ * levels differ, -EIO/-EILSEQ/-ENOMEM (a node not in memory could not be
+ * read) or -ESTALE (the writer replaced a node being read: walk again).
+ * Caller holds rcu_read_lock(); reads nodes not in memory (blocking). */
 int tree_diff(const struct tree *a, const struct tree *b, uint64_t lo, uint64_t hi, tree_diff_fn fn,
               void *arg, uint64_t *visits);
 
@@ -160,7 +201,8 @@ typedef int (*tree_depth_fn)(void *arg, uint64_t lba, uint64_t n, uint32_t depth
  * that hold the same block, counted while they do (so 1 = written in
  * chain[0], 2 = inherited from chain[1], ...).  Calls fn for runs over
  * [lo, hi) in LBA order (runs may touch).  Returns 0, fn's nonzero value,
- * -EINVAL (levels differ) or -ENOMEM.  Caller holds rcu_read_lock(); cost
+ * -EINVAL (levels differ), -ENOMEM, or as tree_diff -EIO/-EILSEQ/-ESTALE.
+ * Caller holds rcu_read_lock(); reads nodes not in memory (blocking); cost
  * the nodes of chain[0] in the range, times n. */
 int tree_depth(const struct tree *const *chain, unsigned n, uint64_t lo, uint64_t hi,
                tree_depth_fn fn, void *arg);
@@ -171,24 +213,54 @@ int tree_depth(const struct tree *const *chain, unsigned n, uint64_t lo, uint64_
 uint32_t tree_read_begin(const struct tree *t);
 bool tree_read_retry(const struct tree *t, uint32_t seq);
 
-/* Load a tree from disk.  read(arg, addr, out) reads and validates one node
- * block (0 or -errno).  Nodes reached twice (shared) are loaded once: the
- * loader keeps a map from disk block to node across calls. */
-struct tree_loader;
-typedef int (*tree_read_fn)(void *arg, uint64_t addr, struct fmt_node *out);
-struct tree_loader *tree_loader_new(struct alloc *a, tree_read_fn read, void *arg);
-int tree_load(struct tree_loader *l, struct tree *t, uint64_t root_addr, unsigned levels);
-void tree_loader_free(struct tree_loader *l);
+/* ---- the node cache -------------------------------------------------- */
 
-/* Offline checker: walks every distinct node reachable from trees[0..n),
- * checks each node's level, slot counts and reference count, and adds one
- * to bref[b] (nblocks entries) for every reference to block b (leaf slots
- * and nodes' on-disk copies), for the caller to compare with the
- * allocator.  Returns problems found (each reported with say_error). */
+/* read(arg, addr, out) reads and validates one node block (magic, CRC,
+ * own address, level <= 3): 0 or -errno.  Called on any thread that meets
+ * a node not in memory, without locks held. */
+typedef int (*tree_read_fn)(void *arg, uint64_t addr, struct fmt_node *out);
+
+/* A pool's node cache over a's blocks.  NULL on ENOMEM. */
+struct tree_cache *tree_cache_new(struct alloc *a, tree_read_fn read, void *arg);
+/* Free it: every tree using it dropped, and a grace period since. */
+void tree_cache_free(struct tree_cache *nc);
+
+struct tree_cache_stats {
+	uint64_t resident; /* written or loaded nodes in memory */
+	uint64_t away;     /* nodes not in memory (their counts kept) */
+	uint64_t loads;    /* nodes read on demand since the cache was made */
+	uint64_t errors;   /* of those, reads that failed or were damaged */
+};
+/* Any thread; takes the cache lock. */
+void tree_cache_stats(struct tree_cache *nc, struct tree_cache_stats *out);
+
+/* Load t from disk at open: the whole tree, reading each node once (a node
+ * reached twice is shared: one object, one more reference) and taking a
+ * reference on every block, so that the counts are rebuilt (until step 2
+ * keeps them on disk).  Single-threaded (the opener).  0, -EIO, -EILSEQ or
+ * -ENOMEM (then t is empty and nothing is leaked). */
+int tree_load(struct tree_cache *nc, struct tree *t, uint64_t root_addr, unsigned levels);
+
+/* Drop from memory every clean node below the roots of trees[0..n) (every
+ * tree using their cache) whose image is the one its parents name: each parent
+ * keeps the address, the cache keeps the node's count, and the next walk
+ * that needs it reads it again.  Roots, dirty nodes and their paths stay.
+ * Writer only; readers may run meanwhile (they wait for the cache lock
+ * only to load).  Returns the nodes dropped.  Tests call it; step 3's
+ * eviction will drop nodes one by one under the same rules. */
+uint64_t tree_unload(struct tree *const *trees, unsigned n);
+
+/* Offline checker: walks every distinct node reachable from trees[0..n)
+ * (reading those not in memory), checks each node's level, slot counts
+ * and reference count, and adds one to bref[b] (nblocks entries) for every
+ * reference to block b (leaf slots and nodes' on-disk copies), for the
+ * caller to compare with the allocator.  Writer only.  Returns problems
+ * found (each reported with say_error). */
 int tree_check_all(struct tree *const *trees, unsigned n, uint64_t nblocks, uint32_t *bref);
 
 /* Distinct dirty nodes reachable from trees[0..n): what
- * alloc_meta_pending() must equal (a checker; O(distinct nodes)). */
+ * alloc_meta_pending() must equal (a checker; O(distinct nodes in
+ * memory): nodes not in memory are clean). */
 uint64_t tree_dirty_nodes(struct tree *const *trees, unsigned n);
 
 #endif

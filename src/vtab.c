@@ -118,6 +118,7 @@ void vtab_link(struct store *st, struct volume *v)
 	struct volume **pp = &st->vt.list;
 	while (*pp)
 		pp = &(*pp)->next;
+	v->tree.nc = st->nc;
 	pthread_mutex_lock(&st->vt.lock);
 	*pp = v;
 	st->vt.n++;

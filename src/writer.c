@@ -69,7 +69,10 @@ static int current_block(struct store *st, struct volume *v, uint64_t lba, void 
 		memcpy(out, staged, FMT_BLOCK);
 		return 0;
 	}
-	uint64_t phys = tree_lookup(&v->tree, lba);
+	uint64_t phys;
+	int err = tree_lookup(&v->tree, lba, false, &phys);
+	if (err)
+		return err;
 	if (!phys) {
 		memset(out, 0, FMT_BLOCK);
 		return 0;

@@ -116,3 +116,17 @@ uint64_t treeref_nodes(struct tree *const *trees, unsigned n)
 	seen_free(&seen);
 	return count;
 }
+
+uint64_t treeref_lookup(const struct tree *t, uint64_t lba)
+{
+	uint64_t phys;
+	urcu_memb_read_lock();
+	int err = tree_lookup(t, lba, true, &phys);
+	urcu_memb_read_unlock();
+	if (err) {
+		fprintf(stderr, "treeref: lookup of block %llu: error %d\n",
+		        (unsigned long long)lba, err);
+		abort();
+	}
+	return phys;
+}

@@ -22,6 +22,10 @@
 int treeref_check(struct tree *const *trees, unsigned n, const struct alloc *a,
                   const uint32_t *extra);
 
+/* tree_lookup of a tree all in memory, as a reader (inside its own
+ * rcu_read_lock, never blocking); aborts if a node is away or damaged. */
+uint64_t treeref_lookup(const struct tree *t, uint64_t lba);
+
 /* Distinct nodes reachable from trees[0..n). */
 uint64_t treeref_nodes(struct tree *const *trees, unsigned n);
 

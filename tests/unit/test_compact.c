@@ -138,7 +138,7 @@ static void expect_reads(struct testlog *t, const struct vt *v)
 
 	for (uint64_t lba = 0; lba < NLBA; lba++) {
 		urcu_memb_read_lock();
-		uint64_t b = tree_lookup(&v->t, lba);
+		uint64_t b = treeref_lookup(&v->t, lba);
 		urcu_memb_read_unlock();
 		if (!v->seed[lba]) {
 			assert_int_equal(b, 0);
@@ -162,7 +162,7 @@ static void expect_reads_but(struct testlog *t, const struct vt *v, uint64_t ski
 
 	for (uint64_t lba = 0; lba < NLBA; lba++) {
 		urcu_memb_read_lock();
-		uint64_t b = tree_lookup(&v->t, lba);
+		uint64_t b = treeref_lookup(&v->t, lba);
 		urcu_memb_read_unlock();
 		if (lba == skip || !v->seed[lba])
 			continue;
@@ -198,7 +198,7 @@ static void test_move_bad(void **state)
 	put(&t, vol, lbas, n);
 
 	/* Flip a byte of live lba 100, in the oldest segment. */
-	uint64_t bad_lba = 100, bad = tree_lookup(&vol->t, bad_lba);
+	uint64_t bad_lba = 100, bad = treeref_lookup(&vol->t, bad_lba);
 	uint64_t bad_seg = alloc_seg_of(bad);
 	uint8_t *b = malloc(FMT_BLOCK);
 	assert_int_equal(segio_read_block(t.io, b, bad), 0);
@@ -216,7 +216,7 @@ static void test_move_bad(void **state)
 	assert_int_equal(compact_bad_blocks(c), 1);
 
 	/* Left in place, alone in its segment, still failing its check. */
-	assert_int_equal(tree_lookup(&vol->t, bad_lba), bad);
+	assert_int_equal(treeref_lookup(&vol->t, bad_lba), bad);
 	assert_true(alloc_seg_used(t.a, bad_seg));
 	assert_int_equal(alloc_seg_live(t.a, bad_seg), 1);
 	struct bcrc *v = bcrc_new(t.io, alloc_nsegs(t.a), 8);
@@ -244,7 +244,7 @@ static void test_move_bad(void **state)
 	compact_pick(c, t.a, log_lsn(t.l), keep2, 2, 1.0, 4096, &victims);
 	assert_true(compact_move(c, t.a, t.l, t.io, trees, 1) >= 0);
 	assert_int_equal(compact_bad_blocks(c), 1);
-	assert_int_equal(tree_lookup(&vol->t, bad_lba), bad);
+	assert_int_equal(treeref_lookup(&vol->t, bad_lba), bad);
 
 	tree_drop(trees[0], t.a);
 	urcu_memb_barrier();
@@ -288,7 +288,7 @@ static void test_move_chain(void **state)
 	uint32_t *was_live = calloc(alloc_nsegs(t.a), sizeof(*was_live));
 	for (unsigned i = 0; i < 4; i++)
 		for (uint64_t lba = 0; lba < NLBA; lba++)
-			before[i][lba] = tree_lookup(trees[i], lba);
+			before[i][lba] = treeref_lookup(trees[i], lba);
 	for (uint64_t s = 0; s < alloc_nsegs(t.a); s++)
 		was_live[s] = alloc_seg_live(t.a, s);
 	uint64_t dead_before = alloc_dead_segs(t.a);
@@ -344,7 +344,7 @@ static void test_move_chain(void **state)
 	uint8_t *buf = malloc(FMT_BLOCK), *counted = calloc(nb, 1);
 	for (unsigned i = 0; i < 4; i++)
 		for (uint64_t lba = 0; lba < NLBA; lba++) {
-			uint64_t old = before[i][lba], now = tree_lookup(trees[i], lba);
+			uint64_t old = before[i][lba], now = treeref_lookup(trees[i], lba);
 			if (old == now) {
 				assert_true(!old || !victim[alloc_seg_of(old)]);
 				continue;

@@ -7,7 +7,7 @@
  * over 1 to 4 levels, at node edges; snapshot -> clone -> snapshot chains
  * where each snapshot keeps its mappings through later sets, trims and
  * drops of its source; tree_count's mapped and unique blocks;
- * tree_write_dirty emitting only what changed, and tree_loader reading it
+ * tree_write_dirty emitting only what changed, and tree_load reading it
  * back into the same mappings, the same sharing and the same counts;
  * tree_relocate re-pointing slots in shared leaves only after the commit,
  * dirtying nodes whose copy moved, or changing nothing when the commit
@@ -48,6 +48,7 @@ struct vt {
 };
 
 static struct alloc *A;
+
 static uint64_t next_blk;
 static uint64_t rng = 88172645463325252ull;
 
@@ -162,9 +163,9 @@ static void vt_expect(const struct vt *v)
 
 	urcu_memb_read_lock();
 	for (size_t i = 0; i < v->n; i++)
-		if (tree_lookup(&v->t, v->lba[i]) != v->blk[i])
+		if (treeref_lookup(&v->t, v->lba[i]) != v->blk[i])
 			fail_msg("lba %llu maps %llu, model %llu", (unsigned long long)v->lba[i],
-			         (unsigned long long)tree_lookup(&v->t, v->lba[i]),
+			         (unsigned long long)treeref_lookup(&v->t, v->lba[i]),
 			         (unsigned long long)v->blk[i]);
 	tree_count(&v->t, A, &mapped, &unique);
 	urcu_memb_read_unlock();
@@ -211,7 +212,7 @@ static void expect_run(const struct vt *v, uint64_t lba, uint64_t max)
 	uint64_t want = model_run(v, lba, max, &want_m), got;
 
 	urcu_memb_read_lock();
-	got = tree_run(&v->t, lba, max, &got_m);
+	assert_int_equal(tree_run(&v->t, lba, max, &got, &got_m), 0);
 	urcu_memb_read_unlock();
 	if (got != want || got_m != want_m)
 		fail_msg("run at %llu (max %llu): %llu %s, model %llu %s", (unsigned long long)lba,
@@ -496,20 +497,19 @@ static void test_write_load(void **state)
 
 	/* Load into a second allocator. */
 	struct alloc *a2 = alloc_new(NSEGS), *a1 = A;
-	struct tree_loader *ld = tree_loader_new(a2, read_node, d);
+	struct tree_cache *nc = tree_cache_new(a2, read_node, d);
 	struct vt lv[3];
 	struct vt *lall[] = {&lv[0], &lv[1], &lv[2]};
-	assert_non_null(ld);
+	assert_non_null(nc);
 	for (unsigned i = 0; i < 3; i++) {
 		memset(&lv[i], 0, sizeof(lv[i]));
-		assert_int_equal(tree_load(ld, &lv[i].t, all[i]->t.root->disk, all[i]->t.levels),
+		assert_int_equal(tree_load(nc, &lv[i].t, all[i]->t.root->disk, all[i]->t.levels),
 		                 0);
 		lv[i].lba = all[i]->lba; /* the same model (borrowed) */
 		lv[i].blk = all[i]->blk;
 		lv[i].n = all[i]->n;
 		lv[i].idx = all[i]->idx;
 	}
-	tree_loader_free(ld);
 	A = a2;
 	expect_all(lall, 3);
 	assert_int_equal(treeref_nodes((struct tree *[]){&lv[0].t, &lv[1].t, &lv[2].t}, 3),
@@ -521,12 +521,11 @@ static void test_write_load(void **state)
 			         alloc_block_refs(a2, b));
 	/* A missing node: the load fails and leaks nothing. */
 	struct tree bad = {0};
-	ld = tree_loader_new(a2, read_node, d);
-	assert_int_equal(tree_load(ld, &bad, d->next + 5, 3), -EIO);
-	tree_loader_free(ld);
+	assert_int_equal(tree_load(nc, &bad, d->next + 5, 3), -EIO);
 	for (unsigned i = 0; i < 3; i++)
 		tree_drop(&lv[i].t, A);
 	urcu_memb_barrier();
+	tree_cache_free(nc);
 	assert_int_equal(alloc_live_blocks(a2), 0);
 	alloc_free(a2);
 	A = a1;
@@ -874,7 +873,7 @@ static void test_diff_cost(void **state)
 	for (unsigned c = 0; c < 4; c++) {
 		while (changed < counts[c]) {
 			uint64_t lba = rnd(mapped) * 13 % nblocks;
-			if (tree_lookup(&vol, lba) == tree_lookup(&snap, lba))
+			if (treeref_lookup(&vol, lba) == treeref_lookup(&snap, lba))
 				changed++;
 			assert_int_equal(tree_set(&vol, A, lba, blk++), 0);
 		}

@@ -1,0 +1,532 @@
+/* test_tree_cache.c — tree nodes as objects found by their on-disk address,
+ * read on demand (docs/METADATA.md, step 1).
+ *
+ * A volume and a snapshot sharing most of their nodes are written out to an
+ * in-memory disk of node images, then tree_unload drops every clean node
+ * below the roots.  Covered, each against a model (lba -> block):
+ *   - a reader asked not to block answers -EAGAIN for a node away, and a
+ *     blocking one reads it, publishes it and answers right;
+ *   - reader threads racing to load the same nodes while the writer maps
+ *     blocks elsewhere in the volume, writes its dirty nodes and drops the
+ *     clean ones again and again: every answer right, one object per node
+ *     (the reference checkers find every count exact afterwards);
+ *   - the writer's paths on nodes away: set (copying a shared node whose
+ *     children are away), trim of whole away subtrees, drop of a shared and
+ *     of an unshared tree, diff and count, check;
+ *   - a damaged node image or a failing read: -EILSEQ / -EIO for the reads
+ *     through it, nothing else affected, nothing inserted, no crash;
+ *   - the store: store_read_try gives a read through an away node to a
+ *     reader thread, which loads it; a byte flipped in the pool under an
+ *     away leaf gives the client an error, not a crash.
+ */
+#undef NDEBUG
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "crc32c.h"
+#include "faultdev.h"
+#include "store_int.h"
+#include "testpool.h"
+#include "tree.h"
+#include "treeref.h"
+
+#define NSEGS    256
+#define DATA_SEG 1                              /* data blocks from here */
+#define NODE_SEG 200                            /* node images from here */
+#define NLBA     (2u * FMT_FANOUT * FMT_FANOUT) /* three levels */
+#define HALF     (NLBA / 2)                     /* readers: below; writer: above */
+#define READERS  4
+
+/* Node images by address, as the log would hold them. */
+struct disk {
+	struct fmt_node *img[NSEGS * FMT_SEG_BLOCKS];
+	uint64_t next;
+	uint64_t fail_addr; /* reads of it fail with -EIO */
+};
+
+static struct alloc *A;
+static struct disk *D;
+static struct tree_cache *NC;
+static uint64_t next_blk;
+/* The models: volume and snapshot (0 = hole). */
+static uint64_t *mvol, *msnap;
+static struct tree vol, snap;
+
+static uint64_t emit(void *arg, struct fmt_node *image)
+{
+	struct disk *d = arg;
+	struct fmt_node *copy = malloc(sizeof(*copy));
+
+	assert_non_null(copy);
+	assert_true(d->next < NSEGS * FMT_SEG_BLOCKS);
+	memcpy(copy, image, sizeof(*copy));
+	copy->self = d->next;
+	copy->crc = 0;
+	copy->crc = crc32c(0, copy, FMT_BLOCK);
+	d->img[d->next] = copy;
+	return d->next++;
+}
+
+/* As the store's: magic, own address, CRC. */
+static int read_node(void *arg, uint64_t addr, struct fmt_node *out)
+{
+	struct disk *d = arg;
+	const struct fmt_node *img = addr < NSEGS * FMT_SEG_BLOCKS ? d->img[addr] : NULL;
+
+	if (!img || addr == d->fail_addr)
+		return -EIO;
+	memcpy(out, img, sizeof(*out));
+	uint32_t crc = out->crc;
+	out->crc = 0;
+	if (out->magic != FMT_NODE_MAGIC || out->self != addr || crc32c(0, out, FMT_BLOCK) != crc)
+		return -EILSEQ;
+	out->crc = crc;
+	return 0;
+}
+
+static void write_all(void)
+{
+	struct fmt_node *scratch = malloc(sizeof(*scratch));
+	assert_int_equal(tree_write_dirty(&vol, A, emit, D, scratch), 0);
+	assert_int_equal(tree_write_dirty(&snap, A, emit, D, scratch), 0);
+	free(scratch);
+}
+
+static uint64_t unload(void)
+{
+	return tree_unload((struct tree *[]){&vol, &snap}, 2);
+}
+
+/* Map lba of the volume to a fresh block. */
+static void set(uint64_t lba)
+{
+	assert_true(next_blk < (uint64_t)NODE_SEG * FMT_SEG_BLOCKS);
+	assert_int_equal(tree_set(&vol, A, lba, next_blk), 0);
+	mvol[lba] = next_blk++;
+}
+
+/* vol: every 5th block; snap: a snapshot of it; then vol diverges in a
+ * few places (so some nodes are shared, some not); all written out. */
+static int setup(void **state)
+{
+	urcu_memb_register_thread();
+	A = alloc_new(NSEGS);
+	D = calloc(1, sizeof(*D));
+	NC = tree_cache_new(A, read_node, D);
+	mvol = calloc(NLBA, sizeof(*mvol));
+	msnap = calloc(NLBA, sizeof(*msnap));
+	assert_true(A && D && NC && mvol && msnap);
+	D->next = (uint64_t)NODE_SEG * FMT_SEG_BLOCKS;
+	next_blk = (uint64_t)DATA_SEG * FMT_SEG_BLOCKS;
+	memset(&vol, 0, sizeof(vol));
+	memset(&snap, 0, sizeof(snap));
+	vol.levels = tree_levels_for(NLBA);
+	vol.nc = NC;
+	assert_int_equal(vol.levels, 3);
+	for (uint64_t lba = 0; lba < NLBA; lba += 5)
+		set(lba);
+	tree_share(&snap, &vol);
+	memcpy(msnap, mvol, NLBA * sizeof(*mvol));
+	for (uint64_t lba = HALF + 3; lba < NLBA; lba += 50000)
+		set(lba); /* the first half stays shared */
+	write_all();
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	tree_drop(&vol, A);
+	tree_drop(&snap, A);
+	urcu_memb_barrier(); /* nodes go through call_rcu */
+	assert_int_equal(alloc_live_blocks(A), 0);
+	tree_cache_free(NC);
+	alloc_free(A);
+	for (size_t i = 0; i < NSEGS * FMT_SEG_BLOCKS; i++)
+		free(D->img[i]);
+	free(D);
+	free(mvol);
+	free(msnap);
+	urcu_memb_unregister_thread();
+	return 0;
+}
+
+static int lookup(const struct tree *t, uint64_t lba, bool nowait, uint64_t *phys)
+{
+	urcu_memb_read_lock();
+	int err = tree_lookup(t, lba, nowait, phys);
+	urcu_memb_read_unlock();
+	return err;
+}
+
+/* Every block of both trees as the models say (reading what is away), and
+ * every count exact (which reads the rest). */
+static void expect_all(void)
+{
+	uint64_t phys;
+	for (uint64_t lba = 0; lba < NLBA; lba++) {
+		assert_int_equal(lookup(&vol, lba, false, &phys), 0);
+		if (phys != mvol[lba])
+			fail_msg("vol block %llu: %llu, model %llu", (unsigned long long)lba,
+			         (unsigned long long)phys, (unsigned long long)mvol[lba]);
+		assert_int_equal(lookup(&snap, lba, false, &phys), 0);
+		if (phys != msnap[lba])
+			fail_msg("snap block %llu: %llu, model %llu", (unsigned long long)lba,
+			         (unsigned long long)phys, (unsigned long long)msnap[lba]);
+	}
+	struct tree *trees[] = {&vol, &snap};
+	assert_int_equal(treeref_check(trees, 2, A, NULL), 0);
+	assert_int_equal(tree_dirty_nodes(trees, 2), alloc_meta_pending(A));
+}
+
+/* A node away: -EAGAIN without blocking, the answer with; once loaded,
+ * served from memory. */
+static void test_away_nowait(void **state)
+{
+	struct tree_cache_stats cs;
+	uint64_t phys, nodes = treeref_nodes((struct tree *[]){&vol, &snap}, 2);
+
+	tree_cache_stats(NC, &cs);
+	assert_int_equal(cs.resident, nodes);
+	uint64_t dropped = unload();
+	assert_int_equal(dropped, nodes - 2); /* all but the two roots */
+	tree_cache_stats(NC, &cs);
+	assert_int_equal(cs.resident, 2);
+	assert_int_equal(cs.away, dropped);
+	assert_int_equal(lookup(&vol, 10, true, &phys), -EAGAIN);
+	assert_int_equal(lookup(&vol, 10, false, &phys), 0);
+	assert_int_equal(phys, mvol[10]);
+	assert_int_equal(lookup(&vol, 11, true, &phys), 0); /* same leaf: in memory now */
+	assert_int_equal(phys, 0);
+	tree_cache_stats(NC, &cs);
+	assert_int_equal(cs.loads, 2); /* one interior node, one leaf */
+	/* The snapshot shares that path (the first half): its root's slot
+	 * is still empty (a non-blocking reader cannot know more), but the
+	 * nodes are found in memory, not read again. */
+	assert_int_equal(lookup(&snap, 10, true, &phys), -EAGAIN);
+	assert_int_equal(lookup(&snap, 10, false, &phys), 0);
+	assert_int_equal(phys, msnap[10]);
+	assert_int_equal(lookup(&snap, 10, true, &phys), 0);
+	tree_cache_stats(NC, &cs);
+	assert_int_equal(cs.loads, 2);
+	uint64_t len;
+	bool mapped;
+	urcu_memb_read_lock();
+	assert_int_equal(tree_run(&vol, HALF, 7, &len, &mapped), 0);
+	urcu_memb_read_unlock();
+	assert_true(mapped == (mvol[HALF] != 0));
+	expect_all();
+	tree_cache_stats(NC, &cs);
+	assert_int_equal(cs.resident, nodes);
+	assert_int_equal(cs.away, 0);
+	assert_int_equal(cs.errors, 0);
+}
+
+/* ---- readers racing the loads ------------------------------------------ */
+
+struct race {
+	atomic_int go, stop;
+	atomic_long checked, wrong, errors;
+};
+
+static void *reader_main(void *arg)
+{
+	struct race *r = arg;
+	uint64_t x = 88172645463325252ull; /* the same walk in every thread */
+
+	urcu_memb_register_thread();
+	while (!atomic_load(&r->go))
+		;
+	while (!atomic_load(&r->stop)) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		uint64_t lba = x % HALF, phys;
+		bool on_snap = x >> 63;
+		int err = lookup(on_snap ? &snap : &vol, lba, false, &phys);
+		if (err)
+			atomic_fetch_add(&r->errors, 1);
+		else if (phys != (on_snap ? msnap : mvol)[lba])
+			atomic_fetch_add(&r->wrong, 1);
+		atomic_fetch_add(&r->checked, 1);
+	}
+	urcu_memb_unregister_thread();
+	return NULL;
+}
+
+static void test_readers_race_loads(void **state)
+{
+	struct race r = {0};
+	pthread_t th[READERS];
+	struct tree_cache_stats cs;
+	uint64_t dropped = 0;
+
+	for (unsigned i = 0; i < READERS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, reader_main, &r), 0);
+	for (unsigned round = 0; round < 40; round++) {
+		dropped += unload();
+		if (round == 0)
+			atomic_store(&r.go, 1);
+		/* The writer maps blocks above HALF meanwhile: it loads what
+		 * it needs on its own, copies the shared root's path, and its
+		 * checkpoint writes move nodes to new addresses. */
+		for (unsigned k = 0; k < 200; k++)
+			set(HALF + (round * 7919u + k * 104729u) % (NLBA - HALF));
+		write_all();
+	}
+	while (atomic_load(&r.checked) < 20000)
+		;
+	atomic_store(&r.stop, 1);
+	for (unsigned i = 0; i < READERS; i++)
+		pthread_join(th[i], NULL);
+	tree_cache_stats(NC, &cs);
+	print_message("readers: %ld lookups; %llu nodes dropped, %llu loads\n",
+	              atomic_load(&r.checked), (unsigned long long)dropped,
+	              (unsigned long long)cs.loads);
+	assert_int_equal(atomic_load(&r.errors), 0);
+	assert_int_equal(atomic_load(&r.wrong), 0);
+	assert_true(cs.loads > 0);
+	assert_int_equal(cs.errors, 0);
+	expect_all();
+}
+
+/* ---- the writer on nodes away -------------------------------------------- */
+
+/* tree_diff(snap, vol)'s runs, three numbers each. */
+struct runs {
+	uint64_t *v;
+	size_t n, cap;
+};
+
+static int collect(void *arg, uint64_t lba, uint64_t n, bool zero)
+{
+	struct runs *r = arg;
+	if (r->n + 3 > r->cap) {
+		r->cap = r->cap ? 2 * r->cap : 1024;
+		r->v = realloc(r->v, r->cap * sizeof(*r->v));
+		assert_non_null(r->v);
+	}
+	r->v[r->n++] = lba;
+	r->v[r->n++] = n;
+	r->v[r->n++] = zero;
+	return 0;
+}
+
+static void diff_runs(struct runs *r)
+{
+	urcu_memb_read_lock();
+	assert_int_equal(tree_diff(&snap, &vol, 0, NLBA, collect, r, NULL), 0);
+	urcu_memb_read_unlock();
+}
+
+static void test_writer_on_away(void **state)
+{
+	struct tree other = {0};
+	struct runs before = {0}, after = {0};
+	uint64_t mapped, unique, mapped2, unique2;
+
+	/* Comparing trees: the same runs with everything away. */
+	diff_runs(&before);
+	unload();
+	diff_runs(&after);
+	assert_true(before.n > 0);
+	assert_int_equal(after.n, before.n);
+	assert_memory_equal(after.v, before.v, before.n * sizeof(*before.v));
+	free(before.v);
+	free(after.v);
+	urcu_memb_read_lock();
+	tree_count(&vol, A, &mapped, &unique);
+	urcu_memb_read_unlock();
+	unload();
+	urcu_memb_read_lock();
+	tree_count(&vol, A, &mapped2, &unique2);
+	urcu_memb_read_unlock();
+	assert_int_equal(mapped2, mapped);
+	assert_int_equal(unique2, unique);
+	unload();
+	/* A second snapshot, then a write: the shared root is copied while
+	 * its children are away (their counts go up where they are kept). */
+	tree_share(&other, &vol);
+	set(12);
+	tree_drop(&other, A); /* its old root goes; below it, counts only */
+	expect_all();
+	write_all();
+	unload();
+	/* Trim whole away subtrees and part of one. */
+	assert_int_equal(tree_trim(&vol, A, FMT_FANOUT * 3 + 9, FMT_FANOUT * FMT_FANOUT + 17), 0);
+	for (uint64_t lba = FMT_FANOUT * 3 + 9; lba < FMT_FANOUT * FMT_FANOUT + 17; lba++)
+		mvol[lba] = 0;
+	expect_all();
+	write_all();
+	unload();
+	/* A tree of its own, dropped with all of it away. */
+	struct tree own = {.levels = 2, .nc = NC};
+	for (uint64_t lba = 0; lba < 3 * FMT_FANOUT; lba += 3)
+		assert_int_equal(tree_set(&own, A, lba, next_blk++), 0);
+	struct fmt_node *scratch = malloc(sizeof(*scratch));
+	assert_int_equal(tree_write_dirty(&own, A, emit, D, scratch), 0);
+	free(scratch);
+	assert_true(tree_unload((struct tree *[]){&vol, &snap, &own}, 3) >= 3);
+	tree_drop(&own, A);
+	unload();
+	expect_all();
+}
+
+/* ---- damage ----------------------------------------------------------------- */
+
+/* The leaf holding lba in t, by address (everything in memory). */
+static uint64_t leaf_addr(const struct tree *t, uint64_t lba)
+{
+	const struct tree_node *n = t->root;
+	for (unsigned k = t->levels - 1; k > 0; k--) {
+		uint64_t sp = 1;
+		for (unsigned j = 0; j < k; j++)
+			sp *= FMT_FANOUT;
+		n = n->child[(lba / sp) % FMT_FANOUT];
+	}
+	return n->disk;
+}
+
+static void test_damaged_node(void **state)
+{
+	struct tree_cache_stats cs;
+	uint64_t phys, lba = 5 * 1000, other = HALF + 5;
+	uint64_t addr = leaf_addr(&vol, lba);
+	struct fmt_node *img = D->img[addr];
+
+	unload();
+	img->slot[7] ^= 0x40; /* a flipped bit: the CRC no longer matches */
+	assert_int_equal(lookup(&vol, lba, false, &phys), -EILSEQ);
+	assert_int_equal(lookup(&snap, lba, false, &phys), -EILSEQ);
+	assert_int_equal(lookup(&vol, lba, true, &phys), -EAGAIN); /* nothing inserted */
+	assert_int_equal(lookup(&vol, other, false, &phys), 0);    /* elsewhere: fine */
+	assert_int_equal(phys, mvol[other]);
+	uint64_t len;
+	bool mapped;
+	urcu_memb_read_lock();
+	assert_int_equal(tree_run(&vol, lba, 10, &len, &mapped), -EILSEQ);
+	urcu_memb_read_unlock();
+	img->slot[7] ^= 0x40;
+	D->fail_addr = addr; /* now the device fails */
+	assert_int_equal(lookup(&vol, lba, false, &phys), -EIO);
+	D->fail_addr = 0;
+	tree_cache_stats(NC, &cs);
+	assert_int_equal(cs.errors, 4);
+	assert_int_equal(lookup(&vol, lba, false, &phys), 0);
+	assert_int_equal(phys, mvol[lba]);
+	expect_all();
+}
+
+/* ---- through the store ---------------------------------------------------- */
+
+/* A job on the log thread: checkpoint, drop every clean node, and flip a
+ * byte of one leaf's block on the device if asked. */
+struct unload_job {
+	struct store_req req; /* first: the job gets it back */
+	struct store *st;
+	struct faultdev *dev;
+	uint64_t damage_lba; /* UINT64_MAX: none */
+	uint64_t dropped;
+};
+
+static int unload_run(struct store_req *r)
+{
+	struct unload_job *j = (struct unload_job *)r;
+	unsigned n;
+	int err = ckpt_write(j->st);
+	if (err)
+		return err;
+	struct tree **trees = vtab_trees(j->st, &n);
+	if (!trees)
+		return -ENOMEM;
+	if (j->damage_lba != UINT64_MAX) {
+		/* Nothing reads the device now: readers are idle, the log
+		 * thread is here.  The path is read first (it may be away). */
+		uint64_t phys;
+		urcu_memb_read_lock();
+		err = tree_lookup(trees[0], j->damage_lba, false, &phys);
+		urcu_memb_read_unlock();
+		assert_int_equal(err, 0);
+		uint64_t addr = leaf_addr(trees[0], j->damage_lba);
+		uint8_t *b = faultdev_patch(j->dev, addr);
+		assert_non_null(b);
+		b[100] ^= 1;
+	}
+	j->dropped = tree_unload(trees, n);
+	free(trees);
+	return 0;
+}
+
+static void unload_submit(struct store_req *r)
+{
+	struct unload_job *j = (struct unload_job *)r;
+	writer_enqueue(j->st, r);
+}
+
+static uint64_t store_unload(struct store *st, struct faultdev *dev, uint64_t damage_lba)
+{
+	struct unload_job j = {
+	    .req = {.job = unload_run}, .st = st, .dev = dev, .damage_lba = damage_lba};
+	assert_int_equal(core_submit_wait(&j.req, unload_submit), 0);
+	return j.dropped;
+}
+
+static void test_store_lazy_read(void **state)
+{
+	struct faultdev *p = faultdev_new(128u << 20);
+	const uint64_t size = 3ull * FMT_FANOUT * FMT_FANOUT * FMT_BLOCK; /* three levels */
+	char *buf = malloc(FMT_BLOCK), *want = malloc(FMT_BLOCK);
+	struct vol *v;
+	struct store *st = testpool_volume(&p->dev, NULL, "v", size, &v);
+
+	store_thread_register();
+	for (unsigned i = 0; i < 64; i++) {
+		memset(want, (int)i + 1, FMT_BLOCK);
+		assert_int_equal(
+		    store_write(v, want, (uint64_t)i * 10000 * FMT_BLOCK, FMT_BLOCK, 0), 0);
+	}
+	assert_true(store_unload(st, p, UINT64_MAX) > 0);
+	struct store_req r = {.op = STORE_READ,
+	                      .off = 7ull * 10000 * FMT_BLOCK,
+	                      .len = FMT_BLOCK,
+	                      .buf = buf,
+	                      .vol = v};
+	assert_false(store_read_try(&r)); /* a node is away: for a reader thread */
+	assert_int_equal(store_read(v, buf, r.off, FMT_BLOCK), 0);
+	memset(want, 8, FMT_BLOCK);
+	assert_memory_equal(buf, want, FMT_BLOCK);
+	assert_true(store_read_try(&r)); /* loaded: served at once */
+	assert_int_equal(r.err, 0);
+	/* A damaged leaf under an away path: the client gets an error. */
+	store_unload(st, p, 9ull * 10000);
+	assert_int_equal(store_read(v, buf, 9ull * 10000 * FMT_BLOCK, FMT_BLOCK), -EILSEQ);
+	assert_int_equal(store_read(v, buf, 0, FMT_BLOCK), 0); /* elsewhere: fine */
+	memset(want, 1, FMT_BLOCK);
+	assert_memory_equal(buf, want, FMT_BLOCK);
+	store_thread_unregister();
+	store_vol_close(v);
+	store_close(st);
+	faultdev_free(p);
+	free(buf);
+	free(want);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_away_nowait, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_readers_race_loads, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_writer_on_away, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_damaged_node, setup, teardown),
+	    cmocka_unit_test(test_store_lazy_read),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
