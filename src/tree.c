@@ -1252,25 +1252,32 @@ int tree_load(struct tree_cache *nc, struct tree *t, uint64_t root_addr, unsigne
 
 /* Unpublish every clean child of n (and, first, below it) whose image is
  * the one n names; cand collects them (value 2 if some parent kept its
- * pointer), seen the nodes walked.  Caller holds the cache lock. */
-static void unload_walk_locked(struct tree_node *n, struct map *seen, struct map *cand)
+ * pointer), seen the nodes walked.  False if out of memory (then nothing
+ * may be freed: some pointer may not have been seen).  Caller holds the
+ * cache lock. */
+static bool unload_walk_locked(struct tree_node *n, struct map *seen, struct map *cand)
 {
-	if (n->level == 0 || map_get(seen, (uint64_t)(uintptr_t)n) ||
-	    map_put(seen, (uint64_t)(uintptr_t)n, (void *)1))
-		return; /* walked already (or out of memory: keep it) */
+	uint64_t self = (uint64_t)(uintptr_t)n;
+
+	if (n->level == 0 || map_get(seen, self))
+		return true;
+	if (map_put(seen, self, (void *)1))
+		return false;
 	for (unsigned i = 0; i < FMT_FANOUT; i++) {
 		struct tree_node *c = n->child[i];
 		if (!c)
 			continue;
-		unload_walk_locked(c, seen, cand);
+		if (!unload_walk_locked(c, seen, cand))
+			return false;
 		uint64_t key = (uint64_t)(uintptr_t)c;
-		uintptr_t was = (uintptr_t)map_get(cand, key);
 		bool drop = !c->dirty && c->disk && n->caddr[i] == c->disk;
+		bool kept = !drop || (uintptr_t)map_get(cand, key) == 2;
+		if (map_put(cand, key, (void *)(uintptr_t)(kept ? 2 : 1)))
+			return false;
 		if (drop)
 			rcu_assign_pointer(n->child[i], NULL);
-		if (map_put(cand, key, (void *)(drop && was != 2 ? 1 : (uintptr_t)2)))
-			rcu_assign_pointer(n->child[i], c); /* out of memory: keep it */
 	}
+	return true;
 }
 
 uint64_t tree_unload(struct tree *const *trees, unsigned n)
@@ -1279,18 +1286,21 @@ uint64_t tree_unload(struct tree *const *trees, unsigned n)
 	struct map seen = {0}, cand = {0};
 	uint64_t dropped = 0, key;
 	size_t pos = 0;
+	bool ok = true;
 	void **val;
 
 	if (!nc)
 		return 0;
 	pthread_mutex_lock(&nc->lock);
-	for (unsigned i = 0; i < n; i++)
+	for (unsigned i = 0; i < n && ok; i++)
 		if (trees[i]->root)
-			unload_walk_locked(trees[i]->root, &seen, &cand);
-	for (unsigned i = 0; i < n; i++) /* roots stay */
+			ok = unload_walk_locked(trees[i]->root, &seen, &cand);
+	for (unsigned i = 0; i < n && ok; i++) /* roots stay */
 		if (trees[i]->root)
-			map_put(&cand, (uint64_t)(uintptr_t)trees[i]->root, (void *)2);
-	while ((val = map_next(&cand, &pos, &key))) {
+			ok = !map_put(&cand, (uint64_t)(uintptr_t)trees[i]->root, (void *)2);
+	/* Out of memory: what was unpublished stays in memory, found again
+	 * by address on the next walk. */
+	while (ok && (val = map_next(&cand, &pos, &key))) {
 		struct tree_node *c = (struct tree_node *)(uintptr_t)key;
 		struct away *aw = (uintptr_t)*val == 1 ? malloc(sizeof(*aw)) : NULL;
 		if (!aw)
