@@ -34,7 +34,9 @@
 #
 # Environment: QUICK=1 (1 round of ~1 s jobs: a smoke test), ROUNDS, RUNTIME
 # (seconds per timed job), SIZE_MIB (export size), SERVERS (space-separated
-# subset of the ids below), MAP_BLOCKS, RECOVERY_MIB, COWBD_ARGS (extra cowbd
+# subset of the ids below), JOBS (space-separated subset of the job matrix's
+# workload ids, e.g. "sw1m sr1m"), MATRIX_ONLY=1 (skip the cowbd-only jobs:
+# a quick A/B of the matrix), MAP_BLOCKS, RECOVERY_MIB, COWBD_ARGS (extra cowbd
 # options for every start), COWBD_RECOVERY_ARGS (extra options for the
 # recovery pool, e.g. to push the checkpoint interval above RECOVERY_MIB),
 # COW_BLK_MIB (cowbd-blk's device), CKPT_ON / CKPT_OFF (checkpoint intervals
@@ -132,10 +134,13 @@ S="--size=${SIZE_MIB}M"
 declare -A WL_ARGS=() WL_UNIT=()
 WORKLOADS=()
 workload() { # section id unit label target fio-args
-	printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >>"$META"
 	WL_UNIT[$2]=$3
 	WL_ARGS[$2]=$6
-	[ "$1" = main ] && WORKLOADS+=("$2")
+	if [ "$1" = main ]; then
+		case " ${JOBS:-$2} " in *" $2 "*) ;; *) return 0 ;; esac
+		WORKLOADS+=("$2")
+	fi
+	printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >>"$META"
 }
 workload main rw4k1 IOPS "4k randwrite qd32, 1 conn" "cowbd >= 1.0x nbdkit file, >= 2x qemu-nbd" \
 	"--name=rw4k1 --rw=randwrite --bs=4k --iodepth=32 $S $TB"
@@ -510,7 +515,7 @@ for id in "${ACTIVE[@]}"; do
 	[ "$id" = cowbd ] || server_stop "$id"
 done
 case " ${ACTIVE[*]} " in
-*" cowbd "*) cowbd_only ;;
+*" cowbd "*) [ -n "${MATRIX_ONLY:-}" ] || cowbd_only ;;
 esac
 bench_stop_all
 say "cowbd-only jobs done after $(( $(date +%s) - START_S )) s"
@@ -536,7 +541,7 @@ done
 "$PY" "$BENCH_SRC/report.py" "$RAW" "$META" "$SRVTSV" "$OUT/results.csv" "$(getconf CLK_TCK)" \
 	>>"$OUT/report.md" || { say "report failed"; exit 1; }
 # The compactor near full: the store itself over an in-memory pool (bench/wa.c).
-if [ -x "$BUILD/bench-wa" ]; then
+if [ -x "$BUILD/bench-wa" ] && [ -z "${MATRIX_ONLY:-}" ]; then
 	if [ "$QUICK" = 1 ]; then
 		WA_ARGS=(256 10000 70) WA_IDLE=3
 	else

@@ -12,6 +12,9 @@
 #               CALLGRAPH=fp|dwarf|none, default dwarf),
 # and prints per-operation figures plus the top symbols (self time) and,
 # for dwarf/fp, the top callers.  Everything lands in build/bench/profile/.
+# IDLE=SECS syncs and leaves the server idle that long before each
+# workload, as between the bench's jobs (cowbd discards free segments
+# while idle).
 # perf must be installed (linux-perf); no hardware counters are needed.
 set -u
 export PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
@@ -59,6 +62,10 @@ for wl in "${WLS[@]}"; do
 	read1m) args="--rw=read --bs=1M --iodepth=8" ;;
 	*) say "unknown workload $wl"; continue ;;
 	esac
+	if [ "${IDLE:-0}" != 0 ]; then
+		sync
+		sleep "$IDLE"
+	fi
 	# fio runs RUNTIME + 3 s; perf samples RUNTIME s from its second second.
 	# shellcheck disable=SC2086
 	fio_run "$URI" "$WORK/$wl.json" --name="$wl" $args --size="${SIZE_MIB}M" \
