@@ -24,6 +24,8 @@ struct alloc {
 	uint64_t live_blocks;
 	uint64_t *seg_stamp;    /* LSN when the log entered the segment (age for the compactor) */
 	uint8_t *seg_discarded; /* FREE and already handed back to the device */
+	uint8_t *seg_warm;      /* FREE, released by the log since it was last written */
+	uint64_t nwarm;         /* segments with seg_warm set */
 	uint64_t meta_pending;  /* dirty tree nodes: blocks the next checkpoint writes */
 	uint8_t *seg_marked;    /* dead when a checkpoint in flight began (alloc_mark_dead) */
 };
@@ -41,8 +43,9 @@ struct alloc *alloc_new(uint64_t nsegs)
 	a->seg_stamp = calloc(nsegs, sizeof(*a->seg_stamp));
 	a->seg_discarded = calloc(nsegs, 1);
 	a->seg_marked = calloc(nsegs, 1);
+	a->seg_warm = calloc(nsegs, 1);
 	if (!a->ref || !a->seg_live || !a->seg_state || !a->seg_stamp || !a->seg_discarded ||
-	    !a->seg_marked) {
+	    !a->seg_marked || !a->seg_warm) {
 		alloc_free(a);
 		return NULL;
 	}
@@ -61,6 +64,7 @@ void alloc_free(struct alloc *a)
 	free(a->seg_state);
 	free(a->seg_stamp);
 	free(a->seg_discarded);
+	free(a->seg_warm);
 	free(a->seg_marked);
 	free(a);
 }
@@ -129,14 +133,27 @@ uint32_t alloc_block_refs(const struct alloc *a, uint64_t blk)
 	return __atomic_load_n(&a->ref[blk], __ATOMIC_RELAXED);
 }
 
+/* s stops being warm (taken, or its cached pages given up). */
+static void seg_cool(struct alloc *a, uint64_t s)
+{
+	a->nwarm -= a->seg_warm[s];
+	a->seg_warm[s] = 0;
+}
+
+/* FREE segment s goes to the log. */
+static void seg_take(struct alloc *a, uint64_t s)
+{
+	a->seg_state[s] = ALLOC_USED;
+	a->seg_discarded[s] = 0;
+	seg_cool(a, s);
+	a->nfree--;
+}
+
 void alloc_mark_used(struct alloc *a, uint64_t seg)
 {
 	assert(seg < a->nsegs);
-	if (a->seg_state[seg] == ALLOC_FREE) {
-		a->seg_state[seg] = ALLOC_USED;
-		a->seg_discarded[seg] = 0;
-		a->nfree--;
-	}
+	if (a->seg_state[seg] == ALLOC_FREE)
+		seg_take(a, seg);
 }
 
 void alloc_ref(struct alloc *a, uint64_t blk)
@@ -160,21 +177,35 @@ void alloc_unref(struct alloc *a, uint64_t blk)
 	}
 }
 
-uint64_t alloc_take_seg(struct alloc *a)
+/* The first FREE segment from the hint on (warm ones only if want_warm). */
+static uint64_t find_free(const struct alloc *a, bool want_warm)
 {
-	if (!a->nfree)
-		return 0;
 	for (uint64_t i = 0; i < a->nsegs; i++) {
 		uint64_t s = (a->hint + i) % a->nsegs;
-		if (s && a->seg_state[s] == ALLOC_FREE) {
-			a->seg_state[s] = ALLOC_USED;
-			a->seg_discarded[s] = 0;
-			a->nfree--;
-			a->hint = s + 1;
+		if (s && a->seg_state[s] == ALLOC_FREE && (!want_warm || a->seg_warm[s]))
 			return s;
-		}
 	}
 	return 0;
+}
+
+/* Warm segments first: appending over pages still in the page cache
+ * costs a copy, into a fresh or discarded segment also new pages (and on
+ * a VM, memory the host must first provide: several times slower). */
+uint64_t alloc_take_seg(struct alloc *a)
+{
+	uint64_t s = 0;
+
+	if (!a->nfree)
+		return 0;
+	if (a->nwarm)
+		s = find_free(a, true);
+	if (!s)
+		s = find_free(a, false);
+	if (s) {
+		seg_take(a, s);
+		a->hint = s + 1;
+	}
+	return s;
 }
 
 static bool seg_dead(const struct alloc *a, uint64_t s, uint64_t keep1, uint64_t keep2)
@@ -190,6 +221,8 @@ static void seg_release(struct alloc *a, uint64_t s, uint64_t *first,
 		*first = s;
 	a->seg_state[s] = ALLOC_FREE;
 	a->seg_marked[s] = 0;
+	a->seg_warm[s] = 1;
+	a->nwarm++;
 	a->nfree++;
 	if (freed)
 		freed(arg, s);
@@ -252,16 +285,32 @@ void alloc_unmark_dead(struct alloc *a)
 	memset(a->seg_marked, 0, a->nsegs);
 }
 
-unsigned alloc_discard_free(struct alloc *a, unsigned max, void (*discard)(void *arg, uint64_t seg),
-                            void *arg)
+static void seg_discard(struct alloc *a, uint64_t s, void (*discard)(void *arg, uint64_t seg),
+                        void *arg)
+{
+	discard(arg, s);
+	a->seg_discarded[s] = 1;
+	seg_cool(a, s);
+}
+
+unsigned alloc_discard_free(struct alloc *a, unsigned max, uint64_t keep_warm,
+                            void (*discard)(void *arg, uint64_t seg), void *arg)
 {
 	unsigned n = 0;
 	for (uint64_t s = 1; s < a->nsegs && n < max; s++)
-		if (a->seg_state[s] == ALLOC_FREE && !a->seg_discarded[s]) {
-			discard(arg, s);
-			a->seg_discarded[s] = 1;
+		if (a->seg_state[s] == ALLOC_FREE && !a->seg_discarded[s] && !a->seg_warm[s]) {
+			seg_discard(a, s, discard, arg);
 			n++;
 		}
+	/* Warm ones beyond keep_warm, those alloc_take_seg would reach last
+	 * first: backwards from the hint. */
+	for (uint64_t i = 1; i <= a->nsegs && n < max && a->nwarm > keep_warm; i++) {
+		uint64_t s = (a->hint + a->nsegs - i) % a->nsegs;
+		if (a->seg_warm[s]) {
+			seg_discard(a, s, discard, arg);
+			n++;
+		}
+	}
 	return n;
 }
 
@@ -276,8 +325,11 @@ uint64_t alloc_dead_segs(const struct alloc *a)
 
 bool alloc_check(const struct alloc *a)
 {
-	uint64_t nfree = 0, live = 0;
+	uint64_t nfree = 0, live = 0, warm = 0;
 	for (uint64_t s = 0; s < a->nsegs; s++) {
+		if (a->seg_warm[s] && a->seg_state[s] != ALLOC_FREE)
+			return false;
+		warm += a->seg_warm[s];
 		uint32_t l = 0;
 		for (uint64_t b = s * FMT_SEG_BLOCKS; b < (s + 1) * FMT_SEG_BLOCKS; b++)
 			l += a->ref[b] > 0;
@@ -288,7 +340,7 @@ bool alloc_check(const struct alloc *a)
 		nfree += a->seg_state[s] == ALLOC_FREE;
 		live += l;
 	}
-	return nfree == a->nfree && live == a->live_blocks;
+	return nfree == a->nfree && live == a->live_blocks && warm == a->nwarm;
 }
 
 int alloc_verify(const struct alloc *a, const uint32_t *want)

@@ -63,8 +63,9 @@ uint32_t alloc_block_refs(const struct alloc *a, uint64_t blk);
 void alloc_ref(struct alloc *a, uint64_t blk);
 void alloc_unref(struct alloc *a, uint64_t blk);
 
-/* Take a FREE segment (USED afterwards).  Returns its number or 0 when none
- * is free (segment 0 is never handed out). */
+/* Take a FREE segment (USED afterwards): a warm one (below) if any, the
+ * first from where the last search ended.  Returns its number or 0 when
+ * none is free (segment 0 is never handed out).  O(nsegs) at worst. */
 uint64_t alloc_take_seg(struct alloc *a);
 
 /* Mark a segment USED (recovery: segments the log passes through). */
@@ -87,9 +88,11 @@ uint64_t alloc_release_marked(struct alloc *a, void (*freed)(void *arg, uint64_t
 void alloc_unmark_dead(struct alloc *a);
 
 /* Up to max FREE segments not yet discarded: discard(arg, seg) each and
- * remember it.  Returns how many. */
-unsigned alloc_discard_free(struct alloc *a, unsigned max, void (*discard)(void *arg, uint64_t seg),
-                            void *arg);
+ * remember it.  Warm segments (released by the log since they were last
+ * written, so their pages are likely still cached; alloc_take_seg hands
+ * them out first) go last, and keep_warm of them stay.  Returns how many. */
+unsigned alloc_discard_free(struct alloc *a, unsigned max, uint64_t keep_warm,
+                            void (*discard)(void *arg, uint64_t seg), void *arg);
 
 /* USED segments with no live block (waiting for the next checkpoint). */
 uint64_t alloc_dead_segs(const struct alloc *a);

@@ -201,7 +201,7 @@ void space_make_room(struct store *st, uint64_t cost)
 		 * every free segment's space, then ask again for the log's
 		 * successor (space freed elsewhere on the filesystem counts
 		 * too, so this is tried whatever changed). */
-		alloc_discard_free(st->a, UINT32_MAX, segment_discard, st);
+		alloc_discard_free(st->a, UINT32_MAX, 0, segment_discard, st);
 		log_retry_reserve(st->log);
 	}
 	live = alloc_live_blocks(st->a);
@@ -217,7 +217,7 @@ void space_make_room(struct store *st, uint64_t cost)
 	if (alloc_meta_pending(st->a) || alloc_dead_segs(st->a)) {
 		ckpt_write(st);
 		if (log_backend_full(st->log)) { /* what it freed goes back too */
-			alloc_discard_free(st->a, UINT32_MAX, segment_discard, st);
+			alloc_discard_free(st->a, UINT32_MAX, 0, segment_discard, st);
 			log_retry_reserve(st->log);
 		}
 	}
@@ -284,6 +284,15 @@ void space_pause_idle(struct store *st, bool pause)
 	__atomic_add_fetch(&st->sp.idle_paused, pause ? 1 : -1, __ATOMIC_RELEASE);
 }
 
+/* Warm free segments (alloc.h) idle discards leave alone: two checkpoint
+ * intervals of log, about what a write burst after idle fills before its
+ * own checkpoints free segments again.  Appends over their cached pages
+ * cost a third of appends into discarded ones here (PERFORMANCE.md). */
+static uint64_t warm_keep(const struct store *st)
+{
+	return 2 * st->ck.interval_bytes / FMT_SEG_BYTES;
+}
+
 void space_idle(struct store *st)
 {
 	if (st->failed)
@@ -293,5 +302,5 @@ void space_idle(struct store *st)
 	else if (ckpt_due(st))
 		ckpt_begin(st);
 	else
-		alloc_discard_free(st->a, DISCARD_PER_TICK, segment_discard, st);
+		alloc_discard_free(st->a, DISCARD_PER_TICK, warm_keep(st), segment_discard, st);
 }

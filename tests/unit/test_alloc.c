@@ -164,19 +164,61 @@ static void test_discard(void **state)
 	struct freed_log f = {0};
 	uint64_t s;
 
-	assert_int_equal(alloc_discard_free(a, 5, note_discard, &f), 5);
-	assert_int_equal(alloc_discard_free(a, 100, note_discard, &f), NSEGS - 1 - 5);
+	assert_int_equal(alloc_discard_free(a, 5, 0, note_discard, &f), 5);
+	assert_int_equal(alloc_discard_free(a, 100, 0, note_discard, &f), NSEGS - 1 - 5);
 	assert_int_equal(f.n, NSEGS - 1);
 	for (unsigned i = 0; i < f.n; i++)
 		assert_int_equal(f.seg[i], i + 1); /* never segment 0 */
-	assert_int_equal(alloc_discard_free(a, 100, note_discard, &f), 0);
+	assert_int_equal(alloc_discard_free(a, 100, 0, note_discard, &f), 0);
 	s = alloc_take_seg(a);
 	alloc_mark_used(a, 9);
-	assert_int_equal(alloc_discard_free(a, 100, note_discard, &f), 0); /* both USED */
+	assert_int_equal(alloc_discard_free(a, 100, 0, note_discard, &f), 0); /* both USED */
 	assert_int_equal(alloc_release_dead(a, 0, 0, NULL, NULL), 2);
 	f.n = 0;
-	assert_int_equal(alloc_discard_free(a, 100, note_discard, &f), 2);
+	assert_int_equal(alloc_discard_free(a, 100, 0, note_discard, &f), 2);
 	assert_true((f.seg[0] == s && f.seg[1] == 9) || (f.seg[0] == 9 && f.seg[1] == s));
+	alloc_free(a);
+}
+
+/* Segments the log released are warm (their pages are likely cached):
+ * alloc_take_seg hands them out before a cold one the search meets first,
+ * and idle discards take cold ones first, then warm ones beyond keep_warm,
+ * those the log would reach last first. */
+static void test_warm(void **state)
+{
+	struct alloc *a = alloc_new(NSEGS);
+	struct freed_log f = {0};
+
+	for (uint64_t s = 1; s < NSEGS; s++)
+		alloc_ref(a, B(s, 0));
+	alloc_unref(a, B(3, 0));
+	alloc_unref(a, B(12, 0));
+	assert_int_equal(alloc_release_dead(a, 0, 0, NULL, NULL), 2);
+	assert_int_equal(a->nwarm, 2);
+	/* Keep one warm: of 3 and 12, 12 comes last from the hint (3). */
+	assert_int_equal(alloc_discard_free(a, 100, 1, note_discard, &f), 1);
+	assert_int_equal(f.seg[0], 12);
+	assert_int_equal(alloc_discard_free(a, 100, 1, note_discard, &f), 0);
+	assert_true(alloc_check(a));
+	/* From segment 10 on, 12 (discarded, cold) comes first: 3 is taken. */
+	a->hint = 10;
+	assert_int_equal(alloc_take_seg(a), 3);
+	assert_int_equal(a->nwarm, 0);
+	assert_int_equal(alloc_take_seg(a), 12);
+	assert_int_equal(alloc_take_seg(a), 0);
+	assert_true(alloc_check(a));
+	/* Released again (taken, never written), they are warm again;
+	 * discarded, cold; a newly released one goes before both. */
+	assert_int_equal(alloc_release_dead(a, 0, 0, NULL, NULL), 2);
+	assert_int_equal(a->nwarm, 2);
+	f.n = 0;
+	assert_int_equal(alloc_discard_free(a, 100, 0, note_discard, &f), 2);
+	alloc_unref(a, B(9, 0));
+	assert_int_equal(alloc_release_dead(a, 0, 0, NULL, NULL), 1);
+	assert_int_equal(alloc_discard_free(a, 100, 1, note_discard, &f), 0);
+	a->hint = 1;
+	assert_int_equal(alloc_take_seg(a), 9);
+	assert_true(alloc_check(a));
 	alloc_free(a);
 }
 
@@ -230,7 +272,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_refs),         cmocka_unit_test(test_take_exhaust),
 	    cmocka_unit_test(test_release_dead), cmocka_unit_test(test_discard),
-	    cmocka_unit_test(test_checkers),
+	    cmocka_unit_test(test_warm),         cmocka_unit_test(test_checkers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
