@@ -33,11 +33,13 @@
  * Reading: bytes land in a per-connection buffer (rbuf) and are parsed
  * there, many requests per recv().  A small WRITE waits in rbuf until its
  * whole payload is there; a large one gets its own buffer and the rest of
- * the payload is received straight into it (rx).  A rejected WRITE's
- * payload is read and discarded (drain).  Reading stops while more than
- * lim.max_reqs requests or lim.max_bytes payload bytes are held
- * (backpressure; --max-inflight-requests/-bytes) and resumes as replies go
- * out.
+ * the payload is received straight into it (rx).  After a large WRITE the
+ * next recv() into rbuf takes one request header only, so that a stream
+ * of large WRITEs lands in their own buffers, never copied out of rbuf.
+ * A rejected WRITE's payload is read and discarded (drain).  Reading
+ * stops while more than lim.max_reqs requests or lim.max_bytes payload
+ * bytes are held (backpressure; --max-inflight-requests/-bytes) and
+ * resumes as replies go out.
  *
  * Writing: proto assembles each reply (proto_reply_*: a short list of
  * iovecs over its own headers and the request's buffer, READ data or
@@ -534,6 +536,7 @@ static void conn_parse(struct conn *c)
 			c->dead = true;
 			break;
 		}
+		c->rx_hdr_only = r.op == STORE_WRITE && r.payload > CONN_SMALL_WRITE && !r.error;
 		/* A small payload (a WRITE, a BLOCK_STATUS's context list) is
 		 * parsed only once all of it is in rbuf. */
 		if (r.payload && r.payload <= CONN_SMALL_WRITE && avail < (size_t)n + r.payload &&
@@ -553,6 +556,21 @@ static void conn_parse(struct conn *c)
 }
 
 /* ---- socket I/O ----------------------------------------------------- */
+
+/* How much the next recv() into rbuf may take: all the room, or after a
+ * large WRITE the rest of one request header (a 1 MiB payload copied out
+ * of rbuf would cost as much as receiving it again). */
+static size_t rbuf_room(const struct conn *c)
+{
+	size_t room = CONN_RBUF_SIZE - c->rend;
+	size_t hdr =
+	    c->proto.extended ? sizeof(struct nbd_extended_header) : sizeof(struct nbd_request);
+	size_t have = c->rend - c->rstart;
+
+	if (c->rx_hdr_only && have < hdr && hdr - have < room)
+		return hdr - have;
+	return room;
+}
 
 static void conn_read(struct conn *c)
 {
@@ -588,12 +606,13 @@ static void conn_read(struct conn *c)
 			}
 			if (c->rend == CONN_RBUF_SIZE)
 				break; /* cannot happen: parse always frees room */
-			n = conn_sock_recv(c, c->rbuf + c->rend, CONN_RBUF_SIZE - c->rend);
+			size_t room = rbuf_room(c);
+			n = conn_sock_recv(c, c->rbuf + c->rend, room);
 			if (n > 0) {
 				c->last_active = ev_now(c->srv->loop);
 				c->rend += (size_t)n;
 				conn_parse(c);
-				if ((size_t)n < (CONN_RBUF_SIZE - c->rend) / 2)
+				if ((size_t)n < room / 2)
 					break; /* the socket is probably empty */
 				continue;
 			}

@@ -64,6 +64,7 @@ struct conn {
 	size_t rstart, rend;
 	struct conn_req *rx; /* large WRITE whose payload is arriving */
 	uint32_t rx_got;
+	bool rx_hdr_only;             /* the last request was a large WRITE: recv one header */
 	uint64_t drain;               /* payload bytes of a rejected WRITE to discard */
 	struct proto_req drain_reply; /* its error reply, sent once drained */
 	bool drain_reply_due;
