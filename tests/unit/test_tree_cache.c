@@ -17,7 +17,10 @@
  *     through it, nothing else affected, nothing inserted, no crash;
  *   - the store: store_read_try gives a read through an away node to a
  *     reader thread, which loads it; a byte flipped in the pool under an
- *     away leaf gives the client an error, not a crash.
+ *     away leaf gives the client an error, not a crash;
+ *   - a power cut at every device write or flush of a workload that
+ *     writes through away nodes and checkpoints the reloaded copies: the
+ *     pool opens, checks clean, and each block reads a value it may.
  */
 #undef NDEBUG
 #include <errno.h>
@@ -471,12 +474,13 @@ static void unload_submit(struct store_req *r)
 	writer_enqueue(j->st, r);
 }
 
-static uint64_t store_unload(struct store *st, struct faultdev *dev, uint64_t damage_lba)
+/* Nodes dropped, or -errno (the checkpoint failed: nothing dropped). */
+static int64_t store_unload(struct store *st, struct faultdev *dev, uint64_t damage_lba)
 {
 	struct unload_job j = {
 	    .req = {.job = unload_run}, .st = st, .dev = dev, .damage_lba = damage_lba};
-	assert_int_equal(core_submit_wait(&j.req, unload_submit), 0);
-	return j.dropped;
+	int err = core_submit_wait(&j.req, unload_submit);
+	return err ? err : (int64_t)j.dropped;
 }
 
 static void test_store_lazy_read(void **state)
@@ -506,7 +510,7 @@ static void test_store_lazy_read(void **state)
 	assert_true(store_read_try(&r)); /* loaded: served at once */
 	assert_int_equal(r.err, 0);
 	/* A damaged leaf under an away path: the client gets an error. */
-	store_unload(st, p, 9ull * 10000);
+	assert_true(store_unload(st, p, 9ull * 10000) > 0);
 	assert_int_equal(store_read(v, buf, 9ull * 10000 * FMT_BLOCK, FMT_BLOCK), -EILSEQ);
 	assert_int_equal(store_read(v, buf, 0, FMT_BLOCK), 0); /* elsewhere: fine */
 	memset(want, 1, FMT_BLOCK);
@@ -519,6 +523,168 @@ static void test_store_lazy_read(void **state)
 	free(want);
 }
 
+/* ---- crashes while nodes are away -------------------------------------- */
+
+#define CW_N    64    /* blocks k * CW_STEP (+1) of the volume */
+#define CW_STEP 10000 /* one leaf each */
+
+/* What each block may read after a crash: a bit per value (one byte
+ * repeated; 0 = a hole), the durable one and any written since the last
+ * flush that succeeded. */
+struct cw_model {
+	uint64_t ok[2 * CW_N], last[2 * CW_N];
+	uint64_t snap[2 * CW_N]; /* the snapshot's values, if it was made */
+	bool snap_made, durable_any;
+	unsigned seq;
+};
+
+static unsigned cw_lba(unsigned i)
+{
+	return (i / 2) * CW_STEP + i % 2;
+}
+
+/* Write value (1..63) or a hole (0) to block i; errors are the crash. */
+static void cw_put(struct vol *v, struct cw_model *m, unsigned i, unsigned val)
+{
+	char blk[FMT_BLOCK];
+	memset(blk, (int)val, sizeof(blk));
+	m->ok[i] |= 1ull << val;
+	m->last[i] = val;
+	if (val)
+		store_write(v, blk, (uint64_t)cw_lba(i) * FMT_BLOCK, FMT_BLOCK, 0);
+	else
+		store_trim(v, (uint64_t)cw_lba(i) * FMT_BLOCK, FMT_BLOCK, 0);
+}
+
+static void cw_flush(struct vol *v, struct cw_model *m)
+{
+	if (store_flush(v))
+		return;
+	for (unsigned i = 0; i < 2 * CW_N; i++)
+		m->ok[i] = 1ull << m->last[i];
+	m->durable_any = true;
+}
+
+static unsigned cw_val(struct cw_model *m)
+{
+	return 1 + m->seq++ % 63;
+}
+
+/* Blocks written, nodes dropped (a checkpoint first), blocks written
+ * through the away paths (each leaf read back and copied: the snapshot
+ * shares it), a checkpoint that writes the reloaded nodes back, dropped
+ * again, more writes, close.  Every step may fail once the power goes. */
+static void cw_workload(struct faultdev *p, struct cw_model *m)
+{
+	struct store *st = testpool_open(&p->dev, NULL);
+	struct vol *v = NULL;
+
+	store_thread_register();
+	if (store_vol_create(st, "v", 3ull * FMT_FANOUT * FMT_FANOUT * FMT_BLOCK) ||
+	    store_vol_open(st, "v", &v))
+		goto out;
+	for (unsigned k = 0; k < CW_N; k++)
+		cw_put(v, m, 2 * k, cw_val(m));
+	cw_flush(v, m);
+	if (!store_snap_create(st, "v@s")) {
+		m->snap_made = true;
+		memcpy(m->snap, m->last, sizeof(m->snap));
+	}
+	store_unload(st, p, UINT64_MAX);
+	for (unsigned k = 0; k < CW_N; k++) {
+		cw_put(v, m, 2 * k + 1, cw_val(m));
+		if (k % 4 == 0)
+			cw_put(v, m, 2 * k, 0);
+	}
+	cw_flush(v, m);
+	store_checkpoint(st);
+	store_unload(st, p, UINT64_MAX);
+	for (unsigned k = 1; k < CW_N; k += 2)
+		cw_put(v, m, 2 * k, cw_val(m));
+	cw_flush(v, m);
+out:
+	store_thread_unregister();
+	if (v)
+		store_vol_close(v);
+	store_close(st);
+}
+
+/* Each block of name holds an allowed value (want: exactly that one). */
+static void cw_expect(struct store *st, const char *name, const uint64_t *ok, const uint64_t *want)
+{
+	char blk[FMT_BLOCK];
+	struct vol *v;
+
+	assert_int_equal(store_vol_open(st, name, &v), 0);
+	for (unsigned i = 0; i < 2 * CW_N; i++) {
+		assert_int_equal(store_read(v, blk, (uint64_t)cw_lba(i) * FMT_BLOCK, FMT_BLOCK), 0);
+		unsigned c = (unsigned char)blk[0];
+		for (unsigned b = 1; b < FMT_BLOCK; b++)
+			assert_int_equal((unsigned char)blk[b], c);
+		if (want ? c != want[i] : c > 63 || !(ok[i] >> c & 1))
+			fail_msg("%s block %u reads %u after the crash", name, cw_lba(i), c);
+	}
+	store_vol_close(v);
+}
+
+static void cw_verify(struct faultdev *p, const struct cw_model *m)
+{
+	struct store *st = testpool_open(&p->dev, NULL);
+	struct vol *v;
+
+	assert_int_equal(store_check(st), 0);
+	if (store_vol_open(st, "v", &v)) {
+		assert_false(m->durable_any); /* never made, or not durably */
+		store_close(st);
+		return;
+	}
+	store_vol_close(v);
+	for (int pass = 0; pass < 2; pass++) {
+		cw_expect(st, "v", m->ok, NULL);
+		if (store_vol_open(st, "v@s", &v) == 0) {
+			store_vol_close(v);
+			cw_expect(st, "v@s", NULL, m->snap);
+		} else {
+			assert_false(m->snap_made);
+		}
+		if (pass == 0) /* again, read on demand from the recovered pool */
+			assert_true(store_unload(st, p, UINT64_MAX) >= 0);
+	}
+	store_close(st);
+}
+
+/* A power cut at every write or flush of the workload: the pool opens, its
+ * check is clean, and every block reads what it may. */
+static void test_crash_points_away(void **state)
+{
+	long total;
+	{
+		struct faultdev *p = faultdev_new(96u << 20);
+		struct cw_model m = {0};
+		assert_int_equal(store_format(&p->dev), 0);
+		p->calls = 0;
+		cw_workload(p, &m);
+		total = p->calls;
+		cw_verify(p, &m);
+		faultdev_free(p);
+	}
+	assert_true(total > 20);
+	for (long n = 0; n <= total; n++) {
+		struct faultdev *p = faultdev_new(96u << 20);
+		struct cw_model m = {0};
+		for (unsigned i = 0; i < 2 * CW_N; i++)
+			m.ok[i] = 1; /* a hole */
+		assert_int_equal(store_format(&p->dev), 0);
+		p->calls = 0;
+		p->budget = n;
+		cw_workload(p, &m);
+		faultdev_power_on(p, n % 2);
+		cw_verify(p, &m);
+		faultdev_free(p);
+	}
+	print_message("%ld crash points\n", total + 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -527,6 +693,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_writer_on_away, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_damaged_node, setup, teardown),
 	    cmocka_unit_test(test_store_lazy_read),
+	    cmocka_unit_test(test_crash_points_away),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
