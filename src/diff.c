@@ -101,6 +101,7 @@ static int batch_add(void *arg, uint64_t lba, uint64_t n, bool zero)
 static uint64_t diff_section(const struct tree *a, const struct tree *b, uint64_t lo, uint64_t hi,
                              struct batch *bt, uint64_t *visits, int *err)
 {
+	unsigned tries = 0;
 	bool again;
 	do {
 		uint32_t sa = tree_read_begin(a), sb = tree_read_begin(b);
@@ -108,7 +109,8 @@ static uint64_t diff_section(const struct tree *a, const struct tree *b, uint64_
 		bt->stop = hi;
 		urcu_memb_read_lock();
 		*err = tree_diff(a, b, lo, hi, batch_add, bt, visits);
-		again = tree_read_retry(a, sa) || tree_read_retry(b, sb) || *err == -ESTALE;
+		again = tree_read_retry(a, sa) || tree_read_retry(b, sb);
+		again = tree_stale_again(err, &tries) || again;
 		urcu_memb_read_unlock();
 	} while (again && (*err >= 0 || *err == -ESTALE));
 	if (*err < 0)
@@ -370,6 +372,7 @@ int store_status_map(struct store_status *s, uint64_t off, uint64_t len, struct 
 	struct runs x = {.r = runs, .max = max, .off = off, .end = off + len};
 	uint64_t lo = off / FMT_BLOCK, hi = (off + len + FMT_BLOCK - 1) / FMT_BLOCK;
 	const struct tree *other = s->since ? &s->since->rec->tree : s->chain[s->n - 1];
+	unsigned tries = 0;
 	bool again;
 	int err;
 
@@ -385,8 +388,8 @@ int store_status_map(struct store_status *s, uint64_t off, uint64_t len, struct 
 			err = tree_diff(other, &v->tree, lo, hi, dirty_run, &x, NULL);
 		else
 			err = tree_depth(s->chain, s->n, lo, hi, depth_run, &x);
-		again =
-		    tree_read_retry(&v->tree, sa) || tree_read_retry(other, sb) || err == -ESTALE;
+		again = tree_read_retry(&v->tree, sa) || tree_read_retry(other, sb);
+		again = tree_stale_again(&err, &tries) || again;
 		urcu_memb_read_unlock();
 	} while (again && (err >= 0 || err == -ESTALE));
 	if (err < 0)

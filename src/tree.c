@@ -309,11 +309,7 @@ static void set_child(struct tree_cache *nc, struct tree_node *p, unsigned i, st
 
 /* ---- readers ------------------------------------------------------------ */
 
-/* A walk met a node the writer freed or replaced: walk again from the
- * root, which shows the new state.  Each retry needs the writer to change
- * that path again during one node read, so a walk that keeps failing
- * meets a cache that lost a node: *err becomes -EIO. */
-static bool stale_again(int *err, unsigned *tries)
+bool tree_stale_again(int *err, unsigned *tries)
 {
 	if (*err != -ESTALE)
 		return false;
@@ -334,7 +330,7 @@ int tree_lookup(const struct tree *t, uint64_t lba, bool nowait, uint64_t *phys)
 		for (unsigned k = t->levels - 1; n && k > 0 && !err; k--)
 			n = child_of(t->nc, n, idx(lba, k), nowait, &err);
 		*phys = n && !err ? CMM_LOAD_SHARED(n->phys[lba % FMT_FANOUT]) : 0;
-	} while (stale_again(&err, &tries));
+	} while (tree_stale_again(&err, &tries));
 	return err;
 }
 
@@ -374,7 +370,7 @@ static int run_at(const struct tree *t, uint64_t at, uint64_t *n, int *st, bool 
 				(*n)++;
 			*whole = i + *n == FMT_FANOUT;
 		}
-	} while (stale_again(&err, &tries));
+	} while (tree_stale_again(&err, &tries));
 	return err;
 }
 

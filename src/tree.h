@@ -192,6 +192,13 @@ typedef int (*tree_diff_fn)(void *arg, uint64_t lba, uint64_t n, bool zero);
 int tree_diff(const struct tree *a, const struct tree *b, uint64_t lo, uint64_t hi, tree_diff_fn fn,
               void *arg, uint64_t *visits);
 
+/* A walk that met a node the writer freed or replaced while it was read
+ * (-ESTALE) walks again from the root, which shows the new state: true.
+ * Each retry needs the writer to change that path again during one node
+ * read, so a walk that keeps failing (64 times) meets a cache that lost
+ * a node: *err becomes -EIO, false.  *tries starts at 0 per walk. */
+bool tree_stale_again(int *err, unsigned *tries);
+
 /* A run of n blocks from lba of equal depth (see tree_depth). */
 typedef int (*tree_depth_fn)(void *arg, uint64_t lba, uint64_t n, uint32_t depth);
 

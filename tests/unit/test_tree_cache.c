@@ -36,6 +36,7 @@
 #include <cmocka.h>
 
 #include "crc32c.h"
+#include "diff.h"
 #include "faultdev.h"
 #include "store_int.h"
 #include "testpool.h"
@@ -428,6 +429,47 @@ static void test_damaged_node(void **state)
 	expect_all();
 }
 
+/* ---- a cache that lost a node -------------------------------------------- */
+
+/* An address no node lives at (inside the pool, never written). */
+#define LOST_ADDR ((uint64_t)(NSEGS - 1) * FMT_SEG_BLOCKS)
+
+/* Slot 0 of t's root names LOST_ADDR, its pointer empty (a bug's state):
+ * returns what it held, for lost_undo. */
+static struct tree_node *lost_do(struct tree *t, uint64_t *addr)
+{
+	struct tree_node *c = t->root->child[0];
+	*addr = t->root->caddr[0];
+	rcu_assign_pointer(t->root->child[0], NULL);
+	t->root->caddr[0] = LOST_ADDR;
+	return c;
+}
+
+static void lost_undo(struct tree *t, struct tree_node *c, uint64_t addr)
+{
+	t->root->caddr[0] = addr;
+	rcu_assign_pointer(t->root->child[0], c);
+}
+
+/* Readers that keep finding no node where a live parent points answer
+ * -EIO after a bounded number of walks, never spin. */
+static void test_lost_node(void **state)
+{
+	uint64_t phys, addr;
+	struct runs r = {0};
+	struct tree_node *c = lost_do(&vol, &addr);
+
+	assert_int_equal(lookup(&vol, 10, false, &phys), -EIO);
+	assert_int_equal(lookup(&vol, 10, true, &phys), -EAGAIN);
+	urcu_memb_read_lock();
+	assert_int_equal(tree_diff(&snap, &vol, 0, NLBA, collect, &r, NULL), -ESTALE);
+	urcu_memb_read_unlock();
+	lost_undo(&vol, c, addr);
+	free(r.v);
+	assert_int_equal(lookup(&vol, 10, false, &phys), 0);
+	assert_int_equal(phys, mvol[10]);
+}
+
 /* ---- through the store ---------------------------------------------------- */
 
 /* A job on the log thread: checkpoint, drop every clean node, and flip a
@@ -474,6 +516,41 @@ static void unload_submit(struct store_req *r)
 	writer_enqueue(j->st, r);
 }
 
+/* A job losing (or giving back) slot 0 of the first volume's root. */
+struct lose_job {
+	struct store_req req; /* first: the job gets it back */
+	struct store *st;
+	struct tree_node *c;
+	uint64_t addr;
+	bool undo;
+};
+
+static int lose_run(struct store_req *r)
+{
+	struct lose_job *j = (struct lose_job *)r;
+	unsigned n;
+	struct tree **trees = vtab_trees(j->st, &n);
+	if (!trees)
+		return -ENOMEM;
+	if (j->undo)
+		lost_undo(trees[0], j->c, j->addr);
+	else
+		j->c = lost_do(trees[0], &j->addr);
+	free(trees);
+	return 0;
+}
+
+static void lose_submit(struct store_req *r)
+{
+	struct lose_job *j = (struct lose_job *)r;
+	writer_enqueue(j->st, r);
+}
+
+static int diff_one(void *arg, const struct store_diff_extent *e)
+{
+	return 0;
+}
+
 /* Nodes dropped, or -errno (the checkpoint failed: nothing dropped). */
 static int64_t store_unload(struct store *st, struct faultdev *dev, uint64_t damage_lba)
 {
@@ -515,6 +592,16 @@ static void test_store_lazy_read(void **state)
 	assert_int_equal(store_read(v, buf, 0, FMT_BLOCK), 0); /* elsewhere: fine */
 	memset(want, 1, FMT_BLOCK);
 	assert_memory_equal(buf, want, FMT_BLOCK);
+	/* A diff meeting a lost node ends with -EIO (it used to walk again
+	 * for ever). */
+	assert_int_equal(store_snap_create(st, "v@s"), 0);
+	assert_int_equal(store_write(v, want, 600000ull * FMT_BLOCK, FMT_BLOCK, 0), 0);
+	struct lose_job lj = {.req = {.job = lose_run}, .st = st};
+	assert_int_equal(core_submit_wait(&lj.req, lose_submit), 0);
+	assert_int_equal(store_diff(st, "v@s", "v", diff_one, NULL), -EIO);
+	lj.undo = true;
+	assert_int_equal(core_submit_wait(&lj.req, lose_submit), 0);
+	assert_int_equal(store_diff(st, "v@s", "v", diff_one, NULL), 0);
 	store_thread_unregister();
 	store_vol_close(v);
 	store_close(st);
@@ -692,6 +779,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_readers_race_loads, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_writer_on_away, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_damaged_node, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_lost_node, setup, teardown),
 	    cmocka_unit_test(test_store_lazy_read),
 	    cmocka_unit_test(test_crash_points_away),
 	};
