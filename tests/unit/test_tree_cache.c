@@ -15,6 +15,8 @@
  *     of an unshared tree, diff and count, check;
  *   - a damaged node image or a failing read: -EILSEQ / -EIO for the reads
  *     through it, nothing else affected, nothing inserted, no crash;
+ *   - a parent naming an address no node lives at (a lost node): lookups
+ *     and store_diff end with -EIO after bounded retries, never spin;
  *   - the store: store_read_try gives a read through an away node to a
  *     reader thread, which loads it; a byte flipped in the pool under an
  *     away leaf gives the client an error, not a crash;
