@@ -94,4 +94,16 @@ int handover_ready(int fd, unsigned carried, unsigned closed);
 /* New side: FAIL with why (best effort). */
 void handover_fail(int fd, const char *why);
 
+/* A restart through the service manager's fd store (`systemctl restart`):
+ * the same description written to file (a memfd), with the connections'
+ * sockets referred to by index.  Save: *fds (malloc'd) gets ho's sockets
+ * in index order, for the caller to store; 0 or -errno.  Load: fds[i] is
+ * the socket stored for index i (-1: none came back); each one used is
+ * taken (set to -1), the rest stay the caller's.  0, or -errno with one
+ * line in err and ho empty. */
+int handover_save(int file, const struct handover_pool *pool, const struct conn_handoff *ho,
+                  int **fds, size_t *nfds);
+int handover_load(int file, int *fds, size_t nfds, struct handover_pool *pool,
+                  struct conn_handoff *ho, char *err, size_t errlen);
+
 #endif

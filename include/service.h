@@ -20,6 +20,7 @@
  */
 #ifndef COWBD_SERVICE_H
 #define COWBD_SERVICE_H
+#include <stdbool.h>
 #include <stddef.h>
 
 struct ev_loop;
@@ -37,7 +38,17 @@ struct service_fds {
 	int nbd[SERVICE_MAX_FDS];
 	unsigned nnbd;
 	int control; /* the control socket: a unix socket named "control"; -1: none */
+	/* What a previous cowbd left in the fd store (`systemctl restart`,
+	 * docs/OPERATIONS.md): its state, a memfd named SERVICE_FD_STATE (-1:
+	 * none), and its connections, each a connected stream socket named
+	 * SERVICE_FD_CONN "N" (conns[N]; -1 where none came; malloc'd). */
+	int state;
+	int *conns;
+	size_t nconns;
 };
+
+#define SERVICE_FD_STATE "cowbd-state"
+#define SERVICE_FD_CONN  "cowbd-conn."
 
 /* Take the sockets passed to this process (sd_listen_fds_with_names; the
  * LISTEN_* variables are then unset).  Each must be a listening stream
@@ -48,7 +59,16 @@ struct service_fds {
  * and every passed fd closed.  Call once. */
 int service_listen_fds(struct service_fds *out, char *err, size_t errlen);
 
-/* Close the fds in f not handed on (those still >= 0). */
+/* Is the service manager's fd store there for us (FDSTORE=N > 0, as
+ * systemd 254 sets it, or the unit's Environment= does for older ones)? */
+bool service_fdstore_on(void);
+/* Store fd under name (FDSTORE=1; FDPOLL=0 when poll is false: a memfd).
+ * 0 or -errno. */
+int service_fdstore(const char *name, int fd, bool poll);
+/* Take name's fds out of the store again (FDSTOREREMOVE=1). */
+void service_fdstore_remove(const char *name);
+
+/* Close the fds in f not handed on (those still >= 0), free conns. */
 void service_fds_close(struct service_fds *f);
 
 /* New service state, reading NOTIFY_SOCKET and the watchdog variables

@@ -61,7 +61,8 @@ enum {
 
 struct handover {
 	int fd;
-	pid_t pid;
+	pid_t pid;     /* our child, to reap; 0: none (reaped, or detached) */
+	bool detached; /* the new process is the service manager's child */
 	struct handover_offer offer;
 };
 
@@ -173,8 +174,22 @@ static void get_str(struct ho_in *in, char *dst, size_t cap)
 
 /* ---- packets --------------------------------------------------------------- */
 
+/* Where packets go: the socket pair to the other process, or a file (the
+ * state a restart through systemd's fd store leaves in a memfd), where
+ * each packet is a record [u32 length][i32 fd index or -1][bytes] and the
+ * fds are kept aside in a table (out: fds, nfds; in: in_fds, in_n). */
+struct ho_chan {
+	int sock; /* -1: the file */
+	int file;
+	int *fds;
+	size_t nfds, cap;
+	int *in_fds;
+	size_t in_n;
+};
+#define HO_SOCK(s) ((struct ho_chan){.sock = (s), .file = -1})
+
 /* Send o, with fd passed alongside when fd >= 0.  0 or -errno. */
-static int ho_send(int sock, const struct ho_out *o, int fd)
+static int ho_sock_send(int sock, const struct ho_out *o, int fd)
 {
 	union {
 		struct cmsghdr h;
@@ -200,18 +215,68 @@ static int ho_send(int sock, const struct ho_out *o, int fd)
 	return 0;
 }
 
-static int ho_send_type(int sock, enum ho_type t)
+/* Write all of len bytes of p to fd.  0 or -errno. */
+static int ho_write(int fd, const void *p, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		p = (const char *)p + n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* A record in the file; fd goes to the table. */
+static int ho_file_send(struct ho_chan *ch, const struct ho_out *o, int fd)
+{
+	uint8_t h[8];
+	int32_t idx = -1;
+
+	if (o->len > sizeof(o->b))
+		return -EMSGSIZE;
+	if (fd >= 0) {
+		if (ch->nfds == ch->cap) {
+			size_t cap = ch->cap ? 2 * ch->cap : 64;
+			int *v = realloc(ch->fds, cap * sizeof(*v));
+
+			if (!v)
+				return -ENOMEM;
+			ch->fds = v;
+			ch->cap = cap;
+		}
+		idx = (int32_t)ch->nfds;
+		ch->fds[ch->nfds++] = fd;
+	}
+	for (int i = 0; i < 4; i++) {
+		h[i] = (uint8_t)(o->len >> (8 * i));
+		h[4 + i] = (uint8_t)((uint32_t)idx >> (8 * i));
+	}
+	int r = ho_write(ch->file, h, sizeof(h));
+	return r ? r : ho_write(ch->file, o->b, o->len);
+}
+
+static int ho_send(struct ho_chan *ch, const struct ho_out *o, int fd)
+{
+	return ch->sock >= 0 ? ho_sock_send(ch->sock, o, fd) : ho_file_send(ch, o, fd);
+}
+
+static int ho_send_type(struct ho_chan *ch, enum ho_type t)
 {
 	struct ho_out o;
 
 	put_begin(&o, t);
-	return ho_send(sock, &o, -1);
+	return ho_send(ch, &o, -1);
 }
 
 /* Receive one packet into in within ms milliseconds: its type, or -errno
  * (-ETIMEDOUT, -EPIPE when the other side is gone, -EPROTO for a packet
  * that is not ours: bad magic, truncated, more than one fd). */
-static int ho_recv(int sock, struct ho_in *in, int ms)
+static int ho_sock_recv(int sock, struct ho_in *in, int ms)
 {
 	union {
 		struct cmsghdr h;
@@ -260,19 +325,77 @@ static int ho_recv(int sock, struct ho_in *in, int ms)
 	return get_u8(in);
 }
 
+/* Read exactly len bytes of fd: 0, -EPIPE at the end, or -errno. */
+static int ho_read(int fd, void *p, size_t len)
+{
+	while (len) {
+		ssize_t n = read(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EPIPE;
+		p = (char *)p + n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* The next record of the file; its fd taken from the table (each once). */
+static int ho_file_recv(struct ho_chan *ch, struct ho_in *in)
+{
+	uint8_t h[8];
+	uint32_t len = 0, idx = 0;
+	int r = ho_read(ch->file, h, sizeof(h));
+
+	in->fd = -1;
+	in->at = 0;
+	in->bad = false;
+	if (r)
+		return r;
+	for (int i = 0; i < 4; i++) {
+		len |= (uint32_t)h[i] << (8 * i);
+		idx |= (uint32_t)h[4 + i] << (8 * i);
+	}
+	if (len > sizeof(in->b) || (idx != UINT32_MAX && idx >= ch->in_n))
+		return -EPROTO;
+	r = ho_read(ch->file, in->b, len);
+	if (r)
+		return r == -EPIPE ? -EPROTO : r;
+	in->len = len;
+	if (idx != UINT32_MAX) {
+		in->fd = ch->in_fds[idx];
+		ch->in_fds[idx] = -1; /* taken */
+		if (in->fd < 0)
+			return -EPROTO; /* missing, or named twice */
+	}
+	if (get_u32(in) != HO_MAGIC) {
+		if (in->fd >= 0)
+			close(in->fd);
+		in->fd = -1;
+		return -EPROTO;
+	}
+	return get_u8(in);
+}
+
+static int ho_recv(struct ho_chan *ch, struct ho_in *in, int ms)
+{
+	return ch->sock >= 0 ? ho_sock_recv(ch->sock, in, ms) : ho_file_recv(ch, in);
+}
+
 /* ---- the old side ---------------------------------------------------------- */
 
-/* argv for the new process: binary, argv[1..] without --handover-fd, then
- * --handover-fd N.  malloc'd (the strings stay argv's), NULL when out of
- * memory. */
-static char **ho_argv(const char *binary, char *const *argv, char *fdarg)
+/* argv for the new process: binary, argv[1..] without --handover-fd and
+ * --handover-detach, then --handover-fd N (and --handover-detach when
+ * detach).  malloc'd (the strings stay argv's), NULL when out of memory. */
+static char **ho_argv(const char *binary, char *const *argv, char *fdarg, bool detach)
 {
 	size_t n = 0, k = 0;
 	char **v;
 
 	while (argv[n])
 		n++;
-	v = calloc(n + 3, sizeof(*v));
+	v = calloc(n + 4, sizeof(*v));
 	if (!v)
 		return NULL;
 	v[k++] = (char *)binary;
@@ -281,23 +404,22 @@ static char **ho_argv(const char *binary, char *const *argv, char *fdarg)
 			i++;
 			continue;
 		}
-		if (!strncmp(argv[i], "--handover-fd=", 14))
+		if (!strncmp(argv[i], "--handover-fd=", 14) ||
+		    !strcmp(argv[i], "--handover-detach"))
 			continue;
 		v[k++] = argv[i];
 	}
 	v[k++] = "--handover-fd";
 	v[k++] = fdarg;
+	if (detach)
+		v[k++] = "--handover-detach";
 	v[k] = NULL;
 	return v;
 }
 
-/* Why pid ended, in words, once it has (waited for here). */
-static void ho_reap(pid_t pid, char *why, size_t len)
+/* How a process with wait status st ended, in words. */
+static void ho_reap_status(int st, char *why, size_t len)
 {
-	int st;
-
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
 	if (WIFSIGNALED(st))
 		snprintf(why, len, "it was killed by signal %d (%s)", WTERMSIG(st),
 		         strsignal(WTERMSIG(st)));
@@ -305,8 +427,18 @@ static void ho_reap(pid_t pid, char *why, size_t len)
 		snprintf(why, len, "it exited with status %d", WEXITSTATUS(st));
 }
 
+/* Why pid ended, in words, once it has (waited for here). */
+static void ho_reap(pid_t pid, char *why, size_t len)
+{
+	int st = 0;
+
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	ho_reap_status(st, why, len);
+}
+
 /* Start binary on fd (the child's end of the pair).  0 or -errno. */
-static int ho_exec(const char *binary, char *const *argv, int fd, pid_t *pid)
+static int ho_exec(const char *binary, char *const *argv, int fd, bool detach, pid_t *pid)
 {
 	extern char **environ;
 	posix_spawn_file_actions_t fa;
@@ -317,7 +449,7 @@ static int ho_exec(const char *binary, char *const *argv, int fd, pid_t *pid)
 	int r;
 
 	snprintf(fdarg, sizeof(fdarg), "%d", fd);
-	v = ho_argv(binary, argv, fdarg);
+	v = ho_argv(binary, argv, fdarg, detach);
 	if (!v)
 		return -ENOMEM;
 	sigemptyset(&none);
@@ -349,7 +481,7 @@ static int ho_take_offer(struct handover *h, uint32_t pool_format, char *err, si
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	t = ho_recv(h->fd, in, HO_OFFER_MS);
+	t = ho_recv(&HO_SOCK(h->fd), in, HO_OFFER_MS);
 	if (t == HO_OFFER) {
 		o->version = get_u32(in);
 		o->pool_format = get_u32(in);
@@ -395,19 +527,44 @@ struct handover *handover_spawn(const char *binary, char *const *argv, uint32_t 
 		return NULL;
 	}
 	h->fd = sv[0];
-	r = ho_exec(binary, argv, sv[1], &h->pid);
+	/* Under a service manager the new process must become its child (a
+	 * process whose parent is gone goes to PID 1): systemd before 255
+	 * cannot wait for a main process that is not its child, and kills it
+	 * at the first stop instead.  It forks at once (--handover-detach)
+	 * and the first process exits: reaped here, it says how a crash at
+	 * start ended; a later death shows as the closed socket. */
+	h->detached = getenv("NOTIFY_SOCKET") != NULL;
+	r = ho_exec(binary, argv, sv[1], h->detached, &h->pid);
 	close(sv[1]);
 	if (r) {
 		snprintf(err, errlen, "cannot run %s: %s", binary, strerror(-r));
 		goto fail;
 	}
-	r = ho_take_offer(h, pool_format, why, sizeof(why));
-	if (r == 0)
-		return h;
-	if (r == -EPROTO) { /* it went away: say how it ended */
+	if (h->detached) {
 		char how[96];
+		int st = 0;
 
-		ho_reap(h->pid, how, sizeof(how));
+		while (waitpid(h->pid, &st, 0) < 0 && errno == EINTR)
+			;
+		h->pid = 0;
+		if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+			ho_reap_status(st, how, sizeof(how));
+			snprintf(err, errlen, "new binary %s failed at start: %s", binary, how);
+			goto fail;
+		}
+	}
+	r = ho_take_offer(h, pool_format, why, sizeof(why));
+	if (r == 0) {
+		if (!h->detached)
+			return h;
+		h->pid = h->offer.pid; /* to kill on abort, not to reap */
+		return h;
+	}
+	if (r == -EPROTO) { /* it went away: say how it ended */
+		char how[96] = "it went away (the service manager's log says how)";
+
+		if (h->pid > 0)
+			ho_reap(h->pid, how, sizeof(how));
 		h->pid = 0;
 		snprintf(err, errlen, "new binary %s failed before taking over: %s; %s", binary,
 		         how, why);
@@ -425,7 +582,7 @@ const struct handover_offer *handover_offered(const struct handover *h)
 }
 
 /* Everything a connection's state holds, and its fd. */
-static int ho_put_conn(int sock, struct ho_out *o, const struct conn_state *c, int fd)
+static int ho_put_conn(struct ho_chan *ch, struct ho_out *o, const struct conn_state *c, int fd)
 {
 	const struct proto_state *ps = &c->proto;
 	uint8_t ph = ps->phase == PROTO_TRANSMISSION ? HO_PHASE_TRANSMISSION
@@ -449,28 +606,29 @@ static int ho_put_conn(int sock, struct ho_out *o, const struct conn_state *c, i
 	put_u64(o, c->bytes_read);
 	put_u64(o, c->bytes_written);
 	put_u32(o, c->nbuf);
-	r = ho_send(sock, o, fd);
+	r = ho_send(ch, o, fd);
 	for (uint32_t at = 0; !r && at < c->nbuf; at += HO_DATA_CHUNK) {
 		uint32_t k = c->nbuf - at < HO_DATA_CHUNK ? c->nbuf - at : HO_DATA_CHUNK;
 
 		put_begin(o, HO_DATA);
 		put_bytes(o, c->buf + at, k);
-		r = ho_send(sock, o, -1);
+		r = ho_send(ch, o, -1);
 	}
 	return r;
 }
 
-static int ho_put_socket(int sock, struct ho_out *o, enum ho_type t, const struct sockets_unix *u)
+static int ho_put_socket(struct ho_chan *ch, struct ho_out *o, enum ho_type t,
+                         const struct sockets_unix *u)
 {
 	put_begin(o, t);
 	put_str(o, u->path);
 	put_u64(o, (uint64_t)u->dev);
 	put_u64(o, (uint64_t)u->ino);
-	return ho_send(sock, o, u->fd);
+	return ho_send(ch, o, u->fd);
 }
 
 /* Everything, START to END.  0 or -errno. */
-static int ho_put_all(int sock, struct ho_out *o, const struct handover_pool *pool,
+static int ho_put_all(struct ho_chan *ch, struct ho_out *o, const struct handover_pool *pool,
                       const struct conn_handoff *ho, const struct sockets_unix *ctl)
 {
 	int r;
@@ -483,15 +641,15 @@ static int ho_put_all(int sock, struct ho_out *o, const struct handover_pool *po
 	put_u32(o, (uint32_t)ho->nconns);
 	put_u64(o, ho->accepted);
 	put_u64(o, ho->refused);
-	r = ho_send(sock, o, -1);
+	r = ho_send(ch, o, -1);
 	for (unsigned i = 0; !r && i < ho->nlst; i++)
-		r = ho_put_socket(sock, o, HO_LISTENER, &ho->lst[i]);
+		r = ho_put_socket(ch, o, HO_LISTENER, &ho->lst[i]);
 	if (!r && ctl->fd >= 0)
-		r = ho_put_socket(sock, o, HO_CONTROL, ctl);
+		r = ho_put_socket(ch, o, HO_CONTROL, ctl);
 	for (size_t i = 0; !r && i < ho->nconns; i++)
-		r = ho_put_conn(sock, o, &ho->conns[i], ho->fds[i]);
+		r = ho_put_conn(ch, o, &ho->conns[i], ho->fds[i]);
 	if (!r)
-		r = ho_send_type(sock, HO_END);
+		r = ho_send_type(ch, HO_END);
 	return r;
 }
 
@@ -502,10 +660,11 @@ int handover_send(struct handover *h, const struct handover_pool *pool,
 	struct ho_out *o = malloc(sizeof(*o));
 	struct ho_in *in = malloc(sizeof(*in));
 	char why[256] = "";
-	int r = o && in ? ho_put_all(h->fd, o, pool, ho, ctl) : -ENOMEM;
+	struct ho_chan ch = HO_SOCK(h->fd);
+	int r = o && in ? ho_put_all(&ch, o, pool, ho, ctl) : -ENOMEM;
 
 	if (!r) {
-		r = ho_recv(h->fd, in, HO_READY_MS);
+		r = ho_recv(&ch, in, HO_READY_MS);
 		if (r == HO_READY) {
 			*carried = get_u32(in);
 			*closed = get_u32(in);
@@ -533,7 +692,7 @@ int handover_send(struct handover *h, const struct handover_pool *pool,
 
 void handover_commit(struct handover *h)
 {
-	if (ho_send_type(h->fd, HO_COMMIT))
+	if (ho_send_type(&HO_SOCK(h->fd), HO_COMMIT))
 		say_warn("handover: cannot confirm to pid %d: %s", (int)h->pid, strerror(errno));
 	close(h->fd);
 	free(h);
@@ -547,7 +706,7 @@ void handover_abort(struct handover *h)
 	if (!h)
 		return;
 	if (h->pid > 0) {
-		(void)ho_send_type(h->fd, HO_ABORT);
+		(void)ho_send_type(&HO_SOCK(h->fd), HO_ABORT);
 		/* It closes the pair when it exits: wait for that, bounded. */
 		p = (struct pollfd){.fd = h->fd, .events = POLLIN};
 		for (int waited = 0; waited < HO_EXIT_MS; waited += 100) {
@@ -555,14 +714,15 @@ void handover_abort(struct handover *h)
 
 			if (poll(&p, 1, 100) > 0 && recv(h->fd, b, sizeof(b), MSG_DONTWAIT) == 0)
 				break;
-			if (waitpid(h->pid, NULL, WNOHANG) == h->pid) {
+			if (!h->detached && waitpid(h->pid, NULL, WNOHANG) == h->pid) {
 				h->pid = 0;
 				break;
 			}
 		}
 		if (h->pid > 0) {
 			kill(h->pid, SIGKILL);
-			ho_reap(h->pid, how, sizeof(how));
+			if (!h->detached) /* else the service manager reaps it */
+				ho_reap(h->pid, how, sizeof(how));
 		}
 	}
 	close(h->fd);
@@ -590,7 +750,7 @@ int handover_offer(int fd, uint32_t pool_format)
 	put_u32(o, f);
 	put_u32(o, (uint32_t)getpid());
 	put_str(o, COWBD_VERSION);
-	r = ho_send(fd, o, -1);
+	r = ho_send(&HO_SOCK(fd), o, -1);
 	free(o);
 	return r;
 }
@@ -645,11 +805,11 @@ static void ho_get_conn(struct ho_in *in, struct conn_state *c, int *fd)
 
 /* Receive START..END (the loop of handover_receive).  0, or -errno with
  * err set; what was received is in ho/ctl either way. */
-static int ho_get_all(int sock, struct ho_in *in, struct handover_pool *pool,
+static int ho_get_all(struct ho_chan *ch, struct ho_in *in, struct handover_pool *pool,
                       struct conn_handoff *ho, struct sockets_unix *ctl, char *err, size_t errlen)
 {
 	uint32_t nlst = 0, nconns = 0, got = 0; /* got: DATA bytes of the last conn */
-	int t = ho_recv(sock, in, HO_RECV_MS);
+	int t = ho_recv(ch, in, HO_RECV_MS);
 
 	if (t == HO_START) {
 		uint32_t v = get_u32(in);
@@ -677,7 +837,7 @@ static int ho_get_all(int sock, struct ho_in *in, struct handover_pool *pool,
 	while (t >= 0) {
 		struct conn_state *last = ho->nconns ? &ho->conns[ho->nconns - 1] : NULL;
 
-		t = ho_recv(sock, in, HO_RECV_MS);
+		t = ho_recv(ch, in, HO_RECV_MS);
 		if (t == HO_LISTENER && ho->nlst < nlst) {
 			ho_get_socket(in, &ho->lst[ho->nlst++]);
 		} else if (t == HO_CONTROL && ctl->fd < 0) {
@@ -721,7 +881,7 @@ int handover_receive(int fd, struct handover_pool *pool, struct conn_handoff *ho
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	r = ho_get_all(fd, in, pool, ho, ctl, err, errlen);
+	r = ho_get_all(&HO_SOCK(fd), in, pool, ho, ctl, err, errlen);
 	free(in);
 	if (r) {
 		conn_handoff_free(ho, true); /* an fd of -1 (a bad packet) closes nothing */
@@ -742,8 +902,8 @@ int handover_ready(int fd, unsigned carried, unsigned closed)
 		put_begin(o, HO_READY);
 		put_u32(o, carried);
 		put_u32(o, closed);
-		r = ho_send(fd, o, -1);
-		r = r ? r : ho_recv(fd, in, -1);
+		r = ho_send(&HO_SOCK(fd), o, -1);
+		r = r ? r : ho_recv(&HO_SOCK(fd), in, -1);
 		if (r >= 0 && in->fd >= 0)
 			close(in->fd);
 	}
@@ -761,6 +921,53 @@ void handover_fail(int fd, const char *why)
 		return;
 	put_begin(o, HO_FAIL);
 	put_str(o, why);
-	(void)ho_send(fd, o, -1);
+	(void)ho_send(&HO_SOCK(fd), o, -1);
 	free(o);
+}
+
+/* ---- a restart through the service manager's fd store ------------------- */
+
+int handover_save(int file, const struct handover_pool *pool, const struct conn_handoff *ho,
+                  int **fds, size_t *nfds)
+{
+	struct ho_out *o = malloc(sizeof(*o));
+	struct ho_chan ch = {.sock = -1, .file = file};
+	struct sockets_unix none = {.fd = -1};
+	int r = o ? ho_put_all(&ch, o, pool, ho, &none) : -ENOMEM;
+
+	free(o);
+	if (r) {
+		free(ch.fds);
+		return r;
+	}
+	*fds = ch.fds;
+	*nfds = ch.nfds;
+	return 0;
+}
+
+int handover_load(int file, int *fds, size_t nfds, struct handover_pool *pool,
+                  struct conn_handoff *ho, char *err, size_t errlen)
+{
+	struct ho_in *in = malloc(sizeof(*in));
+	struct ho_chan ch = {.sock = -1, .file = file, .in_fds = fds, .in_n = nfds};
+	struct sockets_unix ctl = {.fd = -1};
+	int r;
+
+	memset(ho, 0, sizeof(*ho));
+	if (!in) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	r = ho_get_all(&ch, in, pool, ho, &ctl, err, errlen);
+	free(in);
+	if (!r && (ho->nlst || ctl.fd >= 0)) {
+		snprintf(err, errlen, "the saved state names listening sockets");
+		r = -EPROTO;
+	}
+	if (r) {
+		conn_handoff_free(ho, true);
+		if (ctl.fd >= 0)
+			close(ctl.fd);
+	}
+	return r;
 }

@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -170,8 +171,9 @@ struct main_opts {
 	/* The command line's own. */
 	const char *config_path; /* --config, or --check-config's FILE */
 	bool check_config;
-	int handover_fd;    /* --handover-fd: taking over from an old process; -1 none */
-	struct config *cfg; /* the file read, NULL: none */
+	int handover_fd;      /* --handover-fd: taking over from an old process; -1 none */
+	bool handover_detach; /* --handover-detach: fork first (handover.c says why) */
+	struct config *cfg;   /* the file read, NULL: none */
 };
 
 /* What main does after parsing: run, or exit with this status. */
@@ -186,6 +188,7 @@ enum {
 	OPT_VERSION,
 	OPT_HANDOVER_FD,
 	OPT_HANDOVER_CHECK,
+	OPT_HANDOVER_DETACH,
 };
 
 /* Every option; the [cowbd] keys of the file are these names too, except
@@ -216,6 +219,7 @@ static const struct option main_longopts[] = {
     {"metrics", required_argument, NULL, 'm'}, /* long only: 'm' is not in MAIN_SHORTOPTS */
     {"handover-fd", required_argument, NULL, OPT_HANDOVER_FD},
     {"handover-check", no_argument, NULL, OPT_HANDOVER_CHECK},
+    {"handover-detach", no_argument, NULL, OPT_HANDOVER_DETACH},
     {NULL, 0, NULL, 0},
 };
 #define MAIN_SHORTOPTS ":p:c:l:u:C:fvh" /* ':': a missing value is told apart */
@@ -226,7 +230,7 @@ static bool main_cli_only(int opt)
 {
 	return opt == 'h' || opt == 'f' || opt == 'v' || opt == OPT_CONFIG ||
 	       opt == OPT_CHECK_CONFIG || opt == OPT_VERSION || opt == OPT_HANDOVER_FD ||
-	       opt == OPT_HANDOVER_CHECK;
+	       opt == OPT_HANDOVER_CHECK || opt == OPT_HANDOVER_DETACH;
 }
 
 /* Keys the file may give more than once. */
@@ -402,6 +406,9 @@ static int main_scan_args(int argc, char **argv, struct main_opts *o, char *err,
 				return MAIN_EXIT_FAIL;
 			}
 			o->handover_fd = (int)fdnum;
+			break;
+		case OPT_HANDOVER_DETACH:
+			o->handover_detach = true;
 			break;
 		case OPT_CONFIG:
 			o->config_path = optarg;
@@ -666,6 +673,7 @@ struct main_daemon {
 	ev_signal sigterm, sigint, sighup, sigusr1, sigusr2;
 	uint64_t started;    /* unix seconds, for the pool's owner record */
 	bool stopping;       /* SIGTERM/SIGINT: no upgrade starts any more */
+	bool storing;        /* ... and the connections go to the fd store */
 	char self[PATH_MAX]; /* the binary running, `cowctl upgrade`'s default */
 	struct main_upgrade up;
 };
@@ -889,13 +897,32 @@ static void main_abort(struct main_daemon *d)
 	main_free_opts(d);
 }
 
+#define MAIN_PAUSE_SECS 10.0 /* in-flight requests must finish within this */
+static double main_now_ms(void);
+
 static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct main_daemon *d = w->data;
 
-	say_info("signal %d: finishing in-flight requests and shutting down", w->signum);
+	bool upgrading;
+
+	pthread_mutex_lock(&d->up.lock);
+	upgrading = d->up.u != NULL;
+	pthread_mutex_unlock(&d->up.lock);
 	d->stopping = true;
 	service_stopping(d->sv);
+	if (service_fdstore_on() && !upgrading && !d->storing) {
+		/* A restart keeps the connections: main_store, once quiet. */
+		say_info(
+		    "signal %d: finishing in-flight requests, then keeping %u connection(s) in "
+		    "the service manager's fd store for the next start",
+		    w->signum, conn_server_count(d->srv));
+		d->storing = true;
+		d->up.t_pause = main_now_ms();
+		conn_server_pause(d->srv, MAIN_PAUSE_SECS);
+		return;
+	}
+	say_info("signal %d: finishing in-flight requests and shutting down", w->signum);
 	conn_server_stop(d->srv);
 }
 
@@ -1137,8 +1164,6 @@ static int main_test_faults(struct main_daemon *d)
  * closes the store and hands over, or, when the new process fails, opens
  * the store again and carries on with the same sockets (main_resume). */
 
-#define MAIN_PAUSE_SECS 10.0 /* in-flight requests must finish within this */
-
 static double main_now_ms(void)
 {
 	struct timespec ts;
@@ -1357,6 +1382,101 @@ static int main_hand_off(struct main_daemon *d, struct control_upgrade *u)
 	return 0;
 }
 
+/* ---- restarts through the service manager's fd store ------------------
+ * (`systemctl restart cowbd`; docs/OPERATIONS.md.)  At SIGTERM, under a
+ * manager whose fd store is on, the connections pause as for an upgrade;
+ * once quiet the store is closed and each connection's socket goes to the
+ * fd store, with their descriptions in a memfd beside them; the next start
+ * finds them among the passed fds (service.c) and carries on.  No roll
+ * back: the old process is gone by then.  A stop (no restart) discards the
+ * store, and the clients see the connection close. */
+
+/* SIGTERM's pause is over: store, or stop as usual when the connections
+ * did not go quiet.  -1: stop now; 0: run the loop (draining). */
+static int main_store(struct main_daemon *d)
+{
+	struct handover_pool pool;
+	struct conn_handoff ho;
+	size_t nfds = 0, kept = 0;
+	int *fds = NULL, mfd = -1, r;
+	char name[64];
+
+	d->storing = false;
+	if (!conn_server_quiet(d->srv) || main_pool_id(d->o->pool, &pool) < 0 ||
+	    conn_server_detach(d->srv, &ho)) {
+		say_warn(
+		    "stopping: in-flight requests did not finish within %.0f s: the connections "
+		    "close instead of waiting for the next start",
+		    MAIN_PAUSE_SECS);
+		conn_server_resume(d->srv);
+		conn_server_stop(d->srv);
+		return conn_server_count(d->srv) ? 0 : -1;
+	}
+	for (unsigned i = 0; i < ho.nlst; i++)
+		sockets_close_unix(&ho.lst[i]); /* listeners: as at any stop */
+	ho.nlst = 0;
+	store_close(d->st);
+	d->st = NULL;
+	mfd = memfd_create(SERVICE_FD_STATE, MFD_CLOEXEC);
+	r = mfd < 0 ? -errno : handover_save(mfd, &pool, &ho, &fds, &nfds);
+	for (size_t i = 0; !r && i < nfds; i++, kept++) {
+		snprintf(name, sizeof(name), "%s%zu", SERVICE_FD_CONN, i);
+		r = service_fdstore(name, fds[i], true);
+	}
+	if (!r && nfds) /* nothing to carry on: a plain stop */
+		r = service_fdstore(SERVICE_FD_STATE, mfd, false);
+	if (r)
+		say_error("stopping: cannot keep the connections in the fd store: %s",
+		          strerror(-r));
+	else if (nfds)
+		say_info("stopping: %zu connection(s) kept in the fd store (%u TLS closed), paused "
+		         "%.1f ms so far",
+		         kept, ho.closed, main_now_ms() - d->up.t_pause);
+	if (mfd >= 0)
+		close(mfd);
+	free(fds);
+	conn_handoff_free(&ho, true); /* our copies: the store holds its own */
+	return -1;
+}
+
+/* At start: carry on with what a previous process left in the fd store,
+ * and take it all out of the store (this process owns it now). */
+static void main_restore(struct main_daemon *d)
+{
+	struct handover_pool pool, ours;
+	struct conn_handoff ho;
+	unsigned closed = 0;
+	char err[256] = "connections stored without their state", name[64];
+	int r = -ENOENT;
+
+	if (d->fds.state >= 0 && lseek(d->fds.state, 0, SEEK_SET) == 0)
+		r = handover_load(d->fds.state, d->fds.conns, d->fds.nconns, &pool, &ho, err,
+		                  sizeof(err));
+	if (!r &&
+	    (main_pool_id(d->o->pool, &ours) < 0 || ours.dev != pool.dev || ours.ino != pool.ino)) {
+		snprintf(err, sizeof(err), "they were another pool's");
+		conn_handoff_free(&ho, true);
+		r = -ESTALE;
+	}
+	if (!r) {
+		r = conn_server_attach(d->srv, &ho, &closed);
+		conn_handoff_free(&ho, false);
+	}
+	if (r)
+		say_warn("restart: the connections kept in the fd store are dropped: %s", err);
+	else
+		say_info(
+		    "restart: carried on with %u connection(s) from the fd store (%u could not be)",
+		    conn_server_count(d->srv), closed);
+	service_fdstore_remove(SERVICE_FD_STATE);
+	for (size_t i = 0; i < d->fds.nconns; i++) {
+		snprintf(name, sizeof(name), "%s%zu", SERVICE_FD_CONN, i);
+		service_fdstore_remove(name);
+	}
+	service_fds_close(&d->fds); /* what was not used */
+	conn_server_resume(d->srv);
+}
+
 /* Between two runs of the loop: an upgrade's pause is over (or it could
  * not happen).  1: handed over; 0: serve on; -1: stop. */
 static int main_handover(struct main_daemon *d)
@@ -1364,6 +1484,8 @@ static int main_handover(struct main_daemon *d)
 	struct control_upgrade *u;
 	int r = 0;
 
+	if (d->storing)
+		return main_store(d);
 	pthread_mutex_lock(&d->up.lock);
 	u = d->up.u;
 	pthread_mutex_unlock(&d->up.lock);
@@ -1421,6 +1543,35 @@ static void main_let_go(struct main_daemon *d)
 	conn_server_free(d->srv);
 	if (d->loop)
 		ev_loop_destroy(d->loop);
+}
+
+/* The service manager addressed the watchdog to the old process
+ * (WATCHDOG_PID); once we take over it is ours: the old process tells the
+ * manager MAINPID= before it exits. */
+static void main_watchdog_pid(void)
+{
+	char pid[24];
+
+	if (getenv("WATCHDOG_PID")) {
+		snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+		setenv("WATCHDOG_PID", pid, 1);
+	}
+}
+
+/* --handover-detach: fork and let the first process exit, so that this
+ * one becomes the service manager's child (handover.c says why).  Still
+ * single-threaded here.  0 in the child, -1 after one line. */
+static int main_detach(void)
+{
+	pid_t pid = fork();
+
+	if (pid < 0) {
+		say_error("cannot take over: fork: %s", strerror(errno));
+		return -1;
+	}
+	if (pid > 0)
+		_exit(0);
+	return 0;
 }
 
 /* The new process's side: take over from the old one on fd, after the
@@ -1550,6 +1701,12 @@ int main(int argc, char **argv)
 		main_free_opts(&d);
 		return r != MAIN_RUN ? r : 1;
 	}
+	if (d.o->handover_fd >= 0 && d.o->handover_detach && main_detach() < 0) {
+		main_free_opts(&d);
+		return 1;
+	}
+	if (d.o->handover_fd >= 0)
+		main_watchdog_pid();
 	if (main_service(&d) < 0) {
 		service_free(d.sv);
 		tls_creds_free(d.creds);
@@ -1578,8 +1735,13 @@ int main(int argc, char **argv)
 		main_free_opts(&d);
 		return 1;
 	}
-	if (main_start(&d, d.o) < 0 || service_start(d.sv, d.loop, d.st, d.srv) < 0 ||
-	    main_test_faults(&d) < 0) {
+	if (main_start(&d, d.o) < 0) {
+		main_abort(&d);
+		return 1;
+	}
+	if (d.fds.state >= 0 || d.fds.nconns)
+		main_restore(&d);
+	if (service_start(d.sv, d.loop, d.st, d.srv) < 0 || main_test_faults(&d) < 0) {
 		main_abort(&d);
 		return 1;
 	}

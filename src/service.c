@@ -125,6 +125,55 @@ static bool service_nbd_name(const char *name)
 	       (n > 7 && !strcmp(name + n - 7, ".socket"));
 }
 
+/* A stored connection cowbd-conn.N: N, or -1 when name is not one. */
+static long service_conn_index(const char *name)
+{
+	size_t k = strlen(SERVICE_FD_CONN);
+	char *end;
+	long n;
+
+	if (strncmp(name, SERVICE_FD_CONN, k) || !name[k] || name[k] == '-')
+		return -1;
+	errno = 0;
+	n = strtol(name + k, &end, 10);
+	return errno || *end || n < 0 || n > (1 << 20) ? -1 : n;
+}
+
+/* What a previous process stored: its state, or one of its connections.
+ * 1 when fd was one of them (filed or closed), 0 when not. */
+static int service_take_stored(struct service_fds *out, int fd, const char *name)
+{
+	long n = service_conn_index(name);
+
+	if (!strcmp(name, SERVICE_FD_STATE) && out->state < 0) {
+		out->state = fd;
+		return 1;
+	}
+	if (n < 0)
+		return 0;
+	if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 0) <= 0 || (size_t)n >= 1u << 20) {
+		close(fd); /* not a connection: dropped, removed from the store later */
+		return 1;
+	}
+	if ((size_t)n >= out->nconns) {
+		size_t cap = (size_t)n + 1;
+		int *v = realloc(out->conns, cap * sizeof(*v));
+
+		if (!v) {
+			close(fd);
+			return 1;
+		}
+		for (size_t i = out->nconns; i < cap; i++)
+			v[i] = -1;
+		out->conns = v;
+		out->nconns = cap;
+	}
+	if (out->conns[n] >= 0)
+		close(out->conns[n]);
+	out->conns[n] = fd;
+	return 1;
+}
+
 /* File the passed fd under its name.  0 or -errno with err set. */
 static int service_take_fd(struct service_fds *out, int fd, const char *name, char *err,
                            size_t errlen)
@@ -132,6 +181,8 @@ static int service_take_fd(struct service_fds *out, int fd, const char *name, ch
 	bool control = !strcmp(name, "control");
 	const char *why;
 
+	if (service_take_stored(out, fd, name))
+		return 0;
 	if (!control && !service_nbd_name(name)) {
 		snprintf(err, errlen,
 		         "passed socket fd %d has an unknown name \"%s\" (want nbd or control)", fd,
@@ -158,18 +209,24 @@ static int service_take_fd(struct service_fds *out, int fd, const char *name, ch
 int service_listen_fds(struct service_fds *out, char *err, size_t errlen)
 {
 	char **names = NULL;
-	int n = sd_listen_fds_with_names(1, &names), r = 0;
+	int n = sd_listen_fds_with_names(1, &names), r = 0, stored = 0;
 
 	out->nnbd = 0;
 	out->control = -1;
+	out->state = -1;
+	out->conns = NULL;
+	out->nconns = 0;
 	if (n < 0) {
 		snprintf(err, errlen, "cannot take the sockets the service manager passed: %s",
 		         strerror(-n));
 		return n;
 	}
-	if (n > SERVICE_MAX_FDS + 1) {
-		snprintf(err, errlen, "%d sockets passed (at most %d NBD and one control)", n,
-		         SERVICE_MAX_FDS);
+	for (int i = 0; i < n && names && names[i]; i++)
+		if (service_conn_index(names[i]) >= 0 || !strcmp(names[i], SERVICE_FD_STATE))
+			stored++;
+	if (n - stored > SERVICE_MAX_FDS + 1) {
+		snprintf(err, errlen, "%d sockets passed (at most %d NBD and one control)",
+		         n - stored, SERVICE_MAX_FDS);
 		r = -EMFILE;
 	}
 	for (int i = 0; i < n && !r; i++)
@@ -178,8 +235,12 @@ int service_listen_fds(struct service_fds *out, char *err, size_t errlen)
 	if (r < 0) {
 		for (int i = 0; i < n; i++)
 			close(SD_LISTEN_FDS_START + i);
+		free(out->conns);
 		out->nnbd = 0;
 		out->control = -1;
+		out->state = -1;
+		out->conns = NULL;
+		out->nconns = 0;
 	}
 	for (int i = 0; names && i < n; i++)
 		free(names[i]);
@@ -196,6 +257,37 @@ void service_fds_close(struct service_fds *f)
 	if (f->control >= 0)
 		close(f->control);
 	f->control = -1;
+	if (f->state >= 0)
+		close(f->state);
+	f->state = -1;
+	for (size_t i = 0; i < f->nconns; i++)
+		if (f->conns[i] >= 0)
+			close(f->conns[i]);
+	free(f->conns);
+	f->conns = NULL;
+	f->nconns = 0;
+}
+
+bool service_fdstore_on(void)
+{
+	const char *n = getenv("FDSTORE");
+
+	return getenv("NOTIFY_SOCKET") && n && atoi(n) > 0;
+}
+
+int service_fdstore(const char *name, int fd, bool poll)
+{
+	char msg[128];
+	int r;
+
+	snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=%s%s", name, poll ? "" : "\nFDPOLL=0");
+	r = sd_pid_notify_with_fds(0, 0, msg, &fd, 1);
+	return r > 0 ? 0 : r < 0 ? r : -ENOTCONN;
+}
+
+void service_fdstore_remove(const char *name)
+{
+	sd_notifyf(0, "FDSTOREREMOVE=1\nFDNAME=%s", name);
 }
 
 /* ---- notifications -------------------------------------------------- */

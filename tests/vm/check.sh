@@ -36,8 +36,8 @@ TOP=$(cd "$HERE/../.." && pwd)
 : "${BUILD:=$TOP/build}"
 CACHE="$BUILD/vm-cache"
 ALL_SCENARIOS="ext4-roundtrip snapshot-clone kill9-recovery blocksize-discard multiconn
-	incremental-backup"
-SD_SCENARIOS="systemd-install systemd-activation systemd-ext4 systemd-reload systemd-stop
+	incremental-backup upgrade"
+SD_SCENARIOS="systemd-install systemd-activation systemd-ext4 systemd-reload systemd-restart systemd-stop
 	systemd-kill systemd-watchdog systemd-remove"
 VM_SERVER=${VM_SERVER:-cowbd}
 VM_GUESTS=${VM_GUESTS:-busybox systemd}
