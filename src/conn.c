@@ -1069,17 +1069,19 @@ bool conn_quiet(const struct conn *c)
 {
 	enum proto_phase ph = c->proto.phase;
 
+	/* In the middle of STARTTLS it will be closed (conn_detach): quiet. */
 	return c->paused && !c->dead && !c->draining && !c->rx && !c->drain &&
 	       !c->drain_reply_due && c->reqs == 0 && c->submitted == 0 &&
-	       !conn_output_pending(c) &&
-	       (ph == PROTO_CLIENT_FLAGS || ph == PROTO_OPTIONS || ph == PROTO_TRANSMISSION);
+	       (!conn_output_pending(c) || ph == PROTO_STARTTLS) &&
+	       (ph == PROTO_CLIENT_FLAGS || ph == PROTO_OPTIONS || ph == PROTO_TRANSMISSION ||
+	        ph == PROTO_STARTTLS);
 }
 
 int conn_detach(struct conn *c, struct conn_state *out, int *fd)
 {
 	size_t n = c->rend - c->rstart;
 
-	if (c->tls) {
+	if (c->tls || c->proto.phase == PROTO_STARTTLS) {
 		/* GnuTLS cannot hand a live session's record state to another
 		 * process: end it cleanly, the client reconnects. */
 		say_warn("%s: a TLS session cannot be handed over: closing it", c->peer);
