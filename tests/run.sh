@@ -19,7 +19,15 @@ LOGDIR="$BUILD/test-logs"
 mkdir -p "$LOGDIR"
 pass=0 fail=0 skip=0
 failed_names=""
-TEST_TIMEOUT=${TEST_TIMEOUT:-600}
+# VALGRIND=1: each unit binary runs under memcheck, and an invalid access
+# or a definite/indirect leak fails it.  Some run 30-50 times slower there:
+# the default bound is an hour instead of ten minutes.
+VG="" bound=600
+if [ "${VALGRIND:-0}" != 0 ]; then
+	VG="valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect"
+	bound=3600
+fi
+TEST_TIMEOUT=${TEST_TIMEOUT:-$bound}
 
 run_one() { # name command...
 	name=$1; shift
@@ -52,7 +60,7 @@ run_one() { # name command...
 if [ "$SUITE" = all ] || [ "$SUITE" = unit ]; then
 	for t in "$BUILD"/tests/test_*; do
 		[ -x "$t" ] || continue
-		run_one "unit/$(basename "$t")" "$t"
+		run_one "unit/$(basename "$t")" $VG "$t"
 	done
 fi
 if [ "$SUITE" = all ] || [ "$SUITE" = integration ]; then
