@@ -75,6 +75,11 @@ void tree_cache_free(struct tree_cache *nc)
 		return;
 	while ((v = map_next(&nc->away, &pos, &k)))
 		free(*v);
+	/* Nodes tree_release left: held only by parents not in memory (and
+	 * so clean, with every child in memory found here too). */
+	pos = 0;
+	while ((v = map_next(&nc->nodes, &pos, &k)))
+		free(*v);
 	map_clear(&nc->away);
 	map_clear(&nc->nodes);
 	pthread_mutex_destroy(&nc->lock);
@@ -737,6 +742,29 @@ void tree_drop(struct tree *t, struct alloc *a)
 		return;
 	rcu_assign_pointer(t->root, NULL);
 	node_put(t->nc, r, a);
+}
+
+/* Drop a reference of a closing pool: no block references, no reads. */
+static void node_release(struct tree_cache *nc, struct tree_node *n)
+{
+	if (--n->ref > 0)
+		return;
+	cache_forget(nc, n);
+	for (unsigned i = 0; n->level > 0 && i < FMT_FANOUT; i++) {
+		struct tree_node *c = rcu_dereference(n->child[i]);
+		if (c)
+			node_release(nc, c);
+	}
+	urcu_memb_call_rcu(&n->rcu, node_free_rcu);
+}
+
+void tree_release(struct tree *t)
+{
+	struct tree_node *r = t->root;
+	if (!r)
+		return;
+	rcu_assign_pointer(t->root, NULL);
+	node_release(t->nc, r);
 }
 
 static uint64_t count_unique(struct tree_cache *nc, const struct tree_node *n,

@@ -119,6 +119,13 @@ void tree_share(struct tree *dst, const struct tree *src);
  * allocated (cowbd-check reports it). */
 void tree_drop(struct tree *t, struct alloc *a);
 
+/* Closing the pool: free t's nodes in memory that no other tree holds and
+ * leave t empty, without touching block references (the allocator goes
+ * too) or reading nodes not in memory: what is in memory only below such
+ * a node goes with tree_cache_free.  Writer, or the closer once readers
+ * are gone; cost O(nodes in memory). */
+void tree_release(struct tree *t);
+
 /* Count mapped blocks (O(1)) and blocks only this tree references (a walk
  * of the nodes only this tree holds: nothing below a shared node is
  * unique).  May run on any thread inside rcu_read_lock(): it reads
@@ -229,7 +236,8 @@ typedef int (*tree_read_fn)(void *arg, uint64_t addr, struct fmt_node *out);
 
 /* A pool's node cache over a's blocks.  NULL on ENOMEM. */
 struct tree_cache *tree_cache_new(struct alloc *a, tree_read_fn read, void *arg);
-/* Free it: every tree using it dropped, and a grace period since. */
+/* Free it, with the nodes still in it: every tree using it dropped or
+ * released, and a grace period since. */
 void tree_cache_free(struct tree_cache *nc);
 
 struct tree_cache_stats {

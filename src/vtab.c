@@ -144,6 +144,7 @@ void vtab_free_all(struct store *st)
 	while (st->vt.list) {
 		struct volume *v = st->vt.list;
 		st->vt.list = v->next;
+		tree_release(&v->tree); /* closing: no block to give back, no node to read */
 		volume_free(st, v);
 	}
 	st->vt.n = 0;

@@ -17,6 +17,8 @@
  *     through it, nothing else affected, nothing inserted, no crash;
  *   - a parent naming an address no node lives at (a lost node): lookups
  *     and store_diff end with -EIO after bounded retries, never spin;
+ *   - closing: tree_release reads nothing and frees what is in memory,
+ *     with tree_cache_free, even below nodes away;
  *   - the store: store_read_try gives a read through an away node to a
  *     reader thread, which loads it; a byte flipped in the pool under an
  *     away leaf gives the client an error, not a crash;
@@ -148,12 +150,10 @@ static int setup(void **state)
 	return 0;
 }
 
-static int teardown(void **state)
+/* After the trees are dropped or released. */
+static int free_all(void **state)
 {
-	tree_drop(&vol, A);
-	tree_drop(&snap, A);
 	urcu_memb_barrier(); /* nodes go through call_rcu */
-	assert_int_equal(alloc_live_blocks(A), 0);
 	tree_cache_free(NC);
 	alloc_free(A);
 	for (size_t i = 0; i < NSEGS * FMT_SEG_BLOCKS; i++)
@@ -163,6 +163,15 @@ static int teardown(void **state)
 	free(msnap);
 	urcu_memb_unregister_thread();
 	return 0;
+}
+
+static int teardown(void **state)
+{
+	tree_drop(&vol, A);
+	tree_drop(&snap, A);
+	urcu_memb_barrier();
+	assert_int_equal(alloc_live_blocks(A), 0);
+	return free_all(state);
 }
 
 static int lookup(const struct tree *t, uint64_t lba, bool nowait, uint64_t *phys)
@@ -470,6 +479,32 @@ static void test_lost_node(void **state)
 	free(r.v);
 	assert_int_equal(lookup(&vol, 10, false, &phys), 0);
 	assert_int_equal(phys, mvol[10]);
+}
+
+/* Closing: tree_release reads no node away (not even one that cannot be
+ * read, which tree_drop would read to free what it holds), and what is
+ * in memory only below nodes away goes with tree_cache_free (the
+ * sanitizer build's leak checker and valgrind see the rest). */
+static void test_release(void **state)
+{
+	struct tree_cache_stats before, after;
+	uint64_t phys, bad = leaf_addr(&vol, HALF + 3); /* only vol holds it */
+
+	unload();
+	/* The path to block 10 in memory, published in vol's root only; its
+	 * top is shared with snap's root, which names it by address. */
+	assert_int_equal(lookup(&vol, 10, false, &phys), 0);
+	assert_int_equal(phys, mvol[10]);
+	D->fail_addr = bad;
+	tree_cache_stats(NC, &before);
+	tree_release(&vol);
+	tree_release(&snap);
+	tree_cache_stats(NC, &after);
+	assert_null(vol.root);
+	assert_null(snap.root);
+	assert_int_equal(after.loads, before.loads);
+	assert_int_equal(after.errors, before.errors);
+	assert_int_equal(after.resident, 2); /* that path, under snap's root */
 }
 
 /* ---- through the store ---------------------------------------------------- */
@@ -782,6 +817,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_writer_on_away, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_damaged_node, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_lost_node, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_release, setup, free_all),
 	    cmocka_unit_test(test_store_lazy_read),
 	    cmocka_unit_test(test_crash_points_away),
 	};
