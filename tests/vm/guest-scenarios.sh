@@ -325,7 +325,7 @@ scen_upgrade() {
 	done
 	accepted=$(grep -c ': connected$' "$SRVLOG")
 	for round in 1 2 3 4 5; do
-		sleep 2
+		sleep 1
 		cowctl_ --json upgrade 2>/tmp/u.err | tr -d ' \n' >/tmp/u.json
 		[ -s /tmp/u.json ] || die "upgrade $round: $(cat /tmp/u.err)"
 		old=$(srv_pid)
@@ -334,7 +334,7 @@ scen_upgrade() {
 		echo "$new" >/run/server.pid
 		say "upgrade $round: pid $old -> $new, paused $(sed -n 's/.*"pause_ms":\([0-9.]*\).*/\1/p' /tmp/u.json) ms"
 	done
-	sleep 2
+	sleep 1
 	touch /tmp/u.stop
 	wait "$uw1"; wait "$uw2"
 	[ ! -e /tmp/u.failed ] || die "$(cat /tmp/u.failed) during the upgrades"

@@ -215,7 +215,7 @@ scen_systemd_restart() {
 	) &
 	w=$!
 	for round in 1 2 3 4 5; do
-		sleep 2
+		sleep 1
 		pid=$(main_pid) n=$(journal | wc -l)
 		run systemctl restart cowbd.service
 		restarted "$pid" || die "restart $round: cowbd.service $(systemctl is-active cowbd.service), pid $(main_pid)"
@@ -223,7 +223,7 @@ scen_systemd_restart() {
 			journal_has "$n" "restart: carried on with 1 connection"
 		say "restart $round: pid $pid -> $(main_pid)"
 	done
-	sleep 2
+	sleep 1
 	pid=$(main_pid)
 	out=$(cowctl upgrade 2>&1) || die "cowctl upgrade under systemd: $out"
 	wait_for 10 "MainPID follows the upgrade" restarted "$pid"
@@ -231,7 +231,7 @@ scen_systemd_restart() {
 	[ "$(awk '{print $4}' /proc/$new/stat)" = 1 ] ||
 		die "the upgraded cowbd $new is not systemd's child (ppid $(awk '{print $4}' /proc/$new/stat))"
 	say "cowctl upgrade: pid $pid -> $new; $(echo "$out" | tail -n 1)"
-	sleep 2
+	sleep 1
 	touch $ST/w.stop
 	wait $w
 	[ ! -e $ST/w.failed ] || die "the writer failed at $(cat $ST/w.failed)"
