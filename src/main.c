@@ -1093,6 +1093,25 @@ static void main_ignore_signals(void)
 	signal(SIGUSR2, SIG_IGN);
 }
 
+/* The signals the loop's watchers take (main_run) are blocked from the
+ * first line of main() until those watchers run, and again after them: one
+ * that arrives while the daemon starts (reading its configuration, opening
+ * the pool, binding its sockets) waits for the loop instead of ending a
+ * half-started process by its default action with its control socket left
+ * behind, and a second SIGTERM during the shutdown does not cut it short.
+ * Threads started meanwhile inherit the mask, so the loop's thread alone
+ * takes them. */
+static void main_block_signals(bool block)
+{
+	static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
+	sigset_t set;
+
+	sigemptyset(&set);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaddset(&set, sigs[i]);
+	pthread_sigmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+}
+
 /* Serve until SIGTERM or SIGINT has drained every connection; SIGHUP
  * reloads, SIGUSR1/SIGUSR2 are logged and ignored. */
 static void main_run(struct main_daemon *d)
@@ -1108,7 +1127,9 @@ static void main_run(struct main_daemon *d)
 		all[i]->data = d;
 		ev_signal_start(d->loop, all[i]);
 	}
-	ev_run(d->loop, 0); /* returns once conn_server_stop() has drained everything */
+	main_block_signals(false); /* what came while starting is taken now */
+	ev_run(d->loop, 0);        /* returns once conn_server_stop() has drained everything */
+	main_block_signals(true);
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		ev_signal_stop(d->loop, all[i]);
 	main_ignore_signals();
@@ -1694,6 +1715,7 @@ int main(int argc, char **argv)
 	struct main_daemon d = {.argc = argc, .argv = argv, .started = (uint64_t)time(NULL)};
 	int r;
 
+	main_block_signals(true);
 	main_find_self(&d);
 	pthread_mutex_init(&d.up.lock, NULL);
 	pthread_cond_init(&d.up.cond, NULL);
