@@ -171,6 +171,11 @@ print("steady: %d rounds, %d blocks verified, longest request %.1f ms" %
 sys.exit(code)
 PY
 
+# The manager goes too when the test ends early (lib.sh's cleanup stops
+# cowbd only).
+MGR=""
+trap '[ -z "$MGR" ] || kill "$MGR" 2>/dev/null; cleanup' EXIT
+
 # run_mgr FDSTORE: the manager with a fresh pool and volume vol0.
 run_mgr() {
 	rm -f "$T/stop" "$T/wstop" "$T/restart" "$T"/restarted.* "$T/pid" "$T/store" "$T/notify.sock" "$CTL"
