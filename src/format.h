@@ -35,11 +35,13 @@
 #define FMT_VERSION_V1 1u /* a pool without resize or rename ops */
 #define FMT_MIN_SEGS   16u
 
-#define FMT_SB_MAGIC   "COWBDSB1"
-#define FMT_SUM_MAGIC  0x4d535743u /* "CWSM" */
-#define FMT_NODE_MAGIC 0x444e5743u /* "CWND" */
-#define FMT_CKPT_MAGIC 0x4b435743u /* "CWCK" */
-#define FMT_OP_MAGIC   0x504f5743u /* "CWOP" */
+#define FMT_SB_MAGIC    "COWBDSB1"
+#define FMT_SUM_MAGIC   0x4d535743u /* "CWSM" */
+#define FMT_NODE_MAGIC  0x444e5743u /* "CWND" */
+#define FMT_CKPT_MAGIC  0x4b435743u /* "CWCK" */
+#define FMT_OP_MAGIC    0x504f5743u /* "CWOP" */
+#define FMT_CPAGE_MAGIC 0x50435743u /* "CWCP" */
+#define FMT_STAB_MAGIC  0x54535743u /* "CWST" */
 
 struct fmt_super {
 	char magic[8];
@@ -174,5 +176,75 @@ struct fmt_op {
 	uint8_t zero[FMT_BLOCK - 112];
 };
 static_assert(sizeof(struct fmt_op) == FMT_BLOCK, "op is one block");
+
+/* Count pages and segment tables (docs/METADATA.md, "Step 2b as built"):
+ * the space map's on-disk form.  Not in any pool yet: the checkpoint of
+ * format version 3 will write them (docs/FORMAT.md describes them then).
+ * Encoded and validated by cpage.c.
+ *
+ * Count page: the reference counts of one segment's FMT_SEG_BLOCKS blocks;
+ * a segment whose counts are all 0 has none.  Narrow (one block): a u16 per
+ * block, 0xFFFF meaning "see the overflow entries", which hold the exact
+ * count of every block counted >= 0xFFFF, sorted by idx.  Wide (two
+ * blocks, part 0 and 1), only when more than FMT_CPAGE_OVER blocks
+ * overflow: a u32 per block, the first FMT_CPAGE_WIDE0 in part 0. */
+#define FMT_CPAGE_HDR    64u
+#define FMT_CPAGE_NARROW 1u
+#define FMT_CPAGE_WIDE   2u
+#define FMT_CPAGE_OVER   ((FMT_BLOCK - FMT_CPAGE_HDR - 2u * FMT_SEG_BLOCKS) / 8u) /* 248 */
+#define FMT_CPAGE_WIDE0  ((FMT_BLOCK - FMT_CPAGE_HDR) / 4u)                       /* 1008 */
+#define FMT_CPAGE_ESC    0xFFFFu /* a narrow count that lives in an overflow entry */
+
+struct fmt_cpage_over {
+	uint16_t idx; /* block within the segment */
+	uint16_t pad;
+	uint32_t count; /* >= FMT_CPAGE_ESC */
+};
+static_assert(sizeof(struct fmt_cpage_over) == 8, "overflow entry size");
+
+struct fmt_cpage {
+	uint32_t magic;
+	uint32_t crc;
+	uint64_t self;
+	uint64_t seg;   /* the segment whose counts these are */
+	uint8_t enc;    /* FMT_CPAGE_NARROW or FMT_CPAGE_WIDE */
+	uint8_t part;   /* wide: 0 or 1; narrow: 0 */
+	uint16_t nover; /* narrow: overflow entries used; wide: 0 */
+	uint16_t live;  /* blocks of the segment with count > 0 (both parts say it) */
+	uint16_t pad;
+	uint8_t pad2[32];
+	union {
+		struct {
+			uint16_t cnt[FMT_SEG_BLOCKS];
+			struct fmt_cpage_over over[FMT_CPAGE_OVER];
+		} narrow;
+		uint32_t wide[FMT_CPAGE_WIDE0]; /* part 1: blocks 1008..1023, then zeros */
+	};
+};
+static_assert(sizeof(struct fmt_cpage) == FMT_BLOCK, "count page is one block");
+
+/* Segment table block: for segments first_seg .. first_seg + n - 1, where
+ * the count page is and how many live blocks the segment has. */
+#define FMT_STAB_HDR     64u
+#define FMT_STAB_ENTRIES ((FMT_BLOCK - FMT_STAB_HDR) / 16u) /* 252 */
+#define FMT_STAB_ADDR48  ((1ull << 48) - 1)
+
+struct fmt_stab_entry {
+	uint64_t page0;      /* narrow page or wide part 0; 0 = no page (no live block) */
+	uint64_t page1_live; /* wide part 1's block (48 bits, 0 = narrow) | live << 48 */
+};
+static_assert(sizeof(struct fmt_stab_entry) == 16, "segment table entry size");
+
+struct fmt_stab {
+	uint32_t magic;
+	uint32_t crc;
+	uint64_t self;
+	uint64_t first_seg;
+	uint32_t n; /* entries used; the rest are zero */
+	uint32_t pad;
+	uint8_t pad2[32];
+	struct fmt_stab_entry e[FMT_STAB_ENTRIES];
+};
+static_assert(sizeof(struct fmt_stab) == FMT_BLOCK, "segment table is one block");
 
 #endif
