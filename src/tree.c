@@ -35,11 +35,10 @@ unsigned tree_levels_for(uint64_t nblocks)
 
 /* ---- the node cache ---------------------------------------------------- */
 
-/* A node not in memory: what its object held that its image does not
- * (until step 2 keeps counts on disk). */
+/* A node not in memory: what its object held that its image does not.
+ * Its reference count is the allocator's count of its block (below). */
 struct away {
 	uint64_t total;
-	uint32_t ref;
 };
 
 struct tree_cache {
@@ -184,7 +183,7 @@ static struct tree_node *adopt_locked(struct tree_cache *nc, uint64_t addr,
 		return NULL;
 	c = *fresh;
 	*fresh = NULL;
-	c->ref = aw->ref;
+	c->ref = alloc_block_refs(nc->a, addr);
 	if (c->level)
 		c->total = aw->total;
 	map_del(&nc->away, addr);
@@ -405,6 +404,29 @@ int tree_run(const struct tree *t, uint64_t lba, uint64_t max, uint64_t *len, bo
 
 /* ---- node lifetime -------------------------------------------------- */
 
+/* A node's block is counted once per reference to the node (docs/METADATA.md,
+ * step 2): the allocator's count of n->disk equals n->ref whenever n has a
+ * written copy, dirty or not, so that at a checkpoint, when every node is
+ * written, the counts say how many parents and roots point at each node
+ * block, as the on-disk space map will.  A node not in memory has no
+ * object: its count is the allocator's alone, changed under the cache
+ * lock (a reader adopting it reads the count there).  Writing a node moves
+ * all its references from the old copy to the new one (write_node). */
+static void node_hold(struct tree_node *n, struct alloc *a)
+{
+	n->ref++;
+	if (n->disk)
+		alloc_ref(a, n->disk);
+}
+
+/* Drop one reference; true if others remain (false: the caller frees). */
+static bool node_unhold(struct tree_node *n, struct alloc *a)
+{
+	if (n->disk)
+		alloc_unref(a, n->disk);
+	return --n->ref > 0;
+}
+
 /* A new, clean node (callers that change it mark it dirty). */
 static struct tree_node *node_new(unsigned level)
 {
@@ -467,9 +489,9 @@ static void put_away(struct tree_cache *nc, uint64_t addr, unsigned level, struc
 	c = map_get(&nc->nodes, addr);
 	if (!c) {
 		aw = map_get(&nc->away, addr);
-		others = aw && aw->ref > 1;
+		others = aw && alloc_block_refs(a, addr) > 1;
 		if (others)
-			aw->ref--;
+			alloc_unref(a, addr);
 	}
 	pthread_mutex_unlock(&nc->lock);
 	if (others)
@@ -486,7 +508,7 @@ static void put_away(struct tree_cache *nc, uint64_t addr, unsigned level, struc
 
 static void node_put(struct tree_cache *nc, struct tree_node *n, struct alloc *a)
 {
-	if (--n->ref > 0)
+	if (node_unhold(n, a))
 		return;
 	cache_forget(nc, n);
 	for (unsigned i = 0; i < FMT_FANOUT; i++) {
@@ -501,8 +523,6 @@ static void node_put(struct tree_cache *nc, struct tree_node *n, struct alloc *a
 		else if (n->caddr[i])
 			put_away(nc, n->caddr[i], n->level - 1u, a);
 	}
-	if (n->disk)
-		alloc_unref(a, n->disk);
 	mark_clean(n, a); /* never written now */
 	urcu_memb_call_rcu(&n->rcu, node_free_rcu);
 }
@@ -510,21 +530,20 @@ static void node_put(struct tree_cache *nc, struct tree_node *n, struct alloc *a
 /* One more reference on child i of n, in memory or away; the copy's slot
  * gets the object if there is one.  Caller holds the cache lock (if any). */
 static void ref_child_locked(struct tree_cache *nc, const struct tree_node *n, unsigned i,
-                             struct tree_node *copy)
+                             struct tree_node *copy, struct alloc *a)
 {
 	struct tree_node *c = n->child[i];
 	copy->caddr[i] = n->caddr[i];
 	if (!c && n->caddr[i] && nc) {
 		c = map_get(&nc->nodes, n->caddr[i]);
 		if (!c) {
-			struct away *aw = map_get(&nc->away, n->caddr[i]);
-			if (aw)
-				aw->ref++;
+			if (map_get(&nc->away, n->caddr[i]))
+				alloc_ref(a, n->caddr[i]);
 			return;
 		}
 	}
 	if (c)
-		c->ref++;
+		node_hold(c, a);
 	copy->child[i] = c;
 }
 
@@ -547,7 +566,7 @@ static struct tree_node *node_copy(struct tree_cache *nc, const struct tree_node
 	if (nc) /* readers may publish children in n meanwhile */
 		pthread_mutex_lock(&nc->lock);
 	for (unsigned i = 0; i < FMT_FANOUT; i++)
-		ref_child_locked(nc, n, i, c);
+		ref_child_locked(nc, n, i, c, a);
 	if (nc)
 		pthread_mutex_unlock(&nc->lock);
 	return c;
@@ -566,7 +585,7 @@ static struct tree_node *mut_root(struct tree *t, struct alloc *a)
 		struct tree_node *c = node_copy(t->nc, n, a);
 		if (!c)
 			return NULL;
-		n->ref--;
+		node_unhold(n, a); /* others remain: it was shared */
 		rcu_assign_pointer(t->root, c);
 		n = c;
 	}
@@ -599,7 +618,7 @@ static struct tree_node *mut_child(struct tree_cache *nc, struct tree_node *p, u
 			*err = -ENOMEM;
 			return NULL;
 		}
-		c->ref--;
+		node_unhold(c, a); /* others remain: it was shared */
 		set_child(nc, p, i, copy, 0);
 		c = copy;
 	}
@@ -726,12 +745,12 @@ int tree_trim(struct tree *t, struct alloc *a, uint64_t lo, uint64_t hi)
 	return err;
 }
 
-void tree_share(struct tree *dst, const struct tree *src)
+void tree_share(struct tree *dst, const struct tree *src, struct alloc *a)
 {
 	dst->levels = src->levels;
 	dst->nc = src->nc;
 	if (src->root)
-		src->root->ref++;
+		node_hold(src->root, a);
 	rcu_assign_pointer(dst->root, src->root);
 }
 
@@ -849,9 +868,11 @@ static int write_node(struct tree_cache *nc, struct tree_node *n, struct alloc *
 	int err = cache_moved(nc, n, addr, img);
 	if (err)
 		return err;
-	alloc_ref(a, addr);
-	if (n->disk)
-		alloc_unref(a, n->disk);
+	for (uint32_t k = 0; k < n->ref; k++) { /* every reference moves to the new copy */
+		alloc_ref(a, addr);
+		if (n->disk)
+			alloc_unref(a, n->disk);
+	}
 	n->disk = addr;
 	mark_clean(n, a);
 	return 0;
@@ -1227,7 +1248,7 @@ static int load_node(struct tree_cache *nc, uint64_t addr, unsigned level, struc
 	if (n) { /* shared: one more parent */
 		if (n->level != level)
 			return -EILSEQ;
-		n->ref++;
+		node_hold(n, nc->a);
 		*out = n;
 		return 0;
 	}
@@ -1329,7 +1350,7 @@ uint64_t tree_unload(struct tree *const *trees, unsigned n)
 		struct away *aw = (uintptr_t)*val == 1 ? malloc(sizeof(*aw)) : NULL;
 		if (!aw)
 			continue; /* still pointed at, or out of memory: stays */
-		*aw = (struct away){.total = c->total, .ref = c->ref};
+		*aw = (struct away){.total = c->total};
 		if (map_put(&nc->away, c->disk, aw)) {
 			free(aw);
 			continue;
@@ -1357,6 +1378,8 @@ static int check_node(struct tree_cache *nc, struct tree_node *n, unsigned level
 		say_problem("checks that could not run", 1, "check: out of memory walking a tree");
 		return 1;
 	}
+	if (n->disk && n->disk < nblocks)
+		bref[n->disk]++; /* its block: once per reference */
 	if (c)
 		return 0; /* children counted on the first visit */
 	if (n->level != level) {
@@ -1407,8 +1430,6 @@ static int check_node(struct tree_cache *nc, struct tree_node *n, unsigned level
 		            (unsigned long long)n->total, (unsigned long long)total);
 		bad++;
 	}
-	if (n->disk)
-		bref[n->disk]++;
 	return bad;
 }
 

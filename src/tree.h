@@ -20,9 +20,10 @@
  * tree_unload, which tests call, drops nodes; step 3 adds eviction.
  *
  * Invariants (tree_check): every node is reachable from some root; its ref
- * equals the number of parents' slots and roots pointing at it (for a node
- * not in memory, the count the cache keeps for it); nmapped equals its
- * non-empty slots; a node's level is its parent's minus one.
+ * equals the number of parents' slots and roots pointing at it; the
+ * allocator counts a node's written block once per reference (for a node
+ * not in memory, that count is its ref); nmapped equals its non-empty
+ * slots; a node's level is its parent's minus one.
  *
  * Concurrency: one writer (the store's log thread) calls every function
  * but the readers': tree_lookup, tree_run, tree_count, tree_diff,
@@ -110,8 +111,8 @@ int tree_set(struct tree *t, struct alloc *a, uint64_t lba, uint64_t phys);
 int tree_trim(struct tree *t, struct alloc *a, uint64_t lo, uint64_t hi);
 
 /* One more reference on t's root for a snapshot/clone/rollback: dst (empty)
- * becomes a copy of src. */
-void tree_share(struct tree *dst, const struct tree *src);
+ * becomes a copy of src (the root's block counts one more reference). */
+void tree_share(struct tree *dst, const struct tree *src, struct alloc *a);
 
 /* Drop t's reference on its root (freeing every node and block that only
  * it held, reading those not in memory to find their children) and leave

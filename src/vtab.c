@@ -224,7 +224,7 @@ int vtab_apply_op(struct store *st, const struct fmt_op *op)
 		} else {
 			v->origin_id = src->id;
 		}
-		tree_share(&v->tree, &src->tree);
+		tree_share(&v->tree, &src->tree, st->a);
 		vtab_link(st, v);
 		return 0;
 	case FMT_OP_ROLLBACK: {
@@ -233,7 +233,7 @@ int vtab_apply_op(struct store *st, const struct fmt_op *op)
 		src = vtab_find_id(st, op->src);
 		if (!v || !src || v->snapshot)
 			return -EILSEQ;
-		tree_share(&t, &src->tree);
+		tree_share(&t, &src->tree, st->a);
 		tree_drop(&v->tree, st->a);
 		rcu_assign_pointer(v->tree.root, t.root);
 		v->tree.levels = t.levels;

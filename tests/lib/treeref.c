@@ -26,6 +26,8 @@ static void recount(const struct tree_node *n, struct seen *s, uint32_t *bref)
 {
 	uintptr_t i = (uintptr_t)map_get(&s->idx, (uint64_t)(uintptr_t)n);
 
+	if (n->disk && bref)
+		bref[n->disk]++; /* a node's block: once per reference to it */
 	if (i) {
 		s->refs[i - 1]++;
 		return;
@@ -46,8 +48,6 @@ static void recount(const struct tree_node *n, struct seen *s, uint32_t *bref)
 			bref[n->phys[k]]++;
 		else if (n->level > 0 && n->child[k])
 			recount(n->child[k], s, bref);
-	if (n->disk && bref)
-		bref[n->disk]++;
 }
 
 static void walk(struct tree *const *trees, unsigned n, struct seen *s, uint32_t *bref)

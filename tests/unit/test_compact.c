@@ -125,9 +125,9 @@ static void put_random(struct testlog *t, struct vt *v, unsigned n, unsigned sal
 	free(lbas);
 }
 
-static void share(struct vt *dst, const struct vt *src)
+static void share(struct testlog *t, struct vt *dst, const struct vt *src)
 {
-	tree_share(&dst->t, &src->t);
+	tree_share(&dst->t, &src->t, t->a);
 	memcpy(dst->seed, src->seed, sizeof(dst->seed));
 }
 
@@ -271,12 +271,12 @@ static void test_move_chain(void **state)
 	testlog_init(&t, 32);
 	vol->t.levels = s1->t.levels = c1->t.levels = s2->t.levels = tree_levels_for(NLBA);
 	put_random(&t, vol, 2500, 1);
-	share(s1, vol); /* snapshot */
+	share(&t, s1, vol); /* snapshot */
 	put_random(&t, vol, 1200, 2);
 	put_random(&t, vol, 1000, 2); /* most of the last 1200 die */
-	share(c1, s1);                /* clone of the snapshot */
+	share(&t, c1, s1);            /* clone of the snapshot */
 	put_random(&t, c1, 700, 3);
-	share(s2, c1); /* snapshot of the clone */
+	share(&t, s2, c1); /* snapshot of the clone */
 	put_random(&t, c1, 900, 4);
 	put_random(&t, c1, 800, 4);
 	put_random(&t, vol, 600, 5);

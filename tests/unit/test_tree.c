@@ -133,7 +133,7 @@ static void vt_trim(struct vt *v, uint64_t lo, uint64_t hi)
 static void vt_share(struct vt *dst, struct vt *src)
 {
 	memset(dst, 0, sizeof(*dst));
-	tree_share(&dst->t, &src->t);
+	tree_share(&dst->t, &src->t, A);
 	for (size_t i = 0; i < src->n; i++)
 		model_put(dst, src->lba[i], src->blk[i]);
 }
@@ -866,7 +866,7 @@ static void test_diff_cost(void **state)
 	A = big;
 	for (uint64_t lba = 0; lba < mapped; lba++)
 		assert_int_equal(tree_set(&vol, A, lba * 13 % nblocks, blk++), 0);
-	tree_share(&snap, &vol);
+	tree_share(&snap, &vol, A);
 	nodes = treeref_nodes((struct tree *[]){&vol}, 1);
 	const unsigned counts[] = {0, 10, 100, 1000};
 	unsigned changed = 0;
@@ -894,7 +894,7 @@ static void test_diff_cost(void **state)
 	}
 	/* 1,000 changes in two leaves: the two paths, nothing else */
 	tree_drop(&snap, A);
-	tree_share(&snap, &vol);
+	tree_share(&snap, &vol, A);
 	for (uint64_t lba = 0; lba < 1000; lba++)
 		assert_int_equal(tree_set(&vol, A, 4096 + lba, blk++), 0);
 	uint64_t visits = 0;

@@ -142,7 +142,7 @@ static int setup(void **state)
 	assert_int_equal(vol.levels, 3);
 	for (uint64_t lba = 0; lba < NLBA; lba += 5)
 		set(lba);
-	tree_share(&snap, &vol);
+	tree_share(&snap, &vol, A);
 	memcpy(msnap, mvol, NLBA * sizeof(*mvol));
 	for (uint64_t lba = HALF + 3; lba < NLBA; lba += 50000)
 		set(lba); /* the first half stays shared */
@@ -369,7 +369,7 @@ static void test_writer_on_away(void **state)
 	unload();
 	/* A second snapshot, then a write: the shared root is copied while
 	 * its children are away (their counts go up where they are kept). */
-	tree_share(&other, &vol);
+	tree_share(&other, &vol, A);
 	set(12);
 	tree_drop(&other, A); /* its old root goes; below it, counts only */
 	expect_all();
