@@ -1,7 +1,18 @@
-/* alloc.c — per-block reference counts, per-segment live counts and the
- * segment bitmap (FREE/USED).  Layer: below store, beside tree and log.
- * No locks: the store's log thread is the only caller (see alloc.h). */
+/* alloc.c — per-block reference counts, held per segment in count pages,
+ * per-segment live counts and the segment bitmap (FREE/USED).  Layer:
+ * below store, beside tree, log and cpage (the pages' on-disk form, which
+ * ckpt writes and reads).  No locks: the store's log thread is the only
+ * writer (see alloc.h); reader threads only read counts, racily.
+ *
+ * Count pages: page[s] is NULL while every count of s is 0 (an empty pool
+ * holds no page) or while s is AWAY (its page is on disk and not loaded:
+ * seg_live[s] is then the segment table's word).  A page is allocated at
+ * the first reference of its segment, loaded at the first count access of
+ * an AWAY one, and freed when the segment becomes FREE.  Freeing needs no
+ * grace period of its own: a segment is released only after one (alloc.h),
+ * when no reader can still hold a block of it. */
 #include <assert.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,14 +20,26 @@
 #include "say.h"
 
 enum alloc_seg_state { ALLOC_FREE = 0, ALLOC_USED = 1 };
+enum alloc_page_flag {
+	PAGE_DIRTY = 1, /* a count changed since alloc_pages_clean */
+	PAGE_AWAY = 2,  /* the page is on disk, not loaded (page[s] is NULL) */
+};
 
 /* Invariants (alloc_check): seg_live[s] counts the blocks of s with ref > 0;
  * a segment with a live block is USED; nfree counts FREE segments and
- * live_blocks all blocks with ref > 0.  Segment 0 is USED forever. */
+ * live_blocks all blocks with ref > 0.  Segment 0 is USED forever.  A page
+ * is resident or AWAY, never both; an AWAY segment has live blocks; npages
+ * counts resident pages, ndirty segments with PAGE_DIRTY. */
 struct alloc {
 	uint64_t nsegs;
 	uint64_t nblocks;
-	uint32_t *ref;      /* per block */
+	uint32_t **page;     /* per segment: FMT_SEG_BLOCKS counts, or NULL (above) */
+	uint8_t *page_flags; /* per segment: enum alloc_page_flag */
+	uint64_t npages;     /* resident pages */
+	uint64_t ndirty;     /* segments with PAGE_DIRTY */
+	alloc_loader_fn *loader;
+	void *loader_arg;
+	int err;            /* sticky: the first page that could not be had */
 	uint32_t *seg_live; /* per segment: blocks with ref > 0 */
 	uint8_t *seg_state; /* enum alloc_seg_state */
 	uint64_t nfree;     /* FREE segments */
@@ -37,15 +60,16 @@ struct alloc *alloc_new(uint64_t nsegs)
 		return NULL;
 	a->nsegs = nsegs;
 	a->nblocks = nsegs * FMT_SEG_BLOCKS;
-	a->ref = calloc(a->nblocks, sizeof(*a->ref));
+	a->page = calloc(nsegs, sizeof(*a->page));
+	a->page_flags = calloc(nsegs, 1);
 	a->seg_live = calloc(nsegs, sizeof(*a->seg_live));
 	a->seg_state = calloc(nsegs, 1);
 	a->seg_stamp = calloc(nsegs, sizeof(*a->seg_stamp));
 	a->seg_discarded = calloc(nsegs, 1);
 	a->seg_marked = calloc(nsegs, 1);
 	a->seg_warm = calloc(nsegs, 1);
-	if (!a->ref || !a->seg_live || !a->seg_state || !a->seg_stamp || !a->seg_discarded ||
-	    !a->seg_marked || !a->seg_warm) {
+	if (!a->page || !a->page_flags || !a->seg_live || !a->seg_state || !a->seg_stamp ||
+	    !a->seg_discarded || !a->seg_marked || !a->seg_warm) {
 		alloc_free(a);
 		return NULL;
 	}
@@ -59,7 +83,10 @@ void alloc_free(struct alloc *a)
 {
 	if (!a)
 		return;
-	free(a->ref);
+	for (uint64_t s = 0; a->page && s < a->nsegs; s++)
+		free(a->page[s]);
+	free(a->page);
+	free(a->page_flags);
 	free(a->seg_live);
 	free(a->seg_state);
 	free(a->seg_stamp);
@@ -130,7 +157,204 @@ void alloc_seg_set_stamp(struct alloc *a, uint64_t seg, uint64_t lsn)
 uint32_t alloc_block_refs(const struct alloc *a, uint64_t blk)
 {
 	assert(blk < a->nblocks);
-	return __atomic_load_n(&a->ref[blk], __ATOMIC_RELAXED);
+	const uint32_t *p = __atomic_load_n(&a->page[alloc_seg_of(blk)], __ATOMIC_ACQUIRE);
+	return p ? __atomic_load_n(&p[blk % FMT_SEG_BLOCKS], __ATOMIC_RELAXED) : 0;
+}
+
+/* ---- count pages ------------------------------------------------------- */
+
+static void set_failed(struct alloc *a, uint64_t s, int err)
+{
+	if (a->err)
+		return;
+	a->err = err;
+	say_error("alloc: the counts of segment %llu cannot be had (%s): space accounting failed",
+	          (unsigned long long)s, err == -EILSEQ ? "damaged count page" : strerror(-err));
+}
+
+static void page_dirty(struct alloc *a, uint64_t s)
+{
+	if (!(a->page_flags[s] & PAGE_DIRTY)) {
+		a->page_flags[s] |= PAGE_DIRTY;
+		a->ndirty++;
+	}
+}
+
+static unsigned count_live(const uint32_t *cnt)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < FMT_SEG_BLOCKS; i++)
+		n += cnt[i] > 0;
+	return n;
+}
+
+/* Read AWAY segment s's page into cnt: the loader's counts, which must
+ * agree with the live count the segment table gave. */
+static int page_load(const struct alloc *a, uint64_t s, uint32_t *cnt)
+{
+	int err;
+
+	assert(a->loader);
+	if (!a->loader)
+		return -EIO;
+	err = a->loader(a->loader_arg, s, cnt);
+	if (err)
+		return err;
+	if (count_live(cnt) != a->seg_live[s]) {
+		say_error("alloc: segment %llu: its count page has %u live blocks, its table %u",
+		          (unsigned long long)s, count_live(cnt), a->seg_live[s]);
+		return -EILSEQ;
+	}
+	return 0;
+}
+
+/* s has no page in memory: give it one, zeroed or loaded.  NULL when
+ * that fails (sticky, said once): the caller drops its change, and the
+ * store, seeing alloc_error, fails. */
+static uint32_t *page_fault(struct alloc *a, uint64_t s)
+{
+	bool away = a->page_flags[s] & PAGE_AWAY;
+	uint32_t *p;
+	int err;
+
+	if (away && a->err)
+		return NULL; /* no second load after a failure, and no guess */
+	p = calloc(FMT_SEG_BLOCKS, sizeof(*p));
+	if (!p) {
+		set_failed(a, s, -ENOMEM);
+		return NULL;
+	}
+	if (away && (err = page_load(a, s, p))) {
+		free(p);
+		set_failed(a, s, err);
+		return NULL;
+	}
+	a->page_flags[s] &= ~PAGE_AWAY;
+	a->npages++;
+	__atomic_store_n(&a->page[s], p, __ATOMIC_RELEASE);
+	return p;
+}
+
+/* s's page for a change or an exact read (log thread). */
+static inline uint32_t *page_get(struct alloc *a, uint64_t s)
+{
+	uint32_t *p = a->page[s];
+	return p ? p : page_fault(a, s);
+}
+
+/* s became FREE (or was installed empty): every count is 0. */
+static void page_drop(struct alloc *a, uint64_t s)
+{
+	uint32_t *p = a->page[s];
+	if (!p)
+		return;
+	__atomic_store_n(&a->page[s], NULL, __ATOMIC_RELEASE);
+	a->npages--;
+	free(p);
+}
+
+void alloc_set_loader(struct alloc *a, alloc_loader_fn *fn, void *arg)
+{
+	a->loader = fn;
+	a->loader_arg = arg;
+}
+
+int alloc_error(const struct alloc *a)
+{
+	return a->err;
+}
+
+void alloc_page_away(struct alloc *a, uint64_t seg, uint32_t live)
+{
+	assert(seg < a->nsegs && !a->page[seg] && !a->seg_live[seg]);
+	assert(live > 0 && live <= FMT_SEG_BLOCKS);
+	a->page_flags[seg] |= PAGE_AWAY;
+	a->seg_live[seg] = live;
+	a->live_blocks += live;
+	alloc_mark_used(a, seg);
+}
+
+int alloc_seg_load(struct alloc *a, uint64_t seg)
+{
+	assert(seg < a->nsegs);
+	if (a->page_flags[seg] & PAGE_AWAY && !page_get(a, seg))
+		return a->err;
+	return 0;
+}
+
+bool alloc_seg_away(const struct alloc *a, uint64_t seg)
+{
+	assert(seg < a->nsegs);
+	return a->page_flags[seg] & PAGE_AWAY;
+}
+
+int alloc_page_counts(struct alloc *a, uint64_t seg, uint32_t *out)
+{
+	int err = alloc_seg_load(a, seg);
+	if (err)
+		return err;
+	if (a->page[seg])
+		memcpy(out, a->page[seg], FMT_SEG_BLOCKS * sizeof(*out));
+	else
+		memset(out, 0, FMT_SEG_BLOCKS * sizeof(*out));
+	return 0;
+}
+
+int alloc_page_install(struct alloc *a, uint64_t seg, const uint32_t *counts)
+{
+	uint32_t live = count_live(counts);
+	uint32_t *p;
+
+	assert(seg < a->nsegs);
+	a->page_flags[seg] &= ~PAGE_AWAY;
+	if (!live) {
+		page_drop(a, seg);
+	} else {
+		p = a->page[seg] ? a->page[seg] : calloc(FMT_SEG_BLOCKS, sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		memcpy(p, counts, FMT_SEG_BLOCKS * sizeof(*p));
+		if (!a->page[seg]) {
+			a->npages++;
+			__atomic_store_n(&a->page[seg], p, __ATOMIC_RELEASE);
+		}
+		alloc_mark_used(a, seg);
+	}
+	a->live_blocks += live;
+	a->live_blocks -= a->seg_live[seg];
+	a->seg_live[seg] = live;
+	if (a->page_flags[seg] & PAGE_DIRTY) {
+		a->page_flags[seg] &= ~PAGE_DIRTY;
+		a->ndirty--;
+	}
+	return 0;
+}
+
+uint64_t alloc_dirty_next(const struct alloc *a, uint64_t from)
+{
+	for (uint64_t s = from; s < a->nsegs; s++)
+		if (a->page_flags[s] & PAGE_DIRTY)
+			return s;
+	return a->nsegs;
+}
+
+uint64_t alloc_dirty_count(const struct alloc *a)
+{
+	return a->ndirty;
+}
+
+void alloc_pages_clean(struct alloc *a)
+{
+	for (uint64_t s = 0; s < a->nsegs && a->ndirty; s++)
+		if (a->page_flags[s] & PAGE_DIRTY) {
+			a->page_flags[s] &= ~PAGE_DIRTY;
+			a->ndirty--;
+		}
+}
+
+uint64_t alloc_pages_resident(const struct alloc *a)
+{
+	return a->npages;
 }
 
 /* s stops being warm (taken, or its cached pages given up). */
@@ -156,11 +380,20 @@ void alloc_mark_used(struct alloc *a, uint64_t seg)
 		seg_take(a, seg);
 }
 
+/* Counts change with single stores: a reader's alloc_block_refs sees the
+ * old or the new count. */
 void alloc_ref(struct alloc *a, uint64_t blk)
 {
 	assert(blk < a->nblocks);
-	if (a->ref[blk]++ == 0) {
-		uint64_t s = alloc_seg_of(blk);
+	uint64_t s = alloc_seg_of(blk);
+	uint32_t *p = page_get(a, s);
+	if (!p)
+		return; /* alloc_error says so */
+	uint32_t *c = &p[blk % FMT_SEG_BLOCKS], n = *c;
+	assert(n < UINT32_MAX);
+	__atomic_store_n(c, n + 1, __ATOMIC_RELAXED);
+	page_dirty(a, s);
+	if (n == 0) {
 		a->seg_live[s]++;
 		a->live_blocks++;
 		alloc_mark_used(a, s);
@@ -170,9 +403,18 @@ void alloc_ref(struct alloc *a, uint64_t blk)
 void alloc_unref(struct alloc *a, uint64_t blk)
 {
 	assert(blk < a->nblocks);
-	assert(a->ref[blk] > 0);
-	if (--a->ref[blk] == 0) {
-		a->seg_live[alloc_seg_of(blk)]--;
+	uint64_t s = alloc_seg_of(blk);
+	uint32_t *p = page_get(a, s);
+	if (!p)
+		return;
+	uint32_t *c = &p[blk % FMT_SEG_BLOCKS], n = *c;
+	assert(n > 0 || a->err); /* after a failure, a dropped reference may be missing */
+	if (!n)
+		return;
+	__atomic_store_n(c, n - 1, __ATOMIC_RELAXED);
+	page_dirty(a, s);
+	if (n == 1) {
+		a->seg_live[s]--;
 		a->live_blocks--;
 	}
 }
@@ -221,6 +463,7 @@ static void seg_release(struct alloc *a, uint64_t s, uint64_t *first,
 		*first = s;
 	a->seg_state[s] = ALLOC_FREE;
 	a->seg_marked[s] = 0;
+	page_drop(a, s);
 	a->seg_warm[s] = 1;
 	a->nwarm++;
 	a->nfree++;
@@ -323,37 +566,81 @@ uint64_t alloc_dead_segs(const struct alloc *a)
 	return n;
 }
 
+/* Segment s's page and flags agree with its live count; *pages and
+ * *dirty count resident pages and dirty segments. */
+static bool page_check(const struct alloc *a, uint64_t s, uint64_t *pages, uint64_t *dirty)
+{
+	const uint32_t *p = a->page[s];
+	uint8_t f = a->page_flags[s];
+
+	*dirty += !!(f & PAGE_DIRTY);
+	if (f & PAGE_AWAY)
+		return !p && a->seg_live[s] > 0;
+	if (p && a->seg_state[s] == ALLOC_FREE)
+		return false;
+	*pages += p != NULL;
+	return (p ? count_live(p) : 0) == a->seg_live[s];
+}
+
 bool alloc_check(const struct alloc *a)
 {
-	uint64_t nfree = 0, live = 0, warm = 0;
+	uint64_t nfree = 0, live = 0, warm = 0, pages = 0, dirty = 0;
 	for (uint64_t s = 0; s < a->nsegs; s++) {
 		if (a->seg_warm[s] && a->seg_state[s] != ALLOC_FREE)
 			return false;
 		warm += a->seg_warm[s];
-		uint32_t l = 0;
-		for (uint64_t b = s * FMT_SEG_BLOCKS; b < (s + 1) * FMT_SEG_BLOCKS; b++)
-			l += a->ref[b] > 0;
-		if (l != a->seg_live[s])
+		if (!page_check(a, s, &pages, &dirty))
 			return false;
-		if (l && a->seg_state[s] != ALLOC_USED)
+		if (a->seg_live[s] && a->seg_state[s] != ALLOC_USED)
 			return false;
 		nfree += a->seg_state[s] == ALLOC_FREE;
-		live += l;
+		live += a->seg_live[s];
 	}
-	return nfree == a->nfree && live == a->live_blocks && warm == a->nwarm;
+	return nfree == a->nfree && live == a->live_blocks && warm == a->nwarm &&
+	       pages == a->npages && dirty == a->ndirty;
+}
+
+/* Segment s's counts against want[] (its FMT_SEG_BLOCKS entries); an
+ * AWAY page is read into buf (and stays away: a check of a big pool need
+ * not hold every page). */
+static int verify_seg(const struct alloc *a, uint64_t s, const uint32_t *want, uint32_t *buf)
+{
+	const uint32_t *p = a->page[s];
+	int bad = 0;
+
+	if (a->page_flags[s] & PAGE_AWAY) {
+		if (page_load(a, s, buf)) {
+			say_problem("count pages that cannot be loaded", 1,
+			            "check: the count page of segment %llu cannot be loaded",
+			            (unsigned long long)s);
+			return 1;
+		}
+		p = buf;
+	}
+	for (unsigned i = 0; i < FMT_SEG_BLOCKS; i++) {
+		uint32_t have = p ? p[i] : 0;
+		if (want[i] == have)
+			continue;
+		say_problem("reference counts that differ", 1,
+		            "check: block %llu referenced %u times, accounted %u",
+		            (unsigned long long)(s * FMT_SEG_BLOCKS + i), want[i], have);
+		bad++;
+	}
+	return bad;
 }
 
 int alloc_verify(const struct alloc *a, const uint32_t *want)
 {
+	uint32_t *buf = malloc(FMT_SEG_BLOCKS * sizeof(*buf));
 	int bad = 0;
 
-	for (uint64_t b = 0; b < a->nblocks; b++)
-		if (want[b] != a->ref[b]) {
-			say_problem("reference counts that differ", 1,
-			            "check: block %llu referenced %u times, accounted %u",
-			            (unsigned long long)b, want[b], a->ref[b]);
-			bad++;
-		}
+	if (!buf) {
+		say_problem("allocator count errors", 1, "check: no memory to compare counts");
+		return 1;
+	}
+	for (uint64_t s = 0; s < a->nsegs; s++)
+		bad += verify_seg(a, s, want + s * FMT_SEG_BLOCKS, buf);
+	free(buf);
 	for (uint64_t s = 0; s < a->nsegs; s++)
 		if (a->seg_live[s] && a->seg_state[s] != ALLOC_USED) {
 			say_problem("free segments holding live blocks", 1,

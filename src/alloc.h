@@ -2,7 +2,9 @@
  *
  * Exact ownership by reference counts: every physical block has a count of
  * the tree leaves (data blocks), node objects (their on-disk copy) and
- * checkpoint records that reference it.  A segment is FREE or USED; a USED
+ * checkpoint records that reference it.  Counts are held per segment in
+ * count pages (below, "Count pages"), which checkpoints write (cpage.h
+ * encodes them) and open may leave on disk until first needed.  A segment is FREE or USED; a USED
  * segment whose blocks are all unreferenced is "dead" and becomes FREE only
  * at alloc_release_dead(), which the store calls after a checkpoint is
  * durable and an RCU grace period has passed (a block freed in the current
@@ -55,11 +57,19 @@ uint64_t alloc_seg_stamp(const struct alloc *a, uint64_t seg);
 void alloc_seg_set_stamp(struct alloc *a, uint64_t seg, uint64_t lsn);
 
 /* References held on blk.  Any thread: a reader off the log thread sees a
- * moment's value (relaxed atomic load), good for estimates only.  O(1). */
+ * moment's value (relaxed atomic load), good for estimates only.  It never
+ * loads a page: a block whose segment's page is still on disk (AWAY) reads
+ * 0, so on the log thread call alloc_seg_load first where an exact count
+ * matters.  Off the log thread, call it only for a block the caller saw
+ * inside rcu_read_lock (a segment is freed, and its page with it, only
+ * after a grace period).  O(1). */
 uint32_t alloc_block_refs(const struct alloc *a, uint64_t blk);
 
-/* Reference / unreference a block; O(1).  The segment of a referenced
- * block is always USED. */
+/* Reference / unreference a block; O(1), except the first count access
+ * in a segment: it allocates the page (4 KiB) or, if AWAY, loads it
+ * through the loader (blocking).  If that fails the change is dropped and
+ * alloc_error is set for good.  The segment of a referenced block is
+ * always USED; every count stays exact up to 2^32 - 1. */
 void alloc_ref(struct alloc *a, uint64_t blk);
 void alloc_unref(struct alloc *a, uint64_t blk);
 
@@ -97,13 +107,63 @@ unsigned alloc_discard_free(struct alloc *a, unsigned max, uint64_t keep_warm,
 /* USED segments with no live block (waiting for the next checkpoint). */
 uint64_t alloc_dead_segs(const struct alloc *a);
 
-/* Whole-object checker for assert(): counts agree with the arrays. */
+/* ---- Count pages (docs/METADATA.md, "Step 2b as built") ----
+ * A segment's counts live in one page, FMT_SEG_BLOCKS u32 (4 KiB resident),
+ * allocated at its first reference and freed when the segment becomes
+ * FREE: a segment whose counts are all 0 has none, an empty pool holds no
+ * page.  Open (from the checkpoint's segment tables) may mark a page AWAY:
+ * on disk, its live count known, not loaded until first needed.  Every
+ * change of a count marks its segment dirty; a checkpoint writes the pages
+ * of dirty segments (none for a segment with no live block) and then
+ * calls alloc_pages_clean. */
+
+/* Fills counts[FMT_SEG_BLOCKS] with seg's counts from disk (checks done:
+ * cpage_decode).  Returns 0 or -errno.  Called on the log thread, may
+ * block; alloc compares the live blocks with the segment table's. */
+typedef int alloc_loader_fn(void *arg, uint64_t seg, uint32_t *counts);
+void alloc_set_loader(struct alloc *a, alloc_loader_fn *fn, void *arg);
+
+/* Open, before any count access: seg's page is on disk, and the segment
+ * has live (> 0) live blocks.  seg becomes USED. */
+void alloc_page_away(struct alloc *a, uint64_t seg, uint32_t live);
+bool alloc_seg_away(const struct alloc *a, uint64_t seg);
+/* Load seg's page now if it is AWAY.  Returns 0 or alloc_error(a). */
+int alloc_seg_load(struct alloc *a, uint64_t seg);
+
+/* 0, or the -errno of the first page that could not be had: the loader's
+ * error, -EILSEQ (a page whose live blocks disagree with its segment
+ * table), -ENOMEM.  Sticky: no page is loaded after it, and the change
+ * that met it was dropped, so counts are no longer exact: the store must
+ * fail.  O(1). */
+int alloc_error(const struct alloc *a);
+
+/* The first dirty segment >= from, or alloc_nsegs(a) if none: for (s =
+ * alloc_dirty_next(a, 0); s < n; s = alloc_dirty_next(a, s + 1)).  O(nsegs)
+ * for a whole pass.  alloc_dirty_count: how many, O(1). */
+uint64_t alloc_dirty_next(const struct alloc *a, uint64_t from);
+uint64_t alloc_dirty_count(const struct alloc *a);
+/* Copy seg's counts to out[FMT_SEG_BLOCKS] (zeros: no page), loading an
+ * AWAY page.  Returns 0 or alloc_error(a). */
+int alloc_page_counts(struct alloc *a, uint64_t seg, uint32_t *out);
+/* Every segment clean (its page written).  O(nsegs). */
+void alloc_pages_clean(struct alloc *a);
+/* Open or upgrade, before readers: seg's counts become counts[] (its live
+ * count and the pool's follow; USED if any is > 0; no page if all are 0),
+ * clean and not AWAY.  Returns 0 or -ENOMEM (nothing changed). */
+int alloc_page_install(struct alloc *a, uint64_t seg, const uint32_t *counts);
+/* Pages in memory (each FMT_BLOCK bytes).  O(1). */
+uint64_t alloc_pages_resident(const struct alloc *a);
+
+/* Whole-object checker for assert(): counts agree with the arrays.  AWAY
+ * pages are not read (their live count is taken as said). */
 bool alloc_check(const struct alloc *a);
 
 /* Offline checker: compare every block's count with want[] (the references
  * recomputed from the trees and checkpoint, alloc_nblocks entries) and
  * every segment's state with its live blocks; report each problem with
- * say_error (the first few per kind).  Returns the number found. */
+ * say_error (the first few per kind).  AWAY pages are read for it through
+ * the loader and stay away (a page that cannot be read is one problem).
+ * Returns the number found. */
 int alloc_verify(const struct alloc *a, const uint32_t *want);
 
 #endif

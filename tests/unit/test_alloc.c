@@ -4,11 +4,14 @@
  * exhaustion), release of dead segments (keep1/keep2 honoured, the freed
  * callback, freed segments reused first), discard bookkeeping, stamps,
  * and the two checkers: alloc_verify against a reference recount and
- * alloc_check against counters corrupted behind the API.  alloc.c is
+ * alloc_check against counters corrupted behind the API; count pages
+ * (none for an empty pool, freed with their segment, dirty tracking,
+ * install, the on-demand loader and its sticky failure).  alloc.c is
  * included whole, so the last test can reach its fields (white box, as
  * SQLite's tests poke a pager); the archive's copy is then never linked.
  */
 #undef NDEBUG
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -263,16 +266,283 @@ static void test_checkers(void **state)
 	a->seg_state[1] = ALLOC_USED;
 	a->nfree--;
 	assert_true(alloc_check(a));
+	a->npages++;
+	assert_false(alloc_check(a));
+	a->npages--;
+	a->ndirty++;
+	assert_false(alloc_check(a));
+	a->ndirty--;
+	a->page[2][1]++; /* a count that makes a block live behind seg_live */
+	assert_false(alloc_check(a));
+	a->page[2][1]--;
+	assert_true(alloc_check(a));
 	free(want);
 	alloc_free(a);
+}
+
+/* ---- count pages ---- */
+
+/* A pool of 10^5 segments holds no page until a block is referenced, one
+ * per segment referenced; taking segments allocates none. */
+static void test_no_pages_empty(void **state)
+{
+	struct alloc *a = alloc_new(100000);
+
+	assert_non_null(a);
+	assert_int_equal(alloc_pages_resident(a), 0);
+	for (unsigned i = 0; i < 1000; i++)
+		assert_true(alloc_take_seg(a));
+	assert_int_equal(alloc_pages_resident(a), 0);
+	assert_int_equal(alloc_block_refs(a, B(99999, 3)), 0);
+	alloc_ref(a, B(7, 1));
+	alloc_ref(a, B(7, 2));
+	alloc_ref(a, B(99999, 1023));
+	assert_int_equal(alloc_pages_resident(a), 2);
+	assert_true(alloc_check(a));
+	alloc_free(a);
+}
+
+/* A segment's page goes when the segment becomes FREE, not before. */
+static void test_page_freed(void **state)
+{
+	struct alloc *a = alloc_new(NSEGS);
+
+	alloc_ref(a, B(4, 9));
+	alloc_ref(a, B(5, 9));
+	alloc_unref(a, B(4, 9));
+	assert_int_equal(alloc_pages_resident(a), 2); /* dead, not yet FREE */
+	assert_int_equal(alloc_mark_dead(a, 0, 0), 1);
+	assert_int_equal(alloc_release_marked(a, NULL, NULL), 1);
+	assert_int_equal(alloc_pages_resident(a), 1);
+	assert_null(a->page[4]);
+	assert_int_equal(alloc_block_refs(a, B(4, 9)), 0);
+	alloc_unref(a, B(5, 9));
+	assert_int_equal(alloc_release_dead(a, 0, 0, NULL, NULL), 1);
+	assert_int_equal(alloc_pages_resident(a), 0);
+	/* Reused, it starts from zero. */
+	alloc_ref(a, B(5, 3));
+	assert_int_equal(alloc_block_refs(a, B(5, 3)), 1);
+	assert_int_equal(alloc_block_refs(a, B(5, 9)), 0);
+	assert_true(alloc_check(a));
+	alloc_free(a);
+}
+
+static uint64_t dirty_list(const struct alloc *a, uint64_t *out)
+{
+	uint64_t n = 0;
+	for (uint64_t s = alloc_dirty_next(a, 0); s < alloc_nsegs(a);
+	     s = alloc_dirty_next(a, s + 1))
+		out[n++] = s;
+	assert_int_equal(n, alloc_dirty_count(a));
+	return n;
+}
+
+/* Every change of a count marks its segment dirty until alloc_pages_clean;
+ * alloc_page_counts copies the page. */
+static void test_dirty(void **state)
+{
+	struct alloc *a = alloc_new(NSEGS);
+	uint32_t c[FMT_SEG_BLOCKS];
+	uint64_t d[NSEGS];
+
+	assert_int_equal(dirty_list(a, d), 0);
+	assert_int_equal(alloc_dirty_next(a, 0), NSEGS);
+	alloc_ref(a, B(9, 1));
+	alloc_ref(a, B(3, 1));
+	alloc_ref(a, B(3, 1)); /* a count that is not the first */
+	assert_int_equal(dirty_list(a, d), 2);
+	assert_true(d[0] == 3 && d[1] == 9);
+	assert_true(alloc_check(a));
+	alloc_pages_clean(a);
+	assert_int_equal(dirty_list(a, d), 0);
+	alloc_unref(a, B(3, 1)); /* 2 -> 1: live unchanged, still a change */
+	assert_int_equal(dirty_list(a, d), 1);
+	assert_int_equal(d[0], 3);
+	alloc_pages_clean(a);
+	alloc_unref(a, B(9, 1));
+	assert_int_equal(dirty_list(a, d), 1);
+	assert_int_equal(d[0], 9);
+	assert_true(alloc_check(a));
+
+	assert_int_equal(alloc_page_counts(a, 3, c), 0);
+	for (unsigned i = 0; i < FMT_SEG_BLOCKS; i++)
+		assert_int_equal(c[i], i == 1);
+	assert_int_equal(alloc_page_counts(a, 12, c), 0); /* no page: zeros */
+	for (unsigned i = 0; i < FMT_SEG_BLOCKS; i++)
+		assert_int_equal(c[i], 0);
+	assert_int_equal(alloc_pages_resident(a), 2); /* copying made none */
+	alloc_free(a);
+}
+
+/* Install sets a page as given (any count), its live count and the
+ * pool's, USED, not dirty; all zeros drops the page. */
+static void test_install(void **state)
+{
+	struct alloc *a = alloc_new(NSEGS);
+	static uint32_t c[FMT_SEG_BLOCKS], back[FMT_SEG_BLOCKS];
+	uint64_t d[NSEGS];
+
+	for (unsigned i = 0; i < FMT_SEG_BLOCKS; i += 2)
+		c[i] = i + 1;
+	c[0] = UINT32_MAX - 1;
+	c[2] = 0x10000;
+	c[4] = 100001;
+	alloc_ref(a, B(6, 1)); /* replaced by the install, dirty before */
+	alloc_ref(a, B(2, 0));
+	assert_int_equal(alloc_page_install(a, 6, c), 0);
+	assert_int_equal(alloc_page_install(a, 8, c), 0);
+	assert_true(alloc_seg_used(a, 8));
+	assert_int_equal(alloc_seg_live(a, 6), FMT_SEG_BLOCKS / 2);
+	assert_int_equal(alloc_live_blocks(a), 1 + FMT_SEG_BLOCKS);
+	assert_int_equal(dirty_list(a, d), 1);
+	assert_int_equal(d[0], 2);
+	for (unsigned i = 0; i < FMT_SEG_BLOCKS; i++) {
+		assert_int_equal(alloc_block_refs(a, B(6, i)), c[i]);
+		assert_int_equal(alloc_block_refs(a, B(8, i)), c[i]);
+	}
+	assert_int_equal(alloc_page_counts(a, 8, back), 0);
+	assert_memory_equal(back, c, sizeof(c));
+	assert_true(alloc_check(a));
+	/* Counting goes on from the installed values. */
+	alloc_ref(a, B(6, 0));
+	assert_int_equal(alloc_block_refs(a, B(6, 0)), UINT32_MAX);
+	alloc_ref(a, B(6, 1));
+	assert_int_equal(alloc_seg_live(a, 6), FMT_SEG_BLOCKS / 2 + 1);
+	/* All zeros: no page, no live block. */
+	memset(c, 0, sizeof(c));
+	assert_int_equal(alloc_page_install(a, 8, c), 0);
+	assert_int_equal(alloc_seg_live(a, 8), 0);
+	assert_null(a->page[8]);
+	assert_int_equal(alloc_pages_resident(a), 2);
+	assert_int_equal(alloc_live_blocks(a), 1 + FMT_SEG_BLOCKS / 2 + 1);
+	assert_true(alloc_check(a));
+	alloc_free(a);
+}
+
+/* The loader of the tests: counts (seg + i) % 4, or an error. */
+struct loader {
+	unsigned calls;
+	int err;
+	int skew; /* added to one count's liveness: a page that disagrees */
+};
+
+static int test_loader(void *arg, uint64_t seg, uint32_t *counts)
+{
+	struct loader *l = arg;
+	l->calls++;
+	if (l->err)
+		return l->err;
+	for (unsigned i = 0; i < FMT_SEG_BLOCKS; i++)
+		counts[i] = (seg + i) % 4;
+	if (l->skew)
+		counts[(4 - seg % 4) % 4] = 7; /* a 0 made live */
+	return 0;
+}
+
+#define LOADED_LIVE (FMT_SEG_BLOCKS * 3 / 4)
+
+/* An AWAY page is loaded at the first count access on the log thread,
+ * once; alloc_block_refs never loads (it reads 0 meanwhile);
+ * alloc_verify reads AWAY pages and leaves them away. */
+static void test_loader_once(void **state)
+{
+	struct alloc *a = alloc_new(NSEGS);
+	struct loader l = {0};
+	uint32_t *want = calloc(alloc_nblocks(a), sizeof(*want));
+
+	alloc_set_loader(a, test_loader, &l);
+	alloc_page_away(a, 5, LOADED_LIVE);
+	alloc_page_away(a, 6, LOADED_LIVE);
+	assert_true(alloc_seg_used(a, 5) && alloc_seg_away(a, 5));
+	assert_int_equal(alloc_seg_live(a, 5), LOADED_LIVE);
+	assert_int_equal(alloc_live_blocks(a), 2 * LOADED_LIVE);
+	assert_int_equal(alloc_pages_resident(a), 0);
+	assert_true(alloc_check(a));
+	assert_int_equal(alloc_block_refs(a, B(5, 1)), 0); /* an estimate: not loaded */
+	assert_int_equal(l.calls, 0);
+
+	alloc_ref(a, B(5, 1));
+	assert_int_equal(l.calls, 1);
+	assert_false(alloc_seg_away(a, 5));
+	assert_int_equal(alloc_block_refs(a, B(5, 1)), (5 + 1) % 4 + 1);
+	alloc_unref(a, B(5, 2));
+	alloc_ref(a, B(5, 3)); /* (5 + 3) % 4 = 0: a new live block */
+	assert_int_equal(alloc_seg_live(a, 5), LOADED_LIVE + 1);
+	assert_int_equal(alloc_error(a), 0);
+	assert_int_equal(l.calls, 1);
+	assert_int_equal(dirty_list(a, (uint64_t[NSEGS]){0}), 1);
+	assert_int_equal(alloc_seg_load(a, 5), 0);
+	assert_int_equal(l.calls, 1);
+	assert_true(alloc_check(a));
+	a->page_flags[9] |= PAGE_AWAY; /* white box: away without a live block */
+	assert_false(alloc_check(a));
+	a->page_flags[9] &= ~PAGE_AWAY;
+
+	/* Verify reads segment 6 without keeping it. */
+	for (unsigned i = 0; i < FMT_SEG_BLOCKS; i++) {
+		want[B(5, i)] = (5 + i) % 4 + (i == 1) - (i == 2) + (i == 3);
+		want[B(6, i)] = (6 + i) % 4;
+	}
+	assert_int_equal(alloc_verify(a, want), 0);
+	assert_int_equal(l.calls, 2);
+	assert_true(alloc_seg_away(a, 6));
+	want[B(6, 100)]++; /* expected finding (said on stderr) */
+	assert_int_equal(alloc_verify(a, want), 1);
+	want[B(6, 100)]--;
+	/* Copying its counts loads it, once. */
+	uint32_t c[FMT_SEG_BLOCKS];
+	assert_int_equal(alloc_page_counts(a, 6, c), 0);
+	assert_int_equal(alloc_page_counts(a, 6, c), 0);
+	assert_int_equal(l.calls, 4);
+	assert_memory_equal(c, &want[B(6, 0)], sizeof(c));
+	assert_int_equal(alloc_pages_resident(a), 2);
+	assert_true(alloc_check(a));
+	free(want);
+	alloc_free(a);
+}
+
+/* A loader failure, or a page whose live blocks disagree with its
+ * table, fails the allocator for good: the change is dropped, no page is
+ * loaded again, and counts elsewhere still work. */
+static void test_loader_fails(void **state)
+{
+	for (int skew = 0; skew < 2; skew++) {
+		struct alloc *a = alloc_new(NSEGS);
+		struct loader l = {.err = skew ? 0 : -EIO, .skew = skew};
+		int want_err = skew ? -EILSEQ : -EIO;
+
+		alloc_set_loader(a, test_loader, &l);
+		alloc_page_away(a, 5, LOADED_LIVE);
+		alloc_page_away(a, 6, LOADED_LIVE);
+		alloc_ref(a, B(5, 1)); /* expected error (said on stderr) */
+		assert_int_equal(alloc_error(a), want_err);
+		assert_int_equal(l.calls, 1);
+		assert_true(alloc_seg_away(a, 5));
+		assert_int_equal(alloc_block_refs(a, B(5, 1)), 0);
+		alloc_unref(a, B(5, 1));
+		l.err = 0, l.skew = 0; /* the disk is fine again: still failed */
+		assert_int_equal(alloc_seg_load(a, 5), want_err);
+		assert_int_equal(alloc_seg_load(a, 6), want_err);
+		uint32_t c[FMT_SEG_BLOCKS];
+		assert_int_equal(alloc_page_counts(a, 6, c), want_err);
+		assert_int_equal(l.calls, 1);
+		alloc_ref(a, B(7, 0));
+		assert_int_equal(alloc_block_refs(a, B(7, 0)), 1);
+		assert_int_equal(alloc_error(a), want_err);
+		assert_true(alloc_check(a));
+		alloc_free(a);
+	}
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_refs),         cmocka_unit_test(test_take_exhaust),
-	    cmocka_unit_test(test_release_dead), cmocka_unit_test(test_discard),
-	    cmocka_unit_test(test_warm),         cmocka_unit_test(test_checkers),
+	    cmocka_unit_test(test_refs),           cmocka_unit_test(test_take_exhaust),
+	    cmocka_unit_test(test_release_dead),   cmocka_unit_test(test_discard),
+	    cmocka_unit_test(test_warm),           cmocka_unit_test(test_checkers),
+	    cmocka_unit_test(test_no_pages_empty), cmocka_unit_test(test_page_freed),
+	    cmocka_unit_test(test_dirty),          cmocka_unit_test(test_install),
+	    cmocka_unit_test(test_loader_once),    cmocka_unit_test(test_loader_fails),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
