@@ -6,8 +6,9 @@
  * and the two checkers: alloc_verify against a reference recount and
  * alloc_check against counters corrupted behind the API; count pages
  * (none for an empty pool, freed with their segment, dirty tracking,
- * install, the on-demand loader and its sticky failure).  alloc.c is
- * included whole, so the last test can reach its fields (white box, as
+ * install, the on-demand loader and its sticky failure, and a round trip
+ * through the codec: pages written, opened AWAY, loaded back).  alloc.c is
+ * included whole, so tests can reach its fields (white box, as
  * SQLite's tests poke a pager); the archive's copy is then never linked.
  */
 #undef NDEBUG
@@ -22,6 +23,7 @@
 #include <cmocka.h>
 
 #include "alloc.c"
+#include "cpage.h"
 
 #define NSEGS     16
 #define B(seg, i) ((uint64_t)(seg)*FMT_SEG_BLOCKS + (i))
@@ -534,15 +536,126 @@ static void test_loader_fails(void **state)
 	}
 }
 
+/* ---- through the codec: what a checkpoint writes, open reads back ---- */
+
+/* A "disk" of count pages and segment tables, as a checkpoint would write
+ * them (cpage.c), and a loader that decodes them. */
+struct disk {
+	struct fmt_cpage img[NSEGS][2];
+	struct fmt_stab tab;
+	unsigned loads;
+};
+
+static uint64_t page_addr(uint64_t seg, unsigned part)
+{
+	return B(NSEGS - 1, 2 * seg + part); /* any distinct blocks */
+}
+
+static int disk_loader(void *arg, uint64_t seg, uint32_t *counts)
+{
+	struct disk *d = arg;
+	struct cpage_ent e[FMT_STAB_ENTRIES];
+	uint64_t first;
+	unsigned n;
+	uint32_t live;
+	const char *why;
+	int err = cpage_stab_decode(&d->tab, page_addr(0, 0) - 1, NSEGS, &first, &n, e, &why);
+
+	d->loads++;
+	if (err)
+		return err;
+	const struct cpage_ent *x = &e[seg - first];
+	return cpage_decode(seg, &d->img[seg][0], x->page0, x->page1 ? &d->img[seg][1] : NULL,
+	                    x->page1, counts, &live, &why);
+}
+
+/* Counts made by references (and a wide segment by install) are written
+ * through the codec for every dirty segment, opened in a fresh allocator
+ * with every page AWAY, and read back exactly: each page loaded once, on
+ * demand, and alloc_verify agrees. */
+static void test_pages_through_codec(void **state)
+{
+	struct alloc *a = alloc_new(NSEGS), *b = alloc_new(NSEGS);
+	static struct disk d;
+	static uint32_t c[FMT_SEG_BLOCKS];
+	struct cpage_ent e[NSEGS] = {{0}};
+	uint32_t *want = calloc(alloc_nblocks(a), sizeof(*want));
+
+	srand(2);
+	for (unsigned i = 0; i < 20000; i++) {
+		uint64_t blk = B(1 + rand() % 10, rand() % FMT_SEG_BLOCKS);
+		alloc_ref(a, blk);
+		if (i % 3 == 0)
+			alloc_ref(a, B(4, 17)); /* a block counted in the thousands */
+	}
+	for (unsigned i = 0; i < 70000; i++)
+		alloc_ref(a, B(5, 1)); /* past 0xFFFF: an overflow entry */
+	for (unsigned i = 0; i < FMT_SEG_BLOCKS; i++)
+		c[i] = 0x10000u + i; /* every block overflows: wide */
+	assert_int_equal(alloc_page_install(a, 12, c), 0);
+	alloc_ref(a, B(12, 0));
+
+	/* The checkpoint: every dirty segment's page, then the table. */
+	unsigned written = 0, wide = 0;
+	for (uint64_t s = alloc_dirty_next(a, 0); s < NSEGS; s = alloc_dirty_next(a, s + 1)) {
+		assert_int_equal(alloc_page_counts(a, s, c), 0);
+		unsigned n = cpage_encode(s, c, d.img[s]);
+		for (unsigned p = 0; p < n; p++)
+			cpage_seal(&d.img[s][p], page_addr(s, p));
+		e[s] = (struct cpage_ent){.page0 = n ? page_addr(s, 0) : 0,
+		                          .page1 = n == 2 ? page_addr(s, 1) : 0,
+		                          .live = alloc_seg_live(a, s)};
+		written++, wide += n == 2;
+	}
+	assert_int_equal(written, 11);
+	assert_int_equal(wide, 1);
+	alloc_pages_clean(a);
+	cpage_stab_encode(&d.tab, 0, NSEGS, e);
+	cpage_seal(&d.tab, page_addr(0, 0) - 1);
+
+	/* Open: the table only. */
+	alloc_set_loader(b, disk_loader, &d);
+	for (uint64_t s = 1; s < NSEGS; s++)
+		if (e[s].live)
+			alloc_page_away(b, s, e[s].live);
+	assert_int_equal(alloc_live_blocks(b), alloc_live_blocks(a));
+	assert_int_equal(alloc_pages_resident(b), 0);
+	for (uint64_t blk = 0; blk < alloc_nblocks(a); blk++)
+		want[blk] = alloc_block_refs(a, blk);
+	assert_int_equal(alloc_verify(b, want), 0);
+	assert_int_equal(d.loads, 11);
+	for (uint64_t s = 1; s < NSEGS; s++) {
+		assert_int_equal(alloc_seg_load(b, s), 0);
+		for (unsigned i = 0; i < FMT_SEG_BLOCKS; i++)
+			assert_int_equal(alloc_block_refs(b, B(s, i)), want[B(s, i)]);
+	}
+	assert_int_equal(d.loads, 22);
+	assert_int_equal(alloc_block_refs(b, B(5, 1)), want[B(5, 1)]);
+	assert_true(want[B(5, 1)] > 0xFFFF);
+	assert_int_equal(alloc_dirty_count(b), 0);
+	assert_int_equal(alloc_error(b), 0);
+	assert_true(alloc_check(b));
+	free(want);
+	alloc_free(a);
+	alloc_free(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_refs),           cmocka_unit_test(test_take_exhaust),
-	    cmocka_unit_test(test_release_dead),   cmocka_unit_test(test_discard),
-	    cmocka_unit_test(test_warm),           cmocka_unit_test(test_checkers),
-	    cmocka_unit_test(test_no_pages_empty), cmocka_unit_test(test_page_freed),
-	    cmocka_unit_test(test_dirty),          cmocka_unit_test(test_install),
-	    cmocka_unit_test(test_loader_once),    cmocka_unit_test(test_loader_fails),
+	    cmocka_unit_test(test_refs),
+	    cmocka_unit_test(test_take_exhaust),
+	    cmocka_unit_test(test_release_dead),
+	    cmocka_unit_test(test_discard),
+	    cmocka_unit_test(test_warm),
+	    cmocka_unit_test(test_checkers),
+	    cmocka_unit_test(test_no_pages_empty),
+	    cmocka_unit_test(test_page_freed),
+	    cmocka_unit_test(test_dirty),
+	    cmocka_unit_test(test_install),
+	    cmocka_unit_test(test_loader_once),
+	    cmocka_unit_test(test_loader_fails),
+	    cmocka_unit_test(test_pages_through_codec),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
