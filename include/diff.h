@@ -96,9 +96,43 @@ void store_status_close(struct store_status *s);
 /* Describe [off, off+len) as up to max runs of equal value: the first
  * starts at off, runs are block-aligned inside, the last is clipped to
  * off+len; fewer than the whole range when max runs are used up.  *n gets
- * the count.  Returns 0 or -EINVAL (range).  Caller is a registered
- * thread; never blocks; cost one bounded tree walk. */
+ * the count.  Returns 0, -EINVAL (range), -EIO, -EILSEQ or -ENOMEM.
+ * Caller is a registered thread; reads tree nodes not in memory
+ * (blocking: the event loop uses store_bs); cost one bounded tree walk. */
 int store_status_map(struct store_status *s, uint64_t off, uint64_t len, struct store_run *runs,
                      unsigned max, unsigned *n);
+
+/* ---- one NBD_CMD_BLOCK_STATUS --------------------------------------------- */
+
+/* [off, off+len) of an export, described in each context asked for: up to
+ * max runs each, as store_map and store_status_map describe them. */
+struct store_bs {
+	uint64_t off, len;
+	unsigned max; /* >= 1 */
+	/* base:allocation into alloc[max]; NULL: not asked */
+	struct store_extent *alloc;
+	/* qemu:dirty-bitmap's and qemu:allocation-depth's sources, into
+	 * dirty_runs[max] and depth_runs[max]; NULL: not asked */
+	struct store_status *dirty, *depth;
+	struct store_run *dirty_runs, *depth_runs;
+	unsigned nalloc, ndirty, ndepth; /* set: runs filled */
+};
+
+/* Fill bs for export v, the contexts in the order above (the first error
+ * stops).  nowait (the event loop): read no tree node that is not in
+ * memory: -EAGAIN then, and the request goes to a reader thread
+ * (store_bs_submit).  Returns 0, -EAGAIN, -EINVAL (range), -EIO, -EILSEQ
+ * (a node could not be read) or -ENOMEM.  Counted once in v's I/O
+ * counters (block_status) if it asks for base:allocation, unless
+ * -EAGAIN.  Caller is a registered thread; cost one bounded walk per
+ * context. */
+int store_bs(struct vol *v, struct store_bs *bs, bool nowait);
+
+/* Answer r on a reader thread, as a READ that store_read_try could not
+ * serve: r->vol, r->buf (the struct store_bs), r->done and r->priv set by
+ * the caller; done() gets r->err = store_bs(r->vol, r->buf, false).  The
+ * sources and arrays in bs stay the caller's and alive until then.  Never
+ * blocks. */
+void store_bs_submit(struct store_req *r);
 
 #endif

@@ -91,7 +91,8 @@ struct store_req {
 	uint32_t flags;
 	uint64_t off; /* bytes; any alignment */
 	uint32_t len; /* bytes; <= STORE_MAX_REQ */
-	void *buf;    /* READ: filled; WRITE: read until done is called */
+	void *buf;    /* READ: filled; WRITE: read until done is called;
+	               * store_bs_submit (diff.h): its struct store_bs */
 	struct vol *vol;
 	void (*done)(struct store_req *req); /* called once, on a store thread */
 	void *priv;                          /* caller's */
@@ -117,9 +118,11 @@ bool store_read_try(struct store_req *req);
  * to max runs, each all data (hole = false) or all unmapped (hole = true:
  * reads as zeroes).  Runs are block-aligned inside; the first starts at
  * off, the last may end past off+len only if it ends at the volume's end
- * (never: runs are clipped to off+len).  *n receives the count.  Returns 0
- * or -EINVAL (range).  Caller is a registered thread; never blocks; cost
- * one tree walk per leaf or empty subtree crossed. */
+ * (never: runs are clipped to off+len).  *n receives the count.  Returns 0,
+ * -EINVAL (range), -EIO, -EILSEQ or -ENOMEM (a tree node could not be
+ * read).  Caller is a registered thread; reads tree nodes not in memory
+ * (blocking: the event loop uses store_bs in diff.h, which can be told
+ * not to); cost one tree walk per leaf or empty subtree crossed. */
 struct store_extent {
 	uint64_t len;
 	bool hole;
@@ -285,10 +288,12 @@ void store_get_stats(struct store *st, struct store_stats *out);
  * bytes and errors per command, and the latency of READ, WRITE and FLUSH
  * (submission to completion; a READ served at once by store_read_try is
  * timed there).  Store requests are counted, so a TRIM, ZERO or CACHE that
- * the caller splits into STORE_MAX_REQ parts counts once per part; BLOCK_STATUS
- * counts each store_map call.  The counters live in the volume record
- * (gone with it) and are updated with relaxed atomics, the read side and
- * the write side on separate cache lines: no lock on the data path. */
+ * the caller splits into STORE_MAX_REQ parts counts once per part;
+ * BLOCK_STATUS counts once per request asking for base:allocation
+ * (store_bs) and once per store_map call.  The counters live in the
+ * volume record (gone with it) and are updated with relaxed atomics, the
+ * read side and the write side on separate cache lines: no lock on the
+ * data path. */
 enum store_io_cmd {
 	STORE_IO_READ,
 	STORE_IO_WRITE,

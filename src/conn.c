@@ -6,8 +6,9 @@
  * Threads and locks: everything runs on the loop thread except done_cb(),
  * which the store calls on its own threads.  The loop thread is registered
  * with the store: READs that need no disk wait are served on it
- * (store_read_try), and BLOCK_STATUS is answered from store_map(); neither
- * blocks.  It pushes the finished request
+ * (store_read_try), and so are BLOCK_STATUS requests whose tree nodes are
+ * in memory (store_bs without reading); the others go to the store's
+ * reader threads.  Nothing here blocks.  It pushes the finished request
  * onto a lock-free stack (one atomic exchange pops it whole) and pokes the
  * loop with ev_async; no mutex anywhere.  A request struct is owned by the
  * store between store_submit() and done_cb(), and by the loop otherwise.
@@ -138,6 +139,7 @@ static struct conn_req *req_get(struct conn *c, uint32_t size)
 	q->c = c;
 	q->next = NULL;
 	q->held = q->sent = 0;
+	q->block_status = false;
 	if (size > q->bufcap) {
 		size_t cap = 4096;
 		uint8_t *b;
@@ -226,7 +228,8 @@ static void done_cb(struct store_req *sr)
 	ev_async_send(s->loop, &s->wake);
 }
 
-static void req_submit(struct conn *c, struct conn_req *q)
+/* Hand q to the store with submit (store_submit, store_bs_submit). */
+static void req_submit_with(struct conn *c, struct conn_req *q, void (*submit)(struct store_req *))
 {
 	c->submitted++;
 	q->sr.err = 0;
@@ -234,7 +237,12 @@ static void req_submit(struct conn *c, struct conn_req *q)
 	q->sr.done = done_cb;
 	q->sr.priv = q;
 	q->sr.vol = c->proto.exp.handle;
-	store_submit(&q->sr);
+	submit(&q->sr);
+}
+
+static void req_submit(struct conn *c, struct conn_req *q)
+{
+	req_submit_with(c, q, store_submit);
 }
 
 /* The store is done with q (all parts): queue its reply. */
@@ -244,6 +252,18 @@ static void req_finish(struct conn *c, struct conn_req *q)
 
 	if (err && err != -ENOSPC && err != -EPERM)
 		say_debug("%s: request failed: %s", c->peer, strerror(-err));
+	if (q->block_status) {
+		struct proto_bs bs = {.err = err,
+		                      .alloc = q->bs.alloc,
+		                      .nalloc = q->bs.nalloc,
+		                      .dirty = q->bs.dirty_runs,
+		                      .ndirty = q->bs.ndirty,
+		                      .depth = q->bs.depth_runs,
+		                      .ndepth = q->bs.ndepth};
+		proto_reply_block_status(&q->out, &bs, q->buf);
+		reply_queue(c, q);
+		return;
+	}
 	if (q->sr.op == STORE_WRITE) {
 		/* The payload is on its way to disk; release it now. */
 		c->bytes -= q->held;
@@ -313,13 +333,17 @@ static bool conn_can_accept(const struct conn *c)
 	return c->reqs < c->srv->lim.max_reqs && c->bytes < c->srv->lim.max_bytes;
 }
 
-/* NBD_CMD_BLOCK_STATUS: answered here from the trees (store_map and
- * store_status_map never block), one chunk per context asked for
- * (r->contexts: every active one, or those its payload names) —
- * base:allocation, qemu:dirty-bitmap:SNAP, qemu:allocation-depth — of up
- * to CONN_MAP_EXTENTS extents (one with REQ_ONE), each covering a prefix
- * of the range (with extended headers a range may be the whole volume).
- * Contexts not asked for cost nothing. */
+/* NBD_CMD_BLOCK_STATUS: one chunk per context asked for (r->contexts:
+ * every active one, or those its payload names) — base:allocation,
+ * qemu:dirty-bitmap:SNAP, qemu:allocation-depth — of up to
+ * CONN_MAP_EXTENTS extents (one with REQ_ONE), each covering a prefix of
+ * the range (with extended headers a range may be the whole volume).
+ * Contexts not asked for cost nothing.  Answered here when every tree
+ * node it needs is in memory (store_bs without reading); else it goes to
+ * a reader thread, as a READ the page cache cannot serve does, and its
+ * reply queues when it comes back (req_finish): replies go out in the
+ * order they are ready, which NBD allows.  q->buf holds the reply's
+ * descriptors, then the runs of each context asked for. */
 static void conn_block_status(struct conn *c, const struct proto_req *r)
 {
 	struct proto *p = &c->proto;
@@ -327,10 +351,10 @@ static void conn_block_status(struct conn *c, const struct proto_req *r)
 	bool alloc = r->contexts & PROTO_META_BIT(PROTO_META_ALLOC_ID);
 	bool dirty = r->contexts & PROTO_META_BIT(PROTO_META_DIRTY_ID);
 	bool depth = r->contexts & PROTO_META_BIT(PROTO_META_DEPTH_ID);
-	unsigned nctx = alloc + dirty + depth;
-	struct conn_req *q = req_get(c, nctx * max * PROTO_BS_DESC);
-	struct proto_bs bs = {0};
-	int err = 0;
+	size_t desc = (size_t)(alloc + dirty + depth) * max * PROTO_BS_DESC;
+	size_t runs = max * (alloc * sizeof(struct store_extent) +
+	                     (dirty + depth) * sizeof(struct store_run));
+	struct conn_req *q = req_get(c, (uint32_t)(desc + runs));
 
 	if (!q) {
 		say_warn("%s: out of memory for BLOCK_STATUS", c->peer);
@@ -338,24 +362,31 @@ static void conn_block_status(struct conn *c, const struct proto_req *r)
 		return;
 	}
 	c->reqs++;
+	uint8_t *b = q->buf + desc;
+	q->block_status = true;
+	q->bs = (struct store_bs){.off = r->offset, .len = r->length, .max = max};
 	if (alloc) {
-		bs.alloc = c->srv->map;
-		err = store_map(p->exp.handle, r->offset, r->length, c->srv->map, max, &bs.nalloc);
+		q->bs.alloc = (struct store_extent *)b;
+		b += max * sizeof(struct store_extent);
 	}
-	if (dirty && !err) {
-		bs.dirty = c->srv->dirty;
-		err = store_status_map(p->meta_dirty, r->offset, r->length, c->srv->dirty, max,
-		                       &bs.ndirty);
+	if (dirty) {
+		q->bs.dirty = p->meta_dirty;
+		q->bs.dirty_runs = (struct store_run *)b;
+		b += max * sizeof(struct store_run);
 	}
-	if (depth && !err) {
-		bs.depth = c->srv->depth;
-		err = store_status_map(p->meta_depth, r->offset, r->length, c->srv->depth, max,
-		                       &bs.ndepth);
+	if (depth) {
+		q->bs.depth = p->meta_depth;
+		q->bs.depth_runs = (struct store_run *)b;
 	}
-	bs.err = err;
 	proto_reply_init(&q->out, r);
-	proto_reply_block_status(&q->out, &bs, q->buf);
-	reply_queue(c, q);
+	memset(&q->sr, 0, sizeof(q->sr));
+	q->end = 0; /* one part */
+	q->sr.buf = &q->bs;
+	q->sr.err = store_bs(p->exp.handle, &q->bs, true);
+	if (q->sr.err == -EAGAIN) /* a node is away: a reader thread reads it */
+		req_submit_with(c, q, store_bs_submit);
+	else
+		req_finish(c, q);
 }
 
 /* Act on one validated request whose header has been consumed.  Returns

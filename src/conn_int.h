@@ -46,6 +46,10 @@ struct conn_req {
 	uint8_t *buf;
 	size_t bufcap;
 	uint32_t held; /* payload bytes counted in c->bytes */
+	/* A BLOCK_STATUS: its question and answer (the runs in buf, after
+	 * the reply's descriptors), worked out here or on a reader thread. */
+	bool block_status;
+	struct store_bs bs;
 	/* The reply on the wire (proto assembles it over its own headers
 	 * and buf); sent: bytes of it gone. */
 	struct proto_reply out;
@@ -119,12 +123,9 @@ struct conn_server {
 	_Atomic unsigned nconns; /* atomic: conn_server_get_stats reads it on any thread */
 	bool stopping;
 	struct conn_limits lim;
-	_Atomic unsigned long refused;             /* connections closed at once: over max_conns */
-	_Atomic unsigned long accepted;            /* connections taken into service */
-	struct store_extent map[CONN_MAP_EXTENTS]; /* BLOCK_STATUS scratch: base:allocation */
-	struct store_run dirty[CONN_MAP_EXTENTS];  /* ... qemu:dirty-bitmap */
-	struct store_run depth[CONN_MAP_EXTENTS];  /* ... qemu:allocation-depth */
-	struct tls_creds *tls_creds;               /* NULL: TLS off */
+	_Atomic unsigned long refused;  /* connections closed at once: over max_conns */
+	_Atomic unsigned long accepted; /* connections taken into service */
+	struct tls_creds *tls_creds;    /* NULL: TLS off */
 	enum proto_tls tls_mode;
 	/* handover (conn_server_pause): not accepting, connections pausing;
 	 * quiet_w breaks the loop once all are quiet, pause_tmo if they are

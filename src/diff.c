@@ -1,7 +1,9 @@
 /* diff.c — changed blocks between two points of a volume's history
  * (store_diff, for `cowctl diff`) and the per-block status behind NBD's
  * qemu:dirty-bitmap:SNAP and qemu:allocation-depth contexts
- * (store_status_*), all read from the trees with tree_diff / tree_depth.
+ * (store_status_*), all read from the trees with tree_diff / tree_depth,
+ * and one NBD BLOCK_STATUS over all three (store_bs): tried on the event
+ * loop without reading a node, else a job for a reader thread.
  * Why a comparison of mappings is a comparison of data, compaction
  * included, is written once, in src/tree.h ("Comparing trees").
  *
@@ -108,7 +110,7 @@ static uint64_t diff_section(const struct tree *a, const struct tree *b, uint64_
 		bt->n = 0;
 		bt->stop = hi;
 		urcu_memb_read_lock();
-		*err = tree_diff(a, b, lo, hi, batch_add, bt, visits);
+		*err = tree_diff(a, b, lo, hi, false, batch_add, bt, visits);
 		again = tree_read_retry(a, sa) || tree_read_retry(b, sb);
 		again = tree_stale_again(err, &tries) || again;
 		urcu_memb_read_unlock();
@@ -365,8 +367,9 @@ static int depth_run(void *arg, uint64_t lba, uint64_t n, uint32_t depth)
 	return runs_to(arg, (lba + n) * FMT_BLOCK, depth);
 }
 
-int store_status_map(struct store_status *s, uint64_t off, uint64_t len, struct store_run *runs,
-                     unsigned max, unsigned *n)
+/* store_status_map; with nowait, -EAGAIN rather than read a node. */
+static int status_map(struct store_status *s, uint64_t off, uint64_t len, bool nowait,
+                      struct store_run *runs, unsigned max, unsigned *n)
 {
 	const struct volume *v = s->self->rec;
 	struct runs x = {.r = runs, .max = max, .off = off, .end = off + len};
@@ -385,9 +388,9 @@ int store_status_map(struct store_status *s, uint64_t off, uint64_t len, struct 
 		x.pos = off;
 		urcu_memb_read_lock();
 		if (s->since)
-			err = tree_diff(other, &v->tree, lo, hi, dirty_run, &x, NULL);
+			err = tree_diff(other, &v->tree, lo, hi, nowait, dirty_run, &x, NULL);
 		else
-			err = tree_depth(s->chain, s->n, lo, hi, depth_run, &x);
+			err = tree_depth(s->chain, s->n, lo, hi, nowait, depth_run, &x);
 		again = tree_read_retry(&v->tree, sa) || tree_read_retry(other, sb);
 		again = tree_stale_again(&err, &tries) || again;
 		urcu_memb_read_unlock();
@@ -398,4 +401,42 @@ int store_status_map(struct store_status *s, uint64_t off, uint64_t len, struct 
 		runs_to(&x, x.end, 0); /* clean after the last change */
 	*n = x.n;
 	return 0;
+}
+
+int store_status_map(struct store_status *s, uint64_t off, uint64_t len, struct store_run *runs,
+                     unsigned max, unsigned *n)
+{
+	return status_map(s, off, len, false, runs, max, n);
+}
+
+/* ---- one BLOCK_STATUS ---------------------------------------------------- */
+
+int store_bs(struct vol *v, struct store_bs *bs, bool nowait)
+{
+	int err = 0;
+
+	bs->nalloc = bs->ndirty = bs->ndepth = 0;
+	if (bs->alloc)
+		err = reader_map(v->rec, bs->off, bs->len, bs->alloc, bs->max, nowait, &bs->nalloc);
+	if (bs->dirty && !err)
+		err = status_map(bs->dirty, bs->off, bs->len, nowait, bs->dirty_runs, bs->max,
+		                 &bs->ndirty);
+	if (bs->depth && !err)
+		err = status_map(bs->depth, bs->off, bs->len, nowait, bs->depth_runs, bs->max,
+		                 &bs->ndepth);
+	if (bs->alloc && err != -EAGAIN) /* docs/METRICS.md: one op per base:allocation */
+		iostats_count(v->rec, STORE_IO_BLOCK_STATUS, bs->len, err, 0);
+	return err;
+}
+
+static int bs_job(struct store_req *r)
+{
+	return store_bs(r->vol, r->buf, false);
+}
+
+void store_bs_submit(struct store_req *r)
+{
+	r->err = 0;
+	r->job = bs_job;
+	reader_enqueue(r->vol->st, r);
 }

@@ -1,7 +1,10 @@
 /* reader.c — the read side: reader threads that serve READ, the lock-free
  * attempt on the caller's thread (store_read_try), the allocation map for
  * BLOCK_STATUS (store_map), and RCU registration of the threads that use
- * them.
+ * them; a BLOCK_STATUS the event loop could not answer without reading a
+ * tree node runs on a reader thread too (a job: store_bs_submit); and
+ * walks for callers that hold vt.lock, which must not read there
+ * (reader_walk_locked).
  *
  * Readers walk the trees under rcu_read_lock with no other lock, and
  * coalesce physically contiguous blocks into one read.  A physical block
@@ -195,7 +198,10 @@ static void *reader_main(void *arg)
 		pthread_mutex_unlock(&q->lock);
 		if (!r)
 			break;
-		core_complete(r, read_range(st, r->vol->rec, r->buf, r->off, r->len, false));
+		/* A job (a BLOCK_STATUS the loop could not answer) or a READ. */
+		core_complete(r, r->job
+		                     ? r->job(r)
+		                     : read_range(st, r->vol->rec, r->buf, r->off, r->len, false));
 	}
 	urcu_memb_unregister_thread();
 	return NULL;
@@ -257,18 +263,15 @@ bool store_read_try(struct store_req *r)
 	return true;
 }
 
-int store_map(struct vol *h, uint64_t off, uint64_t len, struct store_extent *ext, unsigned max,
-              unsigned *n)
+int reader_map(struct volume *v, uint64_t off, uint64_t len, struct store_extent *ext, unsigned max,
+               bool nowait, unsigned *n)
 {
-	struct volume *v = h->rec;
 	uint64_t end = off + len;
 	unsigned k = 0;
 
 	*n = 0;
-	if (off > v->size || len > v->size - off || !max) {
-		iostats_count(v, STORE_IO_BLOCK_STATUS, len, -EINVAL, 0);
+	if (off > v->size || len > v->size - off || !max)
 		return -EINVAL;
-	}
 	int err = 0;
 	urcu_memb_read_lock();
 	while (off < end && k < max) {
@@ -276,10 +279,7 @@ int store_map(struct vol *h, uint64_t off, uint64_t len, struct store_extent *ex
 		uint64_t last = (end - 1) / FMT_BLOCK;
 		bool mapped;
 		uint64_t blocks;
-		/* A node not in memory is read here, on the caller's thread
-		 * (step 3 of docs/METADATA.md sends such requests to a reader
-		 * thread; today only tests drop nodes). */
-		err = tree_run(&v->tree, lba, last - lba + 1, &blocks, &mapped);
+		err = tree_run(&v->tree, lba, last - lba + 1, nowait, &blocks, &mapped);
 		if (err)
 			break;
 		uint64_t run_end = (lba + blocks) * FMT_BLOCK;
@@ -296,8 +296,43 @@ int store_map(struct vol *h, uint64_t off, uint64_t len, struct store_extent *ex
 	}
 	urcu_memb_read_unlock();
 	*n = err ? 0 : k;
-	iostats_count(v, STORE_IO_BLOCK_STATUS, len, err, 0);
 	return err;
+}
+
+int store_map(struct vol *h, uint64_t off, uint64_t len, struct store_extent *ext, unsigned max,
+              unsigned *n)
+{
+	int err = reader_map(h->rec, off, len, ext, max, false, n);
+	iostats_count(h->rec, STORE_IO_BLOCK_STATUS, len, err, 0);
+	return err;
+}
+
+int reader_walk_locked(struct store *st, uint64_t id, struct volume **v, reader_walk_fn fn,
+                       void *arg)
+{
+	unsigned tries = 0;
+	int err;
+
+	for (;;) {
+		err = fn(&(*v)->tree, true, arg);
+		if (err != -EAGAIN)
+			return err;
+		/* The copy's nodes outlive vt.lock: freed only after a grace
+		 * period, and the caller is inside a read-side section. */
+		struct tree copy = (*v)->tree;
+		copy.root = rcu_dereference((*v)->tree.root);
+		pthread_mutex_unlock(&st->vt.lock);
+		err = fn(&copy, false, arg);
+		pthread_mutex_lock(&st->vt.lock);
+		*v = vtab_find_id(st, id);
+		if (!*v)
+			return -ENOENT;
+		if (rcu_dereference((*v)->tree.root) == copy.root)
+			return err; /* the tree it walked is still the record's */
+		err = -ESTALE;
+		if (!tree_stale_again(&err, &tries))
+			return err;
+	}
 }
 
 void store_thread_register(void)

@@ -4,20 +4,21 @@
  * byte offset that maps them (store.h: store_scrub_*; `cowctl scrub`).
  *
  * A pass runs on its own thread, an RCU reader.  It takes the volume ids
- * that exist at its start and walks each tree in chunks: under vt.lock
- * (the record cannot be unlinked and freed, which the log thread does at
- * once on delete) and rcu_read_lock (nor can the tree's nodes), it looks
- * up at most SCRUB_WALK mapped blocks and keeps at most SCRUB_CHUNK not
- * read before in this pass; then, vt.lock released but the RCU read lock
- * still held (a block is reused only after a grace period), it reads and
- * verifies them.  The record is found again by id at each chunk, so a
- * volume deleted meanwhile is skipped from then on; the reads name the
- * volume through a copy of the record's identity (id, parent, name),
- * because the record itself may be freed as soon as vt.lock is dropped.
- * Between chunks the pass holds no lock and sleeps as long as its rate
- * asks (a token bucket with a one-chunk burst), so the RCU read lock is
- * held for at most one chunk's reads (delaying block reuse that long) and
- * vt.lock only for one chunk's tree lookups.
+ * that exist at its start and walks each tree in chunks: under vt.lock (the
+ * record cannot be unlinked and freed, which the log thread does at once on
+ * delete) and rcu_read_lock (nor can the tree's nodes), it looks up at most
+ * SCRUB_WALK mapped blocks and keeps at most SCRUB_CHUNK not read before in
+ * this pass (a tree node not in memory is read with vt.lock dropped and the
+ * record found again: reader_walk_locked); then, vt.lock released but the
+ * RCU read lock still held (a block is reused only after a grace period),
+ * it reads and verifies them.  The record is found again by id at each
+ * chunk, so a volume deleted meanwhile is skipped from then on; the reads
+ * name the volume through a copy of the record's identity (id, parent,
+ * name), because the record itself may be freed as soon as vt.lock is
+ * dropped.  Between chunks the pass holds no lock and sleeps as long as its
+ * rate asks (a token bucket with a one-chunk burst), so the RCU read lock
+ * is held for at most one chunk's reads (delaying block reuse that long)
+ * and vt.lock only for one chunk's tree lookups.
  *
  * Each pool block is read once per pass however many trees share it (a
  * bitmap of the pool's blocks: 1 bit per 4 KiB, 32 MiB per TiB); a block
@@ -150,11 +151,29 @@ static struct volume scrub_ident(const struct volume *v)
 	return id;
 }
 
+/* One lookup of scrub_lookup's, for reader_walk_locked: the run at lba
+ * (of at most max blocks), or with max 0 the block lba maps. */
+struct scrub_step {
+	uint64_t lba, max;
+	uint64_t run, phys;
+	bool mapped;
+};
+
+static int scrub_step(const struct tree *t, bool nowait, void *arg)
+{
+	struct scrub_step *x = arg;
+	if (!x->max)
+		return tree_lookup(t, x->lba, nowait, &x->phys);
+	return tree_run(t, x->lba, x->max, nowait, &x->run, &x->mapped);
+}
+
 /* Look up the next blocks of volume id from *lba on: the ones not yet
  * read go to s->blk, damaged ones already read are reported under this
- * volume's name too.  Caller holds rcu_read_lock.  Returns 0, -ENOENT
- * when the volume is gone, or -EIO/-EILSEQ/-ENOMEM when a tree node not in
- * memory cannot be read (the cache logs which; the pass ends). */
+ * volume's name too.  Under vt.lock, but a node not in memory is read
+ * without it (reader_walk_locked).  Caller holds rcu_read_lock.  Returns
+ * 0, -ENOENT when the volume is gone, or -EIO/-EILSEQ/-ENOMEM when a tree
+ * node not in memory cannot be read (the cache logs which; the pass
+ * ends). */
 static int scrub_lookup(struct scrub *s, uint64_t id, uint64_t *lba)
 {
 	struct store *st = s->st;
@@ -171,21 +190,21 @@ static int scrub_lookup(struct scrub *s, uint64_t id, uint64_t *lba)
 	unsigned looked = 0;
 	int err = 0;
 	while (*lba < end && s->n < SCRUB_CHUNK && looked < SCRUB_WALK && !err) {
-		bool mapped;
-		uint64_t run;
-		err = tree_run(&v->tree, *lba, end - *lba, &run, &mapped);
+		struct scrub_step x = {.lba = *lba, .max = end - *lba};
+		err = reader_walk_locked(st, id, &v, scrub_step, &x);
 		if (err)
 			break;
 		looked++;
-		if (!mapped) {
-			*lba += run;
+		if (!x.mapped) {
+			*lba += x.run;
 			continue;
 		}
-		for (uint64_t k = 0; k < run && s->n < SCRUB_CHUNK && looked < SCRUB_WALK; k++) {
-			uint64_t phys;
-			err = tree_lookup(&v->tree, *lba, false, &phys);
+		for (uint64_t k = 0; k < x.run && s->n < SCRUB_CHUNK && looked < SCRUB_WALK; k++) {
+			struct scrub_step one = {.lba = *lba};
+			err = reader_walk_locked(st, id, &v, scrub_step, &one);
 			if (err)
 				break;
+			uint64_t phys = one.phys;
 			looked++;
 			if (phys) {
 				assert(phys < s->nblocks);
@@ -254,8 +273,8 @@ static int scrub_begin(struct scrub *s, uint64_t *total)
 	if (s->ids) {
 		urcu_memb_read_lock();
 		for (struct volume *v = st->vt.list; v; v = v->next) {
-			uint64_t mapped, unique;
-			tree_count(&v->tree, st->a, &mapped, &unique);
+			uint64_t mapped;
+			tree_count(&v->tree, st->a, true, &mapped, NULL); /* O(1): reads nothing */
 			*total += mapped;
 			s->ids[k++] = v->id;
 		}

@@ -477,17 +477,36 @@ void store_get_stats(struct store *st, struct store_stats *out)
 
 /* ---- listings (caller's thread) ---------------------------------------- */
 
-/* Describe v.  Caller holds vt.lock (the list cannot change) and
- * rcu_read_lock (the tree's nodes cannot go away). */
-static void fill_info_locked(struct store *st, struct volume *v, struct store_vol_info *i)
+struct count {
+	const struct alloc *a;
+	uint64_t mapped, unique;
+};
+
+static int count_walk(const struct tree *t, bool nowait, void *arg)
 {
+	struct count *c = arg;
+	return tree_count(t, c->a, nowait, &c->mapped, &c->unique);
+}
+
+/* Describe *v.  Caller holds vt.lock (the list cannot change) and
+ * rcu_read_lock (the tree's nodes cannot go away); a node not in memory is
+ * read with vt.lock dropped (reader_walk_locked: *v becomes the record
+ * found again, NULL if it was deleted meanwhile: -ENOENT).  0 or -ENOENT. */
+static int fill_info_locked(struct store *st, struct volume **pv, struct store_vol_info *i)
+{
+	struct count c = {.a = st->a};
+	int err = reader_walk_locked(st, (*pv)->id, pv, count_walk, &c);
+	struct volume *v = *pv;
+	if (err)
+		return err;
 	memset(i, 0, sizeof(*i));
+	i->mapped_blocks = c.mapped;
+	i->unique_blocks = c.unique;
 	vtab_full_name(st, v, i->name, sizeof(i->name));
 	i->id = v->id;
 	i->size = v->size;
 	i->snapshot = v->snapshot;
 	i->created = v->created;
-	tree_count(&v->tree, st->a, &i->mapped_blocks, &i->unique_blocks);
 	if (v->origin_id) {
 		struct volume *o = vtab_find_id(st, v->origin_id);
 		if (o)
@@ -496,25 +515,42 @@ static void fill_info_locked(struct store *st, struct volume *v, struct store_vo
 			snprintf(i->origin, sizeof(i->origin), "(deleted)");
 	}
 	i->attached = v->attached;
+	return 0;
 }
 
+/* The records at the start, in table order; one deleted while the list
+ * is made is left out.  vt.lock may be dropped for a node read between
+ * two records (fill_info_locked), so each is found by its id: the next
+ * record in the list if nothing changed (O(1)), else by a search. */
 int store_list(struct store *st, struct store_vol_info **out, size_t *n)
 {
 	bool entered = reader_rcu_enter();
-	size_t k = 0;
+	size_t k = 0, nids = 0;
 
 	pthread_mutex_lock(&st->vt.lock);
-	struct store_vol_info *infos = calloc(st->vt.n ? st->vt.n : 1, sizeof(*infos));
-	if (infos) {
+	size_t cap = st->vt.n ? st->vt.n : 1;
+	struct store_vol_info *infos = calloc(cap, sizeof(*infos));
+	uint64_t *ids = calloc(cap, sizeof(*ids));
+	for (struct volume *v = st->vt.list; v && infos && ids; v = v->next)
+		ids[nids++] = v->id;
+	struct volume *prev = NULL;
+	for (size_t j = 0; j < nids; j++) {
+		struct volume *v = prev && prev->next && prev->next->id == ids[j]
+		                       ? prev->next
+		                       : vtab_find_id(st, ids[j]);
 		urcu_memb_read_lock();
-		for (struct volume *v = st->vt.list; v; v = v->next)
-			fill_info_locked(st, v, &infos[k++]);
+		if (v && !fill_info_locked(st, &v, &infos[k]))
+			k++;
 		urcu_memb_read_unlock();
+		prev = v;
 	}
 	pthread_mutex_unlock(&st->vt.lock);
 	reader_rcu_leave(entered);
-	if (!infos)
+	free(ids);
+	if (!infos || !ids) {
+		free(infos);
 		return -ENOMEM;
+	}
 	*out = infos;
 	*n = k;
 	return 0;
@@ -529,12 +565,12 @@ int store_info(struct store *st, const char *name, struct store_vol_info *out)
 	struct volume *v = vtab_find_export(st, name, &err);
 	if (v) {
 		urcu_memb_read_lock();
-		fill_info_locked(st, v, out);
+		err = fill_info_locked(st, &v, out); /* -ENOENT: deleted meanwhile */
 		urcu_memb_read_unlock();
 	}
 	pthread_mutex_unlock(&st->vt.lock);
 	reader_rcu_leave(entered);
-	return v ? 0 : err;
+	return err;
 }
 
 /* ---- explaining refusals (caller's thread) -------------------------------- */

@@ -359,7 +359,27 @@ void writer_enqueue(struct store *st, struct store_req *r);
 
 int reader_start(struct store *st, unsigned n);
 void reader_stop(struct store *st);
+/* Queue a READ, or a job (r->job: run on a reader thread, which completes
+ * r with its value; I/O counters are the job's to keep). */
 void reader_enqueue(struct store *st, struct store_req *r);
+/* store_map of record v without counting it; with nowait, -EAGAIN rather
+ * than read a tree node not in memory. */
+int reader_map(struct volume *v, uint64_t off, uint64_t len, struct store_extent *ext, unsigned max,
+               bool nowait, unsigned *n);
+/* A walk of a record's tree for a caller that holds vt.lock, which no node
+ * read may happen under (docs/METADATA.md): fn(&tree, true, arg) first;
+ * if it meets a node not in memory (-EAGAIN), vt.lock is dropped, fn runs
+ * again reading nodes (nowait false) on a copy of the tree (its root kept
+ * by the caller's read-side section), and vt.lock is taken again.  That
+ * answer stands if record id still has that root; if the root changed
+ * meanwhile (rollback, a write copying a shared root) it walks again (at
+ * most 64 times: -EIO).  fn must leave its whole answer in arg each time.
+ * Caller holds rcu_read_lock and vt.lock, and *v is record id; holds
+ * vt.lock again on return, *v the record found again (NULL: deleted,
+ * -ENOENT).  Returns fn's value, -ENOENT or -EIO. */
+typedef int (*reader_walk_fn)(const struct tree *t, bool nowait, void *arg);
+int reader_walk_locked(struct store *st, uint64_t id, struct volume **v, reader_walk_fn fn,
+                       void *arg);
 /* Verified reads (vr).  Read data block phys, which (v, lba) maps, into
  * out (FMT_BLOCK) and check it against its CRC: 0, -EIO (damaged: logged
  * once, counted, remembered for scrub) or -errno.  For the log thread's

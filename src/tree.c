@@ -340,7 +340,7 @@ int tree_lookup(const struct tree *t, uint64_t lba, bool nowait, uint64_t *phys)
 
 /* The run at `at`, within one leaf or one missing subtree: its length and
  * state (0 hole, 1 mapped); *whole if it reaches the leaf's end. */
-static int run_at(const struct tree *t, uint64_t at, uint64_t *n, int *st, bool *whole)
+static int run_at(const struct tree *t, uint64_t at, bool nowait, uint64_t *n, int *st, bool *whole)
 {
 	unsigned tries = 0;
 	int err;
@@ -350,7 +350,7 @@ static int run_at(const struct tree *t, uint64_t at, uint64_t *n, int *st, bool 
 		unsigned k = t->levels - 1;
 		err = 0;
 		while (nd && k > 0) {
-			c = child_of(t->nc, nd, idx(at, k), false, &err);
+			c = child_of(t->nc, nd, idx(at, k), nowait, &err);
 			if (err)
 				break;
 			nd = c;
@@ -378,7 +378,8 @@ static int run_at(const struct tree *t, uint64_t at, uint64_t *n, int *st, bool 
 	return err;
 }
 
-int tree_run(const struct tree *t, uint64_t lba, uint64_t max, uint64_t *len, bool *mapped)
+int tree_run(const struct tree *t, uint64_t lba, uint64_t max, bool nowait, uint64_t *len,
+             bool *mapped)
 {
 	uint64_t done = 0;
 	int state = -1; /* unknown, 0 hole, 1 mapped */
@@ -387,7 +388,7 @@ int tree_run(const struct tree *t, uint64_t lba, uint64_t max, uint64_t *len, bo
 		uint64_t n;
 		int st;
 		bool whole;
-		int err = run_at(t, lba + done, &n, &st, &whole);
+		int err = run_at(t, lba + done, nowait, &n, &st, &whole);
 		if (err)
 			return err;
 		if (state >= 0 && st != state)
@@ -786,32 +787,36 @@ void tree_release(struct tree *t)
 	node_release(t->nc, r);
 }
 
-static uint64_t count_unique(struct tree_cache *nc, const struct tree_node *n,
-                             const struct alloc *a)
+/* Add n's unique blocks to *u: 0, or -EAGAIN (nowait, a node away). */
+static int count_unique(struct tree_cache *nc, const struct tree_node *n, const struct alloc *a,
+                        bool nowait, uint64_t *u)
 {
-	uint64_t u = 0;
-	int err;
+	int err = 0;
 
 	if (__atomic_load_n(&n->ref, __ATOMIC_RELAXED) != 1)
 		return 0; /* shared: everything below stays when this tree goes */
-	for (unsigned i = 0; i < FMT_FANOUT; i++) {
+	for (unsigned i = 0; i < FMT_FANOUT && err != -EAGAIN; i++) {
 		if (n->level == 0) {
 			uint64_t p = CMM_LOAD_SHARED(n->phys[i]);
-			u += p && alloc_block_refs(a, p) == 1;
+			*u += p && alloc_block_refs(a, p) == 1;
 		} else {
-			const struct tree_node *c = child_of(nc, n, i, false, &err);
+			const struct tree_node *c = child_of(nc, n, i, nowait, &err);
 			if (c)
-				u += count_unique(nc, c, a);
+				err = count_unique(nc, c, a, nowait, u);
 		}
 	}
-	return u;
+	return err == -EAGAIN ? err : 0;
 }
 
-void tree_count(const struct tree *t, const struct alloc *a, uint64_t *mapped, uint64_t *unique)
+int tree_count(const struct tree *t, const struct alloc *a, bool nowait, uint64_t *mapped,
+               uint64_t *unique)
 {
 	const struct tree_node *r = rcu_dereference(t->root);
 	*mapped = r ? __atomic_load_n(&r->total, __ATOMIC_RELAXED) : 0;
-	*unique = r ? count_unique(t->nc, r, a) : 0;
+	if (!unique)
+		return 0;
+	*unique = 0;
+	return r ? count_unique(t->nc, r, a, nowait, unique) : 0;
 }
 
 /* ---- checkpoint write-back ------------------------------------------ */
@@ -1016,6 +1021,7 @@ bool tree_read_retry(const struct tree *t, uint32_t seq)
 
 struct diff_walk {
 	struct tree_cache *nc;
+	bool nowait;
 	uint64_t lo, hi;
 	tree_diff_fn fn;
 	void *arg;
@@ -1069,7 +1075,7 @@ static int diff_leaf(const struct tree_node *a, const struct tree_node *b, uint6
 /* Children i of a and b (either may be NULL), read if away, except when
  * both are away at one address: then both are the same node, given as
  * the same (dummy) pointer without reading it. */
-static int diff_children(struct tree_cache *nc, const struct tree_node *a,
+static int diff_children(const struct diff_walk *w, const struct tree_node *a,
                          const struct tree_node *b, unsigned i, const struct tree_node **ca,
                          const struct tree_node **cb)
 {
@@ -1085,9 +1091,9 @@ static int diff_children(struct tree_cache *nc, const struct tree_node *a,
 		}
 	}
 	if (!*ca && a)
-		*ca = child_of(nc, a, i, false, &err);
+		*ca = child_of(w->nc, a, i, w->nowait, &err);
 	if (!err && !*cb && b)
-		*cb = child_of(nc, b, i, false, &err);
+		*cb = child_of(w->nc, b, i, w->nowait, &err);
 	return err;
 }
 
@@ -1105,7 +1111,7 @@ static int diff_node(const struct tree_node *a, const struct tree_node *b, unsig
 		return diff_leaf(a, b, base, first, last, w);
 	for (unsigned i = first; i <= last; i++) {
 		const struct tree_node *ca, *cb;
-		err = diff_children(w->nc, a, b, i, &ca, &cb);
+		err = diff_children(w, a, b, i, &ca, &cb);
 		if (err)
 			return err;
 		if (ca == cb)
@@ -1117,11 +1123,15 @@ static int diff_node(const struct tree_node *a, const struct tree_node *b, unsig
 	return 0;
 }
 
-int tree_diff(const struct tree *a, const struct tree *b, uint64_t lo, uint64_t hi, tree_diff_fn fn,
-              void *arg, uint64_t *visits)
+int tree_diff(const struct tree *a, const struct tree *b, uint64_t lo, uint64_t hi, bool nowait,
+              tree_diff_fn fn, void *arg, uint64_t *visits)
 {
-	struct diff_walk w = {
-	    .nc = a->nc ? a->nc : b->nc, .lo = lo, .hi = hi, .fn = fn, .arg = arg};
+	struct diff_walk w = {.nc = a->nc ? a->nc : b->nc,
+	                      .nowait = nowait,
+	                      .lo = lo,
+	                      .hi = hi,
+	                      .fn = fn,
+	                      .arg = arg};
 	const struct tree_node *ra = rcu_dereference(a->root), *rb = rcu_dereference(b->root);
 	int err = 0;
 
@@ -1136,6 +1146,7 @@ int tree_diff(const struct tree *a, const struct tree *b, uint64_t lo, uint64_t 
 
 struct depth_walk {
 	struct tree_cache *nc;
+	bool nowait;
 	unsigned n; /* trees in the chain */
 	uint64_t lo, hi;
 	tree_depth_fn fn;
@@ -1181,7 +1192,7 @@ static int depth_node(struct depth_walk *w, const struct tree_node *const *nd, u
 		} else {
 			err = 0;
 			for (unsigned k = 0; k < w->n && !err; k++)
-				c[k] = nd[k] ? child_of(w->nc, nd[k], i, false, &err) : NULL;
+				c[k] = nd[k] ? child_of(w->nc, nd[k], i, w->nowait, &err) : NULL;
 			if (err)
 				return err;
 			if (c[0]) {
@@ -1197,12 +1208,12 @@ static int depth_node(struct depth_walk *w, const struct tree_node *const *nd, u
 	return 0;
 }
 
-int tree_depth(const struct tree *const *chain, unsigned n, uint64_t lo, uint64_t hi,
+int tree_depth(const struct tree *const *chain, unsigned n, uint64_t lo, uint64_t hi, bool nowait,
                tree_depth_fn fn, void *arg)
 {
 	unsigned levels = chain[0]->levels;
 	struct depth_walk w = {
-	    .nc = chain[0]->nc, .n = n, .lo = lo, .hi = hi, .fn = fn, .arg = arg};
+	    .nc = chain[0]->nc, .nowait = nowait, .n = n, .lo = lo, .hi = hi, .fn = fn, .arg = arg};
 	const struct tree_node **top;
 	int err = 0;
 

@@ -97,8 +97,10 @@ int tree_lookup(const struct tree *t, uint64_t lba, bool nowait, uint64_t *phys)
 /* The run starting at lba whose blocks are all mapped (*mapped = true) or
  * all holes: its length (1..max) into *len.  Empty subtrees are skipped
  * whole.  Caller holds rcu_read_lock(); reads nodes not in memory
- * (blocking).  0, -EIO, -EILSEQ or -ENOMEM. */
-int tree_run(const struct tree *t, uint64_t lba, uint64_t max, uint64_t *len, bool *mapped);
+ * (blocking) or, with nowait, not: -EAGAIN.  0, -EAGAIN, -EIO, -EILSEQ or
+ * -ENOMEM. */
+int tree_run(const struct tree *t, uint64_t lba, uint64_t max, bool nowait, uint64_t *len,
+             bool *mapped);
 
 /* Map lba to phys (0 = unmap), taking a reference on phys and dropping the
  * one on the block it replaces.  Copies shared nodes on the path, reading
@@ -127,13 +129,15 @@ void tree_drop(struct tree *t, struct alloc *a);
  * are gone; cost O(nodes in memory). */
 void tree_release(struct tree *t);
 
-/* Count mapped blocks (O(1)) and blocks only this tree references (a walk
- * of the nodes only this tree holds: nothing below a shared node is
- * unique).  May run on any thread inside rcu_read_lock(): it reads
- * reference counts the writer may be changing, so while writes are in
- * flight the answer is a moment's approximation.  Reads nodes not in
- * memory (blocking); one that cannot be read counts nothing unique. */
-void tree_count(const struct tree *t, const struct alloc *a, uint64_t *mapped, uint64_t *unique);
+/* Count mapped blocks (O(1)) and, unless unique is NULL, blocks only this
+ * tree references (a walk of the nodes only this tree holds: nothing below
+ * a shared node is unique).  May run on any thread inside rcu_read_lock():
+ * it reads reference counts the writer may be changing, so while writes
+ * are in flight the answer is a moment's approximation.  Reads nodes not
+ * in memory (blocking; one that cannot be read counts nothing unique) or,
+ * with nowait, not: -EAGAIN.  0 or -EAGAIN. */
+int tree_count(const struct tree *t, const struct alloc *a, bool nowait, uint64_t *mapped,
+               uint64_t *unique);
 
 /* Checkpoint support: call emit(arg, node, image) for every dirty node,
  * children first; emit fills image->self/crc via the log and returns the
@@ -195,10 +199,12 @@ typedef int (*tree_diff_fn)(void *arg, uint64_t lba, uint64_t n, bool zero);
  * memory: equal addresses).  *visits, if not NULL, grows by the node pairs
  * visited (the cost).  Returns 0, fn's nonzero value, -EINVAL if the
  * levels differ, -EIO/-EILSEQ/-ENOMEM (a node not in memory could not be
- * read) or -ESTALE (the writer replaced a node being read: walk again).
- * Caller holds rcu_read_lock(); reads nodes not in memory (blocking). */
-int tree_diff(const struct tree *a, const struct tree *b, uint64_t lo, uint64_t hi, tree_diff_fn fn,
-              void *arg, uint64_t *visits);
+ * read), -ESTALE (the writer replaced a node being read: walk again) or,
+ * with nowait, -EAGAIN (a node it needs is not in memory: fn may have been
+ * called for runs before it).  Caller holds rcu_read_lock(); without
+ * nowait, reads nodes not in memory (blocking). */
+int tree_diff(const struct tree *a, const struct tree *b, uint64_t lo, uint64_t hi, bool nowait,
+              tree_diff_fn fn, void *arg, uint64_t *visits);
 
 /* A walk that met a node the writer freed or replaced while it was read
  * (-ESTALE) walks again from the root, which shows the new state: true.
@@ -216,10 +222,11 @@ typedef int (*tree_depth_fn)(void *arg, uint64_t lba, uint64_t n, uint32_t depth
  * that hold the same block, counted while they do (so 1 = written in
  * chain[0], 2 = inherited from chain[1], ...).  Calls fn for runs over
  * [lo, hi) in LBA order (runs may touch).  Returns 0, fn's nonzero value,
- * -EINVAL (levels differ), -ENOMEM, or as tree_diff -EIO/-EILSEQ/-ESTALE.
- * Caller holds rcu_read_lock(); reads nodes not in memory (blocking); cost
- * the nodes of chain[0] in the range, times n. */
-int tree_depth(const struct tree *const *chain, unsigned n, uint64_t lo, uint64_t hi,
+ * -EINVAL (levels differ), -ENOMEM, or as tree_diff -EIO/-EILSEQ/-ESTALE
+ * and, with nowait, -EAGAIN.  Caller holds rcu_read_lock(); without
+ * nowait, reads nodes not in memory (blocking); cost the nodes of chain[0]
+ * in the range, times n. */
+int tree_depth(const struct tree *const *chain, unsigned n, uint64_t lo, uint64_t hi, bool nowait,
                tree_depth_fn fn, void *arg);
 
 /* Seqcount read side for the comparisons above: tree_read_begin waits

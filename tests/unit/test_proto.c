@@ -133,48 +133,22 @@ static int teardown(void **state)
 
 /* ---- byte builders and reply readers ------------------------------- */
 
-struct bytes {
-	uint8_t d[70000];
-	size_t n;
-};
-
-static void put(struct bytes *b, const void *p, size_t n)
-{
-	assert_true(b->n + n <= sizeof(b->d));
-	memcpy(b->d + b->n, p, n);
-	b->n += n;
-}
-static void put32(struct bytes *b, uint32_t v)
-{
-	v = htobe32(v);
-	put(b, &v, 4);
-}
-static void put16(struct bytes *b, uint16_t v)
-{
-	v = htobe16(v);
-	put(b, &v, 2);
-}
-static void put64(struct bytes *b, uint64_t v)
-{
-	v = htobe64(v);
-	put(b, &v, 8);
-}
 static void opt_hdr(struct bytes *b, uint32_t opt, uint32_t len)
 {
-	put64(b, NBD_OPT_MAGIC);
-	put32(b, opt);
-	put32(b, len);
+	bytes_put64(b, NBD_OPT_MAGIC);
+	bytes_put32(b, opt);
+	bytes_put32(b, len);
 }
 static void opt_go(struct bytes *b, uint32_t opt, const char *name, int nreq, const uint16_t *reqs)
 {
 	uint32_t nl = (uint32_t)strlen(name);
 
 	opt_hdr(b, opt, 4 + nl + 2 + 2 * (uint32_t)nreq);
-	put32(b, nl);
-	put(b, name, nl);
-	put16(b, (uint16_t)nreq);
+	bytes_put32(b, nl);
+	bytes_put(b, name, nl);
+	bytes_put16(b, (uint16_t)nreq);
 	for (int i = 0; i < nreq; i++)
-		put16(b, reqs[i]);
+		bytes_put16(b, reqs[i]);
 }
 
 /* Walk option replies in out starting at *pos; check one and advance. */
@@ -200,7 +174,7 @@ static void to_options(struct fixture *f, uint32_t cflags)
 
 	assert_int_equal(proto_greet(&f->p, &f->out), 0);
 	f->out.len = 0;
-	put32(&b, cflags);
+	bytes_put32(&b, cflags);
 	assert_int_equal(proto_handshake(&f->p, b.d, b.n, &f->out), 4);
 	assert_int_equal(f->p.phase, PROTO_OPTIONS);
 }
@@ -230,7 +204,7 @@ static void client_flags_unknown_bit(void **state)
 	struct fixture *f = *state;
 	struct bytes b = {.n = 0};
 
-	put32(&b, NBD_FLAG_C_FIXED_NEWSTYLE | 4);
+	bytes_put32(&b, NBD_FLAG_C_FIXED_NEWSTYLE | 4);
 	assert_int_equal(feed(f, &b), -EPROTO);
 }
 
@@ -239,7 +213,7 @@ static void client_flags_truncated(void **state)
 	struct fixture *f = *state;
 	struct bytes b = {.n = 0};
 
-	put32(&b, NBD_FLAG_C_FIXED_NEWSTYLE);
+	bytes_put32(&b, NBD_FLAG_C_FIXED_NEWSTYLE);
 	assert_int_equal(proto_handshake(&f->p, b.d, 3, &f->out), 0);
 	assert_int_equal(f->p.phase, PROTO_CLIENT_FLAGS);
 	assert_int_equal(proto_handshake(&f->p, b.d, 4, &f->out), 4);
@@ -253,9 +227,9 @@ static void option_bad_magic(void **state)
 	struct bytes b = {.n = 0};
 
 	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
-	put64(&b, NBD_OPT_MAGIC ^ 1);
-	put32(&b, NBD_OPT_LIST);
-	put32(&b, 0);
+	bytes_put64(&b, NBD_OPT_MAGIC ^ 1);
+	bytes_put32(&b, NBD_OPT_LIST);
+	bytes_put32(&b, 0);
 	assert_int_equal(feed(f, &b), -EPROTO);
 }
 
@@ -295,7 +269,7 @@ static void option_unknown_unsup(void **state)
 
 	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
 	opt_hdr(&b, 0x4242, 3);
-	put(&b, "abc", 3);
+	bytes_put(&b, "abc", 3);
 	opt_hdr(&b, NBD_OPT_PEEK_EXPORT, 0); /* withdrawn */
 	assert_int_equal(feed(f, &b), (ssize_t)b.n);
 	expect_rep(f, &pos, 0x4242, NBD_REP_ERR_UNSUP, &len);
@@ -314,7 +288,7 @@ static void option_list(void **state)
 
 	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
 	opt_hdr(&b, NBD_OPT_LIST, 1);
-	put(&b, "x", 1);
+	bytes_put(&b, "x", 1);
 	opt_hdr(&b, NBD_OPT_LIST, 0);
 	assert_int_equal(feed(f, &b), (ssize_t)b.n);
 	expect_rep(f, &pos, NBD_OPT_LIST, NBD_REP_ERR_INVALID, &len);
@@ -423,31 +397,31 @@ static void option_go_malformed(void **state)
 	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
 	/* too short for the fixed fields */
 	opt_hdr(&b, NBD_OPT_GO, 5);
-	put(&b, "\0\0\0\0\0", 5);
+	bytes_put(&b, "\0\0\0\0\0", 5);
 	/* name length beyond the option */
 	opt_hdr(&b, NBD_OPT_GO, 10);
-	put32(&b, 5);
-	put(&b, "vol0", 4);
-	put16(&b, 0);
+	bytes_put32(&b, 5);
+	bytes_put(&b, "vol0", 4);
+	bytes_put16(&b, 0);
 	/* request count does not match the length */
 	opt_hdr(&b, NBD_OPT_GO, 4 + 4 + 2 + 1);
-	put32(&b, 4);
-	put(&b, "vol0", 4);
-	put16(&b, 0);
-	put(&b, "z", 1);
+	bytes_put32(&b, 4);
+	bytes_put(&b, "vol0", 4);
+	bytes_put16(&b, 0);
+	bytes_put(&b, "z", 1);
 	opt_hdr(&b, NBD_OPT_GO, 4 + 4 + 2);
-	put32(&b, 4);
-	put(&b, "vol0", 4);
-	put16(&b, 1);
+	bytes_put32(&b, 4);
+	bytes_put(&b, "vol0", 4);
+	bytes_put16(&b, 1);
 	/* NUL inside the name */
 	opt_hdr(&b, NBD_OPT_GO, 4 + 4 + 2);
-	put32(&b, 4);
-	put(&b, "vo\0l", 4);
-	put16(&b, 0);
+	bytes_put32(&b, 4);
+	bytes_put(&b, "vo\0l", 4);
+	bytes_put16(&b, 0);
 	/* name length near 2^32 must not wrap */
 	opt_hdr(&b, NBD_OPT_INFO, 6);
-	put32(&b, 0xfffffffe);
-	put16(&b, 0);
+	bytes_put32(&b, 0xfffffffe);
+	bytes_put16(&b, 0);
 	assert_int_equal(feed(f, &b), (ssize_t)b.n);
 	for (int i = 0; i < 5; i++)
 		expect_rep(f, &pos, NBD_OPT_GO, NBD_REP_ERR_INVALID, &len);
@@ -467,7 +441,7 @@ static void option_go(void **state)
 
 	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
 	opt_go(&b, NBD_OPT_GO, "vol0", 0, NULL);
-	put(&b, "tail", 4); /* first request bytes: not the handshake's */
+	bytes_put(&b, "tail", 4); /* first request bytes: not the handshake's */
 	assert_int_equal(feed(f, &b), (ssize_t)b.n - 4);
 	d = expect_rep(f, &pos, NBD_OPT_GO, NBD_REP_INFO, &len);
 	assert_int_equal(bytes_be16(d + 10), NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
@@ -489,7 +463,7 @@ static void option_export_name(void **state)
 
 	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
 	opt_hdr(&b, NBD_OPT_EXPORT_NAME, 4);
-	put(&b, "vol0", 4);
+	bytes_put(&b, "vol0", 4);
 	assert_int_equal(feed(f, &b), (ssize_t)b.n);
 	assert_int_equal(f->out.len, 10 + 124);
 	assert_true(bytes_be64(f->out.data) == VOL_SIZE);
@@ -506,7 +480,7 @@ static void option_export_name_no_zeroes(void **state)
 
 	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
 	opt_hdr(&b, NBD_OPT_EXPORT_NAME, 9);
-	put(&b, "vol0@snap", 9);
+	bytes_put(&b, "vol0@snap", 9);
 	assert_int_equal(feed(f, &b), (ssize_t)b.n);
 	assert_int_equal(f->out.len, 10);
 	assert_true(bytes_be16(f->out.data + 8) & NBD_FLAG_READ_ONLY);
@@ -520,7 +494,7 @@ static void option_export_name_unknown(void **state)
 
 	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
 	opt_hdr(&b, NBD_OPT_EXPORT_NAME, 3);
-	put(&b, "vol", 3);
+	bytes_put(&b, "vol", 3);
 	assert_int_equal(feed(f, &b), -ENOENT);
 	assert_int_equal(f->opens, 0);
 }
@@ -534,7 +508,7 @@ static void option_export_name_too_long(void **state)
 	memset(name, 'a', sizeof(name));
 	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
 	opt_hdr(&b, NBD_OPT_EXPORT_NAME, sizeof(name));
-	put(&b, name, sizeof(name));
+	bytes_put(&b, name, sizeof(name));
 	assert_int_equal(feed(f, &b), -EPROTO);
 }
 
@@ -563,7 +537,7 @@ static void go(struct fixture *f, const char *name)
 
 	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
 	opt_hdr(&b, NBD_OPT_EXPORT_NAME, (uint32_t)strlen(name));
-	put(&b, name, strlen(name));
+	bytes_put(&b, name, strlen(name));
 	assert_int_equal(feed(f, &b), (ssize_t)b.n);
 	assert_int_equal(f->p.phase, PROTO_TRANSMISSION);
 }
@@ -573,15 +547,15 @@ static void hdr_bytes(struct bytes *b, bool ext, uint16_t flags, uint16_t type, 
                       uint64_t len)
 {
 	b->n = 0;
-	put32(b, ext ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC);
-	put16(b, flags);
-	put16(b, type);
-	put(b, "HANDLE!!", 8);
-	put64(b, off);
+	bytes_put32(b, ext ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC);
+	bytes_put16(b, flags);
+	bytes_put16(b, type);
+	bytes_put(b, "HANDLE!!", 8);
+	bytes_put64(b, off);
 	if (ext)
-		put64(b, len);
+		bytes_put64(b, len);
 	else
-		put32(b, (uint32_t)len);
+		bytes_put32(b, (uint32_t)len);
 }
 
 static void req_bytes(struct bytes *b, uint16_t flags, uint16_t type, uint64_t off, uint32_t len)
@@ -933,22 +907,22 @@ static void random_bytes(void **state)
 		proto_init(&f->p, &fx_ops, f);
 		assert_int_equal(proto_greet(&f->p, &f->out), 0);
 		b.n = 0;
-		put32(&b, rand_r(&seed) % 4);
+		bytes_put32(&b, rand_r(&seed) % 4);
 		/* mostly well-framed options with random contents */
 		while (b.n < 2000) {
 			uint32_t len = (uint32_t)(rand_r(&seed) % 40);
 
 			if (rand_r(&seed) % 8 == 0) {
-				put32(&b, (uint32_t)rand_r(&seed));
+				bytes_put32(&b, (uint32_t)rand_r(&seed));
 				continue;
 			}
 			opt_hdr(&b, (uint32_t)(rand_r(&seed) % 12), len);
 			if (len >= 6 && rand_r(&seed) % 2) {
 				uint32_t nl = (uint32_t)(rand_r(&seed) % (len - 5));
 
-				put32(&b, rand_r(&seed) % 3 ? nl : (uint32_t)rand_r(&seed));
-				put(&b, "vol0@snapxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", nl);
-				put16(&b, (uint16_t)((len - 6 - nl) / 2));
+				bytes_put32(&b, rand_r(&seed) % 3 ? nl : (uint32_t)rand_r(&seed));
+				bytes_put(&b, "vol0@snapxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", nl);
+				bytes_put16(&b, (uint16_t)((len - 6 - nl) / 2));
 				len -= 6 + nl;
 			}
 			for (uint32_t i = 0; i < len; i++)
@@ -1019,12 +993,12 @@ static void meta_opt(struct bytes *b, uint32_t opt, const char *name, int nq, co
 	for (int i = 0; i < nq; i++)
 		len += 4 + (uint32_t)strlen(q[i]);
 	opt_hdr(b, opt, len);
-	put32(b, nl);
-	put(b, name, nl);
-	put32(b, (uint32_t)nq);
+	bytes_put32(b, nl);
+	bytes_put(b, name, nl);
+	bytes_put32(b, (uint32_t)nq);
 	for (int i = 0; i < nq; i++) {
-		put32(b, (uint32_t)strlen(q[i]));
-		put(b, q[i], strlen(q[i]));
+		bytes_put32(b, (uint32_t)strlen(q[i]));
+		bytes_put(b, q[i], strlen(q[i]));
 	}
 }
 
@@ -1052,7 +1026,7 @@ static void structured_and_meta(void **state)
 	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
 	meta_opt(&b, NBD_OPT_SET_META_CONTEXT, "vol0", 1, alloc); /* before STRUCTURED_REPLY */
 	opt_hdr(&b, NBD_OPT_STRUCTURED_REPLY, 1);
-	put(&b, "x", 1);
+	bytes_put(&b, "x", 1);
 	opt_hdr(&b, NBD_OPT_STRUCTURED_REPLY, 0);
 	meta_opt(&b, NBD_OPT_LIST_META_CONTEXT, "vol0", 0, NULL);
 	meta_opt(&b, NBD_OPT_LIST_META_CONTEXT, "vol0", 1, all);
@@ -1079,23 +1053,23 @@ static void structured_and_meta(void **state)
 	/* malformed: query length past the end, trailing bytes, NUL in query */
 	b.n = 0;
 	opt_hdr(&b, NBD_OPT_LIST_META_CONTEXT, 4 + 4 + 4 + 4);
-	put32(&b, 4);
-	put(&b, "vol0", 4);
-	put32(&b, 1);
-	put32(&b, 100);
+	bytes_put32(&b, 4);
+	bytes_put(&b, "vol0", 4);
+	bytes_put32(&b, 1);
+	bytes_put32(&b, 100);
 	opt_hdr(&b, NBD_OPT_LIST_META_CONTEXT, 4 + 4 + 4 + 5);
-	put32(&b, 4);
-	put(&b, "vol0", 4);
-	put32(&b, 0);
-	put(&b, "zzzzz", 5);
+	bytes_put32(&b, 4);
+	bytes_put(&b, "vol0", 4);
+	bytes_put32(&b, 0);
+	bytes_put(&b, "zzzzz", 5);
 	opt_hdr(&b, NBD_OPT_SET_META_CONTEXT, 4 + 4 + 4 + 4 + 3);
-	put32(&b, 4);
-	put(&b, "vol0", 4);
-	put32(&b, 1);
-	put32(&b, 3);
-	put(&b, "a\0b", 3);
+	bytes_put32(&b, 4);
+	bytes_put(&b, "vol0", 4);
+	bytes_put32(&b, 1);
+	bytes_put32(&b, 3);
+	bytes_put(&b, "a\0b", 3);
 	opt_hdr(&b, NBD_OPT_SET_META_CONTEXT, 7);
-	put(&b, "1234567", 7);
+	bytes_put(&b, "1234567", 7);
 	f->out.len = pos = 0;
 	assert_int_equal(feed(f, &b), (ssize_t)b.n);
 	for (int i = 0; i < 2; i++)
@@ -1400,7 +1374,7 @@ static void ext_negotiation(void **state)
 
 	to_options(f, NBD_FLAG_C_FIXED_NEWSTYLE);
 	opt_hdr(&b, NBD_OPT_EXTENDED_HEADERS, 2);
-	put(&b, "xy", 2);
+	bytes_put(&b, "xy", 2);
 	opt_hdr(&b, NBD_OPT_STRUCTURED_REPLY, 0); /* first is allowed */
 	opt_hdr(&b, NBD_OPT_EXTENDED_HEADERS, 0); /* and takes precedence */
 	opt_hdr(&b, NBD_OPT_EXTENDED_HEADERS, 0); /* again: still on */
@@ -1431,7 +1405,7 @@ static void ext_negotiation(void **state)
 	/* EXPORT_NAME is forbidden after extended headers: a hard disconnect */
 	b.n = 0;
 	opt_hdr(&b, NBD_OPT_EXPORT_NAME, 4);
-	put(&b, "vol0", 4);
+	bytes_put(&b, "vol0", 4);
 	assert_int_equal(feed(f, &b), -EPROTO);
 	assert_int_equal(f->opens, 0);
 	/* STARTTLS forgets them, as it forgets structured replies */
@@ -1532,9 +1506,9 @@ static void ext_requests(void **state)
 static void bs_payload(struct bytes *b, uint64_t len, unsigned n, const uint32_t *ids)
 {
 	b->n = 0;
-	put64(b, len);
+	bytes_put64(b, len);
 	for (unsigned i = 0; i < n; i++)
-		put32(b, ids[i]);
+		bytes_put32(b, ids[i]);
 }
 
 static void ext_block_status(void **state)

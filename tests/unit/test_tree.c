@@ -167,7 +167,7 @@ static void vt_expect(const struct vt *v)
 			fail_msg("lba %llu maps %llu, model %llu", (unsigned long long)v->lba[i],
 			         (unsigned long long)treeref_lookup(&v->t, v->lba[i]),
 			         (unsigned long long)v->blk[i]);
-	tree_count(&v->t, A, &mapped, &unique);
+	tree_count(&v->t, A, false, &mapped, &unique);
 	urcu_memb_read_unlock();
 	assert_int_equal(mapped, model_count(v)); /* and nothing else */
 }
@@ -212,7 +212,7 @@ static void expect_run(const struct vt *v, uint64_t lba, uint64_t max)
 	uint64_t want = model_run(v, lba, max, &want_m), got;
 
 	urcu_memb_read_lock();
-	assert_int_equal(tree_run(&v->t, lba, max, &got, &got_m), 0);
+	assert_int_equal(tree_run(&v->t, lba, max, false, &got, &got_m), 0);
 	urcu_memb_read_unlock();
 	if (got != want || got_m != want_m)
 		fail_msg("run at %llu (max %llu): %llu %s, model %llu %s", (unsigned long long)lba,
@@ -357,13 +357,13 @@ static void test_count(void **state)
 	for (uint64_t lba = 0; lba < 2000; lba += 3)
 		vt_set(&vol, lba, new_block());
 	urcu_memb_read_lock();
-	tree_count(&vol.t, A, &mapped, &unique);
+	tree_count(&vol.t, A, false, &mapped, &unique);
 	urcu_memb_read_unlock();
 	assert_int_equal(mapped, 667);
 	assert_int_equal(unique, 667);
 	vt_share(&snap, &vol);
 	urcu_memb_read_lock();
-	tree_count(&vol.t, A, &mapped, &unique);
+	tree_count(&vol.t, A, false, &mapped, &unique);
 	urcu_memb_read_unlock();
 	assert_int_equal(mapped, 667);
 	assert_int_equal(unique, 0);
@@ -373,10 +373,10 @@ static void test_count(void **state)
 	for (uint64_t lba = 0; lba < 15; lba += 3)
 		vt_set(&vol, lba, new_block());
 	urcu_memb_read_lock();
-	tree_count(&vol.t, A, &mapped, &unique);
+	tree_count(&vol.t, A, false, &mapped, &unique);
 	assert_int_equal(mapped, 677);
 	assert_int_equal(unique, 15);
-	tree_count(&snap.t, A, &mapped, &unique);
+	tree_count(&snap.t, A, false, &mapped, &unique);
 	assert_int_equal(mapped, 667);
 	/* Only the blocks vol overwrote: the leaves vol copied are the
 	 * snapshot's alone now, the others are still shared. */
@@ -384,7 +384,7 @@ static void test_count(void **state)
 	urcu_memb_read_unlock();
 	vt_drop(&vol);
 	urcu_memb_read_lock();
-	tree_count(&snap.t, A, &mapped, &unique);
+	tree_count(&snap.t, A, false, &mapped, &unique);
 	urcu_memb_read_unlock();
 	assert_int_equal(mapped, 667);
 	assert_int_equal(unique, 667);
@@ -723,7 +723,7 @@ static void expect_diff(const struct vt *a, const struct vt *b, uint64_t lo, uin
 
 	assert_non_null(d.mark);
 	urcu_memb_read_lock();
-	assert_int_equal(tree_diff(&a->t, &b->t, lo, hi, diff_cb, &d, &visits), 0);
+	assert_int_equal(tree_diff(&a->t, &b->t, lo, hi, false, diff_cb, &d, &visits), 0);
 	urcu_memb_read_unlock();
 	for (uint64_t lba = lo; lba < hi; lba++) {
 		uint32_t ca = model_content(a, lba), cb = model_content(b, lba);
@@ -840,7 +840,7 @@ static void test_diff_property(void **state)
 	vt_set(&t[n], 6, new_data());
 	vt_set(&t[n], size - 2, new_data());
 	urcu_memb_read_lock();
-	assert_int_equal(tree_diff(&t[0].t, &t[n].t, 0, size, diff_cb, &d, NULL), 1);
+	assert_int_equal(tree_diff(&t[0].t, &t[n].t, 0, size, false, diff_cb, &d, NULL), 1);
 	urcu_memb_read_unlock();
 	assert_int_equal(d.runs, 1);
 	free(d.mark);
@@ -881,7 +881,8 @@ static void test_diff_cost(void **state)
 		uint64_t visits = 0, seen = 0;
 		assert_non_null(d.mark);
 		urcu_memb_read_lock();
-		assert_int_equal(tree_diff(&snap, &vol, 0, nblocks, diff_cb, &d, &visits), 0);
+		assert_int_equal(tree_diff(&snap, &vol, 0, nblocks, false, diff_cb, &d, &visits),
+		                 0);
 		urcu_memb_read_unlock();
 		for (uint64_t i = 0; i < nblocks; i++)
 			seen += d.mark[i] != 0;
@@ -900,7 +901,7 @@ static void test_diff_cost(void **state)
 	uint64_t visits = 0;
 	struct diff_seen d = {.hi = nblocks, .mark = calloc(nblocks, 1)};
 	urcu_memb_read_lock();
-	assert_int_equal(tree_diff(&snap, &vol, 0, nblocks, diff_cb, &d, &visits), 0);
+	assert_int_equal(tree_diff(&snap, &vol, 0, nblocks, false, diff_cb, &d, &visits), 0);
 	urcu_memb_read_unlock();
 	free(d.mark);
 	print_message("1000 clustered changes: %llu node pairs visited\n",
@@ -961,7 +962,7 @@ static void test_depth(void **state)
 		struct depth_seen d = {
 		    .lo = lo, .hi = hi, .next = lo, .depth = calloc(hi - lo, sizeof(uint32_t))};
 		urcu_memb_read_lock();
-		assert_int_equal(tree_depth(trees, 3, lo, hi, depth_cb, &d), 0);
+		assert_int_equal(tree_depth(trees, 3, lo, hi, false, depth_cb, &d), 0);
 		urcu_memb_read_unlock();
 		assert_int_equal(d.next, hi);
 		for (uint64_t lba = lo; lba < hi; lba++) {

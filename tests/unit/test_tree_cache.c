@@ -235,7 +235,7 @@ static void test_away_nowait(void **state)
 	uint64_t len;
 	bool mapped;
 	urcu_memb_read_lock();
-	assert_int_equal(tree_run(&vol, HALF, 7, &len, &mapped), 0);
+	assert_int_equal(tree_run(&vol, HALF, 7, false, &len, &mapped), 0);
 	urcu_memb_read_unlock();
 	assert_true(mapped == (mvol[HALF] != 0));
 	expect_all();
@@ -338,7 +338,7 @@ static int collect(void *arg, uint64_t lba, uint64_t n, bool zero)
 static void diff_runs(struct runs *r)
 {
 	urcu_memb_read_lock();
-	assert_int_equal(tree_diff(&snap, &vol, 0, NLBA, collect, r, NULL), 0);
+	assert_int_equal(tree_diff(&snap, &vol, 0, NLBA, false, collect, r, NULL), 0);
 	urcu_memb_read_unlock();
 }
 
@@ -358,11 +358,11 @@ static void test_writer_on_away(void **state)
 	free(before.v);
 	free(after.v);
 	urcu_memb_read_lock();
-	tree_count(&vol, A, &mapped, &unique);
+	tree_count(&vol, A, false, &mapped, &unique);
 	urcu_memb_read_unlock();
 	unload();
 	urcu_memb_read_lock();
-	tree_count(&vol, A, &mapped2, &unique2);
+	tree_count(&vol, A, false, &mapped2, &unique2);
 	urcu_memb_read_unlock();
 	assert_int_equal(mapped2, mapped);
 	assert_int_equal(unique2, unique);
@@ -427,7 +427,7 @@ static void test_damaged_node(void **state)
 	uint64_t len;
 	bool mapped;
 	urcu_memb_read_lock();
-	assert_int_equal(tree_run(&vol, lba, 10, &len, &mapped), -EILSEQ);
+	assert_int_equal(tree_run(&vol, lba, 10, false, &len, &mapped), -EILSEQ);
 	urcu_memb_read_unlock();
 	img->slot[7] ^= 0x40;
 	D->fail_addr = addr; /* now the device fails */
@@ -473,7 +473,7 @@ static void test_lost_node(void **state)
 	assert_int_equal(lookup(&vol, 10, false, &phys), -EIO);
 	assert_int_equal(lookup(&vol, 10, true, &phys), -EAGAIN);
 	urcu_memb_read_lock();
-	assert_int_equal(tree_diff(&snap, &vol, 0, NLBA, collect, &r, NULL), -ESTALE);
+	assert_int_equal(tree_diff(&snap, &vol, 0, NLBA, false, collect, &r, NULL), -ESTALE);
 	urcu_memb_read_unlock();
 	lost_undo(&vol, c, addr);
 	free(r.v);
