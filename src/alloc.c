@@ -10,7 +10,12 @@
  * the first reference of its segment, loaded at the first count access of
  * an AWAY one, and freed when the segment becomes FREE.  Freeing needs no
  * grace period of its own: a segment is released only after one (alloc.h),
- * when no reader can still hold a block of it. */
+ * when no reader can still hold a block of it.
+ *
+ * Checkpoint-owned blocks (count pages, segment tables, the record) have
+ * no count: seg_meta[s] says how many s holds.  They keep s USED and count
+ * in its live blocks (alloc_seg_live, alloc_live_blocks), never in a page,
+ * so writing pages dirties none. */
 #include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -26,8 +31,9 @@ enum alloc_page_flag {
 };
 
 /* Invariants (alloc_check): seg_live[s] counts the blocks of s with ref > 0;
- * a segment with a live block is USED; nfree counts FREE segments and
- * live_blocks all blocks with ref > 0.  Segment 0 is USED forever.  A page
+ * a segment with a live or checkpoint-owned block is USED, and holds at
+ * most FMT_SEG_BLOCKS of them; nfree counts FREE segments and live_blocks
+ * all blocks with ref > 0 plus the checkpoint-owned ones.  Segment 0 is USED forever.  A page
  * is resident or AWAY, never both; an AWAY segment has live blocks; npages
  * counts resident pages, ndirty segments with PAGE_DIRTY. */
 struct alloc {
@@ -41,6 +47,7 @@ struct alloc {
 	void *loader_arg;
 	int err;            /* sticky: the first page that could not be had */
 	uint32_t *seg_live; /* per segment: blocks with ref > 0 */
+	uint16_t *seg_meta; /* per segment: checkpoint-owned blocks (no count) */
 	uint8_t *seg_state; /* enum alloc_seg_state */
 	uint64_t nfree;     /* FREE segments */
 	uint64_t hint;      /* where the next search starts */
@@ -63,13 +70,14 @@ struct alloc *alloc_new(uint64_t nsegs)
 	a->page = calloc(nsegs, sizeof(*a->page));
 	a->page_flags = calloc(nsegs, 1);
 	a->seg_live = calloc(nsegs, sizeof(*a->seg_live));
+	a->seg_meta = calloc(nsegs, sizeof(*a->seg_meta));
 	a->seg_state = calloc(nsegs, 1);
 	a->seg_stamp = calloc(nsegs, sizeof(*a->seg_stamp));
 	a->seg_discarded = calloc(nsegs, 1);
 	a->seg_marked = calloc(nsegs, 1);
 	a->seg_warm = calloc(nsegs, 1);
-	if (!a->page || !a->page_flags || !a->seg_live || !a->seg_state || !a->seg_stamp ||
-	    !a->seg_discarded || !a->seg_marked || !a->seg_warm) {
+	if (!a->page || !a->page_flags || !a->seg_live || !a->seg_meta || !a->seg_state ||
+	    !a->seg_stamp || !a->seg_discarded || !a->seg_marked || !a->seg_warm) {
 		alloc_free(a);
 		return NULL;
 	}
@@ -88,6 +96,7 @@ void alloc_free(struct alloc *a)
 	free(a->page);
 	free(a->page_flags);
 	free(a->seg_live);
+	free(a->seg_meta);
 	free(a->seg_state);
 	free(a->seg_stamp);
 	free(a->seg_discarded);
@@ -130,7 +139,19 @@ uint64_t alloc_meta_pending(const struct alloc *a)
 uint32_t alloc_seg_live(const struct alloc *a, uint64_t seg)
 {
 	assert(seg < a->nsegs);
+	return a->seg_live[seg] + a->seg_meta[seg];
+}
+
+uint32_t alloc_seg_counted(const struct alloc *a, uint64_t seg)
+{
+	assert(seg < a->nsegs);
 	return a->seg_live[seg];
+}
+
+uint32_t alloc_seg_meta(const struct alloc *a, uint64_t seg)
+{
+	assert(seg < a->nsegs);
+	return a->seg_meta[seg];
 }
 
 bool alloc_seg_used(const struct alloc *a, uint64_t seg)
@@ -274,6 +295,13 @@ void alloc_page_away(struct alloc *a, uint64_t seg, uint32_t live)
 	alloc_mark_used(a, seg);
 }
 
+void alloc_page_dirty(struct alloc *a, uint64_t seg)
+{
+	assert(seg < a->nsegs);
+	if (a->seg_live[seg])
+		page_dirty(a, seg);
+}
+
 int alloc_seg_load(struct alloc *a, uint64_t seg)
 {
 	assert(seg < a->nsegs);
@@ -380,6 +408,27 @@ void alloc_mark_used(struct alloc *a, uint64_t seg)
 		seg_take(a, seg);
 }
 
+void alloc_meta_hold(struct alloc *a, uint64_t blk)
+{
+	assert(blk < a->nblocks);
+	uint64_t s = alloc_seg_of(blk);
+	assert(a->seg_meta[s] < FMT_SEG_BLOCKS);
+	a->seg_meta[s]++;
+	a->live_blocks++;
+	alloc_mark_used(a, s);
+}
+
+void alloc_meta_release(struct alloc *a, uint64_t blk)
+{
+	assert(blk < a->nblocks);
+	uint64_t s = alloc_seg_of(blk);
+	assert(a->seg_meta[s] > 0);
+	if (!a->seg_meta[s])
+		return;
+	a->seg_meta[s]--;
+	a->live_blocks--;
+}
+
 /* Counts change with single stores: a reader's alloc_block_refs sees the
  * old or the new count. */
 void alloc_ref(struct alloc *a, uint64_t blk)
@@ -452,13 +501,15 @@ uint64_t alloc_take_seg(struct alloc *a)
 
 static bool seg_dead(const struct alloc *a, uint64_t s, uint64_t keep1, uint64_t keep2)
 {
-	return a->seg_state[s] == ALLOC_USED && a->seg_live[s] == 0 && s != keep1 && s != keep2;
+	return a->seg_state[s] == ALLOC_USED && a->seg_live[s] == 0 && a->seg_meta[s] == 0 &&
+	       s != keep1 && s != keep2;
 }
 
 /* Segment s (dead) becomes FREE. */
 static void seg_release(struct alloc *a, uint64_t s, uint64_t *first,
                         void (*freed)(void *arg, uint64_t seg), void *arg)
 {
+	assert(!a->seg_meta[s]);
 	if (!*first)
 		*first = s;
 	a->seg_state[s] = ALLOC_FREE;
@@ -561,7 +612,7 @@ uint64_t alloc_dead_segs(const struct alloc *a)
 {
 	uint64_t n = 0;
 	for (uint64_t s = 1; s < a->nsegs; s++)
-		if (a->seg_state[s] == ALLOC_USED && a->seg_live[s] == 0)
+		if (seg_dead(a, s, 0, 0))
 			n++;
 	return n;
 }
@@ -591,10 +642,12 @@ bool alloc_check(const struct alloc *a)
 		warm += a->seg_warm[s];
 		if (!page_check(a, s, &pages, &dirty))
 			return false;
-		if (a->seg_live[s] && a->seg_state[s] != ALLOC_USED)
+		if (alloc_seg_live(a, s) && a->seg_state[s] != ALLOC_USED)
+			return false;
+		if (alloc_seg_live(a, s) > FMT_SEG_BLOCKS)
 			return false;
 		nfree += a->seg_state[s] == ALLOC_FREE;
-		live += a->seg_live[s];
+		live += alloc_seg_live(a, s);
 	}
 	return nfree == a->nfree && live == a->live_blocks && warm == a->nwarm &&
 	       pages == a->npages && dirty == a->ndirty;
@@ -606,6 +659,7 @@ bool alloc_check(const struct alloc *a)
 static int verify_seg(const struct alloc *a, uint64_t s, const uint32_t *want, uint32_t *buf)
 {
 	const uint32_t *p = a->page[s];
+	unsigned nwant = 0;
 	int bad = 0;
 
 	if (a->page_flags[s] & PAGE_AWAY) {
@@ -619,11 +673,19 @@ static int verify_seg(const struct alloc *a, uint64_t s, const uint32_t *want, u
 	}
 	for (unsigned i = 0; i < FMT_SEG_BLOCKS; i++) {
 		uint32_t have = p ? p[i] : 0;
+		nwant += want[i] > 0;
 		if (want[i] == have)
 			continue;
 		say_problem("reference counts that differ", 1,
 		            "check: block %llu referenced %u times, accounted %u",
 		            (unsigned long long)(s * FMT_SEG_BLOCKS + i), want[i], have);
+		bad++;
+	}
+	/* Counts that agree, a live count that does not: said once. */
+	if (!bad && nwant + a->seg_meta[s] != alloc_seg_live(a, s)) {
+		say_problem("segment live counts that differ", 1,
+		            "check: segment %llu: %u blocks referenced, %u held, %u live accounted",
+		            (unsigned long long)s, nwant, a->seg_meta[s], alloc_seg_live(a, s));
 		bad++;
 	}
 	return bad;
@@ -642,7 +704,7 @@ int alloc_verify(const struct alloc *a, const uint32_t *want)
 		bad += verify_seg(a, s, want + s * FMT_SEG_BLOCKS, buf);
 	free(buf);
 	for (uint64_t s = 0; s < a->nsegs; s++)
-		if (a->seg_live[s] && a->seg_state[s] != ALLOC_USED) {
+		if (alloc_seg_live(a, s) && a->seg_state[s] != ALLOC_USED) {
 			say_problem("free segments holding live blocks", 1,
 			            "check: segment %llu holds live blocks but is free",
 			            (unsigned long long)s);

@@ -2,9 +2,11 @@
  *
  * Exact ownership by reference counts: every physical block has a count of
  * the tree leaves (data blocks), node objects (their on-disk copy) and
- * checkpoint records that reference it.  Counts are held per segment in
- * count pages (below, "Count pages"), which checkpoints write (cpage.h
- * encodes them) and open may leave on disk until first needed.  A segment is FREE or USED; a USED
+ * checkpoint records that reference it; a block the checkpoint owns may
+ * instead be held without a count (alloc_meta_hold).  Counts are held per
+ * segment in count pages (below, "Count pages"), which checkpoints write
+ * (cpage.h encodes them) and open may leave on disk until first needed.
+ * A segment is FREE or USED; a USED
  * segment whose blocks are all unreferenced is "dead" and becomes FREE only
  * at alloc_release_dead(), which the store calls after a checkpoint is
  * durable and an RCU grace period has passed (a block freed in the current
@@ -48,10 +50,14 @@ uint64_t alloc_live_blocks(const struct alloc *a);
 void alloc_meta_charge(struct alloc *a, int64_t delta);
 uint64_t alloc_meta_pending(const struct alloc *a);
 
-/* Per segment: live blocks (ref > 0), whether it is USED, and its stamp
- * (the LSN at which the log entered it: its age, for the compactor's
- * cost-benefit choice).  O(1). */
+/* Per segment: live blocks (ref > 0, plus the checkpoint's own: below),
+ * whether it is USED, and its stamp (the LSN at which the log entered it:
+ * its age, for the compactor's cost-benefit choice).  O(1). */
 uint32_t alloc_seg_live(const struct alloc *a, uint64_t seg);
+/* Of those, the blocks with a count (ref > 0: the live count a segment
+ * table stores) and the checkpoint-owned ones.  O(1). */
+uint32_t alloc_seg_counted(const struct alloc *a, uint64_t seg);
+uint32_t alloc_seg_meta(const struct alloc *a, uint64_t seg);
 bool alloc_seg_used(const struct alloc *a, uint64_t seg);
 uint64_t alloc_seg_stamp(const struct alloc *a, uint64_t seg);
 void alloc_seg_set_stamp(struct alloc *a, uint64_t seg, uint64_t lsn);
@@ -73,6 +79,16 @@ uint32_t alloc_block_refs(const struct alloc *a, uint64_t blk);
 void alloc_ref(struct alloc *a, uint64_t blk);
 void alloc_unref(struct alloc *a, uint64_t blk);
 
+/* A block the checkpoint owns (a count page, a segment table, the
+ * record) is held, not counted: it keeps its segment USED and counts in
+ * its live blocks (alloc_seg_live, alloc_live_blocks), but has no count in
+ * any page and dirties none, so writing pages never dirties pages.  A
+ * segment holding one is never dead.  The caller holds each such block
+ * once and releases it once (when the checkpoint that owns it is
+ * superseded).  O(1). */
+void alloc_meta_hold(struct alloc *a, uint64_t blk);
+void alloc_meta_release(struct alloc *a, uint64_t blk);
+
 /* Take a FREE segment (USED afterwards): a warm one (below) if any, the
  * first from where the last search ended.  Returns its number or 0 when
  * none is free (segment 0 is never handed out).  O(nsegs) at worst. */
@@ -81,9 +97,9 @@ uint64_t alloc_take_seg(struct alloc *a);
 /* Mark a segment USED (recovery: segments the log passes through). */
 void alloc_mark_used(struct alloc *a, uint64_t seg);
 
-/* Every USED segment with no live block, except keep1/keep2 (the log head
- * and the segment it continues in), becomes FREE; freed(arg, seg) is called
- * for each (may be NULL).  Returns how many. */
+/* Every USED segment with no live block (counted or held), except keep1
+ * and keep2 (the log head and the segment it continues in), becomes FREE;
+ * freed(arg, seg) is called for each (may be NULL).  Returns how many. */
 uint64_t alloc_release_dead(struct alloc *a, uint64_t keep1, uint64_t keep2,
                             void (*freed)(void *arg, uint64_t seg), void *arg);
 
@@ -127,6 +143,10 @@ void alloc_set_loader(struct alloc *a, alloc_loader_fn *fn, void *arg);
  * has live (> 0) live blocks.  seg becomes USED. */
 void alloc_page_away(struct alloc *a, uint64_t seg, uint32_t live);
 bool alloc_seg_away(const struct alloc *a, uint64_t seg);
+/* Mark seg dirty without changing a count, so the next checkpoint
+ * rewrites its page (the compactor, moving a page out of a victim); a
+ * no-op for a segment with no counted block.  O(1). */
+void alloc_page_dirty(struct alloc *a, uint64_t seg);
 /* Load seg's page now if it is AWAY.  Returns 0 or alloc_error(a). */
 int alloc_seg_load(struct alloc *a, uint64_t seg);
 
@@ -159,8 +179,9 @@ uint64_t alloc_pages_resident(const struct alloc *a);
 bool alloc_check(const struct alloc *a);
 
 /* Offline checker: compare every block's count with want[] (the references
- * recomputed from the trees and checkpoint, alloc_nblocks entries) and
- * every segment's state with its live blocks; report each problem with
+ * recomputed from the trees, alloc_nblocks entries; checkpoint-owned
+ * blocks want 0), every segment's live blocks with its blocks wanted plus
+ * its held ones, and every segment's state with its live blocks; report each problem with
  * say_error (the first few per kind).  AWAY pages are read for it through
  * the loader and stay away (a page that cannot be read is one problem).
  * Returns the number found. */

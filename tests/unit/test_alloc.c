@@ -640,6 +640,163 @@ static void test_pages_through_codec(void **state)
 	alloc_free(b);
 }
 
+/* ---- checkpoint-owned blocks ---- */
+
+/* A held block keeps its segment USED and live, in the pool's live
+ * blocks, with no count and no page; a segment holding one is never dead
+ * (release, mark, the dead count), and is once the last is released. */
+static void test_meta_hold(void **state)
+{
+	struct alloc *a = alloc_new(NSEGS);
+	struct freed_log f = {0};
+
+	alloc_meta_hold(a, B(3, 5));
+	assert_true(alloc_seg_used(a, 3));
+	assert_int_equal(alloc_nfree(a), NSEGS - 2);
+	assert_int_equal(alloc_seg_live(a, 3), 1);
+	assert_int_equal(alloc_seg_counted(a, 3), 0);
+	assert_int_equal(alloc_seg_meta(a, 3), 1);
+	assert_int_equal(alloc_live_blocks(a), 1);
+	assert_int_equal(alloc_block_refs(a, B(3, 5)), 0);
+	assert_int_equal(alloc_pages_resident(a), 0);
+	assert_int_equal(alloc_dirty_count(a), 0);
+	assert_true(alloc_check(a));
+
+	/* Beside counted blocks: both in seg_live, only these in counted. */
+	alloc_ref(a, B(3, 9));
+	alloc_meta_hold(a, B(3, 6));
+	assert_int_equal(alloc_seg_live(a, 3), 3);
+	assert_int_equal(alloc_seg_counted(a, 3), 1);
+	assert_int_equal(alloc_live_blocks(a), 3);
+	alloc_unref(a, B(3, 9));
+	assert_int_equal(alloc_seg_live(a, 3), 2);
+	assert_int_equal(alloc_seg_counted(a, 3), 0);
+	assert_true(alloc_check(a));
+
+	/* No counted block left, yet not dead while held. */
+	assert_int_equal(alloc_dead_segs(a), 0);
+	assert_int_equal(alloc_mark_dead(a, 0, 0), 0);
+	assert_int_equal(alloc_release_dead(a, 0, 0, note_freed, &f), 0);
+	assert_true(alloc_seg_used(a, 3));
+	alloc_meta_release(a, B(3, 5));
+	assert_int_equal(alloc_release_dead(a, 0, 0, note_freed, &f), 0);
+	alloc_meta_release(a, B(3, 6));
+	assert_int_equal(alloc_seg_live(a, 3), 0);
+	assert_int_equal(alloc_live_blocks(a), 0);
+	assert_int_equal(alloc_dead_segs(a), 1);
+	assert_true(alloc_check(a));
+	assert_int_equal(alloc_release_dead(a, 0, 0, note_freed, &f), 1);
+	assert_true(f.n == 1 && f.seg[0] == 3);
+	assert_false(alloc_seg_used(a, 3));
+	assert_true(alloc_check(a));
+
+	/* White box: a held block the pool's total misses; a FREE segment
+	 * holding one. */
+	alloc_meta_hold(a, B(4, 0));
+	a->live_blocks--;
+	assert_false(alloc_check(a));
+	a->live_blocks++;
+	a->seg_state[4] = ALLOC_FREE;
+	a->nfree++;
+	assert_false(alloc_check(a));
+	a->seg_state[4] = ALLOC_USED;
+	a->nfree--;
+	assert_true(alloc_check(a));
+	alloc_free(a);
+}
+
+/* A checkpoint writing every dirty segment's page into the log's head
+ * (held, not counted) dirties no page: after it, none is dirty. */
+static void test_meta_no_dirty(void **state)
+{
+	struct alloc *a = alloc_new(NSEGS);
+	uint32_t c[FMT_SEG_BLOCKS];
+	uint64_t head = alloc_take_seg(a), d[NSEGS];
+	unsigned at = 0;
+
+	for (unsigned i = 0; i < 300; i++)
+		alloc_ref(a, B(2 + i % 5, i));
+	assert_int_equal(dirty_list(a, d), 5);
+	for (uint64_t s = alloc_dirty_next(a, 0); s < NSEGS; s = alloc_dirty_next(a, s + 1)) {
+		assert_int_equal(alloc_page_counts(a, s, c), 0);
+		alloc_meta_hold(a, B(head, at++)); /* the page, written */
+	}
+	alloc_meta_hold(a, B(head, at++));     /* the table */
+	assert_int_equal(dirty_list(a, d), 5); /* the same ones, not the head */
+	alloc_pages_clean(a);
+	assert_int_equal(alloc_dirty_count(a), 0);
+	assert_int_equal(alloc_seg_meta(a, head), 6);
+	assert_int_equal(alloc_seg_counted(a, head), 0);
+	assert_int_equal(alloc_seg_live(a, head), 6);
+	assert_int_equal(alloc_dead_segs(a), 0);
+	assert_true(alloc_check(a));
+	alloc_free(a);
+}
+
+/* alloc_verify takes held blocks as live beyond the wanted ones: a pool
+ * with them verifies clean against the counted references alone, and a
+ * held block given a count too is found. */
+static void test_meta_verify(void **state)
+{
+	struct alloc *a = alloc_new(NSEGS);
+	uint32_t *want = calloc(alloc_nblocks(a), sizeof(*want));
+
+	for (unsigned i = 0; i < 50; i++) {
+		alloc_ref(a, B(1 + i % 4, i));
+		want[B(1 + i % 4, i)]++;
+	}
+	alloc_meta_hold(a, B(2, 900));
+	alloc_meta_hold(a, B(7, 0)); /* a segment with no counted block */
+	assert_int_equal(alloc_verify(a, want), 0);
+	want[B(7, 0)] = 1; /* found below, on stderr */
+	assert_true(alloc_verify(a, want) > 0);
+	want[B(7, 0)] = 0;
+	a->seg_meta[2]++; /* white box: a hold the total misses */
+	assert_true(alloc_verify(a, want) > 0);
+	a->seg_meta[2]--;
+	assert_int_equal(alloc_verify(a, want), 0);
+	free(want);
+	alloc_free(a);
+}
+
+/* alloc_page_dirty marks a segment with counts dirty, counts unchanged
+ * (an AWAY one too: writing it loads it); none without counts. */
+static void test_page_dirty(void **state)
+{
+	struct alloc *a = alloc_new(NSEGS);
+	struct loader l = {0};
+	uint32_t c[FMT_SEG_BLOCKS];
+	uint64_t d[NSEGS];
+
+	alloc_set_loader(a, test_loader, &l);
+	alloc_ref(a, B(3, 1));
+	alloc_ref(a, B(3, 1));
+	alloc_meta_hold(a, B(4, 1));
+	alloc_page_away(a, 5, LOADED_LIVE);
+	alloc_pages_clean(a);
+	alloc_page_dirty(a, 3);
+	alloc_page_dirty(a, 4); /* held only: no counts */
+	alloc_page_dirty(a, 9); /* FREE */
+	alloc_page_dirty(a, 5); /* AWAY */
+	assert_int_equal(dirty_list(a, d), 2);
+	assert_true(d[0] == 3 && d[1] == 5);
+	assert_int_equal(alloc_block_refs(a, B(3, 1)), 2);
+	assert_int_equal(alloc_seg_live(a, 3), 1);
+	assert_int_equal(l.calls, 0);
+	assert_true(alloc_seg_away(a, 5));
+	assert_true(alloc_check(a));
+	assert_int_equal(alloc_page_counts(a, 5, c), 0);
+	assert_int_equal(l.calls, 1);
+	assert_int_equal(alloc_seg_live(a, 5), LOADED_LIVE);
+	alloc_pages_clean(a);
+	alloc_unref(a, B(3, 1));
+	alloc_unref(a, B(3, 1));
+	alloc_pages_clean(a);
+	alloc_page_dirty(a, 3); /* its counts are all 0 now */
+	assert_int_equal(alloc_dirty_count(a), 0);
+	alloc_free(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -656,6 +813,10 @@ int main(void)
 	    cmocka_unit_test(test_loader_once),
 	    cmocka_unit_test(test_loader_fails),
 	    cmocka_unit_test(test_pages_through_codec),
+	    cmocka_unit_test(test_meta_hold),
+	    cmocka_unit_test(test_meta_no_dirty),
+	    cmocka_unit_test(test_meta_verify),
+	    cmocka_unit_test(test_page_dirty),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
