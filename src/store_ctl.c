@@ -488,10 +488,10 @@ static int count_walk(const struct tree *t, bool nowait, void *arg)
 	return tree_count(t, c->a, nowait, &c->mapped, &c->unique);
 }
 
-/* Describe *v.  Caller holds vt.lock (the list cannot change) and
- * rcu_read_lock (the tree's nodes cannot go away); a node not in memory is
- * read with vt.lock dropped (reader_walk_locked: *v becomes the record
- * found again, NULL if it was deleted meanwhile: -ENOENT).  0 or -ENOENT. */
+/* Describe *v.  Caller holds vt.lock and rcu_read_lock; a node not in
+ * memory is read with vt.lock dropped (reader_walk_locked: *v becomes the
+ * record found again, NULL if it was deleted meanwhile: -ENOENT).  0,
+ * -ENOENT or -EIO. */
 static int fill_info_locked(struct store *st, struct volume **pv, struct store_vol_info *i)
 {
 	struct count c = {.a = st->a};
@@ -519,37 +519,43 @@ static int fill_info_locked(struct store *st, struct volume **pv, struct store_v
 }
 
 /* The records at the start, in table order; one deleted while the list
- * is made is left out.  vt.lock may be dropped for a node read between
- * two records (fill_info_locked), so each is found by its id: the next
- * record in the list if nothing changed (O(1)), else by a search. */
+ * is made is left out.  vt.lock may be dropped to read a record's nodes
+ * (fill_info_locked), so each record is found by its id: the next in the
+ * list if nothing changed (O(1)), else by a search.  0, -ENOMEM, or -EIO
+ * (a record's root kept changing under the walk: reader_walk_locked). */
 int store_list(struct store *st, struct store_vol_info **out, size_t *n)
 {
 	bool entered = reader_rcu_enter();
 	size_t k = 0, nids = 0;
+	int err = 0;
 
 	pthread_mutex_lock(&st->vt.lock);
 	size_t cap = st->vt.n ? st->vt.n : 1;
 	struct store_vol_info *infos = calloc(cap, sizeof(*infos));
 	uint64_t *ids = calloc(cap, sizeof(*ids));
-	for (struct volume *v = st->vt.list; v && infos && ids; v = v->next)
+	if (!infos || !ids)
+		err = -ENOMEM;
+	for (struct volume *v = st->vt.list; v && !err; v = v->next)
 		ids[nids++] = v->id;
 	struct volume *prev = NULL;
-	for (size_t j = 0; j < nids; j++) {
+	for (size_t j = 0; j < nids && !err; j++) {
 		struct volume *v = prev && prev->next && prev->next->id == ids[j]
 		                       ? prev->next
 		                       : vtab_find_id(st, ids[j]);
 		urcu_memb_read_lock();
-		if (v && !fill_info_locked(st, &v, &infos[k]))
-			k++;
+		err = v ? fill_info_locked(st, &v, &infos[k]) : -ENOENT;
 		urcu_memb_read_unlock();
+		k += !err;
+		if (err == -ENOENT)
+			err = 0; /* deleted meanwhile: not listed */
 		prev = v;
 	}
 	pthread_mutex_unlock(&st->vt.lock);
 	reader_rcu_leave(entered);
 	free(ids);
-	if (!infos || !ids) {
+	if (err) {
 		free(infos);
-		return -ENOMEM;
+		return err;
 	}
 	*out = infos;
 	*n = k;
