@@ -117,9 +117,12 @@ struct store {
 	struct scratch scr;       /* core.c, log thread */
 	struct store_stats stats; /* counters: log thread */
 
-	struct {                      /* vtab.c */
-		pthread_mutex_t lock; /* list, n, attached, locked */
-		struct volume *list;  /* written by the log thread, under lock */
+	struct { /* vtab.c */
+		/* list, n, attached, locked.  Taken inside RCU read-side
+		 * sections (reader_walk_locked retakes it in one): never wait
+		 * for a grace period (synchronize_rcu) while holding it. */
+		pthread_mutex_t lock;
+		struct volume *list; /* written by the log thread, under lock */
 		unsigned n;
 		uint64_t next_id; /* log thread */
 	} vt;
@@ -376,7 +379,9 @@ int reader_map(struct volume *v, uint64_t off, uint64_t len, struct store_extent
  * most 64 times: -EIO).  fn must leave its whole answer in arg each time.
  * Caller holds rcu_read_lock and vt.lock, and *v is record id; holds
  * vt.lock again on return, *v the record found again (NULL: deleted,
- * -ENOENT).  Returns fn's value, -ENOENT or -EIO. */
+ * -ENOENT).  Returns fn's value, -ENOENT or -EIO.  It waits for vt.lock
+ * inside the read-side section: hence no grace-period wait under vt.lock
+ * (struct store). */
 typedef int (*reader_walk_fn)(const struct tree *t, bool nowait, void *arg);
 int reader_walk_locked(struct store *st, uint64_t id, struct volume **v, reader_walk_fn fn,
                        void *arg);
