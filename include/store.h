@@ -256,9 +256,15 @@ struct store_vol_info {
 };
 
 /* List volumes (and snapshots) into a malloc'd array; *n gets the count.
- * Returns 0 or -errno; free(*out) afterwards. */
+ * Returns 0 or -errno; free(*out) afterwards.  Counting blocks walks the
+ * nodes each record holds alone and reads those not in memory (blocking):
+ * not for the event loop. */
 int store_list(struct store *st, struct store_vol_info **out, size_t *n);
 int store_info(struct store *st, const char *name, struct store_vol_info *out);
+/* store_list without the block counts (mapped_blocks and unique_blocks
+ * 0): walks no tree, reads nothing; the volume table's lock is all it
+ * takes.  For the event loop (NBD_OPT_LIST). */
+int store_list_names(struct store *st, struct store_vol_info **out, size_t *n);
 
 struct store_stats {
 	uint64_t pool_bytes, segment_bytes;

@@ -123,7 +123,7 @@ static int export_list(void *ctx, int (*emit)(void *, const char *, const char *
 	char id[512];
 	const char *who = conn_who(c, &peer, id, sizeof(id));
 	size_t n;
-	int err = store_list(c->srv->st, &v, &n);
+	int err = store_list_names(c->srv->st, &v, &n); /* the loop thread: no tree walk */
 
 	if (err)
 		return err;

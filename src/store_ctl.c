@@ -488,14 +488,15 @@ static int count_walk(const struct tree *t, bool nowait, void *arg)
 	return tree_count(t, c->a, nowait, &c->mapped, &c->unique);
 }
 
-/* Describe *v.  Caller holds vt.lock and rcu_read_lock; a node not in
- * memory is read with vt.lock dropped (reader_walk_locked: *v becomes the
- * record found again, NULL if it was deleted meanwhile: -ENOENT).  0,
- * -ENOENT or -EIO. */
-static int fill_info_locked(struct store *st, struct volume **pv, struct store_vol_info *i)
+/* Describe *v, its block counts too if counts.  Caller holds vt.lock and
+ * rcu_read_lock; a node not in memory is read with vt.lock dropped
+ * (reader_walk_locked: *v becomes the record found again, NULL if it was
+ * deleted meanwhile: -ENOENT).  0, -ENOENT or -EIO. */
+static int fill_info_locked(struct store *st, struct volume **pv, bool counts,
+                            struct store_vol_info *i)
 {
 	struct count c = {.a = st->a};
-	int err = reader_walk_locked(st, (*pv)->id, pv, count_walk, &c);
+	int err = counts ? reader_walk_locked(st, (*pv)->id, pv, count_walk, &c) : 0;
 	struct volume *v = *pv;
 	if (err)
 		return err;
@@ -523,7 +524,7 @@ static int fill_info_locked(struct store *st, struct volume **pv, struct store_v
  * (fill_info_locked), so each record is found by its id: the next in the
  * list if nothing changed (O(1)), else by a search.  0, -ENOMEM, or -EIO
  * (a record's root kept changing under the walk: reader_walk_locked). */
-int store_list(struct store *st, struct store_vol_info **out, size_t *n)
+static int list(struct store *st, bool counts, struct store_vol_info **out, size_t *n)
 {
 	bool entered = reader_rcu_enter();
 	size_t k = 0, nids = 0;
@@ -543,7 +544,7 @@ int store_list(struct store *st, struct store_vol_info **out, size_t *n)
 		                       ? prev->next
 		                       : vtab_find_id(st, ids[j]);
 		urcu_memb_read_lock();
-		err = v ? fill_info_locked(st, &v, &infos[k]) : -ENOENT;
+		err = v ? fill_info_locked(st, &v, counts, &infos[k]) : -ENOENT;
 		urcu_memb_read_unlock();
 		k += !err;
 		if (err == -ENOENT)
@@ -562,6 +563,16 @@ int store_list(struct store *st, struct store_vol_info **out, size_t *n)
 	return 0;
 }
 
+int store_list(struct store *st, struct store_vol_info **out, size_t *n)
+{
+	return list(st, true, out, n);
+}
+
+int store_list_names(struct store *st, struct store_vol_info **out, size_t *n)
+{
+	return list(st, false, out, n);
+}
+
 int store_info(struct store *st, const char *name, struct store_vol_info *out)
 {
 	bool entered = reader_rcu_enter();
@@ -571,7 +582,7 @@ int store_info(struct store *st, const char *name, struct store_vol_info *out)
 	struct volume *v = vtab_find_export(st, name, &err);
 	if (v) {
 		urcu_memb_read_lock();
-		err = fill_info_locked(st, &v, out); /* -ENOENT: deleted meanwhile */
+		err = fill_info_locked(st, &v, true, out); /* -ENOENT: deleted meanwhile */
 		urcu_memb_read_unlock();
 	}
 	pthread_mutex_unlock(&st->vt.lock);

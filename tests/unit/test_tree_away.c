@@ -19,6 +19,7 @@
  *   - the same through a connection (conn.c over a socketpair, a raw NBD
  *     client): base:allocation and qemu:dirty-bitmap:s in one request, no
  *     read on the event loop's thread, the reply as the model says;
+ *   - the listing for NBD_OPT_LIST (store_list_names) reads nothing;
  *   - volume info and listing (store_info, store_list) and a scrub pass
  *     with every node away: the answers equal those given with every node
  *     in memory, nodes were read, and none while vt.lock was held;
@@ -351,8 +352,8 @@ static void put_str(struct bytes *w, const char *str)
 	bytes_put(w, str, strlen(str));
 }
 
-/* What a client sends: structured replies, the two contexts, GO on "v",
- * one BLOCK_STATUS of the whole export (handle 7). */
+/* What a client sends: the export list, structured replies, the two
+ * contexts, GO on "v", one BLOCK_STATUS of the whole export (handle 7). */
 static void client_bytes(struct bytes *w)
 {
 	struct bytes meta = {0}, go = {0}, none = {0};
@@ -363,6 +364,7 @@ static void client_bytes(struct bytes *w)
 	put_str(&go, "v");
 	bytes_put16(&go, 0);
 	bytes_put32(w, NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
+	put_opt(w, NBD_OPT_LIST, &none);
 	put_opt(w, NBD_OPT_STRUCTURED_REPLY, &none);
 	put_opt(w, NBD_OPT_SET_META_CONTEXT, &meta);
 	put_opt(w, NBD_OPT_GO, &go);
@@ -520,6 +522,16 @@ static void test_info_scrub_away(void **state)
 
 	unload(&p);
 	l0 = loads(&p);
+	reads = p.spy.reads;
+	assert_int_equal(store_list_names(p.st, &list, &n), 0); /* the event loop's */
+	assert_int_equal(n, 3);
+	for (unsigned i = 0; i < 3; i++) {
+		assert_string_equal(list[i].name, want[i].name);
+		assert_int_equal(list[i].size, want[i].size);
+	}
+	free(list);
+	assert_int_equal(loads(&p), l0);
+	assert_int_equal(p.spy.reads, reads);
 	assert_int_equal(store_list(p.st, &list, &n), 0);
 	assert_int_equal(n, 3);
 	for (unsigned i = 0; i < 3; i++) {
