@@ -40,6 +40,13 @@ static int check_segments(struct store *st)
 	for (uint64_t seg = 1; seg < st->nsegs; seg++) {
 		if (!alloc_seg_live(st->a, seg))
 			continue;
+		if (alloc_seg_load(st->a, seg)) { /* its counts stay on disk */
+			say_problem("count pages that cannot be read", 1,
+			            "check: segment %llu: its reference counts cannot be read",
+			            (unsigned long long)seg);
+			bad++;
+			continue;
+		}
 		uint64_t base = seg * FMT_SEG_BLOCKS;
 		memset(seen, 0, FMT_SEG_BLOCKS);
 		for (uint64_t pos = base; log_seg_next(st->io, seg, pos, s);

@@ -30,7 +30,10 @@
  * open it) until it first logs one of them: store_ctl.c raises the
  * superblock's version, durably, before logging it.  A cowbd that knows
  * only version 1 refuses a version 2 pool ("newer format") instead of
- * meeting an op kind it cannot replay.  This cowbd opens both. */
+ * meeting an op kind it cannot replay.  This cowbd opens both.  Version 3
+ * (docs/METADATA.md, being built) adds count pages, segment tables and
+ * subtree totals in node images; nodes carry their total already (older
+ * readers ignore the field). */
 #define FMT_VERSION    2u
 #define FMT_VERSION_V1 1u /* a pool without resize or rename ops */
 #define FMT_MIN_SEGS   16u
@@ -70,7 +73,18 @@ enum fmt_entry_type {
 	FMT_E_CKPT = 5, /* a checkpoint record block follows */
 	FMT_E_MOVE = 6, /* a block the compactor copied from address lba follows;
 	                 * the trees learn the new address at the next checkpoint */
+	/* version 3 (not written yet), by checkpoints (entry crc 0, like
+	 * nodes: the block is sealed once the log gave its address) */
+	FMT_E_CPAGE = 7, /* a count page of segment lba follows (vol: its part) */
+	FMT_E_STAB = 8,  /* segment table block number lba follows */
 };
+
+/* Blocks that carry their own CRC and address (sealed after the log gave
+ * the address): their entry's crc is 0. */
+static inline int fmt_entry_sealed(unsigned type)
+{
+	return type == FMT_E_NODE || type == FMT_E_CPAGE || type == FMT_E_STAB;
+}
 
 struct fmt_entry {
 	uint32_t vol;
@@ -114,7 +128,9 @@ struct fmt_node {
 	uint8_t level;
 	uint8_t pad[7];
 	uint64_t nmapped; /* non-zero slots */
-	uint8_t pad2[32];
+	uint64_t total;   /* mapped blocks in this subtree (read from version 3 on;
+	                   * 0 in nodes older binaries wrote) */
+	uint8_t pad2[24];
 	uint64_t slot[FMT_FANOUT];
 };
 static_assert(sizeof(struct fmt_node) == FMT_BLOCK, "node is one block");
@@ -137,8 +153,10 @@ static_assert(sizeof(struct fmt_vol) == 128, "vol record size");
 
 /* Checkpoint record: one or more blocks carried by FMT_E_CKPT entries
  * (entry.lba = index of the block in the record).  Block 0 starts with this
- * header; then nvols struct fmt_vol, then the segment bitmap (bit set =
- * segment in use), packed across blocks. */
+ * header; then nvols struct fmt_vol, then, up to version 2, the segment
+ * bitmap (bit set = segment in use), from version 3 the addresses (u64) of
+ * the segment tables, ceil(nsegs / FMT_STAB_ENTRIES) of them, packed
+ * across blocks. */
 struct fmt_ckpt {
 	uint32_t magic;
 	uint32_t version;

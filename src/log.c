@@ -280,7 +280,7 @@ int log_add(struct log *l, const struct fmt_entry *e, const void *block, uint64_
 			l->sum->nentries--;
 			return err;
 		}
-		d->crc = e->type == FMT_E_NODE ? 0 : crc32c(0, block, FMT_BLOCK);
+		d->crc = fmt_entry_sealed(e->type) ? 0 : crc32c(0, block, FMT_BLOCK);
 		*addr = l->head_seg * FMT_SEG_BLOCKS + l->head_off;
 		l->head_off++;
 		l->sum->nblocks++;
@@ -363,10 +363,11 @@ static bool chain_fits(struct segio *io, const struct log_chain *c, uint64_t at,
 	if (segio_read_block(io, s, at) || log_summary_valid(s, at) || s->lsn != c->lsn ||
 	    s->prev_crc != c->prev)
 		return false;
-	/* Nodes carry their own CRC (checked when a checkpoint loads them);
-	 * every other carried block must match its entry (torn write?). */
+	/* Nodes, count pages and segment tables carry their own CRC (checked
+	 * when read); every other carried block must match its entry (torn
+	 * write?). */
 	while ((e = log_entry_next(s, at, &w, &blk)))
-		if (blk && e->type != FMT_E_NODE &&
+		if (blk && !fmt_entry_sealed(e->type) &&
 		    (segio_read_block(io, scratch, blk) || crc32c(0, scratch, FMT_BLOCK) != e->crc))
 			return false;
 	return true;

@@ -64,8 +64,10 @@ static int replay_entry(struct replay *rp, const struct fmt_entry *e, uint64_t b
 		return err;
 	case FMT_E_NODE:
 	case FMT_E_CKPT:
+	case FMT_E_CPAGE:
+	case FMT_E_STAB:
 	case FMT_E_MOVE:
-		/* nodes of an unfinished checkpoint, copies the compactor made
+		/* an unfinished checkpoint's blocks, copies the compactor made
 		 * after the last one: unused */
 		return 0;
 	}

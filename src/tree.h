@@ -19,10 +19,10 @@
  * (reference counts are rebuilt from all trees until step 2) and only
  * tree_unload, which tests call, drops nodes; step 3 adds eviction.
  *
- * Invariants (tree_check): every node is reachable from some root; its ref
- * equals the number of parents' slots and roots pointing at it; the
- * allocator counts a node's written block once per reference (for a node
- * not in memory, that count is its ref); nmapped equals its non-empty
+ * Invariants (tree_check): every node is reachable from some root; the
+ * number of parents' slots and roots pointing at it is its ref before it
+ * is first written, and afterwards its written block's count in the
+ * allocator (whether it is in memory or not); nmapped equals its non-empty
  * slots; a node's level is its parent's minus one.
  *
  * Concurrency: one writer (the store's log thread) calls every function
@@ -59,7 +59,8 @@ struct tree_node {
 	/* writer-only fields below */
 	uint64_t disk;    /* block of the last written copy, 0 = none */
 	uint64_t total;   /* mapped blocks in this subtree (read racily by tree_count) */
-	uint32_t ref;     /* parents + roots referencing this node */
+	uint32_t ref;     /* parents + roots, until the node is first written:
+	                   * then its block's count in the allocator says it */
 	uint16_t nmapped; /* non-empty slots */
 	uint8_t level;
 	uint8_t dirty;  /* changed since written; then every parent is dirty too */
@@ -122,11 +123,10 @@ void tree_share(struct tree *dst, const struct tree *src, struct alloc *a);
  * allocated (cowbd-check reports it). */
 void tree_drop(struct tree *t, struct alloc *a);
 
-/* Closing the pool: free t's nodes in memory that no other tree holds and
- * leave t empty, without touching block references (the allocator goes
- * too) or reading nodes not in memory: what is in memory only below such
- * a node goes with tree_cache_free.  Writer, or the closer once readers
- * are gone; cost O(nodes in memory). */
+/* Closing the pool: leave t empty, without touching block references (the
+ * allocator goes too) or reading nodes not in memory; its nodes in memory
+ * are freed by tree_cache_free (t->nc must be set).  Writer, or the closer
+ * once readers are gone; cost O(nodes in memory, each once). */
 void tree_release(struct tree *t);
 
 /* Count mapped blocks (O(1)) and, unless unique is NULL, blocks only this
@@ -244,6 +244,11 @@ typedef int (*tree_read_fn)(void *arg, uint64_t addr, struct fmt_node *out);
 
 /* A pool's node cache over a's blocks.  NULL on ENOMEM. */
 struct tree_cache *tree_cache_new(struct alloc *a, tree_read_fn read, void *arg);
+/* Whether node images hold their subtree totals (format version 3: read
+ * them and check leaves' against their slots) or not (older pools: only
+ * tree_load, which sums them, may read such nodes).  Before any node is
+ * read. */
+void tree_cache_totals(struct tree_cache *nc, bool on);
 /* Free it, with the nodes still in it: every tree using it dropped or
  * released, and a grace period since. */
 void tree_cache_free(struct tree_cache *nc);
@@ -263,6 +268,19 @@ void tree_cache_stats(struct tree_cache *nc, struct tree_cache_stats *out);
  * keeps them on disk).  Single-threaded (the opener).  0, -EIO, -EILSEQ or
  * -ENOMEM (then t is empty and nothing is leaked). */
 int tree_load(struct tree_cache *nc, struct tree *t, uint64_t root_addr, unsigned levels);
+
+/* Open t (format version 3: counts are the allocator's, loaded from disk)
+ * by reading its root only, unless another tree's open already did (a
+ * root shared by a snapshot); the root's ref is its block's count, its
+ * children are away.  Blocks.  0, -EIO, -EILSEQ (also: a root the
+ * allocator does not count) or -ENOMEM. */
+int tree_open(struct tree_cache *nc, struct tree *t, uint64_t root_addr, unsigned levels);
+
+/* Mark every node of trees[0..n) dirty, so that the next checkpoint
+ * rewrites them all (upgrading an older pool: its images lack totals).
+ * Every node must be in memory (tree_load): -EAGAIN if one is not;
+ * -ENOMEM.  Cost O(distinct nodes). */
+int tree_dirty_all(struct tree *const *trees, unsigned n, struct alloc *a);
 
 /* Drop from memory every clean node below the roots of trees[0..n) (every
  * tree using their cache) whose image is the one its parents name: each parent
