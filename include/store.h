@@ -253,6 +253,7 @@ struct store_vol_info {
 	char origin[NAMES_FULL_MAX + 1]; /* clone: the snapshot it came from, else "" */
 	uint64_t created;                /* unix seconds */
 	unsigned attached;               /* open handles */
+	unsigned nsnapshots;             /* a volume in store_list_page: its snapshots */
 };
 
 /* List volumes (and snapshots) into a malloc'd array; *n gets the count.
@@ -265,6 +266,34 @@ int store_info(struct store *st, const char *name, struct store_vol_info *out);
  * 0): walks no tree, reads nothing; the volume table's lock is all it
  * takes.  For the event loop (NBD_OPT_LIST). */
 int store_list_names(struct store *st, struct store_vol_info **out, size_t *n);
+
+/* One page of a listing, in id order.  Ids only grow and are never reused,
+ * so a walk that passes the last id of each page as the next page's after
+ * sees every entry that exists throughout exactly once, whatever is
+ * created, deleted or renamed meanwhile (a new entry comes after every
+ * older one: it is seen if it appears before the walk passes its id). */
+#define STORE_LIST_PAGE_MAX 10000u /* entries per page, at most */
+#define STORE_LIST_FIGURES  1u     /* fill unique_blocks too */
+struct store_list_req {
+	bool snapshots;     /* false: volumes (clones too); true: snapshots */
+	const char *volume; /* snapshots of this volume only; NULL: all */
+	uint64_t after;     /* entries whose id is greater (0: from the start) */
+	unsigned max;       /* page size, 1..STORE_LIST_PAGE_MAX */
+	unsigned flags;     /* STORE_LIST_FIGURES */
+};
+/* Fill out[0 .. *n) (room for q->max) with the entries q asks for, and
+ * *more: whether more follow the last.  A volume's entry counts its
+ * snapshots (nsnapshots); mapped_blocks is its root's count (O(1)).
+ * unique_blocks is 0 unless STORE_LIST_FIGURES: then each entry costs a
+ * walk of the tree nodes only it holds (tree_count), with the lock dropped
+ * for any node not in memory (an entry deleted meanwhile keeps its place,
+ * unique 0).  Returns 0, -EINVAL (max, or a volume name that is not one),
+ * -ENOENT (no such volume), -ENOMEM, -EIO (figures: a tree that kept
+ * changing under its walk).  Any thread; without figures, one hold of the
+ * volume table's lock, O(entries in the table * log max) and no tree node
+ * read; memory O(max). */
+int store_list_page(struct store *st, const struct store_list_req *q, struct store_vol_info *out,
+                    size_t *n, bool *more);
 
 struct store_stats {
 	uint64_t pool_bytes, segment_bytes;

@@ -53,6 +53,7 @@
 #define CONTROL_MAX_CLIENTS 16          /* more wait in the listen backlog */
 #define CONTROL_IDLE_SECS   30          /* a silent or non-reading client is dropped */
 #define CONTROL_MSG_MAX     768         /* error message buffer */
+#define CONTROL_PAGE_SIZE   1000u       /* list entries per page when "limit" is absent */
 
 struct control_client {
 	struct control *c;
@@ -394,9 +395,111 @@ static int control_list(struct control_ctx *x, bool snapshots, const char *vol, 
 	return 0;
 }
 
+/* A list request's paging fields: "after" (the id the previous page ended
+ * with; absent, null or 0: from the start), "limit" (entries per page) and
+ * "figures" (true: "unique" too, a tree walk per entry).
+ * Returns 1 when the request pages (it has "after" or "limit"), 0 for a
+ * request in the old form, or -EINVAL with the message set. */
+static int control_page_args(struct control_ctx *x, struct store_list_req *q)
+{
+	const char *op = json_string_value(json_object_get(x->req, "op"));
+	json_t *ja = json_object_get(x->req, "after"), *jl = json_object_get(x->req, "limit");
+	json_t *jf = json_object_get(x->req, "figures");
+
+	ja = json_is_null(ja) ? NULL : ja; /* null: absent, as for "volume" */
+	jl = json_is_null(jl) ? NULL : jl;
+	jf = json_is_null(jf) ? NULL : jf;
+	if (jf && !json_is_boolean(jf)) {
+		control_set_msg(x, "%s: \"figures\" is true or false", op);
+		return -EINVAL;
+	}
+	if (ja && (!json_is_integer(ja) || json_integer_value(ja) < 0 ||
+	           json_integer_value(ja) > UINT32_MAX)) {
+		control_set_msg(x,
+		                "%s: \"after\" is the id the previous page ended with (its "
+		                "\"next\"), an integer from 0 to %u",
+		                op, UINT32_MAX);
+		return -EINVAL;
+	}
+	if (jl && (!json_is_integer(jl) || json_integer_value(jl) < 1 ||
+	           json_integer_value(jl) > STORE_LIST_PAGE_MAX)) {
+		control_set_msg(x, "%s: \"limit\" is entries per page, an integer from 1 to %u", op,
+		                STORE_LIST_PAGE_MAX);
+		return -EINVAL;
+	}
+	q->after = ja ? (uint64_t)json_integer_value(ja) : 0;
+	q->max = jl ? (unsigned)json_integer_value(jl) : CONTROL_PAGE_SIZE;
+	q->flags = json_is_true(jf) ? STORE_LIST_FIGURES : 0;
+	return ja || jl;
+}
+
+/* One page of q's listing into res[key], and "next": the id to ask for
+ * the following page "after", or null after the last. */
+static int control_list_paged(struct control_ctx *x, const struct store_list_req *q,
+                              const char *key)
+{
+	const char *op = json_string_value(json_object_get(x->req, "op"));
+	struct store_vol_info *e = calloc(q->max, sizeof(*e));
+	size_t n, i;
+	bool more;
+	json_t *arr;
+	int r;
+
+	if (!e)
+		return -ENOMEM;
+	r = store_list_page(x->c->st, q, e, &n, &more);
+	if (r < 0) {
+		free(e);
+		if (q->volume)
+			control_explain(x, op, q->volume, NULL, r);
+		return r;
+	}
+	arr = json_array();
+	for (i = 0; i < n; i++) {
+		json_t *o = control_info_json(&e[i]);
+
+		if (!(q->flags & STORE_LIST_FIGURES))
+			json_object_del(o, "unique");
+		if (!q->snapshots)
+			json_object_set_new(o, "snapshot_count", json_integer(e[i].nsnapshots));
+		json_array_append_new(arr, o);
+	}
+	json_object_set_new(x->res, key, arr);
+	json_object_set_new(x->res, "next",
+	                    more && n ? json_integer((json_int_t)e[n - 1].id) : json_null());
+	free(e);
+	return 0;
+}
+
+/* Call fn for every entry q lists (q->max at a time, without figures),
+ * never the whole table in memory.  0 or -errno. */
+static int control_each(struct control *c, struct store_list_req *q,
+                        void (*fn)(void *arg, const struct store_vol_info *e), void *arg)
+{
+	struct store_vol_info *e = calloc(q->max, sizeof(*e));
+	bool more = true;
+	size_t n;
+	int r = e ? 0 : -ENOMEM;
+
+	while (!r && more) {
+		r = store_list_page(c->st, q, e, &n, &more);
+		for (size_t i = 0; !r && i < n; i++)
+			fn(arg, &e[i]);
+		if (!r && n)
+			q->after = e[n - 1].id;
+	}
+	free(e);
+	return r;
+}
+
 static int control_op_volume_list(struct control_ctx *x)
 {
-	return control_list(x, false, NULL, "volumes");
+	struct store_list_req q = {.snapshots = false};
+	int r = control_page_args(x, &q);
+
+	if (r < 0)
+		return r;
+	return r ? control_list_paged(x, &q, "volumes") : control_list(x, false, NULL, "volumes");
 }
 
 static int control_op_volume_delete(struct control_ctx *x)
@@ -415,12 +518,25 @@ static int control_op_volume_delete(struct control_ctx *x)
 	return 0;
 }
 
+/* volume.info's names: every entry listed, or only clones of origin. */
+struct control_names {
+	json_t *arr;
+	const char *origin;
+};
+
+static void control_names_add(void *arg, const struct store_vol_info *e)
+{
+	struct control_names *nm = arg;
+
+	if (!nm->origin || !strcmp(e->origin, nm->origin))
+		json_array_append_new(nm->arr, json_string(e->name));
+}
+
 static int control_op_volume_info(struct control_ctx *x)
 {
-	struct store_vol_info *all, vi;
-	json_t *o, *snaps, *clones;
+	struct store_vol_info vi;
 	const char *name;
-	size_t n, i;
+	json_t *o;
 	int r;
 
 	if ((r = control_get_name(x, "name", NAMES_ANY, &name)) < 0)
@@ -431,23 +547,17 @@ static int control_op_volume_info(struct control_ctx *x)
 		return r;
 	}
 	o = control_info_json(&vi);
-	snaps = json_array();
-	clones = json_array();
-	if (store_list(x->c->st, &all, &n) == 0) {
-		for (i = 0; i < n; i++) {
-			if (!vi.snapshot && control_is_snap_of(&all[i], vi.name))
-				json_array_append_new(snaps, json_string(all[i].name));
-			if (vi.snapshot && !all[i].snapshot && !strcmp(all[i].origin, vi.name))
-				json_array_append_new(clones, json_string(all[i].name));
-		}
-		free(all);
-	}
-	if (vi.snapshot) {
-		json_decref(snaps);
-		json_object_set_new(o, "clones", clones);
-	} else {
-		json_decref(clones);
-		json_object_set_new(o, "snapshots", snaps);
+	struct control_names names = {.arr = json_array(), .origin = vi.name};
+	struct store_list_req q = {.max = CONTROL_PAGE_SIZE};
+	if (vi.snapshot) { /* its clones */
+		control_each(x->c, &q, control_names_add, &names);
+		json_object_set_new(o, "clones", names.arr);
+	} else { /* its snapshots */
+		q.snapshots = true;
+		q.volume = vi.name;
+		names.origin = NULL;
+		control_each(x->c, &q, control_names_add, &names);
+		json_object_set_new(o, "snapshots", names.arr);
 	}
 	json_object_set_new(x->res, "volume", o);
 	return 0;
@@ -472,13 +582,21 @@ static int control_op_snapshot_create(struct control_ctx *x)
 
 static int control_op_snapshot_list(struct control_ctx *x)
 {
+	struct store_list_req q = {.snapshots = true};
 	struct store_vol_info vi;
 	const char *vol = NULL;
 	int r;
 
-	if (json_object_get(x->req, "volume") && !json_is_null(json_object_get(x->req, "volume"))) {
-		if ((r = control_get_name(x, "volume", NAMES_VOLUME, &vol)) < 0)
-			return r;
+	if (json_object_get(x->req, "volume") && !json_is_null(json_object_get(x->req, "volume")) &&
+	    (r = control_get_name(x, "volume", NAMES_VOLUME, &vol)) < 0)
+		return r;
+	if ((r = control_page_args(x, &q)) < 0)
+		return r;
+	if (r) {
+		q.volume = vol;
+		return control_list_paged(x, &q, "snapshots");
+	}
+	if (vol) {
 		r = store_info(x->c->st, vol, &vi);
 		if (r < 0) {
 			control_explain(x, "snapshot.list", vol, NULL, r);
@@ -650,34 +768,40 @@ static uint64_t control_reclaimable(const struct store_stats *s)
 
 /* pool.status: the pool at a glance, from the store's counters and its
  * volume table. */
+struct control_pool_count {
+	uint64_t provisioned, volumes, snapshots;
+};
+
+static void control_pool_count_one(void *arg, const struct store_vol_info *e)
+{
+	struct control_pool_count *pc = arg;
+
+	pc->provisioned += e->size;
+	pc->volumes++;
+	pc->snapshots += e->nsnapshots;
+}
+
 static int control_op_pool_status(struct control_ctx *x)
 {
-	struct store_vol_info *all;
+	struct store_list_req q = {.max = CONTROL_PAGE_SIZE};
+	struct control_pool_count pc = {0};
 	struct store_stats s;
-	uint64_t provisioned = 0;
-	size_t n, i, nvol = 0;
-	json_t *o = json_object(), *cp = json_object();
-	int r = store_list(x->c->st, &all, &n);
+	json_t *o, *cp;
+	int r = control_each(x->c, &q, control_pool_count_one, &pc);
 
 	if (r < 0) {
-		json_decref(o);
-		json_decref(cp);
 		control_set_msg(x, "cannot list volumes: %s", strerror(-r));
 		return r;
 	}
-	for (i = 0; i < n; i++)
-		if (!all[i].snapshot) {
-			provisioned += all[i].size;
-			nvol++;
-		}
-	free(all);
+	o = json_object();
+	cp = json_object();
 	store_get_stats(x->c->st, &s);
 #define PUT(k, v) json_object_set_new(o, k, json_integer((json_int_t)(v)))
 	PUT("size", s.pool_bytes);
-	PUT("provisioned", provisioned);
+	PUT("provisioned", pc.provisioned);
 	json_object_set_new(
 	    o, "overcommit",
-	    json_real(s.pool_bytes ? (double)provisioned / (double)s.pool_bytes : 0));
+	    json_real(s.pool_bytes ? (double)pc.provisioned / (double)s.pool_bytes : 0));
 	PUT("allocated", (s.segments - s.segments_free) * s.segment_bytes);
 	PUT("live", s.blocks_live * STORE_BLOCK_SIZE);
 	PUT("reclaimable", control_reclaimable(&s));
@@ -686,8 +810,8 @@ static int control_op_pool_status(struct control_ctx *x)
 	PUT("segments", s.segments);
 	PUT("segments_free", s.segments_free);
 	PUT("segments_pending", s.segments_pending);
-	PUT("volumes", nvol);
-	PUT("snapshots", n - nvol);
+	PUT("volumes", pc.volumes);
+	PUT("snapshots", pc.snapshots);
 	PUT("format_version", s.format_version);
 #undef PUT
 	json_object_set_new(cp, "passes", json_integer((json_int_t)s.compactions));

@@ -4,7 +4,8 @@
  * fast with a precise message, turns the command into one JSON request,
  * sends it over the daemon's control socket (docs/CONTROL.md), waits for
  * the one-line JSON reply and prints it as a table or text, or as JSON
- * with --json.  It never opens the pool itself.
+ * with --json.  A list is asked for page by page, each printed as it
+ * arrives.  It never opens the pool itself.
  *
  * Exit status: 0 success; 1 the daemon refused the request (the reason is
  * the one line on stderr), or a scrub found damaged blocks (or failed);
@@ -44,7 +45,12 @@ static struct {
 	bool wait, status, stop, any;
 	uint64_t rate; /* bytes per second; 0: the daemon's default */
 } cowctl_scrub_opt;
-static bool cowctl_shrink;        /* volume resize --shrink */
+static bool cowctl_shrink; /* volume resize --shrink */
+/* volume list, snapshot list: entries asked for at a time (--page-size);
+ * the daemon's bound is 10000 */
+#define COWCTL_PAGE_MAX 10000
+static unsigned cowctl_page_size = 1000;
+static bool cowctl_page_opt;
 static const char *cowctl_binary; /* upgrade --binary */
 
 static void cowctl_usage(FILE *f)
@@ -66,6 +72,8 @@ static void cowctl_usage(FILE *f)
 	      "                              (not attached, nor any of its snapshots)\n"
 	      "  snapshot create VOL@SNAP    read-only point-in-time copy of VOL\n"
 	      "  snapshot list [VOL]         snapshots (of VOL only, if given)\n"
+	      "                              (both lists: --page-size N, entries asked for\n"
+	      "                              at a time, default 1000; printed as they come)\n"
 	      "  snapshot delete VOL@SNAP    delete a snapshot (no clones depend on it)\n"
 	      "  clone VOL@SNAP NEWVOL       new writable volume starting as the snapshot\n"
 	      "  rollback VOL@SNAP           make VOL read what the snapshot reads (VOL detached)\n"
@@ -272,14 +280,16 @@ static const char *cowctl_time(uint64_t t, char *buf, size_t len)
 #define COWCTL_COLS 8
 #define COWCTL_CELL 160
 
-/* A list as an aligned table, columns separated by two spaces.  With
- * snapshots true the ORIGIN column is left out (a snapshot has none). */
-static void cowctl_print_table(json_t *arr, bool snapshots)
+/* A page of a list as an aligned table, columns separated by two spaces,
+ * the header first when header is true.  w carries the column widths from
+ * page to page: each is the widest cell seen so far, so a list of one page
+ * prints as one table, and later pages only widen.  With snapshots true
+ * the ORIGIN column is left out (a snapshot has none). */
+static void cowctl_print_table(json_t *arr, bool snapshots, size_t *w, bool header)
 {
 	static const char *const head[] = {"NAME",   "SIZE",    "USED",    "UNIQUE",
 	                                   "ORIGIN", "CREATED", "ATTACHED"};
 	size_t rows = json_array_size(arr), i, k, ncol = 7;
-	size_t w[COWCTL_COLS] = {0};
 	char(*cell)[COWCTL_COLS][COWCTL_CELL];
 	json_t *o;
 
@@ -304,7 +314,7 @@ static void cowctl_print_table(json_t *arr, bool snapshots)
 		for (k = 0; k < ncol; k++)
 			if (strlen(cell[i][k]) > w[k])
 				w[k] = strlen(cell[i][k]);
-	for (i = 0; i <= rows; i++) {
+	for (i = header ? 0 : 1; i <= rows; i++) {
 		bool first = true;
 
 		for (k = 0; k < ncol; k++) {
@@ -453,6 +463,69 @@ static void cowctl_need(int argc, int want_min, int want_max, const char *cmd, c
 		cowctl_die(COWCTL_USAGE, "too many arguments for %s (see cowctl --help)", cmd);
 }
 
+/* o as --json prints it, each line indented by indent more spaces. */
+static void cowctl_print_json_indented(json_t *o, int indent)
+{
+	char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+
+	if (!s)
+		cowctl_die(COWCTL_UNREACHABLE, "out of memory");
+	printf("%*s", indent, "");
+	for (const char *c = s; *c; c++) {
+		putchar(*c);
+		if (*c == '\n')
+			printf("%*s", indent, "");
+	}
+	free(s);
+}
+
+/* volume list, snapshot list [VOL]: op asked page after page ("after" the
+ * last id of the one before), each printed as it arrives, so neither
+ * cowctl nor the daemon holds more than a page.  --json prints the one
+ * object the whole reply was, {"ok": true, key: [...]}, written as the
+ * pages come.  A daemon that does not page answers the whole list at once
+ * (no "next"): one page. */
+static void cowctl_list(const char *op, const char *key, const char *vol)
+{
+	bool snapshots = !strcmp(key, "snapshots"), more = true;
+	size_t w[COWCTL_COLS] = {0}, total = 0, i;
+	json_int_t after = 0;
+	json_t *o;
+
+	while (more) {
+		json_t *req = cowctl_req(op), *res, *arr, *next;
+
+		if (vol)
+			json_object_set_new(req, "volume", json_string(vol));
+		json_object_set_new(req, "after", json_integer(after));
+		json_object_set_new(req, "limit", json_integer(cowctl_page_size));
+		json_object_set_new(req, "figures", json_true());
+		res = cowctl_ask(req);
+		arr = json_object_get(res, key);
+		next = json_object_get(res, "next");
+		/* ids only grow: a cursor that does not is a broken reply, not a loop */
+		more = json_is_integer(next) && json_integer_value(next) > after;
+		if (more)
+			after = json_integer_value(next);
+		if (cowctl_json) {
+			if (!total)
+				printf("{\n  \"ok\": true,\n  \"%s\": [", key);
+			json_array_foreach(arr, i, o)
+			{
+				fputs(total + i ? ",\n" : "\n", stdout);
+				cowctl_print_json_indented(o, 4);
+			}
+		} else {
+			cowctl_print_table(arr, snapshots, w, !total);
+		}
+		total += json_array_size(arr);
+		json_decref(res);
+		fflush(stdout);
+	}
+	if (cowctl_json)
+		fputs(total ? "\n  ]\n}\n" : "]\n}\n", stdout);
+}
+
 static int cowctl_volume(int argc, char **argv)
 {
 	const char *sub = argc ? argv[0] : "";
@@ -476,9 +549,8 @@ static int cowctl_volume(int argc, char **argv)
 			       cowctl_human(size, b, sizeof(b)));
 	} else if (!strcmp(sub, "list")) {
 		cowctl_need(argc, 0, 0, "volume list", "no arguments");
-		res = cowctl_run(cowctl_req("volume.list"));
-		if (!cowctl_json)
-			cowctl_print_table(json_object_get(res, "volumes"), false);
+		cowctl_list("volume.list", "volumes", NULL);
+		return COWCTL_OK;
 	} else if (!strcmp(sub, "delete")) {
 		cowctl_need(argc, 1, 1, "volume delete", "NAME");
 		cowctl_check_name(argv[0], NAMES_VOLUME);
@@ -556,14 +628,10 @@ static int cowctl_snapshot(int argc, char **argv)
 			printf("created snapshot \"%s\"\n", argv[0]);
 	} else if (!strcmp(sub, "list")) {
 		cowctl_need(argc, 0, 1, "snapshot list", "[VOL]");
-		req = cowctl_req("snapshot.list");
-		if (argc) {
+		if (argc)
 			cowctl_check_name(argv[0], NAMES_VOLUME);
-			json_object_set_new(req, "volume", json_string(argv[0]));
-		}
-		res = cowctl_run(req);
-		if (!cowctl_json)
-			cowctl_print_table(json_object_get(res, "snapshots"), true);
+		cowctl_list("snapshot.list", "snapshots", argc ? argv[0] : NULL);
+		return COWCTL_OK;
 	} else if (!strcmp(sub, "delete")) {
 		cowctl_need(argc, 1, 1, "snapshot delete", "VOL@SNAP");
 		cowctl_check_name(argv[0], NAMES_SNAPSHOT);
@@ -961,6 +1029,20 @@ static uint64_t cowctl_parse_rate(const char *s)
 	return (uint64_t)v << 20;
 }
 
+/* --page-size N: entries per request of a list, 1 to COWCTL_PAGE_MAX. */
+static unsigned cowctl_parse_page_size(const char *s)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (*s < '0' || *s > '9' || *end || errno || v < 1 || v > COWCTL_PAGE_MAX)
+		cowctl_die(COWCTL_USAGE, "invalid page size \"%s\" (entries, 1 to %d)", s,
+		           COWCTL_PAGE_MAX);
+	return (unsigned)v;
+}
+
 /* getopt would take "-1" (a size, say) for an option: before it runs,
  * arguments that look like negative numbers get a mark in place of their
  * '-' (positional arguments are moved but never read), and lose it after,
@@ -1021,7 +1103,8 @@ int main(int argc, char **argv)
 	    {"status", no_argument, NULL, 'S'},
 	    {"stop", no_argument, NULL, 'X'},
 	    {"rate", required_argument, NULL, 'R'},
-	    {"binary", required_argument, NULL, 'B'}, /* upgrade's */
+	    {"binary", required_argument, NULL, 'B'},    /* upgrade's */
+	    {"page-size", required_argument, NULL, 'P'}, /* the lists' */
 	    {NULL, 0, NULL, 0},
 	};
 	const char *cmd;
@@ -1064,6 +1147,10 @@ int main(int argc, char **argv)
 		case 'B':
 			cowctl_binary = optarg;
 			break;
+		case 'P':
+			cowctl_page_size = cowctl_parse_page_size(optarg);
+			cowctl_page_opt = true;
+			break;
 		case ':':
 			cowctl_die(COWCTL_USAGE, "option %s needs an argument", argv[optind - 1]);
 		default:
@@ -1098,6 +1185,10 @@ int main(int argc, char **argv)
 		cowctl_die(COWCTL_USAGE, "--shrink is an option of volume resize");
 	if (cowctl_binary && strcmp(cmd, "upgrade"))
 		cowctl_die(COWCTL_USAGE, "--binary is an option of upgrade");
+	if (cowctl_page_opt && ((strcmp(cmd, "volume") && strcmp(cmd, "snapshot")) || !argc ||
+	                        strcmp(argv[0], "list")))
+		cowctl_die(COWCTL_USAGE,
+		           "--page-size is an option of volume list and snapshot list");
 	if (!strcmp(cmd, "scrub"))
 		return cowctl_scrub(argc, argv);
 	if (!strcmp(cmd, "compact"))

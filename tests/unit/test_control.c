@@ -595,6 +595,147 @@ static int test_clients_fail(void *arg, struct control_conn **out, size_t *n)
 
 /* clients: EOPNOTSUPP until the daemon gives a source; then its entries,
  * one object each (an export not chosen yet: null); its error. */
+/* Walk op's pages of limit entries (extra: more request fields, starting
+ * with a comma) into ids[], deleting g@s<k> for each k in del[] after the
+ * first page; returns the count.  Checks each reply's cursor. */
+static size_t page_walk(struct fixture *f, const char *op, const char *key, const char *extra,
+                        int limit, const int *del, uint64_t *ids, size_t max)
+{
+	json_int_t after = 0;
+	size_t n = 0, pages = 0;
+
+	for (;;) {
+		json_t *r = ask(f, "{\"op\":\"%s\",\"after\":%lld,\"limit\":%d%s}", op,
+		                (long long)after, limit, extra);
+		json_t *arr = json_object_get(r, key), *next = json_object_get(r, "next"), *e;
+		size_t i;
+
+		expect_ok(r);
+		assert_true(json_array_size(arr) <= (size_t)limit);
+		json_array_foreach(arr, i, e)
+		{
+			assert_true(n < max);
+			ids[n++] = (uint64_t)json_integer_value(json_object_get(e, "id"));
+		}
+		if (!pages++)
+			for (; del && *del; del++) {
+				json_t *d =
+				    ask(f, "{\"op\":\"snapshot.delete\",\"name\":\"g@s%d\"}", *del);
+				expect_ok(d);
+				json_decref(d);
+			}
+		if (json_is_null(next)) {
+			json_decref(r);
+			return n;
+		}
+		assert_true(json_is_integer(next));
+		assert_int_equal(json_integer_value(next), ids[n - 1]);
+		assert_true(json_integer_value(next) > after);
+		after = json_integer_value(next);
+		json_decref(r);
+	}
+}
+
+/* Paged listings: id order, every entry once, deletes between pages on
+ * both sides of the cursor, figures only when asked, volume pages with
+ * their snapshot counts, the store's own bounds. */
+static void test_list_pages(void **state)
+{
+	struct fixture *f = *state;
+	static const int del[] = {2, 3, 4, 9, 30, 31, 40, 0}; /* 4: the cursor */
+	struct store_list_req q = {.snapshots = true, .max = STORE_LIST_PAGE_MAX + 1};
+	char buf[STORE_BLOCK_SIZE] = {1};
+	uint64_t ids[64], want[64];
+	struct store_vol_info e;
+	size_t n, k = 0;
+	struct vol *h;
+	json_t *r, *o;
+	bool more;
+
+	expect_ok(r = ask(f, "{\"op\":\"volume.create\",\"name\":\"g\",\"size\":%d}", 16 << 20));
+	json_decref(r);
+	assert_int_equal(store_vol_open(f->st, "g", &h), 0);
+	assert_int_equal(store_write(h, buf, 0, sizeof(buf), STORE_FUA), 0);
+	store_vol_close(h);
+	for (int i = 1; i <= 40; i++) {
+		expect_ok(r = ask(f, "{\"op\":\"snapshot.create\",\"name\":\"g@s%d\"}", i));
+		want[i] = (uint64_t)json_integer_value(
+		    json_object_get(json_object_get(r, "snapshot"), "id"));
+		assert_true(i == 1 || want[i] > want[i - 1]);
+		json_decref(r);
+		if (i == 20) { /* a volume between them: not in g's list */
+			expect_ok(
+			    r = ask(f, "{\"op\":\"volume.create\",\"name\":\"h\",\"size\":4096}"));
+			json_decref(r);
+		}
+	}
+
+	/* every snapshot once, in id order, pages of 6 (the last one short) */
+	n = page_walk(f, "snapshot.list", "snapshots", ",\"volume\":\"g\"", 6, NULL, ids, 64);
+	assert_int_equal(n, 40);
+	for (int i = 1; i <= 40; i++)
+		assert_int_equal(ids[i - 1], want[i]);
+	/* deletes behind and ahead of the cursor after the first page of 4:
+	 * what was left throughout is listed once, in order */
+	n = page_walk(f, "snapshot.list", "snapshots", "", 4, del, ids, 64);
+	for (int i = 1; i <= 40; i++) {
+		bool gone = false;
+		for (const int *d = del; *d; d++)
+			gone |= *d == i;
+		if (i <= 4) /* the first page, listed before the deletes */
+			assert_int_equal(ids[k++], want[i]);
+		else if (!gone)
+			assert_int_equal(ids[k++], want[i]);
+	}
+	assert_int_equal(n, k);
+
+	/* unique only when asked; used always: g@s1 and g@s5 map the block
+	 * written before them */
+	r = ask(f, "{\"op\":\"snapshot.list\",\"volume\":\"g\",\"limit\":1}");
+	o = json_array_get(json_object_get(r, "snapshots"), 0);
+	assert_string_equal(json_string_value(json_object_get(o, "name")), "g@s1");
+	assert_int_equal(json_integer_value(json_object_get(o, "used")), STORE_BLOCK_SIZE);
+	assert_null(json_object_get(o, "unique"));
+	assert_int_equal(json_integer_value(json_object_get(r, "next")), want[1]);
+	json_decref(r);
+	r = ask(f, "{\"op\":\"snapshot.list\",\"after\":%llu,\"limit\":1,\"figures\":true}",
+	        (unsigned long long)want[1]);
+	o = json_array_get(json_object_get(r, "snapshots"), 0);
+	assert_string_equal(json_string_value(json_object_get(o, "name")), "g@s5");
+	assert_int_equal(json_integer_value(json_object_get(o, "used")), STORE_BLOCK_SIZE);
+	assert_int_equal(json_integer_value(json_object_get(o, "unique")), 0);
+	json_decref(r);
+
+	/* volumes: g (33 snapshots left) then h, one a page */
+	r = ask(f, "{\"op\":\"volume.list\",\"limit\":1}");
+	o = json_array_get(json_object_get(r, "volumes"), 0);
+	assert_string_equal(json_string_value(json_object_get(o, "name")), "g");
+	assert_int_equal(json_integer_value(json_object_get(o, "snapshot_count")), 33);
+	assert_null(json_object_get(o, "snapshots"));
+	assert_true(json_is_integer(json_object_get(r, "next")));
+	json_decref(r);
+	r = ask(f, "{\"op\":\"volume.list\",\"after\":%llu}", (unsigned long long)want[1]);
+	assert_int_equal(json_array_size(json_object_get(r, "volumes")), 1);
+	assert_true(json_is_null(json_object_get(r, "next")));
+	json_decref(r);
+
+	/* the store's bounds, below the control layer's */
+	assert_int_equal(store_list_page(f->st, &q, &e, &n, &more), -EINVAL);
+	q.max = 0;
+	assert_int_equal(store_list_page(f->st, &q, &e, &n, &more), -EINVAL);
+	q.max = 1;
+	q.volume = "g@s1";
+	assert_int_equal(store_list_page(f->st, &q, &e, &n, &more), -EINVAL);
+	q.volume = "nope";
+	assert_int_equal(store_list_page(f->st, &q, &e, &n, &more), -ENOENT);
+	q.volume = "h";
+	assert_int_equal(store_list_page(f->st, &q, &e, &n, &more), 0);
+	assert_int_equal(n, 0);
+	assert_false(more);
+	expect_err(ask(f, "{\"op\":\"snapshot.list\",\"limit\":0}"), "EINVAL", "\"limit\"");
+	expect_err(ask(f, "{\"op\":\"volume.list\",\"after\":-1}"), "EINVAL", "\"after\"");
+}
+
 static void test_clients(void **state)
 {
 	struct fixture *f = *state;
@@ -633,6 +774,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_resize_rename, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool_ops, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clients, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_list_pages, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -20,9 +20,10 @@
  *     client): base:allocation and qemu:dirty-bitmap:s in one request, no
  *     read on the event loop's thread, the reply as the model says;
  *   - the listing for NBD_OPT_LIST (store_list_names) reads nothing;
- *   - volume info and listing (store_info, store_list) and a scrub pass
- *     with every node away: the answers equal those given with every node
- *     in memory, nodes were read, and none while vt.lock was held;
+ *   - volume info and listing (store_info, store_list, a store_list_page
+ *     with figures) and a scrub pass with every node away: the answers
+ *     equal those given with every node in memory, nodes were read, and
+ *     none while vt.lock was held; a page without figures reads nothing;
  *   - a volume rolled back or deleted while its info is being read without
  *     vt.lock (between two node reads): the info of the rolled-back state,
  *     -ENOENT for the deleted one, a listing without it; a volume whose
@@ -540,6 +541,34 @@ static void test_info_scrub_away(void **state)
 		assert_int_equal(list[i].unique_blocks, want[i].unique_blocks);
 	}
 	free(list);
+	assert_true(loads(&p) > l0);
+	assert_int_equal(p.spy.reads_locked, 0);
+
+	/* a listing page: nothing read without figures; with them, unique as
+	 * above, nodes read, none under vt.lock (v's walk drops it, c is
+	 * found again after) */
+	unload(&p);
+	l0 = loads(&p);
+	reads = p.spy.reads;
+	struct store_vol_info page[2];
+	struct store_list_req q = {.max = 2};
+	bool more;
+	assert_int_equal(store_list_page(p.st, &q, page, &n, &more), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(page[0].mapped_blocks, want[0].mapped_blocks);
+	assert_int_equal(page[1].unique_blocks, 0);
+	assert_true(loads(&p) == l0 && p.spy.reads == reads);
+	q.flags = STORE_LIST_FIGURES;
+	for (unsigned k = 0; k < 2; k++) { /* volumes, then snapshots */
+		assert_int_equal(store_list_page(p.st, &q, page, &n, &more), 0);
+		assert_int_equal(n, 2 - k);
+		for (unsigned i = 0; i < n; i++) {
+			const struct store_vol_info *w = &want[k ? 1 : 2 * i];
+			assert_string_equal(page[i].name, w->name);
+			assert_int_equal(page[i].unique_blocks, w->unique_blocks);
+		}
+		q.snapshots = true;
+	}
 	assert_true(loads(&p) > l0);
 	assert_int_equal(p.spy.reads_locked, 0);
 
