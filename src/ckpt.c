@@ -30,6 +30,7 @@
 #include <string.h>
 #include <urcu/urcu-memb.h>
 
+#include "cpage.h"
 #include "crc32c.h"
 #include "say.h"
 #include "store_int.h"
@@ -37,14 +38,31 @@
 /* Node blocks buffered before a checkpoint writes them out. */
 #define SCRATCH_COMMIT 2048
 
+static uint64_t nstab_of(uint64_t nsegs)
+{
+	return (nsegs + FMT_STAB_ENTRIES - 1) / FMT_STAB_ENTRIES;
+}
+
+/* What follows the volumes: the segment tables' addresses (version 3). */
+static size_t map_bytes(uint64_t nsegs)
+{
+	return nstab_of(nsegs) * sizeof(uint64_t);
+}
+
+/* A version 2 record's segment bitmap (loading an older pool). */
+static size_t v2_map_bytes(uint64_t nsegs)
+{
+	return (nsegs + 7) / 8;
+}
+
 static size_t record_bytes(uint64_t nvols, uint64_t nsegs)
 {
-	return sizeof(struct fmt_ckpt) + nvols * sizeof(struct fmt_vol) + (nsegs + 7) / 8;
+	return sizeof(struct fmt_ckpt) + nvols * sizeof(struct fmt_vol) + map_bytes(nsegs);
 }
 
 unsigned ckpt_max_vols(uint64_t nsegs)
 {
-	size_t fixed = sizeof(struct fmt_ckpt) + (nsegs + 7) / 8;
+	size_t fixed = sizeof(struct fmt_ckpt) + map_bytes(nsegs);
 	size_t room = (size_t)CKPT_MAX_BLOCKS * FMT_BLOCK;
 	return fixed < room ? (unsigned)((room - fixed) / sizeof(struct fmt_vol)) : 0;
 }
@@ -53,7 +71,9 @@ uint64_t ckpt_max_segs(unsigned min_vols)
 {
 	size_t room = (size_t)CKPT_MAX_BLOCKS * FMT_BLOCK - sizeof(struct fmt_ckpt) -
 	              (size_t)min_vols * sizeof(struct fmt_vol);
-	return (uint64_t)room * 8; /* one bitmap bit per segment */
+	/* one segment table address per FMT_STAB_ENTRIES segments (an older
+	 * pool's bitmap took a bit per segment: those were made smaller) */
+	return (uint64_t)(room / sizeof(uint64_t)) * FMT_STAB_ENTRIES;
 }
 
 unsigned ckpt_record_blocks(uint64_t nvols, uint64_t nsegs)
@@ -82,12 +102,12 @@ unsigned ckpt_segments(const struct store *st, uint64_t *out)
 	return st->ck.nblocks;
 }
 
-/* tree_write_dirty's emitter: one node image into the log. */
-static uint64_t emit_node(void *arg, struct fmt_node *img)
+/* One sealed block (a node, count page or segment table: it starts with
+ * magic, crc, self) into the log through a scratch block; its address, or
+ * 0 with st->ck.emit_err set. */
+static uint64_t emit_sealed(struct store *st, const struct fmt_entry *e, const void *img)
 {
-	struct store *st = arg;
-	struct fmt_entry e = {.type = FMT_E_NODE, .count = 1};
-	struct fmt_node *blk;
+	void *blk;
 	uint64_t addr;
 
 	if (core_scratch_used(st) >= SCRATCH_COMMIT) {
@@ -100,13 +120,18 @@ static uint64_t emit_node(void *arg, struct fmt_node *img)
 		st->ck.emit_err = -ENOMEM;
 		return 0;
 	}
-	memcpy(blk, img, sizeof(*blk));
-	if ((st->ck.emit_err = log_add(st->log, &e, blk, &addr)))
+	memcpy(blk, img, FMT_BLOCK);
+	if ((st->ck.emit_err = log_add(st->log, e, blk, &addr)))
 		return 0;
-	blk->self = addr;
-	blk->crc = 0;
-	blk->crc = crc32c(0, blk, FMT_BLOCK);
+	cpage_seal(blk, addr);
 	return addr;
+}
+
+/* tree_write_dirty's emitter: one node image into the log. */
+static uint64_t emit_node(void *arg, struct fmt_node *img)
+{
+	struct fmt_entry e = {.type = FMT_E_NODE, .count = 1};
+	return emit_sealed(arg, &e, img);
 }
 
 /* The record: header, one fmt_vol per volume, the segment bitmap. */
@@ -132,11 +157,7 @@ static void encode_record(struct store *st, uint8_t *rec)
 		fv->flags = v->snapshot ? FMT_VOL_SNAPSHOT : 0;
 		snprintf(fv->name, sizeof(fv->name), "%s", v->name);
 	}
-	uint8_t *bm = (uint8_t *)fv;
-	uint64_t head = log_head_seg(st->log), next = log_next_seg(st->log);
-	for (uint64_t s = 0; s < st->nsegs; s++)
-		if (alloc_seg_live(st->a, s) || s == 0 || s == head || s == next)
-			bm[s / 8] |= (uint8_t)(1u << (s % 8));
+	memcpy(fv, st->ck.stab, map_bytes(st->nsegs));
 }
 
 /* A checkpoint made durable in the log but not yet named by the
@@ -149,16 +170,168 @@ struct pending_ckpt {
 };
 
 /* Write every dirty node, children first. */
+/* ---- the space map on disk (version 3) ---------------------------------
+ *
+ * Counts live in count pages, one per segment that has a counted block,
+ * and the segment tables say where each page is and how many counted
+ * blocks each segment has (cpage.h).  Pages, tables and the record are
+ * held, not counted (alloc_meta_hold): writing them changes no count, so
+ * a checkpoint writes the nodes (which changes counts), then the pages of
+ * every segment whose counts changed, then the tables that name a new
+ * page, then the record naming every table.  Each replaces the block it
+ * supersedes, which is released (its segment dies at a later checkpoint,
+ * as a node's old copy does). */
+
+/* The arrays, once per store (every table dirty: the first checkpoint
+ * writes them all). */
+static int map_init(struct store *st)
+{
+	if (st->ck.pg0)
+		return 0;
+	st->ck.nstab = nstab_of(st->nsegs);
+	st->ck.pg0 = calloc(st->nsegs, sizeof(uint64_t));
+	st->ck.pg1 = calloc(st->nsegs, sizeof(uint64_t));
+	st->ck.stab = calloc(st->ck.nstab, sizeof(uint64_t));
+	st->ck.stab_dirty = malloc(st->ck.nstab);
+	st->ck.counts = malloc(FMT_SEG_BLOCKS * sizeof(uint32_t));
+	if (!st->ck.pg0 || !st->ck.pg1 || !st->ck.stab || !st->ck.stab_dirty || !st->ck.counts) {
+		ckpt_free(st);
+		return -ENOMEM;
+	}
+	memset(st->ck.stab_dirty, 1, st->ck.nstab);
+	st->ck.nstab_dirty = st->ck.nstab;
+	return 0;
+}
+
+void ckpt_free(struct store *st)
+{
+	free(st->ck.pg0);
+	free(st->ck.pg1);
+	free(st->ck.stab);
+	free(st->ck.stab_dirty);
+	free(st->ck.counts);
+	st->ck.pg0 = st->ck.pg1 = st->ck.stab = NULL;
+	st->ck.stab_dirty = NULL;
+	st->ck.counts = NULL;
+}
+
+static void stab_mark(struct store *st, uint64_t t)
+{
+	if (!st->ck.stab_dirty[t]) {
+		st->ck.stab_dirty[t] = 1;
+		st->ck.nstab_dirty++;
+	}
+}
+
+/* addr replaces *slot as a held block (0: none). */
+static void map_replace(struct store *st, uint64_t *slot, uint64_t addr)
+{
+	if (addr)
+		alloc_meta_hold(st->a, addr);
+	if (*slot)
+		alloc_meta_release(st->a, *slot);
+	*slot = addr;
+}
+
+uint64_t ckpt_map_blocks(const struct store *st)
+{
+	uint64_t pages = alloc_dirty_count(st->a), tables = st->ck.nstab_dirty + pages;
+	return 2 * pages + (tables < st->ck.nstab ? tables : st->ck.nstab);
+}
+
+void ckpt_move_map(struct store *st, const uint8_t *victim)
+{
+	if (!st->ck.pg0)
+		return;
+	for (uint64_t s = 0; s < st->nsegs; s++)
+		if ((st->ck.pg0[s] && victim[alloc_seg_of(st->ck.pg0[s])]) ||
+		    (st->ck.pg1[s] && victim[alloc_seg_of(st->ck.pg1[s])]))
+			alloc_page_dirty(st->a, s);
+	for (uint64_t t = 0; t < st->ck.nstab; t++)
+		if (st->ck.stab[t] && victim[alloc_seg_of(st->ck.stab[t])])
+			stab_mark(st, t);
+}
+
+/* The page of every segment whose counts changed. */
+static int write_pages(struct store *st)
+{
+	struct fmt_cpage img[2];
+	uint64_t n = st->nsegs;
+	int err;
+
+	for (uint64_t s = alloc_dirty_next(st->a, 0); s < n; s = alloc_dirty_next(st->a, s + 1)) {
+		uint64_t addr[2] = {0, 0};
+		if ((err = alloc_page_counts(st->a, s, st->ck.counts)))
+			return err;
+		unsigned nb = cpage_encode(s, st->ck.counts, img);
+		for (unsigned k = 0; k < nb; k++) {
+			struct fmt_entry e = {.vol = k, .type = FMT_E_CPAGE, .lba = s, .count = 1};
+			if (!(addr[k] = emit_sealed(st, &e, &img[k])))
+				return st->ck.emit_err;
+		}
+		map_replace(st, &st->ck.pg0[s], addr[0]);
+		map_replace(st, &st->ck.pg1[s], addr[1]);
+		stab_mark(st, s / FMT_STAB_ENTRIES);
+	}
+	alloc_pages_clean(st->a);
+	return 0;
+}
+
+/* Every table that names a page written since it was (or never written). */
+static int write_tables(struct store *st)
+{
+	struct cpage_ent ent[FMT_STAB_ENTRIES];
+	struct fmt_stab *img = (struct fmt_stab *)&st->ck.img;
+
+	for (uint64_t t = 0; t < st->ck.nstab; t++) {
+		if (!st->ck.stab_dirty[t])
+			continue;
+		uint64_t first = t * FMT_STAB_ENTRIES;
+		unsigned n = (unsigned)(st->nsegs - first < FMT_STAB_ENTRIES ? st->nsegs - first
+		                                                             : FMT_STAB_ENTRIES);
+		for (unsigned k = 0; k < n; k++)
+			ent[k] = (struct cpage_ent){.page0 = st->ck.pg0[first + k],
+			                            .page1 = st->ck.pg1[first + k],
+			                            .live = alloc_seg_counted(st->a, first + k)};
+		cpage_stab_encode(img, first, n, ent);
+		struct fmt_entry e = {.type = FMT_E_STAB, .lba = t, .count = 1};
+		uint64_t addr = emit_sealed(st, &e, img);
+		if (!addr)
+			return st->ck.emit_err;
+		map_replace(st, &st->ck.stab[t], addr);
+		st->ck.stab_dirty[t] = 0;
+		st->ck.nstab_dirty--;
+	}
+	return 0;
+}
+
+/* Write every dirty node (children first), then the space map. */
 static int write_nodes(struct store *st)
 {
 	struct log *l = st->log;
-	int err = log_commit(l);
+	int err = map_init(st);
 
+	if (!err)
+		err = log_commit(l);
+	if (!err && st->ck.upgrade) {
+		/* an older pool's images lack totals: its first checkpoint
+		 * writes every node (all are in memory: tree_load) */
+		unsigned n;
+		struct tree **trees = vtab_trees(st, &n);
+		err = trees ? tree_dirty_all(trees, n, st->a) : -ENOMEM;
+		free(trees);
+	}
 	st->ck.emit_err = 0;
 	for (struct volume *v = st->vt.list; v && !err; v = v->next)
 		err = tree_write_dirty(&v->tree, st->a, emit_node, st, &st->ck.img);
 	if (err && st->ck.emit_err)
 		err = st->ck.emit_err; /* the tree says -EIO for any emit failure */
+	if (!err)
+		err = write_pages(st);
+	if (!err)
+		err = write_tables(st);
+	if (!err && alloc_error(st->a))
+		err = alloc_error(st->a); /* a count was lost: nothing may name it */
 	/* Whatever was emitted lives in scratch blocks: it reaches the device
 	 * before they are reused, even when the log ran out of room (those
 	 * nodes are clean now, their new copies referenced: the next
@@ -221,16 +394,17 @@ static void segment_freed(void *arg, uint64_t seg)
 
 static void name_in_super(struct fmt_super *sb, const struct pending_ckpt *p)
 {
+	sb->version = FMT_VERSION; /* an older pool's upgrade happens here */
 	sb->ckpt_addr = p->sum_addr;
 	sb->ckpt_lsn = p->lsn;
 	sb->ckpt_crc = p->crc;
 }
 
-/* p's blocks: referenced (held in the log) while p is the checkpoint or
- * on its way to becoming it. */
+/* p's blocks: held (not counted: the pages are written) while p is the
+ * checkpoint or on its way to becoming it. */
 static void pending_refs(struct store *st, const struct pending_ckpt *p, bool take)
 {
-	void (*fn)(struct alloc *, uint64_t) = take ? alloc_ref : alloc_unref;
+	void (*fn)(struct alloc *, uint64_t) = take ? alloc_meta_hold : alloc_meta_release;
 	fn(st->a, p->sum_addr);
 	for (unsigned i = 0; i < p->nblk; i++)
 		fn(st->a, p->addrs[i]);
@@ -241,12 +415,13 @@ static void pending_refs(struct store *st, const struct pending_ckpt *p, bool ta
 static void adopt(struct store *st, const struct pending_ckpt *p)
 {
 	for (unsigned i = 0; i < st->ck.nblocks; i++)
-		alloc_unref(st->a, st->ck.blocks[i]);
+		alloc_meta_release(st->a, st->ck.blocks[i]);
 	st->ck.blocks[0] = p->sum_addr;
 	for (unsigned i = 0; i < p->nblk; i++)
 		st->ck.blocks[1 + i] = p->addrs[i];
 	st->ck.nblocks = 1 + p->nblk;
 	st->ck.lsn = p->lsn;
+	st->ck.upgrade = false; /* the superblock names a version 3 checkpoint */
 	st->stats.checkpoints++;
 	st->stats.checkpoint_ns += iostats_now() - st->ck.began_ns;
 }
@@ -531,10 +706,84 @@ static int read_record(struct store *st, const struct fmt_summary *sum, uint64_t
 	return 0;
 }
 
+/* alloc's loader: seg's count page, validated. */
+static int load_page(void *arg, uint64_t seg, uint32_t *counts)
+{
+	struct store *st = arg;
+	uint64_t a0 = st->ck.pg0[seg], a1 = st->ck.pg1[seg];
+	uint8_t *img = malloc(2 * FMT_BLOCK);
+	const char *why = "cannot be read";
+	uint32_t live;
+	int err = img ? 0 : -ENOMEM;
+
+	if (!err)
+		err = segio_read_block(st->io, img, a0);
+	if (!err && a1)
+		err = segio_read_block(st->io, img + FMT_BLOCK, a1);
+	if (!err)
+		err = cpage_decode(seg, img, a0, a1 ? img + FMT_BLOCK : NULL, a1, counts, &live,
+		                   &why);
+	free(img);
+	if (err && err != -ENOMEM)
+		say_error("the reference counts of segment %llu (count page at block %llu) %s: "
+		          "the pool fails; cowbd-check reports what else is damaged",
+		          (unsigned long long)seg, (unsigned long long)a0,
+		          err == -EILSEQ ? why : "cannot be read");
+	return err;
+}
+
+/* Read the segment tables the record lists: every segment's live count and
+ * page (left on disk), every held block.  0, -EILSEQ (*why) or -errno. */
+static int load_map(struct store *st, const uint64_t *stab, const char **why)
+{
+	struct cpage_ent *ent = malloc(FMT_STAB_ENTRIES * sizeof(*ent));
+	void *blk = malloc(FMT_BLOCK);
+	int err = ent && blk ? map_init(st) : -ENOMEM;
+
+	for (uint64_t t = 0; t < st->ck.nstab && !err; t++) {
+		uint64_t addr = stab[t], first;
+		unsigned n;
+
+		if (!addr || addr >= alloc_nblocks(st->a) || alloc_seg_of(addr) == 0) {
+			*why = "damaged checkpoint record (a segment table address)";
+			err = -EILSEQ;
+			break;
+		}
+		err = segio_read_block(st->io, blk, addr);
+		if (!err)
+			err = cpage_stab_decode(blk, addr, st->nsegs, &first, &n, ent, why);
+		if (!err && (first != t * FMT_STAB_ENTRIES ||
+		             n != (st->nsegs - first < FMT_STAB_ENTRIES ? st->nsegs - first
+		                                                        : FMT_STAB_ENTRIES) ||
+		             (t == 0 && ent[0].page0))) {
+			*why = "segment table out of place";
+			err = -EILSEQ;
+		}
+		for (unsigned k = 0; k < n && !err; k++) {
+			uint64_t s = first + k;
+			if (!ent[k].page0)
+				continue;
+			alloc_page_away(st->a, s, ent[k].live);
+			map_replace(st, &st->ck.pg0[s], ent[k].page0);
+			map_replace(st, &st->ck.pg1[s], ent[k].page1);
+		}
+		if (!err) {
+			map_replace(st, &st->ck.stab[t], addr);
+			st->ck.stab_dirty[t] = 0;
+			st->ck.nstab_dirty--;
+		}
+	}
+	if (!err)
+		alloc_set_loader(st->a, load_page, st);
+	free(ent);
+	free(blk);
+	return err;
+}
+
 /* Make the record's volumes and load their trees (into the pool's node
  * cache, made here: every open loads a checkpoint). */
 static int load_volumes(struct store *st, const struct fmt_ckpt *h, const struct fmt_vol *fv,
-                        const char **why)
+                        bool v3, const char **why)
 {
 	int err = 0;
 
@@ -542,6 +791,7 @@ static int load_volumes(struct store *st, const struct fmt_ckpt *h, const struct
 		st->nc = tree_cache_new(st->a, read_node, st);
 	if (!st->nc)
 		return -ENOMEM;
+	tree_cache_totals(st->nc, v3);
 	for (uint64_t i = 0; i < h->nvols && !err; i++, fv++) {
 		if (!memchr(fv->name, 0, sizeof(fv->name)) || vtab_find_id(st, fv->id) ||
 		    fv->levels != vtab_levels_for_size(fv->size) || !fv->levels) {
@@ -557,7 +807,10 @@ static int load_volumes(struct store *st, const struct fmt_ckpt *h, const struct
 		v->parent_id = fv->parent;
 		v->origin_id = fv->origin;
 		vtab_link(st, v);
-		err = tree_load(st->nc, &v->tree, fv->root, fv->levels);
+		/* version 3: the root only, its count is on disk; older: the
+		 * whole tree, every count rebuilt */
+		err = v3 ? tree_open(st->nc, &v->tree, fv->root, fv->levels)
+		         : tree_load(st->nc, &v->tree, fv->root, fv->levels);
 		if (err == -EILSEQ)
 			*why = "damaged block tree node (checksum, address or level)";
 	}
@@ -586,33 +839,42 @@ int ckpt_load(struct store *st, struct fmt_summary *sum, const char **why)
 	if (err)
 		goto out;
 	const struct fmt_ckpt *h = (const struct fmt_ckpt *)rec;
+	bool v3 = st->sb.version >= FMT_VERSION;
+	size_t map = v3 ? map_bytes(st->nsegs) : v2_map_bytes(st->nsegs);
 	if (h->magic != FMT_CKPT_MAGIC || h->nsegs != st->nsegs ||
-	    h->nvols > ckpt_max_vols(st->nsegs) ||
-	    record_bytes(h->nvols, h->nsegs) > (size_t)n * FMT_BLOCK || !h->head_seg ||
-	    h->head_seg >= st->nsegs || sum->next_seg >= st->nsegs) {
+	    (v3 ? h->version != FMT_VERSION : h->version > FMT_VERSION_V2) ||
+	    h->nvols > ((size_t)n * FMT_BLOCK - sizeof(*h)) / sizeof(struct fmt_vol) ||
+	    sizeof(*h) + h->nvols * sizeof(struct fmt_vol) + map > (size_t)n * FMT_BLOCK ||
+	    !h->head_seg || h->head_seg >= st->nsegs || sum->next_seg >= st->nsegs) {
 		err = -EILSEQ;
 		goto out;
 	}
 	st->vt.next_id = h->next_vol_id;
 	const struct fmt_vol *fv = (const struct fmt_vol *)(rec + sizeof(*h));
-	err = load_volumes(st, h, fv, &reason);
+	/* Version 3: the counts first (a tree's root needs its own). */
+	err = v3 ? load_map(st, (const uint64_t *)(fv + h->nvols), &reason) : 0;
+	if (!err)
+		err = load_volumes(st, h, fv, v3, &reason);
 	if (err)
 		goto out;
-	/* The bitmap must cover every segment the trees use. */
-	const uint8_t *bm = (const uint8_t *)(fv + h->nvols);
-	for (uint64_t s = 1; s < st->nsegs; s++) {
-		bool used = bm[s / 8] & (1u << (s % 8));
-		if (alloc_seg_live(st->a, s) && !used)
-			st->ck.bitmap_mismatch++;
-		if (used)
-			alloc_mark_used(st->a, s);
+	if (!v3) {
+		/* The bitmap must cover every segment the trees use. */
+		const uint8_t *bm = (const uint8_t *)(fv + h->nvols);
+		for (uint64_t s = 1; s < st->nsegs; s++) {
+			bool used = bm[s / 8] & (1u << (s % 8));
+			if (alloc_seg_live(st->a, s) && !used)
+				st->ck.bitmap_mismatch++;
+			if (used)
+				alloc_mark_used(st->a, s);
+		}
+		st->ck.upgrade = true;
 	}
 	alloc_mark_used(st->a, h->head_seg);
 	st->ck.blocks[0] = addr;
-	alloc_ref(st->a, addr);
+	alloc_meta_hold(st->a, addr);
 	for (unsigned i = 0; i < n; i++) {
 		st->ck.blocks[1 + i] = addr + 1 + i;
-		alloc_ref(st->a, addr + 1 + i);
+		alloc_meta_hold(st->a, addr + 1 + i);
 	}
 	st->ck.nblocks = 1 + n;
 	st->ck.lsn = sum->lsn;

@@ -233,3 +233,8 @@ uint64_t compact_bad_blocks(const struct compact *c)
 {
 	return c->bad_found;
 }
+
+const uint8_t *compact_victims(const struct compact *c)
+{
+	return c->victim;
+}

@@ -60,6 +60,10 @@ uint64_t compact_pick(struct compact *c, const struct alloc *a, uint64_t now_lsn
 int64_t compact_move(struct compact *c, struct alloc *a, struct log *l, struct segio *io,
                      struct tree *const *trees, unsigned ntrees);
 
+/* The victims the last compact_pick chose (victim[seg] != 0), valid until
+ * the next pick. */
+const uint8_t *compact_victims(const struct compact *c);
+
 /* Damaged blocks compact_move has found and left in place, ever. */
 uint64_t compact_bad_blocks(const struct compact *c);
 

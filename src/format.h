@@ -25,16 +25,20 @@
 #define FMT_BLOCK      4096u
 #define FMT_SEG_BLOCKS 1024u /* 4 MiB segments */
 #define FMT_SEG_BYTES  (FMT_BLOCK * FMT_SEG_BLOCKS)
-/* Version 2 added FMT_OP_VOL_RESIZE and FMT_OP_VOL_RENAME.  New pools are
- * made at version 2; a version 1 pool stays at 1 (an older cowbd can still
- * open it) until it first logs one of them: store_ctl.c raises the
- * superblock's version, durably, before logging it.  A cowbd that knows
- * only version 1 refuses a version 2 pool ("newer format") instead of
- * meeting an op kind it cannot replay.  This cowbd opens both.  Version 3
- * (docs/METADATA.md, being built) adds count pages, segment tables and
- * subtree totals in node images; nodes carry their total already (older
- * readers ignore the field). */
-#define FMT_VERSION    2u
+/* Version 2 added FMT_OP_VOL_RESIZE and FMT_OP_VOL_RENAME: a version 1
+ * pool stays at 1 until it first logs one of them (store_ctl.c raises the
+ * superblock's version, durably, before logging it).  Version 3 keeps the
+ * reference counts on disk (count pages and segment tables, written by
+ * every checkpoint; the record lists the tables) and each node's subtree
+ * total in its image, so that open reads no tree: docs/METADATA.md.  New
+ * pools are made at version 3.  A version 1 or 2 pool is opened the old
+ * way (every tree read, counts rebuilt) and its first checkpoint, which
+ * rewrites every node and every count page, is the upgrade: the superblock
+ * naming it says version 3, the single atomic switch (a read-only open
+ * leaves it as it is).  A cowbd that knows an older version refuses a
+ * newer pool ("newer format"). */
+#define FMT_VERSION    3u
+#define FMT_VERSION_V2 2u /* counts rebuilt at open; nodes without totals */
 #define FMT_VERSION_V1 1u /* a pool without resize or rename ops */
 #define FMT_MIN_SEGS   16u
 
@@ -73,8 +77,8 @@ enum fmt_entry_type {
 	FMT_E_CKPT = 5, /* a checkpoint record block follows */
 	FMT_E_MOVE = 6, /* a block the compactor copied from address lba follows;
 	                 * the trees learn the new address at the next checkpoint */
-	/* version 3 (not written yet), by checkpoints (entry crc 0, like
-	 * nodes: the block is sealed once the log gave its address) */
+	/* version 3, written by checkpoints (entry crc 0, like nodes: the
+	 * block is sealed once the log gave its address) */
 	FMT_E_CPAGE = 7, /* a count page of segment lba follows (vol: its part) */
 	FMT_E_STAB = 8,  /* segment table block number lba follows */
 };
@@ -195,10 +199,11 @@ struct fmt_op {
 };
 static_assert(sizeof(struct fmt_op) == FMT_BLOCK, "op is one block");
 
-/* Count pages and segment tables (docs/METADATA.md, "Step 2b as built"):
- * the space map's on-disk form.  Not in any pool yet: the checkpoint of
- * format version 3 will write them (docs/FORMAT.md describes them then).
- * Encoded and validated by cpage.c.
+/* Count pages and segment tables (docs/FORMAT.md, docs/METADATA.md): the
+ * space map's on-disk form, written by every version 3 checkpoint (pages
+ * of the segments whose counts changed, the tables naming them) and read
+ * at open (the tables) and on demand (the pages).  Encoded and validated
+ * by cpage.c.
  *
  * Count page: the reference counts of one segment's FMT_SEG_BLOCKS blocks;
  * a segment whose counts are all 0 has none.  Narrow (one block): a u16 per

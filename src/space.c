@@ -5,8 +5,10 @@
  * Whatever the clients do, the pool keeps room for
  *  1. the next checkpoint: every tree node dirtied since the last one
  *     (the tree charges each in the allocator when it becomes dirty:
- *     alloc_meta_pending), the checkpoint record, their summaries, and the
- *     end of a segment the record may skip to stay contiguous; and
+ *     alloc_meta_pending), the count pages and segment tables of the
+ *     segments whose counts changed (ckpt_map_blocks), the checkpoint
+ *     record, their summaries, and the end of a segment the record may
+ *     skip to stay contiguous; and
  *  2. the reserve: space_reserve_segs() segments for what makes room again
  *     or must not fail for want of it — deletes and rollbacks, trims of
  *     whole blocks, the compactor's copies.
@@ -77,7 +79,7 @@ static uint64_t blocks_needed(uint64_t blocks)
 static uint64_t ckpt_need(const struct store *st)
 {
 	uint64_t rec = ckpt_record_blocks(st->vt.n + 1, st->nsegs);
-	return blocks_needed(alloc_meta_pending(st->a)) + 2 * rec + 1;
+	return blocks_needed(alloc_meta_pending(st->a) + ckpt_map_blocks(st)) + 2 * rec + 1;
 }
 
 /* Log blocks that can still be written at all: the rest of the head
@@ -181,6 +183,7 @@ static int64_t compact_now(struct store *st, double max_util)
 	st->stats.compactions++;
 	st->stats.compacted_blocks += (uint64_t)moved;
 	st->ck.dirty = true;
+	ckpt_move_map(st, compact_victims(st->sp.compact));
 	int err = ckpt_write(st);
 	return err ? err : moved;
 }

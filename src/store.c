@@ -64,6 +64,7 @@ static void store_dealloc(struct store *st)
 	vtab_free_all(st);
 	urcu_memb_barrier(); /* nodes freed through call_rcu */
 	tree_cache_free(st->nc);
+	ckpt_free(st);
 	log_free(st->log);
 	alloc_free(st->a);
 	compact_free(st->sp.compact);

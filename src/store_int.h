@@ -160,8 +160,19 @@ struct store {
 		bool dirty; /* anything logged since the last checkpoint */
 		uint64_t lsn;
 		unsigned bitmap_mismatch; /* found at load (for store_check) */
-		int emit_err;             /* why the last node emit failed */
-		bool full_logged;         /* "postponed: no room" said once */
+		/* The space map on disk (format version 3): each segment's
+		 * count page (0: none; pg1: a wide page's second block) and
+		 * each segment table, as the last checkpoint written or
+		 * loaded names them; tables to rewrite at the next one. */
+		uint64_t *pg0, *pg1;
+		uint64_t *stab;
+		uint8_t *stab_dirty;
+		uint64_t nstab, nstab_dirty;
+		uint32_t *counts; /* one segment's counts (scratch) */
+		bool upgrade;     /* loaded from an older version: the next
+		                   * checkpoint rewrites every node (and page) */
+		int emit_err;     /* why the last node emit failed */
+		bool full_logged; /* "postponed: no room" said once */
 		struct fmt_node img;
 		struct ckpt_bg *bg; /* the background commit (ckpt_bg_start) */
 		uint64_t began_ns;  /* iostats_now() when the last one began */
@@ -310,6 +321,16 @@ int ckpt_load(struct store *st, struct fmt_summary *sum, const char **why);
 /* Segments holding the durable checkpoint: out[] gets up to
  * 1 + CKPT_MAX_BLOCKS; returns how many. */
 unsigned ckpt_segments(const struct store *st, uint64_t *out);
+/* Blocks the space map may add to the next checkpoint (count pages of the
+ * segments whose counts changed, two each at worst, and segment tables),
+ * for the space policy.  O(1). */
+uint64_t ckpt_map_blocks(const struct store *st);
+/* The compactor chose victim[seg] != 0: count pages and segment tables in
+ * them are rewritten by the next checkpoint (they move out, as nodes do),
+ * so that the victims die.  O(nsegs). */
+void ckpt_move_map(struct store *st, const uint8_t *victim);
+/* Free the space map's arrays (store_dealloc). */
+void ckpt_free(struct store *st);
 
 /* ---- space.c: the space policy ----------------------------------------- */
 

@@ -6,7 +6,8 @@
  * snapshot, a clone, trims, a checkpoint, then more data, trims and control
  * operations in the log after it, as a daemon killed at that moment leaves
  * it.  Its image is kept as the seed; its metadata blocks (both superblocks,
- * every summary, every block a summary carries) are listed in scan order.
+ * every summary, every block a summary carries: nodes, count pages and
+ * segment tables too) are listed in scan order.
  * Each input is a list of patches onto those blocks, applied to a
  * copy-on-write view of the seed (tests/lib/faultdev: a device that reads
  * the seed, shows only the patched blocks over it and aborts on a write),
@@ -60,13 +61,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 /* ---- the seed and its map ------------------------------------------- */
 
-enum meta_kind { M_SUPER, M_SUMMARY, M_NODE, M_CARRIED };
+/* M_SEALED: a count page or segment table (its own CRC at offset 4, like
+ * a node). */
+enum meta_kind { M_SUPER, M_SUMMARY, M_NODE, M_CARRIED, M_SEALED };
 
 struct meta {
 	uint64_t addr;
 	enum meta_kind kind;
-	int sum;        /* M_CARRIED: index of the summary in sums[] */
-	unsigned entry; /* M_CARRIED: entry index in that summary */
+	int sum;        /* M_CARRIED, M_SEALED: index of the summary in sums[] */
+	unsigned entry; /* M_CARRIED, M_SEALED: entry index in that summary */
 };
 
 struct sum_info {
@@ -76,7 +79,8 @@ struct sum_info {
 static uint8_t *seed;
 static struct blkdev *seed_dev; /* holds the seed image */
 static bool verbose;            /* FUZZ_VERBOSE set: log the seed, the patches, the store */
-static const char *const kind_name[] = {"superblock", "summary", "node", "carried block"};
+static const char *const kind_name[] = {"superblock", "summary", "node", "carried block",
+                                        "count page or segment table"};
 static struct meta meta[MAX_META];
 static unsigned nmeta;
 static struct sum_info sums[MAX_META];
@@ -202,7 +206,10 @@ static void map_seed(void)
 				if (s->e[i].type == FMT_E_TRIM)
 					continue;
 				k++;
-				add_meta(pos + k, s->e[i].type == FMT_E_NODE ? M_NODE : M_CARRIED,
+				add_meta(pos + k,
+				         s->e[i].type == FMT_E_NODE       ? M_NODE
+				         : fmt_entry_sealed(s->e[i].type) ? M_SEALED
+				                                          : M_CARRIED,
 				         (int)nsums, i);
 			}
 			nsums++;
@@ -283,6 +290,15 @@ static const struct field node_fields[] = {
     F(struct fmt_node, magic), F(struct fmt_node, crc),     F(struct fmt_node, self),
     F(struct fmt_node, level), F(struct fmt_node, nmapped),
 };
+static const struct field cpage_fields[] = {
+    F(struct fmt_cpage, magic), F(struct fmt_cpage, crc),  F(struct fmt_cpage, self),
+    F(struct fmt_cpage, seg),   F(struct fmt_cpage, enc),  F(struct fmt_cpage, part),
+    F(struct fmt_cpage, nover), F(struct fmt_cpage, live),
+};
+static const struct field stab_fields[] = {
+    F(struct fmt_stab, magic),     F(struct fmt_stab, crc), F(struct fmt_stab, self),
+    F(struct fmt_stab, first_seg), F(struct fmt_stab, n),
+};
 static const struct field ckpt_fields[] = {
     F(struct fmt_ckpt, magic),       F(struct fmt_ckpt, version), F(struct fmt_ckpt, lsn),
     F(struct fmt_ckpt, next_vol_id), F(struct fmt_ckpt, nvols),   F(struct fmt_ckpt, nsegs),
@@ -339,6 +355,24 @@ static bool pick_field(const struct meta *m, unsigned f, struct field *out)
 					break;
 				}
 			}
+		return true;
+	case M_SEALED:
+		s = (const void *)(seed + sums[m->sum].addr * FMT_BLOCK);
+		if (s->e[m->entry].type == FMT_E_STAB) {
+			if (f % 4 == 0) {
+				*out = stab_fields[(f / 4) % NF(stab_fields)];
+				return true;
+			}
+			/* an entry's page address or live count */
+			*out = (struct field){offsetof(struct fmt_stab, e) + 8 * ((f / 4) % 64), 8};
+			return true;
+		}
+		if (f % 4 == 0) {
+			*out = cpage_fields[(f / 4) % NF(cpage_fields)];
+			return true;
+		}
+		/* a count (u16 narrow; a u32 of a wide part lands here too) */
+		*out = (struct field){FMT_CPAGE_HDR + 2 * ((f / 4) % 1024), 2};
 		return true;
 	case M_CARRIED:
 		s = (const void *)(seed + sums[m->sum].addr * FMT_BLOCK);
@@ -407,7 +441,7 @@ static void reseal(struct faultdev *c)
 			continue;
 		const struct meta *mm = &meta[m - 1];
 
-		if (mm->kind == M_NODE) {
+		if (mm->kind == M_NODE || mm->kind == M_SEALED) {
 			set_crc(c->patch_blk[i], offsetof(struct fmt_node, crc));
 		} else if (mm->kind == M_CARRIED) {
 			uint32_t crc = crc32c(0, c->patch_blk[i], FMT_BLOCK);
@@ -535,7 +569,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 			fprintf(stderr, "fuzz_pool: idx %u: block %llu, %s", i,
 			        (unsigned long long)meta[i].addr, kind_name[meta[i].kind]);
-			if (meta[i].kind == M_CARRIED)
+			if (meta[i].kind == M_CARRIED || meta[i].kind == M_SEALED)
 				fprintf(stderr, " (entry type %u, lba %llu)",
 				        s->e[meta[i].entry].type,
 				        (unsigned long long)s->e[meta[i].entry].lba);

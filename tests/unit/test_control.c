@@ -23,6 +23,7 @@
 
 #include <cmocka.h>
 
+#include "format.h"
 #include "blkdev.h"
 #include "control.h"
 #include "say.h"
@@ -539,7 +540,7 @@ static void test_pool_ops(void **state)
 	assert_true(json_real_value(json_object_get(p, "overcommit")) == 2.0);
 	assert_int_equal(json_integer_value(json_object_get(p, "volumes")), 1);
 	assert_int_equal(json_integer_value(json_object_get(p, "snapshots")), 1);
-	assert_int_equal(json_integer_value(json_object_get(p, "format_version")), 2);
+	assert_int_equal(json_integer_value(json_object_get(p, "format_version")), FMT_VERSION);
 	assert_true(json_integer_value(json_object_get(p, "free")) > 0);
 	assert_true(json_is_false(json_object_get(p, "failed")));
 	assert_true(json_is_object(json_object_get(p, "compactor")));
