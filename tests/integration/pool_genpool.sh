@@ -2,10 +2,13 @@
 # pool_genpool.sh — the scale-test generator (tools/cowbd-genpool.c): the pool
 # it makes without writing its data costs a few percent of the mapped bytes
 # on disk, is clean to cowbd-check (every data block verified against its
-# summary CRC), and cowbd serves it: the volumes and snapshots asked for,
-# every mapped block reads as zeroes and is reported allocated, and the
-# churn between two snapshots is exactly the stripe the generator rewrote.
-# Usage errors exit 2 and an existing file is never touched.
+# summary CRC; at format version 3 every count page against the counts
+# recomputed from the trees), and cowbd serves it: the volumes and
+# snapshots asked for, every mapped block reads as zeroes and is reported
+# allocated, and the churn between two snapshots is exactly the stripe the
+# generator rewrote.  A version 2 pool of the same shape is clean too, and
+# cowbd opens (upgrades) it.  Usage errors exit 2 and an existing file is
+# never touched.
 . "$(dirname "$0")/lib.sh"
 requires nbdinfo /usr/bin/python3
 G="$BUILD/cowbd-genpool"
@@ -17,6 +20,10 @@ G="$BUILD/cowbd-genpool"
 [ $rc -eq 2 ] || fail "--churn 101: exit $rc, want 2"
 "$G" "$T/x.img" --size 1Q --blocks 10 >"$T/out" 2>&1; rc=$?
 [ $rc -eq 2 ] && grep -q -- "--size" "$T/out" || fail "--size 1Q: exit $rc: $(cat "$T/out")"
+for v in 1 4; do
+	"$G" "$T/x.img" --size 1G --blocks 10 --format-version $v >"$T/out" 2>&1; rc=$?
+	[ $rc -eq 2 ] || fail "--format-version $v: exit $rc, want 2"
+done
 echo keep >"$T/exists"
 "$G" "$T/exists" --size 1G --blocks 10 >"$T/out" 2>&1; rc=$?
 [ $rc -eq 1 ] && [ "$(cat "$T/exists")" = keep ] || fail "an existing file: exit $rc, or changed"
@@ -73,3 +80,15 @@ first=$(awk '$3 == 1 { print $1; exit }' "$T/map")
 echo "ok: vol0@s1 differs from vol0@s0 in exactly the rewritten stripe ($stripe blocks)"
 cowbd_stop
 check_pool "after serving"
+
+# The same shape at version 2: clean, and cowbd opens it.
+rm -f "$POOL"
+"$G" "$POOL" --size 2G --blocks $N --volumes 2 --snapshots 4 --churn $CHURN --format-version 2 \
+	>"$T/gen.out" 2>&1 || fail "version 2 generation failed: $(cat "$T/gen.out")"
+grep -q "format version 2" "$T/gen.out" || fail "not version 2: $(cat "$T/gen.out")"
+check_pool "after generation at version 2"
+cowbd_restart
+ok --json snapshot list
+grep -q '"vol1@s1"' "$T/out" || fail "version 2: snapshot vol1@s1 missing: $(cat "$T/out")"
+cowbd_stop
+check_pool "after serving the version 2 pool"
