@@ -33,6 +33,8 @@ struct store_opts {
 	unsigned readers;          /* reader threads; 0 = default (4) */
 	uint64_t checkpoint_bytes; /* log bytes between checkpoints; 0 = default */
 	unsigned checkpoint_secs;  /* seconds between checkpoints; 0 = default */
+	uint64_t cache_bytes;      /* bound on tree node memory; 0 = default (1/16 of
+	                            * RAM, at least 64 MiB) */
 	bool read_only;            /* open for cowbd-check: no threads, no writes */
 };
 
@@ -315,6 +317,9 @@ struct store_stats {
 	bool read_only;               /* opened read-only (asked for, or below) */
 	bool read_only_fallback;      /* read-only because open could not write a checkpoint */
 	uint32_t format_version;      /* the pool's (FORMAT.md: 1, or 2 once resized/renamed) */
+	/* the tree node cache (docs/METADATA.md, step 3): nodes in memory and
+	 * their bytes, the bound, nodes read on demand and evicted */
+	uint64_t cache_nodes, cache_bytes, cache_bound, cache_loads, cache_evictions;
 };
 void store_get_stats(struct store *st, struct store_stats *out);
 

@@ -746,6 +746,11 @@ static int control_op_stats(struct control_ctx *x)
 	STAT(bad_blocks);
 	STAT(bad_reads);
 	STAT(compact_skipped_bad);
+	STAT(cache_nodes);
+	STAT(cache_bytes);
+	STAT(cache_bound);
+	STAT(cache_loads);
+	STAT(cache_evictions);
 #undef STAT
 	json_object_set_new(o, "block_size", json_integer(STORE_BLOCK_SIZE));
 	json_object_set_new(o, "failed", json_boolean(s.failed));

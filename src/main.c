@@ -92,6 +92,8 @@ static void usage(FILE *f)
 	        "  --verbose           debug logging (--log-level debug)\n"
 	        "  --checkpoint-interval SIZE  log written between checkpoints (default 256M;\n"
 	        "                      longer: fewer checkpoints, longer recovery)\n"
+	        "  --metadata-cache SIZE  memory for tree nodes (default 1/16 of RAM, at\n"
+	        "                      least 64M; dirty nodes may exceed it until a checkpoint)\n"
 	        "  --metrics HOST:PORT Prometheus metrics at http://HOST:PORT/metrics\n"
 	        "                      ([IPV6]:PORT for IPv6; off unless given)\n"
 	        "limits:\n"
@@ -166,6 +168,7 @@ struct main_opts {
 	const char *tls_mode, *tls_certs, *tls_psk;
 	struct conn_limits lim;
 	uint64_t checkpoint_bytes; /* 0 = the store's default */
+	uint64_t cache_bytes;      /* --metadata-cache; 0 = the store's default */
 	const char *metrics;       /* --metrics HOST:PORT; NULL: none */
 	enum say_level log_level;
 	/* The command line's own. */
@@ -189,6 +192,7 @@ enum {
 	OPT_HANDOVER_FD,
 	OPT_HANDOVER_CHECK,
 	OPT_HANDOVER_DETACH,
+	OPT_METADATA_CACHE,
 };
 
 /* Every option; the [cowbd] keys of the file are these names too, except
@@ -216,6 +220,7 @@ static const struct option main_longopts[] = {
     {"tls-certs", required_argument, NULL, 'X'},
     {"tls-psk", required_argument, NULL, 'K'},
     {"checkpoint-interval", required_argument, NULL, 'P'},
+    {"metadata-cache", required_argument, NULL, OPT_METADATA_CACHE},
     {"metrics", required_argument, NULL, 'm'}, /* long only: 'm' is not in MAIN_SHORTOPTS */
     {"handover-fd", required_argument, NULL, OPT_HANDOVER_FD},
     {"handover-check", no_argument, NULL, OPT_HANDOVER_CHECK},
@@ -326,6 +331,9 @@ static int main_set(int opt, const char *arg, struct main_opts *o, bool from_fil
 	case 'P':
 		/* Below 4 MiB the pool would checkpoint every few rounds. */
 		return parse_size(arg, 4u << 20, UINT64_MAX, &o->checkpoint_bytes, why, len);
+	case OPT_METADATA_CACHE:
+		/* Below 1 MiB a few paths of a large tree would not fit. */
+		return parse_size(arg, 1u << 20, UINT64_MAX, &o->cache_bytes, why, len);
 	case 'm':
 		o->metrics = arg;
 		return metrics_check_addr(arg, why, len);
@@ -605,9 +613,9 @@ static int pool_adopt(struct blkdev *dev, const char *path, uint64_t create_size
  * names this daemon to a refused opener.  Returns the open store or NULL
  * after one line that names the problem. */
 static struct store *pool_open(const char *path, uint64_t create_size, uint64_t checkpoint_bytes,
-                               uint64_t started)
+                               uint64_t cache_bytes, uint64_t started)
 {
-	struct store_opts opts = {.checkpoint_bytes = checkpoint_bytes};
+	struct store_opts opts = {.checkpoint_bytes = checkpoint_bytes, .cache_bytes = cache_bytes};
 	const char *why = NULL;
 	struct blkdev *dev;
 	struct store *st;
@@ -996,6 +1004,7 @@ static void main_reload_fixed(const struct main_opts *o, struct main_opts *n)
 	restart_note("control", str_differ(o->control_path, n->control_path));
 	restart_note("control-group", str_differ(o->control_group, n->control_group));
 	restart_note("checkpoint-interval", o->checkpoint_bytes != n->checkpoint_bytes);
+	restart_note("metadata-cache", o->cache_bytes != n->cache_bytes);
 	restart_note("metrics", str_differ(o->metrics, n->metrics));
 	n->pool = o->pool;
 	n->create_size = o->create_size;
@@ -1008,6 +1017,7 @@ static void main_reload_fixed(const struct main_opts *o, struct main_opts *n)
 	n->control_group = o->control_group;
 	n->control_gid = o->control_gid;
 	n->checkpoint_bytes = o->checkpoint_bytes;
+	n->cache_bytes = o->cache_bytes;
 	n->metrics = o->metrics;
 }
 
@@ -1316,7 +1326,7 @@ static int main_resume(struct main_daemon *d, struct conn_handoff *ho, struct so
 	char err[256];
 	unsigned closed;
 
-	d->st = pool_open(d->o->pool, 0, d->o->checkpoint_bytes, d->started);
+	d->st = pool_open(d->o->pool, 0, d->o->checkpoint_bytes, d->o->cache_bytes, d->started);
 	if (!d->st) {
 		conn_handoff_free(ho, true);
 		close(ctl->fd);
@@ -1627,7 +1637,8 @@ static int main_take_over(struct main_daemon *d)
 		say_warn("TEST FAULT: refusing the pool");
 		errno = EPROTO;
 	} else {
-		d->st = pool_open(d->o->pool, 0, d->o->checkpoint_bytes, d->started);
+		d->st =
+		    pool_open(d->o->pool, 0, d->o->checkpoint_bytes, d->o->cache_bytes, d->started);
 	}
 	if (!d->st) {
 		snprintf(err, sizeof(err), "cannot open pool %s (the log says why)", d->o->pool);
@@ -1748,7 +1759,8 @@ int main(int argc, char **argv)
 	}
 	service_status(d.sv, "opening pool %s (recovering its log if it was not closed cleanly)",
 	               d.o->pool);
-	d.st = pool_open(d.o->pool, d.o->create_size, d.o->checkpoint_bytes, d.started);
+	d.st = pool_open(d.o->pool, d.o->create_size, d.o->checkpoint_bytes, d.o->cache_bytes,
+	                 d.started);
 	if (!d.st) {
 		service_status(d.sv, "failed to open pool %s", d.o->pool);
 		service_fds_close(&d.fds);

@@ -266,6 +266,16 @@ static void render_pool(struct metrics_text *t, const struct store_stats *s,
 	    "Live blocks the compactor copied out of victim segments.", s->compacted_blocks);
 	one(t, "cowbd_compactor_skipped_bad_blocks", "gauge",
 	    "Damaged blocks the compactor left in place.", s->compact_skipped_bad);
+	one(t, "cowbd_metadata_cache_nodes", "gauge", "Tree nodes in memory.", s->cache_nodes);
+	one(t, "cowbd_metadata_cache_bytes", "gauge",
+	    "Memory of the tree nodes in memory (objects and map), bounded by --metadata-cache.",
+	    s->cache_bytes);
+	one(t, "cowbd_metadata_cache_bound_bytes", "gauge", "The --metadata-cache bound.",
+	    s->cache_bound);
+	one(t, "cowbd_metadata_cache_loads_total", "counter", "Tree nodes read on demand.",
+	    s->cache_loads);
+	one(t, "cowbd_metadata_cache_evictions_total", "counter",
+	    "Tree nodes dropped from memory to stay under the bound.", s->cache_evictions);
 	one(t, "cowbd_freed_segments_total", "counter",
 	    "Segments that became free again (after a checkpoint).", s->segments_freed);
 	metrics_put_family(t, "cowbd_checkpoint_duration_seconds", "summary",

@@ -50,6 +50,7 @@ static struct store *store_alloc(struct segio *io, uint64_t nsegs, const struct 
 	st->ck.interval_bytes = o && o->checkpoint_bytes ? o->checkpoint_bytes : DEFAULT_CKPT_BYTES;
 	st->ck.interval_secs = o && o->checkpoint_secs ? o->checkpoint_secs : DEFAULT_CKPT_SECS;
 	st->read_only = o && o->read_only;
+	st->cache_bytes = o ? o->cache_bytes : 0;
 	st->ck.last = time(NULL);
 	pthread_mutex_init(&st->vt.lock, NULL);
 	scrub_init(st);

@@ -359,6 +359,15 @@ static int ctl_stats(struct store_req *r)
 	out->read_only = st->read_only;
 	out->compact_skipped_bad = compact_bad_blocks(st->sp.compact);
 	out->format_version = st->sb.version;
+	if (st->nc) {
+		struct tree_cache_stats cs;
+		tree_cache_stats(st->nc, &cs);
+		out->cache_nodes = cs.resident;
+		out->cache_bytes = cs.bytes;
+		out->cache_bound = cs.bound;
+		out->cache_loads = cs.loads;
+		out->cache_evictions = cs.evictions;
+	}
 	return 0;
 }
 

@@ -107,6 +107,7 @@ struct store {
 	/* The trees' node cache (tree.h): made by ckpt_load, freed by
 	 * store_dealloc; tree.c guards what is inside. */
 	struct tree_cache *nc;
+	uint64_t cache_bytes; /* its bound (store_opts), given to it by writer_start */
 	/* Log thread (or the single-threaded opener) only. */
 	struct alloc *a;
 	struct log *log;

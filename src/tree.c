@@ -8,6 +8,7 @@
  * readers can reach, so that a reader publishing a child it loaded never
  * undoes the writer's change to that slot. */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +53,60 @@ struct tree_cache {
 	bool totals;            /* images hold subtree totals (format version 3) */
 	uint64_t last_bad;      /* the last damaged node logged */
 	uint64_t loads, errors; /* relaxed atomics */
+	/* Eviction (docs/METADATA.md, step 3): the bound on node memory
+	 * (0: none), the footprint of the nodes in `nodes` (written under the
+	 * lock, read racily by tree_cache_over), the CLOCK hand (a position
+	 * in `nodes`, the writer's), nodes evicted so far. */
+	uint64_t bound, bytes, evictions;
+	size_t hand;
+	bool evicting;        /* over the bound: evict down to 7/8 of it (writer) */
+	bool woken;           /* wake was called and the writer has not run since */
+	bool stuck;           /* a full turn of the hand dropped nothing: until a
+	                       * load, the writer need not hurry (all pinned) */
+	uint64_t idle_visits; /* visits since the hand last changed something */
+	void (*wake)(void *); /* a reader's load passed the bound */
+	void *wake_arg;
 };
+
+/* Allocator overhead per malloc'd object (glibc: one size word, rounded to
+ * 16 bytes), counted in a node's footprint. */
+#define MALLOC_OVERHEAD 16
+/* A map slot (key, value, generation); maps are kept at most half full. */
+#define MAP_SLOT_BYTES (sizeof(uint64_t) + sizeof(void *) + sizeof(uint32_t))
+
+static uint64_t node_bytes(const struct tree_node *n)
+{
+	return sizeof(*n) + (n->level ? FMT_FANOUT * sizeof(uint64_t) : 0) + MALLOC_OVERHEAD;
+}
+
+/* The resident footprint: nodes in memory with a written copy, and the
+ * map that finds them.  Caller holds the lock (or reads racily). */
+static uint64_t cache_bytes(const struct tree_cache *nc)
+{
+	return __atomic_load_n(&nc->bytes, __ATOMIC_RELAXED) + nc->nodes.cap * MAP_SLOT_BYTES;
+}
+
+/* n becomes findable at addr.  Caller holds the lock. */
+static int nodes_put_locked(struct tree_cache *nc, uint64_t addr, struct tree_node *n)
+{
+	struct tree_node *old = map_get(&nc->nodes, addr);
+	int err = map_put(&nc->nodes, addr, n);
+	if (err)
+		return err;
+	uint64_t b = nc->bytes + node_bytes(n) - (old ? node_bytes(old) : 0);
+	__atomic_store_n(&nc->bytes, b, __ATOMIC_RELAXED);
+	return 0;
+}
+
+/* n is no longer findable by its written copy's address.  Caller holds
+ * the lock. */
+static void nodes_del_locked(struct tree_cache *nc, struct tree_node *n)
+{
+	if (!n->disk || map_get(&nc->nodes, n->disk) != n)
+		return;
+	map_del(&nc->nodes, n->disk);
+	__atomic_store_n(&nc->bytes, nc->bytes - node_bytes(n), __ATOMIC_RELAXED);
+}
 
 struct tree_cache *tree_cache_new(struct alloc *a, tree_read_fn read, void *arg)
 {
@@ -103,6 +157,9 @@ void tree_cache_stats(struct tree_cache *nc, struct tree_cache_stats *out)
 	pthread_mutex_lock(&nc->lock);
 	out->resident = nc->nodes.n;
 	out->away = nc->away.n;
+	out->bytes = cache_bytes(nc);
+	out->bound = nc->bound;
+	out->evictions = nc->evictions;
 	pthread_mutex_unlock(&nc->lock);
 	out->loads = __atomic_load_n(&nc->loads, __ATOMIC_RELAXED);
 	out->errors = __atomic_load_n(&nc->errors, __ATOMIC_RELAXED);
@@ -215,7 +272,7 @@ static struct tree_node *adopt_locked(struct tree_cache *nc, uint64_t addr,
 		return c;
 	*err = register_away_locked(nc, *fresh);
 	if (!*err)
-		*err = map_put(&nc->nodes, addr, *fresh);
+		*err = nodes_put_locked(nc, addr, *fresh);
 	if (*err)
 		return NULL;
 	c = *fresh;
@@ -237,6 +294,17 @@ static int cache_read(struct tree_cache *nc, uint64_t addr, unsigned level,
 	return err;
 }
 
+/* A reader loaded a node: past the bound, wake the writer (once until it
+ * runs) to evict, so that a read-only load is bounded too. */
+static void cache_loaded(struct tree_cache *nc)
+{
+	__atomic_store_n(&nc->stuck, false, __ATOMIC_RELAXED);
+	if (!nc->wake || !nc->bound || cache_bytes(nc) <= nc->bound ||
+	    __atomic_exchange_n(&nc->woken, true, __ATOMIC_RELAXED))
+		return;
+	nc->wake(nc->wake_arg);
+}
+
 /* Child i of p is away at addr: read it and publish it in p, unless the
  * writer changed the slot meanwhile (then take what it holds now).
  * Finding or inserting the object and publishing it are one critical
@@ -251,17 +319,29 @@ static struct tree_node *child_fault(struct tree_cache *nc, const struct tree_no
 
 	for (;;) {
 		pthread_mutex_lock(&nc->lock);
+		if (p->dead) { /* freed or evicted: walk again from the root */
+			pthread_mutex_unlock(&nc->lock);
+			free(fresh);
+			*err = -ESTALE;
+			return NULL;
+		}
 		struct tree_node *now = p->child[i];
 		uint64_t now_addr = p->caddr[i];
-		bool here = !now && now_addr == addr, away = false;
+		bool here = !now && now_addr == addr, away = false, loaded = fresh != NULL;
 		c = here ? adopt_locked(nc, addr, &fresh, err) : NULL;
-		if (c && c->level == level)
+		if (c && c->level == level) {
 			rcu_assign_pointer(p->child[i], c);
-		else if (here && !c && !*err)
+			c->npub++;
+			c->used = 1;
+		} else if (here && !c && !*err) {
 			away = map_get(&nc->away, addr) != NULL;
+		}
+		loaded = loaded && !fresh && c;
 		pthread_mutex_unlock(&nc->lock);
 		free(fresh); /* never published (NULL if adopted) */
 		fresh = NULL;
+		if (loaded)
+			cache_loaded(nc);
 		if (!here && (now || !now_addr)) {
 			*err = 0;
 			return now; /* changed under us: the new state */
@@ -323,8 +403,11 @@ static inline struct tree_node *child_of(struct tree_cache *nc, const struct tre
 {
 	struct tree_node *c = rcu_dereference(n->child[i]);
 	*err = 0;
-	if (caa_likely(c != NULL))
+	if (caa_likely(c != NULL)) {
+		if (caa_unlikely(!CMM_LOAD_SHARED(c->used)))
+			CMM_STORE_SHARED(c->used, 1); /* CLOCK's reference bit */
 		return c;
+	}
 	uint64_t addr = CMM_LOAD_SHARED(n->caddr[i]);
 	if (!addr)
 		return NULL;
@@ -341,8 +424,13 @@ static void set_child(struct tree_cache *nc, struct tree_node *p, unsigned i, st
 {
 	if (nc)
 		pthread_mutex_lock(&nc->lock);
+	struct tree_node *old = p->child[i];
 	rcu_assign_pointer(p->child[i], c);
 	CMM_STORE_SHARED(p->caddr[i], addr);
+	if (old)
+		old->npub--;
+	if (c)
+		c->npub++;
 	if (nc)
 		pthread_mutex_unlock(&nc->lock);
 }
@@ -524,15 +612,21 @@ static void node_free_rcu(struct rcu_head *h)
 	free(caa_container_of(h, struct tree_node, rcu));
 }
 
-/* n is no longer findable by the address its image had. */
+/* n is being freed: no longer findable by the address its image had,
+ * nothing is published in it any more, and its pointers to children no
+ * longer count as their parents'. */
 static void cache_forget(struct tree_cache *nc, struct tree_node *n)
 {
-	if (!nc || !n->disk)
-		return;
-	pthread_mutex_lock(&nc->lock);
-	if (map_get(&nc->nodes, n->disk) == n)
-		map_del(&nc->nodes, n->disk);
-	pthread_mutex_unlock(&nc->lock);
+	if (nc)
+		pthread_mutex_lock(&nc->lock);
+	n->dead = 1;
+	if (nc)
+		nodes_del_locked(nc, n);
+	for (unsigned i = 0; n->level > 0 && i < FMT_FANOUT; i++)
+		if (n->child[i])
+			n->child[i]->npub--;
+	if (nc)
+		pthread_mutex_unlock(&nc->lock);
 }
 
 static void node_put(struct tree_cache *nc, struct tree_node *n, struct alloc *a);
@@ -599,6 +693,8 @@ static void copy_child_locked(struct tree_cache *nc, const struct tree_node *n, 
 	if (!c && n->caddr[i] && nc)
 		c = map_get(&nc->nodes, n->caddr[i]);
 	copy->child[i] = c;
+	if (c)
+		c->npub++;
 }
 
 /* A private copy of a shared node: references every child/block again. */
@@ -646,12 +742,15 @@ static struct tree_node *mut_root(struct tree *t, struct alloc *a, int *err)
 		n = node_new(t->levels - 1);
 		if (!n)
 			return NULL;
+		n->nroot = 1;
 		rcu_assign_pointer(t->root, n);
 	} else if (!mine) {
 		struct tree_node *c = node_copy(t->nc, n, a);
 		if (!c)
 			return NULL;
 		node_unhold(n, a); /* others remain: it was shared */
+		n->nroot--;
+		c->nroot = 1;
 		rcu_assign_pointer(t->root, c);
 		n = c;
 	}
@@ -820,8 +919,10 @@ void tree_share(struct tree *dst, const struct tree *src, struct alloc *a)
 {
 	dst->levels = src->levels;
 	dst->nc = src->nc;
-	if (src->root)
+	if (src->root) {
 		node_hold(src->root, a);
+		src->root->nroot++;
+	}
 	rcu_assign_pointer(dst->root, src->root);
 }
 
@@ -831,6 +932,7 @@ void tree_drop(struct tree *t, struct alloc *a)
 	if (!r)
 		return;
 	rcu_assign_pointer(t->root, NULL);
+	r->nroot--;
 	node_put(t->nc, r, a);
 }
 
@@ -852,6 +954,7 @@ void tree_release(struct tree *t)
 	if (!r)
 		return;
 	rcu_assign_pointer(t->root, NULL);
+	r->nroot--;
 	release_walk(t->nc, r);
 }
 
@@ -903,9 +1006,8 @@ static int cache_moved(struct tree_cache *nc, struct tree_node *n, uint64_t addr
 		for (unsigned i = 0; i < FMT_FANOUT; i++)
 			CMM_STORE_SHARED(n->caddr[i], img->slot[i]);
 	if (nc) {
-		if (n->disk && map_get(&nc->nodes, n->disk) == n)
-			map_del(&nc->nodes, n->disk);
-		err = map_put(&nc->nodes, addr, n);
+		nodes_del_locked(nc, n);
+		err = nodes_put_locked(nc, addr, n);
 		pthread_mutex_unlock(&nc->lock);
 	}
 	return err;
@@ -1350,10 +1452,11 @@ static int load_node(struct tree_cache *nc, uint64_t addr, unsigned level, struc
 				load_undo(nc, n);
 				return err;
 			}
+			n->child[i]->npub++;
 			n->total += n->child[i]->total;
 		}
 	}
-	err = map_put(&nc->nodes, addr, n);
+	err = nodes_put_locked(nc, addr, n); /* single-threaded: no lock needed */
 	if (err) {
 		load_undo(nc, n);
 		return err;
@@ -1373,6 +1476,8 @@ int tree_load(struct tree_cache *nc, struct tree *t, uint64_t root_addr, unsigne
 	t->root = NULL;
 	if (root_addr)
 		err = load_node(nc, root_addr, levels - 1, &r);
+	if (!err && r)
+		r->nroot++;
 	if (!err)
 		rcu_assign_pointer(t->root, r);
 	return err;
@@ -1400,7 +1505,7 @@ int tree_open(struct tree_cache *nc, struct tree *t, uint64_t root_addr, unsigne
 		pthread_mutex_lock(&nc->lock);
 		err = alloc_block_refs(nc->a, root_addr) ? register_away_locked(nc, r) : -EILSEQ;
 		if (!err)
-			err = map_put(&nc->nodes, root_addr, r);
+			err = nodes_put_locked(nc, root_addr, r);
 		pthread_mutex_unlock(&nc->lock);
 		if (err) {
 			free(r);
@@ -1409,6 +1514,7 @@ int tree_open(struct tree_cache *nc, struct tree *t, uint64_t root_addr, unsigne
 	} else if (r->level != levels - 1) {
 		return -EILSEQ;
 	}
+	r->nroot++;
 	rcu_assign_pointer(t->root, r);
 	return 0;
 }
@@ -1442,82 +1548,196 @@ int tree_dirty_all(struct tree *const *trees, unsigned n, struct alloc *a)
 	return err;
 }
 
-/* ---- dropping nodes from memory --------------------------------------- */
+/* ---- dropping nodes from memory: eviction ------------------------------ */
 
-/* Unpublish every clean child of n (and, first, below it) whose image is
- * the one n names; cand collects them (value 2 if some parent kept its
- * pointer), seen the nodes walked.  False if out of memory (then nothing
- * may be freed: some pointer may not have been seen).  Caller holds the
- * cache lock. */
-static bool unload_walk_locked(struct tree_node *n, struct map *seen, struct map *cand)
+/* Eviction is a CLOCK over the nodes in memory (the `nodes` map, whose
+ * slot order is the clock face), driven from the parent's side: a node's
+ * pointers live in its parents, so the hand, visiting a node, unpublishes
+ * each child that may go and was not followed since the hand last passed
+ * (readers set `used`), and the child leaves memory when no parent's
+ * pointer to it is left (npub 0).  A child may go when it is clean, has a
+ * written copy that its parent's image names (caddr), is no tree's root
+ * and has no child in memory itself: leaves go first, and an interior
+ * node becomes evictable once its children are gone.  A node no pointer
+ * reaches any more (its parents were freed or evicted) goes when the hand
+ * visits it.  Dirty nodes, their paths (dirty too) and unwritten nodes
+ * are never in `nodes`' candidates: the early checkpoint bounds them.
+ * Evicting moves the node to `away` and frees it after a grace period;
+ * `dead` stops a reader that still holds it from publishing in it. */
+
+static bool no_child_locked(const struct tree_node *n)
 {
-	uint64_t self = (uint64_t)(uintptr_t)n;
-
-	if (n->level == 0 || map_get(seen, self))
-		return true;
-	if (map_put(seen, self, (void *)1))
-		return false;
-	for (unsigned i = 0; i < FMT_FANOUT; i++) {
-		struct tree_node *c = n->child[i];
-		if (!c)
-			continue;
-		if (!unload_walk_locked(c, seen, cand))
+	for (unsigned i = 0; n->level > 0 && i < FMT_FANOUT; i++)
+		if (n->child[i])
 			return false;
-		uint64_t key = (uint64_t)(uintptr_t)c;
-		bool drop = !c->dirty && c->disk && n->caddr[i] == c->disk;
-		bool kept = !drop || (uintptr_t)map_get(cand, key) == 2;
-		if (map_put(cand, key, (void *)(uintptr_t)(kept ? 2 : 1)))
-			return false;
-		if (drop)
-			rcu_assign_pointer(n->child[i], NULL);
-	}
 	return true;
+}
+
+static bool may_go_locked(const struct tree_node *c)
+{
+	return !c->dirty && c->disk && !c->nroot && !c->dead && no_child_locked(c);
+}
+
+/* c (npub 0, may go) leaves memory: false if out of memory (it stays,
+ * found again by address, and the hand retries it). */
+static bool evict_locked(struct tree_cache *nc, struct tree_node *c)
+{
+	struct away *aw = malloc(sizeof(*aw));
+	if (!aw)
+		return false;
+	*aw = (struct away){.total = c->total};
+	if (map_put(&nc->away, c->disk, aw)) {
+		free(aw);
+		return false;
+	}
+	nodes_del_locked(nc, c);
+	c->dead = 1;
+	nc->evictions++;
+	urcu_memb_call_rcu(&c->rcu, node_free_rcu);
+	return true;
+}
+
+/* The hand visits x: unpublish the children that may go (every one with
+ * force, else those not used since the last visit), evicting each whose
+ * last pointer that was, then x itself if nothing points at it.  Returns
+ * the changes made.  Caller holds the lock (writer). */
+static unsigned sweep_locked(struct tree_cache *nc, struct tree_node *x, bool force)
+{
+	unsigned changes = 0;
+
+	for (unsigned i = 0; x->level > 0 && i < FMT_FANOUT; i++) {
+		struct tree_node *c = x->child[i];
+		if (!c || x->caddr[i] != c->disk || !may_go_locked(c))
+			continue;
+		if (c->used && !force) {
+			c->used = 0; /* a second chance: the hand moved on, progress too */
+			changes++;
+			continue;
+		}
+		rcu_assign_pointer(x->child[i], NULL);
+		changes++;
+		if (--c->npub == 0)
+			evict_locked(nc, c);
+	}
+	if (!x->npub && may_go_locked(x) && evict_locked(nc, x))
+		changes++;
+	return changes;
+}
+
+/* Visit up to `budget` nodes from the hand on; stop early when under
+ * `target` bytes (0: never).  Returns the changes made.  Writer. */
+static uint64_t sweep(struct tree_cache *nc, unsigned budget, uint64_t target, bool force)
+{
+	uint64_t changes = 0;
+	bool wrapped = false;
+
+	pthread_mutex_lock(&nc->lock);
+	for (unsigned v = 0; v < budget && !(target && cache_bytes(nc) <= target);) {
+		size_t pos = nc->hand;
+		uint64_t k;
+		void **val = map_next(&nc->nodes, &pos, &k);
+		if (!val) {
+			if (wrapped)
+				break;
+			wrapped = true;
+			nc->hand = 0;
+			continue;
+		}
+		nc->hand = pos;
+		unsigned c = sweep_locked(nc, *val, force);
+		nc->idle_visits = c ? 0 : nc->idle_visits + 1;
+		changes += c;
+		v++;
+		if (v % 64 == 0) { /* let readers load */
+			pthread_mutex_unlock(&nc->lock);
+			pthread_mutex_lock(&nc->lock);
+		}
+	}
+	pthread_mutex_unlock(&nc->lock);
+	return changes;
+}
+
+void tree_cache_bound(struct tree_cache *nc, uint64_t bytes, void (*wake)(void *), void *arg)
+{
+	pthread_mutex_lock(&nc->lock);
+	nc->bound = bytes;
+	nc->wake = wake;
+	nc->wake_arg = arg;
+	pthread_mutex_unlock(&nc->lock);
+}
+
+bool tree_cache_over(const struct tree_cache *nc)
+{
+	return nc->bound && cache_bytes(nc) > nc->bound &&
+	       !__atomic_load_n(&nc->stuck, __ATOMIC_RELAXED);
+}
+
+uint64_t tree_cache_pinned(const struct tree_cache *nc)
+{
+	/* a dirty node is a leaf, but for 1 in 504 */
+	return alloc_meta_pending(nc->a) * (sizeof(struct tree_node) + MALLOC_OVERHEAD);
+}
+
+bool tree_cache_evict(struct tree_cache *nc, unsigned budget)
+{
+	__atomic_store_n(&nc->woken, false, __ATOMIC_RELAXED);
+	if (!nc->bound)
+		return false;
+	if (cache_bytes(nc) > nc->bound)
+		nc->evicting = true;
+	if (nc->evicting) {
+		uint64_t target = nc->bound - nc->bound / 8;
+		sweep(nc, budget, target, false);
+		nc->evicting = cache_bytes(nc) > target;
+		__atomic_store_n(&nc->stuck, nc->idle_visits > nc->nodes.n, __ATOMIC_RELAXED);
+	}
+	return tree_cache_pinned(nc) > nc->bound / 2;
+}
+
+/* The hand never meets nodes without a written copy (not in `nodes`):
+ * visit those below n, along its dirty paths, where they all are. */
+static uint64_t sweep_unwritten_locked(struct tree_cache *nc, struct tree_node *n)
+{
+	uint64_t changes = 0;
+
+	for (unsigned i = 0; n->level > 0 && i < FMT_FANOUT; i++) {
+		struct tree_node *c = n->child[i];
+		if (c && c->dirty)
+			changes += sweep_unwritten_locked(nc, c);
+	}
+	return changes + (n->disk ? 0 : sweep_locked(nc, n, true));
 }
 
 uint64_t tree_unload(struct tree *const *trees, unsigned n)
 {
 	struct tree_cache *nc = n ? trees[0]->nc : NULL;
-	struct map seen = {0}, cand = {0};
-	uint64_t dropped = 0, key;
-	size_t pos = 0;
-	bool ok = true;
-	void **val;
+	uint64_t before;
 
 	if (!nc)
 		return 0;
 	pthread_mutex_lock(&nc->lock);
-	for (unsigned i = 0; i < n && ok; i++)
-		if (trees[i]->root)
-			ok = unload_walk_locked(trees[i]->root, &seen, &cand);
-	for (unsigned i = 0; i < n && ok; i++) /* roots stay */
-		if (trees[i]->root)
-			ok = !map_put(&cand, (uint64_t)(uintptr_t)trees[i]->root, (void *)2);
-	/* Out of memory: what was unpublished stays in memory, found again
-	 * by address on the next walk. */
-	while (ok && (val = map_next(&cand, &pos, &key))) {
-		struct tree_node *c = (struct tree_node *)(uintptr_t)key;
-		struct away *aw = (uintptr_t)*val == 1 ? malloc(sizeof(*aw)) : NULL;
-		if (!aw)
-			continue; /* still pointed at, or out of memory: stays */
-		*aw = (struct away){.total = c->total};
-		if (map_put(&nc->away, c->disk, aw)) {
-			free(aw);
-			continue;
-		}
-		map_del(&nc->nodes, c->disk);
-		urcu_memb_call_rcu(&c->rcu, node_free_rcu);
-		dropped++;
-	}
+	before = nc->evictions;
 	pthread_mutex_unlock(&nc->lock);
-	map_clear(&seen);
-	map_clear(&cand);
-	return dropped;
+	/* A pass unpublishes each level's leaves; the next their parents. */
+	for (uint64_t changes = 1; changes;) {
+		nc->hand = 0;
+		changes = sweep(nc, UINT_MAX, 0, true);
+		pthread_mutex_lock(&nc->lock);
+		for (unsigned i = 0; i < n; i++)
+			if (trees[i]->root && trees[i]->root->dirty)
+				changes += sweep_unwritten_locked(nc, trees[i]->root);
+		pthread_mutex_unlock(&nc->lock);
+	}
+	pthread_mutex_lock(&nc->lock);
+	before = nc->evictions - before;
+	pthread_mutex_unlock(&nc->lock);
+	return before;
 }
 
 /* ---- checker -------------------------------------------------------- */
 
 static int check_node(struct tree_cache *nc, struct tree_node *n, unsigned level, struct map *seen,
-                      uint32_t *bref, uint64_t nblocks)
+                      struct map *pubs, uint32_t *bref, uint64_t nblocks)
 {
 	uintptr_t c = (uintptr_t)map_get(seen, (uint64_t)(uintptr_t)n);
 	int bad = 0, err;
@@ -1563,9 +1783,13 @@ static int check_node(struct tree_cache *nc, struct tree_node *n, unsigned level
 			cnt++;
 			unreadable = true;
 		} else if (ch) {
+			uint64_t k = (uint64_t)(uintptr_t)ch;
 			cnt++;
 			total += ch->total;
-			bad += check_node(nc, ch, level - 1, seen, bref, nblocks);
+			if (n->child[i] == ch &&
+			    map_put(pubs, k, (void *)((uintptr_t)map_get(pubs, k) + 1)))
+				bad++;
+			bad += check_node(nc, ch, level - 1, seen, pubs, bref, nblocks);
 		}
 	}
 	if (cnt != n->nmapped) {
@@ -1584,13 +1808,19 @@ static int check_node(struct tree_cache *nc, struct tree_node *n, unsigned level
 
 int tree_check_all(struct tree *const *trees, unsigned n, uint64_t nblocks, uint32_t *bref)
 {
-	struct map seen = {0};
+	struct map seen = {0}, pubs = {0}, roots = {0};
 	int bad = 0;
 
-	for (unsigned i = 0; i < n; i++)
-		if (trees[i]->root)
-			bad += check_node(trees[i]->nc, trees[i]->root, trees[i]->levels - 1, &seen,
-			                  bref, nblocks);
+	for (unsigned i = 0; i < n; i++) {
+		struct tree_node *r = trees[i]->root;
+		uint64_t k = (uint64_t)(uintptr_t)r;
+		if (!r)
+			continue;
+		if (map_put(&roots, k, (void *)((uintptr_t)map_get(&roots, k) + 1)))
+			bad++;
+		bad +=
+		    check_node(trees[i]->nc, r, trees[i]->levels - 1, &seen, &pubs, bref, nblocks);
+	}
 	size_t pos = 0;
 	uint64_t key;
 	void **val;
@@ -1603,7 +1833,20 @@ int tree_check_all(struct tree *const *trees, unsigned n, uint64_t nblocks, uint
 			            (unsigned long)(uintptr_t)*val);
 			bad++;
 		}
+		/* Eviction trusts these: a root it took for none, or fewer
+		 * pointers than there are, would free a node in use (more are
+		 * possible: parents no tree reaches until the hand passes). */
+		uintptr_t nr = (uintptr_t)map_get(&roots, key), np = (uintptr_t)map_get(&pubs, key);
+		if (tn->nroot != nr || tn->npub < np) {
+			say_problem("tree node pointer counts that differ", 1,
+			            "check: node is %lu trees' root and has %lu parents' pointers, "
+			            "counts %u and %u",
+			            (unsigned long)nr, (unsigned long)np, tn->nroot, tn->npub);
+			bad++;
+		}
 	}
+	map_clear(&roots);
+	map_clear(&pubs);
 	map_clear(&seen);
 	return bad;
 }

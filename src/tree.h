@@ -15,9 +15,10 @@
  * there reads the child, inserts it in the cache if no one else did (so
  * two threads loading one shared node agree on one object), publishes the
  * pointer and goes on.  Roots, dirty nodes and nodes whose image is not
- * written yet are always in memory.  Today every node is loaded at open
- * (reference counts are rebuilt from all trees until step 2) and only
- * tree_unload, which tests call, drops nodes; step 3 adds eviction.
+ * written yet are always in memory.  Eviction (tree_cache_evict, step 3)
+ * drops the others under a bound, leaves first; a node counts the
+ * parents' pointers to it (npub) and leaves memory when the last is
+ * unpublished.
  *
  * Invariants (tree_check): every node is reachable from some root; the
  * number of parents' slots and roots pointing at it is its ref before it
@@ -64,7 +65,11 @@ struct tree_node {
 	uint16_t nmapped; /* non-empty slots */
 	uint8_t level;
 	uint8_t dirty;  /* changed since written; then every parent is dirty too */
+	uint8_t used;   /* CLOCK: followed since the hand last passed (set racily by readers) */
+	uint8_t dead;   /* freed or evicted: nothing is published in it any more (cache lock) */
 	uint32_t stamp; /* last relocation walk that visited it */
+	uint32_t npub;  /* parents' child pointers to it, published or not (cache lock) */
+	uint32_t nroot; /* trees whose root it is */
 	struct rcu_head rcu;
 	/* level > 0 only: child i's on-disk address as this node's image
 	 * holds it (0: a hole, or a child not written yet).  Exact whenever
@@ -254,13 +259,39 @@ void tree_cache_totals(struct tree_cache *nc, bool on);
 void tree_cache_free(struct tree_cache *nc);
 
 struct tree_cache_stats {
-	uint64_t resident; /* written or loaded nodes in memory */
-	uint64_t away;     /* nodes not in memory (their counts kept) */
-	uint64_t loads;    /* nodes read on demand since the cache was made */
-	uint64_t errors;   /* of those, reads that failed or were damaged */
+	uint64_t resident;  /* written or loaded nodes in memory */
+	uint64_t bytes;     /* their footprint: objects, caddr arrays, map slots */
+	uint64_t bound;     /* tree_cache_bound's bytes, 0: none */
+	uint64_t away;      /* nodes not in memory (their counts kept) */
+	uint64_t loads;     /* nodes read on demand since the cache was made */
+	uint64_t errors;    /* of those, reads that failed or were damaged */
+	uint64_t evictions; /* nodes dropped from memory (eviction, tree_unload) */
 };
 /* Any thread; takes the cache lock. */
 void tree_cache_stats(struct tree_cache *nc, struct tree_cache_stats *out);
+
+/* Bound the memory of nodes with a written copy (object, caddr array,
+ * map slots) to `bytes` (0: unbounded); wake(arg) is called, from a
+ * reader that loaded a node past the bound, at most once until the next
+ * tree_cache_evict, so that the writer runs it.  Dirty and unwritten
+ * nodes are not evictable and may exceed the bound (tree_cache_evict says
+ * when an early checkpoint should write them).  Before readers start. */
+void tree_cache_bound(struct tree_cache *nc, uint64_t bytes, void (*wake)(void *), void *arg);
+
+/* Past the bound (any thread, racy: a hint for the writer's wait). */
+bool tree_cache_over(const struct tree_cache *nc);
+
+/* Bytes pinned by dirty nodes (the allocator's count of them). */
+uint64_t tree_cache_pinned(const struct tree_cache *nc);
+
+/* Evict (docs/METADATA.md, "Step 3 as built"): once resident bytes pass
+ * the bound, a CLOCK over the nodes in memory drops clean, written,
+ * non-root nodes with no child in memory (leaves first), visiting at most
+ * `budget` nodes per call, until 7/8 of the bound.  Writer only, between
+ * rounds (no tree operation in flight: nothing holds a node pointer but
+ * readers, which are RCU-protected); readers run meanwhile.  Returns true
+ * when pinned (dirty) nodes pass half the bound: checkpoint early. */
+bool tree_cache_evict(struct tree_cache *nc, unsigned budget);
 
 /* Load t from disk at open: the whole tree, reading each node once (a node
  * reached twice is shared: one object, one more reference) and taking a
@@ -282,13 +313,13 @@ int tree_open(struct tree_cache *nc, struct tree *t, uint64_t root_addr, unsigne
  * -ENOMEM.  Cost O(distinct nodes). */
 int tree_dirty_all(struct tree *const *trees, unsigned n, struct alloc *a);
 
-/* Drop from memory every clean node below the roots of trees[0..n) (every
- * tree using their cache) whose image is the one its parents name: each parent
- * keeps the address, the cache keeps the node's count, and the next walk
- * that needs it reads it again.  Roots, dirty nodes and their paths stay.
- * Writer only; readers may run meanwhile (they wait for the cache lock
- * only to load).  Returns the nodes dropped.  Tests call it; step 3's
- * eviction will drop nodes one by one under the same rules. */
+/* Drop from memory every node of trees[0..n)'s cache that eviction may
+ * drop, ignoring the CLOCK's reference bits: clean, written, not a root,
+ * named by its parents' images; passes until none is left (each pass
+ * drops one more level).  Each parent keeps the address, and the next walk
+ * that needs the node reads it again.  Roots, dirty nodes and their paths
+ * stay.  Writer only; readers may run meanwhile.  Returns the nodes
+ * dropped.  Tests call it: the same code as tree_cache_evict. */
 uint64_t tree_unload(struct tree *const *trees, unsigned n);
 
 /* Offline checker: walks every distinct node reachable from trees[0..n)

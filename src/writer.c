@@ -7,7 +7,8 @@
  * sync for every FLUSH/FUA of the round (group commit), then completes
  * them.  Jobs (control operations) run alone, in their place in the order.
  * Between rounds and while idle it lets the space policy clean and
- * checkpoint.
+ * checkpoint, and bounds the tree node cache (tree_cache_evict: a batch
+ * at a time, so a round never waits for more than one).
  *
  * Layer: under store and store_ctl; over space, ckpt, vtab, core, tree,
  * log.  Locks: wr.q.lock guards the queue; everything else is the log
@@ -16,6 +17,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <urcu/urcu-memb.h>
 
 #include "store_int.h"
@@ -377,7 +379,7 @@ static struct store_req *take_queue(struct store *st, bool *stop, bool *idle)
 	struct req_queue *q = &st->wr.q;
 	*idle = false;
 	pthread_mutex_lock(&q->lock);
-	while (!q->head && !q->stop && !ckpt_ready(st)) {
+	while (!q->head && !q->stop && !ckpt_ready(st) && !(st->nc && tree_cache_over(st->nc))) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_sec += 1;
@@ -393,6 +395,18 @@ static struct store_req *take_queue(struct store *st, bool *stop, bool *idle)
 	return list;
 }
 
+/* Nodes the CLOCK visits per call between rounds: a few hundred
+ * microseconds of work, so a round waits little for it. */
+#define EVICT_BUDGET 256
+
+/* Bound the node cache (one batch); true when dirty nodes pin more than
+ * half of it: a checkpoint then starts early, since only writing them
+ * lets them go. */
+static bool cache_trim(struct store *st)
+{
+	return st->nc && tree_cache_evict(st->nc, EVICT_BUDGET);
+}
+
 static void *writer_main(void *arg)
 {
 	struct store *st = arg;
@@ -403,14 +417,18 @@ static void *writer_main(void *arg)
 		if (stop)
 			break;
 		ckpt_poll(st);
+		bool pinned = cache_trim(st);
 		if (!list) {
 			if (idle)
 				space_idle(st);
+			if (pinned)
+				ckpt_begin(st);
 			continue;
 		}
 		run_list(st, list);
 		ckpt_poll(st);
-		if (!space_clean_low(st) && ckpt_due(st))
+		pinned = cache_trim(st);
+		if (!space_clean_low(st) && (ckpt_due(st) || pinned))
 			ckpt_begin(st);
 	}
 	if (!st->failed && !st->read_only)
@@ -424,8 +442,28 @@ void writer_enqueue(struct store *st, struct store_req *r)
 	core_queue_push(&st->wr.q, r);
 }
 
+/* A reader loaded a node past the cache's bound: wake the log thread. */
+static void writer_wake(void *arg)
+{
+	struct store *st = arg;
+	pthread_mutex_lock(&st->wr.q.lock);
+	pthread_cond_signal(&st->wr.q.cond);
+	pthread_mutex_unlock(&st->wr.q.lock);
+}
+
+/* The default bound: 1/16 of the machine's memory, at least 64 MiB. */
+static uint64_t cache_default(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+	uint64_t b = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz / 16 : 0;
+	return b > (64u << 20) ? b : 64u << 20;
+}
+
 int writer_start(struct store *st)
 {
+	if (st->nc)
+		tree_cache_bound(st->nc, st->cache_bytes ? st->cache_bytes : cache_default(),
+		                 writer_wake, st);
 	int err = ckpt_bg_start(st);
 	if (err)
 		return err;

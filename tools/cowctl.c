@@ -365,7 +365,7 @@ static void cowctl_print_info(json_t *o)
 
 static void cowctl_print_stats(json_t *s)
 {
-	char b[32];
+	char b[32], b2[32];
 	uint64_t bs = cowctl_u64(s, "block_size");
 
 	printf("%-18s%s\n", "pool size:", cowctl_human(cowctl_u64(s, "pool_bytes"), b, sizeof(b)));
@@ -386,6 +386,11 @@ static void cowctl_print_stats(json_t *s)
 	printf("%-18s%" PRIu64 " (%" PRIu64 " blocks moved, %" PRIu64 " segments freed)\n",
 	       "compactions:", cowctl_u64(s, "compactions"), cowctl_u64(s, "compacted_blocks"),
 	       cowctl_u64(s, "segments_freed"));
+	printf("%-18s%" PRIu64 " nodes, %s of %s (%" PRIu64 " loads, %" PRIu64 " evictions)\n",
+	       "metadata cache:", cowctl_u64(s, "cache_nodes"),
+	       cowctl_human(cowctl_u64(s, "cache_bytes"), b, sizeof(b)),
+	       cowctl_human(cowctl_u64(s, "cache_bound"), b2, sizeof(b2)),
+	       cowctl_u64(s, "cache_loads"), cowctl_u64(s, "cache_evictions"));
 	printf("%-18s%" PRIu64 " (%" PRIu64 " reads refused, %" PRIu64
 	       " left in place by the compactor)\n",
 	       "bad blocks:", cowctl_u64(s, "bad_blocks"), cowctl_u64(s, "bad_reads"),

@@ -39,9 +39,9 @@
 
 #include <cmocka.h>
 
-#include "crc32c.h"
 #include "diff.h"
 #include "faultdev.h"
+#include "nodedisk.h"
 #include "store_int.h"
 #include "testpool.h"
 #include "tree.h"
@@ -54,58 +54,19 @@
 #define HALF     (NLBA / 2)                     /* readers: below; writer: above */
 #define READERS  4
 
-/* Node images by address, as the log would hold them. */
-struct disk {
-	struct fmt_node *img[NSEGS * FMT_SEG_BLOCKS];
-	uint64_t next;
-	uint64_t fail_addr; /* reads of it fail with -EIO */
-};
-
 static struct alloc *A;
-static struct disk *D;
+static struct nodedisk *D;
 static struct tree_cache *NC;
 static uint64_t next_blk;
 /* The models: volume and snapshot (0 = hole). */
 static uint64_t *mvol, *msnap;
 static struct tree vol, snap;
 
-static uint64_t emit(void *arg, struct fmt_node *image)
-{
-	struct disk *d = arg;
-	struct fmt_node *copy = malloc(sizeof(*copy));
-
-	assert_non_null(copy);
-	assert_true(d->next < NSEGS * FMT_SEG_BLOCKS);
-	memcpy(copy, image, sizeof(*copy));
-	copy->self = d->next;
-	copy->crc = 0;
-	copy->crc = crc32c(0, copy, FMT_BLOCK);
-	d->img[d->next] = copy;
-	return d->next++;
-}
-
-/* As the store's: magic, own address, CRC. */
-static int read_node(void *arg, uint64_t addr, struct fmt_node *out)
-{
-	struct disk *d = arg;
-	const struct fmt_node *img = addr < NSEGS * FMT_SEG_BLOCKS ? d->img[addr] : NULL;
-
-	if (!img || addr == d->fail_addr)
-		return -EIO;
-	memcpy(out, img, sizeof(*out));
-	uint32_t crc = out->crc;
-	out->crc = 0;
-	if (out->magic != FMT_NODE_MAGIC || out->self != addr || crc32c(0, out, FMT_BLOCK) != crc)
-		return -EILSEQ;
-	out->crc = crc;
-	return 0;
-}
-
 static void write_all(void)
 {
 	struct fmt_node *scratch = malloc(sizeof(*scratch));
-	assert_int_equal(tree_write_dirty(&vol, A, emit, D, scratch), 0);
-	assert_int_equal(tree_write_dirty(&snap, A, emit, D, scratch), 0);
+	assert_int_equal(tree_write_dirty(&vol, A, nodedisk_emit, D, scratch), 0);
+	assert_int_equal(tree_write_dirty(&snap, A, nodedisk_emit, D, scratch), 0);
 	free(scratch);
 }
 
@@ -129,7 +90,7 @@ static int setup(void **state)
 	urcu_memb_register_thread();
 	A = alloc_new(NSEGS);
 	D = calloc(1, sizeof(*D));
-	NC = tree_cache_new(A, read_node, D);
+	NC = tree_cache_new(A, nodedisk_read, D);
 	mvol = calloc(NLBA, sizeof(*mvol));
 	msnap = calloc(NLBA, sizeof(*msnap));
 	assert_true(A && D && NC && mvol && msnap);
@@ -156,8 +117,7 @@ static int free_all(void **state)
 	urcu_memb_barrier(); /* nodes go through call_rcu */
 	tree_cache_free(NC);
 	alloc_free(A);
-	for (size_t i = 0; i < NSEGS * FMT_SEG_BLOCKS; i++)
-		free(D->img[i]);
+	nodedisk_clear(D);
 	free(D);
 	free(mvol);
 	free(msnap);
@@ -387,7 +347,7 @@ static void test_writer_on_away(void **state)
 	for (uint64_t lba = 0; lba < 3 * FMT_FANOUT; lba += 3)
 		assert_int_equal(tree_set(&own, A, lba, next_blk++), 0);
 	struct fmt_node *scratch = malloc(sizeof(*scratch));
-	assert_int_equal(tree_write_dirty(&own, A, emit, D, scratch), 0);
+	assert_int_equal(tree_write_dirty(&own, A, nodedisk_emit, D, scratch), 0);
 	free(scratch);
 	assert_true(tree_unload((struct tree *[]){&vol, &snap, &own}, 3) >= 3);
 	tree_drop(&own, A);
