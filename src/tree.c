@@ -1008,6 +1008,9 @@ static int cache_moved(struct tree_cache *nc, struct tree_node *n, uint64_t addr
 	if (nc) {
 		nodes_del_locked(nc, n);
 		err = nodes_put_locked(nc, addr, n);
+		/* n is clean now: the hand may find something again */
+		nc->idle_visits = 0;
+		__atomic_store_n(&nc->stuck, false, __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&nc->lock);
 	}
 	return err;

@@ -284,7 +284,7 @@ bool tree_cache_over(const struct tree_cache *nc);
 /* Bytes pinned by dirty nodes (the allocator's count of them). */
 uint64_t tree_cache_pinned(const struct tree_cache *nc);
 
-/* Evict (docs/METADATA.md, "Step 3 as built"): once resident bytes pass
+/* Evict (docs/METADATA.md, "Step 3 (eviction) as built"): once resident bytes pass
  * the bound, a CLOCK over the nodes in memory drops clean, written,
  * non-root nodes with no child in memory (leaves first), visiting at most
  * `budget` nodes per call, until 7/8 of the bound.  Writer only, between
