@@ -58,13 +58,6 @@ size=32m
 stonewall
 JOB
 }
-runfio() { # WHAT FIO-ARGS...
-	local what=$1; shift
-	fio "$@" >"$T/fio.out" 2>&1 || { cat "$T/fio.out" >&2; fail "fio $what (exit $?)"; }
-	grep -qi 'verify.*fail\|bad magic\|crc32c.*mismatch' "$T/fio.out" &&
-		{ cat "$T/fio.out" >&2; fail "fio $what reported verify errors"; }
-	echo "ok: fio $what"
-}
 
 cowbd_start
 cowctl volume create vol0 512M >/dev/null || fail "volume create"

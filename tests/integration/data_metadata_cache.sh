@@ -40,13 +40,6 @@ number_ios=6000
 [w]
 JOB
 }
-runfio() { # WHAT FIO-ARGS...
-	local what=$1; shift
-	fio "$@" >"$T/fio.out" 2>&1 || { cat "$T/fio.out" >&2; fail "fio $what (exit $?)"; }
-	grep -qi 'verify.*fail\|bad magic\|crc32c.*mismatch' "$T/fio.out" &&
-		{ cat "$T/fio.out" >&2; fail "fio $what reported verify errors"; }
-	echo "ok: fio $what"
-}
 # The writer evicts between rounds and when a reader's load passes the
 # bound: within a few seconds of the last load the cache is under it
 # (dirty nodes aside: a checkpoint first).

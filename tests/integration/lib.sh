@@ -8,6 +8,7 @@
 #   cowbd_kill9              kill -9 and reap
 #   cowctl ARGS...           build/cowctl --control $CTL ARGS...
 #   uri NAME                 nbd://127.0.0.1:$PORT/NAME
+#   runfio WHAT FIO-ARGS...  fio (in $T) must exit 0 and report no verify error
 #   fail MSG                 print "FAIL: MSG"-free message and exit 1
 #   ok ARGS...               cowctl ARGS, reply in $T/out; fail with its stderr
 #   check_pool WHEN          cowbd-check on $POOL (daemon stopped) must pass
@@ -72,6 +73,15 @@ uri() { echo "nbd://127.0.0.1:$PORT/$1"; }
 fio() { (cd "$T" && exec fio "$@"); }
 
 cowctl() { "$BUILD/cowctl" --control "$CTL" "$@"; }
+
+# runfio WHAT FIO-ARGS...: fio must exit 0 and report no verify error.
+runfio() { # WHAT FIO-ARGS...
+	local what=$1; shift
+	fio "$@" >"$T/fio.out" 2>&1 || { cat "$T/fio.out" >&2; fail "fio $what (exit $?)"; }
+	grep -qi 'verify.*fail\|bad magic\|crc32c.*mismatch' "$T/fio.out" &&
+		{ cat "$T/fio.out" >&2; fail "fio $what reported verify errors"; }
+	echo "ok: fio $what"
+}
 
 _cowbd_launch() { # create-flag args...
 	"$BUILD/cowbd" --pool "$POOL" "$@" --listen "127.0.0.1:$PORT" \
