@@ -58,6 +58,7 @@ struct tree_cache {
 	 * lock, read racily by tree_cache_over), the CLOCK hand (a position
 	 * in `nodes`, the writer's), nodes evicted so far. */
 	uint64_t bound, bytes, evictions;
+	uint64_t footprint; /* bytes + the map's slots: written under the lock, read racily */
 	size_t hand;
 	bool evicting;        /* over the bound: evict down to 7/8 of it (writer) */
 	bool woken;           /* wake was called and the writer has not run since */
@@ -80,10 +81,18 @@ static uint64_t node_bytes(const struct tree_node *n)
 }
 
 /* The resident footprint: nodes in memory with a written copy, and the
- * map that finds them.  Caller holds the lock (or reads racily). */
+ * map that finds them.  Any thread. */
 static uint64_t cache_bytes(const struct tree_cache *nc)
 {
-	return __atomic_load_n(&nc->bytes, __ATOMIC_RELAXED) + nc->nodes.cap * MAP_SLOT_BYTES;
+	return __atomic_load_n(&nc->footprint, __ATOMIC_RELAXED);
+}
+
+/* nc->bytes changed by delta.  Caller holds the lock. */
+static void bytes_add_locked(struct tree_cache *nc, int64_t delta)
+{
+	nc->bytes = (uint64_t)((int64_t)nc->bytes + delta);
+	__atomic_store_n(&nc->footprint, nc->bytes + nc->nodes.cap * MAP_SLOT_BYTES,
+	                 __ATOMIC_RELAXED);
 }
 
 /* n becomes findable at addr.  Caller holds the lock. */
@@ -93,8 +102,7 @@ static int nodes_put_locked(struct tree_cache *nc, uint64_t addr, struct tree_no
 	int err = map_put(&nc->nodes, addr, n);
 	if (err)
 		return err;
-	uint64_t b = nc->bytes + node_bytes(n) - (old ? node_bytes(old) : 0);
-	__atomic_store_n(&nc->bytes, b, __ATOMIC_RELAXED);
+	bytes_add_locked(nc, (int64_t)node_bytes(n) - (old ? (int64_t)node_bytes(old) : 0));
 	return 0;
 }
 
@@ -105,7 +113,7 @@ static void nodes_del_locked(struct tree_cache *nc, struct tree_node *n)
 	if (!n->disk || map_get(&nc->nodes, n->disk) != n)
 		return;
 	map_del(&nc->nodes, n->disk);
-	__atomic_store_n(&nc->bytes, nc->bytes - node_bytes(n), __ATOMIC_RELAXED);
+	bytes_add_locked(nc, -(int64_t)node_bytes(n));
 }
 
 struct tree_cache *tree_cache_new(struct alloc *a, tree_read_fn read, void *arg)
@@ -1692,7 +1700,9 @@ bool tree_cache_evict(struct tree_cache *nc, unsigned budget)
 		uint64_t target = nc->bound - nc->bound / 8;
 		sweep(nc, budget, target, false);
 		nc->evicting = cache_bytes(nc) > target;
+		pthread_mutex_lock(&nc->lock);
 		__atomic_store_n(&nc->stuck, nc->idle_visits > nc->nodes.n, __ATOMIC_RELAXED);
+		pthread_mutex_unlock(&nc->lock);
 	}
 	return tree_cache_pinned(nc) > nc->bound / 2;
 }

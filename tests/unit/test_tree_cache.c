@@ -24,7 +24,8 @@
  *     away leaf gives the client an error, not a crash;
  *   - a power cut at every device write or flush of a workload that
  *     writes through away nodes and checkpoints the reloaded copies: the
- *     pool opens, checks clean, and each block reads a value it may.
+ *     pool opens, checks clean, and each block reads a value it may; the
+ *     same with the store's own eviction under a tiny --metadata-cache.
  */
 #undef NDEBUG
 #include <errno.h>
@@ -620,7 +621,12 @@ struct cw_model {
 	uint64_t snap[2 * CW_N]; /* the snapshot's values, if it was made */
 	bool snap_made, durable_any;
 	unsigned seq;
+	uint64_t evictions; /* by the writer's bound, when the workload ran to its end */
 };
+
+/* How the workload's pool opens: NULL, or with a node cache so small that
+ * the log thread evicts between rounds (test_crash_points_evict). */
+static const struct store_opts *cw_opts;
 
 static unsigned cw_lba(unsigned i)
 {
@@ -654,13 +660,14 @@ static unsigned cw_val(struct cw_model *m)
 	return 1 + m->seq++ % 63;
 }
 
-/* Blocks written, nodes dropped (a checkpoint first), blocks written
+/* Blocks written, nodes dropped (a checkpoint first; with cw_opts, by the
+ * log thread's eviction between rounds instead), blocks written
  * through the away paths (each leaf read back and copied: the snapshot
  * shares it), a checkpoint that writes the reloaded nodes back, dropped
  * again, more writes, close.  Every step may fail once the power goes. */
 static void cw_workload(struct faultdev *p, struct cw_model *m)
 {
-	struct store *st = testpool_open(&p->dev, NULL);
+	struct store *st = testpool_open(&p->dev, cw_opts);
 	struct vol *v = NULL;
 
 	store_thread_register();
@@ -674,7 +681,8 @@ static void cw_workload(struct faultdev *p, struct cw_model *m)
 		m->snap_made = true;
 		memcpy(m->snap, m->last, sizeof(m->snap));
 	}
-	store_unload(st, p, UINT64_MAX);
+	if (!cw_opts) /* else the log thread's eviction drops them */
+		store_unload(st, p, UINT64_MAX);
 	for (unsigned k = 0; k < CW_N; k++) {
 		cw_put(v, m, 2 * k + 1, cw_val(m));
 		if (k % 4 == 0)
@@ -682,10 +690,14 @@ static void cw_workload(struct faultdev *p, struct cw_model *m)
 	}
 	cw_flush(v, m);
 	store_checkpoint(st);
-	store_unload(st, p, UINT64_MAX);
+	if (!cw_opts)
+		store_unload(st, p, UINT64_MAX);
 	for (unsigned k = 1; k < CW_N; k += 2)
 		cw_put(v, m, 2 * k, cw_val(m));
 	cw_flush(v, m);
+	struct store_stats ss;
+	store_get_stats(st, &ss);
+	m->evictions = ss.cache_evictions;
 out:
 	store_thread_unregister();
 	if (v)
@@ -713,7 +725,7 @@ static void cw_expect(struct store *st, const char *name, const uint64_t *ok, co
 
 static void cw_verify(struct faultdev *p, const struct cw_model *m)
 {
-	struct store *st = testpool_open(&p->dev, NULL);
+	struct store *st = testpool_open(&p->dev, cw_opts);
 	struct vol *v;
 
 	assert_int_equal(store_check(st), 0);
@@ -738,9 +750,11 @@ static void cw_verify(struct faultdev *p, const struct cw_model *m)
 }
 
 /* A power cut at every write or flush of the workload: the pool opens, its
- * check is clean, and every block reads what it may. */
-static void test_crash_points_away(void **state)
+ * check is clean, and every block reads what it may.  Returns the
+ * evictions of the run without a cut. */
+static uint64_t cw_crash_points(void)
 {
+	uint64_t evictions;
 	long total;
 	{
 		struct faultdev *p = faultdev_new(96u << 20);
@@ -749,6 +763,7 @@ static void test_crash_points_away(void **state)
 		p->calls = 0;
 		cw_workload(p, &m);
 		total = p->calls;
+		evictions = m.evictions;
 		cw_verify(p, &m);
 		faultdev_free(p);
 	}
@@ -766,7 +781,26 @@ static void test_crash_points_away(void **state)
 		cw_verify(p, &m);
 		faultdev_free(p);
 	}
-	print_message("%ld crash points\n", total + 1);
+	print_message("%ld crash points, %llu evictions without a cut\n", total + 1,
+	              (unsigned long long)evictions);
+	return evictions;
+}
+
+static void test_crash_points_away(void **state)
+{
+	cw_opts = NULL;
+	cw_crash_points();
+}
+
+/* The same with the log thread evicting under a 64 KiB bound (about a
+ * dozen nodes, against some 130 in the trees): checkpoints write back
+ * nodes that the writer evicted and read again between rounds. */
+static void test_crash_points_evict(void **state)
+{
+	static const struct store_opts small = {.cache_bytes = 64u << 10};
+	cw_opts = &small;
+	assert_true(cw_crash_points() > 50);
+	cw_opts = NULL;
 }
 
 int main(void)
@@ -780,6 +814,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_release, setup, free_all),
 	    cmocka_unit_test(test_store_lazy_read),
 	    cmocka_unit_test(test_crash_points_away),
+	    cmocka_unit_test(test_crash_points_evict),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
