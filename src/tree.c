@@ -1731,8 +1731,10 @@ uint64_t tree_unload(struct tree *const *trees, unsigned n)
 	pthread_mutex_lock(&nc->lock);
 	before = nc->evictions;
 	pthread_mutex_unlock(&nc->lock);
-	/* A pass unpublishes each level's leaves; the next their parents. */
-	for (uint64_t changes = 1; changes;) {
+	/* A pass unpublishes each level's leaves; the next their parents.
+	 * Readers loading meanwhile could keep every pass busy: a tree has
+	 * at most 4 levels: twice as many passes are enough. */
+	for (uint64_t changes = 1, pass = 0; changes && pass < 8; pass++) {
 		nc->hand = 0;
 		changes = sweep(nc, UINT_MAX, 0, true);
 		pthread_mutex_lock(&nc->lock);
