@@ -26,7 +26,9 @@
 # cleaning; write amplification; allocated over live space); snapshot/clone
 # latency on an empty volume vs one with MAP_BLOCKS mapped blocks, RSS per
 # mapped extent, recovery time after kill -9 with RECOVERY_MIB written since
-# the checkpoint.
+# the checkpoint.  With SCALE="6 7 8" (exponents), the scale section
+# (bench/scale.sh): open, recovery, RSS and random reads at 10^E mapped
+# blocks on generated pools; QUICK=1 runs it at 10^5.
 #
 # Output: Markdown on stdout; build/bench/results.csv (medians, ratios),
 # build/bench/raw.csv (every run), build/bench/logs/.  Large files live in
@@ -554,6 +556,13 @@ if [ -x "$BUILD/bench-wa" ] && [ -z "${MATRIX_ONLY:-}" ]; then
 		echo
 		WA_IDLE_SECS=$WA_IDLE "$BUILD/bench-wa" "${WA_ARGS[@]}" || echo "(bench-wa failed)"
 	} >>"$OUT/report.md"
+fi
+# Metadata at scale (bench/scale.sh): pools from the generator at 10^SCALE
+# mapped blocks; QUICK=1 runs it at 10^5 only, as a smoke test.
+[ "$QUICK" = 1 ] && : "${SCALE:=5}"
+if [ -n "${SCALE:-}" ] && [ -z "${MATRIX_ONLY:-}" ]; then
+	SCALE=$SCALE QUICK=$QUICK bash "$BENCH_SRC/scale.sh" "$BUILD" >>"$OUT/report.md" ||
+		echo "(bench/scale.sh failed: see build/bench/scale/logs)" >>"$OUT/report.md"
 fi
 cat "$OUT/report.md"
 say "results: $OUT/results.csv, raw runs: $RAW, logs: $LOGS"

@@ -4,8 +4,8 @@
 # them) and produces every table and the CSV: latency beside each result,
 # the flush figures, checkpoints seen in the job that should have them and
 # none in the one that should not, the compactor running during the loaded
-# job, and no loop device left behind.  It checks that the bench works, not
-# how fast anything is.
+# job, the scale section's row at 10^5 mapped blocks, and no loop device
+# left behind.  It checks that the bench works, not how fast anything is.
 . "$(dirname "$0")/lib.sh"
 requires fio nbdkit
 case "$BUILD" in *san*) echo "skipped under sanitizers (timings only)"; exit 77 ;; esac
@@ -53,6 +53,10 @@ for what in 'IOPS while compacting ÷ after cleaning' 'write amplification durin
 	'allocated ÷ live at the end'; do
 	grep -Eq "^\| ${what}[^|]* \| \**$num×" "$out" || { show "$what"; fail "no figure for: $what"; }
 done
+# Metadata at scale (bench/scale.sh at 10^5): open times, the batches
+# replayed after kill -9, read IOPS and RSS, all measured.
+grep -Eq "^\| 10\^5 \| $num s \| $num MB \| $num s / $num s \| $num s / $num s \| $num MiB \| $num s / $num s \| [1-9][0-9]* \| [^|]+ \| $num \| $num µs \| $num MiB \| $num MiB \|" "$out" ||
+	{ show '| 10^5 |'; fail "no scale row at 10^5"; }
 leftover=$(losetup -a 2>/dev/null | grep -F "$BUILD/bench/work")
 [ -z "$leftover" ] || fail "loop devices left attached: $leftover"
 echo "bench smoke run ok ($servers)"
