@@ -19,10 +19,11 @@
 #     the batches the daemon says it replayed;
 #  4. a fresh clean open, then 4k random reads qd32 over the whole volume
 #     for READ_SECS (fio --ioengine=nbd, as the bench): IOPS, p99, RSS at the
-#     end and the peak (VmHWM).  If `cowbd --help` lists --metadata-cache,
-#     once per cache size: 100% and 1% of the metadata (the pool's disk use,
-#     which is all metadata: the data blocks are holes) and 128M; otherwise
-#     once, uncapped, and the report says so.
+#     end, the peak (VmHWM) and the tree nodes held (cowctl stats).  If
+#     `cowbd --help` lists --metadata-cache, once per cache size: 100% and
+#     1% of the metadata (the pool's disk use, which is all metadata: the
+#     data blocks are holes), then 128M, in that order; otherwise once,
+#     uncapped, and the report says so.
 # Output: Markdown on stdout (progress on stderr); build/bench/scale/scale.csv.
 # Pools live in build/bench/scale/work and are deleted after each size
 # (KEEP=1 keeps them); one run at a time per build (a lock).  Everything it
@@ -70,7 +71,7 @@ trap 'say interrupted; exit 130' INT TERM
 rm -rf "$WORK" "$LOGS"
 mkdir -p "$WORK" "$LOGS" || exit 1
 CSV="$OUT/scale.csv"
-echo "blocks,gen_s,disk_mb,open_cold_ctl_ms,open_cold_nbd_ms,open_ctl_ms,open_nbd_ms,rss_open_kib,rec_ctl_ms,rec_nbd_ms,rec_batches,cache,read_iops,read_p99_us,rss_read_kib,hwm_read_kib" >"$CSV"
+echo "blocks,gen_s,disk_mb,open_cold_ctl_ms,open_cold_nbd_ms,open_ctl_ms,open_nbd_ms,rss_open_kib,rec_ctl_ms,rec_nbd_ms,rec_batches,cache,read_iops,read_p99_us,rss_read_kib,hwm_read_kib,cache_read_kib" >"$CSV"
 CACHE_OPT=0
 "$BUILD/cowbd" --help 2>&1 | grep -q -- "--metadata-cache" && CACHE_OPT=1
 
@@ -95,7 +96,9 @@ open_pool() { # pool args...
 # Drop the pool file's pages from the page cache (this file only).
 drop_cache() { dd if="$1" iflag=nocache count=0 status=none 2>/dev/null; }
 
-# 4k random reads over the whole volume; prints "iops p99 rss hwm".
+# 4k random reads over the whole volume; prints "iops p99 rss hwm cache":
+# RSS and VmHWM (peak) in KiB at the end, and the daemon's own figure for
+# the tree nodes it holds (cowctl stats cache_bytes, in KiB).
 read_job() { # tag
 	local ops iops p99 err
 	read -r ops iops _ err _ p99 _ < <(fio_run "nbd://127.0.0.1:$PORT/vol0" "$WORK/read-$1.json" \
@@ -103,7 +106,9 @@ read_job() { # tag
 		--time_based --runtime="$READ_SECS")
 	cp "$WORK/read-$1.json" "$LOGS/" 2>/dev/null
 	[ "$err" = ok ] || say "scale: read job $1: $err ($ops ops)"
-	echo "$iops $p99 $(rss_kib "$COW_PID") $(hwm_kib "$COW_PID")"
+	local cache
+	cache=$(cow_stats "$WORK/ctl.sock" cache_bytes)
+	echo "$iops $p99 $(rss_kib "$COW_PID") $(hwm_kib "$COW_PID") $((${cache:-0} / 1024))"
 }
 
 one_size() { # exponent
@@ -175,10 +180,10 @@ one_size() { # exponent
 		opt=()
 		[ "$c" = uncapped ] || opt=(--metadata-cache "$c")
 		open_pool "$pool" "${opt[@]}" || { say "scale: 10^$e: open failed"; return 1; }
-		local iops p99 r_rss r_hwm
-		read -r iops p99 r_rss r_hwm < <(read_job "$e-$c")
-		say "scale: 10^$e: 4k random reads, cache $c: $iops IOPS, p99 $p99 µs, RSS $r_rss KiB (peak $r_hwm)"
-		echo "$n,$gen_s,$((disk_kb / 1024)),$cold_ctl,$cold_nbd,$(echo "${ctl[*]}" | median),$(echo "${nbd[*]}" | median),$(echo "${rss[*]}" | median),$rec_ctl,$rec_nbd,$batches,$c,$iops,$p99,$r_rss,$r_hwm" >>"$CSV"
+		local iops p99 r_rss r_hwm r_cache
+		read -r iops p99 r_rss r_hwm r_cache < <(read_job "$e-$c")
+		say "scale: 10^$e: 4k random reads, cache $c: $iops IOPS, p99 $p99 µs, RSS $r_rss KiB (peak $r_hwm), nodes held $r_cache KiB"
+		echo "$n,$gen_s,$((disk_kb / 1024)),$cold_ctl,$cold_nbd,$(echo "${ctl[*]}" | median),$(echo "${nbd[*]}" | median),$(echo "${rss[*]}" | median),$rec_ctl,$rec_nbd,$batches,$c,$iops,$p99,$r_rss,$r_hwm,$r_cache" >>"$CSV"
 		stop_pid "$COW_PID" 60
 		COW_PID=""
 	done

@@ -16,7 +16,7 @@ def secs(ms):
 
 
 def mib(kib):
-    return "%.0f MiB" % (int(kib) / 1024) if kib else "—"
+    return "%.1f MiB" % (int(kib) / 1024) if kib else "—"
 
 
 def text(v, unit=""):
@@ -50,20 +50,29 @@ def main():
              "" if cache_opt else " cowbd has no `--metadata-cache` yet: RSS is uncapped."))
     print("| mapped blocks | generate | disk | open cold (ctl / nbd) | open warm (ctl / nbd) "
           "| RSS after open | open after kill -9 (ctl / nbd) | batches replayed | metadata cache "
-          "| 4k rand read IOPS | p99 | RSS end of reads | peak RSS |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| 4k rand read IOPS | p99 | RSS end of reads | peak RSS | nodes held |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     pts = {}
     for r in rows:
         n = int(r["blocks"])
         pts[n] = r
         print("| 10^%d | %s s | %s MB | %s / %s | %s / %s | %s | %s / %s | %s | %s | %s | %s µs "
-              "| %s | %s |" % (
+              "| %s | %s | %s |" % (
                   len(str(n)) - 1, r["gen_s"], r["disk_mb"], secs(r["open_cold_ctl_ms"]),
                   secs(r["open_cold_nbd_ms"]), secs(r["open_ctl_ms"]), secs(r["open_nbd_ms"]),
                   mib(r["rss_open_kib"]), secs(r["rec_ctl_ms"]), secs(r["rec_nbd_ms"]),
                   text(r["rec_batches"]), r["cache"], text(r["read_iops"]),
-                  text(r["read_p99_us"]), mib(r["rss_read_kib"]), mib(r["hwm_read_kib"])))
+                  text(r["read_p99_us"]), mib(r["rss_read_kib"]), mib(r["hwm_read_kib"]),
+                  mib(r.get("cache_read_kib"))))
     print()
+    # bench/scale.sh reads with the cache at 100% of the metadata first, then 1%.
+    for n in sorted(pts):
+        runs_n = [r for r in rows if int(r["blocks"]) == n and r["cache"] != "uncapped"]
+        if len(runs_n) >= 2 and runs_n[0]["read_iops"] and runs_n[1]["read_iops"]:
+            full, one = runs_n[0], runs_n[1]
+            print("- 10^%d: 4k random read IOPS with the cache at 1%% of the metadata (%s) over "
+                  "100%% (%s): %.2f×" % (len(str(n)) - 1, one["cache"], full["cache"],
+                                         float(one["read_iops"]) / float(full["read_iops"])))
     if len(pts) < 2:
         print("(one size only: no slope; give SCALE two or more exponents)")
         return 0
