@@ -36,6 +36,8 @@ struct store_opts {
 	uint64_t cache_bytes;      /* bound on tree node memory; 0 = default (1/16 of
 	                            * RAM, at least 64 MiB) */
 	bool read_only;            /* open for cowbd-check: no threads, no writes */
+	uint64_t count_pages;      /* count pages kept in memory after a checkpoint
+	                            * (docs/METADATA.md); 0 = default (16,384: 64 MiB) */
 };
 
 /* Volumes (with snapshots and clones) every pool can hold at least; the
@@ -316,7 +318,9 @@ struct store_stats {
 	bool failed;                  /* sticky I/O failure */
 	bool read_only;               /* opened read-only (asked for, or below) */
 	bool read_only_fallback;      /* read-only because open could not write a checkpoint */
-	uint32_t format_version;      /* the pool's (FORMAT.md: 1, or 2 once resized/renamed) */
+	uint32_t format_version;      /* the pool's (FORMAT.md: 3, or 1 or 2 opened read-only) */
+	uint64_t count_pages;         /* count pages in memory (4 KiB each) */
+	uint64_t count_pages_evicted; /* dropped back to disk after checkpoints, ever */
 	/* the tree node cache (docs/METADATA.md, step 3): nodes in memory and
 	 * their bytes, the bound, nodes read on demand and evicted */
 	uint64_t cache_nodes, cache_bytes, cache_bound, cache_loads, cache_evictions;

@@ -18,8 +18,10 @@
  * so writing pages dirties none. */
 #include <assert.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <urcu/urcu-memb.h>
 
 #include "alloc.h"
 #include "say.h"
@@ -28,6 +30,7 @@ enum alloc_seg_state { ALLOC_FREE = 0, ALLOC_USED = 1 };
 enum alloc_page_flag {
 	PAGE_DIRTY = 1, /* a count changed since alloc_pages_clean */
 	PAGE_AWAY = 2,  /* the page is on disk, not loaded (page[s] is NULL) */
+	PAGE_USED = 4,  /* touched since the eviction hand last passed (alloc_pages_trim) */
 };
 
 /* Invariants (alloc_check): seg_live[s] counts the blocks of s with ref > 0;
@@ -42,6 +45,8 @@ struct alloc {
 	uint32_t **page;     /* per segment: FMT_SEG_BLOCKS counts, or NULL (above) */
 	uint8_t *page_flags; /* per segment: enum alloc_page_flag */
 	uint64_t npages;     /* resident pages */
+	uint64_t hand;       /* where alloc_pages_trim goes on */
+	uint64_t evicted;    /* pages alloc_pages_trim dropped, ever */
 	uint64_t ndirty;     /* segments with PAGE_DIRTY */
 	alloc_loader_fn *loader;
 	void *loader_arg;
@@ -59,6 +64,8 @@ struct alloc {
 	uint64_t meta_pending;  /* dirty tree nodes: blocks the next checkpoint writes */
 	uint8_t *seg_marked;    /* dead when a checkpoint in flight began (alloc_mark_dead) */
 };
+
+static void page_free(uint32_t *p);
 
 struct alloc *alloc_new(uint64_t nsegs)
 {
@@ -92,7 +99,7 @@ void alloc_free(struct alloc *a)
 	if (!a)
 		return;
 	for (uint64_t s = 0; a->page && s < a->nsegs; s++)
-		free(a->page[s]);
+		page_free(a->page[s]);
 	free(a->page);
 	free(a->page_flags);
 	free(a->seg_live);
@@ -184,6 +191,35 @@ uint32_t alloc_block_refs(const struct alloc *a, uint64_t blk)
 
 /* ---- count pages ------------------------------------------------------- */
 
+/* A page in memory: its counts, and what frees it after a grace period
+ * when it is evicted (a reader may be inside alloc_block_refs on it). */
+struct page_mem {
+	struct rcu_head rcu;
+	uint32_t cnt[FMT_SEG_BLOCKS];
+};
+
+static uint32_t *page_new(void)
+{
+	struct page_mem *m = calloc(1, sizeof(*m));
+	return m ? m->cnt : NULL;
+}
+
+static struct page_mem *page_mem_of(uint32_t *p)
+{
+	return (struct page_mem *)(void *)((char *)p - offsetof(struct page_mem, cnt));
+}
+
+static void page_free(uint32_t *p)
+{
+	if (p)
+		free(page_mem_of(p));
+}
+
+static void page_free_rcu(struct rcu_head *h)
+{
+	free(caa_container_of(h, struct page_mem, rcu));
+}
+
 static void set_failed(struct alloc *a, uint64_t s, int err)
 {
 	if (a->err)
@@ -240,13 +276,13 @@ static uint32_t *page_fault(struct alloc *a, uint64_t s)
 
 	if (away && a->err)
 		return NULL; /* no second load after a failure, and no guess */
-	p = calloc(FMT_SEG_BLOCKS, sizeof(*p));
+	p = page_new();
 	if (!p) {
 		set_failed(a, s, -ENOMEM);
 		return NULL;
 	}
 	if (away && (err = page_load(a, s, p))) {
-		free(p);
+		page_free(p);
 		set_failed(a, s, err);
 		return NULL;
 	}
@@ -260,6 +296,7 @@ static uint32_t *page_fault(struct alloc *a, uint64_t s)
 static inline uint32_t *page_get(struct alloc *a, uint64_t s)
 {
 	uint32_t *p = a->page[s];
+	a->page_flags[s] |= PAGE_USED;
 	return p ? p : page_fault(a, s);
 }
 
@@ -271,7 +308,7 @@ static void page_drop(struct alloc *a, uint64_t s)
 		return;
 	__atomic_store_n(&a->page[s], NULL, __ATOMIC_RELEASE);
 	a->npages--;
-	free(p);
+	page_free(p);
 }
 
 void alloc_set_loader(struct alloc *a, alloc_loader_fn *fn, void *arg)
@@ -338,7 +375,7 @@ int alloc_page_install(struct alloc *a, uint64_t seg, const uint32_t *counts)
 	if (!live) {
 		page_drop(a, seg);
 	} else {
-		p = a->page[seg] ? a->page[seg] : calloc(FMT_SEG_BLOCKS, sizeof(*p));
+		p = a->page[seg] ? a->page[seg] : page_new();
 		if (!p)
 			return -ENOMEM;
 		memcpy(p, counts, FMT_SEG_BLOCKS * sizeof(*p));
@@ -383,6 +420,36 @@ void alloc_pages_clean(struct alloc *a)
 uint64_t alloc_pages_resident(const struct alloc *a)
 {
 	return a->npages;
+}
+
+uint64_t alloc_pages_evicted(const struct alloc *a)
+{
+	return a->evicted;
+}
+
+uint64_t alloc_pages_trim(struct alloc *a, uint64_t max, uint64_t budget,
+                          bool (*on_disk)(void *arg, uint64_t seg), void *arg)
+{
+	uint64_t dropped = 0;
+
+	for (uint64_t step = 0; a->npages > max && step < budget; step++) {
+		uint64_t s = a->hand;
+		a->hand = s + 1 < a->nsegs ? s + 1 : 0;
+		uint32_t *p = a->page[s];
+		if (!p || a->page_flags[s] & PAGE_DIRTY || !on_disk(arg, s))
+			continue;
+		if (a->page_flags[s] & PAGE_USED) { /* a second chance */
+			a->page_flags[s] &= ~PAGE_USED;
+			continue;
+		}
+		__atomic_store_n(&a->page[s], NULL, __ATOMIC_RELEASE);
+		a->page_flags[s] |= PAGE_AWAY;
+		a->npages--;
+		a->evicted++;
+		dropped++;
+		urcu_memb_call_rcu(&page_mem_of(p)->rcu, page_free_rcu);
+	}
+	return dropped;
 }
 
 /* s stops being warm (taken, or its cached pages given up). */

@@ -171,8 +171,19 @@ void alloc_pages_clean(struct alloc *a);
  * count and the pool's follow; USED if any is > 0; no page if all are 0),
  * clean and not AWAY.  Returns 0 or -ENOMEM (nothing changed). */
 int alloc_page_install(struct alloc *a, uint64_t seg, const uint32_t *counts);
-/* Pages in memory (each FMT_BLOCK bytes).  O(1). */
+/* Pages in memory (each FMT_BLOCK bytes, plus an RCU head).  O(1). */
 uint64_t alloc_pages_resident(const struct alloc *a);
+
+/* Evict clean pages, CLOCK order (a page touched since the hand passed
+ * gets a second chance), until at most max are resident or budget
+ * segments were looked at: only pages on_disk(arg, seg) says are written
+ * where the loader finds them.  An evicted page is AWAY (its live count
+ * kept) and freed after an RCU grace period (a reader may be in
+ * alloc_block_refs on it).  Log thread.  Returns how many it evicted;
+ * alloc_pages_evicted: how many ever. */
+uint64_t alloc_pages_trim(struct alloc *a, uint64_t max, uint64_t budget,
+                          bool (*on_disk)(void *arg, uint64_t seg), void *arg);
+uint64_t alloc_pages_evicted(const struct alloc *a);
 
 /* Whole-object checker for assert(): counts agree with the arrays.  AWAY
  * pages are not read (their live count is taken as said). */

@@ -170,6 +170,8 @@ struct pending_ckpt {
 };
 
 /* Write every dirty node, children first. */
+static int load_page(void *arg, uint64_t seg, uint32_t *counts);
+
 /* ---- the space map on disk (version 3) ---------------------------------
  *
  * Counts live in count pages, one per segment that has a counted block,
@@ -200,6 +202,7 @@ static int map_init(struct store *st)
 	}
 	memset(st->ck.stab_dirty, 1, st->ck.nstab);
 	st->ck.nstab_dirty = st->ck.nstab;
+	alloc_set_loader(st->a, load_page, st);
 	return 0;
 }
 
@@ -410,6 +413,13 @@ static void pending_refs(struct store *st, const struct pending_ckpt *p, bool ta
 		fn(st->a, p->addrs[i]);
 }
 
+/* alloc_pages_trim: seg's page, clean, is where the loader reads it. */
+static bool page_on_disk(void *arg, uint64_t seg)
+{
+	const struct store *st = arg;
+	return st->ck.pg0 && st->ck.pg0[seg];
+}
+
 /* p is named by the superblock (whose references p's blocks already
  * hold): the old checkpoint's blocks go. */
 static void adopt(struct store *st, const struct pending_ckpt *p)
@@ -422,6 +432,8 @@ static void adopt(struct store *st, const struct pending_ckpt *p)
 	st->ck.nblocks = 1 + p->nblk;
 	st->ck.lsn = p->lsn;
 	st->ck.upgrade = false; /* the superblock names a version 3 checkpoint */
+	/* Every clean page is on disk now: keep the budget's worth. */
+	alloc_pages_trim(st->a, st->ck.pages_max, 2 * st->nsegs, page_on_disk, st);
 	st->stats.checkpoints++;
 	st->stats.checkpoint_ns += iostats_now() - st->ck.began_ns;
 }
@@ -773,8 +785,6 @@ static int load_map(struct store *st, const uint64_t *stab, const char **why)
 			st->ck.nstab_dirty--;
 		}
 	}
-	if (!err)
-		alloc_set_loader(st->a, load_page, st);
 	free(ent);
 	free(blk);
 	return err;

@@ -818,6 +818,8 @@ static int control_op_pool_status(struct control_ctx *x)
 	PUT("volumes", pc.volumes);
 	PUT("snapshots", pc.snapshots);
 	PUT("format_version", s.format_version);
+	PUT("count_pages", s.count_pages);
+	PUT("count_pages_evicted", s.count_pages_evicted);
 #undef PUT
 	json_object_set_new(cp, "passes", json_integer((json_int_t)s.compactions));
 	json_object_set_new(cp, "blocks_moved", json_integer((json_int_t)s.compacted_blocks));

@@ -359,6 +359,8 @@ static int ctl_stats(struct store_req *r)
 	out->read_only = st->read_only;
 	out->compact_skipped_bad = compact_bad_blocks(st->sp.compact);
 	out->format_version = st->sb.version;
+	out->count_pages = alloc_pages_resident(st->a);
+	out->count_pages_evicted = alloc_pages_evicted(st->a);
 	if (st->nc) {
 		struct tree_cache_stats cs;
 		tree_cache_stats(st->nc, &cs);

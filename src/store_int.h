@@ -169,11 +169,12 @@ struct store {
 		uint64_t *stab;
 		uint8_t *stab_dirty;
 		uint64_t nstab, nstab_dirty;
-		uint32_t *counts; /* one segment's counts (scratch) */
-		bool upgrade;     /* loaded from an older version: the next
-		                   * checkpoint rewrites every node (and page) */
-		int emit_err;     /* why the last node emit failed */
-		bool full_logged; /* "postponed: no room" said once */
+		uint32_t *counts;   /* one segment's counts (scratch) */
+		bool upgrade;       /* loaded from an older version: the next
+		                     * checkpoint rewrites every node (and page) */
+		uint64_t pages_max; /* count pages kept after a checkpoint */
+		int emit_err;       /* why the last node emit failed */
+		bool full_logged;   /* "postponed: no room" said once */
 		struct fmt_node img;
 		struct ckpt_bg *bg; /* the background commit (ckpt_bg_start) */
 		uint64_t began_ns;  /* iostats_now() when the last one began */
