@@ -168,7 +168,7 @@ struct store {
 		uint64_t *pg0, *pg1;
 		uint64_t *stab;
 		uint8_t *stab_dirty;
-		uint64_t nstab, nstab_dirty;
+		uint64_t nstab;
 		uint32_t *counts;   /* one segment's counts (scratch) */
 		bool upgrade;       /* loaded from an older version: the next
 		                     * checkpoint rewrites every node (and page) */
@@ -323,9 +323,9 @@ int ckpt_load(struct store *st, struct fmt_summary *sum, const char **why);
 /* Segments holding the durable checkpoint: out[] gets up to
  * 1 + CKPT_MAX_BLOCKS; returns how many. */
 unsigned ckpt_segments(const struct store *st, uint64_t *out);
-/* Blocks the space map may add to the next checkpoint (count pages of the
- * segments whose counts changed, two each at worst, and segment tables),
- * for the space policy.  O(1). */
+/* Blocks the space map may add to the next checkpoint, at worst: a count
+ * page (two blocks if wide) for every segment in use and every segment
+ * table; for the space policy.  O(1). */
 uint64_t ckpt_map_blocks(const struct store *st);
 /* The compactor chose victim[seg] != 0: count pages and segment tables in
  * them are rewritten by the next checkpoint (they move out, as nodes do),

@@ -656,10 +656,10 @@ static void put_away(struct tree_cache *nc, uint64_t addr, unsigned level, struc
 	pthread_mutex_unlock(&nc->lock);
 	/* Only the writer changes counts and frees nodes: aw stays valid. */
 	others = aw && alloc_block_refs(a, addr) > 1;
-	if (others)
+	if (others) {
 		alloc_unref(a, addr);
-	if (others)
 		return;
+	}
 	int err = c ? 0 : cache_get(nc, addr, level, &c);
 	if (err) {
 		say_error("tree: cannot free the node at pool block %llu (%s): what it holds "
