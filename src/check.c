@@ -129,6 +129,11 @@ static int check_all(struct store *st)
 		    st->ck.bitmap_mismatch);
 		bad += (int)st->ck.bitmap_mismatch;
 	}
+	const char *why = vtab_check(st);
+	if (why) {
+		say_problem("volume table indexes", 1, "check: volume table: %s", why);
+		bad++;
+	}
 	for (struct volume *v = st->vt.list; v; v = v->next) {
 		if (v->snapshot && !vtab_find_id(st, v->parent_id)) {
 			say_problem("snapshots of missing volumes", 1,

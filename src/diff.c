@@ -215,26 +215,36 @@ struct store_status {
 	unsigned n;
 };
 
+/* Snapshot names copied out, by id. */
+struct snap_names {
+	char (*names)[NAMES_PART_MAX + 1];
+	unsigned n;
+};
+
+static bool snap_name(struct volume *s, void *arg)
+{
+	struct snap_names *sn = arg;
+	memcpy(sn->names[sn->n++], s->name, sizeof(sn->names[0]));
+	return true;
+}
+
 int store_status_snapshots(struct vol *v, int (*emit)(void *arg, const char *snap), void *arg)
 {
 	struct store *st = v->st;
-	char(*names)[NAMES_PART_MAX + 1] = NULL;
-	unsigned n = 0;
+	struct snap_names sn = {0};
 	int err = 0;
 
 	pthread_mutex_lock(&st->vt.lock);
 	struct volume *base = volume_of_locked(st, v->rec);
 	unsigned nsnap = base ? vtab_snapshots(st, base) : 0;
-	if (nsnap && (names = calloc(nsnap, sizeof(*names))))
-		for (struct volume *s = st->vt.list; s && n < nsnap; s = s->next)
-			if (s->snapshot && s->parent_id == base->id)
-				memcpy(names[n++], s->name, sizeof(names[0]));
+	if (nsnap && (sn.names = calloc(nsnap, sizeof(*sn.names))))
+		vtab_walk(st, base, true, 0, snap_name, &sn);
 	pthread_mutex_unlock(&st->vt.lock);
-	if (nsnap && !names)
+	if (nsnap && !sn.names)
 		return -ENOMEM;
-	for (unsigned i = 0; i < n && !err; i++)
-		err = emit(arg, names[i]);
-	free(names);
+	for (unsigned i = 0; i < sn.n && !err; i++)
+		err = emit(arg, sn.names[i]);
+	free(sn.names);
 	return err;
 }
 
@@ -288,6 +298,25 @@ int store_status_dirty(struct vol *v, const char *snap, struct store_status **ou
 	return 0;
 }
 
+/* Up the origin chain above r: the clone's origin snapshot, then its
+ * volume's origin, ... (records that cannot go away, above); their trees
+ * into out[] unless NULL; returns how many.  Caller holds vt.lock. */
+static unsigned origins_locked(struct store *st, struct volume *r, const struct tree **out)
+{
+	unsigned n = 0;
+
+	for (struct volume *b = volume_of_locked(st, r); b && b->origin_id && n < st->vt.n;) {
+		struct volume *o = vtab_find_id(st, b->origin_id);
+		if (!o)
+			break;
+		if (out)
+			out[n] = &o->tree;
+		n++;
+		b = volume_of_locked(st, o);
+	}
+	return n;
+}
+
 int store_status_depth(struct vol *v, struct store_status **out)
 {
 	struct store *st = v->st;
@@ -297,20 +326,10 @@ int store_status_depth(struct vol *v, struct store_status **out)
 	if (err)
 		return err;
 	pthread_mutex_lock(&st->vt.lock);
-	s->chain = calloc(st->vt.n + 1, sizeof(*s->chain));
+	s->chain = calloc(origins_locked(st, v->rec, NULL) + 1, sizeof(*s->chain));
 	if (s->chain) {
-		struct volume *r = v->rec;
-		s->chain[s->n++] = &r->tree;
-		/* up the origin chain: the clone's origin snapshot, then its
-		 * volume's origin, ... (records that cannot go away, above) */
-		for (struct volume *b = volume_of_locked(st, r);
-		     b && b->origin_id && s->n <= st->vt.n;) {
-			struct volume *o = vtab_find_id(st, b->origin_id);
-			if (!o)
-				break;
-			s->chain[s->n++] = &o->tree;
-			b = volume_of_locked(st, o);
-		}
+		s->chain[0] = &v->rec->tree;
+		s->n = 1 + origins_locked(st, v->rec, s->chain + 1);
 	}
 	pthread_mutex_unlock(&st->vt.lock);
 	if (!s->chain) {

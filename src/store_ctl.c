@@ -604,141 +604,44 @@ int store_info(struct store *st, const char *name, struct store_vol_info *out)
 
 /* ---- listing one page (caller's thread) --------------------------------- */
 
-/* A page is the max smallest ids above the cursor among the entries asked
- * for: a max-heap of max records while the table is walked once, whatever
- * order the table keeps.  The names it shows (a snapshot's volume, a
- * clone's origin and that snapshot's volume) are then found by one walk
- * per level against a sorted array of the ids wanted, not by a lookup of
- * the whole table per entry. */
+/* A page is the first max entries above the cursor among those asked
+ * for, taken from the table's index of that kind (vtab_walk): O(log n)
+ * to find the first, O(1) per entry after it, whatever the table holds
+ * besides; names, origins and snapshot counts are O(1) lookups. */
 struct list_page {
-	struct volume **v; /* heap by id, max first; sorted ascending at the end */
+	struct volume **v; /* ascending ids */
 	size_t n, max;
 	bool more;
-	uint64_t *id;        /* ids whose records a name needs: [0, nres) sorted, distinct */
-	struct volume **rec; /* [0, nres): id[i]'s record, or NULL (gone) */
-	size_t nres, nid;    /* [nres, nid): wanted, not resolved yet */
 };
 
-static void list_sift_down(struct volume **h, size_t n, size_t i)
+static bool list_take(struct volume *v, void *arg)
 {
-	for (;;) {
-		size_t big = i, l = 2 * i + 1, r = l + 1;
-		if (l < n && h[l]->id > h[big]->id)
-			big = l;
-		if (r < n && h[r]->id > h[big]->id)
-			big = r;
-		if (big == i)
-			return;
-		struct volume *t = h[i];
-		h[i] = h[big];
-		h[big] = t;
-		i = big;
+	struct list_page *p = arg;
+	if (p->n == p->max) {
+		p->more = true;
+		return false;
 	}
-}
-
-static void list_sift_up(struct volume **h, size_t i)
-{
-	while (i && h[(i - 1) / 2]->id < h[i]->id) {
-		struct volume *t = h[i];
-		h[i] = h[(i - 1) / 2];
-		h[(i - 1) / 2] = t;
-		i = (i - 1) / 2;
-	}
-}
-
-/* Offer v to the page: kept while it is among the max smallest ids. */
-static void list_offer(struct list_page *p, struct volume *v)
-{
-	if (p->n < p->max) {
-		p->v[p->n] = v;
-		list_sift_up(p->v, p->n++);
-		return;
-	}
-	p->more = true;
-	if (v->id < p->v[0]->id) {
-		p->v[0] = v;
-		list_sift_down(p->v, p->n, 0);
-	}
-}
-
-/* Heap to ascending order, in place. */
-static void list_sort(struct list_page *p)
-{
-	for (size_t n = p->n; n > 1; n--) {
-		struct volume *t = p->v[0];
-		p->v[0] = p->v[n - 1];
-		p->v[n - 1] = t;
-		list_sift_down(p->v, n - 1, 0);
-	}
-}
-
-static int list_cmp_id(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
-/* The record of id among those resolved, or NULL. */
-static struct volume *list_rec(const struct list_page *p, uint64_t id)
-{
-	const uint64_t *k = id ? bsearch(&id, p->id, p->nres, sizeof(*p->id), list_cmp_id) : NULL;
-	return k ? p->rec[k - p->id] : NULL;
-}
-
-/* Want id's record (0: none) at the next list_resolve_locked, which
- * drops repeats: room for 2 * max, one per entry before each. */
-static void list_want(struct list_page *p, uint64_t id)
-{
-	if (id)
-		p->id[p->nid++] = id;
-}
-
-/* Sort the ids wanted and find their records in one walk.  vt.lock held. */
-static void list_resolve_locked(struct store *st, struct list_page *p)
-{
-	size_t k = 0;
-
-	qsort(p->id, p->nid, sizeof(*p->id), list_cmp_id);
-	for (size_t i = 0; i < p->nid; i++)
-		if (!k || p->id[i] != p->id[k - 1])
-			p->id[k++] = p->id[i];
-	p->nres = p->nid = k;
-	memset(p->rec, 0, k * sizeof(*p->rec));
-	for (struct volume *v = st->vt.list; v; v = v->next) {
-		uint64_t *hit = bsearch(&v->id, p->id, k, sizeof(*p->id), list_cmp_id);
-		if (hit)
-			p->rec[hit - p->id] = v;
-	}
-}
-
-/* v's full name from the records resolved. */
-static void list_name(const struct list_page *p, const struct volume *v, char *out, size_t len)
-{
-	const struct volume *parent = v->snapshot ? list_rec(p, v->parent_id) : NULL;
-
-	if (v->snapshot)
-		snprintf(out, len, "%s@%s", parent ? parent->name : "?", v->name);
-	else
-		snprintf(out, len, "%s", v->name);
+	p->v[p->n++] = v;
+	return true;
 }
 
 /* Describe the page's entry v but for unique_blocks (the mapped count is
  * the root's: nothing is read).  Caller holds rcu_read_lock and vt.lock. */
-static void list_fill_locked(struct store *st, const struct list_page *p, struct volume *v,
-                             struct store_vol_info *i)
+static void list_fill_locked(struct store *st, struct volume *v, struct store_vol_info *i)
 {
 	memset(i, 0, sizeof(*i));
-	list_name(p, v, i->name, sizeof(i->name));
+	vtab_full_name(st, v, i->name, sizeof(i->name));
 	i->id = v->id;
 	i->size = v->size;
 	i->snapshot = v->snapshot;
 	i->created = v->created;
 	i->attached = v->attached;
+	i->nsnapshots = v->snapshot ? 0 : vtab_snapshots(st, v);
 	tree_count(&v->tree, st->a, true, &i->mapped_blocks, NULL);
 	if (v->origin_id) {
-		const struct volume *o = list_rec(p, v->origin_id);
+		struct volume *o = vtab_find_id(st, v->origin_id);
 		if (o)
-			list_name(p, o, i->origin, sizeof(i->origin));
+			vtab_full_name(st, o, i->origin, sizeof(i->origin));
 		else
 			snprintf(i->origin, sizeof(i->origin), "(deleted)");
 	}
@@ -757,25 +660,13 @@ static int list_count_walk(const struct tree *t, bool nowait, void *arg)
 	return count_walk(t, nowait, &lc->c);
 }
 
-/* vt.lock was dropped: find the records of out[from..] again, in one walk
- * (NULL: deleted meanwhile).  vt.lock held. */
+/* vt.lock was dropped: find the records of out[from..] again (NULL:
+ * deleted meanwhile).  vt.lock held. */
 static void list_refind_locked(struct store *st, struct list_page *p, size_t from,
                                const struct store_vol_info *out)
 {
 	for (size_t i = from; i < p->n; i++)
-		p->v[i] = NULL;
-	for (struct volume *v = st->vt.list; v; v = v->next) {
-		size_t lo = from, hi = p->n;
-		while (lo < hi) {
-			size_t mid = (lo + hi) / 2;
-			if (out[mid].id < v->id)
-				lo = mid + 1;
-			else
-				hi = mid;
-		}
-		if (lo < p->n && out[lo].id == v->id)
-			p->v[lo] = v;
-	}
+		p->v[i] = vtab_find_id(st, out[i].id);
 }
 
 /* unique_blocks of each entry: a walk of the nodes only it holds, with
@@ -800,58 +691,20 @@ static int list_unique_locked(struct store *st, struct list_page *p, struct stor
 	return 0;
 }
 
-/* Count each volume's snapshots in one walk.  vt.lock held; p sorted. */
-static void list_count_snapshots_locked(struct store *st, struct list_page *p,
-                                        struct store_vol_info *out)
-{
-	for (struct volume *s = st->vt.list; s; s = s->next) {
-		size_t lo = 0, hi = p->n;
-		if (!s->snapshot)
-			continue;
-		while (lo < hi) {
-			size_t mid = (lo + hi) / 2;
-			if (p->v[mid]->id < s->parent_id)
-				lo = mid + 1;
-			else
-				hi = mid;
-		}
-		if (lo < p->n && p->v[lo]->id == s->parent_id)
-			out[lo].nsnapshots++;
-	}
-}
-
-/* Pick, name and describe the page.  vt.lock held. */
+/* Pick, name and describe the page.  A volume's snapshots are the only
+ * entries a volume filters (a volume has no volumes).  vt.lock held. */
 static int list_page_locked(struct store *st, const struct store_list_req *q, struct list_page *p,
                             struct store_vol_info *out)
 {
-	uint64_t parent = 0;
+	struct volume *pv = NULL;
 
-	if (q->volume) {
-		struct volume *pv = vtab_find_base(st, q->volume);
-		if (!pv)
-			return -ENOENT;
-		parent = pv->id;
-	}
-	for (struct volume *v = st->vt.list; v; v = v->next)
-		if (v->id > q->after && v->snapshot == q->snapshots &&
-		    (!parent || v->parent_id == parent))
-			list_offer(p, v);
-	list_sort(p);
-	/* a snapshot's volume, a clone's origin; then the origin's volume */
-	for (size_t i = 0; i < p->n; i++)
-		list_want(p, p->v[i]->snapshot ? p->v[i]->parent_id : p->v[i]->origin_id);
-	list_resolve_locked(st, p);
-	for (size_t i = 0; i < p->n; i++) {
-		const struct volume *o = p->v[i]->snapshot ? NULL : list_rec(p, p->v[i]->origin_id);
-		if (o && o->snapshot)
-			list_want(p, o->parent_id);
-	}
-	list_resolve_locked(st, p);
+	if (q->volume && !(pv = vtab_find_base(st, q->volume)))
+		return -ENOENT;
+	if (!pv || q->snapshots)
+		vtab_walk(st, pv, q->snapshots, q->after, list_take, p);
 	urcu_memb_read_lock();
 	for (size_t i = 0; i < p->n; i++)
-		list_fill_locked(st, p, p->v[i], &out[i]);
-	if (!q->snapshots)
-		list_count_snapshots_locked(st, p, out);
+		list_fill_locked(st, p->v[i], &out[i]);
 	int err = q->flags & STORE_LIST_FIGURES ? list_unique_locked(st, p, out) : 0;
 	urcu_memb_read_unlock();
 	return err;
@@ -867,12 +720,8 @@ int store_list_page(struct store *st, const struct store_list_req *q, struct sto
 	if (!q->max || q->max > STORE_LIST_PAGE_MAX || (q->volume && !names_part_valid(q->volume)))
 		return -EINVAL;
 	p.v = calloc(q->max, sizeof(*p.v));
-	p.id = calloc(2 * (size_t)q->max, sizeof(*p.id));
-	p.rec = calloc(2 * (size_t)q->max, sizeof(*p.rec));
-	if (!p.v || !p.id || !p.rec) {
-		err = -ENOMEM;
-		goto out;
-	}
+	if (!p.v)
+		return -ENOMEM;
 	entered = reader_rcu_enter();
 	pthread_mutex_lock(&st->vt.lock);
 	err = list_page_locked(st, q, &p, out);
@@ -880,9 +729,6 @@ int store_list_page(struct store *st, const struct store_list_req *q, struct sto
 	reader_rcu_leave(entered);
 	*n = err ? 0 : p.n;
 	*more = !err && p.more;
-out:
-	free(p.rec);
-	free(p.id);
 	free(p.v);
 	return err;
 }
@@ -893,6 +739,14 @@ static void why_subject(struct store_why *why, enum store_why_code code, const c
 {
 	why->code = code;
 	snprintf(why->subject, sizeof(why->subject), "%s", subject);
+}
+
+/* vtab_walk: the first record attached into *arg. */
+static bool first_attached(struct volume *v, void *arg)
+{
+	if (v->attached)
+		*(struct volume **)arg = v;
+	return !v->attached;
 }
 
 /* EBUSY or ENOTEMPTY: attached, snapshots left, clones left, or another
@@ -911,13 +765,15 @@ static void explain_busy_locked(struct store *st, enum store_ctl_op op, const ch
 		return;
 	}
 	if (v && !v->snapshot && op == STORE_OP_VOL_RENAME) {
-		for (struct volume *s = st->vt.list; s; s = s->next)
-			if ((s == v || (s->snapshot && s->parent_id == v->id)) && s->attached) {
-				vtab_full_name(st, s, why->subject, sizeof(why->subject));
-				why->code = STORE_WHY_ATTACHED;
-				why->count = s->attached;
-				return;
-			}
+		struct volume *a = v->attached ? v : NULL;
+		if (!a)
+			vtab_walk(st, v, true, 0, first_attached, &a);
+		if (a) {
+			vtab_full_name(st, a, why->subject, sizeof(why->subject));
+			why->code = STORE_WHY_ATTACHED;
+			why->count = a->attached;
+			return;
+		}
 	}
 	if (v && v->snapshot && op == STORE_OP_SNAP_DELETE &&
 	    (why->count = vtab_clones(st, v, why->names, STORE_WHY_NAMES))) {

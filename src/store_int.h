@@ -42,6 +42,12 @@
 
 #define CKPT_MAX_BLOCKS ((unsigned)FMT_SUM_ENTRIES)
 
+/* A node of one of vtab.c's treaps: records ordered by id. */
+struct vtab_node {
+	struct vtab_node *l, *r;
+	uint64_t id;
+};
+
 /* A volume or snapshot record.  flags are immutable after creation; name
  * and size change only on the log thread: the name by a rename (written
  * under vt.lock, with the volume and its snapshots locked against
@@ -52,6 +58,12 @@
  * are under vt.lock. */
 struct volume {
 	struct volume *next; /* st->vt.list, under vt.lock */
+	/* vtab.c's indexes, changed with the list (under vt.lock) */
+	struct volume *prev;      /* st->vt.list */
+	struct volume *name_next; /* vt.names: its chain */
+	struct vtab_node ord;     /* vt.bases or vt.snaps, by its kind */
+	struct vtab_node kin;     /* a snapshot among its volume's snapshots,
+	                           * a clone among its origin's clones (vt.kin) */
 	uint64_t id;
 	uint64_t parent_id; /* snapshot: its volume */
 	uint64_t origin_id; /* clone: the snapshot it came from */
@@ -119,12 +131,24 @@ struct store {
 	struct store_stats stats; /* counters: log thread */
 
 	struct { /* vtab.c */
-		/* list, n, attached, locked.  Taken inside RCU read-side
-		 * sections (reader_walk_locked retakes it in one): never wait
-		 * for a grace period (synchronize_rcu) while holding it. */
+		/* list, n, attached, locked and the indexes.  Taken inside
+		 * RCU read-side sections (reader_walk_locked retakes it in
+		 * one): never wait for a grace period (synchronize_rcu) while
+		 * holding it. */
 		pthread_mutex_t lock;
-		struct volume *list; /* written by the log thread, under lock */
+		/* Every record in ascending id order (= creation order):
+		 * written by the log thread, under lock.  The indexes below
+		 * change with it: ids (id -> record), names (chained hash by
+		 * volume id or 0 and own name), bases and snaps (treaps of
+		 * the volumes and clones, and of the snapshots, by id), kin
+		 * (id -> struct vtab_kin: the record's snapshots and clones,
+		 * counted and by id; an entry lives while it has any). */
+		struct volume *list, *tail;
 		unsigned n;
+		struct map ids, kin;
+		struct volume **names;
+		size_t names_cap;
+		struct vtab_node *bases, *snaps;
 		uint64_t next_id; /* log thread */
 	} vt;
 
@@ -239,20 +263,37 @@ int core_submit_wait(struct store_req *r, void (*submit)(struct store_req *));
 
 /* Tree levels for a volume of size bytes; 0 if 0 or too large. */
 unsigned vtab_levels_for_size(uint64_t size);
-/* Lookups: caller holds vt.lock or is the log thread. */
+/* Lookups: caller holds vt.lock or is the log thread.  O(1) expected. */
 struct volume *vtab_find_id(struct store *st, uint64_t id);
 struct volume *vtab_find_base(struct store *st, const char *name);
 struct volume *vtab_find_snap(struct store *st, uint64_t parent, const char *snap);
 struct volume *vtab_find_export(struct store *st, const char *full, int *err);
-/* Snapshots of volume v; clones made from snapshot snap (the first max
- * full names into names[]).  O(volumes). */
+/* Snapshots of volume v (O(1)); clones made from snapshot snap: their
+ * count in O(1), the first max full names into names[] (by id) in
+ * O(log n + max). */
 unsigned vtab_snapshots(struct store *st, const struct volume *v);
 unsigned vtab_clones(struct store *st, const struct volume *snap, char (*names)[NAMES_FULL_MAX + 1],
                      unsigned max);
+/* "vol" or "vol@snap" (O(1)). */
 void vtab_full_name(struct store *st, const struct volume *v, char *out, size_t len);
+/* Visit, by ascending id from the first above after, the records of one
+ * kind: with family NULL, every snapshot (snapshots) or every volume and
+ * clone (!snapshots); else family's snapshots or family's clones.  fn
+ * returns false to stop.  fn must not link or unlink.  Caller holds
+ * vt.lock or is the log thread.  O(log n + records visited). */
+typedef bool (*vtab_visit_fn)(struct volume *v, void *arg);
+void vtab_walk(struct store *st, const struct volume *family, bool snapshots, uint64_t after,
+               vtab_visit_fn fn, void *arg);
+/* Do the list (id order, links, count) and every index agree?  NULL, or
+ * what is wrong first.  Any thread (takes vt.lock).  O(n log n). */
+const char *vtab_check(struct store *st);
 /* New record (not linked); NULL on ENOMEM. */
 struct volume *vtab_volume_new(uint64_t id, const char *name, uint64_t size, uint64_t created);
-void vtab_link(struct store *st, struct volume *v);
+/* Add v (its kind, parent and origin set; its id in no record) to the
+ * table and its indexes, in id order.  Log thread or the opener.  0 or
+ * -ENOMEM (nothing changed).  O(log n) expected, O(1) of it for the list
+ * when v's id is the largest (every create; a checkpoint in id order). */
+int vtab_link(struct store *st, struct volume *v);
 /* Drop every record (close). */
 void vtab_free_all(struct store *st);
 /* Apply a logged control operation (live or at replay); -EILSEQ if it does

@@ -1,16 +1,23 @@
 /* vtab.c — the volume table: volume and snapshot records, lookups by id
- * and by export name, applying logged control operations to the table
- * (live and at replay), and the export handles connections hold.
+ * and by export name, walks of a kind or a family by id, applying logged
+ * control operations to the table (live and at replay), and the export
+ * handles connections hold.  Every per-record operation is O(1) or
+ * O(log n) in the records: hash indexes and treaps kept with the list
+ * (below); only whole-table walks are O(n).
  * Layer: under store_ctl, writer, reader, ckpt and recover; over tree.
- * Locks: vt.lock guards the list and every record's attach state against
- * export lookups from connection threads; only the log thread (or the
- * single-threaded opener) changes the list, so it may read it unlocked. */
+ * Locks: vt.lock guards the list, its indexes and every record's attach
+ * state against export lookups from connection threads; only the log
+ * thread (or the single-threaded opener) changes them, so it may read
+ * them unlocked. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "store_int.h"
+
+#define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
 
 /* Checked before rounding up, which would wrap for sizes near 2^64. */
 unsigned vtab_levels_for_size(uint64_t size)
@@ -22,28 +29,235 @@ unsigned vtab_levels_for_size(uint64_t size)
 	return tree_levels_for((size + FMT_BLOCK - 1) / FMT_BLOCK);
 }
 
-struct volume *vtab_find_id(struct store *st, uint64_t id)
+/* ---- indexes ----------------------------------------------------------
+ *
+ * The list keeps every record in id order for whole-table walks (the
+ * checkpoint, listings, the check).  Beside it, all under the same rule
+ * (vt.lock for connection threads; only the log thread changes them):
+ * ids, a map from id to record; names, a chained hash by (volume id, own
+ * name) for snapshots and (0, name) for volumes and clones (ids start at
+ * 1); bases and snaps, treaps by id (priority: a hash of the id) that find
+ * a page's first entry and a record's place in the list whatever order
+ * records come in (a checkpoint need not store them by id); kin, per
+ * record with snapshots or clones, their counts and a treap of each. */
+
+struct vtab_kin {
+	struct vtab_node *snaps, *clones;
+	unsigned nsnaps, nclones;
+};
+
+static uint64_t node_prio(const struct vtab_node *n)
 {
-	for (struct volume *v = st->vt.list; v; v = v->next)
-		if (v->id == id)
+	uint64_t x = n->id + 0x9E3779B97F4A7C15ull;
+	x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+	x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+	return x ^ (x >> 31);
+}
+
+static void node_insert(struct vtab_node **t, struct vtab_node *n)
+{
+	struct vtab_node *p = *t;
+
+	if (!p) {
+		n->l = n->r = NULL;
+		*t = n;
+	} else if (n->id < p->id) {
+		node_insert(&p->l, n);
+		if (node_prio(p->l) > node_prio(p)) {
+			*t = p->l;
+			p->l = (*t)->r;
+			(*t)->r = p;
+		}
+	} else {
+		node_insert(&p->r, n);
+		if (node_prio(p->r) > node_prio(p)) {
+			*t = p->r;
+			p->r = (*t)->l;
+			(*t)->l = p;
+		}
+	}
+}
+
+/* a and b joined; every id in a is below every id in b. */
+static struct vtab_node *node_join(struct vtab_node *a, struct vtab_node *b)
+{
+	if (!a || !b)
+		return a ? a : b;
+	if (node_prio(a) > node_prio(b)) {
+		a->r = node_join(a->r, b);
+		return a;
+	}
+	b->l = node_join(a, b->l);
+	return b;
+}
+
+static void node_remove(struct vtab_node **t, uint64_t id)
+{
+	while (*t && (*t)->id != id)
+		t = id < (*t)->id ? &(*t)->l : &(*t)->r;
+	if (*t)
+		*t = node_join((*t)->l, (*t)->r);
+}
+
+/* The node with the largest id below id, or NULL. */
+static struct vtab_node *node_below(struct vtab_node *t, uint64_t id)
+{
+	struct vtab_node *best = NULL;
+	while (t)
+		if (t->id < id) {
+			best = t;
+			t = t->r;
+		} else {
+			t = t->l;
+		}
+	return best;
+}
+
+/* In order from the first id above after; false once fn stopped it. */
+static bool node_walk(struct vtab_node *t, uint64_t after, bool kin, vtab_visit_fn fn, void *arg)
+{
+	for (; t; t = t->r) {
+		if (t->id <= after)
+			continue;
+		struct volume *v =
+		    kin ? container_of(t, struct volume, kin) : container_of(t, struct volume, ord);
+		if (!node_walk(t->l, after, kin, fn, arg) || !fn(v, arg))
+			return false;
+	}
+	return true;
+}
+
+/* The record v is a snapshot or clone of (0: none). */
+static uint64_t kin_of(const struct volume *v)
+{
+	return v->snapshot ? v->parent_id : v->origin_id;
+}
+
+static size_t name_slot(const struct store *st, uint64_t up, const char *name)
+{
+	uint64_t h = 0xcbf29ce484222325ull ^ (up * 0x9E3779B97F4A7C15ull);
+	for (const unsigned char *c = (const unsigned char *)name; *c; c++)
+		h = (h ^ *c) * 0x100000001b3ull;
+	return (size_t)(h ^ (h >> 32)) & (st->vt.names_cap - 1);
+}
+
+static struct volume *name_find(struct store *st, bool snapshot, uint64_t up, const char *name)
+{
+	if (!st->vt.names_cap)
+		return NULL;
+	for (struct volume *v = st->vt.names[name_slot(st, up, name)]; v; v = v->name_next)
+		if (v->snapshot == snapshot && (!snapshot || v->parent_id == up) &&
+		    !strcmp(v->name, name))
 			return v;
 	return NULL;
+}
+
+static void name_add(struct store *st, struct volume *v)
+{
+	struct volume **b = &st->vt.names[name_slot(st, v->snapshot ? v->parent_id : 0, v->name)];
+	v->name_next = *b;
+	*b = v;
+}
+
+static void name_del(struct store *st, struct volume *v)
+{
+	struct volume **pp = &st->vt.names[name_slot(st, v->snapshot ? v->parent_id : 0, v->name)];
+	while (*pp != v)
+		pp = &(*pp)->name_next;
+	*pp = v->name_next;
+}
+
+/* Room for one more name: the chains stay short (at most one record per
+ * slot on average) by doubling; 0 or -ENOMEM (nothing changed). */
+static int name_room(struct store *st)
+{
+	size_t cap = st->vt.names_cap ? st->vt.names_cap : 64;
+	if (st->vt.n + 1 <= st->vt.names_cap)
+		return 0;
+	while (cap < (size_t)st->vt.n + 1)
+		cap *= 2;
+	struct volume **t = calloc(cap, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	free(st->vt.names);
+	st->vt.names = t;
+	st->vt.names_cap = cap;
+	for (struct volume *v = st->vt.list; v; v = v->next)
+		name_add(st, v);
+	return 0;
+}
+
+/* Put v in the list after the record with the next smaller id. */
+static void list_add(struct store *st, struct volume *v)
+{
+	struct volume *p = st->vt.tail;
+	if (p && p->id > v->id) {
+		struct vtab_node *a = node_below(st->vt.bases, v->id);
+		struct vtab_node *b = node_below(st->vt.snaps, v->id);
+		if (a && (!b || a->id > b->id))
+			p = container_of(a, struct volume, ord);
+		else
+			p = b ? container_of(b, struct volume, ord) : NULL;
+	}
+	v->prev = p;
+	v->next = p ? p->next : st->vt.list;
+	if (v->next)
+		v->next->prev = v;
+	else
+		st->vt.tail = v;
+	if (p)
+		p->next = v;
+	else
+		st->vt.list = v;
+}
+
+static void list_del(struct store *st, struct volume *v)
+{
+	if (v->prev)
+		v->prev->next = v->next;
+	else
+		st->vt.list = v->next;
+	if (v->next)
+		v->next->prev = v->prev;
+	else
+		st->vt.tail = v->prev;
+}
+
+/* The kin entry of id, made if missing (NULL on ENOMEM). */
+static struct vtab_kin *kin_get(struct store *st, uint64_t id)
+{
+	struct vtab_kin *k = map_get(&st->vt.kin, id);
+	if (k)
+		return k;
+	k = calloc(1, sizeof(*k));
+	if (k && map_put(&st->vt.kin, id, k)) {
+		free(k);
+		k = NULL;
+	}
+	return k;
+}
+
+static void kin_put(struct store *st, uint64_t id, struct vtab_kin *k)
+{
+	if (!k->nsnaps && !k->nclones) {
+		map_del(&st->vt.kin, id);
+		free(k);
+	}
+}
+
+struct volume *vtab_find_id(struct store *st, uint64_t id)
+{
+	return map_get(&st->vt.ids, id);
 }
 
 struct volume *vtab_find_base(struct store *st, const char *name)
 {
-	for (struct volume *v = st->vt.list; v; v = v->next)
-		if (!v->snapshot && !strcmp(v->name, name))
-			return v;
-	return NULL;
+	return name_find(st, false, 0, name);
 }
 
 struct volume *vtab_find_snap(struct store *st, uint64_t parent, const char *snap)
 {
-	for (struct volume *v = st->vt.list; v; v = v->next)
-		if (v->snapshot && v->parent_id == parent && !strcmp(v->name, snap))
-			return v;
-	return NULL;
+	return name_find(st, true, parent, snap);
 }
 
 struct volume *vtab_find_export(struct store *st, const char *full, int *err)
@@ -62,25 +276,47 @@ struct volume *vtab_find_export(struct store *st, const char *full, int *err)
 	return v;
 }
 
+void vtab_walk(struct store *st, const struct volume *family, bool snapshots, uint64_t after,
+               vtab_visit_fn fn, void *arg)
+{
+	const struct vtab_kin *k = family ? map_get(&st->vt.kin, family->id) : NULL;
+
+	if (!family)
+		node_walk(snapshots ? st->vt.snaps : st->vt.bases, after, false, fn, arg);
+	else if (k)
+		node_walk(snapshots ? k->snaps : k->clones, after, true, fn, arg);
+}
+
+struct clone_names {
+	struct store *st;
+	char (*names)[NAMES_FULL_MAX + 1];
+	unsigned n, max;
+};
+
+static bool clone_name(struct volume *c, void *arg)
+{
+	struct clone_names *cn = arg;
+	if (cn->n == cn->max)
+		return false;
+	vtab_full_name(cn->st, c, cn->names[cn->n++], sizeof(cn->names[0]));
+	return true;
+}
+
 unsigned vtab_clones(struct store *st, const struct volume *snap, char (*names)[NAMES_FULL_MAX + 1],
                      unsigned max)
 {
-	unsigned n = 0;
-	for (struct volume *c = st->vt.list; c; c = c->next)
-		if (!c->snapshot && c->origin_id == snap->id) {
-			if (n < max)
-				vtab_full_name(st, c, names[n], sizeof(names[n]));
-			n++;
-		}
-	return n;
+	const struct vtab_kin *k = map_get(&st->vt.kin, snap->id);
+	struct clone_names cn = {.st = st, .names = names, .max = max};
+
+	if (k && max)
+		vtab_walk(st, snap, false, 0, clone_name, &cn);
+	return k ? k->nclones : 0;
 }
 
 unsigned vtab_snapshots(struct store *st, const struct volume *v)
 {
-	unsigned n = 0;
-	for (struct volume *s = st->vt.list; s; s = s->next)
-		n += s->snapshot && s->parent_id == v->id;
-	return n;
+	const struct vtab_kin *k = map_get(&st->vt.kin, v->id);
+	return k ? k->nsnaps : 0;
 }
 
 void vtab_full_name(struct store *st, const struct volume *v, char *out, size_t len)
@@ -113,41 +349,165 @@ static void volume_free(struct store *st, struct volume *v)
 	free(v);
 }
 
-void vtab_link(struct store *st, struct volume *v)
+/* Everything that may fail first (the kin entry, the id map, the name
+ * table), then the pointer changes, which cannot. */
+int vtab_link(struct store *st, struct volume *v)
 {
-	struct volume **pp = &st->vt.list;
-	while (*pp)
-		pp = &(*pp)->next;
+	uint64_t up = kin_of(v);
+	struct vtab_kin *k = NULL;
+	int err = 0;
+
 	v->tree.nc = st->nc;
+	v->ord.id = v->kin.id = v->id;
 	pthread_mutex_lock(&st->vt.lock);
-	*pp = v;
-	st->vt.n++;
+	if (up && !(k = kin_get(st, up)))
+		err = -ENOMEM;
+	if (!err && (err = map_put(&st->vt.ids, v->id, v)))
+		kin_put(st, up, k);
+	if (!err && (err = name_room(st))) {
+		map_del(&st->vt.ids, v->id);
+		kin_put(st, up, k);
+	}
+	if (!err) {
+		list_add(st, v);
+		node_insert(v->snapshot ? &st->vt.snaps : &st->vt.bases, &v->ord);
+		if (k) {
+			node_insert(v->snapshot ? &k->snaps : &k->clones, &v->kin);
+			*(v->snapshot ? &k->nsnaps : &k->nclones) += 1;
+		}
+		name_add(st, v);
+		st->vt.n++;
+	}
 	pthread_mutex_unlock(&st->vt.lock);
-	if (v->id >= st->vt.next_id)
+	if (!err && v->id >= st->vt.next_id)
 		st->vt.next_id = v->id + 1;
+	return err;
 }
 
 static void unlink_volume(struct store *st, struct volume *v)
 {
+	uint64_t up = kin_of(v);
+	struct vtab_kin *k = up ? map_get(&st->vt.kin, up) : NULL;
+
 	pthread_mutex_lock(&st->vt.lock);
-	for (struct volume **pp = &st->vt.list; *pp; pp = &(*pp)->next)
-		if (*pp == v) {
-			*pp = v->next;
-			st->vt.n--;
-			break;
-		}
+	list_del(st, v);
+	map_del(&st->vt.ids, v->id);
+	node_remove(v->snapshot ? &st->vt.snaps : &st->vt.bases, v->id);
+	if (k) {
+		node_remove(v->snapshot ? &k->snaps : &k->clones, v->id);
+		*(v->snapshot ? &k->nsnaps : &k->nclones) -= 1;
+		kin_put(st, up, k);
+	}
+	name_del(st, v);
+	st->vt.n--;
 	pthread_mutex_unlock(&st->vt.lock);
 }
 
 void vtab_free_all(struct store *st)
 {
+	size_t pos = 0;
+	void **k;
+
 	while (st->vt.list) {
 		struct volume *v = st->vt.list;
 		st->vt.list = v->next;
 		tree_release(&v->tree); /* closing: no block to give back, no node to read */
 		volume_free(st, v);
 	}
+	while ((k = map_next(&st->vt.kin, &pos, &(uint64_t){0})))
+		free(*k);
+	map_clear(&st->vt.kin);
+	map_clear(&st->vt.ids);
+	free(st->vt.names);
+	st->vt.names = NULL;
+	st->vt.names_cap = 0;
+	st->vt.bases = st->vt.snaps = NULL;
+	st->vt.tail = NULL;
 	st->vt.n = 0;
+}
+
+/* ---- the checker ------------------------------------------------------- */
+
+/* Nodes in t, if every one is in id order within (lo, hi) and under its
+ * parent's priority; else UINT64_MAX. */
+static uint64_t node_check(const struct vtab_node *t, uint64_t lo, uint64_t hi, uint64_t prio)
+{
+	if (!t)
+		return 0;
+	if (t->id <= lo || t->id >= hi || node_prio(t) > prio)
+		return UINT64_MAX;
+	uint64_t l = node_check(t->l, lo, t->id, node_prio(t));
+	uint64_t r = node_check(t->r, t->id, hi, node_prio(t));
+	return l == UINT64_MAX || r == UINT64_MAX ? UINT64_MAX : l + r + 1;
+}
+
+/* Is n in treap t? */
+static bool node_in(const struct vtab_node *t, const struct vtab_node *n)
+{
+	while (t && t->id != n->id)
+		t = n->id < t->id ? t->l : t->r;
+	return t == n;
+}
+
+/* One record against the indexes. */
+static const char *check_one(struct store *st, struct volume *v)
+{
+	uint64_t up = kin_of(v);
+	const struct vtab_kin *k = up ? map_get(&st->vt.kin, up) : NULL;
+
+	if (vtab_find_id(st, v->id) != v)
+		return "a record its id does not find";
+	if (name_find(st, v->snapshot, v->snapshot ? v->parent_id : 0, v->name) != v)
+		return "a record its name does not find";
+	if (!node_in(v->snapshot ? st->vt.snaps : st->vt.bases, &v->ord))
+		return "a record missing from the index of its kind";
+	if (up && (!k || !node_in(v->snapshot ? k->snaps : k->clones, &v->kin)))
+		return "a snapshot or clone missing from its family";
+	return NULL;
+}
+
+/* The list's order and links, every record in each index, and nothing
+ * else in them. */
+static const char *check_indexes(struct store *st)
+{
+	uint64_t n = 0, nkin = 0, inkin = 0, named = 0;
+	const struct volume *prev = NULL;
+	const char *why = NULL;
+	size_t pos = 0;
+	void **slot;
+
+	for (struct volume *v = st->vt.list; v && !why; prev = v, v = v->next, n++) {
+		if (v->prev != prev || (prev && prev->id >= v->id))
+			return "the list out of id order or badly linked";
+		why = check_one(st, v);
+		nkin += kin_of(v) != 0;
+	}
+	if (why || st->vt.tail != prev || n != st->vt.n || st->vt.ids.n != n)
+		return why ? why : "the list's count, tail or id map disagree";
+	while ((slot = map_next(&st->vt.kin, &pos, &(uint64_t){0}))) {
+		const struct vtab_kin *k = *slot;
+		uint64_t a = node_check(k->snaps, 0, UINT64_MAX, UINT64_MAX);
+		uint64_t b = node_check(k->clones, 0, UINT64_MAX, UINT64_MAX);
+		if (a != k->nsnaps || b != k->nclones || !(a + b))
+			return "a family's counts disagree with its records";
+		inkin += a + b;
+	}
+	for (size_t i = 0; i < st->vt.names_cap; i++)
+		for (const struct volume *v = st->vt.names[i]; v; v = v->name_next)
+			named++;
+	uint64_t a = node_check(st->vt.bases, 0, UINT64_MAX, UINT64_MAX);
+	uint64_t b = node_check(st->vt.snaps, 0, UINT64_MAX, UINT64_MAX);
+	if (inkin != nkin || named != n || a == UINT64_MAX || b == UINT64_MAX || a + b != n)
+		return "an index holds records the list does not";
+	return NULL;
+}
+
+const char *vtab_check(struct store *st)
+{
+	pthread_mutex_lock(&st->vt.lock);
+	const char *why = check_indexes(st);
+	pthread_mutex_unlock(&st->vt.lock);
+	return why;
 }
 
 /* Resize v (a volume) to size, of the same tree depth: set the size first,
@@ -179,9 +539,20 @@ static int apply_rename(struct store *st, struct volume *v, const char *name)
 	if (v->snapshot || !names_part_valid(name) || (other && other != v))
 		return -EILSEQ;
 	pthread_mutex_lock(&st->vt.lock);
+	name_del(st, v);
 	snprintf(v->name, sizeof(v->name), "%s", name);
+	name_add(st, v);
 	pthread_mutex_unlock(&st->vt.lock);
 	return 0;
+}
+
+/* Link a record an op made; on ENOMEM it goes again. */
+static int link_new(struct store *st, struct volume *v)
+{
+	int err = vtab_link(st, v);
+	if (err)
+		volume_free(st, v);
+	return err;
 }
 
 /* The op was validated before it was logged (live) or comes from a valid
@@ -199,10 +570,7 @@ int vtab_apply_op(struct store *st, const struct fmt_op *op)
 		if (vtab_find_id(st, op->id) || !vtab_levels_for_size(op->size))
 			return -EILSEQ;
 		v = vtab_volume_new(op->id, name, op->size, op->created);
-		if (!v)
-			return -ENOMEM;
-		vtab_link(st, v);
-		return 0;
+		return v ? link_new(st, v) : -ENOMEM;
 	case FMT_OP_VOL_DELETE:
 		v = vtab_find_id(st, op->id);
 		if (!v)
@@ -225,8 +593,7 @@ int vtab_apply_op(struct store *st, const struct fmt_op *op)
 			v->origin_id = src->id;
 		}
 		tree_share(&v->tree, &src->tree, st->a);
-		vtab_link(st, v);
-		return 0;
+		return link_new(st, v);
 	case FMT_OP_ROLLBACK: {
 		struct tree t = {0};
 		v = vtab_find_id(st, op->id);
@@ -269,23 +636,39 @@ void vtab_unlock_volume(struct store *st, struct volume *v)
 	pthread_mutex_unlock(&st->vt.lock);
 }
 
-/* Set or clear locked on v and its snapshots.  Caller holds vt.lock. */
-static void lock_family_locked(struct store *st, struct volume *v, bool on)
+/* lock_family_locked's walk: any attached (*arg), or set locked. */
+struct family_lock {
+	bool on, busy, check;
+};
+
+static bool family_lock_one(struct volume *s, void *arg)
 {
-	for (struct volume *s = st->vt.list; s; s = s->next)
-		if (s == v || (s->snapshot && s->parent_id == v->id))
-			s->locked = on;
+	struct family_lock *fl = arg;
+	if (fl->check)
+		fl->busy |= s->attached > 0;
+	else
+		s->locked = fl->on;
+	return !fl->busy;
+}
+
+/* Set or clear locked on v and its snapshots, unless check: then only
+ * whether any is attached.  Caller holds vt.lock.  O(log n + snapshots). */
+static bool lock_family_locked(struct store *st, struct volume *v, bool on, bool check)
+{
+	struct family_lock fl = {.on = on, .check = check};
+	if (family_lock_one(v, &fl))
+		vtab_walk(st, v, true, 0, family_lock_one, &fl);
+	return fl.busy;
 }
 
 int vtab_lock_family(struct store *st, struct volume *v)
 {
 	int err = 0;
 	pthread_mutex_lock(&st->vt.lock);
-	for (struct volume *s = st->vt.list; s; s = s->next)
-		if ((s == v || (s->snapshot && s->parent_id == v->id)) && s->attached)
-			err = -EBUSY;
-	if (!err)
-		lock_family_locked(st, v, true);
+	if (lock_family_locked(st, v, true, true))
+		err = -EBUSY;
+	else
+		lock_family_locked(st, v, true, false);
 	pthread_mutex_unlock(&st->vt.lock);
 	return err;
 }
@@ -293,7 +676,7 @@ int vtab_lock_family(struct store *st, struct volume *v)
 void vtab_unlock_family(struct store *st, struct volume *v)
 {
 	pthread_mutex_lock(&st->vt.lock);
-	lock_family_locked(st, v, false);
+	lock_family_locked(st, v, false, false);
 	pthread_mutex_unlock(&st->vt.lock);
 }
 
