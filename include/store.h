@@ -42,8 +42,10 @@ struct store_opts {
 
 /* Volumes (with snapshots and clones) every pool can hold at least; the
  * largest pool that guarantees it (store_format refuses larger ones with
- * -EFBIG). */
-#define STORE_MIN_VOLS 1024
+ * -EFBIG).  No pool holds more than STORE_MAX_VOLS (each record is in
+ * memory while the pool is open). */
+#define STORE_MIN_VOLS 100000
+#define STORE_MAX_VOLS 1000000
 uint64_t store_max_pool_bytes(void);
 
 /* Make a new, empty pool on dev.  Writes both superblock slots and an

@@ -43,7 +43,7 @@ static uint64_t nstab_of(uint64_t nsegs)
 	return (nsegs + FMT_STAB_ENTRIES - 1) / FMT_STAB_ENTRIES;
 }
 
-/* What follows the volumes: the segment tables' addresses (version 3). */
+/* The segment tables' addresses (version 3 on). */
 static size_t map_bytes(uint64_t nsegs)
 {
 	return nstab_of(nsegs) * sizeof(uint64_t);
@@ -55,30 +55,43 @@ static size_t v2_map_bytes(uint64_t nsegs)
 	return (nsegs + 7) / 8;
 }
 
-static size_t record_bytes(uint64_t nvols, uint64_t nsegs)
+/* Volume table blocks that slots 0 .. n-1 take (version 4). */
+static uint64_t nvtab_of(uint64_t n)
 {
-	return sizeof(struct fmt_ckpt) + nvols * sizeof(struct fmt_vol) + map_bytes(nsegs);
+	return (n + FMT_VTAB_ENTRIES - 1) / FMT_VTAB_ENTRIES;
 }
+
+/* A version 4 record: header, the volume table blocks' addresses, the
+ * segment tables' addresses. */
+static size_t record_bytes(uint64_t nvtab, uint64_t nsegs)
+{
+	return sizeof(struct fmt_ckpt) + nvtab * sizeof(uint64_t) + map_bytes(nsegs);
+}
+
+static const size_t record_room = (size_t)CKPT_MAX_BLOCKS * FMT_BLOCK;
 
 unsigned ckpt_max_vols(uint64_t nsegs)
 {
-	size_t fixed = sizeof(struct fmt_ckpt) + map_bytes(nsegs);
-	size_t room = (size_t)CKPT_MAX_BLOCKS * FMT_BLOCK;
-	return fixed < room ? (unsigned)((room - fixed) / sizeof(struct fmt_vol)) : 0;
+	size_t fixed = record_bytes(0, nsegs);
+	uint64_t n =
+	    fixed < record_room ? (record_room - fixed) / sizeof(uint64_t) * FMT_VTAB_ENTRIES : 0;
+	return n < STORE_MAX_VOLS ? (unsigned)n : STORE_MAX_VOLS;
 }
 
 uint64_t ckpt_max_segs(unsigned min_vols)
 {
-	size_t room = (size_t)CKPT_MAX_BLOCKS * FMT_BLOCK - sizeof(struct fmt_ckpt) -
-	              (size_t)min_vols * sizeof(struct fmt_vol);
+	size_t room = record_room - record_bytes(nvtab_of(min_vols), 0);
 	/* one segment table address per FMT_STAB_ENTRIES segments (an older
 	 * pool's bitmap took a bit per segment: those were made smaller) */
 	return (uint64_t)(room / sizeof(uint64_t)) * FMT_STAB_ENTRIES;
 }
 
-unsigned ckpt_record_blocks(uint64_t nvols, uint64_t nsegs)
+unsigned ckpt_record_blocks(const struct store *st, uint64_t nvols)
 {
-	return (unsigned)((record_bytes(nvols, nsegs) + FMT_BLOCK - 1) / FMT_BLOCK);
+	/* volumes take the lowest free slots: nvols of them fill at most
+	 * nvtab_of(nvols) blocks beyond those in use */
+	uint64_t nvtab = nvtab_of(nvols) > st->ck.nvblk ? nvtab_of(nvols) : st->ck.nvblk;
+	return (unsigned)((record_bytes(nvtab, st->nsegs) + FMT_BLOCK - 1) / FMT_BLOCK);
 }
 
 /* A checkpoint handed to the committer, not finished by the log thread
@@ -134,10 +147,27 @@ static uint64_t emit_node(void *arg, struct fmt_node *img)
 	return emit_sealed(arg, &e, img);
 }
 
-/* The record: header, one fmt_vol per volume, the segment bitmap. */
+/* One volume's record (all of it written: records are compared). */
+static void vol_encode(const struct volume *v, struct fmt_vol *fv)
+{
+	memset(fv, 0, sizeof(*fv));
+	fv->id = v->id;
+	fv->size = v->size;
+	fv->root = v->tree.root ? v->tree.root->disk : 0;
+	fv->parent = v->parent_id;
+	fv->origin = v->origin_id;
+	fv->created = v->created;
+	fv->levels = (uint8_t)v->tree.levels;
+	fv->flags = v->snapshot ? FMT_VOL_SNAPSHOT : 0;
+	snprintf(fv->name, sizeof(fv->name), "%s", v->name);
+}
+
+/* The record: header, the volume table blocks, the segment tables. */
 static void encode_record(struct store *st, uint8_t *rec)
 {
 	struct fmt_ckpt *h = (struct fmt_ckpt *)rec;
+	uint64_t *a = (uint64_t *)(rec + sizeof(*h));
+
 	h->magic = FMT_CKPT_MAGIC;
 	h->version = FMT_VERSION;
 	h->lsn = log_lsn(st->log);
@@ -145,19 +175,9 @@ static void encode_record(struct store *st, uint8_t *rec)
 	h->nvols = st->vt.n;
 	h->nsegs = st->nsegs;
 	h->head_seg = log_head_seg(st->log);
-	struct fmt_vol *fv = (struct fmt_vol *)(rec + sizeof(*h));
-	for (struct volume *v = st->vt.list; v; v = v->next, fv++) {
-		fv->id = v->id;
-		fv->size = v->size;
-		fv->root = v->tree.root ? v->tree.root->disk : 0;
-		fv->parent = v->parent_id;
-		fv->origin = v->origin_id;
-		fv->created = v->created;
-		fv->levels = (uint8_t)v->tree.levels;
-		fv->flags = v->snapshot ? FMT_VOL_SNAPSHOT : 0;
-		snprintf(fv->name, sizeof(fv->name), "%s", v->name);
-	}
-	memcpy(fv, st->ck.stab, map_bytes(st->nsegs));
+	h->nvtab = st->ck.nvblk;
+	memcpy(a, st->ck.vblk, st->ck.nvblk * sizeof(*a));
+	memcpy(a + st->ck.nvblk, st->ck.stab, map_bytes(st->nsegs));
 }
 
 /* A checkpoint made durable in the log but not yet named by the
@@ -212,9 +232,14 @@ void ckpt_free(struct store *st)
 	free(st->ck.stab);
 	free(st->ck.stab_dirty);
 	free(st->ck.counts);
-	st->ck.pg0 = st->ck.pg1 = st->ck.stab = NULL;
-	st->ck.stab_dirty = NULL;
+	free(st->ck.vblk);
+	free(st->ck.vrec);
+	free(st->ck.vblk_dirty);
+	st->ck.pg0 = st->ck.pg1 = st->ck.stab = st->ck.vblk = NULL;
+	st->ck.stab_dirty = st->ck.vblk_dirty = NULL;
 	st->ck.counts = NULL;
+	st->ck.vrec = NULL;
+	st->ck.nvblk = st->ck.vcap = 0;
 }
 
 static void stab_mark(struct store *st, uint64_t t)
@@ -238,7 +263,9 @@ uint64_t ckpt_map_blocks(const struct store *st)
 	 * before the next checkpoint (a copied leaf counts every block it
 	 * names again), and that checkpoint then writes the segment's page,
 	 * two blocks if wide, and every table: 0.2% of the pool in use. */
-	return 2 * (st->nsegs - alloc_nfree(st->a)) + nstab_of(st->nsegs);
+	uint64_t nvtab =
+	    nvtab_of(st->vt.n + 1) > st->ck.nvblk ? nvtab_of(st->vt.n + 1) : st->ck.nvblk;
+	return 2 * (st->nsegs - alloc_nfree(st->a)) + nstab_of(st->nsegs) + nvtab;
 }
 
 void ckpt_move_map(struct store *st, const uint8_t *victim)
@@ -252,6 +279,9 @@ void ckpt_move_map(struct store *st, const uint8_t *victim)
 	for (uint64_t t = 0; t < st->ck.nstab; t++)
 		if (st->ck.stab[t] && victim[alloc_seg_of(st->ck.stab[t])])
 			stab_mark(st, t);
+	for (uint64_t b = 0; b < st->ck.nvblk; b++)
+		if (st->ck.vblk[b] && victim[alloc_seg_of(st->ck.vblk[b])])
+			st->ck.vblk_dirty[b] = 1;
 }
 
 /* The page of every segment whose counts changed. */
@@ -306,6 +336,125 @@ static int write_tables(struct store *st)
 	return 0;
 }
 
+/* ---- the volume table on disk (version 4) ------------------------------
+ *
+ * A volume keeps one slot for life, the lowest free one when a checkpoint
+ * first meets it: record s % FMT_VTAB_ENTRIES of table block
+ * s / FMT_VTAB_ENTRIES.  A checkpoint encodes every record and rewrites
+ * only the blocks that differ from what it last wrote or read (or that the
+ * compactor moves): O(volumes) in memory, writes in proportion to what
+ * changed.  A block none of whose slots is in use is released and listed
+ * as 0.  Table blocks are held, like pages. */
+
+static int vtab_grow(struct store *st, uint64_t nblk)
+{
+	uint64_t cap = st->ck.vcap ? st->ck.vcap : 16, old = st->ck.vcap;
+
+	if (nblk <= old)
+		return 0;
+	while (cap < nblk)
+		cap *= 2;
+	uint64_t *blk = realloc(st->ck.vblk, cap * sizeof(*blk));
+	if (blk)
+		st->ck.vblk = blk;
+	struct fmt_vol *rec = blk ? realloc(st->ck.vrec, cap * sizeof(struct fmt_vtab)) : NULL;
+	if (rec)
+		st->ck.vrec = rec;
+	uint8_t *dirty = rec ? realloc(st->ck.vblk_dirty, cap) : NULL;
+	if (!dirty)
+		return -ENOMEM;
+	st->ck.vblk_dirty = dirty;
+	memset(blk + old, 0, (cap - old) * sizeof(*blk));
+	memset(rec + old * FMT_VTAB_ENTRIES, 0, (cap - old) * sizeof(struct fmt_vtab));
+	memset(dirty + old, 0, cap - old);
+	st->ck.vcap = cap;
+	return 0;
+}
+
+/* Give every volume without a slot the lowest free one.  *by (indexed by
+ * slot, the caller frees it) says who is where, up to *top (one past the
+ * highest slot in use). */
+static int vtab_slots(struct store *st, struct volume ***by, uint64_t *top)
+{
+	uint64_t cap = st->ck.nvblk * FMT_VTAB_ENTRIES, free_at = 0;
+	struct volume **slot;
+
+	if (cap < st->vt.n)
+		cap = st->vt.n; /* the n-th volume's lowest free slot is < n */
+	slot = calloc(cap ? cap : 1, sizeof(*slot));
+	if (!slot)
+		return -ENOMEM;
+	*top = 0;
+	for (struct volume *v = st->vt.list; v; v = v->next)
+		if (v->slot) {
+			slot[v->slot - 1] = v;
+			*top = v->slot > *top ? v->slot : *top;
+		}
+	for (struct volume *v = st->vt.list; v; v = v->next)
+		if (!v->slot) {
+			while (slot[free_at])
+				free_at++;
+			slot[free_at] = v;
+			v->slot = (uint32_t)(free_at + 1);
+			*top = v->slot > *top ? v->slot : *top;
+		}
+	*by = slot;
+	return 0;
+}
+
+/* Table block b's records as they are now into img; how many are in use. */
+static unsigned vtab_encode(struct volume *const *slot, uint64_t top, uint64_t b,
+                            struct fmt_vtab *img)
+{
+	unsigned used = 0;
+
+	memset(img, 0, sizeof(*img));
+	for (unsigned k = 0; k < FMT_VTAB_ENTRIES; k++) {
+		uint64_t s = b * FMT_VTAB_ENTRIES + k;
+		if (s < top && slot[s]) {
+			vol_encode(slot[s], &img->v[k]);
+			used++;
+		}
+	}
+	img->magic = FMT_VTAB_MAGIC;
+	img->first_slot = b * FMT_VTAB_ENTRIES;
+	img->n = used;
+	return used;
+}
+
+/* Every table block whose records changed. */
+static int write_vtab(struct store *st)
+{
+	struct fmt_vtab *img = (struct fmt_vtab *)&st->ck.img;
+	struct volume **slot;
+	uint64_t top;
+	int err = vtab_slots(st, &slot, &top);
+
+	if (err)
+		return err;
+	uint64_t nblk = nvtab_of(top), end = nblk > st->ck.nvblk ? nblk : st->ck.nvblk;
+	err = vtab_grow(st, end);
+	for (uint64_t b = 0; b < end && !err; b++) {
+		struct fmt_vol *was = st->ck.vrec + b * FMT_VTAB_ENTRIES;
+		unsigned used = vtab_encode(slot, top, b, img);
+		if (st->ck.vblk[b] && !st->ck.vblk_dirty[b] && !memcmp(was, img->v, sizeof(img->v)))
+			continue;
+		uint64_t addr = 0;
+		struct fmt_entry e = {.type = FMT_E_VTAB, .lba = b, .count = 1};
+		if (used && !(addr = emit_sealed(st, &e, img))) {
+			err = st->ck.emit_err;
+			break;
+		}
+		map_replace(st, &st->ck.vblk[b], addr);
+		memcpy(was, img->v, sizeof(img->v));
+		st->ck.vblk_dirty[b] = 0;
+	}
+	if (!err)
+		st->ck.nvblk = nblk;
+	free(slot);
+	return err;
+}
+
 /* Write every dirty node (children first), then the space map. */
 static int write_nodes(struct store *st)
 {
@@ -327,6 +476,8 @@ static int write_nodes(struct store *st)
 		err = tree_write_dirty(&v->tree, st->a, emit_node, st, &st->ck.img);
 	if (err && st->ck.emit_err)
 		err = st->ck.emit_err; /* the tree says -EIO for any emit failure */
+	if (!err)
+		err = write_vtab(st); /* the roots are where they stay */
 	if (!err)
 		err = write_pages(st);
 	if (!err)
@@ -351,7 +502,7 @@ static int write_record(struct store *st, struct pending_ckpt *p)
 	uint8_t *rec;
 	int err;
 
-	p->nblk = ckpt_record_blocks(st->vt.n, st->nsegs);
+	p->nblk = ckpt_record_blocks(st, 0);
 	if (p->nblk > CKPT_MAX_BLOCKS)
 		return -ENOSPC; /* store_ctl never lets the table grow this far */
 	err = log_reserve(l, p->nblk);
@@ -429,7 +580,7 @@ static void adopt(struct store *st, const struct pending_ckpt *p)
 		st->ck.blocks[1 + i] = p->addrs[i];
 	st->ck.nblocks = 1 + p->nblk;
 	st->ck.lsn = p->lsn;
-	st->ck.upgrade = false; /* the superblock names a version 3 checkpoint */
+	st->ck.upgrade = false; /* the superblock names a current checkpoint */
 	/* Every clean page is on disk now: keep the budget's worth. */
 	alloc_pages_trim(st->a, st->ck.pages_max, 2 * st->nsegs, page_on_disk, st);
 	st->stats.checkpoints++;
@@ -787,40 +938,123 @@ static int load_map(struct store *st, const uint64_t *stab, const char **why)
 	return err;
 }
 
-/* Make the record's volumes and load their trees (into the pool's node
- * cache, made here: every open loads a checkpoint). */
-static int load_volumes(struct store *st, const struct fmt_ckpt *h, const struct fmt_vol *fv,
-                        bool v3, const char **why)
+/* One record's volume (slot: 1 + its table slot, 0 for an older record's),
+ * its tree opened: version 3 on, the root only, its count is on disk;
+ * older, the whole tree, every count rebuilt. */
+static int load_volume(struct store *st, const struct fmt_vol *fv, uint32_t slot, bool v3,
+                       const char **why)
 {
-	int err = 0;
+	if (!fv->id || fv->id >= st->vt.next_id || !memchr(fv->name, 0, sizeof(fv->name)) ||
+	    vtab_find_id(st, fv->id) || fv->levels != vtab_levels_for_size(fv->size) || !fv->levels)
+		return -EILSEQ;
+	struct volume *v = vtab_volume_new(fv->id, fv->name, fv->size, fv->created);
+	if (!v)
+		return -ENOMEM;
+	v->snapshot = fv->flags & FMT_VOL_SNAPSHOT;
+	v->parent_id = fv->parent;
+	v->origin_id = fv->origin;
+	v->slot = slot;
+	vtab_link(st, v);
+	int err = v3 ? tree_open(st->nc, &v->tree, fv->root, fv->levels)
+	             : tree_load(st->nc, &v->tree, fv->root, fv->levels);
+	if (err == -EILSEQ)
+		*why = "damaged block tree node (checksum, address or level)";
+	return err;
+}
 
+/* The pool's node cache, made here: every open loads a checkpoint. */
+static int cache_init(struct store *st, bool v3)
+{
 	if (!st->nc)
 		st->nc = tree_cache_new(st->a, read_node, st);
 	if (!st->nc)
 		return -ENOMEM;
 	tree_cache_totals(st->nc, v3);
-	for (uint64_t i = 0; i < h->nvols && !err; i++, fv++) {
-		if (!memchr(fv->name, 0, sizeof(fv->name)) || vtab_find_id(st, fv->id) ||
-		    fv->levels != vtab_levels_for_size(fv->size) || !fv->levels) {
-			err = -EILSEQ;
-			break;
-		}
-		struct volume *v = vtab_volume_new(fv->id, fv->name, fv->size, fv->created);
-		if (!v) {
-			err = -ENOMEM;
-			break;
-		}
-		v->snapshot = fv->flags & FMT_VOL_SNAPSHOT;
-		v->parent_id = fv->parent;
-		v->origin_id = fv->origin;
-		vtab_link(st, v);
-		/* version 3: the root only, its count is on disk; older: the
-		 * whole tree, every count rebuilt */
-		err = v3 ? tree_open(st->nc, &v->tree, fv->root, fv->levels)
-		         : tree_load(st->nc, &v->tree, fv->root, fv->levels);
-		if (err == -EILSEQ)
-			*why = "damaged block tree node (checksum, address or level)";
+	return 0;
+}
+
+/* Table block b as read from addr: sealed, in place, and every slot
+ * either all zero or a record.  0 or -EILSEQ. */
+static int vtab_check(const struct fmt_vtab *t, uint64_t addr, uint64_t b)
+{
+	static const struct fmt_vol zero;
+	struct fmt_vtab c = *t;
+	unsigned used = 0;
+
+	c.crc = 0;
+	if (t->magic != FMT_VTAB_MAGIC || t->self != addr ||
+	    t->first_slot != b * FMT_VTAB_ENTRIES || crc32c(0, &c, sizeof(c)) != t->crc)
+		return -EILSEQ;
+	for (unsigned k = 0; k < FMT_VTAB_ENTRIES; k++) {
+		if (t->v[k].id)
+			used++;
+		else if (memcmp(&t->v[k], &zero, sizeof(zero)))
+			return -EILSEQ;
 	}
+	return used == t->n && used ? 0 : -EILSEQ;
+}
+
+/* qsort_r's order of slots: by the id of their record in arg[]. */
+static int by_id(const void *x, const void *y, void *arg)
+{
+	const struct fmt_vol *rec = arg;
+	uint64_t a = rec[*(const uint32_t *)x].id, b = rec[*(const uint32_t *)y].id;
+	return a < b ? -1 : a > b;
+}
+
+/* Version 4: the table blocks the record lists (vblk[0..nvtab-1]), their
+ * records made volumes in id order (the order they were made in, which
+ * listings keep).  0, -EILSEQ (*why) or -errno. */
+static int load_vtab(struct store *st, const uint64_t *vblk, uint64_t nvtab, uint64_t nvols,
+                     const char **why)
+{
+	uint32_t *order = NULL;
+	uint64_t n = 0;
+	int err = vtab_grow(st, nvtab);
+
+	if (!err && nvtab * FMT_VTAB_ENTRIES > UINT32_MAX)
+		err = -EILSEQ;
+	if (!err && !(order = malloc((nvols ? nvols : 1) * sizeof(*order))))
+		err = -ENOMEM;
+	for (uint64_t b = 0; b < nvtab && !err; b++) {
+		struct fmt_vtab *t = (struct fmt_vtab *)&st->ck.img;
+		uint64_t addr = vblk[b];
+		if (!addr)
+			continue;
+		if (addr >= alloc_nblocks(st->a) || alloc_seg_of(addr) == 0)
+			err = -EILSEQ;
+		if (!err)
+			err = segio_read_block(st->io, t, addr);
+		if (!err)
+			err = vtab_check(t, addr, b);
+		if (err == -EILSEQ)
+			*why = "damaged volume table block";
+		for (unsigned k = 0; k < FMT_VTAB_ENTRIES && !err; k++) {
+			if (!t->v[k].id)
+				continue;
+			if (n == nvols) {
+				*why = "volume table holds more records than the checkpoint says";
+				err = -EILSEQ;
+				break;
+			}
+			order[n++] = (uint32_t)(b * FMT_VTAB_ENTRIES + k);
+		}
+		if (!err) {
+			memcpy(st->ck.vrec + b * FMT_VTAB_ENTRIES, t->v, sizeof(t->v));
+			map_replace(st, &st->ck.vblk[b], addr);
+		}
+	}
+	if (!err && n != nvols) {
+		*why = "volume table holds fewer records than the checkpoint says";
+		err = -EILSEQ;
+	}
+	if (!err) {
+		qsort_r(order, n, sizeof(*order), by_id, st->ck.vrec);
+		st->ck.nvblk = nvtab;
+	}
+	for (uint64_t i = 0; i < n && !err; i++)
+		err = load_volume(st, &st->ck.vrec[order[i]], order[i] + 1, true, why);
+	free(order);
 	return err;
 }
 
@@ -846,27 +1080,36 @@ int ckpt_load(struct store *st, struct fmt_summary *sum, const char **why)
 	if (err)
 		goto out;
 	const struct fmt_ckpt *h = (const struct fmt_ckpt *)rec;
-	bool v3 = st->sb.version >= FMT_VERSION;
+	bool v3 = st->sb.version >= FMT_VERSION_V3, v4 = st->sb.version >= FMT_VERSION;
+	size_t room = (size_t)n * FMT_BLOCK - sizeof(*h);
 	size_t map = v3 ? map_bytes(st->nsegs) : v2_map_bytes(st->nsegs);
+	uint64_t nvtab = v4 ? h->nvtab : 0, each = v4 ? sizeof(uint64_t) : sizeof(struct fmt_vol);
+	uint64_t ntab = v4 ? nvtab : h->nvols;
 	if (h->magic != FMT_CKPT_MAGIC || h->nsegs != st->nsegs ||
-	    (v3 ? h->version != FMT_VERSION : h->version > FMT_VERSION_V2) ||
-	    h->nvols > ((size_t)n * FMT_BLOCK - sizeof(*h)) / sizeof(struct fmt_vol) ||
-	    sizeof(*h) + h->nvols * sizeof(struct fmt_vol) + map > (size_t)n * FMT_BLOCK ||
-	    !h->head_seg || h->head_seg >= st->nsegs || sum->next_seg >= st->nsegs) {
+	    (v3 ? h->version != st->sb.version : h->version > FMT_VERSION_V2) ||
+	    ntab > room / each || ntab * each + map > room ||
+	    (v4 && h->nvols > nvtab * FMT_VTAB_ENTRIES) || (!v4 && h->nvtab) || !h->head_seg ||
+	    h->head_seg >= st->nsegs || sum->next_seg >= st->nsegs) {
 		err = -EILSEQ;
 		goto out;
 	}
 	st->vt.next_id = h->next_vol_id;
-	const struct fmt_vol *fv = (const struct fmt_vol *)(rec + sizeof(*h));
-	/* Version 3: the counts first (a tree's root needs its own). */
-	err = v3 ? load_map(st, (const uint64_t *)(fv + h->nvols), &reason) : 0;
+	const uint8_t *tab = rec + sizeof(*h); /* the volumes or their blocks */
+	const struct fmt_vol *fv = (const struct fmt_vol *)tab;
+	const uint8_t *after = tab + ntab * each;
+	/* Version 3 on: the counts first (a tree's root needs its own). */
+	err = v3 ? load_map(st, (const uint64_t *)after, &reason) : 0;
 	if (!err)
-		err = load_volumes(st, h, fv, v3, &reason);
+		err = cache_init(st, v3);
+	if (!err && v4)
+		err = load_vtab(st, (const uint64_t *)tab, nvtab, h->nvols, &reason);
+	for (uint64_t i = 0; !v4 && i < h->nvols && !err; i++)
+		err = load_volume(st, &fv[i], 0, v3, &reason);
 	if (err)
 		goto out;
 	if (!v3) {
 		/* The bitmap must cover every segment the trees use. */
-		const uint8_t *bm = (const uint8_t *)(fv + h->nvols);
+		const uint8_t *bm = after;
 		for (uint64_t s = 1; s < st->nsegs; s++) {
 			bool used = bm[s / 8] & (1u << (s % 8));
 			if (alloc_seg_live(st->a, s) && !used)

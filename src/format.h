@@ -30,14 +30,20 @@
  * superblock's version, durably, before logging it).  Version 3 keeps the
  * reference counts on disk (count pages and segment tables, written by
  * every checkpoint; the record lists the tables) and each node's subtree
- * total in its image, so that open reads no tree: docs/METADATA.md.  New
- * pools are made at version 3.  A version 1 or 2 pool is opened the old
+ * total in its image, so that open reads no tree: docs/METADATA.md.
+ * Version 4 moves the volume table out of the checkpoint record into volume
+ * table blocks (struct fmt_vtab) that checkpoints rewrite only when one of
+ * their records changed; the record lists them, so a pool holds far more
+ * than the ~5,000 records one record had room for.  New pools are made at
+ * version 4; a version 3 pool's first read-write checkpoint writes the
+ * table blocks and a version 4 record.  A version 1 or 2 pool is opened the old
  * way (every tree read, counts rebuilt) and its first checkpoint, which
  * rewrites every node and every count page, is the upgrade: the superblock
  * naming it says version 3, the single atomic switch (a read-only open
  * leaves it as it is).  A cowbd that knows an older version refuses a
  * newer pool ("newer format"). */
-#define FMT_VERSION    3u
+#define FMT_VERSION    4u
+#define FMT_VERSION_V3 3u /* the volume table inside the checkpoint record */
 #define FMT_VERSION_V2 2u /* counts rebuilt at open; nodes without totals */
 #define FMT_VERSION_V1 1u /* a pool without resize or rename ops */
 #define FMT_MIN_SEGS   16u
@@ -49,6 +55,7 @@
 #define FMT_OP_MAGIC    0x504f5743u /* "CWOP" */
 #define FMT_CPAGE_MAGIC 0x50435743u /* "CWCP" */
 #define FMT_STAB_MAGIC  0x54535743u /* "CWST" */
+#define FMT_VTAB_MAGIC  0x54565743u /* "CWVT" */
 
 struct fmt_super {
 	char magic[8];
@@ -81,13 +88,16 @@ enum fmt_entry_type {
 	 * block is sealed once the log gave its address) */
 	FMT_E_CPAGE = 7, /* a count page of segment lba follows (vol: its part) */
 	FMT_E_STAB = 8,  /* segment table block number lba follows */
+	/* version 4, written by checkpoints, sealed */
+	FMT_E_VTAB = 9, /* volume table block number lba follows */
 };
 
 /* Blocks that carry their own CRC and address (sealed after the log gave
  * the address): their entry's crc is 0. */
 static inline int fmt_entry_sealed(unsigned type)
 {
-	return type == FMT_E_NODE || type == FMT_E_CPAGE || type == FMT_E_STAB;
+	return type == FMT_E_NODE || type == FMT_E_CPAGE || type == FMT_E_STAB ||
+	       type == FMT_E_VTAB;
 }
 
 struct fmt_entry {
@@ -157,10 +167,11 @@ static_assert(sizeof(struct fmt_vol) == 128, "vol record size");
 
 /* Checkpoint record: one or more blocks carried by FMT_E_CKPT entries
  * (entry.lba = index of the block in the record).  Block 0 starts with this
- * header; then nvols struct fmt_vol, then, up to version 2, the segment
- * bitmap (bit set = segment in use), from version 3 the addresses (u64) of
- * the segment tables, ceil(nsegs / FMT_STAB_ENTRIES) of them, packed
- * across blocks. */
+ * header; then up to version 3 nvols struct fmt_vol, from version 4 the
+ * addresses (u64) of the nvtab volume table blocks (0: a block none of
+ * whose slots is in use); then, up to version 2, the segment bitmap (bit
+ * set = segment in use), from version 3 the addresses (u64) of the segment
+ * tables, ceil(nsegs / FMT_STAB_ENTRIES) of them, packed across blocks. */
 struct fmt_ckpt {
 	uint32_t magic;
 	uint32_t version;
@@ -169,7 +180,8 @@ struct fmt_ckpt {
 	uint64_t nvols;
 	uint64_t nsegs;
 	uint64_t head_seg; /* segment the log was in */
-	uint64_t pad[2];
+	uint64_t nvtab;    /* version 4: volume table blocks listed (else 0) */
+	uint64_t pad;
 };
 static_assert(sizeof(struct fmt_ckpt) == 64, "ckpt header size");
 
@@ -269,5 +281,25 @@ struct fmt_stab {
 	struct fmt_stab_entry e[FMT_STAB_ENTRIES];
 };
 static_assert(sizeof(struct fmt_stab) == FMT_BLOCK, "segment table is one block");
+
+/* Volume table block (version 4): the records of slots first_slot ..
+ * first_slot + FMT_VTAB_ENTRIES - 1; a slot not in use is all zero (id 0).
+ * A volume keeps its slot for life (the lowest free one when a checkpoint
+ * first writes it), so a checkpoint rewrites only the blocks whose records
+ * changed.  Records are in slot order, not id order. */
+#define FMT_VTAB_HDR     128u
+#define FMT_VTAB_ENTRIES ((FMT_BLOCK - FMT_VTAB_HDR) / sizeof(struct fmt_vol)) /* 31 */
+
+struct fmt_vtab {
+	uint32_t magic;
+	uint32_t crc;
+	uint64_t self;
+	uint64_t first_slot; /* block number x FMT_VTAB_ENTRIES */
+	uint32_t n;          /* slots in use */
+	uint32_t pad;
+	uint8_t pad2[96];
+	struct fmt_vol v[FMT_VTAB_ENTRIES];
+};
+static_assert(sizeof(struct fmt_vtab) == FMT_BLOCK, "volume table block is one block");
 
 #endif

@@ -78,7 +78,7 @@ static uint64_t blocks_needed(uint64_t blocks)
  * record for one more volume. */
 static uint64_t ckpt_need(const struct store *st)
 {
-	uint64_t rec = ckpt_record_blocks(st->vt.n + 1, st->nsegs);
+	uint64_t rec = ckpt_record_blocks(st, st->vt.n + 1);
 	return blocks_needed(alloc_meta_pending(st->a) + ckpt_map_blocks(st)) + 2 * rec + 1;
 }
 

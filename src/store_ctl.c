@@ -90,7 +90,7 @@ static int ctl_log_op(struct store *st, struct fmt_op *op)
 	err = space_check_ctl(st, ctl_op_grows(st, op));
 	if (err)
 		return err;
-	if (op->kind >= FMT_OP_VOL_RESIZE && (err = ctl_need_version(st, FMT_VERSION)))
+	if (op->kind >= FMT_OP_VOL_RESIZE && (err = ctl_need_version(st, FMT_VERSION_V2)))
 		return err;
 	op->magic = FMT_OP_MAGIC;
 	op->created = (uint64_t)time(NULL);

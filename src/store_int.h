@@ -69,6 +69,7 @@ struct volume {
 	uint64_t origin_id; /* clone: the snapshot it came from */
 	uint64_t size;
 	uint64_t created;
+	uint32_t slot; /* ckpt.c: 1 + its slot in the volume table on disk, 0: none yet */
 	bool snapshot;
 	char name[NAMES_PART_MAX + 1]; /* own part: "vol" or "snap" */
 	struct tree tree;
@@ -193,7 +194,15 @@ struct store {
 		uint64_t *stab;
 		uint8_t *stab_dirty;
 		uint64_t nstab;
-		uint32_t *counts;   /* one segment's counts (scratch) */
+		uint32_t *counts; /* one segment's counts (scratch) */
+		/* The volume table on disk (format version 4): each table
+		 * block's address (0: none) and records as last written or
+		 * read, and the blocks to rewrite anyway (compaction moves
+		 * them); nvblk blocks in use, vcap in the arrays. */
+		uint64_t *vblk;
+		struct fmt_vol *vrec;
+		uint8_t *vblk_dirty;
+		uint64_t nvblk, vcap;
 		bool upgrade;       /* loaded from an older version: the next
 		                     * checkpoint rewrites every node (and page) */
 		uint64_t pages_max; /* count pages kept after a checkpoint */
@@ -327,12 +336,15 @@ int super_probe(struct segio *io);
 
 /* ---- ckpt.c: checkpoints ----------------------------------------------- */
 
-/* Volumes a checkpoint record of a pool of nsegs segments can hold (0 if
- * its bitmap alone does not fit), and the blocks a record of nvols takes. */
+/* Volumes a pool of nsegs segments can hold: as many as its checkpoint
+ * record has room to list the volume table blocks of (0 if its segment
+ * tables alone do not fit), at most STORE_MAX_VOLS. */
 unsigned ckpt_max_vols(uint64_t nsegs);
 /* The most segments a pool may have for its record to hold min_vols. */
 uint64_t ckpt_max_segs(unsigned min_vols);
-unsigned ckpt_record_blocks(uint64_t nvols, uint64_t nsegs);
+/* The blocks the record takes once the table holds nvols volumes (0: as
+ * it is). */
+unsigned ckpt_record_blocks(const struct store *st, uint64_t nvols);
 /* Write every dirty node, a checkpoint record and the superblock; then the
  * segments that died before it become free.  Log thread (or the opener).
  * 0 or -errno (the pool is failed then). */

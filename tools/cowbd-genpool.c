@@ -10,7 +10,7 @@
  *
  * Usage: cowbd-genpool POOL --size SIZE --blocks N [--volumes V]
  *                      [--snapshots S] [--spread K] [--churn PCT]
- *                      [--format-version 2|3]
+ *                      [--format-version 2|3|4]
  *   POOL        a new file (refused if it exists)
  *   --size      pool size (e.g. 600G; sparse)
  *   --blocks    4 KiB blocks mapped in all, spread over the volumes
@@ -21,9 +21,11 @@
  *               snapshot owns some blocks of its own
  *   --spread    map every K-th block of a volume (default 1: dense; 2: half
  *               the extents end at every block, the worst case for memory)
- *   --format-version  3 (default: count pages, opens without reading the
- *               trees) or 2 (no space map: cowbd upgrades it at open, by
- *               reading every tree)
+ *   --format-version  4 (default: count pages, opens without reading the
+ *               trees; volume table blocks), 3 (the volume table inside
+ *               the checkpoint record: cowbd upgrades it at its first
+ *               checkpoint) or 2 (no space map: cowbd upgrades it at open,
+ *               by reading every tree)
  * Prints what it made and how long it took.  Exit 0, 1 on failure, 2 on a
  * usage error.  Not installed: for scale tests and benchmarks
  * (docs/PERFORMANCE.md, "Metadata at scale").
@@ -156,6 +158,7 @@ struct gen {
 	unsigned volumes, snapshots, spread, churn, version;
 	struct vplan *v;
 	uint64_t ndata, nnode_copies;
+	uint64_t now; /* every record's creation time */
 };
 
 static const uint64_t span[5] = {1, FMT_FANOUT, (uint64_t)FMT_FANOUT *FMT_FANOUT,
@@ -585,15 +588,60 @@ static uint64_t nvols_all(const struct gen *g)
 	return g->volumes + g->snapshots;
 }
 
-/* The record's blocks: header, a fmt_vol per volume then per snapshot of
- * it, then the segment tables' addresses (3) or the bitmap of segments in
- * use (2: all up to the log's head and the one after). */
+/* Record k of the volume table: volume i, then its snapshots (t = 1..). */
+static void vol_record(const struct gen *g, uint64_t k, struct fmt_vol *fv)
+{
+	unsigned i = 0;
+	while (k > g->v[i].snaps)
+		k -= g->v[i++].snaps + 1;
+	const struct vplan *v = &g->v[i];
+	unsigned t = (unsigned)k;
+	*fv = (struct fmt_vol){.id = t ? v->id + t : v->id,
+	                       .size = v->size,
+	                       .root = root_of(v, t ? t - 1 : v->snaps),
+	                       .parent = t ? v->id : 0,
+	                       .created = g->now,
+	                       .levels = (uint8_t)v->levels,
+	                       .flags = t ? FMT_VOL_SNAPSHOT : 0};
+	if (t)
+		snprintf(fv->name, sizeof(fv->name), "s%u", t - 1);
+	else
+		snprintf(fv->name, sizeof(fv->name), "vol%u", i);
+}
+
+static uint64_t nvtab_of(const struct gen *g)
+{
+	return (nvols_all(g) + FMT_VTAB_ENTRIES - 1) / FMT_VTAB_ENTRIES;
+}
+
+/* Version 4: the volume table blocks (record k in slot k), addresses to vaddr[]. */
+static int write_vtab(const struct gen *g, struct out *o, uint64_t *vaddr)
+{
+	struct fmt_vtab *t = malloc(sizeof(*t));
+	int err = t ? 0 : -ENOMEM;
+
+	for (uint64_t b = 0, k = 0; b < nvtab_of(g) && !err; b++) {
+		struct fmt_entry e = {.type = FMT_E_VTAB, .lba = b, .count = 1};
+		memset(t, 0, sizeof(*t));
+		t->magic = FMT_VTAB_MAGIC;
+		t->first_slot = k;
+		for (; t->n < FMT_VTAB_ENTRIES && k < nvols_all(g); k++)
+			vol_record(g, k, &t->v[t->n++]);
+		err = carry_sealed(o, &e, t, &vaddr[b]);
+	}
+	free(t);
+	return err;
+}
+
+/* The record's blocks: header; the volume table's blocks (4) or a fmt_vol
+ * per volume then per snapshot of it (2, 3); the segment tables'
+ * addresses (3, 4) or the bitmap of segments in use (2: all up to the
+ * log's head and the one after). */
 static void encode_record(const struct gen *g, const struct out *o, uint64_t head,
-                          const uint64_t *taddr, uint8_t *rec)
+                          const uint64_t *taddr, const uint64_t *vaddr, uint8_t *rec)
 {
 	struct fmt_ckpt *h = (struct fmt_ckpt *)rec;
-	struct fmt_vol *fv = (struct fmt_vol *)(h + 1);
-	uint64_t now = (uint64_t)time(NULL);
+	uint8_t *p = rec + sizeof(*h);
 
 	*h = (struct fmt_ckpt){.magic = FMT_CKPT_MAGIC,
 	                       .version = g->version,
@@ -602,38 +650,31 @@ static void encode_record(const struct gen *g, const struct out *o, uint64_t hea
 	                       .nvols = nvols_all(g),
 	                       .nsegs = o->nsegs,
 	                       .head_seg = head};
-	for (unsigned i = 0; i < g->volumes; i++) {
-		const struct vplan *v = &g->v[i];
-		for (unsigned t = 0; t <= v->snaps; t++, fv++) {
-			*fv = (struct fmt_vol){.id = t ? v->id + t : v->id,
-			                       .size = v->size,
-			                       .root = root_of(v, t ? t - 1 : v->snaps),
-			                       .parent = t ? v->id : 0,
-			                       .created = now,
-			                       .levels = (uint8_t)v->levels,
-			                       .flags = t ? FMT_VOL_SNAPSHOT : 0};
-			if (t)
-				snprintf(fv->name, sizeof(fv->name), "s%u", t - 1);
-			else
-				snprintf(fv->name, sizeof(fv->name), "vol%u", i);
-		}
+	if (g->version > FMT_VERSION_V3) {
+		h->nvtab = nvtab_of(g);
+		memcpy(p, vaddr, h->nvtab * 8);
+		p += h->nvtab * 8;
+	} else {
+		for (uint64_t k = 0; k < nvols_all(g); k++, p += sizeof(struct fmt_vol))
+			vol_record(g, k, (struct fmt_vol *)p);
 	}
 	if (g->version > FMT_VERSION_V2) {
-		memcpy(fv, taddr, (o->nsegs + FMT_STAB_ENTRIES - 1) / FMT_STAB_ENTRIES * 8);
+		memcpy(p, taddr, (o->nsegs + FMT_STAB_ENTRIES - 1) / FMT_STAB_ENTRIES * 8);
 		return;
 	}
-	uint8_t *bm = (uint8_t *)fv;
 	for (uint64_t s = 0; s <= head + 1; s++)
-		bm[s / 8] |= (uint8_t)(1u << (s % 8));
+		p[s / 8] |= (uint8_t)(1u << (s % 8));
 }
 
 /* The checkpoint batch after the stream (in the next segment if it does
  * not fit in this one); sb learns where. */
 static int write_record(const struct gen *g, struct out *o, const uint64_t *taddr,
-                        struct fmt_super *sb)
+                        const uint64_t *vaddr, struct fmt_super *sb)
 {
 	size_t bytes =
-	    sizeof(struct fmt_ckpt) + nvols_all(g) * sizeof(struct fmt_vol) +
+	    sizeof(struct fmt_ckpt) +
+	    (g->version > FMT_VERSION_V3 ? nvtab_of(g) * 8
+	                                 : nvols_all(g) * sizeof(struct fmt_vol)) +
 	    (g->version > FMT_VERSION_V2 ? (o->nsegs + FMT_STAB_ENTRIES - 1) / FMT_STAB_ENTRIES * 8
 	                                 : (o->nsegs + 7) / 8);
 	unsigned nblk = (unsigned)((bytes + BS - 1) / BS);
@@ -651,7 +692,7 @@ static int write_record(const struct gen *g, struct out *o, const uint64_t *tadd
 	uint8_t *rec = calloc(nblk, BS);
 	if (!rec)
 		return -ENOMEM;
-	encode_record(g, o, at / FMT_SEG_BLOCKS, taddr, rec);
+	encode_record(g, o, at / FMT_SEG_BLOCKS, taddr, vaddr, rec);
 	memset(&o->sum, 0, sizeof(o->sum));
 	o->sum_addr = at;
 	for (unsigned i = 0; i < nblk && !err; i++) {
@@ -699,7 +740,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 	        "usage: cowbd-genpool POOL --size SIZE --blocks N [--volumes V] [--snapshots S]\n"
-	        "                     [--spread K] [--churn PCT] [--format-version 2|3]\n");
+	        "                     [--spread K] [--churn PCT] [--format-version 2|3|4]\n");
 }
 
 static int parse(int argc, char **argv, struct gen *g)
@@ -764,7 +805,7 @@ static int parse(int argc, char **argv, struct gen *g)
 		}
 	}
 	if (optind != argc - 1 || !g->size || !g->blocks || !g->volumes || !g->spread ||
-	    g->churn > 100 || (g->version != FMT_VERSION_V2 && g->version != FMT_VERSION)) {
+	    g->churn > 100 || g->version < FMT_VERSION_V2 || g->version > FMT_VERSION) {
 		usage(stderr);
 		return 2;
 	}
@@ -786,14 +827,18 @@ static int fail(const char *what, int err)
 	return 1;
 }
 
-/* Data, nodes, (3) pages and tables, the record, the superblocks. */
+/* Data, nodes, (3, 4) pages and tables, (4) the volume table, the record,
+ * the superblocks. */
 static int generate(struct gen *g, struct out *o)
 {
 	uint64_t ntab = (o->nsegs + FMT_STAB_ENTRIES - 1) / FMT_STAB_ENTRIES;
 	struct cpage_ent *ents = calloc(o->nsegs, sizeof(*ents));
 	uint64_t *taddr = calloc(ntab, sizeof(*taddr));
+	uint64_t *vaddr = calloc(nvtab_of(g) + 1, sizeof(*vaddr));
 	struct fmt_super sb = {0};
-	int err = ents && taddr ? 0 : -ENOMEM;
+	int err = ents && taddr && vaddr ? 0 : -ENOMEM;
+
+	g->now = (uint64_t)time(NULL);
 	char *zero = calloc(1, BS);
 
 	if (!err && !zero)
@@ -807,8 +852,10 @@ static int generate(struct gen *g, struct out *o)
 		err = write_pages(g, o, o->c, ents);
 	if (!err && g->version > FMT_VERSION_V2)
 		err = write_tables(o, ents, taddr);
+	if (!err && g->version > FMT_VERSION_V3)
+		err = write_vtab(g, o, vaddr);
 	if (!err)
-		err = write_record(g, o, taddr, &sb);
+		err = write_record(g, o, taddr, vaddr, &sb);
 	if (!err)
 		err = blkdev_flush(o->dev);
 	if (!err)
@@ -818,6 +865,7 @@ static int generate(struct gen *g, struct out *o)
 	free(zero);
 	free(ents);
 	free(taddr);
+	free(vaddr);
 	return err;
 }
 

@@ -61,8 +61,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 /* ---- the seed and its map ------------------------------------------- */
 
-/* M_SEALED: a count page or segment table (its own CRC at offset 4, like
- * a node). */
+/* M_SEALED: a count page, segment table or volume table block (its own
+ * CRC at offset 4, like a node). */
 enum meta_kind { M_SUPER, M_SUMMARY, M_NODE, M_CARRIED, M_SEALED };
 
 struct meta {
@@ -299,10 +299,14 @@ static const struct field stab_fields[] = {
     F(struct fmt_stab, magic),     F(struct fmt_stab, crc), F(struct fmt_stab, self),
     F(struct fmt_stab, first_seg), F(struct fmt_stab, n),
 };
+static const struct field vtab_fields[] = {
+    F(struct fmt_vtab, magic),      F(struct fmt_vtab, crc), F(struct fmt_vtab, self),
+    F(struct fmt_vtab, first_slot), F(struct fmt_vtab, n),
+};
 static const struct field ckpt_fields[] = {
     F(struct fmt_ckpt, magic),       F(struct fmt_ckpt, version), F(struct fmt_ckpt, lsn),
     F(struct fmt_ckpt, next_vol_id), F(struct fmt_ckpt, nvols),   F(struct fmt_ckpt, nsegs),
-    F(struct fmt_ckpt, head_seg),
+    F(struct fmt_ckpt, head_seg),    F(struct fmt_ckpt, nvtab),
 };
 static const struct field vol_fields[] = {
     F(struct fmt_vol, id),     F(struct fmt_vol, size),   F(struct fmt_vol, root),
@@ -367,6 +371,17 @@ static bool pick_field(const struct meta *m, unsigned f, struct field *out)
 			*out = (struct field){offsetof(struct fmt_stab, e) + 8 * ((f / 4) % 64), 8};
 			return true;
 		}
+		if (s->e[m->entry].type == FMT_E_VTAB) {
+			if (f % 4 == 0) {
+				*out = vtab_fields[(f / 4) % NF(vtab_fields)];
+				return true;
+			}
+			/* a field of one of the first records */
+			j = (f / NF(vol_fields)) % 4;
+			*out = vol_fields[f % NF(vol_fields)];
+			out->off += offsetof(struct fmt_vtab, v) + j * sizeof(struct fmt_vol);
+			return true;
+		}
 		if (f % 4 == 0) {
 			*out = cpage_fields[(f / 4) % NF(cpage_fields)];
 			return true;
@@ -386,9 +401,8 @@ static bool pick_field(const struct meta *m, unsigned f, struct field *out)
 			*out = ckpt_fields[(f / 4) % NF(ckpt_fields)];
 			return true;
 		}
-		j = (f / NF(vol_fields)) % 8;
-		*out = vol_fields[f % NF(vol_fields)];
-		out->off += sizeof(struct fmt_ckpt) + j * sizeof(struct fmt_vol);
+		/* one of the first volume table block addresses */
+		*out = (struct field){sizeof(struct fmt_ckpt) + 8 * ((f / 4) % 4), 8};
 		return true;
 	}
 	return false;

@@ -20,7 +20,7 @@ G="$BUILD/cowbd-genpool"
 [ $rc -eq 2 ] || fail "--churn 101: exit $rc, want 2"
 "$G" "$T/x.img" --size 1Q --blocks 10 >"$T/out" 2>&1; rc=$?
 [ $rc -eq 2 ] && grep -q -- "--size" "$T/out" || fail "--size 1Q: exit $rc: $(cat "$T/out")"
-for v in 1 4; do
+for v in 1 5; do
 	"$G" "$T/x.img" --size 1G --blocks 10 --format-version $v >"$T/out" 2>&1; rc=$?
 	[ $rc -eq 2 ] || fail "--format-version $v: exit $rc, want 2"
 done

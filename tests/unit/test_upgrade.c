@@ -1,13 +1,14 @@
-/* test_upgrade.c — opening a pool of format version 2 (docs/FORMAT.md,
- * "Versions"): the fixture tests/fixtures/pool-v2.img.gz, written by the
- * cowbd of that version (tests/fixtures/make-old-pool.sh: a volume with a
- * snapshot, a resize, a clone renamed, a log after the last checkpoint).
- * A read-only open leaves it as it is; a read-write open replays the log
- * and its first checkpoint rewrites every node and count page and says
- * version 3; every export reads as the untouched pool reads; and a power
+/* test_upgrade.c — opening a pool of format version 2 or 3 (docs/FORMAT.md,
+ * "Versions"): the fixtures tests/fixtures/pool-v2.img.gz and pool-v3.img.gz,
+ * each written by the cowbd of that version (tests/fixtures/make-old-pool.sh:
+ * a volume with a snapshot, a resize, a clone renamed, a log after the last
+ * checkpoint).  A read-only open leaves it as it is; a read-write open
+ * replays the log and its first checkpoint (from version 2 rewriting every
+ * node and count page; from either, writing the volume table blocks) says
+ * version 4; every export reads as the untouched pool reads; and a power
  * cut at each device write or flush of an open + write + close leaves a
- * pool that opens and checks clean, at version 2 or 3, with the same data
- * (and the write, if it was acknowledged).
+ * pool that opens and checks clean, at the old version or 4, with the same
+ * data (and the write, if it was acknowledged).
  */
 #undef NDEBUG
 #include <errno.h>
@@ -34,6 +35,7 @@
 static const char *const exports[] = {"v", "v@s1", "c2"};
 #define NEXP 3
 
+static unsigned from;    /* the fixture's version */
 static char *image;      /* the fixture, unpacked once */
 static char *want[NEXP]; /* each export as the untouched pool reads it */
 static uint64_t want_len[NEXP];
@@ -74,7 +76,8 @@ static int setup(void **state)
 	const char *top = getenv("TOP");
 	FILE *f;
 
-	snprintf(cmd, sizeof(cmd), "gzip -dc '%s/tests/fixtures/pool-v2.img.gz'", top ? top : ".");
+	snprintf(cmd, sizeof(cmd), "gzip -dc '%s/tests/fixtures/pool-v%u.img.gz'", top ? top : ".",
+	         from);
 	image = malloc(POOL_SIZE);
 	f = popen(cmd, "r");
 	if (!image || !f || fread(image, 1, POOL_SIZE, f) != POOL_SIZE || pclose(f) != 0) {
@@ -93,7 +96,7 @@ static int setup(void **state)
 		fprintf(stderr, "test_upgrade: read-only open: %s\n", why);
 		return -1;
 	}
-	assert_int_equal(version_of(st), FMT_VERSION_V2);
+	assert_int_equal(version_of(st), from);
 	for (unsigned i = 0; i < NEXP; i++)
 		want[i] = read_export(st, i, &want_len[i]);
 	store_close(st);
@@ -138,7 +141,8 @@ static void test_upgrade(void **state)
 	expect_data(st, false);
 	assert_int_equal(store_check(st), 0);
 	store_close(st);
-	/* Reopened at version 3: roots only, counts from the pages. */
+	/* Reopened at version 4: the volume table blocks, roots only,
+	 * counts from the pages. */
 	st = testpool_open(&p->dev, NULL);
 	assert_int_equal(version_of(st), FMT_VERSION);
 	expect_data(st, false);
@@ -203,11 +207,24 @@ static void test_upgrade_crash_points(void **state)
 	print_message("%ld crash points\n", total + 1);
 }
 
+static int setup_v2(void **state)
+{
+	from = FMT_VERSION_V2;
+	return setup(state);
+}
+
+static int setup_v3(void **state)
+{
+	from = FMT_VERSION_V3;
+	return setup(state);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_upgrade),
 	    cmocka_unit_test(test_upgrade_crash_points),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	int failed = cmocka_run_group_tests_name("from version 2", tests, setup_v2, teardown);
+	return failed + cmocka_run_group_tests_name("from version 3", tests, setup_v3, teardown);
 }
