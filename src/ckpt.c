@@ -176,7 +176,8 @@ static void encode_record(struct store *st, uint8_t *rec)
 	h->nsegs = st->nsegs;
 	h->head_seg = log_head_seg(st->log);
 	h->nvtab = st->ck.nvblk;
-	memcpy(a, st->ck.vblk, st->ck.nvblk * sizeof(*a));
+	if (st->ck.nvblk) /* no volume: no table, maybe no array */
+		memcpy(a, st->ck.vblk, st->ck.nvblk * sizeof(*a));
 	memcpy(a + st->ck.nvblk, st->ck.stab, map_bytes(st->nsegs));
 }
 

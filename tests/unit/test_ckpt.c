@@ -151,19 +151,25 @@ static void test_frees_in_background(void **state)
 
 	alarm(60);
 	write_gen(v, 0, NBLK, 1);
+	/* Settled first: whether the idle checkpoint after generation 1 had
+	 * run when free segments were counted made the figure vary by one. */
+	assert_int_equal(store_checkpoint(st), 0);
 	uint64_t free_before = stats(st).segments_free;
 	for (unsigned gen = 2; gen < 5; gen++)
 		write_gen(v, 0, NBLK, gen); /* every earlier copy dies */
 	/* Idle: the last writes' checkpoint is due within a second. */
 	struct store_stats s = stats(st);
-	for (int i = 0; i < 200 && s.segments_free + 2 < free_before; i++) {
+	/* Room for three segments more in use than before: the log head, the
+	 * segment it goes on to and the one holding the checkpoint may each
+	 * have moved to a segment free before. */
+	for (int i = 0; i < 200 && s.segments_free + 3 < free_before; i++) {
 		usleep(50 * 1000);
 		s = stats(st);
 	}
 	print_message("free segments %llu before the overwrites, %llu after; %llu freed\n",
 	              (unsigned long long)free_before, (unsigned long long)s.segments_free,
 	              (unsigned long long)s.segments_freed);
-	assert_true(s.segments_free + 2 >= free_before);
+	assert_true(s.segments_free + 3 >= free_before);
 	assert_true(s.segments_freed >= 3 * (VOLSIZE / s.segment_bytes) - 4);
 	expect_gen(v, 0, NBLK, 4);
 	assert_int_equal(store_check(st), 0);
