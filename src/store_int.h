@@ -300,8 +300,9 @@ const char *vtab_check(struct store *st);
 struct volume *vtab_volume_new(uint64_t id, const char *name, uint64_t size, uint64_t created);
 /* Add v (its kind, parent and origin set; its id in no record) to the
  * table and its indexes, in id order.  Log thread or the opener.  0 or
- * -ENOMEM (nothing changed).  O(log n) expected, O(1) of it for the list
- * when v's id is the largest (every create; a checkpoint in id order). */
+ * -ENOMEM (the table unchanged, the pool failed: core_set_failed).
+ * O(log n) expected, O(1) of it for the list when v's id is the largest
+ * (every create; a checkpoint in id order). */
 int vtab_link(struct store *st, struct volume *v);
 /* Drop every record (close). */
 void vtab_free_all(struct store *st);

@@ -350,7 +350,9 @@ static void volume_free(struct store *st, struct volume *v)
 }
 
 /* Everything that may fail first (the kin entry, the id map, the name
- * table), then the pointer changes, which cannot. */
+ * table), then the pointer changes, which cannot.  A record left out is
+ * durable (a checkpoint's, or an op's already synced): the pool fails,
+ * so that no checkpoint is written without it. */
 int vtab_link(struct store *st, struct volume *v)
 {
 	uint64_t up = kin_of(v);
@@ -379,7 +381,9 @@ int vtab_link(struct store *st, struct volume *v)
 		st->vt.n++;
 	}
 	pthread_mutex_unlock(&st->vt.lock);
-	if (!err && v->id >= st->vt.next_id)
+	if (err)
+		core_set_failed(st, err, "volume table");
+	else if (v->id >= st->vt.next_id)
 		st->vt.next_id = v->id + 1;
 	return err;
 }
