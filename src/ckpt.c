@@ -976,7 +976,7 @@ static int cache_init(struct store *st, bool v3)
 
 /* Table block b as read from addr: sealed, in place, and every slot
  * either all zero or a record.  0 or -EILSEQ. */
-static int vtab_check(const struct fmt_vtab *t, uint64_t addr, uint64_t b)
+static int vtab_block_ok(const struct fmt_vtab *t, uint64_t addr, uint64_t b)
 {
 	static const struct fmt_vol zero;
 	struct fmt_vtab c = *t;
@@ -1027,7 +1027,7 @@ static int load_vtab(struct store *st, const uint64_t *vblk, uint64_t nvtab, uin
 		if (!err)
 			err = segio_read_block(st->io, t, addr);
 		if (!err)
-			err = vtab_check(t, addr, b);
+			err = vtab_block_ok(t, addr, b);
 		if (err == -EILSEQ)
 			*why = "damaged volume table block";
 		for (unsigned k = 0; k < FMT_VTAB_ENTRIES && !err; k++) {
