@@ -955,8 +955,12 @@ static int load_volume(struct store *st, const struct fmt_vol *fv, uint32_t slot
 	v->parent_id = fv->parent;
 	v->origin_id = fv->origin;
 	v->slot = slot;
-	vtab_link(st, v);
-	int err = v3 ? tree_open(st->nc, &v->tree, fv->root, fv->levels)
+	int err = vtab_link(st, v);
+	if (err) {
+		free(v); /* not linked, no tree yet */
+		return err;
+	}
+	err = v3 ? tree_open(st->nc, &v->tree, fv->root, fv->levels)
 	             : tree_load(st->nc, &v->tree, fv->root, fv->levels);
 	if (err == -EILSEQ)
 		*why = "damaged block tree node (checksum, address or level)";
