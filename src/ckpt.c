@@ -961,7 +961,7 @@ static int load_volume(struct store *st, const struct fmt_vol *fv, uint32_t slot
 		return err;
 	}
 	err = v3 ? tree_open(st->nc, &v->tree, fv->root, fv->levels)
-	             : tree_load(st->nc, &v->tree, fv->root, fv->levels);
+	         : tree_load(st->nc, &v->tree, fv->root, fv->levels);
 	if (err == -EILSEQ)
 		*why = "damaged block tree node (checksum, address or level)";
 	return err;
