@@ -26,7 +26,8 @@
  *    mostly-live segments);
  *  - trims/zeroes of whole blocks, deletes, rollback: space_check_trim and
  *    space_check_ctl(shrinks) may use the reserve, never the checkpoint's
- *    room;
+ *    room (a delete into the reserve first checkpoints, if segments wait
+ *    for one to be freed);
  *  - compaction: a pass runs only if its copies and the tree nodes it
  *    dirties fit beside the checkpoint's room with two segments to spare;
  *  - cleaning ahead of need below a low-water mark, and while idle when the
@@ -133,8 +134,16 @@ int space_check_ctl(struct store *st, bool grows)
 	 * first make room, as writes do: a delete just before leaves dead
 	 * segments that only a checkpoint frees); deleting or rolling back
 	 * frees space and may use the reserve. */
-	if (!grows)
+	if (!grows) {
+		/* The segments that deletes (and the ops before them) leave
+		 * dead come back only with a checkpoint: take one once the
+		 * reserve is being used and there are some, or a long run of
+		 * deletes uses up all the room there is. */
+		if (room_beyond(st, st->sp.reserve_segs) < SMALL_OP_BLOCKS &&
+		    alloc_dead_segs(st->a))
+			ckpt_write(st); /* a failure leaves the room as it was */
 		return room_beyond(st, 0) >= SMALL_OP_BLOCKS ? 0 : -ENOSPC;
+	}
 	if (!space_check_write(st, SMALL_OP_BLOCKS))
 		return 0;
 	space_make_room(st, SMALL_OP_BLOCKS);
