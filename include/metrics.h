@@ -5,9 +5,11 @@
  * docs/METRICS.md.
  *
  * A scrape reads the store (store_get_stats, a no-op job on the log
- * thread, and store_vol_io, a copy under the volume table's lock) and the
- * connection server's counters (conn_server_get_stats, atomics).  Nothing
- * is kept between scrapes.
+ * thread, and store_vol_io: the table's totals and a copy of the records
+ * with I/O since start or attached, under the volume table's lock) and
+ * the connection server's counters (conn_server_get_stats, atomics).
+ * Per-volume series are given for those records only.  Nothing is kept
+ * between scrapes.
  */
 #ifndef COWBD_METRICS_H
 #define COWBD_METRICS_H

@@ -376,11 +376,22 @@ struct store_vol_io {
 const char *store_io_cmd_name(enum store_io_cmd c);
 /* The histogram index of c (0 .. STORE_IO_TIMED-1), or -1 if not timed. */
 int store_io_timed(enum store_io_cmd c);
-/* Every volume's and snapshot's counters, in volume-table order, into a
- * malloc'd array (*n the count; free(*out) afterwards).  0 or -ENOMEM.
- * Any thread; takes the volume table's lock for a copy (O(volumes)); a
- * copy taken while I/O runs may be a few requests apart between fields. */
-int store_vol_io(struct store *st, struct store_vol_io **out, size_t *n);
+/* The volume table's totals, kept as records come and go. */
+struct store_vol_totals {
+	uint64_t volumes;     /* volumes and clones */
+	uint64_t snapshots;   /* snapshots */
+	uint64_t provisioned; /* the sum of the volumes' and clones' sizes */
+};
+/* The counters of the records that are active: a request counted since
+ * the store opened, or attached now (any other's are all zero, and a pool
+ * of 10^5 snapshots has mostly those), in volume-table order, into a
+ * malloc'd array (*n the count, maybe 0; free(*out) afterwards); and
+ * every record's totals into *tot, exact.  0 or -ENOMEM.  Any thread;
+ * holds the volume table's lock for one pass over the records, reading a
+ * flag in each and copying only the active ones; a copy taken while I/O
+ * runs may be a few requests apart between fields. */
+int store_vol_io(struct store *st, struct store_vol_io **out, size_t *n,
+                 struct store_vol_totals *tot);
 
 /* ---- scrub (scrub.c) ------------------------------------------------
  * A background pass that reads every data block mapped by the volumes and

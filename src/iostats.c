@@ -1,13 +1,16 @@
 /* iostats.c — I/O counters per volume and snapshot: counting a completed
  * request in its volume record (iostats_done, iostats_count) and copying
- * every record's counters out (store_vol_io).
+ * the active records' counters out (store_vol_io).
  *
  * Counting costs a few relaxed atomic adds on the record's own cache
- * lines (iostats.h explains the layout) and, for READ, WRITE and FLUSH, a
- * clock read; no lock.  Reading takes vt.lock for the list and loads each
- * counter relaxed, so a copy taken under load may be a few requests apart
- * between fields (a histogram's count is the sum of its buckets, so the
- * two always agree).
+ * lines (iostats.h explains the layout), a load of the record's seen flag
+ * (a store only at its first request) and, for READ, WRITE and FLUSH, a
+ * clock read; no lock.  Reading takes vt.lock for one pass over the list
+ * and copies only the records that are active (seen, or attached now): a
+ * pool of 10^5 snapshots that nobody reads costs a pass, not 10^5 copies.
+ * Counters are loaded relaxed, so a copy taken under load may be a few
+ * requests apart between fields (a histogram's count is the sum of its
+ * buckets, so the two always agree).
  *
  * Layer: inside the store, beside core.c (core_complete calls it) and
  * under reader.c and store.c; over vtab (names).  Locks: vt.lock, only
@@ -83,6 +86,8 @@ void iostats_count(struct volume *v, enum store_io_cmd c, uint64_t len, int err,
 	struct iostats_side *s = side_of(&v->io, c);
 	struct iostats_cmd *k = &s->cmd[where[c].slot];
 
+	if (!__atomic_load_n(&v->io.seen, __ATOMIC_RELAXED))
+		__atomic_store_n(&v->io.seen, true, __ATOMIC_RELAXED);
 	add(&k->ops, 1);
 	if (err)
 		add(&k->errors, 1);
@@ -128,18 +133,46 @@ static void copy_locked(struct store *st, struct volume *v, struct store_vol_io 
 	}
 }
 
-int store_vol_io(struct store *st, struct store_vol_io **out, size_t *n)
+/* Is v active: a request counted since open, or attached now?  Caller
+ * holds vt.lock. */
+static bool active_locked(const struct volume *v)
 {
-	size_t k = 0;
+	return v->attached || __atomic_load_n(&v->io.seen, __ATOMIC_RELAXED);
+}
+
+/* Room in *all, of *cap entries, for entry k (doubling); false on ENOMEM. */
+static bool room(struct store_vol_io **all, size_t k, size_t *cap)
+{
+	if (k < *cap)
+		return true;
+	size_t c = *cap ? 2 * *cap : 16;
+	struct store_vol_io *a = realloc(*all, c * sizeof(*a));
+	if (!a)
+		return false;
+	*all = a;
+	*cap = c;
+	return true;
+}
+
+int store_vol_io(struct store *st, struct store_vol_io **out, size_t *n,
+                 struct store_vol_totals *tot)
+{
+	struct store_vol_io *all = NULL;
+	size_t k = 0, cap = 0;
+	bool ok = true;
 
 	pthread_mutex_lock(&st->vt.lock);
-	struct store_vol_io *all = calloc(st->vt.n ? st->vt.n : 1, sizeof(*all));
-	if (all)
-		for (struct volume *v = st->vt.list; v; v = v->next)
+	tot->volumes = st->vt.n - st->vt.nsnaps;
+	tot->snapshots = st->vt.nsnaps;
+	tot->provisioned = st->vt.provisioned;
+	for (struct volume *v = st->vt.list; v && ok; v = v->next)
+		if (active_locked(v) && (ok = room(&all, k, &cap)))
 			copy_locked(st, v, &all[k++]);
 	pthread_mutex_unlock(&st->vt.lock);
-	if (!all)
+	if (!ok) {
+		free(all);
 		return -ENOMEM;
+	}
 	*out = all;
 	*n = k;
 	return 0;

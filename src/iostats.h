@@ -38,13 +38,17 @@ struct iostats_side {
 	struct iostats_hist hist[2];
 };
 
-/* In every volume record (zeroed with it). */
+/* In every volume record (zeroed with it).  seen: a request has been
+ * counted (set once by the first, never cleared; store_vol_io copies only
+ * the records with it or attached).  Written once in the record's life,
+ * it stays in the readers' caches: testing it costs the count a load. */
 struct iostats {
 	char pad0[IOSTATS_PAD];
 	struct iostats_side rd;
 	char pad1[IOSTATS_PAD];
 	struct iostats_side wr;
 	char pad2[IOSTATS_PAD];
+	bool seen;
 };
 
 struct store_req;

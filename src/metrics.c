@@ -7,9 +7,12 @@
  * address), so a scrape never touches the event loop.  Each scrape reads
  * what it shows afresh: the pool's counters through store_get_stats (a
  * no-op job on the log thread: it waits for the round in progress), the
- * per-volume counters through store_vol_io (a copy under the volume
- * table's lock) and the connection counters (atomics).  Nothing here is
- * on the data path.
+ * volume table's totals and the active records' counters through
+ * store_vol_io (one pass under the volume table's lock, copying only the
+ * records with I/O since start or attached: a pool of 10^5 idle snapshots
+ * gives a page of the pool's series and a few volumes', not millions of
+ * lines) and the connection counters (atomics).  Nothing here is on the
+ * data path.
  *
  * Layer: daemon side, beside control.c: over store and conn, below main.
  * Locks: none of its own; the HTTP threads share nothing but st and srv,
@@ -212,23 +215,18 @@ static void one(struct metrics_text *t, const char *name, const char *type, cons
 }
 
 static void render_pool(struct metrics_text *t, const struct store_stats *s,
-                        const struct store_vol_io *vols, size_t n)
+                        const struct store_vol_totals *tot)
 {
 	uint64_t allocated = (s->segments - s->segments_free) * s->segment_bytes;
 	/* Segment 0 holds the superblocks, never log blocks: not reclaimable
 	 * (as `cowctl pool status` counts it). */
 	uint64_t in_log = allocated - s->segment_bytes;
-	uint64_t live = s->blocks_live * STORE_BLOCK_SIZE, provisioned = 0;
-	uint64_t nvol = 0, written = s->batch_blocks * STORE_BLOCK_SIZE;
+	uint64_t live = s->blocks_live * STORE_BLOCK_SIZE;
+	uint64_t written = s->batch_blocks * STORE_BLOCK_SIZE;
 
-	for (size_t i = 0; i < n; i++)
-		if (!vols[i].snapshot) {
-			provisioned += vols[i].size;
-			nvol++;
-		}
 	one(t, "cowbd_pool_size_bytes", "gauge", "Size of the pool.", s->pool_bytes);
 	one(t, "cowbd_pool_provisioned_bytes", "gauge",
-	    "Sum of the sizes of the volumes (snapshots not counted).", provisioned);
+	    "Sum of the sizes of the volumes (snapshots not counted).", tot->provisioned);
 	one(t, "cowbd_pool_allocated_bytes", "gauge",
 	    "Bytes in segments that are not free (live data and metadata, and dead blocks not "
 	    "yet reclaimed).",
@@ -244,8 +242,9 @@ static void render_pool(struct metrics_text *t, const struct store_stats *s,
 	one(t, "cowbd_pool_failed", "gauge",
 	    "1 after a failed device write or sync: writes fail until restart.", s->failed);
 	one(t, "cowbd_pool_read_only", "gauge", "1 when the pool is open read-only.", s->read_only);
-	one(t, "cowbd_pool_volumes", "gauge", "Volumes (clones included, snapshots not).", nvol);
-	one(t, "cowbd_pool_snapshots", "gauge", "Snapshots.", n - nvol);
+	one(t, "cowbd_pool_volumes", "gauge", "Volumes (clones included, snapshots not).",
+	    tot->volumes);
+	one(t, "cowbd_pool_snapshots", "gauge", "Snapshots.", tot->snapshots);
 	one(t, "cowbd_pool_written_bytes_total", "counter",
 	    "Bytes written to the pool's log: data, summaries, tree nodes, checkpoint records and "
 	    "compaction copies.",
@@ -318,9 +317,10 @@ static uint64_t cmd_field(const struct store_vol_io *v, unsigned c, size_t f)
 	return f == 0 ? v->cmd[c].ops : f == 1 ? v->cmd[c].bytes : v->cmd[c].errors;
 }
 
+/* The series of the active records (store_vol_io's: I/O since start, or
+ * attached now); the others would be all zeros. */
 static void render_volumes(struct metrics_text *t, const struct store_vol_io *v, size_t n)
 {
-
 	metrics_put_family(t, "cowbd_volume_size_bytes", "gauge",
 	                   "Size of the volume or snapshot.");
 	for (size_t i = 0; i < n; i++)
@@ -358,14 +358,15 @@ void metrics_render(struct metrics_text *t, struct store *st, struct conn_server
 {
 	struct store_stats s;
 	struct store_vol_io *vols = NULL;
+	struct store_vol_totals tot;
 	size_t n = 0;
 
 	store_get_stats(st, &s);
-	if (store_vol_io(st, &vols, &n) < 0) {
+	if (store_vol_io(st, &vols, &n, &tot) < 0) {
 		t->oom = true;
 		return;
 	}
-	render_pool(t, &s, vols, n);
+	render_pool(t, &s, &tot);
 	if (srv)
 		render_conns(t, srv);
 	render_volumes(t, vols, n);

@@ -151,6 +151,12 @@ struct store {
 		size_t names_cap;
 		struct vtab_node *bases, *snaps;
 		uint64_t next_id; /* log thread */
+		/* Kept with the list (under lock), for totals without a
+		 * walk (store_vol_io): the snapshots among the n records,
+		 * and the sum of the others' sizes (resize and rollback
+		 * change it too). */
+		unsigned nsnaps;
+		uint64_t provisioned;
 	} vt;
 
 	struct { /* writer.c */

@@ -342,6 +342,20 @@ struct volume *vtab_volume_new(uint64_t id, const char *name, uint64_t size, uin
 	return v;
 }
 
+/* Count v in (linked) or out of vt.nsnaps or vt.provisioned.  Caller
+ * holds vt.lock. */
+static void totals_locked(struct store *st, const struct volume *v, bool in)
+{
+	if (v->snapshot && in)
+		st->vt.nsnaps++;
+	else if (v->snapshot)
+		st->vt.nsnaps--;
+	else if (in)
+		st->vt.provisioned += v->size;
+	else
+		st->vt.provisioned -= v->size;
+}
+
 static void volume_free(struct store *st, struct volume *v)
 {
 	tree_drop(&v->tree, st->a);
@@ -379,6 +393,7 @@ int vtab_link(struct store *st, struct volume *v)
 		}
 		name_add(st, v);
 		st->vt.n++;
+		totals_locked(st, v, true);
 	}
 	pthread_mutex_unlock(&st->vt.lock);
 	if (err)
@@ -404,6 +419,7 @@ static void unlink_volume(struct store *st, struct volume *v)
 	}
 	name_del(st, v);
 	st->vt.n--;
+	totals_locked(st, v, false);
 	pthread_mutex_unlock(&st->vt.lock);
 }
 
@@ -427,7 +443,8 @@ void vtab_free_all(struct store *st)
 	st->vt.names_cap = 0;
 	st->vt.bases = st->vt.snaps = NULL;
 	st->vt.tail = NULL;
-	st->vt.n = 0;
+	st->vt.n = st->vt.nsnaps = 0;
+	st->vt.provisioned = 0;
 }
 
 /* ---- the checker ------------------------------------------------------- */
@@ -474,7 +491,7 @@ static const char *check_one(struct store *st, struct volume *v)
  * else in them. */
 static const char *check_indexes(struct store *st)
 {
-	uint64_t n = 0, nkin = 0, inkin = 0, named = 0;
+	uint64_t n = 0, nkin = 0, inkin = 0, named = 0, nsnaps = 0, prov = 0;
 	const struct volume *prev = NULL;
 	const char *why = NULL;
 	size_t pos = 0;
@@ -485,9 +502,13 @@ static const char *check_indexes(struct store *st)
 			return "the list out of id order or badly linked";
 		why = check_one(st, v);
 		nkin += kin_of(v) != 0;
+		nsnaps += v->snapshot;
+		prov += v->snapshot ? 0 : v->size;
 	}
 	if (why || st->vt.tail != prev || n != st->vt.n || st->vt.ids.n != n)
 		return why ? why : "the list's count, tail or id map disagree";
+	if (nsnaps != st->vt.nsnaps || prov != st->vt.provisioned)
+		return "the snapshot count or the provisioned sum disagree with the records";
 	while ((slot = map_next(&st->vt.kin, &pos, &(uint64_t){0}))) {
 		const struct vtab_kin *k = *slot;
 		uint64_t a = node_check(k->snaps, 0, UINT64_MAX, UINT64_MAX);
@@ -529,6 +550,7 @@ static int apply_resize(struct store *st, struct volume *v, uint64_t size)
 	if (v->snapshot || vtab_levels_for_size(size) != v->tree.levels)
 		return -EILSEQ;
 	pthread_mutex_lock(&st->vt.lock);
+	st->vt.provisioned += size - v->size;
 	CMM_STORE_SHARED(v->size, size);
 	pthread_mutex_unlock(&st->vt.lock);
 	return new_nb < old_nb ? tree_trim(&v->tree, st->a, new_nb, old_nb) : 0;
@@ -608,7 +630,10 @@ int vtab_apply_op(struct store *st, const struct fmt_op *op)
 		tree_drop(&v->tree, st->a);
 		rcu_assign_pointer(v->tree.root, t.root);
 		v->tree.levels = t.levels;
+		pthread_mutex_lock(&st->vt.lock);
+		st->vt.provisioned += src->size - v->size;
 		v->size = src->size;
+		pthread_mutex_unlock(&st->vt.lock);
 		return 0;
 	}
 	case FMT_OP_VOL_RESIZE:

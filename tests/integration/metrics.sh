@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # metrics.sh — `cowbd --metrics`: the Prometheus endpoint counts exactly
 # the I/O done (ops and bytes per command per volume, snapshots too, each
-# latency histogram's count equal to its ops, cumulative buckets), its pool
-# gauges agree with `cowctl --json stats`, the connection counters follow
-# clients (open now, accepted, refused over --max-connections), every
-# other path is 404 and other methods 405, the page passes `promtool check
-# metrics`, and a bad --metrics address is refused with one line.
+# latency histogram's count equal to its ops, cumulative buckets), gives
+# per-volume series only to records with I/O since start or attached now
+# (an idle snapshot has none, an attached idle volume has them until it is
+# detached), its pool gauges agree with `cowctl --json stats` and count
+# the idle records too, the connection counters follow clients (open now,
+# accepted, refused over --max-connections), every other path is 404 and
+# other methods 405, the page passes `promtool check metrics`, a bad
+# --metrics address is refused with one line, and with 20,000 snapshots
+# (pipelined through the control socket) the page stays under 200 KB and
+# is served well under a second.
 . "$(dirname "$0")/lib.sh"
 requires curl /usr/bin/python3
 /usr/bin/python3 -c 'import nbd' 2>/dev/null || { echo "requires python3-libnbd"; exit 77; }
@@ -15,6 +20,8 @@ POOL_SIZE=1G cowbd_start --metrics "127.0.0.1:$MPORT" --max-connections 2
 grep -q "metrics at http://127.0.0.1:$MPORT/metrics" "$LOG" || fail "no 'metrics at' line in the log"
 ok volume create vol0 64M
 ok snapshot create vol0@s1
+ok snapshot create vol0@s2 # never read: no series
+ok volume create vol1 16M  # only attached, never any I/O
 
 scrape() { # FILE: the page, which must be served as text format 0.0.4
 	curl -sf -D "$T/headers" -o "$1" "http://127.0.0.1:$MPORT/metrics" || fail "scrape failed"
@@ -24,7 +31,8 @@ scrape() { # FILE: the page, which must be served as text format 0.0.4
 
 cat >"$T/metrics.py" <<'PY'
 # metrics.py io PORT EXPECT | check BEFORE AFTER EXPECT | hold PORT STATEDIR
-#   | gauges PAGE STATS1 STATS2 POOL1 POOL2 | field PAGE NAME
+#   | gauges PAGE STATS1 STATS2 POOL1 POOL2 | field PAGE NAME | series PAGE VOLUME
+#   | snaps CTL VOL N
 import json, os, re, sys, time
 
 def parse(path):
@@ -124,6 +132,9 @@ def check(before, after, expect_path):
                 sys.exit("%s_sum of %s %s is not positive" % (h, vol, op))
     if any(n.startswith("cowbd_volume_") and dict(l).get("op") == "cache" for n, l in b):
         sys.exit("a series for op=cache, which never reaches the store")
+    for vol in ("vol0@s2", "vol1"):
+        if series(b, vol):
+            sys.exit("%d series for %s, which had no I/O and is not attached" % (series(b, vol), vol))
     print("counters moved by exactly the I/O done: %s" % json.dumps(exp, sort_keys=True))
 
 def gauges(page, s1, s2, p1, p2):
@@ -159,12 +170,13 @@ def gauges(page, s1, s2, p1, p2):
     print("pool gauges agree with cowctl pool status and stats")
 
 def hold(port, sd):
-    """Two clients held open, a third refused (--max-connections 2)."""
+    """Two clients held open (on vol0 and on vol1, which has no I/O), a
+    third refused (--max-connections 2)."""
     import nbd
     hs = []
-    for _ in range(2):
+    for vol in ("vol0", "vol1"):
         h = nbd.NBD()
-        h.set_export_name("vol0")
+        h.set_export_name(vol)
         h.connect_tcp("127.0.0.1", port)
         hs.append(h)
     try:
@@ -186,12 +198,36 @@ def hold(port, sd):
 def field(page, name):
     print(int(get(parse(page), name)))
 
+def series(page, vol):
+    """The number of samples labelled volume=vol."""
+    if isinstance(page, str):
+        page = parse(page)
+    return sum(1 for n, l in page if dict(l).get("volume") == vol)
+
+def snaps(ctl, vol, n):
+    """n snapshots of vol, pipelined on one control connection."""
+    import socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(ctl)
+    f = s.makefile("rb")
+    names = ["%s@n%05d" % (vol, i) for i in range(int(n))]
+    for i in range(0, len(names), 200):
+        part = names[i:i + 200]
+        s.sendall("".join(json.dumps({"op": "snapshot.create", "name": x}) + "\n"
+                          for x in part).encode())
+        for x in part:
+            r = json.loads(f.readline())
+            if not r.get("ok"):
+                sys.exit("snapshot.create %s: %s" % (x, r))
+
 cmd = sys.argv[1]
 if cmd == "io": io(sys.argv[2], sys.argv[3])
 elif cmd == "check": check(*sys.argv[2:5])
 elif cmd == "gauges": gauges(*sys.argv[2:7])
 elif cmd == "hold": hold(sys.argv[2], sys.argv[3])
 elif cmd == "field": field(sys.argv[2], sys.argv[3])
+elif cmd == "series": print(series(sys.argv[2], sys.argv[3]))
+elif cmd == "snaps": snaps(*sys.argv[2:5])
 PY
 py() { /usr/bin/python3 "$T/metrics.py" "$@"; }
 
@@ -218,6 +254,8 @@ for _ in $(seq 1 20); do
 	agreed=1; break
 done
 [ -n "$agreed" ] || fail "the pool never held still for a scrape"
+[ "$(py field "$T/m2" cowbd_pool_volumes)" = 2 ] && [ "$(py field "$T/m2" cowbd_pool_snapshots)" = 2 ] ||
+	fail "pool gauges: want 2 volumes and 2 snapshots, idle ones included"
 echo "ok: pool gauges"
 
 # --- connections: open now, accepted, refused -------------------------------
@@ -231,6 +269,9 @@ scrape "$T/m3"
 	fail "cowbd_connections_accepted_total did not move by 2"
 [ "$(py field "$T/m3" cowbd_connections_refused_total)" = 1 ] ||
 	fail "cowbd_connections_refused_total is not 1"
+[ "$(py series "$T/m3" vol1)" -gt 0 ] && [ "$(py series "$T/m3" vol1)" = "$(py series "$T/m3" vol0)" ] ||
+	fail "attached idle vol1 has $(py series "$T/m3" vol1) series, vol0 $(py series "$T/m3" vol0)"
+[ "$(py series "$T/m3" vol0@s2)" = 0 ] || fail "idle snapshot vol0@s2 has series"
 touch "$T/release"
 wait $HOLD || fail "the holding client failed"
 for _ in $(seq 1 100); do
@@ -239,7 +280,9 @@ for _ in $(seq 1 100); do
 	sleep 0.05
 done
 [ "$(py field "$T/m4" cowbd_clients)" = 0 ] || fail "cowbd_clients is not back to 0"
-echo "ok: connection counters"
+[ "$(py series "$T/m4" vol1)" = 0 ] || fail "vol1 kept its series once detached (it had no I/O)"
+[ "$(py series "$T/m4" vol0@s1)" -gt 0 ] || fail "vol0@s1 lost its series (it had reads)"
+echo "ok: connection counters; series for records with I/O or attached only"
 
 # --- other paths and methods -------------------------------------------------
 for path in / /metricsx /metrics/ /favicon.ico; do
@@ -277,6 +320,23 @@ done
 	fail "--metrics on a port in use: $(cat "$T/bad.out")"
 [ ! -e "$T/bad.sock" ] || fail "control socket left by a daemon that did not start"
 echo "ok: bad --metrics addresses refused"
+
+# --- 20,000 idle snapshots: the page stays small and fast ----------------------
+NSNAP=20000
+start=$(date +%s)
+py snaps "$CTL" vol1 $NSNAP || fail "creating $NSNAP snapshots"
+echo "made $NSNAP snapshots in $(($(date +%s) - start)) s"
+curl -sf -o "$T/m5" -w '%{size_download} %{time_total}\n' "http://127.0.0.1:$MPORT/metrics" >"$T/m5.w" ||
+	fail "scrape with $NSNAP snapshots failed"
+read -r bytes secs <"$T/m5.w"
+echo "page with $((NSNAP + 2)) snapshots: $bytes bytes in $secs s"
+[ "$bytes" -lt 204800 ] || fail "the page is $bytes bytes with $NSNAP idle snapshots"
+awk -v s="$secs" 'BEGIN { exit !(s < 1) }' || fail "the scrape took $secs s with $NSNAP idle snapshots"
+[ "$(py field "$T/m5" cowbd_pool_snapshots)" = $((NSNAP + 2)) ] || fail "cowbd_pool_snapshots"
+[ "$(py field "$T/m5" cowbd_pool_volumes)" = 2 ] || fail "cowbd_pool_volumes"
+[ "$(py field "$T/m5" cowbd_pool_provisioned_bytes)" = $(((64 + 16) << 20)) ] ||
+	fail "cowbd_pool_provisioned_bytes"
+echo "ok: $NSNAP idle snapshots"
 
 kill -0 "$COWBD_PID" || fail "cowbd died"
 cowbd_stop
