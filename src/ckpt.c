@@ -153,12 +153,15 @@ static void vol_encode(const struct volume *v, struct fmt_vol *fv)
 	memset(fv, 0, sizeof(*fv));
 	fv->id = v->id;
 	fv->size = v->size;
-	fv->root = v->tree.root ? v->tree.root->disk : 0;
+	fv->root = tree_root_addr(&v->tree);
 	fv->parent = v->parent_id;
 	fv->origin = v->origin_id;
 	fv->created = v->created;
 	fv->levels = (uint8_t)v->tree.levels;
 	fv->flags = v->snapshot ? FMT_VOL_SNAPSHOT : 0;
+	uint64_t total = tree_total(&v->tree);
+	for (unsigned k = 0; k < sizeof(fv->total); k++)
+		fv->total[k] = (uint8_t)(total >> (8 * k));
 	snprintf(fv->name, sizeof(fv->name), "%s", v->name);
 }
 
@@ -960,7 +963,12 @@ static int load_volume(struct store *st, const struct fmt_vol *fv, uint32_t slot
 		free(v); /* not linked, no tree yet */
 		return err;
 	}
-	err = v3 ? tree_open(st->nc, &v->tree, fv->root, fv->levels)
+	uint64_t total = 0;
+	for (unsigned k = 0; k < sizeof(fv->total); k++)
+		total |= (uint64_t)fv->total[k] << (8 * k);
+	if (!slot) /* an older record: no total, the root says it */
+		total = TREE_TOTAL_UNKNOWN;
+	err = v3 ? tree_open(st->nc, &v->tree, fv->root, fv->levels, total)
 	         : tree_load(st->nc, &v->tree, fv->root, fv->levels);
 	if (err == -EILSEQ)
 		*why = "damaged block tree node (checksum, address or level)";

@@ -160,8 +160,9 @@ struct fmt_vol {
 	uint64_t created; /* unix seconds */
 	uint8_t levels;
 	uint8_t flags;
-	uint8_t pad[6];
-	char name[72]; /* NUL-terminated; snapshots hold the SNAP part only */
+	uint8_t total[6]; /* version 4: blocks mapped in the tree (48 bits, little-
+	                   * endian: its root's total); 0 before */
+	char name[72];    /* NUL-terminated; snapshots hold the SNAP part only */
 };
 static_assert(sizeof(struct fmt_vol) == 128, "vol record size");
 

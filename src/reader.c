@@ -319,15 +319,15 @@ int reader_walk_locked(struct store *st, uint64_t id, struct volume **v, reader_
 			return err;
 		/* The copy's nodes outlive vt.lock: freed only after a grace
 		 * period, and the caller is inside a read-side section. */
-		struct tree copy = (*v)->tree;
-		copy.root = rcu_dereference((*v)->tree.root);
+		struct tree copy;
+		tree_copy(&copy, &(*v)->tree);
 		pthread_mutex_unlock(&st->vt.lock);
 		err = fn(&copy, false, arg);
 		pthread_mutex_lock(&st->vt.lock);
 		*v = vtab_find_id(st, id);
 		if (!*v)
 			return -ENOENT;
-		if (rcu_dereference((*v)->tree.root) == copy.root)
+		if (tree_same_root(&(*v)->tree, &copy))
 			return err; /* the tree it walked is still the record's */
 		err = -ESTALE;
 		if (!tree_stale_again(&err, &tries))

@@ -168,6 +168,7 @@ struct store {
 		size_t nap, ap_cap;
 		uint64_t round;       /* rounds begun: dates each volume's pend map */
 		uint64_t staged_cost; /* space.c's cost of what is staged, not yet applied */
+		uint64_t parked_ns;   /* iostats_now() when idle roots were last parked */
 	} wr;
 
 	struct { /* reader.c */

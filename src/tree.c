@@ -443,6 +443,135 @@ static void set_child(struct tree_cache *nc, struct tree_node *p, unsigned i, st
 		pthread_mutex_unlock(&nc->lock);
 }
 
+bool tree_stale_again(int *err, unsigned *tries);
+
+/* ---- roots ------------------------------------------------------------
+ *
+ * A root is published in t->root, or parked (tree_park): t->root NULL and
+ * its block in t->away, the node itself evictable like any other.  Both
+ * fields change under the cache lock.  Whoever uses a parked root reads it
+ * (or finds it in memory) and publishes it again, unless the tree is a
+ * reader's copy; away keeps its value then (it means something only while
+ * root is NULL), so a reader that saw root NULL before the publish and
+ * reads away after still finds the root.  away is cleared only before a
+ * root becomes NULL for good (empty), and set before one is parked: a
+ * reader that finds root NULL and away 0 without the lock has an empty
+ * tree. */
+
+/* Publish n as t's root (NULL: empty), counting the trees each root is
+ * of.  The writer. */
+static void root_set(struct tree *t, struct tree_node *n)
+{
+	if (t->nc)
+		pthread_mutex_lock(&t->nc->lock);
+	struct tree_node *old = t->root;
+	if (n)
+		n->nroot++;
+	if (old)
+		old->nroot--;
+	if (!n)
+		t->away = 0; /* before root: rcu_assign_pointer orders them */
+	rcu_assign_pointer(t->root, n);
+	if (t->nc)
+		pthread_mutex_unlock(&t->nc->lock);
+}
+
+/* t's root: the published one, or the parked one, found in memory or read
+ * (with nowait: -EAGAIN), published again with publish.  NULL with *err 0:
+ * an empty tree.  Readers inside rcu_read_lock(), or the writer. */
+static struct tree_node *root_get(const struct tree *ct, bool nowait, bool publish, int *err)
+{
+	struct tree *t = (struct tree *)ct; /* publishing is the one store */
+	struct tree_cache *nc = t->nc;
+	struct tree_node *r = rcu_dereference(t->root), *c = NULL;
+	unsigned tries = 0;
+
+	*err = 0;
+	if (caa_likely(r != NULL) || !nc)
+		return r;
+	cmm_smp_rmb(); /* root, then away: see above */
+	if (!CMM_LOAD_SHARED(t->away))
+		return NULL; /* empty */
+	publish = publish && !t->copy;
+	do {
+		pthread_mutex_lock(&nc->lock);
+		uint64_t addr = t->away;
+		r = t->root;
+		c = !r && addr ? map_get(&nc->nodes, addr) : NULL;
+		if (c && c->level == t->levels - 1u && publish) {
+			rcu_assign_pointer(t->root, c);
+			c->nroot++;
+		}
+		pthread_mutex_unlock(&nc->lock);
+		if (r || !addr)
+			return r;
+		if (c) {
+			*err = c->level == t->levels - 1u ? 0 : -EILSEQ;
+			CMM_STORE_SHARED(c->used, 1);
+			return *err ? NULL : c;
+		}
+		if (nowait) {
+			*err = -EAGAIN;
+			return NULL;
+		}
+		/* read it in; the next round finds it (or a new root) */
+		*err = cache_get(nc, addr, t->levels - 1u, &c);
+		if (!*err)
+			cache_loaded(nc);
+	} while (!*err || tree_stale_again(err, &tries));
+	return NULL;
+}
+
+bool tree_park(struct tree *t)
+{
+	struct tree_node *r = t->root;
+	if (!r || !t->nc || r->dirty || !r->disk)
+		return false;
+	pthread_mutex_lock(&t->nc->lock);
+	t->away = r->disk;
+	t->away_total = r->total;
+	rcu_assign_pointer(t->root, NULL);
+	r->nroot--;
+	/* the hand may find something again */
+	t->nc->idle_visits = 0;
+	__atomic_store_n(&t->nc->stuck, false, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&t->nc->lock);
+	return true;
+}
+
+void tree_copy(struct tree *dst, const struct tree *src)
+{
+	*dst = *src;
+	dst->copy = true;
+	if (src->nc)
+		pthread_mutex_lock(&src->nc->lock);
+	dst->root = rcu_dereference(src->root);
+	dst->away = src->away;
+	if (src->nc)
+		pthread_mutex_unlock(&src->nc->lock);
+}
+
+bool tree_same_root(const struct tree *a, const struct tree *b)
+{
+	struct tree_cache *nc = a->nc ? a->nc : b->nc;
+	if (nc)
+		pthread_mutex_lock(&nc->lock);
+	bool same = rcu_dereference(a->root) == rcu_dereference(b->root) && a->away == b->away;
+	if (nc)
+		pthread_mutex_unlock(&nc->lock);
+	return same;
+}
+
+uint64_t tree_root_addr(const struct tree *t)
+{
+	return t->root ? t->root->disk : t->away;
+}
+
+uint64_t tree_total(const struct tree *t)
+{
+	return t->root ? t->root->total : t->away ? t->away_total : 0;
+}
+
 /* ---- readers ------------------------------------------------------------ */
 
 bool tree_stale_again(int *err, unsigned *tries)
@@ -461,8 +590,7 @@ int tree_lookup(const struct tree *t, uint64_t lba, bool nowait, uint64_t *phys)
 	int err;
 
 	do {
-		const struct tree_node *n = rcu_dereference(t->root);
-		err = 0;
+		const struct tree_node *n = root_get(t, nowait, true, &err);
 		for (unsigned k = t->levels - 1; n && k > 0 && !err; k--)
 			n = child_of(t->nc, n, idx(lba, k), nowait, &err);
 		*phys = n && !err ? CMM_LOAD_SHARED(n->phys[lba % FMT_FANOUT]) : 0;
@@ -478,9 +606,10 @@ static int run_at(const struct tree *t, uint64_t at, bool nowait, uint64_t *n, i
 	int err;
 
 	do {
-		const struct tree_node *nd = rcu_dereference(t->root), *c;
+		const struct tree_node *root = root_get(t, nowait, true, &err), *nd = root, *c;
 		unsigned k = t->levels - 1;
-		err = 0;
+		if (err)
+			continue;
 		while (nd && k > 0) {
 			c = child_of(t->nc, nd, idx(at, k), nowait, &err);
 			if (err)
@@ -493,7 +622,7 @@ static int run_at(const struct tree *t, uint64_t at, bool nowait, uint64_t *n, i
 			continue;
 		if (!nd) {
 			/* a hole as large as the missing subtree (level k+1's child span) */
-			uint64_t sp = t->root ? span[k] : span[t->levels];
+			uint64_t sp = root ? span[k] : span[t->levels];
 			*st = 0;
 			*n = sp - at % sp;
 			*whole = true;
@@ -740,8 +869,8 @@ static struct tree_node *node_copy(struct tree_cache *nc, const struct tree_node
 /* The root, made private (copied if shared, created if absent). */
 static struct tree_node *mut_root(struct tree *t, struct alloc *a, int *err)
 {
-	struct tree_node *n = t->root;
-	int mine = n ? node_private(n, a) : 1;
+	struct tree_node *n = root_get(t, false, true, err);
+	int mine = *err ? *err : n ? node_private(n, a) : 1;
 
 	*err = mine < 0 ? mine : -ENOMEM;
 	if (mine < 0)
@@ -750,16 +879,13 @@ static struct tree_node *mut_root(struct tree *t, struct alloc *a, int *err)
 		n = node_new(t->levels - 1);
 		if (!n)
 			return NULL;
-		n->nroot = 1;
-		rcu_assign_pointer(t->root, n);
+		root_set(t, n);
 	} else if (!mine) {
 		struct tree_node *c = node_copy(t->nc, n, a);
 		if (!c)
 			return NULL;
 		node_unhold(n, a); /* others remain: it was shared */
-		n->nroot--;
-		c->nroot = 1;
-		rcu_assign_pointer(t->root, c);
+		root_set(t, c);
 		n = c;
 	}
 	mark_dirty(n, a);
@@ -907,7 +1033,7 @@ int tree_trim(struct tree *t, struct alloc *a, uint64_t lo, uint64_t hi)
 
 	if (hi > span[t->levels])
 		hi = span[t->levels];
-	if (!t->root || lo >= hi)
+	if ((!t->root && !t->away) || lo >= hi)
 		return 0;
 	if (lo == 0 && hi == span[t->levels]) {
 		tree_drop(t, a);
@@ -925,23 +1051,36 @@ int tree_trim(struct tree *t, struct alloc *a, uint64_t lo, uint64_t hi)
 
 void tree_share(struct tree *dst, const struct tree *src, struct alloc *a)
 {
+	struct tree_node *r = src->root;
+
 	dst->levels = src->levels;
 	dst->nc = src->nc;
-	if (src->root) {
-		node_hold(src->root, a);
-		src->root->nroot++;
+	if (!r && src->away) { /* parked: one more count on its block, dst parked too */
+		alloc_ref(a, src->away);
+		pthread_mutex_lock(&dst->nc->lock);
+		dst->away = src->away;
+		dst->away_total = src->away_total;
+		rcu_assign_pointer(dst->root, NULL);
+		pthread_mutex_unlock(&dst->nc->lock);
+		return;
 	}
-	rcu_assign_pointer(dst->root, src->root);
+	if (r)
+		node_hold(r, a);
+	root_set(dst, r);
 }
 
 void tree_drop(struct tree *t, struct alloc *a)
 {
 	struct tree_node *r = t->root;
-	if (!r)
+	uint64_t parked = r ? 0 : t->away;
+
+	if (!r && !parked)
 		return;
-	rcu_assign_pointer(t->root, NULL);
-	r->nroot--;
-	node_put(t->nc, r, a);
+	root_set(t, NULL);
+	if (r)
+		node_put(t->nc, r, a);
+	else
+		put_away(t->nc, parked, t->levels - 1u, a);
 }
 
 /* Closing: remember every node in memory below n that has no written copy
@@ -959,11 +1098,9 @@ static void release_walk(struct tree_cache *nc, struct tree_node *n)
 void tree_release(struct tree *t)
 {
 	struct tree_node *r = t->root;
-	if (!r)
-		return;
-	rcu_assign_pointer(t->root, NULL);
-	r->nroot--;
-	release_walk(t->nc, r);
+	root_set(t, NULL); /* a parked root is in the cache's maps, freed with it */
+	if (r)
+		release_walk(t->nc, r);
 }
 
 /* Add n's unique blocks to *u: 0, or -EAGAIN (nowait, a node away). */
@@ -992,8 +1129,17 @@ static int count_unique(struct tree_cache *nc, const struct tree_node *n, const 
 int tree_count(const struct tree *t, const struct alloc *a, bool nowait, uint64_t *mapped,
                uint64_t *unique)
 {
+	int err = 0;
 	const struct tree_node *r = rcu_dereference(t->root);
+	if (!r && !unique) {   /* a parked tree's size is known: read nothing */
+		cmm_smp_rmb(); /* root, then away (see "roots") */
+		*mapped = CMM_LOAD_SHARED(t->away) ? CMM_LOAD_SHARED(t->away_total) : 0;
+		return 0;
+	}
+	r = root_get(t, nowait, true, &err);
 	*mapped = r ? __atomic_load_n(&r->total, __ATOMIC_RELAXED) : 0;
+	if (err)
+		return err;
 	if (!unique)
 		return 0;
 	*unique = 0;
@@ -1165,9 +1311,11 @@ int64_t tree_relocate(struct tree *const *trees, unsigned n, struct alloc *a, co
 	                  .stamp = ++stamp};
 	if (!r.stamp)
 		r.stamp = ++stamp;
-	for (unsigned i = 0; i < n && !r.err; i++)
-		if (trees[i]->root)
-			reloc_node(trees[i]->root, &r);
+	for (unsigned i = 0; i < n && !r.err; i++) {
+		struct tree_node *root = root_get(trees[i], false, true, &r.err);
+		if (root)
+			reloc_node(root, &r);
+	}
 	/* Readers may follow a slot the moment it changes: re-point only once
 	 * every copy is on the device (before, they would read the hole or
 	 * stale bytes where the copy is going). */
@@ -1319,11 +1467,14 @@ int tree_diff(const struct tree *a, const struct tree *b, uint64_t lo, uint64_t 
 	                      .hi = hi,
 	                      .fn = fn,
 	                      .arg = arg};
-	const struct tree_node *ra = rcu_dereference(a->root), *rb = rcu_dereference(b->root);
 	int err = 0;
-
 	if (a->levels != b->levels)
 		return -EINVAL;
+	const struct tree_node *ra = root_get(a, nowait, true, &err), *rb = NULL;
+	if (!err)
+		rb = root_get(b, nowait, true, &err);
+	if (err)
+		return err;
 	if (ra != rb && lo < hi)
 		err = diff_node(ra, rb, a->levels - 1, 0, &w);
 	if (visits)
@@ -1413,12 +1564,10 @@ int tree_depth(const struct tree *const *chain, unsigned n, uint64_t lo, uint64_
 	if (!w.nodes)
 		return -ENOMEM;
 	top = w.nodes + (size_t)n * levels;
-	for (unsigned k = 0; k < n; k++)
-		top[k] = rcu_dereference(chain[k]->root);
-	if (top[0])
-		err = depth_node(&w, top, levels - 1, 0);
-	else
-		err = depth_emit(&w, lo, hi - lo, 0);
+	for (unsigned k = 0; k < n && !err; k++)
+		top[k] = root_get(chain[k], nowait, true, &err);
+	if (!err)
+		err = top[0] ? depth_node(&w, top, levels - 1, 0) : depth_emit(&w, lo, hi - lo, 0);
 	if (!err && w.run_n)
 		err = fn(arg, w.run_lba, w.run_n, w.run_depth);
 	free(w.nodes);
@@ -1485,49 +1634,46 @@ int tree_load(struct tree_cache *nc, struct tree *t, uint64_t root_addr, unsigne
 	t->levels = levels;
 	t->nc = nc;
 	t->root = NULL;
+	t->away = 0;
 	if (root_addr)
 		err = load_node(nc, root_addr, levels - 1, &r);
-	if (!err && r)
-		r->nroot++;
 	if (!err)
-		rcu_assign_pointer(t->root, r);
+		root_set(t, r);
 	return err;
 }
 
-int tree_open(struct tree_cache *nc, struct tree *t, uint64_t root_addr, unsigned levels)
+int tree_open(struct tree_cache *nc, struct tree *t, uint64_t root_addr, unsigned levels,
+              uint64_t total)
 {
-	struct tree_node *r = NULL;
 	int err = 0;
 
 	t->levels = levels;
 	t->nc = nc;
 	t->root = NULL;
+	t->away = 0;
 	if (!root_addr)
 		return 0;
+	err = alloc_seg_load(nc->a, alloc_seg_of(root_addr));
+	if (!err && !alloc_block_refs(nc->a, root_addr))
+		err = -EILSEQ;
 	pthread_mutex_lock(&nc->lock);
-	r = map_get(&nc->nodes, root_addr);
-	pthread_mutex_unlock(&nc->lock);
-	if (!r) {
-		err = alloc_seg_load(nc->a, alloc_seg_of(root_addr));
-		if (!err)
-			err = node_read(nc, root_addr, levels - 1, &r);
-		if (err)
-			return err;
-		pthread_mutex_lock(&nc->lock);
-		err = alloc_block_refs(nc->a, root_addr) ? register_away_locked(nc, r) : -EILSEQ;
-		if (!err)
-			err = nodes_put_locked(nc, root_addr, r);
-		pthread_mutex_unlock(&nc->lock);
-		if (err) {
-			free(r);
-			return err;
+	if (!err && !map_get(&nc->nodes, root_addr) && !map_get(&nc->away, root_addr)) {
+		struct away *aw = calloc(1, sizeof(*aw));
+		if (!aw || map_put(&nc->away, root_addr, aw)) {
+			free(aw);
+			err = -ENOMEM;
 		}
-	} else if (r->level != levels - 1) {
-		return -EILSEQ;
 	}
-	r->nroot++;
-	rcu_assign_pointer(t->root, r);
-	return 0;
+	if (!err) { /* parked: its first user reads it */
+		t->away = root_addr;
+		t->away_total = total;
+	}
+	pthread_mutex_unlock(&nc->lock);
+	if (!err && total == TREE_TOTAL_UNKNOWN) { /* read it now, and learn it */
+		struct tree_node *r = root_get(t, false, true, &err);
+		t->away_total = r ? r->total : 0;
+	}
+	return err;
 }
 
 static int dirty_all(struct tree_node *n, struct alloc *a, struct map *seen)
@@ -1552,9 +1698,11 @@ int tree_dirty_all(struct tree *const *trees, unsigned n, struct alloc *a)
 	struct map seen = {0};
 	int err = 0;
 
-	for (unsigned i = 0; i < n && !err; i++)
-		if (trees[i]->root)
-			err = dirty_all(trees[i]->root, a, &seen);
+	for (unsigned i = 0; i < n && !err; i++) {
+		struct tree_node *r = root_get(trees[i], false, true, &err);
+		if (r)
+			err = dirty_all(r, a, &seen);
+	}
 	map_clear(&seen);
 	return err;
 }
@@ -1675,6 +1823,11 @@ void tree_cache_bound(struct tree_cache *nc, uint64_t bytes, void (*wake)(void *
 	nc->wake = wake;
 	nc->wake_arg = arg;
 	pthread_mutex_unlock(&nc->lock);
+}
+
+bool tree_cache_above(const struct tree_cache *nc)
+{
+	return nc->bound && cache_bytes(nc) > nc->bound;
 }
 
 bool tree_cache_over(const struct tree_cache *nc)
@@ -1827,11 +1980,28 @@ int tree_check_all(struct tree *const *trees, unsigned n, uint64_t nblocks, uint
 	int bad = 0;
 
 	for (unsigned i = 0; i < n; i++) {
-		struct tree_node *r = trees[i]->root;
+		int err;
+		struct tree_node *r = root_get(trees[i], false, false, &err);
 		uint64_t k = (uint64_t)(uintptr_t)r;
+		if (err) {
+			say_problem("tree nodes that cannot be read", 1,
+			            "check: the root at pool block %llu: %s",
+			            (unsigned long long)trees[i]->away, strerror(-err));
+			bad++;
+		}
 		if (!r)
 			continue;
-		if (map_put(&roots, k, (void *)((uintptr_t)map_get(&roots, k) + 1)))
+		if (trees[i]->root != r && r->total != trees[i]->away_total) {
+			say_problem(
+			    "tree node errors", 1,
+			    "check: a volume record says its tree maps %llu blocks, its root "
+			    "at pool block %llu says %llu",
+			    (unsigned long long)trees[i]->away_total,
+			    (unsigned long long)trees[i]->away, (unsigned long long)r->total);
+			bad++;
+		}
+		if (trees[i]->root == r &&
+		    map_put(&roots, k, (void *)((uintptr_t)map_get(&roots, k) + 1)))
 			bad++;
 		bad +=
 		    check_node(trees[i]->nc, r, trees[i]->levels - 1, &seen, &pubs, bref, nblocks);

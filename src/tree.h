@@ -14,8 +14,11 @@
  * pointer with an address set means "not in memory", and whoever walks
  * there reads the child, inserts it in the cache if no one else did (so
  * two threads loading one shared node agree on one object), publishes the
- * pointer and goes on.  Roots, dirty nodes and nodes whose image is not
- * written yet are always in memory.  Eviction (tree_cache_evict, step 3)
+ * pointer and goes on.  Dirty nodes and nodes whose image is not written
+ * yet are always in memory; so is a tree's root unless it is parked
+ * (tree_park: t->root NULL, its block in t->away; open parks every root,
+ * and the first to use a parked root reads it and publishes it again, so
+ * that 10^5 snapshots nobody reads keep no node in memory).  Eviction (tree_cache_evict, step 3)
  * drops the others under a bound, leaves first; a node counts the
  * parents' pointers to it (npub) and leaves memory when the last is
  * unpublished.
@@ -79,8 +82,17 @@ struct tree_node {
 };
 
 struct tree {
-	struct tree_node *root; /* RCU-published; NULL = all holes */
+	struct tree_node *root; /* RCU-published; NULL = all holes, or parked */
 	unsigned levels;        /* 1..4 */
+	/* While root is NULL: a parked root's block, or 0 for an empty tree
+	 * (meaningless, maybe stale, while root is set).  Changed under the
+	 * cache lock (tree.c, "roots", says in which order). */
+	uint64_t away;
+	/* The parked root's total (mapped blocks below it), so that the
+	 * tree's size is known without reading it. */
+	uint64_t away_total;
+	/* A reader's copy (tree_copy): a root read for it is not published. */
+	bool copy;
 	/* A sequence count for readers that compare two trees (tree_diff,
 	 * tree_depth): odd while tree_relocate re-points leaf slots, which
 	 * it does slot by slot, so that a reader may see one tree's slot
@@ -127,6 +139,23 @@ void tree_share(struct tree *dst, const struct tree *src, struct alloc *a);
  * t empty.  A node that cannot be read is logged: what only it held stays
  * allocated (cowbd-check reports it). */
 void tree_drop(struct tree *t, struct alloc *a);
+
+/* Park t's root: a clean, written root leaves the tree (t->root NULL, its
+ * block in t->away), so that the cache may evict it once nothing below it
+ * is in memory; the next user reads it back.  False if it cannot (none,
+ * dirty or never written).  Writer. */
+bool tree_park(struct tree *t);
+
+/* Copy src's root (published or parked) into dst for a reader that walks
+ * it without the lock guarding src (reader.c), and compare such a copy
+ * with the tree again.  Any thread. */
+void tree_copy(struct tree *dst, const struct tree *src);
+bool tree_same_root(const struct tree *a, const struct tree *b);
+
+/* The block of t's root (0: empty; not written yet: 0), and the blocks
+ * mapped in t (its root's total).  Writer. */
+uint64_t tree_root_addr(const struct tree *t);
+uint64_t tree_total(const struct tree *t);
 
 /* Closing the pool: leave t empty, without touching block references (the
  * allocator goes too) or reading nodes not in memory; its nodes in memory
@@ -278,8 +307,10 @@ void tree_cache_stats(struct tree_cache *nc, struct tree_cache_stats *out);
  * when an early checkpoint should write them).  Before readers start. */
 void tree_cache_bound(struct tree_cache *nc, uint64_t bytes, void (*wake)(void *), void *arg);
 
-/* Past the bound (any thread, racy: a hint for the writer's wait). */
+/* Past the bound with something the hand may still evict (any thread,
+ * racy: a hint for the writer's wait), and past it at all. */
 bool tree_cache_over(const struct tree_cache *nc);
+bool tree_cache_above(const struct tree_cache *nc);
 
 /* Bytes pinned by dirty nodes (the allocator's count of them). */
 uint64_t tree_cache_pinned(const struct tree_cache *nc);
@@ -301,11 +332,14 @@ bool tree_cache_evict(struct tree_cache *nc, unsigned budget);
 int tree_load(struct tree_cache *nc, struct tree *t, uint64_t root_addr, unsigned levels);
 
 /* Open t (format version 3: counts are the allocator's, loaded from disk)
- * by reading its root only, unless another tree's open already did (a
- * root shared by a snapshot); the root's ref is its block's count, its
- * children are away.  Blocks.  0, -EIO, -EILSEQ (also: a root the
- * allocator does not count) or -ENOMEM. */
-int tree_open(struct tree_cache *nc, struct tree *t, uint64_t root_addr, unsigned levels);
+ * with its root parked: nothing read but the count page of the root's
+ * segment; its first user reads it.  total is the root's total as the
+ * volume record says it (version 4), TREE_TOTAL_UNKNOWN to read the root
+ * now (version 3 records do not say).  0, -EIO, -EILSEQ (a root the
+ * allocator does not count, or not where the record says) or -ENOMEM. */
+#define TREE_TOTAL_UNKNOWN UINT64_MAX
+int tree_open(struct tree_cache *nc, struct tree *t, uint64_t root_addr, unsigned levels,
+              uint64_t total);
 
 /* Mark every node of trees[0..n) dirty, so that the next checkpoint
  * rewrites them all (upgrading an older pool: its images lack totals).

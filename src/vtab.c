@@ -621,15 +621,13 @@ int vtab_apply_op(struct store *st, const struct fmt_op *op)
 		tree_share(&v->tree, &src->tree, st->a);
 		return link_new(st, v);
 	case FMT_OP_ROLLBACK: {
-		struct tree t = {0};
 		v = vtab_find_id(st, op->id);
 		src = vtab_find_id(st, op->src);
 		if (!v || !src || v->snapshot)
 			return -EILSEQ;
-		tree_share(&t, &src->tree, st->a);
+		/* src holds its own references on what the two share */
 		tree_drop(&v->tree, st->a);
-		rcu_assign_pointer(v->tree.root, t.root);
-		v->tree.levels = t.levels;
+		tree_share(&v->tree, &src->tree, st->a);
 		pthread_mutex_lock(&st->vt.lock);
 		st->vt.provisioned += src->size - v->size;
 		v->size = src->size;

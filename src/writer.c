@@ -399,11 +399,30 @@ static struct store_req *take_queue(struct store *st, bool *stop, bool *idle)
  * microseconds of work, so a round waits little for it. */
 #define EVICT_BUDGET 256
 
+/* Over the bound, at most once a second: park the root of every volume
+ * and snapshot nobody has open (tree_park), so that the hand can evict it
+ * once nothing below it is in memory; its next user reads it back.
+ * O(volumes). */
+static void park_idle_roots(struct store *st)
+{
+	uint64_t now = iostats_now();
+	if (now - st->wr.parked_ns < 1000000000ull)
+		return;
+	st->wr.parked_ns = now;
+	pthread_mutex_lock(&st->vt.lock);
+	for (struct volume *v = st->vt.list; v; v = v->next)
+		if (!v->attached && !v->locked)
+			tree_park(&v->tree);
+	pthread_mutex_unlock(&st->vt.lock);
+}
+
 /* Bound the node cache (one batch); true when dirty nodes pin more than
  * half of it: a checkpoint then starts early, since only writing them
  * lets them go. */
 static bool cache_trim(struct store *st)
 {
+	if (st->nc && tree_cache_above(st->nc))
+		park_idle_roots(st);
 	return st->nc && tree_cache_evict(st->nc, EVICT_BUDGET);
 }
 

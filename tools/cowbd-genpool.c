@@ -603,6 +603,9 @@ static void vol_record(const struct gen *g, uint64_t k, struct fmt_vol *fv)
 	                       .created = g->now,
 	                       .levels = (uint8_t)v->levels,
 	                       .flags = t ? FMT_VOL_SNAPSHOT : 0};
+	uint64_t total = node_total(g, v, v->levels - 1, 0);
+	for (unsigned b = 0; g->version > FMT_VERSION_V3 && b < sizeof(fv->total); b++)
+		fv->total[b] = (uint8_t)(total >> (8 * b));
 	if (t)
 		snprintf(fv->name, sizeof(fv->name), "s%u", t - 1);
 	else

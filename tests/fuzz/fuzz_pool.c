@@ -309,9 +309,10 @@ static const struct field ckpt_fields[] = {
     F(struct fmt_ckpt, head_seg),    F(struct fmt_ckpt, nvtab),
 };
 static const struct field vol_fields[] = {
-    F(struct fmt_vol, id),     F(struct fmt_vol, size),   F(struct fmt_vol, root),
-    F(struct fmt_vol, parent), F(struct fmt_vol, origin), F(struct fmt_vol, created),
-    F(struct fmt_vol, levels), F(struct fmt_vol, flags),  FN(struct fmt_vol, name, 8),
+    F(struct fmt_vol, id),        F(struct fmt_vol, size),   F(struct fmt_vol, root),
+    F(struct fmt_vol, parent),    F(struct fmt_vol, origin), F(struct fmt_vol, created),
+    F(struct fmt_vol, levels),    F(struct fmt_vol, flags),  FN(struct fmt_vol, name, 8),
+    FN(struct fmt_vol, total, 6),
 };
 static const struct field op_fields[] = {
     F(struct fmt_op, magic),    F(struct fmt_op, kind), F(struct fmt_op, id),
