@@ -28,7 +28,9 @@
 # mapped extent, recovery time after kill -9 with RECOVERY_MIB written since
 # the checkpoint.  With SCALE="6 7 8" (exponents), the scale section
 # (bench/scale.sh): open, recovery, RSS and random reads at 10^E mapped
-# blocks on generated pools; QUICK=1 runs it at 10^5.
+# blocks on generated pools; QUICK=1 runs it at 10^5.  With SNAPS=N
+# (e.g. 100000), the snapshot section (bench/snap_scale.sh): a generated
+# pool of N snapshots opened, listed, added to and deleted from.
 #
 # Output: Markdown on stdout; build/bench/results.csv (medians, ratios),
 # build/bench/raw.csv (every run), build/bench/logs/.  Large files live in
@@ -563,6 +565,17 @@ fi
 if [ -n "${SCALE:-}" ] && [ -z "${MATRIX_ONLY:-}" ]; then
 	SCALE=$SCALE QUICK=$QUICK bash "$BENCH_SRC/scale.sh" "$BUILD" >>"$OUT/report.md" ||
 		echo "(bench/scale.sh failed: see build/bench/scale/logs)" >>"$OUT/report.md"
+fi
+# Snapshots at scale (bench/snap_scale.sh): a generated pool of SNAPS.
+if [ -n "${SNAPS:-}" ] && [ -z "${MATRIX_ONLY:-}" ]; then
+	{
+		echo
+		echo "## A pool of $SNAPS snapshots (bench/snap_scale.sh)"
+		echo
+		echo '```'
+		SNAPS=$SNAPS bash "$BENCH_SRC/snap_scale.sh" "$BUILD" || echo "(bench/snap_scale.sh failed)"
+		echo '```'
+	} >>"$OUT/report.md"
 fi
 cat "$OUT/report.md"
 say "results: $OUT/results.csv, raw runs: $RAW, logs: $LOGS"

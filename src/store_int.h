@@ -169,6 +169,7 @@ struct store {
 		uint64_t round;       /* rounds begun: dates each volume's pend map */
 		uint64_t staged_cost; /* space.c's cost of what is staged, not yet applied */
 		uint64_t parked_ns;   /* iostats_now() when idle roots were last parked */
+		uint64_t trimmed_ns, trimmed_evictions; /* give_back: when, at how many */
 	} wr;
 
 	struct { /* reader.c */
