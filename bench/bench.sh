@@ -559,6 +559,19 @@ if [ -x "$BUILD/bench-wa" ] && [ -z "${MATRIX_ONLY:-}" ]; then
 		WA_IDLE_SECS=$WA_IDLE "$BUILD/bench-wa" "${WA_ARGS[@]}" || echo "(bench-wa failed)"
 	} >>"$OUT/report.md"
 fi
+# A compaction pass against the snapshots sharing its victims (bench/compact_cost.c).
+if [ -x "$BUILD/bench-compact_cost" ] && [ -z "${MATRIX_ONLY:-}" ]; then
+	CC_ARGS=(64 1 1000)
+	[ "$QUICK" = 1 ] && CC_ARGS=(16 1 10)
+	{
+		echo
+		echo "A compaction pass against the snapshots sharing the victims' live blocks" \
+			"(\`bench-compact_cost ${CC_ARGS[*]}\`: a ${CC_ARGS[0]} MiB volume 10% live in its first" \
+			"segments, then S snapshots each with a path of its own):"
+		echo
+		TMPDIR=$WORK "$BUILD/bench-compact_cost" "${CC_ARGS[@]}" || echo "(bench-compact_cost failed)"
+	} >>"$OUT/report.md"
+fi
 # Metadata at scale (bench/scale.sh): pools from the generator at 10^SCALE
 # mapped blocks; QUICK=1 runs it at 10^5 only, as a smoke test.
 [ "$QUICK" = 1 ] && : "${SCALE:=5}"
