@@ -18,6 +18,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "store_int.h"
 
@@ -81,13 +82,28 @@ static unsigned bucket_of(uint64_t ns)
 	return i;
 }
 
+int iostats_attach(struct volume *v)
+{
+	if (v->io)
+		return 0;
+	/* whole cache lines: the pads keep the two sides apart */
+	size_t sz = (sizeof(*v->io) + IOSTATS_PAD - 1) / IOSTATS_PAD * IOSTATS_PAD;
+	struct iostats *io = aligned_alloc(IOSTATS_PAD, sz);
+	if (!io)
+		return -ENOMEM;
+	memset(io, 0, sz);
+	v->io = io;
+	return 0;
+}
+
 void iostats_count(struct volume *v, enum store_io_cmd c, uint64_t len, int err, uint64_t t0)
 {
-	struct iostats_side *s = side_of(&v->io, c);
+	struct iostats *io = v->io; /* set: the request came through a handle */
+	struct iostats_side *s = side_of(io, c);
 	struct iostats_cmd *k = &s->cmd[where[c].slot];
 
-	if (!__atomic_load_n(&v->io.seen, __ATOMIC_RELAXED))
-		__atomic_store_n(&v->io.seen, true, __ATOMIC_RELAXED);
+	if (!__atomic_load_n(&io->seen, __ATOMIC_RELAXED))
+		__atomic_store_n(&io->seen, true, __ATOMIC_RELAXED);
 	add(&k->ops, 1);
 	if (err)
 		add(&k->errors, 1);
@@ -114,11 +130,12 @@ void iostats_done(struct store_req *r)
 /* Copy v's counters into out.  Caller holds vt.lock. */
 static void copy_locked(struct store *st, struct volume *v, struct store_vol_io *out)
 {
+	memset(out, 0, sizeof(*out));
 	vtab_full_name(st, v, out->name, sizeof(out->name));
 	out->size = v->size;
 	out->snapshot = v->snapshot;
-	for (unsigned c = 0; c < STORE_IO_CMDS; c++) {
-		struct iostats_side *s = side_of(&v->io, c);
+	for (unsigned c = 0; v->io && c < STORE_IO_CMDS; c++) {
+		struct iostats_side *s = side_of(v->io, c);
 		const struct iostats_cmd *k = &s->cmd[where[c].slot];
 		out->cmd[c].ops = load(&k->ops);
 		out->cmd[c].bytes = load(&k->bytes);
@@ -137,7 +154,7 @@ static void copy_locked(struct store *st, struct volume *v, struct store_vol_io 
  * holds vt.lock. */
 static bool active_locked(const struct volume *v)
 {
-	return v->attached || __atomic_load_n(&v->io.seen, __ATOMIC_RELAXED);
+	return v->attached || (v->io && __atomic_load_n(&v->io->seen, __ATOMIC_RELAXED));
 }
 
 /* Room in *all, of *cap entries, for entry k (doubling); false on ENOMEM. */

@@ -75,4 +75,8 @@ void iostats_done(struct store_req *r);
  * for a timed command, the time since t0 (iostats_now). */
 void iostats_count(struct volume *v, enum store_io_cmd c, uint64_t len, int err, uint64_t t0);
 
+/* v's counters before its first attach (v->io set, zeroed): 0 or -ENOMEM.
+ * Caller holds vt.lock. */
+int iostats_attach(struct volume *v);
+
 #endif

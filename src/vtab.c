@@ -360,6 +360,7 @@ static void volume_free(struct store *st, struct volume *v)
 {
 	tree_drop(&v->tree, st->a);
 	map_clear(&v->pend);
+	free(v->io);
 	free(v);
 }
 
@@ -733,6 +734,8 @@ int store_vol_open(struct store *st, const char *export_name, struct vol **out)
 		v = NULL;
 		err = -EBUSY;
 	}
+	if (v && (err = iostats_attach(v)))
+		v = NULL;
 	if (v)
 		v->attached++;
 	pthread_mutex_unlock(&st->vt.lock);
