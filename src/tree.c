@@ -1653,6 +1653,8 @@ int tree_open(struct tree_cache *nc, struct tree *t, uint64_t root_addr, unsigne
 	t->away = 0;
 	if (!root_addr)
 		return 0;
+	if (!addr_ok(nc->a, root_addr))
+		return -EILSEQ; /* a record naming a block outside the pool */
 	err = alloc_seg_load(nc->a, alloc_seg_of(root_addr));
 	if (!err && !alloc_block_refs(nc->a, root_addr))
 		err = -EILSEQ;

@@ -682,7 +682,9 @@ static void test_open_bad_root(void **state)
 	uint64_t root = three_parked(), total = model_count(VOL), phys;
 	struct tree t = {0};
 
-	/* a block nobody counts */
+	/* outside the pool, or a block nobody counts */
+	assert_int_equal(tree_open(NC, &t, alloc_nblocks(A) + 7, 3, total), -EILSEQ);
+	assert_int_equal(tree_open(NC, &t, UINT64_MAX - 1, 3, total), -EILSEQ);
 	assert_int_equal(tree_open(NC, &t, D->next + 1, 3, total), -EILSEQ);
 	/* counted, but a data block: fails when first read (-EIO: nodedisk
 	 * holds no image there; the store's read finds no node: -EILSEQ) */
