@@ -1137,9 +1137,12 @@ int tree_count(const struct tree *t, const struct alloc *a, bool nowait, uint64_
 		return 0;
 	}
 	r = root_get(t, nowait, true, &err);
-	*mapped = r ? __atomic_load_n(&r->total, __ATOMIC_RELAXED) : 0;
-	if (err)
+	if (err == -EAGAIN)
 		return err;
+	if (r)
+		*mapped = __atomic_load_n(&r->total, __ATOMIC_RELAXED);
+	else /* empty, or a root that cannot be read (logged): its record's size */
+		*mapped = err ? CMM_LOAD_SHARED(t->away_total) : 0;
 	if (!unique)
 		return 0;
 	*unique = 0;

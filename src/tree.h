@@ -168,7 +168,8 @@ void tree_release(struct tree *t);
  * a shared node is unique).  May run on any thread inside rcu_read_lock():
  * it reads reference counts the writer may be changing, so while writes
  * are in flight the answer is a moment's approximation.  Reads nodes not
- * in memory (blocking; one that cannot be read counts nothing unique) or,
+ * in memory (blocking; one that cannot be read counts nothing unique, and
+ * a parked root that cannot be read maps what the tree's record says) or,
  * with nowait, not: -EAGAIN.  0 or -EAGAIN. */
 int tree_count(const struct tree *t, const struct alloc *a, bool nowait, uint64_t *mapped,
                uint64_t *unique);

@@ -605,7 +605,7 @@ static uint64_t three_parked(void)
 static void damaged_root(uint64_t root, int want)
 {
 	struct tree_cache_stats before, after;
-	uint64_t phys;
+	uint64_t phys, mapped;
 
 	tree_cache_stats(NC, &before);
 	/* sizes come from the records: nothing read */
@@ -618,12 +618,16 @@ static void damaged_root(uint64_t root, int want)
 		assert_int_equal(copy_lookup(&(struct race){0}, &S[SNAP0], lba_of(0), &phys), want);
 	}
 	urcu_memb_read_lock();
+	/* a listing's figures: the record's size, nothing unique */
+	assert_int_equal(tree_count(&VOL->t, A, false, &mapped, &phys), 0);
+	assert_int_equal(mapped, model_count(VOL));
+	assert_int_equal(phys, 0);
 	assert_int_equal(tree_diff(&VOL->t, &S[CLON0].t, 0, NLBA, false, diff_mark,
 	                           &(struct diffcheck){0}, NULL),
 	                 want);
 	urcu_memb_read_unlock();
 	tree_cache_stats(NC, &after);
-	assert_int_equal(after.errors, before.errors + 7);
+	assert_int_equal(after.errors, before.errors + 8);
 	/* a write fails and leaves the tree as it was */
 	assert_int_equal(tree_set(&VOL->t, A, lba_of(1), next_blk), want);
 	assert_int_equal(tree_trim(&VOL->t, A, 0, 10), want);
@@ -633,7 +637,7 @@ static void damaged_root(uint64_t root, int want)
 	char said[4096];
 	assert_int_equal(checker_says(said, sizeof(said)), 3);
 	tree_cache_stats(NC, &after);
-	assert_int_equal(after.errors, before.errors + 12);
+	assert_int_equal(after.errors, before.errors + 13);
 	/* a snapshot and dropping one reference of several read nothing */
 	tree_share(&S[SNAP0 + 1].t, &S[CLON0].t, A);
 	assert_int_equal(alloc_block_refs(A, root), 4);
@@ -642,7 +646,7 @@ static void damaged_root(uint64_t root, int want)
 	assert_int_equal(alloc_block_refs(A, root), 2);
 	memset(S[CLON0].m, 0, sizeof(S[CLON0].m));
 	tree_cache_stats(NC, &after);
-	assert_int_equal(after.errors, before.errors + 12);
+	assert_int_equal(after.errors, before.errors + 13);
 }
 
 static void test_damaged_root(void **state)
