@@ -1909,6 +1909,13 @@ uint64_t tree_unload(struct tree *const *trees, unsigned n)
 
 /* ---- checker -------------------------------------------------------- */
 
+/* Why a node could not be read, for the checker's report (strerror's
+ * word for EILSEQ is about multibyte characters). */
+static const char *read_error(int err)
+{
+	return err == -EILSEQ ? "damaged (checksum, address, level or slots)" : strerror(-err);
+}
+
 static int check_node(struct tree_cache *nc, struct tree_node *n, unsigned level, struct map *seen,
                       struct map *pubs, uint32_t *bref, uint64_t nblocks)
 {
@@ -1951,7 +1958,7 @@ static int check_node(struct tree_cache *nc, struct tree_node *n, unsigned level
 		if (err) {
 			say_problem("tree nodes that cannot be read", 1,
 			            "check: node at pool block %llu: %s",
-			            (unsigned long long)n->caddr[i], strerror(-err));
+			            (unsigned long long)n->caddr[i], read_error(err));
 			bad++;
 			cnt++;
 			unreadable = true;
@@ -1991,7 +1998,7 @@ int tree_check_all(struct tree *const *trees, unsigned n, uint64_t nblocks, uint
 		if (err) {
 			say_problem("tree nodes that cannot be read", 1,
 			            "check: the root at pool block %llu: %s",
-			            (unsigned long long)trees[i]->away, strerror(-err));
+			            (unsigned long long)trees[i]->away, read_error(err));
 			bad++;
 		}
 		if (!r)

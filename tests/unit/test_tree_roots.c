@@ -636,6 +636,8 @@ static void damaged_root(uint64_t root, int want)
 	/* the checker says so, once per tree that holds it, in words */
 	char said[4096];
 	assert_int_equal(checker_says(said, sizeof(said)), 3);
+	if (!strstr(said, want == -EIO ? "Input/output error" : "damaged (checksum"))
+		fail_msg("the checker said: %s", said);
 	tree_cache_stats(NC, &after);
 	assert_int_equal(after.errors, before.errors + 13);
 	/* a snapshot and dropping one reference of several read nothing */
