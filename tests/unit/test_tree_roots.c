@@ -7,9 +7,10 @@
  * about a tenth of their nodes.  Covered:
  *   - test_roots_under_readers: 3 reader threads look blocks up in every
  *     tree (the volume's and clones' lower half, all of a snapshot),
- *     through the tree and through a reader's copy (tree_copy, checked
- *     with tree_same_root as reader.c does), count snapshots' blocks and
- *     compare two snapshots (tree_diff), each against the models, while
+ *     through the tree (blocking, or first with nowait) and through a
+ *     reader's copy (tree_copy, checked with tree_same_root as reader.c
+ *     does), map runs (tree_run), count snapshots' blocks (tree_count)
+ *     and compare two snapshots (tree_diff), each against the models, while
  *     the writer writes and trims the upper halves (through parked roots
  *     too), snapshots a parked or a published volume, clones a parked or
  *     a published snapshot, drops parked trees (root in memory or not),
@@ -278,7 +279,7 @@ static bool diff_right(const struct slot *a, const struct slot *b)
 
 struct race {
 	atomic_int go, stop, pause, paused;
-	atomic_long lookups, copies, copy_retries, counts, diffs, wrong, errors;
+	atomic_long lookups, runs, copies, copy_retries, counts, diffs, wrong, errors;
 };
 
 static struct race *running;
@@ -305,6 +306,18 @@ static unsigned reader_key(const struct slot *s, uint64_t x)
 	return (unsigned)(x % (s->writable ? LOW : NK));
 }
 
+/* A lookup that, with nowait, first tries without reading (as the store's
+ * readers do on their loop), then reads. */
+static int nowait_first(const struct slot *s, uint64_t lba, uint64_t *phys, bool nowait)
+{
+	urcu_memb_read_lock();
+	int err = nowait ? tree_lookup(&s->t, lba, true, phys) : -EAGAIN;
+	if (err == -EAGAIN)
+		err = tree_lookup(&s->t, lba, false, phys);
+	urcu_memb_read_unlock();
+	return err;
+}
+
 /* A lookup through a reader's copy, as reader_walk_locked walks: the
  * answer counts only if the tree's root is still the copy's. */
 static int copy_lookup(struct race *r, const struct slot *s, uint64_t lba, uint64_t *phys)
@@ -328,13 +341,27 @@ static void reader_op(struct race *r, uint64_t *x)
 
 	if (!pin(s))
 		return;
-	if (op < 6 || (op >= 8 && s->writable)) {
+	if (op < 5 || (op >= 8 && s->writable)) {
 		unsigned k = reader_key(s, v >> 16);
-		int err = lookup(&s->t, lba_of(k), &phys);
+		int err = nowait_first(s, lba_of(k), &phys, v & (1 << 20));
 		atomic_fetch_add(&r->lookups, 1);
 		if (err)
 			atomic_fetch_add(&r->errors, 1);
 		else if (phys != s->m[k])
+			atomic_fetch_add(&r->wrong, 1);
+	} else if (op == 5) { /* a run: the key alone, then the holes after it */
+		unsigned k = reader_key(s, v >> 16);
+		uint64_t len, hole;
+		bool mapped, after;
+		urcu_memb_read_lock();
+		int err = tree_run(&s->t, lba_of(k), 1, false, &len, &mapped);
+		if (!err)
+			err = tree_run(&s->t, lba_of(k) + 1, 6, false, &hole, &after);
+		urcu_memb_read_unlock();
+		atomic_fetch_add(&r->runs, 1);
+		if (err)
+			atomic_fetch_add(&r->errors, 1);
+		else if (len != 1 || mapped != (s->m[k] != 0) || after || hole != 6)
 			atomic_fetch_add(&r->wrong, 1);
 	} else if (op < 8) {
 		unsigned k = reader_key(s, v >> 16);
@@ -345,8 +372,14 @@ static void reader_op(struct race *r, uint64_t *x)
 		else if (phys != s->m[k])
 			atomic_fetch_add(&r->wrong, 1);
 	} else if (op == 8) { /* a snapshot's size: parked or not, exact */
+		uint64_t mapped = 0, unique = 0;
+		urcu_memb_read_lock();
+		int err = tree_count(&s->t, A, false, &mapped, v & (1 << 20) ? &unique : NULL);
+		urcu_memb_read_unlock();
 		atomic_fetch_add(&r->counts, 1);
-		if (count_of(&s->t) != s->count)
+		if (err)
+			atomic_fetch_add(&r->errors, 1);
+		else if (mapped != s->count || unique > mapped)
 			atomic_fetch_add(&r->wrong, 1);
 	} else { /* two snapshots compared */
 		struct slot *o = &S[SNAP0 + (v >> 40) % NSNAP];
@@ -532,14 +565,15 @@ static void test_roots_under_readers(void **state)
 		;
 	stop_readers();
 	tree_cache_stats(NC, &cs);
-	print_message("readers: %ld lookups, %ld through copies (%ld retried), %ld counts, "
-	              "%ld diffs; writer: %u parks, %u shares of parked and %u of published "
-	              "roots, %u drops and %u writes of parked trees; %llu evictions, %llu "
-	              "loads\n",
-	              atomic_load(&r.lookups), atomic_load(&r.copies), atomic_load(&r.copy_retries),
-	              atomic_load(&r.counts), atomic_load(&r.diffs), w.parks, w.park_share,
-	              w.pub_share, w.parked_drops, w.parked_writes,
-	              (unsigned long long)cs.evictions, (unsigned long long)cs.loads);
+	print_message(
+	    "readers: %ld lookups, %ld runs, %ld through copies (%ld retried), %ld counts, "
+	    "%ld diffs; writer: %u parks, %u shares of parked and %u of published "
+	    "roots, %u drops and %u writes of parked trees; %llu evictions, %llu "
+	    "loads\n",
+	    atomic_load(&r.lookups), atomic_load(&r.runs), atomic_load(&r.copies),
+	    atomic_load(&r.copy_retries), atomic_load(&r.counts), atomic_load(&r.diffs), w.parks,
+	    w.park_share, w.pub_share, w.parked_drops, w.parked_writes,
+	    (unsigned long long)cs.evictions, (unsigned long long)cs.loads);
 	assert_int_equal(atomic_load(&r.errors), 0);
 	assert_int_equal(atomic_load(&r.wrong), 0);
 	assert_int_equal(cs.errors, 0);
