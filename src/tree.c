@@ -1723,9 +1723,11 @@ int tree_dirty_all(struct tree *const *trees, unsigned n, struct alloc *a)
  * written copy that its parent's image names (caddr), is no tree's root
  * and has no child in memory itself: leaves go first, and an interior
  * node becomes evictable once its children are gone.  A node no pointer
- * reaches any more (its parents were freed or evicted) goes when the hand
- * visits it.  Dirty nodes, their paths (dirty too) and unwritten nodes
- * are never in `nodes`' candidates: the early checkpoint bounds them.
+ * reaches (its parents were freed or evicted, or a parked root) goes when
+ * the hand visits it, with the same second chance if it was followed
+ * since (a reader's copy walking a parked root).  Dirty nodes, their
+ * paths (dirty too) and unwritten nodes are never in `nodes`' candidates:
+ * the early checkpoint bounds them.
  * Evicting moves the node to `away` and frees it after a grace period;
  * `dead` stops a reader that still holds it from publishing in it. */
 
@@ -1783,8 +1785,17 @@ static unsigned sweep_locked(struct tree_cache *nc, struct tree_node *x, bool fo
 		if (--c->npub == 0)
 			evict_locked(nc, c);
 	}
-	if (!x->npub && may_go_locked(x) && evict_locked(nc, x))
+	if (!x->npub && may_go_locked(x)) {
+		/* No pointer to x: what freed parents left, or a parked root
+		 * that a reader's copy walks (found by its address, never
+		 * published).  Followed since the last visit: the second
+		 * chance, as for a child, or the walk loses it at each read. */
+		if (x->used && !force)
+			x->used = 0;
+		else if (!evict_locked(nc, x))
+			return changes;
 		changes++;
+	}
 	return changes;
 }
 

@@ -27,7 +27,11 @@
  *     node, or not at the tree's height, fails at first use;
  *   - test_copy_reads_unpublished: a reader's copy of a parked tree reads
  *     its root without publishing it, and after that root is evicted
- *     under it reads it again.
+ *     under it reads it again, and a diff of two copies whose nodes are
+ *     evicted under it walks again (-ESTALE);
+ *   - test_hand_during_reads: with the hand passing during every node
+ *     read, a copy still reads through the root it found by address (the
+ *     second chance an orphan node gets).
  */
 #undef NDEBUG
 #include <errno.h>
@@ -141,12 +145,27 @@ static void set_key(struct slot *s, unsigned k, bool unmap)
 	s->m[k] = phys;
 }
 
+/* The hand passes during every node read (test_hand_during_reads). */
+static bool hand_in_reads;
+
+static int read_node(void *d, uint64_t addr, struct fmt_node *out)
+{
+	int err = nodedisk_read(d, addr, out);
+	if (hand_in_reads) { /* one turn of the hand */
+		struct tree_cache_stats cs;
+		tree_cache_stats(NC, &cs);
+		tree_cache_evict(NC, cs.resident ? (unsigned)cs.resident : 1);
+	}
+	return err;
+}
+
 static int setup(void **state)
 {
+	hand_in_reads = false;
 	urcu_memb_register_thread();
 	A = alloc_new(NSEGS);
 	D = calloc(1, sizeof(*D));
-	NC = A ? tree_cache_new(A, nodedisk_read, D) : NULL;
+	NC = A ? tree_cache_new(A, read_node, D) : NULL;
 	key_of = calloc(NLBA, sizeof(*key_of));
 	assert_true(A && D && NC && key_of);
 	D->next = (uint64_t)NODE_SEG * FMT_SEG_BLOCKS;
@@ -828,6 +847,31 @@ static void test_diff_of_evicted_copies(void **state)
 	assert_int_equal(store_checks(), 0);
 }
 
+/* The log thread's hand passes while each node is read (a busy pool
+ * under a small cache, nodes read from a slow device): a reader's copy of
+ * a parked tree holds a root nobody published, found by its address, and
+ * still reads through it (its second chance is what a walk needs). */
+static void test_hand_during_reads(void **state)
+{
+	uint64_t root = three_parked(), phys;
+	struct tree copy;
+
+	tree_cache_bound(NC, 1, NULL, NULL); /* always over: every pass evicts */
+	hand_in_reads = true;
+	tree_copy(&copy, &S[SNAP0].t);
+	for (unsigned k = 0; k < NK; k += 97) {
+		tree_unload(trees(), NT);
+		assert_int_equal(lookup(&copy, lba_of(k), &phys), 0);
+		assert_int_equal(phys, S[SNAP0].m[k]);
+		/* and through the tree, which publishes its root */
+		assert_int_equal(lookup(&S[CLON0].t, lba_of(k), &phys), 0);
+		assert_int_equal(phys, S[CLON0].m[k]);
+	}
+	hand_in_reads = false;
+	assert_true(!S[SNAP0].t.root && S[SNAP0].t.away == root);
+	assert_int_equal(store_checks(), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -837,6 +881,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_open_bad_root, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_copy_reads_unpublished, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_diff_of_evicted_copies, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hand_during_reads, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
