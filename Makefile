@@ -208,6 +208,13 @@ deps-fuzz:
 fuzz: deps-fuzz $(FUZZ_BIN)
 	@sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
 
+# A throwaway Ceph cluster for the RADOS tests (tests/ceph/, docs/RADOS.md); not in `make deps`
+# or `make check` yet.
+CEPH_PKGS := ceph-mon ceph-mgr ceph-osd ceph-common librados-dev
+.PHONY: deps-ceph
+deps-ceph:
+	@sh tools/deps.sh $(CEPH_PKGS)
+
 -include $(patsubst %.o,%.d,$(ALL_OBJ) $(FUZZ_OBJ) $(FUZZ_TESTLIB_OBJ) $(FUZZ_MAIN_OBJ))
 
 # `make deb`, and debootstrap for the VM tier's systemd guest (which installs the .deb).

@@ -1,0 +1,282 @@
+#!/bin/bash
+# tests/ceph/cluster.sh — a throwaway single-host Ceph cluster for tests.
+#
+#   cluster.sh start DIR [NOSDS]   one mon, one mgr, NOSDS (1 or 3) bluestore OSDs on
+#                                  sparse files, all on 127.0.0.1, everything under DIR;
+#                                  pool `cowbd` (size NOSDS, min_size 1); user client.cowbd
+#   cluster.sh stop DIR            SIGTERM every daemon by its pid file, wait, SIGKILL the
+#                                  ones still alive after 20 s; works on a half-started DIR
+#   cluster.sh status DIR          each daemon alive or not, then `ceph -s` if the mon is up
+#
+# Clients use DIR/ceph.conf and DIR/client.cowbd.keyring (found through the conf):
+#   rados -c DIR/ceph.conf --id cowbd -p cowbd ls
+# The monitor listens on a free loopback port (msgr v2 only); no systemd, no /etc/ceph,
+# no /var/lib/ceph. A start that has no writable pool within CEPH_START_TIMEOUT seconds
+# (default 60) prints the daemons' log tails, stops what it started and exits 1.
+# Daemons run in the foreground of a background job, so each PID is known at once and
+# written to DIR/run/NAME.pid before anything else happens; stop kills only a PID whose
+# command line names DIR/ceph.conf.
+set -u
+export PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
+
+die() {
+	echo "cluster.sh: $*" >&2
+	exit 1
+}
+
+usage() {
+	echo "usage: cluster.sh start DIR [1|3] | stop DIR | status DIR" >&2
+	exit 2
+}
+
+# Seconds left before the start deadline (at least 1, so `timeout` never gets 0).
+left() {
+	local n=$((DEADLINE - $(date +%s)))
+	[ "$n" -gt 0 ] || n=1
+	echo "$n"
+}
+
+# ceph CLI as client.admin, bounded by the start deadline.
+adm() {
+	timeout "$(left)" ceph -c "$DIR/ceph.conf" --connect-timeout "$(left)" "$@"
+}
+
+ms_since() {
+	echo $((($(date +%s%N) - $1) / 1000000))
+}
+
+free_port() {
+	/usr/bin/python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+
+write_conf() {
+	local fsid=$1 port=$2 nosds=$3
+	cat >"$DIR/ceph.conf" <<EOF
+# written by tests/ceph/cluster.sh: a throwaway test cluster, loopback only
+[global]
+fsid = $fsid
+mon host = [v2:127.0.0.1:$port]
+public addr = 127.0.0.1
+cluster addr = 127.0.0.1
+public network = 127.0.0.0/8
+# every path under DIR; the mon's keyring stays outside its data directory
+keyring = $DIR/\$name.keyring
+run dir = $DIR/run
+admin socket = $DIR/run/\$name.asok
+log file = $DIR/log/\$name.log
+crash dir = $DIR/crash
+mon data = $DIR/\$name
+mgr data = $DIR/\$name
+osd data = $DIR/\$name
+log to stderr = false
+err to stderr = true
+# one host: replicas go to distinct OSDs, not hosts
+osd crush chooseleaf type = 0
+osd pool default size = $nosds
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd pool default pg autoscale mode = off
+mon allow pool size one = true
+mon allow pool delete = true
+mon warn on pool no redundancy = false
+mon data avail warn = 1
+mon data avail crit = 0
+auth allow insecure global id reclaim = false
+mgr initial modules = iostat
+# clients fail instead of hanging on a dead cluster
+client mount timeout = 15
+rados osd op timeout = 15
+rados mon op timeout = 15
+# small memory: 3 OSDs, a mon and a mgr in well under 2 GB
+osd memory target = 939524096
+bluestore cache autotune = false
+bluestore cache size = 67108864
+osd op num shards = 1
+osd op num threads per shard = 2
+ms async op threads = 1
+rocksdb cache size = 16777216
+# bluestore makes its block file (sparse); never set bluestore block path
+osd objectstore = bluestore
+bluestore block create = true
+bluestore block size = 10737418240
+bluestore fsck on mkfs = false
+bluestore fsck on mount = false
+osd class load list = *
+osd class default list = *
+EOF
+}
+
+# spawn NAME CMD...: run a daemon in the foreground as a background job; its PID goes to
+# DIR/run/NAME.pid at once.
+spawn() {
+	local name=$1
+	shift
+	"$@" -f -c "$DIR/ceph.conf" >>"$DIR/log/$name.out" 2>&1 </dev/null 3>&- &
+	echo $! >"$DIR/run/$name.pid"
+}
+
+# The client.cowbd caps (documented in docs/RADOS.md): data in pool cowbd with class
+# methods (x: cls_lock's exclusive locks), map reads, and adding a client instance
+# (addr:port/nonce) to the OSD blocklist — not removing, not whole hosts.
+COWBD_MON_CAPS='allow r, allow command "osd blocklist" with blocklistop=add addr regex "^[^/]+/[0-9]+$"'
+COWBD_OSD_CAPS='allow rwx pool=cowbd'
+
+start() {
+	local nosds=$1 fsid port i uuid secret id t0
+	t0=$(date +%s%N)
+	DEADLINE=$(($(date +%s) + ${CEPH_START_TIMEOUT:-60}))
+	fsid=$(cat /proc/sys/kernel/random/uuid)
+	port=$(free_port) || die "no free loopback port"
+	write_conf "$fsid" "$port" "$nosds"
+
+	PHASE="keyrings and monmap"
+	ceph-authtool --create-keyring "$DIR/mon.a.keyring" --gen-key -n mon. \
+		--cap mon 'allow *' || return 1
+	ceph-authtool --create-keyring "$DIR/client.admin.keyring" --gen-key -n client.admin \
+		--cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' --cap mds 'allow *' ||
+		return 1
+	ceph-authtool "$DIR/mon.a.keyring" --import-keyring "$DIR/client.admin.keyring" ||
+		return 1
+	monmaptool --create --fsid "$fsid" \
+		--addv a "[v2:127.0.0.1:$port]" "$DIR/monmap" ||
+		return 1
+	PHASE="mon mkfs"
+	timeout "$(left)" ceph-mon -c "$DIR/ceph.conf" --mkfs -i a --monmap "$DIR/monmap" \
+		--keyring "$DIR/mon.a.keyring" >>"$DIR/log/mon.a.out" 2>&1 || return 1
+	spawn mon.a ceph-mon -i a
+
+	PHASE="mgr key (the mon is not answering)"
+	mkdir -p "$DIR/mgr.x" || return 1
+	adm auth get-or-create mgr.x mon 'allow profile mgr' osd 'allow *' mds 'allow *' \
+		-o "$DIR/mgr.x.keyring" || return 1
+	spawn mgr.x ceph-mgr -i x
+
+	for ((i = 0; i < nosds; i++)); do
+		PHASE="osd.$i creation"
+		uuid=$(cat /proc/sys/kernel/random/uuid)
+		secret=$(ceph-authtool --gen-print-key) || return 1
+		id=$(echo "{\"cephx_secret\": \"$secret\"}" | adm osd new "$uuid" -i -) || return 1
+		[ "$id" = "$i" ] || { echo "osd new gave id '$id', want $i" >&2; return 1; }
+		mkdir -p "$DIR/osd.$id" || return 1
+		ceph-authtool --create-keyring "$DIR/osd.$id.keyring" -n "osd.$id" \
+			--add-key "$secret" || return 1
+		timeout "$(left)" ceph-osd -c "$DIR/ceph.conf" -i "$id" --mkfs --osd-uuid "$uuid" \
+			>>"$DIR/log/osd.$id.out" 2>&1 || return 1
+		spawn "osd.$id" ceph-osd -i "$id"
+	done
+
+	PHASE="pool cowbd and client.cowbd"
+	adm osd pool create cowbd 8 8 replicated 2>&1 || return 1
+	adm osd pool set cowbd size "$nosds" --yes-i-really-mean-it 2>&1 || return 1
+	adm osd pool set cowbd min_size 1 2>&1 || return 1
+	adm osd pool application enable cowbd rados 2>&1 || return 1
+	adm auth get-or-create client.cowbd mon "$COWBD_MON_CAPS" osd "$COWBD_OSD_CAPS" \
+		-o "$DIR/client.cowbd.keyring" || return 1
+
+	PHASE="waiting for pool cowbd to be writable"
+	# Ready when client.cowbd can write: every PG of the pool is active. Each try is
+	# bounded by the osd op timeout (15 s) and the deadline.
+	until timeout "$(left)" rados -c "$DIR/ceph.conf" --id cowbd -p cowbd \
+		put cluster-ready "$DIR/ceph.conf" 2>/dev/null; do
+		[ "$(date +%s)" -lt "$DEADLINE" ] || { echo "pool cowbd not writable" >&2; return 1; }
+		for f in "$DIR"/run/*.pid; do
+			alive "$f" || { echo "$(basename "$f" .pid) exited" >&2; return 1; }
+		done
+		sleep 0.2
+	done
+	echo >&3 "cluster: $nosds OSD(s) up, pool cowbd writable in" \
+		"$(ms_since "$t0") ms;" \
+		"health $(adm health 2>/dev/null | head -n 1)"
+}
+
+# alive PIDFILE: the process named there runs and is one of DIR's daemons.
+alive() {
+	local pid
+	pid=$(cat "$1" 2>/dev/null) || return 1
+	[ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null |
+		grep -qF -- "-c $DIR/ceph.conf"
+}
+
+tails() {
+	local f
+	for f in "$DIR"/log/*.log "$DIR"/log/*.out; do
+		[ -s "$f" ] || continue
+		echo "--- tail of $f" >&2
+		tail -n 15 "$f" >&2
+	done
+}
+
+# OSDs first, then the mgr, the mon last; each gets SIGTERM, 20 s, then SIGKILL.
+stop() {
+	local f pid n pids=""
+	[ -d "$DIR/run" ] || return 0
+	for f in "$DIR"/run/osd.*.pid "$DIR"/run/mgr.*.pid "$DIR"/run/mon.*.pid; do
+		[ -f "$f" ] || continue
+		if alive "$f"; then
+			pid=$(cat "$f")
+			kill -TERM "$pid" 2>/dev/null
+			pids="$pids $pid"
+		fi
+	done
+	for ((n = 0; n < 200; n++)); do
+		local left_pids=""
+		for pid in $pids; do
+			[ -d "/proc/$pid" ] && left_pids="$left_pids $pid"
+		done
+		pids=$left_pids
+		[ -z "$pids" ] && break
+		sleep 0.1
+	done
+	for pid in $pids; do
+		echo "cluster.sh: pid $pid ignored SIGTERM for 20 s, SIGKILL" >&2
+		kill -KILL "$pid" 2>/dev/null
+	done
+	for pid in $pids; do
+		while [ -d "/proc/$pid" ]; do sleep 0.1; done
+	done
+	rm -f "$DIR"/run/*.pid
+}
+
+status() {
+	local f up=1 any=0
+	for f in "$DIR"/run/*.pid; do
+		[ -f "$f" ] || continue
+		any=1
+		if alive "$f"; then
+			echo "$(basename "$f" .pid) pid $(cat "$f") running"
+		else
+			echo "$(basename "$f" .pid) not running"
+			up=0
+		fi
+	done
+	[ "$any" = 1 ] || { echo "no daemons in $DIR"; return 3; }
+	alive "$DIR/run/mon.a.pid" && timeout 20 ceph -c "$DIR/ceph.conf" --connect-timeout 15 -s
+	[ "$up" = 1 ]
+}
+
+[ $# -ge 2 ] || usage
+cmd=$1
+DIR=$(realpath -m "$2")
+case "$cmd" in
+start)
+	nosds=${3:-1}
+	case "$nosds" in 1 | 3) ;; *) usage ;; esac
+	[ ! -e "$DIR/ceph.conf" ] || die "$DIR already holds a cluster (stop it, remove $DIR)"
+	mkdir -p "$DIR/run" "$DIR/log" "$DIR/crash" || die "cannot create $DIR"
+	PHASE="setup"
+	# the tools' chatter goes to DIR/log/setup.out, the one-line summary to stdout
+	if ! start "$nosds" 3>&1 >>"$DIR/log/setup.out"; then
+		echo "cluster.sh: start of $nosds-OSD cluster in $DIR failed at: $PHASE" >&2
+		tails
+		stop
+		exit 1
+	fi
+	;;
+stop) stop ;;
+status) status ;;
+*) usage ;;
+esac
