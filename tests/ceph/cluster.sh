@@ -197,7 +197,7 @@ start() {
 alive() {
 	local pid
 	pid=$(cat "$1" 2>/dev/null) || return 1
-	[ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null |
+	[ -n "$pid" ] && { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null |
 		grep -qF -- "-c $DIR/ceph.conf"
 }
 
@@ -210,25 +210,30 @@ tails() {
 	done
 }
 
-# OSDs first, then the mgr, the mon last; each gets SIGTERM, 20 s, then SIGKILL.
-stop() {
-	local f pid n pids=""
-	[ -d "$DIR/run" ] || return 0
-	for f in "$DIR"/run/osd.*.pid "$DIR"/run/mgr.*.pid "$DIR"/run/mon.*.pid; do
-		[ -f "$f" ] || continue
-		if alive "$f"; then
-			pid=$(cat "$f")
-			kill -TERM "$pid" 2>/dev/null
-			pids="$pids $pid"
-		fi
+# running PID: the process exists and is not a zombie.
+running() {
+	local st
+	st=$({ awk '{ print $3 }' "/proc/$1/stat"; } 2>/dev/null) || return 1
+	[ -n "$st" ] && [ "$st" != Z ]
+}
+
+# term_wait PIDFILE...: SIGTERM the live daemons named, wait for them to exit; after
+# 20 s, SIGKILL and wait again.
+term_wait() {
+	local f n pid pids="" more
+	for f in "$@"; do
+		alive "$f" || continue
+		pid=$(cat "$f")
+		kill -TERM "$pid" 2>/dev/null
+		pids="$pids $pid"
 	done
 	for ((n = 0; n < 200; n++)); do
-		local left_pids=""
+		more=""
 		for pid in $pids; do
-			[ -d "/proc/$pid" ] && left_pids="$left_pids $pid"
+			running "$pid" && more="$more $pid"
 		done
-		pids=$left_pids
-		[ -z "$pids" ] && break
+		pids=$more
+		[ -z "$pids" ] && return 0
 		sleep 0.1
 	done
 	for pid in $pids; do
@@ -236,8 +241,16 @@ stop() {
 		kill -KILL "$pid" 2>/dev/null
 	done
 	for pid in $pids; do
-		while [ -d "/proc/$pid" ]; do sleep 0.1; done
+		while running "$pid"; do sleep 0.1; done
 	done
+}
+
+# The OSDs and the mgr first, the mon once they are gone: an OSD stopped after the mon
+# waits about 5 s for a mon that is gone (measured: stop takes under 1 s, not 7).
+stop() {
+	[ -d "$DIR/run" ] || return 0
+	term_wait "$DIR"/run/osd.*.pid "$DIR"/run/mgr.*.pid
+	term_wait "$DIR"/run/mon.*.pid
 	rm -f "$DIR"/run/*.pid
 }
 
