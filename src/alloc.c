@@ -524,9 +524,17 @@ void alloc_unref(struct alloc *a, uint64_t blk)
 	if (!p)
 		return;
 	uint32_t *c = &p[blk % FMT_SEG_BLOCKS], n = *c;
-	assert(n > 0 || a->err); /* after a failure, a dropped reference may be missing */
-	if (!n)
+	if (!n) {
+		/* After a failure a dropped reference may be missing; before,
+		 * the counts on disk disagree with the trees (damage the
+		 * pages' checksums did not catch): fail, never go below 0. */
+		if (!a->err)
+			say_error("alloc: a reference to pool block %llu is dropped but it has "
+			          "none: the pool's counts are damaged (cowbd-check reports where)",
+			          (unsigned long long)blk);
+		set_failed(a, s, -EILSEQ);
 		return;
+	}
 	__atomic_store_n(c, n - 1, __ATOMIC_RELAXED);
 	page_dirty(a, s);
 	if (n == 1) {
