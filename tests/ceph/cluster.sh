@@ -10,8 +10,8 @@
 #
 # Clients use DIR/ceph.conf and DIR/client.cowbd.keyring (found through the conf):
 #   rados -c DIR/ceph.conf --id cowbd -p cowbd ls
-# The monitor listens on a free loopback port (msgr v2 only); no systemd, no /etc/ceph,
-# no /var/lib/ceph. A start that has no writable pool within CEPH_START_TIMEOUT seconds
+# The monitor listens on a free loopback port (msgr v2 only; CEPH_MON_PORT sets the first
+# port tried); no systemd, no /etc/ceph, no /var/lib/ceph. A start that has no writable pool within CEPH_START_TIMEOUT seconds
 # (default 60) prints the daemons' log tails, stops what it started and exits 1.
 # Daemons run in the foreground of a background job, so each PID is known at once and
 # written to DIR/run/NAME.pid before anything else happens; stop kills only a PID whose
@@ -62,6 +62,9 @@ mon host = [v2:127.0.0.1:$port]
 public addr = 127.0.0.1
 cluster addr = 127.0.0.1
 public network = 127.0.0.0/8
+# a taken mon port fails in 1 s (the start retries with another), not 15
+ms bind retry count = 1
+ms bind retry delay = 1
 # every path under DIR; the mon's keyring stays outside its data directory
 keyring = $DIR/\$name.keyring
 run dir = $DIR/run
@@ -125,15 +128,37 @@ spawn() {
 COWBD_MON_CAPS='allow r, allow command "osd blocklist" with blocklistop=add addr regex "^[^/]+/[0-9]+$"'
 COWBD_OSD_CAPS='allow rwx pool=cowbd'
 
+# mon_start FSID PORT NOSDS: conf, monmap, mon mkfs and mon.a on 127.0.0.1:PORT, ready
+# when it answers. Returns 0, 2 when the port was taken, 1 on another failure.
+mon_start() {
+	PHASE="monmap and conf"
+	rm -rf "$DIR/mon.a" "$DIR/monmap" "$DIR/run/mon.a.pid" || return 1
+	write_conf "$1" "$2" "$3"
+	monmaptool --create --fsid "$1" --addv a "[v2:127.0.0.1:$2]" "$DIR/monmap" || return 1
+	PHASE="mon mkfs"
+	timeout "$(left)" ceph-mon -c "$DIR/ceph.conf" --mkfs -i a --monmap "$DIR/monmap" \
+		--keyring "$DIR/mon.a.keyring" >>"$DIR/log/mon.a.out" 2>&1 || return 1
+	PHASE="mon start"
+	spawn mon.a ceph-mon -i a
+	until timeout 5 ceph -c "$DIR/ceph.conf" --connect-timeout 5 mon stat >/dev/null 2>&1; do
+		if ! alive "$DIR/run/mon.a.pid"; then
+			grep -qs "Address already in use" "$DIR/log/mon.a.log" "$DIR/log/mon.a.out" &&
+				return 2
+			echo "mon.a exited" >&2
+			return 1
+		fi
+		[ "$(date +%s)" -lt "$DEADLINE" ] || { echo "mon.a does not answer" >&2; return 1; }
+		sleep 0.2
+	done
+}
+
 start() {
-	local nosds=$1 fsid port i uuid secret id t0
+	local nosds=$1 fsid port try i uuid secret id t0
 	t0=$(date +%s%N)
 	DEADLINE=$(($(date +%s) + ${CEPH_START_TIMEOUT:-60}))
 	fsid=$(cat /proc/sys/kernel/random/uuid)
-	port=$(free_port) || die "no free loopback port"
-	write_conf "$fsid" "$port" "$nosds"
 
-	PHASE="keyrings and monmap"
+	PHASE="keyrings"
 	ceph-authtool --create-keyring "$DIR/mon.a.keyring" --gen-key -n mon. \
 		--cap mon 'allow *' || return 1
 	ceph-authtool --create-keyring "$DIR/client.admin.keyring" --gen-key -n client.admin \
@@ -141,15 +166,21 @@ start() {
 		return 1
 	ceph-authtool "$DIR/mon.a.keyring" --import-keyring "$DIR/client.admin.keyring" ||
 		return 1
-	monmaptool --create --fsid "$fsid" \
-		--addv a "[v2:127.0.0.1:$port]" "$DIR/monmap" ||
-		return 1
-	PHASE="mon mkfs"
-	timeout "$(left)" ceph-mon -c "$DIR/ceph.conf" --mkfs -i a --monmap "$DIR/monmap" \
-		--keyring "$DIR/mon.a.keyring" >>"$DIR/log/mon.a.out" 2>&1 || return 1
-	spawn mon.a ceph-mon -i a
 
-	PHASE="mgr key (the mon is not answering)"
+	# The free port is found by binding port 0 and closing it, so another process may take
+	# it before the mon binds it: then the mon exits and the next try has another port.
+	# CEPH_MON_PORT sets the first try's port.
+	for try in 1 2 3; do
+		port=${CEPH_MON_PORT:-$(free_port)} || die "no free loopback port"
+		CEPH_MON_PORT=""
+		mon_start "$fsid" "$port" "$nosds" && break
+		[ $? = 2 ] && [ "$try" != 3 ] || return 1
+		echo "mon: 127.0.0.1:$port already in use, try $((try + 1))" >&2
+		mv "$DIR/log/mon.a.log" "$DIR/log/mon.a.log.try$try" 2>/dev/null
+		mv "$DIR/log/mon.a.out" "$DIR/log/mon.a.out.try$try"
+	done
+
+	PHASE="mgr key"
 	mkdir -p "$DIR/mgr.x" || return 1
 	adm auth get-or-create mgr.x mon 'allow profile mgr' osd 'allow *' mds 'allow *' \
 		-o "$DIR/mgr.x.keyring" || return 1

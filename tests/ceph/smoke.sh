@@ -12,9 +12,11 @@ for c in ceph-mon ceph-mgr ceph-osd ceph rados; do
 done
 T=$(mktemp -d "${TMPDIR:-/tmp}/cowbd-ceph.XXXXXX")
 CL=""
+HOLDER=""
 
 cleanup() {
 	[ -z "$CL" ] || bash "$HERE/cluster.sh" stop "$CL"
+	[ -z "$HOLDER" ] || { kill "$HOLDER" 2>/dev/null; wait "$HOLDER" 2>/dev/null; }
 	if [ -n "${KEEP_TEST_DIR:-}" ]; then echo "kept $T"; else rm -rf "$T"; fi
 }
 trap cleanup EXIT
@@ -37,11 +39,38 @@ j = json.load(open(sys.argv[1]))
 print(eval(sys.argv[2]))' "$T/out" "$1"
 }
 
+# hold_port: listen on a free loopback port (in $T/held) until the test ends
+hold_port() {
+	/usr/bin/python3 -c 'import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+open(sys.argv[1] + ".tmp", "w").write("%d\n" % s.getsockname()[1])
+import os
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(600)' "$T/held" &
+	HOLDER=$!
+	for ((i = 0; i < 100; i++)); do
+		[ -s "$T/held" ] && return 0
+		sleep 0.1
+	done
+	fail "no port held after 10 s"
+}
+
+# smoke NOSDS [TAKEN-PORT]: with a taken port, the mon's first try must fail and the start
+# go on with another port.
 smoke() {
-	local n=$1 line owner addr f pid kb total=0
+	local n=$1 taken=${2:-} line owner addr f pid kb total=0
 	CL="$T/c$n"
-	line=$(bash "$HERE/cluster.sh" start "$CL" "$n") || fail "$n-OSD cluster did not start"
+	line=$(CEPH_MON_PORT=$taken bash "$HERE/cluster.sh" start "$CL" "$n" 2>"$T/err") ||
+		fail "$n-OSD cluster did not start: $(cat "$T/err")"
 	echo "$line"
+	if [ -n "$taken" ]; then
+		grep -q "127.0.0.1:$taken already in use, try 2" "$T/err" ||
+			fail "no retry after the taken port $taken: $(cat "$T/err")"
+		! grep -q "127.0.0.1:$taken\]" "$CL/ceph.conf" || fail "the mon kept port $taken"
+		echo "  taken port $taken: the mon moved to another"
+	fi
 
 	head -c 1048576 /dev/urandom >"$T/obj"
 	r put obj1 "$T/obj" || fail "put: $(cat "$T/out")"
@@ -88,5 +117,6 @@ smoke() {
 	echo "ok: $n OSD(s)"
 }
 
-smoke 1
+hold_port
+smoke 1 "$(cat "$T/held")"
 smoke 3
