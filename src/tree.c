@@ -503,6 +503,7 @@ static struct tree_node *root_get(const struct tree *ct, bool nowait, bool publi
 			c->nroot++;
 		}
 		pthread_mutex_unlock(&nc->lock);
+		*err = 0;
 		if (r || !addr)
 			return r;
 		if (c) {
@@ -514,11 +515,15 @@ static struct tree_node *root_get(const struct tree *ct, bool nowait, bool publi
 			*err = -EAGAIN;
 			return NULL;
 		}
-		/* read it in; the next round finds it (or a new root) */
+		/* read it in; the next round finds it (or a new root).  Each
+		 * round counts as a stale one, so that a root evicted between
+		 * every read and the next round ends in -EIO, not a loop. */
 		*err = cache_get(nc, addr, t->levels - 1u, &c);
-		if (!*err)
+		if (!*err) {
 			cache_loaded(nc);
-	} while (!*err || tree_stale_again(err, &tries));
+			*err = -ESTALE;
+		}
+	} while (tree_stale_again(err, &tries));
 	return NULL;
 }
 
