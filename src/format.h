@@ -43,6 +43,7 @@
  * leaves it as it is).  A cowbd that knows an older version refuses a
  * newer pool ("newer format"). */
 #define FMT_VERSION    4u
+#define FMT_VERSION_V4 4u /* segment tables without lives or forwarding */
 #define FMT_VERSION_V3 3u /* the volume table inside the checkpoint record */
 #define FMT_VERSION_V2 2u /* counts rebuilt at open; nodes without totals */
 #define FMT_VERSION_V1 1u /* a pool without resize or rename ops */
@@ -90,6 +91,13 @@ enum fmt_entry_type {
 	FMT_E_STAB = 8,  /* segment table block number lba follows */
 	/* version 4, written by checkpoints, sealed */
 	FMT_E_VTAB = 9, /* volume table block number lba follows */
+	/* version 5 */
+	FMT_E_MOVE2 = 10, /* a block the compactor copied follows; lba: its birth
+	                   * address (its name's address), vol: its birth tag.
+	                   * Replay ignores it like MOVE; its entry's crc checks
+	                   * the block, as for DATA */
+	FMT_E_FWD = 11,   /* a forwarding block of segment lba follows (sealed,
+	                   * written by checkpoints) */
 };
 
 /* Blocks that carry their own CRC and address (sealed after the log gave
@@ -97,7 +105,7 @@ enum fmt_entry_type {
 static inline int fmt_entry_sealed(unsigned type)
 {
 	return type == FMT_E_NODE || type == FMT_E_CPAGE || type == FMT_E_STAB ||
-	       type == FMT_E_VTAB;
+	       type == FMT_E_VTAB || type == FMT_E_FWD;
 }
 
 struct fmt_entry {
@@ -260,7 +268,11 @@ struct fmt_cpage {
 static_assert(sizeof(struct fmt_cpage) == FMT_BLOCK, "count page is one block");
 
 /* Segment table block: for segments first_seg .. first_seg + n - 1, where
- * the count page is and how many live blocks the segment has. */
+ * the count page is and how many live blocks the segment has; from version
+ * 5 also the segment's life and its forwarding chain.  The entry size
+ * follows the pool's version (the checkpoint record's, which is the
+ * superblock's): 16 bytes up to version 4 (struct fmt_stab), 32 from
+ * version 5 (struct fmt_stab5); the header is the same. */
 #define FMT_STAB_HDR     64u
 #define FMT_STAB_ENTRIES ((FMT_BLOCK - FMT_STAB_HDR) / 16u) /* 252 */
 #define FMT_STAB_ADDR48  ((1ull << 48) - 1)
@@ -282,6 +294,58 @@ struct fmt_stab {
 	struct fmt_stab_entry e[FMT_STAB_ENTRIES];
 };
 static_assert(sizeof(struct fmt_stab) == FMT_BLOCK, "segment table is one block");
+
+/* Version 5: a segment's life (the tag its blocks are named with now,
+ * 0..FMT_TAG_MAX: the compactor retiring it moves it on) and the first
+ * block of its forwarding chain. */
+#define FMT_STAB_ENTRIES5 ((FMT_BLOCK - FMT_STAB_HDR) / 32u) /* 126 */
+#define FMT_TAG_MAX       0xFFFFFu                           /* 20 bits: fwd.h FWD_TAG_MASK */
+
+struct fmt_stab_entry5 {
+	uint64_t page0;      /* as in struct fmt_stab_entry */
+	uint64_t page1_live; /* as in struct fmt_stab_entry */
+	uint64_t fwd;        /* the segment's first forwarding block, 0: none */
+	uint32_t life;       /* <= FMT_TAG_MAX */
+	uint32_t pad;
+};
+static_assert(sizeof(struct fmt_stab_entry5) == 32, "v5 segment table entry size");
+
+struct fmt_stab5 {
+	uint32_t magic; /* FMT_STAB_MAGIC */
+	uint32_t crc;
+	uint64_t self;
+	uint64_t first_seg;
+	uint32_t n;
+	uint32_t pad;
+	uint8_t pad2[32];
+	struct fmt_stab_entry5 e[FMT_STAB_ENTRIES5];
+};
+static_assert(sizeof(struct fmt_stab5) == FMT_BLOCK, "v5 segment table is one block");
+
+/* Forwarding block (version 5): where blocks of an old life of segment seg
+ * live now.  Each entry = the block's address now (low 48 bits) | its index
+ * in seg << 48, sorted by index; unused entries zero.  One block holds
+ * entries of one tag (the life they were born in); the blocks of a
+ * segment's chain (next: the following block, 0 = the last) list all its
+ * entries in (tag, index) order, a tag of more than FMT_FWD_ENTRIES
+ * entries spanning consecutive blocks. */
+#define FMT_FWD_MAGIC     0x57465743u /* "CWFW" */
+#define FMT_FWD_HDR       64u
+#define FMT_FWD_ENTRIES   ((FMT_BLOCK - FMT_FWD_HDR) / 8u) /* 504 */
+#define FMT_FWD_IDX_SHIFT 48u
+
+struct fmt_fwd {
+	uint32_t magic;
+	uint32_t crc;
+	uint64_t self;
+	uint64_t seg;
+	uint64_t next; /* the chain's next block, 0: the last */
+	uint32_t tag;  /* <= FMT_TAG_MAX */
+	uint32_t n;    /* entries used, 1..FMT_FWD_ENTRIES */
+	uint8_t pad[24];
+	uint64_t ent[FMT_FWD_ENTRIES];
+};
+static_assert(sizeof(struct fmt_fwd) == FMT_BLOCK, "forwarding block is one block");
 
 /* Volume table block (version 4): the records of slots first_slot ..
  * first_slot + FMT_VTAB_ENTRIES - 1; a slot not in use is all zero (id 0).
