@@ -2,22 +2,29 @@
  * checkpoint, summary, node and control-record validation and recovery
  * (store_open read-only, store_check, reads), as cowbd-check uses them.
  *
- * A small valid pool is built once (64 MiB, the minimum): volumes, data, a
- * snapshot, a clone, trims, a checkpoint, then more data, trims and control
- * operations in the log after it, as a daemon killed at that moment leaves
- * it.  Its image is kept as the seed; its metadata blocks (both superblocks,
- * every summary, every block a summary carries: nodes, count pages and
- * segment tables too) are listed in scan order.
- * Each input is a list of patches onto those blocks, applied to a
- * copy-on-write view of the seed (tests/lib/faultdev: a device that reads
- * the seed, shows only the patched blocks over it and aborts on a write),
- * so an execution costs one open, not a format.
+ * Two small valid pools are built once (64 MiB, the minimum): volumes,
+ * data, a snapshot, a clone, trims, a checkpoint, then more data, trims and
+ * control operations in the log after it, as a daemon killed at that
+ * moment leaves it.  The second (the compacted seed) also filled a segment
+ * and trimmed it again before the checkpoint, and compacted: the blocks
+ * left in that segment were copied (MOVE2 entries), the segment retired
+ * (its life in the segment table moved on) and the checkpoint wrote its
+ * forwarding blocks (struct fmt_fwd).  Their images are kept as the seeds;
+ * the metadata blocks of each (both superblocks, every summary, every
+ * block a summary carries: nodes, count pages, segment tables, volume
+ * table and forwarding blocks too) are listed in scan order.
+ * Each input is a list of patches onto the blocks of one seed, applied to
+ * a copy-on-write view of it (tests/lib/faultdev: a device that reads the
+ * seed, shows only the patched blocks over it and aborts on a write), so
+ * an execution costs one open, not a format.
  *
  * Input: byte 0 holds flags (bit 0: reseal — after patching, recompute
  * every checksum the patches broke, in dependency order: carried block →
  * its summary entry → summary → next summary's prev_crc and superblock
  * ckpt_crc → superblock; nodes carry their own CRC — so the fuzzer gets
- * past the checksums to the semantic checks behind them).  Then records:
+ * past the checksums to the semantic checks behind them; bit 2: patch the
+ * compacted seed, so inputs saved before it existed keep their meaning).
+ * Then records:
  *   op (1 byte): bits 0-2 n-1 (n = 1..8 bytes), bits 3-4 how:
  *                0 write, 1 xor, 2 add (n-byte little-endian), 3 write a
  *                boundary value (table below; index in the first byte)
@@ -25,8 +32,12 @@
  *   off (2 bytes LE): with bit 15 clear, the byte in the block (modulo
  *                4096 - n); with bit 15 set, a field of the block's kind
  *                (superblock, summary header or entry, node header or
- *                slot, checkpoint header or volume record, control op),
- *                numbered by the low bits; n is then the field's width
+ *                slot, checkpoint header or volume record, control op,
+ *                count page, segment table header or entry (version 5:
+ *                page, live, life, forwarding chain), volume table block,
+ *                forwarding block header (seg, next, tag, n) or entry
+ *                (whole, its index, its address)), numbered by the low
+ *                bits; n is then the field's width
  *   n bytes of operand
  * Fields make the interesting hits likely: a random byte offset lands on
  * nvols or a node's level about once in 4096 tries.
@@ -61,8 +72,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 /* ---- the seed and its map ------------------------------------------- */
 
-/* M_SEALED: a count page, segment table or volume table block (its own
- * CRC at offset 4, like a node). */
+/* M_SEALED: a count page, segment table, volume table or forwarding block
+ * (its own CRC at offset 4, like a node). */
 enum meta_kind { M_SUPER, M_SUMMARY, M_NODE, M_CARRIED, M_SEALED };
 
 struct meta {
@@ -76,16 +87,26 @@ struct sum_info {
 	uint64_t addr, lsn;
 };
 
-static uint8_t *seed;
-static struct blkdev *seed_dev; /* holds the seed image */
-static bool verbose;            /* FUZZ_VERBOSE set: log the seed, the patches, the store */
+/* One seed pool and the map of its metadata blocks. */
+struct seed {
+	const char *name;
+	uint8_t *img;
+	struct blkdev *dev; /* holds img */
+	uint32_t version;   /* its superblock's */
+	bool no_data;       /* list no data block (the other seed has them) */
+	struct meta meta[MAX_META];
+	unsigned nmeta;
+	struct sum_info sums[MAX_META];
+	unsigned nsums;
+	int meta_of[NBLOCKS]; /* block -> index in meta[] + 1, 0 = none */
+};
+
+#define SEED_COMPACTED 4u /* the flag (byte 0) that picks seeds[1] */
+
+static struct seed seeds[2] = {{.name = "seed"}, {.name = "compacted seed", .no_data = true}};
+static bool verbose; /* FUZZ_VERBOSE set: log the seeds, the patches, the store */
 static const char *const kind_name[] = {"superblock", "summary", "node", "carried block",
-                                        "count page or segment table"};
-static struct meta meta[MAX_META];
-static unsigned nmeta;
-static struct sum_info sums[MAX_META];
-static unsigned nsums;
-static int meta_of[NBLOCKS]; /* block -> index in meta[] + 1, 0 = none */
+                                        "sealed block"};
 
 /* ---- building the seed ------------------------------------------------ */
 
@@ -118,7 +139,37 @@ static void trim(struct store *st, const char *name, uint64_t lba, unsigned nblk
 	store_vol_close(v);
 }
 
-static void build_seed(void)
+/* Fill a segment with blocks of "a" and trim them again: the log moves on
+ * to the next segment and leaves this one mostly dead, with the blocks
+ * written before still live in it; a checkpoint, so that the last one is
+ * no longer in it either; compact it (copies, a retired life, forwarding
+ * entries). */
+static void retire_a_segment(struct store *st)
+{
+	size_t len = 128 * FMT_BLOCK; /* few batches: few summaries to list */
+	uint8_t *buf = malloc(len);
+	struct vol *v;
+	int64_t moved;
+	int err;
+
+	if (!buf)
+		testpool_die("malloc", ENOMEM);
+	memset(buf, 10, len);
+	if ((err = store_vol_open(st, "a", &v)))
+		testpool_die("a", err);
+	for (uint64_t lba = 1024; lba < 2048; lba += 128)
+		if ((err = store_write(v, buf, lba * FMT_BLOCK, len, 0)))
+			testpool_die("store_write", err);
+	store_vol_close(v);
+	free(buf);
+	trim(st, "a", 1024, 1024);
+	if ((err = store_checkpoint(st)))
+		testpool_die("store_checkpoint", err);
+	if ((moved = store_compact(st)) <= 0)
+		testpool_die("store_compact moved nothing", moved ? (int)-moved : EAGAIN);
+}
+
+static void build_seed(struct seed *sd, bool compacted)
 {
 	struct store_opts opts = {.readers = 1, .checkpoint_secs = 3600};
 	struct blkdev *dev = blkdev_mem_new(POOL_BYTES);
@@ -143,6 +194,8 @@ static void build_seed(void)
 	if ((err = store_clone(st, "a@s1", "c")))
 		testpool_die("store_clone", err);
 	put(st, "c", 1000, 3, 6);
+	if (compacted)
+		retire_a_segment(st);
 	if ((err = store_checkpoint(st)))
 		testpool_die("store_checkpoint", err);
 	/* The log after the checkpoint: data, a trim, control operations. */
@@ -154,24 +207,24 @@ static void build_seed(void)
 	put(st, "c", 1001, 1, 9);
 	trim(st, "b", 255, 1); /* flushes */
 	/* Copy what a kill -9 now would leave; store_close would checkpoint. */
-	seed = malloc(POOL_BYTES);
-	if (!seed || (err = blkdev_pread(dev, seed, POOL_BYTES, 0)))
+	sd->img = malloc(POOL_BYTES);
+	if (!sd->img || (err = blkdev_pread(dev, sd->img, POOL_BYTES, 0)))
 		testpool_die("copy the seed", err ? err : ENOMEM);
 	store_close(st);
 	/* What every run reads, through its patches (never flushed: only
 	 * what reads see matters). */
-	struct iovec iov = {.iov_base = seed, .iov_len = POOL_BYTES};
-	seed_dev = blkdev_mem_new(POOL_BYTES);
-	if (!seed_dev || (err = blkdev_pwritev(seed_dev, &iov, 1, 0)))
+	struct iovec iov = {.iov_base = sd->img, .iov_len = POOL_BYTES};
+	sd->dev = blkdev_mem_new(POOL_BYTES);
+	if (!sd->dev || (err = blkdev_pwritev(sd->dev, &iov, 1, 0)))
 		testpool_die("the seed device", err ? err : ENOMEM);
 }
 
-static void add_meta(uint64_t addr, enum meta_kind kind, int sum, unsigned entry)
+static void add_meta(struct seed *sd, uint64_t addr, enum meta_kind kind, int sum, unsigned entry)
 {
-	if (nmeta == MAX_META || meta_of[addr])
+	if (sd->nmeta == MAX_META || sd->meta_of[addr])
 		return;
-	meta[nmeta] = (struct meta){addr, kind, sum, entry};
-	meta_of[addr] = (int)++nmeta;
+	sd->meta[sd->nmeta] = (struct meta){addr, kind, sum, entry};
+	sd->meta_of[addr] = (int)++sd->nmeta;
 }
 
 static bool summary_ok(const struct fmt_summary *s, uint64_t addr)
@@ -186,36 +239,55 @@ static bool summary_ok(const struct fmt_summary *s, uint64_t addr)
 }
 
 /* List the metadata blocks of the seed: the batches lie contiguous from
- * the start of each segment. */
-static void map_seed(void)
+ * the start of each segment.  Learn its version from the newer
+ * superblock. */
+static void map_seed(struct seed *sd)
 {
-	add_meta(0, M_SUPER, -1, 0);
-	add_meta(1, M_SUPER, -1, 0);
+	uint64_t gen = 0;
+
+	for (uint64_t slot = 0; slot < 2; slot++) {
+		const struct fmt_super *sb = (const void *)(sd->img + slot * FMT_BLOCK);
+		if (sb->generation > gen) {
+			gen = sb->generation;
+			sd->version = sb->version;
+		}
+	}
+	add_meta(sd, 0, M_SUPER, -1, 0);
+	add_meta(sd, 1, M_SUPER, -1, 0);
 	for (uint64_t seg = 1; seg < POOL_SEGS; seg++) {
 		uint64_t pos = seg * FMT_SEG_BLOCKS;
 
 		while (pos < (seg + 1) * FMT_SEG_BLOCKS) {
-			const struct fmt_summary *s = (const void *)(seed + pos * FMT_BLOCK);
+			const struct fmt_summary *s = (const void *)(sd->img + pos * FMT_BLOCK);
 			unsigned k = 0;
 
-			if (!summary_ok(s, pos) || nsums == MAX_META)
+			if (!summary_ok(s, pos) || sd->nsums == MAX_META)
 				break;
-			sums[nsums] = (struct sum_info){pos, s->lsn};
-			add_meta(pos, M_SUMMARY, (int)nsums, 0);
+			sd->sums[sd->nsums] = (struct sum_info){pos, s->lsn};
+			add_meta(sd, pos, M_SUMMARY, (int)sd->nsums, 0);
 			for (unsigned i = 0; i < s->nentries; i++) {
 				if (s->e[i].type == FMT_E_TRIM)
 					continue;
 				k++;
-				add_meta(pos + k,
+				if (sd->no_data && s->e[i].type == FMT_E_DATA)
+					continue;
+				add_meta(sd, pos + k,
 				         s->e[i].type == FMT_E_NODE       ? M_NODE
 				         : fmt_entry_sealed(s->e[i].type) ? M_SEALED
 				                                          : M_CARRIED,
-				         (int)nsums, i);
+				         (int)sd->nsums, i);
 			}
-			nsums++;
+			sd->nsums++;
 			pos += 1 + s->nblocks;
 		}
 	}
+}
+
+/* The type of the summary entry that carries m (M_CARRIED, M_SEALED). */
+static unsigned carried_type(const struct seed *sd, const struct meta *m)
+{
+	const struct fmt_summary *s = (const void *)(sd->img + sd->sums[m->sum].addr * FMT_BLOCK);
+	return s->e[m->entry].type;
 }
 
 /* ---- patching ----------------------------------------------------------- */
@@ -299,6 +371,19 @@ static const struct field stab_fields[] = {
     F(struct fmt_stab, magic),     F(struct fmt_stab, crc), F(struct fmt_stab, self),
     F(struct fmt_stab, first_seg), F(struct fmt_stab, n),
 };
+static const struct field stab5_entry_fields[] = {
+    F(struct fmt_stab_entry5, page0), F(struct fmt_stab_entry5, page1_live),
+    F(struct fmt_stab_entry5, fwd),   F(struct fmt_stab_entry5, life),
+    F(struct fmt_stab_entry5, pad),   FN(struct fmt_stab_entry5, page1_live, 6),
+};
+static const struct field fwd_fields[] = {
+    F(struct fmt_fwd, magic), F(struct fmt_fwd, crc),  F(struct fmt_fwd, self),
+    F(struct fmt_fwd, seg),   F(struct fmt_fwd, next), F(struct fmt_fwd, tag),
+    F(struct fmt_fwd, n),
+};
+/* Of one forwarding entry: all of it, its index (the top 16 bits: a new
+ * index puts the entries out of order or repeats one), its address. */
+static const struct field fwd_entry_fields[] = {{0, 8}, {6, 2}, {0, 6}};
 static const struct field vtab_fields[] = {
     F(struct fmt_vtab, magic),      F(struct fmt_vtab, crc), F(struct fmt_vtab, self),
     F(struct fmt_vtab, first_slot), F(struct fmt_vtab, n),
@@ -321,10 +406,53 @@ static const struct field op_fields[] = {
 };
 #define NF(a) (sizeof(a) / sizeof((a)[0]))
 
-/* Field number f of metadata block m (header fields first, then those of
- * the first few entries, slots or volume records).  False when the block
- * has no fields (data). */
-static bool pick_field(const struct meta *m, unsigned f, struct field *out)
+/* Field f of a sealed block of sd: a segment table (either form) or a
+ * forwarding block, header fields first, then those of the entries in
+ * use.  False for another kind. */
+static bool pick_table_field(const struct seed *sd, const struct meta *m, unsigned f,
+                             struct field *out)
+{
+	const uint8_t *b = sd->img + m->addr * FMT_BLOCK;
+	unsigned type = carried_type(sd, m), j;
+
+	if (type == FMT_E_STAB && sd->version > FMT_VERSION_V4) {
+		const struct fmt_stab5 *t = (const void *)b;
+		if (f % 4 == 0) {
+			*out = stab_fields[(f / 4) % NF(stab_fields)];
+			return true;
+		}
+		j = (f / 4 / NF(stab5_entry_fields)) % (t->n ? t->n : 1);
+		*out = stab5_entry_fields[(f / 4) % NF(stab5_entry_fields)];
+		out->off += offsetof(struct fmt_stab5, e) + j * sizeof(struct fmt_stab_entry5);
+		return true;
+	}
+	if (type == FMT_E_STAB) {
+		if (f % 4 == 0) {
+			*out = stab_fields[(f / 4) % NF(stab_fields)];
+			return true;
+		}
+		/* an entry's page address or live count */
+		*out = (struct field){offsetof(struct fmt_stab, e) + 8 * ((f / 4) % 64), 8};
+		return true;
+	}
+	if (type == FMT_E_FWD) {
+		const struct fmt_fwd *fw = (const void *)b;
+		if (f % 4 == 0) {
+			*out = fwd_fields[(f / 4) % NF(fwd_fields)];
+			return true;
+		}
+		j = (f / 4 / NF(fwd_entry_fields)) % (fw->n ? fw->n : 1);
+		*out = fwd_entry_fields[(f / 4) % NF(fwd_entry_fields)];
+		out->off += offsetof(struct fmt_fwd, ent) + 8 * j;
+		return true;
+	}
+	return false;
+}
+
+/* Field number f of metadata block m of sd (header fields first, then
+ * those of the first few entries, slots or volume records).  False when
+ * the block has no fields (data). */
+static bool pick_field(const struct seed *sd, const struct meta *m, unsigned f, struct field *out)
 {
 	const struct fmt_summary *s;
 	unsigned j;
@@ -338,7 +466,7 @@ static bool pick_field(const struct meta *m, unsigned f, struct field *out)
 			*out = sum_fields[(f / 4) % NF(sum_fields)];
 			return true;
 		}
-		s = (const void *)(seed + m->addr * FMT_BLOCK);
+		s = (const void *)(sd->img + m->addr * FMT_BLOCK);
 		j = (f / NF(entry_fields)) % (s->nentries ? s->nentries : 1);
 		*out = entry_fields[f % NF(entry_fields)];
 		out->off += offsetof(struct fmt_summary, e) + j * sizeof(struct fmt_entry);
@@ -352,7 +480,7 @@ static bool pick_field(const struct meta *m, unsigned f, struct field *out)
 		if (f & 2) /* some slot the seed uses: most are 0 */
 			for (j = 0; j < FMT_FANOUT; j++) {
 				const struct fmt_node *nd =
-				    (const void *)(seed + m->addr * FMT_BLOCK);
+				    (const void *)(sd->img + m->addr * FMT_BLOCK);
 
 				if (nd->slot[(j + f) % FMT_FANOUT]) {
 					out->off = offsetof(struct fmt_node, slot) +
@@ -362,17 +490,9 @@ static bool pick_field(const struct meta *m, unsigned f, struct field *out)
 			}
 		return true;
 	case M_SEALED:
-		s = (const void *)(seed + sums[m->sum].addr * FMT_BLOCK);
-		if (s->e[m->entry].type == FMT_E_STAB) {
-			if (f % 4 == 0) {
-				*out = stab_fields[(f / 4) % NF(stab_fields)];
-				return true;
-			}
-			/* an entry's page address or live count */
-			*out = (struct field){offsetof(struct fmt_stab, e) + 8 * ((f / 4) % 64), 8};
+		if (pick_table_field(sd, m, f, out))
 			return true;
-		}
-		if (s->e[m->entry].type == FMT_E_VTAB) {
+		if (carried_type(sd, m) == FMT_E_VTAB) {
 			if (f % 4 == 0) {
 				*out = vtab_fields[(f / 4) % NF(vtab_fields)];
 				return true;
@@ -391,7 +511,7 @@ static bool pick_field(const struct meta *m, unsigned f, struct field *out)
 		*out = (struct field){FMT_CPAGE_HDR + 2 * ((f / 4) % 1024), 2};
 		return true;
 	case M_CARRIED:
-		s = (const void *)(seed + sums[m->sum].addr * FMT_BLOCK);
+		s = (const void *)(sd->img + sd->sums[m->sum].addr * FMT_BLOCK);
 		if (s->e[m->entry].type == FMT_E_OP) {
 			*out = op_fields[f % NF(op_fields)];
 			return true;
@@ -444,24 +564,24 @@ static void set_crc(uint8_t *b, size_t at)
 }
 
 /* Recompute the checksums the patches broke, leaves first. */
-static void reseal(struct faultdev *c)
+static void reseal(const struct seed *sd, struct faultdev *c)
 {
 	bool sum_dirty[MAX_META] = {0};
 	uint8_t *b;
 
 	for (unsigned i = 0; i < c->npatch; i++) {
-		int m = meta_of[c->patch_addr[i]];
+		int m = sd->meta_of[c->patch_addr[i]];
 
 		if (!m)
 			continue;
-		const struct meta *mm = &meta[m - 1];
+		const struct meta *mm = &sd->meta[m - 1];
 
 		if (mm->kind == M_NODE || mm->kind == M_SEALED) {
 			set_crc(c->patch_blk[i], offsetof(struct fmt_node, crc));
 		} else if (mm->kind == M_CARRIED) {
 			uint32_t crc = crc32c(0, c->patch_blk[i], FMT_BLOCK);
 
-			if ((b = faultdev_patch(c, sums[mm->sum].addr))) {
+			if ((b = faultdev_patch(c, sd->sums[mm->sum].addr))) {
 				memcpy(b + offsetof(struct fmt_summary, e) +
 				           mm->entry * sizeof(struct fmt_entry) +
 				           offsetof(struct fmt_entry, crc),
@@ -476,36 +596,37 @@ static void reseal(struct faultdev *c)
 	for (;;) {
 		int pick = -1;
 
-		for (unsigned s = 0; s < nsums; s++)
-			if (sum_dirty[s] && (pick < 0 || sums[s].lsn < sums[pick].lsn))
+		for (unsigned s = 0; s < sd->nsums; s++)
+			if (sum_dirty[s] && (pick < 0 || sd->sums[s].lsn < sd->sums[pick].lsn))
 				pick = (int)s;
 		if (pick < 0)
 			break;
 		sum_dirty[pick] = false;
-		if (!(b = faultdev_patch(c, sums[pick].addr)))
+		if (!(b = faultdev_patch(c, sd->sums[pick].addr)))
 			continue;
 		set_crc(b, offsetof(struct fmt_summary, crc));
 		uint32_t crc;
 
 		memcpy(&crc, b + offsetof(struct fmt_summary, crc), 4);
-		for (unsigned s = 0; s < nsums; s++) {
+		for (unsigned s = 0; s < sd->nsums; s++) {
 			uint8_t *nb;
 
-			if (sums[s].lsn != sums[pick].lsn + 1 ||
-			    !(nb = faultdev_patch(c, sums[s].addr)))
+			if (sd->sums[s].lsn != sd->sums[pick].lsn + 1 ||
+			    !(nb = faultdev_patch(c, sd->sums[s].addr)))
 				continue;
 			memcpy(nb + offsetof(struct fmt_summary, prev_crc), &crc, 4);
 			sum_dirty[s] = true;
 		}
 		for (uint64_t slot = 0; slot < 2; slot++) {
-			struct fmt_super *sb = (void *)(seed + slot * FMT_BLOCK);
+			const struct fmt_super *sb = (const void *)(sd->img + slot * FMT_BLOCK);
 			uint8_t *sbb = faultdev_patched(c, slot);
 			uint64_t addr;
 
 			memcpy(&addr,
-			       (sbb ? sbb : (uint8_t *)sb) + offsetof(struct fmt_super, ckpt_addr),
+			       (sbb ? sbb : (const uint8_t *)sb) +
+			           offsetof(struct fmt_super, ckpt_addr),
 			       8);
-			if (addr == sums[pick].addr && (sbb = faultdev_patch(c, slot)))
+			if (addr == sd->sums[pick].addr && (sbb = faultdev_patch(c, slot)))
 				memcpy(sbb + offsetof(struct fmt_super, ckpt_crc), &crc, 4);
 		}
 	}
@@ -554,43 +675,51 @@ static void exercise(struct store *st)
 	free(buf);
 }
 
+static void list_seed(const struct seed *sd)
+{
+	fprintf(stderr,
+	        "fuzz_pool: %s (flag %u %s): version %u, %u metadata blocks, %u summaries\n",
+	        sd->name, SEED_COMPACTED, sd == &seeds[1] ? "set" : "clear", sd->version, sd->nmeta,
+	        sd->nsums);
+	for (unsigned i = 0; i < sd->nmeta; i++) {
+		const struct meta *m = &sd->meta[i];
+
+		fprintf(stderr, "fuzz_pool: idx %u: block %llu, %s", i, (unsigned long long)m->addr,
+		        kind_name[m->kind]);
+		if (m->kind == M_CARRIED || m->kind == M_SEALED) {
+			const struct fmt_summary *s =
+			    (const void *)(sd->img + sd->sums[m->sum].addr * FMT_BLOCK);
+			fprintf(stderr, " (entry type %u, lba %llu)", s->e[m->entry].type,
+			        (unsigned long long)s->e[m->entry].lba);
+		}
+		fprintf(stderr, "\n");
+	}
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	struct faultdev *dev;
-	struct store_opts opts = {.read_only = true};
-	struct store *st;
-
 	verbose = getenv("FUZZ_VERBOSE") != NULL;
 	say_max_level = verbose ? SAY_DEBUG : SAY_ERROR;
-	build_seed();
-	map_seed();
+	for (unsigned i = 0; i < 2; i++) {
+		struct store_opts opts = {.read_only = true};
+		struct seed *sd = &seeds[i];
+		struct faultdev *dev;
+		struct store *st;
 
-	/* The seed itself must open clean. */
-	dev = faultdev_over(seed_dev);
-	dev->no_writes = true;
-	st = testpool_open(&dev->dev, &opts);
-	if (store_check(st))
-		testpool_die("the seed pool fails store_check", EILSEQ);
-	store_close(st);
-	faultdev_free(dev);
-	store_thread_register();
-	if (verbose) {
-		fprintf(stderr, "fuzz_pool: seed has %u metadata blocks, %u summaries\n", nmeta,
-		        nsums);
-		for (unsigned i = 0; i < nmeta; i++) {
-			const struct fmt_summary *s =
-			    (const void *)(seed + (meta[i].sum >= 0 ? sums[meta[i].sum].addr : 0) *
-			                              FMT_BLOCK);
-
-			fprintf(stderr, "fuzz_pool: idx %u: block %llu, %s", i,
-			        (unsigned long long)meta[i].addr, kind_name[meta[i].kind]);
-			if (meta[i].kind == M_CARRIED || meta[i].kind == M_SEALED)
-				fprintf(stderr, " (entry type %u, lba %llu)",
-				        s->e[meta[i].entry].type,
-				        (unsigned long long)s->e[meta[i].entry].lba);
-			fprintf(stderr, "\n");
-		}
+		build_seed(sd, i == 1);
+		map_seed(sd);
+		/* Each seed itself must open clean. */
+		dev = faultdev_over(sd->dev);
+		dev->no_writes = true;
+		st = testpool_open(&dev->dev, &opts);
+		if (store_check(st))
+			testpool_die(sd->name, EILSEQ);
+		store_close(st);
+		faultdev_free(dev);
+		if (verbose)
+			list_seed(sd);
 	}
+	store_thread_register();
 	return 0;
 }
 
@@ -600,24 +729,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct faultdev *c;
 	struct store *st;
 	const char *why = NULL;
+	const struct seed *sd;
 	size_t at = 1;
 
 	if (size < 1)
 		return 0;
-	c = faultdev_over(seed_dev);
+	sd = &seeds[(data[0] & SEED_COMPACTED) != 0];
+	c = faultdev_over(sd->dev);
 	c->no_writes = true; /* a read-only open never writes */
 	while (size - at >= 5) {
 		unsigned op = data[at], n = (op & 7) + 1, how = (op >> 3) & 3;
 		unsigned idx = data[at + 1] | data[at + 2] << 8;
 		unsigned off = data[at + 3] | data[at + 4] << 8;
-		const struct meta *m = &meta[idx % nmeta];
+		const struct meta *m = &sd->meta[idx % sd->nmeta];
 		struct field fl;
 		uint8_t *b;
 
 		at += 5;
 		if (size - at < n)
 			break;
-		if ((off & 0x8000) && pick_field(m, off & 0x7fff, &fl)) {
+		if ((off & 0x8000) && pick_field(sd, m, off & 0x7fff, &fl)) {
 			off = fl.off;
 			if (fl.n < n)
 				n = fl.n;
@@ -633,7 +764,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		at += (op & 7) + 1;
 	}
 	if (data[0] & 1)
-		reseal(c);
+		reseal(sd, c);
 
 	errno = 0;
 	st = store_open(&c->dev, &opts, &why);
