@@ -24,6 +24,7 @@
 #include <urcu/urcu-memb.h>
 
 #include "alloc.h"
+#include "fwd.h"
 #include "say.h"
 
 enum alloc_seg_state { ALLOC_FREE = 0, ALLOC_USED = 1 };
@@ -63,6 +64,7 @@ struct alloc {
 	uint64_t nwarm;         /* segments with seg_warm set */
 	uint64_t meta_pending;  /* dirty tree nodes: blocks the next checkpoint writes */
 	uint8_t *seg_marked;    /* dead when a checkpoint in flight began (alloc_mark_dead) */
+	struct fwd *fwd;        /* block names (fwd.h): every count is found through it */
 };
 
 static void page_free(uint32_t *p);
@@ -83,8 +85,9 @@ struct alloc *alloc_new(uint64_t nsegs)
 	a->seg_discarded = calloc(nsegs, 1);
 	a->seg_marked = calloc(nsegs, 1);
 	a->seg_warm = calloc(nsegs, 1);
-	if (!a->page || !a->page_flags || !a->seg_live || !a->seg_meta || !a->seg_state ||
-	    !a->seg_stamp || !a->seg_discarded || !a->seg_marked || !a->seg_warm) {
+	a->fwd = fwd_new(nsegs);
+	if (!a->fwd || !a->page || !a->page_flags || !a->seg_live || !a->seg_meta ||
+	    !a->seg_state || !a->seg_stamp || !a->seg_discarded || !a->seg_marked || !a->seg_warm) {
 		alloc_free(a);
 		return NULL;
 	}
@@ -109,6 +112,7 @@ void alloc_free(struct alloc *a)
 	free(a->seg_discarded);
 	free(a->seg_warm);
 	free(a->seg_marked);
+	fwd_free(a->fwd);
 	free(a);
 }
 
@@ -182,7 +186,18 @@ void alloc_seg_set_stamp(struct alloc *a, uint64_t seg, uint64_t lsn)
 	__atomic_store_n(&a->seg_stamp[seg], lsn, __ATOMIC_RELAXED);
 }
 
-uint32_t alloc_block_refs(const struct alloc *a, uint64_t blk)
+struct fwd *alloc_fwd(const struct alloc *a)
+{
+	return a->fwd;
+}
+
+uint32_t alloc_block_refs(const struct alloc *a, uint64_t name)
+{
+	uint64_t blk;
+	return fwd_resolve(a->fwd, name, &blk) ? 0 : alloc_blk_refs(a, blk);
+}
+
+uint32_t alloc_blk_refs(const struct alloc *a, uint64_t blk)
 {
 	assert(blk < a->nblocks);
 	const uint32_t *p = __atomic_load_n(&a->page[alloc_seg_of(blk)], __ATOMIC_ACQUIRE);
@@ -496,10 +511,36 @@ void alloc_meta_release(struct alloc *a, uint64_t blk)
 	a->live_blocks--;
 }
 
+/* Where the block named name is; a name that resolves nowhere fails the
+ * allocator (the trees name a block the map does not know: damage). */
+static bool resolve(struct alloc *a, uint64_t name, uint64_t *blk)
+{
+	int err = fwd_resolve(a->fwd, name, blk);
+	if (!err)
+		return true;
+	if (!a->err) {
+		say_error("alloc: pool block %llu (tag %u) is named but is neither where it was "
+		          "written nor forwarded: the pool's metadata is damaged (cowbd-check "
+		          "reports where); space accounting failed",
+		          (unsigned long long)fwd_addr(name), fwd_tag(name));
+		a->err = err;
+	}
+	return false;
+}
+
+int alloc_name_load(struct alloc *a, uint64_t name)
+{
+	uint64_t blk;
+	return resolve(a, name, &blk) ? alloc_seg_load(a, alloc_seg_of(blk)) : a->err;
+}
+
 /* Counts change with single stores: a reader's alloc_block_refs sees the
  * old or the new count. */
-void alloc_ref(struct alloc *a, uint64_t blk)
+void alloc_ref(struct alloc *a, uint64_t name)
 {
+	uint64_t blk;
+	if (!resolve(a, name, &blk))
+		return;
 	assert(blk < a->nblocks);
 	uint64_t s = alloc_seg_of(blk);
 	uint32_t *p = page_get(a, s);
@@ -516,8 +557,11 @@ void alloc_ref(struct alloc *a, uint64_t blk)
 	}
 }
 
-void alloc_unref(struct alloc *a, uint64_t blk)
+void alloc_unref(struct alloc *a, uint64_t name)
 {
+	uint64_t blk;
+	if (!resolve(a, name, &blk))
+		return;
 	assert(blk < a->nblocks);
 	uint64_t s = alloc_seg_of(blk);
 	uint32_t *p = page_get(a, s);
@@ -540,7 +584,27 @@ void alloc_unref(struct alloc *a, uint64_t blk)
 	if (n == 1) {
 		a->seg_live[s]--;
 		a->live_blocks--;
+		fwd_mark(a->fwd, name);
 	}
+}
+
+int alloc_move(struct alloc *a, uint64_t from, uint64_t to)
+{
+	assert(from < a->nblocks && to < a->nblocks);
+	uint64_t fs = alloc_seg_of(from), ts = alloc_seg_of(to);
+	uint32_t *fp = page_get(a, fs), *tp = fp ? page_get(a, ts) : NULL;
+	if (!tp)
+		return a->err;
+	uint32_t *fc = &fp[from % FMT_SEG_BLOCKS], *tc = &tp[to % FMT_SEG_BLOCKS], n = *fc;
+	assert(*tc == 0 && n > 0);
+	__atomic_store_n(tc, n, __ATOMIC_RELAXED);
+	__atomic_store_n(fc, 0, __ATOMIC_RELAXED);
+	page_dirty(a, fs);
+	page_dirty(a, ts);
+	a->seg_live[fs]--;
+	a->seg_live[ts]++;
+	alloc_mark_used(a, ts);
+	return 0;
 }
 
 /* The first FREE segment from the hint on (warm ones only if want_warm). */

@@ -62,22 +62,43 @@ bool alloc_seg_used(const struct alloc *a, uint64_t seg);
 uint64_t alloc_seg_stamp(const struct alloc *a, uint64_t seg);
 void alloc_seg_set_stamp(struct alloc *a, uint64_t seg, uint64_t lsn);
 
-/* References held on blk.  Any thread: a reader off the log thread sees a
- * moment's value (relaxed atomic load), good for estimates only.  It never
- * loads a page: a block whose segment's page is still on disk (AWAY) reads
- * 0, so on the log thread call alloc_seg_load first where an exact count
- * matters.  Off the log thread, call it only for a block the caller saw
- * inside rcu_read_lock (a segment is freed, and its page with it, only
- * after a grace period).  O(1). */
-uint32_t alloc_block_refs(const struct alloc *a, uint64_t blk);
+/* Block names (fwd.h): alloc_ref, alloc_unref, alloc_block_refs and
+ * alloc_name_load take a NAME, the value a tree slot holds, and find its
+ * block through the allocator's forwarding map; a name that resolves
+ * nowhere fails the allocator (alloc_error -EILSEQ; alloc_block_refs reads
+ * 0).  A block just written at blk is named fwd_name_of(alloc_fwd(a), blk);
+ * every name of a segment never retired by the compactor is its plain
+ * address.  The map is the allocator's; callers use it for names, the
+ * compactor and checkpoints. */
+struct fwd;
+struct fwd *alloc_fwd(const struct alloc *a);
 
-/* Reference / unreference a block; O(1), except the first count access
+/* The count of the block named name (as alloc_blk_refs).  Any thread, as
+ * alloc_blk_refs; off the log thread, inside rcu_read_lock. */
+uint32_t alloc_block_refs(const struct alloc *a, uint64_t name);
+/* Load the count page of the block named name (alloc_seg_load). */
+int alloc_name_load(struct alloc *a, uint64_t name);
+
+/* The compactor copied the block at from (counted) to to (uncounted, in
+ * the log's head): every reference moves with it, from's count becomes 0.
+ * 0 or alloc_error(a) (a page could not be had: nothing changed). */
+int alloc_move(struct alloc *a, uint64_t from, uint64_t to);
+
+/* References held on the block at blk (a physical address).  Any thread: a reader off the log
+ * thread sees a moment's value (relaxed atomic load), good for estimates only.  It never loads a
+ * page: a block whose segment's page is still on disk (AWAY) reads 0, so on the log thread call
+ * alloc_seg_load first where an exact count matters.  Off the log thread, call it only for a block
+ * the caller saw inside rcu_read_lock (a segment is freed, and its page with it, only after a grace
+ * period).  O(1). */
+uint32_t alloc_blk_refs(const struct alloc *a, uint64_t blk);
+
+/* Reference / unreference the block named name; O(1), except the first count access
  * in a segment: it allocates the page (4 KiB) or, if AWAY, loads it
  * through the loader (blocking).  If that fails the change is dropped and
  * alloc_error is set for good.  The segment of a referenced block is
  * always USED; every count stays exact up to 2^32 - 1. */
-void alloc_ref(struct alloc *a, uint64_t blk);
-void alloc_unref(struct alloc *a, uint64_t blk);
+void alloc_ref(struct alloc *a, uint64_t name);
+void alloc_unref(struct alloc *a, uint64_t name);
 
 /* A block the checkpoint owns (a count page, a segment table, the
  * record) is held, not counted: it keeps its segment USED and counts in

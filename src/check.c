@@ -60,7 +60,7 @@ static int check_segments(struct store *st)
 					continue;
 				seen[b - base] = 1;
 				if ((e->type != FMT_E_DATA && e->type != FMT_E_MOVE) ||
-				    !alloc_block_refs(st->a, b))
+				    !alloc_blk_refs(st->a, b))
 					continue;
 				if (segio_read_block(st->io, blk, b) ||
 				    crc32c(0, blk, FMT_BLOCK) != e->crc) {
@@ -76,7 +76,7 @@ static int check_segments(struct store *st)
 			}
 		}
 		for (uint64_t b = base; b < base + FMT_SEG_BLOCKS; b++)
-			if (alloc_block_refs(st->a, b) && !seen[b - base]) {
+			if (alloc_blk_refs(st->a, b) && !seen[b - base]) {
 				say_problem("live blocks no summary describes", 1,
 				            "check: live block %llu is described by no summary",
 				            (unsigned long long)b);

@@ -168,7 +168,7 @@ uint64_t compact_pick(struct compact *c, const struct alloc *a, uint64_t now_lsn
 	 * the mark; it is rebuilt below.) */
 	memset(c->victim, 0, nsegs);
 	for (unsigned i = 0; i < c->nbad;) {
-		if (c->bad[i] < alloc_nblocks(a) && alloc_block_refs(a, c->bad[i])) {
+		if (c->bad[i] < alloc_nblocks(a) && alloc_blk_refs(a, c->bad[i])) {
 			c->victim[alloc_seg_of(c->bad[i])] = 1;
 			i++;
 		} else {
