@@ -1,5 +1,5 @@
-/* cpage.c — encoding and validating count pages and segment tables (the
- * space map's blocks, format.h).  Layer: beside alloc, below ckpt; no I/O,
+/* cpage.c — encoding and validating count pages, segment tables (the
+ * space map's blocks) and forwarding blocks (format.h).  Layer: beside alloc, below ckpt; no I/O,
  * no state, no locks (cpage.h).
  *
  * A decoded block is trusted as exact, so decoding checks every field: a
@@ -205,17 +205,40 @@ int cpage_decode(uint64_t seg, const void *img0, uint64_t addr0, const void *img
 
 /* ---- segment tables --------------------------------------------------- */
 
-void cpage_stab_encode(struct fmt_stab *t, uint64_t first_seg, unsigned n,
-                       const struct cpage_ent *e)
+unsigned cpage_stab_entries(uint32_t version)
 {
-	memset(t, 0, sizeof(*t));
+	return version > FMT_VERSION_V4 ? FMT_STAB_ENTRIES5 : FMT_STAB_ENTRIES;
+}
+
+/* The header both table forms share (struct fmt_stab's first 64 bytes). */
+static void stab_header(struct fmt_stab *t, uint64_t first_seg, unsigned n)
+{
+	memset(t, 0, FMT_BLOCK);
 	t->magic = FMT_STAB_MAGIC;
 	t->first_seg = first_seg;
 	t->n = n;
+}
+
+void cpage_stab_encode(struct fmt_stab *t, uint64_t first_seg, unsigned n,
+                       const struct cpage_ent *e)
+{
+	stab_header(t, first_seg, n);
 	for (unsigned i = 0; i < n; i++) {
 		t->e[i].page0 = e[i].page0;
 		t->e[i].page1_live = e[i].page1 | (uint64_t)e[i].live << 48;
 	}
+}
+
+void cpage_stab5_encode(struct fmt_stab5 *t, uint64_t first_seg, unsigned n,
+                        const struct cpage_ent *e)
+{
+	stab_header((struct fmt_stab *)t, first_seg, n);
+	for (unsigned i = 0; i < n; i++)
+		t->e[i] =
+		    (struct fmt_stab_entry5){.page0 = e[i].page0,
+		                             .page1_live = e[i].page1 | (uint64_t)e[i].live << 48,
+		                             .fwd = e[i].fwd,
+		                             .life = e[i].life};
 }
 
 /* One entry: no page and no live block, or a page (and maybe its second
@@ -236,11 +259,11 @@ static int check_entry(const struct cpage_ent *e, uint64_t nblocks, const char *
 	return 0;
 }
 
-int cpage_stab_decode(const void *blk, uint64_t addr, uint64_t nsegs, uint64_t *first_seg,
-                      unsigned *n, struct cpage_ent *e, const char **why)
+/* What both forms check before their entries: sealed at addr, a range of
+ * the pool, at most cap entries of size each, the unused ones zero. */
+static int check_stab(const struct fmt_stab *t, uint64_t addr, uint64_t nsegs, unsigned cap,
+                      size_t each, const char **why)
 {
-	const struct fmt_stab *t = blk;
-
 	if (t->magic != FMT_STAB_MAGIC)
 		return bad(why, "not a segment table (magic)");
 	if (t->crc != block_crc(t))
@@ -249,21 +272,145 @@ int cpage_stab_decode(const void *blk, uint64_t addr, uint64_t nsegs, uint64_t *
 		return bad(why, "segment table written for another address");
 	if (t->pad || !all_zero(t->pad2, sizeof(t->pad2)))
 		return bad(why, "segment table header padding not zero");
-	if (!t->n || t->n > FMT_STAB_ENTRIES || t->first_seg >= nsegs ||
-	    t->n > nsegs - t->first_seg)
+	if (!t->n || t->n > cap || t->first_seg >= nsegs || t->n > nsegs - t->first_seg)
 		return bad(why, "segment table range out of the pool");
-	if (!all_zero(&t->e[t->n], (FMT_STAB_ENTRIES - t->n) * sizeof(t->e[0])))
+	if (!all_zero((const uint8_t *)t + FMT_STAB_HDR + t->n * each, (cap - t->n) * each))
 		return bad(why, "segment table unused entries not zero");
+	return 0;
+}
+
+int cpage_stab_decode(const void *blk, uint64_t addr, uint64_t nsegs, uint64_t *first_seg,
+                      unsigned *n, struct cpage_ent *e, const char **why)
+{
+	const struct fmt_stab *t = blk;
+	int err = check_stab(t, addr, nsegs, FMT_STAB_ENTRIES, sizeof(t->e[0]), why);
+
+	if (err)
+		return err;
 	memset(e, 0, FMT_STAB_ENTRIES * sizeof(*e));
 	for (unsigned i = 0; i < t->n; i++) {
 		e[i].page0 = t->e[i].page0;
 		e[i].page1 = t->e[i].page1_live & FMT_STAB_ADDR48;
 		e[i].live = (uint32_t)(t->e[i].page1_live >> 48);
-		int err = check_entry(&e[i], nsegs * FMT_SEG_BLOCKS, why);
-		if (err)
+		if ((err = check_entry(&e[i], nsegs * FMT_SEG_BLOCKS, why)))
 			return err;
 	}
 	*first_seg = t->first_seg;
 	*n = t->n;
+	return 0;
+}
+
+int cpage_stab5_decode(const void *blk, uint64_t addr, uint64_t nsegs, uint64_t *first_seg,
+                       unsigned *n, struct cpage_ent *e, const char **why)
+{
+	const struct fmt_stab5 *t = blk;
+	uint64_t nblocks = nsegs * FMT_SEG_BLOCKS;
+	int err = check_stab(blk, addr, nsegs, FMT_STAB_ENTRIES5, sizeof(t->e[0]), why);
+
+	if (err)
+		return err;
+	memset(e, 0, FMT_STAB_ENTRIES5 * sizeof(*e));
+	for (unsigned i = 0; i < t->n; i++) {
+		const struct fmt_stab_entry5 *d = &t->e[i];
+		e[i] = (struct cpage_ent){.page0 = d->page0,
+		                          .page1 = d->page1_live & FMT_STAB_ADDR48,
+		                          .live = (uint32_t)(d->page1_live >> 48),
+		                          .life = d->life,
+		                          .fwd = d->fwd};
+		if ((err = check_entry(&e[i], nblocks, why)))
+			return err;
+		if (d->pad)
+			return bad(why, "segment table entry padding not zero");
+		if (d->life > FMT_TAG_MAX)
+			return bad(why, "segment table life out of range");
+		if (d->fwd && (d->fwd < FMT_SEG_BLOCKS || d->fwd >= nblocks))
+			return bad(why, "segment table forwarding address out of range");
+	}
+	*first_seg = t->first_seg;
+	*n = t->n;
+	return 0;
+}
+
+/* ---- forwarding blocks ------------------------------------------------ */
+
+/* How many of e[0..n-1] one block takes: those of e[0]'s tag, at most
+ * FMT_FWD_ENTRIES. */
+static size_t fwd_run(const struct fwd_ent *e, size_t n)
+{
+	size_t k = 1;
+	while (k < n && k < FMT_FWD_ENTRIES && e[k].tag == e[0].tag)
+		k++;
+	return k;
+}
+
+size_t cpage_fwd_blocks(const struct fwd_ent *e, size_t n)
+{
+	size_t blocks = 0;
+	for (size_t i = 0; i < n; i += fwd_run(e + i, n - i))
+		blocks++;
+	return blocks;
+}
+
+unsigned cpage_fwd_encode(struct fmt_fwd *img, uint64_t seg, const struct fwd_ent *e, size_t n,
+                          uint64_t next)
+{
+	unsigned k = (unsigned)fwd_run(e, n);
+
+	memset(img, 0, sizeof(*img));
+	img->magic = FMT_FWD_MAGIC;
+	img->seg = seg;
+	img->next = next;
+	img->tag = e[0].tag;
+	img->n = k;
+	for (unsigned i = 0; i < k; i++)
+		img->ent[i] = e[i].blk | (uint64_t)e[i].idx << FMT_FWD_IDX_SHIFT;
+	return k;
+}
+
+/* The header: sealed at addr, of seg, a next block that can be one. */
+static int check_fwd(const struct fmt_fwd *f, uint64_t addr, uint64_t seg, uint64_t nblocks,
+                     const char **why)
+{
+	if (f->magic != FMT_FWD_MAGIC)
+		return bad(why, "not a forwarding block (magic)");
+	if (f->crc != block_crc(f))
+		return bad(why, "forwarding block checksum mismatch");
+	if (f->self != addr)
+		return bad(why, "forwarding block written for another address");
+	if (f->seg != seg)
+		return bad(why, "forwarding block of another segment");
+	if (!all_zero(f->pad, sizeof(f->pad)))
+		return bad(why, "forwarding block header padding not zero");
+	if (f->tag > FMT_TAG_MAX)
+		return bad(why, "forwarding block tag out of range");
+	if (!f->n || f->n > FMT_FWD_ENTRIES)
+		return bad(why, "forwarding block entry count out of range");
+	if (f->next && (f->next < FMT_SEG_BLOCKS || f->next >= nblocks || f->next == addr))
+		return bad(why, "forwarding block next address out of range");
+	if (!all_zero(&f->ent[f->n], (FMT_FWD_ENTRIES - f->n) * sizeof(f->ent[0])))
+		return bad(why, "forwarding block unused entries not zero");
+	return 0;
+}
+
+int cpage_fwd_decode(const void *blk, uint64_t addr, uint64_t seg, uint64_t nblocks,
+                     struct fwd_ent *e, unsigned *n, uint64_t *next, const char **why)
+{
+	const struct fmt_fwd *f = blk;
+	int err = check_fwd(f, addr, seg, nblocks, why);
+
+	if (err)
+		return err;
+	for (unsigned i = 0; i < f->n; i++) {
+		uint64_t to = f->ent[i] & FMT_STAB_ADDR48, idx = f->ent[i] >> FMT_FWD_IDX_SHIFT;
+		if (idx >= FMT_SEG_BLOCKS)
+			return bad(why, "forwarding entry index out of range");
+		if (i && idx <= e[i - 1].idx)
+			return bad(why, "forwarding entries unsorted or duplicate");
+		if (to < FMT_SEG_BLOCKS || to >= nblocks)
+			return bad(why, "forwarding entry address out of range");
+		e[i] = (struct fwd_ent){.blk = to, .tag = f->tag, .idx = (uint16_t)idx};
+	}
+	*n = f->n;
+	*next = f->next;
 	return 0;
 }

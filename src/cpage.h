@@ -1,6 +1,9 @@
 /* cpage.h — the on-disk codec of the space map: count pages (one segment's
- * reference counts, format.h struct fmt_cpage) and segment tables (where
- * each segment's page is and its live blocks, struct fmt_stab).
+ * reference counts, format.h struct fmt_cpage), segment tables (where
+ * each segment's page is and its live blocks, struct fmt_stab; from
+ * version 5 also its life and forwarding chain, struct fmt_stab5) and
+ * forwarding blocks (struct fmt_fwd: where blocks of a segment's old lives
+ * are now).
  *
  * No I/O, no state, no locks: any thread.  Layer: beside alloc (which holds
  * the counts in memory), below ckpt (which writes and reads the blocks).
@@ -14,6 +17,7 @@
 #include <stdint.h>
 
 #include "format.h"
+#include "fwd.h"
 
 /* Encode seg's counts (FMT_SEG_BLOCKS of them) into img[0] (narrow) or
  * img[0..1] (wide: more than FMT_CPAGE_OVER counts >= FMT_CPAGE_ESC).
@@ -37,10 +41,17 @@ struct cpage_ent {
 	uint64_t page0; /* 0: no page (live is 0) */
 	uint64_t page1; /* 0: narrow */
 	uint32_t live;
+	uint32_t life; /* version 5: the segment's life (else 0) */
+	uint64_t fwd;  /* version 5: its first forwarding block, 0 none (else 0) */
 };
 
+/* Segment table entries per block in a pool of that version (252 up to
+ * version 4, 126 from version 5). */
+unsigned cpage_stab_entries(uint32_t version);
+
 /* Encode entries e[0..n-1] for segments first_seg.. (n <= FMT_STAB_ENTRIES;
- * every address < 2^48).  self and crc are left for cpage_seal. */
+ * every address < 2^48; life and fwd must be 0: version 4 has no room for
+ * them).  self and crc are left for cpage_seal. */
 void cpage_stab_encode(struct fmt_stab *t, uint64_t first_seg, unsigned n,
                        const struct cpage_ent *e);
 
@@ -49,5 +60,30 @@ void cpage_stab_encode(struct fmt_stab *t, uint64_t first_seg, unsigned n,
  * -EILSEQ with *why set. */
 int cpage_stab_decode(const void *blk, uint64_t addr, uint64_t nsegs, uint64_t *first_seg,
                       unsigned *n, struct cpage_ent *e, const char **why);
+
+/* Version 5 tables (struct fmt_stab5): the same with n <= FMT_STAB_ENTRIES5,
+ * life <= FMT_TAG_MAX and fwd (0 or a block outside segment 0 inside the
+ * pool) kept.  Decoding fills e[0..FMT_STAB_ENTRIES5-1]. */
+void cpage_stab5_encode(struct fmt_stab5 *t, uint64_t first_seg, unsigned n,
+                        const struct cpage_ent *e);
+int cpage_stab5_decode(const void *blk, uint64_t addr, uint64_t nsegs, uint64_t *first_seg,
+                       unsigned *n, struct cpage_ent *e, const char **why);
+
+/* Forwarding blocks.  Encode the first block of segment seg's entries
+ * e[0..n-1] (sorted by (tag, idx), as fwd_seg_get gives them): the
+ * entries of e[0].tag, at most FMT_FWD_ENTRIES; returns how many it took
+ * (>= 1; n must be >= 1).  next is the chain's next block (0: the last);
+ * self and crc are left for cpage_seal.  A chain of m entries takes
+ * cpage_fwd_blocks(e, m) blocks. */
+unsigned cpage_fwd_encode(struct fmt_fwd *img, uint64_t seg, const struct fwd_ent *e, size_t n,
+                          uint64_t next);
+size_t cpage_fwd_blocks(const struct fwd_ent *e, size_t n);
+
+/* Decode a forwarding block of seg read from addr, in a pool of nblocks
+ * blocks: its entries into e[0..*n-1] (room for FMT_FWD_ENTRIES; blk, tag,
+ * idx), the chain's next block into *next.  Returns 0 or -EILSEQ with *why
+ * set. */
+int cpage_fwd_decode(const void *blk, uint64_t addr, uint64_t seg, uint64_t nblocks,
+                     struct fwd_ent *e, unsigned *n, uint64_t *next, const char **why);
 
 #endif

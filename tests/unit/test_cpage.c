@@ -3,7 +3,9 @@
  * narrow up to 248 overflowing blocks and wide from 249; each validator
  * rule rejects a page damaged in just that way (the damage resealed, so
  * the rule and not the CRC catches it; each reason checked); segment
- * tables likewise.
+ * tables likewise, in their version 4 and version 5 forms; forwarding
+ * blocks round-trip a segment's entries (two tags, a tag spanning blocks)
+ * and each of their rules rejects the damage it is for.
  */
 #undef NDEBUG
 #include <errno.h>
@@ -500,12 +502,299 @@ static void test_table(void **state)
 	expect_bad_table(t_same, true, "segment table page parts at one address");
 }
 
+/* ---- version 5 segment tables ---- */
+
+static struct fmt_stab5 tab5;
+
+static void table5_sample(void)
+{
+	memset(ents, 0, sizeof(ents));
+	ents[0] = (struct cpage_ent){.page0 = 2000, .live = 1, .life = 3, .fwd = 2100};
+	ents[3] = (struct cpage_ent){.page0 = 3000, .page1 = 3001, .live = FMT_SEG_BLOCKS};
+	ents[5] = (struct cpage_ent){.life = FMT_TAG_MAX, .fwd = NSEGS * FMT_SEG_BLOCKS - 1};
+	ents[9] = (struct cpage_ent){.page0 = NSEGS * FMT_SEG_BLOCKS - 1, .live = 17, .life = 1};
+	cpage_stab5_encode(&tab5, 40, 10, ents);
+	cpage_seal(&tab5, ADDR0);
+}
+
+static int table5_decode(const char **why)
+{
+	uint64_t first = 0;
+	unsigned n = 0;
+	int err = cpage_stab5_decode(&tab5, ADDR0, NSEGS, &first, &n, got, why);
+	if (!err) {
+		assert_int_equal(first, 40);
+		assert_int_equal(n, 10);
+	}
+	return err;
+}
+
+static void expect_bad_table5(void (*f)(struct fmt_stab5 *), const char *reason)
+{
+	const char *why = NULL;
+	f(&tab5);
+	cpage_seal(&tab5, ADDR0);
+	assert_int_equal(table5_decode(&why), -EILSEQ);
+	assert_non_null(why);
+	assert_string_equal(why, reason);
+	table5_sample();
+	assert_int_equal(table5_decode(&why), 0);
+}
+
+static void t5_life(struct fmt_stab5 *t)
+{
+	t->e[9].life = FMT_TAG_MAX + 1;
+}
+static void t5_pad(struct fmt_stab5 *t)
+{
+	t->e[3].pad = 1;
+}
+static void t5_fwd_seg0(struct fmt_stab5 *t)
+{
+	t->e[0].fwd = FMT_SEG_BLOCKS - 1;
+}
+static void t5_fwd_end(struct fmt_stab5 *t)
+{
+	t->e[5].fwd = NSEGS * FMT_SEG_BLOCKS;
+}
+static void t5_unused(struct fmt_stab5 *t)
+{
+	t->e[FMT_STAB_ENTRIES5 - 1].life = 1;
+}
+static void t5_nbig(struct fmt_stab5 *t)
+{
+	t->n = FMT_STAB_ENTRIES5 + 1;
+}
+static void t5_no_page(struct fmt_stab5 *t)
+{
+	t->e[5].page1_live = (uint64_t)1 << 48;
+}
+static void t5_magic(struct fmt_stab5 *t)
+{
+	t->magic++;
+}
+
+static void test_table5(void **state)
+{
+	const char *why = NULL;
+
+	assert_int_equal(cpage_stab_entries(FMT_VERSION_V4), FMT_STAB_ENTRIES);
+	assert_int_equal(cpage_stab_entries(FMT_VERSION_V4 + 1), FMT_STAB_ENTRIES5);
+	table5_sample();
+	assert_int_equal(table5_decode(&why), 0);
+	assert_memory_equal(got, ents, 10 * sizeof(ents[0]));
+	for (unsigned i = 10; i < FMT_STAB_ENTRIES5; i++)
+		assert_true(!got[i].page0 && !got[i].life && !got[i].fwd);
+	/* A full table: 126 entries, not 252. */
+	for (unsigned i = 0; i < FMT_STAB_ENTRIES5; i++)
+		ents[i] = (struct cpage_ent){.page0 = FMT_SEG_BLOCKS + i,
+		                             .live = 1 + i,
+		                             .life = i * 8191,
+		                             .fwd = 2 * FMT_SEG_BLOCKS + i};
+	cpage_stab5_encode(&tab5, 0, FMT_STAB_ENTRIES5, ents);
+	cpage_seal(&tab5, ADDR0);
+	uint64_t first;
+	unsigned n;
+	assert_int_equal(cpage_stab5_decode(&tab5, ADDR0, NSEGS * 4, &first, &n, got, &why), 0);
+	assert_int_equal(n, FMT_STAB_ENTRIES5);
+	assert_memory_equal(got, ents, FMT_STAB_ENTRIES5 * sizeof(ents[0]));
+
+	table5_sample();
+	expect_bad_table5(t5_magic, "not a segment table (magic)");
+	expect_bad_table5(t5_life, "segment table life out of range");
+	expect_bad_table5(t5_pad, "segment table entry padding not zero");
+	expect_bad_table5(t5_fwd_seg0, "segment table forwarding address out of range");
+	expect_bad_table5(t5_fwd_end, "segment table forwarding address out of range");
+	expect_bad_table5(t5_unused, "segment table unused entries not zero");
+	expect_bad_table5(t5_nbig, "segment table range out of the pool");
+	expect_bad_table5(t5_no_page, "segment table entry without a page");
+}
+
+/* ---- forwarding blocks ---- */
+
+#define FSEG    9u
+#define NBLOCKS (NSEGS * FMT_SEG_BLOCKS)
+
+static struct fwd_ent fent[3 * FMT_FWD_ENTRIES], fback[FMT_FWD_ENTRIES];
+static struct fmt_fwd fimg;
+
+/* Tag 2: 3 entries; tag 7: FMT_FWD_ENTRIES + 10 (two blocks); tag
+ * FMT_TAG_MAX: 1.  Returns how many. */
+static size_t fwd_sample(void)
+{
+	size_t n = 0;
+	for (unsigned i = 0; i < 3; i++)
+		fent[n++] = (struct fwd_ent){.blk = 2000 + i, .tag = 2, .idx = (uint16_t)(i * 300)};
+	for (unsigned i = 0; i < FMT_FWD_ENTRIES + 10; i++)
+		fent[n++] = (struct fwd_ent){.blk = NBLOCKS - 1 - i, .tag = 7, .idx = (uint16_t)i};
+	fent[n++] = (struct fwd_ent){.blk = FMT_SEG_BLOCKS, .tag = FMT_TAG_MAX, .idx = 1023};
+	return n;
+}
+
+static void test_fwd_roundtrip(void **state)
+{
+	size_t n = fwd_sample(), at = 0;
+	unsigned blocks = 0, took[4] = {0};
+	const char *why;
+
+	assert_int_equal(cpage_fwd_blocks(fent, n), 4);
+	while (at < n) {
+		unsigned k = cpage_fwd_encode(&fimg, FSEG, fent + at, n - at, ADDR1);
+		cpage_seal(&fimg, ADDR0);
+		unsigned got_n = 0;
+		uint64_t next = 0;
+		assert_int_equal(
+		    cpage_fwd_decode(&fimg, ADDR0, FSEG, NBLOCKS, fback, &got_n, &next, &why), 0);
+		assert_int_equal(got_n, k);
+		assert_int_equal(next, ADDR1);
+		assert_memory_equal(fback, fent + at, k * sizeof(fent[0]));
+		took[blocks++] = k;
+		at += k;
+	}
+	assert_int_equal(blocks, 4);
+	assert_int_equal(took[0], 3);
+	assert_int_equal(took[1], FMT_FWD_ENTRIES);
+	assert_int_equal(took[2], 10);
+	assert_int_equal(took[3], 1);
+	assert_int_equal(cpage_fwd_blocks(fent, 1), 1);
+}
+
+/* A block of the sample's tag 2, entries at idx 0, 300, 600. */
+static void fwd_one(void)
+{
+	fwd_sample();
+	assert_int_equal(cpage_fwd_encode(&fimg, FSEG, fent, 3, 0), 3);
+	cpage_seal(&fimg, ADDR0);
+}
+
+static void expect_bad_fwd(void (*f)(struct fmt_fwd *), bool reseal, const char *reason)
+{
+	const char *why = NULL;
+	unsigned n;
+	uint64_t next;
+	f(&fimg);
+	if (reseal)
+		cpage_seal(&fimg, ADDR0);
+	assert_int_equal(cpage_fwd_decode(&fimg, ADDR0, FSEG, NBLOCKS, fback, &n, &next, &why),
+	                 -EILSEQ);
+	assert_non_null(why);
+	assert_string_equal(why, reason);
+	fwd_one();
+	assert_int_equal(cpage_fwd_decode(&fimg, ADDR0, FSEG, NBLOCKS, fback, &n, &next, &why), 0);
+}
+
+static void f_magic(struct fmt_fwd *f)
+{
+	f->magic++;
+}
+static void f_crc(struct fmt_fwd *f)
+{
+	f->ent[1]++;
+}
+static void f_self(struct fmt_fwd *f)
+{
+	f->self++;
+}
+static void f_seg(struct fmt_fwd *f)
+{
+	f->seg++;
+}
+static void f_pad(struct fmt_fwd *f)
+{
+	f->pad[23] = 1;
+}
+static void f_tag(struct fmt_fwd *f)
+{
+	f->tag = FMT_TAG_MAX + 1;
+}
+static void f_n0(struct fmt_fwd *f)
+{
+	f->n = 0;
+}
+static void f_nbig(struct fmt_fwd *f)
+{
+	f->n = FMT_FWD_ENTRIES + 1;
+}
+static void f_next_seg0(struct fmt_fwd *f)
+{
+	f->next = 5;
+}
+static void f_next_end(struct fmt_fwd *f)
+{
+	f->next = NBLOCKS;
+}
+static void f_next_self(struct fmt_fwd *f)
+{
+	f->next = ADDR0;
+}
+static void f_unused(struct fmt_fwd *f)
+{
+	f->ent[FMT_FWD_ENTRIES - 1] = 1;
+}
+static void f_stale(struct fmt_fwd *f)
+{
+	f->n = 2;
+} /* entry 2 left behind */
+static void f_idx(struct fmt_fwd *f)
+{
+	f->ent[2] = 2002 | (uint64_t)FMT_SEG_BLOCKS << FMT_FWD_IDX_SHIFT;
+}
+static void f_unsorted(struct fmt_fwd *f)
+{
+	uint64_t t = f->ent[0];
+	f->ent[0] = f->ent[1];
+	f->ent[1] = t;
+}
+static void f_dup(struct fmt_fwd *f)
+{
+	f->ent[1] = 2001 | (uint64_t)0 << FMT_FWD_IDX_SHIFT;
+}
+static void f_to_seg0(struct fmt_fwd *f)
+{
+	f->ent[1] = (FMT_SEG_BLOCKS - 1) | (uint64_t)300 << FMT_FWD_IDX_SHIFT;
+}
+static void f_to_end(struct fmt_fwd *f)
+{
+	f->ent[2] = NBLOCKS | (uint64_t)600 << FMT_FWD_IDX_SHIFT;
+}
+
+static void test_fwd_damage(void **state)
+{
+	const char *why;
+	unsigned n;
+	uint64_t next;
+
+	fwd_one();
+	expect_bad_fwd(f_magic, true, "not a forwarding block (magic)");
+	expect_bad_fwd(f_crc, false, "forwarding block checksum mismatch");
+	expect_bad_fwd(f_self, false, "forwarding block checksum mismatch");
+	assert_int_equal(cpage_fwd_decode(&fimg, ADDR1, FSEG, NBLOCKS, fback, &n, &next, &why),
+	                 -EILSEQ);
+	assert_string_equal(why, "forwarding block written for another address");
+	expect_bad_fwd(f_seg, true, "forwarding block of another segment");
+	expect_bad_fwd(f_pad, true, "forwarding block header padding not zero");
+	expect_bad_fwd(f_tag, true, "forwarding block tag out of range");
+	expect_bad_fwd(f_n0, true, "forwarding block entry count out of range");
+	expect_bad_fwd(f_nbig, true, "forwarding block entry count out of range");
+	expect_bad_fwd(f_next_seg0, true, "forwarding block next address out of range");
+	expect_bad_fwd(f_next_end, true, "forwarding block next address out of range");
+	expect_bad_fwd(f_next_self, true, "forwarding block next address out of range");
+	expect_bad_fwd(f_unused, true, "forwarding block unused entries not zero");
+	expect_bad_fwd(f_stale, true, "forwarding block unused entries not zero");
+	expect_bad_fwd(f_idx, true, "forwarding entry index out of range");
+	expect_bad_fwd(f_unsorted, true, "forwarding entries unsorted or duplicate");
+	expect_bad_fwd(f_dup, true, "forwarding entries unsorted or duplicate");
+	expect_bad_fwd(f_to_seg0, true, "forwarding entry address out of range");
+	expect_bad_fwd(f_to_end, true, "forwarding entry address out of range");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_roundtrip),     cmocka_unit_test(test_narrow_wide),
 	    cmocka_unit_test(test_narrow_damage), cmocka_unit_test(test_wide_damage),
-	    cmocka_unit_test(test_table),
+	    cmocka_unit_test(test_table),         cmocka_unit_test(test_table5),
+	    cmocka_unit_test(test_fwd_roundtrip), cmocka_unit_test(test_fwd_damage),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
