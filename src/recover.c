@@ -67,6 +67,7 @@ static int replay_entry(struct replay *rp, const struct fmt_entry *e, uint64_t b
 	case FMT_E_CPAGE:
 	case FMT_E_STAB:
 	case FMT_E_VTAB:
+	case FMT_E_FWD:
 	case FMT_E_MOVE:
 		/* an unfinished checkpoint's blocks, copies the compactor made
 		 * after the last one: unused */
