@@ -38,9 +38,16 @@
 /* Node blocks buffered before a checkpoint writes them out. */
 #define SCRATCH_COMMIT 2048
 
+/* Segment tables of a pool of that version (version 3 on). */
+static uint64_t nstab_v(uint64_t nsegs, uint32_t version)
+{
+	unsigned per = cpage_stab_entries(version);
+	return (nsegs + per - 1) / per;
+}
+
 static uint64_t nstab_of(uint64_t nsegs)
 {
-	return (nsegs + FMT_STAB_ENTRIES - 1) / FMT_STAB_ENTRIES;
+	return nstab_v(nsegs, FMT_VERSION);
 }
 
 /* The segment tables' addresses (version 3 on). */
@@ -81,9 +88,10 @@ unsigned ckpt_max_vols(uint64_t nsegs)
 uint64_t ckpt_max_segs(unsigned min_vols)
 {
 	size_t room = record_room - record_bytes(nvtab_of(min_vols), 0);
-	/* one segment table address per FMT_STAB_ENTRIES segments (an older
-	 * pool's bitmap took a bit per segment: those were made smaller) */
-	return (uint64_t)(room / sizeof(uint64_t)) * FMT_STAB_ENTRIES;
+	/* one segment table address per FMT_STAB_ENTRIES5 segments (an older
+	 * pool's bitmap took a bit per segment, its tables held twice as
+	 * many segments: those were made smaller) */
+	return (uint64_t)(room / sizeof(uint64_t)) * FMT_STAB_ENTRIES5;
 }
 
 unsigned ckpt_record_blocks(const struct store *st, uint64_t nvols)
@@ -115,8 +123,8 @@ unsigned ckpt_segments(const struct store *st, uint64_t *out)
 	return st->ck.nblocks;
 }
 
-/* One sealed block (a node, count page or segment table: it starts with
- * magic, crc, self) into the log through a scratch block; its address, or
+/* One sealed block (a node, count page, segment table or forwarding
+ * block: it starts with magic, crc, self) into the log through a scratch block; its address, or
  * 0 with st->ck.emit_err set. */
 static uint64_t emit_sealed(struct store *st, const struct fmt_entry *e, const void *img)
 {
@@ -220,7 +228,9 @@ static int map_init(struct store *st)
 	st->ck.stab = calloc(st->ck.nstab, sizeof(uint64_t));
 	st->ck.stab_dirty = malloc(st->ck.nstab);
 	st->ck.counts = malloc(FMT_SEG_BLOCKS * sizeof(uint32_t));
-	if (!st->ck.pg0 || !st->ck.pg1 || !st->ck.stab || !st->ck.stab_dirty || !st->ck.counts) {
+	st->ck.chain = calloc(st->nsegs, sizeof(*st->ck.chain));
+	if (!st->ck.pg0 || !st->ck.pg1 || !st->ck.stab || !st->ck.stab_dirty || !st->ck.counts ||
+	    !st->ck.chain) {
 		ckpt_free(st);
 		return -ENOMEM;
 	}
@@ -231,6 +241,11 @@ static int map_init(struct store *st)
 
 void ckpt_free(struct store *st)
 {
+	for (uint64_t s = 0; st->ck.chain && s < st->nsegs; s++)
+		free(st->ck.chain[s].blk);
+	free(st->ck.chain);
+	st->ck.chain = NULL;
+	st->ck.nchain = 0;
 	free(st->ck.pg0);
 	free(st->ck.pg1);
 	free(st->ck.stab);
@@ -266,10 +281,16 @@ uint64_t ckpt_map_blocks(const struct store *st)
 	/* No estimate per write: any count of any segment in use may change
 	 * before the next checkpoint (a copied leaf counts every block it
 	 * names again), and that checkpoint then writes the segment's page,
-	 * two blocks if wide, and every table: 0.2% of the pool in use. */
+	 * two blocks if wide, and every table: 0.2% of the pool in use.
+	 * Forwarding chains: the next checkpoint may rewrite every one
+	 * (the compactor moving them, or pruning), and the entries the
+	 * compactor added since the last may each open a new table. */
 	uint64_t nvtab =
 	    nvtab_of(st->vt.n + 1) > st->ck.nvblk ? nvtab_of(st->vt.n + 1) : st->ck.nvblk;
-	return 2 * (st->nsegs - alloc_nfree(st->a)) + nstab_of(st->nsegs) + nvtab;
+	uint64_t ents = fwd_entries(alloc_fwd(st->a));
+	uint64_t added = ents > st->ck.fwd_ents_at ? ents - st->ck.fwd_ents_at : 0;
+	return 2 * (st->nsegs - alloc_nfree(st->a)) + nstab_of(st->nsegs) + nvtab + st->ck.nchain +
+	       added;
 }
 
 void ckpt_move_map(struct store *st, const uint8_t *victim)
@@ -286,6 +307,12 @@ void ckpt_move_map(struct store *st, const uint8_t *victim)
 	for (uint64_t b = 0; b < st->ck.nvblk; b++)
 		if (st->ck.vblk[b] && victim[alloc_seg_of(st->ck.vblk[b])])
 			st->ck.vblk_dirty[b] = 1;
+	for (uint64_t s = 0; s < st->nsegs; s++)
+		for (uint32_t k = 0; k < st->ck.chain[s].n; k++)
+			if (victim[alloc_seg_of(st->ck.chain[s].blk[k])]) {
+				fwd_mark_dirty(alloc_fwd(st->a), s);
+				break;
+			}
 }
 
 /* The page of every segment whose counts changed. */
@@ -307,29 +334,120 @@ static int write_pages(struct store *st)
 		}
 		map_replace(st, &st->ck.pg0[s], addr[0]);
 		map_replace(st, &st->ck.pg1[s], addr[1]);
-		stab_mark(st, s / FMT_STAB_ENTRIES);
+		stab_mark(st, s / FMT_STAB_ENTRIES5);
 	}
 	alloc_pages_clean(st->a);
 	return 0;
 }
 
-/* Every table that names a page written since it was (or never written). */
+/* ---- the forwarding map on disk (version 5) -----------------------------
+ *
+ * A segment the compactor retired has a life and, while blocks of its old
+ * lives are alive elsewhere, forwarding tables (fwd.h); its segment table
+ * entry records both, the tables as a chain of forwarding blocks.  Like
+ * pages, chains are held, not counted, and a checkpoint rewrites the chain
+ * of every segment whose tables or life changed (fwd_dirty_next), after
+ * dropping the entries of blocks that died (fwd_prune): after the nodes,
+ * whose writing changes counts, and before the tables that name them.
+ * Blocks of a chain are written last first, so each can name the next. */
+
+/* seg's chain becomes blk[0..n-1] (taken; held from now), the old one's
+ * blocks released. */
+static void chain_replace(struct store *st, uint64_t seg, uint64_t *blk, uint32_t n)
+{
+	struct ckpt_chain *c = &st->ck.chain[seg];
+
+	for (uint32_t k = 0; k < n; k++)
+		alloc_meta_hold(st->a, blk[k]);
+	for (uint32_t k = 0; k < c->n; k++)
+		alloc_meta_release(st->a, c->blk[k]);
+	st->ck.nchain = st->ck.nchain - c->n + n;
+	free(c->blk);
+	c->blk = blk;
+	c->n = n;
+}
+
+/* Write seg's entries e[0..n-1] as its new chain (none for n = 0). */
+static int write_chain(struct store *st, uint64_t seg, const struct fwd_ent *e, size_t n)
+{
+	size_t nb = n ? cpage_fwd_blocks(e, n) : 0;
+	struct fmt_fwd *img = nb ? malloc(nb * sizeof(*img)) : NULL;
+	uint64_t *blk = nb ? malloc(nb * sizeof(*blk)) : NULL;
+	int err = !nb || (img && blk) ? 0 : -ENOMEM;
+
+	for (size_t k = 0, at = 0; !err && k < nb; k++)
+		at += cpage_fwd_encode(&img[k], seg, e + at, n - at, 0);
+	for (size_t k = nb; !err && k-- > 0;) {
+		struct fmt_entry fe = {.type = FMT_E_FWD, .lba = seg, .count = 1};
+		img[k].next = k + 1 < nb ? blk[k + 1] : 0;
+		if (!(blk[k] = emit_sealed(st, &fe, &img[k])))
+			err = st->ck.emit_err;
+	}
+	free(img);
+	if (err) {
+		free(blk);
+		return err;
+	}
+	chain_replace(st, seg, blk, (uint32_t)nb);
+	return 0;
+}
+
+/* fwd_prune's judge: the copy at blk still has a reference.  A page that
+ * cannot be had says yes (the checkpoint fails on alloc_error anyway). */
+static bool copy_live(void *arg, uint64_t blk)
+{
+	struct store *st = arg;
+	return alloc_seg_load(st->a, alloc_seg_of(blk)) || alloc_blk_refs(st->a, blk) > 0;
+}
+
+/* The chain of every segment whose tables or life changed; its segment
+ * table then. */
+static int write_fwd(struct store *st)
+{
+	struct fwd *f = alloc_fwd(st->a);
+	int err = 0;
+
+	fwd_prune(f, copy_live, st); /* -ENOMEM: nothing lost, the next one prunes */
+	for (uint64_t s = fwd_dirty_next(f, 0); s < st->nsegs && !err;
+	     s = fwd_dirty_next(f, s + 1)) {
+		struct fwd_ent *e;
+		size_t n;
+		if ((err = fwd_seg_get(f, s, &e, &n)))
+			break;
+		err = write_chain(st, s, e, n);
+		free(e);
+		stab_mark(st, s / FMT_STAB_ENTRIES5);
+	}
+	if (err)
+		return err;
+	fwd_clean(f);
+	st->ck.fwd_ents_at = fwd_entries(f);
+	return 0;
+}
+
+/* Every table that names a page or chain written since it was, or whose
+ * segments' lives changed (or never written, or an older version's). */
 static int write_tables(struct store *st)
 {
-	struct cpage_ent ent[FMT_STAB_ENTRIES];
-	struct fmt_stab *img = (struct fmt_stab *)&st->ck.img;
+	struct cpage_ent ent[FMT_STAB_ENTRIES5];
+	struct fmt_stab5 *img = (struct fmt_stab5 *)&st->ck.img;
+	const struct fwd *f = alloc_fwd(st->a);
 
 	for (uint64_t t = 0; t < st->ck.nstab; t++) {
 		if (!st->ck.stab_dirty[t])
 			continue;
-		uint64_t first = t * FMT_STAB_ENTRIES;
-		unsigned n = (unsigned)(st->nsegs - first < FMT_STAB_ENTRIES ? st->nsegs - first
-		                                                             : FMT_STAB_ENTRIES);
-		for (unsigned k = 0; k < n; k++)
+		uint64_t first = t * FMT_STAB_ENTRIES5;
+		unsigned n = (unsigned)(st->nsegs - first < FMT_STAB_ENTRIES5 ? st->nsegs - first
+		                                                              : FMT_STAB_ENTRIES5);
+		for (unsigned k = 0; k < n; k++) {
+			const struct ckpt_chain *c = &st->ck.chain[first + k];
 			ent[k] = (struct cpage_ent){.page0 = st->ck.pg0[first + k],
 			                            .page1 = st->ck.pg1[first + k],
-			                            .live = alloc_seg_counted(st->a, first + k)};
-		cpage_stab_encode(img, first, n, ent);
+			                            .live = alloc_seg_counted(st->a, first + k),
+			                            .life = fwd_life(f, first + k),
+			                            .fwd = c->n ? c->blk[0] : 0};
+		}
+		cpage_stab5_encode(img, first, n, ent);
 		struct fmt_entry e = {.type = FMT_E_STAB, .lba = t, .count = 1};
 		uint64_t addr = emit_sealed(st, &e, img);
 		if (!addr)
@@ -482,6 +600,8 @@ static int write_nodes(struct store *st)
 		err = st->ck.emit_err; /* the tree says -EIO for any emit failure */
 	if (!err)
 		err = write_vtab(st); /* the roots are where they stay */
+	if (!err)
+		err = write_fwd(st); /* every count is final: the dead are known */
 	if (!err)
 		err = write_pages(st);
 	if (!err)
@@ -831,18 +951,25 @@ void ckpt_wait(struct store *st)
 
 /* ---- loading ----------------------------------------------------------- */
 
-/* The node cache's reader: one node block, validated.  Any thread (a
- * reader thread meeting a node not in memory, or the opener). */
-static int read_node(void *arg, uint64_t addr, struct fmt_node *out)
+/* The node cache's reader: the node named name (fwd.h), validated: its
+ * image keeps its birth address in self wherever the compactor moved it.
+ * Any thread: a reader thread meeting a node not in memory, inside
+ * rcu_read_lock (tree.c's contract), which keeps the block it resolves
+ * to readable; or the writer (log thread, opener), which is the one that
+ * changes the map. */
+static int read_node(void *arg, uint64_t name, struct fmt_node *out)
 {
 	struct store *st = arg;
-	int err = segio_read_block(st->io, out, addr);
+	uint64_t blk;
+	int err = fwd_resolve(alloc_fwd(st->a), name, &blk);
+	if (!err)
+		err = segio_read_block(st->io, out, blk);
 	if (err)
 		return err;
 	uint32_t crc = out->crc;
 	out->crc = 0;
-	if (out->magic != FMT_NODE_MAGIC || out->self != addr || crc32c(0, out, FMT_BLOCK) != crc ||
-	    out->level > 3)
+	if (out->magic != FMT_NODE_MAGIC || out->self != fwd_addr(name) ||
+	    crc32c(0, out, FMT_BLOCK) != crc || out->level > 3)
 		return -EILSEQ;
 	out->crc = crc;
 	return 0;
@@ -897,15 +1024,93 @@ static int load_page(void *arg, uint64_t seg, uint32_t *counts)
 	return err;
 }
 
-/* Read the segment tables the record lists: every segment's live count and
- * page (left on disk), every held block.  0, -EILSEQ (*why) or -errno. */
-static int load_map(struct store *st, const uint64_t *stab, const char **why)
+/* (tag, idx) order: a before b. */
+static bool ent_before(const struct fwd_ent *a, const struct fwd_ent *b)
 {
+	return a->tag < b->tag || (a->tag == b->tag && a->idx < b->idx);
+}
+
+/* Read seg's chain from head: its entries into *e (grown; *n of them),
+ * its blocks into *blk (*nb).  A chain's entries strictly increase, so a
+ * cycle ends at its first repeat; a chain has at most a block per 504
+ * entries plus one per table, each entry a distinct block of the pool and
+ * each table a distinct tag.  0, -EILSEQ (*why, *at: the block) or -errno. */
+static int read_chain(struct store *st, uint64_t seg, uint64_t head, struct fwd_ent **e, size_t *n,
+                      uint64_t **blk, uint32_t *nb, uint64_t *at, const char **why)
+{
+	uint64_t nblocks = alloc_nblocks(st->a);
+	uint64_t max = nblocks / FMT_FWD_ENTRIES + (nblocks < FMT_TAG_MAX ? nblocks : FMT_TAG_MAX);
+	struct fmt_fwd *img = (struct fmt_fwd *)&st->ck.img;
+
+	for (*at = head; *at; *at = img->next) {
+		if (*nb >= max)
+			return *why = "forwarding chain longer than the pool allows", -EILSEQ;
+		struct fwd_ent *ge = realloc(*e, (*n + FMT_FWD_ENTRIES) * sizeof(**e));
+		uint64_t *gb = ge ? realloc(*blk, (*nb + 1) * sizeof(**blk)) : NULL;
+		if (ge)
+			*e = ge;
+		if (!gb)
+			return -ENOMEM;
+		*blk = gb;
+		unsigned k;
+		uint64_t next;
+		int err = segio_read_block(st->io, img, *at);
+		if (!err)
+			err = cpage_fwd_decode(img, *at, seg, nblocks, *e + *n, &k, &next, why);
+		if (err)
+			return err;
+		if (*n && !ent_before(&(*e)[*n - 1], &(*e)[*n]))
+			return *why = "forwarding chain out of order (or a cycle)", -EILSEQ;
+		(*blk)[(*nb)++] = *at;
+		*n += k;
+	}
+	return 0;
+}
+
+/* Version 5: seg's life and forwarding chain (from head, 0: none) into the
+ * map, its blocks held.  A damaged chain is named in the log; the pool does
+ * not open.  0, -EILSEQ (*why) or -errno. */
+static int load_chain(struct store *st, uint64_t seg, uint32_t life, uint64_t head,
+                      const char **why)
+{
+	struct fwd_ent *e = NULL;
+	uint64_t *blk = NULL, at = head;
+	uint32_t nb = 0;
+	size_t n = 0;
+	const char *reason = "cannot be read";
+	int err = read_chain(st, seg, head, &e, &n, &blk, &nb, &at, &reason);
+
+	if (!err && (err = fwd_seg_install(alloc_fwd(st->a), seg, life, e, n)) == -EILSEQ)
+		reason = "holds entries the map refuses (a repeat, or its current life)";
+	free(e);
+	if (err) {
+		free(blk);
+		if (err != -ENOMEM)
+			say_error("the forwarding chain of segment %llu, block %llu: %s; the pool "
+			          "does not open (cowbd-check reports what else is damaged)",
+			          (unsigned long long)seg, (unsigned long long)at,
+			          err == -EILSEQ ? reason : "cannot be read");
+		*why = "damaged forwarding block";
+		return err;
+	}
+	chain_replace(st, seg, blk, nb);
+	return 0;
+}
+
+/* Read the segment tables the record lists (in the form of the pool's
+ * version): every segment's live count and page (left on disk), from
+ * version 5 its life and chain, every held block.  An older version's
+ * tables stay dirty: the first checkpoint rewrites them all in the current
+ * form (there are more of them).  0, -EILSEQ (*why) or -errno. */
+static int load_map(struct store *st, const uint64_t *stab, uint32_t version, const char **why)
+{
+	bool v5 = version > FMT_VERSION_V4;
+	unsigned per = cpage_stab_entries(version);
 	struct cpage_ent *ent = malloc(FMT_STAB_ENTRIES * sizeof(*ent));
 	void *blk = malloc(FMT_BLOCK);
 	int err = ent && blk ? map_init(st) : -ENOMEM;
 
-	for (uint64_t t = 0; t < st->ck.nstab && !err; t++) {
+	for (uint64_t t = 0; t < nstab_v(st->nsegs, version) && !err; t++) {
 		uint64_t addr = stab[t], first;
 		unsigned n;
 
@@ -916,17 +1121,19 @@ static int load_map(struct store *st, const uint64_t *stab, const char **why)
 		}
 		err = segio_read_block(st->io, blk, addr);
 		if (!err)
-			err = cpage_stab_decode(blk, addr, st->nsegs, &first, &n, ent, why);
-		if (!err && (first != t * FMT_STAB_ENTRIES ||
-		             n != (st->nsegs - first < FMT_STAB_ENTRIES ? st->nsegs - first
-		                                                        : FMT_STAB_ENTRIES) ||
-		             (t == 0 && ent[0].page0))) {
+			err = v5 ? cpage_stab5_decode(blk, addr, st->nsegs, &first, &n, ent, why)
+			         : cpage_stab_decode(blk, addr, st->nsegs, &first, &n, ent, why);
+		if (!err &&
+		    (first != t * per || n != (st->nsegs - first < per ? st->nsegs - first : per) ||
+		     (t == 0 && (ent[0].page0 || ent[0].life || ent[0].fwd)))) {
 			*why = "segment table out of place";
 			err = -EILSEQ;
 		}
 		for (unsigned k = 0; k < n && !err; k++) {
 			uint64_t s = first + k;
-			if (!ent[k].page0)
+			if (ent[k].life || ent[k].fwd)
+				err = load_chain(st, s, ent[k].life, ent[k].fwd, why);
+			if (!ent[k].page0 || err)
 				continue;
 			alloc_page_away(st->a, s, ent[k].live);
 			map_replace(st, &st->ck.pg0[s], ent[k].page0);
@@ -934,11 +1141,12 @@ static int load_map(struct store *st, const uint64_t *stab, const char **why)
 		}
 		if (!err) {
 			map_replace(st, &st->ck.stab[t], addr);
-			st->ck.stab_dirty[t] = 0;
+			st->ck.stab_dirty[t] = !v5;
 		}
 	}
 	free(ent);
 	free(blk);
+	st->ck.fwd_ents_at = fwd_entries(alloc_fwd(st->a));
 	return err;
 }
 
@@ -1093,9 +1301,10 @@ int ckpt_load(struct store *st, struct fmt_summary *sum, const char **why)
 	if (err)
 		goto out;
 	const struct fmt_ckpt *h = (const struct fmt_ckpt *)rec;
-	bool v3 = st->sb.version >= FMT_VERSION_V3, v4 = st->sb.version >= FMT_VERSION;
+	bool v3 = st->sb.version >= FMT_VERSION_V3, v4 = st->sb.version >= FMT_VERSION_V4;
 	size_t room = (size_t)n * FMT_BLOCK - sizeof(*h);
-	size_t map = v3 ? map_bytes(st->nsegs) : v2_map_bytes(st->nsegs);
+	size_t map =
+	    v3 ? nstab_v(st->nsegs, st->sb.version) * sizeof(uint64_t) : v2_map_bytes(st->nsegs);
 	uint64_t nvtab = v4 ? h->nvtab : 0, each = v4 ? sizeof(uint64_t) : sizeof(struct fmt_vol);
 	uint64_t ntab = v4 ? nvtab : h->nvols;
 	if (h->magic != FMT_CKPT_MAGIC || h->nsegs != st->nsegs ||
@@ -1111,7 +1320,7 @@ int ckpt_load(struct store *st, struct fmt_summary *sum, const char **why)
 	const struct fmt_vol *fv = (const struct fmt_vol *)tab;
 	const uint8_t *after = tab + ntab * each;
 	/* Version 3 on: the counts first (a tree's root needs its own). */
-	err = v3 ? load_map(st, (const uint64_t *)after, &reason) : 0;
+	err = v3 ? load_map(st, (const uint64_t *)after, st->sb.version, &reason) : 0;
 	if (!err)
 		err = cache_init(st, v3);
 	if (!err && v4)

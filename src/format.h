@@ -34,15 +34,22 @@
  * Version 4 moves the volume table out of the checkpoint record into volume
  * table blocks (struct fmt_vtab) that checkpoints rewrite only when one of
  * their records changed; the record lists them, so a pool holds far more
- * than the ~5,000 records one record had room for.  New pools are made at
- * version 4; a version 3 pool's first read-write checkpoint writes the
- * table blocks and a version 4 record.  A version 1 or 2 pool is opened the old
+ * than the ~5,000 records one record had room for.  Version 5 names blocks
+ * (fwd.h: a tree slot holds a block's birth address and the tag of its
+ * segment's life then) and keeps the forwarding map on disk: segment table
+ * entries of 32 bytes with each segment's life and forwarding chain
+ * (struct fmt_stab5, struct fmt_fwd), and MOVE2 entries.  A version 4 pool
+ * already is one (every slot a name of tag 0, every life 0, no chain).
+ * New pools are made at version 5; an older pool's first read-write
+ * checkpoint writes what it lacks (from version 3, the volume table blocks;
+ * from 4 or older, every segment table in the version 5 form) and a current
+ * record.  A version 1 or 2 pool is opened the old
  * way (every tree read, counts rebuilt) and its first checkpoint, which
  * rewrites every node and every count page, is the upgrade: the superblock
- * naming it says version 3, the single atomic switch (a read-only open
- * leaves it as it is).  A cowbd that knows an older version refuses a
+ * naming it says the current version, the single atomic switch (a read-only
+ * open leaves it as it is).  A cowbd that knows an older version refuses a
  * newer pool ("newer format"). */
-#define FMT_VERSION    4u
+#define FMT_VERSION    5u
 #define FMT_VERSION_V4 4u /* segment tables without lives or forwarding */
 #define FMT_VERSION_V3 3u /* the volume table inside the checkpoint record */
 #define FMT_VERSION_V2 2u /* counts rebuilt at open; nodes without totals */

@@ -42,6 +42,13 @@
 
 #define CKPT_MAX_BLOCKS ((unsigned)FMT_SUM_ENTRIES)
 
+/* A segment's forwarding chain (format version 5) as the last checkpoint
+ * wrote or loaded it: its blocks, head first, each held (ckpt.c). */
+struct ckpt_chain {
+	uint64_t *blk;
+	uint32_t n;
+};
+
 /* A node of one of vtab.c's treaps: records ordered by id. */
 struct vtab_node {
 	struct vtab_node *l, *r;
@@ -215,6 +222,12 @@ struct store {
 		struct fmt_vol *vrec;
 		uint8_t *vblk_dirty;
 		uint64_t nvblk, vcap;
+		/* The forwarding map on disk (format version 5): each
+		 * segment's chain as last written or loaded (its blocks
+		 * held), the chain blocks held in all, and fwd_entries()
+		 * when the last checkpoint wrote them. */
+		struct ckpt_chain *chain;
+		uint64_t nchain, fwd_ents_at;
 		bool upgrade;       /* loaded from an older version: the next
 		                     * checkpoint rewrites every node (and page) */
 		uint64_t pages_max; /* count pages kept after a checkpoint */

@@ -1,0 +1,205 @@
+/* test_ckpt_fwd.c — the forwarding map on disk (format version 5,
+ * docs/FORMAT.md "Forwarding blocks"): the lives and forwarding tables a
+ * checkpoint writes come back at the next open exactly (a table spanning
+ * several blocks, two tags of one segment, a life without tables, a table
+ * a later checkpoint empties); the chains are held, so their segments
+ * stay in use, and rewritten when the compactor empties their segment;
+ * and a damaged forwarding block (checksum, or a chain that
+ * loops) keeps the pool from opening, with the reason.
+ */
+#undef NDEBUG
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cpage.h"
+#include "faultdev.h"
+#include "fwd.h"
+#include "store_int.h"
+#include "testpool.h"
+
+#define MiB       (1ull << 20)
+#define POOL_SIZE (256 * MiB) /* 64 segments */
+
+/* Segments the test gives forwarding state, far from where the log runs
+ * in a fresh pool, and the segments their entries point into. */
+#define SEG_A 60u /* life 3: tag 1 with 600 entries (2 blocks), tag 2 with 5 */
+#define SEG_B 61u /* life 1, no table */
+#define SEG_C 62u /* life 2: tag 0 with 1 entry */
+#define NA    605u
+
+static struct fwd_ent ea[NA], ec[1];
+
+static void sample(void)
+{
+	for (unsigned i = 0; i < 600; i++)
+		ea[i] =
+		    (struct fwd_ent){.blk = 50 * FMT_SEG_BLOCKS + i, .tag = 1, .idx = (uint16_t)i};
+	for (unsigned i = 0; i < 5; i++)
+		ea[600 + i] = (struct fwd_ent){
+		    .blk = 52 * FMT_SEG_BLOCKS + 7 * i, .tag = 2, .idx = (uint16_t)(10 + 200 * i)};
+	ec[0] = (struct fwd_ent){.blk = 59 * FMT_SEG_BLOCKS + 3, .tag = 0, .idx = 1023};
+}
+
+static uint32_t version_of(struct store *st)
+{
+	struct store_stats s;
+	store_get_stats(st, &s);
+	return s.format_version;
+}
+
+/* seg has life and exactly e[0..n-1]. */
+static void expect_seg(struct store *st, uint64_t seg, uint32_t life, const struct fwd_ent *e,
+                       size_t n)
+{
+	struct fwd *f = alloc_fwd(st->a);
+	struct fwd_ent *got;
+	size_t m;
+
+	assert_int_equal(fwd_life(f, seg), life);
+	assert_int_equal(fwd_seg_get(f, seg, &got, &m), 0);
+	assert_int_equal(m, n);
+	if (n)
+		assert_memory_equal(got, e, n * sizeof(*e));
+	free(got);
+}
+
+/* A pool with one volume and some data, and the sample's state
+ * checkpointed (installed while the store is idle: nothing else touches
+ * the map then). */
+static struct faultdev *make_pool(void)
+{
+	struct faultdev *p = faultdev_new(POOL_SIZE);
+	struct vol *v;
+	struct store *st = testpool_volume(&p->dev, NULL, "v", 8 * MiB, &v);
+	char *buf = malloc(MiB);
+	struct fwd *f = alloc_fwd(st->a);
+
+	memset(buf, 'x', MiB);
+	assert_int_equal(store_write(v, buf, 0, MiB, STORE_FUA), 0);
+	free(buf);
+	assert_int_equal(store_checkpoint(st), 0);
+	sample();
+	assert_int_equal(fwd_seg_install(f, SEG_A, 3, ea, NA), 0);
+	assert_int_equal(fwd_seg_install(f, SEG_B, 1, NULL, 0), 0);
+	assert_int_equal(fwd_seg_install(f, SEG_C, 2, ec, 1), 0);
+	fwd_mark_dirty(f, SEG_A);
+	fwd_mark_dirty(f, SEG_B);
+	fwd_mark_dirty(f, SEG_C);
+	assert_int_equal(store_checkpoint(st), 0);
+	assert_int_equal(st->ck.chain[SEG_A].n, 3); /* 504 + 96 of tag 1, 5 of tag 2 */
+	assert_int_equal(st->ck.chain[SEG_B].n, 0);
+	assert_int_equal(st->ck.chain[SEG_C].n, 1);
+	store_vol_close(v);
+	store_close(st);
+	return p;
+}
+
+static void test_reopen(void **state)
+{
+	struct faultdev *p = make_pool();
+	struct store *st = testpool_open(&p->dev, NULL);
+
+	assert_int_equal(version_of(st), FMT_VERSION);
+	expect_seg(st, SEG_A, 3, ea, NA);
+	expect_seg(st, SEG_B, 1, NULL, 0);
+	expect_seg(st, SEG_C, 2, ec, 1);
+	for (uint64_t s = 0; s < st->nsegs; s++)
+		if (s != SEG_A && s != SEG_B && s != SEG_C)
+			expect_seg(st, s, 0, NULL, 0);
+	assert_int_equal(fwd_entries(alloc_fwd(st->a)), NA + 1);
+	/* The chains are held where they are: their segments in use. */
+	assert_int_equal(st->ck.chain[SEG_A].n, 3);
+	for (unsigned k = 0; k < 3; k++)
+		assert_true(alloc_seg_used(st->a, alloc_seg_of(st->ck.chain[SEG_A].blk[k])));
+	/* A checkpoint with nothing dirty keeps them; one that empties a
+	 * segment's tables writes no chain for it, and keeps its life. */
+	uint64_t head = st->ck.chain[SEG_A].blk[0];
+	assert_int_equal(store_checkpoint(st), 0);
+	assert_int_equal(st->ck.chain[SEG_A].blk[0], head);
+	/* A chain in a segment the compactor empties is rewritten by the
+	 * next checkpoint (marked while the store is idle). */
+	uint8_t *victim = calloc(st->nsegs, 1);
+	victim[alloc_seg_of(head)] = 1;
+	ckpt_move_map(st, victim);
+	free(victim);
+	assert_int_equal(store_checkpoint(st), 0);
+	for (unsigned k = 0; k < 3; k++)
+		assert_true(st->ck.chain[SEG_A].blk[k] > head);
+	assert_int_equal(fwd_seg_install(alloc_fwd(st->a), SEG_C, 2, NULL, 0), 0);
+	fwd_mark_dirty(alloc_fwd(st->a), SEG_C);
+	assert_int_equal(store_checkpoint(st), 0);
+	assert_int_equal(st->ck.chain[SEG_C].n, 0);
+	store_close(st);
+
+	st = testpool_open(&p->dev, NULL);
+	expect_seg(st, SEG_A, 3, ea, NA);
+	expect_seg(st, SEG_C, 2, NULL, 0);
+	assert_int_equal(fwd_entries(alloc_fwd(st->a)), NA);
+	store_close(st);
+	faultdev_free(p);
+}
+
+/* Open p, expecting a refusal for why. */
+static void expect_refused(struct faultdev *p, const char *reason)
+{
+	const char *why = NULL;
+	struct store *st = store_open(&p->dev, NULL, &why);
+	if (st)
+		fail_msg("a pool with a damaged forwarding chain opened");
+	assert_non_null(why);
+	assert_string_equal(why, reason);
+}
+
+/* Patch blk back to what the device holds. */
+static void restore(struct faultdev *p, uint8_t *b, uint64_t blk)
+{
+	assert_int_equal(blkdev_pread(p->mem, b, FMT_BLOCK, blk * FMT_BLOCK), 0);
+}
+
+static void test_damage(void **state)
+{
+	struct faultdev *p = make_pool();
+	struct store *st = testpool_open(&p->dev, NULL);
+	uint64_t blk[3];
+	memcpy(blk, st->ck.chain[SEG_A].blk, sizeof(blk));
+	store_close(st);
+
+	/* A bit flipped in the middle block. */
+	uint8_t *b1 = faultdev_patch(p, blk[1]), *b2 = faultdev_patch(p, blk[2]);
+	assert_true(b1 && b2);
+	b1[FMT_BLOCK - 9] ^= 1;
+	expect_refused(p, "damaged forwarding block");
+	restore(p, b1, blk[1]);
+	/* Resealed, the last block naming the first: a loop. */
+	struct fmt_fwd *f = (struct fmt_fwd *)b2;
+	f->next = blk[0];
+	cpage_seal(f, blk[2]);
+	expect_refused(p, "damaged forwarding block");
+	restore(p, b2, blk[2]);
+	/* A block of another segment in the chain. */
+	f->seg = SEG_C;
+	cpage_seal(f, blk[2]);
+	expect_refused(p, "damaged forwarding block");
+	restore(p, b2, blk[2]);
+	/* Undamaged again: it opens. */
+	st = testpool_open(&p->dev, NULL);
+	expect_seg(st, SEG_A, 3, ea, NA);
+	store_close(st);
+	faultdev_free(p);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_reopen),
+	    cmocka_unit_test(test_damage),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
