@@ -163,7 +163,7 @@ for k in ("size", "provisioned", "allocated", "live", "reclaimable", "free", "se
 assert p["provisioned"] == (128 + 8) << 20 and p["volumes"] == 2 and p["snapshots"] == 1, p
 assert abs(p["overcommit"] - p["provisioned"] / p["size"]) < 1e-9, p
 assert p["free"] == p["segments_free"] * p["segment_size"] and p["live"] > 0, p
-assert p["format_version"] == 4 and p["failed"] is False and p["read_only"] is False, p
+assert p["format_version"] == 5 and p["failed"] is False and p["read_only"] is False, p
 assert set(p["compactor"]) == {"passes", "blocks_moved", "segments_freed", "damaged_left"}, p
 '
 ok pool status
