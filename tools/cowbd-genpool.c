@@ -2,15 +2,18 @@
  * its data.  It lays the pool out itself, as a pool fresh from its last
  * checkpoint: the log holds every data block (left a hole in a new sparse
  * file: zeroes, whose CRC32C the summaries record), then every tree node,
- * then (version 3) the count pages and segment tables, then the checkpoint
- * record, named by both superblocks.  10^8 mapped blocks (400 GiB of
+ * then (version 3) the count pages and segment tables, (version 4) the
+ * volume table blocks, then the checkpoint record, named by both
+ * superblocks.  At version 5 every segment has life 0 and no forwarding
+ * chain (nothing was ever compacted), so every tree slot's name is the
+ * block's address.  10^8 mapped blocks (400 GiB of
  * volume) cost a few GiB of disk.  The shape is regular, so every address
  * and every reference count is computed, not looked up: memory is O(tree
  * nodes + segments), never a word per block.
  *
  * Usage: cowbd-genpool POOL --size SIZE --blocks N [--volumes V]
  *                      [--snapshots S] [--spread K] [--churn PCT]
- *                      [--format-version 2|3|4]
+ *                      [--format-version 2|3|4|5]
  *   POOL        a new file (refused if it exists)
  *   --size      pool size (e.g. 600G; sparse)
  *   --blocks    4 KiB blocks mapped in all, spread over the volumes
@@ -21,11 +24,12 @@
  *               snapshot owns some blocks of its own
  *   --spread    map every K-th block of a volume (default 1: dense; 2: half
  *               the extents end at every block, the worst case for memory)
- *   --format-version  4 (default: count pages, opens without reading the
- *               trees; volume table blocks), 3 (the volume table inside
- *               the checkpoint record: cowbd upgrades it at its first
- *               checkpoint) or 2 (no space map: cowbd upgrades it at open,
- *               by reading every tree)
+ *   --format-version  5 (default: count pages, opens without reading the
+ *               trees; volume table blocks; segment tables with lives),
+ *               4 (segment tables without lives) or 3 (the volume table
+ *               inside the checkpoint record): cowbd upgrades either at
+ *               its first checkpoint; or 2 (no space map: cowbd upgrades
+ *               it at open, by reading every tree)
  * Prints what it made and how long it took.  Exit 0, 1 on failure, 2 on a
  * usage error.  Not installed: for scale tests and benchmarks
  * (docs/PERFORMANCE.md, "Metadata at scale").
@@ -566,17 +570,34 @@ static int write_pages(const struct gen *g, struct out *o, uint64_t ncounted,
 	return err;
 }
 
-/* Version 3: every segment table (segments 0 .. nsegs-1), addresses to taddr[]. */
-static int write_tables(struct out *o, const struct cpage_ent *ents, uint64_t *taddr)
+/* Segment tables in a pool of version v (3 on): one address each in the
+ * record. */
+static uint64_t ntab_of(const struct out *o, unsigned v)
 {
-	struct fmt_stab *t = malloc(sizeof(*t));
+	unsigned per = cpage_stab_entries(v);
+	return (o->nsegs + per - 1) / per;
+}
+
+/* Version 3: every segment table (segments 0 .. nsegs-1), addresses to
+ * taddr[]; from version 5 with each segment's life and forwarding chain
+ * (ents[] has 0 for both: no segment was ever retired). */
+static int write_tables(struct out *o, unsigned version, const struct cpage_ent *ents,
+                        uint64_t *taddr)
+{
+	unsigned per = cpage_stab_entries(version);
+	union {
+		struct fmt_stab v3;
+		struct fmt_stab5 v5;
+	} *t = malloc(sizeof(*t));
 	int err = t ? 0 : -ENOMEM;
 
-	for (uint64_t first = 0, i = 0; first < o->nsegs && !err; first += FMT_STAB_ENTRIES, i++) {
-		unsigned n = (unsigned)(o->nsegs - first < FMT_STAB_ENTRIES ? o->nsegs - first
-		                                                            : FMT_STAB_ENTRIES);
+	for (uint64_t first = 0, i = 0; first < o->nsegs && !err; first += per, i++) {
+		unsigned n = (unsigned)(o->nsegs - first < per ? o->nsegs - first : per);
 		struct fmt_entry e = {.type = FMT_E_STAB, .lba = i, .count = 1};
-		cpage_stab_encode(t, first, n, ents + first);
+		if (version > FMT_VERSION_V4)
+			cpage_stab5_encode(&t->v5, first, n, ents + first);
+		else
+			cpage_stab_encode(&t->v3, first, n, ents + first);
 		err = carry_sealed(o, &e, t, &taddr[i]);
 	}
 	free(t);
@@ -638,7 +659,7 @@ static int write_vtab(const struct gen *g, struct out *o, uint64_t *vaddr)
 
 /* The record's blocks: header; the volume table's blocks (4) or a fmt_vol
  * per volume then per snapshot of it (2, 3); the segment tables'
- * addresses (3, 4) or the bitmap of segments in use (2: all up to the
+ * addresses (3 on) or the bitmap of segments in use (2: all up to the
  * log's head and the one after). */
 static void encode_record(const struct gen *g, const struct out *o, uint64_t head,
                           const uint64_t *taddr, const uint64_t *vaddr, uint8_t *rec)
@@ -662,7 +683,7 @@ static void encode_record(const struct gen *g, const struct out *o, uint64_t hea
 			vol_record(g, k, (struct fmt_vol *)p);
 	}
 	if (g->version > FMT_VERSION_V2) {
-		memcpy(p, taddr, (o->nsegs + FMT_STAB_ENTRIES - 1) / FMT_STAB_ENTRIES * 8);
+		memcpy(p, taddr, ntab_of(o, g->version) * 8);
 		return;
 	}
 	for (uint64_t s = 0; s <= head + 1; s++)
@@ -678,8 +699,7 @@ static int write_record(const struct gen *g, struct out *o, const uint64_t *tadd
 	    sizeof(struct fmt_ckpt) +
 	    (g->version > FMT_VERSION_V3 ? nvtab_of(g) * 8
 	                                 : nvols_all(g) * sizeof(struct fmt_vol)) +
-	    (g->version > FMT_VERSION_V2 ? (o->nsegs + FMT_STAB_ENTRIES - 1) / FMT_STAB_ENTRIES * 8
-	                                 : (o->nsegs + 7) / 8);
+	    (g->version > FMT_VERSION_V2 ? ntab_of(o, g->version) * 8 : (o->nsegs + 7) / 8);
 	unsigned nblk = (unsigned)((bytes + BS - 1) / BS);
 	uint64_t at = o->c ? gen_addr(o->c - 1) + 1 : FMT_SEG_BLOCKS;
 	int err = seal(o);
@@ -743,7 +763,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 	        "usage: cowbd-genpool POOL --size SIZE --blocks N [--volumes V] [--snapshots S]\n"
-	        "                     [--spread K] [--churn PCT] [--format-version 2|3|4]\n");
+	        "                     [--spread K] [--churn PCT] [--format-version 2|3|4|5]\n");
 }
 
 static int parse(int argc, char **argv, struct gen *g)
@@ -830,11 +850,11 @@ static int fail(const char *what, int err)
 	return 1;
 }
 
-/* Data, nodes, (3, 4) pages and tables, (4) the volume table, the record,
- * the superblocks. */
+/* Data, nodes, (3 on) pages and tables, (4 on) the volume table, the
+ * record, the superblocks. */
 static int generate(struct gen *g, struct out *o)
 {
-	uint64_t ntab = (o->nsegs + FMT_STAB_ENTRIES - 1) / FMT_STAB_ENTRIES;
+	uint64_t ntab = ntab_of(o, g->version);
 	struct cpage_ent *ents = calloc(o->nsegs, sizeof(*ents));
 	uint64_t *taddr = calloc(ntab, sizeof(*taddr));
 	uint64_t *vaddr = calloc(nvtab_of(g) + 1, sizeof(*vaddr));
@@ -854,7 +874,7 @@ static int generate(struct gen *g, struct out *o)
 	if (!err && g->version > FMT_VERSION_V2)
 		err = write_pages(g, o, o->c, ents);
 	if (!err && g->version > FMT_VERSION_V2)
-		err = write_tables(o, ents, taddr);
+		err = write_tables(o, g->version, ents, taddr);
 	if (!err && g->version > FMT_VERSION_V3)
 		err = write_vtab(g, o, vaddr);
 	if (!err)

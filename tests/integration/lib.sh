@@ -12,6 +12,7 @@
 #   fail MSG                 print "FAIL: MSG"-free message and exit 1
 #   ok ARGS...               cowctl ARGS, reply in $T/out; fail with its stderr
 #   check_pool WHEN          cowbd-check on $POOL (daemon stopped) must pass
+#   pool_version             the format version $POOL's newer superblock says
 #   cowbd_fds                open file descriptors of the running cowbd
 #   fds_settle WHAT          wait (10 s at most) until cowbd_fds is back to $BASE:
 #                            a connection's teardown may trail its client
@@ -140,6 +141,22 @@ check_pool() {
 	"$BUILD/cowbd-check" "$POOL" >"$T/check.out" 2>&1 ||
 		fail "cowbd-check $1 (exit $?): $(tail -n 5 "$T/check.out")"
 	echo "ok: cowbd-check clean $1"
+}
+
+pool_version() {
+	/usr/bin/python3 -c "
+import struct, sys
+f = open(sys.argv[1], 'rb')
+best = (-1, 0)
+for slot in (0, 1):
+    f.seek(slot * 4096)
+    b = f.read(4096)
+    if b[:8] != b'COWBDSB1':
+        continue
+    ver, = struct.unpack_from('<I', b, 12)
+    gen, = struct.unpack_from('<Q', b, 24)
+    best = max(best, (gen, ver))
+print(best[1])" "$POOL"
 }
 
 cowbd_fds() { ls "/proc/$COWBD_PID/fd" | wc -l; }

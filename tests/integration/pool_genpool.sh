@@ -6,13 +6,22 @@
 # recomputed from the trees), and cowbd serves it: the volumes and
 # snapshots asked for, every mapped block reads as zeroes and is reported
 # allocated, and the churn between two snapshots is exactly the stripe the
-# generator rewrote.  A version 2 pool of the same shape is clean too, and
-# cowbd opens (upgrades) it.  Usage errors exit 2 and an existing file is
-# never touched.
+# generator rewrote.  By default it writes the version cowbd makes new
+# pools at (5: segment tables with lives, 126 segments per table); version 4
+# and 2 pools of the same shape are clean too, and cowbd opens them and
+# upgrades them (version 4 at its first checkpoint, which rewrites every
+# segment table in the version 5 form).  Usage errors exit 2 and an
+# existing file is never touched.
 . "$(dirname "$0")/lib.sh"
 requires nbdinfo /usr/bin/python3
 G="$BUILD/cowbd-genpool"
 [ -x "$G" ] || fail "$G missing"
+
+# The version of a new pool.
+POOL_SIZE=64M cowbd_start
+cowbd_stop
+CUR=$(pool_version)
+rm -f "$POOL"
 
 "$G" >"$T/out" 2>&1; rc=$?
 [ $rc -eq 2 ] || fail "no arguments: exit $rc, want 2"
@@ -20,7 +29,7 @@ G="$BUILD/cowbd-genpool"
 [ $rc -eq 2 ] || fail "--churn 101: exit $rc, want 2"
 "$G" "$T/x.img" --size 1Q --blocks 10 >"$T/out" 2>&1; rc=$?
 [ $rc -eq 2 ] && grep -q -- "--size" "$T/out" || fail "--size 1Q: exit $rc: $(cat "$T/out")"
-for v in 1 5; do
+for v in 1 $((CUR + 1)); do
 	"$G" "$T/x.img" --size 1G --blocks 10 --format-version $v >"$T/out" 2>&1; rc=$?
 	[ $rc -eq 2 ] || fail "--format-version $v: exit $rc, want 2"
 done
@@ -33,6 +42,8 @@ N=200000 CHURN=5
 "$G" "$POOL" --size 2G --blocks $N --volumes 2 --snapshots 4 --churn $CHURN >"$T/gen.out" 2>&1 ||
 	fail "generation failed: $(cat "$T/gen.out")"
 cat "$T/gen.out"
+grep -q "format version $CUR" "$T/gen.out" && [ "$(pool_version)" = "$CUR" ] ||
+	fail "not version $CUR (a new pool's): $(cat "$T/gen.out")"
 used=$(du -k "$POOL" | cut -f1)
 [ "$used" -lt $((N * 4 / 20)) ] || fail "the pool uses $used KiB on disk for $((N * 4)) KiB mapped"
 echo "ok: $((N * 4)) KiB mapped in $used KiB of disk"
@@ -81,14 +92,22 @@ echo "ok: vol0@s1 differs from vol0@s0 in exactly the rewritten stripe ($stripe 
 cowbd_stop
 check_pool "after serving"
 
-# The same shape at version 2: clean, and cowbd opens it.
-rm -f "$POOL"
-"$G" "$POOL" --size 2G --blocks $N --volumes 2 --snapshots 4 --churn $CHURN --format-version 2 \
-	>"$T/gen.out" 2>&1 || fail "version 2 generation failed: $(cat "$T/gen.out")"
-grep -q "format version 2" "$T/gen.out" || fail "not version 2: $(cat "$T/gen.out")"
-check_pool "after generation at version 2"
-cowbd_restart
-ok --json snapshot list
-grep -q '"vol1@s1"' "$T/out" || fail "version 2: snapshot vol1@s1 missing: $(cat "$T/out")"
-cowbd_stop
-check_pool "after serving the version 2 pool"
+# The same shape at versions 4 and 2: clean, and cowbd opens and upgrades it.
+for v in 4 2; do
+	[ $v -lt "$CUR" ] || continue
+	rm -f "$POOL"
+	"$G" "$POOL" --size 2G --blocks $N --volumes 2 --snapshots 4 --churn $CHURN \
+		--format-version $v >"$T/gen.out" 2>&1 ||
+		fail "version $v generation failed: $(cat "$T/gen.out")"
+	grep -q "format version $v" "$T/gen.out" && [ "$(pool_version)" = $v ] ||
+		fail "not version $v: $(cat "$T/gen.out")"
+	check_pool "after generation at version $v"
+	[ "$(pool_version)" = $v ] || fail "cowbd-check changed the version $v pool"
+	cowbd_restart
+	ok --json snapshot list
+	grep -q '"vol1@s1"' "$T/out" || fail "version $v: snapshot vol1@s1 missing: $(cat "$T/out")"
+	ok checkpoint
+	[ "$(pool_version)" = "$CUR" ] || fail "version $v: at version $(pool_version) after a checkpoint"
+	cowbd_stop
+	check_pool "after serving the version $v pool (now at version $CUR)"
+done
