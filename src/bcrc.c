@@ -17,6 +17,7 @@
 
 #include "bcrc.h"
 #include "crc32c.h"
+#include "fwd.h"
 #include "log.h"
 
 /* Blocks read at once while walking a segment's summaries after a small
@@ -29,6 +30,7 @@ enum bcrc_kind {
 	KIND_DATA = 1,  /* a DATA or MOVE entry carries it: crc[] holds its CRC */
 	KIND_OTHER = 2, /* a summary, tree node, op or checkpoint block */
 	KIND_BAD = 3,   /* DATA whose mismatch a table rebuilt from disk confirmed */
+	KIND_NODE = 4,  /* a tree node (sealed: its own CRC and address) */
 };
 
 struct bcrc_table {
@@ -41,6 +43,10 @@ struct bcrc_table {
 	struct rcu_head rcu;
 	uint8_t kind[FMT_SEG_BLOCKS]; /* enum bcrc_kind */
 	uint32_t crc[FMT_SEG_BLOCKS];
+	/* The births of blocks MOVE2 entries carry (fwd.h names; 0: none),
+	 * allocated at the first such entry; written under lock, read below
+	 * covered like kind. */
+	uint64_t *birth;
 };
 
 struct bcrc {
@@ -69,6 +75,7 @@ struct bcrc *bcrc_new(struct segio *io, uint64_t nsegs, unsigned slots)
 static void table_free(struct bcrc_table *t)
 {
 	pthread_mutex_destroy(&t->lock);
+	free(t->birth);
 	free(t);
 }
 
@@ -99,6 +106,15 @@ static bool batch_fits(const struct bcrc_table *t, const struct fmt_summary *s, 
 	if (addr % FMT_SEG_BLOCKS == 0)
 		return s->lsn >= t->stamp;
 	return s->lsn == t->next_lsn && s->prev_crc == t->prev_crc;
+}
+
+/* Block off of t's segment is a copy of the block named birth. */
+static int note_birth(struct bcrc_table *t, uint32_t off, uint64_t birth)
+{
+	if (!t->birth && !(t->birth = calloc(FMT_SEG_BLOCKS, sizeof(*t->birth))))
+		return -ENOMEM;
+	t->birth[off] = birth;
+	return 0;
 }
 
 /* Walk t's segment from `covered` to the end of its chain of batches,
@@ -144,13 +160,21 @@ static int table_extend(struct bcrc *c, struct bcrc_table *t, bool nowait)
 		struct log_walk w = {0};
 		const struct fmt_entry *e;
 		uint64_t blk;
-		while ((e = log_entry_next(s, base + at, &w, &blk))) {
+		while ((e = log_entry_next(s, base + at, &w, &blk)) && !err) {
 			if (!blk)
 				continue;
-			bool data = e->type == FMT_E_DATA || e->type == FMT_E_MOVE;
+			bool data = e->type == FMT_E_DATA || e->type == FMT_E_MOVE ||
+			            e->type == FMT_E_MOVE2;
 			t->crc[blk - base] = data ? e->crc : 0;
-			t->kind[blk - base] = data ? KIND_DATA : KIND_OTHER;
+			t->kind[blk - base] = data                    ? KIND_DATA
+			                      : e->type == FMT_E_NODE ? KIND_NODE
+			                                              : KIND_OTHER;
+			if (e->type == FMT_E_MOVE2)
+				err =
+				    note_birth(t, (uint32_t)(blk - base), fwd_make(e->lba, e->vol));
 		}
+		if (err)
+			break;
 		t->kind[at] = KIND_OTHER;
 		t->next_lsn = s->lsn + 1;
 		t->prev_crc = s->crc;
@@ -244,4 +268,27 @@ int bcrc_verify(struct bcrc *c, uint64_t blk, uint64_t stamp, const void *data, 
 	if (crc && (kind == KIND_DATA || kind == KIND_BAD))
 		*crc = want;
 	return err;
+}
+
+int bcrc_describe(struct bcrc *c, uint64_t blk, uint64_t stamp, bool *node, uint64_t *birth)
+{
+	uint64_t seg = blk / FMT_SEG_BLOCKS;
+	uint32_t off = (uint32_t)(blk % FMT_SEG_BLOCKS), crc;
+	uint8_t kind = KIND_NONE;
+
+	if (seg >= c->nsegs)
+		return -EIO;
+	struct bcrc_table *t = rcu_dereference(c->slot[seg % c->nslots]);
+	if (!t || t->seg != seg || t->stamp != stamp)
+		if (!(t = table_publish(c, seg, stamp)))
+			return -ENOMEM;
+	int err = table_lookup(c, t, off, false, &crc, &kind);
+	if (err == -EIO && off < __atomic_load_n(&t->covered, __ATOMIC_ACQUIRE))
+		err = 0;
+	kind = __atomic_load_n(&t->kind[off], __ATOMIC_RELAXED);
+	if (err || (kind != KIND_DATA && kind != KIND_BAD && kind != KIND_NODE))
+		return err ? err : -EIO;
+	*node = kind == KIND_NODE;
+	*birth = t->birth ? t->birth[off] : 0;
+	return 0;
 }

@@ -59,4 +59,12 @@ void bcrc_free(struct bcrc *c);
 int bcrc_verify(struct bcrc *c, uint64_t blk, uint64_t stamp, const void *data, bool nowait,
                 uint32_t *crc);
 
+/* What carried block blk of a segment with stamp `stamp` (the compactor,
+ * before it copies the block): *node if a NODE entry (the block checks
+ * itself), else a DATA, MOVE or MOVE2 entry; *birth the name a MOVE2
+ * entry gives it (fwd.h), 0 for a block born where it is.  0, -EIO (no
+ * entry of the segment's current life carries it), -ENOMEM or a read
+ * error.  Caller: inside an RCU read-side section; may block. */
+int bcrc_describe(struct bcrc *c, uint64_t blk, uint64_t stamp, bool *node, uint64_t *birth);
+
 #endif

@@ -59,7 +59,8 @@ static int check_segments(struct store *st)
 				if (!b)
 					continue;
 				seen[b - base] = 1;
-				if ((e->type != FMT_E_DATA && e->type != FMT_E_MOVE) ||
+				if ((e->type != FMT_E_DATA && e->type != FMT_E_MOVE &&
+				     e->type != FMT_E_MOVE2) ||
 				    !alloc_blk_refs(st->a, b))
 					continue;
 				if (segio_read_block(st->io, blk, b) ||
@@ -107,7 +108,7 @@ static int check_refs(struct store *st)
 		/* the checkpoint's own blocks (record, count pages, segment
 		 * tables) are held, not counted: alloc_verify checks them as
 		 * its segments' held blocks */
-		bad = tree_check_all(trees, n, nblocks, want);
+		bad = tree_check_all(trees, n, st->a, want);
 		bad += alloc_verify(st->a, want);
 	}
 	free(trees);

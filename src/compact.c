@@ -11,6 +11,7 @@
 #include "bcrc.h"
 #include "compact.h"
 #include "crc32c.h"
+#include "fwd.h"
 #include "map.h"
 #include "say.h"
 
@@ -21,17 +22,20 @@
  * may be picked again. */
 #define BAD_MAX 4096u
 
+struct move {
+	uint64_t from, to;
+};
+
 struct compact {
 	uint8_t *victim; /* per segment */
 	uint64_t nsegs;
-	char *buf; /* max_blocks copy buffers */
+	char *buf;          /* max_blocks copy buffers */
+	struct move *moves; /* max_blocks: the copies made this pass */
 	unsigned nbuf, used;
-	struct map moved; /* old address -> new address (as a pointer value) */
 	unsigned nvictims;
 	struct log *l;
 	struct segio *io;
 	struct alloc *a;
-	int err;
 	struct bcrc *bcrc; /* for io (made by compact_move) */
 	struct segio *bcrc_io;
 	uint64_t *bad; /* damaged blocks left in place, still live when found */
@@ -50,7 +54,7 @@ void compact_free(struct compact *c)
 		return;
 	free(c->victim);
 	free(c->buf);
-	map_clear(&c->moved);
+	free(c->moves);
 	bcrc_free(c->bcrc);
 	free(c->bad);
 	free(c);
@@ -94,45 +98,63 @@ static void leave_bad(struct compact *c, uint64_t old, uint32_t want, const void
 		c->bad[c->nbad++] = old;
 }
 
-/* Copy one block to the log head; returns its new address (old itself for
- * a damaged block left in place), 0 on error. */
-static uint64_t move_block(void *arg, uint64_t old)
+/* A node block carries its own checks: magic, CRC and the address it was
+ * written at (its name's, wherever it lies now). */
+static bool node_intact(const void *b, uint64_t birth)
 {
-	struct compact *c = arg;
-	uintptr_t done = (uintptr_t)map_get(&c->moved, old);
-	uint64_t addr;
-	uint32_t want = 0;
-
-	if (done)
-		return done;
-	if (c->used == c->nbuf) {
-		c->err = -ENOSPC; /* more live blocks than counted: impossible */
-		return 0;
-	}
-	char *b = c->buf + (size_t)c->used * FMT_BLOCK;
-	struct fmt_entry e = {.type = FMT_E_MOVE, .lba = old, .count = 1};
-	c->err = read_verified(c, old, b, &want);
-	if (c->err == -EIO) {
-		/* A fresh CRC would launder it: keep the bytes and the
-		 * summary that describes them, so that reads and the checker
-		 * go on seeing the damage. */
-		leave_bad(c, old, want, b);
-		addr = old;
-		c->err = 0;
-	} else if (!c->err) {
-		c->err = log_add(c->l, &e, b, &addr);
-		if (!c->err)
-			c->used++;
-	}
-	if (!c->err)
-		c->err = map_put(&c->moved, old, (void *)(uintptr_t)addr);
-	return c->err ? 0 : addr;
+	struct fmt_node n;
+	memcpy(&n, b, sizeof(n));
+	uint32_t crc = n.crc;
+	n.crc = 0;
+	return n.magic == FMT_NODE_MAGIC && n.self == fwd_addr(birth) &&
+	       crc32c(0, &n, FMT_BLOCK) == crc;
 }
 
-static int commit_copies(void *arg)
+/* The counted block blk of a victim whose life is `life`: copy it to the
+ * log head under its name (staged in the forwarding map), or leave it in
+ * place if it is damaged or nothing says what carried it. */
+static int move_one(struct compact *c, uint64_t blk, uint32_t life)
 {
-	struct compact *c = arg;
-	return log_commit(c->l);
+	struct fwd *f = alloc_fwd(c->a);
+	uint64_t birth = 0, addr;
+	uint32_t want = 0;
+	bool node = false;
+	int err;
+
+	if (c->used == c->nbuf)
+		return -ENOSPC; /* more live blocks than counted: impossible */
+	char *b = c->buf + (size_t)c->used * FMT_BLOCK;
+	urcu_memb_read_lock();
+	err = bcrc_describe(c->bcrc, blk, alloc_seg_stamp(c->a, alloc_seg_of(blk)), &node, &birth);
+	urcu_memb_read_unlock();
+	if (err == -ENOMEM)
+		return err;
+	if (!birth)
+		birth = fwd_make(blk, life); /* born here, in this life */
+	if (err || node) { /* a node checks itself; nothing is known of the other */
+		bool read = !segio_read_block(c->io, b, blk);
+		err = err ? err : read && node_intact(b, birth) ? 0 : -EIO;
+	} else {
+		err = read_verified(c, blk, b, &want);
+		if (err == -ENOMEM)
+			return err;
+	}
+	if (err) {
+		/* Left in place: a name of this life forwards to itself, so
+		 * that it still resolves once the victim's life moves on (a
+		 * copy's own name already points here). */
+		leave_bad(c, blk, want, b);
+		return fwd_tag(birth) == life && fwd_addr(birth) == blk ? fwd_stage(f, birth, blk)
+		                                                        : 0;
+	}
+	struct fmt_entry e = {
+	    .type = FMT_E_MOVE2, .vol = fwd_tag(birth), .lba = fwd_addr(birth), .count = 1};
+	err = log_add(c->l, &e, b, &addr);
+	if (!err)
+		err = fwd_stage(f, birth, addr);
+	if (!err)
+		c->moves[c->used++] = (struct move){.from = blk, .to = addr};
+	return err;
 }
 
 uint64_t compact_pick(struct compact *c, const struct alloc *a, uint64_t now_lsn,
@@ -155,9 +177,11 @@ uint64_t compact_pick(struct compact *c, const struct alloc *a, uint64_t now_lsn
 	}
 	if (c->nbuf < max_blocks) {
 		free(c->buf);
+		free(c->moves);
 		c->buf = malloc((size_t)max_blocks * FMT_BLOCK);
-		c->nbuf = c->buf ? max_blocks : 0;
-		if (!c->buf)
+		c->moves = malloc((size_t)max_blocks * sizeof(*c->moves));
+		c->nbuf = c->buf && c->moves ? max_blocks : 0;
+		if (!c->nbuf)
 			return 0;
 	}
 	cand = malloc(sizeof(*cand) * nsegs);
@@ -203,8 +227,38 @@ uint64_t compact_pick(struct compact *c, const struct alloc *a, uint64_t now_lsn
 	return total;
 }
 
-int64_t compact_move(struct compact *c, struct alloc *a, struct log *l, struct segio *io,
-                     struct tree *const *trees, unsigned ntrees)
+/* Every counted block of the victims, staged (move_one); then written,
+ * published and counted where it went. */
+static int move_all(struct compact *c)
+{
+	struct fwd *f = alloc_fwd(c->a);
+	int err = 0;
+
+	for (uint64_t seg = 1; seg < c->nsegs && !err; seg++) {
+		if (!c->victim[seg])
+			continue;
+		err = alloc_seg_load(c->a, seg);
+		uint32_t life = fwd_life(f, seg);
+		for (unsigned i = 0; i < FMT_SEG_BLOCKS && !err; i++) {
+			uint64_t blk = seg * FMT_SEG_BLOCKS + i;
+			if (alloc_blk_refs(c->a, blk))
+				err = move_one(c, blk, life);
+		}
+	}
+	/* Readers may resolve a name to its copy the moment it is published:
+	 * publish only once every copy is on the device. */
+	if (!err)
+		err = log_commit(c->l);
+	if (!err)
+		err = fwd_publish(f, c->victim);
+	else
+		fwd_unstage(f);
+	for (unsigned k = 0; k < c->used && !err; k++)
+		err = alloc_move(c->a, c->moves[k].from, c->moves[k].to);
+	return err;
+}
+
+int64_t compact_move(struct compact *c, struct alloc *a, struct log *l, struct segio *io)
 {
 	if (!c->nvictims)
 		return 0;
@@ -219,14 +273,9 @@ int64_t compact_move(struct compact *c, struct alloc *a, struct log *l, struct s
 	c->l = l;
 	c->io = io;
 	c->a = a;
-	c->err = 0;
-	map_clear(&c->moved);
-	int64_t moved = tree_relocate(trees, ntrees, a, c->victim, move_block, commit_copies, c);
-	map_clear(&c->moved);
+	int err = move_all(c);
 	c->nvictims = 0;
-	if (moved < 0)
-		return c->err ? c->err : moved;
-	return (int64_t)c->used;
+	return err ? err : (int64_t)c->used;
 }
 
 uint64_t compact_bad_blocks(const struct compact *c)

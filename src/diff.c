@@ -11,9 +11,9 @@
  * (records, handles) and tree.  Locks: vt.lock only to find records and
  * names, never during a walk.  Walks run in RCU read-side sections of
  * bounded work (DIFF_SPAN blocks, DIFF_BATCH extents, or one BLOCK_STATUS
- * request); a section that overlapped a compactor's re-pointing is walked
- * again (tree_read_retry), and so is one that met a node the writer
- * replaced while it was read from disk (-ESTALE).  The records compared
+ * request); a section that met a node the writer replaced while it was
+ * read from disk (-ESTALE) is walked again.  Compaction changes no slot
+ * (block names, fwd.h), so it never disturbs a comparison.  The records compared
  * are kept alive by handles (attaches), not by locks: an origin chain
  * above an attached clone needs none, since a snapshot with clones and a
  * volume with snapshots cannot be deleted.
@@ -97,8 +97,8 @@ static int batch_add(void *arg, uint64_t lba, uint64_t n, bool zero)
 	return 0;
 }
 
-/* Compare [lo, hi) of a and b into b->e, walking again if the compactor
- * re-pointed slots meanwhile.  Returns the LBA to go on from, or 0 with
+/* Compare [lo, hi) of a and b into b->e, walking again if the writer
+ * replaced a node being read.  Returns the LBA to go on from, or 0 with
  * *err set. */
 static uint64_t diff_section(const struct tree *a, const struct tree *b, uint64_t lo, uint64_t hi,
                              struct batch *bt, uint64_t *visits, int *err)
@@ -106,13 +106,11 @@ static uint64_t diff_section(const struct tree *a, const struct tree *b, uint64_
 	unsigned tries = 0;
 	bool again;
 	do {
-		uint32_t sa = tree_read_begin(a), sb = tree_read_begin(b);
 		bt->n = 0;
 		bt->stop = hi;
 		urcu_memb_read_lock();
 		*err = tree_diff(a, b, lo, hi, false, batch_add, bt, visits);
-		again = tree_read_retry(a, sa) || tree_read_retry(b, sb);
-		again = tree_stale_again(err, &tries) || again;
+		again = tree_stale_again(err, &tries);
 		urcu_memb_read_unlock();
 	} while (again && (*err >= 0 || *err == -ESTALE));
 	if (*err < 0)
@@ -402,7 +400,6 @@ static int status_map(struct store_status *s, uint64_t off, uint64_t len, bool n
 	if (off > v->size || len > v->size - off || !len || !max)
 		return -EINVAL;
 	do {
-		uint32_t sa = tree_read_begin(&v->tree), sb = tree_read_begin(other);
 		x.n = 0;
 		x.pos = off;
 		urcu_memb_read_lock();
@@ -410,8 +407,7 @@ static int status_map(struct store_status *s, uint64_t off, uint64_t len, bool n
 			err = tree_diff(other, &v->tree, lo, hi, nowait, dirty_run, &x, NULL);
 		else
 			err = tree_depth(s->chain, s->n, lo, hi, nowait, depth_run, &x);
-		again = tree_read_retry(&v->tree, sa) || tree_read_retry(other, sb);
-		again = tree_stale_again(&err, &tries) || again;
+		again = tree_stale_again(&err, &tries);
 		urcu_memb_read_unlock();
 	} while (again && (err >= 0 || err == -ESTALE));
 	if (err < 0)

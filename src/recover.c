@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "say.h"
+#include "fwd.h"
 #include "store_int.h"
 
 struct replay {
@@ -49,7 +50,7 @@ static int replay_entry(struct replay *rp, const struct fmt_entry *e, uint64_t b
 		if (!(v = entry_volume(rp, e)))
 			return -EILSEQ;
 		rp->nblocks++;
-		return tree_set(&v->tree, st->a, e->lba, blk);
+		return tree_set(&v->tree, st->a, e->lba, fwd_name_of(alloc_fwd(st->a), blk));
 	case FMT_E_TRIM:
 		if (!(v = entry_volume(rp, e)))
 			return -EILSEQ;
@@ -69,6 +70,7 @@ static int replay_entry(struct replay *rp, const struct fmt_entry *e, uint64_t b
 	case FMT_E_VTAB:
 	case FMT_E_FWD:
 	case FMT_E_MOVE:
+	case FMT_E_MOVE2:
 		/* an unfinished checkpoint's blocks, copies the compactor made
 		 * after the last one: unused */
 		return 0;

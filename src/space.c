@@ -156,8 +156,7 @@ int space_check_ctl(struct store *st, bool grows)
 static int64_t compact_now(struct store *st, double max_util)
 {
 	uint64_t keep[2 + 1 + CKPT_MAX_BLOCKS];
-	unsigned nkeep = 0, ntrees, victims;
-	struct tree **trees;
+	unsigned nkeep = 0, victims;
 	int64_t moved;
 
 	if (st->failed || st->read_only)
@@ -165,7 +164,7 @@ static int64_t compact_now(struct store *st, double max_util)
 	/* Never beside a checkpoint in flight (its blocks are not yet the
 	 * checkpoint's: the victims must not include them). */
 	ckpt_wait(st);
-	/* The copies and, as much again, the tree nodes they dirty must fit
+	/* The copies and, as much again, the forwarding blocks they dirty must fit
 	 * beside the checkpoint's room and two spare segments (never compact
 	 * into ENOSPC): when room is short, a smaller pass. */
 	uint64_t room = room_beyond(st, 2), fit = room / 2;
@@ -180,11 +179,7 @@ static int64_t compact_now(struct store *st, double max_util)
 	                             max_blocks, &victims);
 	if (!victims || room < 2 * blocks_needed(live))
 		return 0;
-	trees = vtab_trees(st, &ntrees);
-	if (!trees)
-		return 0;
-	moved = compact_move(st->sp.compact, st->a, st->log, st->io, trees, ntrees);
-	free(trees);
+	moved = compact_move(st->sp.compact, st->a, st->log, st->io);
 	if (moved < 0) {
 		core_set_failed(st, (int)moved, "compaction");
 		return moved;

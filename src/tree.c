@@ -15,6 +15,7 @@
 
 #include "map.h"
 #include "say.h"
+#include "fwd.h"
 #include "tree.h"
 
 static const uint64_t span[5] = {1, FMT_FANOUT, (uint64_t)FMT_FANOUT *FMT_FANOUT,
@@ -173,8 +174,10 @@ void tree_cache_stats(struct tree_cache *nc, struct tree_cache_stats *out)
 	out->errors = __atomic_load_n(&nc->errors, __ATOMIC_RELAXED);
 }
 
-static bool addr_ok(const struct alloc *a, uint64_t addr)
+/* A name (fwd.h) whose birth address lies in the log. */
+static bool addr_ok(const struct alloc *a, uint64_t name)
 {
+	uint64_t addr = fwd_addr(name);
 	return addr < alloc_nblocks(a) && alloc_seg_of(addr) != 0;
 }
 
@@ -589,7 +592,8 @@ bool tree_stale_again(int *err, unsigned *tries)
 	return false;
 }
 
-int tree_lookup(const struct tree *t, uint64_t lba, bool nowait, uint64_t *phys)
+/* The name lba maps (0: a hole). */
+static int lookup_name(const struct tree *t, uint64_t lba, bool nowait, uint64_t *name)
 {
 	unsigned tries = 0;
 	int err;
@@ -598,8 +602,22 @@ int tree_lookup(const struct tree *t, uint64_t lba, bool nowait, uint64_t *phys)
 		const struct tree_node *n = root_get(t, nowait, true, &err);
 		for (unsigned k = t->levels - 1; n && k > 0 && !err; k--)
 			n = child_of(t->nc, n, idx(lba, k), nowait, &err);
-		*phys = n && !err ? CMM_LOAD_SHARED(n->phys[lba % FMT_FANOUT]) : 0;
+		*name = n && !err ? CMM_LOAD_SHARED(n->phys[lba % FMT_FANOUT]) : 0;
 	} while (tree_stale_again(&err, &tries));
+	return err;
+}
+
+int tree_lookup(const struct tree *t, uint64_t lba, bool nowait, uint64_t *phys)
+{
+	uint64_t name;
+	int err = lookup_name(t, lba, nowait, &name);
+	if (err || !name || !t->nc) {
+		*phys = err ? 0 : name;
+		return err;
+	}
+	err = fwd_resolve(alloc_fwd(t->nc->a), name, phys);
+	if (err)
+		load_failed(t->nc, fwd_addr(name), -EILSEQ);
 	return err;
 }
 
@@ -687,7 +705,7 @@ static int node_refs(const struct tree_node *n, struct alloc *a, uint32_t *out)
 		*out = n->ref;
 		return 0;
 	}
-	int err = alloc_seg_load(a, alloc_seg_of(n->disk));
+	int err = alloc_name_load(a, n->disk);
 	*out = err ? 0 : alloc_block_refs(a, n->disk);
 	return err ? err : *out ? 0 : -EILSEQ;
 }
@@ -782,7 +800,7 @@ static void put_away(struct tree_cache *nc, uint64_t addr, unsigned level, struc
 	struct away *aw;
 	bool others = false; /* other parents still reference it */
 
-	if (alloc_seg_load(a, alloc_seg_of(addr)))
+	if (alloc_name_load(a, addr))
 		return; /* the allocator failed: keep what it holds */
 	pthread_mutex_lock(&nc->lock);
 	c = map_get(&nc->nodes, addr);
@@ -943,7 +961,7 @@ int tree_set(struct tree *t, struct alloc *a, uint64_t lba, uint64_t phys)
 
 	if (!phys) {
 		uint64_t cur;
-		err = tree_lookup(t, lba, false, &cur);
+		err = lookup_name(t, lba, false, &cur);
 		if (err || !cur)
 			return err;
 	}
@@ -1208,6 +1226,7 @@ static int write_node(struct tree_cache *nc, struct tree_node *n, struct alloc *
 	uint64_t addr = emit(arg, img);
 	if (!addr)
 		return -EIO;
+	addr = fwd_name_of(alloc_fwd(a), addr); /* what parents and roots hold */
 	uint32_t refs;
 	int err = node_refs(n, a, &refs);
 	if (!err)
@@ -1230,137 +1249,7 @@ int tree_write_dirty(struct tree *t, struct alloc *a, tree_emit_fn emit, void *a
 	return t->root ? write_node(t->nc, t->root, a, emit, arg, scratch) : 0;
 }
 
-/* ---- compactor relocation ------------------------------------------- */
-
-struct reloc_rec { /* a leaf slot to re-point once the copies are written */
-	struct tree_node *leaf;
-	unsigned slot;
-	uint64_t old, nw;
-};
-
-struct reloc {
-	struct tree_cache *nc;
-	struct alloc *a;
-	const uint8_t *victim;
-	tree_move_fn move;
-	void *arg;
-	uint32_t stamp;
-	struct reloc_rec *rec;
-	size_t nrec, cap;
-	int err;
-};
-
-static bool in_victim(const struct reloc *r, uint64_t blk)
-{
-	return r->victim[alloc_seg_of(blk)] != 0;
-}
-
-/* Returns whether n must be rewritten (is dirty) after the walk. */
-static bool reloc_node(struct tree_node *n, struct reloc *r)
-{
-	if (n->stamp == r->stamp || r->err)
-		return n->dirty;
-	n->stamp = r->stamp;
-	if (n->disk && in_victim(r, n->disk))
-		mark_dirty(n, r->a);
-	for (unsigned i = 0; i < FMT_FANOUT && !r->err; i++) {
-		if (n->level == 0) {
-			uint64_t old = n->phys[i];
-			if (!old || !in_victim(r, old))
-				continue;
-			uint64_t nw = r->move(r->arg, old);
-			if (!nw) {
-				r->err = -EIO;
-				break;
-			}
-			if (r->nrec == r->cap) {
-				size_t cap = r->cap ? r->cap * 2 : 1024;
-				struct reloc_rec *nr = realloc(r->rec, cap * sizeof(*nr));
-				if (!nr) {
-					r->err = -ENOMEM;
-					break;
-				}
-				r->rec = nr;
-				r->cap = cap;
-			}
-			r->rec[r->nrec++] =
-			    (struct reloc_rec){.leaf = n, .slot = i, .old = old, .nw = nw};
-			mark_dirty(n, r->a);
-		} else {
-			int err;
-			struct tree_node *c = child_of(r->nc, n, i, false, &err);
-			if (err)
-				r->err = err;
-			else if (c && reloc_node(c, r))
-				mark_dirty(n, r->a);
-		}
-	}
-	return n->dirty;
-}
-
-/* Enter (odd) or leave (even) a re-pointing, for every tree. */
-static void seq_bump(struct tree *const *trees, unsigned n)
-{
-	cmm_smp_wmb(); /* leaving: the slots before the count */
-	for (unsigned i = 0; i < n; i++)
-		CMM_STORE_SHARED(trees[i]->seq, trees[i]->seq + 1);
-	cmm_smp_wmb(); /* entering: the count before the slots */
-}
-
-int64_t tree_relocate(struct tree *const *trees, unsigned n, struct alloc *a, const uint8_t *victim,
-                      tree_move_fn move, tree_commit_fn commit, void *arg)
-{
-	static uint32_t stamp; /* writer-only */
-	struct reloc r = {.nc = n ? trees[0]->nc : NULL,
-	                  .a = a,
-	                  .victim = victim,
-	                  .move = move,
-	                  .arg = arg,
-	                  .stamp = ++stamp};
-	if (!r.stamp)
-		r.stamp = ++stamp;
-	for (unsigned i = 0; i < n && !r.err; i++) {
-		struct tree_node *root = root_get(trees[i], false, true, &r.err);
-		if (root)
-			reloc_node(root, &r);
-	}
-	/* Readers may follow a slot the moment it changes: re-point only once
-	 * every copy is on the device (before, they would read the hole or
-	 * stale bytes where the copy is going). */
-	if (!r.err)
-		r.err = commit(arg);
-	if (!r.err && r.nrec) {
-		/* Readers comparing two trees must not see one re-pointed and
-		 * the other not yet: the seq brackets the stores (tree.h). */
-		seq_bump(trees, n);
-		for (size_t k = 0; k < r.nrec; k++) {
-			struct reloc_rec *x = &r.rec[k];
-			alloc_ref(a, x->nw);
-			CMM_STORE_SHARED(x->leaf->phys[x->slot], x->nw);
-			alloc_unref(a, x->old);
-		}
-		seq_bump(trees, n);
-	}
-	free(r.rec);
-	return r.err ? r.err : (int64_t)r.nrec;
-}
-
 /* ---- comparing trees -------------------------------------------------- */
-
-uint32_t tree_read_begin(const struct tree *t)
-{
-	uint32_t s;
-	while ((s = CMM_LOAD_SHARED(t->seq)) & 1)
-		caa_cpu_relax(); /* a relocation re-points at most a pass's slots */
-	cmm_smp_rmb();
-	return s;
-}
-
-bool tree_read_retry(const struct tree *t, uint32_t seq)
-{
-	cmm_smp_rmb();
-	return CMM_LOAD_SHARED(t->seq) != seq;
-}
 
 struct diff_walk {
 	struct tree_cache *nc;
@@ -1663,7 +1552,7 @@ int tree_open(struct tree_cache *nc, struct tree *t, uint64_t root_addr, unsigne
 		return 0;
 	if (!addr_ok(nc->a, root_addr))
 		return -EILSEQ; /* a record naming a block outside the pool */
-	err = alloc_seg_load(nc->a, alloc_seg_of(root_addr));
+	err = alloc_name_load(nc->a, root_addr);
 	if (!err && !alloc_block_refs(nc->a, root_addr))
 		err = -EILSEQ;
 	pthread_mutex_lock(&nc->lock);
@@ -1932,9 +1821,30 @@ static const char *read_error(int err)
 	return err == -EILSEQ ? "damaged (checksum, address, level or slots)" : strerror(-err);
 }
 
-static int check_node(struct tree_cache *nc, struct tree_node *n, unsigned level, struct map *seen,
-                      struct map *pubs, uint32_t *bref, uint64_t nblocks)
+/* The block a name is at now, for the checker: false (reported) if it
+ * resolves nowhere or outside the pool. */
+static bool check_blk(const struct fwd *f, uint64_t name, uint64_t nblocks, uint64_t *blk)
 {
+	if (fwd_resolve(f, name, blk)) {
+		say_problem("names that resolve nowhere", 1,
+		            "check: pool block %llu (tag %u) is named but neither current nor "
+		            "forwarded",
+		            (unsigned long long)fwd_addr(name), fwd_tag(name));
+		return false;
+	}
+	if (*blk >= nblocks) {
+		say_problem("block addresses out of range", 1, "check: block %llu out of range",
+		            (unsigned long long)*blk);
+		return false;
+	}
+	return true;
+}
+
+static int check_node(struct tree_cache *nc, const struct fwd *f, struct tree_node *n,
+                      unsigned level, struct map *seen, struct map *pubs, uint32_t *bref,
+                      uint64_t nblocks)
+{
+	uint64_t blk;
 	uintptr_t c = (uintptr_t)map_get(seen, (uint64_t)(uintptr_t)n);
 	int bad = 0, err;
 	bool unreadable = false;
@@ -1943,10 +1853,12 @@ static int check_node(struct tree_cache *nc, struct tree_node *n, unsigned level
 		say_problem("checks that could not run", 1, "check: out of memory walking a tree");
 		return 1;
 	}
-	if (n->disk && n->disk < nblocks)
-		bref[n->disk]++; /* its block: once per reference */
+	if (n->disk && check_blk(f, n->disk, nblocks, &blk))
+		bref[blk]++; /* its block: once per reference */
+	else if (n->disk)
+		bad++;
 	if (c)
-		return 0; /* children counted on the first visit */
+		return bad; /* children counted on the first visit */
 	if (n->level != level) {
 		say_problem("tree node errors", 1, "check: node at level %u claims level %u", level,
 		            n->level);
@@ -1959,14 +1871,10 @@ static int check_node(struct tree_cache *nc, struct tree_node *n, unsigned level
 			if (n->phys[i]) {
 				cnt++;
 				total++;
-				if (n->phys[i] >= nblocks) {
-					say_problem("block addresses out of range", 1,
-					            "check: block %llu out of range",
-					            (unsigned long long)n->phys[i]);
+				if (check_blk(f, n->phys[i], nblocks, &blk))
+					bref[blk]++;
+				else
 					bad++;
-				} else {
-					bref[n->phys[i]]++;
-				}
 			}
 			continue;
 		}
@@ -1985,7 +1893,7 @@ static int check_node(struct tree_cache *nc, struct tree_node *n, unsigned level
 			if (n->child[i] == ch &&
 			    map_put(pubs, k, (void *)((uintptr_t)map_get(pubs, k) + 1)))
 				bad++;
-			bad += check_node(nc, ch, level - 1, seen, pubs, bref, nblocks);
+			bad += check_node(nc, f, ch, level - 1, seen, pubs, bref, nblocks);
 		}
 	}
 	if (cnt != n->nmapped) {
@@ -2002,8 +1910,9 @@ static int check_node(struct tree_cache *nc, struct tree_node *n, unsigned level
 	return bad;
 }
 
-int tree_check_all(struct tree *const *trees, unsigned n, uint64_t nblocks, uint32_t *bref)
+int tree_check_all(struct tree *const *trees, unsigned n, const struct alloc *a, uint32_t *bref)
 {
+	uint64_t nblocks = alloc_nblocks(a);
 	struct map seen = {0}, pubs = {0}, roots = {0};
 	int bad = 0;
 
@@ -2031,8 +1940,8 @@ int tree_check_all(struct tree *const *trees, unsigned n, uint64_t nblocks, uint
 		if (trees[i]->root == r &&
 		    map_put(&roots, k, (void *)((uintptr_t)map_get(&roots, k) + 1)))
 			bad++;
-		bad +=
-		    check_node(trees[i]->nc, r, trees[i]->levels - 1, &seen, &pubs, bref, nblocks);
+		bad += check_node(trees[i]->nc, alloc_fwd(a), r, trees[i]->levels - 1, &seen, &pubs,
+		                  bref, nblocks);
 	}
 	size_t pos = 0;
 	uint64_t key;

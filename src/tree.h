@@ -1,7 +1,11 @@
 /* tree.h — the per-volume copy-on-write block tree (private to the store).
  *
  * A radix tree of FMT_FANOUT-slot nodes mapping a volume's block number
- * (LBA) to a physical block (0 = hole).  Nodes are shared between a volume,
+ * (LBA) to a data block (0 = hole).  Slots, roots and a node's identity
+ * hold block NAMES (fwd.h: the address a block was written at and the
+ * life of its segment then), which compaction never changes: the
+ * allocator's forwarding map says where a moved block is, and its counts
+ * are found through it.  Nodes are shared between a volume,
  * its snapshots and clones by reference count (dm-thin/btrfs style): a node
  * with ref > 1 is immutable and copied before a change ("shadowing"); the
  * copy takes a reference on every child (or data block) it points at.  A
@@ -70,7 +74,6 @@ struct tree_node {
 	uint8_t dirty;  /* changed since written; then every parent is dirty too */
 	uint8_t used;   /* CLOCK: followed since the hand last passed (set racily by readers) */
 	uint8_t dead;   /* freed or evicted: nothing is published in it any more (cache lock) */
-	uint32_t stamp; /* last relocation walk that visited it */
 	uint32_t npub;  /* parents' child pointers to it, published or not (cache lock) */
 	uint32_t nroot; /* trees whose root it is */
 	struct rcu_head rcu;
@@ -93,11 +96,6 @@ struct tree {
 	uint64_t away_total;
 	/* A reader's copy (tree_copy): a root read for it is not published. */
 	bool copy;
-	/* A sequence count for readers that compare two trees (tree_diff,
-	 * tree_depth): odd while tree_relocate re-points leaf slots, which
-	 * it does slot by slot, so that a reader may see one tree's slot
-	 * moved and another's not yet.  Writer: tree_relocate only. */
-	uint32_t seq;
 	/* Where nodes not in memory are found (set with the tree; trees that
 	 * share nodes share it).  NULL: every node stays in memory. */
 	struct tree_cache *nc;
@@ -106,7 +104,9 @@ struct tree {
 /* Levels needed for nblocks blocks; 0 if more than FMT_FANOUT^4. */
 unsigned tree_levels_for(uint64_t nblocks);
 
-/* Physical block of lba into *phys (0 = hole).  Caller holds
+/* Where the data block lba maps is now (its name resolved) into *phys
+ * (0 = hole); valid until the caller leaves its read-side section.  A name
+ * that resolves nowhere is -EILSEQ (logged).  Caller holds
  * rcu_read_lock().  A node on the path that is not in memory is read
  * (blocking) or, with nowait, not: -EAGAIN.  0, -EAGAIN, -EIO, -EILSEQ
  * or -ENOMEM.  O(levels) when in memory. */
@@ -120,8 +120,9 @@ int tree_lookup(const struct tree *t, uint64_t lba, bool nowait, uint64_t *phys)
 int tree_run(const struct tree *t, uint64_t lba, uint64_t max, bool nowait, uint64_t *len,
              bool *mapped);
 
-/* Map lba to phys (0 = unmap), taking a reference on phys and dropping the
- * one on the block it replaces.  Copies shared nodes on the path, reading
+/* Map lba to the block named phys (0 = unmap; a block the log just wrote
+ * is named fwd_name_of), taking a reference on it and dropping the one on
+ * the block it replaces.  Copies shared nodes on the path, reading
  * those not in memory.  Returns 0, or -ENOMEM, -EIO, -EILSEQ (the tree is
  * unchanged then). */
 int tree_set(struct tree *t, struct alloc *a, uint64_t lba, uint64_t phys);
@@ -182,40 +183,20 @@ typedef uint64_t (*tree_emit_fn)(void *arg, struct fmt_node *image);
 int tree_write_dirty(struct tree *t, struct alloc *a, tree_emit_fn emit, void *arg,
                      struct fmt_node *scratch);
 
-/* Compactor: walk every distinct node reachable from trees[0..n).  A leaf
- * slot whose block lies in a victim segment (victim[seg] != 0) is pointed
- * at move(arg, old), a copy with the same bytes; this is done in place even
- * in shared leaves, since every tree sharing the leaf wants the same
- * answer, and readers see the old or the new copy, both right.  A node whose
- * own on-disk copy lies in a victim is marked dirty; every ancestor of a
- * dirty node is marked dirty, so the next checkpoint rewrites each path.
- * The slots change only after commit(arg) has written every copy (a
- * reader that follows a new slot must find the bytes there).  move returns
- * 0 on failure (the walk stops); commit returns 0 or -errno.  Returns slots
- * re-pointed or -errno (then no slot changed).  Writer only; reads every
- * node not in memory; cost O(distinct nodes). */
-typedef uint64_t (*tree_move_fn)(void *arg, uint64_t old);
-typedef int (*tree_commit_fn)(void *arg);
-int64_t tree_relocate(struct tree *const *trees, unsigned n, struct alloc *a, const uint8_t *victim,
-                      tree_move_fn move, tree_commit_fn commit, void *arg);
-
 /* Comparing trees.
  *
  * The rule that makes a comparison of mappings a comparison of data: two
  * trees hold the same bytes at an LBA exactly when their leaves hold the
- * same physical block there (or both a hole), provided no write happened
- * to it in between.  A write never rewrites a block in place: it maps a
+ * same block name there (or both a hole), provided no write happened to
+ * it in between.  A write never rewrites a block in place: it maps a
  * freshly allocated block (a partial write merges into a fresh one too),
- * so a block written after two trees split is a number the other tree
- * cannot hold.  A physical block is never reused while any tree references
- * it (nor within an RCU grace period after), so equal numbers read in one
- * read-side section are the same bytes.  Sharing (snapshot, clone,
- * rollback, copying a node before a change) passes numbers on unchanged.
- * The one thing besides a write that changes a slot is compaction, and it
- * changes every slot holding a moved block, in every tree, to the same
- * copy in one pass (a damaged block stays where it is in all of them); the
- * trees' seq brackets the re-pointing, and readers retry a comparison
- * that overlapped it (tree_read_begin / tree_read_retry).  Hence: a block
+ * so a block written after two trees split has a name the other tree
+ * cannot hold.  A name is never given to another block while any tree
+ * holds it (a segment's life moves on when the compactor retires it, and
+ * a forwarded entry lives while its block is referenced), so equal names
+ * are the same bytes.  Sharing (snapshot, clone, rollback, copying a node
+ * before a change) passes names on unchanged, and compaction changes no
+ * slot: it moves blocks under their names (fwd.h).  Hence: a block
  * never written between the two trees' split and now is never reported
  * (no false positives), and a block whose bytes differ always is; a block
  * overwritten with the same bytes is reported (it was written).  Subtrees
@@ -263,12 +244,6 @@ typedef int (*tree_depth_fn)(void *arg, uint64_t lba, uint64_t n, uint32_t depth
  * in the range, times n. */
 int tree_depth(const struct tree *const *chain, unsigned n, uint64_t lo, uint64_t hi, bool nowait,
                tree_depth_fn fn, void *arg);
-
-/* Seqcount read side for the comparisons above: tree_read_begin waits
- * out a relocation in progress and returns the count; tree_read_retry is
- * true if one ran since (discard what was read and walk again). */
-uint32_t tree_read_begin(const struct tree *t);
-bool tree_read_retry(const struct tree *t, uint32_t seq);
 
 /* ---- the node cache -------------------------------------------------- */
 
@@ -359,11 +334,12 @@ uint64_t tree_unload(struct tree *const *trees, unsigned n);
 
 /* Offline checker: walks every distinct node reachable from trees[0..n)
  * (reading those not in memory), checks each node's level, slot counts
- * and reference count, and adds one to bref[b] (nblocks entries) for every
- * reference to block b (leaf slots and nodes' on-disk copies), for the
- * caller to compare with the allocator.  Writer only.  Returns problems
+ * and reference count, and adds one to bref[b] (alloc_nblocks(a) entries)
+ * for every reference to the block b a name resolves to (leaf slots and
+ * nodes' on-disk copies; a name that resolves nowhere is a problem), for
+ * the caller to compare with the allocator.  Writer only.  Returns problems
  * found (each reported with say_error). */
-int tree_check_all(struct tree *const *trees, unsigned n, uint64_t nblocks, uint32_t *bref);
+int tree_check_all(struct tree *const *trees, unsigned n, const struct alloc *a, uint32_t *bref);
 
 /* Distinct dirty nodes reachable from trees[0..n): what
  * alloc_meta_pending() must equal (a checker; O(distinct nodes in

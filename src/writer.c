@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <urcu/urcu-memb.h>
 
+#include "fwd.h"
 #include "store_int.h"
 
 /* ---- the round's staged blocks: per volume, lba -> latest data ----------- */
@@ -252,7 +253,8 @@ static void apply_staged(struct store *st)
 	for (size_t i = 0; i < st->wr.nap; i++) {
 		struct apply *ap = &st->wr.ap[i];
 		int err = ap->trim ? tree_trim(&ap->v->tree, st->a, ap->lba, ap->val)
-		                   : tree_set(&ap->v->tree, st->a, ap->lba, ap->val);
+		                   : tree_set(&ap->v->tree, st->a, ap->lba,
+		                              fwd_name_of(alloc_fwd(st->a), ap->val));
 		if (err)
 			core_set_failed(st, err, "tree update");
 	}

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "fwd.h"
 #include "map.h"
 #include "treeref.h"
 
@@ -22,12 +23,21 @@ static void oom(void)
 
 /* Count one more reference to n; on its first visit, its children's and
  * (unless bref is NULL) its blocks' references. */
-static void recount(const struct tree_node *n, struct seen *s, uint32_t *bref)
+/* The block a name is at now (0 if it resolves nowhere: counted nowhere,
+ * so the comparison with the allocator shows it). */
+static uint64_t where(const struct alloc *a, uint64_t name)
+{
+	uint64_t blk;
+	return fwd_resolve(alloc_fwd(a), name, &blk) ? 0 : blk;
+}
+
+static void recount(const struct alloc *a, const struct tree_node *n, struct seen *s,
+                    uint32_t *bref)
 {
 	uintptr_t i = (uintptr_t)map_get(&s->idx, (uint64_t)(uintptr_t)n);
 
 	if (n->disk && bref)
-		bref[n->disk]++; /* a node's block: once per reference to it */
+		bref[where(a, n->disk)]++; /* a node's block: once per reference to it */
 	if (i) {
 		s->refs[i - 1]++;
 		return;
@@ -45,16 +55,17 @@ static void recount(const struct tree_node *n, struct seen *s, uint32_t *bref)
 		oom();
 	for (unsigned k = 0; k < FMT_FANOUT; k++)
 		if (n->level == 0 && n->phys[k] && bref)
-			bref[n->phys[k]]++;
+			bref[where(a, n->phys[k])]++;
 		else if (n->level > 0 && n->child[k])
-			recount(n->child[k], s, bref);
+			recount(a, n->child[k], s, bref);
 }
 
-static void walk(struct tree *const *trees, unsigned n, struct seen *s, uint32_t *bref)
+static void walk(const struct alloc *a, struct tree *const *trees, unsigned n, struct seen *s,
+                 uint32_t *bref)
 {
 	for (unsigned i = 0; i < n; i++)
 		if (trees[i]->root)
-			recount(trees[i]->root, s, bref);
+			recount(a, trees[i]->root, s, bref);
 }
 
 static void seen_free(struct seen *s)
@@ -75,12 +86,12 @@ int treeref_check(struct tree *const *trees, unsigned n, const struct alloc *a,
 	if (!bref || !mine)
 		oom();
 	/* The store's checkers. */
-	bad = tree_check_all(trees, n, nb, bref);
+	bad = tree_check_all(trees, n, a, bref);
 	for (uint64_t b = 0; extra && b < nb; b++)
 		bref[b] += extra[b];
 	bad += alloc_verify(a, bref);
 	/* Ours. */
-	walk(trees, n, &seen, mine);
+	walk(a, trees, n, &seen, mine);
 	for (size_t i = 0; i < seen.n; i++) {
 		const struct tree_node *tn = seen.node[i];
 		/* A written node's count is its block's (compared below). */
@@ -92,9 +103,9 @@ int treeref_check(struct tree *const *trees, unsigned n, const struct alloc *a,
 	}
 	for (uint64_t b = 0; b < nb; b++) {
 		uint32_t want = mine[b] + (extra ? extra[b] : 0);
-		if (want != alloc_block_refs(a, b)) {
+		if (b == 0 ? mine[0] != 0 : want != alloc_blk_refs(a, b)) {
 			fprintf(stderr, "treeref: block %llu: %u references, allocator says %u\n",
-			        (unsigned long long)b, want, alloc_block_refs(a, b));
+			        (unsigned long long)b, want, alloc_blk_refs(a, b));
 			bad++;
 		}
 	}
@@ -112,7 +123,7 @@ uint64_t treeref_nodes(struct tree *const *trees, unsigned n)
 {
 	struct seen seen = {0};
 
-	walk(trees, n, &seen, NULL);
+	walk(NULL, trees, n, &seen, NULL);
 	uint64_t count = seen.n;
 	seen_free(&seen);
 	return count;

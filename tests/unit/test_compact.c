@@ -3,15 +3,16 @@
  * liburcu's).  Victim policy: compact_pick takes only USED, live segments
  * at most max_util full and not in keep[], best (1-u)·age/(1+u) first, up
  * to max_blocks live blocks, so an old segment beats a young one and a
- * sparse one a fuller one.  Relocation: compact_move over a volume, its
+ * sparse one a fuller one.  Moving: compact_move under a volume, its
  * snapshot, a clone of that and the clone's snapshot (trees sharing nodes
- * and leaves): every tree reads the same bytes before and after (read back
- * through the segio), each moved block was copied once as a MOVE entry
- * naming its old address with the right CRC, the victims end with no live
+ * and leaves): no slot changes, every tree reads the same bytes before and
+ * after through the forwarding map (read back through the segio), each
+ * moved block was copied once as a MOVE2 entry naming its birth with the
+ * right CRC, the victims end with no live
  * block (alloc_release_dead frees them), and every reference
  * count is exact (tests/lib/treeref).  Damage: a byte flipped in a
  * victim's live block is not laundered — the block stays where it was,
- * still failing its check (bcrc), no MOVE entry copies it, it is counted,
+ * still failing its check (bcrc), no MOVE2 entry copies it, it is counted,
  * and its segment is no victim of a later pass while the block is live.
  */
 #undef NDEBUG
@@ -28,6 +29,7 @@
 #include "bcrc.h"
 #include "compact.h"
 #include "crc32c.h"
+#include "fwd.h"
 #include "testlog.h"
 #include "treeref.h"
 
@@ -112,7 +114,9 @@ static void put(struct testlog *t, struct vt *v, const uint64_t *lbas, unsigned 
 		}
 		assert_int_equal(log_commit(t->l), 0);
 		for (unsigned i = 0; i < m; i++)
-			assert_int_equal(tree_set(&v->t, t->a, lbas[at + i], addr[i]), 0);
+			assert_int_equal(tree_set(&v->t, t->a, lbas[at + i],
+			                          fwd_name_of(alloc_fwd(t->a), addr[i])),
+			                 0);
 	}
 }
 
@@ -123,6 +127,16 @@ static void put_random(struct testlog *t, struct vt *v, unsigned n, unsigned sal
 		lbas[i] = (i * 7919u + salt * 104729u) % NLBA;
 	put(t, v, lbas, n);
 	free(lbas);
+}
+
+/* The block lba of v is at now: its name resolved (these trees have no
+ * node cache, so tree_lookup gives the name). */
+static uint64_t where(struct testlog *t, const struct vt *v, uint64_t lba)
+{
+	uint64_t name = treeref_lookup(&v->t, lba), blk = 0;
+	if (name)
+		assert_int_equal(fwd_resolve(alloc_fwd(t->a), name, &blk), 0);
+	return blk;
 }
 
 static void share(struct testlog *t, struct vt *dst, const struct vt *src)
@@ -138,7 +152,7 @@ static void expect_reads(struct testlog *t, const struct vt *v)
 
 	for (uint64_t lba = 0; lba < NLBA; lba++) {
 		urcu_memb_read_lock();
-		uint64_t b = treeref_lookup(&v->t, lba);
+		uint64_t b = where(t, v, lba);
 		urcu_memb_read_unlock();
 		if (!v->seed[lba]) {
 			assert_int_equal(b, 0);
@@ -162,7 +176,7 @@ static void expect_reads_but(struct testlog *t, const struct vt *v, uint64_t ski
 
 	for (uint64_t lba = 0; lba < NLBA; lba++) {
 		urcu_memb_read_lock();
-		uint64_t b = treeref_lookup(&v->t, lba);
+		uint64_t b = where(t, v, lba);
 		urcu_memb_read_unlock();
 		if (lba == skip || !v->seed[lba])
 			continue;
@@ -198,7 +212,7 @@ static void test_move_bad(void **state)
 	put(&t, vol, lbas, n);
 
 	/* Flip a byte of live lba 100, in the oldest segment. */
-	uint64_t bad_lba = 100, bad = treeref_lookup(&vol->t, bad_lba);
+	uint64_t bad_lba = 100, bad = where(&t, vol, bad_lba);
 	uint64_t bad_seg = alloc_seg_of(bad);
 	uint8_t *b = malloc(FMT_BLOCK);
 	assert_int_equal(segio_read_block(t.io, b, bad), 0);
@@ -211,12 +225,12 @@ static void test_move_bad(void **state)
 	assert_true(want > 1 && victims >= 1);
 	uint32_t live_before = alloc_seg_live(t.a, bad_seg);
 	assert_true(live_before > 1);
-	int64_t moved = compact_move(c, t.a, t.l, t.io, trees, 1);
+	int64_t moved = compact_move(c, t.a, t.l, t.io);
 	assert_int_equal(moved, (int64_t)want - 1); /* all but the bad one */
 	assert_int_equal(compact_bad_blocks(c), 1);
 
 	/* Left in place, alone in its segment, still failing its check. */
-	assert_int_equal(treeref_lookup(&vol->t, bad_lba), bad);
+	assert_int_equal(where(&t, vol, bad_lba), bad);
 	assert_true(alloc_seg_used(t.a, bad_seg));
 	assert_int_equal(alloc_seg_live(t.a, bad_seg), 1);
 	struct bcrc *v = bcrc_new(t.io, alloc_nsegs(t.a), 8);
@@ -233,7 +247,7 @@ static void test_move_bad(void **state)
 			struct log_walk w = {0};
 			const struct fmt_entry *e;
 			while ((e = log_entry_next(s, pos, &w, &blk)))
-				assert_false(e->type == FMT_E_MOVE && e->lba == bad);
+				assert_false(e->type == FMT_E_MOVE2 && e->lba == bad);
 		}
 	}
 	expect_reads_but(&t, vol, bad_lba);
@@ -242,9 +256,9 @@ static void test_move_bad(void **state)
 	/* A later pass never takes its segment while the block is live. */
 	uint64_t keep2[] = {log_head_seg(t.l), log_next_seg(t.l)};
 	compact_pick(c, t.a, log_lsn(t.l), keep2, 2, 1.0, 4096, &victims);
-	assert_true(compact_move(c, t.a, t.l, t.io, trees, 1) >= 0);
+	assert_true(compact_move(c, t.a, t.l, t.io) >= 0);
 	assert_int_equal(compact_bad_blocks(c), 1);
-	assert_int_equal(treeref_lookup(&vol->t, bad_lba), bad);
+	assert_int_equal(where(&t, vol, bad_lba), bad);
 
 	tree_drop(trees[0], t.a);
 	urcu_memb_barrier();
@@ -282,13 +296,16 @@ static void test_move_chain(void **state)
 	put_random(&t, vol, 600, 5);
 	assert_int_equal(treeref_check(trees, 4, t.a, NULL), 0);
 
-	/* The addresses every tree maps now. */
+	/* The names every tree maps now, and where their blocks are. */
 	uint64_t nb = alloc_nblocks(t.a);
 	uint64_t(*before)[NLBA] = malloc(sizeof(uint64_t[4][NLBA]));
+	uint64_t(*names)[NLBA] = malloc(sizeof(uint64_t[4][NLBA]));
 	uint32_t *was_live = calloc(alloc_nsegs(t.a), sizeof(*was_live));
 	for (unsigned i = 0; i < 4; i++)
-		for (uint64_t lba = 0; lba < NLBA; lba++)
-			before[i][lba] = treeref_lookup(trees[i], lba);
+		for (uint64_t lba = 0; lba < NLBA; lba++) {
+			before[i][lba] = where(&t, all[i], lba);
+			names[i][lba] = treeref_lookup(trees[i], lba);
+		}
 	for (uint64_t s = 0; s < alloc_nsegs(t.a); s++)
 		was_live[s] = alloc_seg_live(t.a, s);
 	uint64_t dead_before = alloc_dead_segs(t.a);
@@ -297,7 +314,7 @@ static void test_move_chain(void **state)
 	uint64_t want = compact_pick(c, t.a, log_lsn(t.l), keep, 2, 0.95, 4096, &victims);
 	assert_true(want > 0);
 	assert_true(victims >= 2);
-	int64_t moved = compact_move(c, t.a, t.l, t.io, trees, 4);
+	int64_t moved = compact_move(c, t.a, t.l, t.io);
 	assert_int_equal(moved, (int64_t)want);
 
 	/* Same bytes everywhere; exact counts. */
@@ -320,8 +337,9 @@ static void test_move_chain(void **state)
 	assert_int_equal(nvict, victims);
 	assert_int_equal(freed_live, want);
 
-	/* Each re-pointed slot left a victim for a MOVE copy of the same
-	 * block; a block shared by several trees was copied once. */
+	/* No slot changed; each block that moved left a victim for a MOVE2
+	 * copy naming its birth; a block shared by several trees was copied
+	 * once. */
 	uint8_t *etype = calloc(nb, 1);
 	uint64_t *elba = calloc(nb, sizeof(*elba));
 	uint32_t *ecrc = calloc(nb, sizeof(*ecrc));
@@ -344,14 +362,15 @@ static void test_move_chain(void **state)
 	uint8_t *buf = malloc(FMT_BLOCK), *counted = calloc(nb, 1);
 	for (unsigned i = 0; i < 4; i++)
 		for (uint64_t lba = 0; lba < NLBA; lba++) {
-			uint64_t old = before[i][lba], now = treeref_lookup(trees[i], lba);
+			uint64_t old = before[i][lba], now = where(&t, all[i], lba);
+			assert_int_equal(treeref_lookup(trees[i], lba), names[i][lba]);
 			if (old == now) {
 				assert_true(!old || !victim[alloc_seg_of(old)]);
 				continue;
 			}
 			assert_true(victim[alloc_seg_of(old)]);
-			assert_int_equal(etype[now], FMT_E_MOVE);
-			assert_int_equal(elba[now], old);
+			assert_int_equal(etype[now], FMT_E_MOVE2);
+			assert_int_equal(elba[now], fwd_addr(names[i][lba]));
 			assert_int_equal(segio_read_block(t.io, buf, now), 0);
 			assert_int_equal(ecrc[now], crc32c(0, buf, FMT_BLOCK));
 			if (!counted[now]) {
@@ -369,7 +388,7 @@ static void test_move_chain(void **state)
 		if (victim[seg])
 			assert_false(alloc_seg_used(t.a, seg));
 	/* Nothing left to pick from a fresh pass with nothing chosen. */
-	assert_int_equal(compact_move(c, t.a, t.l, t.io, trees, 4), 0);
+	assert_int_equal(compact_move(c, t.a, t.l, t.io), 0);
 
 	for (unsigned i = 0; i < 4; i++)
 		tree_drop(trees[i], t.a);
@@ -384,8 +403,114 @@ static void test_move_chain(void **state)
 	free(victim);
 	free(was_live);
 	free(before);
+	free(names);
 	for (unsigned i = 0; i < 4; i++)
 		free(all[i]);
+	compact_free(c);
+	testlog_fini(&t);
+	urcu_memb_unregister_thread();
+}
+
+static bool is_live(void *a, uint64_t blk)
+{
+	return alloc_blk_refs(a, blk) > 0;
+}
+
+/* The entry that carried block blk (its type, lba and vol), from the
+ * summaries of blk's segment. */
+static struct fmt_entry entry_of(struct testlog *t, uint64_t blk)
+{
+	struct fmt_summary *s = malloc(sizeof(*s));
+	struct fmt_entry found = {0};
+	uint64_t seg = alloc_seg_of(blk), b;
+	for (uint64_t pos = seg * FMT_SEG_BLOCKS; log_seg_next(t->io, seg, pos, s);
+	     pos += 1 + s->nblocks) {
+		struct log_walk w = {0};
+		const struct fmt_entry *e;
+		while ((e = log_entry_next(s, pos, &w, &b)))
+			if (b == blk)
+				found = *e;
+	}
+	free(s);
+	return found;
+}
+
+/* A block moved twice keeps its name: the second pass finds its birth in
+ * the MOVE2 entry of its first copy, the forwarding entry is updated (not
+ * added), and every tree still reads the same bytes. */
+static void test_move_twice(void **state)
+{
+	struct testlog t;
+	struct vt *vol = calloc(1, sizeof(*vol)), *snap = calloc(1, sizeof(*snap)),
+	          *fill = calloc(1, sizeof(*fill));
+	struct tree *trees[] = {&vol->t, &snap->t, &fill->t};
+	struct compact *c = compact_new();
+	struct fwd *f;
+	uint64_t lbas[NLBA];
+	unsigned victims;
+
+	urcu_memb_register_thread();
+	testlog_init(&t, 32);
+	f = alloc_fwd(t.a);
+	vol->t.levels = snap->t.levels = fill->t.levels = tree_levels_for(NLBA);
+	for (unsigned i = 0; i < NLBA; i++)
+		lbas[i] = i;
+	/* The oldest segment: 40 blocks of vol (and its snapshot) among
+	 * filler that dies. */
+	put(&t, vol, lbas, 40);
+	put(&t, fill, lbas, 2000);
+	put(&t, fill, lbas, 2000);
+	share(&t, snap, vol);
+
+	/* Pass 1 moves them, lba 0's among them, into the head. */
+	uint64_t name = treeref_lookup(&snap->t, 0), birth = where(&t, snap, 0);
+	uint64_t keep[] = {log_head_seg(t.l), log_next_seg(t.l)};
+	assert_true(compact_pick(c, t.a, log_lsn(t.l), keep, 2, 0.95, 64, &victims) > 0);
+	assert_true(compact_victims(c)[alloc_seg_of(birth)]);
+	assert_true(compact_move(c, t.a, t.l, t.io) > 0);
+	uint64_t copy1 = where(&t, snap, 0);
+	assert_true(copy1 != birth);
+	assert_int_equal(where(&t, vol, 0), copy1); /* one copy for both */
+	assert_int_equal(treeref_lookup(&snap->t, 0), name);
+	struct fwd_ent *ents;
+	size_t entries, now;
+	assert_int_equal(fwd_seg_get(f, alloc_seg_of(birth), &ents, &entries), 0);
+	free(ents);
+	assert_true(entries >= 40);
+
+	/* The filler fills the copies' segment and dies again. */
+	put(&t, fill, lbas, NLBA);
+	put(&t, fill, lbas, NLBA);
+
+	/* Pass 2 takes the copies' segment: lba 0's block moves again. */
+	uint64_t keep2[] = {log_head_seg(t.l), log_next_seg(t.l)};
+	assert_true(compact_pick(c, t.a, log_lsn(t.l), keep2, 2, 0.95, 4096, &victims) > 0);
+	assert_true(compact_victims(c)[alloc_seg_of(copy1)]);
+	assert_true(compact_move(c, t.a, t.l, t.io) > 0);
+	uint64_t copy2 = where(&t, snap, 0);
+	assert_true(copy2 != copy1 && copy2 != birth);
+	assert_int_equal(treeref_lookup(&snap->t, 0), name);
+	struct fmt_entry e = entry_of(&t, copy2);
+	assert_int_equal(e.type, FMT_E_MOVE2);
+	assert_int_equal(e.lba, birth); /* its birth, not its first copy */
+	assert_int_equal(e.vol, fwd_tag(name));
+	for (unsigned i = 0; i < 2; i++)
+		expect_reads(&t, i ? snap : vol);
+	assert_int_equal(treeref_check(trees, 3, t.a, NULL), 0);
+	/* the first pass's entries were updated, none added for them */
+	assert_int_equal(fwd_seg_get(f, alloc_seg_of(birth), &ents, &now), 0);
+	free(ents);
+	assert_int_equal(now, entries);
+
+	for (unsigned i = 0; i < 3; i++)
+		tree_drop(trees[i], t.a);
+	assert_int_equal(fwd_prune(f, is_live, t.a), 0);
+	assert_int_equal(fwd_entries(f), 0); /* every block died: every entry goes */
+	urcu_memb_barrier();
+	assert_int_equal(alloc_live_blocks(t.a), 0);
+	free(vol);
+	free(snap);
+	free(fill);
 	compact_free(c);
 	testlog_fini(&t);
 	urcu_memb_unregister_thread();
@@ -396,6 +521,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_pick),
 	    cmocka_unit_test(test_move_chain),
+	    cmocka_unit_test(test_move_twice),
 	    cmocka_unit_test(test_move_bad),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

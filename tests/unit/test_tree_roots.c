@@ -248,7 +248,7 @@ static int store_checks(void)
 	uint64_t nb = alloc_nblocks(A);
 	uint32_t *bref = calloc(nb, sizeof(*bref));
 	assert_non_null(bref);
-	int bad = tree_check_all(trees(), NT, nb, bref);
+	int bad = tree_check_all(trees(), NT, A, bref);
 	bad += alloc_verify(A, bref);
 	free(bref);
 	return bad;
@@ -624,7 +624,7 @@ static int checker_says(char *out, size_t len)
 	assert_true(bref && f && saved >= 0);
 	fflush(stderr);
 	assert_true(dup2(fileno(f), 2) == 2);
-	int bad = tree_check_all(trees(), NT, alloc_nblocks(A), bref);
+	int bad = tree_check_all(trees(), NT, A, bref);
 	fflush(stderr);
 	assert_true(dup2(saved, 2) == 2);
 	close(saved);
