@@ -65,11 +65,20 @@ static int check_segments(struct store *st)
 					continue;
 				if (segio_read_block(st->io, blk, b) ||
 				    crc32c(0, blk, FMT_BLOCK) != e->crc) {
-					say_problem("bad data checksums", 1,
-					            "check: data block %llu (volume %u block %llu) "
-					            "fails its checksum",
-					            (unsigned long long)b, e->vol,
-					            (unsigned long long)e->lba);
+					if (e->type == FMT_E_MOVE2)
+						say_problem(
+						    "bad data checksums", 1,
+						    "check: data block %llu (the compactor's copy "
+						    "of pool block %llu) fails its checksum",
+						    (unsigned long long)b,
+						    (unsigned long long)e->lba);
+					else
+						say_problem(
+						    "bad data checksums", 1,
+						    "check: data block %llu (volume %u block %llu) "
+						    "fails its checksum",
+						    (unsigned long long)b, e->vol,
+						    (unsigned long long)e->lba);
 					bad++;
 				} else {
 					verified++;
