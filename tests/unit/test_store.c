@@ -593,6 +593,139 @@ static void test_crash_compaction(void **state)
 	}
 }
 
+/* Power cuts while the compactor moves blocks that snapshots share (block
+ * names and the forwarding map, docs/METADATA.md step 4): an overwrite
+ * load takes a snapshot every 2,000 writes and deletes the oldest when
+ * three exist, so passes move shared blocks, move copies again and
+ * retire segments whose forwarded blocks later die (pruned at
+ * checkpoints).  After each cut the pool opens and checks clean, the
+ * volume holds its durable or a later written value per block, and every
+ * snapshot whose creation was acknowledged reads what the volume held then.
+ * Then the pool goes on (a second cut) from the recovered state. */
+static void test_crash_compaction_snapshots(void **state)
+{
+	enum { NB = 4096, NSNAP = 12 };
+	static unsigned char durable[NB], latest[NB], pending[NB][32], at[NSNAP][NB];
+	static bool snap_ok[NSNAP], snap_gone[NSNAP];
+	char blk[4096], name[32];
+	uint64_t moved_total = 0;
+
+	for (int run = 0; run < 4; run++) {
+		struct faultdev *p = faultdev_new(160u << 20);
+		struct store *st;
+		struct vol *v;
+		struct store_stats stats;
+		int nsnap = 0;
+
+		memset(durable, 0, sizeof(durable));
+		memset(latest, 0, sizeof(latest));
+		memset(pending, 0, sizeof(pending));
+		memset(snap_ok, 0, sizeof(snap_ok));
+		memset(snap_gone, 0, sizeof(snap_gone));
+		st = testpool_new(&p->dev, NULL);
+		assert_int_equal(store_vol_create(st, "v", (uint64_t)NB * 4096), 0);
+		assert_int_equal(store_vol_open(st, "v", &v), 0);
+		p->calls = 0;
+		p->budget = 9000 + run * 7000;
+		srand(700 + run);
+		for (int i = 0; i < 40000 && !p->dead; i++) {
+			unsigned b = (unsigned)rand() % NB;
+			unsigned char x = (unsigned char)(1 + rand() % 250);
+			memset(blk, x, sizeof(blk));
+			pending[b][x / 8] |= (unsigned char)(1u << (x % 8));
+			int err = store_write(v, blk, (uint64_t)b * 4096, 4096, 0);
+			if (err) {
+				assert_true(p->dead); /* never full: the power went */
+				break;
+			}
+			latest[b] = x;
+			if (i % 64 == 63 && store_flush(v) == 0) {
+				memset(pending, 0, sizeof(pending));
+				memcpy(durable, latest, sizeof(durable));
+			}
+			if (i % 2000 == 1999 && nsnap < NSNAP) {
+				snprintf(name, sizeof(name), "v@s%d", nsnap);
+				memcpy(at[nsnap], latest, NB);
+				if (store_snap_create(st, name)) {
+					assert_true(p->dead);
+					break;
+				}
+				/* acknowledged: it holds what was written before */
+				snap_ok[nsnap++] = true;
+				if (nsnap >= 3 && !snap_gone[nsnap - 3]) {
+					snprintf(name, sizeof(name), "v@s%d", nsnap - 3);
+					if (store_snap_delete(st, name)) {
+						assert_true(p->dead);
+						break;
+					}
+					snap_gone[nsnap - 3] = true;
+				}
+			}
+		}
+		assert_true(p->dead);
+		store_get_stats(st, &stats);
+		moved_total += stats.compacted_blocks;
+		store_vol_close(v);
+		for (int cut = 0; cut < 2; cut++) {
+			power_cut(p, st, (run + cut) % 2);
+			st = testpool_open(&p->dev, NULL);
+			assert_int_equal(store_check(st), 0);
+			assert_int_equal(store_vol_open(st, "v", &v), 0);
+			for (unsigned b = 0; b < NB; b++) {
+				unsigned char got[4096];
+				assert_int_equal(store_read(v, got, (uint64_t)b * 4096, 4096), 0);
+				unsigned char x = got[0];
+				if (x != durable[b] && !(pending[b][x / 8] & (1u << (x % 8))))
+					fail_msg("block %u reads %u, durable %u (run %d)", b, x,
+					         durable[b], run);
+			}
+			store_vol_close(v);
+			for (int k = 0; k < nsnap; k++) {
+				struct vol *sv;
+				snprintf(name, sizeof(name), "v@s%d", k);
+				if (!snap_ok[k])
+					continue;
+				if (store_vol_open(st, name, &sv)) {
+					/* only a deletion may have taken it */
+					assert_true(snap_gone[k]);
+					continue;
+				}
+				for (unsigned b = 0; b < NB; b++) {
+					unsigned char got[4096];
+					assert_int_equal(
+					    store_read(sv, got, (uint64_t)b * 4096, 4096), 0);
+					if (got[0] != at[k][b])
+						fail_msg("snapshot %d block %u reads %u, had %u "
+						         "(run %d)",
+						         k, b, got[0], at[k][b], run);
+				}
+				store_vol_close(sv);
+			}
+			if (cut)
+				break;
+			/* go on from the recovered state until the power goes again */
+			p->calls = 0;
+			p->budget = 3000;
+			assert_int_equal(store_vol_open(st, "v", &v), 0);
+			for (int i = 0; i < 20000 && !p->dead; i++) {
+				unsigned b = (unsigned)rand() % NB;
+				unsigned char x = (unsigned char)(1 + rand() % 250);
+				memset(blk, x, sizeof(blk));
+				pending[b][x / 8] |= (unsigned char)(1u << (x % 8));
+				if (store_write(v, blk, (uint64_t)b * 4096, 4096, 0))
+					break;
+				latest[b] = x;
+			}
+			store_vol_close(v);
+		}
+		store_close(st);
+		faultdev_free(p);
+	}
+	print_message("blocks moved by compaction before the cuts: %llu\n",
+	              (unsigned long long)moved_total);
+	assert_true(moved_total > 0);
+}
+
 /* Readers never see a block move: while the compactor relocates blocks
  * that are never rewritten (interleaved with constantly rewritten ones),
  * a reader thread keeps checking them, on both read paths.  (Bug: slots
@@ -1136,6 +1269,7 @@ int main(void)
 	    cmocka_unit_test(test_check_finds_damage),
 	    cmocka_unit_test(test_compaction),
 	    cmocka_unit_test(test_crash_compaction),
+	    cmocka_unit_test(test_crash_compaction_snapshots),
 	    cmocka_unit_test(test_compaction_readers),
 	    cmocka_unit_test(test_crash_points),
 	    cmocka_unit_test(test_full_subblock_trims),
