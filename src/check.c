@@ -15,6 +15,8 @@
 #include <string.h>
 
 #include "crc32c.h"
+#include "fwd.h"
+#include "map.h"
 #include "say.h"
 #include "store_int.h"
 
@@ -125,12 +127,70 @@ static int check_refs(struct store *st)
 	return bad;
 }
 
+/* The forwarding map (fwd.h): every copy belongs to one name, lies in a
+ * segment in use, and still has a reference (an entry whose copy died
+ * since the last checkpoint is pruned by the next one: said, not a
+ * problem).  Whether each name resolves is tree_check_all's part. */
+static int check_fwd(struct store *st)
+{
+	struct fwd *f = alloc_fwd(st->a);
+	struct map seen = {0};
+	uint64_t dead = 0;
+	int bad = 0;
+
+	for (uint64_t seg = 1; seg < st->nsegs; seg++) {
+		struct fwd_ent *e;
+		size_t n;
+		if (fwd_seg_get(f, seg, &e, &n)) {
+			say_problem("checks that could not run", 1,
+			            "check: out of memory: forwarding map not checked");
+			map_clear(&seen);
+			return bad + 1;
+		}
+		for (size_t i = 0; i < n; i++) {
+			uint64_t name = fwd_make(seg * FMT_SEG_BLOCKS + e[i].idx, e[i].tag);
+			uint64_t other = (uint64_t)(uintptr_t)map_get(&seen, e[i].blk);
+			if (other) {
+				say_problem(
+				    "copies two names forward to", 1,
+				    "check: pool block %llu is where both block %llu (tag %u) "
+				    "and block %llu (tag %u) are said to be",
+				    (unsigned long long)e[i].blk,
+				    (unsigned long long)fwd_addr(other), fwd_tag(other),
+				    (unsigned long long)fwd_addr(name), fwd_tag(name));
+				bad++;
+			} else if (map_put(&seen, e[i].blk, (void *)(uintptr_t)name)) {
+				bad++;
+			}
+			if (!alloc_seg_used(st->a, alloc_seg_of(e[i].blk))) {
+				say_problem(
+				    "forwarding into free segments", 1,
+				    "check: block %llu (tag %u) is forwarded to pool block %llu, "
+				    "in a free segment",
+				    (unsigned long long)fwd_addr(name), fwd_tag(name),
+				    (unsigned long long)e[i].blk);
+				bad++;
+			} else if (alloc_seg_load(st->a, alloc_seg_of(e[i].blk)) == 0 &&
+			           !alloc_blk_refs(st->a, e[i].blk)) {
+				dead++;
+			}
+		}
+		free(e);
+	}
+	map_clear(&seen);
+	say_info("check: %llu forwarded blocks in %llu segments%s",
+	         (unsigned long long)fwd_entries(f), (unsigned long long)fwd_segments(f),
+	         dead ? " (some dead: the next checkpoint prunes them)" : "");
+	return bad;
+}
+
 static int check_all(struct store *st)
 {
 	int bad;
 
 	say_problems_reset(); /* the caller's summary counts this check only */
 	bad = check_refs(st);
+	bad += check_fwd(st);
 	bad += check_segments(st);
 	if (st->ck.bitmap_mismatch) {
 		say_problem(
