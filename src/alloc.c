@@ -193,8 +193,8 @@ struct fwd *alloc_fwd(const struct alloc *a)
 
 uint32_t alloc_block_refs(const struct alloc *a, uint64_t name)
 {
-	uint64_t blk;
-	return fwd_resolve(a->fwd, name, &blk) ? 0 : alloc_blk_refs(a, blk);
+	uint64_t blk; /* never loads: a name forwarded through tables on disk reads 0 */
+	return fwd_resolve_nowait(a->fwd, name, &blk) ? 0 : alloc_blk_refs(a, blk);
 }
 
 uint32_t alloc_blk_refs(const struct alloc *a, uint64_t blk)

@@ -9,12 +9,17 @@
  * Adding or pruning tables publishes a new struct fwd_seg and frees the
  * old one after a grace period. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <urcu/urcu-memb.h>
 
 #include "fwd.h"
 #include "map.h"
+#include "say.h"
+
+/* Allocator overhead per malloc'd object, counted in a footprint. */
+#define MALLOC_OVERHEAD 16
 
 #define ENT_ADDR_MASK ((1ull << 48) - 1)
 
@@ -43,13 +48,22 @@ struct fwd_seg {
 
 struct fwd {
 	uint64_t nsegs;
-	uint32_t *life;        /* per segment; atomic (readers) */
-	struct fwd_seg **seg;  /* per segment; RCU-published, NULL: none */
-	uint64_t *dirty;       /* bitmap: tables or life changed since fwd_clean */
-	uint64_t *marked;      /* bitmap: a forwarded block lost its last reference */
-	uint64_t nent, nwith;  /* entries, segments with tables */
-	struct map stage;      /* birth -> new address (as a pointer value) */
-	struct map stage_segs; /* segment -> 1: segments with staged native births */
+	uint32_t *life;       /* per segment; atomic (readers) */
+	struct fwd_seg **seg; /* per segment; RCU-published, NULL: none, or away */
+	uint8_t *away;        /* per segment; atomic: its tables are on disk only */
+	uint8_t *used;        /* per segment: resolved through since the hand passed */
+	uint64_t *dirty;      /* bitmap: tables or life changed since fwd_clean */
+	uint64_t *marked;     /* bitmap: a forwarded block lost its last reference */
+	uint64_t nent, nwith; /* entries, segments with tables, in memory (load_lock) */
+	uint64_t bytes;       /* their footprint (load_lock; read racily) */
+	uint64_t added;       /* entries fwd_publish added since fwd_clean */
+	uint64_t loads, evictions, hand;
+	struct map stage;          /* birth -> new address (as a pointer value) */
+	struct map stage_segs;     /* segment -> 1: segments with staged native births */
+	pthread_mutex_t load_lock; /* loads, and the counts above */
+	fwd_loader_fn *loader;
+	void *loader_arg;
+	uint64_t last_bad; /* the last segment whose tables could not be loaded (logged) */
 };
 
 static inline uint64_t seg_of(uint64_t blk)
@@ -73,7 +87,10 @@ struct fwd *fwd_new(uint64_t nsegs)
 	f->seg = calloc(nsegs, sizeof(*f->seg));
 	f->dirty = calloc(words, sizeof(uint64_t));
 	f->marked = calloc(words, sizeof(uint64_t));
-	if (!f->life || !f->seg || !f->dirty || !f->marked) {
+	f->away = calloc(nsegs, 1);
+	f->used = calloc(nsegs, 1);
+	pthread_mutex_init(&f->load_lock, NULL);
+	if (!f->life || !f->seg || !f->dirty || !f->marked || !f->away || !f->used) {
 		fwd_free(f);
 		return NULL;
 	}
@@ -90,6 +107,9 @@ void fwd_free(struct fwd *f)
 	free(f->life);
 	free(f->dirty);
 	free(f->marked);
+	free(f->away);
+	free(f->used);
+	pthread_mutex_destroy(&f->load_lock);
 	map_clear(&f->stage);
 	map_clear(&f->stage_segs);
 	free(f);
@@ -130,28 +150,74 @@ static uint64_t *ent_find(const struct fwd_tab *tab, unsigned idx)
 	return NULL;
 }
 
-/* The F entry of a forwarded name, or NULL. */
-static uint64_t *fwd_entry(const struct fwd *f, uint64_t name)
+static uint64_t seg_bytes(const struct fwd_seg *s)
+{
+	return s ? sizeof(*s) + s->ntab * sizeof(struct fwd_tab) + s->nent * sizeof(uint64_t) +
+	               MALLOC_OVERHEAD
+	         : 0;
+}
+
+static int seg_load(struct fwd *f, uint64_t seg, bool nowait);
+
+/* seg's tables (NULL: none), loaded if they are away (with nowait:
+ * -EAGAIN instead).  A segment is made away before its tables are
+ * unpublished, and published before it stops being away, so a reader that
+ * finds neither looks again.  Any thread, inside rcu_read_lock (or the
+ * writer). */
+static const struct fwd_seg *seg_tables(const struct fwd *cf, uint64_t seg, bool nowait, int *err)
+{
+	struct fwd *f = (struct fwd *)cf; /* loading is the one store */
+	*err = 0;
+	for (;;) {
+		const struct fwd_seg *s = rcu_dereference(f->seg[seg]);
+		if (s) {
+			if (!f->used[seg])
+				f->used[seg] = 1; /* CLOCK's bit, racy */
+			return s;
+		}
+		if (!__atomic_load_n(&f->away[seg], __ATOMIC_ACQUIRE)) {
+			if (!rcu_dereference(f->seg[seg]))
+				return NULL;
+			continue; /* loaded meanwhile */
+		}
+		if ((*err = seg_load(f, seg, nowait)))
+			return NULL;
+	}
+}
+
+/* The F entry of a forwarded name, or NULL (*err: 0, or the load's). */
+static uint64_t *fwd_entry(const struct fwd *f, uint64_t name, bool nowait, int *err)
 {
 	uint64_t addr = fwd_addr(name), seg = seg_of(addr);
-	const struct fwd_seg *s = rcu_dereference(f->seg[seg]);
+	const struct fwd_seg *s = seg_tables(f, seg, nowait, err);
 	return ent_find(tab_find(s, fwd_tag(name)), (unsigned)(addr % FMT_SEG_BLOCKS));
 }
 
-int fwd_resolve(const struct fwd *f, uint64_t name, uint64_t *blk)
+static int resolve(const struct fwd *f, uint64_t name, bool nowait, uint64_t *blk)
 {
 	uint64_t addr = fwd_addr(name), seg = seg_of(addr);
+	int err;
 	if (seg >= f->nsegs || seg == 0)
 		return -EILSEQ;
 	if (fwd_tag(name) == fwd_life(f, seg)) {
 		*blk = addr;
 		return 0;
 	}
-	uint64_t *e = fwd_entry(f, name);
+	uint64_t *e = fwd_entry(f, name, nowait, &err);
 	if (!e)
-		return -EILSEQ;
+		return err ? err : -EILSEQ;
 	*blk = __atomic_load_n(e, __ATOMIC_RELAXED) & ENT_ADDR_MASK;
 	return 0;
+}
+
+int fwd_resolve(const struct fwd *f, uint64_t name, uint64_t *blk)
+{
+	return resolve(f, name, false, blk);
+}
+
+int fwd_resolve_nowait(const struct fwd *f, uint64_t name, uint64_t *blk)
+{
+	return resolve(f, name, true, blk);
 }
 
 /* ---- building tables ---------------------------------------------------- */
@@ -188,12 +254,13 @@ static void seg_free_rcu(struct rcu_head *h)
  * period; counts follow. */
 static void seg_replace(struct fwd *f, uint64_t seg, struct fwd_seg *s)
 {
+	pthread_mutex_lock(&f->load_lock);
 	struct fwd_seg *old = f->seg[seg];
-	f->nent -= old ? old->nent : 0;
-	f->nwith -= old != NULL;
-	f->nent += s ? s->nent : 0;
-	f->nwith += s != NULL;
+	f->nent = f->nent - (old ? old->nent : 0) + (s ? s->nent : 0);
+	f->nwith = f->nwith - (old != NULL) + (s != NULL);
+	f->bytes = f->bytes - seg_bytes(old) + seg_bytes(s);
 	rcu_assign_pointer(f->seg[seg], s);
+	pthread_mutex_unlock(&f->load_lock);
 	if (old)
 		urcu_memb_call_rcu(&old->rcu, seg_free_rcu);
 	bit_set(f->dirty, seg);
@@ -278,11 +345,12 @@ int fwd_stage(struct fwd *f, uint64_t birth, uint64_t blk)
 	if (seg == 0 || seg >= f->nsegs || !blk || seg_of(blk) >= f->nsegs)
 		return -EILSEQ;
 	bool native = fwd_tag(birth) == fwd_life(f, seg);
-	if (!native && !fwd_entry(f, birth))
-		return -EILSEQ;
+	int err = 0;
+	if (!native && !fwd_entry(f, birth, false, &err))
+		return err ? err : -EILSEQ;
 	if (map_get(&f->stage, birth))
 		return -EEXIST;
-	int err = map_put(&f->stage, birth, (void *)(uintptr_t)blk);
+	err = map_put(&f->stage, birth, (void *)(uintptr_t)blk);
 	if (!err && native)
 		err = map_put(&f->stage_segs, seg, (void *)1);
 	if (err)
@@ -326,8 +394,10 @@ static int publish_native(struct fwd *f, uint64_t seg)
 	struct fwd_seg *s;
 	err = seg_build(f->seg[seg], NULL, NULL, life, add, n, &s);
 	free(add);
-	if (!err)
+	if (!err) {
 		seg_replace(f, seg, s);
+		f->added += n;
+	}
 	return err;
 }
 
@@ -338,6 +408,14 @@ int fwd_publish(struct fwd *f, const uint8_t *victim)
 	void **v;
 	int err = 0;
 
+	/* Every victim's tables in memory (its next life must skip theirs). */
+	for (uint64_t s = 1; s < f->nsegs && !err; s++)
+		if (victim[s])
+			err = fwd_seg_load(f, s);
+	if (err) {
+		fwd_unstage(f);
+		return err;
+	}
 	/* Every allocation first, so that a failure changes nothing visible
 	 * that could not stay: a table published without its life moving is
 	 * never consulted (its tag is the segment's life).  Native births
@@ -359,7 +437,11 @@ int fwd_publish(struct fwd *f, const uint8_t *victim)
 		uint64_t seg = seg_of(fwd_addr(k));
 		if (fwd_tag(k) == f->life[seg])
 			continue; /* native: in its new table */
-		uint64_t *e = fwd_entry(f, k);
+		uint64_t *e = fwd_entry(f, k, false, &err);
+		if (!e) { /* its tables were dropped and cannot be read again */
+			fwd_unstage(f);
+			return err ? err : -EILSEQ;
+		}
 		__atomic_store_n(e, ent_make((uint64_t)(uintptr_t)*v, ent_idx(*e)),
 		                 __ATOMIC_RELEASE);
 		bit_set(f->dirty, seg);
@@ -389,7 +471,9 @@ int fwd_prune(struct fwd *f, bool (*live)(void *arg, uint64_t blk), void *arg)
 		while (f->marked[w]) {
 			uint64_t seg = w * 64 + (uint64_t)__builtin_ctzll(f->marked[w]);
 			struct fwd_seg *s;
-			int err = seg_build(f->seg[seg], live, arg, 0, NULL, 0, &s);
+			int err = fwd_seg_load(f, seg);
+			if (!err)
+				err = seg_build(f->seg[seg], live, arg, 0, NULL, 0, &s);
 			if (err)
 				return err;
 			if (!s || s->nent != f->seg[seg]->nent)
@@ -423,15 +507,17 @@ void fwd_mark_dirty(struct fwd *f, uint64_t seg)
 void fwd_clean(struct fwd *f)
 {
 	memset(f->dirty, 0, (f->nsegs + 63) / 64 * sizeof(uint64_t));
+	f->added = 0;
 }
 
-int fwd_seg_get(const struct fwd *f, uint64_t seg, struct fwd_ent **out, size_t *n)
+int fwd_seg_get(struct fwd *f, uint64_t seg, struct fwd_ent **out, size_t *n)
 {
-	const struct fwd_seg *s = f->seg[seg];
+	int err;
+	const struct fwd_seg *s = seg_tables(f, seg, false, &err);
 	*out = NULL;
 	*n = 0;
 	if (!s)
-		return 0;
+		return err;
 	struct fwd_ent *e = malloc(s->nent * sizeof(*e));
 	if (!e)
 		return -ENOMEM;
@@ -446,11 +532,14 @@ int fwd_seg_get(const struct fwd *f, uint64_t seg, struct fwd_ent **out, size_t 
 	return 0;
 }
 
-int fwd_seg_install(struct fwd *f, uint64_t seg, uint32_t life, const struct fwd_ent *e, size_t n)
+/* Tables of a segment whose life is life from e[0..n) (the rules of
+ * fwd_seg_install) into *out (NULL for none).  0, -EILSEQ or -ENOMEM. */
+static int seg_from(const struct fwd *f, uint32_t life, const struct fwd_ent *e, size_t n,
+                    struct fwd_seg **out)
 {
 	uint32_t ntab = 0;
-	if (seg >= f->nsegs || life > FWD_TAG_MASK ||
-	    n > (size_t)FMT_SEG_BLOCKS * (FWD_TAG_MASK + 1))
+	*out = NULL;
+	if (life > FWD_TAG_MASK || n > (size_t)FMT_SEG_BLOCKS * (FWD_TAG_MASK + 1))
 		return -EILSEQ;
 	for (size_t i = 0; i < n; i++) {
 		bool next_tab = i == 0 || e[i].tag != e[i - 1].tag;
@@ -460,30 +549,145 @@ int fwd_seg_install(struct fwd *f, uint64_t seg, uint32_t life, const struct fwd
 			return -EILSEQ;
 		ntab += next_tab;
 	}
-	struct fwd_seg *s = NULL;
-	if (n) {
-		s = seg_alloc(ntab, (uint32_t)n);
-		if (!s)
-			return -ENOMEM;
-		for (size_t i = 0, t = 0; i < n; i++) {
-			if (i && e[i].tag != e[i - 1].tag)
-				t++;
-			s->tab[t].tag = e[i].tag;
-			s->tab[t].n++;
-		}
-		seg_layout(s);
-		for (size_t i = 0, t = 0, j = 0; i < n; i++, j++) {
-			if (i && e[i].tag != e[i - 1].tag) {
-				t++;
-				j = 0;
-			}
-			s->tab[t].ent[j] = ent_make(e[i].blk, e[i].idx);
-		}
+	if (!n)
+		return 0;
+	struct fwd_seg *s = seg_alloc(ntab, (uint32_t)n);
+	if (!s)
+		return -ENOMEM;
+	for (size_t i = 0, t = 0; i < n; i++) {
+		if (i && e[i].tag != e[i - 1].tag)
+			t++;
+		s->tab[t].tag = e[i].tag;
+		s->tab[t].n++;
 	}
+	seg_layout(s);
+	for (size_t i = 0, t = 0, j = 0; i < n; i++, j++) {
+		if (i && e[i].tag != e[i - 1].tag) {
+			t++;
+			j = 0;
+		}
+		s->tab[t].ent[j] = ent_make(e[i].blk, e[i].idx);
+	}
+	*out = s;
+	return 0;
+}
+
+int fwd_seg_install(struct fwd *f, uint64_t seg, uint32_t life, const struct fwd_ent *e, size_t n)
+{
+	struct fwd_seg *s;
+	if (seg >= f->nsegs)
+		return -EILSEQ;
+	int err = seg_from(f, life, e, n, &s);
+	if (err)
+		return err;
 	f->life[seg] = life;
+	f->away[seg] = 0;
 	seg_replace(f, seg, s);
 	f->dirty[seg / 64] &= ~(1ull << (seg % 64));
 	return 0;
+}
+
+/* ---- tables on disk ----------------------------------------------------- */
+
+void fwd_set_loader(struct fwd *f, fwd_loader_fn *fn, void *arg)
+{
+	f->loader = fn;
+	f->loader_arg = arg;
+}
+
+void fwd_seg_away(struct fwd *f, uint64_t seg, uint32_t life)
+{
+	f->life[seg] = life & FWD_TAG_MASK;
+	f->away[seg] = 1;
+}
+
+/* Read seg's tables through the loader and publish them (serialised:
+ * two threads needing one segment load it once).  A segment whose
+ * tables cannot be had stays away: every name forwarded through it fails
+ * (logged once), nothing is guessed. */
+static int seg_load(struct fwd *f, uint64_t seg, bool nowait)
+{
+	struct fwd_ent *e = NULL;
+	struct fwd_seg *s = NULL;
+	size_t n = 0;
+	int err = 0;
+
+	if (nowait)
+		return -EAGAIN;
+	pthread_mutex_lock(&f->load_lock);
+	if (__atomic_load_n(&f->away[seg], __ATOMIC_ACQUIRE)) {
+		err = f->loader ? f->loader(f->loader_arg, seg, &e, &n) : -EIO;
+		if (!err)
+			err = seg_from(f, f->life[seg], e, n, &s);
+		free(e);
+		if (!err) {
+			f->nent += s ? s->nent : 0;
+			f->nwith += s != NULL;
+			f->bytes += seg_bytes(s);
+			f->loads++;
+			rcu_assign_pointer(f->seg[seg], s);
+			__atomic_store_n(&f->away[seg], 0, __ATOMIC_RELEASE);
+		} else if (f->last_bad != seg) {
+			f->last_bad = seg;
+			say_error("forwarding tables of segment %llu cannot be loaded (%s): blocks "
+			          "moved out of it cannot be read",
+			          (unsigned long long)seg,
+			          err == -EILSEQ ? "damaged" : strerror(-err));
+		}
+	}
+	pthread_mutex_unlock(&f->load_lock);
+	return err == -EILSEQ ? -EIO : err;
+}
+
+int fwd_seg_load(struct fwd *f, uint64_t seg)
+{
+	int err;
+	seg_tables(f, seg, false, &err);
+	return err;
+}
+
+uint64_t fwd_trim(struct fwd *f, uint64_t max, uint64_t budget)
+{
+	uint64_t dropped = 0;
+	for (; budget && __atomic_load_n(&f->bytes, __ATOMIC_RELAXED) > max; budget--) {
+		uint64_t seg = f->hand;
+		f->hand = f->hand + 1 < f->nsegs ? f->hand + 1 : 0;
+		struct fwd_seg *s = f->seg[seg];
+		if (!s || f->dirty[seg / 64] >> (seg % 64) & 1 ||
+		    f->marked[seg / 64] >> (seg % 64) & 1)
+			continue;
+		if (f->used[seg]) { /* a second chance */
+			f->used[seg] = 0;
+			continue;
+		}
+		pthread_mutex_lock(&f->load_lock);
+		__atomic_store_n(&f->away[seg], 1, __ATOMIC_RELEASE);
+		rcu_assign_pointer(f->seg[seg], NULL);
+		f->nent -= s->nent;
+		f->nwith--;
+		f->bytes -= seg_bytes(s);
+		f->evictions++;
+		pthread_mutex_unlock(&f->load_lock);
+		urcu_memb_call_rcu(&s->rcu, seg_free_rcu);
+		dropped++;
+	}
+	return dropped;
+}
+
+void fwd_stats(struct fwd *f, struct fwd_stats *out)
+{
+	pthread_mutex_lock(&f->load_lock);
+	*out = (struct fwd_stats){.entries = f->nent,
+	                          .segments = f->nwith,
+	                          .bytes = f->bytes,
+	                          .loads = f->loads,
+	                          .evictions = f->evictions};
+	pthread_mutex_unlock(&f->load_lock);
+}
+
+uint64_t fwd_added(const struct fwd *f)
+{
+	return f->added;
 }
 
 uint64_t fwd_entries(const struct fwd *f)

@@ -37,9 +37,11 @@
  * forward them (release/acquire), so a reader that sees a new life finds
  * its table.
  *
- * Memory: every table is resident (8 bytes per entry, plus a header per
- * segment that has any); loading them on demand behind the metadata
- * cache is left for later (docs/METADATA.md, "Step 4 as built").
+ * Memory: a segment's tables are in memory (8 bytes per entry, plus a
+ * header) or away, on disk in its forwarding chain (ckpt.c), loaded at
+ * first need through the loader by whichever thread needs them (one load
+ * per segment at a time; fwd_resolve_nowait answers -EAGAIN instead), and
+ * dropped again by fwd_trim when clean (written) and past the budget.
  */
 #ifndef COWBD_FWD_H
 #define COWBD_FWD_H
@@ -84,10 +86,12 @@ uint64_t fwd_name_of(const struct fwd *f, uint64_t blk);
 
 /* Where the block named name is: 0 with *blk set; -EILSEQ for a name that
  * is neither current nor forwarded (a damaged slot, or a count that said a
- * dead block was live).  Any thread, inside rcu_read_lock: *blk stays
- * readable until the reader leaves it (see above).  O(log entries of its
- * table). */
+ * dead block was live); -EIO if its segment's tables cannot be loaded.
+ * Any thread, inside rcu_read_lock: *blk stays readable until the reader
+ * leaves it (see above).  Loads the tables if they are away (blocking);
+ * the nowait form answers -EAGAIN then.  O(log entries of its table). */
 int fwd_resolve(const struct fwd *f, uint64_t name, uint64_t *blk);
+int fwd_resolve_nowait(const struct fwd *f, uint64_t name, uint64_t *blk);
 
 /* ---- the compactor (log thread) ----
  * During a pass each copy is staged (fwd_stage: the block named birth now
@@ -126,16 +130,41 @@ uint64_t fwd_dirty_next(const struct fwd *f, uint64_t from);
 void fwd_mark_dirty(struct fwd *f, uint64_t seg);
 void fwd_clean(struct fwd *f);
 /* seg's entries, sorted by (tag, idx), into *out (malloc'd; NULL when
- * *n is 0).  0 or -ENOMEM. */
-int fwd_seg_get(const struct fwd *f, uint64_t seg, struct fwd_ent **out, size_t *n);
+ * *n is 0), loading them if away.  0, -ENOMEM or the load's error. */
+int fwd_seg_get(struct fwd *f, uint64_t seg, struct fwd_ent **out, size_t *n);
 /* Open: seg's life and entries as its segment table and F blocks say,
  * before any reader.  -EILSEQ if e[] is unsorted, repeats an (tag, idx),
  * forwards seg's current life, or names a block outside the pool or in
  * segment 0; -ENOMEM.  Nothing changes on error. */
 int fwd_seg_install(struct fwd *f, uint64_t seg, uint32_t life, const struct fwd_ent *e, size_t n);
-/* Entries in all tables, and segments holding any (for stats and the
- * checker).  O(1). */
+/* Entries in the tables in memory, and segments holding any (for stats
+ * and the checker; away tables are not counted).  O(1). */
 uint64_t fwd_entries(const struct fwd *f);
 uint64_t fwd_segments(const struct fwd *f);
+/* Entries fwd_publish added since fwd_clean: each may open a new table
+ * block at the next checkpoint (the space reserve). */
+uint64_t fwd_added(const struct fwd *f);
+
+/* ---- tables on disk, loaded on demand ----
+ * The loader reads seg's chain: its entries, sorted by (tag, idx), into
+ * *e (malloc'd) and *n; 0 or -errno.  Any thread (loads are serialised). */
+typedef int fwd_loader_fn(void *arg, uint64_t seg, struct fwd_ent **e, size_t *n);
+void fwd_set_loader(struct fwd *f, fwd_loader_fn *fn, void *arg);
+/* Open, before readers: seg's life, and its tables on disk (away). */
+void fwd_seg_away(struct fwd *f, uint64_t seg, uint32_t life);
+/* The writer: seg's tables in memory now.  0 or the load's error. */
+int fwd_seg_load(struct fwd *f, uint64_t seg);
+/* Drop clean tables (not dirty, not marked for pruning) from memory,
+ * CLOCK order (tables resolved through since the hand passed get a second
+ * chance), until at most max bytes are held or budget segments were
+ * looked at; freed after a grace period.  Only once every clean table is
+ * on disk where the loader finds it (after a checkpoint is durable).
+ * Writer.  Returns how many were dropped. */
+uint64_t fwd_trim(struct fwd *f, uint64_t max, uint64_t budget);
+struct fwd_stats {
+	uint64_t entries, segments, bytes; /* in memory */
+	uint64_t loads, evictions;         /* ever */
+};
+void fwd_stats(struct fwd *f, struct fwd_stats *out);
 
 #endif

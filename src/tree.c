@@ -615,8 +615,9 @@ int tree_lookup(const struct tree *t, uint64_t lba, bool nowait, uint64_t *phys)
 		*phys = err ? 0 : name;
 		return err;
 	}
-	err = fwd_resolve(alloc_fwd(t->nc->a), name, phys);
-	if (err)
+	err = nowait ? fwd_resolve_nowait(alloc_fwd(t->nc->a), name, phys)
+	             : fwd_resolve(alloc_fwd(t->nc->a), name, phys);
+	if (err == -EILSEQ)
 		load_failed(t->nc, fwd_addr(name), -EILSEQ);
 	return err;
 }

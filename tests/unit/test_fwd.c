@@ -256,13 +256,149 @@ static void test_readers_race(void **state)
 	fwd_free(r.f);
 }
 
+/* Tables on disk: a loader serving what a "disk" holds per segment. */
+struct disk {
+	struct fwd_ent e[NSEGS][4];
+	size_t n[NSEGS];
+	int fail; /* the loader's answer when nonzero */
+	unsigned loads;
+};
+
+static int load(void *arg, uint64_t seg, struct fwd_ent **e, size_t *n)
+{
+	struct disk *d = arg;
+	__atomic_fetch_add(&d->loads, 1, __ATOMIC_RELAXED);
+	if (d->fail)
+		return d->fail;
+	*n = d->n[seg];
+	*e = malloc(sizeof(**e) * (*n ? *n : 1));
+	memcpy(*e, d->e[seg], sizeof(**e) * *n);
+	return 0;
+}
+
+static void test_away(void **state)
+{
+	struct fwd *f = fwd_new(NSEGS);
+	struct disk d = {.n = {[4] = 2, [5] = 1}};
+	struct fwd_stats st;
+	uint8_t victim[NSEGS];
+	d.e[4][0] = (struct fwd_ent){.blk = B(6, 1), .tag = 1, .idx = 3};
+	d.e[4][1] = (struct fwd_ent){.blk = B(6, 2), .tag = 1, .idx = 9};
+	d.e[5][0] = (struct fwd_ent){.blk = B(7, 0), .tag = 0, .idx = 0};
+	fwd_set_loader(f, load, &d);
+	fwd_seg_away(f, 4, 2);
+	fwd_seg_away(f, 5, 1);
+	assert_int_equal(fwd_life(f, 4), 2);
+	assert_int_equal(fwd_entries(f), 0);                     /* nothing read at open */
+	assert_int_equal(res(f, fwd_make(B(4, 5), 2)), B(4, 5)); /* current: no load */
+	assert_int_equal(d.loads, 0);
+
+	/* nowait never loads; the blocking form loads once */
+	uint64_t blk;
+	urcu_memb_read_lock();
+	assert_int_equal(fwd_resolve_nowait(f, fwd_make(B(4, 3), 1), &blk), -EAGAIN);
+	urcu_memb_read_unlock();
+	assert_int_equal(res(f, fwd_make(B(4, 3), 1)), B(6, 1));
+	assert_int_equal(res(f, fwd_make(B(4, 9), 1)), B(6, 2));
+	assert_int_equal(res(f, fwd_make(B(4, 4), 1)), 0);
+	assert_int_equal(d.loads, 1);
+	urcu_memb_read_lock();
+	assert_int_equal(fwd_resolve_nowait(f, fwd_make(B(4, 3), 1), &blk), 0);
+	urcu_memb_read_unlock();
+	assert_int_equal(blk, B(6, 1));
+
+	/* trim drops clean tables only, CLOCK order: segment 4 was used */
+	assert_int_equal(res(f, fwd_make(B(5, 0), 0)), B(7, 0));
+	fwd_stats(f, &st);
+	assert_int_equal(st.segments, 2);
+	assert_true(st.bytes > 0);
+	fwd_mark_dirty(f, 5);
+	assert_int_equal(fwd_trim(f, 0, 4 * NSEGS), 1); /* 4: second chance, then dropped */
+	fwd_stats(f, &st);
+	assert_int_equal(st.segments, 1); /* dirty 5 stays */
+	assert_int_equal(st.evictions, 1);
+	fwd_clean(f);
+	assert_int_equal(fwd_trim(f, 0, 4 * NSEGS), 1);
+	fwd_stats(f, &st);
+	assert_int_equal(st.segments, 0);
+	assert_int_equal(st.bytes, 0);
+	/* and read back on demand */
+	assert_int_equal(res(f, fwd_make(B(4, 9), 1)), B(6, 2));
+	assert_int_equal(d.loads, 3);
+
+	/* the compactor retiring an away segment loads it first (its next
+	 * life skips its tables' tags) */
+	fwd_trim(f, 0, 4 * NSEGS);
+	fwd_trim(f, 0, 4 * NSEGS);
+	mark_victim(victim, 5);
+	assert_int_equal(fwd_stage(f, fwd_make(B(5, 4), 1), B(8, 0)), 0);
+	assert_int_equal(fwd_publish(f, victim), 0);
+	assert_int_equal(fwd_life(f, 5), 2); /* 0 is forwarded, 1 retired now */
+	assert_int_equal(res(f, fwd_make(B(5, 0), 0)), B(7, 0));
+	assert_int_equal(res(f, fwd_make(B(5, 4), 1)), B(8, 0));
+
+	/* a load that fails: names through it fail, nothing is guessed */
+	fwd_clean(f);
+	fwd_trim(f, 0, 4 * NSEGS);
+	fwd_trim(f, 0, 4 * NSEGS);
+	d.fail = -EIO;
+	urcu_memb_read_lock();
+	assert_int_equal(fwd_resolve(f, fwd_make(B(4, 3), 1), &blk), -EIO);
+	urcu_memb_read_unlock();
+	d.fail = 0;
+	assert_int_equal(res(f, fwd_make(B(4, 3), 1)), B(6, 1));
+	fwd_free(f);
+}
+
+/* Readers needing one away segment at once load it once. */
+struct loaders {
+	struct fwd *f;
+	unsigned bad;
+};
+
+static void *load_reader(void *arg)
+{
+	struct loaders *l = arg;
+	urcu_memb_register_thread();
+	for (int i = 0; i < 200; i++)
+		if (res(l->f, fwd_make(B(4, 3), 1)) != B(6, 1))
+			__atomic_fetch_add(&l->bad, 1, __ATOMIC_RELAXED);
+	urcu_memb_unregister_thread();
+	return NULL;
+}
+
+static void test_away_race(void **state)
+{
+	struct disk d = {.n = {[4] = 1}};
+	d.e[4][0] = (struct fwd_ent){.blk = B(6, 1), .tag = 1, .idx = 3};
+	for (int round = 0; round < 50; round++) {
+		struct loaders l = {.f = fwd_new(NSEGS)};
+		pthread_t th[3];
+		fwd_set_loader(l.f, load, &d);
+		fwd_seg_away(l.f, 4, 2);
+		d.loads = 0;
+		for (int k = 0; k < 3; k++)
+			assert_int_equal(pthread_create(&th[k], NULL, load_reader, &l), 0);
+		/* the writer drops and the readers load, over and over */
+		for (int i = 0; i < 50; i++)
+			fwd_trim(l.f, 0, 8 * NSEGS);
+		for (int k = 0; k < 3; k++)
+			pthread_join(th[k], NULL);
+		assert_int_equal(l.bad, 0);
+		assert_true(d.loads >= 1);
+		urcu_memb_barrier();
+		fwd_free(l.f);
+	}
+}
+
 int main(void)
 {
 	urcu_memb_register_thread();
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_names),           cmocka_unit_test(test_life_skips_used_tags),
 	    cmocka_unit_test(test_install_refuses), cmocka_unit_test(test_counts_and_prune),
-	    cmocka_unit_test(test_readers_race),
+	    cmocka_unit_test(test_readers_race),    cmocka_unit_test(test_away),
+	    cmocka_unit_test(test_away_race),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	urcu_memb_barrier();
