@@ -9,7 +9,10 @@
  * and trimmed it again before the checkpoint, and compacted: the blocks
  * left in that segment were copied (MOVE2 entries), the segment retired
  * (its life in the segment table moved on) and the checkpoint wrote its
- * forwarding blocks (struct fmt_fwd).  Their images are kept as the seeds;
+ * forwarding blocks (struct fmt_fwd); and it has a chain of three
+ * forwarding blocks of two tags in a segment of life 3 and a life without
+ * a table (install_fwd), which no small compaction makes.  Their images
+ * are kept as the seeds;
  * the metadata blocks of each (both superblocks, every summary, every
  * block a summary carries: nodes, count pages, segment tables, volume
  * table and forwarding blocks too) are listed in scan order.
@@ -55,11 +58,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "crc32c.h"
 #include "faultdev.h"
 #include "format.h"
+#include "fwd.h"
+#include "log.h"
 #include "say.h"
 #include "store.h"
+#include "store_int.h"
 #include "testpool.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -169,6 +176,34 @@ static void retire_a_segment(struct store *st)
 		testpool_die("store_compact moved nothing", moved ? (int)-moved : EAGAIN);
 }
 
+/* Forwarding state no small compaction makes, installed while the store
+ * is idle (as test_ckpt_fwd does) for the next checkpoint to write: in
+ * segment FWD_SEG (which the log does not reach) life 3, 506 entries of
+ * tag 1 (a chain of two blocks) and 3 of tag 2 (a third block), each to
+ * one of the last blocks of the log's segment (in use: cowbd-check
+ * refuses a copy in a free segment; and past what the log writes there,
+ * so that no other name is forwarded to them); in FWD_SEG + 1 life 1 and
+ * no table.  No tree names these blocks: they are there for the decoder,
+ * the chain walk and the check. */
+#define FWD_SEG 14u
+static void install_fwd(struct store *st)
+{
+	static struct fwd_ent e[509];
+	struct fwd *f = alloc_fwd(st->a);
+	uint64_t to = (log_head_seg(st->log) + 1) * FMT_SEG_BLOCKS - 509;
+	int err;
+
+	for (unsigned i = 0; i < 509; i++)
+		e[i] = (struct fwd_ent){.blk = to + i,
+		                        .tag = i < 506 ? 1 : 2,
+		                        .idx = (uint16_t)(i < 506 ? i : 100 * (i - 505))};
+	if ((err = fwd_seg_install(f, FWD_SEG, 3, e, 509)) ||
+	    (err = fwd_seg_install(f, FWD_SEG + 1, 1, NULL, 0)))
+		testpool_die("fwd_seg_install", -err);
+	fwd_mark_dirty(f, FWD_SEG);
+	fwd_mark_dirty(f, FWD_SEG + 1);
+}
+
 static void build_seed(struct seed *sd, bool compacted)
 {
 	struct store_opts opts = {.readers = 1, .checkpoint_secs = 3600};
@@ -194,8 +229,10 @@ static void build_seed(struct seed *sd, bool compacted)
 	if ((err = store_clone(st, "a@s1", "c")))
 		testpool_die("store_clone", err);
 	put(st, "c", 1000, 3, 6);
-	if (compacted)
+	if (compacted) {
 		retire_a_segment(st);
+		install_fwd(st);
+	}
 	if ((err = store_checkpoint(st)))
 		testpool_die("store_checkpoint", err);
 	/* The log after the checkpoint: data, a trim, control operations. */
