@@ -124,8 +124,8 @@ unsigned ckpt_segments(const struct store *st, uint64_t *out)
 }
 
 /* One sealed block (a node, count page, segment table or forwarding
- * block: it starts with magic, crc, self) into the log through a scratch block; its address, or
- * 0 with st->ck.emit_err set. */
+ * block: it starts with magic, crc, self) into the log through a scratch
+ * block; its address, or 0 with st->ck.emit_err set. */
 static uint64_t emit_sealed(struct store *st, const struct fmt_entry *e, const void *img)
 {
 	void *blk;
@@ -1042,7 +1042,7 @@ static int read_chain(struct store *st, uint64_t seg, uint64_t head, struct fwd_
 	uint64_t max = nblocks / FMT_FWD_ENTRIES + (nblocks < FMT_TAG_MAX ? nblocks : FMT_TAG_MAX);
 	struct fmt_fwd *img = (struct fmt_fwd *)&st->ck.img;
 
-	for (*at = head; *at; *at = img->next) {
+	for (*at = head; *at;) {
 		if (*nb >= max)
 			return *why = "forwarding chain longer than the pool allows", -EILSEQ;
 		struct fwd_ent *ge = realloc(*e, (*n + FMT_FWD_ENTRIES) * sizeof(**e));
@@ -1063,6 +1063,7 @@ static int read_chain(struct store *st, uint64_t seg, uint64_t head, struct fwd_
 			return *why = "forwarding chain out of order (or a cycle)", -EILSEQ;
 		(*blk)[(*nb)++] = *at;
 		*n += k;
+		*at = next;
 	}
 	return 0;
 }
