@@ -712,6 +712,22 @@ static void exercise(struct store *st)
 	free(buf);
 }
 
+/* Forwarding blocks of sd written for the compactor's own moves (not of
+ * install_fwd's segments): the compacted seed needs some, else its
+ * compaction forwarded nothing. */
+static unsigned compactor_fwd_blocks(const struct seed *sd)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < sd->nmeta; i++) {
+		const struct meta *m = &sd->meta[i];
+		const struct fmt_summary *s =
+		    (const void *)(sd->img + (m->sum >= 0 ? sd->sums[m->sum].addr : 0) * FMT_BLOCK);
+		n += m->kind == M_SEALED && s->e[m->entry].type == FMT_E_FWD &&
+		     s->e[m->entry].lba != FWD_SEG && s->e[m->entry].lba != FWD_SEG + 1;
+	}
+	return n;
+}
+
 static void list_seed(const struct seed *sd)
 {
 	fprintf(stderr,
@@ -756,6 +772,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		if (verbose)
 			list_seed(sd);
 	}
+	if (!compactor_fwd_blocks(&seeds[1]))
+		testpool_die("the compacted seed has no forwarding block of the compactor's",
+		             ENODATA);
 	store_thread_register();
 	return 0;
 }
