@@ -5,8 +5,9 @@
 # cowbd-check (read-only) leaves each at its version; a read-write open
 # replays the log and upgrades it to the current version (the one cowbd
 # makes new pools at: 5) with its first checkpoint; every export reads what
-# the old daemon read (pool-vV.md5), before and after restarts, a checkpoint
-# and a kill -9, and cowbd-check is clean at each step.
+# the old daemon read (pool-vV.md5), before and after restarts, a checkpoint,
+# a compaction (which forwards blocks the old version named) and a kill -9,
+# and cowbd-check is clean at each step.
 . "$(dirname "$0")/lib.sh"
 requires nbdcopy
 FIX="$TOP/tests/fixtures"
@@ -46,9 +47,12 @@ from() { # V: one fixture, upgraded
 	same_data "reopened at version $CUR"
 	nbdsh -u "$(uri v)" -c "h.pwrite(b'x' * 4096, 0); h.flush()" || fail "write failed"
 	ok checkpoint
+	ok compact # blocks the old version named (tag 0), now forwarded
 	nbdsh -u "$(uri v)" -c "h.pwrite(b'y' * 4096, 4096); h.flush()" || fail "write failed"
 	cowbd_kill9
-	check_pool "after a checkpoint and kill -9 at version $CUR"
+	check_pool "after a checkpoint, a compaction and kill -9 at version $CUR"
+	grep -Eq "check: [1-9][0-9]* forwarded blocks" "$T/check.out" ||
+		fail "the compaction forwarded nothing: $(grep forwarded "$T/check.out")"
 	cowbd_restart
 	[ "$(pool_version)" = $CUR ] || fail "the pool is at version $(pool_version) after a checkpoint"
 	[ "$(nbdcopy "$(uri v)" - | head -c 8192 | md5sum | cut -d' ' -f1)" = \
