@@ -38,6 +38,8 @@ struct store_opts {
 	bool read_only;            /* open for cowbd-check: no threads, no writes */
 	uint64_t count_pages;      /* count pages kept in memory after a checkpoint
 	                            * (docs/METADATA.md); 0 = default (16,384: 64 MiB) */
+	uint64_t fwd_bytes;        /* forwarding tables kept in memory after a
+	                            * checkpoint; 0 = default (64 MiB) */
 };
 
 /* Volumes (with snapshots and clones) every pool can hold at least; the

@@ -494,7 +494,15 @@ void alloc_meta_hold(struct alloc *a, uint64_t blk)
 {
 	assert(blk < a->nblocks);
 	uint64_t s = alloc_seg_of(blk);
-	assert(a->seg_meta[s] < FMT_SEG_BLOCKS);
+	if (a->seg_meta[s] + a->seg_live[s] >= FMT_SEG_BLOCKS) {
+		/* more blocks than the segment has: damaged tables said so */
+		if (!a->err)
+			say_error("alloc: segment %llu would hold more blocks than it has: the "
+			          "pool's tables are damaged (cowbd-check reports where)",
+			          (unsigned long long)s);
+		a->err = -EILSEQ;
+		return;
+	}
 	a->seg_meta[s]++;
 	a->live_blocks++;
 	alloc_mark_used(a, s);
@@ -504,9 +512,8 @@ void alloc_meta_release(struct alloc *a, uint64_t blk)
 {
 	assert(blk < a->nblocks);
 	uint64_t s = alloc_seg_of(blk);
-	assert(a->seg_meta[s] > 0);
 	if (!a->seg_meta[s])
-		return;
+		return; /* a hold refused (damaged tables): the allocator failed */
 	a->seg_meta[s]--;
 	a->live_blocks--;
 }

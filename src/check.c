@@ -141,11 +141,20 @@ static int check_fwd(struct store *st)
 	for (uint64_t seg = 1; seg < st->nsegs; seg++) {
 		struct fwd_ent *e;
 		size_t n;
-		if (fwd_seg_get(f, seg, &e, &n)) {
+		int err = fwd_seg_get(f, seg, &e, &n);
+		if (err == -ENOMEM) {
 			say_problem("checks that could not run", 1,
 			            "check: out of memory: forwarding map not checked");
 			map_clear(&seen);
 			return bad + 1;
+		}
+		if (err) {
+			say_problem("forwarding tables that cannot be read", 1,
+			            "check: the forwarding tables of segment %llu cannot be read: "
+			            "blocks moved out of it cannot be found",
+			            (unsigned long long)seg);
+			bad++;
+			continue;
 		}
 		for (size_t i = 0; i < n; i++) {
 			uint64_t name = fwd_make(seg * FMT_SEG_BLOCKS + e[i].idx, e[i].tag);

@@ -203,6 +203,7 @@ struct pending_ckpt {
 
 /* Write every dirty node, children first. */
 static int load_page(void *arg, uint64_t seg, uint32_t *counts);
+static int load_fwd(void *arg, uint64_t seg, struct fwd_ent **e, size_t *n);
 
 /* ---- the space map on disk (version 3) ---------------------------------
  *
@@ -229,13 +230,15 @@ static int map_init(struct store *st)
 	st->ck.stab_dirty = malloc(st->ck.nstab);
 	st->ck.counts = malloc(FMT_SEG_BLOCKS * sizeof(uint32_t));
 	st->ck.chain = calloc(st->nsegs, sizeof(*st->ck.chain));
+	st->ck.chain_in = calloc(st->nsegs, sizeof(*st->ck.chain_in));
 	if (!st->ck.pg0 || !st->ck.pg1 || !st->ck.stab || !st->ck.stab_dirty || !st->ck.counts ||
-	    !st->ck.chain) {
+	    !st->ck.chain || !st->ck.chain_in) {
 		ckpt_free(st);
 		return -ENOMEM;
 	}
 	memset(st->ck.stab_dirty, 1, st->ck.nstab);
 	alloc_set_loader(st->a, load_page, st);
+	fwd_set_loader(alloc_fwd(st->a), load_fwd, st);
 	return 0;
 }
 
@@ -244,7 +247,9 @@ void ckpt_free(struct store *st)
 	for (uint64_t s = 0; st->ck.chain && s < st->nsegs; s++)
 		free(st->ck.chain[s].blk);
 	free(st->ck.chain);
+	free(st->ck.chain_in);
 	st->ck.chain = NULL;
+	st->ck.chain_in = NULL;
 	st->ck.nchain = 0;
 	free(st->ck.pg0);
 	free(st->ck.pg1);
@@ -287,10 +292,164 @@ uint64_t ckpt_map_blocks(const struct store *st)
 	 * compactor added since the last may each open a new table. */
 	uint64_t nvtab =
 	    nvtab_of(st->vt.n + 1) > st->ck.nvblk ? nvtab_of(st->vt.n + 1) : st->ck.nvblk;
-	uint64_t ents = fwd_entries(alloc_fwd(st->a));
-	uint64_t added = ents > st->ck.fwd_ents_at ? ents - st->ck.fwd_ents_at : 0;
+	uint64_t added = fwd_added(alloc_fwd(st->a));
 	return 2 * (st->nsegs - alloc_nfree(st->a)) + nstab_of(st->nsegs) + nvtab + st->ck.nchain +
 	       added;
+}
+
+/* ---- forwarding chains read back -------------------------------------- */
+
+/* (tag, idx) order: a before b. */
+static bool ent_before(const struct fwd_ent *a, const struct fwd_ent *b)
+{
+	return a->tag < b->tag || (a->tag == b->tag && a->idx < b->idx);
+}
+
+/* Read seg's chain from head: its entries into *e (grown; *n of them),
+ * its blocks into *blk (*nb).  A chain's entries strictly increase, so a
+ * cycle ends at its first repeat; a chain has at most a block per 504
+ * entries plus one per table, each entry a distinct block of the pool and
+ * each table a distinct tag.  Any thread (its own buffer).  0, -EILSEQ
+ * (*why, *at: the block) or -errno. */
+static int read_chain(struct store *st, uint64_t seg, uint64_t head, struct fwd_ent **e, size_t *n,
+                      uint64_t **blk, uint32_t *nb, uint64_t *at, const char **why)
+{
+	uint64_t nblocks = alloc_nblocks(st->a);
+	uint64_t max = nblocks / FMT_FWD_ENTRIES + (nblocks < FMT_TAG_MAX ? nblocks : FMT_TAG_MAX);
+	struct fmt_fwd *img = NULL;
+	int err = 0;
+
+	if (posix_memalign((void **)&img, FMT_BLOCK, FMT_BLOCK))
+		return -ENOMEM;
+	for (*at = head; *at && !err;) {
+		if (*nb >= max) {
+			*why = "forwarding chain longer than the pool allows";
+			err = -EILSEQ;
+			break;
+		}
+		struct fwd_ent *ge = realloc(*e, (*n + FMT_FWD_ENTRIES) * sizeof(**e));
+		uint64_t *gb = ge ? realloc(*blk, (*nb + 1) * sizeof(**blk)) : NULL;
+		if (ge)
+			*e = ge;
+		if (!gb) {
+			err = -ENOMEM;
+			break;
+		}
+		*blk = gb;
+		unsigned k;
+		uint64_t next;
+		err = segio_read_block(st->io, img, *at);
+		if (!err)
+			err = cpage_fwd_decode(img, *at, seg, nblocks, *e + *n, &k, &next, why);
+		if (!err && *n && !ent_before(&(*e)[*n - 1], &(*e)[*n])) {
+			*why = "forwarding chain out of order (or a cycle)";
+			err = -EILSEQ;
+		}
+		if (err)
+			break;
+		(*blk)[(*nb)++] = *at;
+		*n += k;
+		*at = next;
+	}
+	free(img);
+	return err;
+}
+
+/* Read seg's chain, saying what is wrong with a damaged one (once while
+ * the same chain keeps failing).  Any thread. */
+static int read_chain_said(struct store *st, uint64_t seg, uint64_t head, struct fwd_ent **e,
+                           size_t *n, uint64_t **blk, uint32_t *nb)
+{
+	static uint64_t last_bad; /* a chain's head; a racy hint, for the log only */
+	const char *why = "cannot be read";
+	uint64_t at = head;
+	int err = read_chain(st, seg, head, e, n, blk, nb, &at, &why);
+	if (err && err != -ENOMEM && __atomic_exchange_n(&last_bad, head, __ATOMIC_RELAXED) != head)
+		say_error(
+		    "the forwarding chain of segment %llu, block %llu: %s (cowbd-check reports "
+		    "what else is damaged)",
+		    (unsigned long long)seg, (unsigned long long)at,
+		    err == -EILSEQ ? why : strerror(-err));
+	return err;
+}
+
+/* The map's loader (fwd.h): seg's entries from its chain as the last
+ * checkpoint wrote it.  Any thread: head is published by chain_replace,
+ * and a segment is loaded only while the writer leaves its chain alone. */
+static int load_fwd(void *arg, uint64_t seg, struct fwd_ent **e, size_t *n)
+{
+	struct store *st = arg;
+	uint64_t head = __atomic_load_n(&st->ck.chain[seg].head, __ATOMIC_ACQUIRE), *blk = NULL;
+	uint32_t nb = 0;
+	*e = NULL;
+	*n = 0;
+	int err = read_chain_said(st, seg, head, e, n, &blk, &nb);
+	free(blk);
+	if (err) {
+		free(*e);
+		*e = NULL;
+	}
+	return err;
+}
+
+/* The log thread: seg's chain blocks known (read once if it was found at
+ * open), so that they can be released or moved.  0 or -errno. */
+static int chain_known(struct store *st, uint64_t seg)
+{
+	struct ckpt_chain *c = &st->ck.chain[seg];
+	struct fwd_ent *e = NULL;
+	uint64_t *blk = NULL;
+	uint32_t nb = 0;
+	size_t n = 0;
+
+	if (c->known || !c->head)
+		return 0;
+	int err = read_chain_said(st, seg, c->head, &e, &n, &blk, &nb);
+	free(e);
+	if (err) {
+		free(blk);
+		return err;
+	}
+	/* its blocks were held by their segments' counts: now by name */
+	c->blk = blk;
+	c->n = nb;
+	c->known = true;
+	return 0;
+}
+
+/* Victim v's blocks are about to be freed: every chain with a block there
+ * is rewritten by the next checkpoint.  The FWD entries of v's batches
+ * name their chains' segments (stale ones too: a chain whose current
+ * blocks are elsewhere is left alone). */
+static void chains_in_victim(struct store *st, uint64_t v, const uint8_t *victim)
+{
+	struct fmt_summary *sum = NULL;
+	if (!st->ck.chain_in[v] || posix_memalign((void **)&sum, FMT_BLOCK, FMT_BLOCK)) {
+		if (st->ck.chain_in[v])
+			core_set_failed(st, -ENOMEM, "compaction");
+		return;
+	}
+	for (uint64_t pos = v * FMT_SEG_BLOCKS; log_seg_next(st->io, v, pos, sum);
+	     pos += 1 + sum->nblocks) {
+		struct log_walk w = {0};
+		const struct fmt_entry *e;
+		uint64_t b;
+		while ((e = log_entry_next(sum, pos, &w, &b))) {
+			if (e->type != FMT_E_FWD || e->lba >= st->nsegs)
+				continue;
+			struct ckpt_chain *c = &st->ck.chain[e->lba];
+			if (chain_known(st, e->lba)) {
+				core_set_failed(st, -EIO, "reading a forwarding chain");
+				continue;
+			}
+			for (uint32_t k = 0; k < c->n; k++)
+				if (victim[alloc_seg_of(c->blk[k])]) {
+					fwd_mark_dirty(alloc_fwd(st->a), e->lba);
+					break;
+				}
+		}
+	}
+	free(sum);
 }
 
 void ckpt_move_map(struct store *st, const uint8_t *victim)
@@ -307,12 +466,12 @@ void ckpt_move_map(struct store *st, const uint8_t *victim)
 	for (uint64_t b = 0; b < st->ck.nvblk; b++)
 		if (st->ck.vblk[b] && victim[alloc_seg_of(st->ck.vblk[b])])
 			st->ck.vblk_dirty[b] = 1;
-	for (uint64_t s = 0; s < st->nsegs; s++)
-		for (uint32_t k = 0; k < st->ck.chain[s].n; k++)
-			if (victim[alloc_seg_of(st->ck.chain[s].blk[k])]) {
-				fwd_mark_dirty(alloc_fwd(st->a), s);
-				break;
-			}
+	/* Chains with a block in a victim: their owners are named by the
+	 * FWD entries that wrote those blocks (a chain found at open is
+	 * read here, once, to know its blocks). */
+	for (uint64_t v = 1; v < st->nsegs; v++)
+		if (victim[v])
+			chains_in_victim(st, v, victim);
 }
 
 /* The page of every segment whose counts changed. */
@@ -351,20 +510,35 @@ static int write_pages(struct store *st)
  * whose writing changes counts, and before the tables that name them.
  * Blocks of a chain are written last first, so each can name the next. */
 
+/* One chain block held (+1) or released (-1): the segment it lies in
+ * counts it, and that segment's table says so at the next checkpoint. */
+static void chain_hold(struct store *st, uint64_t blk, int d)
+{
+	uint64_t seg = alloc_seg_of(blk);
+	if (d > 0)
+		alloc_meta_hold(st->a, blk);
+	else
+		alloc_meta_release(st->a, blk);
+	st->ck.chain_in[seg] = (uint32_t)((int64_t)st->ck.chain_in[seg] + d);
+	st->ck.nchain = (uint64_t)((int64_t)st->ck.nchain + d);
+	stab_mark(st, seg / FMT_STAB_ENTRIES5);
+}
+
 /* seg's chain becomes blk[0..n-1] (taken; held from now), the old one's
- * blocks released. */
+ * blocks released (known: chain_known). */
 static void chain_replace(struct store *st, uint64_t seg, uint64_t *blk, uint32_t n)
 {
 	struct ckpt_chain *c = &st->ck.chain[seg];
 
 	for (uint32_t k = 0; k < n; k++)
-		alloc_meta_hold(st->a, blk[k]);
+		chain_hold(st, blk[k], 1);
 	for (uint32_t k = 0; k < c->n; k++)
-		alloc_meta_release(st->a, c->blk[k]);
-	st->ck.nchain = st->ck.nchain - c->n + n;
+		chain_hold(st, c->blk[k], -1);
 	free(c->blk);
 	c->blk = blk;
 	c->n = n;
+	c->known = true;
+	__atomic_store_n(&c->head, n ? blk[0] : 0, __ATOMIC_RELEASE);
 }
 
 /* Write seg's entries e[0..n-1] as its new chain (none for n = 0). */
@@ -414,14 +588,15 @@ static int write_fwd(struct store *st)
 		size_t n;
 		if ((err = fwd_seg_get(f, s, &e, &n)))
 			break;
-		err = write_chain(st, s, e, n);
+		err = chain_known(st, s);
+		if (!err)
+			err = write_chain(st, s, e, n);
 		free(e);
 		stab_mark(st, s / FMT_STAB_ENTRIES5);
 	}
 	if (err)
 		return err;
 	fwd_clean(f);
-	st->ck.fwd_ents_at = fwd_entries(f);
 	return 0;
 }
 
@@ -445,7 +620,8 @@ static int write_tables(struct store *st)
 			                            .page1 = st->ck.pg1[first + k],
 			                            .live = alloc_seg_counted(st->a, first + k),
 			                            .life = fwd_life(f, first + k),
-			                            .fwd = c->n ? c->blk[0] : 0};
+			                            .fwd = c->head,
+			                            .held = st->ck.chain_in[first + k]};
 		}
 		cpage_stab5_encode(img, first, n, ent);
 		struct fmt_entry e = {.type = FMT_E_STAB, .lba = t, .count = 1};
@@ -705,8 +881,10 @@ static void adopt(struct store *st, const struct pending_ckpt *p)
 	st->ck.nblocks = 1 + p->nblk;
 	st->ck.lsn = p->lsn;
 	st->ck.upgrade = false; /* the superblock names a current checkpoint */
-	/* Every clean page is on disk now: keep the budget's worth. */
+	/* Every clean page and forwarding table is on disk now: keep the
+	 * budget's worth. */
 	alloc_pages_trim(st->a, st->ck.pages_max, 2 * st->nsegs, page_on_disk, st);
+	fwd_trim(alloc_fwd(st->a), st->ck.fwd_max, 2 * st->nsegs);
 	st->stats.checkpoints++;
 	st->stats.checkpoint_ns += iostats_now() - st->ck.began_ns;
 }
@@ -1024,77 +1202,26 @@ static int load_page(void *arg, uint64_t seg, uint32_t *counts)
 	return err;
 }
 
-/* (tag, idx) order: a before b. */
-static bool ent_before(const struct fwd_ent *a, const struct fwd_ent *b)
+/* Version 5: seg's life, and its chain left on disk (the map loads it at
+ * first need); the chain blocks lying in seg held by its count until their
+ * chains are read.  0 or -EILSEQ (*why). */
+static int load_fwd_state(struct store *st, uint64_t seg, const struct cpage_ent *e,
+                          const char **why)
 {
-	return a->tag < b->tag || (a->tag == b->tag && a->idx < b->idx);
-}
-
-/* Read seg's chain from head: its entries into *e (grown; *n of them),
- * its blocks into *blk (*nb).  A chain's entries strictly increase, so a
- * cycle ends at its first repeat; a chain has at most a block per 504
- * entries plus one per table, each entry a distinct block of the pool and
- * each table a distinct tag.  0, -EILSEQ (*why, *at: the block) or -errno. */
-static int read_chain(struct store *st, uint64_t seg, uint64_t head, struct fwd_ent **e, size_t *n,
-                      uint64_t **blk, uint32_t *nb, uint64_t *at, const char **why)
-{
-	uint64_t nblocks = alloc_nblocks(st->a);
-	uint64_t max = nblocks / FMT_FWD_ENTRIES + (nblocks < FMT_TAG_MAX ? nblocks : FMT_TAG_MAX);
-	struct fmt_fwd *img = (struct fmt_fwd *)&st->ck.img;
-
-	for (*at = head; *at;) {
-		if (*nb >= max)
-			return *why = "forwarding chain longer than the pool allows", -EILSEQ;
-		struct fwd_ent *ge = realloc(*e, (*n + FMT_FWD_ENTRIES) * sizeof(**e));
-		uint64_t *gb = ge ? realloc(*blk, (*nb + 1) * sizeof(**blk)) : NULL;
-		if (ge)
-			*e = ge;
-		if (!gb)
-			return -ENOMEM;
-		*blk = gb;
-		unsigned k;
-		uint64_t next;
-		int err = segio_read_block(st->io, img, *at);
-		if (!err)
-			err = cpage_fwd_decode(img, *at, seg, nblocks, *e + *n, &k, &next, why);
-		if (err)
-			return err;
-		if (*n && !ent_before(&(*e)[*n - 1], &(*e)[*n]))
-			return *why = "forwarding chain out of order (or a cycle)", -EILSEQ;
-		(*blk)[(*nb)++] = *at;
-		*n += k;
-		*at = next;
+	struct fwd *f = alloc_fwd(st->a);
+	if (e->held > FMT_SEG_BLOCKS - alloc_seg_meta(st->a, seg) - e->live) {
+		*why = "damaged segment table (forwarding blocks held)";
+		return -EILSEQ;
 	}
-	return 0;
-}
-
-/* Version 5: seg's life and forwarding chain (from head, 0: none) into the
- * map, its blocks held.  A damaged chain is named in the log; the pool does
- * not open.  0, -EILSEQ (*why) or -errno. */
-static int load_chain(struct store *st, uint64_t seg, uint32_t life, uint64_t head,
-                      const char **why)
-{
-	struct fwd_ent *e = NULL;
-	uint64_t *blk = NULL, at = head;
-	uint32_t nb = 0;
-	size_t n = 0;
-	const char *reason = "cannot be read";
-	int err = read_chain(st, seg, head, &e, &n, &blk, &nb, &at, &reason);
-
-	if (!err && (err = fwd_seg_install(alloc_fwd(st->a), seg, life, e, n)) == -EILSEQ)
-		reason = "holds entries the map refuses (a repeat, or its current life)";
-	free(e);
-	if (err) {
-		free(blk);
-		if (err != -ENOMEM)
-			say_error("the forwarding chain of segment %llu, block %llu: %s; the pool "
-			          "does not open (cowbd-check reports what else is damaged)",
-			          (unsigned long long)seg, (unsigned long long)at,
-			          err == -EILSEQ ? reason : "cannot be read");
-		*why = "damaged forwarding block";
-		return err;
-	}
-	chain_replace(st, seg, blk, nb);
+	for (uint32_t k = 0; k < e->held; k++)
+		alloc_meta_hold(st->a, seg * FMT_SEG_BLOCKS);
+	st->ck.chain_in[seg] += e->held;
+	st->ck.nchain += e->held;
+	st->ck.chain[seg].head = e->fwd;
+	if (e->fwd)
+		fwd_seg_away(f, seg, e->life);
+	else if (e->life)
+		return fwd_seg_install(f, seg, e->life, NULL, 0);
 	return 0;
 }
 
@@ -1132,8 +1259,7 @@ static int load_map(struct store *st, const uint64_t *stab, uint32_t version, co
 		}
 		for (unsigned k = 0; k < n && !err; k++) {
 			uint64_t s = first + k;
-			if (ent[k].life || ent[k].fwd)
-				err = load_chain(st, s, ent[k].life, ent[k].fwd, why);
+			err = load_fwd_state(st, s, &ent[k], why);
 			if (!ent[k].page0 || err)
 				continue;
 			alloc_page_away(st->a, s, ent[k].live);
@@ -1147,7 +1273,6 @@ static int load_map(struct store *st, const uint64_t *stab, uint32_t version, co
 	}
 	free(ent);
 	free(blk);
-	st->ck.fwd_ents_at = fwd_entries(alloc_fwd(st->a));
 	return err;
 }
 

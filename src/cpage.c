@@ -238,7 +238,8 @@ void cpage_stab5_encode(struct fmt_stab5 *t, uint64_t first_seg, unsigned n,
 		    (struct fmt_stab_entry5){.page0 = e[i].page0,
 		                             .page1_live = e[i].page1 | (uint64_t)e[i].live << 48,
 		                             .fwd = e[i].fwd,
-		                             .life = e[i].life};
+		                             .life = e[i].life,
+		                             .held = e[i].held};
 }
 
 /* One entry: no page and no live block, or a page (and maybe its second
@@ -316,11 +317,12 @@ int cpage_stab5_decode(const void *blk, uint64_t addr, uint64_t nsegs, uint64_t 
 		                          .page1 = d->page1_live & FMT_STAB_ADDR48,
 		                          .live = (uint32_t)(d->page1_live >> 48),
 		                          .life = d->life,
-		                          .fwd = d->fwd};
+		                          .fwd = d->fwd,
+		                          .held = d->held};
 		if ((err = check_entry(&e[i], nblocks, why)))
 			return err;
-		if (d->pad)
-			return bad(why, "segment table entry padding not zero");
+		if (d->held > FMT_SEG_BLOCKS - e[i].live)
+			return bad(why, "segment table forwarding blocks held out of range");
 		if (d->life > FMT_TAG_MAX)
 			return bad(why, "segment table life out of range");
 		if (d->fwd && (d->fwd < FMT_SEG_BLOCKS || d->fwd >= nblocks))

@@ -43,6 +43,8 @@ struct cpage_ent {
 	uint32_t live;
 	uint32_t life; /* version 5: the segment's life (else 0) */
 	uint64_t fwd;  /* version 5: its first forwarding block, 0 none (else 0) */
+	uint32_t held; /* version 5: forwarding blocks lying in it (else 0) */
+	uint32_t pad;  /* 0 (no hidden padding: entries are compared whole) */
 };
 
 /* Segment table entries per block in a pool of that version (252 up to
@@ -62,8 +64,9 @@ int cpage_stab_decode(const void *blk, uint64_t addr, uint64_t nsegs, uint64_t *
                       unsigned *n, struct cpage_ent *e, const char **why);
 
 /* Version 5 tables (struct fmt_stab5): the same with n <= FMT_STAB_ENTRIES5,
- * life <= FMT_TAG_MAX and fwd (0 or a block outside segment 0 inside the
- * pool) kept.  Decoding fills e[0..FMT_STAB_ENTRIES5-1]. */
+ * life <= FMT_TAG_MAX, fwd (0 or a block outside segment 0 inside the
+ * pool) and held (<= FMT_SEG_BLOCKS, and with the live blocks at most the
+ * segment's blocks) kept.  Decoding fills e[0..FMT_STAB_ENTRIES5-1]. */
 void cpage_stab5_encode(struct fmt_stab5 *t, uint64_t first_seg, unsigned n,
                         const struct cpage_ent *e);
 int cpage_stab5_decode(const void *blk, uint64_t addr, uint64_t nsegs, uint64_t *first_seg,

@@ -313,7 +313,8 @@ struct fmt_stab_entry5 {
 	uint64_t page1_live; /* as in struct fmt_stab_entry */
 	uint64_t fwd;        /* the segment's first forwarding block, 0: none */
 	uint32_t life;       /* <= FMT_TAG_MAX */
-	uint32_t pad;
+	uint32_t held;       /* forwarding blocks (of any segment's chain) that lie in
+	                      * this segment: open holds them without reading chains */
 };
 static_assert(sizeof(struct fmt_stab_entry5) == 32, "v5 segment table entry size");
 

@@ -20,6 +20,9 @@
 #define DEFAULT_CKPT_BYTES  (256ull << 20)
 #define DEFAULT_CKPT_SECS   30
 #define DEFAULT_COUNT_PAGES 16384 /* resident count pages after a checkpoint: 64 MiB */
+/* Forwarding tables kept in memory after a checkpoint (docs/METADATA.md,
+ * step 4): 8 bytes per forwarded block, so 8 Mi blocks' worth. */
+#define DEFAULT_FWD_BYTES (64ull << 20)
 
 /* The largest pool whose checkpoint record still holds STORE_MIN_VOLS
  * volumes beside its segment bitmap (17 TiB). */
@@ -51,6 +54,7 @@ static struct store *store_alloc(struct segio *io, uint64_t nsegs, const struct 
 	st->ck.interval_bytes = o && o->checkpoint_bytes ? o->checkpoint_bytes : DEFAULT_CKPT_BYTES;
 	st->ck.interval_secs = o && o->checkpoint_secs ? o->checkpoint_secs : DEFAULT_CKPT_SECS;
 	st->ck.pages_max = o && o->count_pages ? o->count_pages : DEFAULT_COUNT_PAGES;
+	st->ck.fwd_max = o && o->fwd_bytes ? o->fwd_bytes : DEFAULT_FWD_BYTES;
 	st->read_only = o && o->read_only;
 	st->cache_bytes = o ? o->cache_bytes : 0;
 	st->ck.last = time(NULL);

@@ -43,10 +43,15 @@
 #define CKPT_MAX_BLOCKS ((unsigned)FMT_SUM_ENTRIES)
 
 /* A segment's forwarding chain (format version 5) as the last checkpoint
- * wrote or loaded it: its blocks, head first, each held (ckpt.c). */
+ * wrote it: its first block (read by the map's loader on any thread) and,
+ * once the log thread knows them, all its blocks, head first, each held
+ * (ckpt.c; a chain found at open is held by the segment table's counts
+ * until its blocks are known). */
 struct ckpt_chain {
+	uint64_t head;
 	uint64_t *blk;
 	uint32_t n;
+	bool known;
 };
 
 /* A node of one of vtab.c's treaps: records ordered by id. */
@@ -223,11 +228,12 @@ struct store {
 		uint8_t *vblk_dirty;
 		uint64_t nvblk, vcap;
 		/* The forwarding map on disk (format version 5): each
-		 * segment's chain as last written or loaded (its blocks
-		 * held), the chain blocks held in all, and fwd_entries()
-		 * when the last checkpoint wrote them. */
+		 * segment's chain, the chain blocks held in all and, per
+		 * segment, those lying in it (its table's held); the bytes
+		 * of tables the map keeps in memory after a checkpoint. */
 		struct ckpt_chain *chain;
-		uint64_t nchain, fwd_ents_at;
+		uint32_t *chain_in;
+		uint64_t nchain, fwd_max;
 		bool upgrade;       /* loaded from an older version: the next
 		                     * checkpoint rewrites every node (and page) */
 		uint64_t pages_max; /* count pages kept after a checkpoint */

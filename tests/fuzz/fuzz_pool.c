@@ -411,7 +411,7 @@ static const struct field stab_fields[] = {
 static const struct field stab5_entry_fields[] = {
     F(struct fmt_stab_entry5, page0), F(struct fmt_stab_entry5, page1_live),
     F(struct fmt_stab_entry5, fwd),   F(struct fmt_stab_entry5, life),
-    F(struct fmt_stab_entry5, pad),   FN(struct fmt_stab_entry5, page1_live, 6),
+    F(struct fmt_stab_entry5, held),  FN(struct fmt_stab_entry5, page1_live, 6),
 };
 static const struct field fwd_fields[] = {
     F(struct fmt_fwd, magic), F(struct fmt_fwd, crc),  F(struct fmt_fwd, self),

@@ -512,7 +512,8 @@ static void table5_sample(void)
 	ents[0] = (struct cpage_ent){.page0 = 2000, .live = 1, .life = 3, .fwd = 2100};
 	ents[3] = (struct cpage_ent){.page0 = 3000, .page1 = 3001, .live = FMT_SEG_BLOCKS};
 	ents[5] = (struct cpage_ent){.life = FMT_TAG_MAX, .fwd = NSEGS * FMT_SEG_BLOCKS - 1};
-	ents[9] = (struct cpage_ent){.page0 = NSEGS * FMT_SEG_BLOCKS - 1, .live = 17, .life = 1};
+	ents[9] = (struct cpage_ent){
+	    .page0 = NSEGS * FMT_SEG_BLOCKS - 1, .live = 17, .life = 1, .held = 1007};
 	cpage_stab5_encode(&tab5, 40, 10, ents);
 	cpage_seal(&tab5, ADDR0);
 }
@@ -545,9 +546,9 @@ static void t5_life(struct fmt_stab5 *t)
 {
 	t->e[9].life = FMT_TAG_MAX + 1;
 }
-static void t5_pad(struct fmt_stab5 *t)
+static void t5_held(struct fmt_stab5 *t)
 {
-	t->e[3].pad = 1;
+	t->e[3].held = 1; /* its 1,024 blocks are all live */
 }
 static void t5_fwd_seg0(struct fmt_stab5 *t)
 {
@@ -602,7 +603,7 @@ static void test_table5(void **state)
 	table5_sample();
 	expect_bad_table5(t5_magic, "not a segment table (magic)");
 	expect_bad_table5(t5_life, "segment table life out of range");
-	expect_bad_table5(t5_pad, "segment table entry padding not zero");
+	expect_bad_table5(t5_held, "segment table forwarding blocks held out of range");
 	expect_bad_table5(t5_fwd_seg0, "segment table forwarding address out of range");
 	expect_bad_table5(t5_fwd_end, "segment table forwarding address out of range");
 	expect_bad_table5(t5_unused, "segment table unused entries not zero");
