@@ -162,6 +162,22 @@ static int store_start(struct store *st, const struct store_opts *opts, const ch
 
 	if (st->read_only) /* reads still need a reader thread */
 		return reader_start(st, 1);
+	if (st->sb.version < FMT_VERSION && st->vt.n >= ckpt_max_vols(st->nsegs)) {
+		/* An older pool is upgraded by its first checkpoint, whose
+		 * record lists the current version's segment tables (twice as
+		 * many from version 5): too large a pool cannot be upgraded,
+		 * but its data can still be read. */
+		say_warn(
+		    "pool opened READ-ONLY: format version %u cannot hold a pool of %llu bytes "
+		    "with %llu volumes and snapshots (at most %llu bytes with %u), so this "
+		    "version %u pool cannot be upgraded; write to it with the cowbd that made it",
+		    FMT_VERSION, (unsigned long long)(st->nsegs * FMT_SEG_BYTES),
+		    (unsigned long long)st->vt.n, (unsigned long long)store_max_pool_bytes(),
+		    STORE_MIN_VOLS, st->sb.version);
+		st->read_only = true;
+		st->stats.read_only_fallback = true;
+		return reader_start(st, readers);
+	}
 	err = ckpt_write(st);
 	if (err) {
 		/* A pool that cannot be written (full, or its device refuses
