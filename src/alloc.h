@@ -218,5 +218,8 @@ bool alloc_check(const struct alloc *a);
  * the loader and stay away (a page that cannot be read is one problem).
  * Returns the number found. */
 int alloc_verify(const struct alloc *a, const uint32_t *want);
+/* The same for segments [lo, hi) only, want[] starting at segment lo's
+ * first block (the whole-object check runs with lo 0). */
+int alloc_verify_range(const struct alloc *a, uint64_t lo, uint64_t hi, const uint32_t *want);
 
 #endif

@@ -103,24 +103,44 @@ out:
 	return bad;
 }
 
-/* Recount every reference from the trees and the checkpoint; compare. */
+/* Counts recounted per pass at most: 1 GiB of them.  A larger pool is
+ * checked in several passes over ranges of its blocks, each walking every
+ * tree (tests lower it to see several passes). */
+uint64_t check_span_blocks = 1ull << 28;
+
+/* Recount every reference from the trees and the checkpoint; compare,
+ * range by range of the pool's blocks (whole segments) when one count per
+ * block does not fit. */
 static int check_refs(struct store *st)
 {
-	uint64_t nblocks = alloc_nblocks(st->a);
-	uint32_t *want = calloc(nblocks, sizeof(*want));
+	uint64_t nblocks = alloc_nblocks(st->a), span = nblocks;
+	uint32_t *want = NULL;
 	unsigned n;
 	struct tree **trees = vtab_trees(st, &n);
-	int bad = 1;
+	int bad = 0;
 
-	if (!want || !trees)
+	if (span > check_span_blocks)
+		span = check_span_blocks / FMT_SEG_BLOCKS * FMT_SEG_BLOCKS;
+	while (trees && !(want = calloc(span, sizeof(*want))) && span > FMT_SEG_BLOCKS)
+		span = span / 2 / FMT_SEG_BLOCKS * FMT_SEG_BLOCKS;
+	if (!want || !trees) {
 		say_problem("checks that could not run", 1,
 		            "check: out of memory: references not recounted");
-	else {
-		/* the checkpoint's own blocks (record, count pages, segment
-		 * tables) are held, not counted: alloc_verify checks them as
-		 * its segments' held blocks */
-		bad = tree_check_all(trees, n, st->a, want);
-		bad += alloc_verify(st->a, want);
+		free(trees);
+		return 1;
+	}
+	if (span < nblocks)
+		say_info("check: recounting references in %llu passes of %llu blocks",
+		         (unsigned long long)((nblocks + span - 1) / span),
+		         (unsigned long long)span);
+	/* the checkpoint's own blocks (record, count pages, segment tables,
+	 * forwarding chains) are held, not counted: alloc_verify checks them
+	 * as its segments' held blocks */
+	for (uint64_t lo = 0; lo < nblocks; lo += span) {
+		uint64_t hi = nblocks - lo < span ? nblocks : lo + span;
+		memset(want, 0, (size_t)(hi - lo) * sizeof(*want));
+		bad += tree_check_range(trees, n, st->a, lo, hi, want, lo == 0);
+		bad += alloc_verify_range(st->a, lo / FMT_SEG_BLOCKS, hi / FMT_SEG_BLOCKS, want);
 	}
 	free(trees);
 	free(want);

@@ -366,6 +366,10 @@ void super_seal(struct fmt_super *sb);
 /* Pool magic in either slot?  1, 0, or -errno. */
 int super_probe(struct segio *io);
 
+/* check.c: the most reference counts store_check holds at once (one
+ * per block; more blocks are checked in several passes). */
+extern uint64_t check_span_blocks;
+
 /* ---- ckpt.c: checkpoints ----------------------------------------------- */
 
 /* Volumes a pool of nsegs segments can hold: as many as its checkpoint

@@ -1815,6 +1815,19 @@ uint64_t tree_unload(struct tree *const *trees, unsigned n)
 
 /* ---- checker -------------------------------------------------------- */
 
+/* The block range this pass counts ([lo, hi): bref[b - lo]) and whether
+ * it reports what it finds (a check in several passes over block ranges
+ * walks every tree in each, and reports in the first only).  The checker
+ * runs on one thread. */
+static uint64_t check_lo, check_hi;
+static bool check_report = true;
+
+#define check_say(...)                                                                             \
+	do {                                                                                       \
+		if (check_report)                                                                  \
+			say_problem(__VA_ARGS__);                                                  \
+	} while (0)
+
 /* Why a node could not be read, for the checker's report (strerror's
  * word for EILSEQ is about multibyte characters). */
 static const char *read_error(int err)
@@ -1827,18 +1840,24 @@ static const char *read_error(int err)
 static bool check_blk(const struct fwd *f, uint64_t name, uint64_t nblocks, uint64_t *blk)
 {
 	if (fwd_resolve(f, name, blk)) {
-		say_problem("names that resolve nowhere", 1,
-		            "check: pool block %llu (tag %u) is named but neither current nor "
-		            "forwarded",
-		            (unsigned long long)fwd_addr(name), fwd_tag(name));
+		check_say("names that resolve nowhere", 1,
+		          "check: pool block %llu (tag %u) is named but neither current nor "
+		          "forwarded",
+		          (unsigned long long)fwd_addr(name), fwd_tag(name));
 		return false;
 	}
 	if (*blk >= nblocks) {
-		say_problem("block addresses out of range", 1, "check: block %llu out of range",
-		            (unsigned long long)*blk);
+		check_say("block addresses out of range", 1, "check: block %llu out of range",
+		          (unsigned long long)*blk);
 		return false;
 	}
 	return true;
+}
+
+static void count_ref(uint32_t *bref, uint64_t blk)
+{
+	if (blk >= check_lo && blk < check_hi)
+		bref[blk - check_lo]++;
 }
 
 static int check_node(struct tree_cache *nc, const struct fwd *f, struct tree_node *n,
@@ -1851,18 +1870,18 @@ static int check_node(struct tree_cache *nc, const struct fwd *f, struct tree_no
 	bool unreadable = false;
 
 	if (map_put(seen, (uint64_t)(uintptr_t)n, (void *)(c + 1)) < 0) {
-		say_problem("checks that could not run", 1, "check: out of memory walking a tree");
+		check_say("checks that could not run", 1, "check: out of memory walking a tree");
 		return 1;
 	}
 	if (n->disk && check_blk(f, n->disk, nblocks, &blk))
-		bref[blk]++; /* its block: once per reference */
+		count_ref(bref, blk); /* its block: once per reference */
 	else if (n->disk)
 		bad++;
 	if (c)
 		return bad; /* children counted on the first visit */
 	if (n->level != level) {
-		say_problem("tree node errors", 1, "check: node at level %u claims level %u", level,
-		            n->level);
+		check_say("tree node errors", 1, "check: node at level %u claims level %u", level,
+		          n->level);
 		bad++;
 	}
 	unsigned cnt = 0;
@@ -1873,7 +1892,7 @@ static int check_node(struct tree_cache *nc, const struct fwd *f, struct tree_no
 				cnt++;
 				total++;
 				if (check_blk(f, n->phys[i], nblocks, &blk))
-					bref[blk]++;
+					count_ref(bref, blk);
 				else
 					bad++;
 			}
@@ -1881,9 +1900,9 @@ static int check_node(struct tree_cache *nc, const struct fwd *f, struct tree_no
 		}
 		struct tree_node *ch = child_of(nc, n, i, false, &err);
 		if (err) {
-			say_problem("tree nodes that cannot be read", 1,
-			            "check: node at pool block %llu: %s",
-			            (unsigned long long)n->caddr[i], read_error(err));
+			check_say("tree nodes that cannot be read", 1,
+			          "check: node at pool block %llu: %s",
+			          (unsigned long long)n->caddr[i], read_error(err));
 			bad++;
 			cnt++;
 			unreadable = true;
@@ -1898,14 +1917,14 @@ static int check_node(struct tree_cache *nc, const struct fwd *f, struct tree_no
 		}
 	}
 	if (cnt != n->nmapped) {
-		say_problem("tree node errors", 1, "check: node has %u mapped slots, counts %u",
-		            cnt, n->nmapped);
+		check_say("tree node errors", 1, "check: node has %u mapped slots, counts %u", cnt,
+		          n->nmapped);
 		bad++;
 	}
 	if (!unreadable && total != n->total) {
-		say_problem("tree node errors", 1,
-		            "check: node claims %llu mapped blocks below it, holds %llu",
-		            (unsigned long long)n->total, (unsigned long long)total);
+		check_say("tree node errors", 1,
+		          "check: node claims %llu mapped blocks below it, holds %llu",
+		          (unsigned long long)n->total, (unsigned long long)total);
 		bad++;
 	}
 	return bad;
@@ -1913,7 +1932,16 @@ static int check_node(struct tree_cache *nc, const struct fwd *f, struct tree_no
 
 int tree_check_all(struct tree *const *trees, unsigned n, const struct alloc *a, uint32_t *bref)
 {
+	return tree_check_range(trees, n, a, 0, alloc_nblocks(a), bref, true);
+}
+
+int tree_check_range(struct tree *const *trees, unsigned n, const struct alloc *a, uint64_t lo,
+                     uint64_t hi, uint32_t *bref, bool report)
+{
 	uint64_t nblocks = alloc_nblocks(a);
+	check_lo = lo;
+	check_hi = hi;
+	check_report = report;
 	struct map seen = {0}, pubs = {0}, roots = {0};
 	int bad = 0;
 
@@ -1922,20 +1950,19 @@ int tree_check_all(struct tree *const *trees, unsigned n, const struct alloc *a,
 		struct tree_node *r = root_get(trees[i], false, false, &err);
 		uint64_t k = (uint64_t)(uintptr_t)r;
 		if (err) {
-			say_problem("tree nodes that cannot be read", 1,
-			            "check: the root at pool block %llu: %s",
-			            (unsigned long long)trees[i]->away, read_error(err));
+			check_say("tree nodes that cannot be read", 1,
+			          "check: the root at pool block %llu: %s",
+			          (unsigned long long)trees[i]->away, read_error(err));
 			bad++;
 		}
 		if (!r)
 			continue;
 		if (trees[i]->root != r && r->total != trees[i]->away_total) {
-			say_problem(
-			    "tree node errors", 1,
-			    "check: a volume record says its tree maps %llu blocks, its root "
-			    "at pool block %llu says %llu",
-			    (unsigned long long)trees[i]->away_total,
-			    (unsigned long long)trees[i]->away, (unsigned long long)r->total);
+			check_say("tree node errors", 1,
+			          "check: a volume record says its tree maps %llu blocks, its root "
+			          "at pool block %llu says %llu",
+			          (unsigned long long)trees[i]->away_total,
+			          (unsigned long long)trees[i]->away, (unsigned long long)r->total);
 			bad++;
 		}
 		if (trees[i]->root == r &&
@@ -1951,9 +1978,9 @@ int tree_check_all(struct tree *const *trees, unsigned n, const struct alloc *a,
 		const struct tree_node *tn = (const void *)(uintptr_t)key;
 		/* A written node's count is its block's: alloc_verify compares it. */
 		if (!tn->disk && tn->ref != (uintptr_t)*val) {
-			say_problem("tree node reference counts that differ", 1,
-			            "check: node has ref %u but %lu references", tn->ref,
-			            (unsigned long)(uintptr_t)*val);
+			check_say("tree node reference counts that differ", 1,
+			          "check: node has ref %u but %lu references", tn->ref,
+			          (unsigned long)(uintptr_t)*val);
 			bad++;
 		}
 		/* Eviction trusts these: a root it took for none, or fewer
@@ -1961,17 +1988,18 @@ int tree_check_all(struct tree *const *trees, unsigned n, const struct alloc *a,
 		 * possible: parents no tree reaches until the hand passes). */
 		uintptr_t nr = (uintptr_t)map_get(&roots, key), np = (uintptr_t)map_get(&pubs, key);
 		if (tn->nroot != nr || tn->npub < np) {
-			say_problem("tree node pointer counts that differ", 1,
-			            "check: node is %lu trees' root and has %lu parents' pointers, "
-			            "counts %u and %u",
-			            (unsigned long)nr, (unsigned long)np, tn->nroot, tn->npub);
+			check_say("tree node pointer counts that differ", 1,
+			          "check: node is %lu trees' root and has %lu parents' pointers, "
+			          "counts %u and %u",
+			          (unsigned long)nr, (unsigned long)np, tn->nroot, tn->npub);
 			bad++;
 		}
 	}
 	map_clear(&roots);
 	map_clear(&pubs);
 	map_clear(&seen);
-	return bad;
+	check_report = true;
+	return report ? bad : 0;
 }
 
 static uint64_t count_dirty(const struct tree_node *n, struct map *seen)

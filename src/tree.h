@@ -340,6 +340,12 @@ uint64_t tree_unload(struct tree *const *trees, unsigned n);
  * the caller to compare with the allocator.  Writer only.  Returns problems
  * found (each reported with say_error). */
 int tree_check_all(struct tree *const *trees, unsigned n, const struct alloc *a, uint32_t *bref);
+/* The same for the blocks [lo, hi) only (bref[b - lo]), so that a pool too
+ * large for a count per block in memory is checked in several passes:
+ * the trees are walked in each, problems reported (and returned) only
+ * with report. */
+int tree_check_range(struct tree *const *trees, unsigned n, const struct alloc *a, uint64_t lo,
+                     uint64_t hi, uint32_t *bref, bool report);
 
 /* Distinct dirty nodes reachable from trees[0..n): what
  * alloc_meta_pending() must equal (a checker; O(distinct nodes in
