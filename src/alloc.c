@@ -603,7 +603,13 @@ int alloc_move(struct alloc *a, uint64_t from, uint64_t to)
 	if (!tp)
 		return a->err;
 	uint32_t *fc = &fp[from % FMT_SEG_BLOCKS], *tc = &tp[to % FMT_SEG_BLOCKS], n = *fc;
-	assert(*tc == 0 && n > 0);
+	if (*tc || !n) { /* the pages disagree with the log: damage */
+		say_error("alloc: moving pool block %llu (count %u) to %llu (count %u): the pool's "
+		          "counts are damaged (cowbd-check reports where)",
+		          (unsigned long long)from, n, (unsigned long long)to, *tc);
+		a->err = a->err ? a->err : -EILSEQ;
+		return a->err;
+	}
 	__atomic_store_n(tc, n, __ATOMIC_RELAXED);
 	__atomic_store_n(fc, 0, __ATOMIC_RELAXED);
 	page_dirty(a, fs);

@@ -1253,7 +1253,7 @@ static int load_map(struct store *st, const uint64_t *stab, uint32_t version, co
 			         : cpage_stab_decode(blk, addr, st->nsegs, &first, &n, ent, why);
 		if (!err &&
 		    (first != t * per || n != (st->nsegs - first < per ? st->nsegs - first : per) ||
-		     (t == 0 && (ent[0].page0 || ent[0].life || ent[0].fwd)))) {
+		     (t == 0 && (ent[0].page0 || ent[0].life || ent[0].fwd || ent[0].held)))) {
 			*why = "segment table out of place";
 			err = -EILSEQ;
 		}

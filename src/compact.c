@@ -129,8 +129,17 @@ static int move_one(struct compact *c, uint64_t blk, uint32_t life)
 	urcu_memb_read_unlock();
 	if (err == -ENOMEM)
 		return err;
-	if (!birth)
-		birth = fwd_make(blk, life); /* born here, in this life */
+	/* Born here: in this life, unless an earlier pass left the block in
+	 * place (its old life's table forwards it to itself). */
+	if (!birth && fwd_self_name(f, blk, &birth) == 0 && !birth)
+		birth = fwd_make(blk, life);
+	uint64_t at;
+	if (!birth || fwd_resolve(f, birth, &at) || at != blk) {
+		say_error("compact: pool block %llu is counted but its name does not lead to it "
+		          "(the pool's metadata is damaged): compaction stops",
+		          (unsigned long long)blk);
+		return -EILSEQ;
+	}
 	if (err || node) { /* a node checks itself; nothing is known of the other */
 		bool read = !segio_read_block(c->io, b, blk);
 		err = err ? err : read && node_intact(b, birth) ? 0 : -EIO;

@@ -169,14 +169,15 @@ static const struct fwd_seg *seg_tables(const struct fwd *cf, uint64_t seg, bool
 	struct fwd *f = (struct fwd *)cf; /* loading is the one store */
 	*err = 0;
 	for (;;) {
-		const struct fwd_seg *s = rcu_dereference(f->seg[seg]);
+		/* acquire: the away flag read below is not older than this */
+		const struct fwd_seg *s = __atomic_load_n(&f->seg[seg], __ATOMIC_ACQUIRE);
 		if (s) {
 			if (!f->used[seg])
 				f->used[seg] = 1; /* CLOCK's bit, racy */
 			return s;
 		}
 		if (!__atomic_load_n(&f->away[seg], __ATOMIC_ACQUIRE)) {
-			if (!rcu_dereference(f->seg[seg]))
+			if (!__atomic_load_n(&f->seg[seg], __ATOMIC_ACQUIRE))
 				return NULL;
 			continue; /* loaded meanwhile */
 		}
@@ -208,6 +209,23 @@ static int resolve(const struct fwd *f, uint64_t name, bool nowait, uint64_t *bl
 		return err ? err : -EILSEQ;
 	*blk = __atomic_load_n(e, __ATOMIC_RELAXED) & ENT_ADDR_MASK;
 	return 0;
+}
+
+int fwd_self_name(struct fwd *f, uint64_t blk, uint64_t *name)
+{
+	uint64_t seg = seg_of(blk);
+	unsigned idx = (unsigned)(blk % FMT_SEG_BLOCKS);
+	int err;
+	*name = 0;
+	const struct fwd_seg *s = seg_tables(f, seg, false, &err);
+	for (uint32_t t = 0; s && t < s->ntab; t++) {
+		uint64_t *e = ent_find(&s->tab[t], idx);
+		if (e && (__atomic_load_n(e, __ATOMIC_RELAXED) & ENT_ADDR_MASK) == blk) {
+			*name = fwd_make(blk, s->tab[t].tag);
+			break;
+		}
+	}
+	return err;
 }
 
 int fwd_resolve(const struct fwd *f, uint64_t name, uint64_t *blk)

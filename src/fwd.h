@@ -93,6 +93,11 @@ uint64_t fwd_name_of(const struct fwd *f, uint64_t blk);
 int fwd_resolve(const struct fwd *f, uint64_t name, uint64_t *blk);
 int fwd_resolve_nowait(const struct fwd *f, uint64_t name, uint64_t *blk);
 
+/* The name of the block at blk if a table of its own segment forwards an
+ * old life's block to itself (the compactor left it in place, damaged or
+ * unreadable then): that name, else 0.  Writer; 0 or the load's error. */
+int fwd_self_name(struct fwd *f, uint64_t blk, uint64_t *name);
+
 /* ---- the compactor (log thread) ----
  * During a pass each copy is staged (fwd_stage: the block named birth now
  * lives at blk, a block the log has been given but may not have written

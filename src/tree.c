@@ -372,8 +372,16 @@ static struct tree_node *child_fault(struct tree_cache *nc, const struct tree_no
 			return NULL;
 		}
 		*err = cache_read(nc, addr, level, &fresh);
-		if (*err)
+		if (*err) {
+			/* p replaced meanwhile (and a checkpoint pruned the
+			 * name of the child it had): walk again */
+			pthread_mutex_lock(&nc->lock);
+			bool gone = p->dead || p->child[i] || CMM_LOAD_SHARED(p->caddr[i]) != addr;
+			pthread_mutex_unlock(&nc->lock);
+			if (gone && *err != -ENOMEM)
+				*err = -ESTALE;
 			return NULL;
+		}
 	}
 }
 
@@ -609,17 +617,24 @@ static int lookup_name(const struct tree *t, uint64_t lba, bool nowait, uint64_t
 
 int tree_lookup(const struct tree *t, uint64_t lba, bool nowait, uint64_t *phys)
 {
-	uint64_t name;
-	int err = lookup_name(t, lba, nowait, &name);
-	if (err || !name || !t->nc) {
-		*phys = err ? 0 : name;
+	for (unsigned tries = 0;; tries++) {
+		uint64_t name, again;
+		int err = lookup_name(t, lba, nowait, &name);
+		if (err || !name || !t->nc) {
+			*phys = err ? 0 : name;
+			return err;
+		}
+		err = nowait ? fwd_resolve_nowait(alloc_fwd(t->nc->a), name, phys)
+		             : fwd_resolve(alloc_fwd(t->nc->a), name, phys);
+		if (err != -EILSEQ)
+			return err;
+		/* The writer may have overwritten lba since, and a checkpoint
+		 * pruned the old name's entry: then the slot says so. */
+		if (tries < 64 && !lookup_name(t, lba, nowait, &again) && again != name)
+			continue;
+		load_failed(t->nc, fwd_addr(name), -EILSEQ);
 		return err;
 	}
-	err = nowait ? fwd_resolve_nowait(alloc_fwd(t->nc->a), name, phys)
-	             : fwd_resolve(alloc_fwd(t->nc->a), name, phys);
-	if (err == -EILSEQ)
-		load_failed(t->nc, fwd_addr(name), -EILSEQ);
-	return err;
 }
 
 /* The run at `at`, within one leaf or one missing subtree: its length and
