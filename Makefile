@@ -33,11 +33,11 @@ TMPFILESDIR    ?= $(PREFIX)/lib/tmpfiles.d
 SYSCONFDIR     ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 INSTALL  ?= install
 PKGS     := libev-dev liburcu-dev libcmocka-dev libjansson-dev libgnutls28-dev libsystemd-dev \
-            libinih-dev libmicrohttpd-dev
+            libinih-dev libmicrohttpd-dev librados-dev
 TESTPKGS := nbd-client nbd-server libnbd-bin python3-libnbd nbdkit qemu-utils \
             qemu-system-x86 fio gnutls-bin busybox-static cpio e2fsprogs util-linux \
             valgrind procps psmisc curl ca-certificates clang-format python3 systemd strace \
-            prometheus
+            prometheus ceph-mon ceph-mgr ceph-osd ceph-common
 
 CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Wshadow -Wvla -Wstrict-prototypes -Wmissing-prototypes \
@@ -64,7 +64,7 @@ COWBD_CFLAGS  := -std=gnu11 $(WARN) -Iinclude $(URCU_CFLAGS) $(GNUTLS_CFLAGS) $(
 COWBD_VERSION ?= $(shell git describe --always --dirty 2>/dev/null)
 COWBD_CFLAGS  += -I$(BUILD)/gen
 COWBD_LDFLAGS := -pthread
-COWBD_LIBS    := -lev -ljansson $(URCU_LIBS) -lgnutls $(SYSTEMD_LIBS) $(INIH_LIBS) $(MHD_LIBS)
+COWBD_LIBS    := -lev -ljansson $(URCU_LIBS) -lgnutls $(SYSTEMD_LIBS) $(INIH_LIBS) $(MHD_LIBS) -lrados
 ifneq ($(SANITIZE),)
 COWBD_CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 COWBD_LDFLAGS += -fsanitize=$(SANITIZE)
@@ -208,8 +208,8 @@ deps-fuzz:
 fuzz: deps-fuzz $(FUZZ_BIN)
 	@sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
 
-# A throwaway Ceph cluster for the RADOS tests (tests/ceph/, docs/RADOS.md); not in `make deps`
-# or `make check` yet.
+# A throwaway Ceph cluster for the RADOS tests (tests/ceph/, docs/RADOS.md): its packages are
+# part of TESTPKGS (`make deps`); deps-ceph installs only them.
 CEPH_PKGS := ceph-mon ceph-mgr ceph-osd ceph-common librados-dev
 .PHONY: deps-ceph
 deps-ceph:
