@@ -1,0 +1,520 @@
+/* test_objstore.c — the object store contract of objstore.h, one set of
+ * tests run against each implementation: the memory store always, a real
+ * Ceph cluster when COWBD_TEST_CEPH_CONF names its ceph.conf (client id
+ * COWBD_TEST_CEPH_ID, default "cowbd"; pool COWBD_TEST_CEPH_POOL, default
+ * "cowbd"; objects under a prefix unique to the run, removed at the end);
+ * without it the cluster's cases skip.
+ *
+ * The contract: writes read back at their offsets, a short read at the
+ * end, -ENOENT; write_full and remove; a second client sees flushed data;
+ * the exclusive lock (a second client gets -EBUSY, renew, locker names the
+ * holder by the address objstore_addr gives, break_lock frees it); a
+ * blocklisted client's write+flush, read and lock fail with -EBLOCKLISTED
+ * while the others go on.  The memory store's own promises: leases expire
+ * on its clock, a crash keeps a prefix of each object's unflushed writes
+ * in issue order, injected faults, usage.
+ */
+#undef NDEBUG
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "objstore.h"
+
+/* One implementation under test: how to make a client of its cluster. */
+struct backend {
+	const char *name;
+	struct objstore *(*client)(struct backend *b);
+	struct objstore_mem *mem;
+	char prefix[64];                  /* of every object name this run uses */
+	char used[32][OBJSTORE_NAME_MAX]; /* names handed out: removed at the end */
+	unsigned nused;
+};
+
+static struct objstore *mem_client(struct backend *b)
+{
+	return objstore_mem_client(b->mem);
+}
+
+static struct backend mem_backend = {.name = "mem", .client = mem_client};
+
+static int mem_setup(void **state)
+{
+	mem_backend.mem = objstore_mem_new();
+	mem_backend.nused = 0;
+	assert_non_null(mem_backend.mem);
+	*state = &mem_backend;
+	return 0;
+}
+
+static int mem_teardown(void **state)
+{
+	objstore_mem_free(mem_backend.mem);
+	return 0;
+}
+
+/* The backend of this test; skips when it has no cluster. */
+static struct backend *be(void **state)
+{
+	struct backend *b = *state;
+
+	if (!b->client)
+		skip();
+	return b;
+}
+
+/* A name for this run's object called what. */
+static const char *oid(struct backend *b, const char *what)
+{
+	char name[OBJSTORE_NAME_MAX];
+
+	snprintf(name, sizeof(name), "%s%s", b->prefix, what);
+	for (unsigned i = 0; i < b->nused; i++)
+		if (!strcmp(b->used[i], name))
+			return b->used[i];
+	assert_true(b->nused < 32);
+	strcpy(b->used[b->nused], name);
+	return b->used[b->nused++];
+}
+
+static struct objstore *client(struct backend *b)
+{
+	struct objstore *os = b->client(b);
+
+	assert_non_null(os);
+	return os;
+}
+
+static void fill(uint8_t *buf, size_t len, unsigned seed)
+{
+	for (size_t i = 0; i < len; i++)
+		buf[i] = (uint8_t)(seed * 131 + i * 7 + (i >> 8));
+}
+
+/* ---- the contract, for every backend ---------------------------------- */
+
+static void test_write_read(void **state)
+{
+	struct backend *b = be(state);
+	struct objstore *a = client(b);
+	const char *o = oid(b, "rw");
+	static uint8_t w[8192], r[8192];
+
+	fill(w, sizeof(w), 1);
+	assert_int_equal(objstore_read(a, o, r, 10, 0), -ENOENT);
+	assert_int_equal(objstore_write(a, o, w, 4096, 0), 0);
+	assert_int_equal(objstore_write(a, o, w + 4096, 4096, 4096), 0);
+	/* a queued write is seen by the same client's reads before a flush */
+	assert_int_equal(objstore_read(a, o, r, 8192, 0), 8192);
+	assert_memory_equal(r, w, 8192);
+	assert_int_equal(objstore_flush(a), 0);
+	/* an overwrite in the middle, then a short read at the end */
+	fill(w + 100, 50, 2);
+	assert_int_equal(objstore_write(a, o, w + 100, 50, 100), 0);
+	assert_int_equal(objstore_read(a, o, r, 8192, 0), 8192);
+	assert_memory_equal(r, w, 8192);
+	assert_int_equal(objstore_read(a, o, r, 4096, 6144), 2048);
+	assert_memory_equal(r, w + 6144, 2048);
+	assert_int_equal(objstore_read(a, o, r, 4096, 8192), 0);
+	assert_int_equal(objstore_read(a, o, r, 4096, 100000), 0);
+	/* a write past the end leaves zeros in the gap */
+	assert_int_equal(objstore_write(a, o, w, 10, 12288), 0);
+	assert_int_equal(objstore_flush(a), 0);
+	assert_int_equal(objstore_read(a, o, r, 8192, 8192), 4106);
+	for (unsigned i = 0; i < 4096; i++)
+		assert_int_equal(r[i], 0);
+	assert_memory_equal(r + 4096, w, 10);
+	assert_int_equal(objstore_remove(a, o), 0);
+	objstore_close(a);
+}
+
+static void test_full_remove(void **state)
+{
+	struct backend *b = be(state);
+	struct objstore *a = client(b);
+	const char *o = oid(b, "full");
+	uint8_t w[4096], r[4096];
+
+	fill(w, sizeof(w), 3);
+	assert_int_equal(objstore_remove(a, o), -ENOENT);
+	assert_int_equal(objstore_write_full(a, o, w, 4096), 0);
+	assert_int_equal(objstore_read(a, o, r, 4096, 0), 4096);
+	assert_memory_equal(r, w, 4096);
+	/* a shorter content replaces the whole, it does not overlay it */
+	assert_int_equal(objstore_write_full(a, o, w + 1, 100), 0);
+	assert_int_equal(objstore_read(a, o, r, 4096, 0), 100);
+	assert_memory_equal(r, w + 1, 100);
+	assert_int_equal(objstore_write_full(a, o, w, 0), 0);
+	assert_int_equal(objstore_read(a, o, r, 4096, 0), 0); /* empty, not missing */
+	assert_int_equal(objstore_remove(a, o), 0);
+	assert_int_equal(objstore_read(a, o, r, 4096, 0), -ENOENT);
+	assert_int_equal(objstore_remove(a, o), -ENOENT);
+	objstore_close(a);
+}
+
+static void test_second_client(void **state)
+{
+	struct backend *b = be(state);
+	struct objstore *a = client(b), *c = client(b);
+	const char *o = oid(b, "shared");
+	static uint8_t w[65536], r[65536];
+
+	assert_string_not_equal(objstore_addr(a), objstore_addr(c));
+	fill(w, sizeof(w), 4);
+	for (unsigned i = 0; i < 16; i++)
+		assert_int_equal(objstore_write(a, o, w + i * 4096, 4096, i * 4096), 0);
+	assert_int_equal(objstore_flush(a), 0);
+	assert_int_equal(objstore_read(c, o, r, sizeof(r), 0), (ssize_t)sizeof(r));
+	assert_memory_equal(r, w, sizeof(r));
+	assert_int_equal(objstore_remove(c, o), 0);
+	assert_int_equal(objstore_read(a, o, r, 1, 0), -ENOENT);
+	objstore_close(c);
+	objstore_close(a);
+}
+
+static void test_lock(void **state)
+{
+	struct backend *b = be(state);
+	struct objstore *a = client(b), *c = client(b);
+	const char *o = oid(b, "lock");
+	struct objstore_locker l;
+
+	assert_int_equal(objstore_locker(c, o, &l), -ENOENT);
+	assert_int_equal(objstore_lock(a, o, "ca", 60, false), 0);
+	assert_int_equal(objstore_lock(c, o, "cb", 60, false), -EBUSY);
+	assert_int_equal(objstore_lock(c, o, "ca", 60, true), -EBUSY);  /* A's cookie, not A */
+	assert_int_equal(objstore_lock(a, o, "cb", 60, false), -EBUSY); /* A, another cookie */
+	assert_int_equal(objstore_lock(a, o, "ca", 60, false), -EEXIST);
+	assert_int_equal(objstore_lock(a, o, "ca", 60, true), 0);
+	assert_int_equal(objstore_locker(c, o, &l), 0);
+	assert_string_equal(l.cookie, "ca");
+	assert_string_equal(l.addr, objstore_addr(a));
+	assert_true(strncmp(l.client, "client.", 7) == 0);
+	assert_int_equal(objstore_unlock(c, o, "ca"), -ENOENT);
+	assert_int_equal(objstore_break_lock(c, o, &l), 0);
+	assert_int_equal(objstore_locker(c, o, &l), -ENOENT);
+	assert_int_equal(objstore_break_lock(c, o, &l), -ENOENT);
+	assert_int_equal(objstore_lock(c, o, "cb", 0, false), 0);
+	assert_int_equal(objstore_lock(a, o, "ca", 60, true), -EBUSY);
+	assert_int_equal(objstore_unlock(a, o, "ca"), -ENOENT);
+	assert_int_equal(objstore_locker(a, o, &l), 0);
+	assert_string_equal(l.addr, objstore_addr(c));
+	assert_int_equal(objstore_unlock(c, o, "cb"), 0);
+	assert_int_equal(objstore_locker(a, o, &l), -ENOENT);
+	assert_int_equal(objstore_lock(a, o, "ca", 60, false), 0);
+	assert_int_equal(objstore_unlock(a, o, "ca"), 0);
+	assert_int_equal(objstore_remove(a, o), 0);
+	objstore_close(c);
+	objstore_close(a);
+}
+
+static void test_blocklist(void **state)
+{
+	struct backend *b = be(state);
+	struct objstore *a = client(b), *c = client(b);
+	const char *o = oid(b, "fence"), *hdr = oid(b, "fence.hdr");
+	struct objstore_locker l;
+	uint8_t w[4096], r[4096];
+	int err;
+
+	fill(w, sizeof(w), 5);
+	assert_int_equal(objstore_lock(a, hdr, "ca", 60, false), 0);
+	assert_int_equal(objstore_write(a, o, w, 4096, 0), 0);
+	assert_int_equal(objstore_flush(a), 0);
+	/* the takeover: fence the holder by the address its lock names */
+	assert_int_equal(objstore_locker(c, hdr, &l), 0);
+	assert_int_equal(objstore_blocklist(c, l.addr), 0);
+	assert_int_equal(objstore_break_lock(c, hdr, &l), 0);
+	assert_int_equal(objstore_lock(c, hdr, "cb", 60, false), 0);
+	/* A reaches nothing: its write fails there or at the flush */
+	fill(w, 100, 6);
+	err = objstore_write(a, o, w, 100, 0);
+	if (err == 0)
+		err = objstore_flush(a);
+	assert_int_equal(err, -EBLOCKLISTED);
+	assert_int_equal(objstore_read(a, o, r, 4096, 0), -EBLOCKLISTED);
+	assert_int_equal(objstore_lock(a, hdr, "ca", 60, true), -EBLOCKLISTED);
+	/* B goes on, and sees nothing of A's last write */
+	fill(w, 100, 5);
+	assert_int_equal(objstore_read(c, o, r, 4096, 0), 4096);
+	assert_memory_equal(r, w, 4096);
+	assert_int_equal(objstore_write(c, o, w, 10, 4096), 0);
+	assert_int_equal(objstore_flush(c), 0);
+	assert_int_equal(objstore_lock(c, hdr, "cb", 60, true), 0);
+	assert_int_equal(objstore_remove(c, o), 0);
+	assert_int_equal(objstore_remove(c, hdr), 0);
+	objstore_close(c);
+	objstore_close(a);
+}
+
+/* ---- the memory store's own promises ---------------------------------- */
+
+static void test_mem_lease(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct objstore *a = objstore_mem_client(m), *c = objstore_mem_client(m);
+	struct objstore_locker l;
+
+	assert_int_equal(objstore_lock(a, "h", "ca", 30, false), 0);
+	objstore_mem_advance(m, 29);
+	assert_int_equal(objstore_lock(c, "h", "cb", 30, false), -EBUSY);
+	assert_int_equal(objstore_lock(a, "h", "ca", 30, true), 0); /* now until 59 */
+	objstore_mem_advance(m, 29);
+	assert_int_equal(objstore_locker(c, "h", &l), 0);
+	objstore_mem_advance(m, 1);
+	/* the lease is over: nobody holds it, and B may take it */
+	assert_int_equal(objstore_locker(c, "h", &l), -ENOENT);
+	assert_int_equal(objstore_unlock(a, "h", "ca"), -ENOENT);
+	assert_int_equal(objstore_lock(c, "h", "cb", 30, false), 0);
+	assert_int_equal(objstore_lock(a, "h", "ca", 30, true), -EBUSY);
+	/* a holder whose lease ran out takes it again by renewing, if free */
+	objstore_mem_advance(m, 30);
+	assert_int_equal(objstore_lock(c, "h", "cb", 30, true), 0);
+	assert_int_equal(objstore_locker(a, "h", &l), 0);
+	assert_string_equal(l.addr, objstore_addr(c));
+	/* without a lease the lock stays */
+	assert_int_equal(objstore_unlock(c, "h", "cb"), 0);
+	assert_int_equal(objstore_lock(a, "h", "ca", 0, false), 0);
+	objstore_mem_advance(m, 1000000);
+	assert_int_equal(objstore_lock(c, "h", "cb", 30, false), -EBUSY);
+	objstore_close(a);
+	objstore_close(c);
+	objstore_mem_free(m);
+}
+
+#define CR_OBJS   3
+#define CR_WRITES 24
+#define CR_LEN    8192
+
+/* The writes of the crash test: object, offset, length, pattern.  Each
+ * overlaps earlier ones and most extend the object, so every prefix
+ * leaves a different content. */
+static void crash_write(unsigned i, unsigned *obj, uint64_t *off, size_t *len)
+{
+	*obj = i % CR_OBJS;
+	*off = (i / CR_OBJS) * 700;
+	*len = 1000 + (i * 37) % 500;
+}
+
+/* What object j holds after the first n writes: its length, or -ENOENT. */
+static ssize_t crash_model(unsigned j, unsigned n, uint8_t *buf)
+{
+	ssize_t len = -ENOENT;
+
+	memset(buf, 0, CR_LEN);
+	for (unsigned i = 0; i < n; i++) {
+		unsigned obj;
+		uint64_t off;
+		size_t l;
+
+		crash_write(i, &obj, &off, &l);
+		if (obj != j)
+			continue;
+		fill(buf + off, l, i + 10);
+		if ((ssize_t)(off + l) > len)
+			len = off + l;
+	}
+	return len;
+}
+
+static void test_mem_crash(void **state)
+{
+	static uint8_t w[CR_LEN], r[CR_LEN], model[CR_LEN];
+	unsigned seen_none = 0, seen_all = 0, seen_part = 0;
+
+	for (unsigned seed = 0; seed < 300; seed++) {
+		struct objstore_mem *m = objstore_mem_new();
+		struct objstore *a = objstore_mem_client(m), *c = objstore_mem_client(m);
+		unsigned flushed = 6 + seed % 7; /* durable before the crash */
+		char name[8];
+
+		for (unsigned i = 0; i < CR_WRITES; i++) {
+			unsigned obj;
+			uint64_t off;
+			size_t l;
+
+			if (i == flushed)
+				assert_int_equal(objstore_flush(a), 0);
+			crash_write(i, &obj, &off, &l);
+			fill(w, l, i + 10);
+			snprintf(name, sizeof(name), "o%u", obj);
+			assert_int_equal(objstore_write(a, name, w, l, off), 0);
+		}
+		objstore_mem_crash(a, seed);
+		assert_int_equal(objstore_read(a, "o0", r, 1, 0), -EBLOCKLISTED);
+		assert_int_equal(objstore_flush(a), -EBLOCKLISTED);
+		for (unsigned j = 0; j < CR_OBJS; j++) {
+			unsigned total = 0, kept = ~0u;
+			ssize_t got, want;
+
+			snprintf(name, sizeof(name), "o%u", j);
+			got = objstore_read(c, name, r, CR_LEN, 0);
+			/* which of the prefixes is it: the flushed writes and
+			 * the first k of the unflushed ones to this object? */
+			for (unsigned n = flushed; n <= CR_WRITES; n++) {
+				if (n > flushed && (n - 1) % CR_OBJS != j)
+					continue;
+				total += n > flushed;
+				want = crash_model(j, n, model);
+				if (kept == ~0u && got == want &&
+				    (got <= 0 || !memcmp(r, model, got)))
+					kept = total;
+			}
+			assert_int_not_equal(kept, ~0u);
+			if (kept == total)
+				seen_all++;
+			else if (kept == 0)
+				seen_none++;
+			else
+				seen_part++;
+		}
+		objstore_close(a);
+		objstore_close(c);
+		objstore_mem_free(m);
+	}
+	/* the seeds chose every kind of outcome */
+	assert_true(seen_none > 50 && seen_all > 50 && seen_part > 200);
+}
+
+static void test_mem_crash_create(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	unsigned gone = 0, kept = 0;
+	uint64_t objs, bytes;
+	uint8_t r[4];
+
+	for (unsigned seed = 0; seed < 40; seed++) {
+		struct objstore *a = objstore_mem_client(m), *c = objstore_mem_client(m);
+
+		assert_int_equal(objstore_write(a, "new", "abcd", 4, 0), 0);
+		objstore_mem_crash(a, seed);
+		/* lost, the write that made the object leaves no object */
+		if (objstore_read(c, "new", r, 4, 0) == -ENOENT) {
+			gone++;
+		} else {
+			assert_int_equal(objstore_read(c, "new", r, 4, 0), 4);
+			assert_memory_equal(r, "abcd", 4);
+			assert_int_equal(objstore_remove(c, "new"), 0);
+			kept++;
+		}
+		objstore_mem_usage(m, &objs, &bytes);
+		assert_int_equal(objs, 0);
+		objstore_close(a);
+		objstore_close(c);
+	}
+	assert_true(gone > 5 && kept > 5);
+	objstore_mem_free(m);
+}
+
+static void test_mem_durable(void **state)
+{
+	uint8_t r[8];
+
+	for (unsigned seed = 0; seed < 20; seed++) {
+		struct objstore_mem *m = objstore_mem_new();
+		struct objstore *a = objstore_mem_client(m), *c = objstore_mem_client(m);
+
+		/* flushed writes, write_full and remove survive any crash, and
+		 * write_full makes the object's earlier writes durable */
+		assert_int_equal(objstore_write(a, "f", "11111111", 8, 0), 0);
+		assert_int_equal(objstore_flush(a), 0);
+		assert_int_equal(objstore_write(a, "g", "2222", 4, 0), 0);
+		assert_int_equal(objstore_write_full(a, "g", "33", 2), 0);
+		assert_int_equal(objstore_write(a, "h", "4444", 4, 0), 0);
+		assert_int_equal(objstore_remove(a, "h"), 0);
+		objstore_mem_crash(a, seed);
+		objstore_close(a);
+		assert_int_equal(objstore_read(c, "f", r, 8, 0), 8);
+		assert_memory_equal(r, "11111111", 8);
+		assert_int_equal(objstore_read(c, "g", r, 8, 0), 2);
+		assert_memory_equal(r, "33", 2);
+		assert_int_equal(objstore_read(c, "h", r, 8, 0), -ENOENT);
+		objstore_close(c);
+		objstore_mem_free(m);
+	}
+}
+
+static void test_mem_faults(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct objstore *a = objstore_mem_client(m);
+	uint8_t r[8];
+
+	objstore_mem_fail_write(a, 2);
+	assert_int_equal(objstore_write(a, "o", "aaaa", 4, 0), 0);
+	assert_int_equal(objstore_write(a, "o", "bbbb", 4, 4), 0); /* fails, unseen */
+	assert_int_equal(objstore_write(a, "o", "cccc", 4, 0), 0);
+	assert_int_equal(objstore_read(a, "o", r, 8, 0), 4); /* not applied */
+	assert_memory_equal(r, "cccc", 4);
+	assert_int_equal(objstore_flush(a), -EIO);
+	assert_int_equal(objstore_flush(a), 0); /* reported once */
+	assert_int_equal(objstore_mem_writes(a), 3);
+	assert_int_equal(objstore_mem_flushes(a), 2);
+
+	objstore_mem_fail_flush(a, 1);
+	assert_int_equal(objstore_write(a, "o", "dddd", 4, 4), 0);
+	assert_int_equal(objstore_flush(a), -EIO);
+	assert_int_equal(objstore_flush(a), 0);
+
+	objstore_mem_fail_read(a, 2);
+	assert_int_equal(objstore_read(a, "o", r, 8, 0), 8);
+	assert_int_equal(objstore_read(a, "o", r, 8, 0), -EIO);
+	assert_int_equal(objstore_read(a, "o", r, 8, 0), 8);
+	assert_memory_equal(r, "ccccdddd", 8);
+	/* 0 disarms */
+	objstore_mem_fail_read(a, 1);
+	objstore_mem_fail_read(a, 0);
+	assert_int_equal(objstore_read(a, "o", r, 8, 0), 8);
+	objstore_close(a);
+	objstore_mem_free(m);
+}
+
+static void test_mem_usage(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct objstore *a = objstore_mem_client(m);
+	static uint8_t w[10000];
+	uint64_t objs, bytes;
+
+	objstore_mem_usage(m, &objs, &bytes);
+	assert_true(objs == 0 && bytes == 0);
+	assert_int_equal(objstore_write(a, "x", w, 5000, 5000), 0);
+	assert_int_equal(objstore_write_full(a, "y", w, 300), 0);
+	assert_int_equal(objstore_lock(a, "z", "c", 0, false), 0); /* makes z, as RADOS */
+	objstore_mem_usage(m, &objs, &bytes);
+	assert_true(objs == 3 && bytes == 10300);
+	assert_int_equal(objstore_remove(a, "x"), 0);
+	assert_int_equal(objstore_remove(a, "z"), 0);
+	objstore_mem_usage(m, &objs, &bytes);
+	assert_true(objs == 1 && bytes == 300);
+	objstore_close(a);
+	objstore_mem_free(m);
+}
+
+#define CONTRACT(setup, teardown)                                                                  \
+	cmocka_unit_test_setup_teardown(test_write_read, setup, teardown),                         \
+	    cmocka_unit_test_setup_teardown(test_full_remove, setup, teardown),                    \
+	    cmocka_unit_test_setup_teardown(test_second_client, setup, teardown),                  \
+	    cmocka_unit_test_setup_teardown(test_lock, setup, teardown),                           \
+	    cmocka_unit_test_setup_teardown(test_blocklist, setup, teardown)
+
+int main(void)
+{
+	const struct CMUnitTest mem[] = {
+	    CONTRACT(mem_setup, mem_teardown),  cmocka_unit_test(test_mem_lease),
+	    cmocka_unit_test(test_mem_crash),   cmocka_unit_test(test_mem_crash_create),
+	    cmocka_unit_test(test_mem_durable), cmocka_unit_test(test_mem_faults),
+	    cmocka_unit_test(test_mem_usage),
+	};
+
+	return cmocka_run_group_tests_name("objstore_mem", mem, NULL, NULL);
+}
