@@ -16,6 +16,7 @@
  */
 #undef NDEBUG
 #include <errno.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -36,7 +37,7 @@ struct backend {
 	struct objstore *(*client)(struct backend *b);
 	struct objstore_mem *mem;
 	char prefix[64];                  /* of every object name this run uses */
-	char used[32][OBJSTORE_NAME_MAX]; /* names handed out: removed at the end */
+	char used[64][OBJSTORE_NAME_MAX]; /* names handed out: removed at the end */
 	unsigned nused;
 };
 
@@ -62,6 +63,63 @@ static int mem_teardown(void **state)
 	return 0;
 }
 
+/* ---- a real cluster, when COWBD_TEST_CEPH_CONF names one --------------- */
+
+static struct objstore_rados_opts ceph_opts;
+
+static struct objstore *rados_client(struct backend *b)
+{
+	const char *why = "";
+	struct objstore *os = objstore_rados_new(&ceph_opts, &why);
+
+	if (!os)
+		fail_msg("objstore_rados_new: %s: %s", why, strerror(errno));
+	return os;
+}
+
+static struct backend rados_backend = {.name = "rados"};
+
+static int rados_group_setup(void **state)
+{
+	const char *conf = getenv("COWBD_TEST_CEPH_CONF"), *id = getenv("COWBD_TEST_CEPH_ID");
+	const char *pool = getenv("COWBD_TEST_CEPH_POOL");
+
+	if (!conf || !*conf) {
+		fprintf(stderr,
+		        "test_objstore: COWBD_TEST_CEPH_CONF not set: the cluster cases skip\n");
+		return 0;
+	}
+	ceph_opts = (struct objstore_rados_opts){
+	    .conf = conf, .id = id ? id : "cowbd", .pool = pool ? pool : "cowbd", .timeout_s = 30};
+	rados_backend.client = rados_client;
+	snprintf(rados_backend.prefix, sizeof(rados_backend.prefix), "test_objstore.%d.%ld.",
+	         (int)getpid(), (long)time(NULL));
+	return 0;
+}
+
+static int rados_setup(void **state)
+{
+	*state = &rados_backend;
+	return 0;
+}
+
+/* Remove what the test made, through a client of its own (the test's may
+ * be fenced). */
+static int rados_teardown(void **state)
+{
+	struct backend *b = *state;
+	struct objstore *os;
+
+	if (!b->client || !b->nused)
+		return 0;
+	os = rados_client(b);
+	for (unsigned i = 0; i < b->nused; i++)
+		objstore_remove(os, b->used[i]);
+	objstore_close(os);
+	b->nused = 0;
+	return 0;
+}
+
 /* The backend of this test; skips when it has no cluster. */
 static struct backend *be(void **state)
 {
@@ -81,7 +139,7 @@ static const char *oid(struct backend *b, const char *what)
 	for (unsigned i = 0; i < b->nused; i++)
 		if (!strcmp(b->used[i], name))
 			return b->used[i];
-	assert_true(b->nused < 32);
+	assert_true(b->nused < 64);
 	strcpy(b->used[b->nused], name);
 	return b->used[b->nused++];
 }
@@ -500,6 +558,109 @@ static void test_mem_usage(void **state)
 	objstore_mem_free(m);
 }
 
+static void test_rados_bad_pool(void **state)
+{
+	struct objstore_rados_opts o = ceph_opts;
+	const char *why = NULL;
+
+	be(state);
+	o.pool = "no-such-pool-for-test_objstore";
+	errno = 0;
+	assert_null(objstore_rados_new(&o, &why));
+	assert_int_equal(errno, ENOENT);
+	assert_string_equal(why, "no such RADOS pool");
+	o = ceph_opts;
+	o.conf = "/nonexistent/ceph.conf";
+	assert_null(objstore_rados_new(&o, &why));
+	assert_string_equal(why, "cannot read the Ceph configuration file");
+}
+
+static double now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+/* A copy of the test's ceph.conf whose monitor is a port nobody serves. */
+static void dead_conf(char *path)
+{
+	char line[512];
+	FILE *in = fopen(ceph_opts.conf, "r"), *out;
+	int fd = mkstemp(path);
+
+	assert_non_null(in);
+	assert_true(fd >= 0);
+	out = fdopen(fd, "w");
+	assert_non_null(out);
+	while (fgets(line, sizeof(line), in))
+		fputs(strncmp(line, "mon host", 8) ? line : "mon host = [v2:127.0.0.1:1]\n", out);
+	fclose(in);
+	assert_int_equal(fclose(out), 0);
+}
+
+/* A cluster that does not answer fails within the timeout given, not the
+ * conf's (15 s in the test cluster's) or librados' own (300 s). */
+static void test_rados_timeout(void **state)
+{
+	struct objstore_rados_opts o = ceph_opts;
+	char path[] = "/tmp/test_objstore.conf.XXXXXX";
+	const char *why = NULL;
+	double t0;
+
+	be(state);
+	dead_conf(path);
+	o.conf = path;
+	o.timeout_s = 2;
+	t0 = now_us();
+	assert_null(objstore_rados_new(&o, &why));
+	assert_int_equal(errno, ETIMEDOUT);
+	assert_string_equal(why, "cannot connect to the Ceph cluster");
+	assert_true(now_us() - t0 < 8e6);
+	unlink(path);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* The median of 100 writes of len bytes, each followed by a flush, in
+ * 4 MiB objects (segments) as the log writes them. */
+static double write_flush_median(struct backend *b, struct objstore *os, size_t len)
+{
+	static uint8_t w[1 << 20];
+	double t[100];
+	char name[32];
+
+	fill(w, len, 7);
+	for (unsigned i = 0; i < 100; i++) {
+		uint64_t off = (uint64_t)i * len;
+		double t0 = now_us();
+
+		snprintf(name, sizeof(name), "lat%zu.%" PRIu64, len, off >> 22);
+		assert_int_equal(objstore_write(os, oid(b, name), w, len, off & ((1 << 22) - 1)),
+		                 0);
+		assert_int_equal(objstore_flush(os), 0);
+		t[i] = now_us() - t0;
+	}
+	qsort(t, 100, sizeof(t[0]), cmp_double);
+	return (t[49] + t[50]) / 2;
+}
+
+static void test_rados_latency(void **state)
+{
+	struct backend *b = be(state);
+	struct objstore *a = client(b);
+
+	printf("objstore_rados: write+flush median of 100: 4 KiB %.0f us, 1 MiB %.0f us\n",
+	       write_flush_median(b, a, 4096), write_flush_median(b, a, 1 << 20));
+	objstore_close(a);
+}
+
 #define CONTRACT(setup, teardown)                                                                  \
 	cmocka_unit_test_setup_teardown(test_write_read, setup, teardown),                         \
 	    cmocka_unit_test_setup_teardown(test_full_remove, setup, teardown),                    \
@@ -516,5 +677,14 @@ int main(void)
 	    cmocka_unit_test(test_mem_usage),
 	};
 
-	return cmocka_run_group_tests_name("objstore_mem", mem, NULL, NULL);
+	const struct CMUnitTest rados[] = {
+	    CONTRACT(rados_setup, rados_teardown),
+	    cmocka_unit_test_setup_teardown(test_rados_bad_pool, rados_setup, rados_teardown),
+	    cmocka_unit_test_setup_teardown(test_rados_timeout, rados_setup, rados_teardown),
+	    cmocka_unit_test_setup_teardown(test_rados_latency, rados_setup, rados_teardown),
+	};
+	int failed = cmocka_run_group_tests_name("objstore_mem", mem, NULL, NULL);
+
+	return failed +
+	       cmocka_run_group_tests_name("objstore_rados", rados, rados_group_setup, NULL);
 }

@@ -1,0 +1,320 @@
+/* objstore_rados.c — the object store of objstore.h on a real Ceph
+ * cluster, through librados: one rados_t and one io context per client.
+ * Layer: under segio_obj.c, beside objstore_mem.c.
+ *
+ * A write is a rados_aio_write whose completion goes on a pending list; a
+ * flush takes the list as it is when the flush begins, waits for the
+ * cluster (rados_aio_flush, then each completion) and releases them.  A
+ * failed write stays failed: its error is kept and returned by every
+ * flush after it (sticky), so that no flush can report success while a
+ * write queued before it is missing — not even a flush that overlapped
+ * the one that harvested the failure.  Flushes run one at a time (they
+ * wait for the same writes anyway).
+ *
+ * Addresses: librados names a client "ip:port/nonce" in rados_getaddrs,
+ * "v1:ip:port/nonce" as a locker's address; both are brought to the first
+ * form, which is what "osd blocklist add" takes and what client.cowbd's
+ * caps allow it to add (docs/RADOS.md).
+ *
+ * Every call may block for up to the timeout given at connect
+ * (rados_osd_op_timeout, rados_mon_op_timeout), then fails -ETIMEDOUT.
+ * Locks: mu guards the pending list, held across the queuing of a write
+ * (so the list is in issue order); flush_mu serialises flushes, guards
+ * failed and is held across the wait of a flush.  mu is taken inside
+ * flush_mu, never the reverse. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include <rados/librados.h>
+
+#include "objstore.h"
+
+#define LOCK_NAME "cowbd" /* the one lock on an object, as cowbd names it */
+
+struct rados_os {
+	struct objstore os; /* first: the interface */
+	rados_t cluster;
+	rados_ioctx_t io;
+	char addr[OBJSTORE_NAME_MAX];
+	pthread_mutex_t mu;
+	rados_completion_t *pending; /* writes not yet harvested by a flush */
+	size_t npending, cap;
+	pthread_mutex_t flush_mu;
+	int failed; /* the first error of a write (sticky) */
+};
+
+static struct rados_os *to_ro(struct objstore *os)
+{
+	return (struct rados_os *)os;
+}
+
+/* The type prefix of one address in librados' text ("v2:"), or 0. */
+static size_t addr_type_len(const char *s)
+{
+	static const char *const types[] = {"v1:", "v2:", "any:"};
+
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+		if (!strncmp(s, types[i], strlen(types[i])))
+			return strlen(types[i]);
+	return 0;
+}
+
+/* "ip:port/nonce" from "v1:ip:port/nonce", from a vector
+ * "[v2:ip:port/nonce,v1:...]" (its first address) or from itself. */
+static void addr_plain(char *dst, size_t size, const char *src)
+{
+	bool vector = src[0] == '[' && addr_type_len(src + 1);
+	size_t len;
+
+	src += vector;
+	src += addr_type_len(src);
+	len = strlen(src);
+	if (vector)
+		len = strchr(src, ',') ? strcspn(src, ",") : len - (len && src[len - 1] == ']');
+	snprintf(dst, size, "%.*s", (int)len, src);
+}
+
+/* Queued in issue order: mu is held across rados_aio_write, which does
+ * not wait for the cluster (only, when too many are in flight, for the
+ * oldest of them to finish). */
+static int ro_write(struct objstore *os, const char *oid, const void *buf, size_t len, uint64_t off)
+{
+	struct rados_os *r = to_ro(os);
+	rados_completion_t c;
+	int err = -ENOMEM;
+
+	pthread_mutex_lock(&r->mu);
+	if (r->npending == r->cap) {
+		size_t cap = r->cap ? 2 * r->cap : 64;
+		rados_completion_t *p = realloc(r->pending, cap * sizeof(*p));
+
+		if (!p)
+			goto out;
+		r->pending = p;
+		r->cap = cap;
+	}
+	err = rados_aio_create_completion2(NULL, NULL, &c);
+	if (err < 0)
+		goto out;
+	err = rados_aio_write(r->io, oid, c, buf, len, off);
+	if (err < 0)
+		rados_aio_release(c);
+	else
+		r->pending[r->npending++] = c;
+out:
+	pthread_mutex_unlock(&r->mu);
+	return err;
+}
+
+static int ro_flush(struct objstore *os)
+{
+	struct rados_os *r = to_ro(os);
+	rados_completion_t *done;
+	size_t n;
+	int err;
+
+	pthread_mutex_lock(&r->flush_mu);
+	pthread_mutex_lock(&r->mu);
+	done = r->pending;
+	n = r->npending;
+	r->pending = NULL;
+	r->npending = r->cap = 0;
+	pthread_mutex_unlock(&r->mu);
+	err = rados_aio_flush(r->io);
+	for (size_t i = 0; i < n; i++) {
+		int ret;
+
+		rados_aio_wait_for_complete(done[i]);
+		ret = rados_aio_get_return_value(done[i]);
+		if (ret < 0 && !r->failed)
+			r->failed = ret;
+		rados_aio_release(done[i]);
+	}
+	free(done);
+	if (r->failed)
+		err = r->failed;
+	pthread_mutex_unlock(&r->flush_mu);
+	return err;
+}
+
+static ssize_t ro_read(struct objstore *os, const char *oid, void *buf, size_t len, uint64_t off)
+{
+	return rados_read(to_ro(os)->io, oid, buf, len, off);
+}
+
+static int ro_write_full(struct objstore *os, const char *oid, const void *buf, size_t len)
+{
+	return rados_write_full(to_ro(os)->io, oid, buf, len);
+}
+
+static int ro_remove(struct objstore *os, const char *oid)
+{
+	return rados_remove(to_ro(os)->io, oid);
+}
+
+static int ro_lock(struct objstore *os, const char *oid, const char *cookie, unsigned secs,
+                   bool renew)
+{
+	struct timeval lease = {.tv_sec = secs};
+
+	return rados_lock_exclusive(to_ro(os)->io, oid, LOCK_NAME, cookie, "cowbd pool owner",
+	                            secs ? &lease : NULL, renew ? LIBRADOS_LOCK_FLAG_MAY_RENEW : 0);
+}
+
+static int ro_unlock(struct objstore *os, const char *oid, const char *cookie)
+{
+	return rados_unlock(to_ro(os)->io, oid, LOCK_NAME, cookie);
+}
+
+/* An exclusive lock has one locker, so each list holds one name. */
+static int ro_locker(struct objstore *os, const char *oid, struct objstore_locker *out)
+{
+	char tag[OBJSTORE_NAME_MAX], addr[OBJSTORE_NAME_MAX];
+	size_t tag_len = sizeof(tag), client_len = sizeof(out->client);
+	size_t cookie_len = sizeof(out->cookie), addr_len = sizeof(addr);
+	int exclusive;
+	ssize_t n;
+
+	n = rados_list_lockers(to_ro(os)->io, oid, LOCK_NAME, &exclusive, tag, &tag_len,
+	                       out->client, &client_len, out->cookie, &cookie_len, addr, &addr_len);
+	if (n < 0)
+		return n;
+	if (n == 0)
+		return -ENOENT;
+	addr_plain(out->addr, sizeof(out->addr), addr);
+	return 0;
+}
+
+static int ro_break_lock(struct objstore *os, const char *oid, const struct objstore_locker *l)
+{
+	return rados_break_lock(to_ro(os)->io, oid, LOCK_NAME, l->client, l->cookie);
+}
+
+static int ro_blocklist(struct objstore *os, const char *addr)
+{
+	struct rados_os *r = to_ro(os);
+	char cmd[2 * OBJSTORE_NAME_MAX];
+	const char *argv[] = {cmd};
+	int err;
+
+	if (strlen(addr) >= OBJSTORE_NAME_MAX || strpbrk(addr, "\"\\"))
+		return -EINVAL;
+	snprintf(cmd, sizeof(cmd),
+	         "{\"prefix\":\"osd blocklist\",\"blocklistop\":\"add\",\"addr\":\"%s\"}", addr);
+	err = rados_mon_command(r->cluster, argv, 1, "", 0, NULL, NULL, NULL, NULL);
+	if (err < 0)
+		return err;
+	/* Our next operations carry the new map's epoch: an OSD takes them
+	 * only once it knows the entry. */
+	return rados_wait_for_latest_osdmap(r->cluster);
+}
+
+static const char *ro_addr(struct objstore *os)
+{
+	return to_ro(os)->addr;
+}
+
+static void ro_close(struct objstore *os)
+{
+	struct rados_os *r = to_ro(os);
+
+	ro_flush(os);
+	free(r->pending);
+	rados_ioctx_destroy(r->io);
+	rados_shutdown(r->cluster);
+	pthread_mutex_destroy(&r->mu);
+	pthread_mutex_destroy(&r->flush_mu);
+	free(r);
+}
+
+static const struct objstore_ops rados_ops = {
+    .write = ro_write,
+    .flush = ro_flush,
+    .read = ro_read,
+    .write_full = ro_write_full,
+    .remove = ro_remove,
+    .lock = ro_lock,
+    .unlock = ro_unlock,
+    .locker = ro_locker,
+    .break_lock = ro_break_lock,
+    .blocklist = ro_blocklist,
+    .addr = ro_addr,
+    .close = ro_close,
+};
+
+/* The settings a client needs before it connects: the conf file, then
+ * the timeouts.  Returns 0 or a negative errno with *why. */
+static int configure(rados_t cl, const struct objstore_rados_opts *o, const char **why)
+{
+	static const char *const timeouts[] = {"rados_osd_op_timeout", "rados_mon_op_timeout",
+	                                       "client_mount_timeout"};
+	char secs[16];
+	int err;
+
+	err = rados_conf_read_file(cl, o->conf);
+	if (err < 0) {
+		*why = "cannot read the Ceph configuration file";
+		return err;
+	}
+	snprintf(secs, sizeof(secs), "%u", o->timeout_s ? o->timeout_s : 30);
+	for (size_t i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++) {
+		err = rados_conf_set(cl, timeouts[i], secs);
+		if (err < 0) {
+			*why = "cannot set the RADOS timeouts";
+			return err;
+		}
+	}
+	return 0;
+}
+
+struct objstore *objstore_rados_new(const struct objstore_rados_opts *o, const char **why)
+{
+	struct rados_os *r = calloc(1, sizeof(*r));
+	char *addrs;
+	int err;
+
+	*why = "out of memory";
+	if (!r)
+		return NULL;
+	err = rados_create(&r->cluster, o->id);
+	if (err < 0) {
+		*why = "cannot create a RADOS client";
+		goto fail_free;
+	}
+	err = configure(r->cluster, o, why);
+	if (err < 0)
+		goto fail_shutdown;
+	err = rados_connect(r->cluster);
+	if (err < 0) {
+		*why = "cannot connect to the Ceph cluster";
+		goto fail_shutdown;
+	}
+	err = rados_ioctx_create(r->cluster, o->pool, &r->io);
+	if (err < 0) {
+		*why = err == -ENOENT ? "no such RADOS pool" : "cannot open the RADOS pool";
+		goto fail_shutdown;
+	}
+	err = rados_getaddrs(r->cluster, &addrs);
+	if (err < 0) {
+		*why = "cannot learn this client's RADOS address";
+		goto fail_ioctx;
+	}
+	addr_plain(r->addr, sizeof(r->addr), addrs);
+	free(addrs);
+	r->os.ops = &rados_ops;
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_mutex_init(&r->flush_mu, NULL);
+	return &r->os;
+fail_ioctx:
+	rados_ioctx_destroy(r->io);
+fail_shutdown:
+	rados_shutdown(r->cluster);
+fail_free:
+	free(r);
+	errno = -err;
+	return NULL;
+}
