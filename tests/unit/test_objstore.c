@@ -17,6 +17,7 @@
 #undef NDEBUG
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -310,6 +311,73 @@ static void test_blocklist(void **state)
 	assert_int_equal(objstore_lock(c, hdr, "cb", 60, true), 0);
 	assert_int_equal(objstore_remove(c, o), 0);
 	assert_int_equal(objstore_remove(c, hdr), 0);
+	objstore_close(c);
+	objstore_close(a);
+}
+
+#define TH_N      4
+#define TH_WRITES 200
+#define TH_LEN    1000
+
+struct th_arg {
+	struct objstore *os;
+	const char *oid;
+	unsigned n;
+	int err;
+};
+
+/* Chunk i of thread n: where it goes in the object the threads share
+ * (interleaved, so the object grows under all of them), and its bytes. */
+static uint64_t th_chunk(unsigned n, unsigned i, uint8_t *buf)
+{
+	fill(buf, TH_LEN, n * TH_WRITES + i);
+	return ((uint64_t)i * TH_N + n) * TH_LEN;
+}
+
+/* One thread of test_threads: writes its chunks, flushing now and then,
+ * through the client all the threads share. */
+static void *th_writer(void *p)
+{
+	struct th_arg *t = p;
+	uint8_t *w = malloc(TH_WRITES * TH_LEN);
+
+	for (unsigned i = 0; i < TH_WRITES && !t->err; i++) {
+		uint64_t off = th_chunk(t->n, i, w + i * TH_LEN);
+
+		t->err = objstore_write(t->os, t->oid, w + i * TH_LEN, TH_LEN, off);
+		if (!t->err && i % 8 == 7)
+			t->err = objstore_flush(t->os);
+	}
+	if (!t->err)
+		t->err = objstore_flush(t->os); /* before w goes */
+	free(w);
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	struct backend *b = be(state);
+	struct objstore *a = client(b), *c = client(b);
+	static uint8_t w[TH_N * TH_WRITES * TH_LEN], r[sizeof(w)];
+	struct th_arg t[TH_N];
+	pthread_t th[TH_N];
+
+	for (unsigned n = 0; n < TH_N; n++) {
+		t[n] = (struct th_arg){.os = a, .oid = oid(b, "threads"), .n = n};
+		assert_int_equal(pthread_create(&th[n], NULL, th_writer, &t[n]), 0);
+	}
+	for (unsigned n = 0; n < TH_N; n++) {
+		assert_int_equal(pthread_join(th[n], NULL), 0);
+		assert_int_equal(t[n].err, 0);
+		for (unsigned i = 0; i < TH_WRITES; i++) {
+			uint8_t chunk[TH_LEN];
+
+			memcpy(w + th_chunk(n, i, chunk), chunk, TH_LEN);
+		}
+	}
+	assert_int_equal(objstore_read(c, t[0].oid, r, sizeof(r), 0), (ssize_t)sizeof(r));
+	assert_memory_equal(r, w, sizeof(r));
+	assert_int_equal(objstore_remove(c, t[0].oid), 0);
 	objstore_close(c);
 	objstore_close(a);
 }
@@ -666,7 +734,8 @@ static void test_rados_latency(void **state)
 	    cmocka_unit_test_setup_teardown(test_full_remove, setup, teardown),                    \
 	    cmocka_unit_test_setup_teardown(test_second_client, setup, teardown),                  \
 	    cmocka_unit_test_setup_teardown(test_lock, setup, teardown),                           \
-	    cmocka_unit_test_setup_teardown(test_blocklist, setup, teardown)
+	    cmocka_unit_test_setup_teardown(test_blocklist, setup, teardown),                      \
+	    cmocka_unit_test_setup_teardown(test_threads, setup, teardown)
 
 int main(void)
 {
