@@ -8,6 +8,16 @@
 # results itself with lines "PASS: name", "FAIL: name", "SKIP: name"; those
 # are counted instead (plus one failure if it exits non-zero without a FAIL).
 # Ends with the line "N passed, N failed, N skipped"; exit 1 if any failed.
+#
+# The tests that use Ceph RADOS (a unit binary naming COWBD_TEST_CEPH_CONF, a script
+# calling lib.sh's ceph_cluster) share one throwaway cluster (tests/ceph/cluster.sh:
+# three OSDs, pool cowbd of size 3, min_size 2) in $BUILD/ceph. When the run has such
+# tests, it starts in the background before the first tier, the first of them waits for
+# it, and from then on every test gets COWBD_TEST_CEPH_CONF, COWBD_TEST_CEPH_ID and
+# COWBD_TEST_CEPH_POOL. It is stopped after the integration tier and on any exit. A
+# cluster that could not start (or Ceph not installed) gives COWBD_TEST_CEPH_ERROR
+# instead: the RADOS scripts skip on it, or fail under CI=true. COWBD_TEST_CEPH_CONF set
+# by the caller names a cluster to use instead.
 set -u
 BUILD=${1:-build}
 SUITE=${2:-all}
@@ -28,6 +38,80 @@ if [ "${VALGRIND:-0}" != 0 ]; then
 	bound=3600
 fi
 TEST_TIMEOUT=${TEST_TIMEOUT:-$bound}
+
+CEPH_DIR="$BUILD/ceph"
+CEPH_JOB=""     # the background `cluster.sh start`, until ceph_wait
+CEPH_UP=0       # a cluster of ours runs in CEPH_DIR
+
+# uses_ceph TEST: the test binary or script uses the cluster
+uses_ceph() {
+	case "$1" in
+	*/lib.sh) false ;;
+	*.sh) grep -qs '^ceph_cluster' "$1" ;;
+	*) grep -qs COWBD_TEST_CEPH_CONF "$1" ;;
+	esac
+}
+
+# ceph_start: start the cluster in the background if a test of this run uses it.
+ceph_start() {
+	[ -z "${COWBD_TEST_CEPH_CONF:-}" ] || return 0
+	for t in $(case "$SUITE" in all | unit) echo "$BUILD"/tests/test_* ;; esac) \
+		$(case "$SUITE" in all | integration) echo "$TOP"/tests/integration/*.sh ;; esac); do
+		uses_ceph "$t" && break
+	done
+	uses_ceph "$t" || return 0
+	for c in ceph-mon ceph-mgr ceph-osd ceph rados; do
+		command -v "$c" >/dev/null 2>&1 && continue
+		COWBD_TEST_CEPH_ERROR="$c not installed (make deps)"
+		export COWBD_TEST_CEPH_ERROR
+		return 0
+	done
+	# a cluster left by a run killed with SIGKILL; stop signals only its own daemons
+	bash "$TOP/tests/ceph/cluster.sh" stop "$CEPH_DIR" >/dev/null 2>&1
+	rm -rf "$CEPH_DIR"
+	CEPH_T0=$(date +%s)
+	bash "$TOP/tests/ceph/cluster.sh" start "$CEPH_DIR" 3 >"$LOGDIR/ceph_cluster.log" 2>&1 &
+	CEPH_JOB=$!
+	CEPH_UP=1
+}
+
+# ceph_wait: once the background start is over, export what the tests need.
+ceph_wait() {
+	[ -n "$CEPH_JOB" ] || return 0
+	ceph_t=$(date +%s)
+	wait "$CEPH_JOB"
+	ceph_rc=$?
+	CEPH_JOB=""
+	if [ $ceph_rc -eq 0 ]; then
+		COWBD_TEST_CEPH_CONF="$CEPH_DIR/ceph.conf"
+		COWBD_TEST_CEPH_ID=cowbd
+		COWBD_TEST_CEPH_POOL=cowbd
+		export COWBD_TEST_CEPH_CONF COWBD_TEST_CEPH_ID COWBD_TEST_CEPH_POOL
+		echo "ceph: $(tail -n 1 "$LOGDIR/ceph_cluster.log"); started $((ceph_t - CEPH_T0)) s" \
+			"before the first test using it, which waited $(($(date +%s) - ceph_t)) s"
+	else
+		COWBD_TEST_CEPH_ERROR="the test cluster did not start (exit $ceph_rc): $LOGDIR/ceph_cluster.log"
+		export COWBD_TEST_CEPH_ERROR
+		echo "ceph: $COWBD_TEST_CEPH_ERROR; last lines:"
+		tail -n 25 "$LOGDIR/ceph_cluster.log" | sed 's/^/    /'
+	fi
+}
+
+# ceph_stop: stop our cluster (a start still running is ended first), remove its files.
+ceph_stop() {
+	[ "$CEPH_UP" = 1 ] || return 0
+	if [ -n "$CEPH_JOB" ]; then
+		kill "$CEPH_JOB" 2>/dev/null
+		wait "$CEPH_JOB" 2>/dev/null
+		CEPH_JOB=""
+	fi
+	bash "$TOP/tests/ceph/cluster.sh" stop "$CEPH_DIR" >>"$LOGDIR/ceph_cluster.log" 2>&1
+	[ -n "${KEEP_TEST_DIR:-}" ] || rm -rf "$CEPH_DIR"
+	CEPH_UP=0
+	unset COWBD_TEST_CEPH_CONF COWBD_TEST_CEPH_ID COWBD_TEST_CEPH_POOL
+}
+trap ceph_stop EXIT
+trap 'exit 130' INT TERM
 
 run_one() { # name command...
 	name=$1; shift
@@ -57,18 +141,23 @@ run_one() { # name command...
 	fi
 }
 
+ceph_start
 if [ "$SUITE" = all ] || [ "$SUITE" = unit ]; then
 	for t in "$BUILD"/tests/test_*; do
 		[ -x "$t" ] || continue
+		uses_ceph "$t" && ceph_wait
 		run_one "unit/$(basename "$t")" $VG "$t"
 	done
 fi
 if [ "$SUITE" = all ] || [ "$SUITE" = integration ]; then
 	for t in "$TOP"/tests/integration/*.sh; do
 		[ "$(basename "$t")" = lib.sh ] && continue
+		uses_ceph "$t" && ceph_wait
 		run_one "integration/$(basename "$t" .sh)" bash "$t"
 	done
 fi
+ceph_stop # before the VM tier: its guests want the memory
+
 if [ "$SUITE" = all ] || [ "$SUITE" = vm ]; then
 	# One test per guest, so that each gets its own TEST_TIMEOUT (and its
 	# boot VM_TIMEOUT inside it): the guests' scenarios grow, and a shared

@@ -3,16 +3,19 @@
 #
 #   cluster.sh start DIR [NOSDS]   one mon, one mgr, NOSDS (1 or 3) bluestore OSDs on
 #                                  sparse files, all on 127.0.0.1, everything under DIR;
-#                                  pool `cowbd` (size NOSDS, min_size 1); user client.cowbd
+#                                  pool `cowbd` (size NOSDS, min_size 1 or 2); user client.cowbd
 #   cluster.sh stop DIR            SIGTERM every daemon by its pid file, wait, SIGKILL the
 #                                  ones still alive after 20 s; works on a half-started DIR
 #   cluster.sh status DIR          each daemon alive or not, then `ceph -s` if the mon is up
+#   cluster.sh osd-kill DIR N      SIGKILL osd.N (a crash), return once it is gone
+#   cluster.sh osd-start DIR N     start osd.N again, return once it is up and every PG of
+#                                  pool cowbd is active+clean (CEPH_START_TIMEOUT, 60 s)
 #
 # Clients use DIR/ceph.conf and DIR/client.cowbd.keyring (found through the conf):
 #   rados -c DIR/ceph.conf --id cowbd -p cowbd ls
 # The monitor listens on a free loopback port (msgr v2 only; CEPH_MON_PORT sets the first
-# port tried); no systemd, no /etc/ceph, no /var/lib/ceph. A start that has no writable pool within CEPH_START_TIMEOUT seconds
-# (default 60) prints the daemons' log tails, stops what it started and exits 1.
+# port tried); no systemd, no /etc/ceph, no /var/lib/ceph. A start that has no writable
+# pool within CEPH_START_TIMEOUT seconds (default 60) prints the daemons' log tails, stops what it started and exits 1.
 # Daemons run in the foreground of a background job, so each PID is known at once and
 # written to DIR/run/NAME.pid before anything else happens; stop kills only a PID whose
 # command line names DIR/ceph.conf.
@@ -25,7 +28,8 @@ die() {
 }
 
 usage() {
-	echo "usage: cluster.sh start DIR [1|3] | stop DIR | status DIR" >&2
+	echo "usage: cluster.sh start DIR [1|3] | stop DIR | status DIR | osd-kill DIR N |" \
+		"osd-start DIR N" >&2
 	exit 2
 }
 
@@ -53,7 +57,10 @@ print(s.getsockname()[1])'
 }
 
 write_conf() {
-	local fsid=$1 port=$2 nosds=$3
+	local fsid=$1 port=$2 nosds=$3 minsize=1
+	# with three replicas, writes need two of them (Ceph's default for size 3): one OSD
+	# may die without stopping I/O, two may not
+	[ "$nosds" = 1 ] || minsize=2
 	cat >"$DIR/ceph.conf" <<EOF
 # written by tests/ceph/cluster.sh: a throwaway test cluster, loopback only
 [global]
@@ -79,7 +86,7 @@ err to stderr = true
 # one host: replicas go to distinct OSDs, not hosts
 osd crush chooseleaf type = 0
 osd pool default size = $nosds
-osd pool default min size = 1
+osd pool default min size = $minsize
 osd pool default pg num = 8
 osd pool default pgp num = 8
 osd pool default pg autoscale mode = off
@@ -110,6 +117,15 @@ bluestore fsck on mkfs = false
 bluestore fsck on mount = false
 osd class load list = *
 osd class default list = *
+# an OSD started again catches up in seconds: no recovery throttle
+osd recovery sleep hdd = 0
+osd recovery sleep ssd = 0
+osd recovery sleep hybrid = 0
+osd recovery max active = 16
+# clients get no admin socket: every cowbd and rados process is client.cowbd, and a
+# second one would fail to bind the same client.cowbd.asok (an error on its stderr)
+[client]
+admin socket =
 EOF
 }
 
@@ -203,7 +219,7 @@ start() {
 	PHASE="pool cowbd and client.cowbd"
 	adm osd pool create cowbd 8 8 replicated 2>&1 || return 1
 	adm osd pool set cowbd size "$nosds" --yes-i-really-mean-it 2>&1 || return 1
-	adm osd pool set cowbd min_size 1 2>&1 || return 1
+	adm osd pool set cowbd min_size $((nosds == 1 ? 1 : 2)) 2>&1 || return 1
 	adm osd pool application enable cowbd rados 2>&1 || return 1
 	adm auth get-or-create client.cowbd mon "$COWBD_MON_CAPS" osd "$COWBD_OSD_CAPS" \
 		-o "$DIR/client.cowbd.keyring" || return 1
@@ -302,6 +318,52 @@ status() {
 	[ "$up" = 1 ]
 }
 
+# osd_json EXPR: evaluate EXPR on `ceph osd dump`'s JSON (bound to j), e.g. to find an
+# OSD's up flag and the epoch it came up in.
+osd_json() {
+	timeout 20 ceph -c "$DIR/ceph.conf" --connect-timeout 15 osd dump -f json 2>/dev/null |
+		/usr/bin/python3 -c 'import json, sys
+j = json.load(sys.stdin)
+print(eval(sys.argv[1]))' "$1"
+}
+
+# pool_clean: every PG of the cluster is active+clean (as the mgr last heard).
+pool_clean() {
+	timeout 20 ceph -c "$DIR/ceph.conf" --connect-timeout 15 pg stat -f json 2>/dev/null |
+		/usr/bin/python3 -c 'import json, sys
+s = json.load(sys.stdin)["pg_summary"]["num_pg_by_state"]
+sys.exit(not s or any(x["name"] != "active+clean" for x in s))'
+}
+
+# osd_kill N: SIGKILL osd.N, as a crash would; return once the process is gone (the mon
+# learns it from the other OSDs within seconds).
+osd_kill() {
+	local f="$DIR/run/osd.$1.pid" pid
+	alive "$f" || die "osd.$1 is not running"
+	pid=$(cat "$f")
+	kill -KILL "$pid"
+	while running "$pid"; do sleep 0.1; done
+}
+
+# osd_start N: start osd.N again; ready once the mon has it up in a newer epoch than
+# before and the mgr reports every PG active+clean (recovery done).
+osd_start() {
+	local n=$1 was cond
+	[ -d "$DIR/osd.$n" ] || die "no osd.$n in $DIR"
+	! alive "$DIR/run/osd.$n.pid" || die "osd.$n is running"
+	cond="[o for o in j['osds'] if o['osd'] == $n][0]"
+	was=$(osd_json "${cond}['up_from']") || die "no osd map (is the mon up?)"
+	DEADLINE=$(($(date +%s) + ${CEPH_START_TIMEOUT:-60}))
+	spawn "osd.$n" ceph-osd -i "$n"
+	until [ "$(osd_json "${cond}['up'] == 1 and ${cond}['up_from'] != $was")" = True ] &&
+		pool_clean; do
+		alive "$DIR/run/osd.$n.pid" || die "osd.$n exited; see $DIR/log/osd.$n.log"
+		[ "$(date +%s)" -lt "$DEADLINE" ] ||
+			die "osd.$n not up with every PG active+clean after ${CEPH_START_TIMEOUT:-60} s"
+		sleep 0.5
+	done
+}
+
 [ $# -ge 2 ] || usage
 cmd=$1
 DIR=$(realpath -m "$2")
@@ -322,5 +384,9 @@ start)
 	;;
 stop) stop ;;
 status) status ;;
+osd-kill | osd-start)
+	[ $# = 3 ] && [[ $3 =~ ^[0-9]+$ ]] || usage
+	"${cmd/-/_}" "$3"
+	;;
 *) usage ;;
 esac

@@ -31,6 +31,32 @@
 #   small_fs DIR SIZE        mount a tmpfs of SIZE on DIR (created), unmounted
 #                            on exit after cowbd is stopped; skip (exit 77)
 #                            when mounting is impossible (not root, no tmpfs)
+# For the RADOS tests (tests/integration/rados_*.sh, docs/TESTING.md):
+#   ceph_cluster             the cluster tests/run.sh started (COWBD_TEST_CEPH_CONF),
+#                            else a private 3-OSD one in $T/ceph (a test run by hand);
+#                            skip (exit 77) without Ceph or when run.sh's cluster did not
+#                            start, fail instead under CI=true. Sets CEPH_CONF, CEPH_ID,
+#                            CEPH_POOL, RNAME (t-PID-TEST, this test's pool) and RPOOL
+#                            (rados:CEPH_POOL/RNAME); RNAME's objects are removed on exit
+#   rados_do ARGS...         the rados CLI as CEPH_ID on CEPH_POOL (bounded: 60 s)
+#   rados_objects            RNAME's objects, one a line, sorted
+#   host_start WHO ARGS...   cowbd on RPOOL as host WHO (a, b, ...): port HPORT[WHO],
+#                            control $T/WHO.sock, cache $T/WHO.cache (CACHE_SIZE, 256M),
+#                            log $T/WHO.log, pid HPID[WHO]; returns once its control
+#                            socket is there (120 s: a takeover waits for a lease), 1
+#                            with its exit status in HRC[WHO] if it exited first
+#   host_stop WHO            SIGTERM, expect exit 0
+#   host_kill9 WHO           kill -9 and reap
+#   hctl WHO ARGS...         cowctl on host WHO's control socket
+#   huri WHO NAME            nbd://127.0.0.1:HPORT[WHO]/NAME
+#   lines WHO PATTERN        how many lines of $T/WHO.log contain PATTERN
+#   ceph_osd kill|start N    cluster.sh osd-kill/osd-start on the test's cluster
+#   rmodel WHO CMD ARGS...   the data oracle of the RADOS tests on host WHO's vol0
+#                            ($T/rmodel.py, state in $T/model.json): `write A B TAG`
+#                            writes [A,B) MiB (data named by TAG and offset) and flushes;
+#                            `load A B STOPFILE` does so 1 MiB at a time round [A,B)
+#                            until STOPFILE exists; `verify` reads back every MiB
+#                            written and flushed, the last data each was given
 # Everything started is stopped and $T removed on exit.
 set -u
 export PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
@@ -249,4 +275,176 @@ cowbd_try() {
 	wait $pid; rc=$?
 	[ ! -e "$T/try.sock" ] || { rm -f "$T/try.sock"; fail "cowbd on $pool $*: control socket left"; }
 	[ "$rc" = "$want" ] || { cat "$T/out"; fail "cowbd on $pool $*: exit $rc, wanted $want"; }
+}
+
+# --- RADOS tests ---------------------------------------------------------------------
+CEPH_OWN=""  # a cluster this test started itself (run by hand): stopped on exit
+RNAME=""
+declare -A HPID=() HPORT=() HRC=()
+
+ceph_cleanup() {
+	local rc=$? who f
+	for who in "${!HPID[@]}"; do
+		[ -n "${HPID[$who]}" ] || continue
+		kill -CONT "${HPID[$who]}" 2>/dev/null # one stopped by a test dies too
+		kill -9 "${HPID[$who]}" 2>/dev/null
+		wait "${HPID[$who]}" 2>/dev/null
+	done
+	if [ -n "$RNAME" ] && [ -n "${CEPH_CONF:-}" ]; then
+		rados_objects | xargs -r timeout 60 rados -c "$CEPH_CONF" --id "$CEPH_ID" \
+			-p "$CEPH_POOL" rm ||
+			echo "warning: objects of $RNAME left in pool $CEPH_POOL" >&2
+	fi
+	if [ "$rc" != 0 ] && [ "$rc" != 77 ]; then
+		for f in "$T"/?.log; do
+			[ -f "$f" ] || continue
+			echo "--- tail of host $(basename "$f" .log)'s log:" >&2
+			tail -n 15 "$f" >&2
+		done
+	fi
+	[ -z "$CEPH_OWN" ] || bash "$TOP/tests/ceph/cluster.sh" stop "$CEPH_OWN"
+	cleanup
+}
+
+# ceph_unusable WHY: skip, or fail under CI (CI installs Ceph: `make deps`).
+ceph_unusable() {
+	[ "${CI:-}" != true ] || fail "RADOS test cannot run under CI: $1"
+	echo "skip: $1"
+	exit 77
+}
+
+ceph_cluster() {
+	local c
+	"$BUILD/cowbd" --help 2>&1 | grep -q -- --rados-conf ||
+		{ echo "cowbd has no --rados-conf yet (issue 14)"; exit 77; }
+	trap ceph_cleanup EXIT
+	if [ -z "${COWBD_TEST_CEPH_CONF:-}" ]; then
+		[ -z "${COWBD_TEST_CEPH_ERROR:-}" ] || ceph_unusable "$COWBD_TEST_CEPH_ERROR"
+		for c in ceph-mon ceph-mgr ceph-osd ceph rados; do
+			command -v "$c" >/dev/null || ceph_unusable "$c not installed (make deps)"
+		done
+		echo "no COWBD_TEST_CEPH_CONF: starting a cluster in $T/ceph"
+		CEPH_OWN="$T/ceph"
+		bash "$TOP/tests/ceph/cluster.sh" start "$CEPH_OWN" 3 || fail "cluster start"
+		COWBD_TEST_CEPH_CONF="$CEPH_OWN/ceph.conf"
+	fi
+	CEPH_CONF=$COWBD_TEST_CEPH_CONF
+	CEPH_ID=${COWBD_TEST_CEPH_ID:-cowbd}
+	CEPH_POOL=${COWBD_TEST_CEPH_POOL:-cowbd}
+	[ -r "$CEPH_CONF" ] || fail "COWBD_TEST_CEPH_CONF: no $CEPH_CONF"
+	RNAME="t-$$-$(basename "$0" .sh)"
+	RPOOL="rados:$CEPH_POOL/$RNAME"
+	echo "pool $RPOOL, cluster $CEPH_CONF"
+}
+
+rados_do() { timeout 60 rados -c "$CEPH_CONF" --id "$CEPH_ID" -p "$CEPH_POOL" "$@"; }
+
+rados_objects() { rados_do ls | grep -F "$RNAME." | grep "^$RNAME\." | sort; }
+
+ceph_osd() { # kill|start N
+	bash "$TOP/tests/ceph/cluster.sh" "osd-$1" "${CEPH_CONF%/ceph.conf}" "$2" ||
+		fail "osd-$1 $2"
+}
+
+host_start() {
+	local who=$1
+	shift
+	rm -f "$T/$who.sock"
+	for _ in 1 2 3 4 5; do
+		HPORT[$who]=$(random_port)
+		echo "--- host $who: cowbd $*" >>"$T/$who.log"
+		"$BUILD/cowbd" --pool "$RPOOL" --rados-conf "$CEPH_CONF" --rados-id "$CEPH_ID" \
+			--cache "$T/$who.cache" --cache-size "${CACHE_SIZE:-256M}" "$@" \
+			--listen "127.0.0.1:${HPORT[$who]}" --control "$T/$who.sock" --foreground \
+			>>"$T/$who.log" 2>&1 &
+		HPID[$who]=$!
+		for _ in $(seq 1 2400); do
+			[ -S "$T/$who.sock" ] && return 0
+			kill -0 "${HPID[$who]}" 2>/dev/null || break
+			sleep 0.05
+		done
+		kill -0 "${HPID[$who]}" 2>/dev/null && fail "host $who did not come up within 120 s"
+		wait "${HPID[$who]}"
+		HRC[$who]=$?
+		HPID[$who]=""
+		tail -n 3 "$T/$who.log" | grep -q "in use" || return 1
+	done
+	fail "host $who: no free port"
+}
+
+host_stop() {
+	local rc
+	kill -TERM "${HPID[$1]}"
+	wait "${HPID[$1]}"
+	rc=$?
+	HPID[$1]=""
+	[ $rc -eq 0 ] || fail "host $1: cowbd exited $rc after SIGTERM"
+}
+
+host_kill9() {
+	kill -9 "${HPID[$1]}"
+	wait "${HPID[$1]}" 2>/dev/null
+	HPID[$1]=""
+}
+
+hctl() {
+	local who=$1
+	shift
+	"$BUILD/cowctl" --control "$T/$who.sock" "$@"
+}
+
+huri() { echo "nbd://127.0.0.1:${HPORT[$1]}/$2"; }
+
+lines() { grep -c -- "$2" "$T/$1.log"; }
+
+rmodel() {
+	local who=$1
+	shift
+	[ -f "$T/rmodel.py" ] || cat >"$T/rmodel.py" <<'PY'
+# rmodel.py URI STATEDIR CMD ...: see rmodel in lib.sh.  The model, written after each
+# flush that succeeded, maps each MiB written to the name of its data.
+import json, os, random, sys, time, nbd
+M = 1 << 20
+uri, sd, cmd = sys.argv[1], sys.argv[2], sys.argv[3]
+mp = os.path.join(sd, "model.json")
+model = json.load(open(mp)) if os.path.exists(mp) else {}
+
+def data(name):
+    return random.Random(name).randbytes(M)
+
+def save():
+    json.dump(model, open(mp + ".tmp", "w"))
+    os.replace(mp + ".tmp", mp)
+
+def write(h, offs, tag):
+    for off in offs:
+        h.pwrite(data("%s/%d" % (tag, off)), off * M)
+    h.flush()
+    for off in offs:
+        model[str(off)] = "%s/%d" % (tag, off)
+    save()
+
+h = nbd.NBD()
+h.connect_uri(uri)
+if cmd == "write":
+    a, b, tag = int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+    write(h, range(a, b), tag)
+    print("wrote and flushed [%d, %d) MiB (%s)" % (a, b, tag))
+elif cmd == "load":
+    a, b, stop = int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+    n, t0 = 0, time.monotonic()
+    while not os.path.exists(stop):
+        write(h, [a + n % (b - a)], "load%d" % (n // (b - a)))
+        n += 1
+    print("load: %d MiB written and flushed in %.1f s" % (n, time.monotonic() - t0))
+elif cmd == "verify":
+    bad = [o for o, name in sorted(model.items(), key=lambda x: int(x[0]))
+           if h.pread(M, int(o) * M) != data(name)]
+    if bad:
+        sys.exit("%d of %d MiB differ from what was flushed, first at MiB %s"
+                 % (len(bad), len(model), bad[0]))
+    print("verified: %d MiB as flushed" % len(model))
+h.shutdown()
+PY
+	/usr/bin/python3 "$T/rmodel.py" "$(huri "$who" vol0)" "$T" "$@"
 }
