@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "blkdev.h"
+#include "crashmodel.h"
 #include "faultdev.h"
 #include "store.h"
 #include "testpool.h"
@@ -537,9 +538,7 @@ static void test_compaction(void **state)
  * successful flush or a value written after it, and the pool checks clean. */
 static void test_crash_compaction(void **state)
 {
-	enum { NB = 6144 };
-	static unsigned char durable[NB], latest[NB], pending[NB][32];
-	char blk[4096];
+	struct crashmodel m;
 
 	for (int run = 0; run < 4; run++) {
 		struct faultdev *p = faultdev_new(96u << 20);
@@ -547,29 +546,18 @@ static void test_crash_compaction(void **state)
 		struct vol *v;
 		long budget = 4000 + run * 9000;
 
-		memset(durable, 0, sizeof(durable));
-		memset(latest, 0, sizeof(latest));
-		memset(pending, 0, sizeof(pending));
+		crashmodel_init(&m, 6144);
 		st = testpool_new(&p->dev, NULL);
-		assert_int_equal(store_vol_create(st, "v", (uint64_t)NB * 4096), 0);
+		assert_int_equal(store_vol_create(st, "v", (uint64_t)m.nb * 4096), 0);
 		assert_int_equal(store_vol_open(st, "v", &v), 0);
 		p->calls = 0;
 		p->budget = budget;
 		srand(100 + run);
 		for (int i = 0; i < 40000 && !p->dead; i++) {
-			unsigned b = (unsigned)rand() % NB;
-			unsigned char x = (unsigned char)(1 + rand() % 250);
-			memset(blk, x, sizeof(blk));
-			pending[b][x / 8] |= (unsigned char)(1u << (x % 8));
-			if (store_write(v, blk, (uint64_t)b * 4096, 4096, 0))
+			if (crashmodel_write(&m, v))
 				break;
-			latest[b] = x;
-			if (i % 64 == 63 && store_flush(v) == 0) {
-				/* Everything written so far is durable: the
-				 * model becomes what the volume reads now. */
-				memset(pending, 0, sizeof(pending));
-				memcpy(durable, latest, sizeof(durable));
-			}
+			if (i % 64 == 63)
+				(void)crashmodel_flush(&m, v);
 		}
 		assert_true(p->dead);
 		store_vol_close(v);
@@ -577,19 +565,11 @@ static void test_crash_compaction(void **state)
 		st = testpool_open(&p->dev, NULL);
 		assert_int_equal(store_check(st), 0);
 		assert_int_equal(store_vol_open(st, "v", &v), 0);
-		for (unsigned b = 0; b < NB; b++) {
-			unsigned char got[4096];
-			assert_int_equal(store_read(v, got, (uint64_t)b * 4096, 4096), 0);
-			unsigned char x = got[0];
-			if (x != durable[b] && !(pending[b][x / 8] & (1u << (x % 8))))
-				fail_msg("block %u reads %u, durable %u (run %d)", b, x, durable[b],
-				         run);
-			for (int k = 1; k < 4096; k++)
-				assert_int_equal(got[k], x);
-		}
+		crashmodel_check(&m, v, run);
 		store_vol_close(v);
 		store_close(st);
 		faultdev_free(p);
+		crashmodel_free(&m);
 	}
 }
 
@@ -605,9 +585,10 @@ static void test_crash_compaction(void **state)
 static void test_crash_compaction_snapshots(void **state)
 {
 	enum { NB = 4096, NSNAP = 12 };
-	static unsigned char durable[NB], latest[NB], pending[NB][32], at[NSNAP][NB];
+	static unsigned char at[NSNAP][NB];
 	static bool snap_ok[NSNAP], snap_gone[NSNAP];
-	char blk[4096], name[32];
+	struct crashmodel m;
+	char name[32];
 	uint64_t moved_total = 0;
 
 	for (int run = 0; run < 4; run++) {
@@ -617,9 +598,7 @@ static void test_crash_compaction_snapshots(void **state)
 		struct store_stats stats;
 		int nsnap = 0;
 
-		memset(durable, 0, sizeof(durable));
-		memset(latest, 0, sizeof(latest));
-		memset(pending, 0, sizeof(pending));
+		crashmodel_init(&m, NB);
 		memset(snap_ok, 0, sizeof(snap_ok));
 		memset(snap_gone, 0, sizeof(snap_gone));
 		st = testpool_new(&p->dev, NULL);
@@ -629,23 +608,15 @@ static void test_crash_compaction_snapshots(void **state)
 		p->budget = 9000 + run * 7000;
 		srand(700 + run);
 		for (int i = 0; i < 40000 && !p->dead; i++) {
-			unsigned b = (unsigned)rand() % NB;
-			unsigned char x = (unsigned char)(1 + rand() % 250);
-			memset(blk, x, sizeof(blk));
-			pending[b][x / 8] |= (unsigned char)(1u << (x % 8));
-			int err = store_write(v, blk, (uint64_t)b * 4096, 4096, 0);
-			if (err) {
+			if (crashmodel_write(&m, v)) {
 				assert_true(p->dead); /* never full: the power went */
 				break;
 			}
-			latest[b] = x;
-			if (i % 64 == 63 && store_flush(v) == 0) {
-				memset(pending, 0, sizeof(pending));
-				memcpy(durable, latest, sizeof(durable));
-			}
+			if (i % 64 == 63)
+				(void)crashmodel_flush(&m, v);
 			if (i % 2000 == 1999 && nsnap < NSNAP) {
 				snprintf(name, sizeof(name), "v@s%d", nsnap);
-				memcpy(at[nsnap], latest, NB);
+				memcpy(at[nsnap], m.latest, NB);
 				if (store_snap_create(st, name)) {
 					assert_true(p->dead);
 					break;
@@ -671,14 +642,7 @@ static void test_crash_compaction_snapshots(void **state)
 			st = testpool_open(&p->dev, NULL);
 			assert_int_equal(store_check(st), 0);
 			assert_int_equal(store_vol_open(st, "v", &v), 0);
-			for (unsigned b = 0; b < NB; b++) {
-				unsigned char got[4096];
-				assert_int_equal(store_read(v, got, (uint64_t)b * 4096, 4096), 0);
-				unsigned char x = got[0];
-				if (x != durable[b] && !(pending[b][x / 8] & (1u << (x % 8))))
-					fail_msg("block %u reads %u, durable %u (run %d)", b, x,
-					         durable[b], run);
-			}
+			crashmodel_check(&m, v, run);
 			store_vol_close(v);
 			for (int k = 0; k < nsnap; k++) {
 				struct vol *sv;
@@ -707,19 +671,14 @@ static void test_crash_compaction_snapshots(void **state)
 			p->calls = 0;
 			p->budget = 3000;
 			assert_int_equal(store_vol_open(st, "v", &v), 0);
-			for (int i = 0; i < 20000 && !p->dead; i++) {
-				unsigned b = (unsigned)rand() % NB;
-				unsigned char x = (unsigned char)(1 + rand() % 250);
-				memset(blk, x, sizeof(blk));
-				pending[b][x / 8] |= (unsigned char)(1u << (x % 8));
-				if (store_write(v, blk, (uint64_t)b * 4096, 4096, 0))
+			for (int i = 0; i < 20000 && !p->dead; i++)
+				if (crashmodel_write(&m, v))
 					break;
-				latest[b] = x;
-			}
 			store_vol_close(v);
 		}
 		store_close(st);
 		faultdev_free(p);
+		crashmodel_free(&m);
 	}
 	print_message("blocks moved by compaction before the cuts: %llu\n",
 	              (unsigned long long)moved_total);
