@@ -69,6 +69,16 @@ int store_probe(struct blkdev *dev);
  * receives a static one-line reason.  -ENODATA: no pool on dev at all. */
 struct store *store_open(struct blkdev *dev, const struct store_opts *opts, const char **why);
 
+/* The same three over any segment backend (src/segio.h; a RADOS pool is
+ * one): a backend whose nsegs is 0 has no size of its own and holds the
+ * pool store_format_io made with nsegs segments.  store_open_io takes io
+ * over on success (store_close closes it); on failure the caller keeps
+ * it. */
+struct segio;
+int store_format_io(struct segio *io, uint64_t nsegs);
+int store_probe_io(struct segio *io);
+struct store *store_open_io(struct segio *io, const struct store_opts *opts, const char **why);
+
 /* Checkpoint (unless read-only), stop threads, close the device. */
 void store_close(struct store *st);
 

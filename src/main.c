@@ -49,6 +49,7 @@
 #include "handover.h"
 #include "metrics.h"
 #include "names.h"
+#include "rados_pool.h"
 #include "say.h"
 #include "service.h"
 #include "sockets.h"
@@ -73,7 +74,8 @@ static void usage(FILE *f)
 	        "                      options below, and options given here override them\n"
 	        "  --check-config [FILE]  check the configuration (FILE, or the --config one)\n"
 	        "                      and exit: 0 good, 2 bad (naming FILE:LINE)\n"
-	        "  --pool PATH         pool file or block device\n"
+	        "  --pool PATH         pool file or block device, or rados:POOL/NAME for a\n"
+	        "                      pool kept in Ceph RADOS (docs/RADOS.md)\n"
 	        "  --create SIZE       create the pool if PATH is missing or blank (all\n"
 	        "                      zeroes; K/M/G/T suffixes); a blank file smaller than\n"
 	        "                      SIZE is grown, any other size is refused; an existing\n"
@@ -96,6 +98,14 @@ static void usage(FILE *f)
 	        "                      least 64M; dirty nodes may exceed it until a checkpoint)\n"
 	        "  --metrics HOST:PORT Prometheus metrics at http://HOST:PORT/metrics\n"
 	        "                      ([IPV6]:PORT for IPv6; off unless given)\n"
+	        "a pool in RADOS (--pool rados:POOL/NAME):\n"
+	        "  --rados-conf FILE   ceph.conf (default: librados' own search)\n"
+	        "  --rados-id ID       the client's id, as in client.ID (default admin)\n"
+	        "  --cache PATH        local file or device caching its segments (default none)\n"
+	        "  --cache-size SIZE   the cache's size (default 1G)\n"
+	        "  --rados-lease SECS  the pool lock's lease (default 30): another host takes\n"
+	        "                      the pool over this long after this one stops renewing\n"
+	        "  --rados-timeout SECS  bound on every cluster call (default 30)\n"
 	        "limits:\n"
 	        "  --max-connections N       open NBD connections (default 1024); more\n"
 	        "                            are accepted and closed at once\n"
@@ -167,9 +177,10 @@ struct main_opts {
 	gid_t control_gid;
 	const char *tls_mode, *tls_certs, *tls_psk;
 	struct conn_limits lim;
-	uint64_t checkpoint_bytes; /* 0 = the store's default */
-	uint64_t cache_bytes;      /* --metadata-cache; 0 = the store's default */
-	const char *metrics;       /* --metrics HOST:PORT; NULL: none */
+	uint64_t checkpoint_bytes;    /* 0 = the store's default */
+	uint64_t cache_bytes;         /* --metadata-cache; 0 = the store's default */
+	struct rados_pool_opts rados; /* --rados-*, --cache*: a rados: pool's */
+	const char *metrics;          /* --metrics HOST:PORT; NULL: none */
 	enum say_level log_level;
 	/* The command line's own. */
 	const char *config_path; /* --config, or --check-config's FILE */
@@ -193,6 +204,12 @@ enum {
 	OPT_HANDOVER_CHECK,
 	OPT_HANDOVER_DETACH,
 	OPT_METADATA_CACHE,
+	OPT_RADOS_CONF,
+	OPT_RADOS_ID,
+	OPT_RADOS_LEASE,
+	OPT_RADOS_TIMEOUT,
+	OPT_CACHE,
+	OPT_CACHE_SIZE,
 };
 
 /* Every option; the [cowbd] keys of the file are these names too, except
@@ -222,6 +239,12 @@ static const struct option main_longopts[] = {
     {"checkpoint-interval", required_argument, NULL, 'P'},
     {"metadata-cache", required_argument, NULL, OPT_METADATA_CACHE},
     {"metrics", required_argument, NULL, 'm'}, /* long only: 'm' is not in MAIN_SHORTOPTS */
+    {"rados-conf", required_argument, NULL, OPT_RADOS_CONF},
+    {"rados-id", required_argument, NULL, OPT_RADOS_ID},
+    {"rados-lease", required_argument, NULL, OPT_RADOS_LEASE},
+    {"rados-timeout", required_argument, NULL, OPT_RADOS_TIMEOUT},
+    {"cache", required_argument, NULL, OPT_CACHE},
+    {"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
     {"handover-fd", required_argument, NULL, OPT_HANDOVER_FD},
     {"handover-check", no_argument, NULL, OPT_HANDOVER_CHECK},
     {"handover-detach", no_argument, NULL, OPT_HANDOVER_DETACH},
@@ -260,7 +283,7 @@ static int main_set(int opt, const char *arg, struct main_opts *o, bool from_fil
 	switch (opt) {
 	case 'p':
 		o->pool = arg;
-		return 0;
+		return rados_pool_is(arg) ? rados_pool_check(arg, why, len) : 0;
 	case 'c':
 		/* A file size is an off_t, so the pool file is at most 2^63-1. */
 		return parse_size(arg, 1, INT64_MAX, &o->create_size, why, len);
@@ -337,6 +360,32 @@ static int main_set(int opt, const char *arg, struct main_opts *o, bool from_fil
 	case 'm':
 		o->metrics = arg;
 		return metrics_check_addr(arg, why, len);
+	case OPT_RADOS_CONF:
+		o->rados.conf = arg;
+		return 0;
+	case OPT_RADOS_ID:
+		o->rados.id = arg;
+		return 0;
+	case OPT_RADOS_LEASE:
+		/* Renewed every third: below 3 s one slow round trip fences. */
+		if (parse_count(arg, &o->rados.lease_s, why, len) || o->rados.lease_s < 3) {
+			snprintf(why, len, "%s (want seconds >= 3)", arg);
+			return -EINVAL;
+		}
+		return 0;
+	case OPT_RADOS_TIMEOUT:
+		if (parse_count(arg, &o->rados.timeout_s, why, len)) {
+			snprintf(why, len, "%s (want seconds >= 1)", arg);
+			return -EINVAL;
+		}
+		return 0;
+	case OPT_CACHE:
+		o->rados.cache = arg;
+		return 0;
+	case OPT_CACHE_SIZE:
+		/* Two segments at least: the open one and one read. */
+		return parse_size(arg, 2 * FMT_SEG_BYTES, UINT64_MAX, &o->rados.cache_size, why,
+		                  len);
 	default: /* what only the command line says: taken by main_scan_args */
 		return 0;
 	}
@@ -361,6 +410,15 @@ static int main_check_opts(struct main_opts *o, char *err, size_t errlen)
 		snprintf(err, errlen,
 		         "no pool: give --pool PATH, or pool = PATH in the [cowbd] section of %s",
 		         o->cfg ? config_path(o->cfg) : CONFIG_DEFAULT_PATH);
+		return MAIN_EXIT_FAIL;
+	}
+	if (!rados_pool_is(o->pool) &&
+	    (o->rados.conf || o->rados.id || o->rados.cache || o->rados.cache_size)) {
+		snprintf(
+		    err, errlen,
+		    "--rados-conf, --rados-id, --cache and --cache-size are for a pool in RADOS "
+		    "(--pool rados:POOL/NAME), not %s",
+		    o->pool);
 		return MAIN_EXIT_FAIL;
 	}
 	if (o->nlisten == 0 && !o->unix_path) {
@@ -612,16 +670,18 @@ static int pool_adopt(struct blkdev *dev, const char *path, uint64_t create_size
  * set and the path is missing or blank, and write the owner record that
  * names this daemon to a refused opener.  Returns the open store or NULL
  * after one line that names the problem. */
-static struct store *pool_open(const char *path, uint64_t create_size, uint64_t checkpoint_bytes,
-                               uint64_t cache_bytes, uint64_t started)
+static struct store *pool_open(const struct main_opts *mo, uint64_t create_size, uint64_t started)
 {
-	struct store_opts opts = {.checkpoint_bytes = checkpoint_bytes, .cache_bytes = cache_bytes};
-	const char *why = NULL;
+	struct store_opts opts = {.checkpoint_bytes = mo->checkpoint_bytes,
+	                          .cache_bytes = mo->cache_bytes};
+	const char *path = mo->pool, *why = NULL;
 	struct blkdev *dev;
 	struct store *st;
 	bool made;
 	int err;
 
+	if (rados_pool_is(path)) /* its lock and owner record are its own */
+		return rados_pool_open(path, &mo->rados, create_size, &opts);
 	dev = pool_take(path, create_size, &made);
 	if (!dev)
 		return NULL;
@@ -1006,7 +1066,14 @@ static void main_reload_fixed(const struct main_opts *o, struct main_opts *n)
 	restart_note("checkpoint-interval", o->checkpoint_bytes != n->checkpoint_bytes);
 	restart_note("metadata-cache", o->cache_bytes != n->cache_bytes);
 	restart_note("metrics", str_differ(o->metrics, n->metrics));
+	restart_note("rados-conf", str_differ(o->rados.conf, n->rados.conf));
+	restart_note("rados-id", str_differ(o->rados.id, n->rados.id));
+	restart_note("rados-lease", o->rados.lease_s != n->rados.lease_s);
+	restart_note("rados-timeout", o->rados.timeout_s != n->rados.timeout_s);
+	restart_note("cache", str_differ(o->rados.cache, n->rados.cache));
+	restart_note("cache-size", o->rados.cache_size != n->rados.cache_size);
 	n->pool = o->pool;
+	n->rados = o->rados;
 	n->create_size = o->create_size;
 	memcpy(n->listen, o->listen, sizeof(n->listen));
 	n->nlisten = o->nlisten;
@@ -1233,6 +1300,15 @@ static int main_pool_id(const char *path, struct handover_pool *out)
 {
 	struct stat sb;
 
+	if (rados_pool_is(path)) {
+		/* No inode: the name is the identity (FNV-1a of it). */
+		uint64_t h = 14695981039346656037ull;
+		for (const char *p = path; *p; p++)
+			h = (h ^ (uint8_t)*p) * 1099511628211ull;
+		out->dev = 0;
+		out->ino = h;
+		return 0;
+	}
 	if (stat(path, &sb) < 0)
 		return -1;
 	out->dev = sb.st_rdev ? (uint64_t)sb.st_rdev : (uint64_t)sb.st_dev;
@@ -1326,7 +1402,7 @@ static int main_resume(struct main_daemon *d, struct conn_handoff *ho, struct so
 	char err[256];
 	unsigned closed;
 
-	d->st = pool_open(d->o->pool, 0, d->o->checkpoint_bytes, d->o->cache_bytes, d->started);
+	d->st = pool_open(d->o, 0, d->started);
 	if (!d->st) {
 		conn_handoff_free(ho, true);
 		close(ctl->fd);
@@ -1637,8 +1713,7 @@ static int main_take_over(struct main_daemon *d)
 		say_warn("TEST FAULT: refusing the pool");
 		errno = EPROTO;
 	} else {
-		d->st =
-		    pool_open(d->o->pool, 0, d->o->checkpoint_bytes, d->o->cache_bytes, d->started);
+		d->st = pool_open(d->o, 0, d->started);
 	}
 	if (!d->st) {
 		snprintf(err, sizeof(err), "cannot open pool %s (the log says why)", d->o->pool);
@@ -1759,8 +1834,7 @@ int main(int argc, char **argv)
 	}
 	service_status(d.sv, "opening pool %s (recovering its log if it was not closed cleanly)",
 	               d.o->pool);
-	d.st = pool_open(d.o->pool, d.o->create_size, d.o->checkpoint_bytes, d.o->cache_bytes,
-	                 d.started);
+	d.st = pool_open(d.o, d.o->create_size, d.started);
 	if (!d.st) {
 		service_status(d.sv, "failed to open pool %s", d.o->pool);
 		service_fds_close(&d.fds);

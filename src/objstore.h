@@ -119,8 +119,7 @@ static inline int objstore_unlock(struct objstore *os, const char *oid, const ch
 {
 	return os->ops->unlock(os, oid, cookie);
 }
-static inline int objstore_locker(struct objstore *os, const char *oid,
-                                  struct objstore_locker *out)
+static inline int objstore_locker(struct objstore *os, const char *oid, struct objstore_locker *out)
 {
 	return os->ops->locker(os, oid, out);
 }
@@ -146,10 +145,10 @@ static inline void objstore_close(struct objstore *os)
 /* ---- a real cluster (objstore_rados.c) ----------------------------------- */
 
 struct objstore_rados_opts {
-	const char *conf;    /* ceph.conf path; NULL: librados' default search */
-	const char *id;      /* client id without "client." (e.g. "cowbd"); NULL: admin */
-	const char *pool;    /* RADOS pool name */
-	unsigned timeout_s;  /* rados_osd_op_timeout and rados_mon_op_timeout; 0 = 30 */
+	const char *conf;   /* ceph.conf path; NULL: librados' default search */
+	const char *id;     /* client id without "client." (e.g. "cowbd"); NULL: admin */
+	const char *pool;   /* RADOS pool name */
+	unsigned timeout_s; /* rados_osd_op_timeout and rados_mon_op_timeout; 0 = 30 */
 };
 
 /* Connect.  NULL + errno, with *why a one-line reason (static). */

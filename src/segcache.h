@@ -49,10 +49,10 @@ void segcache_write(struct segcache *c, uint64_t seg, const void *buf, size_t le
 void segcache_drop(struct segcache *c, uint64_t seg);
 
 struct segcache_stats {
-	uint64_t slots, used;     /* slots in the file, slots holding a segment */
-	uint64_t hits, misses;    /* segcache_read calls */
-	uint64_t evictions;       /* slots reused for another segment */
-	uint64_t errors;          /* failed file reads or writes (slots dropped) */
+	uint64_t slots, used;  /* slots in the file, slots holding a segment */
+	uint64_t hits, misses; /* segcache_read calls */
+	uint64_t evictions;    /* slots reused for another segment */
+	uint64_t errors;       /* failed file reads or writes (slots dropped) */
 };
 void segcache_stats(struct segcache *c, struct segcache_stats *out);
 

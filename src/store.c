@@ -85,6 +85,11 @@ static void store_dealloc(struct store *st)
 	free(st);
 }
 
+int store_probe_io(struct segio *io)
+{
+	return super_probe(io);
+}
+
 int store_probe(struct blkdev *dev)
 {
 	if (dev->size < 2 * FMT_BLOCK)
@@ -92,15 +97,13 @@ int store_probe(struct blkdev *dev)
 	struct segio *io = segio_dev_new(dev, false);
 	if (!io)
 		return -ENOMEM;
-	int r = super_probe(io);
+	int r = store_probe_io(io);
 	segio_close(io);
 	return r;
 }
 
-int store_format(struct blkdev *dev)
+int store_format_io(struct segio *io, uint64_t nsegs)
 {
-	uint64_t nsegs = dev->size / FMT_SEG_BYTES;
-	struct segio *io;
 	struct store *st;
 	int err = -ENOMEM;
 
@@ -110,14 +113,13 @@ int store_format(struct blkdev *dev)
 		/* The checkpoint record (one batch) holds the segment bitmap
 		 * and the volume table: refuse up front what it cannot hold. */
 		say_error("a pool of %llu bytes is too large: at most %llu bytes are supported",
-		          (unsigned long long)dev->size,
+		          (unsigned long long)(nsegs * FMT_SEG_BYTES),
 		          (unsigned long long)store_max_pool_bytes());
 		return -EFBIG;
 	}
-	io = segio_dev_new(dev, false);
-	st = io ? store_alloc(io, nsegs, NULL) : NULL;
+	st = store_alloc(io, nsegs, NULL);
 	if (!st)
-		goto out;
+		return -ENOMEM;
 	super_init(&st->sb, nsegs);
 	uint64_t head = alloc_take_seg(st->a);
 	uint64_t next = alloc_take_seg(st->a);
@@ -132,8 +134,16 @@ int store_format(struct blkdev *dev)
 	if (!err)
 		err = super_write(st);
 out:
-	if (st)
-		store_dealloc(st);
+	store_dealloc(st);
+	return err;
+}
+
+int store_format(struct blkdev *dev)
+{
+	struct segio *io = segio_dev_new(dev, false);
+	if (!io)
+		return -ENOMEM;
+	int err = store_format_io(io, dev->size / FMT_SEG_BYTES);
 	segio_close(io);
 	return err;
 }
@@ -209,23 +219,18 @@ static void store_stop(struct store *st)
 	reader_stop(st);
 }
 
-struct store *store_open(struct blkdev *dev, const struct store_opts *opts, const char **why)
+struct store *store_open_io(struct segio *io, const struct store_opts *opts, const char **why)
 {
 	static const char *dummy;
-	struct segio *io;
-	struct store *st = NULL;
+	struct store *st;
 	int err = -ENOMEM;
 
 	if (!why)
 		why = &dummy;
 	*why = "out of memory";
-	if (dev->size < FMT_MIN_SEGS * FMT_SEG_BYTES) {
-		*why = "device too small to hold a cowbd pool";
-		errno = EILSEQ;
-		return NULL;
-	}
-	io = segio_dev_new(dev, false);
-	st = io ? store_alloc(io, io->nsegs, opts) : NULL;
+	/* A backend without a size of its own (nsegs 0: an object store)
+	 * holds the pool its superblock describes. */
+	st = store_alloc(io, io->nsegs ? io->nsegs : FMT_MIN_SEGS, opts);
 	if (!st)
 		goto fail;
 	err = super_read(st, why);
@@ -247,7 +252,6 @@ struct store *store_open(struct blkdev *dev, const struct store_opts *opts, cons
 		err = store_start(st, opts, why);
 	if (err)
 		goto fail;
-	st->dev = dev; /* the store owns dev from here on */
 	return st;
 
 fail:
@@ -255,9 +259,37 @@ fail:
 		store_stop(st);
 		store_dealloc(st);
 	}
-	segio_close(io); /* the caller still owns dev on failure */
 	errno = -err;
 	return NULL;
+}
+
+struct store *store_open(struct blkdev *dev, const struct store_opts *opts, const char **why)
+{
+	struct segio *io;
+	struct store *st;
+
+	if (dev->size < FMT_MIN_SEGS * FMT_SEG_BYTES) {
+		if (why)
+			*why = "device too small to hold a cowbd pool";
+		errno = EILSEQ;
+		return NULL;
+	}
+	io = segio_dev_new(dev, false);
+	if (!io) {
+		if (why)
+			*why = "out of memory";
+		errno = ENOMEM;
+		return NULL;
+	}
+	st = store_open_io(io, opts, why);
+	if (!st) {
+		int e = errno;
+		segio_close(io); /* the caller still owns dev on failure */
+		errno = e;
+		return NULL;
+	}
+	st->dev = dev; /* the store owns dev from here on */
+	return st;
 }
 
 void store_close(struct store *st)

@@ -84,7 +84,7 @@ int super_read(struct store *st, const char **why)
 		*why = "both superblocks are damaged (checksum or fields)";
 		return -EILSEQ;
 	}
-	if (sb[pick].nsegs > st->io->nsegs) {
+	if (st->io->nsegs && sb[pick].nsegs > st->io->nsegs) {
 		*why = "pool is larger than the device it is on (truncated?)";
 		return -EILSEQ;
 	}

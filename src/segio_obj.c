@@ -1,0 +1,736 @@
+/* segio_obj.c — the segment I/O interface (segio.h) over an object store
+ * (objstore.h: a RADOS pool, or the memory store in tests).  Layer: the
+ * bottom of the store, beside segio_dev.c.
+ *
+ * Objects of the pool NAME: NAME.seg.%016llx per segment, written at its
+ * offsets as the log appends and never again once sealed (removed when
+ * the segment is discarded); NAME.sb.0 and NAME.sb.1, the superblock
+ * slots (one block each, replaced whole); NAME.owner, the address of the
+ * client that serves the pool ("" after a clean close).
+ *
+ * Ownership and fencing (docs/RADOS.md).  The exclusive lock on NAME.sb.0
+ * is taken with a lease and renewed by a thread of this backend every
+ * third of it.  Taking it over from a host that died: wait for its lease
+ * to run out, then blocklist the address NAME.owner names before anything
+ * is read, so that none of the old owner's writes can land after ours
+ * start.  A backend whose lease lapsed (it could not renew in time, or it
+ * was blocklisted, or another host holds the lock) is fenced: every later
+ * call fails with -EIO, and it says so once.  The data path checks the
+ * lease's age itself before every write, so a process stopped past its
+ * lease writes nothing when it wakes, even before the renewer runs.
+ *
+ * Data.  The open segment is kept in memory while the log appends to it:
+ * each append is copied there, queued to the object (objstore_write
+ * keeps a pointer into that copy) and copied into the local cache
+ * (segcache.h), which then holds the segment whole when it is sealed.  A
+ * sealed segment's copy is freed after the next flush, once no queued
+ * write points into it.  sync is one objstore_flush: a FLUSH is answered
+ * when its writes are durable in the object store.  Reads look in the
+ * in-memory copies, then the cache, then the object (a whole segment is
+ * fetched into the cache).
+ *
+ * Threads: as segio.h, plus the renewer.  Locks: o->lock guards the
+ * in-memory copies and the retired list (never held across object-store
+ * calls but the short memcpy of a read); the fence is an atomic; the
+ * renewer's timing has its own mutex and condition. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "format.h"
+#include "objstore.h"
+#include "say.h"
+#include "segcache.h"
+#include "segio.h"
+#include "segio_obj.h"
+
+/* Sealed copies kept before seal itself waits for a flush: 32 MiB. */
+#define MAX_RETIRED 8
+
+/* A pool whose writes failed still answers reads (from memory, the cache
+ * or the objects); a fenced one (the lock may be another host's) nothing. */
+enum { OBJ_OK, OBJ_FAILED, OBJ_FENCED };
+
+struct segbuf {
+	uint64_t seg;
+	uint64_t len; /* bytes appended (or loaded) so far */
+	uint64_t gen; /* flushes begun when it was sealed */
+	struct segbuf *next;
+	char *data; /* FMT_SEG_BYTES */
+};
+
+struct segio_obj {
+	struct segio io; /* first: the interface */
+	struct objstore *os;
+	struct segcache *cache; /* NULL: none */
+	char name[OBJSTORE_NAME_MAX / 2];
+	char label[OBJSTORE_NAME_MAX]; /* for messages: "rados:POOL/NAME" */
+	char cookie[64];
+	unsigned lease;
+
+	pthread_mutex_t lock;
+	struct segbuf *open;    /* the segment the log appends to */
+	struct segbuf *retired; /* sealed, newest first, until a flush */
+	unsigned nretired;
+	uint64_t flush_begun; /* flushes started (a generation) */
+
+	atomic_int state;             /* OBJ_OK, OBJ_FAILED or OBJ_FENCED: only ever rises */
+	atomic_int_least64_t renewed; /* monotonic ms of the last good renewal's start */
+
+	pthread_mutex_t rlock; /* the renewer's sleep */
+	pthread_cond_t rcond;
+	bool stopping, renewer_on;
+	pthread_t renewer;
+};
+
+static struct segio_obj *to_obj(struct segio *io)
+{
+	return (struct segio_obj *)io;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void seg_oid(const struct segio_obj *o, uint64_t seg, char *oid)
+{
+	snprintf(oid, OBJSTORE_NAME_MAX, "%s.seg.%016" PRIx64, o->name, seg);
+}
+
+static void sb_oid(const struct segio_obj *o, unsigned slot, char *oid)
+{
+	snprintf(oid, OBJSTORE_NAME_MAX, "%s.sb.%u", o->name, slot);
+}
+
+static void owner_oid(const struct segio_obj *o, char *oid)
+{
+	snprintf(oid, OBJSTORE_NAME_MAX, "%s.owner", o->name);
+}
+
+/* Enter state (OBJ_FAILED: writes fail from now on; OBJ_FENCED: every
+ * call), said once per state with why. */
+static void set_state(struct segio_obj *o, int state, const char *why)
+{
+	int old = atomic_load(&o->state);
+	while (old < state && !atomic_compare_exchange_weak(&o->state, &old, state))
+		;
+	if (old >= state)
+		return;
+	if (state == OBJ_FENCED)
+		say_error("pool %s: fenced: %s; failing every request from now on", o->label, why);
+	else
+		say_error("pool %s: %s; failing every write and flush from now on (reads go on)",
+		          o->label, why);
+}
+
+static void fence(struct segio_obj *o, const char *why)
+{
+	set_state(o, OBJ_FENCED, why);
+}
+
+static bool fenced(struct segio_obj *o)
+{
+	return atomic_load(&o->state) == OBJ_FENCED;
+}
+
+/* The lease is older than it lasts: the lock may be someone else's by
+ * now, so nothing more may be written or read.  Fences and says so. */
+static bool lapsed(struct segio_obj *o)
+{
+	if (fenced(o))
+		return true;
+	if (!o->lease || now_ms() - atomic_load(&o->renewed) < (int64_t)o->lease * 1000)
+		return false;
+	fence(o, "its lease ran out before it could be renewed");
+	return true;
+}
+
+/* May this backend write?  0, or -EIO (failed, fenced or lapsed). */
+static int check_owner(struct segio_obj *o)
+{
+	if (atomic_load(&o->state) != OBJ_OK || lapsed(o))
+		return -EIO;
+	return 0;
+}
+
+/* ---- reads ---------------------------------------------------------------- */
+
+/* Copy [off, off + len) of seg from an in-memory copy: true when found. */
+static bool read_mem(struct segio_obj *o, uint64_t seg, void *buf, size_t len, uint64_t off)
+{
+	bool hit = false;
+
+	pthread_mutex_lock(&o->lock);
+	struct segbuf *b = o->open && o->open->seg == seg ? o->open : NULL;
+	for (struct segbuf *r = o->retired; !b && r; r = r->next)
+		if (r->seg == seg)
+			b = r;
+	if (b && off + len <= b->len) {
+		memcpy(buf, b->data + off, len);
+		hit = true;
+	}
+	pthread_mutex_unlock(&o->lock);
+	return hit;
+}
+
+/* Read [off, off + len) of seg's object; what lies past its end (or a
+ * missing object: a segment never written, or discarded) reads as zeroes,
+ * as an unwritten device range does.  Fetches the whole segment into the
+ * cache on the way when there is one. */
+static int read_object(struct segio_obj *o, uint64_t seg, void *buf, size_t len, uint64_t off)
+{
+	char oid[OBJSTORE_NAME_MAX];
+	ssize_t n;
+
+	seg_oid(o, seg, oid);
+	if (o->cache) {
+		char *whole = malloc(FMT_SEG_BYTES);
+		if (whole) {
+			n = objstore_read(o->os, oid, whole, FMT_SEG_BYTES, 0);
+			if (n == -ENOENT)
+				n = 0;
+			if (n >= 0) {
+				if (n > 0)
+					segcache_write(o->cache, seg, whole, (size_t)n, 0);
+				memset(whole + n, 0, FMT_SEG_BYTES - (size_t)n);
+				memcpy(buf, whole + off, len);
+			}
+			free(whole);
+			return n < 0 ? (int)n : 0;
+		}
+	}
+	n = objstore_read(o->os, oid, buf, len, off);
+	if (n == -ENOENT)
+		n = 0;
+	if (n < 0)
+		return (int)n;
+	memset((char *)buf + n, 0, len - (size_t)n);
+	return 0;
+}
+
+/* One segment's part of a read. */
+static int read_seg(struct segio_obj *o, uint64_t seg, void *buf, size_t len, uint64_t off,
+                    bool nowait)
+{
+	int err;
+
+	if (read_mem(o, seg, buf, len, off))
+		return 0;
+	if (o->cache) {
+		err = nowait ? segcache_read_nowait(o->cache, seg, buf, len, off)
+		             : segcache_read(o->cache, seg, buf, len, off);
+		if (err != -ENOENT)
+			return err; /* 0, or -EAGAIN */
+	}
+	if (nowait)
+		return -EAGAIN;
+	err = read_object(o, seg, buf, len, off);
+	if (err == -EBLOCKLISTED) {
+		fence(o, "the object store refuses this client (blocklisted)");
+		err = -EIO;
+	}
+	return err < 0 ? -EIO : 0;
+}
+
+static int obj_read_any(struct segio *io, void *buf, size_t len, uint64_t off, bool nowait)
+{
+	struct segio_obj *o = to_obj(io);
+
+	while (len) {
+		if (lapsed(o))
+			return -EIO;
+		uint64_t seg = off / FMT_SEG_BYTES, in = off % FMT_SEG_BYTES;
+		size_t n = len < FMT_SEG_BYTES - in ? len : (size_t)(FMT_SEG_BYTES - in);
+		int err = read_seg(o, seg, buf, n, in, nowait);
+		if (err)
+			return err;
+		buf = (char *)buf + n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int obj_read(struct segio *io, void *buf, size_t len, uint64_t off)
+{
+	return obj_read_any(io, buf, len, off, false);
+}
+
+static int obj_read_nowait(struct segio *io, void *buf, size_t len, uint64_t off)
+{
+	return obj_read_any(io, buf, len, off, true);
+}
+
+/* ---- writes --------------------------------------------------------------- */
+
+static void buf_free(struct segbuf *b)
+{
+	if (b) {
+		free(b->data);
+		free(b);
+	}
+}
+
+/* Put the open copy on the retired list (under o->lock). */
+static void retire_locked(struct segio_obj *o)
+{
+	struct segbuf *b = o->open;
+	if (!b)
+		return;
+	o->open = NULL;
+	b->gen = o->flush_begun;
+	b->next = o->retired;
+	o->retired = b;
+	o->nretired++;
+}
+
+/* A failed flush or write: the object store may hold any part of what
+ * was queued, so nothing appended can be trusted to be there. */
+static int write_failed(struct segio_obj *o, int err)
+{
+	char why[160];
+
+	if (err == -EBLOCKLISTED)
+		fence(o, "the object store refuses this client (blocklisted: another host took "
+		         "the pool over)");
+	else {
+		snprintf(why, sizeof(why), "a write to the object store failed (%s)",
+		         strerror(-err));
+		set_state(o, OBJ_FAILED, why);
+	}
+	return -EIO;
+}
+
+static int obj_sync(struct segio *io)
+{
+	struct segio_obj *o = to_obj(io);
+	struct segbuf *done = NULL, **pp;
+	uint64_t gen;
+	int err = check_owner(o);
+
+	if (err)
+		return err;
+	pthread_mutex_lock(&o->lock);
+	gen = ++o->flush_begun;
+	pthread_mutex_unlock(&o->lock);
+	err = objstore_flush(o->os);
+	if (err)
+		return write_failed(o, err);
+	/* Every write queued before this flush began is durable: the copies
+	 * sealed before it are no longer pointed into. */
+	pthread_mutex_lock(&o->lock);
+	for (pp = &o->retired; *pp;) {
+		struct segbuf *b = *pp;
+		if (b->gen < gen) {
+			*pp = b->next;
+			b->next = done;
+			done = b;
+			o->nretired--;
+		} else {
+			pp = &b->next;
+		}
+	}
+	pthread_mutex_unlock(&o->lock);
+	while (done) {
+		struct segbuf *b = done;
+		done = b->next;
+		buf_free(b);
+	}
+	return 0;
+}
+
+/* The log enters seg: a fresh in-memory copy, holding the part a
+ * recovered segment already has (off > 0). */
+static int obj_open(struct segio *io, uint64_t seg, uint64_t off)
+{
+	struct segio_obj *o = to_obj(io);
+	struct segbuf *b = calloc(1, sizeof(*b));
+	int err = check_owner(o);
+
+	if (err) {
+		free(b);
+		return err;
+	}
+	if (!b || !(b->data = malloc(FMT_SEG_BYTES))) {
+		free(b);
+		return -ENOMEM;
+	}
+	b->seg = seg;
+	if (off) {
+		err = obj_read(io, b->data, off, seg * FMT_SEG_BYTES);
+		if (err) {
+			buf_free(b);
+			return err;
+		}
+		b->len = off;
+	} else if (o->cache) {
+		segcache_drop(o->cache, seg); /* an old life of the segment */
+	}
+	pthread_mutex_lock(&o->lock);
+	retire_locked(o);
+	o->open = b;
+	pthread_mutex_unlock(&o->lock);
+	if (off && o->cache)
+		segcache_write(o->cache, seg, b->data, off, 0);
+	return 0;
+}
+
+/* Objects take any size: nothing to secure ahead. */
+static int obj_reserve(struct segio *io, uint64_t seg)
+{
+	(void)io;
+	(void)seg;
+	return 0;
+}
+
+static int obj_append(struct segio *io, uint64_t seg, uint64_t off, const struct iovec *iov,
+                      int iovcnt)
+{
+	struct segio_obj *o = to_obj(io);
+	char oid[OBJSTORE_NAME_MAX];
+	struct segbuf *b = o->open;
+	size_t total = 0;
+	int err = check_owner(o);
+
+	if (err)
+		return err;
+	for (int i = 0; i < iovcnt; i++)
+		total += iov[i].iov_len;
+	if (!b || b->seg != seg || off < b->len || off + total > FMT_SEG_BYTES)
+		return -EINVAL; /* not the log's contract (segio.h) */
+	/* Only this thread writes the copy, and only beyond b->len, which
+	 * readers do not read past: copy first, publish the length after. */
+	char *p = b->data + off;
+	for (int i = 0; i < iovcnt; i++) {
+		memcpy(p, iov[i].iov_base, iov[i].iov_len);
+		p += iov[i].iov_len;
+	}
+	if (off > b->len)
+		memset(b->data + b->len, 0, off - b->len);
+	seg_oid(o, seg, oid);
+	err = objstore_write(o->os, oid, b->data + off, total, off);
+	if (err)
+		return write_failed(o, err);
+	pthread_mutex_lock(&o->lock);
+	b->len = off + total;
+	pthread_mutex_unlock(&o->lock);
+	if (o->cache)
+		segcache_write(o->cache, seg, b->data + off, total, off);
+	return 0;
+}
+
+/* The sealed copy stays until a flush makes its writes durable; too many
+ * waiting, and the log thread flushes here (a failure is the next sync's
+ * to report: the fence is set). */
+static void obj_seal(struct segio *io, uint64_t seg)
+{
+	struct segio_obj *o = to_obj(io);
+	unsigned n;
+
+	pthread_mutex_lock(&o->lock);
+	if (o->open && o->open->seg == seg)
+		retire_locked(o);
+	n = o->nretired;
+	pthread_mutex_unlock(&o->lock);
+	if (n > MAX_RETIRED)
+		(void)obj_sync(io);
+}
+
+static int obj_discard(struct segio *io, uint64_t seg)
+{
+	struct segio_obj *o = to_obj(io);
+	char oid[OBJSTORE_NAME_MAX];
+	int err = check_owner(o);
+
+	if (err)
+		return err;
+	if (o->cache)
+		segcache_drop(o->cache, seg);
+	seg_oid(o, seg, oid);
+	err = objstore_remove(o->os, oid);
+	if (err == -ENOENT)
+		err = 0;
+	return err ? write_failed(o, err) : 0;
+}
+
+static int obj_sb_read(struct segio *io, unsigned slot, void *buf)
+{
+	struct segio_obj *o = to_obj(io);
+	char oid[OBJSTORE_NAME_MAX];
+	ssize_t n;
+
+	if (fenced(o))
+		return -EIO;
+	sb_oid(o, slot, oid);
+	n = objstore_read(o->os, oid, buf, FMT_BLOCK, 0);
+	if (n == -ENOENT)
+		n = 0;
+	if (n < 0)
+		return (int)n;
+	memset((char *)buf + n, 0, FMT_BLOCK - (size_t)n);
+	return 0;
+}
+
+/* The superblock says which checkpoint holds the pool: everything queued
+ * before must be durable first (the store syncs before it writes one; a
+ * flush here keeps that true whatever the caller did). */
+static int obj_sb_write(struct segio *io, unsigned slot, const void *buf)
+{
+	struct segio_obj *o = to_obj(io);
+	char oid[OBJSTORE_NAME_MAX];
+	int err = obj_sync(io);
+
+	if (err)
+		return err;
+	sb_oid(o, slot, oid);
+	err = objstore_write_full(o->os, oid, buf, FMT_BLOCK);
+	return err ? write_failed(o, err) : 0;
+}
+
+/* ---- ownership ------------------------------------------------------------ */
+
+/* Renew every third of the lease; fence when the lock is gone or a renewal
+ * came too late. */
+static void *renewer(void *arg)
+{
+	struct segio_obj *o = arg;
+	char oid[OBJSTORE_NAME_MAX], why[200];
+	int64_t period = (int64_t)o->lease * 1000 / 3;
+
+	sb_oid(o, 0, oid);
+	pthread_mutex_lock(&o->rlock);
+	while (!o->stopping && !fenced(o)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += period / 1000;
+		ts.tv_nsec += (period % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&o->rcond, &o->rlock, &ts);
+		if (o->stopping)
+			break;
+		pthread_mutex_unlock(&o->rlock);
+		int64_t start = now_ms();
+		if (!lapsed(o)) {
+			int err = objstore_lock(o->os, oid, o->cookie, o->lease, true);
+			if (!err) {
+				atomic_store(&o->renewed, start);
+			} else if (err == -EBUSY || err == -EBLOCKLISTED) {
+				snprintf(why, sizeof(why),
+				         "lost its lock on %s (%s): another host took "
+				         "the pool over",
+				         oid, err == -EBUSY ? "held by another" : "blocklisted");
+				fence(o, why);
+			} else {
+				say_warn("pool %s: cannot renew the lock's lease: %s (retrying)",
+				         o->label, strerror(-err));
+			}
+		}
+		pthread_mutex_lock(&o->rlock);
+	}
+	pthread_mutex_unlock(&o->rlock);
+	return NULL;
+}
+
+/* Take the lock on NAME.sb.0, waiting up to wait_s seconds for a holder's
+ * lease to run out.  0, or -EBUSY after one line naming the holder. */
+static int take_lock(struct segio_obj *o, unsigned wait_s, const char **why)
+{
+	char oid[OBJSTORE_NAME_MAX];
+	struct objstore_locker l;
+	int64_t until = now_ms() + (int64_t)wait_s * 1000;
+	bool said = false;
+	int err;
+
+	memset(&l, 0, sizeof(l));
+	sb_oid(o, 0, oid);
+	for (;;) {
+		int64_t start = now_ms();
+		err = objstore_lock(o->os, oid, o->cookie, o->lease, false);
+		if (!err) {
+			atomic_store(&o->renewed, start);
+			return 0;
+		}
+		if (err != -EBUSY) {
+			*why = "cannot take the pool's lock";
+			return err;
+		}
+		if (objstore_locker(o->os, oid, &l) == 0 && !said) {
+			say_info("pool %s is held by %s at %s; waiting up to %u s for its lease to "
+			         "run out",
+			         o->label, l.client, l.addr, wait_s);
+			said = true;
+		}
+		if (now_ms() >= until)
+			break;
+		sleep(1);
+	}
+	say_error("pool %s is held by %s at %s (cookie %s), which keeps renewing its lease: "
+	          "stop it first (or wait for it to fail)",
+	          o->label, l.client[0] ? l.client : "another client", l.addr[0] ? l.addr : "?",
+	          l.cookie[0] ? l.cookie : "?");
+	*why = "the pool is held by another cowbd";
+	return -EBUSY;
+}
+
+/* With the lock held: fence whoever NAME.owner says served the pool and
+ * did not close it, then name ourselves. */
+static int take_over(struct segio_obj *o, const char **why)
+{
+	char oid[OBJSTORE_NAME_MAX], prev[OBJSTORE_NAME_MAX];
+	const char *me = objstore_addr(o->os);
+	ssize_t n;
+	int err;
+
+	owner_oid(o, oid);
+	n = objstore_read(o->os, oid, prev, sizeof(prev) - 1, 0);
+	if (n == -ENOENT)
+		n = 0;
+	if (n < 0) {
+		*why = "cannot read the pool's owner record";
+		return (int)n;
+	}
+	prev[n] = 0;
+	if (n && strcmp(prev, me)) {
+		err = objstore_blocklist(o->os, prev);
+		if (err) {
+			say_error("pool %s: cannot fence its previous owner %s: %s", o->label, prev,
+			          strerror(-err));
+			*why = "cannot fence the previous owner (blocklist)";
+			return err;
+		}
+		say_warn("pool %s: took over from %s, which did not close it (now blocklisted)",
+		         o->label, prev);
+	}
+	err = objstore_write_full(o->os, oid, me, strlen(me));
+	if (err)
+		*why = "cannot write the pool's owner record";
+	return err;
+}
+
+/* Release what open took: the owner record is cleared (a clean close:
+ * nobody needs fencing) and the lock given back. */
+static void give_back(struct segio_obj *o)
+{
+	char oid[OBJSTORE_NAME_MAX];
+
+	if (fenced(o))
+		return;
+	owner_oid(o, oid);
+	if (objstore_write_full(o->os, oid, "", 0))
+		return; /* the next owner fences us: harmless after a close */
+	sb_oid(o, 0, oid);
+	(void)objstore_unlock(o->os, oid, o->cookie);
+}
+
+static void obj_close(struct segio *io)
+{
+	struct segio_obj *o = to_obj(io);
+
+	if (o->renewer_on) {
+		pthread_mutex_lock(&o->rlock);
+		o->stopping = true;
+		pthread_cond_signal(&o->rcond);
+		pthread_mutex_unlock(&o->rlock);
+		pthread_join(o->renewer, NULL);
+	}
+	if (!fenced(o) && objstore_flush(o->os) == 0)
+		give_back(o);
+	objstore_close(o->os);
+	if (o->cache)
+		segcache_close(o->cache);
+	buf_free(o->open);
+	while (o->retired) {
+		struct segbuf *b = o->retired;
+		o->retired = b->next;
+		buf_free(b);
+	}
+	pthread_mutex_destroy(&o->lock);
+	pthread_mutex_destroy(&o->rlock);
+	pthread_cond_destroy(&o->rcond);
+	free(o);
+}
+
+static const struct segio_ops obj_ops = {
+    .read = obj_read,
+    .read_nowait = obj_read_nowait,
+    .open = obj_open,
+    .reserve = obj_reserve,
+    .append = obj_append,
+    .seal = obj_seal,
+    .sync = obj_sync,
+    .discard = obj_discard,
+    .sb_read = obj_sb_read,
+    .sb_write = obj_sb_write,
+    .close = obj_close,
+};
+
+struct segio *segio_obj_new(struct objstore *os, struct segcache *cache,
+                            const struct segio_obj_opts *opt, const char **why)
+{
+	struct segio_obj *o = calloc(1, sizeof(*o));
+	uint8_t rnd[8];
+	int err;
+
+	if (!o) {
+		*why = "out of memory";
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (strlen(opt->name) >= sizeof(o->name) || !opt->name[0]) {
+		free(o);
+		*why = "pool name empty or too long";
+		errno = EINVAL;
+		return NULL;
+	}
+	o->io.ops = &obj_ops;
+	o->io.nsegs = 0; /* as many as the superblock says */
+	o->os = os;
+	o->lease = opt->lease_s;
+	snprintf(o->name, sizeof(o->name), "%s", opt->name);
+	snprintf(o->label, sizeof(o->label), "%s", opt->label ? opt->label : opt->name);
+	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
+		memset(rnd, 0, sizeof(rnd));
+	snprintf(o->cookie, sizeof(o->cookie), "cowbd-%d-%02x%02x%02x%02x%02x%02x%02x%02x",
+	         (int)getpid(), rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+	pthread_mutex_init(&o->lock, NULL);
+	pthread_mutex_init(&o->rlock, NULL);
+	pthread_cond_init(&o->rcond, NULL);
+	atomic_store(&o->renewed, now_ms());
+	err = take_lock(o, opt->wait_s, why);
+	if (!err)
+		err = take_over(o, why);
+	if (!err && o->lease) {
+		err = -pthread_create(&o->renewer, NULL, renewer, o);
+		o->renewer_on = !err;
+		if (err)
+			*why = "cannot start the lease renewer";
+	}
+	if (err) {
+		char oid[OBJSTORE_NAME_MAX];
+		sb_oid(o, 0, oid);
+		if (err != -EBUSY)
+			(void)objstore_unlock(o->os, oid, o->cookie);
+		o->os = NULL; /* the caller keeps os and cache on failure */
+		pthread_mutex_destroy(&o->lock);
+		pthread_mutex_destroy(&o->rlock);
+		pthread_cond_destroy(&o->rcond);
+		free(o);
+		errno = -err;
+		return NULL;
+	}
+	o->cache = cache;
+	return &o->io;
+}

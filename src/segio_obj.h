@@ -1,0 +1,23 @@
+/* segio_obj.h — the segment backend over an object store (segio_obj.c;
+ * private to the store, like segio.h). */
+#ifndef COWBD_SEGIO_OBJ_H
+#define COWBD_SEGIO_OBJ_H
+#include "objstore.h"
+#include "segcache.h"
+#include "segio.h"
+
+struct segio_obj_opts {
+	const char *name;  /* object name prefix: the pool's name */
+	const char *label; /* how messages name the pool; NULL: name */
+	unsigned lease_s;  /* the lock's lease; 0: no lease (tests) */
+	unsigned wait_s;   /* how long to wait for a held lock's lease to run out */
+};
+
+/* Take the pool's lock in os (fencing an owner that did not close it) and
+ * return the backend, which then owns os and cache (NULL: no cache).  NULL
+ * + errno with *why a one-line reason (EBUSY: held by a live owner, said
+ * in one line naming it); the caller then still owns os and cache. */
+struct segio *segio_obj_new(struct objstore *os, struct segcache *cache,
+                            const struct segio_obj_opts *opt, const char **why);
+
+#endif

@@ -1,0 +1,327 @@
+/* test_segio_obj.c — the store over the object-store backend (segio_obj.c)
+ * with the fault-injecting memory store (objstore_mem.c): a pool made,
+ * written, closed and opened again; power cuts of the serving host at
+ * random points of an overwrite load that makes the compactor run, then
+ * a takeover by another client (every block flushed before the cut reads
+ * back, or a value written after it); fencing (the old owner writes
+ * nothing once another took over); a failing write fails the pool, not
+ * the data; the local cache (hits, and a pool that opens without it). */
+#undef NDEBUG
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "crashmodel.h"
+#include "format.h"
+#include "objstore.h"
+#include "segcache.h"
+#include "segio.h"
+#include "segio_obj.h"
+#include "store.h"
+
+#define LEASE 30
+
+/* A client of m serving pool "p" (waiting for no lease): NULL when the
+ * lock is held (errno EBUSY). */
+static struct segio *client_io(struct objstore_mem *m, struct objstore **os_out,
+                               struct segcache *cache)
+{
+	struct objstore *os = objstore_mem_client(m);
+	struct segio_obj_opts o = {.name = "p", .label = "mem:p", .lease_s = LEASE, .wait_s = 0};
+	const char *why = NULL;
+	struct segio *io;
+
+	assert_non_null(os);
+	io = segio_obj_new(os, cache, &o, &why);
+	if (!io) {
+		int e = errno;
+		objstore_close(os);
+		errno = e;
+	}
+	if (os_out)
+		*os_out = io ? os : NULL;
+	return io;
+}
+
+static struct store *open_io(struct segio *io)
+{
+	const char *why = NULL;
+	struct store *st = store_open_io(io, NULL, &why);
+	if (!st)
+		fail_msg("store_open_io: %s (%s)", why ? why : "?", strerror(errno));
+	return st;
+}
+
+static void fill(char *b, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		b[i] = (char)(seed * 131 + i * 7 + (i >> 12));
+}
+
+static void put(struct vol *v, uint64_t off, size_t n, unsigned seed)
+{
+	char *b = malloc(n);
+	fill(b, n, seed);
+	assert_int_equal(store_write(v, b, off, (uint32_t)n, 0), 0);
+	free(b);
+}
+
+static void expect(struct vol *v, uint64_t off, size_t n, unsigned seed)
+{
+	char *want = malloc(n), *got = malloc(n);
+	fill(want, n, seed);
+	assert_int_equal(store_read(v, got, off, (uint32_t)n), 0);
+	assert_memory_equal(want, got, n);
+	free(want);
+	free(got);
+}
+
+/* Made, written, closed cleanly, opened by another client: everything is
+ * there, and a clean close leaves nobody to fence. */
+static void test_roundtrip(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct segio *io = client_io(m, NULL, NULL);
+	struct store *st;
+	struct vol *v;
+
+	assert_non_null(io);
+	assert_int_equal(store_probe_io(io), 0);
+	assert_int_equal(store_format_io(io, 32), 0);
+	assert_int_equal(store_probe_io(io), 1);
+	st = open_io(io);
+	assert_int_equal(store_vol_create(st, "v", 64u << 20), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	for (unsigned i = 0; i < 40; i++) /* 10 MiB: several segments sealed */
+		put(v, (uint64_t)i * (256u << 10), 256u << 10, i);
+	assert_int_equal(store_flush(v), 0);
+	expect(v, 0, 256u << 10, 0);
+	store_vol_close(v);
+	store_close(st);
+
+	/* Another client, at once (no lease to wait for: the lock was given
+	 * back), and reads from the objects alone. */
+	io = client_io(m, NULL, NULL);
+	assert_non_null(io);
+	st = open_io(io);
+	assert_int_equal(store_check(st), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	for (unsigned i = 0; i < 40; i++)
+		expect(v, (uint64_t)i * (256u << 10), 256u << 10, i);
+	store_vol_close(v);
+	store_close(st);
+	objstore_mem_free(m);
+}
+
+/* The host serving the pool loses power at a random point of an
+ * overwrite load (the compactor runs: the volume is rewritten many times
+ * over in a small pool); another client takes the pool over after the
+ * lease.  Every block reads back what the last successful flush before the
+ * cut left, or a value written after it; the pool checks clean. */
+static void test_crash_takeover(void **state)
+{
+	struct crashmodel m;
+
+	for (unsigned run = 0; run < 6; run++) {
+		struct objstore_mem *mem = objstore_mem_new();
+		struct objstore *os;
+		struct segio *io = client_io(mem, &os, NULL);
+		struct store *st;
+		struct vol *v;
+		int cut_at = 3000 + (int)run * 6000;
+
+		crashmodel_init(&m, 6144);
+		assert_int_equal(store_format_io(io, 24), 0); /* 96 MiB */
+		st = open_io(io);
+		assert_int_equal(store_vol_create(st, "v", (uint64_t)m.nb * 4096), 0);
+		assert_int_equal(store_vol_open(st, "v", &v), 0);
+		srand(200 + run);
+		for (int i = 0; i < 40000; i++) {
+			if (i == cut_at)
+				objstore_mem_crash(os, run);
+			if (crashmodel_write(&m, v))
+				break;
+			if (i % 64 == 63)
+				(void)crashmodel_flush(&m, v);
+		}
+		store_vol_close(v);
+		store_close(st); /* its last checkpoint fails: the host is gone */
+
+		/* Too early: the dead host's lease still runs. */
+		assert_null(client_io(mem, NULL, NULL));
+		assert_int_equal(errno, EBUSY);
+		objstore_mem_advance(mem, LEASE + 1);
+		io = client_io(mem, NULL, NULL);
+		assert_non_null(io);
+		st = open_io(io);
+		assert_int_equal(store_check(st), 0);
+		assert_int_equal(store_vol_open(st, "v", &v), 0);
+		crashmodel_check(&m, v, (int)run);
+		store_vol_close(v);
+		store_close(st);
+		objstore_mem_free(mem);
+		crashmodel_free(&m);
+	}
+}
+
+/* A takes the pool; its lease runs out (A stopped, say); B takes over.
+ * A's next write or flush fails, and nothing A sends lands: B reads its
+ * own data after A tried. */
+static void test_fenced(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct segio *ia = client_io(m, NULL, NULL), *ib;
+	struct store *a, *b;
+	struct vol *va, *vb;
+	char buf[4096];
+
+	assert_int_equal(store_format_io(ia, 32), 0);
+	a = open_io(ia);
+	assert_int_equal(store_vol_create(a, "v", 16u << 20), 0);
+	assert_int_equal(store_vol_open(a, "v", &va), 0);
+	put(va, 0, 65536, 1);
+	assert_int_equal(store_flush(va), 0);
+
+	assert_null(client_io(m, NULL, NULL)); /* A is alive: refused */
+	objstore_mem_advance(m, LEASE + 1);
+	ib = client_io(m, NULL, NULL);
+	assert_non_null(ib);
+	b = open_io(ib);
+	assert_int_equal(store_vol_open(b, "v", &vb), 0);
+	expect(vb, 0, 65536, 1);
+	put(vb, 0, 65536, 2);
+	assert_int_equal(store_flush(vb), 0);
+
+	/* A wakes up: a write may be taken into its log, but it never
+	 * becomes durable, and nothing of it reaches the objects. */
+	fill(buf, sizeof(buf), 3);
+	int w = store_write(va, buf, 0, sizeof(buf), 0);
+	int f = store_flush(va);
+	assert_true(w != 0 || f != 0);
+	assert_int_equal(f, -EIO);
+	expect(vb, 0, 65536, 2);
+	store_vol_close(va);
+	store_close(a);
+
+	/* B's pool, opened again after B closes, still holds B's data. */
+	store_vol_close(vb);
+	store_close(b);
+	ib = client_io(m, NULL, NULL);
+	assert_non_null(ib);
+	b = open_io(ib);
+	assert_int_equal(store_check(b), 0);
+	assert_int_equal(store_vol_open(b, "v", &vb), 0);
+	expect(vb, 0, 65536, 2);
+	store_vol_close(vb);
+	store_close(b);
+	objstore_mem_free(m);
+}
+
+/* A write the object store fails: the flush that covers it fails, the
+ * pool refuses writes from then on, and what was flushed before is
+ * intact for the next owner. */
+static void test_write_fails(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct objstore *os;
+	struct segio *io = client_io(m, &os, NULL);
+	struct store *st;
+	struct vol *v;
+
+	assert_int_equal(store_format_io(io, 32), 0);
+	st = open_io(io);
+	assert_int_equal(store_vol_create(st, "v", 16u << 20), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	put(v, 0, 1 << 20, 1);
+	assert_int_equal(store_flush(v), 0);
+	objstore_mem_fail_write(os, 1);
+	put(v, 1 << 20, 1 << 20, 2);
+	assert_int_equal(store_flush(v), -EIO);
+	char b[4096] = {0};
+	assert_int_not_equal(store_write(v, b, 0, sizeof(b), 0) || store_flush(v), 0);
+	store_vol_close(v);
+	store_close(st);
+
+	objstore_mem_advance(m, LEASE + 1);
+	io = client_io(m, NULL, NULL);
+	assert_non_null(io);
+	st = open_io(io);
+	assert_int_equal(store_check(st), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	expect(v, 0, 1 << 20, 1);
+	store_vol_close(v);
+	store_close(st);
+	objstore_mem_free(m);
+}
+
+/* With a local cache: a second read of a segment is a hit; a client whose
+ * cache file was deleted opens and reads from the objects alone. */
+static void test_cache(void **state)
+{
+	char path[] = "/tmp/cowbd-segcache-XXXXXX";
+	int fd = mkstemp(path);
+	struct objstore_mem *m = objstore_mem_new();
+	struct segcache_stats cs;
+	const char *why = NULL;
+	struct segcache *c;
+	struct segio *io;
+	struct store *st;
+	struct vol *v;
+
+	assert_true(fd >= 0);
+	close(fd);
+	c = segcache_open(path, 64u << 20, &why);
+	assert_non_null(c);
+	io = client_io(m, NULL, c);
+	assert_non_null(io);
+	assert_int_equal(store_format_io(io, 32), 0);
+	st = open_io(io);
+	assert_int_equal(store_vol_create(st, "v", 32u << 20), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	for (unsigned i = 0; i < 24; i++)
+		put(v, (uint64_t)i * (1u << 20), 1u << 20, 10 + i);
+	assert_int_equal(store_flush(v), 0);
+	store_vol_close(v);
+	store_close(st); /* closes the cache */
+
+	assert_int_equal(unlink(path), 0); /* the cache is lost */
+	c = segcache_open(path, 64u << 20, &why);
+	assert_non_null(c);
+	io = client_io(m, NULL, c);
+	assert_non_null(io);
+	st = open_io(io);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	for (unsigned i = 0; i < 24; i++)
+		expect(v, (uint64_t)i * (1u << 20), 1u << 20, 10 + i);
+	segcache_stats(c, &cs);
+	uint64_t misses = cs.misses;
+	for (unsigned i = 0; i < 24; i++)
+		expect(v, (uint64_t)i * (1u << 20), 1u << 20, 10 + i);
+	segcache_stats(c, &cs);
+	assert_true(cs.hits > 0);
+	assert_int_equal(cs.misses, misses); /* the second pass never left the host */
+	store_vol_close(v);
+	store_close(st);
+	unlink(path);
+	objstore_mem_free(m);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_roundtrip),      cmocka_unit_test(test_fenced),
+	    cmocka_unit_test(test_write_fails),    cmocka_unit_test(test_cache),
+	    cmocka_unit_test(test_crash_takeover),
+	};
+	if (getenv("TEST_FILTER"))
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
