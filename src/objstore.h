@@ -175,6 +175,11 @@ void objstore_mem_fail_read(struct objstore *os, unsigned nth);
  * lost; the client then fails every call with -EBLOCKLISTED (it is gone;
  * close it). */
 void objstore_mem_crash(struct objstore *os, unsigned seed);
+/* The same at this client's nth next write, flush, write_full or remove
+ * (that call is lost too): crash points enumerated by a test. */
+void objstore_mem_crash_after(struct objstore *os, unsigned n, unsigned seed);
+/* Writes, flushes, write_fulls and removes so far, of every client. */
+unsigned objstore_mem_calls(struct objstore_mem *m);
 /* Calls and queued writes so far, for tests that inject at each point. */
 unsigned objstore_mem_writes(struct objstore *os);
 unsigned objstore_mem_flushes(struct objstore *os);

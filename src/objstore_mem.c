@@ -70,7 +70,9 @@ struct mem_client {
 	bool write_failed; /* an injected write failure for the next flush */
 	unsigned fail_write, fail_flush, fail_read;
 	unsigned writes, flushes;
-	struct mem_undo *undo; /* the newest first */
+	unsigned calls;                /* writes, flushes, write_fulls and removes */
+	unsigned crash_at, crash_seed; /* objstore_mem_crash_after */
+	struct mem_undo *undo;         /* the newest first */
 };
 
 struct objstore_mem {
@@ -79,6 +81,7 @@ struct objstore_mem {
 	struct mem_client *clients;
 	unsigned nclients; /* clients ever made: the next number */
 	uint64_t now;
+	unsigned calls; /* writes, flushes, write_fulls and removes of every client */
 	char **blocked; /* blocklisted addresses */
 	size_t nblocked;
 };
@@ -111,6 +114,25 @@ fenced:
 static void leave(struct mem_client *c)
 {
 	pthread_mutex_unlock(&c->m->mu);
+}
+
+static void crash_locked(struct mem_client *c, unsigned seed);
+
+/* enter, for a call that changes objects: counted, and the host loses
+ * power here when objstore_mem_crash_after says so (the call is lost). */
+static struct mem_client *enter_change(struct objstore *os)
+{
+	struct mem_client *c = enter(os);
+
+	if (!c)
+		return NULL;
+	c->m->calls++;
+	if (c->crash_at && --c->crash_at == 0) {
+		crash_locked(c, c->crash_seed);
+		leave(c);
+		return NULL;
+	}
+	return c;
 }
 
 /* A fault armed with n (nth call from now; 0 none) fires on this call. */
@@ -215,7 +237,7 @@ static void obj_remove_locked(struct objstore_mem *m, struct mem_obj *o)
 static int mem_write(struct objstore *os, const char *oid, const void *buf, size_t len,
                      uint64_t off)
 {
-	struct mem_client *c = enter(os);
+	struct mem_client *c = enter_change(os);
 	struct mem_obj *o;
 	struct mem_undo *u = NULL;
 	size_t saved = 0;
@@ -257,7 +279,7 @@ out:
 
 static int mem_flush(struct objstore *os)
 {
-	struct mem_client *c = enter(os);
+	struct mem_client *c = enter_change(os);
 	int err = 0;
 
 	if (!c)
@@ -305,7 +327,7 @@ out:
 
 static int mem_write_full(struct objstore *os, const char *oid, const void *buf, size_t len)
 {
-	struct mem_client *c = enter(os);
+	struct mem_client *c = enter_change(os);
 	struct mem_obj *o;
 	bool created;
 	int err = -ENOMEM;
@@ -326,7 +348,7 @@ static int mem_write_full(struct objstore *os, const char *oid, const void *buf,
 
 static int mem_remove(struct objstore *os, const char *oid)
 {
-	struct mem_client *c = enter(os);
+	struct mem_client *c = enter_change(os);
 	struct mem_obj *o;
 
 	if (!c)
@@ -601,15 +623,13 @@ static void undo_apply(struct mem_undo *u)
 	o->crash_gone = u->created;
 }
 
-void objstore_mem_crash(struct objstore *os, unsigned seed)
+static void crash_locked(struct mem_client *c, unsigned seed)
 {
-	struct mem_client *c = to_mc(os);
 	struct objstore_mem *m = c->m;
 	unsigned rnd = seed * 2654435761u + 1;
 	struct mem_undo *u;
 	struct mem_obj *o, *next;
 
-	pthread_mutex_lock(&m->mu);
 	for (u = c->undo; u; u = u->next) {
 		u->obj->crash_n = u->obj->crash_left = 0;
 		u->obj->crash_gone = false;
@@ -635,7 +655,33 @@ void objstore_mem_crash(struct objstore *os, unsigned seed)
 			obj_remove_locked(m, o);
 	}
 	c->crashed = true;
+}
+
+void objstore_mem_crash(struct objstore *os, unsigned seed)
+{
+	struct objstore_mem *m = to_mc(os)->m;
+
+	pthread_mutex_lock(&m->mu);
+	crash_locked(to_mc(os), seed);
 	pthread_mutex_unlock(&m->mu);
+}
+
+void objstore_mem_crash_after(struct objstore *os, unsigned n, unsigned seed)
+{
+	struct objstore_mem *m = to_mc(os)->m;
+
+	pthread_mutex_lock(&m->mu);
+	to_mc(os)->crash_at = n + 1;
+	to_mc(os)->crash_seed = seed;
+	pthread_mutex_unlock(&m->mu);
+}
+
+unsigned objstore_mem_calls(struct objstore_mem *m)
+{
+	pthread_mutex_lock(&m->mu);
+	unsigned v = m->calls;
+	pthread_mutex_unlock(&m->mu);
+	return v;
 }
 
 static unsigned count(struct objstore *os, const unsigned *n)

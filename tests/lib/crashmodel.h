@@ -6,6 +6,7 @@
  * may survive an earlier one. */
 #ifndef COWBD_TEST_CRASHMODEL_H
 #define COWBD_TEST_CRASHMODEL_H
+#include <stdbool.h>
 #include <stdint.h>
 
 struct vol;
@@ -26,5 +27,20 @@ int crashmodel_flush(struct crashmodel *m, struct vol *v);
 /* Every block of v reads its durable value or a pending one, whole.
  * Fails the test (naming the block and run) otherwise. */
 void crashmodel_check(const struct crashmodel *m, struct vol *v, int run);
+
+/* Crash-point enumeration: a short workload (a volume created, 14
+ * regions of 64 KiB + 777 bytes written, some FUA, a flush every third,
+ * a snapshot after the sixth) whose every step may fail once the power
+ * is gone; crashpoint_run records what was acknowledged, crashpoint_verify
+ * (on the pool opened after the cut) that all of it is there and the pool
+ * checks clean. */
+#define CRASHPOINT_REGIONS 14
+struct store;
+struct crashpoint {
+	bool durable[CRASHPOINT_REGIONS + 1]; /* [CRASHPOINT_REGIONS]: the volume */
+	bool snap_ok;
+};
+void crashpoint_run(struct store *st, struct crashpoint *cp);
+void crashpoint_verify(struct store *st, const struct crashpoint *cp);
 
 #endif

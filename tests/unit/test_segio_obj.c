@@ -172,6 +172,57 @@ static void test_crash_takeover(void **state)
 	}
 }
 
+/* Crash-point enumeration on the object store: the serving host loses
+ * power at its nth write, flush, superblock write or remove, for every n
+ * the workload reaches (a checkpoint every 256 KiB: superblock writes and
+ * discards among them); another client takes over and finds everything
+ * acknowledged, and a pool that checks clean. */
+static void test_crash_points(void **state)
+{
+	struct store_opts so = {.checkpoint_bytes = 256 << 10};
+	unsigned total = 0;
+
+	for (unsigned n = 0;; n++) {
+		struct objstore_mem *mem = objstore_mem_new();
+		struct objstore *os;
+		struct segio *io = client_io(mem, &os, NULL);
+		struct crashpoint cp = {.snap_ok = false};
+		const char *why = NULL;
+		struct store *st;
+
+		assert_int_equal(store_format_io(io, 24), 0);
+		unsigned base = objstore_mem_calls(mem);
+		if (n)
+			objstore_mem_crash_after(os, n, n);
+		st = store_open_io(io, &so, &why);
+		if (st) {
+			crashpoint_run(st, &cp);
+			store_close(st);
+		} else {
+			assert_true(n > 0); /* only a crash stops the open */
+			segio_close(io);
+		}
+		if (n == 0) {
+			total = objstore_mem_calls(mem) - base;
+			assert_true(total > 20);
+			objstore_mem_free(mem);
+			continue;
+		}
+		objstore_mem_advance(mem, LEASE + 1);
+		io = client_io(mem, NULL, NULL);
+		assert_non_null(io);
+		st = store_open_io(io, &so, &why);
+		if (!st)
+			fail_msg("open after a crash at call %u: %s", n, why ? why : "?");
+		crashpoint_verify(st, &cp);
+		store_close(st);
+		objstore_mem_free(mem);
+		if (n > total)
+			break;
+	}
+	print_message("%u crash points\n", total + 1);
+}
+
 /* A takes the pool; its lease runs out (A stopped, say); B takes over.
  * A's next write or flush fails, and nothing A sends lands: B reads its
  * own data after A tried. */
@@ -319,7 +370,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_roundtrip),      cmocka_unit_test(test_fenced),
 	    cmocka_unit_test(test_write_fails),    cmocka_unit_test(test_cache),
-	    cmocka_unit_test(test_crash_takeover),
+	    cmocka_unit_test(test_crash_takeover), cmocka_unit_test(test_crash_points),
 	};
 	if (getenv("TEST_FILTER"))
 		cmocka_set_test_filter(getenv("TEST_FILTER"));

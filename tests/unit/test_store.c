@@ -786,63 +786,20 @@ static void test_bad_pool(void **state)
  * flush, for every N a workload reaches; after each, the pool opens, checks
  * clean, and holds every write that a successful FLUSH/FUA covered and
  * every snapshot whose creation was acknowledged. */
-#define CP_REGIONS 14
-static long crash_workload(struct faultdev *p, bool verify_only, const bool *durable_in,
-                           bool *durable, bool *snap_ok)
+static long crash_workload(struct faultdev *p, bool verify_only, struct crashpoint *cp)
 {
 	struct store_opts o = {.checkpoint_bytes = 256 << 10};
 	const char *why = NULL;
 	struct store *st = store_open(&p->dev, &o, &why);
-	struct vol *v;
-	bool written[CP_REGIONS] = {0};
 
 	if (!st && !verify_only && p->dead)
 		return p->calls; /* the power went during open itself */
 	if (!st)
 		fail_msg("open: %s", why);
-	if (verify_only) {
-		assert_int_equal(store_check(st), 0);
-		if (store_vol_open(st, "v", &v) == 0) {
-			for (int i = 0; i < CP_REGIONS; i++)
-				if (durable_in[i])
-					expect(v, (uint64_t)i << 20, 65536 + 777, (unsigned)i);
-			store_vol_close(v);
-		} else {
-			assert_false(durable_in[CP_REGIONS]); /* create was acknowledged */
-		}
-		if (*snap_ok) {
-			assert_int_equal(store_vol_open(st, "v@s", &v), 0);
-			for (int i = 0; i <= 5; i++)
-				expect(v, (uint64_t)i << 20, 65536 + 777, (unsigned)i);
-			store_vol_close(v);
-		}
-		store_close(st);
-		return 0;
-	}
-	if (store_vol_create(st, "v", 32u << 20) == 0)
-		durable[CP_REGIONS] = true;
-	if (store_vol_open(st, "v", &v) == 0) {
-		for (int i = 0; i < CP_REGIONS; i++) {
-			char *b = malloc(65536 + 777);
-			fill(b, 65536 + 777, (unsigned)i);
-			uint32_t fl = i % 4 == 3 ? STORE_FUA : 0;
-			if (store_write(v, b, (uint64_t)i << 20, 65536 + 777, fl) == 0) {
-				written[i] = true;
-				if (fl)
-					durable[i] = true;
-			}
-			free(b);
-			if (i % 3 == 2 && store_flush(v) == 0)
-				for (int k = 0; k <= i; k++)
-					durable[k] = durable[k] || written[k];
-			if (i == 5 && store_snap_create(st, "v@s") == 0) {
-				*snap_ok = true;
-				for (int k = 0; k <= i; k++)
-					assert_true(written[k]);
-			}
-		}
-		store_vol_close(v);
-	}
+	if (verify_only)
+		crashpoint_verify(st, cp);
+	else
+		crashpoint_run(st, cp);
 	store_close(st);
 	return p->calls;
 }
@@ -852,22 +809,22 @@ static void test_crash_points(void **state)
 	long total;
 	{
 		struct faultdev *p = faultdev_new(96u << 20);
-		bool d[CP_REGIONS + 1] = {0}, s = false;
+		struct crashpoint cp = {.snap_ok = false};
 		assert_int_equal(store_format(&p->dev), 0);
 		p->calls = 0;
-		total = crash_workload(p, false, NULL, d, &s);
+		total = crash_workload(p, false, &cp);
 		faultdev_free(p);
 	}
 	assert_true(total > 20);
 	for (long n = 0; n <= total; n++) {
 		struct faultdev *p = faultdev_new(96u << 20);
-		bool d[CP_REGIONS + 1] = {0}, s = false;
+		struct crashpoint cp = {.snap_ok = false};
 		assert_int_equal(store_format(&p->dev), 0);
 		p->calls = 0;
 		p->budget = n;
-		crash_workload(p, false, NULL, d, &s);
+		crash_workload(p, false, &cp);
 		faultdev_power_on(p, n % 2);
-		crash_workload(p, true, d, NULL, &s);
+		crash_workload(p, true, &cp);
 		faultdev_free(p);
 	}
 }
