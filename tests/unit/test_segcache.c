@@ -6,7 +6,10 @@
  * (a reader held inside pread by a userfaultfd page, so these are
  * deterministic; skipped without userfaultfd); readers hammering while a
  * writer evicts, refills and drops, every successful read checked against
- * the pattern of the segment it asked for; file errors (a full tmpfs the
+ * the pattern of the segment it asked for; a block device (a loop device
+ * over a sparse file, skipped without one) of 20,000 slots whose index
+ * holds random segment numbers through drops, refills and eviction; file
+ * errors (a full tmpfs the
  * test mounts, a file size limit, a file cut short under the cache) drop
  * what they touch and never fail a call; read_nowait on a page evicted
  * from memory answers -EAGAIN or 0, never blocks, and 0 once warm.
@@ -18,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/loop.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <pthread.h>
@@ -629,6 +633,103 @@ static void test_pinned_dropped_not_reused(void **state)
 	segcache_close(c);
 }
 
+/* ---- a block device, and a table of many slots ---------------------------- */
+
+/* Attach a loop device to backing (autoclear: it goes with the last
+ * close of its fd, which the caller keeps).  The fd, -1 when it cannot. */
+static int loop_attach(const char *backing, char *dev, size_t devlen)
+{
+	int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	int bfd = open(backing, O_RDWR | O_CLOEXEC);
+	int lfd = -1;
+
+	for (int tries = 0; ctl >= 0 && bfd >= 0 && lfd < 0 && tries < 10; tries++) {
+		struct loop_config cfg = {.fd = (uint32_t)bfd};
+		int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+		if (n < 0)
+			break;
+		cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+		snprintf(dev, devlen, "/dev/loop%d", n);
+		lfd = open(dev, O_RDWR | O_CLOEXEC);
+		if (lfd >= 0 && ioctl(lfd, LOOP_CONFIGURE, &cfg) < 0) {
+			close(lfd); /* taken by someone else meanwhile */
+			lfd = -1;
+		}
+	}
+	if (ctl >= 0)
+		close(ctl);
+	if (bfd >= 0)
+		close(bfd);
+	return lfd;
+}
+
+/* splitmix64's finalizer: a bijection. */
+static uint64_t mix(uint64_t x)
+{
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+/* A block device of 20,000 slots (a loop device over a sparse file): the
+ * device gives what it has, and the index holds that many segments
+ * through drops, refills and evictions. */
+static void test_block_device(void **state)
+{
+	enum { N = 20000 };
+	char backing[400], dev[64];
+	const char *why = NULL;
+	struct segcache *c;
+	int lfd, fd;
+
+	snprintf(backing, sizeof(backing), "%s", in_dir(dir, "loop"));
+	fd = open(backing, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)(N * SEG)), 0);
+	close(fd);
+	lfd = loop_attach(backing, dev, sizeof(dev));
+	if (lfd < 0) {
+		unlink(backing);
+		skip();
+	}
+	/* Asked less: that much; asked more: what it has. */
+	c = cache(dev, 100);
+	assert_int_equal(stats(c).slots, 100);
+	/* Only one user at a time (O_EXCL on the device). */
+	assert_null(segcache_open(dev, 100 * SEG, &why));
+	assert_int_equal(errno, EBUSY);
+	segcache_close(c);
+	c = cache(dev, 2 * N);
+	assert_int_equal(stats(c).slots, N);
+
+	/* Segment numbers that look random (a bijection of i), so that the
+	 * index's probe runs collide; consecutive ones never would. */
+#define SPREAD(i) mix((uint64_t)(i) + 2)
+	for (int i = 0; i < N; i++)
+		put(c, SPREAD(i), 0, 4096);
+	assert_int_equal(stats(c).used, N);
+	assert_int_equal(stats(c).evictions, 0);
+	for (int i = 0; i < N; i += 2)
+		segcache_drop(c, SPREAD(i));
+	for (int i = 0; i < N; i++)
+		assert_int_equal(get(c, SPREAD(i), 0, 4096), i % 2 ? 0 : -ENOENT);
+	/* Refill the dropped slots, then one more evicts the least recent. */
+	for (int i = N; i < N + N / 2; i++)
+		put(c, SPREAD(i), 0, 4096);
+	assert_int_equal(stats(c).evictions, 0);
+	put(c, 1, 0, 4096);
+	assert_int_equal(stats(c).evictions, 1);
+	assert_int_equal(get(c, SPREAD(1), 0, 8), -ENOENT);
+	for (int i = 2; i < N + N / 2; i++)
+		assert_int_equal(get(c, SPREAD(i), 0, 4096), i < N && i % 2 == 0 ? -ENOENT : 0);
+	assert_int_equal(get(c, 1, 0, 4096), 0);
+	assert_int_equal(stats(c).errors, 0);
+#undef SPREAD
+	segcache_close(c);
+	close(lfd);
+	unlink(backing);
+}
+
 /* ---- readers hammering while a writer evicts, refills and drops --------- */
 
 #define HAMMER_SEGS 10
@@ -717,6 +818,7 @@ int main(void)
 	    cmocka_unit_test(test_read_nowait),
 	    cmocka_unit_test(test_pinned_not_evicted),
 	    cmocka_unit_test(test_pinned_dropped_not_reused),
+	    cmocka_unit_test(test_block_device),
 	    cmocka_unit_test(test_hammer),
 	};
 	const struct CMUnitTest fs_tests[] = {
