@@ -251,7 +251,7 @@ lint:
 # man/*.[1-8], when there are any.  The units (dist/systemd/) name
 # /usr/sbin/cowbd; installed, they name $(SBINDIR)/cowbd.
 INSTALL_MAN   := $(wildcard man/*.[1-8])
-INSTALL_UNITS := cowbd.service cowbd.socket cowbd-control.socket
+INSTALL_UNITS := cowbd.service cowbd@.service cowbd.socket cowbd-control.socket
 install: $(BUILD)/cowbd $(BUILD)/cowctl $(BUILD)/cowbd-check install-systemd install-config
 	$(INSTALL) -D -m 0755 $(BUILD)/cowbd $(DESTDIR)$(SBINDIR)/cowbd
 	$(INSTALL) -D -m 0755 $(BUILD)/cowctl $(DESTDIR)$(BINDIR)/cowctl
@@ -269,7 +269,8 @@ install-systemd:
 	@for u in $(INSTALL_UNITS); do \
 		echo "install dist/systemd/$$u $(DESTDIR)$(SYSTEMDUNITDIR)/$$u"; \
 		sed -e 's|/usr/sbin/cowbd|$(SBINDIR)/cowbd|g' \
-			-e 's|/etc/cowbd/cowbd.conf|$(SYSCONFDIR)/cowbd/cowbd.conf|g' dist/systemd/$$u \
+			-e 's|/etc/cowbd/cowbd.conf|$(SYSCONFDIR)/cowbd/cowbd.conf|g' \
+			-e 's|/etc/cowbd/%i.conf|$(SYSCONFDIR)/cowbd/%i.conf|g' dist/systemd/$$u \
 			>$(DESTDIR)$(SYSTEMDUNITDIR)/$$u && \
 		chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u || exit 1; \
 	done

@@ -1,11 +1,11 @@
 #!/bin/bash
 # systemd_units.sh — the units `make install` puts in place, checked without
 # systemd as PID 1:
-#  - `systemd-analyze verify` of cowbd.service, cowbd.socket and
-#    cowbd-control.socket is silent (installed with SBINDIR pointing at a
+#  - `systemd-analyze verify` of cowbd.service, cowbd.socket,
+#    cowbd-control.socket and an instance of cowbd@.service is silent (installed with SBINDIR pointing at a
 #    cowbd that exists, as verify needs; the default path is checked too);
-#  - `systemd-analyze security --offline` puts cowbd.service at exposure
-#    2.0 ("OK") or below;
+#  - `systemd-analyze security --offline` puts cowbd.service and
+#    cowbd@.service at exposure 2.0 ("OK") or below;
 #  - systemd-sysusers makes the cowbd user, in group disk, and
 #    systemd-tmpfiles its directories, in a scratch root;
 #  - the hardening does not break the daemon: every system call cowbd makes
@@ -27,7 +27,7 @@ grep -q "^ExecStart=$R/usr/sbin/cowbd " "$UNITS/cowbd.service" ||
 	fail "install did not point ExecStart at SBINDIR"
 # Any line is a complaint (an unknown key, a missing binary): silence is clean.
 SYSTEMD_UNIT_PATH="$UNITS:" systemd-analyze verify "$UNITS/cowbd.service" \
-	"$UNITS/cowbd.socket" "$UNITS/cowbd-control.socket" >"$T/verify.out" 2>&1
+	"$UNITS/cowbd.socket" "$UNITS/cowbd-control.socket" cowbd@pool1.service >"$T/verify.out" 2>&1
 rc=$?
 [ $rc = 0 ] && [ ! -s "$T/verify.out" ] ||
 	fail "systemd-analyze verify (exit $rc): $(cat "$T/verify.out")"
@@ -37,21 +37,28 @@ echo "ok: systemd-analyze verify is clean"
 D="$T/dest"
 make -s -C "$TOP" install-systemd DESTDIR="$D" PREFIX=/usr >"$T/make.out" 2>&1 ||
 	fail "make install-systemd DESTDIR: $(cat "$T/make.out")"
-for f in usr/lib/systemd/system/cowbd.service usr/lib/systemd/system/cowbd.socket \
+for f in usr/lib/systemd/system/cowbd.service usr/lib/systemd/system/cowbd@.service \
+	usr/lib/systemd/system/cowbd.socket \
 	usr/lib/systemd/system/cowbd-control.socket usr/lib/sysusers.d/cowbd.conf \
 	usr/lib/tmpfiles.d/cowbd.conf; do
 	[ -f "$D/$f" ] || fail "make install-systemd PREFIX=/usr: $f missing"
 done
 grep -q '^ExecStart=/usr/sbin/cowbd --config /etc/cowbd/cowbd.conf$' \
 	"$D/usr/lib/systemd/system/cowbd.service" || fail "ExecStart does not name /usr/sbin/cowbd"
+grep -q '^ExecStart=/usr/sbin/cowbd --config /etc/cowbd/%i.conf$' \
+	"$D/usr/lib/systemd/system/cowbd@.service" || fail "cowbd@.service: ExecStart is not per instance"
 
-systemd-analyze security --offline=yes "$D/usr/lib/systemd/system/cowbd.service" \
-	>"$T/security.out" 2>&1 || fail "systemd-analyze security: $(tail -n 5 "$T/security.out")"
-score=$(sed -n 's/.*Overall exposure level for cowbd.service: \([0-9.]*\) .*/\1/p' "$T/security.out")
-[ -n "$score" ] || fail "no exposure score: $(tail -n 5 "$T/security.out")"
-awk -v s="$score" 'BEGIN { exit !(s <= 2.0) }' ||
-	fail "exposure $score is over 2.0: $(grep '✗' "$T/security.out")"
-echo "ok: systemd-analyze security: exposure $score (at most 2.0)"
+ln -s cowbd@.service "$D/usr/lib/systemd/system/cowbd@pool1.service" # an instance to rate
+for unit in cowbd.service cowbd@pool1.service; do
+	systemd-analyze security --offline=yes "$D/usr/lib/systemd/system/$unit" \
+		>"$T/security.out" 2>&1 || fail "systemd-analyze security: $(tail -n 5 "$T/security.out")"
+	score=$(sed -n "s/.*Overall exposure level for $unit: \([0-9.]*\) .*/\1/p" "$T/security.out")
+	[ -n "$score" ] || fail "no exposure score for $unit: $(tail -n 5 "$T/security.out")"
+	awk -v s="$score" 'BEGIN { exit !(s <= 2.0) }' ||
+		fail "$unit: exposure $score is over 2.0: $(grep '✗' "$T/security.out")"
+	echo "ok: systemd-analyze security: $unit exposure $score (at most 2.0)"
+done
+rm "$D/usr/lib/systemd/system/cowbd@pool1.service"
 
 mkdir -p "$D/etc"
 grep '^disk:' /etc/group >"$D/etc/group" # the host's group disk, as on a real system
@@ -102,7 +109,7 @@ sleep 0.3
 kill -TERM "$CPID"
 wait "$COWBD_PID" || fail "cowbd under strace exited $?"
 COWBD_PID=""
-/usr/bin/python3 - "$T/trace" "$D/usr/lib/systemd/system/cowbd.service" <<'PY' || fail "the unit's filters refuse what cowbd does"
+cat >"$T/filters.py" <<'PY'
 import functools, re, subprocess, sys
 trace, unit = open(sys.argv[1]).read().splitlines(), open(sys.argv[2]).read().splitlines()
 
@@ -137,4 +144,45 @@ print("%d system calls used, %d allowed by the unit; families %s" % (len(used), 
 assert not bad, "used but not allowed by SystemCallFilter=: %s" % bad
 assert fams <= families, "socket families not in RestrictAddressFamilies=: %s" % sorted(fams - families)
 PY
+/usr/bin/python3 "$T/filters.py" "$T/trace" "$D/usr/lib/systemd/system/cowbd.service" ||
+	fail "the unit's filters refuse what cowbd does"
 echo "ok: every system call and socket family cowbd used is allowed by the unit"
+
+# ---- the same for a pool in RADOS (librados' threads and sockets) --------
+if [ -z "${COWBD_TEST_CEPH_CONF:-}" ]; then
+	echo "SKIP: the filters with a RADOS pool: no test cluster (COWBD_TEST_CEPH_CONF)"
+	exit 0
+fi
+RPOOL="sdu-$$-$(date +%s)"
+rados_clean() {
+	rados -c "$COWBD_TEST_CEPH_CONF" --id cowbd -p cowbd ls 2>/dev/null | grep "^$RPOOL\." |
+		xargs -r rados -c "$COWBD_TEST_CEPH_CONF" --id cowbd -p cowbd rm 2>/dev/null
+}
+trap 'kill $SINK 2>/dev/null; rados_clean; cleanup' EXIT
+PORT=$(random_port)
+CTL="$T/rados-control.sock"
+: >"$LOG"
+strace -f -qq -o "$T/trace-rados" env NOTIFY_SOCKET="$T/notify.sock" WATCHDOG_USEC=1000000 \
+	ASAN_OPTIONS=detect_leaks=0 "$BUILD/cowbd" --pool "rados:cowbd/$RPOOL" \
+	--rados-conf "$COWBD_TEST_CEPH_CONF" --rados-id cowbd --cache "$T/rados.cache" \
+	--cache-size 64M --create 1G --listen "127.0.0.1:$PORT" --control "$CTL" >>"$LOG" 2>&1 &
+COWBD_PID=$!
+for _ in $(seq 1 300); do grep -q "listening on" "$LOG" && break; sleep 0.1; done
+grep -q "listening on" "$LOG" || fail "cowbd on a RADOS pool did not start: $(tail -n 5 "$LOG")"
+ok volume create vol0 64M
+nbdsh -u "nbd://127.0.0.1:$PORT/vol0" -c "
+import os
+for i in range(32): h.pwrite(os.urandom(1 << 20), i << 20)
+h.flush(); h.trim(1 << 20, 0); h.pread(1 << 20, 0)" || fail "nbdsh workload on the RADOS pool"
+ok snapshot create vol0@s
+sleep 1.5
+CPID=$(pgrep -P "$COWBD_PID" | head -n 1)
+[ -n "$CPID" ] || fail "no cowbd under strace (RADOS pool)"
+kill -HUP "$CPID"
+sleep 0.3
+kill -TERM "$CPID"
+wait "$COWBD_PID" || fail "cowbd on a RADOS pool under strace exited $?"
+COWBD_PID=""
+/usr/bin/python3 "$T/filters.py" "$T/trace-rados" "$D/usr/lib/systemd/system/cowbd@.service" ||
+	fail "the unit's filters refuse what cowbd does with a RADOS pool"
+echo "ok: with a RADOS pool too (librados included)"
