@@ -12,6 +12,9 @@
  * overwritten by another segment's: at worst they are the old segment's,
  * which is what it looked up.  A writer publishes a new length only after
  * its bytes are in the file, so a reader never reads bytes not written.
+ * A fill (a segment fetched from the objects) carries a ticket, the count
+ * of drops when its fetch began, and is ignored when its segment was
+ * dropped or restarted since: its bytes may be an old life's.
  *
  * Locks: c->lock guards the whole table (every field of struct slot, the
  * index, the lists, the stats, the warned flag); it is never held across
@@ -45,6 +48,9 @@
 #define SEG_NONE  UINT64_MAX /* the seg of a free slot */
 /* 64 TiB of cache: a table of 512 MiB (more is not used). */
 #define MAX_SLOTS (1u << 24)
+/* The last drops remembered for fills: a fill whose fetch saw more is
+ * ignored (256: seconds of discards at hundreds of MB/s of writes). */
+#define DROP_RING 256
 
 struct slot {
 	uint64_t seg;          /* the segment held, SEG_NONE when free */
@@ -65,10 +71,12 @@ struct segcache {
 	uint32_t mask;      /* index size - 1, a power of two >= 2 * nslots */
 	uint32_t lru_first; /* mapped slots, least recently used first */
 	uint32_t lru_last;
-	uint32_t free_first;   /* free slots, through next */
-	uint32_t orphan_first; /* unmapped slots in use when unmapped, through next */
-	_Atomic uint64_t hits; /* outside the lock: a hit takes it once */
-	bool warned;           /* a file error was said */
+	uint32_t free_first;          /* free slots, through next */
+	uint32_t orphan_first;        /* unmapped slots in use when unmapped, through next */
+	_Atomic uint64_t hits;        /* outside the lock: a hit takes it once */
+	bool warned;                  /* a file error was said */
+	uint64_t drops;               /* drops and restarts so far: fill tickets */
+	uint64_t drop_seg[DROP_RING]; /* the segment of drop n at n % DROP_RING */
 	struct segcache_stats st;
 };
 
@@ -288,6 +296,27 @@ static void say_failed(const struct segcache *c, const char *what, uint64_t seg,
 	         c->path, what, seg, strerror(-err));
 }
 
+/* ---- fill tickets ---------------------------------------------------------- */
+
+/* A drop or restart of seg: fills fetched before it must not cache. */
+static void drop_note_locked(struct segcache *c, uint64_t seg)
+{
+	c->drop_seg[c->drops % DROP_RING] = seg;
+	c->drops++;
+}
+
+/* Was seg dropped or restarted since ticket?  true also when too many
+ * drops came since to tell. */
+static bool dropped_since_locked(const struct segcache *c, uint64_t seg, uint64_t ticket)
+{
+	if (c->drops - ticket > DROP_RING)
+		return true;
+	for (uint64_t n = ticket; n < c->drops; n++)
+		if (c->drop_seg[n % DROP_RING] == seg)
+			return true;
+	return false;
+}
+
 /* ---- file I/O (no lock held) -------------------------------------------- */
 
 /* blkdev_pread, except that the end of the file is an error, not zeroes:
@@ -362,16 +391,23 @@ int segcache_read_nowait(struct segcache *c, uint64_t seg, void *buf, size_t len
 	return cache_read(c, seg, buf, len, off, true);
 }
 
-void segcache_write(struct segcache *c, uint64_t seg, const void *buf, size_t len, uint64_t off)
+/* segcache_write, or with a ticket segcache_fill. */
+static void cache_write(struct segcache *c, uint64_t seg, const void *buf, size_t len, uint64_t off,
+                        const uint64_t *ticket)
 {
 	bool say_it = false;
-	uint32_t i;
+	uint32_t i = SLOT_NONE;
 	int r;
 
 	if (!len || seg == SEG_NONE || off > FMT_SEG_BYTES || len > FMT_SEG_BYTES - off)
 		return;
 	pthread_mutex_lock(&c->lock);
-	i = off == 0 ? slot_start_locked(c, seg) : slot_continue_locked(c, seg, off);
+	if (off && !ticket)
+		i = slot_continue_locked(c, seg, off);
+	else if (!ticket || !dropped_since_locked(c, seg, *ticket))
+		i = slot_start_locked(c, seg);
+	if (!off && !ticket)
+		drop_note_locked(c, seg); /* a restart */
 	if (i != SLOT_NONE)
 		c->slots[i].busy = true;
 	pthread_mutex_unlock(&c->lock);
@@ -392,6 +428,26 @@ void segcache_write(struct segcache *c, uint64_t seg, const void *buf, size_t le
 		say_failed(c, "a write", seg, r);
 }
 
+void segcache_write(struct segcache *c, uint64_t seg, const void *buf, size_t len, uint64_t off)
+{
+	cache_write(c, seg, buf, len, off, NULL);
+}
+
+uint64_t segcache_ticket(struct segcache *c)
+{
+	uint64_t t;
+
+	pthread_mutex_lock(&c->lock);
+	t = c->drops;
+	pthread_mutex_unlock(&c->lock);
+	return t;
+}
+
+void segcache_fill(struct segcache *c, uint64_t ticket, uint64_t seg, const void *buf, size_t len)
+{
+	cache_write(c, seg, buf, len, 0, &ticket);
+}
+
 void segcache_drop(struct segcache *c, uint64_t seg)
 {
 	uint32_t i;
@@ -400,6 +456,7 @@ void segcache_drop(struct segcache *c, uint64_t seg)
 	i = index_find_locked(c, seg);
 	if (i != SLOT_NONE)
 		slot_unmap_locked(c, i);
+	drop_note_locked(c, seg); /* cached or not */
 	pthread_mutex_unlock(&c->lock);
 }
 

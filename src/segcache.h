@@ -48,6 +48,16 @@ void segcache_write(struct segcache *c, uint64_t seg, const void *buf, size_t le
 /* seg was discarded (or rewritten from 0): forget it. */
 void segcache_drop(struct segcache *c, uint64_t seg);
 
+/* A whole segment fetched from the objects is copied in with a ticket
+ * taken before the fetch: the fill is ignored when a drop or a restart
+ * (a write at 0) of seg came in between — the bytes fetched may be the
+ * old life's of a segment discarded and written again meanwhile, and
+ * cached they would be served in place of the new.  (Also ignored after
+ * more than 256 drops of any segments: a skipped fill costs one miss.)
+ * Otherwise as segcache_write at 0. */
+uint64_t segcache_ticket(struct segcache *c);
+void segcache_fill(struct segcache *c, uint64_t ticket, uint64_t seg, const void *buf, size_t len);
+
 struct segcache_stats {
 	uint64_t slots, used;  /* slots in the file, slots holding a segment */
 	uint64_t hits, misses; /* segcache_read calls */

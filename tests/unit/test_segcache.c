@@ -1,6 +1,7 @@
 /* test_segcache.c — the local segment cache (segcache.c): slots written in
  * order and read back, misses beyond a slot's length, writes at a wrong
- * offset ignored, LRU eviction, drop, a cache that starts empty at every
+ * offset ignored, LRU eviction, drop, fills fetched across a drop or a
+ * restart of their segment not cached, a cache that starts empty at every
  * open, the refusals of open; a reader's pinned slot never reused by
  * eviction nor after a drop, and a write dropped when every slot is pinned
  * (a reader held inside pread by a userfaultfd page, so these are
@@ -9,10 +10,10 @@
  * the pattern of the segment it asked for; a block device (a loop device
  * over a sparse file, skipped without one) of 20,000 slots whose index
  * holds random segment numbers through drops, refills and eviction; file
- * errors (a full tmpfs the
- * test mounts, a file size limit, a file cut short under the cache) drop
- * what they touch and never fail a call; read_nowait on a page evicted
- * from memory answers -EAGAIN or 0, never blocks, and 0 once warm.
+ * errors (a full tmpfs the test mounts, a file size limit, a file cut
+ * short under the cache) drop what they touch and never fail a call;
+ * read_nowait on a page evicted from memory answers -EAGAIN or 0, never
+ * blocks, and 0 once warm.
  *
  * Every byte of segment s at offset o (8-aligned words) is pattern(s, o).
  */
@@ -232,6 +233,49 @@ static void test_drop_and_restart(void **state)
 	assert_int_equal(get(c, 9, 0, 4096), 0);
 	assert_int_equal(get(c, 9, 4096, 8), -ENOENT);
 	assert_int_equal(stats(c).used, 2);
+	segcache_close(c);
+}
+
+/* A fill fetched across a drop or restart of its segment is stale and
+ * not cached; across those of other segments it is. */
+static void test_fill_ticket(void **state)
+{
+	struct segcache *c = cache(in_dir(dir, __func__), 4);
+	static uint8_t old[65536], seg6[65536];
+	uint64_t t;
+
+	fill(5, old, sizeof(old), 0);
+	fill(6, seg6, sizeof(seg6), 0);
+	t = segcache_ticket(c);
+	segcache_fill(c, t, 5, old, sizeof(old));
+	assert_int_equal(get(c, 5, 0, sizeof(old)), 0);
+
+	/* Dropped (discarded) while fetched, cached or not. */
+	t = segcache_ticket(c);
+	segcache_drop(c, 5);
+	segcache_fill(c, t, 5, old, sizeof(old));
+	assert_int_equal(get(c, 5, 0, 8), -ENOENT);
+	/* Restarted from 0 by the log while fetched: the new life stays. */
+	t = segcache_ticket(c);
+	put(c, 5, 0, 4096);
+	memset(old, 0xee, sizeof(old)); /* what an old life would hold */
+	segcache_fill(c, t, 5, old, sizeof(old));
+	assert_int_equal(get(c, 5, 0, 4096), 0);
+	assert_int_equal(get(c, 5, 4096, 8), -ENOENT);
+
+	/* Other segments' drops and restarts do not matter ... */
+	t = segcache_ticket(c);
+	segcache_drop(c, 9);
+	put(c, 7, 0, 4096);
+	segcache_fill(c, t, 6, seg6, sizeof(seg6));
+	assert_int_equal(get(c, 6, 0, sizeof(seg6)), 0);
+	/* ... unless too many came to tell. */
+	segcache_drop(c, 6);
+	t = segcache_ticket(c);
+	for (uint64_t s = 100; s < 400; s++)
+		segcache_drop(c, s);
+	segcache_fill(c, t, 6, seg6, sizeof(seg6));
+	assert_int_equal(get(c, 6, 0, 8), -ENOENT);
 	segcache_close(c);
 }
 
@@ -812,6 +856,7 @@ int main(void)
 	    cmocka_unit_test(test_write_extend_read),
 	    cmocka_unit_test(test_lru_eviction),
 	    cmocka_unit_test(test_drop_and_restart),
+	    cmocka_unit_test(test_fill_ticket),
 	    cmocka_unit_test(test_open),
 	    cmocka_unit_test(test_read_error),
 	    cmocka_unit_test(test_write_error),
