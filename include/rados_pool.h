@@ -35,4 +35,12 @@ int rados_pool_check(const char *spec, char *why, size_t len);
 struct store *rados_pool_open(const char *spec, const struct rados_pool_opts *o,
                               uint64_t create_size, const struct store_opts *so);
 
+/* For cowbd-check: open the pool read-only without its lock (nothing is
+ * written, nobody fenced).  *holder gets "client.N at ADDR" when a daemon
+ * holds the pool (the check may then see a mix of states), else "".  NULL
+ * + errno with *why a one-line reason (EILSEQ: damaged). */
+struct store *rados_pool_open_check(const char *spec, const struct rados_pool_opts *o,
+                                    const struct store_opts *so, char *holder, size_t len,
+                                    const char **why);
+
 #endif

@@ -85,15 +85,13 @@ static int make_pool(struct segio *io, const char *spec, uint64_t create_size)
 	return 0;
 }
 
-struct store *rados_pool_open(const char *spec, const struct rados_pool_opts *o,
-                              uint64_t create_size, const struct store_opts *so)
+/* Connect to spec's RADOS pool; name gets the object prefix.  NULL after
+ * one line. */
+static struct objstore *connect_pool(const char *spec, const struct rados_pool_opts *o, char *name)
 {
-	char pool[64], name[64], why_buf[256];
+	char pool[64], why_buf[256];
 	const char *why = NULL;
 	struct objstore *os;
-	struct segcache *cache = NULL;
-	struct segio *io;
-	struct store *st;
 
 	if (split(spec, pool, name, why_buf, sizeof(why_buf))) {
 		say_error("bad pool name %s", why_buf);
@@ -102,10 +100,23 @@ struct store *rados_pool_open(const char *spec, const struct rados_pool_opts *o,
 	struct objstore_rados_opts ro = {
 	    .conf = o->conf, .id = o->id, .pool = pool, .timeout_s = o->timeout_s};
 	os = objstore_rados_new(&ro, &why);
-	if (!os) {
+	if (!os)
 		say_error("cannot open pool %s: %s", spec, why ? why : strerror(errno));
+	return os;
+}
+
+struct store *rados_pool_open(const char *spec, const struct rados_pool_opts *o,
+                              uint64_t create_size, const struct store_opts *so)
+{
+	char name[64];
+	const char *why = NULL;
+	struct objstore *os = connect_pool(spec, o, name);
+	struct segcache *cache = NULL;
+	struct segio *io;
+	struct store *st;
+
+	if (!os)
 		return NULL;
-	}
 	if (o->cache) {
 		cache = segcache_open(o->cache, o->cache_size ? o->cache_size : DEFAULT_CACHE_SIZE,
 		                      &why);
@@ -136,6 +147,42 @@ struct store *rados_pool_open(const char *spec, const struct rados_pool_opts *o,
 	if (!st) {
 		say_error("cannot open pool %s: %s", spec, why ? why : strerror(errno));
 		segio_close(io);
+	}
+	return st;
+}
+
+struct store *rados_pool_open_check(const char *spec, const struct rados_pool_opts *o,
+                                    const struct store_opts *so, char *holder, size_t len,
+                                    const char **why)
+{
+	char name[64], oid[OBJSTORE_NAME_MAX];
+	struct objstore *os = connect_pool(spec, o, name);
+	struct objstore_locker l;
+	struct store *st;
+	struct segio *io;
+
+	holder[0] = 0;
+	if (!os) {
+		*why = "cannot connect to the cluster";
+		errno = EIO;
+		return NULL;
+	}
+	snprintf(oid, sizeof(oid), "%s.sb.0", name);
+	if (objstore_locker(os, oid, &l) == 0)
+		snprintf(holder, len, "%s at %s", l.client, l.addr);
+	struct segio_obj_opts oo = {.name = name, .label = spec, .peek = true};
+	io = segio_obj_new(os, NULL, &oo, why);
+	if (!io) {
+		int e = errno;
+		objstore_close(os);
+		errno = e;
+		return NULL;
+	}
+	st = store_open_io(io, so, why);
+	if (!st) {
+		int e = errno;
+		segio_close(io);
+		errno = e;
 	}
 	return st;
 }

@@ -74,6 +74,7 @@ struct segio_obj {
 	char label[OBJSTORE_NAME_MAX]; /* for messages: "rados:POOL/NAME" */
 	char cookie[64];
 	unsigned lease;
+	bool peek; /* no lock, nothing written (segio_obj_opts.peek) */
 
 	pthread_mutex_t lock;
 	struct segbuf *open;    /* the segment the log appends to */
@@ -158,6 +159,8 @@ static bool lapsed(struct segio_obj *o)
 /* May this backend write?  0, or -EIO (failed, fenced or lapsed). */
 static int check_owner(struct segio_obj *o)
 {
+	if (o->peek)
+		return -EROFS;
 	if (atomic_load(&o->state) != OBJ_OK || lapsed(o))
 		return -EIO;
 	return 0;
@@ -355,7 +358,7 @@ static int obj_open(struct segio *io, uint64_t seg, uint64_t off)
 {
 	struct segio_obj *o = to_obj(io);
 	struct segbuf *b = calloc(1, sizeof(*b));
-	int err = check_owner(o);
+	int err = o->peek ? 0 : check_owner(o); /* a peek's log writes nothing */
 
 	if (err) {
 		free(b);
@@ -626,7 +629,7 @@ static void give_back(struct segio_obj *o)
 {
 	char oid[OBJSTORE_NAME_MAX];
 
-	if (fenced(o))
+	if (fenced(o) || o->peek)
 		return;
 	owner_oid(o, oid);
 	if (objstore_write_full(o->os, oid, "", 0))
@@ -709,6 +712,12 @@ struct segio *segio_obj_new(struct objstore *os, struct segcache *cache,
 	pthread_mutex_init(&o->rlock, NULL);
 	pthread_cond_init(&o->rcond, NULL);
 	atomic_store(&o->renewed, now_ms());
+	if (opt->peek) {
+		o->peek = true;
+		o->lease = 0;
+		o->cache = cache;
+		return &o->io;
+	}
 	err = take_lock(o, opt->wait_s, why);
 	if (!err)
 		err = take_over(o, why);

@@ -11,6 +11,8 @@ struct segio_obj_opts {
 	const char *label; /* how messages name the pool; NULL: name */
 	unsigned lease_s;  /* the lock's lease; 0: no lease (tests) */
 	unsigned wait_s;   /* how long to wait for a held lock's lease to run out */
+	bool peek;         /* read only, without the lock (cowbd-check): every
+	                    * write fails with -EROFS, nobody is fenced */
 };
 
 /* Take the pool's lock in os (fencing an owner that did not close it) and

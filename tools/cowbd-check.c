@@ -1,6 +1,7 @@
 /* cowbd-check — offline consistency check of a cowbd pool.
  *
  *   cowbd-check [--all] POOL
+ *   cowbd-check [--all] [--rados-conf FILE] [--rados-id ID] rados:POOL/NAME
  *   cowbd-check --version
  *
  * Opens the pool read-only (nothing is written: no checkpoint, no log
@@ -16,6 +17,10 @@
  * be stale: the daemon keeps writing meanwhile, so what the check sees can
  * be a mix of states.
  *
+ * A pool in Ceph RADOS is read without its lock (nothing is written and
+ * nobody fenced); when a daemon holds it, the first line names the holder
+ * and says the result may be stale, as above.
+ *
  * Output: the first 10 problems of each kind (every one with --all), then
  * "... and M more <kind>" for each kind cut short, and always a last line
  * "POOL: clean" or "POOL: DAMAGED: N problems (a <kind>, b <kind>)".
@@ -23,11 +28,13 @@
  * error, not a pool, newer format). */
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "blkdev.h"
+#include "rados_pool.h"
 #include "say.h"
 #include "store.h"
 #include "version.h"
@@ -77,40 +84,100 @@ static void check_summary(const char *path, int bad, bool live)
 	printf("%s\n", live ? " (pool in use: may be stale)" : "");
 }
 
-int main(int argc, char **argv)
+/* Open the pool at path (a file, a device or rados:POOL/NAME) read-only;
+ * *live when a daemon holds it.  NULL after a message, with *rc the exit
+ * status (1 damaged, 2 cannot read). */
+static struct store *check_pool(const char *path, const struct rados_pool_opts *ro, bool *live,
+                                int *rc)
 {
 	struct store_opts o = {.read_only = true};
+	const char *why = NULL;
+	struct blkdev *dev = NULL;
+	struct store *st;
+	char holder[256];
+	int e;
+
+	*rc = 2;
+	if (rados_pool_is(path)) {
+		st = rados_pool_open_check(path, ro, &o, holder, sizeof(holder), &why);
+		*live = holder[0] != 0;
+		if (*live)
+			fprintf(stderr,
+			        "cowbd-check: pool %s is held by %s; checking it anyway, "
+			        "read-only: the "
+			        "result may be stale\n",
+			        path, holder);
+	} else {
+		dev = check_open(path, live);
+		if (!dev)
+			return NULL;
+		st = store_open(dev, &o, &why);
+	}
+	if (st)
+		return st;
+	e = errno;
+	fprintf(stderr, "cowbd-check: %s: %s\n", path, why ? why : strerror(e));
+	blkdev_close(dev);
+	if (e != EILSEQ)
+		return NULL;
+	printf("%s: DAMAGED: cannot be opened (%s)%s\n", path, why ? why : strerror(e),
+	       *live ? " (pool in use: may be stale)" : "");
+	*rc = 1;
+	return NULL;
+}
+
+static int usage(void)
+{
+	fprintf(stderr, "usage: cowbd-check [--all] POOL | --version\n"
+	                "       cowbd-check [--all] [--rados-conf FILE] [--rados-id ID] "
+	                "rados:POOL/NAME\n");
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"all", no_argument, NULL, 'a'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"rados-conf", required_argument, NULL, 'c'},
+	    {"rados-id", required_argument, NULL, 'i'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct rados_pool_opts ro = {0};
 	struct store_vol_info *infos = NULL;
 	struct store_stats s;
-	const char *why = NULL, *path;
+	const char *path;
 	size_t n = 0;
 	bool live;
+	int c, rc;
 
-	if (argc == 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))) {
-		printf("cowbd-check %s\n", COWBD_VERSION);
-		return 0;
+	opterr = 0; /* one usage line, not getopt's own */
+	while ((c = getopt_long(argc, argv, "V", opts, NULL)) != -1) {
+		switch (c) {
+		case 'a':
+			if (say_problem_show == 0)
+				return usage(); /* given twice */
+			say_problem_show = 0;
+			break;
+		case 'V':
+			printf("cowbd-check %s\n", COWBD_VERSION);
+			return 0;
+		case 'c':
+			ro.conf = optarg;
+			break;
+		case 'i':
+			ro.id = optarg;
+			break;
+		default:
+			return usage();
+		}
 	}
-	if (argc == 3 && !strcmp(argv[1], "--all"))
-		say_problem_show = 0;
-	path = argc == 2 || say_problem_show == 0 ? argv[argc - 1] : "-";
-	if (path[0] == '-') {
-		fprintf(stderr, "usage: cowbd-check [--all] POOL | --version\n");
-		return 2;
-	}
-	struct blkdev *dev = check_open(path, &live);
-	if (!dev)
-		return 2;
-	struct store *st = store_open(dev, &o, &why);
-	if (!st) {
-		int e = errno;
-		fprintf(stderr, "cowbd-check: %s: %s\n", path, why ? why : strerror(e));
-		blkdev_close(dev);
-		if (e != EILSEQ)
-			return 2;
-		printf("%s: DAMAGED: cannot be opened (%s)%s\n", path, why ? why : strerror(e),
-		       live ? " (pool in use: may be stale)" : "");
-		return 1;
-	}
+	if (optind != argc - 1)
+		return usage();
+	path = argv[optind];
+	struct store *st = check_pool(path, &ro, &live, &rc);
+	if (!st)
+		return rc;
 	int bad = store_check(st);
 	if (store_list(st, &infos, &n) == 0) {
 		for (size_t i = 0; i < n; i++)
