@@ -199,12 +199,15 @@ static int read_object(struct segio_obj *o, uint64_t seg, void *buf, size_t len,
 	if (o->cache) {
 		char *whole = malloc(FMT_SEG_BYTES);
 		if (whole) {
+			/* The ticket keeps a fetch that raced a discard (and a
+			 * new life of seg) out of the cache. */
+			uint64_t ticket = segcache_ticket(o->cache);
 			n = objstore_read(o->os, oid, whole, FMT_SEG_BYTES, 0);
 			if (n == -ENOENT)
 				n = 0;
 			if (n >= 0) {
 				if (n > 0)
-					segcache_write(o->cache, seg, whole, (size_t)n, 0);
+					segcache_fill(o->cache, ticket, seg, whole, (size_t)n);
 				memset(whole + n, 0, FMT_SEG_BYTES - (size_t)n);
 				memcpy(buf, whole + off, len);
 			}
