@@ -30,7 +30,10 @@
 # (bench/scale.sh): open, recovery, RSS and random reads at 10^E mapped
 # blocks on generated pools; QUICK=1 runs it at 10^5.  With SNAPS=N
 # (e.g. 100000), the snapshot section (bench/snap_scale.sh): a generated
-# pool of N snapshots opened, listed, added to and deleted from.
+# pool of N snapshots opened, listed, added to and deleted from.  Last, the
+# RADOS section (bench/rados.sh, issue 14): cowbd on a pool in a 1-OSD Ceph
+# cluster of its own beside `rados bench` and beside a local pool; skipped
+# with QUICK=1, RADOS=0, MATRIX_ONLY=1 or without Ceph.
 #
 # Output: Markdown on stdout; build/bench/results.csv (medians, ratios),
 # build/bench/raw.csv (every run), build/bench/logs/.  Large files live in
@@ -47,7 +50,8 @@
 # of the two checkpoint-job pools), CK_RUNTIME (seconds per checkpoint job),
 # CMP_POOL_MIB / CMP_VOL_MIB (compaction job's pool and volume),
 # CMP_CHURN_MAX (overwrite passes at most before measuring), CMP_IDLE_SECS
-# (longest wait for idle cleaning in a round), CMP_END_SECS (at the end).
+# (longest wait for idle cleaning in a round), CMP_END_SECS (at the end),
+# RADOS_ONLY=1 (the RADOS section alone; its own knobs: bench/rados.sh).
 set -u
 export PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
 export LC_ALL=C
@@ -194,6 +198,16 @@ workload cowbd rss_after KiB "VmRSS after mapping $MAP_BLOCKS blocks" "bounded, 
 workload cowbd rss_per_extent B "RSS growth per mapped extent" "<= 32 B" ""
 workload cowbd rec_ctl ms "restart after kill -9 following a ${RECOVERY_MIB} MiB write: control socket up" "<= 2000 ms (1 GiB since checkpoint)" ""
 workload cowbd rec_nbd ms "restart after kill -9 following a ${RECOVERY_MIB} MiB write: export answers" "<= 2000 ms (1 GiB since checkpoint)" ""
+
+# The RADOS section (bench/rados.sh), with the matrix's sw1m job; it skips
+# itself (one line) with QUICK=1, RADOS=0 or without Ceph.
+rados_section() {
+	SW1M=${WL_ARGS[sw1m]} COWBD_ARGS=$COWBD_ARGS QUICK=$QUICK bash "$BENCH_SRC/rados.sh" "$BUILD"
+}
+if [ -n "${RADOS_ONLY:-}" ] && [ "$RADOS_ONLY" != 0 ]; then
+	rados_section | tee "$OUT/report.md"
+	exit "${PIPESTATUS[0]}"
+fi
 
 # One row of raw.csv: round workload server value unit ops ticks status,
 # then optionally p50 p99 p99.9 max flushes secs wbytes host_wbytes and the
@@ -589,6 +603,10 @@ if [ -n "${SNAPS:-}" ] && [ -z "${MATRIX_ONLY:-}" ]; then
 		SNAPS=$SNAPS bash "$BENCH_SRC/snap_scale.sh" "$BUILD" || echo "(bench/snap_scale.sh failed)"
 		echo '```'
 	} >>"$OUT/report.md"
+fi
+if [ -z "${MATRIX_ONLY:-}" ]; then
+	rados_section >>"$OUT/report.md" ||
+		echo "(bench/rados.sh failed: see build/bench/rados/logs)" >>"$OUT/report.md"
 fi
 cat "$OUT/report.md"
 say "results: $OUT/results.csv, raw runs: $RAW, logs: $LOGS"

@@ -279,12 +279,13 @@ start_cowbd_blk() {
 }
 
 # One more cowbd for a cowbd-only job: server ID on a fresh sparse pool file
-# of POOL_SIZE with one volume "bench" of VOL_SIZE, extra daemon arguments
-# after; registered like the matrix's servers (SRV_PID/URI/CTL).
+# of POOL_SIZE (or on COW_SERVER_POOL, e.g. rados:P/NAME, created there) with
+# one volume "bench" of VOL_SIZE, extra daemon arguments after; registered
+# like the matrix's servers (SRV_PID/URI/CTL).
 cowbd_server() { # id pool-size vol-size [args...]
-	local id=$1 psize=$2 vsize=$3 port pool="$WORK/$1.pool" ctl="$WORK/$1.sock"
+	local id=$1 psize=$2 vsize=$3 port pool=${COW_SERVER_POOL:-$WORK/$1.pool} ctl="$WORK/$1.sock"
 	shift 3
-	rm -f "$pool"
+	[ -n "${COW_SERVER_POOL:-}" ] || rm -f "$pool"
 	port=$(free_port)
 	cowbd_launch "$port" "$pool" "$ctl" --create "$psize" "${COWBD_EXTRA[@]}" "$@" ||
 		{ SRV_SKIP[$id]="did not start (see $LOGS/cowbd.log)"; return 1; }
