@@ -9,8 +9,8 @@
 # are counted instead (plus one failure if it exits non-zero without a FAIL).
 # Ends with the line "N passed, N failed, N skipped"; exit 1 if any failed.
 #
-# The tests that use Ceph RADOS (a unit binary naming COWBD_TEST_CEPH_CONF, a script
-# calling lib.sh's ceph_cluster) share one throwaway cluster (tests/ceph/cluster.sh:
+# The tests that use Ceph RADOS (a binary or script naming COWBD_TEST_CEPH_CONF, a
+# script calling lib.sh's ceph_cluster) share one throwaway cluster (tests/ceph/cluster.sh:
 # three OSDs, pool cowbd of size 3, min_size 2) in $BUILD/ceph. When the run has such
 # tests, it starts in the background before the first tier, the first of them waits for
 # it, and from then on every test gets COWBD_TEST_CEPH_CONF, COWBD_TEST_CEPH_ID and
@@ -47,7 +47,7 @@ CEPH_UP=0       # a cluster of ours runs in CEPH_DIR
 uses_ceph() {
 	case "$1" in
 	*/lib.sh) false ;;
-	*.sh) grep -qs '^ceph_cluster' "$1" ;;
+	*.sh) grep -qsE '^[[:space:]]*ceph_cluster|COWBD_TEST_CEPH_CONF' "$1" ;;
 	*) grep -qs COWBD_TEST_CEPH_CONF "$1" ;;
 	esac
 }
