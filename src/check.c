@@ -51,7 +51,7 @@ static int check_segments(struct store *st)
 		}
 		uint64_t base = seg * FMT_SEG_BLOCKS;
 		memset(seen, 0, FMT_SEG_BLOCKS);
-		for (uint64_t pos = base; log_seg_next(st->io, seg, pos, s);
+		for (uint64_t pos = base; log_seg_next(st->io, seg, pos, s) > 0;
 		     pos += 1 + s->nblocks) {
 			struct log_walk w = {0};
 			const struct fmt_entry *e;

@@ -429,7 +429,8 @@ static void chains_in_victim(struct store *st, uint64_t v, const uint8_t *victim
 			core_set_failed(st, -ENOMEM, "compaction");
 		return;
 	}
-	for (uint64_t pos = v * FMT_SEG_BLOCKS; log_seg_next(st->io, v, pos, sum);
+	int more;
+	for (uint64_t pos = v * FMT_SEG_BLOCKS; (more = log_seg_next(st->io, v, pos, sum)) > 0;
 	     pos += 1 + sum->nblocks) {
 		struct log_walk w = {0};
 		const struct fmt_entry *e;
@@ -449,6 +450,8 @@ static void chains_in_victim(struct store *st, uint64_t v, const uint8_t *victim
 				}
 		}
 	}
+	if (more < 0) /* a chain it names could be missed, and freed with v */
+		core_set_failed(st, more, "reading a compaction victim's summaries");
 	free(sum);
 }
 

@@ -352,40 +352,50 @@ void log_chain_start(struct log_chain *c, const struct fmt_summary *ck, uint64_t
 }
 
 /* Is the batch at `at` the one that continues c: a valid summary with the
- * right LSN and previous CRC, every carried data block intact? */
-static bool chain_fits(struct segio *io, const struct log_chain *c, uint64_t at,
-                       struct fmt_summary *s, void *scratch)
+ * right LSN and previous CRC, every carried data block intact?  1 or 0, or
+ * the -errno of a read that failed: a block that cannot be read may hold
+ * the rest of the log, so it is not its end. */
+static int chain_fits(struct segio *io, const struct log_chain *c, uint64_t at,
+                      struct fmt_summary *s, void *scratch)
 {
 	struct log_walk w = {0};
 	const struct fmt_entry *e;
 	uint64_t blk;
+	int err = segio_read_block(io, s, at);
 
-	if (segio_read_block(io, s, at) || log_summary_valid(s, at) || s->lsn != c->lsn ||
-	    s->prev_crc != c->prev)
-		return false;
+	if (err)
+		return err;
+	if (log_summary_valid(s, at) || s->lsn != c->lsn || s->prev_crc != c->prev)
+		return 0;
 	/* Nodes, count pages and segment tables carry their own CRC (checked
 	 * when read); every other carried block must match its entry (torn
 	 * write?). */
-	while ((e = log_entry_next(s, at, &w, &blk)))
-		if (blk && !fmt_entry_sealed(e->type) &&
-		    (segio_read_block(io, scratch, blk) || crc32c(0, scratch, FMT_BLOCK) != e->crc))
-			return false;
-	return true;
+	while ((e = log_entry_next(s, at, &w, &blk))) {
+		if (!blk || fmt_entry_sealed(e->type))
+			continue;
+		if ((err = segio_read_block(io, scratch, blk)))
+			return err;
+		if (crc32c(0, scratch, FMT_BLOCK) != e->crc)
+			return 0;
+	}
+	return 1;
 }
 
 int log_chain_next(struct segio *io, struct log_chain *c, struct fmt_summary *s, void *scratch,
                    uint64_t *addr)
 {
-	uint64_t at;
+	uint64_t at = c->pos;
+	int fits = 0;
 
 	/* The block after the last batch, then the next segment's start. */
-	if (c->pos / FMT_SEG_BLOCKS == c->seg && chain_fits(io, c, c->pos, s, scratch))
-		at = c->pos;
-	else if (c->next && c->next < c->nsegs &&
-	         chain_fits(io, c, c->next * FMT_SEG_BLOCKS, s, scratch))
+	if (c->pos / FMT_SEG_BLOCKS == c->seg)
+		fits = chain_fits(io, c, at, s, scratch);
+	if (!fits && c->next && c->next < c->nsegs) {
 		at = c->next * FMT_SEG_BLOCKS;
-	else
-		return 0;
+		fits = chain_fits(io, c, at, s, scratch);
+	}
+	if (fits <= 0)
+		return fits;
 	c->seg = at / FMT_SEG_BLOCKS;
 	if (s->next_seg && s->next_seg < c->nsegs)
 		c->next = s->next_seg;
@@ -400,5 +410,6 @@ int log_seg_next(struct segio *io, uint64_t seg, uint64_t pos, struct fmt_summar
 {
 	if (pos / FMT_SEG_BLOCKS != seg)
 		return 0;
-	return !segio_read_block(io, s, pos) && !log_summary_valid(s, pos);
+	int err = segio_read_block(io, s, pos);
+	return err ? err : !log_summary_valid(s, pos);
 }

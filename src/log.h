@@ -104,7 +104,9 @@ const struct fmt_entry *log_entry_next(const struct fmt_summary *s, uint64_t add
  * — whose LSN and previous-CRC fit and whose carried data blocks all match
  * their CRCs (a torn batch does not count).  scratch is one block.
  * Returns 1 (found: *addr is its summary, the chain has advanced and
- * c->seg/c->next say where the log is), 0 (end of the log). */
+ * c->seg/c->next say where the log is), 0 (end of the log), or the -errno
+ * of a read that failed (not the end: what cannot be read may be the rest
+ * of the log; c is unchanged). */
 struct log_chain {
 	uint64_t pos;   /* block after the last batch */
 	uint64_t seg;   /* segment of the last batch */
@@ -119,8 +121,9 @@ int log_chain_next(struct segio *io, struct log_chain *c, struct fmt_summary *s,
 
 /* The batches of one segment lie contiguous from its first block: read the
  * valid summary at block pos of segment seg into s (1), or return 0 where
- * the run ends (pos past the segment, or no valid summary there).  Start
- * at seg * FMT_SEG_BLOCKS; advance with pos += 1 + s->nblocks. */
+ * the run ends (pos past the segment, or no valid summary there), or the
+ * -errno of a failed read.  Start at seg * FMT_SEG_BLOCKS; advance with
+ * pos += 1 + s->nblocks. */
 int log_seg_next(struct segio *io, uint64_t seg, uint64_t pos, struct fmt_summary *s);
 
 #endif

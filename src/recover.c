@@ -86,7 +86,7 @@ int recover_replay(struct store *st, const struct fmt_summary *ck, const char **
 	struct replay rp = {.st = st};
 	struct log_chain c;
 	uint64_t nbatches = 0, addr;
-	int err = 0;
+	int err = 0, more;
 
 	if (!s || !blk) {
 		err = -ENOMEM;
@@ -95,7 +95,7 @@ int recover_replay(struct store *st, const struct fmt_summary *ck, const char **
 	log_chain_start(&c, ck, st->nsegs);
 	if (c.next)
 		alloc_mark_used(st->a, c.next);
-	while (log_chain_next(st->io, &c, s, blk, &addr)) {
+	while ((more = log_chain_next(st->io, &c, s, blk, &addr)) > 0) {
 		struct log_walk w = {0};
 		const struct fmt_entry *e;
 		uint64_t b;
@@ -110,6 +110,12 @@ int recover_replay(struct store *st, const struct fmt_summary *ck, const char **
 				goto out;
 			}
 		nbatches++;
+	}
+	if (more < 0) {
+		/* Taking it for the end would lose what the log holds past it. */
+		*why = "cannot read the log after the checkpoint";
+		err = more;
+		goto out;
 	}
 	if (nbatches)
 		say_info("recovery: replayed %llu batches (%llu data blocks) after the checkpoint",

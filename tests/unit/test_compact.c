@@ -242,7 +242,7 @@ static void test_move_bad(void **state)
 	struct fmt_summary *s = malloc(sizeof(*s));
 	for (uint64_t seg = 1; seg < alloc_nsegs(t.a); seg++) {
 		uint64_t blk;
-		for (uint64_t pos = seg * FMT_SEG_BLOCKS; log_seg_next(t.io, seg, pos, s);
+		for (uint64_t pos = seg * FMT_SEG_BLOCKS; log_seg_next(t.io, seg, pos, s) > 0;
 		     pos += 1 + s->nblocks) {
 			struct log_walk w = {0};
 			const struct fmt_entry *e;
@@ -362,7 +362,7 @@ static void test_move_chain(void **state)
 	struct fmt_summary *s = malloc(sizeof(*s));
 	for (uint64_t seg = 1; seg < alloc_nsegs(t.a); seg++) {
 		uint64_t pos = seg * FMT_SEG_BLOCKS, blk;
-		while (log_seg_next(t.io, seg, pos, s)) {
+		while (log_seg_next(t.io, seg, pos, s) > 0) {
 			struct log_walk w = {0};
 			const struct fmt_entry *e;
 			while ((e = log_entry_next(s, pos, &w, &blk)))
@@ -439,7 +439,7 @@ static struct fmt_entry entry_of(struct testlog *t, uint64_t blk)
 	struct fmt_summary *s = malloc(sizeof(*s));
 	struct fmt_entry found = {0};
 	uint64_t seg = alloc_seg_of(blk), b;
-	for (uint64_t pos = seg * FMT_SEG_BLOCKS; log_seg_next(t->io, seg, pos, s);
+	for (uint64_t pos = seg * FMT_SEG_BLOCKS; log_seg_next(t->io, seg, pos, s) > 0;
 	     pos += 1 + s->nblocks) {
 		struct log_walk w = {0};
 		const struct fmt_entry *e;

@@ -250,7 +250,7 @@ static void test_chain(void **state)
 	/* log_seg_next walks the batches of the first segment, from its start. */
 	uint64_t seg = ck / FMT_SEG_BLOCKS, pos = seg * FMT_SEG_BLOCKS;
 	unsigned in_seg = 0;
-	while (log_seg_next(t.io, seg, pos, s)) {
+	while (log_seg_next(t.io, seg, pos, s) > 0) {
 		assert_int_equal(s->self, in_seg ? b[in_seg - 1].addr : ck);
 		in_seg++;
 		pos += 1 + s->nblocks;

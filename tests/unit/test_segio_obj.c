@@ -8,6 +8,7 @@
  * the data; the local cache (hits, and a pool that opens without it). */
 #undef NDEBUG
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -82,6 +84,168 @@ static void expect(struct vol *v, uint64_t off, size_t n, unsigned seed)
 	assert_memory_equal(want, got, n);
 	free(want);
 	free(got);
+}
+
+/* ---- a shim over a memory client: counts and fails what the memory store
+ * cannot (a failed read at a chosen point, failed lease renewals, a flush
+ * held back), forwarding everything else to the real client. */
+
+struct shim {
+	struct objstore os; /* first: the interface */
+	struct objstore *in;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	unsigned reads;        /* reads so far */
+	unsigned fail_read_at; /* fail this read (1-based) with -ETIMEDOUT; 0: none */
+	int renew_err;         /* lock renewals fail with this (0: forwarded) */
+	unsigned lock_calls;   /* lock calls so far */
+	bool hold_flush;       /* the next failed flush waits, after its failure */
+	bool flush_held;       /* ... and says so here */
+	bool flush_release;    /* ... until this is set (or a second passes) */
+};
+
+static struct shim *to_shim(struct objstore *os)
+{
+	return (struct shim *)os;
+}
+
+static int shim_write(struct objstore *os, const char *oid, const void *buf, size_t len,
+                      uint64_t off)
+{
+	return objstore_write(to_shim(os)->in, oid, buf, len, off);
+}
+
+static int shim_flush(struct objstore *os)
+{
+	struct shim *s = to_shim(os);
+	int err = objstore_flush(s->in);
+
+	pthread_mutex_lock(&s->mu);
+	if (err && s->hold_flush) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 1;
+		s->hold_flush = false;
+		s->flush_held = true;
+		pthread_cond_broadcast(&s->cond);
+		while (!s->flush_release &&
+		       pthread_cond_timedwait(&s->cond, &s->mu, &until) != ETIMEDOUT)
+			;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return err;
+}
+
+static ssize_t shim_read(struct objstore *os, const char *oid, void *buf, size_t len, uint64_t off)
+{
+	struct shim *s = to_shim(os);
+
+	pthread_mutex_lock(&s->mu);
+	bool fail = ++s->reads == s->fail_read_at;
+	pthread_mutex_unlock(&s->mu);
+	return fail ? -ETIMEDOUT : objstore_read(s->in, oid, buf, len, off);
+}
+
+static int shim_write_full(struct objstore *os, const char *oid, const void *buf, size_t len)
+{
+	return objstore_write_full(to_shim(os)->in, oid, buf, len);
+}
+
+static int shim_remove(struct objstore *os, const char *oid)
+{
+	return objstore_remove(to_shim(os)->in, oid);
+}
+
+static int shim_lock(struct objstore *os, const char *oid, const char *cookie, unsigned secs,
+                     bool renew)
+{
+	struct shim *s = to_shim(os);
+
+	pthread_mutex_lock(&s->mu);
+	int err = renew ? s->renew_err : 0;
+	s->lock_calls++;
+	pthread_mutex_unlock(&s->mu);
+	return err ? err : objstore_lock(s->in, oid, cookie, secs, renew);
+}
+
+static int shim_unlock(struct objstore *os, const char *oid, const char *cookie)
+{
+	return objstore_unlock(to_shim(os)->in, oid, cookie);
+}
+
+static int shim_locker(struct objstore *os, const char *oid, struct objstore_locker *out)
+{
+	return objstore_locker(to_shim(os)->in, oid, out);
+}
+
+static int shim_break_lock(struct objstore *os, const char *oid, const struct objstore_locker *l)
+{
+	return objstore_break_lock(to_shim(os)->in, oid, l);
+}
+
+static int shim_blocklist(struct objstore *os, const char *addr)
+{
+	return objstore_blocklist(to_shim(os)->in, addr);
+}
+
+static const char *shim_addr(struct objstore *os)
+{
+	return objstore_addr(to_shim(os)->in);
+}
+
+static void shim_close(struct objstore *os)
+{
+	struct shim *s = to_shim(os);
+
+	objstore_close(s->in);
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->cond);
+	free(s);
+}
+
+static const struct objstore_ops shim_ops = {
+    .write = shim_write,
+    .flush = shim_flush,
+    .read = shim_read,
+    .write_full = shim_write_full,
+    .remove = shim_remove,
+    .lock = shim_lock,
+    .unlock = shim_unlock,
+    .locker = shim_locker,
+    .break_lock = shim_break_lock,
+    .blocklist = shim_blocklist,
+    .addr = shim_addr,
+    .close = shim_close,
+};
+
+/* A new client of m behind a shim (closing the shim closes the client). */
+static struct shim *shim_new(struct objstore_mem *m)
+{
+	struct shim *s = calloc(1, sizeof(*s));
+
+	assert_non_null(s);
+	s->os.ops = &shim_ops;
+	s->in = objstore_mem_client(m);
+	assert_non_null(s->in);
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cond, NULL);
+	return s;
+}
+
+/* Serve pool "p" through shim s with a lease of lease_s: NULL + errno
+ * when refused (s is then closed). */
+static struct segio *shim_io(struct shim *s, unsigned lease_s)
+{
+	struct segio_obj_opts o = {.name = "p", .label = "mem:p", .lease_s = lease_s};
+	const char *why = NULL;
+	struct segio *io = segio_obj_new(&s->os, NULL, &o, &why);
+
+	if (!io) {
+		int e = errno;
+		objstore_close(&s->os);
+		errno = e;
+	}
+	return io;
 }
 
 /* Made, written, closed cleanly, opened by another client: everything is
@@ -365,12 +529,113 @@ static void test_cache(void **state)
 	objstore_mem_free(m);
 }
 
+/* ---- recovery when the object store fails a read ------------------------- */
+
+#define RF_REGIONS 10
+#define RF_BYTES   (64u << 10)
+
+/* A pool whose host lost power after a flush: RF_REGIONS regions written
+ * and acknowledged, all of them in the log after the last checkpoint; the
+ * dead host's lease has run out. */
+static void crashed_pool(struct objstore_mem *m)
+{
+	struct store_opts so = {.checkpoint_bytes = 1ull << 30};
+	const char *why = NULL;
+	struct objstore *os;
+	struct segio *io = client_io(m, &os, NULL);
+	struct store *st;
+	struct vol *v;
+
+	assert_non_null(io);
+	assert_int_equal(store_format_io(io, 32), 0);
+	st = store_open_io(io, &so, &why);
+	assert_non_null(st);
+	assert_int_equal(store_vol_create(st, "v", 16u << 20), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	for (unsigned i = 0; i < RF_REGIONS; i++)
+		put(v, (uint64_t)i * RF_BYTES, RF_BYTES, 40 + i);
+	assert_int_equal(store_flush(v), 0);
+	objstore_mem_crash(os, 1);
+	store_vol_close(v);
+	store_close(st);
+	objstore_mem_advance(m, LEASE + 1);
+}
+
+/* Does every acknowledged region of crashed_pool read back? */
+static bool regions_intact(struct store *st)
+{
+	char *want = malloc(RF_BYTES), *got = malloc(RF_BYTES);
+	struct vol *v = NULL;
+	bool ok = store_vol_open(st, "v", &v) == 0;
+
+	for (unsigned i = 0; ok && i < RF_REGIONS; i++) {
+		fill(want, RF_BYTES, 40 + i);
+		ok = store_read(v, got, (uint64_t)i * RF_BYTES, RF_BYTES) == 0 &&
+		     !memcmp(want, got, RF_BYTES);
+	}
+	if (v)
+		store_vol_close(v);
+	free(want);
+	free(got);
+	return ok;
+}
+
+/* The new owner's nth read fails (an OSD timing out during a takeover),
+ * for every n the takeover reaches: the open fails, or it finds every
+ * acknowledged write; and either way the next open finds them all (a
+ * failed read is never taken for the end of the log). */
+static void test_recover_read_fails(void **state)
+{
+	unsigned n;
+
+	for (n = 1;; n++) {
+		struct objstore_mem *m = objstore_mem_new();
+		struct shim *s;
+		struct segio *io;
+		struct store *st = NULL;
+		const char *why = NULL;
+		bool fired;
+
+		crashed_pool(m);
+		s = shim_new(m);
+		s->fail_read_at = n;
+		io = shim_io(s, LEASE);
+		if (io) {
+			st = store_open_io(io, NULL, &why);
+			fired = s->reads >= n;
+			if (st) {
+				if (!regions_intact(st))
+					fail_msg(
+					    "read %u failed: the open lost acknowledged writes", n);
+				store_close(st);
+			} else {
+				segio_close(io);
+			}
+		} else {
+			fired = true;
+		}
+		objstore_mem_advance(m, LEASE + 1);
+		io = client_io(m, NULL, NULL);
+		assert_non_null(io);
+		st = open_io(io);
+		if (!regions_intact(st))
+			fail_msg("read %u failed: the next open lost acknowledged writes", n);
+		assert_int_equal(store_check(st), 0);
+		store_close(st);
+		objstore_mem_free(m);
+		if (!fired)
+			break;
+	}
+	print_message("%u reads\n", n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_roundtrip),      cmocka_unit_test(test_fenced),
-	    cmocka_unit_test(test_write_fails),    cmocka_unit_test(test_cache),
-	    cmocka_unit_test(test_crash_takeover), cmocka_unit_test(test_crash_points),
+	    cmocka_unit_test(test_roundtrip),          cmocka_unit_test(test_fenced),
+	    cmocka_unit_test(test_write_fails),        cmocka_unit_test(test_cache),
+	    cmocka_unit_test(test_crash_takeover),     cmocka_unit_test(test_crash_points),
+	    cmocka_unit_test(test_recover_read_fails),
 	};
 	if (getenv("TEST_FILTER"))
 		cmocka_set_test_filter(getenv("TEST_FILTER"));
