@@ -83,7 +83,7 @@ struct segio_obj {
 	uint64_t flush_begun; /* flushes started (a generation) */
 
 	atomic_int state;             /* OBJ_OK, OBJ_FAILED or OBJ_FENCED: only ever rises */
-	atomic_int_least64_t renewed; /* monotonic ms of the last good renewal's start */
+	atomic_int_least64_t renewed; /* now_ms() of the last good renewal's start */
 
 	pthread_mutex_t rlock; /* the renewer's sleep */
 	pthread_cond_t rcond;
@@ -96,10 +96,13 @@ static struct segio_obj *to_obj(struct segio *io)
 	return (struct segio_obj *)io;
 }
 
+/* The lease's clock: CLOCK_BOOTTIME, which (unlike CLOCK_MONOTONIC) goes
+ * on while the host is suspended: a host that slept past its lease has
+ * lost it. */
 static int64_t now_ms(void)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(CLOCK_BOOTTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 

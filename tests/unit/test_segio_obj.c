@@ -11,11 +11,14 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -84,6 +87,44 @@ static void expect(struct vol *v, uint64_t off, size_t n, unsigned seed)
 	assert_memory_equal(want, got, n);
 	free(want);
 	free(got);
+}
+
+/* ---- the clocks as segio_obj.c reads them -------------------------------- */
+
+/* Seconds added to what clock_gettime says (this definition stands in for
+ * libc's within the test program): a host stopped, suspended, or whose
+ * wall clock was stepped.  Sleeps and timed waits still run on the
+ * kernel's clocks. */
+static _Atomic long skew_realtime, skew_monotonic, skew_boottime;
+
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+	int r = (int)syscall(SYS_clock_gettime, id, ts);
+
+	if (r == 0 && id == CLOCK_REALTIME)
+		ts->tv_sec += atomic_load(&skew_realtime);
+	if (r == 0 && id == CLOCK_MONOTONIC)
+		ts->tv_sec += atomic_load(&skew_monotonic);
+	if (r == 0 && id == CLOCK_BOOTTIME)
+		ts->tv_sec += atomic_load(&skew_boottime);
+	return r;
+}
+
+/* The host slept (suspended) for secs: every clock but CLOCK_MONOTONIC
+ * moved.  With stopped, the process was stopped (SIGSTOP): all of them. */
+static void clocks_jump(long secs, bool stopped)
+{
+	atomic_fetch_add(&skew_realtime, secs);
+	atomic_fetch_add(&skew_boottime, secs);
+	if (stopped)
+		atomic_fetch_add(&skew_monotonic, secs);
+}
+
+static void clocks_reset(void)
+{
+	atomic_store(&skew_realtime, 0);
+	atomic_store(&skew_monotonic, 0);
+	atomic_store(&skew_boottime, 0);
 }
 
 /* ---- a shim over a memory client: counts and fails what the memory store
@@ -629,13 +670,48 @@ static void test_recover_read_fails(void **state)
 	print_message("%u reads\n", n);
 }
 
+/* ---- leases and the clock ------------------------------------------------- */
+
+/* Enter segment 1 and append one block at off: the backend's own write
+ * path, without the store. */
+static int append_block(struct segio *io, uint64_t off)
+{
+	static char blk[4096];
+	struct iovec iov = {.iov_base = blk, .iov_len = sizeof(blk)};
+	int err = off ? 0 : segio_open(io, 1, 0);
+
+	return err ? err : segio_append(io, 1, off, &iov, 1);
+}
+
+/* The host slept past its lease (suspended: CLOCK_MONOTONIC stood still,
+ * the renewer did not run): when it wakes, its first write fails and
+ * nothing reaches the object store. */
+static void test_lease_suspend(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct shim *s = shim_new(m);
+	struct segio *io = shim_io(s, 2);
+
+	assert_non_null(io);
+	assert_int_equal(append_block(io, 0), 0);
+	assert_int_equal(segio_sync(io), 0);
+	unsigned writes = objstore_mem_writes(s->in);
+	clocks_jump(3, false);
+	assert_int_equal(append_block(io, 4096), -EIO);
+	assert_int_equal(segio_sync(io), -EIO);
+	assert_int_equal(objstore_mem_writes(s->in), writes);
+	segio_close(io);
+	clocks_reset();
+	objstore_mem_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_roundtrip),          cmocka_unit_test(test_fenced),
 	    cmocka_unit_test(test_write_fails),        cmocka_unit_test(test_cache),
 	    cmocka_unit_test(test_crash_takeover),     cmocka_unit_test(test_crash_points),
-	    cmocka_unit_test(test_recover_read_fails),
+	    cmocka_unit_test(test_recover_read_fails), cmocka_unit_test(test_lease_suspend),
 	};
 	if (getenv("TEST_FILTER"))
 		cmocka_set_test_filter(getenv("TEST_FILTER"));
