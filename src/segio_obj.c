@@ -508,6 +508,19 @@ static int obj_sb_write(struct segio *io, unsigned slot, const void *buf)
 
 /* ---- ownership ------------------------------------------------------------ */
 
+/* The renewer's condition times its waits on CLOCK_MONOTONIC: on the wall
+ * clock, a step back (NTP correcting a clock that ran ahead) would hold
+ * the renewals back by as much, and a healthy host would lose its lease. */
+static void rcond_init(pthread_cond_t *c)
+{
+	pthread_condattr_t a;
+
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(c, &a);
+	pthread_condattr_destroy(&a);
+}
+
 /* Renew every third of the lease; fence when the lock is gone or a renewal
  * came too late. */
 static void *renewer(void *arg)
@@ -520,7 +533,7 @@ static void *renewer(void *arg)
 	pthread_mutex_lock(&o->rlock);
 	while (!o->stopping && !fenced(o)) {
 		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
+		clock_gettime(CLOCK_MONOTONIC, &ts); /* rcond's clock: see segio_obj_new */
 		ts.tv_sec += period / 1000;
 		ts.tv_nsec += (period % 1000) * 1000000;
 		if (ts.tv_nsec >= 1000000000) {
@@ -716,7 +729,7 @@ struct segio *segio_obj_new(struct objstore *os, struct segcache *cache,
 	         (int)getpid(), rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
 	pthread_mutex_init(&o->lock, NULL);
 	pthread_mutex_init(&o->rlock, NULL);
-	pthread_cond_init(&o->rcond, NULL);
+	rcond_init(&o->rcond);
 	atomic_store(&o->renewed, now_ms());
 	if (opt->peek) {
 		o->peek = true;
