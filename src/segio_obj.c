@@ -492,13 +492,16 @@ static int obj_sb_read(struct segio *io, unsigned slot, void *buf)
 
 /* The superblock says which checkpoint holds the pool: everything queued
  * before must be durable first (the store syncs before it writes one; a
- * flush here keeps that true whatever the caller did). */
+ * flush here keeps that true whatever the caller did).  The lease is
+ * checked again after the flush, which may have outlasted it. */
 static int obj_sb_write(struct segio *io, unsigned slot, const void *buf)
 {
 	struct segio_obj *o = to_obj(io);
 	char oid[OBJSTORE_NAME_MAX];
 	int err = obj_sync(io);
 
+	if (!err)
+		err = check_owner(o);
 	if (err)
 		return err;
 	sb_oid(o, slot, oid);
@@ -643,12 +646,15 @@ static int take_over(struct segio_obj *o, const char **why)
 }
 
 /* Release what open took: the owner record is cleared (a clean close:
- * nobody needs fencing) and the lock given back. */
+ * nobody needs fencing) and the lock given back.  Not by a backend whose
+ * lease lapsed (a process stopped past it): another host may have taken
+ * the pool since, and the record must go on naming this one for the next
+ * owner to fence it. */
 static void give_back(struct segio_obj *o)
 {
 	char oid[OBJSTORE_NAME_MAX];
 
-	if (fenced(o) || o->peek)
+	if (o->peek || lapsed(o))
 		return;
 	owner_oid(o, oid);
 	if (objstore_write_full(o->os, oid, "", 0))

@@ -136,13 +136,14 @@ struct shim {
 	struct objstore *in;
 	pthread_mutex_t mu;
 	pthread_cond_t cond;
-	unsigned reads;        /* reads so far */
-	unsigned fail_read_at; /* fail this read (1-based) with -ETIMEDOUT; 0: none */
-	int renew_err;         /* lock renewals fail with this (0: forwarded) */
-	unsigned lock_calls;   /* lock calls so far */
-	bool hold_flush;       /* the next failed flush waits, after its failure */
-	bool flush_held;       /* ... and says so here */
-	bool flush_release;    /* ... until this is set (or a second passes) */
+	unsigned reads;                   /* reads so far */
+	unsigned fail_read_at;            /* fail this read (1-based) with -ETIMEDOUT; 0: none */
+	int renew_err;                    /* lock renewals fail with this (0: forwarded) */
+	unsigned lock_calls;              /* lock calls so far */
+	bool hold_flush;                  /* the next failed flush waits, after its failure */
+	bool flush_held;                  /* ... and says so here */
+	bool flush_release;               /* ... until this is set (or a second passes) */
+	void (*on_flush)(struct shim *s); /* called as a flush returns */
 };
 
 static struct shim *to_shim(struct objstore *os)
@@ -161,6 +162,8 @@ static int shim_flush(struct objstore *os)
 	struct shim *s = to_shim(os);
 	int err = objstore_flush(s->in);
 
+	if (s->on_flush)
+		s->on_flush(s);
 	pthread_mutex_lock(&s->mu);
 	if (err && s->hold_flush) {
 		struct timespec until;
@@ -729,6 +732,72 @@ static void test_lease_wall_clock_step(void **state)
 	objstore_mem_free(m);
 }
 
+/* The holder of p's lock and the owner record, as another client sees
+ * them. */
+static void owner_seen(struct objstore_mem *m, char *owner, struct objstore_locker *l)
+{
+	struct objstore *os = objstore_mem_client(m);
+	ssize_t n = objstore_read(os, "p.owner", owner, OBJSTORE_NAME_MAX - 1, 0);
+
+	owner[n > 0 ? n : 0] = 0;
+	if (objstore_locker(os, "p.sb.0", l))
+		memset(l, 0, sizeof(*l));
+	objstore_close(os);
+}
+
+static void stop_past_lease(struct shim *s)
+{
+	(void)s;
+	clocks_jump(5, true);
+}
+
+/* A process stopped past its lease during a superblock's flush writes
+ * nothing when it wakes: not the superblock. */
+static void test_lease_stopped_sb_write(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct shim *s = shim_new(m);
+	struct segio *io = shim_io(s, 2);
+	char sb[FMT_BLOCK] = "not written";
+
+	assert_non_null(io);
+	assert_int_equal(append_block(io, 0), 0);
+	s->on_flush = stop_past_lease;
+	assert_int_equal(segio_sb_write(io, 0, sb), -EIO);
+	s->on_flush = NULL;
+	struct objstore *other = objstore_mem_client(m);
+	assert_int_equal(objstore_read(other, "p.sb.0", sb, sizeof(sb), 0), 0);
+	objstore_close(other);
+	segio_close(io);
+	clocks_reset();
+	objstore_mem_free(m);
+}
+
+/* A process stopped past its lease, then closed, writes nothing at its
+ * close: the owner record still names it and the lock stays (the next
+ * owner must fence it: it cannot know whether another took the pool
+ * meanwhile). */
+static void test_lease_stopped_close(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct shim *s = shim_new(m);
+	struct segio *io = shim_io(s, 2);
+	struct objstore_locker l;
+	char me[OBJSTORE_NAME_MAX], owner[OBJSTORE_NAME_MAX];
+
+	assert_non_null(io);
+	snprintf(me, sizeof(me), "%s", objstore_addr(&s->os));
+	assert_int_equal(append_block(io, 0), 0);
+	assert_int_equal(segio_sync(io), 0);
+	clocks_jump(5, true);
+	segio_close(io);
+	owner_seen(m, owner, &l);
+	assert_string_equal(owner, me);
+	assert_string_not_equal(l.client, "");
+	clocks_reset();
+	objstore_mem_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -741,6 +810,8 @@ int main(void)
 	    cmocka_unit_test(test_recover_read_fails),
 	    cmocka_unit_test(test_lease_suspend),
 	    cmocka_unit_test(test_lease_wall_clock_step),
+	    cmocka_unit_test(test_lease_stopped_sb_write),
+	    cmocka_unit_test(test_lease_stopped_close),
 	};
 	if (getenv("TEST_FILTER"))
 		cmocka_set_test_filter(getenv("TEST_FILTER"));
