@@ -524,6 +524,22 @@ static void rcond_init(pthread_cond_t *c)
 	pthread_condattr_destroy(&a);
 }
 
+/* Extend the lease (taking the lock again if it ran out and nobody took
+ * it since): 0 with o->renewed at this call's start, or the lock's error
+ * (-EBUSY: another holds it). */
+static int renew(struct segio_obj *o)
+{
+	char oid[OBJSTORE_NAME_MAX];
+	int64_t start = now_ms();
+	int err;
+
+	sb_oid(o, 0, oid);
+	err = objstore_lock(o->os, oid, o->cookie, o->lease, true);
+	if (!err)
+		atomic_store(&o->renewed, start);
+	return err;
+}
+
 /* Renew every third of the lease; fence when the lock is gone or a renewal
  * came too late. */
 static void *renewer(void *arg)
@@ -547,18 +563,15 @@ static void *renewer(void *arg)
 		if (o->stopping)
 			break;
 		pthread_mutex_unlock(&o->rlock);
-		int64_t start = now_ms();
 		if (!lapsed(o)) {
-			int err = objstore_lock(o->os, oid, o->cookie, o->lease, true);
-			if (!err) {
-				atomic_store(&o->renewed, start);
-			} else if (err == -EBUSY || err == -EBLOCKLISTED) {
+			int err = renew(o);
+			if (err == -EBUSY || err == -EBLOCKLISTED) {
 				snprintf(why, sizeof(why),
 				         "lost its lock on %s (%s): another host took "
 				         "the pool over",
 				         oid, err == -EBUSY ? "held by another" : "blocklisted");
 				fence(o, why);
-			} else {
+			} else if (err) {
 				say_warn("pool %s: cannot renew the lock's lease: %s (retrying)",
 				         o->label, strerror(-err));
 			}
@@ -610,12 +623,10 @@ static int take_lock(struct segio_obj *o, unsigned wait_s, const char **why)
 	return -EBUSY;
 }
 
-/* With the lock held: fence whoever NAME.owner says served the pool and
- * did not close it, then name ourselves. */
-static int take_over(struct segio_obj *o, const char **why)
+/* Fence whoever NAME.owner says served the pool and did not close it. */
+static int fence_previous(struct segio_obj *o, const char **why)
 {
 	char oid[OBJSTORE_NAME_MAX], prev[OBJSTORE_NAME_MAX];
-	const char *me = objstore_addr(o->os);
 	ssize_t n;
 	int err;
 
@@ -628,17 +639,62 @@ static int take_over(struct segio_obj *o, const char **why)
 		return (int)n;
 	}
 	prev[n] = 0;
-	if (n && strcmp(prev, me)) {
-		err = objstore_blocklist(o->os, prev);
-		if (err) {
-			say_error("pool %s: cannot fence its previous owner %s: %s", o->label, prev,
-			          strerror(-err));
-			*why = "cannot fence the previous owner (blocklist)";
+	if (!n || !strcmp(prev, objstore_addr(o->os)))
+		return 0;
+	err = objstore_blocklist(o->os, prev);
+	if (err) {
+		say_error("pool %s: cannot fence its previous owner %s: %s", o->label, prev,
+		          strerror(-err));
+		*why = "cannot fence the previous owner (blocklist)";
+		return err;
+	}
+	say_warn("pool %s: took over from %s, which did not close it (now blocklisted)", o->label,
+	         prev);
+	return 0;
+}
+
+/* Rounds of fencing that may each outlast the lease (a monitor command,
+ * then the latest OSD map, on a cluster in trouble) before open gives up. */
+#define TAKE_OVER_TRIES 3
+
+/* With the lock held: fence the previous owner, then name ourselves.
+ * Fencing can outlast the lease, and whoever took the pool meanwhile must
+ * be fenced too: the lease is renewed before the record is written, and
+ * when it had run out by then, the record is read again. */
+static int take_over(struct segio_obj *o, const char **why)
+{
+	char oid[OBJSTORE_NAME_MAX];
+	const char *me = objstore_addr(o->os);
+	int err;
+
+	for (unsigned try = 0;; try++) {
+		int64_t held_since = atomic_load(&o->renewed);
+		err = fence_previous(o, why);
+		if (err || !o->lease)
+			break;
+		err = renew(o);
+		if (err == -EBUSY) {
+			say_error(
+			    "pool %s: another host took it while its previous owner was being "
+			    "fenced",
+			    o->label);
+			*why = "the pool was taken by another host";
 			return err;
 		}
-		say_warn("pool %s: took over from %s, which did not close it (now blocklisted)",
-		         o->label, prev);
+		if (err) {
+			*why = "cannot renew the pool's lock";
+			return err;
+		}
+		if (atomic_load(&o->renewed) - held_since < (int64_t)o->lease * 1000)
+			break; /* held throughout: nobody else could own it meanwhile */
+		if (try + 1 == TAKE_OVER_TRIES) {
+			*why = "fencing the previous owner takes longer than the lease";
+			return -ETIMEDOUT;
+		}
 	}
+	if (err)
+		return err;
+	owner_oid(o, oid);
 	err = objstore_write_full(o->os, oid, me, strlen(me));
 	if (err)
 		*why = "cannot write the pool's owner record";

@@ -134,6 +134,7 @@ static void clocks_reset(void)
 struct shim {
 	struct objstore os; /* first: the interface */
 	struct objstore *in;
+	struct objstore_mem *m;
 	pthread_mutex_t mu;
 	pthread_cond_t cond;
 	unsigned reads;                   /* reads so far */
@@ -144,6 +145,7 @@ struct shim {
 	bool flush_held;                  /* ... and says so here */
 	bool flush_release;               /* ... until this is set (or a second passes) */
 	void (*on_flush)(struct shim *s); /* called as a flush returns */
+	void (*on_blocklist)(struct shim *s); /* called as a blocklist returns */
 };
 
 static struct shim *to_shim(struct objstore *os)
@@ -229,7 +231,12 @@ static int shim_break_lock(struct objstore *os, const char *oid, const struct ob
 
 static int shim_blocklist(struct objstore *os, const char *addr)
 {
-	return objstore_blocklist(to_shim(os)->in, addr);
+	struct shim *s = to_shim(os);
+	int err = objstore_blocklist(s->in, addr);
+
+	if (s->on_blocklist)
+		s->on_blocklist(s);
+	return err;
 }
 
 static const char *shim_addr(struct objstore *os)
@@ -269,6 +276,7 @@ static struct shim *shim_new(struct objstore_mem *m)
 
 	assert_non_null(s);
 	s->os.ops = &shim_ops;
+	s->m = m;
 	s->in = objstore_mem_client(m);
 	assert_non_null(s->in);
 	pthread_mutex_init(&s->mu, NULL);
@@ -798,6 +806,107 @@ static void test_lease_stopped_close(void **state)
 	objstore_mem_free(m);
 }
 
+/* ---- takeover races ------------------------------------------------------- */
+
+/* A pool whose owner's host died (its owner record names it); its lease
+ * has run out.  Its address goes to dead. */
+static void dead_owner(struct objstore_mem *m, char *dead)
+{
+	struct objstore *os;
+	struct segio *io = client_io(m, &os, NULL);
+
+	assert_non_null(io);
+	snprintf(dead, OBJSTORE_NAME_MAX, "%s", objstore_addr(os));
+	objstore_mem_crash(os, 1);
+	segio_close(io);
+	objstore_mem_advance(m, LEASE + 1);
+}
+
+/* This process stalls past its lease: its clocks and the cluster's move
+ * on by LEASE + 1 s. */
+static void stall_past_lease(struct objstore_mem *m)
+{
+	objstore_mem_advance(m, LEASE + 1);
+	clocks_jump(LEASE + 1, true);
+}
+
+/* While the new owner fences the dead one, its own lease runs out and
+ * another client takes the lock. */
+static void lock_taken_meanwhile(struct shim *s)
+{
+	struct objstore *c = objstore_mem_client(s->m);
+
+	s->on_blocklist = NULL;
+	stall_past_lease(s->m);
+	assert_int_equal(objstore_lock(c, "p.sb.0", "another", LEASE, false), 0);
+	objstore_close(c);
+}
+
+/* Fencing the dead owner outlasts the lease and another host takes the
+ * lock meanwhile: the open fails without naming itself in the owner
+ * record (which must go on naming whom the next owner fences). */
+static void test_takeover_raced(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	char dead[OBJSTORE_NAME_MAX], owner[OBJSTORE_NAME_MAX];
+	struct objstore_locker l;
+	struct shim *s;
+
+	dead_owner(m, dead);
+	s = shim_new(m);
+	s->on_blocklist = lock_taken_meanwhile;
+	assert_null(shim_io(s, LEASE));
+	assert_int_equal(errno, EBUSY);
+	owner_seen(m, owner, &l);
+	assert_string_equal(owner, dead);
+	assert_string_equal(l.cookie, "another");
+	clocks_reset();
+	objstore_mem_free(m);
+}
+
+static struct objstore *meanwhile_os; /* the client that served meanwhile */
+static struct segio *meanwhile_io;
+
+/* While the new owner fences the dead one, its own lease runs out, and
+ * another host takes the pool over (fencing the dead one too and naming
+ * itself), serves, and stops past its lease. */
+static void pool_served_meanwhile(struct shim *s)
+{
+	s->on_blocklist = NULL;
+	stall_past_lease(s->m);
+	meanwhile_io = client_io(s->m, &meanwhile_os, NULL);
+	assert_non_null(meanwhile_io);
+	stall_past_lease(s->m);
+}
+
+/* Fencing the dead owner outlasts the lease, and meanwhile another host
+ * took the pool, served it and stopped: the new owner fences that one too
+ * before it names itself. */
+static void test_takeover_lapsed_while_fencing(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	char dead[OBJSTORE_NAME_MAX], owner[OBJSTORE_NAME_MAX], me[OBJSTORE_NAME_MAX];
+	struct objstore_locker l;
+	struct segio *io;
+	struct shim *s;
+
+	dead_owner(m, dead);
+	s = shim_new(m);
+	snprintf(me, sizeof(me), "%s", objstore_addr(&s->os));
+	s->on_blocklist = pool_served_meanwhile;
+	io = shim_io(s, LEASE);
+	assert_non_null(io);
+	assert_non_null(meanwhile_io);
+	assert_int_equal(objstore_write(meanwhile_os, "p.seg.0000000000000001", "x", 1, 0),
+	                 -EBLOCKLISTED);
+	owner_seen(m, owner, &l);
+	assert_string_equal(owner, me);
+	segio_close(meanwhile_io);
+	segio_close(io);
+	clocks_reset();
+	objstore_mem_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -812,6 +921,8 @@ int main(void)
 	    cmocka_unit_test(test_lease_wall_clock_step),
 	    cmocka_unit_test(test_lease_stopped_sb_write),
 	    cmocka_unit_test(test_lease_stopped_close),
+	    cmocka_unit_test(test_takeover_raced),
+	    cmocka_unit_test(test_takeover_lapsed_while_fencing),
 	};
 	if (getenv("TEST_FILTER"))
 		cmocka_set_test_filter(getenv("TEST_FILTER"));
