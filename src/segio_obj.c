@@ -29,10 +29,12 @@
  * in-memory copies, then the cache, then the object (a whole segment is
  * fetched into the cache).
  *
- * Threads: as segio.h, plus the renewer.  Locks: o->lock guards the
- * in-memory copies and the retired list (never held across object-store
- * calls but the short memcpy of a read); the fence is an atomic; the
- * renewer's timing has its own mutex and condition. */
+ * Threads: as segio.h, plus the renewer.  Locks: o->flush_lock makes
+ * syncs one at a time (held across the flush; o->lock is taken inside it,
+ * never the reverse); o->lock guards the in-memory copies and the retired
+ * list (never held across object-store calls but the short memcpy of a
+ * read); the fence is an atomic; the renewer's timing has its own mutex
+ * and condition. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -76,6 +78,7 @@ struct segio_obj {
 	unsigned lease;
 	bool peek; /* no lock, nothing written (segio_obj_opts.peek) */
 
+	pthread_mutex_t flush_lock; /* one sync at a time (obj_sync) */
 	pthread_mutex_t lock;
 	struct segbuf *open;    /* the segment the log appends to */
 	struct segbuf *retired; /* sealed, newest first, until a flush */
@@ -320,21 +323,29 @@ static int write_failed(struct segio_obj *o, int err)
 	return -EIO;
 }
 
+/* One at a time, the state checked once the previous one is over: an
+ * object store may report a failed write to one flush only (objstore.h),
+ * and a sync that overlapped the one that learnt of it must fail too. */
 static int obj_sync(struct segio *io)
 {
 	struct segio_obj *o = to_obj(io);
 	struct segbuf *done = NULL, **pp;
-	uint64_t gen;
-	int err = check_owner(o);
+	uint64_t gen = 0;
+	int err;
 
+	pthread_mutex_lock(&o->flush_lock);
+	err = check_owner(o);
+	if (!err) {
+		pthread_mutex_lock(&o->lock);
+		gen = ++o->flush_begun;
+		pthread_mutex_unlock(&o->lock);
+		err = objstore_flush(o->os);
+		if (err)
+			err = write_failed(o, err);
+	}
+	pthread_mutex_unlock(&o->flush_lock);
 	if (err)
 		return err;
-	pthread_mutex_lock(&o->lock);
-	gen = ++o->flush_begun;
-	pthread_mutex_unlock(&o->lock);
-	err = objstore_flush(o->os);
-	if (err)
-		return write_failed(o, err);
 	/* Every write queued before this flush began is durable: the copies
 	 * sealed before it are no longer pointed into. */
 	pthread_mutex_lock(&o->lock);
@@ -741,6 +752,7 @@ static void obj_close(struct segio *io)
 		o->retired = b->next;
 		buf_free(b);
 	}
+	pthread_mutex_destroy(&o->flush_lock);
 	pthread_mutex_destroy(&o->lock);
 	pthread_mutex_destroy(&o->rlock);
 	pthread_cond_destroy(&o->rcond);
@@ -789,6 +801,7 @@ struct segio *segio_obj_new(struct objstore *os, struct segcache *cache,
 		memset(rnd, 0, sizeof(rnd));
 	snprintf(o->cookie, sizeof(o->cookie), "cowbd-%d-%02x%02x%02x%02x%02x%02x%02x%02x",
 	         (int)getpid(), rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+	pthread_mutex_init(&o->flush_lock, NULL);
 	pthread_mutex_init(&o->lock, NULL);
 	pthread_mutex_init(&o->rlock, NULL);
 	rcond_init(&o->rcond);
@@ -814,6 +827,7 @@ struct segio *segio_obj_new(struct objstore *os, struct segcache *cache,
 		if (err != -EBUSY)
 			(void)objstore_unlock(o->os, oid, o->cookie);
 		o->os = NULL; /* the caller keeps os and cache on failure */
+		pthread_mutex_destroy(&o->flush_lock);
 		pthread_mutex_destroy(&o->lock);
 		pthread_mutex_destroy(&o->rlock);
 		pthread_cond_destroy(&o->rcond);

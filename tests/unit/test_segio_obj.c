@@ -907,6 +907,54 @@ static void test_takeover_lapsed_while_fencing(void **state)
 	objstore_mem_free(m);
 }
 
+/* ---- syncs racing --------------------------------------------------------- */
+
+struct sync_arg {
+	struct segio *io;
+	int err;
+};
+
+static void *sync_thread(void *arg)
+{
+	struct sync_arg *a = arg;
+	a->err = segio_sync(a->io);
+	return NULL;
+}
+
+/* Two syncs race, and a write queued before both failed.  The first sync
+ * learns of it from the object store, which reports a failure to one flush
+ * only (objstore.h allows it); the second, which began before the first
+ * had said so, must fail too: no sync succeeds while a write queued before
+ * it is missing. */
+static void test_sync_race_write_failed(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct shim *s = shim_new(m);
+	struct segio *io = shim_io(s, 0);
+	struct sync_arg first = {.io = io};
+	pthread_t t;
+
+	assert_non_null(io);
+	objstore_mem_fail_write(s->in, 1);
+	assert_int_equal(append_block(io, 0), 0); /* queued; the write fails */
+	s->hold_flush = true;
+	assert_int_equal(pthread_create(&t, NULL, sync_thread, &first), 0);
+	pthread_mutex_lock(&s->mu);
+	while (!s->flush_held)
+		pthread_cond_wait(&s->cond, &s->mu);
+	pthread_mutex_unlock(&s->mu);
+	int second = segio_sync(io); /* the first holds its failure back */
+	pthread_mutex_lock(&s->mu);
+	s->flush_release = true;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->mu);
+	pthread_join(t, NULL);
+	assert_int_equal(first.err, -EIO);
+	assert_int_equal(second, -EIO);
+	segio_close(io);
+	objstore_mem_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -923,6 +971,7 @@ int main(void)
 	    cmocka_unit_test(test_lease_stopped_close),
 	    cmocka_unit_test(test_takeover_raced),
 	    cmocka_unit_test(test_takeover_lapsed_while_fencing),
+	    cmocka_unit_test(test_sync_race_write_failed),
 	};
 	if (getenv("TEST_FILTER"))
 		cmocka_set_test_filter(getenv("TEST_FILTER"));
