@@ -8,7 +8,9 @@ RAW.csv: round, job, server, value, unit, p50_us, p99_us (fio completion
 latency of the writes, else the reads), sync_p50_us, sync_p99_us, status.
 Jobs: seqw (servers rados-bench, cowbd-rados), rr4k and flush (cowbd-rados,
 cowbd-local).  Each figure is the median over the rounds that succeeded,
-with the min..max spread; ratios are of the medians.
+with the min..max spread; ratios are of the medians, with the range of the
+per-round ratios (the two jobs of a round ran back to back, so these pair
+like loads on a machine whose load drifts).
 """
 import csv
 import json
@@ -43,6 +45,14 @@ class Raw:
             return None, None, None, 0, len(rs)
         return median(vals), min(vals), max(vals), len(vals), len(rs) - len(vals)
 
+    def per_round(self, job, a, b, field="value"):
+        """FIELD of server A over server B's, per round where both succeeded."""
+        def by_round(server):
+            return {r["round"]: num(r[field]) for r in self.rows.get((job, server), [])
+                    if r["status"] == "ok" and num(r[field])}
+        ra, rb = by_round(a), by_round(b)
+        return [ra[k] / rb[k] for k in ra if k in rb]
+
 
 def show(fig, fmt):
     med, lo, hi, runs, failed = fig
@@ -52,13 +62,14 @@ def show(fig, fmt):
     return s + (", %d failed" % failed if failed else "")
 
 
-def ratio(a, b, target=None):
+def ratio(a, b, rounds, target=None):
     if a[0] is None or not b[0]:
         return "–"
     x = a[0] / b[0]
-    if target is None:
-        return "%.2f×" % x
-    return "**%.2f×** (%s)" % (x, "met" if x >= target else "missed")
+    s = "%.2f×" % x if target is None else "**%.2f×** (%s)" % (x, "met" if x >= target else "missed")
+    if len(rounds) > 1:
+        s += "; rounds %.2f..%.2f" % (min(rounds), max(rounds))
+    return s
 
 
 def main_table(raw):
@@ -69,7 +80,9 @@ def main_table(raw):
     print("|---|---|---|---|---|")
     a, b = raw.figure("seqw", "rados-bench"), raw.figure("seqw", "cowbd-rados")
     print("| 1 MiB seq write qd8, MiB/s (fio sw1m job / `rados bench write -b 1M -t 8`) | %s | "
-          "rados bench: %s | %s | ≥ 0.8× |" % (show(b, mib), show(a, mib), ratio(b, a, 0.8)))
+          "rados bench: %s | %s | ≥ 0.8× |" % (
+              show(b, mib), show(a, mib),
+              ratio(b, a, raw.per_round("seqw", "cowbd-rados", "rados-bench"), 0.8)))
     rows = (
         ("rr4k", "value", "4k randread qd32 of cached data, IOPS", iops, 0.9, "≥ 0.9×"),
         ("rr4k", "p99_us", "… its read p99, ms", fmt_ms, None, ""),
@@ -82,7 +95,8 @@ def main_table(raw):
     for job, field, label, fmt, target, tlabel in rows:
         r, loc = raw.figure(job, "cowbd-rados", field), raw.figure(job, "cowbd-local", field)
         print("| %s | %s | local pool: %s | %s | %s |" % (
-            label, show(r, fmt), show(loc, fmt), ratio(r, loc, target), tlabel))
+            label, show(r, fmt), show(loc, fmt),
+            ratio(r, loc, raw.per_round(job, "cowbd-rados", "cowbd-local", field), target), tlabel))
     print()
     print("Latency: fio's completion latency (submission to completion); FLUSH: fio's latency of "
           "its fsync requests, each an NBD FLUSH, answered once the writes before it are durable "
