@@ -551,21 +551,23 @@ static int renew(struct segio_obj *o)
 	return err;
 }
 
-/* Renew every third of the lease; fence when the lock is gone or a renewal
- * came too late. */
+/* Renew every third of the lease, counted from the start of the last good
+ * renewal (a renewal that takes long does not push the next one back: the
+ * lease runs from when it was asked for), or a third later after one that
+ * failed; fence when the lock is gone or a renewal came too late. */
 static void *renewer(void *arg)
 {
 	struct segio_obj *o = arg;
 	char oid[OBJSTORE_NAME_MAX], why[200];
-	int64_t period = (int64_t)o->lease * 1000 / 3;
+	int64_t period = (int64_t)o->lease * 1000 / 3, wait = period;
 
 	sb_oid(o, 0, oid);
 	pthread_mutex_lock(&o->rlock);
 	while (!o->stopping && !fenced(o)) {
 		struct timespec ts;
 		clock_gettime(CLOCK_MONOTONIC, &ts); /* rcond's clock: see segio_obj_new */
-		ts.tv_sec += period / 1000;
-		ts.tv_nsec += (period % 1000) * 1000000;
+		ts.tv_sec += wait / 1000;
+		ts.tv_nsec += (wait % 1000) * 1000000;
 		if (ts.tv_nsec >= 1000000000) {
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000;
@@ -574,9 +576,13 @@ static void *renewer(void *arg)
 		if (o->stopping)
 			break;
 		pthread_mutex_unlock(&o->rlock);
+		wait = period;
 		if (!lapsed(o)) {
 			int err = renew(o);
-			if (err == -EBUSY || err == -EBLOCKLISTED) {
+			if (!err) {
+				wait = atomic_load(&o->renewed) + period - now_ms();
+				wait = wait < 0 ? 0 : wait;
+			} else if (err == -EBUSY || err == -EBLOCKLISTED) {
 				snprintf(why, sizeof(why),
 				         "lost its lock on %s (%s): another host took "
 				         "the pool over",

@@ -128,7 +128,7 @@ static void clocks_reset(void)
 }
 
 /* ---- a shim over a memory client: counts and fails what the memory store
- * cannot (a failed read at a chosen point, failed lease renewals, a flush
+ * cannot (a failed read at a chosen point, slow lease renewals, a flush
  * held back), forwarding everything else to the real client. */
 
 struct shim {
@@ -139,7 +139,7 @@ struct shim {
 	pthread_cond_t cond;
 	unsigned reads;                   /* reads so far */
 	unsigned fail_read_at;            /* fail this read (1-based) with -ETIMEDOUT; 0: none */
-	int renew_err;                    /* lock renewals fail with this (0: forwarded) */
+	unsigned renew_ms;                /* lock renewals take this long */
 	unsigned lock_calls;              /* lock calls so far */
 	bool hold_flush;                  /* the next failed flush waits, after its failure */
 	bool flush_held;                  /* ... and says so here */
@@ -208,10 +208,12 @@ static int shim_lock(struct objstore *os, const char *oid, const char *cookie, u
 	struct shim *s = to_shim(os);
 
 	pthread_mutex_lock(&s->mu);
-	int err = renew ? s->renew_err : 0;
+	unsigned ms = renew ? s->renew_ms : 0;
 	s->lock_calls++;
 	pthread_mutex_unlock(&s->mu);
-	return err ? err : objstore_lock(s->in, oid, cookie, secs, renew);
+	if (ms)
+		usleep(ms * 1000);
+	return objstore_lock(s->in, oid, cookie, secs, renew);
 }
 
 static int shim_unlock(struct objstore *os, const char *oid, const char *cookie)
@@ -806,6 +808,29 @@ static void test_lease_stopped_close(void **state)
 	objstore_mem_free(m);
 }
 
+/* Every renewal takes 3/8 of the lease (a cluster in trouble, still
+ * answering): renewals are timed from the start of the last good one, so
+ * the lease never runs out while each renewal succeeds in time. */
+static void test_lease_slow_renewals(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct shim *s = shim_new(m);
+	struct segio *io = shim_io(s, 4);
+
+	assert_non_null(io);
+	pthread_mutex_lock(&s->mu);
+	s->renew_ms = 1500;
+	pthread_mutex_unlock(&s->mu);
+	assert_int_equal(append_block(io, 0), 0);
+	for (unsigned i = 1; i <= 36; i++) { /* 9 s: two leases and more */
+		usleep(250 * 1000);
+		assert_int_equal(append_block(io, (uint64_t)i * 4096), 0);
+		assert_int_equal(segio_sync(io), 0);
+	}
+	segio_close(io);
+	objstore_mem_free(m);
+}
+
 /* ---- takeover races ------------------------------------------------------- */
 
 /* A pool whose owner's host died (its owner record names it); its lease
@@ -969,6 +994,7 @@ int main(void)
 	    cmocka_unit_test(test_lease_wall_clock_step),
 	    cmocka_unit_test(test_lease_stopped_sb_write),
 	    cmocka_unit_test(test_lease_stopped_close),
+	    cmocka_unit_test(test_lease_slow_renewals),
 	    cmocka_unit_test(test_takeover_raced),
 	    cmocka_unit_test(test_takeover_lapsed_while_fencing),
 	    cmocka_unit_test(test_sync_race_write_failed),
