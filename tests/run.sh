@@ -92,8 +92,9 @@ ceph_wait() {
 	else
 		COWBD_TEST_CEPH_ERROR="the test cluster did not start (exit $ceph_rc): $LOGDIR/ceph_cluster.log"
 		export COWBD_TEST_CEPH_ERROR
-		echo "ceph: $COWBD_TEST_CEPH_ERROR; last lines:"
-		tail -n 25 "$LOGDIR/ceph_cluster.log" | sed 's/^/    /'
+		echo "ceph: $COWBD_TEST_CEPH_ERROR:"
+		sed -n '0,/^cluster.sh: start .* failed at:/p' "$LOGDIR/ceph_cluster.log" |
+			tail -n 10 | sed 's/^/    /'
 	fi
 }
 
@@ -104,6 +105,13 @@ ceph_stop() {
 		kill "$CEPH_JOB" 2>/dev/null
 		wait "$CEPH_JOB" 2>/dev/null
 		CEPH_JOB=""
+	elif [ -n "${COWBD_TEST_CEPH_CONF:-}" ]; then
+		kb=0
+		for f in "$CEPH_DIR"/run/*.pid; do
+			k=$(awk '/^VmHWM:/ { print $2 }' "/proc/$(cat "$f")/status" 2>/dev/null)
+			kb=$((kb + ${k:-0}))
+		done
+		echo "ceph: stopping the cluster; its daemons' peak RSS: $((kb / 1024)) MiB"
 	fi
 	bash "$TOP/tests/ceph/cluster.sh" stop "$CEPH_DIR" >>"$LOGDIR/ceph_cluster.log" 2>&1
 	[ -n "${KEEP_TEST_DIR:-}" ] || rm -rf "$CEPH_DIR"
