@@ -53,7 +53,7 @@ grep -q connected "$T/late.out" || fail "client of host a: $(cat "$T/late.out")"
 
 kill -STOP "${HPID[a]}"
 t0=$(date +%s)
-host_start b --rados-lease 5 || fail "host b could not take the pool over (exit ${HRC[b]})"
+host_start b || fail "host b could not take the pool over (exit ${HRC[b]})"
 echo "host b took over after $(($(date +%s) - t0)) s"
 rmodel b write 0 4 b || fail "host b: write"
 
