@@ -43,9 +43,9 @@ struct objstore_locker {
 
 struct objstore_ops {
 	/* Queue a write of len bytes at byte off of object oid (created if
-	 * missing) and return: buf must stay valid, unchanged, until a
-	 * flush issued after this call has returned.  An error of the
-	 * write itself comes back from that flush. */
+	 * missing) and return: the store keeps its own copy of buf, which
+	 * the caller may reuse at once.  An error of the write itself comes
+	 * back from a flush issued after this call. */
 	int (*write)(struct objstore *os, const char *oid, const void *buf, size_t len,
 	             uint64_t off);
 	/* Wait for every write queued before the call: 0 when all of them

@@ -2,9 +2,12 @@
  * cluster, through librados: one rados_t and one io context per client.
  * Layer: under segio_obj.c, beside objstore_mem.c.
  *
- * A write is a rados_aio_write whose completion goes on a pending list; a
- * flush takes the list as it is when the flush begins, waits for the
- * cluster (rados_aio_flush, then each completion) and releases them.  A
+ * A write is a rados_aio_write (which copies the caller's bytes) whose
+ * completion goes on a pending list; a flush takes the list as it is when
+ * the flush begins, waits for each of those completions and releases them.
+ * It does not wait for writes queued after it began (rados_aio_flush
+ * would: under a steady write load a FLUSH would wait for the writes of
+ * later requests too).  A
  * failed write stays failed: its error is kept and returned by every
  * flush after it (sticky), so that no flush can report success while a
  * write queued before it is missing — not even a flush that overlapped
@@ -124,7 +127,7 @@ static int ro_flush(struct objstore *os)
 	r->pending = NULL;
 	r->npending = r->cap = 0;
 	pthread_mutex_unlock(&r->mu);
-	err = rados_aio_flush(r->io);
+	err = 0;
 	for (size_t i = 0; i < n; i++) {
 		int ret;
 
@@ -194,6 +197,11 @@ static int ro_break_lock(struct objstore *os, const char *oid, const struct objs
 	return rados_break_lock(to_ro(os)->io, oid, LOCK_NAME, l->client, l->cookie);
 }
 
+/* How long a fenced client stays fenced: Ceph's default is an hour, after
+ * which a process stopped that long could still have queued writes resent
+ * by librados.  A week; entries are one per takeover. */
+#define BLOCKLIST_SECS (7 * 24 * 3600)
+
 static int ro_blocklist(struct objstore *os, const char *addr)
 {
 	struct rados_os *r = to_ro(os);
@@ -204,7 +212,9 @@ static int ro_blocklist(struct objstore *os, const char *addr)
 	if (strlen(addr) >= OBJSTORE_NAME_MAX || strpbrk(addr, "\"\\"))
 		return -EINVAL;
 	snprintf(cmd, sizeof(cmd),
-	         "{\"prefix\":\"osd blocklist\",\"blocklistop\":\"add\",\"addr\":\"%s\"}", addr);
+	         "{\"prefix\":\"osd blocklist\",\"blocklistop\":\"add\",\"addr\":\"%s\","
+	         "\"expire\":%d.0}",
+	         addr, BLOCKLIST_SECS);
 	err = rados_mon_command(r->cluster, argv, 1, "", 0, NULL, NULL, NULL, NULL);
 	if (err < 0)
 		return err;

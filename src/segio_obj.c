@@ -22,9 +22,11 @@
  * Data.  The open segment is kept in memory while the log appends to it:
  * each append is copied there, queued to the object (objstore_write
  * keeps a pointer into that copy) and copied into the local cache
- * (segcache.h), which then holds the segment whole when it is sealed.  A
- * sealed segment's copy is freed after the next flush, once no queued
- * write points into it.  sync is one objstore_flush: a FLUSH is answered
+ * (segcache.h), which then holds the segment whole when it is sealed.  The
+ * object store keeps its own copy of what is queued, so the copies of the
+ * last sealed segments are kept only to answer reads fast, and the buffers
+ * of older ones are reused for the next.  sync is one objstore_flush,
+ * which waits only for the writes queued before it: a FLUSH is answered
  * when its writes are durable in the object store.  Reads look in the
  * in-memory copies, then the cache, then the object (a whole segment is
  * fetched into the cache).
@@ -53,8 +55,10 @@
 #include "segio.h"
 #include "segio_obj.h"
 
-/* Sealed copies kept before seal itself waits for a flush: 32 MiB. */
-#define MAX_RETIRED 8
+/* Copies of sealed segments kept for reads (the object store and the
+ * cache have them too), and spare buffers kept for the next segments. */
+#define MAX_RETIRED 2
+#define MAX_SPARE   2
 
 /* A pool whose writes failed still answers reads (from memory, the cache
  * or the objects); a fenced one (the lock may be another host's) nothing. */
@@ -63,7 +67,6 @@ enum { OBJ_OK, OBJ_FAILED, OBJ_FENCED };
 struct segbuf {
 	uint64_t seg;
 	uint64_t len; /* bytes appended (or loaded) so far */
-	uint64_t gen; /* flushes begun when it was sealed */
 	struct segbuf *next;
 	char *data; /* FMT_SEG_BYTES */
 };
@@ -83,7 +86,8 @@ struct segio_obj {
 	struct segbuf *open;    /* the segment the log appends to */
 	struct segbuf *retired; /* sealed, newest first, until a flush */
 	unsigned nretired;
-	uint64_t flush_begun; /* flushes started (a generation) */
+	struct segbuf *spare; /* free buffers for the next segments */
+	unsigned nspare;
 
 	atomic_int state;             /* OBJ_OK, OBJ_FAILED or OBJ_FENCED: only ever rises */
 	atomic_int_least64_t renewed; /* now_ms() of the last good renewal's start */
@@ -293,17 +297,65 @@ static void buf_free(struct segbuf *b)
 	}
 }
 
-/* Put the open copy on the retired list (under o->lock). */
-static void retire_locked(struct segio_obj *o)
+/* A buffer for segment seg: a spare one, or a new one.  NULL on ENOMEM. */
+static struct segbuf *buf_get(struct segio_obj *o, uint64_t seg)
 {
-	struct segbuf *b = o->open;
+	struct segbuf *b;
+
+	pthread_mutex_lock(&o->lock);
+	b = o->spare;
+	if (b) {
+		o->spare = b->next;
+		o->nspare--;
+	}
+	pthread_mutex_unlock(&o->lock);
+	if (!b) {
+		b = calloc(1, sizeof(*b));
+		if (b && !(b->data = malloc(FMT_SEG_BYTES))) {
+			free(b);
+			b = NULL;
+		}
+	}
+	if (b) {
+		b->seg = seg;
+		b->len = 0;
+		b->next = NULL;
+	}
+	return b;
+}
+
+/* b is no longer read: keep it as a spare, or free it (under o->lock;
+ * returns what the caller frees after unlocking, or NULL). */
+static struct segbuf *buf_put_locked(struct segio_obj *o, struct segbuf *b)
+{
+	if (o->nspare >= MAX_SPARE)
+		return b;
+	b->next = o->spare;
+	o->spare = b;
+	o->nspare++;
+	return NULL;
+}
+
+/* Put the open copy on the retired list, newest first (under o->lock);
+ * returns a copy that fell off the end, for the caller to free after
+ * unlocking, or NULL. */
+static struct segbuf *retire_locked(struct segio_obj *o)
+{
+	struct segbuf *b = o->open, **pp;
+
 	if (!b)
-		return;
+		return NULL;
 	o->open = NULL;
-	b->gen = o->flush_begun;
 	b->next = o->retired;
 	o->retired = b;
-	o->nretired++;
+	if (++o->nretired <= MAX_RETIRED)
+		return NULL;
+	for (pp = &o->retired; (*pp)->next; pp = &(*pp)->next)
+		;
+	b = *pp;
+	*pp = NULL;
+	o->nretired--;
+	return buf_put_locked(o, b);
 }
 
 /* A failed flush or write: the object store may hold any part of what
@@ -329,44 +381,17 @@ static int write_failed(struct segio_obj *o, int err)
 static int obj_sync(struct segio *io)
 {
 	struct segio_obj *o = to_obj(io);
-	struct segbuf *done = NULL, **pp;
-	uint64_t gen = 0;
 	int err;
 
 	pthread_mutex_lock(&o->flush_lock);
 	err = check_owner(o);
 	if (!err) {
-		pthread_mutex_lock(&o->lock);
-		gen = ++o->flush_begun;
-		pthread_mutex_unlock(&o->lock);
 		err = objstore_flush(o->os);
 		if (err)
 			err = write_failed(o, err);
 	}
 	pthread_mutex_unlock(&o->flush_lock);
-	if (err)
-		return err;
-	/* Every write queued before this flush began is durable: the copies
-	 * sealed before it are no longer pointed into. */
-	pthread_mutex_lock(&o->lock);
-	for (pp = &o->retired; *pp;) {
-		struct segbuf *b = *pp;
-		if (b->gen < gen) {
-			*pp = b->next;
-			b->next = done;
-			done = b;
-			o->nretired--;
-		} else {
-			pp = &b->next;
-		}
-	}
-	pthread_mutex_unlock(&o->lock);
-	while (done) {
-		struct segbuf *b = done;
-		done = b->next;
-		buf_free(b);
-	}
-	return 0;
+	return err;
 }
 
 /* The log enters seg: a fresh in-memory copy, holding the part a
@@ -374,18 +399,14 @@ static int obj_sync(struct segio *io)
 static int obj_open(struct segio *io, uint64_t seg, uint64_t off)
 {
 	struct segio_obj *o = to_obj(io);
-	struct segbuf *b = calloc(1, sizeof(*b));
+	struct segbuf *b, *old;
 	int err = o->peek ? 0 : check_owner(o); /* a peek's log writes nothing */
 
-	if (err) {
-		free(b);
+	if (err)
 		return err;
-	}
-	if (!b || !(b->data = malloc(FMT_SEG_BYTES))) {
-		free(b);
+	b = buf_get(o, seg);
+	if (!b)
 		return -ENOMEM;
-	}
-	b->seg = seg;
 	if (off) {
 		err = obj_read(io, b->data, off, seg * FMT_SEG_BYTES);
 		if (err) {
@@ -397,9 +418,10 @@ static int obj_open(struct segio *io, uint64_t seg, uint64_t off)
 		segcache_drop(o->cache, seg); /* an old life of the segment */
 	}
 	pthread_mutex_lock(&o->lock);
-	retire_locked(o);
+	old = retire_locked(o);
 	o->open = b;
 	pthread_mutex_unlock(&o->lock);
+	buf_free(old);
 	if (off && o->cache)
 		segcache_write(o->cache, seg, b->data, off, 0);
 	return 0;
@@ -449,21 +471,18 @@ static int obj_append(struct segio *io, uint64_t seg, uint64_t off, const struct
 	return 0;
 }
 
-/* The sealed copy stays until a flush makes its writes durable; too many
- * waiting, and the log thread flushes here (a failure is the next sync's
- * to report: the fence is set). */
+/* The sealed copy stays for reads, among the last MAX_RETIRED; nothing
+ * waits (the object store has its own copy of every queued write). */
 static void obj_seal(struct segio *io, uint64_t seg)
 {
 	struct segio_obj *o = to_obj(io);
-	unsigned n;
+	struct segbuf *old = NULL;
 
 	pthread_mutex_lock(&o->lock);
 	if (o->open && o->open->seg == seg)
-		retire_locked(o);
-	n = o->nretired;
+		old = retire_locked(o);
 	pthread_mutex_unlock(&o->lock);
-	if (n > MAX_RETIRED)
-		(void)obj_sync(io);
+	buf_free(old);
 }
 
 static int obj_discard(struct segio *io, uint64_t seg)
@@ -756,6 +775,11 @@ static void obj_close(struct segio *io)
 	while (o->retired) {
 		struct segbuf *b = o->retired;
 		o->retired = b->next;
+		buf_free(b);
+	}
+	while (o->spare) {
+		struct segbuf *b = o->spare;
+		o->spare = b->next;
 		buf_free(b);
 	}
 	pthread_mutex_destroy(&o->flush_lock);

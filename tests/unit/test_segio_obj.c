@@ -302,6 +302,43 @@ static struct segio *shim_io(struct shim *s, unsigned lease_s)
 	return io;
 }
 
+/* Moving on from a segment waits for nothing: the object store keeps its
+ * own copy of every queued write, so 48 MiB of writes (a dozen segments
+ * sealed) cost no flush until the client asks for one; the data reads
+ * back from memory, the objects and, after a flush, another client. */
+static void test_seal_no_flush(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct objstore *os;
+	struct segio *io = client_io(m, &os, NULL);
+	struct store *st;
+	struct vol *v;
+
+	assert_non_null(io);
+	assert_int_equal(store_format_io(io, 32), 0);
+	st = open_io(io);
+	assert_int_equal(store_vol_create(st, "v", 64u << 20), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	unsigned flushes = objstore_mem_flushes(os);
+	for (unsigned i = 0; i < 48; i++)
+		put(v, (uint64_t)i << 20, 1u << 20, 40 + i);
+	assert_int_equal(objstore_mem_flushes(os), flushes);
+	for (unsigned i = 0; i < 48; i++)
+		expect(v, (uint64_t)i << 20, 1u << 20, 40 + i);
+	assert_int_equal(store_flush(v), 0);
+	store_vol_close(v);
+	store_close(st);
+	io = client_io(m, NULL, NULL);
+	assert_non_null(io);
+	st = open_io(io);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	for (unsigned i = 0; i < 48; i++)
+		expect(v, (uint64_t)i << 20, 1u << 20, 40 + i);
+	store_vol_close(v);
+	store_close(st);
+	objstore_mem_free(m);
+}
+
 /* Made, written, closed cleanly, opened by another client: everything is
  * there, and a clean close leaves nobody to fence. */
 static void test_roundtrip(void **state)
@@ -984,6 +1021,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_roundtrip),
+	    cmocka_unit_test(test_seal_no_flush),
 	    cmocka_unit_test(test_fenced),
 	    cmocka_unit_test(test_write_fails),
 	    cmocka_unit_test(test_cache),
