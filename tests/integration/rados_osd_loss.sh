@@ -4,7 +4,7 @@
 # client. Host A serves vol0 to two loads: a writer that writes and flushes 1 MiB at a
 # time round [0, 32) MiB, remembering each MiB flushed, and fio random writes (iodepth
 # 16) over [32, 64) MiB. The OSD that is primary for the pool's lock object is killed
-# (SIGKILL) 3 s into the load and started again 5 s later; the load goes on for 20 s in
+# (SIGKILL) 2 s into the load and started again 4 s later; the load goes on for 12 s in
 # all (the OSD's return stalls writes too: its PGs peer again). Both loads must end
 # without an error, every MiB flushed must read back through A and, after A stops and
 # its cache is deleted, through a new A reading from RADOS alone.
@@ -39,18 +39,18 @@ echo "the lock object's primary: osd.$OSDN"
 rmodel a load 0 32 "$T/stop" >"$T/writer.out" 2>&1 &
 WRITER=$!
 fio --name=load --ioengine=nbd --uri="$(huri a vol0)" --rw=randwrite --bsrange=4k-64k \
-	--iodepth=16 --offset=32m --size=32m --time_based=1 --runtime=20 --fsync=64 \
+	--iodepth=16 --offset=32m --size=32m --time_based=1 --runtime=12 --fsync=64 \
 	--output="$T/fio.out" &
 FIO=$!
-sleep 3
+sleep 2
 OSD=$OSDN
 ceph_osd kill "$OSD"
 echo "osd.$OSD killed"
-sleep 5
+sleep 4
 t0=$(date +%s)
 bash "$TOP/tests/ceph/cluster.sh" osd-start "${CEPH_CONF%/ceph.conf}" "$OSD" &
 STARTER=$!
-# fio runs 20 s: through the OSD's death and its return; the writer until fio ends
+# fio runs 12 s: through the OSD's death and its return; the writer until fio ends
 wait "$FIO"
 rc=$?
 FIO=""
