@@ -1,44 +1,44 @@
-#!/ usr / bin / env bash
-#bench / rados.sh — the RADOS section of `make bench` (issue 14) : cowbd with its
-#pool in Ceph RADOS beside the cluster's own `rados bench` and beside a local
-#pool, on a 1 - OSD cluster of its own(tests / ceph / cluster.sh), in one run.
+#!/usr/bin/env bash
+# bench/rados.sh — the RADOS section of `make bench` (issue 14): cowbd with its
+# pool in Ceph RADOS beside the cluster's own `rados bench` and beside a local
+# pool, on a 1-OSD cluster of its own (tests/ceph/cluster.sh), in one run.
 #
-#Usage : bash bench / rados.sh[BUILD - DIR]
-#make bench(its last section) RADOS_ONLY = 1 make bench(this only)
+# Usage: bash bench/rados.sh [BUILD-DIR]
+#        make bench (its last section)  RADOS_ONLY=1 make bench (this only)
 #
-#Skipped with one line on stdout when RADOS = 0, when QUICK = 1(the cluster's
-#start alone takes 10 - 25 s on the 2 - core CI machine; make check runs the
-#quick bench) or when Ceph is not installed(make deps - ceph).
+# Skipped with one line on stdout when RADOS=0, when QUICK=1 (the cluster's
+# start alone takes 10-25 s on the 2-core CI machine; make check runs the
+# quick bench) or when Ceph is not installed (make deps-ceph).
 #
-#Measured, ROUNDS times(order rotated per round), medians reported:
-#a. `rados bench - p cowbd SECS write - b 1M - t 8` as client.cowbd, its
-#objects removed after each round(`rados cleanup`);
-#b.cowbd on pool rados : cowbd / bench : the matrix's sw1m job (1 MiB
-#sequential writes qd8, fio over NBD) for SECS on volume "seq";
-#MiB / s and the ratio to(a)(target >= 0.8x);
-#c.4 KiB random reads qd32 of cached data for JOB_SECS : volume "bench"
-#(RR_MIB) written with 1 MiB writes and read once before the rounds, on
-#the RADOS pool(cache of CACHE_SIZE) and on a local pool file
-#(cowbd -- pool FILE); IOPS and the ratio(target >= 0.9x);
-#d.4 KiB random writes qd1 with a FLUSH after each(fio-- fsync = 1) for
-#JOB_SECS on volume "flush" of both pools : fio's completion latency of
-#the writes and the latency of the FLUSHes(fio's sync percentiles).
-#Output : Markdown on stdout(progress on stderr); build / bench / rados / raw.csv
-#(every run) and logs /(cowbd, fio JSON, rados bench, the cluster's logs
-#are in work / ceph / log until the end; KEEP = 1 keeps work /).Everything it
-#starts, the cluster included, is stopped on exit.
+# Measured, ROUNDS times (order rotated per round), medians reported:
+#  a. `rados bench -p cowbd SECS write -b 1M -t 8` as client.cowbd, its
+#     objects removed after each round (`rados cleanup`);
+#  b. cowbd on pool rados:cowbd/bench: the matrix's sw1m job (1 MiB
+#     sequential writes qd8, fio over NBD) for SECS on volume "seq";
+#     MiB/s and the ratio to (a) (target >= 0.8x);
+#  c. 4 KiB random reads qd32 of cached data for JOB_SECS: volume "bench"
+#     (RR_MIB) written with 1 MiB writes and read once before the rounds, on
+#     the RADOS pool (cache of CACHE_SIZE) and on a local pool file
+#     (cowbd --pool FILE); IOPS and the ratio (target >= 0.9x);
+#  d. 4 KiB random writes qd1 with a FLUSH after each (fio --fsync=1) for
+#     JOB_SECS on volume "flush" of both pools: fio's completion latency of
+#     the writes and the latency of the FLUSHes (fio's sync percentiles).
+# Output: Markdown on stdout (progress on stderr); build/bench/rados/raw.csv
+# (every run) and logs/ (cowbd, fio JSON, rados bench, the cluster's logs
+# are in work/ceph/log until the end; KEEP=1 keeps work/).  Everything it
+# starts, the cluster included, is stopped on exit.
 #
-#Environment : ROUNDS(3), SECS(20 : a and b), JOB_SECS(10 : c and d),
-#SIZE_MIB(volume "seq", 1024), RR_MIB(512), CACHE_SIZE(1G), OSD_GIB
-#(the OSD's sparse block file, 16; the free space needed is 2 GiB more),
-#COWBD_ARGS(extra options for both daemons), SW1M(the fio arguments of
-#the matrix's sw1m job; bench.sh passes its own, --size and --runtime are
-#this section's).
-set - u export LC_ALL = C PATH = "/usr/bin:/usr/sbin:/bin:/sbin:$PATH" BENCH_SRC =
-    $(cd "$(dirname " $ { BASH_SOURCE[0] } ")" && pwd) TOP = ${BENCH_SRC % / bench} BUILD = $
-{
-	1 : -build
-}
+# Environment: ROUNDS (3), SECS (20: a and b), JOB_SECS (10: c and d),
+# SIZE_MIB (volume "seq", 1024), RR_MIB (512), CACHE_SIZE (1G), OSD_GIB
+# (the OSD's sparse block file, 16; the free space needed is 2 GiB more),
+# COWBD_ARGS (extra options for both daemons), SW1M (the fio arguments of
+# the matrix's sw1m job; bench.sh passes its own, --size and --runtime are
+# this section's).
+set -u
+export LC_ALL=C PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
+BENCH_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TOP=${BENCH_SRC%/bench}
+BUILD=${1:-build}
 case "$BUILD" in /*) ;; *) BUILD="$TOP/$BUILD" ;; esac
 OUT="$BUILD/bench/rados"
 WORK="$OUT/work"

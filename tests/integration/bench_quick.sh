@@ -20,6 +20,11 @@ QUICK=1 SERVERS="$servers" bash "$TOP/bench/bench.sh" "$BUILD" >"$out" 2>&1 ||
 	{ tail -n 30 "$out"; fail "bench failed"; }
 show() { grep -F "$1" "$out" | head -n 3; }
 if grep -q 'skipped' "$out"; then grep 'skipped' "$out"; fail "a server or job was skipped"; fi
+# No bench script may stumble (bash's own errors name the script and a
+# line), and the RADOS section, which QUICK=1 never runs, must say so.
+if grep -E '^[^ ]*bench/[a-z_]+\.sh: line [0-9]+: ' "$out"; then fail "a bench script failed"; fi
+grep -q '^RADOS pool (bench/rados.sh): not run with QUICK=1' "$out" ||
+	{ grep -i rados "$out" | head -n 5; fail "bench/rados.sh did not answer QUICK=1 as it should"; }
 [ -s "$BUILD/bench/results.csv" ] || fail "no results.csv"
 num='[0-9][0-9.]*'
 # Every row of the main table: a result, CPU and three latency percentiles.
