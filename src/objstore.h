@@ -153,6 +153,10 @@ struct objstore_rados_opts {
 
 /* Connect.  NULL + errno, with *why a one-line reason (static). */
 struct objstore *objstore_rados_new(const struct objstore_rados_opts *o, const char **why);
+/* Writes queued and not yet answered are at most OBJSTORE_RADOS_INFLIGHT
+ * bytes (a write past it waits): the most there ever were, for tests. */
+#define OBJSTORE_RADOS_INFLIGHT (32u << 20)
+size_t objstore_rados_inflight_peak(struct objstore *os);
 
 /* ---- the memory store for tests (objstore_mem.c) -------------------------- */
 

@@ -21,10 +21,14 @@
  *
  * Every call may block for up to the timeout given at connect
  * (rados_osd_op_timeout, rados_mon_op_timeout), then fails -ETIMEDOUT.
+ * At most INFLIGHT_MAX bytes of writes are on their way at once: a write
+ * beyond that waits for earlier ones to be answered.
+ *
  * Locks: mu guards the pending list, held across the queuing of a write
  * (so the list is in issue order); flush_mu serialises flushes, guards
  * failed and is held across the wait of a flush.  mu is taken inside
- * flush_mu, never the reverse. */
+ * flush_mu, never the reverse.  fl_mu guards the bytes in flight (taken
+ * alone, also by librados' completion thread). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -38,6 +42,12 @@
 
 #define LOCK_NAME "cowbd" /* the one lock on an object, as cowbd names it */
 
+/* Bytes of writes queued and not yet answered before a write waits for
+ * some of them: without a bound the log queues as fast as it can copy, the
+ * OSDs' queues grow without end, and a lease renewal waits behind all of
+ * it until the lease runs out (seen in the bench: a fence under load). */
+#define INFLIGHT_MAX OBJSTORE_RADOS_INFLIGHT
+
 struct rados_os {
 	struct objstore os; /* first: the interface */
 	rados_t cluster;
@@ -47,7 +57,17 @@ struct rados_os {
 	rados_completion_t *pending; /* writes not yet harvested by a flush */
 	size_t npending, cap;
 	pthread_mutex_t flush_mu;
-	int failed; /* the first error of a write (sticky) */
+	int failed;            /* the first error of a write (sticky) */
+	pthread_mutex_t fl_mu; /* inflight, and fl_cond's waits */
+	pthread_cond_t fl_cond;
+	size_t inflight;      /* bytes queued, not yet answered */
+	size_t inflight_peak; /* the most there ever were */
+};
+
+/* One write on its way: what its completion gives back. */
+struct ro_wr {
+	struct rados_os *r;
+	size_t len;
 };
 
 static struct rados_os *to_ro(struct objstore *os)
@@ -84,12 +104,45 @@ static void addr_plain(char *dst, size_t size, const char *src)
 /* Queued in issue order: mu is held across rados_aio_write, which does
  * not wait for the cluster (only, when too many are in flight, for the
  * oldest of them to finish). */
+/* A write answered (on a librados thread): its bytes leave the count. */
+static void ro_written(rados_completion_t c, void *arg)
+{
+	struct ro_wr *w = arg;
+	struct rados_os *r = w->r;
+
+	(void)c;
+	pthread_mutex_lock(&r->fl_mu);
+	r->inflight -= w->len;
+	pthread_cond_broadcast(&r->fl_cond);
+	pthread_mutex_unlock(&r->fl_mu);
+	free(w);
+}
+
+/* Wait until len more bytes fit under INFLIGHT_MAX (always, when nothing
+ * is in flight), and count them. */
+static void inflight_take(struct rados_os *r, size_t len)
+{
+	pthread_mutex_lock(&r->fl_mu);
+	while (r->inflight && r->inflight + len > INFLIGHT_MAX)
+		pthread_cond_wait(&r->fl_cond, &r->fl_mu);
+	r->inflight += len;
+	if (r->inflight > r->inflight_peak)
+		r->inflight_peak = r->inflight;
+	pthread_mutex_unlock(&r->fl_mu);
+}
+
 static int ro_write(struct objstore *os, const char *oid, const void *buf, size_t len, uint64_t off)
 {
 	struct rados_os *r = to_ro(os);
+	struct ro_wr *w = malloc(sizeof(*w));
 	rados_completion_t c;
 	int err = -ENOMEM;
 
+	if (!w)
+		return -ENOMEM;
+	w->r = r;
+	w->len = len;
+	inflight_take(r, len);
 	pthread_mutex_lock(&r->mu);
 	if (r->npending == r->cap) {
 		size_t cap = r->cap ? 2 * r->cap : 64;
@@ -100,7 +153,7 @@ static int ro_write(struct objstore *os, const char *oid, const void *buf, size_
 		r->pending = p;
 		r->cap = cap;
 	}
-	err = rados_aio_create_completion2(NULL, NULL, &c);
+	err = rados_aio_create_completion2(w, ro_written, &c);
 	if (err < 0)
 		goto out;
 	err = rados_aio_write(r->io, oid, c, buf, len, off);
@@ -110,6 +163,8 @@ static int ro_write(struct objstore *os, const char *oid, const void *buf, size_
 		r->pending[r->npending++] = c;
 out:
 	pthread_mutex_unlock(&r->mu);
+	if (err < 0) /* never queued: its completion will not come */
+		ro_written(NULL, w);
 	return err;
 }
 
@@ -131,7 +186,7 @@ static int ro_flush(struct objstore *os)
 	for (size_t i = 0; i < n; i++) {
 		int ret;
 
-		rados_aio_wait_for_complete(done[i]);
+		rados_aio_wait_for_complete_and_cb(done[i]);
 		ret = rados_aio_get_return_value(done[i]);
 		if (ret < 0 && !r->failed)
 			r->failed = ret;
@@ -238,6 +293,8 @@ static void ro_close(struct objstore *os)
 	rados_shutdown(r->cluster);
 	pthread_mutex_destroy(&r->mu);
 	pthread_mutex_destroy(&r->flush_mu);
+	pthread_mutex_destroy(&r->fl_mu);
+	pthread_cond_destroy(&r->fl_cond);
 	free(r);
 }
 
@@ -318,6 +375,8 @@ struct objstore *objstore_rados_new(const struct objstore_rados_opts *o, const c
 	r->os.ops = &rados_ops;
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_mutex_init(&r->flush_mu, NULL);
+	pthread_mutex_init(&r->fl_mu, NULL);
+	pthread_cond_init(&r->fl_cond, NULL);
 	return &r->os;
 fail_ioctx:
 	rados_ioctx_destroy(r->io);
@@ -327,4 +386,14 @@ fail_free:
 	free(r);
 	errno = -err;
 	return NULL;
+}
+
+size_t objstore_rados_inflight_peak(struct objstore *os)
+{
+	struct rados_os *r = to_ro(os);
+
+	pthread_mutex_lock(&r->fl_mu);
+	size_t v = r->inflight_peak;
+	pthread_mutex_unlock(&r->fl_mu);
+	return v;
 }

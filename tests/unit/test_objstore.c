@@ -729,6 +729,39 @@ static void test_rados_latency(void **state)
 	objstore_close(a);
 }
 
+/* 128 MiB queued as fast as it can be, 1 MiB at a time over 4 objects,
+ * with no flush: the writes on their way never exceed the bound (queuing
+ * is far faster than a cluster takes the writes, so an unbounded client
+ * would have nearly all of it in flight), and a flush then finds them all
+ * durable. */
+static void test_rados_inflight(void **state)
+{
+	struct backend *b = be(state);
+	struct objstore *a = client(b);
+	const char *o[4] = {oid(b, "if0"), oid(b, "if1"), oid(b, "if2"), oid(b, "if3")};
+	uint8_t *w = malloc(1 << 20), r[4096];
+
+	assert_non_null(w);
+	for (unsigned i = 0; i < 128; i++) {
+		fill(w, 1 << 20, i);
+		assert_int_equal(objstore_write(a, o[i % 4], w, 1 << 20, (uint64_t)(i / 4) << 20),
+		                 0);
+	}
+	size_t peak = objstore_rados_inflight_peak(a);
+	printf("objstore_rados: at most %zu MiB in flight (bound %u MiB)\n", peak >> 20,
+	       OBJSTORE_RADOS_INFLIGHT >> 20);
+	assert_true(peak <= OBJSTORE_RADOS_INFLIGHT);
+	assert_true(peak >= 1u << 20);
+	assert_int_equal(objstore_flush(a), 0);
+	fill(w, 1 << 20, 127);
+	assert_int_equal(objstore_read(a, o[3], r, sizeof(r), 31u << 20), (ssize_t)sizeof(r));
+	assert_memory_equal(r, w, sizeof(r));
+	for (unsigned i = 0; i < 4; i++)
+		assert_int_equal(objstore_remove(a, o[i]), 0);
+	free(w);
+	objstore_close(a);
+}
+
 #define CONTRACT(setup, teardown)                                                                  \
 	cmocka_unit_test_setup_teardown(test_write_read, setup, teardown),                         \
 	    cmocka_unit_test_setup_teardown(test_full_remove, setup, teardown),                    \
@@ -751,6 +784,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_rados_bad_pool, rados_setup, rados_teardown),
 	    cmocka_unit_test_setup_teardown(test_rados_timeout, rados_setup, rados_teardown),
 	    cmocka_unit_test_setup_teardown(test_rados_latency, rados_setup, rados_teardown),
+	    cmocka_unit_test_setup_teardown(test_rados_inflight, rados_setup, rados_teardown),
 	};
 	int failed = cmocka_run_group_tests_name("objstore_mem", mem, NULL, NULL);
 
