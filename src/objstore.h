@@ -16,9 +16,16 @@
  * objects are independent: a crash may keep any subset of the queued
  * writes, but of one object's writes only a prefix in issue order.
  *
+ * Writes guarded by a lock (write_full_locked, setxattr_locked) check
+ * that this client holds an object's exclusive lock and write in one
+ * operation the object store applies whole or not at all: a client that
+ * stalled (stopped, paused) between its own check of its lease and the
+ * call writes nothing once the lock is no longer its own.
+ *
  * Threads: every call may come from any thread.  Errors: negative errno;
  * -EBLOCKLISTED (ESHUTDOWN) once this client is fenced, -ETIMEDOUT when
- * the cluster does not answer in time. */
+ * the cluster does not answer in time, -ENOLCK when a write guarded by a
+ * lock finds the lock not this client's. */
 #ifndef COWBD_OBJSTORE_H
 #define COWBD_OBJSTORE_H
 #include <stdbool.h>
@@ -59,6 +66,22 @@ struct objstore_ops {
 	/* Replace oid's whole content with buf (len may be 0); durable on
 	 * return. */
 	int (*write_full)(struct objstore *os, const char *oid, const void *buf, size_t len);
+	/* write_full, applied only if this client holds oid's exclusive
+	 * lock under cookie when the object store applies it (a lease not
+	 * yet run out): else nothing is written and it returns -ENOLCK. */
+	int (*write_full_locked)(struct objstore *os, const char *oid, const char *cookie,
+	                         const void *buf, size_t len);
+	/* Set oid's attribute name (< OBJSTORE_NAME_MAX bytes) to val (len
+	 * bytes, len may be 0), on the same condition as write_full_locked
+	 * (-ENOLCK, nothing written); durable on return.  Attributes stay
+	 * across write_full and go with remove. */
+	int (*setxattr_locked)(struct objstore *os, const char *oid, const char *cookie,
+	                       const char *name, const void *val, size_t len);
+	/* Read oid's attribute name into buf: its length, -ENODATA when oid
+	 * has no such attribute, -ENOENT when there is no such object,
+	 * -ERANGE when it is longer than len. */
+	ssize_t (*getxattr)(struct objstore *os, const char *oid, const char *name, void *buf,
+	                    size_t len);
 	/* Remove oid; durable on return; -ENOENT when it was not there. */
 	int (*remove)(struct objstore *os, const char *oid);
 	/* Take the exclusive lock on oid under cookie for secs seconds (0:
@@ -105,6 +128,21 @@ static inline int objstore_write_full(struct objstore *os, const char *oid, cons
                                       size_t len)
 {
 	return os->ops->write_full(os, oid, buf, len);
+}
+static inline int objstore_write_full_locked(struct objstore *os, const char *oid,
+                                             const char *cookie, const void *buf, size_t len)
+{
+	return os->ops->write_full_locked(os, oid, cookie, buf, len);
+}
+static inline int objstore_setxattr_locked(struct objstore *os, const char *oid, const char *cookie,
+                                           const char *name, const void *val, size_t len)
+{
+	return os->ops->setxattr_locked(os, oid, cookie, name, val, len);
+}
+static inline ssize_t objstore_getxattr(struct objstore *os, const char *oid, const char *name,
+                                        void *buf, size_t len)
+{
+	return os->ops->getxattr(os, oid, name, buf, len);
 }
 static inline int objstore_remove(struct objstore *os, const char *oid)
 {

@@ -18,7 +18,10 @@
  *
  * A lock lives on its object as in RADOS: taking one creates the object,
  * removing the object drops it.  A lock with a lease is held while the
- * clock is before its end; an expired lock is not held by anyone.
+ * clock is before its end; an expired lock is not held by anyone, and a
+ * write guarded by it (write_full_locked, setxattr_locked) is refused
+ * then, as cls_lock's assert_locked refuses it.  Attributes live on their
+ * object too; like locks, they are durable when set (a crash keeps them).
  *
  * Locks: one mutex per cluster, held by every call for its whole length;
  * no call blocks on anything else. */
@@ -38,12 +41,20 @@ struct mem_lock {
 	uint64_t until; /* end of the lease on the cluster clock; 0 = none */
 };
 
+struct mem_xattr {
+	struct mem_xattr *next;
+	char name[OBJSTORE_NAME_MAX];
+	size_t len;
+	uint8_t val[];
+};
+
 struct mem_obj {
 	struct mem_obj *next;
 	char name[OBJSTORE_NAME_MAX];
 	uint8_t *data;
 	size_t len, cap;
 	struct mem_lock lock;
+	struct mem_xattr *xattrs;
 	unsigned crash_n, crash_left, crash_keep; /* objstore_mem_crash's counts */
 	bool crash_gone;                          /* its creating write was lost */
 };
@@ -219,6 +230,12 @@ static void undo_clear(struct mem_client *c)
 
 static void obj_free(struct mem_obj *o)
 {
+	while (o->xattrs) {
+		struct mem_xattr *x = o->xattrs;
+
+		o->xattrs = x->next;
+		free(x);
+	}
 	free(o->data);
 	free(o);
 }
@@ -325,6 +342,21 @@ out:
 	return n;
 }
 
+/* Replace o's content with buf: durable, with the writes queued to o
+ * before it. */
+static int obj_replace_locked(struct objstore_mem *m, struct mem_obj *o, const void *buf,
+                              size_t len)
+{
+	int err;
+
+	undo_forget_locked(m, o);
+	o->len = 0;
+	err = obj_resize(o, len);
+	if (!err && len)
+		memcpy(o->data, buf, len);
+	return err;
+}
+
 static int mem_write_full(struct objstore *os, const char *oid, const void *buf, size_t len)
 {
 	struct mem_client *c = enter_change(os);
@@ -335,13 +367,8 @@ static int mem_write_full(struct objstore *os, const char *oid, const void *buf,
 	if (!c)
 		return -EBLOCKLISTED;
 	o = obj_get_locked(c->m, oid, &created);
-	if (o) {
-		undo_forget_locked(c->m, o);
-		o->len = 0;
-		err = obj_resize(o, len);
-		if (!err && len)
-			memcpy(o->data, buf, len);
-	}
+	if (o)
+		err = obj_replace_locked(c->m, o, buf, len);
 	leave(c);
 	return err;
 }
@@ -373,6 +400,91 @@ static struct mem_lock *lock_held_locked(struct objstore_mem *m, struct mem_obj 
 static bool lock_mine(const struct mem_lock *l, const struct mem_client *c, const char *cookie)
 {
 	return l->client == c->num && !strcmp(l->cookie, cookie);
+}
+
+/* oid, when c holds its lock under cookie now: else NULL. */
+static struct mem_obj *obj_mine_locked(struct mem_client *c, const char *oid, const char *cookie)
+{
+	struct mem_obj *o = obj_find_locked(c->m, oid);
+	struct mem_lock *l = lock_held_locked(c->m, o);
+
+	return l && lock_mine(l, c, cookie) ? o : NULL;
+}
+
+static int mem_write_full_locked(struct objstore *os, const char *oid, const char *cookie,
+                                 const void *buf, size_t len)
+{
+	struct mem_client *c = enter_change(os);
+	struct mem_obj *o;
+	int err = -ENOLCK;
+
+	if (!c)
+		return -EBLOCKLISTED;
+	o = obj_mine_locked(c, oid, cookie);
+	if (o)
+		err = obj_replace_locked(c->m, o, buf, len);
+	leave(c);
+	return err;
+}
+
+static struct mem_xattr **xattr_find(struct mem_obj *o, const char *name)
+{
+	struct mem_xattr **p = &o->xattrs;
+
+	while (*p && strcmp((*p)->name, name))
+		p = &(*p)->next;
+	return p;
+}
+
+static int mem_setxattr_locked(struct objstore *os, const char *oid, const char *cookie,
+                               const char *name, const void *val, size_t len)
+{
+	struct mem_client *c = enter_change(os);
+	struct mem_xattr **p, *x;
+	struct mem_obj *o;
+	int err = -ENOLCK;
+
+	if (!c)
+		return -EBLOCKLISTED;
+	o = obj_mine_locked(c, oid, cookie);
+	if (!o)
+		goto out;
+	err = -ENOMEM;
+	x = malloc(sizeof(*x) + len);
+	if (!x)
+		goto out;
+	snprintf(x->name, sizeof(x->name), "%s", name);
+	x->len = len;
+	if (len)
+		memcpy(x->val, val, len);
+	p = xattr_find(o, name);
+	x->next = *p ? (*p)->next : NULL;
+	free(*p);
+	*p = x;
+	err = 0;
+out:
+	leave(c);
+	return err;
+}
+
+static ssize_t mem_getxattr(struct objstore *os, const char *oid, const char *name, void *buf,
+                            size_t len)
+{
+	struct mem_client *c = enter(os);
+	struct mem_xattr *x;
+	struct mem_obj *o;
+	ssize_t n = -ENOENT;
+
+	if (!c)
+		return -EBLOCKLISTED;
+	o = obj_find_locked(c->m, oid);
+	x = o ? *xattr_find(o, name) : NULL;
+	if (o)
+		n = !x ? -ENODATA : x->len > len ? -ERANGE : (ssize_t)x->len;
+	if (n > 0)
+		memcpy(buf, x->val, x->len);
+	leave(c);
+	return n;
 }
 
 static int mem_lock(struct objstore *os, const char *oid, const char *cookie, unsigned secs,
@@ -519,6 +631,9 @@ static const struct objstore_ops mem_ops = {
     .flush = mem_flush,
     .read = mem_read,
     .write_full = mem_write_full,
+    .write_full_locked = mem_write_full_locked,
+    .setxattr_locked = mem_setxattr_locked,
+    .getxattr = mem_getxattr,
     .remove = mem_remove,
     .lock = mem_lock,
     .unlock = mem_unlock,
@@ -651,7 +766,7 @@ static void crash_locked(struct mem_client *c, unsigned seed)
 	undo_clear(c);
 	for (o = m->objs; o; o = next) {
 		next = o->next;
-		if (o->crash_gone && !lock_held_locked(m, o))
+		if (o->crash_gone && !lock_held_locked(m, o) && !o->xattrs)
 			obj_remove_locked(m, o);
 	}
 	c->crashed = true;

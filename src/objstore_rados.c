@@ -24,6 +24,10 @@
  * At most INFLIGHT_MAX bytes of writes are on their way at once: a write
  * beyond that waits for earlier ones to be answered.
  *
+ * Writes guarded by the lock are one write operation that first runs
+ * cls_lock's assert_locked method on the object (Ceph's own class, loaded
+ * by every OSD), then writes: the OSD applies both or neither.
+ *
  * Locks: mu guards the pending list, held across the queuing of a write
  * (so the list is in issue order); flush_mu serialises flushes, guards
  * failed and is held across the wait of a flush.  mu is taken inside
@@ -209,6 +213,103 @@ static int ro_write_full(struct objstore *os, const char *oid, const void *buf, 
 	return rados_write_full(to_ro(os)->io, oid, buf, len);
 }
 
+/* Little-endian u32; a string as Ceph encodes it (u32 length, bytes). */
+static size_t put_u32(char *p, uint32_t v)
+{
+	for (unsigned i = 0; i < 4; i++)
+		p[i] = (char)(v >> (8 * i));
+	return 4;
+}
+
+static size_t put_str(char *p, const char *s)
+{
+	size_t n = strlen(s);
+
+	put_u32(p, (uint32_t)n);
+	memcpy(p + 4, s, n);
+	return 4 + n;
+}
+
+/* Ceph's encoding of cls_lock_assert_op (src/cls/lock/cls_lock_ops.h), the
+ * input of cls_lock's assert_locked: a struct header (u8 version 1, u8
+ * oldest version that can read it 1, u32 length of what follows), then the
+ * lock's name, its type (u8; 1: exclusive), the cookie and the tag (each
+ * string a u32 length and its bytes; integers little-endian).  The tag is
+ * "", as rados_lock_exclusive takes the lock.  Returns the length (out
+ * holds 3 * OBJSTORE_NAME_MAX bytes; cookie is shorter than one). */
+static size_t assert_op_encode(char *out, const char *cookie)
+{
+	size_t n = 6;
+
+	n += put_str(out + n, LOCK_NAME);
+	out[n++] = 1; /* LOCK_EXCLUSIVE */
+	n += put_str(out + n, cookie);
+	n += put_str(out + n, "");
+	out[0] = 1;
+	out[1] = 1;
+	put_u32(out + 2, (uint32_t)(n - 6));
+	return n;
+}
+
+/* A write operation that first asserts this client holds its object's
+ * lock under cookie (in keeps the encoded input, *prval gets the assert's
+ * answer): 0 and *op, or -EINVAL (cookie too long), -ENOMEM. */
+static int locked_op_new(const char *cookie, char *in, int *prval, rados_write_op_t *op)
+{
+	if (strlen(cookie) >= OBJSTORE_NAME_MAX)
+		return -EINVAL;
+	*op = rados_create_write_op();
+	if (!*op)
+		return -ENOMEM;
+	rados_write_op_exec(*op, "lock", "assert_locked", in, assert_op_encode(in, cookie), prval);
+	return 0;
+}
+
+/* Send op (from locked_op_new) to oid, wait for it, release it.  A refused
+ * assert (the lock not held by this client under cookie, or no object to
+ * hold one) comes back as -ENOLCK. */
+static int locked_op_run(struct rados_os *r, rados_write_op_t op, const char *oid, const int *prval)
+{
+	int err = rados_write_op_operate(op, r->io, oid, NULL, 0);
+
+	rados_release_write_op(op);
+	if (err < 0 && *prval < 0 && (*prval == -EBUSY || *prval == -ENOENT))
+		err = -ENOLCK;
+	return err;
+}
+
+static int ro_write_full_locked(struct objstore *os, const char *oid, const char *cookie,
+                                const void *buf, size_t len)
+{
+	char in[3 * OBJSTORE_NAME_MAX];
+	rados_write_op_t op;
+	int prval = 0, err = locked_op_new(cookie, in, &prval, &op);
+
+	if (err)
+		return err;
+	rados_write_op_write_full(op, buf, len);
+	return locked_op_run(to_ro(os), op, oid, &prval);
+}
+
+static int ro_setxattr_locked(struct objstore *os, const char *oid, const char *cookie,
+                              const char *name, const void *val, size_t len)
+{
+	char in[3 * OBJSTORE_NAME_MAX];
+	rados_write_op_t op;
+	int prval = 0, err = locked_op_new(cookie, in, &prval, &op);
+
+	if (err)
+		return err;
+	rados_write_op_setxattr(op, name, val, len);
+	return locked_op_run(to_ro(os), op, oid, &prval);
+}
+
+static ssize_t ro_getxattr(struct objstore *os, const char *oid, const char *name, void *buf,
+                           size_t len)
+{
+	return rados_getxattr(to_ro(os)->io, oid, name, buf, len);
+}
+
 static int ro_remove(struct objstore *os, const char *oid)
 {
 	return rados_remove(to_ro(os)->io, oid);
@@ -303,6 +404,9 @@ static const struct objstore_ops rados_ops = {
     .flush = ro_flush,
     .read = ro_read,
     .write_full = ro_write_full,
+    .write_full_locked = ro_write_full_locked,
+    .setxattr_locked = ro_setxattr_locked,
+    .getxattr = ro_getxattr,
     .remove = ro_remove,
     .lock = ro_lock,
     .unlock = ro_unlock,

@@ -8,7 +8,9 @@
  * The contract: writes read back at their offsets, a short read at the
  * end, -ENOENT; write_full and remove; a second client sees flushed data;
  * the exclusive lock (a second client gets -EBUSY, renew, locker names the
- * holder by the address objstore_addr gives, break_lock frees it); a
+ * holder by the address objstore_addr gives, break_lock frees it); writes
+ * guarded by the lock (applied while it is held, refused with nothing
+ * written once it was broken, taken by another or its lease ran out); a
  * blocklisted client's write+flush, read and lock fail with -EBLOCKLISTED
  * while the others go on.  The memory store's own promises: leases expire
  * on its clock, a crash keeps a prefix of each object's unflushed writes
@@ -36,6 +38,7 @@
 struct backend {
 	const char *name;
 	struct objstore *(*client)(struct backend *b);
+	void (*pass)(struct backend *b, unsigned secs); /* let secs of the cluster's time pass */
 	struct objstore_mem *mem;
 	char prefix[64];                  /* of every object name this run uses */
 	char used[64][OBJSTORE_NAME_MAX]; /* names handed out: removed at the end */
@@ -47,7 +50,12 @@ static struct objstore *mem_client(struct backend *b)
 	return objstore_mem_client(b->mem);
 }
 
-static struct backend mem_backend = {.name = "mem", .client = mem_client};
+static void mem_pass(struct backend *b, unsigned secs)
+{
+	objstore_mem_advance(b->mem, secs);
+}
+
+static struct backend mem_backend = {.name = "mem", .client = mem_client, .pass = mem_pass};
 
 static int mem_setup(void **state)
 {
@@ -78,7 +86,13 @@ static struct objstore *rados_client(struct backend *b)
 	return os;
 }
 
-static struct backend rados_backend = {.name = "rados"};
+static void rados_pass(struct backend *b, unsigned secs)
+{
+	(void)b;
+	sleep(secs);
+}
+
+static struct backend rados_backend = {.name = "rados", .pass = rados_pass};
 
 static int rados_group_setup(void **state)
 {
@@ -272,6 +286,69 @@ static void test_lock(void **state)
 	assert_int_equal(objstore_lock(a, o, "ca", 60, false), 0);
 	assert_int_equal(objstore_unlock(a, o, "ca"), 0);
 	assert_int_equal(objstore_remove(a, o), 0);
+	objstore_close(c);
+	objstore_close(a);
+}
+
+/* oid's content and its attribute "k", as c reads them. */
+static void expect_guarded(struct objstore *c, const char *o, const char *data, const char *k)
+{
+	char r[64];
+
+	assert_int_equal(objstore_read(c, o, r, sizeof(r), 0), (ssize_t)strlen(data));
+	assert_memory_equal(r, data, strlen(data));
+	assert_int_equal(objstore_getxattr(c, o, "k", r, sizeof(r)), (ssize_t)strlen(k));
+	assert_memory_equal(r, k, strlen(k));
+}
+
+static void test_locked_write(void **state)
+{
+	struct backend *b = be(state);
+	struct objstore *a = client(b), *c = client(b);
+	const char *o = oid(b, "guarded");
+	struct objstore_locker l;
+	char r[64];
+
+	/* no object, no lock: refused, and nothing made */
+	assert_int_equal(objstore_write_full_locked(a, o, "ca", "x", 1), -ENOLCK);
+	assert_int_equal(objstore_setxattr_locked(a, o, "ca", "k", "x", 1), -ENOLCK);
+	assert_int_equal(objstore_read(a, o, r, sizeof(r), 0), -ENOENT);
+	assert_int_equal(objstore_getxattr(a, o, "k", r, sizeof(r)), -ENOENT);
+	assert_int_equal(objstore_lock(a, o, "ca", 60, false), 0);
+	assert_int_equal(objstore_getxattr(a, o, "k", r, sizeof(r)), -ENODATA);
+	assert_int_equal(objstore_write_full_locked(a, o, "ca", "one", 3), 0);
+	assert_int_equal(objstore_setxattr_locked(a, o, "ca", "k", "A", 1), 0);
+	expect_guarded(c, o, "one", "A");
+	/* another client (even with the holder's cookie), another cookie */
+	assert_int_equal(objstore_write_full_locked(c, o, "ca", "two", 3), -ENOLCK);
+	assert_int_equal(objstore_setxattr_locked(c, o, "ca", "k", "C", 1), -ENOLCK);
+	assert_int_equal(objstore_write_full_locked(a, o, "cb", "two", 3), -ENOLCK);
+	assert_int_equal(objstore_setxattr_locked(a, o, "cb", "k", "B", 1), -ENOLCK);
+	expect_guarded(c, o, "one", "A");
+	/* write_full keeps the attributes; an empty value is a value */
+	assert_int_equal(objstore_write_full_locked(a, o, "ca", "three", 5), 0);
+	assert_int_equal(objstore_setxattr_locked(a, o, "ca", "e", "", 0), 0);
+	assert_int_equal(objstore_getxattr(c, o, "e", r, sizeof(r)), 0);
+	assert_int_equal(objstore_getxattr(c, o, "k", r, 0), -ERANGE);
+	expect_guarded(c, o, "three", "A");
+	/* the lock broken: refused */
+	assert_int_equal(objstore_locker(c, o, &l), 0);
+	assert_int_equal(objstore_break_lock(c, o, &l), 0);
+	assert_int_equal(objstore_write_full_locked(a, o, "ca", "four", 4), -ENOLCK);
+	assert_int_equal(objstore_setxattr_locked(a, o, "ca", "k", "D", 1), -ENOLCK);
+	expect_guarded(c, o, "three", "A");
+	/* taken by another: the old holder is refused, the new one writes */
+	assert_int_equal(objstore_lock(c, o, "cb", 2, false), 0);
+	assert_int_equal(objstore_write_full_locked(a, o, "ca", "four", 4), -ENOLCK);
+	assert_int_equal(objstore_write_full_locked(c, o, "cb", "five", 4), 0);
+	assert_int_equal(objstore_setxattr_locked(c, o, "cb", "k", "E", 1), 0);
+	/* its lease ran out, and nobody took the lock since: refused too */
+	b->pass(b, 3);
+	assert_int_equal(objstore_write_full_locked(c, o, "cb", "six", 3), -ENOLCK);
+	assert_int_equal(objstore_setxattr_locked(c, o, "cb", "k", "F", 1), -ENOLCK);
+	expect_guarded(a, o, "five", "E");
+	assert_int_equal(objstore_remove(a, o), 0);
+	assert_int_equal(objstore_getxattr(a, o, "k", r, sizeof(r)), -ENOENT);
 	objstore_close(c);
 	objstore_close(a);
 }
@@ -767,6 +844,7 @@ static void test_rados_inflight(void **state)
 	    cmocka_unit_test_setup_teardown(test_full_remove, setup, teardown),                    \
 	    cmocka_unit_test_setup_teardown(test_second_client, setup, teardown),                  \
 	    cmocka_unit_test_setup_teardown(test_lock, setup, teardown),                           \
+	    cmocka_unit_test_setup_teardown(test_locked_write, setup, teardown),                   \
 	    cmocka_unit_test_setup_teardown(test_blocklist, setup, teardown),                      \
 	    cmocka_unit_test_setup_teardown(test_threads, setup, teardown)
 
