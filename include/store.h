@@ -327,8 +327,21 @@ struct store_stats {
 	uint64_t compact_skipped_bad; /* damaged blocks the compactor left in place */
 	uint64_t checkpoint_ns;       /* time checkpoints took, each from begin to finish */
 	uint64_t client_write_bytes;  /* WRITE payload bytes completed without error (the
-	                               * denominator of write amplification: batch_blocks
-	                               * blocks were written to the pool for them) */
+	                               * denominator of write amplification: bytes_written
+	                               * were written to the pool for them) */
+	/* What the pool's time and bytes went to (docs/CONTROL.md, `stats`):
+	 * FLUSH requests, and WRITE/TRIM/ZERO requests with FUA, that reached
+	 * the log thread; every byte the store wrote to its segment backend
+	 * (log appends: data, summaries, tree nodes, checkpoint records,
+	 * compaction copies) and superblock slots; CLOCK_MONOTONIC time the
+	 * log thread spent in compaction passes (choosing victims, copying)
+	 * and on checkpoints (writing nodes and record, a synchronous one's
+	 * sync and superblock, waiting for and finishing a background one),
+	 * and the committer thread's sync and superblock write of background
+	 * checkpoints.  Counted since the store opened. */
+	uint64_t flushes, fua_requests;
+	uint64_t bytes_written;
+	uint64_t compact_ns, ckpt_log_ns, ckpt_sync_ns;
 	bool failed;                  /* sticky I/O failure */
 	bool read_only;               /* opened read-only (asked for, or below) */
 	bool read_only_fallback;      /* read-only because open could not write a checkpoint */

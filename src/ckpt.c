@@ -17,7 +17,9 @@
  * them after the old checkpoint, and after it after the new one.  Blocks
  * that die meanwhile wait for the next checkpoint.  One checkpoint is in
  * flight at a time; ckpt_write (space policy, control, close) and the
- * compactor first wait for it.
+ * compactor first wait for it.  The log thread's time on checkpoints adds
+ * up in stats.ckpt_log_ns; the committer's sync and superblock write come
+ * back with its result and add up in stats.ckpt_sync_ns.
  *
  * Layer: under space, writer, store_ctl, recover and store; over vtab,
  * super, core, tree, log and alloc.  Locks: the log thread (or the
@@ -936,19 +938,30 @@ static int outcome(struct store *st, int err)
 	return err;
 }
 
+/* The log thread's time on checkpoints since t0 (stats.ckpt_log_ns). */
+static void log_time(struct store *st, uint64_t t0)
+{
+	st->stats.ckpt_log_ns += iostats_now() - t0;
+}
+
+static void wait_bg(struct store *st);
+
 int ckpt_write(struct store *st)
 {
 	struct pending_ckpt p;
-	int err;
+	uint64_t t0 = iostats_now();
+	int err = -EIO;
 
-	ckpt_wait(st);
-	if (st->failed)
-		return -EIO;
-	st->ck.began_ns = iostats_now();
-	err = ckpt_pre_commit(st, &p);
-	if (!err)
-		err = ckpt_commit(st, &p);
-	return outcome(st, err);
+	wait_bg(st);
+	if (!st->failed) {
+		st->ck.began_ns = iostats_now();
+		err = ckpt_pre_commit(st, &p);
+		if (!err)
+			err = ckpt_commit(st, &p);
+		err = outcome(st, err);
+	}
+	log_time(st, t0);
+	return err;
 }
 
 /* ---- the background commit --------------------------------------------- */
@@ -963,6 +976,7 @@ struct ckpt_bg {
 	bool busy;           /* in flight: set and cleared by the log thread */
 	bool handed, done;   /* under lock: given to the committer; its part is over */
 	int err;             /* under lock: its result */
+	uint64_t sync_ns;    /* under lock: the time its sync and superblock took */
 	struct pending_ckpt p;
 	struct fmt_super sb; /* a copy of st->sb naming p */
 };
@@ -985,15 +999,18 @@ static void *committer_main(void *arg)
 			break;
 		bg->handed = false;
 		pthread_mutex_unlock(&bg->lock);
+		uint64_t t0 = iostats_now();
 		int err = segio_sync(st->io);
 		if (!err)
 			err = segio_sb_write(st->io, (unsigned)bg->sb.self, &bg->sb);
+		uint64_t sync_ns = iostats_now() - t0;
 		/* No reader may still hold an address in a segment about to
 		 * be free (the marked ones died before this started). */
 		if (!err)
 			urcu_memb_synchronize_rcu();
 		pthread_mutex_lock(&bg->lock);
 		bg->err = err;
+		bg->sync_ns = sync_ns;
 		bg->done = true;
 		pthread_cond_broadcast(&bg->cond);
 		pthread_mutex_unlock(&bg->lock);
@@ -1056,6 +1073,7 @@ void ckpt_begin(struct store *st)
 		err = write_record(st, &bg->p);
 	if (err) {
 		outcome(st, err);
+		log_time(st, st->ck.began_ns);
 		return;
 	}
 	/* Held from now: the record's segment must not look dead to the
@@ -1072,6 +1090,7 @@ void ckpt_begin(struct store *st)
 	bg->done = false;
 	pthread_cond_broadcast(&bg->cond);
 	pthread_mutex_unlock(&bg->lock);
+	log_time(st, st->ck.began_ns);
 }
 
 bool ckpt_ready(struct store *st)
@@ -1093,6 +1112,7 @@ static void finish(struct store *st)
 
 	pthread_mutex_lock(&bg->lock);
 	err = bg->err;
+	st->stats.ckpt_sync_ns += bg->sync_ns;
 	bg->done = false;
 	pthread_mutex_unlock(&bg->lock);
 	bg->busy = false;
@@ -1114,11 +1134,15 @@ static void finish(struct store *st)
 
 void ckpt_poll(struct store *st)
 {
-	if (in_flight(st) && ckpt_ready(st))
+	if (in_flight(st) && ckpt_ready(st)) {
+		uint64_t t0 = iostats_now();
 		finish(st);
+		log_time(st, t0);
+	}
 }
 
-void ckpt_wait(struct store *st)
+/* ckpt_wait, untimed (inside a timed caller). */
+static void wait_bg(struct store *st)
 {
 	struct ckpt_bg *bg = st->ck.bg;
 	if (!in_flight(st))
@@ -1128,6 +1152,15 @@ void ckpt_wait(struct store *st)
 		pthread_cond_wait(&bg->cond, &bg->lock);
 	pthread_mutex_unlock(&bg->lock);
 	finish(st);
+}
+
+void ckpt_wait(struct store *st)
+{
+	if (in_flight(st)) {
+		uint64_t t0 = iostats_now();
+		wait_bg(st);
+		log_time(st, t0);
+	}
 }
 
 /* ---- loading ----------------------------------------------------------- */

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <urcu/urcu-memb.h>
 
 #include "bcrc.h"
@@ -41,7 +42,16 @@ struct compact {
 	uint64_t *bad; /* damaged blocks left in place, still live when found */
 	unsigned nbad;
 	uint64_t bad_found; /* ever */
+	uint64_t ns;        /* in compact_pick and compact_move, ever */
 };
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 struct compact *compact_new(void)
 {
@@ -166,9 +176,9 @@ static int move_one(struct compact *c, uint64_t blk, uint32_t life)
 	return err;
 }
 
-uint64_t compact_pick(struct compact *c, const struct alloc *a, uint64_t now_lsn,
-                      const uint64_t *keep, unsigned nkeep, double max_util, unsigned max_blocks,
-                      unsigned *victims)
+static uint64_t pick(struct compact *c, const struct alloc *a, uint64_t now_lsn,
+                     const uint64_t *keep, unsigned nkeep, double max_util, unsigned max_blocks,
+                     unsigned *victims)
 {
 	uint64_t nsegs = alloc_nsegs(a);
 	struct cand *cand;
@@ -236,6 +246,17 @@ uint64_t compact_pick(struct compact *c, const struct alloc *a, uint64_t now_lsn
 	return total;
 }
 
+uint64_t compact_pick(struct compact *c, const struct alloc *a, uint64_t now_lsn,
+                      const uint64_t *keep, unsigned nkeep, double max_util, unsigned max_blocks,
+                      unsigned *victims)
+{
+	uint64_t t0 = now_ns();
+	uint64_t live = pick(c, a, now_lsn, keep, nkeep, max_util, max_blocks, victims);
+
+	c->ns += now_ns() - t0;
+	return live;
+}
+
 /* Every counted block of the victims, staged (move_one); then written,
  * published and counted where it went. */
 static int move_all(struct compact *c)
@@ -278,18 +299,25 @@ int64_t compact_move(struct compact *c, struct alloc *a, struct log *l, struct s
 		if (!c->bcrc)
 			return -ENOMEM;
 	}
+	uint64_t t0 = now_ns();
 	c->used = 0;
 	c->l = l;
 	c->io = io;
 	c->a = a;
 	int err = move_all(c);
 	c->nvictims = 0;
+	c->ns += now_ns() - t0;
 	return err ? err : (int64_t)c->used;
 }
 
 uint64_t compact_bad_blocks(const struct compact *c)
 {
 	return c->bad_found;
+}
+
+uint64_t compact_ns(const struct compact *c)
+{
+	return c->ns;
 }
 
 const uint8_t *compact_victims(const struct compact *c)

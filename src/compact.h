@@ -69,4 +69,9 @@ const uint8_t *compact_victims(const struct compact *c);
 /* Damaged blocks compact_move has found and left in place, ever. */
 uint64_t compact_bad_blocks(const struct compact *c);
 
+/* Nanoseconds (CLOCK_MONOTONIC) spent in compact_pick and compact_move,
+ * ever: the log thread's time compacting, without the checkpoint that
+ * follows a pass. */
+uint64_t compact_ns(const struct compact *c);
+
 #endif

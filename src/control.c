@@ -751,6 +751,14 @@ static int control_op_stats(struct control_ctx *x)
 	STAT(cache_bound);
 	STAT(cache_loads);
 	STAT(cache_evictions);
+	STAT(flushes);
+	STAT(fua_requests);
+	STAT(bytes_written);
+	STAT(client_write_bytes);
+	STAT(compact_ns);
+	STAT(checkpoint_ns);
+	STAT(ckpt_log_ns);
+	STAT(ckpt_sync_ns);
 #undef STAT
 	json_object_set_new(o, "block_size", json_integer(STORE_BLOCK_SIZE));
 	json_object_set_new(o, "failed", json_boolean(s.failed));

@@ -214,6 +214,16 @@ static void one(struct metrics_text *t, const char *name, const char *type, cons
 	metrics_put_u64(t, name, NULL, 0, v);
 }
 
+/* A counter family of seconds with one unlabelled sample, from ns. */
+static void one_seconds(struct metrics_text *t, const char *name, const char *help, uint64_t ns)
+{
+	char v[32];
+
+	metrics_put_family(t, name, "counter", help);
+	seconds(v, sizeof(v), ns);
+	putf(t, "%s %s\n", name, v);
+}
+
 static void render_pool(struct metrics_text *t, const struct store_stats *s,
                         const struct store_vol_totals *tot)
 {
@@ -222,7 +232,7 @@ static void render_pool(struct metrics_text *t, const struct store_stats *s,
 	 * (as `cowctl pool status` counts it). */
 	uint64_t in_log = allocated - s->segment_bytes;
 	uint64_t live = s->blocks_live * STORE_BLOCK_SIZE;
-	uint64_t written = s->batch_blocks * STORE_BLOCK_SIZE;
+	uint64_t written = s->bytes_written;
 
 	one(t, "cowbd_pool_size_bytes", "gauge", "Size of the pool.", s->pool_bytes);
 	one(t, "cowbd_pool_provisioned_bytes", "gauge",
@@ -246,8 +256,8 @@ static void render_pool(struct metrics_text *t, const struct store_stats *s,
 	    tot->volumes);
 	one(t, "cowbd_pool_snapshots", "gauge", "Snapshots.", tot->snapshots);
 	one(t, "cowbd_pool_written_bytes_total", "counter",
-	    "Bytes written to the pool's log: data, summaries, tree nodes, checkpoint records and "
-	    "compaction copies.",
+	    "Bytes written to the pool: the log (data, summaries, tree nodes, checkpoint records, "
+	    "compaction copies) and superblock copies.",
 	    written);
 	one(t, "cowbd_client_written_bytes_total", "counter",
 	    "WRITE payload bytes clients wrote (completed without error).", s->client_write_bytes);
@@ -260,11 +270,20 @@ static void render_pool(struct metrics_text *t, const struct store_stats *s,
 	                                         : NAN);
 	one(t, "cowbd_log_syncs_total", "counter", "Device syncs of the log (group commits).",
 	    s->syncs);
+	one(t, "cowbd_flush_requests_total", "counter",
+	    "FLUSH requests that reached the log thread.", s->flushes);
+	one(t, "cowbd_fua_requests_total", "counter",
+	    "WRITE, TRIM and WRITE_ZEROES requests with FUA that reached the log thread.",
+	    s->fua_requests);
 	one(t, "cowbd_compactor_passes_total", "counter", "Compactor passes run.", s->compactions);
 	one(t, "cowbd_compactor_moved_blocks_total", "counter",
 	    "Live blocks the compactor copied out of victim segments.", s->compacted_blocks);
 	one(t, "cowbd_compactor_skipped_bad_blocks", "gauge",
 	    "Damaged blocks the compactor left in place.", s->compact_skipped_bad);
+	one_seconds(t, "cowbd_compactor_seconds_total",
+	            "Time the log thread spent in compactor passes (choosing victims and copying; "
+	            "the checkpoint after a pass not included).",
+	            s->compact_ns);
 	one(t, "cowbd_metadata_cache_nodes", "gauge", "Tree nodes in memory.", s->cache_nodes);
 	one(t, "cowbd_metadata_cache_bytes", "gauge",
 	    "Memory of the tree nodes in memory (objects and map), bounded by --metadata-cache.",
@@ -284,6 +303,16 @@ static void render_pool(struct metrics_text *t, const struct store_stats *s,
 	seconds(sum, sizeof(sum), s->checkpoint_ns);
 	putf(t, "cowbd_checkpoint_duration_seconds_sum %s\n", sum);
 	metrics_put_u64(t, "cowbd_checkpoint_duration_seconds_count", NULL, 0, s->checkpoints);
+	one_seconds(t, "cowbd_checkpoint_log_thread_seconds_total",
+	            "Time the log thread spent on checkpoints: writing nodes and records, a "
+	            "synchronous checkpoint's sync and superblock, waiting for and finishing a "
+	            "background one.",
+	            s->ckpt_log_ns);
+	one_seconds(
+	    t, "cowbd_checkpoint_sync_seconds_total",
+	    "Time the committer thread spent syncing background checkpoints and writing their "
+	    "superblocks.",
+	    s->ckpt_sync_ns);
 	one(t, "cowbd_bad_blocks_total", "counter",
 	    "Distinct data blocks found failing their checksum.", s->bad_blocks);
 	one(t, "cowbd_bad_reads_total", "counter", "Reads answered EIO for a damaged block.",

@@ -78,6 +78,10 @@ struct segio_ops {
 struct segio {
 	const struct segio_ops *ops;
 	uint64_t nsegs; /* segments the backend has room for */
+	/* Bytes appended and superblock bytes written without error, counted
+	 * here so that every backend counts alike (relaxed atomics: the
+	 * committer thread writes superblocks too; segio_written reads). */
+	uint64_t written;
 };
 
 static inline int segio_read(struct segio *io, void *buf, size_t len, uint64_t off)
@@ -99,7 +103,15 @@ static inline int segio_reserve(struct segio *io, uint64_t seg)
 static inline int segio_append(struct segio *io, uint64_t seg, uint64_t off,
                                const struct iovec *iov, int iovcnt)
 {
-	return io->ops->append(io, seg, off, iov, iovcnt);
+	int err = io->ops->append(io, seg, off, iov, iovcnt);
+	uint64_t n = 0;
+
+	if (err)
+		return err;
+	for (int i = 0; i < iovcnt; i++)
+		n += iov[i].iov_len;
+	__atomic_fetch_add(&io->written, n, __ATOMIC_RELAXED);
+	return 0;
 }
 static inline void segio_seal(struct segio *io, uint64_t seg)
 {
@@ -119,7 +131,17 @@ static inline int segio_sb_read(struct segio *io, unsigned slot, void *buf)
 }
 static inline int segio_sb_write(struct segio *io, unsigned slot, const void *buf)
 {
-	return io->ops->sb_write(io, slot, buf);
+	int err = io->ops->sb_write(io, slot, buf);
+
+	if (!err)
+		__atomic_fetch_add(&io->written, (uint64_t)FMT_BLOCK, __ATOMIC_RELAXED);
+	return err;
+}
+/* Bytes written through segio_append and segio_sb_write so far.  Any
+ * thread. */
+static inline uint64_t segio_written(struct segio *io)
+{
+	return __atomic_load_n(&io->written, __ATOMIC_RELAXED);
 }
 static inline void segio_close(struct segio *io)
 {

@@ -358,6 +358,8 @@ static int ctl_stats(struct store_req *r)
 	out->failed = st->failed;
 	out->read_only = st->read_only;
 	out->compact_skipped_bad = compact_bad_blocks(st->sp.compact);
+	out->compact_ns = compact_ns(st->sp.compact);
+	out->bytes_written = segio_written(st->io);
 	out->format_version = st->sb.version;
 	out->count_pages = alloc_pages_resident(st->a);
 	out->count_pages_evicted = alloc_pages_evicted(st->a);

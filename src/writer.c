@@ -290,11 +290,14 @@ static bool stage_round(struct store *st, struct store_req *list)
 	for (struct store_req *r = list; r; r = r->next) {
 		r->err = 0;
 		if (r->op == STORE_FLUSH) {
+			st->stats.flushes++;
 			need_sync = true;
 			continue;
 		}
 		if (!is_write(r))
 			continue;
+		if (r->flags & STORE_FUA)
+			st->stats.fua_requests++;
 		int err = stage_or_make_room(st, r);
 		if (err) {
 			r->err = err; /* staging failed the pool itself if it must */

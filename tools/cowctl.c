@@ -382,10 +382,18 @@ static void cowctl_print_stats(json_t *s)
 	printf("%-18s%" PRIu64 " (%" PRIu64 " blocks)\n", "batches:", cowctl_u64(s, "batches"),
 	       cowctl_u64(s, "batch_blocks"));
 	printf("%-18s%" PRIu64 "\n", "syncs:", cowctl_u64(s, "syncs"));
-	printf("%-18s%" PRIu64 "\n", "checkpoints:", cowctl_u64(s, "checkpoints"));
-	printf("%-18s%" PRIu64 " (%" PRIu64 " blocks moved, %" PRIu64 " segments freed)\n",
+	printf("%-18s%" PRIu64 " (%" PRIu64 " FUA requests)\n",
+	       "flushes:", cowctl_u64(s, "flushes"), cowctl_u64(s, "fua_requests"));
+	printf("%-18s%s (clients wrote %s)\n",
+	       "bytes written:", cowctl_human(cowctl_u64(s, "bytes_written"), b, sizeof(b)),
+	       cowctl_human(cowctl_u64(s, "client_write_bytes"), b2, sizeof(b2)));
+	printf("%-18s%" PRIu64 " (%.3f s on the log thread, %.3f s syncing in the background)\n",
+	       "checkpoints:", cowctl_u64(s, "checkpoints"), cowctl_u64(s, "ckpt_log_ns") / 1e9,
+	       cowctl_u64(s, "ckpt_sync_ns") / 1e9);
+	printf("%-18s%" PRIu64 " (%" PRIu64 " blocks moved, %" PRIu64
+	       " segments freed, %.3f s on the log thread)\n",
 	       "compactions:", cowctl_u64(s, "compactions"), cowctl_u64(s, "compacted_blocks"),
-	       cowctl_u64(s, "segments_freed"));
+	       cowctl_u64(s, "segments_freed"), cowctl_u64(s, "compact_ns") / 1e9);
 	printf("%-18s%" PRIu64 " nodes, %s of %s (%" PRIu64 " loads, %" PRIu64 " evictions)\n",
 	       "metadata cache:", cowctl_u64(s, "cache_nodes"),
 	       cowctl_human(cowctl_u64(s, "cache_bytes"), b, sizeof(b)),

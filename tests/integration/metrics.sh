@@ -70,16 +70,21 @@ def io(port, expect_path):
         count("vol0", "write", n)
     h.pwrite(b"f" * 4096, 262144, nbd.CMD_FLAG_FUA)
     count("vol0", "write", 4096)
+    count("pool", "fua", 0)
     # a page-cache hit, unaligned, a 1 MiB hole (tried on the loop
     # thread) and 2 MiB (the reader threads)
     for off, n in [(0, 4096), (65536, 8192), (10000, 100), (M, M), (0, 2 * M)]:
         h.pread(n, off)
         count("vol0", "read", n)
-    for _ in range(2):
+    for _ in range(3):
         h.flush()
         count("vol0", "flush", 0)
+        count("pool", "flush", 0)
     h.trim(8192, 65536)
     count("vol0", "trim", 8192)
+    h.trim(4096, 98304, nbd.CMD_FLAG_FUA)
+    count("vol0", "trim", 4096)
+    count("pool", "fua", 0)
     for off, n in [(131072, 12288), (0, 4096)]:
         h.zero(n, off)
         count("vol0", "zero", n)
@@ -130,6 +135,11 @@ def check(before, after, expect_path):
                 sys.exit("%s buckets not cumulative: %s" % (h, buckets))
             if cnt and not get(b, h + "_sum", volume=vol, op=op) > 0:
                 sys.exit("%s_sum of %s %s is not positive" % (h, vol, op))
+    # the pool's FLUSH and FUA counters: exactly the requests sent
+    for op, name in (("flush", "cowbd_flush_requests_total"), ("fua", "cowbd_fua_requests_total")):
+        want = exp["pool"][op][0]
+        if get(b, name) - get(a, name) != want:
+            sys.exit("%s moved by %d, want %d" % (name, get(b, name) - get(a, name), want))
     if any(n.startswith("cowbd_volume_") and dict(l).get("op") == "cache" for n, l in b):
         sys.exit("a series for op=cache, which never reaches the store")
     for vol in ("vol0@s2", "vol1"):
@@ -160,13 +170,26 @@ def gauges(page, s1, s2, p1, p2):
              ("cowbd_compactor_moved_blocks_total", q["compactor"]["blocks_moved"]),
              ("cowbd_pool_failed", int(q["failed"])),
              ("cowbd_pool_read_only", int(q["read_only"])),
-             ("cowbd_pool_written_bytes_total", s["batch_blocks"] * bs),
+             ("cowbd_pool_written_bytes_total", s["bytes_written"]),
+             ("cowbd_client_written_bytes_total", s["client_write_bytes"]),
+             ("cowbd_flush_requests_total", s["flushes"]),
+             ("cowbd_fua_requests_total", s["fua_requests"]),
              ("cowbd_checkpoint_duration_seconds_count", s["checkpoints"]),
              ("cowbd_bad_blocks_total", s["bad_blocks"]),
              ("cowbd_bad_reads_total", s["bad_reads"])]
     for name, want in pairs:
         if get(p, name) != want:
             sys.exit("%s = %d, cowctl says %d" % (name, get(p, name), want))
+    if s["bytes_written"] < s["batch_blocks"] * bs + bs:  # the log and a superblock at least
+        sys.exit("bytes_written %d < the log's %d blocks and a superblock" % (
+            s["bytes_written"], s["batch_blocks"]))
+    for name, ns in (("cowbd_compactor_seconds_total", s["compact_ns"]),
+                     ("cowbd_checkpoint_log_thread_seconds_total", s["ckpt_log_ns"]),
+                     ("cowbd_checkpoint_sync_seconds_total", s["ckpt_sync_ns"])):
+        if get(p, name) != ns / 1e9:
+            sys.exit("%s = %r, cowctl says %d ns" % (name, get(p, name), ns))
+    if not s["ckpt_log_ns"] > 0:
+        sys.exit("no checkpoint time counted, after %d checkpoints" % s["checkpoints"])
     print("pool gauges agree with cowctl pool status and stats")
 
 def hold(port, sd):
