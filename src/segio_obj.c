@@ -5,19 +5,26 @@
  * Objects of the pool NAME: NAME.seg.%016llx per segment, written at its
  * offsets as the log appends and never again once sealed (removed when
  * the segment is discarded); NAME.sb.0 and NAME.sb.1, the superblock
- * slots (one block each, replaced whole); NAME.owner, the address of the
- * client that serves the pool ("" after a clean close).
+ * slots (one block each, replaced whole).  The owner record, the address
+ * of the client that serves the pool ("" after a clean close), is the
+ * attribute cowbd.owner of NAME.sb.0; NAME.owner, where the previous
+ * build kept it, is read when that attribute is missing and holds a
+ * constant marker once this build served the pool (OWNER_MOVED).
  *
  * Ownership and fencing (docs/RADOS.md).  The exclusive lock on NAME.sb.0
  * is taken with a lease and renewed by a thread of this backend every
  * third of it.  Taking it over from a host that died: wait for its lease
- * to run out, then blocklist the address NAME.owner names before anything
- * is read, so that none of the old owner's writes can land after ours
- * start.  A backend whose lease lapsed (it could not renew in time, or it
- * was blocklisted, or another host holds the lock) is fenced: every later
- * call fails with -EIO, and it says so once.  The data path checks the
- * lease's age itself before every write, so a process stopped past its
- * lease writes nothing when it wakes, even before the renewer runs.
+ * to run out, then blocklist the address the owner record names before
+ * anything is read, so that none of the old owner's writes can land after
+ * ours start.  A backend whose lease lapsed (it could not renew in time,
+ * or it was blocklisted, or another host holds the lock) is fenced: every
+ * later call fails with -EIO, and it says so once.  The data path checks
+ * the lease's age itself before every write, so a process stopped past its
+ * lease writes nothing when it wakes, even before the renewer runs.  The
+ * writes to NAME.sb.0 (the owner record, superblock slot 0) go further:
+ * the object store applies them only while the lock is this client's
+ * (objstore_setxattr_locked, objstore_write_full_locked), so a process
+ * stalled between its check and such a write writes nothing.
  *
  * Data.  The open segment is kept in memory while the log appends to it:
  * each append is copied there, queued to the object (objstore_write
@@ -123,7 +130,8 @@ static void sb_oid(const struct segio_obj *o, unsigned slot, char *oid)
 	snprintf(oid, OBJSTORE_NAME_MAX, "%s.sb.%u", o->name, slot);
 }
 
-static void owner_oid(const struct segio_obj *o, char *oid)
+/* The owner record of the previous build: read when NAME.sb.0 has none. */
+static void legacy_owner_oid(const struct segio_obj *o, char *oid)
 {
 	snprintf(oid, OBJSTORE_NAME_MAX, "%s.owner", o->name);
 }
@@ -535,7 +543,20 @@ static int obj_sb_write(struct segio *io, unsigned slot, const void *buf)
 	if (err)
 		return err;
 	sb_oid(o, slot, oid);
-	err = objstore_write_full(o->os, oid, buf, FMT_BLOCK);
+	/* Slot 0 shares its object with the lock: written only while the
+	 * lock is ours.  Slot 1 cannot be (a lock guards its own object's
+	 * writes); the blocklist does: a new owner fences the old one before
+	 * it reads either slot, so a late write lands before that read or
+	 * not at all. */
+	if (slot == 0)
+		err = objstore_write_full_locked(o->os, oid, o->cookie, buf, FMT_BLOCK);
+	else
+		err = objstore_write_full(o->os, oid, buf, FMT_BLOCK);
+	if (err == -ENOLCK) {
+		fence(o, "its lock on the pool is gone (another host took it over): superblock "
+		         "not written");
+		return -EIO;
+	}
 	return err ? write_failed(o, err) : 0;
 }
 
@@ -659,23 +680,60 @@ static int take_lock(struct segio_obj *o, unsigned wait_s, const char **why)
 	return -EBUSY;
 }
 
-/* Fence whoever NAME.owner says served the pool and did not close it. */
+/* The owner record's attribute on NAME.sb.0. */
+#define OWNER_XATTR "cowbd.owner"
+
+/* What NAME.owner holds once this build served the pool: not an address,
+ * so that the previous build, which would take it for one, fails to
+ * blocklist it and refuses to open the pool (it would not see who to
+ * fence) with this text in its message. */
+#define OWNER_MOVED "owner-record-moved-to-xattr-cowbd.owner-of-sb.0:use-a-newer-cowbd"
+
+/* The address the owner record names into prev ("" when none): the
+ * attribute of NAME.sb.0, or, in a pool only the previous build served
+ * (no attribute), its NAME.owner object.  0 or the read's error. */
+static int owner_read(struct segio_obj *o, char *prev)
+{
+	char oid[OBJSTORE_NAME_MAX];
+	ssize_t n;
+
+	sb_oid(o, 0, oid);
+	n = objstore_getxattr(o->os, oid, OWNER_XATTR, prev, OBJSTORE_NAME_MAX - 1);
+	if (n == -ENODATA || n == -ENOENT) {
+		legacy_owner_oid(o, oid);
+		n = objstore_read(o->os, oid, prev, OBJSTORE_NAME_MAX - 1, 0);
+		n = n == -ENOENT ? 0 : n;
+	}
+	if (n < 0)
+		return (int)n;
+	prev[n] = 0;
+	if (!strcmp(prev, OWNER_MOVED))
+		prev[0] = 0;
+	return 0;
+}
+
+/* Name addr in the owner record, only while the lock is ours: 0, -ENOLCK
+ * (it is not: nothing written), or the write's error. */
+static int owner_write(struct segio_obj *o, const char *addr)
+{
+	char oid[OBJSTORE_NAME_MAX];
+
+	sb_oid(o, 0, oid);
+	return objstore_setxattr_locked(o->os, oid, o->cookie, OWNER_XATTR, addr, strlen(addr));
+}
+
+/* Fence whoever the owner record says served the pool and did not close
+ * it. */
 static int fence_previous(struct segio_obj *o, const char **why)
 {
-	char oid[OBJSTORE_NAME_MAX], prev[OBJSTORE_NAME_MAX];
-	ssize_t n;
-	int err;
+	char prev[OBJSTORE_NAME_MAX];
+	int err = owner_read(o, prev);
 
-	owner_oid(o, oid);
-	n = objstore_read(o->os, oid, prev, sizeof(prev) - 1, 0);
-	if (n == -ENOENT)
-		n = 0;
-	if (n < 0) {
+	if (err) {
 		*why = "cannot read the pool's owner record";
-		return (int)n;
+		return err;
 	}
-	prev[n] = 0;
-	if (!n || !strcmp(prev, objstore_addr(o->os)))
+	if (!prev[0] || !strcmp(prev, objstore_addr(o->os)))
 		return 0;
 	err = objstore_blocklist(o->os, prev);
 	if (err) {
@@ -696,11 +754,13 @@ static int fence_previous(struct segio_obj *o, const char **why)
 /* With the lock held: fence the previous owner, then name ourselves.
  * Fencing can outlast the lease, and whoever took the pool meanwhile must
  * be fenced too: the lease is renewed before the record is written, and
- * when it had run out by then, the record is read again. */
+ * when it had run out by then, the record is read again.  The record is
+ * written only if the lock is still ours when it lands (a process stalled
+ * after its renewal names nobody); then NAME.owner gets OWNER_MOVED (a
+ * constant: a late copy of it is harmless). */
 static int take_over(struct segio_obj *o, const char **why)
 {
 	char oid[OBJSTORE_NAME_MAX];
-	const char *me = objstore_addr(o->os);
 	int err;
 
 	for (unsigned try = 0;; try++) {
@@ -730,8 +790,17 @@ static int take_over(struct segio_obj *o, const char **why)
 	}
 	if (err)
 		return err;
-	owner_oid(o, oid);
-	err = objstore_write_full(o->os, oid, me, strlen(me));
+	err = owner_write(o, objstore_addr(o->os));
+	if (err == -ENOLCK) {
+		say_error("pool %s: another host took it before this one could name itself its "
+		          "owner",
+		          o->label);
+		*why = "the pool was taken by another host";
+		return -EBUSY;
+	}
+	legacy_owner_oid(o, oid);
+	if (!err)
+		err = objstore_write_full(o->os, oid, OWNER_MOVED, strlen(OWNER_MOVED));
 	if (err)
 		*why = "cannot write the pool's owner record";
 	return err;
@@ -748,8 +817,7 @@ static void give_back(struct segio_obj *o)
 
 	if (o->peek || lapsed(o))
 		return;
-	owner_oid(o, oid);
-	if (objstore_write_full(o->os, oid, "", 0))
+	if (owner_write(o, ""))
 		return; /* the next owner fences us: harmless after a close */
 	sb_oid(o, 0, oid);
 	(void)objstore_unlock(o->os, oid, o->cookie);

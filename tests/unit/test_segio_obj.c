@@ -146,6 +146,7 @@ struct shim {
 	bool flush_release;               /* ... until this is set (or a second passes) */
 	void (*on_flush)(struct shim *s); /* called as a flush returns */
 	void (*on_blocklist)(struct shim *s); /* called as a blocklist returns */
+	void (*on_locked)(struct shim *s);    /* called before a lock-guarded write */
 };
 
 static struct shim *to_shim(struct objstore *os)
@@ -195,6 +196,32 @@ static ssize_t shim_read(struct objstore *os, const char *oid, void *buf, size_t
 static int shim_write_full(struct objstore *os, const char *oid, const void *buf, size_t len)
 {
 	return objstore_write_full(to_shim(os)->in, oid, buf, len);
+}
+
+static int shim_write_full_locked(struct objstore *os, const char *oid, const char *cookie,
+                                  const void *buf, size_t len)
+{
+	struct shim *s = to_shim(os);
+
+	if (s->on_locked)
+		s->on_locked(s);
+	return objstore_write_full_locked(s->in, oid, cookie, buf, len);
+}
+
+static int shim_setxattr_locked(struct objstore *os, const char *oid, const char *cookie,
+                                const char *name, const void *val, size_t len)
+{
+	struct shim *s = to_shim(os);
+
+	if (s->on_locked)
+		s->on_locked(s);
+	return objstore_setxattr_locked(s->in, oid, cookie, name, val, len);
+}
+
+static ssize_t shim_getxattr(struct objstore *os, const char *oid, const char *name, void *buf,
+                             size_t len)
+{
+	return objstore_getxattr(to_shim(os)->in, oid, name, buf, len);
 }
 
 static int shim_remove(struct objstore *os, const char *oid)
@@ -261,6 +288,9 @@ static const struct objstore_ops shim_ops = {
     .flush = shim_flush,
     .read = shim_read,
     .write_full = shim_write_full,
+    .write_full_locked = shim_write_full_locked,
+    .setxattr_locked = shim_setxattr_locked,
+    .getxattr = shim_getxattr,
     .remove = shim_remove,
     .lock = shim_lock,
     .unlock = shim_unlock,
@@ -784,7 +814,7 @@ static void test_lease_wall_clock_step(void **state)
 static void owner_seen(struct objstore_mem *m, char *owner, struct objstore_locker *l)
 {
 	struct objstore *os = objstore_mem_client(m);
-	ssize_t n = objstore_read(os, "p.owner", owner, OBJSTORE_NAME_MAX - 1, 0);
+	ssize_t n = objstore_getxattr(os, "p.sb.0", "cowbd.owner", owner, OBJSTORE_NAME_MAX - 1);
 
 	owner[n > 0 ? n : 0] = 0;
 	if (objstore_locker(os, "p.sb.0", l))
@@ -1017,6 +1047,124 @@ static void test_sync_race_write_failed(void **state)
 	objstore_mem_free(m);
 }
 
+/* ---- writes guarded by the lock ------------------------------------------- */
+
+static struct objstore *taker_os; /* the host that took the pool over */
+static struct segio *taker_io;
+
+/* The host stalls past its lease just before a write guarded by the lock
+ * (the cluster's clock moves on, not the host's), and another takes the
+ * pool over meanwhile. */
+static void taken_during_stall(struct shim *s)
+{
+	s->on_locked = NULL;
+	objstore_mem_advance(s->m, LEASE + 1);
+	taker_io = client_io(s->m, &taker_os, NULL);
+	assert_non_null(taker_io);
+}
+
+/* A host stalled between its renewal and the write of the owner record,
+ * while another took the pool over and named itself: its record is not
+ * written (the next takeover must fence the host that serves), and its
+ * open fails. */
+static void test_owner_write_stalled(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct shim *s = shim_new(m);
+	char owner[OBJSTORE_NAME_MAX], taker[OBJSTORE_NAME_MAX];
+	struct objstore_locker l;
+
+	s->on_locked = taken_during_stall;
+	assert_null(shim_io(s, LEASE));
+	assert_int_equal(errno, EBUSY);
+	assert_non_null(taker_io);
+	snprintf(taker, sizeof(taker), "%s", objstore_addr(taker_os));
+	owner_seen(m, owner, &l);
+	assert_string_equal(owner, taker);
+	assert_string_equal(l.addr, taker);
+	segio_close(taker_io);
+	objstore_mem_free(m);
+}
+
+/* The same, but the other host has only taken the lock so far (it has
+ * not fenced this one yet). */
+static void locked_during_stall(struct shim *s)
+{
+	struct objstore *c = objstore_mem_client(s->m);
+
+	s->on_locked = NULL;
+	objstore_mem_advance(s->m, LEASE + 1);
+	assert_int_equal(objstore_lock(c, "p.sb.0", "another", LEASE, false), 0);
+	objstore_close(c);
+}
+
+/* A host stalled between its lease check and the write of superblock slot
+ * 0, while another took the lock (and has not fenced it yet): the slot is
+ * not written, and the stalled backend is fenced. */
+static void test_sb_write_stalled(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct shim *s = shim_new(m);
+	struct segio *io = shim_io(s, LEASE);
+	struct objstore *other;
+	char sb[FMT_BLOCK], seen[FMT_BLOCK];
+
+	assert_non_null(io);
+	memset(sb, 1, sizeof(sb));
+	assert_int_equal(segio_sb_write(io, 0, sb), 0);
+	s->on_locked = locked_during_stall;
+	memset(sb, 2, sizeof(sb));
+	assert_int_equal(segio_sb_write(io, 0, sb), -EIO);
+	other = objstore_mem_client(m);
+	assert_int_equal(objstore_read(other, "p.sb.0", seen, sizeof(seen), 0), FMT_BLOCK);
+	objstore_close(other);
+	memset(sb, 1, sizeof(sb));
+	assert_memory_equal(seen, sb, sizeof(sb));
+	assert_int_equal(segio_sync(io), -EIO); /* fenced */
+	segio_close(io);
+	objstore_mem_free(m);
+}
+
+/* A pool the previous build served and did not close (its owner record
+ * the object NAME.owner): the takeover fences the address it names, then
+ * names itself in the attribute and leaves NAME.owner a marker that is no
+ * address (the previous build refuses to open the pool then). */
+static void test_owner_legacy(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct objstore *old = objstore_mem_client(m), *os;
+	char owner[OBJSTORE_NAME_MAX], me[OBJSTORE_NAME_MAX], rec[OBJSTORE_NAME_MAX];
+	struct objstore_locker l;
+	struct segio *io;
+	ssize_t n;
+
+	assert_int_equal(objstore_lock(old, "p.sb.0", "old", LEASE, false), 0);
+	assert_int_equal(
+	    objstore_write_full(old, "p.owner", objstore_addr(old), strlen(objstore_addr(old))), 0);
+	objstore_mem_advance(m, LEASE + 1);
+	io = client_io(m, &os, NULL);
+	assert_non_null(io);
+	snprintf(me, sizeof(me), "%s", objstore_addr(os));
+	assert_int_equal(objstore_read(old, "p.owner", owner, 1, 0), -EBLOCKLISTED);
+	owner_seen(m, owner, &l);
+	assert_string_equal(owner, me);
+	struct objstore *other = objstore_mem_client(m);
+	n = objstore_read(other, "p.owner", rec, sizeof(rec) - 1, 0);
+	assert_true(n > 0);
+	rec[n] = 0;
+	assert_null(strchr(rec, '/')); /* not an address */
+	objstore_close(other);
+	segio_close(io);
+	/* a clean close clears the attribute; the marker names nobody */
+	owner_seen(m, owner, &l);
+	assert_string_equal(owner, "");
+	io = client_io(m, &os, NULL);
+	assert_non_null(io);
+	segio_close(io);
+	objstore_close(old);
+	objstore_mem_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1036,6 +1184,9 @@ int main(void)
 	    cmocka_unit_test(test_takeover_raced),
 	    cmocka_unit_test(test_takeover_lapsed_while_fencing),
 	    cmocka_unit_test(test_sync_race_write_failed),
+	    cmocka_unit_test(test_owner_write_stalled),
+	    cmocka_unit_test(test_sb_write_stalled),
+	    cmocka_unit_test(test_owner_legacy),
 	};
 	if (getenv("TEST_FILTER"))
 		cmocka_set_test_filter(getenv("TEST_FILTER"));
