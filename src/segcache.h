@@ -1,7 +1,8 @@
 /* segcache.h — the local cache of a RADOS pool's segments: one file (or
  * block device) of whole-segment slots, FMT_SEG_BYTES each.  It holds the
- * open segment as the log writes it and the sealed segments read most
- * recently, so that reads of cached data never leave the host.
+ * segments sealed most recently (copied in whole, off the log thread) and
+ * the ones read most recently, so that reads of cached data never leave
+ * the host.
  *
  * The cache is only ever a copy: nothing in it is needed to open or serve
  * the pool, and a cache that fails (a full filesystem, an I/O error, a

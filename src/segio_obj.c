@@ -27,22 +27,25 @@
  * stalled between its check and such a write writes nothing.
  *
  * Data.  The open segment is kept in memory while the log appends to it:
- * each append is copied there, queued to the object (objstore_write
- * keeps a pointer into that copy) and copied into the local cache
- * (segcache.h), which then holds the segment whole when it is sealed.  The
- * object store keeps its own copy of what is queued, so the copies of the
- * last sealed segments are kept only to answer reads fast, and the buffers
- * of older ones are reused for the next.  sync is one objstore_flush,
+ * each append is copied there and queued to the object (the object store
+ * copies what it queues).  A sealed segment is copied into the local cache
+ * (segcache.h) whole, by a thread of this backend (the cacher), so that
+ * the log thread never waits for the cache file; a segment sealed while
+ * the cacher is CACHE_BACKLOG segments behind is not cached (a copy only:
+ * it costs a miss later).  The copies of the last sealed segments are kept
+ * to answer reads fast (and pinned while the cacher copies them), and the
+ * buffers of older ones are reused for the next.  sync is one objstore_flush,
  * which waits only for the writes queued before it: a FLUSH is answered
  * when its writes are durable in the object store.  Reads look in the
  * in-memory copies, then the cache, then the object (a whole segment is
  * fetched into the cache).
  *
- * Threads: as segio.h, plus the renewer.  Locks: o->flush_lock makes
- * syncs one at a time (held across the flush; o->lock is taken inside it,
- * never the reverse); o->lock guards the in-memory copies and the retired
- * list (never held across object-store calls but the short memcpy of a
- * read); the fence is an atomic; the renewer's timing has its own mutex
+ * Threads: as segio.h, plus the renewer and the cacher.  Locks:
+ * o->flush_lock makes syncs one at a time (held across the flush; o->lock
+ * is taken inside it, never the reverse); o->lock guards the in-memory
+ * copies, their pins, the retired and spare lists and the cacher's queue
+ * (never held across object-store or cache calls but the short memcpy of
+ * a read); the fence is an atomic; the renewer's timing has its own mutex
  * and condition. */
 #include <errno.h>
 #include <inttypes.h>
@@ -66,6 +69,8 @@
  * cache have them too), and spare buffers kept for the next segments. */
 #define MAX_RETIRED 2
 #define MAX_SPARE   2
+/* Sealed segments waiting for the cacher, at most. */
+#define CACHE_BACKLOG 4
 
 /* A pool whose writes failed still answers reads (from memory, the cache
  * or the objects); a fenced one (the lock may be another host's) nothing. */
@@ -75,7 +80,18 @@ struct segbuf {
 	uint64_t seg;
 	uint64_t len; /* bytes appended (or loaded) so far */
 	struct segbuf *next;
-	char *data; /* FMT_SEG_BYTES */
+	char *data;     /* FMT_SEG_BYTES */
+	unsigned pins;  /* cacher jobs copying it (under o->lock) */
+	bool forgotten; /* off the retired list while pinned: the last unpin puts it away */
+};
+
+/* A sealed segment for the cacher: its copy (pinned) and the cache's
+ * ticket taken at the seal, which keeps the fill out when seg is
+ * discarded (and written again) before the cacher gets to it. */
+struct cachejob {
+	struct segbuf *b;
+	uint64_t ticket;
+	struct cachejob *next;
 };
 
 struct segio_obj {
@@ -95,6 +111,15 @@ struct segio_obj {
 	unsigned nretired;
 	struct segbuf *spare; /* free buffers for the next segments */
 	unsigned nspare;
+
+	/* The cacher: jobs oldest first, its wake-up, its thread. */
+	struct cachejob *cq, **cq_tail;
+	unsigned ncq;
+	bool cbusy; /* copying a job taken off the queue */
+	bool chold; /* held by a test (segio_obj_cache_hold) */
+	pthread_cond_t ccond;
+	bool cstop, cacher_on;
+	pthread_t cacher;
 
 	atomic_int state;             /* OBJ_OK, OBJ_FAILED or OBJ_FENCED: only ever rises */
 	atomic_int_least64_t renewed; /* now_ms() of the last good renewal's start */
@@ -204,6 +229,9 @@ static bool read_mem(struct segio_obj *o, uint64_t seg, void *buf, size_t len, u
 	return hit;
 }
 
+static struct segbuf *buf_get(struct segio_obj *o, uint64_t seg);
+static void buf_release(struct segio_obj *o, struct segbuf *b);
+
 /* Read [off, off + len) of seg's object; what lies past its end (or a
  * missing object: a segment never written, or discarded) reads as zeroes,
  * as an unwritten device range does.  Fetches the whole segment into the
@@ -215,21 +243,21 @@ static int read_object(struct segio_obj *o, uint64_t seg, void *buf, size_t len,
 
 	seg_oid(o, seg, oid);
 	if (o->cache) {
-		char *whole = malloc(FMT_SEG_BYTES);
-		if (whole) {
+		struct segbuf *w = buf_get(o, seg); /* a spare buffer, mostly */
+		if (w) {
 			/* The ticket keeps a fetch that raced a discard (and a
 			 * new life of seg) out of the cache. */
 			uint64_t ticket = segcache_ticket(o->cache);
-			n = objstore_read(o->os, oid, whole, FMT_SEG_BYTES, 0);
+			n = objstore_read(o->os, oid, w->data, FMT_SEG_BYTES, 0);
 			if (n == -ENOENT)
 				n = 0;
 			if (n >= 0) {
 				if (n > 0)
-					segcache_fill(o->cache, ticket, seg, whole, (size_t)n);
-				memset(whole + n, 0, FMT_SEG_BYTES - (size_t)n);
-				memcpy(buf, whole + off, len);
+					segcache_fill(o->cache, ticket, seg, w->data, (size_t)n);
+				memset(w->data + n, 0, FMT_SEG_BYTES - (size_t)n);
+				memcpy(buf, w->data + off, len);
 			}
-			free(whole);
+			buf_release(o, w);
 			return n < 0 ? (int)n : 0;
 		}
 	}
@@ -328,6 +356,8 @@ static struct segbuf *buf_get(struct segio_obj *o, uint64_t seg)
 		b->seg = seg;
 		b->len = 0;
 		b->next = NULL;
+		b->pins = 0;
+		b->forgotten = false;
 	}
 	return b;
 }
@@ -342,6 +372,15 @@ static struct segbuf *buf_put_locked(struct segio_obj *o, struct segbuf *b)
 	o->spare = b;
 	o->nspare++;
 	return NULL;
+}
+
+/* A buffer of buf_get's that nothing else knows of goes back. */
+static void buf_release(struct segio_obj *o, struct segbuf *b)
+{
+	pthread_mutex_lock(&o->lock);
+	b = buf_put_locked(o, b);
+	pthread_mutex_unlock(&o->lock);
+	buf_free(b);
 }
 
 /* Put the open copy on the retired list, newest first (under o->lock);
@@ -363,6 +402,10 @@ static struct segbuf *retire_locked(struct segio_obj *o)
 	b = *pp;
 	*pp = NULL;
 	o->nretired--;
+	if (b->pins) {
+		b->forgotten = true; /* the cacher puts it away */
+		return NULL;
+	}
 	return buf_put_locked(o, b);
 }
 
@@ -430,8 +473,6 @@ static int obj_open(struct segio *io, uint64_t seg, uint64_t off)
 	o->open = b;
 	pthread_mutex_unlock(&o->lock);
 	buf_free(old);
-	if (off && o->cache)
-		segcache_write(o->cache, seg, b->data, off, 0);
 	return 0;
 }
 
@@ -474,22 +515,148 @@ static int obj_append(struct segio *io, uint64_t seg, uint64_t off, const struct
 	pthread_mutex_lock(&o->lock);
 	b->len = off + total;
 	pthread_mutex_unlock(&o->lock);
-	if (o->cache)
-		segcache_write(o->cache, seg, b->data + off, total, off);
 	return 0;
 }
 
-/* The sealed copy stays for reads, among the last MAX_RETIRED; nothing
- * waits (the object store has its own copy of every queued write). */
+/* ---- the cacher ----------------------------------------------------------- */
+
+/* A job done: the copy's pin goes (under o->lock); returns a copy that
+ * fell off the retired list meanwhile, for the caller to put away, or
+ * NULL. */
+static struct segbuf *unpin_locked(struct segio_obj *o, struct segbuf *b)
+{
+	if (--b->pins || !b->forgotten)
+		return NULL;
+	b->forgotten = false;
+	return buf_put_locked(o, b);
+}
+
+/* Copies sealed segments into the cache, oldest first, until told to
+ * stop (jobs left then are dropped by obj_close: the cache starts empty
+ * at the next open anyway). */
+static void *cacher(void *arg)
+{
+	struct segio_obj *o = arg;
+
+	pthread_mutex_lock(&o->lock);
+	for (;;) {
+		while ((!o->cq || o->chold) && !o->cstop)
+			pthread_cond_wait(&o->ccond, &o->lock);
+		if (o->cstop)
+			break;
+		struct cachejob *j = o->cq;
+		o->cq = j->next;
+		if (!o->cq)
+			o->cq_tail = &o->cq;
+		o->ncq--;
+		o->cbusy = true;
+		pthread_mutex_unlock(&o->lock);
+		segcache_fill(o->cache, j->ticket, j->b->seg, j->b->data, j->b->len);
+		pthread_mutex_lock(&o->lock);
+		o->cbusy = false;
+		struct segbuf *put = unpin_locked(o, j->b);
+		pthread_mutex_unlock(&o->lock);
+		free(j);
+		buf_free(put);
+		pthread_mutex_lock(&o->lock);
+	}
+	pthread_mutex_unlock(&o->lock);
+	return NULL;
+}
+
+/* The cacher runs (started at the first seal that has a use for it):
+ * true, or false when it cannot be started (said once; the pool then
+ * caches only what it fetches). */
+static bool cacher_running(struct segio_obj *o)
+{
+	if (o->cacher_on || o->cstop)
+		return o->cacher_on;
+	o->cq_tail = &o->cq;
+	pthread_cond_init(&o->ccond, NULL);
+	o->cacher_on = pthread_create(&o->cacher, NULL, cacher, o) == 0;
+	if (!o->cacher_on) {
+		pthread_cond_destroy(&o->ccond);
+		o->cstop = true;
+		say_error("pool %s: cannot start the thread that fills its cache; sealed "
+		          "segments are not cached",
+		          o->label);
+	}
+	return o->cacher_on;
+}
+
+/* Stop the cacher and drop the jobs it did not do (before the buffers
+ * and the cache are freed). */
+static void cacher_stop(struct segio_obj *o)
+{
+	if (!o->cacher_on)
+		return;
+	pthread_mutex_lock(&o->lock);
+	o->cstop = true;
+	pthread_cond_signal(&o->ccond);
+	pthread_mutex_unlock(&o->lock);
+	pthread_join(o->cacher, NULL);
+	pthread_cond_destroy(&o->ccond);
+	o->cacher_on = false;
+	while (o->cq) {
+		struct cachejob *j = o->cq;
+		o->cq = j->next;
+		buf_free(unpin_locked(o, j->b)); /* alone now: no lock needed */
+		free(j);
+	}
+	o->ncq = 0;
+	o->cq_tail = &o->cq;
+}
+
+unsigned segio_obj_cache_backlog(struct segio *io)
+{
+	struct segio_obj *o = to_obj(io);
+	unsigned n;
+
+	pthread_mutex_lock(&o->lock);
+	n = o->ncq + o->cbusy;
+	pthread_mutex_unlock(&o->lock);
+	return n;
+}
+
+void segio_obj_cache_hold(struct segio *io, bool hold)
+{
+	struct segio_obj *o = to_obj(io);
+
+	pthread_mutex_lock(&o->lock);
+	o->chold = hold;
+	if (o->cacher_on)
+		pthread_cond_signal(&o->ccond);
+	pthread_mutex_unlock(&o->lock);
+}
+
+/* The sealed copy stays for reads, among the last MAX_RETIRED, and goes
+ * to the cacher; nothing waits (the object store has its own copy of
+ * every queued write, and the cacher its pin on the copy). */
 static void obj_seal(struct segio *io, uint64_t seg)
 {
 	struct segio_obj *o = to_obj(io);
-	struct segbuf *old = NULL;
+	struct segbuf *old = NULL, *b;
+	struct cachejob *j = NULL;
 
+	if (o->cache && cacher_running(o) && (j = malloc(sizeof(*j))))
+		j->ticket = segcache_ticket(o->cache);
 	pthread_mutex_lock(&o->lock);
-	if (o->open && o->open->seg == seg)
+	b = o->open;
+	if (b && b->seg == seg) {
+		if (j && b->len && o->ncq < CACHE_BACKLOG) {
+			b->pins++;
+			j->b = b;
+			j->next = NULL;
+			*o->cq_tail = j;
+			o->cq_tail = &j->next;
+			o->ncq++;
+			pthread_cond_signal(&o->ccond);
+			j = NULL;
+		}
 		old = retire_locked(o);
+	}
 	pthread_mutex_unlock(&o->lock);
+	free(j);
 	buf_free(old);
 }
 
@@ -834,6 +1001,7 @@ static void obj_close(struct segio *io)
 		pthread_mutex_unlock(&o->rlock);
 		pthread_join(o->renewer, NULL);
 	}
+	cacher_stop(o);
 	if (!fenced(o) && objstore_flush(o->os) == 0)
 		give_back(o);
 	objstore_close(o->os);

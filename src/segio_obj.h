@@ -22,4 +22,11 @@ struct segio_obj_opts {
 struct segio *segio_obj_new(struct objstore *os, struct segcache *cache,
                             const struct segio_obj_opts *opt, const char **why);
 
+/* Sealed segments the cacher has still to copy into the cache (queued or
+ * being copied): tests wait for 0 before they count on a hit. */
+unsigned segio_obj_cache_backlog(struct segio *io);
+/* Tests: hold the cacher (it copies nothing until released), so that the
+ * seals meet it behind. */
+void segio_obj_cache_hold(struct segio *io, bool hold);
+
 #endif

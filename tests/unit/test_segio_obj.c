@@ -650,6 +650,110 @@ static void test_cache(void **state)
 	objstore_mem_free(m);
 }
 
+/* A fresh pool with a 64 MiB cache and one volume "v" of vol_bytes, open. */
+struct cpool {
+	char path[32];
+	struct objstore_mem *m;
+	struct objstore *os;
+	struct segcache *c;
+	struct segio *io;
+	struct store *st;
+	struct vol *v;
+};
+
+static void cpool_open(struct cpool *p, uint64_t vol_bytes)
+{
+	const char *why = NULL;
+	int fd;
+
+	snprintf(p->path, sizeof(p->path), "/tmp/cowbd-segcache-XXXXXX");
+	fd = mkstemp(p->path);
+	assert_true(fd >= 0);
+	close(fd);
+	p->m = objstore_mem_new();
+	p->c = segcache_open(p->path, 64u << 20, &why);
+	assert_non_null(p->c);
+	p->io = client_io(p->m, &p->os, p->c);
+	assert_non_null(p->io);
+	assert_int_equal(store_format_io(p->io, 32), 0);
+	p->st = open_io(p->io);
+	assert_int_equal(store_vol_create(p->st, "v", vol_bytes), 0);
+	assert_int_equal(store_vol_open(p->st, "v", &p->v), 0);
+}
+
+static void cpool_close(struct cpool *p)
+{
+	store_vol_close(p->v);
+	store_close(p->st); /* closes the cache */
+	unlink(p->path);
+	objstore_mem_free(p->m);
+}
+
+/* Until the cacher has copied every sealed segment queued to it. */
+static void wait_cacher(struct segio *io)
+{
+	for (unsigned t = 0; segio_obj_cache_backlog(io) && t < 20000; t++)
+		usleep(1000);
+	assert_int_equal(segio_obj_cache_backlog(io), 0);
+}
+
+/* Sealed segments reach the cache off the log thread: once the cacher has
+ * caught up, every block written reads back with no object read at all
+ * (the store's next object read is made to fail). */
+static void test_cache_seal(void **state)
+{
+	struct segcache_stats cs;
+	struct cpool p;
+
+	(void)state;
+	cpool_open(&p, 24u << 20);
+	for (unsigned i = 0; i < 24; i++) {
+		put(p.v, (uint64_t)i << 20, 1u << 20, 40 + i);
+		assert_int_equal(store_flush(p.v), 0);
+		/* So that no seal finds the cacher CACHE_BACKLOG behind (a
+		 * segment then goes uncached). */
+		wait_cacher(p.io);
+	}
+	segcache_stats(p.c, &cs);
+	assert_true(cs.used >= 4); /* 24 MiB sealed 5 segments, the last 2 also in memory */
+	objstore_mem_fail_read(p.os, 1);
+	for (unsigned i = 0; i < 24; i++)
+		expect(p.v, (uint64_t)i << 20, 1u << 20, 40 + i);
+	segcache_stats(p.c, &cs);
+	assert_true(cs.hits > 0);
+	cpool_close(&p);
+}
+
+/* Seals that find the cacher behind: the copies it has still to make stay
+ * (pinned) after they left the in-memory list, and are put away when it
+ * is done; seals past CACHE_BACKLOG go uncached and read from the objects. */
+static void test_cache_behind(void **state)
+{
+	struct cpool p;
+
+	(void)state;
+	cpool_open(&p, 48u << 20);
+	segio_obj_cache_hold(p.io, true);
+	for (unsigned i = 0; i < 24; i++) /* 5 segments sealed */
+		put(p.v, (uint64_t)i << 20, 1u << 20, 70 + i);
+	assert_int_equal(store_flush(p.v), 0);
+	assert_int_equal(segio_obj_cache_backlog(p.io),
+	                 4); /* CACHE_BACKLOG: the 5th went uncached */
+	segio_obj_cache_hold(p.io, false);
+	wait_cacher(p.io);
+	/* The 4 copied, and the 5th still in memory: no object read. */
+	objstore_mem_fail_read(p.os, 1);
+	for (unsigned i = 0; i < 24; i++)
+		expect(p.v, (uint64_t)i << 20, 1u << 20, 70 + i);
+	objstore_mem_fail_read(p.os, 0);
+	for (unsigned i = 24; i < 48; i++) /* the 5th leaves memory */
+		put(p.v, (uint64_t)i << 20, 1u << 20, 70 + i);
+	assert_int_equal(store_flush(p.v), 0);
+	for (unsigned i = 0; i < 48; i++)
+		expect(p.v, (uint64_t)i << 20, 1u << 20, 70 + i);
+	cpool_close(&p);
+}
+
 /* ---- recovery when the object store fails a read ------------------------- */
 
 #define RF_REGIONS 10
@@ -1173,6 +1277,8 @@ int main(void)
 	    cmocka_unit_test(test_fenced),
 	    cmocka_unit_test(test_write_fails),
 	    cmocka_unit_test(test_cache),
+	    cmocka_unit_test(test_cache_seal),
+	    cmocka_unit_test(test_cache_behind),
 	    cmocka_unit_test(test_crash_takeover),
 	    cmocka_unit_test(test_crash_points),
 	    cmocka_unit_test(test_recover_read_fails),
