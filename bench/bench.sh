@@ -43,7 +43,10 @@
 # (seconds per timed job), SIZE_MIB (export size), SERVERS (space-separated
 # subset of the ids below), JOBS (space-separated subset of the job matrix's
 # workload ids, e.g. "sw1m sr1m"), MATRIX_ONLY=1 (skip the cowbd-only jobs:
-# a quick A/B of the matrix), MAP_BLOCKS, RECOVERY_MIB, COWBD_ARGS (extra cowbd
+# a quick A/B of the matrix), COWBD_JOBS (space-separated subset of the
+# cowbd-only parts: snap ckpt cmp meta rec wa ccost — snapshot writes,
+# checkpoint latency, compaction under load, metadata pool, recovery,
+# bench-wa, bench-compact_cost; default all), MAP_BLOCKS, RECOVERY_MIB, COWBD_ARGS (extra cowbd
 # options for every start), COWBD_RECOVERY_ARGS (extra options for the
 # recovery pool, e.g. to push the checkpoint interval above RECOVERY_MIB),
 # COW_BLK_MIB (cowbd-blk's device), CKPT_ON / CKPT_OFF (checkpoint intervals
@@ -84,6 +87,9 @@ fi
 : "${CKPT_ON:=32M}" "${CKPT_OFF:=1T}" "${CK_RUNTIME:=$RUNTIME}"
 # Compaction job: a volume of 3/8 of its pool.
 : "${CMP_VOL_MIB:=$((CMP_POOL_MIB * 3 / 8))}"
+# The cowbd-only parts (COWBD_JOBS), each run when listed.
+: "${COWBD_JOBS:=snap ckpt cmp meta rec wa ccost}"
+cowbd_job() { case " $COWBD_JOBS " in *" $1 "*) return 0 ;; esac; return 1; }
 KNOWN_SERVERS="cowbd nbdkit-file nbdkit-memory nbd-server qemu-nbd nbdkit-null cowbd-blk nbdkit-file-blk"
 : "${SERVERS:=$KNOWN_SERVERS}"
 # The recovery pool checkpoints only every 2x RECOVERY_MIB of log, so that
@@ -117,11 +123,15 @@ mkdir -p "$WORK" "$LOGS" || exit 1
 RAW="$OUT/raw.csv"
 META="$OUT/workloads.tsv"
 SRVTSV="$OUT/servers.tsv"
-# cowbd's counters recorded per job (as differences over the job).
-STATS_FIELDS=(syncs batches batch_blocks checkpoints compactions compacted_blocks)
+# cowbd's counters recorded per job (as differences over the job), and their
+# columns in raw.csv (FLUSHes the server counted beside fio's "flushes").
+STATS_FIELDS=(syncs batches batch_blocks checkpoints compactions compacted_blocks
+	flushes fua_requests bytes_written compact_ns ckpt_log_ns ckpt_sync_ns)
+STATS_COLS=(syncs batches batch_blocks checkpoints compactions compacted_blocks
+	srv_flushes fua_requests bytes_written compact_ns ckpt_log_ns ckpt_sync_ns)
 echo "round,workload,server,value,unit,ops,cpu_ticks,status,p50_us,p99_us,p999_us,max_us,flushes,secs,wbytes,host_wbytes,$(
 	IFS=,
-	echo "${STATS_FIELDS[*]}"
+	echo "${STATS_COLS[*]}"
 )" >"$RAW"
 : >"$META"
 : >"$SRVTSV"
@@ -413,9 +423,10 @@ cowbd_compaction() {
 }
 
 cowbd_only() {
-	local r i t0 t1 port pid before after mapped ops iops err rc v w
+	local r
 	# (1) random writes right after a snapshot vs without, back to back.
 	for r in $(seq 1 "$ROUNDS"); do
+		cowbd_job snap || break
 		run_job "$r" snap0 cowbd
 		cowctl snapshot create "bench@bench-$r" >>"$LOGS/cowbd.log" 2>&1 ||
 			{ say "cowctl snapshot create failed"; break; }
@@ -423,10 +434,15 @@ cowbd_only() {
 	done
 	server_stop cowbd
 	rm -f "$WORK/cowbd.pool"
-	cowbd_checkpoints
-	cowbd_compaction
+	if cowbd_job ckpt; then cowbd_checkpoints; fi
+	if cowbd_job cmp; then cowbd_compaction; fi
+	if cowbd_job meta; then cowbd_metadata; fi
+	if cowbd_job rec; then cowbd_recovery; fi
+}
 
-	# (2) a pool with an empty volume and one with MAP_BLOCKS mapped blocks.
+# (2) a pool with an empty volume and one with MAP_BLOCKS mapped blocks.
+cowbd_metadata() {
+	local r i t0 t1 port pid before after mapped ops iops err rc v w
 	COW_POOL="$WORK/meta.pool" COW_CTL="$WORK/meta.sock"
 	rm -f "$COW_POOL"
 	port=$(free_port)
@@ -487,8 +503,11 @@ cowbd_only() {
 	stop_pid "$pid" 20
 	SRV_PID[cowbd-meta]=""
 	rm -f "$COW_POOL"
+}
 
-	# (3) recovery: write RECOVERY_MIB, kill -9, time the restart.
+# (3) recovery: write RECOVERY_MIB, kill -9, time the restart.
+cowbd_recovery() {
+	local r t0 t1 port err
 	COW_POOL="$WORK/rec.pool" COW_CTL="$WORK/rec.sock"
 	rm -f "$COW_POOL"
 	port=$(free_port)
@@ -559,7 +578,7 @@ done
 "$PY" "$BENCH_SRC/report.py" "$RAW" "$META" "$SRVTSV" "$OUT/results.csv" "$(getconf CLK_TCK)" \
 	>>"$OUT/report.md" || { say "report failed"; exit 1; }
 # The compactor near full: the store itself over an in-memory pool (bench/wa.c).
-if [ -x "$BUILD/bench-wa" ] && [ -z "${MATRIX_ONLY:-}" ]; then
+if [ -x "$BUILD/bench-wa" ] && [ -z "${MATRIX_ONLY:-}" ] && cowbd_job wa; then
 	if [ "$QUICK" = 1 ]; then
 		WA_ARGS=(256 10000 70) WA_IDLE=3
 	else
@@ -574,7 +593,7 @@ if [ -x "$BUILD/bench-wa" ] && [ -z "${MATRIX_ONLY:-}" ]; then
 	} >>"$OUT/report.md"
 fi
 # A compaction pass against the snapshots sharing its victims (bench/compact_cost.c).
-if [ -x "$BUILD/bench-compact_cost" ] && [ -z "${MATRIX_ONLY:-}" ]; then
+if [ -x "$BUILD/bench-compact_cost" ] && [ -z "${MATRIX_ONLY:-}" ] && cowbd_job ccost; then
 	CC_ARGS=(64 1 1000)
 	[ "$QUICK" = 1 ] && CC_ARGS=(16 1 10)
 	{

@@ -7,8 +7,12 @@ RAW.csv       one row per run: round, workload, server, value, unit, ops,
               completion latency), flushes, secs, wbytes (client bytes
               written), host_wbytes (/proc/PID/io write_bytes over the job),
               then cowbd's counter differences over the job: syncs, batches,
-              batch_blocks, checkpoints, compactions, compacted_blocks
-              (empty for other servers)
+              batch_blocks, checkpoints, compactions, compacted_blocks,
+              srv_flushes (FLUSHes the server received: `flushes`),
+              fua_requests, bytes_written (everything written to the pool,
+              superblocks too), compact_ns, ckpt_log_ns (the log thread's
+              time compacting and on checkpoints), ckpt_sync_ns (the
+              committer's checkpoint syncs) (empty for other servers)
 WORKLOADS.tsv section, id, unit, label, target (in report order)
 SERVERS.tsv   id, skip reason ("" when it ran)
 
@@ -38,7 +42,8 @@ NAMES = {
 COWBD_SERVERS = ("cowbd", "cowbd-blk")
 BLOCK = 4096
 LAT = ("p50_us", "p99_us", "p999_us", "max_us")
-STATS = ("syncs", "batches", "batch_blocks", "checkpoints", "compactions", "compacted_blocks")
+STATS = ("syncs", "batches", "batch_blocks", "checkpoints", "compactions", "compacted_blocks",
+         "srv_flushes", "fua_requests", "bytes_written", "compact_ns", "ckpt_log_ns", "ckpt_sync_ns")
 
 
 def num(s):
@@ -145,6 +150,19 @@ def mul(a, k):
     return a * k if a is not None else None
 
 
+def add(a, b):
+    return a + b if a is not None and b is not None else None
+
+
+def share(r, key):
+    """r[key] nanoseconds as a percentage of the job's run time."""
+    return per(mul(r[key], 100.0), mul(r["secs"], 1e9))
+
+
+def fmt_pct(v):
+    return "–" if v is None else "%.1f%%" % v
+
+
 def main_table(runs, workloads, servers, skipped, out):
     print("| workload | server | result (median) | spread | server CPU µs/op | p50 ms | p99 ms "
           "| p99.9 ms | × nbdkit file (same storage) | × qemu-nbd qcow2 |")
@@ -203,8 +221,9 @@ def flush_table(runs, servers, out):
           "syncs from cowbd's counters over the job):")
     print()
     print("| server | IOPS | × nbdkit file (same storage) | FLUSHes/s | FLUSHes per write | syncs/s "
-          "| writes per sync | FLUSHes per sync | log appends per sync |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| writes per sync | FLUSHes per sync | FLUSH + FUA requests per sync | log appends per sync "
+          "| FLUSHes received ÷ sent |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for sid in have:
         s = runs.summary(wid, sid)
         ref = (runs.summary(wid, ref_for(sid)) or {}).get("median")
@@ -212,24 +231,32 @@ def flush_table(runs, servers, out):
         fpw = runs.med(wid, sid, lambda r: per(r["flushes"], mul(r["wbytes"], 1.0 / BLOCK)))
         sps = runs.med(wid, sid, lambda r: per(r["syncs"], r["secs"]))
         wps = runs.med(wid, sid, lambda r: per(mul(r["wbytes"], 1.0 / BLOCK), r["syncs"]))
-        fpsync = runs.med(wid, sid, lambda r: per(r["flushes"], r["syncs"]))
+        fpsync = runs.med(wid, sid, lambda r: per(r["srv_flushes"], r["syncs"]))
+        rpsync = runs.med(wid, sid, lambda r: per(add(r["srv_flushes"], r["fua_requests"]),
+                                                  r["syncs"]))
         bps = runs.med(wid, sid, lambda r: per(r["batches"], r["syncs"]))
-        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        seen = runs.med(wid, sid, lambda r: per(r["srv_flushes"], r["flushes"]))
+        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             "**%s**" % NAMES.get(sid, sid) if sid in COWBD_SERVERS else NAMES.get(sid, sid),
             fmt_value(s["median"], "IOPS"), fmt_ratio(s["median"], ref), fmt_num(fps, 0),
-            fmt_num(fpw, 2), fmt_num(sps, 0), fmt_num(wps), fmt_num(fpsync, 2), fmt_num(bps, 2)))
+            fmt_num(fpw, 2), fmt_num(sps, 0), fmt_num(wps), fmt_num(fpsync, 2), fmt_num(rpsync, 2),
+            fmt_num(bps, 2), fmt_num(seen, 3)))
         out.writerow(["flush", wid, "FLUSH every 16", sid, "IOPS", "%.3f" % s["median"], "", "",
                       s["runs"], s["failed"], "", "%.3f" % (s["median"] / ref) if ref else "", "",
                       "", "", "", "flushes/s=%s flushes/write=%s syncs/s=%s writes/sync=%s flushes/sync=%s "
-                      "appends/sync=%s" % tuple(fmt_num(x, 2) for x in (fps, fpw, sps, wps, fpsync, bps))])
+                      "requests/sync=%s appends/sync=%s received/sent=%s" % tuple(
+                          fmt_num(x, 2) for x in (fps, fpw, sps, wps, fpsync, rpsync, bps, seen))])
     print()
     print("FLUSHes/s: fio's completed FLUSH requests over the job's run time; FLUSHes per write: "
           "fio (3.33) makes every request slot it fills a FLUSH while its count of issued "
           "writes is a multiple of 16, so how many FLUSHes come per write depends on how the "
-          "server completes requests (same client, same rule for all). writes per sync: "
-          "4 KiB writes completed ÷ cowbd's `syncs` (fdatasyncs of the pool by the log thread) "
-          "over the job; FLUSHes per sync above 1 means group commit merged flushes; log appends "
-          "per sync: `batches` ÷ `syncs`.")
+          "server completes requests (same client, same rule for all). From cowbd's counters "
+          "over the job: writes per sync: 4 KiB writes completed ÷ `syncs` (fdatasyncs of the "
+          "pool by the log thread); FLUSHes per sync: `flushes` (FLUSH requests the server "
+          "received) ÷ `syncs`, above 1 when group commit merged flushes; FLUSH + FUA requests "
+          "per sync: (`flushes` + `fua_requests`) ÷ `syncs`, every request that asked for a "
+          "sync; log appends per sync: `batches` ÷ `syncs`; FLUSHes received ÷ sent: `flushes` "
+          "÷ fio's count (1.000: the server saw every FLUSH fio completed).")
 
 
 def ckpt_table(runs, out):
@@ -239,18 +266,21 @@ def ckpt_table(runs, out):
     print()
     print("Checkpoints and write latency (4k randwrite qd32; medians over rounds, order rotated):")
     print()
-    print("| pool | IOPS | p50 ms | p99 ms | p99.9 ms | worst ms | checkpoints in each job |")
-    print("|---|---|---|---|---|---|---|")
+    print("| pool | IOPS | p50 ms | p99 ms | p99.9 ms | worst ms | checkpoints in each job "
+          "| log thread on checkpoints / committer syncing (share of the job) |")
+    print("|---|---|---|---|---|---|---|---|")
     for sid, s, what in (("cowbd-ckpt", on, "checkpoints running"),
                          ("cowbd-nockpt", off, "no checkpoint")):
         counts = ", ".join("%d" % r["checkpoints"] if r["checkpoints"] is not None else "?"
                            for r in runs.get("ck4k", sid))
         if not s:
-            print("| %s | failed | | | | | %s |" % (what, counts))
+            print("| %s | failed | | | | | %s | |" % (what, counts))
             continue
-        print("| %s | %s | %s | %s | %s | %s | %s |" % (
+        ck = runs.med("ck4k", sid, lambda r: share(r, "ckpt_log_ns"))
+        cs = runs.med("ck4k", sid, lambda r: share(r, "ckpt_sync_ns"))
+        print("| %s | %s | %s | %s | %s | %s | %s | %s / %s |" % (
             what, fmt_value(s["median"], "IOPS"), fmt_ms(s["p50_us"]), fmt_ms(s["p99_us"]),
-            fmt_ms(s["p999_us"]), fmt_ms(s["max_us"]), counts))
+            fmt_ms(s["p999_us"]), fmt_ms(s["max_us"]), counts, fmt_pct(ck), fmt_pct(cs)))
         out.writerow(["ckpt", "ck4k", what, sid, "IOPS", "%.3f" % s["median"], "%.3f" % s["min"],
                       "%.3f" % s["max"], s["runs"], s["failed"], "", "", ""] +
                      ["%.1f" % s[k] if s[k] is not None else "" for k in LAT[:3]] +
@@ -302,6 +332,15 @@ def cmp_table(runs, out):
         row("4k randwrite qd32 " + what, "%s; p99.9 %s ms, worst %s ms; compactor in each job: %s" % (
             fmt_value(s["median"], "IOPS"), fmt_ms(s["p999_us"]), fmt_ms(s["max_us"]), passes),
             wid=wid, val=s["median"])
+        cp = runs.med(wid, sid, lambda r: share(r, "compact_ns"))
+        ck = runs.med(wid, sid, lambda r: share(r, "ckpt_log_ns"))
+        cs = runs.med(wid, sid, lambda r: share(r, "ckpt_sync_ns"))
+        both = runs.med(wid, sid, lambda r: per(mul(add(r["compact_ns"], r["ckpt_log_ns"]), 100.0),
+                                                 mul(r["secs"], 1e9)))
+        row("log thread's time " + what + " (share of the job)",
+            "compacting %s, on checkpoints %s: %s in all (committer syncing checkpoints %s)" % (
+                fmt_pct(cp), fmt_pct(ck), fmt_pct(both), fmt_pct(cs)),
+            wid=wid + "_busy", val=both)
     if load and idle:
         row("IOPS while compacting ÷ after cleaning", "**%.2f×**" % (load["median"] / idle["median"]),
             "≥ 0.7×", "cmp_ratio", load["median"] / idle["median"])
@@ -310,7 +349,7 @@ def cmp_table(runs, out):
                     default=None)
         row("worst request latency while compacting (any round)", "%s ms" % fmt_ms(worst),
             wid="cmp_worst", val=mul(worst, 0.001))
-        wa = runs.med("cmp_load", sid, lambda r: per(mul(r["batch_blocks"], BLOCK), r["wbytes"]))
+        wa = runs.med("cmp_load", sid, lambda r: per(r["bytes_written"], r["wbytes"]))
         cw = runs.med("cmp_load", sid, lambda r: per(mul(r["compacted_blocks"], BLOCK), r["wbytes"]))
         hw = runs.med("cmp_load", sid, lambda r: per(r["host_wbytes"], r["wbytes"]))
         row("write amplification during the loaded job", "%s× (compactor copies %s×; host view %s×)" % (
@@ -318,7 +357,7 @@ def cmp_table(runs, out):
     tot = runs.get("cmp_total", sid)
     if tot and tot[0]["wbytes"]:
         t = tot[0]
-        wa = per(mul(t["batch_blocks"], BLOCK), t["wbytes"])
+        wa = per(t["bytes_written"], t["wbytes"])
         cw = per(mul(t["compacted_blocks"], BLOCK), t["wbytes"])
         hw = per(t["host_wbytes"], t["wbytes"])
         row("write amplification, whole job after the fill (overwrites, loaded jobs, idle cleaning)",
@@ -343,11 +382,15 @@ def cmp_table(runs, out):
             "cmp_ratio_end", rend[0]["value"])
     print_rows("Compaction under load (cowbd only; medians over rounds):", "result", rows)
     print()
-    print("Write amplification = Δ`batch_blocks` × 4096 ÷ bytes the clients wrote (fio): "
-          "`batch_blocks` counts every 4 KiB block the log appends — client data, summaries, "
-          "the compactor's copies and checkpoint nodes and records (superblock copies, 2 blocks "
-          "per checkpoint, excluded). \"Compactor copies\" is Δ`compacted_blocks` × 4096 over the "
-          "same bytes (a part of the total); \"host view\" is Δ`write_bytes` of /proc/PID/io "
+    print("Log thread's time: Δ`compact_ns` (compactor passes: choosing victims, copying) and "
+          "Δ`ckpt_log_ns` (checkpoints: nodes and records written, a synchronous one's sync and "
+          "superblock, waiting for and finishing a background one) over fio's run time — the "
+          "share of the job in which the log thread served no writes; the committer's "
+          "Δ`ckpt_sync_ns` runs beside the writes. Write amplification = Δ`bytes_written` ÷ "
+          "bytes the clients wrote (fio): `bytes_written` counts every byte the store wrote to "
+          "the pool — client data, summaries, the compactor's copies, checkpoint nodes and "
+          "records, superblock copies. \"Compactor copies\" is Δ`compacted_blocks` × 4096 over "
+          "the same bytes (a part of the total); \"host view\" is Δ`write_bytes` of /proc/PID/io "
           "(page-cache pages cowbd dirtied) over the same bytes. Allocated ÷ live = segments in "
           "use (all but `segments_free` and one) × blocks per segment ÷ `blocks_live`.")
 

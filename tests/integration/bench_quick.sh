@@ -2,9 +2,10 @@
 # Smoke test of `make bench QUICK=1`: the benchmark runs end to end (cowbd
 # beside nbdkit file, 1 s jobs, and on loop devices when this host can attach
 # them) and produces every table and the CSV: latency beside each result,
-# the flush figures, checkpoints seen in the job that should have them and
-# none in the one that should not, the compactor running during the loaded
-# job, the scale section's row at 10^5 mapped blocks, and no loop device
+# the flush figures (cowbd's from its own counters: every FLUSH fio sent
+# received), checkpoints seen in the job that should have them and none in
+# the one that should not, the compactor running during the loaded job and
+# the log thread's share of it, the scale section's row at 10^5 mapped blocks, and no loop device
 # left behind.  It checks that the bench works, not how fast anything is.
 . "$(dirname "$0")/lib.sh"
 requires fio nbdkit
@@ -39,9 +40,10 @@ case " $servers " in *" cowbd-blk "*)
 	grep -q '^|  | nbdkit file, loop device | ' "$out" || fail "no nbdkit file block-device row"
 	;;
 esac
-# Flushes: cowbd's syncs counted over the job.
-grep -Eq "^\| \*\*cowbd\*\* \| ${num}k? IOPS \| $num× \| $num \| $num \| $num \| $num \| $num \| $num \|" "$out" ||
-	{ show '| **cowbd** |'; fail "no flush figures for cowbd"; }
+# Flushes: cowbd's syncs and FLUSHes counted over the job, every FLUSH fio
+# completed received by the server.
+grep -Eq "^\| \*\*cowbd\*\* \| ${num}k? IOPS \| $num× \| $num \| $num \| $num \| $num \| $num \| $num \| $num \| 1\.000 \|" "$out" ||
+	{ show '| **cowbd** |'; fail "no flush figures for cowbd, or FLUSHes received != sent"; }
 # Checkpoints: several in the job with a small interval, none without.
 on=$(awk -F'|' '$2 ~ /^ checkpoints running / {print $8}' "$out" | tr -d ' ')
 off=$(awk -F'|' '$2 ~ /^ no checkpoint / {print $8}' "$out" | tr -d ' ')
@@ -54,6 +56,8 @@ grep -Eq "^p99.9 with checkpoints ÷ without: \*\*$num×\*\*" "$out" || fail "no
 # Compaction: the compactor ran during the loaded job; the figures are there.
 grep -Eq "^\| 4k randwrite qd32 while the compactor runs \| ${num}k? IOPS; .*compactor in each job: [1-9][0-9]* passes" "$out" ||
 	{ show 'compactor runs'; fail "the compactor did not run during the loaded job"; }
+grep -Eq "^\| log thread's time while the compactor runs \(share of the job\) \| compacting $num%, on checkpoints $num%: $num% in all" "$out" ||
+	{ show "log thread's time"; fail "no share of the loaded job for the log thread"; }
 for what in 'IOPS while compacting ÷ after cleaning' 'write amplification during the loaded job' \
 	'allocated ÷ live at the end'; do
 	grep -Eq "^\| ${what}[^|]* \| \**$num×" "$out" || { show "$what"; fail "no figure for: $what"; }
