@@ -102,6 +102,13 @@ struct objstore_ops {
 	int (*blocklist)(struct objstore *os, const char *addr);
 	/* This client's own address, in the form locker and blocklist use. */
 	const char *(*addr)(struct objstore *os);
+	/* What the pool can still take before the object store refuses
+	 * writes, as the cluster last reported it (figures that lag the
+	 * writes by seconds): bytes (its quota, or its OSDs' full ratio,
+	 * whichever comes first) and objects (its object quota; UINT64_MAX
+	 * without one).  0, or an error: -ENOTSUP when the store has no such
+	 * figure.  May wait on the cluster for up to its timeout. */
+	int (*space)(struct objstore *os, uint64_t *bytes, uint64_t *objects);
 	/* Wait for queued writes (errors ignored) and release the client. */
 	void (*close)(struct objstore *os);
 };
@@ -170,6 +177,10 @@ static inline int objstore_blocklist(struct objstore *os, const char *addr)
 {
 	return os->ops->blocklist(os, addr);
 }
+static inline int objstore_space(struct objstore *os, uint64_t *bytes, uint64_t *objects)
+{
+	return os->ops->space(os, bytes, objects);
+}
 static inline const char *objstore_addr(struct objstore *os)
 {
 	return os->ops->addr(os);
@@ -227,5 +238,10 @@ unsigned objstore_mem_writes(struct objstore *os);
 unsigned objstore_mem_flushes(struct objstore *os);
 /* Objects in the cluster and their total bytes. */
 void objstore_mem_usage(struct objstore_mem *m, uint64_t *objects, uint64_t *bytes);
+/* The cluster holds at most bytes of object data (0: no limit, and
+ * space says -ENOTSUP): a write or write_full that would grow it past
+ * that is not applied and fails with -ENOSPC (a queued write at its
+ * flush), as a full Ceph pool refuses them. */
+void objstore_mem_set_capacity(struct objstore_mem *m, uint64_t bytes);
 
 #endif

@@ -78,7 +78,7 @@ struct mem_client {
 	unsigned num;
 	char addr[OBJSTORE_NAME_MAX];
 	bool crashed;
-	bool write_failed; /* an injected write failure for the next flush */
+	int write_err; /* a write not applied: the next flush's error (-EIO, -ENOSPC) */
 	unsigned fail_write, fail_flush, fail_read;
 	unsigned writes, flushes;
 	unsigned calls;                /* writes, flushes, write_fulls and removes */
@@ -95,6 +95,7 @@ struct objstore_mem {
 	unsigned calls; /* writes, flushes, write_fulls and removes of every client */
 	char **blocked; /* blocklisted addresses */
 	size_t nblocked;
+	uint64_t capacity; /* bytes; 0: no limit */
 };
 
 static const struct objstore_ops mem_ops;
@@ -251,6 +252,25 @@ static void obj_remove_locked(struct objstore_mem *m, struct mem_obj *o)
 	obj_free(o);
 }
 
+/* Bytes of every object's data. */
+static uint64_t used_locked(const struct objstore_mem *m)
+{
+	uint64_t n = 0;
+
+	for (const struct mem_obj *o = m->objs; o; o = o->next)
+		n += o->len;
+	return n;
+}
+
+/* Would o (NULL: a new object) at least len bytes long overfill the
+ * cluster (objstore_mem_set_capacity)? */
+static bool too_big_locked(const struct objstore_mem *m, const struct mem_obj *o, uint64_t len)
+{
+	uint64_t cur = o ? o->len : 0;
+
+	return m->capacity && len > cur && used_locked(m) + (len - cur) > m->capacity;
+}
+
 static int mem_write(struct objstore *os, const char *oid, const void *buf, size_t len,
                      uint64_t off)
 {
@@ -265,7 +285,12 @@ static int mem_write(struct objstore *os, const char *oid, const void *buf, size
 		return -EBLOCKLISTED;
 	c->writes++;
 	if (fires(&c->fail_write)) {
-		c->write_failed = true; /* not applied; the next flush says so */
+		c->write_err = -EIO; /* not applied; the next flush says so */
+		goto out;
+	}
+	o = obj_find_locked(c->m, oid);
+	if (too_big_locked(c->m, o, off + len)) {
+		c->write_err = -ENOSPC;
 		goto out;
 	}
 	o = obj_get_locked(c->m, oid, &created);
@@ -307,9 +332,9 @@ static int mem_flush(struct objstore *os)
 		goto out;
 	}
 	undo_clear(c);
-	if (c->write_failed) {
-		c->write_failed = false;
-		err = -EIO;
+	if (c->write_err) {
+		err = c->write_err;
+		c->write_err = 0;
 	}
 out:
 	leave(c);
@@ -366,8 +391,9 @@ static int mem_write_full(struct objstore *os, const char *oid, const void *buf,
 
 	if (!c)
 		return -EBLOCKLISTED;
-	o = obj_get_locked(c->m, oid, &created);
-	if (o)
+	if (too_big_locked(c->m, obj_find_locked(c->m, oid), len))
+		err = -ENOSPC;
+	else if ((o = obj_get_locked(c->m, oid, &created)))
 		err = obj_replace_locked(c->m, o, buf, len);
 	leave(c);
 	return err;
@@ -421,7 +447,9 @@ static int mem_write_full_locked(struct objstore *os, const char *oid, const cha
 	if (!c)
 		return -EBLOCKLISTED;
 	o = obj_mine_locked(c, oid, cookie);
-	if (o)
+	if (o && too_big_locked(c->m, o, len))
+		err = -ENOSPC;
+	else if (o)
 		err = obj_replace_locked(c->m, o, buf, len);
 	leave(c);
 	return err;
@@ -607,6 +635,23 @@ static int mem_blocklist(struct objstore *os, const char *addr)
 	return s ? 0 : -ENOMEM;
 }
 
+static int mem_space(struct objstore *os, uint64_t *bytes, uint64_t *objects)
+{
+	struct mem_client *c = enter(os);
+	int err = -ENOTSUP;
+
+	if (!c)
+		return -EBLOCKLISTED;
+	if (c->m->capacity) {
+		uint64_t used = used_locked(c->m);
+		*bytes = used < c->m->capacity ? c->m->capacity - used : 0;
+		*objects = UINT64_MAX;
+		err = 0;
+	}
+	leave(c);
+	return err;
+}
+
 static const char *mem_addr(struct objstore *os)
 {
 	return to_mc(os)->addr;
@@ -641,6 +686,7 @@ static const struct objstore_ops mem_ops = {
     .break_lock = mem_break_lock,
     .blocklist = mem_blocklist,
     .addr = mem_addr,
+    .space = mem_space,
     .close = mem_close,
 };
 
@@ -817,6 +863,13 @@ unsigned objstore_mem_writes(struct objstore *os)
 unsigned objstore_mem_flushes(struct objstore *os)
 {
 	return count(os, &to_mc(os)->flushes);
+}
+
+void objstore_mem_set_capacity(struct objstore_mem *m, uint64_t bytes)
+{
+	pthread_mutex_lock(&m->mu);
+	m->capacity = bytes;
+	pthread_mutex_unlock(&m->mu);
 }
 
 void objstore_mem_usage(struct objstore_mem *m, uint64_t *objects, uint64_t *bytes)

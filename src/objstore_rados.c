@@ -40,6 +40,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include <jansson.h>
 #include <rados/librados.h>
 
 #include "objstore.h"
@@ -379,6 +380,81 @@ static int ro_blocklist(struct objstore *os, const char *addr)
 	return rados_wait_for_latest_osdmap(r->cluster);
 }
 
+/* Run the monitor command cmd (JSON) and parse its JSON answer into *out
+ * (the caller json_decref's it). */
+static int mon_json(struct rados_os *r, const char *cmd, json_t **out)
+{
+	const char *argv[] = {cmd};
+	char *outbuf = NULL, *outs = NULL;
+	size_t outlen = 0, outslen = 0;
+	int err;
+
+	err = rados_mon_command(r->cluster, argv, 1, "", 0, &outbuf, &outlen, &outs, &outslen);
+	if (!err) {
+		*out = json_loadb(outbuf ? outbuf : "", outlen, 0, NULL);
+		if (!*out)
+			err = -EPROTO;
+	}
+	rados_buffer_free(outbuf);
+	rados_buffer_free(outs);
+	return err;
+}
+
+/* A JSON member as an unsigned figure; 0 when missing or negative. */
+static uint64_t json_u64(const json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	json_int_t n = json_is_integer(v) ? json_integer_value(v) : 0;
+
+	return n > 0 ? (uint64_t)n : 0;
+}
+
+/* "df" gives the pool's max_avail (what its OSDs take before the full
+ * ratio, replication counted), "osd pool get-quota" its quotas and
+ * usage: max_avail does not count a quota.  Both are read-only commands,
+ * which client.cowbd's "mon 'allow r'" allows. */
+static int ro_space(struct objstore *os, uint64_t *bytes, uint64_t *objects)
+{
+	struct rados_os *r = to_ro(os);
+	char pool[OBJSTORE_NAME_MAX], cmd[2 * OBJSTORE_NAME_MAX];
+	json_t *df = NULL, *q = NULL, *p;
+	size_t i;
+	int err;
+
+	err = rados_ioctx_get_pool_name(r->io, pool, sizeof(pool));
+	if (err < 0)
+		return err;
+	if (strpbrk(pool, "\"\\"))
+		return -EINVAL;
+	err = mon_json(r, "{\"prefix\":\"df\",\"format\":\"json\"}", &df);
+	snprintf(cmd, sizeof(cmd),
+	         "{\"prefix\":\"osd pool get-quota\",\"pool\":\"%s\",\"format\":\"json\"}", pool);
+	if (!err)
+		err = mon_json(r, cmd, &q);
+	if (!err) {
+		err = -ENOENT;
+		json_array_foreach(json_object_get(df, "pools"), i, p)
+		{
+			const char *name = json_string_value(json_object_get(p, "name"));
+			if (name && !strcmp(name, pool)) {
+				*bytes = json_u64(json_object_get(p, "stats"), "max_avail");
+				err = 0;
+			}
+		}
+	}
+	if (!err) {
+		uint64_t qb = json_u64(q, "quota_max_bytes"), qo = json_u64(q, "quota_max_objects");
+		uint64_t ub = json_u64(q, "current_num_bytes"),
+		         uo = json_u64(q, "current_num_objects");
+		if (qb && (qb > ub ? qb - ub : 0) < *bytes)
+			*bytes = qb > ub ? qb - ub : 0;
+		*objects = qo ? (qo > uo ? qo - uo : 0) : UINT64_MAX;
+	}
+	json_decref(df);
+	json_decref(q);
+	return err;
+}
+
 static const char *ro_addr(struct objstore *os)
 {
 	return to_ro(os)->addr;
@@ -414,6 +490,7 @@ static const struct objstore_ops rados_ops = {
     .break_lock = ro_break_lock,
     .blocklist = ro_blocklist,
     .addr = ro_addr,
+    .space = ro_space,
     .close = ro_close,
 };
 

@@ -71,6 +71,12 @@
 #define MAX_SPARE   2
 /* Sealed segments waiting for the cacher, at most. */
 #define CACHE_BACKLOG 4
+/* The space watcher asks the object store for its room every
+ * SPACE_POLL_MS, and takes off what this backend appended in the last
+ * SPACE_LAG polls: Ceph's figures come from the OSDs' usage reports,
+ * seconds behind the writes. */
+#define SPACE_POLL_MS 1000
+#define SPACE_LAG     10
 
 /* A pool whose writes failed still answers reads (from memory, the cache
  * or the objects); a fenced one (the lock may be another host's) nothing. */
@@ -123,6 +129,19 @@ struct segio_obj {
 
 	atomic_int state;             /* OBJ_OK, OBJ_FAILED or OBJ_FENCED: only ever rises */
 	atomic_int_least64_t renewed; /* now_ms() of the last good renewal's start */
+
+	/* The space watcher: what obj_reserve goes by. */
+	uint64_t space_margin;
+	atomic_uint_least64_t appended; /* bytes appended since open */
+	pthread_mutex_t smu;            /* the figures below, the watcher's sleep */
+	pthread_cond_t scond;
+	int64_t space_base;      /* room at the last look, recent appends taken off; -1: unknown */
+	uint64_t space_at;       /* appended at the last look */
+	uint64_t lag[SPACE_LAG]; /* appended at each of the last looks */
+	unsigned lag_pos;
+	bool sstop, watcher_on;
+	bool full; /* obj_reserve's last answer (the log thread's) */
+	pthread_t watcher;
 
 	pthread_mutex_t rlock; /* the renewer's sleep */
 	pthread_cond_t rcond;
@@ -476,12 +495,145 @@ static int obj_open(struct segio *io, uint64_t seg, uint64_t off)
 	return 0;
 }
 
-/* Objects take any size: nothing to secure ahead. */
+/* ---- room in the object store --------------------------------------------- */
+
+static void rcond_init(pthread_cond_t *c);
+
+/* Ask the object store how much more its pool takes (an object of the
+ * object quota counts as room for a segment).  A failed look keeps the
+ * last figure. */
+static void space_look(struct segio_obj *o)
+{
+	uint64_t bytes, objs;
+	int err = objstore_space(o->os, &bytes, &objs);
+
+	pthread_mutex_lock(&o->smu);
+	uint64_t now = atomic_load(&o->appended), recent = now - o->lag[o->lag_pos];
+	o->lag[o->lag_pos] = now;
+	o->lag_pos = (o->lag_pos + 1) % SPACE_LAG;
+	if (!err) {
+		if (objs < bytes / FMT_SEG_BYTES)
+			bytes = objs * FMT_SEG_BYTES;
+		bytes = bytes > recent ? bytes - recent : 0;
+		o->space_base = bytes > INT64_MAX ? INT64_MAX : (int64_t)bytes;
+		o->space_at = now;
+	} else if (err != -ENOTSUP && o->space_base >= 0) {
+		say_warn("pool %s: cannot learn how full the object store's pool is (%s); going "
+		         "by the last figure",
+		         o->label, strerror(-err));
+	}
+	pthread_mutex_unlock(&o->smu);
+}
+
+/* Bytes the pool takes before it is full, as far as known: INT64_MAX
+ * when the object store has no figure. */
+static int64_t space_left(struct segio_obj *o)
+{
+	int64_t left;
+
+	pthread_mutex_lock(&o->smu);
+	left = o->space_base;
+	if (left >= 0) {
+		uint64_t since = atomic_load(&o->appended) - o->space_at;
+		left = since < (uint64_t)left ? left - (int64_t)since : 0;
+	}
+	pthread_mutex_unlock(&o->smu);
+	return left < 0 ? INT64_MAX : left;
+}
+
+static void *watcher(void *arg)
+{
+	struct segio_obj *o = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&o->smu);
+	while (!o->sstop) {
+		clock_gettime(CLOCK_MONOTONIC, &ts); /* scond's clock */
+		ts.tv_sec += SPACE_POLL_MS / 1000;
+		ts.tv_nsec += (SPACE_POLL_MS % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&o->scond, &o->smu, &ts);
+		if (o->sstop)
+			break;
+		pthread_mutex_unlock(&o->smu);
+		space_look(o);
+		pthread_mutex_lock(&o->smu);
+	}
+	pthread_mutex_unlock(&o->smu);
+	return NULL;
+}
+
+/* Started at the first reservation (the log's open), after one look of
+ * its own, so that a pool opened full is full at once.  A watcher that
+ * cannot start leaves the first figure to age (said once). */
+static void watcher_start(struct segio_obj *o)
+{
+	if (o->watcher_on || o->sstop)
+		return;
+	o->space_base = -1;
+	pthread_mutex_init(&o->smu, NULL);
+	rcond_init(&o->scond);
+	space_look(o);
+	o->watcher_on = pthread_create(&o->watcher, NULL, watcher, o) == 0;
+	if (!o->watcher_on) {
+		o->sstop = true; /* no second try; smu stays for space_left */
+		say_error("pool %s: cannot start the thread that watches the object store's room",
+		          o->label);
+	}
+}
+
+static void watcher_stop(struct segio_obj *o)
+{
+	if (!o->watcher_on && !o->sstop)
+		return; /* never started */
+	if (o->watcher_on) {
+		pthread_mutex_lock(&o->smu);
+		o->sstop = true;
+		pthread_cond_signal(&o->scond);
+		pthread_mutex_unlock(&o->smu);
+		pthread_join(o->watcher, NULL);
+	}
+	pthread_mutex_destroy(&o->smu);
+	pthread_cond_destroy(&o->scond);
+	o->watcher_on = o->sstop = false;
+}
+
+void segio_obj_space_refresh(struct segio *io)
+{
+	struct segio_obj *o = to_obj(io);
+
+	if (o->watcher_on || o->sstop)
+		space_look(o);
+}
+
+/* The next segment is secured when the object store's pool can take it
+ * and the margin beyond: else the pool is full (-ENOSPC), and the log
+ * keeps what is left of its head for what makes room (segio.h). */
 static int obj_reserve(struct segio *io, uint64_t seg)
 {
-	(void)io;
+	struct segio_obj *o = to_obj(io);
+	int64_t left;
+	bool full;
+
 	(void)seg;
-	return 0;
+	if (o->peek)
+		return 0;
+	watcher_start(o);
+	left = space_left(o);
+	full = (uint64_t)left < o->space_margin + FMT_SEG_BYTES;
+	if (full && !o->full)
+		say_error("pool %s: the object store's pool takes about %" PRId64
+		          " MiB more (its quota or its OSDs' full ratio), less than the %" PRIu64
+		          " MiB kept in reserve: refusing new writes until there is room (delete "
+		          "volumes or snapshots, or give the pool more room)",
+		          o->label, left >> 20, (o->space_margin + FMT_SEG_BYTES) >> 20);
+	else if (!full && o->full)
+		say_info("pool %s: the object store's pool has room again: writes go on", o->label);
+	o->full = full;
+	return full ? -ENOSPC : 0;
 }
 
 static int obj_append(struct segio *io, uint64_t seg, uint64_t off, const struct iovec *iov,
@@ -515,6 +667,7 @@ static int obj_append(struct segio *io, uint64_t seg, uint64_t off, const struct
 	pthread_mutex_lock(&o->lock);
 	b->len = off + total;
 	pthread_mutex_unlock(&o->lock);
+	atomic_fetch_add_explicit(&o->appended, total, memory_order_relaxed);
 	return 0;
 }
 
@@ -1002,6 +1155,7 @@ static void obj_close(struct segio *io)
 		pthread_join(o->renewer, NULL);
 	}
 	cacher_stop(o);
+	watcher_stop(o);
 	if (!fenced(o) && objstore_flush(o->os) == 0)
 		give_back(o);
 	objstore_close(o->os);
@@ -1061,6 +1215,7 @@ struct segio *segio_obj_new(struct objstore *os, struct segcache *cache,
 	o->io.nsegs = 0; /* as many as the superblock says */
 	o->os = os;
 	o->lease = opt->lease_s;
+	o->space_margin = opt->space_margin ? opt->space_margin : SEGIO_OBJ_SPACE_MARGIN;
 	snprintf(o->name, sizeof(o->name), "%s", opt->name);
 	snprintf(o->label, sizeof(o->label), "%s", opt->label ? opt->label : opt->name);
 	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))

@@ -7,13 +7,19 @@
 #include "segio.h"
 
 struct segio_obj_opts {
-	const char *name;  /* object name prefix: the pool's name */
-	const char *label; /* how messages name the pool; NULL: name */
-	unsigned lease_s;  /* the lock's lease; 0: no lease (tests) */
-	unsigned wait_s;   /* how long to wait for a held lock's lease to run out */
-	bool peek;         /* read only, without the lock (cowbd-check): every
-	                    * write fails with -EROFS, nobody is fenced */
+	const char *name;      /* object name prefix: the pool's name */
+	const char *label;     /* how messages name the pool; NULL: name */
+	unsigned lease_s;      /* the lock's lease; 0: no lease (tests) */
+	unsigned wait_s;       /* how long to wait for a held lock's lease to run out */
+	bool peek;             /* read only, without the lock (cowbd-check): every
+	                        * write fails with -EROFS, nobody is fenced */
+	uint64_t space_margin; /* bytes the object store's pool must keep free beyond
+	                        * the next segment, else the pool is full; 0:
+	                        * SEGIO_OBJ_SPACE_MARGIN */
 };
+
+/* The default margin: room for the writes a stale figure did not see. */
+#define SEGIO_OBJ_SPACE_MARGIN (256ull << 20)
 
 /* Take the pool's lock in os (fencing an owner that did not close it) and
  * return the backend, which then owns os and cache (NULL: no cache).  NULL
@@ -28,5 +34,8 @@ unsigned segio_obj_cache_backlog(struct segio *io);
 /* Tests: hold the cacher (it copies nothing until released), so that the
  * seals meet it behind. */
 void segio_obj_cache_hold(struct segio *io, bool hold);
+/* Tests: ask the object store for its room now, as the space watcher
+ * does every second. */
+void segio_obj_space_refresh(struct segio *io);
 
 #endif

@@ -703,6 +703,41 @@ static void test_mem_usage(void **state)
 	objstore_mem_free(m);
 }
 
+/* A cluster given a capacity: space says what is left; a write that
+ * would overfill it is refused whole (-ENOSPC at its flush, or at once
+ * for write_full), one that fits goes in; without a capacity space has
+ * no figure. */
+static void test_mem_capacity(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct objstore *a = objstore_mem_client(m);
+	static uint8_t w[10000];
+	uint64_t bytes, objs, used;
+
+	(void)state;
+	assert_int_equal(objstore_space(a, &bytes, &objs), -ENOTSUP);
+	objstore_mem_set_capacity(m, 8000);
+	assert_int_equal(objstore_space(a, &bytes, &objs), 0);
+	assert_true(bytes == 8000 && objs == UINT64_MAX);
+	assert_int_equal(objstore_write(a, "x", w, 5000, 0), 0);
+	assert_int_equal(objstore_flush(a), 0);
+	assert_int_equal(objstore_space(a, &bytes, &objs), 0);
+	assert_true(bytes == 3000);
+	assert_int_equal(objstore_write(a, "x", w, 4000, 4000), 0); /* 8000 long: fits */
+	assert_int_equal(objstore_flush(a), 0);
+	assert_int_equal(objstore_write(a, "y", w, 1, 0), 0); /* 8001 */
+	assert_int_equal(objstore_flush(a), -ENOSPC);
+	assert_int_equal(objstore_read(a, "y", w, 1, 0), -ENOENT);
+	assert_int_equal(objstore_write_full(a, "x", w, 8001), -ENOSPC);
+	assert_int_equal(objstore_write_full(a, "x", w, 100), 0); /* shrinking always fits */
+	objstore_mem_usage(m, &objs, &used);
+	assert_true(used == 100);
+	assert_int_equal(objstore_space(a, &bytes, &objs), 0);
+	assert_true(bytes == 7900);
+	objstore_close(a);
+	objstore_mem_free(m);
+}
+
 static void test_rados_bad_pool(void **state)
 {
 	struct objstore_rados_opts o = ceph_opts;
@@ -796,6 +831,20 @@ static double write_flush_median(struct backend *b, struct objstore *os, size_t 
 	return (t[49] + t[50]) / 2;
 }
 
+/* The test pool has no quota: space answers with the OSDs' room. */
+static void test_rados_space(void **state)
+{
+	struct backend *b = be(state);
+	struct objstore *a = client(b);
+	uint64_t bytes = 0, objs = 0;
+
+	assert_int_equal(objstore_space(a, &bytes, &objs), 0);
+	printf("objstore_rados: the pool can take %" PRIu64 " MiB more\n", bytes >> 20);
+	assert_true(bytes > 0);
+	assert_true(objs == UINT64_MAX);
+	objstore_close(a);
+}
+
 static void test_rados_latency(void **state)
 {
 	struct backend *b = be(state);
@@ -854,13 +903,14 @@ int main(void)
 	    CONTRACT(mem_setup, mem_teardown),  cmocka_unit_test(test_mem_lease),
 	    cmocka_unit_test(test_mem_crash),   cmocka_unit_test(test_mem_crash_create),
 	    cmocka_unit_test(test_mem_durable), cmocka_unit_test(test_mem_faults),
-	    cmocka_unit_test(test_mem_usage),
+	    cmocka_unit_test(test_mem_usage),   cmocka_unit_test(test_mem_capacity),
 	};
 
 	const struct CMUnitTest rados[] = {
 	    CONTRACT(rados_setup, rados_teardown),
 	    cmocka_unit_test_setup_teardown(test_rados_bad_pool, rados_setup, rados_teardown),
 	    cmocka_unit_test_setup_teardown(test_rados_timeout, rados_setup, rados_teardown),
+	    cmocka_unit_test_setup_teardown(test_rados_space, rados_setup, rados_teardown),
 	    cmocka_unit_test_setup_teardown(test_rados_latency, rados_setup, rados_teardown),
 	    cmocka_unit_test_setup_teardown(test_rados_inflight, rados_setup, rados_teardown),
 	};

@@ -34,13 +34,21 @@
 
 #define LEASE 30
 
+/* segio_obj_opts.space_margin of the clients client_io makes (0: the
+ * default). */
+static uint64_t test_margin;
+
 /* A client of m serving pool "p" (waiting for no lease): NULL when the
  * lock is held (errno EBUSY). */
 static struct segio *client_io(struct objstore_mem *m, struct objstore **os_out,
                                struct segcache *cache)
 {
 	struct objstore *os = objstore_mem_client(m);
-	struct segio_obj_opts o = {.name = "p", .label = "mem:p", .lease_s = LEASE, .wait_s = 0};
+	struct segio_obj_opts o = {.name = "p",
+	                           .label = "mem:p",
+	                           .lease_s = LEASE,
+	                           .wait_s = 0,
+	                           .space_margin = test_margin};
 	const char *why = NULL;
 	struct segio *io;
 
@@ -268,6 +276,11 @@ static int shim_blocklist(struct objstore *os, const char *addr)
 	return err;
 }
 
+static int shim_space(struct objstore *os, uint64_t *bytes, uint64_t *objects)
+{
+	return objstore_space(to_shim(os)->in, bytes, objects);
+}
+
 static const char *shim_addr(struct objstore *os)
 {
 	return objstore_addr(to_shim(os)->in);
@@ -298,6 +311,7 @@ static const struct objstore_ops shim_ops = {
     .break_lock = shim_break_lock,
     .blocklist = shim_blocklist,
     .addr = shim_addr,
+    .space = shim_space,
     .close = shim_close,
 };
 
@@ -752,6 +766,83 @@ static void test_cache_behind(void **state)
 	for (unsigned i = 0; i < 48; i++)
 		expect(p.v, (uint64_t)i << 20, 1u << 20, 70 + i);
 	cpool_close(&p);
+}
+
+/* ---- a full object store ---------------------------------------------------- */
+
+/* Write 1 MiB blocks from block *n on until a write is refused: each one
+ * flushed, and the space watcher's look taken after it.  The error that
+ * ended it (0: the volume was written to its end). */
+static int fill_until_full(struct segio *io, struct vol *v, unsigned *n, unsigned end)
+{
+	char *b = malloc(1u << 20);
+	int err = 0;
+
+	assert_non_null(b);
+	for (; *n < end; ++*n) {
+		fill(b, 1u << 20, 90 + *n);
+		err = store_write(v, b, (uint64_t)*n << 20, 1u << 20, 0);
+		if (err)
+			break;
+		assert_int_equal(store_flush(v), 0);
+		segio_obj_space_refresh(io);
+	}
+	free(b);
+	return err;
+}
+
+/* A pool whose object store fills up (a Ceph pool at its quota) turns
+ * full before the store refuses a write: clients get ENOSPC, never EIO;
+ * every flushed write reads back; writes go on once there is room again,
+ * without a restart; and it opens again while full. */
+static void test_store_full(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	uint64_t objs, used;
+	unsigned n = 0, full_at;
+	struct objstore *os;
+	struct segio *io;
+	struct store *st;
+	struct vol *v;
+
+	(void)state;
+	test_margin = 8u << 20;
+	objstore_mem_set_capacity(m, 64u << 20);
+	io = client_io(m, &os, NULL);
+	assert_non_null(io);
+	assert_int_equal(store_format_io(io, 64), 0); /* 256 MiB of segments */
+	st = open_io(io);
+	assert_int_equal(store_vol_create(st, "v", 200u << 20), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	assert_int_equal(fill_until_full(io, v, &n, 200), -ENOSPC);
+	full_at = n;
+	assert_true(full_at >= 16);          /* 64 MiB less the margin, the lag and a segment */
+	assert_int_equal(store_flush(v), 0); /* full, not failed */
+	objstore_mem_usage(m, &objs, &used);
+	assert_true(used <= 64u << 20);
+
+	objstore_mem_set_capacity(m, 512u << 20); /* the quota is raised */
+	segio_obj_space_refresh(io);
+	assert_int_equal(fill_until_full(io, v, &n, full_at + 8), 0);
+	for (unsigned i = 0; i < n; i++)
+		expect(v, (uint64_t)i << 20, 1u << 20, 90 + i);
+	store_vol_close(v);
+	store_close(st);
+
+	objstore_mem_usage(m, &objs, &used);
+	objstore_mem_set_capacity(m, used + (1u << 20)); /* full again, then reopened */
+	io = client_io(m, &os, NULL);
+	assert_non_null(io);
+	st = open_io(io);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	for (unsigned i = 0; i < n; i++)
+		expect(v, (uint64_t)i << 20, 1u << 20, 90 + i);
+	assert_int_equal(fill_until_full(io, v, &n, 200), -ENOSPC);
+	assert_int_equal(store_flush(v), 0);
+	store_vol_close(v);
+	store_close(st);
+	objstore_mem_free(m);
+	test_margin = 0;
 }
 
 /* ---- recovery when the object store fails a read ------------------------- */
@@ -1279,6 +1370,7 @@ int main(void)
 	    cmocka_unit_test(test_cache),
 	    cmocka_unit_test(test_cache_seal),
 	    cmocka_unit_test(test_cache_behind),
+	    cmocka_unit_test(test_store_full),
 	    cmocka_unit_test(test_crash_takeover),
 	    cmocka_unit_test(test_crash_points),
 	    cmocka_unit_test(test_recover_read_fails),

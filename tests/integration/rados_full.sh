@@ -1,0 +1,95 @@
+#!/bin/bash
+# rados_full.sh — a RADOS pool that fills up (issue 14, docs/RADOS.md "A full pool"):
+# with a quota on the Ceph pool just above what is there, host A writes and flushes
+# 1 MiB at a time until a write is refused: it must be refused with ENOSPC (the pool
+# turns full while the Ceph pool still has the reserve), never EIO, and the pool must
+# not fail (a FLUSH still succeeds, every flushed MiB reads back). The quota lifted,
+# writes go on without a restart. With the quota put back below the reserve, A
+# restarts: it opens, serves every flushed MiB, and refuses writes with ENOSPC.
+. "$(dirname "$0")/lib.sh"
+requires nbdsh /usr/bin/python3
+ceph_cluster
+
+adm() { timeout 60 ceph -c "$CEPH_CONF" "$@"; }
+quota_clear() { adm osd pool set-quota "$CEPH_POOL" max_bytes 0 >/dev/null 2>&1; }
+# used: the Ceph pool's bytes as its quota counts them
+used() {
+	adm osd pool get-quota "$CEPH_POOL" -f json |
+		/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["current_num_bytes"])'
+}
+trap 'rc=$?; quota_clear; ceph_cleanup $rc' EXIT
+adm osd pool get-quota "$CEPH_POOL" >/dev/null 2>&1 || { echo "no admin access to the cluster"; exit 77; }
+
+# fill A B: write and flush MiB A, A+1, ... up to B until one is refused; adds what
+# was flushed to the model (rmodel's), prints "N ERRNO" (N MiB flushed; the errno
+# name of the refusal, or "none").
+fill() {
+	/usr/bin/python3 - "$(huri a vol0)" "$T" "$1" "$2" <<'PY'
+import json, os, random, sys, nbd
+M = 1 << 20
+uri, sd, a, b = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+mp = os.path.join(sd, "model.json")
+model = json.load(open(mp)) if os.path.exists(mp) else {}
+h = nbd.NBD()
+h.connect_uri(uri)
+n, err = 0, "none"
+for off in range(a, b):
+    name = "full/%d" % off
+    try:
+        h.pwrite(random.Random(name).randbytes(M), off * M)
+        h.flush()
+    except nbd.Error as e:
+        err = str(e.errno or e)  # libnbd's errno name, e.g. ENOSPC
+        break
+    model[str(off)] = name
+    n += 1
+json.dump(model, open(mp + ".tmp", "w"))
+os.replace(mp + ".tmp", mp)
+try:
+    h.flush()  # the pool is full, not failed: a FLUSH still succeeds
+    print(n, err.replace(" ", "_"))
+except nbd.Error as e:
+    print(n, "flush-failed:" + str(e).replace(" ", "_"))
+h.shutdown()
+PY
+}
+
+host_start a --create 2G || fail "host a: exit ${HRC[a]}"
+hctl a volume create vol0 1G >/dev/null || fail "volume create"
+rmodel a write 0 8 a || fail "host a: write"
+# 400 MiB above what the pool holds: the 256 MiB reserve and a segment leave about
+# 140 MiB for writes, less the writes the usage figures have not counted yet.
+adm osd pool set-quota "$CEPH_POOL" max_bytes $(($(used) + (400 << 20))) >/dev/null ||
+	fail "set-quota"
+read -r n err < <(fill 8 600) || fail "fill"
+echo "full after $n MiB: $err"
+[ "$err" = ENOSPC ] || fail "the write that found the pool full failed with $err"
+[ "$n" -ge 16 ] || fail "only $n MiB written before the pool turned full"
+[ "$(lines a "refusing new writes until there is room")" -ge 1 ] || fail "no line says the pool is full"
+[ "$(lines a "failing every write")" = 0 ] || fail "the pool failed instead of turning full"
+rmodel a verify || fail "flushed data differs on the full pool"
+
+quota_clear
+# The space watcher looks every second: within 30 s a write must go in.
+at=$((8 + n))
+for _ in $(seq 1 30); do
+	read -r n2 err < <(fill $at $((at + 1))) || fail "fill after the quota went"
+	[ "$n2" = 1 ] && break
+	[ "$err" = ENOSPC ] || fail "a write after the quota went failed with $err"
+	sleep 1
+done
+[ "$n2" = 1 ] || fail "writes still refused 30 s after the quota went"
+read -r n2 err < <(fill $((at + 1)) $((at + 17))) || fail "fill after the quota went"
+[ "$n2" = 16 ] && [ "$err" = none ] || fail "after the quota went: $n2 of 16 MiB, $err"
+[ "$(lines a "has room again")" -ge 1 ] || fail "no line says the pool has room again"
+host_stop a
+
+adm osd pool set-quota "$CEPH_POOL" max_bytes $(($(used) + (64 << 20))) >/dev/null ||
+	fail "set-quota"
+host_start a || fail "host a on the full pool: exit ${HRC[a]}"
+rmodel a verify || fail "flushed data differs after a restart on the full pool"
+read -r n3 err < <(fill 900 901) || fail "fill on the reopened full pool"
+[ "$n3" = 0 ] && [ "$err" = ENOSPC ] ||
+	fail "a write to the reopened full pool: $n3 MiB, $err"
+host_stop a
+echo "rados_full: all checks passed"
