@@ -94,12 +94,14 @@ START_S=$(date +%s)
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # cluster.sh gives its OSD a 10 GiB block file, and one 20 s `rados bench`
-# alone writes 8 GB when the machine is quiet: the OSD then stops at its
-# failsafe (97% full) and every write fails.  CEPH_ARGS (read by every Ceph
-# daemon and tool) makes it OSD_GIB instead; the file is sparse and holds at
-# most a `rados bench` run plus the pool (--create 4G: its objects stay
-# within that), so the free space needed is OSD_GIB + 2 GiB here.
-: "${OSD_GIB:=16}"
+# alone writes 8-12 GB when the machine is quiet: the OSD then stops at its
+# full ratio, holds every write (lease renewals too: the cowbd under test
+# fences itself) and the round fails (seen with 16 GiB: 13.5 GB from rados
+# bench beside the pool's 4 GiB).  CEPH_ARGS (read by every Ceph daemon and
+# tool) makes it OSD_GIB instead; the file is sparse and holds at most a
+# `rados bench` run plus the pool (--create 4G: its objects stay within
+# that), so the free space needed is OSD_GIB + 2 GiB here.
+: "${OSD_GIB:=32}"
 avail=$(df -Pk "$OUT" | awk 'NR == 2 {print int($4 / 1048576)}')
 if [ "${avail:-0}" -lt $((OSD_GIB + 2)) ]; then
 	echo
