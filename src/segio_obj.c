@@ -484,9 +484,12 @@ static int obj_open(struct segio *io, uint64_t seg, uint64_t off)
 			return err;
 		}
 		b->len = off;
-	} else if (o->cache) {
-		segcache_drop(o->cache, seg); /* an old life of the segment */
 	}
+	/* An old life of the segment, or (off > 0) the object as recovery
+	 * fetched it, which may hold bytes past off that the appends are
+	 * about to replace: the cacher copies the segment whole at its seal. */
+	if (o->cache)
+		segcache_drop(o->cache, seg);
 	pthread_mutex_lock(&o->lock);
 	old = retire_locked(o);
 	o->open = b;

@@ -768,6 +768,62 @@ static void test_cache_behind(void **state)
 	cpool_close(&p);
 }
 
+/* Append 4 KiB of seed at off of seg, through the backend. */
+static void seg_put(struct segio *io, uint64_t seg, uint64_t off, unsigned seed)
+{
+	char b[4096];
+	struct iovec iov = {.iov_base = b, .iov_len = sizeof(b)};
+
+	fill(b, sizeof(b), seed);
+	assert_int_equal(segio_append(io, seg, off, &iov, 1), 0);
+}
+
+/* A recovered segment whose object holds bytes past where the log goes on
+ * (a write that failed while later ones landed): recovery's read fetched
+ * them into the cache, and once the segment has left memory (its seal
+ * found the cacher behind) the appends that replaced them must read back,
+ * not the cached old bytes. */
+static void test_cache_recovered_tail(void **state)
+{
+	char path[] = "/tmp/cowbd-segcache-XXXXXX", oid[OBJSTORE_NAME_MAX];
+	char old[8192], want[4096], got[4096];
+	int fd = mkstemp(path);
+	struct objstore_mem *m = objstore_mem_new();
+	const char *why = NULL;
+	struct objstore *os;
+	struct segcache *c;
+	struct segio *io;
+
+	(void)state;
+	assert_true(fd >= 0);
+	close(fd);
+	c = segcache_open(path, 64u << 20, &why);
+	assert_non_null(c);
+	io = client_io(m, &os, c);
+	assert_non_null(io);
+	fill(old, sizeof(old), 1);
+	snprintf(oid, sizeof(oid), "p.seg.%016x", 3);
+	assert_int_equal(objstore_write(os, oid, old, sizeof(old), 0), 0);
+	assert_int_equal(objstore_flush(os), 0);
+	assert_int_equal(segio_read(io, got, 4096, 3 * FMT_SEG_BYTES), 0); /* recovery's scan */
+	segio_obj_cache_hold(io, true);
+	assert_int_equal(segio_open(io, 3, 4096), 0); /* the log goes on at 4 KiB */
+	seg_put(io, 3, 4096, 2);
+	segio_seal(io, 3);
+	for (uint64_t seg = 4; seg < 4 + 2; seg++) { /* 3 leaves the in-memory copies */
+		assert_int_equal(segio_open(io, seg, 0), 0);
+		seg_put(io, seg, 0, 3);
+		segio_seal(io, seg);
+	}
+	assert_int_equal(segio_read(io, got, 4096, 3 * FMT_SEG_BYTES + 4096), 0);
+	fill(want, sizeof(want), 2);
+	assert_memory_equal(want, got, sizeof(want));
+	segio_obj_cache_hold(io, false);
+	segio_close(io); /* closes the cache */
+	unlink(path);
+	objstore_mem_free(m);
+}
+
 /* ---- a full object store ---------------------------------------------------- */
 
 /* Write 1 MiB blocks from block *n on until a write is refused: each one
@@ -1370,6 +1426,7 @@ int main(void)
 	    cmocka_unit_test(test_cache),
 	    cmocka_unit_test(test_cache_seal),
 	    cmocka_unit_test(test_cache_behind),
+	    cmocka_unit_test(test_cache_recovered_tail),
 	    cmocka_unit_test(test_store_full),
 	    cmocka_unit_test(test_crash_takeover),
 	    cmocka_unit_test(test_crash_points),
