@@ -139,6 +139,7 @@ struct segio_obj {
 	uint64_t space_at;       /* appended at the last look */
 	uint64_t lag[SPACE_LAG]; /* appended at each of the last looks */
 	unsigned lag_pos;
+	bool space_failing; /* the last look failed (said at the first) */
 	bool sstop, watcher_on;
 	bool full; /* obj_reserve's last answer (the log thread's) */
 	pthread_t watcher;
@@ -504,11 +505,12 @@ static void rcond_init(pthread_cond_t *c);
 
 /* Ask the object store how much more its pool takes (an object of the
  * object quota counts as room for a segment).  A failed look keeps the
- * last figure. */
+ * last figure; failures are said once, until a look works again. */
 static void space_look(struct segio_obj *o)
 {
 	uint64_t bytes, objs;
 	int err = objstore_space(o->os, &bytes, &objs);
+	bool known, was_failing;
 
 	pthread_mutex_lock(&o->smu);
 	uint64_t now = atomic_load(&o->appended), recent = now - o->lag[o->lag_pos];
@@ -520,12 +522,19 @@ static void space_look(struct segio_obj *o)
 		bytes = bytes > recent ? bytes - recent : 0;
 		o->space_base = bytes > INT64_MAX ? INT64_MAX : (int64_t)bytes;
 		o->space_at = now;
-	} else if (err != -ENOTSUP && o->space_base >= 0) {
-		say_warn("pool %s: cannot learn how full the object store's pool is (%s); going "
-		         "by the last figure",
-		         o->label, strerror(-err));
 	}
+	known = o->space_base >= 0;
+	was_failing = o->space_failing;
+	o->space_failing = err && err != -ENOTSUP;
 	pthread_mutex_unlock(&o->smu);
+	if (err && err != -ENOTSUP && !was_failing)
+		say_warn("pool %s: cannot learn how full the object store's pool is (%s); %s",
+		         o->label, strerror(-err),
+		         known ? "going by the last figure"
+		               : "until it can, the pool does not turn full before the object "
+		                 "store refuses its writes");
+	else if (!err && was_failing)
+		say_info("pool %s: learns how full the object store's pool is again", o->label);
 }
 
 /* Bytes the pool takes before it is full, as far as known: INT64_MAX

@@ -155,6 +155,7 @@ struct shim {
 	void (*on_flush)(struct shim *s); /* called as a flush returns */
 	void (*on_blocklist)(struct shim *s); /* called as a blocklist returns */
 	void (*on_locked)(struct shim *s);    /* called before a lock-guarded write */
+	_Atomic int space_err;                /* space fails with this; 0: it does not */
 };
 
 static struct shim *to_shim(struct objstore *os)
@@ -278,7 +279,10 @@ static int shim_blocklist(struct objstore *os, const char *addr)
 
 static int shim_space(struct objstore *os, uint64_t *bytes, uint64_t *objects)
 {
-	return objstore_space(to_shim(os)->in, bytes, objects);
+	struct shim *s = to_shim(os);
+	int err = atomic_load(&s->space_err);
+
+	return err ? err : objstore_space(s->in, bytes, objects);
 }
 
 static const char *shim_addr(struct objstore *os)
@@ -901,6 +905,68 @@ static void test_store_full(void **state)
 	test_margin = 0;
 }
 
+/* Lines of the file f (stderr while it was sent there) that hold needle. */
+static unsigned lines_with(FILE *f, const char *needle)
+{
+	char line[512];
+	unsigned n = 0;
+
+	rewind(f);
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, needle) != NULL;
+	return n;
+}
+
+/* The monitors cannot say how full the pool is (down, or a cap without
+ * "mon allow r"): said once per run of failed looks, also when the very
+ * first look fails (the pool then cannot turn full before Ceph refuses),
+ * not at every look (every second); a look that works again is said. */
+static void test_space_look_fails(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct shim *s = shim_new(m), *s2;
+	FILE *f = tmpfile();
+	int saved = dup(2);
+	struct segio *io;
+
+	(void)state;
+	assert_true(f && saved >= 0);
+	objstore_mem_set_capacity(m, 1ull << 30);
+	io = shim_io(s, 0);
+	assert_non_null(io);
+	fflush(stderr);
+	assert_true(dup2(fileno(f), 2) == 2);
+	assert_int_equal(segio_reserve(io, 5), 0); /* the first look works */
+	atomic_store(&s->space_err, -EACCES);
+	for (unsigned i = 0; i < 3; i++)
+		segio_obj_space_refresh(io);
+	atomic_store(&s->space_err, 0);
+	segio_obj_space_refresh(io);
+	atomic_store(&s->space_err, -ETIMEDOUT);
+	for (unsigned i = 0; i < 3; i++)
+		segio_obj_space_refresh(io);
+	assert_int_equal(segio_reserve(io, 5), 0); /* the last figure */
+	segio_close(io);
+
+	s2 = shim_new(m);
+	atomic_store(&s2->space_err, -EACCES);
+	io = shim_io(s2, 0);
+	assert_non_null(io);
+	assert_int_equal(segio_reserve(io, 5), 0);
+	for (unsigned i = 0; i < 3; i++)
+		segio_obj_space_refresh(io);
+	segio_close(io);
+	fflush(stderr);
+	assert_true(dup2(saved, 2) == 2);
+	close(saved);
+	assert_int_equal(lines_with(f, "cannot learn how full"), 3);
+	assert_int_equal(lines_with(f, "going by the last figure"), 2);
+	assert_int_equal(lines_with(f, "does not turn full before"), 1);
+	assert_int_equal(lines_with(f, "learns how full the object store's pool is again"), 1);
+	fclose(f);
+	objstore_mem_free(m);
+}
+
 /* ---- recovery when the object store fails a read ------------------------- */
 
 #define RF_REGIONS 10
@@ -1428,6 +1494,7 @@ int main(void)
 	    cmocka_unit_test(test_cache_behind),
 	    cmocka_unit_test(test_cache_recovered_tail),
 	    cmocka_unit_test(test_store_full),
+	    cmocka_unit_test(test_space_look_fails),
 	    cmocka_unit_test(test_crash_takeover),
 	    cmocka_unit_test(test_crash_points),
 	    cmocka_unit_test(test_recover_read_fails),
