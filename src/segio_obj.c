@@ -1159,6 +1159,11 @@ static void obj_close(struct segio *io)
 {
 	struct segio_obj *o = to_obj(io);
 
+	/* The watcher may be in a look that lasts up to the cluster's
+	 * timeout, the cacher in a fill: the lease is renewed until they are
+	 * done, and the renewer stops before the lock is given back. */
+	cacher_stop(o);
+	watcher_stop(o);
 	if (o->renewer_on) {
 		pthread_mutex_lock(&o->rlock);
 		o->stopping = true;
@@ -1166,8 +1171,6 @@ static void obj_close(struct segio *io)
 		pthread_mutex_unlock(&o->rlock);
 		pthread_join(o->renewer, NULL);
 	}
-	cacher_stop(o);
-	watcher_stop(o);
 	if (!fenced(o) && objstore_flush(o->os) == 0)
 		give_back(o);
 	objstore_close(o->os);

@@ -156,6 +156,8 @@ struct shim {
 	void (*on_blocklist)(struct shim *s); /* called as a blocklist returns */
 	void (*on_locked)(struct shim *s);    /* called before a lock-guarded write */
 	_Atomic int space_err;                /* space fails with this; 0: it does not */
+	bool space_slow;                      /* a look waits for 2 renewals (3 s at most) ... */
+	bool space_in;                        /* ... and says here that it started */
 };
 
 static struct shim *to_shim(struct objstore *os)
@@ -282,6 +284,17 @@ static int shim_space(struct objstore *os, uint64_t *bytes, uint64_t *objects)
 	struct shim *s = to_shim(os);
 	int err = atomic_load(&s->space_err);
 
+	pthread_mutex_lock(&s->mu);
+	if (s->space_slow) {
+		unsigned until = s->lock_calls + 2;
+		s->space_in = true;
+		for (unsigned t = 0; s->lock_calls < until && t < 300; t++) {
+			pthread_mutex_unlock(&s->mu);
+			usleep(10000);
+			pthread_mutex_lock(&s->mu);
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
 	return err ? err : objstore_space(s->in, bytes, objects);
 }
 
@@ -1192,6 +1205,41 @@ static void test_lease_stopped_close(void **state)
 	objstore_mem_free(m);
 }
 
+/* The space watcher is in a look that takes long (monitors slow to
+ * answer) when the pool closes: the lease goes on being renewed while
+ * close waits for the look, so the close is clean (the lock given back,
+ * the owner record cleared) instead of leaving a lapsed lease for the next
+ * owner to wait out and fence. */
+static void test_close_slow_look(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct shim *s = shim_new(m);
+	struct segio *io = shim_io(s, 2);
+	struct objstore_locker l;
+	char owner[OBJSTORE_NAME_MAX];
+	bool in = false;
+
+	(void)state;
+	assert_non_null(io);
+	objstore_mem_set_capacity(m, 1ull << 30);
+	assert_int_equal(segio_reserve(io, 5), 0); /* the watcher starts */
+	pthread_mutex_lock(&s->mu);
+	s->space_slow = true;
+	pthread_mutex_unlock(&s->mu);
+	for (unsigned t = 0; !in && t < 500; t++) { /* its next look, within a second */
+		usleep(10000);
+		pthread_mutex_lock(&s->mu);
+		in = s->space_in;
+		pthread_mutex_unlock(&s->mu);
+	}
+	assert_true(in);
+	segio_close(io);
+	owner_seen(m, owner, &l);
+	assert_string_equal(owner, "");
+	assert_string_equal(l.client, "");
+	objstore_mem_free(m);
+}
+
 /* Every renewal takes 3/8 of the lease (a cluster in trouble, still
  * answering): renewals are timed from the start of the last good one, so
  * the lease never runs out while each renewal succeeds in time. */
@@ -1502,6 +1550,7 @@ int main(void)
 	    cmocka_unit_test(test_lease_wall_clock_step),
 	    cmocka_unit_test(test_lease_stopped_sb_write),
 	    cmocka_unit_test(test_lease_stopped_close),
+	    cmocka_unit_test(test_close_slow_look),
 	    cmocka_unit_test(test_lease_slow_renewals),
 	    cmocka_unit_test(test_takeover_raced),
 	    cmocka_unit_test(test_takeover_lapsed_while_fencing),
