@@ -38,6 +38,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "say.h"
 #include "store_int.h"
@@ -63,6 +64,14 @@
 #define MAKE_ROOM_PASSES 64
 /* Free segments given back to the backend per idle tick. */
 #define DISCARD_PER_TICK 256
+/* The log thread's time for discards per call, taken DISCARD_STEP at a
+ * time: a hole punched in a pool file takes microseconds, an object
+ * removed from RADOS a round trip (2.6 ms measured on a test cluster),
+ * and every write and FLUSH waits behind the log thread meanwhile.  The
+ * rest waits for the next call (the next idle tick, the next refused
+ * write). */
+#define DISCARD_BUDGET_NS (50u * 1000000u)
+#define DISCARD_STEP      2
 
 uint64_t space_reserve_segs(uint64_t nsegs)
 {
@@ -199,16 +208,39 @@ int64_t space_compact(struct store *st)
 
 static void segment_discard(void *arg, uint64_t seg);
 
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* alloc_discard_free within DISCARD_BUDGET_NS: up to max free segments,
+ * keep_warm warm ones kept.  Returns how many. */
+static unsigned discard_free(struct store *st, unsigned max, uint64_t keep_warm)
+{
+	uint64_t t0 = mono_ns();
+	unsigned n = 0, k;
+
+	do {
+		k = alloc_discard_free(st->a, max - n < DISCARD_STEP ? max - n : DISCARD_STEP,
+		                       keep_warm, segment_discard, st);
+		n += k;
+	} while (k && n < max && mono_ns() - t0 < DISCARD_BUDGET_NS);
+	return n;
+}
+
 void space_make_room(struct store *st, uint64_t cost)
 {
 	uint64_t live, nfree;
 
 	if (log_backend_full(st->log)) {
-		/* The host filesystem under the pool file is full: give it back
-		 * every free segment's space, then ask again for the log's
-		 * successor (space freed elsewhere on the filesystem counts
-		 * too, so this is tried whatever changed). */
-		alloc_discard_free(st->a, UINT32_MAX, 0, segment_discard, st);
+		/* The host filesystem under the pool file (or the object
+		 * store's pool) is full: give it back free segments' space, as
+		 * many as the budget allows (the next refused write goes on),
+		 * then ask again for the log's successor (space freed elsewhere
+		 * counts too, so this is tried whatever changed). */
+		discard_free(st, UINT32_MAX, 0);
 		log_retry_reserve(st->log);
 	}
 	live = alloc_live_blocks(st->a);
@@ -224,7 +256,7 @@ void space_make_room(struct store *st, uint64_t cost)
 	if (alloc_meta_pending(st->a) || alloc_dead_segs(st->a)) {
 		ckpt_write(st);
 		if (log_backend_full(st->log)) { /* what it freed goes back too */
-			alloc_discard_free(st->a, UINT32_MAX, 0, segment_discard, st);
+			discard_free(st, UINT32_MAX, 0);
 			log_retry_reserve(st->log);
 		}
 	}
@@ -312,5 +344,5 @@ void space_idle(struct store *st)
 	else if (ckpt_due(st))
 		ckpt_begin(st);
 	else
-		alloc_discard_free(st->a, DISCARD_PER_TICK, warm_keep(st), segment_discard, st);
+		discard_free(st, DISCARD_PER_TICK, warm_keep(st));
 }

@@ -158,6 +158,8 @@ struct shim {
 	_Atomic int space_err;                /* space fails with this; 0: it does not */
 	bool space_slow;                      /* a look waits for 2 renewals (3 s at most) ... */
 	bool space_in;                        /* ... and says here that it started */
+	unsigned remove_ms;                   /* removes take this long */
+	_Atomic unsigned removes;             /* removes so far */
 };
 
 static struct shim *to_shim(struct objstore *os)
@@ -237,7 +239,12 @@ static ssize_t shim_getxattr(struct objstore *os, const char *oid, const char *n
 
 static int shim_remove(struct objstore *os, const char *oid)
 {
-	return objstore_remove(to_shim(os)->in, oid);
+	struct shim *s = to_shim(os);
+
+	if (s->remove_ms)
+		usleep(s->remove_ms * 1000);
+	s->removes++;
+	return objstore_remove(s->in, oid);
 }
 
 static int shim_lock(struct objstore *os, const char *oid, const char *cookie, unsigned secs,
@@ -980,6 +987,50 @@ static void test_space_look_fails(void **state)
 	objstore_mem_free(m);
 }
 
+/* The log thread gives free segments back (object removes, a round trip
+ * each in RADOS) within a time budget per idle tick: a write arriving
+ * while a fresh pool's free segments are being removed waits for a few
+ * removes, not for the tick's 256. */
+static void test_discard_budget(void **state)
+{
+	struct objstore_mem *m = objstore_mem_new();
+	struct shim *s = shim_new(m);
+	struct timespec t0, t1;
+	struct segio *io;
+	struct store *st;
+	struct vol *v;
+	char b[4096];
+
+	(void)state;
+	s->remove_ms = 40; /* a tick's 63 removes: 2.5 s at once */
+	io = shim_io(s, LEASE);
+	assert_non_null(io);
+	assert_int_equal(store_format_io(io, 64), 0);
+	st = open_io(io);
+	assert_int_equal(store_vol_create(st, "v", 1u << 20), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	for (unsigned t = 0; !s->removes && t < 1000; t++) /* the first idle tick */
+		usleep(10000);
+	assert_true(s->removes > 0);
+	memset(b, 7, sizeof(b));
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(store_write(v, b, 0, sizeof(b), 0), 0);
+	assert_int_equal(store_flush(v), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+	printf("a write and flush during the discards: %.0f ms (%u removes by then)\n", ms,
+	       (unsigned)s->removes);
+	assert_true(ms <
+	            1000); /* the budget (50 ms) and a step's removes, with room for a slow host */
+	unsigned then = s->removes;
+	for (unsigned t = 0; s->removes < then + 4 && t < 1000; t++) /* the rest on later ticks */
+		usleep(10000);
+	assert_true(s->removes >= then + 4);
+	store_vol_close(v);
+	store_close(st);
+	objstore_mem_free(m);
+}
+
 /* ---- recovery when the object store fails a read ------------------------- */
 
 #define RF_REGIONS 10
@@ -1551,6 +1602,7 @@ int main(void)
 	    cmocka_unit_test(test_lease_stopped_sb_write),
 	    cmocka_unit_test(test_lease_stopped_close),
 	    cmocka_unit_test(test_close_slow_look),
+	    cmocka_unit_test(test_discard_budget),
 	    cmocka_unit_test(test_lease_slow_renewals),
 	    cmocka_unit_test(test_takeover_raced),
 	    cmocka_unit_test(test_takeover_lapsed_while_fencing),
