@@ -125,6 +125,25 @@ struct store_req {
 /* Queue a request.  Never blocks on I/O; done() may run before this returns. */
 void store_submit(struct store_req *req);
 
+/* Submission in batches: store_submit_plugged() queues a request like
+ * store_submit(), except that those for the log thread (WRITE, TRIM, ZERO,
+ * FLUSH) wait in the plug until store_unplug(), which hands them over with
+ * one lock and one wake-up.  A connection that parsed thirty 4 KiB writes
+ * from one recv() wakes the log thread once, and its next round takes all
+ * thirty.  The plug hands itself over once it holds STORE_PLUG_BYTES of
+ * WRITE payload (large writes are not held back) or on a request for
+ * another store.  The caller must unplug before it waits for anything: a
+ * request left in the plug never completes.  Zero-initialise it; one
+ * thread uses it. */
+struct store_plug {
+	struct store *st;
+	struct store_req *head, *tail;
+	uint64_t bytes;
+};
+#define STORE_PLUG_BYTES (256u << 10)
+void store_submit_plugged(struct store_plug *p, struct store_req *r);
+void store_unplug(struct store_plug *p);
+
 /* Serve a READ at once on the calling thread if that needs no disk wait
  * (every block a hole or in the page cache).  Returns true when done:
  * req->err is set and done() is NOT called.  False: nothing happened;

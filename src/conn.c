@@ -228,8 +228,8 @@ static void done_cb(struct store_req *sr)
 	ev_async_send(s->loop, &s->wake);
 }
 
-/* Hand q to the store with submit (store_submit, store_bs_submit). */
-static void req_submit_with(struct conn *c, struct conn_req *q, void (*submit)(struct store_req *))
+/* q is about to go to the store: it completes through done_cb. */
+static void req_hand_over(struct conn *c, struct conn_req *q)
 {
 	c->submitted++;
 	q->sr.err = 0;
@@ -237,12 +237,14 @@ static void req_submit_with(struct conn *c, struct conn_req *q, void (*submit)(s
 	q->sr.done = done_cb;
 	q->sr.priv = q;
 	q->sr.vol = c->proto.exp.handle;
-	submit(&q->sr);
 }
 
+/* Hand q to the store.  Writes wait in the server's plug until the event
+ * that parsed them is settled (conn_settle unplugs). */
 static void req_submit(struct conn *c, struct conn_req *q)
 {
-	req_submit_with(c, q, store_submit);
+	req_hand_over(c, q);
+	store_submit_plugged(&c->srv->plug, &q->sr);
 }
 
 /* The store is done with q (all parts): queue its reply. */
@@ -383,10 +385,12 @@ static void conn_block_status(struct conn *c, const struct proto_req *r)
 	q->end = 0; /* one part */
 	q->sr.buf = &q->bs;
 	q->sr.err = store_bs(p->exp.handle, &q->bs, true);
-	if (q->sr.err == -EAGAIN) /* a node is away: a reader thread reads it */
-		req_submit_with(c, q, store_bs_submit);
-	else
+	if (q->sr.err == -EAGAIN) { /* a node is away: a reader thread reads it */
+		req_hand_over(c, q);
+		store_bs_submit(&q->sr);
+	} else {
 		req_finish(c, q);
+	}
 }
 
 /* Act on one validated request whose header has been consumed.  Returns
@@ -867,9 +871,20 @@ static bool conn_tls_step(struct conn *c)
 	return false;
 }
 
+static void conn_settle_one(struct conn *c);
+
 /* After any event: flush output, decide which watchers run, close or free
- * the connection when its time has come.  c may be freed on return. */
+ * the connection when its time has come, hand the requests it parsed to
+ * the store.  c may be freed on return. */
 void conn_settle(struct conn *c)
+{
+	struct conn_server *s = c->srv;
+
+	conn_settle_one(c);
+	store_unplug(&s->plug);
+}
+
+static void conn_settle_one(struct conn *c)
 {
 	struct ev_loop *loop = c->srv->loop;
 

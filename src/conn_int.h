@@ -113,6 +113,7 @@ struct conn_server {
 	ev_async wake;
 	ev_timer grace;
 	_Atomic(struct conn_req *) done; /* completed requests, pushed by store threads */
+	struct store_plug plug;          /* writes parsed, not yet handed over (conn_settle) */
 	struct listener lst[CONN_MAX_LISTENERS];
 	unsigned nlst;
 	struct conn *conns;

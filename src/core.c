@@ -79,12 +79,17 @@ void core_queue_destroy(struct req_queue *q)
 void core_queue_push(struct req_queue *q, struct store_req *r)
 {
 	r->next = NULL;
+	core_queue_push_list(q, r, r);
+}
+
+void core_queue_push_list(struct req_queue *q, struct store_req *head, struct store_req *tail)
+{
 	pthread_mutex_lock(&q->lock);
 	if (q->tail)
-		q->tail->next = r;
+		q->tail->next = head;
 	else
-		q->head = r;
-	q->tail = r;
+		q->head = head;
+	q->tail = tail;
 	pthread_cond_signal(&q->cond);
 	pthread_mutex_unlock(&q->lock);
 }

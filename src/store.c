@@ -306,7 +306,9 @@ void store_close(struct store *st)
 
 /* ---- submission ---------------------------------------------------------- */
 
-void store_submit(struct store_req *r)
+/* The checks every request takes and where it goes: the queue it waits
+ * in, or NULL when it was completed here (bad range, a snapshot, ...). */
+static struct req_queue *submit_route(struct store_req *r)
 {
 	struct store *st = r->vol->st;
 	struct volume *v = r->vol->rec;
@@ -319,36 +321,77 @@ void store_submit(struct store_req *r)
 	if (r->op != STORE_FLUSH) {
 		if (r->len > STORE_MAX_REQ || r->off > v->size || r->len > v->size - r->off) {
 			core_complete(r, r->op == STORE_WRITE ? -ENOSPC : -EINVAL);
-			return;
+			return NULL;
 		}
 		if (r->op != STORE_READ && r->op != STORE_CACHE && v->snapshot) {
 			core_complete(r, -EPERM);
-			return;
+			return NULL;
 		}
 		if (r->len == 0) {
 			core_complete(r, 0);
-			return;
+			return NULL;
 		}
 	}
 	switch (r->op) {
 	case STORE_CACHE:
 		core_complete(r, 0);
-		return;
+		return NULL;
 	case STORE_READ:
-		reader_enqueue(st, r);
-		return;
+		return &st->rd.q;
 	case STORE_WRITE:
 	case STORE_TRIM:
 	case STORE_ZERO:
 	case STORE_FLUSH:
 		if (st->read_only) {
 			core_complete(r, -EROFS);
-			return;
+			return NULL;
 		}
-		writer_enqueue(st, r);
-		return;
+		return &st->wr.q;
 	}
 	core_complete(r, -EINVAL);
+	return NULL;
+}
+
+void store_submit(struct store_req *r)
+{
+	struct req_queue *q = submit_route(r);
+
+	if (q)
+		core_queue_push(q, r);
+}
+
+void store_submit_plugged(struct store_plug *p, struct store_req *r)
+{
+	struct store *st = r->vol->st;
+	struct req_queue *q = submit_route(r);
+
+	if (!q)
+		return;
+	if (q != &st->wr.q) {
+		core_queue_push(q, r); /* readers: one wake each, they run in parallel */
+		return;
+	}
+	if (p->st != st)
+		store_unplug(p);
+	p->st = st;
+	if (p->tail)
+		p->tail->next = r;
+	else
+		p->head = r;
+	p->tail = r;
+	if (r->op == STORE_WRITE)
+		p->bytes += r->len;
+	if (p->bytes >= STORE_PLUG_BYTES)
+		store_unplug(p);
+}
+
+void store_unplug(struct store_plug *p)
+{
+	if (!p->head)
+		return;
+	core_queue_push_list(&p->st->wr.q, p->head, p->tail);
+	p->head = p->tail = NULL;
+	p->bytes = 0;
 }
 
 /* ---- synchronous helpers -------------------------------------------------- */

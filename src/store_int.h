@@ -292,6 +292,9 @@ static inline void core_complete(struct store_req *r, int err)
 void core_queue_init(struct req_queue *q);
 void core_queue_destroy(struct req_queue *q);
 void core_queue_push(struct req_queue *q, struct store_req *r);
+/* Push head..tail (linked by next, tail->next NULL) with one lock and one
+ * wake. */
+void core_queue_push_list(struct req_queue *q, struct store_req *head, struct store_req *tail);
 void core_queue_stop(struct req_queue *q);
 /* Wake the queue's waiter without giving it a request (it re-checks
  * whatever else it waits for). */
