@@ -10,6 +10,7 @@
 #include <urcu/urcu-memb.h>
 
 #include "bcrc.h"
+#include "clock.h"
 #include "compact.h"
 #include "crc32c.h"
 #include "fwd.h"
@@ -44,14 +45,6 @@ struct compact {
 	uint64_t bad_found; /* ever */
 	uint64_t ns;        /* in compact_pick and compact_move, ever */
 };
-
-/* CLOCK_MONOTONIC in nanoseconds. */
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 struct compact *compact_new(void)
 {
@@ -250,10 +243,10 @@ uint64_t compact_pick(struct compact *c, const struct alloc *a, uint64_t now_lsn
                       const uint64_t *keep, unsigned nkeep, double max_util, unsigned max_blocks,
                       unsigned *victims)
 {
-	uint64_t t0 = now_ns();
+	uint64_t t0 = mono_ns();
 	uint64_t live = pick(c, a, now_lsn, keep, nkeep, max_util, max_blocks, victims);
 
-	c->ns += now_ns() - t0;
+	c->ns += mono_ns() - t0;
 	return live;
 }
 
@@ -299,14 +292,14 @@ int64_t compact_move(struct compact *c, struct alloc *a, struct log *l, struct s
 		if (!c->bcrc)
 			return -ENOMEM;
 	}
-	uint64_t t0 = now_ns();
+	uint64_t t0 = mono_ns();
 	c->used = 0;
 	c->l = l;
 	c->io = io;
 	c->a = a;
 	int err = move_all(c);
 	c->nvictims = 0;
-	c->ns += now_ns() - t0;
+	c->ns += mono_ns() - t0;
 	return err ? err : (int64_t)c->used;
 }
 

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "clock.h"
 #include "store.h"
 
 #define IOSTATS_PAD 64 /* a cache line */
@@ -57,9 +58,7 @@ struct volume;
 /* CLOCK_MONOTONIC in nanoseconds (vDSO: no system call). */
 static inline uint64_t iostats_now(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	return mono_ns();
 }
 
 /* Does command c carry a latency (its submission must be stamped)?  READ,

@@ -40,6 +40,7 @@
 #include <string.h>
 #include <urcu/urcu-memb.h>
 
+#include "clock.h"
 #include "say.h"
 #include "store_int.h"
 
@@ -85,13 +86,6 @@ const char *store_scrub_state_name(enum store_scrub_state s)
 	return "?";
 }
 
-static uint64_t scrub_now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static bool scrub_seen(const struct scrub *s, uint64_t phys)
 {
 	return s->seen[phys / 64] >> (phys % 64) & 1;
@@ -121,7 +115,7 @@ static void scrub_report(struct store *st, const char *name, uint64_t lba, uint6
 static bool scrub_pace(struct scrub *s, uint64_t bytes)
 {
 	struct store *st = s->st;
-	uint64_t now = scrub_now_ns();
+	uint64_t now = mono_ns();
 	bool stop;
 
 	if (s->allow_ns < now)
@@ -130,7 +124,7 @@ static bool scrub_pace(struct scrub *s, uint64_t bytes)
 	struct timespec until = {.tv_sec = (time_t)(s->allow_ns / 1000000000u),
 	                         .tv_nsec = (long)(s->allow_ns % 1000000000u)};
 	pthread_mutex_lock(&st->sc.lock);
-	while (!st->sc.stop && scrub_now_ns() < s->allow_ns)
+	while (!st->sc.stop && mono_ns() < s->allow_ns)
 		pthread_cond_timedwait(&st->sc.wake, &st->sc.lock, &until);
 	stop = st->sc.stop;
 	pthread_mutex_unlock(&st->sc.lock);
@@ -320,7 +314,7 @@ static void *scrub_main(void *arg)
 {
 	struct scrub *s = arg;
 	struct store *st = s->st;
-	uint64_t t0 = scrub_now_ns();
+	uint64_t t0 = mono_ns();
 
 	store_thread_register();
 	int err = scrub_run(s);
@@ -343,8 +337,7 @@ static void *scrub_main(void *arg)
 		say_info("scrub: pass %u %s in %.1f s: %llu blocks checked, %llu damaged "
 		         "(%llu names)",
 		         done.pass, store_scrub_state_name(done.state),
-		         (double)(scrub_now_ns() - t0) / 1e9,
-		         (unsigned long long)done.blocks_checked,
+		         (double)(mono_ns() - t0) / 1e9, (unsigned long long)done.blocks_checked,
 		         (unsigned long long)done.damaged_blocks,
 		         (unsigned long long)done.damaged_names);
 	scrub_free_pass(s);

@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "clock.h"
 #include "say.h"
 #include "store_int.h"
 
@@ -207,13 +208,6 @@ int64_t space_compact(struct store *st)
 }
 
 static void segment_discard(void *arg, uint64_t seg);
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* alloc_discard_free within DISCARD_BUDGET_NS: up to max free segments,
  * keep_warm warm ones kept.  Returns how many. */
