@@ -134,13 +134,26 @@ static uint64_t xinuse(void)
 	__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(1));
 	return ((uint64_t)hi << 32) | lo;
 }
+
+#define UPPER_STATE ((1u << 2) | (1u << 6))
+
+/* Does XINUSE follow the upper state here: set after a ymm register was
+ * written, clear after VZEROUPPER?  A CPU may report a component in use
+ * although it is in its initial state; there the test could not tell. */
+static bool xinuse_tracks_upper(void)
+{
+	__asm__ volatile("vpcmpeqd %%ymm15, %%ymm15, %%ymm15" ::: "xmm15");
+	bool dirty = (xinuse() & UPPER_STATE) != 0;
+	__asm__ volatile("vzeroupper" ::: "memory");
+	return dirty && (xinuse() & UPPER_STATE) == 0;
+}
 #endif
 
 /* The folding implementation (AVX-512) returns with the upper halves of
  * the vector registers clean: left dirty, every SSE instruction after it
  * (memcpy's, ours) ran slowly — a 1 MiB write spent 6% of cowbd's CPU on
  * the first SSE load after each block's CRC.  Skipped where the CPU has no
- * fold implementation or cannot report XINUSE. */
+ * fold implementation or whose XINUSE does not follow the upper state. */
 static void test_fold_leaves_upper_clean(void **state)
 {
 #if defined(__x86_64__)
@@ -151,13 +164,18 @@ static void test_fold_leaves_upper_clean(void **state)
 		skip();
 		return;
 	}
+	if (!xinuse_tracks_upper()) {
+		assert_int_equal(crc32c_use(was), 0);
+		skip();
+		return;
+	}
 	memset(buf, 0x5a, sizeof(buf));
 	for (size_t len = 256; len <= sizeof(buf); len += 1000) {
 		volatile uint32_t c = crc32c(0, buf, len);
 		uint64_t x = xinuse();
 
 		(void)c;
-		assert_int_equal(x & ((1u << 2) | (1u << 6)), 0);
+		assert_int_equal(x & UPPER_STATE, 0);
 	}
 	assert_int_equal(crc32c_use(was), 0);
 #else
