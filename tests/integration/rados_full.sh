@@ -17,6 +17,29 @@ used() {
 	adm osd pool get-quota "$CEPH_POOL" -f json |
 		/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["current_num_bytes"])'
 }
+# settled_used: used, once the figure stopped moving.  The monitors learn the
+# pool's usage from reports the OSDs send every few seconds, so right after
+# writes it lags them: a quota set from it can fall below what the pool
+# already holds, and Ceph then holds every write, which cowbd (whose view
+# lags the same way) cannot refuse with ENOSPC: it fails the write after
+# --rados-timeout (docs/RADOS.md "Not yet").  Equal for 10 s: settled.
+settled_used() {
+	local a b c i
+	a=$(used)
+	for i in $(seq 1 12); do
+		sleep 5
+		b=$(used)
+		if [ "$a" = "$b" ]; then
+			sleep 5
+			c=$(used)
+			[ "$b" = "$c" ] && { echo "$c"; return 0; }
+			b=$c
+		fi
+		a=$b
+	done
+	echo "the pool's usage did not settle within a minute" >&2
+	return 1
+}
 trap 'rc=$?; quota_clear; ceph_cleanup $rc' EXIT
 adm osd pool get-quota "$CEPH_POOL" >/dev/null 2>&1 || { echo "no admin access to the cluster"; exit 77; }
 
@@ -84,7 +107,10 @@ read -r n2 err < <(fill $((at + 1)) $((at + 17))) || fail "fill after the quota 
 [ "$(lines a "has room again")" -ge 1 ] || fail "no line says the pool has room again"
 host_stop a
 
-adm osd pool set-quota "$CEPH_POOL" max_bytes $(($(used) + (64 << 20))) >/dev/null ||
+# Below the reserve, above what the pool holds: Ceph takes writes, cowbd must
+# refuse them.
+u=$(settled_used) || fail "settled usage"
+adm osd pool set-quota "$CEPH_POOL" max_bytes $((u + (64 << 20))) >/dev/null ||
 	fail "set-quota"
 host_start a || fail "host a on the full pool: exit ${HRC[a]}"
 rmodel a verify || fail "flushed data differs after a restart on the full pool"
