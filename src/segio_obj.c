@@ -643,7 +643,9 @@ static int obj_reserve(struct segio *io, uint64_t seg)
 		          "volumes or snapshots, or give the pool more room)",
 		          o->label, left >> 20, (o->space_margin + FMT_SEG_BYTES) >> 20);
 	else if (!full && o->full)
-		say_info("pool %s: the object store's pool has room again: writes go on", o->label);
+		say_info("pool %s: the object store's pool has room again (about %" PRId64
+		         " MiB more): writes go on",
+		         o->label, left >> 20);
 	o->full = full;
 	return full ? -ENOSPC : 0;
 }

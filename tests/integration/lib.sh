@@ -85,6 +85,12 @@ fail() {
 	echo "error: $*" >&2
 	[ -z "${SEED:-}" ] || echo "(workload seed $SEED: rerun with SEED=$SEED)" >&2
 	if [ -f "$LOG" ]; then echo "--- cowbd log tail:" >&2; tail -n 20 "$LOG" >&2; fi
+	local h
+	for h in "$T"/*.log; do # host_start's hosts
+		head -n 1 "$h" 2>/dev/null | grep -q '^--- host ' || continue
+		echo "--- $(basename "$h" .log)'s log tail:" >&2
+		tail -n 12 "$h" >&2
+	done
 	exit 1
 }
 

@@ -11,7 +11,24 @@ requires nbdsh /usr/bin/python3
 ceph_cluster
 
 adm() { timeout 60 ceph -c "$CEPH_CONF" "$@"; }
-quota_clear() { adm osd pool set-quota "$CEPH_POOL" max_bytes 0 >/dev/null 2>&1; }
+quota() { # the Ceph pool's byte quota (0: none)
+	adm osd pool get-quota "$CEPH_POOL" -f json |
+		/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["quota_max_bytes"])'
+}
+# set_quota BYTES: set, and seen set (a command that failed or timed out
+# must not leave an earlier quota in place unnoticed: the steps below tell
+# a pool that stayed full from one that did not recover only by it).
+set_quota() {
+	local i
+	for i in 1 2 3 4 5; do
+		adm osd pool set-quota "$CEPH_POOL" max_bytes "$1" >/dev/null 2>&1
+		[ "$(quota 2>/dev/null)" = "$1" ] && return 0
+		echo "set-quota max_bytes $1: not in place yet (try $i)"
+		sleep 2
+	done
+	return 1
+}
+quota_clear() { set_quota 0; }
 # used: the Ceph pool's bytes as its quota counts them
 used() {
 	adm osd pool get-quota "$CEPH_POOL" -f json |
@@ -40,7 +57,7 @@ settled_used() {
 	echo "the pool's usage did not settle within a minute" >&2
 	return 1
 }
-trap 'rc=$?; quota_clear; ceph_cleanup $rc' EXIT
+trap 'rc=$?; quota_clear >/dev/null; ceph_cleanup $rc' EXIT
 adm osd pool get-quota "$CEPH_POOL" >/dev/null 2>&1 || { echo "no admin access to the cluster"; exit 77; }
 
 # fill A B: write and flush MiB A, A+1, ... up to B until one is refused; adds what
@@ -82,8 +99,7 @@ hctl a volume create vol0 1G >/dev/null || fail "volume create"
 rmodel a write 0 8 a || fail "host a: write"
 # 400 MiB above what the pool holds: the 256 MiB reserve and a segment leave about
 # 140 MiB for writes, less the writes the usage figures have not counted yet.
-adm osd pool set-quota "$CEPH_POOL" max_bytes $(($(used) + (400 << 20))) >/dev/null ||
-	fail "set-quota"
+set_quota $(($(used) + (400 << 20))) || fail "set-quota"
 read -r n err < <(fill 8 600) || fail "fill"
 echo "full after $n MiB: $err"
 [ "$err" = ENOSPC ] || fail "the write that found the pool full failed with $err"
@@ -92,7 +108,7 @@ echo "full after $n MiB: $err"
 [ "$(lines a "failing every write")" = 0 ] || fail "the pool failed instead of turning full"
 rmodel a verify || fail "flushed data differs on the full pool"
 
-quota_clear
+quota_clear || fail "the quota cannot be cleared"
 # The space watcher looks every second: within 30 s a write must go in.
 at=$((8 + n))
 for _ in $(seq 1 30); do
@@ -110,8 +126,7 @@ host_stop a
 # Below the reserve, above what the pool holds: Ceph takes writes, cowbd must
 # refuse them.
 u=$(settled_used) || fail "settled usage"
-adm osd pool set-quota "$CEPH_POOL" max_bytes $((u + (64 << 20))) >/dev/null ||
-	fail "set-quota"
+set_quota $((u + (64 << 20))) || fail "set-quota"
 host_start a || fail "host a on the full pool: exit ${HRC[a]}"
 rmodel a verify || fail "flushed data differs after a restart on the full pool"
 read -r n3 err < <(fill 900 901) || fail "fill on the reopened full pool"
