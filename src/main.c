@@ -1221,14 +1221,27 @@ static void main_free_creds(struct main_daemon *d)
 	tls_creds_free(d->creds);
 }
 
+/* Stop every thread that calls into the store beside the loop: the
+ * service thread (its watchdog pings and status ask the log thread),
+ * metrics scrapes, the control socket's threads.  Before any store_close:
+ * a store call made while the store closes waits for a log thread that
+ * has left, and nothing would wake it or the join of its thread. */
+static void main_quiesce(struct main_daemon *d)
+{
+	service_free(d->sv);
+	d->sv = NULL;
+	metrics_stop(d->metrics); /* scrapes read the store and the server */
+	d->metrics = NULL;
+	control_stop(d->ctl);
+	d->ctl = NULL;
+}
+
 /* Stop in the order the top of this file explains: control socket, store
  * (flush + checkpoint, threads joined), and only then the connection
  * server, whose wake-up watcher store threads may touch until joined. */
 static void main_stop(struct main_daemon *d)
 {
-	service_free(d->sv);
-	metrics_stop(d->metrics); /* scrapes read the store and the server */
-	control_stop(d->ctl);
+	main_quiesce(d);
 	store_close(d->st);
 	conn_server_free(d->srv);
 	main_free_creds(d);
@@ -1522,6 +1535,7 @@ static int main_store(struct main_daemon *d)
 	for (unsigned i = 0; i < ho.nlst; i++)
 		sockets_close_unix(&ho.lst[i]); /* listeners: as at any stop */
 	ho.nlst = 0;
+	main_quiesce(d); /* as main_stop does, before the store goes */
 	store_close(d->st);
 	d->st = NULL;
 	mfd = memfd_create(SERVICE_FD_STATE, MFD_CLOEXEC);
