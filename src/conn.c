@@ -20,9 +20,10 @@
  *        │        │   │ (proto_handshake, STARTTLS)  │ serve or submit each,
  *        │        │   └─(ABORT)─► DRAINING           │ replies queue as they complete
  *        │        │                  ▲               │
- *        │        │                  └─(DISC, EOF, shutdown, idle timeout)
+ *        │        │                  └─(DISC, EOF, framing error, shutdown,
+ *        │        │                     idle timeout)
  *        │        │                                  │
- *        │  framing error / reset / write error /    │  DRAINING: no more reading;
+ *        │  bad handshake / reset / write error /    │  DRAINING: no more reading;
  *        │  handshake timeout                        │  in-flight requests finish and
  *        │        ▼                                  ▼  their replies go out, then
  *        │      DEAD: socket closed, replies dropped ◄──── close
@@ -568,7 +569,11 @@ static void conn_parse(struct conn *c)
 			         n == -E2BIG ? "request payload over the maximum"
 			                     : "bad request magic (or header style)");
 			conn_why(c, "bad request");
-			c->dead = true;
+			/* Nothing after it can be framed, but every request
+			 * before it was: those are answered in full (a reply
+			 * already half sent must not be cut off), then the
+			 * connection closes, as after NBD_CMD_DISC. */
+			c->draining = true;
 			break;
 		}
 		c->rx_hdr_only = r.op == STORE_WRITE && r.payload > CONN_SMALL_WRITE && !r.error;

@@ -378,6 +378,28 @@ static bool parse_requests(const uint8_t *in, size_t len, size_t pos, bool exten
 	return true;
 }
 
+/* Whether a reply for handle h cannot be told apart: two requests not yet
+ * answered share it and differ in command or length.  Which one it
+ * answers then decides how later replies are read (a simple reply's data
+ * length; a chunk for a READ or for a BLOCK_STATUS), so nothing after it
+ * can be checked.  Replies come in completion order, not request order: a
+ * WRITE still in the store is answered after a later request with the
+ * same handle that was refused at once. */
+static bool handle_ambiguous(const struct sent_req *reqs, size_t n, uint64_t h)
+{
+	const struct sent_req *first = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		if (reqs[i].answered || reqs[i].handle != h)
+			continue;
+		if (!first)
+			first = &reqs[i];
+		else if (reqs[i].type != first->type || reqs[i].len != first->len)
+			return true;
+	}
+	return false;
+}
+
 /* Transmission replies in o[at, olen) to the requests sent. */
 static void check_transmission(const uint8_t *o, size_t olen, size_t at, struct sent_req *reqs,
                                size_t n, bool structured, bool extended, bool clean)
@@ -393,30 +415,21 @@ static void check_transmission(const uint8_t *o, size_t olen, size_t at, struct 
 		assert(extended == (magic == NBD_EXTENDED_REPLY_MAGIC));
 		if (magic == NBD_SIMPLE_REPLY_MAGIC) {
 			uint32_t err, dlen = 0;
-			bool ambiguous = false;
 
 			assert(olen - at >= sizeof(struct nbd_simple_reply));
 			err = bytes_be32(o + at + 4);
 			memcpy(&h, o + at + 8, 8);
 			assert(err == 0 || nbd_error_known(err));
+			if (handle_ambiguous(reqs, n, h))
+				return;
 			/* A structured READ never gets a simple reply. */
-			for (size_t i = 0; i < n; i++) {
-				uint32_t d;
-
-				if (reqs[i].answered || reqs[i].handle != h ||
-				    (structured && reqs[i].type == NBD_CMD_READ))
-					continue;
-				d = !err && reqs[i].type == NBD_CMD_READ ? reqs[i].len : 0;
-				if (pick == n) {
+			for (size_t i = 0; i < n && pick == n; i++)
+				if (!reqs[i].answered && reqs[i].handle == h &&
+				    !(structured && reqs[i].type == NBD_CMD_READ))
 					pick = i;
-					dlen = d;
-				} else {
-					ambiguous |= d != dlen;
-				}
-			}
 			assert(pick < n); /* a reply to a request the client sent */
-			if (ambiguous)
-				return; /* a reused handle: the data length is unknown */
+			if (!err && reqs[pick].type == NBD_CMD_READ)
+				dlen = (uint32_t)reqs[pick].len;
 			at += sizeof(struct nbd_simple_reply);
 			assert(olen - at >= dlen);
 			at += dlen;
@@ -435,6 +448,8 @@ static void check_transmission(const uint8_t *o, size_t olen, size_t at, struct 
 
 		memcpy(&h, o + at + 8, 8);
 		assert(!(flags & ~NBD_REPLY_FLAG_DONE));
+		if (handle_ambiguous(reqs, n, h))
+			return;
 		at += hlen;
 		assert(olen - at >= plen);
 		at += plen;

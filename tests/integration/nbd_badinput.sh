@@ -95,7 +95,8 @@ rss() { awk '/^VmRSS:/ {print $2}' "/proc/$COWBD_PID/status"; }
 # freed pages, so the first pass sets the baseline).
 for pass in 1 2; do
 	for sc in bad_client_flags bad_option_magic option_huge option_unknown export_name_unknown \
-		export_name_ok truncated_option bad_request_magic truncated_header vanish_mid_payload \
+		export_name_ok truncated_option bad_request_magic bad_magic_after_reads truncated_header \
+		vanish_mid_payload \
 		vanish_mid_reply flush_args unknown_commands big_write_einval write_then_disc \
 		snapshot_eperm never_read structured_raw meta_raw vanish_mid_chunks; do
 		COWBD_PID=$COWBD_PID /usr/bin/python3 "$RAW" "$PORT" "$sc" >"$T/raw.out" || { cat "$T/raw.out"; false; } ||

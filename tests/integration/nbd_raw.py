@@ -180,6 +180,21 @@ def bad_request_magic():
     expect_eof(s, "bad request magic")
 
 
+def bad_magic_after_reads():
+    # Requests before a framing error are answered in full, then the
+    # server hangs up: a bad header ends the stream, not what came before.
+    s, _ = go()
+    reqs = b"".join(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, h, 0, 256 << 10)
+                    for h in range(1, 5))
+    s.sendall(reqs + struct.pack(">IHHQQI", 0xDEADBEEF, 0, CMD_READ, 9, 0, 512))
+    s.settimeout(10)
+    for h in range(1, 5):
+        err, handle, data = read_reply(s, 256 << 10)
+        check(err == 0 and handle == h and len(data) == 256 << 10,
+              "reply %d of 4 before the bad header in full" % h)
+    expect_eof(s, "bad request magic after reads")
+
+
 def truncated_header():
     s, _ = go()
     s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, 1, 0, 512)[:11])
@@ -772,8 +787,8 @@ def ext_big_io():
 
 SCENARIOS = {f.__name__: f for f in (
     bad_client_flags, bad_option_magic, option_huge, option_unknown, export_name_unknown,
-    export_name_ok, truncated_option, bad_request_magic, truncated_header,
-    vanish_mid_payload, vanish_mid_reply, flush_args, unknown_commands, big_write_einval,
+    export_name_ok, truncated_option, bad_request_magic, bad_magic_after_reads,
+    truncated_header, vanish_mid_payload, vanish_mid_reply, flush_args, unknown_commands, big_write_einval,
     write_then_disc, snapshot_eperm, never_read, structured_raw, meta_raw,
     qemu_meta_raw, vanish_mid_chunks, ext_requests, ext_refusals, ext_block_status,
     ext_big_io)}
