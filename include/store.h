@@ -112,7 +112,8 @@ struct store_req {
 	void *buf;    /* READ: filled; WRITE: read until done is called;
 	               * store_bs_submit (diff.h): its struct store_bs */
 	struct vol *vol;
-	void (*done)(struct store_req *req); /* called once, on a store thread */
+	void (*done)(struct store_req *req); /* called once, on a store thread
+	                                      * (or the submitter's: see store_submit) */
 	void *priv;                          /* caller's */
 	/* set by the store before done() */
 	int err;
@@ -122,7 +123,10 @@ struct store_req {
 	int (*job)(struct store_req *req); /* non-NULL: a job for the log thread, not I/O */
 };
 
-/* Queue a request.  Never blocks on I/O; done() may run before this returns. */
+/* Queue a request.  Never blocks on I/O; done() may run before this returns
+ * (on this thread): a request refused at admission, or one whose thread
+ * has stopped (the log thread's or the readers', as store_close stops
+ * them), which gets -ESHUTDOWN rather than waiting for ever. */
 void store_submit(struct store_req *req);
 
 /* Submission in batches: store_submit_plugged() queues a request like
@@ -226,7 +230,9 @@ int64_t store_compact(struct store *st);
 int store_checkpoint(struct store *st);
 /* Run a no-op on the log thread and wait for it: returns 0 once the log
  * thread has taken and finished everything queued before it (a liveness
- * probe for a watchdog).  Blocks; not on the loop thread. */
+ * probe for a watchdog), -ESHUTDOWN at once when the log thread has
+ * stopped (store_close; every control call that needs it does the same).
+ * Blocks; not on the loop thread. */
 int store_ping(struct store *st);
 /* Test fault: hold the log thread for secs seconds (nothing is written
  * meanwhile).  Blocks the caller as long. */

@@ -2,9 +2,12 @@
  * failure flag, the scratch block buffers of a round or checkpoint, and
  * the request queues of
  * its threads, and waiting for a submitted request.  Layer: the bottom of the store's own
- * files (store_int.h); calls nothing above it.  Locks: none of its own —
- * failure and scratch belong to the log thread; core_submit_wait blocks
- * the calling thread on its own condition variable. */
+ * files (store_int.h); calls nothing above it.  Locks: each queue's lock
+ * guards its list and its stop and closed flags, so "is anyone still
+ * reading this queue" and the push are one decision; a refused request is
+ * completed after the lock is dropped.  Failure and scratch belong to the
+ * log thread; core_submit_wait blocks the calling thread on its own
+ * condition variable. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -76,22 +79,41 @@ void core_queue_destroy(struct req_queue *q)
 	pthread_cond_destroy(&q->cond);
 }
 
-void core_queue_push(struct req_queue *q, struct store_req *r)
+int core_queue_push(struct req_queue *q, struct store_req *r)
 {
 	r->next = NULL;
-	core_queue_push_list(q, r, r);
+	return core_queue_push_list(q, r, r);
 }
 
-void core_queue_push_list(struct req_queue *q, struct store_req *head, struct store_req *tail)
+/* Complete head.. (linked by next) with -ESHUTDOWN; next is read before
+ * done() hands each back (it may free it or reuse it). */
+static void refuse_list(struct store_req *head)
+{
+	while (head) {
+		struct store_req *next = head->next;
+		core_complete(head, -ESHUTDOWN);
+		head = next;
+	}
+}
+
+int core_queue_push_list(struct req_queue *q, struct store_req *head, struct store_req *tail)
 {
 	pthread_mutex_lock(&q->lock);
-	if (q->tail)
-		q->tail->next = head;
-	else
-		q->head = head;
-	q->tail = tail;
-	pthread_cond_signal(&q->cond);
+	bool closed = q->closed;
+	if (!closed) {
+		if (q->tail)
+			q->tail->next = head;
+		else
+			q->head = head;
+		q->tail = tail;
+		pthread_cond_signal(&q->cond);
+	}
 	pthread_mutex_unlock(&q->lock);
+	if (!closed)
+		return 0;
+	tail->next = NULL;
+	refuse_list(head);
+	return -ESHUTDOWN;
 }
 
 void core_queue_wake(struct req_queue *q)
@@ -107,6 +129,21 @@ void core_queue_stop(struct req_queue *q)
 	q->stop = true;
 	pthread_cond_broadcast(&q->cond);
 	pthread_mutex_unlock(&q->lock);
+}
+
+void core_queue_close_locked(struct req_queue *q)
+{
+	q->closed = true;
+}
+
+void core_queue_close(struct req_queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	q->closed = true;
+	struct store_req *left = q->head;
+	q->head = q->tail = NULL;
+	pthread_mutex_unlock(&q->lock);
+	refuse_list(left);
 }
 
 struct waiter {

@@ -194,6 +194,8 @@ static void *reader_main(void *arg)
 			q->head = r->next;
 			if (!q->head)
 				q->tail = NULL;
+		} else {
+			core_queue_close_locked(q); /* the last look: later reads get -ESHUTDOWN */
 		}
 		pthread_mutex_unlock(&q->lock);
 		if (!r)
@@ -231,6 +233,7 @@ void reader_stop(struct store *st)
 	for (unsigned i = 0; i < st->rd.n; i++)
 		pthread_join(st->rd.threads[i], NULL);
 	st->rd.n = 0;
+	core_queue_close(&st->rd.q); /* none started: answer what waits */
 	if (st->rd.bcrc) {
 		/* Nobody reads any more: the conn threads stopped before the
 		 * store closes, and the log thread stopped first. */

@@ -376,7 +376,8 @@ static int ctl_stats(struct store_req *r)
 }
 
 /* Run the job on the log thread, or right here when there is none (a
- * read-only store, or before threads start). */
+ * read-only store, or before threads start).  Once the log thread has
+ * stopped (running stays true) the queue refuses it: -ESHUTDOWN at once. */
 static void ctl_submit(struct store_req *r)
 {
 	struct ctl *c = (struct ctl *)r;
@@ -482,11 +483,13 @@ int store_stall_log(struct store *st, unsigned secs)
 	return ctl_call(st, &c, ctl_stall);
 }
 
-/* Runs on the log thread (the counters' only writer) for a consistent view. */
+/* Runs on the log thread (the counters' only writer) for a consistent view;
+ * zeros once it has stopped. */
 void store_get_stats(struct store *st, struct store_stats *out)
 {
 	struct ctl c = {.stats = out};
-	ctl_call(st, &c, ctl_stats);
+	if (ctl_call(st, &c, ctl_stats))
+		memset(out, 0, sizeof(*out));
 }
 
 /* ---- listings (caller's thread) ---------------------------------------- */

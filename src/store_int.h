@@ -119,12 +119,17 @@ struct apply {
 	bool trim;
 };
 
-/* A queue of requests handed to store threads. */
+/* A queue of requests handed to store threads.  Its threads leave once
+ * stop is set and they find it empty; the thread that finds it so closes
+ * it in the same hold of the lock (core_queue_close_locked), so a push
+ * either lands before that last look, and is served, or finds it closed
+ * and is answered -ESHUTDOWN: none waits in a queue nobody reads. */
 struct req_queue {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct store_req *head, *tail; /* under lock */
 	bool stop;                     /* under lock: threads leave when it drains */
+	bool closed;                   /* under lock: pushes are refused (-ESHUTDOWN) */
 };
 
 struct store {
@@ -177,7 +182,8 @@ struct store {
 
 	struct { /* writer.c */
 		struct req_queue q;
-		bool running; /* the log thread exists */
+		bool running; /* the log thread exists (stays true once stopped: ckpt_commit) */
+		bool stopped; /* writer_stop joined it (its caller's thread only) */
 		pthread_t thread;
 		/* round state (log thread) */
 		struct apply *ap;
@@ -288,14 +294,23 @@ static inline void core_complete(struct store_req *r, int err)
 	r->done(r);
 }
 /* Queues: init/destroy; push r at the tail and wake one waiter; ask the
- * threads to stop (each leaves once the queue is empty). */
+ * threads to stop (each leaves once the queue is empty).  A push to a
+ * closed queue completes r with -ESHUTDOWN on the caller's thread, after
+ * the lock is dropped (done() may submit again); it returns 0 or that. */
 void core_queue_init(struct req_queue *q);
 void core_queue_destroy(struct req_queue *q);
-void core_queue_push(struct req_queue *q, struct store_req *r);
+int core_queue_push(struct req_queue *q, struct store_req *r);
 /* Push head..tail (linked by next, tail->next NULL) with one lock and one
- * wake. */
-void core_queue_push_list(struct req_queue *q, struct store_req *head, struct store_req *tail);
+ * wake; closed: every one of them is answered -ESHUTDOWN. */
+int core_queue_push_list(struct req_queue *q, struct store_req *head, struct store_req *tail);
 void core_queue_stop(struct req_queue *q);
+/* Refuse every later push.  The _locked form is a queue thread's, at its
+ * last look (stop set, the queue empty; caller holds q->lock).
+ * core_queue_close is the stopper's, after it joined the threads: it also
+ * answers -ESHUTDOWN whatever is still queued (there is nothing when a
+ * thread closed it; a queue whose threads never started may hold some). */
+void core_queue_close_locked(struct req_queue *q);
+void core_queue_close(struct req_queue *q);
 /* Wake the queue's waiter without giving it a request (it re-checks
  * whatever else it waits for). */
 void core_queue_wake(struct req_queue *q);
@@ -468,9 +483,12 @@ int64_t space_compact(struct store *st);
 /* ---- writer.c: the log thread ----------------------------------------- */
 
 int writer_start(struct store *st);
-/* Stop after the queue drains (a final checkpoint is written). */
+/* Stop after the queue drains (a final checkpoint is written); from then
+ * on a request for the log thread is answered -ESHUTDOWN.  A second call
+ * does nothing. */
 void writer_stop(struct store *st);
-/* Queue a write/trim/zero/flush or a job (r->job) for the log thread. */
+/* Queue a write/trim/zero/flush or a job (r->job) for the log thread;
+ * once it has stopped, r completes at once with -ESHUTDOWN. */
 void writer_enqueue(struct store *st, struct store_req *r);
 
 /* ---- reader.c: reads ------------------------------------------------- */

@@ -11,8 +11,9 @@
  * at a time, so a round never waits for more than one).
  *
  * Layer: under store and store_ctl; over space, ckpt, vtab, core, tree,
- * log.  Locks: wr.q.lock guards the queue; everything else is the log
- * thread's alone.
+ * log.  Locks: wr.q.lock guards the queue (and its closing at the thread's
+ * last look: a request arriving after that is answered -ESHUTDOWN);
+ * everything else is the log thread's alone.
  */
 #include <errno.h>
 #include <malloc.h>
@@ -378,7 +379,10 @@ static void run_list(struct store *st, struct store_req *list)
 
 /* Take the whole queue, waiting up to a second for work or for a
  * checkpoint's background part to end.  *stop when asked to stop and the
- * queue is empty; *idle when the second passed with nothing to do. */
+ * queue is empty: that was the last look, and the queue closes under the
+ * same lock, so a request pushed after it is refused (-ESHUTDOWN) rather
+ * than left for a thread that is gone.  *idle when the second passed with
+ * nothing to do. */
 static struct store_req *take_queue(struct store *st, bool *stop, bool *idle)
 {
 	struct store_req *list;
@@ -397,6 +401,8 @@ static struct store_req *take_queue(struct store *st, bool *stop, bool *idle)
 	list = q->head;
 	q->head = q->tail = NULL;
 	*stop = q->stop && !list;
+	if (*stop)
+		core_queue_close_locked(q);
 	pthread_mutex_unlock(&q->lock);
 	return list;
 }
@@ -528,11 +534,15 @@ int writer_start(struct store *st)
 
 void writer_stop(struct store *st)
 {
-	if (!st->wr.running)
+	if (!st->wr.running || st->wr.stopped)
 		return;
 	core_queue_stop(&st->wr.q);
 	pthread_join(st->wr.thread, NULL);
+	st->wr.stopped = true;
+	core_queue_close(&st->wr.q); /* closed already: the thread's last look */
 	ckpt_bg_stop(st);
 	/* running stays true: ckpt_write after this point still needs the
-	 * grace period (readers may be live until the store is freed). */
+	 * grace period (readers may be live until the store is freed), and
+	 * control calls keep going to the closed queue (-ESHUTDOWN) rather
+	 * than run on the caller's thread beside whatever closes the store. */
 }
