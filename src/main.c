@@ -740,7 +740,8 @@ struct main_daemon {
 	struct service_fds fds; /* passed by the service manager; -1 once handed on */
 	ev_signal sigterm, sigint, sighup, sigusr1, sigusr2;
 	uint64_t started;    /* unix seconds, for the pool's owner record */
-	bool stopping;       /* SIGTERM/SIGINT: no upgrade starts any more */
+	bool stopping;       /* SIGTERM/SIGINT: no upgrade starts any more
+	                      * (written under up.lock; main_upgrade reads it there) */
 	bool storing;        /* ... and the connections go to the fd store */
 	char self[PATH_MAX]; /* the binary running, `cowctl upgrade`'s default */
 	struct main_upgrade up;
@@ -974,10 +975,13 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 
 	bool upgrading;
 
+	/* One hold of up.lock: an upgrade either was asked for before (the
+	 * handover sees stopping and answers it), or main_upgrade sees
+	 * stopping and refuses it. */
 	pthread_mutex_lock(&d->up.lock);
 	upgrading = d->up.u != NULL;
-	pthread_mutex_unlock(&d->up.lock);
 	d->stopping = true;
+	pthread_mutex_unlock(&d->up.lock);
 	service_stopping(d->sv);
 	if (service_fdstore_on() && !upgrading && !d->storing) {
 		/* A restart keeps the connections: main_store, once quiet. */
@@ -1340,6 +1344,16 @@ static void main_upgrade_done(struct main_daemon *d, int r)
 	pthread_mutex_unlock(&d->up.lock);
 }
 
+/* An upgrade asked for once a SIGTERM/SIGINT came: refused, since the
+ * loop that would pause the connections may have ended already and then
+ * nothing would answer it (control_stop waits for a busy client). */
+static int main_upgrade_refuse(struct control_upgrade *u)
+{
+	snprintf(u->msg, sizeof(u->msg), "cowbd is stopping");
+	say_error("upgrade refused: %s", u->msg);
+	return -ESHUTDOWN;
+}
+
 /* control_upgrade_fn, on a control thread. */
 static int main_upgrade(void *arg, struct control_upgrade *u)
 {
@@ -1347,9 +1361,15 @@ static int main_upgrade(void *arg, struct control_upgrade *u)
 	const char *bin = u->binary[0] ? u->binary : d->self;
 	struct store_stats ss;
 	struct handover *h;
+	bool stopping;
 	int r;
 
 	u->old_pid = (int)getpid();
+	pthread_mutex_lock(&d->up.lock);
+	stopping = d->stopping;
+	pthread_mutex_unlock(&d->up.lock);
+	if (stopping)
+		return main_upgrade_refuse(u); /* before a new process is started for nothing */
 	store_get_stats(d->st, &ss);
 	say_info("upgrade: starting %s", bin);
 	h = handover_spawn(bin, d->argv, ss.format_version, u->msg, sizeof(u->msg));
@@ -1358,6 +1378,11 @@ static int main_upgrade(void *arg, struct control_upgrade *u)
 		return -ECANCELED;
 	}
 	pthread_mutex_lock(&d->up.lock);
+	if (d->stopping) { /* came while the new process started */
+		pthread_mutex_unlock(&d->up.lock);
+		handover_abort(h);
+		return main_upgrade_refuse(u);
+	}
 	d->up.u = u;
 	d->up.h = h;
 	d->up.done = false;
