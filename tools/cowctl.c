@@ -52,6 +52,14 @@ static bool cowctl_shrink; /* volume resize --shrink */
 static unsigned cowctl_page_size = 1000;
 static bool cowctl_page_opt;
 static const char *cowctl_binary; /* upgrade --binary */
+/* --timeout: seconds one request may take, connect to reply (0: no bound).
+ * An upgrade starts a process that opens the pool, so its default is
+ * longer. */
+#define COWCTL_TIMEOUT_DEFAULT         60
+#define COWCTL_TIMEOUT_UPGRADE_DEFAULT 300
+#define COWCTL_TIMEOUT_MAX             86400
+static unsigned cowctl_timeout_s = COWCTL_TIMEOUT_DEFAULT;
+static bool cowctl_timeout_opt;
 
 static void cowctl_usage(FILE *f)
 {
@@ -104,12 +112,14 @@ static void cowctl_usage(FILE *f)
 	      "  -c, --control PATH   control socket (default $COWBD_CONTROL, "
 	      "else " COWCTL_DEFAULT_CONTROL ")\n"
 	      "  -j, --json           print the daemon's JSON reply instead of text\n"
+	      "  -t, --timeout SECS   give up on a daemon that does not answer a request\n"
+	      "                       within SECS (default 60, upgrade 300; 0 = wait)\n"
 	      "  -h, --help           this text\n"
 	      "  -V, --version        print the version and exit\n"
 	      "\n"
 	      "names: 1-64 of A-Za-z0-9._-, not starting with . or -\n"
 	      "exit status: 0 ok, 1 refused by the daemon (scrub: or damaged blocks found),\n"
-	      "             2 bad usage, 3 daemon unreachable\n",
+	      "             2 bad usage, 3 daemon unreachable or no reply in time\n",
 	      f);
 }
 
@@ -126,6 +136,15 @@ static void cowctl_die(int status, const char *fmt, ...)
 	va_end(ap);
 	fputc('\n', stderr);
 	exit(status);
+}
+
+static void cowctl_timed_out(const char *path) __attribute__((noreturn));
+static void cowctl_timed_out(const char *path)
+{
+	cowctl_die(COWCTL_UNREACHABLE,
+	           "no reply from %s within %u s: the daemon is stuck or very busy (the "
+	           "request may still be carried out; --timeout 0 waits without bound)",
+	           path, cowctl_timeout_s);
 }
 
 /* ---- argument checks ------------------------------------------------ */
@@ -159,9 +178,33 @@ static uint64_t cowctl_parse_size(const char *s)
 
 /* Send req (consumed) and return the parsed reply.  Exits 3 on any
  * transport or protocol problem. */
+/* The time left before deadline (CLOCK_MONOTONIC ns; 0: none) as the
+ * socket's send and receive timeouts; exits 3 once it has passed. */
+static void cowctl_bound(int fd, uint64_t deadline, const char *path)
+{
+	struct timeval tv = {0};
+	struct timespec now;
+	uint64_t left;
+
+	if (!deadline)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	left = deadline - ((uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec);
+	if (left > deadline || !left)
+		cowctl_timed_out(path);
+	tv.tv_sec = (time_t)(left / 1000000000u);
+	tv.tv_usec = (suseconds_t)(left % 1000000000u / 1000u);
+	if (!tv.tv_sec && !tv.tv_usec)
+		tv.tv_usec = 1; /* 0 would mean no bound */
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
+		cowctl_die(COWCTL_UNREACHABLE, "setsockopt: %s", strerror(errno));
+}
+
 static json_t *cowctl_call(json_t *req)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	uint64_t deadline = 0;
 	const char *path = cowctl_control_path;
 	size_t have = 0, cap = 4096, len;
 	char *out, *buf, *nl = NULL;
@@ -173,11 +216,23 @@ static json_t *cowctl_call(json_t *req)
 	if (strlen(path) >= sizeof(sa.sun_path))
 		cowctl_die(COWCTL_USAGE, "control socket path too long: %s", path);
 	memcpy(sa.sun_path, path, strlen(path) + 1);
+	if (cowctl_timeout_s) {
+		struct timespec now;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		deadline = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec +
+		           (uint64_t)cowctl_timeout_s * 1000000000u;
+	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		cowctl_die(COWCTL_UNREACHABLE, "socket: %s", strerror(errno));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+	/* A daemon whose accept backlog is full keeps connect waiting. */
+	cowctl_bound(fd, deadline, path);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (deadline && errno == EAGAIN)
+			cowctl_timed_out(path);
 		cowctl_die(COWCTL_UNREACHABLE, "cannot connect to %s: %s", path, strerror(errno));
+	}
 
 	out = json_dumps(req, JSON_COMPACT);
 	json_decref(req);
@@ -186,9 +241,12 @@ static json_t *cowctl_call(json_t *req)
 	len = strlen(out);
 	out[len++] = '\n'; /* replaces the NUL; we send len bytes */
 	for (size_t off = 0; off < len;) {
+		cowctl_bound(fd, deadline, path);
 		n = send(fd, out + off, len - off, MSG_NOSIGNAL);
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && deadline && (errno == EAGAIN || errno == EWOULDBLOCK))
+			cowctl_timed_out(path);
 		if (n < 0)
 			cowctl_die(COWCTL_UNREACHABLE, "sending to %s: %s", path, strerror(errno));
 		off += (size_t)n;
@@ -205,9 +263,12 @@ static json_t *cowctl_call(json_t *req)
 			if (!buf)
 				break;
 		}
+		cowctl_bound(fd, deadline, path);
 		n = recv(fd, buf + have, cap - have, 0);
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && deadline && (errno == EAGAIN || errno == EWOULDBLOCK))
+			cowctl_timed_out(path);
 		if (n < 0)
 			cowctl_die(COWCTL_UNREACHABLE, "reading from %s: %s", path,
 			           strerror(errno));
@@ -1042,6 +1103,20 @@ static uint64_t cowctl_parse_rate(const char *s)
 	return (uint64_t)v << 20;
 }
 
+/* --timeout SECS: whole seconds, 0 (no bound) to COWCTL_TIMEOUT_MAX. */
+static unsigned cowctl_parse_timeout(const char *s)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (*s < '0' || *s > '9' || *end || errno || v > COWCTL_TIMEOUT_MAX)
+		cowctl_die(COWCTL_USAGE, "invalid timeout \"%s\" (seconds, 0 to %d; 0 = no bound)",
+		           s, COWCTL_TIMEOUT_MAX);
+	return (unsigned)v;
+}
+
 /* --page-size N: entries per request of a list, 1 to COWCTL_PAGE_MAX. */
 static unsigned cowctl_parse_page_size(const char *s)
 {
@@ -1108,6 +1183,7 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 	    {"control", required_argument, NULL, 'c'},
 	    {"json", no_argument, NULL, 'j'},
+	    {"timeout", required_argument, NULL, 't'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {"shrink", no_argument, NULL, 'K'},
@@ -1127,13 +1203,19 @@ int main(int argc, char **argv)
 
 	opterr = 0;
 	cowctl_hide_negatives(argc, argv, true);
-	while ((c = getopt_long(argc, argv, ":c:jhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":c:jt:hV", longopts, NULL)) != -1) {
+		if (optarg && optarg[0] == COWCTL_NEG_MARK)
+			optarg[0] = '-'; /* an option's argument is its own: "--rate -1" */
 		switch (c) {
 		case 'c':
 			cowctl_control_path = optarg;
 			break;
 		case 'j':
 			cowctl_json = true;
+			break;
+		case 't':
+			cowctl_timeout_s = cowctl_parse_timeout(optarg);
+			cowctl_timeout_opt = true;
 			break;
 		case 'h':
 			cowctl_usage(stdout);
@@ -1267,6 +1349,8 @@ int main(int argc, char **argv)
 			cowctl_print_diff(res);
 	} else if (!strcmp(cmd, "upgrade")) {
 		cowctl_need(argc, 0, 0, "upgrade", "no arguments but --binary PATH");
+		if (!cowctl_timeout_opt)
+			cowctl_timeout_s = COWCTL_TIMEOUT_UPGRADE_DEFAULT;
 		req = cowctl_req("upgrade");
 		if (cowctl_binary)
 			json_object_set_new(req, "binary", json_string(cowctl_binary));

@@ -27,7 +27,49 @@ expect_err 3 "cannot connect to $CTL: No such file or directory" volume list
 COWBD_CONTROL="$T/none.sock" "$BUILD/cowctl" stats 2>"$T/err"
 [ $? -eq 3 ] && grep -q "cannot connect to $T/none.sock" "$T/err" || fail "\$COWBD_CONTROL not used"
 
+# --- a daemon that does not answer --------------------------------------
+# One that accepts and reads but never replies, and one whose accept
+# backlog is full (connect itself waits): --timeout bounds both, exit 3.
+/usr/bin/python3 - "$T/mute.sock" "$T/full.sock" "$T/mute.ready" <<'PY' &
+import os, socket, sys, time
+mute = socket.socket(socket.AF_UNIX)
+mute.bind(sys.argv[1])
+mute.listen(8)
+full = socket.socket(socket.AF_UNIX)
+full.bind(sys.argv[2])
+full.listen(0)
+filler = socket.socket(socket.AF_UNIX)  # takes the one backlog place
+filler.connect(sys.argv[2])
+open(sys.argv[3], "w").close()
+held = []
+mute.settimeout(60)
+try:
+    while True:
+        c, _ = mute.accept()
+        held.append(c)
+except socket.timeout:
+    pass
+PY
+MUTE=$!
+for _ in $(seq 1 100); do [ -e "$T/mute.ready" ] && break; sleep 0.05; done
+for s in mute full; do
+	t0=$(date +%s%N)
+	expect_err 3 "no reply from $T/$s.sock within 1 s" --control "$T/$s.sock" --timeout 1 volume list
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	[ "$ms" -ge 900 ] && [ "$ms" -lt 10000 ] || fail "cowctl --timeout 1 on $s.sock took $ms ms"
+done
+kill "$MUTE"
+wait "$MUTE" 2>/dev/null
+expect_err 2 'invalid timeout "x"' --timeout x volume list
+expect_err 2 'invalid timeout "-1"' --timeout -1 volume list
+expect_err 2 'invalid timeout "86401"' --timeout 86401 volume list
+# A negative number as an option's argument is named as given.
+expect_err 2 'invalid rate "-1" ' scrub --rate -1
+expect_err 2 'invalid page size "-3" ' volume list --page-size -3
+
 cowbd_start
+ok --timeout 0 volume list
+ok -t 5 volume list
 
 # --- round trip ---------------------------------------------------------
 ok volume create alpha 64M

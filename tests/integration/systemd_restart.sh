@@ -193,7 +193,12 @@ restart() { # N: ask the manager for a restart and wait for it
 	touch "$T/restart"
 	for _ in $(seq 1 600); do [ -e "$T/restarted.$1" ] && break; sleep 0.05; done
 	[ -e "$T/restarted.$1" ] || fail "restart $1 did not happen: $(tail -n 5 "$T/mgr.log")"
-	for _ in $(seq 1 600); do cowctl ping >/dev/null 2>&1 && break; sleep 0.05; done
+	local up=""
+	for _ in $(seq 1 600); do
+		cowctl --timeout 10 pool status >/dev/null 2>"$T/ctl.err" && { up=1; break; }
+		sleep 0.05
+	done
+	[ -n "$up" ] || fail "cowbd did not answer after restart $1: $(cat "$T/ctl.err")"
 	COWBD_PID=$(cat "$T/pid")
 }
 
