@@ -55,6 +55,21 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
 # write_bytes: counted when it dirties a page-cache page or writes directly).
 io_wbytes() { awk '/^write_bytes:/ {print $2}' "/proc/$1/io" 2>/dev/null; }
 
+# disk_dev DIR: the /sys/class/block entry of the block device holding DIR
+# (empty when there is none: tmpfs, overlay).
+disk_dev() {
+	local src
+	src=$(df --output=source "$1" 2>/dev/null | tail -n 1)
+	src=$(readlink -f "$src" 2>/dev/null)
+	[ -n "$src" ] && [ -r "/sys/class/block/${src##*/}/stat" ] && echo "/sys/class/block/${src##*/}"
+}
+
+# Bytes written to that device so far (sectors written, field 7, x 512):
+# what actually reached the disk, from every process.
+disk_wbytes() { # sysdir
+	[ -n "$1" ] && awk '{printf "%.0f\n", $7 * 512}' "$1/stat" 2>/dev/null
+}
+
 # ---- loop devices ------------------------------------------------------------
 # loop_attach FILE MIB: preallocate FILE (fallocate: real blocks, reading as
 # zeroes) and put a loop device over it with direct I/O (no second page cache

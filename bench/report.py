@@ -12,7 +12,9 @@ RAW.csv       one row per run: round, workload, server, value, unit, ops,
               fua_requests, bytes_written (everything written to the pool,
               superblocks too), compact_ns, ckpt_log_ns (the log thread's
               time compacting and on checkpoints), ckpt_sync_ns (the
-              committer's checkpoint syncs) (empty for other servers)
+              committer's checkpoint syncs) (empty for other servers),
+              disk_wbytes (bytes written to the block device under the
+              bench's work directory during the job, by every process)
 WORKLOADS.tsv section, id, unit, label, target (in report order)
 SERVERS.tsv   id, skip reason ("" when it ran)
 
@@ -113,7 +115,7 @@ class Runs:
             ops, ticks = int(row["ops"] or 0), int(row["cpu_ticks"] or 0)
             r["cpu"] = ticks * 1e6 / clk / ops \
                 if ok and ops > 0 and row["unit"] in ("IOPS", "MB/s") else None
-            for k in LAT + ("flushes", "secs", "wbytes", "host_wbytes") + STATS:
+            for k in LAT + ("flushes", "secs", "wbytes", "host_wbytes", "disk_wbytes") + STATS:
                 r[k] = num(row.get(k))
             self.rows.setdefault((row["workload"], row["server"]), []).append(r)
 
@@ -257,6 +259,42 @@ def flush_table(runs, servers, out):
           "per sync: (`flushes` + `fua_requests`) ÷ `syncs`, every request that asked for a "
           "sync; log appends per sync: `batches` ÷ `syncs`; FLUSHes received ÷ sent: `flushes` "
           "÷ fio's count (1.000: the server saw every FLUSH fio completed).")
+
+
+def disk_table(runs, servers, out):
+    """Large writes and what reached the disk during each job."""
+    jobs = [w for w in ("sw1m", "sw1mf") if any(runs.ok(w, sid) for sid in servers)]
+    if not jobs:
+        return
+    print()
+    print("Large writes and the disk (medians over rounds; disk bytes: what the device under the "
+          "work directory wrote during the job, from every process, per byte the client wrote):")
+    print()
+    print("| job | server | MB/s | × nbdkit file (same storage) | disk bytes per client byte "
+          "| FLUSHes |")
+    print("|---|---|---|---|---|---|")
+    for wid in jobs:
+        for sid in servers:
+            s = runs.summary(wid, sid)
+            if not s:
+                continue
+            ref = (runs.summary(wid, ref_for(sid)) or {}).get("median")
+            dpc = runs.med(wid, sid, lambda r: per(r["disk_wbytes"], r["wbytes"]))
+            fl = runs.med(wid, sid, lambda r: r["flushes"])
+            name = NAMES.get(sid, sid)
+            print("| %s | %s | %s | %s | %s | %s |" % (
+                wid, "**%s**" % name if sid in COWBD_SERVERS else name,
+                fmt_value(s["median"], "MB/s"), fmt_ratio(s["median"], ref),
+                fmt_num(dpc, 2), fmt_num(fl, 0)))
+            out.writerow(["disk", wid, "disk bytes per client byte", sid, "x",
+                          "%.3f" % dpc if dpc is not None else "", "", "", s["runs"],
+                          s["failed"], "", "", "", "", "", "", "ok"])
+    print()
+    print("Without FLUSHes a server may leave what it wrote in the page cache: a 1 GiB file "
+          "rewritten for a few seconds stays there (dirty, below the kernel's background "
+          "writeback threshold), so its copies run at memory speed. cowbd's log moves on through "
+          "the pool and makes its checkpoints durable, so its data goes to the disk during the "
+          "job. With a FLUSH every 256 MiB (sw1mf) every server must write its data out.")
 
 
 def ckpt_table(runs, out):
@@ -456,6 +494,7 @@ def main():
                   "p50_us", "p99_us", "p999_us", "status"])
     main_table(runs, workloads, servers, skipped, out)
     flush_table(runs, servers, out)
+    disk_table(runs, servers, out)
     ckpt_table(runs, out)
     cmp_table(runs, out)
     cowbd_only_table(runs, workloads, skipped, out)
