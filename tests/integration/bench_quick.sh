@@ -32,7 +32,7 @@ num='[0-9][0-9.]*'
 grep -Eq "^\| 4k randwrite qd32, 1 conn \| \*\*cowbd\*\* \| ${num}k? IOPS \| [^|]* \| $num \| $num \| $num \| $num \| $num×" "$out" ||
 	{ show '4k randwrite qd32, 1 conn'; fail "no cowbd row with latency in the table"; }
 rows=$(grep -Ec "^\|[^|]*\| [^|]+ \| ${num}k? (IOPS|MB/s) \| [^|]* \| $num \| $num \| $num \| $num \|" "$out")
-want=$(( $(wc -w <<<"$servers") * 6 ))
+want=$(( $(wc -w <<<"$servers") * 7 ))
 [ "$rows" = "$want" ] || fail "$rows table rows with latency, want $want"
 case " $servers " in *" cowbd-blk "*)
 	grep -Eq "^\|  \| \*\*cowbd, loop device\*\* \| ${num}k? IOPS" "$out" ||
@@ -44,6 +44,19 @@ esac
 # completed received by the server.
 grep -Eq "^\| \*\*cowbd\*\* \| ${num}k? IOPS \| $num× \| $num \| $num \| $num \| $num \| $num \| $num \| $num \| 1\.000 \|" "$out" ||
 	{ show '| **cowbd** |'; fail "no flush figures for cowbd, or FLUSHes received != sent"; }
+# Large writes and the disk: a row per job and server; what cowbd took with
+# FLUSHes in between reached the disk during the job (when the work
+# directory has a block device to count on).
+for job in sw1m sw1mf; do
+	grep -Eq "^\| $job \| \*\*cowbd\*\* \| $num MB/s \| $num× \| ($num|–) \| $num \|" "$out" ||
+		{ show "| $job |"; fail "no $job row in the disk table"; }
+done
+dpc=$(awk -F'|' '$2 == " sw1mf " && $3 == " **cowbd** " {print $6}' "$out" | tr -d ' ')
+case $dpc in
+–) echo "no block device under $BUILD/bench: disk bytes not counted" ;;
+*) awk -v d="$dpc" 'BEGIN{exit !(d >= 0.5)}' ||
+	{ show '| sw1mf |'; fail "cowbd's flushed writes: $dpc disk bytes per client byte, want >= 0.5"; } ;;
+esac
 # Checkpoints: several in the job with a small interval, none without.
 on=$(awk -F'|' '$2 ~ /^ checkpoints running / {print $8}' "$out" | tr -d ' ')
 off=$(awk -F'|' '$2 ~ /^ no checkpoint / {print $8}' "$out" | tr -d ' ')
