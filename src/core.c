@@ -3,7 +3,7 @@
  * the request queues of
  * its threads, and waiting for a submitted request.  Layer: the bottom of the store's own
  * files (store_int.h); calls nothing above it.  Locks: each queue's lock
- * guards its list and its stop and closed flags, so "is anyone still
+ * guards its list, its sleepers and its stop and closed flags, so "is anyone still
  * reading this queue" and the push are one decision; a refused request is
  * completed after the lock is dropped.  Failure and scratch belong to the
  * log thread; core_submit_wait blocks the calling thread on its own
@@ -67,16 +67,58 @@ void core_scratch_free(struct store *st)
 	memset(s, 0, sizeof(*s));
 }
 
+/* Sleeping on a queue.  Every sleeper has a condition variable of its own
+ * and a push wakes exactly the one it takes off the list, so no condition
+ * variable here ever has two waiters.  The readers used to share one that
+ * every push signalled, and glibc's condition variable can lose a signal
+ * among several waiters (bug 25847: a waiter woken late takes a signal
+ * meant for a newer one and does not pass it on; seen with 2.36).  Now and
+ * then every reader slept beside a queued READ, and a synchronous caller,
+ * who pushes nothing more, waited for ever (test_space_map; test_core). */
+static void wake_one_locked(struct req_queue *q)
+{
+	struct queue_sleeper *s = q->sleepers;
+	if (!s)
+		return;
+	q->sleepers = s->next;
+	s->woken = true;
+	pthread_cond_signal(&s->cond);
+}
+
+static void wake_all_locked(struct req_queue *q)
+{
+	while (q->sleepers)
+		wake_one_locked(q);
+}
+
+int core_queue_sleep_locked(struct req_queue *q, const struct timespec *until)
+{
+	struct queue_sleeper s = {.next = q->sleepers, .woken = false};
+	int err = 0;
+
+	pthread_cond_init(&s.cond, NULL);
+	q->sleepers = &s;
+	while (!s.woken && !err)
+		err = until ? pthread_cond_timedwait(&s.cond, &q->lock, until)
+		            : pthread_cond_wait(&s.cond, &q->lock);
+	if (!s.woken) { /* timed out: still listed */
+		struct queue_sleeper **p = &q->sleepers;
+		while (*p != &s)
+			p = &(*p)->next;
+		*p = s.next;
+	}
+	pthread_cond_destroy(&s.cond);
+	return s.woken ? 0 : ETIMEDOUT;
+}
+
 void core_queue_init(struct req_queue *q)
 {
 	pthread_mutex_init(&q->lock, NULL);
-	pthread_cond_init(&q->cond, NULL);
 }
 
 void core_queue_destroy(struct req_queue *q)
 {
 	pthread_mutex_destroy(&q->lock);
-	pthread_cond_destroy(&q->cond);
 }
 
 int core_queue_push(struct req_queue *q, struct store_req *r)
@@ -106,7 +148,7 @@ int core_queue_push_list(struct req_queue *q, struct store_req *head, struct sto
 		else
 			q->head = head;
 		q->tail = tail;
-		pthread_cond_signal(&q->cond);
+		wake_one_locked(q);
 	}
 	pthread_mutex_unlock(&q->lock);
 	if (!closed)
@@ -119,7 +161,7 @@ int core_queue_push_list(struct req_queue *q, struct store_req *head, struct sto
 void core_queue_wake(struct req_queue *q)
 {
 	pthread_mutex_lock(&q->lock);
-	pthread_cond_broadcast(&q->cond);
+	wake_all_locked(q);
 	pthread_mutex_unlock(&q->lock);
 }
 
@@ -127,7 +169,7 @@ void core_queue_stop(struct req_queue *q)
 {
 	pthread_mutex_lock(&q->lock);
 	q->stop = true;
-	pthread_cond_broadcast(&q->cond);
+	wake_all_locked(q);
 	pthread_mutex_unlock(&q->lock);
 }
 

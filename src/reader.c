@@ -188,7 +188,7 @@ static void *reader_main(void *arg)
 		struct req_queue *q = &st->rd.q;
 		pthread_mutex_lock(&q->lock);
 		while (!q->head && !q->stop)
-			pthread_cond_wait(&q->cond, &q->lock);
+			core_queue_sleep_locked(q, NULL);
 		struct store_req *r = q->head;
 		if (r) {
 			q->head = r->next;

@@ -119,6 +119,15 @@ struct apply {
 	bool trim;
 };
 
+/* A thread asleep on a queue (core_queue_sleep_locked), on a condition
+ * variable of its own: no condition variable of a queue ever has more than
+ * one waiter (core.c says why). */
+struct queue_sleeper {
+	pthread_cond_t cond;
+	struct queue_sleeper *next; /* under the queue's lock */
+	bool woken;                 /* under the queue's lock: taken off the list */
+};
+
 /* A queue of requests handed to store threads.  Its threads leave once
  * stop is set and they find it empty; the thread that finds it so closes
  * it in the same hold of the lock (core_queue_close_locked), so a push
@@ -126,10 +135,10 @@ struct apply {
  * and is answered -ESHUTDOWN: none waits in a queue nobody reads. */
 struct req_queue {
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	struct store_req *head, *tail; /* under lock */
-	bool stop;                     /* under lock: threads leave when it drains */
-	bool closed;                   /* under lock: pushes are refused (-ESHUTDOWN) */
+	struct queue_sleeper *sleepers; /* under lock: its threads asleep, last to sleep first */
+	struct store_req *head, *tail;  /* under lock */
+	bool stop;                      /* under lock: threads leave when it drains */
+	bool closed;                    /* under lock: pushes are refused (-ESHUTDOWN) */
 };
 
 struct store {
@@ -293,7 +302,7 @@ static inline void core_complete(struct store_req *r, int err)
 		iostats_done(r);
 	r->done(r);
 }
-/* Queues: init/destroy; push r at the tail and wake one waiter; ask the
+/* Queues: init/destroy; push r at the tail and wake one sleeper; ask the
  * threads to stop (each leaves once the queue is empty).  A push to a
  * closed queue completes r with -ESHUTDOWN on the caller's thread, after
  * the lock is dropped (done() may submit again); it returns 0 or that. */
@@ -314,6 +323,12 @@ void core_queue_close(struct req_queue *q);
 /* Wake the queue's waiter without giving it a request (it re-checks
  * whatever else it waits for). */
 void core_queue_wake(struct req_queue *q);
+/* Sleep on q until a push, stop or wake takes this thread off q's sleepers,
+ * or until the CLOCK_REALTIME time until (NULL: no limit).  Caller holds
+ * q->lock (released while asleep, held again on return) and re-checks what
+ * it waits for: a woken thread may find the request taken by a thread that
+ * was not asleep.  0 when woken, ETIMEDOUT. */
+int core_queue_sleep_locked(struct req_queue *q, const struct timespec *until);
 /* Submit r with submit() and block until it completes; returns r->err. */
 int core_submit_wait(struct store_req *r, void (*submit)(struct store_req *));
 

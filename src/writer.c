@@ -393,7 +393,7 @@ static struct store_req *take_queue(struct store *st, bool *stop, bool *idle)
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_sec += 1;
-		if (pthread_cond_timedwait(&q->cond, &q->lock, &ts) == ETIMEDOUT) {
+		if (core_queue_sleep_locked(q, &ts) == ETIMEDOUT) {
 			*idle = true;
 			break;
 		}
@@ -502,9 +502,7 @@ void writer_enqueue(struct store *st, struct store_req *r)
 static void writer_wake(void *arg)
 {
 	struct store *st = arg;
-	pthread_mutex_lock(&st->wr.q.lock);
-	pthread_cond_signal(&st->wr.q.cond);
-	pthread_mutex_unlock(&st->wr.q.lock);
+	core_queue_wake(&st->wr.q);
 }
 
 /* The default bound: 1/16 of the machine's memory, at least 64 MiB. */
