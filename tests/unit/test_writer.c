@@ -23,76 +23,13 @@
 #include <cmocka.h>
 
 #include "blkdev.h"
+#include "boundcall.h"
 #include "store_int.h"
 #include "testpool.h"
 
 #define BS    STORE_BLOCK_SIZE
 #define MiB   (1ull << 20)
 #define BOUND 10 /* seconds a call may take before the test calls it hung */
-
-/* ---- running a call with a bound ---------------------------------------- */
-
-struct call {
-	int (*fn)(void *);
-	void *arg;
-	int ret;
-	bool done;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-};
-
-static void *call_main(void *arg)
-{
-	struct call *c = arg;
-	int ret = c->fn(c->arg);
-	pthread_mutex_lock(&c->lock);
-	c->ret = ret;
-	c->done = true;
-	pthread_cond_broadcast(&c->cond);
-	pthread_mutex_unlock(&c->lock);
-	return NULL;
-}
-
-/* Start fn(arg) on its own thread. */
-static struct call *call_start(int (*fn)(void *), void *arg)
-{
-	struct call *c = calloc(1, sizeof(*c));
-	pthread_t t;
-	assert_non_null(c);
-	c->fn = fn;
-	c->arg = arg;
-	pthread_mutex_init(&c->lock, NULL);
-	pthread_cond_init(&c->cond, NULL);
-	assert_int_equal(pthread_create(&t, NULL, call_main, c), 0);
-	pthread_detach(t);
-	return c;
-}
-
-/* Its value; fails the test (leaving the thread and c behind) when it has
- * not returned within BOUND seconds. */
-static int call_end(struct call *c, const char *what)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += BOUND;
-	pthread_mutex_lock(&c->lock);
-	while (!c->done && pthread_cond_timedwait(&c->cond, &c->lock, &ts) != ETIMEDOUT)
-		;
-	bool done = c->done;
-	int ret = c->ret;
-	pthread_mutex_unlock(&c->lock);
-	if (!done)
-		fail_msg("%s: still waiting after %d s", what, BOUND);
-	pthread_mutex_destroy(&c->lock);
-	pthread_cond_destroy(&c->cond);
-	free(c);
-	return ret;
-}
-
-static int call_bounded(int (*fn)(void *), void *arg, const char *what)
-{
-	return call_end(call_start(fn, arg), what);
-}
 
 /* ---- the calls ------------------------------------------------------------ */
 
@@ -228,12 +165,12 @@ static void test_after_stop(void **state)
 	assert_int_equal(store_ping(f.st), 0);
 
 	writer_stop(f.st);
-	assert_int_equal(call_bounded(do_ping, &f, "store_ping"), -ESHUTDOWN);
-	assert_int_equal(call_bounded(do_create, &f, "store_vol_create"), -ESHUTDOWN);
-	assert_int_equal(call_bounded(do_snap, &f, "store_snap_create"), -ESHUTDOWN);
-	assert_int_equal(call_bounded(do_check, &f, "store_check"), -ESHUTDOWN);
-	assert_int_equal(call_bounded(do_write, &f, "store_write"), -ESHUTDOWN);
-	assert_int_equal(call_bounded(do_flush, &f, "store_flush"), -ESHUTDOWN);
+	assert_int_equal(call_bounded(do_ping, &f, BOUND, "store_ping"), -ESHUTDOWN);
+	assert_int_equal(call_bounded(do_create, &f, BOUND, "store_vol_create"), -ESHUTDOWN);
+	assert_int_equal(call_bounded(do_snap, &f, BOUND, "store_snap_create"), -ESHUTDOWN);
+	assert_int_equal(call_bounded(do_check, &f, BOUND, "store_check"), -ESHUTDOWN);
+	assert_int_equal(call_bounded(do_write, &f, BOUND, "store_write"), -ESHUTDOWN);
+	assert_int_equal(call_bounded(do_flush, &f, BOUND, "store_flush"), -ESHUTDOWN);
 
 	/* a plugged batch is answered as a whole, on the submitter's thread */
 	struct areq a[3];
@@ -255,7 +192,7 @@ static void test_after_stop(void **state)
 	assert_int_equal(s.pool_bytes, 0);
 
 	memset(f.buf, 0, BS);
-	assert_int_equal(call_bounded(do_read, &f, "store_read"), 0);
+	assert_int_equal(call_bounded(do_read, &f, BOUND, "store_read"), 0);
 	assert_int_equal(f.buf[0], 'a');
 	fixture_close(&f);
 }
@@ -277,8 +214,8 @@ static void test_queued_before_stop(void **state)
 		areq_init(&a[i], f.v, STORE_WRITE, data[i], (uint64_t)i * BS);
 		store_submit(&a[i].r);
 	}
-	assert_int_equal(call_bounded(do_stop, &f, "writer_stop"), 0);
-	assert_int_equal(call_end(stall, "store_stall_log"), 0);
+	assert_int_equal(call_bounded(do_stop, &f, BOUND, "writer_stop"), 0);
+	assert_int_equal(call_end(stall, BOUND, "store_stall_log"), 0);
 	assert_true(areq_wait(a, N));
 	for (int i = 0; i < N; i++)
 		assert_int_equal(a[i].err, 0);
@@ -287,7 +224,7 @@ static void test_queued_before_stop(void **state)
 		assert_int_equal(store_read(f.v, back, (uint64_t)i * BS, BS), 0);
 		assert_memory_equal(back, data[i], BS);
 	}
-	assert_int_equal(call_bounded(do_ping, &f, "store_ping"), -ESHUTDOWN);
+	assert_int_equal(call_bounded(do_ping, &f, BOUND, "store_ping"), -ESHUTDOWN);
 	fixture_close(&f);
 }
 
@@ -326,7 +263,8 @@ static void test_race(void **state)
 		usleep(5 * 1000);
 		writer_stop(f.st);
 		for (int i = 0; i < PINGERS; i++)
-			assert_int_equal(call_end(c[i], "a ping racing the stop"), -ESHUTDOWN);
+			assert_int_equal(call_end(c[i], BOUND, "a ping racing the stop"),
+			                 -ESHUTDOWN);
 		fixture_close(&f);
 	}
 }
