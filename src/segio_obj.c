@@ -621,12 +621,34 @@ void segio_obj_space_refresh(struct segio *io)
 		space_look(o);
 }
 
+/* How much more than the reserve a full pool's room must be before it
+ * turns not full: a quarter of the margin (64 MiB by default), and two
+ * segments at least (the steps the figure moves by, for a small margin).
+ * The figure is noisy near the reserve: it moves by segments (an object
+ * written, a free one removed) and by this host's appends of the last
+ * SPACE_LAG looks as Ceph's usage reports catch up with them, so without
+ * a gap a pool whose room sits at the reserve turns full and not full
+ * from one reservation to the next (a log line each, clients' writes
+ * refused and taken in turn).  With it, writes that go on again get that
+ * much before the pool can turn full again.  A fraction of the margin,
+ * because the margin is what the figure's staleness is sized by; far
+ * below what makes room in earnest (a volume deleted, a quota raised:
+ * GiBs), so writes still go on without a restart once there is room. */
+static uint64_t space_hysteresis(const struct segio_obj *o)
+{
+	uint64_t h = o->space_margin / 4;
+
+	return h > 2 * FMT_SEG_BYTES ? h : 2 * FMT_SEG_BYTES;
+}
+
 /* The next segment is secured when the object store's pool can take it
  * and the margin beyond: else the pool is full (-ENOSPC), and the log
- * keeps what is left of its head for what makes room (segio.h). */
+ * keeps what is left of its head for what makes room (segio.h).  A full
+ * pool needs space_hysteresis more than that to turn not full. */
 static int obj_reserve(struct segio *io, uint64_t seg)
 {
 	struct segio_obj *o = to_obj(io);
+	uint64_t reserve, resume;
 	int64_t left;
 	bool full;
 
@@ -635,13 +657,16 @@ static int obj_reserve(struct segio *io, uint64_t seg)
 		return 0;
 	watcher_start(o);
 	left = space_left(o);
-	full = (uint64_t)left < o->space_margin + FMT_SEG_BYTES;
+	reserve = o->space_margin + FMT_SEG_BYTES;
+	resume = reserve + space_hysteresis(o);
+	full = (uint64_t)left < (o->full ? resume : reserve);
 	if (full && !o->full)
 		say_error("pool %s: the object store's pool takes about %" PRId64
 		          " MiB more (its quota or its OSDs' full ratio), less than the %" PRIu64
-		          " MiB kept in reserve: refusing new writes until there is room (delete "
-		          "volumes or snapshots, or give the pool more room)",
-		          o->label, left >> 20, (o->space_margin + FMT_SEG_BYTES) >> 20);
+		          " MiB kept in reserve: refusing new writes until there is room (writes "
+		          "go on once it takes %" PRIu64 " MiB more: delete volumes or snapshots, "
+		          "or give the pool more room)",
+		          o->label, left >> 20, reserve >> 20, resume >> 20);
 	else if (!full && o->full)
 		say_info("pool %s: the object store's pool has room again (about %" PRId64
 		         " MiB more): writes go on",

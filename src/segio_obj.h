@@ -14,8 +14,9 @@ struct segio_obj_opts {
 	bool peek;             /* read only, without the lock (cowbd-check): every
 	                        * write fails with -EROFS, nobody is fenced */
 	uint64_t space_margin; /* bytes the object store's pool must keep free beyond
-	                        * the next segment, else the pool is full; 0:
-	                        * SEGIO_OBJ_SPACE_MARGIN */
+	                        * the next segment, else the pool is full (and
+	                        * stays full until a quarter of it more is free);
+	                        * 0: SEGIO_OBJ_SPACE_MARGIN */
 };
 
 /* The default margin: room for the writes a stale figure did not see. */

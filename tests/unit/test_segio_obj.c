@@ -937,6 +937,26 @@ static unsigned lines_with(FILE *f, const char *needle)
 	return n;
 }
 
+/* Send stderr (the log) to the file f until stderr_back: returns the
+ * descriptor to give stderr_back. */
+static int stderr_to(FILE *f)
+{
+	int saved;
+
+	assert_non_null(f);
+	fflush(stderr);
+	saved = dup(2);
+	assert_true(saved >= 0 && dup2(fileno(f), 2) == 2);
+	return saved;
+}
+
+static void stderr_back(int saved)
+{
+	fflush(stderr);
+	assert_true(dup2(saved, 2) == 2);
+	close(saved);
+}
+
 /* The monitors cannot say how full the pool is (down, or a cap without
  * "mon allow r"): said once per run of failed looks, also when the very
  * first look fails (the pool then cannot turn full before Ceph refuses),
@@ -946,16 +966,14 @@ static void test_space_look_fails(void **state)
 	struct objstore_mem *m = objstore_mem_new();
 	struct shim *s = shim_new(m), *s2;
 	FILE *f = tmpfile();
-	int saved = dup(2);
 	struct segio *io;
+	int saved;
 
 	(void)state;
-	assert_true(f && saved >= 0);
 	objstore_mem_set_capacity(m, 1ull << 30);
 	io = shim_io(s, 0);
 	assert_non_null(io);
-	fflush(stderr);
-	assert_true(dup2(fileno(f), 2) == 2);
+	saved = stderr_to(f);
 	assert_int_equal(segio_reserve(io, 5), 0); /* the first look works */
 	atomic_store(&s->space_err, -EACCES);
 	for (unsigned i = 0; i < 3; i++)
@@ -976,13 +994,70 @@ static void test_space_look_fails(void **state)
 	for (unsigned i = 0; i < 3; i++)
 		segio_obj_space_refresh(io);
 	segio_close(io);
-	fflush(stderr);
-	assert_true(dup2(saved, 2) == 2);
-	close(saved);
+	stderr_back(saved);
 	assert_int_equal(lines_with(f, "cannot learn how full"), 3);
 	assert_int_equal(lines_with(f, "going by the last figure"), 2);
 	assert_int_equal(lines_with(f, "does not turn full before"), 1);
 	assert_int_equal(lines_with(f, "learns how full the object store's pool is again"), 1);
+	fclose(f);
+	objstore_mem_free(m);
+}
+
+/* Room that hovers round the reserve (Ceph's usage reports catching up,
+ * free segments' objects removed) turns the pool full once and keeps it
+ * full: it turns not full only once the room passes the reserve by the
+ * hysteresis (a quarter of the default margin: 64 MiB), so the log says
+ * each turn once and clients are not refused and served in turn.  Turning
+ * full keeps the reserve as its threshold. */
+static void test_space_hysteresis(void **state)
+{
+	const uint64_t mib = 1u << 20, reserve = SEGIO_OBJ_SPACE_MARGIN + FMT_SEG_BYTES;
+	const uint64_t resume = reserve + SEGIO_OBJ_SPACE_MARGIN / 4;
+	struct objstore_mem *m = objstore_mem_new();
+	struct shim *s = shim_new(m);
+	FILE *f = tmpfile();
+	uint64_t objs, used;
+	struct segio *io;
+	unsigned refused = 0;
+	int saved;
+
+	(void)state;
+	io = shim_io(s, 0);
+	assert_non_null(io);
+	objstore_mem_usage(m, &objs, &used); /* reserve writes nothing */
+	objstore_mem_set_capacity(m, used + reserve + mib);
+	saved = stderr_to(f);
+	assert_int_equal(segio_reserve(io, 5), 0);
+	for (unsigned i = 0; i < 8; i++) { /* just below, just above, ... */
+		objstore_mem_set_capacity(m, i % 2 ? used + reserve + mib : used + reserve - mib);
+		segio_obj_space_refresh(io);
+		refused += segio_reserve(io, 5) == -ENOSPC;
+	}
+	objstore_mem_set_capacity(m, used + resume - mib);
+	segio_obj_space_refresh(io);
+	refused += segio_reserve(io, 5) == -ENOSPC;
+	stderr_back(saved); /* a failure below is seen */
+	assert_int_equal(lines_with(f, "refusing new writes until there is room"), 1);
+	assert_int_equal(lines_with(f, "has room again"), 0);
+	assert_int_equal(refused, 9);
+
+	saved = stderr_to(f);
+	objstore_mem_set_capacity(m, used + resume);
+	segio_obj_space_refresh(io);
+	assert_int_equal(segio_reserve(io, 5), 0);
+	objstore_mem_set_capacity(m, used + reserve + mib); /* not full down to the reserve */
+	segio_obj_space_refresh(io);
+	assert_int_equal(segio_reserve(io, 5), 0);
+	objstore_mem_set_capacity(m, used + reserve - mib);
+	segio_obj_space_refresh(io);
+	assert_int_equal(segio_reserve(io, 5), -ENOSPC);
+	objstore_mem_set_capacity(m, used + (1ull << 30)); /* room well above */
+	segio_obj_space_refresh(io);
+	assert_int_equal(segio_reserve(io, 5), 0);
+	segio_close(io);
+	stderr_back(saved);
+	assert_int_equal(lines_with(f, "refusing new writes until there is room"), 2);
+	assert_int_equal(lines_with(f, "has room again"), 2);
 	fclose(f);
 	objstore_mem_free(m);
 }
@@ -1594,6 +1669,7 @@ int main(void)
 	    cmocka_unit_test(test_cache_recovered_tail),
 	    cmocka_unit_test(test_store_full),
 	    cmocka_unit_test(test_space_look_fails),
+	    cmocka_unit_test(test_space_hysteresis),
 	    cmocka_unit_test(test_crash_takeover),
 	    cmocka_unit_test(test_crash_points),
 	    cmocka_unit_test(test_recover_read_fails),
