@@ -12,7 +12,10 @@
  * committer thread syncs, writes the superblock naming it (a copy: the log
  * thread never waits for it) and waits for an RCU grace period; the log
  * thread, between rounds, then drops the old checkpoint's blocks and frees
- * the marked segments (ckpt_poll).  Writes and flushes go on meanwhile:
+ * the marked segments (ckpt_poll).  Before it, with many dirty nodes, the
+ * log thread writes the dirty leaves a slice per round (ckpt_precopy), so
+ * that ckpt_begin, while writes wait, writes only the leaves changed since
+ * and the inner nodes.  Writes and flushes go on meanwhile:
  * they follow the record in the log, so a crash before the flip replays
  * them after the old checkpoint, and after it after the new one.  Blocks
  * that die meanwhile wait for the next checkpoint.  One checkpoint is in
@@ -261,6 +264,9 @@ void ckpt_free(struct store *st)
 	free(st->ck.vblk);
 	free(st->ck.vrec);
 	free(st->ck.vblk_dirty);
+	free(st->ck.pre_ids);
+	st->ck.pre_ids = NULL;
+	st->ck.pre_n = 0;
 	st->ck.pg0 = st->ck.pg1 = st->ck.stab = st->ck.vblk = NULL;
 	st->ck.stab_dirty = st->ck.vblk_dirty = NULL;
 	st->ck.counts = NULL;
@@ -758,11 +764,20 @@ static int write_vtab(struct store *st)
 	return err;
 }
 
+static void precopy_end(struct store *st)
+{
+	free(st->ck.pre_ids);
+	st->ck.pre_ids = NULL;
+	st->ck.pre_n = st->ck.pre_i = 0;
+}
+
 /* Write every dirty node (children first), then the space map. */
 static int write_nodes(struct store *st)
 {
 	struct log *l = st->log;
 	int err = map_init(st);
+
+	precopy_end(st); /* whatever it left dirty is written now */
 
 	if (!err)
 		err = log_commit(l);
@@ -941,7 +956,10 @@ static int outcome(struct store *st, int err)
 /* The log thread's time on checkpoints since t0 (stats.ckpt_log_ns). */
 static void log_time(struct store *st, uint64_t t0)
 {
-	st->stats.ckpt_log_ns += iostats_now() - t0;
+	uint64_t d = iostats_now() - t0;
+	st->stats.ckpt_log_ns += d;
+	if (d > st->stats.ckpt_log_max_ns)
+		st->stats.ckpt_log_max_ns = d;
 }
 
 static void wait_bg(struct store *st);
@@ -1091,6 +1109,86 @@ void ckpt_begin(struct store *st)
 	pthread_cond_broadcast(&bg->cond);
 	pthread_mutex_unlock(&bg->lock);
 	log_time(st, st->ck.began_ns);
+}
+
+/* The pre-copy: dirty nodes a checkpoint must write below which it is not
+ * worth one, the fewest leaves per slice, and the most slices a pass takes
+ * (more dirty leaves: bigger slices). */
+#define PRECOPY_MIN_DIRTY 256
+#define PRECOPY_MIN_SLICE 64
+#define PRECOPY_SLICES    16
+
+/* Start a pass: the volumes with dirty trees.  False when there is
+ * nothing worth it (or no memory: the checkpoint then goes as before). */
+static bool precopy_start(struct store *st)
+{
+	uint64_t dirty = alloc_meta_pending(st->a);
+	size_t n = 0;
+
+	if (dirty < PRECOPY_MIN_DIRTY || st->ck.upgrade)
+		return false;
+	for (struct volume *v = st->vt.list; v; v = v->next)
+		n += v->tree.root && v->tree.root->dirty;
+	st->ck.pre_ids = n ? malloc(n * sizeof(*st->ck.pre_ids)) : NULL;
+	if (!st->ck.pre_ids)
+		return false;
+	st->ck.pre_n = 0;
+	for (struct volume *v = st->vt.list; v && st->ck.pre_n < n; v = v->next)
+		if (v->tree.root && v->tree.root->dirty)
+			st->ck.pre_ids[st->ck.pre_n++] = v->id;
+	st->ck.pre_i = 0;
+	st->ck.pre_from = 0;
+	st->ck.pre_slice =
+	    (unsigned)(dirty / PRECOPY_SLICES > PRECOPY_MIN_SLICE ? dirty / PRECOPY_SLICES
+	                                                          : PRECOPY_MIN_SLICE);
+	return true;
+}
+
+bool ckpt_precopy(struct store *st)
+{
+	uint64_t t0 = iostats_now();
+	unsigned budget;
+	int err = 0;
+
+	if (!st->ck.bg || in_flight(st) || st->failed || !space_precopy_room(st) ||
+	    (st->ck.pre_ids && st->ck.pre_i >= st->ck.pre_n)) {
+		/* over (the checkpoint then runs a round after the last
+		 * slice, not in the same stretch), or not possible now */
+		precopy_end(st);
+		return true;
+	}
+	if (!st->ck.pre_ids && !precopy_start(st))
+		return true;
+	budget = st->ck.pre_slice;
+	unsigned slice = budget;
+	st->ck.emit_err = 0;
+	while (!err && budget && st->ck.pre_i < st->ck.pre_n) {
+		struct volume *v = vtab_find_id(st, st->ck.pre_ids[st->ck.pre_i]);
+		if (v)
+			err = tree_write_leaves(&v->tree, st->a, emit_node, st, &st->ck.img,
+			                        &st->ck.pre_from, &budget);
+		if (!v || st->ck.pre_from == UINT64_MAX) {
+			st->ck.pre_i++;
+			st->ck.pre_from = 0;
+		}
+	}
+	st->stats.ckpt_precopy_nodes += slice - budget;
+	if (err && st->ck.emit_err)
+		err = st->ck.emit_err;
+	/* The leaves emitted are clean, their new copies referenced: they
+	 * reach the log before their scratch blocks are reused, and a failed
+	 * write fails the pool as a checkpoint's does (write_nodes); no room
+	 * leaves it full, and the checkpoint names them later. */
+	int cerr = log_commit(st->log);
+	if (!err || (cerr && cerr != -ENOSPC))
+		err = cerr;
+	core_scratch_reset(st);
+	log_time(st, t0);
+	if (err) {
+		precopy_end(st);
+		outcome(st, err);
+	}
+	return false;
 }
 
 bool ckpt_ready(struct store *st)

@@ -759,6 +759,8 @@ static int control_op_stats(struct control_ctx *x)
 	STAT(checkpoint_ns);
 	STAT(ckpt_log_ns);
 	STAT(ckpt_sync_ns);
+	STAT(ckpt_log_max_ns);
+	STAT(ckpt_precopy_nodes);
 #undef STAT
 	json_object_set_new(o, "block_size", json_integer(STORE_BLOCK_SIZE));
 	json_object_set_new(o, "failed", json_boolean(s.failed));

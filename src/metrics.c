@@ -313,6 +313,10 @@ static void render_pool(struct metrics_text *t, const struct store_stats *s,
 	    "Time the committer thread spent syncing background checkpoints and writing their "
 	    "superblocks.",
 	    s->ckpt_sync_ns);
+	one(t, "cowbd_checkpoint_precopy_nodes_total", "counter",
+	    "Tree leaves periodic checkpoints wrote ahead of themselves, between rounds of "
+	    "writes.",
+	    s->ckpt_precopy_nodes);
 	one(t, "cowbd_bad_blocks_total", "counter",
 	    "Distinct data blocks found failing their checksum.", s->bad_blocks);
 	one(t, "cowbd_bad_reads_total", "counter", "Reads answered EIO for a damaged block.",

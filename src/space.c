@@ -30,6 +30,9 @@
  *    for one to be freed);
  *  - compaction: a pass runs only if its copies and the tree nodes it
  *    dirties fit beside the checkpoint's room with two segments to spare;
+ *  - a checkpoint's pre-copy (ckpt_precopy: leaves written ahead, some of
+ *    them twice) only with two segments beyond the checkpoint's room and
+ *    the reserve (space_precopy_room);
  *  - cleaning ahead of need below a low-water mark, and while idle when the
  *    pool holds much more than its live data.
  *
@@ -276,6 +279,11 @@ static uint64_t low_water(const struct store *st)
 {
 	uint64_t extra = st->nsegs / 32 > 2 ? st->nsegs / 32 : 2;
 	return st->sp.reserve_segs + extra;
+}
+
+bool space_precopy_room(const struct store *st)
+{
+	return room_beyond(st, st->sp.reserve_segs) >= 2 * FMT_SEG_BLOCKS;
 }
 
 /* Only segments where a copy buys real space, and after a pass that found

@@ -257,6 +257,14 @@ struct store {
 		struct fmt_node img;
 		struct ckpt_bg *bg; /* the background commit (ckpt_bg_start) */
 		uint64_t began_ns;  /* iostats_now() when the last one began */
+		/* The pre-copy before a periodic checkpoint (ckpt_precopy):
+		 * the volumes whose trees were dirty when it started, the one
+		 * it is in (pre_i) and where in it (pre_from); leaves per
+		 * round. */
+		uint64_t *pre_ids;
+		size_t pre_n, pre_i;
+		uint64_t pre_from;
+		unsigned pre_slice;
 	} ck;
 
 	struct { /* space.c (log thread) */
@@ -426,6 +434,14 @@ bool ckpt_due(const struct store *st);
  * and the grace period to the background thread; ckpt_poll finishes it.
  * Without the thread (the opener), the same as ckpt_write.  Log thread. */
 void ckpt_begin(struct store *st);
+/* Before ckpt_begin, between rounds: write a slice of the dirty leaves,
+ * so that the checkpoint itself writes only those changed since (and the
+ * inner nodes) while writes wait.  Returns true when the pass over every
+ * dirty tree is over (the call after its last slice) or not worth it:
+ * then the caller begins the checkpoint; false while it goes on, and when
+ * a write failed (the pool is failed, or full, as a checkpoint's failure
+ * leaves it).  Log thread. */
+bool ckpt_precopy(struct store *st);
 /* Finish a checkpoint whose background part is done: its old blocks and
  * the segments that died before it go.  Cheap when there is none; the log
  * thread calls it between rounds. */
@@ -482,6 +498,10 @@ int space_check_ctl(struct store *st, bool grows);
 /* Between rounds: clean ahead of need if free segments run low.  Returns
  * true if a pass moved something (and checkpointed). */
 bool space_clean_low(struct store *st);
+/* Room for a checkpoint's pre-copy: its leaves are written twice when
+ * changed again before the checkpoint, so only while the log has room
+ * well beyond the checkpoint and the reserve (two segments). */
+bool space_precopy_room(const struct store *st);
 /* While idle: clean down towards the live data, else checkpoint if due,
  * else give some free segments back to the backend. */
 void space_idle(struct store *st);

@@ -1212,20 +1212,10 @@ static int cache_moved(struct tree_cache *nc, struct tree_node *n, uint64_t addr
 	return err;
 }
 
-static int write_node(struct tree_cache *nc, struct tree_node *n, struct alloc *a,
-                      tree_emit_fn emit, void *arg, struct fmt_node *img)
+/* n's image (its children, if any, written) into the log: n is clean. */
+static int write_one(struct tree_cache *nc, struct tree_node *n, struct alloc *a, tree_emit_fn emit,
+                     void *arg, struct fmt_node *img)
 {
-	if (!n->dirty)
-		return 0;
-	if (n->level > 0)
-		for (unsigned i = 0; i < FMT_FANOUT; i++) {
-			struct tree_node *c = rcu_dereference(n->child[i]);
-			if (c && c->dirty) {
-				int err = write_node(nc, c, a, emit, arg, img);
-				if (err)
-					return err;
-			}
-		}
 	memset(img, 0, sizeof(*img));
 	img->magic = FMT_NODE_MAGIC;
 	img->level = n->level;
@@ -1257,6 +1247,65 @@ static int write_node(struct tree_cache *nc, struct tree_node *n, struct alloc *
 	n->disk = addr;
 	mark_clean(n, a);
 	return 0;
+}
+
+static int write_node(struct tree_cache *nc, struct tree_node *n, struct alloc *a,
+                      tree_emit_fn emit, void *arg, struct fmt_node *img)
+{
+	if (!n->dirty)
+		return 0;
+	if (n->level > 0)
+		for (unsigned i = 0; i < FMT_FANOUT; i++) {
+			struct tree_node *c = rcu_dereference(n->child[i]);
+			if (c && c->dirty) {
+				int err = write_node(nc, c, a, emit, arg, img);
+				if (err)
+					return err;
+			}
+		}
+	return write_one(nc, n, a, emit, arg, img);
+}
+
+/* The dirty leaves of n (covering LBAs from base) that start at or after
+ * *from, in LBA order, while *budget lasts; *from moves past each subtree
+ * done with. */
+static int write_leaves(struct tree_cache *nc, struct tree_node *n, uint64_t base, struct alloc *a,
+                        tree_emit_fn emit, void *arg, struct fmt_node *img, uint64_t *from,
+                        unsigned *budget)
+{
+	if (n->level == 0) {
+		if (!*budget)
+			return 0;
+		(*budget)--;
+		*from = base + span[1];
+		return write_one(nc, n, a, emit, arg, img);
+	}
+	uint64_t cspan = span[n->level];
+	unsigned i = *from > base ? (unsigned)((*from - base) / cspan) : 0;
+	for (; i < FMT_FANOUT && *budget; i++) {
+		struct tree_node *c = rcu_dereference(n->child[i]);
+		if (c && c->dirty) {
+			int err =
+			    write_leaves(nc, c, base + i * cspan, a, emit, arg, img, from, budget);
+			if (err)
+				return err;
+			if (*from < base + (i + 1) * cspan)
+				return 0; /* the budget ran out inside c */
+		}
+		*from = base + (i + 1) * cspan;
+	}
+	return 0;
+}
+
+int tree_write_leaves(struct tree *t, struct alloc *a, tree_emit_fn emit, void *arg,
+                      struct fmt_node *scratch, uint64_t *from, unsigned *budget)
+{
+	int err = 0;
+	if (t->root && t->root->dirty && *from < span[t->levels])
+		err = write_leaves(t->nc, t->root, 0, a, emit, arg, scratch, from, budget);
+	if (!err && (!t->root || !t->root->dirty || *from >= span[t->levels]))
+		*from = UINT64_MAX;
+	return err;
 }
 
 int tree_write_dirty(struct tree *t, struct alloc *a, tree_emit_fn emit, void *arg,

@@ -183,6 +183,15 @@ typedef uint64_t (*tree_emit_fn)(void *arg, struct fmt_node *image);
 int tree_write_dirty(struct tree *t, struct alloc *a, tree_emit_fn emit, void *arg,
                      struct fmt_node *scratch);
 
+/* A checkpoint's pre-copy: write t's dirty leaves (level 0 only: their
+ * parents stay dirty, for the checkpoint itself) in LBA order from *from,
+ * at most *budget of them (*budget goes down by those written).  *from
+ * ends past the last leaf visited, or UINT64_MAX once the tree has no
+ * dirty leaf left at or after it.  A leaf written here and changed again
+ * before the checkpoint is written again by it.  0 or -EIO (as above). */
+int tree_write_leaves(struct tree *t, struct alloc *a, tree_emit_fn emit, void *arg,
+                      struct fmt_node *scratch, uint64_t *from, unsigned *budget);
+
 /* Comparing trees.
  *
  * The rule that makes a comparison of mappings a comparison of data: two

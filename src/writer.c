@@ -484,7 +484,7 @@ static void *writer_main(void *arg)
 		run_list(st, list);
 		ckpt_poll(st);
 		pinned = cache_trim(st);
-		if (!space_clean_low(st) && (ckpt_due(st) || pinned))
+		if (!space_clean_low(st) && (pinned || (ckpt_due(st) && ckpt_precopy(st))))
 			ckpt_begin(st);
 	}
 	if (!st->failed && !st->read_only)

@@ -175,6 +175,7 @@ def gauges(page, s1, s2, p1, p2):
              ("cowbd_flush_requests_total", s["flushes"]),
              ("cowbd_fua_requests_total", s["fua_requests"]),
              ("cowbd_checkpoint_duration_seconds_count", s["checkpoints"]),
+             ("cowbd_checkpoint_precopy_nodes_total", s["ckpt_precopy_nodes"]),
              ("cowbd_bad_blocks_total", s["bad_blocks"]),
              ("cowbd_bad_reads_total", s["bad_reads"])]
     for name, want in pairs:
@@ -190,6 +191,9 @@ def gauges(page, s1, s2, p1, p2):
             sys.exit("%s = %r, cowctl says %d ns" % (name, get(p, name), ns))
     if not s["ckpt_log_ns"] > 0:
         sys.exit("no checkpoint time counted, after %d checkpoints" % s["checkpoints"])
+    if not 0 < s["ckpt_log_max_ns"] <= s["ckpt_log_ns"]:
+        sys.exit("longest checkpoint stretch %d ns, of %d in all" % (
+            s["ckpt_log_max_ns"], s["ckpt_log_ns"]))
     print("pool gauges agree with cowctl pool status and stats")
 
 def hold(port, sd):

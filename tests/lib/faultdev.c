@@ -1,6 +1,8 @@
 /* faultdev.c — the fault-injecting test device (see faultdev.h): power
- * cuts after a budget of writes + flushes, call counting, slow writes, held
+ * cuts after a budget of writes + flushes, call counting, a one-off failed
+ * write, slow writes, held
  * flushes, a write-forbidden mode and patched blocks over a lower device. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +22,7 @@ static bool alive(struct faultdev *f)
 	f->calls++;
 	if (f->budget >= 0 && f->budget-- == 0)
 		f->dead = 1;
-	return !f->dead;
+	return !f->dead && !atomic_exchange(&f->fail_next, 0);
 }
 
 static void forbidden(const char *what)

@@ -7,6 +7,8 @@
  *     write and flush fails with -EIO, as if the machine were gone, and
  *     faultdev_power_on() drops what was not synced (blkdev_mem_crash);
  *   - count the writes + flushes it saw (crash-point enumeration);
+ *   - fail the next write or flush with -EIO, the device working on
+ *     (a transient error);
  *   - delay every write (a slow disk widens race windows);
  *   - hold every flush until released (a sync that takes as long as the
  *     test wants: what may go on meanwhile);
@@ -30,12 +32,13 @@
 #define FAULTDEV_MAX_PATCH 64
 
 struct faultdev {
-	struct blkdev dev;   /* hand &f->dev to the store */
-	struct blkdev *mem;  /* the lower device */
-	bool own_mem;        /* faultdev_free closes mem */
-	_Atomic int dead;    /* power is off: writes and flushes fail */
-	_Atomic long budget; /* writes+flushes left before the power goes; <0 = no limit */
-	_Atomic long calls;  /* writes+flushes seen */
+	struct blkdev dev;     /* hand &f->dev to the store */
+	struct blkdev *mem;    /* the lower device */
+	bool own_mem;          /* faultdev_free closes mem */
+	_Atomic int dead;      /* power is off: writes and flushes fail */
+	_Atomic long budget;   /* writes+flushes left before the power goes; <0 = no limit */
+	_Atomic long calls;    /* writes+flushes seen */
+	_Atomic int fail_next; /* set: the next write or flush fails (and clears it) */
 	unsigned write_delay_us;
 	_Atomic int hold_flush;    /* flushes wait while set */
 	_Atomic long flushes_held; /* flushes waiting now */

@@ -7,8 +7,9 @@
  * over 1 to 4 levels, at node edges; snapshot -> clone -> snapshot chains
  * where each snapshot keeps its mappings through later sets, trims and
  * drops of its source; tree_count's mapped and unique blocks;
- * tree_write_dirty emitting only what changed, and tree_load reading it
- * back into the same mappings, the same sharing and the same counts;
+ * tree_write_dirty emitting only what changed (and tree_write_leaves, the
+ * checkpoint's pre-copy, only dirty leaves, by cursor and budget), and
+ * tree_load reading it back into the same mappings, the same sharing and the same counts;
  * tree_diff and tree_depth against models over histories that include
  * compaction, which moves blocks under their names (fwd.h) and changes no
  * slot, with every count found through the forwarding map.
@@ -535,6 +536,96 @@ static void test_write_load(void **state)
 	disk_free(d);
 }
 
+/* A checkpoint's pre-copy: tree_write_leaves writes dirty leaves only, in
+ * LBA order from its cursor, as many as its budget allows; the checkpoint
+ * that follows writes the inner nodes and the leaves changed since, and
+ * what it wrote loads back into the same mappings. */
+static void test_write_leaves(void **state)
+{
+	const uint64_t size = 2 * span[2]; /* three levels */
+	const uint64_t l0 = 5, l3 = 3 * span[1] + 1, l504 = span[2] + 7,
+	               l514 = span[2] + 10 * span[1];
+	struct vt vol, snap;
+	struct vt *all[] = {&vol, &snap};
+	struct disk *d = disk_new(NODE_SEG);
+	struct fmt_node *scratch = malloc(sizeof(*scratch));
+	uint64_t from = 0;
+	unsigned budget;
+
+	vt_init(&vol, tree_levels_for(size));
+	churn(&vol, size, 2000);
+	write_all(all, 1, d);
+	vt_share(&snap, &vol);
+	vt_set(&vol, l0, new_block());
+	vt_set(&vol, l3, new_block());
+	vt_set(&vol, l504, new_block());
+	vt_set(&vol, l514, new_block());
+	/* nothing dirty in the snapshot: done at once, nothing written */
+	budget = 4;
+	assert_int_equal(tree_write_leaves(&snap.t, A, emit, d, scratch, &from, &budget), 0);
+	assert_true(from == UINT64_MAX && budget == 4);
+	from = 0;
+	/* no budget: nothing */
+	budget = 0;
+	assert_int_equal(tree_write_leaves(&vol.t, A, emit, d, scratch, &from, &budget), 0);
+	assert_true(from == 0);
+	unsigned before = d->emitted;
+	budget = 1;
+	assert_int_equal(tree_write_leaves(&vol.t, A, emit, d, scratch, &from, &budget), 0);
+	assert_true(from == span[1] && budget == 0);
+	budget = 1;
+	assert_int_equal(tree_write_leaves(&vol.t, A, emit, d, scratch, &from, &budget), 0);
+	assert_true(from == 4 * span[1] && budget == 0);
+	assert_false(vol.t.root->dirty == 0); /* inner nodes wait for the checkpoint */
+	/* a leaf behind the cursor changes again */
+	vt_set(&vol, l0 + 1, new_block());
+	budget = 2;
+	assert_int_equal(tree_write_leaves(&vol.t, A, emit, d, scratch, &from, &budget), 0);
+	assert_true(from == span[2] + 11 * span[1] && budget == 0);
+	budget = 5;
+	assert_int_equal(tree_write_leaves(&vol.t, A, emit, d, scratch, &from, &budget), 0);
+	assert_true(from == UINT64_MAX && budget == 5);
+	assert_int_equal(d->emitted - before, 4);
+	for (uint64_t a = d->next - 4; a < d->next; a++)
+		assert_int_equal(d->img[a]->level, 0);
+	/* the checkpoint: the root, both level-1 nodes, leaf 0 again */
+	assert_int_equal(write_all(all, 2, d), 4);
+	expect_all(all, 2); /* every leaf's first copy released */
+
+	/* A failed emit fails the pre-copy. */
+	vt_set(&vol, l3, new_block());
+	d->fail_at = (int)d->emitted + 1;
+	from = 0;
+	budget = 3;
+	assert_int_equal(tree_write_leaves(&vol.t, A, emit, d, scratch, &from, &budget), -EIO);
+	d->fail_at = 0;
+	assert_int_equal(write_all(all, 2, d), 3);
+	expect_all(all, 2);
+
+	/* What the checkpoint wrote loads back into vol's mappings. */
+	struct alloc *a2 = alloc_new(NSEGS), *a1 = A;
+	struct tree_cache *nc = tree_cache_new(a2, read_node, d);
+	struct vt lv;
+	assert_non_null(nc);
+	memset(&lv, 0, sizeof(lv));
+	assert_int_equal(tree_load(nc, &lv.t, vol.t.root->disk, vol.t.levels), 0);
+	lv.lba = vol.lba; /* the same model (borrowed) */
+	lv.blk = vol.blk;
+	lv.n = vol.n;
+	lv.idx = vol.idx;
+	A = a2;
+	vt_expect(&lv);
+	tree_drop(&lv.t, A);
+	urcu_memb_barrier();
+	tree_cache_free(nc);
+	alloc_free(a2);
+	A = a1;
+	free(scratch);
+	vt_drop(&snap);
+	vt_drop(&vol);
+	disk_free(d);
+}
+
 /* ---- comparing trees ---------------------------------------------------- */
 
 /* What each block holds, by physical block: a write gives a new value,
@@ -860,6 +951,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_snapshot_chain, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_count, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_load, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_write_leaves, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_diff_property, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_diff_cost, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_depth, setup, teardown),
