@@ -139,9 +139,11 @@ struct segio_obj {
 	uint64_t space_at;       /* appended at the last look */
 	uint64_t lag[SPACE_LAG]; /* appended at each of the last looks */
 	unsigned lag_pos;
+	uint64_t looks;     /* looks that learnt a figure */
 	bool space_failing; /* the last look failed (said at the first) */
 	bool sstop, watcher_on;
-	bool full; /* obj_reserve's last answer (the log thread's) */
+	bool full;           /* obj_reserve's last answer (the log thread's) */
+	uint64_t band_since; /* full, room over the reserve since look band_since - 1; 0: not */
 	pthread_t watcher;
 
 	pthread_mutex_t rlock; /* the renewer's sleep */
@@ -522,6 +524,7 @@ static void space_look(struct segio_obj *o)
 		bytes = bytes > recent ? bytes - recent : 0;
 		o->space_base = bytes > INT64_MAX ? INT64_MAX : (int64_t)bytes;
 		o->space_at = now;
+		o->looks++;
 	}
 	known = o->space_base >= 0;
 	was_failing = o->space_failing;
@@ -641,10 +644,42 @@ static uint64_t space_hysteresis(const struct segio_obj *o)
 	return h > 2 * FMT_SEG_BYTES ? h : 2 * FMT_SEG_BYTES;
 }
 
+/* Looks of the watcher that learnt a figure. */
+static uint64_t space_looks(struct segio_obj *o)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&o->smu);
+	n = o->looks;
+	pthread_mutex_unlock(&o->smu);
+	return n;
+}
+
+/* A full pool whose room is over the reserve but short of the hysteresis
+ * turns not full once the room has stayed over the reserve for SPACE_LAG
+ * looks (about 10 s): room that merely hovers at the reserve dips under
+ * it within that time, while a pool that can never reach the hysteresis
+ * (a quota only a little above the reserve and the pool's own data; a
+ * delete that freed less) is not left full for good. */
+static bool space_settled(struct segio_obj *o, uint64_t left, uint64_t reserve)
+{
+	uint64_t looks;
+
+	if (left < reserve) {
+		o->band_since = 0;
+		return false;
+	}
+	looks = space_looks(o);
+	if (!o->band_since)
+		o->band_since = looks + 1;
+	return looks + 2 - o->band_since >= SPACE_LAG; /* the looks of the run, this one in */
+}
+
 /* The next segment is secured when the object store's pool can take it
  * and the margin beyond: else the pool is full (-ENOSPC), and the log
  * keeps what is left of its head for what makes room (segio.h).  A full
- * pool needs space_hysteresis more than that to turn not full. */
+ * pool needs space_hysteresis more than that to turn not full, or to
+ * stay over the reserve for SPACE_LAG looks (space_settled). */
 static int obj_reserve(struct segio *io, uint64_t seg)
 {
 	struct segio_obj *o = to_obj(io);
@@ -659,14 +694,20 @@ static int obj_reserve(struct segio *io, uint64_t seg)
 	left = space_left(o);
 	reserve = o->space_margin + FMT_SEG_BYTES;
 	resume = reserve + space_hysteresis(o);
-	full = (uint64_t)left < (o->full ? resume : reserve);
+	if (o->full)
+		full = (uint64_t)left < resume && !space_settled(o, (uint64_t)left, reserve);
+	else
+		full = (uint64_t)left < reserve;
+	if (!full || !o->full)
+		o->band_since = 0;
 	if (full && !o->full)
 		say_error("pool %s: the object store's pool takes about %" PRId64
 		          " MiB more (its quota or its OSDs' full ratio), less than the %" PRIu64
 		          " MiB kept in reserve: refusing new writes until there is room (writes "
-		          "go on once it takes %" PRIu64 " MiB more: delete volumes or snapshots, "
-		          "or give the pool more room)",
-		          o->label, left >> 20, reserve >> 20, resume >> 20);
+		          "go on once it takes %" PRIu64 " MiB more, or more than %" PRIu64
+		          " MiB for %d s: delete volumes or snapshots, or give the pool more room)",
+		          o->label, left >> 20, reserve >> 20, resume >> 20, reserve >> 20,
+		          SPACE_LAG * SPACE_POLL_MS / 1000);
 	else if (!full && o->full)
 		say_info("pool %s: the object store's pool has room again (about %" PRId64
 		         " MiB more): writes go on",

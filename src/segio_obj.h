@@ -15,7 +15,9 @@ struct segio_obj_opts {
 	                        * write fails with -EROFS, nobody is fenced */
 	uint64_t space_margin; /* bytes the object store's pool must keep free beyond
 	                        * the next segment, else the pool is full (and
-	                        * stays full until a quarter of it more is free);
+	                        * stays full until a quarter of it, two segments
+	                        * at least, more is free, or the room stays over
+	                        * the threshold for 10 looks);
 	                        * 0: SEGIO_OBJ_SPACE_MARGIN */
 };
 

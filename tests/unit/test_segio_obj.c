@@ -1062,6 +1062,61 @@ static void test_space_hysteresis(void **state)
 	objstore_mem_free(m);
 }
 
+/* A full pool whose room can never pass the hysteresis (a quota just over
+ * the reserve and its own data) is not full for good: room that stays
+ * over the reserve for 10 looks brings writes back; a dip under the
+ * reserve in between starts the count again. */
+static void test_space_hysteresis_settles(void **state)
+{
+	const uint64_t mib = 1u << 20, reserve = SEGIO_OBJ_SPACE_MARGIN + FMT_SEG_BYTES;
+	struct objstore_mem *m = objstore_mem_new();
+	struct shim *s = shim_new(m);
+	FILE *f = tmpfile();
+	uint64_t objs, used;
+	struct segio *io;
+	int saved, r[10], run[8];
+
+	(void)state;
+	io = shim_io(s, 0);
+	assert_non_null(io);
+	objstore_mem_usage(m, &objs, &used);
+	saved = stderr_to(f);
+	objstore_mem_set_capacity(m, used + reserve - mib);
+	segio_obj_space_refresh(io);
+	r[0] = segio_reserve(io, 5); /* full */
+	objstore_mem_set_capacity(m, used + reserve + mib);
+	for (unsigned i = 1; i <= 5; i++) { /* 5 looks over the reserve */
+		segio_obj_space_refresh(io);
+		r[i] = segio_reserve(io, 5);
+	}
+	objstore_mem_set_capacity(m, used + reserve - mib); /* a dip: the count starts again */
+	segio_obj_space_refresh(io);
+	r[6] = segio_reserve(io, 5);
+	objstore_mem_set_capacity(m, used + reserve + mib);
+	segio_obj_space_refresh(io);
+	r[7] = segio_reserve(io, 5); /* the first look of the new run */
+	for (unsigned i = 0; i < 8; i++) {
+		segio_obj_space_refresh(io);
+		run[i] = segio_reserve(io, 5); /* looks 2..9 */
+	}
+	segio_obj_space_refresh(io); /* the 10th look in a row over the reserve */
+	r[8] = segio_reserve(io, 5);
+	r[9] = segio_reserve(io, 5);
+	stderr_back(saved);
+	for (unsigned i = 0; i <= 7; i++)
+		assert_int_equal(r[i], -ENOSPC);
+	for (unsigned i = 0; i < 8; i++)
+		assert_int_equal(run[i], -ENOSPC);
+	assert_int_equal(r[8], 0);
+	assert_int_equal(r[9], 0);
+	assert_int_equal(lines_with(f, "refusing new writes until there is room"), 1);
+	assert_int_equal(lines_with(f, "or more than"), 1);
+	assert_int_equal(lines_with(f, "has room again"), 1);
+	segio_close(io);
+	fclose(f);
+	objstore_mem_free(m);
+}
+
 /* The log thread gives free segments back (object removes, a round trip
  * each in RADOS) within a time budget per idle tick: a write arriving
  * while a fresh pool's free segments are being removed waits for a few
@@ -1670,6 +1725,7 @@ int main(void)
 	    cmocka_unit_test(test_store_full),
 	    cmocka_unit_test(test_space_look_fails),
 	    cmocka_unit_test(test_space_hysteresis),
+	    cmocka_unit_test(test_space_hysteresis_settles),
 	    cmocka_unit_test(test_crash_takeover),
 	    cmocka_unit_test(test_crash_points),
 	    cmocka_unit_test(test_recover_read_fails),
