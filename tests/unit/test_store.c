@@ -793,10 +793,12 @@ static void cr_rewrite(struct cr_batch *cb, struct vol *v, unsigned n)
 	pthread_mutex_lock(&cb->lock);
 	while (cb->done < n && rc != ETIMEDOUT)
 		rc = pthread_cond_timedwait(&cb->cond, &cb->lock, &ts);
+	unsigned done = cb->done;
+	int err = cb->err;
 	pthread_mutex_unlock(&cb->lock);
-	if (cb->done < n)
-		fail_msg("%u of %u rewrites still pending after %d s", n - cb->done, n, CR_BOUND);
-	assert_int_equal(cb->err, 0);
+	if (done < n)
+		fail_msg("%u of %u rewrites still pending after %d s", n - done, n, CR_BOUND);
+	assert_int_equal(err, 0);
 }
 
 static void test_compaction_readers(void **state)
