@@ -365,12 +365,13 @@ struct store_stats {
 	 * and the committer thread's sync and superblock write of background
 	 * checkpoints.  Counted since the store opened.  Of the log
 	 * thread's checkpoint time, the longest single stretch (writes
-	 * wait that long), and the tree leaves periodic checkpoints wrote
-	 * ahead of themselves, between rounds (their pre-copy). */
+	 * wait that long), and the tree leaves and count pages periodic
+	 * checkpoints wrote ahead of themselves, between rounds (their
+	 * pre-copy). */
 	uint64_t flushes, fua_requests;
 	uint64_t bytes_written;
 	uint64_t compact_ns, ckpt_log_ns, ckpt_sync_ns;
-	uint64_t ckpt_log_max_ns, ckpt_precopy_nodes;
+	uint64_t ckpt_log_max_ns, ckpt_precopy_nodes, ckpt_precopy_pages;
 	bool failed;                  /* sticky I/O failure */
 	bool read_only;               /* opened read-only (asked for, or below) */
 	bool read_only_fallback;      /* read-only because open could not write a checkpoint */

@@ -432,6 +432,15 @@ void alloc_pages_clean(struct alloc *a)
 		}
 }
 
+void alloc_page_clean(struct alloc *a, uint64_t seg)
+{
+	assert(seg < a->nsegs);
+	if (a->page_flags[seg] & PAGE_DIRTY) {
+		a->page_flags[seg] &= ~PAGE_DIRTY;
+		a->ndirty--;
+	}
+}
+
 uint64_t alloc_pages_resident(const struct alloc *a)
 {
 	return a->npages;

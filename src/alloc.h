@@ -188,6 +188,9 @@ uint64_t alloc_dirty_count(const struct alloc *a);
 int alloc_page_counts(struct alloc *a, uint64_t seg, uint32_t *out);
 /* Every segment clean (its page written).  O(nsegs). */
 void alloc_pages_clean(struct alloc *a);
+/* seg clean (its page written ahead of a checkpoint: ckpt's pre-copy);
+ * a change of its counts marks it dirty again.  O(1). */
+void alloc_page_clean(struct alloc *a, uint64_t seg);
 /* Open or upgrade, before readers: seg's counts become counts[] (its live
  * count and the pool's follow; USED if any is > 0; no page if all are 0),
  * clean and not AWAY.  Returns 0 or -ENOMEM (nothing changed). */

@@ -12,10 +12,11 @@
  * committer thread syncs, writes the superblock naming it (a copy: the log
  * thread never waits for it) and waits for an RCU grace period; the log
  * thread, between rounds, then drops the old checkpoint's blocks and frees
- * the marked segments (ckpt_poll).  Before it, with many dirty nodes, the
- * log thread writes the dirty leaves a slice per round (ckpt_precopy), so
- * that ckpt_begin, while writes wait, writes only the leaves changed since
- * and the inner nodes.  Writes and flushes go on meanwhile:
+ * the marked segments (ckpt_poll).  Before it, with many dirty nodes and
+ * pages, the log thread writes the dirty leaves, then the dirty count
+ * pages, a slice per round (ckpt_precopy), so that ckpt_begin, while writes
+ * wait, writes only the leaves and pages changed since, the inner nodes
+ * and the tables.  Writes and flushes go on meanwhile:
  * they follow the record in the log, so a crash before the flip replays
  * them after the old checkpoint, and after it after the new one.  Blocks
  * that die meanwhile wait for the next checkpoint.  One checkpoint is in
@@ -485,28 +486,64 @@ void ckpt_move_map(struct store *st, const uint8_t *victim)
 			chains_in_victim(st, v, victim);
 }
 
+/* Segment s's page as its counts are now (none when all are 0), named
+ * in place of the old one; its table is marked for rewriting.  Pages are
+ * held, not counted: writing one changes no count. */
+static int write_page(struct store *st, uint64_t s)
+{
+	struct fmt_cpage img[2];
+	uint64_t addr[2] = {0, 0};
+	int err;
+
+	if ((err = alloc_page_counts(st->a, s, st->ck.counts)))
+		return err;
+	unsigned nb = cpage_encode(s, st->ck.counts, img);
+	for (unsigned k = 0; k < nb; k++) {
+		struct fmt_entry e = {.vol = k, .type = FMT_E_CPAGE, .lba = s, .count = 1};
+		if (!(addr[k] = emit_sealed(st, &e, &img[k])))
+			return st->ck.emit_err;
+	}
+	map_replace(st, &st->ck.pg0[s], addr[0]);
+	map_replace(st, &st->ck.pg1[s], addr[1]);
+	stab_mark(st, s / FMT_STAB_ENTRIES5);
+	return 0;
+}
+
 /* The page of every segment whose counts changed. */
 static int write_pages(struct store *st)
 {
-	struct fmt_cpage img[2];
 	uint64_t n = st->nsegs;
 	int err;
 
-	for (uint64_t s = alloc_dirty_next(st->a, 0); s < n; s = alloc_dirty_next(st->a, s + 1)) {
-		uint64_t addr[2] = {0, 0};
-		if ((err = alloc_page_counts(st->a, s, st->ck.counts)))
+	for (uint64_t s = alloc_dirty_next(st->a, 0); s < n; s = alloc_dirty_next(st->a, s + 1))
+		if ((err = write_page(st, s)))
 			return err;
-		unsigned nb = cpage_encode(s, st->ck.counts, img);
-		for (unsigned k = 0; k < nb; k++) {
-			struct fmt_entry e = {.vol = k, .type = FMT_E_CPAGE, .lba = s, .count = 1};
-			if (!(addr[k] = emit_sealed(st, &e, &img[k])))
-				return st->ck.emit_err;
-		}
-		map_replace(st, &st->ck.pg0[s], addr[0]);
-		map_replace(st, &st->ck.pg1[s], addr[1]);
-		stab_mark(st, s / FMT_STAB_ENTRIES5);
-	}
 	alloc_pages_clean(st->a);
+	return 0;
+}
+
+/* The pre-copy's pages: up to *budget dirty pages from *from on, each
+ * clean once written (a later change of its counts marks it dirty
+ * again, and the checkpoint writes it then).  The log's head and next
+ * segments are left to the checkpoint: every write changes their counts.
+ * *from becomes UINT64_MAX when the pass is through. */
+static int write_pages_ahead(struct store *st, uint64_t *from, unsigned *budget)
+{
+	uint64_t n = st->nsegs, head = log_head_seg(st->log), next = log_next_seg(st->log);
+	uint64_t s;
+	int err;
+
+	for (s = alloc_dirty_next(st->a, *from); s < n && *budget;
+	     s = alloc_dirty_next(st->a, s + 1)) {
+		if (s == head || s == next)
+			continue;
+		if ((err = write_page(st, s)))
+			return err;
+		alloc_page_clean(st->a, s);
+		(*budget)--;
+		st->stats.ckpt_precopy_pages++;
+	}
+	*from = s < n ? s : UINT64_MAX;
 	return 0;
 }
 
@@ -769,6 +806,7 @@ static void precopy_end(struct store *st)
 	free(st->ck.pre_ids);
 	st->ck.pre_ids = NULL;
 	st->ck.pre_n = st->ck.pre_i = 0;
+	st->ck.pre_seg = 0;
 }
 
 /* Write every dirty node (children first), then the space map. */
@@ -1111,25 +1149,30 @@ void ckpt_begin(struct store *st)
 	log_time(st, st->ck.began_ns);
 }
 
-/* The pre-copy: dirty nodes a checkpoint must write below which it is not
- * worth one, the fewest leaves per slice, and the most slices a pass takes
- * (more dirty leaves: bigger slices). */
+/* The pre-copy: dirty nodes and count pages a checkpoint must write below
+ * which it is not worth one, the fewest blocks per slice, and the most
+ * slices a pass takes (more dirty blocks: bigger slices). */
 #define PRECOPY_MIN_DIRTY 256
 #define PRECOPY_MIN_SLICE 64
 #define PRECOPY_SLICES    16
+/* Pages a slice writes at most: two blocks each if wide, half of the two
+ * segments beyond the reserve a slice needs (space_precopy_room). */
+#define PRECOPY_MAX_PAGES (FMT_SEG_BLOCKS / 2)
 
-/* Start a pass: the volumes with dirty trees.  False when there is
- * nothing worth it (or no memory: the checkpoint then goes as before). */
+/* Start a pass: the volumes with dirty trees, then the dirty pages.
+ * False when there is nothing worth it (or no memory: the checkpoint then
+ * goes as before). */
 static bool precopy_start(struct store *st)
 {
-	uint64_t dirty = alloc_meta_pending(st->a);
+	uint64_t dirty = alloc_meta_pending(st->a) + alloc_dirty_count(st->a);
 	size_t n = 0;
 
-	if (dirty < PRECOPY_MIN_DIRTY || st->ck.upgrade)
+	if (dirty < PRECOPY_MIN_DIRTY || st->ck.upgrade || map_init(st))
 		return false;
 	for (struct volume *v = st->vt.list; v; v = v->next)
 		n += v->tree.root && v->tree.root->dirty;
-	st->ck.pre_ids = n ? malloc(n * sizeof(*st->ck.pre_ids)) : NULL;
+	/* one slot more, so that a pass of pages alone has a list */
+	st->ck.pre_ids = malloc((n + 1) * sizeof(*st->ck.pre_ids));
 	if (!st->ck.pre_ids)
 		return false;
 	st->ck.pre_n = 0;
@@ -1138,6 +1181,7 @@ static bool precopy_start(struct store *st)
 			st->ck.pre_ids[st->ck.pre_n++] = v->id;
 	st->ck.pre_i = 0;
 	st->ck.pre_from = 0;
+	st->ck.pre_seg = 0;
 	st->ck.pre_slice =
 	    (unsigned)(dirty / PRECOPY_SLICES > PRECOPY_MIN_SLICE ? dirty / PRECOPY_SLICES
 	                                                          : PRECOPY_MIN_SLICE);
@@ -1151,7 +1195,7 @@ bool ckpt_precopy(struct store *st)
 	int err = 0;
 
 	if (!st->ck.bg || in_flight(st) || st->failed || !space_precopy_room(st) ||
-	    (st->ck.pre_ids && st->ck.pre_i >= st->ck.pre_n)) {
+	    (st->ck.pre_ids && st->ck.pre_i >= st->ck.pre_n && st->ck.pre_seg == UINT64_MAX)) {
 		/* over (the checkpoint then runs a round after the last
 		 * slice, not in the same stretch), or not possible now */
 		precopy_end(st);
@@ -1173,6 +1217,15 @@ bool ckpt_precopy(struct store *st)
 		}
 	}
 	st->stats.ckpt_precopy_nodes += slice - budget;
+	/* The leaves are through: the pages, whose counts the leaves
+	 * written do not change (nodes are held, not counted).  A leaf
+	 * written ahead is one block less for the checkpoint, a page may
+	 * be written again by it: at most PRECOPY_MAX_PAGES a slice, within
+	 * the room space_precopy_room saw. */
+	if (!err && budget && st->ck.pre_i >= st->ck.pre_n && st->ck.pre_seg != UINT64_MAX) {
+		unsigned pages = budget < PRECOPY_MAX_PAGES ? budget : PRECOPY_MAX_PAGES;
+		err = write_pages_ahead(st, &st->ck.pre_seg, &pages);
+	}
 	if (err && st->ck.emit_err)
 		err = st->ck.emit_err;
 	/* The leaves emitted are clean, their new copies referenced: they

@@ -761,6 +761,7 @@ static int control_op_stats(struct control_ctx *x)
 	STAT(ckpt_sync_ns);
 	STAT(ckpt_log_max_ns);
 	STAT(ckpt_precopy_nodes);
+	STAT(ckpt_precopy_pages);
 #undef STAT
 	json_object_set_new(o, "block_size", json_integer(STORE_BLOCK_SIZE));
 	json_object_set_new(o, "failed", json_boolean(s.failed));

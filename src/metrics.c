@@ -317,6 +317,10 @@ static void render_pool(struct metrics_text *t, const struct store_stats *s,
 	    "Tree leaves periodic checkpoints wrote ahead of themselves, between rounds of "
 	    "writes.",
 	    s->ckpt_precopy_nodes);
+	one(t, "cowbd_checkpoint_precopy_pages_total", "counter",
+	    "Count pages periodic checkpoints wrote ahead of themselves, between rounds of "
+	    "writes.",
+	    s->ckpt_precopy_pages);
 	one(t, "cowbd_bad_blocks_total", "counter",
 	    "Distinct data blocks found failing their checksum.", s->bad_blocks);
 	one(t, "cowbd_bad_reads_total", "counter", "Reads answered EIO for a damaged block.",

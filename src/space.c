@@ -30,9 +30,10 @@
  *    for one to be freed);
  *  - compaction: a pass runs only if its copies and the tree nodes it
  *    dirties fit beside the checkpoint's room with two segments to spare;
- *  - a checkpoint's pre-copy (ckpt_precopy: leaves written ahead, some of
- *    them twice) only with two segments beyond the checkpoint's room and
- *    the reserve (space_precopy_room);
+ *  - a checkpoint's pre-copy (ckpt_precopy: leaves and count pages
+ *    written ahead, some of them twice; at most half of that room in
+ *    pages a slice) only with two segments beyond the checkpoint's room
+ *    and the reserve (space_precopy_room);
  *  - cleaning ahead of need below a low-water mark, and while idle when the
  *    pool holds much more than its live data.
  *

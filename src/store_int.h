@@ -259,11 +259,12 @@ struct store {
 		uint64_t began_ns;  /* iostats_now() when the last one began */
 		/* The pre-copy before a periodic checkpoint (ckpt_precopy):
 		 * the volumes whose trees were dirty when it started, the one
-		 * it is in (pre_i) and where in it (pre_from); leaves per
-		 * round. */
+		 * it is in (pre_i) and where in it (pre_from); then the count
+		 * pages, the next segment to look at (pre_seg); leaves and
+		 * pages per round. */
 		uint64_t *pre_ids;
 		size_t pre_n, pre_i;
-		uint64_t pre_from;
+		uint64_t pre_from, pre_seg;
 		unsigned pre_slice;
 	} ck;
 

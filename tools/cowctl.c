@@ -449,10 +449,11 @@ static void cowctl_print_stats(json_t *s)
 	       "bytes written:", cowctl_human(cowctl_u64(s, "bytes_written"), b, sizeof(b)),
 	       cowctl_human(cowctl_u64(s, "client_write_bytes"), b2, sizeof(b2)));
 	printf("%-18s%" PRIu64 " (%.3f s on the log thread, at most %.1f ms at a time; %.3f s "
-	       "syncing in the background; %" PRIu64 " leaves written ahead)\n",
+	       "syncing in the background; %" PRIu64 " leaves and %" PRIu64 " count pages written "
+	       "ahead)\n",
 	       "checkpoints:", cowctl_u64(s, "checkpoints"), cowctl_u64(s, "ckpt_log_ns") / 1e9,
 	       cowctl_u64(s, "ckpt_log_max_ns") / 1e6, cowctl_u64(s, "ckpt_sync_ns") / 1e9,
-	       cowctl_u64(s, "ckpt_precopy_nodes"));
+	       cowctl_u64(s, "ckpt_precopy_nodes"), cowctl_u64(s, "ckpt_precopy_pages"));
 	printf("%-18s%" PRIu64 " (%" PRIu64 " blocks moved, %" PRIu64
 	       " segments freed, %.3f s on the log thread)\n",
 	       "compactions:", cowctl_u64(s, "compactions"), cowctl_u64(s, "compacted_blocks"),

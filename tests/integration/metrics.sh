@@ -176,6 +176,7 @@ def gauges(page, s1, s2, p1, p2):
              ("cowbd_fua_requests_total", s["fua_requests"]),
              ("cowbd_checkpoint_duration_seconds_count", s["checkpoints"]),
              ("cowbd_checkpoint_precopy_nodes_total", s["ckpt_precopy_nodes"]),
+             ("cowbd_checkpoint_precopy_pages_total", s["ckpt_precopy_pages"]),
              ("cowbd_bad_blocks_total", s["bad_blocks"]),
              ("cowbd_bad_reads_total", s["bad_reads"])]
     for name, want in pairs:

@@ -3,8 +3,9 @@
  * with a checkpoint in flight (written to the log, not yet named by the
  * superblock) reopens from the previous one with every flushed write; and
  * a checkpoint finished in the background frees what died before it; and
- * with many dirty leaves a periodic checkpoint writes most of them ahead
- * of itself (its pre-copy) with nothing lost, before or after a crash. */
+ * with many dirty leaves and count pages a periodic checkpoint writes most
+ * of them ahead of itself (its pre-copy) with nothing lost, before or
+ * after a crash. */
 #undef NDEBUG
 #include <setjmp.h>
 #include <stdarg.h>
@@ -334,12 +335,124 @@ static void test_precopy_write_error(void **state)
 	faultdev_free(p);
 }
 
+/* Count pages written ahead: 512 MiB written in order (about 130
+ * segments, 260 leaves), then blocks overwritten at random, so that each
+ * 4 MiB checkpoint interval dirties most leaves and the pages of most
+ * segments (each overwrite takes a count from the segment of the block it
+ * replaces).  The pre-copy writes the pages after the leaves; every block
+ * reads back, the counts check, and so after the power goes with pages
+ * written ahead and no checkpoint naming them. */
+#define PP_BLOCKS (131072u)
+#define PP_CHUNK  256u
+
+static void pp_read_all(struct vol *v, const uint8_t *gen)
+{
+	char *buf = malloc(PP_CHUNK * BS), want[BS];
+	assert_non_null(buf);
+	for (uint64_t b = 0; b < PP_BLOCKS; b += PP_CHUNK) {
+		assert_int_equal(store_read(v, buf, b * BS, PP_CHUNK * BS), 0);
+		for (unsigned i = 0; i < PP_CHUNK; i++) {
+			fill(want, b + i, gen[b + i]);
+			assert_memory_equal(buf + (size_t)i * BS, want, BS);
+		}
+	}
+	free(buf);
+}
+
+/* Overwrite random blocks until stop() says so (at most max writes). */
+static uint64_t pp_rng = 88172645463325252ull;
+static uint64_t pp_next(void)
+{
+	pp_rng ^= pp_rng << 13;
+	pp_rng ^= pp_rng >> 7;
+	pp_rng ^= pp_rng << 17;
+	return pp_rng;
+}
+
+static void test_precopy_pages(void **state)
+{
+	struct faultdev *p = faultdev_new(1024u << 20);
+	const struct store_opts o = {.checkpoint_bytes = 4u << 20};
+	uint8_t *gen = calloc(PP_BLOCKS, 1);
+	char *buf = malloc(PP_CHUNK * BS);
+	struct vol *v;
+
+	alarm(300);
+	assert_non_null(gen);
+	assert_non_null(buf);
+	struct store *st = testpool_volume(&p->dev, &o, "v", 1ull << 30, &v);
+	for (uint64_t b = 0; b < PP_BLOCKS; b += PP_CHUNK) {
+		for (unsigned i = 0; i < PP_CHUNK; i++)
+			fill(buf + (size_t)i * BS, b + i, 1);
+		assert_int_equal(store_write(v, buf, b * BS, PP_CHUNK * BS, 0), 0);
+	}
+	memset(gen, 1, PP_BLOCKS);
+	assert_int_equal(store_flush(v), 0);
+	assert_int_equal(store_checkpoint(st), 0);
+
+	/* Until two checkpoints came after pages written ahead. */
+	struct store_stats s0 = stats(st), s;
+	uint64_t ck_after = 0, n = 0;
+	for (;; n++) {
+		uint64_t b = pp_next() % PP_BLOCKS;
+		assert_true(n < 40u * PP_BLOCKS);
+		fill(buf, b, ++gen[b]);
+		assert_int_equal(store_write(v, buf, b * BS, BS, 0), 0);
+		s = stats(st);
+		if (!ck_after && s.ckpt_precopy_pages > s0.ckpt_precopy_pages)
+			ck_after = s.checkpoints + 2;
+		if (ck_after && s.checkpoints >= ck_after)
+			break;
+	}
+	assert_int_equal(store_flush(v), 0);
+	s = stats(st);
+	print_message("%llu writes, %llu checkpoints, %llu leaves and %llu pages written ahead, "
+	              "longest stretch %.2f ms\n",
+	              (unsigned long long)n, (unsigned long long)(s.checkpoints - s0.checkpoints),
+	              (unsigned long long)(s.ckpt_precopy_nodes - s0.ckpt_precopy_nodes),
+	              (unsigned long long)(s.ckpt_precopy_pages - s0.ckpt_precopy_pages),
+	              (double)s.ckpt_log_max_ns / 1e6);
+	pp_read_all(v, gen);
+	assert_int_equal(store_check(st), 0);
+
+	/* Pages written ahead, durable in the log, no checkpoint after them:
+	 * the power goes.  Every write before the flush is there. */
+	s0 = stats(st);
+	for (n = 0;; n++) {
+		uint64_t b = pp_next() % PP_BLOCKS;
+		assert_true(n < 40u * PP_BLOCKS);
+		fill(buf, b, ++gen[b]);
+		assert_int_equal(store_write(v, buf, b * BS, BS, 0), 0);
+		s = stats(st);
+		if (s.checkpoints != s0.checkpoints)
+			s0 = s; /* this pass's pages must come after the last one */
+		else if (s.ckpt_precopy_pages > s0.ckpt_precopy_pages)
+			break;
+	}
+	assert_int_equal(store_flush(v), 0);
+	faultdev_power_off(p);
+	store_vol_close(v);
+	store_close(st);
+	faultdev_power_on(p, false);
+	st = testpool_open(&p->dev, &o);
+	assert_false(stats(st).failed);
+	assert_int_equal(store_check(st), 0);
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	pp_read_all(v, gen);
+	store_vol_close(v);
+	store_close(st);
+	alarm(0);
+	free(buf);
+	free(gen);
+	faultdev_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_writes_during_sync),  cmocka_unit_test(test_crash_in_flight),
 	    cmocka_unit_test(test_frees_in_background), cmocka_unit_test(test_precopy),
-	    cmocka_unit_test(test_precopy_write_error),
+	    cmocka_unit_test(test_precopy_write_error), cmocka_unit_test(test_precopy_pages),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
