@@ -11,7 +11,8 @@
 # Prints one line per run: IOPS, checkpoints, the log thread's time per
 # checkpoint and its longest single stretch on one (ckpt_log_max_ns: writes
 # waited that long), leaves and count pages written ahead (the pre-copy),
-# and fio's p99 / p99.9 / worst completion latency.  With BASE=DIR (another
+# fio's p99 / p99.9 / worst completion latency, and write amplification
+# (bytes the pool was written over bytes clients wrote, since the restart).  With BASE=DIR (another
 # build), runs alternate between BASE and BUILD-DIR.
 #
 # Environment: VOL (default 8G), POOL (sparse pool file, default 24G),
@@ -95,10 +96,12 @@ w = json.load(open(d + "/fio.json"))["jobs"][0]["write"]
 p = w["clat_ns"]["percentile"]
 n = s["checkpoints"]
 print("%s: %.0f IOPS, %d checkpoints, log thread %.1f ms per checkpoint, longest stretch %.1f ms, "
-      "written ahead: %d leaves %d pages; p99 %.2f p99.9 %.2f worst %.1f ms" % (
+      "written ahead: %d leaves %d pages; p99 %.2f p99.9 %.2f worst %.1f ms; "
+      "write amplification %.3f" % (
           b, w["iops"], n, s["ckpt_log_ns"] / 1e6 / max(n, 1), s["ckpt_log_max_ns"] / 1e6,
           s.get("ckpt_precopy_nodes", 0), s.get("ckpt_precopy_pages", 0),
-          p["99.000000"] / 1e6, p["99.900000"] / 1e6, w["clat_ns"]["max"] / 1e6))
+          p["99.000000"] / 1e6, p["99.900000"] / 1e6, w["clat_ns"]["max"] / 1e6,
+          s["bytes_written"] / max(1, s["client_write_bytes"])))
 PY
 }
 
