@@ -1,9 +1,13 @@
-/* conn.h — NBD listeners and client connections on a libev loop.
+/* conn.h — NBD listeners and client connections on libev loops.
  *
- * A conn_server owns the listening sockets and every client connection of
- * one event loop.  Everything here runs on that loop's thread, except the
- * store's completion callback, which only queues the finished request and
- * wakes the loop (ev_async).  See the state machine at the top of conn.c.
+ * A conn_server owns the listening sockets and every client connection.
+ * It runs on one event loop (the server's: the calls below are made on
+ * its thread unless they say otherwise), which accepts and serves
+ * connections, and may start loop threads (conn_server_set_loops), each
+ * serving its share of the connections on a loop of its own.  The store's
+ * completion callback only queues the finished request and wakes the
+ * connection's loop (ev_async).  See the state machine at the top of
+ * conn.c.
  */
 #ifndef COWBD_CONN_H
 #define COWBD_CONN_H
@@ -33,6 +37,7 @@ struct tls_creds;
 #define CONN_MAX_BYTES                 (64u << 20) /* payload bytes held in buffers */
 #define CONN_DEFAULT_MAX_CONNS         1024u
 #define CONN_DEFAULT_HANDSHAKE_TIMEOUT 30.0 /* seconds */
+#define CONN_MAX_LOOPS                 64   /* the server's loop and its loop threads */
 
 struct conn_limits {
 	/* Open connections (counting ones still waiting for the store);
@@ -49,6 +54,19 @@ struct conn_limits {
  * (store_thread_register) since READs and BLOCK_STATUS are served there
  * when they need no disk wait.  NULL + errno on failure. */
 struct conn_server *conn_server_new(struct ev_loop *loop, struct store *st);
+
+/* Serve connections on n loops (1 .. CONN_MAX_LOOPS): the server's and
+ * n - 1 loop threads, each registered with the store.  A new connection
+ * goes to the loop serving the fewest; it stays there.  Once, before any
+ * listener or connection.  0, or -EINVAL, or -ENOMEM / a pthread_create
+ * error with the threads started so far kept (conn_server_loops says how
+ * many loops there are). */
+int conn_server_set_loops(struct conn_server *s, unsigned n);
+unsigned conn_server_loops(const struct conn_server *s);
+/* Microseconds since the least recent loop thread last ran its timer
+ * (every CONN_LOOP_TICK: 0.25 s); 0 without loop threads.  Any thread:
+ * the watchdog's look at loops that hang. */
+uint64_t conn_server_loop_age_us(const struct conn_server *s);
 
 /* Replace the limits (NULL: defaults; a zero max_* field: its default).
  * Before the loop runs, or live on the loop's thread (SIGHUP): max_conns
@@ -127,6 +145,7 @@ struct conn_client {
 	uint64_t since;   /* accepted, unix seconds */
 	bool tls;         /* in transmission over TLS */
 	uint64_t bytes_read, bytes_written; /* payload of READs / WRITEs taken */
+	unsigned loop;                      /* serving it: 0 the server's, then its loop threads */
 };
 /* A malloc'd copy of the open connections (*n of them; the caller frees
  * it): 0 or -ENOMEM.  Any thread; holds the list's lock only to copy. */
@@ -163,7 +182,7 @@ struct conn_handoff {
  * the loop.  On the loop thread; idempotent. */
 void conn_server_pause(struct conn_server *s, double timeout);
 /* Has the pause reached quiet? */
-bool conn_server_quiet(const struct conn_server *s);
+bool conn_server_quiet(struct conn_server *s);
 /* Accept and serve again: after a pause that is given up, and on the new
  * side after conn_server_attach.  On the loop thread. */
 void conn_server_resume(struct conn_server *s);

@@ -50,6 +50,7 @@ struct control_conn {
 	uint64_t since;   /* accepted, unix seconds */
 	bool tls;         /* TLS in use */
 	uint64_t bytes_read, bytes_written; /* payload bytes read from / written to the export */
+	unsigned loop;                      /* the event loop serving it (0: the daemon's own) */
 };
 
 /* Fill *out with a malloc'd array of the open connections (*n of them; the

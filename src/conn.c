@@ -1,17 +1,21 @@
-/* conn.c — one NBD client connection on the libev loop: its state machine
+/* conn.c — one NBD client connection on its libev loop: its state machine
  * (below), buffers, backpressure, submitting to the store and sending
  * replies (layer: above proto and store; below conn_server.c, which owns
- * the listeners and the server object).
+ * the listeners, the loops and the server object).
  *
- * Threads and locks: everything runs on the loop thread except done_cb(),
- * which the store calls on its own threads.  The loop thread is registered
- * with the store: READs that need no disk wait are served on it
- * (store_read_try), and so are BLOCK_STATUS requests whose tree nodes are
- * in memory (store_bs without reading); the others go to the store's
- * reader threads.  Nothing here blocks.  It pushes the finished request
- * onto a lock-free stack (one atomic exchange pops it whole) and pokes the
- * loop with ev_async; no mutex anywhere.  A request struct is owned by the
- * store between store_submit() and done_cb(), and by the loop otherwise.
+ * Threads and locks: everything runs on the connection's loop thread
+ * (c->lp: the server's own loop or one of its loop threads; conn_server.c
+ * parks the loop threads before it acts on connections itself) except
+ * done_cb(), which the store calls on its own threads.  Each loop thread
+ * is registered with the store: READs that need no disk wait are served on
+ * it (store_read_try), and so are BLOCK_STATUS requests whose tree nodes
+ * are in memory (store_bs without reading); the others go to the store's
+ * reader threads.  Nothing here blocks.  done_cb() pushes the finished
+ * request onto its loop's lock-free stack (one atomic exchange pops it
+ * whole) and pokes that loop with ev_async; no mutex on the data path (the
+ * server's list lock only when a connection opens, closes or names its
+ * export).  A request struct is owned by the store between store_submit()
+ * and done_cb(), and by its loop otherwise.
  *
  * Per connection:
  *
@@ -219,14 +223,14 @@ static void reply_now(struct conn *c, const struct proto_req *r, int err)
 static void done_cb(struct store_req *sr)
 {
 	struct conn_req *q = sr->priv;
-	struct conn_server *s = q->c->srv;
-	struct conn_req *head = atomic_load_explicit(&s->done, memory_order_relaxed);
+	struct conn_loop *lp = q->c->lp;
+	struct conn_req *head = atomic_load_explicit(&lp->done, memory_order_relaxed);
 
 	do
 		q->done_next = head;
-	while (!atomic_compare_exchange_weak_explicit(&s->done, &head, q, memory_order_release,
+	while (!atomic_compare_exchange_weak_explicit(&lp->done, &head, q, memory_order_release,
 	                                              memory_order_relaxed));
-	ev_async_send(s->loop, &s->wake);
+	ev_async_send(lp->loop, &lp->wake);
 }
 
 /* q is about to go to the store: it completes through done_cb. */
@@ -240,12 +244,12 @@ static void req_hand_over(struct conn *c, struct conn_req *q)
 	q->sr.vol = c->proto.exp.handle;
 }
 
-/* Hand q to the store.  Writes wait in the server's plug until the event
+/* Hand q to the store.  Writes wait in the loop's plug until the event
  * that parsed them is settled (conn_settle unplugs). */
 static void req_submit(struct conn *c, struct conn_req *q)
 {
 	req_hand_over(c, q);
-	store_submit_plugged(&c->srv->plug, &q->sr);
+	store_submit_plugged(&c->lp->plug, &q->sr);
 }
 
 /* The store is done with q (all parts): queue its reply. */
@@ -301,8 +305,8 @@ static void req_complete(struct conn *c, struct conn_req *q)
 
 void conn_on_wake(struct ev_loop *loop, ev_async *w, int revents)
 {
-	struct conn_server *s = w->data;
-	struct conn_req *list = atomic_exchange_explicit(&s->done, NULL, memory_order_acquire);
+	struct conn_loop *lp = w->data;
+	struct conn_req *list = atomic_exchange_explicit(&lp->done, NULL, memory_order_acquire);
 	struct conn_req *fifo = NULL, *q;
 	struct conn *dirty = NULL, *c;
 
@@ -627,7 +631,7 @@ static void conn_read(struct conn *c)
 
 			n = conn_sock_recv(c, q->buf + c->rx_got, want);
 			if (n > 0) {
-				c->last_active = ev_now(c->srv->loop);
+				c->last_active = ev_now(c->lp->loop);
 				c->rx_got += (uint32_t)n;
 				if (c->rx_got == q->sr.len) {
 					c->rx = NULL;
@@ -649,7 +653,7 @@ static void conn_read(struct conn *c)
 			size_t room = rbuf_room(c);
 			n = conn_sock_recv(c, c->rbuf + c->rend, room);
 			if (n > 0) {
-				c->last_active = ev_now(c->srv->loop);
+				c->last_active = ev_now(c->lp->loop);
 				c->rend += (size_t)n;
 				conn_parse(c);
 				if ((size_t)n < room / 2)
@@ -721,7 +725,7 @@ static void conn_write(struct conn *c)
 		}
 		size_t left = (size_t)w;
 
-		c->last_active = ev_now(c->srv->loop);
+		c->last_active = ev_now(c->lp->loop);
 
 		if (c->hout_sent < c->hout.len) {
 			size_t k = c->hout.len - c->hout_sent;
@@ -775,16 +779,15 @@ static void conn_free(struct conn *c)
 		s->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	c->lp->nconns--;
 	pthread_mutex_unlock(&s->list_lock);
-	s->nconns--;
 	say_info("%s: closed (%s%s%llu requests; %s)", c->peer, c->export, c->export[0] ? ", " : "",
 	         (unsigned long long)c->nreq, c->why ? c->why : "connection lost");
 	say_debug("%s: %llu bytes read, %llu written", c->peer,
 	          (unsigned long long)atomic_load(&c->bytes_read),
 	          (unsigned long long)atomic_load(&c->bytes_written));
 	free(c);
-	if (s->stopping && s->nconns == 0)
-		ev_break(s->loop, EVBREAK_ALL);
+	conn_server_uncount(s);
 }
 
 /* Close the socket and drop everything not owned by the store. */
@@ -795,9 +798,9 @@ static void conn_kill(struct conn *c)
 	c->dead = true;
 	c->draining = true;
 	if (c->fd >= 0) {
-		ev_io_stop(c->srv->loop, &c->rio);
-		ev_io_stop(c->srv->loop, &c->wio);
-		ev_timer_stop(c->srv->loop, &c->tmo);
+		ev_io_stop(c->lp->loop, &c->rio);
+		ev_io_stop(c->lp->loop, &c->wio);
+		ev_timer_stop(c->lp->loop, &c->tmo);
 		tls_session_free(c->tls);
 		c->tls = NULL;
 		close(c->fd);
@@ -841,7 +844,7 @@ static void conn_close_gently(struct conn *c)
  * failed (c->dead) or done, with option haggling resumed inside TLS. */
 static bool conn_tls_step(struct conn *c)
 {
-	struct ev_loop *loop = c->srv->loop;
+	struct ev_loop *loop = c->lp->loop;
 	char desc[128];
 	int r;
 
@@ -883,15 +886,15 @@ static void conn_settle_one(struct conn *c);
  * the store.  c may be freed on return. */
 void conn_settle(struct conn *c)
 {
-	struct conn_server *s = c->srv;
+	struct conn_loop *lp = c->lp; /* c may be freed */
 
 	conn_settle_one(c);
-	store_unplug(&s->plug);
+	store_unplug(&lp->plug);
 }
 
 static void conn_settle_one(struct conn *c)
 {
-	struct ev_loop *loop = c->srv->loop;
+	struct ev_loop *loop = c->lp->loop;
 
 	if (!c->dead) {
 		conn_write(c);
@@ -974,11 +977,11 @@ static void conn_arm_idle(struct conn *c)
 {
 	struct conn_server *s = c->srv;
 
-	ev_timer_stop(s->loop, &c->tmo);
+	ev_timer_stop(c->lp->loop, &c->tmo);
 	if (s->lim.idle_timeout > 0) {
-		c->last_active = ev_now(s->loop);
+		c->last_active = ev_now(c->lp->loop);
 		c->tmo.repeat = s->lim.idle_timeout;
-		ev_timer_again(s->loop, &c->tmo);
+		ev_timer_again(c->lp->loop, &c->tmo);
 	}
 }
 
@@ -1027,10 +1030,13 @@ static const struct proto_meta_ops conn_meta_ops = {
     .close = meta_close,
 };
 
-/* A new c on s for fd: its protocol state, its peer's name. */
-static void conn_init(struct conn_server *s, struct conn *c, int fd)
+/* A new c on lp for fd: its protocol state, its peer's name. */
+static void conn_init(struct conn_loop *lp, struct conn *c, int fd)
 {
+	struct conn_server *s = lp->srv;
+
 	c->srv = s;
+	c->lp = lp;
 	c->fd = fd;
 	sockets_peer_name(fd, c->peer, sizeof(c->peer));
 	proto_init(&c->proto, &conn_server_export_ops, c);
@@ -1038,20 +1044,23 @@ static void conn_init(struct conn_server *s, struct conn *c, int fd)
 	c->proto.meta_ops = &conn_meta_ops;
 }
 
-/* Put c on s's list of connections. */
-static void conn_link(struct conn_server *s, struct conn *c)
+/* Put c on the server's list of connections. */
+static void conn_link(struct conn *c)
 {
+	struct conn_server *s = c->srv;
+
 	pthread_mutex_lock(&s->list_lock);
 	c->next = s->conns;
 	if (s->conns)
 		s->conns->prev = c;
 	s->conns = c;
+	c->lp->nconns++;
 	pthread_mutex_unlock(&s->list_lock);
-	s->nconns++;
 }
 
-int conn_new(struct conn_server *s, int fd)
+int conn_new(struct conn_loop *lp, int fd)
 {
+	struct conn_server *s = lp->srv;
 	struct conn *c = calloc(1, sizeof(*c));
 	int one = 1;
 
@@ -1062,18 +1071,18 @@ int conn_new(struct conn_server *s, int fd)
 		return -ENOMEM;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails on unix: fine */
-	conn_init(s, c, fd);
+	conn_init(lp, c, fd);
 	ev_io_init(&c->rio, on_readable, fd, EV_READ);
 	ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
 	ev_init(&c->tmo, on_timeout);
 	c->rio.data = c->wio.data = c->tmo.data = c;
-	c->last_active = ev_now(s->loop);
+	c->last_active = ev_now(lp->loop);
 	if (s->lim.handshake_timeout > 0) {
 		c->tmo.repeat = s->lim.handshake_timeout;
-		ev_timer_again(s->loop, &c->tmo);
+		ev_timer_again(lp->loop, &c->tmo);
 	}
 	c->since = (uint64_t)time(NULL);
-	conn_link(s, c);
+	conn_link(c);
 	say_info("%s: connected", c->peer);
 	if (proto_greet(&c->proto, &c->hout))
 		c->dead = true;
@@ -1154,9 +1163,9 @@ int conn_detach(struct conn *c, struct conn_state *out, int *fd)
 	out->nreq = c->nreq;
 	out->bytes_read = atomic_load(&c->bytes_read);
 	out->bytes_written = atomic_load(&c->bytes_written);
-	ev_io_stop(c->srv->loop, &c->rio);
-	ev_io_stop(c->srv->loop, &c->wio);
-	ev_timer_stop(c->srv->loop, &c->tmo);
+	ev_io_stop(c->lp->loop, &c->rio);
+	ev_io_stop(c->lp->loop, &c->wio);
+	ev_timer_stop(c->lp->loop, &c->tmo);
 	*fd = c->fd;
 	c->fd = -1;
 	c->dead = c->draining = true;
@@ -1165,8 +1174,9 @@ int conn_detach(struct conn *c, struct conn_state *out, int *fd)
 	return 0;
 }
 
-int conn_restore(struct conn_server *s, int fd, const struct conn_state *st)
+int conn_restore(struct conn_loop *lp, int fd, const struct conn_state *st)
 {
+	struct conn_server *s = lp->srv;
 	const struct proto_state *ps = &st->proto;
 	bool meta = ps->meta_alloc || ps->meta_depth || ps->meta_dirty[0];
 	struct conn *c = calloc(1, sizeof(*c));
@@ -1176,7 +1186,7 @@ int conn_restore(struct conn_server *s, int fd, const struct conn_state *st)
 		err = -EPROTO;
 	if (!c || err == -EPROTO || !(c->rbuf = malloc(CONN_RBUF_SIZE)))
 		goto fail;
-	conn_init(s, c, fd);
+	conn_init(lp, c, fd);
 	err = proto_restore(&c->proto, meta ? ps->meta_name : st->export, ps);
 	if (err) {
 		say_warn("%s: cannot carry on with %s: %s", c->peer,
@@ -1197,15 +1207,15 @@ int conn_restore(struct conn_server *s, int fd, const struct conn_state *st)
 	atomic_store(&c->bytes_read, st->bytes_read);
 	atomic_store(&c->bytes_written, st->bytes_written);
 	c->paused = true;
-	c->last_active = ev_now(s->loop);
+	c->last_active = ev_now(lp->loop);
 	if (c->proto.phase == PROTO_TRANSMISSION) {
 		snprintf(c->export, sizeof(c->export), "%s", store_vol_name(c->proto.exp.handle));
 		conn_arm_idle(c);
 	} else if (s->lim.handshake_timeout > 0) {
 		c->tmo.repeat = s->lim.handshake_timeout;
-		ev_timer_again(s->loop, &c->tmo);
+		ev_timer_again(lp->loop, &c->tmo);
 	}
-	conn_link(s, c);
+	conn_link(c);
 	say_debug("%s: carried on (%s)", c->peer, c->export[0] ? c->export : "handshake");
 	return 0;
 

@@ -30,12 +30,40 @@
 #define CONN_MAX_LISTENERS 16
 #define CONN_MAP_EXTENTS   4096       /* extents per BLOCK_STATUS reply */
 #define CONN_TRY_MAX       (1u << 20) /* READs up to this try the loop thread first */
+#define CONN_LOOP_TICK     0.25       /* seconds: a loop thread's watchdog stamp */
 
 static_assert(CONN_RBUF_SIZE >= sizeof(struct nbd_option) + PROTO_OPT_MAX, "rbuf too small");
 static_assert(CONN_RBUF_SIZE >= PROTO_REQ_HDR_MAX + CONN_SMALL_WRITE, "rbuf too small");
 static_assert(CONN_SMALL_WRITE >= PROTO_BS_PAYLOAD_MAX, "a BLOCK_STATUS payload waits in rbuf");
 
 struct conn;
+struct conn_server;
+
+/* One event loop serving connections.  The server's own loop (the thread
+ * that runs it: main's) is loops[0]; conn_server_set_loops adds loop
+ * threads, each with its own loop.  A connection lives on one loop for
+ * its whole life: its watchers, its completions and its plug are that
+ * loop's, and only that loop's thread touches it, except while the
+ * server has parked every loop thread (server_park in conn_server.c) to
+ * act on all connections at once: stop, pause, resume, handover, limits. */
+struct conn_loop {
+	struct conn_server *srv;
+	struct ev_loop *loop;
+	ev_async wake;                   /* store threads finished requests */
+	_Atomic(struct conn_req *) done; /* ... these, pushed by store threads */
+	struct store_plug plug;          /* writes parsed, not yet handed over (conn_settle) */
+	ev_prepare quiet_w;              /* pausing: are this loop's connections quiet? */
+	_Atomic bool quiet;              /* ... yes (until the next pause) */
+	unsigned nconns;                 /* connections on this loop; srv->list_lock */
+	/* loop threads only (not loops[0]) */
+	pthread_t thr;
+	ev_async ctl; /* the server asks: adopt inbox fds, park, quit */
+	int *inbox;   /* sockets to serve here; srv->park_lock */
+	size_t ninbox, capinbox;
+	bool parked;           /* srv->park_lock */
+	_Atomic uint64_t tick; /* CLOCK_MONOTONIC µs of its timer's last run */
+	ev_timer tick_w;
+};
 
 struct conn_req {
 	struct store_req sr;
@@ -58,6 +86,7 @@ struct conn_req {
 
 struct conn {
 	struct conn_server *srv;
+	struct conn_loop *lp;     /* the loop serving it */
 	struct conn *prev, *next; /* srv->conns */
 	int fd;
 	ev_io rio, wio;
@@ -108,39 +137,52 @@ struct listener {
 };
 
 struct conn_server {
-	struct ev_loop *loop;
+	struct ev_loop *loop; /* loops[0]'s: listeners, timers, stopping */
 	struct store *st;
-	ev_async wake;
+	struct conn_loop loops[CONN_MAX_LOOPS];
+	unsigned nloops;
+	unsigned next_loop; /* round robin among loops with the fewest connections */
+	ev_async poke;      /* a loop thread: the last connection went, or quiet */
 	ev_timer grace;
-	_Atomic(struct conn_req *) done; /* completed requests, pushed by store threads */
-	struct store_plug plug;          /* writes parsed, not yet handed over (conn_settle) */
 	struct listener lst[CONN_MAX_LISTENERS];
 	unsigned nlst;
-	struct conn *conns;
-	/* conns membership and each connection's export/tls_on, for the
-	 * control threads' client list; the loop thread takes it only to
-	 * change them */
+	struct conn *conns; /* every loop's */
+	/* conns membership, each loop's nconns, and each connection's
+	 * export/tls_on, for the control threads' client list; a loop
+	 * thread takes it only to change them */
 	pthread_mutex_t list_lock;
-	_Atomic unsigned nconns; /* atomic: conn_server_get_stats reads it on any thread */
+	/* open connections, counting those accepted and queued for a loop
+	 * thread; atomic: loop threads close theirs, conn_server_get_stats
+	 * reads it on any thread */
+	_Atomic unsigned nconns;
+	/* Parking the loop threads: park asks, each sets its parked and
+	 * counts itself in nparked, then waits on park_cv until park is
+	 * false again (or quit).  Inboxes too. */
+	pthread_mutex_t park_lock;
+	pthread_cond_t park_cv;
+	bool park, quit;
+	unsigned nparked;
+	/* Written only on the server's thread with every loop thread parked
+	 * (or none started), so a loop thread reads them without a lock. */
 	bool stopping;
 	struct conn_limits lim;
+	struct tls_creds *tls_creds; /* NULL: TLS off */
+	enum proto_tls tls_mode;
 	_Atomic unsigned long refused;  /* connections closed at once: over max_conns */
 	_Atomic unsigned long accepted; /* connections taken into service */
-	struct tls_creds *tls_creds;    /* NULL: TLS off */
-	enum proto_tls tls_mode;
 	/* handover (conn_server_pause): not accepting, connections pausing;
-	 * quiet_w breaks the loop once all are quiet, pause_tmo if they are
-	 * not within the time given */
+	 * the poke breaks the loop once every loop is quiet, pause_tmo if
+	 * they are not within the time given */
 	bool pausing;
-	ev_prepare quiet_w;
 	ev_timer pause_tmo;
 };
 
 /* ---- conn.c: one connection ---------------------------------------- */
 
-/* Start serving fd (connected, non-blocking): greeting, handshake
- * deadline.  0, or -ENOMEM (fd closed). */
-int conn_new(struct conn_server *s, int fd);
+/* Start serving fd (connected, non-blocking) on lp, counted in
+ * srv->nconns already: greeting, handshake deadline.  0, or -ENOMEM (fd
+ * closed; the caller uncounts it).  On lp's thread, or with it parked. */
+int conn_new(struct conn_loop *lp, int fd);
 /* Bring c's watchers and timers in line with its state; frees it when it
  * is dead and the store holds none of its requests. */
 void conn_settle(struct conn *c);
@@ -149,8 +191,12 @@ void conn_settle(struct conn *c);
 void conn_stop(struct conn *c);
 /* The grace period is over: close now. */
 void conn_cut(struct conn *c);
-/* The server's ev_async: store threads finished requests. */
+/* A loop's ev_async: store threads finished requests. */
 void conn_on_wake(struct ev_loop *loop, ev_async *w, int revents);
+/* One connection fewer in srv->nconns (a closed one, or one that never
+ * started); when stopping and that was the last, wake the server's loop
+ * to end it.  Any loop's thread. */
+void conn_server_uncount(struct conn_server *s);
 /* Handover: stop taking requests (on) at the next request boundary, a
  * payload being received or discarded still coming in; or carry on (off),
  * parsing what was received meanwhile.  c may be freed on return. */
@@ -162,10 +208,11 @@ bool conn_quiet(const struct conn *c);
  * *out (out->buf malloc'd), and free it: 0.  A TLS connection is closed
  * instead (close_notify, FIN): -EPROTONOSUPPORT. */
 int conn_detach(struct conn *c, struct conn_state *out, int *fd);
-/* Serve fd again from a handed-over state, paused (conn_pause off starts
- * it); not counted as accepted.  0, or -ESTALE/-EPROTO (the state does
- * not fit: proto_restore) or -ENOMEM, with fd closed. */
-int conn_restore(struct conn_server *s, int fd, const struct conn_state *st);
+/* Serve fd again on lp from a handed-over state, paused (conn_pause off
+ * starts it); counted in srv->nconns already, not as accepted.  0, or
+ * -ESTALE/-EPROTO (the state does not fit: proto_restore) or -ENOMEM,
+ * with fd closed (the caller uncounts it). */
+int conn_restore(struct conn_loop *lp, int fd, const struct conn_state *st);
 
 /* ---- conn_server.c ------------------------------------------------- */
 

@@ -14,10 +14,13 @@
  * Threads: the loop thread only. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -150,6 +153,264 @@ const struct proto_ops conn_server_export_ops = {
     .list = export_list,
 };
 
+/* ---- loops -------------------------------------------------------------
+ * The server's own loop serves connections like any other (loops[0]); the
+ * loop threads each run theirs.  A new connection goes to the loop with
+ * the fewest (counting sockets still in an inbox), ties in turn; a loop
+ * thread takes it from its inbox when its ctl watcher fires.  What acts on
+ * every connection at once (stop, pause, resume, handover, new limits or
+ * access rules) runs on the server's thread between server_park() and
+ * server_unpark(): every loop thread is then out of its ev_run and waits,
+ * so touching its connections and its loop from here is as safe as from
+ * its own thread. */
+
+static void on_quiet_check(struct ev_loop *loop, ev_prepare *w, int revents);
+
+static void loop_init(struct conn_server *s, struct conn_loop *lp, struct ev_loop *loop)
+{
+	lp->srv = s;
+	lp->loop = loop;
+	atomic_init(&lp->done, NULL);
+	atomic_init(&lp->quiet, false);
+	ev_async_init(&lp->wake, conn_on_wake);
+	lp->wake.data = lp;
+	ev_async_start(loop, &lp->wake);
+	ev_prepare_init(&lp->quiet_w, on_quiet_check);
+	lp->quiet_w.data = lp;
+}
+
+void conn_server_uncount(struct conn_server *s)
+{
+	if (atomic_fetch_sub(&s->nconns, 1) == 1 && s->stopping)
+		ev_async_send(s->loop, &s->poke);
+}
+
+/* Serve fd, counted already, on lp (its thread, or parked). */
+static void loop_serve(struct conn_loop *lp, int fd)
+{
+	struct conn_server *s = lp->srv;
+
+	if (s->stopping) {
+		close(fd);
+		conn_server_uncount(s);
+	} else if (conn_new(lp, fd)) {
+		conn_server_uncount(s);
+	} else {
+		s->accepted++;
+	}
+}
+
+/* Serve what lp's inbox holds (lp's thread, or parked). */
+static void loop_adopt_inbox(struct conn_loop *lp)
+{
+	struct conn_server *s = lp->srv;
+	size_t n;
+	int *fds;
+
+	pthread_mutex_lock(&s->park_lock);
+	fds = lp->inbox;
+	n = lp->ninbox;
+	lp->inbox = NULL;
+	lp->ninbox = lp->capinbox = 0;
+	pthread_mutex_unlock(&s->park_lock);
+	for (size_t i = 0; i < n; i++)
+		loop_serve(lp, fds[i]);
+	free(fds);
+}
+
+/* A loop thread's ctl: new sockets, or the server wants it parked. */
+static void on_loop_ctl(struct ev_loop *loop, ev_async *w, int revents)
+{
+	struct conn_loop *lp = w->data;
+	struct conn_server *s = lp->srv;
+	bool leave;
+
+	loop_adopt_inbox(lp);
+	pthread_mutex_lock(&s->park_lock);
+	leave = s->park || s->quit;
+	pthread_mutex_unlock(&s->park_lock);
+	if (leave)
+		ev_break(loop, EVBREAK_ALL);
+}
+
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void on_loop_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn_loop *lp = w->data;
+
+	atomic_store_explicit(&lp->tick, mono_us(), memory_order_relaxed);
+}
+
+static void *loop_thread(void *arg)
+{
+	struct conn_loop *lp = arg;
+	struct conn_server *s = lp->srv;
+	sigset_t all;
+
+	/* Signals are the server's thread's (its loop's watchers). */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	store_thread_register(); /* READs and BLOCK_STATUS are served here too */
+	pthread_mutex_lock(&s->park_lock);
+	while (!s->quit) {
+		if (s->park) {
+			if (!lp->parked) {
+				lp->parked = true;
+				s->nparked++;
+				pthread_cond_broadcast(&s->park_cv);
+			}
+			pthread_cond_wait(&s->park_cv, &s->park_lock);
+			continue;
+		}
+		pthread_mutex_unlock(&s->park_lock);
+		atomic_store_explicit(&lp->tick, mono_us(), memory_order_relaxed);
+		ev_run(lp->loop, 0);
+		pthread_mutex_lock(&s->park_lock);
+	}
+	pthread_mutex_unlock(&s->park_lock);
+	store_thread_unregister();
+	return NULL;
+}
+
+/* Every loop thread out of its loop and waiting; what their inboxes held
+ * is served (on their loops) before this returns.  The server's thread. */
+static void server_park(struct conn_server *s)
+{
+	if (s->nloops < 2)
+		return;
+	pthread_mutex_lock(&s->park_lock);
+	s->park = true;
+	pthread_mutex_unlock(&s->park_lock);
+	for (unsigned i = 1; i < s->nloops; i++)
+		ev_async_send(s->loops[i].loop, &s->loops[i].ctl);
+	pthread_mutex_lock(&s->park_lock);
+	while (s->nparked < s->nloops - 1)
+		pthread_cond_wait(&s->park_cv, &s->park_lock);
+	pthread_mutex_unlock(&s->park_lock);
+	for (unsigned i = 1; i < s->nloops; i++)
+		loop_adopt_inbox(&s->loops[i]);
+}
+
+static void server_unpark(struct conn_server *s)
+{
+	if (s->nloops < 2)
+		return;
+	pthread_mutex_lock(&s->park_lock);
+	s->park = false;
+	s->nparked = 0;
+	for (unsigned i = 1; i < s->nloops; i++)
+		s->loops[i].parked = false;
+	pthread_cond_broadcast(&s->park_cv);
+	pthread_mutex_unlock(&s->park_lock);
+}
+
+int conn_server_set_loops(struct conn_server *s, unsigned n)
+{
+	char name[16];
+	int err = 0;
+
+	if (n == 0 || n > CONN_MAX_LOOPS || s->nloops > 1 || s->nlst || atomic_load(&s->nconns))
+		return -EINVAL;
+	for (; s->nloops < n; s->nloops++) {
+		struct conn_loop *lp = &s->loops[s->nloops];
+		struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+
+		if (!loop) {
+			err = -ENOMEM;
+			break;
+		}
+		loop_init(s, lp, loop);
+		ev_async_init(&lp->ctl, on_loop_ctl);
+		lp->ctl.data = lp;
+		ev_async_start(loop, &lp->ctl);
+		ev_timer_init(&lp->tick_w, on_loop_tick, CONN_LOOP_TICK, CONN_LOOP_TICK);
+		lp->tick_w.data = lp;
+		ev_timer_start(loop, &lp->tick_w);
+		atomic_init(&lp->tick, mono_us());
+		err = -pthread_create(&lp->thr, NULL, loop_thread, lp);
+		if (err) {
+			ev_loop_destroy(loop);
+			break;
+		}
+		snprintf(name, sizeof(name), "cowbd-loop%u", s->nloops);
+		pthread_setname_np(lp->thr, name); /* for top -H and the tests */
+	}
+	return err;
+}
+
+unsigned conn_server_loops(const struct conn_server *s)
+{
+	return s->nloops;
+}
+
+uint64_t conn_server_loop_age_us(const struct conn_server *s)
+{
+	uint64_t now = mono_us(), age = 0;
+
+	for (unsigned i = 1; i < s->nloops; i++) {
+		uint64_t t = atomic_load_explicit(&s->loops[i].tick, memory_order_relaxed);
+
+		if (now > t && now - t > age)
+			age = now - t;
+	}
+	return age;
+}
+
+/* The loop for a new connection: the fewest open or queued, ties in turn. */
+static struct conn_loop *loop_pick(struct conn_server *s)
+{
+	unsigned best = 0, best_n = UINT_MAX;
+
+	for (unsigned k = 0; k < s->nloops; k++) {
+		unsigned i = (s->next_loop + k) % s->nloops, n;
+
+		pthread_mutex_lock(&s->list_lock);
+		n = s->loops[i].nconns;
+		pthread_mutex_unlock(&s->list_lock);
+		pthread_mutex_lock(&s->park_lock);
+		n += (unsigned)s->loops[i].ninbox;
+		pthread_mutex_unlock(&s->park_lock);
+		if (n < best_n) {
+			best = i;
+			best_n = n;
+		}
+	}
+	s->next_loop = (best + 1) % s->nloops;
+	return &s->loops[best];
+}
+
+/* Queue fd (counted) for lp's thread: 0, or -ENOMEM. */
+static int loop_post(struct conn_loop *lp, int fd)
+{
+	struct conn_server *s = lp->srv;
+
+	pthread_mutex_lock(&s->park_lock);
+	if (lp->ninbox == lp->capinbox) {
+		size_t cap = lp->capinbox ? 2 * lp->capinbox : 16;
+		int *v = realloc(lp->inbox, cap * sizeof(*v));
+
+		if (!v) {
+			pthread_mutex_unlock(&s->park_lock);
+			return -ENOMEM;
+		}
+		lp->inbox = v;
+		lp->capinbox = cap;
+	}
+	lp->inbox[lp->ninbox++] = fd;
+	pthread_mutex_unlock(&s->park_lock);
+	ev_async_send(lp->loop, &lp->ctl);
+	return 0;
+}
+
+/* ---- accepting ---------------------------------------------------------- */
+
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct conn_server *s = w->data;
@@ -171,18 +432,21 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 int conn_server_adopt(struct conn_server *s, int fd)
 {
 	int fl = fcntl(fd, F_GETFL);
+	unsigned n = atomic_load(&s->nconns);
+	struct conn_loop *lp;
+	int r;
 
 	if (s->stopping) {
 		close(fd);
 		return -ESHUTDOWN;
 	}
-	if (s->nconns >= s->lim.max_conns) {
+	if (n >= s->lim.max_conns) {
 		/* Over the limit: hang up at once (an EOF the client sees now,
 		 * rather than a connect that hangs in the backlog). */
 		if (s->refused++ % 1000 == 0)
 			say_warn("%u connections: refusing more (--max-connections; "
 			         "%lu refused so far)",
-			         s->nconns, s->refused);
+			         n, s->refused);
 		close(fd);
 		return -EMFILE;
 	}
@@ -194,16 +458,29 @@ int conn_server_adopt(struct conn_server *s, int fd)
 		close(fd);
 		return err;
 	}
-	int r = conn_new(s, fd);
-	if (!r)
-		s->accepted++;
+	atomic_fetch_add(&s->nconns, 1);
+	lp = loop_pick(s);
+	if (lp == &s->loops[0]) {
+		r = conn_new(lp, fd);
+		if (r)
+			conn_server_uncount(s);
+		else
+			s->accepted++;
+		return r;
+	}
+	r = loop_post(lp, fd);
+	if (r) {
+		say_warn("out of memory for a new connection");
+		close(fd);
+		conn_server_uncount(s);
+	}
 	return r;
 }
 
 /* ---- server --------------------------------------------------------- */
 
 static void on_grace(struct ev_loop *loop, ev_timer *w, int revents);
-static void on_quiet_check(struct ev_loop *loop, ev_prepare *w, int revents);
+static void on_poke(struct ev_loop *loop, ev_async *w, int revents);
 static void on_pause_timeout(struct ev_loop *loop, ev_timer *w, int revents);
 
 struct conn_server *conn_server_new(struct ev_loop *loop, struct store *st)
@@ -213,19 +490,21 @@ struct conn_server *conn_server_new(struct ev_loop *loop, struct store *st)
 
 	if (!s)
 		return NULL;
+	s->nloops = 1;
 	s->loop = loop;
 	s->st = st;
 	pthread_mutex_init(&s->list_lock, NULL);
+	pthread_mutex_init(&s->park_lock, NULL);
+	pthread_cond_init(&s->park_cv, NULL);
+	atomic_init(&s->nconns, 0);
 	conn_server_set_limits(s, NULL);
 	store_thread_register(); /* this thread calls store_read_try/store_map */
-	atomic_init(&s->done, NULL);
+	loop_init(s, &s->loops[0], loop);
 	ev_timer_init(&s->grace, on_grace, CONN_STOP_GRACE, 0.);
 	s->grace.data = s;
-	ev_async_init(&s->wake, conn_on_wake);
-	s->wake.data = s;
-	ev_async_start(loop, &s->wake);
-	ev_prepare_init(&s->quiet_w, on_quiet_check);
-	s->quiet_w.data = s;
+	ev_async_init(&s->poke, on_poke);
+	s->poke.data = s;
+	ev_async_start(loop, &s->poke);
 	ev_init(&s->pause_tmo, on_pause_timeout);
 	s->pause_tmo.data = s;
 	return s;
@@ -298,11 +577,32 @@ static void on_grace(struct ev_loop *loop, ev_timer *w, int revents)
 	struct conn_server *s = w->data;
 	struct conn *c, *next;
 
-	say_warn("shutdown: cutting off %u connection(s) still busy", s->nconns);
+	say_warn("shutdown: cutting off %u connection(s) still busy", atomic_load(&s->nconns));
+	server_park(s);
 	for (c = s->conns; c; c = next) {
 		next = c->next;
 		conn_cut(c);
 	}
+	server_unpark(s);
+}
+
+/* The server's ev_async, sent by any loop: stopping and the last
+ * connection went, or a pausing loop went quiet. */
+static void on_poke(struct ev_loop *loop, ev_async *w, int revents)
+{
+	struct conn_server *s = w->data;
+
+	if (s->stopping && atomic_load(&s->nconns) == 0) {
+		ev_break(loop, EVBREAK_ALL);
+		return;
+	}
+	if (!s->pausing || s->stopping)
+		return;
+	for (unsigned i = 0; i < s->nloops; i++)
+		if (!atomic_load(&s->loops[i].quiet))
+			return;
+	ev_timer_stop(loop, &s->pause_tmo);
+	ev_break(loop, EVBREAK_ALL);
 }
 
 void conn_server_stop(struct conn_server *s)
@@ -311,6 +611,7 @@ void conn_server_stop(struct conn_server *s)
 
 	if (s->stopping)
 		return;
+	server_park(s);
 	s->stopping = true;
 	for (unsigned i = 0; i < s->nlst; i++) {
 		ev_io_stop(s->loop, &s->lst[i].w);
@@ -321,7 +622,8 @@ void conn_server_stop(struct conn_server *s)
 		next = c->next;
 		conn_stop(c);
 	}
-	if (s->nconns == 0) {
+	server_unpark(s);
+	if (atomic_load(&s->nconns) == 0) {
 		ev_break(s->loop, EVBREAK_ALL);
 		return;
 	}
@@ -330,13 +632,17 @@ void conn_server_stop(struct conn_server *s)
 
 void conn_server_set_tls(struct conn_server *s, struct tls_creds *creds, bool require)
 {
+	server_park(s);
 	s->tls_creds = creds;
 	s->tls_mode = !creds ? PROTO_TLS_OFF : require ? PROTO_TLS_REQUIRE : PROTO_TLS_ALLOW;
+	server_unpark(s);
 }
 
 void conn_server_set_access(struct conn_server *s, const struct config *rules)
 {
+	server_park(s);
 	server_priv(s)->access = rules;
+	server_unpark(s);
 }
 
 void conn_server_set_limits(struct conn_server *s, const struct conn_limits *l)
@@ -350,6 +656,7 @@ void conn_server_set_limits(struct conn_server *s, const struct conn_limits *l)
 	    .max_bytes = CONN_MAX_BYTES,
 	};
 
+	server_park(s);
 	s->lim = l ? *l : defaults;
 	if (!s->lim.max_conns)
 		s->lim.max_conns = defaults.max_conns;
@@ -362,17 +669,18 @@ void conn_server_set_limits(struct conn_server *s, const struct conn_limits *l)
 	if (idle_was > 0 && s->lim.idle_timeout == 0)
 		for (struct conn *c = s->conns; c; c = c->next)
 			if (c->proto.phase == PROTO_TRANSMISSION)
-				ev_timer_stop(s->loop, &c->tmo);
+				ev_timer_stop(c->lp->loop, &c->tmo);
+	server_unpark(s);
 }
 
 unsigned conn_server_count(const struct conn_server *s)
 {
-	return s->nconns;
+	return atomic_load(&s->nconns);
 }
 
 void conn_server_get_stats(const struct conn_server *s, struct conn_server_stats *out)
 {
-	out->clients = s->nconns;
+	out->clients = atomic_load(&s->nconns);
 	out->accepted = s->accepted;
 	out->refused = s->refused;
 }
@@ -381,15 +689,36 @@ void conn_server_free(struct conn_server *s)
 {
 	if (!s)
 		return;
-	ev_async_stop(s->loop, &s->wake);
+	pthread_mutex_lock(&s->park_lock);
+	s->quit = true;
+	pthread_cond_broadcast(&s->park_cv);
+	pthread_mutex_unlock(&s->park_lock);
+	for (unsigned i = 1; i < s->nloops; i++) {
+		struct conn_loop *lp = &s->loops[i];
+
+		ev_async_send(lp->loop, &lp->ctl);
+		pthread_join(lp->thr, NULL);
+		for (size_t k = 0; k < lp->ninbox; k++)
+			close(lp->inbox[k]);
+		free(lp->inbox);
+		ev_async_stop(lp->loop, &lp->wake);
+		ev_async_stop(lp->loop, &lp->ctl);
+		ev_prepare_stop(lp->loop, &lp->quiet_w);
+		ev_timer_stop(lp->loop, &lp->tick_w);
+		ev_loop_destroy(lp->loop);
+	}
+	ev_async_stop(s->loop, &s->loops[0].wake);
+	ev_prepare_stop(s->loop, &s->loops[0].quiet_w);
+	ev_async_stop(s->loop, &s->poke);
 	ev_timer_stop(s->loop, &s->grace);
-	ev_prepare_stop(s->loop, &s->quiet_w);
 	ev_timer_stop(s->loop, &s->pause_tmo);
 	for (unsigned i = 0; i < s->nlst; i++) {
 		ev_io_stop(s->loop, &s->lst[i].w);
 		sockets_close_unix(&s->lst[i].sock);
 	}
 	store_thread_unregister();
+	pthread_cond_destroy(&s->park_cv);
+	pthread_mutex_destroy(&s->park_lock);
 	pthread_mutex_destroy(&s->list_lock);
 	free(server_priv(s));
 }
@@ -413,6 +742,7 @@ int conn_server_clients(struct conn_server *s, struct conn_client **out, size_t 
 		v[k].tls = c->tls_on;
 		v[k].bytes_read = atomic_load_explicit(&c->bytes_read, memory_order_relaxed);
 		v[k].bytes_written = atomic_load_explicit(&c->bytes_written, memory_order_relaxed);
+		v[k].loop = (unsigned)(c->lp - s->loops);
 	}
 	pthread_mutex_unlock(&s->list_lock);
 	*out = v;
@@ -426,36 +756,53 @@ int conn_server_clients(struct conn_server *s, struct conn_client **out, size_t 
  * new one (or the old one again, when the new one fails) attaches them and
  * resumes.  Between pause and resume nothing is read from a socket but
  * the rest of a payload already begun: requests that arrive wait in the
- * kernel's socket buffers. */
+ * kernel's socket buffers.  A quiet connection stays quiet: it takes no
+ * request, has none in flight and nothing to send. */
 
 static_assert(CONN_HANDOFF_BUF_MAX == CONN_RBUF_SIZE, "a handoff carries a whole rbuf");
 static_assert(CONN_HANDOFF_LST == CONN_MAX_LISTENERS, "a handoff carries every listener");
 
-bool conn_server_quiet(const struct conn_server *s)
+/* Are lp's connections all quiet?  On lp's thread (or parked). */
+static bool loop_quiet(struct conn_loop *lp)
 {
-	for (const struct conn *c = s->conns; c; c = c->next)
-		if (!conn_quiet(c))
-			return false;
-	return true;
+	struct conn_server *s = lp->srv;
+	bool quiet = true;
+
+	pthread_mutex_lock(&s->list_lock); /* other loops link and unlink theirs */
+	for (const struct conn *c = s->conns; c && quiet; c = c->next)
+		if (c->lp == lp && !conn_quiet(c))
+			quiet = false;
+	pthread_mutex_unlock(&s->list_lock);
+	return quiet;
 }
 
-/* Before each loop iteration while pausing: quiet yet? */
+bool conn_server_quiet(struct conn_server *s)
+{
+	bool quiet = true;
+
+	server_park(s);
+	for (const struct conn *c = s->conns; c && quiet; c = c->next)
+		if (!conn_quiet(c))
+			quiet = false;
+	server_unpark(s);
+	return quiet;
+}
+
+/* Before each iteration of a pausing loop: quiet yet?  Then tell the
+ * server's loop (on_poke). */
 static void on_quiet_check(struct ev_loop *loop, ev_prepare *w, int revents)
 {
-	struct conn_server *s = w->data;
+	struct conn_loop *lp = w->data;
 
-	if (conn_server_quiet(s)) {
+	if (loop_quiet(lp)) {
 		ev_prepare_stop(loop, w);
-		ev_timer_stop(loop, &s->pause_tmo);
-		ev_break(loop, EVBREAK_ALL);
+		atomic_store(&lp->quiet, true);
+		ev_async_send(lp->srv->loop, &lp->srv->poke);
 	}
 }
 
 static void on_pause_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	struct conn_server *s = w->data;
-
-	ev_prepare_stop(loop, &s->quiet_w);
 	ev_break(loop, EVBREAK_ALL); /* conn_server_quiet() says false */
 }
 
@@ -465,6 +812,7 @@ void conn_server_pause(struct conn_server *s, double timeout)
 
 	if (s->pausing || s->stopping)
 		return;
+	server_park(s);
 	s->pausing = true;
 	for (unsigned i = 0; i < s->nlst; i++)
 		ev_io_stop(s->loop, &s->lst[i].w);
@@ -472,17 +820,23 @@ void conn_server_pause(struct conn_server *s, double timeout)
 		next = c->next;
 		conn_pause(c, true);
 	}
-	ev_prepare_start(s->loop, &s->quiet_w);
+	for (unsigned i = 0; i < s->nloops; i++) {
+		atomic_store(&s->loops[i].quiet, false);
+		ev_prepare_start(s->loops[i].loop, &s->loops[i].quiet_w);
+	}
 	ev_timer_set(&s->pause_tmo, timeout, 0.);
 	ev_timer_start(s->loop, &s->pause_tmo);
+	server_unpark(s);
 }
 
 void conn_server_resume(struct conn_server *s)
 {
 	struct conn *c, *next;
 
+	server_park(s);
 	s->pausing = false;
-	ev_prepare_stop(s->loop, &s->quiet_w);
+	for (unsigned i = 0; i < s->nloops; i++)
+		ev_prepare_stop(s->loops[i].loop, &s->loops[i].quiet_w);
 	ev_timer_stop(s->loop, &s->pause_tmo);
 	for (unsigned i = 0; i < s->nlst; i++)
 		ev_io_start(s->loop, &s->lst[i].w);
@@ -490,18 +844,22 @@ void conn_server_resume(struct conn_server *s)
 		next = c->next;
 		conn_pause(c, false);
 	}
+	server_unpark(s);
 }
 
 int conn_server_detach(struct conn_server *s, struct conn_handoff *h)
 {
-	size_t cap = s->nconns;
+	size_t cap;
 	struct conn *c, *next;
 
+	server_park(s);
+	cap = atomic_load(&s->nconns);
 	memset(h, 0, sizeof(*h));
 	h->fds = calloc(cap ? cap : 1, sizeof(*h->fds));
 	h->conns = calloc(cap ? cap : 1, sizeof(*h->conns));
 	if (!h->fds || !h->conns) {
 		conn_handoff_free(h, false);
+		server_unpark(s);
 		return -ENOMEM;
 	}
 	for (c = s->conns; c; c = next) {
@@ -521,6 +879,7 @@ int conn_server_detach(struct conn_server *s, struct conn_handoff *h)
 	s->nlst = 0; /* nothing left to close or unlink at conn_server_free */
 	h->accepted = s->accepted;
 	h->refused = s->refused;
+	server_unpark(s);
 	return 0;
 }
 
@@ -534,13 +893,19 @@ int conn_server_attach(struct conn_server *s, const struct conn_handoff *h, unsi
 			close(h->fds[i]);
 		return -EMFILE;
 	}
+	server_park(s);
 	for (unsigned i = 0; i < h->nlst; i++)
 		add_listener(s, &h->lst[i]);
-	for (size_t i = 0; i < h->nconns; i++)
-		if (conn_restore(s, h->fds[i], &h->conns[i]))
+	for (size_t i = 0; i < h->nconns; i++) {
+		atomic_fetch_add(&s->nconns, 1);
+		if (conn_restore(&s->loops[i % s->nloops], h->fds[i], &h->conns[i])) {
+			conn_server_uncount(s);
 			(*closed)++;
+		}
+	}
 	s->accepted = h->accepted;
 	s->refused = h->refused;
+	server_unpark(s);
 	return 0;
 }
 

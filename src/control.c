@@ -1027,6 +1027,7 @@ static int control_op_clients(struct control_ctx *x)
 		json_object_set_new(o, "bytes_read", json_integer((json_int_t)cc[i].bytes_read));
 		json_object_set_new(o, "bytes_written",
 		                    json_integer((json_int_t)cc[i].bytes_written));
+		json_object_set_new(o, "loop", json_integer((json_int_t)cc[i].loop));
 		json_array_append_new(arr, o);
 	}
 	free(cc);

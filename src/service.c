@@ -3,9 +3,10 @@
  * service.h for the whole conversation).
  *
  * The watchdog's rule: WATCHDOG=1 says "this daemon makes progress", so it
- * is sent only when both threads everything depends on have shown it
+ * is sent only when the threads everything depends on have shown it
  * within the last period (WATCHDOG_USEC/2): the event loop, through a
- * timer that stamps loop_tick every half period, and the store's log
+ * timer that stamps loop_tick every half period, the NBD server's loop
+ * threads, through theirs (conn_server_loop_age_us), and the store's log
  * thread, through store_ping on the service thread returning within the
  * period.  A stuck log thread keeps the service thread blocked inside
  * store_ping, so nothing is sent, which is the point: the service manager
@@ -438,8 +439,13 @@ static void service_watchdog_round(struct service *sv, uint64_t t0, const char *
 	age = t1 - t0;
 	if (age <= period) {
 		age = t1 - atomic_load(&sv->loop_tick);
-		if (age > period)
+		if (age > period) {
 			now = "the event loop";
+		} else if (sv->srv) {
+			age = conn_server_loop_age_us(sv->srv);
+			if (age > period)
+				now = "an event loop thread";
+		}
 	} else {
 		now = "the log thread";
 	}

@@ -88,7 +88,7 @@ wrapper() { # NAME FAULT: a new binary that is cowbd with a test fault
 	chmod +x "$T/$1"
 }
 
-up_start
+up_start --loop-threads 2 # rolling back restores connections onto both loops
 ok volume create vol0 16M
 steady_start
 BASE=$(accepted)

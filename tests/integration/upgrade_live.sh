@@ -65,7 +65,7 @@ for h in hs:
 print("fua: %d writes, longest %.1f ms" % (n, worst * 1000))
 PY
 
-up_start
+up_start --loop-threads 3 # the four clients spread over three loops
 ok volume create vol0 128M
 RUN=$((UPGRADES + 6))
 
