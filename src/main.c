@@ -907,9 +907,9 @@ static void on_upgrade_ask(struct ev_loop *loop, ev_async *w, int revents);
 /* Event loops for --loop-threads: the option, or one per two online CPUs,
  * at least one and at most MAIN_LOOPS_AUTO.  The loops share the CPUs with
  * the log thread, the reader threads and often the clients: on two CPUs a
- * second loop made 4 KiB writes from two clients 11% slower (more wake-ups,
- * smaller batches for the log thread) while it made their reads 24% faster
- * (docs/PERFORMANCE.md, "Event loop threads"). */
+ * second loop made 4 KiB writes from two clients 8% slower (more wake-ups,
+ * smaller batches for the log thread) while it made their reads a third
+ * faster (docs/PERFORMANCE.md, "Event loop threads"). */
 static unsigned main_loops(const struct main_opts *o)
 {
 	long n;
