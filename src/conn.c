@@ -779,6 +779,12 @@ static void conn_free(struct conn *c)
 		s->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	if (c->lprev)
+		c->lprev->lnext = c->lnext;
+	else
+		c->lp->conns = c->lnext;
+	if (c->lnext)
+		c->lnext->lprev = c->lprev;
 	c->lp->nconns--;
 	pthread_mutex_unlock(&s->list_lock);
 	say_info("%s: closed (%s%s%llu requests; %s)", c->peer, c->export, c->export[0] ? ", " : "",
@@ -1054,6 +1060,10 @@ static void conn_link(struct conn *c)
 	if (s->conns)
 		s->conns->prev = c;
 	s->conns = c;
+	c->lnext = c->lp->conns;
+	if (c->lp->conns)
+		c->lp->conns->lprev = c;
+	c->lp->conns = c;
 	c->lp->nconns++;
 	pthread_mutex_unlock(&s->list_lock);
 }

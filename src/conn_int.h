@@ -55,6 +55,7 @@ struct conn_loop {
 	ev_prepare quiet_w;              /* pausing: are this loop's connections quiet? */
 	_Atomic bool quiet;              /* ... yes (until the next pause) */
 	unsigned nconns;                 /* connections on this loop; srv->list_lock */
+	struct conn *conns;              /* ... these (lprev/lnext); its thread, or parked */
 	/* loop threads only (not loops[0]) */
 	pthread_t thr;
 	ev_async ctl; /* the server asks: adopt inbox fds, park, quit */
@@ -86,8 +87,9 @@ struct conn_req {
 
 struct conn {
 	struct conn_server *srv;
-	struct conn_loop *lp;     /* the loop serving it */
-	struct conn *prev, *next; /* srv->conns */
+	struct conn_loop *lp;       /* the loop serving it */
+	struct conn *prev, *next;   /* srv->conns */
+	struct conn *lprev, *lnext; /* lp->conns */
 	int fd;
 	ev_io rio, wio;
 	struct proto proto;
@@ -161,6 +163,7 @@ struct conn_server {
 	pthread_mutex_t park_lock;
 	pthread_cond_t park_cv;
 	bool park, quit;
+	bool held; /* parked from conn_server_attach until conn_server_resume */
 	unsigned nparked;
 	/* Written only on the server's thread with every loop thread parked
 	 * (or none started), so a loop thread reads them without a lock. */

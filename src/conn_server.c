@@ -223,9 +223,13 @@ static void on_loop_ctl(struct ev_loop *loop, ev_async *w, int revents)
 {
 	struct conn_loop *lp = w->data;
 	struct conn_server *s = lp->srv;
-	bool leave;
+	bool leave, quit;
 
-	loop_adopt_inbox(lp);
+	pthread_mutex_lock(&s->park_lock);
+	quit = s->quit; /* conn_server_free closes what the inbox holds */
+	pthread_mutex_unlock(&s->park_lock);
+	if (!quit)
+		loop_adopt_inbox(lp);
 	pthread_mutex_lock(&s->park_lock);
 	leave = s->park || s->quit;
 	pthread_mutex_unlock(&s->park_lock);
@@ -283,7 +287,7 @@ static void *loop_thread(void *arg)
  * is served (on their loops) before this returns.  The server's thread. */
 static void server_park(struct conn_server *s)
 {
-	if (s->nloops < 2)
+	if (s->nloops < 2 || s->held)
 		return;
 	pthread_mutex_lock(&s->park_lock);
 	s->park = true;
@@ -300,7 +304,7 @@ static void server_park(struct conn_server *s)
 
 static void server_unpark(struct conn_server *s)
 {
-	if (s->nloops < 2)
+	if (s->nloops < 2 || s->held)
 		return;
 	pthread_mutex_lock(&s->park_lock);
 	s->park = false;
@@ -765,15 +769,10 @@ static_assert(CONN_HANDOFF_LST == CONN_MAX_LISTENERS, "a handoff carries every l
 /* Are lp's connections all quiet?  On lp's thread (or parked). */
 static bool loop_quiet(struct conn_loop *lp)
 {
-	struct conn_server *s = lp->srv;
-	bool quiet = true;
-
-	pthread_mutex_lock(&s->list_lock); /* other loops link and unlink theirs */
-	for (const struct conn *c = s->conns; c && quiet; c = c->next)
-		if (c->lp == lp && !conn_quiet(c))
-			quiet = false;
-	pthread_mutex_unlock(&s->list_lock);
-	return quiet;
+	for (const struct conn *c = lp->conns; c; c = c->lnext)
+		if (!conn_quiet(c))
+			return false;
+	return true;
 }
 
 bool conn_server_quiet(struct conn_server *s)
@@ -838,12 +837,15 @@ void conn_server_resume(struct conn_server *s)
 	for (unsigned i = 0; i < s->nloops; i++)
 		ev_prepare_stop(s->loops[i].loop, &s->loops[i].quiet_w);
 	ev_timer_stop(s->loop, &s->pause_tmo);
-	for (unsigned i = 0; i < s->nlst; i++)
+	/* A stop during the pause closed them (a closed fd's number may be
+	 * another file's by now). */
+	for (unsigned i = 0; i < s->nlst && !s->stopping; i++)
 		ev_io_start(s->loop, &s->lst[i].w);
 	for (c = s->conns; c; c = next) {
 		next = c->next;
 		conn_pause(c, false);
 	}
+	s->held = false;
 	server_unpark(s);
 }
 
@@ -905,7 +907,10 @@ int conn_server_attach(struct conn_server *s, const struct conn_handoff *h, unsi
 	}
 	s->accepted = h->accepted;
 	s->refused = h->refused;
-	server_unpark(s);
+	/* The loop threads stay parked until conn_server_resume: the old
+	 * process may still be serving these sockets (until it commits), so
+	 * no timer of theirs may fire here before then. */
+	s->held = s->nloops > 1;
 	return 0;
 }
 

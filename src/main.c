@@ -937,13 +937,14 @@ static int main_new_server(struct main_daemon *d, const struct main_opts *o)
 		say_error("cannot start the event loop");
 		return -1;
 	}
+	/* Fewer loops than asked still serve every client (and a rollback
+	 * must not drop the connections it carries on for want of a thread). */
 	loops = main_loops(o);
 	r = conn_server_set_loops(d->srv, loops);
-	if (r) {
-		say_error("cannot start %u event loop threads: %s", loops - 1, strerror(-r));
-		return -1;
-	}
-	say_debug("serving connections on %u event loop(s)", loops);
+	if (r)
+		say_warn("event loops: %u of %u started: %s", conn_server_loops(d->srv), loops,
+		         strerror(-r));
+	say_debug("serving connections on %u event loop(s)", conn_server_loops(d->srv));
 	if (!ev_is_active(&d->up.ask)) {
 		ev_async_init(&d->up.ask, on_upgrade_ask);
 		d->up.ask.data = d;
