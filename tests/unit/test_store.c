@@ -766,8 +766,10 @@ static void cr_done(struct store_req *r)
 }
 
 /* n rewrites of random odd blocks, handed to the log thread together;
- * returns once all completed (fails the test after CR_BOUND seconds). */
-static void cr_rewrite(struct cr_batch *cb, struct vol *v, unsigned n)
+ * returns 0 once all completed, or -ETIMEDOUT after CR_BOUND seconds, or
+ * the first error one of them got (why says which).  It does not fail
+ * the test itself: the caller's reader thread must be stopped first. */
+static int cr_rewrite(struct cr_batch *cb, struct vol *v, unsigned n, char *why, size_t len)
 {
 	struct store_plug plug = {0};
 	struct timespec ts;
@@ -796,9 +798,14 @@ static void cr_rewrite(struct cr_batch *cb, struct vol *v, unsigned n)
 	unsigned done = cb->done;
 	int err = cb->err;
 	pthread_mutex_unlock(&cb->lock);
-	if (done < n)
-		fail_msg("%u of %u rewrites still pending after %d s", n - done, n, CR_BOUND);
-	assert_int_equal(err, 0);
+	if (done < n) {
+		snprintf(why, len, "%u of %u rewrites still pending after %d s", n - done, n,
+		         CR_BOUND);
+		return -ETIMEDOUT;
+	}
+	if (err)
+		snprintf(why, len, "a rewrite failed: %s", strerror(-err));
+	return err;
 }
 
 static void test_compaction_readers(void **state)
@@ -813,6 +820,7 @@ static void test_compaction_readers(void **state)
 	uint64_t passes = 0, seen;
 	long read_during = 0, before;
 	unsigned writes = 0;
+	char why[96];
 
 	assert_non_null(cb);
 	pthread_mutex_init(&cb->lock, NULL);
@@ -832,7 +840,12 @@ static void test_compaction_readers(void **state)
 	 * between two store_get_stats (which the log thread answers). */
 	while (passes < CR_MIN_PASSES && writes < CR_MAX_WRITES) {
 		before = atomic_load(&ra.checked);
-		cr_rewrite(cb, ra.v, CR_BATCH);
+		if (cr_rewrite(cb, ra.v, CR_BATCH, why, sizeof(why))) {
+			/* ra lives in this frame: the reader goes before we leave it */
+			atomic_store(&ra.stop, 1);
+			pthread_join(th, NULL);
+			fail_msg("%s", why);
+		}
 		writes += CR_BATCH;
 		store_get_stats(st, &stats);
 		if (stats.compactions != seen && atomic_load(&ra.checked) > before) {
