@@ -130,11 +130,14 @@ void conn_server_stop(struct conn_server *s);
 /* Number of open connections (including ones waiting for the store). */
 unsigned conn_server_count(const struct conn_server *s);
 
-/* Connection counters for metrics.  Any thread (they are atomics). */
+/* Connection counters for metrics.  Any thread (atomics, and the
+ * connection list's lock for the per-loop counts). */
 struct conn_server_stats {
 	unsigned clients;       /* open now, as conn_server_count */
 	unsigned long accepted; /* taken into service since start (accepted or adopted) */
 	unsigned long refused;  /* closed at once: over --max-connections */
+	unsigned loops;         /* event loops (conn_server_loops) */
+	unsigned loop_clients[CONN_MAX_LOOPS]; /* connections each serves (started ones) */
 };
 void conn_server_get_stats(const struct conn_server *s, struct conn_server_stats *out);
 

@@ -687,6 +687,11 @@ void conn_server_get_stats(const struct conn_server *s, struct conn_server_stats
 	out->clients = atomic_load(&s->nconns);
 	out->accepted = s->accepted;
 	out->refused = s->refused;
+	out->loops = s->nloops;
+	pthread_mutex_lock((pthread_mutex_t *)&s->list_lock);
+	for (unsigned i = 0; i < s->nloops; i++)
+		out->loop_clients[i] = s->loops[i].nconns;
+	pthread_mutex_unlock((pthread_mutex_t *)&s->list_lock);
 }
 
 void conn_server_free(struct conn_server *s)

@@ -337,6 +337,16 @@ static void render_conns(struct metrics_text *t, struct conn_server *srv)
 	    c.accepted);
 	one(t, "cowbd_connections_refused_total", "counter",
 	    "NBD connections closed at once: over --max-connections.", c.refused);
+	metrics_put_family(t, "cowbd_loop_clients", "gauge",
+	                   "NBD connections each event loop serves (loop 0: the daemon's own; "
+	                   "--loop-threads).");
+	for (unsigned i = 0; i < c.loops; i++) {
+		char k[12];
+
+		snprintf(k, sizeof(k), "%u", i);
+		metrics_put_u64(t, "cowbd_loop_clients", &(struct metrics_label){"loop", k}, 1,
+		                c.loop_clients[i]);
+	}
 }
 
 /* The per-command counter families, in the order of cmd_field's f. */

@@ -6,7 +6,8 @@
 # (an idle snapshot has none, an attached idle volume has them until it is
 # detached), its pool gauges agree with `cowctl --json stats` and count
 # the idle records too, the connection counters follow clients (open now,
-# accepted, refused over --max-connections), every other path is 404 and
+# accepted, refused over --max-connections, and per event loop with two
+# loops: one client on each), every other path is 404 and
 # other methods 405, the page passes `promtool check metrics`, a bad
 # --metrics address is refused with one line, and with 20,000 snapshots
 # (pipelined through the control socket) the page stays under 200 KB and
@@ -16,7 +17,7 @@ requires curl /usr/bin/python3
 /usr/bin/python3 -c 'import nbd' 2>/dev/null || { echo "requires python3-libnbd"; exit 77; }
 
 MPORT=$(random_port)
-POOL_SIZE=1G cowbd_start --metrics "127.0.0.1:$MPORT" --max-connections 2
+POOL_SIZE=1G cowbd_start --metrics "127.0.0.1:$MPORT" --max-connections 2 --loop-threads 2
 grep -q "metrics at http://127.0.0.1:$MPORT/metrics" "$LOG" || fail "no 'metrics at' line in the log"
 ok volume create vol0 64M
 ok snapshot create vol0@s1
@@ -226,6 +227,13 @@ def hold(port, sd):
 def field(page, name):
     print(int(get(parse(page), name)))
 
+def loops(page):
+    """cowbd_loop_clients as LOOP:N pairs in loop order."""
+    page = parse(page)
+    per = sorted((int(dict(l)["loop"]), int(v)) for (n, l), v in page.items()
+                 if n == "cowbd_loop_clients")
+    print(" ".join("%d:%d" % p for p in per))
+
 def series(page, vol):
     """The number of samples labelled volume=vol."""
     if isinstance(page, str):
@@ -255,6 +263,7 @@ elif cmd == "gauges": gauges(*sys.argv[2:7])
 elif cmd == "hold": hold(sys.argv[2], sys.argv[3])
 elif cmd == "field": field(sys.argv[2], sys.argv[3])
 elif cmd == "series": print(series(sys.argv[2], sys.argv[3]))
+elif cmd == "loops": loops(sys.argv[2])
 elif cmd == "snaps": snaps(*sys.argv[2:5])
 PY
 py() { /usr/bin/python3 "$T/metrics.py" "$@"; }
@@ -293,6 +302,7 @@ for _ in $(seq 1 200); do [ -e "$T/held" ] && break; sleep 0.05; done
 [ -e "$T/held" ] || fail "the clients were not held"
 scrape "$T/m3"
 [ "$(py field "$T/m3" cowbd_clients)" = 2 ] || fail "cowbd_clients is not 2 with two clients"
+[ "$(py loops "$T/m3")" = "0:1 1:1" ] || fail "cowbd_loop_clients: $(py loops "$T/m3"), want one on each of 2 loops"
 [ "$(py field "$T/m3" cowbd_connections_accepted_total)" = $((acc0 + 2)) ] ||
 	fail "cowbd_connections_accepted_total did not move by 2"
 [ "$(py field "$T/m3" cowbd_connections_refused_total)" = 1 ] ||
@@ -308,6 +318,7 @@ for _ in $(seq 1 100); do
 	sleep 0.05
 done
 [ "$(py field "$T/m4" cowbd_clients)" = 0 ] || fail "cowbd_clients is not back to 0"
+[ "$(py loops "$T/m4")" = "0:0 1:0" ] || fail "cowbd_loop_clients not back to 0: $(py loops "$T/m4")"
 [ "$(py series "$T/m4" vol1)" = 0 ] || fail "vol1 kept its series once detached (it had no I/O)"
 [ "$(py series "$T/m4" vol0@s1)" -gt 0 ] || fail "vol0@s1 lost its series (it had reads)"
 echo "ok: connection counters; series for records with I/O or attached only"
