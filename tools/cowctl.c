@@ -88,7 +88,8 @@ static void cowctl_usage(FILE *f)
 	      "  pool status                 pool size, provisioning, space, compactor, state\n"
 	      "  stats [VOL]                 pool counters and per-volume space (VOL: that\n"
 	      "                              volume or snapshot, and a volume's snapshots)\n"
-	      "  clients                     NBD connections: peer, export, since, TLS, bytes\n"
+	      "  clients                     NBD connections: peer, export, since, TLS, bytes,\n"
+	      "                              the event loop serving it\n"
 	      "  diff FROM [TO]              byte ranges that changed from FROM to TO (VOL or\n"
 	      "                              VOL@SNAP sharing history; TO: FROM's volume now)\n"
 	      "  compact [--wait]            one compaction pass now (--wait: passes until\n"
@@ -834,7 +835,8 @@ static void cowctl_print_diff(json_t *res)
 
 static void cowctl_print_clients(json_t *arr)
 {
-	static const char *const head[] = {"PEER", "EXPORT", "SINCE", "TLS", "READ", "WRITTEN"};
+	static const char *const head[] = {"PEER", "EXPORT",  "SINCE", "TLS",
+	                                   "READ", "WRITTEN", "LOOP"};
 	size_t rows = json_array_size(arr), i, k;
 	char(*cell)[COWCTL_COLS][COWCTL_CELL] = calloc(rows + 1, sizeof(*cell));
 	json_t *o;
@@ -846,7 +848,7 @@ static void cowctl_print_clients(json_t *arr)
 		printf("no clients\n");
 		return;
 	}
-	for (k = 0; k < 6; k++)
+	for (k = 0; k < 7; k++)
 		snprintf(cell[0][k], COWCTL_CELL, "%s", head[k]);
 	json_array_foreach(arr, i, o)
 	{
@@ -859,8 +861,9 @@ static void cowctl_print_clients(json_t *arr)
 		         json_is_true(json_object_get(o, "tls")) ? "yes" : "no");
 		cowctl_human(cowctl_u64(o, "bytes_read"), c[4], COWCTL_CELL);
 		cowctl_human(cowctl_u64(o, "bytes_written"), c[5], COWCTL_CELL);
+		snprintf(c[6], COWCTL_CELL, "%llu", (unsigned long long)cowctl_u64(o, "loop"));
 	}
-	cowctl_table(cell, rows + 1, 6, 0x30);
+	cowctl_table(cell, rows + 1, 7, 0x70);
 	free(cell);
 }
 

@@ -230,6 +230,7 @@ assert len(c) == 1, c
 x = c[0]
 assert x["export"] == "vm2" and x["tls"] is False and x["peer"].startswith("127.0.0.1:"), x
 assert x["bytes_written"] == 65536 and x["bytes_read"] == 65536, x
+assert x["loop"] == 0, x  # the only connection: on the loop with the fewest, the first
 assert abs(x["since"] - time.time()) < 600, x
 ' "$T/nbd.out" || fail "clients: $(cat "$T/nbd.out")"
 echo "ok: clients lists the open connection with its export, peer and bytes"

@@ -108,6 +108,10 @@ cl = json.load(open(sys.argv[1]))["clients"]
 per = collections.Counter(c["loop"] for c in cl)
 assert len(cl) == 6 and per == {0: 2, 1: 2, 2: 2}, per
 PY
+cowctl clients >"$T/clients.txt" || fail "cowctl clients"
+[ "$(head -n 1 "$T/clients.txt" | awk '{print $NF}')" = LOOP ] &&
+	[ "$(awk 'NR > 1 {print $NF}' "$T/clients.txt" | sort | uniq -c | awk '{printf "%s:%s ", $2, $1}')" = "0:2 1:2 2:2 " ] ||
+	fail "cowctl clients (text) does not say the loops: $(cat "$T/clients.txt")"
 
 loop_cpu >"$T/cpu0"
 echo go >"$T/go"
