@@ -1151,23 +1151,38 @@ void ckpt_begin(struct store *st)
 
 /* The pre-copy: dirty nodes and count pages a checkpoint must write below
  * which it is not worth one, the fewest blocks per slice, and the most
- * slices a pass takes (more dirty blocks: bigger slices). */
-#define PRECOPY_MIN_DIRTY 256
-#define PRECOPY_MIN_SLICE 64
-#define PRECOPY_SLICES    16
+ * slices a pass takes (more dirty blocks: bigger slices).  What writes
+ * dirtied during a pass gets further, shorter passes (PRECOPY_AGAIN_SLICES
+ * slices each, PRECOPY_PASSES passes in all) while at least
+ * PRECOPY_AGAIN_MIN blocks are dirty and fewer than half as many as when
+ * the last pass began: each leaves the checkpoint proper less to write
+ * while writes wait. */
+#define PRECOPY_MIN_DIRTY    256
+#define PRECOPY_MIN_SLICE    64
+#define PRECOPY_SLICES       16
+#define PRECOPY_PASSES       3
+#define PRECOPY_AGAIN_SLICES 4
+#define PRECOPY_AGAIN_MIN    128
 /* Pages a slice writes at most: two blocks each if wide, half of the two
  * segments beyond the reserve a slice needs (space_precopy_room). */
 #define PRECOPY_MAX_PAGES (FMT_SEG_BLOCKS / 2)
 
-/* Start a pass: the volumes with dirty trees, then the dirty pages.
- * False when there is nothing worth it (or no memory: the checkpoint then
- * goes as before). */
-static bool precopy_start(struct store *st)
+static uint64_t precopy_dirty(const struct store *st)
 {
-	uint64_t dirty = alloc_meta_pending(st->a) + alloc_dirty_count(st->a);
+	return alloc_meta_pending(st->a) + alloc_dirty_count(st->a);
+}
+
+/* Start pass number pass: the volumes with dirty trees, then the dirty
+ * pages.  False when there is nothing worth it (or no memory: the
+ * checkpoint then goes as before). */
+static bool precopy_start(struct store *st, unsigned pass)
+{
+	uint64_t dirty = precopy_dirty(st);
+	uint64_t slices = pass ? PRECOPY_AGAIN_SLICES : PRECOPY_SLICES;
 	size_t n = 0;
 
-	if (dirty < PRECOPY_MIN_DIRTY || st->ck.upgrade || map_init(st))
+	if (dirty < (pass ? PRECOPY_AGAIN_MIN : PRECOPY_MIN_DIRTY) || st->ck.upgrade ||
+	    map_init(st))
 		return false;
 	for (struct volume *v = st->vt.list; v; v = v->next)
 		n += v->tree.root && v->tree.root->dirty;
@@ -1182,9 +1197,10 @@ static bool precopy_start(struct store *st)
 	st->ck.pre_i = 0;
 	st->ck.pre_from = 0;
 	st->ck.pre_seg = 0;
+	st->ck.pre_pass = pass;
+	st->ck.pre_dirty = dirty;
 	st->ck.pre_slice =
-	    (unsigned)(dirty / PRECOPY_SLICES > PRECOPY_MIN_SLICE ? dirty / PRECOPY_SLICES
-	                                                          : PRECOPY_MIN_SLICE);
+	    (unsigned)(dirty / slices > PRECOPY_MIN_SLICE ? dirty / slices : PRECOPY_MIN_SLICE);
 	return true;
 }
 
@@ -1194,14 +1210,23 @@ bool ckpt_precopy(struct store *st)
 	unsigned budget;
 	int err = 0;
 
-	if (!st->ck.bg || in_flight(st) || st->failed || !space_precopy_room(st) ||
-	    (st->ck.pre_ids && st->ck.pre_i >= st->ck.pre_n && st->ck.pre_seg == UINT64_MAX)) {
-		/* over (the checkpoint then runs a round after the last
-		 * slice, not in the same stretch), or not possible now */
-		precopy_end(st);
+	if (!st->ck.bg || in_flight(st) || st->failed || !space_precopy_room(st)) {
+		precopy_end(st); /* not possible now */
 		return true;
 	}
-	if (!st->ck.pre_ids && !precopy_start(st))
+	if (st->ck.pre_ids && st->ck.pre_i >= st->ck.pre_n && st->ck.pre_seg == UINT64_MAX) {
+		/* A pass is through: another while it pays, else over (the
+		 * checkpoint then runs a round after the last slice, not in
+		 * the same stretch). */
+		unsigned next = st->ck.pre_pass + 1;
+		uint64_t began = st->ck.pre_dirty;
+
+		precopy_end(st);
+		if (next >= PRECOPY_PASSES || precopy_dirty(st) >= began / 2 ||
+		    !precopy_start(st, next))
+			return true;
+	}
+	if (!st->ck.pre_ids && !precopy_start(st, 0))
 		return true;
 	budget = st->ck.pre_slice;
 	unsigned slice = budget;

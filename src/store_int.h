@@ -261,11 +261,12 @@ struct store {
 		 * the volumes whose trees were dirty when it started, the one
 		 * it is in (pre_i) and where in it (pre_from); then the count
 		 * pages, the next segment to look at (pre_seg); leaves and
-		 * pages per round. */
+		 * pages per round; which pass it is and how many blocks were
+		 * dirty when it began. */
 		uint64_t *pre_ids;
 		size_t pre_n, pre_i;
-		uint64_t pre_from, pre_seg;
-		unsigned pre_slice;
+		uint64_t pre_from, pre_seg, pre_dirty;
+		unsigned pre_slice, pre_pass;
 	} ck;
 
 	struct { /* space.c (log thread) */

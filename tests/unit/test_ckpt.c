@@ -7,6 +7,7 @@
  * of them ahead of itself (its pre-copy) with nothing lost, before or
  * after a crash. */
 #undef NDEBUG
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -447,12 +448,137 @@ static void test_precopy_pages(void **state)
 	faultdev_free(p);
 }
 
+/* Further passes: the 1041 leaves of the pre-copy test, a 16 MiB interval
+ * (~4000 writes: nearly every leaf dirty when the pre-copy begins), and
+ * writes in rounds of PS_BATCH (asynchronous, handed over together): the
+ * first pass's 16 slices see ~500 writes, which dirty ~140 of the leaves it
+ * has written again (fewer than half), and a second, shorter pass writes
+ * them.  A pass writes a leaf
+ * at most once, so more leaves written ahead between two checkpoints than
+ * there are leaves means more than one pass.  Then the power goes during a
+ * later pass, and every flushed write is back. */
+#define PS_BATCH 32u
+
+struct ps_batch {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned done;
+	int err;
+	struct store_req r[PS_BATCH];
+	char buf[PS_BATCH][BS];
+};
+
+static void ps_done(struct store_req *r)
+{
+	struct ps_batch *b = r->priv;
+
+	pthread_mutex_lock(&b->lock);
+	b->err = b->err ? b->err : r->err;
+	b->done++;
+	pthread_cond_broadcast(&b->cond);
+	pthread_mutex_unlock(&b->lock);
+}
+
+/* PS_BATCH leaves (distinct: a stride through them) rewritten with their
+ * next generation in one round; returns when all completed. */
+static void ps_round(struct ps_batch *b, struct vol *v, unsigned *gen)
+{
+	struct store_plug plug = {0};
+	unsigned k0 = (unsigned)(pp_next() % PC_LEAVES);
+
+	b->done = 0;
+	b->err = 0;
+	for (unsigned i = 0; i < PS_BATCH; i++) {
+		unsigned k = (k0 + i * 83) % PC_LEAVES;
+		fill(b->buf[i], pc_lba(k), ++gen[k]);
+		b->r[i] = (struct store_req){.op = STORE_WRITE,
+		                             .off = pc_lba(k) * BS,
+		                             .len = BS,
+		                             .buf = b->buf[i],
+		                             .vol = v,
+		                             .done = ps_done,
+		                             .priv = b};
+		store_submit_plugged(&plug, &b->r[i]);
+	}
+	store_unplug(&plug);
+	pthread_mutex_lock(&b->lock);
+	while (b->done < PS_BATCH)
+		pthread_cond_wait(&b->cond, &b->lock); /* alarm() bounds it */
+	int err = b->err;
+	pthread_mutex_unlock(&b->lock);
+	assert_int_equal(err, 0);
+}
+
+static void test_precopy_passes(void **state)
+{
+	struct faultdev *p = faultdev_new(512u << 20);
+	const struct store_opts o = {.checkpoint_bytes = 16u << 20};
+	struct ps_batch *b = calloc(1, sizeof(*b));
+	unsigned gen[PC_LEAVES];
+	struct vol *v;
+
+	alarm(300);
+	assert_non_null(b);
+	pthread_mutex_init(&b->lock, NULL);
+	pthread_cond_init(&b->cond, NULL);
+	struct store *st = testpool_volume(&p->dev, &o, "v", 2ull << 30, &v);
+	pc_write(v, 1, PC_LEAVES);
+	assert_int_equal(store_flush(v), 0);
+	assert_int_equal(store_checkpoint(st), 0);
+	for (unsigned i = 0; i < PC_LEAVES; i++)
+		gen[i] = 1;
+
+	/* Leaves written ahead between consecutive checkpoints, over 4. */
+	struct store_stats s = stats(st), last = s;
+	uint64_t most = 0, n = 0;
+	unsigned seen = 0;
+	while (seen < 4) {
+		assert_true(++n < 20000);
+		ps_round(b, v, gen);
+		s = stats(st);
+		if (s.checkpoints != last.checkpoints) {
+			uint64_t d = s.ckpt_precopy_nodes - last.ckpt_precopy_nodes;
+			most = d > most ? d : most;
+			last = s;
+			seen++;
+		}
+	}
+	print_message("%llu rounds of %u writes; most leaves written ahead between two "
+	              "checkpoints: %llu (%u leaves)\n",
+	              (unsigned long long)n, PS_BATCH, (unsigned long long)most, PC_LEAVES);
+	assert_true(most > PC_LEAVES);
+	assert_int_equal(store_flush(v), 0);
+	assert_int_equal(store_check(st), 0);
+
+	/* Into a pass that is not the first (more leaves written ahead since
+	 * the last checkpoint than there are), then the power goes. */
+	last = stats(st);
+	for (n = 0;; n++) {
+		assert_true(n < 20000);
+		ps_round(b, v, gen);
+		s = stats(st);
+		if (s.checkpoints != last.checkpoints)
+			last = s;
+		else if (s.ckpt_precopy_nodes - last.ckpt_precopy_nodes > PC_LEAVES)
+			break;
+	}
+	assert_int_equal(store_flush(v), 0);
+	faultdev_power_off(p);
+	pc_reopen_expect(p, &o, st, v, gen);
+	pthread_mutex_destroy(&b->lock);
+	pthread_cond_destroy(&b->cond);
+	free(b);
+	alarm(0);
+	faultdev_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_writes_during_sync),  cmocka_unit_test(test_crash_in_flight),
 	    cmocka_unit_test(test_frees_in_background), cmocka_unit_test(test_precopy),
 	    cmocka_unit_test(test_precopy_write_error), cmocka_unit_test(test_precopy_pages),
+	    cmocka_unit_test(test_precopy_passes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
