@@ -1159,7 +1159,7 @@ void ckpt_begin(struct store *st)
  * while writes wait. */
 #define PRECOPY_MIN_DIRTY    256
 #define PRECOPY_MIN_SLICE    64
-#define PRECOPY_SLICES       16
+#define PRECOPY_SLICES       32
 #define PRECOPY_PASSES       3
 #define PRECOPY_AGAIN_SLICES 4
 #define PRECOPY_AGAIN_MIN    128

@@ -451,12 +451,11 @@ static void test_precopy_pages(void **state)
 /* Further passes: the 1041 leaves of the pre-copy test, a 16 MiB interval
  * (~4000 writes: nearly every leaf dirty when the pre-copy begins), and
  * writes in rounds of PS_BATCH (asynchronous, handed over together): the
- * first pass's 16 slices see ~500 writes, which dirty ~140 of the leaves it
- * has written again (fewer than half), and a second, shorter pass writes
- * them.  A pass writes a leaf
- * at most once, so more leaves written ahead between two checkpoints than
- * there are leaves means more than one pass.  Then the power goes during a
- * later pass, and every flushed write is back. */
+ * first pass's 32 slices see ~1000 writes, which dirty a few hundred of
+ * the leaves it has written again (fewer than half), and a second,
+ * shorter pass writes them.  A pass writes a leaf at most once, so more leaves written ahead
+ * between two checkpoints than there are leaves means more than one pass.  Then the power goes
+ * during a later pass, and every flushed write is back. */
 #define PS_BATCH 32u
 
 struct ps_batch {
