@@ -63,10 +63,12 @@ struct conn_server *conn_server_new(struct ev_loop *loop, struct store *st);
  * many loops there are). */
 int conn_server_set_loops(struct conn_server *s, unsigned n);
 unsigned conn_server_loops(const struct conn_server *s);
-/* Microseconds since the least recent loop thread last ran its timer
- * (every CONN_LOOP_TICK: 0.25 s); 0 without loop threads.  Any thread:
- * the watchdog's look at loops that hang. */
-uint64_t conn_server_loop_age_us(const struct conn_server *s);
+/* Microseconds since the least recent running loop thread last ran its
+ * timer (every CONN_LOOP_TICK: 0.25 s); 0 without loop threads.  Loop
+ * threads the server parked (a handover's attach holds them until the
+ * resume) are not counted.  Any thread: the watchdog's look at loops that
+ * hang. */
+uint64_t conn_server_loop_age_us(struct conn_server *s);
 
 /* Replace the limits (NULL: defaults; a zero max_* field: its default).
  * Before the loop runs, or live on the loop's thread (SIGHUP): max_conns

@@ -309,8 +309,10 @@ static void server_unpark(struct conn_server *s)
 	pthread_mutex_lock(&s->park_lock);
 	s->park = false;
 	s->nparked = 0;
-	for (unsigned i = 1; i < s->nloops; i++)
+	for (unsigned i = 1; i < s->nloops; i++) {
 		s->loops[i].parked = false;
+		atomic_store_explicit(&s->loops[i].tick, mono_us(), memory_order_relaxed);
+	}
 	pthread_cond_broadcast(&s->park_cv);
 	pthread_mutex_unlock(&s->park_lock);
 }
@@ -354,16 +356,20 @@ unsigned conn_server_loops(const struct conn_server *s)
 	return s->nloops;
 }
 
-uint64_t conn_server_loop_age_us(const struct conn_server *s)
+uint64_t conn_server_loop_age_us(struct conn_server *s)
 {
 	uint64_t now = mono_us(), age = 0;
 
+	/* A parked loop waits for the server (a handover's attach holds them
+	 * until the resume): not a hang.  Its tick is fresh once it runs. */
+	pthread_mutex_lock(&s->park_lock);
 	for (unsigned i = 1; i < s->nloops; i++) {
 		uint64_t t = atomic_load_explicit(&s->loops[i].tick, memory_order_relaxed);
 
-		if (now > t && now - t > age)
+		if (!s->loops[i].parked && now > t && now - t > age)
 			age = now - t;
 	}
+	pthread_mutex_unlock(&s->park_lock);
 	return age;
 }
 

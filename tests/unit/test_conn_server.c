@@ -4,8 +4,9 @@
  * pause ends the server's loop once every loop is quiet; a handover's
  * detach takes the connections of every loop and an attach puts them back
  * on the loops of a new server, whose loop threads stay parked until the
- * resume; a stop ends the loop once the last connection on any loop is
- * gone; and a resume after a stop leaves the closed listeners alone.
+ * resume (and the watchdog does not take them for hung meanwhile); a stop
+ * ends the loop once the last connection on any loop is gone; and a resume
+ * after a stop leaves the closed listeners alone.
  */
 #undef NDEBUG
 #include <errno.h>
@@ -182,9 +183,12 @@ static void test_spread_pause_handover_stop(void **state)
 	loops_of(s2, NCLIENTS, per, 2);
 	assert_int_equal(per[0], 3);
 	assert_int_equal(per[1], 3);
-	/* parked until the resume (the old process may still serve them) */
+	/* parked until the resume (the old process may still serve them),
+	 * which the watchdog must not take for a hang */
 	assert_true(s2->held);
 	assert_int_equal(s2->nparked, 1);
+	usleep(600 * 1000);
+	assert_true(conn_server_loop_age_us(s2) < 100 * 1000);
 	conn_server_resume(s2);
 	assert_false(s2->held);
 
