@@ -98,6 +98,8 @@ except nbd.Error as e:
     print("ended:", e)
 PY
 PY_PID=$!
+# A failed check must not leave the client blocked on a fifo for ever.
+trap 'kill "$PY_PID" 2>/dev/null; cleanup' EXIT
 read -r p <"$T/phase"
 [ "$p" = connected ] || fail "client: $(cat "$T/py.out")"
 
