@@ -141,7 +141,7 @@ struct conn_server_stats {
 	unsigned loops;         /* event loops (conn_server_loops) */
 	unsigned loop_clients[CONN_MAX_LOOPS]; /* connections each serves (started ones) */
 };
-void conn_server_get_stats(const struct conn_server *s, struct conn_server_stats *out);
+void conn_server_get_stats(struct conn_server *s, struct conn_server_stats *out);
 
 /* One open connection, as `cowctl clients` lists it. */
 struct conn_client {

@@ -20,10 +20,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "config.h"
 #include "conn_int.h"
 #include "say.h"
@@ -223,33 +223,24 @@ static void on_loop_ctl(struct ev_loop *loop, ev_async *w, int revents)
 {
 	struct conn_loop *lp = w->data;
 	struct conn_server *s = lp->srv;
-	bool leave, quit;
+	bool park, quit;
 
+	/* A park asked after this look sends ctl again. */
 	pthread_mutex_lock(&s->park_lock);
-	quit = s->quit; /* conn_server_free closes what the inbox holds */
+	park = s->park;
+	quit = s->quit;
 	pthread_mutex_unlock(&s->park_lock);
-	if (!quit)
+	if (!quit) /* else conn_server_free closes what the inbox holds */
 		loop_adopt_inbox(lp);
-	pthread_mutex_lock(&s->park_lock);
-	leave = s->park || s->quit;
-	pthread_mutex_unlock(&s->park_lock);
-	if (leave)
+	if (park || quit)
 		ev_break(loop, EVBREAK_ALL);
-}
-
-static uint64_t mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 static void on_loop_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn_loop *lp = w->data;
 
-	atomic_store_explicit(&lp->tick, mono_us(), memory_order_relaxed);
+	atomic_store_explicit(&lp->tick, mono_ns() / 1000, memory_order_relaxed);
 }
 
 static void *loop_thread(void *arg)
@@ -274,7 +265,7 @@ static void *loop_thread(void *arg)
 			continue;
 		}
 		pthread_mutex_unlock(&s->park_lock);
-		atomic_store_explicit(&lp->tick, mono_us(), memory_order_relaxed);
+		atomic_store_explicit(&lp->tick, mono_ns() / 1000, memory_order_relaxed);
 		ev_run(lp->loop, 0);
 		pthread_mutex_lock(&s->park_lock);
 	}
@@ -311,7 +302,7 @@ static void server_unpark(struct conn_server *s)
 	s->nparked = 0;
 	for (unsigned i = 1; i < s->nloops; i++) {
 		s->loops[i].parked = false;
-		atomic_store_explicit(&s->loops[i].tick, mono_us(), memory_order_relaxed);
+		atomic_store_explicit(&s->loops[i].tick, mono_ns() / 1000, memory_order_relaxed);
 	}
 	pthread_cond_broadcast(&s->park_cv);
 	pthread_mutex_unlock(&s->park_lock);
@@ -339,7 +330,7 @@ int conn_server_set_loops(struct conn_server *s, unsigned n)
 		ev_timer_init(&lp->tick_w, on_loop_tick, CONN_LOOP_TICK, CONN_LOOP_TICK);
 		lp->tick_w.data = lp;
 		ev_timer_start(loop, &lp->tick_w);
-		atomic_init(&lp->tick, mono_us());
+		atomic_init(&lp->tick, mono_ns() / 1000);
 		err = -pthread_create(&lp->thr, NULL, loop_thread, lp);
 		if (err) {
 			ev_loop_destroy(loop);
@@ -358,7 +349,7 @@ unsigned conn_server_loops(const struct conn_server *s)
 
 uint64_t conn_server_loop_age_us(struct conn_server *s)
 {
-	uint64_t now = mono_us(), age = 0;
+	uint64_t now = mono_ns() / 1000, age = 0;
 
 	/* A parked loop waits for the server (a handover's attach holds them
 	 * until the resume): not a hang.  Its tick is fresh once it runs. */
@@ -688,16 +679,16 @@ unsigned conn_server_count(const struct conn_server *s)
 	return atomic_load(&s->nconns);
 }
 
-void conn_server_get_stats(const struct conn_server *s, struct conn_server_stats *out)
+void conn_server_get_stats(struct conn_server *s, struct conn_server_stats *out)
 {
 	out->clients = atomic_load(&s->nconns);
 	out->accepted = s->accepted;
 	out->refused = s->refused;
 	out->loops = s->nloops;
-	pthread_mutex_lock((pthread_mutex_t *)&s->list_lock);
+	pthread_mutex_lock(&s->list_lock);
 	for (unsigned i = 0; i < s->nloops; i++)
 		out->loop_clients[i] = s->loops[i].nconns;
-	pthread_mutex_unlock((pthread_mutex_t *)&s->list_lock);
+	pthread_mutex_unlock(&s->list_lock);
 }
 
 void conn_server_free(struct conn_server *s)
