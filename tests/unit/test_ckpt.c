@@ -143,8 +143,18 @@ static void test_crash_in_flight(void **state)
 
 /* Segments that died before a background checkpoint are free once it is
  * finished, without a synchronous one: the pool is large enough that the
- * space policy never asks for one (three overwrites of 64 MiB leave 48
- * dead 4 MiB segments behind; the test fails if they stay dead). */
+ * space policy never asks for one.  Four generations of 64 MiB (one
+ * summary a block, so each fills at least 32 segments of log) leave the
+ * three older ones dead; once the checkpoints after the last write are
+ * durable, the only used segments without a live block may be the log's
+ * head and the one it continues in (alloc_release_dead keeps both), and
+ * the checker finds every live count right: no segment is held without a
+ * reason (the test fails if dead ones stay).
+ *
+ * Not compared with the free count before the overwrites: where a new
+ * generation starts and ends within segments (a partly live first
+ * segment, a partly filled head, the successor taken or not) moved that
+ * count by up to four, and a bound of three failed at random (CI, ASan). */
 static void test_frees_in_background(void **state)
 {
 	struct faultdev *p = faultdev_new(1u << 30);
@@ -154,27 +164,26 @@ static void test_frees_in_background(void **state)
 	struct store *st = testpool_volume(&p->dev, &o, "v", VOLSIZE, &v);
 
 	alarm(60);
-	write_gen(v, 0, NBLK, 1);
-	/* Settled first: whether the idle checkpoint after generation 1 had
-	 * run when free segments were counted made the figure vary by one. */
-	assert_int_equal(store_checkpoint(st), 0);
-	uint64_t free_before = stats(st).segments_free;
-	for (unsigned gen = 2; gen < 5; gen++)
+	for (unsigned gen = 1; gen < 5; gen++)
 		write_gen(v, 0, NBLK, gen); /* every earlier copy dies */
-	/* Idle: the last writes' checkpoint is due within a second. */
+	/* Idle: the last writes' checkpoint is due within a second (slower
+	 * under sanitizers on a busy machine: up to 30 s).  Its record comes
+	 * after them in the log, and it frees what was dead when it began. */
+	uint64_t last = stats(st).log_lsn;
 	struct store_stats s = stats(st);
-	/* Room for three segments more in use than before: the log head, the
-	 * segment it goes on to and the one holding the checkpoint may each
-	 * have moved to a segment free before. */
-	for (int i = 0; i < 200 && s.segments_free + 3 < free_before; i++) {
+	for (int i = 0; i < 600 && (s.checkpoint_lsn < last || s.segments_pending > 2); i++) {
 		usleep(50 * 1000);
 		s = stats(st);
 	}
-	print_message("free segments %llu before the overwrites, %llu after; %llu freed\n",
-	              (unsigned long long)free_before, (unsigned long long)s.segments_free,
-	              (unsigned long long)s.segments_freed);
-	assert_true(s.segments_free + 3 >= free_before);
-	assert_true(s.segments_freed >= 3 * (VOLSIZE / s.segment_bytes) - 4);
+	print_message("%llu segments used, %llu of them without a live block; %llu freed\n",
+	              (unsigned long long)(s.segments - s.segments_free),
+	              (unsigned long long)s.segments_pending, (unsigned long long)s.segments_freed);
+	assert_true(s.checkpoint_lsn >= last);
+	assert_true(s.segments_pending <= 2);
+	/* The log the older generations filled, but for the segment where
+	 * generation 4 began and the first one (it keeps the pool's first
+	 * metadata), was freed. */
+	assert_true(s.segments_freed >= 3 * 2 * (VOLSIZE / s.segment_bytes) - 2);
 	expect_gen(v, 0, NBLK, 4);
 	assert_int_equal(store_check(st), 0);
 	alarm(0);
