@@ -32,6 +32,11 @@ struct blkdev_ops {
 	/* Start writing a range back now, without waiting (a hint, so that a
 	 * later flush has little left to do); may be NULL. */
 	void (*writeback)(struct blkdev *d, uint64_t off, uint64_t len);
+	/* A read-only view of [off, off+len): a pointer into a shared
+	 * mapping of the device, or NULL when the range is not mapped or not
+	 * all in memory (the caller reads instead; it never waits for the
+	 * disk).  May be NULL (no views).  See blkdev_view. */
+	const void *(*view)(struct blkdev *d, uint64_t off, size_t len);
 	void (*close)(struct blkdev *d);
 };
 
@@ -66,6 +71,30 @@ static inline void blkdev_writeback(struct blkdev *d, uint64_t off, uint64_t len
 	if (d->ops->writeback)
 		d->ops->writeback(d, off, len);
 }
+/* Views (file and block devices): the device is mapped read-only and
+ * shared, once, at the first view, as large as it is then (a pool grown
+ * later gets no views beyond that until it is opened again).  A view holds
+ * what a pread of the range would return at the moment it is read, and
+ * stays valid until blkdev_close; whoever takes one must make sure the
+ * range is not rewritten meanwhile (the store: a block lives in place
+ * until a checkpoint and a grace period after it dies).  Its bytes are in
+ * the page cache when it is given, but may be dropped and read again, and
+ * a device error or a file truncated under us then faults (SIGBUS): read
+ * a view's bytes only inside blkdev_view_guard.  Passing a view to a
+ * system call (send) is safe: a fault there is EFAULT. */
+static inline const void *blkdev_view(struct blkdev *d, uint64_t off, size_t len)
+{
+	return d->ops->view ? d->ops->view(d, off, len) : NULL;
+}
+
+/* Run fn(arg) with view faults caught on this thread: fn's result, or
+ * -EIO when a view's byte could not be read (fn was cut short: it must
+ * take no lock and allocate nothing while it reads views).  Installs the
+ * process's SIGBUS handler at the first view (a fault outside a guard
+ * goes to the handler there was before, or ends the process as
+ * always). */
+int blkdev_view_guard(int (*fn)(void *arg), void *arg);
+
 static inline void blkdev_close(struct blkdev *d)
 {
 	if (d)

@@ -253,7 +253,8 @@ void proto_request_payload(const struct proto *p, struct proto_req *req, const u
  * -errno and leave as NBD error values (proto_nbd_error): the caller never
  * names an NBD error.  Pure functions: no allocation, no I/O. */
 #define PROTO_READ_CHUNKS 16 /* chunks per structured READ reply */
-#define PROTO_REPLY_IOV   (2 * PROTO_READ_CHUNKS)
+#define PROTO_READ_PIECES 8  /* separate buffers a READ's data may come in */
+#define PROTO_REPLY_IOV   (2 * PROTO_READ_CHUNKS + PROTO_READ_PIECES)
 /* Caller's buffer bytes per BLOCK_STATUS extent: 8 (compact) or 16
  * (NBD_REPLY_TYPE_BLOCK_STATUS_EXT); size buffers for the larger. */
 #define PROTO_BS_DESC    sizeof(struct nbd_block_descriptor_ext)
@@ -287,7 +288,13 @@ void proto_reply_status(struct proto_reply *r, int err);
  * and hole chunks tiling the range, as proto_read_runs() splits it, the
  * last with DONE; a failure is one ERROR_OFFSET chunk at offset (the store
  * does not say which byte failed, so the whole range is reported bad). */
-void proto_reply_read(struct proto_reply *r, int err, uint64_t offset, uint8_t *buf, uint32_t len);
+void proto_reply_read(struct proto_reply *r, int err, uint64_t offset, const uint8_t *buf,
+                      uint32_t len);
+/* The same for a successful READ whose len bytes lie in n (at most
+ * PROTO_READ_PIECES) consecutive pieces: the reply's iovecs point into
+ * them. */
+void proto_reply_read_pieces(struct proto_reply *r, uint64_t offset, const struct iovec *piece,
+                             unsigned n, uint32_t len);
 
 /* The answers to one BLOCK_STATUS, one per active context: a context not
  * selected has a NULL array. */
@@ -328,6 +335,9 @@ struct proto_run {
  * at the first nonzero word of every other block. */
 unsigned proto_read_runs(const uint8_t *buf, uint64_t offset, uint32_t len, bool df,
                          struct proto_run *runs, unsigned max);
+/* The same over data in n consecutive pieces (their lengths add to len). */
+unsigned proto_read_runs_pieces(const struct iovec *piece, unsigned n, uint64_t offset,
+                                uint32_t len, bool df, struct proto_run *runs, unsigned max);
 
 /* Translate a store result (0 or -errno) into an NBD error value.  The
  * only errno→NBD mapping in cowbd. */

@@ -171,6 +171,29 @@ struct store_extent {
 int store_map(struct vol *v, uint64_t off, uint64_t len, struct store_extent *ext, unsigned max,
               unsigned *n);
 
+/* A READ of whole blocks, every one of them in the page cache (a file or
+ * block device pool): its blocks are verified in place and the pieces
+ * point at them in a read-only mapping of the pool, one piece per run of
+ * physically contiguous blocks (at most max), so that the caller sends
+ * them with no copy.  Call inside store_read_lock(): the pieces stay
+ * valid, and hold the volume's data, until the matching
+ * store_read_unlock().  Read their bytes only by handing them to a system
+ * call (send, writev: a device error there is EFAULT) or inside
+ * store_view_guard.  True: answered (req->err: 0 with *n pieces, or -EIO
+ * for a damaged block, as store_read_try).  False: nothing happened (a
+ * hole, part of a block, more runs than max, not in memory, a backend
+ * without views): read it another way.  Cost: a tree walk, a mincore per
+ * run and one CRC32C pass. */
+bool store_read_view(struct store_req *req, struct iovec *piece, unsigned max, unsigned *n);
+/* A read-side section for store_read_view: short (no blocking call
+ * inside), nests, and a thread may hold several views in one. */
+void store_read_lock(void);
+void store_read_unlock(void);
+/* fn(arg) with faults on a view's bytes caught: fn's result, or -EIO when
+ * one could not be read (fn was cut short: it must take no lock and
+ * allocate nothing). */
+int store_view_guard(int (*fn)(void *arg), void *arg);
+
 /* Threads that call store_read_try or store_map register once (liburcu). */
 void store_thread_register(void);
 void store_thread_unregister(void);
@@ -349,6 +372,9 @@ struct store_stats {
 	 * counted once), and reads answered EIO for one (reader threads add
 	 * to these with atomic increments) */
 	uint64_t bad_blocks, bad_reads;
+	/* READs answered from a view of the pool's page cache, their bytes
+	 * sent from there with no copy (store_read_view; atomic increments) */
+	uint64_t read_views;
 	uint64_t compact_skipped_bad; /* damaged blocks the compactor left in place */
 	uint64_t checkpoint_ns;       /* time checkpoints took, each from begin to finish */
 	uint64_t client_write_bytes;  /* WRITE payload bytes completed without error (the

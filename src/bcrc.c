@@ -232,9 +232,15 @@ static struct bcrc_table *table_publish(struct bcrc *c, uint64_t seg, uint64_t s
 int bcrc_verify(struct bcrc *c, uint64_t blk, uint64_t stamp, const void *data, bool nowait,
                 uint32_t *crc)
 {
+	return bcrc_check(c, blk, stamp, crc32c(0, data, FMT_BLOCK), nowait, crc);
+}
+
+int bcrc_check(struct bcrc *c, uint64_t blk, uint64_t stamp, uint32_t got, bool nowait,
+               uint32_t *crc)
+{
 	uint64_t seg = blk / FMT_SEG_BLOCKS;
 	uint32_t off = (uint32_t)(blk % FMT_SEG_BLOCKS);
-	uint32_t got = crc32c(0, data, FMT_BLOCK), want = 0;
+	uint32_t want = 0;
 	uint8_t kind = KIND_NONE;
 	bool fresh = false;
 	int err;

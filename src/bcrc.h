@@ -58,6 +58,10 @@ void bcrc_free(struct bcrc *c);
  * segment's summaries. */
 int bcrc_verify(struct bcrc *c, uint64_t blk, uint64_t stamp, const void *data, bool nowait,
                 uint32_t *crc);
+/* The same for a block whose CRC32C the caller computed (got): for bytes
+ * that must be read in one guarded pass (a view, segio_view_guard). */
+int bcrc_check(struct bcrc *c, uint64_t blk, uint64_t stamp, uint32_t got, bool nowait,
+               uint32_t *crc);
 
 /* What carried block blk of a segment with stamp `stamp` (the compactor,
  * before it copies the block): *node if a NODE entry (the block checks

@@ -5,8 +5,9 @@
  * open (plus O_EXCL on a block device) and the advisory owner record in
  * block 2 that names the holder to a refused opener.  Lowest layer:
  * includes nothing of cowbd's but crc32c.h.
- * Thread-safety: the file device is stateless; the memory device takes its
- * own mutex on every call. */
+ * Thread-safety: the file device keeps only its read-only mapping (made
+ * once under map_lock, published with a release store); the memory device
+ * takes its own mutex on every call. */
 #include <assert.h>
 #include <endian.h>
 #include <errno.h>
@@ -16,10 +17,13 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,6 +32,21 @@
 #include "crc32c.h"
 
 /* ---- file / block device ---------------------------------------------- */
+
+/* A file or block device: its fd (in dev) and, after the first view, a
+ * read-only shared mapping of its first map_len bytes. */
+struct filedev {
+	struct blkdev dev;
+	pthread_mutex_t map_lock;
+	const uint8_t *map; /* NULL: not mapped (yet); map_failed: never */
+	uint64_t map_len;
+	bool map_failed;
+};
+
+static struct filedev *to_file(struct blkdev *d)
+{
+	return (struct filedev *)d;
+}
 
 static int file_pread(struct blkdev *d, void *buf, size_t len, uint64_t off)
 {
@@ -121,10 +140,108 @@ static void file_writeback(struct blkdev *d, uint64_t off, uint64_t len)
 	(void)sync_file_range(d->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
 }
 
+/* Views.  A fault reading a view's byte inside blkdev_view_guard jumps back to
+ * the guard (SA_NODEFER: the signal stays unblocked, so sigsetjmp need
+ * not save the mask); any other SIGBUS goes where it went before. */
+static __thread sigjmp_buf *view_jmp;
+static struct sigaction bus_before;
+static pthread_once_t bus_once = PTHREAD_ONCE_INIT;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	sigjmp_buf *j = view_jmp;
+
+	if (j) {
+		view_jmp = NULL;
+		siglongjmp(*j, 1);
+	}
+	if ((bus_before.sa_flags & SA_SIGINFO) && bus_before.sa_sigaction) {
+		bus_before.sa_sigaction(sig, si, uc);
+	} else if (bus_before.sa_handler != SIG_DFL && bus_before.sa_handler != SIG_IGN) {
+		bus_before.sa_handler(sig);
+	} else {
+		/* Returning re-runs the faulting access: the default action. */
+		signal(SIGBUS, SIG_DFL);
+	}
+}
+
+static void bus_install(void)
+{
+	struct sigaction sa = {.sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO | SA_NODEFER};
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &bus_before);
+}
+
+int blkdev_view_guard(int (*fn)(void *arg), void *arg)
+{
+	sigjmp_buf j;
+	int r;
+
+	pthread_once(&bus_once, bus_install);
+	if (sigsetjmp(j, 0))
+		return -EIO; /* the handler cleared view_jmp */
+	view_jmp = &j;
+	r = fn(arg);
+	view_jmp = NULL;
+	return r;
+}
+
+/* The mapping, made at the first call; NULL if it cannot be. */
+static const uint8_t *file_map(struct filedev *f)
+{
+	const uint8_t *m = __atomic_load_n(&f->map, __ATOMIC_ACQUIRE);
+
+	if (m || __atomic_load_n(&f->map_failed, __ATOMIC_RELAXED))
+		return m;
+	pthread_once(&bus_once, bus_install);
+	pthread_mutex_lock(&f->map_lock);
+	if (!f->map && !f->map_failed) {
+		void *p = f->dev.size ? mmap(NULL, f->dev.size, PROT_READ, MAP_SHARED, f->dev.fd, 0)
+		                      : MAP_FAILED;
+		if (p == MAP_FAILED) {
+			__atomic_store_n(&f->map_failed, true, __ATOMIC_RELAXED);
+		} else {
+			f->map_len = f->dev.size;
+			__atomic_store_n(&f->map, (const uint8_t *)p, __ATOMIC_RELEASE);
+		}
+	}
+	m = f->map;
+	pthread_mutex_unlock(&f->map_lock);
+	return m;
+}
+
+/* Pages a view may span and still be checked with the stack's vector. */
+#define VIEW_MAX_PAGES 1024u
+
+static const void *file_view(struct blkdev *d, uint64_t off, size_t len)
+{
+	struct filedev *f = to_file(d);
+	const uint8_t *m = file_map(f);
+	uint64_t psz = (uint64_t)sysconf(_SC_PAGESIZE);
+	unsigned char vec[VIEW_MAX_PAGES];
+
+	if (!m || !len || off > f->map_len || len > f->map_len - off)
+		return NULL;
+	uint64_t lo = off / psz * psz;
+	uint64_t pages = (off + len - lo + psz - 1) / psz;
+	if (pages > VIEW_MAX_PAGES || mincore((void *)(m + lo), off + len - lo, vec))
+		return NULL;
+	for (uint64_t i = 0; i < pages; i++)
+		if (!(vec[i] & 1))
+			return NULL; /* touching it would wait for the disk */
+	return m + off;
+}
+
 static void file_close(struct blkdev *d)
 {
+	struct filedev *f = to_file(d);
+
+	if (f->map)
+		munmap((void *)f->map, f->map_len);
+	pthread_mutex_destroy(&f->map_lock);
 	close(d->fd);
-	free(d);
+	free(f);
 }
 
 static const struct blkdev_ops file_ops = {
@@ -134,6 +251,7 @@ static const struct blkdev_ops file_ops = {
     .flush = file_flush,
     .discard = file_discard,
     .writeback = file_writeback,
+    .view = file_view,
     .close = file_close,
 };
 
@@ -155,6 +273,7 @@ static int file_lock(int fd, enum blkdev_mode mode)
  * fd is closed on failure. */
 static struct blkdev *file_wrap(int fd, enum blkdev_mode mode)
 {
+	struct filedev *f = NULL;
 	struct blkdev *d = NULL;
 	struct stat sb;
 	int err = file_lock(fd, mode);
@@ -165,9 +284,11 @@ static struct blkdev *file_wrap(int fd, enum blkdev_mode mode)
 	}
 	if (fstat(fd, &sb) < 0)
 		goto fail_fd;
-	d = calloc(1, sizeof(*d));
-	if (!d)
+	f = calloc(1, sizeof(*f));
+	if (!f)
 		goto fail_fd;
+	pthread_mutex_init(&f->map_lock, NULL);
+	d = &f->dev;
 	d->ops = &file_ops;
 	d->fd = fd;
 	if (S_ISBLK(sb.st_mode)) {
@@ -185,7 +306,9 @@ static struct blkdev *file_wrap(int fd, enum blkdev_mode mode)
 
 fail_fd:
 	err = errno;
-	free(d);
+	if (f)
+		pthread_mutex_destroy(&f->map_lock);
+	free(f);
 	close(fd);
 	errno = err;
 	return NULL;

@@ -145,6 +145,7 @@ static struct conn_req *req_get(struct conn *c, uint32_t size)
 	q->next = NULL;
 	q->held = q->sent = 0;
 	q->block_status = false;
+	q->nview = 0;
 	if (size > q->bufcap) {
 		size_t cap = 4096;
 		uint8_t *b;
@@ -400,6 +401,106 @@ static void conn_block_status(struct conn *c, const struct proto_req *r)
 
 /* Act on one validated request whose header has been consumed.  Returns
  * false when parsing must pause (payload still arriving). */
+/* ---- READs sent from the page cache ---------------------------------
+ * A large READ whose blocks are one run in the page cache is verified
+ * there and its reply points into the pool's mapping (store_read_view):
+ * the loop thread's copy into a buffer is saved, the send's copy into the
+ * socket is the only one.  The mapping's bytes stay the volume's only
+ * inside a read-side section, so the event that made such replies holds
+ * one, and before it returns (conn_settle) copies whatever the socket did
+ * not take into the request's buffer and closes it.  Not over TLS (the
+ * library reads the bytes itself, where a device error could not be
+ * caught). */
+
+struct view_reply {
+	struct conn_req *q;
+};
+
+static int view_reply(void *arg)
+{
+	struct conn_req *q = ((struct view_reply *)arg)->q;
+	/* Structured replies look for zero blocks: that reads the bytes. */
+	proto_reply_read_pieces(&q->out, q->sr.off, q->view, q->nview, q->sr.len);
+	return 0;
+}
+
+/* Answer q from a view if it can be; false: read it another way. */
+static bool conn_view(struct conn *c, struct conn_req *q)
+{
+	if (!c->view_lock) {
+		store_read_lock();
+		c->view_lock = true;
+	}
+	if (!store_read_view(&q->sr, q->view, PROTO_READ_PIECES, &q->nview))
+		return false;
+	if (q->sr.err) {
+		req_finish(c, q);
+		return true;
+	}
+	struct view_reply a = {.q = q};
+	if (store_view_guard(view_reply, &a)) {
+		q->nview = 0;
+		return false; /* its bytes went: a read will say why */
+	}
+	c->views++;
+	reply_queue(c, q);
+	return true;
+}
+
+/* Copy the part of view reply q not sent yet into q->buf, where the
+ * reply's iovecs then point. */
+static int view_copy(void *arg)
+{
+	struct conn_req *q = arg;
+	size_t at = 0; /* reply bytes before iov[i] */
+
+	for (unsigned i = 0; i < q->out.niov; i++) {
+		struct iovec *io = &q->out.iov[i];
+		const uint8_t *b = io->iov_base;
+		size_t len = io->iov_len, data = 0; /* data bytes before piece j */
+
+		for (unsigned j = 0; j < q->nview; j++) {
+			const uint8_t *v = q->view[j].iov_base;
+			if (b >= v && b < v + q->view[j].iov_len) {
+				uint8_t *to = q->buf + data + (size_t)(b - v);
+				size_t skip = q->sent > at ? q->sent - at : 0;
+				if (skip < len)
+					memcpy(to + skip, b + skip, len - skip);
+				io->iov_base = to;
+				break;
+			}
+			data += q->view[j].iov_len;
+		}
+		at += len;
+	}
+	return 0;
+}
+
+/* The end of an event: no reply points into a view any more, and the
+ * read-side section is closed. */
+static void conn_views_end(struct conn *c)
+{
+	if (c->views) {
+		for (struct conn_req *q = c->rq_head; q; q = q->next) {
+			if (!q->nview)
+				continue;
+			if (!c->dead && store_view_guard(view_copy, q)) {
+				say_error("%s: the pool could not be read while a reply was sent; "
+				          "disconnecting",
+				          c->peer);
+				conn_why(c, "pool read error mid-reply");
+				c->dead = true;
+			}
+			q->nview = 0;
+		}
+		c->views = 0;
+	}
+	if (c->view_lock) {
+		store_read_unlock();
+		c->view_lock = false;
+	}
+}
+
 static bool conn_request(struct conn *c, struct proto_req *r)
 {
 	size_t avail;
@@ -477,6 +578,8 @@ static bool conn_request(struct conn *c, struct proto_req *r)
 		/* Page-cache hits and holes are served right here: no thread
 		 * hand-off, no wake-up, the reply goes out with this batch. */
 		q->sr.vol = c->proto.exp.handle;
+		if (r->length >= CONN_VIEW_MIN && !c->tls && conn_view(c, q))
+			return true;
 		if (store_read_try(&q->sr)) {
 			req_finish(c, q);
 			return true;
@@ -918,6 +1021,7 @@ static void conn_settle_one(struct conn *c)
 				break;
 		}
 	}
+	conn_views_end(c);
 	if (!c->dead && c->proto.phase == PROTO_STARTTLS && conn_tls_step(c))
 		return;
 	if (!c->dead && c->draining && !conn_output_pending(c) &&

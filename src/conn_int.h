@@ -28,9 +28,10 @@
 #define CONN_IOV           128          /* iovecs per sendmsg */
 #define CONN_STOP_GRACE    30.0         /* seconds before stop cuts clients off */
 #define CONN_MAX_LISTENERS 16
-#define CONN_MAP_EXTENTS   4096       /* extents per BLOCK_STATUS reply */
-#define CONN_TRY_MAX       (1u << 20) /* READs up to this try the loop thread first */
-#define CONN_LOOP_TICK     0.25       /* seconds: a loop thread's watchdog stamp */
+#define CONN_MAP_EXTENTS   4096        /* extents per BLOCK_STATUS reply */
+#define CONN_TRY_MAX       (1u << 20)  /* READs up to this try the loop thread first */
+#define CONN_VIEW_MIN      (64u << 10) /* READs from this size go out from the page cache */
+#define CONN_LOOP_TICK     0.25        /* seconds: a loop thread's watchdog stamp */
 
 static_assert(CONN_RBUF_SIZE >= sizeof(struct nbd_option) + PROTO_OPT_MAX, "rbuf too small");
 static_assert(CONN_RBUF_SIZE >= PROTO_REQ_HDR_MAX + CONN_SMALL_WRITE, "rbuf too small");
@@ -83,6 +84,12 @@ struct conn_req {
 	 * and buf); sent: bytes of it gone. */
 	struct proto_reply out;
 	uint32_t sent;
+	/* A READ answered from a view (store_read_view): out's data iovecs
+	 * point into the pool's mapping, valid only in the read-side section
+	 * the event that made it holds (conn_views_end copies what is not
+	 * sent by then into buf). */
+	struct iovec view[PROTO_READ_PIECES];
+	unsigned nview;
 };
 
 struct conn {
@@ -115,6 +122,10 @@ struct conn {
 	bool dead;             /* socket closed */
 	bool dirty;            /* on the wake handler's flush list */
 	bool paused;           /* handover: no new request or option is taken */
+	/* Inside this event: a read-side section is held for the views of
+	 * the replies queued in it (conn_views_end closes it). */
+	bool view_lock;
+	unsigned views;
 	struct conn *dirty_next;
 	char peer[64];
 	struct tls_session *tls; /* after NBD_OPT_STARTTLS; NULL: plaintext */

@@ -745,6 +745,7 @@ static int control_op_stats(struct control_ctx *x)
 	STAT(segments_freed);
 	STAT(bad_blocks);
 	STAT(bad_reads);
+	STAT(read_views);
 	STAT(compact_skipped_bad);
 	STAT(cache_nodes);
 	STAT(cache_bytes);

@@ -31,6 +31,7 @@
  * offset.  The caller (conn) only queues and sends the iovecs, so it never
  * names an NBD error.
  */
+#include <assert.h>
 #include <endian.h>
 #include <errno.h>
 #include <stdio.h>
@@ -1211,8 +1212,26 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return true;
 }
 
-unsigned proto_read_runs(const uint8_t *buf, uint64_t offset, uint32_t len, bool df,
-                         struct proto_run *runs, unsigned max)
+/* Are the len bytes at data offset pos of the pieces all zero? */
+static bool pieces_zero(const struct iovec *piece, unsigned n, uint32_t pos, uint32_t len)
+{
+	for (unsigned i = 0; i < n && len; i++) {
+		uint32_t plen = (uint32_t)piece[i].iov_len;
+		if (pos >= plen) {
+			pos -= plen;
+			continue;
+		}
+		uint32_t k = plen - pos < len ? plen - pos : len;
+		if (!all_zero((const uint8_t *)piece[i].iov_base + pos, k))
+			return false;
+		len -= k;
+		pos = 0;
+	}
+	return true;
+}
+
+unsigned proto_read_runs_pieces(const struct iovec *piece, unsigned n, uint64_t offset,
+                                uint32_t len, bool df, struct proto_run *runs, unsigned max)
 {
 	unsigned k = 0;
 	uint32_t pos = 0;
@@ -1232,7 +1251,7 @@ unsigned proto_read_runs(const uint8_t *buf, uint64_t offset, uint32_t len, bool
 			runs[k - 1].len = len - runs[k - 1].off; /* out of runs: the rest is data */
 			return k;
 		}
-		hole = all_zero(buf + pos, blk);
+		hole = pieces_zero(piece, n, pos, blk);
 		if (k && runs[k - 1].hole == hole) {
 			runs[k - 1].len += blk;
 		} else if (k == max - 1) {
@@ -1247,6 +1266,13 @@ unsigned proto_read_runs(const uint8_t *buf, uint64_t offset, uint32_t len, bool
 	return k;
 }
 
+unsigned proto_read_runs(const uint8_t *buf, uint64_t offset, uint32_t len, bool df,
+                         struct proto_run *runs, unsigned max)
+{
+	struct iovec one = {.iov_base = (void *)buf, .iov_len = len};
+	return proto_read_runs_pieces(&one, 1, offset, len, df, runs, max);
+}
+
 /* ---- reply assembly ------------------------------------------------ */
 
 static_assert(PROTO_CHUNK_HDR + 14 <= sizeof(((struct proto_reply *)0)->hdr),
@@ -1255,9 +1281,9 @@ static_assert(PROTO_CHUNK_HDR + 8 <= PROTO_CHUNK_HOLE, "a data chunk header fits
 static_assert(PROTO_META_NCTX * (PROTO_CHUNK_HDR + 8) <= sizeof(((struct proto_reply *)0)->hdr),
               "a BLOCK_STATUS chunk header per context fits a reply's header area");
 
-static void reply_add(struct proto_reply *r, void *base, size_t len)
+static void reply_add(struct proto_reply *r, const void *base, size_t len)
 {
-	r->iov[r->niov].iov_base = base;
+	r->iov[r->niov].iov_base = (void *)base; /* sent, never written */
 	r->iov[r->niov++].iov_len = len;
 	r->len += (uint32_t)len;
 }
@@ -1302,26 +1328,43 @@ void proto_reply_status(struct proto_reply *r, int err)
 		reply_add(r, r->hdr, simple_hdr(r->hdr, r->handle, 0));
 }
 
-void proto_reply_read(struct proto_reply *r, int err, uint64_t offset, uint8_t *buf, uint32_t len)
+/* The iovecs for data bytes [pos, pos+len) of the pieces. */
+static void reply_add_span(struct proto_reply *r, const struct iovec *piece, unsigned n,
+                           uint32_t pos, uint32_t len)
+{
+	for (unsigned i = 0; i < n && len; i++) {
+		uint32_t plen = (uint32_t)piece[i].iov_len;
+		if (pos >= plen) {
+			pos -= plen;
+			continue;
+		}
+		uint32_t k = plen - pos < len ? plen - pos : len;
+		reply_add(r, (const uint8_t *)piece[i].iov_base + pos, k);
+		len -= k;
+		pos = 0;
+	}
+}
+
+void proto_reply_read_pieces(struct proto_reply *r, uint64_t offset, const struct iovec *piece,
+                             unsigned n, uint32_t len)
 {
 	struct proto_run runs[PROTO_READ_CHUNKS];
 	uint8_t *h = r->hdr;
-	unsigned n;
+	unsigned nr;
 
-	if (err) {
-		reply_error(r, err, true, offset);
-		return;
-	}
+	assert(n <= PROTO_READ_PIECES);
 	r->niov = 0;
 	r->len = 0;
 	if (!r->structured) {
 		reply_add(r, h, simple_hdr(h, r->handle, 0));
-		reply_add(r, buf, len);
+		reply_add_span(r, piece, n, 0, len);
 		return;
 	}
-	n = proto_read_runs(buf, offset, len, r->df, runs, PROTO_READ_CHUNKS);
-	for (unsigned i = 0; i < n; i++) {
-		uint16_t fl = i == n - 1 ? NBD_REPLY_FLAG_DONE : 0;
+	/* Each piece boundary inside a data chunk costs one iovec more:
+	 * 2 * PROTO_READ_CHUNKS + PROTO_READ_PIECES in all. */
+	nr = proto_read_runs_pieces(piece, n, offset, len, r->df, runs, PROTO_READ_CHUNKS);
+	for (unsigned i = 0; i < nr; i++) {
+		uint16_t fl = i == nr - 1 ? NBD_REPLY_FLAG_DONE : 0;
 		uint64_t off = offset + runs[i].off;
 		size_t k;
 
@@ -1331,10 +1374,21 @@ void proto_reply_read(struct proto_reply *r, int err, uint64_t offset, uint8_t *
 		} else {
 			k = chunk_data(h, r, fl, off, runs[i].len);
 			reply_add(r, h, k);
-			reply_add(r, buf + runs[i].off, runs[i].len);
+			reply_add_span(r, piece, n, runs[i].off, runs[i].len);
 		}
 		h += k;
 	}
+}
+
+void proto_reply_read(struct proto_reply *r, int err, uint64_t offset, const uint8_t *buf,
+                      uint32_t len)
+{
+	if (err) {
+		reply_error(r, err, true, offset);
+		return;
+	}
+	struct iovec one = {.iov_base = (void *)buf, .iov_len = len};
+	proto_reply_read_pieces(r, offset, &one, 1, len);
 }
 
 /* Bytes of one block descriptor on the wire. */

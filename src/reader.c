@@ -7,7 +7,10 @@
  * (reader_walk_locked).
  *
  * Readers walk the trees under rcu_read_lock with no other lock, and
- * coalesce physically contiguous blocks into one read.  A physical block
+ * coalesce physically contiguous blocks into one read.  A READ that is
+ * one contiguous run already in the page cache may skip the read: the
+ * event loop verifies and sends it from a read-only mapping of the pool
+ * inside its own read-side section (store_read_view).  A physical block
  * is reused only after a checkpoint and an RCU grace period, so a read of
  * a block looked up here never returns another volume's data.
  *
@@ -28,6 +31,7 @@
 #include <urcu/urcu-memb.h>
 
 #include "bcrc.h"
+#include "crc32c.h"
 #include "say.h"
 #include "store_int.h"
 
@@ -262,6 +266,90 @@ bool store_read_try(struct store_req *r)
 	if (err == -EAGAIN)
 		return false;
 	r->err = err;
+	iostats_count(v, STORE_IO_READ, r->len, err, t0);
+	return true;
+}
+
+/* Views: a READ of at most VIEW_BLOCKS whole blocks (the event loop's
+ * largest inline READ, CONN_TRY_MAX, is 256). */
+#define VIEW_BLOCKS 512u
+
+void store_read_lock(void)
+{
+	urcu_memb_read_lock();
+}
+
+void store_read_unlock(void)
+{
+	urcu_memb_read_unlock();
+}
+
+int store_view_guard(int (*fn)(void *arg), void *arg)
+{
+	return segio_view_guard(fn, arg);
+}
+
+/* The CRC32C of each block of a view's pieces, in one guarded pass. */
+struct view_crcs {
+	const struct iovec *piece;
+	unsigned n;
+	uint32_t *crc;
+};
+
+static int view_crcs(void *arg)
+{
+	struct view_crcs *a = arg;
+	uint32_t *crc = a->crc;
+	for (unsigned i = 0; i < a->n; i++)
+		for (size_t o = 0; o < a->piece[i].iov_len; o += FMT_BLOCK)
+			*crc++ = crc32c(0, (const uint8_t *)a->piece[i].iov_base + o, FMT_BLOCK);
+	return 0;
+}
+
+bool store_read_view(struct store_req *r, struct iovec *piece, unsigned max, unsigned *npiece)
+{
+	struct volume *v = r->vol->rec;
+	struct store *st = r->vol->st;
+	uint64_t lba = r->off / FMT_BLOCK, n = r->len / FMT_BLOCK;
+	uint64_t phys[VIEW_BLOCKS];
+	uint32_t crc[VIEW_BLOCKS];
+	unsigned k = 0;
+
+	if (r->op != STORE_READ || r->off % FMT_BLOCK || r->len % FMT_BLOCK || !n ||
+	    n > VIEW_BLOCKS || r->off > v->size || r->len > v->size - r->off || !max)
+		return false;
+	uint64_t t0 = iostats_now();
+	/* The runs of physically contiguous blocks: one piece each. */
+	uint64_t from = 0;
+	for (uint64_t i = 0; i <= n; i++) {
+		if (i < n && (tree_lookup(&v->tree, lba + i, true, &phys[i]) || !phys[i]))
+			return false; /* a node away, or a hole */
+		if (i && (i == n || phys[i] != phys[i - 1] + 1)) {
+			size_t len = (size_t)(i - from) * FMT_BLOCK;
+			const void *p =
+			    k < max ? segio_view(st->io, phys[from] * FMT_BLOCK, len) : NULL;
+			if (!p)
+				return false; /* too many runs, or not all in memory */
+			piece[k++] = (struct iovec){.iov_base = (void *)p, .iov_len = len};
+			from = i;
+		}
+	}
+	struct view_crcs a = {.piece = piece, .n = k, .crc = crc};
+	if (segio_view_guard(view_crcs, &a))
+		return false; /* could not be read in place: the read says why */
+	int err = 0;
+	for (uint64_t i = 0; i < n && !err; i++) {
+		uint64_t stamp = alloc_seg_stamp(st->a, alloc_seg_of(phys[i]));
+		err = bcrc_check(st->rd.bcrc, phys[i], stamp, crc[i], true, NULL);
+		if (err == -EIO)
+			note_bad(st, v, lba + i, phys[i], stamp);
+	}
+	if (err && err != -EIO)
+		return false; /* a table not in memory: the read builds it */
+	r->err = err;
+	*npiece = err ? 0 : k;
+	if (!err)
+		__atomic_fetch_add(&st->stats.read_views, 1, __ATOMIC_RELAXED);
 	iostats_count(v, STORE_IO_READ, r->len, err, t0);
 	return true;
 }

@@ -44,6 +44,11 @@ struct segio_ops {
 	int (*read)(struct segio *io, void *buf, size_t len, uint64_t off);
 	/* The same, but -EAGAIN if it would wait for the backend. */
 	int (*read_nowait)(struct segio *io, void *buf, size_t len, uint64_t off);
+	/* A read-only view of len bytes at off, all in memory now, or NULL
+	 * (not possible without waiting, or no views: the caller reads).
+	 * Valid until the backend closes; read its bytes only inside
+	 * segio_view_guard (blkdev_view says why).  May be NULL. */
+	const void *(*view)(struct segio *io, uint64_t off, size_t len);
 	/* The log entered seg (empty, or continued after recovery at off).
 	 * Appends into seg need no more backend space after this: -ENOSPC
 	 * (entering an empty segment only) when the backend cannot give it,
@@ -91,6 +96,15 @@ static inline int segio_read(struct segio *io, void *buf, size_t len, uint64_t o
 static inline int segio_read_nowait(struct segio *io, void *buf, size_t len, uint64_t off)
 {
 	return io->ops->read_nowait(io, buf, len, off);
+}
+static inline const void *segio_view(struct segio *io, uint64_t off, size_t len)
+{
+	return io->ops->view ? io->ops->view(io, off, len) : NULL;
+}
+/* fn(arg) with faults on views caught: -EIO if one could not be read. */
+static inline int segio_view_guard(int (*fn)(void *arg), void *arg)
+{
+	return blkdev_view_guard(fn, arg);
 }
 static inline int segio_open(struct segio *io, uint64_t seg, uint64_t off)
 {

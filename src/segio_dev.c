@@ -157,6 +157,11 @@ static int dev_read_nowait(struct segio *io, void *buf, size_t len, uint64_t off
 	return blkdev_pread_nowait(dev_of(io), buf, len, off);
 }
 
+static const void *dev_view(struct segio *io, uint64_t off, size_t len)
+{
+	return blkdev_view(dev_of(io), off, len);
+}
+
 /* Entering an empty segment needs its space: -ENOSPC refuses the move.  A
  * segment continued after recovery (off > 0) had its space reserved when
  * the log first entered it; if a pool written before reservations existed
@@ -229,6 +234,7 @@ static void dev_close(struct segio *io)
 static const struct segio_ops dev_ops = {
     .read = dev_read,
     .read_nowait = dev_read_nowait,
+    .view = dev_view,
     .open = dev_open,
     .reserve = dev_reserve,
     .append = dev_append,
