@@ -325,6 +325,9 @@ static void render_pool(struct metrics_text *t, const struct store_stats *s,
 	    "Distinct data blocks found failing their checksum.", s->bad_blocks);
 	one(t, "cowbd_bad_reads_total", "counter", "Reads answered EIO for a damaged block.",
 	    s->bad_reads);
+	one(t, "cowbd_read_views_total", "counter",
+	    "READs sent from the pool's page cache without a copy (verified in place).",
+	    s->read_views);
 }
 
 static void render_conns(struct metrics_text *t, struct conn_server *srv)

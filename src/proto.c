@@ -1283,6 +1283,7 @@ static_assert(PROTO_META_NCTX * (PROTO_CHUNK_HDR + 8) <= sizeof(((struct proto_r
 
 static void reply_add(struct proto_reply *r, const void *base, size_t len)
 {
+	assert(r->niov < PROTO_REPLY_IOV);
 	r->iov[r->niov].iov_base = (void *)base; /* sent, never written */
 	r->iov[r->niov++].iov_len = len;
 	r->len += (uint32_t)len;

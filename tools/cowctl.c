@@ -468,6 +468,8 @@ static void cowctl_print_stats(json_t *s)
 	       " left in place by the compactor)\n",
 	       "bad blocks:", cowctl_u64(s, "bad_blocks"), cowctl_u64(s, "bad_reads"),
 	       cowctl_u64(s, "compact_skipped_bad"));
+	printf("%-18s%" PRIu64 " sent from the page cache without a copy\n",
+	       "read views:", cowctl_u64(s, "read_views"));
 	printf("%-18s%s\n", "failed:",
 	       json_is_true(json_object_get(s, "failed")) ? "YES (I/O error; restart cowbd)"
 	                                                  : "no");

@@ -179,7 +179,8 @@ def gauges(page, s1, s2, p1, p2):
              ("cowbd_checkpoint_precopy_nodes_total", s["ckpt_precopy_nodes"]),
              ("cowbd_checkpoint_precopy_pages_total", s["ckpt_precopy_pages"]),
              ("cowbd_bad_blocks_total", s["bad_blocks"]),
-             ("cowbd_bad_reads_total", s["bad_reads"])]
+             ("cowbd_bad_reads_total", s["bad_reads"]),
+             ("cowbd_read_views_total", s["read_views"])]
     for name, want in pairs:
         if get(p, name) != want:
             sys.exit("%s = %d, cowctl says %d" % (name, get(p, name), want))

@@ -820,6 +820,58 @@ static void reply_read_chunks(void **state)
 	assert_int_equal(bytes_be32(out + 16), 8 + sizeof(buf));
 }
 
+/* A READ's data in pieces (a reply sent from views of the pool) goes out
+ * exactly as the same bytes from one buffer would: simple, structured with
+ * holes found across piece boundaries, and DF; with the most pieces and
+ * the most chunks at once, the iovecs suffice (reply_add asserts it). */
+static void reply_read_pieces(void **state)
+{
+	enum { NB = 40 };
+	static uint8_t ref[NB * 4096], scattered[NB * 4096 + 8 * 512], a[NB * 4096 + 2048],
+	    b[NB * 4096 + 2048];
+	/* piece lengths: block multiples, one that splits a block, and the rest */
+	static const uint32_t cut[PROTO_READ_PIECES] = {4096, 3 * 4096, 2 * 4096 + 100, 4096 - 100,
+	                                                4096, 5 * 4096, 7 * 4096,       0};
+	struct iovec piece[PROTO_READ_PIECES];
+	struct proto_reply r1, r2;
+
+	for (int pattern = 0; pattern < 3; pattern++) {
+		memset(ref, 0, sizeof(ref));
+		for (unsigned blk = 0; blk < NB; blk++) {
+			bool data = pattern == 0   ? blk % 2 == 0 /* most chunks */
+			            : pattern == 1 ? blk % 5 == 3
+			                           : true;
+			if (data)
+				ref[blk * 4096 + (blk * 37) % 4096] = (uint8_t)(blk + 1);
+		}
+		/* Scatter ref into pieces with gaps between them. */
+		uint32_t pos = 0, at = 0;
+		unsigned n = 0;
+		for (; n < PROTO_READ_PIECES; n++) {
+			uint32_t len = cut[n] ? cut[n] : (uint32_t)sizeof(ref) - pos;
+			memcpy(scattered + at, ref + pos, len);
+			piece[n] = (struct iovec){.iov_base = scattered + at, .iov_len = len};
+			pos += len;
+			at += len + 512;
+		}
+		assert_int_equal(pos, sizeof(ref));
+		for (int mode = 0; mode < 3; mode++) {
+			struct proto_req q = {
+			    .handle = 11, .structured = mode > 0, .df = mode == 2};
+			proto_reply_init(&r1, &q);
+			proto_reply_read(&r1, 0, 1u << 20, ref, sizeof(ref));
+			proto_reply_init(&r2, &q);
+			proto_reply_read_pieces(&r2, 1u << 20, piece, n, sizeof(ref));
+			size_t n1 = flatten(&r1, a, sizeof(a)), n2 = flatten(&r2, b, sizeof(b));
+			assert_int_equal(n1, n2);
+			assert_memory_equal(a, b, n1);
+			assert_int_equal(r1.len, r2.len);
+			if (mode == 1 && pattern == 2) /* one chunk: its header, a piece each */
+				assert_int_equal(r2.niov, 1 + n);
+		}
+	}
+}
+
 static void reply_block_status(void **state)
 {
 	struct proto_req q = {.handle = 9, .structured = true};
@@ -1692,6 +1744,7 @@ int main(void)
 	    T(reply_simple),
 	    T(reply_structured),
 	    T(reply_read_chunks),
+	    T(reply_read_pieces),
 	    T(reply_block_status),
 	    T(errno_mapping),
 	    T(random_bytes),
