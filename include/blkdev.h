@@ -89,10 +89,12 @@ static inline const void *blkdev_view(struct blkdev *d, uint64_t off, size_t len
 
 /* Run fn(arg) with view faults caught on this thread: fn's result, or
  * -EIO when a view's byte could not be read (fn was cut short: it must
- * take no lock and allocate nothing while it reads views).  Installs the
- * process's SIGBUS handler at the first view (a fault outside a guard
- * goes to the handler there was before, or ends the process as
- * always). */
+ * take no lock and allocate nothing while it reads views).  Guards nest.
+ * Installs the process's SIGBUS handler once, at the first view or guard
+ * (a fault outside a guard goes to the handler there was before, or ends
+ * the process as always); whoever sets another SIGBUS handler later
+ * (nothing in cowbd does; cmocka does around each test) turns the guard
+ * off until it puts this one back. */
 int blkdev_view_guard(int (*fn)(void *arg), void *arg);
 
 static inline void blkdev_close(struct blkdev *d)

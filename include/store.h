@@ -185,8 +185,10 @@ int store_map(struct vol *v, uint64_t off, uint64_t len, struct store_extent *ex
  * without views): read it another way.  Cost: a tree walk, a mincore per
  * run and one CRC32C pass. */
 bool store_read_view(struct store_req *req, struct iovec *piece, unsigned max, unsigned *n);
-/* A read-side section for store_read_view: short (no blocking call
- * inside), nests, and a thread may hold several views in one. */
+/* A read-side section for store_read_view: short (nothing inside waits
+ * for the disk or for a grace period; a damaged block's report takes two
+ * short locks, as on the reader threads), nests, and a thread may hold
+ * several views in one. */
 void store_read_lock(void);
 void store_read_unlock(void);
 /* fn(arg) with faults on a view's bytes caught: fn's result, or -EIO when

@@ -176,14 +176,17 @@ static void bus_install(void)
 int blkdev_view_guard(int (*fn)(void *arg), void *arg)
 {
 	sigjmp_buf j;
+	sigjmp_buf *volatile outer = view_jmp; /* guards nest */
 	int r;
 
 	pthread_once(&bus_once, bus_install);
-	if (sigsetjmp(j, 0))
-		return -EIO; /* the handler cleared view_jmp */
+	if (sigsetjmp(j, 0)) {
+		view_jmp = outer;
+		return -EIO;
+	}
 	view_jmp = &j;
 	r = fn(arg);
-	view_jmp = NULL;
+	view_jmp = outer;
 	return r;
 }
 
