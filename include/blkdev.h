@@ -34,8 +34,9 @@ struct blkdev_ops {
 	void (*writeback)(struct blkdev *d, uint64_t off, uint64_t len);
 	/* A read-only view of [off, off+len): a pointer into a shared
 	 * mapping of the device, or NULL when the range is not mapped or not
-	 * all in memory (the caller reads instead; it never waits for the
-	 * disk).  May be NULL (no views).  See blkdev_view. */
+	 * all in memory (the caller reads instead: a view's pages were in
+	 * the page cache when it was given, so reading them waits for the
+	 * disk only if they are dropped in between).  May be NULL (no views).  See blkdev_view. */
 	const void *(*view)(struct blkdev *d, uint64_t off, size_t len);
 	void (*close)(struct blkdev *d);
 };

@@ -399,11 +399,11 @@ static void conn_block_status(struct conn *c, const struct proto_req *r)
 	}
 }
 
-/* Act on one validated request whose header has been consumed.  Returns
- * false when parsing must pause (payload still arriving). */
 /* ---- READs sent from the page cache ---------------------------------
- * A large READ whose blocks are one run in the page cache is verified
- * there and its reply points into the pool's mapping (store_read_view):
+ * A large READ (CONN_VIEW_MIN..CONN_TRY_MAX, whole blocks) whose blocks
+ * are all in the page cache, in at most PROTO_READ_PIECES physically
+ * contiguous runs, is verified there and its reply points into the pool's
+ * mapping, a piece per run (store_read_view):
  * the loop thread's copy into a buffer is saved, the send's copy into the
  * socket is the only one.  The mapping's bytes stay the volume's only
  * inside a read-side section, so the event that made such replies holds
@@ -501,6 +501,8 @@ static void conn_views_end(struct conn *c)
 	}
 }
 
+/* Act on one validated request whose header has been consumed.  Returns
+ * false when parsing must pause (payload still arriving). */
 static bool conn_request(struct conn *c, struct proto_req *r)
 {
 	size_t avail;

@@ -7,10 +7,11 @@
  * (reader_walk_locked).
  *
  * Readers walk the trees under rcu_read_lock with no other lock, and
- * coalesce physically contiguous blocks into one read.  A READ that is
- * one contiguous run already in the page cache may skip the read: the
- * event loop verifies and sends it from a read-only mapping of the pool
- * inside its own read-side section (store_read_view).  A physical block
+ * coalesce physically contiguous blocks into one read.  A READ of whole
+ * blocks already in the page cache, in a few contiguous runs, may skip
+ * the read: the event loop verifies and sends it from a read-only mapping
+ * of the pool, a piece per run, inside its own read-side section
+ * (store_read_view).  A physical block
  * is reused only after a checkpoint and an RCU grace period, so a read of
  * a block looked up here never returns another volume's data.
  *
