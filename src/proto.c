@@ -1212,8 +1212,10 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return true;
 }
 
-/* Are the len bytes at data offset pos of the pieces all zero? */
-static bool pieces_zero(const struct iovec *piece, unsigned n, uint32_t pos, uint32_t len)
+/* Call fn(arg, p, k) on each stretch of data bytes [pos, pos+len) of the
+ * pieces, in order, while it returns true; false if one returned false. */
+static bool pieces_each(const struct iovec *piece, unsigned n, uint32_t pos, uint32_t len,
+                        bool (*fn)(void *arg, const uint8_t *p, uint32_t k), void *arg)
 {
 	for (unsigned i = 0; i < n && len; i++) {
 		uint32_t plen = (uint32_t)piece[i].iov_len;
@@ -1222,12 +1224,23 @@ static bool pieces_zero(const struct iovec *piece, unsigned n, uint32_t pos, uin
 			continue;
 		}
 		uint32_t k = plen - pos < len ? plen - pos : len;
-		if (!all_zero((const uint8_t *)piece[i].iov_base + pos, k))
+		if (!fn(arg, (const uint8_t *)piece[i].iov_base + pos, k))
 			return false;
 		len -= k;
 		pos = 0;
 	}
 	return true;
+}
+
+static bool stretch_zero(void *arg, const uint8_t *p, uint32_t k)
+{
+	return all_zero(p, k);
+}
+
+/* Are the len bytes at data offset pos of the pieces all zero? */
+static bool pieces_zero(const struct iovec *piece, unsigned n, uint32_t pos, uint32_t len)
+{
+	return pieces_each(piece, n, pos, len, stretch_zero, NULL);
 }
 
 unsigned proto_read_runs_pieces(const struct iovec *piece, unsigned n, uint64_t offset,
@@ -1329,21 +1342,17 @@ void proto_reply_status(struct proto_reply *r, int err)
 		reply_add(r, r->hdr, simple_hdr(r->hdr, r->handle, 0));
 }
 
+static bool stretch_add(void *arg, const uint8_t *p, uint32_t k)
+{
+	reply_add(arg, p, k);
+	return true;
+}
+
 /* The iovecs for data bytes [pos, pos+len) of the pieces. */
 static void reply_add_span(struct proto_reply *r, const struct iovec *piece, unsigned n,
                            uint32_t pos, uint32_t len)
 {
-	for (unsigned i = 0; i < n && len; i++) {
-		uint32_t plen = (uint32_t)piece[i].iov_len;
-		if (pos >= plen) {
-			pos -= plen;
-			continue;
-		}
-		uint32_t k = plen - pos < len ? plen - pos : len;
-		reply_add(r, (const uint8_t *)piece[i].iov_base + pos, k);
-		len -= k;
-		pos = 0;
-	}
+	pieces_each(piece, n, pos, len, stretch_add, r);
 }
 
 void proto_reply_read_pieces(struct proto_reply *r, uint64_t offset, const struct iovec *piece,
