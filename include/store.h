@@ -369,6 +369,9 @@ struct store_stats {
 	uint64_t blocks_live; /* data + metadata blocks referenced */
 	uint64_t log_lsn, checkpoint_lsn;
 	uint64_t batches, batch_blocks, syncs, checkpoints;
+	/* rounds an event loop ran itself (writer_inline), and those of
+	 * them slow enough to turn inline rounds off for a while */
+	uint64_t inline_rounds, inline_slow;
 	uint64_t compactions, compacted_blocks, segments_freed;
 	/* verified reads: data blocks found failing their checksum (each
 	 * counted once), and reads answered EIO for one (reader threads add

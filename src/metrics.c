@@ -328,6 +328,11 @@ static void render_pool(struct metrics_text *t, const struct store_stats *s,
 	one(t, "cowbd_read_views_total", "counter",
 	    "READs sent from the pool's page cache without a copy (verified in place).",
 	    s->read_views);
+	one(t, "cowbd_inline_rounds_total", "counter",
+	    "Rounds of writes an event loop ran itself while the log thread slept.",
+	    s->inline_rounds);
+	one(t, "cowbd_inline_slow_total", "counter",
+	    "Inline rounds slower than 2 ms (each turns them off for 100 ms).", s->inline_slow);
 }
 
 static void render_conns(struct metrics_text *t, struct conn_server *srv)

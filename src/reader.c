@@ -439,6 +439,11 @@ void store_thread_unregister(void)
 	rcu_registered = false;
 }
 
+bool reader_rcu_registered(void)
+{
+	return rcu_registered;
+}
+
 bool reader_rcu_enter(void)
 {
 	if (rcu_registered)

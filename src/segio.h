@@ -101,6 +101,12 @@ static inline const void *segio_view(struct segio *io, uint64_t off, size_t len)
 {
 	return io->ops->view ? io->ops->view(io, off, len) : NULL;
 }
+/* Appends land in local memory or the page cache (not an object store):
+ * they return without waiting on a network. */
+static inline bool segio_local(const struct segio *io)
+{
+	return io->ops->view != NULL;
+}
 /* fn(arg) with faults on views caught: -EIO if one could not be read. */
 static inline int segio_view_guard(int (*fn)(void *arg), void *arg)
 {

@@ -290,6 +290,12 @@ bool space_precopy_room(const struct store *st)
 /* Only segments where a copy buys real space, and after a pass that found
  * nothing, not again before another segment of log (the victim scan is
  * O(segments): not for every round). */
+bool space_clean_due(const struct store *st)
+{
+	return !st->failed && alloc_nfree(st->a) < low_water(st) &&
+	       log_blocks_written(st->log) >= st->sp.futile_at + FMT_SEG_BLOCKS;
+}
+
 bool space_clean_low(struct store *st)
 {
 	uint64_t written = log_blocks_written(st->log);

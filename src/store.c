@@ -61,6 +61,7 @@ static struct store *store_alloc(struct segio *io, uint64_t nsegs, const struct 
 	pthread_mutex_init(&st->vt.lock, NULL);
 	scrub_init(st);
 	core_queue_init(&st->wr.q);
+	pthread_mutex_init(&st->wr.own, NULL);
 	core_queue_init(&st->rd.q);
 	return st;
 }
@@ -81,6 +82,7 @@ static void store_dealloc(struct store *st)
 	pthread_mutex_destroy(&st->vt.lock);
 	scrub_free(st);
 	core_queue_destroy(&st->wr.q);
+	pthread_mutex_destroy(&st->wr.own);
 	core_queue_destroy(&st->rd.q);
 	free(st);
 }
@@ -389,7 +391,8 @@ void store_unplug(struct store_plug *p)
 {
 	if (!p->head)
 		return;
-	core_queue_push_list(&p->st->wr.q, p->head, p->tail);
+	if (!writer_inline(p->st, p->head))
+		core_queue_push_list(&p->st->wr.q, p->head, p->tail);
 	p->head = p->tail = NULL;
 	p->bytes = 0;
 }

@@ -194,6 +194,15 @@ struct store {
 		bool running; /* the log thread exists (stays true once stopped: ckpt_commit) */
 		bool stopped; /* writer_stop joined it (its caller's thread only) */
 		pthread_t thread;
+		/* Held by whoever runs the log's work: the log thread, except
+		 * while it sleeps for the queue, or an event loop running a
+		 * round of its own writes inline (writer_inline).  Everything
+		 * marked "log thread" below and in the store is under it. */
+		pthread_mutex_t own;
+		bool kick; /* under q.lock: an inline round left work between rounds */
+		bool
+		    active; /* under q.lock: an inline round ran since the log thread last looked */
+		uint64_t inline_off_until; /* under own: no inline round before (iostats_now) */
 		/* round state (log thread) */
 		struct apply *ap;
 		size_t nap, ap_cap;
@@ -500,6 +509,8 @@ int space_check_ctl(struct store *st, bool grows);
 /* Between rounds: clean ahead of need if free segments run low.  Returns
  * true if a pass moved something (and checkpointed). */
 bool space_clean_low(struct store *st);
+/* Whether space_clean_low would compact now (cheap: a test, no work). */
+bool space_clean_due(const struct store *st);
 /* Room for a checkpoint's pre-copy: its leaves are written twice when
  * changed again before the checkpoint, so only while the log has room
  * well beyond the checkpoint and the reserve (two segments). */
@@ -527,6 +538,11 @@ void writer_stop(struct store *st);
 /* Queue a write/trim/zero/flush or a job (r->job) for the log thread;
  * once it has stopped, r completes at once with -ESHUTDOWN. */
 void writer_enqueue(struct store *st, struct store_req *r);
+/* Run list (an event loop's plug, linked by next) as a round on the
+ * calling thread when the log thread sleeps with nothing queued and the
+ * round needs no read, sync or room to be made; true if it did (every
+ * request is then completed).  Called outside any read-side section. */
+bool writer_inline(struct store *st, struct store_req *list);
 
 /* ---- reader.c: reads ------------------------------------------------- */
 
@@ -572,6 +588,8 @@ unsigned reader_bad_blocks(struct store *st, struct reader_bad_block *out, unsig
  * whether it did (pass that to reader_rcu_leave). */
 bool reader_rcu_enter(void);
 void reader_rcu_leave(bool entered);
+/* Whether the calling thread is an RCU reader (store_thread_register). */
+bool reader_rcu_registered(void);
 
 /* ---- scrub.c: the background scrub (public API in store.h) ------------- */
 

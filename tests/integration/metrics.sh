@@ -180,7 +180,9 @@ def gauges(page, s1, s2, p1, p2):
              ("cowbd_checkpoint_precopy_pages_total", s["ckpt_precopy_pages"]),
              ("cowbd_bad_blocks_total", s["bad_blocks"]),
              ("cowbd_bad_reads_total", s["bad_reads"]),
-             ("cowbd_read_views_total", s["read_views"])]
+             ("cowbd_read_views_total", s["read_views"]),
+             ("cowbd_inline_rounds_total", s["inline_rounds"]),
+             ("cowbd_inline_slow_total", s["inline_slow"])]
     for name, want in pairs:
         if get(p, name) != want:
             sys.exit("%s = %d, cowctl says %d" % (name, get(p, name), want))
@@ -192,6 +194,9 @@ def gauges(page, s1, s2, p1, p2):
                      ("cowbd_checkpoint_sync_seconds_total", s["ckpt_sync_ns"])):
         if get(p, name) != ns / 1e9:
             sys.exit("%s = %r, cowctl says %d ns" % (name, get(p, name), ns))
+    if not s["inline_slow"] <= s["inline_rounds"] <= s["batches"]:
+        sys.exit("inline rounds %d (slow %d) beside %d batches" % (
+            s["inline_rounds"], s["inline_slow"], s["batches"]))
     if not s["ckpt_log_ns"] > 0:
         sys.exit("no checkpoint time counted, after %d checkpoints" % s["checkpoints"])
     if not 0 < s["ckpt_log_max_ns"] <= s["ckpt_log_ns"]:
