@@ -199,9 +199,12 @@ struct store {
 		 * round of its own writes inline (writer_inline).  Everything
 		 * marked "log thread" below and in the store is under it. */
 		pthread_mutex_t own;
-		bool kick; /* under q.lock: an inline round left work between rounds */
-		bool
-		    active; /* under q.lock: an inline round ran since the log thread last looked */
+		/* under q.lock: an inline round left work between rounds
+		 * (kick); one ran since the log thread last looked (active);
+		 * the log thread is not asleep in its queue: it may have taken
+		 * work and not yet got own, and no inline round may go ahead
+		 * of that work (awake) */
+		bool kick, active, awake;
 		uint64_t inline_off_until; /* under own: no inline round before (iostats_now) */
 		/* round state (log thread) */
 		struct apply *ap;

@@ -397,6 +397,7 @@ static struct store_req *take_queue(struct store *st, bool *stop, bool *idle, bo
 	struct req_queue *q = &st->wr.q;
 	bool timed_out = false;
 	pthread_mutex_lock(&q->lock);
+	st->wr.awake = false;
 	while (!q->head && !q->stop && !st->wr.kick && !ckpt_ready(st) &&
 	       !(st->nc && tree_cache_over(st->nc))) {
 		struct timespec ts;
@@ -415,6 +416,7 @@ static struct store_req *take_queue(struct store *st, bool *stop, bool *idle, bo
 	*idle = timed_out && !st->wr.active;
 	*kicked = st->wr.kick;
 	st->wr.kick = st->wr.active = false;
+	st->wr.awake = true;
 	pthread_mutex_unlock(&q->lock);
 	return list;
 }
@@ -558,7 +560,7 @@ bool writer_inline(struct store *st, struct store_req *list)
 	if (pthread_mutex_trylock(&st->wr.own))
 		return false; /* the log thread is at work: queue behind it */
 	pthread_mutex_lock(&q->lock);
-	bool open_q = !q->head && !q->stop && !q->closed;
+	bool open_q = !q->head && !q->stop && !q->closed && !st->wr.awake;
 	if (open_q)
 		st->wr.active = true;
 	pthread_mutex_unlock(&q->lock);
@@ -615,6 +617,7 @@ int writer_start(struct store *st)
 	if (err)
 		return err;
 	st->wr.running = true;
+	st->wr.awake = true; /* until it first sleeps in take_queue */
 	if (pthread_create(&st->wr.thread, NULL, writer_main, st)) {
 		st->wr.running = false;
 		ckpt_bg_stop(st);
