@@ -16,7 +16,7 @@
  * Layer: under store and store_ctl; over space, ckpt, vtab, core, tree,
  * log.  Locks: wr.q.lock guards the queue (and its closing at the thread's
  * last look: a request arriving after that is answered -ESHUTDOWN) and
- * the kick/active flags; wr.own guards everything else ("the log
+ * the kick, active and awake flags; wr.own guards everything else ("the log
  * thread's"): the log thread holds it except while it sleeps for its
  * queue, an inline round takes it with a trylock.  Order: own, then
  * q.lock; nobody waits for own while in a read-side section (the log
