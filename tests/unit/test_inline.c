@@ -642,6 +642,44 @@ static void test_not_inline_behind_queue(void **state)
 	store_close(st);
 }
 
+/* The log thread between taking its queue and getting wr.own: awake, the
+ * queue already empty, the mutex free.  A plug then goes to the queue, so
+ * that no inline round runs ahead of work the log thread has taken (and
+ * the log thread does not wait for the mutex behind back-to-back inline
+ * rounds).  The state is made by hand: take_queue sets awake under the
+ * queue's lock before it returns; here the log thread really sleeps and
+ * the push wakes it, and its take_queue sets the flag anew.
+ * Catches: !st->wr.awake dropped from open_q (the plug runs inline). */
+static void test_not_inline_log_awake(void **state)
+{
+	struct blkdev *dev = blkdev_mem_new(256 * MiB);
+	struct vol *v;
+	struct store *st = testpool_volume(dev, NULL, "v", 16 * MiB, &v);
+	struct req_queue *q = &st->wr.q;
+	static char b[MINB * BS];
+	static struct treq t[MINB]; /* the store may outlive a failure */
+
+	store_thread_register();
+	must_inline(st, v, 50, 1);
+	fill(b, 3, MINB, 2);
+	for (unsigned k = 0; k < MINB; k++)
+		treq_init(&t[k], v, STORE_WRITE, b + k * BS, (3 + k) * BS, BS, 0);
+	uint64_t rounds = peek(st).inline_rounds;
+	wait_asleep(st);
+	pthread_mutex_lock(&q->lock);
+	st->wr.awake = true; /* as after take_queue, before wr.own */
+	pthread_mutex_unlock(&q->lock);
+	enum plug_outcome o = plug_go(t, MINB);
+	if (o != PLUG_QUEUED)
+		fail_msg("a plug ran inline while the log thread was awake (outcome %d)", (int)o);
+	all_ok(t, MINB);
+	assert_int_equal(peek(st).inline_rounds, rounds);
+	expect(v, 3, MINB, 2);
+	store_thread_unregister();
+	store_vol_close(v);
+	store_close(st);
+}
+
 /* A failed pool runs no inline round: the plug goes to the log thread,
  * which answers -EIO.
  * Catches: the st->failed check dropped (the round runs here, -EIO on this
@@ -1223,6 +1261,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_not_inline_requests, unregister),
 	    cmocka_unit_test_teardown(test_not_inline_threads, unregister),
 	    cmocka_unit_test_teardown(test_not_inline_behind_queue, unregister),
+	    cmocka_unit_test_teardown(test_not_inline_log_awake, unregister),
 	    cmocka_unit_test_teardown(test_not_inline_failed, unregister),
 	    cmocka_unit_test_teardown(test_not_inline_stopped, unregister),
 	    cmocka_unit_test_teardown(test_not_inline_objstore, unregister),
