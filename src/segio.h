@@ -68,7 +68,10 @@ struct segio_ops {
 	/* The log left seg: nothing more is appended until it is discarded.
 	 * A hint to start writing it out; never fails the caller. */
 	void (*seal)(struct segio *io, uint64_t seg);
-	/* Every append completed before the call is durable on return. */
+	/* Every append completed before the call is durable on return.
+	 * Once a sync failed, every later sync and sb_write fails too (a
+	 * device or object store may report a lost write to one flush
+	 * only, and two threads sync a pool: segio_dev.c, segio_obj.c). */
 	int (*sync)(struct segio *io);
 	/* seg holds nothing live: its space may go back to the backend. */
 	int (*discard)(struct segio *io, uint64_t seg);

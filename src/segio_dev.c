@@ -37,6 +37,10 @@ struct segio_dev {
 	bool file;       /* a regular file: segments get their space reserved */
 	bool no_reserve; /* the filesystem cannot preallocate (said once) */
 	bool warned;     /* the sparse-pool check ran */
+	/* syncs one at a time, and the first failed flush's error, kept
+	 * (sync_err, under flush_lock): dev_sync says why */
+	pthread_mutex_t flush_lock;
+	int sync_err;
 };
 
 static struct segio_dev *to_dev(struct segio *io)
@@ -196,9 +200,27 @@ static void dev_seal(struct segio *io, uint64_t seg)
 	blkdev_writeback(dev_of(io), seg * FMT_SEG_BYTES, FMT_SEG_BYTES);
 }
 
+/* One at a time, and once one failed every later one fails (and no
+ * superblock is written after it, dev_sb_write): the kernel reports a
+ * writeback error to one fdatasync only, and two threads sync the pool,
+ * the log thread (FLUSH, FUA, control changes) and the committer (a
+ * checkpoint in the background).  The one that did not learn of the
+ * error would answer a FLUSH, or name a checkpoint in the superblock,
+ * over data that never reached the disk. */
+static int flush_locked(struct segio_dev *d)
+{
+	if (!d->sync_err)
+		d->sync_err = blkdev_flush(d->dev);
+	return d->sync_err;
+}
+
 static int dev_sync(struct segio *io)
 {
-	return blkdev_flush(dev_of(io));
+	struct segio_dev *d = to_dev(io);
+	pthread_mutex_lock(&d->flush_lock);
+	int err = flush_locked(d);
+	pthread_mutex_unlock(&d->flush_lock);
+	return err;
 }
 
 /* A free segment's space goes back to the filesystem, even when the pool
@@ -217,10 +239,20 @@ static int dev_sb_read(struct segio *io, unsigned slot, void *buf)
 
 static int dev_sb_write(struct segio *io, unsigned slot, const void *buf)
 {
+	struct segio_dev *d = to_dev(io);
 	struct iovec iov = {.iov_base = (void *)buf, .iov_len = FMT_BLOCK};
-	int err = blkdev_pwritev(dev_of(io), &iov, 1, (uint64_t)slot * FMT_BLOCK);
-	/* Only the write's errno is mapped: a failed sync is never "full". */
-	return err ? space_errno(err) : blkdev_flush(dev_of(io));
+	int err;
+
+	pthread_mutex_lock(&d->flush_lock);
+	err = d->sync_err;
+	if (!err) {
+		err = blkdev_pwritev(d->dev, &iov, 1, (uint64_t)slot * FMT_BLOCK);
+		/* Only the write's errno is mapped: a failed sync is never
+		 * "full". */
+		err = err ? space_errno(err) : flush_locked(d);
+	}
+	pthread_mutex_unlock(&d->flush_lock);
+	return err;
 }
 
 static void dev_close(struct segio *io)
@@ -228,6 +260,7 @@ static void dev_close(struct segio *io)
 	struct segio_dev *d = to_dev(io);
 	if (d->own)
 		blkdev_close(d->dev);
+	pthread_mutex_destroy(&d->flush_lock);
 	free(d);
 }
 
@@ -258,5 +291,6 @@ struct segio *segio_dev_new(struct blkdev *dev, bool own)
 	d->dev = dev;
 	d->own = own;
 	d->file = dev->fd >= 0 && fstat(dev->fd, &sb) == 0 && S_ISREG(sb.st_mode);
+	pthread_mutex_init(&d->flush_lock, NULL);
 	return &d->io;
 }

@@ -59,17 +59,26 @@ static int f_pwritev(struct blkdev *d, const struct iovec *iov, int n, uint64_t 
 	return alive(f) ? blkdev_pwritev(f->mem, iov, n, off) : -EIO;
 }
 
+/* Wait while *flag is set, counted in flushes_held. */
+static void hold(struct faultdev *f, _Atomic int *flag)
+{
+	if (*flag) {
+		f->flushes_held++;
+		while (*flag)
+			usleep(200);
+		f->flushes_held--;
+	}
+}
+
 static int f_flush(struct blkdev *d)
 {
 	struct faultdev *f = to_fault(d);
 
-	if (f->hold_flush) {
-		f->flushes_held++;
-		while (f->hold_flush)
-			usleep(200);
-		f->flushes_held--;
-	}
-	return alive(f) ? blkdev_flush(f->mem) : -EIO;
+	hold(f, &f->hold_flush);
+	int err = alive(f) ? blkdev_flush(f->mem) : -EIO;
+	if (err)
+		hold(f, &f->hold_failed_flush);
+	return err;
 }
 
 static int f_discard(struct blkdev *d, uint64_t off, uint64_t len)

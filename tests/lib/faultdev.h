@@ -11,7 +11,8 @@
  *     (a transient error);
  *   - delay every write (a slow disk widens race windows);
  *   - hold every flush until released (a sync that takes as long as the
- *     test wants: what may go on meanwhile);
+ *     test wants: what may go on meanwhile), or only one that failed,
+ *     before it returns its error (what another sync does meanwhile);
  *   - refuse to be written at all (abort: a read-only open must not write);
  *   - show patched copies of some blocks over the lower device (damaged
  *     metadata, without copying the whole image per run).
@@ -40,9 +41,10 @@ struct faultdev {
 	_Atomic long calls;    /* writes+flushes seen */
 	_Atomic int fail_next; /* set: the next write or flush fails (and clears it) */
 	unsigned write_delay_us;
-	_Atomic int hold_flush;    /* flushes wait while set */
-	_Atomic long flushes_held; /* flushes waiting now */
-	bool no_writes;            /* a write or discard aborts the process */
+	_Atomic int hold_flush;        /* flushes wait while set */
+	_Atomic int hold_failed_flush; /* a flush that failed waits while set, before it returns */
+	_Atomic long flushes_held;     /* flushes waiting now (either way) */
+	bool no_writes;                /* a write or discard aborts the process */
 	unsigned npatch;
 	uint64_t patch_addr[FAULTDEV_MAX_PATCH]; /* block numbers */
 	uint8_t *patch_blk[FAULTDEV_MAX_PATCH];  /* FMT_BLOCK bytes each */

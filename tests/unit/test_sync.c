@@ -1,0 +1,132 @@
+/* test_sync.c — a pool's syncs and superblock writes (segio_dev.c)
+ * run one at a time, and a failure sticks.  The kernel reports a writeback
+ * error to one fdatasync only; the log thread (a FLUSH's sync) and the
+ * committer (a checkpoint's) sync the same file, so without these rules
+ * the one that did not see the error would answer a FLUSH or write a
+ * superblock over data that was lost.  faultdev's one-off failed flush is
+ * that kernel behaviour: the next flush succeeds.
+ *   - after a failed sync, every later sync fails, and a superblock write
+ *     is refused without touching the device;
+ *   - a sync that starts while a failing one has not returned yet waits
+ *     for it and fails too.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "faultdev.h"
+#include "store_int.h"
+#include "testpool.h"
+
+#define MiB   (1ull << 20)
+#define BOUND 10 /* seconds a wait may take before the test calls it hung */
+
+/* No checkpoint of the pool's own beside the test's syncs. */
+static const struct store_opts quiet = {.checkpoint_secs = 3600};
+
+static void test_sync_error_sticks(void **state)
+{
+	(void)state;
+	struct faultdev *f = faultdev_new(64 * MiB);
+	struct store *st = testpool_new(&f->dev, &quiet);
+	static uint8_t before[2][FMT_BLOCK], after[2][FMT_BLOCK], sb[FMT_BLOCK];
+
+	assert_int_equal(segio_sync(st->io), 0);
+	f->fail_next = 1;
+	assert_int_equal(segio_sync(st->io), -EIO);
+	assert_int_equal(f->fail_next, 0); /* the device works again */
+	assert_int_equal(segio_sync(st->io), -EIO);
+	assert_int_equal(segio_sync(st->io), -EIO);
+	/* No superblock goes out after it, whatever the slot. */
+	for (unsigned s = 0; s < 2; s++)
+		assert_int_equal(blkdev_pread(&f->dev, before[s], FMT_BLOCK, s * FMT_BLOCK), 0);
+	memset(sb, 0x5a, sizeof(sb));
+	for (unsigned s = 0; s < 2; s++) {
+		assert_int_equal(segio_sb_write(st->io, s, sb), -EIO);
+		assert_int_equal(blkdev_pread(&f->dev, after[s], FMT_BLOCK, s * FMT_BLOCK), 0);
+		assert_memory_equal(before[s], after[s], FMT_BLOCK);
+	}
+	assert_int_not_equal(store_checkpoint(st), 0);
+	store_close(st);
+	faultdev_free(f);
+}
+
+struct syncer {
+	struct store *st;
+	pthread_t t;
+	_Atomic int err;
+	_Atomic bool done;
+};
+
+static void *sync_main(void *arg)
+{
+	struct syncer *s = arg;
+	s->err = segio_sync(s->st->io);
+	s->done = true;
+	return NULL;
+}
+
+static void test_racing_sync_sees_error(void **state)
+{
+	(void)state;
+	struct faultdev *f = faultdev_new(64 * MiB);
+	struct store *st = testpool_new(&f->dev, &quiet);
+	struct syncer a = {.st = st}, b = {.st = st};
+
+	/* a's flush fails and is held before a learns of it */
+	f->fail_next = 1;
+	f->hold_failed_flush = 1;
+	assert_int_equal(pthread_create(&a.t, NULL, sync_main, &a), 0);
+	for (int i = 0; i < BOUND * 1000 && !f->flushes_held; i++)
+		usleep(1000);
+	assert_true(f->flushes_held > 0);
+	/* b's flush would succeed: the device reports the error only once */
+	assert_int_equal(pthread_create(&b.t, NULL, sync_main, &b), 0);
+	usleep(50 * 1000);
+	assert_false(b.done); /* it waits for a's sync */
+	assert_false(a.done);
+	f->hold_failed_flush = 0;
+	assert_int_equal(pthread_join(a.t, NULL), 0);
+	assert_int_equal(pthread_join(b.t, NULL), 0);
+	assert_int_equal(a.err, -EIO);
+	assert_int_equal(b.err, -EIO);
+	store_close(st);
+	faultdev_free(f);
+}
+
+/* A sound pool syncs and writes superblocks as before. */
+static void test_no_error_no_change(void **state)
+{
+	(void)state;
+	struct faultdev *f = faultdev_new(64 * MiB);
+	struct store *st = testpool_new(&f->dev, &quiet);
+
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(segio_sync(st->io), 0);
+		assert_int_equal(store_checkpoint(st), 0);
+	}
+	store_close(st);
+	st = testpool_open(&f->dev, &quiet);
+	assert_int_equal(segio_sync(st->io), 0);
+	store_close(st);
+	faultdev_free(f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_sync_error_sticks),
+	    cmocka_unit_test(test_racing_sync_sees_error),
+	    cmocka_unit_test(test_no_error_no_change),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
