@@ -179,15 +179,33 @@ int blkdev_owner_read(struct blkdev *d, struct blkdev_owner *o);
  * (what it cannot find out, it says). */
 void blkdev_holder(const char *path, char *buf, size_t len);
 
-/* In-memory device of size bytes for tests.  It keeps a durable image and
- * the writes since the last flush separately. */
+/* In-memory device of size bytes for tests, a disk with a volatile write
+ * cache.  It keeps a durable image (what the last successful flush made
+ * stable) and the writes since separately, per 4 KiB page: the newest image
+ * of each page written since the flush and, for a page written more than
+ * once since, up to 8 of its earlier images (oldest first; past 8 the
+ * second oldest goes).  A successful flush makes the newest images durable
+ * and drops the earlier ones.  Memory: two copies of the device, plus a
+ * page per rewrite of a page between flushes. */
 struct blkdev *blkdev_mem_new(uint64_t size);
 /* Fail the nth (1-based, counted from now) pwritev / flush with -EIO; 0 = never. */
 void blkdev_mem_fail_write(struct blkdev *d, unsigned nth);
 void blkdev_mem_fail_flush(struct blkdev *d, unsigned nth);
 /* Simulated power cut: every write since the last successful flush is lost
- * (when torn is true, the last unsynced write keeps its first half). */
+ * (when torn is true, the last unsynced write keeps its first half).
+ * Afterwards every page is durable (nothing pending) and no failure is
+ * armed (blkdev_mem_fail_write/_flush reset). */
 void blkdev_mem_crash(struct blkdev *d, bool torn);
+/* Simulated power cut as a write cache may leave it: every page written
+ * since the last successful flush independently becomes its durable image,
+ * one of its earlier unsynced images, or its newest — whole, never a mix
+ * within a page.  So any subset of the unsynced writes may survive, in any
+ * order, and a page rewritten in place may go back to any version.  The
+ * choice is a function of seed alone (its own PRNG; rand() is untouched):
+ * the seed also sets how often a page keeps its newest image (1/8 to 7/8
+ * of pages), the others pick evenly among the durable and earlier images.
+ * Afterwards as blkdev_mem_crash.  O(device pages). */
+void blkdev_mem_crash_mixed(struct blkdev *d, uint64_t seed);
 /* Counters for tests. */
 unsigned blkdev_mem_writes(struct blkdev *d);
 unsigned blkdev_mem_flushes(struct blkdev *d);

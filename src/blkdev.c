@@ -7,7 +7,9 @@
  * includes nothing of cowbd's but crc32c.h.
  * Thread-safety: the file device keeps only its read-only mapping (made
  * once under map_lock, published with a release store); the memory device
- * takes its own mutex on every call. */
+ * takes its own mutex on every call.  The memory device's power cuts: all
+ * unsynced writes lost (optionally the last one half kept), or any mix of
+ * unsynced page images (see its section). */
 #include <assert.h>
 #include <endian.h>
 #include <errno.h>
@@ -613,17 +615,36 @@ int blkdev_is_blank(struct blkdev *d)
 
 /* ---- in-memory device for tests --------------------------------------- */
 
+/* The device models a volatile write cache.  durable is what the last
+ * successful flush made stable; a page written since (dirty) may come back
+ * after a power cut as its durable image or as any image a write since
+ * gave it, whole (a 4 KiB page never mixes two writes here).  cur holds the
+ * newest image; a page written again before the flush keeps its earlier
+ * images in vers[page], oldest first, so that a mixed crash can pick one.
+ * Rewrites of a page between flushes are rare (a log summary block), so
+ * vers is a sparse table of NULLs and each page keeps at most
+ * MEM_MAX_VERS: over that, the oldest one after the first goes (the
+ * first and the newest ones are the likeliest to matter — what the page
+ * held just after the flush and just before the cut).  Everything under
+ * lock; a flush or crash frees every version. */
+#define MEM_PAGE     4096u
+#define MEM_MAX_VERS 8u
+
+struct memvers {
+	unsigned n;
+	unsigned char *img[MEM_MAX_VERS]; /* MEM_PAGE bytes each, oldest first */
+};
+
 struct memdev {
 	struct blkdev dev;
 	pthread_mutex_t lock;
 	unsigned char *cur;          /* what reads see */
 	unsigned char *durable;      /* what survives a crash */
 	unsigned char *dirty;        /* 1 byte per 4 KiB page written since last flush */
+	struct memvers **vers;       /* per page: earlier unsynced images, or NULL */
 	uint64_t last_off, last_len; /* the most recent write, for torn crashes */
 	unsigned fail_write, fail_flush, nwrites, nflushes;
 };
-
-#define MEM_PAGE 4096u
 
 static struct memdev *to_mem(struct blkdev *d)
 {
@@ -641,10 +662,50 @@ static int mem_pread(struct blkdev *d, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+/* Keep page p's current image as an earlier version (it is about to be
+ * overwritten and was already written since the flush).  -ENOMEM leaves
+ * the page's versions as they were.  Caller holds m->lock. */
+static int mem_keep_version_locked(struct memdev *m, uint64_t p)
+{
+	struct memvers *v = m->vers[p];
+	unsigned char *img = malloc(MEM_PAGE);
+
+	if (!img)
+		return -ENOMEM;
+	if (!v) {
+		v = m->vers[p] = calloc(1, sizeof(*v));
+		if (!v) {
+			free(img);
+			return -ENOMEM;
+		}
+	}
+	memcpy(img, m->cur + p * MEM_PAGE, MEM_PAGE);
+	if (v->n == MEM_MAX_VERS) {
+		free(v->img[1]);
+		memmove(&v->img[1], &v->img[2], (MEM_MAX_VERS - 2) * sizeof(v->img[0]));
+		v->n--;
+	}
+	v->img[v->n++] = img;
+	return 0;
+}
+
+/* Forget page p's earlier versions.  Caller holds m->lock. */
+static void mem_drop_versions_locked(struct memdev *m, uint64_t p)
+{
+	struct memvers *v = m->vers[p];
+
+	if (!v)
+		return;
+	for (unsigned i = 0; i < v->n; i++)
+		free(v->img[i]);
+	free(v);
+	m->vers[p] = NULL;
+}
+
 static int mem_pwritev(struct blkdev *d, const struct iovec *iov, int iovcnt, uint64_t off)
 {
 	struct memdev *m = to_mem(d);
-	uint64_t start = off;
+	uint64_t start = off, len = 0;
 	int ret = 0;
 
 	pthread_mutex_lock(&m->lock);
@@ -653,18 +714,28 @@ static int mem_pwritev(struct blkdev *d, const struct iovec *iov, int iovcnt, ui
 		ret = -EIO;
 		goto out;
 	}
+	/* Bounds first, so that a refused write changes nothing. */
 	for (int i = 0; i < iovcnt; i++) {
-		if (off > d->size || iov[i].iov_len > d->size - off) {
+		if (start > d->size || iov[i].iov_len > d->size - start - len) {
 			ret = -EIO;
 			goto out;
 		}
+		len += iov[i].iov_len;
+	}
+	m->last_off = start;
+	m->last_len = len;
+	if (!len)
+		goto out;
+	uint64_t first = start / MEM_PAGE, last = (start + len - 1) / MEM_PAGE;
+	for (uint64_t p = first; p <= last; p++)
+		if (m->dirty[p] && (ret = mem_keep_version_locked(m, p)))
+			goto out;
+	for (int i = 0; i < iovcnt; i++) {
 		memcpy(m->cur + off, iov[i].iov_base, iov[i].iov_len);
 		off += iov[i].iov_len;
 	}
-	for (uint64_t p = start / MEM_PAGE; p * MEM_PAGE < off; p++)
+	for (uint64_t p = first; p <= last; p++)
 		m->dirty[p] = 1;
-	m->last_off = start;
-	m->last_len = off - start;
 out:
 	pthread_mutex_unlock(&m->lock);
 	return ret;
@@ -685,6 +756,7 @@ static int mem_flush(struct blkdev *d)
 	for (uint64_t p = 0; p < npages; p++)
 		if (m->dirty[p]) {
 			memcpy(m->durable + p * MEM_PAGE, m->cur + p * MEM_PAGE, MEM_PAGE);
+			mem_drop_versions_locked(m, p);
 			m->dirty[p] = 0;
 		}
 out:
@@ -700,10 +772,15 @@ static int mem_discard(struct blkdev *d, uint64_t off, uint64_t len)
 static void mem_close(struct blkdev *d)
 {
 	struct memdev *m = to_mem(d);
+	uint64_t npages = d->size / MEM_PAGE;
+
+	for (uint64_t p = 0; p < npages; p++)
+		mem_drop_versions_locked(m, p);
 	pthread_mutex_destroy(&m->lock);
 	free(m->cur);
 	free(m->durable);
 	free(m->dirty);
+	free(m->vers);
 	free(m);
 }
 
@@ -725,10 +802,12 @@ struct blkdev *blkdev_mem_new(uint64_t size)
 	m->cur = calloc(1, size);
 	m->durable = calloc(1, size);
 	m->dirty = calloc(1, size / MEM_PAGE);
-	if (!m->cur || !m->durable || !m->dirty) {
+	m->vers = calloc(size / MEM_PAGE, sizeof(*m->vers));
+	if (!m->cur || !m->durable || !m->dirty || !m->vers) {
 		free(m->cur);
 		free(m->durable);
 		free(m->dirty);
+		free(m->vers);
 		free(m);
 		errno = ENOMEM;
 		return NULL;
@@ -756,6 +835,20 @@ void blkdev_mem_fail_flush(struct blkdev *d, unsigned nth)
 	pthread_mutex_unlock(&m->lock);
 }
 
+/* Page p after a crash is img: durable and cur both hold it, the page is
+ * clean and has no versions.  Caller holds m->lock. */
+static void mem_settle_locked(struct memdev *m, uint64_t p, const unsigned char *img)
+{
+	unsigned char *dur = m->durable + p * MEM_PAGE, *cur = m->cur + p * MEM_PAGE;
+
+	if (img != dur)
+		memcpy(dur, img, MEM_PAGE);
+	if (img != cur)
+		memcpy(cur, img, MEM_PAGE);
+	mem_drop_versions_locked(m, p);
+	m->dirty[p] = 0;
+}
+
 void blkdev_mem_crash(struct blkdev *d, bool torn)
 {
 	struct memdev *m = to_mem(d);
@@ -772,10 +865,51 @@ void blkdev_mem_crash(struct blkdev *d, bool torn)
 		if (!m->dirty[p])
 			continue;
 		if (p >= keep_lo && p < keep_hi)
-			memcpy(m->durable + p * MEM_PAGE, m->cur + p * MEM_PAGE, MEM_PAGE);
+			mem_settle_locked(m, p, m->cur + p * MEM_PAGE);
 		else
-			memcpy(m->cur + p * MEM_PAGE, m->durable + p * MEM_PAGE, MEM_PAGE);
-		m->dirty[p] = 0;
+			mem_settle_locked(m, p, m->durable + p * MEM_PAGE);
+	}
+	m->fail_write = m->fail_flush = 0;
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* splitmix64 (Steele, Lea, Flood 2014): small, and every seed, 0 too,
+ * gives a good stream; the crash is a function of the seed alone. */
+static uint64_t mem_rand(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+void blkdev_mem_crash_mixed(struct blkdev *d, uint64_t seed)
+{
+	struct memdev *m = to_mem(d);
+	uint64_t npages = d->size / MEM_PAGE, rng = seed;
+	/* How much of the cache reached the media varies from cut to cut:
+	 * with a page's newest image kept at 1/8 .. 7/8, some cuts lose a few
+	 * pages of a long tail and some keep a few, which a fixed 1/2 would
+	 * rarely do. */
+	unsigned keep8 = 1 + (unsigned)(mem_rand(&rng) % 7);
+
+	pthread_mutex_lock(&m->lock);
+	for (uint64_t p = 0; p < npages; p++) {
+		if (!m->dirty[p])
+			continue;
+		struct memvers *v = m->vers[p];
+		unsigned nold = v ? v->n : 0;
+		uint64_t r = mem_rand(&rng);
+		const unsigned char *img;
+
+		if (r % 8 < keep8) {
+			img = m->cur + p * MEM_PAGE;
+		} else {
+			/* the durable image or one of the earlier ones, alike */
+			unsigned k = (unsigned)((r >> 3) % (nold + 1));
+			img = k == 0 ? m->durable + p * MEM_PAGE : v->img[k - 1];
+		}
+		mem_settle_locked(m, p, img);
 	}
 	m->fail_write = m->fail_flush = 0;
 	pthread_mutex_unlock(&m->lock);

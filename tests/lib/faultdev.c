@@ -149,6 +149,13 @@ void faultdev_power_on(struct faultdev *f, bool torn)
 	f->dead = 0;
 }
 
+void faultdev_power_on_mixed(struct faultdev *f, uint64_t seed)
+{
+	blkdev_mem_crash_mixed(f->mem, seed);
+	f->budget = -1;
+	f->dead = 0;
+}
+
 uint8_t *faultdev_patched(struct faultdev *f, uint64_t blk)
 {
 	for (unsigned i = 0; i < f->npatch; i++)

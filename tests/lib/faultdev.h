@@ -5,7 +5,8 @@
  * blkdev_mem_new, owned) and can:
  *   - lose power after a budget of writes + flushes: from then on every
  *     write and flush fails with -EIO, as if the machine were gone, and
- *     faultdev_power_on() drops what was not synced (blkdev_mem_crash);
+ *     faultdev_power_on() drops what was not synced (blkdev_mem_crash), or
+ *     faultdev_power_on_mixed() keeps any mix of it (blkdev_mem_crash_mixed);
  *   - count the writes + flushes it saw (crash-point enumeration);
  *   - fail the next write or flush with -EIO, the device working on
  *     (a transient error);
@@ -65,6 +66,10 @@ void faultdev_power_off(struct faultdev *f);
  * successful flush (torn: the last one keeps its first half), the device
  * works again with no budget. */
 void faultdev_power_on(struct faultdev *f, bool torn);
+
+/* Power back as faultdev_power_on, but the lower memory device keeps any
+ * mix of the unsynced page images, chosen by seed (blkdev_mem_crash_mixed). */
+void faultdev_power_on_mixed(struct faultdev *f, uint64_t seed);
 
 /* The patched copy of block blk: already patched, NULL if not.  O(patches). */
 uint8_t *faultdev_patched(struct faultdev *f, uint64_t blk);
