@@ -156,6 +156,14 @@ void faultdev_power_on_mixed(struct faultdev *f, uint64_t seed)
 	f->dead = 0;
 }
 
+void faultdev_power_on_rotate(struct faultdev *f, long n)
+{
+	if (n % 3 == 2)
+		faultdev_power_on_mixed(f, (uint64_t)n);
+	else
+		faultdev_power_on(f, n % 3 == 1);
+}
+
 uint8_t *faultdev_patched(struct faultdev *f, uint64_t blk)
 {
 	for (unsigned i = 0; i < f->npatch; i++)

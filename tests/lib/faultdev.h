@@ -71,6 +71,11 @@ void faultdev_power_on(struct faultdev *f, bool torn);
  * mix of the unsynced page images, chosen by seed (blkdev_mem_crash_mixed). */
 void faultdev_power_on_mixed(struct faultdev *f, uint64_t seed);
 
+/* Power back in the n-th way of a rotation, for loops over crash points:
+ * n % 3 == 0 every unsynced write lost, 1 the last one torn, 2 a mix
+ * seeded by n. */
+void faultdev_power_on_rotate(struct faultdev *f, long n);
+
 /* The patched copy of block blk: already patched, NULL if not.  O(patches). */
 uint8_t *faultdev_patched(struct faultdev *f, uint64_t blk);
 

@@ -105,7 +105,7 @@ static void test_writes_during_sync(void **state)
  * write a flush covered. */
 static void test_crash_in_flight(void **state)
 {
-	for (int torn = 0; torn < 2; torn++) {
+	for (int cut = 0; cut < 3; cut++) {
 		struct faultdev *p = faultdev_new(256u << 20);
 		struct vol *v;
 		struct store *st = testpool_volume(&p->dev, &opts, "v", VOLSIZE, &v);
@@ -119,7 +119,7 @@ static void test_crash_in_flight(void **state)
 		p->hold_flush = 0; /* the held sync fails: the pool fails */
 		store_vol_close(v);
 		store_close(st);
-		faultdev_power_on(p, torn);
+		faultdev_power_on_rotate(p, cut);
 		st = testpool_open(&p->dev, &opts);
 		assert_false(stats(st).failed);
 		assert_int_equal(store_check(st), 0);

@@ -374,7 +374,7 @@ static void test_crash_points(void **state)
 		p = cp_pool();
 		p->budget = n;
 		cp_workload(p, false, &c);
-		faultdev_power_on(p, n % 2);
+		faultdev_power_on_rotate(p, n);
 		cp_workload(p, true, &c);
 		faultdev_free(p);
 	}

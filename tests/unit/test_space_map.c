@@ -161,7 +161,7 @@ static void test_crash_points_pages(void **state)
 			faultdev_free(p);
 			continue;
 		}
-		faultdev_power_on(p, n % 2);
+		faultdev_power_on_rotate(p, n);
 		st = testpool_open(&p->dev, &o);
 		assert_int_equal(store_check(st), 0);
 		expect_model(st, true);

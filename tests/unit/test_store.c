@@ -1,6 +1,7 @@
 /* test_store.c — the store on an in-memory device: data path, snapshots,
- * clones, rollback, recovery after simulated power cuts (with and without a
- * torn tail), sticky I/O failure, ENOSPC, damaged superblocks. */
+ * clones, rollback, recovery after simulated power cuts (every unsynced
+ * write lost, a torn tail, or any mix of unsynced page versions), sticky
+ * I/O failure, ENOSPC, damaged superblocks. */
 #undef NDEBUG
 #include <errno.h>
 #include <pthread.h>
@@ -23,12 +24,13 @@
 #include "store.h"
 #include "testpool.h"
 
-/* Power cut: nothing more reaches the device, unsynced writes are lost. */
-static void power_cut(struct faultdev *p, struct store *st, bool torn)
+/* Power cut: nothing more reaches the device; unsynced writes are lost,
+ * torn or mixed as the n-th of faultdev_power_on_rotate. */
+static void power_cut(struct faultdev *p, struct store *st, long n)
 {
 	faultdev_power_off(p);
 	store_close(st); /* its final checkpoint fails: device is dead */
-	faultdev_power_on(p, torn);
+	faultdev_power_on_rotate(p, n);
 }
 
 static void fill(char *b, size_t n, unsigned seed)
@@ -317,7 +319,7 @@ static void test_rollback(void **state)
  * pool opens and checks clean; a torn tail is discarded. */
 static void test_crash_recovery(void **state)
 {
-	for (int torn = 0; torn < 2; torn++) {
+	for (int cut = 0; cut < 3; cut++) {
 		struct faultdev *p = faultdev_new(128u << 20);
 		struct store *st;
 		struct vol *v;
@@ -330,7 +332,7 @@ static void test_crash_recovery(void **state)
 		assert_int_equal(store_flush(v), 0);
 		put(v, 8 << 20, 1 << 20, 33, 0); /* never flushed */
 		store_vol_close(v);
-		power_cut(p, st, torn);
+		power_cut(p, st, cut);
 
 		st = testpool_open(&p->dev, NULL);
 		assert_int_equal(store_check(st), 0);
@@ -347,7 +349,7 @@ static void test_crash_recovery(void **state)
 		put(v, 9 << 20, 1 << 20, 34, 0);
 		assert_int_equal(store_flush(v), 0);
 		store_vol_close(v);
-		power_cut(p, st, torn);
+		power_cut(p, st, cut);
 		st = testpool_open(&p->dev, NULL);
 		assert_int_equal(store_check(st), 0);
 		assert_int_equal(store_vol_open(st, "vol0", &v), 0);
@@ -562,7 +564,7 @@ static void test_crash_compaction(void **state)
 		}
 		assert_true(p->dead);
 		store_vol_close(v);
-		power_cut(p, st, run % 2);
+		power_cut(p, st, run < 2 ? run : 3 * run + 2); /* plain, torn, mixed twice */
 		st = testpool_open(&p->dev, NULL);
 		assert_int_equal(store_check(st), 0);
 		assert_int_equal(store_vol_open(st, "v", &v), 0);
@@ -639,7 +641,7 @@ static void test_crash_compaction_snapshots(void **state)
 		moved_total += stats.compacted_blocks;
 		store_vol_close(v);
 		for (int cut = 0; cut < 2; cut++) {
-			power_cut(p, st, (run + cut) % 2);
+			power_cut(p, st, 2 * run + cut);
 			st = testpool_open(&p->dev, NULL);
 			assert_int_equal(store_check(st), 0);
 			assert_int_equal(store_vol_open(st, "v", &v), 0);
@@ -941,7 +943,7 @@ static void test_crash_points(void **state)
 		p->calls = 0;
 		p->budget = n;
 		crash_workload(p, false, &cp);
-		faultdev_power_on(p, n % 2);
+		faultdev_power_on_rotate(p, n);
 		crash_workload(p, true, &cp);
 		faultdev_free(p);
 	}
@@ -1281,7 +1283,7 @@ static void test_crash_points_full(void **state)
 		p = full_image_dev(&r);
 		p->budget = i * (total + 1) / FULL_POINTS + i % 3;
 		full_workload(p, &run);
-		faultdev_power_on(p, i % 2);
+		faultdev_power_on_rotate(p, i);
 		full_verify(p, &run);
 		faultdev_free(p);
 	}

@@ -779,7 +779,7 @@ static uint64_t cw_crash_points(void)
 		p->calls = 0;
 		p->budget = n;
 		cw_workload(p, &m);
-		faultdev_power_on(p, n % 2);
+		faultdev_power_on_rotate(p, n);
 		cw_verify(p, &m);
 		faultdev_free(p);
 	}

@@ -207,7 +207,7 @@ static void test_upgrade_crash_points(void **state)
 		p = fixture();
 		p->budget = n;
 		workload(p, &ok);
-		faultdev_power_on(p, n % 2);
+		faultdev_power_on_rotate(p, n);
 		struct store *st = store_open(&p->dev, NULL, &why);
 		if (!st)
 			fail_msg("crash point %ld: the pool does not open: %s", n, why);

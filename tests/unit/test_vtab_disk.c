@@ -328,7 +328,7 @@ static void test_crash_points(void **state)
 		p = base_pool();
 		p->budget = n;
 		workload(p, &a);
-		faultdev_power_on(p, n % 2);
+		faultdev_power_on_rotate(p, n);
 		struct store *st = store_open(&p->dev, NULL, &why);
 		if (!st)
 			fail_msg("crash point %ld: the pool does not open: %s", n, why);
