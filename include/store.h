@@ -369,6 +369,8 @@ struct store_stats {
 	uint64_t blocks_live; /* data + metadata blocks referenced */
 	uint64_t log_lsn, checkpoint_lsn;
 	uint64_t batches, batch_blocks, syncs, checkpoints;
+	/* versions of summaries kept open written again in place (log.h) */
+	uint64_t summary_rewrites;
 	/* rounds an event loop ran itself (writer_inline), and those of
 	 * them slow enough to turn inline rounds off for a while */
 	uint64_t inline_rounds, inline_slow;

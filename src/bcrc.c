@@ -40,6 +40,14 @@ struct bcrc_table {
 	/* under lock: what the next batch must carry to continue the chain */
 	uint64_t next_lsn;
 	uint32_t prev_crc;
+	/* under lock: the last batch walked (has_last), which may be a
+	 * summary the log keeps open and writes again with more entries
+	 * (log.h): its block, LSN and previous CRC, and the entries of it
+	 * walked */
+	bool has_last;
+	uint32_t last_at, last_n;
+	uint64_t last_lsn;
+	uint32_t last_prev;
 	struct rcu_head rcu;
 	uint8_t kind[FMT_SEG_BLOCKS]; /* enum bcrc_kind */
 	uint32_t crc[FMT_SEG_BLOCKS];
@@ -117,8 +125,18 @@ static int note_birth(struct bcrc_table *t, uint32_t off, uint64_t birth)
 	return 0;
 }
 
-/* Walk t's segment from `covered` to the end of its chain of batches,
- * recording each carried block.  Caller holds t->lock.  0 or -errno
+/* Is s, read at the last batch walked, that batch again (a later version
+ * of a summary kept open: the same LSN and previous CRC, no fewer
+ * entries)? */
+static bool batch_again(const struct bcrc_table *t, const struct fmt_summary *s, uint64_t addr)
+{
+	return !log_summary_valid(s, addr) && s->lsn == t->last_lsn &&
+	       s->prev_crc == t->last_prev && s->nentries >= t->last_n;
+}
+
+/* Walk t's segment to the end of its chain of batches, recording each
+ * carried block: first the last batch walked again (the open summary may
+ * have grown), then on from `covered`.  Caller holds t->lock.  0 or -errno
  * (entries walked so far stay). */
 static int table_extend(struct bcrc *c, struct bcrc_table *t, bool nowait)
 {
@@ -127,15 +145,21 @@ static int table_extend(struct bcrc *c, struct bcrc_table *t, bool nowait)
 	uint64_t base = t->seg * FMT_SEG_BLOCKS;
 	uint32_t at = t->covered, win_at = 0, win_n = 0;
 	unsigned window = 1;
-	bool nocache = false; /* nowait, and a window was not all cached */
+	bool nocache = false;     /* nowait, and a window was not all cached */
+	bool again = t->has_last; /* at is the last batch, walked in part */
+	uint64_t win_seq = 0;     /* segio_rewrite_seq before the window's read */
 	char *win = NULL;
 	int err = 0;
+
+	if (again)
+		at = t->last_at;
 
 	if (posix_memalign((void **)&win, FMT_BLOCK, (size_t)WALK_WINDOW * FMT_BLOCK))
 		return -ENOMEM;
 	while (at < FMT_SEG_BLOCKS) {
 		if (at < win_at || at >= win_at + win_n) {
 			win_n = FMT_SEG_BLOCKS - at < window ? FMT_SEG_BLOCKS - at : window;
+			win_seq = segio_rewrite_seq(c->io);
 			err = rd(c->io, win, (size_t)win_n * FMT_BLOCK, (base + at) * FMT_BLOCK);
 			if (err == -EAGAIN && win_n > 1) {
 				/* Past the log head nothing is cached: the
@@ -151,13 +175,29 @@ static int table_extend(struct bcrc *c, struct bcrc_table *t, bool nowait)
 		}
 		const struct fmt_summary *s =
 		    (const void *)(win + (size_t)(at - win_at) * FMT_BLOCK);
-		if (!batch_fits(t, s, base + at)) {
-			if (win_at == at)
-				break; /* read fresh at this very block: the run ends */
-			win_n = 0;     /* the window may predate the batch: read again */
+		if (again ? !batch_again(t, s, base + at) : !batch_fits(t, s, base + at)) {
+			if (win_at != at) {
+				win_n = 0; /* the window may predate the batch: read again */
+				continue;
+			}
+			/* Read fresh at this very block.  Torn by a rewrite of
+			 * the open summary under way meanwhile?  Read again. */
+			if (log_summary_valid(s, base + at) &&
+			    (win_seq & 1 || segio_rewrite_seq(c->io) != win_seq)) {
+				win_n = 0;
+				continue;
+			}
+			if (!again)
+				break; /* the run ends */
+			again = false; /* the last batch has nothing new: go on after it */
+			at = t->covered;
 			continue;
 		}
 		struct log_walk w = {0};
+		if (again) { /* the entries walked before, and their blocks */
+			w.i = t->last_n;
+			w.k = t->covered - at - 1;
+		}
 		const struct fmt_entry *e;
 		uint64_t blk;
 		while ((e = log_entry_next(s, base + at, &w, &blk)) && !err) {
@@ -178,6 +218,12 @@ static int table_extend(struct bcrc *c, struct bcrc_table *t, bool nowait)
 		t->kind[at] = KIND_OTHER;
 		t->next_lsn = s->lsn + 1;
 		t->prev_crc = s->crc;
+		t->has_last = true;
+		t->last_at = at;
+		t->last_n = s->nentries;
+		t->last_lsn = s->lsn;
+		t->last_prev = s->prev_crc;
+		again = false;
 		window = !nocache && 2u * (1u + s->nblocks) <= WALK_WINDOW ? WALK_WINDOW : 1;
 		at += 1 + s->nblocks;
 		__atomic_store_n(&t->covered, at, __ATOMIC_RELEASE);

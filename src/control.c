@@ -738,6 +738,7 @@ static int control_op_stats(struct control_ctx *x)
 	STAT(checkpoint_lsn);
 	STAT(batches);
 	STAT(batch_blocks);
+	STAT(summary_rewrites);
 	STAT(inline_rounds);
 	STAT(inline_slow);
 	STAT(syncs);

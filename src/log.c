@@ -25,6 +25,16 @@ struct log {
 	/* the open summary, if any */
 	struct fmt_summary *sum;
 	uint64_t sum_addr;
+	/* Summaries kept open across commits (log_commit_open), where the
+	 * backend rewrites a block in place: a version of the open summary
+	 * is on disk (sum is then open_buf) and entries were added since it
+	 * was written (sum_dirty); or open_buf holds a sealed summary whose
+	 * final version the next commit writes at final_addr. */
+	bool can_rewrite;
+	bool sum_written, sum_dirty, final_pending;
+	struct fmt_summary *open_buf;
+	uint64_t final_addr;
+	uint64_t rewrites;
 	/* pending, unwritten: contiguous blocks from pend_start, in one segment */
 	uint64_t pend_start;
 	struct iovec *iov;
@@ -60,6 +70,7 @@ struct log *log_new(struct segio *io, struct alloc *a, uint64_t head_seg, uint64
 	l->lsn = lsn;
 	l->prev_crc = prev_crc;
 	l->pend_start = head_seg * FMT_SEG_BLOCKS + head_off;
+	l->can_rewrite = segio_can_rewrite(io);
 	if (getrandom(&l->boot_id, sizeof(l->boot_id), 0) != sizeof(l->boot_id))
 		l->boot_id = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
 	err = segio_open(io, head_seg, head_off * FMT_BLOCK);
@@ -79,6 +90,7 @@ void log_free(struct log *l)
 	for (int i = 0; i < l->npool; i++)
 		free(l->pool[i]);
 	free(l->pool);
+	free(l->open_buf);
 	free(l->iov);
 	free(l);
 }
@@ -106,6 +118,11 @@ uint64_t log_lsn(const struct log *l)
 uint64_t log_blocks_written(const struct log *l)
 {
 	return l->blocks_written;
+}
+
+uint64_t log_rewrites(const struct log *l)
+{
+	return l->rewrites;
 }
 
 void log_last(const struct log *l, uint64_t *lsn, uint32_t *crc)
@@ -146,39 +163,112 @@ static struct fmt_summary *get_summary(struct log *l)
 	return s;
 }
 
-uint64_t log_seal(struct log *l)
+/* Make s a valid summary of what it holds now, with the LSN the open
+ * summary has (l->lsn: every version of a summary kept open carries the
+ * LSN and previous CRC it is sealed with). */
+static void sum_fill(struct log *l, struct fmt_summary *s)
 {
-	struct fmt_summary *s = l->sum;
-	if (!s)
-		return 0;
 	s->magic = FMT_SUM_MAGIC;
 	s->self = l->sum_addr;
-	s->lsn = l->lsn++;
+	s->lsn = l->lsn;
 	s->next_seg = l->next_seg;
 	s->boot_id = l->boot_id;
 	s->prev_crc = l->prev_crc;
 	s->time = (uint64_t)time(NULL);
 	s->crc = 0;
 	s->crc = crc32c(0, s, FMT_BLOCK);
+}
+
+uint64_t log_seal(struct log *l)
+{
+	struct fmt_summary *s = l->sum;
+	if (!s)
+		return 0;
+	if (l->sum_written) {
+		/* The version on disk is final unless entries came since, or
+		 * the successor it names changed: otherwise the next commit
+		 * writes the final one. */
+		if (l->sum_dirty || s->next_seg != l->next_seg) {
+			sum_fill(l, s);
+			l->final_pending = true;
+			l->final_addr = l->sum_addr;
+		}
+		l->sum_written = false;
+	} else {
+		sum_fill(l, s);
+	}
+	l->lsn++;
 	l->prev_crc = s->crc;
 	l->last_lsn = s->lsn;
 	l->sum = NULL;
 	return l->sum_addr;
 }
 
-int log_commit(struct log *l)
+/* Append the pending blocks (one append: they are contiguous in one
+ * segment), then the final version of a summary sealed since it was last
+ * written.  Data first: a summary on disk names only blocks the same or
+ * an earlier write put there, for a reader of the running pool (bcrc.c);
+ * after a power cut any order may have persisted, and a version that
+ * names a block that did not ends the chain (log_chain_next). */
+static int write_pending(struct log *l)
 {
 	int err = 0;
-	log_seal(l);
 	if (l->niov) {
 		uint64_t seg = l->pend_start / FMT_SEG_BLOCKS;
 		uint64_t off = (l->pend_start % FMT_SEG_BLOCKS) * FMT_BLOCK;
 		err = segio_append(l->io, seg, off, l->iov, l->niov);
 		l->blocks_written += (uint64_t)l->niov;
 	}
+	if (l->final_pending) {
+		if (!err)
+			err = segio_rewrite(l->io, l->final_addr, l->open_buf);
+		l->final_pending = false;
+		l->rewrites++;
+	}
 	l->niov = 0;
 	l->pool_used = 0;
 	l->pend_start = l->head_seg * FMT_SEG_BLOCKS + l->head_off;
+	return err;
+}
+
+int log_commit(struct log *l)
+{
+	log_seal(l);
+	return write_pending(l);
+}
+
+int log_commit_open(struct log *l)
+{
+	struct fmt_summary *s = l->sum;
+	int err;
+
+	if (!l->can_rewrite || !s)
+		return log_commit(l);
+	if (!l->open_buf && posix_memalign((void **)&l->open_buf, 4096, FMT_BLOCK)) {
+		l->open_buf = NULL;
+		return log_commit(l);
+	}
+	if (l->sum_written) {
+		/* Its blocks first, then the summary that names them. */
+		if (l->sum_dirty)
+			sum_fill(l, s);
+		err = write_pending(l);
+		if (!err && l->sum_dirty) {
+			err = segio_rewrite(l->io, l->sum_addr, s);
+			l->rewrites++;
+		}
+	} else {
+		/* Opened since the last commit: it goes out in the pending
+		 * run, then lives on in open_buf (which may hold the final
+		 * version of a summary sealed before it until write_pending
+		 * has written that). */
+		sum_fill(l, s);
+		err = write_pending(l);
+		memcpy(l->open_buf, s, FMT_BLOCK);
+		l->sum = l->open_buf;
+		l->sum_written = true;
+	}
+	l->sum_dirty = false;
 	return err;
 }
 
@@ -274,6 +364,7 @@ int log_add(struct log *l, const struct fmt_entry *e, const void *block, uint64_
 	}
 	struct fmt_entry *d = &l->sum->e[l->sum->nentries++];
 	*d = *e;
+	l->sum_dirty = true;
 	if (block) {
 		err = push_iov(l, block);
 		if (err) {

@@ -9,6 +9,21 @@
  * segment named as next and takes a new next from the allocator (stamping
  * the segment with the LSN it was entered at: its age for the compactor).
  *
+ * Summaries kept open: where the backend can rewrite a block in place
+ * (segio_can_rewrite: a file or block device), log_commit_open writes a
+ * valid version of the open summary and keeps it open, so that the next
+ * commits add to it instead of spending a block of log per commit.  Each
+ * later version is written after the blocks it adds, at the same address,
+ * with the same LSN and previous CRC; the summary is sealed (its final
+ * version written) by the next log_commit, by a full summary or segment,
+ * or by a checkpoint.  Nothing is synced while a summary is open: a
+ * caller that syncs for a client (FLUSH, FUA, a control change) commits
+ * with log_commit first, so a synced summary is never written again and a
+ * power cut can cost only unsynced commits.  After a cut the disk may hold
+ * any version, or a torn one: recovery (log_chain_next) takes the chain up
+ * to a version whose carried blocks all check, and a version older than
+ * the final one ends it (its successor chains to the final CRC).
+ *
  * Reading: log_summary_valid, log_entry_next (which entries carry a block
  * and where it lies), log_chain_next (the batch that continues the chain
  * after a checkpoint: recovery) and log_seg_next (the batches of one
@@ -56,8 +71,16 @@ int log_reserve(struct log *l, unsigned nblocks);
  * open; log_last() then describes it. */
 uint64_t log_seal(struct log *l);
 
-/* Write everything pending (one append per segment).  Returns 0 or -errno. */
+/* Seal the open summary and write everything pending (one append per
+ * segment, and the final version of a summary kept open).  Returns 0 or
+ * -errno. */
 int log_commit(struct log *l);
+
+/* Write everything pending, keeping the open summary open: a version of it
+ * naming every block written so far is on disk on return (in the page
+ * cache: not synced), and later log_add calls add to it.  The same as
+ * log_commit where the backend cannot rewrite.  0 or -errno. */
+int log_commit_open(struct log *l);
 
 /* Blocks that can still be written without taking another free segment
  * (the successor counts only once the backend has reserved its space). */
@@ -71,12 +94,15 @@ void log_retry_reserve(struct log *l);
 
 /* Where the log stands: the head segment and the next free block in it,
  * the segment it continues in (0 = none taken yet), the LSN the next
- * summary gets, blocks written since log_new. */
+ * summary gets, blocks of log written since log_new (a summary written
+ * again counts once). */
 uint64_t log_head_seg(const struct log *l);
 uint64_t log_head_off(const struct log *l);
 uint64_t log_next_seg(const struct log *l);
 uint64_t log_lsn(const struct log *l);
 uint64_t log_blocks_written(const struct log *l);
+/* Summary versions written again in place since log_new. */
+uint64_t log_rewrites(const struct log *l);
 
 /* The last sealed summary's LSN and CRC (what a superblock pointing at it
  * records). */

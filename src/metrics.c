@@ -331,6 +331,9 @@ static void render_pool(struct metrics_text *t, const struct store_stats *s,
 	one(t, "cowbd_inline_rounds_total", "counter",
 	    "Rounds of writes an event loop ran itself while the log thread slept.",
 	    s->inline_rounds);
+	one(t, "cowbd_log_blocks_rewritten_total", "counter",
+	    "Summaries kept open across rounds of writes, written again in place.",
+	    s->summary_rewrites);
 	one(t, "cowbd_inline_slow_total", "counter",
 	    "Inline rounds slower than 2 ms (each turns them off for 100 ms).", s->inline_slow);
 }

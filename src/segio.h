@@ -65,6 +65,13 @@ struct segio_ops {
 	 * -ENOSPC (not -EIO) when the backend is full: the pool is full. */
 	int (*append)(struct segio *io, uint64_t seg, uint64_t off, const struct iovec *iov,
 	              int iovcnt);
+	/* Write block blk (FMT_BLOCK bytes) again, in place: a block of the
+	 * segment the log is in, appended earlier (a summary the log keeps
+	 * open, log.c).  NULL when the backend writes a segment's bytes
+	 * once (an object store): the log then seals every summary it
+	 * writes.  A reader of that block meanwhile may see a mix of the
+	 * two versions: segio_rewrite_seq says when to read again. */
+	int (*rewrite)(struct segio *io, uint64_t blk, const void *buf);
 	/* The log left seg: nothing more is appended until it is discarded.
 	 * A hint to start writing it out; never fails the caller. */
 	void (*seal)(struct segio *io, uint64_t seg);
@@ -90,6 +97,8 @@ struct segio {
 	 * here so that every backend counts alike (relaxed atomics: the
 	 * committer thread writes superblocks too; segio_written reads). */
 	uint64_t written;
+	/* A sequence count of rewrites: odd while one is under way. */
+	uint64_t rewrite_seq;
 };
 
 static inline int segio_read(struct segio *io, void *buf, size_t len, uint64_t off)
@@ -135,6 +144,25 @@ static inline int segio_append(struct segio *io, uint64_t seg, uint64_t off,
 		n += iov[i].iov_len;
 	__atomic_fetch_add(&io->written, n, __ATOMIC_RELAXED);
 	return 0;
+}
+static inline bool segio_can_rewrite(const struct segio *io)
+{
+	return io->ops->rewrite != NULL;
+}
+static inline int segio_rewrite(struct segio *io, uint64_t blk, const void *buf)
+{
+	__atomic_fetch_add(&io->rewrite_seq, 1, __ATOMIC_SEQ_CST);
+	int err = io->ops->rewrite(io, blk, buf);
+	__atomic_fetch_add(&io->rewrite_seq, 1, __ATOMIC_SEQ_CST);
+	if (!err)
+		__atomic_fetch_add(&io->written, (uint64_t)FMT_BLOCK, __ATOMIC_RELAXED);
+	return err;
+}
+/* Read before and after reading a block that may be rewritten: a block
+ * read while the count was odd, or that changed, may be a mix (torn). */
+static inline uint64_t segio_rewrite_seq(struct segio *io)
+{
+	return __atomic_load_n(&io->rewrite_seq, __ATOMIC_SEQ_CST);
 }
 static inline void segio_seal(struct segio *io, uint64_t seg)
 {

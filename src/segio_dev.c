@@ -193,6 +193,12 @@ static int dev_append(struct segio *io, uint64_t seg, uint64_t off, const struct
 	return space_errno(blkdev_pwritev(dev_of(io), iov, iovcnt, seg * FMT_SEG_BYTES + off));
 }
 
+static int dev_rewrite(struct segio *io, uint64_t blk, const void *buf)
+{
+	struct iovec iov = {.iov_base = (void *)buf, .iov_len = FMT_BLOCK};
+	return space_errno(blkdev_pwritev(dev_of(io), &iov, 1, blk * FMT_BLOCK));
+}
+
 /* Start writing the sealed segment back now, so that dirty data never
  * piles up for the next sync to wait on. */
 static void dev_seal(struct segio *io, uint64_t seg)
@@ -271,6 +277,7 @@ static const struct segio_ops dev_ops = {
     .open = dev_open,
     .reserve = dev_reserve,
     .append = dev_append,
+    .rewrite = dev_rewrite,
     .seal = dev_seal,
     .sync = dev_sync,
     .discard = dev_discard,

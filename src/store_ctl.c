@@ -355,6 +355,7 @@ static int ctl_stats(struct store_req *r)
 	out->log_lsn = st->log ? log_lsn(st->log) : 0;
 	out->checkpoint_lsn = st->ck.lsn;
 	out->batch_blocks = st->log ? log_blocks_written(st->log) : 0;
+	out->summary_rewrites = st->log ? log_rewrites(st->log) : 0;
 	out->failed = st->failed;
 	out->read_only = st->read_only;
 	out->compact_skipped_bad = compact_bad_blocks(st->sp.compact);

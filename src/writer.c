@@ -329,7 +329,10 @@ static void run_round(struct store *st, struct store_req *list)
 	st->wr.staged_cost = 0;
 	pend_reset(st);
 	bool need_sync = stage_round(st, list);
-	err = log_commit(st->log);
+	/* A round that syncs seals its summary first (a synced summary is
+	 * never written again, log.h); any other keeps it open for the next
+	 * rounds to add to. */
+	err = need_sync ? log_commit(st->log) : log_commit_open(st->log);
 	if (err)
 		core_set_failed(st, err, "write");
 	if (st->failed) {

@@ -441,10 +441,11 @@ static void cowctl_print_stats(json_t *s)
 	                    sizeof(b)));
 	printf("%-18s%" PRIu64 "\n", "log lsn:", cowctl_u64(s, "log_lsn"));
 	printf("%-18s%" PRIu64 "\n", "checkpoint lsn:", cowctl_u64(s, "checkpoint_lsn"));
-	printf("%-18s%" PRIu64 " (%" PRIu64 " blocks; %" PRIu64 " run by an event loop, %" PRIu64
-	       " of them slow)\n",
+	printf("%-18s%" PRIu64 " (%" PRIu64 " blocks, %" PRIu64 " summaries written again; %" PRIu64
+	       " run by an event loop, %" PRIu64 " of them slow)\n",
 	       "batches:", cowctl_u64(s, "batches"), cowctl_u64(s, "batch_blocks"),
-	       cowctl_u64(s, "inline_rounds"), cowctl_u64(s, "inline_slow"));
+	       cowctl_u64(s, "summary_rewrites"), cowctl_u64(s, "inline_rounds"),
+	       cowctl_u64(s, "inline_slow"));
 	printf("%-18s%" PRIu64 "\n", "syncs:", cowctl_u64(s, "syncs"));
 	printf("%-18s%" PRIu64 " (%" PRIu64 " FUA requests)\n",
 	       "flushes:", cowctl_u64(s, "flushes"), cowctl_u64(s, "fua_requests"));

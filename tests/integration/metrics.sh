@@ -182,11 +182,13 @@ def gauges(page, s1, s2, p1, p2):
              ("cowbd_bad_reads_total", s["bad_reads"]),
              ("cowbd_read_views_total", s["read_views"]),
              ("cowbd_inline_rounds_total", s["inline_rounds"]),
-             ("cowbd_inline_slow_total", s["inline_slow"])]
+             ("cowbd_inline_slow_total", s["inline_slow"]),
+             ("cowbd_log_blocks_rewritten_total", s["summary_rewrites"])]
     for name, want in pairs:
         if get(p, name) != want:
             sys.exit("%s = %d, cowctl says %d" % (name, get(p, name), want))
-    if s["bytes_written"] < s["batch_blocks"] * bs + bs:  # the log and a superblock at least
+    # the log, its summaries written again and a superblock at least
+    if s["bytes_written"] < (s["batch_blocks"] + s["summary_rewrites"]) * bs + bs:
         sys.exit("bytes_written %d < the log's %d blocks and a superblock" % (
             s["bytes_written"], s["batch_blocks"]))
     for name, ns in (("cowbd_compactor_seconds_total", s["compact_ns"]),

@@ -41,6 +41,17 @@ static void batch(struct log *l, unsigned n, uint64_t seed, uint64_t *addr)
 	assert_int_equal(log_commit(l), 0); /* sealed: the next entry opens a new batch */
 }
 
+/* One round of n data blocks added to the open summary (seal: sealed). */
+static void round_open(struct log *l, unsigned n, uint64_t seed, uint64_t *addr, bool seal)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct fmt_entry e = {.vol = 1, .type = FMT_E_DATA, .lba = seed + i, .count = 1};
+		testlog_fill(blk[i], seed + i);
+		assert_int_equal(log_add(l, &e, blk[i], &addr[i]), 0);
+	}
+	assert_int_equal(seal ? log_commit(l) : log_commit_open(l), 0);
+}
+
 /* bcrc_verify of block b against the content of seed. */
 static int verify(struct bcrc *c, uint64_t b, uint64_t stamp, uint64_t seed)
 {
@@ -220,11 +231,13 @@ static void *rd_main(void *p)
 	return NULL;
 }
 
-static void test_threads(void **state)
+/* Readers on other threads while the head grows, in sealed batches or
+ * (open) in rounds added to a summary kept open, sealed every fifth. */
+static void run_threads(bool open)
 {
 	struct testlog t;
 	uint64_t addr[1024];
-	unsigned n = 0;
+	unsigned n = 0, rounds = 0;
 	pthread_t th[3];
 
 	testlog_init(&t, 16);
@@ -236,7 +249,10 @@ static void test_threads(void **state)
 	uint64_t seg = log_head_seg(t.l);
 	while (n + 3 < 600) {
 		unsigned k = 1 + n % 3;
-		batch(t.l, k, 1000 + n, addr + n);
+		if (open)
+			round_open(t.l, k, 1000 + n, addr + n, ++rounds % 5 == 0);
+		else
+			batch(t.l, k, 1000 + n, addr + n);
 		assert_int_equal(alloc_seg_of(addr[n + k - 1]), seg);
 		__atomic_store_n(&n, n + k, __ATOMIC_RELEASE);
 	}
@@ -244,6 +260,109 @@ static void test_threads(void **state)
 	for (int i = 0; i < 3; i++)
 		pthread_join(th[i], NULL);
 	assert_int_equal(r.bad, 0);
+	if (open)
+		assert_true(log_rewrites(t.l) > 100);
+	bcrc_free(c);
+	testlog_fini(&t);
+}
+
+static void test_threads(void **state)
+{
+	run_threads(false);
+	run_threads(true);
+}
+
+/* A segio over the memory device whose reads are counted, and whose next
+ * read of block tear_at returns a mix of the block and junk while a
+ * rewrite seems to run (the sequence count moves). */
+static const struct segio_ops *lower_ops;
+static struct segio_ops wrap_ops;
+static unsigned nreads;
+static uint64_t tear_at;
+
+static int wrap_read(struct segio *io, void *buf, size_t len, uint64_t off)
+{
+	int err = lower_ops->read(io, buf, len, off);
+	nreads++;
+	if (!err && tear_at && off <= tear_at * FMT_BLOCK && tear_at * FMT_BLOCK < off + len) {
+		memset((char *)buf + (tear_at * FMT_BLOCK - off) + 40, 0x5a, 100);
+		tear_at = 0;
+		__atomic_fetch_add(&io->rewrite_seq, 2, __ATOMIC_SEQ_CST);
+	}
+	return err;
+}
+
+static void wrap(struct testlog *t)
+{
+	lower_ops = t->io->ops;
+	wrap_ops = *lower_ops;
+	wrap_ops.read = wrap_read;
+	wrap_ops.read_nowait = wrap_read;
+	t->io->ops = &wrap_ops;
+}
+
+/* A table that walked a summary kept open learns the blocks later
+ * versions add by reading that summary again, not by a walk of the
+ * segment from its start; and the final version, which the next batch
+ * chains to, is taken too. */
+static void test_open_summary(void **state)
+{
+	struct testlog t;
+	uint64_t a[8], b[8], d[8];
+
+	testlog_init(&t, 16);
+	wrap(&t);
+	struct bcrc *c = bcrc_new(t.io, 16, 16);
+	uint64_t stamp = alloc_seg_stamp(t.a, log_head_seg(t.l));
+	for (unsigned i = 0; i < 8; i++)
+		batch(t.l, 2, 10 * i, a); /* eight sealed batches first */
+	round_open(t.l, 3, 100, a, false);
+	for (unsigned i = 0; i < 3; i++)
+		assert_int_equal(verify(c, a[i], stamp, 100 + i), 0);
+	round_open(t.l, 4, 200, b, false);
+	nreads = 0;
+	for (unsigned i = 0; i < 4; i++)
+		assert_int_equal(verify(c, b[i], stamp, 200 + i), 0);
+	assert_true(nreads <= 3); /* the open summary, and where the next would be */
+	assert_int_equal(verify(c, a[1], stamp, 101), 0);
+	/* sealed with a final version, then a batch after it */
+	round_open(t.l, 2, 300, d, true);
+	batch(t.l, 2, 400, b);
+	nreads = 0;
+	assert_int_equal(verify(c, b[1], stamp, 401), 0);
+	assert_int_equal(verify(c, d[0], stamp, 300), 0);
+	assert_true(nreads <= 4);
+	bcrc_free(c);
+	testlog_fini(&t);
+}
+
+/* A summary read while the log rewrote it may be torn: a fresh table
+ * reads it again instead of calling its blocks unknown. */
+static void test_torn_read(void **state)
+{
+	struct testlog t;
+	uint64_t a[8];
+
+	testlog_init(&t, 16);
+	wrap(&t);
+	struct bcrc *c = bcrc_new(t.io, 16, 16);
+	uint64_t stamp = alloc_seg_stamp(t.a, log_head_seg(t.l));
+	round_open(t.l, 3, 100, a, false);
+	round_open(t.l, 2, 200, a + 3, false);
+	tear_at = a[0] - 1;
+	assert_int_equal(verify(c, a[4], stamp, 201), 0);
+	assert_int_equal(tear_at, 0); /* it was torn once */
+	/* A summary damaged for good (no rewrite under way) is not read
+	 * again and again: the blocks it names are unknown. */
+	uint8_t *junk = malloc(FMT_BLOCK);
+	assert_int_equal(segio_read_block(t.io, junk, a[0] - 1), 0);
+	junk[50] ^= 1;
+	struct iovec iov = {junk, FMT_BLOCK};
+	assert_int_equal(blkdev_pwritev(t.mem, &iov, 1, (a[0] - 1) * FMT_BLOCK), 0);
+	struct bcrc *c2 = bcrc_new(t.io, 16, 16);
+	assert_int_equal(verify(c2, a[4], stamp, 201), -EIO);
+	free(junk);
+	bcrc_free(c2);
 	bcrc_free(c);
 	testlog_fini(&t);
 }
@@ -251,10 +370,9 @@ static void test_threads(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_verify_and_grow),
-	    cmocka_unit_test(test_stale_life),
-	    cmocka_unit_test(test_slots_and_kinds),
-	    cmocka_unit_test(test_threads),
+	    cmocka_unit_test(test_verify_and_grow), cmocka_unit_test(test_stale_life),
+	    cmocka_unit_test(test_slots_and_kinds), cmocka_unit_test(test_threads),
+	    cmocka_unit_test(test_open_summary),    cmocka_unit_test(test_torn_read),
 	};
 	urcu_memb_register_thread();
 	int r = cmocka_run_group_tests(tests, NULL, NULL);

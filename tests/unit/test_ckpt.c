@@ -143,8 +143,8 @@ static void test_crash_in_flight(void **state)
 
 /* Segments that died before a background checkpoint are free once it is
  * finished, without a synchronous one: the pool is large enough that the
- * space policy never asks for one.  Four generations of 64 MiB (one
- * summary a block, so each fills at least 32 segments of log) leave the
+ * space policy never asks for one.  Four generations of 64 MiB (each
+ * fills at least 16 segments of log with its data) leave the
  * three older ones dead; once the checkpoints after the last write are
  * durable, the only used segments without a live block may be the log's
  * head and the one it continues in (alloc_release_dead keeps both), and
@@ -188,7 +188,7 @@ static void test_frees_in_background(void **state)
 	/* The log the older generations filled, but for the segment where
 	 * generation 4 began and the first one (it keeps the pool's first
 	 * metadata), was freed. */
-	assert_true(s.segments_freed >= 3 * 2 * (VOLSIZE / s.segment_bytes) - 2);
+	assert_true(s.segments_freed >= 3 * (VOLSIZE / s.segment_bytes) - 2);
 	expect_gen(v, 0, NBLK, 4);
 	assert_int_equal(store_check(st), 0);
 	alarm(0);

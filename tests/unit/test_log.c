@@ -398,12 +398,193 @@ static void test_successor_named(void **state)
 	testlog_fini(&t);
 }
 
+/* One round of n DATA blocks (seeds seed, seed+1, ...) committed with the
+ * summary kept open; addr[] gets their addresses (may be NULL). */
+static void open_round(struct testlog *t, unsigned n, uint64_t seed, uint64_t *addr)
+{
+	uint64_t a;
+	for (unsigned i = 0; i < n; i++) {
+		struct fmt_entry e = {.vol = 1, .type = FMT_E_DATA, .lba = seed + i, .count = 1};
+		testlog_fill(bufs[i], seed + i);
+		assert_int_equal(log_add(t->l, &e, bufs[i], &a), 0);
+		if (addr)
+			addr[i] = a;
+	}
+	assert_int_equal(log_commit_open(t->l), 0);
+}
+
+/* Summaries kept open: each commit writes a valid version of the one
+ * summary (same LSN and previous CRC, the entries of every round so far)
+ * after its blocks, and costs no block of log of its own; recovery
+ * follows the open version and ends there; sealing writes the final
+ * version, which the next batch chains to; a seal with nothing new since
+ * the last version writes nothing. */
+static void test_open_summary(void **state)
+{
+	struct testlog t;
+	struct fmt_summary *s = malloc(sizeof(*s));
+	struct batch b[4];
+	uint64_t a[8], lsn0, lsn;
+	uint32_t crc0, crc;
+
+	testlog_init(&t, 16);
+	uint64_t ck = write_batch(&t, 1, 1, NULL);
+	log_last(t.l, &lsn0, &crc0);
+	uint64_t head = log_head_off(t.l);
+	open_round(&t, 3, 100, a);
+	uint64_t at = a[0] - 1; /* the summary, then its blocks */
+	read_summary(&t, at, s);
+	assert_int_equal(s->nblocks, 3);
+	assert_int_equal(s->lsn, lsn0 + 1);
+	assert_int_equal(s->prev_crc, crc0);
+	assert_int_equal(log_rewrites(t.l), 0); /* written with its blocks */
+	/* Not sealed: log_last still names the batch before it. */
+	log_last(t.l, &lsn, &crc);
+	assert_int_equal(lsn, lsn0);
+	assert_int_equal(crc, crc0);
+	b[0] = (struct batch){at, lsn0 + 1, 3};
+	assert_int_equal(chain_len(&t, ck, b, 1), 1);
+
+	for (unsigned r = 1; r <= 3; r++) {
+		open_round(&t, 2, 100 * (r + 1), a);
+		assert_int_equal(a[0], at + 1 + 3 + 2 * (r - 1)); /* right after the last */
+		read_summary(&t, at, s);
+		assert_int_equal(s->nblocks, 3 + 2 * r);
+		assert_int_equal(s->nentries, 3 + 2 * r);
+		assert_int_equal(s->lsn, lsn0 + 1);
+		assert_int_equal(s->prev_crc, crc0);
+		assert_int_equal(log_rewrites(t.l), r);
+		assert_int_equal(chain_len(&t, ck, b, 1), 1);
+	}
+	/* Only data went to the log: one summary for four rounds. */
+	assert_int_equal(log_head_off(t.l), head + 1 + 9);
+	uint32_t open_crc = s->crc;
+
+	/* A seal with nothing new: the version on disk is final. */
+	assert_int_equal(log_commit(t.l), 0);
+	assert_int_equal(log_rewrites(t.l), 3);
+	log_last(t.l, &lsn, &crc);
+	assert_int_equal(lsn, lsn0 + 1);
+	assert_int_equal(crc, open_crc);
+	write_batch(&t, 4, 900, &b[1]);
+	read_summary(&t, b[1].addr, s);
+	assert_int_equal(s->prev_crc, open_crc);
+	assert_int_equal(chain_len(&t, ck, b, 2), 2);
+
+	/* Entries after the last version: the seal writes a final one. */
+	open_round(&t, 2, 1000, a);
+	open_round(&t, 1, 1100, NULL);
+	unsigned rw = (unsigned)log_rewrites(t.l);
+	struct fmt_entry tr = {.vol = 1, .type = FMT_E_TRIM, .lba = 5, .count = 2};
+	assert_int_equal(log_add(t.l, &tr, NULL, &a[7]), 0);
+	b[2] = (struct batch){a[0] - 1, b[1].lsn + 1, 3};
+	assert_int_equal(log_commit(t.l), 0);
+	assert_int_equal(log_rewrites(t.l), rw + 1);
+	read_summary(&t, b[2].addr, s);
+	assert_int_equal(s->nentries, 4);
+	log_last(t.l, &lsn, &crc);
+	assert_int_equal(crc, s->crc);
+	write_batch(&t, 1, 1200, &b[3]);
+	assert_int_equal(chain_len(&t, ck, b, 4), 4);
+	free(s);
+	testlog_fini(&t);
+}
+
+/* After a power cut the disk may hold an older version of a summary kept
+ * open, or a version whose newest blocks did not persist: the chain takes
+ * the older version and ends there (the next batch chains to the final
+ * CRC), and takes no version that names a block that fails its CRC. */
+static void test_open_summary_cut(void **state)
+{
+	struct testlog t;
+	struct fmt_summary *s = malloc(sizeof(*s));
+	uint8_t *v1 = malloc(FMT_BLOCK), *save = malloc(FMT_BLOCK), *junk = malloc(FMT_BLOCK);
+	struct batch b[2];
+	uint64_t a[8], lsn;
+	uint32_t crc;
+
+	testlog_init(&t, 16);
+	uint64_t ck = write_batch(&t, 1, 1, NULL);
+	log_last(t.l, &lsn, &crc);
+	open_round(&t, 2, 100, a);
+	uint64_t at = a[0] - 1;
+	assert_int_equal(segio_read_block(t.io, v1, at), 0); /* the first version */
+	open_round(&t, 3, 200, a);
+	assert_int_equal(log_commit(t.l), 0);
+	b[0] = (struct batch){at, lsn + 1, 5};
+	write_batch(&t, 2, 300, &b[1]);
+	assert_int_equal(chain_len(&t, ck, b, 2), 2);
+	/* The first version survived, the final one did not. */
+	assert_int_equal(segio_read_block(t.io, save, at), 0);
+	poke(&t, at, v1);
+	assert_int_equal(chain_len(&t, ck, b, 2), 1);
+	read_summary(&t, at, s);
+	assert_int_equal(s->nblocks, 2);
+	poke(&t, at, save);
+	/* The final version survived, one block of the second round did not. */
+	uint8_t *blk = malloc(FMT_BLOCK);
+	assert_int_equal(segio_read_block(t.io, blk, a[1]), 0);
+	memcpy(junk, blk, FMT_BLOCK);
+	junk[9] ^= 2;
+	poke(&t, a[1], junk);
+	assert_int_equal(chain_len(&t, ck, b, 2), 0);
+	poke(&t, a[1], blk);
+	assert_int_equal(chain_len(&t, ck, b, 2), 2);
+	free(blk);
+	/* Torn in the middle of a rewrite: the first version's header, the
+	 * final one's entries. */
+	memcpy(junk, save, FMT_BLOCK);
+	memcpy(junk, v1, FMT_SUM_HDR);
+	assert_memory_not_equal(junk, save, FMT_BLOCK);
+	poke(&t, at, junk);
+	assert_int_equal(chain_len(&t, ck, b, 2), 0);
+	poke(&t, at, save);
+	assert_int_equal(chain_len(&t, ck, b, 2), 2);
+	free(s);
+	free(v1);
+	free(save);
+	free(junk);
+	testlog_fini(&t);
+}
+
+/* A backend that cannot rewrite a block (an object store) gets every
+ * commit's summary sealed: a batch per commit, nothing written again. */
+static void test_open_summary_no_rewrite(void **state)
+{
+	struct testlog t;
+	struct segio_ops ops;
+	struct fmt_summary *s = malloc(sizeof(*s));
+	uint64_t a[4], b[4], lsn;
+	uint32_t crc;
+
+	testlog_init(&t, 16);
+	uint64_t head = log_head_seg(t.l), next = log_next_seg(t.l);
+	ops = *t.io->ops;
+	ops.rewrite = NULL;
+	t.io->ops = &ops;
+	log_free(t.l);
+	t.l = log_new(t.io, t.a, head, 0, next, 1, 0);
+	assert_non_null(t.l);
+	open_round(&t, 2, 10, a);
+	log_last(t.l, &lsn, &crc);
+	assert_int_equal(lsn, 1); /* sealed */
+	open_round(&t, 2, 20, b);
+	assert_int_equal(b[0], a[1] + 2); /* a summary of its own between */
+	read_summary(&t, b[0] - 1, s);
+	assert_int_equal(s->lsn, 2);
+	assert_int_equal(s->prev_crc, crc);
+	assert_int_equal(log_rewrites(t.l), 0);
+	free(s);
+	testlog_fini(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_batch_walk),      cmocka_unit_test(test_chain),
-	    cmocka_unit_test(test_stale_batch),     cmocka_unit_test(test_room_enospc),
-	    cmocka_unit_test(test_successor_named),
+	    cmocka_unit_test(test_batch_walk),       cmocka_unit_test(test_chain),
+	    cmocka_unit_test(test_stale_batch),      cmocka_unit_test(test_room_enospc),
+	    cmocka_unit_test(test_successor_named),  cmocka_unit_test(test_open_summary),
+	    cmocka_unit_test(test_open_summary_cut), cmocka_unit_test(test_open_summary_no_rewrite),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -608,7 +608,7 @@ static void test_crash_compaction_snapshots(void **state)
 		assert_int_equal(store_vol_create(st, "v", (uint64_t)NB * 4096), 0);
 		assert_int_equal(store_vol_open(st, "v", &v), 0);
 		p->calls = 0;
-		p->budget = 9000 + run * 7000;
+		p->budget = 2 * (9000 + run * 7000); /* a write and a summary rewrite */
 		srand(700 + run);
 		for (int i = 0; i < 40000 && !p->dead; i++) {
 			if (crashmodel_write(&m, v)) {
