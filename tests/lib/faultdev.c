@@ -76,8 +76,7 @@ static int f_flush(struct blkdev *d)
 
 	hold(f, &f->hold_flush);
 	int err = alive(f) ? blkdev_flush(f->mem) : -EIO;
-	if (err)
-		hold(f, &f->hold_failed_flush);
+	hold(f, err ? &f->hold_failed_flush : &f->hold_done_flush);
 	return err;
 }
 

@@ -13,7 +13,9 @@
  *   - delay every write (a slow disk widens race windows);
  *   - hold every flush until released (a sync that takes as long as the
  *     test wants: what may go on meanwhile), or only one that failed,
- *     before it returns its error (what another sync does meanwhile);
+ *     before it returns its error (what another sync does meanwhile), or
+ *     one that succeeded, after the lower device made it durable and
+ *     before it returns (what is written meanwhile is not covered);
  *   - refuse to be written at all (abort: a read-only open must not write);
  *   - show patched copies of some blocks over the lower device (damaged
  *     metadata, without copying the whole image per run).
@@ -44,8 +46,9 @@ struct faultdev {
 	unsigned write_delay_us;
 	_Atomic int hold_flush;        /* flushes wait while set */
 	_Atomic int hold_failed_flush; /* a flush that failed waits while set, before it returns */
-	_Atomic long flushes_held;     /* flushes waiting now (either way) */
-	bool no_writes;                /* a write or discard aborts the process */
+	_Atomic int hold_done_flush; /* a flush that succeeded waits while set, before it returns */
+	_Atomic long flushes_held;   /* flushes waiting now (either way) */
+	bool no_writes;              /* a write or discard aborts the process */
 	unsigned npatch;
 	uint64_t patch_addr[FAULTDEV_MAX_PATCH]; /* block numbers */
 	uint8_t *patch_blk[FAULTDEV_MAX_PATCH];  /* FMT_BLOCK bytes each */

@@ -52,6 +52,7 @@
 #include "segio_obj.h"
 #include "store_int.h"
 #include "testpool.h"
+#include "treq.h"
 
 #define BS    STORE_BLOCK_SIZE
 #define MiB   (1ull << 20)
@@ -59,71 +60,6 @@
 /* INLINE_MIN_BYTES (writer.c) in blocks: smaller plugs go to the log
  * thread (a round's summary block would cost too much for less) */
 #define MINB 8
-
-/* ---- requests that record where and how they completed ------------------ */
-
-struct treq {
-	struct store_req r; /* first: the callback casts back */
-	pthread_t thread;   /* the thread done() ran on */
-	int err;
-	bool done; /* under tlock */
-};
-
-static pthread_mutex_t tlock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t tcond = PTHREAD_COND_INITIALIZER;
-
-static void treq_done(struct store_req *r)
-{
-	struct treq *t = (struct treq *)r;
-	pthread_mutex_lock(&tlock);
-	t->thread = pthread_self();
-	t->err = r->err;
-	t->done = true;
-	pthread_cond_broadcast(&tcond);
-	pthread_mutex_unlock(&tlock);
-}
-
-static void treq_init(struct treq *t, struct vol *v, enum store_op op, void *buf, uint64_t off,
-                      uint32_t len, uint32_t flags)
-{
-	memset(t, 0, sizeof(*t));
-	t->r.op = op;
-	t->r.flags = flags;
-	t->r.buf = buf;
-	t->r.off = off;
-	t->r.len = len;
-	t->r.vol = v;
-	t->r.done = treq_done;
-}
-
-static unsigned treq_ndone(const struct treq *t, unsigned n)
-{
-	unsigned k = 0;
-	pthread_mutex_lock(&tlock);
-	for (unsigned i = 0; i < n; i++)
-		k += t[i].done;
-	pthread_mutex_unlock(&tlock);
-	return k;
-}
-
-/* All n completed within BOUND seconds. */
-static bool treq_wait(const struct treq *t, unsigned n)
-{
-	struct timespec ts;
-	bool all;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += BOUND;
-	pthread_mutex_lock(&tlock);
-	for (;;) {
-		all = true;
-		for (unsigned i = 0; i < n; i++)
-			all = all && t[i].done;
-		if (all || pthread_cond_timedwait(&tcond, &tlock, &ts) == ETIMEDOUT)
-			break;
-	}
-	pthread_mutex_unlock(&tlock);
-	return all;
-}
 
 /* How one plug went (no cmocka here: threads other than the test's use
  * it too). */
@@ -783,8 +719,9 @@ static void test_not_inline_objstore(void **state)
 
 /* ---- 3. the log thread at work ------------------------------------------- */
 
-/* While the log thread holds wr.own (here: in the sync of a FLUSH, held by
- * the device), plugs that would fit go to its queue: store_unplug returns
+/* While the log thread holds wr.own (here: in the sync of a control
+ * change, held by the device; a FLUSH's sync runs on the syncer and holds
+ * nothing), plugs that would fit go to its queue: store_unplug returns
  * at once, none completes until the sync is let go, then all do, on the
  * log thread, with no inline round counted; their data reads back.  The
  * plugs come from a registered thread of their own, bounded, so that an
@@ -797,6 +734,13 @@ struct busy {
 	char buf[BUSY_PLUGS][MINB * BS];
 	struct treq t[BUSY_PLUGS][MINB];
 };
+
+/* A control change on a thread of its own: the log thread syncs for it. */
+static void *create_vol(void *arg)
+{
+	struct store *st = arg;
+	return (void *)(intptr_t)store_vol_create(st, "w", MiB);
+}
 
 /* Unplug them all; how many had completed by then (0 expected). */
 static int busy_plugs(void *arg)
@@ -825,15 +769,15 @@ static void test_busy_log_thread(void **state)
 	struct vol *v;
 	struct store *st = testpool_volume(&f->dev, NULL, "v", 16 * MiB, &v);
 	static struct busy b; /* the store may outlive a failure */
-	static struct treq flush;
+	pthread_t ctl;
+	void *ret;
 
 	store_thread_register();
 	must_inline(st, v, 200, 1);
 	struct store_stats s0 = stats(st);
 	wait_asleep(st);
 	f->hold_flush = 1;
-	treq_init(&flush, v, STORE_FLUSH, NULL, 0, 0, 0);
-	store_submit(&flush.r);
+	assert_int_equal(pthread_create(&ctl, NULL, create_vol, st), 0);
 	for (int i = 0; i < BOUND * 1000 && !f->flushes_held; i++)
 		usleep(1000);
 	assert_true(f->flushes_held > 0); /* the log thread is in the sync */
@@ -842,10 +786,9 @@ static void test_busy_log_thread(void **state)
 	usleep(20 * 1000);
 	for (unsigned i = 0; i < BUSY_PLUGS; i++)
 		assert_int_equal(treq_ndone(b.t[i], MINB), 0);
-	assert_int_equal(treq_ndone(&flush, 1), 0);
 	f->hold_flush = 0;
-	assert_true(treq_wait(&flush, 1));
-	assert_int_equal(flush.err, 0);
+	assert_int_equal(pthread_join(ctl, &ret), 0);
+	assert_int_equal((intptr_t)ret, 0);
 	for (unsigned i = 0; i < BUSY_PLUGS; i++) {
 		assert_true(treq_wait(b.t[i], MINB));
 		all_ok(b.t[i], MINB);
