@@ -259,6 +259,10 @@ int store_checkpoint(struct store *st);
  * stopped (store_close; every control call that needs it does the same).
  * Blocks; not on the loop thread. */
 int store_ping(struct store *st);
+/* How long the FLUSH/FUA sync running now has run (µs), 0 when none
+ * runs: the syncer answers them off the log thread, so a sync stuck in
+ * the device shows here and not in store_ping.  Any thread. */
+uint64_t store_sync_age_us(struct store *st);
 /* Test fault: hold the log thread for secs seconds (nothing is written
  * meanwhile).  Blocks the caller as long. */
 int store_stall_log(struct store *st, unsigned secs);

@@ -5,7 +5,8 @@
  * Counters are bumped with relaxed atomic adds at completion, never under
  * a lock.  A volume's reads complete on the loop thread (store_read_try,
  * store_map) and the reader threads; its writes, trims, zeroes and flushes
- * on the log thread: the two sides sit on cache lines of their own (64
+ * on the log thread (or an inline round's loop in its place), FLUSH and
+ * FUA requests on the syncer: the two sides sit on cache lines of their own (64
  * bytes of padding around each, since the record is calloc'd and only
  * 16-byte aligned), so the log thread and the readers never share one for
  * a volume's counters. */

@@ -16,10 +16,12 @@
  * later version is written after the blocks it adds, at the same address,
  * with the same LSN and previous CRC; the summary is sealed (its final
  * version written) by the next log_commit, by a full summary or segment,
- * or by a checkpoint.  Nothing is synced while a summary is open: a
- * caller that syncs for a client (FLUSH, FUA, a control change) commits
- * with log_commit first, so a synced summary is never written again and a
- * power cut can cost only unsynced commits.  After a cut the disk may hold
+ * or by a checkpoint.  A caller that syncs for a client (FLUSH, FUA, a
+ * control change) commits with log_commit first, so a summary a client
+ * waits on is never written again and a power cut can cost only unsynced
+ * commits; a sync that happens to catch a version of an open summary (the
+ * syncer's, writer.c, while later rounds go on) promised nobody its
+ * entries.  After a cut the disk may hold
  * any version, or a torn one: recovery (log_chain_next) takes the chain up
  * to a version whose carried blocks all check, and a version older than
  * the final one ends it (its successor chains to the final CRC).

@@ -78,7 +78,7 @@ struct segio_ops {
 	/* Every append completed before the call is durable on return.
 	 * Once a sync failed, every later sync and sb_write fails too (a
 	 * device or object store may report a lost write to one flush
-	 * only, and two threads sync a pool: segio_dev.c, segio_obj.c). */
+	 * only, and several threads sync a pool: segio_dev.c, segio_obj.c). */
 	int (*sync)(struct segio *io);
 	/* seg holds nothing live: its space may go back to the backend. */
 	int (*discard)(struct segio *io, uint64_t seg);

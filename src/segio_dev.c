@@ -208,9 +208,9 @@ static void dev_seal(struct segio *io, uint64_t seg)
 
 /* One at a time, and once one failed every later one fails (and no
  * superblock is written after it, dev_sb_write): the kernel reports a
- * writeback error to one fdatasync only, and two threads sync the pool,
- * the log thread (FLUSH, FUA, control changes) and the committer (a
- * checkpoint in the background).  The one that did not learn of the
+ * writeback error to one fdatasync only, and three threads sync the
+ * pool: the syncer (FLUSH, FUA), the log thread (control changes) and the
+ * committer (a checkpoint in the background).  The one that did not learn of the
  * error would answer a FLUSH, or name a checkpoint in the superblock,
  * over data that never reached the disk. */
 static int flush_locked(struct segio_dev *d)

@@ -6,9 +6,10 @@
  * is sent only when the threads everything depends on have shown it
  * within the last period (WATCHDOG_USEC/2): the event loop, through a
  * timer that stamps loop_tick every half period, the NBD server's loop
- * threads, through theirs (conn_server_loop_age_us), and the store's log
+ * threads, through theirs (conn_server_loop_age_us), the store's log
  * thread, through store_ping on the service thread returning within the
- * period.  A stuck log thread keeps the service thread blocked inside
+ * period, and its syncer, through the age of the sync it runs
+ * (store_sync_age_us).  A stuck log thread keeps the service thread blocked inside
  * store_ping, so nothing is sent, which is the point: the service manager
  * kills and restarts a daemon that stops sending.
  *
@@ -441,10 +442,10 @@ static void service_watchdog_round(struct service *sv, uint64_t t0, const char *
 		age = t1 - atomic_load(&sv->loop_tick);
 		if (age > period) {
 			now = "the event loop";
-		} else if (sv->srv) {
-			age = conn_server_loop_age_us(sv->srv);
-			if (age > period)
-				now = "an event loop thread";
+		} else if (sv->srv && (age = conn_server_loop_age_us(sv->srv)) > period) {
+			now = "an event loop thread";
+		} else if ((age = store_sync_age_us(sv->st)) > period) {
+			now = "the syncer (a FLUSH's device sync)";
 		}
 	} else {
 		now = "the log thread";

@@ -61,6 +61,7 @@ static struct store *store_alloc(struct segio *io, uint64_t nsegs, const struct 
 	pthread_mutex_init(&st->vt.lock, NULL);
 	scrub_init(st);
 	core_queue_init(&st->wr.q);
+	core_queue_init(&st->wr.sq);
 	pthread_mutex_init(&st->wr.own, NULL);
 	core_queue_init(&st->rd.q);
 	return st;
@@ -82,6 +83,7 @@ static void store_dealloc(struct store *st)
 	pthread_mutex_destroy(&st->vt.lock);
 	scrub_free(st);
 	core_queue_destroy(&st->wr.q);
+	core_queue_destroy(&st->wr.sq);
 	pthread_mutex_destroy(&st->wr.own);
 	core_queue_destroy(&st->rd.q);
 	free(st);

@@ -346,6 +346,9 @@ static int ctl_stats(struct store_req *r)
 	struct store_stats *out = c->stats;
 
 	*out = st->stats;
+	/* the syncer adds to these beside the log thread */
+	out->syncs = __atomic_load_n(&st->stats.syncs, __ATOMIC_RELAXED);
+	out->client_write_bytes = __atomic_load_n(&st->stats.client_write_bytes, __ATOMIC_RELAXED);
 	out->pool_bytes = st->nsegs * FMT_SEG_BYTES;
 	out->segment_bytes = FMT_SEG_BYTES;
 	out->segments = st->nsegs;
@@ -467,6 +470,12 @@ int store_ping(struct store *st)
 {
 	struct ctl c = {0};
 	return ctl_call(st, &c, ctl_ping);
+}
+
+uint64_t store_sync_age_us(struct store *st)
+{
+	uint64_t since = __atomic_load_n(&st->wr.sync_since, __ATOMIC_RELAXED), now = iostats_now();
+	return since && now > since ? (now - since) / 1000 : 0;
 }
 
 static int ctl_stall(struct store_req *r)

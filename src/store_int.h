@@ -213,6 +213,17 @@ struct store {
 		uint64_t staged_cost; /* space.c's cost of what is staged, not yet applied */
 		uint64_t parked_ns;   /* iostats_now() when idle roots were last parked */
 		uint64_t trimmed_ns, trimmed_evictions; /* give_back: when, at how many */
+		/* The syncer: a round's FLUSHes and FUA writes wait in sq for
+		 * its next sync while the log thread goes on (writer.c).  A
+		 * failed sync's error waits in sync_err (atomic) for the log
+		 * thread to fail the pool with it; sync_since (atomic) is
+		 * when the sync running now began (iostats_now), 0 between
+		 * syncs: the watchdog's view of the syncer (store_sync_age). */
+		struct req_queue sq;
+		pthread_t sync_thread;
+		bool sync_running;
+		int sync_err;
+		uint64_t sync_since;
 	} wr;
 
 	struct { /* reader.c */

@@ -3,9 +3,11 @@
  * rounds: stages every write/trim/zero of a round into batches (full
  * blocks straight from the client's buffer, partial ones merged with the
  * block's current content as this round sees it), writes them with one
- * append per segment, maps the new blocks in the trees, runs at most one
- * sync for every FLUSH/FUA of the round (group commit), then completes
- * them.  Jobs (control operations) run alone, in their place in the order.
+ * append per segment, maps the new blocks in the trees and completes
+ * them; the round's FLUSHes and FUA writes go to the syncer, a thread
+ * that answers all those waiting with one sync (group commit) while the
+ * log thread goes on with the next rounds.  Jobs (control operations)
+ * run alone, in their place in the order.
  * Between rounds and while idle it lets the space policy clean and
  * checkpoint, and bounds the tree node cache (tree_cache_evict: a batch
  * at a time, so a round never waits for more than one).
@@ -20,7 +22,9 @@
  * thread's"): the log thread holds it except while it sleeps for its
  * queue, an inline round takes it with a trylock.  Order: own, then
  * q.lock; nobody waits for own while in a read-side section (the log
- * thread holds own across grace periods).
+ * thread holds own across grace periods).  The syncer's queue has its own
+ * lock (wr.sq.lock), taken after own; the syncer holds nothing else and
+ * never waits for own.
  */
 #include <errno.h>
 #include <malloc.h>
@@ -291,6 +295,12 @@ static int stage_or_make_room(struct store *st, struct store_req *r)
 	return err == -EAGAIN ? -ENOSPC : err;
 }
 
+/* r is answered only once a sync made it durable: a FLUSH, a FUA write. */
+static bool is_synced(const struct store_req *r)
+{
+	return r->op == STORE_FLUSH || (is_write(r) && (r->flags & STORE_FUA));
+}
+
 /* Stage every data request of the round; true if one needs a sync. */
 static bool stage_round(struct store *st, struct store_req *list)
 {
@@ -318,13 +328,24 @@ static bool stage_round(struct store *st, struct store_req *list)
 	return need_sync;
 }
 
+/* A sync the syncer saw fail fails the pool here, on the log thread (the
+ * backend refuses every later sync and superblock already: segio.h). */
+static void sync_failure(struct store *st)
+{
+	int err = __atomic_load_n(&st->wr.sync_err, __ATOMIC_ACQUIRE);
+	if (err)
+		core_set_failed(st, err, "fdatasync");
+}
+
 /* One round: stage every data request of the list, write them with one
- * append per segment, apply, sync once if anyone asked, complete. */
+ * append per segment, apply, complete; what waits for a sync goes to the
+ * syncer. */
 static void run_round(struct store *st, struct store_req *list)
 {
 	struct store_req *r;
 	int err;
 
+	sync_failure(st);
 	st->wr.nap = 0;
 	st->wr.staged_cost = 0;
 	pend_reset(st);
@@ -344,25 +365,27 @@ static void run_round(struct store *st, struct store_req *list)
 	} else {
 		apply_staged(st);
 	}
-	if (need_sync) {
-		err = -EIO;
-		if (!st->failed) {
-			err = segio_sync(st->io);
-			st->stats.syncs++;
-			if (err)
-				core_set_failed(st, err, "fdatasync");
-		}
-		for (r = list; r; r = r->next)
-			if ((r->op == STORE_FLUSH || (r->flags & STORE_FUA)) && !r->err)
-				r->err = err ? -EIO : 0;
-	}
 	core_scratch_reset(st);
 	st->stats.batches++;
+	/* What waits for a sync goes to the syncer (its blocks are written:
+	 * the sync it waits for starts after this); the rest completes. */
+	struct store_req *head = NULL, *tail = NULL;
 	for (r = list; r;) {
 		struct store_req *next = r->next;
-		core_complete(r, r->err);
+		if (!is_synced(r) || r->err || st->failed) {
+			core_complete(r, is_synced(r) && !r->err ? -EIO : r->err);
+		} else {
+			r->next = NULL;
+			if (tail)
+				tail->next = r;
+			else
+				head = r;
+			tail = r;
+		}
 		r = next;
 	}
+	if (head)
+		core_queue_push_list(&st->wr.sq, head, tail);
 }
 
 /* Run a taken queue: data requests in rounds, each job alone in its place. */
@@ -387,6 +410,68 @@ static void run_list(struct store *st, struct store_req *list)
 	}
 }
 
+/* ---- the syncer --------------------------------------------------------- */
+
+/* Each pass takes every FLUSH and FUA write waiting, syncs once and
+ * answers them all.  A request was queued after its round's blocks were
+ * written, so the sync, which starts after the take, covers them and
+ * every write completed before the FLUSH was sent; one queued during a
+ * sync waits for the next.  The log thread meanwhile appends the next
+ * rounds: the summary a syncing round sealed is never written again
+ * (log.h), and what the sync finds of later rounds nobody waits for. */
+static void *syncer_main(void *arg)
+{
+	struct store *st = arg;
+	struct req_queue *q = &st->wr.sq;
+
+	for (;;) {
+		pthread_mutex_lock(&q->lock);
+		while (!q->head && !q->stop)
+			core_queue_sleep_locked(q, NULL);
+		struct store_req *list = q->head;
+		q->head = q->tail = NULL;
+		bool stop = q->stop && !list;
+		if (stop)
+			core_queue_close_locked(q);
+		pthread_mutex_unlock(&q->lock);
+		if (stop)
+			return NULL;
+		__atomic_store_n(&st->wr.sync_since, iostats_now(), __ATOMIC_RELAXED);
+		int err = segio_sync(st->io);
+		__atomic_store_n(&st->wr.sync_since, 0, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&st->stats.syncs, 1, __ATOMIC_RELAXED);
+		if (err) {
+			int none = 0;
+			__atomic_compare_exchange_n(&st->wr.sync_err, &none, err, false,
+			                            __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+			core_queue_wake(&st->wr.q); /* the log thread fails the pool */
+		}
+		while (list) {
+			struct store_req *next = list->next;
+			core_complete(list, err ? -EIO : 0);
+			list = next;
+		}
+	}
+}
+
+static int syncer_start(struct store *st)
+{
+	if (pthread_create(&st->wr.sync_thread, NULL, syncer_main, st))
+		return -EAGAIN;
+	st->wr.sync_running = true;
+	return 0;
+}
+
+/* After the log thread: it answers what is queued first. */
+static void syncer_stop(struct store *st)
+{
+	if (!st->wr.sync_running)
+		return;
+	core_queue_stop(&st->wr.sq);
+	pthread_join(st->wr.sync_thread, NULL);
+	st->wr.sync_running = false;
+}
+
 /* Take the whole queue, waiting up to a second for work or for a
  * checkpoint's background part to end.  *stop when asked to stop and the
  * queue is empty: that was the last look, and the queue closes under the
@@ -402,7 +487,8 @@ static struct store_req *take_queue(struct store *st, bool *stop, bool *idle, bo
 	pthread_mutex_lock(&q->lock);
 	st->wr.awake = false;
 	while (!q->head && !q->stop && !st->wr.kick && !ckpt_ready(st) &&
-	       !(st->nc && tree_cache_over(st->nc))) {
+	       !(st->nc && tree_cache_over(st->nc)) &&
+	       !(!st->failed && __atomic_load_n(&st->wr.sync_err, __ATOMIC_ACQUIRE))) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_sec += 1;
@@ -494,6 +580,7 @@ static void *writer_main(void *arg)
 		pthread_mutex_lock(&st->wr.own);
 		if (stop)
 			break;
+		sync_failure(st);
 		ckpt_poll(st);
 		bool pinned = cache_trim(st);
 		if (!list && !kicked) {
@@ -509,6 +596,7 @@ static void *writer_main(void *arg)
 		if (!space_clean_low(st) && (pinned || (ckpt_due(st) && ckpt_precopy(st))))
 			ckpt_begin(st);
 	}
+	sync_failure(st);
 	if (!st->failed && !st->read_only)
 		ckpt_write(st);
 	pthread_mutex_unlock(&st->wr.own);
@@ -619,10 +707,16 @@ int writer_start(struct store *st)
 	int err = ckpt_bg_start(st);
 	if (err)
 		return err;
+	err = syncer_start(st);
+	if (err) {
+		ckpt_bg_stop(st);
+		return err;
+	}
 	st->wr.running = true;
 	st->wr.awake = true; /* until it first sleeps in take_queue */
 	if (pthread_create(&st->wr.thread, NULL, writer_main, st)) {
 		st->wr.running = false;
+		syncer_stop(st);
 		ckpt_bg_stop(st);
 		return -EAGAIN;
 	}
@@ -637,6 +731,7 @@ void writer_stop(struct store *st)
 	pthread_join(st->wr.thread, NULL);
 	st->wr.stopped = true;
 	core_queue_close(&st->wr.q); /* closed already: the thread's last look */
+	syncer_stop(st);
 	ckpt_bg_stop(st);
 	/* running stays true: ckpt_write after this point still needs the
 	 * grace period (readers may be live until the store is freed), and

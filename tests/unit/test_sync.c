@@ -1,7 +1,8 @@
 /* test_sync.c — a pool's syncs and superblock writes (segio_dev.c)
  * run one at a time, and a failure sticks.  The kernel reports a writeback
- * error to one fdatasync only; the log thread (a FLUSH's sync) and the
- * committer (a checkpoint's) sync the same file, so without these rules
+ * error to one fdatasync only; the syncer (a FLUSH's sync), the log
+ * thread (a control change's) and the committer (a checkpoint's) sync the
+ * same file, so without these rules
  * the one that did not see the error would answer a FLUSH or write a
  * superblock over data that was lost.  faultdev's one-off failed flush is
  * that kernel behaviour: the next flush succeeds.
