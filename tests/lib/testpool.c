@@ -43,3 +43,15 @@ struct store *testpool_volume(struct blkdev *dev, const struct store_opts *opts,
 		testpool_die(name, err);
 	return st;
 }
+
+int testpool_block_value(struct vol *v, uint64_t blk)
+{
+	unsigned char b[STORE_BLOCK_SIZE];
+	int err = store_read(v, b, blk * STORE_BLOCK_SIZE, STORE_BLOCK_SIZE);
+	if (err)
+		testpool_die("block read", err);
+	for (unsigned i = 1; i < sizeof(b); i++)
+		if (b[i] != b[0])
+			return -1;
+	return b[0];
+}

@@ -24,4 +24,8 @@ struct store *testpool_new(struct blkdev *dev, const struct store_opts *opts);
 struct store *testpool_volume(struct blkdev *dev, const struct store_opts *opts, const char *name,
                               uint64_t size, struct vol **v);
 
+/* Block blk of v, when all its bytes are one value: that value; -1 when
+ * they are not.  Aborts if the read fails. */
+int testpool_block_value(struct vol *v, uint64_t blk);
+
 #endif
