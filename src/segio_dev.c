@@ -22,6 +22,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -215,8 +216,23 @@ static void dev_seal(struct segio *io, uint64_t seg)
  * over data that never reached the disk. */
 static int flush_locked(struct segio_dev *d)
 {
-	if (!d->sync_err)
-		d->sync_err = blkdev_flush(d->dev);
+	char name[512];
+	int err;
+
+	if (d->sync_err)
+		return d->sync_err;
+	err = blkdev_flush(d->dev);
+	if (!err)
+		return 0;
+	/* -EIO whatever the kernel said: a sync's ENOSPC (writeback into
+	 * space the filesystem could not give after all) lost data as any
+	 * other failed sync did, and the store would take ENOSPC for a full
+	 * pool, put the checkpoint off and go on. */
+	file_name(d, name, sizeof(name));
+	say_error("pool %s: a sync failed (%s): what was written since the last one may be "
+	          "lost",
+	          name, strerror(-err));
+	d->sync_err = -EIO;
 	return d->sync_err;
 }
 

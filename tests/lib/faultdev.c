@@ -75,7 +75,8 @@ static int f_flush(struct blkdev *d)
 	struct faultdev *f = to_fault(d);
 
 	hold(f, &f->hold_flush);
-	int err = alive(f) ? blkdev_flush(f->mem) : -EIO;
+	int fail = atomic_exchange(&f->fail_flush, 0);
+	int err = !alive(f) ? -EIO : fail ? fail : blkdev_flush(f->mem);
 	hold(f, err ? &f->hold_failed_flush : &f->hold_done_flush);
 	return err;
 }

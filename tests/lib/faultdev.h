@@ -9,7 +9,7 @@
  *     faultdev_power_on_mixed() keeps any mix of it (blkdev_mem_crash_mixed);
  *   - count the writes + flushes it saw (crash-point enumeration);
  *   - fail the next write or flush with -EIO, the device working on
- *     (a transient error);
+ *     (a transient error), or only the next flush, with any errno;
  *   - delay every write (a slow disk widens race windows);
  *   - hold every flush until released (a sync that takes as long as the
  *     test wants: what may go on meanwhile), or only one that failed,
@@ -36,13 +36,14 @@
 #define FAULTDEV_MAX_PATCH 64
 
 struct faultdev {
-	struct blkdev dev;     /* hand &f->dev to the store */
-	struct blkdev *mem;    /* the lower device */
-	bool own_mem;          /* faultdev_free closes mem */
-	_Atomic int dead;      /* power is off: writes and flushes fail */
-	_Atomic long budget;   /* writes+flushes left before the power goes; <0 = no limit */
-	_Atomic long calls;    /* writes+flushes seen */
-	_Atomic int fail_next; /* set: the next write or flush fails (and clears it) */
+	struct blkdev dev;      /* hand &f->dev to the store */
+	struct blkdev *mem;     /* the lower device */
+	bool own_mem;           /* faultdev_free closes mem */
+	_Atomic int dead;       /* power is off: writes and flushes fail */
+	_Atomic long budget;    /* writes+flushes left before the power goes; <0 = no limit */
+	_Atomic long calls;     /* writes+flushes seen */
+	_Atomic int fail_next;  /* set: the next write or flush fails (and clears it) */
+	_Atomic int fail_flush; /* a -errno: the next flush fails with it (and clears it) */
 	unsigned write_delay_us;
 	_Atomic int hold_flush;        /* flushes wait while set */
 	_Atomic int hold_failed_flush; /* a flush that failed waits while set, before it returns */

@@ -9,7 +9,8 @@
  *   - after a failed sync, every later sync fails, and a superblock write
  *     is refused without touching the device;
  *   - a sync that starts while a failing one has not returned yet waits
- *     for it and fails too.
+ *     for it and fails too;
+ *   - a sync's ENOSPC is -EIO: a checkpoint that meets it fails the pool.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -104,6 +105,59 @@ static void test_racing_sync_sees_error(void **state)
 	faultdev_free(f);
 }
 
+/* A sync that fails with ENOSPC lost data as any failed sync did (the
+ * kernel says ENOSPC when writeback found no space, as on a thin device):
+ * -EIO, never taken for a full pool. */
+static void test_sync_enospc_is_eio(void **state)
+{
+	(void)state;
+	struct faultdev *f = faultdev_new(64 * MiB);
+	struct store *st = testpool_new(&f->dev, &quiet);
+
+	f->fail_flush = -ENOSPC;
+	assert_int_equal(segio_sync(st->io), -EIO);
+	assert_int_equal(f->fail_flush, 0);
+	assert_int_equal(segio_sync(st->io), -EIO);
+	store_close(st);
+	faultdev_free(f);
+}
+
+/* A checkpoint whose sync fails with ENOSPC fails the pool: writes are
+ * refused from then on, and the pool reopens with the flushed write.  (It
+ * was "postponed" as on a full pool before: writes went on, every later
+ * checkpoint met the kept error, and the pool never said it had failed.) */
+static void test_ckpt_sync_enospc_fails_pool(void **state)
+{
+	(void)state;
+	struct faultdev *f = faultdev_new(64 * MiB);
+	struct vol *v;
+	struct store *st = testpool_volume(&f->dev, &quiet, "v", 8 * MiB, &v);
+	static uint8_t blk[FMT_BLOCK];
+	struct store_stats s;
+
+	memset(blk, 7, sizeof(blk));
+	assert_int_equal(store_write(v, blk, 0, FMT_BLOCK, 0), 0);
+	assert_int_equal(store_flush(v), 0);
+	memset(blk, 8, sizeof(blk));
+	assert_int_equal(store_write(v, blk, FMT_BLOCK, FMT_BLOCK, 0), 0);
+	f->fail_flush = -ENOSPC;
+	assert_int_equal(store_checkpoint(st), -EIO);
+	assert_int_equal(f->fail_flush, 0);
+	store_get_stats(st, &s);
+	assert_true(s.failed);
+	assert_int_equal(store_write(v, blk, 2 * FMT_BLOCK, FMT_BLOCK, 0), -EIO);
+	assert_int_not_equal(store_flush(v), 0);
+	store_vol_close(v);
+	store_close(st);
+	st = testpool_open(&f->dev, &quiet);
+	v = NULL;
+	assert_int_equal(store_vol_open(st, "v", &v), 0);
+	assert_int_equal(testpool_block_value(v, 0), 7);
+	store_vol_close(v);
+	store_close(st);
+	faultdev_free(f);
+}
+
 /* A sound pool syncs and writes superblocks as before. */
 static void test_no_error_no_change(void **state)
 {
@@ -127,6 +181,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_sync_error_sticks),
 	    cmocka_unit_test(test_racing_sync_sees_error),
+	    cmocka_unit_test(test_sync_enospc_is_eio),
+	    cmocka_unit_test(test_ckpt_sync_enospc_fails_pool),
 	    cmocka_unit_test(test_no_error_no_change),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
