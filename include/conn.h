@@ -62,6 +62,13 @@ struct conn_server *conn_server_new(struct ev_loop *loop, struct store *st);
  * error with the threads started so far kept (conn_server_loops says how
  * many loops there are). */
 int conn_server_set_loops(struct conn_server *s, unsigned n);
+
+/* Large READs (64 KiB..1 MiB) served on a loop: sent from a view of the
+ * pool's mapping, copied into a buffer first, or (auto, the default)
+ * whichever each loop measures cheaper (conn_int.h, struct conn_ways).
+ * Any thread, any time: the next READ follows it. */
+enum conn_read_views { CONN_READ_VIEWS_AUTO, CONN_READ_VIEWS_ON, CONN_READ_VIEWS_OFF };
+void conn_server_set_read_views(struct conn_server *s, enum conn_read_views mode);
 unsigned conn_server_loops(const struct conn_server *s);
 /* Microseconds since the least recent running loop thread last ran its
  * timer (every CONN_LOOP_TICK: 0.25 s); 0 without loop threads.  Loop

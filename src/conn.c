@@ -424,6 +424,55 @@ static int view_reply(void *arg)
 	return 0;
 }
 
+static uint64_t mono_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* a's cost per byte against b's: ns[a] / bytes[a] <= ns[b] / bytes[b]. */
+static bool way_cheaper(const struct conn_ways *w, unsigned a, unsigned b)
+{
+	return w->ns[a] * w->bytes[b] <= w->ns[b] * w->bytes[a];
+}
+
+unsigned conn_way_pick(struct conn_ways *w)
+{
+	w->n++;
+	if (!w->samples[CONN_WAY_VIEW])
+		return CONN_WAY_VIEW;
+	if (!w->samples[CONN_WAY_COPY])
+		return CONN_WAY_COPY;
+	unsigned best =
+	    way_cheaper(w, CONN_WAY_VIEW, CONN_WAY_COPY) ? CONN_WAY_VIEW : CONN_WAY_COPY;
+	return w->n % CONN_WAY_PROBE ? best : !best;
+}
+
+/* A sample is capped to 1/DECAY s and 256 MiB / DECAY; a decayed sum stays
+ * below DECAY times that (a second, 256 MiB): the products here and in
+ * way_cheaper fit in 64 bits.  Once a way has a figure, a sample counts
+ * for at most twice what the figure expects of its bytes: a READ the
+ * scheduler cut into (the client shares the CPUs) moves the figure by a
+ * quarter, not by however long the thread waited, while a real change
+ * comes through in a few samples. */
+void conn_way_note(struct conn_ways *w, unsigned way, uint64_t ns, uint64_t bytes)
+{
+	if (ns > 1000000000u / CONN_WAY_DECAY)
+		ns = 1000000000u / CONN_WAY_DECAY;
+	if (bytes > (1u << 28) / CONN_WAY_DECAY)
+		bytes = (1u << 28) / CONN_WAY_DECAY;
+	if (w->samples[way] >= CONN_WAY_DECAY && w->bytes[way]) {
+		uint64_t cap = 2 * w->ns[way] * bytes / w->bytes[way];
+		if (ns > cap)
+			ns = cap;
+	}
+	w->ns[way] += ns - w->ns[way] / CONN_WAY_DECAY;
+	w->bytes[way] += bytes - w->bytes[way] / CONN_WAY_DECAY;
+	if (w->samples[way] < UINT32_MAX)
+		w->samples[way]++;
+}
+
 /* Answer q from a view if it can be; false: read it another way. */
 static bool conn_view(struct conn *c, struct conn_req *q)
 {
@@ -431,8 +480,11 @@ static bool conn_view(struct conn *c, struct conn_req *q)
 		store_read_lock();
 		c->view_lock = true;
 	}
+	uint64_t t0 = mono_ns();
 	if (!store_read_view(&q->sr, q->view, PROTO_READ_PIECES, &q->nview))
 		return false;
+	if (!q->sr.err)
+		conn_way_note(&c->lp->ways, CONN_WAY_VIEW, mono_ns() - t0, q->sr.len);
 	if (q->sr.err) {
 		req_finish(c, q);
 		return true;
@@ -580,9 +632,18 @@ static bool conn_request(struct conn *c, struct proto_req *r)
 		/* Page-cache hits and holes are served right here: no thread
 		 * hand-off, no wake-up, the reply goes out with this batch. */
 		q->sr.vol = c->proto.exp.handle;
-		if (r->length >= CONN_VIEW_MIN && !c->tls && conn_view(c, q))
+		int mode = atomic_load_explicit(&c->srv->read_views, memory_order_relaxed);
+		bool large = r->length >= CONN_VIEW_MIN && !c->tls && mode != CONN_READ_VIEWS_OFF;
+		unsigned way = !large                       ? CONN_WAY_COPY
+		               : mode == CONN_READ_VIEWS_ON ? CONN_WAY_VIEW
+		                                            : conn_way_pick(&c->lp->ways);
+		if (way == CONN_WAY_VIEW && conn_view(c, q))
 			return true;
+		uint64_t t0 = large ? mono_ns() : 0;
 		if (store_read_try(&q->sr)) {
+			if (large && !q->sr.err)
+				conn_way_note(&c->lp->ways, CONN_WAY_COPY, mono_ns() - t0,
+				              q->sr.len);
 			req_finish(c, q);
 			return true;
 		}

@@ -40,6 +40,33 @@ static_assert(CONN_SMALL_WRITE >= PROTO_BS_PAYLOAD_MAX, "a BLOCK_STATUS payload 
 struct conn;
 struct conn_server;
 
+/* Which way a large READ served on a loop thread goes: from a view of the
+ * pool's mapping (store_read_view: one CRC pass over the mapping, the
+ * send's copy) or copied into the request's buffer (store_read_try:
+ * preadv2, a CRC pass over the copy, the send's copy).  Which costs less
+ * depends on the machine: the copy goes through the kernel's own map of
+ * the page cache, the view through this process's page tables, which a
+ * hypervisor that shadows them (or a TLB shared with a busy client) can
+ * make many times dearer to walk than the copy is to make.  So each loop
+ * times both (ns per byte, before the reply is sent), takes the cheaper
+ * and tries the other every CONN_WAY_PROBE-th READ to see if that
+ * changed.  Only the loop's thread touches it. */
+enum { CONN_WAY_VIEW, CONN_WAY_COPY };
+#define CONN_WAY_PROBE 64u /* every this-many eligible READ tries the dearer way */
+#define CONN_WAY_DECAY 4u  /* each sample weighs 1/this of a way's figure */
+
+struct conn_ways {
+	uint64_t ns[2], bytes[2]; /* each way's decayed sums of time and bytes */
+	unsigned samples[2];      /* each way's samples, capped */
+	unsigned n;               /* READs picked for, to space the probes */
+};
+
+/* The way for the next large READ. */
+unsigned conn_way_pick(struct conn_ways *w);
+
+/* A READ of bytes went way and took ns to verify (not sent yet). */
+void conn_way_note(struct conn_ways *w, unsigned way, uint64_t ns, uint64_t bytes);
+
 /* One event loop serving connections.  The server's own loop (the thread
  * that runs it: main's) is loops[0]; conn_server_set_loops adds loop
  * threads, each with its own loop.  A connection lives on one loop for
@@ -57,6 +84,7 @@ struct conn_loop {
 	_Atomic bool quiet;              /* ... yes (until the next pause) */
 	unsigned nconns;                 /* connections on this loop; srv->list_lock */
 	struct conn *conns;              /* ... these (lprev/lnext); its thread, or parked */
+	struct conn_ways ways;           /* large READs: view or copy; its thread */
 	/* loop threads only (not loops[0]) */
 	pthread_t thr;
 	ev_async ctl; /* the server asks: adopt inbox fds, park, quit */
@@ -154,8 +182,9 @@ struct conn_server {
 	struct store *st;
 	struct conn_loop loops[CONN_MAX_LOOPS];
 	unsigned nloops;
-	unsigned next_loop; /* round robin among loops with the fewest connections */
-	ev_async poke;      /* a loop thread: the last connection went, or quiet */
+	unsigned next_loop;     /* round robin among loops with the fewest connections */
+	_Atomic int read_views; /* enum conn_read_views */
+	ev_async poke;          /* a loop thread: the last connection went, or quiet */
 	ev_timer grace;
 	struct listener lst[CONN_MAX_LISTENERS];
 	unsigned nlst;

@@ -308,6 +308,11 @@ static void server_unpark(struct conn_server *s)
 	pthread_mutex_unlock(&s->park_lock);
 }
 
+void conn_server_set_read_views(struct conn_server *s, enum conn_read_views mode)
+{
+	atomic_store_explicit(&s->read_views, (int)mode, memory_order_relaxed);
+}
+
 int conn_server_set_loops(struct conn_server *s, unsigned n)
 {
 	char name[16];

@@ -102,6 +102,9 @@ static void usage(FILE *f)
 	        "  --loop-threads N    event loops serving NBD connections, each on a\n"
 	        "                      thread of its own (default: one per two CPUs, at\n"
 	        "                      most 8; a connection stays on one loop)\n"
+	        "  --read-views MODE   READs of 64K..1M sent straight from the page cache:\n"
+	        "                      auto (default: when measured cheaper than a copy),\n"
+	        "                      on, off\n"
 	        "a pool in RADOS (--pool rados:POOL/NAME):\n"
 	        "  --rados-conf FILE   ceph.conf (default: librados' own search)\n"
 	        "  --rados-id ID       the client's id, as in client.ID (default admin)\n"
@@ -181,11 +184,12 @@ struct main_opts {
 	gid_t control_gid;
 	const char *tls_mode, *tls_certs, *tls_psk;
 	struct conn_limits lim;
-	uint64_t checkpoint_bytes;    /* 0 = the store's default */
-	uint64_t cache_bytes;         /* --metadata-cache; 0 = the store's default */
-	struct rados_pool_opts rados; /* --rados-*, --cache*: a rados: pool's */
-	const char *metrics;          /* --metrics HOST:PORT; NULL: none */
-	unsigned loops;               /* --loop-threads; 0 = main_loops' default */
+	uint64_t checkpoint_bytes;       /* 0 = the store's default */
+	uint64_t cache_bytes;            /* --metadata-cache; 0 = the store's default */
+	struct rados_pool_opts rados;    /* --rados-*, --cache*: a rados: pool's */
+	const char *metrics;             /* --metrics HOST:PORT; NULL: none */
+	unsigned loops;                  /* --loop-threads; 0 = main_loops' default */
+	enum conn_read_views read_views; /* --read-views */
 	enum say_level log_level;
 	/* The command line's own. */
 	const char *config_path; /* --config, or --check-config's FILE */
@@ -210,6 +214,7 @@ enum {
 	OPT_HANDOVER_DETACH,
 	OPT_METADATA_CACHE,
 	OPT_LOOP_THREADS,
+	OPT_READ_VIEWS,
 	OPT_RADOS_CONF,
 	OPT_RADOS_ID,
 	OPT_RADOS_LEASE,
@@ -246,6 +251,7 @@ static const struct option main_longopts[] = {
     {"metadata-cache", required_argument, NULL, OPT_METADATA_CACHE},
     {"metrics", required_argument, NULL, 'm'}, /* long only: 'm' is not in MAIN_SHORTOPTS */
     {"loop-threads", required_argument, NULL, OPT_LOOP_THREADS},
+    {"read-views", required_argument, NULL, OPT_READ_VIEWS},
     {"rados-conf", required_argument, NULL, OPT_RADOS_CONF},
     {"rados-id", required_argument, NULL, OPT_RADOS_ID},
     {"rados-lease", required_argument, NULL, OPT_RADOS_LEASE},
@@ -370,6 +376,18 @@ static int main_set(int opt, const char *arg, struct main_opts *o, bool from_fil
 	case OPT_LOOP_THREADS:
 		if (parse_count(arg, &o->loops, why, len) || o->loops > CONN_MAX_LOOPS) {
 			snprintf(why, len, "%s (want a count from 1 to %d)", arg, CONN_MAX_LOOPS);
+			return -EINVAL;
+		}
+		return 0;
+	case OPT_READ_VIEWS:
+		if (!strcmp(arg, "auto"))
+			o->read_views = CONN_READ_VIEWS_AUTO;
+		else if (!strcmp(arg, "on"))
+			o->read_views = CONN_READ_VIEWS_ON;
+		else if (!strcmp(arg, "off"))
+			o->read_views = CONN_READ_VIEWS_OFF;
+		else {
+			snprintf(why, len, "mode %s (want auto, on or off)", arg);
 			return -EINVAL;
 		}
 		return 0;
@@ -945,6 +963,7 @@ static int main_new_server(struct main_daemon *d, const struct main_opts *o)
 		say_warn("event loops: %u of %u started: %s", conn_server_loops(d->srv), loops,
 		         strerror(-r));
 	say_debug("serving connections on %u event loop(s)", conn_server_loops(d->srv));
+	conn_server_set_read_views(d->srv, o->read_views);
 	if (!ev_is_active(&d->up.ask)) {
 		ev_async_init(&d->up.ask, on_upgrade_ask);
 		d->up.ask.data = d;
@@ -1151,6 +1170,11 @@ static void main_reload_live(struct main_daemon *d, const struct main_opts *n)
 		    "SIGHUP: limits: max-connections %u, handshake-timeout %g, idle-timeout %g, "
 		    "max-inflight-requests %u, max-inflight-bytes %zu",
 		    b->max_conns, b->handshake_timeout, b->idle_timeout, b->max_reqs, b->max_bytes);
+	}
+	if (n->read_views != d->o->read_views) {
+		static const char *const mode[] = {"auto", "on", "off"};
+		conn_server_set_read_views(d->srv, n->read_views);
+		say_info("SIGHUP: read-views %s", mode[n->read_views]);
 	}
 	conn_server_set_access(d->srv, n->cfg);
 	say_info("SIGHUP: access rules for %zu export(s)%s%s", main_count_rules(n->cfg),

@@ -1,0 +1,149 @@
+/* test_readway.c — which way a large READ on a loop thread goes (conn.c:
+ * conn_way_pick, conn_way_note): a view of the pool's mapping or a copy
+ * into the request's buffer, whichever the loop measured cheaper per byte.
+ *   - each way is tried once before either is preferred;
+ *   - the cheaper way is kept, and the other tried exactly every
+ *     CONN_WAY_PROBE-th READ;
+ *   - when the kept way gets dearer than the other, the choice follows
+ *     within a few probes, both ways round;
+ *   - one READ slowed by the scheduler does not turn the choice;
+ *   - samples of any size (a second, a gigabyte) leave sane figures.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "conn_int.h"
+
+#define MiB (1u << 20)
+
+/* Pick and note n READs of 1 MiB costing cost[way] ns each; how many
+ * went each way (*views, *copies) and the last pick made outside a probe. */
+static unsigned run(struct conn_ways *w, unsigned n, const uint64_t cost[2], unsigned *views,
+                    unsigned *copies)
+{
+	unsigned last = CONN_WAY_VIEW;
+
+	*views = *copies = 0;
+	for (unsigned i = 0; i < n; i++) {
+		unsigned way = conn_way_pick(w);
+		if (w->n % CONN_WAY_PROBE)
+			last = way;
+		if (way == CONN_WAY_VIEW)
+			(*views)++;
+		else
+			(*copies)++;
+		conn_way_note(w, way, cost[way], MiB);
+	}
+	return last;
+}
+
+static void test_both_tried_first(void **state)
+{
+	(void)state;
+	struct conn_ways w = {0};
+
+	assert_int_equal(conn_way_pick(&w), CONN_WAY_VIEW);
+	assert_int_equal(conn_way_pick(&w), CONN_WAY_VIEW); /* until a view is timed */
+	conn_way_note(&w, CONN_WAY_VIEW, 400000, MiB);
+	assert_int_equal(conn_way_pick(&w), CONN_WAY_COPY);
+	conn_way_note(&w, CONN_WAY_COPY, 100000, MiB);
+	assert_int_equal(conn_way_pick(&w), CONN_WAY_COPY);
+}
+
+/* The cheaper way, and the other only on the probes. */
+static void expect_kept(const uint64_t cost[2], unsigned want)
+{
+	struct conn_ways w = {0};
+	unsigned views, copies, n = 100 * CONN_WAY_PROBE;
+
+	run(&w, 4 * CONN_WAY_PROBE, cost, &views, &copies);
+	unsigned last = run(&w, n, cost, &views, &copies);
+	assert_int_equal(last, want);
+	assert_int_equal(want == CONN_WAY_VIEW ? copies : views, n / CONN_WAY_PROBE);
+}
+
+static void test_cheaper_kept(void **state)
+{
+	(void)state;
+	const uint64_t view_cheap[2] = {[CONN_WAY_VIEW] = 60000, [CONN_WAY_COPY] = 100000};
+	const uint64_t copy_cheap[2] = {[CONN_WAY_VIEW] = 400000, [CONN_WAY_COPY] = 100000};
+
+	expect_kept(view_cheap, CONN_WAY_VIEW);
+	expect_kept(copy_cheap, CONN_WAY_COPY);
+}
+
+/* Settled on from, then from gets 4 times dearer than to: within a few
+ * probes every pick but the probes is to. */
+static void expect_follows(unsigned from)
+{
+	unsigned to = !from, views, copies;
+	uint64_t cost[2];
+	struct conn_ways w = {0};
+
+	cost[from] = 50000;
+	cost[to] = 100000;
+	assert_int_equal(run(&w, 20 * CONN_WAY_PROBE, cost, &views, &copies), from);
+	cost[from] = 400000;
+	run(&w, 8 * CONN_WAY_PROBE, cost, &views, &copies);
+	unsigned last = run(&w, 20 * CONN_WAY_PROBE, cost, &views, &copies);
+	assert_int_equal(last, to);
+	assert_int_equal(from == CONN_WAY_VIEW ? views : copies, 20);
+}
+
+static void test_follows_change(void **state)
+{
+	(void)state;
+	expect_follows(CONN_WAY_VIEW);
+	expect_follows(CONN_WAY_COPY);
+}
+
+/* A view READ that waited 50 ms for the CPU, where views take 60 µs and
+ * copies 100 µs: the next picks are still views. */
+static void test_one_slow_read(void **state)
+{
+	(void)state;
+	const uint64_t cost[2] = {[CONN_WAY_VIEW] = 60000, [CONN_WAY_COPY] = 100000};
+	struct conn_ways w = {0};
+	unsigned views, copies;
+
+	run(&w, 10 * CONN_WAY_PROBE, cost, &views, &copies);
+	while ((w.n + 1) % CONN_WAY_PROBE == 0 || (w.n + 2) % CONN_WAY_PROBE == 0)
+		conn_way_note(&w, conn_way_pick(&w), 60000, MiB); /* no probe next */
+	assert_int_equal(conn_way_pick(&w), CONN_WAY_VIEW);
+	conn_way_note(&w, CONN_WAY_VIEW, 50000000, MiB);
+	assert_int_equal(conn_way_pick(&w), CONN_WAY_VIEW);
+}
+
+/* Figures stay within their bounds whatever a sample says, and the
+ * comparison still works after. */
+static void test_large_samples(void **state)
+{
+	(void)state;
+	const uint64_t cost[2] = {[CONN_WAY_VIEW] = 400000, [CONN_WAY_COPY] = 100000};
+	struct conn_ways w = {0};
+	unsigned views, copies;
+
+	for (int i = 0; i < 1000; i++) {
+		conn_way_note(&w, CONN_WAY_VIEW, UINT64_MAX, UINT64_MAX);
+		conn_way_note(&w, CONN_WAY_COPY, 10000000000ull, 1ull << 30);
+	}
+	for (int i = 0; i < 2; i++) {
+		assert_true(w.ns[i] <= 1000000000u);
+		assert_true(w.bytes[i] <= 1u << 28);
+	}
+	assert_int_equal(run(&w, 40 * CONN_WAY_PROBE, cost, &views, &copies), CONN_WAY_COPY);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_both_tried_first), cmocka_unit_test(test_cheaper_kept),
+	    cmocka_unit_test(test_follows_change),   cmocka_unit_test(test_one_slow_read),
+	    cmocka_unit_test(test_large_samples),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
