@@ -953,6 +953,7 @@ static void conn_free(struct conn *c)
 		c->lnext->lprev = c->lprev;
 	c->lp->nconns--;
 	pthread_mutex_unlock(&s->list_lock);
+	atomic_fetch_sub(&c->lp->assigned, 1);
 	say_info("%s: closed (%s%s%llu requests; %s)", c->peer, c->export, c->export[0] ? ", " : "",
 	         (unsigned long long)c->nreq, c->why ? c->why : "connection lost");
 	say_debug("%s: %llu bytes read, %llu written", c->peer,

@@ -83,8 +83,13 @@ struct conn_loop {
 	ev_prepare quiet_w;              /* pausing: are this loop's connections quiet? */
 	_Atomic bool quiet;              /* ... yes (until the next pause) */
 	unsigned nconns;                 /* connections on this loop; srv->list_lock */
-	struct conn *conns;              /* ... these (lprev/lnext); its thread, or parked */
-	struct conn_ways ways;           /* large READs: view or copy; its thread */
+	/* Connections given to this loop (loop_pick, an attach) and not gone
+	 * yet (conn_free, or a start that failed): what loop_pick compares.
+	 * Counted when given, so a socket on its way from the inbox to
+	 * nconns is never missed. */
+	_Atomic unsigned assigned;
+	struct conn *conns;    /* ... these (lprev/lnext); its thread, or parked */
+	struct conn_ways ways; /* large READs: view or copy; its thread */
 	/* loop threads only (not loops[0]) */
 	pthread_t thr;
 	ev_async ctl; /* the server asks: adopt inbox fds, park, quit */

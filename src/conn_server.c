@@ -185,6 +185,12 @@ void conn_server_uncount(struct conn_server *s)
 		ev_async_send(s->loop, &s->poke);
 }
 
+/* A connection given to lp did not start there. */
+static void loop_unassign(struct conn_loop *lp)
+{
+	atomic_fetch_sub(&lp->assigned, 1);
+}
+
 /* Serve fd, counted already, on lp (its thread, or parked). */
 static void loop_serve(struct conn_loop *lp, int fd)
 {
@@ -193,8 +199,10 @@ static void loop_serve(struct conn_loop *lp, int fd)
 	if (s->stopping) {
 		close(fd);
 		conn_server_uncount(s);
+		loop_unassign(lp);
 	} else if (conn_new(lp, fd)) {
 		conn_server_uncount(s);
+		loop_unassign(lp);
 	} else {
 		s->accepted++;
 	}
@@ -369,26 +377,24 @@ uint64_t conn_server_loop_age_us(struct conn_server *s)
 	return age;
 }
 
-/* The loop for a new connection: the fewest open or queued, ties in turn. */
+/* The loop for a new connection, given it: the fewest given and not gone,
+ * ties in turn.  (Counting open plus queued missed a socket a loop thread
+ * had taken from its inbox and not yet opened: two went to that loop.) */
 static struct conn_loop *loop_pick(struct conn_server *s)
 {
 	unsigned best = 0, best_n = UINT_MAX;
 
 	for (unsigned k = 0; k < s->nloops; k++) {
-		unsigned i = (s->next_loop + k) % s->nloops, n;
+		unsigned i = (s->next_loop + k) % s->nloops;
+		unsigned n = atomic_load(&s->loops[i].assigned);
 
-		pthread_mutex_lock(&s->list_lock);
-		n = s->loops[i].nconns;
-		pthread_mutex_unlock(&s->list_lock);
-		pthread_mutex_lock(&s->park_lock);
-		n += (unsigned)s->loops[i].ninbox;
-		pthread_mutex_unlock(&s->park_lock);
 		if (n < best_n) {
 			best = i;
 			best_n = n;
 		}
 	}
 	s->next_loop = (best + 1) % s->nloops;
+	atomic_fetch_add(&s->loops[best].assigned, 1);
 	return &s->loops[best];
 }
 
@@ -468,10 +474,12 @@ int conn_server_adopt(struct conn_server *s, int fd)
 	lp = loop_pick(s);
 	if (lp == &s->loops[0]) {
 		r = conn_new(lp, fd);
-		if (r)
+		if (r) {
 			conn_server_uncount(s);
-		else
+			loop_unassign(lp);
+		} else {
 			s->accepted++;
+		}
 		return r;
 	}
 	r = loop_post(lp, fd);
@@ -479,6 +487,7 @@ int conn_server_adopt(struct conn_server *s, int fd)
 		say_warn("out of memory for a new connection");
 		close(fd);
 		conn_server_uncount(s);
+		loop_unassign(lp);
 	}
 	return r;
 }
@@ -906,9 +915,13 @@ int conn_server_attach(struct conn_server *s, const struct conn_handoff *h, unsi
 	for (unsigned i = 0; i < h->nlst; i++)
 		add_listener(s, &h->lst[i]);
 	for (size_t i = 0; i < h->nconns; i++) {
+		struct conn_loop *lp = &s->loops[i % s->nloops];
+
 		atomic_fetch_add(&s->nconns, 1);
-		if (conn_restore(&s->loops[i % s->nloops], h->fds[i], &h->conns[i])) {
+		atomic_fetch_add(&lp->assigned, 1);
+		if (conn_restore(lp, h->fds[i], &h->conns[i])) {
 			conn_server_uncount(s);
+			loop_unassign(lp);
 			(*closed)++;
 		}
 	}
