@@ -452,7 +452,8 @@ unsigned conn_way_pick(struct conn_ways *w)
 /* A sample is capped to 1/DECAY s and 256 MiB / DECAY; a decayed sum stays
  * below DECAY times that (a second, 256 MiB): the products here and in
  * way_cheaper fit in 64 bits.  Once a way has a figure, a sample counts
- * for at most twice what the figure expects of its bytes: a READ the
+ * for at most twice what the figure expects of its bytes (plus
+ * CONN_WAY_SLACK_NS): a READ the
  * scheduler cut into (the client shares the CPUs) moves the figure by a
  * quarter, not by however long the thread waited, while a real change
  * comes through in a few samples. */
@@ -463,7 +464,8 @@ void conn_way_note(struct conn_ways *w, unsigned way, uint64_t ns, uint64_t byte
 	if (bytes > (1u << 28) / CONN_WAY_DECAY)
 		bytes = (1u << 28) / CONN_WAY_DECAY;
 	if (w->samples[way] >= CONN_WAY_DECAY && w->bytes[way]) {
-		uint64_t cap = 2 * w->ns[way] * bytes / w->bytes[way];
+		/* The slack: a figure of 0 (a coarse clock) can still rise. */
+		uint64_t cap = 2 * w->ns[way] * bytes / w->bytes[way] + CONN_WAY_SLACK_NS;
 		if (ns > cap)
 			ns = cap;
 	}

@@ -52,8 +52,9 @@ struct conn_server;
  * and tries the other every CONN_WAY_PROBE-th READ to see if that
  * changed.  Only the loop's thread touches it. */
 enum { CONN_WAY_VIEW, CONN_WAY_COPY };
-#define CONN_WAY_PROBE 64u /* every this-many eligible READ tries the dearer way */
-#define CONN_WAY_DECAY 4u  /* each sample weighs 1/this of a way's figure */
+#define CONN_WAY_PROBE    64u    /* every this-many eligible READ tries the dearer way */
+#define CONN_WAY_DECAY    4u     /* each sample weighs 1/this of a way's figure */
+#define CONN_WAY_SLACK_NS 10000u /* a sample may exceed twice the figure's by this */
 
 struct conn_ways {
 	uint64_t ns[2], bytes[2]; /* each way's decayed sums of time and bytes */

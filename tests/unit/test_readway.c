@@ -5,8 +5,11 @@
  *   - the cheaper way is kept, and the other tried exactly every
  *     CONN_WAY_PROBE-th READ;
  *   - when the kept way gets dearer than the other, the choice follows
- *     within a few probes, both ways round;
+ *     within a few READs, both ways round;
+ *   - when the other way gets cheaper, the probes find it within a few,
+ *     both ways round (a machine where views pay, and one where not);
  *   - one READ slowed by the scheduler does not turn the choice;
+ *   - a way timed at 0 ns (a coarse clock) can still be found dearer;
  *   - samples of any size (a second, a gigabyte) leave sane figures.
  */
 #include <setjmp.h>
@@ -76,8 +79,33 @@ static void test_cheaper_kept(void **state)
 	expect_kept(copy_cheap, CONN_WAY_COPY);
 }
 
-/* Settled on from, then from gets 4 times dearer than to: within a few
- * probes every pick but the probes is to. */
+/* READs until a pick outside a probe is want (at most max; fails past it),
+ * each costing cost[way]. */
+static unsigned reads_until(struct conn_ways *w, const uint64_t cost[2], unsigned want,
+                            unsigned max)
+{
+	for (unsigned i = 1; i <= max; i++) {
+		unsigned way = conn_way_pick(w);
+		conn_way_note(w, way, cost[way], MiB);
+		if (way == want && w->n % CONN_WAY_PROBE)
+			return i;
+	}
+	fail_msg("still not way %u after %u READs", want, max);
+	return 0;
+}
+
+/* After the switch to `to`: 20 probes' worth of READs, from only on the
+ * probes. */
+static void expect_settled(struct conn_ways *w, const uint64_t cost[2], unsigned from)
+{
+	unsigned views, copies;
+
+	assert_int_equal(run(w, 20 * CONN_WAY_PROBE, cost, &views, &copies), !from);
+	assert_int_equal(from == CONN_WAY_VIEW ? views : copies, 20);
+}
+
+/* Settled on from, then from gets 8 times dearer (twice the other): the
+ * next few READs, timed on from, turn the choice. */
 static void expect_follows(unsigned from)
 {
 	unsigned to = !from, views, copies;
@@ -88,10 +116,8 @@ static void expect_follows(unsigned from)
 	cost[to] = 100000;
 	assert_int_equal(run(&w, 20 * CONN_WAY_PROBE, cost, &views, &copies), from);
 	cost[from] = 400000;
-	run(&w, 8 * CONN_WAY_PROBE, cost, &views, &copies);
-	unsigned last = run(&w, 20 * CONN_WAY_PROBE, cost, &views, &copies);
-	assert_int_equal(last, to);
-	assert_int_equal(from == CONN_WAY_VIEW ? views : copies, 20);
+	assert_true(reads_until(&w, cost, to, 16) <= 16);
+	expect_settled(&w, cost, from);
 }
 
 static void test_follows_change(void **state)
@@ -99,6 +125,44 @@ static void test_follows_change(void **state)
 	(void)state;
 	expect_follows(CONN_WAY_VIEW);
 	expect_follows(CONN_WAY_COPY);
+}
+
+/* Settled on from, then the other way (timed only on probes) gets four
+ * times cheaper than it was, half of from: within 8 probes it is kept. */
+static void expect_found(unsigned from)
+{
+	unsigned to = !from, views, copies;
+	uint64_t cost[2];
+	struct conn_ways w = {0};
+
+	cost[from] = 100000;
+	cost[to] = 200000;
+	assert_int_equal(run(&w, 20 * CONN_WAY_PROBE, cost, &views, &copies), from);
+	cost[to] = 50000;
+	reads_until(&w, cost, to, 8 * CONN_WAY_PROBE);
+	expect_settled(&w, cost, from);
+}
+
+static void test_found_by_probes(void **state)
+{
+	(void)state;
+	expect_found(CONN_WAY_VIEW);
+	expect_found(CONN_WAY_COPY);
+}
+
+/* Views timed at 0 ns for a while (a clock that did not move), copies at
+ * 100 µs; then views take 400 µs: the choice turns to copies. */
+static void test_zero_figure_rises(void **state)
+{
+	(void)state;
+	const uint64_t zero[2] = {[CONN_WAY_VIEW] = 0, [CONN_WAY_COPY] = 100000};
+	const uint64_t cost[2] = {[CONN_WAY_VIEW] = 400000, [CONN_WAY_COPY] = 100000};
+	struct conn_ways w = {0};
+	unsigned views, copies;
+
+	assert_int_equal(run(&w, 4 * CONN_WAY_PROBE, zero, &views, &copies), CONN_WAY_VIEW);
+	reads_until(&w, cost, CONN_WAY_COPY, 64);
+	expect_settled(&w, cost, CONN_WAY_VIEW);
 }
 
 /* A view READ that waited 50 ms for the CPU, where views take 60 µs and
@@ -141,8 +205,9 @@ static void test_large_samples(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_both_tried_first), cmocka_unit_test(test_cheaper_kept),
-	    cmocka_unit_test(test_follows_change),   cmocka_unit_test(test_one_slow_read),
+	    cmocka_unit_test(test_both_tried_first),  cmocka_unit_test(test_cheaper_kept),
+	    cmocka_unit_test(test_follows_change),    cmocka_unit_test(test_found_by_probes),
+	    cmocka_unit_test(test_zero_figure_rises), cmocka_unit_test(test_one_slow_read),
 	    cmocka_unit_test(test_large_samples),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
