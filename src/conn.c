@@ -475,6 +475,15 @@ void conn_way_note(struct conn_ways *w, unsigned way, uint64_t ns, uint64_t byte
 		w->samples[way]++;
 }
 
+void conn_way_declined(struct conn_ways *w, uint64_t ns, uint64_t bytes)
+{
+	uint64_t copy = 0;
+	if (w->bytes[CONN_WAY_COPY])
+		copy = w->ns[CONN_WAY_COPY] * (bytes < (1u << 28) ? bytes : 1u << 28) /
+		       w->bytes[CONN_WAY_COPY];
+	conn_way_note(w, CONN_WAY_VIEW, ns + copy, bytes);
+}
+
 /* Answer q from a view if it can be; false: read it another way. */
 static bool conn_view(struct conn *c, struct conn_req *q)
 {
@@ -485,8 +494,7 @@ static bool conn_view(struct conn *c, struct conn_req *q)
 	uint64_t t0 = mono_ns();
 	if (!store_read_view(&q->sr, q->view, PROTO_READ_PIECES, &q->nview))
 		return false;
-	if (!q->sr.err)
-		conn_way_note(&c->lp->ways, CONN_WAY_VIEW, mono_ns() - t0, q->sr.len);
+	uint64_t ns = mono_ns() - t0;
 	if (q->sr.err) {
 		req_finish(c, q);
 		return true;
@@ -496,6 +504,7 @@ static bool conn_view(struct conn *c, struct conn_req *q)
 		q->nview = 0;
 		return false; /* its bytes went: a read will say why */
 	}
+	conn_way_note(&c->lp->ways, CONN_WAY_VIEW, ns, q->sr.len);
 	c->views++;
 	reply_queue(c, q);
 	return true;
@@ -639,16 +648,21 @@ static bool conn_request(struct conn *c, struct proto_req *r)
 		unsigned way = !large                       ? CONN_WAY_COPY
 		               : mode == CONN_READ_VIEWS_ON ? CONN_WAY_VIEW
 		                                            : conn_way_pick(&c->lp->ways);
+		uint64_t t0 = large ? mono_ns() : 0;
 		if (way == CONN_WAY_VIEW && conn_view(c, q))
 			return true;
-		uint64_t t0 = large ? mono_ns() : 0;
+		/* A view declined (a hole, a block not in memory, a pool
+		 * with no mapping) was paid for and is read another way: the
+		 * view way's sample is both. */
+		uint64_t t1 = large && way == CONN_WAY_VIEW ? mono_ns() : t0;
 		if (store_read_try(&q->sr)) {
 			if (large && !q->sr.err)
-				conn_way_note(&c->lp->ways, CONN_WAY_COPY, mono_ns() - t0,
-				              q->sr.len);
+				conn_way_note(&c->lp->ways, way, mono_ns() - t0, q->sr.len);
 			req_finish(c, q);
 			return true;
 		}
+		if (large && way == CONN_WAY_VIEW)
+			conn_way_declined(&c->lp->ways, t1 - t0, r->length);
 	}
 	req_submit(c, q);
 	return true;

@@ -68,6 +68,12 @@ unsigned conn_way_pick(struct conn_ways *w);
 /* A READ of bytes went way and took ns to verify (not sent yet). */
 void conn_way_note(struct conn_ways *w, unsigned way, uint64_t ns, uint64_t bytes);
 
+/* A view of bytes was tried for ns, declined, and the READ goes to a
+ * reader thread: the view way is charged the try and what the copy way's
+ * figure expects of those bytes (a READ the view declined and the loop
+ * copied is noted as a view's, with both times). */
+void conn_way_declined(struct conn_ways *w, uint64_t ns, uint64_t bytes);
+
 /* One event loop serving connections.  The server's own loop (the thread
  * that runs it: main's) is loops[0]; conn_server_set_loops adds loop
  * threads, each with its own loop.  A connection lives on one loop for

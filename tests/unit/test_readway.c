@@ -10,7 +10,10 @@
  *     both ways round (a machine where views pay, and one where not);
  *   - one READ slowed by the scheduler does not turn the choice;
  *   - a way timed at 0 ns (a coarse clock) can still be found dearer;
- *   - samples of any size (a second, a gigabyte) leave sane figures.
+ *   - samples of any size (a second, a gigabyte) leave sane figures;
+ *   - views that are declined (holes, blocks not in memory, a pool with
+ *     no mapping) cost their try and the copy that follows, so the loop
+ *     stops trying them but for the probes (conn_way_declined).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -202,13 +205,67 @@ static void test_large_samples(void **state)
 	assert_int_equal(run(&w, 40 * CONN_WAY_PROBE, cost, &views, &copies), CONN_WAY_COPY);
 }
 
+/* n READs where every view is declined after try ns: copied on the loop
+ * at copy ns (the view way noted with both), or, with copy 0, sent to a
+ * reader thread (conn_way_declined; no copy noted).  How many views were
+ * tried. */
+static unsigned declined_run(struct conn_ways *w, unsigned n, uint64_t try, uint64_t copy)
+{
+	unsigned views = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		unsigned way = conn_way_pick(w);
+		views += way == CONN_WAY_VIEW;
+		if (way == CONN_WAY_VIEW && copy)
+			conn_way_note(w, CONN_WAY_VIEW, try + copy, MiB);
+		else if (way == CONN_WAY_VIEW)
+			conn_way_declined(w, try, MiB);
+		else if (copy)
+			conn_way_note(w, CONN_WAY_COPY, copy, MiB);
+	}
+	return views;
+}
+
+static void test_declined_views(void **state)
+{
+	(void)state;
+	struct conn_ways w = {0};
+
+	/* Copied on the loop: views only on the probes once settled. */
+	declined_run(&w, 16, 20000, 100000);
+	assert_int_equal(declined_run(&w, 20 * CONN_WAY_PROBE, 20000, 100000), 20);
+
+	/* Nothing copied on the loop (a pool with no mapping, nothing
+	 * cached): one view tried, then none. */
+	w = (struct conn_ways){0};
+	assert_int_equal(declined_run(&w, 20 * CONN_WAY_PROBE, 20000, 0), 1);
+
+	/* Copies cost 100 us on the loop, views were cheaper; then every
+	 * view is declined (20 us) and its READ goes to a reader: the view
+	 * way is charged the copy it caused, and copies are kept. */
+	const uint64_t cost[2] = {[CONN_WAY_VIEW] = 60000, [CONN_WAY_COPY] = 100000};
+	unsigned views, copies;
+	w = (struct conn_ways){0};
+	assert_int_equal(run(&w, 10 * CONN_WAY_PROBE, cost, &views, &copies), CONN_WAY_VIEW);
+	declined_run(&w, 16, 20000, 0);
+	for (unsigned i = 0; i < 20 * CONN_WAY_PROBE; i++) {
+		unsigned way = conn_way_pick(&w);
+		if (w.n % CONN_WAY_PROBE)
+			assert_int_equal(way, CONN_WAY_COPY);
+		if (way == CONN_WAY_VIEW)
+			conn_way_declined(&w, 20000, MiB);
+		else
+			conn_way_note(&w, CONN_WAY_COPY, cost[CONN_WAY_COPY], MiB);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_both_tried_first),  cmocka_unit_test(test_cheaper_kept),
 	    cmocka_unit_test(test_follows_change),    cmocka_unit_test(test_found_by_probes),
 	    cmocka_unit_test(test_zero_figure_rises), cmocka_unit_test(test_one_slow_read),
-	    cmocka_unit_test(test_large_samples),
+	    cmocka_unit_test(test_large_samples),     cmocka_unit_test(test_declined_views),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
