@@ -6,7 +6,7 @@
 # for T seconds against each in turn, ROUNDS times, the order rotated
 # every round.  Prints per variant the median IOPS, the median of the
 # per-round ratios to nbdkit, every round's IOPS and the server CPU per
-# operation (ns, from /proc/PID/stat).
+# operation (ns, from /proc/PID/stat) and fio's completion p99.9 (ms).
 #
 # Usage: bench/ab.sh BUILD NAME:[@OTHER_BUILD] [ARGS...] ...
 #   e.g. bench/ab.sh build base:@/tmp/old/build new: "two:--loop-threads 2"
@@ -54,7 +54,7 @@ for u in "${uris[@]}"; do
 done
 sync
 k=${#names[@]}
-declare -A res cpu
+declare -A res cpu p999
 for r in $(seq "$ROUNDS"); do
 	for j in $(seq 0 $((k - 1))); do
 		i=$(((j + r) % k)) n=${names[$i]} p=${pids[$i]}
@@ -64,7 +64,11 @@ for r in $(seq "$ROUNDS"); do
 			--runtime="$T" --thread --group_reporting --output-format=terse --terse-version=3 2>/dev/null)
 		c1=$(awk '{print $14+$15}' "/proc/$p/stat")
 		io=$(echo "$out" | awk -F';' 'NF>40{print $8+$49}')
+		# the job's completion p99.9 (reads' or writes', whichever ran), ms
+		lat=$(echo "$out" | tr ';' '\n' | awk -F= '$1 == "99.900000%" && $2 > m {m = $2}
+			END {printf "%.1f", m / 1000}')
 		res[$n]+=" $io"
+		p999[$n]+=" $lat"
 		cpu[$n]+=" $((io > 0 ? (c1 - c0) * 10000000 / (io * T) : 0))"
 	done
 done
@@ -73,5 +77,5 @@ for n in "${names[@]}"; do
 	rat=$(paste <(echo "${res[$n]}" | tr ' ' '\n' | grep .) \
 		<(echo "${res[nbdkit]}" | tr ' ' '\n' | grep .) | awk '$2 > 0 {printf "%.3f\n", $1/$2}' | med)
 	echo "$n IOPS med $(echo "${res[$n]}" | med), median ratio to nbdkit $NB $rat :${res[$n]} |" \
-		"server CPU ns/op${cpu[$n]}"
+		"server CPU ns/op${cpu[$n]} | p99.9 ms${p999[$n]}"
 done
