@@ -484,14 +484,14 @@ void conn_way_declined(struct conn_ways *w, uint64_t ns, uint64_t bytes)
 	conn_way_note(w, CONN_WAY_VIEW, ns + copy, bytes);
 }
 
-/* Answer q from a view if it can be; false: read it another way. */
-static bool conn_view(struct conn *c, struct conn_req *q)
+/* Answer q from a view if it can be; false: read it another way.  t0:
+ * when the READ's way was taken (the view's sample runs from there). */
+static bool conn_view(struct conn *c, struct conn_req *q, uint64_t t0)
 {
 	if (!c->view_lock) {
 		store_read_lock();
 		c->view_lock = true;
 	}
-	uint64_t t0 = mono_ns();
 	if (!store_read_view(&q->sr, q->view, PROTO_READ_PIECES, &q->nview))
 		return false;
 	uint64_t ns = mono_ns() - t0;
@@ -649,7 +649,7 @@ static bool conn_request(struct conn *c, struct proto_req *r)
 		               : mode == CONN_READ_VIEWS_ON ? CONN_WAY_VIEW
 		                                            : conn_way_pick(&c->lp->ways);
 		uint64_t t0 = large ? mono_ns() : 0;
-		if (way == CONN_WAY_VIEW && conn_view(c, q))
+		if (way == CONN_WAY_VIEW && conn_view(c, q, t0))
 			return true;
 		/* A view declined (a hole, a block not in memory, a pool
 		 * with no mapping) was paid for and is read another way: the
