@@ -223,23 +223,29 @@ TESTPKGS += debootstrap
 deps:
 	@sh tools/deps.sh $(PKGS) -- $(TESTPKGS) $(DEBPKGS)
 
+# The targets that build before they run compile on every CPU (a plain
+# `make all` keeps make's default of one job unless given -j).
+NPROC := $(shell nproc 2>/dev/null || echo 1)
 run: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory -j$(NPROC) all
 	@sh tools/run.sh $(BUILD)
 
 check: deps
-	@$(MAKE) --no-print-directory all
-	@sh tests/run.sh $(BUILD) all
+	@$(MAKE) --no-print-directory -j$(NPROC) all
+	@bash tests/run.sh $(BUILD) all
 
-check-unit: all
-	@sh tests/run.sh $(BUILD) unit
-check-integration: all
-	@sh tests/run.sh $(BUILD) integration
-check-vm: all
-	@sh tests/run.sh $(BUILD) vm
+check-unit:
+	@$(MAKE) --no-print-directory -j$(NPROC) all
+	@bash tests/run.sh $(BUILD) unit
+check-integration:
+	@$(MAKE) --no-print-directory -j$(NPROC) all
+	@bash tests/run.sh $(BUILD) integration
+check-vm:
+	@$(MAKE) --no-print-directory -j$(NPROC) all
+	@bash tests/run.sh $(BUILD) vm
 
 bench: deps
-	@$(MAKE) --no-print-directory all $(BENCH_BIN)
+	@$(MAKE) --no-print-directory -j$(NPROC) all $(BENCH_BIN)
 	@bash bench/bench.sh $(BUILD)
 
 LINT_SRC := $(wildcard src/*.c src/*.h include/*.h tools/*.c tools/*.h \

@@ -1,6 +1,12 @@
-#!/bin/sh
+#!/bin/bash
 # Test runner behind `make check`, `check-unit`, `check-integration`, `check-vm`.
 # Usage: tests/run.sh BUILD-DIR all|unit|integration|vm
+#
+# The unit tier runs UNIT_JOBS binaries at a time (default: the number of CPUs,
+# at most 2), the slowest first (SLOW_UNITS); the binaries share nothing but
+# the Ceph cluster. The integration tier runs its scripts one at a time in
+# two lanes (INTEGRATION_LANES): those that use the Ceph cluster, which stop
+# and start its daemons, and the others. The VM tier runs one guest at a time.
 #
 # A test is a unit-test binary (build/tests/test_*) or a script
 # (tests/integration/*.sh, tests/vm/check.sh).  It passes with exit 0, is
@@ -98,6 +104,11 @@ ceph_wait() {
 	fi
 }
 
+# ceph_started: no start of the cluster is still under way.
+ceph_started() {
+	[ -z "$CEPH_JOB" ] || ! kill -0 "$CEPH_JOB" 2>/dev/null
+}
+
 # ceph_stop: stop our cluster (a start still running is ended first), remove its files.
 ceph_stop() {
 	[ "$CEPH_UP" = 1 ] || return 0
@@ -118,16 +129,49 @@ ceph_stop() {
 	CEPH_UP=0
 	unset COWBD_TEST_CEPH_CONF COWBD_TEST_CEPH_ID COWBD_TEST_CEPH_POOL
 }
-trap ceph_stop EXIT
+declare -A RUNNING=() # started tests not yet reported: pid -> name
+
+# stop_running: end the tests still running (an interrupted run): their
+# timeout(1), which passes the signal on, then the subshell around it.
+stop_running() {
+	for pid in "${!RUNNING[@]}"; do
+		pkill -TERM -P "$pid" 2>/dev/null
+		kill "$pid" 2>/dev/null
+	done
+}
+trap 'stop_running; ceph_stop' EXIT
 trap 'exit 130' INT TERM
 
-run_one() { # name command...
+# start_one NAME COMMAND...: run it in the background into its log; its exit
+# status and seconds go to the log's .rc file when it ends.
+start_one() {
 	name=$1; shift
 	log="$LOGDIR/$(echo "$name" | tr '/ ' '__').log"
-	start=$(date +%s)
-	timeout -k 10 "$TEST_TIMEOUT" "$@" >"$log" 2>&1
-	rc=$?
-	secs=$(( $(date +%s) - start ))
+	rm -f "$log.rc"
+	(
+		start=$(date +%s)
+		timeout -k 10 "$TEST_TIMEOUT" "$@" >"$log" 2>&1
+		rc=$?
+		echo "$rc $(($(date +%s) - start))" >"$log.rc"
+	) &
+	RUNNING[$!]=$name
+}
+
+# reap_one: wait for one started test to end and report it.
+reap_one() {
+	local pid
+	wait -n -p pid "${!RUNNING[@]}"
+	report_one "${RUNNING[$pid]}"
+	unset "RUNNING[$pid]"
+	REAPED=$pid
+}
+
+# report_one NAME: count and print the result of an ended test.
+report_one() {
+	name=$1
+	log="$LOGDIR/$(echo "$name" | tr '/ ' '__').log"
+	read -r rc secs <"$log.rc" 2>/dev/null || { rc=125; secs=0; }
+	rm -f "$log.rc"
 	np=$(grep -c '^PASS: ' "$log")
 	nf=$(grep -c '^FAIL: ' "$log")
 	ns=$(grep -c '^SKIP: ' "$log")
@@ -149,19 +193,69 @@ run_one() { # name command...
 	fi
 }
 
+run_one() { # name command...: one test, alone
+	start_one "$@"
+	reap_one
+}
+
+# The unit binaries that take longest (under ASan: a minute or more each),
+# started first so that the jobs end together; the order changes nothing else.
+SLOW_UNITS="test_tree_cache test_store test_space_map test_segio_obj test_upgrade test_vtab_scale test_ckpt test_diff test_scrub test_fuzz_pool test_objstore"
+cpus=$(nproc 2>/dev/null || echo 1)
+UNIT_JOBS=${UNIT_JOBS:-$((cpus < 2 ? cpus : 2))}
+# INTEGRATION_LANES=2: the scripts that use the Ceph cluster (which mostly
+# wait: for leases, timeouts, OSDs marked down) run one at a time beside the
+# others, which run one at a time too.
+INTEGRATION_LANES=${INTEGRATION_LANES:-$((cpus < 2 ? 1 : 2))}
+
 ceph_start
 if [ "$SUITE" = all ] || [ "$SUITE" = unit ]; then
+	units=""
+	for n in $SLOW_UNITS; do
+		[ -x "$BUILD/tests/$n" ] && units="$units $BUILD/tests/$n"
+	done
 	for t in "$BUILD"/tests/test_*; do
 		[ -x "$t" ] || continue
-		uses_ceph "$t" && ceph_wait
-		run_one "unit/$(basename "$t")" $VG "$t"
+		case " $SLOW_UNITS " in *" $(basename "$t") "*) continue ;; esac
+		units="$units $t"
 	done
+	for t in $units; do
+		uses_ceph "$t" && ceph_wait
+		while [ ${#RUNNING[@]} -ge "$UNIT_JOBS" ]; do reap_one; done
+		start_one "unit/$(basename "$t")" $VG "$t"
+	done
+	while [ ${#RUNNING[@]} -gt 0 ]; do reap_one; done
 fi
 if [ "$SUITE" = all ] || [ "$SUITE" = integration ]; then
+	local_q=() ceph_q=()
 	for t in "$TOP"/tests/integration/*.sh; do
 		[ "$(basename "$t")" = lib.sh ] && continue
-		uses_ceph "$t" && ceph_wait
-		run_one "integration/$(basename "$t" .sh)" bash "$t"
+		if [ "$INTEGRATION_LANES" -ge 2 ] && uses_ceph "$t"; then
+			ceph_q+=("$t")
+		else
+			local_q+=("$t")
+		fi
+	done
+	lane_local="" lane_ceph="" # the pid each lane runs
+	while :; do
+		if [ -z "$lane_local" ] && [ ${#local_q[@]} -gt 0 ]; then
+			t=${local_q[0]}; local_q=("${local_q[@]:1}")
+			uses_ceph "$t" && ceph_wait
+			start_one "integration/$(basename "$t" .sh)" bash "$t"
+			lane_local=$!
+		fi
+		# the Ceph lane waits for the cluster only when nothing else runs
+		if [ -z "$lane_ceph" ] && [ ${#ceph_q[@]} -gt 0 ] &&
+			{ ceph_started || [ -z "$lane_local" ]; }; then
+			t=${ceph_q[0]}; ceph_q=("${ceph_q[@]:1}")
+			ceph_wait
+			start_one "integration/$(basename "$t" .sh)" bash "$t"
+			lane_ceph=$!
+		fi
+		[ ${#RUNNING[@]} -gt 0 ] || break
+		reap_one
+		[ "$REAPED" = "$lane_local" ] && lane_local=""
+		[ "$REAPED" = "$lane_ceph" ] && lane_ceph=""
 	done
 fi
 ceph_stop # before the VM tier: its guests want the memory
