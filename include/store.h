@@ -179,12 +179,17 @@ int store_map(struct vol *v, uint64_t off, uint64_t len, struct store_extent *ex
  * valid, and hold the volume's data, until the matching
  * store_read_unlock().  Read their bytes only by handing them to a system
  * call (send, writev: a device error there is EFAULT) or inside
- * store_view_guard.  True: answered (req->err: 0 with *n pieces, or -EIO
- * for a damaged block, as store_read_try).  False: nothing happened (a
- * hole, part of a block, more runs than max, not in memory, a backend
- * without views): read it another way.  Cost: a tree walk, a mincore per
- * run and one CRC32C pass. */
-bool store_read_view(struct store_req *req, struct iovec *piece, unsigned max, unsigned *n);
+ * store_view_guard.  use (may be NULL): what reads the bytes first (a
+ * reply that looks for zero blocks), run on the verified pieces inside
+ * store_view_guard, with arg.  True: answered and counted in the volume's
+ * I/O statistics (req->err: 0 with *n pieces, use run; or -EIO for a
+ * damaged block, as store_read_try, use not run).  False: nothing happened
+ * and nothing was counted (a hole, part of a block, more runs than max,
+ * not in memory, a backend without views, or use cut short by a fault:
+ * the bytes could not be read), *n is 0: read it another way, which
+ * counts it.  Cost: a tree walk, a mincore per run and one CRC32C pass. */
+bool store_read_view(struct store_req *req, struct iovec *piece, unsigned max, unsigned *n,
+                     int (*use)(void *arg), void *arg);
 /* A read-side section for store_read_view: short (nothing inside waits
  * for the disk or for a grace period; a damaged block's report takes two
  * short locks, as on the reader threads), nests, and a thread may hold

@@ -412,23 +412,26 @@ static void conn_block_status(struct conn *c, const struct proto_req *r)
  * library reads the bytes itself, where a device error could not be
  * caught). */
 
-struct view_reply {
-	struct conn_req *q;
-};
-
-static int view_reply(void *arg)
-{
-	struct conn_req *q = ((struct view_reply *)arg)->q;
-	/* Structured replies look for zero blocks: that reads the bytes. */
-	proto_reply_read_pieces(&q->out, q->sr.off, q->view, q->nview, q->sr.len);
-	return 0;
-}
-
 static uint64_t mono_ns(void)
 {
 	struct timespec t;
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+struct view_reply {
+	struct conn_req *q;
+	uint64_t verified; /* when the blocks had verified (the view's cost ends) */
+};
+
+static int view_reply(void *arg)
+{
+	struct view_reply *a = arg;
+	struct conn_req *q = a->q;
+	a->verified = mono_ns();
+	/* Structured replies look for zero blocks: that reads the bytes. */
+	proto_reply_read_pieces(&q->out, q->sr.off, q->view, q->nview, q->sr.len);
+	return 0;
 }
 
 /* a's cost per byte against b's: ns[a] / bytes[a] <= ns[b] / bytes[b]. */
@@ -492,19 +495,16 @@ static bool conn_view(struct conn *c, struct conn_req *q, uint64_t t0)
 		store_read_lock();
 		c->view_lock = true;
 	}
-	if (!store_read_view(&q->sr, q->view, PROTO_READ_PIECES, &q->nview))
+	/* A reply whose bytes went while it was made (a guard fault) is
+	 * not answered or counted: a read says why. */
+	struct view_reply a = {.q = q};
+	if (!store_read_view(&q->sr, q->view, PROTO_READ_PIECES, &q->nview, view_reply, &a))
 		return false;
-	uint64_t ns = mono_ns() - t0;
 	if (q->sr.err) {
 		req_finish(c, q);
 		return true;
 	}
-	struct view_reply a = {.q = q};
-	if (store_view_guard(view_reply, &a)) {
-		q->nview = 0;
-		return false; /* its bytes went: a read will say why */
-	}
-	conn_way_note(&c->lp->ways, CONN_WAY_VIEW, ns, q->sr.len);
+	conn_way_note(&c->lp->ways, CONN_WAY_VIEW, a.verified - t0, q->sr.len);
 	c->views++;
 	reply_queue(c, q);
 	return true;

@@ -307,7 +307,8 @@ static int view_crcs(void *arg)
 	return 0;
 }
 
-bool store_read_view(struct store_req *r, struct iovec *piece, unsigned max, unsigned *npiece)
+bool store_read_view(struct store_req *r, struct iovec *piece, unsigned max, unsigned *npiece,
+                     int (*use)(void *arg), void *arg)
 {
 	struct volume *v = r->vol->rec;
 	struct store *st = r->vol->st;
@@ -347,8 +348,12 @@ bool store_read_view(struct store_req *r, struct iovec *piece, unsigned max, uns
 	}
 	if (err && err != -EIO)
 		return false; /* a table not in memory: the read builds it */
-	r->err = err;
 	*npiece = err ? 0 : k;
+	if (!err && use && segio_view_guard(use, arg)) {
+		*npiece = 0;
+		return false; /* the bytes went after the CRC pass: the read says why */
+	}
+	r->err = err;
 	if (!err)
 		__atomic_fetch_add(&st->stats.read_views, 1, __ATOMIC_RELAXED);
 	iostats_count(v, STORE_IO_READ, r->len, err, t0);

@@ -399,18 +399,54 @@ static uint64_t stat_bad_reads(struct store *st)
 	return s.bad_reads;
 }
 
+/* store_read_view's use in view_read: the pieces' shape noted and, when
+ * they add up to the request, their bytes copied out.  cut >= 0: the
+ * pool file is truncated through it first (the pages go, the copy
+ * faults). */
+struct view_use {
+	const struct iovec *piece;
+	const unsigned *n;
+	unsigned max;
+	uint32_t len;
+	uint8_t *dst;
+	int cut;
+	unsigned calls;
+	bool whole;
+	size_t total;
+};
+
+static int view_use(void *arg)
+{
+	struct view_use *a = arg;
+
+	a->calls++;
+	if (a->cut >= 0 && ftruncate(a->cut, 0))
+		return -errno;
+	a->whole = true;
+	a->total = 0;
+	for (unsigned i = 0; i < *a->n && i < a->max; i++) {
+		a->whole = a->whole && a->piece[i].iov_len > 0 && a->piece[i].iov_len % BLK == 0;
+		a->total += a->piece[i].iov_len;
+	}
+	if (*a->n < 1 || *a->n > a->max || a->total != a->len)
+		return 0;
+	struct copy_arg c = {.piece = a->piece, .n = *a->n, .dst = a->dst};
+	return copy_pieces(&c);
+}
+
 /* store_read_view of [off, off+len) with up to max pieces, in a read-side
  * section: its answer, the pieces' count in *n and, when it answered
- * without error, their bytes copied to out (inside the guard, before the
- * section ends).  *err: req.err, left at 12345 when nothing happened. */
-static bool view_read(struct vol *v, uint64_t off, uint32_t len, unsigned max, unsigned *n,
-                      int *err, uint8_t *out)
+ * without error, their bytes copied to out (by its use, inside the guard).
+ * *err: req.err, left at 12345 when nothing happened.  cut: as in
+ * view_use (-1: none). */
+static bool view_read_cut(struct vol *v, uint64_t off, uint32_t len, unsigned max, unsigned *n,
+                          int *err, uint8_t *out, int cut)
 {
 	struct iovec piece[256];
 	struct store_req r = {.op = STORE_READ, .off = off, .len = len, .vol = v, .err = 12345};
-	bool ok, whole = true;
-	size_t total = 0;
-	int copied = 0;
+	struct view_use u = {
+	    .piece = piece, .n = n, .max = max, .len = len, .dst = out, .cut = cut};
+	bool ok;
 
 	assert_true(max <= 256);
 	*n = 0;
@@ -418,26 +454,26 @@ static bool view_read(struct vol *v, uint64_t off, uint32_t len, unsigned max, u
 	 * held, and the next grace period (store_close's) would wait for
 	 * ever. */
 	store_read_lock();
-	ok = store_read_view(&r, piece, max, n);
-	if (ok && r.err == 0) {
-		for (unsigned i = 0; i < *n && i < max; i++) {
-			whole = whole && piece[i].iov_len > 0 && piece[i].iov_len % BLK == 0;
-			total += piece[i].iov_len;
-		}
-		if (*n >= 1 && *n <= max && total == len) {
-			struct copy_arg a = {.piece = piece, .n = *n, .dst = out};
-			copied = store_view_guard(copy_pieces, &a);
-		}
-	}
+	ok = store_read_view(&r, piece, max, n, view_use, &u);
 	store_read_unlock();
 	if (ok && r.err == 0) {
+		assert_int_equal(u.calls, 1);
 		assert_true(*n >= 1 && *n <= max);
-		assert_true(whole); /* pieces of whole blocks */
-		assert_int_equal(total, len);
-		assert_int_equal(copied, 0);
+		assert_true(u.whole); /* pieces of whole blocks */
+		assert_int_equal(u.total, len);
+	} else if (cut < 0) {
+		assert_int_equal(u.calls, 0); /* declined or damaged: not used */
 	}
+	if (!ok)
+		assert_int_equal(*n, 0);
 	*err = r.err;
 	return ok;
+}
+
+static bool view_read(struct vol *v, uint64_t off, uint32_t len, unsigned max, unsigned *n,
+                      int *err, uint8_t *out)
+{
+	return view_read_cut(v, off, len, max, n, err, out, -1);
 }
 
 /* 1 MiB of distinct blocks, written in writes of 1 to 7 blocks (each its
@@ -561,7 +597,7 @@ static void test_read_view(void **state)
 		struct iovec piece[4];
 		struct store_req r = {.op = STORE_WRITE, .off = 0, .len = BLK, .vol = v, .err = 1};
 		store_read_lock();
-		bool ok = store_read_view(&r, piece, 4, &n);
+		bool ok = store_read_view(&r, piece, 4, &n, NULL, NULL);
 		store_read_unlock();
 		assert_false(ok);
 		assert_int_equal(r.err, 1);
@@ -660,6 +696,78 @@ static void test_read_view_damaged(void **state)
 	free(got);
 }
 
+/* Requests of one kind counted in volume "v"'s I/O statistics. */
+static uint64_t vol_ops(struct store *st, enum store_io_cmd c)
+{
+	struct store_vol_io *io;
+	struct store_vol_totals tot;
+	size_t n;
+	uint64_t ops = 0;
+
+	assert_int_equal(store_vol_io(st, &io, &n, &tot), 0);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(io[i].name, "v") == 0)
+			ops = io[i].cmd[c].ops;
+	free(io);
+	return ops;
+}
+
+/* A view whose bytes go between the CRC pass and its use (the pool file
+ * truncated by the use, whose copy then faults) is not answered and not
+ * counted: neither a view nor a READ in the volume's statistics (the
+ * read that follows it counts the request once, and says why: the pool
+ * reads back as zeroes, which fail their checksums). */
+static void test_read_view_used_fault(void **state)
+{
+	enum { nblk = 64 };
+	const uint64_t pool_size = 96u << 20;
+	uint8_t *data = malloc(nblk * BLK), *got = malloc(nblk * BLK);
+	struct sigaction cm;
+	struct tmpfile t;
+	struct blkdev *dev;
+	struct store *st;
+	struct vol *v;
+	unsigned n;
+	int err, fd;
+
+	assert_non_null(data);
+	assert_non_null(got);
+	/* blkdev's handler, not cmocka's, while this test runs (see view_bus). */
+	assert_int_equal(sigaction(SIGBUS, &view_bus, &cm), 0);
+	blks_fill(data, 0, nblk);
+	st = file_store(&t, NULL, &dev, &v);
+	store_thread_register();
+	assert_int_equal(store_write(v, data, 0, nblk * BLK, 0), 0);
+	assert_int_equal(store_flush(v), 0);
+	assert_int_equal(store_read(v, got, 0, nblk * BLK), 0); /* in the page cache */
+	assert_true(view_read(v, 0, nblk * BLK, 256, &n, &err, got));
+	assert_int_equal(err, 0);
+	assert_memory_equal(data, got, nblk * BLK);
+	uint64_t views = stat_views(st), reads = vol_ops(st, STORE_IO_READ);
+
+	fd = open(t.path, O_RDWR);
+	assert_true(fd >= 0);
+	memset(got, 0, nblk * BLK);
+	err = 12345;
+	assert_false(view_read_cut(v, 0, nblk * BLK, 256, &n, &err, got, fd));
+	assert_int_equal(n, 0);
+	assert_int_equal(err, 12345);
+	assert_int_equal(stat_views(st), views);
+	assert_int_equal(vol_ops(st, STORE_IO_READ), reads);
+	/* The file back at its size, all zeroes: the read says why. */
+	assert_int_equal(ftruncate(fd, (off_t)pool_size), 0);
+	close(fd);
+	assert_int_equal(store_read(v, got, 0, nblk * BLK), -EIO);
+	assert_int_equal(vol_ops(st, STORE_IO_READ), reads + 1);
+	store_vol_close(v);
+	store_close(st);
+	store_thread_unregister();
+	assert_int_equal(sigaction(SIGBUS, &cm, NULL), 0);
+	tmp_remove(&t);
+	free(data);
+	free(got);
+}
+
 /* ---- views while the compactor moves blocks ---------------------------- */
 
 /* Like test_store.c's test_compaction_readers, with a reader that takes
@@ -711,7 +819,7 @@ static void *view_reader_main(void *p)
 
 		memset(got, 0, sizeof(got));
 		store_read_lock();
-		viewed = store_read_view(&r, piece, VC_RUN, &n);
+		viewed = store_read_view(&r, piece, VC_RUN, &n, NULL, NULL);
 		/* Now and then hold the view a while before reading it, so
 		 * that the compactor moves its blocks meanwhile. */
 		if (viewed && ++k % 16 == 0)
@@ -844,7 +952,7 @@ static void *pin_main(void *p)
 	 * the CRC table it needs): asked again for up to a second. */
 	for (unsigned tries = 0; tries < 1000; tries++) {
 		store_read_lock();
-		pa->viewed = store_read_view(&r, piece, VC_RUN, &n);
+		pa->viewed = store_read_view(&r, piece, VC_RUN, &n, NULL, NULL);
 		if (pa->viewed)
 			break;
 		store_read_unlock();
@@ -1056,8 +1164,11 @@ static void test_view_compaction(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_blkdev_view),     cmocka_unit_test(test_view_guard),
-	    cmocka_unit_test(test_read_view),       cmocka_unit_test(test_read_view_damaged),
+	    cmocka_unit_test(test_blkdev_view),
+	    cmocka_unit_test(test_view_guard),
+	    cmocka_unit_test(test_read_view),
+	    cmocka_unit_test(test_read_view_damaged),
+	    cmocka_unit_test(test_read_view_used_fault),
 	    cmocka_unit_test(test_view_compaction),
 	};
 	/* blkdev installs its SIGBUS handler at the first guard or view:
