@@ -213,6 +213,54 @@ def main_table(runs, workloads, servers, skipped, out):
           "are compared with nbdkit file on a loop device.")
 
 
+# DESIGN.md's figures for the main table, cowbd on a pool file: (label,
+# workload, what is compared, the reference server, target, True when the
+# figure must be at least the target (else at most)).
+TARGETS = [
+    ("4k randwrite qd32, 1 conn: IOPS ÷ nbdkit null", "rw4k1", "value", "nbdkit-null", 0.9, True),
+    ("4k randwrite qd32, 2 conns: IOPS ÷ nbdkit null", "rw4k2", "value", "nbdkit-null", 0.9, True),
+    ("4k randread qd32: IOPS ÷ nbdkit null", "rr4k", "value", "nbdkit-null", 0.9, True),
+    ("4k randwrite qd32, 1 conn: server CPU per op ÷ nbdkit file's", "rw4k1", "cpu", "nbdkit-file",
+     0.5, False),
+    ("4k randwrite qd32, 2 conns: server CPU per op ÷ nbdkit file's", "rw4k2", "cpu", "nbdkit-file",
+     0.5, False),
+    ("4k randread qd32: server CPU per op ÷ nbdkit file's", "rr4k", "cpu", "nbdkit-file", 0.5, False),
+    ("4k randwrite, FLUSH every 16: IOPS ÷ nbdkit file", "rw4kf", "value", "nbdkit-file", 1.0, True),
+    ("1 MiB seq write qd8: MB/s ÷ nbdkit file", "sw1m", "value", "nbdkit-file", 1.0, True),
+    ("1 MiB seq write qd8: server CPU per MiB ÷ nbdkit file's", "sw1m", "cpu", "nbdkit-file", 1.0,
+     False),
+    ("1 MiB seq read qd8: MB/s ÷ nbdkit file", "sr1m", "value", "nbdkit-file", 1.0, True),
+    ("1 MiB seq read qd8: server CPU per MiB ÷ nbdkit file's", "sr1m", "cpu", "nbdkit-file", 1.0,
+     False),
+]
+
+
+def targets_table(runs, out):
+    """DESIGN.md's figures for the main table: cowbd's medians over the
+    reference server's, met or missed."""
+    rows = []
+    for label, wid, what, ref, target, at_least in TARGETS:
+        a, b = runs.summary(wid, "cowbd"), runs.summary(wid, ref)
+        key = "median" if what == "value" else "cpu"
+        ratio = per(a.get(key), b.get(key)) if a and b else None
+        if ratio is None:
+            res, verdict = "–", "not measured"
+        else:
+            res = "%.2f×" % ratio
+            verdict = "met" if (ratio >= target if at_least else ratio <= target) else "**missed**"
+        rows.append((label, res, "%s %.1f×" % ("≥" if at_least else "≤", target), verdict))
+        out.writerow(["targets", wid, label, "cowbd", "x", "%.3f" % ratio if ratio is not None else "",
+                      "", "", "", "", "", "", "", "", "", "", verdict.strip("*")])
+    print()
+    print("DESIGN.md's figures for the main table (cowbd on a pool file; ratios of the medians "
+          "above, in this run):")
+    print()
+    print("| figure | result | target | |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print("| %s | %s | %s | %s |" % r)
+
+
 def flush_table(runs, servers, out):
     wid = "rw4kf"
     have = [sid for sid in servers if runs.ok(wid, sid)]
@@ -493,6 +541,7 @@ def main():
                   "runs", "failed_runs", "cpu_us_per_op", "ratio_nbdkit_file", "ratio_qemu_nbd",
                   "p50_us", "p99_us", "p999_us", "status"])
     main_table(runs, workloads, servers, skipped, out)
+    targets_table(runs, out)
     flush_table(runs, servers, out)
     disk_table(runs, servers, out)
     ckpt_table(runs, out)

@@ -40,6 +40,17 @@ case " $servers " in *" cowbd-blk "*)
 	grep -q '^|  | nbdkit file, loop device | ' "$out" || fail "no nbdkit file block-device row"
 	;;
 esac
+# DESIGN.md's figures: a row each, a ratio with its verdict where both
+# servers ran (nbdkit null does not run here).
+fig='^\| [^|]+ ÷ nbdkit (null|file)[^|]* \| ([0-9.]+×|–) \| [≤≥] [0-9.]+× \| (met|\*\*missed\*\*|not measured) \|$'
+nt=$(grep -Ec "$fig" "$out")
+[ "$nt" = 11 ] || { grep -A 14 "^DESIGN.md's figures" "$out"; fail "$nt rows of DESIGN.md's figures, want 11"; }
+for f in "4k randread qd32: server CPU per op ÷ nbdkit file.s \| $num× \| ≤ 0.5×" \
+	"1 MiB seq write qd8: MB/s ÷ nbdkit file \| $num× \| ≥ 1.0×"; do
+	grep -Eq "^\| $f \| (met|\*\*missed\*\*) \|$" "$out" || { show "${f%%:*}"; fail "no verdict for: $f"; }
+done
+grep -Eq '^\| 4k randread qd32: IOPS ÷ nbdkit null \| – \| ≥ 0.9× \| not measured \|$' "$out" ||
+	fail "the ÷ nbdkit null figures without nbdkit null in the run"
 # Flushes: cowbd's syncs and FLUSHes counted over the job, every FLUSH fio
 # completed received by the server.
 grep -Eq "^\| \*\*cowbd\*\* \| ${num}k? IOPS \| $num× \| $num \| $num \| $num \| $num \| $num \| $num \| $num \| 1\.000 \|" "$out" ||
