@@ -37,7 +37,7 @@ PKGS     := libev-dev liburcu-dev libcmocka-dev libjansson-dev libgnutls28-dev l
 TESTPKGS := nbd-client nbd-server libnbd-bin python3-libnbd nbdkit qemu-utils \
             qemu-system-x86 fio gnutls-bin busybox-static cpio e2fsprogs util-linux \
             valgrind procps psmisc curl ca-certificates clang-format python3 systemd strace \
-            prometheus ceph-mon ceph-mgr ceph-osd ceph-common
+            prometheus ceph-mon ceph-mgr ceph-osd ceph-common liburing-dev
 
 CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Wshadow -Wvla -Wstrict-prototypes -Wmissing-prototypes \

@@ -11,7 +11,10 @@
 # Usage: bench/ab.sh BUILD NAME:[@OTHER_BUILD] [ARGS...] ...
 #   e.g. bench/ab.sh build base:@/tmp/old/build new: "two:--loop-threads 2"
 # Env: JOB (fio options; default 1 MiB sequential reads, qd8), ROUNDS (6),
-#      T (4), NB (file|null), POOLG (pool size in GiB, 4), PORT (10900).
+#      T (4), NB (file|null), POOLG (pool size in GiB, 4), PORT (10900),
+#      FLOOR ("epoll", "uring" or both: bench/floor/floor.c, the least an NBD
+#      server can do per request, on a preallocated 1 GiB file, as more
+#      columns; needs liburing-dev, which `make deps` installs).
 set -u
 export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
 B=$1
@@ -49,6 +52,16 @@ else
 fi
 for _ in $(seq 50); do [ -s "$d/nb.pid" ] && break; sleep 0.1; done
 pids+=("$(cat "$d/nb.pid")") names+=(nbdkit) uris+=("nbd://127.0.0.1:$port/")
+if [ -n "${FLOOR:-}" ]; then
+	cc -O2 -o "$d/floor" "$(dirname "$0")/floor/floor.c" -luring || exit 1
+	for m in $FLOOR; do
+		port=$((port + 1))
+		fallocate -l 1G "$d/floor-$m.img"
+		"$d/floor" "$m" "$port" "$d/floor-$m.img" >"$d/floor-$m.log" 2>&1 &
+		pids+=($!) names+=("floor-$m") uris+=("nbd://127.0.0.1:$port/")
+		for _ in $(seq 50); do nbdinfo --size "${uris[-1]}" >/dev/null 2>&1 && break; sleep 0.1; done
+	done
+fi
 for u in "${uris[@]}"; do
 	fio --name=fill --ioengine=nbd --uri="$u" --rw=write --bs=1M --iodepth=8 --size=1G >/dev/null
 done
