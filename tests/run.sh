@@ -6,7 +6,9 @@
 # at most 2), the slowest first (SLOW_UNITS); the binaries share nothing but
 # the Ceph cluster. The integration tier runs its scripts one at a time in
 # two lanes (INTEGRATION_LANES): those that use the Ceph cluster, which stop
-# and start its daemons, and the others. The VM tier runs one guest at a time.
+# and start its daemons, and the others; once the Ceph lane is through its
+# own, it takes the others' from the end of their queue. The VM tier runs one
+# guest at a time.
 #
 # A test is a unit-test binary (build/tests/test_*) or a script
 # (tests/integration/*.sh, tests/vm/check.sh).  It passes with exit 0, is
@@ -205,7 +207,8 @@ cpus=$(nproc 2>/dev/null || echo 1)
 UNIT_JOBS=${UNIT_JOBS:-$((cpus < 2 ? cpus : 2))}
 # INTEGRATION_LANES=2: the scripts that use the Ceph cluster (which mostly
 # wait: for leases, timeouts, OSDs marked down) run one at a time beside the
-# others, which run one at a time too.
+# others, which run one at a time too, until the Ceph ones are done: then
+# that lane runs the others' last ones (so two of those may overlap).
 INTEGRATION_LANES=${INTEGRATION_LANES:-$((cpus < 2 ? 1 : 2))}
 
 ceph_start
@@ -249,6 +252,11 @@ if [ "$SUITE" = all ] || [ "$SUITE" = integration ]; then
 			{ ceph_started || [ -z "$lane_local" ]; }; then
 			t=${ceph_q[0]}; ceph_q=("${ceph_q[@]:1}")
 			ceph_wait
+			start_one "integration/$(basename "$t" .sh)" bash "$t"
+			lane_ceph=$!
+		elif [ -z "$lane_ceph" ] && [ ${#ceph_q[@]} -eq 0 ] && [ ${#local_q[@]} -gt 0 ]; then
+			# its own done, it takes the others from the end of their queue
+			t=${local_q[-1]}; unset 'local_q[-1]'
 			start_one "integration/$(basename "$t" .sh)" bash "$t"
 			lane_ceph=$!
 		fi
