@@ -36,7 +36,8 @@
 # with QUICK=1, RADOS=0, MATRIX_ONLY=1 or without Ceph.
 #
 # Output: Markdown on stdout; build/bench/results.csv (medians, ratios),
-# build/bench/raw.csv (every run), build/bench/logs/.  Large files live in
+# build/bench/raw.csv (every run), build/bench/logs/; the run before this
+# one's in build/bench/previous/.  Large files live in
 # build/bench/work/ and are removed at the end (KEEP=1 keeps them).
 #
 # Environment: QUICK=1 (1 round of ~1 s jobs: a smoke test), ROUNDS, RUNTIME
@@ -117,6 +118,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'say interrupted; exit 130' INT TERM
 
+# The run before this one moves to $OUT/previous (one run kept): a by-hand
+# MATRIX_ONLY run right after a full one would otherwise erase its report.
+if [ -e "$OUT/report.md" ] || [ -e "$OUT/raw.csv" ]; then
+	rm -rf "$OUT/previous"
+	mkdir -p "$OUT/previous" || exit 1
+	for f in report.md results.csv raw.csv workloads.tsv servers.tsv logs; do
+		if [ -e "$OUT/$f" ]; then mv "$OUT/$f" "$OUT/previous/" || exit 1; fi
+	done
+fi
 rm -rf "$WORK" "$LOGS"
 rm -f "$OUT/results.csv" "$OUT/report.md" # never leave an older run's results beside this one's raw data
 mkdir -p "$WORK" "$LOGS" || exit 1

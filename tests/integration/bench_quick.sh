@@ -5,8 +5,10 @@
 # the flush figures (cowbd's from its own counters: every FLUSH fio sent
 # received), checkpoints seen in the job that should have them and none in
 # the one that should not, the compactor running during the loaded job and
-# the log thread's share of it, the scale section's row at 10^5 mapped blocks, and no loop device
-# left behind.  It checks that the bench works, not how fast anything is.
+# the log thread's share of it, the scale section's row at 10^5 mapped
+# blocks, no loop device left behind, and the report of the run before kept
+# in build/bench/previous.  It checks that the bench works, not how fast
+# anything is.
 . "$(dirname "$0")/lib.sh"
 requires fio nbdkit
 case "$BUILD" in *san*) echo "skipped under sanitizers (timings only)"; exit 77 ;; esac
@@ -17,8 +19,17 @@ if [ "$(id -u)" = 0 ] && command -v losetup >/dev/null && [ -e /dev/loop-control
 else
 	echo "no loop devices here (not root or no losetup): file columns only"
 fi
+# The run before this one is kept in bench/previous: a report there (this
+# test's own stand-in when there is none) must be there afterwards.
+mkdir -p "$BUILD/bench"
+made=""
+[ -e "$BUILD/bench/report.md" ] || { echo "bench_quick: a report before the run" >"$BUILD/bench/report.md"; made=1; }
+before=$(sha256sum <"$BUILD/bench/report.md")
 QUICK=1 SERVERS="$servers" bash "$TOP/bench/bench.sh" "$BUILD" >"$out" 2>&1 ||
 	{ tail -n 30 "$out"; fail "bench failed"; }
+[ "$(sha256sum <"$BUILD/bench/previous/report.md" 2>/dev/null)" = "$before" ] ||
+	fail "the report before this run is not in bench/previous"
+[ -z "$made" ] || rm -rf "$BUILD/bench/previous"
 show() { grep -F "$1" "$out" | head -n 3; }
 if grep -q 'skipped' "$out"; then grep 'skipped' "$out"; fail "a server or job was skipped"; fi
 # No bench script may stumble (bash's own errors name the script and a
