@@ -254,7 +254,8 @@ if [ "$SUITE" = all ] || [ "$SUITE" = integration ]; then
 			ceph_wait
 			start_one "integration/$(basename "$t" .sh)" bash "$t"
 			lane_ceph=$!
-		elif [ -z "$lane_ceph" ] && [ ${#ceph_q[@]} -eq 0 ] && [ ${#local_q[@]} -gt 0 ]; then
+		elif [ "$INTEGRATION_LANES" -ge 2 ] && [ -z "$lane_ceph" ] && [ ${#ceph_q[@]} -eq 0 ] &&
+			[ ${#local_q[@]} -gt 0 ]; then
 			# its own done, it takes the others from the end of their queue
 			t=${local_q[-1]}; unset 'local_q[-1]'
 			start_one "integration/$(basename "$t" .sh)" bash "$t"
