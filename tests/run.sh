@@ -240,26 +240,27 @@ if [ "$SUITE" = all ] || [ "$SUITE" = integration ]; then
 		fi
 	done
 	lane_local="" lane_ceph="" # the pid each lane runs
+	start_script() { # SCRIPT: start it in the background ($! its pid)
+		uses_ceph "$1" && ceph_wait
+		start_one "integration/$(basename "$1" .sh)" bash "$1"
+	}
 	while :; do
 		if [ -z "$lane_local" ] && [ ${#local_q[@]} -gt 0 ]; then
-			t=${local_q[0]}; local_q=("${local_q[@]:1}")
-			uses_ceph "$t" && ceph_wait
-			start_one "integration/$(basename "$t" .sh)" bash "$t"
-			lane_local=$!
+			start_script "${local_q[0]}"
+			lane_local=$! local_q=("${local_q[@]:1}")
 		fi
-		# the Ceph lane waits for the cluster only when nothing else runs
-		if [ -z "$lane_ceph" ] && [ ${#ceph_q[@]} -gt 0 ] &&
-			{ ceph_started || [ -z "$lane_local" ]; }; then
-			t=${ceph_q[0]}; ceph_q=("${ceph_q[@]:1}")
-			ceph_wait
-			start_one "integration/$(basename "$t" .sh)" bash "$t"
-			lane_ceph=$!
-		elif [ "$INTEGRATION_LANES" -ge 2 ] && [ -z "$lane_ceph" ] && [ ${#ceph_q[@]} -eq 0 ] &&
-			[ ${#local_q[@]} -gt 0 ]; then
-			# its own done, it takes the others from the end of their queue
-			t=${local_q[-1]}; unset 'local_q[-1]'
-			start_one "integration/$(basename "$t" .sh)" bash "$t"
-			lane_ceph=$!
+		if [ -z "$lane_ceph" ]; then
+			# the Ceph lane waits for the cluster only when nothing else
+			# runs; its own done, it takes the others from the end of
+			# their queue (one lane: its queue is empty, and it stays idle)
+			if [ ${#ceph_q[@]} -gt 0 ] && { ceph_started || [ -z "$lane_local" ]; }; then
+				start_script "${ceph_q[0]}"
+				lane_ceph=$! ceph_q=("${ceph_q[@]:1}")
+			elif [ "$INTEGRATION_LANES" -ge 2 ] && [ ${#ceph_q[@]} -eq 0 ] && [ ${#local_q[@]} -gt 0 ]; then
+				start_script "${local_q[-1]}"
+				lane_ceph=$!
+				unset 'local_q[-1]'
+			fi
 		fi
 		[ ${#RUNNING[@]} -gt 0 ] || break
 		reap_one

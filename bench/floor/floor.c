@@ -170,12 +170,6 @@ static int serve(struct conn *c)
 	return 0;
 }
 
-/* Make room for the next receive: a whole WRITE fits. */
-static size_t room(struct conn *c)
-{
-	return c->cap - c->have;
-}
-
 static void send_all(struct conn *c)
 {
 	struct msghdr m = {.msg_iov = c->iov, .msg_iovlen = c->niov};
@@ -207,7 +201,7 @@ static void run_epoll(struct conn *c)
 	for (;;) {
 		if (epoll_wait(ep, &e, 1, -1) < 0 && errno != EINTR)
 			die("epoll_wait");
-		ssize_t r = recv(c->fd, c->in + c->have, room(c), 0);
+		ssize_t r = recv(c->fd, c->in + c->have, c->cap - c->have, 0);
 		if (r < 0 && errno == EAGAIN)
 			continue;
 		if (r <= 0)
@@ -232,7 +226,7 @@ static void run_uring(struct conn *c)
 		die("io_uring_queue_init");
 	struct msghdr m;
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
-	io_uring_prep_recv(sqe, c->fd, c->in + c->have, room(c), 0);
+	io_uring_prep_recv(sqe, c->fd, c->in + c->have, c->cap - c->have, 0);
 	for (;;) {
 		if (io_uring_submit_and_wait(&ring, 1) < 0)
 			die("io_uring_submit_and_wait");
@@ -265,7 +259,7 @@ static void run_uring(struct conn *c)
 			sqe->flags |= IOSQE_CQE_SKIP_SUCCESS | IOSQE_IO_LINK;
 		}
 		sqe = io_uring_get_sqe(&ring);
-		io_uring_prep_recv(sqe, c->fd, c->in + c->have, room(c), 0);
+		io_uring_prep_recv(sqe, c->fd, c->in + c->have, c->cap - c->have, 0);
 		sqe->user_data = 0;
 	}
 out:
