@@ -235,6 +235,22 @@ TARGETS = [
 ]
 
 
+def judge(ratio, target, at_least):
+    """A ratio as the report prints it, and its verdict against target:
+    two decimals, or more when two would round it onto the target's
+    other side (0.896 against ≥ 0.9 reads 0.896×, not 0.90×, beside
+    "missed")."""
+    def ok(x):
+        return x >= target if at_least else x <= target
+
+    met = ok(ratio)
+    for digits in range(2, 7):
+        res = "%.*f" % (digits, ratio)
+        if ok(float(res)) == met:
+            break
+    return res + "×", "met" if met else "**missed**"
+
+
 def targets_table(runs, out):
     """DESIGN.md's figures for the main table: cowbd's medians over the
     reference server's, met or missed."""
@@ -246,8 +262,7 @@ def targets_table(runs, out):
         if ratio is None:
             res, verdict = "–", "not measured"
         else:
-            res = "%.2f×" % ratio
-            verdict = "met" if (ratio >= target if at_least else ratio <= target) else "**missed**"
+            res, verdict = judge(ratio, target, at_least)
         rows.append((label, res, "%s %.1f×" % ("≥" if at_least else "≤", target), verdict))
         out.writerow(["targets", wid, label, "cowbd", "x", "%.3f" % ratio if ratio is not None else "",
                       "", "", "", "", "", "", "", "", "", "", verdict.strip("*")])
@@ -374,8 +389,10 @@ def ckpt_table(runs, out):
     if on and off and on["p999_us"] and off["p999_us"]:
         ratio = on["p999_us"] / off["p999_us"]
         print()
-        print("p99.9 with checkpoints ÷ without: **%.2f×** (target ≤ 2×); p99: %s; IOPS: %s." % (
-            ratio, fmt_ratio(on["p99_us"], off["p99_us"]), fmt_ratio(on["median"], off["median"])))
+        res, verdict = judge(ratio, 2.0, False)
+        print("p99.9 with checkpoints ÷ without: **%s** (target ≤ 2×: %s); p99: %s; IOPS: %s." % (
+            res, verdict, fmt_ratio(on["p99_us"], off["p99_us"]),
+            fmt_ratio(on["median"], off["median"])))
         out.writerow(["ckpt", "ck4k_p999_ratio", "p99.9 with checkpoints / without", "cowbd", "x",
                       "%.3f" % ratio, "", "", "", "", "", "", "", "", "", "", "target <= 2"])
 
@@ -428,8 +445,9 @@ def cmp_table(runs, out):
                 fmt_pct(cp), fmt_pct(ck), fmt_pct(both), fmt_pct(cs)),
             wid=wid + "_busy", val=both)
     if load and idle:
-        row("IOPS while compacting ÷ after cleaning", "**%.2f×**" % (load["median"] / idle["median"]),
-            "≥ 0.7×", "cmp_ratio", load["median"] / idle["median"])
+        ratio = load["median"] / idle["median"]
+        row("IOPS while compacting ÷ after cleaning", "**%s** (%s)" % judge(ratio, 0.7, True), "≥ 0.7×",
+            "cmp_ratio", ratio)
     if load:
         worst = max([r["max_us"] for r in runs.ok("cmp_load", sid) if r["max_us"] is not None],
                     default=None)
@@ -463,9 +481,10 @@ def cmp_table(runs, out):
                 ", ".join("%.1f" % r["value"] for r in cl)), "", "cmp_ratio_idle", ri[-1]["value"])
     rend, ce = runs.ok("cmp_ratio_end", sid), runs.ok("cmp_clean_end", sid)
     if rend:
-        row("allocated ÷ live at the end (idle after the last job)", "**%s** (after %s s idle)" % (
-            fmt_value(rend[0]["value"], "x"), "%.1f" % ce[0]["value"] if ce else "?"), "≤ 1.2×",
-            "cmp_ratio_end", rend[0]["value"])
+        res, verdict = judge(rend[0]["value"], 1.2, False)
+        row("allocated ÷ live at the end (idle after the last job)", "**%s** (%s; after %s s idle)" % (
+            res, verdict, "%.1f" % ce[0]["value"] if ce else "?"), "≤ 1.2×", "cmp_ratio_end",
+            rend[0]["value"])
     print_rows("Compaction under load (cowbd only; medians over rounds):", "result", rows)
     print()
     print("Log thread's time: Δ`compact_ns` (compactor passes: choosing victims, copying) and "
@@ -509,14 +528,17 @@ def cowbd_only_table(runs, workloads, skipped, out):
                       "%.2f" % s["cpu"] if s and s["cpu"] is not None else "", "", ""] +
                      ["%.1f" % s[k] if s and s[k] is not None else "" for k in LAT[:3]] +
                      ["ok" if s and not s["failed"] else "failed"])
+    # After a snapshot ≥ 0.95× without: DESIGN.md's figure and issue 12's.
+    # FLUSHes every 16 ≥ 0.5× without: the bench's own bound on what they
+    # may cost (DESIGN.md asks only ≥ 1.0× nbdkit file, in the table above).
     s0, s1 = runs.summary("snap0", "cowbd"), runs.summary("snap1", "cowbd")
     if s0 and s1:
-        rows.insert(2, ("4k randwrite after snapshot ÷ without", "%.2f×" % (s1["median"] / s0["median"]),
-                        ">= 0.9×"))
+        rows.insert(2, ("4k randwrite after snapshot ÷ without",
+                        "%s (%s)" % judge(s1["median"] / s0["median"], 0.95, True), "≥ 0.95×"))
     main_rw, main_f = runs.summary("rw4k1", "cowbd"), runs.summary("rw4kf", "cowbd")
     if main_rw and main_f:
         rows.insert(0, ("4k randwrite with FLUSH every 16 ÷ without (main table)",
-                        "%.2f×" % (main_f["median"] / main_rw["median"]), ">= 0.5×"))
+                        "%s (%s)" % judge(main_f["median"] / main_rw["median"], 0.5, True), "≥ 0.5×"))
     if rows:
         print_rows("cowbd only:", "result (median)", rows)
     elif "cowbd" in skipped:
